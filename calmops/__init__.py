@@ -1,0 +1,1 @@
+"""CalmOps: drift monitoring and safe retraining for ML models fed by files."""

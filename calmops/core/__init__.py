@@ -1,0 +1,1 @@
+"""What a pipeline is, with no orchestration: spec, store, registry, breaker, metrics, estimators, settings."""

@@ -1,0 +1,1 @@
+"""How flows are started and operated: watcher, deployments, CLI, prediction API, local stack."""

@@ -1,0 +1,1 @@
+"""Drift detection on frouros. Imports nothing of the project."""
