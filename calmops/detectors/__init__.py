@@ -1,1 +1,21 @@
-"""Drift detection on frouros. Imports nothing of the project."""
+"""Drift detection on frouros: reference profiles, univariate/multivariate/concept detectors, the
+decision policy and the report. Imports nothing of the project (no Prefect, no MLflow)."""
+
+from .comparison import compare
+from .concept import ConceptDriftMonitor, ConceptResult
+from .config import DriftConfig
+from .profile import ReferenceProfile, infer_feature_types
+from .report import DriftReport, FeatureResult, MultivariateResult, SchemaSignal
+
+__all__ = [
+    "ConceptDriftMonitor",
+    "ConceptResult",
+    "DriftConfig",
+    "DriftReport",
+    "FeatureResult",
+    "MultivariateResult",
+    "ReferenceProfile",
+    "SchemaSignal",
+    "compare",
+    "infer_feature_types",
+]

@@ -1,0 +1,109 @@
+"""From a validated table to model input: feature selection, type coercion, the model pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
+
+from calmops.core.spec import PipelineSpec, build_estimator
+from calmops.detectors import infer_feature_types
+
+
+def feature_columns(spec: PipelineSpec, columns: list[str]) -> list[str]:
+    excluded = spec.excluded_columns()
+    if spec.kind == "stream" and spec.block_column:
+        excluded.add(spec.block_column)
+    return [c for c in columns if c not in excluded]
+
+
+def resolve_feature_types(spec: PipelineSpec, frame: pd.DataFrame) -> dict[str, str]:
+    """Explicit types from the spec win; the rest are inferred from the data."""
+    inferred = infer_feature_types(frame)
+    return {c: spec.feature_types.get(c, inferred[c]) for c in frame.columns}
+
+
+class CoercionError(ValueError):
+    """A column's values cannot be read as its type; names the column and an offending value."""
+
+
+def coerce_features(frame: pd.DataFrame, feature_types: dict[str, str]) -> pd.DataFrame:
+    """Give every column the representation its type expects (numbers as float, categories as str)."""
+    out = {}
+    for col in feature_types:
+        s = frame[col]
+        kind = feature_types[col]
+        if kind == "numeric":
+            if pd.api.types.is_bool_dtype(s):
+                num = s.astype(float)
+            else:
+                num = pd.to_numeric(s, errors="coerce")
+            bad = num.isna() & s.notna() & (s.astype(str).str.strip() != "")
+            if bad.any():
+                example = s[bad].iloc[0]
+                raise CoercionError(
+                    f"column '{col}' should be numeric but holds {int(bad.sum())} non-numeric value(s), "
+                    f"e.g. {example!r}"
+                )
+            out[col] = num.astype(float)
+        elif kind == "boolean":
+            mapped = s.map(lambda v: _as_bool(v), na_action="ignore")
+            out[col] = mapped.astype(float)
+        elif kind == "datetime":
+            ts = pd.to_datetime(s, errors="coerce", utc=True)
+            out[col] = (ts.astype("int64") // 10**9).where(ts.notna()).astype(float)
+        else:
+            out[col] = s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v))
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _as_bool(v: Any) -> float:
+    if isinstance(v, (bool, np.bool_)):
+        return float(v)
+    text = str(v).strip().lower()
+    if text in ("true", "t", "yes", "y", "1", "1.0"):
+        return 1.0
+    if text in ("false", "f", "no", "n", "0", "0.0"):
+        return 0.0
+    return np.nan
+
+
+def drift_types(feature_types: dict[str, str]) -> dict[str, str]:
+    """After coercion datetimes are numbers (seconds); the detectors see them as numeric."""
+    return {c: ("numeric" if t == "datetime" else t) for c, t in feature_types.items()}
+
+
+def make_model(spec: PipelineSpec, feature_types: dict[str, str]):
+    """The spec's estimator behind a column transformer that handles missing values and categories.
+
+    A user who gives ``model.steps`` owns the whole pipeline and gets it unchanged.
+    """
+    estimator = build_estimator(spec.model, spec.allow_modules)
+    if spec.model.steps is not None:
+        return estimator
+    numeric = [c for c, t in feature_types.items() if t != "categorical"]
+    categorical = [c for c, t in feature_types.items() if t == "categorical"]
+    transformers = []
+    if numeric:
+        transformers.append(("numeric", SimpleImputer(strategy="median", keep_empty_features=True), numeric))
+    if categorical:
+        transformers.append((
+            "categorical",
+            Pipeline([
+                ("fill", SimpleImputer(strategy="constant", fill_value="__missing__", keep_empty_features=True)),
+                ("encode", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)),
+            ]),
+            categorical,
+        ))
+    columns = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    return Pipeline([("features", columns), ("model", estimator)])
+
+
+def fresh_like(model):
+    return clone(model)

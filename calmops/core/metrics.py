@@ -1,0 +1,103 @@
+"""Model metrics for classification (binary and multiclass, string labels too) and regression."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+from sklearn.base import is_classifier, is_regressor
+
+HIGHER_IS_BETTER = {
+    "accuracy": True, "balanced_accuracy": True, "f1_macro": True, "f1": True, "precision": True,
+    "recall": True, "roc_auc": True, "pr_auc": True, "log_loss": False,
+    "rmse": False, "mae": False, "mse": False, "r2": True, "mape": False,
+}
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1", "precision", "recall",
+                          "roc_auc", "pr_auc", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "mse", "r2", "mape")
+DEFAULT_PRIMARY = {"classification": "balanced_accuracy", "regression": "rmse"}
+
+
+def infer_task(estimator: Any, y: pd.Series | None = None) -> str:
+    if is_classifier(estimator):
+        return "classification"
+    if is_regressor(estimator):
+        return "regression"
+    if y is not None and (y.dtype == object or y.dtype == bool or str(y.dtype) == "category" or y.nunique() <= 20):
+        return "classification"
+    return "regression"
+
+
+def better(metric: str, a: float, b: float, margin: float = 0.0) -> bool:
+    """True when score ``a`` beats ``b`` by at least ``margin`` in the metric's direction."""
+    if HIGHER_IS_BETTER.get(metric, True):
+        return a >= b + margin and a > b
+    return a <= b - margin and a < b
+
+
+def _clean(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else float(value)
+
+
+def evaluate(estimator: Any, X: pd.DataFrame, y: pd.Series, task: str) -> dict[str, Any]:
+    """Score a fitted estimator on labelled rows; metrics that do not apply are left out."""
+    if task == "regression":
+        pred = np.asarray(estimator.predict(X), dtype=float)
+        yt = np.asarray(y, dtype=float)
+        mse = skm.mean_squared_error(yt, pred)
+        out = {"rmse": math.sqrt(mse), "mse": mse, "mae": skm.mean_absolute_error(yt, pred),
+               "r2": skm.r2_score(yt, pred) if len(yt) > 1 else None}
+        if np.all(yt != 0):
+            out["mape"] = skm.mean_absolute_percentage_error(yt, pred)
+        return {k: _clean(v) for k, v in out.items() if v is not None}
+
+    pred = estimator.predict(X)
+    yt = np.asarray(y)
+    labels = list(getattr(estimator, "classes_", np.unique(np.concatenate([yt, pred]))))
+    out: dict[str, Any] = {
+        "accuracy": skm.accuracy_score(yt, pred),
+        "balanced_accuracy": skm.balanced_accuracy_score(yt, pred) if len(np.unique(yt)) > 1 else None,
+        "f1_macro": skm.f1_score(yt, pred, average="macro", zero_division=0),
+    }
+    binary = len(labels) == 2
+    if binary:
+        pos = labels[1]
+        out["f1"] = skm.f1_score(yt, pred, pos_label=pos, zero_division=0)
+        out["precision"] = skm.precision_score(yt, pred, pos_label=pos, zero_division=0)
+        out["recall"] = skm.recall_score(yt, pred, pos_label=pos, zero_division=0)
+    if hasattr(estimator, "predict_proba") and len(np.unique(yt)) > 1:
+        try:
+            proba = estimator.predict_proba(X)
+            out["log_loss"] = skm.log_loss(yt, proba, labels=labels)
+            if binary:
+                out["roc_auc"] = skm.roc_auc_score(yt == labels[1], proba[:, 1])
+                out["pr_auc"] = skm.average_precision_score(yt == labels[1], proba[:, 1])
+            elif set(np.unique(yt)) <= set(labels):
+                out["roc_auc"] = skm.roc_auc_score(yt, proba, multi_class="ovr", labels=labels)
+        except (ValueError, AttributeError):
+            pass  # probabilities unusable for this batch; the label metrics still stand
+    result = {k: _clean(v) for k, v in out.items() if v is not None}
+    result = {k: v for k, v in result.items() if v is not None}
+    result["confusion_matrix"] = {
+        "labels": [str(x) for x in labels],
+        "matrix": skm.confusion_matrix(yt, pred, labels=labels).tolist(),
+    }
+    return result
+
+
+def threshold_failures(scores: dict[str, Any], thresholds: dict[str, Any]) -> list[str]:
+    """Plain-word reasons for every threshold the scores break (empty when all pass)."""
+    failures = []
+    for metric, bound in thresholds.items():
+        value = scores.get(metric)
+        if value is None:
+            failures.append(f"{metric} could not be computed")
+            continue
+        if bound.min is not None and value < bound.min:
+            failures.append(f"{metric} {value:.4f} < min {bound.min}")
+        if bound.max is not None and value > bound.max:
+            failures.append(f"{metric} {value:.4f} > max {bound.max}")
+    return failures

@@ -1,0 +1,296 @@
+"""MLflow access: experiments, runs, the model registry and its aliases.
+
+Per pipeline: experiment ``calmops/<name>``, registered model ``<name>``, aliases ``champion``,
+``challenger`` and ``previous``. Each model version carries, in its run's artifacts, the
+reference data it was trained on, its reference profile and its input schema, so that every
+later run compares against exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from calmops.core.settings import Settings, get_settings
+from calmops.detectors import ReferenceProfile
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.", "calmops.core.",
+                         "river.", "lightgbm.", "xgboost.", "pandas.")
+REFERENCE_MAX_ROWS = 200_000
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def configure(settings: Settings | None = None) -> MlflowClient:
+    settings = settings or get_settings()
+    if settings.mlflow_tracking_uri.startswith("sqlite:///"):
+        Path(settings.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    if settings.mlflow_registry_uri:
+        mlflow.set_registry_uri(settings.mlflow_registry_uri)
+    return MlflowClient()
+
+
+def experiment_name(pipeline: str) -> str:
+    return f"calmops/{pipeline}"
+
+
+def ensure_experiment(pipeline: str, settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    client = configure(settings)
+    name = experiment_name(pipeline)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if settings.mlflow_tracking_uri.startswith("sqlite:///"):
+        location = (settings.home / "mlflow" / "artifacts" / pipeline).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location, tags={"calmops.pipeline": pipeline})
+    except MlflowException:  # created meanwhile by a concurrent run
+        return client.get_experiment_by_name(name).experiment_id
+
+
+# -- schema of a model's input -------------------------------------------------------------
+
+
+@dataclass
+class InputSchema:
+    """Columns a model takes, with their dtype kinds and feature types."""
+
+    columns: list[str]
+    dtypes: dict[str, str]
+    feature_types: dict[str, str]
+    target: str | None
+    task: str
+    classes: list[Any] | None = None
+
+    def to_dict(self) -> dict:
+        return {"columns": self.columns, "dtypes": self.dtypes, "feature_types": self.feature_types,
+                "target": self.target, "task": self.task,
+                "classes": None if self.classes is None else [_plain(c) for c in self.classes]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputSchema:
+        return cls(**d)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def trusted_types_for(model: Any) -> list[str]:
+    """Types skops must trust to load this model, limited to allow-listed packages."""
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_TYPE_PREFIXES)]
+    if refused:
+        raise ValueError(f"model holds types outside the allow-list and cannot be saved safely: {refused}")
+    return untrusted
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+def start_run(pipeline: str, run_name: str, tags: dict[str, str]) -> str:
+    """Create the MLflow run that records one file's processing; returns its id."""
+    experiment_id = ensure_experiment(pipeline)
+    run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+@contextmanager
+def in_run(run_id: str):
+    """Make ``run_id`` the active run for fluent MLflow calls, whatever thread we are on."""
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        yield active
+        return
+    with mlflow.start_run(run_id=run_id, nested=active is not None) as run:
+        yield run
+
+
+def run_url(run_id: str, experiment_id: str) -> str | None:
+    ui = os.environ.get("CALMOPS_MLFLOW_UI")
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}" if ui else None
+
+
+# -- logging a candidate model -------------------------------------------------------------
+
+
+@dataclass
+class Champion:
+    """A registered model version with what it was trained on."""
+
+    name: str
+    version: int
+    model: Any
+    schema: InputSchema
+    profile: ReferenceProfile
+    run_id: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scores_at_promotion(self) -> dict[str, float]:
+        return json.loads(self.tags.get("calmops.scores", "{}"))
+
+
+def log_candidate(
+    run_id: str,
+    pipeline: str,
+    model: Any,
+    reference: pd.DataFrame,
+    schema: InputSchema,
+    profile: ReferenceProfile,
+    *,
+    scores: dict[str, Any] | None = None,
+    description: str = "",
+) -> int:
+    """Log and register a model in the given MLflow run; returns its version number."""
+    with in_run(run_id):
+        return _log_candidate(pipeline, model, reference, schema, profile, scores=scores, description=description)
+
+
+def _log_candidate(pipeline, model, reference, schema, profile, *, scores, description) -> int:
+    from mlflow.models import infer_signature
+
+    features = reference[schema.columns]
+    sample = features.head(5)
+    signature = infer_signature(sample, model.predict(sample))
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        registered_model_name=pipeline,
+        signature=signature,
+        input_example=sample,
+        serialization_format="skops",
+        skops_trusted_types=trusted_types_for(model),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        ref = reference if len(reference) <= REFERENCE_MAX_ROWS else reference.sample(REFERENCE_MAX_ROWS, random_state=0)
+        ref.to_parquet(tmp_path / "reference.parquet", index=False)
+        (tmp_path / "schema.json").write_text(json.dumps(schema.to_dict(), indent=2))
+        profile.save(tmp_path / "profile")
+        mlflow.log_artifact(str(tmp_path / "reference.parquet"), "reference")
+        mlflow.log_artifact(str(tmp_path / "schema.json"), "reference")
+        mlflow.log_artifacts(str(tmp_path / "profile"), "reference/profile")
+    version = int(info.registered_model_version)
+    client = MlflowClient()
+    client.set_model_version_tag(pipeline, str(version), "calmops.scores", json.dumps(scores or {}))
+    if description:
+        client.update_model_version(pipeline, str(version), description=description[:5000])
+    return version
+
+
+def set_version_tag(pipeline: str, version: int, key: str, value: Any) -> None:
+    MlflowClient().set_model_version_tag(pipeline, str(version), key, value if isinstance(value, str) else json.dumps(value))
+
+
+# -- reading versions and aliases ----------------------------------------------------------
+
+
+def alias_version(pipeline: str, alias: str) -> int | None:
+    client = MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(pipeline, alias)
+    except MlflowException:
+        return None
+    return int(mv.version)  # SQLite gives int, REST gives str: normalise
+
+
+def aliases(pipeline: str) -> dict[str, int]:
+    client = MlflowClient()
+    try:
+        rm = client.get_registered_model(pipeline)
+    except MlflowException:
+        return {}
+    return {alias: int(v) for alias, v in rm.aliases.items()}
+
+
+@lru_cache(maxsize=16)
+def _load_version(tracking_uri: str, pipeline: str, version: int) -> tuple[Any, InputSchema, ReferenceProfile, str, dict]:
+    client = MlflowClient()
+    mv = client.get_model_version(pipeline, str(version))
+    model = mlflow.sklearn.load_model(f"models:/{pipeline}/{version}")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="reference", dst_path=tmp))
+        schema = InputSchema.from_dict(json.loads((local / "schema.json").read_text()))
+        profile = ReferenceProfile.load(local / "profile")
+    return model, schema, profile, mv.run_id, dict(mv.tags)
+
+
+def load_version(pipeline: str, version: int) -> Champion:
+    model, schema, profile, run_id, tags = _load_version(mlflow.get_tracking_uri(), pipeline, int(version))
+    # tags may change after caching (e.g. scores at promotion): read them fresh
+    tags = dict(MlflowClient().get_model_version(pipeline, str(version)).tags)
+    return Champion(pipeline, int(version), model, schema, profile, run_id, tags)
+
+
+def load_reference(pipeline: str, version: int) -> pd.DataFrame:
+    mv = MlflowClient().get_model_version(pipeline, str(version))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="reference/reference.parquet", dst_path=tmp)
+        return pd.read_parquet(path)
+
+
+def champion(pipeline: str) -> Champion | None:
+    version = alias_version(pipeline, CHAMPION)
+    return None if version is None else load_version(pipeline, version)
+
+
+# -- moving aliases ------------------------------------------------------------------------
+
+
+def mark_challenger(pipeline: str, version: int) -> None:
+    MlflowClient().set_registered_model_alias(pipeline, CHALLENGER, str(version))
+
+
+def promote(pipeline: str, version: int) -> int | None:
+    """Make ``version`` the champion; the old champion becomes ``previous``. Returns the old one.
+
+    Order matters for crash safety: ``previous`` is written first, so an interruption leaves
+    the old champion serving and a repeat of the call completes the move (idempotent).
+    """
+    client = MlflowClient()
+    old = alias_version(pipeline, CHAMPION)
+    if old == version:
+        return alias_version(pipeline, PREVIOUS)
+    if old is not None:
+        client.set_registered_model_alias(pipeline, PREVIOUS, str(old))
+    client.set_registered_model_alias(pipeline, CHAMPION, str(version))
+    return old
+
+
+class NothingToRollBack(LookupError):
+    pass
+
+
+def rollback(pipeline: str) -> tuple[int, int]:
+    """Serve ``previous`` again; the rolled-back champion becomes ``previous``. Returns (from, to)."""
+    client = MlflowClient()
+    current, prev = alias_version(pipeline, CHAMPION), alias_version(pipeline, PREVIOUS)
+    if prev is None or current is None:
+        raise NothingToRollBack(f"pipeline {pipeline!r} has no previous champion to roll back to")
+    client.set_registered_model_alias(pipeline, CHAMPION, str(prev))
+    client.set_registered_model_alias(pipeline, PREVIOUS, str(current))
+    client.set_model_version_tag(pipeline, str(current), "calmops.rolled_back", "true")
+    return current, prev

@@ -1,0 +1,225 @@
+"""The pipeline spec (SPEC section 2): one YAML file per pipeline, validated by pydantic.
+
+Unknown keys, wrong types and model classes outside the allow-list are refused with one
+error that names the key. The spec is the single source of truth for flows, CLI and viewer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from calmops.detectors.config import DriftConfig
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+FORMATS = ("csv", "tsv", "txt", "parquet", "json", "jsonl", "arff", "xlsx")
+FEATURE_TYPES = ("numeric", "categorical", "boolean", "datetime")
+RETRAIN_MODES = ("full", "incremental", "window", "stacking", "replay", "recalibration")
+ALLOWED_MODEL_PREFIXES = ("sklearn.", "river.compat.", "lightgbm.", "xgboost.", "calmops.core.")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ModelSpec(_Strict):
+    """An estimator by import path, or a sklearn Pipeline of such steps."""
+
+    class_: str | None = Field(default=None, alias="class")
+    params: dict[str, Any] = Field(default_factory=dict)
+    steps: list[ModelSpec] | None = None
+
+    @model_validator(mode="after")
+    def _one_of_class_or_steps(self) -> ModelSpec:
+        if (self.class_ is None) == (self.steps is None):
+            raise ValueError("give either 'class' (an import path) or 'steps' (a list of models)")
+        return self
+
+
+class Threshold(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class EvaluationSpec(_Strict):
+    task: Literal["classification", "regression"] | None = None
+    primary_metric: str | None = None
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    promotion_margin: float = Field(default=0.0, ge=0.0)
+    holdout: float = Field(default=0.3, gt=0.0, lt=1.0)
+    min_holdout_rows: int = Field(default=20, ge=1)
+    # performance drift: the champion's primary metric on a batch is worse than at promotion
+    # by more than this share of its value at promotion (0.05 = 5 %)
+    performance_tolerance: float = Field(default=0.05, ge=0.0)
+
+
+class RetrainSpec(_Strict):
+    mode: Literal[RETRAIN_MODES] = "full"  # type: ignore[valid-type]
+    fallback_mode: Literal[RETRAIN_MODES] | None = None  # type: ignore[valid-type]
+    data: Literal["reference_and_new", "new_only"] = "reference_and_new"
+    retrain_on: Literal["drift", "always"] = "drift"
+    history_max_batches: int = Field(default=50, ge=1)
+    window_rows: int | None = Field(default=None, ge=1)
+    window_batches: int | None = Field(default=None, ge=1)
+    replay_ratio: float = Field(default=0.5, gt=0.0, le=10.0)
+    calibration_method: Literal["sigmoid", "isotonic"] = "sigmoid"
+
+
+class BreakerSpec(_Strict):
+    max_failures: int = Field(default=3, ge=1)
+    cooldown_seconds: float = Field(default=60.0, ge=0.0)
+    max_cooldown_seconds: float = Field(default=3600.0, ge=0.0)
+    half_open_trials: int = Field(default=1, ge=1)
+    count_bad_input: bool = False
+
+
+class HooksSpec(_Strict):
+    """User functions as ``path/to/module.py:function``."""
+
+    train: str | None = None
+    retrain: str | None = None
+    fallback: str | None = None
+
+
+class LimitsSpec(_Strict):
+    max_rows: int = Field(default=5_000_000, ge=1)
+    max_bytes: int = Field(default=2 * 1024**3, ge=1)
+
+
+class PipelineSpec(_Strict):
+    name: str
+    kind: Literal["stream", "block", "ipip"] = "stream"
+    incoming: Path | None = None
+    formats: list[Literal[FORMATS]] = Field(default_factory=lambda: list(FORMATS))  # type: ignore[valid-type]
+    delimiter: str | None = None
+    target: str | None = None
+    block_column: str | None = None
+    id_columns: list[str] = Field(default_factory=list)
+    drop_columns: list[str] = Field(default_factory=list)
+    feature_types: dict[str, Literal[FEATURE_TYPES]] = Field(default_factory=dict)  # type: ignore[valid-type]
+    model: ModelSpec = Field(
+        default_factory=lambda: ModelSpec(**{"class": "sklearn.ensemble.HistGradientBoostingClassifier"})
+    )
+    allow_modules: list[str] = Field(default_factory=list)
+    preprocess: Path | None = None
+    hooks: HooksSpec = Field(default_factory=HooksSpec)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+    breaker: BreakerSpec = Field(default_factory=BreakerSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    prediction_only: bool = False
+    predictions: Path | None = None
+    schedule: str | None = None
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not re.match(NAME_PATTERN, v):
+            raise ValueError(
+                f"{v!r} is not a valid pipeline name: use lowercase letters, digits and '-', "
+                "starting with a letter, at most 63 characters"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineSpec:
+        if not self.prediction_only and not self.target:
+            raise ValueError("'target' is required unless 'prediction_only: true'")
+        if self.kind in ("block", "ipip") and not self.block_column:
+            raise ValueError(f"'block_column' is required for kind '{self.kind}'")
+        for path in _model_classes(self.model):
+            if not is_allowed_import(path, self.allow_modules):
+                raise ValueError(
+                    f"model class {path!r} is not in the allow-list "
+                    f"({', '.join(ALLOWED_MODEL_PREFIXES)} and 'allow_modules')"
+                )
+        return self
+
+    # -- derived values -------------------------------------------------------------------
+    def excluded_columns(self) -> set[str]:
+        cols = set(self.id_columns) | set(self.drop_columns)
+        if self.target:
+            cols.add(self.target)
+        return cols
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _model_classes(model: ModelSpec) -> list[str]:
+    if model.steps is not None:
+        return [p for step in model.steps for p in _model_classes(step)]
+    return [model.class_] if model.class_ else []
+
+
+def is_allowed_import(path: str, extra_modules: list[str] | tuple[str, ...] = ()) -> bool:
+    prefixes = ALLOWED_MODEL_PREFIXES + tuple(m.rstrip(".") + "." for m in extra_modules)
+    return any(path.startswith(p) for p in prefixes)
+
+
+def build_estimator(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = ()):
+    """Instantiate the estimator a spec describes (import paths checked against the allow-list)."""
+    if model.steps is not None:
+        from sklearn.pipeline import make_pipeline
+
+        return make_pipeline(*(build_estimator(s, allow_modules) for s in model.steps))
+    path = model.class_ or ""
+    if not is_allowed_import(path, allow_modules):
+        raise SpecError(f"model.class: {path!r} is not in the allow-list")
+    module_name, _, attr = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(f"model.class: cannot import {path!r} ({exc})") from exc
+    try:
+        return cls(**model.params)
+    except TypeError as exc:
+        raise SpecError(f"model.params: {exc}") from exc
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        elif e["type"] == "missing":
+            parts.append(f"missing key '{loc}'")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc != "(top level)" else msg)
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_spec(data: dict[str, Any], source: str = "spec") -> PipelineSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a spec must be a mapping of keys to values")
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_error(source, exc)) from None
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML ({exc})") from None
+    return parse_spec(data, str(path))

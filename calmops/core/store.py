@@ -1,0 +1,308 @@
+"""The one place that knows a pipeline's files: folders, ledger, quarantine, batch history, spec history.
+
+Layout under ``$CALMOPS_HOME/pipelines/<name>/``::
+
+    spec.yaml            the current spec
+    spec_history/        every version of the spec, with a changes.jsonl of diffs
+    incoming/            files waiting (unless the spec names another folder)
+    processed/           files done, byte for byte as they arrived
+    quarantine/          files refused, each with a <file>.reason.json sidecar
+    predictions/         predictions written by the champion
+    history/             accepted batches as Parquet (bounded by the retention policy)
+    ledger.sqlite        content hash -> status, the exactly-once record
+    logs/                the pipeline's rotating log file
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from calmops.core.settings import Settings, get_settings
+from calmops.core.spec import PipelineSpec, load_spec, parse_spec
+
+TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".swp", "~")
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_temporary_name(path: str | Path) -> bool:
+    """Names writers use while a file is incomplete; never taken as input."""
+    name = Path(path).name
+    return name.startswith(".") or name.endswith(TEMP_SUFFIXES)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class PipelinePaths:
+    root: Path
+    incoming: Path
+    predictions: Path
+
+    @property
+    def spec_file(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def spec_history(self) -> Path:
+        return self.root / "spec_history"
+
+    @property
+    def processed(self) -> Path:
+        return self.root / "processed"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def ledger_file(self) -> Path:
+        return self.root / "ledger.sqlite"
+
+    @property
+    def state(self) -> Path:
+        """Small JSON state files (e.g. concept-drift detectors between files)."""
+        return self.root / "state"
+
+    def ensure(self) -> PipelinePaths:
+        for d in (self.root, self.incoming, self.predictions, self.spec_history, self.processed,
+                  self.quarantine, self.history, self.logs, self.state):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def pipeline_paths(spec: PipelineSpec, settings: Settings | None = None) -> PipelinePaths:
+    settings = settings or get_settings()
+    root = settings.pipeline_dir(spec.name)
+    return PipelinePaths(
+        root=root,
+        incoming=Path(spec.incoming).expanduser().resolve() if spec.incoming else root / "incoming",
+        predictions=Path(spec.predictions).expanduser().resolve() if spec.predictions else root / "predictions",
+    )
+
+
+# -- pipelines and their specs ------------------------------------------------------------
+
+
+class PipelineNotFound(LookupError):
+    pass
+
+
+class PipelineExists(FileExistsError):
+    pass
+
+
+def list_pipelines(settings: Settings | None = None) -> list[str]:
+    settings = settings or get_settings()
+    if not settings.pipelines_dir.exists():
+        return []
+    return sorted(p.name for p in settings.pipelines_dir.iterdir() if (p / "spec.yaml").exists())
+
+
+def read_spec(name: str, settings: Settings | None = None) -> PipelineSpec:
+    settings = settings or get_settings()
+    path = settings.pipeline_dir(name) / "spec.yaml"
+    if not path.exists():
+        known = ", ".join(list_pipelines(settings)) or "none yet"
+        raise PipelineNotFound(f"no pipeline named {name!r} (known: {known})")
+    return load_spec(path)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_spec(spec: PipelineSpec, *, create: bool, settings: Settings | None = None) -> PipelinePaths:
+    """Write the spec and record the change (time and diff) in its history."""
+    paths = pipeline_paths(spec, settings)
+    exists = paths.spec_file.exists()
+    if create and exists:
+        raise PipelineExists(f"pipeline {spec.name!r} exists already; use 'calmops update'")
+    if not create and not exists:
+        raise PipelineNotFound(f"no pipeline named {spec.name!r}; use 'calmops create'")
+    paths.ensure()
+    old = paths.spec_file.read_text() if exists else ""
+    new = spec.to_yaml()
+    if old == new:
+        return paths
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    (paths.spec_history / f"{stamp}.yaml").write_text(new)
+    diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "before", "after"))
+    with open(paths.spec_history / "changes.jsonl", "a") as fh:
+        fh.write(json.dumps({"time": _now(), "version": stamp, "diff": diff}) + "\n")
+    _write_atomic(paths.spec_file, new)
+    return paths
+
+
+def spec_history(name: str, settings: Settings | None = None) -> list[dict]:
+    paths = pipeline_paths(read_spec(name, settings), settings)
+    log = paths.spec_history / "changes.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def spec_from_dict(data: dict) -> PipelineSpec:
+    return parse_spec(data)
+
+
+# -- the ledger: exactly-once effect per content hash --------------------------------------
+
+
+class Ledger:
+    """Which file contents a pipeline has processed, keyed by SHA-256.
+
+    SQLite gives atomic claims across processes: two runs for the same bytes cannot both win.
+    Status: ``in_progress`` (claimed), ``done``, ``pending`` (deferred, e.g. breaker open).
+    A claim older than ``stale_after`` seconds belongs to a crashed run and may be taken again.
+    """
+
+    def __init__(self, path: Path, stale_after: float = 3600.0):
+        self.path = path
+        self.stale_after = stale_after
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as con, con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS files (sha256 TEXT PRIMARY KEY, file TEXT, status TEXT, "
+                "decision TEXT, claimed_at REAL, updated TEXT, run_id TEXT)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        return con
+
+    def claim(self, sha256: str, file: str, run_id: str = "") -> bool:
+        """Take the file for processing; False when it is done or being processed elsewhere."""
+        now = time.time()
+        with closing(self._connect()) as con:
+            con.execute("BEGIN IMMEDIATE")
+            row = con.execute("SELECT status, claimed_at, run_id FROM files WHERE sha256=?", (sha256,)).fetchone()
+            if row is not None:
+                status, claimed_at, owner = row
+                retake = status == "pending" or (
+                    status == "in_progress" and (owner == run_id and run_id or now - (claimed_at or 0) > self.stale_after)
+                )
+                if not retake:
+                    con.execute("COMMIT")
+                    return False
+            con.execute(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, 'in_progress', NULL, ?, ?, ?)",
+                (sha256, file, now, _now(), run_id),
+            )
+            con.execute("COMMIT")
+            return True
+
+    def finish(self, sha256: str, decision: str, status: str = "done") -> None:
+        with closing(self._connect()) as con:
+            con.execute(
+                "UPDATE files SET status=?, decision=?, updated=? WHERE sha256=?",
+                (status, decision, _now(), sha256),
+            )
+
+    def release(self, sha256: str) -> None:
+        """Forget a claim (the run failed before it changed anything); the file can be retried."""
+        with closing(self._connect()) as con:
+            con.execute("DELETE FROM files WHERE sha256=? AND status='in_progress'", (sha256,))
+
+    def status(self, sha256: str) -> str | None:
+        with closing(self._connect()) as con:
+            row = con.execute("SELECT status FROM files WHERE sha256=?", (sha256,)).fetchone()
+        return row[0] if row else None
+
+    def decision(self, sha256: str) -> str | None:
+        with closing(self._connect()) as con:
+            row = con.execute("SELECT decision FROM files WHERE sha256=?", (sha256,)).fetchone()
+        return row[0] if row else None
+
+    def entries(self) -> list[dict]:
+        with closing(self._connect()) as con:
+            con.row_factory = sqlite3.Row
+            return [dict(r) for r in con.execute("SELECT * FROM files ORDER BY claimed_at")]
+
+
+def ledger(paths: PipelinePaths) -> Ledger:
+    return Ledger(paths.ledger_file)
+
+
+# -- moving files: never delete, never overwrite -------------------------------------------
+
+
+def _free_name(folder: Path, name: str, sha256: str) -> Path:
+    target = folder / name
+    if target.exists():
+        target = folder / f"{sha256[:12]}-{name}"
+    return target
+
+
+def move_to_processed(paths: PipelinePaths, file: Path, sha256: str) -> Path:
+    paths.processed.mkdir(parents=True, exist_ok=True)
+    target = _free_name(paths.processed, file.name, sha256)
+    shutil.move(str(file), target)
+    return target
+
+
+def quarantine(paths: PipelinePaths, file: Path, sha256: str | None, reason: str, details: dict | None = None) -> Path:
+    """Move a refused file aside with a JSON sidecar saying why, in plain words."""
+    paths.quarantine.mkdir(parents=True, exist_ok=True)
+    target = _free_name(paths.quarantine, file.name, sha256 or "nohash")
+    shutil.move(str(file), target)
+    sidecar = target.with_name(target.name + ".reason.json")
+    _write_atomic(sidecar, json.dumps(
+        {"file": file.name, "sha256": sha256, "reason": reason, "details": details or {}, "time": _now()},
+        indent=2,
+    ))
+    return target
+
+
+# -- batch history (accepted batches, for retraining modes) --------------------------------
+
+
+def append_history(paths: PipelinePaths, batch: pd.DataFrame, sha256: str, max_batches: int) -> Path:
+    paths.history.mkdir(parents=True, exist_ok=True)
+    existing = sorted(paths.history.glob("*.parquet"))
+    if any(p.stem.endswith(sha256[:16]) for p in existing):
+        return next(p for p in existing if p.stem.endswith(sha256[:16]))
+    seq = int(existing[-1].stem.split("-")[0]) + 1 if existing else 1
+    target = paths.history / f"{seq:06d}-{sha256[:16]}.parquet"
+    tmp = target.with_name("." + target.name + ".part")
+    batch.to_parquet(tmp, index=False)
+    os.replace(tmp, target)
+    for old in sorted(paths.history.glob("*.parquet"))[:-max_batches]:
+        old.unlink()  # retention of derived copies; the original file stays in processed/
+    return target
+
+
+def read_history(paths: PipelinePaths, last_batches: int | None = None) -> list[pd.DataFrame]:
+    files = sorted(paths.history.glob("*.parquet"))
+    if last_batches is not None:
+        files = files[-last_batches:]
+    return [pd.read_parquet(f) for f in files]

@@ -1,0 +1,208 @@
+"""Streaming concept-drift detectors (frouros) fed with per-row errors or residuals, whose state
+survives between files as plain JSON (no pickle)."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from frouros.detectors import concept_drift as fcd
+
+# registry name -> (detector class, config class)
+DETECTORS = {
+    "ddm": (fcd.DDM, fcd.DDMConfig),
+    "eddm": (fcd.EDDM, fcd.EDDMConfig),
+    "hddm_a": (fcd.HDDMA, fcd.HDDMAConfig),
+    "hddm_w": (fcd.HDDMW, fcd.HDDMWConfig),
+    "adwin": (fcd.ADWIN, fcd.ADWINConfig),
+    "page_hinkley": (fcd.PageHinkley, fcd.PageHinkleyConfig),
+    "kswin": (fcd.KSWIN, fcd.KSWINConfig),
+    "cusum": (fcd.CUSUM, fcd.CUSUMConfig),
+}
+# KSWIN draws its reference window with numpy's *global* RNG; we give each KSWIN its own seeded
+# RandomState (swapped in around its updates) so a split stream repeats an unsplit one exactly.
+_KSWIN_SEED = 0
+
+
+def build_detector(name: str, params: dict | None = None):
+    """A frouros detector from its registry name and config parameters (frouros defaults otherwise)."""
+    detector_cls, config_cls = DETECTORS[name]
+    params = dict(params or {})
+    if name == "kswin":
+        params.pop("seed", None)  # randomness is handled by the monitor, see _KSWIN_SEED
+    return detector_cls(config=config_cls(**params))
+
+
+@dataclass
+class ConceptResult:
+    alarm: bool  # any detector alarmed during this update
+    detectors: dict[str, dict] = field(default_factory=dict)  # name -> alarm, first_alarm_index, status
+    n_seen: int = 0  # values seen since the last reset
+
+
+class ConceptDriftMonitor:
+    """Feeds values to every configured detector; remembers where each first alarmed.
+
+    frouros latches ``drift`` after an alarm; the monitor reports the first alarm index (counted over
+    the whole stream since the last ``reset()``) and keeps the detectors latched until the caller acts
+    on the alarm and calls ``reset()``.
+
+    >>> from calmops.detectors import ConceptDriftMonitor, DriftConfig
+    >>> m = ConceptDriftMonitor(DriftConfig(concept=["page_hinkley"]))
+    >>> m.update([0.0] * 100 + [10.0] * 20).alarm
+    True
+    """
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.names = list(config.concept)
+        self.reset()
+
+    def reset(self) -> None:
+        self.detectors = {n: build_detector(n, self.config.concept_params.get(n)) for n in self.names}
+        self.first_alarm = {n: None for n in self.names}
+        self.n_seen = 0
+        self._rng_state = {n: np.random.RandomState(self.config.concept_params.get(n, {}).get("seed", _KSWIN_SEED)).get_state()
+                           for n in self.names if n == "kswin"}
+
+    def update(self, values: Sequence[float]) -> ConceptResult:
+        """Feed per-row errors (0/1, classification) or absolute residuals (regression); NaNs skipped."""
+        values = [float(v) for v in np.asarray(values, dtype=np.float64).ravel() if math.isfinite(v)]
+        if "adwin" in self.detectors and values and min(values) < 0:
+            # checked before any detector moves, so a refused batch leaves the state untouched
+            raise ValueError("ADWIN needs non-negative values: feed 0/1 errors or absolute residuals")
+        alarms_now = {}
+        for name, det in self.detectors.items():
+            saved = None
+            if name in self._rng_state:
+                saved = np.random.get_state()
+                np.random.set_state(self._rng_state[name])
+            try:
+                fired = False
+                for i, v in enumerate(values):
+                    det.update(value=v)
+                    if det.drift and self.first_alarm[name] is None:
+                        self.first_alarm[name] = self.n_seen + i
+                    fired = fired or det.drift
+                alarms_now[name] = fired
+            finally:
+                if saved is not None:
+                    self._rng_state[name] = np.random.get_state()
+                    np.random.set_state(saved)
+        self.n_seen += len(values)
+        return self.result(alarms_now)
+
+    def result(self, alarms_now: dict[str, bool] | None = None) -> ConceptResult:
+        out = {}
+        for name, det in self.detectors.items():
+            out[name] = {
+                "alarm": bool(det.drift) if alarms_now is None else bool(alarms_now.get(name, det.drift)),
+                "first_alarm_index": self.first_alarm[name],
+                "status": {k: bool(v) for k, v in det.status.items()},
+            }
+        return ConceptResult(any(d["alarm"] for d in out.values()), out, self.n_seen)
+
+    # ------------------------------------------------------------------ state
+    def to_state(self) -> dict:
+        return {
+            "format": "calmops.concept_monitor",
+            "version": 1,
+            "names": self.names,
+            "n_seen": self.n_seen,
+            "first_alarm": self.first_alarm,
+            "detectors": {n: _encode({k: v for k, v in vars(d).items() if k not in ("_config", "_callbacks")})
+                          for n, d in self.detectors.items()},
+            "rng": {n: _encode_rng(s) for n, s in self._rng_state.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict, config) -> "ConceptDriftMonitor":
+        if state.get("format") != "calmops.concept_monitor":
+            raise ValueError("not a CalmOps concept-monitor state")
+        if list(state["names"]) != list(config.concept):
+            raise ValueError(f"state holds detectors {state['names']} but config asks for {list(config.concept)}")
+        m = cls(config)
+        m.n_seen = int(state["n_seen"])
+        m.first_alarm = {k: (None if v is None else int(v)) for k, v in state["first_alarm"].items()}
+        for name, det in m.detectors.items():
+            det.__dict__.update(_decode(state["detectors"][name]))
+        m._rng_state = {n: _decode_rng(s) for n, s in state.get("rng", {}).items()}
+        return m
+
+
+# ----------------------------------------------------------------------------- JSON codec
+# Detector internals are numbers, booleans, lists, deques, numpy values and small frouros helper
+# objects (Mean, EWMA, buckets). They are written field by field; objects are rebuilt only for
+# classes inside the frouros package.
+def _encode(v):
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, (int, np.integer)) and not isinstance(v, np.bool_):
+        return {"__int__": int(v)} if isinstance(v, np.integer) else v
+    if isinstance(v, np.bool_):
+        return {"__npbool__": bool(v)}
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        tag = "__npfloat__" if isinstance(v, np.floating) else "__float__"
+        return {tag: repr(f)} if not math.isfinite(f) or isinstance(v, np.floating) else f
+    if isinstance(v, np.ndarray):
+        return {"__ndarray__": _encode(v.tolist()), "dtype": str(v.dtype), "shape": list(v.shape)}
+    if isinstance(v, deque):
+        return {"__deque__": [_encode(x) for x in v], "maxlen": v.maxlen}
+    if isinstance(v, tuple):
+        return {"__tuple__": [_encode(x) for x in v]}
+    if isinstance(v, list):
+        return [_encode(x) for x in v]
+    if isinstance(v, dict):
+        return {"__dict__": [[_encode(k), _encode(x)] for k, x in v.items()]}
+    cls = type(v)
+    if cls.__module__.startswith("frouros."):
+        return {"__object__": f"{cls.__module__}:{cls.__qualname__}", "fields": _encode(dict(vars(v)))}
+    raise TypeError(f"cannot serialise {cls.__module__}.{cls.__qualname__} in detector state")
+
+
+def _decode(v):
+    if isinstance(v, list):
+        return [_decode(x) for x in v]
+    if not isinstance(v, dict):
+        return v
+    if "__int__" in v:
+        return np.int64(v["__int__"])
+    if "__npbool__" in v:
+        return np.bool_(v["__npbool__"])
+    if "__float__" in v:
+        return float(v["__float__"])
+    if "__npfloat__" in v:
+        return np.float64(float(v["__npfloat__"]))
+    if "__ndarray__" in v:
+        return np.asarray(_decode(v["__ndarray__"]), dtype=v["dtype"]).reshape(v["shape"])
+    if "__deque__" in v:
+        return deque([_decode(x) for x in v["__deque__"]], maxlen=v["maxlen"])
+    if "__tuple__" in v:
+        return tuple(_decode(x) for x in v["__tuple__"])
+    if "__dict__" in v:
+        return {_decode(k): _decode(x) for k, x in v["__dict__"]}
+    if "__object__" in v:
+        module, _, qualname = v["__object__"].partition(":")
+        if not module.startswith("frouros."):
+            raise ValueError(f"refusing to rebuild {v['__object__']}: only frouros classes")
+        cls = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        obj = cls.__new__(cls)
+        obj.__dict__.update(_decode(v["fields"]))
+        return obj
+    raise ValueError(f"unknown encoded value {list(v)[:3]}")
+
+
+def _encode_rng(state) -> dict:
+    name, keys, pos, has_gauss, cached = state
+    return {"name": name, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _decode_rng(d: dict):
+    return (d["name"], np.asarray(d["keys"], dtype=np.uint32), d["pos"], d["has_gauss"], d["cached"])

@@ -1,0 +1,204 @@
+"""Steps every kind's flow shares: the gate (file, ledger, breaker), the MLflow run, and the finish.
+
+A flow for a kind composes these with the tasks; it never re-implements them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from calmops.core import registry
+from calmops.core.breaker import BreakerPolicy, update_breaker
+from calmops.core.logs import RunLog
+from calmops.core.spec import PipelineSpec
+from calmops.core.store import (
+    Ledger,
+    PipelinePaths,
+    ledger,
+    move_to_processed,
+    pipeline_paths,
+    quarantine,
+    read_spec,
+    sha256_of,
+)
+from calmops.tasks import step
+from calmops.tasks.ingest import Batch, RejectedInput, ingest
+from calmops.tasks.record import RunOutcome, record_run
+
+SUCCESS_DECISIONS = {"train", "no_drift", "retrain_promoted", "predict_only"}
+
+
+class RunFailed(RuntimeError):
+    """A run that could not complete; carries the outcome that was recorded."""
+
+    def __init__(self, outcome: RunOutcome):
+        super().__init__(f"{outcome.pipeline}/{outcome.file}: {outcome.reason}")
+        self.outcome = outcome
+
+
+@dataclass
+class RunContext:
+    """What every step of one file's run needs to know."""
+
+    spec: PipelineSpec
+    paths: PipelinePaths
+    ledger: Ledger
+    path: Path
+    sha256: str
+    log: RunLog
+    flow_run_id: str | None
+    training_allowed: bool
+    breaker_state: str
+    mlflow_run_id: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def outcome(self, decision: str, reason: str, **kw) -> RunOutcome:
+        return RunOutcome(pipeline=self.spec.name, file=self.path.name, sha256=self.sha256, decision=decision,
+                          reason=reason, mlflow_run_id=self.mlflow_run_id, flow_run_id=self.flow_run_id,
+                          kind=self.spec.kind, breaker_state=self.breaker_state, **kw)
+
+
+def current_flow_run_id() -> str | None:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+
+
+def run_name(kind: str) -> str:
+    """Flow-run names that say kind, pipeline and file, e.g. ``stream/credit/2024-05.csv``."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    return f"{kind}/{params.get('pipeline')}/{Path(str(params.get('path'))).name}"
+
+
+@step("load-champion", retries=2)
+def load_champion(pipeline: str) -> registry.Champion | None:
+    return registry.champion(pipeline)
+
+
+@step("breaker-gate", retries=2)
+def breaker_gate(spec: PipelineSpec) -> tuple[bool, str]:
+    """May this run train? Moves an expired ``open`` breaker to ``half_open`` as a side effect."""
+    policy = BreakerPolicy.from_spec(spec)
+    state, allowed = update_breaker(spec.name, lambda s: s.allows_training(policy))
+    return allowed, state.state
+
+
+@step("breaker-update", retries=2)
+def breaker_update(spec: PipelineSpec, outcome: RunOutcome) -> str:
+    policy = BreakerPolicy.from_spec(spec)
+    failed = outcome.decision in ("failed", "retrain_rejected") or (
+        outcome.decision == "rejected_input" and spec.breaker.count_bad_input
+    )
+    if outcome.decision in ("skipped_breaker_open",) or (outcome.decision == "rejected_input" and not failed):
+        return outcome.breaker_state or "closed"
+
+    def change(state):
+        if failed:
+            state.record_failure(policy, f"{outcome.decision}: {outcome.reason[:200]}")
+        else:
+            state.record_success(policy)
+
+    state, _ = update_breaker(spec.name, change)
+    return state.state
+
+
+def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunContext | RunOutcome:
+    """The gate: the spec, the file (or proof it was done already), the ledger claim, the breaker.
+
+    Returns a RunOutcome instead of a context when there is nothing to do (a duplicate).
+    """
+    spec = read_spec(pipeline)
+    paths = pipeline_paths(spec).ensure()
+    log = RunLog(spec.name, paths.logs)
+    path = Path(path)
+    book = ledger(paths)
+    flow_run_id = current_flow_run_id()
+    if not path.exists():
+        done = sha256 and book.status(sha256) == "done"
+        if done or (paths.processed / path.name).exists():
+            log.info("%s was processed already (duplicate event); nothing to do", path.name)
+            return RunOutcome(spec.name, path.name, sha256, book.decision(sha256) if sha256 else "no_drift",
+                              "already processed (duplicate event)",
+                              flow_run_id=flow_run_id, kind=spec.kind, details={"duplicate": True})
+        raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
+    digest = sha256_of(path)
+    if book.status(digest) == "done" or not book.claim(digest, path.name, flow_run_id or ""):
+        status = book.status(digest)
+        if status == "done":
+            moved = move_to_processed(paths, path, digest)
+            log.info("%s has the same content as a file already processed; moved to %s", path.name, moved.name)
+        reason = "same content already processed" if status == "done" else "same content is being processed by another run"
+        return RunOutcome(spec.name, path.name, digest, book.decision(digest) or "no_drift", reason,
+                          flow_run_id=flow_run_id,
+                          kind=spec.kind, details={"duplicate": True})
+    allowed, breaker_state = breaker_gate(spec)
+    ctx = RunContext(spec, paths, book, path, digest, log, flow_run_id, allowed, breaker_state)
+    ctx.mlflow_run_id = registry.start_run(spec.name, path.name, {
+        "calmops.pipeline": spec.name, "calmops.file": path.name, "calmops.sha256": digest,
+        "calmops.flow_run_id": flow_run_id or "", "calmops.kind": spec.kind,
+    })
+    ctx.params = {"kind": spec.kind, "file": path.name, "sha256": digest, "retrain_mode": spec.retrain.mode,
+                  "model": spec.model.class_ or "pipeline", "prediction_only": spec.prediction_only}
+    log.info("processing %s (sha256 %s…) for pipeline %s; breaker %s", path.name, digest[:12], spec.name,
+             breaker_state)
+    return ctx
+
+
+def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | RunOutcome:
+    """Ingest; on bad input quarantine the file with its reason and return the final outcome."""
+    try:
+        return ingest(ctx.path, ctx.sha256, ctx.spec, champion.schema if champion else None)
+    except RejectedInput as exc:
+        target = quarantine(ctx.paths, ctx.path, ctx.sha256, exc.reason, exc.details)
+        ctx.log.warning("rejected %s: %s (moved to %s)", ctx.path.name, exc.reason, target)
+        outcome = ctx.outcome("rejected_input", exc.reason,
+                              champion_version=champion.version if champion else None,
+                              details={"quarantined_as": str(target)})
+        ctx.ledger.finish(ctx.sha256, "rejected_input")
+        finish_record(ctx, outcome, None)
+        return outcome
+
+
+def finish_record(ctx: RunContext, outcome: RunOutcome, drift: dict | None) -> RunOutcome:
+    record_run(outcome, drift, ctx.params)
+    outcome.breaker_state = breaker_update(ctx.spec, outcome)
+    return outcome
+
+
+def finish(ctx: RunContext, outcome: RunOutcome, drift: dict | None, *, keep_pending: bool = False) -> RunOutcome:
+    """Record, update the breaker, mark the ledger and move the file: the last step of every run."""
+    finish_record(ctx, outcome, drift)
+    if keep_pending:
+        ctx.ledger.finish(ctx.sha256, outcome.decision, status="pending")
+    else:
+        ctx.ledger.finish(ctx.sha256, outcome.decision)
+        if ctx.path.exists():
+            move_to_processed(ctx.paths, ctx.path, ctx.sha256)
+    ctx.log.info("%s → %s: %s", ctx.path.name, outcome.decision, outcome.reason)
+    return outcome
+
+
+def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
+    """A run that broke: record it, count it against the breaker, keep the file for a retry."""
+    reason = f"{type(exc).__name__}: {exc}"
+    ctx.log.error("run failed for %s: %s", ctx.path.name, reason)
+    outcome = ctx.outcome("failed", reason[:2000])
+    try:
+        finish_record(ctx, outcome, None)
+    finally:
+        ctx.ledger.finish(ctx.sha256, "failed", status="pending")
+    return RunFailed(outcome)
+
+
+def reference_frame(X: pd.DataFrame, y: pd.Series | None, target: str | None) -> pd.DataFrame:
+    frame = X.reset_index(drop=True).copy()
+    if y is not None and target:
+        frame[target] = y.reset_index(drop=True).to_numpy()
+    return frame

@@ -1,0 +1,174 @@
+"""Drift: data drift against the champion's reference profile, performance drift of the champion
+on the labelled batch, streaming concept-drift detectors fed with its per-row errors, and the
+label-free signals of prediction-only pipelines. Returns one verdict for the retrain decision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from calmops.core.features import drift_types
+from calmops.core.metrics import HIGHER_IS_BETTER
+from calmops.core.spec import PipelineSpec
+from calmops.detectors import DriftReport, ReferenceProfile, compare
+from calmops.tasks import step
+
+
+@dataclass
+class DriftVerdict:
+    """Every drift signal of one batch and whether they call for a retrain."""
+
+    data: DriftReport | None
+    performance: dict[str, Any] = field(default_factory=dict)
+    concept: dict[str, Any] = field(default_factory=dict)
+    label_free: dict[str, Any] = field(default_factory=dict)
+    drift_detected: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return list(self.data.drifted_features) if self.data else []
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons) if self.reasons else "no drift signal"
+
+    def to_dict(self) -> dict:
+        return {"drift_detected": self.drift_detected, "reasons": self.reasons,
+                "data": self.data.to_dict() if self.data else None, "performance": self.performance,
+                "concept": self.concept, "label_free": self.label_free}
+
+
+def build_profile(X: pd.DataFrame, feature_types: dict[str, str], spec: PipelineSpec, model: Any = None) -> ReferenceProfile:
+    """The reference profile stored with a model version (computed once, reused by every comparison)."""
+    predictions = confidences = None
+    if model is not None:
+        sample = X if len(X) <= 20_000 else X.sample(20_000, random_state=spec.seed)
+        predictions = np.asarray(model.predict(sample))
+        if hasattr(model, "predict_proba"):
+            try:
+                confidences = np.asarray(model.predict_proba(sample)).max(axis=1)
+            except Exception:  # some estimators expose predict_proba but cannot use it
+                confidences = None
+    return ReferenceProfile.build(X, drift_types(feature_types), spec.drift,
+                                  predictions=predictions, confidences=confidences)
+
+
+def data_drift(profile: ReferenceProfile, X: pd.DataFrame, spec: PipelineSpec, importances=None) -> DriftReport:
+    return compare(profile, X, spec.drift, importances=importances)
+
+
+def performance_drift(now: dict[str, Any], at_promotion: dict[str, Any], spec: PipelineSpec, metric: str) -> dict:
+    """The champion's score on this batch against its thresholds and its score at promotion."""
+    from calmops.core.metrics import threshold_failures
+
+    out: dict[str, Any] = {"metric": metric, "now": now.get(metric), "at_promotion": at_promotion.get(metric),
+                           "threshold_failures": threshold_failures(now, spec.evaluation.thresholds)}
+    drop = None
+    if out["now"] is not None and out["at_promotion"] not in (None, 0):
+        sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
+        drop = sign * (out["at_promotion"] - out["now"]) / abs(out["at_promotion"])
+    out["relative_drop"] = drop
+    out["tolerance"] = spec.evaluation.performance_tolerance
+    out["drift"] = bool(out["threshold_failures"]) or (drop is not None and drop > spec.evaluation.performance_tolerance)
+    return out
+
+
+# -- concept drift: streaming detectors whose state survives between files ---------------
+
+
+def _state_file(state_dir: Path) -> Path:
+    return state_dir / "concept.json"
+
+
+def per_row_errors(model: Any, X: pd.DataFrame, y: pd.Series, task: str, scale: float | None) -> np.ndarray:
+    """0/1 per row: a wrong class, or (regression) a residual above twice the champion's RMSE."""
+    pred = model.predict(X)
+    if task == "classification":
+        return (np.asarray(pred) != np.asarray(y)).astype(float)
+    resid = np.abs(np.asarray(pred, dtype=float) - np.asarray(y, dtype=float))
+    return (resid > 2 * (scale or np.std(np.asarray(y, dtype=float)) or 1.0)).astype(float)
+
+
+def concept_drift(errors: np.ndarray, spec: PipelineSpec, state_dir: Path, champion_version: int) -> dict:
+    from calmops.detectors.concept import ConceptDriftMonitor
+
+    if not spec.drift.concept:
+        return {"alarm": False, "detectors": {}}
+    path = _state_file(state_dir)
+    monitor = None
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("champion_version") == champion_version:
+            monitor = ConceptDriftMonitor.from_state(saved["state"], spec.drift)
+    monitor = monitor or ConceptDriftMonitor(spec.drift)
+    result = monitor.update(errors.tolist())
+    save_concept_state(state_dir, champion_version, monitor.to_state())
+    return {"alarm": bool(result.alarm), "detectors": result.detectors}
+
+
+def save_concept_state(state_dir: Path, champion_version: int, state: dict | None) -> None:
+    """Write detector state atomically; ``None`` resets it (a new champion starts fresh)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = _state_file(state_dir)
+    if state is None:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(".concept.json.part")
+    tmp.write_text(json.dumps({"champion_version": champion_version, "state": state}))
+    os.replace(tmp, path)
+
+
+def label_free_drift(profile: ReferenceProfile, model: Any, X: pd.DataFrame, spec: PipelineSpec) -> dict:
+    """Prediction-distribution and confidence drift, for batches without labels."""
+    try:
+        from calmops.detectors.label_free import label_free_signals
+    except ImportError:
+        return {}
+    predictions = np.asarray(model.predict(X))
+    confidences = None
+    if hasattr(model, "predict_proba"):
+        try:
+            confidences = np.asarray(model.predict_proba(X)).max(axis=1)
+        except Exception:
+            confidences = None
+    results = label_free_signals(profile, predictions, confidences, spec.drift)
+    return {"drift": any(r.drift for r in results), "results": [r.to_dict() for r in results]}
+
+
+@step("drift")
+def check_drift(
+    champion: Any, X: pd.DataFrame, y: pd.Series | None, spec: PipelineSpec, task: str, metric: str,
+    champion_scores_now: dict | None, state_dir: Path,
+) -> DriftVerdict:
+    """All drift signals for one batch against the current champion."""
+    report = data_drift(champion.profile, X, spec, importances=None)
+    verdict = DriftVerdict(data=report)
+    if report.drift_detected:
+        verdict.reasons.append(f"data drift: {report.reason}")
+    if y is not None and champion_scores_now is not None:
+        verdict.performance = performance_drift(champion_scores_now, champion.scores_at_promotion, spec, metric)
+        if verdict.performance["drift"]:
+            why = verdict.performance["threshold_failures"] or [
+                f"{metric} fell {verdict.performance['relative_drop']:.1%} since promotion "
+                f"({verdict.performance['at_promotion']:.4f} → {verdict.performance['now']:.4f})"]
+            verdict.reasons.append("performance drift: " + "; ".join(why))
+        scale = champion.scores_at_promotion.get("rmse")
+        errors = per_row_errors(champion.model, X, y, task, scale)
+        verdict.concept = concept_drift(errors, spec, state_dir, champion.version)
+        if verdict.concept["alarm"]:
+            fired = [n for n, d in verdict.concept["detectors"].items() if d.get("alarm")]
+            verdict.reasons.append(f"concept drift alarm: {', '.join(fired)}")
+    else:
+        verdict.label_free = label_free_drift(champion.profile, champion.model, X, spec)
+        if verdict.label_free.get("drift"):
+            verdict.reasons.append("label-free drift in the champion's predictions")
+    verdict.drift_detected = bool(verdict.reasons)
+    return verdict

@@ -1,0 +1,65 @@
+"""Evaluate: the held-out split and the scores champion and challenger are compared on."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from calmops.core.metrics import DEFAULT_PRIMARY, evaluate, infer_task, threshold_failures
+from calmops.core.spec import PipelineSpec
+from calmops.tasks import step
+
+
+@dataclass
+class Split:
+    """Row positions of a batch: what a challenger may train on and what both models are scored on."""
+
+    train: np.ndarray
+    holdout: np.ndarray
+
+
+def seed_from(sha256: str, base: int = 0) -> int:
+    return (int(hashlib.sha256(f"{base}:{sha256}".encode()).hexdigest()[:8], 16)) % (2**31 - 1)
+
+
+def holdout_split(y: pd.Series, spec: PipelineSpec, task: str, seed: int) -> Split:
+    """Hold out ``evaluation.holdout`` of the rows (at least ``min_holdout_rows``), stratified for classes."""
+    n = len(y)
+    positions = np.arange(n)
+    n_hold = max(spec.evaluation.min_holdout_rows, int(round(spec.evaluation.holdout * n)))
+    if n_hold >= n:
+        raise ValueError(f"the batch has {n} rows: too few to hold out {n_hold} for evaluation and still train")
+    stratify = None
+    if task == "classification":
+        counts = y.value_counts()
+        if counts.min() >= 2 and n_hold >= len(counts):
+            stratify = y.to_numpy()
+    train, hold = train_test_split(positions, test_size=n_hold, random_state=seed, stratify=stratify)
+    return Split(np.sort(train), np.sort(hold))
+
+
+def task_of(spec: PipelineSpec, model: Any, y: pd.Series | None) -> str:
+    return spec.evaluation.task or infer_task(model, y)
+
+
+def primary_metric(spec: PipelineSpec, task: str) -> str:
+    return spec.evaluation.primary_metric or DEFAULT_PRIMARY[task]
+
+
+def score(model: Any, X: pd.DataFrame, y: pd.Series, task: str) -> dict[str, Any]:
+    return evaluate(model, X, y, task)
+
+
+def failures(scores: dict[str, Any], spec: PipelineSpec) -> list[str]:
+    return threshold_failures(scores, spec.evaluation.thresholds)
+
+
+@step("evaluate")
+def evaluate_models(models: dict[str, Any], X: pd.DataFrame, y: pd.Series, task: str) -> dict[str, dict]:
+    """Scores of each named model on the same rows."""
+    return {name: score(model, X, y, task) for name, model in models.items() if model is not None}

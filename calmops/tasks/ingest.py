@@ -1,0 +1,211 @@
+"""Ingest: read a file by its real type, apply the user's preprocessing, validate it.
+
+A file that fails raises :class:`RejectedInput` with a plain-words reason; the flow moves it
+to quarantine with that reason. Nothing here changes the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from calmops.core.features import CoercionError, coerce_features, feature_columns, resolve_feature_types
+from calmops.core.registry import InputSchema
+from calmops.core.spec import PipelineSpec
+from calmops.tasks import BadInput, step
+
+SNIFF_BYTES = 64 * 1024
+
+
+class RejectedInput(BadInput):
+    """Bad input: the file is quarantined with this reason and nothing else changes."""
+
+    def __init__(self, reason: str, **details):
+        super().__init__(reason)
+        self.reason = reason
+        self.details = details
+
+
+@dataclass
+class Batch:
+    """The validated rows of one file, ready for drift checks, evaluation and training."""
+
+    file: str
+    sha256: str
+    format: str
+    frame: pd.DataFrame                      # the parsed table after preprocessing
+    X: pd.DataFrame                          # features, coerced to their types
+    y: pd.Series | None
+    feature_types: dict[str, str]
+    signals: list[str] = field(default_factory=list)   # schema drift noticed on the way (not errors)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.X)
+
+
+# -- reading by real type ------------------------------------------------------------------
+
+
+def detect_format(path: Path) -> str:
+    """The file's real type from its bytes; the extension is only a hint for text tables."""
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    if not head:
+        raise RejectedInput(f"{path.name}: the file is empty (0 bytes)")
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"PK\x03\x04"):
+        return "xlsx"
+    if head[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+        raise RejectedInput(f"{path.name}: legacy .xls workbooks are not supported; save it as .xlsx")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = head[:-3].decode("utf-8")  # the sniff window may cut a multi-byte character
+        except UnicodeDecodeError:
+            raise RejectedInput(f"{path.name}: unknown format: the bytes are neither text nor Parquet/Excel") from None
+    if "\x00" in text:
+        raise RejectedInput(f"{path.name}: unknown format: binary content")
+    stripped = text.lstrip("\ufeff \t\r\n")
+    first_code = next((ln.strip() for ln in stripped.splitlines() if ln.strip() and not ln.startswith("%")), "")
+    if first_code.lower().startswith("@relation"):
+        return "arff"
+    if stripped.startswith("["):
+        return "json"
+    if stripped.startswith("{"):
+        lines = [ln for ln in stripped.splitlines() if ln.strip()]
+        if len(lines) > 1 and lines[0].rstrip().endswith("}"):
+            return "jsonl"
+        return "json"
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix in ("tsv", "txt"):
+        return suffix
+    return "csv"
+
+
+def _sniff_delimiter(path: Path) -> str:
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        sample = fh.read(SNIFF_BYTES)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return "\t" if sample.count("\t") > sample.count(",") else ","
+
+
+def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFrame:
+    try:
+        if fmt in ("csv", "tsv", "txt"):
+            sep = delimiter or ("\t" if fmt == "tsv" else _sniff_delimiter(path))
+            return pd.read_csv(path, sep=sep)
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        if fmt == "json":
+            data = json.loads(path.read_text())
+            if isinstance(data, dict):
+                data = data.get("records", data.get("data", [data]))
+            return pd.json_normalize(data) if isinstance(data, list) else pd.DataFrame(data)
+        if fmt == "jsonl":
+            return pd.read_json(path, lines=True)
+        if fmt == "xlsx":
+            return pd.read_excel(path, engine="openpyxl")
+        if fmt == "arff":
+            import arff
+
+            with open(path) as fh:
+                data = arff.load(fh)
+            return pd.DataFrame(data["data"], columns=[a[0] for a in data["attributes"]])
+    except pd.errors.EmptyDataError:
+        raise RejectedInput(f"{path.name}: the file has no header and no rows") from None
+    except Exception as exc:  # parsers raise many types; the reason is what matters
+        raise RejectedInput(f"{path.name}: cannot be parsed as {fmt}: {str(exc).splitlines()[0][:300]}",
+                            format=fmt) from None
+    raise RejectedInput(f"{path.name}: unknown format {fmt!r}")
+
+
+def load_preprocess(path: Path):
+    spec = importlib.util.spec_from_file_location(f"calmops_user_preprocess_{abs(hash(str(path)))}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"preprocess module not found: {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "preprocess", None)):
+        raise AttributeError(f"{path} must define preprocess(df) -> df")
+    return module.preprocess
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+def parse_and_validate(
+    path: Path, sha256: str, spec: PipelineSpec, reference: InputSchema | None
+) -> Batch:
+    """Everything SPEC section 3 asks before a batch is used; raises RejectedInput otherwise."""
+    size = path.stat().st_size
+    if size > spec.limits.max_bytes:
+        raise RejectedInput(f"{path.name}: {size} bytes is over the limit of {spec.limits.max_bytes}")
+    fmt = detect_format(path)
+    if fmt not in spec.formats:
+        raise RejectedInput(f"{path.name}: format {fmt!r} is not accepted by this pipeline "
+                            f"(accepted: {', '.join(spec.formats)})", format=fmt)
+    frame = read_table(path, fmt, spec.delimiter)
+    if spec.preprocess:
+        frame = load_preprocess(Path(spec.preprocess))(frame)
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(f"preprocess() must return a DataFrame, got {type(frame).__name__}")
+    if frame.shape[1] == 0 or (frame.shape[1] == 1 and frame.empty and fmt not in ("csv", "tsv", "txt")):
+        raise RejectedInput(f"{path.name}: no columns found")
+    if frame.empty:
+        raise RejectedInput(f"{path.name}: header only, no rows", columns=list(map(str, frame.columns)))
+    if len(frame) > spec.limits.max_rows:
+        raise RejectedInput(f"{path.name}: {len(frame)} rows is over the limit of {spec.limits.max_rows}")
+    frame.columns = [str(c) for c in frame.columns]
+    if frame.columns.duplicated().any():
+        dupes = sorted(set(frame.columns[frame.columns.duplicated()]))
+        raise RejectedInput(f"{path.name}: duplicated column names {dupes}")
+
+    y = None
+    if not spec.prediction_only:
+        if spec.target not in frame.columns:
+            raise RejectedInput(f"{path.name}: target column '{spec.target}' is missing "
+                                f"(columns: {', '.join(frame.columns[:20])})", missing=[spec.target])
+        y = frame[spec.target]
+        if y.isna().any():
+            raise RejectedInput(f"{path.name}: target column '{spec.target}' has {int(y.isna().sum())} "
+                                "missing value(s)")
+    elif spec.target and spec.target in frame.columns:
+        y = frame[spec.target]
+
+    signals: list[str] = []
+    if spec.kind in ("block", "ipip") and spec.block_column not in frame.columns:
+        raise RejectedInput(f"{path.name}: block column '{spec.block_column}' is missing")
+    if reference is None:
+        columns = feature_columns(spec, list(frame.columns))
+        if not columns:
+            raise RejectedInput(f"{path.name}: no feature columns left after removing target, ids and drops")
+        types = resolve_feature_types(spec, frame[columns])
+    else:
+        columns, types = reference.columns, reference.feature_types
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise RejectedInput(f"{path.name}: feature column(s) missing: {', '.join(missing)}", missing=missing)
+        new = [c for c in feature_columns(spec, list(frame.columns)) if c not in columns]
+        if new:
+            signals.append(f"new column(s) ignored by the model: {', '.join(new)}")
+    try:
+        X = coerce_features(frame[columns], types)
+    except CoercionError as exc:
+        raise RejectedInput(f"{path.name}: {exc}") from None
+    return Batch(path.name, sha256, fmt, frame, X, y, types, signals)
+
+
+@step("ingest", retries=2)
+def ingest(path: Path, sha256: str, spec: PipelineSpec, reference: InputSchema | None) -> Batch:
+    return parse_and_validate(path, sha256, spec, reference)

@@ -1,0 +1,126 @@
+"""Record: what a run did, in MLflow (params, metrics, decision, drift report) and as Prefect artifacts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import mlflow
+
+from calmops.core import registry
+from calmops.tasks import step
+
+DECISIONS = ("train", "no_drift", "retrain_promoted", "retrain_rejected", "predict_only",
+             "skipped_breaker_open", "rejected_input", "failed")
+
+
+@dataclass
+class RunOutcome:
+    """The answer of one run; ``calmops run --json`` prints exactly this."""
+
+    pipeline: str
+    file: str
+    sha256: str | None
+    decision: str
+    reason: str
+    drift_detected: bool = False
+    drifted_features: list[str] = field(default_factory=list)
+    champion_version: int | None = None
+    challenger_version: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    flow_run_id: str | None = None
+    kind: str = "stream"
+    rows: int | None = None
+    retrain_mode: str | None = None
+    predictions_file: str | None = None
+    breaker_state: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _flat_metrics(prefix: str, scores: dict[str, Any]) -> dict[str, float]:
+    return {f"{prefix}_{k}": float(v) for k, v in scores.items() if isinstance(v, (int, float))}
+
+
+@step("record", retries=2)
+def record_run(outcome: RunOutcome, drift: dict | None, params: dict[str, Any]) -> None:
+    """Log the run's outcome into its MLflow run and publish Prefect artifacts."""
+    if outcome.mlflow_run_id:
+        with registry.in_run(outcome.mlflow_run_id):
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            mlflow.set_tags({
+                "calmops.decision": outcome.decision,
+                "calmops.reason": outcome.reason[:5000],
+                "calmops.file": outcome.file,
+                "calmops.sha256": outcome.sha256 or "",
+                "calmops.flow_run_id": outcome.flow_run_id or "",
+                "calmops.drift_detected": str(outcome.drift_detected).lower(),
+                "calmops.drifted_features": ",".join(outcome.drifted_features)[:5000],
+                "calmops.champion_version": str(outcome.champion_version or ""),
+                "calmops.challenger_version": str(outcome.challenger_version or ""),
+                "calmops.retrain_mode": outcome.retrain_mode or "",
+                "calmops.kind": outcome.kind,
+            })
+            flat: dict[str, float] = {"rows": float(outcome.rows or 0),
+                                      "drift_detected": float(outcome.drift_detected),
+                                      "n_drifted_features": float(len(outcome.drifted_features))}
+            for who, scores in outcome.metrics.items():
+                flat.update(_flat_metrics(who, scores))
+            mlflow.log_metrics(flat)
+            mlflow.log_dict(outcome.to_dict(), "outcome.json")
+            if drift:
+                mlflow.log_dict(drift, "drift/verdict.json")
+                if drift.get("data"):
+                    mlflow.log_dict(drift["data"], "drift/report.json")
+                    from calmops.detectors import DriftReport
+
+                    mlflow.log_text(DriftReport.from_dict(drift["data"]).summary_markdown(), "drift/summary.md")
+    publish_artifacts(outcome, drift)
+
+
+def decision_markdown(outcome: RunOutcome, drift: dict | None) -> str:
+    url = None
+    if outcome.mlflow_run_id:
+        try:
+            run = mlflow.get_run(outcome.mlflow_run_id)
+            url = registry.run_url(outcome.mlflow_run_id, run.info.experiment_id)
+        except Exception:  # noqa: BLE001 - the link is a convenience
+            url = None
+    mlflow_ref = f"[{outcome.mlflow_run_id}]({url})" if url else f"`{outcome.mlflow_run_id}`"
+    lines = [
+        f"# {outcome.pipeline} · {outcome.file}",
+        "",
+        f"**Decision:** `{outcome.decision}`  ",
+        f"**Why:** {outcome.reason}  ",
+        f"**Drift:** {'yes' if outcome.drift_detected else 'no'}"
+        + (f" ({', '.join(outcome.drifted_features[:10])})" if outcome.drifted_features else "") + "  ",
+        f"**Champion version:** {outcome.champion_version}  ",
+        f"**Challenger version:** {outcome.challenger_version}  ",
+        f"**MLflow run:** {mlflow_ref}  ",
+        f"**File SHA-256:** `{outcome.sha256}`",
+    ]
+    for who, scores in outcome.metrics.items():
+        shown = {k: round(v, 4) for k, v in scores.items() if isinstance(v, (int, float))}
+        lines.append(f"\n**{who}:** `{json.dumps(shown)}`")
+    return "\n".join(lines) + "\n"
+
+
+def publish_artifacts(outcome: RunOutcome, drift: dict | None) -> None:
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    key = f"calmops-{outcome.pipeline}"
+    create_markdown_artifact(decision_markdown(outcome, drift), key=f"{key}-decision",
+                             description=f"Decision for {outcome.file}")
+    if drift and drift.get("data"):
+        from calmops.detectors import DriftReport
+
+        rows = DriftReport.from_dict(drift["data"]).table_rows()
+        if rows:
+            create_table_artifact(rows, key=f"{key}-drift", description=f"Drift per feature for {outcome.file}")

@@ -1,0 +1,75 @@
+"""Shared fixtures: a private CALMOPS_HOME and MLflow store per test, one Prefect test server per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """Prefect's in-process test harness (a real API on a temporary SQLite database)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def calmops_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "calmops"
+    monkeypatch.setenv("CALMOPS_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from calmops.core import registry
+    from calmops.core.settings import get_settings
+
+    registry.configure(get_settings())
+    registry._load_version.cache_clear()
+    return home
+
+
+def sea_frame(n: int, theta: float, seed: int, noise: float = 0.0) -> pd.DataFrame:
+    """SEA concepts: three uniform features on [0, 10], label = x1 + x2 <= theta."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 10, size=(n, 3))
+    y = (X[:, 0] + X[:, 1] <= theta).astype(int)
+    if noise:
+        flip = rng.random(n) < noise
+        y = np.where(flip, 1 - y, y)
+    return pd.DataFrame({"x1": X[:, 0], "x2": X[:, 1], "x3": X[:, 2], "y": y})
+
+
+def write_csv(frame: pd.DataFrame, folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+STREAM_SPEC = {
+    "name": "sea",
+    "kind": "stream",
+    "target": "y",
+    "model": {"class": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 6, "random_state": 0}},
+    "evaluation": {"primary_metric": "accuracy", "thresholds": {"accuracy": {"min": 0.7}}},
+    "retrain": {"mode": "full"},
+    "breaker": {"max_failures": 2, "cooldown_seconds": 0.5, "max_cooldown_seconds": 5},
+}
+
+
+@pytest.fixture
+def stream_spec(calmops_home):
+    """A created stream pipeline on SEA data; returns its spec."""
+    from calmops.core.store import save_spec, spec_from_dict
+
+    spec = spec_from_dict(dict(STREAM_SPEC))
+    save_spec(spec, create=True)
+    return spec
