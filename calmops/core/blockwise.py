@@ -29,7 +29,7 @@ from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["BlockwiseEstimator", "SKOPS_TRUSTED_TYPES"]
+__all__ = ["SKOPS_TRUSTED_TYPES", "BlockwiseEstimator"]
 
 #: Fully-qualified type names a ``skops.io`` dump of a BlockwiseEstimator needs as ``trusted``, beyond the
 #: types of the wrapped estimator itself (a tree-based template adds ``sklearn.tree._tree.Tree``; check a

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from sklearn.frozen import FrozenEstimator
 
-__all__ = ["FrozenEstimator", "SKOPS_TRUSTED_TYPES"]
+__all__ = ["SKOPS_TRUSTED_TYPES", "FrozenEstimator"]
 
 #: ``FrozenEstimator`` is among the scikit-learn types skops trusts by default, so a dump needs nothing
 #: beyond the wrapped model's own untrusted types (e.g. ``sklearn.tree._tree.Tree`` for tree models).

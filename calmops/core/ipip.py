@@ -43,8 +43,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = [
     "EXPECTED_FAILED_CHECKS",
-    "IPIPClassifier",
     "SKOPS_TRUSTED_TYPES",
+    "IPIPClassifier",
     "ipip_b",
     "ipip_np",
     "ipip_p",
@@ -64,7 +64,7 @@ _METRICS = {"balanced_accuracy": balanced_accuracy_score, "kappa": cohen_kappa_s
 
 
 def _round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
+    return math.floor(x + 0.5)
 
 
 def ipip_np(n_min: int, prop_minority: float) -> int:
@@ -240,21 +240,27 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         unknown = np.setdiff1d(np.unique(y), self.classes_)
         if unknown.size:
-            raise ValueError(f"update got labels {unknown.tolist()} not seen in fit: {self.classes_.tolist()}")
+            raise ValueError(
+                f"update got labels {unknown.tolist()} not seen in fit: {self.classes_.tolist()}"
+            )
         y_enc = np.searchsorted(self.classes_, y)
         k = len(self.history_)
         if np.unique(y_enc).size < 2:
             self.history_.append(
-                {"event": "update", "n_rows": int(len(y)), "skipped": "batch holds a single class"}
+                {"event": "update", "n_rows": len(y), "skipped": "batch holds a single class"}
             )
             return self
         rng = np.random.default_rng([self.seed_, k])
         new, new_infos, hold, stats = self._train_batch(X, y_enc, rng, batch=k)
         y_hold, X_hold = y_enc[hold], X[hold]
-        old_scores = [self._metric(y_hold, self._proba_of([e], X_hold).argmax(axis=1)) for e in self.ensembles_]
+        old_scores = [
+            self._metric(y_hold, self._proba_of([e], X_hold).argmax(axis=1)) for e in self.ensembles_
+        ]
         new_scores = [self._metric(y_hold, self._proba_of([e], X_hold).argmax(axis=1)) for e in new]
         # candidates: (score, is_new, order) — sorting on (-score, not new, order) keeps the newer on ties
-        pool = [(s, False, i) for i, s in enumerate(old_scores)] + [(s, True, i) for i, s in enumerate(new_scores)]
+        pool = [(s, False, i) for i, s in enumerate(old_scores)] + [
+            (s, True, i) for i, s in enumerate(new_scores)
+        ]
         pool.sort(key=lambda c: (-c[0], not c[1], c[2]))
         kept = pool[: self.p_]
         self.ensembles_ = [new[i] if is_new else self.ensembles_[i] for _, is_new, i in kept]
@@ -293,12 +299,16 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self):
         def real_in(name, lo, hi, lo_closed=False, hi_closed=False):
             v = getattr(self, name)
-            ok = isinstance(v, numbers.Real) and (v >= lo if lo_closed else v > lo) and (
-                v <= hi if hi_closed else v < hi
+            ok = (
+                isinstance(v, numbers.Real)
+                and (v >= lo if lo_closed else v > lo)
+                and (v <= hi if hi_closed else v < hi)
             )
             if not ok:
-                raise ValueError(f"{name} must be a number in {'[' if lo_closed else '('}{lo}, {hi}"
-                                 f"{']' if hi_closed else ')'}; got {v!r}")
+                raise ValueError(
+                    f"{name} must be a number in {'[' if lo_closed else '('}{lo}, {hi}"
+                    f"{']' if hi_closed else ')'}; got {v!r}"
+                )
 
         real_in("prop_minority", 0, 1, hi_closed=True)
         real_in("majority_share", 0, 1)
@@ -311,7 +321,9 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
             if (v is not None or name == "max_failed_attempts") and not (
                 isinstance(v, numbers.Integral) and v >= 1
             ):
-                raise ValueError(f"{name} must be an integer >= 1{'' if name == 'max_failed_attempts' else ' or None'}; got {v!r}")
+                raise ValueError(
+                    f"{name} must be an integer >= 1{'' if name == 'max_failed_attempts' else ' or None'}; got {v!r}"
+                )
 
     def _metric(self, y_true, y_pred) -> float:
         with warnings.catch_warnings():
@@ -391,8 +403,10 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
         best, failed = -np.inf, 0
         while len(members) < self.b_ and failed < self.max_failed_attempts:
             rows = np.concatenate(
-                [rng.choice(sub_min, size=sub_min.size, replace=True),
-                 rng.choice(sub_maj, size=sub_maj.size, replace=True)]
+                [
+                    rng.choice(sub_min, size=sub_min.size, replace=True),
+                    rng.choice(sub_maj, size=sub_maj.size, replace=True),
+                ]
             )
             member = clone(template)
             if "random_state" in member.get_params(deep=False):

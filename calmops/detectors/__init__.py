@@ -4,6 +4,7 @@ decision policy and the report. Imports nothing of the project (no Prefect, no M
 from .comparison import compare
 from .concept import ConceptDriftMonitor, ConceptResult
 from .config import DriftConfig
+from .label_free import confidence_drift, label_free_compare, prediction_drift
 from .profile import ReferenceProfile, infer_feature_types
 from .report import DriftReport, FeatureResult, MultivariateResult, SchemaSignal
 
@@ -17,5 +18,8 @@ __all__ = [
     "ReferenceProfile",
     "SchemaSignal",
     "compare",
+    "confidence_drift",
     "infer_feature_types",
+    "label_free_compare",
+    "prediction_drift",
 ]

@@ -25,7 +25,7 @@ class CategoricalReference:
     n_total: int
 
     @classmethod
-    def build(cls, values: Sequence[str], n_total: int, max_categories: int) -> "CategoricalReference":
+    def build(cls, values: Sequence[str], n_total: int, max_categories: int) -> CategoricalReference:
         uniq, cnt = np.unique(np.asarray(values, dtype=object).astype(str), return_counts=True)
         order = np.lexsort((uniq, -cnt))  # by count desc, then name for a stable order
         uniq, cnt = uniq[order], cnt[order]
@@ -56,7 +56,9 @@ class CategoricalComparison:
         if self.unseen:
             parts.append(f"unseen categories: {self.unseen[:20]}" + (" ..." if len(self.unseen) > 20 else ""))
         if self.vanished:
-            parts.append(f"vanished categories: {self.vanished[:20]}" + (" ..." if len(self.vanished) > 20 else ""))
+            parts.append(
+                f"vanished categories: {self.vanished[:20]}" + (" ..." if len(self.vanished) > 20 else "")
+            )
         return "; ".join(parts)
 
 

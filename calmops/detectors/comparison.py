@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,9 @@ def compare(
 
     for col in batch.columns:
         if str(col) not in profile.feature_types:
-            signals.append(SchemaSignal("new_column", str(col), "column not in the reference; not tested", drift=False))
+            signals.append(
+                SchemaSignal("new_column", str(col), "column not in the reference; not tested", drift=False)
+            )
 
     for col, kind in profile.feature_types.items():
         if col not in batch.columns:
@@ -46,8 +49,23 @@ def compare(
             feature_flags[col] = math.inf
             tests = config.numeric_tests if col in profile.numeric else config.categorical_tests
             for t in tests:
-                results.append(FeatureResult(col, kind, t, None, None, None, None, config.effect_threshold(t),
-                                             False, "error", "column missing from the batch", profile.n_rows, 0))
+                results.append(
+                    FeatureResult(
+                        col,
+                        kind,
+                        t,
+                        None,
+                        None,
+                        None,
+                        None,
+                        config.effect_threshold(t),
+                        False,
+                        "error",
+                        "column missing from the batch",
+                        profile.n_rows,
+                        0,
+                    )
+                )
             continue
         s = batch[col]
         if col in profile.numeric:
@@ -57,25 +75,59 @@ def compare(
             n_missing = n_batch - finite.size
             n_ref = ref.sorted_values.size
             for t in config.numeric_tests:
-                results.append(_run(col, kind, t, n_ref, finite.size, config,
-                                    lambda t=t: run_numeric_test(t, ref, finite, config), n_batch))
+                results.append(
+                    _run(
+                        col,
+                        kind,
+                        t,
+                        n_ref,
+                        finite.size,
+                        config,
+                        partial(run_numeric_test, t, ref, finite, config),
+                        n_batch,
+                    )
+                )
         else:
             ref = profile.categorical[col]
             values = categorical_values(s, kind)
             n_missing = n_batch - values.size
             n_ref = int(ref.counts.sum())
             for t in config.categorical_tests:
-                results.append(_run(col, kind, t, n_ref, values.size, config,
-                                    lambda t=t: run_categorical_test(t, ref, values, config), n_batch))
-            unseen = sorted({str(v) for v in np.unique(values.astype(str))} - set(ref.known)) if values.size and len(ref.known) < 10000 else []
+                results.append(
+                    _run(
+                        col,
+                        kind,
+                        t,
+                        n_ref,
+                        values.size,
+                        config,
+                        partial(run_categorical_test, t, ref, values, config),
+                        n_batch,
+                    )
+                )
+            unseen = (
+                sorted({str(v) for v in np.unique(values.astype(str))} - set(ref.known))
+                if values.size and len(ref.known) < 10000
+                else []
+            )
             if unseen:
-                signals.append(SchemaSignal("new_categories", col, f"unseen categories: {unseen[:20]}", drift=False,
-                                            batch=float(np.isin(values.astype(str), unseen).mean())))
+                signals.append(
+                    SchemaSignal(
+                        "new_categories",
+                        col,
+                        f"unseen categories: {unseen[:20]}",
+                        drift=False,
+                        batch=float(np.isin(values.astype(str), unseen).mean()),
+                    )
+                )
         sig = _null_rate_signal(col, ref.null_rate, profile.n_rows, n_missing, n_batch, config)
         if sig is not None:
             signals.append(sig)
             if sig.drift:
-                feature_flags[col] = max(feature_flags.get(col, 0.0), abs(sig.batch - sig.reference) / max(config.null_rate_change, 1e-12))
+                feature_flags[col] = max(
+                    feature_flags.get(col, 0.0),
+                    abs(sig.batch - sig.reference) / max(config.null_rate_change, 1e-12),
+                )
 
     _apply_policy(results, config)
 
@@ -85,7 +137,9 @@ def compare(
             ratio = r.effect_size / r.threshold if r.threshold else (r.effect_size or 0.0) * 1e6
             scores[r.feature] = max(scores.get(r.feature, 0.0), ratio)
     evaluated = sorted({r.feature for r in results if r.status in ("drift", "no_drift")} | set(feature_flags))
-    univariate_drift, agg_value = aggregate(list(scores), evaluated, config.aggregation, config.share_threshold, importances)
+    univariate_drift, agg_value = aggregate(
+        list(scores), evaluated, config.aggregation, config.share_threshold, importances
+    )
     ranked = rank_culprits(scores, importances)
 
     multivariate: list[MultivariateResult] = []
@@ -95,32 +149,78 @@ def compare(
         multivariate = run_multivariate(profile, batch, config)
     mv_drift = [m.method for m in multivariate if m.drift]
     drift = univariate_drift or bool(mv_drift)
-    reason = _reason(drift, univariate_drift, ranked, evaluated, mv_drift, agg_value, config, results, n_batch)
+    reason = _reason(
+        drift, univariate_drift, ranked, evaluated, mv_drift, agg_value, config, results, n_batch
+    )
     finite_scores = {f: (v if math.isfinite(v) else None) for f, v in scores.items()}
-    return DriftReport(results, multivariate, signals, drift, ranked, reason, profile.n_rows, n_batch,
-                       config.model_dump(), finite_scores)
+    return DriftReport(
+        results,
+        multivariate,
+        signals,
+        drift,
+        ranked,
+        reason,
+        profile.n_rows,
+        n_batch,
+        config.model_dump(),
+        finite_scores,
+    )
 
 
 def _run(col, kind, test, n_ref, n_batch_valid, config, fn, n_batch) -> FeatureResult:
     threshold = config.effect_threshold(test)
-    base = dict(feature=col, kind=kind, test=test, p_adjusted=None, threshold=threshold, drift=False,
-                n_reference=n_ref, n_batch=n_batch_valid)
+    base = {
+        "feature": col,
+        "kind": kind,
+        "test": test,
+        "p_adjusted": None,
+        "threshold": threshold,
+        "drift": False,
+        "n_reference": n_ref,
+        "n_batch": n_batch_valid,
+    }
     if n_batch_valid == 0:
         detail = "all values missing in batch" if n_batch else "batch is empty"
-        return FeatureResult(statistic=None, p_value=None, effect_size=None, status="insufficient_data", detail=detail, **base)
+        return FeatureResult(
+            statistic=None, p_value=None, effect_size=None, status="insufficient_data", detail=detail, **base
+        )
     if n_ref == 0:
-        return FeatureResult(statistic=None, p_value=None, effect_size=None, status="insufficient_data",
-                             detail="all values missing in reference", **base)
+        return FeatureResult(
+            statistic=None,
+            p_value=None,
+            effect_size=None,
+            status="insufficient_data",
+            detail="all values missing in reference",
+            **base,
+        )
     if min(n_ref, n_batch_valid) < config.min_samples:
-        return FeatureResult(statistic=None, p_value=None, effect_size=None, status="insufficient_data",
-                             detail=f"{min(n_ref, n_batch_valid)} values < min_samples {config.min_samples}", **base)
+        return FeatureResult(
+            statistic=None,
+            p_value=None,
+            effect_size=None,
+            status="insufficient_data",
+            detail=f"{min(n_ref, n_batch_valid)} values < min_samples {config.min_samples}",
+            **base,
+        )
     try:
         out = fn()
-    except Exception as exc:  # one failing test must not hide the others; the report says what failed
-        return FeatureResult(statistic=None, p_value=None, effect_size=None, status="error",
-                             detail=f"{type(exc).__name__}: {exc}", **base)
-    return FeatureResult(statistic=out.statistic, p_value=out.p_value, effect_size=out.effect_size,
-                         status="pending", detail=out.detail, **base)
+    except Exception as exc:  # noqa: BLE001 - one failing test must not hide the others; the report says what failed
+        return FeatureResult(
+            statistic=None,
+            p_value=None,
+            effect_size=None,
+            status="error",
+            detail=f"{type(exc).__name__}: {exc}",
+            **base,
+        )
+    return FeatureResult(
+        statistic=out.statistic,
+        p_value=out.p_value,
+        effect_size=out.effect_size,
+        status="pending",
+        detail=out.detail,
+        **base,
+    )
 
 
 def _apply_policy(results: list[FeatureResult], config: DriftConfig) -> None:
@@ -147,11 +247,23 @@ def _null_rate_signal(col, ref_rate, n_ref, n_missing, n_batch, config) -> Schem
     enough = min(n_ref, n_batch) >= config.min_samples
     drift = bool(big and enough and p < config.alpha)
     if not big and not drift:
-        return None if abs(delta) < config.null_rate_change / 2 else SchemaSignal(
-            "null_rate", col, f"null rate {ref_rate:.3f} -> {batch_rate:.3f} (below the {config.null_rate_change} change that counts)",
-            False, ref_rate, batch_rate, p)
+        return (
+            None
+            if abs(delta) < config.null_rate_change / 2
+            else SchemaSignal(
+                "null_rate",
+                col,
+                f"null rate {ref_rate:.3f} -> {batch_rate:.3f} (below the {config.null_rate_change} change that counts)",
+                False,
+                ref_rate,
+                batch_rate,
+                p,
+            )
+        )
     why = "" if drift else (" (too few rows to judge)" if not enough else " (not significant)")
-    return SchemaSignal("null_rate", col, f"null rate {ref_rate:.3f} -> {batch_rate:.3f}{why}", drift, ref_rate, batch_rate, p)
+    return SchemaSignal(
+        "null_rate", col, f"null rate {ref_rate:.3f} -> {batch_rate:.3f}{why}", drift, ref_rate, batch_rate, p
+    )
 
 
 def _two_proportion_p(p1: float, n1: int, p2: float, n2: int) -> float:
@@ -171,15 +283,21 @@ def _reason(drift, univariate_drift, ranked, evaluated, mv_drift, agg_value, con
         if config.aggregation == "any":
             parts.append(f"{len(ranked)} of {len(evaluated)} features drifted (worst: {top})")
         else:
-            parts.append(f"{config.aggregation} of drifted features {agg_value:.2f} >= {config.share_threshold} (worst: {top})")
+            parts.append(
+                f"{config.aggregation} of drifted features {agg_value:.2f} >= {config.share_threshold} (worst: {top})"
+            )
     if mv_drift:
         parts.append("multivariate drift by " + ", ".join(mv_drift))
     if drift:
         return "Drift: " + "; ".join(parts) + "."
     if ranked:
-        return (f"No drift declared: {len(ranked)} of {len(evaluated)} features drifted, "
-                f"{config.aggregation} {agg_value:.2f} below {config.share_threshold}.")
+        return (
+            f"No drift declared: {len(ranked)} of {len(evaluated)} features drifted, "
+            f"{config.aggregation} {agg_value:.2f} below {config.share_threshold}."
+        )
     insufficient = sum(r.status == "insufficient_data" for r in results)
     tail = f" ({insufficient} results had insufficient data)" if insufficient else ""
-    return (f"No drift: none of {len(evaluated)} features shows a significant change (alpha {config.alpha}, "
-            f"{config.correction}) at least the minimum effect{tail}.")
+    return (
+        f"No drift: none of {len(evaluated)} features shows a significant change (alpha {config.alpha}, "
+        f"{config.correction}) at least the minimum effect{tail}."
+    )

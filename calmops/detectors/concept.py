@@ -66,8 +66,13 @@ class ConceptDriftMonitor:
         self.detectors = {n: build_detector(n, self.config.concept_params.get(n)) for n in self.names}
         self.first_alarm = {n: None for n in self.names}
         self.n_seen = 0
-        self._rng_state = {n: np.random.RandomState(self.config.concept_params.get(n, {}).get("seed", _KSWIN_SEED)).get_state()
-                           for n in self.names if n == "kswin"}
+        self._rng_state = {
+            n: np.random.RandomState(
+                self.config.concept_params.get(n, {}).get("seed", _KSWIN_SEED)
+            ).get_state()
+            for n in self.names
+            if n == "kswin"
+        }
 
     def update(self, values: Sequence[float]) -> ConceptResult:
         """Feed per-row errors (0/1, classification) or absolute residuals (regression); NaNs skipped."""
@@ -114,17 +119,21 @@ class ConceptDriftMonitor:
             "names": self.names,
             "n_seen": self.n_seen,
             "first_alarm": self.first_alarm,
-            "detectors": {n: _encode({k: v for k, v in vars(d).items() if k not in ("_config", "_callbacks")})
-                          for n, d in self.detectors.items()},
+            "detectors": {
+                n: _encode({k: v for k, v in vars(d).items() if k not in ("_config", "_callbacks")})
+                for n, d in self.detectors.items()
+            },
             "rng": {n: _encode_rng(s) for n, s in self._rng_state.items()},
         }
 
     @classmethod
-    def from_state(cls, state: dict, config) -> "ConceptDriftMonitor":
+    def from_state(cls, state: dict, config) -> ConceptDriftMonitor:
         if state.get("format") != "calmops.concept_monitor":
             raise ValueError("not a CalmOps concept-monitor state")
         if list(state["names"]) != list(config.concept):
-            raise ValueError(f"state holds detectors {state['names']} but config asks for {list(config.concept)}")
+            raise ValueError(
+                f"state holds detectors {state['names']} but config asks for {list(config.concept)}"
+            )
         m = cls(config)
         m.n_seen = int(state["n_seen"])
         m.first_alarm = {k: (None if v is None else int(v)) for k, v in state["first_alarm"].items()}
@@ -201,7 +210,13 @@ def _decode(v):
 
 def _encode_rng(state) -> dict:
     name, keys, pos, has_gauss, cached = state
-    return {"name": name, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+    return {
+        "name": name,
+        "keys": keys.tolist(),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
 
 
 def _decode_rng(d: dict):

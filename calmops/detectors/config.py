@@ -59,8 +59,8 @@ class DriftConfig(BaseModel):
     permutations: int = Field(100, ge=10)
     seed: int = 0
     domain_auc_threshold: float = Field(0.6, gt=0.5, lt=1)
-    domain_subsample: int = Field(5000, ge=50)
-    domain_folds: int = Field(5, ge=2)
+    domain_subsample: int = Field(2000, ge=50)
+    domain_folds: int = Field(3, ge=2)
     pca_variance: float = Field(0.9, gt=0, le=1)  # share of variance the PCA keeps
     pca_band_quantile: float = Field(0.99, gt=0.5, lt=1)  # reference error band = this quantile
     pca_outlier_share: float = Field(0.05, gt=0, lt=1)  # extra share of batch rows above the band
@@ -104,7 +104,7 @@ class DriftConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _concept_params_valid(self) -> "DriftConfig":
+    def _concept_params_valid(self) -> DriftConfig:
         # Building the frouros configs now turns a wrong parameter into a validation error, not a
         # crash on the first file.
         from .concept import build_detector

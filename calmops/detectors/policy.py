@@ -73,8 +73,10 @@ def rank_culprits(scores: dict[str, float], importances: dict[str, float] | None
     if importances:
         pos = [max(float(v), 0.0) for v in importances.values()]
         mean = (sum(pos) / len(pos)) if pos and sum(pos) > 0 else 1.0
-        weighted = {f: s * (max(float(importances.get(f, 0.0)), 0.0) / mean if f in importances else 1.0)
-                    for f, s in scores.items()}
+        weighted = {
+            f: s * (max(float(importances.get(f, 0.0)), 0.0) / mean if f in importances else 1.0)
+            for f, s in scores.items()
+        }
     else:
         weighted = dict(scores)
     return sorted(weighted, key=lambda f: (-weighted[f], f))

@@ -51,7 +51,10 @@ def _infer_one(s: pd.Series) -> str:
     kinds = {type(v) for v in sample}
     if kinds <= {bool, np.bool_}:
         return "boolean"
-    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in sample):
+    if all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+        for v in sample
+    ):
         return "numeric"
     if kinds <= {str}:
         lowered = {v.strip().lower() for v in sample}
@@ -74,10 +77,21 @@ def _all_dates(sample: pd.Series) -> bool:
 def numeric_values(s: pd.Series, kind: str) -> np.ndarray:
     """Float64 values; missing and non-finite become NaN. Datetimes become epoch seconds."""
     if kind == "datetime" or pd.api.types.is_datetime64_any_dtype(s):
-        dt = s if pd.api.types.is_datetime64_any_dtype(s) else pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
+        dt = (
+            s
+            if pd.api.types.is_datetime64_any_dtype(s)
+            else pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
+        )
         if getattr(dt.dt, "tz", None) is not None:
             dt = dt.dt.tz_convert("UTC").dt.tz_localize(None)
-        out = dt.astype("datetime64[ns]").to_numpy().astype("datetime64[ns]").astype(np.int64).astype(np.float64) / 1e9
+        out = (
+            dt.astype("datetime64[ns]")
+            .to_numpy()
+            .astype("datetime64[ns]")
+            .astype(np.int64)
+            .astype(np.float64)
+            / 1e9
+        )
         out[dt.isna().to_numpy()] = np.nan
         return out
     if pd.api.types.is_bool_dtype(s):
@@ -92,7 +106,11 @@ def categorical_values(s: pd.Series, kind: str) -> np.ndarray:
     booleans of any spelling become 'True'/'False'."""
     s = s.dropna()
     if kind == "boolean":
-        return np.asarray([_bool_str(v) for v in s.to_numpy()], dtype=object) if s.size else np.empty(0, dtype=object)
+        return (
+            np.asarray([_bool_str(v) for v in s.to_numpy()], dtype=object)
+            if s.size
+            else np.empty(0, dtype=object)
+        )
     if pd.api.types.is_float_dtype(s):
         v = s.to_numpy(dtype=np.float64)
         integral = np.isfinite(v) & (v == np.floor(v)) & (np.abs(v) < 2**53)
@@ -150,7 +168,7 @@ class ReferenceProfile:
         *,
         predictions=None,
         confidences=None,
-    ) -> "ReferenceProfile":
+    ) -> ReferenceProfile:
         config = config or DriftConfig()
         feature_types = dict(feature_types or infer_feature_types(reference))
         bad = {c: t for c, t in feature_types.items() if t not in FEATURE_TYPES}
@@ -167,7 +185,9 @@ class ReferenceProfile:
             if kind in ("numeric", "datetime"):
                 prof.numeric[col] = NumericReference.build(numeric_values(s, kind), n, config.n_bins)
             else:
-                prof.categorical[col] = CategoricalReference.build(categorical_values(s, kind), n, config.max_categories)
+                prof.categorical[col] = CategoricalReference.build(
+                    categorical_values(s, kind), n, config.max_categories
+                )
         if config.multivariate:
             from .multivariate import MultivariateReference
 
@@ -200,12 +220,22 @@ class ReferenceProfile:
             arrays[f"num{i}_sorted"] = ref.sorted_values
             arrays[f"num{i}_edges"] = ref.bin_edges
             arrays[f"num{i}_counts"] = ref.bin_counts
-            meta["numeric"][col] = {"key": f"num{i}", "mean": _f(ref.mean), "std": _f(ref.std),
-                                    "null_rate": ref.null_rate, "n_total": ref.n_total}
+            meta["numeric"][col] = {
+                "key": f"num{i}",
+                "mean": _f(ref.mean),
+                "std": _f(ref.std),
+                "null_rate": ref.null_rate,
+                "n_total": ref.n_total,
+            }
         for i, (col, ref) in enumerate(self.categorical.items()):
             arrays[f"cat{i}_counts"] = ref.counts
-            meta["categorical"][col] = {"categories": ref.categories, "known": ref.known,
-                                        "null_rate": ref.null_rate, "n_total": ref.n_total, "key": f"cat{i}"}
+            meta["categorical"][col] = {
+                "categories": ref.categories,
+                "known": ref.known,
+                "null_rate": ref.null_rate,
+                "n_total": ref.n_total,
+                "key": f"cat{i}",
+            }
         if self.predictions is not None:
             if self.predictions.dtype.kind in "OUS":
                 meta["predictions_text"] = [str(v) for v in self.predictions]
@@ -219,19 +249,26 @@ class ReferenceProfile:
         np.savez_compressed(directory / PROFILE_NPZ, **arrays)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ReferenceProfile":
+    def load(cls, directory: str | Path) -> ReferenceProfile:
         directory = Path(directory)
         meta = json.loads((directory / PROFILE_JSON).read_text())
         if meta.get("format") != "calmops.reference_profile":
             raise ValueError(f"{directory} does not hold a CalmOps reference profile")
         with np.load(directory / PROFILE_NPZ, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        prof = cls(feature_types=meta["feature_types"], n_rows=meta["n_rows"], settings=meta.get("settings", {}))
+        prof = cls(
+            feature_types=meta["feature_types"], n_rows=meta["n_rows"], settings=meta.get("settings", {})
+        )
         for col, m in meta["numeric"].items():
             k = m["key"]
             prof.numeric[col] = NumericReference(
-                arrays[f"{k}_sorted"], arrays[f"{k}_edges"], arrays[f"{k}_counts"],
-                _unf(m["mean"]), _unf(m["std"]), m["null_rate"], m["n_total"],
+                arrays[f"{k}_sorted"],
+                arrays[f"{k}_edges"],
+                arrays[f"{k}_counts"],
+                _unf(m["mean"]),
+                _unf(m["std"]),
+                m["null_rate"],
+                m["n_total"],
             )
         for col, m in meta["categorical"].items():
             prof.categorical[col] = CategoricalReference(

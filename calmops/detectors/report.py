@@ -114,7 +114,7 @@ class DriftReport:
         )
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DriftReport":
+    def from_dict(cls, d: dict) -> DriftReport:
         return cls(
             features=[_from(FeatureResult, f) for f in d.get("features", [])],
             multivariate=[_from(MultivariateResult, m) for m in d.get("multivariate", [])],
@@ -158,9 +158,11 @@ class DriftReport:
             "",
             self.reason,
             "",
-            f"Reference rows: {self.n_reference} · batch rows: {self.n_batch} · "
-            f"correction: {self.config.get('correction')} · alpha: {self.config.get('alpha')} · "
-            f"aggregation: {self.config.get('aggregation')}",
+            (
+                f"Reference rows: {self.n_reference} · batch rows: {self.n_batch} · "
+                f"correction: {self.config.get('correction')} · alpha: {self.config.get('alpha')} · "
+                f"aggregation: {self.config.get('aggregation')}"
+            ),
             "",
         ]
         if self.drifted_features:
@@ -175,14 +177,18 @@ class DriftReport:
                 f"{r['effect_size']} | {r['threshold']} | {r['detail'].replace('|', '/')} |"
             )
         if self.multivariate:
-            lines += ["", "| multivariate | status | statistic | p-value | threshold | detail |", "|---|---|---|---|---|---|"]
+            lines += ["", "| multivariate | status | statistic | p-value | threshold | detail |"]
+            lines += ["|---|---|---|---|---|---|"]
             for m in self.multivariate:
                 lines.append(
                     f"| {m.method} | {m.status} | {_fmt(m.statistic)} | {_fmt(m.p_value)} | {_fmt(m.threshold)} | {m.detail} |"
                 )
         if self.schema_signals:
             lines += ["", "**Schema signals:**", ""]
-            lines += [f"- {s.kind} `{s.column}`: {s.detail}" + (" (counts as drift)" if s.drift else "") for s in self.schema_signals]
+            lines += [
+                f"- {s.kind} `{s.column}`: {s.detail}" + (" (counts as drift)" if s.drift else "")
+                for s in self.schema_signals
+            ]
         return "\n".join(lines) + "\n"
 
 

@@ -72,8 +72,9 @@ def test_fitted_p_b_match_formulas_on_known_counts():
 
 def test_majority_share_and_overrides():
     X, y = _data(n_min=60, n_maj=240)
-    clf = IPIPClassifier(base_estimator=_tree(), holdout_size=1 / 6, majority_share=0.75, p=3, b=2,
-                         random_state=0).fit(X, y)
+    clf = IPIPClassifier(
+        base_estimator=_tree(), holdout_size=1 / 6, majority_share=0.75, p=3, b=2, random_state=0
+    ).fit(X, y)
     assert clf.n_majority_per_subset_ == round(38 * 0.75 / 0.25)  # 114
     assert (clf.p_, clf.b_) == (3, 2)
     assert len(clf.ensembles_) == 3 and max(clf.ensemble_sizes_) <= 2
@@ -120,12 +121,14 @@ def test_same_seed_same_model_different_seed_differs():
 # ---------------------------------------------------------------- growth rule
 
 
-@pytest.mark.parametrize("metric, score", [("balanced_accuracy", balanced_accuracy_score),
-                                           ("kappa", cohen_kappa_score)])
+@pytest.mark.parametrize(
+    "metric, score", [("balanced_accuracy", balanced_accuracy_score), ("kappa", cohen_kappa_score)]
+)
 def test_growth_keeps_only_strictly_improving_members(metric, score):
     X, y = _data(n_min=80, n_maj=320, shift=0.8)
-    clf = IPIPClassifier(base_estimator=_tree(), metric=metric, max_failed_attempts=2,
-                         random_state=3).fit(X, y)
+    clf = IPIPClassifier(base_estimator=_tree(), metric=metric, max_failed_attempts=2, random_state=3).fit(
+        X, y
+    )
     hold = clf.holdout_index_
     saw_rejection = False
     for members, info in zip(clf.ensembles_, clf.ensemble_info_):

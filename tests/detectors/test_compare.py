@@ -39,24 +39,37 @@ def profile(ref):
 
 def test_inferred_types(ref):
     assert infer_feature_types(ref) == {
-        "x": "numeric", "y": "numeric", "cat": "categorical", "flag": "boolean", "when": "datetime",
-        "gappy": "numeric", "const": "numeric", "mixed": "categorical",
+        "x": "numeric",
+        "y": "numeric",
+        "cat": "categorical",
+        "flag": "boolean",
+        "when": "datetime",
+        "gappy": "numeric",
+        "const": "numeric",
+        "mixed": "categorical",
     }
 
 
 def test_inference_rules_on_object_columns():
-    df = pd.DataFrame({
-        "num_obj": np.array([1, 2.5, None, 3], dtype=object),
-        "bool_obj": np.array([True, False, None, True], dtype=object),
-        "yes_no": ["yes", "no", "no", "yes"],
-        "dates": ["2024-01-01", "2024-02-03", None, "2024-03-04 10:00"],
-        "ints01": np.array([0, 1, 1, 0]),
-        "ints": np.array([0, 1, 2, 5]),
-        "empty": [None] * 4,
-    })
+    df = pd.DataFrame(
+        {
+            "num_obj": np.array([1, 2.5, None, 3], dtype=object),
+            "bool_obj": np.array([True, False, None, True], dtype=object),
+            "yes_no": ["yes", "no", "no", "yes"],
+            "dates": ["2024-01-01", "2024-02-03", None, "2024-03-04 10:00"],
+            "ints01": np.array([0, 1, 1, 0]),
+            "ints": np.array([0, 1, 2, 5]),
+            "empty": [None] * 4,
+        }
+    )
     assert infer_feature_types(df) == {
-        "num_obj": "numeric", "bool_obj": "boolean", "yes_no": "boolean", "dates": "datetime",
-        "ints01": "boolean", "ints": "numeric", "empty": "categorical",
+        "num_obj": "numeric",
+        "bool_obj": "boolean",
+        "yes_no": "boolean",
+        "dates": "datetime",
+        "ints01": "boolean",
+        "ints": "numeric",
+        "empty": "categorical",
     }
 
 
@@ -181,7 +194,7 @@ def test_report_round_trip_and_json(profile):
 def test_profile_save_load_gives_identical_report(profile, tmp_path):
     profile.save(tmp_path / "p")
     assert {p.name for p in (tmp_path / "p").iterdir()} == {"profile.json", "profile_arrays.npz"}
-    np.load(tmp_path / "p" / "profile_arrays.npz", allow_pickle=False).files  # loads without pickle
+    assert np.load(tmp_path / "p" / "profile_arrays.npz", allow_pickle=False).files  # loads without pickle
     loaded = ReferenceProfile.load(tmp_path / "p")
     batch = _reference(seed=12, n=700)
     batch["y"] *= 1.5

@@ -1,5 +1,6 @@
 """Streaming concept-drift monitor: river's docstring streams, state across files, reset."""
 
+import itertools
 import json
 import random
 
@@ -28,8 +29,12 @@ def level_stream():
 # (STACK.md); DDM/HDDM_W/ADWIN agree with river exactly.
 @pytest.mark.parametrize(
     "name,stream,first",
-    [("ddm", binary_stream, 1334), ("hddm_w", binary_stream, 1077), ("adwin", level_stream, 1023),
-     ("page_hinkley", level_stream, 1007)],
+    [
+        ("ddm", binary_stream, 1334),
+        ("hddm_w", binary_stream, 1077),
+        ("adwin", level_stream, 1023),
+        ("page_hinkley", level_stream, 1007),
+    ],
 )
 def test_first_alarm_matches_river_docstring_streams(name, stream, first):
     m = ConceptDriftMonitor(DriftConfig(concept=[name]))
@@ -52,7 +57,7 @@ def _split_run(names, stream, cuts, tmp_path):
     m = ConceptDriftMonitor(cfg)
     bounds = [0, *cuts, len(stream)]
     alarms = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         res = m.update(stream[lo:hi])
         alarms.append(res.alarm)
         state_file.write_text(json.dumps(m.to_state(), allow_nan=False))

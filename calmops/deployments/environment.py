@@ -1,0 +1,38 @@
+"""Point this process at the local stack: Prefect API and MLflow tracking, from one place.
+
+When ``calmops up`` runs, it writes the servers' URLs under ``$CALMOPS_HOME/run``; every CLI
+command reads them so that runs land on the running stack. Without a stack, Prefect keeps its
+state under ``$CALMOPS_HOME/prefect`` and MLflow uses SQLite under ``$CALMOPS_HOME/mlflow``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from calmops.core.settings import get_settings
+
+
+def stack_urls() -> dict[str, str]:
+    path = get_settings().run_dir / "stack.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text()).get("urls", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def prepare() -> dict[str, str]:
+    """Set the environment variables Prefect and MLflow read, before either is used."""
+    settings = get_settings()
+    os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    urls = stack_urls()
+    if urls.get("prefect_api") and "PREFECT_API_URL" not in os.environ:
+        os.environ["PREFECT_API_URL"] = urls["prefect_api"]
+    if urls.get("mlflow") and "MLFLOW_TRACKING_URI" not in os.environ:
+        os.environ["MLFLOW_TRACKING_URI"] = urls["mlflow"]
+        os.environ.setdefault("CALMOPS_MLFLOW_UI", urls["mlflow"])
+    return urls
