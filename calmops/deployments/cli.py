@@ -253,12 +253,28 @@ def logs(name: str, lines: Annotated[int, typer.Option("-n", help="Lines from th
         sys.stdout.write(line + "\n")
 
 
+# Commands that live beside the code they drive: each module exposes register(app).
+COMMAND_MODULES = ("calmops.deployments.api_cli", "calmops.deployments.operations_cli",
+                   "calmops.dashboards.cli")
+
+
 def _mount_optional() -> None:
+    import importlib
+
     try:
         from calmops.generators.cli import app as generate_app
     except ImportError:
-        return
-    app.add_typer(generate_app, name="generate", help="Generate drifting data (synthetic, real-like, clinic…).")
+        generate_app = None
+    if generate_app is not None:
+        app.add_typer(generate_app, name="generate", help="Generate drifting data (synthetic, real-like, clinic…).")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
 
 
 _mount_optional()

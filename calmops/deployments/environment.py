@@ -8,6 +8,7 @@ state under ``$CALMOPS_HOME/prefect`` and MLflow uses SQLite under ``$CALMOPS_HO
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from calmops.core.settings import get_settings
@@ -26,6 +27,8 @@ def stack_urls() -> dict[str, str]:
 def prepare() -> dict[str, str]:
     """Set the environment variables Prefect and MLflow read, before either is used."""
     settings = get_settings()
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -65,7 +65,7 @@ class DriftConfig(BaseModel):
     pca_band_quantile: float = Field(0.99, gt=0.5, lt=1)  # reference error band = this quantile
     pca_outlier_share: float = Field(0.05, gt=0, lt=1)  # extra share of batch rows above the band
     # concept drift (streaming)
-    concept: list[str] = Field(default_factory=lambda: ["ddm"])
+    concept: list[str] = Field(default_factory=lambda: ["adwin"])  # DDM false-alarms on low error rates
     concept_params: dict[str, dict] = Field(default_factory=dict)
 
     @field_validator("numeric_tests")

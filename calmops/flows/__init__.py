@@ -11,6 +11,14 @@ def flow_for(kind: str):
         from calmops.flows.stream import stream_flow
 
         return stream_flow
+    if kind == "block":
+        from calmops.flows.block import block_flow
+
+        return block_flow
+    if kind == "ipip":
+        from calmops.flows.ipip import ipip_flow
+
+        return ipip_flow
     raise NotImplementedError(f"pipeline kind {kind!r} has no flow yet")
 
 

@@ -84,22 +84,26 @@ def load_champion(pipeline: str) -> registry.Champion | None:
 
 @step("breaker-gate", retries=2)
 def breaker_gate(spec: PipelineSpec) -> tuple[bool, str]:
-    """May this run train? Moves an expired ``open`` breaker to ``half_open`` as a side effect."""
-    policy = BreakerPolicy.from_spec(spec)
-    state, allowed = update_breaker(spec.name, lambda s: s.allows_training(policy))
+    """May this run train? A read: the ``open`` → ``half_open`` move is written with the run's result."""
+    from calmops.core.breaker import read_breaker
+
+    state = read_breaker(spec.name)
+    allowed = state.allows_training(BreakerPolicy.from_spec(spec))
     return allowed, state.state
 
 
 @step("breaker-update", retries=2)
 def breaker_update(spec: PipelineSpec, outcome: RunOutcome) -> str:
+    """Count the run's result, under the breaker's lock (one locked write per run)."""
     policy = BreakerPolicy.from_spec(spec)
     failed = outcome.decision in ("failed", "retrain_rejected") or (
         outcome.decision == "rejected_input" and spec.breaker.count_bad_input
     )
-    if outcome.decision in ("skipped_breaker_open",) or (outcome.decision == "rejected_input" and not failed):
+    if outcome.decision == "skipped_breaker_open" or (outcome.decision == "rejected_input" and not failed):
         return outcome.breaker_state or "closed"
 
     def change(state):
+        state.allows_training(policy)  # records an expired cooldown's move to half_open first
         if failed:
             state.record_failure(policy, f"{outcome.decision}: {outcome.reason[:200]}")
         else:

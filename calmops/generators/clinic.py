@@ -14,7 +14,7 @@ matrix, each patient keeps its own offsets, and ``module_drift`` shifts whole mo
 The ground truth (differential features, modules, effects) is in ``df.attrs["truth"]``.
 
 >>> df = cohort(100, n_features=20, seed=0)
->>> df.shape, df["group"].value_counts().to_dict()
+>>> df.shape, df["group"].value_counts().sort_index().to_dict()
 ((100, 26), {'control': 50, 'disease': 50})
 >>> sorted(df.attrs["truth"]["de"])[:2]
 ['gene_001', 'gene_002']

@@ -187,6 +187,16 @@ def feature_drift(
     return out
 
 
+def _as_label(s: pd.Series, value):
+    """``value`` as one of the labels of ``s`` when only its spelling differs (e.g. "1" for 1)."""
+    if value is None or (s == value).any():
+        return value
+    for label in pd.unique(s.dropna()):
+        if str(label) == str(value):
+            return label
+    return value
+
+
 def _is_regression(s: pd.Series) -> bool:
     return pd.api.types.is_float_dtype(s) and s.nunique() > 20
 
@@ -218,6 +228,7 @@ def label_drift(
         _put(out, target, idx, s.to_numpy(dtype=float)[idx] + shift * std)
         return out
     classes = list(pd.unique(s.dropna()))
+    to_class, from_class = _as_label(s, to_class), _as_label(s, from_class)
     if len(classes) < 2 and to_class is None:
         raise ValueError("label drift needs two classes or an explicit to_class")
     if from_class is not None:
@@ -254,7 +265,7 @@ def label_shift(
     rng = np.random.default_rng(seed)
     idx = _selected(df, rows)
     s = df[target]
-    p = {k: float(v) for k, v in priors.items()}
+    p = {_as_label(s, k): float(v) for k, v in priors.items()}
     unknown = [k for k in p if not (s == k).any()]
     if unknown:
         raise ValueError(f"class(es) {unknown} not in {target!r}; classes: {sorted(map(str, s.unique()))}")
@@ -322,6 +333,7 @@ def concept_drift(
         if len(classes) < 2:
             raise ValueError("concept drift needs two classes or a mapping")
         mapping = {c: classes[(i + 1) % len(classes)] for i, c in enumerate(classes)}
+    mapping = {_as_label(s, k): _as_label(s, v) for k, v in mapping.items()}
     new = [mapping.get(v, v) for v in s.iloc[chosen]]
     out.iloc[chosen, out.columns.get_loc(target)] = new
     return out

@@ -428,7 +428,13 @@ def _incremental_hook(gen: _Generator, plan: _Plan, datasets: dict, params: dict
         speed = float(params.get("mag_change", 1.0 / plan.width))
 
         def move(i: int) -> None:
-            ds.mag_change = speed if active(i) is not None else 0.0
+            on = active(i) is not None
+            if on and not getattr(ds, "_calmops_directions", False):
+                # Alternate the directions (river starts them all at +1) so the hyperplane rotates
+                # instead of mostly sliding; with sigma 0 they then move steadily.
+                ds._change_direction = [(-1) ** k if d else 0 for k, d in enumerate(ds._change_direction)]
+                ds._calmops_directions = True
+            ds.mag_change = speed if on else 0.0
 
         return move
     speed = float(params.get("change_speed", 1.0 / plan.width))

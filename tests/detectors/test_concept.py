@@ -130,3 +130,20 @@ def test_residual_stream_page_hinkley():
     res = m.update(np.abs(residuals))
     assert res.alarm
     assert all(d["first_alarm_index"] >= 1000 for d in res.detectors.values())
+
+
+def test_default_detector_is_quiet_on_a_steady_low_error_rate_and_sees_a_jump():
+    """DDM alarms on low error rates (its p_min + s_min collapses to 0); the default must not."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    false_alarms = detected = 0
+    for _ in range(20):
+        steady = ConceptDriftMonitor(DriftConfig())
+        for _ in range(4):  # four files of 1,000 rows at a 3 % error rate
+            result = steady.update((rng.random(1000) < 0.03).astype(float).tolist())
+        false_alarms += result.alarm
+        jump = ConceptDriftMonitor(DriftConfig())
+        jump.update((rng.random(1000) < 0.03).astype(float).tolist())
+        detected += jump.update((rng.random(1000) < 0.15).astype(float).tolist()).alarm
+    assert false_alarms <= 1 and detected >= 19

@@ -9,7 +9,7 @@ def test_defaults():
     c = DriftConfig()
     assert c.numeric_tests == ["ks"] and c.categorical_tests == ["chi2"]
     assert c.correction == "holm" and c.alpha == 0.05 and c.min_samples == 30
-    assert c.concept == ["ddm"]
+    assert c.concept == ["adwin"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,155 @@
+"""The stream flow on a real Prefect API (test harness) and a real MLflow store (SQLite)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from calmops.core import registry
+from calmops.core.store import ledger, pipeline_paths, read_spec
+from tests.conftest import sea_frame, write_csv
+from tests.flows.helpers import digest, incoming, run, runs_for_sha, update_spec, versions
+
+pytestmark = pytest.mark.integration
+
+
+def test_seeded_scenario_train_no_drift_then_retrain_promoted(prefect_server, stream_spec):
+    """Files 1–4 from concept θ=8, files 5–8 from θ=9.5 (13 % of the plane changes label)."""
+    folder = incoming("sea")
+    outcomes = []
+    for i in range(8):
+        theta = 8.0 if i < 4 else 9.5
+        outcomes.append(run("sea", write_csv(sea_frame(1000, theta, seed=100 + i), folder, f"f{i}.csv")))
+    decisions = [o["decision"] for o in outcomes]
+    assert decisions[0] == "train"
+    assert decisions[1:4] == ["no_drift"] * 3, [o["reason"] for o in outcomes[1:4]]
+    assert outcomes[4]["drift_detected"] and decisions[4] == "retrain_promoted", outcomes[4]["reason"]
+    assert "performance drift" in outcomes[4]["reason"]
+    # aliases: v1 was champion until file 5 promoted v2; v1 is now 'previous'
+    promoted = outcomes[4]["champion_version"]
+    assert registry.alias_version("sea", "champion") == max(
+        o["champion_version"] for o in outcomes if o["decision"] in ("train", "retrain_promoted"))
+    assert registry.alias_version("sea", "previous") is not None
+    assert promoted == 2 and outcomes[4]["challenger_version"] == 2
+    # every processed file is in processed/, byte for byte, and none are left waiting
+    paths = pipeline_paths(read_spec("sea"))
+    assert sorted(p.name for p in paths.processed.iterdir()) == [f"f{i}.csv" for i in range(8)]
+    assert not list(folder.iterdir())
+    # the decision landed in MLflow with the file hash and the flow run id
+    sha = digest(paths.processed / "f4.csv")
+    [mlrun] = runs_for_sha("sea", sha)
+    assert mlrun.data.tags["calmops.decision"] == "retrain_promoted"
+    assert mlrun.data.tags["calmops.flow_run_id"] == outcomes[4]["flow_run_id"]
+    assert mlrun.data.metrics["challenger_accuracy"] > mlrun.data.metrics["champion_accuracy"]
+    # predictions written for every file with the version that served them
+    preds = pd.read_csv(paths.predictions / "f4.csv.predictions.csv")
+    assert len(preds) == 1000 and set(preds["model_version"]) == {promoted}
+
+
+def test_worse_challenger_is_not_promoted(prefect_server, stream_spec):
+    folder = incoming("sea")
+    assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))["decision"] == "train"
+    update_spec("sea", model={"class": "sklearn.dummy.DummyClassifier", "params": {}},
+                evaluation={"thresholds": {}})
+    out = run("sea", write_csv(sea_frame(1000, 9.5, seed=2), folder, "b.csv"))
+    assert out["decision"] == "retrain_rejected", out["reason"]
+    assert registry.alias_version("sea", "champion") == 1
+    assert registry.alias_version("sea", "challenger") == 2  # kept, with its scores and reason
+    assert out["metrics"]["challenger"]["accuracy"] < out["metrics"]["champion"]["accuracy"]
+
+
+def test_better_challenger_within_margin_is_not_promoted(prefect_server, stream_spec):
+    folder = incoming("sea")
+    run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))
+    update_spec("sea", evaluation={"promotion_margin": 0.9})
+    out = run("sea", write_csv(sea_frame(1000, 9.5, seed=2), folder, "b.csv"))
+    assert out["decision"] == "retrain_rejected"
+    assert "margin 0.9" in out["reason"] and registry.alias_version("sea", "champion") == 1
+
+
+def test_first_model_below_threshold_is_not_promoted(prefect_server, stream_spec):
+    update_spec("sea", evaluation={"thresholds": {"accuracy": {"min": 0.99}}})
+    out = run("sea", write_csv(sea_frame(1000, 8, seed=1, noise=0.2), incoming("sea"), "a.csv"))
+    assert out["decision"] == "retrain_rejected" and "first model not promoted" in out["reason"]
+    assert registry.alias_version("sea", "champion") is None
+    assert registry.alias_version("sea", "challenger") == 1
+
+
+def test_same_bytes_are_processed_once_even_under_another_name(prefect_server, stream_spec):
+    folder = incoming("sea")
+    frame = sea_frame(800, 8, seed=5)
+    first = run("sea", write_csv(frame, folder, "one.csv"))
+    again = run("sea", write_csv(frame, folder, "one.csv"))
+    renamed = run("sea", write_csv(frame, folder, "copy-of-one.csv"))
+    assert first["decision"] == "train"
+    assert again["details"].get("duplicate") and renamed["details"].get("duplicate")
+    assert len(runs_for_sha("sea", first["sha256"])) == 1
+    assert versions("sea") == [1]
+    # the copies are kept, not deleted
+    assert len(list(pipeline_paths(read_spec("sea")).processed.iterdir())) == 3
+
+
+def test_duplicate_event_after_the_file_moved_is_harmless(prefect_server, stream_spec):
+    from calmops.flows.stream import stream_flow
+
+    path = write_csv(sea_frame(800, 8, seed=6), incoming("sea"), "x.csv")
+    first = stream_flow(pipeline="sea", path=str(path))
+    second = stream_flow(pipeline="sea", path=str(path), sha256=first["sha256"])
+    assert second["details"]["duplicate"] and versions("sea") == [1]
+
+
+def test_prediction_only_writes_predictions_without_labels_or_training(prefect_server, stream_spec):
+    folder = incoming("sea")
+    run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "train.csv"))
+    update_spec("sea", prediction_only=True)
+    unlabeled = sea_frame(300, 8, seed=9).drop(columns=["y"])
+    out = run("sea", write_csv(unlabeled, folder, "score-me.csv"))
+    assert out["decision"] == "predict_only"
+    assert versions("sea") == [1]
+    preds = pd.read_csv(out["predictions_file"])
+    assert len(preds) == 300 and set(preds["model_version"]) == {1}
+    assert {"prediction", "proba_0", "proba_1"} <= set(preds.columns)
+    assert np.allclose(preds["proba_0"] + preds["proba_1"], 1.0)
+
+
+def test_prediction_only_without_a_champion_fails_clearly(prefect_server, stream_spec):
+    update_spec("sea", prediction_only=True)
+    path = write_csv(sea_frame(100, 8, seed=1).drop(columns=["y"]), incoming("sea"), "p.csv")
+    out = run("sea", path)
+    assert out["decision"] == "failed" and "no champion" in out["reason"]
+    assert path.exists()  # the file waits for a retry; nothing lost
+
+
+def test_multiclass_string_labels_and_regression(prefect_server, calmops_home):
+    from calmops.core.store import save_spec, spec_from_dict
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(900, 3))
+    labels = np.array(["low", "mid", "high"])[np.digitize(X[:, 0], [-0.5, 0.5])]
+    save_spec(spec_from_dict({"name": "tri", "target": "band",
+                              "model": {"class": "sklearn.ensemble.RandomForestClassifier",
+                                        "params": {"n_estimators": 20, "random_state": 0}}}), create=True)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(band=labels)
+    out = run("tri", write_csv(frame, incoming("tri"), "t.csv"))
+    assert out["decision"] == "train" and out["metrics"]["challenger"]["balanced_accuracy"] > 0.8
+    assert set(out["metrics"]["challenger"]["confusion_matrix"]["labels"]) == {"low", "mid", "high"}
+
+    save_spec(spec_from_dict({"name": "reg", "target": "t",
+                              "model": {"class": "sklearn.linear_model.Ridge", "params": {}},
+                              "evaluation": {"thresholds": {"r2": {"min": 0.9}}}}), create=True)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(t=3 * X[:, 0] - X[:, 1] + rng.normal(0, 0.1, 900))
+    out = run("reg", write_csv(frame, incoming("reg"), "r.csv"))
+    assert out["decision"] == "train" and out["metrics"]["challenger"]["r2"] > 0.9
+    assert registry.champion("reg").schema.task == "regression"
+
+
+def test_ledger_records_every_file(prefect_server, stream_spec):
+    folder = incoming("sea")
+    run("sea", write_csv(sea_frame(600, 8, seed=1), folder, "a.csv"))
+    (folder / "bad.csv").write_text("")
+    run("sea", folder / "bad.csv")
+    entries = {e["file"]: e for e in ledger(pipeline_paths(read_spec("sea"))).entries()}
+    assert entries["a.csv"]["decision"] == "train" and entries["a.csv"]["status"] == "done"
+    sidecar = pipeline_paths(read_spec("sea")).quarantine / "bad.csv.reason.json"
+    assert json.loads(sidecar.read_text())["reason"].endswith("the file is empty (0 bytes)")
