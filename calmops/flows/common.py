@@ -171,7 +171,7 @@ def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | R
 
 
 def finish_record(ctx: RunContext, outcome: RunOutcome, drift: dict | None) -> RunOutcome:
-    record_run(outcome, drift, ctx.params)
+    record_run(outcome, drift, ctx.params, ctx.spec.to_yaml())
     outcome.breaker_state = breaker_update(ctx.spec, outcome)
     return outcome
 

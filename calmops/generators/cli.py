@@ -21,7 +21,8 @@ from .files import FORMATS, read_table, write_files
 from .real import quality_report, synthesize_like
 from .report import write_report
 from .scenarios import SCENARIOS, run_scenario
-from .synthetic import DRIFT_KINDS, DriftSpec, Timestamps, generator_names, synthetic as _synthetic
+from .synthetic import DRIFT_KINDS, DriftSpec, Timestamps, generator_names
+from .synthetic import synthetic as _synthetic
 
 app = typer.Typer(help="Generate drifting data: synthetic streams, real-like data, clinical cohorts, "
                        "drift injection, ready-made scenarios.", no_args_is_help=True)
@@ -257,8 +258,8 @@ def clinic(
     fmt = _fmt(fmt)
     groups = {k: float(v) for k, v in _params(group).items()} or None
     kind = None if omics.lower() == "none" else omics.lower()
-    common = dict(seed=seed, groups=groups, omics=kind, n_features=features, n_modules=modules,
-                  de_share=de_share, effect_size=effect)
+    common = {"seed": seed, "groups": groups, "omics": kind, "n_features": features, "n_modules": modules,
+                  "de_share": de_share, "effect_size": effect}
     with console.status("generating the cohort…"):
         if steps > 1:
             drift = {int(k): float(v) for k, v in _params(module_drift).items()}

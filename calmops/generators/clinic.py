@@ -48,7 +48,7 @@ class _Design:
         self.names = [f"{_PREFIX[omics]}_{i + 1:0{max(3, width)}d}" for i in range(n_features)]
         self.module = np.arange(n_features) % n_modules
         self.loading = rng.uniform(0.3, 0.8, n_features)
-        n_de = int(round(de_share * n_features))
+        n_de = round(de_share * n_features)
         self.lfc = np.zeros(n_features)
         self.lfc[:n_de] = effect_size * rng.choice([-1.0, 1.0], n_de)
         if omics == "rnaseq":
@@ -208,7 +208,7 @@ def longitudinal(
         group = np.asarray(names, dtype=object)[state]
         frame = pd.DataFrame({"patient_id": ids, "time": t, "group": group})
         demo = base.copy()
-        demo["age"] = demo["age"] + int(round(t * years_per_step))
+        demo["age"] = demo["age"] + round(t * years_per_step)
         frame = pd.concat([frame, demo], axis=1)
         if design is not None:
             severity = np.asarray([sev[g] for g in group])

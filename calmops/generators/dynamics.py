@@ -29,15 +29,15 @@ import pandas as pd
 
 __all__ = [
     "FUNCTIONS",
-    "FormulaError",
-    "evaluate",
-    "Trend",
     "Cycle",
+    "FormulaError",
     "Sigmoid",
-    "time_index",
+    "Trend",
     "apply_dynamics",
-    "target_from_formula",
+    "evaluate",
     "project",
+    "target_from_formula",
+    "time_index",
 ]
 
 
@@ -330,7 +330,7 @@ def project(
             raise ValueError("cannot infer the period of the time column; give freq, e.g. 'MS' or '1D'")
         future_times = pd.date_range(last, periods=periods + 1, freq=freq)[1:]
         t0 = times.iloc[0]
-        as_t = lambda v: (v - t0) / pd.Timedelta(1, unit=unit)  # noqa: E731
+        as_t = lambda v: (v - t0) / pd.Timedelta(1, unit=unit)
     else:
         step = float(np.median(np.diff(times.to_numpy(dtype=float)))) if len(times) > 1 else 1.0
         future_times = [last + step * (k + 1) for k in range(periods)]

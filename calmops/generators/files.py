@@ -14,6 +14,7 @@ dot-files therefore never sees a partial file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["FORMATS", "write_files", "write_table", "read_table"]
+__all__ = ["FORMATS", "read_table", "write_files", "write_table"]
 
 #: Output formats and their file extensions.
 FORMATS: dict[str, str] = {
@@ -164,7 +165,7 @@ def write_files(
     out.mkdir(parents=True, exist_ok=True)
     width = max(4, len(str(len(bounds) - 1)))
     paths = []
-    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
         if i and pace_seconds > 0:
             time.sleep(pace_seconds)
         path = write_table(df.iloc[a:b], out / f"{prefix}_{i + 1:0{width}d}.{FORMATS[fmt]}", fmt)

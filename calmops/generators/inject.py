@@ -24,17 +24,17 @@ from scipy import stats
 from .dynamics import evaluate
 
 __all__ = [
-    "Rows",
     "FEATURE_DRIFT_KINDS",
+    "INJECTORS",
+    "Rows",
+    "concept_drift",
+    "correlation_change",
     "feature_drift",
     "label_drift",
     "label_shift",
-    "concept_drift",
-    "correlation_change",
+    "missing_values",
     "new_categories",
     "outliers",
-    "missing_values",
-    "INJECTORS",
 ]
 
 FEATURE_DRIFT_KINDS = ("abrupt", "gradual", "incremental", "recurrent")
@@ -101,7 +101,7 @@ def _share(share: float) -> float:
 
 
 def _pick(rng: np.random.Generator, idx: np.ndarray, share: float) -> np.ndarray:
-    k = max(1, int(round(_share(share) * len(idx))))
+    k = max(1, round(_share(share) * len(idx)))
     return np.sort(rng.choice(idx, size=min(k, len(idx)), replace=False))
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["GaussianCopula", "synthesize_like", "quality_report"]
+__all__ = ["GaussianCopula", "quality_report", "synthesize_like"]
 
 
 def _kind(s: pd.Series) -> str:

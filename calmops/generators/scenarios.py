@@ -26,7 +26,7 @@ from .files import write_files
 from .report import write_report
 from .synthetic import DriftSpec, Timestamps, synthetic
 
-__all__ = ["SCENARIOS", "Scenario", "ScenarioResult", "scenario_data", "run_scenario"]
+__all__ = ["SCENARIOS", "Scenario", "ScenarioResult", "run_scenario", "scenario_data"]
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,13 @@ def scenario_data(name: str, *, seed: int = 0, n_files: int = 10, rows_per_file:
         raise ValueError("need n_files >= 1 and rows_per_file >= 2")
     drift = sc.drift(n_files, rows_per_file)
     rows_per_block = rows_per_file // sc.blocks_per_file if sc.block_column else None
-    if sc.kind == "block" and n_files * sc.blocks_per_file <= (drift.period or 1):
-        drift = DriftSpec("recurrent", period=1, unit="blocks", concepts=drift.concepts)
+    if drift.kind == "recurrent":
+        n_blocks = n_files * sc.blocks_per_file
+        if n_blocks < 3:
+            raise ValueError(f"the {name} scenario needs at least 3 blocks ({sc.blocks_per_file} per file) "
+                             "for a concept to come back")
+        if n_blocks < 3 * drift.period:  # small runs: shorter periods so the first concept still returns
+            drift = DriftSpec("recurrent", period=max(1, n_blocks // 3), unit="blocks", concepts=drift.concepts)
     df = synthetic(sc.generator, n_files * rows_per_file, drift=drift, seed=seed,
                    timestamps=Timestamps(start="2024-01-01", freq="1min"), block_column=sc.block_column,
                    rows_per_block=rows_per_block, include_concept=include_concept, progress=progress)

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from river.datasets import synth
 
-__all__ = ["DriftSpec", "Timestamps", "GENERATORS", "DRIFT_KINDS", "synthetic", "generator_names"]
+__all__ = ["DRIFT_KINDS", "GENERATORS", "DriftSpec", "Timestamps", "generator_names", "synthetic"]
 
 DRIFT_KINDS = ("abrupt", "gradual", "incremental", "recurrent", "virtual")
 
@@ -346,10 +346,9 @@ def synthetic(
     else:
         row_concepts = np.full(n_rows, plan.concepts[0])
 
-    if plan.kind == "incremental":
-        if gen.name == "hyperplane":
-            params.setdefault("sigma", 0.0)  # move steadily in one direction
-            params.setdefault("n_drift_features", params.get("n_features", 10) // 2)
+    if plan.kind == "incremental" and gen.name == "hyperplane":
+        params.setdefault("sigma", 0.0)  # move steadily in one direction
+        params.setdefault("n_drift_features", params.get("n_features", 10) // 2)
 
     streams: dict[int, Iterator] = {}
     datasets: dict[int, object] = {}

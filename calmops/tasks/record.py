@@ -47,7 +47,7 @@ def _flat_metrics(prefix: str, scores: dict[str, Any]) -> dict[str, float]:
 
 
 @step("record", retries=2)
-def record_run(outcome: RunOutcome, drift: dict | None, params: dict[str, Any]) -> None:
+def record_run(outcome: RunOutcome, drift: dict | None, params: dict[str, Any], spec_yaml: str | None = None) -> None:
     """Log the run's outcome into its MLflow run and publish Prefect artifacts."""
     if outcome.mlflow_run_id:
         with registry.in_run(outcome.mlflow_run_id):
@@ -72,6 +72,8 @@ def record_run(outcome: RunOutcome, drift: dict | None, params: dict[str, Any]) 
                 flat.update(_flat_metrics(who, scores))
             mlflow.log_metrics(flat)
             mlflow.log_dict(outcome.to_dict(), "outcome.json")
+            if spec_yaml:
+                mlflow.log_text(spec_yaml, "spec.yaml")
             if drift:
                 mlflow.log_dict(drift, "drift/verdict.json")
                 if drift.get("data"):

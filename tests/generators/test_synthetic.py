@@ -1,5 +1,7 @@
 """Synthetic streams: each drift kind does what it says, seeded and reproducible."""
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,6 +82,7 @@ def test_incremental_hyperplane_drifts_steadily():
     acc = [model.score(X.iloc[a:a + 1000], y.iloc[a:a + 1000]) for a in range(0, 8000, 1000)]
     assert min(acc[:2]) > 0.95  # before the window: the original concept
     assert acc[-1] < acc[2] - 0.05  # the concept has moved away
+    assert all(a >= b - 0.02 for a, b in itertools.pairwise(acc))  # steadily, not at once
     assert abs(acc[-1] - acc[-2]) < 0.05  # and stops moving after the window
 
 

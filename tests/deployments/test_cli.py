@@ -1,0 +1,71 @@
+"""The calmops command line on a real Prefect API and MLflow store."""
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from calmops.deployments.cli import app
+from tests.conftest import STREAM_SPEC, sea_frame, write_csv
+
+runner = CliRunner()
+
+
+def _spec_file(tmp_path, **changes):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**STREAM_SPEC, **changes}))
+    return path
+
+
+@pytest.mark.integration
+def test_create_run_status_list_show_rollback(prefect_server, calmops_home, tmp_path):
+    assert runner.invoke(app, ["create", str(_spec_file(tmp_path))]).exit_code == 0
+    data = tmp_path / "data"
+    first = runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(1000, 8, seed=1), data, "a.csv")), "--json"])
+    assert first.exit_code == 0, first.output
+    out = json.loads(first.stdout)
+    for key in ("pipeline", "file", "sha256", "decision", "reason", "drift_detected", "drifted_features",
+                "champion_version", "challenger_version", "metrics", "mlflow_run_id", "flow_run_id"):
+        assert key in out
+    assert out["decision"] == "train" and out["champion_version"] == 1
+    second = json.loads(runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(1000, 9.5, seed=2), data, "b.csv")),
+                                            "--json"]).stdout)
+    assert second["decision"] == "retrain_promoted"
+
+    status = json.loads(runner.invoke(app, ["status", "sea", "--json"]).stdout)
+    assert status["champion_version"] == 2 and status["aliases"]["previous"] == 1
+    assert status["files_done"] == 2 and status["last_decision"] == "retrain_promoted"
+    assert status["breaker"] == "closed"
+    listing = json.loads(runner.invoke(app, ["list", "--json"]).stdout)
+    assert [p["name"] for p in listing] == ["sea"]
+    assert "target: y" in runner.invoke(app, ["show", "sea"]).stdout
+
+    rolled = runner.invoke(app, ["rollback", "sea"])
+    assert rolled.exit_code == 0 and "v2 → v1" in rolled.stdout
+    from calmops.core import registry
+
+    assert registry.alias_version("sea", "champion") == 1
+    assert registry.champion("sea").version == 1  # the prediction path serves it
+    assert "processing a.csv" in runner.invoke(app, ["logs", "sea"]).stdout
+
+
+def test_bad_spec_is_one_line_naming_the_key(calmops_home, tmp_path):
+    result = runner.invoke(app, ["create", str(_spec_file(tmp_path, colour="blue"))])
+    assert result.exit_code == 2
+    assert "unknown key 'colour'" in result.stderr and "hint:" in result.stderr
+
+
+def test_unknown_pipeline_exits_non_zero_with_hint(calmops_home, tmp_path):
+    path = write_csv(sea_frame(10, 8, seed=1), tmp_path, "a.csv")
+    result = runner.invoke(app, ["run", "nope", str(path)])
+    assert result.exit_code == 1 and "no pipeline named 'nope'" in result.stderr
+
+
+def test_update_is_versioned(calmops_home, tmp_path):
+    from calmops.core.store import spec_history
+
+    runner.invoke(app, ["create", str(_spec_file(tmp_path))])
+    assert runner.invoke(app, ["update", "sea", str(_spec_file(tmp_path, seed=3))]).exit_code == 0
+    history = spec_history("sea")
+    assert len(history) == 2 and "+seed: 3" in history[-1]["diff"]

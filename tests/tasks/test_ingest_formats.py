@@ -1,0 +1,76 @@
+"""Every supported format is read by its real type, whatever the file is called."""
+
+import json
+
+import arff
+import pandas as pd
+import pytest
+
+from calmops.core.spec import parse_spec
+from calmops.tasks.ingest import RejectedInput, detect_format, parse_and_validate
+
+SPEC = parse_spec({"name": "fmt", "target": "y"})
+FRAME = pd.DataFrame({"a": [1.5, 2.5, 3.5], "b": ["x", "y", "x"], "y": [0, 1, 0]})
+
+
+def _write(fmt, path):
+    if fmt == "csv":
+        FRAME.to_csv(path, index=False)
+    elif fmt == "semicolon":
+        FRAME.to_csv(path, index=False, sep=";")
+    elif fmt == "tsv":
+        FRAME.to_csv(path, index=False, sep="\t")
+    elif fmt == "parquet":
+        FRAME.to_parquet(path, index=False)
+    elif fmt == "json":
+        path.write_text(json.dumps(FRAME.to_dict(orient="records")))
+    elif fmt == "jsonl":
+        FRAME.to_json(path, orient="records", lines=True)
+    elif fmt == "xlsx":
+        FRAME.to_excel(path, index=False)
+    elif fmt == "arff":
+        path.write_text(arff.dumps({"relation": "t", "attributes": [("a", "REAL"), ("b", ["x", "y"]), ("y", "INTEGER")],
+                                    "data": FRAME.values.tolist()}))
+    return path
+
+
+@pytest.mark.parametrize("fmt,expected", [("csv", "csv"), ("semicolon", "csv"), ("tsv", "tsv"),
+                                          ("parquet", "parquet"), ("json", "json"), ("jsonl", "jsonl"),
+                                          ("xlsx", "xlsx"), ("arff", "arff")])
+def test_formats_by_content_not_name(tmp_path, fmt, expected):
+    # a misleading name: the parser must follow the bytes
+    path = _write(fmt, tmp_path / ("data.tsv" if fmt == "tsv" else "data.dat"))
+    assert detect_format(path) == expected
+    batch = parse_and_validate(path, "0" * 64, SPEC, None)
+    assert batch.X["a"].tolist() == [1.5, 2.5, 3.5]
+    assert batch.X["b"].tolist() == ["x", "y", "x"]
+    assert batch.y.astype(int).tolist() == [0, 1, 0]
+    assert batch.feature_types == {"a": "numeric", "b": "categorical"}
+
+
+def test_parquet_named_csv_is_read_as_parquet(tmp_path):
+    path = tmp_path / "looks-like.csv"
+    FRAME.to_parquet(path, index=False)
+    assert parse_and_validate(path, "0" * 64, SPEC, None).format == "parquet"
+
+
+def test_row_limit(tmp_path):
+    spec = parse_spec({"name": "fmt", "target": "y", "limits": {"max_rows": 2}})
+    path = _write("csv", tmp_path / "d.csv")
+    with pytest.raises(RejectedInput, match="3 rows is over the limit of 2"):
+        parse_and_validate(path, "0" * 64, spec, None)
+
+
+def test_missing_target_values_named(tmp_path):
+    path = tmp_path / "d.csv"
+    FRAME.assign(y=[0, None, 1]).to_csv(path, index=False)
+    with pytest.raises(RejectedInput, match="target column 'y' has 1 missing"):
+        parse_and_validate(path, "0" * 64, SPEC, None)
+
+
+def test_preprocess_module_is_applied(tmp_path):
+    module = tmp_path / "prep.py"
+    module.write_text("def preprocess(df):\n    df['a'] = df['a'] * 2\n    return df\n")
+    spec = parse_spec({"name": "fmt", "target": "y", "preprocess": str(module)})
+    path = _write("csv", tmp_path / "d.csv")
+    assert parse_and_validate(path, "0" * 64, spec, None).X["a"].tolist() == [3.0, 5.0, 7.0]
