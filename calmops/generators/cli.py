@@ -305,8 +305,7 @@ def inject(
     report: Report = None,
     no_report: NoReport = False,
 ):
-    """Inject drift (feature/label/concept drift, label shift, correlation change, new categories,
-    outliers, missing values) into INPUT, in the chosen rows."""
+    """Inject drift into INPUT, in the chosen rows (see --method for the list)."""
     fmt = _fmt(fmt)
     if method not in _inject.INJECTORS:
         raise _Bad(f"unknown method {method!r}; valid methods: {', '.join(_inject.INJECTORS)}")
@@ -367,8 +366,7 @@ def scenario(
     report: Report = None,
     no_report: NoReport = False,
 ):
-    """A ready-made scenario (gradual, abrupt, recurrent): files plus report; matching pipeline specs
-    are in docs/examples/."""
+    """A ready-made scenario (gradual, abrupt, recurrent): files plus report; specs in docs/examples/."""
     fmt = _fmt(fmt)
     if name not in SCENARIOS:
         raise _Bad(f"unknown scenario {name!r}; valid scenarios: {', '.join(SCENARIOS)}")

@@ -1,0 +1,132 @@
+"""Plotly figures of the viewer (pure functions of frames, so they are testable without Streamlit)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+DECISION_COLORS = {
+    "train": "#2e7d32", "retrain_promoted": "#1565c0", "no_drift": "#9e9e9e", "retrain_rejected": "#ef6c00",
+    "predict_only": "#6a1b9a", "skipped_breaker_open": "#c62828", "rejected_input": "#ad1457", "failed": "#b71c1c",
+}
+HEIGHT = 360
+
+
+def _layout(fig: go.Figure, title: str | None = None, height: int = HEIGHT) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    return fig
+
+
+def drift_heatmap(matrix: pd.DataFrame) -> go.Figure:
+    """Features × runs, effect / minimum effect; 1.0 is the drift threshold (the colour turns red above it)."""
+    zmax = max(2.0, float(matrix.max().max()) if not matrix.empty else 2.0)
+    mid = 1.0 / zmax
+    fig = go.Figure(go.Heatmap(
+        z=matrix.values, x=list(matrix.columns), y=list(matrix.index),
+        colorscale=[[0, "#e8f5e9"], [mid * 0.999, "#fff59d"], [mid, "#ef9a9a"], [1, "#b71c1c"]],
+        zmin=0, zmax=zmax, colorbar=dict(title="effect /<br>threshold"),
+        hovertemplate="run %{x}<br>%{y}: %{z:.2f}× the minimum effect<extra></extra>"))
+    fig.update_xaxes(type="category", tickangle=-45)
+    return _layout(fig, height=max(240, 60 + 24 * len(matrix.index)))
+
+
+def culprits_bar(ranking: pd.DataFrame) -> go.Figure:
+    top = ranking.head(20)
+    fig = px.bar(top, x="times_drifted", y="feature", orientation="h", hover_data=["share_of_runs", "worst_score"])
+    fig.update_yaxes(autorange="reversed", type="category")
+    return _layout(fig, height=max(220, 60 + 24 * len(top)))
+
+
+def reference_histogram(frames: dict[str, pd.Series], feature: str, numeric: bool) -> go.Figure:
+    """Overlaid reference distributions of one feature (one trace per model version)."""
+    fig = go.Figure()
+    for name, values in frames.items():
+        if numeric:
+            fig.add_trace(go.Histogram(x=values, name=name, opacity=0.55, histnorm="probability density", nbinsx=40))
+        else:
+            share = values.astype(str).value_counts(normalize=True).sort_index()
+            fig.add_trace(go.Bar(x=share.index, y=share.values, name=name, opacity=0.7))
+    fig.update_layout(barmode="overlay" if numeric else "group", xaxis_title=feature,
+                      yaxis_title="density" if numeric else "share of rows")
+    return _layout(fig)
+
+
+def lines_over_runs(frame: pd.DataFrame, x: str, y: str, color: str, title: str | None = None,
+                    threshold_col: str | None = None) -> go.Figure:
+    fig = px.line(frame, x=x, y=y, color=color, markers=True)
+    if threshold_col and threshold_col in frame:
+        for method, part in frame.groupby(color):
+            fig.add_trace(go.Scatter(x=part[x], y=part[threshold_col], mode="lines", line=dict(dash="dot"),
+                                     name=f"{method} threshold", showlegend=True))
+    fig.update_xaxes(type="category")
+    return _layout(fig, title)
+
+
+def concept_heatmap(frame: pd.DataFrame) -> go.Figure:
+    pivot = frame.pivot_table(index="detector", columns="run", values="alarm", aggfunc="max", sort=False)
+    fig = go.Figure(go.Heatmap(z=pivot.values, x=list(pivot.columns), y=list(pivot.index), zmin=0, zmax=1,
+                               colorscale=[[0, "#e8f5e9"], [1, "#c62828"]], showscale=False,
+                               hovertemplate="run %{x}<br>%{y}: alarm=%{z}<extra></extra>"))
+    fig.update_xaxes(type="category", tickangle=-45)
+    return _layout(fig, height=max(180, 80 + 30 * len(pivot.index)))
+
+
+def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) -> go.Figure:
+    """The champion's metric on every batch, the challengers', the spec's floor/ceiling, promotions marked."""
+    fig = go.Figure()
+    x = runs["run_name"]
+    for who, dash in (("champion", "solid"), ("challenger", "dot")):
+        col = f"metric.{who}_{metric}"
+        if col in runs:
+            fig.add_trace(go.Scatter(x=x, y=runs[col], mode="lines+markers", name=f"{who} {metric}",
+                                     line=dict(dash=dash), connectgaps=True if who == "champion" else False))
+    for key, label in (("min", "floor"), ("max", "ceiling")):
+        value = (bounds or {}).get(key)
+        if value is not None:
+            fig.add_hline(y=value, line=dict(color="#c62828", dash="dash"),
+                          annotation_text=f"{label} {value}", annotation_position="bottom right")
+    promoted = runs[runs["decision"].isin(["train", "retrain_promoted"])]
+    for _, r in promoted.iterrows():
+        fig.add_vline(x=r["run_name"], line=dict(color="#1565c0", width=1, dash="dot"))
+    if not promoted.empty:
+        y = promoted.get(f"metric.challenger_{metric}")
+        fig.add_trace(go.Scatter(x=promoted["run_name"], y=y if y is not None else [None] * len(promoted),
+                                 mode="markers", marker=dict(symbol="star", size=14, color="#1565c0"),
+                                 name="promotion", text=[f"v{v}" for v in promoted["champion_version"]],
+                                 hovertemplate="%{x}: promoted %{text}<extra></extra>"))
+    fig.update_xaxes(type="category", tickangle=-45)
+    fig.update_yaxes(title=metric)
+    return _layout(fig)
+
+
+def decisions_timeline(runs: pd.DataFrame) -> go.Figure:
+    fig = px.scatter(runs, x="start_time", y="decision", color="decision", hover_name="run_name",
+                     color_discrete_map=DECISION_COLORS, category_orders={"decision": list(DECISION_COLORS)})
+    fig.update_traces(marker=dict(size=12))
+    return _layout(fig, height=260)
+
+
+def scores_bars(frame: pd.DataFrame) -> go.Figure:
+    """Grouped bars: one group per metric, one bar per model (frame: model, metric, value)."""
+    fig = px.bar(frame, x="metric", y="value", color="model", barmode="group")
+    return _layout(fig)
+
+
+def confusion(matrix: list[list[float]], labels: list[str], title: str) -> go.Figure:
+    fig = px.imshow(matrix, x=[str(v) for v in labels], y=[str(v) for v in labels], text_auto=True,
+                    color_continuous_scale="Blues", labels=dict(x="predicted", y="actual", color="rows"))
+    return _layout(fig, title, height=300)
+
+
+def matrix_heatmap(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
+    fig = px.imshow(frame, text_auto=".2f", color_continuous_scale="OrRd", aspect="auto")
+    return _layout(fig, title, height=max(300, 80 + 36 * len(frame.index)))
+
+
+def metric_lines(frame: pd.DataFrame, x: str, columns: list[str], title: str | None = None) -> go.Figure:
+    long = frame.melt(id_vars=[x], value_vars=columns, var_name="series", value_name="value").dropna()
+    fig = px.line(long, x=x, y="value", color="series", markers=True)
+    fig.update_xaxes(type="category")
+    return _layout(fig, title)

@@ -1,0 +1,599 @@
+"""Data access of the viewer: MLflow (tracking + registry) and the Prefect API, nothing else.
+
+Plain functions without Streamlit, so they are testable on their own; :mod:`calmops.dashboards.cache`
+wraps them with ``st.cache_data``. The viewer never reads a pipeline's private folder
+(``$CALMOPS_HOME/pipelines``) and never unpickles anything: it reads JSON, YAML, text and Parquet
+artifacts only, and never loads a model.
+
+One MLflow ``search_runs`` per experiment gives every run of a pipeline (tags, params, metrics);
+artifacts are fetched per run only for the run(s) a page shows, and cached by run id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+EXPERIMENT_PREFIX = "calmops/"
+PIPELINE_TAG = "calmops.pipeline"
+TAG_FIELDS = ("pipeline", "file", "sha256", "flow_run_id", "kind", "decision", "reason", "drift_detected",
+              "drifted_features", "champion_version", "challenger_version", "retrain_mode")
+DECISIONS = ("train", "no_drift", "retrain_promoted", "retrain_rejected", "predict_only",
+             "skipped_breaker_open", "rejected_input", "failed")
+PROMOTING = ("train", "retrain_promoted")
+MAX_RUNS = 2000
+
+
+class SourceUnavailable(RuntimeError):
+    """MLflow or Prefect cannot be reached; the message says which and where."""
+
+
+# -- where the services are ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Addresses the viewer reads from (hashable, so it can key a cache)."""
+
+    tracking_uri: str
+    registry_uri: str | None = None
+    prefect_api: str | None = None
+    prefect_ui: str | None = None
+    mlflow_ui: str | None = None
+
+
+def connection() -> Connection:
+    """The addresses in force: ``calmops up``'s stack.json, else the environment, else local SQLite."""
+    from calmops.core.settings import get_settings
+    from calmops.deployments.environment import prepare
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # a dashboard answers fast or says why
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    urls = prepare()
+    settings = get_settings()
+    prefect_api = _prefect_api_url() or urls.get("prefect_api")
+    prefect_ui = urls.get("prefect_ui") or (prefect_api.rstrip("/").removesuffix("/api") if prefect_api else None)
+    mlflow_ui = os.environ.get("CALMOPS_MLFLOW_UI") or urls.get("mlflow")
+    if not mlflow_ui and settings.mlflow_tracking_uri.startswith(("http://", "https://")):
+        mlflow_ui = settings.mlflow_tracking_uri
+    return Connection(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, prefect_api, prefect_ui,
+                      mlflow_ui)
+
+
+def _prefect_api_url() -> str | None:
+    try:
+        from prefect.settings import PREFECT_API_URL
+
+        return PREFECT_API_URL.value() or None
+    except Exception:  # noqa: BLE001 - no Prefect settings: no Prefect panels
+        return None
+
+
+def mlflow_run_url(conn: Connection, experiment_id: str, run_id: str) -> str | None:
+    if not conn.mlflow_ui:
+        return None
+    return f"{conn.mlflow_ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def mlflow_experiment_url(conn: Connection, experiment_id: str) -> str | None:
+    return f"{conn.mlflow_ui.rstrip('/')}/#/experiments/{experiment_id}" if conn.mlflow_ui else None
+
+
+def mlflow_model_url(conn: Connection, name: str, version: int | None = None) -> str | None:
+    if not conn.mlflow_ui:
+        return None
+    base = f"{conn.mlflow_ui.rstrip('/')}/#/models/{name}"
+    return f"{base}/versions/{version}" if version else base
+
+
+def prefect_run_url(conn: Connection, flow_run_id: str | None) -> str | None:
+    if not conn.prefect_ui or not flow_run_id:
+        return None
+    return f"{conn.prefect_ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+# -- MLflow --------------------------------------------------------------------------------
+
+
+def _client(conn: Connection):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=conn.tracking_uri, registry_uri=conn.registry_uri or conn.tracking_uri)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def check_mlflow(conn: Connection, timeout: float = 3.0) -> str | None:
+    """None when MLflow answers; otherwise a sentence saying what is wrong."""
+    uri = conn.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        import httpx
+
+        try:
+            httpx.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+        except Exception as exc:  # noqa: BLE001
+            return f"MLflow does not answer at {uri} ({type(exc).__name__}: {exc})"
+        return None
+    path = _sqlite_path(uri)
+    if path is not None and not path.exists():
+        return None  # nothing recorded yet: the empty state, not an error
+    try:
+        _client(conn).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001
+        return f"MLflow cannot be read at {uri} ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _no_store(conn: Connection) -> bool:
+    path = _sqlite_path(conn.tracking_uri)
+    return path is not None and not path.exists()
+
+
+def list_pipelines(conn: Connection) -> list[dict[str, Any]]:
+    """Every pipeline that has an MLflow experiment: name, experiment id, creation time."""
+    if _no_store(conn):
+        return []
+    from mlflow.entities import ViewType
+
+    out = []
+    for exp in _client(conn).search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000):
+        name = exp.tags.get(PIPELINE_TAG) or (
+            exp.name.removeprefix(EXPERIMENT_PREFIX) if exp.name.startswith(EXPERIMENT_PREFIX) else None)
+        if not name:
+            continue
+        out.append({"name": name, "experiment_id": exp.experiment_id,
+                    "created": _ts(exp.creation_time)})
+    return sorted(out, key=lambda d: d["name"])
+
+
+def _ts(ms: int | None) -> pd.Timestamp | None:
+    return None if ms is None else pd.Timestamp(ms, unit="ms", tz="UTC")
+
+
+def _to_int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def runs_frame(conn: Connection, experiment_id: str, max_results: int = MAX_RUNS) -> pd.DataFrame:
+    """Every run of one experiment in one query, oldest first.
+
+    Columns: run_id, run_name, experiment_id, status, start_time, end_time, the ``calmops.*`` tags without
+    their prefix, ``param.<name>`` and ``metric.<name>``.
+    """
+    runs = _client(conn).search_runs([experiment_id], max_results=max_results,
+                                     order_by=["attributes.start_time DESC"])
+    rows = []
+    for r in runs:
+        row: dict[str, Any] = {"run_id": r.info.run_id, "run_name": r.info.run_name,
+                               "experiment_id": r.info.experiment_id, "status": r.info.status,
+                               "start_time": _ts(r.info.start_time), "end_time": _ts(r.info.end_time)}
+        for field in TAG_FIELDS:
+            row[field] = r.data.tags.get(f"calmops.{field}", "")
+        for k, v in r.data.params.items():
+            row[f"param.{k}"] = v
+        for k, v in r.data.metrics.items():
+            row[f"metric.{k}"] = v
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=["run_id", "run_name", "experiment_id", "status", "start_time", "end_time",
+                                     *TAG_FIELDS])
+    frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
+    frame["champion_version"] = frame["champion_version"].map(_to_int).astype("Int64")
+    frame["challenger_version"] = frame["challenger_version"].map(_to_int).astype("Int64")
+    frame["drift"] = frame["drift_detected"].eq("true")
+    frame["index"] = range(1, len(frame) + 1)
+    return frame
+
+
+def registry_info(conn: Connection, name: str) -> dict[str, Any]:
+    """The registered model: aliases and every version with its scores, training info and reason."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(conn)
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return {"exists": False, "aliases": {}, "versions": []}
+    aliases = {alias: int(v) for alias, v in (model.aliases or {}).items()}  # int from SQLite, str over REST
+    by_version: dict[int, list[str]] = {}
+    for alias, v in aliases.items():
+        by_version.setdefault(v, []).append(alias)
+    versions = []
+    for mv in client.search_model_versions(f"name='{name}'", max_results=1000):
+        v = int(mv.version)
+        versions.append({
+            "version": v, "created": _ts(mv.creation_timestamp), "run_id": mv.run_id,
+            "description": mv.description or "", "aliases": sorted(by_version.get(v, [])),
+            "scores": _json(mv.tags.get("calmops.scores")), "training": _json(mv.tags.get("calmops.training")),
+            "rolled_back": mv.tags.get("calmops.rolled_back") == "true",
+        })
+    versions.sort(key=lambda d: d["version"])
+    return {"exists": True, "aliases": aliases, "versions": versions,
+            "description": model.description or ""}
+
+
+def _json(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _download(conn: Connection, run_id: str, path: str, dst: str) -> Path | None:
+    import mlflow
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst,
+                                                        tracking_uri=conn.tracking_uri))
+    except Exception:  # noqa: BLE001 - an artifact a run does not have (yet)
+        return None
+
+
+def artifact_text(conn: Connection, run_id: str, path: str) -> str | None:
+    """One text artifact of a run (``spec.yaml``, ``drift/summary.md``…), or None when absent."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = _download(conn, run_id, path, tmp)
+        return local.read_text() if local is not None and local.is_file() else None
+
+
+def artifact_json(conn: Connection, run_id: str, path: str) -> Any:
+    text = artifact_text(conn, run_id, path)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def reference_frame(conn: Connection, run_id: str, max_rows: int = 50_000) -> pd.DataFrame | None:
+    """The training data logged with a model (``reference/reference.parquet``); Parquet, never a pickle."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = _download(conn, run_id, "reference/reference.parquet", tmp)
+        if local is None or not local.is_file():
+            return None
+        frame = pd.read_parquet(local)
+    return frame if len(frame) <= max_rows else frame.sample(max_rows, random_state=0)
+
+
+# -- Prefect -------------------------------------------------------------------------------
+
+
+def check_prefect(conn: Connection, timeout: float = 3.0) -> str | None:
+    """None when the Prefect API answers; otherwise a sentence saying what is wrong."""
+    if not conn.prefect_api:
+        return "no Prefect API configured (start the stack with 'calmops up', or set PREFECT_API_URL)"
+    import httpx
+
+    try:
+        httpx.get(conn.prefect_api.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except Exception as exc:  # noqa: BLE001
+        return f"the Prefect API does not answer at {conn.prefect_api} ({type(exc).__name__})"
+    return None
+
+
+def breaker(conn: Connection, name: str) -> dict[str, Any]:
+    """The pipeline's circuit breaker as stored in its Prefect Block (closed when none exists yet)."""
+    from calmops.core.breaker import read_breaker
+
+    state = read_breaker(name)
+    public = state.to_public()
+    public["next_retry_epoch"] = state.next_retry_at
+    return public
+
+
+def flow_runs(conn: Connection, pipeline: str | None = None, limit: int = 200) -> pd.DataFrame:
+    """CalmOps flow runs (``<kind>/<pipeline>/<file>``), newest first, with their state."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    run_filter = FlowRunFilter(name=FlowRunFilterName(like_=f"/{pipeline}/")) if pipeline else None
+    flow_filter = FlowFilter(name=FlowFilterName(any_=["calmops-stream", "calmops-block", "calmops-ipip"]))
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=flow_filter, flow_run_filter=run_filter,
+                                     sort=FlowRunSort.START_TIME_DESC, limit=limit)
+    rows = []
+    for fr in runs:
+        parts = (fr.name or "").split("/", 2)
+        if pipeline and (len(parts) < 3 or parts[1] != pipeline):
+            continue
+        rows.append({
+            "flow_run_id": str(fr.id), "name": fr.name, "state": fr.state_name or (fr.state.name if fr.state else ""),
+            "state_type": str(fr.state_type.value) if fr.state_type else "",
+            "start_time": pd.Timestamp(fr.start_time) if fr.start_time else None,
+            "duration_s": round(fr.total_run_time.total_seconds(), 2) if fr.total_run_time else None,
+            "kind": parts[0] if len(parts) == 3 else "", "pipeline": parts[1] if len(parts) == 3 else "",
+            "file": parts[2] if len(parts) == 3 else "",
+        })
+    return pd.DataFrame(rows, columns=["flow_run_id", "name", "state", "state_type", "start_time", "duration_s",
+                                       "kind", "pipeline", "file"])
+
+
+def flow_run_logs(conn: Connection, flow_run_id: str, limit: int = 500) -> pd.DataFrame:
+    """The log lines of one flow run (and its task runs), oldest first."""
+    import logging
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)])),
+                                limit=limit, sort=LogSort.TIMESTAMP_ASC)
+    return pd.DataFrame(
+        [{"time": pd.Timestamp(lg.timestamp), "level": logging.getLevelName(lg.level), "logger": lg.name,
+          "message": lg.message} for lg in logs],
+        columns=["time", "level", "logger", "message"])
+
+
+# -- derived views (pure: tested without any service) --------------------------------------
+
+
+def age_text(ts: pd.Timestamp | None, now: float | None = None) -> str:
+    if ts is None or pd.isna(ts):
+        return "—"
+    seconds = max(0.0, (now if now is not None else time.time()) - ts.timestamp())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def health(last_decision: str | None, breaker_state: str | None, drift: bool | None) -> str:
+    """One word for the overview: ``down`` / ``failing`` / ``drift`` / ``ok`` / ``new``."""
+    if breaker_state == "open":
+        return "down"
+    if last_decision in ("failed", "retrain_rejected", "rejected_input") or breaker_state == "half_open":
+        return "failing"
+    if not last_decision:
+        return "new"
+    if drift:
+        return "drift"
+    return "ok"
+
+
+def feature_table(report: dict | None) -> pd.DataFrame:
+    """The per-feature rows of a drift report (docs/drift-report.md), worst first."""
+    cols = ["feature", "kind", "test", "statistic", "p_value", "p_adjusted", "effect_size", "threshold", "ratio",
+            "drift", "status", "detail"]
+    if not report or not report.get("features"):
+        return pd.DataFrame(columns=cols)
+    frame = pd.DataFrame(report["features"])
+    for c in cols:
+        if c not in frame:
+            frame[c] = None
+    frame["ratio"] = [_ratio(e, t) for e, t in zip(frame["effect_size"], frame["threshold"], strict=True)]
+    frame = frame.sort_values(["drift", "ratio"], ascending=[False, False], na_position="last", kind="stable")
+    return frame[cols].reset_index(drop=True)
+
+
+def _ratio(effect: Any, threshold: Any) -> float | None:
+    try:
+        if effect is None or threshold in (None, 0) or pd.isna(effect):
+            return None
+        return float(effect) / float(threshold)
+    except (TypeError, ValueError):
+        return None
+
+
+def drift_matrix(reports: dict[str, dict | None], labels: dict[str, str]) -> pd.DataFrame:
+    """Features × runs: the largest effect / minimum effect per feature (≥ 1 means past the threshold).
+
+    ``reports`` maps run id → drift report (None when the run had none); columns follow ``labels``' order.
+    A missing column (status ``error``) counts as infinitely bad and is shown as a flag value of 2 × max.
+    """
+    data: dict[str, dict[str, float]] = {}
+    for run_id, label in labels.items():
+        report = reports.get(run_id)
+        if not report:
+            continue
+        col: dict[str, float] = {}
+        for f in report.get("features") or []:
+            r = _ratio(f.get("effect_size"), f.get("threshold"))
+            if r is None and f.get("drift"):
+                r = float("inf")
+            if r is not None:
+                col[f["feature"]] = max(col.get(f["feature"], 0.0), r)
+        data[label] = col
+    frame = pd.DataFrame(data)
+    if frame.empty:
+        return frame
+    finite = frame.replace(float("inf"), float("nan")).max().max()
+    cap = 2 * (finite if pd.notna(finite) and finite > 0 else 1.0)
+    frame = frame.replace(float("inf"), cap)
+    order = frame.max(axis=1).sort_values(ascending=False).index
+    return frame.loc[order]
+
+
+def culprit_ranking(reports: dict[str, dict | None]) -> pd.DataFrame:
+    """How often each feature drifted over the given runs, and its worst culprit score."""
+    counts: dict[str, int] = {}
+    worst: dict[str, float] = {}
+    total = 0
+    for report in reports.values():
+        if not report:
+            continue
+        total += 1
+        for f in report.get("drifted_features") or []:
+            counts[f] = counts.get(f, 0) + 1
+        for f, score in (report.get("feature_scores") or {}).items():
+            s = float("inf") if score is None else float(score)
+            worst[f] = max(worst.get(f, 0.0), s)
+    rows = [{"feature": f, "times_drifted": counts.get(f, 0), "share_of_runs": counts.get(f, 0) / total if total else 0,
+             "worst_score": worst.get(f)} for f in set(counts) | set(worst)]
+    frame = pd.DataFrame(rows, columns=["feature", "times_drifted", "share_of_runs", "worst_score"])
+    return frame.sort_values(["times_drifted", "worst_score"], ascending=False).reset_index(drop=True)
+
+
+def multivariate_frame(reports: dict[str, dict | None], labels: dict[str, str]) -> pd.DataFrame:
+    rows = []
+    for run_id, label in labels.items():
+        for m in (reports.get(run_id) or {}).get("multivariate") or []:
+            rows.append({"run": label, "method": m.get("method"), "statistic": m.get("statistic"),
+                         "p_value": m.get("p_value"), "threshold": m.get("threshold"), "drift": m.get("drift"),
+                         "status": m.get("status"), "detail": m.get("detail")})
+    return pd.DataFrame(rows, columns=["run", "method", "statistic", "p_value", "threshold", "drift", "status",
+                                       "detail"])
+
+
+def concept_frame(verdicts: dict[str, dict | None], labels: dict[str, str]) -> pd.DataFrame:
+    """Concept-drift detectors per run: alarm (0/1), first alarm index and status."""
+    rows = []
+    for run_id, label in labels.items():
+        concept = (verdicts.get(run_id) or {}).get("concept") or {}
+        for name, d in (concept.get("detectors") or {}).items():
+            d = d or {}
+            rows.append({"run": label, "detector": name, "alarm": int(bool(d.get("alarm"))),
+                         "first_alarm_index": d.get("first_alarm_index"),
+                         "status": json.dumps(d.get("status"), default=str) if d.get("status") is not None else ""})
+    return pd.DataFrame(rows, columns=["run", "detector", "alarm", "first_alarm_index", "status"])
+
+
+def performance_frame(verdicts: dict[str, dict | None], labels: dict[str, str]) -> pd.DataFrame:
+    rows = []
+    for run_id, label in labels.items():
+        perf = (verdicts.get(run_id) or {}).get("performance") or {}
+        if perf:
+            rows.append({"run": label, **{k: perf.get(k) for k in ("metric", "now", "at_promotion", "relative_drop",
+                                                                  "tolerance", "drift")},
+                         "threshold_failures": "; ".join(perf.get("threshold_failures") or [])})
+    return pd.DataFrame(rows, columns=["run", "metric", "now", "at_promotion", "relative_drop", "tolerance", "drift",
+                                       "threshold_failures"])
+
+
+def metric_names(runs: pd.DataFrame, prefix: str) -> list[str]:
+    """Metric names logged as ``<prefix>_<name>`` (e.g. champion_accuracy → accuracy)."""
+    head = f"metric.{prefix}_"
+    return sorted(c.removeprefix(head) for c in runs.columns if c.startswith(head))
+
+
+def primary_metric(spec: dict | None, runs: pd.DataFrame) -> str | None:
+    """The spec's primary metric, or the first usual one the runs logged."""
+    chosen = ((spec or {}).get("evaluation") or {}).get("primary_metric")
+    names = metric_names(runs, "champion") or metric_names(runs, "challenger")
+    if chosen:
+        return chosen
+    for usual in ("accuracy", "balanced_accuracy", "f1_macro", "rmse", "mae", "r2"):
+        if usual in names:
+            return usual
+    return names[0] if names else None
+
+
+def thresholds(spec: dict | None) -> dict[str, dict[str, float | None]]:
+    out = {}
+    for metric, bounds in (((spec or {}).get("evaluation") or {}).get("thresholds") or {}).items():
+        if isinstance(bounds, dict):
+            out[metric] = {"min": bounds.get("min"), "max": bounds.get("max")}
+    return out
+
+
+def spec_history(specs: list[tuple[str, str, str | None]]) -> list[dict[str, Any]]:
+    """Distinct consecutive specs from ``(run label, time, spec.yaml text)`` in run order, with unified diffs."""
+    import difflib
+
+    out: list[dict[str, Any]] = []
+    for label, when, text in specs:
+        if text is None or (out and out[-1]["text"] == text):
+            continue
+        before = out[-1]["text"] if out else ""
+        diff = "".join(difflib.unified_diff(before.splitlines(True), text.splitlines(True),
+                                            out[-1]["label"] if out else "(none)", label))
+        out.append({"label": label, "time": when, "text": text, "diff": diff, "number": len(out) + 1})
+    return out
+
+
+def block_tables(details: dict | None) -> dict[str, Any]:
+    """The block kind's per-block results and drift matrix from an outcome's ``details``, as frames."""
+    details = details or {}
+    out: dict[str, Any] = {}
+    blocks = details.get("blocks")
+    if isinstance(blocks, dict):
+        if all(isinstance(v, dict) for v in blocks.values()):
+            out["blocks"] = pd.DataFrame.from_dict({str(k): _flatten(v) for k, v in blocks.items()}, orient="index")
+        else:
+            out["blocks"] = pd.DataFrame({"value": blocks})
+    elif isinstance(blocks, list) and blocks:
+        out["blocks"] = pd.DataFrame([_flatten(b) if isinstance(b, dict) else {"value": b} for b in blocks])
+    matrix = details.get("drift_matrix")
+    frame = matrix_frame(matrix)
+    if frame is not None:
+        out["drift_matrix"] = frame
+    return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(_flatten(v, key + "."))
+        elif isinstance(v, list):
+            flat[key] = json.dumps(v, default=str) if any(isinstance(x, (dict, list)) for x in v) else ", ".join(map(str, v))
+        else:
+            flat[key] = v
+    return flat
+
+
+def matrix_frame(matrix: Any) -> pd.DataFrame | None:
+    """A square-ish matrix in any of the usual JSON shapes as a labelled numeric frame."""
+    if matrix is None:
+        return None
+    try:
+        if isinstance(matrix, dict) and "matrix" in matrix:
+            labels = matrix.get("labels") or matrix.get("blocks")
+            values = matrix["matrix"]
+            cols = matrix.get("columns") or labels
+            frame = pd.DataFrame(values, index=labels, columns=cols)
+        elif isinstance(matrix, dict):
+            frame = pd.DataFrame(matrix).T if all(isinstance(v, dict) for v in matrix.values()) else None
+            if frame is None:
+                return None
+        elif isinstance(matrix, list):
+            frame = pd.DataFrame(matrix)
+        else:
+            return None
+    except (ValueError, TypeError):
+        return None
+    frame.index = frame.index.map(str)
+    frame.columns = frame.columns.map(str)
+    return frame.apply(pd.to_numeric, errors="coerce")
+
+
+def ipip_frame(runs: pd.DataFrame, outcomes: dict[str, dict | None]) -> pd.DataFrame:
+    """Per IPIP run: p, b, replaced share, ensemble sizes (metrics first, details for what metrics lack)."""
+    rows = []
+    for _, r in runs.iterrows():
+        row: dict[str, Any] = {"run": r["run_name"], "decision": r.get("decision")}
+        for c in runs.columns:
+            if c.startswith("metric.ipip_"):
+                row[c.removeprefix("metric.")] = r[c]
+        details = (outcomes.get(r["run_id"]) or {}).get("details") or {}
+        for k, v in _flatten(details).items():
+            if k.startswith(("ipip", "ensemble", "p", "b", "replaced", "n_")) and not isinstance(v, (dict, list)):
+                row.setdefault(k if k.startswith("ipip") else f"details.{k}", v)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,125 @@
+"""Pieces every page shares: the connection, the sidebar, auto-refresh, the pipeline picker, notices."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from calmops.dashboards import cache, data
+
+REFRESH_CHOICES = {"off": None, "10 s": 10, "30 s": 30, "1 min": 60, "5 min": 300}
+DEFAULT_REFRESH = "30 s"
+EMPTY_HINT = (
+    "No pipeline has recorded anything yet. Create one with `calmops create SPEC.yaml` (every key is in "
+    "docs/spec.md) and drop a file into its incoming folder, or run `make demo` (`calmops demo`) to see a "
+    "drifting SEA stream go through a demo pipeline."
+)
+
+
+def connection() -> data.Connection:
+    if "_calmops_conn" not in st.session_state:
+        st.session_state["_calmops_conn"] = data.connection()
+    return st.session_state["_calmops_conn"]
+
+
+def sidebar(conn: data.Connection) -> None:
+    with st.sidebar:
+        st.markdown("### Services")
+        if conn.prefect_ui:
+            st.link_button("Prefect UI ↗", conn.prefect_ui, width="stretch")
+        else:
+            st.caption("Prefect UI: not running (`calmops up` starts it)")
+        if conn.mlflow_ui:
+            st.link_button("MLflow UI ↗", conn.mlflow_ui, width="stretch")
+        else:
+            st.caption("MLflow UI: not running (`calmops up` starts it)")
+        st.caption(f"MLflow tracking: `{conn.tracking_uri}`  \nPrefect API: `{conn.prefect_api or '—'}`")
+        st.markdown("### Refresh")
+        st.selectbox("Auto-refresh", list(REFRESH_CHOICES), index=list(REFRESH_CHOICES).index(DEFAULT_REFRESH),
+                     key="refresh_every", help="Monitoring pages re-read MLflow and Prefect on this period.")
+        if st.button("Refresh now", width="stretch"):
+            cache.clear()
+            st.rerun()
+
+
+def refresh_seconds() -> int | None:
+    return REFRESH_CHOICES.get(st.session_state.get("refresh_every", DEFAULT_REFRESH))
+
+
+def auto_refresh(body: Callable[[], None]) -> None:
+    """Run a page body in a fragment that reruns by itself on the chosen period."""
+    every = refresh_seconds()
+    if every is None:
+        body()
+    else:
+        st.fragment(run_every=every)(body)()
+
+
+def mlflow_ok(conn: data.Connection) -> bool:
+    problem = cache.check_mlflow(conn)
+    if problem:
+        st.error(f"Cannot read MLflow: {problem}")
+        st.caption("Start the stack with `calmops up`, or point `MLFLOW_TRACKING_URI` (or `CALMOPS_HOME`) at the "
+                   "store your pipelines write to, then press *Refresh now*.")
+        return False
+    return True
+
+
+def prefect_problem(conn: data.Connection) -> str | None:
+    return cache.check_prefect(conn)
+
+
+def pipelines(conn: data.Connection) -> list[dict[str, Any]] | None:
+    """The pipelines, or None after showing why they cannot be read."""
+    if not mlflow_ok(conn):
+        return None
+    try:
+        return cache.list_pipelines(conn)
+    except Exception as exc:  # noqa: BLE001 - shown, not raised
+        st.error(f"Cannot list pipelines from MLflow: {exc}")
+        return None
+
+
+def empty_state() -> None:
+    st.info(EMPTY_HINT, icon="ℹ️")
+
+
+def pick_pipeline(names: list[str], label: str = "Pipeline", key: str = "pipeline") -> str | None:
+    """A select box kept in the URL (``?pipeline=NAME``) so that a page can be linked and reloaded."""
+    if not names:
+        return None
+    wanted = st.query_params.get("pipeline")
+    index = names.index(wanted) if wanted in names else 0
+    choice = st.selectbox(label, names, index=index, key=key)
+    if st.query_params.get("pipeline") != choice:
+        st.query_params["pipeline"] = choice
+    return choice
+
+
+def kind_of(runs: pd.DataFrame) -> str:
+    if runs.empty:
+        return "—"
+    kinds = [k for k in runs["kind"].tolist() if k] + [
+        k for k in runs.get("param.kind", pd.Series(dtype=str)).dropna().tolist() if k]
+    return kinds[-1] if kinds else "—"
+
+
+def version_text(v: Any) -> str:
+    return "—" if v is None or pd.isna(v) else f"v{int(v)}"
+
+
+def show_frame(frame: pd.DataFrame, **kw) -> None:
+    st.dataframe(frame, width="stretch", hide_index=kw.pop("hide_index", True), **kw)
+
+
+def plot(fig) -> None:
+    st.plotly_chart(fig, width="stretch", config={"displaylogo": False})
+
+
+def fmt_time(ts: Any) -> str:
+    if ts is None or (not isinstance(ts, str) and pd.isna(ts)):
+        return "—"
+    return pd.Timestamp(ts).strftime("%Y-%m-%d %H:%M:%S UTC")

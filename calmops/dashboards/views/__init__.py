@@ -1,0 +1,1 @@
+"""The viewer's pages; each module has a ``render()`` the app's navigation calls."""

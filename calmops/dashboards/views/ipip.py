@@ -1,0 +1,54 @@
+"""IPIP view: ensemble sizes, p, b and the replaced share per run of IPIP pipelines."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from calmops.dashboards import cache, charts, data, ui
+
+
+def render() -> None:
+    conn = ui.connection()
+    st.title("IPIP ensembles")
+    pipelines = ui.pipelines(conn)
+    if pipelines is None:
+        return
+    if not pipelines:
+        ui.empty_state()
+        return
+    ui.auto_refresh(lambda: body(conn, pipelines))
+
+
+def body(conn: data.Connection, pipelines: list[dict]) -> None:
+    ipips = []
+    for p in pipelines:
+        runs = cache.runs_frame(conn, p["experiment_id"])
+        if ui.kind_of(runs) == "ipip":
+            ipips.append((p, runs))
+    if not ipips:
+        st.info("No IPIP pipeline yet. An IPIP pipeline (`kind: ipip`, imbalanced binary target, block data) keeps "
+                "an ensemble of p balanced sub-ensembles of b models each and replaces part of it on every batch; "
+                "its p, b and replaced share per run appear here.")
+        return
+    by_name = {p["name"]: runs for p, runs in ipips}
+    name = st.selectbox("IPIP pipeline", list(by_name), key="ipip_pipeline")
+    runs = by_name[name]
+    recorded = runs[runs["decision"] != ""]
+    outcomes = {r: cache.artifact_json(conn, r, "outcome.json") for r in recorded["run_id"].tail(200)}
+    frame = data.ipip_frame(recorded.tail(200), outcomes)
+    series = [c for c in frame.columns if c not in ("run", "decision")]
+    numeric = [c for c in series if frame[c].dtype.kind in "fiub"]
+    if not numeric:
+        st.caption("No IPIP metrics (`ipip_p`, `ipip_b`, `ipip_replaced_share`) recorded yet.")
+    else:
+        sizes = [c for c in numeric if "share" not in c]
+        shares = [c for c in numeric if "share" in c]
+        left, right = st.columns(2)
+        with left:
+            if sizes:
+                ui.plot(charts.metric_lines(frame, "run", sizes, "Ensemble sizes (p, b)"))
+        with right:
+            if shares:
+                ui.plot(charts.metric_lines(frame, "run", shares, "Replaced share"))
+    ui.show_frame(frame.iloc[::-1], key="ipip_table")
+    st.caption("From each run's `ipip_*` metrics, completed by `details` of its outcome.json.")

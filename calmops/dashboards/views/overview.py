@@ -1,0 +1,105 @@
+"""Overview: every pipeline at a glance (health, breaker, champion, last file and decision, drift)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from calmops.dashboards import cache, data, ui
+
+HEALTH_ICONS = {"ok": "🟢 ok", "drift": "🟡 drift", "failing": "🟠 failing", "down": "🔴 breaker open", "new": "⚪ new"}
+
+
+def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -> dict[str, Any]:
+    """One overview row, from one search_runs, the registry and the breaker block."""
+    name = pipeline["name"]
+    runs = cache.runs_frame(conn, pipeline["experiment_id"])
+    reg = cache.registry_info(conn, name)
+    champion = reg["aliases"].get("champion")
+    created = next((v["created"] for v in reg["versions"] if v["version"] == champion), None)
+    recorded = runs[runs["decision"] != ""] if not runs.empty else runs
+    last = recorded.iloc[-1] if not recorded.empty else None
+    breaker_state = None
+    if prefect_ok:
+        try:
+            breaker_state = cache.breaker(conn, name)["state"]
+        except Exception:  # noqa: BLE001 - shown as unknown
+            breaker_state = None
+    last_decision = last["decision"] if last is not None else None
+    drift = bool(last["drift"]) if last is not None else None
+    return {
+        "pipeline": name,
+        "kind": ui.kind_of(runs),
+        "health": HEALTH_ICONS[data.health(last_decision, breaker_state, drift)],
+        "breaker": breaker_state or "unknown",
+        "champion": ui.version_text(champion),
+        "champion age": data.age_text(created),
+        "runs": len(runs),
+        "last file": last["file"] or last["run_name"] if last is not None else "—",
+        "last decision": last_decision or "—",
+        "last run": ui.fmt_time(last["start_time"]) if last is not None else "—",
+        "drift": ("yes" if drift else "no") if drift is not None else "—",
+        "drifted features": (last["drifted_features"] or "") if last is not None else "",
+        "view": f"./pipeline?pipeline={name}",
+        "MLflow": data.mlflow_experiment_url(conn, pipeline["experiment_id"]),
+    }
+
+
+def render() -> None:
+    conn = ui.connection()
+    st.title("CalmOps pipelines")
+    ui.auto_refresh(lambda: body(conn))
+
+
+def body(conn: data.Connection) -> None:
+    pipelines = ui.pipelines(conn)
+    if pipelines is None:
+        return
+    if not pipelines:
+        ui.empty_state()
+        return
+    problem = ui.prefect_problem(conn)
+    if problem:
+        st.warning(f"Breaker states unknown: {problem}.")
+    rows = []
+    for p in pipelines:
+        try:
+            rows.append(summary(conn, p, problem is None))
+        except Exception as exc:  # noqa: BLE001 - one broken pipeline does not hide the others
+            rows.append({"pipeline": p["name"], "health": "⚠️ unreadable", "last decision": f"error: {exc}"})
+    table = pd.DataFrame(rows)
+    cols = st.columns(4)
+    cols[0].metric("Pipelines", len(table))
+    cols[1].metric("Drift in last run", int((table.get("drift") == "yes").sum()))
+    cols[2].metric("Breakers open", int((table.get("breaker") == "open").sum()))
+    cols[3].metric("Runs recorded", int(pd.to_numeric(table.get("runs"), errors="coerce").fillna(0).sum()))
+    ui.show_frame(table, key="overview_table", column_config={
+        "view": st.column_config.LinkColumn("details", display_text="open"),
+        "MLflow": st.column_config.LinkColumn("MLflow", display_text="experiment ↗"),
+        "runs": st.column_config.NumberColumn("runs", format="%d"),
+    })
+    st.caption(f"Read at {ui.fmt_time(pd.Timestamp.now(tz='UTC'))}. Health: 🔴 breaker open · 🟠 last run failed, "
+               "was rejected, or the breaker is half-open · 🟡 the last batch drifted · 🟢 ok.")
+    recent = _recent_runs(conn, pipelines)
+    if not recent.empty:
+        st.subheader("Latest runs")
+        ui.show_frame(recent, key="recent_runs")
+
+
+def _recent_runs(conn: data.Connection, pipelines: list[dict]) -> pd.DataFrame:
+    parts = []
+    for p in pipelines:
+        try:
+            runs = cache.runs_frame(conn, p["experiment_id"])
+        except Exception:  # noqa: BLE001
+            continue
+        if not runs.empty:
+            parts.append(runs.assign(pipeline=p["name"]))
+    if not parts:
+        return pd.DataFrame()
+    allruns = pd.concat(parts).sort_values("start_time", ascending=False).head(15)
+    return pd.DataFrame({"time": allruns["start_time"].map(ui.fmt_time), "pipeline": allruns["pipeline"],
+                         "file": allruns["run_name"], "decision": allruns["decision"],
+                         "reason": allruns["reason"].str.slice(0, 160)})

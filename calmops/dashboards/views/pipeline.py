@@ -1,0 +1,483 @@
+"""One pipeline: drift, performance, models, retraining, data, runs and logs, spec history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from calmops.dashboards import cache, charts, data, ui
+
+HEATMAP_RUNS = 30
+SPEC_RUNS = 200
+
+
+def render() -> None:
+    conn = ui.connection()
+    st.title("Pipeline")
+    pipelines = ui.pipelines(conn)
+    if pipelines is None:
+        return
+    if not pipelines:
+        ui.empty_state()
+        return
+    by_name = {p["name"]: p for p in pipelines}
+    name = ui.pick_pipeline(list(by_name))
+    ui.auto_refresh(lambda: body(conn, by_name[name]))
+
+
+def body(conn: data.Connection, pipeline: dict[str, Any]) -> None:
+    name = pipeline["name"]
+    try:
+        runs = cache.runs_frame(conn, pipeline["experiment_id"])
+        reg = cache.registry_info(conn, name)
+    except Exception as exc:  # noqa: BLE001
+        st.error(f"Cannot read pipeline {name!r} from MLflow: {exc}")
+        return
+    prefect_problem = ui.prefect_problem(conn)
+    header(conn, name, runs, reg, prefect_problem)
+    if runs.empty:
+        st.info(f"{name} has no runs yet: drop a file into its incoming folder (or `calmops run {name} FILE`).")
+        return
+    tabs = st.tabs(["Drift", "Performance", "Champion vs challenger", "Retraining", "Data", "Runs & logs",
+                    "Spec"])
+    sections = (drift_tab, performance_tab, models_tab, retraining_tab, data_tab, runs_tab, spec_tab)
+    for tab, section in zip(tabs, sections, strict=True):
+        with tab:
+            try:
+                section(conn, name, runs, reg, prefect_problem)
+            except Exception as exc:  # noqa: BLE001 - one failing section does not hide the others
+                st.error(f"This section could not be drawn: {type(exc).__name__}: {exc}")
+
+
+# -- header -------------------------------------------------------------------------------
+
+
+def header(conn, name, runs, reg, prefect_problem) -> None:
+    recorded = runs[runs["decision"] != ""] if not runs.empty else runs
+    last = recorded.iloc[-1] if not recorded.empty else None
+    champion = reg["aliases"].get("champion")
+    created = next((v["created"] for v in reg["versions"] if v["version"] == champion), None)
+    breaker = None
+    if not prefect_problem:
+        try:
+            breaker = cache.breaker(conn, name)
+        except Exception as exc:  # noqa: BLE001
+            st.warning(f"Breaker state unreadable: {exc}")
+    cols = st.columns(6)
+    cols[0].metric("Kind", ui.kind_of(runs))
+    cols[1].metric("Champion", ui.version_text(champion), help="Registered model version with alias 'champion'.")
+    cols[2].metric("Champion age", data.age_text(created))
+    cols[3].metric("Last decision", last["decision"] if last is not None else "—",
+                   help=last["reason"] if last is not None else None)
+    cols[4].metric("Drift (last run)", ("yes" if last["drift"] else "no") if last is not None else "—")
+    cols[5].metric("Breaker", breaker["state"] if breaker else "unknown")
+    if last is not None:
+        st.caption(f"Last file **{last['file'] or last['run_name']}** at {ui.fmt_time(last['start_time'])}: "
+                   f"{last['reason']}")
+    if prefect_problem:
+        st.warning(f"Prefect: {prefect_problem}. Breaker state and flow-run logs are not shown.")
+    elif breaker:
+        with st.expander(f"Circuit breaker: {breaker['state']}", expanded=breaker["state"] != "closed"):
+            c = st.columns(4)
+            c[0].metric("Consecutive failures", breaker["consecutive_failures"])
+            c[1].metric("Times opened", breaker["times_opened"])
+            c[2].metric("Opened at", breaker["opened_at"] or "—")
+            c[3].metric("Next retry", breaker["next_retry_at"] or "—")
+            if breaker["history"]:
+                ui.show_frame(pd.DataFrame(breaker["history"]).iloc[::-1])
+            else:
+                st.caption("No transitions yet.")
+
+
+# -- drift --------------------------------------------------------------------------------
+
+
+def _labels(runs: pd.DataFrame) -> dict[str, str]:
+    """run id → a short unique label (the file name, numbered when a name repeats)."""
+    seen: dict[str, int] = {}
+    out = {}
+    for run_id, label in zip(runs["run_id"], runs["run_name"], strict=True):
+        seen[label] = seen.get(label, 0) + 1
+        out[run_id] = label if seen[label] == 1 else f"{label} ({seen[label]})"
+    return out
+
+
+def _artifacts(conn, run_ids, path) -> dict[str, Any]:
+    return {run_id: cache.artifact_json(conn, run_id, path) for run_id in run_ids}
+
+
+def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
+    checked = runs[runs["decision"].isin(["no_drift", "retrain_promoted", "retrain_rejected", "predict_only",
+                                          "skipped_breaker_open"])]
+    if checked.empty:
+        st.info("No batch has been checked for drift yet: the first file trains the first model; drift is "
+                "measured from the second file on.")
+        return
+    labels = _labels(runs)
+    n = st.slider("Runs shown over time", 2, max(2, min(200, len(checked))), min(HEATMAP_RUNS, len(checked)),
+                  key="drift_runs") if len(checked) > 2 else len(checked)
+    window = checked.tail(n)
+    wl = {r: labels[r] for r in window["run_id"]}
+    reports = _artifacts(conn, window["run_id"], "drift/report.json")
+    verdicts = _artifacts(conn, window["run_id"], "drift/verdict.json")
+
+    st.subheader("Per-feature tests")
+    options = list(window["run_id"])[::-1]
+    chosen = st.selectbox("Run", options, format_func=lambda r: wl[r], key="drift_run")
+    verdict = verdicts.get(chosen) or {}
+    report = reports.get(chosen)
+    row = window[window["run_id"] == chosen].iloc[0]
+    st.markdown(f"**Decision:** `{row['decision']}` · **drift:** {'yes' if row['drift'] else 'no'}")
+    for reason in verdict.get("reasons") or []:
+        st.markdown(f"- {reason}")
+    if report:
+        st.caption(report.get("reason", ""))
+        ui.show_frame(data.feature_table(report), key="feature_table", column_config={
+            "ratio": st.column_config.ProgressColumn("effect / threshold", min_value=0, max_value=3, format="%.2f"),
+            "p_value": st.column_config.NumberColumn(format="%.2e"),
+            "p_adjusted": st.column_config.NumberColumn(format="%.2e")})
+        if report.get("schema_signals"):
+            st.markdown("**Schema signals**")
+            ui.show_frame(pd.DataFrame(report["schema_signals"]))
+    else:
+        st.caption("This run has no data-drift report.")
+    if verdict.get("label_free"):
+        with st.expander("Label-free signals (predictions and confidence)"):
+            st.json(verdict["label_free"])
+
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader("Drift over time")
+        matrix = data.drift_matrix(reports, wl)
+        if matrix.empty:
+            st.caption("No per-feature results in these runs.")
+        else:
+            ui.plot(charts.drift_heatmap(matrix))
+            st.caption("Each cell is the feature's largest effect divided by its test's minimum effect: 1.0 and "
+                       "above (red) passes the effect floor; a feature drifts when its adjusted p-value is also "
+                       "below alpha.")
+    with right:
+        st.subheader("Culprits")
+        ranking = data.culprit_ranking(reports)
+        if ranking.empty or ranking["times_drifted"].sum() == 0:
+            st.caption("No feature drifted in these runs.")
+        else:
+            ui.plot(charts.culprits_bar(ranking))
+        if not ranking.empty:
+            ui.show_frame(ranking, key="culprits")
+
+    distributions(conn, reg, report)
+
+    st.subheader("Multivariate scores")
+    multi = data.multivariate_frame(reports, wl)
+    if multi.empty:
+        st.caption("No multivariate method ran (enable `mmd`, `domain_classifier` or `pca` under `drift:` in the "
+                   "spec).")
+    else:
+        ui.plot(charts.lines_over_runs(multi, "run", "statistic", "method", threshold_col="threshold"))
+        ui.show_frame(multi)
+
+    st.subheader("Concept drift and performance drift")
+    concept = data.concept_frame(verdicts, wl)
+    if concept.empty:
+        st.caption("No concept-drift detector results in these runs.")
+    else:
+        ui.plot(charts.concept_heatmap(concept))
+        ui.show_frame(concept, key="concept")
+    perf = data.performance_frame(verdicts, wl)
+    if not perf.empty:
+        ui.show_frame(perf, key="perf_drift", column_config={
+            "relative_drop": st.column_config.NumberColumn(format="percent"),
+            "tolerance": st.column_config.NumberColumn(format="percent")})
+
+
+def distributions(conn, reg, report) -> None:
+    st.subheader("Reference distributions")
+    versions = [v for v in reg["versions"] if v.get("run_id")]
+    if not versions:
+        st.caption("No model version with reference data yet.")
+        return
+    champion = reg["aliases"].get("champion")
+    previous = reg["aliases"].get("previous")
+    labels = {v["version"]: f"v{v['version']}" + (f" ({', '.join(v['aliases'])})" if v["aliases"] else "")
+              for v in versions}
+    default = [v for v in (champion, previous) if v in labels] or [versions[-1]["version"]]
+    cols = st.columns([1, 2])
+    chosen = cols[1].multiselect("Model versions", list(labels), default=default, format_func=labels.get,
+                                 key="dist_versions")
+    run_of = {v["version"]: v["run_id"] for v in versions}
+    frames = {labels[v]: cache.reference_frame(conn, run_of[v]) for v in chosen}
+    frames = {k: f for k, f in frames.items() if f is not None}
+    if not frames:
+        st.caption("The chosen versions have no reference data.")
+        return
+    features = sorted(set().union(*(f.columns for f in frames.values())))
+    ranked = [f["feature"] for f in (report or {}).get("features") or []]
+    features.sort(key=lambda c: (c not in ranked, ranked.index(c) if c in ranked else 0, c))
+    feature = cols[0].selectbox("Feature", features, key="dist_feature")
+    series = {k: f[feature].dropna() for k, f in frames.items() if feature in f}
+    numeric = all(pd.api.types.is_numeric_dtype(s) for s in series.values()) and \
+        all(s.nunique() > 12 for s in series.values())
+    ui.plot(charts.reference_histogram(series, feature, numeric))
+    st.caption("MLflow holds no batch data, so this shows the training data (reference) logged with each chosen "
+               "model version: a promoted model's reference includes the batches it was retrained on. The batch "
+               "side of the comparison is the test table above (statistic, p-value, effect).")
+    if report:
+        rows = [f for f in report.get("features") or [] if f.get("feature") == feature]
+        if rows:
+            ui.show_frame(pd.DataFrame(rows), key="dist_tests")
+
+
+# -- performance --------------------------------------------------------------------------
+
+
+def latest_spec(conn, runs: pd.DataFrame) -> dict | None:
+    import yaml
+
+    for run_id in runs["run_id"].iloc[::-1].head(5):
+        text = cache.artifact_text(conn, run_id, "spec.yaml")
+        if text:
+            try:
+                return yaml.safe_load(text)
+            except yaml.YAMLError:
+                return None
+    return None
+
+
+def performance_tab(conn, name, runs, reg, prefect_problem) -> None:
+    spec = latest_spec(conn, runs)
+    names = sorted(set(data.metric_names(runs, "champion")) | set(data.metric_names(runs, "challenger")))
+    if not names:
+        st.info("No performance recorded yet (metrics appear once a model is evaluated on a labelled batch).")
+        return
+    primary = data.primary_metric(spec, runs)
+    metric = st.selectbox("Metric", names, index=names.index(primary) if primary in names else 0,
+                          key="perf_metric")
+    bounds = data.thresholds(spec).get(metric)
+    ui.plot(charts.performance_over_time(runs, metric, bounds))
+    st.caption("Champion: the serving model's score on each whole batch (before any retraining); challenger: the "
+               "retrained candidate's score on the batch's holdout. Stars mark promotions; dashed red lines are the "
+               "spec's thresholds" + (f" for {metric}: {bounds}." if bounds else f" (none set for {metric})."))
+    ui.plot(charts.decisions_timeline(runs[runs["decision"] != ""]))
+
+
+# -- champion vs challenger ---------------------------------------------------------------
+
+
+def models_tab(conn, name, runs, reg, prefect_problem) -> None:
+    if not reg["exists"]:
+        st.info(f"No registered model named {name!r} yet.")
+        return
+    aliases = reg["aliases"]
+    by_version = {v["version"]: v for v in reg["versions"]}
+    rows = []
+    for alias in ("champion", "challenger", "previous"):
+        v = aliases.get(alias)
+        info = by_version.get(v, {})
+        rows.append({"alias": alias, "version": ui.version_text(v), "created": ui.fmt_time(info.get("created")),
+                     "trained on": (info.get("training") or {}).get("file", ""),
+                     "mode": (info.get("training") or {}).get("mode", ""),
+                     "why": info.get("description", ""),
+                     "MLflow": data.mlflow_model_url(conn, name, v) if v else None})
+    ui.show_frame(pd.DataFrame(rows), key="aliases", column_config={
+        "MLflow": st.column_config.LinkColumn("MLflow", display_text="version ↗")})
+
+    st.subheader("Scores at registration (holdout)")
+    long = []
+    for alias in ("champion", "challenger", "previous"):
+        v = aliases.get(alias)
+        for metric, value in (by_version.get(v, {}).get("scores") or {}).items():
+            if isinstance(value, (int, float)):
+                long.append({"model": f"{alias} v{v}", "metric": metric, "value": value})
+    if long:
+        frame = pd.DataFrame(long).drop_duplicates(["model", "metric"])
+        ui.plot(charts.scores_bars(frame[~frame["metric"].isin(["log_loss", "mse", "rmse", "mae", "mape"])]
+                                   if frame["metric"].isin(["accuracy", "f1_macro"]).any() else frame))
+        ui.show_frame(frame.pivot(index="metric", columns="model", values="value").reset_index())
+        st.caption("Each version's scores on the holdout of the batch it was trained on.")
+
+    st.subheader("Last head-to-head (same holdout)")
+    both = [c for c in runs.columns if c.startswith("metric.challenger_")]
+    duel = runs[runs[both].notna().any(axis=1) & runs[[c.replace("challenger_", "champion_") for c in both
+                                                         if c.replace("challenger_", "champion_") in runs]]
+                .notna().any(axis=1)] if both else runs.iloc[0:0]
+    if duel.empty:
+        st.caption("No retraining has compared a challenger with a champion yet.")
+        return
+    last = duel.iloc[-1]
+    st.markdown(f"Run **{last['run_name']}** → `{last['decision']}` (challenger v{last['challenger_version']}).")
+    table = []
+    for c in both:
+        metric = c.removeprefix("metric.challenger_")
+        table.append({"metric": metric, "champion": last.get(f"metric.champion_{metric}"), "challenger": last[c]})
+    ui.show_frame(pd.DataFrame(table), key="duel")
+    outcome = cache.artifact_json(conn, last["run_id"], "outcome.json") or {}
+    cms = [(who, (outcome.get("metrics") or {}).get(who, {}).get("confusion_matrix")) for who in ("champion",
+                                                                                              "challenger")]
+    cms = [(who, cm) for who, cm in cms if isinstance(cm, dict) and cm.get("matrix")]
+    if cms:
+        cols = st.columns(len(cms))
+        for col, (who, cm) in zip(cols, cms, strict=True):
+            with col:
+                ui.plot(charts.confusion(cm["matrix"], cm.get("labels") or list(range(len(cm["matrix"]))),
+                                         f"{who} confusion matrix"))
+
+
+# -- retraining history -------------------------------------------------------------------
+
+
+def retraining_tab(conn, name, runs, reg, prefect_problem) -> None:
+    if not reg["versions"]:
+        st.info("No model trained yet.")
+        return
+    decision_of = dict(zip(runs["run_id"], runs["decision"], strict=True))
+    rows = []
+    for v in reversed(reg["versions"]):
+        t = v.get("training") or {}
+        rows.append({"version": f"v{v['version']}", "created": ui.fmt_time(v["created"]),
+                     "aliases": ", ".join(v["aliases"]), "mode": t.get("mode", ""), "file": t.get("file", ""),
+                     "rows": t.get("rows"), "rows new": t.get("rows_new"), "rows reference": t.get("rows_reference"),
+                     "outcome": decision_of.get(v["run_id"], ""),
+                     "rolled back": "yes" if v.get("rolled_back") else "",
+                     "reason": v.get("description", "")})
+    ui.show_frame(pd.DataFrame(rows), key="retraining")
+    st.caption("Outcome is the decision of the run that trained the version: `train` / `retrain_promoted` made it "
+               "champion, `retrain_rejected` kept the old champion. Rows: training rows (new batch + reference "
+               "data kept, per the retrain mode).")
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def data_tab(conn, name, runs, reg, prefect_problem) -> None:
+    versions = [v for v in reg["versions"] if v.get("run_id")]
+    if not versions:
+        st.info("No model version yet, so no reference data.")
+        return
+    champion = reg["aliases"].get("champion")
+    nums = [v["version"] for v in versions]
+    version = st.selectbox("Reference of model version", nums[::-1],
+                           index=nums[::-1].index(champion) if champion in nums else 0,
+                           format_func=lambda v: f"v{v}" + (" (champion)" if v == champion else ""), key="data_version")
+    run_id = next(v["run_id"] for v in versions if v["version"] == version)
+    schema = cache.artifact_json(conn, run_id, "reference/schema.json")
+    frame = cache.reference_frame(conn, run_id)
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Schema")
+        if schema:
+            ui.show_frame(pd.DataFrame({"column": schema.get("columns", []),
+                                        "dtype": [schema.get("dtypes", {}).get(c) for c in schema.get("columns", [])],
+                                        "feature type": [schema.get("feature_types", {}).get(c)
+                                                         for c in schema.get("columns", [])]}), key="schema")
+            st.caption(f"Target `{schema.get('target')}` · task {schema.get('task')} · classes "
+                       f"{schema.get('classes')}")
+        else:
+            st.caption("No schema.json logged for this version.")
+    with right:
+        st.subheader("Quality")
+        if frame is not None:
+            quality = pd.DataFrame({"null rate": frame.isna().mean(), "distinct": frame.nunique(),
+                                    "dtype": frame.dtypes.astype(str)})
+            ui.show_frame(quality.reset_index(names="column"), key="quality",
+                          column_config={"null rate": st.column_config.NumberColumn(format="percent")})
+            st.caption(f"{len(frame):,} reference rows.")
+    if frame is not None:
+        st.subheader("Sample")
+        ui.show_frame(frame.head(100), key="sample")
+        numeric = frame.select_dtypes("number")
+        if not numeric.empty:
+            st.subheader("Summary statistics")
+            ui.show_frame(numeric.describe().T.reset_index(names="column"), key="describe")
+    st.caption("All of this is the reference data logged with the model version in MLflow; the batches "
+               "themselves stay in the pipeline's folders, which the viewer does not read. Batch quality "
+               "(null-rate changes, new or missing columns) appears as schema signals on the Drift tab.")
+
+
+# -- runs and logs ------------------------------------------------------------------------
+
+
+def runs_tab(conn, name, runs, reg, prefect_problem) -> None:
+    states = pd.DataFrame()
+    if not prefect_problem:
+        try:
+            states = cache.flow_runs(conn, name)
+        except Exception as exc:  # noqa: BLE001
+            st.warning(f"Flow runs unreadable from Prefect: {exc}")
+    newest = runs.iloc[::-1]
+    table = pd.DataFrame({
+        "time": newest["start_time"].map(ui.fmt_time), "file": newest["run_name"], "decision": newest["decision"],
+        "drift": newest["drift"].map({True: "yes", False: "no"}),
+        "champion": newest["champion_version"].map(ui.version_text),
+        "challenger": newest["challenger_version"].map(ui.version_text),
+        "rows": newest.get("metric.rows"), "reason": newest["reason"],
+        "MLflow": [data.mlflow_run_url(conn, e, r) for e, r in zip(newest["experiment_id"], newest["run_id"],
+                                                                    strict=True)],
+        "Prefect": [data.prefect_run_url(conn, f) for f in newest["flow_run_id"]],
+    })
+    if not states.empty:
+        state_of = dict(zip(states["flow_run_id"], states["state"], strict=True))
+        table.insert(3, "flow state", [state_of.get(f, "") for f in newest["flow_run_id"]])
+    ui.show_frame(table, key="runs_table", column_config={
+        "MLflow": st.column_config.LinkColumn("MLflow", display_text="run ↗"),
+        "Prefect": st.column_config.LinkColumn("Prefect", display_text="flow run ↗"),
+        "rows": st.column_config.NumberColumn(format="%d")})
+    if not conn.mlflow_ui:
+        st.caption("MLflow links appear when the MLflow UI runs (`calmops up`).")
+    orphans = states[~states["flow_run_id"].isin(set(runs["flow_run_id"]))] if not states.empty else states
+    if not orphans.empty:
+        st.markdown("**Flow runs without an MLflow record** (running, crashed before recording, or duplicates)")
+        ui.show_frame(orphans[["name", "state", "start_time", "duration_s"]], key="orphans")
+
+    st.subheader("Logs")
+    if prefect_problem:
+        st.caption(f"Flow-run logs come from the Prefect API: {prefect_problem}.")
+        return
+    ids = [f for f in newest["flow_run_id"] if f] + [f for f in (orphans["flow_run_id"] if not orphans.empty else [])]
+    if not ids:
+        st.caption("No flow run recorded.")
+        return
+    label = {f: n for f, n in zip(newest["flow_run_id"], newest["run_name"], strict=True)}
+    if not orphans.empty:
+        label.update(dict(zip(orphans["flow_run_id"], orphans["name"], strict=True)))
+    chosen = st.selectbox("Flow run", ids, format_func=lambda f: label.get(f, f), key="log_run")
+    try:
+        logs = cache.flow_run_logs(conn, chosen)
+    except Exception as exc:  # noqa: BLE001
+        st.warning(f"Logs unreadable from Prefect: {exc}")
+        return
+    if logs.empty:
+        st.caption("No log lines for this flow run.")
+    else:
+        st.code("\n".join(f"{t:%H:%M:%S} {lvl:<7} {msg}" for t, lvl, msg in
+                          zip(logs["time"], logs["level"], logs["message"], strict=True)), language="log")
+    url = data.prefect_run_url(conn, chosen)
+    if url:
+        st.link_button("Open in Prefect ↗", url)
+
+
+# -- spec ---------------------------------------------------------------------------------
+
+
+def spec_tab(conn, name, runs, reg, prefect_problem) -> None:
+    recent = runs.tail(SPEC_RUNS)
+    labels = _labels(runs)
+    texts = [(labels[r], ui.fmt_time(t), cache.artifact_text(conn, r, "spec.yaml"))
+             for r, t in zip(recent["run_id"], recent["start_time"], strict=True)]
+    history = data.spec_history(texts)
+    if not history:
+        st.info("No run has recorded its spec yet.")
+        return
+    current = history[-1]
+    st.markdown(f"**Spec in force** since run **{current['label']}** ({current['time']}); "
+                f"{len(history)} distinct version(s) over the last {len(recent)} runs.")
+    st.code(current["text"], language="yaml")
+    if len(history) > 1:
+        st.subheader("History")
+        for entry in reversed(history[1:]):
+            with st.expander(f"Version {entry['number']}: first used by {entry['label']} ({entry['time']})"):
+                st.code(entry["diff"], language="diff")
+    st.caption("Each run logs the spec it ran with (`spec.yaml` in MLflow); a new version is listed where the "
+               "text changed from the previous run.")

@@ -1,0 +1,590 @@
+"""The prediction API (SPEC section 13): the current champion of every pipeline over HTTP JSON.
+
+``create_app()`` builds a FastAPI application:
+
+- ``GET /health``: the API answers and the MLflow registry is reachable (never behind the token).
+- ``GET /pipelines``: every pipeline with its kind, champion version, task and input columns.
+- ``GET /pipelines/{name}``: one pipeline's input schema (columns, dtypes, feature types, classes).
+- ``POST /pipelines/{name}/predict``: ``{"records": [{column: value, ...}, ...]}`` in, predictions out,
+  with the model version that made them.
+
+Every request re-reads the ``champion`` alias (one registry call) and loads that version through
+:mod:`calmops.core.registry`, whose cache is keyed by version: a promotion is picked up by the next
+request without a restart, and an unchanged champion costs no reload. Models come only from the
+MLflow registry; nothing from the data folders is ever unpickled. Input records get the same type
+coercion as files (:func:`calmops.core.features.coerce_features`), and anything the model cannot take
+is refused with a 422 that names the field (``records[3].x2``) and the value.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import secrets
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+from fastapi import Depends, FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+
+from calmops.core.spec import NAME_PATTERN
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_REQUEST_BYTES = 10_000_000
+DEFAULT_MAX_RECORDS = 100_000
+MAX_ERRORS_LISTED = 50
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# -- wire models (they are the OpenAPI schema) -------------------------------------------------
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    kind = "an array" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
+    raise ValueError(f"expected a single value (string, number, boolean or null), got {kind}")
+
+
+Scalar = Annotated[
+    Any,
+    PlainValidator(_scalar),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}),
+]
+Label = str | int | float | bool | None
+NameParam = Annotated[str, Path(pattern=NAME_PATTERN, description="The pipeline's name.", examples=["sea"])]
+
+
+class PredictRequest(BaseModel):
+    """Rows to score: one object per row, keyed by the champion's input column names."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"records": [{"x1": 1.5, "x2": 7.2, "x3": 3.0},
+                                                     {"x1": 9.1, "x2": 2.4, "x3": 5.5}]}]},
+    )
+    records: list[dict[str, Scalar]] = Field(
+        min_length=1,
+        description="Rows to score. Every input column of the champion must be present (null means missing "
+                    "and is imputed like a missing cell in a file); fields the model does not use are ignored "
+                    "and listed in `warnings`.",
+    )
+
+
+class PredictResponse(BaseModel):
+    pipeline: str
+    model_version: int = Field(description="The registered model version (the champion) that made these predictions.")
+    predictions: list[Label] = Field(description="One prediction per record, in the order of the records.")
+    probabilities: list[dict[str, float | None]] | None = Field(
+        description="Per record, the probability of each class (classifiers only; null otherwise).")
+    warnings: list[str] = Field(default_factory=list, description="Non-fatal remarks, e.g. ignored fields.")
+
+
+class ColumnInfo(BaseModel):
+    name: str
+    dtype: str | None = Field(description="The column's dtype kind in the training data.")
+    feature_type: Literal["numeric", "categorical", "boolean", "datetime"]
+
+
+class PipelineSummary(BaseModel):
+    name: str
+    kind: str | None = None
+    champion_version: int | None = None
+    task: str | None = None
+    input_columns: list[str] | None = None
+    problem: str | None = Field(default=None, description="Why part of this entry could not be read, if so.")
+
+
+class PipelineList(BaseModel):
+    pipelines: list[PipelineSummary]
+
+
+class PipelineDetail(BaseModel):
+    name: str
+    kind: str
+    prediction_only: bool
+    target: str | None
+    champion_version: int | None
+    task: str | None = None
+    classes: list[Label] | None = None
+    columns: list[ColumnInfo] | None = Field(
+        default=None, description="The input columns a record must carry (null until a champion exists).")
+    example_request: dict[str, Any] | None = Field(
+        default=None, description="A request body with the right columns, to start from.")
+    message: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    mlflow_reachable: bool
+    detail: str | None = None
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    hint: str | None = None
+
+
+class NotFoundOut(ErrorOut):
+    known_pipelines: list[str] = Field(default_factory=list)
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Where the problem is, e.g. `records[3].x2`.")
+    message: str
+    value: Scalar = None
+
+
+class ValidationOut(BaseModel):
+    detail: str
+    errors: list[FieldError]
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, hint: str | None = None, **extra: Any):
+        super().__init__(detail)
+        self.status, self.detail, self.hint, self.extra = status, detail, hint, extra
+
+    def response(self) -> JSONResponse:
+        body = {"detail": self.detail, "hint": self.hint, **self.extra}
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+class InvalidInput(ApiError):
+    def __init__(self, errors: list[tuple[str, str, Any]], total: int | None = None):
+        total = len(errors) if total is None else total
+        shown = errors[:MAX_ERRORS_LISTED]
+        summary = "; ".join(f"{f}: {m}" for f, m, _ in shown[:5])
+        if total > 5:
+            summary += f" (and {total - 5} more)"
+        super().__init__(422, summary)
+        self.errors = shown
+
+    def response(self) -> JSONResponse:
+        body = {"detail": self.detail,
+                "errors": [{"field": f, "message": m, "value": _short(v)} for f, m, v in self.errors]}
+        return JSONResponse(body, status_code=422)
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > 100:
+        return value[:97] + "..."
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return _short(repr(value))
+
+
+def _field(loc: tuple | list) -> str:
+    parts = list(loc)
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    elif parts and parts[0] in ("path", "query", "header", "cookie"):
+        parts = parts[1:]
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif _IDENTIFIER.match(str(p)):
+            out += f".{p}" if out else str(p)
+        else:
+            out += f"[{str(p)!r}]"
+    return out or "body"
+
+
+def _validation_errors(exc: RequestValidationError) -> list[tuple[str, str, Any]]:
+    errors = []
+    for e in exc.errors():
+        loc, kind = tuple(e.get("loc", ())), e.get("type", "")
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        value = e.get("input")
+        if kind == "json_invalid":
+            loc, msg = ("body",), f"invalid JSON ({e.get('ctx', {}).get('error', 'cannot parse')})"
+            value = None
+        elif loc == ("body",) and kind in ("model_attributes_type", "dict_type", "missing"):
+            msg = 'expected a JSON object {"records": [...]} sent with Content-Type: application/json'
+            value = None
+        elif kind == "missing":
+            msg = "field required"
+            value = None
+        elif kind == "extra_forbidden":
+            msg = "unknown field (the body holds only `records`)"
+        if not (value is None or isinstance(value, (str, bool, int, float))):
+            value = None
+        errors.append((_field(loc), msg, value))
+    return errors
+
+
+# -- request size ----------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413: from Content-Length, then by counting."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = None
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                length = value.decode("latin-1").strip()
+        if length is not None:
+            if not length.isdigit():
+                return await self._refuse(send, 400, "invalid Content-Length header")
+            if int(length) > self.max_bytes:
+                return await self._too_large(send, int(length))
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.max_bytes:
+                return await self._too_large(send, None)
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        data = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": data, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _too_large(self, send, length: int | None):
+        size = f"{length} bytes" if length is not None else "the body"
+        return await self._refuse(
+            send, 413, f"request too large: {size} is over the limit of {self.max_bytes} bytes",
+            "split the records into smaller requests")
+
+    @staticmethod
+    async def _refuse(send, status: int, detail: str, hint: str | None = None):
+        import json
+
+        payload = json.dumps({"detail": detail, "hint": hint}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+# -- champion and pipelines ------------------------------------------------------------------
+
+
+def _known() -> list[str]:
+    from calmops.core.store import list_pipelines
+
+    return list_pipelines()
+
+
+def _spec(name: str):
+    from calmops.core.store import PipelineNotFound, read_spec
+
+    try:
+        return read_spec(name)
+    except PipelineNotFound:
+        known = _known()
+        raise ApiError(404, f"no pipeline named {name!r} (known: {', '.join(known) or 'none yet'})",
+                       "GET /pipelines lists them", known_pipelines=known) from None
+
+
+def _champion(name: str):
+    """The current champion: the alias is re-read on every call, the load is cached per version."""
+    from calmops.core import registry
+
+    try:
+        version = registry.alias_version(name, registry.CHAMPION)
+    except Exception as exc:  # noqa: BLE001 - the registry being down is a 503, not a crash
+        raise ApiError(503, f"the model registry is unavailable: {_first_line(exc)}", "check GET /health") from None
+    if version is None:
+        raise ApiError(409, f"pipeline {name!r} has no champion yet: train it first",
+                       f"drop a labelled file into its incoming folder or run 'calmops run {name} FILE'")
+    try:
+        return registry.load_version(name, version)
+    except Exception as exc:  # noqa: BLE001
+        log.exception("loading %s v%s failed", name, version)
+        raise ApiError(503, f"champion v{version} of {name!r} could not be loaded: {_first_line(exc)}",
+                       "check GET /health and the MLflow registry") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _columns(schema) -> list[ColumnInfo]:
+    return [ColumnInfo(name=c, dtype=schema.dtypes.get(c), feature_type=schema.feature_types.get(c, "numeric"))
+            for c in schema.columns]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return str(value)
+
+
+def _example_value(feature_type: str) -> Any:
+    return {"numeric": 0.0, "boolean": True, "datetime": "2024-01-01T00:00:00Z"}.get(feature_type, "a")
+
+
+# -- input validation ------------------------------------------------------------------------
+
+
+def _where(i: int, col: str) -> str:
+    return f"records[{i}].{col}" if _IDENTIFIER.match(col) else f"records[{i}][{col!r}]"
+
+
+def _blank(s: pd.Series) -> pd.Series:
+    return s.isna() | (s.astype(str).str.strip() == "")
+
+
+def prepare_records(records: list[dict[str, Any]], schema) -> tuple[pd.DataFrame, list[str]]:
+    """Records → the model's input frame, coerced exactly like a file's rows; raises InvalidInput."""
+    from calmops.core.features import CoercionError, coerce_features
+
+    columns = list(schema.columns)
+    types = {c: schema.feature_types.get(c, "numeric") for c in columns}
+    wanted = set(columns)
+    errors: list[tuple[int, int, str, str, Any]] = []
+    extras: dict[str, int] = {}
+    for i, record in enumerate(records):
+        for j, col in enumerate(columns):
+            if col not in record:
+                errors.append((i, j, _where(i, col), "field required", None))
+        for key in record:
+            if key not in wanted:
+                extras[key] = extras.get(key, 0) + 1
+    raw = pd.DataFrame({c: pd.Series([r.get(c) for r in records], dtype=object) for c in columns})
+
+    for j, col in enumerate(columns):
+        s, kind = raw[col], types[col]
+        if kind == "numeric":
+            values = s.tolist()
+            for i, v in enumerate(values):
+                if isinstance(v, int) and not isinstance(v, bool):
+                    try:
+                        float(v)
+                    except OverflowError:
+                        errors.append((i, j, _where(i, col), "number out of range", str(v)[:40] + "..."))
+                        values[i] = None
+            s = pd.Series(values, dtype=object)
+            num = pd.to_numeric(s, errors="coerce")
+            bad = num.isna() & ~_blank(s)
+            for i in np.flatnonzero(bad.to_numpy()):
+                errors.append((i, j, _where(i, col), f"expected a number, got {s.iloc[i]!r}", s.iloc[i]))
+            for i in np.flatnonzero(np.isinf(num.to_numpy(dtype=float, na_value=np.nan))):
+                errors.append((i, j, _where(i, col), "expected a finite number", s.iloc[i]))
+            raw[col] = s
+        elif kind == "datetime":
+            for i, v in enumerate(s):
+                if v is not None and not isinstance(v, str):
+                    errors.append((i, j, _where(i, col), f"expected a date-time string, got {v!r}", v))
+    if errors:
+        raise _invalid(errors)
+
+    try:
+        X = coerce_features(raw, types)
+    except (CoercionError, ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInput([("records", str(exc), None)]) from None
+    for j, col in enumerate(columns):
+        if types[col] in ("boolean", "datetime"):
+            bad = X[col].isna().to_numpy() & ~_blank(raw[col]).to_numpy()
+            expected = "true or false" if types[col] == "boolean" else "a date-time such as 2024-01-31T12:00:00Z"
+            for i in np.flatnonzero(bad):
+                v = raw[col].iloc[i]
+                errors.append((i, j, _where(i, col), f"expected {expected}, got {v!r}", v))
+    if errors:
+        raise _invalid(errors)
+
+    warnings = []
+    if extras:
+        listed = ", ".join(f"{k} ({n} record{'s' if n > 1 else ''})" for k, n in list(extras.items())[:20])
+        more = f" and {len(extras) - 20} more" if len(extras) > 20 else ""
+        warnings.append(f"ignored field(s) the model does not use: {listed}{more}")
+    return X[columns], warnings
+
+
+def _invalid(errors: list[tuple[int, int, str, str, Any]]) -> InvalidInput:
+    errors.sort(key=lambda e: (e[0], e[1]))
+    return InvalidInput([(f, m, v) for _, _, f, m, v in errors])
+
+
+def predict_records(champion, records: list[dict[str, Any]]) -> tuple[list, list | None, list[str]]:
+    from calmops.tasks.predict import predictions_frame
+
+    X, warnings = prepare_records(records, champion.schema)
+    try:
+        frame = predictions_frame(champion.model, X, champion.version)
+    except Exception as exc:  # noqa: BLE001 - say which model failed rather than a bare 500
+        log.exception("prediction with %s v%s failed", champion.name, champion.version)
+        raise ApiError(500, f"model v{champion.version} failed to predict: {_first_line(exc)}") from None
+    predictions = [_plain(v) for v in frame["prediction"].tolist()]
+    proba_cols = [c for c in frame.columns if c.startswith("proba_")]
+    probabilities = None
+    if proba_cols:
+        labels = [c.removeprefix("proba_") for c in proba_cols]
+        values = frame[proba_cols].to_numpy(dtype=float)
+        probabilities = [{label: _plain(p) for label, p in zip(labels, row, strict=True)} for row in values]
+    return predictions, probabilities, warnings
+
+
+# -- the application -------------------------------------------------------------------------
+
+
+def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+               max_records: int = DEFAULT_MAX_RECORDS) -> FastAPI:
+    """The prediction API. ``token``: require ``Authorization: Bearer <token>`` on every route but /health."""
+    from calmops.core import registry
+
+    registry.configure()
+    token = token or None
+    app = FastAPI(
+        title="CalmOps prediction API",
+        version=_version(),
+        description=(
+            "Predictions from the current champion of each CalmOps pipeline. A promotion is served from the "
+            "next request on, without a restart; every response names the model version used. "
+            f"Limits: {max_request_bytes} bytes per request body (413 over it), {max_records} records "
+            "per request (413 over it)."
+            + (" All routes except /health need `Authorization: Bearer <token>`." if token else "")
+        ),
+    )
+    app.state.max_records = max_records
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(request: Request, exc: RequestValidationError):
+        return InvalidInput(_validation_errors(exc)).response()
+
+    bearer = HTTPBearer(auto_error=False, description="The token given to `calmops serve` (--token-env).")
+
+    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise ApiError(401, "missing bearer token", "send the header 'Authorization: Bearer <token>'")
+        if not secrets.compare_digest(credentials.credentials.encode("utf-8", "surrogatepass"),
+                                      token.encode("utf-8")):
+            raise ApiError(401, "invalid bearer token", "send the token the API was started with")
+
+    protected = [Depends(require_token)] if token else []
+    common: dict[int | str, dict[str, Any]] = {}
+    if token:
+        common[401] = {"model": ErrorOut, "description": "Missing or wrong bearer token."}
+    common[422] = {"model": ValidationOut, "description": "Invalid request; each error names the field."}
+    common[503] = {"model": ErrorOut, "description": "The model registry is unavailable."}
+
+    @app.get("/health", response_model=Health, tags=["service"],
+             responses={503: {"model": Health, "description": "MLflow is not reachable."}})
+    def health():
+        """Liveness and readiness: the API answers and the MLflow registry is reachable. Never needs the token."""
+        try:
+            from mlflow import MlflowClient
+
+            MlflowClient().search_registered_models(max_results=1)
+        except Exception as exc:  # noqa: BLE001
+            body = Health(status="degraded", mlflow_reachable=False, detail=_first_line(exc))
+            return JSONResponse(body.model_dump(), status_code=503)
+        return Health(status="ok", mlflow_reachable=True)
+
+    @app.get("/pipelines", response_model=PipelineList, tags=["pipelines"], dependencies=protected,
+             responses={k: v for k, v in common.items() if k != 422})
+    def pipelines():
+        """Every pipeline: kind, champion version, task and the input columns a record must carry."""
+        from calmops.core.store import read_spec
+
+        out = []
+        for name in _known():
+            entry = PipelineSummary(name=name)
+            try:
+                entry.kind = read_spec(name).kind
+                version = registry.alias_version(name, registry.CHAMPION)
+                entry.champion_version = version
+                if version is not None:
+                    schema = registry.load_version(name, version).schema
+                    entry.task, entry.input_columns = schema.task, list(schema.columns)
+            except Exception as exc:  # noqa: BLE001 - one broken pipeline must not hide the others
+                entry.problem = _first_line(exc)
+            out.append(entry)
+        return PipelineList(pipelines=out)
+
+    @app.get("/pipelines/{name}", response_model=PipelineDetail, tags=["pipelines"], dependencies=protected,
+             responses={404: {"model": NotFoundOut, "description": "No such pipeline."}, **common})
+    def pipeline(name: NameParam):
+        """One pipeline and its champion's input schema (columns, dtypes, feature types, classes)."""
+        spec = _spec(name)
+        detail = PipelineDetail(name=name, kind=spec.kind, prediction_only=spec.prediction_only,
+                                target=spec.target, champion_version=None)
+        try:
+            champ = _champion(name)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            detail.message = f"{exc.detail}; {exc.hint}"
+            return detail
+        schema = champ.schema
+        detail.champion_version, detail.task = champ.version, schema.task
+        detail.classes = None if schema.classes is None else [_plain(c) for c in schema.classes]
+        detail.columns = _columns(schema)
+        detail.example_request = {"records": [{c.name: _example_value(c.feature_type) for c in detail.columns}]}
+        return detail
+
+    @app.post("/pipelines/{name}/predict", response_model=PredictResponse, tags=["predictions"],
+              dependencies=protected,
+              responses={404: {"model": NotFoundOut, "description": "No such pipeline."},
+                         409: {"model": ErrorOut, "description": "The pipeline has no champion yet."},
+                         413: {"model": ErrorOut, "description": "Body or record count over the limit."},
+                         **common})
+    def predict(name: NameParam, body: PredictRequest):
+        """Score records with the pipeline's current champion.
+
+        Every input column of the champion must be present in every record (422 naming `records[i].column`
+        otherwise); values get the same coercion as files (numbers may be sent as numeric strings, null is a
+        missing value). Fields the model does not use are ignored and listed in `warnings`.
+        """
+        if len(body.records) > max_records:
+            raise ApiError(413, f"{len(body.records)} records is over the limit of {max_records} per request",
+                           "split the records into smaller requests")
+        _spec(name)
+        champ = _champion(name)
+        predictions, probabilities, warnings = predict_records(champ, body.records)
+        return PredictResponse(pipeline=name, model_version=champ.version, predictions=predictions,
+                               probabilities=probabilities, warnings=warnings)
+
+    return app
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("calmops")
+    except Exception:  # noqa: BLE001
+        return "0"
+

@@ -1,0 +1,75 @@
+"""``calmops serve``: run the prediction API (calmops.deployments.api) with uvicorn.
+
+Kept free of heavy imports at module level: the CLI imports this module on every invocation.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from typing import Annotated
+
+import typer
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _port_free(host: str, port: int) -> str | None:
+    """None if ``host:port`` can be bound now, else the reason."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def register(app: typer.Typer) -> None:
+    from calmops.deployments.cli import CliError, console, friendly
+
+    @app.command("serve")
+    @friendly
+    def serve(
+        host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean to expose the API.")]
+        = "127.0.0.1",
+        port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+        token_env: Annotated[str, typer.Option(
+            "--token-env", help="Environment variable holding the bearer token; auth is on when it is set.")]
+        = "CALMOPS_API_TOKEN",
+        max_request_bytes: Annotated[int, typer.Option(min=1, help="Largest request body accepted (413 over).")]
+        = 10_000_000,
+        max_records: Annotated[int, typer.Option(min=1, help="Most records per request (413 over).")] = 100_000,
+        log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    ):
+        """Serve the prediction API (current champion of every pipeline) over HTTP."""
+        reason = _port_free(host, port)
+        if reason:
+            raise CliError(f"cannot listen on {host}:{port}: {reason}", "choose another port with --port")
+        token = os.environ.get(token_env) or None
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+        import uvicorn
+
+        from calmops.deployments.api import create_app
+
+        api = create_app(token=token, max_request_bytes=max_request_bytes, max_records=max_records)
+        shown = f"[{host}]" if ":" in host else host
+        auth = f"bearer token from ${token_env}" if token else f"no auth (set ${token_env} to require a token)"
+        console.print(f"prediction API on http://{shown}:{port} · docs at /docs · {auth}", highlight=False)
+        if not _is_loopback(host) and not token:
+            console.print(f"[yellow]warning:[/] listening on {host} without a token: anyone who can reach "
+                          f"this address can query the models (set ${token_env})", highlight=False)
+        uvicorn.run(api, host=host, port=port, log_level=log_level, server_header=False)

@@ -1,0 +1,297 @@
+"""The prediction API on a real MLflow store, with champions made by the real flow (Prefect harness)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from calmops.deployments.api import create_app
+from tests.conftest import sea_frame, write_csv
+from tests.flows.helpers import incoming, run
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "s3cret-token"
+
+
+def _train(name: str = "sea", theta: float = 8, seed: int = 1, file: str = "a.csv") -> dict:
+    outcome = run(name, write_csv(sea_frame(1000, theta, seed=seed), incoming(name), file))
+    return outcome
+
+
+def _records(n: int = 5, seed: int = 7) -> list[dict]:
+    frame = sea_frame(n, 8, seed=seed).drop(columns="y")
+    return frame.to_dict(orient="records")
+
+
+def _create_other(name: str) -> None:
+    from calmops.core.store import save_spec, spec_from_dict
+    from tests.conftest import STREAM_SPEC
+
+    save_spec(spec_from_dict({**STREAM_SPEC, "name": name}), create=True)
+
+
+@pytest.fixture
+def trained(prefect_server, stream_spec):
+    """Pipeline 'sea' with champion v1."""
+    outcome = _train()
+    assert outcome["decision"] == "train" and outcome["champion_version"] == 1
+    return stream_spec
+
+
+def test_predicts_with_champion_version_and_switches_after_promotion(trained):
+    client = TestClient(create_app())
+    records = _records(20)
+    first = client.post("/pipelines/sea/predict", json={"records": records})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["pipeline"] == "sea" and body["model_version"] == 1
+    assert len(body["predictions"]) == 20 and set(body["predictions"]) <= {0, 1}
+    assert len(body["probabilities"]) == 20
+    for proba in body["probabilities"]:
+        assert set(proba) == {"0", "1"} and abs(sum(proba.values()) - 1) < 1e-9
+    assert body["warnings"] == []
+    # the predictions are the champion's own, on the same coercion as files
+    from calmops.core import registry
+
+    champ = registry.champion("sea")
+    import pandas as pd
+
+    expected = champ.model.predict(pd.DataFrame(records)[champ.schema.columns])
+    assert body["predictions"] == [int(v) for v in expected]
+
+    # numbers as strings are coerced as in files; extra fields are ignored with a warning
+    mixed = [{"x1": "1.5", "x2": 2, "x3": None, "y": 1, "note": "hi"}]
+    resp = client.post("/pipelines/sea/predict", json={"records": mixed})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["warnings"] and "note" in resp.json()["warnings"][0] and "y" in resp.json()["warnings"][0]
+
+    listing = client.get("/pipelines").json()["pipelines"]
+    assert listing == [{"name": "sea", "kind": "stream", "champion_version": 1, "task": "classification",
+                        "input_columns": ["x1", "x2", "x3"], "problem": None}]
+    detail = client.get("/pipelines/sea").json()
+    assert detail["champion_version"] == 1 and detail["target"] == "y" and detail["classes"] == [0, 1]
+    assert [c["name"] for c in detail["columns"]] == ["x1", "x2", "x3"]
+    assert {c["feature_type"] for c in detail["columns"]} == {"numeric"}
+    assert client.post("/pipelines/sea/predict", json=detail["example_request"]).status_code == 200
+
+    # a promotion happens elsewhere; the same app serves the new champion on the next request
+    second = _train(theta=9.5, seed=2, file="b.csv")
+    assert second["decision"] == "retrain_promoted" and second["champion_version"] == 2
+    after = client.post("/pipelines/sea/predict", json={"records": records})
+    assert after.status_code == 200 and after.json()["model_version"] == 2
+    assert client.get("/pipelines").json()["pipelines"][0]["champion_version"] == 2
+    # and a rollback too
+    registry.rollback("sea")
+    assert client.post("/pipelines/sea/predict", json={"records": records}).json()["model_version"] == 1
+
+
+def test_invalid_payloads_get_422_naming_the_field(trained):
+    client = TestClient(create_app())
+
+    def errors(payload, **kwargs):
+        resp = client.post("/pipelines/sea/predict", json=payload, **kwargs)
+        assert resp.status_code == 422, resp.text
+        return resp.json()
+
+    records = _records(5)
+    del records[3]["x2"]
+    body = errors({"records": records})
+    assert body["errors"] == [{"field": "records[3].x2", "message": "field required", "value": None}]
+    assert "records[3].x2" in body["detail"]
+
+    records = _records(5)
+    records[1]["x1"] = "abc"
+    records[4]["x3"] = "1e999"
+    body = errors({"records": records})
+    assert [e["field"] for e in body["errors"]] == ["records[1].x1", "records[4].x3"]
+    assert body["errors"][0]["value"] == "abc" and "'abc'" in body["errors"][0]["message"]
+    assert "finite" in body["errors"][1]["message"]
+
+    records = _records(2)
+    records[0]["x1"] = [1, 2]
+    body = errors({"records": records})
+    assert body["errors"][0]["field"] == "records[0].x1" and "got an array" in body["errors"][0]["message"]
+
+    records = _records(2)
+    records[1]["x2"] = 10**400  # valid JSON, but no float holds it
+    body = errors({"records": records})
+    assert body["errors"][0]["field"] == "records[1].x2" and "out of range" in body["errors"][0]["message"]
+
+    assert errors({"records": []})["errors"][0]["field"] == "records"
+    assert errors({"rows": _records(1)})["errors"][0]["field"] in ("records", "rows")
+    assert errors({"records": [1, 2]})["errors"][0]["field"] == "records[0]"
+    resp = client.post("/pipelines/sea/predict", content=b"{not json", headers={"content-type": "application/json"})
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body"
+    resp = client.post("/pipelines/sea/predict", content=b"x1=1", headers={"content-type": "text/plain"})
+    assert resp.status_code == 422 and "Content-Type: application/json" in resp.json()["detail"]
+    # an invalid pipeline name is refused before any file is looked up (no path traversal)
+    resp = client.post("/pipelines/..%2Fsecret/predict", json={"records": _records(1)})
+    assert resp.status_code in (404, 422)
+
+
+def test_unknown_pipeline_404_and_no_champion_409(prefect_server, stream_spec):
+    client = TestClient(create_app())
+    resp = client.post("/pipelines/nope/predict", json={"records": _records(1)})
+    assert resp.status_code == 404
+    assert "nope" in resp.json()["detail"] and "sea" in resp.json()["detail"]
+    assert resp.json()["known_pipelines"] == ["sea"]
+    assert client.get("/pipelines/nope").status_code == 404
+
+    resp = client.post("/pipelines/sea/predict", json={"records": _records(1)})
+    assert resp.status_code == 409
+    assert "no champion" in resp.json()["detail"] and "train" in resp.json()["detail"]
+    detail = client.get("/pipelines/sea").json()
+    assert detail["champion_version"] is None and detail["columns"] is None and "train" in detail["message"]
+    assert client.get("/pipelines").json()["pipelines"][0]["champion_version"] is None
+
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok", "mlflow_reachable": True,
+                                                             "detail": None}
+
+
+def test_token_auth(calmops_home, stream_spec):
+    client = TestClient(create_app(token=TOKEN))
+    assert client.get("/health").status_code == 200  # stays open
+    for method, path, kwargs in (("get", "/pipelines", {}), ("get", "/pipelines/sea", {}),
+                                 ("post", "/pipelines/sea/predict", {"json": {"records": _records(1)}})):
+        resp = getattr(client, method)(path, **kwargs)
+        assert resp.status_code == 401, path
+        assert resp.headers["www-authenticate"] == "Bearer" and "token" in resp.json()["detail"]
+        wrong = getattr(client, method)(path, headers={"Authorization": "Bearer nope"}, **kwargs)
+        assert wrong.status_code == 401
+        basic = getattr(client, method)(path, headers={"Authorization": f"Basic {TOKEN}"}, **kwargs)
+        assert basic.status_code == 401
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/pipelines", headers=good).status_code == 200
+    assert client.post("/pipelines/sea/predict", json={"records": _records(1)}, headers=good).status_code == 409
+    schema = client.get("/openapi.json").json()
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    # without a token configured, no auth is asked for
+    assert TestClient(create_app()).get("/pipelines").status_code == 200
+
+
+def test_request_size_limit_413(calmops_home, stream_spec):
+    client = TestClient(create_app(max_request_bytes=2_000, max_records=10))
+    big = {"records": [{"x1": 1.0, "x2": 2.0, "x3": 3.0, "pad": "x" * 100} for _ in range(50)]}
+    resp = client.post("/pipelines/sea/predict", json=big)
+    assert resp.status_code == 413 and "2000" in resp.json()["detail"]
+
+    # without Content-Length (chunked): the body is counted as it arrives
+    def chunks():
+        for _ in range(30):
+            yield b" " * 100
+
+    resp = client.post("/pipelines/sea/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+    # a Content-Length that lies low does not get more through
+    payload = json.dumps(big).encode()
+    resp = client.post("/pipelines/sea/predict", content=payload,
+                       headers={"content-type": "application/json", "content-length": "10"})
+    assert resp.status_code in (400, 413)
+
+    small_but_many = {"records": [{"x1": 1, "x2": 2, "x3": 3}] * 11}
+    resp = client.post("/pipelines/sea/predict", json=small_but_many)
+    assert resp.status_code == 413 and "11 records" in resp.json()["detail"]
+    # under the limits, the request goes through to the usual answers
+    assert client.post("/pipelines/sea/predict", json={"records": _records(2)}).status_code == 409
+
+
+def test_openapi_schema_is_complete(calmops_home):
+    schema = TestClient(create_app(token=TOKEN)).get("/openapi.json").json()
+    paths = schema["paths"]
+    assert set(paths) == {"/health", "/pipelines", "/pipelines/{name}", "/pipelines/{name}/predict"}
+    predict = paths["/pipelines/{name}/predict"]["post"]
+    assert {"200", "401", "404", "409", "413", "422"} <= set(predict["responses"])
+    assert predict["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("PredictRequest")
+    assert "security" not in paths["/health"]["get"] and predict["security"]
+    for name in ("PredictRequest", "PredictResponse", "PipelineList", "PipelineDetail", "ValidationOut"):
+        assert name in schema["components"]["schemas"]
+
+
+def test_fuzz_openapi_schema_no_server_errors(trained):
+    """schemathesis generates requests from the OpenAPI schema; none may produce a 5xx or break the schema."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
+                                                   status_code_conformance)
+
+    app = create_app(token=TOKEN, max_request_bytes=50_000, max_records=200)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    seen: dict[int, int] = {}
+    started = time.monotonic()
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(max_examples=30, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def fuzz(case):
+            if "name" in (case.path_parameters or {}) and seen.get(-1, 0) % 2 == 0:
+                case.path_parameters["name"] = "sea"  # reach the real model half the time
+            seen[-1] = seen.get(-1, 0) + 1
+            response = case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"}, checks=checks)
+            seen[response.status_code] = seen.get(response.status_code, 0) + 1
+
+        fuzz()
+    assert time.monotonic() - started < 60
+    assert not [code for code in seen if code >= 500]
+    assert seen.get(200, 0) > 0 and seen.get(422, 0) > 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_calmops_serve_real_server(trained, calmops_home):
+    port = _free_port()
+    exe = Path(sys.executable).with_name("calmops")
+    env = {**os.environ, "CALMOPS_HOME": str(calmops_home), "CALMOPS_API_TOKEN": TOKEN}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                health = httpx.get(f"{base}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert httpx.get(f"{base}/pipelines", timeout=10).status_code == 401
+        resp = httpx.post(f"{base}/pipelines/sea/predict", json={"records": _records(3)}, headers=auth, timeout=60)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["model_version"] == 1 and len(resp.json()["predictions"]) == 3
+        too_big = httpx.post(f"{base}/pipelines/sea/predict", content=b" " * 10_000_001, headers=auth, timeout=30)
+        assert too_big.status_code == 413
+        # bound to loopback only
+        listening = [line for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                     if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A"]
+        assert listening and all(line.split()[1].startswith("0100007F:") for line in listening)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    assert proc.returncode is not None
