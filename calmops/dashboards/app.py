@@ -5,10 +5,20 @@ Reads MLflow (runs, metrics, artifacts, registry) and the Prefect API (flow runs
 
 from __future__ import annotations
 
-import streamlit as st
+import os
 
-from calmops.dashboards import ui
-from calmops.dashboards.views import blocks, ipip, overview, pipeline, simulator
+from calmops.deployments.environment import prepare
+
+# Before Prefect or MLflow is imported: the stack's addresses (stack.json), quiet and quick clients.
+prepare()
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # a dashboard answers fast or says why
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+import streamlit as st  # noqa: E402
+
+from calmops.dashboards import ui  # noqa: E402
+from calmops.dashboards.views import blocks, ipip, overview, pipeline, simulator  # noqa: E402
 
 
 def pages() -> list:

@@ -51,16 +51,14 @@ class Connection:
 
 
 def connection() -> Connection:
-    """The addresses in force: ``calmops up``'s stack.json, else the environment, else local SQLite."""
+    """The addresses in force: the environment (which ``prepare()`` fills from ``calmops up``'s stack.json),
+    else local SQLite under ``$CALMOPS_HOME``. Reads only; the app calls ``prepare()`` once at start."""
     from calmops.core.settings import get_settings
-    from calmops.deployments.environment import prepare
+    from calmops.deployments.environment import stack_urls
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # a dashboard answers fast or says why
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-    urls = prepare()
+    urls = stack_urls()
     settings = get_settings()
-    prefect_api = _prefect_api_url() or urls.get("prefect_api")
+    prefect_api = _prefect_api_url()
     prefect_ui = urls.get("prefect_ui") or (prefect_api.rstrip("/").removesuffix("/api") if prefect_api else None)
     mlflow_ui = os.environ.get("CALMOPS_MLFLOW_UI") or urls.get("mlflow")
     if not mlflow_ui and settings.mlflow_tracking_uri.startswith(("http://", "https://")):

@@ -111,7 +111,7 @@ def test_invalid_payloads_get_422_naming_the_field(trained):
 
     records = _records(5)
     records[1]["x1"] = "abc"
-    records[4]["x3"] = "1e999"
+    records[4]["x3"] = "-Infinity"
     body = errors({"records": records})
     assert [e["field"] for e in body["errors"]] == ["records[1].x1", "records[4].x3"]
     assert body["errors"][0]["value"] == "abc" and "'abc'" in body["errors"][0]["message"]

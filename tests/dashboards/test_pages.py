@@ -1,0 +1,247 @@
+"""Every viewer page under Streamlit's AppTest on real MLflow/Prefect data, plus empty and error states."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from mlflow import MlflowClient
+from streamlit.testing.v1 import AppTest
+
+from calmops.core import registry
+
+pytestmark = pytest.mark.integration
+
+PAGES = ("overview", "pipeline", "blocks", "ipip", "simulator")
+TIMEOUT = 120
+
+
+def page(name: str, query: dict | None = None) -> AppTest:
+    at = AppTest.from_string(f"from calmops.dashboards.views import {name}\n{name}.render()", default_timeout=TIMEOUT)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def app() -> AppTest:
+    return AppTest.from_file("../../calmops/dashboards/app.py", default_timeout=TIMEOUT).run()
+
+
+def clean(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def mlflow_truth(name: str = "sea") -> dict:
+    """What MLflow itself says, read independently of the viewer."""
+    from calmops.core.settings import get_settings
+
+    client = MlflowClient(get_settings().mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(registry.experiment_name(name))
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    champion = int(client.get_registered_model(name).aliases["champion"])
+    return {"champion": champion, "last": runs[0], "runs": runs}
+
+
+def test_app_starts_on_overview_with_sidebar(home, monkeypatch):
+    for var in ("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_DISABLE_TELEMETRY",
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))  # the app's prepare() sets these: restore them after
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
+    at = app()
+    clean(at)
+    assert at.title[0].value == "CalmOps pipelines"
+    assert at.sidebar.selectbox(key="refresh_every").value == "30 s"
+
+
+def test_overview_matches_mlflow(home):
+    at = page("overview")
+    clean(at)
+    truth = mlflow_truth()
+    table = at.dataframe(key="overview_table").value.set_index("pipeline")
+    assert set(table.index) == {"sea", "blk", "imb"}
+    sea = table.loc["sea"]
+    assert sea["champion"] == f"v{truth['champion']}" == "v2"
+    assert sea["last decision"] == truth["last"].data.tags["calmops.decision"] == "retrain_promoted"
+    assert sea["last file"] == "f3.csv" and sea["kind"] == "stream" and sea["runs"] == 4
+    assert sea["breaker"] == "closed" and sea["drift"] == "yes"
+    assert table.loc["blk", "kind"] == "block" and table.loc["imb", "kind"] == "ipip"
+    assert metrics(at)["Pipelines"] == "3"
+
+
+def test_pipeline_page_header_and_sections_match_mlflow(home):
+    at = page("pipeline", {"pipeline": "sea"})
+    clean(at)
+    truth = mlflow_truth()
+    shown = metrics(at)
+    assert shown["Champion"] == f"v{truth['champion']}"
+    assert shown["Last decision"] == truth["last"].data.tags["calmops.decision"]
+    assert shown["Kind"] == "stream" and shown["Breaker"] == "closed" and shown["Drift (last run)"] == "yes"
+    # runs & logs: newest first, decisions and links as in MLflow and Prefect
+    runs = at.dataframe(key="runs_table").value
+    assert runs["decision"].tolist() == [r.data.tags["calmops.decision"] for r in truth["runs"]]
+    assert runs["file"].tolist() == ["f3.csv", "f2.csv", "f1.csv", "f0.csv"]
+    assert set(runs["flow state"]) == {"Completed"}
+    assert all(u.endswith(r.data.tags["calmops.flow_run_id"]) for u, r in zip(runs["Prefect"], truth["runs"]))
+    logs = [c.value for c in at.code if c.language == "log"]
+    assert logs and "f3.csv" in logs[0] and "retrain_promoted" in logs[0]
+    # drift: the per-feature table of the latest checked run, from its report
+    features = at.dataframe(key="feature_table").value
+    assert sorted(features["feature"]) == ["x1", "x2", "x3"] and set(features["test"]) == {"ks"}
+    concept = at.dataframe(key="concept").value
+    assert "adwin" in set(concept["detector"])
+    # retraining history: v2 promoted by f3 (full), v1 trained by f0
+    history = at.dataframe(key="retraining").value.set_index("version")
+    assert history.loc["v2", "outcome"] == "retrain_promoted" and history.loc["v2", "mode"] == "full"
+    assert history.loc["v1", "outcome"] == "train" and history.loc["v1", "file"] == "f0.csv"
+    assert "champion" in history.loc["v2", "aliases"] and "previous" in history.loc["v1", "aliases"]
+    # champion vs challenger, data, spec
+    aliases = at.dataframe(key="aliases").value.set_index("alias")
+    assert aliases.loc["champion", "version"] == "v2" and aliases.loc["previous", "version"] == "v1"
+    duel = at.dataframe(key="duel").value.set_index("metric")
+    last = truth["last"].data.metrics
+    assert duel.loc["accuracy", "challenger"] == pytest.approx(last["challenger_accuracy"])
+    assert duel.loc["accuracy", "champion"] == pytest.approx(last["champion_accuracy"])
+    assert at.dataframe(key="schema").value["column"].tolist() == ["x1", "x2", "x3"]
+    assert len(at.dataframe(key="sample").value) == 100
+    specs = [c.value for c in at.code if c.language == "yaml"]
+    assert specs and "name: sea" in specs[0] and "DecisionTreeClassifier" in specs[0]
+
+
+def test_pipeline_page_widgets_rerun_cleanly(home):
+    at = page("pipeline", {"pipeline": "sea"})
+    at.selectbox(key="drift_run").select_index(2).run()
+    clean(at)
+    at.selectbox(key="perf_metric").set_value("f1_macro").run()
+    clean(at)
+    at.selectbox(key="data_version").set_value(1).run()
+    clean(at)
+    assert at.dataframe(key="quality").value["null rate"].max() == 0
+    at.multiselect(key="dist_versions").set_value([1]).run()
+    at.selectbox(key="dist_feature").set_value("x2").run()
+    clean(at)
+    at.selectbox(key="log_run").select_index(3).run()
+    clean(at)
+    assert "f0.csv" in [c.value for c in at.code if c.language == "log"][0]
+
+
+def test_pipeline_select_box_switches_pipeline(home):
+    at = page("pipeline", {"pipeline": "sea"})
+    at.selectbox(key="pipeline").set_value("blk").run()
+    clean(at)
+    assert metrics(at)["Kind"] == "block" and metrics(at)["Champion"] == "—"
+
+
+def test_block_view_renders_details_and_block_metrics(home):
+    at = page("blocks")
+    clean(at)
+    blocks = at.dataframe(key="blocks_table").value
+    assert set(blocks["block"]) == {"2024-01", "2024-02"} and "accuracy" in blocks.columns
+    matrix = at.dataframe(key="drift_matrix").value.set_index("block")
+    assert matrix.loc["2024-01", "2024-02"] == pytest.approx(2.3)  # the newest run is shown first
+    per_run = at.dataframe(key="block_metrics").value
+    assert len(per_run) == 3 and {"2024-01", "2024-02"} <= set(per_run.columns)
+
+
+def test_ipip_view_shows_p_b_and_replaced_share(home):
+    at = page("ipip")
+    clean(at)
+    table = at.dataframe(key="ipip_table").value
+    assert {"ipip_p", "ipip_b", "ipip_replaced_share"} <= set(table.columns)
+    assert table["ipip_b"].tolist() == [4, 5, 5]
+
+
+def test_simulator_generates_and_writes_files(home, tmp_path):
+    at = page("simulator")
+    clean(at)
+    assert len(at.dataframe(key="sim_preview").value) == 50
+    at.selectbox(key="sim_drift").set_value("gradual").run()
+    at.number_input(key="sim_rows").set_value(2000).run()
+    clean(at)
+    at.text_input(key="sim_folder").set_value(str(tmp_path / "out"))
+    at.number_input(key="sim_files").set_value(4)
+    next(b for b in at.button if b.label == "Write files").click().run()
+    clean(at)
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(written) == 4 and written[0].endswith(".csv")
+    assert at.success and "Wrote 4 file(s)" in at.success[0].value
+
+
+def test_simulator_without_generators_says_so(home, monkeypatch):
+    from calmops.dashboards.views import simulator
+
+    monkeypatch.setattr(simulator, "generators", lambda: None)
+    at = AppTest.from_function(lambda: __import__("calmops.dashboards.views.simulator",
+                                                  fromlist=["render"]).render(), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert at.warning and "not installed" in at.warning[0].value
+
+
+def test_open_breaker_is_shown(home):
+    from calmops.core.breaker import BreakerPolicy, update_breaker
+    from calmops.dashboards import cache
+
+    policy = BreakerPolicy(max_failures=1, cooldown_seconds=600)
+    update_breaker("sea", lambda s: s.record_failure(policy, "seeded failure"))
+    try:
+        cache.clear()
+        at = page("overview")
+        clean(at)
+        sea = at.dataframe(key="overview_table").value.set_index("pipeline").loc["sea"]
+        assert sea["breaker"] == "open" and "breaker open" in sea["health"]
+        at = page("pipeline", {"pipeline": "sea"})
+        clean(at)
+        assert metrics(at)["Breaker"] == "open" and metrics(at)["Consecutive failures"] == "1"
+    finally:
+        update_breaker("sea", lambda s: s.reset("test over"))
+        cache.clear()
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_empty_store_says_how_to_start(name, prefect_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "empty"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    at = page(name)
+    clean(at)
+    if name != "simulator":
+        assert at.info and "calmops create SPEC.yaml" in at.info[0].value and "make demo" in at.info[0].value
+
+
+def test_store_without_pipelines_is_empty_too(prefect_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "other"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from calmops.core.settings import get_settings
+
+    uri = get_settings().mlflow_tracking_uri
+    (tmp_path / "other" / "mlflow").mkdir(parents=True)
+    MlflowClient(uri).create_experiment("unrelated")
+    at = page("overview")
+    clean(at)
+    assert "calmops create SPEC.yaml" in at.info[0].value
+
+
+@pytest.mark.parametrize("name", ("overview", "pipeline", "blocks", "ipip"))
+def test_unreachable_mlflow_is_an_error_message_not_a_crash(name, prefect_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    at = page(name)
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.error and "Cannot read MLflow" in at.error[0].value and "127.0.0.1:9" in at.error[0].value
+
+
+def test_unreachable_prefect_keeps_mlflow_data(home, monkeypatch):
+    from calmops.dashboards import data
+
+    monkeypatch.setattr(data, "_prefect_api_url", lambda: "http://127.0.0.1:9/api")
+    at = page("pipeline", {"pipeline": "sea"})
+    assert not at.exception and not at.error
+    assert metrics(at)["Champion"] == "v2" and metrics(at)["Breaker"] == "unknown"
+    assert any("does not answer" in w.value for w in at.warning)
+    at = page("overview")
+    assert not at.exception
+    assert at.dataframe(key="overview_table").value.set_index("pipeline").loc["sea", "breaker"] == "unknown"
