@@ -62,6 +62,15 @@ class EvaluationSpec(_Strict):
     performance_tolerance: float = Field(default=0.05, ge=0.0)
 
 
+class SearchSpec(_Strict):
+    """Optional hyper-parameter search run when a challenger is fitted (bounded budget)."""
+
+    method: Literal["grid", "random"] = "random"
+    params: dict[str, list[Any]]          # estimator parameter -> candidate values
+    budget: int = Field(default=10, ge=1, le=200)  # candidates tried (grid: the first `budget`)
+    cv: int = Field(default=3, ge=2, le=10)
+
+
 class RetrainSpec(_Strict):
     mode: Literal[RETRAIN_MODES] = "full"  # type: ignore[valid-type]
     fallback_mode: Literal[RETRAIN_MODES] | None = None  # type: ignore[valid-type]
@@ -72,6 +81,14 @@ class RetrainSpec(_Strict):
     window_batches: int | None = Field(default=None, ge=1)
     replay_ratio: float = Field(default=0.5, gt=0.0, le=10.0)
     calibration_method: Literal["sigmoid", "isotonic"] = "sigmoid"
+    stacking_cv: int = Field(default=3, ge=2)
+    search: SearchSpec | None = None
+
+    @model_validator(mode="after")
+    def _window_needs_a_size(self) -> RetrainSpec:
+        if self.window_rows and self.window_batches:
+            raise ValueError("give either 'window_rows' or 'window_batches', not both")
+        return self
 
 
 class BreakerSpec(_Strict):

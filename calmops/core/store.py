@@ -301,8 +301,13 @@ def append_history(paths: PipelinePaths, batch: pd.DataFrame, sha256: str, max_b
     return target
 
 
-def read_history(paths: PipelinePaths, last_batches: int | None = None) -> list[pd.DataFrame]:
-    files = sorted(paths.history.glob("*.parquet"))
-    if last_batches is not None:
-        files = files[-last_batches:]
-    return [pd.read_parquet(f) for f in files]
+def read_history(paths: PipelinePaths, exclude_sha256: str | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """Accepted batches, oldest first, as (sha-256 prefix, frame); ``exclude_sha256`` leaves one out."""
+    files = sorted(paths.history.glob("*.parquet")) if paths.history.exists() else []
+    out = []
+    for f in files:
+        prefix = f.stem.split("-", 1)[1]
+        if exclude_sha256 and exclude_sha256.startswith(prefix):
+            continue
+        out.append((prefix, pd.read_parquet(f)))
+    return out

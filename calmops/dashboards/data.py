@@ -30,6 +30,7 @@ DECISIONS = ("train", "no_drift", "retrain_promoted", "retrain_rejected", "predi
              "skipped_breaker_open", "rejected_input", "failed")
 PROMOTING = ("train", "retrain_promoted")
 MAX_RUNS = 2000
+PAGE = 200  # the Prefect API's largest page
 
 
 class SourceUnavailable(RuntimeError):
@@ -298,7 +299,7 @@ def breaker(conn: Connection, name: str) -> dict[str, Any]:
     return public
 
 
-def flow_runs(conn: Connection, pipeline: str | None = None, limit: int = 200) -> pd.DataFrame:
+def flow_runs(conn: Connection, pipeline: str | None = None, limit: int = PAGE) -> pd.DataFrame:
     """CalmOps flow runs (``<kind>/<pipeline>/<file>``), newest first, with their state."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterName
@@ -326,7 +327,7 @@ def flow_runs(conn: Connection, pipeline: str | None = None, limit: int = 200) -
                                        "kind", "pipeline", "file"])
 
 
-def flow_run_logs(conn: Connection, flow_run_id: str, limit: int = 500) -> pd.DataFrame:
+def flow_run_logs(conn: Connection, flow_run_id: str, limit: int = 1000) -> pd.DataFrame:
     """The log lines of one flow run (and its task runs), oldest first."""
     import logging
     from uuid import UUID
@@ -335,9 +336,15 @@ def flow_run_logs(conn: Connection, flow_run_id: str, limit: int = 500) -> pd.Da
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
 
+    logs: list = []
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)]))
     with get_client(sync_client=True) as client:
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)])),
-                                limit=limit, sort=LogSort.TIMESTAMP_ASC)
+        while len(logs) < limit:  # the API serves at most PAGE lines per call
+            page = client.read_logs(log_filter=log_filter, limit=min(PAGE, limit - len(logs)), offset=len(logs),
+                                    sort=LogSort.TIMESTAMP_ASC)
+            logs.extend(page)
+            if len(page) < PAGE:
+                break
     return pd.DataFrame(
         [{"time": pd.Timestamp(lg.timestamp), "level": logging.getLevelName(lg.level), "logger": lg.name,
           "message": lg.message} for lg in logs],

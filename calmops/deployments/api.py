@@ -27,10 +27,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, Path, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from calmops.core.spec import NAME_PATTERN
 
@@ -479,6 +482,13 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            # e.g. bytes that are not UTF-8: the same answer as any other unreadable body
+            return InvalidInput([("body", "the body could not be read as JSON (UTF-8)", None)]).response()
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(request: Request, exc: RequestValidationError):

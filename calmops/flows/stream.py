@@ -29,9 +29,9 @@ from calmops.tasks.ingest import Batch
 from calmops.tasks.predict import predict
 from calmops.tasks.promote import decide, promote_challenger
 from calmops.tasks.record import RunOutcome
-from calmops.tasks.retrain import TrainingResult, retrain, train_first
+from calmops.tasks.retrain import TrainingResult, modes_to_try, retrain, train_first
 from calmops.core.spec import build_estimator
-from calmops.core.store import append_history
+from calmops.core.store import append_history, read_history
 
 
 @flow(name="calmops-stream", flow_run_name=partial(run_name, "stream"), persist_result=False)
@@ -98,7 +98,9 @@ def train_first_model(ctx: RunContext, batch: Batch) -> RunOutcome:
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
                    spec.retrain.history_max_batches)
     outcome = ctx.outcome(decision, reason, champion_version=champion_version, challenger_version=version,
-                          metrics=scores, rows=batch.n_rows, retrain_mode="train",
+                          metrics=scores, rows=batch.n_rows, retrain_mode=trained.mode,
+                          details={"training": [{"mode": trained.mode, **trained.info, "challenger_version": version,
+                                                 "promoted": verdict.promote, "reason": verdict.reason}]},
                           predictions_file=str(predictions) if predictions else None)
     return finish(ctx, outcome, None)
 
@@ -123,17 +125,20 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
 
     split = holdout_split(batch.y, spec, task, seed_from(batch.sha256, spec.seed))
     X_hold, y_hold = batch.X.iloc[split.holdout], batch.y.iloc[split.holdout]
+    trainings: list[dict] = []
     reference = registry.load_reference(spec.name, champion.version)
+    history = read_history(ctx.paths, exclude_sha256=batch.sha256)
     tried: list[str] = []
-    for mode in [spec.retrain.mode] + ([spec.retrain.fallback_mode] if spec.retrain.fallback_mode else []):
-        if mode in tried:
-            continue
+    for mode in modes_to_try(spec):
         tried.append(mode)
         trained = retrain(mode, spec, batch.feature_types, reference, batch.X.iloc[split.train],
-                          batch.y.iloc[split.train])
+                          batch.y.iloc[split.train], champion=champion.model, history=history, task=task)
         scores = evaluate_models({"champion": champion.model, "challenger": trained.model}, X_hold, y_hold, task)
         decision = decide(scores["challenger"], scores["champion"], spec, metric)
         version = register(ctx, trained, batch, task, scores["challenger"], decision.reason)
+        training = {"mode": mode, **trained.info, "challenger_version": version, "promoted": decision.promote,
+                    "reason": decision.reason}
+        trainings.append(training)
         if decision.promote:
             promote_challenger(spec.name, version)
             save_concept_state(ctx.paths.state, version, None)
@@ -141,13 +146,15 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
             out = _write_predictions(ctx, batch, new_champion)
             reason = f"{verdict.reason} → retrained ({mode}): {decision.reason}"
             outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
-                                  metrics=scores, retrain_mode=mode, predictions_file=str(out), **common)
+                                  metrics=scores, retrain_mode=trained.mode, predictions_file=str(out),
+                                  details={"training": trainings}, **common)
             return finish(ctx, outcome, verdict.to_dict())
         ctx.log.info("challenger v%s (%s) rejected: %s", version, mode, decision.reason)
     out = _write_predictions(ctx, batch, champion)
     reason = f"{verdict.reason} → retrained ({', '.join(tried)}) but not promoted: {decision.reason}"
     outcome = ctx.outcome("retrain_rejected", reason, champion_version=champion.version, challenger_version=version,
-                          metrics=scores, retrain_mode=tried[-1], predictions_file=str(out), **common)
+                          metrics=scores, retrain_mode=trained.mode, predictions_file=str(out),
+                          details={"training": trainings}, **common)
     return finish(ctx, outcome, verdict.to_dict())
 
 

@@ -57,11 +57,19 @@ def build_profile(X: pd.DataFrame, feature_types: dict[str, str], spec: Pipeline
                 confidences = np.asarray(model.predict_proba(sample)).max(axis=1)
             except Exception:  # some estimators expose predict_proba but cannot use it
                 confidences = None
-    return ReferenceProfile.build(X, drift_types(feature_types), spec.drift,
+    return ReferenceProfile.build(X, _drift_feature_types(feature_types, spec), spec.drift,
                                   predictions=predictions, confidences=confidences)
 
 
+def _drift_feature_types(feature_types: dict[str, str], spec: PipelineSpec) -> dict[str, str]:
+    """The block column names a row's block (a site, a month): it routes rows, it is not a feature whose
+    distribution can drift (a file of new months would always 'drift'), so it is never profiled."""
+    return {c: t for c, t in drift_types(feature_types).items() if c != spec.block_column}
+
+
 def data_drift(profile: ReferenceProfile, X: pd.DataFrame, spec: PipelineSpec, importances=None) -> DriftReport:
+    if spec.block_column and spec.block_column in X.columns and spec.block_column not in profile.feature_types:
+        X = X.drop(columns=[spec.block_column])
     return compare(profile, X, spec.drift, importances=importances)
 
 

@@ -1,73 +1,300 @@
-"""Retrain: build a challenger from the champion's reference and the new rows.
+"""Retrain: build a challenger with one of six modes (SPEC section 6), or the user's hooks.
 
-One function per mode; :func:`train_challenger` picks the spec's mode. Modes that are not
-built yet are refused with a clear error rather than silently replaced.
+Every mode takes the same :class:`RetrainInputs` and returns a :class:`TrainingResult` saying what it
+fitted on, so the flows never special-case a mode. The rows a challenger may use never include the
+batch's held-out rows: the flows pass only the training part of the current batch, and history excludes it.
+
+=============  ==============================================================================
+full           a fresh model on the champion's reference + the new rows (or the new rows only)
+incremental    ``partial_fit`` of a copy of the champion on the new rows; recorded fallback to full
+window         a fresh model on the most recent ``window_rows`` rows (or ``window_batches`` batches)
+stacking       the champion frozen + a model on the new rows + a meta-model combining them
+replay         the new rows + a stratified sample of history, ``replay_ratio`` × the new rows
+recalibration  the champion kept as is, its probabilities recalibrated on the new rows
+=============  ==============================================================================
 """
 
 from __future__ import annotations
 
+import copy
+import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import StackingClassifier, StackingRegressor
+from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+from sklearn.pipeline import Pipeline
 
 from calmops.core.features import make_model
+from calmops.core.frozen import FrozenEstimator
 from calmops.core.spec import PipelineSpec
-from calmops.tasks import step
+from calmops.tasks import BadInput, step
 
 
-class RetrainModeUnavailable(NotImplementedError):
+class RetrainModeUnavailable(BadInput):
+    """The mode cannot apply to this pipeline (e.g. recalibration of a regressor)."""
+
+
+class HookFailed(RuntimeError):
     pass
+
+
+@dataclass
+class RetrainInputs:
+    spec: PipelineSpec
+    feature_types: dict[str, str]
+    X_new: pd.DataFrame                      # training rows of the current batch (never its holdout)
+    y_new: pd.Series
+    task: str = "classification"
+    champion: Any = None                     # the fitted champion model, when there is one
+    reference: pd.DataFrame | None = None    # the champion's training data (features + target)
+    history: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (sha prefix, batch), oldest first
 
 
 @dataclass
 class TrainingResult:
     model: Any
-    X: pd.DataFrame            # the rows the model was fit on (becomes the new reference)
+    X: pd.DataFrame            # the rows the model was fit on (the new reference)
     y: pd.Series
     mode: str
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _fit_fresh(inputs: RetrainInputs, X: pd.DataFrame, y: pd.Series):
+    model = make_model(inputs.spec, inputs.feature_types)
+    search = inputs.spec.retrain.search
+    if search is None:
+        return model.fit(X, y), {}
+    prefix = "model__" if isinstance(model, Pipeline) and inputs.spec.model.steps is None else ""
+    grid = {prefix + k: v for k, v in search.params.items()}
+    if search.method == "grid":
+        from sklearn.model_selection import ParameterGrid
+
+        candidates = list(ParameterGrid(grid))[: search.budget]
+        searcher = GridSearchCV(model, [{k: [v] for k, v in c.items()} for c in candidates], cv=search.cv)
+    else:
+        searcher = RandomizedSearchCV(model, grid, n_iter=search.budget, cv=search.cv, random_state=inputs.spec.seed)
+    searcher.fit(X, y)
+    best = {k.removeprefix(prefix): _plain(v) for k, v in searcher.best_params_.items()}
+    return searcher.best_estimator_, {"search": {"method": search.method, "tried": len(searcher.cv_results_["params"]),
+                                                 "best_params": best, "best_cv_score": float(searcher.best_score_)}}
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def _features_target(frame: pd.DataFrame, inputs: RetrainInputs) -> tuple[pd.DataFrame, pd.Series]:
+    return frame[list(inputs.X_new.columns)], frame[inputs.spec.target]
+
+
+def _concat(parts: list[tuple[pd.DataFrame, pd.Series]]) -> tuple[pd.DataFrame, pd.Series]:
+    X = pd.concat([p[0].reset_index(drop=True) for p in parts], ignore_index=True)
+    y = pd.concat([p[1].reset_index(drop=True) for p in parts], ignore_index=True)
+    return X, y
+
+
 def fit_new(spec: PipelineSpec, feature_types: dict[str, str], X: pd.DataFrame, y: pd.Series) -> TrainingResult:
     """A fresh model on the given rows: the first model of a pipeline."""
-    model = make_model(spec, feature_types)
-    model.fit(X, y)
-    return TrainingResult(model, X, y, "train", {"rows": len(X)})
+    inputs = RetrainInputs(spec, feature_types, X, y)
+    model, extra = _fit_fresh(inputs, X, y)
+    return TrainingResult(model, X, y, "train", {"rows": len(X), **extra})
 
 
-def retrain_full(spec, feature_types, reference: pd.DataFrame | None, X_new, y_new) -> TrainingResult:
-    if spec.retrain.data == "reference_and_new" and reference is not None:
-        ref_X = reference[list(X_new.columns)]
-        ref_y = reference[spec.target]
-        X = pd.concat([ref_X, X_new], ignore_index=True)
-        y = pd.concat([ref_y, y_new.reset_index(drop=True)], ignore_index=True)
+# -- the modes -----------------------------------------------------------------------------
+
+
+def retrain_full(inputs: RetrainInputs) -> TrainingResult:
+    parts = [(inputs.X_new, inputs.y_new)]
+    if inputs.spec.retrain.data == "reference_and_new" and inputs.reference is not None:
+        parts.insert(0, _features_target(inputs.reference, inputs))
+    X, y = _concat(parts)
+    model, extra = _fit_fresh(inputs, X, y)
+    return TrainingResult(model, X, y, "full", {"rows": len(X), "rows_new": len(inputs.X_new),
+                                               "rows_reference": len(X) - len(inputs.X_new), **extra})
+
+
+def retrain_incremental(inputs: RetrainInputs) -> TrainingResult:
+    champion = inputs.champion
+    estimator = champion.steps[-1][1] if isinstance(champion, Pipeline) else champion
+    if champion is None or not hasattr(estimator, "partial_fit"):
+        result = retrain_full(inputs)
+        why = "no champion" if champion is None else f"{type(estimator).__name__} has no partial_fit"
+        result.info.update(fallback="full", fallback_reason=f"incremental impossible: {why}; fitted in full instead")
+        return result
+    model = copy.deepcopy(champion)  # the champion itself stays untouched in the registry
+    step_estimator = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    Xt = model[:-1].transform(inputs.X_new) if isinstance(model, Pipeline) else inputs.X_new
+    kwargs = {}
+    if inputs.task == "classification":
+        kwargs["classes"] = getattr(step_estimator, "classes_", np.unique(inputs.y_new))
+    step_estimator.partial_fit(Xt, inputs.y_new, **kwargs)
+    X, y = inputs.X_new, inputs.y_new
+    if inputs.reference is not None:  # the new reference: what the model has now seen
+        X, y = _concat([_features_target(inputs.reference, inputs), (inputs.X_new, inputs.y_new)])
+    return TrainingResult(model, X, y, "incremental", {"rows": len(inputs.X_new), "continued_from": "champion"})
+
+
+def retrain_window(inputs: RetrainInputs) -> TrainingResult:
+    r = inputs.spec.retrain
+    history = inputs.history[-(r.window_batches - 1):] if r.window_batches and r.window_batches > 1 else (
+        [] if r.window_batches == 1 else inputs.history)
+    parts = [_features_target(frame, inputs) for _, frame in history] + [(inputs.X_new, inputs.y_new)]
+    X, y = _concat(parts)
+    if r.window_rows:
+        X, y = X.iloc[-r.window_rows:].reset_index(drop=True), y.iloc[-r.window_rows:].reset_index(drop=True)
+    elif not r.window_batches:
+        X, y = X.iloc[-len(inputs.X_new) * 3:], y.iloc[-len(inputs.X_new) * 3:]  # default: about three batches
+    model, extra = _fit_fresh(inputs, X, y)
+    return TrainingResult(model, X, y, "window", {"rows": len(X), "batches": [h for h, _ in history] + ["current"],
+                                                 "window_rows": r.window_rows, "window_batches": r.window_batches,
+                                                 **extra})
+
+
+def retrain_stacking(inputs: RetrainInputs) -> TrainingResult:
+    if inputs.champion is None:
+        raise RetrainModeUnavailable("stacking needs a champion to freeze; the first model is trained in full")
+    new_model = make_model(inputs.spec, inputs.feature_types)
+    estimators = [("champion", FrozenEstimator(inputs.champion)), ("new", new_model)]
+    cv = inputs.spec.retrain.stacking_cv
+    if inputs.task == "classification":
+        stack = StackingClassifier(estimators, final_estimator=LogisticRegression(max_iter=1000), cv=cv)
     else:
-        X, y = X_new.reset_index(drop=True), y_new.reset_index(drop=True)
-    model = make_model(spec, feature_types)
-    model.fit(X, y)
-    return TrainingResult(model, X, y, "full", {"rows": len(X), "rows_new": len(X_new),
-                                               "rows_reference": len(X) - len(X_new)})
+        stack = StackingRegressor(estimators, final_estimator=RidgeCV(), cv=cv)
+    stack.fit(inputs.X_new, inputs.y_new)
+    X, y = inputs.X_new, inputs.y_new
+    return TrainingResult(stack, X, y, "stacking", {"rows": len(X), "frozen": "champion", "meta": type(stack.final_estimator_).__name__})
 
 
-MODES = {"full": retrain_full}
+def retrain_replay(inputs: RetrainInputs) -> TrainingResult:
+    ratio = inputs.spec.retrain.replay_ratio
+    want = int(round(ratio * len(inputs.X_new)))
+    pool_parts = [_features_target(frame, inputs) for _, frame in inputs.history]
+    if not pool_parts and inputs.reference is not None:
+        pool_parts = [_features_target(inputs.reference, inputs)]
+    replayed = 0
+    parts = [(inputs.X_new, inputs.y_new)]
+    if pool_parts and want:
+        pool_X, pool_y = _concat(pool_parts)
+        sample = stratified_sample(pool_y, min(want, len(pool_y)), inputs.task, inputs.spec.seed)
+        parts.append((pool_X.iloc[sample], pool_y.iloc[sample]))
+        replayed = len(sample)
+    X, y = _concat(parts)
+    model, extra = _fit_fresh(inputs, X, y)
+    return TrainingResult(model, X, y, "replay", {"rows": len(X), "rows_new": len(inputs.X_new),
+                                                 "rows_replayed": replayed, "ratio": ratio,
+                                                 "history_batches": [h for h, _ in inputs.history], **extra})
+
+
+def stratified_sample(y: pd.Series, n: int, task: str, seed: int) -> np.ndarray:
+    """Positions of ``n`` rows keeping the class shares of ``y`` (plain random for regression)."""
+    rng = np.random.default_rng(seed)
+    if task != "classification" or n >= len(y):
+        return np.sort(rng.choice(len(y), size=min(n, len(y)), replace=False))
+    positions = []
+    shares = y.value_counts(normalize=True)
+    codes = y.to_numpy()
+    for label, share in shares.items():
+        members = np.flatnonzero(codes == label)
+        k = min(len(members), int(round(share * n)))
+        positions.append(rng.choice(members, size=k, replace=False))
+    return np.sort(np.concatenate(positions))
+
+
+def retrain_recalibration(inputs: RetrainInputs) -> TrainingResult:
+    if inputs.task != "classification":
+        raise RetrainModeUnavailable("recalibration applies to classifiers only: this pipeline does regression; "
+                                     "choose another retrain.mode")
+    if inputs.champion is None or not hasattr(inputs.champion, "predict_proba"):
+        raise RetrainModeUnavailable("recalibration needs a champion with predict_proba")
+    method = inputs.spec.retrain.calibration_method
+    model = CalibratedClassifierCV(FrozenEstimator(inputs.champion), method=method)
+    model.fit(inputs.X_new, inputs.y_new)
+    return TrainingResult(model, inputs.X_new, inputs.y_new, "recalibration",
+                          {"rows": len(inputs.X_new), "method": method, "base": "champion (unchanged)"})
+
+
+MODES: dict[str, Callable[[RetrainInputs], TrainingResult]] = {
+    "full": retrain_full,
+    "incremental": retrain_incremental,
+    "window": retrain_window,
+    "stacking": retrain_stacking,
+    "replay": retrain_replay,
+    "recalibration": retrain_recalibration,
+}
+
+
+# -- user hooks ------------------------------------------------------------------------------
+
+
+def load_hook(reference: str) -> Callable:
+    """``path/to/module.py:function`` → the function."""
+    path, _, name = reference.rpartition(":")
+    if not path or not name:
+        raise HookFailed(f"hook {reference!r} must look like 'path/to/module.py:function'")
+    spec = importlib.util.spec_from_file_location(f"calmops_hook_{abs(hash(path))}", Path(path))
+    if spec is None or spec.loader is None or not Path(path).exists():
+        raise HookFailed(f"hook module not found: {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise HookFailed(f"hook {reference!r}: {path} has no function {name!r}")
+    return fn
+
+
+def run_hook(kind: str, reference: str, inputs: RetrainInputs) -> TrainingResult:
+    """Call a user hook with the documented contract (docs/hooks.md) and check what it returns."""
+    fn = load_hook(reference)
+    try:
+        if kind == "train":
+            model = fn(inputs.X_new, inputs.y_new, inputs.spec)
+        else:
+            model = fn(inputs.champion, inputs.X_new, inputs.y_new, inputs.reference, inputs.history, inputs.spec)
+    except Exception as exc:
+        raise HookFailed(f"{kind} hook {reference} raised {type(exc).__name__}: {exc}") from exc
+    if not hasattr(model, "predict"):
+        raise HookFailed(f"{kind} hook {reference} returned {type(model).__name__}, not a fitted estimator")
+    return TrainingResult(model, inputs.X_new, inputs.y_new, f"hook:{kind}", {"rows": len(inputs.X_new), "hook": reference})
 
 
 def train_challenger(mode: str, spec: PipelineSpec, feature_types: dict[str, str],
-                     reference: pd.DataFrame | None, X_new: pd.DataFrame, y_new: pd.Series) -> TrainingResult:
+                     reference: pd.DataFrame | None, X_new: pd.DataFrame, y_new: pd.Series, *,
+                     champion: Any = None, history: list[tuple[str, pd.DataFrame]] | None = None,
+                     task: str = "classification") -> TrainingResult:
+    """The challenger for ``mode`` (a mode name, or ``hook:retrain`` / ``hook:fallback``)."""
+    inputs = RetrainInputs(spec, feature_types, X_new, y_new, task, champion, reference, history or [])
+    if mode.startswith("hook:"):
+        kind = mode.removeprefix("hook:")
+        return run_hook(kind, getattr(spec.hooks, kind), inputs)
     if mode not in MODES:
-        raise RetrainModeUnavailable(
-            f"retrain mode {mode!r} is not implemented yet; use one of: {', '.join(MODES)}"
-        )
-    return MODES[mode](spec, feature_types, reference, X_new, y_new)
+        raise RetrainModeUnavailable(f"unknown retrain mode {mode!r}; choose one of: {', '.join(MODES)}")
+    return MODES[mode](inputs)
+
+
+def modes_to_try(spec: PipelineSpec) -> list[str]:
+    """The primary mode (or retrain hook), then the fallback (hook first) once."""
+    first = "hook:retrain" if spec.hooks.retrain else spec.retrain.mode
+    fallback = "hook:fallback" if spec.hooks.fallback else spec.retrain.fallback_mode
+    return [first] + ([fallback] if fallback and fallback != first else [])
 
 
 @step("retrain")
-def retrain(mode: str, spec: PipelineSpec, feature_types: dict[str, str],
-            reference: pd.DataFrame | None, X_new: pd.DataFrame, y_new: pd.Series) -> TrainingResult:
-    return train_challenger(mode, spec, feature_types, reference, X_new, y_new)
+def retrain(mode: str, spec: PipelineSpec, feature_types: dict[str, str], reference: pd.DataFrame | None,
+            X_new: pd.DataFrame, y_new: pd.Series, *, champion: Any = None,
+            history: list[tuple[str, pd.DataFrame]] | None = None, task: str = "classification") -> TrainingResult:
+    return train_challenger(mode, spec, feature_types, reference, X_new, y_new, champion=champion,
+                            history=history, task=task)
 
 
 @step("train")
 def train_first(spec: PipelineSpec, feature_types: dict[str, str], X: pd.DataFrame, y: pd.Series) -> TrainingResult:
+    if spec.hooks.train:
+        return run_hook("train", spec.hooks.train, RetrainInputs(spec, feature_types, X, y))
     return fit_new(spec, feature_types, X, y)

@@ -27,9 +27,37 @@ def app() -> AppTest:
     return AppTest.from_file("../../calmops/dashboards/app.py", default_timeout=TIMEOUT).run()
 
 
-def clean(at: AppTest) -> None:
+def clean(at: AppTest, warnings: bool = False) -> None:
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+    if not warnings:
+        assert not at.warning, [w.value for w in at.warning]
+
+
+TABLES = {  # a table is found by columns only it has (AppTest does not expose a dataframe's key)
+    "overview_table": {"pipeline", "champion", "last decision"},
+    "runs_table": {"file", "decision", "MLflow", "Prefect"},
+    "feature_table": {"feature", "test", "p_adjusted", "ratio"},
+    "concept": {"detector", "first_alarm_index"},
+    "retraining": {"version", "mode", "outcome", "rows new"},
+    "aliases": {"alias", "version", "trained on"},
+    "duel": {"metric", "champion", "challenger"},
+    "schema": {"column", "dtype", "feature type"},
+    "sample": {"x1", "x2", "x3", "y"},
+    "quality": {"column", "null rate", "distinct"},
+    "blocks_table": {"block", "rows", "accuracy"},
+    "drift_matrix": {"block", "2024-01", "2024-02"},
+    "block_metrics": {"run", "2024-01", "2024-02"},
+    "ipip_table": {"run", "ipip_p"},
+    "sim_preview": {"x0", "x1", "x2", "y", "concept"},
+}
+
+
+def table(at: AppTest, name: str):
+    want = TABLES[name]
+    found = [d.value for d in at.dataframe if want <= set(d.value.columns) | {d.value.index.name}]
+    assert found, f"no table with columns {want}: {[list(d.value.columns) for d in at.dataframe]}"
+    return found[0]
 
 
 def metrics(at: AppTest) -> dict[str, str]:
@@ -63,14 +91,14 @@ def test_overview_matches_mlflow(home):
     at = page("overview")
     clean(at)
     truth = mlflow_truth()
-    table = at.dataframe(key="overview_table").value.set_index("pipeline")
-    assert set(table.index) == {"sea", "blk", "imb"}
-    sea = table.loc["sea"]
+    overview = table(at, "overview_table").set_index("pipeline")
+    assert set(overview.index) == {"sea", "blk", "imb"}
+    sea = overview.loc["sea"]
     assert sea["champion"] == f"v{truth['champion']}" == "v2"
     assert sea["last decision"] == truth["last"].data.tags["calmops.decision"] == "retrain_promoted"
     assert sea["last file"] == "f3.csv" and sea["kind"] == "stream" and sea["runs"] == 4
     assert sea["breaker"] == "closed" and sea["drift"] == "yes"
-    assert table.loc["blk", "kind"] == "block" and table.loc["imb", "kind"] == "ipip"
+    assert overview.loc["blk", "kind"] == "block" and overview.loc["imb", "kind"] == "ipip"
     assert metrics(at)["Pipelines"] == "3"
 
 
@@ -83,7 +111,7 @@ def test_pipeline_page_header_and_sections_match_mlflow(home):
     assert shown["Last decision"] == truth["last"].data.tags["calmops.decision"]
     assert shown["Kind"] == "stream" and shown["Breaker"] == "closed" and shown["Drift (last run)"] == "yes"
     # runs & logs: newest first, decisions and links as in MLflow and Prefect
-    runs = at.dataframe(key="runs_table").value
+    runs = table(at, "runs_table")
     assert runs["decision"].tolist() == [r.data.tags["calmops.decision"] for r in truth["runs"]]
     assert runs["file"].tolist() == ["f3.csv", "f2.csv", "f1.csv", "f0.csv"]
     assert set(runs["flow state"]) == {"Completed"}
@@ -91,24 +119,24 @@ def test_pipeline_page_header_and_sections_match_mlflow(home):
     logs = [c.value for c in at.code if c.language == "log"]
     assert logs and "f3.csv" in logs[0] and "retrain_promoted" in logs[0]
     # drift: the per-feature table of the latest checked run, from its report
-    features = at.dataframe(key="feature_table").value
+    features = table(at, "feature_table")
     assert sorted(features["feature"]) == ["x1", "x2", "x3"] and set(features["test"]) == {"ks"}
-    concept = at.dataframe(key="concept").value
+    concept = table(at, "concept")
     assert "adwin" in set(concept["detector"])
     # retraining history: v2 promoted by f3 (full), v1 trained by f0
-    history = at.dataframe(key="retraining").value.set_index("version")
+    history = table(at, "retraining").set_index("version")
     assert history.loc["v2", "outcome"] == "retrain_promoted" and history.loc["v2", "mode"] == "full"
     assert history.loc["v1", "outcome"] == "train" and history.loc["v1", "file"] == "f0.csv"
     assert "champion" in history.loc["v2", "aliases"] and "previous" in history.loc["v1", "aliases"]
     # champion vs challenger, data, spec
-    aliases = at.dataframe(key="aliases").value.set_index("alias")
+    aliases = table(at, "aliases").set_index("alias")
     assert aliases.loc["champion", "version"] == "v2" and aliases.loc["previous", "version"] == "v1"
-    duel = at.dataframe(key="duel").value.set_index("metric")
+    duel = table(at, "duel").set_index("metric")
     last = truth["last"].data.metrics
     assert duel.loc["accuracy", "challenger"] == pytest.approx(last["challenger_accuracy"])
     assert duel.loc["accuracy", "champion"] == pytest.approx(last["champion_accuracy"])
-    assert at.dataframe(key="schema").value["column"].tolist() == ["x1", "x2", "x3"]
-    assert len(at.dataframe(key="sample").value) == 100
+    assert table(at, "schema")["column"].tolist() == ["x1", "x2", "x3"]
+    assert len(table(at, "sample")) == 100
     specs = [c.value for c in at.code if c.language == "yaml"]
     assert specs and "name: sea" in specs[0] and "DecisionTreeClassifier" in specs[0]
 
@@ -121,7 +149,7 @@ def test_pipeline_page_widgets_rerun_cleanly(home):
     clean(at)
     at.selectbox(key="data_version").set_value(1).run()
     clean(at)
-    assert at.dataframe(key="quality").value["null rate"].max() == 0
+    assert table(at, "quality")["null rate"].max() == 0
     at.multiselect(key="dist_versions").set_value([1]).run()
     at.selectbox(key="dist_feature").set_value("x2").run()
     clean(at)
@@ -140,26 +168,26 @@ def test_pipeline_select_box_switches_pipeline(home):
 def test_block_view_renders_details_and_block_metrics(home):
     at = page("blocks")
     clean(at)
-    blocks = at.dataframe(key="blocks_table").value
+    blocks = table(at, "blocks_table")
     assert set(blocks["block"]) == {"2024-01", "2024-02"} and "accuracy" in blocks.columns
-    matrix = at.dataframe(key="drift_matrix").value.set_index("block")
+    matrix = table(at, "drift_matrix").set_index("block")
     assert matrix.loc["2024-01", "2024-02"] == pytest.approx(2.3)  # the newest run is shown first
-    per_run = at.dataframe(key="block_metrics").value
+    per_run = table(at, "block_metrics")
     assert len(per_run) == 3 and {"2024-01", "2024-02"} <= set(per_run.columns)
 
 
 def test_ipip_view_shows_p_b_and_replaced_share(home):
     at = page("ipip")
     clean(at)
-    table = at.dataframe(key="ipip_table").value
-    assert {"ipip_p", "ipip_b", "ipip_replaced_share"} <= set(table.columns)
-    assert table["ipip_b"].tolist() == [4, 5, 5]
+    ipips = table(at, "ipip_table")
+    assert {"ipip_p", "ipip_b", "ipip_replaced_share"} <= set(ipips.columns)
+    assert ipips["ipip_b"].tolist() == [4, 5, 5]  # newest first
 
 
 def test_simulator_generates_and_writes_files(home, tmp_path):
     at = page("simulator")
     clean(at)
-    assert len(at.dataframe(key="sim_preview").value) == 50
+    assert len(table(at, "sim_preview")) == 50
     at.selectbox(key="sim_drift").set_value("gradual").run()
     at.number_input(key="sim_rows").set_value(2000).run()
     clean(at)
@@ -176,9 +204,7 @@ def test_simulator_without_generators_says_so(home, monkeypatch):
     from calmops.dashboards.views import simulator
 
     monkeypatch.setattr(simulator, "generators", lambda: None)
-    at = AppTest.from_function(lambda: __import__("calmops.dashboards.views.simulator",
-                                                  fromlist=["render"]).render(), default_timeout=TIMEOUT)
-    at.run()
+    at = page("simulator")
     assert not at.exception
     assert at.warning and "not installed" in at.warning[0].value
 
@@ -193,7 +219,7 @@ def test_open_breaker_is_shown(home):
         cache.clear()
         at = page("overview")
         clean(at)
-        sea = at.dataframe(key="overview_table").value.set_index("pipeline").loc["sea"]
+        sea = table(at, "overview_table").set_index("pipeline").loc["sea"]
         assert sea["breaker"] == "open" and "breaker open" in sea["health"]
         at = page("pipeline", {"pipeline": "sea"})
         clean(at)
@@ -244,4 +270,4 @@ def test_unreachable_prefect_keeps_mlflow_data(home, monkeypatch):
     assert any("does not answer" in w.value for w in at.warning)
     at = page("overview")
     assert not at.exception
-    assert at.dataframe(key="overview_table").value.set_index("pipeline").loc["sea", "breaker"] == "unknown"
+    assert table(at, "overview_table").set_index("pipeline").loc["sea", "breaker"] == "unknown"

@@ -68,7 +68,7 @@ def render() -> None:
         if kind != "none":
             position = int(st.number_input("Position (row)", 1, n_rows - 1, n_rows // 2, key="sim_position"))
             width = int(st.number_input("Width (rows)", 0, n_rows, 0 if kind in ("abrupt", "virtual", "recurrent")
-                                        else max(1, n_rows // 10), key="sim_width"))
+                                        else max(1, n_rows // 10), key=f"sim_width_{kind}"))
             concepts = st.text_input("Concepts (comma separated, one per segment; empty = default)", "",
                                      key="sim_concepts")
             drift = {"kind": kind, "position": position, "width": width}

@@ -1,0 +1,254 @@
+"""The block kind: each file holds several blocks (named by the spec's ``block_column``), served by a
+block-wise model (one global model plus one model per block).
+
+Per file: drift of each block against the champion's reference and between the blocks of the file; on
+drift, only the drifted (and new) blocks' models are retrained, with the global model refit on current
+data; champion and challenger are scored on the evaluation blocks (default: the newest block, held out)
+and the challenger is promoted by the stream kind's rule plus per-block approval.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from prefect import flow
+
+from calmops.core import registry
+from calmops.core.metrics import threshold_failures
+from calmops.core.store import append_history
+from calmops.flows.common import (
+    RunContext,
+    fail,
+    finish,
+    load_champion,
+    open_run,
+    read_batch,
+    reference_frame,
+    run_name,
+)
+from calmops.flows.stream import _write_predictions, predict_without_training, register
+from calmops.tasks import blocks as B
+from calmops.tasks.drift import check_drift, save_concept_state
+from calmops.tasks.evaluate import evaluate_models, primary_metric, seed_from, task_of
+from calmops.tasks.ingest import Batch
+from calmops.tasks.promote import decide, promote_challenger
+from calmops.tasks.record import RunOutcome
+from calmops.tasks.retrain import TrainingResult
+
+
+@flow(name="calmops-block", flow_run_name=partial(run_name, "block"), persist_result=False)
+def block_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
+    """Process one file of a block pipeline: gate, ingest, per-block drift, selective retrain, promote, record."""
+    ctx = open_run(pipeline, path, sha256)
+    if isinstance(ctx, RunOutcome):  # duplicate: done already
+        return ctx.to_dict()
+    try:
+        return process_block_file(ctx).to_dict()
+    except Exception as exc:
+        raise fail(ctx, exc) from exc
+
+
+def process_block_file(ctx: RunContext) -> RunOutcome:
+    spec = ctx.spec
+    champion = load_champion(spec.name)
+    batch = read_batch(ctx, champion)
+    if isinstance(batch, RunOutcome):
+        return batch
+    if spec.prediction_only or not ctx.training_allowed:
+        return predict_without_training(ctx, batch, champion)
+    blocks = B.split_blocks(batch.X[spec.block_column])
+    if champion is None:
+        return train_first_model(ctx, batch, blocks)
+    return monitor_and_refit(ctx, batch, blocks, champion)
+
+
+def train_first_model(ctx: RunContext, batch: Batch, blocks: list[B.Block]) -> RunOutcome:
+    spec, settings = ctx.spec, B.block_settings(ctx.spec)
+    template = B.blockwise_model(spec, batch.feature_types, settings)
+    task = task_of(spec, template, batch.y)
+    metric = primary_metric(spec, task)
+    split, eval_names, how = B.evaluation_split(blocks, settings, batch.y, spec, task,
+                                                seed_from(batch.sha256, spec.seed))
+    X_train, y_train = batch.X.iloc[split.train], batch.y.iloc[split.train]
+    model = B.fit_blocks(spec, batch.feature_types, settings, X_train, y_train)
+    X_hold, y_hold = batch.X.iloc[split.holdout], batch.y.iloc[split.holdout]
+    scores = evaluate_models({"challenger": model}, X_hold, y_hold, task)
+    per_eval = {"challenger": _eval_block_scores(model, X_hold, y_hold, spec, task)}
+    approval = _approval(per_eval["challenger"], spec)
+    verdict = decide(scores["challenger"], None, spec, metric)
+    promote = verdict.promote and all(approval.values())
+    reason = verdict.reason if promote else (
+        f"first model not promoted: {verdict.reason if not verdict.promote else _approval_reason(approval)}")
+    trained = TrainingResult(model, X_train, y_train, "blocks", {"rows": len(X_train), "blocks": _names(model)})
+    version = register(ctx, trained, batch, task, scores["challenger"], reason)
+    champion_version = None
+    if promote:
+        promote_challenger(spec.name, version)
+        save_concept_state(ctx.paths.state, version, None)
+        champion_version = version
+    predictions = _write_predictions(ctx, batch, registry.champion(spec.name)) if promote else None
+    append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
+                   spec.retrain.history_max_batches)
+    details = {
+        "blocks": _block_details(blocks, eval_names, {}, {}, per_eval, approval, retrained=_names(model)),
+        "drift_matrix": B.drift_matrix(batch.X, blocks, batch.feature_types, spec),
+        "evaluation": {"blocks": eval_names, "how": how},
+        "retrained_blocks": _names(model), "new_blocks": [b.name for b in blocks],
+        "skipped_blocks": {B.block_name(k): v for k, v in model.skipped_blocks_.items()},
+        "unseen": settings.unseen,
+    }
+    B.log_metrics(ctx.mlflow_run_id, B.mlflow_block_metrics(per_eval["challenger"], "challenger"))
+    outcome = ctx.outcome("train" if promote else "retrain_rejected", reason, champion_version=champion_version,
+                          challenger_version=version, metrics=scores, rows=batch.n_rows, retrain_mode="blocks",
+                          predictions_file=str(predictions) if predictions else None, details=details)
+    return finish(ctx, outcome, None)
+
+
+def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], champion: registry.Champion) -> RunOutcome:
+    spec, settings = ctx.spec, B.block_settings(ctx.spec)
+    task = champion.schema.task
+    metric = primary_metric(spec, task)
+    now = evaluate_models({"champion": champion.model}, batch.X, batch.y, task)["champion"]
+    verdict = check_drift(champion, batch.X, batch.y, spec, task, metric, now, ctx.paths.state)
+    reference = registry.load_reference(spec.name, champion.version)
+    vs_reference = B.blocks_vs_reference(reference, champion.profile, batch.X, blocks, batch.feature_types, spec)
+    matrix = B.drift_matrix(batch.X, blocks, batch.feature_types, spec)
+    monitoring = B.block_scores(champion.model, batch.X, batch.y, blocks, task)
+    performance = {name: B.block_performance_drift(s, champion.scores_at_promotion, spec, metric)
+                   for name, s in monitoring.items()}
+    for signal in batch.signals:
+        ctx.log.info("schema signal: %s", signal)
+    append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
+                   spec.retrain.history_max_batches)
+    B.log_metrics(ctx.mlflow_run_id, B.mlflow_block_metrics(monitoring))
+
+    drifted = [b.name for b in blocks if vs_reference[b.name]["report"].drift_detected
+               or (performance[b.name] or {}).get("drift")]
+    reasons = list(verdict.reasons) + ([f"block drift in {', '.join(drifted)}"] if drifted else [])
+    drift_reason = "; ".join(reasons) if reasons else "no drift signal in the file or any block"
+    drift_dict = {**verdict.to_dict(), "drift_detected": bool(reasons),
+                  "blocks": {n: {"reference": v["reference"], "alpha": v["alpha"], "report": v["report"].to_dict(),
+                                 "performance": performance[n]} for n, v in vs_reference.items()}}
+    details = {"drift_matrix": matrix, "drifted_blocks": drifted, "unseen": settings.unseen}
+    common = dict(drift_detected=bool(reasons), drifted_features=_drifted_features(verdict, vs_reference),
+                  rows=batch.n_rows)
+
+    def block_details(eval_names=(), per_eval=None, approval=None, retrained=()):
+        return _block_details(blocks, list(eval_names), vs_reference, monitoring, per_eval or {}, approval or {},
+                              retrained=list(retrained), performance=performance)
+
+    if not reasons and spec.retrain.retrain_on != "always":
+        out = _write_predictions(ctx, batch, champion)
+        outcome = ctx.outcome("no_drift", drift_reason, champion_version=champion.version,
+                              metrics={"champion": now}, predictions_file=str(out),
+                              details={**details, "blocks": block_details()}, **common)
+        return finish(ctx, outcome, drift_dict)
+
+    split, eval_names, how = B.evaluation_split(blocks, settings, batch.y, spec, task,
+                                                seed_from(batch.sha256, spec.seed))
+    X_train, y_train = batch.X.iloc[split.train], batch.y.iloc[split.train]
+    X_hold, y_hold = batch.X.iloc[split.holdout], batch.y.iloc[split.holdout]
+    train_blocks = B.split_blocks(X_train[spec.block_column])
+    known = set(champion.model.block_estimators_)
+    new = [b for b in train_blocks if b.value not in known]
+    to_refit = [b for b in train_blocks if b.name in drifted] + new
+    why_refit = "drifted and new blocks"
+    if not to_refit:  # a file-level signal no single block explains: refit every block of the file
+        to_refit, why_refit = train_blocks, "no block singled out by the drift signals: every training block"
+    values = [b.value for b in to_refit]
+    X_fit, y_fit = B.refit_data(reference, X_train, y_train, spec, values)
+    model = B.refit_blocks(champion.model, settings, X_fit, y_fit, values)
+
+    scores = evaluate_models({"champion": champion.model, "challenger": model}, X_hold, y_hold, task)
+    per_eval = {who: _eval_block_scores(m, X_hold, y_hold, spec, task)
+                for who, m in (("champion", champion.model), ("challenger", model))}
+    approval = _approval(per_eval["challenger"], spec)
+    verdict_promote = decide(scores["challenger"], scores["champion"], spec, metric)
+    promote = verdict_promote.promote and all(approval.values())
+    rule = verdict_promote.reason if not verdict_promote.promote or promote else _approval_reason(approval)
+    retrained = [b.name for b in to_refit]
+    trained = TrainingResult(model, X_fit, y_fit, "blocks",
+                             {"rows": len(X_fit), "rows_new": len(X_train), "retrained_blocks": retrained,
+                              "why": why_refit})
+    version = register(ctx, trained, batch, task, scores["challenger"], rule)
+    B.log_metrics(ctx.mlflow_run_id, {**B.mlflow_block_metrics(per_eval["challenger"], "challenger"),
+                                      "n_retrained_blocks": float(len(retrained))})
+    details.update({
+        "blocks": block_details(eval_names, per_eval, approval, retrained),
+        "evaluation": {"blocks": eval_names, "how": how},
+        "retrained_blocks": retrained, "new_blocks": [b.name for b in new], "why_retrained": why_refit,
+        "kept_blocks": sorted(B.block_name(v) for v in known if v not in values),
+        "skipped_blocks": {B.block_name(k): v for k, v in model.skipped_blocks_.items()},
+    })
+    if promote:
+        promote_challenger(spec.name, version)
+        save_concept_state(ctx.paths.state, version, None)
+        out = _write_predictions(ctx, batch, registry.champion(spec.name))
+        outcome = ctx.outcome("retrain_promoted",
+                              f"{drift_reason} → retrained blocks {', '.join(retrained)}: {rule}",
+                              champion_version=version, challenger_version=version, metrics=scores,
+                              retrain_mode="blocks", predictions_file=str(out), details=details, **common)
+        return finish(ctx, outcome, drift_dict)
+    ctx.log.info("challenger v%s (blocks %s) rejected: %s", version, retrained, rule)
+    out = _write_predictions(ctx, batch, champion)
+    outcome = ctx.outcome("retrain_rejected",
+                          f"{drift_reason} → retrained blocks {', '.join(retrained)} but not promoted: {rule}",
+                          champion_version=champion.version, challenger_version=version, metrics=scores,
+                          retrain_mode="blocks", predictions_file=str(out), details=details, **common)
+    return finish(ctx, outcome, drift_dict)
+
+
+# -- small helpers of this flow ------------------------------------------------------------------
+
+
+def _names(model) -> list[str]:
+    return sorted(B.block_name(v) for v in model.block_estimators_)
+
+
+def _eval_block_scores(model, X_hold, y_hold, spec, task) -> dict[str, dict]:
+    return B.block_scores(model, X_hold, y_hold, B.split_blocks(X_hold[spec.block_column]), task)
+
+
+def _approval(per_block: dict[str, dict], spec) -> dict[str, bool]:
+    """Per evaluation block: does the challenger pass every threshold there (blocks with too few rows to
+    judge, fewer than ``evaluation.min_holdout_rows``, are not held against it)."""
+    return {name: s["rows"] < spec.evaluation.min_holdout_rows
+            or not threshold_failures(s, spec.evaluation.thresholds) for name, s in per_block.items()}
+
+
+def _approval_reason(approval: dict[str, bool]) -> str:
+    return "challenger fails the thresholds on evaluation block(s) " + ", ".join(n for n, ok in approval.items() if not ok)
+
+
+def _drifted_features(verdict, vs_reference) -> list[str]:
+    names = list(verdict.drifted_features)
+    for v in vs_reference.values():
+        names += [f for f in v["report"].drifted_features if f not in names]
+    return names
+
+
+def _block_details(blocks, eval_names, vs_reference, monitoring, per_eval, approval, *, retrained,
+                   performance=None) -> dict[str, dict]:
+    """One entry per block of the file: rows, role, drift, metrics, retrained, approval."""
+    out = {}
+    for b in blocks:
+        entry: dict[str, Any] = {"rows": int(b.rows.size),
+                                 "role": "evaluation" if b.name in eval_names else "train",
+                                 "retrained": b.name in retrained}
+        if b.name in vs_reference:
+            v = vs_reference[b.name]
+            entry["drift"] = {"reference": v["reference"], **B.drift_summary(v["report"])}
+        if performance and performance.get(b.name):
+            p = performance[b.name]
+            entry["performance_drift"] = {"drift": p["drift"], "now": p["now"], "at_promotion": p["at_promotion"],
+                                          "relative_drop": p["relative_drop"]}
+        if b.name in monitoring:
+            entry["champion"] = monitoring[b.name]
+        for who, per_block in per_eval.items():
+            if b.name in per_block:
+                entry[f"holdout_{who}"] = per_block[b.name]
+        if b.name in approval:
+            entry["approved"] = approval[b.name]
+        out[b.name] = entry
+    return out

@@ -1,0 +1,214 @@
+"""The IPIP kind: block data with an imbalanced binary target, served by the IPIP ensemble, which adapts
+on every file. No thresholds and no drift gate (SPEC section 7):
+
+1. prequential evaluation: the current champion is scored on every block of the new file first;
+2. the ensemble is updated on the file (new ensembles trained, the best ``p`` of old + new kept), or fit on
+   the first file; the column transformer learnt on the first file is kept;
+3. the new version is registered and promoted (``train`` for the first, ``retrain_promoted`` afterwards);
+4. p, b, ensemble sizes and the share of ensembles replaced are recorded, and a data-drift report against
+   the previous file is computed for visibility only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from functools import partial
+from typing import Any
+
+from prefect import flow
+from sklearn.pipeline import Pipeline
+
+from calmops.core import registry
+from calmops.core.features import make_model
+from calmops.core.ipip import IPIPClassifier
+from calmops.core.spec import PipelineSpec
+from calmops.core.store import append_history
+from calmops.flows.common import (
+    RunContext,
+    fail,
+    finish,
+    load_champion,
+    open_run,
+    read_batch,
+    reference_frame,
+    run_name,
+)
+from calmops.flows.stream import _write_predictions, predict_without_training, register
+from calmops.tasks import blocks as B
+from calmops.tasks import step
+from calmops.tasks.drift import DriftVerdict, data_drift
+from calmops.tasks.evaluate import evaluate_models
+from calmops.tasks.ingest import Batch
+from calmops.tasks.promote import promote_challenger
+from calmops.tasks.record import RunOutcome
+from calmops.tasks.retrain import TrainingResult
+
+IPIP_CLASS = "calmops.core.ipip.IPIPClassifier"
+
+
+@flow(name="calmops-ipip", flow_run_name=partial(run_name, "ipip"), persist_result=False)
+def ipip_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
+    """Process one file of an IPIP pipeline: gate, ingest, prequential per-block scores, update, promote, record."""
+    ctx = open_run(pipeline, path, sha256)
+    if isinstance(ctx, RunOutcome):  # duplicate: done already
+        return ctx.to_dict()
+    try:
+        return process_ipip_file(ctx).to_dict()
+    except Exception as exc:
+        raise fail(ctx, exc) from exc
+
+
+def process_ipip_file(ctx: RunContext) -> RunOutcome:
+    spec = ctx.spec
+    champion = load_champion(spec.name)
+    batch = read_batch(ctx, champion)
+    if isinstance(batch, RunOutcome):
+        return batch
+    blocks = B.split_blocks(batch.frame[spec.block_column].reset_index(drop=True))
+    batch = without_block_column(batch, spec)
+    if spec.prediction_only or not ctx.training_allowed:
+        return predict_without_training(ctx, batch, champion)
+    ctx.params["retrain_mode"] = "ipip"
+    if champion is None:
+        return fit_first(ctx, batch, blocks)
+    return update_champion(ctx, batch, blocks, champion)
+
+
+def without_block_column(batch: Batch, spec: PipelineSpec) -> Batch:
+    """The block column names a block; IPIP does not learn from it (it is kept in ``batch.frame``)."""
+    if spec.block_column not in batch.X.columns:
+        return batch
+    types = {c: t for c, t in batch.feature_types.items() if c != spec.block_column}
+    return dataclasses.replace(batch, X=batch.X.drop(columns=[spec.block_column]), feature_types=types)
+
+
+def ipip_model(spec: PipelineSpec, feature_types: dict[str, str]) -> Pipeline:
+    """The spec's model as an IPIP ensemble behind the column transformer.
+
+    ``model.class`` is normally ``calmops.core.ipip.IPIPClassifier`` (its params are IPIP's); any other
+    classifier becomes IPIP's base estimator. IPIP is seeded from the spec's ``seed`` unless its params
+    give a ``random_state``.
+    """
+    model = make_model(spec, feature_types)
+    if not isinstance(model, Pipeline):
+        model = Pipeline([("model", model)])
+    name, final = model.steps[-1]
+    if not isinstance(final, IPIPClassifier):
+        final = IPIPClassifier(base_estimator=final)
+        model.steps[-1] = (name, final)
+    if final.random_state is None:
+        final.set_params(random_state=spec.seed)
+    return model
+
+
+def _ensemble(model: Pipeline) -> IPIPClassifier:
+    return model.steps[-1][1]
+
+
+@step("train")
+def fit_ipip(spec: PipelineSpec, feature_types: dict[str, str], X, y) -> Pipeline:
+    return ipip_model(spec, feature_types).fit(X, y)
+
+
+@step("update")
+def update_ipip(champion_model: Pipeline, X, y) -> Pipeline:
+    """A copy of the champion updated on the batch; the transformer fit on the first file is kept."""
+    model = copy.deepcopy(champion_model)
+    features = model[:-1].transform(X) if len(model.steps) > 1 else X
+    _ensemble(model).update(features, y.to_numpy())
+    return model
+
+
+def ipip_details(ensemble: IPIPClassifier) -> dict[str, Any]:
+    last = ensemble.history_[-1]
+    return {"p": int(ensemble.p_), "b": int(ensemble.b_), "ensemble_sizes": list(map(int, ensemble.ensemble_sizes_)),
+            "n_ensembles": len(ensemble.ensembles_), "replaced_share": float(ensemble.replaced_share_),
+            "n_new_kept": last.get("n_new_kept"), "n_minority": int(ensemble.n_minority_), "np": int(ensemble.np_),
+            "minority_class": str(ensemble.minority_class_), "holdout_score": last.get("holdout_score"),
+            "metric": ensemble.metric, "event": last.get("event"), "skipped": last.get("skipped"),
+            "updates": len(ensemble.history_) - 1}
+
+
+def ipip_metrics(info: dict[str, Any]) -> dict[str, float]:
+    return {"ipip_p": float(info["p"]), "ipip_b": float(info["b"]), "ipip_replaced_share": info["replaced_share"],
+            "ipip_n_ensembles": float(info["n_ensembles"]),
+            "ipip_mean_ensemble_size": sum(info["ensemble_sizes"]) / max(1, len(info["ensemble_sizes"]))}
+
+
+def fit_first(ctx: RunContext, batch: Batch, blocks: list[B.Block]) -> RunOutcome:
+    spec = ctx.spec
+    model = fit_ipip(spec, batch.feature_types, batch.X, batch.y)
+    info = ipip_details(_ensemble(model))
+    hold = _ensemble(model).holdout_index_
+    scores = evaluate_models({"challenger": model}, batch.X.iloc[hold], batch.y.iloc[hold], "classification")
+    reason = (f"IPIP ensemble fit on the first file: p={info['p']} ensembles, b={info['b']} at most, "
+              f"sizes {info['ensemble_sizes']}")
+    version = _register_and_promote(ctx, model, batch, scores["challenger"], reason)
+    B.log_metrics(ctx.mlflow_run_id, ipip_metrics(info))
+    outcome = ctx.outcome("train", reason, champion_version=version, challenger_version=version, metrics=scores,
+                          rows=batch.n_rows, retrain_mode="ipip",
+                          predictions_file=_predictions(ctx, batch),
+                          details={"ipip": info, "blocks": {b.name: {"rows": int(b.rows.size)} for b in blocks},
+                                   "evaluation": "IPIP's own held-out rows of the file"})
+    return finish(ctx, outcome, None)
+
+
+def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champion: registry.Champion) -> RunOutcome:
+    spec = ctx.spec
+    # 1. prequential: the champion on every block of the file, before it learns from it
+    now = evaluate_models({"champion": champion.model}, batch.X, batch.y, "classification")["champion"]
+    per_block = B.block_scores(champion.model, batch.X, batch.y, blocks, "classification")
+    B.log_metrics(ctx.mlflow_run_id, B.mlflow_block_metrics(per_block))
+    report = data_drift(champion.profile, batch.X, spec)  # for the record: IPIP has no drift gate
+    verdict = DriftVerdict(data=report, drift_detected=report.drift_detected,
+                           reasons=[f"data drift (not a gate for IPIP): {report.reason}"] if report.drift_detected else [])
+    append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
+                   spec.retrain.history_max_batches)
+    # 2. update on the whole file
+    model = update_ipip(champion.model, batch.X, batch.y)
+    ensemble = _ensemble(model)
+    info = ipip_details(ensemble)
+    hold = ensemble.holdout_index_
+    scores = evaluate_models({"champion": champion.model, "challenger": model},
+                             batch.X.iloc[hold], batch.y.iloc[hold], "classification")
+    scores["champion_prequential"] = now
+    reason = (f"IPIP updated on {batch.file}: {info['n_new_kept']} of {info['n_ensembles']} ensembles replaced "
+              f"(share {info['replaced_share']:.2f}), p={info['p']}, b={info['b']}; "
+              f"prequential {_metric(now)} before the update")
+    if info["skipped"]:  # a file with a single class cannot form balanced subsets: nothing new to register
+        outcome = ctx.outcome("no_drift", f"IPIP update skipped: the file {info['skipped']}; champion unchanged",
+                              champion_version=champion.version, metrics={"champion": now}, rows=batch.n_rows,
+                              drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,
+                              predictions_file=_predictions(ctx, batch), details={"ipip": info, "drift_gate": False})
+        return finish(ctx, outcome, verdict.to_dict())
+    # 3. register and promote, always
+    version = _register_and_promote(ctx, model, batch, scores["challenger"], reason)
+    B.log_metrics(ctx.mlflow_run_id, ipip_metrics(info))
+    details = {"ipip": info, "blocks": {name: {"rows": s["rows"], "prequential": s} for name, s in per_block.items()},
+               "evaluation": "prequential: the champion scored on each block before the update; "
+                             "champion and challenger also on IPIP's held-out rows of the file",
+               "drift_gate": False}
+    outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
+                          metrics=scores, rows=batch.n_rows, retrain_mode="ipip",
+                          drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,
+                          predictions_file=_predictions(ctx, batch), details=details)
+    return finish(ctx, outcome, verdict.to_dict())
+
+
+def _metric(scores: dict[str, Any]) -> str:
+    value = scores.get("balanced_accuracy")
+    return "balanced accuracy n/a" if value is None else f"balanced accuracy {value:.4f}"
+
+
+def _register_and_promote(ctx: RunContext, model: Pipeline, batch: Batch, scores: dict, reason: str) -> int:
+    """The file's rows become the version's reference (the next file's drift report compares against it)."""
+    trained = TrainingResult(model, batch.X, batch.y, "ipip", {"rows": batch.n_rows})
+    version = register(ctx, trained, batch, "classification", scores, reason)
+    promote_challenger(ctx.spec.name, version)
+    return version
+
+
+def _predictions(ctx: RunContext, batch: Batch) -> str | None:
+    out = _write_predictions(ctx, batch, registry.champion(ctx.spec.name))
+    return str(out) if out else None

@@ -1,0 +1,163 @@
+"""The block flow on a real Prefect API (test harness) and a real MLflow store (SQLite)."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from calmops.core import registry
+from calmops.core.spec import PipelineSpec
+from calmops.core.store import pipeline_paths, read_spec, save_spec, spec_from_dict
+from tests.conftest import write_csv
+from tests.flows.helpers import incoming, run, runs_for_sha, update_spec, versions
+
+pytestmark = pytest.mark.integration
+
+BLOCKS = ["a", "b", "c", "d"]  # sorted: "d" is the newest block, held out for evaluation by default
+
+
+def block_frame(n: int, seed: int, shifted: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Four sites; label = x1 > 5. A shifted site has x1 moved up by 3 and its label cut at 8."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for site in BLOCKS:
+        x1, x2 = rng.uniform(0, 10, n), rng.uniform(0, 10, n)
+        cut = 5.0
+        if site in shifted:
+            x1, cut = x1 + 3.0, 8.0
+        parts.append(pd.DataFrame({"site": site, "x1": x1, "x2": x2, "y": (x1 > cut).astype(int)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def create(name: str) -> None:
+    save_spec(spec_from_dict({
+        "name": name, "kind": "block", "target": "y", "block_column": "site",
+        "model": {"class": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 4, "random_state": 0}},
+        "evaluation": {"primary_metric": "balanced_accuracy"},
+    }), create=True)
+
+
+def configure_blocks(monkeypatch, name: str, **settings) -> None:
+    """Block settings through the spec when it has the ``blocks`` key, else through the settings reader."""
+    if "blocks" in PipelineSpec.model_fields:
+        update_spec(name, blocks=settings)
+        return
+    from calmops.tasks import blocks
+
+    original = blocks.block_settings
+    monkeypatch.setattr(blocks, "block_settings", lambda spec: dataclasses.replace(original(spec), **settings))
+
+
+def mlflow_metrics(name: str, sha: str) -> dict[str, float]:
+    [mlrun] = runs_for_sha(name, sha)
+    return mlrun.data.metrics
+
+
+def test_shifted_block_is_found_and_only_its_model_is_retrained(prefect_server, calmops_home):
+    create("sites")
+    folder = incoming("sites")
+    first = run("sites", write_csv(block_frame(400, seed=1), folder, "m1.csv"))
+    assert first["decision"] == "train", first["reason"]
+    assert first["details"]["evaluation"]["blocks"] == ["d"]
+    v1 = registry.load_version("sites", 1).model
+    assert sorted(v1.block_estimators_) == ["a", "b", "c"]  # d was held out: no model of its own yet
+    assert "block_d_challenger_balanced_accuracy" in mlflow_metrics("sites", first["sha256"])
+
+    frame = block_frame(400, seed=2, shifted=("c",))
+    second = run("sites", write_csv(frame, folder, "m2.csv"))
+    details = second["details"]
+    assert second["drift_detected"] and second["decision"].startswith("retrain_"), second["reason"]
+    # drift against the reference: in block c only
+    assert details["drifted_blocks"] == ["c"]
+    assert {n: b["drift"]["drift"] for n, b in details["blocks"].items()} == {
+        "a": False, "b": False, "c": True, "d": False}
+    assert details["blocks"]["c"]["drift"]["drifted_features"] == ["x1"]
+    # between blocks: c differs from every other block, the others not from each other
+    matrix = details["drift_matrix"]
+    assert matrix["labels"] == BLOCKS
+    c = BLOCKS.index("c")
+    expected = [[int(i != j and c in (i, j)) for j in range(4)] for i in range(4)]
+    assert matrix["drift"] == expected, matrix
+    assert matrix["p_adjusted"][c][0] < 0.05 and matrix["effect"][c][0] > 0.1
+    # only c was retrained; a and b are the very same models (identical predictions after MLflow)
+    assert details["retrained_blocks"] == ["c"] and details["kept_blocks"] == ["a", "b"]
+    assert details["blocks"]["c"]["retrained"] and not details["blocks"]["a"]["retrained"]
+    assert versions("sites") == [1, 2] and second["challenger_version"] == 2
+    registry._load_version.cache_clear()
+    v1, v2 = registry.load_version("sites", 1).model, registry.load_version("sites", 2).model
+    X = frame[["site", "x1", "x2"]]
+    for site in ("a", "b"):
+        rows = X[X.site == site]
+        assert np.array_equal(v1.predict(rows), v2.predict(rows))
+        assert v2.model_for(site) is not v2.global_estimator_
+    shifted = X[X.site == "c"]
+    assert not np.array_equal(v1.predict(shifted), v2.predict(shifted))
+    assert (v2.predict(shifted) == frame.loc[X.site == "c", "y"]).mean() > 0.95  # learnt the new cut
+    # per-block metrics: in the outcome and as MLflow metrics block_<name>_<metric>
+    metrics = mlflow_metrics("sites", second["sha256"])
+    for site in BLOCKS:
+        assert f"block_{site}_balanced_accuracy" in metrics
+        assert details["blocks"][site]["champion"]["rows"] == 400
+    assert metrics["block_c_balanced_accuracy"] < metrics["block_a_balanced_accuracy"]
+    assert "block_d_challenger_balanced_accuracy" in metrics
+    assert details["blocks"]["d"]["role"] == "evaluation" and "approved" in details["blocks"]["d"]
+    # outcome.json in MLflow holds the same details
+    [mlrun] = runs_for_sha("sites", second["sha256"])
+    stored = MlflowClient().download_artifacts(mlrun.info.run_id, "outcome.json")
+    import json
+
+    assert json.loads(open(stored).read())["details"]["retrained_blocks"] == ["c"]
+
+
+def test_same_blocks_without_shift_is_no_drift(prefect_server, calmops_home):
+    create("calm")
+    folder = incoming("calm")
+    assert run("calm", write_csv(block_frame(300, seed=3), folder, "1.csv"))["decision"] == "train"
+    out = run("calm", write_csv(block_frame(300, seed=4), folder, "2.csv"))
+    assert out["decision"] == "no_drift", out["reason"]
+    assert out["details"]["drifted_blocks"] == [] and not any(out["details"]["drift_matrix"]["drift"][0])
+    assert versions("calm") == [1]
+
+
+def _unseen_rows(name: str, file: str, frame: pd.DataFrame):
+    preds = pd.read_csv(pipeline_paths(read_spec(name)).predictions / f"{file}.predictions.csv")
+    mask = (frame.site == "d").to_numpy()
+    return preds["prediction"].to_numpy()[mask], frame.loc[mask, ["x1", "x2"]]
+
+
+def test_unseen_block_goes_to_the_global_model_by_default(prefect_server, calmops_home):
+    create("glob")
+    frame = block_frame(300, seed=5)
+    run("glob", write_csv(frame, incoming("glob"), "1.csv"))
+    model = registry.champion("glob").model
+    assert model.unseen == "global" and model.model_for("d") is model.global_estimator_
+    predicted, features = _unseen_rows("glob", "1.csv", frame)
+    assert np.array_equal(predicted, model.global_estimator_.predict(features))
+
+
+def test_unseen_block_goes_to_a_vote_when_configured(prefect_server, calmops_home, monkeypatch):
+    create("vote")
+    configure_blocks(monkeypatch, "vote", unseen="vote")
+    frame = block_frame(300, seed=5)
+    out = run("vote", write_csv(frame, incoming("vote"), "1.csv"))
+    assert out["details"]["unseen"] == "vote"
+    model = registry.champion("vote").model
+    assert model.unseen == "vote" and model.model_for("d") == "vote"
+    predicted, features = _unseen_rows("vote", "1.csv", frame)
+    proba = np.mean([m.predict_proba(features) for m in model.block_estimators_.values()], axis=0)
+    assert np.array_equal(predicted, model.classes_[proba.argmax(axis=1)])
+
+
+def test_configured_evaluation_blocks_and_per_block_approval(prefect_server, calmops_home, monkeypatch):
+    create("evalb")
+    configure_blocks(monkeypatch, "evalb", evaluation=["a"])
+    update_spec("evalb", evaluation={"thresholds": {"balanced_accuracy": {"min": 0.999}}})
+    out = run("evalb", write_csv(block_frame(300, seed=6), incoming("evalb"), "1.csv"))
+    details = out["details"]
+    assert details["evaluation"]["blocks"] == ["a"] and details["blocks"]["a"]["role"] == "evaluation"
+    assert sorted(registry.load_version("evalb", 1).model.block_estimators_) == ["b", "c", "d"]
+    # a tree of depth 4 is not perfect: the evaluation block fails the threshold, nothing is promoted
+    assert details["blocks"]["a"]["approved"] is False
+    assert out["decision"] == "retrain_rejected" and registry.alias_version("evalb", "champion") is None

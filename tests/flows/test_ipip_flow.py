@@ -1,0 +1,79 @@
+"""The IPIP flow: imbalanced binary data with string labels, updated on every file, always promoted."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from calmops.core import registry
+from calmops.core.ipip import IPIPClassifier
+from calmops.core.store import save_spec, spec_from_dict
+from tests.conftest import write_csv
+from tests.flows.helpers import incoming, run, runs_for_sha, versions
+
+
+def rare_frame(n: int, seed: int, months: list[str], shift: float = 0.0) -> pd.DataFrame:
+    """About 7 % 'rare' rows; a categorical feature; the month names the block."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    color = rng.choice(["red", "green", "blue"], size=n)
+    score = x[:, 0] + 0.8 * x[:, 1] + (color == "red") * 0.7 + rng.normal(0, 0.3, n) - shift
+    label = np.where(score > np.quantile(score, 0.93), "rare", "common")
+    return pd.DataFrame({"month": np.repeat(months, -(-n // len(months)))[:n], "x1": x[:, 0] + shift,
+                         "x2": x[:, 1], "x3": x[:, 2], "color": color, "label": label})
+
+
+SPEC = {"name": "rare", "kind": "ipip", "target": "label", "block_column": "month",
+        "model": {"class": "calmops.core.ipip.IPIPClassifier", "params": {"random_state": 3}},
+        "evaluation": {"thresholds": {"balanced_accuracy": {"min": 0.99}}}}  # IPIP ignores thresholds
+
+
+@pytest.mark.integration
+def test_ipip_trains_then_updates_and_promotes_every_file(prefect_server, calmops_home):
+    save_spec(spec_from_dict(dict(SPEC)), create=True)
+    folder = incoming("rare")
+    files = [rare_frame(1200, seed=10, months=["2024-01", "2024-02", "2024-03"]),
+             rare_frame(1200, seed=11, months=["2024-04", "2024-05", "2024-06"]),
+             rare_frame(1200, seed=12, months=["2024-07", "2024-08", "2024-09"], shift=1.0)]
+    outcomes = [run("rare", write_csv(f, folder, f"q{i}.csv")) for i, f in enumerate(files)]
+    assert [o["decision"] for o in outcomes] == ["train", "retrain_promoted", "retrain_promoted"], \
+        [o["reason"] for o in outcomes]
+    assert [o["champion_version"] for o in outcomes] == [1, 2, 3] and versions("rare") == [1, 2, 3]
+    assert registry.alias_version("rare", "champion") == 3 and registry.alias_version("rare", "previous") == 2
+    for o in outcomes:
+        info = o["details"]["ipip"]
+        assert info["p"] >= 1 and info["b"] >= 1 and len(info["ensemble_sizes"]) == info["p"]
+        assert max(info["ensemble_sizes"]) <= info["b"] and 0.0 <= info["replaced_share"] <= 1.0
+        metrics = runs_for_sha("rare", o["sha256"])[0].data.metrics
+        assert metrics["ipip_p"] == info["p"] and metrics["ipip_b"] == info["b"]
+        assert metrics["ipip_replaced_share"] == pytest.approx(info["replaced_share"])
+    assert outcomes[0]["details"]["ipip"]["replaced_share"] == 1.0
+    # prequential: the champion was scored on each month of files 2 and 3 before the update
+    for o, f in zip(outcomes[1:], files[1:]):
+        blocks = o["details"]["blocks"]
+        assert sorted(blocks) == sorted(set(f["month"]))
+        metrics = runs_for_sha("rare", o["sha256"])[0].data.metrics
+        for month in blocks:
+            assert f"block_{month}_balanced_accuracy" in metrics
+        assert o["metrics"]["champion_prequential"]["balanced_accuracy"] > 0.6
+        assert o["details"]["drift_gate"] is False
+    # drift is reported, not acted on: file 3 is shifted and still simply updated
+    assert outcomes[2]["drift_detected"] and "x1" in outcomes[2]["drifted_features"]
+    # the champion is an IPIP ensemble behind the column transformer; labels stay strings
+    champion = registry.champion("rare")
+    assert isinstance(champion.model[-1], IPIPClassifier) and list(champion.model.classes_) == ["common", "rare"]
+    assert len(champion.model[-1].history_) == 3 and "month" not in champion.schema.columns
+    preds = pd.read_csv(outcomes[2]["predictions_file"])
+    assert set(preds["model_version"]) == {3} and {"proba_rare", "proba_common"} <= set(preds.columns)
+    assert (preds["prediction"] == "rare").mean() > 0.02
+
+
+def test_ipip_model_wraps_a_plain_classifier_and_seeds_it():
+    from calmops.flows.ipip import ipip_model
+
+    spec = spec_from_dict({**SPEC, "model": {"class": "sklearn.tree.DecisionTreeClassifier",
+                                             "params": {"max_depth": 3}}, "seed": 7})
+    model = ipip_model(spec, {"x1": "numeric", "color": "categorical"})
+    assert isinstance(model[-1], IPIPClassifier) and model[-1].random_state == 7
+    assert type(model[-1].base_estimator).__name__ == "DecisionTreeClassifier"
+    seeded = ipip_model(spec_from_dict(dict(SPEC)), {"x1": "numeric"})
+    assert seeded[-1].random_state == 3

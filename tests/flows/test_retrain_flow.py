@@ -1,0 +1,90 @@
+"""Retraining modes, hooks and fallback through the real flow, registry and skops round-trip."""
+
+import pytest
+
+from calmops.core import registry
+from tests.conftest import sea_frame, write_csv
+from tests.flows.helpers import incoming, run, update_spec, versions
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("mode", ["stacking", "recalibration", "replay", "window", "incremental"])
+def test_mode_runs_end_to_end_and_is_recorded(prefect_server, stream_spec, mode):
+    folder = incoming("sea")
+    run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))
+    update_spec("sea", retrain={"mode": mode, "retrain_on": "always"}, evaluation={"thresholds": {}})
+    out = run("sea", write_csv(sea_frame(1000, 9.5, seed=2), folder, "b.csv"))
+    assert out["decision"] in ("retrain_promoted", "retrain_rejected"), out["reason"]
+    [training] = out["details"]["training"]
+    assert training["mode"] == mode and training["challenger_version"] == 2
+    # the challenger was saved with skops and loads back from the registry
+    loaded = registry.load_version("sea", 2)
+    assert len(loaded.model.predict(sea_frame(10, 8, seed=3)[["x1", "x2", "x3"]])) == 10
+    if mode == "incremental":  # a decision tree cannot partial_fit: a recorded fallback
+        assert training["fallback"] == "full"
+
+
+HOOKS = '''
+from sklearn.linear_model import LogisticRegression
+from sklearn.dummy import DummyClassifier
+
+def train(X, y, spec):
+    return LogisticRegression().fit(X, y)
+
+def weak(champion, X, y, reference, history, spec):
+    return DummyClassifier(strategy="most_frequent").fit(X, y)
+
+def strong(champion, X, y, reference, history, spec):
+    from sklearn.tree import DecisionTreeClassifier
+    return DecisionTreeClassifier(max_depth=6, random_state=0).fit(X, y)
+
+def broken(champion, X, y, reference, history, spec):
+    raise ValueError("the feature store is down")
+'''
+
+
+def test_hooks_and_fallback_run_when_configured(prefect_server, stream_spec, tmp_path):
+    module = tmp_path / "hooks.py"
+    module.write_text(HOOKS)
+    update_spec("sea", hooks={"train": f"{module}:train", "retrain": f"{module}:weak",
+                              "fallback": f"{module}:strong"}, evaluation={"thresholds": {}})
+    folder = incoming("sea")
+    first = run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))
+    assert first["details"]["training"][0]["mode"] == "hook:train"
+    assert type(registry.champion("sea").model).__name__ == "LogisticRegression"
+    out = run("sea", write_csv(sea_frame(1000, 9.5, seed=2), folder, "b.csv"))
+    modes = [t["mode"] for t in out["details"]["training"]]
+    assert modes == ["hook:retrain", "hook:fallback"]
+    assert out["details"]["training"][0]["promoted"] is False  # the weak one was rejected
+    assert out["decision"] == "retrain_promoted" and out["champion_version"] == 3
+
+
+def test_failing_hook_is_reported_and_the_champion_stays(prefect_server, stream_spec, tmp_path):
+    module = tmp_path / "hooks.py"
+    module.write_text(HOOKS)
+    folder = incoming("sea")
+    run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))
+    update_spec("sea", hooks={"retrain": f"{module}:broken"}, retrain={"retrain_on": "always"})
+    path = write_csv(sea_frame(1000, 9.5, seed=2), folder, "b.csv")
+    out = run("sea", path)
+    assert out["decision"] == "failed"
+    assert "retrain hook" in out["reason"] and "the feature store is down" in out["reason"]
+    assert registry.alias_version("sea", "champion") == 1 and versions("sea") == [1]
+    assert path.exists()  # kept for a retry
+
+
+def test_recalibration_on_regression_fails_with_a_clear_reason(prefect_server, calmops_home):
+    import numpy as np
+    import pandas as pd
+
+    from calmops.core.store import save_spec, spec_from_dict
+
+    save_spec(spec_from_dict({"name": "reg", "target": "t", "model": {"class": "sklearn.linear_model.Ridge"},
+                              "retrain": {"mode": "recalibration", "retrain_on": "always"}}), create=True)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 2))
+    frame = pd.DataFrame(X, columns=["a", "b"]).assign(t=X[:, 0] * 2)
+    run("reg", write_csv(frame, incoming("reg"), "a.csv"))
+    out = run("reg", write_csv(frame.assign(a=frame.a + 0.01), incoming("reg"), "b.csv"))
+    assert out["decision"] == "failed" and "classifiers only" in out["reason"]

@@ -1,0 +1,167 @@
+"""Each retraining mode's defining property, on the plain functions."""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import log_loss
+
+from calmops.core.features import make_model
+from calmops.core.spec import parse_spec
+from calmops.tasks.retrain import RetrainModeUnavailable, train_challenger
+
+TYPES = {"a": "numeric", "b": "numeric", "c": "categorical"}
+
+
+def data(n, seed, task="binary", shift=0.0, prior=None):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"a": rng.normal(shift, 1, n), "b": rng.normal(0, 1, n), "c": rng.choice(["u", "v"], n)})
+    score = X["a"] - 0.5 * X["b"] + (X["c"] == "u") * 0.5 + rng.normal(0, 0.7, n)
+    if task == "regression":
+        y = pd.Series(3 * X["a"] - X["b"] + rng.normal(0, 0.3, n), name="y")
+    elif task == "multiclass":
+        y = pd.Series(np.array(["low", "mid", "high"])[np.digitize(score, [-0.5, 0.5])], name="y")
+    else:
+        threshold = np.quantile(score, 1 - prior) if prior else 0.0
+        y = pd.Series((score > threshold).astype(int), name="y")
+    return X, y
+
+
+def spec(model="sklearn.linear_model.LogisticRegression", params=None, **retrain):
+    return parse_spec({"name": "m", "target": "y", "model": {"class": model, "params": params or {}},
+                       "retrain": retrain})
+
+
+def fitted(sp, X, y):
+    return make_model(sp, TYPES).fit(X, y)
+
+
+def with_target(X, y):
+    return X.assign(y=y.to_numpy())
+
+
+def test_incremental_continues_the_same_fitted_estimator():
+    sp = spec("sklearn.linear_model.SGDClassifier", {"random_state": 0}, mode="incremental")
+    X0, y0 = data(500, 0)
+    champion = fitted(sp, X0, y0)
+    before = champion[-1].coef_.copy()
+    X1, y1 = data(300, 1)
+    result = train_challenger("incremental", sp, TYPES, with_target(X0, y0), X1, y1, champion=champion)
+    expected = copy.deepcopy(champion)
+    expected[-1].partial_fit(expected[:-1].transform(X1), y1, classes=expected[-1].classes_)
+    assert np.allclose(result.model[-1].coef_, expected[-1].coef_)
+    assert not np.allclose(result.model[-1].coef_, before)  # it learned from the new rows
+    assert np.allclose(champion[-1].coef_, before)  # and the champion itself is untouched
+    assert "fallback" not in result.info
+
+
+def test_incremental_falls_back_to_full_and_says_so():
+    sp = spec("sklearn.tree.DecisionTreeClassifier", mode="incremental")
+    X0, y0 = data(300, 0)
+    X1, y1 = data(200, 1)
+    result = train_challenger("incremental", sp, TYPES, with_target(X0, y0), X1, y1, champion=fitted(sp, X0, y0))
+    assert result.info["fallback"] == "full" and "no partial_fit" in result.info["fallback_reason"]
+    assert len(result.X) == 500
+
+
+def test_window_uses_exactly_the_last_n_rows():
+    sp = spec(mode="window", window_rows=500)
+    history = [(f"h{i}", with_target(*data(300, 10 + i))) for i in range(3)]
+    X1, y1 = data(300, 1)
+    result = train_challenger("window", sp, TYPES, None, X1, y1, history=history)
+    everything = pd.concat([h[[*TYPES]] for _, h in history] + [X1], ignore_index=True)
+    assert len(result.X) == 500
+    pd.testing.assert_frame_equal(result.X.reset_index(drop=True), everything.iloc[-500:].reset_index(drop=True))
+
+
+def test_window_by_batches():
+    sp = spec(mode="window", window_batches=2)
+    history = [(f"h{i}", with_target(*data(100 + i, 10 + i))) for i in range(3)]
+    X1, y1 = data(50, 1)
+    result = train_challenger("window", sp, TYPES, None, X1, y1, history=history)
+    assert len(result.X) == 102 + 50  # the newest history batch plus the current one
+
+
+def test_stacking_leaves_the_frozen_champion_predictions_unchanged():
+    sp = spec(mode="stacking")
+    X0, y0 = data(500, 0)
+    champion = fitted(sp, X0, y0)
+    probe, _ = data(200, 5)
+    before = champion.predict_proba(probe)
+    X1, y1 = data(400, 1, shift=1.0)
+    result = train_challenger("stacking", sp, TYPES, with_target(X0, y0), X1, y1, champion=champion)
+    frozen = result.model.named_estimators_["champion"]
+    assert frozen.estimator is champion
+    assert np.array_equal(frozen.predict_proba(probe), before)
+    assert set(result.model.predict(probe)) <= {0, 1}
+
+
+def test_replay_mixes_history_at_the_configured_ratio_with_class_shares():
+    sp = spec(mode="replay", replay_ratio=0.5)
+    history = [("h0", with_target(*data(1000, 3, prior=0.2)))]
+    X1, y1 = data(400, 1)
+    result = train_challenger("replay", sp, TYPES, None, X1, y1, history=history)
+    assert result.info["rows_replayed"] == 200 and len(result.X) == 600
+    replayed_y = result.y.iloc[400:]
+    assert abs(replayed_y.mean() - history[0][1]["y"].mean()) < 0.02  # stratified: same class shares
+
+
+def test_recalibration_keeps_the_base_and_lowers_log_loss():
+    sp = spec("sklearn.naive_bayes.GaussianNB", mode="recalibration", calibration_method="sigmoid")
+    X0, y0 = data(2000, 0)
+    champion = fitted(sp, X0, y0)
+    params_before = champion.get_params(deep=True)
+    theta_before = champion[-1].theta_.copy()
+    X1, y1 = data(2000, 1, prior=0.1)  # priors moved: the champion's probabilities are off
+    X2, y2 = data(2000, 2, prior=0.1)
+    result = train_challenger("recalibration", sp, TYPES, None, X1, y1, champion=champion)
+    assert champion.get_params(deep=True).keys() == params_before.keys()
+    assert np.array_equal(champion[-1].theta_, theta_before)
+    assert log_loss(y2, result.model.predict_proba(X2)) < log_loss(y2, champion.predict_proba(X2))
+
+
+def test_recalibration_refuses_regression_clearly():
+    sp = spec("sklearn.linear_model.Ridge", mode="recalibration")
+    X0, y0 = data(200, 0, task="regression")
+    with pytest.raises(RetrainModeUnavailable, match="classifiers only"):
+        train_challenger("recalibration", sp, TYPES, None, X0, y0, champion=fitted(sp, X0, y0), task="regression")
+
+
+CASES = {
+    "binary": ("sklearn.linear_model.SGDClassifier", ["full", "incremental", "window", "stacking", "replay", "recalibration"]),
+    "multiclass": ("sklearn.linear_model.SGDClassifier", ["full", "incremental", "window", "stacking", "replay", "recalibration"]),
+    "regression": ("sklearn.linear_model.SGDRegressor", ["full", "incremental", "window", "stacking", "replay"]),
+}
+
+
+@pytest.mark.parametrize("task", list(CASES))
+def test_every_applicable_mode_runs_for_each_task(task):
+    model, modes = CASES[task]
+    kind = "regression" if task == "regression" else "classification"
+    X0, y0 = data(600, 0, task=task)
+    X1, y1 = data(300, 1, task=task, shift=0.5)
+    history = [("h0", with_target(X0, y0))]
+    probe, _ = data(50, 9, task=task)
+    for mode in modes:
+        params = {"random_state": 0} if "SGD" in model else {}
+        if mode == "recalibration":
+            params["loss"] = "log_loss"
+        sp = spec(model, params, mode=mode)
+        champion = fitted(sp, X0, y0)
+        result = train_challenger(mode, sp, TYPES, with_target(X0, y0), X1, y1, champion=champion,
+                                  history=history, task=kind)
+        pred = result.model.predict(probe)
+        assert len(pred) == 50, mode
+        if kind == "classification":
+            assert set(pred) <= set(y0), mode
+
+
+def test_hyperparameter_search_respects_its_budget():
+    sp = parse_spec({"name": "m", "target": "y", "model": {"class": "sklearn.tree.DecisionTreeClassifier"},
+                     "retrain": {"search": {"method": "random", "params": {"max_depth": [1, 2, 3, 4, 5, 6]},
+                                            "budget": 3, "cv": 2}}})
+    X0, y0 = data(300, 0)
+    result = train_challenger("full", sp, TYPES, None, X0, y0)
+    assert result.info["search"]["tried"] == 3
+    assert result.info["search"]["best_params"]["max_depth"] in range(1, 7)
