@@ -32,7 +32,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
-
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from calmops.core.spec import NAME_PATTERN
@@ -190,9 +189,7 @@ def _short(value: Any) -> Any:
 
 def _field(loc: tuple | list) -> str:
     parts = list(loc)
-    if parts and parts[0] == "body":
-        parts = parts[1:]
-    elif parts and parts[0] in ("path", "query", "header", "cookie"):
+    if parts and parts[0] in ("body", "path", "query", "header", "cookie"):
         parts = parts[1:]
     out = ""
     for p in parts:
@@ -324,7 +321,7 @@ def _champion(name: str):
                        f"drop a labelled file into its incoming folder or run 'calmops run {name} FILE'")
     try:
         return registry.load_version(name, version)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log.exception("loading %s v%s failed", name, version)
         raise ApiError(503, f"champion v{version} of {name!r} could not be loaded: {_first_line(exc)}",
                        "check GET /health and the MLflow registry") from None
@@ -442,7 +439,7 @@ def predict_records(champion, records: list[dict[str, Any]]) -> tuple[list, list
     X, warnings = prepare_records(records, champion.schema)
     try:
         frame = predictions_frame(champion.model, X, champion.version)
-    except Exception as exc:  # noqa: BLE001 - say which model failed rather than a bare 500
+    except Exception as exc:
         log.exception("prediction with %s v%s failed", champion.name, champion.version)
         raise ApiError(500, f"model v{champion.version} failed to predict: {_first_line(exc)}") from None
     predictions = [_plain(v) for v in frame["prediction"].tolist()]
@@ -570,6 +567,7 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
               responses={404: {"model": NotFoundOut, "description": "No such pipeline."},
                          409: {"model": ErrorOut, "description": "The pipeline has no champion yet."},
                          413: {"model": ErrorOut, "description": "Body or record count over the limit."},
+                         500: {"model": ErrorOut, "description": "The model failed on input that passed validation."},
                          **common})
     def predict(name: NameParam, body: PredictRequest):
         """Score records with the pipeline's current champion.

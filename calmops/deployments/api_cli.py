@@ -68,8 +68,9 @@ def register(app: typer.Typer) -> None:
         api = create_app(token=token, max_request_bytes=max_request_bytes, max_records=max_records)
         shown = f"[{host}]" if ":" in host else host
         auth = f"bearer token from ${token_env}" if token else f"no auth (set ${token_env} to require a token)"
-        console.print(f"prediction API on http://{shown}:{port} · docs at /docs · {auth}", highlight=False)
+        console.print(f"prediction API on http://{shown}:{port} · docs at /docs · {auth}", highlight=False,
+                      soft_wrap=True)
         if not _is_loopback(host) and not token:
             console.print(f"[yellow]warning:[/] listening on {host} without a token: anyone who can reach "
-                          f"this address can query the models (set ${token_env})", highlight=False)
+                          f"this address can query the models (set ${token_env})", highlight=False, soft_wrap=True)
         uvicorn.run(api, host=host, port=port, log_level=log_level, server_header=False)

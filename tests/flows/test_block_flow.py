@@ -18,8 +18,9 @@ pytestmark = pytest.mark.integration
 BLOCKS = ["a", "b", "c", "d"]  # sorted: "d" is the newest block, held out for evaluation by default
 
 
-def block_frame(n: int, seed: int, shifted: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Four sites; label = x1 > 5. A shifted site has x1 moved up by 3 and its label cut at 8."""
+def block_frame(n: int, seed: int, shifted: tuple[str, ...] = (), noisy: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Four sites; label = x1 > 5. A shifted site has x1 moved up by 3 and its label cut at 8; a noisy
+    site has a quarter of its labels flipped."""
     rng = np.random.default_rng(seed)
     parts = []
     for site in BLOCKS:
@@ -27,7 +28,10 @@ def block_frame(n: int, seed: int, shifted: tuple[str, ...] = ()) -> pd.DataFram
         cut = 5.0
         if site in shifted:
             x1, cut = x1 + 3.0, 8.0
-        parts.append(pd.DataFrame({"site": site, "x1": x1, "x2": x2, "y": (x1 > cut).astype(int)}))
+        y = (x1 > cut).astype(int)
+        if site in noisy:
+            y = np.where(rng.random(n) < 0.25, 1 - y, y)
+        parts.append(pd.DataFrame({"site": site, "x1": x1, "x2": x2, "y": y}))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -152,12 +156,14 @@ def test_unseen_block_goes_to_a_vote_when_configured(prefect_server, calmops_hom
 
 def test_configured_evaluation_blocks_and_per_block_approval(prefect_server, calmops_home, monkeypatch):
     create("evalb")
-    configure_blocks(monkeypatch, "evalb", evaluation=["a"])
-    update_spec("evalb", evaluation={"thresholds": {"balanced_accuracy": {"min": 0.999}}})
-    out = run("evalb", write_csv(block_frame(300, seed=6), incoming("evalb"), "1.csv"))
+    configure_blocks(monkeypatch, "evalb", evaluation=["a", "b"])
+    update_spec("evalb", evaluation={"thresholds": {"balanced_accuracy": {"min": 0.85}}})
+    out = run("evalb", write_csv(block_frame(300, seed=6, noisy=("b",)), incoming("evalb"), "1.csv"))
     details = out["details"]
-    assert details["evaluation"]["blocks"] == ["a"] and details["blocks"]["a"]["role"] == "evaluation"
-    assert sorted(registry.load_version("evalb", 1).model.block_estimators_) == ["b", "c", "d"]
-    # a tree of depth 4 is not perfect: the evaluation block fails the threshold, nothing is promoted
-    assert details["blocks"]["a"]["approved"] is False
-    assert out["decision"] == "retrain_rejected" and registry.alias_version("evalb", "champion") is None
+    assert details["evaluation"]["blocks"] == ["a", "b"] and details["blocks"]["a"]["role"] == "evaluation"
+    assert sorted(registry.load_version("evalb", 1).model.block_estimators_) == ["c", "d"]
+    # both evaluation blocks together pass the threshold, but block b alone does not: not approved
+    assert out["metrics"]["challenger"]["balanced_accuracy"] >= 0.85
+    assert details["blocks"]["a"]["approved"] is True and details["blocks"]["b"]["approved"] is False
+    assert out["decision"] == "retrain_rejected" and "evaluation block(s) b" in out["reason"]
+    assert registry.alias_version("evalb", "champion") is None

@@ -1,0 +1,328 @@
+"""Prefect deployments and automations, one set per pipeline, kept in step with the pipeline specs.
+
+Per pipeline ``<name>`` of kind ``<kind>``:
+
+* deployment ``calmops-<kind>/<name>`` of the kind's flow, in the process work pool ``calmops``, with
+  a concurrency limit of one that *enqueues* (runs of one pipeline are serialized, pipelines run in
+  parallel), and a trigger on the event ``calmops.file.arrived`` whose resource is
+  ``calmops.pipeline.<name>``; the trigger passes the pipeline, the file's path and its SHA-256, templated
+  from the event, as the run's parameters;
+* when the spec has a ``schedule`` (cron like ``*/10 * * * *`` or an interval like ``300``, ``90s``,
+  ``5m``, ``1h``): deployment ``calmops-scan/<name>`` of :func:`calmops.deployments.watcher.scan_flow`, which
+  emits the same event for every complete file waiting in the incoming folder (for network shares whose
+  file events are unreliable); the file's run still goes through the trigger and the concurrency limit.
+
+Automations created for a deployment's triggers are *owned* by it (``prefect.deployment.<id>``) but are
+not removed when the deployment is deleted, so :func:`delete_pipeline_deployments` deletes them
+explicitly, by owner and by name.
+
+Deployments use module entrypoints (``calmops.flows.stream.stream_flow``): the worker imports the
+installed package, so there is no code to pull and no working directory to set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+EVENT = "calmops.file.arrived"
+KINDS = ("stream", "block", "ipip")
+SCAN_FLOW_NAME = "calmops-scan"
+TAG = "calmops"
+
+
+def work_pool_name() -> str:
+    return os.environ.get("CALMOPS_WORK_POOL", "calmops")
+
+
+def resource_id(pipeline: str) -> str:
+    return f"calmops.pipeline.{pipeline}"
+
+
+def pipeline_tag(pipeline: str) -> str:
+    return f"calmops.pipeline.{pipeline}"
+
+
+def automation_name(pipeline: str) -> str:
+    return f"calmops-file-arrived-{pipeline}"
+
+
+def flow_name(kind: str) -> str:
+    return f"calmops-{kind}"
+
+
+def trigger_parameters(pipeline: str) -> dict[str, str]:
+    """The run's parameters, templated from the event by the automation (Jinja)."""
+    return {
+        "pipeline": pipeline,
+        "path": "{{ event.resource['calmops.file.path'] }}",
+        "sha256": "{{ event.resource['calmops.file.sha256'] }}",
+    }
+
+
+def file_trigger(pipeline: str):
+    """Run the pipeline's deployment once per ``calmops.file.arrived`` event about this pipeline only."""
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name=automation_name(pipeline),
+        description=f"Run pipeline {pipeline} on each complete file in its incoming folder",
+        expect={EVENT},
+        match={"prefect.resource.id": resource_id(pipeline)},
+        posture="Reactive",
+        threshold=1,
+        within=timedelta(0),
+        parameters=trigger_parameters(pipeline),
+    )
+
+
+_INTERVAL = re.compile(r"^\s*(?:every\s+)?(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)?\s*$",
+                       re.IGNORECASE)
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_schedule(text: str | None) -> dict[str, Any]:
+    """``{"interval": seconds}`` or ``{"cron": expr}`` from a spec's ``schedule`` ({} when none)."""
+    if not text or not str(text).strip():
+        return {}
+    match = _INTERVAL.match(str(text))
+    if match:
+        seconds = float(match.group(1)) * _UNIT[(match.group(2) or "s")[0].lower()]
+        if seconds < 10:
+            raise ValueError(f"schedule {text!r} is shorter than 10 seconds; the watcher covers that")
+        return {"interval": seconds}
+    fields = str(text).split()
+    if len(fields) not in (5, 6):
+        raise ValueError(f"schedule {text!r} is neither an interval (300, 90s, 5m, 1h) nor a cron expression")
+    from prefect.client.schemas.schedules import CronSchedule
+
+    CronSchedule(cron=str(text).strip())  # validates
+    return {"cron": str(text).strip()}
+
+
+@dataclass
+class DeploymentSummary:
+    pipeline: str
+    deployment: str
+    deployment_id: str
+    automations: list[str] = field(default_factory=list)
+    scan_deployment: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# -- work pool -------------------------------------------------------------------------------
+
+
+def ensure_work_pool(name: str | None = None) -> str:
+    """Create the process work pool if it is missing (what ``prefect work-pool create --type process`` does)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    name = name or work_pool_name()
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            try:
+                client.create_work_pool(WorkPoolCreate(
+                    name=name, type="process",
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                    description="CalmOps: one process per flow run on the machine of the worker",
+                ))
+            except ObjectAlreadyExists:
+                pass
+    return name
+
+
+# -- create / update ---------------------------------------------------------------------------
+
+
+def _concurrency_one():
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
+def deploy_pipeline(name: str, *, pool: str | None = None) -> DeploymentSummary:
+    """Create or update the pipeline's deployment(s) and automation from its current spec (idempotent)."""
+    from prefect.deployments.runner import EntrypointType
+
+    from calmops.core.store import read_spec
+    from calmops.flows import flow_for
+
+    spec = read_spec(name)
+    pool = ensure_work_pool(pool)
+    flow = flow_for(spec.kind)
+    tags = [TAG, pipeline_tag(name), f"calmops.kind.{spec.kind}"]
+    deployment = flow.to_deployment(
+        name=name,
+        description=f"CalmOps {spec.kind} pipeline {name}: one run per file arriving in its incoming folder",
+        tags=tags,
+        parameters={"pipeline": name},
+        concurrency_limit=_concurrency_one(),
+        triggers=[file_trigger(name)],
+        work_pool_name=pool,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    deployment_id = deployment.apply()
+    # a kind change leaves the old kind's deployment behind: remove it (and its automation)
+    for other in _deployments_of(name):
+        if other.id != deployment_id and other.flow_name != SCAN_FLOW_NAME:
+            _delete_deployment(other.id)
+    summary = DeploymentSummary(name, f"{flow.name}/{name}", str(deployment_id), [automation_name(name)])
+    schedule = parse_schedule(spec.schedule)
+    scan = _scan_deployment_of(name)
+    if schedule:
+        from calmops.deployments.watcher import scan_flow
+
+        if scan is not None:  # re-applying with another schedule would keep the old one too
+            _delete_deployment(scan.id)
+        scan_deployment = scan_flow.to_deployment(
+            name=name, description=f"Scan {name}'s incoming folder on a schedule and announce waiting files",
+            tags=tags, parameters={"pipeline": name}, work_pool_name=pool,
+            concurrency_limit=_concurrency_one(), entrypoint_type=EntrypointType.MODULE_PATH,
+            **schedule,
+        )
+        scan_deployment.apply()
+        summary.scan_deployment = f"{SCAN_FLOW_NAME}/{name}"
+    elif scan is not None:
+        _delete_deployment(scan.id)
+    return summary
+
+
+def deploy_all(*, prune: bool = True, pool: str | None = None) -> dict[str, Any]:
+    """Deployments for every pipeline; with ``prune``, remove CalmOps deployments of deleted pipelines."""
+    from calmops.core.store import list_pipelines
+
+    names = list_pipelines()
+    done, errors = [], {}
+    for name in names:
+        try:
+            done.append(deploy_pipeline(name, pool=pool).to_dict())
+        except Exception as exc:  # noqa: BLE001 - one bad spec must not stop the others
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    removed = []
+    if prune:
+        for orphan in sorted(set(deployed_pipelines()) - set(names)):
+            delete_pipeline_deployments(orphan)
+            removed.append(orphan)
+    return {"deployed": done, "errors": errors, "removed": removed}
+
+
+# -- read ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Deployment:
+    id: Any
+    name: str
+    flow_name: str
+
+
+def _deployments_of(pipeline: str) -> list[_Deployment]:
+    """Every deployment CalmOps made for the pipeline (any kind, and the scan deployment)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags, FlowFilter, FlowFilterId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_deployments(
+            deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[pipeline_tag(pipeline)])))
+        flows = {}
+        if found:
+            flows = {f.id: f.name for f in client.read_flows(
+                flow_filter=FlowFilter(id=FlowFilterId(any_=list({d.flow_id for d in found}))))}
+    return [_Deployment(d.id, d.name, flows.get(d.flow_id, "")) for d in found if d.name == pipeline]
+
+
+def _scan_deployment_of(pipeline: str) -> _Deployment | None:
+    return next((d for d in _deployments_of(pipeline) if d.flow_name == SCAN_FLOW_NAME), None)
+
+
+def deployed_pipelines() -> list[str]:
+    """Names of pipelines that have CalmOps deployments on the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+    with get_client(sync_client=True) as client:
+        found = client.read_deployments(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[TAG])))
+    prefix = "calmops.pipeline."
+    return sorted({t[len(prefix):] for d in found for t in d.tags if t.startswith(prefix)})
+
+
+def automations_of(pipeline: str) -> list[Any]:
+    """Automations that start this pipeline: by our name, or owned by one of its deployments."""
+    from prefect.client.orchestration import get_client
+
+    ids = {str(d.id) for d in _deployments_of(pipeline)}
+    with get_client(sync_client=True) as client:
+        found = {a.id: a for a in client.read_automations_by_name(automation_name(pipeline))}
+        for deployment_id in ids:
+            for a in client.read_resource_related_automations(f"prefect.deployment.{deployment_id}"):
+                found[a.id] = a
+    return list(found.values())
+
+
+def describe(pipeline: str) -> dict[str, Any]:
+    return {
+        "pipeline": pipeline,
+        "deployments": [f"{d.flow_name}/{d.name}" for d in _deployments_of(pipeline)],
+        "automations": [a.name for a in automations_of(pipeline)],
+    }
+
+
+# -- delete ------------------------------------------------------------------------------------
+
+
+def _delete_deployment(deployment_id: Any) -> None:
+    """Delete the deployment, its scheduled runs (the server does that) and the automations it owns."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for a in client.read_resource_related_automations(f"prefect.deployment.{deployment_id}"):
+            client.delete_automation(a.id)
+        client.delete_resource_owned_automations(f"prefect.deployment.{deployment_id}")
+        try:
+            client.delete_deployment(deployment_id)
+        except ObjectNotFound:
+            pass
+
+
+def delete_pipeline_deployments(pipeline: str) -> dict[str, Any]:
+    """Remove every deployment, automation and scheduled or waiting run CalmOps made for the pipeline."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    deployments = _deployments_of(pipeline)
+    automations = automations_of(pipeline)
+    removed_runs = 0
+    with get_client(sync_client=True) as client:
+        for a in automations:  # first, so that no new run is created while we clean up
+            client.delete_automation(a.id)
+        if deployments:
+            waiting = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[d.id for d in deployments])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING]))),
+            )
+            for run in waiting:
+                client.delete_flow_run(run.id)
+                removed_runs += 1
+    for d in deployments:
+        _delete_deployment(d.id)
+    return {"pipeline": pipeline, "deployments": [f"{d.flow_name}/{d.name}" for d in deployments],
+            "automations": [a.name for a in automations], "waiting_runs_deleted": removed_runs}

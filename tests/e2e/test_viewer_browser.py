@@ -1,0 +1,198 @@
+"""The viewer in a real browser: `streamlit run` as a subprocess on seeded MLflow/Prefect data, Debian's chromium.
+
+Needs `chromium` (apt) and the `playwright` Python package; never `playwright install` (no browser downloads).
+Screenshots land in docs/images/viewer-*.png.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.dashboards.seed import point_at, seed_fake_kinds, seed_sea
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ROOT / "docs" / "images"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1440, "height": 2600}
+PIPELINE_TABS = ("Drift", "Performance", "Champion vs challenger", "Retraining", "Data", "Runs & logs", "Spec")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def seeded(prefect_server, tmp_path_factory):
+    saved = {k: os.environ.get(k) for k in ("CALMOPS_HOME", "MLFLOW_TRACKING_URI")}
+    home = tmp_path_factory.mktemp("viewer-e2e") / "calmops"
+    point_at(home)
+    seed_sea(home)
+    seed_fake_kinds()
+    yield home
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="module")
+def viewer(seeded, tmp_path_factory):
+    """`streamlit run` with the command `calmops viewer` uses, on a free port, against the seeded stores."""
+    from prefect.settings import PREFECT_API_URL
+
+    from calmops.dashboards.cli import command
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api")
+    port = _free_port()
+    env = dict(os.environ, CALMOPS_HOME=str(seeded), PREFECT_API_URL=PREFECT_API_URL.value(),
+               PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = (tmp_path_factory.mktemp("viewer-log") / "streamlit.log").open("w")
+    proc = subprocess.Popen(command(port=port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"streamlit did not start: {Path(log.name).read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(viewer):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def settle(page, timeout: float = 60.0) -> None:
+    """Wait until the script run is over (no 'Running' widget) and the page has stopped changing."""
+    page.wait_for_selector('[data-testid="stMain"]', timeout=timeout * 1000)
+    deadline = time.time() + timeout
+    quiet_since = None
+    while time.time() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
+            page.locator('[data-testid="stSkeleton"]').count() > 0
+        if running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 1.5:
+            return
+        time.sleep(0.25)
+    raise AssertionError("the page did not finish running")
+
+
+def assert_no_exception(page) -> None:
+    text = page.inner_text("body")
+    assert page.locator('[data-testid="stException"]').count() == 0, text[:3000]
+    assert "Traceback" not in text, text[:3000]
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0, text[:3000]
+
+
+def metric(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def shoot(page, name: str) -> None:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(IMAGES / f"viewer-{name}.png"), full_page=True)
+
+
+def mlflow_truth() -> tuple[int, str, str]:
+    from mlflow import MlflowClient
+
+    from calmops.core.settings import get_settings
+
+    client = MlflowClient(get_settings().mlflow_tracking_uri)
+    exp = client.get_experiment_by_name("calmops/sea")
+    last = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    champion = int(client.get_registered_model("sea").aliases["champion"])
+    return champion, last.data.tags["calmops.decision"], last.info.run_name
+
+
+def test_every_page_renders_in_chromium_and_shows_mlflow_numbers(viewer, browser):
+    champion, decision, last_file = mlflow_truth()
+    assert (champion, decision) == (2, "retrain_promoted")
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.goto(f"{viewer}/", wait_until="domcontentloaded")
+        settle(page)
+        assert_no_exception(page)
+        assert "CalmOps pipelines" in page.inner_text("body")
+        assert metric(page, "Pipelines") == "3"
+        assert page.get_by_role("link", name="Prefect UI").count() == 1  # sidebar link to the Prefect UI
+        shoot(page, "overview")
+
+        page.goto(f"{viewer}/pipeline?pipeline=sea", wait_until="domcontentloaded")
+        settle(page)
+        assert_no_exception(page)
+        assert metric(page, "Champion") == f"v{champion}"
+        assert metric(page, "Last decision") == decision
+        assert metric(page, "Breaker") == "closed"
+        assert last_file in page.inner_text("body")
+        for tab in PIPELINE_TABS:
+            page.get_by_role("tab", name=tab).click()
+            settle(page, 30)
+            assert_no_exception(page)
+            slug = tab.lower().replace(" & ", "-").replace(" ", "-")
+            shoot(page, f"pipeline-{slug}")
+        page.get_by_role("tab", name="Spec").click()
+        assert "DecisionTreeClassifier" in page.inner_text("body")
+
+        for path, name, text in (("blocks", "blocks", "Between-block drift matrix"),
+                                 ("ipip", "ipip", "IPIP ensembles"), ("simulator", "simulator", "Preview")):
+            page.goto(f"{viewer}/{path}", wait_until="domcontentloaded")
+            settle(page)
+            assert_no_exception(page)
+            assert text in page.inner_text("body")
+            shoot(page, name)
+    finally:
+        page.close()
+
+
+def test_overview_link_opens_the_pipeline_page(viewer, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(f"{viewer}/", wait_until="domcontentloaded")
+        settle(page)
+        page.get_by_role("link", name="Pipeline").first.click()  # the navigation in the sidebar
+        settle(page)
+        assert_no_exception(page)
+        assert metric(page, "Champion").startswith("v") or metric(page, "Champion") == "—"
+    finally:
+        page.close()
