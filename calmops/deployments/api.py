@@ -358,8 +358,10 @@ def _where(i: int, col: str) -> str:
     return f"records[{i}].{col}" if _IDENTIFIER.match(col) else f"records[{i}][{col!r}]"
 
 
-def _blank(s: pd.Series) -> pd.Series:
-    return s.isna() | (s.astype(str).str.strip() == "")
+def _unreadable(parsed: pd.Series, raw: pd.Series) -> np.ndarray:
+    """Positions where ``raw`` holds a value (not null, not blank) that ``parsed`` could not read."""
+    candidates = np.flatnonzero(parsed.isna().to_numpy() & raw.notna().to_numpy())
+    return np.array([i for i in candidates if str(raw.iloc[i]).strip() != ""], dtype=int)
 
 
 def prepare_records(records: list[dict[str, Any]], schema) -> tuple[pd.DataFrame, list[str]]:
@@ -393,12 +395,11 @@ def prepare_records(records: list[dict[str, Any]], schema) -> tuple[pd.DataFrame
                         values[i] = None
             s = pd.Series(values, dtype=object)
             num = pd.to_numeric(s, errors="coerce")
-            bad = num.isna() & ~_blank(s)
-            for i in np.flatnonzero(bad.to_numpy()):
+            for i in _unreadable(num, s):
                 errors.append((i, j, _where(i, col), f"expected a number, got {s.iloc[i]!r}", s.iloc[i]))
             for i in np.flatnonzero(np.isinf(num.to_numpy(dtype=float, na_value=np.nan))):
                 errors.append((i, j, _where(i, col), "expected a finite number", s.iloc[i]))
-            raw[col] = s
+            raw[col] = num  # already read as numbers: coerce_features keeps them as they are
         elif kind == "datetime":
             for i, v in enumerate(s):
                 if v is not None and not isinstance(v, str):
@@ -412,9 +413,8 @@ def prepare_records(records: list[dict[str, Any]], schema) -> tuple[pd.DataFrame
         raise InvalidInput([("records", str(exc), None)]) from None
     for j, col in enumerate(columns):
         if types[col] in ("boolean", "datetime"):
-            bad = X[col].isna().to_numpy() & ~_blank(raw[col]).to_numpy()
             expected = "true or false" if types[col] == "boolean" else "a date-time such as 2024-01-31T12:00:00Z"
-            for i in np.flatnonzero(bad):
+            for i in _unreadable(X[col], raw[col]):
                 v = raw[col].iloc[i]
                 errors.append((i, j, _where(i, col), f"expected {expected}, got {v!r}", v))
     if errors:

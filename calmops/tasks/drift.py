@@ -136,10 +136,8 @@ def save_concept_state(state_dir: Path, champion_version: int, state: dict | Non
 
 def label_free_drift(profile: ReferenceProfile, model: Any, X: pd.DataFrame, spec: PipelineSpec) -> dict:
     """Prediction-distribution and confidence drift, for batches without labels."""
-    try:
-        from calmops.detectors.label_free import label_free_signals
-    except ImportError:
-        return {}
+    from calmops.detectors.label_free import label_free_compare
+
     predictions = np.asarray(model.predict(X))
     confidences = None
     if hasattr(model, "predict_proba"):
@@ -147,8 +145,34 @@ def label_free_drift(profile: ReferenceProfile, model: Any, X: pd.DataFrame, spe
             confidences = np.asarray(model.predict_proba(X)).max(axis=1)
         except Exception:
             confidences = None
-    results = label_free_signals(profile, predictions, confidences, spec.drift)
+    results = label_free_compare(profile, spec.drift, predictions=predictions, confidences=confidences)
     return {"drift": any(r.drift for r in results), "results": [r.to_dict() for r in results]}
+
+
+def model_importances(model: Any, columns: list[str]) -> dict[str, float] | None:
+    """Feature importances of a fitted model by input column (for importance-weighted aggregation).
+
+    Uses ``feature_importances_`` or the magnitude of ``coef_`` of the final estimator, mapped back through
+    the column transformer's output names; None when the model exposes neither.
+    """
+    from sklearn.pipeline import Pipeline
+
+    estimator = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    raw = getattr(estimator, "feature_importances_", None)
+    if raw is None and getattr(estimator, "coef_", None) is not None:
+        raw = np.abs(np.atleast_2d(estimator.coef_)).mean(axis=0)
+    if raw is None:
+        return None
+    names = columns
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        try:
+            names = list(model[:-1].get_feature_names_out())
+        except Exception:  # noqa: BLE001 - a transformer without names: fall back to input order
+            names = columns
+    if len(names) != len(raw):
+        return None
+    total = float(np.sum(raw)) or 1.0
+    return {str(n): float(v) / total for n, v in zip(names, raw) if str(n) in columns}
 
 
 @step("drift")
@@ -157,7 +181,8 @@ def check_drift(
     champion_scores_now: dict | None, state_dir: Path,
 ) -> DriftVerdict:
     """All drift signals for one batch against the current champion."""
-    report = data_drift(champion.profile, X, spec, importances=None)
+    importances = model_importances(champion.model, list(X.columns)) if spec.drift.aggregation == "weighted" else None
+    report = data_drift(champion.profile, X, spec, importances=importances)
     verdict = DriftVerdict(data=report)
     if report.drift_detected:
         verdict.reasons.append(f"data drift: {report.reason}")

@@ -1,0 +1,510 @@
+"""The file watcher: one Prefect event per complete file that arrives in a pipeline's incoming folder.
+
+One watchdog observer watches every pipeline's incoming folder (the list of pipelines is re-read every
+few seconds, so new pipelines are watched without a restart). A file is announced only once it is
+complete:
+
+* it was closed after writing (``on_closed``), renamed into place (``on_moved``) or moved in from
+  another folder (reported as ``on_created``), or found by a scan;
+* its name is not a temporary one (dot-files, ``.part``, ``.tmp``, ``.crdownload``, ``.swp``, ``~``);
+* its size and modification time did not change for ``settle`` seconds;
+* no process holds it open for writing (checked with a Linux read lease, which the kernel refuses
+  while a writer has the file open; where leases are unavailable, e.g. network shares, the file must
+  instead have been left untouched for ``min_age`` seconds).
+
+The announcement is the event ``calmops.file.arrived`` with the resource
+``calmops.pipeline.<name>`` and labels for the path, size and SHA-256 of the file; each pipeline's
+deployment has a trigger on it (see :mod:`calmops.deployments.deploy`).
+
+Prefect delivers events at least once, and an event sent while the server is down can be lost. So the
+watcher also scans the incoming folders on start, every ``scan_interval`` seconds, and at once when
+the Prefect API answers again after an outage; a scan announces files the pipeline's ledger does not
+know yet, files left ``pending`` (a failed run, or a breaker that was open, once its cooldown is
+over), and claims left by a crashed run; it skips files marked ``done``. A file already announced is
+announced again only after ``reemit_after`` seconds (or after an outage). Every duplicate is harmless:
+the flow is idempotent per content hash.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from calmops.core.settings import Settings, get_settings
+from calmops.core.store import is_temporary_name, sha256_of
+
+log = logging.getLogger("calmops.watcher")
+
+EVENT = "calmops.file.arrived"
+Emit = Callable[..., Any]  # emit(event=..., resource={...}) like prefect.events.emit_event
+
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+_sigio_ignored = False
+
+
+def _ignore_sigio() -> bool:
+    """A lease holder gets SIGIO when a writer opens the file; its default action ends the process."""
+    global _sigio_ignored
+    if not _sigio_ignored and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGIO, signal.SIG_IGN)
+        _sigio_ignored = True
+    return _sigio_ignored or signal.getsignal(signal.SIGIO) == signal.SIG_IGN
+
+
+def open_for_writing(path: Path) -> bool | None:
+    """True if some process has the file open for writing; None when this cannot be known here."""
+    if not _ignore_sigio():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        return True if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) else None
+    else:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)
+
+
+def emit_event(event: str, resource: dict[str, str]) -> Any:
+    """Send the event with Prefect's client (buffered, reconnecting, at-least-once)."""
+    from prefect.events import emit_event as prefect_emit
+
+    return prefect_emit(event=event, resource=resource)
+
+
+def file_resource(pipeline: str, kind: str, path: Path, size: int, sha256: str) -> dict[str, str]:
+    return {
+        "prefect.resource.id": f"calmops.pipeline.{pipeline}",
+        "prefect.resource.name": pipeline,
+        "calmops.pipeline": pipeline,
+        "calmops.pipeline.kind": kind,
+        "calmops.file.path": str(path),
+        "calmops.file.name": path.name,
+        "calmops.file.size": str(size),
+        "calmops.file.sha256": sha256,
+    }
+
+
+@dataclass
+class _Candidate:
+    pipeline: str
+    path: Path
+    trusted: bool  # closed after writing, or renamed into place
+    size: int
+    mtime_ns: int
+    due: float
+
+
+@dataclass(frozen=True)
+class _Watched:
+    pipeline: str
+    kind: str
+    incoming: Path
+    ledger_file: Path
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def breaker_allows_retry(pipeline: str) -> bool:
+    """Pending files wait while the pipeline's breaker is open and its cooldown is not over."""
+    try:
+        from calmops.core.breaker import read_breaker
+
+        state = read_breaker(pipeline)
+        return state.state != "open" or (state.next_retry_at is not None and time.time() >= state.next_retry_at)
+    except Exception:  # noqa: BLE001 - when in doubt announce: the flow decides
+        return True
+
+
+def prefect_api_healthy(timeout: float = 2.0) -> bool | None:
+    """True/False when a Prefect API URL is configured, None otherwise."""
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return None
+    import httpx
+
+    try:
+        return httpx.get(url.rstrip("/") + "/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher):
+        self.watcher = watcher
+
+    def on_closed(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self.watcher.offer(Path(os.fsdecode(event.src_path)), trusted=True)
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self.watcher.offer(Path(os.fsdecode(event.dest_path)), trusted=True)
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        # a file moved in from an unwatched folder is only "created"; a new file being written too
+        if not event.is_directory:
+            self.watcher.offer(Path(os.fsdecode(event.src_path)), trusted=False)
+
+    def on_modified(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self.watcher.touch(Path(os.fsdecode(event.src_path)))
+
+
+class Watcher:
+    """Watch every pipeline's incoming folder and announce complete files.
+
+    ``emit`` is called as ``emit(event=..., resource={...})`` (defaults to Prefect's ``emit_event``);
+    ``health`` answers whether the Prefect API is up (None: unknown); ``breaker_ready(name)`` whether a
+    pipeline's pending files may be announced again.
+    """
+
+    def __init__(self, emit: Emit | None = None, *, settle: float = 1.0, scan_interval: float = 30.0,
+                 refresh_interval: float = 5.0, reemit_after: float = 300.0, min_age: float = 10.0,
+                 health_interval: float = 2.0, health: Callable[[], bool | None] | None = None,
+                 breaker_ready: Callable[[str], bool] | None = None, settings: Settings | None = None,
+                 heartbeat_file: Path | None = None):
+        self.emit = emit or emit_event
+        self.settle = settle
+        self.scan_interval = scan_interval
+        self.refresh_interval = refresh_interval
+        self.reemit_after = reemit_after
+        self.min_age = min_age
+        self.health_interval = health_interval
+        self.health = health if health is not None else (prefect_api_healthy if emit is None else (lambda: None))
+        self.breaker_ready = breaker_ready or (breaker_allows_retry if emit is None else (lambda name: True))
+        self.settings = settings or get_settings()
+        self.heartbeat_file = heartbeat_file
+        self._lock = threading.RLock()
+        self._candidates: dict[Path, _Candidate] = {}
+        self._emitted: dict[Path, tuple[str, float]] = {}  # path -> (sha256, monotonic time)
+        self._hashes: dict[Path, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha256)
+        self._folders: dict[Path, _Watched] = {}
+        self._watches: dict[Path, Any] = {}
+        self._observer = Observer(timeout=0.2)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._api_up: bool | None = None
+        self.emitted_count = 0
+        _ignore_sigio()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> Watcher:
+        """Watch in background threads (returns at once)."""
+        self.refresh()
+        self._observer.start()
+        self.scan()
+        self._thread = threading.Thread(target=self._loop, name="calmops-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout)
+        self._observer.stop()
+        self._observer.join(timeout)
+        if self.emit is emit_event:
+            try:
+                from prefect.events.worker import EventsWorker
+
+                EventsWorker.drain_all(timeout=timeout)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+
+    def run_forever(self) -> None:
+        """Foreground mode (``calmops watch``): until SIGINT/SIGTERM."""
+        def _stop(signum, frame):
+            self._stop.set()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _stop)
+            signal.signal(signal.SIGINT, _stop)
+        self.start()
+        log.info("watching %d folder(s): %s", len(self._folders), ", ".join(map(str, self._folders)) or "none yet")
+        try:
+            while not self._stop.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> Watcher:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- folders ----------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-read the pipelines and watch exactly their incoming folders."""
+        from calmops.core.store import list_pipelines, pipeline_paths, read_spec
+
+        wanted: dict[Path, _Watched] = {}
+        for name in list_pipelines(self.settings):
+            try:
+                spec = read_spec(name, self.settings)
+            except Exception as exc:  # noqa: BLE001 - a broken spec must not stop the others
+                log.warning("not watching %s: %s", name, exc)
+                continue
+            paths = pipeline_paths(spec, self.settings)
+            folder = paths.incoming.resolve()
+            if folder in wanted:
+                log.warning("pipelines %s and %s share %s; only %s is fed", wanted[folder].pipeline, name, folder,
+                            wanted[folder].pipeline)
+                continue
+            wanted[folder] = _Watched(name, spec.kind, folder, paths.ledger_file)
+        with self._lock:
+            for folder in list(self._watches):
+                if folder not in wanted or not folder.is_dir():
+                    try:
+                        self._observer.unschedule(self._watches.pop(folder))
+                    except Exception:  # noqa: BLE001 - its emitter may be gone with the folder
+                        pass
+            for folder, watched in wanted.items():
+                if folder not in self._watches:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    self._watches[folder] = self._observer.schedule(_Handler(self), str(folder), recursive=False)
+                    log.info("watching %s for pipeline %s", folder, watched.pipeline)
+                    if self._thread is not None:  # a new pipeline: its folder may hold files already
+                        self._folders[folder] = watched
+                        self._scan_folder(watched, force=False)
+            self._folders = wanted
+
+    def _pipeline_for(self, path: Path) -> _Watched | None:
+        return self._folders.get(path.parent.resolve())
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def offer(self, path: Path, *, trusted: bool) -> None:
+        """A file event: the file becomes a candidate, announced once it has settled."""
+        if is_temporary_name(path):
+            return
+        with self._lock:
+            watched = self._pipeline_for(path)
+            st = _stat(path)
+            if watched is None or st is None:
+                return
+            old = self._candidates.get(path)
+            self._candidates[path] = _Candidate(watched.pipeline, path, trusted or bool(old and old.trusted),
+                                                st[0], st[1], time.monotonic() + self.settle)
+
+    def touch(self, path: Path) -> None:
+        """The file changed: a candidate waits for it to settle again."""
+        with self._lock:
+            cand = self._candidates.get(path)
+            if cand is not None:
+                cand.due = time.monotonic() + self.settle
+
+    def _loop(self) -> None:
+        next_scan = time.monotonic() + self.scan_interval
+        next_refresh = time.monotonic() + self.refresh_interval
+        next_health = time.monotonic()
+        while not self._stop.wait(0.1):
+            try:
+                now = time.monotonic()
+                self._settle_due(now)
+                if now >= next_health:
+                    next_health = now + self.health_interval
+                    self._check_health()
+                if now >= next_refresh:
+                    next_refresh = now + self.refresh_interval
+                    self.refresh()
+                if now >= next_scan:
+                    next_scan = now + self.scan_interval
+                    self.scan()
+                if self.heartbeat_file is not None:
+                    self.heartbeat_file.write_text(f"{time.time():.0f}\n")
+            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad moment
+                log.exception("watcher loop error (continuing)")
+                time.sleep(1.0)
+
+    def _check_health(self) -> None:
+        up = self.health()
+        if up is None:
+            return
+        was = self._api_up
+        self._api_up = up
+        if was is False and up:
+            log.info("Prefect API is back: announcing every file still waiting")
+            self.scan(force=True)
+        elif was and not up:
+            log.warning("Prefect API is not answering; files will be announced again when it is back")
+
+    def _settle_due(self, now: float) -> None:
+        with self._lock:
+            due = [c for c in self._candidates.values() if c.due <= now]
+        for cand in due:
+            st = _stat(cand.path)
+            if st is None:  # gone (moved away, processed, deleted)
+                with self._lock:
+                    self._candidates.pop(cand.path, None)
+                continue
+            if st != (cand.size, cand.mtime_ns):  # still growing
+                cand.size, cand.mtime_ns, cand.due = st[0], st[1], now + self.settle
+                continue
+            writing = open_for_writing(cand.path)
+            if writing or (writing is None and not cand.trusted and not self._old_enough(cand.path)):
+                cand.due = now + self.settle
+                continue
+            with self._lock:
+                if self._candidates.get(cand.path) is cand:
+                    del self._candidates[cand.path]
+            watched = self._pipeline_for(cand.path)
+            if watched is not None:
+                self._announce(watched, cand.path, st, reason="arrived")
+
+    def _old_enough(self, path: Path) -> bool:
+        try:
+            return time.time() - path.stat().st_mtime >= self.min_age
+        except OSError:
+            return False
+
+    # -- scans ------------------------------------------------------------------------------------
+
+    def scan(self, force: bool = False) -> list[Path]:
+        """Announce waiting files of every watched pipeline (see the module docstring)."""
+        with self._lock:
+            folders = list(self._folders.values())
+        announced: list[Path] = []
+        for watched in folders:
+            try:
+                announced += self._scan_folder(watched, force)
+            except Exception:  # noqa: BLE001
+                log.exception("scan of %s failed", watched.incoming)
+        return announced
+
+    def _scan_folder(self, watched: _Watched, force: bool) -> list[Path]:
+        entries = _ledger_entries(watched.ledger_file)
+        breaker_checked: bool | None = None
+        announced = []
+        now = time.monotonic()
+        with self._lock:
+            for gone in [p for p in self._emitted if p.parent == watched.incoming and not p.exists()]:
+                self._emitted.pop(gone, None)
+                self._hashes.pop(gone, None)
+        for path in sorted(p for p in watched.incoming.iterdir() if p.is_file()):
+            if is_temporary_name(path):
+                continue
+            with self._lock:
+                if path in self._candidates:  # the event path is on it
+                    continue
+            st = _stat(path)
+            if st is None:
+                continue
+            if time.time() - st[1] / 1e9 < self.settle:
+                continue  # just written: its events will bring it
+            writing = open_for_writing(path)
+            if writing or (writing is None and not self._old_enough(path)):
+                continue
+            sha = self._hash(path, st)
+            status, claimed_at = entries.get(sha, (None, None))
+            if status == "done":
+                continue
+            if status == "in_progress" and time.time() - (claimed_at or 0) < 3600:
+                continue  # a run has it (a claim older than the ledger's stale limit is retaken)
+            if status == "pending":
+                if breaker_checked is None:
+                    breaker_checked = self.breaker_ready(watched.pipeline)
+                if not breaker_checked:
+                    continue
+            with self._lock:
+                last = self._emitted.get(path)
+            if last and last[0] == sha and not force and now - last[1] < self.reemit_after:
+                continue
+            if self._announce(watched, path, st, reason="scan", sha=sha):
+                announced.append(path)
+        return announced
+
+    def _hash(self, path: Path, st: tuple[int, int]) -> str:
+        cached = self._hashes.get(path)
+        if cached and cached[:2] == st:
+            return cached[2]
+        sha = sha256_of(path)
+        self._hashes[path] = (st[0], st[1], sha)
+        return sha
+
+    def _announce(self, watched: _Watched, path: Path, st: tuple[int, int], *, reason: str,
+                  sha: str | None = None) -> bool:
+        try:
+            sha = sha or self._hash(path, st)
+        except OSError:
+            return False  # moved away meanwhile
+        with self._lock:
+            last = self._emitted.get(path)
+            if reason == "arrived" and last and last[0] == sha:
+                return False  # a second close of the same bytes
+            self._emitted[path] = (sha, time.monotonic())
+        resource = file_resource(watched.pipeline, watched.kind, path, st[0], sha)
+        try:
+            self.emit(event=EVENT, resource=resource)
+        except Exception:  # noqa: BLE001 - the next scan announces it again
+            log.exception("could not announce %s", path)
+            with self._lock:
+                self._emitted.pop(path, None)
+            return False
+        self.emitted_count += 1
+        log.info("announced %s for pipeline %s (%s, sha256 %s…)", path.name, watched.pipeline, reason, sha[:12])
+        return True
+
+
+def _ledger_entries(ledger_file: Path) -> dict[str, tuple[str, float | None]]:
+    """sha256 -> (status, claimed_at), read-only (the watcher never writes the ledger)."""
+    if not ledger_file.exists():
+        return {}
+    import sqlite3
+    from contextlib import closing
+
+    try:
+        with closing(sqlite3.connect(f"file:{ledger_file}?mode=ro", uri=True, timeout=10)) as con:
+            return {sha: (status, claimed) for sha, status, claimed in
+                    con.execute("SELECT sha256, status, claimed_at FROM files")}
+    except sqlite3.Error:
+        return {}
+
+
+def scan_pipeline(pipeline: str, emit: Emit | None = None, settle: float = 2.0, min_age: float = 10.0) -> list[Path]:
+    """One scan of one pipeline's incoming folder, as the scheduled scan deployment runs it."""
+    from calmops.core.store import pipeline_paths, read_spec
+
+    watcher = Watcher(emit=emit or emit_event, settle=settle, min_age=min_age,
+                      breaker_ready=breaker_allows_retry)
+    spec = read_spec(pipeline)
+    paths = pipeline_paths(spec)
+    paths.incoming.mkdir(parents=True, exist_ok=True)
+    watched = _Watched(pipeline, spec.kind, paths.incoming.resolve(), paths.ledger_file)
+    return watcher._scan_folder(watched, force=True)
+
+
+@flow(name="calmops-scan", flow_run_name="scan/{pipeline}", persist_result=False)
+def scan_flow(pipeline: str) -> list[str]:
+    """Announce every complete file waiting in the pipeline's incoming folder (scheduled scans)."""
+    announced = scan_pipeline(pipeline)
+    get_run_logger().info("%d file(s) announced for %s: %s", len(announced), pipeline,
+                          ", ".join(p.name for p in announced) or "none")
+    return [str(p) for p in announced]

@@ -1,0 +1,262 @@
+"""The file watcher with a real watchdog observer; the Prefect event is replaced by a recording emit."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from calmops.deployments.watcher import EVENT, Watcher, open_for_writing
+from tests.conftest import STREAM_SPEC
+
+SETTLE = 0.3
+
+
+class Recorder:
+    """The emit seam: records every event the watcher sends."""
+
+    def __init__(self, fail_first: int = 0):
+        self.events: list[dict] = []
+        self.fail_first = fail_first
+        self.lock = threading.Lock()
+
+    def __call__(self, *, event: str, resource: dict[str, str]):
+        with self.lock:
+            if self.fail_first:
+                self.fail_first -= 1
+                raise ConnectionError("server down")
+            self.events.append({"event": event, **resource})
+
+    def names(self) -> list[str]:
+        with self.lock:
+            return [e["calmops.file.name"] for e in self.events]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.events) >= count:
+                    return list(self.events)
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} event(s), got {self.names()}")
+
+
+def make_watcher(recorder, **kw) -> Watcher:
+    options = dict(settle=SETTLE, scan_interval=3600, refresh_interval=0.5, reemit_after=3600, min_age=0.5)
+    options.update(kw)
+    return Watcher(emit=recorder, **options)
+
+
+def incoming(spec) -> Path:
+    from calmops.core.store import pipeline_paths
+
+    return pipeline_paths(spec).ensure().incoming
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def age(path: Path, seconds: float = 60) -> Path:
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+    return path
+
+
+def test_complete_file_is_announced_once_with_pipeline_path_size_hash(stream_spec):
+    rec = Recorder()
+    folder = incoming(stream_spec)
+    with make_watcher(rec):
+        data = b"x1,x2,x3,y\n1,2,3,0\n"
+        (folder / "a.csv").write_bytes(data)
+        [event] = rec.wait_for(1)
+        (folder / "b.csv").write_bytes(b"x1,x2,x3,y\n4,5,6,1\n")  # a later file marks the end of a's events
+        rec.wait_for(2)
+    assert event["event"] == EVENT
+    assert event["prefect.resource.id"] == "calmops.pipeline.sea"
+    assert event["calmops.pipeline"] == "sea" and event["calmops.pipeline.kind"] == "stream"
+    assert event["calmops.file.path"] == str(folder / "a.csv")
+    assert event["calmops.file.size"] == str(len(data)) and event["calmops.file.sha256"] == sha(data)
+    assert rec.names() == ["a.csv", "b.csv"]
+
+
+def test_temporary_names_are_ignored(stream_spec):
+    rec = Recorder()
+    folder = incoming(stream_spec)
+    with make_watcher(rec):
+        for name in (".hidden.csv", "a.csv.part", "b.tmp", "c.csv.crdownload", "d.csv.swp", "e.csv~"):
+            (folder / name).write_text("x1,y\n1,0\n")
+        (folder / "real.csv").write_text("x1,y\n1,0\n")
+        rec.wait_for(1)
+    assert rec.names() == ["real.csv"]
+
+
+def test_slow_writer_is_never_read_before_it_closes(stream_spec):
+    rec = Recorder()
+    folder = incoming(stream_spec)
+    first, rest = b"x1,x2,x3,y\n" + b"1,2,3,0\n" * 500, b"4,5,6,1\n" * 500
+    with make_watcher(rec):
+        with open(folder / "slow.csv", "wb") as fh:
+            fh.write(first)
+            fh.flush()
+            time.sleep(SETTLE * 6)  # deliberate: a writer pausing much longer than the settle time
+            assert rec.names() == []  # size was stable, but the file is still open for writing
+            fh.write(rest)
+        [event] = rec.wait_for(1)
+        (folder / "after.csv").write_text("x1,y\n1,0\n")
+        rec.wait_for(2)
+    assert event["calmops.file.sha256"] == sha(first + rest)
+    assert event["calmops.file.size"] == str(len(first + rest))
+    assert rec.names() == ["slow.csv", "after.csv"]
+
+
+def test_writer_that_reopens_to_append_is_taken_after_the_last_close(stream_spec):
+    rec = Recorder()
+    folder = incoming(stream_spec)
+    with make_watcher(rec, settle=1.0):
+        path = folder / "append.csv"
+        path.write_bytes(b"x1,y\n")
+        with open(path, "ab") as fh:  # reopened within the settle time
+            fh.write(b"1,0\n")
+        [event] = rec.wait_for(1)
+    assert event["calmops.file.sha256"] == sha(b"x1,y\n1,0\n")
+
+
+def test_file_renamed_into_place_is_taken(stream_spec, tmp_path):
+    rec = Recorder()
+    folder = incoming(stream_spec)
+    with make_watcher(rec):
+        part = folder / ".upload.csv.part"
+        part.write_text("x1,y\n1,0\n")
+        part.rename(folder / "upload.csv")
+        rec.wait_for(1)
+        outside = tmp_path / "staging.csv"  # moved in from a folder nobody watches
+        outside.write_text("x1,y\n2,1\n")
+        outside.rename(folder / "staged.csv")
+        rec.wait_for(2)
+    assert sorted(rec.names()) == ["staged.csv", "upload.csv"]
+
+
+def test_pending_scan_on_start_skips_done_and_claimed_files(stream_spec):
+    from calmops.core.store import ledger, pipeline_paths
+
+    folder = incoming(stream_spec)
+    book = ledger(pipeline_paths(stream_spec))
+    contents = {name: f"x1,y\n{i},0\n".encode() for i, name in enumerate(["new.csv", "done.csv", "pending.csv",
+                                                                          "busy.csv", "stale.csv"])}
+    for name, data in contents.items():
+        age(folder.joinpath(name), 0) if False else None
+        (folder / name).write_bytes(data)
+        age(folder / name)
+    for name in ("done.csv", "pending.csv", "busy.csv", "stale.csv"):
+        assert book.claim(sha(contents[name]), name, "run")
+    book.finish(sha(contents["done.csv"]), "no_drift")
+    book.finish(sha(contents["pending.csv"]), "skipped_breaker_open", status="pending")
+    import sqlite3
+
+    with sqlite3.connect(book.path) as con:  # a claim left by a run that crashed two hours ago
+        con.execute("UPDATE files SET claimed_at=? WHERE sha256=?", (time.time() - 7200, sha(contents["stale.csv"])))
+
+    rec = Recorder()
+    watcher = make_watcher(rec)
+    with watcher:
+        rec.wait_for(3)
+        assert watcher.scan() == []  # announced already: not again before reemit_after
+        assert sorted(p.name for p in watcher.scan(force=True)) == ["new.csv", "pending.csv", "stale.csv"]
+    assert sorted(rec.names()) == sorted(["new.csv", "pending.csv", "stale.csv"] * 2)
+
+
+def test_pending_files_wait_for_the_breaker(stream_spec):
+    from calmops.core.store import ledger, pipeline_paths
+
+    folder = incoming(stream_spec)
+    data = b"x1,y\n1,0\n"
+    age(folder / "p.csv", 0) if (folder / "p.csv").write_bytes(data) else None
+    age(folder / "p.csv")
+    book = ledger(pipeline_paths(stream_spec))
+    book.claim(sha(data), "p.csv")
+    book.finish(sha(data), "skipped_breaker_open", status="pending")
+    ready = {"sea": False}
+    rec = Recorder()
+    watcher = make_watcher(rec, breaker_ready=lambda name: ready[name])
+    with watcher:
+        assert watcher.scan(force=True) == []
+        ready["sea"] = True
+        assert [p.name for p in watcher.scan(force=True)] == ["p.csv"]
+    assert rec.names() == ["p.csv"]
+
+
+def test_failed_emit_is_retried_by_the_next_scan(stream_spec):
+    folder = incoming(stream_spec)
+    rec = Recorder(fail_first=1)
+    watcher = make_watcher(rec)
+    with watcher:
+        (folder / "a.csv").write_text("x1,y\n1,0\n")
+        deadline = time.monotonic() + 10
+        while rec.fail_first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rec.names() == []
+        age(folder / "a.csv")
+        assert [p.name for p in watcher.scan()] == ["a.csv"]
+    assert rec.names() == ["a.csv"]
+
+
+def test_a_new_pipeline_is_watched_without_restart(stream_spec):
+    from calmops.core.store import save_spec, spec_from_dict
+
+    rec = Recorder()
+    with make_watcher(rec):
+        other = spec_from_dict({**STREAM_SPEC, "name": "other"})
+        save_spec(other, create=True)
+        folder = incoming(other)
+        (folder / "early.csv").write_text("x1,y\n1,0\n")  # may land before the folder is watched
+        deadline = time.monotonic() + 10
+        while not rec.events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (folder / "late.csv").write_text("x1,y\n2,0\n")
+        events = rec.wait_for(2)
+    assert {e["calmops.pipeline"] for e in events} == {"other"}
+    assert sorted(rec.names()) == ["early.csv", "late.csv"]
+
+
+def test_open_for_writing_detects_a_writer(tmp_path):
+    path = tmp_path / "f.csv"
+    with open(path, "w") as fh:
+        fh.write("x")
+        assert open_for_writing(path) in (True, None)
+    assert open_for_writing(path) in (False, None)
+
+
+@pytest.mark.parametrize("text,expected", [("300", {"interval": 300.0}), ("90s", {"interval": 90.0}),
+                                           ("every 5m", {"interval": 300.0}), ("1h", {"interval": 3600.0}),
+                                           ("*/10 * * * *", {"cron": "*/10 * * * *"}), (None, {})])
+def test_schedule_parsing(text, expected):
+    from calmops.deployments.deploy import parse_schedule
+
+    assert parse_schedule(text) == expected
+
+
+def test_bad_schedule_is_refused():
+    from calmops.deployments.deploy import parse_schedule
+
+    with pytest.raises(ValueError):
+        parse_schedule("whenever")
+    with pytest.raises(ValueError):
+        parse_schedule("2s")
+
+
+def test_trigger_is_scoped_to_its_pipeline_and_templates_the_path():
+    from calmops.deployments.deploy import file_trigger
+
+    trigger = file_trigger("sea")
+    assert trigger.expect == {EVENT}
+    assert trigger.match.model_dump() if hasattr(trigger.match, "model_dump") else True
+    automation = trigger.as_automation() if trigger._deployment_id else None
+    assert automation is None
+    assert dict(trigger.match)["prefect.resource.id"] == "calmops.pipeline.sea"
+    assert trigger.parameters == {"pipeline": "sea", "path": "{{ event.resource['calmops.file.path'] }}",
+                                  "sha256": "{{ event.resource['calmops.file.sha256'] }}"}

@@ -1,0 +1,48 @@
+"""The drift step: importances for weighted aggregation and label-free signals on real models."""
+
+import numpy as np
+import pandas as pd
+
+from calmops.core.features import make_model
+from calmops.core.spec import parse_spec
+from calmops.tasks.drift import build_profile, label_free_drift, model_importances, performance_drift
+
+TYPES = {"a": "numeric", "b": "numeric", "c": "categorical"}
+
+
+def frame(n, seed, shift=0.0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"a": rng.normal(shift, 1, n), "b": rng.normal(0, 1, n), "c": rng.choice(["u", "v"], n)})
+    return X, pd.Series((X["a"] > shift).astype(int))
+
+
+def test_importances_follow_the_model():
+    spec = parse_spec({"name": "m", "target": "y", "model": {"class": "sklearn.ensemble.RandomForestClassifier",
+                                                             "params": {"random_state": 0, "n_estimators": 20}}})
+    X, y = frame(500, 0)
+    model = make_model(spec, TYPES).fit(X, y)
+    imp = model_importances(model, list(X.columns))
+    assert set(imp) == {"a", "b", "c"} and max(imp, key=imp.get) == "a"
+    assert abs(sum(imp.values()) - 1.0) < 1e-9
+
+
+def test_label_free_drift_sees_a_shift_in_predictions():
+    spec = parse_spec({"name": "m", "target": "y", "model": {"class": "sklearn.linear_model.LogisticRegression"}})
+    X, y = frame(2000, 0)
+    model = make_model(spec, TYPES).fit(X, y)
+    profile = build_profile(X, TYPES, spec, model)
+    same = label_free_drift(profile, model, frame(2000, 1)[0], spec)
+    moved = label_free_drift(profile, model, frame(2000, 2, shift=1.5)[0], spec)
+    assert same["drift"] is False and moved["drift"] is True
+    assert {r["feature"] for r in moved["results"]} == {"prediction", "confidence"}
+
+
+def test_performance_drift_relative_to_promotion_and_thresholds():
+    spec = parse_spec({"name": "m", "target": "y", "evaluation": {"thresholds": {"accuracy": {"min": 0.8}},
+                                                                   "performance_tolerance": 0.05}})
+    assert not performance_drift({"accuracy": 0.88}, {"accuracy": 0.9}, spec, "accuracy")["drift"]
+    dropped = performance_drift({"accuracy": 0.84}, {"accuracy": 0.9}, spec, "accuracy")
+    assert dropped["drift"] and abs(dropped["relative_drop"] - 0.06 / 0.9) < 1e-12
+    assert performance_drift({"accuracy": 0.79}, {"accuracy": 0.8}, spec, "accuracy")["threshold_failures"]
+    rmse = parse_spec({"name": "m", "target": "y"})
+    assert performance_drift({"rmse": 1.2}, {"rmse": 1.0}, rmse, "rmse")["drift"]  # lower is better
