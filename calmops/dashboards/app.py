@@ -15,24 +15,24 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # a dashboard answers fast or says why
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
-from calmops.dashboards import ui  # noqa: E402
-from calmops.dashboards.views import blocks, ipip, overview, pipeline, simulator  # noqa: E402
+from calmops.dashboards import ui
+from calmops.dashboards.views import blocks, ipip, overview, pipeline, simulator
 
 
 def pages() -> list:
     return [
-        st.Page(overview.render, title="Overview", icon="🏠", url_path="overview", default=True),
-        st.Page(pipeline.render, title="Pipeline", icon="📈", url_path="pipeline"),
-        st.Page(blocks.render, title="Blocks", icon="🧱", url_path="blocks"),
-        st.Page(ipip.render, title="IPIP", icon="🧩", url_path="ipip"),
-        st.Page(simulator.render, title="Simulator", icon="🧪", url_path="simulator"),
+        st.Page(overview.render, title="Overview", icon=":material/dashboard:", url_path="overview", default=True),
+        st.Page(pipeline.render, title="Pipeline", icon=":material/monitoring:", url_path="pipeline"),
+        st.Page(blocks.render, title="Blocks", icon=":material/view_module:", url_path="blocks"),
+        st.Page(ipip.render, title="IPIP", icon=":material/hub:", url_path="ipip"),
+        st.Page(simulator.render, title="Simulator", icon=":material/science:", url_path="simulator"),
     ]
 
 
 def main() -> None:
-    st.set_page_config(page_title="CalmOps viewer", page_icon="🌊", layout="wide")
+    st.set_page_config(page_title="CalmOps viewer", page_icon=":material/waves:", layout="wide")
     navigation = st.navigation(pages())
     ui.sidebar(ui.connection())
     navigation.run()

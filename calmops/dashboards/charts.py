@@ -14,8 +14,8 @@ HEIGHT = 360
 
 
 def _layout(fig: go.Figure, title: str | None = None, height: int = HEIGHT) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    fig.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
     return fig
 
 
@@ -26,7 +26,7 @@ def drift_heatmap(matrix: pd.DataFrame) -> go.Figure:
     fig = go.Figure(go.Heatmap(
         z=matrix.values, x=list(matrix.columns), y=list(matrix.index),
         colorscale=[[0, "#e8f5e9"], [mid * 0.999, "#fff59d"], [mid, "#ef9a9a"], [1, "#b71c1c"]],
-        zmin=0, zmax=zmax, colorbar=dict(title="effect /<br>threshold"),
+        zmin=0, zmax=zmax, colorbar={"title": "effect /<br>threshold"},
         hovertemplate="run %{x}<br>%{y}: %{z:.2f}× the minimum effect<extra></extra>"))
     fig.update_xaxes(type="category", tickangle=-45)
     return _layout(fig, height=max(240, 60 + 24 * len(matrix.index)))
@@ -58,7 +58,7 @@ def lines_over_runs(frame: pd.DataFrame, x: str, y: str, color: str, title: str 
     fig = px.line(frame, x=x, y=y, color=color, markers=True)
     if threshold_col and threshold_col in frame:
         for method, part in frame.groupby(color):
-            fig.add_trace(go.Scatter(x=part[x], y=part[threshold_col], mode="lines", line=dict(dash="dot"),
+            fig.add_trace(go.Scatter(x=part[x], y=part[threshold_col], mode="lines", line={"dash": "dot"},
                                      name=f"{method} threshold", showlegend=True))
     fig.update_xaxes(type="category")
     return _layout(fig, title)
@@ -81,19 +81,19 @@ def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) 
         col = f"metric.{who}_{metric}"
         if col in runs:
             fig.add_trace(go.Scatter(x=x, y=runs[col], mode="lines+markers", name=f"{who} {metric}",
-                                     line=dict(dash=dash), connectgaps=True if who == "champion" else False))
+                                     line={"dash": dash}, connectgaps=who == "champion"))
     for key, label in (("min", "floor"), ("max", "ceiling")):
         value = (bounds or {}).get(key)
         if value is not None:
-            fig.add_hline(y=value, line=dict(color="#c62828", dash="dash"),
+            fig.add_hline(y=value, line={"color": "#c62828", "dash": "dash"},
                           annotation_text=f"{label} {value}", annotation_position="bottom right")
     promoted = runs[runs["decision"].isin(["train", "retrain_promoted"])]
     for _, r in promoted.iterrows():
-        fig.add_vline(x=r["run_name"], line=dict(color="#1565c0", width=1, dash="dot"))
+        fig.add_vline(x=r["run_name"], line={"color": "#1565c0", "width": 1, "dash": "dot"})
     if not promoted.empty:
         y = promoted.get(f"metric.challenger_{metric}")
         fig.add_trace(go.Scatter(x=promoted["run_name"], y=y if y is not None else [None] * len(promoted),
-                                 mode="markers", marker=dict(symbol="star", size=14, color="#1565c0"),
+                                 mode="markers", marker={"symbol": "star", "size": 14, "color": "#1565c0"},
                                  name="promotion", text=[f"v{v}" for v in promoted["champion_version"]],
                                  hovertemplate="%{x}: promoted %{text}<extra></extra>"))
     fig.update_xaxes(type="category", tickangle=-45)
@@ -104,7 +104,7 @@ def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) 
 def decisions_timeline(runs: pd.DataFrame) -> go.Figure:
     fig = px.scatter(runs, x="start_time", y="decision", color="decision", hover_name="run_name",
                      color_discrete_map=DECISION_COLORS, category_orders={"decision": list(DECISION_COLORS)})
-    fig.update_traces(marker=dict(size=12))
+    fig.update_traces(marker={"size": 12})
     return _layout(fig, height=260)
 
 
@@ -116,7 +116,7 @@ def scores_bars(frame: pd.DataFrame) -> go.Figure:
 
 def confusion(matrix: list[list[float]], labels: list[str], title: str) -> go.Figure:
     fig = px.imshow(matrix, x=[str(v) for v in labels], y=[str(v) for v in labels], text_auto=True,
-                    color_continuous_scale="Blues", labels=dict(x="predicted", y="actual", color="rows"))
+                    color_continuous_scale="Blues", labels={"x": "predicted", "y": "actual", "color": "rows"})
     return _layout(fig, title, height=300)
 
 

@@ -15,7 +15,8 @@ APP = Path(__file__).with_name("app.py")
 
 def command(address: str = "127.0.0.1", port: int = 8501) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", address,
-            "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.headless", "true"]
+            "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.headless", "true",
+            "--client.toolbarMode", "minimal"]
 
 
 def register(app: typer.Typer) -> None:

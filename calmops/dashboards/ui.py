@@ -119,7 +119,7 @@ def plot(fig) -> None:
     st.plotly_chart(fig, width="stretch", config={"displaylogo": False})
 
 
-def fmt_time(ts: Any) -> str:
+def fmt_time(ts: Any, short: bool = False) -> str:
     if ts is None or (not isinstance(ts, str) and pd.isna(ts)):
         return "—"
-    return pd.Timestamp(ts).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return pd.Timestamp(ts).strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S UTC")

@@ -317,6 +317,8 @@ def _champion(name: str):
     except Exception as exc:  # noqa: BLE001 - the registry being down is a 503, not a crash
         raise ApiError(503, f"the model registry is unavailable: {_first_line(exc)}", "check GET /health") from None
     if version is None:
+        # alias_version() also answers None when the registry cannot be reached: tell the two apart
+        _registry_reachable()
         raise ApiError(409, f"pipeline {name!r} has no champion yet: train it first",
                        f"drop a labelled file into its incoming folder or run 'calmops run {name} FILE'")
     try:
@@ -325,6 +327,15 @@ def _champion(name: str):
         log.exception("loading %s v%s failed", name, version)
         raise ApiError(503, f"champion v{version} of {name!r} could not be loaded: {_first_line(exc)}",
                        "check GET /health and the MLflow registry") from None
+
+
+def _registry_reachable() -> None:
+    from mlflow import MlflowClient
+
+    try:
+        MlflowClient().search_registered_models(max_results=1)
+    except Exception as exc:  # noqa: BLE001
+        raise ApiError(503, f"the model registry is unavailable: {_first_line(exc)}", "check GET /health") from None
 
 
 def _first_line(exc: BaseException) -> str:

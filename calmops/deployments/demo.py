@@ -5,36 +5,25 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 DEMO_PIPELINE = "demo-sea"
-SEA_THETAS = {0: 8.0, 1: 9.0, 2: 7.0, 3: 9.5}
 
 
 def sea_files(folder: Path, *, n_files: int = 10, rows: int = 1000, seed: int = 7) -> list[Path]:
-    """SEA data as CSV files: concept 0 (θ=8) for the first half, concept 3 (θ=9.5) after it, and
-    from the eighth file on the irrelevant feature x3 shifts too (data drift with nothing to learn)."""
-    import river.datasets.synth as synth
+    """SEA data as CSV files: concept 0 (θ=8) for the first half, concept 3 (θ=9.5) after it, and in
+    the last three files the irrelevant feature x3 shifts too (data drift with nothing new to learn)."""
+    from calmops.generators import DriftSpec, Rows, feature_drift, synthetic, write_files
 
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i in range(n_files):
-        variant = 0 if i < n_files // 2 else 3
-        stream = synth.SEA(variant=variant, noise=0.05, seed=seed + i)
-        rows_ = [dict(x, y=int(y)) for x, y in stream.take(rows)]
-        frame = pd.DataFrame(rows_).rename(columns={0: "x1", 1: "x2", 2: "x3"})
-        if i >= n_files - 3:
-            frame["x3"] = np.clip(frame["x3"] * 0.5 + 5.0, 0, 10)
-        path = folder / f"sea-{i + 1:02d}.csv"
-        tmp = folder / f".{path.name}.part"
-        frame.to_csv(tmp, index=False)
-        tmp.replace(path)
-        files.append(path)
-    return files
+    total = n_files * rows
+    frame = synthetic("sea", total, seed=seed, params={"noise": 0.05},
+                      drift=DriftSpec(kind="abrupt", position=(n_files // 2) * rows, concepts=[0, 3]))
+    frame = frame.rename(columns={c: n for c, n in zip(frame.columns[:3], ("x1", "x2", "x3"))})
+    frame = feature_drift(frame, ["x3"], kind="abrupt", shift=1.0, scale=0.5,
+                          rows=Rows(start=(n_files - 3) * rows, stop=total), seed=seed)
+    return write_files(frame, folder, rows_per_file=rows, fmt="csv", prefix="sea")
 
 
 def demo_spec() -> dict:

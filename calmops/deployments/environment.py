@@ -31,6 +31,8 @@ def prepare() -> dict[str, str]:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # without a running stack Prefect starts a temporary local API; give it time on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     urls = stack_urls()
     if urls.get("prefect_api") and "PREFECT_API_URL" not in os.environ:

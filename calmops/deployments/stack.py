@@ -2,7 +2,12 @@
 
 Each service is a plain subprocess with its log in ``$CALMOPS_HOME/logs/<service>.log`` and its
 pid in ``$CALMOPS_HOME/run/<service>.pid``; ``stack.json`` holds the URLs every command reads.
-Stopping sends TERM, then INT, then KILL (Prefect's worker ignores a first TERM).
+Services: ``prefect`` (API and UI), ``mlflow`` (tracking and registry), ``worker`` (a Prefect process
+worker on the ``calmops`` work pool: it runs the flow runs the file triggers create) and ``watcher``
+(announces complete files as Prefect events). The worker and the watcher have no port: the worker is
+healthy once it says it started, the watcher while it refreshes its heartbeat file.
+Stopping sends TERM, then INT, then KILL (Prefect's worker ignores a first TERM, so it gets INT first),
+to the service's process group and to flow-run processes it started in sessions of their own.
 """
 
 from __future__ import annotations
@@ -27,12 +32,17 @@ HOST = os.environ.get("CALMOPS_HOST", "127.0.0.1")
 @dataclass(frozen=True)
 class Service:
     name: str
-    port: int
-    health_path: str
+    port: int | None
+    health_path: str | None
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"http://{HOST}:{self.port}" if self.port else ""
+
+
+# start order; ``calmops down`` stops in the reverse order
+ORDER = ("prefect", "mlflow", "worker", "watcher")
+HEARTBEAT_MAX_AGE = 30.0
 
 
 def services() -> dict[str, Service]:
@@ -40,11 +50,29 @@ def services() -> dict[str, Service]:
     return {
         "prefect": Service("prefect", int(env("CALMOPS_PREFECT_PORT", "4200")), "/api/health"),
         "mlflow": Service("mlflow", int(env("CALMOPS_MLFLOW_PORT", "5000")), "/health"),
+        "worker": Service("worker", None, None),
+        "watcher": Service("watcher", None, None),
     }
 
 
 def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
+
+
+def _client_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
+    """What the worker, its flow runs and the watcher need: the same API, tracking store and home."""
+    all_services = services()
+    if not running_pid(settings, "prefect") or not healthy(all_services["prefect"]):
+        raise RuntimeError("the Prefect server is not running; start it first ('calmops up')")
+    env["PREFECT_API_URL"] = all_services["prefect"].url + "/api"
+    if running_pid(settings, "mlflow"):
+        env["MLFLOW_TRACKING_URI"] = all_services["mlflow"].url
+        env.setdefault("CALMOPS_MLFLOW_UI", all_services["mlflow"].url)
+    else:
+        env.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    env["CALMOPS_HOME"] = str(settings.home)  # absolute: flow runs start in a temporary directory
+    env.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
+    return env
 
 
 def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, str]]:
@@ -53,7 +81,23 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
                MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     if service.name == "prefect":
         env.pop("PREFECT_API_URL", None)
+        # a run waiting for its pipeline's concurrency slot is retried after this many seconds (default 30)
+        env.setdefault("PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", "2")
         return [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(service.port)], env
+    if service.name == "worker":
+        from calmops.deployments.deploy import work_pool_name
+
+        env = _client_env(env, settings)
+        env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")  # file-to-run latency ~2.5 s instead of ~7 s
+        cmd = [_bin("prefect"), "worker", "start", "--pool", work_pool_name(), "--type", "process",
+               "--name", f"calmops-{socket.gethostname()}-{os.getpid()}"]
+        if os.environ.get("CALMOPS_WORKER_LIMIT"):
+            cmd += ["--limit", os.environ["CALMOPS_WORKER_LIMIT"]]
+        return cmd, env
+    if service.name == "watcher":
+        env = _client_env(env, settings)
+        return [sys.executable, "-m", "calmops.deployments.watcher",
+                "--heartbeat", str(heartbeat_file(settings))], env
     if service.name == "mlflow":
         store = settings.home / "mlflow"
         store.mkdir(parents=True, exist_ok=True)
@@ -65,6 +109,14 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
 
 def _pid_file(settings: Settings, name: str) -> Path:
     return settings.run_dir / f"{name}.pid"
+
+
+def heartbeat_file(settings: Settings) -> Path:
+    return settings.run_dir / "watcher.heartbeat"
+
+
+def log_file(settings: Settings, name: str) -> Path:
+    return settings.logs_dir / f"{name}.log"
 
 
 def _alive(pid: int) -> bool:
@@ -83,11 +135,32 @@ def running_pid(settings: Settings, name: str) -> int | None:
     return pid if pid and _alive(pid) else None
 
 
-def healthy(service: Service, timeout: float = 2.0) -> bool:
+def healthy(service: Service, timeout: float = 2.0, settings: Settings | None = None) -> bool:
+    if service.port is None:
+        return _process_healthy(service.name, settings or get_settings())
     try:
         return httpx.get(service.url + service.health_path, timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _process_healthy(name: str, settings: Settings, since: int = 0) -> bool:
+    if not running_pid(settings, name):
+        return False
+    if name == "watcher":
+        beat = heartbeat_file(settings)
+        try:
+            return time.time() - beat.stat().st_mtime < HEARTBEAT_MAX_AGE
+        except OSError:
+            return False
+    if name == "worker":
+        try:
+            with open(log_file(settings, name), "rb") as fh:
+                fh.seek(since)
+                return b"started!" in fh.read()
+        except OSError:
+            return False
+    return True
 
 
 def port_free(port: int) -> bool:
@@ -98,28 +171,42 @@ def port_free(port: int) -> bool:
 def start(name: str, settings: Settings | None = None, wait: float = 90.0) -> Service:
     settings = settings or get_settings()
     service = services()[name]
-    if running_pid(settings, name) and healthy(service):
+    if running_pid(settings, name) and healthy(service, settings=settings):
         return service
-    if not port_free(service.port):
+    if running_pid(settings, name) and service.port is None:
+        stop(name, settings)  # a worker or watcher that stopped answering: start a fresh one
+    if service.port is not None and not port_free(service.port):
         raise RuntimeError(f"port {service.port} for {name} is taken by another program; "
                            f"set CALMOPS_{name.upper()}_PORT to another port")
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.home.mkdir(parents=True, exist_ok=True)
     cmd, env = command(service, settings)
-    log = open(settings.logs_dir / f"{name}.log", "ab")
+    path = log_file(settings, name)
+    offset = path.stat().st_size if path.exists() else 0
+    log = open(path, "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                             cwd=settings.home)
+    log.close()
     _pid_file(settings, name).write_text(str(proc.pid))
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {proc.returncode}; see {settings.logs_dir / (name + '.log')}")
-        if healthy(service):
+            _pid_file(settings, name).unlink(missing_ok=True)
+            raise RuntimeError(f"{name} exited with code {proc.returncode}; see {path}")
+        ok = healthy(service) if service.port is not None else _process_healthy(name, settings, since=offset)
+        if ok:
             _write_urls(settings)
             return service
         time.sleep(0.3)
-    raise TimeoutError(f"{name} did not answer on {service.url} within {wait:.0f} s; "
-                       f"see {settings.logs_dir / (name + '.log')}")
+    raise TimeoutError(f"{name} did not {'answer on ' + service.url if service.port else 'start'} "
+                       f"within {wait:.0f} s; see {path}")
+
+
+def restart(name: str, settings: Settings | None = None) -> Service:
+    settings = settings or get_settings()
+    stop(name, settings)
+    return start(name, settings)
 
 
 def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bool:
@@ -129,27 +216,65 @@ def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bo
     _write_urls(settings)
     if pid is None:
         return False
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+    # flow runs started by the worker live in sessions of their own: find them before their parent goes
+    children = _descendants(pid)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL) if name == "worker" else \
+        (signal.SIGTERM, signal.SIGINT, signal.SIGKILL)
+    for sig in signals:
         try:
             os.killpg(pid, sig)
         except OSError:
-            return True
+            break
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             if not _alive(pid):
-                return True
+                break
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
             time.sleep(0.2)
+        if not _alive(pid):
+            break
+    for child in children:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not _alive(child):
+                break
+            try:
+                os.kill(child, sig)
+            except OSError:
+                break
+            deadline = time.monotonic() + 5
+            while _alive(child) and time.monotonic() < deadline:
+                try:
+                    os.waitpid(child, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                time.sleep(0.1)
     return True
+
+
+def _descendants(pid: int) -> list[int]:
+    """Processes below ``pid`` (from /proc; empty where /proc is missing)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _write_urls(settings: Settings) -> None:
     urls = {}
     for name, service in services().items():
-        if running_pid(settings, name):
+        if service.port is not None and running_pid(settings, name):
             if name == "prefect":
                 urls["prefect_ui"], urls["prefect_api"] = service.url, service.url + "/api"
             else:
@@ -160,5 +285,6 @@ def _write_urls(settings: Settings) -> None:
 
 def status(settings: Settings | None = None) -> dict[str, dict]:
     settings = settings or get_settings()
-    return {name: {"pid": running_pid(settings, name), "url": s.url, "healthy": healthy(s, timeout=1.0)}
+    return {name: {"pid": running_pid(settings, name), "url": s.url,
+                   "healthy": healthy(s, timeout=1.0, settings=settings), "log": str(log_file(settings, name))}
             for name, s in services().items()}

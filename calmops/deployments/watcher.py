@@ -324,7 +324,7 @@ class Watcher:
     def _loop(self) -> None:
         next_scan = time.monotonic() + self.scan_interval
         next_refresh = time.monotonic() + self.refresh_interval
-        next_health = time.monotonic()
+        next_health = next_beat = time.monotonic()
         while not self._stop.wait(0.1):
             try:
                 now = time.monotonic()
@@ -338,7 +338,8 @@ class Watcher:
                 if now >= next_scan:
                     next_scan = now + self.scan_interval
                     self.scan()
-                if self.heartbeat_file is not None:
+                if self.heartbeat_file is not None and now >= next_beat:
+                    next_beat = now + 2.0
                     self.heartbeat_file.write_text(f"{time.time():.0f}\n")
             except Exception:  # noqa: BLE001 - the watcher must outlive any one bad moment
                 log.exception("watcher loop error (continuing)")
@@ -418,7 +419,8 @@ class Watcher:
             if st is None:
                 continue
             if time.time() - st[1] / 1e9 < self.settle:
-                continue  # just written: its events will bring it
+                self.offer(path, trusted=False)  # just written: let it settle like an event would
+                continue
             writing = open_for_writing(path)
             if writing or (writing is None and not self._old_enough(path)):
                 continue
@@ -508,3 +510,25 @@ def scan_flow(pipeline: str) -> list[str]:
     get_run_logger().info("%d file(s) announced for %s: %s", len(announced), pipeline,
                           ", ".join(p.name for p in announced) or "none")
     return [str(p) for p in announced]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m calmops.deployments.watcher``: the watcher as ``calmops up`` runs it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="calmops-watcher", description=__doc__.splitlines()[0])
+    parser.add_argument("--settle", type=float, default=float(os.environ.get("CALMOPS_WATCH_SETTLE", 1.0)))
+    parser.add_argument("--scan-interval", type=float,
+                        default=float(os.environ.get("CALMOPS_WATCH_SCAN_INTERVAL", 30.0)))
+    parser.add_argument("--reemit-after", type=float,
+                        default=float(os.environ.get("CALMOPS_WATCH_REEMIT_AFTER", 300.0)))
+    parser.add_argument("--heartbeat", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Watcher(settle=args.settle, scan_interval=args.scan_interval, reemit_after=args.reemit_after,
+            heartbeat_file=args.heartbeat).run_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -131,8 +131,8 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
                   "blocks": {n: {"reference": v["reference"], "alpha": v["alpha"], "report": v["report"].to_dict(),
                                  "performance": performance[n]} for n, v in vs_reference.items()}}
     details = {"drift_matrix": matrix, "drifted_blocks": drifted, "unseen": settings.unseen}
-    common = dict(drift_detected=bool(reasons), drifted_features=_drifted_features(verdict, vs_reference),
-                  rows=batch.n_rows)
+    common = {"drift_detected": bool(reasons), "drifted_features": _drifted_features(verdict, vs_reference),
+              "rows": batch.n_rows}
 
     def block_details(eval_names=(), per_eval=None, approval=None, retrained=()):
         return _block_details(blocks, list(eval_names), vs_reference, monitoring, per_eval or {}, approval or {},

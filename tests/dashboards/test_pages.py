@@ -97,7 +97,7 @@ def test_overview_matches_mlflow(home):
     assert sea["champion"] == f"v{truth['champion']}" == "v2"
     assert sea["last decision"] == truth["last"].data.tags["calmops.decision"] == "retrain_promoted"
     assert sea["last file"] == "f3.csv" and sea["kind"] == "stream" and sea["runs"] == 4
-    assert sea["breaker"] == "closed" and sea["drift"] == "yes"
+    assert sea["breaker"] == "closed" and sea["drift"] == "yes" and sea["health"] == "drift"
     assert overview.loc["blk", "kind"] == "block" and overview.loc["imb", "kind"] == "ipip"
     assert metrics(at)["Pipelines"] == "3"
 
@@ -155,7 +155,7 @@ def test_pipeline_page_widgets_rerun_cleanly(home):
     clean(at)
     at.selectbox(key="log_run").select_index(3).run()
     clean(at)
-    assert "f0.csv" in [c.value for c in at.code if c.language == "log"][0]
+    assert "f0.csv" in next(c.value for c in at.code if c.language == "log")
 
 
 def test_pipeline_select_box_switches_pipeline(home):
@@ -220,7 +220,7 @@ def test_open_breaker_is_shown(home):
         at = page("overview")
         clean(at)
         sea = table(at, "overview_table").set_index("pipeline").loc["sea"]
-        assert sea["breaker"] == "open" and "breaker open" in sea["health"]
+        assert sea["breaker"] == "open" and sea["health"] == "breaker open"
         at = page("pipeline", {"pipeline": "sea"})
         clean(at)
         assert metrics(at)["Breaker"] == "open" and metrics(at)["Consecutive failures"] == "1"

@@ -170,6 +170,24 @@ def test_unknown_pipeline_404_and_no_champion_409(prefect_server, stream_spec):
                                                              "detail": None}
 
 
+def test_registry_down_is_503_not_409(calmops_home, stream_spec, monkeypatch):
+    import mlflow
+
+    original = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    try:
+        client = TestClient(create_app())
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "degraded"
+        assert health.json()["mlflow_reachable"] is False
+        resp = client.post("/pipelines/sea/predict", json={"records": _records(1)})
+        assert resp.status_code == 503 and "registry is unavailable" in resp.json()["detail"]
+    finally:
+        mlflow.set_tracking_uri(original)
+
+
 def test_token_auth(calmops_home, stream_spec):
     client = TestClient(create_app(token=TOKEN))
     assert client.get("/health").status_code == 200  # stays open

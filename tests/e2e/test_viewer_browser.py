@@ -99,7 +99,7 @@ def browser(viewer):
 
 def settle(page, timeout: float = 60.0) -> None:
     """Wait until the script run is over (no 'Running' widget) and the page has stopped changing."""
-    page.wait_for_selector('[data-testid="stMain"]', timeout=timeout * 1000)
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=timeout * 1000)  # every page has a title
     deadline = time.time() + timeout
     quiet_since = None
     while time.time() < deadline:
@@ -109,7 +109,7 @@ def settle(page, timeout: float = 60.0) -> None:
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.time()
-        elif time.time() - quiet_since > 1.5:
+        elif time.time() - quiet_since > 2.0:
             return
         time.sleep(0.25)
     raise AssertionError("the page did not finish running")

@@ -1,6 +1,8 @@
 """The block flow on a real Prefect API (test harness) and a real MLflow store (SQLite)."""
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -110,9 +112,7 @@ def test_shifted_block_is_found_and_only_its_model_is_retrained(prefect_server, 
     # outcome.json in MLflow holds the same details
     [mlrun] = runs_for_sha("sites", second["sha256"])
     stored = MlflowClient().download_artifacts(mlrun.info.run_id, "outcome.json")
-    import json
-
-    assert json.loads(open(stored).read())["details"]["retrained_blocks"] == ["c"]
+    assert json.loads(Path(stored).read_text())["details"]["retrained_blocks"] == ["c"]
 
 
 def test_same_blocks_without_shift_is_no_drift(prefect_server, calmops_home):

@@ -9,7 +9,8 @@ import streamlit as st
 
 from calmops.dashboards import cache, data, ui
 
-HEALTH_ICONS = {"ok": "🟢 ok", "drift": "🟡 drift", "failing": "🟠 failing", "down": "🔴 breaker open", "new": "⚪ new"}
+HEALTH_WORDS = {"ok": "ok", "drift": "drift", "failing": "failing", "down": "breaker open", "new": "no run yet"}
+HEALTH_COLORS = {"ok": "#e8f5e9", "drift": "#fff8e1", "failing": "#fff3e0", "breaker open": "#ffebee"}
 
 
 def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -> dict[str, Any]:
@@ -32,19 +33,27 @@ def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -
     return {
         "pipeline": name,
         "kind": ui.kind_of(runs),
-        "health": HEALTH_ICONS[data.health(last_decision, breaker_state, drift)],
+        "health": HEALTH_WORDS[data.health(last_decision, breaker_state, drift)],
         "breaker": breaker_state or "unknown",
         "champion": ui.version_text(champion),
         "champion age": data.age_text(created),
         "runs": len(runs),
         "last file": last["file"] or last["run_name"] if last is not None else "—",
         "last decision": last_decision or "—",
-        "last run": ui.fmt_time(last["start_time"]) if last is not None else "—",
-        "drift": ("yes" if drift else "no") if drift is not None else "—",
-        "drifted features": (last["drifted_features"] or "") if last is not None else "",
+        "last run": ui.fmt_time(last["start_time"], short=True) if last is not None else "—",
+        "drift": _drift_text(drift, last["drifted_features"] if last is not None else ""),
         "view": f"./pipeline?pipeline={name}",
         "MLflow": data.mlflow_experiment_url(conn, pipeline["experiment_id"]),
     }
+
+
+def _drift_text(drift: bool | None, features: str) -> str:
+    if drift is None:
+        return "—"
+    if not drift:
+        return "no"
+    names = [f for f in (features or "").split(",") if f]
+    return "yes" + (f" ({', '.join(names[:3])}{', …' if len(names) > 3 else ''})" if names else "")
 
 
 def render() -> None:
@@ -72,16 +81,18 @@ def body(conn: data.Connection) -> None:
     table = pd.DataFrame(rows)
     cols = st.columns(4)
     cols[0].metric("Pipelines", len(table))
-    cols[1].metric("Drift in last run", int((table.get("drift") == "yes").sum()))
+    cols[1].metric("Drift in last run", int(table.get("drift", pd.Series(dtype=str)).astype(str).str.startswith("yes").sum()))
     cols[2].metric("Breakers open", int((table.get("breaker") == "open").sum()))
     cols[3].metric("Runs recorded", int(pd.to_numeric(table.get("runs"), errors="coerce").fillna(0).sum()))
-    ui.show_frame(table, key="overview_table", column_config={
+    styled = table.style.map(lambda v: f"background-color: {HEALTH_COLORS[v]}" if v in HEALTH_COLORS else "",
+                             subset=["health"]) if "health" in table else table
+    ui.show_frame(styled, key="overview_table", column_config={
         "view": st.column_config.LinkColumn("details", display_text="open"),
         "MLflow": st.column_config.LinkColumn("MLflow", display_text="experiment ↗"),
         "runs": st.column_config.NumberColumn("runs", format="%d"),
     })
-    st.caption(f"Read at {ui.fmt_time(pd.Timestamp.now(tz='UTC'))}. Health: 🔴 breaker open · 🟠 last run failed, "
-               "was rejected, or the breaker is half-open · 🟡 the last batch drifted · 🟢 ok.")
+    st.caption(f"Read at {ui.fmt_time(pd.Timestamp.now(tz='UTC'))}. Health: *breaker open*; *failing*: the last run "
+               "failed, was rejected or the breaker is half-open; *drift*: the last batch drifted; *ok*.")
     recent = _recent_runs(conn, pipelines)
     if not recent.empty:
         st.subheader("Latest runs")
@@ -93,13 +104,13 @@ def _recent_runs(conn: data.Connection, pipelines: list[dict]) -> pd.DataFrame:
     for p in pipelines:
         try:
             runs = cache.runs_frame(conn, p["experiment_id"])
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S112 - the table shows that pipeline as unreadable
             continue
         if not runs.empty:
             parts.append(runs.assign(pipeline=p["name"]))
     if not parts:
         return pd.DataFrame()
     allruns = pd.concat(parts).sort_values("start_time", ascending=False).head(15)
-    return pd.DataFrame({"time": allruns["start_time"].map(ui.fmt_time), "pipeline": allruns["pipeline"],
+    return pd.DataFrame({"time": allruns["start_time"].map(lambda t: ui.fmt_time(t, short=True)), "pipeline": allruns["pipeline"],
                          "file": allruns["run_name"], "decision": allruns["decision"],
                          "reason": allruns["reason"].str.slice(0, 160)})

@@ -65,7 +65,7 @@ def header(conn, name, runs, reg, prefect_problem) -> None:
             breaker = cache.breaker(conn, name)
         except Exception as exc:  # noqa: BLE001
             st.warning(f"Breaker state unreadable: {exc}")
-    cols = st.columns(6)
+    cols = st.columns([1, 1, 1.1, 2.6, 1.1, 1.2])
     cols[0].metric("Kind", ui.kind_of(runs))
     cols[1].metric("Champion", ui.version_text(champion), help="Registered model version with alias 'champion'.")
     cols[2].metric("Champion age", data.age_text(created))
@@ -408,7 +408,7 @@ def runs_tab(conn, name, runs, reg, prefect_problem) -> None:
             st.warning(f"Flow runs unreadable from Prefect: {exc}")
     newest = runs.iloc[::-1]
     table = pd.DataFrame({
-        "time": newest["start_time"].map(ui.fmt_time), "file": newest["run_name"], "decision": newest["decision"],
+        "time": newest["start_time"].map(lambda t: ui.fmt_time(t, short=True)), "file": newest["run_name"], "decision": newest["decision"],
         "drift": newest["drift"].map({True: "yes", False: "no"}),
         "champion": newest["champion_version"].map(ui.version_text),
         "challenger": newest["challenger_version"].map(ui.version_text),

@@ -109,14 +109,14 @@ def show(frame: pd.DataFrame, n_rows: int) -> None:
     color = "concept" if "concept" in plotted else None
     fig = px.scatter(plotted, x="row", y=feature, color=plotted[color].astype(str) if color else None,
                      opacity=0.5, labels={"color": "concept"})
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10))
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10})
     ui.plot(fig)
     if target and pd.api.types.is_numeric_dtype(frame[target]) and frame[target].nunique() <= 20:
         window = max(10, n_rows // 50)
         rolling = frame[target].astype(float).rolling(window).mean().rename(target).rename_axis("row").reset_index()
         rolling = rolling.iloc[::step]
         fig = px.line(rolling, x="row", y=target, labels={target: f"mean of {target} over {window} rows"})
-        fig.update_layout(height=240, margin=dict(l=10, r=10, t=10, b=10))
+        fig.update_layout(height=240, margin={"l": 10, "r": 10, "t": 10, "b": 10})
         ui.plot(fig)
 
 

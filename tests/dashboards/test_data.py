@@ -1,0 +1,160 @@
+"""The viewer's data layer without any service: report tables, matrices, spec history, URLs, the CLI command."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from calmops.dashboards import data
+
+REPORT_A = {
+    "drifted_features": ["income"], "feature_scores": {"income": 3.0},
+    "features": [
+        {"feature": "age", "kind": "numeric", "test": "ks", "effect_size": 0.05, "threshold": 0.1, "drift": False,
+         "status": "no_drift"},
+        {"feature": "income", "kind": "numeric", "test": "ks", "effect_size": 0.3, "threshold": 0.1, "drift": True,
+         "status": "drift"},
+        {"feature": "income", "kind": "numeric", "test": "psi", "effect_size": 0.15, "threshold": 0.1,
+         "drift": True, "status": "drift"},
+    ],
+    "multivariate": [{"method": "mmd", "statistic": 0.02, "p_value": 0.01, "threshold": 0.05, "drift": True}],
+}
+REPORT_B = {
+    "drifted_features": ["region", "income"], "feature_scores": {"region": None, "income": 1.5},
+    "features": [
+        {"feature": "income", "test": "ks", "effect_size": 0.15, "threshold": 0.1, "drift": True},
+        {"feature": "region", "test": "chi2", "effect_size": None, "threshold": 0.1, "drift": True,
+         "status": "error", "detail": "column missing from the batch"},
+    ],
+}
+
+
+def test_feature_table_puts_drifted_worst_first_with_ratio():
+    table = data.feature_table(REPORT_A)
+    assert table[["feature", "test"]].values.tolist()[0] == ["income", "ks"]
+    assert table["ratio"].iloc[0] == pytest.approx(3.0)
+    assert table["feature"].iloc[-1] == "age" and not table["drift"].iloc[-1]
+    assert data.feature_table(None).empty and "ratio" in data.feature_table({}).columns
+
+
+def test_drift_matrix_takes_the_worst_test_and_flags_missing_columns():
+    matrix = data.drift_matrix({"a": REPORT_A, "b": REPORT_B, "c": None}, {"a": "f1", "b": "f2", "c": "f3"})
+    assert list(matrix.columns) == ["f1", "f2"]  # a run without a report has no column
+    assert matrix.loc["income", "f1"] == pytest.approx(3.0)
+    assert matrix.loc["region", "f2"] == pytest.approx(6.0)  # missing column: 2 × the largest finite value
+    assert matrix.index[0] == "region" and math.isnan(matrix.loc["age", "f2"])
+
+
+def test_culprit_ranking_counts_runs_and_keeps_worst_score():
+    ranking = data.culprit_ranking({"a": REPORT_A, "b": REPORT_B}).set_index("feature")
+    assert ranking.loc["income", "times_drifted"] == 2 and ranking.loc["income", "share_of_runs"] == 1.0
+    assert ranking.loc["income", "worst_score"] == 3.0 and ranking.loc["region", "worst_score"] == math.inf
+
+
+def test_multivariate_concept_and_performance_frames():
+    multi = data.multivariate_frame({"a": REPORT_A}, {"a": "f1"})
+    assert multi.iloc[0][["run", "method", "drift"]].tolist() == ["f1", "mmd", True]
+    verdicts = {"a": {"concept": {"alarm": True, "detectors": {"adwin": {"alarm": True, "first_alarm_index": 12,
+                                                                         "status": {"drift": True}}}},
+                      "performance": {"metric": "accuracy", "now": 0.8, "at_promotion": 0.9,
+                                      "relative_drop": 0.11, "tolerance": 0.05, "drift": True,
+                                      "threshold_failures": ["accuracy 0.80 < min 0.85"]}},
+                "b": None}
+    concept = data.concept_frame(verdicts, {"a": "f1", "b": "f2"})
+    assert concept.iloc[0][["detector", "alarm", "first_alarm_index"]].tolist() == ["adwin", 1, 12]
+    perf = data.performance_frame(verdicts, {"a": "f1", "b": "f2"})
+    assert len(perf) == 1 and perf.iloc[0]["threshold_failures"] == "accuracy 0.80 < min 0.85"
+
+
+def test_spec_history_keeps_distinct_consecutive_specs_with_diffs():
+    history = data.spec_history([("f0", "t0", "a: 1\n"), ("f1", "t1", "a: 1\n"), ("f2", "t2", None),
+                                 ("f3", "t3", "a: 2\n"), ("f4", "t4", "a: 1\n")])
+    assert [h["label"] for h in history] == ["f0", "f3", "f4"]
+    assert "-a: 1" in history[1]["diff"] and "+a: 2" in history[1]["diff"]
+    assert [h["number"] for h in history] == [1, 2, 3]
+
+
+def test_block_tables_accept_the_usual_shapes():
+    out = data.block_tables({"blocks": {"jan": {"rows": 10, "scores": {"accuracy": 0.9}}, "feb": {"rows": 5}},
+                             "drift_matrix": {"labels": ["jan", "feb"], "matrix": [[0, 0.4], [0.4, 0]]}})
+    assert out["blocks"].loc["jan", "scores.accuracy"] == 0.9
+    assert out["drift_matrix"].loc["jan", "feb"] == 0.4
+    nested = data.matrix_frame({"jan": {"feb": 0.2}, "feb": {"jan": 0.2}})
+    assert nested.loc["jan", "feb"] == 0.2
+    assert data.matrix_frame([[0, 1], [1, 0]]).shape == (2, 2)
+    assert data.matrix_frame("nonsense") is None
+    listed = data.block_tables({"blocks": [{"block": "a", "accuracy": 0.7}]})
+    assert listed["blocks"].iloc[0]["accuracy"] == 0.7 and "drift_matrix" not in listed
+    assert data.block_tables(None) == {}
+
+
+def test_health_age_thresholds_and_primary_metric():
+    assert data.health("no_drift", "open", False) == "down"
+    assert data.health("retrain_rejected", "closed", True) == "failing"
+    assert data.health("no_drift", "closed", True) == "drift"
+    assert data.health("no_drift", "closed", False) == "ok" and data.health(None, None, None) == "new"
+    now = pd.Timestamp("2026-01-01T12:00:00Z")
+    assert data.age_text(now - pd.Timedelta(hours=3), now.timestamp()) == "3 h"
+    assert data.age_text(None) == "—"
+    spec = {"evaluation": {"primary_metric": "f1_macro", "thresholds": {"accuracy": {"min": 0.7}}}}
+    assert data.thresholds(spec) == {"accuracy": {"min": 0.7, "max": None}}
+    runs = pd.DataFrame({"metric.champion_accuracy": [0.9], "metric.challenger_rmse": [1.0]})
+    assert data.primary_metric(spec, runs) == "f1_macro" and data.primary_metric(None, runs) == "accuracy"
+    assert data.metric_names(runs, "challenger") == ["rmse"]
+
+
+def test_urls_follow_the_ui_addresses():
+    conn = data.Connection("sqlite:///x.db", prefect_api="http://h:4200/api", prefect_ui="http://h:4200",
+                           mlflow_ui="http://h:5000/")
+    assert data.prefect_run_url(conn, "abc") == "http://h:4200/runs/flow-run/abc"
+    assert data.mlflow_run_url(conn, "3", "r1") == "http://h:5000/#/experiments/3/runs/r1"
+    assert data.mlflow_model_url(conn, "sea", 2) == "http://h:5000/#/models/sea/versions/2"
+    bare = data.Connection("sqlite:///x.db")
+    assert data.prefect_run_url(bare, "abc") is None and data.mlflow_run_url(bare, "3", "r1") is None
+    assert "no Prefect API" in data.check_prefect(bare)
+
+
+def test_connection_reads_environment_and_missing_sqlite_store_is_empty(tmp_path, monkeypatch):
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("CALMOPS_MLFLOW_UI", raising=False)
+    conn = data.connection()
+    assert conn.tracking_uri.startswith("sqlite:///") and str(tmp_path) in conn.tracking_uri
+    assert data.check_mlflow(conn) is None and data.list_pipelines(conn) == []
+    assert not (tmp_path / "home" / "mlflow" / "mlflow.db").exists()  # the viewer creates nothing
+    dead = data.Connection("http://127.0.0.1:9")
+    assert "does not answer" in data.check_mlflow(dead, timeout=1)
+
+
+def test_block_metric_names_are_split_on_known_metrics():
+    from calmops.dashboards.views.blocks import block_metrics
+
+    runs = pd.DataFrame({"run_name": ["a", "b"], "metric.block_2024_01_accuracy": [0.9, 0.8],
+                         "metric.block_north_f1_macro": [0.5, None]})
+    long = block_metrics(runs)
+    assert set(zip(long["block"], long["metric"])) == {("2024_01", "accuracy"), ("north", "f1_macro")}
+    assert len(long) == 3
+
+
+def test_viewer_command_binds_loopback_and_registers_on_the_cli():
+    import typer
+    from typer.testing import CliRunner
+
+    from calmops.dashboards import cli
+
+    cmd = cli.command()
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("calmops/dashboards/app.py")
+    for flag, value in (("--server.address", "127.0.0.1"), ("--server.port", "8501"),
+                        ("--browser.gatherUsageStats", "false"), ("--server.headless", "true")):
+        assert cmd[cmd.index(flag) + 1] == value
+    app = typer.Typer()
+    cli.register(app)
+
+    @app.command("other")
+    def other():  # a second command so typer keeps sub-command names
+        pass
+
+    result = CliRunner().invoke(app, ["viewer", "--help"])
+    assert result.exit_code == 0 and "--port" in result.output
