@@ -97,7 +97,7 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     from calmops.core import registry
-    from calmops.core.store import pipeline_paths, save_spec, spec_from_dict
+    from calmops.core.store import save_spec, spec_from_dict
     from calmops.flows import run_file
 
     results = {}

@@ -18,7 +18,7 @@ from calmops.detectors import infer_feature_types
 
 def feature_columns(spec: PipelineSpec, columns: list[str]) -> list[str]:
     excluded = spec.excluded_columns()
-    if spec.kind == "stream" and spec.block_column:
+    if spec.kind in ("stream", "ipip") and spec.block_column:
         excluded.add(spec.block_column)
     return [c for c in columns if c not in excluded]
 
@@ -43,7 +43,10 @@ def coerce_features(frame: pd.DataFrame, feature_types: dict[str, str]) -> pd.Da
             if pd.api.types.is_bool_dtype(s):
                 num = s.astype(float)
             else:
-                num = pd.to_numeric(s, errors="coerce")
+                try:
+                    num = pd.to_numeric(s, errors="coerce")
+                except OverflowError:
+                    raise CoercionError(f"column '{col}' holds a number too large to represent") from None
             bad = num.isna() & s.notna() & (s.astype(str).str.strip() != "")
             if bad.any():
                 example = s[bad].iloc[0]

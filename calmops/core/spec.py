@@ -107,6 +107,14 @@ class HooksSpec(_Strict):
     fallback: str | None = None
 
 
+class BlocksSpec(_Strict):
+    """Block kind: which blocks are held out for evaluation and how unseen blocks are routed."""
+
+    evaluation: Literal["newest", "rows"] | list[str] = "newest"   # block names as text ("3" for 3.0)
+    unseen: Literal["global", "vote"] = "global"
+    min_block_rows: int = Field(default=30, ge=1)
+
+
 class LimitsSpec(_Strict):
     max_rows: int = Field(default=5_000_000, ge=1)
     max_bytes: int = Field(default=2 * 1024**3, ge=1)
@@ -133,6 +141,7 @@ class PipelineSpec(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     retrain: RetrainSpec = Field(default_factory=RetrainSpec)
     breaker: BreakerSpec = Field(default_factory=BreakerSpec)
+    blocks: BlocksSpec = Field(default_factory=BlocksSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     prediction_only: bool = False
     predictions: Path | None = None
@@ -155,6 +164,8 @@ class PipelineSpec(_Strict):
             raise ValueError("'target' is required unless 'prediction_only: true'")
         if self.kind in ("block", "ipip") and not self.block_column:
             raise ValueError(f"'block_column' is required for kind '{self.kind}'")
+        if self.kind == "ipip" and "model" not in self.model_fields_set:
+            self.model = ModelSpec(**{"class": "calmops.core.ipip.IPIPClassifier"})
         for path in _model_classes(self.model):
             if not is_allowed_import(path, self.allow_modules):
                 raise ValueError(

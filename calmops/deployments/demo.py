@@ -42,7 +42,6 @@ def demo_spec() -> dict:
 
 def reset_demo_pipeline() -> None:
     """A demo starts clean: its folder, registered model and experiment are removed first."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from calmops.core import registry

@@ -325,4 +325,26 @@ def delete_pipeline_deployments(pipeline: str) -> dict[str, Any]:
     for d in deployments:
         _delete_deployment(d.id)
     return {"pipeline": pipeline, "deployments": [f"{d.flow_name}/{d.name}" for d in deployments],
+            "deployment_ids": [str(d.id) for d in deployments],
             "automations": [a.name for a in automations], "waiting_runs_deleted": removed_runs}
+
+
+def running_runs(deployment_ids: list[str]) -> list[Any]:
+    """Runs of these deployments that are running now (they may outlive their deployment)."""
+    if not deployment_ids:
+        return []
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[UUID(i) for i in deployment_ids]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))))

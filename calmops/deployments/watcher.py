@@ -18,11 +18,12 @@ deployment has a trigger on it (see :mod:`calmops.deployments.deploy`).
 
 Prefect delivers events at least once, and an event sent while the server is down can be lost. So the
 watcher also scans the incoming folders on start, every ``scan_interval`` seconds, and at once when
-the Prefect API answers again after an outage; a scan announces files the pipeline's ledger does not
-know yet, files left ``pending`` (a failed run, or a breaker that was open, once its cooldown is
-over), and claims left by a crashed run; it skips files marked ``done``. A file already announced is
-announced again only after ``reemit_after`` seconds (or after an outage). Every duplicate is harmless:
-the flow is idempotent per content hash.
+the Prefect API answers again after an outage. A scan announces a file unless the pipeline's ledger
+marks it ``done``, a run claimed it recently (``in_progress``; an older claim belongs to a crashed run),
+it is ``pending`` while the pipeline's breaker is still cooling down, or a flow run for it is already
+scheduled, waiting for its pipeline's slot, or running. A file already announced is announced again
+only after ``reemit_after`` seconds, and only when no run for it is queued. Every duplicate that still
+gets through is harmless: the flow is idempotent per content hash.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ log = logging.getLogger("calmops.watcher")
 EVENT = "calmops.file.arrived"
 Emit = Callable[..., Any]  # emit(event=..., resource={...}) like prefect.events.emit_event
 
+_UNASKED = object()
 _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 _sigio_ignored = False
 
@@ -140,6 +142,28 @@ def breaker_allows_retry(pipeline: str) -> bool:
         return True
 
 
+def live_run_paths(pipeline: str) -> set[str] | None:
+    """Paths of files that have a flow run scheduled, waiting or running now (None: cannot tell)."""
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+            FlowRunFilterTags,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[f"calmops.pipeline.{pipeline}"]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(
+                    any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]))))
+        return {str(r.parameters.get("path")) for r in runs if r.parameters.get("path")}
+    except Exception:  # noqa: BLE001 - unknown: the caller does not announce again
+        return None
+
+
 def prefect_api_healthy(timeout: float = 2.0) -> bool | None:
     """True/False when a Prefect API URL is configured, None otherwise."""
     url = os.environ.get("PREFECT_API_URL")
@@ -184,9 +208,10 @@ class Watcher:
     """
 
     def __init__(self, emit: Emit | None = None, *, settle: float = 1.0, scan_interval: float = 30.0,
-                 refresh_interval: float = 5.0, reemit_after: float = 300.0, min_age: float = 10.0,
+                 refresh_interval: float = 5.0, reemit_after: float = 60.0, min_age: float = 10.0,
                  health_interval: float = 2.0, health: Callable[[], bool | None] | None = None,
-                 breaker_ready: Callable[[str], bool] | None = None, settings: Settings | None = None,
+                 breaker_ready: Callable[[str], bool] | None = None,
+                 live_paths: Callable[[str], set[str] | None] | None = None, settings: Settings | None = None,
                  heartbeat_file: Path | None = None):
         self.emit = emit or emit_event
         self.settle = settle
@@ -197,6 +222,7 @@ class Watcher:
         self.health_interval = health_interval
         self.health = health if health is not None else (prefect_api_healthy if emit is None else (lambda: None))
         self.breaker_ready = breaker_ready or (breaker_allows_retry if emit is None else (lambda name: True))
+        self.live_paths = live_paths or (live_run_paths if emit is None else (lambda name: None))
         self.settings = settings or get_settings()
         self.heartbeat_file = heartbeat_file
         self._lock = threading.RLock()
@@ -403,6 +429,7 @@ class Watcher:
     def _scan_folder(self, watched: _Watched, force: bool) -> list[Path]:
         entries = _ledger_entries(watched.ledger_file)
         breaker_checked: bool | None = None
+        live: Any = _UNASKED
         announced = []
         now = time.monotonic()
         with self._lock:
@@ -439,6 +466,12 @@ class Watcher:
                 last = self._emitted.get(path)
             if last and last[0] == sha and not force and now - last[1] < self.reemit_after:
                 continue
+            if live is _UNASKED:
+                live = self.live_paths(watched.pipeline)
+            if live is None and last and not force:
+                continue  # cannot tell whether its run is still queued: wait for a clearer moment
+            if live and str(path) in live:
+                continue  # a run is queued or running for it
             if self._announce(watched, path, st, reason="scan", sha=sha):
                 announced.append(path)
         return announced
@@ -490,17 +523,29 @@ def _ledger_entries(ledger_file: Path) -> dict[str, tuple[str, float | None]]:
         return {}
 
 
-def scan_pipeline(pipeline: str, emit: Emit | None = None, settle: float = 2.0, min_age: float = 10.0) -> list[Path]:
-    """One scan of one pipeline's incoming folder, as the scheduled scan deployment runs it."""
+def _watched(pipeline: str) -> _Watched:
     from calmops.core.store import pipeline_paths, read_spec
 
-    watcher = Watcher(emit=emit or emit_event, settle=settle, min_age=min_age,
-                      breaker_ready=breaker_allows_retry)
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec)
     paths.incoming.mkdir(parents=True, exist_ok=True)
-    watched = _Watched(pipeline, spec.kind, paths.incoming.resolve(), paths.ledger_file)
-    return watcher._scan_folder(watched, force=True)
+    return _Watched(pipeline, spec.kind, paths.incoming.resolve(), paths.ledger_file)
+
+
+def scan_pipeline(pipeline: str, emit: Emit | None = None, *, settle: float = 2.0, min_age: float = 10.0,
+                  breaker_ready: Callable[[str], bool] | None = None) -> list[Path]:
+    """One scan of one pipeline's incoming folder (scheduled scans, ``calmops relaunch``)."""
+    watcher = Watcher(emit=emit or emit_event, settle=settle, min_age=min_age,
+                      breaker_ready=breaker_ready or breaker_allows_retry, health=lambda: None)
+    return watcher._scan_folder(_watched(pipeline), force=True)
+
+
+def waiting_files(pipeline: str) -> list[Path]:
+    """Complete files in the incoming folder that the ledger does not mark done or being processed."""
+    found: list[Path] = []
+    scan_pipeline(pipeline, emit=lambda **kw: found.append(Path(kw["resource"]["calmops.file.path"])),
+                  min_age=0.0, breaker_ready=lambda _: True)
+    return found
 
 
 @flow(name="calmops-scan", flow_run_name="scan/{pipeline}", persist_result=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,13 +50,8 @@ class BlockSettings:
 
 
 def block_settings(spec: PipelineSpec) -> BlockSettings:
-    """The spec's ``blocks`` settings, read defensively (the key is optional)."""
-    raw = getattr(spec, "blocks", None)
-    if raw is None:
-        return BlockSettings()
-    data = raw.model_dump() if hasattr(raw, "model_dump") else dict(raw)
-    known = {f.name for f in fields(BlockSettings)}
-    return BlockSettings(**{k: v for k, v in data.items() if k in known and v is not None})
+    """The spec's ``blocks`` settings."""
+    return BlockSettings(**spec.blocks.model_dump())
 
 
 # -- blocks of a batch --------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,6 +185,9 @@ def parse_and_validate(
     signals: list[str] = []
     if spec.kind in ("block", "ipip") and spec.block_column not in frame.columns:
         raise RejectedInput(f"{path.name}: block column '{spec.block_column}' is missing")
+    if spec.kind in ("block", "ipip") and frame[spec.block_column].isna().any():
+        raise RejectedInput(f"{path.name}: block column '{spec.block_column}' has "
+                            f"{int(frame[spec.block_column].isna().sum())} missing value(s)")
     if reference is None:
         columns = feature_columns(spec, list(frame.columns))
         if not columns:

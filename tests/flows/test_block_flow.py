@@ -1,6 +1,5 @@
 """The block flow on a real Prefect API (test harness) and a real MLflow store (SQLite)."""
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 from mlflow import MlflowClient
 
 from calmops.core import registry
-from calmops.core.spec import PipelineSpec
 from calmops.core.store import pipeline_paths, read_spec, save_spec, spec_from_dict
 from tests.conftest import write_csv
 from tests.flows.helpers import incoming, run, runs_for_sha, update_spec, versions
@@ -46,14 +44,8 @@ def create(name: str) -> None:
 
 
 def configure_blocks(monkeypatch, name: str, **settings) -> None:
-    """Block settings through the spec when it has the ``blocks`` key, else through the settings reader."""
-    if "blocks" in PipelineSpec.model_fields:
-        update_spec(name, blocks=settings)
-        return
-    from calmops.tasks import blocks
-
-    original = blocks.block_settings
-    monkeypatch.setattr(blocks, "block_settings", lambda spec: dataclasses.replace(original(spec), **settings))
+    """Block settings through the spec's ``blocks`` key, as a user sets them."""
+    update_spec(name, blocks=settings)
 
 
 def mlflow_metrics(name: str, sha: str) -> dict[str, float]:

@@ -10,7 +10,6 @@ import streamlit as st
 from calmops.dashboards import cache, data, ui
 
 HEALTH_WORDS = {"ok": "ok", "drift": "drift", "failing": "failing", "down": "breaker open", "new": "no run yet"}
-HEALTH_COLORS = {"ok": "#e8f5e9", "drift": "#fff8e1", "failing": "#fff3e0", "breaker open": "#ffebee"}
 
 
 def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -> dict[str, Any]:
@@ -84,9 +83,7 @@ def body(conn: data.Connection) -> None:
     cols[1].metric("Drift in last run", int(table.get("drift", pd.Series(dtype=str)).astype(str).str.startswith("yes").sum()))
     cols[2].metric("Breakers open", int((table.get("breaker") == "open").sum()))
     cols[3].metric("Runs recorded", int(pd.to_numeric(table.get("runs"), errors="coerce").fillna(0).sum()))
-    styled = table.style.map(lambda v: f"background-color: {HEALTH_COLORS[v]}" if v in HEALTH_COLORS else "",
-                             subset=["health"]) if "health" in table else table
-    ui.show_frame(styled, key="overview_table", column_config={
+    ui.show_frame(table, key="overview_table", column_config={
         "view": st.column_config.LinkColumn("details", display_text="open"),
         "MLflow": st.column_config.LinkColumn("MLflow", display_text="experiment ↗"),
         "runs": st.column_config.NumberColumn("runs", format="%d"),

@@ -1,0 +1,292 @@
+"""Operations commands: ``up``/``down`` (the whole local stack), ``watch``, ``deploy``, ``delete``, ``relaunch``.
+
+Kept free of heavy imports at module level: the CLI imports this module on every invocation.
+The functions below the commands (:func:`bring_up`, :func:`bring_down`, :func:`sync_pipeline`) are what
+``calmops up``/``down``/``create``/``update`` call, whichever module registers those commands.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+STACK_SERVICES = ("prefect", "mlflow", "worker", "watcher")
+
+
+def _api_url() -> str | None:
+    return os.environ.get("PREFECT_API_URL")
+
+
+def prefect_reachable(timeout: float = 2.0) -> bool:
+    import httpx
+
+    url = _api_url()
+    if not url:
+        return False
+    try:
+        return httpx.get(url.rstrip("/") + "/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _point_at_stack() -> dict[str, str]:
+    """After starting services: make this process talk to them (stack.json is the source)."""
+    from calmops.deployments.environment import stack_urls
+
+    urls = stack_urls()
+    if urls.get("prefect_api"):
+        os.environ["PREFECT_API_URL"] = urls["prefect_api"]
+    if urls.get("mlflow"):
+        os.environ["MLFLOW_TRACKING_URI"] = urls["mlflow"]
+        os.environ.setdefault("CALMOPS_MLFLOW_UI", urls["mlflow"])
+    return urls
+
+
+def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, Any]:
+    """Start the stack in order; deploy every pipeline before the worker starts taking runs."""
+    from calmops.deployments import stack
+
+    started = {}
+    for name in stack.ORDER:
+        if name not in services:
+            continue
+        if name == "worker":
+            _point_at_stack()
+            with console.status("deploying pipelines (deployments and file triggers)…"):
+                from calmops.deployments.deploy import deploy_all
+
+                result = deploy_all()
+            for d in result["deployed"]:
+                console.print(f"deployment {d['deployment']} · trigger {', '.join(d['automations'])}"
+                              + (f" · schedule {d['scan_deployment']}" if d["scan_deployment"] else ""),
+                              highlight=False)
+            for pipeline, error in result["errors"].items():
+                console.print(f"[yellow]warning:[/] pipeline {pipeline} not deployed: {error}", highlight=False)
+            for pipeline in result["removed"]:
+                console.print(f"removed deployments of deleted pipeline {pipeline}", highlight=False)
+        with console.status(f"starting {name}…"):
+            service = stack.start(name)
+        started[name] = service.url or "running"
+        console.print(f"{name}: {service.url or 'running'} (log {stack.log_file(_settings(), name)})",
+                      highlight=False)
+    _point_at_stack()
+    return started
+
+
+def bring_down(console) -> None:
+    from calmops.deployments import stack
+
+    for name in reversed(stack.ORDER):
+        stopped = stack.stop(name)
+        console.print(f"{name}: {'stopped' if stopped else 'not running'}")
+
+
+def sync_pipeline(name: str, console) -> bool:
+    """After ``create``/``update``: bring the pipeline's deployment and trigger in step, if the stack runs."""
+    if not prefect_reachable():
+        console.print("[dim]Prefect is not running: the deployment is made by 'calmops up' or 'calmops deploy'[/]")
+        return False
+    from calmops.deployments.deploy import deploy_pipeline
+
+    summary = deploy_pipeline(name)
+    console.print(f"deployment {summary.deployment} with trigger {summary.automations[0]}"
+                  + (f" and scheduled scan {summary.scan_deployment}" if summary.scan_deployment else ""),
+                  highlight=False)
+    return True
+
+
+def _settings():
+    from calmops.core.settings import get_settings
+
+    return get_settings()
+
+
+def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
+    """Stop triggering the pipeline, then keep its files: move its folder under ``$CALMOPS_HOME/deleted``."""
+    from calmops.core.breaker import delete_breaker
+    from calmops.core.store import pipeline_paths, read_spec
+    from calmops.deployments.deploy import delete_pipeline_deployments, running_runs
+
+    spec = read_spec(name)
+    paths = pipeline_paths(spec)
+    removed = delete_pipeline_deployments(name)
+    deadline = time.monotonic() + wait
+    while (busy := running_runs(removed["deployment_ids"])) and time.monotonic() < deadline:
+        time.sleep(1.0)  # let a run in flight finish before its folder moves
+    if busy:
+        console.print(f"[yellow]warning:[/] {len(busy)} run(s) still running; they will fail when the folder moves")
+    delete_breaker(name)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = _settings().home / "deleted" / f"{name}-{stamp}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(paths.root), target)
+    removed["moved_to"] = str(target)
+    removed["external_incoming"] = str(paths.incoming) if not paths.incoming.is_relative_to(paths.root) else None
+    return removed
+
+
+def relaunch_files(names: list[str], *, local: bool, console) -> dict[str, list[str]]:
+    """Announce (or, with ``local``, run here one by one) every file waiting in the pipelines' incoming folders."""
+    from calmops.deployments.watcher import scan_pipeline, waiting_files
+
+    out: dict[str, list[str]] = {}
+    for name in names:
+        if local:
+            from calmops.flows import run_file
+
+            done = []
+            for path in waiting_files(name):
+                outcome, error = run_file(name, path)
+                console.print(f"{name} · {path.name} → {outcome.get('decision')}"
+                              + (f" ({error})" if error else ""), highlight=False)
+                done.append(str(path))
+            out[name] = done
+        else:
+            announced = scan_pipeline(name, breaker_ready=lambda _: True, min_age=0.0)
+            out[name] = [str(p) for p in announced]
+            for p in announced:
+                console.print(f"{name} · {p.name}: announced", highlight=False)
+    if not local:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=30)
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    from calmops.deployments.cli import CliError, _print_json, console, friendly
+
+    def need_prefect(what: str) -> None:
+        if not prefect_reachable():
+            raise CliError(f"the Prefect API is not reachable ({_api_url() or 'PREFECT_API_URL is not set'}); "
+                           f"cannot {what}", "start the stack with 'calmops up'")
+
+    @app.command("watch")
+    @friendly
+    def watch(
+        settle: Annotated[float, typer.Option(help="Seconds a file must stay unchanged before it is taken.")] = 1.0,
+        scan_interval: Annotated[float, typer.Option(help="Seconds between scans for waiting files.")] = 30.0,
+        reemit_after: Annotated[float, typer.Option(help="Seconds before a waiting file is announced again.")]
+        = 300.0,
+    ):
+        """Watch every pipeline's incoming folder in the foreground and announce complete files to Prefect."""
+        import logging
+
+        from calmops.deployments import stack
+
+        need_prefect("announce files")
+        if stack.running_pid(_settings(), "watcher"):
+            raise CliError("the stack's watcher is running already (started by 'calmops up')",
+                           "two watchers announce every file twice; stop it with 'calmops down' first")
+        from calmops.deployments.watcher import Watcher
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        for noisy in ("httpx", "httpcore", "watchdog"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        console.print(f"watching incoming folders (Prefect at {_api_url()}); Ctrl-C to stop", highlight=False)
+        Watcher(settle=settle, scan_interval=scan_interval, reemit_after=reemit_after).run_forever()
+
+    @app.command("deploy")
+    @friendly
+    def deploy(
+        name: Annotated[str | None, typer.Argument(help="One pipeline (all when omitted).")] = None,
+        prune: Annotated[bool, typer.Option(help="Remove deployments of pipelines that no longer exist.")] = True,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ):
+        """Create or update the Prefect deployments and file-arrival triggers of the pipelines."""
+        from calmops.deployments.deploy import deploy_all, deploy_pipeline
+
+        need_prefect("deploy")
+        if name:
+            from calmops.core.store import read_spec
+
+            read_spec(name)
+            result = {"deployed": [deploy_pipeline(name).to_dict()], "errors": {}, "removed": []}
+        else:
+            result = deploy_all(prune=prune)
+        if as_json:
+            return _print_json(result)
+        for d in result["deployed"]:
+            console.print(f"{d['pipeline']}: deployment {d['deployment']} · trigger {', '.join(d['automations'])}"
+                          + (f" · scheduled scan {d['scan_deployment']}" if d["scan_deployment"] else ""),
+                          highlight=False)
+        for orphan in result["removed"]:
+            console.print(f"{orphan}: deployments removed (pipeline no longer exists)", highlight=False)
+        if not result["deployed"] and not result["errors"]:
+            console.print("no pipelines yet: create one with 'calmops create SPEC.yaml'")
+        if result["errors"]:
+            raise CliError("; ".join(f"{k}: {v}" for k, v in result["errors"].items()),
+                           "fix the spec with 'calmops update NAME SPEC.yaml' and run 'calmops deploy' again")
+
+    @app.command("delete")
+    @friendly
+    def delete(
+        name: str,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ):
+        """Delete a pipeline: its deployment, trigger and breaker go; its files move under deleted/."""
+        from calmops.core.store import read_spec
+
+        read_spec(name)
+        need_prefect("remove the deployment and trigger")
+        if not yes and not typer.confirm(
+                f"Delete pipeline {name!r} (its deployment, trigger and breaker; files are kept under "
+                f"{_settings().home / 'deleted'})?", default=False):
+            raise CliError("nothing deleted", "pass --yes to delete without asking")
+        result = delete_pipeline(name, console)
+        if as_json:
+            return _print_json(result)
+        console.print(f"deleted pipeline [bold]{name}[/]: deployments {result['deployments'] or 'none'}, "
+                      f"automations {result['automations'] or 'none'}; files kept in {result['moved_to']}",
+                      highlight=False)
+        if result["external_incoming"]:
+            console.print(f"its incoming folder {result['external_incoming']} was left in place (not watched any more)",
+                          highlight=False)
+
+    @app.command("relaunch")
+    @friendly
+    def relaunch(
+        name: Annotated[str | None, typer.Argument(help="One pipeline (all when omitted).")] = None,
+        local: Annotated[bool, typer.Option("--local", help="Run the files here, one by one, without Prefect's "
+                                                            "triggers.")] = False,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ):
+        """Process again the files waiting in incoming (new, pending, or left by a crashed run)."""
+        from calmops.core.store import list_pipelines, read_spec
+
+        names = [name] if name else list_pipelines()
+        for n in names:
+            read_spec(n)
+        if not local:
+            need_prefect("announce the files (or use --local)")
+        result = relaunch_files(names, local=local, console=console)
+        if as_json:
+            return _print_json(result)
+        total = sum(map(len, result.values()))
+        console.print(f"{total} file(s) {'processed' if local else 'announced'}"
+                      + ("" if local or not total else "; follow them with 'calmops status' or the Prefect UI"))
+
+    @app.command("up")
+    @friendly
+    def up(
+        no_watcher: Annotated[bool, typer.Option("--no-watcher", help="Do not start the file watcher.")] = False,
+        no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start the flow-run worker.")] = False,
+    ):
+        """Start the local stack: Prefect server, MLflow server, deployments, worker and file watcher."""
+        services = tuple(s for s in STACK_SERVICES if not (s == "watcher" and no_watcher)
+                         and not (s == "worker" and no_worker))
+        bring_up(console, services)
+        console.print("drop files into a pipeline's incoming folder; stop everything with 'calmops down'")
+
+    @app.command("down")
+    @friendly
+    def down():
+        """Stop the local stack (watcher, worker, MLflow, Prefect)."""
+        bring_down(console)

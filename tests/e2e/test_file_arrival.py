@@ -1,0 +1,323 @@
+"""File arrival on the real stack: Prefect server, process worker and watcher as subprocesses.
+
+A file written into a pipeline's incoming folder becomes a Prefect event, the pipeline's deployment
+trigger creates one flow run with the file's path, the worker runs it, the decision lands in MLflow
+(SQLite under the temporary CALMOPS_HOME). Everything started here is stopped at the end; the Prefect
+server has its own temporary home and a free port.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import STREAM_SPEC, sea_frame
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+PIPELINES = ("sea", "sea-b", "sea-c")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def until(condition, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """Prefect server + deployments + worker + watcher on a private home; torn down afterwards."""
+    home = tmp_path_factory.mktemp("file-arrival") / "calmops"
+    saved = dict(os.environ)
+    os.environ.update(
+        CALMOPS_HOME=str(home), CALMOPS_PREFECT_PORT=str(free_port()), CALMOPS_MLFLOW_PORT=str(free_port()),
+        CALMOPS_WORK_POOL="calmops", MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        CALMOPS_WATCH_SCAN_INTERVAL="3", CALMOPS_WATCH_REEMIT_AFTER="30",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    os.environ.pop("PREFECT_API_URL", None)
+    (home / "mlflow").mkdir(parents=True)
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from calmops.core.store import save_spec, spec_from_dict
+    from calmops.deployments import stack
+
+    try:
+        stack.start("prefect")
+        url = stack.services()["prefect"].url + "/api"
+        os.environ["PREFECT_API_URL"] = url
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            for name in PIPELINES:
+                extra = {"schedule": "1h"} if name == "sea-c" else {}
+                save_spec(spec_from_dict({**STREAM_SPEC, "name": name, **extra}), create=True)
+            from rich.console import Console
+
+            from calmops.deployments.operations_cli import bring_up
+
+            bring_up(Console(quiet=True), services=("prefect", "worker", "watcher"))
+            yield home
+            from calmops.deployments.deploy import (
+                delete_pipeline_deployments,
+                deployed_pipelines,
+            )
+
+            for name in deployed_pipelines():
+                delete_pipeline_deployments(name)
+            _delete_kind_deployments()
+    finally:
+        for name in ("watcher", "worker", "prefect"):
+            stack.stop(name)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+# -- reading the results -----------------------------------------------------------------------------
+
+
+def incoming(name: str) -> Path:
+    from calmops.core.store import pipeline_paths, read_spec
+
+    return pipeline_paths(read_spec(name)).incoming
+
+
+def processed(name: str) -> Path:
+    from calmops.core.store import pipeline_paths, read_spec
+
+    return pipeline_paths(read_spec(name)).processed
+
+
+def ledger_done(name: str) -> dict[str, str]:
+    """file name -> sha256 of every file the pipeline finished."""
+    from calmops.core.store import ledger, pipeline_paths, read_spec
+
+    paths = pipeline_paths(read_spec(name))
+    if not paths.ledger_file.exists():
+        return {}
+    return {e["file"]: e["sha256"] for e in ledger(paths).entries() if e["status"] == "done"}
+
+
+def flow_runs(name: str):
+    """The pipeline's file runs (not scans), oldest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[f"calmops.pipeline.{name}"])))
+    runs = [r for r in runs if "path" in r.parameters]
+    return sorted(runs, key=lambda r: r.expected_start_time)
+
+
+def mlflow_runs(name: str) -> list[dict]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name(f"calmops/{name}")
+    if exp is None:
+        return []
+    return [{"file": r.data.tags.get("calmops.file"), "decision": r.data.tags.get("calmops.decision")}
+            for r in client.search_runs([exp.experiment_id], max_results=1000)]
+
+
+def settled(name: str, files: list[str]) -> bool:
+    """Every file is done, and no run of the pipeline is still queued or running."""
+    done = ledger_done(name)
+    return all(f in done for f in files) and all(r.state.is_final() for r in flow_runs(name))
+
+
+def write_sea(folder: Path, name: str, seed: int, theta: float = 8.0, rows: int = 600) -> bytes:
+    data = sea_frame(rows, theta, seed=seed).to_csv(index=False).encode()
+    tmp = folder.parent / f".{name}.staging"  # written beside, renamed into place
+    tmp.write_bytes(data)
+    os.replace(tmp, folder / name)
+    return data
+
+
+def _delete_kind_deployments() -> None:
+    """The per-kind deployments `prefect deploy --all` made, and their automations."""
+    from prefect.client.orchestration import get_client
+
+    from calmops.deployments.deploy import _delete_deployment
+
+    with get_client(sync_client=True) as client:
+        for d in client.read_deployments():
+            if d.name in ("stream", "block", "ipip"):
+                _delete_deployment(d.id)
+        for a in client.read_automations():
+            if a.name.startswith("calmops-file-arrived-kind-"):
+                client.delete_automation(a.id)
+
+
+# -- the tests ---------------------------------------------------------------------------------------
+
+
+def test_a_file_starts_exactly_one_run_with_its_path_and_the_decision_lands_in_mlflow(live):
+    folder = incoming("sea")
+    sea_frame(1000, 8, seed=1).to_csv(folder / "a.csv", index=False)  # written in place: taken on close
+    until(lambda: settled("sea", ["a.csv"]), 240, "a.csv to be processed")
+
+    [run] = flow_runs("sea")
+    assert run.state.is_completed(), run.state
+    assert run.name == "stream/sea/a.csv"
+    assert run.parameters["pipeline"] == "sea" and run.parameters["path"] == str(folder / "a.csv")
+    assert run.parameters["sha256"] == ledger_done("sea")["a.csv"]
+    assert (processed("sea") / "a.csv").exists() and not (folder / "a.csv").exists()
+    assert [r for r in mlflow_runs("sea") if r["file"] == "a.csv"] == [{"file": "a.csv", "decision": "train"}]
+
+
+def test_a_slow_writer_is_processed_once_with_the_whole_file(live):
+    folder = incoming("sea")
+    frame = sea_frame(800, 8, seed=2)
+    text = frame.to_csv(index=False).encode()
+    half = len(text) // 2
+    with open(folder / "slow.csv", "wb") as fh:
+        fh.write(text[:half])
+        fh.flush()
+        time.sleep(4)  # deliberate: the writer pauses for longer than the watcher's settle time
+        fh.write(text[half:])
+    until(lambda: settled("sea", ["slow.csv"]), 180, "slow.csv to be processed")
+
+    runs = [r for r in flow_runs("sea") if r.parameters["path"].endswith("/slow.csv")]
+    assert len(runs) == 1 and runs[0].state.is_completed()
+    assert (processed("sea") / "slow.csv").read_bytes() == text
+    assert ledger_done("sea")["slow.csv"] == hashlib.sha256(text).hexdigest()
+    assert len([r for r in mlflow_runs("sea") if r["file"] == "slow.csv"]) == 1
+
+
+def test_a_burst_across_pipelines_is_processed_once_and_serialized_per_pipeline(live):
+    files = {name: [f"burst-{i}.csv" for i in range(2)] for name in PIPELINES}
+    for i in range(2):
+        for n, name in enumerate(PIPELINES):
+            write_sea(incoming(name), files[name][i], seed=100 + 10 * n + i)
+    for name in PIPELINES:
+        until(lambda: settled(name, files[name]), 300, f"the burst in {name}")
+
+    for name in PIPELINES:
+        runs = [r for r in flow_runs(name) if Path(r.parameters["path"]).name in files[name]]
+        assert sorted(Path(r.parameters["path"]).name for r in runs) == files[name]  # one run per file
+        assert all(r.state.is_completed() for r in runs)
+        spans = sorted((r.start_time, r.end_time) for r in runs)
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            assert start >= end, f"runs of {name} overlapped: {spans}"
+        for f in files[name]:
+            assert len([r for r in mlflow_runs(name) if r["file"] == f]) == 1
+
+
+def test_a_prefect_restart_in_the_middle_of_a_stream_loses_and_repeats_nothing(live):
+    from calmops.deployments import stack
+
+    name, folder = "sea-b", incoming("sea-b")
+    names = [f"restart-{i}.csv" for i in range(4)]
+    write_sea(folder, names[0], seed=200)
+    write_sea(folder, names[1], seed=201)
+    until(lambda: settled(name, names[:2]), 240, "the first two files")
+
+    stack.stop("prefect")
+    write_sea(folder, names[2], seed=202)  # announced while the server is down: that event is lost
+    stack.start("prefect")
+    write_sea(folder, names[3], seed=203)
+    until(lambda: settled(name, names), 300, "every file after the restart")
+
+    done = ledger_done(name)
+    for f in names:
+        assert (processed(name) / f).exists()
+        assert len([r for r in mlflow_runs(name) if r["file"] == f]) == 1, f"{f} was processed more than once"
+    assert len({done[f] for f in names}) == 4
+    assert not [p for p in folder.iterdir() if p.is_file()]
+
+
+def test_delete_leaves_no_deployment_automation_or_scheduled_run(live):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterTags,
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from typer.testing import CliRunner
+
+    from calmops.deployments.cli import app
+    from calmops.deployments.deploy import automations_of, describe
+
+    name = "sea-c"
+    before = describe(name)
+    assert sorted(before["deployments"]) == ["calmops-scan/sea-c", "calmops-stream/sea-c"]
+    assert before["automations"] == ["calmops-file-arrived-sea-c"]
+
+    with get_client(sync_client=True) as client:
+        ids = [d.id for d in client.read_deployments(deployment_filter=DeploymentFilter(
+            tags=DeploymentFilterTags(all_=["calmops.pipeline.sea-c"])))]
+
+        def scheduled():
+            return client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=ids),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))))
+
+        until(scheduled, 90, "the scan schedule to create its runs")
+        result = CliRunner().invoke(app, ["delete", name, "--yes"])
+        assert result.exit_code == 0, result.output
+        assert client.read_deployments(deployment_filter=DeploymentFilter(
+            tags=DeploymentFilterTags(all_=["calmops.pipeline.sea-c"]))) == []
+        assert scheduled() == []
+        assert client.read_automations_by_name("calmops-file-arrived-sea-c") == []
+        for deployment_id in ids:
+            assert client.read_resource_related_automations(f"prefect.deployment.{deployment_id}") == []
+    assert automations_of(name) == []
+    assert not (live / "pipelines" / name).exists()
+    assert [p.name.startswith(f"{name}-") for p in (live / "deleted").iterdir()] == [True]
+
+
+def test_prefect_deploy_all_from_prefect_yaml(live):
+    """`prefect deploy --all` against the server: one deployment per kind, trigger templated from the event."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.clients import get_events_client  # noqa: F401 - the client emit_event uses
+
+    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    kinds = [d["name"] for d in config["deployments"]]
+    assert kinds == ["stream", "block", "ipip"]
+    available = [d["name"] for d in config["deployments"]
+                 if importlib.util.find_spec(d["entrypoint"].rsplit(".", 1)[0]) is not None]
+    cmd = [str(Path(sys.executable).with_name("prefect")), "--no-prompt", "deploy"]
+    cmd += ["--all"] if available == kinds else [a for k in available for a in ("-n", k)]
+    env = {**os.environ, "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    with get_client(sync_client=True) as client:
+        deployed = {d.name: d for d in client.read_deployments() if d.name in kinds}
+        assert sorted(deployed) == sorted(available)
+        stream = deployed["stream"]
+        assert stream.work_pool_name == "calmops" and stream.entrypoint == "calmops.flows.stream.stream_flow"
+        assert stream.concurrency_limit == 1 or stream.global_concurrency_limit.limit == 1
+        [automation] = client.read_resource_related_automations(f"prefect.deployment.{stream.id}")
+        assert automation.name == "calmops-file-arrived-kind-stream"
+        action = automation.actions[0]
+        assert action.parameters["path"] == "{{ event.resource['calmops.file.path'] }}"
+        assert dict(automation.trigger.match)["calmops.pipeline.kind"] == "stream"
+    if available != kinds:
+        pytest.xfail(f"flows missing for kinds {sorted(set(kinds) - set(available))}: deployed the others only")
