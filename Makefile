@@ -21,6 +21,7 @@ demo: install
 	$(VENV)/bin/calmops demo
 
 test: install
+	bash scripts/ensure-chromium.sh
 	$(VENV)/bin/pytest
 
 test-unit: install

@@ -53,9 +53,7 @@ def viewer(seeded, tmp_path_factory):
 
     from calmops.dashboards.cli import command
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api")
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run 'make test' (it installs it) or apt-get install -y chromium"
     port = _free_port()
     env = dict(os.environ, CALMOPS_HOME=str(seeded), PREFECT_API_URL=PREFECT_API_URL.value(),
                PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false")
