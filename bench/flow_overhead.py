@@ -44,7 +44,7 @@ def plain_steps(pipeline: str, path: Path) -> str:
     from calmops.core import registry
     from calmops.core.store import append_history, ledger, move_to_processed, pipeline_paths, read_spec, sha256_of
     from calmops.flows.common import reference_frame
-    from calmops.flows.stream import register
+    from calmops.flows.common import register
     from calmops.tasks.drift import check_drift
     from calmops.tasks.evaluate import evaluate_models, holdout_split, primary_metric, seed_from
     from calmops.tasks.ingest import ingest

@@ -208,11 +208,21 @@ def set_version_tag(pipeline: str, version: int, key: str, value: Any) -> None:
 # -- reading versions and aliases ----------------------------------------------------------
 
 
+_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+
+
+def _is_not_found(exc: MlflowException) -> bool:
+    return exc.error_code in _NOT_FOUND
+
+
 def alias_version(pipeline: str, alias: str) -> int | None:
+    """The version an alias points at; None when the model or alias does not exist (outages raise)."""
     client = MlflowClient()
     try:
         mv = client.get_model_version_by_alias(pipeline, alias)
-    except MlflowException:
+    except MlflowException as exc:
+        if not _is_not_found(exc):
+            raise
         return None
     return int(mv.version)  # SQLite gives int, REST gives str: normalise
 
@@ -221,7 +231,9 @@ def aliases(pipeline: str) -> dict[str, int]:
     client = MlflowClient()
     try:
         rm = client.get_registered_model(pipeline)
-    except MlflowException:
+    except MlflowException as exc:
+        if not _is_not_found(exc):
+            raise
         return {}
     return {alias: int(v) for alias, v in rm.aliases.items()}
 

@@ -19,15 +19,14 @@ from calmops.core.metrics import threshold_failures
 from calmops.core.store import append_history
 from calmops.flows.common import (
     RunContext,
-    fail,
     finish,
-    load_champion,
-    open_run,
-    read_batch,
+    predict_without_training,
     reference_frame,
+    register,
     run_name,
+    run_one_file,
+    write_batch_predictions,
 )
-from calmops.flows.stream import _write_predictions, predict_without_training, register
 from calmops.tasks import blocks as B
 from calmops.tasks.drift import check_drift, save_concept_state
 from calmops.tasks.evaluate import evaluate_models, primary_metric, seed_from, task_of
@@ -40,21 +39,11 @@ from calmops.tasks.retrain import TrainingResult
 @flow(name="calmops-block", flow_run_name=partial(run_name, "block"), persist_result=False)
 def block_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
     """Process one file of a block pipeline: gate, ingest, per-block drift, selective retrain, promote, record."""
-    ctx = open_run(pipeline, path, sha256)
-    if isinstance(ctx, RunOutcome):  # duplicate: done already
-        return ctx.to_dict()
-    try:
-        return process_block_file(ctx).to_dict()
-    except Exception as exc:
-        raise fail(ctx, exc) from exc
+    return run_one_file(pipeline, path, sha256, process_block_file)
 
 
-def process_block_file(ctx: RunContext) -> RunOutcome:
+def process_block_file(ctx: RunContext, champion: registry.Champion | None, batch: Batch) -> RunOutcome:
     spec = ctx.spec
-    champion = load_champion(spec.name)
-    batch = read_batch(ctx, champion)
-    if isinstance(batch, RunOutcome):
-        return batch
     if spec.prediction_only or not ctx.training_allowed:
         return predict_without_training(ctx, batch, champion)
     blocks = B.split_blocks(batch.X[spec.block_column])
@@ -87,7 +76,7 @@ def train_first_model(ctx: RunContext, batch: Batch, blocks: list[B.Block]) -> R
         promote_challenger(spec.name, version)
         save_concept_state(ctx.paths.state, version, None)
         champion_version = version
-    predictions = _write_predictions(ctx, batch, registry.champion(spec.name)) if promote else None
+    predictions = write_batch_predictions(ctx, batch, registry.champion(spec.name)) if promote else None
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
                    spec.retrain.history_max_batches)
     details = {
@@ -139,7 +128,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
                               retrained=list(retrained), performance=performance)
 
     if not reasons and spec.retrain.retrain_on != "always":
-        out = _write_predictions(ctx, batch, champion)
+        out = write_batch_predictions(ctx, batch, champion)
         outcome = ctx.outcome("no_drift", drift_reason, champion_version=champion.version,
                               metrics={"champion": now}, predictions_file=str(out),
                               details={**details, "blocks": block_details()}, **common)
@@ -184,14 +173,14 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     if promote:
         promote_challenger(spec.name, version)
         save_concept_state(ctx.paths.state, version, None)
-        out = _write_predictions(ctx, batch, registry.champion(spec.name))
+        out = write_batch_predictions(ctx, batch, registry.champion(spec.name))
         outcome = ctx.outcome("retrain_promoted",
                               f"{drift_reason} → retrained blocks {', '.join(retrained)}: {rule}",
                               champion_version=version, challenger_version=version, metrics=scores,
                               retrain_mode="blocks", predictions_file=str(out), details=details, **common)
         return finish(ctx, outcome, drift_dict)
     ctx.log.info("challenger v%s (blocks %s) rejected: %s", version, retrained, rule)
-    out = _write_predictions(ctx, batch, champion)
+    out = write_batch_predictions(ctx, batch, champion)
     outcome = ctx.outcome("retrain_rejected",
                           f"{drift_reason} → retrained blocks {', '.join(retrained)} but not promoted: {rule}",
                           champion_version=champion.version, challenger_version=version, metrics=scores,

@@ -5,6 +5,7 @@ A flow for a kind composes these with the tasks; it never re-implements them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,12 @@ from calmops.core.store import (
     sha256_of,
 )
 from calmops.tasks import step
+from calmops.core.registry import InputSchema
+from calmops.tasks.drift import build_profile, check_drift
 from calmops.tasks.ingest import Batch, RejectedInput, ingest
+from calmops.tasks.predict import predict
 from calmops.tasks.record import RunOutcome, record_run
+from calmops.tasks.retrain import TrainingResult
 
 SUCCESS_DECISIONS = {"train", "no_drift", "retrain_promoted", "predict_only"}
 
@@ -201,8 +206,70 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
     return RunFailed(outcome)
 
 
+def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
+                 process: Callable[[RunContext, registry.Champion | None, Batch], RunOutcome]) -> dict[str, Any]:
+    """The body every kind's flow shares: gate, champion, ingest, then the kind's ``process``.
+
+    A duplicate or a quarantined file ends here; anything that raises is recorded as ``failed``.
+    """
+    ctx = open_run(pipeline, path, sha256)
+    if isinstance(ctx, RunOutcome):  # duplicate: done already
+        return ctx.to_dict()
+    try:
+        champion = load_champion(ctx.spec.name)
+        batch = read_batch(ctx, champion)
+        if isinstance(batch, RunOutcome):
+            return batch.to_dict()
+        return process(ctx, champion, batch).to_dict()
+    except Exception as exc:
+        raise fail(ctx, exc) from exc
+
+
 def reference_frame(X: pd.DataFrame, y: pd.Series | None, target: str | None) -> pd.DataFrame:
     frame = X.reset_index(drop=True).copy()
     if y is not None and target:
         frame[target] = y.reset_index(drop=True).to_numpy()
     return frame
+
+
+# -- steps every kind composes the same way ---------------------------------------------
+
+
+def predict_without_training(ctx: RunContext, batch: Batch, champion: registry.Champion | None) -> RunOutcome:
+    """Prediction-only pipelines, and any pipeline while its breaker is open."""
+    spec = ctx.spec
+    breaker_open = not spec.prediction_only
+    if champion is None:
+        raise LookupError(f"pipeline {spec.name!r} has no champion to predict with; "
+                          "train one first (a labelled file with prediction_only: false)")
+    verdict = check_drift(champion, batch.X, None, spec, champion.schema.task, "", None, ctx.paths.state)
+    out = write_batch_predictions(ctx, batch, champion)
+    decision, reason = ("skipped_breaker_open", "circuit breaker is open: training skipped, predictions written") \
+        if breaker_open else ("predict_only", "prediction-only pipeline: predictions written")
+    outcome = ctx.outcome(decision, reason, drift_detected=verdict.drift_detected,
+                          drifted_features=verdict.drifted_features, champion_version=champion.version,
+                          rows=batch.n_rows, predictions_file=str(out))
+    return finish(ctx, outcome, verdict.to_dict(), keep_pending=breaker_open)
+
+
+def register(ctx: RunContext, trained: TrainingResult, batch: Batch, task: str, scores: dict, reason: str) -> int:
+    """Log the candidate with its reference and profile, and point ``challenger`` at it."""
+    spec = ctx.spec
+    classes = list(getattr(trained.model, "classes_", [])) or None
+    schema = InputSchema(columns=list(trained.X.columns), dtypes={c: str(t) for c, t in trained.X.dtypes.items()},
+                         feature_types=batch.feature_types, target=spec.target, task=task, classes=classes)
+    profile = build_profile(trained.X, batch.feature_types, spec, trained.model)
+    version = registry.log_candidate(ctx.mlflow_run_id, spec.name, trained.model,
+                                     reference_frame(trained.X, trained.y, spec.target), schema, profile,
+                                     scores=scores, description=f"{trained.mode} on {batch.file}: {reason}")
+    registry.mark_challenger(spec.name, version)
+    registry.set_version_tag(spec.name, version, "calmops.training", {"mode": trained.mode, **trained.info,
+                                                                       "file": batch.file, "sha256": batch.sha256})
+    return version
+
+
+def write_batch_predictions(ctx: RunContext, batch: Batch, champion: registry.Champion | None) -> Path | None:
+    if champion is None:
+        return None
+    ids = batch.frame[ctx.spec.id_columns] if ctx.spec.id_columns else None
+    return predict(champion.model, batch.X, champion.version, ctx.paths.predictions, batch.file, ids)

@@ -26,15 +26,14 @@ from calmops.core.spec import PipelineSpec
 from calmops.core.store import append_history
 from calmops.flows.common import (
     RunContext,
-    fail,
     finish,
-    load_champion,
-    open_run,
-    read_batch,
+    predict_without_training,
     reference_frame,
+    register,
     run_name,
+    run_one_file,
+    write_batch_predictions,
 )
-from calmops.flows.stream import _write_predictions, predict_without_training, register
 from calmops.tasks import blocks as B
 from calmops.tasks import step
 from calmops.tasks.drift import DriftVerdict, data_drift
@@ -50,21 +49,11 @@ IPIP_CLASS = "calmops.core.ipip.IPIPClassifier"
 @flow(name="calmops-ipip", flow_run_name=partial(run_name, "ipip"), persist_result=False)
 def ipip_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
     """Process one file of an IPIP pipeline: gate, ingest, prequential per-block scores, update, promote, record."""
-    ctx = open_run(pipeline, path, sha256)
-    if isinstance(ctx, RunOutcome):  # duplicate: done already
-        return ctx.to_dict()
-    try:
-        return process_ipip_file(ctx).to_dict()
-    except Exception as exc:
-        raise fail(ctx, exc) from exc
+    return run_one_file(pipeline, path, sha256, process_ipip_file)
 
 
-def process_ipip_file(ctx: RunContext) -> RunOutcome:
+def process_ipip_file(ctx: RunContext, champion: registry.Champion | None, batch: Batch) -> RunOutcome:
     spec = ctx.spec
-    champion = load_champion(spec.name)
-    batch = read_batch(ctx, champion)
-    if isinstance(batch, RunOutcome):
-        return batch
     blocks = B.split_blocks(batch.frame[spec.block_column].reset_index(drop=True))
     batch = without_block_column(batch, spec)
     if spec.prediction_only or not ctx.training_allowed:
@@ -210,5 +199,5 @@ def _register_and_promote(ctx: RunContext, model: Pipeline, batch: Batch, scores
 
 
 def _predictions(ctx: RunContext, batch: Batch) -> str | None:
-    out = _write_predictions(ctx, batch, registry.champion(ctx.spec.name))
+    out = write_batch_predictions(ctx, batch, registry.champion(ctx.spec.name))
     return str(out) if out else None
