@@ -153,6 +153,11 @@ def main() -> None:
                            for c, rs in per.items()}
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
+    previous = out / "prequential.json"
+    if previous.exists():  # a run over some streams keeps the others' results (same seeds only)
+        old = json.loads(previous.read_text())
+        if old.get("seeds") == args.seeds:
+            results = {**old["results"], **results}
     (out / "prequential.json").write_text(json.dumps({"seeds": args.seeds, "files": N_FILES, "rows": ROWS,
                                                       "results": results}, indent=2))
     lines = [f"Prequential accuracy, {N_FILES} files × {ROWS} rows, mean over {args.seeds} seeds "

@@ -428,7 +428,8 @@ def _incremental_hook(gen: _Generator, plan: _Plan, datasets: dict, params: dict
 
         def move(i: int) -> None:
             on = active(i) is not None
-            if on and not getattr(ds, "_calmops_directions", False):
+            # river creates the directions when iteration starts: alternate them once they exist
+            if on and hasattr(ds, "_change_direction") and not getattr(ds, "_calmops_directions", False):
                 # Alternate the directions (river starts them all at +1) so the hyperplane rotates
                 # instead of mostly sliding; with sigma 0 they then move steadily.
                 ds._change_direction = [(-1) ** k if d else 0 for k, d in enumerate(ds._change_direction)]
