@@ -33,7 +33,22 @@ def calmops_home(tmp_path, monkeypatch) -> Path:
 
     registry.configure(get_settings())
     registry._load_version.cache_clear()
-    return home
+    yield home
+    _forget_breakers(home)
+
+
+def _forget_breakers(home: Path) -> None:
+    """Breaker Blocks live in the session's Prefect server: remove this test's so none leaks into the next."""
+    if not os.environ.get("PREFECT_API_URL"):
+        return
+    from calmops.core.breaker import delete_breaker
+    from calmops.core.store import list_pipelines
+
+    for name in [*list_pipelines(), "race"]:
+        try:
+            delete_breaker(name)
+        except Exception:  # noqa: BLE001 - cleanup must not mask the test's own result
+            pass
 
 
 def sea_frame(n: int, theta: float, seed: int, noise: float = 0.0) -> pd.DataFrame:

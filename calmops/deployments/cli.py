@@ -95,6 +95,9 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
     spec = load_spec(spec_file)
     paths = save_spec(spec, create=True)
     console.print(f"created pipeline [bold]{spec.name}[/] ({spec.kind}); drop files into {paths.incoming}")
+    from calmops.deployments.operations_cli import sync_pipeline
+
+    sync_pipeline(spec.name, console)
 
 
 @app.command("update")
@@ -110,6 +113,9 @@ def update(name: str, spec_file: Path):
         raise CliError(f"the spec names pipeline {spec.name!r}, not {name!r}", "a pipeline cannot be renamed")
     save_spec(spec, create=False)
     console.print(f"updated pipeline [bold]{name}[/]")
+    from calmops.deployments.operations_cli import sync_pipeline
+
+    sync_pipeline(name, console)
 
 
 @app.command("list")
@@ -322,26 +328,3 @@ def demo(files: Annotated[int, typer.Option(help="How many files to generate.")]
         console.print(f"Prefect UI: {urls['prefect_ui']}  ·  MLflow UI: {urls['mlflow']} "
                       f"(experiment calmops/{demo_mod.DEMO_PIPELINE}, model {demo_mod.DEMO_PIPELINE})")
         console.print("the servers keep running; stop them with 'calmops down'")
-
-
-@app.command("up")
-@friendly
-def up():
-    """Start the local stack (Prefect server and MLflow server on loopback)."""
-    from calmops.deployments import stack
-
-    for name in ("prefect", "mlflow"):
-        with console.status(f"starting {name}…"):
-            service = stack.start(name)
-        console.print(f"{name}: {service.url}")
-
-
-@app.command("down")
-@friendly
-def down():
-    """Stop the local stack (TERM, then INT, then KILL)."""
-    from calmops.deployments import stack
-
-    for name in ("mlflow", "prefect"):
-        stopped = stack.stop(name)
-        console.print(f"{name}: {'stopped' if stopped else 'not running'}")

@@ -229,7 +229,12 @@ class _Deployment:
 def _deployments_of(pipeline: str) -> list[_Deployment]:
     """Every deployment CalmOps made for the pipeline (any kind, and the scan deployment)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags, FlowFilter, FlowFilterId
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterTags,
+        FlowFilter,
+        FlowFilterId,
+    )
 
     with get_client(sync_client=True) as client:
         found = client.read_deployments(

@@ -11,12 +11,11 @@ import os
 import shutil
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-STACK_SERVICES = ("prefect", "mlflow", "worker", "watcher")
+STACK_SERVICES = ("prefect", "mlflow", "worker", "watcher", "viewer", "api")
 
 
 def _api_url() -> str | None:
@@ -184,11 +183,11 @@ def register(app: typer.Typer) -> None:
         if stack.running_pid(_settings(), "watcher"):
             raise CliError("the stack's watcher is running already (started by 'calmops up')",
                            "two watchers announce every file twice; stop it with 'calmops down' first")
-        from calmops.deployments.watcher import Watcher
+        from calmops.deployments.watcher import Watcher, configure_logging
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
         for noisy in ("httpx", "httpcore", "watchdog"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        configure_logging()
         console.print(f"watching incoming folders (Prefect at {_api_url()}); Ctrl-C to stop", highlight=False)
         Watcher(settle=settle, scan_interval=scan_interval, reemit_after=reemit_after).run_forever()
 

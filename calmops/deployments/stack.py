@@ -41,7 +41,7 @@ class Service:
 
 
 # start order; ``calmops down`` stops in the reverse order
-ORDER = ("prefect", "mlflow", "worker", "watcher")
+ORDER = ("prefect", "mlflow", "worker", "watcher", "viewer", "api")
 HEARTBEAT_MAX_AGE = 30.0
 
 
@@ -52,6 +52,8 @@ def services() -> dict[str, Service]:
         "mlflow": Service("mlflow", int(env("CALMOPS_MLFLOW_PORT", "5000")), "/health"),
         "worker": Service("worker", None, None),
         "watcher": Service("watcher", None, None),
+        "viewer": Service("viewer", int(env("CALMOPS_VIEWER_PORT", "8501")), "/_stcore/health"),
+        "api": Service("api", int(env("CALMOPS_API_PORT", "8000")), "/health"),
     }
 
 
@@ -98,6 +100,12 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         env = _client_env(env, settings)
         return [sys.executable, "-m", "calmops.deployments.watcher",
                 "--heartbeat", str(heartbeat_file(settings))], env
+    if service.name == "viewer":
+        from calmops.dashboards.cli import command as viewer_command
+
+        return viewer_command(HOST, service.port), _client_env(env, settings)
+    if service.name == "api":
+        return [_bin("calmops"), "serve", "--host", HOST, "--port", str(service.port)], _client_env(env, settings)
     if service.name == "mlflow":
         store = settings.home / "mlflow"
         store.mkdir(parents=True, exist_ok=True)

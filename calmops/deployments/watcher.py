@@ -367,7 +367,7 @@ class Watcher:
                 if self.heartbeat_file is not None and now >= next_beat:
                     next_beat = now + 2.0
                     self.heartbeat_file.write_text(f"{time.time():.0f}\n")
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad moment
+            except Exception:
                 log.exception("watcher loop error (continuing)")
                 time.sleep(1.0)
 
@@ -422,7 +422,7 @@ class Watcher:
         for watched in folders:
             try:
                 announced += self._scan_folder(watched, force)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("scan of %s failed", watched.incoming)
         return announced
 
@@ -498,7 +498,7 @@ class Watcher:
         resource = file_resource(watched.pipeline, watched.kind, path, st[0], sha)
         try:
             self.emit(event=EVENT, resource=resource)
-        except Exception:  # noqa: BLE001 - the next scan announces it again
+        except Exception:
             log.exception("could not announce %s", path)
             with self._lock:
                 self._emitted.pop(path, None)
@@ -557,19 +557,30 @@ def scan_flow(pipeline: str) -> list[str]:
     return [str(p) for p in announced]
 
 
+def configure_logging(level: int = logging.INFO) -> None:
+    """The watcher's own lines on stderr (Prefect's logging setup leaves the root logger at WARNING)."""
+    if not any(getattr(h, "_calmops", False) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._calmops = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m calmops.deployments.watcher``: the watcher as ``calmops up`` runs it."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="calmops-watcher", description=__doc__.splitlines()[0])
-    parser.add_argument("--settle", type=float, default=float(os.environ.get("CALMOPS_WATCH_SETTLE", 1.0)))
+    parser.add_argument("--settle", type=float, default=float(os.environ.get("CALMOPS_WATCH_SETTLE", "1")))
     parser.add_argument("--scan-interval", type=float,
-                        default=float(os.environ.get("CALMOPS_WATCH_SCAN_INTERVAL", 30.0)))
+                        default=float(os.environ.get("CALMOPS_WATCH_SCAN_INTERVAL", "30")))
     parser.add_argument("--reemit-after", type=float,
-                        default=float(os.environ.get("CALMOPS_WATCH_REEMIT_AFTER", 300.0)))
+                        default=float(os.environ.get("CALMOPS_WATCH_REEMIT_AFTER", "60")))
     parser.add_argument("--heartbeat", type=Path, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     Watcher(settle=args.settle, scan_interval=args.scan_interval, reemit_after=args.reemit_after,
             heartbeat_file=args.heartbeat).run_forever()
     return 0

@@ -65,7 +65,8 @@ def stream_spec(tmp_path, monkeypatch):
 
 
 def make_watcher(recorder, **kw) -> Watcher:
-    options = dict(settle=SETTLE, scan_interval=3600, refresh_interval=0.5, reemit_after=3600, min_age=0.5)
+    options = {"settle": SETTLE, "scan_interval": 3600, "refresh_interval": 0.5, "reemit_after": 3600,
+               "min_age": 0.5}
     options.update(kw)
     return Watcher(emit=recorder, **options)
 
@@ -271,3 +272,19 @@ def test_trigger_is_scoped_to_its_pipeline_and_templates_the_path():
     assert trigger.match.model_dump() == {"prefect.resource.id": "calmops.pipeline.sea"}
     assert trigger.parameters == {"pipeline": "sea", "path": "{{ event.resource['calmops.file.path'] }}",
                                   "sha256": "{{ event.resource['calmops.file.sha256'] }}"}
+
+
+def test_scan_does_not_announce_again_a_file_whose_run_is_queued(stream_spec):
+    folder = incoming(stream_spec)
+    (folder / "q.csv").write_text("x1,y\n1,0\n")
+    age(folder / "q.csv")
+    live: set[str] = set()
+    rec = Recorder()
+    watcher = make_watcher(rec, reemit_after=0.0, live_paths=lambda name: set(live))
+    with watcher:
+        rec.wait_for(1)  # the start-up scan
+        live.add(str(folder / "q.csv"))
+        assert watcher.scan() == []  # its run is scheduled or running
+        live.clear()
+        assert [p.name for p in watcher.scan()] == ["q.csv"]  # no run any more and not done: again
+    assert rec.names() == ["q.csv", "q.csv"]

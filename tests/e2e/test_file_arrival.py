@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import os
 import socket
 import subprocess
@@ -212,14 +213,14 @@ def test_a_burst_across_pipelines_is_processed_once_and_serialized_per_pipeline(
         for n, name in enumerate(PIPELINES):
             write_sea(incoming(name), files[name][i], seed=100 + 10 * n + i)
     for name in PIPELINES:
-        until(lambda: settled(name, files[name]), 300, f"the burst in {name}")
+        until(lambda name=name: settled(name, files[name]), 300, f"the burst in {name}")
 
     for name in PIPELINES:
         runs = [r for r in flow_runs(name) if Path(r.parameters["path"]).name in files[name]]
         assert sorted(Path(r.parameters["path"]).name for r in runs) == files[name]  # one run per file
         assert all(r.state.is_completed() for r in runs)
         spans = sorted((r.start_time, r.end_time) for r in runs)
-        for (_, end), (start, _) in zip(spans, spans[1:]):
+        for (_, end), (start, _) in itertools.pairwise(spans):
             assert start >= end, f"runs of {name} overlapped: {spans}"
         for f in files[name]:
             assert len([r for r in mlflow_runs(name) if r["file"] == f]) == 1
@@ -229,22 +230,21 @@ def test_a_prefect_restart_in_the_middle_of_a_stream_loses_and_repeats_nothing(l
     from calmops.deployments import stack
 
     name, folder = "sea-b", incoming("sea-b")
-    names = [f"restart-{i}.csv" for i in range(4)]
+    names = [f"restart-{i}.csv" for i in range(3)]
     write_sea(folder, names[0], seed=200)
-    write_sea(folder, names[1], seed=201)
-    until(lambda: settled(name, names[:2]), 240, "the first two files")
+    until(lambda: settled(name, names[:1]), 240, "the first file")
 
     stack.stop("prefect")
-    write_sea(folder, names[2], seed=202)  # announced while the server is down: that event is lost
+    write_sea(folder, names[1], seed=201)  # announced while the server is down: that event is lost
     stack.start("prefect")
-    write_sea(folder, names[3], seed=203)
+    write_sea(folder, names[2], seed=202)
     until(lambda: settled(name, names), 300, "every file after the restart")
 
     done = ledger_done(name)
     for f in names:
         assert (processed(name) / f).exists()
         assert len([r for r in mlflow_runs(name) if r["file"] == f]) == 1, f"{f} was processed more than once"
-    assert len({done[f] for f in names}) == 4
+    assert len({done[f] for f in names}) == len(names)
     assert not [p for p in folder.iterdir() if p.is_file()]
 
 
@@ -305,7 +305,8 @@ def test_prefect_deploy_all_from_prefect_yaml(live):
     cmd = [str(Path(sys.executable).with_name("prefect")), "--no-prompt", "deploy"]
     cmd += ["--all"] if available == kinds else [a for k in available for a in ("-n", k)]
     env = {**os.environ, "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+                          check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     with get_client(sync_client=True) as client:
@@ -318,6 +319,7 @@ def test_prefect_deploy_all_from_prefect_yaml(live):
         assert automation.name == "calmops-file-arrived-kind-stream"
         action = automation.actions[0]
         assert action.parameters["path"] == "{{ event.resource['calmops.file.path'] }}"
-        assert dict(automation.trigger.match)["calmops.pipeline.kind"] == "stream"
+        assert automation.trigger.match.model_dump() == {"prefect.resource.id": "calmops.pipeline.*",
+                                                         "calmops.pipeline.kind": "stream"}
     if available != kinds:
         pytest.xfail(f"flows missing for kinds {sorted(set(kinds) - set(available))}: deployed the others only")

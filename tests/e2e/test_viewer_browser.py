@@ -177,6 +177,7 @@ def test_every_page_renders_in_chromium_and_shows_mlflow_numbers(viewer, browser
                                  ("ipip", "ipip", "IPIP ensembles"), ("simulator", "simulator", "Preview")):
             page.goto(f"{viewer}/{path}", wait_until="domcontentloaded")
             settle(page)
+            page.get_by_text(text).first.wait_for(timeout=90_000)  # a slow import may outlast the settle
             assert_no_exception(page)
             assert text in page.inner_text("body")
             shoot(page, name)
