@@ -301,30 +301,73 @@ _mount_optional()
 
 @app.command("demo")
 @friendly
-def demo(files: Annotated[int, typer.Option(help="How many files to generate.")] = 10,
+def demo(files: Annotated[int, typer.Option(help="Files per pipeline.")] = 8,
          rows: Annotated[int, typer.Option(help="Rows per file.")] = 1000,
-         no_stack: Annotated[bool, typer.Option("--no-stack", help="Use the embedded stores only.")] = False):
-    """Start the local stack, run a drifting SEA stream through a demo pipeline, print the decisions."""
-    import os
+         pace: Annotated[float, typer.Option(help="Seconds between two drops of files.")] = 2.0,
+         pipelines: Annotated[str, typer.Option(help="Comma-separated demo pipelines.")] = "demo-sea,demo-agrawal,demo-ipip",
+         exit_when_done: Annotated[bool, typer.Option("--exit-when-done",
+                                                      help="Stop the stack at the end (for CI and scripts).")] = False,
+         no_stack: Annotated[bool, typer.Option("--no-stack", help="Run in-process on the embedded stores.")] = False,
+         timeout: Annotated[float, typer.Option(help="Seconds to wait for the stack to finish.")] = 1800.0):
+    """Start the local stack, feed three demo pipelines with drifting files, print what happened."""
+    import json as json_mod
 
     from calmops.deployments import demo as demo_mod
-    from calmops.deployments import stack
 
+    names = [n.strip() for n in pipelines.split(",") if n.strip()]
+    unknown = [n for n in names if n not in demo_mod.PIPELINES]
+    if unknown:
+        raise CliError(f"unknown demo pipeline(s) {unknown}", f"choose from {', '.join(demo_mod.PIPELINES)}")
     if not no_stack:
-        with console.status("starting Prefect and MLflow on loopback…"):
-            for name in ("prefect", "mlflow"):
-                stack.start(name)
+        from calmops.deployments.operations_cli import bring_up
+
+        bring_up(console)
+    made = demo_mod.prepare_pipelines(console, names, n_files=files, rows=rows, deploy=not no_stack)
+    try:
+        if no_stack:
+            demo_mod.run_in_process(console, made)
+        else:
+            demo_mod.run_on_stack(console, made, pace=pace, timeout=timeout)
+        rows_ = demo_mod.summary(names)
+        demo_mod.print_summary(console, rows_)
+        (get_home() / "demo-summary.json").write_text(json_mod.dumps(rows_, indent=2, default=str))
+    finally:
+        if not no_stack and exit_when_done:
+            from calmops.deployments.operations_cli import bring_down
+
+            bring_down(console)
+    if not no_stack and not exit_when_done:
         from calmops.deployments.environment import stack_urls
 
         urls = stack_urls()
-        os.environ["PREFECT_API_URL"] = urls["prefect_api"]
-        os.environ["MLFLOW_TRACKING_URI"] = urls["mlflow"]
-        os.environ["CALMOPS_MLFLOW_UI"] = urls["mlflow"]
-    results = demo_mod.run_demo(console, n_files=files, rows=rows)
-    promotions = sum(r["decision"] in ("train", "retrain_promoted") for r in results)
-    drifts = sum(bool(r.get("drift_detected")) for r in results)
-    console.print(f"{len(results)} files · {drifts} with drift · {promotions} promotions")
-    if not no_stack:
-        console.print(f"Prefect UI: {urls['prefect_ui']}  ·  MLflow UI: {urls['mlflow']} "
-                      f"(experiment calmops/{demo_mod.DEMO_PIPELINE}, model {demo_mod.DEMO_PIPELINE})")
-        console.print("the servers keep running; stop them with 'calmops down'")
+        console.print(f"Prefect UI: {urls.get('prefect_ui')} · MLflow UI: {urls.get('mlflow')} · "
+                      f"viewer: {urls.get('viewer')} · API: {urls.get('api')}/docs")
+        console.print("the stack keeps running: drop more files into the incoming folders, or stop it with "
+                      "'calmops down'")
+
+
+def get_home() -> Path:
+    from calmops.core.settings import get_settings
+
+    return get_settings().home
+
+
+# Commands that live beside the code they drive: each module exposes register(app).
+COMMAND_MODULES = ("calmops.deployments.api_cli", "calmops.deployments.operations_cli",
+                   "calmops.dashboards.cli")
+
+
+def _mount_optional() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+_mount_optional()
