@@ -1,0 +1,39 @@
+"""`calmops demo --exit-when-done` on the real stack: servers, worker, watcher, viewer and API, then stopped."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_file_arrival import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_runs_to_the_end_and_reports_drift_and_promotions(tmp_path):
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(CALMOPS_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true",
+               **{f"CALMOPS_{s}_PORT": str(free_port()) for s in ("PREFECT", "MLFLOW", "VIEWER", "API")})
+    calmops = str(Path(sys.executable).with_name("calmops"))
+    try:
+        done = subprocess.run([calmops, "demo", "--files", "4", "--pace", "1", "--exit-when-done", "--timeout", "900"],
+                              env=env, capture_output=True, text=True, timeout=1500)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    finally:
+        subprocess.run([calmops, "down"], env=env, capture_output=True, timeout=120)
+    summary = {row["pipeline"]: row for row in json.loads((home / "demo-summary.json").read_text())}
+    assert set(summary) == {"demo-sea", "demo-agrawal", "demo-ipip"}
+    assert all(row["files"] == 4 and row["failed"] == 0 for row in summary.values())
+    # the SEA concept changes after the second file and the Agrawal 'east' site after the second file
+    assert summary["demo-sea"]["drift"] >= 1 and summary["demo-sea"]["promotions"] >= 2
+    assert summary["demo-agrawal"]["drift"] >= 1
+    assert summary["demo-ipip"]["promotions"] == 4  # IPIP updates on every batch
+    assert "demo summary" in done.stdout
+    # the stack was stopped: no pid file points at a live process
+    for pid_file in (home / "run").glob("*.pid"):
+        pid = int(pid_file.read_text() or 0)
+        assert not pid or not Path(f"/proc/{pid}").exists(), pid_file.name
