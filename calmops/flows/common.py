@@ -5,6 +5,7 @@ A flow for a kind composes these with the tasks; it never re-implements them.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,13 @@ def breaker_update(spec: PipelineSpec, outcome: RunOutcome) -> str:
         else:
             state.record_success(policy)
 
+    from calmops.core.breaker import read_breaker
+
+    probe = read_breaker(spec.name)
+    before = copy.deepcopy(probe)
+    change(probe)
+    if probe == before:  # the common case, a success on a closed breaker: nothing to write, no lock
+        return probe.state
     state, _ = update_breaker(spec.name, change)
     return state.state
 
