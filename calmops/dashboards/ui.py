@@ -87,6 +87,29 @@ def empty_state() -> None:
     st.info(EMPTY_HINT, icon="ℹ️")
 
 
+def render_page(title: str, body: Callable[[data.Connection, list[dict[str, Any]]], None]) -> None:
+    """The frame every page shares: title, pipelines (or the empty state), then an auto-refreshed body."""
+    conn = connection()
+    st.title(title)
+    found = pipelines(conn)
+    if found is None:
+        return
+    if not found:
+        empty_state()
+        return
+    auto_refresh(lambda: body(conn, found))
+
+
+def pipelines_of_kind(conn: data.Connection, found: list[dict[str, Any]], kind: str) -> list[tuple[dict, pd.DataFrame]]:
+    """(pipeline, its runs) for the pipelines whose runs are of ``kind``."""
+    out = []
+    for p in found:
+        runs = cache.runs_frame(conn, p["experiment_id"])
+        if kind_of(runs) == kind:
+            out.append((p, runs))
+    return out
+
+
 def pick_pipeline(names: list[str], label: str = "Pipeline", key: str = "pipeline") -> str | None:
     """A select box kept in the URL (``?pipeline=NAME``) so that a page can be linked and reloaded."""
     if not names:

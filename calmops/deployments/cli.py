@@ -278,25 +278,6 @@ def logs(name: str, lines: Annotated[int, typer.Option("-n", help="Lines from th
         sys.stdout.write(line + "\n")
 
 
-# Commands that live beside the code they drive: each module exposes register(app).
-COMMAND_MODULES = ("calmops.deployments.api_cli", "calmops.deployments.operations_cli",
-                   "calmops.dashboards.cli")
-
-
-def _mount_optional() -> None:
-    import importlib
-
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(app)
-
-
-_mount_optional()
 
 
 @app.command("demo")

@@ -41,23 +41,11 @@ def block_metrics(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def render() -> None:
-    conn = ui.connection()
-    st.title("Blocks")
-    pipelines = ui.pipelines(conn)
-    if pipelines is None:
-        return
-    if not pipelines:
-        ui.empty_state()
-        return
-    ui.auto_refresh(lambda: body(conn, pipelines))
+    ui.render_page("Blocks", body)
 
 
 def body(conn: data.Connection, pipelines: list[dict]) -> None:
-    blocky = []
-    for p in pipelines:
-        runs = cache.runs_frame(conn, p["experiment_id"])
-        if ui.kind_of(runs) == "block":
-            blocky.append((p, runs))
+    blocky = ui.pipelines_of_kind(conn, pipelines, "block")
     if not blocky:
         st.info("No block pipeline yet. A block pipeline (`kind: block` with a `block_column`, e.g. months or "
                 "hospitals) reads several blocks per file; its per-block metrics and between-block drift matrix "

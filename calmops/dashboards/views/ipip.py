@@ -8,23 +8,11 @@ from calmops.dashboards import cache, charts, data, ui
 
 
 def render() -> None:
-    conn = ui.connection()
-    st.title("IPIP ensembles")
-    pipelines = ui.pipelines(conn)
-    if pipelines is None:
-        return
-    if not pipelines:
-        ui.empty_state()
-        return
-    ui.auto_refresh(lambda: body(conn, pipelines))
+    ui.render_page("IPIP ensembles", body)
 
 
 def body(conn: data.Connection, pipelines: list[dict]) -> None:
-    ipips = []
-    for p in pipelines:
-        runs = cache.runs_frame(conn, p["experiment_id"])
-        if ui.kind_of(runs) == "ipip":
-            ipips.append((p, runs))
+    ipips = ui.pipelines_of_kind(conn, pipelines, "ipip")
     if not ipips:
         st.info("No IPIP pipeline yet. An IPIP pipeline (`kind: ipip`, imbalanced binary target, block data) keeps "
                 "an ensemble of p balanced sub-ensembles of b models each and replaces part of it on every batch; "
