@@ -39,16 +39,27 @@ def calmops_home(tmp_path, monkeypatch) -> Path:
 
 def _forget_breakers(home: Path) -> None:
     """Breaker Blocks live in the session's Prefect server: remove this test's so none leaks into the next."""
-    if not os.environ.get("PREFECT_API_URL"):
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():  # no Prefect server in this test session: nothing was stored
         return
-    from calmops.core.breaker import delete_breaker
     from calmops.core.store import list_pipelines
 
     for name in [*list_pipelines(), "race"]:
-        try:
-            delete_breaker(name)
-        except Exception:  # noqa: BLE001 - cleanup must not mask the test's own result
-            pass
+        _forget_breaker(name)
+
+
+def _forget_breaker(name: str) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    from calmops.core.breaker import delete_breaker
+
+    if not PREFECT_API_URL.value():
+        return
+    try:
+        delete_breaker(name)
+    except Exception:  # noqa: BLE001 - cleanup must not mask the test's own result
+        pass
 
 
 def sea_frame(n: int, theta: float, seed: int, noise: float = 0.0) -> pd.DataFrame:
@@ -86,5 +97,6 @@ def stream_spec(calmops_home):
     from calmops.core.store import save_spec, spec_from_dict
 
     spec = spec_from_dict(dict(STREAM_SPEC))
+    _forget_breaker("sea")  # other test modules (e.g. the viewer's) use the same name on the same server
     save_spec(spec, create=True)
     return spec
