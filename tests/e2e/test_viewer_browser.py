@@ -153,6 +153,7 @@ def test_every_page_renders_in_chromium_and_shows_mlflow_numbers(viewer, browser
         assert_no_exception(page)
         assert "CalmOps pipelines" in page.inner_text("body")
         assert metric(page, "Pipelines") == "3"
+        page.locator('[data-testid="stDataFrame"]').nth(1).wait_for(timeout=60_000)  # tables may render late
         assert page.locator('[data-testid="stDataFrame"]').count() == 2  # the pipelines and the latest runs
         assert page.get_by_role("link", name="Prefect UI").count() == 1  # sidebar link to the Prefect UI
         shoot(page, "overview")
