@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
@@ -106,7 +105,3 @@ def make_model(spec: PipelineSpec, feature_types: dict[str, str]):
         ))
     columns = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
     return Pipeline([("features", columns), ("model", estimator)])
-
-
-def fresh_like(model):
-    return clone(model)

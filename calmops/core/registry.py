@@ -128,8 +128,13 @@ def in_run(run_id: str):
         yield run
 
 
+def mlflow_ui() -> str | None:
+    """The MLflow UI's address when one runs (set by the stack), for links."""
+    return os.environ.get("CALMOPS_MLFLOW_UI")
+
+
 def run_url(run_id: str, experiment_id: str) -> str | None:
-    ui = os.environ.get("CALMOPS_MLFLOW_UI")
+    ui = mlflow_ui()
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}" if ui else None
 
 

@@ -208,9 +208,9 @@ class Ledger:
             row = con.execute("SELECT status, claimed_at, run_id FROM files WHERE sha256=?", (sha256,)).fetchone()
             if row is not None:
                 status, claimed_at, owner = row
-                retake = status == "pending" or (
-                    status == "in_progress" and (owner == run_id and run_id or now - (claimed_at or 0) > self.stale_after)
-                )
+                mine = bool(run_id) and owner == run_id   # a retry of the same flow run
+                stale = now - (claimed_at or 0) > self.stale_after  # a crashed run's claim
+                retake = status == "pending" or (status == "in_progress" and (mine or stale))
                 if not retake:
                     con.execute("COMMIT")
                     return False

@@ -146,7 +146,7 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
                               flow_run_id=flow_run_id, kind=spec.kind, details={"duplicate": True})
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest = sha256_of(path)
-    if book.status(digest) == "done" or not book.claim(digest, path.name, flow_run_id or ""):
+    if not book.claim(digest, path.name, flow_run_id or ""):  # done already, or another run has it
         status = book.status(digest)
         if status == "done":
             moved = move_to_processed(paths, path, digest)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from calmops.core.metrics import DEFAULT_PRIMARY, evaluate, infer_task, threshold_failures
+from calmops.core.metrics import DEFAULT_PRIMARY, evaluate, infer_task
 from calmops.core.spec import PipelineSpec
 from calmops.tasks import step
 
@@ -53,10 +53,6 @@ def primary_metric(spec: PipelineSpec, task: str) -> str:
 
 def score(model: Any, X: pd.DataFrame, y: pd.Series, task: str) -> dict[str, Any]:
     return evaluate(model, X, y, task)
-
-
-def failures(scores: dict[str, Any], spec: PipelineSpec) -> list[str]:
-    return threshold_failures(scores, spec.evaluation.thresholds)
 
 
 @step("evaluate")

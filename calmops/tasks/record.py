@@ -86,7 +86,7 @@ def record_run(outcome: RunOutcome, drift: dict | None, params: dict[str, Any], 
 
 def decision_markdown(outcome: RunOutcome, drift: dict | None) -> str:
     url = None
-    if outcome.mlflow_run_id:
+    if outcome.mlflow_run_id and registry.mlflow_ui():  # only a UI to link to is worth the look-up
         try:
             run = mlflow.get_run(outcome.mlflow_run_id)
             url = registry.run_url(outcome.mlflow_run_id, run.info.experiment_id)
