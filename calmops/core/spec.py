@@ -82,6 +82,7 @@ class RetrainSpec(_Strict):
     replay_ratio: float = Field(default=0.5, gt=0.0, le=10.0)
     calibration_method: Literal["sigmoid", "isotonic"] = "sigmoid"
     stacking_cv: int = Field(default=3, ge=2)
+    stacking_members: int = Field(default=5, ge=2)  # frozen models + the new one; older models drop out
     search: SearchSpec | None = None
 
     @model_validator(mode="after")

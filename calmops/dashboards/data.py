@@ -6,7 +6,8 @@ wraps them with ``st.cache_data``. The viewer never reads a pipeline's private f
 artifacts only, and never loads a model.
 
 One MLflow ``search_runs`` per experiment gives every run of a pipeline (tags, params, metrics);
-artifacts are fetched per run only for the run(s) a page shows, and cached by run id.
+artifacts are fetched only for the runs a page shows, straight from each run's ``artifact_uri`` (no
+per-run look-up), in parallel, and kept once found (a run's artifacts are written once).
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +30,7 @@ import pandas as pd
 EXPERIMENT_PREFIX = "calmops/"
 PIPELINE_TAG = "calmops.pipeline"
 TAG_FIELDS = ("pipeline", "file", "sha256", "flow_run_id", "kind", "decision", "reason", "drift_detected",
-              "drifted_features", "champion_version", "challenger_version", "retrain_mode")
+              "drifted_features", "champion_version", "challenger_version", "retrain_mode", "spec_sha256")
 DECISIONS = ("train", "no_drift", "retrain_promoted", "retrain_rejected", "predict_only",
              "skipped_breaker_open", "rejected_input", "failed")
 PROMOTING = ("train", "retrain_promoted")
@@ -179,6 +184,7 @@ def runs_frame(conn: Connection, experiment_id: str, max_results: int = MAX_RUNS
     for r in runs:
         row: dict[str, Any] = {"run_id": r.info.run_id, "run_name": r.info.run_name,
                                "experiment_id": r.info.experiment_id, "status": r.info.status,
+                               "artifact_uri": r.info.artifact_uri,
                                "start_time": _ts(r.info.start_time), "end_time": _ts(r.info.end_time)}
         for field in TAG_FIELDS:
             row[field] = r.data.tags.get(f"calmops.{field}", "")
@@ -189,8 +195,8 @@ def runs_frame(conn: Connection, experiment_id: str, max_results: int = MAX_RUNS
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=["run_id", "run_name", "experiment_id", "status", "start_time", "end_time",
-                                     *TAG_FIELDS])
+        return pd.DataFrame(columns=["run_id", "run_name", "experiment_id", "status", "artifact_uri", "start_time",
+                                     "end_time", *TAG_FIELDS])
     frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
     frame["champion_version"] = frame["champion_version"].map(_to_int).astype("Int64")
     frame["challenger_version"] = frame["challenger_version"].map(_to_int).astype("Int64")
@@ -217,6 +223,7 @@ def registry_info(conn: Connection, name: str) -> dict[str, Any]:
         v = int(mv.version)
         versions.append({
             "version": v, "created": _ts(mv.creation_timestamp), "run_id": mv.run_id,
+            "artifact_uri": f"runs:/{mv.run_id}" if mv.run_id else None,
             "description": mv.description or "", "aliases": sorted(by_version.get(v, [])),
             "scores": _json(mv.tags.get("calmops.scores")), "training": _json(mv.tags.get("calmops.training")),
             "rolled_back": mv.tags.get("calmops.rolled_back") == "true",
@@ -236,25 +243,82 @@ def _json(text: str | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _download(conn: Connection, run_id: str, path: str, dst: str) -> Path | None:
+def _download(conn: Connection, artifact_uri: str, path: str, dst: str) -> Path | None:
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a server log, not a terminal
     try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst,
-                                                        tracking_uri=conn.tracking_uri))
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{artifact_uri.rstrip('/')}/{path}",
+                                                        dst_path=dst, tracking_uri=conn.tracking_uri))
     except Exception:  # noqa: BLE001 - an artifact a run does not have (yet)
         return None
 
 
-def artifact_text(conn: Connection, run_id: str, path: str) -> str | None:
-    """One text artifact of a run (``spec.yaml``, ``drift/summary.md``…), or None when absent."""
+def _fetch_text(conn: Connection, artifact_uri: str, path: str) -> str | None:
+    if artifact_uri.startswith("mlflow-artifacts:") and conn.tracking_uri.startswith(("http://", "https://")):
+        return _fetch_proxied(conn, artifact_uri, path)
     with tempfile.TemporaryDirectory() as tmp:
-        local = _download(conn, run_id, path, tmp)
+        local = _download(conn, artifact_uri, path, tmp)
         return local.read_text() if local is not None and local.is_file() else None
 
 
-def artifact_json(conn: Connection, run_id: str, path: str) -> Any:
-    text = artifact_text(conn, run_id, path)
+def _fetch_proxied(conn: Connection, artifact_uri: str, path: str) -> str | None:
+    """One GET on the MLflow server's artifact proxy (``/api/2.0/mlflow-artifacts/artifacts/<path>``), where
+    the generic download would first list the path to learn whether it is a folder."""
+    from urllib.parse import urlparse
+
+    import httpx
+
+    location = urlparse(artifact_uri).path.strip("/")
+    url = f"{conn.tracking_uri.rstrip('/')}/api/2.0/mlflow-artifacts/artifacts/{location}/{path}"
+    try:
+        response = httpx.get(url, timeout=30)
+    except httpx.HTTPError:
+        return None
+    return response.text if response.status_code == 200 else None
+
+
+# A run's artifacts are written once, when the run is recorded: a text found once never changes, so it is
+# kept for the life of the process (bounded); an absent one is asked again next time.
+_FOUND: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+_FOUND_MAX = 5000
+_FOUND_LOCK = threading.Lock()
+FETCH_WORKERS = 8
+
+
+def artifact_texts(conn: Connection, artifact_uris: Iterable[str], path: str) -> dict[str, str | None]:
+    """The text artifact ``path`` of many runs (by their ``artifact_uri``), fetched in parallel.
+
+    Goes straight to the artifact store with the URI ``search_runs`` already returned: no per-run
+    ``get_run``. Absent artifacts map to None.
+    """
+    uris = list(dict.fromkeys(u for u in artifact_uris if u))
+    out: dict[str, str | None] = {}
+    with _FOUND_LOCK:
+        for uri in uris:
+            text = _FOUND.get((conn.tracking_uri, uri, path))
+            if text is not None:
+                out[uri] = text
+    missing = [u for u in uris if u not in out]
+    if missing:
+        with ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(missing))) as pool:
+            fetched = dict(zip(missing, pool.map(lambda u: _fetch_text(conn, u, path), missing), strict=True))
+        with _FOUND_LOCK:
+            for uri, text in fetched.items():
+                if text is not None:
+                    _FOUND[(conn.tracking_uri, uri, path)] = text
+            while len(_FOUND) > _FOUND_MAX:
+                _FOUND.popitem(last=False)
+        out.update(fetched)
+    return out
+
+
+def artifact_text(conn: Connection, artifact_uri: str, path: str) -> str | None:
+    """One text artifact of a run (``spec.yaml``, ``outcome.json``…), or None when absent."""
+    return artifact_texts(conn, [artifact_uri], path).get(artifact_uri)
+
+
+def _parse_json(text: str | None) -> Any:
     if text is None:
         return None
     try:
@@ -263,10 +327,25 @@ def artifact_json(conn: Connection, run_id: str, path: str) -> Any:
         return None
 
 
-def reference_frame(conn: Connection, run_id: str, max_rows: int = 50_000) -> pd.DataFrame | None:
+def artifacts_json(conn: Connection, artifact_uris: Iterable[str], path: str) -> dict[str, Any]:
+    """Like :func:`artifact_texts`, parsed as JSON (None when absent or not JSON)."""
+    return {uri: _parse_json(text) for uri, text in artifact_texts(conn, artifact_uris, path).items()}
+
+
+def artifact_json(conn: Connection, artifact_uri: str, path: str) -> Any:
+    return _parse_json(artifact_text(conn, artifact_uri, path))
+
+
+def forget_artifacts() -> None:
+    """Drop the process-wide artifact texts (a cold start, for benchmarks and tests)."""
+    with _FOUND_LOCK:
+        _FOUND.clear()
+
+
+def reference_frame(conn: Connection, artifact_uri: str, max_rows: int = 50_000) -> pd.DataFrame | None:
     """The training data logged with a model (``reference/reference.parquet``); Parquet, never a pickle."""
     with tempfile.TemporaryDirectory() as tmp:
-        local = _download(conn, run_id, "reference/reference.parquet", tmp)
+        local = _download(conn, artifact_uri, "reference/reference.parquet", tmp)
         if local is None or not local.is_file():
             return None
         frame = pd.read_parquet(local)
@@ -510,6 +589,13 @@ def thresholds(spec: dict | None) -> dict[str, dict[str, float | None]]:
         if isinstance(bounds, dict):
             out[metric] = {"min": bounds.get("min"), "max": bounds.get("max")}
     return out
+
+
+def spec_changes(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs whose spec may differ from the run before: where the ``spec_sha256`` tag changes, and every
+    run without the tag. Only these need their ``spec.yaml`` read."""
+    sha = runs["spec_sha256"].fillna("") if "spec_sha256" in runs else pd.Series("", index=runs.index)
+    return runs[sha.eq("") | sha.ne(sha.shift())]
 
 
 def spec_history(specs: list[tuple[str, str, str | None]]) -> list[dict[str, Any]]:

@@ -150,6 +150,13 @@ def _concurrency_one():
     return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
 
+def _job_variables() -> dict[str, str]:
+    """Runs start through the warm runner (``calmops.deployments.warm``), cold when none is running."""
+    from calmops.deployments.warm import client_command
+
+    return {"command": client_command()}
+
+
 def deploy_pipeline(name: str, *, pool: str | None = None) -> DeploymentSummary:
     """Create or update the pipeline's deployment(s) and automation from its current spec (idempotent)."""
     from prefect.deployments.runner import EntrypointType
@@ -169,6 +176,7 @@ def deploy_pipeline(name: str, *, pool: str | None = None) -> DeploymentSummary:
         concurrency_limit=_concurrency_one(),
         triggers=[file_trigger(name)],
         work_pool_name=pool,
+        job_variables=_job_variables(),
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
     deployment_id = deployment.apply()
@@ -186,7 +194,7 @@ def deploy_pipeline(name: str, *, pool: str | None = None) -> DeploymentSummary:
             _delete_deployment(scan.id)
         scan_deployment = scan_flow.to_deployment(
             name=name, description=f"Scan {name}'s incoming folder on a schedule and announce waiting files",
-            tags=tags, parameters={"pipeline": name}, work_pool_name=pool,
+            tags=tags, parameters={"pipeline": name}, work_pool_name=pool, job_variables=_job_variables(),
             concurrency_limit=_concurrency_one(), entrypoint_type=EntrypointType.MODULE_PATH,
             **schedule,
         )

@@ -41,7 +41,7 @@ class Service:
 
 
 # start order; ``calmops down`` stops in the reverse order
-ORDER = ("prefect", "mlflow", "worker", "watcher", "viewer", "api")
+ORDER = ("prefect", "mlflow", "runner", "worker", "watcher", "viewer", "api")
 HEARTBEAT_MAX_AGE = 30.0
 
 
@@ -50,6 +50,7 @@ def services() -> dict[str, Service]:
     return {
         "prefect": Service("prefect", int(env("CALMOPS_PREFECT_PORT", "4200")), "/api/health"),
         "mlflow": Service("mlflow", int(env("CALMOPS_MLFLOW_PORT", "5000")), "/health"),
+        "runner": Service("runner", None, None),
         "worker": Service("worker", None, None),
         "watcher": Service("watcher", None, None),
         "viewer": Service("viewer", int(env("CALMOPS_VIEWER_PORT", "8501")), "/_stcore/health"),
@@ -96,6 +97,12 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         if os.environ.get("CALMOPS_WORKER_LIMIT"):
             cmd += ["--limit", os.environ["CALMOPS_WORKER_LIMIT"]]
         return cmd, env
+    if service.name == "runner":
+        from calmops.deployments.warm import socket_path
+
+        env = _client_env(env, settings)
+        env.setdefault("CALMOPS_RUNNER_SOCKET", str(socket_path()))
+        return [sys.executable, "-m", "calmops.deployments.warm", "serve"], env
     if service.name == "watcher":
         env = _client_env(env, settings)
         return [sys.executable, "-m", "calmops.deployments.watcher",
@@ -161,6 +168,10 @@ def _process_healthy(name: str, settings: Settings, since: int = 0) -> bool:
             return time.time() - beat.stat().st_mtime < HEARTBEAT_MAX_AGE
         except OSError:
             return False
+    if name == "runner":
+        from calmops.deployments.warm import answers
+
+        return answers()
     if name == "worker":
         try:
             with open(log_file(settings, name), "rb") as fh:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -64,6 +65,7 @@ def record_run(outcome: RunOutcome, drift: dict | None, params: dict[str, Any], 
                 "calmops.challenger_version": str(outcome.challenger_version or ""),
                 "calmops.retrain_mode": outcome.retrain_mode or "",
                 "calmops.kind": outcome.kind,
+                "calmops.spec_sha256": hashlib.sha256(spec_yaml.encode()).hexdigest() if spec_yaml else "",
             })
             flat: dict[str, float] = {"rows": float(outcome.rows or 0),
                                       "drift_detected": float(outcome.drift_detected),

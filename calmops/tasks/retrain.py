@@ -8,7 +8,8 @@ batch's held-out rows: the flows pass only the training part of the current batc
 full           a fresh model on the champion's reference + the new rows (or the new rows only)
 incremental    ``partial_fit`` of a copy of the champion on the new rows; recorded fallback to full
 window         a fresh model on the most recent ``window_rows`` rows (or ``window_batches`` batches)
-stacking       the champion frozen + a model on the new rows + a meta-model combining them
+stacking       the champion's models frozen (the last ``stacking_members`` − 1) + a model on the new rows +
+               a meta-model combining them
 replay         the new rows + a stratified sample of history, ``replay_ratio`` × the new rows
 recalibration  the champion kept as is, its probabilities recalibrated on the new rows
 =============  ==============================================================================
@@ -157,11 +158,24 @@ def retrain_window(inputs: RetrainInputs) -> TrainingResult:
                                                  **extra})
 
 
+def _stacked_members(champion: Any) -> list[Any]:
+    """The fitted models a stacked champion combines (its frozen members and the one it fitted), in
+    order; a champion that is not a stack is its own single member."""
+    if isinstance(champion, (StackingClassifier, StackingRegressor)) and hasattr(champion, "estimators_"):
+        return [m.estimator if isinstance(m, FrozenEstimator) else m for m in champion.estimators_]
+    return [champion]
+
+
 def retrain_stacking(inputs: RetrainInputs) -> TrainingResult:
     if inputs.champion is None:
         raise RetrainModeUnavailable("stacking needs a champion to freeze; the first model is trained in full")
+    # a stacked champion is unpacked rather than nested: the ensemble is the last `stacking_members` models
+    keep = inputs.spec.retrain.stacking_members - 1
+    members = _stacked_members(inputs.champion)[-keep:]
     new_model = make_model(inputs.spec, inputs.feature_types)
-    estimators = [("champion", FrozenEstimator(inputs.champion)), ("new", new_model)]
+    first = len(_stacked_members(inputs.champion)) - len(members)
+    estimators = [(f"model_{first + i}", FrozenEstimator(m)) for i, m in enumerate(members)]
+    estimators.append(("new", new_model))
     cv = inputs.spec.retrain.stacking_cv
     if inputs.task == "classification":
         stack = StackingClassifier(estimators, final_estimator=LogisticRegression(max_iter=1000), cv=cv)
@@ -169,7 +183,9 @@ def retrain_stacking(inputs: RetrainInputs) -> TrainingResult:
         stack = StackingRegressor(estimators, final_estimator=RidgeCV(), cv=cv)
     stack.fit(inputs.X_new, inputs.y_new)
     X, y = inputs.X_new, inputs.y_new
-    return TrainingResult(stack, X, y, "stacking", {"rows": len(X), "frozen": "champion", "meta": type(stack.final_estimator_).__name__})
+    return TrainingResult(stack, X, y, "stacking", {"rows": len(X), "frozen": [n for n, _ in estimators[:-1]],
+                                                    "members": len(estimators),
+                                                    "meta": type(stack.final_estimator_).__name__})
 
 
 def retrain_replay(inputs: RetrainInputs) -> TrainingResult:

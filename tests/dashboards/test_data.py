@@ -158,3 +158,33 @@ def test_viewer_command_binds_loopback_and_registers_on_the_cli():
 
     result = CliRunner().invoke(app, ["viewer", "--help"])
     assert result.exit_code == 0 and "--port" in result.output
+
+
+def test_spec_changes_reads_only_runs_where_the_spec_hash_changes():
+    runs = pd.DataFrame({"run_id": list("abcdefg"), "spec_sha256": ["s1", "s1", "s2", "", "s2", "s2", "s1"]})
+    # a run without the tag is always read (it may predate the tag); a change of hash starts a new version
+    assert data.spec_changes(runs)["run_id"].tolist() == ["a", "c", "d", "e", "g"]
+    assert data.spec_changes(runs.drop(columns="spec_sha256"))["run_id"].tolist() == list("abcdefg")
+
+
+def test_artifact_texts_fetch_by_uri_keep_what_they_found_and_ask_again_for_the_rest(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("calmops/t", artifact_location=str(tmp_path / "artifacts"))
+    with_spec, without = client.create_run(exp), client.create_run(exp)
+    client.log_text(with_spec.info.run_id, "name: t\n", "spec.yaml")
+    conn = data.Connection(uri)
+    data.forget_artifacts()
+    uris = [with_spec.info.artifact_uri, without.info.artifact_uri]
+    assert data.artifact_texts(conn, uris, "spec.yaml") == {uris[0]: "name: t\n", uris[1]: None}
+
+    # a run's artifacts are written once: the text found is kept even if the store goes away...
+    (tmp_path / "artifacts").rename(tmp_path / "moved")
+    assert data.artifact_text(conn, uris[0], "spec.yaml") == "name: t\n"
+    # ...while an absent one is asked for again (it may be written later)
+    client.log_text(without.info.run_id, "late\n", "spec.yaml")
+    assert data.artifact_text(conn, uris[1], "spec.yaml") == "late\n"
+    data.forget_artifacts()
+    assert data.artifact_text(conn, uris[0], "spec.yaml") is None  # cold again: the store really moved

@@ -91,10 +91,29 @@ def test_stacking_leaves_the_frozen_champion_predictions_unchanged():
     before = champion.predict_proba(probe)
     X1, y1 = data(400, 1, shift=1.0)
     result = train_challenger("stacking", sp, TYPES, with_target(X0, y0), X1, y1, champion=champion)
-    frozen = result.model.named_estimators_["champion"]
+    frozen = result.model.named_estimators_["model_0"]
     assert frozen.estimator is champion
     assert np.array_equal(frozen.predict_proba(probe), before)
     assert set(result.model.predict(probe)) <= {0, 1}
+
+
+def test_stacking_again_unpacks_the_stacked_champion_and_keeps_the_last_members():
+    sp = spec(mode="stacking", stacking_members=3)
+    X0, y0 = data(500, 0)
+    champion = fitted(sp, X0, y0)
+    probe, _ = data(200, 5)
+    fitted_models = [champion]
+    for i in range(1, 4):  # three promotions in a row
+        X, y = data(400, i, shift=0.5 * i)
+        champion = train_challenger("stacking", sp, TYPES, None, X, y, champion=champion).model
+        fitted_models.append(champion.named_estimators_["new"])
+    members = [m.estimator if hasattr(m, "estimator") else m for m in champion.estimators_]
+    # flat, not nested: the last three models fitted (the first champion has dropped out), in order
+    assert len(members) == 3 and not any(isinstance(m, type(champion)) for m in members)
+    assert [id(m) for m in members[:2]] == [id(m) for m in fitted_models[-3:-1]]
+    assert list(champion.named_estimators_) == ["model_1", "model_2", "new"]
+    # the frozen members still predict exactly as when they were fitted
+    assert np.array_equal(champion.estimators_[0].predict_proba(probe), fitted_models[1].predict_proba(probe))
 
 
 def test_replay_mixes_history_at_the_configured_ratio_with_class_shares():

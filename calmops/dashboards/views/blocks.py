@@ -61,7 +61,8 @@ def body(conn: data.Connection, pipelines: list[dict]) -> None:
     options = list(recorded["run_id"])[::-1]
     names = dict(zip(recorded["run_id"], recorded["run_name"], strict=True))
     run_id = st.selectbox("Run", options, format_func=names.get, key="block_run")
-    outcome = cache.artifact_json(conn, run_id, "outcome.json") or {}
+    uri_of = dict(zip(recorded["run_id"], recorded["artifact_uri"], strict=True))
+    outcome = cache.artifact_json(conn, uri_of[run_id], "outcome.json") or {}
     tables = data.block_tables(outcome.get("details"))
     st.subheader("Per-block results")
     if "blocks" in tables:

@@ -22,7 +22,9 @@ def body(conn: data.Connection, pipelines: list[dict]) -> None:
     name = st.selectbox("IPIP pipeline", list(by_name), key="ipip_pipeline")
     runs = by_name[name]
     recorded = runs[runs["decision"] != ""]
-    outcomes = {r: cache.artifact_json(conn, r, "outcome.json") for r in recorded["run_id"].tail(200)}
+    recent = recorded.tail(200)
+    by_uri = cache.artifacts_json(conn, recent["artifact_uri"], "outcome.json")
+    outcomes = {r: by_uri.get(u) for r, u in zip(recent["run_id"], recent["artifact_uri"], strict=True)}
     frame = data.ipip_frame(recorded.tail(200), outcomes)
     series = [c for c in frame.columns if c not in ("run", "decision")]
     numeric = [c for c in series if frame[c].dtype.kind in "fiub"]

@@ -104,8 +104,10 @@ def _labels(runs: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def _artifacts(conn, run_ids, path) -> dict[str, Any]:
-    return {run_id: cache.artifact_json(conn, run_id, path) for run_id in run_ids}
+def _artifacts(conn, runs: pd.DataFrame, path) -> dict[str, Any]:
+    """run id → the JSON artifact ``path`` of each of ``runs`` (None when absent), fetched together."""
+    by_uri = cache.artifacts_json(conn, runs["artifact_uri"], path)
+    return {run_id: by_uri.get(uri) for run_id, uri in zip(runs["run_id"], runs["artifact_uri"], strict=True)}
 
 
 def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
@@ -120,8 +122,8 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
                   key="drift_runs") if len(checked) > 2 else len(checked)
     window = checked.tail(n)
     wl = {r: labels[r] for r in window["run_id"]}
-    reports = _artifacts(conn, window["run_id"], "drift/report.json")
-    verdicts = _artifacts(conn, window["run_id"], "drift/verdict.json")
+    verdicts = _artifacts(conn, window, "drift/verdict.json")  # each verdict holds its run's report
+    reports = {run_id: (v or {}).get("data") for run_id, v in verdicts.items()}
 
     st.subheader("Per-feature tests")
     options = list(window["run_id"])[::-1]
@@ -207,7 +209,7 @@ def distributions(conn, reg, report) -> None:
     cols = st.columns([1, 2])
     chosen = cols[1].multiselect("Model versions", list(labels), default=default, format_func=labels.get,
                                  key="dist_versions")
-    run_of = {v["version"]: v["run_id"] for v in versions}
+    run_of = {v["version"]: v["artifact_uri"] for v in versions}
     frames = {labels[v]: cache.reference_frame(conn, run_of[v]) for v in chosen}
     frames = {k: f for k, f in frames.items() if f is not None}
     if not frames:
@@ -236,8 +238,8 @@ def distributions(conn, reg, report) -> None:
 def latest_spec(conn, runs: pd.DataFrame) -> dict | None:
     import yaml
 
-    for run_id in runs["run_id"].iloc[::-1].head(5):
-        text = cache.artifact_text(conn, run_id, "spec.yaml")
+    for uri in runs["artifact_uri"].iloc[::-1].head(5):
+        text = cache.artifact_text(conn, uri, "spec.yaml")
         if text:
             try:
                 return yaml.safe_load(text)
@@ -313,7 +315,7 @@ def models_tab(conn, name, runs, reg, prefect_problem) -> None:
         metric = c.removeprefix("metric.challenger_")
         table.append({"metric": metric, "champion": last.get(f"metric.champion_{metric}"), "challenger": last[c]})
     ui.show_frame(pd.DataFrame(table), key="duel")
-    outcome = cache.artifact_json(conn, last["run_id"], "outcome.json") or {}
+    outcome = cache.artifact_json(conn, last["artifact_uri"], "outcome.json") or {}
     cms = [(who, (outcome.get("metrics") or {}).get(who, {}).get("confusion_matrix")) for who in ("champion",
                                                                                               "challenger")]
     cms = [(who, cm) for who, cm in cms if isinstance(cm, dict) and cm.get("matrix")]
@@ -361,9 +363,9 @@ def data_tab(conn, name, runs, reg, prefect_problem) -> None:
     version = st.selectbox("Reference of model version", nums[::-1],
                            index=nums[::-1].index(champion) if champion in nums else 0,
                            format_func=lambda v: f"v{v}" + (" (champion)" if v == champion else ""), key="data_version")
-    run_id = next(v["run_id"] for v in versions if v["version"] == version)
-    schema = cache.artifact_json(conn, run_id, "reference/schema.json")
-    frame = cache.reference_frame(conn, run_id)
+    uri = next(v["artifact_uri"] for v in versions if v["version"] == version)
+    schema = cache.artifact_json(conn, uri, "reference/schema.json")
+    frame = cache.reference_frame(conn, uri)
     left, right = st.columns(2)
     with left:
         st.subheader("Schema")
@@ -464,8 +466,10 @@ def runs_tab(conn, name, runs, reg, prefect_problem) -> None:
 def spec_tab(conn, name, runs, reg, prefect_problem) -> None:
     recent = runs.tail(SPEC_RUNS)
     labels = _labels(runs)
-    texts = [(labels[r], ui.fmt_time(t), cache.artifact_text(conn, r, "spec.yaml"))
-             for r, t in zip(recent["run_id"], recent["start_time"], strict=True)]
+    changes = data.spec_changes(recent)
+    specs = cache.artifact_texts(conn, changes["artifact_uri"], "spec.yaml")
+    texts = [(labels[r], ui.fmt_time(t), specs.get(u))
+             for r, t, u in zip(changes["run_id"], changes["start_time"], changes["artifact_uri"], strict=True)]
     history = data.spec_history(texts)
     if not history:
         st.info("No run has recorded its spec yet.")

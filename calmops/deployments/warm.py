@@ -1,0 +1,339 @@
+"""Warm runner: flow runs start in a process that has already imported everything.
+
+A fresh Python for each flow run (what a process work pool does) spends 6–8 s importing Prefect, MLflow,
+scikit-learn and the detectors before the flow's first line. The warm runner is a long-lived process
+(service ``runner`` of ``calmops up``) that imports all of that once, then waits on a Unix socket. The
+work pool's command is this module's client, ``python -m calmops.deployments.warm``: a bare interpreter that
+hands its arguments, environment, working folder and standard streams to the runner, which forks a child
+that runs Prefect's own engine entry point (``python -m prefect.engine``) with them. The client stays the
+worker's process for the run: it relays signals (cancellation) to the child and exits with its exit code.
+When no runner answers, the client becomes ``python -m prefect.engine`` itself (cold but correct).
+
+The runner stays single-threaded (it checks) so forking it is safe; a child whose client disappears is
+terminated.
+
+This module imports only the standard library at import time: the client must start in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+PRELOAD = ("prefect", "prefect.engine", "prefect.flow_engine", "calmops.flows.stream", "calmops.flows.block",
+           "calmops.flows.ipip")
+STREAMS = 3  # stdin, stdout, stderr travel with the request
+_HEADER = struct.Struct("!I")
+KILL_GRACE = 10.0
+MAX_SOCKET_PATH = 100
+
+
+def socket_path() -> Path:
+    """Where the runner listens: ``$CALMOPS_RUNNER_SOCKET``, else ``$CALMOPS_HOME/run/runner.sock``."""
+    explicit = os.environ.get("CALMOPS_RUNNER_SOCKET")
+    if explicit:
+        return Path(explicit)
+    path = Path(os.environ.get("CALMOPS_HOME", ".calmops")).expanduser().resolve() / "run" / "runner.sock"
+    if len(str(path)) > MAX_SOCKET_PATH:  # AF_UNIX addresses are short: a deep home gets one in /tmp
+        import hashlib
+        import tempfile
+
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"calmops-runner-{digest}.sock"
+    return path
+
+
+def client_command() -> str:
+    """The work pool command that starts a flow run through the warm runner."""
+    return f"{sys.executable} -m calmops.deployments.warm"
+
+
+def answers(path: Path | None = None) -> bool:
+    """Whether a runner is listening (a connection that sends nothing is ignored by the runner)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path or socket_path()))
+        except OSError:
+            return False
+    return True
+
+
+# -- client -------------------------------------------------------------------------------------
+
+
+def _cold(argv: list[str]) -> None:
+    os.execv(sys.executable, [sys.executable, "-m", "prefect.engine", *argv])
+
+
+def _readline(conn: socket.socket, buffer: bytearray) -> str | None:
+    while b"\n" not in buffer:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return None
+        buffer.extend(chunk)
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    return line.decode()
+
+
+def run_client(argv: list[str]) -> int:
+    """Hand this flow run to the warm runner; its exit code, or become the cold engine when none answers."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(str(socket_path()))
+    except OSError:
+        conn.close()
+        _cold(argv)
+    payload = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
+    socket.send_fds(conn, [_HEADER.pack(len(payload)) + payload], list(range(STREAMS)))
+    buffer = bytearray()
+    line = _readline(conn, buffer)
+    if not line or not line.startswith("pid "):
+        conn.close()
+        _cold(argv)  # the runner refused or died before forking: nothing ran yet
+    child = int(line.split()[1])
+
+    def relay(signum, _frame):
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, relay)
+    line = _readline(conn, buffer)
+    conn.close()
+    if not line or not line.startswith("exit "):
+        print(f"calmops warm runner: lost the runner while flow run process {child} was running",
+              file=sys.stderr)
+        return 1
+    return int(line.split()[1])
+
+
+# -- runner -------------------------------------------------------------------------------------
+
+
+class _Probe(Exception):
+    """A connection closed without a request: a health check."""
+
+
+def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, STREAMS)
+    if not data and not fds:
+        raise _Probe
+    data = bytearray(data)
+    while len(data) < _HEADER.size:
+        more = conn.recv(1 << 16)
+        if not more:
+            raise ConnectionError("request cut short")
+        data.extend(more)
+    (size,) = _HEADER.unpack_from(data)
+    while len(data) < _HEADER.size + size:
+        more = conn.recv(1 << 16)
+        if not more:
+            raise ConnectionError("request cut short")
+        data.extend(more)
+    return json.loads(bytes(data[_HEADER.size:_HEADER.size + size])), fds
+
+
+def _child(request: dict, fds: list[int], module: str) -> int:
+    """In the forked child: become ``python -m <module>`` with the client's streams and environment."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = [module, *request["argv"]]
+    import runpy
+
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.settings import Settings
+
+    try:
+        # settings were read when the runner imported Prefect: read them again from this run's environment
+        with SettingsContext(profile=get_settings_context().profile, settings=Settings()):
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - reported like the engine would, then the exit code says it
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+class Runner:
+    """The warm process: preloads, listens, forks one child per request, reports each child's exit."""
+
+    def __init__(self, path: Path, preload: tuple[str, ...] = PRELOAD, module: str = "prefect.engine") -> None:
+        self.path = path
+        self.preload = preload
+        self.module = module  # what each child runs as ``__main__``
+        self.children: dict[int, socket.socket] = {}  # child pid -> its client's connection
+        self.orphaned: dict[int, float] = {}  # child pid -> when its client went away
+        self.selector = selectors.DefaultSelector()
+        self.wake: tuple[int, int] | None = None
+
+    def warm(self) -> float:
+        import importlib
+        import threading
+
+        t = time.perf_counter()
+        for name in self.preload:
+            importlib.import_module(name)
+        if threading.active_count() != 1:
+            raise RuntimeError(f"importing {self.preload} started threads {threading.enumerate()}; "
+                               "forking would not be safe")
+        return time.perf_counter() - t
+
+    def serve(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.path))
+        os.chmod(self.path, 0o600)
+        listener.listen(64)
+        wake_r, wake_w = self.wake = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        stop = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.append(True))
+        self.selector.register(listener, selectors.EVENT_READ, "accept")
+        self.selector.register(wake_r, selectors.EVENT_READ, "signal")
+        print(f"calmops runner listening on {self.path}", flush=True)
+        try:
+            while not stop:
+                for key, _ in self.selector.select(timeout=1.0):
+                    if key.data == "accept":
+                        self._accept(listener)
+                    elif key.data == "signal":
+                        os.read(wake_r, 512)
+                    else:
+                        self._client_gone(key.fileobj, key.data)
+                self._reap()
+                self._kill_orphans()
+        finally:
+            self.selector.close()
+            listener.close()
+            self.path.unlink(missing_ok=True)
+            for pid in list(self.children) + list(self.orphaned):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def _accept(self, listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(5.0)  # a client that connects and says nothing must not hold the runner
+        try:
+            request, fds = _receive(conn)
+        except _Probe:
+            conn.close()
+            return
+        except (OSError, ValueError, ConnectionError) as exc:
+            print(f"calmops runner: bad request ({exc})", file=sys.stderr, flush=True)
+            conn.close()
+            return
+        conn.settimeout(None)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child never returns into the runner's loop
+            code = 1
+            try:
+                self.selector.close()
+                listener.close()
+                conn.close()
+                for other in self.children.values():
+                    other.close()
+                for fd in self.wake or ():
+                    os.close(fd)
+                code = _child(request, fds, self.module)
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        for fd in fds:
+            os.close(fd)
+        conn.sendall(f"pid {pid}\n".encode())
+        self.children[pid] = conn
+        self.selector.register(conn, selectors.EVENT_READ, pid)
+        print(f"calmops runner: flow run {request['env'].get('PREFECT__FLOW_RUN_ID', '?')} in process {pid}",
+              flush=True)
+
+    def _client_gone(self, conn: socket.socket, pid: int) -> None:
+        """The client's end closed (or sent something) while its child runs: the worker killed it."""
+        try:
+            data = conn.recv(1)
+        except OSError:
+            data = b""
+        if data:
+            return
+        self.selector.unregister(conn)
+        conn.close()
+        if self.children.pop(pid, None) is not None:
+            self.orphaned[pid] = time.monotonic()
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            code = code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
+            self.orphaned.pop(pid, None)
+            conn = self.children.pop(pid, None)
+            if conn is not None:
+                self.selector.unregister(conn)
+                try:
+                    conn.sendall(f"exit {code}\n".encode())
+                except OSError:
+                    pass
+                conn.close()
+
+    def _kill_orphans(self) -> None:
+        now = time.monotonic()
+        for pid, since in list(self.orphaned.items()):
+            if now - since > KILL_GRACE:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    self.orphaned.pop(pid, None)
+
+
+def serve(path: Path | None = None) -> None:
+    runner = Runner(path or socket_path())
+    took = runner.warm()
+    print(f"calmops runner: imported {', '.join(runner.preload)} in {took:.1f} s", flush=True)
+    runner.serve()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["serve"]:
+        serve()
+    else:
+        sys.exit(run_client(sys.argv[1:]))

@@ -1,0 +1,109 @@
+"""The warm runner: a flow-run command handed to a pre-imported process, streams, exit codes and signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from calmops.deployments import warm
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNNER = ("import sys; from pathlib import Path; from calmops.deployments.warm import Runner; "
+          "Runner(Path(sys.argv[1]), preload=('json',), module='tests.deployments.warm_target').serve()")
+
+
+@pytest.fixture
+def runner(tmp_path):
+    sock = Path(f"/tmp/calmops-test-{os.getpid()}-{time.monotonic_ns()}.sock")
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(sock)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while not warm.answers(sock):
+        assert proc.poll() is None and time.monotonic() < deadline, "the runner did not start"
+        time.sleep(0.05)
+    yield proc, sock
+    proc.terminate()
+    proc.wait(10)
+    assert not sock.exists(), "the runner leaves no socket behind"
+
+
+def client(sock: Path, *args: str, cwd: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "CALMOPS_RUNNER_SOCKET": str(sock), "GREETING": "hello"}
+    return subprocess.Popen([sys.executable, "-m", "calmops.deployments.warm", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def child_pid(out: str) -> int:
+    return int(re.search(r"pid=(\d+)", out).group(1))
+
+
+def test_the_run_happens_in_a_child_of_the_runner_with_the_clients_streams_env_cwd_and_exit_code(runner, tmp_path):
+    proc, sock = runner
+    c = client(sock, "3", cwd=tmp_path)
+    out, err = c.communicate(timeout=30)
+    assert c.returncode == 3
+    assert f"argv=['3'] greeting=hello cwd={tmp_path}" in out
+    assert f"ppid={proc.pid}" in out and child_pid(out) != c.pid  # forked by the runner, not started by the client
+    assert "to stderr" in err
+    # the runner survived and serves the next run (and a health probe does not disturb it)
+    assert warm.answers(sock)
+    again = client(sock, "0", cwd=tmp_path)
+    assert again.wait(30) == 0
+
+
+def test_a_signal_to_the_client_reaches_the_run(runner, tmp_path):
+    _, sock = runner
+    c = client(sock, "sleep", cwd=tmp_path)
+    first = c.stdout.readline()
+    pid = child_pid(first)
+    c.send_signal(signal.SIGTERM)  # what the worker does to cancel a run
+    assert c.wait(30) == 128 + signal.SIGTERM
+    assert not _alive(pid)
+
+
+def test_a_run_whose_client_is_killed_does_not_outlive_it(runner, tmp_path):
+    _, sock = runner
+    c = client(sock, "sleep", cwd=tmp_path)
+    pid = child_pid(c.stdout.readline())
+    c.kill()
+    c.wait(10)
+    deadline = time.monotonic() + 20
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
+def test_without_a_runner_the_client_becomes_the_cold_prefect_engine(tmp_path):
+    c = client(tmp_path / "nobody.sock", "not-a-flow-run-id", cwd=tmp_path)
+    _, err = c.communicate(timeout=120)
+    assert c.returncode == 1
+    assert "Invalid flow run id" in err  # prefect.engine itself answered
+
+
+def test_socket_path_follows_the_home_and_stays_short(tmp_path, monkeypatch):
+    monkeypatch.delenv("CALMOPS_RUNNER_SOCKET", raising=False)
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    assert warm.socket_path() == tmp_path / "home" / "run" / "runner.sock"
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / ("deep" * 40)))
+    path = warm.socket_path()
+    assert len(str(path)) <= warm.MAX_SOCKET_PATH and path.name.startswith("calmops-runner-")
+    assert warm.socket_path() == path  # the same home always gets the same address
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): look at its state
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
