@@ -5,7 +5,7 @@ Starts the real local stack (``calmops up`` on free ports, a temporary CALMOPS_H
 pipelines, drops files the way a producer does (temporary name, then rename) and measures the time until the
 pipeline's ledger says the file is done. For each file it also reads the flow run from the Prefect API to say
 where the time goes: drop → flow run created (watcher, event, automation), created → started (worker pick-up,
-process start), started → finished (the flow itself).
+process start: a fork of the warm runner), started → finished (the flow itself).
 
     .venv/bin/python bench/stack_latency.py [--files 10] [--burst 100]
 """
@@ -99,12 +99,13 @@ def main() -> None:
             df = frame(1000, seed)
             drop(df, incoming[name], "warmup.csv")
             wait_done(books[name], _sha(df))
+        drops: dict[str, float] = {}
         for rows in (1000, 100_000):
             lat = []
             for i in range(args.files if rows == 1000 else max(3, args.files // 3)):
                 seed += 1
                 df = frame(rows, seed)
-                t0 = drop(df, incoming[names[0]], f"seq-{rows}-{i}.csv")
+                t0 = drops[f"seq-{rows}-{i}.csv"] = drop(df, incoming[names[0]], f"seq-{rows}-{i}.csv")
                 lat.append(wait_done(books[names[0]], _sha(df)) - t0)
             results[f"stack_{rows}"] = {"p50_s": round(pct(lat, 50), 2), "p95_s": round(pct(lat, 95), 2),
                                         "n": len(lat)}
@@ -123,7 +124,7 @@ def main() -> None:
         results["burst"] = {"files": args.burst, "pipelines": len(names), "seconds": round(took, 1),
                             "files_per_s": round(args.burst / took, 3)}
         print(f"burst: {results['burst']}", file=sys.stderr)
-        results["breakdown"] = breakdown()
+        results["breakdown_1000"] = breakdown(drops, "seq-1000-")
         # the same 1k and 100k files through the flow called in-process (same servers)
         from calmops.flows import run_file
 
@@ -152,20 +153,24 @@ def _sha(df: pd.DataFrame) -> str:
     return hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
 
 
-def breakdown() -> dict:
-    """Median seconds per phase over the stack's flow runs: waiting for the worker, running."""
+def breakdown(drops: dict[str, float], prefix: str) -> dict:
+    """Median seconds per phase of the sequential files: drop → flow run created (watcher, event,
+    automation), created → started (worker pick-up, process start), started → finished (the flow)."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(limit=200)
-    pickup, running = [], []
+    phases: dict[str, list[float]] = {"drop_to_created": [], "created_to_started": [], "started_to_finished": []}
     for r in runs:
-        if r.start_time and r.end_time and r.created:
-            pickup.append((r.start_time - r.created).total_seconds())
-            running.append((r.end_time - r.start_time).total_seconds())
-    return {"created_to_started_p50_s": round(statistics.median(pickup), 2) if pickup else None,
-            "started_to_finished_p50_s": round(statistics.median(running), 2) if running else None,
-            "runs": len(pickup)}
+        name = Path(str(r.parameters.get("path", ""))).name
+        if not name.startswith(prefix) or name not in drops or not (r.start_time and r.end_time):
+            continue
+        phases["drop_to_created"].append(r.created.timestamp() - drops[name])
+        phases["created_to_started"].append((r.start_time - r.created).total_seconds())
+        phases["started_to_finished"].append((r.end_time - r.start_time).total_seconds())
+    out = {f"{k}_p50_s": round(statistics.median(v), 2) if v else None for k, v in phases.items()}
+    out["runs"] = len(phases["drop_to_created"])
+    return out
 
 
 if __name__ == "__main__":

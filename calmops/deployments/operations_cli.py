@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-STACK_SERVICES = ("prefect", "mlflow", "worker", "watcher", "viewer", "api")
+STACK_SERVICES = ("prefect", "mlflow", "runner", "worker", "watcher", "viewer", "api")
 
 
 def _api_url() -> str | None:

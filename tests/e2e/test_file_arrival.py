@@ -76,7 +76,7 @@ def live(tmp_path_factory):
 
             from calmops.deployments.operations_cli import bring_up
 
-            bring_up(Console(quiet=True), services=("prefect", "worker", "watcher"))
+            bring_up(Console(quiet=True), services=("prefect", "runner", "worker", "watcher"))
             yield home
             from calmops.deployments.deploy import (
                 delete_pipeline_deployments,
@@ -87,7 +87,7 @@ def live(tmp_path_factory):
                 delete_pipeline_deployments(name)
             _delete_kind_deployments()
     finally:
-        for name in ("watcher", "worker", "prefect"):
+        for name in ("watcher", "worker", "runner", "prefect"):
             stack.stop(name)
         os.environ.clear()
         os.environ.update(saved)
@@ -185,6 +185,11 @@ def test_a_file_starts_exactly_one_run_with_its_path_and_the_decision_lands_in_m
     assert run.parameters["sha256"] == ledger_done("sea")["a.csv"]
     assert (processed("sea") / "a.csv").exists() and not (folder / "a.csv").exists()
     assert [r for r in mlflow_runs("sea") if r["file"] == "a.csv"] == [{"file": "a.csv", "decision": "train"}]
+    # the run was forked by the warm runner (the worker's command is its client), not started cold
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stack
+
+    assert f"flow run {run.id} in process" in stack.log_file(get_settings(), "runner").read_text()
 
 
 def test_a_slow_writer_is_processed_once_with_the_whole_file(live):
