@@ -8,9 +8,11 @@ later run compares against exactly that.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -247,12 +249,42 @@ def aliases(pipeline: str) -> dict[str, int]:
 def _load_version(tracking_uri: str, pipeline: str, version: int) -> tuple[Any, InputSchema, ReferenceProfile, str, dict]:
     client = MlflowClient()
     mv = client.get_model_version(pipeline, str(version))
-    model = mlflow.sklearn.load_model(f"models:/{pipeline}/{version}")
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="reference", dst_path=tmp))
-        schema = InputSchema.from_dict(json.loads((local / "schema.json").read_text()))
-        profile = ReferenceProfile.load(local / "profile")
+    local = _local_copy(tracking_uri, pipeline, version, mv.run_id)
+    model = mlflow.sklearn.load_model(str(local / "model"))
+    schema = InputSchema.from_dict(json.loads((local / "reference" / "schema.json").read_text()))
+    profile = ReferenceProfile.load(local / "reference" / "profile")
     return model, schema, profile, mv.run_id, dict(mv.tags)
+
+
+def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str) -> Path:
+    """The version's model, schema and profile on local disk, downloaded once per machine.
+
+    A registered version never changes, so every process (each flow run is one) reads the same copy under
+    ``$CALMOPS_HOME/cache/models``. It appears complete or not at all: downloaded beside it, then renamed.
+    """
+    from calmops.core.settings import get_settings
+
+    store = hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]
+    # the run id too: a pipeline deleted and created again numbers its versions from 1 again
+    final = get_settings().home / "cache" / "models" / store / pipeline / f"{version}-{run_id}"
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=final.parent))
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{pipeline}/{version}",
+                                            dst_path=str(staging / "model"))
+        for part in ("schema.json", "profile"):  # not the reference rows: only what serving needs
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"reference/{part}",
+                                                dst_path=str(staging / "reference"))
+        try:
+            staging.rename(final)
+        except OSError:  # another process finished first: its copy is the same
+            pass
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
 
 
 def load_version(pipeline: str, version: int) -> Champion:

@@ -72,7 +72,7 @@ class SearchSpec(_Strict):
 
 
 class RetrainSpec(_Strict):
-    mode: Literal[RETRAIN_MODES] = "full"  # type: ignore[valid-type]
+    mode: Literal[RETRAIN_MODES] = "stacking"  # type: ignore[valid-type]
     fallback_mode: Literal[RETRAIN_MODES] | None = None  # type: ignore[valid-type]
     data: Literal["reference_and_new", "new_only"] = "reference_and_new"
     retrain_on: Literal["drift", "always"] = "drift"

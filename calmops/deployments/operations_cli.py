@@ -278,7 +278,7 @@ def register(app: typer.Typer) -> None:
         no_watcher: Annotated[bool, typer.Option("--no-watcher", help="Do not start the file watcher.")] = False,
         no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start the flow-run worker.")] = False,
     ):
-        """Start the local stack: Prefect server, MLflow server, deployments, worker and file watcher."""
+        """Start the local stack: Prefect server, MLflow server, deployments, warm runner, worker, watcher, viewer, API."""
         services = tuple(s for s in STACK_SERVICES if not (s == "watcher" and no_watcher)
                          and not (s == "worker" and no_worker))
         bring_up(console, services)
@@ -287,5 +287,5 @@ def register(app: typer.Typer) -> None:
     @app.command("down")
     @friendly
     def down():
-        """Stop the local stack (watcher, worker, MLflow, Prefect)."""
+        """Stop the local stack (every service `calmops up` started, in reverse order)."""
         bring_down(console)

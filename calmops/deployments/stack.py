@@ -81,7 +81,8 @@ def _client_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
 def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     env.update(PREFECT_HOME=str(settings.home / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+               MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+               MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")  # logs, not terminals
     if service.name == "prefect":
         env.pop("PREFECT_API_URL", None)
         # a run waiting for its pipeline's concurrency slot is retried after this many seconds (default 30)

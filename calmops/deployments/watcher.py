@@ -7,7 +7,8 @@ complete:
 * it was closed after writing (``on_closed``), renamed into place (``on_moved``) or moved in from
   another folder (reported as ``on_created``), or found by a scan;
 * its name is not a temporary one (dot-files, ``.part``, ``.tmp``, ``.crdownload``, ``.swp``, ``~``);
-* its size and modification time did not change for ``settle`` seconds;
+* its size and modification time did not change for ``settle`` seconds (not needed for a file renamed
+  into place: publishing by rename is how a producer says the file is complete);
 * no process holds it open for writing (checked with a Linux read lease, which the kernel refuses
   while a writer has the file open; where leases are unavailable, e.g. network shares, the file must
   instead have been left untouched for ``min_age`` seconds).
@@ -186,8 +187,8 @@ class _Handler(FileSystemEventHandler):
             self.watcher.offer(Path(os.fsdecode(event.src_path)), trusted=True)
 
     def on_moved(self, event: FileSystemEvent) -> None:
-        if not event.is_directory:
-            self.watcher.offer(Path(os.fsdecode(event.dest_path)), trusted=True)
+        if not event.is_directory:  # renamed into place: complete by the producer's own contract
+            self.watcher.offer(Path(os.fsdecode(event.dest_path)), trusted=True, settled=True)
 
     def on_created(self, event: FileSystemEvent) -> None:
         # a file moved in from an unwatched folder is only "created"; a new file being written too
@@ -327,8 +328,9 @@ class Watcher:
 
     # -- events -----------------------------------------------------------------------------------
 
-    def offer(self, path: Path, *, trusted: bool) -> None:
-        """A file event: the file becomes a candidate, announced once it has settled."""
+    def offer(self, path: Path, *, trusted: bool, settled: bool = False) -> None:
+        """A file event: the file becomes a candidate, announced once it has settled (at once when ``settled``:
+        a rename into place; the check that no writer holds it open still applies)."""
         if is_temporary_name(path):
             return
         with self._lock:
@@ -338,7 +340,7 @@ class Watcher:
                 return
             old = self._candidates.get(path)
             self._candidates[path] = _Candidate(watched.pipeline, path, trusted or bool(old and old.trusted),
-                                                st[0], st[1], time.monotonic() + self.settle)
+                                                st[0], st[1], time.monotonic() + (0.0 if settled else self.settle))
 
     def touch(self, path: Path) -> None:
         """The file changed: a candidate waits for it to settle again."""

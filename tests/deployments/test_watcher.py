@@ -161,6 +161,21 @@ def test_file_renamed_into_place_is_taken(stream_spec, tmp_path):
     assert sorted(rec.names()) == ["staged.csv", "upload.csv"]
 
 
+def test_a_rename_into_place_is_announced_without_waiting_for_the_settle_time(stream_spec):
+    rec = Recorder()
+    folder = incoming(stream_spec)
+    with make_watcher(rec, settle=60.0):  # a closed file would wait a minute
+        part = folder / ".quick.csv.part"
+        part.write_text("x1,y\n1,0\n")
+        part.rename(folder / "quick.csv")
+        [event] = rec.wait_for(1, timeout=10)
+        written = folder / "slow.csv"
+        written.write_text("x1,y\n2,1\n")  # closed after writing: still settles
+        time.sleep(3)
+        assert rec.names() == ["quick.csv"]
+    assert event["calmops.file.sha256"] == sha(b"x1,y\n1,0\n")
+
+
 def test_pending_scan_on_start_skips_done_and_claimed_files(stream_spec):
     from calmops.core.store import ledger, pipeline_paths
 

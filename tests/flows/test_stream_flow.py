@@ -153,3 +153,23 @@ def test_ledger_records_every_file(prefect_server, stream_spec):
     assert entries["a.csv"]["decision"] == "train" and entries["a.csv"]["status"] == "done"
     sidecar = pipeline_paths(read_spec("sea")).quarantine / "bad.csv.reason.json"
     assert json.loads(sidecar.read_text())["reason"].endswith("the file is empty (0 bytes)")
+
+
+def test_a_model_version_is_downloaded_once_per_machine(prefect_server, stream_spec, monkeypatch):
+    """Each flow run is its own process: the champion comes from the local copy, not from MLflow again."""
+    import mlflow
+
+    assert run("sea", write_csv(sea_frame(500, 8.0, seed=1), incoming("sea"), "a.csv"))["decision"] == "train"
+    registry._load_version.cache_clear()  # a fresh process
+    fetched = []
+    real = mlflow.artifacts.download_artifacts
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", lambda *a, **k: fetched.append(k) or real(*a, **k))
+    champion = registry.champion("sea")
+    assert champion.version == 1 and fetched == []  # the flow's own load left the copy behind
+    copies = list((pipeline_paths(read_spec("sea")).root.parent.parent / "cache" / "models").rglob("MLmodel"))
+    assert len(copies) == 1 and f"1-{champion.run_id}" in str(copies[0])
+    probe = sea_frame(50, 8.0, seed=2).drop(columns="y")
+    registry._load_version.cache_clear()
+    copies[0].parent.parent.rename(copies[0].parent.parent.with_name("gone"))  # no copy: download again
+    again = registry.champion("sea")
+    assert fetched and (again.model.predict(probe) == champion.model.predict(probe)).all()
