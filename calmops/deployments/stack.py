@@ -92,11 +92,12 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         from calmops.deployments.deploy import work_pool_name
 
         env = _client_env(env, settings)
-        env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")  # file-to-run latency ~2.5 s instead of ~7 s
+        env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "0.5")  # Prefect polls every 10 s by default
         cmd = [_bin("prefect"), "worker", "start", "--pool", work_pool_name(), "--type", "process",
                "--name", f"calmops-{socket.gethostname()}-{os.getpid()}"]
-        if os.environ.get("CALMOPS_WORKER_LIMIT"):
-            cmd += ["--limit", os.environ["CALMOPS_WORKER_LIMIT"]]
+        # bounded: beyond the cores, more runs at once only slow each other down, and a burst of files would
+        # have the worker propose hundreds of queued runs to the server every second
+        cmd += ["--limit", os.environ.get("CALMOPS_WORKER_LIMIT") or str(max(2, os.cpu_count() or 2))]
         return cmd, env
     if service.name == "runner":
         from calmops.deployments.warm import socket_path

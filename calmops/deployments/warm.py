@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 
 PRELOAD = ("prefect", "prefect.engine", "prefect.flow_engine", "calmops.flows.stream", "calmops.flows.block",
-           "calmops.flows.ipip")
+           "calmops.flows.ipip",
+           # imported lazily on a run's path (skops alone takes ~1 s: every champion is loaded with it)
+           "skops.io", "mlflow.sklearn", "pyarrow.parquet", "git", "jinja2", "opentelemetry.sdk.metrics")
 STREAMS = 3  # stdin, stdout, stderr travel with the request
 _HEADER = struct.Struct("!I")
 KILL_GRACE = 10.0
@@ -193,7 +195,10 @@ class Runner:
 
         t = time.perf_counter()
         for name in self.preload:
-            importlib.import_module(name)
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:  # optional: the child imports it itself if it needs it
+                print(f"calmops runner: not preloaded {name} ({exc})", file=sys.stderr, flush=True)
         if threading.active_count() != 1:
             raise RuntimeError(f"importing {self.preload} started threads {threading.enumerate()}; "
                                "forking would not be safe")

@@ -107,3 +107,13 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_the_default_preload_imports_without_starting_threads(tmp_path):
+    """Forking is only safe from a single-threaded process: the runner refuses to serve otherwise."""
+    code = ("from pathlib import Path; from calmops.deployments.warm import Runner; "
+            "import sys; Runner(Path(sys.argv[1])).warm(); print('warm')")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.sock")], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 0 and "warm" in done.stdout, done.stderr[-2000:]
+    assert "not preloaded" not in done.stderr
