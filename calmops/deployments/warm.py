@@ -34,6 +34,7 @@ PRELOAD = ("prefect", "prefect.engine", "prefect.flow_engine", "calmops.flows.st
 STREAMS = 3  # stdin, stdout, stderr travel with the request
 _HEADER = struct.Struct("!I")
 KILL_GRACE = 10.0
+HANDOFF_TIMEOUT = 30.0
 MAX_SOCKET_PATH = 100
 
 
@@ -89,35 +90,56 @@ def _readline(conn: socket.socket, buffer: bytearray) -> str | None:
 def run_client(argv: list[str]) -> int:
     """Hand this flow run to the warm runner; its exit code, or become the cold engine when none answers."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(HANDOFF_TIMEOUT)  # a stuck runner must not hold the run: start cold instead
+    buffer = bytearray()
     try:
         conn.connect(str(socket_path()))
+        payload = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
+        socket.send_fds(conn, [_HEADER.pack(len(payload)) + payload], list(range(STREAMS)))
+        line = _readline(conn, buffer)
     except OSError:
-        conn.close()
-        _cold(argv)
-    payload = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
-    socket.send_fds(conn, [_HEADER.pack(len(payload)) + payload], list(range(STREAMS)))
-    buffer = bytearray()
-    line = _readline(conn, buffer)
+        line = None
     if not line or not line.startswith("pid "):
         conn.close()
-        _cold(argv)  # the runner refused or died before forking: nothing ran yet
+        _cold(argv)  # no runner, or it refused or died before forking: nothing ran yet
     child = int(line.split()[1])
+    conn.settimeout(None)
 
     def relay(signum, _frame):
         try:
-            os.kill(child, signum)
+            os.killpg(child, signum)  # the run's own subprocesses too (the child leads its group)
         except ProcessLookupError:
             pass
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, relay)
-    line = _readline(conn, buffer)
+    try:
+        line = _readline(conn, buffer)
+    except OSError:
+        line = None
     conn.close()
     if not line or not line.startswith("exit "):
-        print(f"calmops warm runner: lost the runner while flow run process {child} was running",
+        print(f"calmops warm runner: lost the runner while flow run process {child} was running; stopping it",
               file=sys.stderr)
+        _stop_group(child)
         return 1
     return int(line.split()[1])
+
+
+def _stop_group(pid: int, grace: float = 10.0) -> None:
+    """TERM the run's process group, KILL it after ``grace`` seconds (not our child: poll for it)."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, signum)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 # -- runner -------------------------------------------------------------------------------------
@@ -127,11 +149,35 @@ class _Probe(Exception):
     """A connection closed without a request: a health check."""
 
 
+class _BadRequest(Exception):
+    pass
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
-    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, STREAMS)
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, STREAMS)
+    except OSError as exc:
+        raise _BadRequest(exc) from exc
     if not data and not fds:
         raise _Probe
-    data = bytearray(data)
+    try:
+        return _read_request(conn, bytearray(data), fds), fds
+    except (OSError, ValueError, ConnectionError) as exc:
+        for fd in fds:  # never leak a client's streams into later children
+            os.close(fd)
+        raise _BadRequest(exc) from exc
+
+
+def _read_request(conn: socket.socket, data: bytearray, fds: list[int]) -> dict:
+    if len(fds) != STREAMS:
+        raise ValueError(f"expected {STREAMS} streams, got {len(fds)}")
     while len(data) < _HEADER.size:
         more = conn.recv(1 << 16)
         if not more:
@@ -143,12 +189,16 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
         if not more:
             raise ConnectionError("request cut short")
         data.extend(more)
-    return json.loads(bytes(data[_HEADER.size:_HEADER.size + size])), fds
+    return json.loads(bytes(data[_HEADER.size:_HEADER.size + size]))
 
 
 def _child(request: dict, fds: list[int], module: str) -> int:
     """In the forked child: become ``python -m <module>`` with the client's streams and environment."""
-    for target, fd in enumerate(fds):
+    os.setsid()  # the run leads its own process group: cancelling it reaches its subprocesses too
+    copies = [os.dup(fd) for fd in fds]  # received fds may themselves be 0-2: copy all before replacing
+    for fd in fds:
+        os.close(fd)
+    for target, fd in enumerate(copies):
         os.dup2(fd, target)
         os.close(fd)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
@@ -159,13 +209,19 @@ def _child(request: dict, fds: list[int], module: str) -> int:
     os.environ.update(request["env"])
     sys.argv = [module, *request["argv"]]
     import runpy
-
-    from prefect.context import SettingsContext, get_settings_context
-    from prefect.settings import Settings
+    import warnings
 
     try:
-        # settings were read when the runner imported Prefect: read them again from this run's environment
-        with SettingsContext(profile=get_settings_context().profile, settings=Settings()):
+        if module.startswith("prefect"):
+            # settings and logging were set up when the runner imported Prefect: redo both from this run's
+            # environment (API URL, logging level and handlers of the deployment)
+            from prefect.context import refresh_global_settings_context
+            from prefect.logging.configuration import setup_logging
+
+            refresh_global_settings_context()
+            setup_logging(incremental=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*found in sys.modules.*", category=RuntimeWarning)
             runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -175,6 +231,23 @@ def _child(request: dict, fds: list[int], module: str) -> int:
         traceback.print_exc()
         return 1
     return 0
+
+
+def _exit_handlers() -> None:
+    """What interpreter shutdown would run: Prefect sends its last logs and events from these. (The child
+    must not unwind into the runner's loop, so it ends with ``os._exit`` after running them.)"""
+    import atexit
+    import threading
+
+    try:
+        threading._shutdown()  # joins non-daemon threads and runs threading._register_atexit callbacks
+    except Exception:  # noqa: BLE001 - best effort: the run's outcome is already recorded
+        pass
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 class Runner:
@@ -206,10 +279,13 @@ class Runner:
 
     def serve(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)
+        if answers(self.path):
+            raise RuntimeError(f"another runner already listens on {self.path}")
+        self.path.unlink(missing_ok=True)  # left by a runner that was killed
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(self.path))
         os.chmod(self.path, 0o600)
+        bound = self.path.stat().st_ino
         listener.listen(64)
         wake_r, wake_w = self.wake = os.pipe()
         os.set_blocking(wake_w, False)
@@ -233,14 +309,26 @@ class Runner:
                 self._reap()
                 self._kill_orphans()
         finally:
-            self.selector.close()
             listener.close()
-            self.path.unlink(missing_ok=True)
-            for pid in list(self.children) + list(self.orphaned):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            try:
+                if self.path.stat().st_ino == bound:  # not a socket another runner bound since
+                    self.path.unlink()
+            except OSError:
+                pass
+            self._stop_children()
+            self.selector.close()
+
+    def _stop_children(self) -> None:
+        """TERM every run, wait up to KILL_GRACE for them (telling their clients), then KILL the rest."""
+        for pid in list(self.children) + list(self.orphaned):
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE
+        while (self.children or self.orphaned) and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.1)
+        for pid in list(self.children) + list(self.orphaned):
+            _signal_group(pid, signal.SIGKILL)
+        self._reap()
 
     def _accept(self, listener: socket.socket) -> None:
         conn, _ = listener.accept()
@@ -250,7 +338,7 @@ class Runner:
         except _Probe:
             conn.close()
             return
-        except (OSError, ValueError, ConnectionError) as exc:
+        except _BadRequest as exc:
             print(f"calmops runner: bad request ({exc})", file=sys.stderr, flush=True)
             conn.close()
             return
@@ -271,13 +359,18 @@ class Runner:
                 code = _child(request, fds, self.module)
             finally:
                 try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
+                    _exit_handlers()
                 finally:
                     os._exit(code)
         for fd in fds:
             os.close(fd)
-        conn.sendall(f"pid {pid}\n".encode())
+        try:
+            conn.sendall(f"pid {pid}\n".encode())
+        except OSError:  # the client died after asking: nobody waits for this run
+            conn.close()
+            self.orphaned[pid] = time.monotonic()
+            _signal_group(pid, signal.SIGTERM)
+            return
         self.children[pid] = conn
         self.selector.register(conn, selectors.EVENT_READ, pid)
         print(f"calmops runner: flow run {request['env'].get('PREFECT__FLOW_RUN_ID', '?')} in process {pid}",
@@ -295,10 +388,7 @@ class Runner:
         conn.close()
         if self.children.pop(pid, None) is not None:
             self.orphaned[pid] = time.monotonic()
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            _signal_group(pid, signal.SIGTERM)
 
     def _reap(self) -> None:
         while True:
@@ -324,10 +414,7 @@ class Runner:
         now = time.monotonic()
         for pid, since in list(self.orphaned.items()):
             if now - since > KILL_GRACE:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    self.orphaned.pop(pid, None)
+                _signal_group(pid, signal.SIGKILL)
 
 
 def serve(path: Path | None = None) -> None:

@@ -52,6 +52,7 @@ def test_the_run_happens_in_a_child_of_the_runner_with_the_clients_streams_env_c
     assert f"argv=['3'] greeting=hello cwd={tmp_path}" in out
     assert f"ppid={proc.pid}" in out and child_pid(out) != c.pid  # forked by the runner, not started by the client
     assert "to stderr" in err
+    assert "exit handlers ran" in out  # where Prefect sends a run's last logs and events
     # the runner survived and serves the next run (and a health probe does not disturb it)
     assert warm.answers(sock)
     again = client(sock, "0", cwd=tmp_path)
@@ -66,6 +67,28 @@ def test_a_signal_to_the_client_reaches_the_run(runner, tmp_path):
     c.send_signal(signal.SIGTERM)  # what the worker does to cancel a run
     assert c.wait(30) == 128 + signal.SIGTERM
     assert not _alive(pid)
+
+
+def test_cancelling_a_run_stops_the_subprocesses_it_started(runner, tmp_path):
+    _, sock = runner
+    c = client(sock, "spawn", cwd=tmp_path)
+    pid = child_pid(c.stdout.readline())
+    helper = int(c.stdout.readline().split("=")[1])
+    assert _alive(helper)
+    c.send_signal(signal.SIGTERM)
+    c.wait(30)
+    deadline = time.monotonic() + 10
+    while (_alive(pid) or _alive(helper)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid) and not _alive(helper)
+
+
+def test_a_second_runner_on_the_same_socket_refuses_to_start(runner):
+    _, sock = runner
+    second = subprocess.run([sys.executable, "-c", RUNNER, str(sock)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert second.returncode != 0 and "already listens" in second.stderr
+    assert warm.answers(sock)  # the first one still serves
 
 
 def test_a_run_whose_client_is_killed_does_not_outlive_it(runner, tmp_path):

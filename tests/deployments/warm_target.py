@@ -1,13 +1,19 @@
 """What the warm runner's children run in tests/deployments/test_warm.py instead of Prefect's engine."""
 
+import atexit
 import os
+import subprocess
 import sys
 import time
 
 if __name__ == "__main__":
+    atexit.register(lambda: print("exit handlers ran", flush=True))
     print(f"argv={sys.argv[1:]} greeting={os.environ.get('GREETING')} cwd={os.getcwd()} "
           f"pid={os.getpid()} ppid={os.getppid()}", flush=True)
     print("to stderr", file=sys.stderr, flush=True)
-    if sys.argv[1] == "sleep":
+    if sys.argv[1] == "spawn":  # a flow that starts a subprocess of its own
+        helper = subprocess.Popen(["sleep", "120"])
+        print(f"helper={helper.pid}", flush=True)
+    if sys.argv[1] in ("sleep", "spawn"):
         time.sleep(120)
     sys.exit(int(sys.argv[1]))
