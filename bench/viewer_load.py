@@ -11,6 +11,7 @@ metrics and the artifacts the pages read (``drift/verdict.json`` holding the dri
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -58,7 +59,8 @@ def seed(n_pipelines: int, n_runs: int) -> None:
         tags = {"calmops.pipeline": name, "calmops.file": f"f{i:04d}.csv", "calmops.kind": "stream",
                 "calmops.decision": decision, "calmops.reason": "seeded", "calmops.drift_detected":
                 str(i % 50 == 0).lower(), "calmops.drifted_features": "x0" if i % 50 == 0 else "",
-                "calmops.champion_version": str(1 + i // 50), "calmops.sha256": f"{name}-{i}"}
+                "calmops.champion_version": str(1 + i // 50), "calmops.sha256": f"{name}-{i}",
+                "calmops.spec_sha256": hashlib.sha256(SPEC_YAML.format(name=name).encode()).hexdigest()}
         metrics = [Metric(k, v, now + i, 0) for k, v in {"rows": 1000.0, "champion_accuracy": 0.9,
                                                           "drift_detected": float(i % 50 == 0)}.items()]
         client.log_batch(run.info.run_id, metrics=metrics, params=[Param("kind", "stream")],
@@ -95,6 +97,7 @@ def _free_port() -> int:
 
 
 def time_page(script: str, repeats: int, mlflow_url: str) -> tuple[float, int]:
+    import httpx
     import requests
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -109,7 +112,15 @@ def time_page(script: str, repeats: int, mlflow_url: str) -> tuple[float, int]:
             calls[0] += 1
         return original(self, method, url, *a, **k)
 
+    original_send = httpx.Client.send
+
+    def counted_send(self, request, *a, **k):  # the viewer's artifact fetches
+        if str(request.url).startswith(mlflow_url):
+            calls[0] += 1
+        return original_send(self, request, *a, **k)
+
     requests.Session.request = counted
+    httpx.Client.send = counted_send
     times, counts = [], []
     try:
         for _ in range(repeats):
@@ -124,6 +135,7 @@ def time_page(script: str, repeats: int, mlflow_url: str) -> tuple[float, int]:
             assert not at.exception, at.exception
     finally:
         requests.Session.request = original
+        httpx.Client.send = original_send
     return statistics.median(times), int(statistics.median(counts))
 
 

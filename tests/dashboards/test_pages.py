@@ -96,7 +96,7 @@ def test_overview_matches_mlflow(home):
     sea = overview.loc["sea"]
     assert sea["champion"] == f"v{truth['champion']}" == "v2"
     assert sea["last decision"] == truth["last"].data.tags["calmops.decision"] == "retrain_promoted"
-    assert sea["last file"] == "f3.csv" and sea["kind"] == "stream" and sea["runs"] == 4
+    assert sea["last file"] == "f3.csv" and sea["kind"] == "stream" and sea["runs"] == "4"
     assert sea["breaker"] == "closed" and sea["drift"] == "yes" and sea["health"] == "drift"
     assert overview.loc["blk", "kind"] == "block" and overview.loc["imb", "kind"] == "ipip"
     assert metrics(at)["Pipelines"] == "3"

@@ -9,13 +9,15 @@ import streamlit as st
 
 from calmops.dashboards import cache, data, ui
 
+# the overview needs each pipeline's latest runs only; a pipeline's page reads all of them
+RECENT_RUNS = 50
 HEALTH_WORDS = {"ok": "ok", "drift": "drift", "failing": "failing", "down": "breaker open", "new": "no run yet"}
 
 
 def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -> dict[str, Any]:
-    """One overview row, from one search_runs, the registry and the breaker block."""
+    """One overview row, from one search_runs (the latest runs only), the registry and the breaker block."""
     name = pipeline["name"]
-    runs = cache.runs_frame(conn, pipeline["experiment_id"])
+    runs = cache.runs_frame(conn, pipeline["experiment_id"], max_results=RECENT_RUNS)
     reg = cache.registry_info(conn, name)
     champion = reg["aliases"].get("champion")
     created = next((v["created"] for v in reg["versions"] if v["version"] == champion), None)
@@ -36,7 +38,7 @@ def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -
         "breaker": breaker_state or "unknown",
         "champion": ui.version_text(champion),
         "champion age": data.age_text(created),
-        "runs": len(runs),
+        "runs": f"{RECENT_RUNS}+" if len(runs) >= RECENT_RUNS else str(len(runs)),
         "last file": last["file"] or last["run_name"] if last is not None else "—",
         "last decision": last_decision or "—",
         "last run": ui.fmt_time(last["start_time"], short=True) if last is not None else "—",
@@ -100,7 +102,7 @@ def _recent_runs(conn: data.Connection, pipelines: list[dict]) -> pd.DataFrame:
     parts = []
     for p in pipelines:
         try:
-            runs = cache.runs_frame(conn, p["experiment_id"])
+            runs = cache.runs_frame(conn, p["experiment_id"], max_results=RECENT_RUNS)
         except Exception:  # noqa: BLE001, S112 - the table shows that pipeline as unreadable
             continue
         if not runs.empty:
