@@ -188,3 +188,20 @@ def test_artifact_texts_fetch_by_uri_keep_what_they_found_and_ask_again_for_the_
     assert data.artifact_text(conn, uris[1], "spec.yaml") == "late\n"
     data.forget_artifacts()
     assert data.artifact_text(conn, uris[0], "spec.yaml") is None  # cold again: the store really moved
+
+
+def test_overview_reads_only_the_latest_runs_and_says_when_there_are_more(tmp_path):
+    import mlflow
+
+    from calmops.dashboards.views import overview
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("calmops/many", artifact_location=str(tmp_path / "artifacts"))
+    for i in range(overview.RECENT_RUNS + 3):
+        run = client.create_run(exp, run_name=f"f{i:03d}.csv", start_time=1_700_000_000_000 + i * 1000,
+                                tags={"calmops.decision": "no_drift", "calmops.kind": "stream"})
+        client.set_terminated(run.info.run_id)
+    row = overview.summary(data.Connection(uri), {"name": "many", "experiment_id": exp}, prefect_ok=False)
+    assert row["runs"] == f"{overview.RECENT_RUNS}+"
+    assert row["last file"] == f"f{overview.RECENT_RUNS + 2:03d}.csv"  # the newest run, not the oldest read
