@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -278,19 +279,12 @@ def _fetch_proxied(conn: Connection, artifact_uri: str, path: str) -> str | None
     return response.text if response.status_code == 200 else None
 
 
-_HTTP = None
-
-
+@lru_cache(maxsize=1)
 def _http():
     """One pooled HTTP client for every artifact fetch (a client per request costs ~0.1 s to set up)."""
-    global _HTTP
-    if _HTTP is None:
-        import httpx
+    import httpx
 
-        with _FOUND_LOCK:
-            if _HTTP is None:
-                _HTTP = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=FETCH_WORKERS))
-    return _HTTP
+    return httpx.Client(timeout=30, limits=httpx.Limits(max_connections=FETCH_WORKERS))
 
 
 # A run's artifacts are written once, when the run is recorded: a text found once never changes, so it is

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from calmops.core.settings import Settings, get_settings
+from calmops.deployments.processes import alive, escalate
 
 HOST = os.environ.get("CALMOPS_HOST", "127.0.0.1")
 
@@ -99,12 +100,8 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         # have the worker propose hundreds of queued runs to the server every second
         cmd += ["--limit", os.environ.get("CALMOPS_WORKER_LIMIT") or str(max(2, os.cpu_count() or 2))]
         return cmd, env
-    if service.name == "runner":
-        from calmops.deployments.warm import socket_path
-
-        env = _client_env(env, settings)
-        env.setdefault("CALMOPS_RUNNER_SOCKET", str(socket_path()))
-        return [sys.executable, "-m", "calmops.deployments.warm", "serve"], env
+    if service.name == "runner":  # its socket follows CALMOPS_HOME, absolute in the client environment
+        return [sys.executable, "-m", "calmops.deployments.warm", "serve"], _client_env(env, settings)
     if service.name == "watcher":
         env = _client_env(env, settings)
         return [sys.executable, "-m", "calmops.deployments.watcher",
@@ -136,20 +133,12 @@ def log_file(settings: Settings, name: str) -> Path:
     return settings.logs_dir / f"{name}.log"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
 def running_pid(settings: Settings, name: str) -> int | None:
     path = _pid_file(settings, name)
     if not path.exists():
         return None
     pid = int(path.read_text().strip() or 0)
-    return pid if pid and _alive(pid) else None
+    return pid if pid and alive(pid) else None
 
 
 def healthy(service: Service, timeout: float = 2.0, settings: Settings | None = None) -> bool:
@@ -241,37 +230,9 @@ def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bo
     children = _descendants(pid)
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL) if name == "worker" else \
         (signal.SIGTERM, signal.SIGINT, signal.SIGKILL)
-    for sig in signals:
-        try:
-            os.killpg(pid, sig)
-        except OSError:
-            break
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                break
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.2)
-        if not _alive(pid):
-            break
+    escalate(pid, signals, grace, group=True)
     for child in children:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not _alive(child):
-                break
-            try:
-                os.kill(child, sig)
-            except OSError:
-                break
-            deadline = time.monotonic() + 5
-            while _alive(child) and time.monotonic() < deadline:
-                try:
-                    os.waitpid(child, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-                time.sleep(0.1)
+        escalate(child, (signal.SIGTERM, signal.SIGKILL), 5.0)
     return True
 
 

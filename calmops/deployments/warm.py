@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from calmops.deployments.processes import escalate
+
 PRELOAD = ("prefect", "prefect.engine", "prefect.flow_engine", "calmops.flows.stream", "calmops.flows.block",
            "calmops.flows.ipip",
            # imported lazily on a run's path (skops alone takes ~1 s: every champion is loaded with it)
@@ -105,14 +107,8 @@ def run_client(argv: list[str]) -> int:
     child = int(line.split()[1])
     conn.settimeout(None)
 
-    def relay(signum, _frame):
-        try:
-            os.killpg(child, signum)  # the run's own subprocesses too (the child leads its group)
-        except ProcessLookupError:
-            pass
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, relay)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # to the run's group: its subprocesses too
+        signal.signal(signum, lambda signum, _frame: _signal_group(child, signum))
     try:
         line = _readline(conn, buffer)
     except OSError:
@@ -121,25 +117,16 @@ def run_client(argv: list[str]) -> int:
     if not line or not line.startswith("exit "):
         print(f"calmops warm runner: lost the runner while flow run process {child} was running; stopping it",
               file=sys.stderr)
-        _stop_group(child)
+        escalate(child, (signal.SIGTERM, signal.SIGKILL), KILL_GRACE, group=True)
         return 1
     return int(line.split()[1])
 
 
-def _stop_group(pid: int, grace: float = 10.0) -> None:
-    """TERM the run's process group, KILL it after ``grace`` seconds (not our child: poll for it)."""
-    for signum in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, signum)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 # -- runner -------------------------------------------------------------------------------------
@@ -153,13 +140,6 @@ class _BadRequest(Exception):
     pass
 
 
-def _signal_group(pid: int, signum: int) -> None:
-    try:
-        os.killpg(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     try:
         data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, STREAMS)
@@ -169,7 +149,7 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
         raise _Probe
     try:
         return _read_request(conn, bytearray(data), fds), fds
-    except (OSError, ValueError, ConnectionError) as exc:
+    except (OSError, ValueError) as exc:  # ConnectionError is an OSError; bad JSON a ValueError
         for fd in fds:  # never leak a client's streams into later children
             os.close(fd)
         raise _BadRequest(exc) from exc
@@ -178,18 +158,19 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
 def _read_request(conn: socket.socket, data: bytearray, fds: list[int]) -> dict:
     if len(fds) != STREAMS:
         raise ValueError(f"expected {STREAMS} streams, got {len(fds)}")
-    while len(data) < _HEADER.size:
-        more = conn.recv(1 << 16)
-        if not more:
-            raise ConnectionError("request cut short")
-        data.extend(more)
+    _fill(conn, data, _HEADER.size)
     (size,) = _HEADER.unpack_from(data)
-    while len(data) < _HEADER.size + size:
+    _fill(conn, data, _HEADER.size + size)
+    return json.loads(bytes(data[_HEADER.size:_HEADER.size + size]))
+
+
+def _fill(conn: socket.socket, data: bytearray, size: int) -> None:
+    """Read from ``conn`` until ``data`` holds at least ``size`` bytes."""
+    while len(data) < size:
         more = conn.recv(1 << 16)
         if not more:
             raise ConnectionError("request cut short")
         data.extend(more)
-    return json.loads(bytes(data[_HEADER.size:_HEADER.size + size]))
 
 
 def _child(request: dict, fds: list[int], module: str) -> int:
