@@ -58,8 +58,13 @@ class EvaluationSpec(_Strict):
     holdout: float = Field(default=0.3, gt=0.0, lt=1.0)
     min_holdout_rows: int = Field(default=20, ge=1)
     # performance drift: the champion's primary metric on a batch is worse than at promotion
-    # by more than this share of its value at promotion (0.05 = 5 %)
-    performance_tolerance: float = Field(default=0.05, ge=0.0)
+    # by more than this share of its value at promotion (0.03 = 3 %)
+    performance_tolerance: float = Field(default=0.03, ge=0.0)
+    # performance decay: the champion's primary metric worsens steadily over its last files since promotion
+    # (one-sided Mann–Kendall p-value below decay_p_value, fitted worsening ≥ half the tolerance), tested
+    # from decay_files files on; None turns the test off
+    decay_files: int | None = Field(default=4, ge=3)
+    decay_p_value: float = Field(default=0.05, gt=0.0, lt=1.0)
 
 
 class SearchSpec(_Strict):
@@ -82,7 +87,8 @@ class RetrainSpec(_Strict):
     replay_ratio: float = Field(default=0.5, gt=0.0, le=10.0)
     calibration_method: Literal["sigmoid", "isotonic"] = "sigmoid"
     stacking_cv: int = Field(default=3, ge=2)
-    stacking_members: int = Field(default=5, ge=2)  # frozen models + the new one; older models drop out
+    stacking_members: int = Field(default=5, ge=2)  # the champion's models kept + the new one; older ones drop out
+    stacking_recent_batches: int = Field(default=2, ge=0)  # a frozen member fit on the last N history batches
     search: SearchSpec | None = None
 
     @model_validator(mode="after")

@@ -563,15 +563,20 @@ def concept_frame(verdicts: dict[str, dict | None], labels: dict[str, str]) -> p
 
 
 def performance_frame(verdicts: dict[str, dict | None], labels: dict[str, str]) -> pd.DataFrame:
+    """The champion's score per run against its score at promotion, and the decay test over its files."""
     rows = []
     for run_id, label in labels.items():
-        perf = (verdicts.get(run_id) or {}).get("performance") or {}
+        verdict = verdicts.get(run_id) or {}
+        perf, decay = verdict.get("performance") or {}, verdict.get("decay") or {}
         if perf:
             rows.append({"run": label, **{k: perf.get(k) for k in ("metric", "now", "at_promotion", "relative_drop",
                                                                   "tolerance", "drift")},
-                         "threshold_failures": "; ".join(perf.get("threshold_failures") or [])})
+                         "threshold_failures": "; ".join(perf.get("threshold_failures") or []),
+                         "decay_files": decay.get("files"), "decay_p_value": decay.get("p_value"),
+                         "decay_decline": decay.get("relative_decline"), "decay": decay.get("alarm")})
     return pd.DataFrame(rows, columns=["run", "metric", "now", "at_promotion", "relative_drop", "tolerance", "drift",
-                                       "threshold_failures"])
+                                       "threshold_failures", "decay_files", "decay_p_value", "decay_decline",
+                                       "decay"])
 
 
 def metric_names(runs: pd.DataFrame, prefix: str) -> list[str]:

@@ -1,6 +1,7 @@
 """Drift: data drift against the champion's reference profile, performance drift of the champion
-on the labelled batch, streaming concept-drift detectors fed with its per-row errors, and the
-label-free signals of prediction-only pipelines. Returns one verdict for the retrain decision.
+on the labelled batch, a steady decay of its score over the files since promotion, streaming
+concept-drift detectors fed with its per-row errors, and the label-free signals of prediction-only
+pipelines. Returns one verdict for the retrain decision.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class DriftVerdict:
 
     data: DriftReport | None
     performance: dict[str, Any] = field(default_factory=dict)
+    decay: dict[str, Any] = field(default_factory=dict)
     concept: dict[str, Any] = field(default_factory=dict)
     label_free: dict[str, Any] = field(default_factory=dict)
     drift_detected: bool = False
@@ -43,7 +45,7 @@ class DriftVerdict:
     def to_dict(self) -> dict:
         return {"drift_detected": self.drift_detected, "reasons": self.reasons,
                 "data": self.data.to_dict() if self.data else None, "performance": self.performance,
-                "concept": self.concept, "label_free": self.label_free}
+                "decay": self.decay, "concept": self.concept, "label_free": self.label_free}
 
 
 def build_profile(X: pd.DataFrame, feature_types: dict[str, str], spec: PipelineSpec, model: Any = None) -> ReferenceProfile:
@@ -89,6 +91,55 @@ def performance_drift(now: dict[str, Any], at_promotion: dict[str, Any], spec: P
     return out
 
 
+# -- performance decay: the champion's score file after file --------------------------------
+
+DECAY_TRAIL_MAX = 200  # scores kept per champion (the newest)
+
+
+def _decay_file(state_dir: Path) -> Path:
+    return state_dir / "performance.json"
+
+
+def batch_key(X: pd.DataFrame) -> str:
+    """A fingerprint of a batch's rows, so a retried drift step does not count the same file twice."""
+    import hashlib
+
+    return hashlib.sha256(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+
+def performance_decay(value: float | None, key: str, spec: PipelineSpec, metric: str, state_dir: Path,
+                      champion_version: int) -> dict:
+    """Add this batch's score to the champion's trail (kept under ``state/``, reset by a new champion)
+    and test the trail for a steady worsening (:func:`calmops.detectors.decay.decay_test`)."""
+    from calmops.detectors.decay import decay_test
+
+    ev = spec.evaluation
+    if ev.decay_files is None or value is None:
+        return {"alarm": False, "files": 0}
+    path = _decay_file(state_dir)
+    trail: list[dict] = []
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("champion_version") == champion_version:
+            trail = saved["scores"]
+    if key not in {t["batch"] for t in trail}:
+        trail = [*trail, {"batch": key, "value": float(value)}][-DECAY_TRAIL_MAX:]
+        _write_state(path, {"champion_version": champion_version, "metric": metric, "scores": trail})
+    result = decay_test([t["value"] for t in trail], higher_is_better=HIGHER_IS_BETTER.get(metric, True),
+                        min_files=ev.decay_files, p_value=ev.decay_p_value,
+                        min_decline=ev.performance_tolerance / 2)
+    return {"metric": metric, "p_value_max": ev.decay_p_value, "min_decline": ev.performance_tolerance / 2,
+            **result.to_dict()}
+
+
+def _write_state(path: Path, payload: dict) -> None:
+    """Write a state file atomically (a crash leaves the old file or the new one, never half of one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)
+
+
 # -- concept drift: streaming detectors whose state survives between files ---------------
 
 
@@ -124,14 +175,11 @@ def concept_drift(errors: np.ndarray, spec: PipelineSpec, state_dir: Path, champ
 
 def save_concept_state(state_dir: Path, champion_version: int, state: dict | None) -> None:
     """Write detector state atomically; ``None`` resets it (a new champion starts fresh)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
     path = _state_file(state_dir)
     if state is None:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_name(".concept.json.part")
-    tmp.write_text(json.dumps({"champion_version": champion_version, "state": state}))
-    os.replace(tmp, path)
+    _write_state(path, {"champion_version": champion_version, "state": state})
 
 
 def label_free_drift(profile: ReferenceProfile, model: Any, X: pd.DataFrame, spec: PipelineSpec) -> dict:
@@ -193,6 +241,13 @@ def check_drift(
                 f"{metric} fell {verdict.performance['relative_drop']:.1%} since promotion "
                 f"({verdict.performance['at_promotion']:.4f} → {verdict.performance['now']:.4f})"]
             verdict.reasons.append("performance drift: " + "; ".join(why))
+        verdict.decay = performance_decay(champion_scores_now.get(metric), batch_key(X), spec, metric, state_dir,
+                                          champion.version)
+        if verdict.decay["alarm"]:
+            d = verdict.decay
+            verdict.reasons.append(
+                f"performance decay: {metric} worsened {d['relative_decline']:.1%} over the champion's last "
+                f"{d['files']} files (trend p = {d['p_value']:.3f})")
         scale = champion.scores_at_promotion.get("rmse")
         errors = per_row_errors(champion.model, X, y, task, scale)
         verdict.concept = concept_drift(errors, spec, state_dir, champion.version)

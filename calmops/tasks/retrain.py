@@ -8,8 +8,8 @@ batch's held-out rows: the flows pass only the training part of the current batc
 full           a fresh model on the champion's reference + the new rows (or the new rows only)
 incremental    ``partial_fit`` of a copy of the champion on the new rows; recorded fallback to full
 window         a fresh model on the most recent ``window_rows`` rows (or ``window_batches`` batches)
-stacking       the champion's models frozen (the last ``stacking_members`` − 1) + a model on the new rows +
-               a meta-model combining them
+stacking       the champion's models frozen (the last ``stacking_members`` − 1) + a frozen model on the last
+               ``stacking_recent_batches`` history batches + a model on the new rows + a meta-model combining them
 replay         the new rows + a stratified sample of history, ``replay_ratio`` × the new rows
 recalibration  the champion kept as is, its probabilities recalibrated on the new rows
 =============  ==============================================================================
@@ -175,6 +175,9 @@ def retrain_stacking(inputs: RetrainInputs) -> TrainingResult:
     new_model = make_model(inputs.spec, inputs.feature_types)
     first = len(_stacked_members(inputs.champion)) - len(members)
     estimators = [(f"model_{first + i}", FrozenEstimator(m)) for i, m in enumerate(members)]
+    recent = _recent_member(inputs)
+    if recent is not None:
+        estimators.append(("recent", recent[0]))
     estimators.append(("new", new_model))
     cv = inputs.spec.retrain.stacking_cv
     if inputs.task == "classification":
@@ -185,7 +188,22 @@ def retrain_stacking(inputs: RetrainInputs) -> TrainingResult:
     X, y = inputs.X_new, inputs.y_new
     return TrainingResult(stack, X, y, "stacking", {"rows": len(X), "frozen": [n for n, _ in estimators[:-1]],
                                                     "members": len(estimators),
+                                                    "recent_batches": recent[1] if recent else [],
                                                     "meta": type(stack.final_estimator_).__name__})
+
+
+def _recent_member(inputs: RetrainInputs) -> tuple[FrozenEstimator, list[str]] | None:
+    """A model fit on the last ``stacking_recent_batches`` history batches, frozen before the stack is fit: the
+    meta-model then sees its predictions on the new rows out of sample, as it sees the champion's. It carries
+    the files accepted since the last retrain, which the champion never learnt (slow drift lives there)."""
+    batches = inputs.history[-inputs.spec.retrain.stacking_recent_batches:] if (
+        inputs.spec.retrain.stacking_recent_batches) else []
+    if not batches:
+        return None
+    X, y = _concat([_features_target(frame, inputs) for _, frame in batches])
+    if y.nunique() < 2:  # one class (or a constant target) cannot be fitted
+        return None
+    return FrozenEstimator(make_model(inputs.spec, inputs.feature_types).fit(X, y)), [h for h, _ in batches]
 
 
 def retrain_replay(inputs: RetrainInputs) -> TrainingResult:

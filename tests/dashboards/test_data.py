@@ -60,12 +60,14 @@ def test_multivariate_concept_and_performance_frames():
                                                                          "status": {"drift": True}}}},
                       "performance": {"metric": "accuracy", "now": 0.8, "at_promotion": 0.9,
                                       "relative_drop": 0.11, "tolerance": 0.05, "drift": True,
-                                      "threshold_failures": ["accuracy 0.80 < min 0.85"]}},
+                                      "threshold_failures": ["accuracy 0.80 < min 0.85"]},
+                      "decay": {"alarm": True, "files": 5, "p_value": 0.008, "relative_decline": 0.06}},
                 "b": None}
     concept = data.concept_frame(verdicts, {"a": "f1", "b": "f2"})
     assert concept.iloc[0][["detector", "alarm", "first_alarm_index"]].tolist() == ["adwin", 1, 12]
     perf = data.performance_frame(verdicts, {"a": "f1", "b": "f2"})
     assert len(perf) == 1 and perf.iloc[0]["threshold_failures"] == "accuracy 0.80 < min 0.85"
+    assert perf.iloc[0][["decay_files", "decay_decline", "decay"]].tolist() == [5, 0.06, True]
 
 
 def test_spec_history_keeps_distinct_consecutive_specs_with_diffs():

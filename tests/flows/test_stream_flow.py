@@ -47,6 +47,26 @@ def test_seeded_scenario_train_no_drift_then_retrain_promoted(prefect_server, st
     assert len(preds) == 1000 and set(preds["model_version"]) == {promoted}
 
 
+def test_a_slow_decay_inside_the_tolerance_triggers_a_retrain(prefect_server, stream_spec):
+    """Same inputs every file, the champion wrong on 0.6 % more rows each time: no file falls 3 % below the
+    score at promotion, but four files in a row worsen, and the fourth is a significant trend."""
+    update_spec("sea", drift={"concept": []})  # only the score trail speaks here
+    folder = incoming("sea")
+    assert run("sea", write_csv(sea_frame(1000, 8.0, seed=1), folder, "a.csv"))["decision"] == "train"
+    champion = registry.champion("sea").model
+    outcomes = []
+    for k in range(1, 5):
+        frame = sea_frame(1000, 8.0, seed=10 + k)
+        labels = champion.predict(frame[["x1", "x2", "x3"]])
+        labels[: 6 * k] = 1 - labels[: 6 * k]  # accuracy exactly 1 − 0.006 k
+        outcomes.append(run("sea", write_csv(frame.assign(y=labels), folder, f"d{k}.csv")))
+    assert [o["decision"] for o in outcomes[:3]] == ["no_drift"] * 3, [o["reason"] for o in outcomes]
+    assert "performance decay" in outcomes[3]["reason"] and "performance drift" not in outcomes[3]["reason"]
+    assert outcomes[3]["decision"] in ("retrain_promoted", "retrain_rejected")
+    trail = json.loads((pipeline_paths(read_spec("sea")).state / "performance.json").read_text())
+    assert [round(t["value"], 3) for t in trail["scores"]] == [0.994, 0.988, 0.982, 0.976]
+
+
 def test_worse_challenger_is_not_promoted(prefect_server, stream_spec):
     folder = incoming("sea")
     assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))["decision"] == "train"

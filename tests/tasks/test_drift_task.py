@@ -5,7 +5,14 @@ import pandas as pd
 
 from calmops.core.features import make_model
 from calmops.core.spec import parse_spec
-from calmops.tasks.drift import build_profile, label_free_drift, model_importances, performance_drift
+from calmops.tasks.drift import (
+    batch_key,
+    build_profile,
+    label_free_drift,
+    model_importances,
+    performance_decay,
+    performance_drift,
+)
 
 TYPES = {"a": "numeric", "b": "numeric", "c": "categorical"}
 
@@ -46,3 +53,20 @@ def test_performance_drift_relative_to_promotion_and_thresholds():
     assert performance_drift({"accuracy": 0.79}, {"accuracy": 0.8}, spec, "accuracy")["threshold_failures"]
     rmse = parse_spec({"name": "m", "target": "y"})
     assert performance_drift({"rmse": 1.2}, {"rmse": 1.0}, rmse, "rmse")["drift"]  # lower is better
+
+
+def test_performance_decay_follows_the_champion_file_after_file(tmp_path):
+    spec = parse_spec({"name": "m", "target": "y", "evaluation": {"performance_tolerance": 0.03}})
+    batches = [frame(50, seed)[0] for seed in range(5)]
+    scores = [0.90, 0.89, 0.88, 0.87, 0.86]  # each step 1 point: inside the 3 % tolerance
+    results = [performance_decay(s, batch_key(X), spec, "accuracy", tmp_path, 1) for s, X in zip(scores, batches)]
+    assert [r["alarm"] for r in results] == [False, False, False, True, True]  # 4 files: one order in 4! < 0.05
+    assert results[3]["files"] == 4 and results[3]["min_decline"] == 0.015
+    # a retried step (the same batch again) is not counted twice
+    again = performance_decay(0.86, batch_key(batches[4]), spec, "accuracy", tmp_path, 1)
+    assert again["files"] == 5
+    # a new champion starts its own trail
+    fresh = performance_decay(0.91, batch_key(batches[0]), spec, "accuracy", tmp_path, 2)
+    assert fresh["files"] == 1 and not fresh["alarm"]
+    off = parse_spec({"name": "m", "target": "y", "evaluation": {"decay_files": None}})
+    assert performance_decay(0.5, batch_key(batches[1]), off, "accuracy", tmp_path, 2) == {"alarm": False, "files": 0}

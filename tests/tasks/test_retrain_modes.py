@@ -116,6 +116,30 @@ def test_stacking_again_unpacks_the_stacked_champion_and_keeps_the_last_members(
     assert np.array_equal(champion.estimators_[0].predict_proba(probe), fitted_models[1].predict_proba(probe))
 
 
+def test_stacking_adds_a_frozen_member_fit_on_exactly_the_last_history_batches():
+    sp = spec(mode="stacking", stacking_recent_batches=2)
+    X0, y0 = data(500, 0)
+    champion = fitted(sp, X0, y0)
+    history = [(f"h{i}", with_target(*data(200 + 10 * i, 10 + i, shift=0.3 * i))) for i in range(3)]
+    X1, y1 = data(400, 1, shift=1.0)
+    result = train_challenger("stacking", sp, TYPES, with_target(X0, y0), X1, y1, champion=champion, history=history)
+    assert list(result.model.named_estimators_) == ["model_0", "recent", "new"]
+    assert result.info["recent_batches"] == ["h1", "h2"]
+    # the member is the model of the last two batches (210 + 220 rows), not refit by the stack on the new rows
+    last_two = pd.concat([history[1][1], history[2][1]], ignore_index=True)
+    expected = fitted(sp, last_two[["a", "b", "c"]], last_two["y"])
+    probe, _ = data(200, 5)
+    recent = result.model.named_estimators_["recent"]
+    assert recent.estimator.n_features_in_ == 3
+    assert np.allclose(recent.predict_proba(probe), expected.predict_proba(probe))
+    # turned off, or with no history yet, the stack is the champion + the new model only
+    off = train_challenger("stacking", spec(mode="stacking", stacking_recent_batches=0), TYPES, None, X1, y1,
+                           champion=champion, history=history)
+    assert list(off.model.named_estimators_) == ["model_0", "new"]
+    none = train_challenger("stacking", sp, TYPES, None, X1, y1, champion=champion)
+    assert list(none.model.named_estimators_) == ["model_0", "new"] and none.info["recent_batches"] == []
+
+
 def test_replay_mixes_history_at_the_configured_ratio_with_class_shares():
     sp = spec(mode="replay", replay_ratio=0.5)
     history = [("h0", with_target(*data(1000, 3, prior=0.2)))]

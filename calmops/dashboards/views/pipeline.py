@@ -181,7 +181,7 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
         ui.plot(charts.lines_over_runs(multi, "run", "statistic", "method", threshold_col="threshold"))
         ui.show_frame(multi)
 
-    st.subheader("Concept drift and performance drift")
+    st.subheader("Concept drift, performance drift and decay")
     concept = data.concept_frame(verdicts, wl)
     if concept.empty:
         st.caption("No concept-drift detector results in these runs.")
@@ -192,7 +192,8 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
     if not perf.empty:
         ui.show_frame(perf, key="perf_drift", column_config={
             "relative_drop": st.column_config.NumberColumn(format="percent"),
-            "tolerance": st.column_config.NumberColumn(format="percent")})
+            "tolerance": st.column_config.NumberColumn(format="percent"),
+            "decay_decline": st.column_config.NumberColumn(format="percent")})
 
 
 def distributions(conn, reg, report) -> None:
