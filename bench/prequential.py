@@ -71,7 +71,7 @@ def calmops_run(files, mode: str, retrain_on: str, never: bool, state_dir: Path)
     X0, y0 = xy(files[0])
     trained = fit_new(spec, types, X0, y0)
     champion = None
-    version, accs, retrains = 0, [], 0
+    version, accs, retrained = 0, [], []
     history: list[tuple[str, pd.DataFrame]] = []
 
     def crown(result, scores):
@@ -92,7 +92,7 @@ def calmops_run(files, mode: str, retrain_on: str, never: bool, state_dir: Path)
             continue
         verdict = check_drift.fn(champion, X, y, spec, "classification", "accuracy", now, state_dir)
         if verdict.drift_detected or retrain_on == "always":
-            retrains += 1
+            retrained.append(i)
             split = holdout_split(y, spec, "classification", seed_from(str(i)))
             result = train_challenger(mode, spec, types, reference, X.iloc[split.train], y.iloc[split.train],
                                       champion=champion.model, history=history, task="classification")
@@ -103,7 +103,8 @@ def calmops_run(files, mode: str, retrain_on: str, never: bool, state_dir: Path)
                 (state_dir / "concept.json").unlink(missing_ok=True)
         history.append((f"f{i}", X.assign(y=y.to_numpy())))
         history = history[-50:]
-    return {"accuracy": float(np.mean(accs)), "retrain_share": retrains / (len(files) - 1)}
+    return {"accuracy": float(np.mean(accs)), "retrain_share": len(retrained) / (len(files) - 1), "curve": accs,
+            "retrained": retrained}
 
 
 def river_run(files, model_name: str) -> dict:
@@ -119,7 +120,7 @@ def river_run(files, model_name: str) -> dict:
             accs.append(float(np.mean([p == t for p, t in zip(preds, y)])))
         for x, t in zip(X, y):
             model.learn_one(x, t)
-    return {"accuracy": float(np.mean(accs)), "retrain_share": None}
+    return {"accuracy": float(np.mean(accs)), "retrain_share": None, "curve": accs}
 
 
 def main() -> None:
@@ -146,12 +147,18 @@ def main() -> None:
                     else:
                         r = river_run(files, config.split(":")[1])
                 per[config].append(r)
-                print(f"{time.time() - t0:7.0f}s {stream} seed {seed} {config}: {r}", file=sys.stderr)
+                brief = {k: v for k, v in r.items() if k in ("accuracy", "retrain_share")}
+                print(f"{time.time() - t0:7.0f}s {stream} seed {seed} {config}: {brief}", file=sys.stderr)
         results[stream] = {c: {"accuracy_mean": round(statistics.mean(r["accuracy"] for r in rs), 4),
                                "accuracy_sd": round(statistics.pstdev([r["accuracy"] for r in rs]), 4),
                                "retrain_share": None if rs[0]["retrain_share"] is None else
                                round(statistics.mean(r["retrain_share"] for r in rs), 3)}
                            for c, rs in per.items()}
+        for c, rs in per.items():  # per file, mean over seeds: the curves of the plot
+            results[stream][c]["curve"] = [round(float(v), 4) for v in np.mean([r["curve"] for r in rs], axis=0)]
+            if rs[0]["retrain_share"] is not None:
+                results[stream][c]["retrain_rate"] = [round(float(np.mean([i in r["retrained"] for r in rs])), 3)
+                                                      for i in range(1, N_FILES)]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     previous = out / "prequential.json"
@@ -174,7 +181,59 @@ def main() -> None:
         label = f"{c} (default)" if c == f"calmops:{default_mode}" else c
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     (out / "prequential.md").write_text("\n".join(lines) + "\n")
+    plot(results, f"calmops:{default_mode}", args.seeds, Path(__file__).parents[1] / "docs" / "images" / "prequential.png")
     print("\n".join(lines))
+
+
+def _mark_drift(ax, stream: str) -> None:
+    """Shade where the stream's concept changes (x in files: row / ROWS)."""
+    drift = STREAMS[stream][1]
+    positions = drift.position if isinstance(drift.position, list) else [drift.position]
+    for p in positions:
+        if drift.kind == "abrupt":
+            ax.axvline(p / ROWS, color="0.6", lw=1, ls=":")
+        elif drift.kind == "gradual":
+            ax.axvspan((p - drift.width / 2) / ROWS, (p + drift.width / 2) / ROWS, color="0.9")
+        else:  # incremental: the concept moves from the position on, over `width` rows
+            ax.axvspan(p / ROWS, (p + drift.width) / ROWS, color="0.95")
+
+
+def plot(results: dict, default: str, seeds: int, path: Path) -> None:
+    """Per-file prequential accuracy (mean over seeds) of the default against the baselines, and how often
+    the default retrained at each file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    streams = [s for s in results if "curve" in results[s].get(default, {})]
+    if not streams:
+        return
+    fig, axes = plt.subplots(2, len(streams), figsize=(5 * len(streams), 5.5), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]})
+    styles = {default: ("default (" + default.split(":")[1] + ")", "C0", "-"), "every_file": ("every file", "C1", "--"),
+              "river:hat": ("river HAT", "C2", "-."), "river:arf": ("river ARF", "C4", ":"), "never": ("never", "C7", ":")}
+    for col, stream in enumerate(streams):
+        top, bottom = axes[0][col], axes[1][col]
+        for config, (label, color, dash) in styles.items():
+            r = results[stream].get(config, {})
+            if "curve" in r:
+                files = range(1, len(r["curve"]) + 1)
+                top.plot(files, r["curve"], dash, color=color, label=f"{label} {r['accuracy_mean']:.3f}")
+        _mark_drift(top, stream)
+        top.set_title(stream)
+        top.set_ylabel("prequential accuracy")
+        top.legend(fontsize=8, loc="lower left")
+        rate = results[stream][default].get("retrain_rate", [])
+        bottom.bar(range(1, len(rate) + 1), rate, color="C0")
+        bottom.set_ylim(0, 1)
+        bottom.set_ylabel("share retrained")
+        bottom.set_xlabel("file")
+    fig.suptitle(f"Each file scored by the champion before it is used; mean over {seeds} seeds")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
