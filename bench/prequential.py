@@ -90,7 +90,7 @@ def calmops_run(files, mode: str, retrain_on: str, never: bool, state_dir: Path)
         accs.append(now["accuracy"])
         if never:
             continue
-        verdict = check_drift.fn(champion, X, y, spec, "classification", "accuracy", now, state_dir)
+        verdict = check_drift.fn(champion, X, y, spec, "classification", "accuracy", now, state_dir, batch_id=f"f{i}")
         if verdict.drift_detected or retrain_on == "always":
             retrained.append(i)
             split = holdout_split(y, spec, "classification", seed_from(str(i)))

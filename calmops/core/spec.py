@@ -60,11 +60,19 @@ class EvaluationSpec(_Strict):
     # performance drift: the champion's primary metric on a batch is worse than at promotion
     # by more than this share of its value at promotion (0.03 = 3 %)
     performance_tolerance: float = Field(default=0.03, ge=0.0)
-    # performance decay: the champion's primary metric worsens steadily over its last files since promotion
-    # (one-sided Mann–Kendall p-value below decay_p_value, fitted worsening ≥ half the tolerance), tested
-    # from decay_files files on; None turns the test off
+    # performance decay: the champion's primary metric worsens steadily over its last decay_window files
+    # since promotion (one-sided Mann–Kendall p-value below decay_p_value, fitted worsening ≥ half the
+    # tolerance of the score at promotion), tested from decay_files files on; None turns the test off
     decay_files: int | None = Field(default=4, ge=3)
+    decay_window: int = Field(default=8, ge=3)  # the last files since promotion the test looks at
     decay_p_value: float = Field(default=0.05, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _decay_window_holds_the_files(self) -> EvaluationSpec:
+        if self.decay_files is not None and self.decay_files > self.decay_window:
+            raise ValueError(f"evaluation.decay_files ({self.decay_files}) cannot exceed evaluation.decay_window "
+                             f"({self.decay_window}): the test looks at the last decay_window files only")
+        return self
 
 
 class SearchSpec(_Strict):

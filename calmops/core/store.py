@@ -136,7 +136,9 @@ def read_spec(name: str, settings: Settings | None = None) -> PipelineSpec:
     return load_spec(path)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file so a crash leaves the old content or the new, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -160,7 +162,7 @@ def save_spec(spec: PipelineSpec, *, create: bool, settings: Settings | None = N
     diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "before", "after"))
     with open(paths.spec_history / "changes.jsonl", "a") as fh:
         fh.write(json.dumps({"time": _now(), "version": stamp, "diff": diff}) + "\n")
-    _write_atomic(paths.spec_file, new)
+    write_atomic(paths.spec_file, new)
     return paths
 
 
@@ -276,7 +278,7 @@ def quarantine(paths: PipelinePaths, file: Path, sha256: str | None, reason: str
     target = _free_name(paths.quarantine, file.name, sha256 or "nohash")
     shutil.move(str(file), target)
     sidecar = target.with_name(target.name + ".reason.json")
-    _write_atomic(sidecar, json.dumps(
+    write_atomic(sidecar, json.dumps(
         {"file": file.name, "sha256": sha256, "reason": reason, "details": details or {}, "time": _now()},
         indent=2,
     ))

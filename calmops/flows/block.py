@@ -99,7 +99,8 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     task = champion.schema.task
     metric = primary_metric(spec, task)
     now = evaluate_models({"champion": champion.model}, batch.X, batch.y, task)["champion"]
-    verdict = check_drift(champion, batch.X, batch.y, spec, task, metric, now, ctx.paths.state)
+    verdict = check_drift(champion, batch.X, batch.y, spec, task, metric, now, ctx.paths.state,
+                          batch_id=batch.sha256)
     reference = registry.load_reference(spec.name, champion.version)
     vs_reference = B.blocks_vs_reference(reference, champion.profile, batch.X, blocks, batch.feature_types, spec)
     matrix = B.drift_matrix(batch.X, blocks, batch.feature_types, spec)

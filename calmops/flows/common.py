@@ -250,7 +250,8 @@ def predict_without_training(ctx: RunContext, batch: Batch, champion: registry.C
     if champion is None:
         raise LookupError(f"pipeline {spec.name!r} has no champion to predict with; "
                           "train one first (a labelled file with prediction_only: false)")
-    verdict = check_drift(champion, batch.X, None, spec, champion.schema.task, "", None, ctx.paths.state)
+    verdict = check_drift(champion, batch.X, None, spec, champion.schema.task, "", None, ctx.paths.state,
+                          batch_id=batch.sha256)
     out = write_batch_predictions(ctx, batch, champion)
     decision, reason = ("skipped_breaker_open", "circuit breaker is open: training skipped, predictions written") \
         if breaker_open else ("predict_only", "prediction-only pipeline: predictions written")

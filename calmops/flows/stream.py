@@ -80,7 +80,8 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     task = champion.schema.task
     metric = primary_metric(spec, task)
     now = evaluate_models({"champion": champion.model}, batch.X, batch.y, task)["champion"]
-    verdict = check_drift(champion, batch.X, batch.y, spec, task, metric, now, ctx.paths.state)
+    verdict = check_drift(champion, batch.X, batch.y, spec, task, metric, now, ctx.paths.state,
+                          batch_id=batch.sha256)
     for signal in batch.signals:
         ctx.log.info("schema signal: %s", signal)
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,

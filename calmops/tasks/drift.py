@@ -7,7 +7,6 @@ pipelines. Returns one verdict for the retrain decision.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pandas as pd
 from calmops.core.features import drift_types
 from calmops.core.metrics import HIGHER_IS_BETTER
 from calmops.core.spec import PipelineSpec
+from calmops.core.store import write_atomic
 from calmops.detectors import DriftReport, ReferenceProfile, compare
 from calmops.tasks import step
 
@@ -93,24 +93,15 @@ def performance_drift(now: dict[str, Any], at_promotion: dict[str, Any], spec: P
 
 # -- performance decay: the champion's score file after file --------------------------------
 
-DECAY_TRAIL_MAX = 200  # scores kept per champion (the newest)
-
-
 def _decay_file(state_dir: Path) -> Path:
     return state_dir / "performance.json"
 
 
-def batch_key(X: pd.DataFrame) -> str:
-    """A fingerprint of a batch's rows, so a retried drift step does not count the same file twice."""
-    import hashlib
-
-    return hashlib.sha256(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes()).hexdigest()[:16]
-
-
-def performance_decay(value: float | None, key: str, spec: PipelineSpec, metric: str, state_dir: Path,
-                      champion_version: int) -> dict:
-    """Add this batch's score to the champion's trail (kept under ``state/``, reset by a new champion)
-    and test the trail for a steady worsening (:func:`calmops.detectors.decay.decay_test`)."""
+def performance_decay(value: float | None, batch_id: str, spec: PipelineSpec, metric: str, state_dir: Path,
+                      champion_version: int, at_promotion: float | None = None) -> dict:
+    """Add this batch's score to the champion's trail and test its last ``decay_window`` scores for a steady
+    worsening (:func:`calmops.detectors.decay.decay_test`). The trail lives under ``state/``; a new champion
+    or another primary metric starts a new one, and a batch already in it (a retried step) is not added again."""
     from calmops.detectors.decay import decay_test
 
     ev = spec.evaluation
@@ -120,24 +111,16 @@ def performance_decay(value: float | None, key: str, spec: PipelineSpec, metric:
     trail: list[dict] = []
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("champion_version") == champion_version:
+        if saved.get("champion_version") == champion_version and saved.get("metric") == metric:
             trail = saved["scores"]
-    if key not in {t["batch"] for t in trail}:
-        trail = [*trail, {"batch": key, "value": float(value)}][-DECAY_TRAIL_MAX:]
-        _write_state(path, {"champion_version": champion_version, "metric": metric, "scores": trail})
+    if batch_id not in {t["batch"] for t in trail}:
+        trail = [*trail, {"batch": batch_id, "value": float(value)}][-ev.decay_window:]
+        write_atomic(path, json.dumps({"champion_version": champion_version, "metric": metric, "scores": trail}))
     result = decay_test([t["value"] for t in trail], higher_is_better=HIGHER_IS_BETTER.get(metric, True),
                         min_files=ev.decay_files, p_value=ev.decay_p_value,
-                        min_decline=ev.performance_tolerance / 2)
+                        min_decline=ev.performance_tolerance / 2, base=at_promotion)
     return {"metric": metric, "p_value_max": ev.decay_p_value, "min_decline": ev.performance_tolerance / 2,
             **result.to_dict()}
-
-
-def _write_state(path: Path, payload: dict) -> None:
-    """Write a state file atomically (a crash leaves the old file or the new one, never half of one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
 
 
 # -- concept drift: streaming detectors whose state survives between files ---------------
@@ -179,7 +162,7 @@ def save_concept_state(state_dir: Path, champion_version: int, state: dict | Non
     if state is None:
         path.unlink(missing_ok=True)
         return
-    _write_state(path, {"champion_version": champion_version, "state": state})
+    write_atomic(path, json.dumps({"champion_version": champion_version, "state": state}))
 
 
 def label_free_drift(profile: ReferenceProfile, model: Any, X: pd.DataFrame, spec: PipelineSpec) -> dict:
@@ -226,9 +209,10 @@ def model_importances(model: Any, columns: list[str]) -> dict[str, float] | None
 @step("drift")
 def check_drift(
     champion: Any, X: pd.DataFrame, y: pd.Series | None, spec: PipelineSpec, task: str, metric: str,
-    champion_scores_now: dict | None, state_dir: Path,
+    champion_scores_now: dict | None, state_dir: Path, *, batch_id: str,
 ) -> DriftVerdict:
-    """All drift signals for one batch against the current champion."""
+    """All drift signals for one batch against the current champion (``batch_id``: the file's sha256, so a
+    retried step does not count the batch twice in the champion's score trail)."""
     importances = model_importances(champion.model, list(X.columns)) if spec.drift.aggregation == "weighted" else None
     report = data_drift(champion.profile, X, spec, importances=importances)
     verdict = DriftVerdict(data=report)
@@ -241,8 +225,8 @@ def check_drift(
                 f"{metric} fell {verdict.performance['relative_drop']:.1%} since promotion "
                 f"({verdict.performance['at_promotion']:.4f} → {verdict.performance['now']:.4f})"]
             verdict.reasons.append("performance drift: " + "; ".join(why))
-        verdict.decay = performance_decay(champion_scores_now.get(metric), batch_key(X), spec, metric, state_dir,
-                                          champion.version)
+        verdict.decay = performance_decay(champion_scores_now.get(metric), batch_id, spec, metric, state_dir,
+                                          champion.version, champion.scores_at_promotion.get(metric))
         if verdict.decay["alarm"]:
             d = verdict.decay
             verdict.reasons.append(

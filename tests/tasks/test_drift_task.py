@@ -1,12 +1,12 @@
 """The drift step: importances for weighted aggregation and label-free signals on real models."""
 
+import json
 import numpy as np
 import pandas as pd
 
 from calmops.core.features import make_model
 from calmops.core.spec import parse_spec
 from calmops.tasks.drift import (
-    batch_key,
     build_profile,
     label_free_drift,
     model_importances,
@@ -57,16 +57,34 @@ def test_performance_drift_relative_to_promotion_and_thresholds():
 
 def test_performance_decay_follows_the_champion_file_after_file(tmp_path):
     spec = parse_spec({"name": "m", "target": "y", "evaluation": {"performance_tolerance": 0.03}})
-    batches = [frame(50, seed)[0] for seed in range(5)]
     scores = [0.90, 0.89, 0.88, 0.87, 0.86]  # each step 1 point: inside the 3 % tolerance
-    results = [performance_decay(s, batch_key(X), spec, "accuracy", tmp_path, 1) for s, X in zip(scores, batches)]
+
+    def decay(value, batch, version=1, metric="accuracy", sp=spec):
+        return performance_decay(value, batch, sp, metric, tmp_path, version, at_promotion=0.90)
+
+    results = [decay(s, f"sha{i}") for i, s in enumerate(scores)]
     assert [r["alarm"] for r in results] == [False, False, False, True, True]  # 4 files: one order in 4! < 0.05
     assert results[3]["files"] == 4 and results[3]["min_decline"] == 0.015
-    # a retried step (the same batch again) is not counted twice
-    again = performance_decay(0.86, batch_key(batches[4]), spec, "accuracy", tmp_path, 1)
-    assert again["files"] == 5
-    # a new champion starts its own trail
-    fresh = performance_decay(0.91, batch_key(batches[0]), spec, "accuracy", tmp_path, 2)
-    assert fresh["files"] == 1 and not fresh["alarm"]
+    assert abs(results[4]["relative_decline"] - 0.04 / 0.90) < 1e-9  # fitted fall over the files / score at promotion
+    # a retried step (the same file again) is not counted twice, whatever score it brings
+    again = decay(0.10, "sha4")
+    assert again["files"] == 5 and again["alarm"]
+    trail = json.loads((tmp_path / "performance.json").read_text())
+    assert [t["value"] for t in trail["scores"]] == scores
+    # another primary metric, or a new champion, starts its own trail
+    assert decay(0.5, "sha5", metric="f1")["files"] == 1
+    assert decay(0.91, "sha6", version=2)["files"] == 1
+    # only the last decay_window files are tested: an old decline does not hide a recent one
+    windowed = parse_spec({"name": "m", "target": "y", "evaluation": {"decay_window": 4}})
+    for i, v in enumerate([0.95, 0.90, 0.85, 0.80, 0.92, 0.91, 0.90, 0.89]):
+        last = decay(v, f"w{i}", version=3, sp=windowed)
+    assert last["files"] == 4 and last["alarm"]
     off = parse_spec({"name": "m", "target": "y", "evaluation": {"decay_files": None}})
-    assert performance_decay(0.5, batch_key(batches[1]), off, "accuracy", tmp_path, 2) == {"alarm": False, "files": 0}
+    assert decay(0.5, "sha7", sp=off) == {"alarm": False, "files": 0}
+
+
+def test_decay_files_must_fit_in_the_window():
+    import pytest
+
+    with pytest.raises(ValueError, match="decay_files"):
+        parse_spec({"name": "m", "target": "y", "evaluation": {"decay_files": 10, "decay_window": 8}})

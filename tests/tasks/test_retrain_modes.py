@@ -132,6 +132,10 @@ def test_stacking_adds_a_frozen_member_fit_on_exactly_the_last_history_batches()
     recent = result.model.named_estimators_["recent"]
     assert recent.estimator.n_features_in_ == 3
     assert np.allclose(recent.predict_proba(probe), expected.predict_proba(probe))
+    # stacked again, the previous recent member is one of the champion's models kept (it counts in the cap)
+    again = train_challenger("stacking", sp, TYPES, None, X1, y1, champion=result.model, history=history)
+    assert list(again.model.named_estimators_) == ["model_0", "model_1", "model_2", "recent", "new"]
+    assert again.model.named_estimators_["model_1"].estimator is recent.estimator
     # turned off, or with no history yet, the stack is the champion + the new model only
     off = train_challenger("stacking", spec(mode="stacking", stacking_recent_batches=0), TYPES, None, X1, y1,
                            champion=champion, history=history)
