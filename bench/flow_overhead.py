@@ -42,9 +42,16 @@ def spec_for(name: str) -> dict:
 def plain_steps(pipeline: str, path: Path) -> str:
     """The same work as the flow, calling the tasks' plain functions (Task.fn) with no Prefect run."""
     from calmops.core import registry
-    from calmops.core.store import append_history, ledger, move_to_processed, pipeline_paths, read_spec, sha256_of
-    from calmops.flows.common import reference_frame
-    from calmops.flows.common import register
+    from calmops.core.logs import RunLog
+    from calmops.core.store import (
+        append_history,
+        ledger,
+        move_to_processed,
+        pipeline_paths,
+        read_spec,
+        sha256_of,
+    )
+    from calmops.flows.common import RunContext, reference_frame, register
     from calmops.tasks.drift import check_drift
     from calmops.tasks.evaluate import evaluate_models, holdout_split, primary_metric, seed_from
     from calmops.tasks.ingest import ingest
@@ -52,8 +59,6 @@ def plain_steps(pipeline: str, path: Path) -> str:
     from calmops.tasks.promote import decide, promote_challenger
     from calmops.tasks.record import RunOutcome, record_run
     from calmops.tasks.retrain import retrain
-    from calmops.core.logs import RunLog
-    from calmops.flows.common import RunContext
 
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec).ensure()
@@ -117,7 +122,7 @@ def main() -> None:
                     frame(n, 1000 + r).to_csv(path, index=False)
                     t0 = time.perf_counter()
                     if mode == "flow":
-                        outcome, error = run_file(name, path)
+                        _, error = run_file(name, path)
                         assert error is None, error
                     else:
                         plain_steps(name, path)

@@ -168,8 +168,8 @@ def main() -> None:
             results = {**old["results"], **results}
     (out / "prequential.json").write_text(json.dumps({"seeds": args.seeds, "files": N_FILES, "rows": ROWS,
                                                       "results": results}, indent=2))
-    lines = [f"Prequential accuracy, {N_FILES} files × {ROWS} rows, mean over {args.seeds} seeds "
-             "(share of files that triggered a retrain in brackets)", ""]
+    lines = [(f"Prequential accuracy, {N_FILES} files × {ROWS} rows, mean over {args.seeds} seeds "
+              "(share of files that triggered a retrain in brackets)"), ""]
     lines.append("| configuration | " + " | ".join(results) + " |")
     lines.append("|---|" + "---|" * len(results))
     for c in configs:

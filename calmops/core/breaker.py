@@ -113,7 +113,7 @@ class CircuitBreakerBlock(Block):
     opened_at: float | None = None
     next_retry_at: float | None = None
     half_open_successes: int = 0
-    history: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []  # noqa: RUF012 - pydantic copies field defaults per instance
 
 
 def block_name(pipeline: str) -> str:

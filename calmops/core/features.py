@@ -35,9 +35,8 @@ class CoercionError(ValueError):
 def coerce_features(frame: pd.DataFrame, feature_types: dict[str, str]) -> pd.DataFrame:
     """Give every column the representation its type expects (numbers as float, categories as str)."""
     out = {}
-    for col in feature_types:
+    for col, kind in feature_types.items():
         s = frame[col]
-        kind = feature_types[col]
         if kind == "numeric":
             if pd.api.types.is_bool_dtype(s):
                 num = s.astype(float)

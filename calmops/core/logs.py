@@ -34,7 +34,7 @@ class RunLog:
             from prefect import get_run_logger
 
             self.prefect = get_run_logger()
-        except Exception:  # outside a flow run: file and stderr only
+        except Exception:  # noqa: BLE001 - outside a flow run: file and stderr only
             self.prefect = logging.getLogger("calmops")
 
     def info(self, msg: str, *args) -> None:

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from calmops.deployments.environment import prepare
+
 
 class _LazyGenerate(TyperGroup):
     """Imports the generators (river, matplotlib…) only when ``calmops generate`` is asked for."""

@@ -194,10 +194,9 @@ def start(name: str, settings: Settings | None = None, wait: float = 90.0) -> Se
     cmd, env = command(service, settings)
     path = log_file(settings, name)
     offset = path.stat().st_size if path.exists() else 0
-    log = open(path, "ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                            cwd=settings.home)
-    log.close()
+    with open(path, "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=settings.home)
     _pid_file(settings, name).write_text(str(proc.pid))
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

@@ -222,7 +222,7 @@ def _exit_handlers() -> None:
 
     try:
         threading._shutdown()  # joins non-daemon threads and runs threading._register_atexit callbacks
-    except Exception:  # noqa: BLE001 - best effort: the run's outcome is already recorded
+    except Exception:  # noqa: BLE001, S110 - best effort: the run's outcome is already recorded
         pass
     try:
         atexit._run_exitfuncs()

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from prefect import flow, get_run_logger
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -261,7 +261,7 @@ class Watcher:
                 from prefect.events.worker import EventsWorker
 
                 EventsWorker.drain_all(timeout=timeout)
-            except Exception:  # noqa: BLE001 - best effort on the way out
+            except Exception:  # noqa: BLE001, S110 - best effort on the way out
                 pass
 
     def run_forever(self) -> None:
@@ -280,7 +280,7 @@ class Watcher:
         finally:
             self.stop()
 
-    def __enter__(self) -> Watcher:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -311,7 +311,7 @@ class Watcher:
                 if folder not in wanted or not folder.is_dir():
                     try:
                         self._observer.unschedule(self._watches.pop(folder))
-                    except Exception:  # noqa: BLE001 - its emitter may be gone with the folder
+                    except Exception:  # noqa: BLE001, S110 - its emitter may be gone with the folder
                         pass
             for folder, watched in wanted.items():
                 if folder not in self._watches:

@@ -16,6 +16,7 @@ import pandas as pd
 from calmops.core import registry
 from calmops.core.breaker import BreakerPolicy, update_breaker
 from calmops.core.logs import RunLog
+from calmops.core.registry import InputSchema
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
     Ledger,
@@ -28,7 +29,6 @@ from calmops.core.store import (
     sha256_of,
 )
 from calmops.tasks import step
-from calmops.core.registry import InputSchema
 from calmops.tasks.drift import build_profile, check_drift
 from calmops.tasks.ingest import Batch, RejectedInput, ingest
 from calmops.tasks.predict import predict

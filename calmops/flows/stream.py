@@ -11,6 +11,8 @@ from typing import Any
 from prefect import flow
 
 from calmops.core import registry
+from calmops.core.spec import build_estimator
+from calmops.core.store import append_history, read_history
 from calmops.flows.common import (
     RunContext,
     finish,
@@ -27,8 +29,6 @@ from calmops.tasks.ingest import Batch
 from calmops.tasks.promote import decide, promote_challenger
 from calmops.tasks.record import RunOutcome
 from calmops.tasks.retrain import modes_to_try, retrain, train_first
-from calmops.core.spec import build_estimator
-from calmops.core.store import append_history, read_history
 
 
 @flow(name="calmops-stream", flow_run_name=partial(run_name, "stream"), persist_result=False)
@@ -86,8 +86,8 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
         ctx.log.info("schema signal: %s", signal)
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
                    spec.retrain.history_max_batches)
-    common = dict(drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,
-                  rows=batch.n_rows)
+    common = {"drift_detected": verdict.drift_detected, "drifted_features": verdict.drifted_features,
+              "rows": batch.n_rows}
     if not verdict.drift_detected and spec.retrain.retrain_on != "always":
         out = write_batch_predictions(ctx, batch, champion)
         outcome = ctx.outcome("no_drift", verdict.reason, champion_version=champion.version,

@@ -23,13 +23,13 @@ def _retry_unless_bad_input(task, task_run, state) -> bool:
         state.result()
     except BadInput:
         return False
-    except Exception:
+    except Exception:  # noqa: BLE001 - any other failure may be transient: retry
         return True
     return False
 
 
 def step(name: str, *, retries: int = 0) -> Callable:
-    options = dict(name=name, cache_policy=NO_CACHE, persist_result=False)
+    options = {"name": name, "cache_policy": NO_CACHE, "persist_result": False}
     if retries:
         options.update(retries=retries, retry_delay_seconds=1, retry_condition_fn=_retry_unless_bad_input)
     return task(**options)

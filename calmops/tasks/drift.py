@@ -57,7 +57,7 @@ def build_profile(X: pd.DataFrame, feature_types: dict[str, str], spec: Pipeline
         if hasattr(model, "predict_proba"):
             try:
                 confidences = np.asarray(model.predict_proba(sample)).max(axis=1)
-            except Exception:  # some estimators expose predict_proba but cannot use it
+            except Exception:  # noqa: BLE001 - some estimators expose predict_proba but cannot use it
                 confidences = None
     return ReferenceProfile.build(X, _drift_feature_types(feature_types, spec), spec.drift,
                                   predictions=predictions, confidences=confidences)
@@ -174,7 +174,7 @@ def label_free_drift(profile: ReferenceProfile, model: Any, X: pd.DataFrame, spe
     if hasattr(model, "predict_proba"):
         try:
             confidences = np.asarray(model.predict_proba(X)).max(axis=1)
-        except Exception:
+        except Exception:  # noqa: BLE001 - as in build_profile
             confidences = None
     results = label_free_compare(profile, spec.drift, predictions=predictions, confidences=confidences)
     return {"drift": any(r.drift for r in results), "results": [r.to_dict() for r in results]}
@@ -222,8 +222,8 @@ def check_drift(
         verdict.performance = performance_drift(champion_scores_now, champion.scores_at_promotion, spec, metric)
         if verdict.performance["drift"]:
             why = verdict.performance["threshold_failures"] or [
-                f"{metric} fell {verdict.performance['relative_drop']:.1%} since promotion "
-                f"({verdict.performance['at_promotion']:.4f} → {verdict.performance['now']:.4f})"]
+                (f"{metric} fell {verdict.performance['relative_drop']:.1%} since promotion "
+                 f"({verdict.performance['at_promotion']:.4f} → {verdict.performance['now']:.4f})")]
             verdict.reasons.append("performance drift: " + "; ".join(why))
         verdict.decay = performance_decay(champion_scores_now.get(metric), batch_id, spec, metric, state_dir,
                                           champion.version, champion.scores_at_promotion.get(metric))

@@ -31,7 +31,7 @@ def holdout_split(y: pd.Series, spec: PipelineSpec, task: str, seed: int) -> Spl
     """Hold out ``evaluation.holdout`` of the rows (at least ``min_holdout_rows``), stratified for classes."""
     n = len(y)
     positions = np.arange(n)
-    n_hold = max(spec.evaluation.min_holdout_rows, int(round(spec.evaluation.holdout * n)))
+    n_hold = max(spec.evaluation.min_holdout_rows, round(spec.evaluation.holdout * n))
     if n_hold >= n:
         raise ValueError(f"the batch has {n} rows: too few to hold out {n_hold} for evaluation and still train")
     stratify = None

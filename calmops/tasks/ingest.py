@@ -123,7 +123,7 @@ def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFra
             return pd.DataFrame(data["data"], columns=[a[0] for a in data["attributes"]])
     except pd.errors.EmptyDataError:
         raise RejectedInput(f"{path.name}: the file has no header and no rows") from None
-    except Exception as exc:  # parsers raise many types; the reason is what matters
+    except Exception as exc:  # noqa: BLE001 - parsers raise many types; the reason is what matters
         raise RejectedInput(f"{path.name}: cannot be parsed as {fmt}: {str(exc).splitlines()[0][:300]}",
                             format=fmt) from None
     raise RejectedInput(f"{path.name}: unknown format {fmt!r}")
@@ -136,7 +136,7 @@ def load_preprocess(path: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not callable(getattr(module, "preprocess", None)):
-        raise AttributeError(f"{path} must define preprocess(df) -> df")
+        raise AttributeError(f"{path} must define preprocess(df) -> df")  # noqa: TRY004 - a missing name
     return module.preprocess
 
 

@@ -23,7 +23,7 @@ def predictions_frame(model: Any, X: pd.DataFrame, version: int, ids: pd.DataFra
             proba = np.asarray(model.predict_proba(X))
             for i, label in enumerate(getattr(model, "classes_", range(proba.shape[1]))):
                 out[f"proba_{label}"] = proba[:, i]
-        except Exception:  # noqa: BLE001 - a model may expose predict_proba it cannot serve
+        except Exception:  # noqa: BLE001, S110 - a model may expose predict_proba it cannot serve
             pass
     out["model_version"] = version
     return out

@@ -208,7 +208,7 @@ def _recent_member(inputs: RetrainInputs) -> tuple[FrozenEstimator, list[str]] |
 
 def retrain_replay(inputs: RetrainInputs) -> TrainingResult:
     ratio = inputs.spec.retrain.replay_ratio
-    want = int(round(ratio * len(inputs.X_new)))
+    want = round(ratio * len(inputs.X_new))
     pool_parts = [_features_target(frame, inputs) for _, frame in inputs.history]
     if not pool_parts and inputs.reference is not None:
         pool_parts = [_features_target(inputs.reference, inputs)]
@@ -236,7 +236,7 @@ def stratified_sample(y: pd.Series, n: int, task: str, seed: int) -> np.ndarray:
     codes = y.to_numpy()
     for label, share in shares.items():
         members = np.flatnonzero(codes == label)
-        k = min(len(members), int(round(share * n)))
+        k = min(len(members), round(float(share) * n))
         positions.append(rng.choice(members, size=k, replace=False))
     return np.sort(np.concatenate(positions))
 

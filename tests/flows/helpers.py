@@ -13,7 +13,7 @@ from calmops.flows import run_file
 
 
 def run(pipeline: str, path: Path) -> dict:
-    outcome, error = run_file(pipeline, path)
+    outcome, _ = run_file(pipeline, path)
     return outcome
 
 

@@ -1,6 +1,7 @@
 """The drift step: importances for weighted aggregation and label-free signals on real models."""
 
 import json
+
 import numpy as np
 import pandas as pd
 

@@ -53,7 +53,7 @@ def body(conn: data.Connection, pipelines: list[dict]) -> None:
         return
     by_name = {p["name"]: (p, runs) for p, runs in blocky}
     name = st.selectbox("Block pipeline", list(by_name), key="block_pipeline")
-    p, runs = by_name[name]
+    runs = by_name[name][1]
     recorded = runs[runs["decision"] != ""]
     if recorded.empty:
         st.info("No recorded run yet.")
