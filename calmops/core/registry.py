@@ -246,14 +246,13 @@ def aliases(pipeline: str) -> dict[str, int]:
 
 
 @lru_cache(maxsize=16)
-def _load_version(tracking_uri: str, pipeline: str, version: int) -> tuple[Any, InputSchema, ReferenceProfile, str, dict]:
-    client = MlflowClient()
-    mv = client.get_model_version(pipeline, str(version))
-    local = _local_copy(tracking_uri, pipeline, version, mv.run_id)
+def _load_version(tracking_uri: str, pipeline: str, version: int, run_id: str) -> tuple[Any, InputSchema,
+                                                                                         ReferenceProfile]:
+    local = _local_copy(tracking_uri, pipeline, version, run_id)
     model = mlflow.sklearn.load_model(str(local / "model"))
     schema = InputSchema.from_dict(json.loads((local / "reference" / "schema.json").read_text()))
     profile = ReferenceProfile.load(local / "reference" / "profile")
-    return model, schema, profile, mv.run_id, dict(mv.tags)
+    return model, schema, profile
 
 
 def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str) -> Path:
@@ -288,10 +287,10 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str) -> 
 
 
 def load_version(pipeline: str, version: int) -> Champion:
-    model, schema, profile, run_id, tags = _load_version(mlflow.get_tracking_uri(), pipeline, int(version))
-    # tags may change after caching (e.g. scores at promotion): read them fresh
-    tags = dict(MlflowClient().get_model_version(pipeline, str(version)).tags)
-    return Champion(pipeline, int(version), model, schema, profile, run_id, tags)
+    # the version's tags may change after its model is cached (e.g. scores at promotion): read them each time
+    mv = MlflowClient().get_model_version(pipeline, str(version))
+    model, schema, profile = _load_version(mlflow.get_tracking_uri(), pipeline, int(version), mv.run_id)
+    return Champion(pipeline, int(version), model, schema, profile, mv.run_id, dict(mv.tags))
 
 
 def load_reference(pipeline: str, version: int) -> pd.DataFrame:

@@ -12,9 +12,11 @@ False
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats
@@ -34,11 +36,10 @@ class DecayResult:
         return asdict(self)
 
 
-def _mann_kendall_s(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """S = Σ_{i<j} sign(x_j − x_i) along ``axis`` (vectorised for the permutation test)."""
-    x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
-    diff = np.sign(x[..., None, :] - x[..., :, None])  # [i, j] = sign(x_j − x_i)
-    return np.triu(diff, k=1).sum(axis=(-2, -1))
+@lru_cache(maxsize=EXACT_UP_TO)
+def _orders(n: int) -> np.ndarray:
+    """Every order of ``n`` positions, one per row (built once per process)."""
+    return np.array(list(itertools.permutations(range(n))), dtype=np.int8)
 
 
 def trend_p_value(values: np.ndarray, *, worse: str) -> float:
@@ -48,11 +49,14 @@ def trend_p_value(values: np.ndarray, *, worse: str) -> float:
     (the normal approximation is poor there, and tied scores are common: accuracies are counts); beyond,
     Kendall's tau with scipy's tie-corrected normal approximation."""
     n = len(values)
-    if n <= EXACT_UP_TO:
-        test = stats.permutation_test((values,), _mann_kendall_s, permutation_type="pairings", vectorized=True,
-                                      n_resamples=math.factorial(n), alternative=worse)
-        return float(test.pvalue)
-    return float(stats.kendalltau(np.arange(n), values, alternative=worse).pvalue)
+    if n > EXACT_UP_TO:
+        return float(stats.kendalltau(np.arange(n), values, alternative=worse).pvalue)
+    sign = np.sign(values[None, :] - values[:, None])  # [a, b] = sign(x_b − x_a)
+    first, second = np.triu_indices(n, k=1)
+    observed = sign[first, second].sum()  # Mann–Kendall S: Σ_{i<j} sign(x_j − x_i)
+    orders = _orders(n)
+    s = sign[orders[:, first], orders[:, second]].sum(axis=1)  # S of every order of the same scores
+    return float(np.mean(s <= observed if worse == "less" else s >= observed))
 
 
 def decay_test(scores: Sequence[float], *, higher_is_better: bool, min_files: int, p_value: float,

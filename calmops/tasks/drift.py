@@ -93,10 +93,6 @@ def performance_drift(now: dict[str, Any], at_promotion: dict[str, Any], spec: P
 
 # -- performance decay: the champion's score file after file --------------------------------
 
-def _decay_file(state_dir: Path) -> Path:
-    return state_dir / "performance.json"
-
-
 def performance_decay(value: float | None, batch_id: str, spec: PipelineSpec, metric: str, state_dir: Path,
                       champion_version: int, at_promotion: float | None = None) -> dict:
     """Add this batch's score to the champion's trail and test its last ``decay_window`` scores for a steady
@@ -107,7 +103,7 @@ def performance_decay(value: float | None, batch_id: str, spec: PipelineSpec, me
     ev = spec.evaluation
     if ev.decay_files is None or value is None:
         return {"alarm": False, "files": 0}
-    path = _decay_file(state_dir)
+    path = state_dir / "performance.json"
     trail: list[dict] = []
     if path.exists():
         saved = json.loads(path.read_text())
@@ -116,11 +112,11 @@ def performance_decay(value: float | None, batch_id: str, spec: PipelineSpec, me
     if batch_id not in {t["batch"] for t in trail}:
         trail = [*trail, {"batch": batch_id, "value": float(value)}][-ev.decay_window:]
         write_atomic(path, json.dumps({"champion_version": champion_version, "metric": metric, "scores": trail}))
+    min_decline = ev.performance_tolerance / 2
     result = decay_test([t["value"] for t in trail], higher_is_better=HIGHER_IS_BETTER.get(metric, True),
-                        min_files=ev.decay_files, p_value=ev.decay_p_value,
-                        min_decline=ev.performance_tolerance / 2, base=at_promotion)
-    return {"metric": metric, "p_value_max": ev.decay_p_value, "min_decline": ev.performance_tolerance / 2,
-            **result.to_dict()}
+                        min_files=ev.decay_files, p_value=ev.decay_p_value, min_decline=min_decline,
+                        base=at_promotion)
+    return {"metric": metric, "p_value_max": ev.decay_p_value, "min_decline": min_decline, **result.to_dict()}
 
 
 # -- concept drift: streaming detectors whose state survives between files ---------------

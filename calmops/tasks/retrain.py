@@ -170,15 +170,13 @@ def retrain_stacking(inputs: RetrainInputs) -> TrainingResult:
     if inputs.champion is None:
         raise RetrainModeUnavailable("stacking needs a champion to freeze; the first model is trained in full")
     # a stacked champion is unpacked rather than nested: the ensemble is the last `stacking_members` models
-    keep = inputs.spec.retrain.stacking_members - 1
-    members = _stacked_members(inputs.champion)[-keep:]
-    new_model = make_model(inputs.spec, inputs.feature_types)
-    first = len(_stacked_members(inputs.champion)) - len(members)
-    estimators = [(f"model_{first + i}", FrozenEstimator(m)) for i, m in enumerate(members)]
+    members = _stacked_members(inputs.champion)
+    first = max(0, len(members) - (inputs.spec.retrain.stacking_members - 1))
+    estimators = [(f"model_{i}", FrozenEstimator(m)) for i, m in enumerate(members) if i >= first]
     recent = _recent_member(inputs)
     if recent is not None:
         estimators.append(("recent", recent[0]))
-    estimators.append(("new", new_model))
+    estimators.append(("new", make_model(inputs.spec, inputs.feature_types)))
     cv = inputs.spec.retrain.stacking_cv
     if inputs.task == "classification":
         stack = StackingClassifier(estimators, final_estimator=LogisticRegression(max_iter=1000), cv=cv)
@@ -195,9 +193,9 @@ def retrain_stacking(inputs: RetrainInputs) -> TrainingResult:
 def _recent_member(inputs: RetrainInputs) -> tuple[FrozenEstimator, list[str]] | None:
     """A model fit on the last ``stacking_recent_batches`` history batches, frozen before the stack is fit: the
     meta-model then sees its predictions on the new rows out of sample, as it sees the champion's. It carries
-    the files accepted since the last retrain, which the champion never learnt (slow drift lives there)."""
-    batches = inputs.history[-inputs.spec.retrain.stacking_recent_batches:] if (
-        inputs.spec.retrain.stacking_recent_batches) else []
+    recent files, usually ones the champion never learnt (slow drift lives there)."""
+    n = inputs.spec.retrain.stacking_recent_batches
+    batches = inputs.history[-n:] if n else []
     if not batches:
         return None
     X, y = _concat([_features_target(frame, inputs) for _, frame in batches])

@@ -51,9 +51,9 @@ def body(conn: data.Connection, pipelines: list[dict]) -> None:
                 "hospitals) reads several blocks per file; its per-block metrics and between-block drift matrix "
                 "appear here.")
         return
-    by_name = {p["name"]: (p, runs) for p, runs in blocky}
+    by_name = {p["name"]: runs for p, runs in blocky}
     name = st.selectbox("Block pipeline", list(by_name), key="block_pipeline")
-    runs = by_name[name][1]
+    runs = by_name[name]
     recorded = runs[runs["decision"] != ""]
     if recorded.empty:
         st.info("No recorded run yet.")

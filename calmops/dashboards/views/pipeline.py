@@ -210,8 +210,8 @@ def distributions(conn, reg, report) -> None:
     cols = st.columns([1, 2])
     chosen = cols[1].multiselect("Model versions", list(labels), default=default, format_func=labels.get,
                                  key="dist_versions")
-    run_of = {v["version"]: v["artifact_uri"] for v in versions}
-    frames = {labels[v]: cache.reference_frame(conn, run_of[v]) for v in chosen}
+    uri_of = {v["version"]: v["artifact_uri"] for v in versions}
+    frames = {labels[v]: cache.reference_frame(conn, uri_of[v]) for v in chosen}
     frames = {k: f for k, f in frames.items() if f is not None}
     if not frames:
         st.caption("The chosen versions have no reference data.")
