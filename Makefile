@@ -32,6 +32,7 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check calmops tests bench
+	$(VENV)/bin/lint-imports
 
 down: install
 	$(VENV)/bin/calmops down

@@ -81,7 +81,7 @@ def main() -> None:
     os.environ.update(env)
     subprocess.run([CALMOPS, "up"], check=True, env=env, capture_output=True)
     from calmops.core.store import ledger, pipeline_paths, read_spec
-    from calmops.deployments.environment import prepare
+    from calmops.core.environment import prepare
 
     prepare()
     results: dict = {}

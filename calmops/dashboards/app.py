@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from calmops.deployments.environment import prepare
+from calmops.core.environment import prepare
 
 # Before Prefect or MLflow is imported: the stack's addresses (stack.json), quiet and quick clients.
 prepare()

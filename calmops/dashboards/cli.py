@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         address: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     ):
         """Start the viewer (Streamlit) at http://127.0.0.1:8501 and run until Ctrl-C."""
-        from calmops.deployments.environment import prepare
+        from calmops.core.environment import prepare
 
         prepare()  # the stack's Prefect and MLflow addresses, passed on to Streamlit's process
         typer.echo(f"CalmOps viewer on http://{address}:{port} (Ctrl-C to stop)")

@@ -60,8 +60,8 @@ class Connection:
 def connection() -> Connection:
     """The addresses in force: the environment (which ``prepare()`` fills from ``calmops up``'s stack.json),
     else local SQLite under ``$CALMOPS_HOME``. Reads only; the app calls ``prepare()`` once at start."""
+    from calmops.core.environment import stack_urls
     from calmops.core.settings import get_settings
-    from calmops.deployments.environment import stack_urls
 
     urls = stack_urls()
     settings = get_settings()

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from calmops.deployments.environment import prepare
+from calmops.core.environment import prepare
 
 
 class _LazyGenerate(TyperGroup):
@@ -319,7 +319,7 @@ def demo(files: Annotated[int, typer.Option(help="Files per pipeline.")] = 8,
 
             bring_down(console)
     if not no_stack and not exit_when_done:
-        from calmops.deployments.environment import stack_urls
+        from calmops.core.environment import stack_urls
 
         urls = stack_urls()
         console.print(f"Prefect UI: {urls.get('prefect_ui')} · MLflow UI: {urls.get('mlflow')} · "

@@ -36,7 +36,7 @@ def prefect_reachable(timeout: float = 2.0) -> bool:
 
 def _point_at_stack() -> dict[str, str]:
     """After starting services: make this process talk to them (stack.json is the source)."""
-    from calmops.deployments.environment import stack_urls
+    from calmops.core.environment import stack_urls
 
     urls = stack_urls()
     if urls.get("prefect_api"):

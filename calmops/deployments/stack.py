@@ -107,9 +107,8 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         return [sys.executable, "-m", "calmops.deployments.watcher",
                 "--heartbeat", str(heartbeat_file(settings))], env
     if service.name == "viewer":
-        from calmops.dashboards.cli import command as viewer_command
-
-        return viewer_command(HOST, service.port), _client_env(env, settings)
+        return ([sys.executable, "-m", "calmops.dashboards", "--address", HOST, "--port", str(service.port)],
+                _client_env(env, settings))
     if service.name == "api":
         return [_bin("calmops"), "serve", "--host", HOST, "--port", str(service.port)], _client_env(env, settings)
     if service.name == "mlflow":

@@ -1,11 +1,12 @@
 """Drift detection on frouros: reference profiles, univariate/multivariate/concept detectors, the
 decision policy and the report. Imports nothing of the project (no Prefect, no MLflow)."""
 
+from .columns import infer_feature_types
 from .comparison import compare
 from .concept import ConceptDriftMonitor, ConceptResult
 from .config import DriftConfig
 from .label_free import confidence_drift, label_free_compare, prediction_drift
-from .profile import ReferenceProfile, infer_feature_types
+from .profile import ReferenceProfile
 from .report import DriftReport, FeatureResult, MultivariateResult, SchemaSignal
 
 __all__ = [

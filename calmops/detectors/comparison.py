@@ -10,9 +10,10 @@ import pandas as pd
 from scipy import stats
 
 from .categorical import run_categorical_test
+from .columns import categorical_values, numeric_values
 from .config import DriftConfig
 from .policy import adjust_pvalues, aggregate, is_drift, rank_culprits
-from .profile import ReferenceProfile, categorical_values, numeric_values
+from .profile import ReferenceProfile
 from .report import DriftReport, FeatureResult, MultivariateResult, SchemaSignal
 from .univariate import run_numeric_test
 

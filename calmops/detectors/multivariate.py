@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .columns import categorical_values, numeric_values
 from .report import MultivariateResult
 
 
@@ -57,7 +58,6 @@ class MultivariateReference:
 
 
 def encode(df: pd.DataFrame, profile, columns: list[str]) -> np.ndarray:
-    from .profile import categorical_values, numeric_values
 
     out = np.zeros((len(df), len(columns)))
     for j, col in enumerate(columns):
