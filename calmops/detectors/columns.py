@@ -20,6 +20,11 @@ def infer_feature_types(df: pd.DataFrame) -> dict[str, str]:
     Rules: bool dtype, or values only in {True, False} / {0, 1} (integers) -> boolean; datetime dtype,
     or strings that all parse as dates -> datetime; numeric dtype, or objects that are all numbers ->
     numeric; everything else (strings, mixed types, pandas categories) -> categorical.
+
+    >>> import pandas as pd
+    >>> infer_feature_types(pd.DataFrame({"age": [31.5, 40.0], "smoker": [0, 1], "site": ["a", "b"],
+    ...                                   "day": ["2026-01-02", "2026-01-03"]}))
+    {'age': 'numeric', 'smoker': 'boolean', 'site': 'categorical', 'day': 'datetime'}
     """
     return {str(c): _infer_one(df[c]) for c in df.columns}
 
@@ -94,7 +99,14 @@ def numeric_values(s: pd.Series, kind: str) -> np.ndarray:
 
 def categorical_values(s: pd.Series, kind: str) -> np.ndarray:
     """Non-missing values as strings. Integral floats lose their '.0' so 1 and 1.0 are one category;
-    booleans of any spelling become 'True'/'False'."""
+    booleans of any spelling become 'True'/'False'.
+
+    >>> import pandas as pd
+    >>> categorical_values(pd.Series([1.0, 2.5, None]), "categorical").tolist()
+    ['1', '2.5']
+    >>> categorical_values(pd.Series(["yes", "N"]), "boolean").tolist()
+    ['True', 'False']
+    """
     s = s.dropna()
     if kind == "boolean":
         return (

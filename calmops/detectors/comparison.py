@@ -31,6 +31,16 @@ def compare(
     any of its tests does, when its null rate moves by ``null_rate_change`` (significantly), or when it
     is missing from the batch. Features are then aggregated (any / share / weighted); a multivariate
     drift also makes the batch drift.
+
+    >>> import numpy as np, pandas as pd
+    >>> from calmops.detectors import ReferenceProfile, infer_feature_types
+    >>> rng = np.random.default_rng(0)
+    >>> ref = pd.DataFrame({"x": rng.normal(0, 1, 2000), "z": rng.normal(0, 1, 2000)})
+    >>> profile = ReferenceProfile.build(ref, infer_feature_types(ref), DriftConfig())
+    >>> shifted = pd.DataFrame({"x": rng.normal(1.5, 1, 500), "z": rng.normal(0, 1, 500)})
+    >>> report = compare(profile, shifted)
+    >>> report.drift_detected, report.drifted_features
+    (True, ['x'])
     """
     config = config or DriftConfig()
     n_batch = len(batch)

@@ -8,7 +8,13 @@ import numpy as np
 
 
 def adjust_pvalues(p_values: Sequence[float], method: str) -> np.ndarray:
-    """Adjusted p-values (capped at 1) for none / bonferroni / holm / bh (Benjamini-Hochberg)."""
+    """Adjusted p-values (capped at 1) for none / bonferroni / holm / bh (Benjamini-Hochberg).
+
+    >>> adjust_pvalues([0.01, 0.04, 0.03], "holm").round(2).tolist()
+    [0.03, 0.06, 0.06]
+    >>> adjust_pvalues([0.01, 0.5], "bonferroni").tolist()
+    [0.02, 1.0]
+    """
     p = np.asarray(p_values, dtype=np.float64)
     m = p.size
     if m == 0 or method == "none":
@@ -29,7 +35,15 @@ def adjust_pvalues(p_values: Sequence[float], method: str) -> np.ndarray:
 
 
 def is_drift(p_adjusted: float | None, effect: float | None, threshold: float, alpha: float) -> bool:
-    """Statistical evidence (when the test has a p-value) AND an effect at least the minimum."""
+    """Statistical evidence (when the test has a p-value) AND an effect at least the minimum.
+
+    A tiny p-value with a negligible effect is not drift (large batches make every difference significant):
+
+    >>> is_drift(1e-9, effect=0.01, threshold=0.1, alpha=0.05)
+    False
+    >>> is_drift(1e-9, effect=0.3, threshold=0.1, alpha=0.05)
+    True
+    """
     if effect is None:
         return False
     evidence = True if p_adjusted is None else p_adjusted < alpha
