@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 __all__ = ["SKOPS_TRUSTED_TYPES", "BlockwiseEstimator"]
 
@@ -78,10 +80,12 @@ class BlockwiseEstimator(BaseEstimator):
     classes_ : ndarray
         Classifiers only: the global model's classes; block probabilities are mapped onto them (a block
         that lacks a class gets probability 0 for it).
+    feature_columns_ : list
+        The columns the models see (every column of ``X`` but ``block_column``), in fit order.
     feature_names_in_ : ndarray of str
-        The feature columns (every column but ``block_column``), in fit order.
+        Every column of a DataFrame ``X`` seen in fit, the block column included (scikit-learn's convention).
     n_features_in_ : int
-        Number of feature columns.
+        Number of columns of ``X`` seen in fit, the block column included.
     """
 
     def __init__(self, estimator, block_column, *, unseen="global", min_block_rows=30):
@@ -179,26 +183,48 @@ class BlockwiseEstimator(BaseEstimator):
             raise ValueError(f"min_block_rows must be an integer >= 1; got {self.min_block_rows!r}")
 
     def _split(self, X, y=None, reset=False):
-        if not isinstance(X, pd.DataFrame):
-            raise TypeError(f"X must be a pandas DataFrame holding the block column {self.block_column!r}")
+        """(features, block values[, y]) of ``X``: a DataFrame, or an array whose column ``block_column`` (an
+        integer position) holds the blocks."""
+        X = self._frame(X, reset)
         if self.block_column not in X.columns:
             raise ValueError(f"X has no block column {self.block_column!r}")
         blocks = X[self.block_column].to_numpy()
         if reset:
             features = X.drop(columns=[self.block_column])
-            self.feature_names_in_ = np.asarray(features.columns, dtype=object)
-            self.n_features_in_ = len(self.feature_names_in_)
+            if features.shape[1] == 0:
+                raise ValueError(f"X has n_features=1: the block column {self.block_column!r} and no feature")
+            self.feature_columns_ = list(features.columns)
         else:
-            missing = [c for c in self.feature_names_in_ if c not in X.columns]
+            # models saved before feature_columns_ existed kept the feature columns in feature_names_in_
+            columns = getattr(self, "feature_columns_", None) or list(self.feature_names_in_)
+            missing = [c for c in columns if c not in X.columns]
             if missing:
                 raise ValueError(f"X lacks feature columns seen in fit: {missing}")
-            features = X[list(self.feature_names_in_)]
+            features = X[columns]
         if y is None:
             return features, blocks
-        y = np.asarray(y)
+        y = column_or_1d(y, warn=True)
         if len(y) != len(features):
             raise ValueError(f"X has {len(features)} rows but y has {len(y)}")
+        if is_classifier(self.estimator):
+            check_classification_targets(y)
         return features, blocks, y
+
+    def _frame(self, X, reset):
+        if sp.issparse(X):
+            raise TypeError("BlockwiseEstimator does not accept sparse input: rows are routed by the values of "
+                            "the block column; pass a DataFrame or a dense array")
+        if isinstance(X, pd.DataFrame):
+            if reset:  # n_features_in_ / feature_names_in_ as scikit-learn defines them: every column of X
+                validate_data(self, X, reset=True, skip_check_array=True)
+            if len(X) == 0:
+                raise ValueError("Found array with 0 sample(s) while a minimum of 1 is required.")
+            return X
+        if not isinstance(self.block_column, (int, np.integer)):
+            raise TypeError(f"X must be a pandas DataFrame holding the block column {self.block_column!r} "
+                            "(with a numeric array, block_column is the block column's integer position)")
+        # an array is numeric throughout (the block column holds numeric codes) and finite
+        return pd.DataFrame(validate_data(self, X, reset=reset, dtype="numeric"))
 
     def _fit_block(self, block, features, blocks, y):
         rows = np.flatnonzero(blocks == block)
