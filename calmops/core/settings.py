@@ -1,23 +1,48 @@
-"""The one settings object: every path and address CalmOps uses comes from here."""
+"""The one settings object: every path and address CalmOps uses comes from here.
+
+Each setting is read from the environment (``CALMOPS_<NAME>``), else from a ``calmops.toml`` file (``[calmops]``
+table, ``<name> = ...``; the file is ``$CALMOPS_CONFIG`` or ``./calmops.toml``), else its embedded default: the
+local stack on SQLite and folders under ``$CALMOPS_HOME``. docs/operations.md lists them in one table.
+"""
 
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+#: name -> what it picks; the environment variable is ``CALMOPS_`` + the name in capitals
+BACKEND_SETTINGS = {
+    "home": "the data root: pipelines (spec, incoming, processed, quarantine, ledger), logs, pid files",
+    "prefect_database_url": "Prefect server's database (SQLAlchemy URL, e.g. postgresql+asyncpg://…)",
+    "mlflow_backend_store_uri": "MLflow server's backend store (e.g. postgresql://…)",
+    "mlflow_artifacts_destination": "where MLflow's artifact proxy stores artifacts (a folder, or s3://bucket/prefix)",
+    "work_pool": "the Prefect work pool the workers poll",
+    "run_dir": "this host's process state: pid files, the warm runner's socket, stack.json (never shared)",
+}
+
+
+class ConfigError(ValueError):
+    """The configuration file cannot be read or names a setting that does not exist."""
 
 
 @dataclass(frozen=True)
 class Settings:
     """Where CalmOps keeps its state and how it reaches its services.
 
-    Read from the environment once per call of :func:`get_settings`, so tests and the
-    CLI can point a process at another home by setting ``CALMOPS_HOME``.
+    Read once per call of :func:`get_settings`, so tests and the CLI can point a process at another home by
+    setting ``CALMOPS_HOME``.
     """
 
     home: Path
     mlflow_tracking_uri: str
     mlflow_registry_uri: str | None
+    prefect_database_url: str | None = None  # None: Prefect's own SQLite file under $CALMOPS_HOME/prefect
+    mlflow_backend_store_uri: str = ""
+    mlflow_artifacts_destination: str = ""
+    work_pool: str = "calmops"
+    run_path: Path | None = None  # None: $CALMOPS_HOME/run
 
     @property
     def pipelines_dir(self) -> Path:
@@ -29,18 +54,49 @@ class Settings:
 
     @property
     def run_dir(self) -> Path:
-        """Pid files and state of the local stack's processes."""
-        return self.home / "run"
+        """Pid files and state of this host's processes (per host even when the data root is shared)."""
+        return self.run_path or self.home / "run"
 
     def pipeline_dir(self, name: str) -> Path:
         return self.pipelines_dir / name
 
 
+def _config_file() -> dict[str, str]:
+    explicit = os.environ.get("CALMOPS_CONFIG")
+    path = Path(explicit).expanduser() if explicit else Path("calmops.toml")
+    if not path.is_file():
+        if explicit:
+            raise ConfigError(f"CALMOPS_CONFIG names {path}, which is not a file")
+        return {}
+    try:
+        table = tomllib.loads(path.read_text()).get("calmops", {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    unknown = sorted(set(table) - set(BACKEND_SETTINGS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)} in [calmops]; "
+                          f"known: {', '.join(BACKEND_SETTINGS)}")
+    return {k: str(v) for k, v in table.items()}
+
+
+def setting(name: str, default: str | None = None) -> str | None:
+    """One setting: ``CALMOPS_<NAME>``, else ``calmops.toml``, else ``default``."""
+    value = os.environ.get(f"CALMOPS_{name.upper()}")
+    if value:
+        return value
+    return _config_file().get(name, default)
+
+
 def get_settings() -> Settings:
-    home = Path(os.environ.get("CALMOPS_HOME", ".calmops")).expanduser().resolve()
+    home = Path(setting("home", ".calmops")).expanduser().resolve()
     default_tracking = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     return Settings(
         home=home,
         mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", default_tracking),
         mlflow_registry_uri=os.environ.get("MLFLOW_REGISTRY_URI"),
+        prefect_database_url=setting("prefect_database_url"),
+        mlflow_backend_store_uri=setting("mlflow_backend_store_uri", default_tracking),
+        mlflow_artifacts_destination=setting("mlflow_artifacts_destination", str(home / "mlflow" / "artifacts")),
+        work_pool=setting("work_pool", "calmops"),
+        run_path=Path(run).expanduser().resolve() if (run := setting("run_dir")) else None,
     )

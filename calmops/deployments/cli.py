@@ -336,6 +336,7 @@ def get_home() -> Path:
 
 # Commands that live beside the code they drive: each module exposes register(app).
 COMMAND_MODULES = ("calmops.deployments.api_cli", "calmops.deployments.operations_cli",
+                   "calmops.deployments.service_cli",
                    "calmops.dashboards.cli")
 
 

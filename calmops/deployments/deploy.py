@@ -22,11 +22,12 @@ installed package, so there is no code to pull and no working directory to set.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+
+from calmops.core.settings import get_settings
 
 EVENT = "calmops.file.arrived"
 KINDS = ("stream", "block", "ipip")
@@ -35,7 +36,7 @@ TAG = "calmops"
 
 
 def work_pool_name() -> str:
-    return os.environ.get("CALMOPS_WORK_POOL", "calmops")
+    return get_settings().work_pool
 
 
 def resource_id(pipeline: str) -> str:

@@ -59,16 +59,18 @@ def services() -> dict[str, Service]:
     }
 
 
-def _bin(name: str) -> str:
+def bin_path(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
 def _client_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
     """What the worker, its flow runs and the watcher need: the same API, tracking store and home."""
     all_services = services()
-    if not running_pid(settings, "prefect") or not healthy(all_services["prefect"]):
-        raise RuntimeError("the Prefect server is not running; start it first ('calmops up')")
-    env["PREFECT_API_URL"] = all_services["prefect"].url + "/api"
+    if running_pid(settings, "prefect") and healthy(all_services["prefect"]):
+        env["PREFECT_API_URL"] = all_services["prefect"].url + "/api"
+    elif not env.get("PREFECT_API_URL"):  # a server elsewhere (another host, a container) is named explicitly
+        raise RuntimeError("the Prefect server is not running; start it first ('calmops up'), "
+                           "or set PREFECT_API_URL to a running one")
     if running_pid(settings, "mlflow"):
         env["MLFLOW_TRACKING_URI"] = all_services["mlflow"].url
         env.setdefault("CALMOPS_MLFLOW_UI", all_services["mlflow"].url)
@@ -88,13 +90,15 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         env.pop("PREFECT_API_URL", None)
         # a run waiting for its pipeline's concurrency slot is retried after this many seconds (default 30)
         env.setdefault("PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", "2")
-        return [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(service.port)], env
+        if settings.prefect_database_url:  # else Prefect's SQLite file under PREFECT_HOME
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
+        return [bin_path("prefect"), "server", "start", "--host", HOST, "--port", str(service.port)], env
     if service.name == "worker":
         from calmops.deployments.deploy import work_pool_name
 
         env = _client_env(env, settings)
         env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "0.5")  # Prefect polls every 10 s by default
-        cmd = [_bin("prefect"), "worker", "start", "--pool", work_pool_name(), "--type", "process",
+        cmd = [bin_path("prefect"), "worker", "start", "--pool", work_pool_name(), "--type", "process",
                "--name", f"calmops-{socket.gethostname()}-{os.getpid()}"]
         # bounded: beyond the cores, more runs at once only slow each other down, and a burst of files would
         # have the worker propose hundreds of queued runs to the server every second
@@ -110,17 +114,16 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         return ([sys.executable, "-m", "calmops.dashboards", "--address", HOST, "--port", str(service.port)],
                 _client_env(env, settings))
     if service.name == "api":
-        return [_bin("calmops"), "serve", "--host", HOST, "--port", str(service.port)], _client_env(env, settings)
+        return [bin_path("calmops"), "serve", "--host", HOST, "--port", str(service.port)], _client_env(env, settings)
     if service.name == "mlflow":
-        store = settings.home / "mlflow"
-        store.mkdir(parents=True, exist_ok=True)
-        return [_bin("mlflow"), "server", "--host", HOST, "--port", str(service.port),
-                "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                "--artifacts-destination", str(store / "artifacts"), "--workers", "1"], env
+        (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)  # the embedded SQLite store's folder
+        return [bin_path("mlflow"), "server", "--host", HOST, "--port", str(service.port),
+                "--backend-store-uri", settings.mlflow_backend_store_uri,
+                "--artifacts-destination", settings.mlflow_artifacts_destination, "--workers", "1"], env
     raise KeyError(service.name)
 
 
-def _pid_file(settings: Settings, name: str) -> Path:
+def pid_file(settings: Settings, name: str) -> Path:
     return settings.run_dir / f"{name}.pid"
 
 
@@ -133,7 +136,7 @@ def log_file(settings: Settings, name: str) -> Path:
 
 
 def running_pid(settings: Settings, name: str) -> int | None:
-    path = _pid_file(settings, name)
+    path = pid_file(settings, name)
     if not path.exists():
         return None
     pid = int(path.read_text().strip() or 0)
@@ -196,15 +199,15 @@ def start(name: str, settings: Settings | None = None, wait: float = 90.0) -> Se
     with open(path, "ab") as log:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                 cwd=settings.home)
-    _pid_file(settings, name).write_text(str(proc.pid))
+    pid_file(settings, name).write_text(str(proc.pid))
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            _pid_file(settings, name).unlink(missing_ok=True)
+            pid_file(settings, name).unlink(missing_ok=True)
             raise RuntimeError(f"{name} exited with code {proc.returncode}; see {path}")
         ok = healthy(service) if service.port is not None else _process_healthy(name, settings, since=offset)
         if ok:
-            _write_urls(settings)
+            write_urls(settings)
             return service
         time.sleep(0.3)
     raise TimeoutError(f"{name} did not {'answer on ' + service.url if service.port else 'start'} "
@@ -220,8 +223,8 @@ def restart(name: str, settings: Settings | None = None) -> Service:
 def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bool:
     settings = settings or get_settings()
     pid = running_pid(settings, name)
-    _pid_file(settings, name).unlink(missing_ok=True)
-    _write_urls(settings)
+    pid_file(settings, name).unlink(missing_ok=True)
+    write_urls(settings)
     if pid is None:
         return False
     # flow runs started by the worker live in sessions of their own: find them before their parent goes
@@ -251,7 +254,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _write_urls(settings: Settings) -> None:
+def write_urls(settings: Settings) -> None:
     urls = {}
     for name, service in services().items():
         if service.port is not None and running_pid(settings, name):

@@ -1,0 +1,120 @@
+"""``calmops service NAME`` and ``calmops db upgrade``: the stack's services one at a time, for process managers.
+
+``calmops up`` starts every service itself. Under PM2, systemd or a container runtime each service is its own
+long-running process instead: ``calmops service NAME`` runs exactly the command ``calmops up`` would run for
+NAME (same settings, same environment), in the foreground, with its log in ``$CALMOPS_HOME/logs/NAME.log`` and
+its pid file in ``$CALMOPS_HOME/run`` so that ``calmops status`` sees it. The process becomes the service
+(``exec``), so the manager's signals reach it directly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from typing import Annotated
+
+import typer
+
+#: services that need the Prefect API before they start
+NEEDS_PREFECT = ("runner", "worker", "watcher", "viewer", "api")
+
+
+def _prefect_answers(stack, settings) -> bool:
+    """The local server if this host runs one, else the one ``PREFECT_API_URL`` names."""
+    import httpx
+
+    local = stack.services()["prefect"]
+    if stack.running_pid(settings, "prefect"):
+        return stack.healthy(local)
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return False
+    try:
+        return httpx.get(url.rstrip("/") + "/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def run_service(name: str, wait: float) -> None:
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stack
+
+    known = stack.services()
+    if name not in known:
+        raise typer.BadParameter(f"unknown service {name!r}; one of {', '.join(stack.ORDER)}", param_hint="NAME")
+    settings = get_settings()
+    if name in NEEDS_PREFECT:
+        deadline = time.monotonic() + wait
+        while not _prefect_answers(stack, settings):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} needs the Prefect API, which did not answer within {wait:.0f} s; "
+                                   "start 'calmops service prefect' or set PREFECT_API_URL")
+            time.sleep(1.0)
+    for folder in (settings.logs_dir, settings.run_dir, settings.home):
+        folder.mkdir(parents=True, exist_ok=True)
+    cmd, env = stack.command(known[name], settings)
+    if name == "worker":  # the pool and the per-pipeline deployments exist before runs are taken
+        subprocess.run([stack.bin_path("calmops"), "deploy"], env=env, check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stack.pid_file(settings, name).write_text(str(os.getpid()))  # exec keeps the pid: it is the service's
+    stack.write_urls(settings)
+    log = os.open(stack.log_file(settings, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.chdir(settings.home)
+    os.execvpe(cmd[0], cmd, env)
+
+
+def db_upgrade() -> list[str]:
+    """Bring Prefect's database and MLflow's backend store to the installed versions' schemas."""
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stack
+
+    settings = get_settings()
+    env = dict(os.environ, PREFECT_HOME=str(settings.home / "prefect"))
+    if settings.prefect_database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
+    done = []
+    for what, cmd in (("prefect", [stack.bin_path("prefect"), "server", "database", "upgrade", "-y"]),
+                      ("mlflow", [stack.bin_path("mlflow"), "db", "upgrade", settings.mlflow_backend_store_uri])):
+        if what == "mlflow" and settings.mlflow_backend_store_uri.startswith("sqlite:///"):
+            (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"{what} database upgrade failed: {tail[0]}")
+        done.append(what)
+    return done
+
+
+def register(app: typer.Typer) -> None:
+    from calmops.deployments.cli import CliError, friendly
+
+    @app.command("service")
+    @friendly
+    def service(
+        name: Annotated[str, typer.Argument(help="prefect, mlflow, runner, worker, watcher, viewer or api.")],
+        wait: Annotated[float, typer.Option(help="Seconds to wait for the Prefect API before giving up.")] = 120.0,
+    ):
+        """Run one service of the stack in the foreground (for PM2, systemd and containers)."""
+        try:
+            run_service(name, wait)
+        except RuntimeError as exc:
+            raise CliError(str(exc), "see docs/production.md for the order and the settings") from exc
+
+    db = typer.Typer(help="Databases of the stack (Prefect's and MLflow's).", no_args_is_help=True)
+
+    @db.command("upgrade")
+    @friendly
+    def upgrade():
+        """Create or migrate Prefect's database and MLflow's backend store (run before starting new versions)."""
+        try:
+            done = db_upgrade()
+        except RuntimeError as exc:
+            raise CliError(str(exc), "check the database URLs (calmops.toml or CALMOPS_* variables) and that "
+                                     "the databases exist") from exc
+        for what in done:
+            typer.echo(f"{what}: database schema up to date")
+
+    app.add_typer(db, name="db")

@@ -1,0 +1,129 @@
+"""Process managers and containers run the same services as ``calmops up``.
+
+PM2 (the real one, from npm, installed by scripts/ensure-pm2.sh) starts every service from
+deploy/pm2/ecosystem.config.js, restarts a killed watcher, and a file dropped afterwards is decided. The systemd
+units and the container files are checked against the stack's own list of services (no systemd or container
+engine runs on this machine; docs/production.md says so).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from calmops.deployments import stack
+from tests.conftest import STREAM_SPEC, sea_frame
+from tests.e2e.test_file_arrival import free_port, until
+
+REPO = Path(__file__).resolve().parents[2]
+PM2 = REPO / ".tools" / "pm2" / "node_modules" / ".bin" / "pm2"
+CALMOPS = str(Path(sys.executable).with_name("calmops"))
+
+
+def _pid(home: Path, name: str) -> int | None:
+    path = home / "run" / f"{name}.pid"
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.production
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_pm2_runs_the_stack_restarts_a_killed_watcher_and_a_file_is_decided(tmp_path):
+    subprocess.run(["bash", str(REPO / "scripts" / "ensure-pm2.sh")], check=True, timeout=600)
+    home = tmp_path / "calmops"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALMOPS_", "PREFECT_", "MLFLOW_TRACKING"))}
+    env.update(CALMOPS_HOME=str(home), PM2_HOME=str(tmp_path / "pm2"), CALMOPS_WATCH_SCAN_INTERVAL="3",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true",
+               **{f"CALMOPS_{s}_PORT": str(free_port()) for s in ("PREFECT", "MLFLOW", "VIEWER", "API")})
+
+    def run(*args, timeout=300):
+        return subprocess.run(list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+
+    started = run(str(PM2), "start", "deploy/pm2/ecosystem.config.js")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        for name in stack.ORDER:  # every service of `calmops up` is up under PM2, with its pid file
+            until(lambda n=name: _pid(home, n), 300, f"{name} under PM2")
+        until(lambda: (home / "run" / "watcher.heartbeat").exists(), 300, "the watcher's heartbeat")
+        worker_log = home / "logs" / "worker.log"
+        until(lambda: worker_log.exists() and b"started!" in worker_log.read_bytes(), 300, "the worker")
+
+        spec_file = tmp_path / "pm2-sea.yaml"
+        spec_file.write_text(yaml.safe_dump({**STREAM_SPEC, "name": "pm2-sea"}))
+        created = run(CALMOPS, "create", str(spec_file))
+        assert created.returncode == 0, created.stdout + created.stderr
+
+        watcher = _pid(home, "watcher")
+        os.kill(watcher, signal.SIGKILL)
+        restarted = until(lambda: (p := _pid(home, "watcher")) and p != watcher and p, 120, "PM2 restarting the watcher")
+        assert restarted != watcher
+        listing = run(str(PM2), "jlist")
+        restarts = {p["name"]: p["pm2_env"]["restart_time"] for p in yaml.safe_load(listing.stdout)}
+        assert restarts["calmops-watcher"] >= 1
+
+        incoming = home / "pipelines" / "pm2-sea" / "incoming"
+        part = incoming / ".sea_00.csv.part"
+        sea_frame(600, theta=8.0, seed=1).to_csv(part, index=False)
+        part.rename(incoming / "sea_00.csv")
+        processed = home / "pipelines" / "pm2-sea" / "processed"
+        until(lambda: processed.exists() and any(processed.glob("sea_00*")), 300, "the file's decision")
+    finally:
+        run(str(PM2), "kill", timeout=120)
+        for name in reversed(stack.ORDER):  # anything PM2 left behind (flow runs in their own sessions)
+            pid = _pid(home, name)
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(1)
+
+
+def test_systemd_units_run_every_service_through_calmops_service():
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.read(REPO / "deploy" / "systemd" / "calmops@.service")
+    assert unit["Service"]["ExecStart"].endswith("calmops service %i")
+    assert unit["Service"]["Restart"] == "always"
+    assert unit["Service"]["User"] != "root"
+    target = (REPO / "deploy" / "systemd" / "calmops.target").read_text()
+    wanted = {w.removeprefix("calmops@").removesuffix(".service")
+              for line in target.splitlines() if line.startswith("Wants=") for w in line[6:].split()}
+    assert wanted == set(stack.ORDER)
+
+
+def test_the_pm2_file_lists_every_service_of_the_stack():
+    listing = subprocess.run(["node", "-e", ("const c = require(process.argv[1]); "
+                              "console.log(JSON.stringify(c.apps.map(a => [a.name, a.args])))"),
+                              str(REPO / "deploy" / "pm2" / "ecosystem.config.js")],
+                             capture_output=True, text=True, check=True, timeout=60)
+    apps = yaml.safe_load(listing.stdout)
+    assert [args for _, args in apps] == [["service", name] for name in stack.ORDER]
+
+
+def test_container_files_run_each_service_from_one_non_root_image():
+    compose = yaml.safe_load((REPO / "deploy" / "container" / "compose.yaml").read_text())
+    services = compose["services"]
+    commands = set()
+    for name, service in services.items():
+        if name == "postgres":
+            continue
+        assert service["image"] == "localhost/calmops:latest"
+        argv = service.get("entrypoint") or ["calmops", *service["command"]]
+        commands.update(part.split()[0] for part in " ".join(argv).split("calmops service")[1:])
+    assert commands == set(stack.ORDER)
+    assert {"worker-1", "worker-2"} <= set(services)
+    for name in ("prefect", "mlflow", "viewer", "api"):  # published on loopback only
+        assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"])
+    dockerfile = (REPO / "deploy" / "container" / "Dockerfile").read_text()
+    assert "USER calmops" in dockerfile and "--no-dev" in dockerfile and "uv.lock" in dockerfile
