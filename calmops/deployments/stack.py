@@ -180,8 +180,11 @@ def port_free(port: int) -> bool:
         return s.connect_ex((HOST, port)) != 0
 
 
-def start(name: str, settings: Settings | None = None, wait: float = 90.0) -> Service:
+def start(name: str, settings: Settings | None = None, wait: float | None = None) -> Service:
+    """Start one service and wait until it is healthy: ``wait`` seconds, by default ``CALMOPS_START_TIMEOUT`` or
+    90 (a first start on PostgreSQL runs Prefect's migrations and can take longer on a busy machine)."""
     settings = settings or get_settings()
+    wait = wait if wait is not None else float(os.environ.get("CALMOPS_START_TIMEOUT") or 90)
     service = services()[name]
     if running_pid(settings, name) and healthy(service, settings=settings):
         return service

@@ -95,7 +95,7 @@ def production_stack(tmp_path_factory, postgres, s3):
            if not k.startswith(("CALMOPS_", "PREFECT_", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
     env.update(credentials, CALMOPS_CONFIG=str(workdir / "calmops.toml"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true",
-               CALMOPS_WATCH_SCAN_INTERVAL="3",
+               CALMOPS_WATCH_SCAN_INTERVAL="3", CALMOPS_START_TIMEOUT="400",
                **{f"CALMOPS_{s}_PORT": str(free_port()) for s in ("PREFECT", "MLFLOW", "VIEWER", "API")})
 
     def calmops(*args, timeout=600):
