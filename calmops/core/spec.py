@@ -55,6 +55,12 @@ class EvaluationSpec(_Strict):
     primary_metric: str | None = None
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
     promotion_margin: float = Field(default=0.0, ge=0.0)
+    # promotion: the challenger must beat the champion on the same holdout rows by a paired test
+    # (McNemar for accuracy, paired bootstrap otherwise) at promotion_alpha, and by at least
+    # promotion_min_effect of the primary metric; "raw" compares the two scores with the margin only
+    promotion_test: Literal["paired", "raw"] = "paired"
+    promotion_alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    promotion_min_effect: float = Field(default=0.005, ge=0.0)
     holdout: float = Field(default=0.3, gt=0.0, lt=1.0)
     min_holdout_rows: int = Field(default=20, ge=1)
     # performance drift: the champion's primary metric on a batch is worse than at promotion

@@ -152,6 +152,22 @@ def concept_drift(errors: np.ndarray, spec: PipelineSpec, state_dir: Path, champ
     return {"alarm": bool(result.alarm), "detectors": result.detectors}
 
 
+def warm_start_concept(state_dir: Path, champion_version: int, model: Any, X: pd.DataFrame, y: pd.Series,
+                       task: str, spec: PipelineSpec, scale: float | None = None) -> int:
+    """Start the concept detectors of ``champion_version`` from ``model``'s errors on rows it was not fit on
+    (the holdout that chose it, or the file a rejected challenger was tried on): the detectors keep a
+    baseline across promotions and alarms instead of starting cold. Returns the rows fed."""
+    from calmops.detectors.concept import ConceptDriftMonitor
+
+    if not spec.drift.concept:
+        save_concept_state(state_dir, champion_version, None)
+        return 0
+    errors = per_row_errors(model, X, y, task, scale)
+    monitor = ConceptDriftMonitor.warm_started(spec.drift, errors.tolist())
+    save_concept_state(state_dir, champion_version, monitor.to_state())
+    return len(errors)
+
+
 def save_concept_state(state_dir: Path, champion_version: int, state: dict | None) -> None:
     """Write detector state atomically; ``None`` resets it (a new champion starts fresh)."""
     path = _state_file(state_dir)

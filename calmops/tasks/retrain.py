@@ -330,3 +330,21 @@ def train_first(spec: PipelineSpec, feature_types: dict[str, str], X: pd.DataFra
     if spec.hooks.train:
         return run_hook("train", spec.hooks.train, RetrainInputs(spec, feature_types, X, y))
     return fit_new(spec, feature_types, X, y)
+
+
+@step("refit")
+def refit(trained: TrainingResult, recipe: str, spec: PipelineSpec, feature_types: dict[str, str],
+          reference: pd.DataFrame | None, X: pd.DataFrame, y: pd.Series, *, champion: Any = None,
+          history: list[tuple[str, pd.DataFrame]] | None = None, task: str = "classification") -> TrainingResult:
+    """The winner's recipe fitted again on the whole batch (its holdout rows too) and the same training window:
+    the holdout chose the recipe; the model that serves has seen every labelled row. ``recipe`` is the mode that
+    won (``train`` / ``hook:train`` for a first model). The result's info keeps the selection fit's size."""
+    if recipe in ("train", "hook:train"):
+        inputs = RetrainInputs(spec, feature_types, X, y, task)
+        result = run_hook("train", spec.hooks.train, inputs) if recipe == "hook:train" else fit_new(spec, feature_types, X, y)
+    else:
+        result = train_challenger(recipe, spec, feature_types, reference, X, y, champion=champion, history=history,
+                                  task=task)
+    result.info = {**result.info, "refit": {"rows": len(result.X), "batch_rows": len(X)},
+                   "selection": {"rows": len(trained.X), "mode": trained.mode}}
+    return result
