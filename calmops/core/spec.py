@@ -19,7 +19,7 @@ from calmops.detectors.config import DriftConfig
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 FORMATS = ("csv", "tsv", "txt", "parquet", "json", "jsonl", "arff", "xlsx")
 FEATURE_TYPES = ("numeric", "categorical", "boolean", "datetime")
-RETRAIN_MODES = ("full", "incremental", "window", "stacking", "replay", "recalibration")
+RETRAIN_MODES = ("full", "incremental", "window", "stacking", "replay", "recalibration", "history", "auto")
 ALLOWED_MODEL_PREFIXES = ("sklearn.", "river.compat.", "lightgbm.", "xgboost.", "calmops.core.")
 
 

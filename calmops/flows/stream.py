@@ -28,7 +28,7 @@ from calmops.tasks.evaluate import evaluate_models, holdout_split, primary_metri
 from calmops.tasks.ingest import Batch
 from calmops.tasks.promote import compare_on_holdout, decide, promote_challenger
 from calmops.tasks.record import RunOutcome
-from calmops.tasks.retrain import modes_to_try, refit, retrain, train_first
+from calmops.tasks.retrain import modes_to_try, refit, retrain, retrain_auto, train_first
 
 
 @flow(name="calmops-stream", flow_run_name=partial(run_name, "stream"), persist_result=False)
@@ -115,8 +115,13 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     serving = {"serving_full_batch": now}  # the serving model's score on every row of the file
     for mode in modes_to_try(spec):
         tried.append(mode)
-        trained = retrain(mode, spec, batch.feature_types, reference, batch.X.iloc[split.train],
-                          batch.y.iloc[split.train], champion=champion.model, history=history, task=task)
+        X_train, y_train = batch.X.iloc[split.train], batch.y.iloc[split.train]
+        if mode == "auto":  # the best of a bounded set of recipes on the holdout is the challenger
+            trained = retrain_auto(spec, batch.feature_types, reference, X_train, y_train, X_hold, y_hold, metric,
+                                   champion=champion.model, history=history, task=task)
+        else:
+            trained = retrain(mode, spec, batch.feature_types, reference, X_train, y_train, champion=champion.model,
+                              history=history, task=task)
         scores = evaluate_models({"champion": champion.model, "challenger": trained.model}, X_hold, y_hold, task)
         paired = compare_on_holdout(metric, trained.model, champion.model, X_hold, y_hold, task, seed)
         decision = decide(scores["challenger"], scores["champion"], spec, metric, paired)
@@ -125,7 +130,7 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
                      "paired_test": paired.to_dict() if paired else None}
         selected = trained
         if decision.promote:
-            trained = refit(trained, mode, spec, batch.feature_types, reference, batch.X, batch.y,
+            trained = refit(trained, trained.mode if mode == "auto" else mode, spec, batch.feature_types, reference, batch.X, batch.y,
                             champion=champion.model, history=history, task=task)
             trained.info["selection"].update(selection)
         else:

@@ -39,8 +39,9 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, spec: Pi
                 f"{paired.rows} holdout rows: gain {paired.gain:+.4f}, {paired.test} p = {paired.p_value:.3g}")
         if paired.p_value < ev.promotion_alpha and paired.gain >= floor:
             return PromotionDecision(True, f"{said} (< {ev.promotion_alpha}, gain ≥ {floor})")
-        why = (f"not significant at {ev.promotion_alpha}" if paired.p_value >= ev.promotion_alpha
-               else f"gain below the effect floor {floor}")
+        why = " and ".join(
+            ([f"not significant at {ev.promotion_alpha}"] if paired.p_value >= ev.promotion_alpha else [])
+            + ([f"gain below the effect floor {floor} (margin {margin})"] if paired.gain < floor else []))
         return PromotionDecision(False, f"{said}: {why}")
     if better(metric, new, old, margin):
         return PromotionDecision(True, f"challenger {metric} {new:.4f} beats champion {old:.4f} (margin {margin})")
