@@ -36,7 +36,7 @@ from calmops.core.registry import Champion, InputSchema
 from calmops.core.spec import parse_spec
 from calmops.tasks.drift import build_profile, check_drift, warm_start_concept
 from calmops.tasks.evaluate import holdout_split, score, seed_from
-from calmops.tasks.promote import compare_on_holdout, decide
+from calmops.tasks.promote import compare_on_holdout, decide, decide_refresh, refresh_due
 from calmops.tasks.retrain import fit_new, modes_to_try, refit, retrain_auto, train_challenger
 
 # dataset -> (river class, task, files)
@@ -121,18 +121,22 @@ def calmops_run(files: list[pd.DataFrame], task: str, state_dir: Path, mode: str
                        sel.get("rmse"))
     history = [("f0", X0.assign(y=y0.to_numpy()))]
     scorer, retrained, promoted, modes_used = Scorer(task), [], [], []
+    rows_then = len(X0)  # rows kept when the champion was trained (or a refresh last tried)
     for i, f in enumerate(files[1:], start=1):
         X, y = xy(f)
         scorer.add(y, champion.model.predict(X))
         now = score(champion.model, X, y, task)
         verdict = check_drift.fn(champion, X, y, spec, task, metric, now, state_dir, batch_id=f"f{i}")
-        if verdict.drift_detected:
+        rows_now = sum(len(h) for _, h in history) + len(X)
+        refresh = not verdict.drift_detected and refresh_due(rows_now, rows_then, spec.retrain.refresh_growth)
+        if verdict.drift_detected or refresh:
             retrained.append(i)
+            rows_then = rows_now if refresh else rows_then
             seed = seed_from(f"f{i}")
             split = holdout_split(y, spec, task, seed)
             Xh, yh = X.iloc[split.holdout], y.iloc[split.holdout]
             won = False
-            for recipe in modes_to_try(spec):
+            for recipe in ["history"] if refresh else modes_to_try(spec):
                 Xt, yt = X.iloc[split.train], y.iloc[split.train]
                 if recipe == "auto":
                     result = retrain_auto.fn(spec, types, reference, Xt, yt, Xh, yh, metric, champion=champion.model,
@@ -143,12 +147,13 @@ def calmops_run(files: list[pd.DataFrame], task: str, state_dir: Path, mode: str
                 modes_used.append(result.mode)
                 new, old = score(result.model, Xh, yh, task), score(champion.model, Xh, yh, task)
                 paired = compare_on_holdout(metric, result.model, champion.model, Xh, yh, task, seed)
-                if decide(new, old, spec, metric, paired).promote:
-                    whole = refit.fn(result, result.mode if recipe == "auto" else recipe, spec, types, reference, X, y, champion=champion.model,
-                                     history=history, task=task)
+                if (decide_refresh if refresh else decide)(new, old, spec, metric, paired).promote:
+                    whole = refit.fn(result, result.mode if recipe == "auto" else recipe, spec, types, reference,
+                                     X, y, champion=champion.model, history=history, task=task)
                     champion, reference = crown(whole.model, new, whole.X, whole.y)
                     warm_start_concept(state_dir, version, result.model, Xh, yh, task, spec, new.get("rmse"))
                     promoted.append(i)
+                    rows_then = rows_now
                     won = True
                     break
             if not won and verdict.concept.get("alarm"):

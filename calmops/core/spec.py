@@ -91,11 +91,14 @@ class SearchSpec(_Strict):
 
 
 class RetrainSpec(_Strict):
-    mode: Literal[RETRAIN_MODES] = "stacking"  # type: ignore[valid-type]
+    mode: Literal[RETRAIN_MODES] = "auto"  # type: ignore[valid-type]
     fallback_mode: Literal[RETRAIN_MODES] | None = None  # type: ignore[valid-type]
     data: Literal["reference_and_new", "new_only"] = "reference_and_new"
     retrain_on: Literal["drift", "always"] = "drift"
     history_max_batches: int = Field(default=50, ge=1)
+    # no drift, but the kept history has grown to this many times the rows there were when the champion was
+    # trained: a refresh challenger (mode history) is fitted, promoted unless worse on the holdout; None: never
+    refresh_growth: float | None = Field(default=2.0, gt=1.0)
     window_rows: int | None = Field(default=None, ge=1)
     window_batches: int | None = Field(default=None, ge=1)
     replay_ratio: float = Field(default=0.5, gt=0.0, le=10.0)

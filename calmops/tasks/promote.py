@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calmops.core import registry
-from calmops.core.metrics import PairedTest, better, paired_test, threshold_failures
+from calmops.core.metrics import HIGHER_IS_BETTER, PairedTest, better, paired_test, threshold_failures
 from calmops.core.spec import PipelineSpec
 from calmops.tasks import step
 
@@ -48,6 +48,32 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, spec: Pi
     return PromotionDecision(
         False, f"challenger {metric} {new:.4f} does not beat champion {old:.4f} by the margin {margin}"
     )
+
+
+def refresh_due(rows_now: int, rows_then: int | None, growth: float | None) -> bool:
+    """A no-drift refresh is due when the rows kept so far have grown ``growth``-fold since the champion was
+    trained (or since the last refresh was tried)."""
+    return bool(growth and rows_then and rows_now >= growth * rows_then)
+
+
+def decide_refresh(challenger: dict[str, Any], champion: dict[str, Any], spec: PipelineSpec, metric: str,
+                   paired: PairedTest | None) -> PromotionDecision:
+    """A refresh (no drift; the same recipe on more rows of the same data) is promoted unless it fails a threshold
+    or scores worse than the champion on the holdout by more than ``promotion_min_effect``: more data of an
+    unchanged concept is expected to help, and learning curves gain by small steps no holdout can prove."""
+    broken = threshold_failures(challenger, spec.evaluation.thresholds)
+    if broken:
+        return PromotionDecision(False, "refresh fails thresholds: " + "; ".join(broken))
+    new, old = challenger.get(metric), champion.get(metric)
+    if new is None or old is None:
+        return PromotionDecision(False, f"{metric} missing for one of the models; cannot compare")
+    sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
+    gain = paired.gain if paired else sign * (new - old)
+    floor = spec.evaluation.promotion_min_effect
+    said = f"refresh {metric} {new:.4f} vs champion {old:.4f} on the same holdout rows (gain {gain:+.4f})"
+    if gain >= -floor:
+        return PromotionDecision(True, f"{said}: not worse by more than {floor}")
+    return PromotionDecision(False, f"{said}: worse by more than {floor}")
 
 
 def compare_on_holdout(metric: str, challenger: Any, champion: Any, X_hold, y_hold, task: str,

@@ -67,11 +67,12 @@ def test_opens_on_repeated_exceptions_checks_and_predicts_while_open_then_reruns
     assert len(pd.read_csv(d["predictions_file"])) == 600  # predictions keep flowing
     paths = pipeline_paths(read_spec("sea"))
     assert drifted.exists() and ledger(paths).status(d["sha256"]) == "pending"
-    # status and relaunch see the same pending file
+    # status and relaunch see the same pending files: the two failed runs' and the drifted one
     from calmops.deployments.cli import _summary
     from calmops.deployments.watcher import waiting_files
 
-    assert _summary("sea")["files_pending"] == 1 and waiting_files("sea") == [drifted]
+    pending = {folder / "b.csv", folder / "c.csv", drifted}
+    assert _summary("sea")["files_pending"] == 3 and set(waiting_files("sea")) == pending
 
     _end_cooldown("sea")
     update_spec("sea", hooks={"retrain": None})
@@ -79,8 +80,9 @@ def test_opens_on_repeated_exceptions_checks_and_predicts_while_open_then_reruns
     f = run("sea", write_csv(sea_frame(600, 8, seed=6), folder, "f.csv"))
     assert f["breaker_state"] == "closed", f["reason"]
     assert [h["to"] for h in read_breaker("sea").history] == ["open", "half_open", "closed"]
-    assert ledger(paths).status(d["sha256"]) == "done" and not drifted.exists()
+    assert ledger(paths).status(d["sha256"]) == "done" and not any(p.exists() for p in pending)
     assert ledger(paths).decision(d["sha256"]) in ("retrain_promoted", "retrain_rejected")
+    assert ledger(paths).decision(b["sha256"]) != "failed"
     assert _summary("sea")["files_pending"] == 0 and waiting_files("sea") == []
 
 

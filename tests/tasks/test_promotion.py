@@ -85,3 +85,18 @@ def test_bootstrap_matches_the_plain_metric_on_all_rows():
     a, b = np.where(rng.random(200) < 0.8, y, rng.integers(0, 3, 200)), rng.integers(0, 3, 200)
     assert abs(paired_test("balanced_accuracy", y, a, b).challenger - balanced_accuracy_score(y, a)) < 1e-12
     assert abs(paired_test("f1_macro", y, a, b).champion - f1_score(y, b, average="macro")) < 1e-12
+
+
+def test_a_refresh_is_due_after_the_history_grew_and_promotes_unless_worse():
+    from calmops.tasks.promote import decide_refresh, refresh_due
+
+    assert not refresh_due(1500, 1000, 2.0) and refresh_due(2000, 1000, 2.0)
+    assert not refresh_due(5000, None, 2.0) and not refresh_due(5000, 1000, None)
+    spec = _spec()
+    y, new, old = _pair(300, 200, 20, 21)  # the refresh is 1 row worse: noise, promoted
+    test = paired_test("accuracy", y, new, old)
+    assert decide_refresh({"accuracy": test.challenger}, {"accuracy": test.champion}, spec, "accuracy", test).promote
+    y, new, old = _pair(300, 200, 5, 40)  # clearly worse: kept out
+    test = paired_test("accuracy", y, new, old)
+    verdict = decide_refresh({"accuracy": test.challenger}, {"accuracy": test.champion}, spec, "accuracy", test)
+    assert not verdict.promote and "worse by more than" in verdict.reason
