@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from calmops.core import registry
-from calmops.core.store import pipeline_paths, read_spec, save_spec, spec_from_dict
+from calmops.core.store import save_spec, spec_from_dict
 from tests.conftest import write_csv
 from tests.flows.helpers import incoming, run, runs_for_sha, update_spec, versions
 
