@@ -108,7 +108,7 @@ def calmops_run(files: list[pd.DataFrame], task: str, state_dir: Path, mode: str
         version += 1
         schema = InputSchema(cols, {}, types, "y", task)
         return (Champion("bench", version, model, schema, build_profile(X, types, spec, model), "",
-                         {"calmops.scores": json.dumps({k: v for k, v in scores.items() if k != "confusion_matrix"})}),
+                         {"calmops.scores": json.dumps(scores)}),
                 X.assign(y=y.to_numpy()))
 
     X0, y0 = xy(files[0])
@@ -120,7 +120,7 @@ def calmops_run(files: list[pd.DataFrame], task: str, state_dir: Path, mode: str
     warm_start_concept(state_dir, version, first.model, X0.iloc[split.holdout], y0.iloc[split.holdout], task, spec,
                        sel.get("rmse"))
     history = [("f0", X0.assign(y=y0.to_numpy()))]
-    scorer, retrained, promoted, modes_used = Scorer(task), [], [], []
+    scorer, retrained, promoted, modes_used, reasons = Scorer(task), [], [], [], {}
     rows_then = len(X0)  # rows kept when the champion was trained (or a refresh last tried)
     for i, f in enumerate(files[1:], start=1):
         X, y = xy(f)
@@ -131,6 +131,7 @@ def calmops_run(files: list[pd.DataFrame], task: str, state_dir: Path, mode: str
         refresh = not verdict.drift_detected and refresh_due(rows_now, rows_then, spec.retrain.refresh_growth)
         if verdict.drift_detected or refresh:
             retrained.append(i)
+            reasons[i] = verdict.reason if verdict.drift_detected else "refresh"
             rows_then = rows_now if refresh else rows_then
             seed = seed_from(f"f{i}")
             split = holdout_split(y, spec, task, seed)
@@ -161,7 +162,7 @@ def calmops_run(files: list[pd.DataFrame], task: str, state_dir: Path, mode: str
                                    champion.scores_at_promotion.get("rmse"))
         history = [*history, (f"f{i}", X.assign(y=y.to_numpy()))][-spec.retrain.history_max_batches:]
     return {"score": scorer.total(), "curve": scorer.per_file, "retrained": retrained, "promoted": promoted,
-            "modes": modes_used, "retrain_share": len(retrained) / (len(files) - 1)}
+            "modes": modes_used, "reasons": reasons, "retrain_share": len(retrained) / (len(files) - 1)}
 
 
 def baseline_run(files: list[pd.DataFrame], task: str, how: str) -> dict:
