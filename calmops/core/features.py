@@ -25,6 +25,8 @@ def feature_columns(spec: PipelineSpec, columns: list[str]) -> list[str]:
 def resolve_feature_types(spec: PipelineSpec, frame: pd.DataFrame) -> dict[str, str]:
     """Explicit types from the spec win; the rest are inferred from the data."""
     inferred = infer_feature_types(frame)
+    if spec.kind == "block" and inferred.get(spec.block_column) == "datetime":
+        inferred[spec.block_column] = "categorical"  # block names keep their text ("2024-05"), not epoch seconds
     return {c: spec.feature_types.get(c, inferred[c]) for c in frame.columns}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -101,3 +102,90 @@ def threshold_failures(scores: dict[str, Any], thresholds: dict[str, Any]) -> li
         if bound.max is not None and value > bound.max:
             failures.append(f"{metric} {value:.4f} > max {bound.max}")
     return failures
+
+
+# -- paired comparison of two models on the same rows ---------------------------------------
+
+ACCURACY_LIKE = ("accuracy",)
+PAIRED_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1", "precision", "recall",
+                  "rmse", "mae", "mse", "r2")
+
+
+@dataclass
+class PairedTest:
+    """Is the challenger better than the champion on the same rows? ``gain`` is the challenger's advantage in
+    the metric's better direction (positive: challenger better); ``p_value`` is one-sided (H0: no gain)."""
+
+    metric: str
+    test: str            # "McNemar exact" or "paired bootstrap (N resamples)"
+    rows: int
+    challenger: float
+    champion: float
+    gain: float
+    p_value: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _weighted_metric(metric: str, W: np.ndarray, y: np.ndarray, pred: np.ndarray, pos) -> np.ndarray:
+    """The metric under each row of weights ``W`` (resamples × rows), vectorised."""
+    if metric in ("rmse", "mae", "mse", "r2"):
+        e = pred.astype(float) - y.astype(float)
+        total = W.sum(axis=1)
+        if metric == "mae":
+            return (W @ np.abs(e)) / total
+        mse = (W @ (e * e)) / total
+        if metric == "mse":
+            return mse
+        if metric == "rmse":
+            return np.sqrt(mse)
+        mean = (W @ y.astype(float)) / total
+        sst = (W @ (y.astype(float) ** 2)) / total - mean ** 2
+        return 1 - mse / np.where(sst > 0, sst, np.nan)
+    if metric == "accuracy":
+        return (W @ (pred == y).astype(float)) / W.sum(axis=1)
+    classes = np.unique(np.concatenate([y, pred]))
+    Y = (y[:, None] == classes[None, :]).astype(float)
+    P = (pred[:, None] == classes[None, :]).astype(float)
+    tp, actual, predicted = W @ (Y * P), W @ Y, W @ P
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if metric == "balanced_accuracy":
+            return np.nanmean(np.where(actual > 0, tp / actual, np.nan), axis=1)
+        f1 = np.where(actual + predicted > 0, 2 * tp / (actual + predicted), 0.0)
+        if metric == "f1_macro":
+            return f1.mean(axis=1)
+        k = int(np.flatnonzero(classes == pos)[0]) if pos in classes else len(classes) - 1
+        if metric == "f1":
+            return f1[:, k]
+        if metric == "precision":
+            return np.where(predicted[:, k] > 0, tp[:, k] / predicted[:, k], 0.0)
+        return np.where(actual[:, k] > 0, tp[:, k] / actual[:, k], 0.0)  # recall
+
+
+def paired_test(metric: str, y, pred_challenger, pred_champion, *, resamples: int = 2000, seed: int = 0,
+                pos_label=None) -> PairedTest | None:
+    """McNemar's exact test for accuracy, a paired bootstrap of the metric for the others (both models scored
+    on the same resampled rows). None for a metric this cannot test from predictions (e.g. roc_auc)."""
+    if metric not in PAIRED_METRICS:
+        return None
+    y, a, b = np.asarray(y), np.asarray(pred_challenger), np.asarray(pred_champion)
+    n = len(y)
+    sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
+    if metric in ("rmse", "mae", "mse", "r2"):
+        y, a, b = y.astype(float), a.astype(float), b.astype(float)
+    pos = pos_label if pos_label is not None else (np.unique(np.concatenate([y, a, b]))[-1] if n else None)
+    ones = np.ones((1, n))
+    new, old = float(_weighted_metric(metric, ones, y, a, pos)[0]), float(_weighted_metric(metric, ones, y, b, pos)[0])
+    if metric in ACCURACY_LIKE:
+        from scipy.stats import binomtest
+
+        wins, losses = int(np.sum((a == y) & (b != y))), int(np.sum((a != y) & (b == y)))
+        p = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0
+        return PairedTest(metric, "McNemar exact", n, new, old, sign * (new - old), float(p))
+    rng = np.random.default_rng(seed)
+    W = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
+    gains = sign * (_weighted_metric(metric, W, y, a, pos) - _weighted_metric(metric, W, y, b, pos))
+    gains = gains[np.isfinite(gains)]
+    p = (1 + np.sum(gains <= 0)) / (1 + len(gains))
+    return PairedTest(metric, f"paired bootstrap ({resamples} resamples)", n, new, old, sign * (new - old), float(p))

@@ -19,7 +19,7 @@ from calmops.detectors.config import DriftConfig
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 FORMATS = ("csv", "tsv", "txt", "parquet", "json", "jsonl", "arff", "xlsx")
 FEATURE_TYPES = ("numeric", "categorical", "boolean", "datetime")
-RETRAIN_MODES = ("full", "incremental", "window", "stacking", "replay", "recalibration")
+RETRAIN_MODES = ("full", "incremental", "window", "stacking", "replay", "recalibration", "history", "auto")
 ALLOWED_MODEL_PREFIXES = ("sklearn.", "river.compat.", "lightgbm.", "xgboost.", "calmops.core.")
 
 
@@ -55,6 +55,12 @@ class EvaluationSpec(_Strict):
     primary_metric: str | None = None
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
     promotion_margin: float = Field(default=0.0, ge=0.0)
+    # promotion: the challenger must beat the champion on the same holdout rows by a paired test
+    # (McNemar for accuracy, paired bootstrap otherwise) at promotion_alpha, and by at least
+    # promotion_min_effect of the primary metric; "raw" compares the two scores with the margin only
+    promotion_test: Literal["paired", "raw"] = "paired"
+    promotion_alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    promotion_min_effect: float = Field(default=0.005, ge=0.0)
     holdout: float = Field(default=0.3, gt=0.0, lt=1.0)
     min_holdout_rows: int = Field(default=20, ge=1)
     # performance drift: the champion's primary metric on a batch is worse than at promotion
@@ -85,11 +91,14 @@ class SearchSpec(_Strict):
 
 
 class RetrainSpec(_Strict):
-    mode: Literal[RETRAIN_MODES] = "stacking"  # type: ignore[valid-type]
+    mode: Literal[RETRAIN_MODES] = "auto"  # type: ignore[valid-type]
     fallback_mode: Literal[RETRAIN_MODES] | None = None  # type: ignore[valid-type]
     data: Literal["reference_and_new", "new_only"] = "reference_and_new"
     retrain_on: Literal["drift", "always"] = "drift"
     history_max_batches: int = Field(default=50, ge=1)
+    # no drift, but the kept history has grown to this many times the rows there were when the champion was
+    # trained: a refresh challenger (mode history) is fitted, promoted unless worse on the holdout; None: never
+    refresh_growth: float | None = Field(default=2.0, gt=1.0)
     window_rows: int | None = Field(default=None, ge=1)
     window_batches: int | None = Field(default=None, ge=1)
     replay_ratio: float = Field(default=0.5, gt=0.0, le=10.0)

@@ -255,6 +255,16 @@ def ledger(paths: PipelinePaths) -> Ledger:
     return Ledger(paths.ledger_file)
 
 
+def pending_files(paths: PipelinePaths) -> list[Path]:
+    """Files in incoming that the ledger marks ``pending`` (deferred while the breaker was open, or left by a
+    failed run), oldest claim first: what ``calmops status`` counts and ``calmops relaunch`` processes."""
+    by_name = {p.name: p for p in paths.incoming.glob("*") if p.is_file()} if paths.incoming.exists() else {}
+    if not by_name or not paths.ledger_file.exists():
+        return []
+    return [by_name[e["file"]] for e in ledger(paths).entries()
+            if e["status"] == "pending" and e["file"] in by_name and sha256_of(by_name[e["file"]]) == e["sha256"]]
+
+
 # -- moving files: never delete, never overwrite -------------------------------------------
 
 

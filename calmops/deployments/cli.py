@@ -88,12 +88,21 @@ def _print_json(data: Any) -> None:
 
 @app.command("create")
 @friendly
-def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (YAML).")]):
+def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (YAML).")],
+           adopt: Annotated[bool, typer.Option("--adopt", help="Serve the champion an MLflow registered model of "
+                                                               "the same name already has.")] = False):
     """Create a pipeline from a spec file."""
+    from calmops.core import registry
     from calmops.core.spec import load_spec
     from calmops.core.store import save_spec
 
     spec = load_spec(spec_file)
+    registry.configure()
+    existing = registry.aliases(spec.name).get("champion")
+    if existing is not None and not adopt:
+        raise CliError(f"MLflow already has a registered model {spec.name!r} with champion v{existing}: a new "
+                       "pipeline of that name would serve it (and judge its first file with it)",
+                       "pass --adopt to reuse that model on purpose, or choose another pipeline name")
     paths = save_spec(spec, create=True)
     console.print(f"created pipeline [bold]{spec.name}[/] ({spec.kind}); drop files into {paths.incoming}")
     from calmops.deployments.operations_cli import sync_pipeline
@@ -150,7 +159,7 @@ def show(name: str):
 def _summary(name: str) -> dict[str, Any]:
     from calmops.core import registry
     from calmops.core.breaker import read_breaker
-    from calmops.core.store import ledger, pipeline_paths, read_spec
+    from calmops.core.store import ledger, pending_files, pipeline_paths, read_spec
 
     spec = read_spec(name)
     paths = pipeline_paths(spec)
@@ -171,7 +180,7 @@ def _summary(name: str) -> dict[str, Any]:
         "breaker": breaker.state if breaker else f"unknown ({breaker_error})",
         "breaker_detail": breaker.to_public() if breaker else None,
         "files_done": sum(e["status"] == "done" for e in entries),
-        "files_pending": sum(e["status"] == "pending" for e in entries),
+        "files_pending": len(pending_files(paths)),
         "files_waiting": len([p for p in paths.incoming.glob("*") if p.is_file()]) if paths.incoming.exists() else 0,
         "files_quarantined": len(list(paths.quarantine.glob("*.reason.json"))) if paths.quarantine.exists() else 0,
         "last_file": entries[-1]["file"] if entries else None,

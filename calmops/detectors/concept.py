@@ -74,6 +74,19 @@ class ConceptDriftMonitor:
             if n == "kswin"
         }
 
+    @classmethod
+    def warm_started(cls, config, values: Sequence[float]) -> ConceptDriftMonitor:
+        """A monitor that already knows a model's error level: fed ``values`` (the model's out-of-sample
+        errors on the rows that chose it), with no alarm kept from them. The next file is then compared with
+        that level at once, instead of after a cold start has gathered a window of its own."""
+        monitor = cls(config)
+        monitor.update(values)
+        for name, det in monitor.detectors.items():
+            if det.drift:  # the warm-up rows themselves held a change: that detector starts cold
+                monitor.detectors[name] = build_detector(name, config.concept_params.get(name))
+        monitor.first_alarm = dict.fromkeys(monitor.names)
+        return monitor
+
     def update(self, values: Sequence[float]) -> ConceptResult:
         """Feed per-row errors (0/1, classification) or absolute residuals (regression); NaNs skipped."""
         values = [float(v) for v in np.asarray(values, dtype=np.float64).ravel() if math.isfinite(v)]

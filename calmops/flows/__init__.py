@@ -22,13 +22,36 @@ def flow_for(kind: str):
     raise NotImplementedError(f"pipeline kind {kind!r} has no flow yet")
 
 
+def into_incoming(spec, path: Path) -> Path:
+    """A file from outside the pipeline's incoming folder is copied there first (the user's copy is never
+    moved): the run then handles it like any arriving file, and a file it leaves pending is where
+    ``calmops status`` and ``calmops relaunch`` look. A file of the same name and bytes there is reused."""
+    import shutil
+
+    from calmops.core.store import pipeline_paths, sha256_of
+
+    path = path.resolve()
+    incoming = pipeline_paths(spec).ensure().incoming.resolve()
+    if path.parent == incoming or not path.exists():
+        return path
+    target = incoming / path.name
+    if target.exists():
+        if sha256_of(target) == sha256_of(path):
+            return target
+        target = incoming / f"{sha256_of(path)[:12]}-{path.name}"
+    shutil.copy2(path, target.with_name(f".{target.name}.part"))
+    target.with_name(f".{target.name}.part").replace(target)
+    return target
+
+
 def run_file(pipeline: str, path: str | Path) -> tuple[dict[str, Any], str | None]:
     """Run the pipeline's flow on one file in this process; returns (outcome, error or None)."""
     from calmops.core.store import read_spec
     from calmops.flows.common import RunFailed
 
     spec = read_spec(pipeline)
-    state = flow_for(spec.kind)(pipeline=pipeline, path=str(Path(path).resolve()), return_state=True)
+    path = into_incoming(spec, Path(path))
+    state = flow_for(spec.kind)(pipeline=pipeline, path=str(path), return_state=True)
     if state.is_completed():
         return state.result(), None
     exc = state.result(raise_on_failure=False)

@@ -28,10 +28,10 @@ from calmops.flows.common import (
     write_batch_predictions,
 )
 from calmops.tasks import blocks as B
-from calmops.tasks.drift import check_drift, save_concept_state
+from calmops.tasks.drift import check_drift, warm_start_concept
 from calmops.tasks.evaluate import evaluate_models, primary_metric, seed_from, task_of
 from calmops.tasks.ingest import Batch
-from calmops.tasks.promote import decide, promote_challenger
+from calmops.tasks.promote import compare_on_holdout, decide, promote_challenger
 from calmops.tasks.record import RunOutcome
 from calmops.tasks.retrain import TrainingResult
 
@@ -70,11 +70,19 @@ def train_first_model(ctx: RunContext, batch: Batch, blocks: list[B.Block]) -> R
     reason = verdict.reason if promote else (
         f"first model not promoted: {verdict.reason if not verdict.promote else _approval_reason(approval)}")
     trained = TrainingResult(model, X_train, y_train, "blocks", {"rows": len(X_train), "blocks": _names(model)})
+    selected = model
+    if promote:  # the evaluation blocks vouched for it: the model that serves learns every block of the file
+        selection = {"rows": len(X_train), "holdout_rows": len(split.holdout), "score": scores["challenger"].get(metric)}
+        model = B.fit_blocks(spec, batch.feature_types, settings, batch.X, batch.y)
+        trained = TrainingResult(model, batch.X, batch.y, "blocks", {
+            "rows": len(batch.X), "blocks": _names(model), "selection": selection,
+            "refit": {"rows": len(batch.X), "batch_rows": len(batch.X)}})
     version = register(ctx, trained, batch, task, scores["challenger"], reason)
     champion_version = None
     if promote:
         promote_challenger(spec.name, version)
-        save_concept_state(ctx.paths.state, version, None)
+        warm_start_concept(ctx.paths.state, version, selected, X_hold, y_hold, task, spec,
+                           scores["challenger"].get("rmse"))
         champion_version = version
     predictions = write_batch_predictions(ctx, batch, registry.champion(spec.name)) if promote else None
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
@@ -142,9 +150,10 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     train_blocks = B.split_blocks(X_train[spec.block_column])
     known = set(champion.model.block_estimators_)
     new = [b for b in train_blocks if b.value not in known]
-    to_refit = [b for b in train_blocks if b.name in drifted] + new
+    to_refit = [b for b in train_blocks if b.name in drifted or b.value not in known]  # each block once
     why_refit = "drifted and new blocks"
-    if not to_refit:  # a file-level signal no single block explains: refit every block of the file
+    every_block = not to_refit
+    if every_block:  # a file-level signal no single block explains: refit every block of the file
         to_refit, why_refit = train_blocks, "no block singled out by the drift signals: every training block"
     values = [b.value for b in to_refit]
     X_fit, y_fit = B.refit_data(reference, X_train, y_train, spec, values)
@@ -154,13 +163,25 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     per_eval = {who: _eval_block_scores(m, X_hold, y_hold, spec, task)
                 for who, m in (("champion", champion.model), ("challenger", model))}
     approval = _approval(per_eval["challenger"], spec)
-    verdict_promote = decide(scores["challenger"], scores["champion"], spec, metric)
+    paired = compare_on_holdout(metric, model, champion.model, X_hold, y_hold, task, seed_from(batch.sha256, spec.seed))
+    verdict_promote = decide(scores["challenger"], scores["champion"], spec, metric, paired)
     promote = verdict_promote.promote and all(approval.values())
     rule = verdict_promote.reason if not verdict_promote.promote or promote else _approval_reason(approval)
     retrained = [b.name for b in to_refit]
-    trained = TrainingResult(model, X_fit, y_fit, "blocks",
-                             {"rows": len(X_fit), "rows_new": len(X_train), "retrained_blocks": retrained,
-                              "why": why_refit})
+    info = {"rows": len(X_fit), "rows_new": len(X_train), "retrained_blocks": retrained, "why": why_refit}
+    trained = TrainingResult(model, X_fit, y_fit, "blocks", info)
+    selected = model
+    if promote:  # refit the same blocks on the whole file, evaluation blocks included
+        whole = blocks if every_block else [b for b in blocks if b.name in drifted or b.value not in known]
+        values_all = [b.value for b in whole]
+        X_all, y_all = B.refit_data(reference, batch.X, batch.y, spec, values_all)
+        info.update(selection={"rows": len(X_fit), "holdout_rows": len(split.holdout),
+                               "score": scores["challenger"].get(metric),
+                               "paired_test": paired.to_dict() if paired else None},
+                    refit={"rows": len(X_all), "batch_rows": len(batch.X), "blocks": [b.name for b in whole]})
+        trained = TrainingResult(B.refit_blocks(champion.model, settings, X_all, y_all, values_all), X_all, y_all,
+                                 "blocks", info)
+        model = trained.model
     version = register(ctx, trained, batch, task, scores["challenger"], rule)
     B.log_metrics(ctx.mlflow_run_id, {**B.mlflow_block_metrics(per_eval["challenger"], "challenger"),
                                       "n_retrained_blocks": float(len(retrained))})
@@ -173,18 +194,21 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     })
     if promote:
         promote_challenger(spec.name, version)
-        save_concept_state(ctx.paths.state, version, None)
+        warm_start_concept(ctx.paths.state, version, selected, X_hold, y_hold, task, spec,
+                           scores["challenger"].get("rmse"))
         out = write_batch_predictions(ctx, batch, registry.champion(spec.name))
         outcome = ctx.outcome("retrain_promoted",
                               f"{drift_reason} → retrained blocks {', '.join(retrained)}: {rule}",
-                              champion_version=version, challenger_version=version, metrics=scores,
+                              champion_version=version, challenger_version=version,
+                              metrics={**scores, "serving_full_batch": now},
                               retrain_mode="blocks", predictions_file=str(out), details=details, **common)
         return finish(ctx, outcome, drift_dict)
     ctx.log.info("challenger v%s (blocks %s) rejected: %s", version, retrained, rule)
     out = write_batch_predictions(ctx, batch, champion)
     outcome = ctx.outcome("retrain_rejected",
                           f"{drift_reason} → retrained blocks {', '.join(retrained)} but not promoted: {rule}",
-                          champion_version=champion.version, challenger_version=version, metrics=scores,
+                          champion_version=champion.version, challenger_version=version,
+                          metrics={**scores, "serving_full_batch": now},
                           retrain_mode="blocks", predictions_file=str(out), details=details, **common)
     return finish(ctx, outcome, drift_dict)
 

@@ -23,6 +23,7 @@ from calmops.core.store import (
     PipelinePaths,
     ledger,
     move_to_processed,
+    pending_files,
     pipeline_paths,
     quarantine,
     read_spec,
@@ -98,13 +99,22 @@ def breaker_gate(spec: PipelineSpec) -> tuple[bool, str]:
     return allowed, state.state
 
 
+def counts_as_failure(spec: PipelineSpec, outcome: RunOutcome) -> bool:
+    """What the breaker counts: a run that broke (an exception), a retrain that left the pipeline without
+    any model (the first model refused), and bad input when ``breaker.count_bad_input``. A challenger that
+    loses to a healthy champion is not a failure: the pipeline keeps serving a model that works."""
+    if outcome.decision == "failed":
+        return True
+    if outcome.decision == "retrain_rejected":
+        return outcome.champion_version is None
+    return outcome.decision == "rejected_input" and spec.breaker.count_bad_input
+
+
 @step("breaker-update", retries=2)
 def breaker_update(spec: PipelineSpec, outcome: RunOutcome) -> str:
     """Count the run's result, under the breaker's lock (one locked write per run)."""
     policy = BreakerPolicy.from_spec(spec)
-    failed = outcome.decision in ("failed", "retrain_rejected") or (
-        outcome.decision == "rejected_input" and spec.breaker.count_bad_input
-    )
+    failed = counts_as_failure(spec, outcome)
     if outcome.decision == "skipped_breaker_open" or (outcome.decision == "rejected_input" and not failed):
         return outcome.breaker_state or "closed"
 
@@ -228,9 +238,24 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
         batch = read_batch(ctx, champion)
         if isinstance(batch, RunOutcome):
             return batch.to_dict()
-        return process(ctx, champion, batch).to_dict()
+        outcome = process(ctx, champion, batch)
     except Exception as exc:
         raise fail(ctx, exc) from exc
+    if ctx.breaker_state != "closed" and outcome.breaker_state == "closed":
+        rerun_pending(ctx)
+    return outcome.to_dict()
+
+
+def rerun_pending(ctx: RunContext) -> None:
+    """The breaker has just closed: run the files it left pending, in the order they came (each as its own
+    flow run; one that fails is recorded as usual and does not stop the others)."""
+    from calmops.flows import flow_for
+
+    files = [p for p in pending_files(ctx.paths) if p != ctx.path]
+    if files:
+        ctx.log.info("breaker closed: re-running %d pending file(s): %s", len(files), ", ".join(p.name for p in files))
+    for path in files:
+        flow_for(ctx.spec.kind)(pipeline=ctx.spec.name, path=str(path), return_state=True)
 
 
 def reference_frame(X: pd.DataFrame, y: pd.Series | None, target: str | None) -> pd.DataFrame:
@@ -244,21 +269,38 @@ def reference_frame(X: pd.DataFrame, y: pd.Series | None, target: str | None) ->
 
 
 def predict_without_training(ctx: RunContext, batch: Batch, champion: registry.Champion | None) -> RunOutcome:
-    """Prediction-only pipelines, and any pipeline while its breaker is open."""
+    """Prediction-only pipelines, and any pipeline while its breaker is open: every drift check still runs
+    (with the champion's score when the file has labels) and predictions are written. With the breaker open,
+    a file whose checks call for a retrain stays pending, to be re-run once the breaker closes; a file with
+    nothing to retrain is done."""
+    from calmops.tasks.evaluate import evaluate_models, primary_metric
+
     spec = ctx.spec
     breaker_open = not spec.prediction_only
     if champion is None:
         raise LookupError(f"pipeline {spec.name!r} has no champion to predict with; "
                           "train one first (a labelled file with prediction_only: false)")
-    verdict = check_drift(champion, batch.X, None, spec, champion.schema.task, "", None, ctx.paths.state,
+    task = champion.schema.task
+    metric = primary_metric(spec, task)
+    now = evaluate_models({"champion": champion.model}, batch.X, batch.y, task)["champion"] \
+        if batch.y is not None else None
+    verdict = check_drift(champion, batch.X, batch.y, spec, task, metric, now, ctx.paths.state,
                           batch_id=batch.sha256)
     out = write_batch_predictions(ctx, batch, champion)
-    decision, reason = ("skipped_breaker_open", "circuit breaker is open: training skipped, predictions written") \
-        if breaker_open else ("predict_only", "prediction-only pipeline: predictions written")
+    wants_training = verdict.drift_detected or spec.retrain.retrain_on == "always"
+    pending = breaker_open and wants_training and batch.y is not None
+    if not breaker_open:
+        decision, reason = "predict_only", f"prediction-only pipeline: {verdict.reason}; predictions written"
+    elif pending:
+        decision, reason = "skipped_breaker_open", (f"{verdict.reason}; circuit breaker is open: retraining "
+                                                    "deferred (file kept pending), predictions written")
+    else:
+        decision, reason = "no_drift", f"{verdict.reason} (circuit breaker open; nothing to retrain)"
     outcome = ctx.outcome(decision, reason, drift_detected=verdict.drift_detected,
                           drifted_features=verdict.drifted_features, champion_version=champion.version,
-                          rows=batch.n_rows, predictions_file=str(out))
-    return finish(ctx, outcome, verdict.to_dict(), keep_pending=breaker_open)
+                          rows=batch.n_rows, predictions_file=str(out),
+                          metrics={"champion": now} if now else {})
+    return finish(ctx, outcome, verdict.to_dict(), keep_pending=pending)
 
 
 def register(ctx: RunContext, trained: TrainingResult, batch: Batch, task: str, scores: dict, reason: str) -> int:

@@ -5,6 +5,7 @@ Reads top to bottom like the process it runs (ARCHITECTURE.md, "Data flow of one
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 
@@ -23,12 +24,12 @@ from calmops.flows.common import (
     run_one_file,
     write_batch_predictions,
 )
-from calmops.tasks.drift import check_drift, save_concept_state
+from calmops.tasks.drift import check_drift, warm_start_concept
 from calmops.tasks.evaluate import evaluate_models, holdout_split, primary_metric, seed_from, task_of
 from calmops.tasks.ingest import Batch
-from calmops.tasks.promote import decide, promote_challenger
+from calmops.tasks.promote import compare_on_holdout, decide, decide_refresh, promote_challenger, refresh_due
 from calmops.tasks.record import RunOutcome
-from calmops.tasks.retrain import modes_to_try, retrain, train_first
+from calmops.tasks.retrain import modes_to_try, refit, retrain, retrain_auto, train_first
 
 
 @flow(name="calmops-stream", flow_run_name=partial(run_name, "stream"), persist_result=False)
@@ -56,11 +57,17 @@ def train_first_model(ctx: RunContext, batch: Batch) -> RunOutcome:
     scores = evaluate_models({"challenger": trained.model}, batch.X.iloc[split.holdout],
                              batch.y.iloc[split.holdout], task)
     verdict = decide(scores["challenger"], None, spec, metric)
+    selected = trained
+    if verdict.promote:  # the holdout vouched for the recipe: the model that serves learns every row
+        trained = refit(trained, trained.mode, spec, batch.feature_types, None, batch.X, batch.y, task=task)
+        trained.info["selection"].update(holdout_rows=len(split.holdout), score=scores["challenger"].get(metric))
+        trained.info["rows_so_far"] = batch.n_rows
     version = register(ctx, trained, batch, task, scores["challenger"], verdict.reason)
     champion_version = None
     if verdict.promote:
         promote_challenger(spec.name, version)
-        save_concept_state(ctx.paths.state, version, None)
+        warm_start_concept(ctx.paths.state, version, selected.model, batch.X.iloc[split.holdout],
+                           batch.y.iloc[split.holdout], task, spec, scores["challenger"].get("rmse"))
         champion_version = version
     decision = "train" if verdict.promote else "retrain_rejected"
     reason = verdict.reason if verdict.promote else f"first model not promoted: {verdict.reason}"
@@ -70,9 +77,23 @@ def train_first_model(ctx: RunContext, batch: Batch) -> RunOutcome:
     outcome = ctx.outcome(decision, reason, champion_version=champion_version, challenger_version=version,
                           metrics=scores, rows=batch.n_rows, retrain_mode=trained.mode,
                           details={"training": [{"mode": trained.mode, **trained.info, "challenger_version": version,
-                                                 "promoted": verdict.promote, "reason": verdict.reason}]},
+                                                 "promoted": verdict.promote, "reason": verdict.reason}],
+                                   **_predictions_note(champion_version)},
                           predictions_file=str(predictions) if predictions else None)
     return finish(ctx, outcome, None)
+
+
+def _rows_then(champion: registry.Champion) -> int | None:
+    """Rows kept when the champion was trained (or when a refresh was last tried): the base of refresh_growth."""
+    tried = champion.tags.get("calmops.refresh_tried_at_rows")
+    if tried:
+        return int(tried)
+    return json.loads(champion.tags.get("calmops.training", "{}")).get("rows_so_far")
+
+
+def _predictions_note(version: int | None) -> dict:
+    """Which version wrote a promoted batch's predictions (it was refit on this batch's rows)."""
+    return {"predictions": {"model_version": version, "trained_on_this_file": True}} if version else {}
 
 
 def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champion) -> RunOutcome:
@@ -84,46 +105,81 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
                           batch_id=batch.sha256)
     for signal in batch.signals:
         ctx.log.info("schema signal: %s", signal)
+    history = read_history(ctx.paths, exclude_sha256=batch.sha256)
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
                    spec.retrain.history_max_batches)
     common = {"drift_detected": verdict.drift_detected, "drifted_features": verdict.drifted_features,
               "rows": batch.n_rows}
-    if not verdict.drift_detected and spec.retrain.retrain_on != "always":
+    rows_so_far = sum(len(f) for _, f in history) + batch.n_rows
+    rows_then = _rows_then(champion)
+    refresh = not verdict.drift_detected and spec.retrain.retrain_on != "always" and \
+        refresh_due(rows_so_far, rows_then, spec.retrain.refresh_growth)
+    if not verdict.drift_detected and spec.retrain.retrain_on != "always" and not refresh:
         out = write_batch_predictions(ctx, batch, champion)
         outcome = ctx.outcome("no_drift", verdict.reason, champion_version=champion.version,
                               metrics={"champion": now}, predictions_file=str(out), **common)
         return finish(ctx, outcome, verdict.to_dict())
+    if refresh:  # tried once per growth step, promoted or not
+        registry.set_version_tag(spec.name, champion.version, "calmops.refresh_tried_at_rows", str(rows_so_far))
+        why = (f"no drift signal; refresh: {rows_so_far} rows kept so far, {rows_so_far / rows_then:.1f}× the "
+               f"{rows_then} there were when the champion was trained")
+        verdict_reason = why
+    else:
+        verdict_reason = verdict.reason
 
-    split = holdout_split(batch.y, spec, task, seed_from(batch.sha256, spec.seed))
+    seed = seed_from(batch.sha256, spec.seed)
+    split = holdout_split(batch.y, spec, task, seed)
     X_hold, y_hold = batch.X.iloc[split.holdout], batch.y.iloc[split.holdout]
     trainings: list[dict] = []
     reference = registry.load_reference(spec.name, champion.version)
-    history = read_history(ctx.paths, exclude_sha256=batch.sha256)
     tried: list[str] = []
-    for mode in modes_to_try(spec):
+    serving = {"serving_full_batch": now}  # the serving model's score on every row of the file
+    for mode in ["history"] if refresh else modes_to_try(spec):
         tried.append(mode)
-        trained = retrain(mode, spec, batch.feature_types, reference, batch.X.iloc[split.train],
-                          batch.y.iloc[split.train], champion=champion.model, history=history, task=task)
+        X_train, y_train = batch.X.iloc[split.train], batch.y.iloc[split.train]
+        if mode == "auto":  # the best of a bounded set of recipes on the holdout is the challenger
+            trained = retrain_auto(spec, batch.feature_types, reference, X_train, y_train, X_hold, y_hold, metric,
+                                   champion=champion.model, history=history, task=task)
+        else:
+            trained = retrain(mode, spec, batch.feature_types, reference, X_train, y_train, champion=champion.model,
+                              history=history, task=task)
         scores = evaluate_models({"champion": champion.model, "challenger": trained.model}, X_hold, y_hold, task)
-        decision = decide(scores["challenger"], scores["champion"], spec, metric)
+        paired = compare_on_holdout(metric, trained.model, champion.model, X_hold, y_hold, task, seed)
+        decision = (decide_refresh if refresh else decide)(scores["challenger"], scores["champion"], spec, metric,
+                                                           paired)
+        selection = {"rows": len(trained.X), "holdout_rows": len(split.holdout),
+                     "score": scores["challenger"].get(metric), "champion_score": scores["champion"].get(metric),
+                     "paired_test": paired.to_dict() if paired else None}
+        selected = trained
+        if decision.promote:
+            trained = refit(trained, trained.mode if mode == "auto" else mode, spec, batch.feature_types, reference, batch.X, batch.y,
+                            champion=champion.model, history=history, task=task)
+            trained.info["selection"].update(selection)
+            trained.info["rows_so_far"] = rows_so_far
+        else:
+            trained.info["selection"] = selection
         version = register(ctx, trained, batch, task, scores["challenger"], decision.reason)
         training = {"mode": mode, **trained.info, "challenger_version": version, "promoted": decision.promote,
                     "reason": decision.reason}
         trainings.append(training)
         if decision.promote:
             promote_challenger(spec.name, version)
-            save_concept_state(ctx.paths.state, version, None)
+            warm_start_concept(ctx.paths.state, version, selected.model, X_hold, y_hold, task, spec,
+                               scores["challenger"].get("rmse"))
             new_champion = registry.champion(spec.name)
             out = write_batch_predictions(ctx, batch, new_champion)
-            reason = f"{verdict.reason} → retrained ({mode}): {decision.reason}"
+            reason = f"{verdict_reason} → retrained ({mode}): {decision.reason}"
             outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
-                                  metrics=scores, retrain_mode=trained.mode, predictions_file=str(out),
-                                  details={"training": trainings}, **common)
+                                  metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out),
+                                  details={"training": trainings, **_predictions_note(version)}, **common)
             return finish(ctx, outcome, verdict.to_dict())
         ctx.log.info("challenger v%s (%s) rejected: %s", version, mode, decision.reason)
+    if verdict.concept.get("alarm"):  # acted on: the detectors restart from the champion's level on this file
+        warm_start_concept(ctx.paths.state, champion.version, champion.model, batch.X, batch.y, task, spec,
+                           champion.scores_at_promotion.get("rmse"))
     out = write_batch_predictions(ctx, batch, champion)
-    reason = f"{verdict.reason} → retrained ({', '.join(tried)}) but not promoted: {decision.reason}"
-    outcome = ctx.outcome("retrain_rejected", reason, champion_version=champion.version, challenger_version=version,
-                          metrics=scores, retrain_mode=trained.mode, predictions_file=str(out),
+    reason = f"{verdict_reason} → retrained ({', '.join(tried)}) but not promoted: {decision.reason}"
+    outcome = ctx.outcome("no_drift" if refresh else "retrain_rejected", reason, champion_version=champion.version, challenger_version=version,
+                          metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out),
                           details={"training": trainings}, **common)
     return finish(ctx, outcome, verdict.to_dict())

@@ -87,8 +87,30 @@ def performance_drift(now: dict[str, Any], at_promotion: dict[str, Any], spec: P
         drop = sign * (out["at_promotion"] - out["now"]) / abs(out["at_promotion"])
     out["relative_drop"] = drop
     out["tolerance"] = spec.evaluation.performance_tolerance
-    out["drift"] = bool(out["threshold_failures"]) or (drop is not None and drop > spec.evaluation.performance_tolerance)
+    fell = drop is not None and drop > spec.evaluation.performance_tolerance
+    noise = sampling_noise(metric, now, at_promotion)
+    if noise is not None:  # the fall must also exceed what the two estimates' sampling error explains
+        out["noise_band"] = noise
+        fell = fell and (out["at_promotion"] - out["now"]) > noise
+    out["drift"] = bool(out["threshold_failures"]) or fell
     return out
+
+
+BOUNDED_RATES = ("accuracy", "balanced_accuracy", "f1_macro", "f1", "precision", "recall")
+
+
+def sampling_noise(metric: str, now: dict[str, Any], at_promotion: dict[str, Any], z: float = 1.645) -> float | None:
+    """One-sided 95 % band of the difference of two rates estimated on n₀ (the holdout at promotion) and n₁ rows
+    (this file): z·√(p₀(1−p₀)/n₀ + p₁(1−p₁)/n₁). A score at promotion measured on a few hundred holdout rows is
+    itself uncertain by a point or two; None when the metric is not a rate or the row counts are unknown."""
+    def rows(scores):
+        cm = (scores.get("confusion_matrix") or {}).get("matrix")
+        return int(np.sum(cm)) if cm else None
+
+    p0, p1, n0, n1 = at_promotion.get(metric), now.get(metric), rows(at_promotion), rows(now)
+    if metric not in BOUNDED_RATES or None in (p0, p1) or not n0 or not n1:
+        return None
+    return float(z * np.sqrt(p0 * (1 - p0) / n0 + p1 * (1 - p1) / n1))
 
 
 # -- performance decay: the champion's score file after file --------------------------------
@@ -150,6 +172,22 @@ def concept_drift(errors: np.ndarray, spec: PipelineSpec, state_dir: Path, champ
     result = monitor.update(errors.tolist())
     save_concept_state(state_dir, champion_version, monitor.to_state())
     return {"alarm": bool(result.alarm), "detectors": result.detectors}
+
+
+def warm_start_concept(state_dir: Path, champion_version: int, model: Any, X: pd.DataFrame, y: pd.Series,
+                       task: str, spec: PipelineSpec, scale: float | None = None) -> int:
+    """Start the concept detectors of ``champion_version`` from ``model``'s errors on rows it was not fit on
+    (the holdout that chose it, or the file a rejected challenger was tried on): the detectors keep a
+    baseline across promotions and alarms instead of starting cold. Returns the rows fed."""
+    from calmops.detectors.concept import ConceptDriftMonitor
+
+    if not spec.drift.concept:
+        save_concept_state(state_dir, champion_version, None)
+        return 0
+    errors = per_row_errors(model, X, y, task, scale)
+    monitor = ConceptDriftMonitor.warm_started(spec.drift, errors.tolist())
+    save_concept_state(state_dir, champion_version, monitor.to_state())
+    return len(errors)
 
 
 def save_concept_state(state_dir: Path, champion_version: int, state: dict | None) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calmops.core import registry
-from calmops.core.metrics import better, threshold_failures
+from calmops.core.metrics import HIGHER_IS_BETTER, PairedTest, better, paired_test, threshold_failures
 from calmops.core.spec import PipelineSpec
 from calmops.tasks import step
 
@@ -17,8 +17,12 @@ class PromotionDecision:
     reason: str
 
 
-def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, spec: PipelineSpec, metric: str) -> PromotionDecision:
-    """Promote only if every threshold passes AND (no champion, or the primary metric beats it by the margin)."""
+def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, spec: PipelineSpec, metric: str,
+           paired: PairedTest | None = None) -> PromotionDecision:
+    """Promote only if every threshold passes AND (no champion, or the challenger beats it). With ``paired`` (the
+    two models' paired test on the same holdout rows) and ``evaluation.promotion_test: paired``, beating means a
+    one-sided p-value below ``promotion_alpha`` and a gain of at least ``max(promotion_min_effect, margin)``;
+    otherwise the raw scores are compared with the margin."""
     broken = threshold_failures(challenger, spec.evaluation.thresholds)
     if broken:
         return PromotionDecision(False, "challenger fails thresholds: " + "; ".join(broken))
@@ -27,12 +31,60 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, spec: Pi
     new, old = challenger.get(metric), champion.get(metric)
     if new is None or old is None:
         return PromotionDecision(False, f"{metric} missing for one of the models; cannot compare")
-    margin = spec.evaluation.promotion_margin
+    ev = spec.evaluation
+    margin = ev.promotion_margin
+    if ev.promotion_test == "paired" and paired is not None:
+        floor = max(ev.promotion_min_effect, margin)
+        said = (f"challenger {metric} {paired.challenger:.4f} vs champion {paired.champion:.4f} on the same "
+                f"{paired.rows} holdout rows: gain {paired.gain:+.4f}, {paired.test} p = {paired.p_value:.3g}")
+        if paired.p_value < ev.promotion_alpha and paired.gain >= floor:
+            return PromotionDecision(True, f"{said} (< {ev.promotion_alpha}, gain ≥ {floor})")
+        why = " and ".join(
+            ([f"not significant at {ev.promotion_alpha}"] if paired.p_value >= ev.promotion_alpha else [])
+            + ([f"gain below the effect floor {floor} (margin {margin})"] if paired.gain < floor else []))
+        return PromotionDecision(False, f"{said}: {why}")
     if better(metric, new, old, margin):
         return PromotionDecision(True, f"challenger {metric} {new:.4f} beats champion {old:.4f} (margin {margin})")
     return PromotionDecision(
         False, f"challenger {metric} {new:.4f} does not beat champion {old:.4f} by the margin {margin}"
     )
+
+
+def refresh_due(rows_now: int, rows_then: int | None, growth: float | None) -> bool:
+    """A no-drift refresh is due when the rows kept so far have grown ``growth``-fold since the champion was
+    trained (or since the last refresh was tried)."""
+    return bool(growth and rows_then and rows_now >= growth * rows_then)
+
+
+def decide_refresh(challenger: dict[str, Any], champion: dict[str, Any], spec: PipelineSpec, metric: str,
+                   paired: PairedTest | None) -> PromotionDecision:
+    """A refresh (no drift; the same recipe on more rows of the same data) is promoted unless it fails a threshold
+    or scores worse than the champion on the holdout by more than ``promotion_min_effect``: more data of an
+    unchanged concept is expected to help, and learning curves gain by small steps no holdout can prove."""
+    broken = threshold_failures(challenger, spec.evaluation.thresholds)
+    if broken:
+        return PromotionDecision(False, "refresh fails thresholds: " + "; ".join(broken))
+    new, old = challenger.get(metric), champion.get(metric)
+    if new is None or old is None:
+        return PromotionDecision(False, f"{metric} missing for one of the models; cannot compare")
+    sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
+    gain = paired.gain if paired else sign * (new - old)
+    floor = spec.evaluation.promotion_min_effect
+    said = f"refresh {metric} {new:.4f} vs champion {old:.4f} on the same holdout rows (gain {gain:+.4f})"
+    if gain >= -floor:
+        return PromotionDecision(True, f"{said}: not worse by more than {floor}")
+    return PromotionDecision(False, f"{said}: worse by more than {floor}")
+
+
+def compare_on_holdout(metric: str, challenger: Any, champion: Any, X_hold, y_hold, task: str,
+                       seed: int = 0) -> PairedTest | None:
+    """The paired test of two fitted models on the same holdout rows (None: no paired test for ``metric``)."""
+    pos = None
+    classes = getattr(challenger, "classes_", None)
+    if task == "classification" and classes is not None and len(classes) == 2:
+        pos = classes[1]
+    return paired_test(metric, y_hold, challenger.predict(X_hold), champion.predict(X_hold), seed=seed,
+                       pos_label=pos)
 
 
 @step("promote", retries=2)

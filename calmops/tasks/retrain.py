@@ -158,6 +158,15 @@ def retrain_window(inputs: RetrainInputs) -> TrainingResult:
                                                  **extra})
 
 
+def retrain_history(inputs: RetrainInputs) -> TrainingResult:
+    """A fresh model on every kept history batch (``history_max_batches``) + the new rows: all data so far."""
+    parts = [_features_target(frame, inputs) for _, frame in inputs.history] + [(inputs.X_new, inputs.y_new)]
+    X, y = _concat(parts)
+    model, extra = _fit_fresh(inputs, X, y)
+    return TrainingResult(model, X, y, "history", {"rows": len(X), "rows_new": len(inputs.X_new),
+                                                  "history_batches": len(inputs.history), **extra})
+
+
 def _stacked_members(champion: Any) -> list[Any]:
     """The fitted models a stacked champion combines (its frozen members and the one it fitted), in
     order; a champion that is not a stack is its own single member."""
@@ -259,7 +268,10 @@ MODES: dict[str, Callable[[RetrainInputs], TrainingResult]] = {
     "stacking": retrain_stacking,
     "replay": retrain_replay,
     "recalibration": retrain_recalibration,
+    "history": retrain_history,
 }
+# `auto`: each of these is fitted on the training rows, the best on the holdout is the challenger
+AUTO_CANDIDATES = ("stacking", "window", "history")
 
 
 # -- user hooks ------------------------------------------------------------------------------
@@ -305,6 +317,8 @@ def train_challenger(mode: str, spec: PipelineSpec, feature_types: dict[str, str
     if mode.startswith("hook:"):
         kind = mode.removeprefix("hook:")
         return run_hook(kind, getattr(spec.hooks, kind), inputs)
+    if mode == "auto":
+        raise RetrainModeUnavailable("mode 'auto' chooses among recipes on the holdout: use retrain_auto")
     if mode not in MODES:
         raise RetrainModeUnavailable(f"unknown retrain mode {mode!r}; choose one of: {', '.join(MODES)}")
     return MODES[mode](inputs)
@@ -315,6 +329,33 @@ def modes_to_try(spec: PipelineSpec) -> list[str]:
     first = "hook:retrain" if spec.hooks.retrain else spec.retrain.mode
     fallback = "hook:fallback" if spec.hooks.fallback else spec.retrain.fallback_mode
     return [first] + ([fallback] if fallback and fallback != first else [])
+
+
+def best_of(candidates: dict[str, TrainingResult], X_hold: pd.DataFrame, y_hold: pd.Series, task: str,
+            metric: str) -> tuple[TrainingResult, dict[str, float | None]]:
+    """The candidate with the best primary metric on the holdout, and every candidate's score."""
+    from calmops.core.metrics import HIGHER_IS_BETTER
+    from calmops.tasks.evaluate import score
+
+    scored = {m: score(r.model, X_hold, y_hold, task).get(metric) for m, r in candidates.items()}
+    sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
+    valid = [m for m, v in scored.items() if v is not None]
+    best = max(valid, key=lambda m: sign * scored[m]) if valid else next(iter(candidates))
+    return candidates[best], scored
+
+
+@step("retrain")
+def retrain_auto(spec: PipelineSpec, feature_types: dict[str, str], reference: pd.DataFrame | None,
+                 X_new: pd.DataFrame, y_new: pd.Series, X_hold: pd.DataFrame, y_hold: pd.Series, metric: str, *,
+                 champion: Any = None, history: list[tuple[str, pd.DataFrame]] | None = None,
+                 task: str = "classification") -> TrainingResult:
+    """``mode: auto``: a bounded set of recipes (:data:`AUTO_CANDIDATES`) fitted on the training rows; the best on
+    the holdout is the challenger (its ``mode`` names the recipe; ``info.auto`` keeps every candidate's score)."""
+    candidates = {m: train_challenger(m, spec, feature_types, reference, X_new, y_new, champion=champion,
+                                      history=history, task=task) for m in AUTO_CANDIDATES}
+    best, scored = best_of(candidates, X_hold, y_hold, task, metric)
+    best.info = {**best.info, "auto": {"candidates": scored, "chosen": best.mode}}
+    return best
 
 
 @step("retrain")
@@ -330,3 +371,21 @@ def train_first(spec: PipelineSpec, feature_types: dict[str, str], X: pd.DataFra
     if spec.hooks.train:
         return run_hook("train", spec.hooks.train, RetrainInputs(spec, feature_types, X, y))
     return fit_new(spec, feature_types, X, y)
+
+
+@step("refit")
+def refit(trained: TrainingResult, recipe: str, spec: PipelineSpec, feature_types: dict[str, str],
+          reference: pd.DataFrame | None, X: pd.DataFrame, y: pd.Series, *, champion: Any = None,
+          history: list[tuple[str, pd.DataFrame]] | None = None, task: str = "classification") -> TrainingResult:
+    """The winner's recipe fitted again on the whole batch (its holdout rows too) and the same training window:
+    the holdout chose the recipe; the model that serves has seen every labelled row. ``recipe`` is the mode that
+    won (``train`` / ``hook:train`` for a first model). The result's info keeps the selection fit's size."""
+    if recipe in ("train", "hook:train"):
+        inputs = RetrainInputs(spec, feature_types, X, y, task)
+        result = run_hook("train", spec.hooks.train, inputs) if recipe == "hook:train" else fit_new(spec, feature_types, X, y)
+    else:
+        result = train_challenger(recipe, spec, feature_types, reference, X, y, champion=champion, history=history,
+                                  task=task)
+    result.info = {**result.info, "refit": {"rows": len(result.X), "batch_rows": len(X)},
+                   "selection": {"rows": len(trained.X), "mode": trained.mode}}
+    return result

@@ -7,7 +7,7 @@ BASE = {"name": "credit", "target": "y"}
 
 def test_minimal_spec_gets_defaults():
     spec = parse_spec(dict(BASE))
-    assert spec.kind == "stream" and spec.retrain.mode == "stacking" and spec.drift.correction == "holm"
+    assert spec.kind == "stream" and spec.retrain.mode == "auto" and spec.drift.correction == "holm"
 
 
 def test_unknown_key_is_named():

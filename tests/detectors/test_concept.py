@@ -147,3 +147,23 @@ def test_default_detector_is_quiet_on_a_steady_low_error_rate_and_sees_a_jump():
         jump.update((rng.random(1000) < 0.03).astype(float).tolist())
         detected += jump.update((rng.random(1000) < 0.15).astype(float).tolist()).alarm
     assert false_alarms <= 1 and detected >= 19
+
+
+def test_adwin_warm_started_at_promotion_sees_the_next_file_change_a_cold_start_misses():
+    """Across a promotion the detectors start from the new model's holdout errors: a file whose error rate
+    jumped is then an alarm at once; a cold start sees only that file (a steady level) and stays silent."""
+    from calmops.detectors import ConceptDriftMonitor, DriftConfig
+
+    rng = np.random.default_rng(0)
+    config = DriftConfig(concept=["adwin"])
+    holdout_errors = (rng.random(300) < 0.10).astype(float)  # the new champion, out of sample
+    next_file = (rng.random(600) < 0.40).astype(float)       # its error rate jumped
+    warm = ConceptDriftMonitor.warm_started(config, holdout_errors)
+    assert warm.n_seen == 300 and not warm.result().alarm
+    # the state survives the JSON round trip the flows store between files
+    warm = ConceptDriftMonitor.from_state(json.loads(json.dumps(warm.to_state())), config)
+    assert warm.update(next_file).alarm
+    assert ConceptDriftMonitor(config).update(next_file).alarm is False
+    # a steady next file does not alarm the warm-started detector
+    steady = ConceptDriftMonitor.warm_started(config, holdout_errors)
+    assert steady.update((rng.random(600) < 0.10).astype(float)).alarm is False

@@ -14,38 +14,76 @@ from tests.flows.helpers import incoming, run, update_spec, versions
 pytestmark = pytest.mark.integration
 
 
-def test_opens_skips_training_but_predicts_then_half_opens_and_closes(prefect_server, stream_spec):
+BROKEN_HOOK = """
+def broken(champion, X, y, reference, history, spec):
+    raise ValueError("the feature store is down")
+"""
+
+
+def _end_cooldown(pipeline: str) -> None:
+    """Move the retry time to now (the backoff arithmetic is unit-tested in tests/core)."""
+    update_breaker(pipeline, lambda s: setattr(s, "next_retry_at", time.time()))
+
+
+def test_stays_closed_when_challengers_lose_to_a_healthy_champion(prefect_server, stream_spec):
     folder = incoming("sea")
     assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))["decision"] == "train"
-    # every challenger is now rejected (margin impossible to beat): each run is a failure
-    update_spec("sea", retrain={"retrain_on": "always"}, evaluation={"promotion_margin": 0.9},
-                breaker={"cooldown_seconds": 6.0})
+    # every challenger loses (a margin it cannot beat): the champion keeps serving, nothing is broken
+    update_spec("sea", retrain={"retrain_on": "always"}, evaluation={"promotion_margin": 0.9})
+    for i in range(4):
+        out = run("sea", write_csv(sea_frame(600, 8, seed=2 + i), folder, f"b{i}.csv"))
+        assert out["decision"] == "retrain_rejected" and out["breaker_state"] == "closed", out["reason"]
+    state = read_breaker("sea")
+    assert state.state == "closed" and state.consecutive_failures == 0 and state.history == []
+
+
+def test_opens_on_repeated_exceptions_checks_and_predicts_while_open_then_reruns_pending(
+        prefect_server, stream_spec, tmp_path):
+    module = tmp_path / "hooks.py"
+    module.write_text(BROKEN_HOOK)
+    folder = incoming("sea")
+    assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))["decision"] == "train"
+    update_spec("sea", retrain={"retrain_on": "always"}, hooks={"retrain": f"{module}:broken"},
+                breaker={"cooldown_seconds": 3600.0, "max_cooldown_seconds": 7200.0})
     b = run("sea", write_csv(sea_frame(600, 8, seed=2), folder, "b.csv"))
-    assert b["decision"] == "retrain_rejected" and read_breaker("sea").state == "closed"
+    assert b["decision"] == "failed" and read_breaker("sea").state == "closed"
     c = run("sea", write_csv(sea_frame(600, 8, seed=3), folder, "c.csv"))
-    assert c["decision"] == "retrain_rejected" and c["breaker_state"] == "open"
+    assert c["decision"] == "failed" and read_breaker("sea").state == "open"
+    assert "feature store is down" in read_breaker("sea").history[-1]["reason"]
     n_versions = len(versions("sea"))
 
-    pending = write_csv(sea_frame(600, 8, seed=4), folder, "d.csv")
-    d = run("sea", pending)
+    # open: a file with nothing to retrain is checked, predicted and done
+    update_spec("sea", retrain={"retrain_on": "drift"})
+    e = run("sea", write_csv(sea_frame(600, 8, seed=5), folder, "e.csv"))
+    assert e["decision"] == "no_drift" and e["drift_detected"] is False
+    assert ledger(pipeline_paths(read_spec("sea"))).status(e["sha256"]) == "done"
+    # a drifted file is still checked (with the champion's score) and predicted, and stays pending
+    drifted = write_csv(sea_frame(600, 4, seed=4), folder, "d.csv")
+    d = run("sea", drifted)
     assert d["decision"] == "skipped_breaker_open"
+    assert d["drift_detected"] is True and "performance drift" in d["reason"], d["reason"]
+    assert d["metrics"]["champion"]["accuracy"] < 0.8
     assert len(versions("sea")) == n_versions  # no training while open
     assert len(pd.read_csv(d["predictions_file"])) == 600  # predictions keep flowing
-    assert pending.exists()  # the file stays pending
     paths = pipeline_paths(read_spec("sea"))
-    assert ledger(paths).status(d["sha256"]) == "pending"
+    assert drifted.exists() and ledger(paths).status(d["sha256"]) == "pending"
+    # status and relaunch see the same pending files: the two failed runs' and the drifted one
+    from calmops.deployments.cli import _summary
+    from calmops.deployments.watcher import waiting_files
 
-    state = read_breaker("sea")
-    deadline = time.monotonic() + 30
-    while time.time() < state.next_retry_at and time.monotonic() < deadline:
-        time.sleep(0.05)  # the cooldown is the behaviour under test: wait for it to pass
-    update_spec("sea", retrain={"retrain_on": "drift"}, evaluation={"promotion_margin": 0.0})
-    # the pending file is processed once the breaker half-opens, and a success closes it
-    d2 = run("sea", pending)
-    assert d2["decision"] == "no_drift", d2["reason"]
-    assert read_breaker("sea").state == "closed"
+    pending = {folder / "b.csv", folder / "c.csv", drifted}
+    assert _summary("sea")["files_pending"] == 3 and set(waiting_files("sea")) == pending
+
+    _end_cooldown("sea")
+    update_spec("sea", hooks={"retrain": None})
+    # the next file runs half-open; its success closes the breaker and the pending file is re-run by itself
+    f = run("sea", write_csv(sea_frame(600, 8, seed=6), folder, "f.csv"))
+    assert f["breaker_state"] == "closed", f["reason"]
     assert [h["to"] for h in read_breaker("sea").history] == ["open", "half_open", "closed"]
-    assert ledger(paths).status(d["sha256"]) == "done" and not pending.exists()
+    assert ledger(paths).status(d["sha256"]) == "done" and not any(p.exists() for p in pending)
+    assert ledger(paths).decision(d["sha256"]) in ("retrain_promoted", "retrain_rejected")
+    assert ledger(paths).decision(b["sha256"]) != "failed"
+    assert _summary("sea")["files_pending"] == 0 and waiting_files("sea") == []
 
 
 def test_concurrent_updates_lose_nothing(prefect_server, calmops_home):

@@ -88,3 +88,36 @@ def test_recalibration_on_regression_fails_with_a_clear_reason(prefect_server, c
     run("reg", write_csv(frame, incoming("reg"), "a.csv"))
     out = run("reg", write_csv(frame.assign(a=frame.a + 0.01), incoming("reg"), "b.csv"))
     assert out["decision"] == "failed" and "classifiers only" in out["reason"]
+
+
+def test_the_winner_is_refit_on_the_whole_batch_and_both_fits_are_recorded(prefect_server, stream_spec):
+    import json
+
+    from mlflow import MlflowClient
+
+    folder = incoming("sea")
+    first = run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))
+    [t1] = first["details"]["training"]
+    assert first["decision"] == "train"
+    assert t1["selection"]["rows"] == 700 and t1["selection"]["holdout_rows"] == 300
+    assert t1["refit"]["rows"] == 1000
+    assert len(registry.load_reference("sea", 1)) == 1000  # the first champion has seen every row
+
+    out = run("sea", write_csv(sea_frame(1000, 4, seed=2), folder, "b.csv"))  # a new concept
+    assert out["decision"] == "retrain_promoted", out["reason"]
+    [t2] = out["details"]["training"]
+    # full mode: the champion's reference (1000) + the training part (700) chose it; the refit has all 2000 rows
+    assert t2["selection"]["rows"] == 1700 and t2["refit"]["rows"] == 2000
+    assert t2["selection"]["paired_test"]["test"] == "McNemar exact" or \
+        t2["selection"]["paired_test"]["test"].startswith("paired bootstrap")
+    assert "holdout rows" in out["reason"] and "p =" in out["reason"]
+    reference = registry.load_reference("sea", 2)
+    assert len(reference) == 2000
+    batch_b = sea_frame(1000, 4, seed=2)
+    assert reference.iloc[1000:][["x1", "x2", "x3"]].round(9).reset_index(drop=True).equals(
+        batch_b[["x1", "x2", "x3"]].round(9))  # every row of the batch, its holdout rows included
+    tag = MlflowClient().get_model_version("sea", "2").tags["calmops.training"]
+    assert json.loads(tag)["refit"]["rows"] == 2000
+    # the decision gives the serving model's score on the whole file, and who wrote the predictions
+    assert out["metrics"]["serving_full_batch"]["accuracy"] < 0.8
+    assert out["details"]["predictions"] == {"model_version": 2, "trained_on_this_file": True}

@@ -120,3 +120,17 @@ def test_block_metric_names():
     assert B.mlflow_block_metrics(per_block) == {"block_2024-05_accuracy": 0.9, "block_x_y_r2": 0.5}
     assert B.mlflow_block_metrics(per_block, "challenger") == {"block_2024-05_challenger_accuracy": 0.9,
                                                                "block_x_y_challenger_r2": 0.5}
+
+
+def test_month_block_names_keep_their_text():
+    from calmops.core.features import coerce_features, resolve_feature_types
+
+    months = spec(block_column="month")
+    raw = pd.DataFrame({"month": ["2024-01", "2024-02", "2024-02", "2024-03"], "x1": [1.0, 2.0, 3.0, 4.0]})
+    types = resolve_feature_types(months, raw)
+    assert types["month"] == "categorical"  # not a datetime turned into epoch seconds
+    X = coerce_features(raw, types)
+    assert [b.name for b in B.split_blocks(X["month"])] == ["2024-01", "2024-02", "2024-03"]
+    # a stream pipeline's date column stays a datetime feature
+    stream = spec_from_dict({**SPEC, "kind": "stream", "block_column": None})
+    assert resolve_feature_types(stream, raw)["month"] == "datetime"

@@ -89,3 +89,22 @@ def test_decay_files_must_fit_in_the_window():
 
     with pytest.raises(ValueError, match="decay_files"):
         parse_spec({"name": "m", "target": "y", "evaluation": {"decay_files": 10, "decay_window": 8}})
+
+
+def test_a_fall_within_the_sampling_noise_of_a_small_holdout_is_not_performance_drift():
+    from calmops.core.spec import parse_spec
+    from calmops.tasks.drift import performance_drift
+
+    spec = parse_spec({"name": "p", "target": "y", "evaluation": {"primary_metric": "accuracy"}})
+
+    def scores(acc, n):
+        right = round(acc * n)
+        return {"accuracy": acc, "confusion_matrix": {"labels": ["0", "1"], "matrix": [[right, 0], [n - right, 0]]}}
+
+    # 0.92 on a 150-row holdout, 0.88 on a 500-row file: a 4.3 % fall, but inside the noise of 150 rows
+    small = performance_drift(scores(0.88, 500), scores(0.92, 150), spec, "accuracy")
+    assert small["relative_drop"] > spec.evaluation.performance_tolerance and not small["drift"]
+    assert small["noise_band"] > 0.04
+    # the same fall measured on 5000 rows at promotion and 5000 now is a drift
+    large = performance_drift(scores(0.88, 5000), scores(0.92, 5000), spec, "accuracy")
+    assert large["drift"] and large["noise_band"] < 0.02

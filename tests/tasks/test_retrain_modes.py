@@ -212,3 +212,29 @@ def test_hyperparameter_search_respects_its_budget():
     result = train_challenger("full", sp, TYPES, None, X0, y0)
     assert result.info["search"]["tried"] == 3
     assert result.info["search"]["best_params"]["max_depth"] in range(1, 7)
+
+
+def test_history_mode_fits_on_every_kept_batch_plus_the_new_rows():
+    sp = spec(mode="history")
+    history = [(f"h{i}", with_target(*data(200, 10 + i))) for i in range(4)]
+    X, y = data(150, 1)
+    result = train_challenger("history", sp, TYPES, None, X, y, champion=fitted(sp, *data(200, 0)),
+                              history=history)
+    assert len(result.X) == 4 * 200 + 150 and result.info["history_batches"] == 4
+
+
+def test_auto_trains_each_candidate_and_keeps_the_best_on_the_holdout():
+    from calmops.tasks.retrain import AUTO_CANDIDATES, retrain_auto
+
+    sp = spec("sklearn.tree.DecisionTreeClassifier", {"max_depth": 4, "random_state": 0}, mode="auto")
+    # the concept changed long ago and has held since: every history batch is of the current concept,
+    # so the recipe that learns from all of them should win on the holdout
+    history = [(f"h{i}", with_target(*data(300, 20 + i, shift=1.5))) for i in range(6)]
+    champion = fitted(sp, *data(300, 0))
+    X, y = data(120, 2, shift=1.5)
+    X_hold, y_hold = data(400, 3, shift=1.5)
+    result = retrain_auto.fn(sp, TYPES, None, X, y, X_hold, y_hold, "accuracy", champion=champion,
+                             history=history)
+    scores = result.info["auto"]["candidates"]
+    assert set(scores) == set(AUTO_CANDIDATES)
+    assert result.mode == result.info["auto"]["chosen"] == max(scores, key=scores.get)

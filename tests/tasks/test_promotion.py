@@ -1,0 +1,102 @@
+"""Promotion by a paired test on the same holdout rows, with an effect floor."""
+
+import numpy as np
+
+from calmops.core.metrics import paired_test
+from calmops.core.spec import PipelineSpec
+from calmops.tasks.promote import decide
+
+
+def _spec(**evaluation) -> PipelineSpec:
+    return PipelineSpec.model_validate({"name": "p", "kind": "stream", "target": "y",
+                                        "model": {"class": "sklearn.tree.DecisionTreeClassifier"},
+                                        "evaluation": {"primary_metric": "accuracy", **evaluation}})
+
+
+def _pair(n: int, both_right: int, only_new: int, only_old: int, seed: int = 0):
+    """Labels and two prediction vectors with the given agreement counts (the rest: both wrong)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    new, old = 1 - y, 1 - y
+    idx = rng.permutation(n)
+    right_both, right_new, right_old = np.split(idx[: both_right + only_new + only_old], [both_right, both_right + only_new])
+    new[right_both], old[right_both] = y[right_both], y[right_both]
+    new[right_new] = y[right_new]
+    old[right_old] = y[right_old]
+    return y, new, old
+
+
+def _decision(metric, y, new, old, **evaluation):
+    test = paired_test(metric, y, new, old)
+    scores_new = {metric: test.challenger}
+    scores_old = {metric: test.champion}
+    return test, decide(scores_new, scores_old, _spec(primary_metric=metric, **evaluation), metric, test)
+
+
+def test_a_small_gain_on_300_rows_does_not_promote():
+    # challenger right on 2 more of 300 rows (+0.0067), both models disagreeing on 40 rows
+    y, new, old = _pair(300, 200, 21, 19)
+    test, verdict = _decision("accuracy", y, new, old)
+    assert abs(test.gain - 2 / 300) < 1e-9 and test.test == "McNemar exact"
+    assert not verdict.promote
+    assert "McNemar" in verdict.reason and "not significant" in verdict.reason
+    # the raw rule would have promoted it
+    raw = decide({"accuracy": test.challenger}, {"accuracy": test.champion}, _spec(promotion_test="raw"),
+                 "accuracy", test)
+    assert raw.promote
+
+
+def test_a_large_gain_promotes_and_the_reason_states_the_test():
+    y, new, old = _pair(300, 200, 40, 5)
+    test, verdict = _decision("accuracy", y, new, old)
+    assert verdict.promote and test.p_value < 1e-6
+    assert "McNemar exact p =" in verdict.reason and "300 holdout rows" in verdict.reason
+
+
+def test_significant_but_below_the_effect_floor_does_not_promote():
+    # 8 wins, 0 losses on 3000 rows: significant, gain 0.0027 < floor 0.005
+    y, new, old = _pair(3000, 2000, 8, 0)
+    test, verdict = _decision("accuracy", y, new, old)
+    assert test.p_value < 0.05 and not verdict.promote and "effect floor" in verdict.reason
+
+
+def test_paired_bootstrap_for_balanced_accuracy_and_rmse():
+    y, new, old = _pair(300, 200, 21, 19)
+    small, verdict = _decision("balanced_accuracy", y, new, old)
+    assert small.test.startswith("paired bootstrap") and not verdict.promote
+    y, new, old = _pair(300, 200, 40, 5)
+    large, verdict = _decision("balanced_accuracy", y, new, old)
+    assert verdict.promote and large.p_value < 0.01
+    # regression: lower rmse is a positive gain
+    rng = np.random.default_rng(1)
+    target = rng.normal(size=300)
+    good, bad = target + rng.normal(0, 0.5, 300), target + rng.normal(0, 1.0, 300)
+    test, verdict = _decision("rmse", target, good, bad)
+    assert test.gain > 0.3 and verdict.promote
+    test, verdict = _decision("rmse", target, bad, good)
+    assert test.gain < 0 and not verdict.promote
+
+
+def test_bootstrap_matches_the_plain_metric_on_all_rows():
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 200)
+    a, b = np.where(rng.random(200) < 0.8, y, rng.integers(0, 3, 200)), rng.integers(0, 3, 200)
+    assert abs(paired_test("balanced_accuracy", y, a, b).challenger - balanced_accuracy_score(y, a)) < 1e-12
+    assert abs(paired_test("f1_macro", y, a, b).champion - f1_score(y, b, average="macro")) < 1e-12
+
+
+def test_a_refresh_is_due_after_the_history_grew_and_promotes_unless_worse():
+    from calmops.tasks.promote import decide_refresh, refresh_due
+
+    assert not refresh_due(1500, 1000, 2.0) and refresh_due(2000, 1000, 2.0)
+    assert not refresh_due(5000, None, 2.0) and not refresh_due(5000, 1000, None)
+    spec = _spec()
+    y, new, old = _pair(300, 200, 20, 21)  # the refresh is 1 row worse: noise, promoted
+    test = paired_test("accuracy", y, new, old)
+    assert decide_refresh({"accuracy": test.challenger}, {"accuracy": test.champion}, spec, "accuracy", test).promote
+    y, new, old = _pair(300, 200, 5, 40)  # clearly worse: kept out
+    test = paired_test("accuracy", y, new, old)
+    verdict = decide_refresh({"accuracy": test.challenger}, {"accuracy": test.champion}, spec, "accuracy", test)
+    assert not verdict.promote and "worse by more than" in verdict.reason
