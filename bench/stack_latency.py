@@ -80,8 +80,8 @@ def main() -> None:
     os.environ.clear()
     os.environ.update(env)
     subprocess.run([CALMOPS, "up"], check=True, env=env, capture_output=True)
-    from calmops.core.store import ledger, pipeline_paths, read_spec
     from calmops.core.environment import prepare
+    from calmops.core.store import ledger, pipeline_paths, read_spec
 
     prepare()
     results: dict = {}
