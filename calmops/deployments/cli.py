@@ -94,7 +94,7 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
     from calmops.core.store import save_spec
 
     spec = load_spec(spec_file)
-    paths = save_spec(spec, create=True)
+    paths = save_spec(spec, create=True, base=spec_file.expanduser().resolve().parent)  # relative to the spec file
     console.print(f"created pipeline [bold]{spec.name}[/] ({spec.kind}); drop files into {paths.incoming}")
     from calmops.deployments.operations_cli import sync_pipeline
 
@@ -112,7 +112,7 @@ def update(name: str, spec_file: Path):
     spec = load_spec(spec_file)
     if spec.name != name:
         raise CliError(f"the spec names pipeline {spec.name!r}, not {name!r}", "a pipeline cannot be renamed")
-    save_spec(spec, create=False)
+    save_spec(spec, create=False, base=spec_file.expanduser().resolve().parent)  # relative to the spec file
     console.print(f"updated pipeline [bold]{name}[/]")
     from calmops.deployments.operations_cli import sync_pipeline
 
