@@ -192,28 +192,38 @@ def trusted_types_for(model: Any) -> list[str]:
     return trusted
 
 
+def _not_registered(what: str) -> UntrustedModel:
+    return UntrustedModel(f"{what} was not registered by CalmOps (no {MODEL_SHA256_TAG} tag): refused to load it")
+
+
+def verify_model_file(folder: Path, expected_sha256: str | None, what: str) -> Path:
+    """``folder/model.skops`` if it is the file CalmOps registered (its SHA-256 tag matches); raises otherwise."""
+    from calmops.core.store import sha256_of
+
+    if not expected_sha256:
+        raise _not_registered(what)
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        raise UntrustedModel(f"{what} has no {MODEL_FILE}: CalmOps loads only the skops format it registers "
+                             "(never pickle): refused")
+    if sha256_of(path) != expected_sha256:
+        raise UntrustedModel(f"{what}: {path} changed since registration (its SHA-256 differs from the "
+                             f"{MODEL_SHA256_TAG} tag): refused")
+    return path
+
+
 def read_model(folder: Path, expected_sha256: str | None, what: str) -> Any:
-    """Load ``folder/model.skops`` if its SHA-256 is the one recorded at registration and its types are trusted.
+    """Load ``folder/model.skops`` if it is the file registered and every type in it is trusted.
 
     ``MLmodel`` is never read: the format (skops) and the trusted types are CalmOps' own. Pickle is never
     loaded. Raises :class:`UntrustedModel` with one line naming ``what`` and why.
     """
     import skops.io
 
-    from calmops.core.store import sha256_of
-
-    if not expected_sha256:
-        raise UntrustedModel(f"{what} was not registered by CalmOps (no {MODEL_SHA256_TAG} tag): refused to load it")
-    path = folder / MODEL_FILE
-    if not path.is_file():
-        raise UntrustedModel(f"{what} has no {MODEL_FILE}: CalmOps loads only the skops format it registers "
-                             "(never pickle): refused")
-    if sha256_of(path) != expected_sha256:
-        raise UntrustedModel(f"{what}: {path} changed since registration (SHA-256 differs from its "
-                             f"{MODEL_SHA256_TAG} tag): refused")
+    path = verify_model_file(folder, expected_sha256, what)
     try:
         trusted, refused = untrusted_types(file=path)
-    except Exception as exc:  # noqa: BLE001 - not a skops file at all (e.g. a pickle renamed)
+    except Exception as exc:  # noqa: BLE001 - not a skops file at all (e.g. a pickle under that name)
         raise UntrustedModel(f"{what}: {MODEL_FILE} is not a readable skops file ({_first_line(exc)}): refused") from None
     if refused:
         raise UntrustedModel(f"{what} holds types CalmOps does not load ({', '.join(sorted(refused)[:5])}): refused")
@@ -376,18 +386,22 @@ def aliases(pipeline: str) -> dict[str, int]:
 @lru_cache(maxsize=16)
 def _load_version(tracking_uri: str, pipeline: str, version: int, run_id: str,
                   sha256: str | None) -> tuple[Any, InputSchema, ReferenceProfile]:
-    local = _local_copy(tracking_uri, pipeline, version, run_id)
-    model = read_model(local / "model", sha256, f"pipeline {pipeline!r} v{version}")
+    what = f"pipeline {pipeline!r} v{version}"
+    local = _local_copy(tracking_uri, pipeline, version, run_id, sha256, what)
+    model = read_model(local / "model", sha256, what)
     schema = InputSchema.from_dict(json.loads((local / "reference" / "schema.json").read_text()))
     profile = ReferenceProfile.load(local / "reference" / "profile")
     return model, schema, profile
 
 
-def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str) -> Path:
+def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha256: str | None = None,
+                what: str = "") -> Path:
     """The version's model, schema and profile on local disk, downloaded once per machine.
 
     A registered version never changes, so every process (each flow run is one) reads the same copy under
     ``$CALMOPS_HOME/cache/models``. It appears complete or not at all: downloaded beside it, then renamed.
+    With ``sha256`` (every load; not at registration, which computes it), a model file that is not the one
+    registered is refused before anything else is downloaded; the cached copy is checked again on load.
     """
     from calmops.core.settings import get_settings
 
@@ -401,6 +415,8 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str) -> 
     try:
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{pipeline}/{version}",
                                             dst_path=str(staging / "model"))
+        if sha256 is not None or what:
+            verify_model_file(staging / "model", sha256, what)
         for part in ("schema.json", "profile"):  # not the reference rows: only what serving needs
             mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"reference/{part}",
                                                 dst_path=str(staging / "reference"))
@@ -417,8 +433,10 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str) -> 
 def load_version(pipeline: str, version: int) -> Champion:
     # the version's tags may change after its model is cached (e.g. scores at promotion): read them each time
     mv = MlflowClient().get_model_version(pipeline, str(version))
-    model, schema, profile = _load_version(mlflow.get_tracking_uri(), pipeline, int(version), mv.run_id,
-                                           mv.tags.get(MODEL_SHA256_TAG))
+    sha256 = mv.tags.get(MODEL_SHA256_TAG)
+    if not sha256:  # before any download
+        raise _not_registered(f"pipeline {pipeline!r} v{version}")
+    model, schema, profile = _load_version(mlflow.get_tracking_uri(), pipeline, int(version), mv.run_id, sha256)
     return Champion(pipeline, int(version), model, schema, profile, mv.run_id, dict(mv.tags))
 
 

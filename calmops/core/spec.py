@@ -266,7 +266,7 @@ def build_estimator(model: ModelSpec, allow_modules: list[str] | tuple[str, ...]
         raise SpecError(f"{key}.params: {exc}") from None
 
 
-_PARAM_MESSAGE = re.compile(r"^The '(?P<key>[^']+)' parameter of (?P<cls>\w+) must be (?P<rest>.*)$", re.S)
+_PARAM_MESSAGE = re.compile(r"^The '(?P<key>[^']+)' parameter of (?P<cls>\w+) must be (?P<rest>.*)$", re.DOTALL)
 
 
 def check_params(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = (), key: str = "model") -> None:
@@ -308,7 +308,7 @@ def _dry_fit(estimator, model: ModelSpec, key: str) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure is reported if the defaults fit
         try:
             type(estimator)().fit(X, y)
-        except Exception:  # noqa: BLE001, S110 - the estimator cannot fit a generic frame: no verdict
+        except Exception:  # noqa: BLE001 - the estimator cannot fit a generic frame: no verdict
             return
         raise SpecError(f"{key}.params: {type(estimator).__name__} cannot be fitted with these params "
                         f"({' '.join(str(exc).split())[:300]})") from None
