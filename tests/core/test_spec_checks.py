@@ -151,3 +151,27 @@ def test_examples_create_from_any_folder(calmops_home, tmp_path, monkeypatch, na
     stored = read_spec(spec.name)
     assert stored.preprocess == (examples / f"{name}_preprocess.py").resolve() and stored.preprocess.is_file()
     assert os.path.isabs(stored.preprocess)
+
+
+@pytest.mark.integration
+def test_relative_preprocess_runs_from_another_working_directory(prefect_server, calmops_home, tmp_path,
+                                                                 monkeypatch):
+    from calmops.core import registry
+    from tests.conftest import sea_frame, write_csv
+    from tests.flows.helpers import incoming, run
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "prep.py").write_text("def preprocess(df):\n    df = df.copy()\n    df['x12'] = df['x1'] + df['x2']\n"
+                                    "    return df\n")
+    (folder / "spec.yaml").write_text(yaml.safe_dump({
+        "name": "rel", "target": "y", "preprocess": "prep.py",
+        "model": {"class": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 4}}}))
+    monkeypatch.chdir(folder)
+    save_spec(load_spec("spec.yaml"), create=True, base=folder)
+    elsewhere = tmp_path / "elsewhere"  # a flow run starts in a folder of its own
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    outcome = run("rel", write_csv(sea_frame(400, 8, seed=1), incoming("rel"), "a.csv"))
+    assert outcome["decision"] == "train", outcome
+    assert "x12" in registry.champion("rel").schema.columns
