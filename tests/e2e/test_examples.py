@@ -6,6 +6,7 @@ and make decisions.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -40,7 +41,7 @@ def stack_up(tmp_path_factory):
     from calmops.deployments import stack
 
     try:
-        stack.start("prefect")
+        stack.start("prefect", wait=300)  # a loaded machine can take longer than the default
         url = stack.services()["prefect"].url + "/api"
         os.environ["PREFECT_API_URL"] = url
         with temporary_settings(updates={PREFECT_API_URL: url}):
@@ -48,7 +49,9 @@ def stack_up(tmp_path_factory):
 
             from calmops.deployments.operations_cli import bring_up
 
-            bring_up(Console(quiet=True), services=("prefect", "runner", "worker", "watcher"))
+            with pytest.MonkeyPatch.context() as patch:  # a loaded machine can take longer than the default
+                patch.setattr(stack, "start", functools.partial(stack.start, wait=300))
+                bring_up(Console(quiet=True), services=("prefect", "runner", "worker", "watcher"))
             yield home
             from calmops.deployments.deploy import delete_pipeline_deployments, deployed_pipelines
 
