@@ -31,9 +31,46 @@ from calmops.detectors import ReferenceProfile
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
-TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.", "calmops.core.",
-                         "river.", "lightgbm.", "xgboost.", "pandas.")
 REFERENCE_MAX_ROWS = 200_000
+
+#: The file a registered version's model lives in (MLflow's name for the skops format), under ``model/``.
+MODEL_FILE = "model.skops"
+#: Version tag CalmOps writes at registration: the SHA-256 of :data:`MODEL_FILE`, checked before every load.
+MODEL_SHA256_TAG = "calmops.model_sha256"
+
+#: Packages whose estimator classes (``sklearn.base.BaseEstimator`` subclasses) a model may hold: the
+#: packages the spec's allow-list admits.
+ESTIMATOR_PACKAGES = ("sklearn.", "calmops.core.", "lightgbm.", "xgboost.", "river.compat.")
+#: Parts of those estimators that are not estimators themselves, by their full type name, beyond what skops
+#: trusts on its own (scikit-learn's public estimators, numpy arrays, plain Python values). Never a
+#: function: a function in a model file is how a skops file runs code.
+TRUSTED_PARTS = frozenset({
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.utils._bunch.Bunch",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+    "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    "sklearn.gaussian_process._gpc._BinaryGaussianProcessClassifierLaplace",
+    "sklearn.gaussian_process.kernels.ConstantKernel",
+    "sklearn.gaussian_process.kernels.Product",
+    "sklearn.gaussian_process.kernels.Sum",
+    "sklearn.gaussian_process.kernels.RBF",
+    "sklearn.gaussian_process.kernels.WhiteKernel",
+    "sklearn._loss.loss.HalfTweedieLossIdentity",
+    "sklearn._loss.loss.HalfTweedieLoss",
+    "sklearn._loss.link.LogLink",
+    "sklearn._loss.link.IdentityLink",
+})
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -98,15 +135,104 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def trusted_types_for(model: Any) -> list[str]:
-    """Types skops must trust to load this model, limited to allow-listed packages."""
+# -- which models CalmOps loads ------------------------------------------------------------
+
+
+class UntrustedModel(RuntimeError):
+    """A model version CalmOps refuses to load: not registered by it, changed since, or holding untrusted types."""
+
+
+@lru_cache(maxsize=1)
+def _own_parts() -> frozenset[str]:
+    from calmops.core import blockwise, frozen, ipip
+
+    return TRUSTED_PARTS | frozenset(blockwise.SKOPS_TRUSTED_TYPES + frozen.SKOPS_TRUSTED_TYPES + ipip.SKOPS_TRUSTED_TYPES)
+
+
+@lru_cache(maxsize=512)
+def is_trusted_type(name: str) -> bool:
+    """Whether CalmOps lets skops build an object of type ``name`` (beyond what skops trusts by itself).
+
+    Decided here, never by the model file or its ``MLmodel``: a listed part, or an estimator class (a
+    ``BaseEstimator`` subclass) of a package the allow-list admits. Functions never are.
+    """
+    import importlib
+    import inspect
+
+    from sklearn.base import BaseEstimator
+
+    if name in _own_parts():
+        return True
+    module, _, attr = name.rpartition(".")
+    if not module.startswith(ESTIMATOR_PACKAGES) and not f"{module}.".startswith(ESTIMATOR_PACKAGES):
+        return False
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return False
+    return inspect.isclass(obj) and issubclass(obj, BaseEstimator)
+
+
+def untrusted_types(*, data: bytes | None = None, file: Path | None = None) -> tuple[list[str], list[str]]:
+    """(types to pass to skops as trusted, types CalmOps refuses) for a skops dump."""
     import skops.io
 
-    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_TYPE_PREFIXES)]
+    found = skops.io.get_untrusted_types(data=data) if data is not None else skops.io.get_untrusted_types(file=file)
+    refused = [t for t in found if not is_trusted_type(t)]
+    return [t for t in found if t not in refused], refused
+
+
+def trusted_types_for(model: Any) -> list[str]:
+    """Types skops must trust to load this model; refuses a model holding types CalmOps would not load."""
+    import skops.io
+
+    trusted, refused = untrusted_types(data=skops.io.dumps(model))
     if refused:
-        raise ValueError(f"model holds types outside the allow-list and cannot be saved safely: {refused}")
-    return untrusted
+        raise ValueError(f"model holds types CalmOps does not load and cannot be saved: {', '.join(refused)}")
+    return trusted
+
+
+def _not_registered(what: str) -> UntrustedModel:
+    return UntrustedModel(f"{what} was not registered by CalmOps (no {MODEL_SHA256_TAG} tag): refused to load it")
+
+
+def verify_model_file(folder: Path, expected_sha256: str | None, what: str) -> Path:
+    """``folder/model.skops`` if it is the file CalmOps registered (its SHA-256 tag matches); raises otherwise."""
+    from calmops.core.store import sha256_of
+
+    if not expected_sha256:
+        raise _not_registered(what)
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        raise UntrustedModel(f"{what} has no {MODEL_FILE}: CalmOps loads only the skops format it registers "
+                             "(never pickle): refused")
+    if sha256_of(path) != expected_sha256:
+        raise UntrustedModel(f"{what}: {path} changed since registration (its SHA-256 differs from the "
+                             f"{MODEL_SHA256_TAG} tag): refused")
+    return path
+
+
+def read_model(folder: Path, expected_sha256: str | None, what: str) -> Any:
+    """Load ``folder/model.skops`` if it is the file registered and every type in it is trusted.
+
+    ``MLmodel`` is never read: the format (skops) and the trusted types are CalmOps' own. Pickle is never
+    loaded. Raises :class:`UntrustedModel` with one line naming ``what`` and why.
+    """
+    import skops.io
+
+    path = verify_model_file(folder, expected_sha256, what)
+    try:
+        trusted, refused = untrusted_types(file=path)
+    except Exception as exc:  # noqa: BLE001 - not a skops file at all (e.g. a pickle under that name)
+        raise UntrustedModel(f"{what}: {MODEL_FILE} is not a readable skops file ({_first_line(exc)}): refused") from None
+    if refused:
+        raise UntrustedModel(f"{what} holds types CalmOps does not load ({', '.join(sorted(refused)[:5])}): refused")
+    return skops.io.load(path, trusted=trusted)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -202,10 +328,22 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
         mlflow.log_artifacts(str(tmp_path / "profile"), "reference/profile")
     version = int(info.registered_model_version)
     client = MlflowClient()
+    client.set_model_version_tag(pipeline, str(version), MODEL_SHA256_TAG, _registered_sha256(pipeline, version))
     client.set_model_version_tag(pipeline, str(version), "calmops.scores", json.dumps(scores or {}))
     if description:
         client.update_model_version(pipeline, str(version), description=description[:5000])
     return version
+
+
+def _registered_sha256(pipeline: str, version: int) -> str:
+    """The SHA-256 of the model file as stored; the local copy made here also serves the first load."""
+    from calmops.core.store import sha256_of
+
+    run_id = MlflowClient().get_model_version(pipeline, str(version)).run_id
+    path = _local_copy(mlflow.get_tracking_uri(), pipeline, version, run_id) / "model" / MODEL_FILE
+    if not path.is_file():
+        raise RuntimeError(f"pipeline {pipeline!r} v{version}: MLflow did not store {MODEL_FILE}")
+    return sha256_of(path)
 
 
 def set_version_tag(pipeline: str, version: int, key: str, value: Any) -> None:
@@ -246,20 +384,24 @@ def aliases(pipeline: str) -> dict[str, int]:
 
 
 @lru_cache(maxsize=16)
-def _load_version(tracking_uri: str, pipeline: str, version: int, run_id: str) -> tuple[Any, InputSchema,
-                                                                                         ReferenceProfile]:
-    local = _local_copy(tracking_uri, pipeline, version, run_id)
-    model = mlflow.sklearn.load_model(str(local / "model"))
+def _load_version(tracking_uri: str, pipeline: str, version: int, run_id: str,
+                  sha256: str | None) -> tuple[Any, InputSchema, ReferenceProfile]:
+    what = f"pipeline {pipeline!r} v{version}"
+    local = _local_copy(tracking_uri, pipeline, version, run_id, sha256, what)
+    model = read_model(local / "model", sha256, what)
     schema = InputSchema.from_dict(json.loads((local / "reference" / "schema.json").read_text()))
     profile = ReferenceProfile.load(local / "reference" / "profile")
     return model, schema, profile
 
 
-def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str) -> Path:
+def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha256: str | None = None,
+                what: str = "") -> Path:
     """The version's model, schema and profile on local disk, downloaded once per machine.
 
     A registered version never changes, so every process (each flow run is one) reads the same copy under
     ``$CALMOPS_HOME/cache/models``. It appears complete or not at all: downloaded beside it, then renamed.
+    With ``sha256`` (every load; not at registration, which computes it), a model file that is not the one
+    registered is refused before anything else is downloaded; the cached copy is checked again on load.
     """
     from calmops.core.settings import get_settings
 
@@ -273,6 +415,8 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str) -> 
     try:
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{pipeline}/{version}",
                                             dst_path=str(staging / "model"))
+        if sha256 is not None or what:
+            verify_model_file(staging / "model", sha256, what)
         for part in ("schema.json", "profile"):  # not the reference rows: only what serving needs
             mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"reference/{part}",
                                                 dst_path=str(staging / "reference"))
@@ -289,7 +433,10 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str) -> 
 def load_version(pipeline: str, version: int) -> Champion:
     # the version's tags may change after its model is cached (e.g. scores at promotion): read them each time
     mv = MlflowClient().get_model_version(pipeline, str(version))
-    model, schema, profile = _load_version(mlflow.get_tracking_uri(), pipeline, int(version), mv.run_id)
+    sha256 = mv.tags.get(MODEL_SHA256_TAG)
+    if not sha256:  # before any download
+        raise _not_registered(f"pipeline {pipeline!r} v{version}")
+    model, schema, profile = _load_version(mlflow.get_tracking_uri(), pipeline, int(version), mv.run_id, sha256)
     return Champion(pipeline, int(version), model, schema, profile, mv.run_id, dict(mv.tags))
 
 

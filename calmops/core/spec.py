@@ -1,12 +1,18 @@
-"""The pipeline spec (SPEC section 2): one YAML file per pipeline, validated by pydantic.
+"""The pipeline spec (docs/spec.md): one YAML file per pipeline, validated by pydantic.
 
 Unknown keys, wrong types and model classes outside the allow-list are refused with one
 error that names the key. The spec is the single source of truth for flows, CLI and viewer.
+:func:`check_spec` adds what needs imports and files (run at ``create``/``update``): the model classes
+exist and are estimators, their params are valid, hooks and preprocess modules exist and define their
+functions; :func:`resolve_paths` makes a spec file's relative paths absolute.
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
 import importlib
+import inspect
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -191,11 +197,9 @@ class PipelineSpec(_Strict):
         if self.kind == "ipip" and "model" not in self.model_fields_set:
             self.model = ModelSpec(**{"class": "calmops.core.ipip.IPIPClassifier"})
         for path in _model_classes(self.model):
-            if not is_allowed_import(path, self.allow_modules):
-                raise ValueError(
-                    f"model class {path!r} is not in the allow-list "
-                    f"({', '.join(ALLOWED_MODEL_PREFIXES)} and 'allow_modules')"
-                )
+            problem = class_path_problem(path, self.allow_modules)
+            if problem:
+                raise ValueError(f"model.class: {problem}")
         return self
 
     # -- derived values -------------------------------------------------------------------
@@ -221,24 +225,177 @@ def is_allowed_import(path: str, extra_modules: list[str] | tuple[str, ...] = ()
     return any(path.startswith(p) for p in prefixes)
 
 
-def build_estimator(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = ()):
+def class_path_problem(path: str, allow_modules: list[str] | tuple[str, ...] = ()) -> str | None:
+    """Why an import path cannot be a model class, from the text alone (no import); None when it may."""
+    if not is_allowed_import(path, allow_modules):
+        return (f"{path!r} is not in the allow-list "
+                f"({', '.join(ALLOWED_MODEL_PREFIXES)} and 'allow_modules')")
+    private = [part for part in path.split(".") if part.startswith("_")]
+    if private:
+        return (f"{path!r} is in a private module or name ({private[0]!r}): "
+                "only public estimator classes are allowed")
+    return None
+
+
+def estimator_class(path: str, allow_modules: list[str] | tuple[str, ...] = (), key: str = "model.class") -> type:
+    """The estimator class at ``path``: allow-listed, public, importable, a class, and an estimator."""
+    problem = class_path_problem(path, allow_modules)
+    if problem:
+        raise SpecError(f"{key}: {problem}")
+    module_name, _, attr = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SpecError(f"{key}: cannot import {path!r} ({exc})") from None
+    cls = getattr(module, attr, None)
+    if cls is None:
+        close = difflib.get_close_matches(attr, [n for n in dir(module) if not n.startswith("_")], n=1)
+        hint = f"; did you mean {module_name}.{close[0]}?" if close else ""
+        raise SpecError(f"{key}: {module_name} has no {attr!r}{hint}")
+    if not inspect.isclass(cls):
+        raise SpecError(f"{key}: {path!r} is a {type(cls).__name__}, not an estimator class")
+    from sklearn.base import BaseEstimator
+
+    if not issubclass(cls, BaseEstimator):
+        raise SpecError(f"{key}: {path!r} is not a scikit-learn estimator (a sklearn.base.BaseEstimator subclass)")
+    return cls
+
+
+def build_estimator(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = (), key: str = "model"):
     """Instantiate the estimator a spec describes (import paths checked against the allow-list)."""
     if model.steps is not None:
         from sklearn.pipeline import make_pipeline
 
-        return make_pipeline(*(build_estimator(s, allow_modules) for s in model.steps))
-    path = model.class_ or ""
-    if not is_allowed_import(path, allow_modules):
-        raise SpecError(f"model.class: {path!r} is not in the allow-list")
-    module_name, _, attr = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise SpecError(f"model.class: cannot import {path!r} ({exc})") from exc
+        return make_pipeline(*(build_estimator(s, allow_modules, f"{key}.steps[{i}]")
+                               for i, s in enumerate(model.steps)))
+    cls = estimator_class(model.class_ or "", allow_modules, f"{key}.class")
     try:
         return cls(**model.params)
     except TypeError as exc:
-        raise SpecError(f"model.params: {exc}") from exc
+        raise SpecError(f"{key}.params: {exc}") from None
+
+
+_PARAM_MESSAGE = re.compile(r"^The '(?P<key>[^']+)' parameter of (?P<cls>\w+) must be (?P<rest>.*)$", re.DOTALL)
+
+
+def check_params(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = (), key: str = "model") -> None:
+    """Refuse params the estimator would refuse on the first file, naming the key."""
+    if model.steps is not None:
+        for i, step in enumerate(model.steps):
+            check_params(step, allow_modules, f"{key}.steps[{i}]")
+        return
+    estimator = build_estimator(model, allow_modules, key)
+    checked = False
+    try:
+        if hasattr(estimator, "_parameter_constraints"):  # scikit-learn's own declared constraints
+            estimator._validate_params()
+            checked = True
+        if callable(getattr(estimator, "_check_params", None)):  # CalmOps' estimators
+            estimator._check_params()
+            checked = True
+    except (ValueError, TypeError) as exc:
+        text = " ".join(str(exc).split())
+        match = _PARAM_MESSAGE.match(text)
+        if match:
+            raise SpecError(f"{key}.params.{match['key']}: {match['cls']} wants {match['rest']}") from None
+        raise SpecError(f"{key}.params: {text}") from None
+    if not checked and model.params:
+        _dry_fit(estimator, model, key)
+
+
+def _dry_fit(estimator, model: ModelSpec, key: str) -> None:
+    """For estimators that declare no constraints: fit a tiny frame; blame the params if defaults fit it."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.base import clone, is_regressor
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40)})
+    y = X["a"] + X["b"] if is_regressor(estimator) else pd.Series([0, 1] * 20)
+    try:
+        clone(estimator).fit(X, y)
+    except Exception as exc:  # noqa: BLE001 - any failure is reported if the defaults fit
+        try:
+            type(estimator)().fit(X, y)
+        except Exception:  # noqa: BLE001 - the estimator cannot fit a generic frame: no verdict
+            return
+        raise SpecError(f"{key}.params: {type(estimator).__name__} cannot be fitted with these params "
+                        f"({' '.join(str(exc).split())[:300]})") from None
+
+
+def _split_hook(reference: str) -> tuple[str, str]:
+    path, _, name = reference.rpartition(":")
+    return path, name
+
+
+def _absolute(path: str | Path, base: Path) -> Path:
+    p = Path(path).expanduser()
+    return (p if p.is_absolute() else base / p).resolve()
+
+
+def resolve_paths(spec: PipelineSpec, base: str | Path) -> PipelineSpec:
+    """The spec with its relative paths (incoming, predictions, preprocess, hooks) made absolute against ``base``.
+
+    A spec file's paths are relative to its own folder: stored absolute, they mean the same in every process
+    (flow runs start in a temporary folder).
+    """
+    base = Path(base).expanduser().resolve()
+    update: dict[str, Any] = {
+        field: _absolute(getattr(spec, field), base)
+        for field in ("incoming", "predictions", "preprocess") if getattr(spec, field) is not None
+    }
+    hooks = {}
+    for kind in ("train", "retrain", "fallback"):
+        reference = getattr(spec.hooks, kind)
+        if reference:
+            path, name = _split_hook(reference)
+            hooks[kind] = f"{_absolute(path, base)}:{name}" if path and name else reference
+    if hooks:
+        update["hooks"] = spec.hooks.model_copy(update=hooks)
+    return spec.model_copy(update=update)
+
+
+def _top_level_names(path: Path, key: str) -> set[str]:
+    """Names a Python file binds at top level, read with ``ast`` (the module is not run)."""
+    if not path.is_file():
+        raise SpecError(f"{key}: {path} does not exist")
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{key}: cannot read {path} ({exc})") from None
+    except SyntaxError as exc:
+        raise SpecError(f"{key}: {path} is not valid Python (line {exc.lineno}: {exc.msg})") from None
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def check_spec(spec: PipelineSpec) -> None:
+    """What a spec needs beyond its own text, checked before any file comes (``create``/``update``).
+
+    The model classes import and are estimators, ``model.params`` are valid for them, the preprocess module
+    and every hook exist and define their function. Raises :class:`SpecError` naming the key.
+    """
+    check_params(spec.model, spec.allow_modules)
+    if spec.preprocess is not None and "preprocess" not in _top_level_names(Path(spec.preprocess), "preprocess"):
+        raise SpecError(f"preprocess: {spec.preprocess} defines no function 'preprocess(df)'")
+    for kind in ("train", "retrain", "fallback"):
+        reference = getattr(spec.hooks, kind)
+        if not reference:
+            continue
+        key = f"hooks.{kind}"
+        path, name = _split_hook(reference)
+        if not path or not name:
+            raise SpecError(f"{key}: {reference!r} must look like 'path/to/module.py:function'")
+        if name not in _top_level_names(Path(path), key):
+            raise SpecError(f"{key}: {path} defines no function {name!r}")
 
 
 def _format_error(source: str, err: ValidationError) -> str:

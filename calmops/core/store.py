@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from calmops.core.settings import Settings, get_settings
-from calmops.core.spec import PipelineSpec, load_spec, parse_spec
+from calmops.core.spec import PipelineSpec, check_spec, load_spec, parse_spec, resolve_paths
 
 TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".swp", "~")
 
@@ -144,14 +144,21 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_spec(spec: PipelineSpec, *, create: bool, settings: Settings | None = None) -> PipelinePaths:
-    """Write the spec and record the change (time and diff) in its history."""
+def save_spec(spec: PipelineSpec, *, create: bool, settings: Settings | None = None,
+              base: str | Path | None = None) -> PipelinePaths:
+    """Check the spec, write it with absolute paths, and record the change (time and diff) in its history.
+
+    Relative paths resolve against ``base`` (the spec file's folder; the current one when not given).
+    Model classes, params, hooks and the preprocess module are checked first (:func:`check_spec`).
+    """
+    spec = resolve_paths(spec, base if base is not None else Path.cwd())
     paths = pipeline_paths(spec, settings)
     exists = paths.spec_file.exists()
     if create and exists:
         raise PipelineExists(f"pipeline {spec.name!r} exists already; use 'calmops update'")
     if not create and not exists:
         raise PipelineNotFound(f"no pipeline named {spec.name!r}; use 'calmops create'")
+    check_spec(spec)
     paths.ensure()
     old = paths.spec_file.read_text() if exists else ""
     new = spec.to_yaml()

@@ -323,6 +323,10 @@ def _champion(name: str):
                        f"drop a labelled file into its incoming folder or run 'calmops run {name} FILE'")
     try:
         return registry.load_version(name, version)
+    except registry.UntrustedModel as exc:  # refused by CalmOps' own checks: say why, nothing else happened
+        log.warning("%s", exc)
+        raise ApiError(503, _first_line(exc), "CalmOps loads only the versions it registered (docs/security.md); "
+                       "retrain the pipeline or point the champion alias at such a version") from None
     except Exception as exc:
         log.exception("loading %s v%s failed", name, version)
         raise ApiError(503, f"champion v{version} of {name!r} could not be loaded: {_first_line(exc)}",

@@ -103,7 +103,7 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
         raise CliError(f"MLflow already has a registered model {spec.name!r} with champion v{existing}: a new "
                        "pipeline of that name would serve it (and judge its first file with it)",
                        "pass --adopt to reuse that model on purpose, or choose another pipeline name")
-    paths = save_spec(spec, create=True)
+    paths = save_spec(spec, create=True, base=spec_file.expanduser().resolve().parent)  # relative to the spec file
     console.print(f"created pipeline [bold]{spec.name}[/] ({spec.kind}); drop files into {paths.incoming}")
     from calmops.deployments.operations_cli import sync_pipeline
 
@@ -121,7 +121,7 @@ def update(name: str, spec_file: Path):
     spec = load_spec(spec_file)
     if spec.name != name:
         raise CliError(f"the spec names pipeline {spec.name!r}, not {name!r}", "a pipeline cannot be renamed")
-    save_spec(spec, create=False)
+    save_spec(spec, create=False, base=spec_file.expanduser().resolve().parent)  # relative to the spec file
     console.print(f"updated pipeline [bold]{name}[/]")
     from calmops.deployments.operations_cli import sync_pipeline
 

@@ -1,0 +1,172 @@
+"""Models load only as CalmOps registered them: the skops file whose SHA-256 CalmOps tagged, with the types
+CalmOps trusts (never the list in ``MLmodel``), never pickle. The three tampering routes below each carry a
+payload that would create a marker file; the marker must not exist afterwards and the champion stays.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import pickle
+
+import mlflow
+import pytest
+import skops.io as sio
+import yaml
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from calmops.core import registry
+from calmops.deployments.api import create_app
+from tests.conftest import sea_frame, write_csv
+from tests.flows.helpers import incoming, run
+
+pytestmark = pytest.mark.integration
+
+
+class Payload:
+    """Unpickling this runs code: it writes the marker file."""
+
+    def __init__(self, marker):
+        self.code = f"open({str(marker)!r}, 'w').write('ran')"
+
+    def __reduce__(self):
+        return exec, (self.code,)
+
+
+def _records(n: int = 5) -> list[dict]:
+    return sea_frame(n, 8, seed=7).drop(columns="y").to_dict(orient="records")
+
+
+@pytest.fixture
+def trained(prefect_server, stream_spec, calmops_home):
+    outcome = run("sea", write_csv(sea_frame(800, 8, seed=1), incoming("sea"), "a.csv"))
+    assert outcome["decision"] == "train" and outcome["champion_version"] == 1
+    return calmops_home
+
+
+def _cached_model_dir(home, version: int = 1):
+    [folder] = (home / "cache" / "models").glob(f"*/sea/{version}-*")
+    return folder / "model"
+
+
+def _reload() -> None:
+    registry._load_version.cache_clear()  # a new process would read the cache from disk
+
+
+def _champion_alias() -> int | None:
+    return registry.alias_version("sea", registry.CHAMPION)
+
+
+def _run_another_file(name: str) -> dict | None:
+    try:
+        return run("sea", write_csv(sea_frame(300, 8, seed=5), incoming("sea"), name))
+    except Exception:  # noqa: BLE001 - a refused champion fails the run; what matters is what it did not do
+        return None
+
+
+def test_registration_tags_the_model_file_sha256(trained):
+    mv = MlflowClient().get_model_version("sea", "1")
+    model_file = _cached_model_dir(trained) / registry.MODEL_FILE
+    assert mv.tags[registry.MODEL_SHA256_TAG] == hashlib.sha256(model_file.read_bytes()).hexdigest()
+
+
+def test_cached_mlmodel_switched_to_pickle_is_never_unpickled(trained, tmp_path):
+    marker = tmp_path / "executed"
+    model_dir = _cached_model_dir(trained)
+    mlmodel = model_dir / "MLmodel"
+    text = mlmodel.read_text()
+    assert "serialization_format: skops" in text
+    mlmodel.write_text(text.replace("serialization_format: skops", "serialization_format: pickle")
+                       .replace("model.skops", "model.pkl"))
+    (model_dir / "model.pkl").write_bytes(pickle.dumps(Payload(marker)))
+    _reload()
+    # MLmodel is not read: the registered skops file still serves, the pickle is never opened
+    champion = registry.champion("sea")
+    assert champion.version == 1 and len(champion.model.predict(sea_frame(5, 8, seed=2)[["x1", "x2", "x3"]])) == 5
+    assert not marker.exists()
+
+    # the model file itself replaced by the payload: refused on its hash
+    (model_dir / registry.MODEL_FILE).write_bytes(pickle.dumps(Payload(marker)))
+    _reload()
+    with pytest.raises(registry.UntrustedModel, match=r"'sea' v1: .*changed since registration"):
+        registry.champion("sea")
+    _run_another_file("b.csv")  # the run fails; it must not execute anything
+    resp = TestClient(create_app()).post("/pipelines/sea/predict", json={"records": _records()})
+    assert resp.status_code == 503, resp.text
+    assert "changed since registration" in resp.json()["detail"] and "v1" in resp.json()["detail"]
+    assert not marker.exists()
+    assert _champion_alias() == 1
+
+
+def _hostile(champion_model, marker):
+    code = f"open({str(marker)!r}, 'w').write('ran')"
+    return Pipeline([("f", FunctionTransformer(functools.partial(exec, code, {}))), ("m", champion_model)])
+
+
+def test_skops_file_with_its_own_trusted_types_is_refused(trained, tmp_path):
+    champion = registry.champion("sea")
+    X = sea_frame(5, 8, seed=2)[["x1", "x2", "x3"]]
+
+    # the payload is live: a loader that trusts the types listed with the file runs it on predict
+    probe = tmp_path / "probe"
+    dumped = sio.dumps(_hostile(champion.model, probe))
+    listed = sio.get_untrusted_types(data=dumped)
+    assert {"builtins.exec", "functools.partial"} <= set(listed)
+    try:
+        sio.loads(dumped, trusted=listed).predict(X)
+    except Exception:  # noqa: BLE001, S110 - exec returns None, the model then fails: the code has run
+        pass
+    assert probe.exists()
+
+    marker = tmp_path / "executed"
+    model_dir = _cached_model_dir(trained)
+    hostile = sio.dumps(_hostile(champion.model, marker))
+    (model_dir / registry.MODEL_FILE).write_bytes(hostile)
+    meta = yaml.safe_load((model_dir / "MLmodel").read_text())
+    meta["flavors"]["sklearn"]["skops_trusted_types"] = sorted(
+        set(meta["flavors"]["sklearn"].get("skops_trusted_types") or []) | set(listed))
+    (model_dir / "MLmodel").write_text(yaml.safe_dump(meta))
+    _reload()
+    with pytest.raises(registry.UntrustedModel, match="changed since registration"):
+        registry.champion("sea")
+
+    # someone who can also write the registry's tags: the hash matches, the types still decide
+    registry.set_version_tag("sea", 1, registry.MODEL_SHA256_TAG, hashlib.sha256(hostile).hexdigest())
+    _reload()
+    with pytest.raises(registry.UntrustedModel, match=r"does not load \(builtins\.exec, functools\.partial\)"):
+        registry.champion("sea")
+    _run_another_file("c.csv")
+    resp = TestClient(create_app()).post("/pipelines/sea/predict", json={"records": _records()})
+    assert resp.status_code == 503 and "builtins.exec" in resp.json()["detail"], resp.text
+    assert not marker.exists()
+    assert _champion_alias() == 1
+
+
+def test_pickle_model_registered_through_mlflow_gets_503_and_never_runs(trained, tmp_path):
+    marker = tmp_path / "executed"
+    client = TestClient(create_app())
+    assert client.post("/pipelines/sea/predict", json={"records": _records()}).status_code == 200
+
+    experiment = MlflowClient().get_experiment_by_name(registry.experiment_name("sea"))
+    with mlflow.start_run(experiment_id=experiment.experiment_id):
+        info = mlflow.sklearn.log_model(Payload(marker), name="model", registered_model_name="sea",
+                                        serialization_format="pickle", pip_requirements=[])
+    version = str(info.registered_model_version)
+    MlflowClient().set_registered_model_alias("sea", registry.CHAMPION, version)
+
+    resp = client.post("/pipelines/sea/predict", json={"records": _records()})
+    assert resp.status_code == 503, resp.text
+    detail = resp.json()["detail"]
+    assert f"v{version}" in detail and "not registered by CalmOps" in detail
+
+    # with a forged tag the pickle is still never read: only model.skops is
+    registry.set_version_tag("sea", int(version), registry.MODEL_SHA256_TAG, "0" * 64)
+    resp = client.post("/pipelines/sea/predict", json={"records": _records()})
+    assert resp.status_code == 503 and "never pickle" in resp.json()["detail"], resp.text
+    assert not marker.exists()
+    # CalmOps moved nothing: the alias is where it was put, the previous champion still loads
+    assert _champion_alias() == int(version)
+    assert registry.load_version("sea", 1).version == 1

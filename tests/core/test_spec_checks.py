@@ -1,0 +1,177 @@
+"""What ``calmops create`` / ``update`` check before any file comes: estimator classes only (no function, no
+private module), valid params, hooks and preprocess modules that exist, and paths stored absolute.
+
+Each code-execution route carries a payload that would create a marker file; the marker must not exist.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from calmops.core.spec import SpecError, load_spec, parse_spec
+from calmops.core.store import read_spec, save_spec
+
+BASE = {"name": "p", "target": "y"}
+
+
+def _create(tmp_path: Path, spec: dict) -> tuple[int, str]:
+    """``calmops create`` on a spec file written in its own folder; returns (exit code, stderr)."""
+    from calmops.deployments.cli import app
+
+    folder = tmp_path / "specs"
+    folder.mkdir(exist_ok=True)
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(app, ["create", str(path)])
+    return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
+
+
+def _payload(marker: Path) -> str:
+    return f"open({str(marker)!r}, 'w').write('ran')"
+
+
+@pytest.mark.parametrize("cls", [
+    "sklearn.utils._testing.assert_run_python_script_without_output",
+    "sklearn._config.set_config",                      # a private module under the allowed prefix
+    "sklearn.ensemble._forest.RandomForestClassifier",  # a real estimator, but named by its private module
+])
+def test_private_module_routes_refused_at_create(calmops_home, tmp_path, cls):
+    marker = tmp_path / "executed"
+    code, out = _create(tmp_path, {**BASE, "model": {"class": cls, "params": {"source_code": _payload(marker)}}})
+    assert code == 2, out
+    assert "model.class" in out and "private" in out and cls in out
+    assert len(out.strip().splitlines()[0]) > 20 and "Traceback" not in out
+    assert not marker.exists()
+    assert not (calmops_home / "pipelines" / "p" / "spec.yaml").exists()
+
+
+def test_function_refused_even_when_public(calmops_home, tmp_path):
+    code, out = _create(tmp_path, {**BASE, "model": {"class": "sklearn.metrics.accuracy_score"}})
+    assert code == 2 and "model.class" in out and "not an estimator class" in out, out
+    with pytest.raises(SpecError, match="not a scikit-learn estimator"):  # a public class that is no estimator
+        save_spec(parse_spec({**BASE, "model": {"class": "sklearn.utils.Bunch"}}), create=True)
+
+
+def test_class_typo_refused_naming_the_key_and_the_likely_class(calmops_home, tmp_path):
+    code, out = _create(tmp_path, {**BASE, "model": {"class": "sklearn.ensemble.HistGradientBoostingClasifier"}})
+    assert code == 2, out
+    assert "model.class" in out and "HistGradientBoostingClasifier" in out
+    assert "did you mean sklearn.ensemble.HistGradientBoostingClassifier" in out
+
+
+@pytest.mark.parametrize(("model", "key"), [
+    ({"class": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": {"nested": "object"}}},
+     "model.params.max_iter"),
+    ({"class": "sklearn.ensemble.HistGradientBoostingClassifier", "params": {"loss": [1, 2]}}, "model.params.loss"),
+    ({"class": "sklearn.tree.DecisionTreeClassifier", "params": {"depth": 3}}, "model.params"),  # unknown key
+    ({"steps": [{"class": "sklearn.preprocessing.StandardScaler"},
+                {"class": "sklearn.linear_model.LogisticRegression", "params": {"C": "big"}}]},
+     "model.steps[1].params.C"),
+    ({"class": "calmops.core.ipip.IPIPClassifier", "params": {"p": "many"}}, "model.params"),  # CalmOps' own
+])
+def test_bad_params_refused_at_create_naming_the_key(calmops_home, tmp_path, model, key):
+    code, out = _create(tmp_path, {**BASE, "model": model})
+    assert code == 2, out
+    first = out.strip().splitlines()[0]
+    assert key in first, out
+    assert not (calmops_home / "pipelines" / "p").exists()
+
+
+def test_good_params_accepted(calmops_home):
+    save_spec(parse_spec({**BASE, "model": {"class": "sklearn.ensemble.HistGradientBoostingClassifier",
+                                            "params": {"max_iter": 50, "learning_rate": 0.2}}}), create=True)
+    assert read_spec("p").model.params == {"max_iter": 50, "learning_rate": 0.2}
+
+
+def test_missing_preprocess_and_hooks_refused_naming_the_key(calmops_home, tmp_path):
+    code, out = _create(tmp_path, {**BASE, "preprocess": "nowhere.py"})
+    assert code == 2 and "preprocess" in out and str(tmp_path / "specs" / "nowhere.py") in out, out
+    code, out = _create(tmp_path, {**BASE, "hooks": {"train": "hooks/missing.py:fit"}})
+    assert code == 2 and "hooks.train" in out and "does not exist" in out, out
+    hooks = tmp_path / "specs" / "hooks.py"
+    hooks.write_text("def fit(X, y, spec):\n    raise RuntimeError\n")
+    code, out = _create(tmp_path, {**BASE, "hooks": {"retrain": "hooks.py:refit"}})
+    assert code == 2 and "hooks.retrain" in out and "'refit'" in out, out
+    (tmp_path / "specs" / "prep.py").write_text("def other(df):\n    return df\n")
+    code, out = _create(tmp_path, {**BASE, "preprocess": "prep.py"})
+    assert code == 2 and "preprocess" in out and "defines no function" in out, out
+    assert not (calmops_home / "pipelines" / "p").exists()
+
+
+def test_checking_a_hook_does_not_run_it(calmops_home, tmp_path):
+    marker = tmp_path / "executed"
+    hooks = tmp_path / "specs" / "hooks.py"
+    hooks.parent.mkdir()
+    hooks.write_text(f"{_payload(marker)}\n\ndef fit(X, y, spec):\n    return None\n")
+    code, out = _create(tmp_path, {**BASE, "hooks": {"train": "hooks.py:fit"}})
+    assert code == 0, out
+    assert read_spec("p").hooks.train == f"{hooks.resolve()}:fit"
+    assert not marker.exists()  # read with ast, not imported
+
+
+def test_relative_paths_stored_absolute_against_the_spec_folder(calmops_home, tmp_path, monkeypatch):
+    folder = tmp_path / "specs"
+    (folder / "lib").mkdir(parents=True)
+    (folder / "lib" / "prep.py").write_text("def preprocess(df):\n    return df\n")
+    (folder / "hooks.py").write_text("from sklearn.tree import DecisionTreeClassifier\n\n"
+                                     "def fit(X, y, spec):\n    return DecisionTreeClassifier().fit(X, y)\n")
+    spec_file = folder / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({**BASE, "preprocess": "lib/prep.py", "incoming": "../drop",
+                                         "predictions": "out", "hooks": {"train": "hooks.py:fit"}}))
+    monkeypatch.chdir(tmp_path)  # another working directory than the spec's
+    from calmops.deployments.cli import app
+
+    result = CliRunner().invoke(app, ["create", "specs/spec.yaml"])
+    assert result.exit_code == 0, result.output
+    stored = read_spec("p")
+    assert stored.preprocess == (folder / "lib" / "prep.py").resolve()
+    assert stored.incoming == (tmp_path / "drop").resolve()
+    assert stored.predictions == (folder / "out").resolve()
+    assert stored.hooks.train == f"{(folder / 'hooks.py').resolve()}:fit"
+    on_disk = yaml.safe_load((calmops_home / "pipelines" / "p" / "spec.yaml").read_text())
+    assert on_disk["preprocess"] == str((folder / "lib" / "prep.py").resolve())
+    # update resolves the same way
+    spec_file.write_text(yaml.safe_dump({**BASE, "preprocess": "lib/prep.py", "seed": 3}))
+    result = CliRunner().invoke(app, ["update", "p", str(spec_file)])
+    assert result.exit_code == 0, result.output
+    assert read_spec("p").preprocess == (folder / "lib" / "prep.py").resolve() and read_spec("p").seed == 3
+
+
+@pytest.mark.parametrize("name", ["gradual", "abrupt", "recurrent"])
+def test_examples_create_from_any_folder(calmops_home, tmp_path, monkeypatch, name):
+    examples = Path(__file__).resolve().parents[2] / "docs" / "examples"
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(examples / f"{name}.yaml")
+    save_spec(spec, create=True, base=examples)
+    stored = read_spec(spec.name)
+    assert stored.preprocess == (examples / f"{name}_preprocess.py").resolve() and stored.preprocess.is_file()
+    assert os.path.isabs(stored.preprocess)
+
+
+@pytest.mark.integration
+def test_relative_preprocess_runs_from_another_working_directory(prefect_server, calmops_home, tmp_path,
+                                                                 monkeypatch):
+    from calmops.core import registry
+    from tests.conftest import sea_frame, write_csv
+    from tests.flows.helpers import incoming, run
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "prep.py").write_text("def preprocess(df):\n    df = df.copy()\n    df['x12'] = df['x1'] + df['x2']\n"
+                                    "    return df\n")
+    (folder / "spec.yaml").write_text(yaml.safe_dump({
+        "name": "rel", "target": "y", "preprocess": "prep.py",
+        "model": {"class": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 4}}}))
+    monkeypatch.chdir(folder)
+    save_spec(load_spec("spec.yaml"), create=True, base=folder)
+    elsewhere = tmp_path / "elsewhere"  # a flow run starts in a folder of its own
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    outcome = run("rel", write_csv(sea_frame(400, 8, seed=1), incoming("rel"), "a.csv"))
+    assert outcome["decision"] == "train", outcome
+    assert "x12" in registry.champion("rel").schema.columns

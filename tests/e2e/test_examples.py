@@ -1,0 +1,106 @@
+"""Each docs/examples spec as a user runs it: ``calmops create`` (the real CLI, from another folder than the
+repository) with the stack up, then the scenario's files dropped into the pipeline's incoming folder; the
+watcher announces them, flow runs (which start in a temporary folder) apply the example's preprocess module
+and make decisions.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_file_arrival import _delete_kind_deployments, free_port, ledger_done, mlflow_runs, until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = {"gradual": "sea-gradual", "abrupt": "stagger-abrupt", "recurrent": "agrawal-recurrent"}
+N_FILES = 2
+DERIVED = {"sea-gradual": "x0_plus_x1", "agrawal-recurrent": "income"}  # columns the preprocess modules add
+
+
+@pytest.fixture(scope="module")
+def stack_up(tmp_path_factory):
+    home = tmp_path_factory.mktemp("examples") / "calmops"
+    saved = dict(os.environ)
+    os.environ.update(
+        CALMOPS_HOME=str(home), CALMOPS_PREFECT_PORT=str(free_port()), CALMOPS_MLFLOW_PORT=str(free_port()),
+        CALMOPS_WORK_POOL="calmops", MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        CALMOPS_WATCH_SCAN_INTERVAL="3", CALMOPS_WATCH_REEMIT_AFTER="30",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    os.environ.pop("PREFECT_API_URL", None)
+    (home / "mlflow").mkdir(parents=True)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from calmops.deployments import stack
+
+    try:
+        stack.start("prefect", wait=300)  # a loaded machine can take longer than the default
+        url = stack.services()["prefect"].url + "/api"
+        os.environ["PREFECT_API_URL"] = url
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            from rich.console import Console
+
+            from calmops.deployments.operations_cli import bring_up
+
+            with pytest.MonkeyPatch.context() as patch:  # a loaded machine can take longer than the default
+                patch.setattr(stack, "start", functools.partial(stack.start, wait=300))
+                bring_up(Console(quiet=True), services=("prefect", "runner", "worker", "watcher"))
+            yield home
+            from calmops.deployments.deploy import delete_pipeline_deployments, deployed_pipelines
+
+            for name in deployed_pipelines():
+                delete_pipeline_deployments(name)
+            _delete_kind_deployments()
+    finally:
+        for name in ("watcher", "worker", "runner", "prefect"):
+            stack.stop(name)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _decisions(pipeline: str) -> dict[str, str]:
+    return {r["file"]: r["decision"] for r in mlflow_runs(pipeline) if r["file"] and r["decision"]}
+
+
+def test_every_example_through_create_and_the_watcher(stack_up, tmp_path):
+    from calmops.core.store import pipeline_paths, read_spec
+    from calmops.generators import run_scenario
+
+    elsewhere = tmp_path / "elsewhere"  # not the repository: the spec's relative paths must not depend on it
+    elsewhere.mkdir()
+    staged: dict[str, list[Path]] = {}
+    for scenario, pipeline in EXAMPLES.items():
+        created = subprocess.run(  # the command the example's header shows, from another folder
+            [str(Path(sys.executable).parent / "calmops"), "create", str(REPO / "docs" / "examples" / f"{scenario}.yaml")],
+            cwd=elsewhere, capture_output=True, text=True, timeout=300, check=False)
+        assert created.returncode == 0, created.stderr
+        spec = read_spec(pipeline)
+        assert spec.preprocess == REPO / "docs" / "examples" / f"{scenario}_preprocess.py"
+        result = run_scenario(scenario, tmp_path / "staging" / scenario, seed=0, n_files=N_FILES,
+                              rows_per_file=400, fmt="csv", report=False)
+        staged[pipeline] = result.files
+
+    for pipeline, files in staged.items():  # dropped in whole (renamed into place), as a delivery would
+        incoming = pipeline_paths(read_spec(pipeline)).incoming
+        for f in files:
+            os.replace(f, incoming / f.name)
+
+    for pipeline, files in staged.items():
+        names = [f.name for f in files]
+        until(lambda p=pipeline, n=names: set(n) <= set(_decisions(p)), 900, f"decisions for {pipeline}", 2)
+        decisions = _decisions(pipeline)
+        assert decisions[names[0]] == "train", decisions
+        assert not {d for d in decisions.values() if d in ("failed", "rejected_input")}, decisions
+        until(lambda p=pipeline, n=names: set(n) <= set(ledger_done(p)), 120, f"{pipeline}'s ledger", 2)
+        if pipeline in DERIVED:  # the preprocess module ran in the flow runs: its column is among the inputs
+            from calmops.core import registry
+
+            registry.configure()
+            assert DERIVED[pipeline] in registry.champion(pipeline).schema.columns
