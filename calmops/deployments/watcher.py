@@ -20,8 +20,9 @@ deployment has a trigger on it (see :mod:`calmops.deployments.deploy`).
 Prefect delivers events at least once, and an event sent while the server is down can be lost. So the
 watcher also scans the incoming folders on start, every ``scan_interval`` seconds, and at once when
 the Prefect API answers again after an outage. A scan announces a file unless the pipeline's ledger
-marks it ``done``, a run claimed it recently (``in_progress``; an older claim belongs to a crashed run),
-it is ``pending`` while the pipeline's breaker is still cooling down, or a flow run for it is already
+marks it ``done``, a live run holds its claim (``in_progress``; a claim whose run has ended without
+finishing is *orphaned* and announced again, see :class:`calmops.core.store.Ledger`), it is ``pending``
+while the pipeline's breaker is still cooling down, or a flow run for it is already
 scheduled, waiting for its pipeline's slot, or running. A file already announced is announced again
 only after ``reemit_after`` seconds, and only when no run for it is queued. Every duplicate that still
 gets through is harmless: the flow is idempotent per content hash.
@@ -46,7 +47,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from calmops.core.settings import Settings, get_settings
-from calmops.core.store import is_temporary_name, sha256_of
+from calmops.core.store import is_temporary_name, read_ledger_states, sha256_of
 
 log = logging.getLogger("calmops.watcher")
 
@@ -429,7 +430,7 @@ class Watcher:
         return announced
 
     def _scan_folder(self, watched: _Watched, force: bool) -> list[Path]:
-        entries = _ledger_entries(watched.ledger_file)
+        states = read_ledger_states(watched.ledger_file)
         breaker_checked: bool | None = None
         live: Any = _UNASKED
         announced = []
@@ -454,11 +455,9 @@ class Watcher:
             if writing or (writing is None and not self._old_enough(path)):
                 continue
             sha = self._hash(path, st)
-            status, claimed_at = entries.get(sha, (None, None))
-            if status == "done":
-                continue
-            if status == "in_progress" and time.time() - (claimed_at or 0) < 3600:
-                continue  # a run has it (a claim older than the ledger's stale limit is retaken)
+            status = states.get(sha)
+            if status in ("done", "in_progress"):
+                continue  # finished, or a live run has it (an orphaned claim is announced again)
             if status == "pending":
                 if breaker_checked is None:
                     breaker_checked = self.breaker_ready(watched.pipeline)
@@ -508,21 +507,6 @@ class Watcher:
         self.emitted_count += 1
         log.info("announced %s for pipeline %s (%s, sha256 %s…)", path.name, watched.pipeline, reason, sha[:12])
         return True
-
-
-def _ledger_entries(ledger_file: Path) -> dict[str, tuple[str, float | None]]:
-    """sha256 -> (status, claimed_at), read-only (the watcher never writes the ledger)."""
-    if not ledger_file.exists():
-        return {}
-    import sqlite3
-    from contextlib import closing
-
-    try:
-        with closing(sqlite3.connect(f"file:{ledger_file}?mode=ro", uri=True, timeout=10)) as con:
-            return {sha: (status, claimed) for sha, status, claimed in
-                    con.execute("SELECT sha256, status, claimed_at FROM files")}
-    except sqlite3.Error:
-        return {}
 
 
 def _watched(pipeline: str) -> _Watched:

@@ -126,6 +126,17 @@ def breaker_update(spec: PipelineSpec, outcome: RunOutcome) -> str:
     return state.state
 
 
+def close_abandoned_run(mlflow_run_id: str) -> None:
+    """Mark the MLflow run of a crashed run KILLED (it stays, with whatever it logged, for the record)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient().set_terminated(mlflow_run_id, status="KILLED")
+    except MlflowException:
+        pass  # deleted meanwhile: nothing to close
+
+
 def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunContext | RunOutcome:
     """The gate: the spec, the file (or proof it was done already), the ledger claim, the breaker.
 
@@ -146,7 +157,8 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
                               flow_run_id=flow_run_id, kind=spec.kind, details={"duplicate": True})
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest = sha256_of(path)
-    if not book.claim(digest, path.name, flow_run_id or ""):  # done already, or another run has it
+    abandoned = book.orphaned_run(digest)  # the MLflow run of a crashed run that held this content
+    if not book.claim(digest, path.name, flow_run_id or ""):  # done already, or a live run has it
         status = book.status(digest)
         if status == "done":
             moved = move_to_processed(paths, path, digest)
@@ -155,12 +167,24 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         return RunOutcome(spec.name, path.name, digest, book.decision(digest) or "no_drift", reason,
                           flow_run_id=flow_run_id,
                           kind=spec.kind, details={"duplicate": True})
-    allowed, breaker_state = breaker_gate(spec)
-    ctx = RunContext(spec, paths, book, path, digest, log, flow_run_id, allowed, breaker_state)
-    ctx.mlflow_run_id = registry.start_run(spec.name, path.name, {
-        "calmops.pipeline": spec.name, "calmops.file": path.name, "calmops.sha256": digest,
-        "calmops.flow_run_id": flow_run_id or "", "calmops.kind": spec.kind,
-    })
+    book.keep_alive(digest)
+    try:
+        if abandoned:
+            log.warning("%s: taking over the claim of a run that ended without finishing (MLflow run %s)",
+                        path.name, abandoned)
+            close_abandoned_run(abandoned)
+        allowed, breaker_state = breaker_gate(spec)
+        ctx = RunContext(spec, paths, book, path, digest, log, flow_run_id, allowed, breaker_state)
+        ctx.mlflow_run_id = registry.start_run(spec.name, path.name, {
+            "calmops.pipeline": spec.name, "calmops.file": path.name, "calmops.sha256": digest,
+            "calmops.flow_run_id": flow_run_id or "", "calmops.kind": spec.kind,
+        })
+        book.attach_run(digest, ctx.mlflow_run_id)
+    except BaseException as exc:  # MLflow or Prefect unreachable, cancelled: the file stays for a rerun
+        book.release(digest)
+        log.error("run for %s could not start: %s: %s (claim released; the file is pending)", path.name,
+                  type(exc).__name__, exc)
+        raise
     ctx.params = {"kind": spec.kind, "file": path.name, "sha256": digest, "retrain_mode": spec.retrain.mode,
                   "model": spec.model.class_ or "pipeline", "prediction_only": spec.prediction_only}
     log.info("processing %s (sha256 %s…) for pipeline %s; breaker %s", path.name, digest[:12], spec.name,
@@ -210,7 +234,7 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
     try:
         finish_record(ctx, outcome, None)
     finally:
-        ctx.ledger.finish(ctx.sha256, "failed", status="pending")
+        ctx.ledger.release(ctx.sha256)
     return RunFailed(outcome)
 
 
@@ -231,6 +255,9 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
         return process(ctx, champion, batch).to_dict()
     except Exception as exc:
         raise fail(ctx, exc) from exc
+    except BaseException:  # cancelled or interrupted: nothing recorded, the claim goes back to pending
+        ctx.ledger.release(ctx.sha256)
+        raise
 
 
 def reference_frame(X: pd.DataFrame, y: pd.Series | None, target: str | None) -> pd.DataFrame:
