@@ -182,7 +182,8 @@ def spec_from_dict(data: dict) -> PipelineSpec:
 
 CLAIM_LEASE = 120.0  # seconds a claim lives without its owner's heartbeat
 _COLUMNS = {"owner_host": "TEXT", "owner_pid": "INTEGER", "owner_start": "TEXT", "heartbeat": "REAL",
-            "mlflow_run_id": "TEXT"}
+            "mlflow_run_id": "TEXT", "arrived": "REAL"}
+WAITING = ("waiting", "pending")  # statuses of files still to be decided
 
 
 def _host() -> str:
@@ -240,8 +241,10 @@ class Ledger:
     """Which file contents a pipeline has processed, keyed by SHA-256.
 
     SQLite gives atomic claims across processes: two runs for the same bytes cannot both win.
-    Status: ``in_progress`` (claimed), ``done``, ``pending`` (to be run again: deferred while the breaker is
-    open, or released by a run that failed). A claim records its owner (host, pid and the pid's start time,
+    Status: ``waiting`` (announced, not yet claimed), ``in_progress`` (claimed), ``done``, ``pending`` (to be run
+    again: deferred while the breaker is open, or released by a run that failed). ``arrived`` is when the
+    complete file appeared (the watcher's event time, or the file's modification time when a scan found it):
+    :meth:`queue` gives the files still to be decided in that order. A claim records its owner (host, pid and the pid's start time,
     flow run id) and a heartbeat the owner renews (:meth:`keep_alive`); a claim whose owner is gone is
     *orphaned* and is taken again at once: on the same host as soon as the process has ended, from
     anywhere once the heartbeat is older than ``lease`` seconds.
@@ -281,19 +284,51 @@ class Ledger:
             held = self._claim_of(con, sha256)
             if held is not None:
                 mine = bool(run_id) and held.run_id == run_id   # a retry of the same flow run
-                retake = held.status == "pending" or (
+                retake = held.status in WAITING or (
                     held.status == "in_progress" and (mine or held.orphaned(self.lease, now)))
                 if not retake:
                     con.execute("COMMIT")
                     return False
             con.execute(
-                "INSERT OR REPLACE INTO files (sha256, file, status, decision, claimed_at, updated, run_id, "
-                "owner_host, owner_pid, owner_start, heartbeat, mlflow_run_id) "
-                "VALUES (?, ?, 'in_progress', NULL, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                (sha256, file, now, _now(), run_id, _host(), pid, _process_start(pid), now),
+                "INSERT INTO files (sha256, file, status, decision, claimed_at, updated, run_id, owner_host, "
+                "owner_pid, owner_start, heartbeat, mlflow_run_id, arrived) "
+                "VALUES (?, ?, 'in_progress', NULL, ?, ?, ?, ?, ?, ?, ?, NULL, ?) "
+                "ON CONFLICT(sha256) DO UPDATE SET file=excluded.file, status='in_progress', decision=NULL, "
+                "claimed_at=excluded.claimed_at, updated=excluded.updated, run_id=excluded.run_id, "
+                "owner_host=excluded.owner_host, owner_pid=excluded.owner_pid, owner_start=excluded.owner_start, "
+                "heartbeat=excluded.heartbeat, mlflow_run_id=NULL, arrived=COALESCE(files.arrived, excluded.arrived)",
+                (sha256, file, now, _now(), run_id, _host(), pid, _process_start(pid), now, now),
             )
             con.execute("COMMIT")
             return True
+
+    def arrive(self, sha256: str, file: str, arrived: float) -> None:
+        """Record that a complete file appeared (``waiting``); the first arrival of a content counts."""
+        with closing(self._connect()) as con:
+            con.execute("INSERT INTO files (sha256, file, status, updated, arrived) VALUES (?, ?, 'waiting', ?, ?) "
+                        "ON CONFLICT(sha256) DO UPDATE SET arrived=COALESCE(files.arrived, excluded.arrived), "
+                        "file=CASE WHEN files.status='done' THEN files.file ELSE excluded.file END",
+                        (sha256, file, _now(), arrived))
+
+    def queue(self) -> list[tuple[str, str, str]]:
+        """(sha256, file, status) of every content still to be decided, in arrival order (then file name):
+        ``waiting``, ``pending`` and orphaned claims."""
+        now = time.time()
+        with closing(self._connect()) as con:
+            rows = con.execute("SELECT sha256, file, status, owner_host, owner_pid, owner_start, "
+                               "COALESCE(heartbeat, claimed_at), run_id FROM files "
+                               "WHERE status IN ('waiting', 'pending', 'in_progress') "
+                               "ORDER BY COALESCE(arrived, claimed_at), file").fetchall()
+        return [(sha, file, "orphaned" if Claim(status, *rest).orphaned(self.lease, now) else status)
+                for sha, file, status, *rest in rows]
+
+    def held_behind(self) -> str | None:
+        """The file that holds others back: the oldest ``pending`` one with files waiting behind it."""
+        queue = self.queue()
+        for i, (_sha, file, status) in enumerate(queue):
+            if status == "pending" and i + 1 < len(queue):
+                return file
+        return None
 
     def keep_alive(self, sha256: str) -> None:
         """Renew this process's claim every ``lease / 4`` seconds (a daemon thread) until it is finished or
@@ -356,7 +391,7 @@ class Ledger:
         return row[0] if row else None
 
     def states(self) -> dict[str, str]:
-        """sha256 -> ``done``, ``pending``, ``in_progress`` (a live run holds it) or ``orphaned``."""
+        """sha256 -> ``done``, ``waiting``, ``pending``, ``in_progress`` (a live run holds it) or ``orphaned``."""
         now = time.time()
         with closing(self._connect()) as con:
             rows = con.execute("SELECT sha256, status, owner_host, owner_pid, owner_start, "
@@ -364,8 +399,8 @@ class Ledger:
         return {sha: ("orphaned" if Claim(*rest).orphaned(self.lease, now) else rest[0]) for sha, *rest in rows}
 
     def counts(self) -> dict[str, int]:
-        """How many contents are ``done``, ``pending``, ``in_progress`` and ``orphaned`` (for status)."""
-        out = dict.fromkeys(("done", "pending", "in_progress", "orphaned"), 0)
+        """How many contents are ``done``, ``waiting``, ``pending``, ``in_progress`` and ``orphaned``."""
+        out = dict.fromkeys(("done", "waiting", "pending", "in_progress", "orphaned"), 0)
         for state in self.states().values():
             out[state] = out.get(state, 0) + 1
         return out

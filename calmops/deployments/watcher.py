@@ -13,6 +13,10 @@ complete:
   while a writer has the file open; where leases are unavailable, e.g. network shares, the file must
   instead have been left untouched for ``min_age`` seconds).
 
+Before announcing a file the watcher records its arrival in the pipeline's ledger (``waiting``, with the time
+of its first event; for a file found by a scan, its modification time, and scans go oldest first): the
+pipeline's runs decide files in that order (see :func:`calmops.flows.common.run_in_order`).
+
 The announcement is the event ``calmops.file.arrived`` with the resource
 ``calmops.pipeline.<name>`` and labels for the path, size and SHA-256 of the file; each pipeline's
 deployment has a trigger on it (see :mod:`calmops.deployments.deploy`).
@@ -35,6 +39,7 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -47,7 +52,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from calmops.core.settings import Settings, get_settings
-from calmops.core.store import is_temporary_name, read_ledger_states, sha256_of
+from calmops.core.store import Ledger, is_temporary_name, read_ledger_states, sha256_of
 
 log = logging.getLogger("calmops.watcher")
 
@@ -115,6 +120,7 @@ class _Candidate:
     size: int
     mtime_ns: int
     due: float
+    seen: float  # wall-clock time of the first event: the file's arrival
 
 
 @dataclass(frozen=True)
@@ -214,7 +220,7 @@ class Watcher:
                  health_interval: float = 2.0, health: Callable[[], bool | None] | None = None,
                  breaker_ready: Callable[[str], bool] | None = None,
                  live_paths: Callable[[str], set[str] | None] | None = None, settings: Settings | None = None,
-                 heartbeat_file: Path | None = None):
+                 heartbeat_file: Path | None = None, record_arrivals: bool = True):
         self.emit = emit or emit_event
         self.settle = settle
         self.scan_interval = scan_interval
@@ -227,6 +233,7 @@ class Watcher:
         self.live_paths = live_paths or (live_run_paths if emit is None else (lambda name: None))
         self.settings = settings or get_settings()
         self.heartbeat_file = heartbeat_file
+        self.record_arrivals = record_arrivals
         self._lock = threading.RLock()
         self._candidates: dict[Path, _Candidate] = {}
         self._emitted: dict[Path, tuple[str, float]] = {}  # path -> (sha256, monotonic time)
@@ -341,7 +348,8 @@ class Watcher:
                 return
             old = self._candidates.get(path)
             self._candidates[path] = _Candidate(watched.pipeline, path, trusted or bool(old and old.trusted),
-                                                st[0], st[1], time.monotonic() + (0.0 if settled else self.settle))
+                                                st[0], st[1], time.monotonic() + (0.0 if settled else self.settle),
+                                                old.seen if old else time.time())
 
     def touch(self, path: Path) -> None:
         """The file changed: a candidate waits for it to settle again."""
@@ -407,7 +415,7 @@ class Watcher:
                     del self._candidates[cand.path]
             watched = self._pipeline_for(cand.path)
             if watched is not None:
-                self._announce(watched, cand.path, st, reason="arrived")
+                self._announce(watched, cand.path, st, reason="arrived", arrived=cand.seen)
 
     def _old_enough(self, path: Path) -> bool:
         try:
@@ -439,7 +447,7 @@ class Watcher:
             for gone in [p for p in self._emitted if p.parent == watched.incoming and not p.exists()]:
                 self._emitted.pop(gone, None)
                 self._hashes.pop(gone, None)
-        for path in sorted(p for p in watched.incoming.iterdir() if p.is_file()):
+        for path in _oldest_first(watched.incoming):
             if is_temporary_name(path):
                 continue
             with self._lock:
@@ -473,7 +481,7 @@ class Watcher:
                 continue  # cannot tell whether its run is still queued: wait for a clearer moment
             if live and str(path) in live:
                 continue  # a run is queued or running for it
-            if self._announce(watched, path, st, reason="scan", sha=sha):
+            if self._announce(watched, path, st, reason="scan", sha=sha, arrived=st[1] / 1e9):
                 announced.append(path)
         return announced
 
@@ -485,7 +493,7 @@ class Watcher:
         self._hashes[path] = (st[0], st[1], sha)
         return sha
 
-    def _announce(self, watched: _Watched, path: Path, st: tuple[int, int], *, reason: str,
+    def _announce(self, watched: _Watched, path: Path, st: tuple[int, int], *, reason: str, arrived: float,
                   sha: str | None = None) -> bool:
         try:
             sha = sha or self._hash(path, st)
@@ -496,6 +504,11 @@ class Watcher:
             if reason == "arrived" and last and last[0] == sha:
                 return False  # a second close of the same bytes
             self._emitted[path] = (sha, time.monotonic())
+        if self.record_arrivals:
+            try:  # the arrival order the pipeline's runs follow (see calmops.flows.common.run_in_order)
+                Ledger(watched.ledger_file).arrive(sha, path.name, arrived)
+            except sqlite3.Error:
+                log.exception("could not record the arrival of %s (the run records it)", path)
         resource = file_resource(watched.pipeline, watched.kind, path, st[0], sha)
         try:
             self.emit(event=EVENT, resource=resource)
@@ -507,6 +520,16 @@ class Watcher:
         self.emitted_count += 1
         log.info("announced %s for pipeline %s (%s, sha256 %s…)", path.name, watched.pipeline, reason, sha[:12])
         return True
+
+
+def _oldest_first(folder: Path) -> list[Path]:
+    """The folder's files by modification time, then name: the arrival order of files found by a scan."""
+    found = []
+    for p in folder.iterdir():
+        st = _stat(p) if p.is_file() else None
+        if st is not None:
+            found.append((st[1], p.name, p))
+    return [p for *_, p in sorted(found)]
 
 
 def _watched(pipeline: str) -> _Watched:

@@ -6,7 +6,10 @@ A flow for a kind composes these with the tasks; it never re-implements them.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import fcntl
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,6 +261,80 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
     except BaseException:  # cancelled or interrupted: nothing recorded, the claim goes back to pending
         ctx.ledger.release(ctx.sha256)
         raise
+
+
+@contextmanager
+def pipeline_turn(paths: PipelinePaths, log: RunLog) -> Iterator[None]:
+    """Hold the pipeline's turn (an exclusive lock on ``order.lock``, released by the kernel if the process
+    dies): one process decides the pipeline's files at a time, whoever started it (trigger, ``calmops run``)."""
+    with open(paths.root / "order.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for the pipeline's turn (another run is deciding its files)")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _breaker_cooling(pipeline: str) -> bool:
+    from calmops.core.breaker import read_breaker
+
+    state = read_breaker(pipeline)
+    return state.state == "open" and (state.next_retry_at is None or time.time() < state.next_retry_at)
+
+
+def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
+                 process: Callable[[RunContext, registry.Champion | None, Batch], RunOutcome]) -> dict[str, Any]:
+    """Decide the pipeline's files in arrival order (spec ``order: arrival``, the default), whatever order
+    Prefect starts the runs in: holding the pipeline's turn, decide every file that arrived before this one,
+    oldest first, then this one, then those that arrived after it. A file that fails, or waits for the breaker,
+    holds the files behind it: their runs end ``held`` and they wait in the ledger. With ``order: none`` (or a
+    file outside the incoming folder) only this file is decided.
+    """
+    spec = read_spec(pipeline)
+    paths = pipeline_paths(spec).ensure()
+    path = Path(path)
+    if spec.order == "none" or path.parent.resolve() != paths.incoming.resolve() or not path.exists():
+        return run_one_file(pipeline, path, sha256, process)
+    log = RunLog(spec.name, paths.logs)
+    book = ledger(paths)
+    digest = sha256_of(path)
+    book.arrive(digest, path.name, path.stat().st_mtime)  # known already when the watcher announced it
+    target: dict[str, Any] | None = None
+    with pipeline_turn(paths, log):
+        for sha, name, status in book.queue():
+            file = paths.incoming / name
+            if not file.exists():
+                continue  # moved away (quarantined by hand, or processed under another name)
+            if status == "in_progress" and sha != digest:  # a live run elsewhere (e.g. before order: arrival)
+                blocker, why = name, "being processed by another run"
+            elif status == "pending" and sha != digest and _breaker_cooling(spec.name):
+                blocker, why = name, "waiting for the circuit breaker"
+            else:
+                try:
+                    outcome = run_one_file(pipeline, file, sha, process)
+                except RunFailed as exc:
+                    if sha == digest:
+                        raise
+                    blocker, why = name, f"failed: {exc.outcome.reason[:300]}"
+                else:
+                    if sha == digest:
+                        target = outcome
+                    if book.status(sha) != "pending":
+                        continue
+                    blocker, why = name, "waiting for the circuit breaker"
+            if target is not None:
+                break  # this file is decided; the files behind the blocker wait for it
+            log.warning("%s is held: %s arrived before it and is %s", path.name, blocker, why)
+            return RunOutcome(spec.name, path.name, digest, "held", f"waiting behind {blocker} ({why})",
+                              flow_run_id=current_flow_run_id(), kind=spec.kind,
+                              details={"held_behind": blocker}).to_dict()
+    if target is None:  # decided meanwhile by another run
+        return run_one_file(pipeline, path, sha256, process)
+    return target
 
 
 def reference_frame(X: pd.DataFrame, y: pd.Series | None, target: str | None) -> pd.DataFrame:
