@@ -38,8 +38,10 @@ def preprocess(df):
 
 def create(name: str, tmp: Path, **extra) -> None:
     from calmops.core.store import save_spec, spec_from_dict
+    from calmops.deployments.deploy import deploy_pipeline
 
     save_spec(spec_from_dict({**STREAM_SPEC, "name": name, **extra}), create=True)
+    deploy_pipeline(name)  # what 'calmops create' does when the stack runs: its deployment and trigger
 
 
 def paths_of(name: str):

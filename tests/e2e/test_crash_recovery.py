@@ -82,6 +82,7 @@ def live(tmp_path_factory):
 def create(name: str, tmp: Path, *, slow: bool) -> Path | None:
     """A stream pipeline; with ``slow`` its preprocess sleeps on its first call. Returns that call's marker."""
     from calmops.core.store import save_spec, spec_from_dict
+    from calmops.deployments.deploy import deploy_pipeline
 
     extra, marker = {}, None
     if slow:
@@ -90,6 +91,7 @@ def create(name: str, tmp: Path, *, slow: bool) -> Path | None:
         module.write_text(SLOW_ONCE.format(marker=str(marker)))
         extra["preprocess"] = str(module)
     save_spec(spec_from_dict({**STREAM_SPEC, "name": name, **extra}), create=True)
+    deploy_pipeline(name)  # what 'calmops create' does when the stack runs: its deployment and trigger
     return marker
 
 
