@@ -21,7 +21,7 @@ from tests.conftest import STREAM_SPEC, sea_frame
 from tests.e2e.test_crash_recovery import live  # noqa: F401 - the module's stack
 from tests.e2e.test_file_arrival import until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 POISON = '''
 from pathlib import Path

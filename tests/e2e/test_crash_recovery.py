@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import STREAM_SPEC, sea_frame
 from tests.e2e.test_file_arrival import free_port, until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # the stack starts slowly on a busy machine
 
 CALMOPS = str(Path(sys.executable).with_name("calmops"))
 
