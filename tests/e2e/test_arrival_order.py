@@ -127,7 +127,7 @@ def test_a_failing_file_holds_the_files_behind_it_until_it_succeeds(live, tmp_pa
     name = "order-hold"
     flag, files = _poisoned_stream(tmp_path, name, "arrival")
     by_file = lambda: {e["file"]: e["status"] for e in entries(name)}
-    until(lambda: by_file().get("h0.csv") == "done" and by_file().get("h1-bad.csv") == "pending", 300,
+    until(lambda: by_file().get("h0.csv") == "done" and by_file().get("h1-bad.csv") == "pending", 900,
           "h0 decided and h1 failed")
     time.sleep(25)  # the watcher announces h2 and h3 again meanwhile (reemit after 10 s): they stay held
     held = by_file()
