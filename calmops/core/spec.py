@@ -176,6 +176,7 @@ class PipelineSpec(_Strict):
     prediction_only: bool = False
     predictions: Path | None = None
     schedule: str | None = None
+    order: Literal["arrival", "none"] = "arrival"
     seed: int = 0
 
     @field_validator("name")

@@ -20,7 +20,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sqlite3
+import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass
@@ -185,67 +187,230 @@ def spec_from_dict(data: dict) -> PipelineSpec:
 
 # -- the ledger: exactly-once effect per content hash --------------------------------------
 
+CLAIM_LEASE = 120.0  # seconds a claim lives without its owner's heartbeat
+_COLUMNS = {"owner_host": "TEXT", "owner_pid": "INTEGER", "owner_start": "TEXT", "heartbeat": "REAL",
+            "mlflow_run_id": "TEXT", "arrived": "REAL"}
+WAITING = ("waiting", "pending")  # statuses of files still to be decided
+
+
+def _host() -> str:
+    return socket.gethostname()
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for its owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] == "Z" else fields[19]  # a zombie has ended already
+
+
+def _process_alive(pid: int | None, start: str | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    now = _process_start(pid)
+    if now is None:
+        return not Path("/proc/self/stat").exists()  # no /proc here: the pid answering is all we know
+    return start is None or now == start
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who holds a file's claim: the process (host, pid, its start time) and the flow run."""
+
+    status: str
+    owner_host: str | None
+    owner_pid: int | None
+    owner_start: str | None
+    heartbeat: float | None
+    run_id: str | None
+
+    def orphaned(self, lease: float, now: float | None = None) -> bool:
+        """An ``in_progress`` claim whose owner is gone: on this host its process has ended; on any host its
+        heartbeat is older than ``lease`` seconds."""
+        if self.status != "in_progress":
+            return False
+        now = time.time() if now is None else now
+        if now - (self.heartbeat or 0) > lease:
+            return True
+        return self.owner_host == _host() and not _process_alive(self.owner_pid, self.owner_start)
+
 
 class Ledger:
     """Which file contents a pipeline has processed, keyed by SHA-256.
 
     SQLite gives atomic claims across processes: two runs for the same bytes cannot both win.
-    Status: ``in_progress`` (claimed), ``done``, ``pending`` (deferred, e.g. breaker open).
-    A claim older than ``stale_after`` seconds belongs to a crashed run and may be taken again.
+    Status: ``waiting`` (announced, not yet claimed), ``in_progress`` (claimed), ``done``, ``pending`` (to be run
+    again: deferred while the breaker is open, or released by a run that failed). ``arrived`` is when the
+    complete file appeared (the watcher's event time, or the file's modification time when a scan found it):
+    :meth:`queue` gives the files still to be decided in that order. A claim records its owner (host, pid and the pid's start time,
+    flow run id) and a heartbeat the owner renews (:meth:`keep_alive`); a claim whose owner is gone is
+    *orphaned* and is taken again at once: on the same host as soon as the process has ended, from
+    anywhere once the heartbeat is older than ``lease`` seconds.
     """
 
-    def __init__(self, path: Path, stale_after: float = 3600.0):
+    def __init__(self, path: Path, lease: float = CLAIM_LEASE):
         self.path = path
-        self.stale_after = stale_after
+        self.lease = lease
+        self._beats: dict[str, threading.Event] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as con, con:
             con.execute(
                 "CREATE TABLE IF NOT EXISTS files (sha256 TEXT PRIMARY KEY, file TEXT, status TEXT, "
                 "decision TEXT, claimed_at REAL, updated TEXT, run_id TEXT)"
             )
+            have = {row[1] for row in con.execute("PRAGMA table_info(files)")}
+            for column, kind in _COLUMNS.items():
+                if column not in have:  # a ledger written by an older CalmOps
+                    con.execute(f"ALTER TABLE files ADD COLUMN {column} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         con.execute("PRAGMA journal_mode=WAL")
         return con
 
+    def _claim_of(self, con: sqlite3.Connection, sha256: str) -> Claim | None:
+        row = con.execute("SELECT status, owner_host, owner_pid, owner_start, COALESCE(heartbeat, claimed_at), "
+                          "run_id FROM files WHERE sha256=?", (sha256,)).fetchone()
+        return Claim(*row) if row else None
+
     def claim(self, sha256: str, file: str, run_id: str = "") -> bool:
-        """Take the file for processing; False when it is done or being processed elsewhere."""
+        """Take the file for processing; False when it is done or being processed by a live run elsewhere."""
         now = time.time()
+        pid = os.getpid()
         with closing(self._connect()) as con:
             con.execute("BEGIN IMMEDIATE")
-            row = con.execute("SELECT status, claimed_at, run_id FROM files WHERE sha256=?", (sha256,)).fetchone()
-            if row is not None:
-                status, claimed_at, owner = row
-                mine = bool(run_id) and owner == run_id   # a retry of the same flow run
-                stale = now - (claimed_at or 0) > self.stale_after  # a crashed run's claim
-                retake = status == "pending" or (status == "in_progress" and (mine or stale))
+            held = self._claim_of(con, sha256)
+            if held is not None:
+                mine = bool(run_id) and held.run_id == run_id   # a retry of the same flow run
+                retake = held.status in WAITING or (
+                    held.status == "in_progress" and (mine or held.orphaned(self.lease, now)))
                 if not retake:
                     con.execute("COMMIT")
                     return False
             con.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, 'in_progress', NULL, ?, ?, ?)",
-                (sha256, file, now, _now(), run_id),
+                "INSERT INTO files (sha256, file, status, decision, claimed_at, updated, run_id, owner_host, "
+                "owner_pid, owner_start, heartbeat, mlflow_run_id, arrived) "
+                "VALUES (?, ?, 'in_progress', NULL, ?, ?, ?, ?, ?, ?, ?, NULL, ?) "
+                "ON CONFLICT(sha256) DO UPDATE SET file=excluded.file, status='in_progress', decision=NULL, "
+                "claimed_at=excluded.claimed_at, updated=excluded.updated, run_id=excluded.run_id, "
+                "owner_host=excluded.owner_host, owner_pid=excluded.owner_pid, owner_start=excluded.owner_start, "
+                "heartbeat=excluded.heartbeat, mlflow_run_id=NULL, arrived=COALESCE(files.arrived, excluded.arrived)",
+                (sha256, file, now, _now(), run_id, _host(), pid, _process_start(pid), now, now),
             )
             con.execute("COMMIT")
             return True
 
+    def arrive(self, sha256: str, file: str, arrived: float) -> None:
+        """Record that a complete file appeared (``waiting``); the first arrival of a content counts."""
+        with closing(self._connect()) as con:
+            con.execute("INSERT INTO files (sha256, file, status, updated, arrived) VALUES (?, ?, 'waiting', ?, ?) "
+                        "ON CONFLICT(sha256) DO UPDATE SET arrived=COALESCE(files.arrived, excluded.arrived), "
+                        "file=CASE WHEN files.status='done' THEN files.file ELSE excluded.file END",
+                        (sha256, file, _now(), arrived))
+
+    def queue(self) -> list[tuple[str, str, str]]:
+        """(sha256, file, status) of every content still to be decided, in arrival order (then file name):
+        ``waiting``, ``pending`` and orphaned claims."""
+        now = time.time()
+        with closing(self._connect()) as con:
+            rows = con.execute("SELECT sha256, file, status, owner_host, owner_pid, owner_start, "
+                               "COALESCE(heartbeat, claimed_at), run_id FROM files "
+                               "WHERE status IN ('waiting', 'pending', 'in_progress') "
+                               "ORDER BY COALESCE(arrived, claimed_at), file").fetchall()
+        return [(sha, file, "orphaned" if Claim(status, *rest).orphaned(self.lease, now) else status)
+                for sha, file, status, *rest in rows]
+
+    def held_behind(self) -> str | None:
+        """The file that holds others back: the oldest ``pending`` one with files waiting behind it."""
+        queue = self.queue()
+        for i, (_sha, file, status) in enumerate(queue):
+            if status == "pending" and i + 1 < len(queue):
+                return file
+        return None
+
+    def keep_alive(self, sha256: str) -> None:
+        """Renew this process's claim every ``lease / 4`` seconds (a daemon thread) until it is finished or
+        released, so a long run on another host is not taken for a crashed one."""
+        if sha256 in self._beats:
+            return
+        stop = self._beats[sha256] = threading.Event()
+        pid = os.getpid()
+
+        def beat() -> None:
+            while not stop.wait(self.lease / 4):
+                try:
+                    with closing(self._connect()) as con:
+                        renewed = con.execute(
+                            "UPDATE files SET heartbeat=? WHERE sha256=? AND status='in_progress' "
+                            "AND owner_pid=? AND owner_host=?", (time.time(), sha256, pid, _host())).rowcount
+                except sqlite3.Error:
+                    continue  # busy: the next beat renews it
+                if not renewed:
+                    return  # finished, released, or taken over
+
+        threading.Thread(target=beat, name=f"calmops-claim-{sha256[:8]}", daemon=True).start()
+
+    def _stop_beat(self, sha256: str) -> None:
+        stop = self._beats.pop(sha256, None)
+        if stop is not None:
+            stop.set()
+
+    def attach_run(self, sha256: str, mlflow_run_id: str) -> None:
+        """Record the MLflow run of the claim (so a run that takes over an orphaned claim can close it)."""
+        with closing(self._connect()) as con:
+            con.execute("UPDATE files SET mlflow_run_id=? WHERE sha256=? AND status='in_progress'",
+                        (mlflow_run_id, sha256))
+
+    def orphaned_run(self, sha256: str) -> str | None:
+        """The MLflow run id of an orphaned claim on this content (None when the claim is live or absent)."""
+        with closing(self._connect()) as con:
+            held = self._claim_of(con, sha256)
+            row = con.execute("SELECT mlflow_run_id FROM files WHERE sha256=?", (sha256,)).fetchone()
+        return row[0] if held is not None and held.orphaned(self.lease) else None
+
     def finish(self, sha256: str, decision: str, status: str = "done") -> None:
+        self._stop_beat(sha256)
         with closing(self._connect()) as con:
             con.execute(
                 "UPDATE files SET status=?, decision=?, updated=? WHERE sha256=?",
                 (status, decision, _now(), sha256),
             )
 
-    def release(self, sha256: str) -> None:
-        """Forget a claim (the run failed before it changed anything); the file can be retried."""
+    def release(self, sha256: str, decision: str = "failed") -> None:
+        """Give a claim up (the run failed or was stopped): ``pending``, so the file is run again."""
+        self._stop_beat(sha256)
         with closing(self._connect()) as con:
-            con.execute("DELETE FROM files WHERE sha256=? AND status='in_progress'", (sha256,))
+            con.execute("UPDATE files SET status='pending', decision=?, updated=? "
+                        "WHERE sha256=? AND status='in_progress'", (decision, _now(), sha256))
 
     def status(self, sha256: str) -> str | None:
         with closing(self._connect()) as con:
             row = con.execute("SELECT status FROM files WHERE sha256=?", (sha256,)).fetchone()
         return row[0] if row else None
+
+    def states(self) -> dict[str, str]:
+        """sha256 -> ``done``, ``waiting``, ``pending``, ``in_progress`` (a live run holds it) or ``orphaned``."""
+        now = time.time()
+        with closing(self._connect()) as con:
+            rows = con.execute("SELECT sha256, status, owner_host, owner_pid, owner_start, "
+                               "COALESCE(heartbeat, claimed_at), run_id FROM files").fetchall()
+        return {sha: ("orphaned" if Claim(*rest).orphaned(self.lease, now) else rest[0]) for sha, *rest in rows}
+
+    def counts(self) -> dict[str, int]:
+        """How many contents are ``done``, ``waiting``, ``pending``, ``in_progress`` and ``orphaned``."""
+        out = dict.fromkeys(("done", "waiting", "pending", "in_progress", "orphaned"), 0)
+        for state in self.states().values():
+            out[state] = out.get(state, 0) + 1
+        return out
 
     def decision(self, sha256: str) -> str | None:
         with closing(self._connect()) as con:
@@ -256,6 +421,16 @@ class Ledger:
         with closing(self._connect()) as con:
             con.row_factory = sqlite3.Row
             return [dict(r) for r in con.execute("SELECT * FROM files ORDER BY claimed_at")]
+
+
+def read_ledger_states(ledger_file: Path) -> dict[str, str]:
+    """:meth:`Ledger.states` of a pipeline's ledger file, {} when it does not exist yet or cannot be read."""
+    if not ledger_file.exists():
+        return {}
+    try:
+        return Ledger(ledger_file).states()
+    except sqlite3.Error:
+        return {}
 
 
 def ledger(paths: PipelinePaths) -> Ledger:

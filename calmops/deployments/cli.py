@@ -181,6 +181,9 @@ def _summary(name: str) -> dict[str, Any]:
         "breaker_detail": breaker.to_public() if breaker else None,
         "files_done": sum(e["status"] == "done" for e in entries),
         "files_pending": len(pending_files(paths)),
+        **{f"claims_{k}": v for k, v in (ledger(paths).counts() if entries else {}).items()
+           if k in ("in_progress", "orphaned")},
+        "held_behind": ledger(paths).held_behind() if entries and spec.order == "arrival" else None,
         "files_waiting": len([p for p in paths.incoming.glob("*") if p.is_file()]) if paths.incoming.exists() else 0,
         "files_quarantined": len(list(paths.quarantine.glob("*.reason.json"))) if paths.quarantine.exists() else 0,
         "last_file": entries[-1]["file"] if entries else None,
@@ -201,7 +204,9 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
     for s in [data] if name else data["pipelines"]:
         console.print(f"[bold]{s['name']}[/] ({s['kind']}): champion v{s['champion_version'] or '-'} · "
                       f"aliases {s['aliases']} · breaker {s['breaker']} · done {s['files_done']} · "
-                      f"pending {s['files_pending']} · waiting {s['files_waiting']} · "
+                      f"pending {s['files_pending']} · running {s.get('claims_in_progress', 0)} · "
+                      f"orphaned {s.get('claims_orphaned', 0)} · waiting {s['files_waiting']}"
+                      + (f" (held behind {s['held_behind']})" if s.get("held_behind") else "") + " · "
                       f"quarantined {s['files_quarantined']} · last {s['last_file']} → {s['last_decision']}")
 
 

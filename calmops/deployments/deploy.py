@@ -158,14 +158,61 @@ def _job_variables() -> dict[str, str]:
     return {"command": client_command()}
 
 
+class SchemeConflict(RuntimeError):
+    """Per-kind deployments from prefect.yaml and per-pipeline ones from ``calmops deploy`` at the same time."""
+
+
+def kind_deployments(kind: str | None = None) -> list[Any]:
+    """The per-kind deployments ``prefect deploy --all`` makes from prefect.yaml (``calmops-<kind>/<kind>``)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, DeploymentFilterTags
+
+    kinds = [kind] if kind else list(KINDS)
+    with get_client(sync_client=True) as client:
+        found = client.read_deployments(deployment_filter=DeploymentFilter(
+            name=DeploymentFilterName(any_=kinds), tags=DeploymentFilterTags(all_=[TAG])))
+    return [d for d in found if f"calmops.kind.{d.name}" in (d.tags or [])
+            and not any(t.startswith("calmops.pipeline.") for t in d.tags)]  # not a pipeline named like a kind
+
+
+def refuse_second_scheme(kind: str) -> None:
+    """One triggering scheme at a time: with prefect.yaml's deployment for the kind active, every file of a
+    pipeline would start a run in each scheme."""
+    for d in kind_deployments(kind):
+        raise SchemeConflict(
+            f"the prefect.yaml deployment {flow_name(kind)}/{d.name} already triggers every {kind} pipeline; "
+            f"delete it ('prefect deployment delete {flow_name(kind)}/{d.name}') to use per-pipeline "
+            "deployments, or keep prefect.yaml and do not run 'calmops deploy'")
+
+
+def prune_automations() -> list[str]:
+    """Delete CalmOps file-arrival automations whose deployment no longer exists (names of those removed)."""
+    from prefect.client.orchestration import get_client
+
+    removed = []
+    with get_client(sync_client=True) as client:
+        existing = {str(d.id) for d in client.read_deployments()}
+        for a in client.read_automations():
+            if not a.name.startswith("calmops-file-arrived-"):
+                continue
+            targets = {str(getattr(action, "deployment_id", None)) for action in a.actions}
+            if targets and not targets & existing:
+                client.delete_automation(a.id)
+                removed.append(a.name)
+    return removed
+
+
 def deploy_pipeline(name: str, *, pool: str | None = None) -> DeploymentSummary:
-    """Create or update the pipeline's deployment(s) and automation from its current spec (idempotent)."""
+    """Create or update the pipeline's deployment(s) and automation from its current spec (idempotent).
+
+    Refused (:class:`SchemeConflict`) while prefect.yaml's deployment for the pipeline's kind exists."""
     from prefect.deployments.runner import EntrypointType
 
     from calmops.core.store import read_spec
     from calmops.flows import flow_for
 
     spec = read_spec(name)
+    refuse_second_scheme(spec.kind)
     pool = ensure_work_pool(pool)
     flow = flow_for(spec.kind)
     tags = [TAG, pipeline_tag(name), f"calmops.kind.{spec.kind}"]
@@ -222,6 +269,7 @@ def deploy_all(*, prune: bool = True, pool: str | None = None) -> dict[str, Any]
         for orphan in sorted(set(deployed_pipelines()) - set(names)):
             delete_pipeline_deployments(orphan)
             removed.append(orphan)
+        prune_automations()
     return {"deployed": done, "errors": errors, "removed": removed}
 
 

@@ -91,9 +91,13 @@ def sync_pipeline(name: str, console) -> bool:
     if not prefect_reachable():
         console.print("[dim]Prefect is not running: the deployment is made by 'calmops up' or 'calmops deploy'[/]")
         return False
-    from calmops.deployments.deploy import deploy_pipeline
+    from calmops.deployments.deploy import SchemeConflict, deploy_pipeline
 
-    summary = deploy_pipeline(name)
+    try:
+        summary = deploy_pipeline(name)
+    except SchemeConflict as exc:  # prefect.yaml's per-kind deployments trigger it already
+        console.print(f"[yellow]not deployed:[/] {exc}", highlight=False)
+        return False
     console.print(f"deployment {summary.deployment} with trigger {summary.automations[0]}"
                   + (f" and scheduled scan {summary.scan_deployment}" if summary.scan_deployment else ""),
                   highlight=False)
@@ -199,14 +203,18 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ):
         """Create or update the Prefect deployments and file-arrival triggers of the pipelines."""
-        from calmops.deployments.deploy import deploy_all, deploy_pipeline
+        from calmops.deployments.deploy import SchemeConflict, deploy_all, deploy_pipeline, prune_automations
 
         need_prefect("deploy")
         if name:
             from calmops.core.store import read_spec
 
             read_spec(name)
-            result = {"deployed": [deploy_pipeline(name).to_dict()], "errors": {}, "removed": []}
+            try:
+                result = {"deployed": [deploy_pipeline(name).to_dict()], "errors": {}, "removed": []}
+            except SchemeConflict as exc:
+                raise CliError(str(exc), "use one triggering scheme at a time (docs/operations.md)") from None
+            prune_automations()
         else:
             result = deploy_all(prune=prune)
         if as_json:

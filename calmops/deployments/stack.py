@@ -77,6 +77,7 @@ def _client_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
     else:
         env.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
     env["CALMOPS_HOME"] = str(settings.home)  # absolute: flow runs start in a temporary directory
+    env["CALMOPS_RUN_DIR"] = str(settings.run_dir)  # (where calmops.toml is not found) and the warm client
     env.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
     return env
 

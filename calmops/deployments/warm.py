@@ -17,11 +17,13 @@ This module imports only the standard library at import time: the client must st
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import selectors
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
@@ -37,22 +39,98 @@ STREAMS = 3  # stdin, stdout, stderr travel with the request
 _HEADER = struct.Struct("!I")
 KILL_GRACE = 10.0
 HANDOFF_TIMEOUT = 30.0
-MAX_SOCKET_PATH = 100
+PID_FILE = "runner.pid"  # beside the socket: the pid a client expects at the other end
+_CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 def socket_path() -> Path:
-    """Where the runner listens: ``$CALMOPS_RUNNER_SOCKET``, else ``$CALMOPS_HOME/run/runner.sock``."""
+    """Where the runner listens: ``$CALMOPS_RUNNER_SOCKET``, else ``runner/runner.sock`` in the run folder
+    (``$CALMOPS_RUN_DIR``, by default ``$CALMOPS_HOME/run``).
+
+    Its folder must be private (see :func:`open_private_dir`); the address is reached through a descriptor
+    on that folder, so the length of the home path does not matter.
+    """
     explicit = os.environ.get("CALMOPS_RUNNER_SOCKET")
     if explicit:
         return Path(explicit)
-    path = Path(os.environ.get("CALMOPS_HOME", ".calmops")).expanduser().resolve() / "run" / "runner.sock"
-    if len(str(path)) > MAX_SOCKET_PATH:  # AF_UNIX addresses are short: a deep home gets one in /tmp
-        import hashlib
-        import tempfile
+    run_dir = os.environ.get("CALMOPS_RUN_DIR")  # this host's run folder (docs/production.md)
+    base = Path(run_dir) if run_dir else Path(os.environ.get("CALMOPS_HOME", ".calmops")) / "run"
+    return base.expanduser().resolve() / "runner" / "runner.sock"
 
-        digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / f"calmops-runner-{digest}.sock"
-    return path
+
+class Untrusted(OSError):
+    """The runner's folder or the process listening there is not what CalmOps made."""
+
+
+def open_private_dir(folder: Path, *, create: bool = False) -> int:
+    """A descriptor on ``folder`` once it is checked: a real directory (no symlink), owned by this user, with no
+    access for group or others (0700). ``create`` makes it so when it does not exist."""
+    if create:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            what = "a symbolic link" if folder.is_symlink() else "not a directory"
+            raise Untrusted(f"{folder} is {what}") from exc
+        raise
+    st = os.fstat(fd)
+    problem = (f"belongs to uid {st.st_uid}, not {os.geteuid()}" if st.st_uid != os.geteuid() else
+               f"has mode {stat.S_IMODE(st.st_mode):04o}, not 0700" if st.st_mode & 0o077 else None)
+    if problem:
+        os.close(fd)
+        raise Untrusted(f"{folder} {problem}")
+    return fd
+
+
+def _address(dir_fd: int, name: str) -> str:
+    """The socket's address through the checked folder's descriptor (short whatever the folder's path)."""
+    return f"/proc/self/fd/{dir_fd}/{name}"
+
+
+def _peer(conn: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end (SO_PEERCRED)."""
+    pid, uid, _gid = _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+    return pid, uid
+
+
+def _recorded_pid(dir_fd: int) -> int | None:
+    try:
+        fd = os.open(PID_FILE, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return None
+    with os.fdopen(fd) as fh:
+        text = fh.read().strip()
+    return int(text) if text.isdigit() else None
+
+
+def connect(path: Path | None = None, timeout: float = HANDOFF_TIMEOUT) -> socket.socket:
+    """A connection to the warm runner, made only after checking its folder (owner, mode) and that the listener
+    runs as this user with the pid the runner recorded; raises :class:`Untrusted` (or OSError: no runner)."""
+    path = path or socket_path()
+    dir_fd = open_private_dir(path.parent)
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.settimeout(timeout)
+            conn.connect(_address(dir_fd, path.name))
+            pid, uid = _peer(conn)
+            recorded = _recorded_pid(dir_fd)
+            if uid != os.geteuid():
+                raise Untrusted(f"the listener on {path} runs as uid {uid}, not {os.geteuid()}")
+            if pid != recorded:
+                raise Untrusted(f"the listener on {path} is process {pid}, not the runner "
+                                f"({recorded or 'no runner recorded'})")
+        except BaseException:
+            conn.close()
+            raise
+    finally:
+        os.close(dir_fd)
+    return conn
 
 
 def client_command() -> str:
@@ -61,13 +139,11 @@ def client_command() -> str:
 
 
 def answers(path: Path | None = None) -> bool:
-    """Whether a runner is listening (a connection that sends nothing is ignored by the runner)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path or socket_path()))
-        except OSError:
-            return False
+    """Whether the runner is listening (a connection that sends nothing is ignored by the runner)."""
+    try:
+        connect(path, timeout=1.0).close()
+    except OSError:
+        return False
     return True
 
 
@@ -91,11 +167,16 @@ def _readline(conn: socket.socket, buffer: bytearray) -> str | None:
 
 def run_client(argv: list[str]) -> int:
     """Hand this flow run to the warm runner; its exit code, or become the cold engine when none answers."""
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.settimeout(HANDOFF_TIMEOUT)  # a stuck runner must not hold the run: start cold instead
     buffer = bytearray()
     try:
-        conn.connect(str(socket_path()))
+        conn = connect()  # a stuck runner must not hold the run: HANDOFF_TIMEOUT, then cold
+    except Untrusted as exc:  # nothing was sent: argv and environment go to the runner only
+        print(f"calmops warm runner: not handing the run over ({exc}); starting it cold", file=sys.stderr,
+              flush=True)
+        _cold(argv)
+    except OSError:
+        _cold(argv)  # no runner
+    try:
         payload = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
         socket.send_fds(conn, [_HEADER.pack(len(payload)) + payload], list(range(STREAMS)))
         line = _readline(conn, buffer)
@@ -231,6 +312,14 @@ def _exit_handlers() -> None:
         sys.stderr.flush()
 
 
+def _write_pid(dir_fd: int) -> None:
+    tmp = f".{PID_FILE}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{os.getpid()}\n")
+    os.replace(tmp, PID_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
 class Runner:
     """The warm process: preloads, listens, forks one child per request, reports each child's exit."""
 
@@ -259,14 +348,28 @@ class Runner:
         return time.perf_counter() - t
 
     def serve(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            dir_fd = open_private_dir(self.path.parent, create=True)
+        except Untrusted as exc:
+            raise RuntimeError(f"not serving: {exc} (the runner's folder must be private to this user)") from exc
+        try:
+            self._serve(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _serve(self, dir_fd: int) -> None:
         if answers(self.path):
             raise RuntimeError(f"another runner already listens on {self.path}")
-        self.path.unlink(missing_ok=True)  # left by a runner that was killed
+        name = self.path.name
+        _write_pid(dir_fd)  # before listening: a client that connects finds the pid it must see
+        try:
+            os.unlink(name, dir_fd=dir_fd)  # left by a runner that was killed
+        except FileNotFoundError:
+            pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(self.path))
-        os.chmod(self.path, 0o600)
-        bound = self.path.stat().st_ino
+        listener.bind(_address(dir_fd, name))
+        os.chmod(name, 0o600, dir_fd=dir_fd)
+        bound = os.stat(name, dir_fd=dir_fd).st_ino
         listener.listen(64)
         wake_r, wake_w = self.wake = os.pipe()
         os.set_blocking(wake_w, False)
@@ -292,8 +395,10 @@ class Runner:
         finally:
             listener.close()
             try:
-                if self.path.stat().st_ino == bound:  # not a socket another runner bound since
-                    self.path.unlink()
+                if os.stat(name, dir_fd=dir_fd).st_ino == bound:  # not a socket another runner bound since
+                    os.unlink(name, dir_fd=dir_fd)
+                if _recorded_pid(dir_fd) == os.getpid():
+                    os.unlink(PID_FILE, dir_fd=dir_fd)
             except OSError:
                 pass
             self._stop_children()
@@ -313,6 +418,12 @@ class Runner:
 
     def _accept(self, listener: socket.socket) -> None:
         conn, _ = listener.accept()
+        pid, uid = _peer(conn)
+        if uid != os.geteuid():  # the folder is private: this cannot happen unless it was tampered with
+            print(f"calmops runner: refused a connection from process {pid} of uid {uid}", file=sys.stderr,
+                  flush=True)
+            conn.close()
+            return
         conn.settimeout(5.0)  # a client that connects and says nothing must not hold the runner
         try:
             request, fds = _receive(conn)

@@ -13,6 +13,10 @@ complete:
   while a writer has the file open; where leases are unavailable, e.g. network shares, the file must
   instead have been left untouched for ``min_age`` seconds).
 
+Before announcing a file the watcher records its arrival in the pipeline's ledger (``waiting``, with the time
+of its first event; for a file found by a scan, its modification time, and scans go oldest first): the
+pipeline's runs decide files in that order (see :func:`calmops.flows.common.run_in_order`).
+
 The announcement is the event ``calmops.file.arrived`` with the resource
 ``calmops.pipeline.<name>`` and labels for the path, size and SHA-256 of the file; each pipeline's
 deployment has a trigger on it (see :mod:`calmops.deployments.deploy`).
@@ -20,8 +24,9 @@ deployment has a trigger on it (see :mod:`calmops.deployments.deploy`).
 Prefect delivers events at least once, and an event sent while the server is down can be lost. So the
 watcher also scans the incoming folders on start, every ``scan_interval`` seconds, and at once when
 the Prefect API answers again after an outage. A scan announces a file unless the pipeline's ledger
-marks it ``done``, a run claimed it recently (``in_progress``; an older claim belongs to a crashed run),
-it is ``pending`` while the pipeline's breaker is still cooling down, or a flow run for it is already
+marks it ``done``, a live run holds its claim (``in_progress``; a claim whose run has ended without
+finishing is *orphaned* and announced again, see :class:`calmops.core.store.Ledger`), it is ``pending``
+while the pipeline's breaker is still cooling down, or a flow run for it is already
 scheduled, waiting for its pipeline's slot, or running. A file already announced is announced again
 only after ``reemit_after`` seconds, and only when no run for it is queued. Every duplicate that still
 gets through is harmless: the flow is idempotent per content hash.
@@ -34,6 +39,7 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +52,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from calmops.core.settings import Settings, get_settings
-from calmops.core.store import is_temporary_name, sha256_of
+from calmops.core.store import Ledger, is_temporary_name, read_ledger_states, sha256_of
 
 log = logging.getLogger("calmops.watcher")
 
@@ -114,6 +120,7 @@ class _Candidate:
     size: int
     mtime_ns: int
     due: float
+    seen: float  # wall-clock time of the first event: the file's arrival
 
 
 @dataclass(frozen=True)
@@ -213,7 +220,7 @@ class Watcher:
                  health_interval: float = 2.0, health: Callable[[], bool | None] | None = None,
                  breaker_ready: Callable[[str], bool] | None = None,
                  live_paths: Callable[[str], set[str] | None] | None = None, settings: Settings | None = None,
-                 heartbeat_file: Path | None = None):
+                 heartbeat_file: Path | None = None, record_arrivals: bool = True):
         self.emit = emit or emit_event
         self.settle = settle
         self.scan_interval = scan_interval
@@ -226,6 +233,7 @@ class Watcher:
         self.live_paths = live_paths or (live_run_paths if emit is None else (lambda name: None))
         self.settings = settings or get_settings()
         self.heartbeat_file = heartbeat_file
+        self.record_arrivals = record_arrivals
         self._lock = threading.RLock()
         self._candidates: dict[Path, _Candidate] = {}
         self._emitted: dict[Path, tuple[str, float]] = {}  # path -> (sha256, monotonic time)
@@ -340,7 +348,8 @@ class Watcher:
                 return
             old = self._candidates.get(path)
             self._candidates[path] = _Candidate(watched.pipeline, path, trusted or bool(old and old.trusted),
-                                                st[0], st[1], time.monotonic() + (0.0 if settled else self.settle))
+                                                st[0], st[1], time.monotonic() + (0.0 if settled else self.settle),
+                                                old.seen if old else time.time())
 
     def touch(self, path: Path) -> None:
         """The file changed: a candidate waits for it to settle again."""
@@ -406,7 +415,7 @@ class Watcher:
                     del self._candidates[cand.path]
             watched = self._pipeline_for(cand.path)
             if watched is not None:
-                self._announce(watched, cand.path, st, reason="arrived")
+                self._announce(watched, cand.path, st, reason="arrived", arrived=cand.seen)
 
     def _old_enough(self, path: Path) -> bool:
         try:
@@ -429,7 +438,7 @@ class Watcher:
         return announced
 
     def _scan_folder(self, watched: _Watched, force: bool) -> list[Path]:
-        entries = _ledger_entries(watched.ledger_file)
+        states = read_ledger_states(watched.ledger_file)
         breaker_checked: bool | None = None
         live: Any = _UNASKED
         announced = []
@@ -438,7 +447,7 @@ class Watcher:
             for gone in [p for p in self._emitted if p.parent == watched.incoming and not p.exists()]:
                 self._emitted.pop(gone, None)
                 self._hashes.pop(gone, None)
-        for path in sorted(p for p in watched.incoming.iterdir() if p.is_file()):
+        for path in _oldest_first(watched.incoming):
             if is_temporary_name(path):
                 continue
             with self._lock:
@@ -454,11 +463,9 @@ class Watcher:
             if writing or (writing is None and not self._old_enough(path)):
                 continue
             sha = self._hash(path, st)
-            status, claimed_at = entries.get(sha, (None, None))
-            if status == "done":
-                continue
-            if status == "in_progress" and time.time() - (claimed_at or 0) < 3600:
-                continue  # a run has it (a claim older than the ledger's stale limit is retaken)
+            status = states.get(sha)
+            if status in ("done", "in_progress"):
+                continue  # finished, or a live run has it (an orphaned claim is announced again)
             if status == "pending":
                 if breaker_checked is None:
                     breaker_checked = self.breaker_ready(watched.pipeline)
@@ -474,7 +481,7 @@ class Watcher:
                 continue  # cannot tell whether its run is still queued: wait for a clearer moment
             if live and str(path) in live:
                 continue  # a run is queued or running for it
-            if self._announce(watched, path, st, reason="scan", sha=sha):
+            if self._announce(watched, path, st, reason="scan", sha=sha, arrived=st[1] / 1e9):
                 announced.append(path)
         return announced
 
@@ -486,7 +493,7 @@ class Watcher:
         self._hashes[path] = (st[0], st[1], sha)
         return sha
 
-    def _announce(self, watched: _Watched, path: Path, st: tuple[int, int], *, reason: str,
+    def _announce(self, watched: _Watched, path: Path, st: tuple[int, int], *, reason: str, arrived: float,
                   sha: str | None = None) -> bool:
         try:
             sha = sha or self._hash(path, st)
@@ -497,6 +504,11 @@ class Watcher:
             if reason == "arrived" and last and last[0] == sha:
                 return False  # a second close of the same bytes
             self._emitted[path] = (sha, time.monotonic())
+        if self.record_arrivals:
+            try:  # the arrival order the pipeline's runs follow (see calmops.flows.common.run_in_order)
+                Ledger(watched.ledger_file).arrive(sha, path.name, arrived)
+            except sqlite3.Error:
+                log.exception("could not record the arrival of %s (the run records it)", path)
         resource = file_resource(watched.pipeline, watched.kind, path, st[0], sha)
         try:
             self.emit(event=EVENT, resource=resource)
@@ -510,19 +522,14 @@ class Watcher:
         return True
 
 
-def _ledger_entries(ledger_file: Path) -> dict[str, tuple[str, float | None]]:
-    """sha256 -> (status, claimed_at), read-only (the watcher never writes the ledger)."""
-    if not ledger_file.exists():
-        return {}
-    import sqlite3
-    from contextlib import closing
-
-    try:
-        with closing(sqlite3.connect(f"file:{ledger_file}?mode=ro", uri=True, timeout=10)) as con:
-            return {sha: (status, claimed) for sha, status, claimed in
-                    con.execute("SELECT sha256, status, claimed_at FROM files")}
-    except sqlite3.Error:
-        return {}
+def _oldest_first(folder: Path) -> list[Path]:
+    """The folder's files by modification time, then name: the arrival order of files found by a scan."""
+    found = []
+    for p in folder.iterdir():
+        st = _stat(p) if p.is_file() else None
+        if st is not None:
+            found.append((st[1], p.name, p))
+    return [p for *_, p in sorted(found)]
 
 
 def _watched(pipeline: str) -> _Watched:

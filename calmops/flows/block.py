@@ -23,8 +23,8 @@ from calmops.flows.common import (
     predict_without_training,
     reference_frame,
     register,
+    run_in_order,
     run_name,
-    run_one_file,
     write_batch_predictions,
 )
 from calmops.tasks import blocks as B
@@ -39,7 +39,7 @@ from calmops.tasks.retrain import TrainingResult
 @flow(name="calmops-block", flow_run_name=partial(run_name, "block"), persist_result=False)
 def block_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
     """Process one file of a block pipeline: gate, ingest, per-block drift, selective retrain, promote, record."""
-    return run_one_file(pipeline, path, sha256, process_block_file)
+    return run_in_order(pipeline, path, sha256, process_block_file)
 
 
 def process_block_file(ctx: RunContext, champion: registry.Champion | None, batch: Batch) -> RunOutcome:

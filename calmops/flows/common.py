@@ -6,7 +6,11 @@ A flow for a kind composes these with the tasks; it never re-implements them.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import fcntl
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,8 @@ from calmops.tasks.record import RunOutcome, record_run
 from calmops.tasks.retrain import TrainingResult
 
 SUCCESS_DECISIONS = {"train", "no_drift", "retrain_promoted", "predict_only"}
+#: True while this process holds its pipeline's turn (see :func:`pipeline_turn`)
+_IN_TURN: ContextVar[bool] = ContextVar("calmops_in_turn", default=False)
 
 
 class RunFailed(RuntimeError):
@@ -136,6 +142,17 @@ def breaker_update(spec: PipelineSpec, outcome: RunOutcome) -> str:
     return state.state
 
 
+def close_abandoned_run(mlflow_run_id: str) -> None:
+    """Mark the MLflow run of a crashed run KILLED (it stays, with whatever it logged, for the record)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient().set_terminated(mlflow_run_id, status="KILLED")
+    except MlflowException:
+        pass  # deleted meanwhile: nothing to close
+
+
 def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunContext | RunOutcome:
     """The gate: the spec, the file (or proof it was done already), the ledger claim, the breaker.
 
@@ -156,7 +173,8 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
                               flow_run_id=flow_run_id, kind=spec.kind, details={"duplicate": True})
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest = sha256_of(path)
-    if not book.claim(digest, path.name, flow_run_id or ""):  # done already, or another run has it
+    abandoned = book.orphaned_run(digest)  # the MLflow run of a crashed run that held this content
+    if not book.claim(digest, path.name, flow_run_id or ""):  # done already, or a live run has it
         status = book.status(digest)
         if status == "done":
             moved = move_to_processed(paths, path, digest)
@@ -165,12 +183,24 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         return RunOutcome(spec.name, path.name, digest, book.decision(digest) or "no_drift", reason,
                           flow_run_id=flow_run_id,
                           kind=spec.kind, details={"duplicate": True})
-    allowed, breaker_state = breaker_gate(spec)
-    ctx = RunContext(spec, paths, book, path, digest, log, flow_run_id, allowed, breaker_state)
-    ctx.mlflow_run_id = registry.start_run(spec.name, path.name, {
-        "calmops.pipeline": spec.name, "calmops.file": path.name, "calmops.sha256": digest,
-        "calmops.flow_run_id": flow_run_id or "", "calmops.kind": spec.kind,
-    })
+    book.keep_alive(digest)
+    try:
+        if abandoned:
+            log.warning("%s: taking over the claim of a run that ended without finishing (MLflow run %s)",
+                        path.name, abandoned)
+            close_abandoned_run(abandoned)
+        allowed, breaker_state = breaker_gate(spec)
+        ctx = RunContext(spec, paths, book, path, digest, log, flow_run_id, allowed, breaker_state)
+        ctx.mlflow_run_id = registry.start_run(spec.name, path.name, {
+            "calmops.pipeline": spec.name, "calmops.file": path.name, "calmops.sha256": digest,
+            "calmops.flow_run_id": flow_run_id or "", "calmops.kind": spec.kind,
+        })
+        book.attach_run(digest, ctx.mlflow_run_id)
+    except BaseException as exc:  # MLflow or Prefect unreachable, cancelled: the file stays for a rerun
+        book.release(digest)
+        log.error("run for %s could not start: %s: %s (claim released; the file is pending)", path.name,
+                  type(exc).__name__, exc)
+        raise
     ctx.params = {"kind": spec.kind, "file": path.name, "sha256": digest, "retrain_mode": spec.retrain.mode,
                   "model": spec.model.class_ or "pipeline", "prediction_only": spec.prediction_only}
     log.info("processing %s (sha256 %s…) for pipeline %s; breaker %s", path.name, digest[:12], spec.name,
@@ -220,7 +250,7 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
     try:
         finish_record(ctx, outcome, None)
     finally:
-        ctx.ledger.finish(ctx.sha256, "failed", status="pending")
+        ctx.ledger.release(ctx.sha256)
     return RunFailed(outcome)
 
 
@@ -241,8 +271,11 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
         outcome = process(ctx, champion, batch)
     except Exception as exc:
         raise fail(ctx, exc) from exc
-    if ctx.breaker_state != "closed" and outcome.breaker_state == "closed":
-        rerun_pending(ctx)
+    except BaseException:  # cancelled or interrupted: nothing recorded, the claim goes back to pending
+        ctx.ledger.release(ctx.sha256)
+        raise
+    if ctx.breaker_state != "closed" and outcome.breaker_state == "closed" and not _IN_TURN.get():
+        rerun_pending(ctx)  # in the pipeline's turn (order: arrival) the turn itself goes on with them
     return outcome.to_dict()
 
 
@@ -256,6 +289,82 @@ def rerun_pending(ctx: RunContext) -> None:
         ctx.log.info("breaker closed: re-running %d pending file(s): %s", len(files), ", ".join(p.name for p in files))
     for path in files:
         flow_for(ctx.spec.kind)(pipeline=ctx.spec.name, path=str(path), return_state=True)
+
+
+@contextmanager
+def pipeline_turn(paths: PipelinePaths, log: RunLog) -> Iterator[None]:
+    """Hold the pipeline's turn (an exclusive lock on ``order.lock``, released by the kernel if the process
+    dies): one process decides the pipeline's files at a time, whoever started it (trigger, ``calmops run``)."""
+    with open(paths.root / "order.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for the pipeline's turn (another run is deciding its files)")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        token = _IN_TURN.set(True)
+        try:
+            yield
+        finally:
+            _IN_TURN.reset(token)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _breaker_cooling(pipeline: str) -> bool:
+    from calmops.core.breaker import read_breaker
+
+    state = read_breaker(pipeline)
+    return state.state == "open" and (state.next_retry_at is None or time.time() < state.next_retry_at)
+
+
+def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
+                 process: Callable[[RunContext, registry.Champion | None, Batch], RunOutcome]) -> dict[str, Any]:
+    """Decide the pipeline's files in arrival order (spec ``order: arrival``, the default), whatever order
+    Prefect starts the runs in: holding the pipeline's turn, decide every file that arrived before this one,
+    oldest first, then this one, then those that arrived after it. A file that fails, or waits for the breaker,
+    holds the files behind it: their runs end ``held`` and they wait in the ledger. With ``order: none`` (or a
+    file outside the incoming folder) only this file is decided.
+    """
+    spec = read_spec(pipeline)
+    paths = pipeline_paths(spec).ensure()
+    path = Path(path)
+    if spec.order == "none" or path.parent.resolve() != paths.incoming.resolve() or not path.exists():
+        return run_one_file(pipeline, path, sha256, process)
+    log = RunLog(spec.name, paths.logs)
+    book = ledger(paths)
+    digest = sha256_of(path)
+    book.arrive(digest, path.name, path.stat().st_mtime)  # known already when the watcher announced it
+    target: dict[str, Any] | None = None
+    with pipeline_turn(paths, log):
+        for sha, name, status in book.queue():
+            file = paths.incoming / name
+            if not file.exists():
+                continue  # moved away (quarantined by hand, or processed under another name)
+            if status == "in_progress" and sha != digest:  # a live run elsewhere (e.g. before order: arrival)
+                blocker, why = name, "being processed by another run"
+            elif status == "pending" and sha != digest and _breaker_cooling(spec.name):
+                blocker, why = name, "waiting for the circuit breaker"
+            else:
+                try:
+                    outcome = run_one_file(pipeline, file, sha, process)
+                except RunFailed as exc:
+                    if sha == digest:
+                        raise
+                    blocker, why = name, f"failed: {exc.outcome.reason[:300]}"
+                else:
+                    if sha == digest:
+                        target = outcome
+                    if book.status(sha) != "pending":
+                        continue
+                    blocker, why = name, "waiting for the circuit breaker"
+            if target is not None:
+                break  # this file is decided; the files behind the blocker wait for it
+            log.warning("%s is held: %s arrived before it and is %s", path.name, blocker, why)
+            return RunOutcome(spec.name, path.name, digest, "held", f"waiting behind {blocker} ({why})",
+                              flow_run_id=current_flow_run_id(), kind=spec.kind,
+                              details={"held_behind": blocker}).to_dict()
+    if target is None:  # decided meanwhile by another run
+        return run_one_file(pipeline, path, sha256, process)
+    return target
 
 
 def reference_frame(X: pd.DataFrame, y: pd.Series | None, target: str | None) -> pd.DataFrame:

@@ -30,8 +30,8 @@ from calmops.flows.common import (
     predict_without_training,
     reference_frame,
     register,
+    run_in_order,
     run_name,
-    run_one_file,
     write_batch_predictions,
 )
 from calmops.tasks import blocks as B
@@ -49,7 +49,7 @@ IPIP_CLASS = "calmops.core.ipip.IPIPClassifier"
 @flow(name="calmops-ipip", flow_run_name=partial(run_name, "ipip"), persist_result=False)
 def ipip_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
     """Process one file of an IPIP pipeline: gate, ingest, prequential per-block scores, update, promote, record."""
-    return run_one_file(pipeline, path, sha256, process_ipip_file)
+    return run_in_order(pipeline, path, sha256, process_ipip_file)
 
 
 def process_ipip_file(ctx: RunContext, champion: registry.Champion | None, batch: Batch) -> RunOutcome:

@@ -20,8 +20,8 @@ from calmops.flows.common import (
     predict_without_training,
     reference_frame,
     register,
+    run_in_order,
     run_name,
-    run_one_file,
     write_batch_predictions,
 )
 from calmops.tasks.drift import check_drift, warm_start_concept
@@ -35,7 +35,7 @@ from calmops.tasks.retrain import modes_to_try, refit, retrain, retrain_auto, tr
 @flow(name="calmops-stream", flow_run_name=partial(run_name, "stream"), persist_result=False)
 def stream_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
     """Process one file of a stream pipeline: gate, ingest, drift, retrain, promote, predict, record."""
-    return run_one_file(pipeline, path, sha256, process_stream_file)
+    return run_in_order(pipeline, path, sha256, process_stream_file)
 
 
 def process_stream_file(ctx: RunContext, champion: registry.Champion | None, batch: Batch) -> RunOutcome:

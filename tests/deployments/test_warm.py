@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +24,7 @@ RUNNER = ("import sys; from pathlib import Path; from calmops.deployments.warm i
 
 @pytest.fixture
 def runner(tmp_path):
-    sock = Path(f"/tmp/calmops-test-{os.getpid()}-{time.monotonic_ns()}.sock")
+    sock = tmp_path / ("deep" * 30) / "run" / "runner.sock"  # longer than an AF_UNIX address may be
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(sock)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 30
@@ -110,14 +113,98 @@ def test_without_a_runner_the_client_becomes_the_cold_prefect_engine(tmp_path):
     assert "Invalid flow run id" in err  # prefect.engine itself answered
 
 
-def test_socket_path_follows_the_home_and_stays_short(tmp_path, monkeypatch):
+def test_socket_path_follows_the_home_whatever_its_length(tmp_path, monkeypatch):
     monkeypatch.delenv("CALMOPS_RUNNER_SOCKET", raising=False)
     monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
-    assert warm.socket_path() == tmp_path / "home" / "run" / "runner.sock"
+    assert warm.socket_path() == tmp_path / "home" / "run" / "runner" / "runner.sock"
     monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / ("deep" * 40)))
-    path = warm.socket_path()
-    assert len(str(path)) <= warm.MAX_SOCKET_PATH and path.name.startswith("calmops-runner-")
-    assert warm.socket_path() == path  # the same home always gets the same address
+    assert warm.socket_path() == tmp_path / ("deep" * 40) / "run" / "runner" / "runner.sock"  # no /tmp fallback
+
+
+def test_the_runner_makes_its_folder_private(runner):
+    _, sock = runner
+    st = sock.parent.stat()
+    assert st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == 0o700
+    assert (sock.parent / warm.PID_FILE).read_text().strip() == str(runner[0].pid)
+
+
+class Impostor:
+    """A listener that is not the runner: records every byte a client sends it."""
+
+    def __init__(self, sock: Path):
+        sock.parent.mkdir(parents=True, exist_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(sock))
+        self.listener.listen(4)
+        self.connections = 0
+        self.received = b""
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        self.listener.settimeout(60)
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        self.connections += 1
+        with conn:
+            conn.settimeout(30)
+            while chunk := conn.recv(65536):
+                self.received += chunk
+
+    def close(self):
+        self.listener.close()
+
+
+def _client_goes_cold(sock: Path, tmp_path: Path) -> str:
+    c = client(sock, "not-a-flow-run-id", cwd=tmp_path)
+    _, err = c.communicate(timeout=120)
+    assert c.returncode == 1 and "Invalid flow run id" in err  # the cold engine ran the run instead
+    return err
+
+
+@pytest.mark.parametrize("problem", ["mode", "owner", "symlink"])
+def test_a_socket_folder_calmops_did_not_make_private_is_refused_and_nothing_is_sent(tmp_path, problem):
+    real = tmp_path / "elsewhere" if problem == "symlink" else tmp_path / "run"
+    sock = tmp_path / "run" / "runner.sock"
+    impostor = Impostor(real / "runner.sock")
+    (real / warm.PID_FILE).write_text(f"{os.getpid()}\n")  # even with the listener's pid recorded
+    if problem == "mode":
+        real.chmod(0o755)
+    elif problem == "owner":
+        if os.geteuid() != 0:
+            pytest.fail("changing the folder's owner needs root here")
+        real.chmod(0o700)
+        os.chown(real, 65534, 65534)
+    else:
+        real.chmod(0o700)
+        sock.parent.symlink_to(real)
+    try:
+        err = _client_goes_cold(sock, tmp_path)
+    finally:
+        impostor.close()
+    expected = {"mode": "has mode 0755, not 0700", "owner": "belongs to uid 65534",
+                "symlink": "is a symbolic link"}[problem]
+    assert "not handing the run over" in err and expected in err
+    assert impostor.connections == 0 and impostor.received == b""
+    assert not warm.answers(sock)
+    with pytest.raises(RuntimeError, match="not serving"):
+        warm.Runner(sock).serve()
+
+
+def test_a_foreign_listener_in_the_private_folder_gets_nothing(tmp_path):
+    sock = tmp_path / "run" / "runner.sock"
+    sock.parent.mkdir(mode=0o700)
+    impostor = Impostor(sock)  # same user, but not the process the runner recorded
+    (sock.parent / warm.PID_FILE).write_text("1\n")
+    try:
+        err = _client_goes_cold(sock, tmp_path)
+        impostor.thread.join(10)
+    finally:
+        impostor.close()
+    assert f"is process {os.getpid()}, not the runner (1)" in err
+    assert impostor.connections == 1 and impostor.received == b""  # connected, checked, hung up: nothing sent
 
 
 def _alive(pid: int) -> bool:

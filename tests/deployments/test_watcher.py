@@ -181,27 +181,37 @@ def test_pending_scan_on_start_skips_done_and_claimed_files(stream_spec):
 
     folder = incoming(stream_spec)
     book = ledger(pipeline_paths(stream_spec))
-    contents = {name: f"x1,y\n{i},0\n".encode() for i, name in enumerate(["new.csv", "done.csv", "pending.csv",
-                                                                          "busy.csv", "stale.csv"])}
+    names = ["new.csv", "done.csv", "pending.csv", "busy.csv", "stale.csv", "killed.csv"]
+    contents = {name: f"x1,y\n{i},0\n".encode() for i, name in enumerate(names)}
     for name, data in contents.items():
         (folder / name).write_bytes(data)
         age(folder / name)
-    for name in ("done.csv", "pending.csv", "busy.csv", "stale.csv"):
+    for name in names[1:]:
         assert book.claim(sha(contents[name]), name, "run")
     book.finish(sha(contents["done.csv"]), "no_drift")
     book.finish(sha(contents["pending.csv"]), "skipped_breaker_open", status="pending")
     import sqlite3
+    import subprocess
 
-    with sqlite3.connect(book.path) as con:  # a claim left by a run that crashed two hours ago
-        con.execute("UPDATE files SET claimed_at=? WHERE sha256=?", (time.time() - 7200, sha(contents["stale.csv"])))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with sqlite3.connect(book.path) as con:
+        # a claim from another host whose owner stopped renewing it longer than the lease ago
+        con.execute("UPDATE files SET heartbeat=?, owner_host='elsewhere' WHERE sha256=?",
+                    (time.time() - book.lease - 5, sha(contents["stale.csv"])))
+        # a claim on this host whose process has ended (kill -9): orphaned at once, heartbeat still fresh
+        con.execute("UPDATE files SET owner_pid=?, owner_start=NULL WHERE sha256=?",
+                    (dead.pid, sha(contents["killed.csv"])))
+    assert book.counts() == {"done": 1, "waiting": 0, "pending": 1, "in_progress": 1, "orphaned": 2}
 
     rec = Recorder()
     watcher = make_watcher(rec)
+    waiting = ["killed.csv", "new.csv", "pending.csv", "stale.csv"]
     with watcher:
-        rec.wait_for(3)
+        rec.wait_for(4)
         assert watcher.scan() == []  # announced already: not again before reemit_after
-        assert sorted(p.name for p in watcher.scan(force=True)) == ["new.csv", "pending.csv", "stale.csv"]
-    assert sorted(rec.names()) == sorted(["new.csv", "pending.csv", "stale.csv"] * 2)
+        assert sorted(p.name for p in watcher.scan(force=True)) == waiting
+    assert sorted(rec.names()) == sorted(waiting * 2)
 
 
 def test_pending_files_wait_for_the_breaker(stream_spec):

@@ -1,0 +1,180 @@
+"""Files of a pipeline are decided in arrival order on the real stack (Prefect server, warm runner, worker,
+watcher), whatever order Prefect starts their runs in; a failing file holds the files behind it unless the
+spec says ``order: none``.
+
+Orders compared for a burst: the order the files were renamed into place, the ledger's claim order, the start
+order of the MLflow runs that made the decisions, and the start times of the flow runs that made them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import STREAM_SPEC, sea_frame
+from tests.e2e.test_crash_recovery import live  # noqa: F401 - the module's stack
+from tests.e2e.test_file_arrival import until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
+
+POISON = '''
+from pathlib import Path
+
+FLAG = Path({flag!r})
+
+
+def preprocess(df):
+    if FLAG.exists() and (df["x1"] < 0).any():
+        raise RuntimeError("poisoned file")
+    return df
+'''
+
+
+def create(name: str, tmp: Path, **extra) -> None:
+    from calmops.core.store import save_spec, spec_from_dict
+    from calmops.deployments.deploy import deploy_pipeline
+
+    save_spec(spec_from_dict({**STREAM_SPEC, "name": name, **extra}), create=True)
+    deploy_pipeline(name)  # what 'calmops create' does when the stack runs: its deployment and trigger
+
+
+def paths_of(name: str):
+    from calmops.core.store import pipeline_paths, read_spec
+
+    return pipeline_paths(read_spec(name)).ensure()
+
+
+def entries(name: str) -> list[dict]:
+    from calmops.core.store import ledger
+
+    return ledger(paths_of(name)).entries()
+
+
+def done_in_claim_order(name: str) -> list[str]:
+    return [e["file"] for e in sorted(entries(name), key=lambda e: e["claimed_at"] or 0) if e["status"] == "done"]
+
+
+def decisions(name: str) -> list[dict]:
+    """MLflow runs that made a decision, in start order."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name(f"calmops/{name}")
+    runs = client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+    runs = [r for r in runs if r.data.tags.get("calmops.decision") not in (None, "failed")]
+    return [{"file": r.data.tags["calmops.file"], "decision": r.data.tags["calmops.decision"],
+             "flow_run_id": r.data.tags.get("calmops.flow_run_id"), "start": r.info.start_time}
+            for r in sorted(runs, key=lambda r: r.info.start_time)]
+
+
+def rename_in(folder: Path, name: str, frame, gap: float = 0.2) -> None:
+    staged = folder.parent / f".{name}.staging"
+    frame.to_csv(staged, index=False)
+    os.replace(staged, folder / name)
+    time.sleep(gap)
+
+
+def test_a_burst_of_30_files_is_decided_in_arrival_order_each_once(live, tmp_path):  # noqa: F811
+    from prefect.client.orchestration import get_client
+
+    name = "order-burst"
+    create(name, tmp_path)
+    folder = paths_of(name).incoming
+    names = [f"f{i:02d}-{'zyxwvutsrqponmlkjihgfedcba'[i % 26]}.csv" for i in range(30)]  # name order ≠ arrival
+    for i, f in enumerate(names):
+        rename_in(folder, f, sea_frame(400, 8, seed=500 + i))
+    until(lambda: len(done_in_claim_order(name)) == 30, 900, "the 30 files to be decided", interval=2)
+
+    assert done_in_claim_order(name) == names
+    made = decisions(name)
+    assert [d["file"] for d in made] == names  # each once, in arrival order
+    with get_client(sync_client=True) as client:
+        starts = [client.read_flow_run(d["flow_run_id"]).start_time for d in made]
+    assert all(a <= b for a, b in itertools.pairwise(starts)), "a later file was decided by an earlier run"
+    assert not [p for p in folder.iterdir() if p.is_file()]
+
+
+def _poisoned_stream(tmp: Path, name: str, order: str) -> tuple[Path, list[str]]:
+    flag = tmp / f"{name}.poison"
+    flag.write_text("on")
+    module = tmp / f"{name}_poison.py"
+    module.write_text(POISON.format(flag=str(flag)))
+    create(name, tmp, order=order, preprocess=str(module),
+           breaker={"max_failures": 100, "cooldown_seconds": 0.5, "max_cooldown_seconds": 1})
+    folder = paths_of(name).incoming
+    files = ["h0.csv", "h1-bad.csv", "h2.csv", "h3.csv"]
+    for i, f in enumerate(files):
+        frame = sea_frame(400, 8, seed=600 + i)
+        if f == "h1-bad.csv":
+            frame.loc[0, "x1"] = -1.0
+        rename_in(folder, f, frame)
+    return flag, files
+
+
+def status_line(name: str) -> str:
+    done = subprocess.run([str(Path(sys.executable).with_name("calmops")), "status", name], capture_output=True,
+                          text=True, timeout=120, check=True)
+    return done.stdout
+
+
+def test_a_failing_file_holds_the_files_behind_it_until_it_succeeds(live, tmp_path):  # noqa: F811
+    name = "order-hold"
+    flag, files = _poisoned_stream(tmp_path, name, "arrival")
+    by_file = lambda: {e["file"]: e["status"] for e in entries(name)}
+    until(lambda: by_file().get("h0.csv") == "done" and by_file().get("h1-bad.csv") == "pending", 900,
+          "h0 decided and h1 failed")
+    time.sleep(25)  # the watcher announces h2 and h3 again meanwhile (reemit after 10 s): they stay held
+    held = by_file()
+    assert held["h2.csv"] != "done" and held["h3.csv"] != "done", held
+    assert "held behind h1-bad.csv" in status_line(name)
+
+    flag.unlink()  # the cause is fixed: h1 succeeds at its next retry, then the files behind it go
+    until(lambda: len(done_in_claim_order(name)) == 4, 300, "every file after the fix", interval=2)
+    assert done_in_claim_order(name) == files
+    assert [d["file"] for d in decisions(name)] == files
+
+
+def test_with_order_none_a_failing_file_does_not_hold_the_others(live, tmp_path):  # noqa: F811
+    name = "order-none"
+    flag, _files = _poisoned_stream(tmp_path, name, "none")
+    until(lambda: set(done_in_claim_order(name)) == {"h0.csv", "h2.csv", "h3.csv"}, 300,
+          "the healthy files to be decided")
+    assert {e["file"]: e["status"] for e in entries(name)}["h1-bad.csv"] == "pending"
+    flag.unlink()
+
+
+def test_per_pipeline_deployments_are_refused_while_prefect_yaml_ones_are_active_and_stale_automations_go(
+        live, tmp_path):  # noqa: F811
+    from prefect.client.orchestration import get_client
+    from prefect.events import DeploymentEventTrigger
+    from typer.testing import CliRunner
+
+    from calmops.deployments.cli import app
+    from calmops.deployments.deploy import TAG, file_trigger
+    from calmops.flows.stream import stream_flow
+
+    create("order-scheme", tmp_path)
+    trigger = DeploymentEventTrigger(**{**file_trigger("order-scheme").model_dump(),
+                                        "name": "calmops-file-arrived-kind-stream",
+                                        "match": {"prefect.resource.id": "calmops.pipeline.*",
+                                                  "calmops.pipeline.kind": "stream"}})
+    kind_id = stream_flow.to_deployment(name="stream", tags=[TAG, "calmops.kind.stream"], triggers=[trigger],
+                                        work_pool_name="calmops").apply()  # what prefect.yaml makes
+    result = CliRunner().invoke(app, ["deploy", "order-scheme"], terminal_width=400)
+    assert result.exit_code != 0
+    assert "the prefect.yaml deployment calmops-stream/stream already triggers every stream pipeline" in result.output
+
+    with get_client(sync_client=True) as client:
+        client.delete_deployment(kind_id)  # deleted the way Prefect does: its automation stays behind
+        assert client.read_automations_by_name("calmops-file-arrived-kind-stream")
+    result = CliRunner().invoke(app, ["deploy", "order-scheme"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    with get_client(sync_client=True) as client:
+        assert client.read_automations_by_name("calmops-file-arrived-kind-stream") == []
+        assert client.read_automations_by_name("calmops-file-arrived-order-scheme")

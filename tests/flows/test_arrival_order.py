@@ -1,0 +1,84 @@
+"""Arrival order in real flow runs (Prefect test server, MLflow in SQLite): a run decides the files that arrived
+before its own first, oldest first; a failing file holds the files behind it unless the spec says ``order: none``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from calmops.core.store import ledger, pipeline_paths, read_spec
+from tests.conftest import sea_frame, write_csv
+from tests.flows.helpers import digest, incoming, run, runs_for_sha, update_spec
+
+pytestmark = pytest.mark.integration
+
+POISON = '''
+def preprocess(df):
+    if (df["x1"] < 0).any():
+        raise RuntimeError("poisoned file")
+    return df
+'''
+
+
+def arrive(folder, names_in_arrival_order, seed=0):
+    """Files written into incoming and announced (ledger ``waiting``) in the given order."""
+    book = ledger(pipeline_paths(read_spec("sea")))
+    files = {}
+    for i, name in enumerate(names_in_arrival_order):
+        frame = sea_frame(400, 8, seed=seed + i)
+        if name.startswith("bad"):
+            frame.loc[0, "x1"] = -1.0
+        path = write_csv(frame, folder, name)
+        book.arrive(digest(path), name, 1000.0 + i)
+        files[name] = path
+    return book, files
+
+
+def claim_order(book) -> list[str]:
+    return [e["file"] for e in sorted(book.entries(), key=lambda e: e["claimed_at"] or 0) if e["status"] == "done"]
+
+
+def test_the_run_of_the_last_file_decides_the_earlier_ones_first_oldest_first(prefect_server, stream_spec):
+    folder = incoming("sea")
+    order = ["c.csv", "a.csv", "d.csv", "b.csv"]  # arrival order, not name order
+    book, files = arrive(folder, order)
+    sha = {n: digest(p) for n, p in files.items()}
+    last = run("sea", files["b.csv"])  # Prefect started the last file's run first
+    assert last["file"] == "b.csv" and last["decision"] == "no_drift"
+    assert claim_order(book) == order
+    starts = [runs_for_sha("sea", sha[n])[0].info.start_time for n in order]
+    assert starts == sorted(starts)
+    for name in ("c.csv", "a.csv", "d.csv"):  # their own runs come later and find them done
+        assert run("sea", files[name])["details"]["duplicate"] is True
+        assert len(runs_for_sha("sea", sha[name])) == 1
+
+
+def test_a_failing_file_holds_the_files_behind_it_until_it_succeeds(prefect_server, stream_spec, tmp_path):
+    module = tmp_path / "poison.py"
+    module.write_text(POISON)
+    update_spec("sea", preprocess=str(module), breaker={"max_failures": 10})
+    folder = incoming("sea")
+    book, files = arrive(folder, ["a.csv", "bad.csv", "c.csv"])
+    held = run("sea", files["c.csv"])
+    assert held["decision"] == "held" and held["details"]["held_behind"] == "bad.csv", held
+    states = {e["file"]: e["status"] for e in book.entries()}
+    assert states == {"a.csv": "done", "bad.csv": "pending", "c.csv": "waiting"}
+    assert book.held_behind() == "bad.csv" and files["c.csv"].exists()
+
+    module.write_text("def preprocess(df):\n    return df\n")  # the cause is fixed
+    assert run("sea", files["c.csv"])["decision"] == "no_drift"
+    assert claim_order(book) == ["a.csv", "bad.csv", "c.csv"]
+    assert book.held_behind() is None
+
+
+def test_with_order_none_a_failing_file_does_not_hold_the_others(prefect_server, stream_spec, tmp_path):
+    module = tmp_path / "poison.py"
+    module.write_text(POISON)
+    update_spec("sea", preprocess=str(module), order="none", breaker={"max_failures": 10})
+    folder = incoming("sea")
+    book, files = arrive(folder, ["a.csv", "bad.csv", "c.csv"])
+    assert run("sea", files["a.csv"])["decision"] == "train"
+    assert run("sea", files["bad.csv"])["decision"] == "failed"
+    assert run("sea", files["c.csv"])["decision"] == "no_drift"
+    assert {e["file"]: e["status"] for e in book.entries()} == {"a.csv": "done", "bad.csv": "pending",
+                                                                "c.csv": "done"}
