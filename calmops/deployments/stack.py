@@ -22,8 +22,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from calmops.core.settings import Settings, get_settings
 from calmops.deployments.processes import alive, escalate
 
@@ -144,6 +142,8 @@ def running_pid(settings: Settings, name: str) -> int | None:
 def healthy(service: Service, timeout: float = 2.0, settings: Settings | None = None) -> bool:
     if service.port is None:
         return _process_healthy(service.name, settings or get_settings())
+    import httpx
+
     try:
         return httpx.get(service.url + service.health_path, timeout=timeout).status_code == 200
     except httpx.HTTPError:
@@ -266,6 +266,10 @@ def _write_urls(settings: Settings) -> None:
 
 def status(settings: Settings | None = None) -> dict[str, dict]:
     settings = settings or get_settings()
-    return {name: {"pid": running_pid(settings, name), "url": s.url,
-                   "healthy": healthy(s, timeout=1.0, settings=settings), "log": str(log_file(settings, name))}
-            for name, s in services().items()}
+    out = {}
+    for name, service in services().items():
+        pid = running_pid(settings, name)  # a service without a live process is not asked (fast when down)
+        out[name] = {"pid": pid, "url": service.url or None,
+                     "healthy": bool(pid) and healthy(service, timeout=1.0, settings=settings),
+                     "log": str(log_file(settings, name))}
+    return out
