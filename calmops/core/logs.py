@@ -67,6 +67,23 @@ class _WithoutTraceback(logging.Formatter):
 
 
 _CLI_HANDLER_NAME = "calmops-cli"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the message (it may be swapped, e.g. in tests)."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        import sys
+
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
 _QUIET = ("prefect.task_runs", "EventsWorker", "httpx", "httpcore", "alembic", "urllib3")
 
 
@@ -89,8 +106,9 @@ def configure_cli_logging(debug: bool = False) -> None:
     root = logging.getLogger()
     if not any(h.get_name() == _CLI_HANDLER_NAME for h in root.handlers):
         for handler in list(root.handlers):
-            root.removeHandler(handler)
-        handler = logging.StreamHandler(sys.stderr)
+            if type(handler) is logging.StreamHandler:  # basicConfig's; test harnesses' handlers stay
+                root.removeHandler(handler)
+        handler = _StderrHandler()
         handler.set_name(_CLI_HANDLER_NAME)
         formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
         handler.setFormatter(formatter if debug else _WithoutTraceback(formatter))

@@ -549,6 +549,19 @@ def multivariate_frame(reports: dict[str, dict | None], labels: dict[str, str]) 
                                        "detail"])
 
 
+def status_text(status: Any) -> str:
+    """A detector's status as words: ``{"drift": false, "n": 3}`` → ``drift: no, n: 3``."""
+    if status is None:
+        return ""
+    if isinstance(status, bool):
+        return "yes" if status else "no"
+    if isinstance(status, dict):
+        return ", ".join(f"{k}: {status_text(v)}" for k, v in status.items())
+    if isinstance(status, (list, tuple)):
+        return ", ".join(status_text(v) for v in status)
+    return str(status)
+
+
 def concept_frame(verdicts: dict[str, dict | None], labels: dict[str, str]) -> pd.DataFrame:
     """Concept-drift detectors per run: alarm (0/1), first alarm index and status."""
     rows = []
@@ -558,7 +571,7 @@ def concept_frame(verdicts: dict[str, dict | None], labels: dict[str, str]) -> p
             d = d or {}
             rows.append({"run": label, "detector": name, "alarm": int(bool(d.get("alarm"))),
                          "first_alarm_index": d.get("first_alarm_index"),
-                         "status": json.dumps(d.get("status"), default=str) if d.get("status") is not None else ""})
+                         "status": status_text(d.get("status"))})
     return pd.DataFrame(rows, columns=["run", "detector", "alarm", "first_alarm_index", "status"])
 
 

@@ -115,7 +115,10 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         store.mkdir(parents=True, exist_ok=True)
         return [_bin("mlflow"), "server", "--host", HOST, "--port", str(service.port),
                 "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                "--artifacts-destination", str(store / "artifacts"), "--workers", "1"], env
+                # artifacts as plain file URIs that this machine's processes read and write directly: a model
+                # registered with the stack up loads with it down (SQLite store) and the other way round
+                "--default-artifact-root", (store / "artifacts").as_uri(), "--no-serve-artifacts",
+                "--workers", "1"], env
     raise KeyError(service.name)
 
 
