@@ -1,4 +1,4 @@
-"""The pipeline spec (SPEC section 2): one YAML file per pipeline, validated by pydantic.
+"""The pipeline spec (docs/spec.md): one YAML file per pipeline, validated by pydantic.
 
 Unknown keys, wrong types and model classes outside the allow-list are refused with one
 error that names the key. The spec is the single source of truth for flows, CLI and viewer.

@@ -1,4 +1,4 @@
-"""The prediction API (SPEC section 13): the current champion of every pipeline over HTTP JSON.
+"""The prediction API (docs/api.md): the current champion of every pipeline over HTTP JSON.
 
 ``create_app()`` builds a FastAPI application:
 

@@ -1,5 +1,5 @@
 """The IPIP kind: block data with an imbalanced binary target, served by the IPIP ensemble, which adapts
-on every file. No thresholds and no drift gate (SPEC section 7):
+on every file. No thresholds and no drift gate (docs/kinds.md, ipip):
 
 1. prequential evaluation: the current champion is scored on every block of the new file first;
 2. the ensemble is updated on the file (new ensembles trained, the best ``p`` of old + new kept), or fit on
