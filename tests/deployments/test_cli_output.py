@@ -180,3 +180,23 @@ def test_sigterm_to_the_viewer_command_stops_streamlit(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_demo_summary_fits_an_80_column_terminal():
+    from rich.console import Console
+
+    from calmops.deployments.demo import print_summary
+
+    reason = ("data drift: 1 of 3 features drifted (worst: x3); performance drift: accuracy fell 12.0% since "
+              "promotion (0.9500 → 0.8360)")
+    rows = [{"pipeline": "demo-agrawal", "kind": "block", "files": 8, "drift": 3, "promotions": 2, "rejected": 1,
+             "failed": 0, "champion": None, "runs": []},
+            {"pipeline": "demo-sea", "kind": "stream", "files": 10, "drift": 4, "promotions": 3, "rejected": 1,
+             "failed": 0, "champion": 3, "runs": [{"file": "sea-0007.csv", "drift": True,
+                                                  "decision": "retrain_promoted", "champion": "2", "reason": reason}]}]
+    console = Console(width=80, record=True)
+    print_summary(console, rows)
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 80
+    assert "…" not in text and "None" not in text
+    assert "demo-agrawal" in text and "0.8360" in text  # nothing cut, the reason wraps
