@@ -258,6 +258,14 @@ def _download(conn: Connection, artifact_uri: str, path: str, dst: str) -> Path 
 def _fetch_text(conn: Connection, artifact_uri: str, path: str) -> str | None:
     if artifact_uri.startswith("mlflow-artifacts:") and conn.tracking_uri.startswith(("http://", "https://")):
         return _fetch_proxied(conn, artifact_uri, path)
+    if artifact_uri.startswith("file:"):  # the local stack's artifacts are plain files: read them in place
+        from urllib.parse import unquote, urlparse
+
+        local = Path(unquote(urlparse(artifact_uri).path)) / path
+        try:
+            return local.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
     with tempfile.TemporaryDirectory() as tmp:
         local = _download(conn, artifact_uri, path, tmp)
         return local.read_text() if local is not None and local.is_file() else None
