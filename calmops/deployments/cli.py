@@ -75,11 +75,14 @@ def friendly(fn: Callable) -> Callable:
 
         prepare()
         configure_cli_logging(debug=_state["debug"])
-        if kwargs.get("as_json"):
-            _state["json_out"] = sys.stdout
+        if not kwargs.get("as_json"):
+            return _guarded(fn, *args, **kwargs)
+        _state["json_out"] = sys.stdout
+        try:
             with contextlib.redirect_stdout(sys.stderr):
                 return _guarded(fn, *args, **kwargs)
-        return _guarded(fn, *args, **kwargs)
+        finally:
+            _state["json_out"] = None
 
     return wrapper
 
