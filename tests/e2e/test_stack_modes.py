@@ -50,7 +50,7 @@ def test_models_cross_between_the_stack_and_the_embedded_store(prefect_server, c
     assert _run("down", write_csv(sea_frame(1000, 8, seed=1), data, "d1.csv"))["decision"] == "train"
 
     monkeypatch.setenv("CALMOPS_MLFLOW_PORT", str(_free_port()))
-    server = stack.start("mlflow")
+    server = stack.start("mlflow", wait=600)
     try:
         _use(server.url, monkeypatch)
         later = _run("down", write_csv(sea_frame(1000, 8, seed=2), data, "d2.csv"))

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -234,7 +235,9 @@ def test_names_from_data_are_shown_as_text_not_rendered(viewer, browser, beacon)
     port, hits = beacon
     column = f"![b](http://127.0.0.1:{port}/beacon.png)"
     frame = sea_frame(50, 8, seed=9).drop(columns=["y"]).rename(columns={"x3": column})
-    outcome = run("sea", write_csv(frame, incoming("sea"), "odd.csv"))
+    path = write_csv(frame, incoming("sea"), "odd.csv")
+    with ThreadPoolExecutor(1) as pool:  # outside the thread of playwright's event loop
+        outcome = pool.submit(run, "sea", path).result()
     assert outcome["decision"] == "rejected_input" and column in outcome["reason"]
     page = browser.new_page(viewport={"width": 1440, "height": 1400})
     try:
