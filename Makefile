@@ -5,7 +5,7 @@ VENV := .venv
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit bench lint down clean
+.PHONY: install demo test test-unit bench bench-cli screenshots lint down clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -29,6 +29,14 @@ test-unit: install
 
 bench: install
 	$(VENV)/bin/python bench/flow_overhead.py
+
+bench-cli: install
+	$(VENV)/bin/python bench/cli_latency.py
+
+# the viewer's browser test writes its screenshots into docs/images (tests use a temporary folder)
+screenshots: install
+	bash scripts/ensure-chromium.sh
+	CALMOPS_SCREENSHOTS=$(CURDIR)/docs/images $(VENV)/bin/pytest -q tests/e2e/test_viewer_browser.py -k every_page
 
 lint: install
 	$(VENV)/bin/ruff check calmops tests bench

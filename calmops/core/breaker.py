@@ -1,4 +1,4 @@
-"""The circuit breaker (SPEC section 9): a state machine, stored per pipeline in a Prefect Block.
+"""The circuit breaker (docs/operations.md): a state machine, stored per pipeline in a Prefect Block.
 
 ``closed`` → ``open`` after ``max_failures`` consecutive failed runs → ``half_open`` once the
 cooldown has passed (exponential backoff, capped) → ``closed`` after ``half_open_trials``

@@ -48,3 +48,81 @@ class RunLog:
     def error(self, msg: str, *args) -> None:
         self.file.error(msg, *args)
         self.prefect.error(msg, *args)
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Formats a record as one line: its traceback stays on the record for the other handlers (file, API)."""
+
+    def __init__(self, inner: logging.Formatter):
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record).splitlines()[0]
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+_CLI_HANDLER_NAME = "calmops-cli"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the message (it may be swapped, e.g. in tests)."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        import sys
+
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+_QUIET = ("prefect.task_runs", "EventsWorker", "httpx", "httpcore", "alembic", "urllib3")
+
+
+def _quiet(record: logging.LogRecord) -> bool:
+    """Below errors, per-task chatter and the HTTP clients' lines stay out of a command's output."""
+    return record.levelno >= logging.ERROR or not record.name.startswith(_QUIET)
+
+
+def configure_cli_logging(debug: bool = False) -> None:
+    """Console logging for one ``calmops`` command: every message once, on stderr, one line each.
+
+    A single stderr handler on the root logger, installed before any library can call ``basicConfig``
+    (frouros does on import, which printed each message a second time). Run messages show at INFO
+    (Prefect's flow-run logger); libraries at WARNING; tracebacks only with ``debug``. The per-pipeline
+    file logger does not propagate: its messages reach the console through the run logger already.
+    """
+    import os
+    import sys
+
+    root = logging.getLogger()
+    if not any(h.get_name() == _CLI_HANDLER_NAME for h in root.handlers):
+        for handler in list(root.handlers):
+            if type(handler) is logging.StreamHandler:  # basicConfig's; test harnesses' handlers stay
+                root.removeHandler(handler)
+        handler = _StderrHandler()
+        handler.set_name(_CLI_HANDLER_NAME)
+        formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+        handler.setFormatter(formatter if debug else _WithoutTraceback(formatter))
+        if not debug:
+            handler.addFilter(_quiet)
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    for name in ("prefect.flow_runs", "calmops"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("calmops.pipeline").propagate = False
+    # Prefect would install its own console handlers when it loads: keep ours the only one
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_ROOT_LEVEL", "DEBUG" if debug else "WARNING")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
+    if not sys.stderr.isatty():  # progress bars belong on terminals, not in logs
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("TQDM_DISABLE", "1")

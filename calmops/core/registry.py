@@ -235,6 +235,24 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:200] if lines else type(exc).__name__
 
 
+_DISTRIBUTIONS = {"sklearn": "scikit-learn"}
+
+
+def requirements_for(trusted_types: list[str]) -> list[str]:
+    """Pinned pip requirements of a model: scikit-learn, skops and the packages its types come from."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {"sklearn", "skops"} | {t.split(".")[0] for t in trusted_types}
+    pins = []
+    for package in sorted(packages - {"builtins", "collections", "calmops"}):
+        name = _DISTRIBUTIONS.get(package, package)
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
 # -- runs ----------------------------------------------------------------------------------
 
 
@@ -315,7 +333,8 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
         signature=signature,
         input_example=sample,
         serialization_format="skops",
-        skops_trusted_types=trusted_types_for(model),
+        skops_trusted_types=(trusted := trusted_types_for(model)),
+        pip_requirements=requirements_for(trusted),  # explicit: MLflow would infer them (seconds per model)
     )
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)

@@ -28,11 +28,13 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from calmops.core.settings import Settings, get_settings
 from calmops.core.spec import PipelineSpec, check_spec, load_spec, parse_spec, resolve_paths
+
+if TYPE_CHECKING:  # pandas loads on use: the CLI's quick commands never need it
+    import pandas as pd
 
 TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".swp", "~")
 
@@ -503,5 +505,7 @@ def read_history(paths: PipelinePaths, exclude_sha256: str | None = None) -> lis
         prefix = f.stem.split("-", 1)[1]
         if exclude_sha256 and exclude_sha256.startswith(prefix):
             continue
+        import pandas as pd
+
         out.append((prefix, pd.read_parquet(f)))
     return out

@@ -1,14 +1,13 @@
-"""``calmops viewer``: start the Streamlit viewer on loopback."""
+"""How the viewer is started: the Streamlit command line, and a parent that takes Streamlit down with it.
+
+The ``calmops viewer`` command (calmops.deployments.viewer_cli) and the stack (``python -m calmops.dashboards``)
+both use these."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 APP = Path(__file__).with_name("app.py")
 
@@ -19,19 +18,30 @@ def command(address: str = "127.0.0.1", port: int = 8501) -> list[str]:
             "--client.toolbarMode", "minimal"]
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("viewer")
-    def viewer(
-        port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
-        address: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
-    ):
-        """Start the viewer (Streamlit) at http://127.0.0.1:8501 and run until Ctrl-C."""
-        from calmops.core.environment import prepare
+def run_until_stopped(cmd: list[str], env: dict[str, str], grace: float = 10.0) -> int:
+    """Run Streamlit as a child; SIGTERM, SIGINT or SIGHUP to this process stop it too (no orphan left)."""
+    import signal
 
-        prepare()  # the stack's Prefect and MLflow addresses, passed on to Streamlit's process
-        typer.echo(f"CalmOps viewer on http://{address}:{port} (Ctrl-C to stop)")
-        try:
-            code = subprocess.call(command(address, port), env=dict(os.environ))
-        except KeyboardInterrupt:
-            code = 0
-        raise typer.Exit(code)
+    proc = subprocess.Popen(cmd, env=env)
+    stopping = []
+
+    def stop(signum, _frame):
+        stopping.append(signum)
+        if proc.poll() is None:
+            proc.terminate()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=grace if stopping else None)
+                break
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return 0 if stopping else code

@@ -258,6 +258,14 @@ def _download(conn: Connection, artifact_uri: str, path: str, dst: str) -> Path 
 def _fetch_text(conn: Connection, artifact_uri: str, path: str) -> str | None:
     if artifact_uri.startswith("mlflow-artifacts:") and conn.tracking_uri.startswith(("http://", "https://")):
         return _fetch_proxied(conn, artifact_uri, path)
+    if artifact_uri.startswith("file:"):  # the local stack's artifacts are plain files: read them in place
+        from urllib.parse import unquote, urlparse
+
+        local = Path(unquote(urlparse(artifact_uri).path)) / path
+        try:
+            return local.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
     with tempfile.TemporaryDirectory() as tmp:
         local = _download(conn, artifact_uri, path, tmp)
         return local.read_text() if local is not None and local.is_file() else None
@@ -549,6 +557,19 @@ def multivariate_frame(reports: dict[str, dict | None], labels: dict[str, str]) 
                                        "detail"])
 
 
+def status_text(status: Any) -> str:
+    """A detector's status as words: ``{"drift": false, "n": 3}`` → ``drift: no, n: 3``."""
+    if status is None:
+        return ""
+    if isinstance(status, bool):
+        return "yes" if status else "no"
+    if isinstance(status, dict):
+        return ", ".join(f"{k}: {status_text(v)}" for k, v in status.items())
+    if isinstance(status, (list, tuple)):
+        return ", ".join(status_text(v) for v in status)
+    return str(status)
+
+
 def concept_frame(verdicts: dict[str, dict | None], labels: dict[str, str]) -> pd.DataFrame:
     """Concept-drift detectors per run: alarm (0/1), first alarm index and status."""
     rows = []
@@ -558,7 +579,7 @@ def concept_frame(verdicts: dict[str, dict | None], labels: dict[str, str]) -> p
             d = d or {}
             rows.append({"run": label, "detector": name, "alarm": int(bool(d.get("alarm"))),
                          "first_alarm_index": d.get("first_alarm_index"),
-                         "status": json.dumps(d.get("status"), default=str) if d.get("status") is not None else ""})
+                         "status": status_text(d.get("status"))})
     return pd.DataFrame(rows, columns=["run", "detector", "alarm", "first_alarm_index", "status"])
 
 

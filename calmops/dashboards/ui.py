@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,18 @@ EMPTY_HINT = (
     "docs/spec.md) and drop a file into its incoming folder, or run `make demo` (`calmops demo`) to see a "
     "drifting SEA stream go through a demo pipeline."
 )
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=\"'^])")
+
+
+def plain(value: Any) -> str:
+    """Text from data (column and file names, reasons, errors) made inert for Streamlit's markdown.
+
+    Every markdown-significant character gets a backslash, so ``![b](http://…)`` shows as those characters
+    instead of an image the browser would fetch; HTML is never enabled anyway.
+    """
+    return _MARKDOWN.sub(r"\\\1", str(value)).replace("\n", " ")
 
 
 def connection() -> data.Connection:
@@ -61,7 +74,7 @@ def auto_refresh(body: Callable[[], None]) -> None:
 def mlflow_ok(conn: data.Connection) -> bool:
     problem = cache.check_mlflow(conn)
     if problem:
-        st.error(f"Cannot read MLflow: {problem}")
+        st.error(f"Cannot read MLflow: {plain(problem)}")
         st.caption("Start the stack with `calmops up`, or point `MLFLOW_TRACKING_URI` (or `CALMOPS_HOME`) at the "
                    "store your pipelines write to, then press *Refresh now*.")
         return False
@@ -79,7 +92,7 @@ def pipelines(conn: data.Connection) -> list[dict[str, Any]] | None:
     try:
         return cache.list_pipelines(conn)
     except Exception as exc:  # noqa: BLE001 - shown, not raised
-        st.error(f"Cannot list pipelines from MLflow: {exc}")
+        st.error(f"Cannot list pipelines from MLflow: {plain(exc)}")
         return None
 
 

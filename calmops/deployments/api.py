@@ -1,8 +1,10 @@
-"""The prediction API (SPEC section 13): the current champion of every pipeline over HTTP JSON.
+"""The prediction API (docs/api.md): the current champion of every pipeline over HTTP JSON.
 
 ``create_app()`` builds a FastAPI application:
 
 - ``GET /health``: the API answers and the MLflow registry is reachable (never behind the token).
+- ``GET /``: a small index (links to /docs, /openapi.json, /health, /pipelines); ``/docs`` is Swagger UI served
+  from assets shipped in the package (no CDN).
 - ``GET /pipelines``: every pipeline with its kind, champion version, task and input columns.
 - ``GET /pipelines/{name}``: one pipeline's input schema (columns, dtypes, feature types, classes).
 - ``POST /pipelines/{name}/predict``: ``{"records": [{column: value, ...}, ...]}`` in, predictions out,
@@ -477,7 +479,10 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
 
     registry.configure()
     token = token or None
-    app = FastAPI(
+    from fastapi_offline import FastAPIOffline
+
+    # the docs page loads Swagger UI from assets shipped in the package, not from a CDN (works offline)
+    app = FastAPIOffline(
         title="CalmOps prediction API",
         version=_version(),
         description=(
@@ -521,6 +526,12 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
         common[401] = {"model": ErrorOut, "description": "Missing or wrong bearer token."}
     common[422] = {"model": ValidationOut, "description": "Invalid request; each error names the field."}
     common[503] = {"model": ErrorOut, "description": "The model registry is unavailable."}
+
+    @app.get("/", include_in_schema=False)
+    def index() -> dict[str, str]:
+        """Where to go from the API's address: its docs, its schema and its routes."""
+        return {"name": app.title, "version": app.version, "docs": "/docs", "openapi": "/openapi.json",
+                "health": "/health", "pipelines": "/pipelines"}
 
     @app.get("/health", response_model=Health, tags=["service"],
              responses={503: {"model": Health, "description": "MLflow is not reachable."}})

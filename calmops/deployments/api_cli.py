@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
 from typing import Annotated
 
 import typer
+
+from calmops.deployments.processes import port_problem
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -22,18 +23,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _port_free(host: str, port: int) -> str | None:
-    """None if ``host:port`` can be bound now, else the reason."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            return exc.strerror or str(exc)
-    return None
 
 
 def register(app: typer.Typer) -> None:
@@ -54,7 +43,7 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ):
         """Serve the prediction API (current champion of every pipeline) over HTTP."""
-        reason = _port_free(host, port)
+        reason = port_problem(host, port)
         if reason:
             raise CliError(f"cannot listen on {host}:{port}: {reason}", "choose another port with --port")
         token = os.environ.get(token_env) or None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.box import SIMPLE
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
@@ -18,21 +20,32 @@ from calmops.core.environment import prepare
 
 
 class _LazyGenerate(TyperGroup):
-    """Imports the generators (river, matplotlib…) only when ``calmops generate`` is asked for."""
+    """Imports the generators (river, matplotlib…) only when ``calmops generate`` runs, not to list it."""
 
-    def get_command(self, ctx, name):
-        if name == "generate":
+    def resolve_command(self, ctx, args):
+        if args and args[0] == "generate":
             from calmops.generators.cli import app as generate_app
 
             command = typer.main.get_command(generate_app)
-            command.help = "Generate drifting data (synthetic, real-like, clinic, injection, scenarios)."
-            return command
-        return super().get_command(ctx, name)
+            command.name = "generate"
+            command.help = GENERATE_HELP
+            return "generate", command, args[1:]
+        return super().resolve_command(ctx, args)
 
 
+GENERATE_HELP = "Generate drifting data (synthetic, real-like, clinic, injection, scenarios)."
 app = typer.Typer(name="calmops", cls=_LazyGenerate, help="Drift monitoring and safe retraining for models fed by files.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-@app.command("generate", help="Generate drifting data (synthetic, real-like, clinic, injection, scenarios).")
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option(
+        "--debug", envvar="CALMOPS_DEBUG", help="Show full tracebacks and debug logs on errors.")] = False) -> None:
+    """Drift monitoring and safe retraining for models fed by files."""
+    _state["debug"] = debug
+
+
+@app.command("generate", help=GENERATE_HELP)
 def _generate_listing() -> None:  # pragma: no cover - replaced by the real group in _LazyGenerate
     """Listed in the help; the real commands load on use."""
 
@@ -41,6 +54,7 @@ breaker_app = typer.Typer(help="Inspect or reset a pipeline's circuit breaker.",
 app.add_typer(breaker_app, name="breaker")
 console = Console()
 err = Console(stderr=True)
+_state: dict[str, Any] = {"debug": False, "json_out": None}
 
 
 class CliError(Exception):
@@ -50,37 +64,82 @@ class CliError(Exception):
 
 
 def friendly(fn: Callable) -> Callable:
-    """Turn known errors into one line plus a hint, exit code 1 (2 for usage problems)."""
+    """Turn errors into one line plus a hint, exit code 1 (2 for usage problems); the traceback with --debug.
+
+    With ``--json`` everything but the JSON document goes to stderr (MLflow, for one, prints to stdout).
+    """
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
-        from calmops.core.spec import SpecError
-        from calmops.core.store import PipelineExists, PipelineNotFound
+        from calmops.core.logs import configure_cli_logging
 
         prepare()
+        configure_cli_logging(debug=_state["debug"])
+        if not kwargs.get("as_json"):
+            return _guarded(fn, *args, **kwargs)
+        _state["json_out"] = sys.stdout
         try:
-            return fn(*args, **kwargs)
-        except CliError as exc:
-            _fail(str(exc), exc.hint)
-        except SpecError as exc:
-            _fail(str(exc), "fix the spec and try again; see docs/spec.md for every key", code=2)
-        except PipelineNotFound as exc:
-            _fail(str(exc), "see 'calmops list', or create it with 'calmops create SPEC.yaml'")
-        except PipelineExists as exc:
-            _fail(str(exc), "use 'calmops update NAME SPEC.yaml' to change it")
+            with contextlib.redirect_stdout(sys.stderr):
+                return _guarded(fn, *args, **kwargs)
+        finally:
+            _state["json_out"] = None
 
     return wrapper
 
 
+def _guarded(fn: Callable, *args, **kwargs):
+    from calmops.core.spec import SpecError
+    from calmops.core.store import PipelineExists, PipelineNotFound
+
+    try:
+        return fn(*args, **kwargs)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except CliError as exc:
+        _fail(str(exc), exc.hint)
+    except SpecError as exc:
+        _fail(str(exc), "fix the spec and try again; see docs/spec.md for every key", code=2)
+    except PipelineNotFound as exc:
+        _fail(str(exc), "see 'calmops list', or create it with 'calmops create SPEC.yaml'")
+    except PipelineExists as exc:
+        _fail(str(exc), "use 'calmops update NAME SPEC.yaml' to change it")
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        _fail(f"{type(exc).__name__}: {one_line(exc)}", "run again with 'calmops --debug …' for the traceback")
+
+
+def one_line(exc: BaseException | str) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def _fail(message: str, hint: str = "", code: int = 1):
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        err.print(f"[dim]hint: {hint}[/]", highlight=False, soft_wrap=True)
+        err.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    out = _state["json_out"] or sys.stdout
+    out.write(json.dumps(data, indent=2, default=str) + "\n")
+    out.flush()
+
+
+def shown(value: Any, prefix: str = "") -> str:
+    """A value for people: ``-`` for nothing, never a Python repr."""
+    if value is None or value == "" or value == [] or value == {}:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {prefix}{shown(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(shown(v) for v in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{prefix}{value}"
 
 
 # -- pipelines ----------------------------------------------------------------------------
@@ -134,7 +193,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False):
     """List pipelines with their kind, champion and last decision."""
     from calmops.core.store import list_pipelines
 
-    rows = [_summary(name) for name in list_pipelines()]
+    rows = _summaries(list_pipelines())
     if as_json:
         return _print_json(rows)
     if not rows:
@@ -142,8 +201,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False):
         return
     table = Table("pipeline", "kind", "champion", "breaker", "files done", "last decision")
     for r in rows:
-        table.add_row(r["name"], r["kind"], str(r["champion_version"] or "-"), r["breaker"],
-                      str(r["files_done"]), r["last_decision"] or "-")
+        table.add_row(r["name"], r["kind"], shown(r["champion_version"], "v"), r["breaker"],
+                      str(r["files_done"]), shown(r["last_decision"]))
     console.print(table)
 
 
@@ -156,58 +215,110 @@ def show(name: str):
     console.print(read_spec(name).to_yaml(), highlight=False, markup=False)
 
 
-def _summary(name: str) -> dict[str, Any]:
-    from calmops.core import registry
-    from calmops.core.breaker import read_breaker
+def _summaries(names: list[str]) -> list[dict[str, Any]]:
+    """Each pipeline's state, read without MLflow's or Prefect's client (see calmops.deployments.readout)."""
+    from calmops.core.settings import get_settings
+    from calmops.deployments import readout
+
+    breakers = readout.breakers() if names else {}
+    tracking_uri = get_settings().mlflow_tracking_uri
+    return [_summary(name, breakers, tracking_uri) for name in names]
+
+
+def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, Any]:
+    """One pipeline's row of ``status``/``list``; add a key here and a label in STATUS_FIELDS to show more."""
     from calmops.core.store import ledger, pending_files, pipeline_paths, read_spec
+    from calmops.deployments import readout
 
     spec = read_spec(name)
     paths = pipeline_paths(spec)
     entries = ledger(paths).entries() if paths.ledger_file.exists() else []
-    registry.configure()
-    try:
-        breaker = read_breaker(name)
-    except Exception as exc:  # noqa: BLE001 - status must answer even with Prefect down
-        breaker = None
-        breaker_error = str(exc).splitlines()[0]
-    aliases = registry.aliases(name)
+    breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
+    aliases = readout.aliases(name, tracking_uri)
     return {
         "name": name,
         "kind": spec.kind,
         "incoming": str(paths.incoming),
         "champion_version": aliases.get("champion"),
         "aliases": aliases,
-        "breaker": breaker.state if breaker else f"unknown ({breaker_error})",
-        "breaker_detail": breaker.to_public() if breaker else None,
+        "breaker": breaker["state"] if breaker else "unknown",
+        "breaker_detail": breaker,
         "files_done": sum(e["status"] == "done" for e in entries),
         "files_pending": len(pending_files(paths)),
-        **{f"claims_{k}": v for k, v in (ledger(paths).counts() if entries else {}).items()
-           if k in ("in_progress", "orphaned")},
+        "files_running": ledger(paths).counts().get("in_progress", 0) if entries else 0,
+        "files_orphaned": ledger(paths).counts().get("orphaned", 0) if entries else 0,
         "held_behind": ledger(paths).held_behind() if entries and spec.order == "arrival" else None,
-        "files_waiting": len([p for p in paths.incoming.glob("*") if p.is_file()]) if paths.incoming.exists() else 0,
+        "files_waiting": sum(p.is_file() for p in paths.incoming.glob("*")) if paths.incoming.exists() else 0,
         "files_quarantined": len(list(paths.quarantine.glob("*.reason.json"))) if paths.quarantine.exists() else 0,
         "last_file": entries[-1]["file"] if entries else None,
         "last_decision": entries[-1]["decision"] if entries else None,
     }
 
 
+# (label, key) of ``calmops status NAME``, in order; values go through shown()
+STATUS_FIELDS = (
+    ("kind", "kind"), ("champion", "champion_version"), ("aliases", "aliases"), ("breaker", "breaker"),
+    ("waiting", "files_waiting"), ("held behind", "held_behind"), ("pending", "files_pending"),
+    ("running", "files_running"), ("orphaned claims", "files_orphaned"), ("done", "files_done"),
+    ("quarantined", "files_quarantined"), ("last file", "last_file"), ("last decision", "last_decision"),
+    ("incoming", "incoming"),
+)
+# columns of the pipelines table of ``calmops status``
+STATUS_COLUMNS = (("pipeline", "name"), ("kind", "kind"), ("champion", "champion_version"),
+                  ("breaker", "breaker"), ("waiting", "files_waiting"), ("pending", "files_pending"),
+                  ("running", "files_running"),
+                  ("done", "files_done"), ("quarantined", "files_quarantined"))
+
+
+def _stack_state() -> dict[str, Any]:
+    from calmops.deployments import stack
+
+    services = stack.status()
+    return {"up": any(s["pid"] for s in services.values()), "services": services}
+
+
 @app.command("status")
 @friendly
 def status(name: Annotated[str | None, typer.Argument()] = None,
            as_json: Annotated[bool, typer.Option("--json")] = False):
-    """A pipeline's champion, breaker, and file counts (all pipelines when no name is given)."""
+    """The local stack's services and every pipeline's counts; one pipeline in detail when NAME is given."""
     from calmops.core.store import list_pipelines
 
-    data = _summary(name) if name else {"pipelines": [_summary(n) for n in list_pipelines()]}
+    if name:
+        data = _summaries([name])[0]
+        if as_json:
+            return _print_json(data)
+        table = Table(show_header=False, box=None, title=f"pipeline {name}", title_justify="left")
+        for label, key in STATUS_FIELDS:
+            value = shown(data[key], "v") if key in ("champion_version", "aliases") else shown(data[key])
+            table.add_row(label, value)
+        console.print(table, highlight=False)
+        return
+    data = {"stack": _stack_state(), "pipelines": _summaries(list_pipelines())}
     if as_json:
         return _print_json(data)
-    for s in [data] if name else data["pipelines"]:
-        console.print(f"[bold]{s['name']}[/] ({s['kind']}): champion v{s['champion_version'] or '-'} · "
-                      f"aliases {s['aliases']} · breaker {s['breaker']} · done {s['files_done']} · "
-                      f"pending {s['files_pending']} · running {s.get('claims_in_progress', 0)} · "
-                      f"orphaned {s.get('claims_orphaned', 0)} · waiting {s['files_waiting']}"
-                      + (f" (held behind {s['held_behind']})" if s.get("held_behind") else "") + " · "
-                      f"quarantined {s['files_quarantined']} · last {s['last_file']} → {s['last_decision']}")
+    _print_stack(data["stack"])
+    if not data["pipelines"]:
+        console.print("no pipelines yet: create one with 'calmops create SPEC.yaml' (see docs/examples/)")
+        return
+    table = Table(*(label for label, _ in STATUS_COLUMNS), title="pipelines", title_justify="left", box=SIMPLE,
+                  collapse_padding=True, pad_edge=False)
+    for row in data["pipelines"]:
+        table.add_row(*(shown(row[key], "v") if key == "champion_version" else shown(row[key])
+                        for _, key in STATUS_COLUMNS))
+    console.print(table, highlight=False)
+
+
+def _print_stack(state: dict[str, Any]) -> None:
+    if not state["up"]:
+        console.print("the stack is down: start it with 'calmops up' (files wait in incoming; breakers are unknown until then)",
+                      highlight=False)
+        return
+    table = Table("service", "url", "pid", "health", title="stack", title_justify="left", box=SIMPLE)
+    for service, s in state["services"].items():
+        health = "healthy" if s["healthy"] else ("not answering" if s["pid"] else "stopped")
+        table.add_row(service, s["url"] or "-", shown(s["pid"]), health)
+    console.print(table, highlight=False)
 
 
 @app.command("run")
@@ -224,15 +335,24 @@ def run(name: str, file: Path, as_json: Annotated[bool, typer.Option("--json")] 
     else:
         _print_outcome(outcome)
     if error:
-        _fail(error, "see 'calmops logs NAME' and the flow run in the Prefect UI")
+        _fail(one_line(error), "see 'calmops logs NAME' and the flow run in the Prefect UI")
 
 
 def _print_outcome(o: dict[str, Any]) -> None:
+    from rich.markup import escape
+
     drift = "yes" if o.get("drift_detected") else "no"
-    console.print(f"[bold]{o['pipeline']}[/] · {o['file']} → [bold]{o['decision']}[/] (drift: {drift})")
-    console.print(f"  {o['reason']}", highlight=False)
-    console.print(f"  champion v{o.get('champion_version')} · challenger v{o.get('challenger_version')} · "
-                  f"MLflow run {o.get('mlflow_run_id')} · flow run {o.get('flow_run_id')}")
+    console.print(f"[bold]{escape(o['pipeline'])}[/] · {escape(o['file'])} → [bold]{o['decision']}[/] "
+                  f"(drift: {drift})", highlight=False)
+    console.print(f"  {o['reason']}", highlight=False, markup=False)
+    parts = [f"champion {shown(o.get('champion_version'), 'v')}"]
+    if o.get("challenger_version") is not None:
+        parts.append(f"challenger v{o['challenger_version']}")
+    parts += [f"MLflow run {o['mlflow_run_id']}" if o.get("mlflow_run_id") else None,
+              f"flow run {o['flow_run_id']}" if o.get("flow_run_id") else None]
+    console.print("  " + " · ".join(p for p in parts if p), highlight=False, markup=False)
+    if o.get("details", {}).get("processed_by"):
+        console.print(f"  processed before by {shown(o['details']['processed_by'])}", highlight=False, markup=False)
 
 
 @breaker_app.command("show")
@@ -247,7 +367,7 @@ def breaker_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = F
     if as_json:
         return _print_json(state)
     console.print(f"[bold]{name}[/]: {state['state']} · failures {state['consecutive_failures']} · "
-                  f"next retry {state['next_retry_at'] or '-'}")
+                  f"next retry {shown(state['next_retry_at'])}", highlight=False)
     for h in state["history"][-10:]:
         console.print(f"  {h['time']} {h['from']} → {h['to']}: {h['reason']}", highlight=False)
 
@@ -350,8 +470,7 @@ def get_home() -> Path:
 
 # Commands that live beside the code they drive: each module exposes register(app).
 COMMAND_MODULES = ("calmops.deployments.api_cli", "calmops.deployments.operations_cli",
-                   "calmops.deployments.service_cli",
-                   "calmops.dashboards.cli")
+                   "calmops.deployments.service_cli", "calmops.deployments.viewer_cli")
 
 
 def _mount_optional() -> None:

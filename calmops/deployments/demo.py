@@ -223,18 +223,28 @@ def summary(names: list[str]) -> list[dict]:
 
 
 def print_summary(console: Console, rows: list[dict]) -> None:
-    table = Table("pipeline", "kind", "files", "drift detected", "promotions", "rejected", "failed", "champion",
-                  title="demo summary")
+    """Two tables that fit an 80-column terminal (long reasons wrap inside their column)."""
+    from rich.box import SIMPLE
+
+    table = Table("pipeline", "kind", "files", "drift", "promoted", "rejected", "failed", "champion",
+                  title="demo summary", box=SIMPLE, pad_edge=False, collapse_padding=True)
+    table.columns[0].no_wrap = True
     for r in rows:
         table.add_row(r["pipeline"], r["kind"], str(r["files"]), str(r["drift"]), str(r["promotions"]),
-                      str(r["rejected"]), str(r["failed"]), f"v{r['champion']}")
+                      str(r["rejected"]), str(r["failed"]), _version(r["champion"]))
     console.print(table)
     for r in rows:
         if r["pipeline"] != DEMO_PIPELINE:
             continue
-        detail = Table("file", "drift", "decision", "champion", "why", title=f"decisions of {r['pipeline']}")
+        detail = Table("file", "drift", "decision", "champion", "why", title=f"decisions of {r['pipeline']}",
+                       box=SIMPLE, pad_edge=False, collapse_padding=True)
+        detail.columns[0].no_wrap = True
+        detail.columns[-1].overflow = "fold"
         for run in r["runs"]:
-            why = run["reason"]
-            detail.add_row(run["file"], "yes" if run["drift"] else "no", run["decision"], f"v{run['champion']}",
-                           why[:70] + ("…" if len(why) > 70 else ""))
-        console.print(detail)
+            detail.add_row(run["file"] or "-", "yes" if run["drift"] else "no", run["decision"] or "-",
+                           _version(run["champion"]), run["reason"])
+        console.print(detail, highlight=False)
+
+
+def _version(value) -> str:
+    return f"v{value}" if value not in (None, "", "None") else "-"

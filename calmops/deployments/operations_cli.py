@@ -125,6 +125,7 @@ def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
     if busy:
         console.print(f"[yellow]warning:[/] {len(busy)} run(s) still running; they will fail when the folder moves")
     delete_breaker(name)
+    _retire_experiment(name)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = _settings().home / "deleted" / f"{name}-{stamp}"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +133,22 @@ def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
     removed["moved_to"] = str(target)
     removed["external_incoming"] = str(paths.incoming) if not paths.incoming.is_relative_to(paths.root) else None
     return removed
+
+
+def _retire_experiment(name: str) -> None:
+    """Mark the pipeline's MLflow experiment deleted (its runs stay; creating the pipeline again restores it),
+    so the viewer stops listing it."""
+    from mlflow.exceptions import MlflowException
+
+    from calmops.core import registry
+
+    client = registry.configure()
+    experiment = client.get_experiment_by_name(registry.experiment_name(name))
+    if experiment is not None and experiment.lifecycle_stage == "active":
+        try:
+            client.delete_experiment(experiment.experiment_id)
+        except MlflowException:  # the pipeline is gone either way; the viewer may list it a while longer
+            pass
 
 
 def relaunch_files(names: list[str], *, local: bool, console) -> dict[str, list[str]]:
@@ -173,10 +190,13 @@ def register(app: typer.Typer) -> None:
     @app.command("watch")
     @friendly
     def watch(
-        settle: Annotated[float, typer.Option(help="Seconds a file must stay unchanged before it is taken.")] = 1.0,
-        scan_interval: Annotated[float, typer.Option(help="Seconds between scans for waiting files.")] = 30.0,
-        reemit_after: Annotated[float, typer.Option(help="Seconds before a waiting file is announced again.")]
-        = 300.0,
+        settle: Annotated[float, typer.Option(envvar="CALMOPS_WATCH_SETTLE",
+                                              help="Seconds a file must stay unchanged before it is taken.")] = 1.0,
+        scan_interval: Annotated[float, typer.Option(envvar="CALMOPS_WATCH_SCAN_INTERVAL",
+                                                     help="Seconds between scans for waiting files.")] = 30.0,
+        reemit_after: Annotated[float, typer.Option(envvar="CALMOPS_WATCH_REEMIT_AFTER",
+                                                    help="Seconds before a waiting file is announced again.")]
+        = 60.0,
     ):
         """Watch every pipeline's incoming folder in the foreground and announce complete files to Prefect."""
         import logging

@@ -1,8 +1,10 @@
-"""Stopping processes: signal, wait, escalate. Standard library only (the warm runner's client uses it)."""
+"""Processes and ports: signal, wait, escalate; whether a port can be bound. Standard library only (the warm
+runner's client uses it)."""
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterable
 
@@ -33,3 +35,15 @@ def escalate(pid: int, signals: Iterable[int], grace: float, *, group: bool = Fa
             if not alive(pid):
                 return
             time.sleep(0.1)
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """None if ``host:port`` can be bound now, else why not (e.g. "Address already in use")."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None

@@ -22,10 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from calmops.core.settings import Settings, get_settings
-from calmops.deployments.processes import alive, escalate
+from calmops.deployments.processes import alive, escalate, port_problem
 
 HOST = os.environ.get("CALMOPS_HOST", "127.0.0.1")
 
@@ -118,9 +116,17 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         return [bin_path("calmops"), "serve", "--host", HOST, "--port", str(service.port)], _client_env(env, settings)
     if service.name == "mlflow":
         (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)  # the embedded SQLite store's folder
+        destination = settings.mlflow_artifacts_destination
+        if "://" in destination and not destination.startswith("file://"):
+            # an object store: the server proxies it (mlflow-artifacts: URIs), clients hold no storage credentials
+            artifacts = ["--artifacts-destination", destination]
+        else:
+            # a local folder: plain file URIs that this machine's processes read and write directly, so a model
+            # registered with the stack up loads with it down (SQLite store) and the other way round
+            artifacts = ["--default-artifact-root", Path(destination.removeprefix("file://")).resolve().as_uri(),
+                         "--no-serve-artifacts"]
         return [bin_path("mlflow"), "server", "--host", HOST, "--port", str(service.port),
-                "--backend-store-uri", settings.mlflow_backend_store_uri,
-                "--artifacts-destination", settings.mlflow_artifacts_destination, "--workers", "1"], env
+                "--backend-store-uri", settings.mlflow_backend_store_uri, *artifacts, "--workers", "1"], env
     raise KeyError(service.name)
 
 
@@ -147,6 +153,8 @@ def running_pid(settings: Settings, name: str) -> int | None:
 def healthy(service: Service, timeout: float = 2.0, settings: Settings | None = None) -> bool:
     if service.port is None:
         return _process_healthy(service.name, settings or get_settings())
+    import httpx
+
     try:
         return httpx.get(service.url + service.health_path, timeout=timeout).status_code == 200
     except httpx.HTTPError:
@@ -176,11 +184,6 @@ def _process_healthy(name: str, settings: Settings, since: int = 0) -> bool:
     return True
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex((HOST, port)) != 0
-
-
 def start(name: str, settings: Settings | None = None, wait: float | None = None) -> Service:
     """Start one service and wait until it is healthy: ``wait`` seconds, by default ``CALMOPS_START_TIMEOUT`` or
     90 (a first start on PostgreSQL runs Prefect's migrations and can take longer on a busy machine)."""
@@ -191,7 +194,7 @@ def start(name: str, settings: Settings | None = None, wait: float | None = None
         return service
     if running_pid(settings, name) and service.port is None:
         stop(name, settings)  # a worker or watcher that stopped answering: start a fresh one
-    if service.port is not None and not port_free(service.port):
+    if service.port is not None and port_problem(HOST, service.port):
         raise RuntimeError(f"port {service.port} for {name} is taken by another program; "
                            f"set CALMOPS_{name.upper()}_PORT to another port")
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -272,6 +275,10 @@ def write_urls(settings: Settings) -> None:
 
 def status(settings: Settings | None = None) -> dict[str, dict]:
     settings = settings or get_settings()
-    return {name: {"pid": running_pid(settings, name), "url": s.url,
-                   "healthy": healthy(s, timeout=1.0, settings=settings), "log": str(log_file(settings, name))}
-            for name, s in services().items()}
+    out = {}
+    for name, service in services().items():
+        pid = running_pid(settings, name)  # a service without a live process is not asked (fast when down)
+        out[name] = {"pid": pid, "url": service.url or None,
+                     "healthy": bool(pid) and healthy(service, timeout=1.0, settings=settings),
+                     "log": str(log_file(settings, name))}
+    return out

@@ -1,26 +1,21 @@
 """Drift detection on frouros: reference profiles, univariate/multivariate/concept detectors, the
 decision policy and the report. Imports nothing of the project (no Prefect, no MLflow)."""
 
-from .columns import infer_feature_types
-from .comparison import compare
-from .concept import ConceptDriftMonitor, ConceptResult
-from .config import DriftConfig
-from .label_free import confidence_drift, label_free_compare, prediction_drift
-from .profile import ReferenceProfile
-from .report import DriftReport, FeatureResult, MultivariateResult, SchemaSignal
+import importlib
 
-__all__ = [
-    "ConceptDriftMonitor",
-    "ConceptResult",
-    "DriftConfig",
-    "DriftReport",
-    "FeatureResult",
-    "MultivariateResult",
-    "ReferenceProfile",
-    "SchemaSignal",
-    "compare",
-    "confidence_drift",
-    "infer_feature_types",
-    "label_free_compare",
-    "prediction_drift",
-]
+# loaded on first use: the spec needs DriftConfig only, and scipy/pandas take seconds to import
+_HOMES = {
+    "compare": "comparison", "ConceptDriftMonitor": "concept", "ConceptResult": "concept", "DriftConfig": "config",
+    "confidence_drift": "label_free", "label_free_compare": "label_free", "prediction_drift": "label_free",
+    "ReferenceProfile": "profile", "infer_feature_types": "columns", "DriftReport": "report",
+    "FeatureResult": "report", "MultivariateResult": "report", "SchemaSignal": "report",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_HOMES)

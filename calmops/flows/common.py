@@ -153,6 +153,15 @@ def close_abandoned_run(mlflow_run_id: str) -> None:
         pass  # deleted meanwhile: nothing to close
 
 
+def _duplicate_of(book: Ledger, sha256: str | None) -> dict[str, Any]:
+    """A duplicate's details: the run that processed (or is processing) the same content, and its decision."""
+    first = next((e for e in book.entries() if e["sha256"] == sha256), None) if sha256 else None
+    if first is None:
+        return {"duplicate": True}
+    return {"duplicate": True, "processed_by": {"file": first["file"], "flow_run_id": first.get("run_id") or None,
+                                                "decision": first["decision"], "status": first["status"]}}
+
+
 def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunContext | RunOutcome:
     """The gate: the spec, the file (or proof it was done already), the ledger claim, the breaker.
 
@@ -168,9 +177,8 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         done = sha256 and book.status(sha256) == "done"
         if done or (paths.processed / path.name).exists():
             log.info("%s was processed already (duplicate event); nothing to do", path.name)
-            return RunOutcome(spec.name, path.name, sha256, book.decision(sha256) if sha256 else "no_drift",
-                              "already processed (duplicate event)",
-                              flow_run_id=flow_run_id, kind=spec.kind, details={"duplicate": True})
+            return RunOutcome(spec.name, path.name, sha256, "duplicate", "already processed (duplicate event)",
+                              flow_run_id=flow_run_id, kind=spec.kind, details=_duplicate_of(book, sha256))
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest = sha256_of(path)
     abandoned = book.orphaned_run(digest)  # the MLflow run of a crashed run that held this content
@@ -180,9 +188,8 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
             moved = move_to_processed(paths, path, digest)
             log.info("%s has the same content as a file already processed; moved to %s", path.name, moved.name)
         reason = "same content already processed" if status == "done" else "same content is being processed by another run"
-        return RunOutcome(spec.name, path.name, digest, book.decision(digest) or "no_drift", reason,
-                          flow_run_id=flow_run_id,
-                          kind=spec.kind, details={"duplicate": True})
+        return RunOutcome(spec.name, path.name, digest, "duplicate", reason, flow_run_id=flow_run_id,
+                          kind=spec.kind, details=_duplicate_of(book, digest))
     book.keep_alive(digest)
     try:
         if abandoned:

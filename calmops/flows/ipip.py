@@ -1,5 +1,5 @@
 """The IPIP kind: block data with an imbalanced binary target, served by the IPIP ensemble, which adapts
-on every file. No thresholds and no drift gate (SPEC section 7):
+on every file. No thresholds and no drift gate (docs/kinds.md, ipip):
 
 1. prequential evaluation: the current champion is scored on every block of the new file first;
 2. the ensemble is updated on the file (new ensembles trained, the best ``p`` of old + new kept), or fit on
@@ -151,7 +151,7 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
     B.log_metrics(ctx.mlflow_run_id, B.mlflow_block_metrics(per_block))
     report = data_drift(champion.profile, batch.X, spec)  # for the record: IPIP has no drift gate
     verdict = DriftVerdict(data=report, drift_detected=report.drift_detected,
-                           reasons=[f"data drift (not a gate for IPIP): {report.reason}"] if report.drift_detected else [])
+                           reasons=[f"data drift (not a gate for IPIP): {report.reason.removeprefix('Drift: ')}"] if report.drift_detected else [])
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
                    spec.retrain.history_max_batches)
     # 2. update on the whole file

@@ -251,7 +251,7 @@ def check_drift(
     report = data_drift(champion.profile, X, spec, importances=importances)
     verdict = DriftVerdict(data=report)
     if report.drift_detected:
-        verdict.reasons.append(f"data drift: {report.reason}")
+        verdict.reasons.append(f"data drift: {report.reason.removeprefix('Drift: ')}")  # said once
     if y is not None and champion_scores_now is not None:
         verdict.performance = performance_drift(champion_scores_now, champion.scores_at_promotion, spec, metric)
         if verdict.performance["drift"]:

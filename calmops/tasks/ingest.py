@@ -146,7 +146,7 @@ def load_preprocess(path: Path):
 def parse_and_validate(
     path: Path, sha256: str, spec: PipelineSpec, reference: InputSchema | None
 ) -> Batch:
-    """Everything SPEC section 3 asks before a batch is used; raises RejectedInput otherwise."""
+    """Every check a file passes before its batch is used (docs/spec.md, keys `formats` and `limits`); raises RejectedInput otherwise."""
     size = path.stat().st_size
     if size > spec.limits.max_bytes:
         raise RejectedInput(f"{path.name}: {size} bytes is over the limit of {spec.limits.max_bytes}")

@@ -1,4 +1,4 @@
-"""Promote: the champion/challenger rule of SPEC section 5 and the alias moves it implies."""
+"""Promote: the champion/challenger rule (docs/retraining.md) and the alias moves it implies."""
 
 from __future__ import annotations
 

@@ -102,8 +102,8 @@ def decision_markdown(outcome: RunOutcome, drift: dict | None) -> str:
         f"**Why:** {outcome.reason}  ",
         f"**Drift:** {'yes' if outcome.drift_detected else 'no'}"
         + (f" ({', '.join(outcome.drifted_features[:10])})" if outcome.drifted_features else "") + "  ",
-        f"**Champion version:** {outcome.champion_version}  ",
-        f"**Challenger version:** {outcome.challenger_version}  ",
+        f"**Champion version:** {outcome.champion_version if outcome.champion_version is not None else '-'}  ",
+        f"**Challenger version:** {outcome.challenger_version if outcome.challenger_version is not None else '-'}  ",
         f"**MLflow run:** {mlflow_ref}  ",
         f"**File SHA-256:** `{outcome.sha256}`",
     ]

@@ -1,4 +1,4 @@
-"""Retrain: build a challenger with one of six modes (SPEC section 6), or the user's hooks.
+"""Retrain: build a challenger with one of six modes (docs/retraining.md, Modes), or the user's hooks.
 
 Every mode takes the same :class:`RetrainInputs` and returns a :class:`TrainingResult` saying what it
 fitted on, so the flows never special-case a mode. The rows a challenger may use never include the

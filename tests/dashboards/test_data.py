@@ -145,6 +145,7 @@ def test_viewer_command_binds_loopback_and_registers_on_the_cli():
     from typer.testing import CliRunner
 
     from calmops.dashboards import cli
+    from calmops.deployments import viewer_cli
 
     cmd = cli.command()
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("calmops/dashboards/app.py")
@@ -152,7 +153,7 @@ def test_viewer_command_binds_loopback_and_registers_on_the_cli():
                         ("--browser.gatherUsageStats", "false"), ("--server.headless", "true")):
         assert cmd[cmd.index(flag) + 1] == value
     app = typer.Typer()
-    cli.register(app)
+    viewer_cli.register(app)
 
     @app.command("other")
     def other():  # a second command so typer keeps sub-command names

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -353,3 +354,16 @@ def test_calmops_serve_real_server(trained, calmops_home):
             proc.kill()
             proc.wait(timeout=5)
     assert proc.returncode is not None
+
+
+def test_docs_and_index_work_offline(calmops_home):
+    """/docs loads Swagger UI from the API itself (no CDN), and the API's root URL answers."""
+    client = TestClient(create_app(token=TOKEN))
+    index = client.get("/")
+    assert index.status_code == 200 and index.json()["docs"] == "/docs"
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
+    assert assets and all(a.startswith("/") for a in assets), assets  # nothing from another host
+    for asset in assets:
+        assert client.get(asset).status_code == 200 and len(client.get(asset).content) > 1000

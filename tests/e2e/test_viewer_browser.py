@@ -1,7 +1,7 @@
 """The viewer in a real browser: `streamlit run` as a subprocess on seeded MLflow/Prefect data, Debian's chromium.
 
 Needs `chromium` (apt) and the `playwright` Python package; never `playwright install` (no browser downloads).
-Screenshots land in docs/images/viewer-*.png.
+Screenshots land in a temporary folder; `make screenshots` sets CALMOPS_SCREENSHOTS=docs/images to refresh the docs.
 """
 
 from __future__ import annotations
@@ -9,7 +9,11 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -20,7 +24,7 @@ from tests.dashboards.seed import point_at, seed_fake_kinds, seed_sea
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT / "docs" / "images"
+IMAGES = Path(os.environ.get("CALMOPS_SCREENSHOTS") or tempfile.mkdtemp(prefix="calmops-screenshots-"))
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -195,5 +199,60 @@ def test_overview_link_opens_the_pipeline_page(viewer, browser):
         settle(page)
         assert_no_exception(page)
         assert metric(page, "Champion").startswith("v") or metric(page, "Champion") == "—"
+    finally:
+        page.close()
+
+
+@pytest.fixture
+def beacon():
+    """A local HTTP server that records every request: a rendered image would hit it."""
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_names_from_data_are_shown_as_text_not_rendered(viewer, browser, beacon):
+    """A refused file whose column name is a markdown image: the viewer shows the characters, fetches nothing."""
+    from tests.conftest import sea_frame, write_csv
+    from tests.flows.helpers import incoming, run
+
+    port, hits = beacon
+    column = f"![b](http://127.0.0.1:{port}/beacon.png)"
+    frame = sea_frame(50, 8, seed=9).drop(columns=["y"]).rename(columns={"x3": column})
+    path = write_csv(frame, incoming("sea"), "odd.csv")
+    with ThreadPoolExecutor(1) as pool:  # outside the thread of playwright's event loop
+        outcome = pool.submit(run, "sea", path).result()
+    assert outcome["decision"] == "rejected_input" and column in outcome["reason"]
+    page = browser.new_page(viewport={"width": 1440, "height": 1400})
+    try:
+        deadline = time.time() + 90
+        while True:  # the viewer re-reads MLflow's runs every few seconds
+            page.goto(f"{viewer}/pipeline?pipeline=sea", wait_until="domcontentloaded")
+            settle(page)
+            if column in page.inner_text("body") or time.time() > deadline:
+                break
+            time.sleep(3)
+        assert column in page.inner_text("body"), page.inner_text("body")[:3000]
+        page.goto(f"{viewer}/", wait_until="domcontentloaded")
+        settle(page)
+        time.sleep(2)
+        assert hits == [], f"the browser fetched {hits}"
+        assert page.locator(f'img[src*="127.0.0.1:{port}"]').count() == 0
     finally:
         page.close()

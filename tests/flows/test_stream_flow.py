@@ -104,6 +104,9 @@ def test_same_bytes_are_processed_once_even_under_another_name(prefect_server, s
     renamed = run("sea", write_csv(frame, folder, "copy-of-one.csv"))
     assert first["decision"] == "train"
     assert again["details"].get("duplicate") and renamed["details"].get("duplicate")
+    assert again["decision"] == renamed["decision"] == "duplicate"  # its own decision, not the first run's
+    assert renamed["details"]["processed_by"]["file"] == "one.csv"
+    assert renamed["details"]["processed_by"]["decision"] == "train"
     assert len(runs_for_sha("sea", first["sha256"])) == 1
     assert versions("sea") == [1]
     # the copies are kept, not deleted

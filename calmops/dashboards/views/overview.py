@@ -72,7 +72,7 @@ def body(conn: data.Connection) -> None:
         return
     problem = ui.prefect_problem(conn)
     if problem:
-        st.warning(f"Breaker states unknown: {problem}.")
+        st.warning(f"Breaker states unknown: {ui.plain(problem)}.")
     rows = []
     for p in pipelines:
         try:

@@ -33,12 +33,12 @@ def body(conn: data.Connection, pipeline: dict[str, Any]) -> None:
         runs = cache.runs_frame(conn, pipeline["experiment_id"])
         reg = cache.registry_info(conn, name)
     except Exception as exc:  # noqa: BLE001
-        st.error(f"Cannot read pipeline {name!r} from MLflow: {exc}")
+        st.error(f"Cannot read pipeline {ui.plain(name)} from MLflow: {ui.plain(exc)}")
         return
     prefect_problem = ui.prefect_problem(conn)
     header(conn, name, runs, reg, prefect_problem)
     if runs.empty:
-        st.info(f"{name} has no runs yet: drop a file into its incoming folder (or `calmops run {name} FILE`).")
+        st.info(f"{ui.plain(name)} has no runs yet: drop a file into its incoming folder (or `calmops run NAME FILE`).")
         return
     tabs = st.tabs(["Drift", "Performance", "Champion vs challenger", "Retraining", "Data", "Runs & logs",
                     "Spec"])
@@ -48,7 +48,7 @@ def body(conn: data.Connection, pipeline: dict[str, Any]) -> None:
             try:
                 section(conn, name, runs, reg, prefect_problem)
             except Exception as exc:  # noqa: BLE001 - one failing section does not hide the others
-                st.error(f"This section could not be drawn: {type(exc).__name__}: {exc}")
+                st.error(f"This section could not be drawn: {type(exc).__name__}: {ui.plain(exc)}")
 
 
 # -- header -------------------------------------------------------------------------------
@@ -64,20 +64,20 @@ def header(conn, name, runs, reg, prefect_problem) -> None:
         try:
             breaker = cache.breaker(conn, name)
         except Exception as exc:  # noqa: BLE001
-            st.warning(f"Breaker state unreadable: {exc}")
+            st.warning(f"Breaker state unreadable: {ui.plain(exc)}")
     cols = st.columns([1, 1, 1.1, 2.6, 1.1, 1.2])
     cols[0].metric("Kind", ui.kind_of(runs))
     cols[1].metric("Champion", ui.version_text(champion), help="Registered model version with alias 'champion'.")
     cols[2].metric("Champion age", data.age_text(created))
     cols[3].metric("Last decision", last["decision"] if last is not None else "—",
-                   help=last["reason"] if last is not None else None)
+                   help=ui.plain(last["reason"]) if last is not None else None)
     cols[4].metric("Drift (last run)", ("yes" if last["drift"] else "no") if last is not None else "—")
     cols[5].metric("Breaker", breaker["state"] if breaker else "unknown")
     if last is not None:
-        st.caption(f"Last file **{last['file'] or last['run_name']}** at {ui.fmt_time(last['start_time'])}: "
-                   f"{last['reason']}")
+        st.caption(f"Last file **{ui.plain(last['file'] or last['run_name'])}** at {ui.fmt_time(last['start_time'])}: "
+                   f"{ui.plain(last['reason'])}")
     if prefect_problem:
-        st.warning(f"Prefect: {prefect_problem}. Breaker state and flow-run logs are not shown.")
+        st.warning(f"Prefect: {ui.plain(prefect_problem)}. Breaker state and flow-run logs are not shown.")
     elif breaker:
         with st.expander(f"Circuit breaker: {breaker['state']}", expanded=breaker["state"] != "closed"):
             c = st.columns(4)
@@ -133,9 +133,9 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
     row = window[window["run_id"] == chosen].iloc[0]
     st.markdown(f"**Decision:** `{row['decision']}` · **drift:** {'yes' if row['drift'] else 'no'}")
     for reason in verdict.get("reasons") or []:
-        st.markdown(f"- {reason}")
+        st.markdown(f"- {ui.plain(reason)}")
     if report:
-        st.caption(report.get("reason", ""))
+        st.caption(ui.plain(report.get("reason", "")))
         ui.show_frame(data.feature_table(report), key="feature_table", column_config={
             "ratio": st.column_config.ProgressColumn("effect / threshold", min_value=0, max_value=3, format="%.2f"),
             "p_value": st.column_config.NumberColumn(format="%.2e"),
@@ -271,7 +271,7 @@ def performance_tab(conn, name, runs, reg, prefect_problem) -> None:
 
 def models_tab(conn, name, runs, reg, prefect_problem) -> None:
     if not reg["exists"]:
-        st.info(f"No registered model named {name!r} yet.")
+        st.info(f"No registered model named {ui.plain(name)} yet.")
         return
     aliases = reg["aliases"]
     by_version = {v["version"]: v for v in reg["versions"]}
@@ -310,7 +310,7 @@ def models_tab(conn, name, runs, reg, prefect_problem) -> None:
         st.caption("No retraining has compared a challenger with a champion yet.")
         return
     last = duel.iloc[-1]
-    st.markdown(f"Run **{last['run_name']}** → `{last['decision']}` (challenger v{last['challenger_version']}).")
+    st.markdown(f"Run **{ui.plain(last['run_name'])}** → `{last['decision']}` (challenger v{last['challenger_version']}).")
     table = []
     for c in both:
         metric = c.removeprefix("metric.challenger_")
@@ -375,8 +375,8 @@ def data_tab(conn, name, runs, reg, prefect_problem) -> None:
                                         "dtype": [schema.get("dtypes", {}).get(c) for c in schema.get("columns", [])],
                                         "feature type": [schema.get("feature_types", {}).get(c)
                                                          for c in schema.get("columns", [])]}), key="schema")
-            st.caption(f"Target `{schema.get('target')}` · task {schema.get('task')} · classes "
-                       f"{schema.get('classes')}")
+            st.caption(f"Target {ui.plain(schema.get('target'))} · task {ui.plain(schema.get('task'))} · classes "
+                       f"{ui.plain(', '.join(map(str, schema.get('classes') or [])) or '—')}")
         else:
             st.caption("No schema.json logged for this version.")
     with right:
@@ -408,7 +408,7 @@ def runs_tab(conn, name, runs, reg, prefect_problem) -> None:
         try:
             states = cache.flow_runs(conn, name)
         except Exception as exc:  # noqa: BLE001
-            st.warning(f"Flow runs unreadable from Prefect: {exc}")
+            st.warning(f"Flow runs unreadable from Prefect: {ui.plain(exc)}")
     newest = runs.iloc[::-1]
     table = pd.DataFrame({
         "time": newest["start_time"].map(lambda t: ui.fmt_time(t, short=True)), "file": newest["run_name"], "decision": newest["decision"],
@@ -436,7 +436,7 @@ def runs_tab(conn, name, runs, reg, prefect_problem) -> None:
 
     st.subheader("Logs")
     if prefect_problem:
-        st.caption(f"Flow-run logs come from the Prefect API: {prefect_problem}.")
+        st.caption(f"Flow-run logs come from the Prefect API: {ui.plain(prefect_problem)}.")
         return
     ids = [f for f in newest["flow_run_id"] if f] + [f for f in (orphans["flow_run_id"] if not orphans.empty else [])]
     if not ids:
@@ -449,7 +449,7 @@ def runs_tab(conn, name, runs, reg, prefect_problem) -> None:
     try:
         logs = cache.flow_run_logs(conn, chosen)
     except Exception as exc:  # noqa: BLE001
-        st.warning(f"Logs unreadable from Prefect: {exc}")
+        st.warning(f"Logs unreadable from Prefect: {ui.plain(exc)}")
         return
     if logs.empty:
         st.caption("No log lines for this flow run.")
@@ -476,13 +476,13 @@ def spec_tab(conn, name, runs, reg, prefect_problem) -> None:
         st.info("No run has recorded its spec yet.")
         return
     current = history[-1]
-    st.markdown(f"**Spec in force** since run **{current['label']}** ({current['time']}); "
+    st.markdown(f"**Spec in force** since run **{ui.plain(current['label'])}** ({current['time']}); "
                 f"{len(history)} distinct version(s) over the last {len(recent)} runs.")
     st.code(current["text"], language="yaml")
     if len(history) > 1:
         st.subheader("History")
         for entry in reversed(history[1:]):
-            with st.expander(f"Version {entry['number']}: first used by {entry['label']} ({entry['time']})"):
+            with st.expander(f"Version {entry['number']}: first used by {ui.plain(entry['label'])} ({entry['time']})"):
                 st.code(entry["diff"], language="diff")
     st.caption("Each run logs the spec it ran with (`spec.yaml` in MLflow); a new version is listed where the "
                "text changed from the previous run.")

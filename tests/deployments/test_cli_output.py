@@ -1,0 +1,202 @@
+"""What a user sees from the command line: one JSON document with --json, one-line errors, quick commands
+that do not start Prefect, and the viewer command's port and signal handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from calmops.deployments.cli import app
+from tests.conftest import STREAM_SPEC, sea_frame, write_csv
+
+runner = CliRunner()
+CALMOPS = str(Path(sys.executable).with_name("calmops"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = dict(os.environ, CALMOPS_HOME=str(home))
+    for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
+    return env
+
+
+def _json(result) -> object:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # the whole of stdout is one document
+
+
+def _clean_stderr(text: str) -> None:
+    assert "Traceback" not in text, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    repeated = {line for line in lines if lines.count(line) > 1 and "Finished in state" not in line}
+    assert not repeated, repeated
+
+
+def test_help_lists_generate_by_name_without_loading_it():
+    code = ("import sys\nfrom calmops.deployments.cli import app\n"
+            "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('LOADED' if 'calmops.generators.cli' in sys.modules or 'mlflow' in sys.modules "
+            "or 'prefect' in sys.modules else 'LIGHT')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, COLUMNS="100"), check=True).stdout
+    assert out.strip().endswith("LIGHT")
+    assert any(line.strip("│ ").startswith("generate ") for line in out.splitlines()), out
+
+
+def test_status_with_the_stack_down_reads_local_state(calmops_home, tmp_path):
+    assert runner.invoke(app, ["create", str(_spec(tmp_path))]).exit_code == 0
+    done = subprocess.run([CALMOPS, "status", "--json"], capture_output=True, text=True, timeout=300,
+                          env=_env(calmops_home), check=False)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["stack"]["up"] is False
+    assert [p["name"] for p in data["pipelines"]] == ["sea"] and data["pipelines"][0]["breaker"] == "unknown"
+    assert "temporary server" not in done.stderr
+    text = subprocess.run([CALMOPS, "status"], capture_output=True, text=True, timeout=300,
+                          env=dict(_env(calmops_home), COLUMNS="80"), check=True).stdout
+    assert "the stack is down" in text and "None" not in text and "{" not in text
+    assert max(map(len, text.splitlines())) <= 80
+
+
+def _spec(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(STREAM_SPEC))
+    return path
+
+
+@pytest.mark.integration
+def test_every_json_command_prints_one_document(prefect_server, calmops_home, tmp_path):
+    assert runner.invoke(app, ["create", str(_spec(tmp_path))]).exit_code == 0
+    data = tmp_path / "data"
+    first = runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(1000, 8, seed=1), data, "a.csv")), "--json"])
+    assert _json(first)["decision"] == "train"
+    _clean_stderr(first.stderr)
+    assert first.stderr.count("processing a.csv") == 1  # the run's log lines once, on stderr
+    copy = write_csv(sea_frame(1000, 8, seed=1), data, "copy.csv")
+    duplicate = _json(runner.invoke(app, ["run", "sea", str(copy), "--json"]))
+    assert duplicate["decision"] == "duplicate" and duplicate["details"]["processed_by"]["file"] == "a.csv"
+
+    assert [p["name"] for p in _json(runner.invoke(app, ["list", "--json"]))] == ["sea"]
+    assert _json(runner.invoke(app, ["status", "sea", "--json"]))["champion_version"] == 1
+    everything = _json(runner.invoke(app, ["status", "--json"]))
+    assert set(everything) == {"stack", "pipelines"} and everything["pipelines"][0]["files_done"] == 1
+    assert _json(runner.invoke(app, ["breaker", "show", "sea", "--json"]))["state"] == "closed"
+    write_csv(sea_frame(1000, 8, seed=3), calmops_home / "pipelines" / "sea" / "incoming", "b.csv")
+    relaunched = runner.invoke(app, ["relaunch", "sea", "--local", "--json"])
+    assert isinstance(_json(relaunched)["sea"], list)
+    _clean_stderr(relaunched.stderr)
+
+    human = runner.invoke(app, ["status", "sea"])
+    assert "None" not in human.stdout and "{" not in human.stdout and "champion v1" in human.stdout
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint(calmops_home, tmp_path):
+    assert runner.invoke(app, ["create", str(_spec(tmp_path))]).exit_code == 0
+    (calmops_home / "pipelines" / "sea" / "spec.yaml").write_text("name: [")  # a damaged store
+    result = runner.invoke(app, ["status", "sea"])
+    assert result.exit_code != 0 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "hint:" in result.stderr
+
+
+# -- calmops viewer ------------------------------------------------------------------------------
+
+
+def test_viewer_on_a_busy_port_is_a_one_line_error(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([CALMOPS, "viewer", "--port", str(port)], capture_output=True, text=True,
+                              timeout=120, env=_env(tmp_path / "home"), check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}"), done.stderr
+    assert "hint:" in done.stderr and "not available" not in done.stdout + done.stderr
+    assert "viewer on" not in done.stdout  # no URL printed for a viewer that never started
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+@pytest.mark.integration
+def test_sigterm_to_the_viewer_command_stops_streamlit(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen([CALMOPS, "viewer", "--port", str(port)], env=_env(tmp_path / "home"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, "the viewer did not start"
+            time.sleep(0.5)
+        streamlit = _children(proc.pid)
+        assert streamlit, "streamlit runs as a child of the command"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        deadline = time.time() + 15
+        while not all(map(_gone, streamlit)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert all(map(_gone, streamlit)), "streamlit outlived the viewer command"
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_demo_summary_fits_an_80_column_terminal():
+    from rich.console import Console
+
+    from calmops.deployments.demo import print_summary
+
+    reason = ("data drift: 1 of 3 features drifted (worst: x3); performance drift: accuracy fell 12.0% since "
+              "promotion (0.9500 → 0.8360)")
+    rows = [{"pipeline": "demo-agrawal", "kind": "block", "files": 8, "drift": 3, "promotions": 2, "rejected": 1,
+             "failed": 0, "champion": None, "runs": []},
+            {"pipeline": "demo-sea", "kind": "stream", "files": 10, "drift": 4, "promotions": 3, "rejected": 1,
+             "failed": 0, "champion": 3, "runs": [{"file": "sea-0007.csv", "drift": True,
+                                                  "decision": "retrain_promoted", "champion": "2", "reason": reason}]}]
+    console = Console(width=80, record=True)
+    print_summary(console, rows)
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 80
+    assert "…" not in text and "None" not in text
+    assert "demo-agrawal" in text and "0.8360" in text  # nothing cut, the reason wraps

@@ -1,0 +1,64 @@
+"""A model registered with the MLflow server of `calmops up` loads without it (SQLite store), and the other
+way round: both modes read the same store and the same artifact files."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from typer.testing import CliRunner
+
+from calmops.deployments.cli import app
+from tests.conftest import STREAM_SPEC, sea_frame, write_csv
+
+pytestmark = pytest.mark.e2e
+runner = CliRunner()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _use(tracking_uri: str | None, monkeypatch) -> None:
+    from calmops.core import registry
+
+    if tracking_uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    else:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    registry.configure()
+    registry._load_version.cache_clear()
+
+
+def _run(name: str, path) -> dict:
+    result = runner.invoke(app, ["run", name, str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # with an HTTP tracking server MLflow prints run links: not on stdout
+
+
+def test_models_cross_between_the_stack_and_the_embedded_store(prefect_server, calmops_home, tmp_path, monkeypatch):
+    from calmops.core.store import save_spec, spec_from_dict
+    from calmops.deployments import stack
+
+    data = tmp_path / "data"
+    for name in ("down", "up"):
+        save_spec(spec_from_dict(dict(STREAM_SPEC, name=name)), create=True)
+    _use(None, monkeypatch)
+    assert _run("down", write_csv(sea_frame(1000, 8, seed=1), data, "d1.csv"))["decision"] == "train"
+
+    monkeypatch.setenv("CALMOPS_MLFLOW_PORT", str(_free_port()))
+    server = stack.start("mlflow", wait=600)
+    try:
+        _use(server.url, monkeypatch)
+        later = _run("down", write_csv(sea_frame(1000, 8, seed=2), data, "d2.csv"))
+        assert later["decision"] == "no_drift" and later["champion_version"] == 1, later["reason"]
+        assert _run("up", write_csv(sea_frame(1000, 8, seed=3), data, "u1.csv"))["decision"] == "train"
+    finally:
+        stack.stop("mlflow")
+
+    _use(None, monkeypatch)
+    after = _run("up", write_csv(sea_frame(1000, 8, seed=4), data, "u2.csv"))
+    assert after["decision"] == "no_drift" and after["champion_version"] == 1, after["reason"]
