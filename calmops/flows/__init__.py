@@ -28,7 +28,7 @@ def run_file(pipeline: str, path: str | Path) -> tuple[dict[str, Any], str | Non
     from calmops.flows.common import RunFailed
 
     spec = read_spec(pipeline)
-    state = flow_for(spec.kind)(pipeline=pipeline, path=str(Path(path).resolve()), return_state=True)
+    state = flow_for(spec.kind)(pipeline=pipeline, path=str(Path(path).absolute()), return_state=True)  # a link stays a link
     if state.is_completed():
         return state.result(), None
     exc = state.result(raise_on_failure=False)
