@@ -127,13 +127,14 @@ def test_predictions_failing_after_a_challenger_won_leave_the_champion_and_no_pa
         Path(path).write_text("id,predic")  # a partial write, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    real_to_csv = pd.DataFrame.to_csv
     monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
     out = run("sea", drifted)
     assert out["decision"] == "failed" and "No space left" in out["reason"], out
     assert registry.alias_version("sea", "champion") == 1  # the challenger was never promoted
     assert not list(paths.predictions.glob(".*.part")) and not list(paths.predictions.glob("b.csv*"))
     assert drifted.exists() and ledger(paths).status(digest(drifted)) == "pending"  # kept for a retry
-    monkeypatch.undo()
+    monkeypatch.setattr(pd.DataFrame, "to_csv", real_to_csv)  # space again (undo() would also drop CALMOPS_HOME)
     again = run("sea", drifted)
     assert again["decision"] == "retrain_promoted" and registry.alias_version("sea", "champion") > 1
 
