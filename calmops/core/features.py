@@ -49,10 +49,11 @@ def coerce_features(frame: pd.DataFrame, feature_types: dict[str, str]) -> pd.Da
                     raise CoercionError(f"column '{col}' holds a number too large to represent") from None
             bad = num.isna() & s.notna() & (s.astype(str).str.strip() != "")
             if bad.any():
-                example = s[bad].iloc[0]
+                first = int(np.flatnonzero(bad.to_numpy())[0])
+                example = str(s.iloc[first])  # a bounded excerpt: a reason never carries a whole cell
                 raise CoercionError(
                     f"column '{col}' should be numeric but holds {int(bad.sum())} non-numeric value(s), "
-                    f"e.g. {example!r}"
+                    f"e.g. {example[:40] + ('…' if len(example) > 40 else '')!r} in data row {first + 1}"
                 )
             out[col] = num.astype(float)
         elif kind == "boolean":

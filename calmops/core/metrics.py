@@ -57,7 +57,9 @@ def evaluate(estimator: Any, X: pd.DataFrame, y: pd.Series, task: str) -> dict[s
 
     pred = estimator.predict(X)
     yt = np.asarray(y)
-    labels = list(getattr(estimator, "classes_", np.unique(np.concatenate([yt, pred]))))
+    known = list(getattr(estimator, "classes_", np.unique(np.concatenate([yt, pred]))))
+    # a class the model never saw joins the labels: metrics stay per class (macro-averaged), never "binary"
+    labels = known + [c for c in pd.unique(yt) if c not in set(known)]
     out: dict[str, Any] = {
         "accuracy": skm.accuracy_score(yt, pred),
         "balanced_accuracy": skm.balanced_accuracy_score(yt, pred) if len(np.unique(yt)) > 1 else None,
@@ -71,6 +73,8 @@ def evaluate(estimator: Any, X: pd.DataFrame, y: pd.Series, task: str) -> dict[s
         out["recall"] = skm.recall_score(yt, pred, pos_label=pos, zero_division=0)
     if hasattr(estimator, "predict_proba") and len(np.unique(yt)) > 1:
         try:
+            if len(labels) > len(known):
+                raise ValueError("probabilities do not cover a class new to the model")
             proba = estimator.predict_proba(X)
             out["log_loss"] = skm.log_loss(yt, proba, labels=labels)
             if binary:

@@ -422,14 +422,69 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> PipelineSpec:
         raise SpecError(_format_error(source, exc)) from None
 
 
+MAX_SPEC_BYTES = 256 * 1024  # a spec is a page of settings; anything bigger is refused before parsing
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML for specs: plain values only. Aliases (``*name``) are refused, so an alias bomb (a few hundred
+    bytes that expand to billions of nodes) fails at once; a key given twice is refused, naming the key."""
+
+    max_depth = 50
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed in a spec: write the value out",
+                event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > self.max_depth:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {self.max_depth} levels deep", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:
+                continue  # an unhashable key: the base class says so
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"duplicated key '{key}' (given twice; keep one)", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str, source: str = "spec") -> Any:
+    """Parse a spec's YAML text (size-capped, no aliases, no duplicated keys); raises SpecError."""
+    if len(text.encode(errors="replace")) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source}: the spec is larger than {MAX_SPEC_BYTES // 1024} KiB")
+    try:
+        return yaml.load(text, Loader=_SpecLoader)  # a SafeLoader subclass: plain values only
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{source}: not valid YAML ({exc.problem}{where})") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{source}: not valid YAML ({' '.join(str(exc).split())[:300]})") from None
+
+
 def load_spec(path: str | Path) -> PipelineSpec:
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: the spec is {size} bytes, larger than {MAX_SPEC_BYTES // 1024} KiB")
         text = path.read_text()
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the spec ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML ({exc})") from None
-    return parse_spec(data, str(path))
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: the spec is not UTF-8 text") from None
+    return parse_spec(read_yaml(text, str(path)), str(path))

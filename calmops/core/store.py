@@ -19,9 +19,11 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
+import stat
 import threading
 import time
 from contextlib import closing
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from calmops.core.settings import Settings, get_settings
-from calmops.core.spec import PipelineSpec, check_spec, load_spec, parse_spec, resolve_paths
+from calmops.core.spec import NAME_PATTERN, PipelineSpec, check_spec, load_spec, parse_spec, resolve_paths
 
 if TYPE_CHECKING:  # pandas loads on use: the CLI's quick commands never need it
     import pandas as pd
@@ -45,6 +47,26 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def not_a_regular_file(path: str | Path) -> str | None:
+    """Why an entry of an incoming folder is refused without being read, or None for a regular file.
+
+    Judged on the entry itself (``lstat``): a symbolic link is never followed, a pipe or a device never
+    opened, so nothing outside the folder is read and nothing blocks.
+    """
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None  # gone: the caller's own check says so
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
+            else "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return (f"{path.name}: {kind}, refused without being followed or read; "
+            "put the file itself (a regular file) in the incoming folder")
 
 
 def is_temporary_name(path: str | Path) -> bool:
@@ -133,6 +155,9 @@ def list_pipelines(settings: Settings | None = None) -> list[str]:
 
 def read_spec(name: str, settings: Settings | None = None) -> PipelineSpec:
     settings = settings or get_settings()
+    if not isinstance(name, str) or not re.match(NAME_PATTERN, name):  # never a path: '../x', 'a/b'
+        raise PipelineNotFound(f"{str(name)[:80]!r} is not a valid pipeline name (lowercase letters, digits "
+                               "and '-', starting with a letter)")
     path = settings.pipeline_dir(name) / "spec.yaml"
     if not path.exists():
         known = ", ".join(list_pipelines(settings)) or "none yet"
@@ -257,6 +282,8 @@ class Ledger:
     flow run id) and a heartbeat the owner renews (:meth:`keep_alive`); a claim whose owner is gone is
     *orphaned* and is taken again at once: on the same host as soon as the process has ended, from
     anywhere once the heartbeat is older than ``lease`` seconds.
+    ``gone``: the file was deleted while its run was in progress (closed; the same bytes dropped again are
+    taken as new).
     """
 
     def __init__(self, path: Path, lease: float = CLAIM_LEASE):
@@ -293,7 +320,7 @@ class Ledger:
             held = self._claim_of(con, sha256)
             if held is not None:
                 mine = bool(run_id) and held.run_id == run_id   # a retry of the same flow run
-                retake = held.status in WAITING or (
+                retake = held.status in (*WAITING, "gone") or (
                     held.status == "in_progress" and (mine or held.orphaned(self.lease, now)))
                 if not retake:
                     con.execute("COMMIT")
@@ -452,10 +479,53 @@ def pending_files(paths: PipelinePaths) -> list[Path]:
 # -- moving files: never delete, never overwrite -------------------------------------------
 
 
+MAX_NAME_BYTES = 180  # room left under the usual 255-byte limit for a ".part" or ".reason.json" around it
+
+
+def bounded_name(name: str, suffix: str = "", limit: int = MAX_NAME_BYTES) -> str:
+    """``name + suffix``, shortened to ``limit`` bytes when it is longer: the start of the name, ``~``, a short
+    hash of the whole name (two long names stay apart) and the extension, e.g. ``aaaa…aaa~3f2a9c41d0.csv``."""
+    full = name + suffix
+    if len(full.encode()) <= limit:
+        return full
+    digest = hashlib.sha256(name.encode(errors="surrogateescape")).hexdigest()[:10]
+    stem, dot, ext = name.rpartition(".")
+    ext = f".{ext}" if dot and stem and len(ext.encode()) <= 10 else ""
+    stem = stem if ext else name
+    tail = f"~{digest}{ext}{suffix}"
+    room = max(1, limit - len(tail.encode()))
+    head = stem.encode(errors="surrogateescape")[:room].decode(errors="ignore")
+    return head + tail
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_safe(value):
+    """A text cell a spreadsheet would run as a formula, made inert (OWASP CSV injection guidance): text that
+    starts with ``= + - @``, a tab or a carriage return gets a leading ``'``. Numbers, and text that reads as
+    a plain number such as ``-1.5``, are left as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_START):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
+def _formula_safe_tree(data):
+    if isinstance(data, dict):
+        return {k: _formula_safe_tree(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_formula_safe_tree(v) for v in data]
+    return formula_safe(data)
+
+
 def _free_name(folder: Path, name: str, sha256: str) -> Path:
-    target = folder / name
-    if target.exists():
-        target = folder / f"{sha256[:12]}-{name}"
+    target = folder / bounded_name(name)
+    if target.exists() or target.is_symlink():
+        target = folder / bounded_name(f"{sha256[:12]}-{name}")
     return target
 
 
@@ -467,13 +537,17 @@ def move_to_processed(paths: PipelinePaths, file: Path, sha256: str) -> Path:
 
 
 def quarantine(paths: PipelinePaths, file: Path, sha256: str | None, reason: str, details: dict | None = None) -> Path:
-    """Move a refused file aside with a JSON sidecar saying why, in plain words."""
+    """Move a refused file aside with a JSON sidecar saying why, in plain words.
+
+    A symbolic link is moved as the link itself (never what it points to).
+    """
     paths.quarantine.mkdir(parents=True, exist_ok=True)
     target = _free_name(paths.quarantine, file.name, sha256 or "nohash")
     shutil.move(str(file), target)
     sidecar = target.with_name(target.name + ".reason.json")
     write_atomic(sidecar, json.dumps(
-        {"file": file.name, "sha256": sha256, "reason": reason, "details": details or {}, "time": _now()},
+        _formula_safe_tree({"file": file.name, "sha256": sha256, "reason": reason, "details": details or {},
+                            "time": _now()}),
         indent=2,
     ))
     return target

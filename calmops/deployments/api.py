@@ -404,7 +404,11 @@ def prepare_records(records: list[dict[str, Any]], schema) -> tuple[pd.DataFrame
         if kind == "numeric":
             values = s.tolist()
             for i, v in enumerate(values):
-                if isinstance(v, int) and not isinstance(v, bool):
+                if isinstance(v, float) and math.isnan(v):  # JSON NaN: not a number; null is "missing"
+                    why = "expected a finite number, got NaN (send null for a missing value)"
+                    errors.append((i, j, _where(i, col), why, "NaN"))
+                    values[i] = None
+                elif isinstance(v, int) and not isinstance(v, bool):
                     try:
                         float(v)
                     except OverflowError:

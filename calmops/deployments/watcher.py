@@ -52,7 +52,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from calmops.core.settings import Settings, get_settings
-from calmops.core.store import Ledger, is_temporary_name, read_ledger_states, sha256_of
+from calmops.core.store import Ledger, is_temporary_name, not_a_regular_file, read_ledger_states, sha256_of
 
 log = logging.getLogger("calmops.watcher")
 
@@ -341,6 +341,8 @@ class Watcher:
         a rename into place; the check that no writer holds it open still applies)."""
         if is_temporary_name(path):
             return
+        if self._refused(path):
+            return
         with self._lock:
             watched = self._pipeline_for(path)
             st = _stat(path)
@@ -447,8 +449,10 @@ class Watcher:
             for gone in [p for p in self._emitted if p.parent == watched.incoming and not p.exists()]:
                 self._emitted.pop(gone, None)
                 self._hashes.pop(gone, None)
-        for path in _oldest_first(watched.incoming):
-            if is_temporary_name(path):
+        # links and special files first (refused unread), then the regular files in arrival order
+        unusual = sorted(p for p in watched.incoming.iterdir() if p.is_symlink() or not (p.is_file() or p.is_dir()))
+        for path in [*unusual, *_oldest_first(watched.incoming)]:
+            if is_temporary_name(path) or self._refused(path, watched):
                 continue
             with self._lock:
                 if path in self._candidates:  # the event path is on it
@@ -484,6 +488,24 @@ class Watcher:
             if self._announce(watched, path, st, reason="scan", sha=sha, arrived=st[1] / 1e9):
                 announced.append(path)
         return announced
+
+    def _refused(self, path: Path, watched: _Watched | None = None) -> bool:
+        """A symbolic link, pipe, socket or device in incoming: quarantined with a reason, never followed,
+        opened or hashed (a pipe would block the watcher; a link could point anywhere)."""
+        why = not_a_regular_file(path)
+        if why is None or (path.is_dir() and not path.is_symlink()):
+            return False
+        watched = watched or self._pipeline_for(path)
+        if watched is None:
+            return True
+        from calmops.core.store import pipeline_paths, quarantine, read_spec
+
+        try:
+            target = quarantine(pipeline_paths(read_spec(watched.pipeline)), path, None, why)
+            log.warning("refused %s: %s (moved to %s)", path.name, why, target)
+        except Exception:
+            log.exception("could not quarantine %s (%s)", path, why)
+        return True
 
     def _hash(self, path: Path, st: tuple[int, int]) -> str:
         cached = self._hashes.get(path)
@@ -526,7 +548,7 @@ def _oldest_first(folder: Path) -> list[Path]:
     """The folder's files by modification time, then name: the arrival order of files found by a scan."""
     found = []
     for p in folder.iterdir():
-        st = _stat(p) if p.is_file() else None
+        st = _stat(p) if p.is_file() and not p.is_symlink() else None
         if st is not None:
             found.append((st[1], p.name, p))
     return [p for *_, p in sorted(found)]

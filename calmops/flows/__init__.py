@@ -30,9 +30,9 @@ def into_incoming(spec, path: Path) -> Path:
 
     from calmops.core.store import pipeline_paths, sha256_of
 
-    path = path.resolve()
+    path = path.absolute()  # not resolved: a link stays a link, and the run refuses it unread
     incoming = pipeline_paths(spec).ensure().incoming.resolve()
-    if path.parent == incoming or not path.exists():
+    if path.parent.resolve() == incoming or path.is_symlink() or not path.is_file():
         return path
     target = incoming / path.name
     if target.exists():

@@ -20,12 +20,14 @@ from calmops.core.store import append_history
 from calmops.flows.common import (
     RunContext,
     finish,
+    predict_without_learning,
     predict_without_training,
     reference_frame,
     register,
     run_in_order,
     run_name,
     write_batch_predictions,
+    write_predictions_of,
 )
 from calmops.tasks import blocks as B
 from calmops.tasks.drift import check_drift, warm_start_concept
@@ -49,6 +51,8 @@ def process_block_file(ctx: RunContext, champion: registry.Champion | None, batc
     blocks = B.split_blocks(batch.X[spec.block_column])
     if champion is None:
         return train_first_model(ctx, batch, blocks)
+    if batch.cannot_train:
+        return predict_without_learning(ctx, batch, champion)
     return monitor_and_refit(ctx, batch, blocks, champion)
 
 
@@ -78,13 +82,13 @@ def train_first_model(ctx: RunContext, batch: Batch, blocks: list[B.Block]) -> R
             "rows": len(batch.X), "blocks": _names(model), "selection": selection,
             "refit": {"rows": len(batch.X), "batch_rows": len(batch.X)}})
     version = register(ctx, trained, batch, task, scores["challenger"], reason)
+    predictions = write_predictions_of(ctx, batch, model, version) if promote else None
     champion_version = None
-    if promote:
+    if promote:  # after the predictions: a failure to write them leaves no new champion
         promote_challenger(spec.name, version)
         warm_start_concept(ctx.paths.state, version, selected, X_hold, y_hold, task, spec,
                            scores["challenger"].get("rmse"))
         champion_version = version
-    predictions = write_batch_predictions(ctx, batch, registry.champion(spec.name)) if promote else None
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
                    spec.retrain.history_max_batches)
     details = {
@@ -193,10 +197,10 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
         "skipped_blocks": {B.block_name(k): v for k, v in model.skipped_blocks_.items()},
     })
     if promote:
+        out = write_predictions_of(ctx, batch, model, version)  # before the champion changes
         promote_challenger(spec.name, version)
         warm_start_concept(ctx.paths.state, version, selected, X_hold, y_hold, task, spec,
                            scores["challenger"].get("rmse"))
-        out = write_batch_predictions(ctx, batch, registry.champion(spec.name))
         outcome = ctx.outcome("retrain_promoted",
                               f"{drift_reason} → retrained blocks {', '.join(retrained)}: {rule}",
                               champion_version=version, challenger_version=version,

@@ -27,6 +27,7 @@ from calmops.core.store import (
     PipelinePaths,
     ledger,
     move_to_processed,
+    not_a_regular_file,
     pending_files,
     pipeline_paths,
     quarantine,
@@ -35,6 +36,7 @@ from calmops.core.store import (
 )
 from calmops.tasks import step
 from calmops.tasks.drift import build_profile, check_drift
+from calmops.tasks.evaluate import evaluate_models, primary_metric
 from calmops.tasks.ingest import Batch, RejectedInput, ingest
 from calmops.tasks.predict import predict
 from calmops.tasks.record import RunOutcome, record_run
@@ -68,11 +70,13 @@ class RunContext:
     breaker_state: str
     mlflow_run_id: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    signals: dict[str, Any] = field(default_factory=dict)  # what ingest noticed (new classes, new columns)
 
     def outcome(self, decision: str, reason: str, **kw) -> RunOutcome:
+        details = {**self.signals, **kw.pop("details", {})}
         return RunOutcome(pipeline=self.spec.name, file=self.path.name, sha256=self.sha256, decision=decision,
                           reason=reason, mlflow_run_id=self.mlflow_run_id, flow_run_id=self.flow_run_id,
-                          kind=self.spec.kind, breaker_state=self.breaker_state, **kw)
+                          kind=self.spec.kind, breaker_state=self.breaker_state, details=details, **kw)
 
 
 def current_flow_run_id() -> str | None:
@@ -110,7 +114,7 @@ def counts_as_failure(spec: PipelineSpec, outcome: RunOutcome) -> bool:
     any model (the first model refused), and bad input when ``breaker.count_bad_input``. A challenger that
     loses to a healthy champion is not a failure: the pipeline keeps serving a model that works."""
     if outcome.decision == "failed":
-        return True
+        return not outcome.details.get("gone")  # a file deleted mid-run is not the pipeline's failure
     if outcome.decision == "retrain_rejected":
         return outcome.champion_version is None
     return outcome.decision == "rejected_input" and spec.breaker.count_bad_input
@@ -121,7 +125,8 @@ def breaker_update(spec: PipelineSpec, outcome: RunOutcome) -> str:
     """Count the run's result, under the breaker's lock (one locked write per run)."""
     policy = BreakerPolicy.from_spec(spec)
     failed = counts_as_failure(spec, outcome)
-    if outcome.decision == "skipped_breaker_open" or (outcome.decision == "rejected_input" and not failed):
+    if outcome.decision == "skipped_breaker_open" or (outcome.decision in ("rejected_input", "failed")
+                                                      and not failed):
         return outcome.breaker_state or "closed"
 
     def change(state):
@@ -173,6 +178,12 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
     path = Path(path)
     book = ledger(paths)
     flow_run_id = current_flow_run_id()
+    special = not_a_regular_file(path)
+    if special:  # a link or a device: refused without following or opening it
+        target = quarantine(paths, path, None, special)
+        log.warning("refused %s: %s (moved to %s)", path.name, special, target)
+        return RunOutcome(spec.name, path.name, None, "rejected_input", special, flow_run_id=flow_run_id,
+                          kind=spec.kind, details={"quarantined_as": str(target)})
     if not path.exists():
         done = sha256 and book.status(sha256) == "done"
         if done or (paths.processed / path.name).exists():
@@ -218,7 +229,15 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
 def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | RunOutcome:
     """Ingest; on bad input quarantine the file with its reason and return the final outcome."""
     try:
-        return ingest(ctx.path, ctx.sha256, ctx.spec, champion.schema if champion else None)
+        batch = ingest(ctx.path, ctx.sha256, ctx.spec, champion.schema if champion else None)
+        if champion is None and batch.cannot_train:
+            raise RejectedInput(f"{ctx.path.name}: cannot train a first model: {batch.cannot_train} "
+                                "(and there is no champion yet to predict with)")
+        if batch.labels.new_classes:
+            ctx.signals["new_classes"] = batch.labels.new_classes
+        if batch.signals:
+            ctx.signals["signals"] = batch.signals
+        return batch
     except RejectedInput as exc:
         target = quarantine(ctx.paths, ctx.path, ctx.sha256, exc.reason, exc.details)
         ctx.log.warning("rejected %s: %s (moved to %s)", ctx.path.name, exc.reason, target)
@@ -250,14 +269,24 @@ def finish(ctx: RunContext, outcome: RunOutcome, drift: dict | None, *, keep_pen
 
 
 def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
-    """A run that broke: record it, count it against the breaker, keep the file for a retry."""
+    """A run that broke: record it, count it against the breaker, keep the file for a retry.
+
+    A file deleted while its run was in progress cannot be retried: the ledger records it as ``gone`` (the
+    same bytes dropped again are taken as new) and the breaker does not count it.
+    """
     reason = f"{type(exc).__name__}: {exc}"
+    gone = not ctx.path.exists() and not ctx.path.is_symlink()
+    if gone:
+        reason = f"the file was deleted while its run was in progress ({reason})"
     ctx.log.error("run failed for %s: %s", ctx.path.name, reason)
-    outcome = ctx.outcome("failed", reason[:2000])
+    outcome = ctx.outcome("failed", reason[:2000], details={"gone": True} if gone else {})
     try:
         finish_record(ctx, outcome, None)
     finally:
-        ctx.ledger.release(ctx.sha256)
+        if gone:
+            ctx.ledger.finish(ctx.sha256, "failed", status="gone")
+        else:
+            ctx.ledger.release(ctx.sha256)
     return RunFailed(outcome)
 
 
@@ -438,5 +467,30 @@ def register(ctx: RunContext, trained: TrainingResult, batch: Batch, task: str, 
 def write_batch_predictions(ctx: RunContext, batch: Batch, champion: registry.Champion | None) -> Path | None:
     if champion is None:
         return None
+    return write_predictions_of(ctx, batch, champion.model, champion.version)
+
+
+def write_predictions_of(ctx: RunContext, batch: Batch, model: Any, version: int) -> Path:
+    """Predictions of a given model version; a challenger's are written BEFORE it is promoted, so a failure
+    to write them leaves the champion unchanged (promotion is the last step of a run)."""
     ids = batch.frame[ctx.spec.id_columns] if ctx.spec.id_columns else None
-    return predict(champion.model, batch.X, champion.version, ctx.paths.predictions, batch.file, ids)
+    return predict(model, batch.X, version, ctx.paths.predictions, batch.file, ids)
+
+
+def predict_without_learning(ctx: RunContext, batch: Batch, champion: registry.Champion) -> RunOutcome:
+    """A file that cannot train (too few rows, a single class): the champion scores it, drift is checked,
+    predictions are written, and the reason says why nothing was trained (decision ``predict_only``)."""
+    spec = ctx.spec
+    task = champion.schema.task
+    metric = primary_metric(spec, task)
+    now = evaluate_models({"champion": champion.model}, batch.X, batch.y, task)["champion"]
+    verdict = check_drift(champion, batch.X, batch.y, spec, task, metric, now, ctx.paths.state,
+                          batch_id=batch.sha256)
+    out = write_batch_predictions(ctx, batch, champion)
+    drift = f"; drift seen but no retrain possible: {verdict.reason}" if verdict.drift_detected else ""
+    reason = f"no training: {batch.cannot_train}; the champion scored and predicted the file{drift}"
+    outcome = ctx.outcome("predict_only", reason, drift_detected=verdict.drift_detected,
+                          drifted_features=verdict.drifted_features, champion_version=champion.version,
+                          metrics={"champion": now}, rows=batch.n_rows, predictions_file=str(out),
+                          details={"cannot_train": batch.cannot_train})
+    return finish(ctx, outcome, verdict.to_dict())

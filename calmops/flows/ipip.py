@@ -27,12 +27,13 @@ from calmops.core.store import append_history
 from calmops.flows.common import (
     RunContext,
     finish,
+    predict_without_learning,
     predict_without_training,
     reference_frame,
     register,
     run_in_order,
     run_name,
-    write_batch_predictions,
+    write_predictions_of,
 )
 from calmops.tasks import blocks as B
 from calmops.tasks import step
@@ -61,6 +62,8 @@ def process_ipip_file(ctx: RunContext, champion: registry.Champion | None, batch
     ctx.params["retrain_mode"] = "ipip"
     if champion is None:
         return fit_first(ctx, batch, blocks)
+    if batch.cannot_train:
+        return predict_without_learning(ctx, batch, champion)
     return update_champion(ctx, batch, blocks, champion)
 
 
@@ -133,11 +136,11 @@ def fit_first(ctx: RunContext, batch: Batch, blocks: list[B.Block]) -> RunOutcom
     scores = evaluate_models({"challenger": model}, batch.X.iloc[hold], batch.y.iloc[hold], "classification")
     reason = (f"IPIP ensemble fit on the first file: p={info['p']} ensembles, b={info['b']} at most, "
               f"sizes {info['ensemble_sizes']}")
-    version = _register_and_promote(ctx, model, batch, scores["challenger"], reason)
+    version, predictions = _register_and_promote(ctx, model, batch, scores["challenger"], reason)
     B.log_metrics(ctx.mlflow_run_id, ipip_metrics(info))
     outcome = ctx.outcome("train", reason, champion_version=version, challenger_version=version, metrics=scores,
                           rows=batch.n_rows, retrain_mode="ipip",
-                          predictions_file=_predictions(ctx, batch),
+                          predictions_file=predictions,
                           details={"ipip": info, "blocks": {b.name: {"rows": int(b.rows.size)} for b in blocks},
                                    "evaluation": "IPIP's own held-out rows of the file"})
     return finish(ctx, outcome, None)
@@ -169,10 +172,11 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
         outcome = ctx.outcome("no_drift", f"IPIP update skipped: the file {info['skipped']}; champion unchanged",
                               champion_version=champion.version, metrics={"champion": now}, rows=batch.n_rows,
                               drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,
-                              predictions_file=_predictions(ctx, batch), details={"ipip": info, "drift_gate": False})
+                              predictions_file=_predictions(ctx, batch, champion.model, champion.version),
+                              details={"ipip": info, "drift_gate": False})
         return finish(ctx, outcome, verdict.to_dict())
     # 3. register and promote, always
-    version = _register_and_promote(ctx, model, batch, scores["challenger"], reason)
+    version, predictions = _register_and_promote(ctx, model, batch, scores["challenger"], reason)
     B.log_metrics(ctx.mlflow_run_id, ipip_metrics(info))
     details = {"ipip": info, "blocks": {name: {"rows": s["rows"], "prequential": s} for name, s in per_block.items()},
                "evaluation": "prequential: the champion scored on each block before the update; "
@@ -181,7 +185,7 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
     outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
                           metrics=scores, rows=batch.n_rows, retrain_mode="ipip",
                           drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,
-                          predictions_file=_predictions(ctx, batch), details=details)
+                          predictions_file=predictions, details=details)
     return finish(ctx, outcome, verdict.to_dict())
 
 
@@ -190,14 +194,19 @@ def _metric(scores: dict[str, Any]) -> str:
     return "balanced accuracy n/a" if value is None else f"balanced accuracy {value:.4f}"
 
 
-def _register_and_promote(ctx: RunContext, model: Pipeline, batch: Batch, scores: dict, reason: str) -> int:
-    """The file's rows become the version's reference (the next file's drift report compares against it)."""
+def _register_and_promote(ctx: RunContext, model: Pipeline, batch: Batch, scores: dict,
+                          reason: str) -> tuple[int, str]:
+    """The file's rows become the version's reference (the next file's drift report compares against it).
+
+    The new version's predictions are written first and the promotion comes last, so a failure to write
+    them leaves the champion unchanged. Returns the version and the predictions file.
+    """
     trained = TrainingResult(model, batch.X, batch.y, "ipip", {"rows": batch.n_rows})
     version = register(ctx, trained, batch, "classification", scores, reason)
+    predictions = _predictions(ctx, batch, model, version)
     promote_challenger(ctx.spec.name, version)
-    return version
+    return version, predictions
 
 
-def _predictions(ctx: RunContext, batch: Batch) -> str | None:
-    out = write_batch_predictions(ctx, batch, registry.champion(ctx.spec.name))
-    return str(out) if out else None
+def _predictions(ctx: RunContext, batch: Batch, model: Pipeline, version: int) -> str:
+    return str(write_predictions_of(ctx, batch, model, version))

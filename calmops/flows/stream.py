@@ -17,12 +17,14 @@ from calmops.core.store import append_history, read_history
 from calmops.flows.common import (
     RunContext,
     finish,
+    predict_without_learning,
     predict_without_training,
     reference_frame,
     register,
     run_in_order,
     run_name,
     write_batch_predictions,
+    write_predictions_of,
 )
 from calmops.tasks.drift import check_drift, warm_start_concept
 from calmops.tasks.evaluate import evaluate_models, holdout_split, primary_metric, seed_from, task_of
@@ -44,6 +46,8 @@ def process_stream_file(ctx: RunContext, champion: registry.Champion | None, bat
         return predict_without_training(ctx, batch, champion)
     if champion is None:
         return train_first_model(ctx, batch)
+    if batch.cannot_train:
+        return predict_without_learning(ctx, batch, champion)
     return monitor_and_retrain(ctx, batch, champion)
 
 
@@ -63,17 +67,17 @@ def train_first_model(ctx: RunContext, batch: Batch) -> RunOutcome:
         trained.info["selection"].update(holdout_rows=len(split.holdout), score=scores["challenger"].get(metric))
         trained.info["rows_so_far"] = batch.n_rows
     version = register(ctx, trained, batch, task, scores["challenger"], verdict.reason)
+    predictions = write_predictions_of(ctx, batch, trained.model, version) if verdict.promote else None
+    append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
+                   spec.retrain.history_max_batches)
     champion_version = None
-    if verdict.promote:
+    if verdict.promote:  # the last step: nothing that can fail comes between it and finish
         promote_challenger(spec.name, version)
         warm_start_concept(ctx.paths.state, version, selected.model, batch.X.iloc[split.holdout],
                            batch.y.iloc[split.holdout], task, spec, scores["challenger"].get("rmse"))
         champion_version = version
     decision = "train" if verdict.promote else "retrain_rejected"
     reason = verdict.reason if verdict.promote else f"first model not promoted: {verdict.reason}"
-    predictions = write_batch_predictions(ctx, batch, registry.champion(spec.name)) if verdict.promote else None
-    append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
-                   spec.retrain.history_max_batches)
     outcome = ctx.outcome(decision, reason, champion_version=champion_version, challenger_version=version,
                           metrics=scores, rows=batch.n_rows, retrain_mode=trained.mode,
                           details={"training": [{"mode": trained.mode, **trained.info, "challenger_version": version,
@@ -163,11 +167,10 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
                     "reason": decision.reason}
         trainings.append(training)
         if decision.promote:
+            out = write_predictions_of(ctx, batch, trained.model, version)  # before the champion changes
             promote_challenger(spec.name, version)
             warm_start_concept(ctx.paths.state, version, selected.model, X_hold, y_hold, task, spec,
                                scores["challenger"].get("rmse"))
-            new_champion = registry.champion(spec.name)
-            out = write_batch_predictions(ctx, batch, new_champion)
             reason = f"{verdict_reason} → retrained ({mode}): {decision.reason}"
             outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
                                   metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out),

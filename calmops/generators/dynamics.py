@@ -92,12 +92,24 @@ _CMPOPS = {
     ast.NotEq: operator.ne,
 }
 _MAX_LEN = 2000
+_MAX_NODES = 400      # operations in one formula
+_MAX_DEPTH = 100      # nesting of operations (parentheses, unary minus chains, calls)
+_MAX_INT_BITS = 256   # a whole number in a formula never grows past this (10**77 or so)
+_MAX_TEXT = 1000      # characters of a text value
 
 
 def evaluate(formula: str, df: pd.DataFrame | Mapping) -> np.ndarray:
     """Evaluate ``formula`` over the columns of ``df`` (element-wise); returns a numpy array.
 
-    A column whose name is not an identifier can be read with ``col("my column")``.
+    A column whose name is not an identifier can be read with ``col("my column")``. The formula runs under
+    limits (length, operation count, nesting depth, size of whole numbers, no arithmetic on text), so a
+    formula such as ``9**9**9`` or ``'a' * 10**10`` is refused at once with a one-line :class:`FormulaError`;
+    anything else that goes wrong while computing is reported the same way, never as a traceback.
+
+    >>> evaluate("9**9**9", {"x": [1.0]})
+    Traceback (most recent call last):
+    ...
+    calmops.generators.dynamics.FormulaError: exponents above 100 are not allowed
     """
     if not isinstance(formula, str) or not formula.strip():
         raise FormulaError("empty formula")
@@ -106,13 +118,60 @@ def evaluate(formula: str, df: pd.DataFrame | Mapping) -> np.ndarray:
     try:
         tree = ast.parse(formula.strip(), mode="eval")
     except SyntaxError as exc:
-        raise FormulaError(f"invalid formula {formula!r}: {exc.msg}") from None
+        raise FormulaError(f"invalid formula {formula[:80]!r}: {exc.msg}") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise FormulaError("invalid formula: nested too deeply") from None
+    _check_shape(tree.body)
     n = len(df) if isinstance(df, pd.DataFrame) else None
-    out = _Eval(df).visit(tree.body)
-    out = np.asarray(out)
+    try:
+        with np.errstate(all="ignore"):
+            out = np.asarray(_Eval(df).visit(tree.body))
+    except FormulaError:
+        raise
+    except (ArithmeticError, ValueError, TypeError, MemoryError, RecursionError, IndexError, KeyError) as exc:
+        message = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise FormulaError(f"formula {formula[:80]!r} cannot be computed: {message}") from None
     if n is not None and out.ndim == 0:
         out = np.full(n, out.item())
     return out
+
+
+def _check_shape(root: ast.AST) -> None:
+    """Refuse formulas with too many operations or nested too deeply, before computing anything."""
+    count = 0
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > _MAX_NODES:
+            raise FormulaError(f"formula has more than {_MAX_NODES} operations")
+        if depth > _MAX_DEPTH:
+            raise FormulaError(f"formula is nested more than {_MAX_DEPTH} levels deep")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+def _bounded(value):
+    """Whole numbers and text stay small: a result past the limits is refused, not computed further."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _MAX_INT_BITS:
+        raise FormulaError(f"a whole number in the formula exceeds {_MAX_INT_BITS} bits; use a decimal (1e100)")
+    if isinstance(value, str) and len(value) > _MAX_TEXT:
+        raise FormulaError(f"text longer than {_MAX_TEXT} characters")
+    return value
+
+
+def _arithmetic(op: ast.operator, left, right):
+    if isinstance(left, str) or isinstance(right, str):
+        raise FormulaError("arithmetic on text is not allowed (text is for comparisons and where())")
+    for side in (left, right):
+        if isinstance(side, np.ndarray) and side.dtype.kind in "OUS":
+            raise FormulaError("arithmetic on text columns is not allowed")
+    if isinstance(op, ast.Pow):
+        if np.max(np.abs(np.asarray(right, dtype=float))) > 100:
+            raise FormulaError("exponents above 100 are not allowed")
+        if isinstance(left, int) and isinstance(right, int) and left.bit_length() * max(right, 0) > _MAX_INT_BITS:
+            raise FormulaError(f"a whole number in the formula exceeds {_MAX_INT_BITS} bits; "
+                               "use a decimal (e.g. 9.0**99)")
+    return _bounded(_BINOPS[type(op)](left, right))
 
 
 class _Eval:
@@ -129,19 +188,19 @@ class _Eval:
     def visit(self, node):
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float, str)):
-                raise FormulaError(f"constant {node.value!r} is not allowed")
-            return node.value
+                raise FormulaError(f"constant {str(node.value)[:40]!r} is not allowed")
+            return _bounded(node.value)
         if isinstance(node, ast.Name):
             if node.id in _CONSTANTS and node.id not in self.data:
                 return _CONSTANTS[node.id]
             return self.column(node.id)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            left, right = self.visit(node.left), self.visit(node.right)
-            if isinstance(node.op, ast.Pow) and np.max(np.abs(np.asarray(right, dtype=float))) > 100:
-                raise FormulaError("exponents above 100 are not allowed")
-            return _BINOPS[type(node.op)](left, right)
+            return _arithmetic(node.op, self.visit(node.left), self.visit(node.right))
         if isinstance(node, ast.UnaryOp):
             v = self.visit(node.operand)
+            if isinstance(node.op, (ast.USub, ast.UAdd)) and (
+                    isinstance(v, str) or (isinstance(v, np.ndarray) and v.dtype.kind in "OUS")):
+                raise FormulaError("arithmetic on text is not allowed")
             if isinstance(node.op, ast.USub):
                 return -v
             if isinstance(node.op, ast.UAdd):

@@ -15,9 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from calmops.core.features import CoercionError, coerce_features, feature_columns, resolve_feature_types
+from calmops.core.metrics import infer_task
 from calmops.core.registry import InputSchema
-from calmops.core.spec import PipelineSpec
+from calmops.core.spec import PipelineSpec, SpecError, build_estimator
 from calmops.tasks import BadInput, step
+from calmops.tasks import validate as V
 
 SNIFF_BYTES = 64 * 1024
 
@@ -43,6 +45,8 @@ class Batch:
     y: pd.Series | None
     feature_types: dict[str, str]
     signals: list[str] = field(default_factory=list)   # schema drift noticed on the way (not errors)
+    labels: V.Labels = field(default_factory=V.Labels)  # classes in the file, and those new to the champion
+    cannot_train: str | None = None   # why this file can be scored and predicted but not train a model
 
     @property
     def n_rows(self) -> int:
@@ -99,11 +103,17 @@ def _sniff_delimiter(path: Path) -> str:
         return "\t" if sample.count("\t") > sample.count(",") else ","
 
 
+def text_delimiter(path: Path, fmt: str, delimiter: str | None = None) -> str | None:
+    """The separator of a text table (the spec's, the tab of a .tsv, or sniffed); None for other formats."""
+    if fmt not in ("csv", "tsv", "txt"):
+        return None
+    return delimiter or ("\t" if fmt == "tsv" else _sniff_delimiter(path))
+
+
 def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFrame:
     try:
         if fmt in ("csv", "tsv", "txt"):
-            sep = delimiter or ("\t" if fmt == "tsv" else _sniff_delimiter(path))
-            return pd.read_csv(path, sep=sep)
+            return pd.read_csv(path, sep=text_delimiter(path, fmt, delimiter))
         if fmt == "parquet":
             return pd.read_parquet(path)
         if fmt == "json":
@@ -124,7 +134,8 @@ def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFra
     except pd.errors.EmptyDataError:
         raise RejectedInput(f"{path.name}: the file has no header and no rows") from None
     except Exception as exc:  # noqa: BLE001 - parsers raise many types; the reason is what matters
-        raise RejectedInput(f"{path.name}: cannot be parsed as {fmt}: {str(exc).splitlines()[0][:300]}",
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise RejectedInput(f"{path.name}: cannot be parsed as {fmt}: {V.excerpt(first, 160)}",
                             format=fmt) from None
     raise RejectedInput(f"{path.name}: unknown format {fmt!r}")
 
@@ -154,7 +165,13 @@ def parse_and_validate(
     if fmt not in spec.formats:
         raise RejectedInput(f"{path.name}: format {fmt!r} is not accepted by this pipeline "
                             f"(accepted: {', '.join(spec.formats)})", format=fmt)
-    frame = read_table(path, fmt, spec.delimiter)
+    sep = text_delimiter(path, fmt, spec.delimiter)
+    frame = read_table(path, fmt, sep)
+    dupes = V.duplicated_header(path, fmt, sep) if len(frame.columns) > 1 else []
+    if dupes:
+        raise RejectedInput(f"{path.name}: duplicated column name(s) in the header: "
+                            f"{', '.join(V.excerpt(d) for d in dupes[:10])} (one name per column)",
+                            duplicated=dupes[:10])
     if spec.preprocess:
         frame = load_preprocess(Path(spec.preprocess))(frame)
         if not isinstance(frame, pd.DataFrame):
@@ -168,13 +185,15 @@ def parse_and_validate(
     frame.columns = [str(c) for c in frame.columns]
     if frame.columns.duplicated().any():
         dupes = sorted(set(frame.columns[frame.columns.duplicated()]))
-        raise RejectedInput(f"{path.name}: duplicated column names {dupes}")
+        raise RejectedInput(f"{path.name}: duplicated column name(s) {', '.join(V.excerpt(d) for d in dupes[:10])} "
+                            "(one name per column)", duplicated=dupes[:10])
 
     y = None
     if not spec.prediction_only:
         if spec.target not in frame.columns:
             raise RejectedInput(f"{path.name}: target column '{spec.target}' is missing "
-                                f"(columns: {', '.join(frame.columns[:20])})", missing=[spec.target])
+                                f"(columns: {', '.join(V.excerpt(c, 30) for c in frame.columns[:20])})",
+                                missing=[spec.target])
         y = frame[spec.target]
         if y.isna().any():
             raise RejectedInput(f"{path.name}: target column '{spec.target}' has {int(y.isna().sum())} "
@@ -200,12 +219,36 @@ def parse_and_validate(
             raise RejectedInput(f"{path.name}: feature column(s) missing: {', '.join(missing)}", missing=missing)
         new = [c for c in feature_columns(spec, list(frame.columns)) if c not in columns]
         if new:
-            signals.append(f"new column(s) ignored by the model: {', '.join(new)}")
+            signals.append(f"new column(s) ignored by the model: {', '.join(V.excerpt(c, 30) for c in new[:20])}")
+    mismatched = V.type_mismatches(frame, types)
+    if mismatched:
+        raise RejectedInput(f"{path.name}: {'; '.join(mismatched)}")
     try:
         X = coerce_features(frame[columns], types)
     except CoercionError as exc:
         raise RejectedInput(f"{path.name}: {exc}") from None
-    return Batch(path.name, sha256, fmt, frame, X, y, types, signals)
+    infinite = V.infinite_values(X, types) + ([] if y is None else [m for m in [V.infinite_target(y, spec.target)] if m])
+    if infinite:
+        raise RejectedInput(f"{path.name}: {'; '.join(infinite)} (numbers must be finite)")
+    task = _task(spec, reference, y)
+    labels = V.Labels.of(y, reference.classes if reference else None) if task == "classification" else V.Labels()
+    if labels.new_classes:
+        signals.append(f"new class(es) in target column '{spec.target}', never seen by the champion: "
+                       f"{', '.join(V.excerpt(c) for c in labels.new_classes[:10])}")
+    cannot_train = None if y is None or spec.prediction_only else V.training_blocker(len(X), labels, task, spec)
+    return Batch(path.name, sha256, fmt, frame, X, y, types, signals, labels, cannot_train)
+
+
+def _task(spec: PipelineSpec, reference: InputSchema | None, y: pd.Series | None) -> str | None:
+    if spec.evaluation.task or reference is not None:
+        return spec.evaluation.task or reference.task
+    if y is None:
+        return None
+    try:
+        estimator = build_estimator(spec.model, spec.allow_modules)
+    except SpecError:
+        estimator = None
+    return infer_task(estimator, y)
 
 
 @step("ingest", retries=2)

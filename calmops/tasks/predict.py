@@ -1,7 +1,12 @@
-"""Predict: the champion's predictions for a batch, written next to the input's name."""
+"""Predict: the champion's predictions for a batch, written next to the input's name.
+
+The CSV is safe to open in a spreadsheet: a text cell (or a column name) that would run as a formula is
+made inert (:func:`calmops.core.store.formula_safe`); numbers are written as numbers.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -9,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from calmops.core.store import bounded_name, formula_safe
 from calmops.tasks import step
 
 
@@ -29,12 +35,33 @@ def predictions_frame(model: Any, X: pd.DataFrame, version: int, ids: pd.DataFra
     return out
 
 
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every text cell and column name that a spreadsheet would run as a formula neutralised."""
+    out = frame.copy()
+    out.columns = [formula_safe(str(c)) for c in out.columns]
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(formula_safe)
+    return out
+
+
+def predictions_path(folder: Path, input_name: str) -> Path:
+    """``<input>.predictions.csv``, shortened (with a hash of the name) when the input's name is long."""
+    return folder / bounded_name(input_name, ".predictions.csv")
+
+
 def write_predictions(frame: pd.DataFrame, folder: Path, input_name: str) -> Path:
+    """Write atomically; a failure (a full disk) leaves no partial file behind."""
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{input_name}.predictions.csv"
+    target = predictions_path(folder, input_name)
     tmp = folder / f".{target.name}.part"
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, target)
+    try:
+        spreadsheet_safe(frame).to_csv(tmp, index=False)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     return target
 
 

@@ -313,3 +313,27 @@ def test_scan_does_not_announce_again_a_file_whose_run_is_queued(stream_spec):
         live.clear()
         assert [p.name for p in watcher.scan()] == ["q.csv"]  # no run any more and not done: again
     assert rec.names() == ["q.csv", "q.csv"]
+
+
+def test_links_and_pipes_in_incoming_are_quarantined_without_being_read(stream_spec, tmp_path):
+    import json
+
+    from calmops.core.store import pipeline_paths
+
+    rec = Recorder()
+    folder = incoming(stream_spec)
+    secret = tmp_path / "outside.txt"
+    secret.write_text("root:$6$PASSWORD-HASH$:19000\n")
+    (folder / "link.csv").symlink_to(secret)
+    os.mkfifo(folder / "pipe.csv")  # opening it to hash it would block the watcher
+    (folder / "real.csv").write_bytes(b"x1,x2,x3,y\n1,2,3,0\n")
+    age(folder / "real.csv")
+    with make_watcher(rec):
+        rec.wait_for(1)
+    assert rec.names() == ["real.csv"]  # only the regular file is announced
+    quarantine = pipeline_paths(stream_spec).quarantine
+    assert (quarantine / "link.csv").is_symlink() and (quarantine / "pipe.csv").exists()
+    for name, words in (("link.csv", "symbolic link"), ("pipe.csv", "named pipe")):
+        sidecar = json.loads((quarantine / f"{name}.reason.json").read_text())
+        assert words in sidecar["reason"] and "PASSWORD-HASH" not in json.dumps(sidecar)
+    assert secret.read_text().startswith("root:")  # what the link points to is untouched

@@ -1,6 +1,7 @@
 """Bad input is quarantined with a reason, bytes unchanged, and nothing else changes."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -74,3 +75,86 @@ def test_new_column_is_a_signal_not_an_error(prefect_server, stream_spec):
     out = run("sea", write_csv(extra, folder, "b.csv"))
     assert out["decision"] in ("no_drift", "retrain_promoted", "retrain_rejected")
     assert pd.read_csv(out["predictions_file"]).shape[0] == 500
+
+
+@pytest.fixture
+def quick_models(monkeypatch):
+    """These tests are about input and order of steps, not the model's environment: skip MLflow's slow
+    pip-requirement inference when a model is logged."""
+    import mlflow.models
+
+    monkeypatch.setattr(mlflow.models, "infer_pip_requirements", lambda path, flavor, fallback=None: fallback or [])
+
+
+def test_a_class_never_seen_is_reported_scored_per_class_and_may_retrain(prefect_server, stream_spec, quick_models):
+    folder = incoming("sea")
+    assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))["decision"] == "train"
+    frame = sea_frame(600, 8, seed=2)
+    frame.loc[frame.index[:150], "y"] = 2  # a third class the binary champion never saw
+    out = run("sea", write_csv(frame, folder, "b.csv"))
+    assert out["decision"] in ("retrain_promoted", "retrain_rejected"), out  # a retrain is allowed
+    assert out["details"]["new_classes"] == ["2"]
+    champion = out["metrics"]["champion"]
+    assert champion["confusion_matrix"]["labels"] == ["0", "1", "2"]  # per class, the new one included
+    assert 0.0 <= champion["f1_macro"] <= 1.0 and "f1" not in champion  # averaged over classes, never binary
+
+
+def test_a_single_class_file_is_scored_and_predicted_without_training(prefect_server, stream_spec, quick_models):
+    folder = incoming("sea")
+    assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))["decision"] == "train"
+    before = versions("sea")
+    out = run("sea", write_csv(sea_frame(300, 8, seed=2).assign(y=1), folder, "ones.csv"))
+    assert out["decision"] == "predict_only", out
+    assert "single class" in out["reason"] and "champion scored and predicted" in out["reason"]
+    assert out["metrics"]["champion"]["accuracy"] is not None
+    assert pd.read_csv(out["predictions_file"]).shape[0] == 300
+    assert versions("sea") == before
+    from calmops.core.breaker import read_breaker
+
+    assert read_breaker("sea").consecutive_failures == 0
+
+
+def test_predictions_failing_after_a_challenger_won_leave_the_champion_and_no_partial_file(
+        prefect_server, stream_spec, quick_models, monkeypatch):
+    import errno
+
+    folder = incoming("sea")
+    assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))["decision"] == "train"
+    paths = pipeline_paths(read_spec("sea"))
+    drifted = write_csv(sea_frame(1000, 9.5, seed=2), folder, "b.csv")
+
+    def disk_full(self, path, *args, **kwargs):
+        Path(path).write_text("id,predic")  # a partial write, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_to_csv = pd.DataFrame.to_csv
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
+    out = run("sea", drifted)
+    assert out["decision"] == "failed" and "No space left" in out["reason"], out
+    assert registry.alias_version("sea", "champion") == 1  # the challenger was never promoted
+    assert not list(paths.predictions.glob(".*.part")) and not list(paths.predictions.glob("b.csv*"))
+    assert drifted.exists() and ledger(paths).status(digest(drifted)) == "pending"  # kept for a retry
+    monkeypatch.setattr(pd.DataFrame, "to_csv", real_to_csv)  # space again (undo() would also drop CALMOPS_HOME)
+    again = run("sea", drifted)
+    assert again["decision"] == "retrain_promoted" and registry.alias_version("sea", "champion") > 1
+
+
+def test_a_file_deleted_during_its_run_is_recorded_as_gone(prefect_server, stream_spec, monkeypatch):
+    from calmops.core.breaker import read_breaker
+    from calmops.tasks import ingest as ingest_module
+
+    path = write_csv(sea_frame(300, 8, seed=1), incoming("sea"), "vanishing.csv")
+    sha = digest(path)
+    real = ingest_module.parse_and_validate
+
+    def deleted_first(p, *args, **kwargs):
+        Path(p).unlink(missing_ok=True)  # someone removes the file while its run is in progress
+        return real(p, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "parse_and_validate", deleted_first)
+    out = run("sea", path)
+    assert out["decision"] == "failed" and "deleted while its run was in progress" in out["reason"], out
+    book = ledger(pipeline_paths(read_spec("sea")))
+    assert book.status(sha) == "gone"  # closed, not pending forever
+    assert read_breaker("sea").consecutive_failures == 0  # not the pipeline's failure
+    assert book.claim(sha, "vanishing.csv")  # the same bytes dropped again are taken as new

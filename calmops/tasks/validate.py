@@ -1,0 +1,137 @@
+"""The checks of the ingest step that look at what a parsed file holds, before anything learns from it.
+
+Each problem is either a refusal (:class:`~calmops.tasks.ingest.RejectedInput`: the file is quarantined
+with a reason naming the column and the rows) or a documented degraded decision (the file is scored and
+predicted but cannot train: :func:`training_blocker` says why). Data rows are counted from 1, the header
+excluded, as a spreadsheet user would count them below the header line.
+
+- one name per column (read from the file's own header: parsers rename duplicates silently);
+- declared types: a column with date-times where the model expects numbers is refused;
+- finite numbers: ``inf`` / ``-inf`` (or a number too large for a float) in a feature or a numeric target;
+- labels: classes never seen by the champion are reported (a signal, not an error); a file with a single
+  class, or with too few rows to hold out an evaluation set, cannot train (the champion still predicts).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calmops.core.spec import PipelineSpec
+
+MAX_ROWS_LISTED = 5
+EXCERPT_CHARS = 40
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """A bounded, escaped excerpt of a raw value for a reason: never more than ``limit`` characters of it,
+    control characters escaped, so a reason cannot carry a file's content or break a log line."""
+    text = str(value)
+    return repr(text[:limit] + ("…" if len(text) > limit else ""))
+
+
+def rows_phrase(positions: np.ndarray | list[int]) -> str:
+    """``row(s) 4, 8 and 3 more`` from 0-based positions (data rows counted from 1)."""
+    positions = list(positions)
+    listed = ", ".join(str(int(p) + 1) for p in positions[:MAX_ROWS_LISTED])
+    more = f" and {len(positions) - MAX_ROWS_LISTED} more" if len(positions) > MAX_ROWS_LISTED else ""
+    return f"{len(positions)} row(s): data row {listed}{more}"
+
+
+# -- refusals --------------------------------------------------------------------------------------
+
+
+def duplicated_header(path: Path, fmt: str, sep: str | None) -> list[str]:
+    """Column names that appear more than once in the file's own header (text tables and workbooks).
+
+    pandas renames a repeated ``x2`` to ``x2.1``, so the parsed frame cannot tell; the header can.
+    """
+    names: list[str] = []
+    try:
+        if fmt in ("csv", "tsv", "txt"):
+            with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+                names = next(csv.reader(fh, delimiter=sep or ","), [])
+        elif fmt == "xlsx":
+            head = pd.read_excel(path, engine="openpyxl", header=None, nrows=1)
+            names = [str(v) for v in head.iloc[0].tolist()] if len(head) else []
+    except (OSError, csv.Error, ValueError, StopIteration):
+        return []
+    seen: set[str] = set()
+    dupes: list[str] = []
+    for name in names:
+        if name in seen and name not in dupes:
+            dupes.append(name)
+        seen.add(name)
+    return dupes
+
+
+def type_mismatches(frame: pd.DataFrame, types: dict[str, str]) -> list[str]:
+    """Columns whose values are date-times (or durations) where the model expects numbers or flags."""
+    out = []
+    for col, kind in types.items():
+        if col in frame.columns and kind in ("numeric", "boolean"):
+            s = frame[col]
+            if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s) \
+                    or isinstance(s.dtype, pd.PeriodDtype):
+                out.append(f"column '{col}' should be {kind} but holds date-times ({s.dtype})")
+    return out
+
+
+def infinite_values(X: pd.DataFrame, types: dict[str, str]) -> list[str]:
+    """Feature columns (numeric after coercion) holding +/-inf, with the rows."""
+    out = []
+    for col in X.columns:
+        if types.get(col) == "categorical":
+            continue
+        values = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        bad = np.flatnonzero(np.isinf(values))
+        if bad.size:
+            out.append(f"column '{col}' holds infinite values in {rows_phrase(bad)}")
+    return out
+
+
+def infinite_target(y: pd.Series, target: str) -> str | None:
+    if not (pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)):
+        return None
+    bad = np.flatnonzero(np.isinf(y.to_numpy(dtype=float, na_value=np.nan)))
+    return f"target column '{target}' holds infinite values in {rows_phrase(bad)}" if bad.size else None
+
+
+# -- labels and degraded decisions -----------------------------------------------------------------
+
+
+@dataclass
+class Labels:
+    """What the target of a classification file holds, against the classes the champion knows."""
+
+    classes: list[str] = field(default_factory=list)       # in this file, as text
+    new_classes: list[str] = field(default_factory=list)   # never seen by the champion
+
+    @classmethod
+    def of(cls, y: pd.Series | None, known: list | None) -> Labels:
+        if y is None:
+            return cls()
+        classes = sorted({str(v) for v in y.dropna().unique()})
+        seen = {str(v) for v in known or []}
+        return cls(classes, [c for c in classes if known is not None and c not in seen])
+
+
+def min_training_rows(spec: PipelineSpec) -> int:
+    """Rows a file needs to train: an evaluation holdout of ``min_holdout_rows`` and as many to learn from."""
+    return 2 * spec.evaluation.min_holdout_rows
+
+
+def training_blocker(n_rows: int, labels: Labels, task: str | None, spec: PipelineSpec) -> str | None:
+    """Why this file cannot train a model (it can still be scored and predicted), or None."""
+    need = min_training_rows(spec)
+    if n_rows < need:
+        return (f"{n_rows} row(s) is too few to train: training needs at least {need} "
+                f"(evaluation.min_holdout_rows {spec.evaluation.min_holdout_rows} held out, as many to learn from)")
+    if task == "classification" and len(labels.classes) == 1:
+        return (f"target column '{spec.target}' holds a single class ({excerpt(labels.classes[0])}): "
+                "no model can learn to tell classes apart from it")
+    return None
