@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PM2_VERSION=7.0.4
-if [[ -x .tools/pm2/node_modules/.bin/pm2 ]] && \
-   [[ $(.tools/pm2/node_modules/.bin/pm2 --version 2>/dev/null | tail -1) == "$PM2_VERSION" ]]; then
+# the version from package.json: asking pm2 itself would start its daemon
+if [[ -x .tools/pm2/node_modules/.bin/pm2 ]] && [[ $(node -p "require('./.tools/pm2/node_modules/pm2/package.json').version" \
+     2>/dev/null) == "$PM2_VERSION" ]]; then
   exit 0
 fi
 if ! command -v npm >/dev/null; then

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-SEA_THETAS = (8.0, 8.0, 8.0, 9.5)
+SEA_THETAS = (8.0, 8.0, 8.0, 4.0)
 SEA_DECISIONS = ["train", "no_drift", "no_drift", "retrain_promoted"]
 
 
@@ -22,12 +22,14 @@ def point_at(home: Path) -> None:
 
 
 def seed_sea(home: Path) -> list[dict]:
-    """The stream pipeline 'sea': 3 files of concept θ=8, then one of θ=9.5, run by the real flow."""
+    """The stream pipeline 'sea': 3 files of concept θ=8, then one of θ=4, run by the real flow (no scheduled
+    refresh, so the decisions are the drift signals' alone)."""
     from calmops.core.store import save_spec, spec_from_dict
     from tests.conftest import STREAM_SPEC, sea_frame, write_csv
     from tests.flows.helpers import incoming, run
 
-    save_spec(spec_from_dict(dict(STREAM_SPEC)), create=True)
+    spec = {**STREAM_SPEC, "retrain": {**STREAM_SPEC["retrain"], "refresh_growth": None}}
+    save_spec(spec_from_dict(spec), create=True)
     outcomes = []
     for i, theta in enumerate(SEA_THETAS):
         outcomes.append(run("sea", write_csv(sea_frame(1000, theta, seed=100 + i), incoming("sea"), f"f{i}.csv")))

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import STREAM_SPEC, sea_frame
+from tests.e2e.stack import until
 from tests.e2e.test_crash_recovery import live  # noqa: F401 - the module's stack
-from tests.e2e.test_file_arrival import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -143,7 +143,7 @@ def test_a_failing_file_holds_the_files_behind_it_until_it_succeeds(live, tmp_pa
 def test_with_order_none_a_failing_file_does_not_hold_the_others(live, tmp_path):  # noqa: F811
     name = "order-none"
     flag, _files = _poisoned_stream(tmp_path, name, "none")
-    until(lambda: set(done_in_claim_order(name)) == {"h0.csv", "h2.csv", "h3.csv"}, 300,
+    until(lambda: set(done_in_claim_order(name)) == {"h0.csv", "h2.csv", "h3.csv"}, 900,
           "the healthy files to be decided")
     assert {e["file"]: e["status"] for e in entries(name)}["h1-bad.csv"] == "pending"
     flag.unlink()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import STREAM_SPEC, sea_frame
-from tests.e2e.test_file_arrival import free_port, until
+from tests.e2e.stack import running_stack, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # the stack starts slowly on a busy machine
 
@@ -45,38 +45,9 @@ def preprocess(df):
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """Prefect server, warm runner, worker and watcher on a private home (MLflow in a SQLite file)."""
-    home = tmp_path_factory.mktemp("crash") / "calmops"
-    saved = dict(os.environ)
-    os.environ.update(
-        CALMOPS_HOME=str(home), CALMOPS_PREFECT_PORT=str(free_port()), CALMOPS_MLFLOW_PORT=str(free_port()),
-        CALMOPS_WORK_POOL="calmops", MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-        CALMOPS_WATCH_SCAN_INTERVAL="3", CALMOPS_WATCH_REEMIT_AFTER="10",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true",
-    )
-    os.environ.pop("PREFECT_API_URL", None)
-    (home / "mlflow").mkdir(parents=True)
-
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from calmops.deployments import stack
-
-    try:
-        stack.start("prefect", wait=300)  # the machine may be busy: give the first start time
-        url = stack.services()["prefect"].url + "/api"
-        os.environ["PREFECT_API_URL"] = url
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            stack.start("runner", wait=300)  # its imports take long on a busy machine
-            from rich.console import Console
-
-            from calmops.deployments.operations_cli import bring_up
-
-            bring_up(Console(quiet=True), services=("prefect", "runner", "worker", "watcher"))
-            yield home
-    finally:
-        for name in ("mlflow", "watcher", "worker", "runner", "prefect"):
-            stack.stop(name)
-        os.environ.clear()
-        os.environ.update(saved)
+    with running_stack(tmp_path_factory.mktemp("crash") / "calmops", reemit_after=10,
+                       forget_deployments=False) as home:
+        yield home
 
 
 def create(name: str, tmp: Path, *, slow: bool) -> Path | None:

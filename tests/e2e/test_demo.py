@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_file_arrival import free_port
+from tests.e2e.stack import free_port
 
 pytestmark = pytest.mark.e2e
 

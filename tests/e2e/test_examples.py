@@ -6,7 +6,6 @@ and make decisions.
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
@@ -14,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_file_arrival import _delete_kind_deployments, free_port, ledger_done, mlflow_runs, until
+from tests.e2e.stack import running_stack, until
+from tests.e2e.test_file_arrival import ledger_done, mlflow_runs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -26,43 +26,8 @@ DERIVED = {"sea-gradual": "x0_plus_x1", "agrawal-recurrent": "income"}  # column
 
 @pytest.fixture(scope="module")
 def stack_up(tmp_path_factory):
-    home = tmp_path_factory.mktemp("examples") / "calmops"
-    saved = dict(os.environ)
-    os.environ.update(
-        CALMOPS_HOME=str(home), CALMOPS_PREFECT_PORT=str(free_port()), CALMOPS_MLFLOW_PORT=str(free_port()),
-        CALMOPS_WORK_POOL="calmops", MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-        CALMOPS_WATCH_SCAN_INTERVAL="3", CALMOPS_WATCH_REEMIT_AFTER="30",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true",
-    )
-    os.environ.pop("PREFECT_API_URL", None)
-    (home / "mlflow").mkdir(parents=True)
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from calmops.deployments import stack
-
-    try:
-        stack.start("prefect", wait=300)  # a loaded machine can take longer than the default
-        url = stack.services()["prefect"].url + "/api"
-        os.environ["PREFECT_API_URL"] = url
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            from rich.console import Console
-
-            from calmops.deployments.operations_cli import bring_up
-
-            with pytest.MonkeyPatch.context() as patch:  # a loaded machine can take longer than the default
-                patch.setattr(stack, "start", functools.partial(stack.start, wait=300))
-                bring_up(Console(quiet=True), services=("prefect", "runner", "worker", "watcher"))
-            yield home
-            from calmops.deployments.deploy import delete_pipeline_deployments, deployed_pipelines
-
-            for name in deployed_pipelines():
-                delete_pipeline_deployments(name)
-            _delete_kind_deployments()
-    finally:
-        for name in ("watcher", "worker", "runner", "prefect"):
-            stack.stop(name)
-        os.environ.clear()
-        os.environ.update(saved)
+    with running_stack(tmp_path_factory.mktemp("examples") / "calmops") as home:
+        yield home
 
 
 def _decisions(pipeline: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import STREAM_SPEC, sea_frame
+from tests.e2e.stack import running_stack, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -28,69 +28,18 @@ REPO = Path(__file__).resolve().parents[2]
 PIPELINES = ("sea", "sea-b", "sea-c")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def until(condition, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """Prefect server + deployments + worker + watcher on a private home; torn down afterwards."""
-    home = tmp_path_factory.mktemp("file-arrival") / "calmops"
-    saved = dict(os.environ)
-    os.environ.update(
-        CALMOPS_HOME=str(home), CALMOPS_PREFECT_PORT=str(free_port()), CALMOPS_MLFLOW_PORT=str(free_port()),
-        CALMOPS_WORK_POOL="calmops", MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-        CALMOPS_WATCH_SCAN_INTERVAL="3", CALMOPS_WATCH_REEMIT_AFTER="30",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true",
-    )
-    os.environ.pop("PREFECT_API_URL", None)
-    (home / "mlflow").mkdir(parents=True)
-
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from calmops.core.store import save_spec, spec_from_dict
-    from calmops.deployments import stack
 
-    try:
-        stack.start("prefect")
-        url = stack.services()["prefect"].url + "/api"
-        os.environ["PREFECT_API_URL"] = url
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            for name in PIPELINES:
-                extra = {"schedule": "1h"} if name == "sea-c" else {}
-                save_spec(spec_from_dict({**STREAM_SPEC, "name": name, **extra}), create=True)
-            from rich.console import Console
+    def create_pipelines():
+        for name in PIPELINES:
+            extra = {"schedule": "1h"} if name == "sea-c" else {}
+            save_spec(spec_from_dict({**STREAM_SPEC, "name": name, **extra}), create=True)
 
-            from calmops.deployments.operations_cli import bring_up
-
-            bring_up(Console(quiet=True), services=("prefect", "runner", "worker", "watcher"))
-            yield home
-            from calmops.deployments.deploy import (
-                delete_pipeline_deployments,
-                deployed_pipelines,
-            )
-
-            for name in deployed_pipelines():
-                delete_pipeline_deployments(name)
-            _delete_kind_deployments()
-    finally:
-        for name in ("watcher", "worker", "runner", "prefect"):
-            stack.stop(name)
-        os.environ.clear()
-        os.environ.update(saved)
+    with running_stack(tmp_path_factory.mktemp("file-arrival") / "calmops", before_up=create_pipelines) as home:
+        yield home
 
 
 # -- reading the results -----------------------------------------------------------------------------
@@ -153,21 +102,6 @@ def write_sea(folder: Path, name: str, seed: int, theta: float = 8.0, rows: int 
     tmp.write_bytes(data)
     os.replace(tmp, folder / name)
     return data
-
-
-def _delete_kind_deployments() -> None:
-    """The per-kind deployments `prefect deploy --all` made, and their automations."""
-    from prefect.client.orchestration import get_client
-
-    from calmops.deployments.deploy import _delete_deployment
-
-    with get_client(sync_client=True) as client:
-        for d in client.read_deployments():
-            if d.name in ("stream", "block", "ipip"):
-                _delete_deployment(d.id)
-        for a in client.read_automations():
-            if a.name.startswith("calmops-file-arrived-kind-"):
-                client.delete_automation(a.id)
 
 
 # -- the tests ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import yaml
 
 from calmops.deployments import stack
 from tests.conftest import STREAM_SPEC, sea_frame
-from tests.e2e.test_file_arrival import free_port, until
+from tests.e2e.stack import free_port, until
 
 REPO = Path(__file__).resolve().parents[2]
 PM2 = REPO / ".tools" / "pm2" / "node_modules" / ".bin" / "pm2"

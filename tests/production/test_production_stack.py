@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import STREAM_SPEC, sea_frame
-from tests.e2e.test_file_arrival import free_port, until
+from tests.e2e.stack import free_port, until
 
 pytestmark = [pytest.mark.production, pytest.mark.e2e, pytest.mark.timeout(900)]
 
