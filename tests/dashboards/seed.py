@@ -22,14 +22,12 @@ def point_at(home: Path) -> None:
 
 
 def seed_sea(home: Path) -> list[dict]:
-    """The stream pipeline 'sea': 3 files of concept θ=8, then one of θ=4, run by the real flow (no scheduled
-    refresh, so the decisions are the drift signals' alone)."""
+    """The stream pipeline 'sea': 3 files of concept θ=8, then one of θ=4, run by the real flow."""
     from calmops.core.store import save_spec, spec_from_dict
     from tests.conftest import STREAM_SPEC, sea_frame, write_csv
     from tests.flows.helpers import incoming, run
 
-    spec = {**STREAM_SPEC, "retrain": {**STREAM_SPEC["retrain"], "refresh_growth": None}}
-    save_spec(spec_from_dict(spec), create=True)
+    save_spec(spec_from_dict(dict(STREAM_SPEC)), create=True)
     outcomes = []
     for i, theta in enumerate(SEA_THETAS):
         outcomes.append(run("sea", write_csv(sea_frame(1000, theta, seed=100 + i), incoming("sea"), f"f{i}.csv")))
