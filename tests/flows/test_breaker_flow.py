@@ -43,8 +43,10 @@ def test_opens_on_repeated_exceptions_checks_and_predicts_while_open_then_reruns
     module.write_text(BROKEN_HOOK)
     folder = incoming("sea")
     assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))["decision"] == "train"
+    # order: none, so each run decides its own file (with arrival order a failed file would hold the next ones,
+    # tests/flows/test_arrival_order.py); here the breaker alone decides what runs
     update_spec("sea", retrain={"retrain_on": "always"}, hooks={"retrain": f"{module}:broken"},
-                breaker={"cooldown_seconds": 3600.0, "max_cooldown_seconds": 7200.0})
+                breaker={"cooldown_seconds": 3600.0, "max_cooldown_seconds": 7200.0}, order="none")
     b = run("sea", write_csv(sea_frame(600, 8, seed=2), folder, "b.csv"))
     assert b["decision"] == "failed" and read_breaker("sea").state == "closed"
     c = run("sea", write_csv(sea_frame(600, 8, seed=3), folder, "c.csv"))
