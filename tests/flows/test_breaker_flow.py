@@ -70,11 +70,11 @@ def test_opens_on_repeated_exceptions_checks_and_predicts_while_open_then_reruns
     paths = pipeline_paths(read_spec("sea"))
     assert drifted.exists() and ledger(paths).status(d["sha256"]) == "pending"
     # status and relaunch see the same pending files: the two failed runs' and the drifted one
-    from calmops.deployments.cli import _summary
+    from calmops.deployments.cli import _summaries
     from calmops.deployments.watcher import waiting_files
 
     pending = {folder / "b.csv", folder / "c.csv", drifted}
-    assert _summary("sea")["files_pending"] == 3 and set(waiting_files("sea")) == pending
+    assert _summaries(["sea"])[0]["files_pending"] == 3 and set(waiting_files("sea")) == pending
 
     _end_cooldown("sea")
     update_spec("sea", hooks={"retrain": None})
@@ -85,7 +85,7 @@ def test_opens_on_repeated_exceptions_checks_and_predicts_while_open_then_reruns
     assert ledger(paths).status(d["sha256"]) == "done" and not any(p.exists() for p in pending)
     assert ledger(paths).decision(d["sha256"]) in ("retrain_promoted", "retrain_rejected")
     assert ledger(paths).decision(b["sha256"]) != "failed"
-    assert _summary("sea")["files_pending"] == 0 and waiting_files("sea") == []
+    assert _summaries(["sea"])[0]["files_pending"] == 0 and waiting_files("sea") == []
 
 
 def test_concurrent_updates_lose_nothing(prefect_server, calmops_home):
