@@ -26,7 +26,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def register(app: typer.Typer) -> None:
-    from calmops.deployments.cli import CliError, console, friendly
+    from calmops.deployments.console import CliError, console, friendly
 
     @app.command("serve")
     @friendly

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.box import SIMPLE
-from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
-
-from calmops.core.environment import prepare
 
 
 class _LazyGenerate(TyperGroup):
@@ -52,81 +45,15 @@ def _generate_listing() -> None:  # pragma: no cover - replaced by the real grou
 
 breaker_app = typer.Typer(help="Inspect or reset a pipeline's circuit breaker.", no_args_is_help=True)
 app.add_typer(breaker_app, name="breaker")
-console = Console()
-err = Console(stderr=True)
-_state: dict[str, Any] = {"debug": False, "json_out": None}
-
-
-class CliError(Exception):
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__(message)
-        self.hint = hint
-
-
-def friendly(fn: Callable) -> Callable:
-    """Turn errors into one line plus a hint, exit code 1 (2 for usage problems); the traceback with --debug.
-
-    With ``--json`` everything but the JSON document goes to stderr (MLflow, for one, prints to stdout).
-    """
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        from calmops.core.logs import configure_cli_logging
-
-        prepare()
-        configure_cli_logging(debug=_state["debug"])
-        if not kwargs.get("as_json"):
-            return _guarded(fn, *args, **kwargs)
-        _state["json_out"] = sys.stdout
-        try:
-            with contextlib.redirect_stdout(sys.stderr):
-                return _guarded(fn, *args, **kwargs)
-        finally:
-            _state["json_out"] = None
-
-    return wrapper
-
-
-def _guarded(fn: Callable, *args, **kwargs):
-    from calmops.core.spec import SpecError
-    from calmops.core.store import PipelineExists, PipelineNotFound
-
-    try:
-        return fn(*args, **kwargs)
-    except (typer.Exit, typer.Abort, KeyboardInterrupt):
-        raise
-    except CliError as exc:
-        _fail(str(exc), exc.hint)
-    except SpecError as exc:
-        _fail(str(exc), "fix the spec and try again; see docs/spec.md for every key", code=2)
-    except PipelineNotFound as exc:
-        _fail(str(exc), "see 'calmops list', or create it with 'calmops create SPEC.yaml'")
-    except PipelineExists as exc:
-        _fail(str(exc), "use 'calmops update NAME SPEC.yaml' to change it")
-    except Exception as exc:
-        if _state["debug"]:
-            raise
-        _fail(f"{type(exc).__name__}: {one_line(exc)}", "run again with 'calmops --debug …' for the traceback")
-
-
-def one_line(exc: BaseException | str) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _fail(message: str, hint: str = "", code: int = 1):
-    from rich.markup import escape
-
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    if hint:
-        err.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _print_json(data: Any) -> None:
-    out = _state["json_out"] or sys.stdout
-    out.write(json.dumps(data, indent=2, default=str) + "\n")
-    out.flush()
+from calmops.deployments.console import (
+    CliError,
+    _fail,
+    _print_json,
+    _state,
+    console,
+    friendly,
+    one_line,
+)
 
 
 def shown(value: Any, prefix: str = "") -> str:

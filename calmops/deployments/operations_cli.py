@@ -180,7 +180,7 @@ def relaunch_files(names: list[str], *, local: bool, console) -> dict[str, list[
 
 
 def register(app: typer.Typer) -> None:
-    from calmops.deployments.cli import CliError, _print_json, console, friendly
+    from calmops.deployments.console import CliError, _print_json, console, friendly
 
     def need_prefect(what: str) -> None:
         if not prefect_reachable():

@@ -89,7 +89,7 @@ def db_upgrade() -> list[str]:
 
 
 def register(app: typer.Typer) -> None:
-    from calmops.deployments.cli import CliError, friendly
+    from calmops.deployments.console import CliError, friendly
 
     @app.command("service")
     @friendly

@@ -12,7 +12,7 @@ from calmops.deployments.processes import port_problem
 
 
 def register(app: typer.Typer) -> None:
-    from calmops.deployments.cli import CliError, friendly
+    from calmops.deployments.console import CliError, friendly
 
     @app.command("viewer")
     @friendly
