@@ -19,6 +19,7 @@ from calmops.core.metrics import threshold_failures
 from calmops.core.store import append_history
 from calmops.flows.common import (
     RunContext,
+    champion_check,
     finish,
     predict_without_learning,
     predict_without_training,
@@ -30,7 +31,7 @@ from calmops.flows.common import (
     write_predictions_of,
 )
 from calmops.tasks import blocks as B
-from calmops.tasks.drift import check_drift, warm_start_concept
+from calmops.tasks.drift import warm_start_concept
 from calmops.tasks.evaluate import evaluate_models, primary_metric, seed_from, task_of
 from calmops.tasks.ingest import Batch
 from calmops.tasks.promote import compare_on_holdout, decide, promote_challenger
@@ -108,11 +109,7 @@ def train_first_model(ctx: RunContext, batch: Batch, blocks: list[B.Block]) -> R
 
 def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], champion: registry.Champion) -> RunOutcome:
     spec, settings = ctx.spec, B.block_settings(ctx.spec)
-    task = champion.schema.task
-    metric = primary_metric(spec, task)
-    now = evaluate_models({"champion": champion.model}, batch.X, batch.y, task)["champion"]
-    verdict = check_drift(champion, batch.X, batch.y, spec, task, metric, now, ctx.paths.state,
-                          batch_id=batch.sha256)
+    task, metric, now, verdict = champion_check(ctx, batch, champion)
     reference = registry.load_reference(spec.name, champion.version)
     vs_reference = B.blocks_vs_reference(reference, champion.profile, batch.X, blocks, batch.feature_types, spec)
     matrix = B.drift_matrix(batch.X, blocks, batch.feature_types, spec)

@@ -418,19 +418,13 @@ def predict_without_training(ctx: RunContext, batch: Batch, champion: registry.C
     (with the champion's score when the file has labels) and predictions are written. With the breaker open,
     a file whose checks call for a retrain stays pending, to be re-run once the breaker closes; a file with
     nothing to retrain is done."""
-    from calmops.tasks.evaluate import evaluate_models, primary_metric
 
     spec = ctx.spec
     breaker_open = not spec.prediction_only
     if champion is None:
         raise LookupError(f"pipeline {spec.name!r} has no champion to predict with; "
                           "train one first (a labelled file with prediction_only: false)")
-    task = champion.schema.task
-    metric = primary_metric(spec, task)
-    now = evaluate_models({"champion": champion.model}, batch.X, batch.y, task)["champion"] \
-        if batch.y is not None else None
-    verdict = check_drift(champion, batch.X, batch.y, spec, task, metric, now, ctx.paths.state,
-                          batch_id=batch.sha256)
+    _, _, now, verdict = champion_check(ctx, batch, champion)
     out = write_batch_predictions(ctx, batch, champion)
     wants_training = verdict.drift_detected or spec.retrain.retrain_on == "always"
     pending = breaker_open and wants_training and batch.y is not None
@@ -477,15 +471,22 @@ def write_predictions_of(ctx: RunContext, batch: Batch, model: Any, version: int
     return predict(model, batch.X, version, ctx.paths.predictions, batch.file, ids)
 
 
+
+def champion_check(ctx: RunContext, batch: Batch, champion: registry.Champion):
+    """The champion's score on the batch (when it is labelled) and every drift signal against it: what each
+    kind decides from. Returns (task, primary metric, score or None, verdict)."""
+    task = champion.schema.task
+    metric = primary_metric(ctx.spec, task)
+    now = evaluate_models({"champion": champion.model}, batch.X, batch.y, task)["champion"] \
+        if batch.y is not None else None
+    verdict = check_drift(champion, batch.X, batch.y, ctx.spec, task, metric, now, ctx.paths.state,
+                          batch_id=batch.sha256)
+    return task, metric, now, verdict
+
 def predict_without_learning(ctx: RunContext, batch: Batch, champion: registry.Champion) -> RunOutcome:
     """A file that cannot train (too few rows, a single class): the champion scores it, drift is checked,
     predictions are written, and the reason says why nothing was trained (decision ``predict_only``)."""
-    spec = ctx.spec
-    task = champion.schema.task
-    metric = primary_metric(spec, task)
-    now = evaluate_models({"champion": champion.model}, batch.X, batch.y, task)["champion"]
-    verdict = check_drift(champion, batch.X, batch.y, spec, task, metric, now, ctx.paths.state,
-                          batch_id=batch.sha256)
+    _, _, now, verdict = champion_check(ctx, batch, champion)
     out = write_batch_predictions(ctx, batch, champion)
     drift = f"; drift seen but no retrain possible: {verdict.reason}" if verdict.drift_detected else ""
     reason = f"no training: {batch.cannot_train}; the champion scored and predicted the file{drift}"

@@ -16,6 +16,7 @@ from calmops.core.spec import build_estimator
 from calmops.core.store import append_history, read_history
 from calmops.flows.common import (
     RunContext,
+    champion_check,
     finish,
     predict_without_learning,
     predict_without_training,
@@ -26,7 +27,7 @@ from calmops.flows.common import (
     write_batch_predictions,
     write_predictions_of,
 )
-from calmops.tasks.drift import check_drift, warm_start_concept
+from calmops.tasks.drift import warm_start_concept
 from calmops.tasks.evaluate import evaluate_models, holdout_split, primary_metric, seed_from, task_of
 from calmops.tasks.ingest import Batch
 from calmops.tasks.promote import compare_on_holdout, decide, decide_refresh, promote_challenger, refresh_due
@@ -102,11 +103,7 @@ def _predictions_note(version: int | None) -> dict:
 
 def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champion) -> RunOutcome:
     spec = ctx.spec
-    task = champion.schema.task
-    metric = primary_metric(spec, task)
-    now = evaluate_models({"champion": champion.model}, batch.X, batch.y, task)["champion"]
-    verdict = check_drift(champion, batch.X, batch.y, spec, task, metric, now, ctx.paths.state,
-                          batch_id=batch.sha256)
+    task, metric, now, verdict = champion_check(ctx, batch, champion)
     for signal in batch.signals:
         ctx.log.info("schema signal: %s", signal)
     history = read_history(ctx.paths, exclude_sha256=batch.sha256)
