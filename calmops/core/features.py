@@ -34,6 +34,13 @@ class CoercionError(ValueError):
     """A column's values cannot be read as its type; names the column and an offending value."""
 
 
+def _python_float(value: object) -> float:
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return float("nan")
+
+
 def coerce_features(frame: pd.DataFrame, feature_types: dict[str, str]) -> pd.DataFrame:
     """Give every column the representation its type expects (numbers as float, categories as str)."""
     out = {}
@@ -48,6 +55,9 @@ def coerce_features(frame: pd.DataFrame, feature_types: dict[str, str]) -> pd.Da
                 except OverflowError:
                     raise CoercionError(f"column '{col}' holds a number too large to represent") from None
             bad = num.isna() & s.notna() & (s.astype(str).str.strip() != "")
+            if bad.any():  # text Python still reads as a number, e.g. '1e400' (out of range: infinite)
+                num = num.astype(float).where(~bad, s[bad].map(_python_float))
+                bad = num.isna() & s.notna() & (s.astype(str).str.strip() != "")
             if bad.any():
                 first = int(np.flatnonzero(bad.to_numpy())[0])
                 example = str(s.iloc[first])  # a bounded excerpt: a reason never carries a whole cell

@@ -359,10 +359,11 @@ class Ledger:
                 for sha, file, status, *rest in rows]
 
     def held_behind(self) -> str | None:
-        """The file that holds others back: the oldest ``pending`` one with files waiting behind it."""
+        """The file that holds others back: the oldest one still to be decided that has been tried (it is
+        ``pending`` after a failure or a breaker wait, being retried, or its run crashed) with files behind it."""
         queue = self.queue()
         for i, (_sha, file, status) in enumerate(queue):
-            if status == "pending" and i + 1 < len(queue):
+            if status != "waiting" and i + 1 < len(queue):
                 return file
         return None
 

@@ -76,7 +76,7 @@ def _client_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
         env.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
     env["CALMOPS_HOME"] = str(settings.home)  # absolute: flow runs start in a temporary directory
     env["CALMOPS_RUN_DIR"] = str(settings.run_dir)  # (where calmops.toml is not found) and the warm client
-    env.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
+    env.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "2")  # Prefect's default: fewer writes to its database
     return env
 
 
@@ -96,7 +96,7 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         from calmops.deployments.deploy import work_pool_name
 
         env = _client_env(env, settings)
-        env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "0.5")  # Prefect polls every 10 s by default
+        env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")  # Prefect polls every 10 s by default; each poll writes
         cmd = [bin_path("prefect"), "worker", "start", "--pool", work_pool_name(), "--type", "process",
                "--name", f"calmops-{socket.gethostname()}-{os.getpid()}"]
         # bounded: beyond the cores, more runs at once only slow each other down, and a burst of files would

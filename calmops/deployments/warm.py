@@ -45,7 +45,7 @@ _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 def socket_path() -> Path:
     """Where the runner listens: ``$CALMOPS_RUNNER_SOCKET``, else ``runner/runner.sock`` in the run folder
-    (``$CALMOPS_RUN_DIR``, by default ``$CALMOPS_HOME/run``).
+    (setting ``run_dir``, by default ``run`` under the home; from the environment or ``calmops.toml``).
 
     Its folder must be private (see :func:`open_private_dir`); the address is reached through a descriptor
     on that folder, so the length of the home path does not matter.
@@ -53,9 +53,9 @@ def socket_path() -> Path:
     explicit = os.environ.get("CALMOPS_RUNNER_SOCKET")
     if explicit:
         return Path(explicit)
-    run_dir = os.environ.get("CALMOPS_RUN_DIR")  # this host's run folder (docs/production.md)
-    base = Path(run_dir) if run_dir else Path(os.environ.get("CALMOPS_HOME", ".calmops")) / "run"
-    return base.expanduser().resolve() / "runner" / "runner.sock"
+    from calmops.core.settings import get_settings  # standard library only: the client stays quick
+
+    return get_settings().run_dir / "runner" / "runner.sock"
 
 
 class Untrusted(OSError):

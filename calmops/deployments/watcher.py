@@ -575,7 +575,7 @@ def waiting_files(pipeline: str) -> list[Path]:
     """Complete files in the incoming folder that the ledger does not mark done or being processed."""
     found: list[Path] = []
     scan_pipeline(pipeline, emit=lambda **kw: found.append(Path(kw["resource"]["calmops.file.path"])),
-                  min_age=0.0, breaker_ready=lambda _: True)
+                  settle=0.0, min_age=0.0, breaker_ready=lambda _: True)  # a writer still at it is skipped
     return found
 
 

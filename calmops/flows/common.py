@@ -363,8 +363,9 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec).ensure()
     path = Path(path)
-    if spec.order == "none" or path.parent.resolve() != paths.incoming.resolve() or not path.exists():
-        return run_one_file(pipeline, path, sha256, process)
+    if (spec.order == "none" or not_a_regular_file(path) or not path.exists()
+            or path.parent.resolve() != paths.incoming.resolve()):
+        return run_one_file(pipeline, path, sha256, process)  # a link or a pipe is refused there, unread
     log = RunLog(spec.name, paths.logs)
     book = ledger(paths)
     digest = sha256_of(path)

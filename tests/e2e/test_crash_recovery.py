@@ -118,11 +118,13 @@ def test_kill_9_of_calmops_run_then_the_same_file_again_is_processed_once_within
     killed_at = time.time()
 
     assert book(name).counts()["orphaned"] == 1  # at once: the owner's process is gone
-    assert "running 0 orphaned claims 1" in status_of(name)
+    # the copy in incoming is the watcher's too: its own run may take the claim over before this status
+    assert any(f"running {r} orphaned claims {1 - r}" in status_of(name) for r in (0, 1))
     again = calmops("run", name, str(data))
     out, _ = again.communicate(timeout=900)
     assert again.returncode == 0, out[-3000:]
-    assert "a.csv → train" in out
+    assert "a.csv → train" in out or "a.csv → duplicate" in out, out[-3000:]  # decided here, or by that run
+    until(lambda: entry(name, "a.csv")["status"] == "done", 300, "a.csv to be decided")
     taken = entry(name, "a.csv")["claimed_at"] - killed_at
     took = time.time() - killed_at
     # the second run took the claim over as soon as it asked (its own start-up aside), not after a lease

@@ -69,7 +69,7 @@ def test_example_specs_match_their_scenario(tmp_path, name):
     if spec.block_column:
         assert spec.block_column in df.columns
     assert set(spec.feature_types) <= set(df.columns) and set(spec.drop_columns) <= set(df.columns)
-    out = load_preprocess(ROOT / spec.preprocess)(df.copy())
+    out = load_preprocess(EXAMPLES / spec.preprocess)(df.copy())  # relative to the spec file
     assert len(out) == len(df) and spec.target in out.columns
     pd.testing.assert_frame_equal(df, read_table(result.files[0]))  # preprocess does not modify its input
 

@@ -145,9 +145,14 @@ def test_files_are_decided_on_postgres_with_artifacts_in_the_object_store(produc
     assert int(_psql(postgres, "mlflow", "SELECT count(*) FROM runs WHERE status = 'FINISHED'")) == FILES
     aliases = _psql(postgres, "mlflow", "SELECT alias FROM registered_model_aliases WHERE name = 'prod-sea'")
     assert "champion" in aliases.split()
-    completed = _psql(postgres, "prefect",
-                      "SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED' AND parameters::jsonb ? 'path'")
-    assert int(completed) >= FILES
+    # each file was decided by a Prefect flow run recorded in PostgreSQL (in arrival order one run may decide
+    # the files that arrived before its own; the runs of those find them done)
+    run_ids = sorted({e["run_id"] for e in entries})
+    assert all(run_ids), entries
+    listed = ", ".join(f"'{i}'" for i in run_ids)
+    until(lambda: int(_psql(postgres, "prefect", "SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED' "
+                                                 f"AND id IN ({listed})")) == len(run_ids),
+          120, "the deciding flow runs to be completed in PostgreSQL")
 
     # every artifact went to the object store, none to the local folder
     keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="mlflow/")
