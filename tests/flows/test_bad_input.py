@@ -158,3 +158,47 @@ def test_a_file_deleted_during_its_run_is_recorded_as_gone(prefect_server, strea
     assert book.status(sha) == "gone"  # closed, not pending forever
     assert read_breaker("sea").consecutive_failures == 0  # not the pipeline's failure
     assert book.claim(sha, "vanishing.csv")  # the same bytes dropped again are taken as new
+
+
+def _block_kind(kind: str) -> tuple[str, pd.DataFrame, str]:
+    """A block or IPIP pipeline and a good file for it: (pipeline, frame, target column)."""
+    from calmops.core.store import save_spec, spec_from_dict
+    from tests.flows import test_block_flow, test_ipip_flow
+
+    if kind == "block":
+        test_block_flow.create("sites")
+        return "sites", test_block_flow.block_frame(300, seed=1), "y"
+    save_spec(spec_from_dict(dict(test_ipip_flow.SPEC)), create=True)
+    return "rare", test_ipip_flow.rare_frame(900, seed=10, months=["2024-01", "2024-02", "2024-03"]), "label"
+
+
+@pytest.mark.parametrize("kind", ["block", "ipip"])
+def test_block_and_ipip_kinds_quarantine_bad_files_and_score_single_class_files(
+        prefect_server, calmops_home, quick_models, kind):
+    """The validation step is the same for every kind: an infinite feature is quarantined naming its column,
+    a file with one class is scored and predicted without training; neither counts against the breaker."""
+    from calmops.core.breaker import read_breaker
+
+    name, good, target = _block_kind(kind)
+    folder = incoming(name)
+    assert run(name, write_csv(good, folder, "first.csv"))["decision"] == "train"
+    paths = pipeline_paths(read_spec(name))
+    before_versions, before_champion = versions(name), registry.alias_version(name, "champion")
+
+    bad = good.copy()
+    bad.loc[bad.index[7], "x1"] = float("inf")
+    path = write_csv(bad, folder, "inf.csv")
+    content, sha = path.read_bytes(), digest(path)
+    out = run(name, path)
+    assert out["decision"] == "rejected_input", out
+    assert "column 'x1' holds infinite values" in out["reason"] and "data row 8" in out["reason"], out["reason"]
+    assert (paths.quarantine / "inf.csv").read_bytes() == content and not path.exists()
+    assert ledger(paths).status(sha) == "done"  # decided, never left pending
+
+    one = good.assign(**{target: good[target].iloc[0]})  # every row the same class
+    out = run(name, write_csv(one, folder, "one-class.csv"))
+    assert out["decision"] == "predict_only", out
+    assert "single class" in out["reason"], out["reason"]
+    assert pd.read_csv(out["predictions_file"]).shape[0] == len(one)
+    assert versions(name) == before_versions and registry.alias_version(name, "champion") == before_champion
+    assert read_breaker(name).state == "closed" and read_breaker(name).consecutive_failures == 0
