@@ -233,7 +233,7 @@ def test_names_from_data_are_shown_as_text_not_rendered(viewer, browser, beacon)
     from tests.flows.helpers import incoming, run
 
     port, hits = beacon
-    column = f"![b](http://127.0.0.1:{port}/b.png)"  # short and first: the reason quotes 40 characters of names
+    column = f"![b](http://127.0.0.1:{port}/)"  # short and first: a reason quotes 30 characters of each name
     frame = sea_frame(50, 8, seed=9).drop(columns=["y"]).rename(columns={"x3": column})
     frame = frame[[column, *[c for c in frame.columns if c != column]]]
     path = write_csv(frame, incoming("sea"), "odd.csv")
