@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 	.tools/bin/pip install --quiet uv==0.13.8
 
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --all-extras --python $(PYTHON)
+	$(UV) sync --frozen --all-extras --compile-bytecode --python $(PYTHON)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -26,7 +26,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def register(app: typer.Typer) -> None:
-    from calmops.deployments.console import CliError, console, friendly
+    from calmops.deployments.console import CliError, friendly  # console: in the body
 
     @app.command("serve")
     @friendly
@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from calmops.deployments.api import create_app
+        from calmops.deployments.console import console
 
         api = create_app(token=token, max_request_bytes=max_request_bytes, max_records=max_records)
         shown = f"[{host}]" if ":" in host else host

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.box import SIMPLE
-from rich.table import Table
 from typer.core import TyperGroup
 
 
@@ -27,8 +25,11 @@ class _LazyGenerate(TyperGroup):
 
 
 GENERATE_HELP = "Generate drifting data (synthetic, real-like, clinic, injection, scenarios)."
+# rich_markup_mode=None: help and usage errors in click's plain format. typer's rich help imports
+# typer.rich_utils, which pulls in rich.markdown (markdown-it), rich.traceback and pygments: that alone
+# doubled the time of 'calmops --help'. Sub-commands and groups inherit the mode.
 app = typer.Typer(name="calmops", cls=_LazyGenerate, help="Drift monitoring and safe retraining for models fed by files.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
 
 @app.callback()
@@ -45,12 +46,11 @@ def _generate_listing() -> None:  # pragma: no cover - replaced by the real grou
 
 breaker_app = typer.Typer(help="Inspect or reset a pipeline's circuit breaker.", no_args_is_help=True)
 app.add_typer(breaker_app, name="breaker")
-from calmops.deployments.console import (
+from calmops.deployments.console import (  # console: imported where used (made on first use)
     CliError,
     _fail,
     _print_json,
     _state,
-    console,
     friendly,
     one_line,
 )
@@ -81,6 +81,7 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
     from calmops.core import registry
     from calmops.core.spec import load_spec
     from calmops.core.store import save_spec
+    from calmops.deployments.console import console
 
     spec = load_spec(spec_file)
     registry.configure()
@@ -102,6 +103,7 @@ def update(name: str, spec_file: Path):
     """Replace a pipeline's spec (validated; the change is versioned)."""
     from calmops.core.spec import load_spec
     from calmops.core.store import read_spec, save_spec
+    from calmops.deployments.console import console
 
     read_spec(name)
     spec = load_spec(spec_file)
@@ -118,7 +120,10 @@ def update(name: str, spec_file: Path):
 @friendly
 def list_(as_json: Annotated[bool, typer.Option("--json")] = False):
     """List pipelines with their kind, champion and last decision."""
+    from rich.table import Table
+
     from calmops.core.store import list_pipelines
+    from calmops.deployments.console import console
 
     rows = _summaries(list_pipelines())
     if as_json:
@@ -138,6 +143,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False):
 def show(name: str):
     """Print a pipeline's spec."""
     from calmops.core.store import read_spec
+    from calmops.deployments.console import console
 
     console.print(read_spec(name).to_yaml(), highlight=False, markup=False)
 
@@ -209,7 +215,11 @@ def _stack_state() -> dict[str, Any]:
 def status(name: Annotated[str | None, typer.Argument()] = None,
            as_json: Annotated[bool, typer.Option("--json")] = False):
     """The local stack's services and every pipeline's counts; one pipeline in detail when NAME is given."""
+    from rich.box import SIMPLE
+    from rich.table import Table
+
     from calmops.core.store import list_pipelines
+    from calmops.deployments.console import console
 
     if name:
         data = _summaries([name])[0]
@@ -237,6 +247,11 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
 
 
 def _print_stack(state: dict[str, Any]) -> None:
+    from rich.box import SIMPLE
+    from rich.table import Table
+
+    from calmops.deployments.console import console
+
     if not state["up"]:
         console.print("the stack is down: start it with 'calmops up' (files wait in incoming; breakers are unknown until then)",
                       highlight=False)
@@ -268,6 +283,8 @@ def run(name: str, file: Path, as_json: Annotated[bool, typer.Option("--json")] 
 def _print_outcome(o: dict[str, Any]) -> None:
     from rich.markup import escape
 
+    from calmops.deployments.console import console
+
     drift = "yes" if o.get("drift_detected") else "no"
     console.print(f"[bold]{escape(o['pipeline'])}[/] · {escape(o['file'])} → [bold]{o['decision']}[/] "
                   f"(drift: {drift})", highlight=False)
@@ -288,6 +305,7 @@ def breaker_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = F
     """State, consecutive failures, next retry time and transition history."""
     from calmops.core.breaker import read_breaker
     from calmops.core.store import read_spec
+    from calmops.deployments.console import console
 
     read_spec(name)
     state = read_breaker(name).to_public()
@@ -305,6 +323,7 @@ def breaker_reset(name: str):
     """Close the breaker now (operator override)."""
     from calmops.core.breaker import update_breaker
     from calmops.core.store import read_spec
+    from calmops.deployments.console import console
 
     read_spec(name)
     update_breaker(name, lambda s: s.reset())
@@ -317,6 +336,7 @@ def rollback(name: str):
     """Serve the previous champion again."""
     from calmops.core import registry
     from calmops.core.store import read_spec
+    from calmops.deployments.console import console
 
     read_spec(name)
     registry.configure()
@@ -356,6 +376,7 @@ def demo(files: Annotated[int, typer.Option(help="Files per pipeline.")] = 8,
     import json as json_mod
 
     from calmops.deployments import demo as demo_mod
+    from calmops.deployments.console import console
 
     names = [n.strip() for n in pipelines.split(",") if n.strip()]
     unknown = [n for n in names if n not in demo_mod.PIPELINES]

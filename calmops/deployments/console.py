@@ -1,7 +1,12 @@
 """What every command shares: the consoles, one-line errors with a hint (``friendly``) and ``--json`` output.
 
 Each command module (cli.py and the *_cli.py modules) imports these from here, so no module of the CLI
-imports another one back."""
+imports another one back.
+
+``console`` (stdout) and ``err`` (stderr) are made on first use (``from calmops.deployments.console import
+console`` inside a command body): importing rich.console is a good part of ``calmops --help``, which prints
+nothing through them. Neither replaces ``:name:`` codes with emoji, so names, paths and specs print as they are.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,33 @@ import json
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 
-from calmops.core.environment import prepare
+if TYPE_CHECKING:
+    from rich.console import Console
 
-console = Console()
-err = Console(stderr=True)
+    console: Console
+    err: Console
+
+_CONSOLE_OPTIONS: dict[str, dict[str, Any]] = {"console": {}, "err": {"stderr": True}}
 _state: dict[str, Any] = {"debug": False, "json_out": None}
+
+
+def __getattr__(name: str) -> Any:
+    """``console`` and ``err``, made once on first access (PEP 562)."""
+    if name not in _CONSOLE_OPTIONS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _made(name)
+
+
+def _made(name: str) -> Console:
+    if name not in globals():
+        from rich.console import Console
+
+        globals()[name] = Console(emoji=False, **_CONSOLE_OPTIONS[name])
+    return globals()[name]
 
 
 class CliError(Exception):
@@ -36,6 +58,7 @@ def friendly(fn: Callable) -> Callable:
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
+        from calmops.core.environment import prepare
         from calmops.core.logs import configure_cli_logging
 
         prepare()
@@ -82,6 +105,7 @@ def one_line(exc: BaseException | str) -> str:
 def _fail(message: str, hint: str = "", code: int = 1):
     from rich.markup import escape
 
+    err = _made("err")
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
         err.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, soft_wrap=True)

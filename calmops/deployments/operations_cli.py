@@ -180,7 +180,7 @@ def relaunch_files(names: list[str], *, local: bool, console) -> dict[str, list[
 
 
 def register(app: typer.Typer) -> None:
-    from calmops.deployments.console import CliError, _print_json, console, friendly
+    from calmops.deployments.console import CliError, _print_json, friendly  # console: in each body
 
     def need_prefect(what: str) -> None:
         if not prefect_reachable():
@@ -202,6 +202,7 @@ def register(app: typer.Typer) -> None:
         import logging
 
         from calmops.deployments import stack
+        from calmops.deployments.console import console
 
         need_prefect("announce files")
         if stack.running_pid(_settings(), "watcher"):
@@ -223,6 +224,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ):
         """Create or update the Prefect deployments and file-arrival triggers of the pipelines."""
+        from calmops.deployments.console import console
         from calmops.deployments.deploy import SchemeConflict, deploy_all, deploy_pipeline, prune_automations
 
         need_prefect("deploy")
@@ -260,6 +262,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Delete a pipeline: its deployment, trigger and breaker go; its files move under deleted/."""
         from calmops.core.store import read_spec
+        from calmops.deployments.console import console
 
         read_spec(name)
         need_prefect("remove the deployment and trigger")
@@ -287,6 +290,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Process again the files waiting in incoming (new, pending, or left by a crashed run)."""
         from calmops.core.store import list_pipelines, read_spec
+        from calmops.deployments.console import console
 
         names = [name] if name else list_pipelines()
         for n in names:
@@ -307,6 +311,8 @@ def register(app: typer.Typer) -> None:
         no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start the flow-run worker.")] = False,
     ):
         """Start the local stack: Prefect server, MLflow server, deployments, warm runner, worker, watcher, viewer, API."""
+        from calmops.deployments.console import console
+
         services = tuple(s for s in STACK_SERVICES if not (s == "watcher" and no_watcher)
                          and not (s == "worker" and no_worker))
         bring_up(console, services)
@@ -316,4 +322,6 @@ def register(app: typer.Typer) -> None:
     @friendly
     def down():
         """Stop the local stack (every service `calmops up` started, in reverse order)."""
+        from calmops.deployments.console import console
+
         bring_down(console)

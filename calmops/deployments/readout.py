@@ -33,11 +33,11 @@ def prefect_api_url() -> str | None:
 
 def breakers(timeout: float = 3.0) -> dict[str, dict[str, Any]] | None:
     """Every pipeline's breaker (state, failures, next retry), or None when Prefect cannot be asked."""
-    import httpx
-
     url = prefect_api_url()
     if not url:
         return None
+    import httpx  # only with a server to ask: importing httpx costs a few tenths of a second
+
     try:
         response = httpx.get(f"{url.rstrip('/')}/block_types/slug/{BREAKER_BLOCK_TYPE}/block_documents",
                              timeout=timeout)

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from calmops.dashboards.cli import command, run_until_stopped
 from calmops.deployments.processes import port_problem
 
 
@@ -21,6 +20,8 @@ def register(app: typer.Typer) -> None:
         address: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     ):
         """Start the viewer (Streamlit) at http://127.0.0.1:8501 and run until Ctrl-C."""
+        from calmops.dashboards.cli import command, run_until_stopped
+
         reason = port_problem(address, port)
         if reason:
             raise CliError(f"cannot listen on {address}:{port}: {reason}", "choose another port with --port")

@@ -4,6 +4,7 @@ that do not start Prefect, and the viewer command's port and signal handling."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -40,6 +41,16 @@ def _env(home: Path) -> dict[str, str]:
 def _json(result) -> object:
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)  # the whole of stdout is one document
+
+
+def _forget_closed_log_handlers() -> None:
+    """CliRunner gives every invocation its own stderr and closes it afterwards; a log handler set up during
+    an earlier invocation (Prefect's console handler) still holds that closed stream. A real process has one
+    stderr, so such a handler never exists there: drop it."""
+    for logger in [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict))]:
+        for handler in list(getattr(logger, "handlers", [])):
+            if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+                logger.removeHandler(handler)
 
 
 def _clean_stderr(text: str) -> None:
@@ -83,6 +94,7 @@ def _spec(tmp_path: Path) -> Path:
 
 @pytest.mark.integration
 def test_every_json_command_prints_one_document(prefect_server, calmops_home, tmp_path):
+    _forget_closed_log_handlers()  # left by earlier tests' invocations
     assert runner.invoke(app, ["create", str(_spec(tmp_path))]).exit_code == 0
     data = tmp_path / "data"
     first = runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(1000, 8, seed=1), data, "a.csv")), "--json"])
@@ -99,6 +111,7 @@ def test_every_json_command_prints_one_document(prefect_server, calmops_home, tm
     assert set(everything) == {"stack", "pipelines"} and everything["pipelines"][0]["files_done"] == 1
     assert _json(runner.invoke(app, ["breaker", "show", "sea", "--json"]))["state"] == "closed"
     write_csv(sea_frame(1000, 8, seed=3), calmops_home / "pipelines" / "sea" / "incoming", "b.csv")
+    _forget_closed_log_handlers()
     relaunched = runner.invoke(app, ["relaunch", "sea", "--local", "--json"])
     assert isinstance(_json(relaunched)["sea"], list)
     _clean_stderr(relaunched.stderr)
