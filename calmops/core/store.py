@@ -291,19 +291,35 @@ class Ledger:
         self.lease = lease
         self._beats: dict[str, threading.Event] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as con, con:
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS files (sha256 TEXT PRIMARY KEY, file TEXT, status TEXT, "
-                "decision TEXT, claimed_at REAL, updated TEXT, run_id TEXT)"
-            )
-            have = {row[1] for row in con.execute("PRAGMA table_info(files)")}
-            for column, kind in _COLUMNS.items():
-                if column not in have:  # a ledger written by an older CalmOps
-                    con.execute(f"ALTER TABLE files ADD COLUMN {column} {kind}")
+        with closing(self._connect()) as con:
+            # one transaction: processes opening a new ledger at the same moment create and upgrade it once
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS files (sha256 TEXT PRIMARY KEY, file TEXT, status TEXT, "
+                    "decision TEXT, claimed_at REAL, updated TEXT, run_id TEXT"
+                    + "".join(f", {column} {kind}" for column, kind in _COLUMNS.items()) + ")"
+                )
+                have = {row[1] for row in con.execute("PRAGMA table_info(files)")}
+                for column, kind in _COLUMNS.items():
+                    if column not in have:  # a ledger written by an older CalmOps
+                        con.execute(f"ALTER TABLE files ADD COLUMN {column} {kind}")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
+        for attempt in range(100):  # switching a new file to WAL can answer "locked" at once, without waiting
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                return con
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 99:
+                    con.close()
+                    raise
+                time.sleep(0.05)
         return con
 
     def _claim_of(self, con: sqlite3.Connection, sha256: str) -> Claim | None:

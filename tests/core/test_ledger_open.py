@@ -1,0 +1,32 @@
+"""Opening a pipeline's ledger: processes that open a new (or an older) ledger at the same moment."""
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+from calmops.core.store import _COLUMNS, Ledger
+
+
+def _open(path: str) -> bool:
+    Ledger(Path(path))
+    return True
+
+
+def test_processes_opening_a_new_ledger_at_once_create_it_once(tmp_path):
+    """The watcher, a flow run and ``calmops status`` may open a pipeline's first ledger together: none fails."""
+    path = tmp_path / "ledger.sqlite"
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        assert all(pool.map(_open, [str(path)] * 48))
+    columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(files)")]
+    assert set(_COLUMNS) <= set(columns) and len(columns) == len(set(columns))
+
+
+def test_an_older_ledger_gains_the_new_columns_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE files (sha256 TEXT PRIMARY KEY, file TEXT, status TEXT, decision TEXT, "
+                    "claimed_at REAL, updated TEXT, run_id TEXT)")
+        con.execute("INSERT INTO files VALUES ('abc', 'a.csv', 'done', 'train', 1.0, 'x', 'r')")
+    book = Ledger(path)
+    assert set(_COLUMNS) <= {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(files)")}
+    assert book.status("abc") == "done" and book.decision("abc") == "train"
