@@ -28,8 +28,12 @@ marks it ``done``, a live run holds its claim (``in_progress``; a claim whose ru
 finishing is *orphaned* and announced again, see :class:`calmops.core.store.Ledger`), it is ``pending``
 while the pipeline's breaker is still cooling down, or a flow run for it is already
 scheduled, waiting for its pipeline's slot, or running. A file already announced is announced again
-only after ``reemit_after`` seconds, and only when no run for it is queued. Every duplicate that still
-gets through is harmless: the flow is idempotent per content hash.
+only after ``reemit_after`` seconds, and only when no run for it is queued; a file that no run has claimed
+since waits twice as long each time (up to ten minutes), so a server that is slow to turn events into runs
+is not flooded with copies. With ``order: arrival`` (the default) a scan announces only the pipeline's oldest
+waiting file, and nothing while any run of the pipeline is queued or running: that run decides, in its turn,
+every file that arrived after its own. Every duplicate that still gets through is harmless: the flow is
+idempotent per content hash.
 """
 
 from __future__ import annotations
@@ -129,6 +133,7 @@ class _Watched:
     kind: str
     incoming: Path
     ledger_file: Path
+    order: str = "arrival"
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -236,7 +241,7 @@ class Watcher:
         self.record_arrivals = record_arrivals
         self._lock = threading.RLock()
         self._candidates: dict[Path, _Candidate] = {}
-        self._emitted: dict[Path, tuple[str, float]] = {}  # path -> (sha256, monotonic time)
+        self._emitted: dict[Path, tuple[str, float, int]] = {}  # path -> (sha256, monotonic time, repeats)
         self._hashes: dict[Path, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha256)
         self._folders: dict[Path, _Watched] = {}
         self._watches: dict[Path, Any] = {}
@@ -313,7 +318,7 @@ class Watcher:
                 log.warning("pipelines %s and %s share %s; only %s is fed", wanted[folder].pipeline, name, folder,
                             wanted[folder].pipeline)
                 continue
-            wanted[folder] = _Watched(name, spec.kind, folder, paths.ledger_file)
+            wanted[folder] = _Watched(name, spec.kind, folder, paths.ledger_file, spec.order)
         with self._lock:
             for folder in list(self._watches):
                 if folder not in wanted or not folder.is_dir():
@@ -328,7 +333,7 @@ class Watcher:
                     log.info("watching %s for pipeline %s", folder, watched.pipeline)
                     if self._thread is not None:  # a new pipeline: its folder may hold files already
                         self._folders[folder] = watched
-                        self._scan_folder(watched, force=False)
+                        self._scan_folder(watched, force=False, coalesce=True)
             self._folders = wanted
 
     def _pipeline_for(self, path: Path) -> _Watched | None:
@@ -434,13 +439,18 @@ class Watcher:
         announced: list[Path] = []
         for watched in folders:
             try:
-                announced += self._scan_folder(watched, force)
+                announced += self._scan_folder(watched, force, coalesce=True)
             except Exception:
                 log.exception("scan of %s failed", watched.incoming)
         return announced
 
-    def _scan_folder(self, watched: _Watched, force: bool) -> list[Path]:
+    def _scan_folder(self, watched: _Watched, force: bool, coalesce: bool = False) -> list[Path]:
+        """Announce the folder's waiting files, oldest first. With ``coalesce`` and ``order: arrival`` at most
+        one: the run of the oldest waiting file decides, in its turn, every file that arrived after it (their
+        arrival is recorded), so one announcement is enough, and none while a run of the pipeline is queued or
+        running, or while the oldest waits for the breaker."""
         states = read_ledger_states(watched.ledger_file)
+        one_turn = coalesce and watched.order == "arrival"
         breaker_checked: bool | None = None
         live: Any = _UNASKED
         announced = []
@@ -468,26 +478,57 @@ class Watcher:
                 continue
             sha = self._hash(path, st)
             status = states.get(sha)
-            if status in ("done", "in_progress"):
-                continue  # finished, or a live run has it (an orphaned claim is announced again)
+            if status == "done":
+                continue
+            if announced and one_turn:  # decided in the turn of the run just announced
+                self._record_arrival(watched, path, sha, st[1] / 1e9)
+                continue
+            if status == "in_progress":
+                if one_turn:
+                    break  # a live run holds the pipeline's turn and goes on with the files behind
+                continue  # a live run has it (an orphaned claim is announced again)
             if status == "pending":
                 if breaker_checked is None:
                     breaker_checked = self.breaker_ready(watched.pipeline)
                 if not breaker_checked:
+                    if one_turn:
+                        break  # the files behind it are held until it is decided
                     continue
             with self._lock:
                 last = self._emitted.get(path)
-            if last and last[0] == sha and not force and now - last[1] < self.reemit_after:
+            if last and last[0] == sha and not force and now - last[1] < self._reemit_delay(last[2], status):
+                if one_turn:
+                    break
                 continue
             if live is _UNASKED:
                 live = self.live_paths(watched.pipeline)
             if live is None and last and not force:
+                if one_turn:
+                    break
                 continue  # cannot tell whether its run is still queued: wait for a clearer moment
-            if live and str(path) in live:
+            if live and (one_turn or str(path) in live):
+                if one_turn:
+                    break  # a queued or running run of the pipeline will take its turn
                 continue  # a run is queued or running for it
             if self._announce(watched, path, st, reason="scan", sha=sha, arrived=st[1] / 1e9):
                 announced.append(path)
         return announced
+
+    def _reemit_delay(self, repeats: int, status: str | None) -> float:
+        """How long an announced file waits before it is announced again. A file still ``waiting`` (never
+        claimed: the event or its run is late, or was lost) waits twice as long each time, up to ten minutes,
+        so a slow server is not flooded with copies; a ``pending`` or orphaned file was claimed: its run came."""
+        if status in ("pending", "orphaned"):
+            return self.reemit_after
+        return min(self.reemit_after * 2 ** repeats, max(self.reemit_after, 600.0))
+
+    def _record_arrival(self, watched: _Watched, path: Path, sha: str, arrived: float) -> None:
+        if not self.record_arrivals:
+            return
+        try:  # the arrival order the pipeline's runs follow (see calmops.flows.common.run_in_order)
+            Ledger(watched.ledger_file).arrive(sha, path.name, arrived)
+        except sqlite3.Error:
+            log.exception("could not record the arrival of %s (the run records it)", path)
 
     def _refused(self, path: Path, watched: _Watched | None = None) -> bool:
         """A symbolic link, pipe, socket or device in incoming: quarantined with a reason, never followed,
@@ -525,12 +566,9 @@ class Watcher:
             last = self._emitted.get(path)
             if reason == "arrived" and last and last[0] == sha:
                 return False  # a second close of the same bytes
-            self._emitted[path] = (sha, time.monotonic())
-        if self.record_arrivals:
-            try:  # the arrival order the pipeline's runs follow (see calmops.flows.common.run_in_order)
-                Ledger(watched.ledger_file).arrive(sha, path.name, arrived)
-            except sqlite3.Error:
-                log.exception("could not record the arrival of %s (the run records it)", path)
+            repeats = last[2] + 1 if last and last[0] == sha and reason == "scan" else 0
+            self._emitted[path] = (sha, time.monotonic(), repeats)
+        self._record_arrival(watched, path, sha, arrived)
         resource = file_resource(watched.pipeline, watched.kind, path, st[0], sha)
         try:
             self.emit(event=EVENT, resource=resource)
@@ -560,7 +598,7 @@ def _watched(pipeline: str) -> _Watched:
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec)
     paths.incoming.mkdir(parents=True, exist_ok=True)
-    return _Watched(pipeline, spec.kind, paths.incoming.resolve(), paths.ledger_file)
+    return _Watched(pipeline, spec.kind, paths.incoming.resolve(), paths.ledger_file, spec.order)
 
 
 def scan_pipeline(pipeline: str, emit: Emit | None = None, *, settle: float = 2.0, min_age: float = 10.0,

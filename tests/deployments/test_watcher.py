@@ -64,6 +64,16 @@ def stream_spec(tmp_path, monkeypatch):
     return spec
 
 
+@pytest.fixture
+def unordered_spec(stream_spec):
+    """The same pipeline with ``order: none``: each waiting file is announced for itself."""
+    from calmops.core.store import save_spec
+
+    spec = stream_spec.model_copy(update={"order": "none"})
+    save_spec(spec, create=False)
+    return spec
+
+
 def make_watcher(recorder, **kw) -> Watcher:
     options = {"settle": SETTLE, "scan_interval": 3600, "refresh_interval": 0.5, "reemit_after": 3600,
                "min_age": 0.5}
@@ -176,11 +186,11 @@ def test_a_rename_into_place_is_announced_without_waiting_for_the_settle_time(st
     assert event["calmops.file.sha256"] == sha(b"x1,y\n1,0\n")
 
 
-def test_pending_scan_on_start_skips_done_and_claimed_files(stream_spec):
+def test_pending_scan_on_start_skips_done_and_claimed_files(unordered_spec):
     from calmops.core.store import ledger, pipeline_paths
 
-    folder = incoming(stream_spec)
-    book = ledger(pipeline_paths(stream_spec))
+    folder = incoming(unordered_spec)
+    book = ledger(pipeline_paths(unordered_spec))
     names = ["new.csv", "done.csv", "pending.csv", "busy.csv", "stale.csv", "killed.csv"]
     contents = {name: f"x1,y\n{i},0\n".encode() for i, name in enumerate(names)}
     for name, data in contents.items():
@@ -337,3 +347,53 @@ def test_links_and_pipes_in_incoming_are_quarantined_without_being_read(stream_s
         sidecar = json.loads((quarantine / f"{name}.reason.json").read_text())
         assert words in sidecar["reason"] and "PASSWORD-HASH" not in json.dumps(sidecar)
     assert secret.read_text().startswith("root:")  # what the link points to is untouched
+
+
+def test_in_arrival_order_a_scan_announces_only_the_oldest_waiting_file_and_queues_the_rest(stream_spec):
+    from calmops.core.store import ledger, pipeline_paths
+
+    folder = incoming(stream_spec)
+    names = ["c.csv", "a.csv", "b.csv"]  # arrival order differs from name order
+    for i, name in enumerate(names):
+        (folder / name).write_text(f"x1,y\n{i},0\n")
+        age(folder / name, 60 - i)
+    live: set[str] = set()
+    rec = Recorder()
+    with make_watcher(rec, reemit_after=0.0, live_paths=lambda name: set(live)) as watcher:
+        rec.wait_for(1)  # the start-up scan
+        # the run of the oldest decides the others in its turn: their arrival is recorded, in order
+        assert [name for _, name, _ in ledger(pipeline_paths(stream_spec)).queue()] == names
+        live.add(str(folder / "c.csv"))
+        assert watcher.scan() == []  # a run of the pipeline is queued: it takes the turn
+        live.clear()
+        assert [p.name for p in watcher.scan()] == ["c.csv"]  # no run any more: the oldest again, alone
+    assert rec.names() == ["c.csv", "c.csv"]
+
+
+def test_in_arrival_order_files_behind_one_waiting_for_the_breaker_are_not_announced(stream_spec):
+    from calmops.core.store import ledger, pipeline_paths
+
+    folder = incoming(stream_spec)
+    data = b"x1,y\n1,0\n"
+    (folder / "p.csv").write_bytes(data)
+    age(folder / "p.csv", 60)
+    (folder / "q.csv").write_text("x1,y\n2,0\n")
+    age(folder / "q.csv", 30)
+    book = ledger(pipeline_paths(stream_spec))
+    book.claim(sha(data), "p.csv")
+    book.finish(sha(data), "skipped_breaker_open", status="pending")
+    ready = {"sea": False}
+    rec = Recorder()
+    with make_watcher(rec, breaker_ready=lambda name: ready[name]) as watcher:
+        assert watcher.scan(force=True) == []  # q.csv would only be held behind p.csv
+        ready["sea"] = True
+        assert [p.name for p in watcher.scan(force=True)] == ["p.csv"]
+    assert rec.names() == ["p.csv"]
+
+
+def test_a_file_never_claimed_is_announced_again_less_and_less_often(stream_spec):
+    watcher = make_watcher(Recorder(), reemit_after=10.0)
+    assert [watcher._reemit_delay(n, "waiting") for n in range(8)] == [10, 20, 40, 80, 160, 320, 600, 600]
+    assert [watcher._reemit_delay(n, None) for n in (0, 3)] == [10, 80]
+    # a pending or orphaned file was claimed (its run came); the breaker paces its retries, not the watcher
+    assert {watcher._reemit_delay(n, s) for n in (0, 5) for s in ("pending", "orphaned")} == {10}

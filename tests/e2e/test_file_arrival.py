@@ -154,8 +154,11 @@ def test_a_burst_across_pipelines_is_processed_once_and_serialized_per_pipeline(
         until(lambda name=name: settled(name, files[name]), 300, f"the burst in {name}")
 
     for name in PIPELINES:
+        # A run decides, in its turn, the files that arrived after its own (order: arrival); a file decided
+        # that way before its announcement became a run has no run of its own. None has two.
         runs = [r for r in flow_runs(name) if Path(r.parameters["path"]).name in files[name]]
-        assert sorted(Path(r.parameters["path"]).name for r in runs) == files[name]  # one run per file
+        started = [Path(r.parameters["path"]).name for r in runs]
+        assert "burst-0.csv" in started and len(started) == len(set(started)), started
         assert all(r.state.is_completed() for r in runs)
         spans = sorted((r.start_time, r.end_time) for r in runs)
         for (_, end), (start, _) in itertools.pairwise(spans):

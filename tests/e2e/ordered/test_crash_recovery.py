@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import STREAM_SPEC, sea_frame
-from tests.e2e.stack import running_stack, until
+from tests.e2e.stack import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # the stack starts slowly on a busy machine
 
@@ -40,14 +40,6 @@ def preprocess(df):
         time.sleep(600)
     return df
 '''
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """Prefect server, warm runner, worker and watcher on a private home (MLflow in a SQLite file)."""
-    with running_stack(tmp_path_factory.mktemp("crash") / "calmops", reemit_after=10,
-                       forget_deployments=False) as home:
-        yield home
 
 
 def create(name: str, tmp: Path, *, slow: bool, deploy: bool = True) -> Path | None:

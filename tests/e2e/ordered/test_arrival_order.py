@@ -19,7 +19,6 @@ import pytest
 
 from tests.conftest import STREAM_SPEC, sea_frame
 from tests.e2e.stack import until
-from tests.e2e.test_crash_recovery import live  # noqa: F401 - the module's stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -80,7 +79,7 @@ def rename_in(folder: Path, name: str, frame, gap: float = 0.2) -> None:
     time.sleep(gap)
 
 
-def test_a_burst_of_30_files_is_decided_in_arrival_order_each_once(live, tmp_path):  # noqa: F811
+def test_a_burst_of_30_files_is_decided_in_arrival_order_each_once(live, tmp_path):
     from prefect.client.orchestration import get_client
 
     name = "order-burst"
@@ -123,7 +122,7 @@ def status_line(name: str) -> str:
     return done.stdout
 
 
-def test_a_failing_file_holds_the_files_behind_it_until_it_succeeds(live, tmp_path):  # noqa: F811
+def test_a_failing_file_holds_the_files_behind_it_until_it_succeeds(live, tmp_path):
     name = "order-hold"
     flag, files = _poisoned_stream(tmp_path, name, "arrival")
     by_file = lambda: {e["file"]: e["status"] for e in entries(name)}
@@ -140,7 +139,7 @@ def test_a_failing_file_holds_the_files_behind_it_until_it_succeeds(live, tmp_pa
     assert [d["file"] for d in decisions(name)] == files
 
 
-def test_with_order_none_a_failing_file_does_not_hold_the_others(live, tmp_path):  # noqa: F811
+def test_with_order_none_a_failing_file_does_not_hold_the_others(live, tmp_path):
     name = "order-none"
     flag, _files = _poisoned_stream(tmp_path, name, "none")
     # while h1 keeps failing (its flag stays), the files after it are decided all the same: nothing is held
@@ -151,7 +150,7 @@ def test_with_order_none_a_failing_file_does_not_hold_the_others(live, tmp_path)
 
 
 def test_per_pipeline_deployments_are_refused_while_prefect_yaml_ones_are_active_and_stale_automations_go(
-        live, tmp_path):  # noqa: F811
+        live, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.events import DeploymentEventTrigger
     from typer.testing import CliRunner
