@@ -161,7 +161,7 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
 def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, Any]:
     """One pipeline's row of ``status``/``list``; add a key here and a label in STATUS_FIELDS to show more."""
     from calmops.core.store import ledger, pending_files, pipeline_paths, read_spec
-    from calmops.deployments import readout
+    from calmops.deployments import readout, stalls
 
     spec = read_spec(name)
     paths = pipeline_paths(spec)
@@ -183,6 +183,7 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, A
         "held_behind": ledger(paths).held_behind() if entries and spec.order == "arrival" else None,
         "files_waiting": sum(p.is_file() for p in paths.incoming.glob("*")) if paths.incoming.exists() else 0,
         "files_quarantined": len(list(paths.quarantine.glob("*.reason.json"))) if paths.quarantine.exists() else 0,
+        "runs_recovered": stalls.recovered(name),
         "last_file": entries[-1]["file"] if entries else None,
         "last_decision": entries[-1]["decision"] if entries else None,
     }
@@ -193,7 +194,7 @@ STATUS_FIELDS = (
     ("kind", "kind"), ("champion", "champion_version"), ("aliases", "aliases"), ("breaker", "breaker"),
     ("waiting", "files_waiting"), ("held behind", "held_behind"), ("pending", "files_pending"),
     ("running", "files_running"), ("orphaned claims", "files_orphaned"), ("done", "files_done"),
-    ("quarantined", "files_quarantined"), ("last file", "last_file"), ("last decision", "last_decision"),
+    ("quarantined", "files_quarantined"), ("stalled runs recovered", "runs_recovered"), ("last file", "last_file"), ("last decision", "last_decision"),
     ("incoming", "incoming"),
 )
 # columns of the pipelines table of ``calmops status``
@@ -228,6 +229,9 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
         table = Table(show_header=False, box=None, title=f"pipeline {name}", title_justify="left")
         for label, key in STATUS_FIELDS:
             value = shown(data[key], "v") if key in ("champion_version", "aliases") else shown(data[key])
+            if key == "runs_recovered":
+                last = data[key].get("last") or {}
+                value = f"{data[key].get('count', 0)}" + (f" (last {last['at']}: {last['reason']})" if last else "")
             table.add_row(label, value)
         console.print(table, highlight=False)
         return

@@ -197,6 +197,10 @@ def register(app: typer.Typer) -> None:
         reemit_after: Annotated[float, typer.Option(envvar="CALMOPS_WATCH_REEMIT_AFTER",
                                                     help="Seconds before a waiting file is announced again.")]
         = 60.0,
+        stall_after: Annotated[float, typer.Option(envvar="CALMOPS_WATCH_STALL_AFTER",
+                                                   help="Seconds a run may wait to start while its pipeline does "
+                                                        "nothing before it is cancelled and its files announced "
+                                                        "again (0: off).")] = 300.0,
     ):
         """Watch every pipeline's incoming folder in the foreground and announce complete files to Prefect."""
         import logging
@@ -214,7 +218,8 @@ def register(app: typer.Typer) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         configure_logging()
         console.print(f"watching incoming folders (Prefect at {_api_url()}); Ctrl-C to stop", highlight=False)
-        Watcher(settle=settle, scan_interval=scan_interval, reemit_after=reemit_after).run_forever()
+        Watcher(settle=settle, scan_interval=scan_interval, reemit_after=reemit_after,
+                stall_after=stall_after or None).run_forever()
 
     @app.command("deploy")
     @friendly

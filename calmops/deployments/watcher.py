@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -225,7 +226,8 @@ class Watcher:
                  health_interval: float = 2.0, health: Callable[[], bool | None] | None = None,
                  breaker_ready: Callable[[str], bool] | None = None,
                  live_paths: Callable[[str], set[str] | None] | None = None, settings: Settings | None = None,
-                 heartbeat_file: Path | None = None, record_arrivals: bool = True):
+                 heartbeat_file: Path | None = None, record_arrivals: bool = True,
+                 stall_after: float | None = None, recover: Callable[[], list] | None = None):
         self.emit = emit or emit_event
         self.settle = settle
         self.scan_interval = scan_interval
@@ -239,6 +241,13 @@ class Watcher:
         self.settings = settings or get_settings()
         self.heartbeat_file = heartbeat_file
         self.record_arrivals = record_arrivals
+        # the watchdog over Prefect's queue (calmops.deployments.stalls): on with Prefect's emit and a bound
+        if recover is None and emit is None and stall_after:
+            from calmops.deployments.stalls import recover_stalled
+
+            recover = functools.partial(recover_stalled, stall_after)
+        self.recover = recover
+        self.stall_interval = min(60.0, (stall_after or 60.0) / 2)
         self._lock = threading.RLock()
         self._candidates: dict[Path, _Candidate] = {}
         self._emitted: dict[Path, tuple[str, float, int]] = {}  # path -> (sha256, monotonic time, repeats)
@@ -369,6 +378,7 @@ class Watcher:
         next_scan = time.monotonic() + self.scan_interval
         next_refresh = time.monotonic() + self.refresh_interval
         next_health = next_beat = time.monotonic()
+        next_stall = time.monotonic() + self.stall_interval
         while not self._stop.wait(0.1):
             try:
                 now = time.monotonic()
@@ -382,12 +392,27 @@ class Watcher:
                 if now >= next_scan:
                     next_scan = now + self.scan_interval
                     self.scan()
+                if self.recover is not None and now >= next_stall and self._api_up is not False:
+                    next_stall = now + self.stall_interval
+                    self._recover_stalled()
                 if self.heartbeat_file is not None and now >= next_beat:
                     next_beat = now + 2.0
                     self.heartbeat_file.write_text(f"{time.time():.0f}\n")
             except Exception:
                 log.exception("watcher loop error (continuing)")
                 time.sleep(1.0)
+
+    def _recover_stalled(self) -> None:
+        """Cancel runs that wait and never start, then announce their pipelines' waiting files again."""
+        stalled = self.recover() if self.recover else []
+        pipelines = {s.pipeline for s in stalled}
+        with self._lock:
+            folders = [w for w in self._folders.values() if w.pipeline in pipelines]
+        for watched in folders:
+            with self._lock:  # their announcements went nowhere: announce again now, not after a back-off
+                for path in [p for p in self._emitted if p.parent == watched.incoming]:
+                    self._emitted.pop(path, None)
+            self._scan_folder(watched, force=True, coalesce=True)
 
     def _check_health(self) -> None:
         up = self.health()
@@ -647,11 +672,15 @@ def main(argv: list[str] | None = None) -> int:
                         default=float(os.environ.get("CALMOPS_WATCH_SCAN_INTERVAL", "30")))
     parser.add_argument("--reemit-after", type=float,
                         default=float(os.environ.get("CALMOPS_WATCH_REEMIT_AFTER", "60")))
+    parser.add_argument("--stall-after", type=float,
+                        default=float(os.environ.get("CALMOPS_WATCH_STALL_AFTER", "300")),
+                        help="cancel and announce again a run that waited this long while its pipeline did nothing "
+                             "(0: off)")
     parser.add_argument("--heartbeat", type=Path, default=None)
     args = parser.parse_args(argv)
     configure_logging()
     Watcher(settle=args.settle, scan_interval=args.scan_interval, reemit_after=args.reemit_after,
-            heartbeat_file=args.heartbeat).run_forever()
+            heartbeat_file=args.heartbeat, stall_after=args.stall_after or None).run_forever()
     return 0
 
 

@@ -43,8 +43,8 @@ def delete_kind_deployments() -> None:
 
 
 @contextmanager
-def running_stack(home: Path, *, reemit_after: float = 30, before_up: Callable[[], None] | None = None,
-                  forget_deployments: bool = True) -> Iterator[Path]:
+def running_stack(home: Path, *, reemit_after: float = 30, stall_after: float = 300,
+                  before_up: Callable[[], None] | None = None, forget_deployments: bool = True) -> Iterator[Path]:
     """Prefect server, warm runner, worker and watcher on ``home`` (MLflow in a SQLite file there), started as
     ``calmops up`` starts them; ``before_up`` runs once the Prefect API answers (e.g. to create pipelines)."""
     saved = dict(os.environ)
@@ -52,6 +52,7 @@ def running_stack(home: Path, *, reemit_after: float = 30, before_up: Callable[[
         CALMOPS_HOME=str(home), CALMOPS_PREFECT_PORT=str(free_port()), CALMOPS_MLFLOW_PORT=str(free_port()),
         CALMOPS_WORK_POOL="calmops", MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         CALMOPS_WATCH_SCAN_INTERVAL="3", CALMOPS_WATCH_REEMIT_AFTER=str(reemit_after),
+        CALMOPS_WATCH_STALL_AFTER=str(stall_after),
         CALMOPS_START_TIMEOUT="300",  # a busy 2-core machine can take longer than the default first start
         PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true",
     )

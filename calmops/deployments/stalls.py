@@ -1,0 +1,153 @@
+"""Runs that wait and never start: found by the watcher and recovered, so a file never waits silently.
+
+A pipeline's flow run is *stalled* when it has waited to start (Scheduled, Late, waiting for its pipeline's
+slot, or Pending: handed to the worker but never started) for longer than ``after`` seconds and
+
+* its deployment no longer exists (no worker can start it), or
+* no run of its pipeline has been running in that time (nothing ahead of it holds the slot: the worker is not
+  taking it, or a run left Pending, e.g. after a worker-side 503, keeps the slot to itself).
+
+Recovery cancels the stalled run (which gives its pipeline's slot back), counts it in the pipeline's
+``state/recovered_runs.json`` (``calmops status NAME`` shows the count and the last reason) and lets the
+watcher announce the pipeline's waiting files again: the ledger keeps every file exactly once whatever runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from calmops.deployments.deploy import TAG
+
+log = logging.getLogger("calmops.watcher")
+
+STALL_AFTER = 300.0  # seconds a run may wait to start while its pipeline does nothing
+RECORD = "recovered_runs.json"
+
+
+@dataclass(frozen=True)
+class Stalled:
+    pipeline: str
+    run_id: str
+    run_name: str
+    state: str
+    waited: float  # seconds
+    reason: str
+
+
+def _waiting_since(run: Any) -> datetime:
+    """When the run started waiting: its creation or its scheduled time, whichever is later; for a Pending run
+    the moment it became Pending."""
+    if run.state.type.value == "PENDING" and run.state.timestamp:
+        return run.state.timestamp
+    scheduled = run.expected_start_time or run.created
+    return max(run.created, scheduled) if run.created else scheduled
+
+
+def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> list[Stalled]:
+    """The CalmOps flow runs that are stalled now (see the module docstring); asks the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterEndTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    now = now or datetime.now(UTC)
+    cutoff = now - timedelta(seconds=after)
+    tagged = FlowRunFilterTags(all_=[TAG])
+    with get_client(sync_client=True) as client:
+        queued = [r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=tagged, state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.SCHEDULED, StateType.PENDING]))), limit=200) if _waiting_since(r) < cutoff]
+        if not queued:
+            return []
+        running = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=tagged, state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))), limit=200)
+        ended = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=tagged, end_time=FlowRunFilterEndTime(after_=cutoff)), limit=200)
+        wanted = list({r.deployment_id for r in queued if r.deployment_id})
+        existing = {d.id for d in client.read_deployments(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=wanted)))} if wanted else set()
+    return stalled_among(queued, {r.parameters.get("pipeline") for r in [*running, *ended]}, existing, now, after)
+
+
+def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now: datetime,
+                  after: float) -> list[Stalled]:
+    """Which of the ``queued`` flow runs are stalled, given the pipelines that ran in the last ``after``
+    seconds (``busy``) and the ids of the deployments that exist."""
+    found = []
+    for run in queued:
+        pipeline = run.parameters.get("pipeline")
+        waited = (now - _waiting_since(run)).total_seconds()
+        if not pipeline or waited <= after:
+            continue
+        if run.deployment_id is None or run.deployment_id not in deployments:
+            reason = "its deployment no longer exists"
+        elif pipeline not in busy:
+            reason = f"no run of {pipeline} has run for {after:.0f} s"
+        else:
+            continue  # waiting its turn behind a run that is making progress
+        found.append(Stalled(pipeline, str(run.id), run.name, run.state.name, waited,
+                             f"{run.state.name} for {waited:.0f} s and {reason}"))
+    return found
+
+
+def cancel(stalled: Stalled) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(stalled.run_id, Cancelled(message=f"calmops watcher: stalled ({stalled.reason})"),
+                                  force=True)
+
+
+def record_file(pipeline: str) -> Path:
+    from calmops.core.store import pipeline_paths, read_spec
+
+    return pipeline_paths(read_spec(pipeline)).state / RECORD
+
+
+def recovered(pipeline: str) -> dict[str, Any]:
+    """``{"count": n, "last": {...}}`` of a pipeline's recovered runs (count 0 when none)."""
+    try:
+        return json.loads(record_file(pipeline).read_text())
+    except (OSError, ValueError):
+        return {"count": 0, "last": None}
+
+
+def _record(stalled: Stalled) -> None:
+    from calmops.core.store import write_atomic
+
+    seen = recovered(stalled.pipeline)
+    last = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "run": stalled.run_name,
+            "run_id": stalled.run_id, "reason": stalled.reason}
+    write_atomic(record_file(stalled.pipeline), json.dumps({"count": int(seen.get("count", 0)) + 1, "last": last}))
+
+
+def recover_stalled(after: float = STALL_AFTER) -> list[Stalled]:
+    """Cancel every stalled run and record it; returns them (the caller announces their pipelines' files)."""
+    done = []
+    for stalled in find_stalled(after):
+        try:
+            cancel(stalled)
+        except Exception:
+            log.exception("could not cancel the stalled run %s of %s", stalled.run_name, stalled.pipeline)
+            continue
+        try:
+            _record(stalled)
+        except Exception:  # noqa: BLE001 - a pipeline deleted meanwhile has no state folder to write to
+            log.warning("stalled run %s of %s not counted (pipeline gone?)", stalled.run_name, stalled.pipeline)
+        log.warning("recovered a stalled run of %s: %s was %s; cancelled, its files are announced again",
+                    stalled.pipeline, stalled.run_name, stalled.reason)
+        done.append(stalled)
+    return done

@@ -1,0 +1,71 @@
+"""Which queued runs the watcher's watchdog calls stalled (calmops.deployments.stalls.stalled_among).
+
+The runs are plain objects with the fields of Prefect's FlowRun that the rule reads; the end-to-end test
+(tests/e2e/ordered/test_stalls.py) recovers a real stalled run on the running stack.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from uuid import uuid4
+
+from calmops.deployments.stalls import stalled_among
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+DEPLOYMENT = uuid4()
+
+
+def run(pipeline: str, state: str = "Late", kind: str = "SCHEDULED", waited: float = 400, *,
+        deployment=DEPLOYMENT, pending_for: float | None = None):
+    since = NOW - timedelta(seconds=waited)
+    return SimpleNamespace(
+        id=uuid4(), name=f"stream/{pipeline}/f.csv", parameters={"pipeline": pipeline, "path": "/x/f.csv"},
+        deployment_id=deployment, created=since, expected_start_time=since,
+        state=SimpleNamespace(name=state, type=SimpleNamespace(value=kind),
+                              timestamp=NOW - timedelta(seconds=pending_for if pending_for is not None else waited)))
+
+
+def test_a_run_waiting_past_the_bound_while_its_pipeline_does_nothing_is_stalled():
+    [found] = stalled_among([run("a")], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300)
+    assert (found.pipeline, found.state) == ("a", "Late")
+    assert found.reason == "Late for 400 s and no run of a has run for 300 s"
+
+
+def test_a_run_waiting_its_turn_behind_a_run_making_progress_is_not_stalled():
+    assert stalled_among([run("a")], busy={"a"}, deployments={DEPLOYMENT}, now=NOW, after=300) == []
+    # another pipeline's progress does not count for this one
+    assert [s.pipeline for s in stalled_among([run("a")], busy={"b"}, deployments={DEPLOYMENT}, now=NOW,
+                                               after=300)] == ["a"]
+
+
+def test_a_run_within_the_bound_is_not_stalled():
+    assert stalled_among([run("a", waited=299)], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []
+
+
+def test_a_pending_run_counts_from_when_it_became_pending():
+    created_long_ago = run("a", state="Pending", kind="PENDING", waited=3600, pending_for=60)
+    assert stalled_among([created_long_ago], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []
+    stuck = run("a", state="Pending", kind="PENDING", waited=3600, pending_for=301)
+    [found] = stalled_among([stuck], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300)
+    assert found.reason.startswith("Pending for 301 s")
+
+
+def test_a_run_whose_deployment_is_gone_is_stalled_even_behind_progress():
+    gone = run("a", deployment=uuid4())
+    [found] = stalled_among([gone], busy={"a"}, deployments={DEPLOYMENT}, now=NOW, after=300)
+    assert found.reason.endswith("its deployment no longer exists")
+    [found] = stalled_among([run("a", deployment=None)], busy={"a"}, deployments=set(), now=NOW, after=300)
+    assert found.reason.endswith("its deployment no longer exists")
+
+
+def test_a_run_scheduled_for_later_is_not_waiting_yet():
+    later = run("a", waited=3600)
+    later.expected_start_time = NOW + timedelta(minutes=30)  # a scheduled scan, created an hour ago
+    assert stalled_among([later], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []
+
+
+def test_runs_that_are_not_a_pipelines_are_left_alone():
+    other = run("a")
+    other.parameters = {}
+    assert stalled_among([other], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []

@@ -1,0 +1,56 @@
+"""A run that waits and never starts does not stall its pipeline: the watcher's watchdog cancels it, counts it
+in ``calmops status`` and announces the pipeline's files again (real Prefect server, worker and watcher; the
+package's stack calls a run stalled after 30 s).
+
+The stalled run is made the way a worker-side failure leaves one: a run of the pipeline's deployment, moved to
+Pending (which takes the pipeline's concurrency slot) on a paused work queue, so no worker ever starts it.
+"""
+
+from __future__ import annotations
+
+import os
+from uuid import UUID
+
+import pytest
+
+from tests.conftest import STREAM_SPEC, sea_frame
+from tests.e2e.stack import until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+def test_a_run_left_pending_is_cancelled_and_the_file_behind_it_is_decided_once(live):
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending
+    from typer.testing import CliRunner
+
+    from calmops.core.store import ledger, pipeline_paths, read_spec, save_spec, spec_from_dict
+    from calmops.deployments.cli import app
+    from calmops.deployments.deploy import deploy_pipeline
+
+    name = "stall-pending"
+    save_spec(spec_from_dict({**STREAM_SPEC, "name": name}), create=True)
+    deployment_id = deploy_pipeline(name).deployment_id
+    paths = pipeline_paths(read_spec(name)).ensure()
+    with get_client(sync_client=True) as client:
+        queue = client.create_work_queue("nobody-polls", is_paused=True, work_pool_name=os.environ["CALMOPS_WORK_POOL"])
+        stuck = client.create_flow_run_from_deployment(
+            UUID(deployment_id), parameters={"pipeline": name, "path": str(paths.incoming / "ghost.csv")},
+            work_queue_name=queue.name)
+        accepted = client.set_flow_run_state(stuck.id, Pending())  # orchestrated: it takes the slot
+        assert accepted.status.value == "ACCEPT", accepted
+
+    sea_frame(600, 8, seed=900).to_csv(paths.incoming / "f.csv", index=False)
+    until(lambda: any(e["file"] == "f.csv" and e["status"] == "done" for e in ledger(paths).entries()), 300,
+          "f.csv to be decided after the stalled run is recovered", interval=2)
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(stuck.id).state
+    assert state.is_cancelled() and "stalled" in (state.message or ""), state
+    decided = [r for r in MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_runs(
+        [MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_experiment_by_name(f"calmops/{name}").experiment_id])
+        if r.data.tags.get("calmops.file") == "f.csv"]
+    assert [r.data.tags.get("calmops.decision") for r in decided] == ["train"]
+    shown = " ".join(CliRunner().invoke(app, ["status", name], terminal_width=400).output.split())
+    assert "stalled runs recovered" in shown and "no run of stall-pending has run for 30 s" in shown, shown
