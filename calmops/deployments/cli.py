@@ -439,3 +439,7 @@ def _mount_optional() -> None:
 
 
 _mount_optional()
+
+
+if __name__ == "__main__":  # how the warm runner runs a handed-over command (calmops.deployments.entry)
+    app()

@@ -39,6 +39,8 @@ STREAMS = 3  # stdin, stdout, stderr travel with the request
 _HEADER = struct.Struct("!I")
 KILL_GRACE = 10.0
 HANDOFF_TIMEOUT = 30.0
+ENGINE = "prefect.engine"  # entry "engine": a flow run handed over by the work pool's command
+CLI = "calmops.deployments.cli"  # entry "cli": 'calmops run' handed over by the calmops command (entry.py)
 PID_FILE = "runner.pid"  # beside the socket: the pid a client expects at the other end
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -167,24 +169,34 @@ def _readline(conn: socket.socket, buffer: bytearray) -> str | None:
 
 def run_client(argv: list[str]) -> int:
     """Hand this flow run to the warm runner; its exit code, or become the cold engine when none answers."""
+    code = hand_over(argv)
+    if code is None:
+        _cold(argv)  # no runner, or it refused or died before forking: nothing ran yet
+    return code
+
+
+def hand_over(argv: list[str], entry: str = "engine") -> int | None:
+    """Run ``argv`` in a child of the warm runner, with this process's environment, folder and standard
+    streams: as Prefect's engine (``entry="engine"``) or as the ``calmops`` command (``"cli"``). Returns its
+    exit code, or None when no runner took it (nothing ran)."""
     buffer = bytearray()
     try:
         conn = connect()  # a stuck runner must not hold the run: HANDOFF_TIMEOUT, then cold
     except Untrusted as exc:  # nothing was sent: argv and environment go to the runner only
         print(f"calmops warm runner: not handing the run over ({exc}); starting it cold", file=sys.stderr,
               flush=True)
-        _cold(argv)
+        return None
     except OSError:
-        _cold(argv)  # no runner
+        return None  # no runner
     try:
-        payload = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
+        payload = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "entry": entry}).encode()
         socket.send_fds(conn, [_HEADER.pack(len(payload)) + payload], list(range(STREAMS)))
         line = _readline(conn, buffer)
     except OSError:
         line = None
     if not line or not line.startswith("pid "):
         conn.close()
-        _cold(argv)  # no runner, or it refused or died before forking: nothing ran yet
+        return None
     child = int(line.split()[1])
     conn.settimeout(None)
 
@@ -196,7 +208,7 @@ def run_client(argv: list[str]) -> int:
         line = None
     conn.close()
     if not line or not line.startswith("exit "):
-        print(f"calmops warm runner: lost the runner while flow run process {child} was running; stopping it",
+        print(f"calmops warm runner: lost the runner while process {child} was running; stopping it",
               file=sys.stderr)
         escalate(child, (signal.SIGTERM, signal.SIGKILL), KILL_GRACE, group=True)
         return 1
@@ -269,12 +281,12 @@ def _child(request: dict, fds: list[int], module: str) -> int:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    sys.argv = [module, *request["argv"]]
+    sys.argv = ["calmops" if request.get("entry") == "cli" else module, *request["argv"]]
     import runpy
     import warnings
 
     try:
-        if module.startswith("prefect"):
+        if "prefect" in sys.modules:
             # settings and logging were set up when the runner imported Prefect: redo both from this run's
             # environment (API URL, logging level and handlers of the deployment)
             from prefect.context import refresh_global_settings_context
@@ -284,7 +296,8 @@ def _child(request: dict, fds: list[int], module: str) -> int:
             setup_logging(incremental=False)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*found in sys.modules.*", category=RuntimeWarning)
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            # the calmops command keeps the name it was typed with (its usage lines say 'calmops ...')
+            runpy.run_module(module, run_name="__main__", alter_sys=request.get("entry") != "cli")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - reported like the engine would, then the exit code says it
@@ -323,10 +336,11 @@ def _write_pid(dir_fd: int) -> None:
 class Runner:
     """The warm process: preloads, listens, forks one child per request, reports each child's exit."""
 
-    def __init__(self, path: Path, preload: tuple[str, ...] = PRELOAD, module: str = "prefect.engine") -> None:
+    def __init__(self, path: Path, preload: tuple[str, ...] = PRELOAD, module: str = ENGINE,
+                 cli: str = CLI) -> None:
         self.path = path
         self.preload = preload
-        self.module = module  # what each child runs as ``__main__``
+        self.entries = {"engine": module, "cli": cli}  # what a child runs as ``__main__``, by request
         self.children: dict[int, socket.socket] = {}  # child pid -> its client's connection
         self.orphaned: dict[int, float] = {}  # child pid -> when its client went away
         self.selector = selectors.DefaultSelector()
@@ -434,6 +448,14 @@ class Runner:
             print(f"calmops runner: bad request ({exc})", file=sys.stderr, flush=True)
             conn.close()
             return
+        module = self.entries.get(request.get("entry", "engine"))
+        if module is None:
+            print(f"calmops runner: refused entry {str(request.get('entry'))[:80]!r} (not one of "
+                  f"{', '.join(self.entries)})", file=sys.stderr, flush=True)
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+            return
         conn.settimeout(None)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -448,7 +470,7 @@ class Runner:
                     other.close()
                 for fd in self.wake or ():
                     os.close(fd)
-                code = _child(request, fds, self.module)
+                code = _child(request, fds, module)
             finally:
                 try:
                     _exit_handlers()
@@ -465,8 +487,9 @@ class Runner:
             return
         self.children[pid] = conn
         self.selector.register(conn, selectors.EVENT_READ, pid)
-        print(f"calmops runner: flow run {request['env'].get('PREFECT__FLOW_RUN_ID', '?')} in process {pid}",
-              flush=True)
+        what = (f"calmops {' '.join(map(str, request['argv']))[:200]}" if request.get("entry") == "cli"
+                else f"flow run {request['env'].get('PREFECT__FLOW_RUN_ID', '?')}")
+        print(f"calmops runner: {what} in process {pid}", flush=True)
 
     def _client_gone(self, conn: socket.socket, pid: int) -> None:
         """The client's end closed (or sent something) while its child runs: the worker killed it."""

@@ -19,7 +19,8 @@ from calmops.deployments import warm
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ("import sys; from pathlib import Path; from calmops.deployments.warm import Runner; "
-          "Runner(Path(sys.argv[1]), preload=('json',), module='tests.deployments.warm_target').serve()")
+          "Runner(Path(sys.argv[1]), preload=('json',), module='tests.deployments.warm_target', "
+          "cli='tests.deployments.warm_target').serve()")
 
 
 @pytest.fixture
@@ -227,3 +228,17 @@ def test_the_default_preload_imports_without_starting_threads(tmp_path):
                           timeout=300, cwd=ROOT, check=False)
     assert done.returncode == 0 and "warm" in done.stdout, done.stderr[-2000:]
     assert "not preloaded" not in done.stderr
+
+
+def test_the_calmops_command_is_handed_over_under_its_own_name_and_unknown_entries_are_refused(runner, tmp_path):
+    _, sock = runner
+    code = ("import sys; from calmops.deployments.warm import hand_over; "
+            "print('returned', hand_over(sys.argv[1:2], entry=sys.argv[2]), flush=True)")
+    env = {**os.environ, "CALMOPS_RUNNER_SOCKET": str(sock), "GREETING": "hello"}
+    done = subprocess.run([sys.executable, "-c", code, "3", "cli"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert "argv0=calmops argv=['3']" in done.stdout  # the child is the calmops command, as typed
+    assert done.stdout.strip().endswith("returned 3")
+    refused = subprocess.run([sys.executable, "-c", code, "3", "shell"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=30, check=False)
+    assert refused.stdout.strip() == "returned None" and "argv=" not in refused.stdout  # nothing ran

@@ -8,7 +8,7 @@ import time
 
 if __name__ == "__main__":
     atexit.register(lambda: print("exit handlers ran", flush=True))
-    print(f"argv={sys.argv[1:]} greeting={os.environ.get('GREETING')} cwd={os.getcwd()} "
+    print(f"argv0={os.path.basename(sys.argv[0])} argv={sys.argv[1:]} greeting={os.environ.get('GREETING')} cwd={os.getcwd()} "
           f"pid={os.getpid()} ppid={os.getppid()}", flush=True)
     print("to stderr", file=sys.stderr, flush=True)
     if sys.argv[1] == "spawn":  # a flow that starts a subprocess of its own
