@@ -28,13 +28,12 @@ from typing import Any
 
 import pandas as pd
 
+from calmops.core.names import Decision
+
 EXPERIMENT_PREFIX = "calmops/"
 PIPELINE_TAG = "calmops.pipeline"
 TAG_FIELDS = ("pipeline", "file", "sha256", "flow_run_id", "kind", "decision", "reason", "drift_detected",
               "drifted_features", "champion_version", "challenger_version", "retrain_mode", "spec_sha256")
-DECISIONS = ("train", "no_drift", "retrain_promoted", "retrain_rejected", "predict_only",
-             "skipped_breaker_open", "rejected_input", "failed")
-PROMOTING = ("train", "retrain_promoted")
 MAX_RUNS = 2000
 PAGE = 200  # the Prefect API's largest page
 
@@ -464,7 +463,8 @@ def health(last_decision: str | None, breaker_state: str | None, drift: bool | N
     """One word for the overview: ``down`` / ``failing`` / ``drift`` / ``ok`` / ``new``."""
     if breaker_state == "open":
         return "down"
-    if last_decision in ("failed", "retrain_rejected", "rejected_input") or breaker_state == "half_open":
+    if last_decision in (Decision.FAILED, Decision.RETRAIN_REJECTED, Decision.REJECTED_INPUT) or (
+            breaker_state == "half_open"):
         return "failing"
     if not last_decision:
         return "new"

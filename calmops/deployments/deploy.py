@@ -27,24 +27,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from calmops.core.names import EVENT, PIPELINE_PREFIX, TAG, kind_tag, pipeline_tag, resource_id
 from calmops.core.settings import get_settings
 
-EVENT = "calmops.file.arrived"
 KINDS = ("stream", "block", "ipip")
 SCAN_FLOW_NAME = "calmops-scan"
-TAG = "calmops"
 
 
 def work_pool_name() -> str:
     return get_settings().work_pool
-
-
-def resource_id(pipeline: str) -> str:
-    return f"calmops.pipeline.{pipeline}"
-
-
-def pipeline_tag(pipeline: str) -> str:
-    return f"calmops.pipeline.{pipeline}"
 
 
 def automation_name(pipeline: str) -> str:
@@ -171,8 +162,8 @@ def kind_deployments(kind: str | None = None) -> list[Any]:
     with get_client(sync_client=True) as client:
         found = client.read_deployments(deployment_filter=DeploymentFilter(
             name=DeploymentFilterName(any_=kinds), tags=DeploymentFilterTags(all_=[TAG])))
-    return [d for d in found if f"calmops.kind.{d.name}" in (d.tags or [])
-            and not any(t.startswith("calmops.pipeline.") for t in d.tags)]  # not a pipeline named like a kind
+    return [d for d in found if kind_tag(d.name) in (d.tags or [])
+            and not any(t.startswith(PIPELINE_PREFIX) for t in d.tags)]  # not a pipeline named like a kind
 
 
 def refuse_second_scheme(kind: str) -> None:
@@ -215,7 +206,7 @@ def deploy_pipeline(name: str, *, pool: str | None = None) -> DeploymentSummary:
     refuse_second_scheme(spec.kind)
     pool = ensure_work_pool(pool)
     flow = flow_for(spec.kind)
-    tags = [TAG, pipeline_tag(name), f"calmops.kind.{spec.kind}"]
+    tags = [TAG, pipeline_tag(name), kind_tag(spec.kind)]
     deployment = flow.to_deployment(
         name=name,
         description=f"CalmOps {spec.kind} pipeline {name}: one run per file arriving in its incoming folder",
@@ -314,8 +305,7 @@ def deployed_pipelines() -> list[str]:
 
     with get_client(sync_client=True) as client:
         found = client.read_deployments(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[TAG])))
-    prefix = "calmops.pipeline."
-    return sorted({t[len(prefix):] for d in found for t in d.tags if t.startswith(prefix)})
+    return sorted({t.removeprefix(PIPELINE_PREFIX) for d in found for t in d.tags if t.startswith(PIPELINE_PREFIX)})
 
 
 def automations_of(pipeline: str) -> list[Any]:

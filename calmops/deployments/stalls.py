@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from calmops.deployments.deploy import TAG
+from calmops.core.names import TAG
 
 log = logging.getLogger("calmops.watcher")
 

@@ -56,12 +56,12 @@ from prefect import flow, get_run_logger
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from calmops.core.names import EVENT, pipeline_tag, resource_id
 from calmops.core.settings import Settings, get_settings
 from calmops.core.store import Ledger, is_temporary_name, not_a_regular_file, read_ledger_states, sha256_of
 
 log = logging.getLogger("calmops.watcher")
 
-EVENT = "calmops.file.arrived"
 Emit = Callable[..., Any]  # emit(event=..., resource={...}) like prefect.events.emit_event
 
 _UNASKED = object()
@@ -106,7 +106,7 @@ def emit_event(event: str, resource: dict[str, str]) -> Any:
 
 def file_resource(pipeline: str, kind: str, path: Path, size: int, sha256: str) -> dict[str, str]:
     return {
-        "prefect.resource.id": f"calmops.pipeline.{pipeline}",
+        "prefect.resource.id": resource_id(pipeline),
         "prefect.resource.name": pipeline,
         "calmops.pipeline": pipeline,
         "calmops.pipeline.kind": kind,
@@ -170,7 +170,7 @@ def live_run_paths(pipeline: str) -> set[str] | None:
 
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                tags=FlowRunFilterTags(all_=[f"calmops.pipeline.{pipeline}"]),
+                tags=FlowRunFilterTags(all_=[pipeline_tag(pipeline)]),
                 state=FlowRunFilterState(type=FlowRunFilterStateType(
                     any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]))))
         return {str(r.parameters.get("path")) for r in runs if r.parameters.get("path")}

@@ -20,6 +20,7 @@ import pandas as pd
 from calmops.core import registry
 from calmops.core.breaker import BreakerPolicy, update_breaker
 from calmops.core.logs import RunLog
+from calmops.core.names import Decision
 from calmops.core.registry import InputSchema
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
@@ -42,7 +43,6 @@ from calmops.tasks.predict import predict
 from calmops.tasks.record import RunOutcome, record_run
 from calmops.tasks.retrain import TrainingResult
 
-SUCCESS_DECISIONS = {"train", "no_drift", "retrain_promoted", "predict_only"}
 #: True while this process holds its pipeline's turn (see :func:`pipeline_turn`)
 _IN_TURN: ContextVar[bool] = ContextVar("calmops_in_turn", default=False)
 
@@ -113,11 +113,11 @@ def counts_as_failure(spec: PipelineSpec, outcome: RunOutcome) -> bool:
     """What the breaker counts: a run that broke (an exception), a retrain that left the pipeline without
     any model (the first model refused), and bad input when ``breaker.count_bad_input``. A challenger that
     loses to a healthy champion is not a failure: the pipeline keeps serving a model that works."""
-    if outcome.decision == "failed":
+    if outcome.decision == Decision.FAILED:
         return not outcome.details.get("gone")  # a file deleted mid-run is not the pipeline's failure
-    if outcome.decision == "retrain_rejected":
+    if outcome.decision == Decision.RETRAIN_REJECTED:
         return outcome.champion_version is None
-    return outcome.decision == "rejected_input" and spec.breaker.count_bad_input
+    return outcome.decision == Decision.REJECTED_INPUT and spec.breaker.count_bad_input
 
 
 @step("breaker-update", retries=2)
@@ -125,8 +125,8 @@ def breaker_update(spec: PipelineSpec, outcome: RunOutcome) -> str:
     """Count the run's result, under the breaker's lock (one locked write per run)."""
     policy = BreakerPolicy.from_spec(spec)
     failed = counts_as_failure(spec, outcome)
-    if outcome.decision == "skipped_breaker_open" or (outcome.decision in ("rejected_input", "failed")
-                                                      and not failed):
+    if outcome.decision == Decision.SKIPPED_BREAKER_OPEN or (
+            outcome.decision in (Decision.REJECTED_INPUT, Decision.FAILED) and not failed):
         return outcome.breaker_state or "closed"
 
     def change(state):
@@ -188,7 +188,7 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         done = sha256 and book.status(sha256) == "done"
         if done or (paths.processed / path.name).exists():
             log.info("%s was processed already (duplicate event); nothing to do", path.name)
-            return RunOutcome(spec.name, path.name, sha256, "duplicate", "already processed (duplicate event)",
+            return RunOutcome(spec.name, path.name, sha256, Decision.DUPLICATE, "already processed (duplicate event)",
                               flow_run_id=flow_run_id, kind=spec.kind, details=_duplicate_of(book, sha256))
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest = sha256_of(path)
@@ -199,7 +199,7 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
             moved = move_to_processed(paths, path, digest)
             log.info("%s has the same content as a file already processed; moved to %s", path.name, moved.name)
         reason = "same content already processed" if status == "done" else "same content is being processed by another run"
-        return RunOutcome(spec.name, path.name, digest, "duplicate", reason, flow_run_id=flow_run_id,
+        return RunOutcome(spec.name, path.name, digest, Decision.DUPLICATE, reason, flow_run_id=flow_run_id,
                           kind=spec.kind, details=_duplicate_of(book, digest))
     book.keep_alive(digest)
     try:
@@ -396,7 +396,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
             if target is not None:
                 break  # this file is decided; the files behind the blocker wait for it
             log.warning("%s is held: %s arrived before it and is %s", path.name, blocker, why)
-            return RunOutcome(spec.name, path.name, digest, "held", f"waiting behind {blocker} ({why})",
+            return RunOutcome(spec.name, path.name, digest, Decision.HELD, f"waiting behind {blocker} ({why})",
                               flow_run_id=current_flow_run_id(), kind=spec.kind,
                               details={"held_behind": blocker}).to_dict()
     if target is None:  # decided meanwhile by another run

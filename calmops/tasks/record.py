@@ -12,9 +12,6 @@ import mlflow
 from calmops.core import registry
 from calmops.tasks import step
 
-DECISIONS = ("train", "no_drift", "retrain_promoted", "retrain_rejected", "predict_only",
-             "skipped_breaker_open", "rejected_input", "failed")
-
 
 @dataclass
 class RunOutcome:

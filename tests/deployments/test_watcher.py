@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from calmops.deployments.watcher import EVENT, Watcher, open_for_writing
+from calmops.core.names import EVENT
+from calmops.deployments.watcher import Watcher, open_for_writing
 from tests.conftest import STREAM_SPEC
 
 SETTLE = 0.3

@@ -155,8 +155,9 @@ def test_per_pipeline_deployments_are_refused_while_prefect_yaml_ones_are_active
     from prefect.events import DeploymentEventTrigger
     from typer.testing import CliRunner
 
+    from calmops.core.names import TAG
     from calmops.deployments.cli import app
-    from calmops.deployments.deploy import TAG, file_trigger
+    from calmops.deployments.deploy import file_trigger
     from calmops.flows.stream import stream_flow
 
     create("order-scheme", tmp_path)

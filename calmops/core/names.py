@@ -1,0 +1,48 @@
+"""The names CalmOps shows to other systems and to people, in one place: decisions, the file event, the tags and
+resource ids on Prefect objects. Everything that writes or reads one of these imports it from here.
+
+>>> Decision.RETRAIN_PROMOTED == "retrain_promoted"
+True
+>>> f"{Decision.HELD}", Decision("train").name
+('held', 'TRAIN')
+>>> resource_id("sea"), pipeline_tag("sea")
+('calmops.pipeline.sea', 'calmops.pipeline.sea')
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Decision(StrEnum):
+    """What a run decided about one file (MLflow tag ``calmops.decision``, ``decision`` in every JSON)."""
+
+    TRAIN = "train"  # the first labelled file: the first champion
+    NO_DRIFT = "no_drift"  # nothing to retrain (or the breaker is open and nothing asks for it)
+    RETRAIN_PROMOTED = "retrain_promoted"  # a challenger beat the champion and took its place
+    RETRAIN_REJECTED = "retrain_rejected"  # a challenger was trained and lost
+    PREDICT_ONLY = "predict_only"  # a prediction-only pipeline: checks and predictions, no training
+    SKIPPED_BREAKER_OPEN = "skipped_breaker_open"  # a retrain was due while the breaker is open: kept pending
+    REJECTED_INPUT = "rejected_input"  # quarantined with a reason
+    FAILED = "failed"  # the run raised; the file is pending
+    DUPLICATE = "duplicate"  # the same bytes were decided already
+    HELD = "held"  # waits behind an earlier file of its pipeline (order: arrival)
+
+
+EVENT = "calmops.file.arrived"  # the watcher's Prefect event: one complete file arrived
+TAG = "calmops"  # on every deployment, automation and flow run CalmOps makes
+PIPELINE_PREFIX = "calmops.pipeline."
+
+
+def resource_id(pipeline: str) -> str:
+    """The Prefect resource id of a pipeline's file events (what its automation matches)."""
+    return f"{PIPELINE_PREFIX}{pipeline}"
+
+
+def pipeline_tag(pipeline: str) -> str:
+    """The tag on a pipeline's deployments and flow runs."""
+    return f"{PIPELINE_PREFIX}{pipeline}"
+
+
+def kind_tag(kind: str) -> str:
+    return f"calmops.kind.{kind}"
