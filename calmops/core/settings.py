@@ -12,6 +12,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from calmops.core.errors import CalmOpsError
+
 #: name -> what it picks; the environment variable is ``CALMOPS_`` + the name in capitals
 BACKEND_SETTINGS = {
     "home": "the data root: pipelines (spec, incoming, processed, quarantine, ledger), logs, pid files",
@@ -23,7 +25,7 @@ BACKEND_SETTINGS = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(CalmOpsError, ValueError):
     """The configuration file cannot be read or names a setting that does not exist."""
 
 

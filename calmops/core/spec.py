@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from calmops.core.errors import CalmOpsError
 from calmops.detectors.config import DriftConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
@@ -29,7 +30,7 @@ RETRAIN_MODES = ("full", "incremental", "window", "stacking", "replay", "recalib
 ALLOWED_MODEL_PREFIXES = ("sklearn.", "river.compat.", "lightgbm.", "xgboost.", "calmops.core.")
 
 
-class SpecError(ValueError):
+class SpecError(CalmOpsError, ValueError):
     """A spec that cannot be used; the message names the file and the key."""
 
 

@@ -3,7 +3,8 @@
 Each task is a thin wrapper over a plain function in the same module (what unit tests call).
 :func:`step` is the one way tasks are declared: no input hashing or result persistence (batches
 are large and every run is already idempotent per file), retries only where the outside world
-(files, MLflow) can fail, and never a retry of bad input.
+(files, MLflow) can fail, and never a retry of bad input or of the pipeline's own code failing
+(:func:`calmops.core.errors.retry_can_help`).
 """
 
 from __future__ import annotations
@@ -13,23 +14,21 @@ from collections.abc import Callable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from calmops.core.errors import BadInput, retry_can_help
 
-class BadInput(ValueError):
-    """An error about the data itself: retrying cannot help."""
+__all__ = ["BadInput", "step"]
 
 
-def _retry_unless_bad_input(task, task_run, state) -> bool:
+def _retry_when_it_can_help(task, task_run, state) -> bool:
     try:
         state.result()
-    except BadInput:
-        return False
-    except Exception:  # noqa: BLE001 - any other failure may be transient: retry
-        return True
+    except Exception as exc:  # noqa: BLE001 - transient unless it is bad input or the user's code
+        return retry_can_help(exc)
     return False
 
 
 def step(name: str, *, retries: int = 0) -> Callable:
     options = {"name": name, "cache_policy": NO_CACHE, "persist_result": False}
     if retries:
-        options.update(retries=retries, retry_delay_seconds=1, retry_condition_fn=_retry_unless_bad_input)
+        options.update(retries=retries, retry_delay_seconds=1, retry_condition_fn=_retry_when_it_can_help)
     return task(**options)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from calmops.core.errors import UserCodeFailed
 from calmops.core.features import CoercionError, coerce_features, feature_columns, resolve_feature_types
 from calmops.core.metrics import infer_task
 from calmops.core.registry import InputSchema
@@ -140,6 +141,22 @@ def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFra
     raise RejectedInput(f"{path.name}: unknown format {fmt!r}")
 
 
+class PreprocessFailed(UserCodeFailed):
+    """The pipeline's ``preprocess(df)`` raised or did not return a DataFrame."""
+
+
+def run_preprocess(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """The user's ``preprocess(df)`` on the parsed table; any failure of it is a :class:`PreprocessFailed`
+    that names the module (the run fails and the file stays pending: retrying the same code cannot help)."""
+    try:
+        out = load_preprocess(path)(frame)
+    except Exception as exc:
+        raise PreprocessFailed(f"preprocess {path.name} raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(out, pd.DataFrame):
+        raise PreprocessFailed(f"preprocess {path.name} must return a DataFrame, got {type(out).__name__}")
+    return out
+
+
 def load_preprocess(path: Path):
     spec = importlib.util.spec_from_file_location(f"calmops_user_preprocess_{abs(hash(str(path)))}", path)
     if spec is None or spec.loader is None:
@@ -173,9 +190,7 @@ def parse_and_validate(
                             f"{', '.join(V.excerpt(d) for d in dupes[:10])} (one name per column)",
                             duplicated=dupes[:10])
     if spec.preprocess:
-        frame = load_preprocess(Path(spec.preprocess))(frame)
-        if not isinstance(frame, pd.DataFrame):
-            raise TypeError(f"preprocess() must return a DataFrame, got {type(frame).__name__}")
+        frame = run_preprocess(Path(spec.preprocess), frame)
     if frame.shape[1] == 0 or (frame.shape[1] == 1 and frame.empty and fmt not in ("csv", "tsv", "txt")):
         raise RejectedInput(f"{path.name}: no columns found")
     if frame.empty:

@@ -32,6 +32,7 @@ from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
 from sklearn.pipeline import Pipeline
 
+from calmops.core.errors import UserCodeFailed
 from calmops.core.features import make_model
 from calmops.core.frozen import FrozenEstimator
 from calmops.core.spec import PipelineSpec
@@ -42,8 +43,8 @@ class RetrainModeUnavailable(BadInput):
     """The mode cannot apply to this pipeline (e.g. recalibration of a regressor)."""
 
 
-class HookFailed(RuntimeError):
-    pass
+class HookFailed(UserCodeFailed):
+    """A training or validation hook cannot be loaded, raised, or returned something that is not a model."""
 
 
 @dataclass

@@ -202,3 +202,21 @@ def test_block_and_ipip_kinds_quarantine_bad_files_and_score_single_class_files(
     assert pd.read_csv(out["predictions_file"]).shape[0] == len(one)
     assert versions(name) == before_versions and registry.alias_version(name, "champion") == before_champion
     assert read_breaker(name).state == "closed" and read_breaker(name).consecutive_failures == 0
+
+
+def test_a_failing_preprocess_fails_the_run_once_naming_the_module_and_the_file_stays_pending(
+        prefect_server, stream_spec, tmp_path):
+    from tests.flows.helpers import update_spec
+
+    calls = tmp_path / "calls.log"
+    module = tmp_path / "broken_preprocess.py"
+    module.write_text(f"from pathlib import Path\n\ndef preprocess(df):\n"
+                      f"    with open({str(calls)!r}, 'a') as fh:\n        fh.write('call\\n')\n"
+                      f"    return df['no_such_column']\n")
+    update_spec("sea", preprocess=str(module))
+    path = write_csv(sea_frame(300, 8, seed=5), incoming("sea"), "p.csv")
+    outcome = run("sea", path)
+    assert outcome["decision"] == "failed"
+    assert "preprocess broken_preprocess.py raised KeyError: 'no_such_column'" in outcome["reason"]
+    assert calls.read_text().count("call") == 1  # the user's code failing is not retried
+    assert ledger(pipeline_paths(read_spec("sea"))).status(digest(path)) == "pending" and path.exists()
