@@ -66,16 +66,16 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
     cutoff = now - timedelta(seconds=after)
     tagged = FlowRunFilterTags(all_=[TAG])
     with get_client(sync_client=True) as client:
-        queued = [r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        queued = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             tags=tagged, state=FlowRunFilterState(type=FlowRunFilterStateType(
-                any_=[StateType.SCHEDULED, StateType.PENDING]))), limit=200) if _waiting_since(r) < cutoff]
-        if not queued:
+                any_=[StateType.SCHEDULED, StateType.PENDING]))), limit=200)
+        if not any(_waiting_since(r) < cutoff for r in queued):
             return []
         running = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             tags=tagged, state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))), limit=200)
         ended = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             tags=tagged, end_time=FlowRunFilterEndTime(after_=cutoff)), limit=200)
-        wanted = list({r.deployment_id for r in queued if r.deployment_id})
+        wanted = list({r.deployment_id for r in queued if r.deployment_id and _waiting_since(r) < cutoff})
         existing = {d.id for d in client.read_deployments(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=wanted)))} if wanted else set()
     return stalled_among(queued, {r.parameters.get("pipeline") for r in [*running, *ended]}, existing, now, after)
@@ -84,7 +84,10 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
 def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now: datetime,
                   after: float) -> list[Stalled]:
     """Which of the ``queued`` flow runs are stalled, given the pipelines that ran in the last ``after``
-    seconds (``busy``) and the ids of the deployments that exist."""
+    seconds (``busy``) and the ids of the deployments that exist. A pipeline whose run was handed to a worker
+    (Pending) less than ``after`` seconds ago is busy too: the runs behind it wait their turn."""
+    busy = busy | {r.parameters.get("pipeline") for r in queued if r.state.type.value == "PENDING"
+                   and (now - _waiting_since(r)).total_seconds() <= after}
     found = []
     for run in queued:
         pipeline = run.parameters.get("pipeline")

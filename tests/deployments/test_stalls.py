@@ -69,3 +69,9 @@ def test_runs_that_are_not_a_pipelines_are_left_alone():
     other = run("a")
     other.parameters = {}
     assert stalled_among([other], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []
+
+
+def test_runs_waiting_behind_a_run_handed_to_the_worker_moments_ago_are_not_stalled():
+    behind = run("a", state="AwaitingConcurrencySlot", waited=400)
+    handed = run("a", state="Pending", kind="PENDING", waited=400, pending_for=20)
+    assert stalled_among([behind, handed], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []

@@ -1,6 +1,6 @@
 """A run that waits and never starts does not stall its pipeline: the watcher's watchdog cancels it, counts it
 in ``calmops status`` and announces the pipeline's files again (real Prefect server, worker and watcher; the
-package's stack calls a run stalled after 30 s).
+package's stack calls a run stalled after 60 s).
 
 The stalled run is made the way a worker-side failure leaves one: a run of the pipeline's deployment, moved to
 Pending (which takes the pipeline's concurrency slot) on a paused work queue, so no worker ever starts it.
@@ -53,4 +53,4 @@ def test_a_run_left_pending_is_cancelled_and_the_file_behind_it_is_decided_once(
         if r.data.tags.get("calmops.file") == "f.csv"]
     assert [r.data.tags.get("calmops.decision") for r in decided] == ["train"]
     shown = " ".join(CliRunner().invoke(app, ["status", name], terminal_width=400).output.split())
-    assert "stalled runs recovered" in shown and "no run of stall-pending has run for 30 s" in shown, shown
+    assert "stalled runs recovered" in shown and "no run of stall-pending has run for 60 s" in shown, shown
