@@ -311,12 +311,13 @@ class Ledger:
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        for attempt in range(100):  # switching a new file to WAL can answer "locked" at once, without waiting
+        attempts = 100  # switching a new file to WAL can answer "locked" at once, without waiting
+        for attempt in range(attempts):
             try:
                 con.execute("PRAGMA journal_mode=WAL")
-                return con
+                break
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 99:
+                if "locked" not in str(exc) or attempt == attempts - 1:
                     con.close()
                     raise
                 time.sleep(0.05)

@@ -36,19 +36,16 @@ def breakers(timeout: float = 3.0) -> dict[str, dict[str, Any]] | None:
     url = prefect_api_url()
     if not url:
         return None
-    import httpx  # only with a server to ask: importing httpx costs a few tenths of a second
+    from calmops.deployments.quickhttp import get
 
-    try:
-        response = httpx.get(f"{url.rstrip('/')}/block_types/slug/{BREAKER_BLOCK_TYPE}/block_documents",
-                             timeout=timeout)
-    except httpx.HTTPError:
-        return None
-    if response.status_code == 404:  # no breaker written yet: every breaker is closed
+    status, documents = get(f"{url.rstrip('/')}/block_types/slug/{BREAKER_BLOCK_TYPE}/block_documents",
+                            timeout=timeout)
+    if status == 404:  # no breaker written yet: every breaker is closed
         return {}
-    if response.status_code != 200:
+    if status != 200 or not isinstance(documents, list):
         return None
     out = {}
-    for doc in response.json():
+    for doc in documents:
         data = doc.get("data") or {}
         pipeline = data.get("pipeline") or str(doc.get("name", "")).removeprefix(BREAKER_BLOCK_PREFIX)
         out[pipeline] = {
@@ -70,14 +67,15 @@ def _iso(ts: float | None) -> str | None:
 def aliases(pipeline: str, tracking_uri: str, timeout: float = 3.0) -> dict[str, int]:
     """The registered model's aliases (``champion``, ``challenger``, ``previous``) → version."""
     if tracking_uri.startswith(("http://", "https://")):
-        import httpx
+        from calmops.deployments.quickhttp import get
 
-        response = httpx.get(f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/get",
-                             params={"name": pipeline}, timeout=timeout)
-        if response.status_code == 404:
+        status, body = get(f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/get",
+                           params={"name": pipeline}, timeout=timeout)
+        if status == 404:
             return {}
-        response.raise_for_status()
-        found = response.json().get("registered_model", {}).get("aliases", [])
+        if status != 200 or not isinstance(body, dict):
+            raise ConnectionError(f"MLflow at {tracking_uri} answered {status or 'nothing'} for model {pipeline!r}")
+        found = body.get("registered_model", {}).get("aliases", [])
         return {a["alias"]: int(a["version"]) for a in found}
     if tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri.removeprefix("sqlite:///"))

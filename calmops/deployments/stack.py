@@ -153,12 +153,9 @@ def running_pid(settings: Settings, name: str) -> int | None:
 def healthy(service: Service, timeout: float = 2.0, settings: Settings | None = None) -> bool:
     if service.port is None:
         return _process_healthy(service.name, settings or get_settings())
-    import httpx
+    from calmops.deployments.quickhttp import get
 
-    try:
-        return httpx.get(service.url + service.health_path, timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return get(service.url + service.health_path, timeout=timeout)[0] == 200
 
 
 def _process_healthy(name: str, settings: Settings, since: int = 0) -> bool:

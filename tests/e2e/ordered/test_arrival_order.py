@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,16 +81,35 @@ def rename_in(folder: Path, name: str, frame, gap: float = 0.2) -> None:
     time.sleep(gap)
 
 
+@contextmanager
+def second_worker(tmp_path: Path):
+    """Another process worker on the pool, started like the stack's own, for the length of the block."""
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stack
+
+    cmd, env = stack.command(stack.services()["worker"], get_settings())
+    cmd[cmd.index("--name") + 1] = "calmops-second-worker"
+    with open(tmp_path / "second-worker.log", "w") as log:
+        worker = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield worker
+    finally:
+        worker.send_signal(signal.SIGINT)
+        worker.wait(60)
+
+
 def test_a_burst_of_30_files_is_decided_in_arrival_order_each_once(live, tmp_path):
+    """Each file is announced as it arrives, so 30 runs are queued; two workers on the pool take them."""
     from prefect.client.orchestration import get_client
 
     name = "order-burst"
     create(name, tmp_path)
     folder = paths_of(name).incoming
-    names = [f"f{i:02d}-{'zyxwvutsrqponmlkjihgfedcba'[i % 26]}.csv" for i in range(30)]  # name order ≠ arrival
-    for i, f in enumerate(names):
-        rename_in(folder, f, sea_frame(400, 8, seed=500 + i))
-    until(lambda: len(done_in_claim_order(name)) == 30, 900, "the 30 files to be decided", interval=2)
+    names = [f"{'zyxwvutsrqponmlkjihgfedcba'[i % 26]}{i:02d}.csv" for i in range(30)]  # name order ≠ arrival
+    with second_worker(tmp_path):
+        for i, f in enumerate(names):
+            rename_in(folder, f, sea_frame(400, 8, seed=500 + i))
+        until(lambda: len(done_in_claim_order(name)) == 30, 900, "the 30 files to be decided", interval=2)
 
     assert done_in_claim_order(name) == names
     made = decisions(name)
@@ -179,3 +200,34 @@ def test_per_pipeline_deployments_are_refused_while_prefect_yaml_ones_are_active
     with get_client(sync_client=True) as client:
         assert client.read_automations_by_name("calmops-file-arrived-kind-stream") == []
         assert client.read_automations_by_name("calmops-file-arrived-order-scheme")
+
+
+def test_files_waiting_when_the_watcher_starts_are_decided_in_arrival_order_each_once(live, tmp_path):
+    """30 files already in incoming when the watcher starts (as at 'calmops up'): arrival order is their
+    modification time, not their name nor the order they were written in."""
+    from prefect.client.orchestration import get_client
+
+    from calmops.deployments import stack
+
+    name = "order-waiting"
+    names = [f"w-{'zyxwvutsrqponmlkjihgfedcba'[i % 26]}{i:02d}.csv" for i in range(30)]  # name order ≠ arrival
+    stack.stop("watcher")
+    try:
+        create(name, tmp_path)
+        folder = paths_of(name).incoming
+        t0 = time.time() - 600
+        for i, f in enumerate(reversed(names)):  # written newest first: the order on disk is no guide
+            sea_frame(400, 8, seed=700 + i).to_csv(folder / f, index=False)
+        for i, f in enumerate(names):
+            os.utime(folder / f, (t0 + i, t0 + i))
+    finally:
+        stack.start("watcher")
+    until(lambda: len(done_in_claim_order(name)) == 30, 900, "the 30 waiting files to be decided", interval=2)
+
+    assert done_in_claim_order(name) == names
+    made = decisions(name)
+    assert [d["file"] for d in made] == names  # each once, in arrival order
+    with get_client(sync_client=True) as client:
+        starts = [client.read_flow_run(d["flow_run_id"]).start_time for d in made]
+    assert all(a <= b for a, b in itertools.pairwise(starts)), "a later file was decided by an earlier run"
+    assert not [p for p in folder.iterdir() if p.is_file()]

@@ -167,26 +167,29 @@ def test_a_run_with_mlflow_unreachable_leaves_the_file_pending_and_relaunch_proc
     from calmops.deployments import stack
 
     stack.stop("watcher")  # the file waits in incoming for the relaunch below, not for the stack's worker
-    name = "crash-mlflow"
-    create(name, tmp_path, slow=False)
-    port = stack.services()["mlflow"].port
-    tracking = f"http://127.0.0.1:{port}"  # nothing listens there yet
-    env = {"MLFLOW_TRACKING_URI": tracking, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    data = pipeline_paths(read_spec(name)).ensure().incoming / "m.csv"
-    sea_frame(600, 8, seed=4).to_csv(data, index=False)
+    try:
+        name = "crash-mlflow"
+        create(name, tmp_path, slow=False)
+        port = stack.services()["mlflow"].port
+        tracking = f"http://127.0.0.1:{port}"  # nothing listens there yet
+        env = {"MLFLOW_TRACKING_URI": tracking, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+        data = pipeline_paths(read_spec(name)).ensure().incoming / "m.csv"
+        sea_frame(600, 8, seed=4).to_csv(data, index=False)
 
-    failed = calmops("run", name, str(data), env=env)
-    out, _ = failed.communicate(timeout=900)
-    assert failed.returncode != 0, out[-3000:]
-    assert entry(name, "m.csv")["status"] == "pending"
-    assert data.exists()
+        failed = calmops("run", name, str(data), env=env)
+        out, _ = failed.communicate(timeout=900)
+        assert failed.returncode != 0, out[-3000:]
+        assert entry(name, "m.csv")["status"] == "pending"
+        assert data.exists()
 
-    stack.start("mlflow")  # MLflow is back
-    relaunch = calmops("relaunch", name, "--local", env=env)
-    out, _ = relaunch.communicate(timeout=900)
-    assert relaunch.returncode == 0, out[-3000:]
-    assert "m.csv → train" in out and "1 file(s) processed" in out
-    assert entry(name, "m.csv")["status"] == "done" and not data.exists()
-    decided = [r for r in mlflow_runs(name, tracking) if r["decision"]]
-    assert decided == [{"file": "m.csv", "decision": "train", "status": "FINISHED"}]
+        stack.start("mlflow")  # MLflow is back
+        relaunch = calmops("relaunch", name, "--local", env=env)
+        out, _ = relaunch.communicate(timeout=900)
+        assert relaunch.returncode == 0, out[-3000:]
+        assert "m.csv → train" in out and "1 file(s) processed" in out
+        assert entry(name, "m.csv")["status"] == "done" and not data.exists()
+        decided = [r for r in mlflow_runs(name, tracking) if r["decision"]]
+        assert decided == [{"file": "m.csv", "decision": "train", "status": "FINISHED"}]
+    finally:
+        stack.start("watcher")  # the package's other tests need it
