@@ -4,6 +4,7 @@ a command that only needs a status code or a small JSON document."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -24,7 +25,7 @@ def get(url: str, params: dict[str, str] | None = None, timeout: float = 2.0) ->
             status, body = response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, None
-    except (OSError, ValueError):  # URLError is an OSError; so is a timeout
+    except (OSError, ValueError, http.client.HTTPException):  # refused, timed out, or not HTTP at all
         return 0, None
     try:
         return status, json.loads(body) if body else None

@@ -1,11 +1,14 @@
 """Runs that wait and never start: found by the watcher and recovered, so a file never waits silently.
 
-A pipeline's flow run is *stalled* when it has waited to start (Scheduled, Late, waiting for its pipeline's
-slot, or Pending: handed to the worker but never started) for longer than ``after`` seconds and
+A run of a pipeline's file (scheduled scans are left alone) is *stalled* when it has waited to start for
+longer than ``after`` seconds and
 
 * its deployment no longer exists (no worker can start it), or
-* no run of its pipeline has been running in that time (nothing ahead of it holds the slot: the worker is not
-  taking it, or a run left Pending, e.g. after a worker-side 503, keeps the slot to itself).
+* it waits for its pipeline's slot (AwaitingConcurrencySlot) or was handed to a worker and never started
+  (Pending), and no run of its pipeline has run in that time: nothing ahead of it makes progress (a run left
+  Pending, e.g. after a worker-side 503, keeps the slot to itself), or
+* it is Scheduled or Late and no file run of any pipeline has run in that time: the worker takes nothing (a
+  run that waits for a free worker slot while other pipelines' runs are busy is not stalled).
 
 Recovery cancels the stalled run (which gives its pipeline's slot back), counts it in the pipeline's
 ``state/recovered_runs.json`` (``calmops status NAME`` shows the count and the last reason) and lets the
@@ -61,6 +64,7 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
         FlowRunFilterTags,
     )
     from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
 
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(seconds=after)
@@ -73,33 +77,41 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
             return []
         running = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             tags=tagged, state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))), limit=200)
-        ended = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            tags=tagged, end_time=FlowRunFilterEndTime(after_=cutoff)), limit=200)
+        ended = client.read_flow_runs(flow_run_filter=FlowRunFilter(  # the latest first: a long burst is
+            tags=tagged, end_time=FlowRunFilterEndTime(after_=cutoff)), sort=FlowRunSort.END_TIME_DESC, limit=200)
         wanted = list({r.deployment_id for r in queued if r.deployment_id and _waiting_since(r) < cutoff})
         existing = {d.id for d in client.read_deployments(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=wanted)))} if wanted else set()
-    return stalled_among(queued, {r.parameters.get("pipeline") for r in [*running, *ended]}, existing, now, after)
+    progress = [r for r in [*running, *ended] if "path" in r.parameters]
+    return stalled_among(queued, {r.parameters.get("pipeline") for r in progress}, existing, now, after,
+                         worker_idle=not progress)
 
 
 def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now: datetime,
-                  after: float) -> list[Stalled]:
-    """Which of the ``queued`` flow runs are stalled, given the pipelines that ran in the last ``after``
-    seconds (``busy``) and the ids of the deployments that exist. A pipeline whose run was handed to a worker
-    (Pending) less than ``after`` seconds ago is busy too: the runs behind it wait their turn."""
+                  after: float, *, worker_idle: bool = True) -> list[Stalled]:
+    """Which of the ``queued`` flow runs are stalled, given the pipelines whose file runs ran in the last
+    ``after`` seconds (``busy``), whether no file run ran at all then (``worker_idle``) and the ids of the
+    deployments that exist. A pipeline whose run was handed to a worker (Pending) less than ``after`` seconds
+    ago is busy too: the runs behind it wait their turn."""
     busy = busy | {r.parameters.get("pipeline") for r in queued if r.state.type.value == "PENDING"
                    and (now - _waiting_since(r)).total_seconds() <= after}
     found = []
     for run in queued:
         pipeline = run.parameters.get("pipeline")
         waited = (now - _waiting_since(run)).total_seconds()
-        if not pipeline or waited <= after:
-            continue
+        if not pipeline or "path" not in run.parameters or waited <= after:
+            continue  # not a file's run (a scheduled scan), or not waiting long yet
+        behind_its_pipeline = run.state.type.value == "PENDING" or run.state.name == "AwaitingConcurrencySlot"
         if run.deployment_id is None or run.deployment_id not in deployments:
             reason = "its deployment no longer exists"
-        elif pipeline not in busy:
-            reason = f"no run of {pipeline} has run for {after:.0f} s"
-        else:
+        elif pipeline in busy:
             continue  # waiting its turn behind a run that is making progress
+        elif behind_its_pipeline:
+            reason = f"no run of {pipeline} has run for {after:.0f} s"
+        elif worker_idle:
+            reason = f"no run of any pipeline has run for {after:.0f} s"
+        else:
+            continue  # waiting for a free worker slot while other pipelines' runs are busy
         found.append(Stalled(pipeline, str(run.id), run.name, run.state.name, waited,
                              f"{run.state.name} for {waited:.0f} s and {reason}"))
     return found

@@ -41,7 +41,8 @@ KILL_GRACE = 10.0
 HANDOFF_TIMEOUT = 30.0
 ENGINE = "prefect.engine"  # entry "engine": a flow run handed over by the work pool's command
 CLI = "calmops.deployments.cli"  # entry "cli": 'calmops run' handed over by the calmops command (entry.py)
-PID_FILE = "runner.pid"  # beside the socket: the pid a client expects at the other end
+PID_FILE = "runner.pid"
+ENTRIES_FILE = "runner.entries"  # beside it: the entries this runner serves (a runner older than "cli" has none)  # beside the socket: the pid a client expects at the other end
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -180,6 +181,8 @@ def hand_over(argv: list[str], entry: str = "engine") -> int | None:
     streams: as Prefect's engine (``entry="engine"``) or as the ``calmops`` command (``"cli"``). Returns its
     exit code, or None when no runner took it (nothing ran)."""
     buffer = bytearray()
+    if entry != "engine" and not serves(entry):
+        return None  # no runner, or one started before this entry existed: restart it to use it
     try:
         conn = connect()  # a stuck runner must not hold the run: HANDOFF_TIMEOUT, then cold
     except Untrusted as exc:  # nothing was sent: argv and environment go to the runner only
@@ -201,7 +204,8 @@ def hand_over(argv: list[str], entry: str = "engine") -> int | None:
     conn.settimeout(None)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # to the run's group: its subprocesses too
-        signal.signal(signum, lambda signum, _frame: _signal_group(child, signum))
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. nohup: what this process ignores, so does the run
+            signal.signal(signum, lambda signum, _frame: _signal_group(child, signum))
     try:
         line = _readline(conn, buffer)
     except OSError:
@@ -275,17 +279,24 @@ def _child(request: dict, fds: list[int], module: str) -> int:
     for target, fd in enumerate(copies):
         os.dup2(fd, target)
         os.close(fd)
+    cli = request.get("entry") == "cli"
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
+    if cli:  # Ctrl-C interrupts the command as in a process of its own: the run gives its file back
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.set_wakeup_fd(-1)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    sys.argv = ["calmops" if request.get("entry") == "cli" else module, *request["argv"]]
+    sys.argv = ["calmops" if cli else module, *request["argv"]]
     import runpy
     import warnings
 
     try:
+        if cli:  # what the command does before anything reads Prefect's or MLflow's settings
+            from calmops.core.environment import prepare
+
+            prepare()
         if "prefect" in sys.modules:
             # settings and logging were set up when the runner imported Prefect: redo both from this run's
             # environment (API URL, logging level and handlers of the deployment)
@@ -294,6 +305,12 @@ def _child(request: dict, fds: list[int], module: str) -> int:
 
             refresh_global_settings_context()
             setup_logging(incremental=False)
+            if cli:  # the command installs its own console handler (calmops.core.logs): one line per message
+                import logging
+
+                root = logging.getLogger()
+                for handler in [h for h in root.handlers if h.get_name() == "console"]:
+                    root.removeHandler(handler)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*found in sys.modules.*", category=RuntimeWarning)
             # the calmops command keeps the name it was typed with (its usage lines say 'calmops ...')
@@ -331,6 +348,28 @@ def _write_pid(dir_fd: int) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(f"{os.getpid()}\n")
     os.replace(tmp, PID_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("engine cli\n")
+    os.replace(tmp, ENTRIES_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def serves(entry: str, path: Path | None = None) -> bool:
+    """Whether the runner recorded that it serves ``entry`` (a runner started by an older CalmOps runs only
+    Prefect's engine, whatever a request asks)."""
+    path = path or socket_path()
+    try:
+        dir_fd = open_private_dir(path.parent)
+    except OSError:
+        return False
+    try:
+        fd = os.open(ENTRIES_FILE, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        with os.fdopen(fd) as fh:
+            return entry in fh.read().split()
+    except OSError:
+        return False
+    finally:
+        os.close(dir_fd)
 
 
 class Runner:
@@ -412,6 +451,7 @@ class Runner:
                 if os.stat(name, dir_fd=dir_fd).st_ino == bound:  # not a socket another runner bound since
                     os.unlink(name, dir_fd=dir_fd)
                 if _recorded_pid(dir_fd) == os.getpid():
+                    os.unlink(ENTRIES_FILE, dir_fd=dir_fd)
                     os.unlink(PID_FILE, dir_fd=dir_fd)
             except OSError:
                 pass

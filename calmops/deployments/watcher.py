@@ -531,13 +531,25 @@ class Watcher:
                 if one_turn:
                     break
                 continue  # cannot tell whether its run is still queued: wait for a clearer moment
-            if live and (one_turn or str(path) in live):
-                if one_turn:
-                    break  # a queued or running run of the pipeline will take its turn
+            if one_turn and live and any(self._will_take_turn(Path(p), states) for p in live):
+                break  # a queued or running run of the pipeline will take its turn
+            if not one_turn and live and str(path) in live:
                 continue  # a run is queued or running for it
             if self._announce(watched, path, st, reason="scan", sha=sha, arrived=st[1] / 1e9):
                 announced.append(path)
         return announced
+
+    def _will_take_turn(self, path: Path, states: dict[str, str]) -> bool:
+        """Whether a live run (queued or running) for ``path`` will go on to decide the pipeline's files: its
+        file is still waiting or being processed by it. A run whose file is done, gone or orphaned (a crash
+        left Prefect showing it Running) will not."""
+        st = _stat(path)
+        if st is None:
+            return False
+        try:
+            return states.get(self._hash(path, st)) not in ("done", "orphaned", "gone")
+        except OSError:
+            return False
 
     def _reemit_delay(self, repeats: int, status: str | None) -> float:
         """How long an announced file waits before it is announced again. A file still ``waiting`` (never
@@ -545,7 +557,7 @@ class Watcher:
         so a slow server is not flooded with copies; a ``pending`` or orphaned file was claimed: its run came."""
         if status in ("pending", "orphaned"):
             return self.reemit_after
-        return min(self.reemit_after * 2 ** repeats, max(self.reemit_after, 600.0))
+        return min(self.reemit_after * 2 ** min(repeats, 20), max(self.reemit_after, 600.0))
 
     def _record_arrival(self, watched: _Watched, path: Path, sha: str, arrived: float) -> None:
         if not self.record_arrivals:

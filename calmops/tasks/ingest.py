@@ -150,6 +150,8 @@ def run_preprocess(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
     that names the module (the run fails and the file stays pending: retrying the same code cannot help)."""
     try:
         out = load_preprocess(path)(frame)
+    except BadInput:
+        raise  # the preprocess refused the file on purpose: quarantined like any bad input
     except Exception as exc:
         raise PreprocessFailed(f"preprocess {path.name} raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(out, pd.DataFrame):

@@ -26,17 +26,27 @@ def run(pipeline: str, state: str = "Late", kind: str = "SCHEDULED", waited: flo
                               timestamp=NOW - timedelta(seconds=pending_for if pending_for is not None else waited)))
 
 
-def test_a_run_waiting_past_the_bound_while_its_pipeline_does_nothing_is_stalled():
+def test_a_late_run_while_the_worker_takes_nothing_at_all_is_stalled():
     [found] = stalled_among([run("a")], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300)
     assert (found.pipeline, found.state) == ("a", "Late")
-    assert found.reason == "Late for 400 s and no run of a has run for 300 s"
+    assert found.reason == "Late for 400 s and no run of any pipeline has run for 300 s"
+
+
+def test_a_late_run_waiting_for_a_free_worker_slot_while_other_pipelines_run_is_not_stalled():
+    assert stalled_among([run("a")], busy={"b"}, deployments={DEPLOYMENT}, now=NOW, after=300,
+                         worker_idle=False) == []
+
+
+def test_a_run_waiting_for_its_pipelines_slot_while_its_pipeline_does_nothing_is_stalled():
+    waiting = run("a", state="AwaitingConcurrencySlot")
+    [found] = stalled_among([waiting], busy={"b"}, deployments={DEPLOYMENT}, now=NOW, after=300, worker_idle=False)
+    assert found.reason == "AwaitingConcurrencySlot for 400 s and no run of a has run for 300 s"
 
 
 def test_a_run_waiting_its_turn_behind_a_run_making_progress_is_not_stalled():
-    assert stalled_among([run("a")], busy={"a"}, deployments={DEPLOYMENT}, now=NOW, after=300) == []
-    # another pipeline's progress does not count for this one
-    assert [s.pipeline for s in stalled_among([run("a")], busy={"b"}, deployments={DEPLOYMENT}, now=NOW,
-                                               after=300)] == ["a"]
+    for state in ("Late", "AwaitingConcurrencySlot"):
+        assert stalled_among([run("a", state=state)], busy={"a"}, deployments={DEPLOYMENT}, now=NOW, after=300,
+                             worker_idle=False) == []
 
 
 def test_a_run_within_the_bound_is_not_stalled():
@@ -65,13 +75,16 @@ def test_a_run_scheduled_for_later_is_not_waiting_yet():
     assert stalled_among([later], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []
 
 
-def test_runs_that_are_not_a_pipelines_are_left_alone():
+def test_runs_that_are_not_a_files_are_left_alone():
     other = run("a")
     other.parameters = {}
-    assert stalled_among([other], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []
+    scan = run("a")
+    scan.parameters = {"pipeline": "a"}  # a scheduled scan of the pipeline's folder
+    assert stalled_among([other, scan], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []
 
 
 def test_runs_waiting_behind_a_run_handed_to_the_worker_moments_ago_are_not_stalled():
     behind = run("a", state="AwaitingConcurrencySlot", waited=400)
     handed = run("a", state="Pending", kind="PENDING", waited=400, pending_for=20)
-    assert stalled_among([behind, handed], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []
+    assert stalled_among([behind, handed], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300,
+                         worker_idle=False) == []

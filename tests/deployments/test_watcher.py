@@ -363,7 +363,7 @@ def test_in_arrival_order_a_scan_announces_only_the_oldest_waiting_file_and_queu
     with make_watcher(rec, reemit_after=0.0, live_paths=lambda name: set(live)) as watcher:
         rec.wait_for(1)  # the start-up scan
         # the run of the oldest decides the others in its turn: their arrival is recorded, in order
-        assert [name for _, name, _ in ledger(pipeline_paths(stream_spec)).queue()] == names
+        until(lambda: [name for _, name, _ in ledger(pipeline_paths(stream_spec)).queue()] == names)
         live.add(str(folder / "c.csv"))
         assert watcher.scan() == []  # a run of the pipeline is queued: it takes the turn
         live.clear()
@@ -398,3 +398,26 @@ def test_a_file_never_claimed_is_announced_again_less_and_less_often(stream_spec
     assert [watcher._reemit_delay(n, None) for n in (0, 3)] == [10, 80]
     # a pending or orphaned file was claimed (its run came); the breaker paces its retries, not the watcher
     assert {watcher._reemit_delay(n, s) for n in (0, 5) for s in ("pending", "orphaned")} == {10}
+
+
+def test_in_arrival_order_a_run_a_crash_left_running_does_not_hold_the_scan(stream_spec):
+    import sqlite3
+    import subprocess
+
+    from calmops.core.store import ledger, pipeline_paths
+
+    folder = incoming(stream_spec)
+    data = b"x1,y\n1,0\n"
+    (folder / "k.csv").write_bytes(data)
+    age(folder / "k.csv")
+    book = ledger(pipeline_paths(stream_spec))
+    assert book.claim(sha(data), "k.csv", "run")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with sqlite3.connect(book.path) as con:  # its process was killed: the claim is orphaned
+        con.execute("UPDATE files SET owner_pid=?, owner_start=NULL WHERE sha256=?", (dead.pid, sha(data)))
+    live = {str(folder / "k.csv")}  # while Prefect still shows its run as Running
+    rec = Recorder()
+    with make_watcher(rec, reemit_after=0.0, live_paths=lambda name: set(live)):
+        rec.wait_for(1)
+    assert rec.names() == ["k.csv"]
