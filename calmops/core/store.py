@@ -311,7 +311,10 @@ class Ledger:
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        attempts = 100  # switching a new file to WAL can answer "locked" at once, without waiting
+        # switching a new file to WAL can answer "locked" at once, or after the busy timeout: a few short
+        # tries (about 10 s in all), never 30 s each
+        con.execute("PRAGMA busy_timeout = 100")
+        attempts = 60
         for attempt in range(attempts):
             try:
                 con.execute("PRAGMA journal_mode=WAL")
@@ -321,6 +324,7 @@ class Ledger:
                     con.close()
                     raise
                 time.sleep(0.05)
+        con.execute("PRAGMA busy_timeout = 30000")
         return con
 
     def _claim_of(self, con: sqlite3.Connection, sha256: str) -> Claim | None:

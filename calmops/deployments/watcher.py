@@ -328,22 +328,27 @@ class Watcher:
                             wanted[folder].pipeline)
                 continue
             wanted[folder] = _Watched(name, spec.kind, folder, paths.ledger_file, spec.order)
+        # The observer calls our handler while holding its own lock, and the handler takes ours: so the
+        # observer is (un)scheduled without holding ours, or a file event at that moment deadlocks both.
         with self._lock:
-            for folder in list(self._watches):
-                if folder not in wanted or not folder.is_dir():
-                    try:
-                        self._observer.unschedule(self._watches.pop(folder))
-                    except Exception:  # noqa: BLE001, S110 - its emitter may be gone with the folder
-                        pass
-            for folder, watched in wanted.items():
-                if folder not in self._watches:
-                    folder.mkdir(parents=True, exist_ok=True)
-                    self._watches[folder] = self._observer.schedule(_Handler(self), str(folder), recursive=False)
-                    log.info("watching %s for pipeline %s", folder, watched.pipeline)
-                    if self._thread is not None:  # a new pipeline: its folder may hold files already
-                        self._folders[folder] = watched
-                        self._scan_folder(watched, force=False, coalesce=True)
+            dropped = [self._watches.pop(f) for f in list(self._watches) if f not in wanted or not f.is_dir()]
+            new = [(folder, watched) for folder, watched in wanted.items() if folder not in self._watches]
+        for watch in dropped:
+            try:
+                self._observer.unschedule(watch)
+            except Exception:  # noqa: BLE001, S110 - its emitter may be gone with the folder
+                pass
+        for folder, watched in new:
+            folder.mkdir(parents=True, exist_ok=True)
+            watch = self._observer.schedule(_Handler(self), str(folder), recursive=False)
+            with self._lock:
+                self._watches[folder] = watch
+            log.info("watching %s for pipeline %s", folder, watched.pipeline)
+        with self._lock:
             self._folders = wanted
+        if self._thread is not None:  # new pipelines: their folders may hold files already
+            for _, watched in new:
+                self._scan_folder(watched, force=False, coalesce=True)
 
     def _pipeline_for(self, path: Path) -> _Watched | None:
         return self._folders.get(path.parent.resolve())

@@ -421,3 +421,33 @@ def test_in_arrival_order_a_run_a_crash_left_running_does_not_hold_the_scan(stre
     with make_watcher(rec, reemit_after=0.0, live_paths=lambda name: set(live)):
         rec.wait_for(1)
     assert rec.names() == ["k.csv"]
+
+
+@pytest.mark.timeout(120)
+def test_new_pipelines_are_watched_while_files_keep_arriving_without_a_deadlock(stream_spec):
+    """The observer calls the watcher while holding its own lock; watching a new folder must not wait for
+    that lock while holding the watcher's (each file event would then deadlock the two threads)."""
+    from calmops.core.store import save_spec, spec_from_dict
+
+    folder = incoming(stream_spec)
+    stop = threading.Event()
+
+    def keep_writing():
+        i = 0
+        while not stop.is_set():
+            (folder / f"busy-{i % 50}.csv").write_text(f"x1,y\n{i},0\n")
+            i += 1
+
+    rec = Recorder()
+    names = [f"extra-{i}" for i in range(8)]
+    with make_watcher(rec, refresh_interval=0.05) as watcher:
+        writer = threading.Thread(target=keep_writing, daemon=True)
+        writer.start()
+        try:
+            for name in names:
+                save_spec(spec_from_dict({**STREAM_SPEC, "name": name}), create=True)
+                time.sleep(0.1)
+            until(lambda: {w.pipeline for w in watcher._folders.values()} >= set(names), timeout=30)
+        finally:
+            stop.set()
+            writer.join(5)
