@@ -98,6 +98,18 @@ def age(path: Path, seconds: float = 60) -> Path:
     return path
 
 
+def claimed(spec, name: str, data: bytes, seconds: float = 60):
+    """A complete file in the pipeline's incoming folder, aged, and claimed in its ledger; returns the ledger."""
+    from calmops.core.store import ledger, pipeline_paths
+
+    path = incoming(spec) / name
+    path.write_bytes(data)
+    age(path, seconds)
+    book = ledger(pipeline_paths(spec))
+    assert book.claim(sha(data), name, "run")
+    return book
+
+
 def test_complete_file_is_announced_once_with_pipeline_path_size_hash(stream_spec):
     rec = Recorder()
     folder = incoming(stream_spec)
@@ -226,14 +238,9 @@ def test_pending_scan_on_start_skips_done_and_claimed_files(unordered_spec):
 
 
 def test_pending_files_wait_for_the_breaker(stream_spec):
-    from calmops.core.store import ledger, pipeline_paths
 
-    folder = incoming(stream_spec)
     data = b"x1,y\n1,0\n"
-    (folder / "p.csv").write_bytes(data)
-    age(folder / "p.csv")
-    book = ledger(pipeline_paths(stream_spec))
-    book.claim(sha(data), "p.csv")
+    book = claimed(stream_spec, "p.csv", data)
     book.finish(sha(data), "skipped_breaker_open", status="pending")
     ready = {"sea": False}
     rec = Recorder()
@@ -372,16 +379,12 @@ def test_in_arrival_order_a_scan_announces_only_the_oldest_waiting_file_and_queu
 
 
 def test_in_arrival_order_files_behind_one_waiting_for_the_breaker_are_not_announced(stream_spec):
-    from calmops.core.store import ledger, pipeline_paths
 
     folder = incoming(stream_spec)
     data = b"x1,y\n1,0\n"
-    (folder / "p.csv").write_bytes(data)
-    age(folder / "p.csv", 60)
+    book = claimed(stream_spec, "p.csv", data, 60)
     (folder / "q.csv").write_text("x1,y\n2,0\n")
     age(folder / "q.csv", 30)
-    book = ledger(pipeline_paths(stream_spec))
-    book.claim(sha(data), "p.csv")
     book.finish(sha(data), "skipped_breaker_open", status="pending")
     ready = {"sea": False}
     rec = Recorder()
@@ -404,14 +407,10 @@ def test_in_arrival_order_a_run_a_crash_left_running_does_not_hold_the_scan(stre
     import sqlite3
     import subprocess
 
-    from calmops.core.store import ledger, pipeline_paths
 
     folder = incoming(stream_spec)
     data = b"x1,y\n1,0\n"
-    (folder / "k.csv").write_bytes(data)
-    age(folder / "k.csv")
-    book = ledger(pipeline_paths(stream_spec))
-    assert book.claim(sha(data), "k.csv", "run")
+    book = claimed(stream_spec, "k.csv", data)
     dead = subprocess.Popen(["true"])
     dead.wait()
     with sqlite3.connect(book.path) as con:  # its process was killed: the claim is orphaned

@@ -74,6 +74,20 @@ def decisions(name: str) -> list[dict]:
             for r in sorted(runs, key=lambda r: r.info.start_time)]
 
 
+def assert_decided_once_in_arrival_order(name: str, names: list[str]) -> None:
+    """Ledger claim order, MLflow decision order and the decisions' flow-run start order all agree with the
+    arrival order, each file decided once, and nothing is left in incoming."""
+    from prefect.client.orchestration import get_client
+
+    assert done_in_claim_order(name) == names
+    made = decisions(name)
+    assert [d["file"] for d in made] == names  # each once, in arrival order
+    with get_client(sync_client=True) as client:
+        starts = [client.read_flow_run(d["flow_run_id"]).start_time for d in made]
+    assert all(a <= b for a, b in itertools.pairwise(starts)), "a later file was decided by an earlier run"
+    assert not [p for p in paths_of(name).incoming.iterdir() if p.is_file()]
+
+
 def rename_in(folder: Path, name: str, frame, gap: float = 0.2) -> None:
     staged = folder.parent / f".{name}.staging"
     frame.to_csv(staged, index=False)
@@ -100,7 +114,6 @@ def second_worker(tmp_path: Path):
 
 def test_a_burst_of_30_files_is_decided_in_arrival_order_each_once(live, tmp_path):
     """Each file is announced as it arrives, so 30 runs are queued; two workers on the pool take them."""
-    from prefect.client.orchestration import get_client
 
     name = "order-burst"
     create(name, tmp_path)
@@ -111,13 +124,7 @@ def test_a_burst_of_30_files_is_decided_in_arrival_order_each_once(live, tmp_pat
             rename_in(folder, f, sea_frame(400, 8, seed=500 + i))
         until(lambda: len(done_in_claim_order(name)) == 30, 900, "the 30 files to be decided", interval=2)
 
-    assert done_in_claim_order(name) == names
-    made = decisions(name)
-    assert [d["file"] for d in made] == names  # each once, in arrival order
-    with get_client(sync_client=True) as client:
-        starts = [client.read_flow_run(d["flow_run_id"]).start_time for d in made]
-    assert all(a <= b for a, b in itertools.pairwise(starts)), "a later file was decided by an earlier run"
-    assert not [p for p in folder.iterdir() if p.is_file()]
+    assert_decided_once_in_arrival_order(name, names)
 
 
 def _poisoned_stream(tmp: Path, name: str, order: str) -> tuple[Path, list[str]]:
@@ -205,7 +212,6 @@ def test_per_pipeline_deployments_are_refused_while_prefect_yaml_ones_are_active
 def test_files_waiting_when_the_watcher_starts_are_decided_in_arrival_order_each_once(live, tmp_path):
     """30 files already in incoming when the watcher starts (as at 'calmops up'): arrival order is their
     modification time, not their name nor the order they were written in."""
-    from prefect.client.orchestration import get_client
 
     from calmops.deployments import stack
 
@@ -224,10 +230,4 @@ def test_files_waiting_when_the_watcher_starts_are_decided_in_arrival_order_each
         stack.start("watcher")
     until(lambda: len(done_in_claim_order(name)) == 30, 900, "the 30 waiting files to be decided", interval=2)
 
-    assert done_in_claim_order(name) == names
-    made = decisions(name)
-    assert [d["file"] for d in made] == names  # each once, in arrival order
-    with get_client(sync_client=True) as client:
-        starts = [client.read_flow_run(d["flow_run_id"]).start_time for d in made]
-    assert all(a <= b for a, b in itertools.pairwise(starts)), "a later file was decided by an earlier run"
-    assert not [p for p in folder.iterdir() if p.is_file()]
+    assert_decided_once_in_arrival_order(name, names)
