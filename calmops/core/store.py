@@ -271,6 +271,13 @@ class Claim:
         return self.owner_host == _host() and not _process_alive(self.owner_pid, self.owner_start)
 
 
+def arrival_time(mtime_ns: int) -> float:
+    """A file's arrival as the ledger orders it: its modification time. The watcher's events and scans and the
+    run itself all record this one clock (ties go by file name), so a file whose event is handled late under
+    load keeps its place behind the files written before it."""
+    return mtime_ns / 1e9
+
+
 class Ledger:
     """Which file contents a pipeline has processed, keyed by SHA-256.
 
@@ -360,7 +367,8 @@ class Ledger:
             return True
 
     def arrive(self, sha256: str, file: str, arrived: float) -> None:
-        """Record that a complete file appeared (``waiting``); the first arrival of a content counts."""
+        """Record that a complete file appeared (``waiting``) at ``arrived`` (see :func:`arrival_time`); the
+        first arrival of a content counts."""
         with closing(self._connect()) as con:
             con.execute("INSERT INTO files (sha256, file, status, updated, arrived) VALUES (?, ?, 'waiting', ?, ?) "
                         "ON CONFLICT(sha256) DO UPDATE SET arrived=COALESCE(files.arrived, excluded.arrived), "

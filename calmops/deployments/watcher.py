@@ -13,9 +13,10 @@ complete:
   while a writer has the file open; where leases are unavailable, e.g. network shares, the file must
   instead have been left untouched for ``min_age`` seconds).
 
-Before announcing a file the watcher records its arrival in the pipeline's ledger (``waiting``, with the time
-of its first event; for a file found by a scan, its modification time, and scans go oldest first): the
-pipeline's runs decide files in that order (see :func:`calmops.flows.common.run_in_order`).
+Before announcing a file the watcher records its arrival in the pipeline's ledger (``waiting``, with its
+modification time, ties broken by name): the pipeline's runs decide files in that order (see
+:func:`calmops.flows.common.run_in_order`). Every route that records an arrival (an event, a scan, the run
+itself) uses that one clock, so a file whose event is handled late under load still keeps its place.
 
 The announcement is the event ``calmops.file.arrived`` with the resource
 ``calmops.pipeline.<name>`` and labels for the path, size and SHA-256 of the file; each pipeline's
@@ -58,7 +59,14 @@ from watchdog.observers import Observer
 
 from calmops.core.names import EVENT, pipeline_tag, resource_id
 from calmops.core.settings import Settings, get_settings
-from calmops.core.store import Ledger, is_temporary_name, not_a_regular_file, read_ledger_states, sha256_of
+from calmops.core.store import (
+    Ledger,
+    arrival_time,
+    is_temporary_name,
+    not_a_regular_file,
+    read_ledger_states,
+    sha256_of,
+)
 
 log = logging.getLogger("calmops.watcher")
 
@@ -125,7 +133,6 @@ class _Candidate:
     size: int
     mtime_ns: int
     due: float
-    seen: float  # wall-clock time of the first event: the file's arrival
 
 
 @dataclass(frozen=True)
@@ -369,8 +376,7 @@ class Watcher:
                 return
             old = self._candidates.get(path)
             self._candidates[path] = _Candidate(watched.pipeline, path, trusted or bool(old and old.trusted),
-                                                st[0], st[1], time.monotonic() + (0.0 if settled else self.settle),
-                                                old.seen if old else time.time())
+                                                st[0], st[1], time.monotonic() + (0.0 if settled else self.settle))
 
     def touch(self, path: Path) -> None:
         """The file changed: a candidate waits for it to settle again."""
@@ -452,7 +458,7 @@ class Watcher:
                     del self._candidates[cand.path]
             watched = self._pipeline_for(cand.path)
             if watched is not None:
-                self._announce(watched, cand.path, st, reason="arrived", arrived=cand.seen)
+                self._announce(watched, cand.path, st, reason="arrived", arrived=arrival_time(st[1]))
 
     def _old_enough(self, path: Path) -> bool:
         try:
@@ -511,7 +517,7 @@ class Watcher:
             if status == "done":
                 continue
             if announced and one_turn:  # decided in the turn of the run just announced
-                self._record_arrival(watched, path, sha, st[1] / 1e9)
+                self._record_arrival(watched, path, sha, arrival_time(st[1]))
                 continue
             if status == "in_progress":
                 if one_turn:
@@ -540,7 +546,7 @@ class Watcher:
                 break  # a queued or running run of the pipeline will take its turn
             if not one_turn and live and str(path) in live:
                 continue  # a run is queued or running for it
-            if self._announce(watched, path, st, reason="scan", sha=sha, arrived=st[1] / 1e9):
+            if self._announce(watched, path, st, reason="scan", sha=sha, arrived=arrival_time(st[1])):
                 announced.append(path)
         return announced
 

@@ -26,6 +26,7 @@ from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
     Ledger,
     PipelinePaths,
+    arrival_time,
     ledger,
     move_to_processed,
     not_a_regular_file,
@@ -369,7 +370,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     log = RunLog(spec.name, paths.logs)
     book = ledger(paths)
     digest = sha256_of(path)
-    book.arrive(digest, path.name, path.stat().st_mtime)  # known already when the watcher announced it
+    book.arrive(digest, path.name, arrival_time(path.stat().st_mtime_ns))  # known already when the watcher announced it
     target: dict[str, Any] | None = None
     with pipeline_turn(paths, log):
         for sha, name, status in book.queue():

@@ -450,3 +450,25 @@ def test_new_pipelines_are_watched_while_files_keep_arriving_without_a_deadlock(
         finally:
             stop.set()
             writer.join(5)
+
+
+def test_a_file_whose_event_is_handled_late_keeps_its_place_before_files_written_after_it(stream_spec, tmp_path):
+    """Under load the watcher may handle a file's event after a later file's arrival was recorded (by a scan, or
+    by that file's own run). Every route records the same clock, the modification time, so the earlier file
+    still comes first in the order the pipeline's runs follow."""
+    from calmops.core.store import arrival_time, ledger, pipeline_paths
+
+    folder = incoming(stream_spec)
+    book = ledger(pipeline_paths(stream_spec))
+    later = folder / "b.csv"
+    later.write_bytes(b"x1,y\n2,1\n")
+    age(later, 30)
+    book.arrive(sha(later.read_bytes()), later.name, arrival_time(later.stat().st_mtime_ns))  # as its run does
+    staged = tmp_path / "a.csv"
+    staged.write_bytes(b"x1,y\n1,0\n")
+    age(staged, 60)  # written before b.csv; its event comes only now
+    rec = Recorder()
+    with make_watcher(rec):
+        staged.rename(folder / "a.csv")
+        until(lambda: "a.csv" in rec.names())
+    assert [name for _, name, _ in book.queue()] == ["a.csv", "b.csv"]
