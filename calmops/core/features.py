@@ -11,21 +11,22 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
+from calmops.core.kinds import KINDS
 from calmops.core.spec import PipelineSpec, build_estimator
 from calmops.detectors import infer_feature_types
 
 
 def feature_columns(spec: PipelineSpec, columns: list[str]) -> list[str]:
     excluded = spec.excluded_columns()
-    if spec.kind in ("stream", "ipip") and spec.block_column:
-        excluded.add(spec.block_column)
+    if spec.block_column and not KINDS[spec.kind].block_column_is_feature:
+        excluded.add(spec.block_column)  # it only splits the file
     return [c for c in columns if c not in excluded]
 
 
 def resolve_feature_types(spec: PipelineSpec, frame: pd.DataFrame) -> dict[str, str]:
     """Explicit types from the spec win; the rest are inferred from the data."""
     inferred = infer_feature_types(frame)
-    if spec.kind == "block" and inferred.get(spec.block_column) == "datetime":
+    if KINDS[spec.kind].block_column_is_feature and inferred.get(spec.block_column) == "datetime":
         inferred[spec.block_column] = "categorical"  # block names keep their text ("2024-05"), not epoch seconds
     return {c: spec.feature_types.get(c, inferred[c]) for c in frame.columns}
 

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from calmops.core.errors import CalmOpsError
+from calmops.core.kinds import KINDS, KindName
 from calmops.detectors.config import DriftConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
@@ -153,7 +154,7 @@ class LimitsSpec(_Strict):
 
 class PipelineSpec(_Strict):
     name: str
-    kind: Literal["stream", "block", "ipip"] = "stream"
+    kind: KindName = "stream"
     incoming: Path | None = None
     formats: list[Literal[FORMATS]] = Field(default_factory=lambda: list(FORMATS))  # type: ignore[valid-type]
     delimiter: str | None = None
@@ -194,10 +195,11 @@ class PipelineSpec(_Strict):
     def _consistent(self) -> PipelineSpec:
         if not self.prediction_only and not self.target:
             raise ValueError("'target' is required unless 'prediction_only: true'")
-        if self.kind in ("block", "ipip") and not self.block_column:
+        kind = KINDS[self.kind]
+        if kind.needs_block_column and not self.block_column:
             raise ValueError(f"'block_column' is required for kind '{self.kind}'")
-        if self.kind == "ipip" and "model" not in self.model_fields_set:
-            self.model = ModelSpec(**{"class": "calmops.core.ipip.IPIPClassifier"})
+        if kind.default_model and "model" not in self.model_fields_set:
+            self.model = ModelSpec(**{"class": kind.default_model})
         for path in _model_classes(self.model):
             problem = class_path_problem(path, self.allow_modules)
             if problem:

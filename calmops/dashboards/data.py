@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from calmops.core.kinds import KINDS
 from calmops.core.names import Decision
 
 EXPERIMENT_PREFIX = "calmops/"
@@ -401,7 +402,7 @@ def flow_runs(conn: Connection, pipeline: str | None = None, limit: int = PAGE) 
     from prefect.client.schemas.sorting import FlowRunSort
 
     run_filter = FlowRunFilter(name=FlowRunFilterName(like_=f"/{pipeline}/")) if pipeline else None
-    flow_filter = FlowFilter(name=FlowFilterName(any_=["calmops-stream", "calmops-block", "calmops-ipip"]))
+    flow_filter = FlowFilter(name=FlowFilterName(any_=[k.flow_name for k in KINDS.values()]))
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_filter=flow_filter, flow_run_filter=run_filter,
                                      sort=FlowRunSort.START_TIME_DESC, limit=limit)

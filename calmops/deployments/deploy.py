@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from calmops.core.kinds import KINDS
 from calmops.core.names import EVENT, PIPELINE_PREFIX, TAG, kind_tag, pipeline_tag, resource_id
 from calmops.core.settings import get_settings
 
-KINDS = ("stream", "block", "ipip")
 SCAN_FLOW_NAME = "calmops-scan"
 
 
@@ -43,7 +43,7 @@ def automation_name(pipeline: str) -> str:
 
 
 def flow_name(kind: str) -> str:
-    return f"calmops-{kind}"
+    return KINDS[kind].flow_name
 
 
 def trigger_parameters(pipeline: str) -> dict[str, str]:

@@ -7,19 +7,13 @@ from typing import Any
 
 
 def flow_for(kind: str):
-    if kind == "stream":
-        from calmops.flows.stream import stream_flow
+    """The Prefect flow of a pipeline kind (imported on first use: each kind's module loads only when needed)."""
+    import importlib
 
-        return stream_flow
-    if kind == "block":
-        from calmops.flows.block import block_flow
+    from calmops.core.kinds import kind_of
 
-        return block_flow
-    if kind == "ipip":
-        from calmops.flows.ipip import ipip_flow
-
-        return ipip_flow
-    raise NotImplementedError(f"pipeline kind {kind!r} has no flow yet")
+    module, _, function = kind_of(kind).entrypoint.rpartition(".")
+    return getattr(importlib.import_module(module), function)
 
 
 def into_incoming(spec, path: Path) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow
 
 from calmops.core import registry
+from calmops.core.kinds import KINDS
 from calmops.core.metrics import threshold_failures
 from calmops.core.store import append_history
 from calmops.flows.common import (
@@ -39,7 +40,7 @@ from calmops.tasks.record import RunOutcome
 from calmops.tasks.retrain import TrainingResult
 
 
-@flow(name="calmops-block", flow_run_name=partial(run_name, "block"), persist_result=False)
+@flow(name=KINDS["block"].flow_name, flow_run_name=partial(run_name, "block"), persist_result=False)
 def block_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
     """Process one file of a block pipeline: gate, ingest, per-block drift, selective retrain, promote, record."""
     return run_in_order(pipeline, path, sha256, process_block_file)

@@ -22,6 +22,7 @@ from sklearn.pipeline import Pipeline
 from calmops.core import registry
 from calmops.core.features import make_model
 from calmops.core.ipip import IPIPClassifier
+from calmops.core.kinds import KINDS
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import append_history
 from calmops.flows.common import (
@@ -47,7 +48,7 @@ from calmops.tasks.retrain import TrainingResult
 IPIP_CLASS = "calmops.core.ipip.IPIPClassifier"
 
 
-@flow(name="calmops-ipip", flow_run_name=partial(run_name, "ipip"), persist_result=False)
+@flow(name=KINDS["ipip"].flow_name, flow_run_name=partial(run_name, "ipip"), persist_result=False)
 def ipip_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
     """Process one file of an IPIP pipeline: gate, ingest, prequential per-block scores, update, promote, record."""
     return run_in_order(pipeline, path, sha256, process_ipip_file)

@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow
 
 from calmops.core import registry
+from calmops.core.kinds import KINDS
 from calmops.core.spec import build_estimator
 from calmops.core.store import append_history, read_history
 from calmops.flows.common import (
@@ -35,7 +36,7 @@ from calmops.tasks.record import RunOutcome
 from calmops.tasks.retrain import modes_to_try, refit, retrain, retrain_auto, train_first
 
 
-@flow(name="calmops-stream", flow_run_name=partial(run_name, "stream"), persist_result=False)
+@flow(name=KINDS["stream"].flow_name, flow_run_name=partial(run_name, "stream"), persist_result=False)
 def stream_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
     """Process one file of a stream pipeline: gate, ingest, drift, retrain, promote, predict, record."""
     return run_in_order(pipeline, path, sha256, process_stream_file)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from calmops.core.errors import UserCodeFailed
 from calmops.core.features import CoercionError, coerce_features, feature_columns, resolve_feature_types
+from calmops.core.kinds import KINDS
 from calmops.core.metrics import infer_task
 from calmops.core.registry import InputSchema
 from calmops.core.spec import PipelineSpec, SpecError, build_estimator
@@ -219,9 +220,10 @@ def parse_and_validate(
         y = frame[spec.target]
 
     signals: list[str] = []
-    if spec.kind in ("block", "ipip") and spec.block_column not in frame.columns:
+    needs_block = KINDS[spec.kind].needs_block_column
+    if needs_block and spec.block_column not in frame.columns:
         raise RejectedInput(f"{path.name}: block column '{spec.block_column}' is missing")
-    if spec.kind in ("block", "ipip") and frame[spec.block_column].isna().any():
+    if needs_block and frame[spec.block_column].isna().any():
         raise RejectedInput(f"{path.name}: block column '{spec.block_column}' has "
                             f"{int(frame[spec.block_column].isna().sum())} missing value(s)")
     if reference is None:
