@@ -40,12 +40,17 @@ def into_incoming(spec, path: Path) -> Path:
 
 def run_file(pipeline: str, path: str | Path) -> tuple[dict[str, Any], str | None]:
     """Run the pipeline's flow on one file in this process; returns (outcome, error or None)."""
+    from prefect.settings import temporary_settings
+
     from calmops.core.store import read_spec
     from calmops.flows.common import RunFailed
 
     spec = read_spec(pipeline)
     path = into_incoming(spec, Path(path))
-    state = flow_for(spec.kind)(pipeline=pipeline, path=str(path), return_state=True)
+    # a hand run has its user watching, and CalmOps finds a crashed run by its ledger claim, not by Prefect's
+    # flow heartbeats: no heartbeat thread (waiting for it to stop costs up to a second at the end of a run)
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        state = flow_for(spec.kind)(pipeline=pipeline, path=str(path), return_state=True)
     if state.is_completed():
         return state.result(), None
     exc = state.result(raise_on_failure=False)
