@@ -34,7 +34,13 @@ from calmops.deployments.processes import escalate
 PRELOAD = ("prefect", "prefect.engine", "prefect.flow_engine", "calmops.flows.stream", "calmops.flows.block",
            "calmops.flows.ipip",
            # imported lazily on a run's path (skops alone takes ~1 s: every champion is loaded with it)
-           "skops.io", "mlflow.sklearn", "pyarrow.parquet", "git", "jinja2", "opentelemetry.sdk.metrics")
+           "skops.io", "mlflow.sklearn", "pyarrow.parquet", "git", "jinja2", "opentelemetry.sdk.metrics",
+           # imported on the first run's path otherwise (about 0.5 s of every run: each runs in a fresh fork)
+           "calmops.core.environment", "calmops.detectors.concept", "calmops.detectors.decay", "prefect.task_engine",
+           "prefect.artifacts", "prefect.concurrency.sync", "prefect.utilities.visualization", "anyio._backends._asyncio",
+           "anyio.streams.memory", "mlflow.tracing.processor.otel", "mlflow.tracking.request_header.registry",
+           "pyarrow.dataset", "pandas.io.formats.csvs", "narwhals._pandas_like.namespace", "narwhals.stable.v2",
+           "mlflow.tracing.processor.base_mlflow", "mlflow.tracing.export.utils", "netrc", "encodings.utf_8_sig")
 STREAMS = 3  # stdin, stdout, stderr travel with the request
 _HEADER = struct.Struct("!I")
 KILL_GRACE = 10.0
