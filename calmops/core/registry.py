@@ -25,7 +25,9 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from calmops.core import blockwise, frozen, ipip
 from calmops.core.settings import Settings, get_settings
+from calmops.core.store import sha256_of
 from calmops.detectors import ReferenceProfile
 
 log = logging.getLogger(__name__)
@@ -144,8 +146,6 @@ class UntrustedModel(RuntimeError):
 
 @lru_cache(maxsize=1)
 def _own_parts() -> frozenset[str]:
-    from calmops.core import blockwise, frozen, ipip
-
     return TRUSTED_PARTS | frozenset(blockwise.SKOPS_TRUSTED_TYPES + frozen.SKOPS_TRUSTED_TYPES + ipip.SKOPS_TRUSTED_TYPES)
 
 
@@ -198,8 +198,6 @@ def _not_registered(what: str) -> UntrustedModel:
 
 def verify_model_file(folder: Path, expected_sha256: str | None, what: str) -> Path:
     """``folder/model.skops`` if it is the file CalmOps registered (its SHA-256 tag matches); raises otherwise."""
-    from calmops.core.store import sha256_of
-
     if not expected_sha256:
         raise _not_registered(what)
     path = folder / MODEL_FILE
@@ -356,8 +354,6 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
 
 def _registered_sha256(pipeline: str, version: int) -> str:
     """The SHA-256 of the model file as stored; the local copy made here also serves the first load."""
-    from calmops.core.store import sha256_of
-
     run_id = MlflowClient().get_model_version(pipeline, str(version)).run_id
     path = _local_copy(mlflow.get_tracking_uri(), pipeline, version, run_id) / "model" / MODEL_FILE
     if not path.is_file():
@@ -422,8 +418,6 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha
     With ``sha256`` (every load; not at registration, which computes it), a model file that is not the one
     registered is refused before anything else is downloaded; the cached copy is checked again on load.
     """
-    from calmops.core.settings import get_settings
-
     store = hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]
     # the run id too: a pipeline deleted and created again numbers its versions from 1 again
     final = get_settings().home / "cache" / "models" / store / pipeline / f"{version}-{run_id}"

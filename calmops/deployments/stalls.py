@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from calmops.core.names import TAG
+from calmops.core.store import pipeline_paths, read_spec, write_atomic
 
 log = logging.getLogger("calmops.watcher")
 
@@ -127,8 +128,6 @@ def cancel(stalled: Stalled) -> None:
 
 
 def record_file(pipeline: str) -> Path:
-    from calmops.core.store import pipeline_paths, read_spec
-
     return pipeline_paths(read_spec(pipeline)).state / RECORD
 
 
@@ -141,8 +140,6 @@ def recovered(pipeline: str) -> dict[str, Any]:
 
 
 def _record(stalled: Stalled) -> None:
-    from calmops.core.store import write_atomic
-
     seen = recovered(stalled.pipeline)
     last = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "run": stalled.run_name,
             "run_id": stalled.run_id, "reason": stalled.reason}

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from calmops.core import registry
-from calmops.core.breaker import BreakerPolicy, update_breaker
+from calmops.core.breaker import BreakerPolicy, read_breaker, update_breaker
 from calmops.core.logs import RunLog
 from calmops.core.names import Decision
 from calmops.core.registry import InputSchema
@@ -103,8 +103,6 @@ def load_champion(pipeline: str) -> registry.Champion | None:
 @step("breaker-gate", retries=2)
 def breaker_gate(spec: PipelineSpec) -> tuple[bool, str]:
     """May this run train? A read: the ``open`` → ``half_open`` move is written with the run's result."""
-    from calmops.core.breaker import read_breaker
-
     state = read_breaker(spec.name)
     allowed = state.allows_training(BreakerPolicy.from_spec(spec))
     return allowed, state.state
@@ -136,8 +134,6 @@ def breaker_update(spec: PipelineSpec, outcome: RunOutcome) -> str:
             state.record_failure(policy, f"{outcome.decision}: {outcome.reason[:200]}")
         else:
             state.record_success(policy)
-
-    from calmops.core.breaker import read_breaker
 
     probe = read_breaker(spec.name)
     before = copy.deepcopy(probe)
@@ -347,8 +343,6 @@ def pipeline_turn(paths: PipelinePaths, log: RunLog) -> Iterator[None]:
 
 
 def _breaker_cooling(pipeline: str) -> bool:
-    from calmops.core.breaker import read_breaker
-
     state = read_breaker(pipeline)
     return state.state == "open" and (state.next_retry_at is None or time.time() < state.next_retry_at)
 

@@ -15,10 +15,13 @@ import numpy as np
 import pandas as pd
 
 from calmops.core.features import drift_types
-from calmops.core.metrics import HIGHER_IS_BETTER
+from calmops.core.metrics import HIGHER_IS_BETTER, threshold_failures
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import write_atomic
 from calmops.detectors import DriftReport, ReferenceProfile, compare
+from calmops.detectors.concept import ConceptDriftMonitor
+from calmops.detectors.decay import decay_test
+from calmops.detectors.label_free import label_free_compare
 from calmops.tasks import step
 
 
@@ -77,8 +80,6 @@ def data_drift(profile: ReferenceProfile, X: pd.DataFrame, spec: PipelineSpec, i
 
 def performance_drift(now: dict[str, Any], at_promotion: dict[str, Any], spec: PipelineSpec, metric: str) -> dict:
     """The champion's score on this batch against its thresholds and its score at promotion."""
-    from calmops.core.metrics import threshold_failures
-
     out: dict[str, Any] = {"metric": metric, "now": now.get(metric), "at_promotion": at_promotion.get(metric),
                            "threshold_failures": threshold_failures(now, spec.evaluation.thresholds)}
     drop = None
@@ -120,8 +121,6 @@ def performance_decay(value: float | None, batch_id: str, spec: PipelineSpec, me
     """Add this batch's score to the champion's trail and test its last ``decay_window`` scores for a steady
     worsening (:func:`calmops.detectors.decay.decay_test`). The trail lives under ``state/``; a new champion
     or another primary metric starts a new one, and a batch already in it (a retried step) is not added again."""
-    from calmops.detectors.decay import decay_test
-
     ev = spec.evaluation
     if ev.decay_files is None or value is None:
         return {"alarm": False, "files": 0}
@@ -158,8 +157,6 @@ def per_row_errors(model: Any, X: pd.DataFrame, y: pd.Series, task: str, scale: 
 
 
 def concept_drift(errors: np.ndarray, spec: PipelineSpec, state_dir: Path, champion_version: int) -> dict:
-    from calmops.detectors.concept import ConceptDriftMonitor
-
     if not spec.drift.concept:
         return {"alarm": False, "detectors": {}}
     path = _state_file(state_dir)
@@ -179,8 +176,6 @@ def warm_start_concept(state_dir: Path, champion_version: int, model: Any, X: pd
     """Start the concept detectors of ``champion_version`` from ``model``'s errors on rows it was not fit on
     (the holdout that chose it, or the file a rejected challenger was tried on): the detectors keep a
     baseline across promotions and alarms instead of starting cold. Returns the rows fed."""
-    from calmops.detectors.concept import ConceptDriftMonitor
-
     if not spec.drift.concept:
         save_concept_state(state_dir, champion_version, None)
         return 0
@@ -201,8 +196,6 @@ def save_concept_state(state_dir: Path, champion_version: int, state: dict | Non
 
 def label_free_drift(profile: ReferenceProfile, model: Any, X: pd.DataFrame, spec: PipelineSpec) -> dict:
     """Prediction-distribution and confidence drift, for batches without labels."""
-    from calmops.detectors.label_free import label_free_compare
-
     predictions = np.asarray(model.predict(X))
     confidences = None
     if hasattr(model, "predict_proba"):

@@ -10,6 +10,7 @@ from typing import Any
 import mlflow
 
 from calmops.core import registry
+from calmops.detectors import DriftReport
 from calmops.tasks import step
 
 
@@ -77,8 +78,6 @@ def record_run(outcome: RunOutcome, drift: dict | None, params: dict[str, Any], 
                 mlflow.log_dict(drift, "drift/verdict.json")
                 if drift.get("data"):
                     mlflow.log_dict(drift["data"], "drift/report.json")
-                    from calmops.detectors import DriftReport
-
                     mlflow.log_text(DriftReport.from_dict(drift["data"]).summary_markdown(), "drift/summary.md")
     publish_artifacts(outcome, drift)
 
@@ -120,8 +119,6 @@ def publish_artifacts(outcome: RunOutcome, drift: dict | None) -> None:
     create_markdown_artifact(decision_markdown(outcome, drift), key=f"{key}-decision",
                              description=f"Decision for {outcome.file}")
     if drift and drift.get("data"):
-        from calmops.detectors import DriftReport
-
         rows = DriftReport.from_dict(drift["data"]).table_rows()
         if rows:
             create_table_artifact(rows, key=f"{key}-drift", description=f"Drift per feature for {outcome.file}")

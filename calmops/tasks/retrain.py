@@ -35,8 +35,10 @@ from sklearn.pipeline import Pipeline
 from calmops.core.errors import UserCodeFailed
 from calmops.core.features import make_model
 from calmops.core.frozen import FrozenEstimator
+from calmops.core.metrics import HIGHER_IS_BETTER
 from calmops.core.spec import PipelineSpec
 from calmops.tasks import BadInput, step
+from calmops.tasks.evaluate import score
 
 
 class RetrainModeUnavailable(BadInput):
@@ -335,9 +337,6 @@ def modes_to_try(spec: PipelineSpec) -> list[str]:
 def best_of(candidates: dict[str, TrainingResult], X_hold: pd.DataFrame, y_hold: pd.Series, task: str,
             metric: str) -> tuple[TrainingResult, dict[str, float | None]]:
     """The candidate with the best primary metric on the holdout, and every candidate's score."""
-    from calmops.core.metrics import HIGHER_IS_BETTER
-    from calmops.tasks.evaluate import score
-
     scored = {m: score(r.model, X_hold, y_hold, task).get(metric) for m, r in candidates.items()}
     sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
     valid = [m for m, v in scored.items() if v is not None]

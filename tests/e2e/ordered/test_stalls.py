@@ -54,3 +54,46 @@ def test_a_run_left_pending_is_cancelled_and_the_file_behind_it_is_decided_once(
     assert [r.data.tags.get("calmops.decision") for r in decided] == ["train"]
     shown = " ".join(CliRunner().invoke(app, ["status", name], terminal_width=400).output.split())
     assert "stalled runs recovered" in shown and "no run of stall-pending has run for 60 s" in shown, shown
+
+
+def test_a_run_whose_deployment_was_deleted_is_cancelled_and_the_worker_goes_on_with_other_pipelines(live):
+    """A deployment deleted while a run of it is queued: the run can never start. The worker goes on taking the
+    other pipelines' runs, and the orphan does not stay Late: the server deletes it with its deployment, or the
+    worker (seeing the deployment gone) or else the watchdog cancels it."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Scheduled
+
+    from calmops.core.store import ledger, pipeline_paths, read_spec, save_spec, spec_from_dict
+    from calmops.deployments.deploy import deploy_pipeline
+
+    gone, alive = "stall-deleted", "stall-alive"
+    for name in (gone, alive):
+        save_spec(spec_from_dict({**STREAM_SPEC, "name": name}), create=True)
+    deployment_id = deploy_pipeline(gone).deployment_id
+    deploy_pipeline(alive)
+    incoming = pipeline_paths(read_spec(gone)).ensure().incoming
+    with get_client(sync_client=True) as client:
+        due = datetime.now(UTC) + timedelta(seconds=5)
+        orphan = client.create_flow_run_from_deployment(
+            UUID(deployment_id), parameters={"pipeline": gone, "path": str(incoming / "never.csv")},
+            state=Scheduled(scheduled_time=due))
+        client.delete_deployment(UUID(deployment_id))
+
+    alive_paths = pipeline_paths(read_spec(alive)).ensure()
+    sea_frame(600, 8, seed=901).to_csv(alive_paths.incoming / "a.csv", index=False)
+    until(lambda: any(e["file"] == "a.csv" and e["status"] == "done" for e in ledger(alive_paths).entries()), 300,
+          "a file of another pipeline to be decided after the deployment was deleted", interval=2)
+
+    def orphan_state():
+        with get_client(sync_client=True) as client:
+            try:
+                return client.read_flow_run(orphan.id).state
+            except ObjectNotFound:
+                return None  # the server deleted it with its deployment
+
+    until(lambda: orphan_state() is None or orphan_state().is_final(), 300, "the orphaned run to end", interval=2)
+    state = orphan_state()  # else cancelled by the worker when it sees the deployment gone, or by the watchdog
+    assert state is None or (state.is_cancelled() and "no longer exists" in (state.message or "")), state
