@@ -473,7 +473,8 @@ def mark_challenger(pipeline: str, version: int) -> None:
 
 
 def promote(pipeline: str, version: int) -> int | None:
-    """Make ``version`` the champion; the old champion becomes ``previous``. Returns the old one.
+    """Make ``version`` the champion; the old champion becomes ``previous``, and ``challenger`` (which names a
+    model still waiting) leaves ``version``. Returns the old champion.
 
     Order matters for crash safety: ``previous`` is written first, so an interruption leaves
     the old champion serving and a repeat of the call completes the move (idempotent).
@@ -481,10 +482,13 @@ def promote(pipeline: str, version: int) -> int | None:
     client = MlflowClient()
     old = alias_version(pipeline, CHAMPION)
     if old == version:
-        return alias_version(pipeline, PREVIOUS)
-    if old is not None:
-        client.set_registered_model_alias(pipeline, PREVIOUS, str(old))
-    client.set_registered_model_alias(pipeline, CHAMPION, str(version))
+        old = alias_version(pipeline, PREVIOUS)
+    else:
+        if old is not None:
+            client.set_registered_model_alias(pipeline, PREVIOUS, str(old))
+        client.set_registered_model_alias(pipeline, CHAMPION, str(version))
+    if alias_version(pipeline, CHALLENGER) == version:
+        client.delete_registered_model_alias(pipeline, CHALLENGER)
     return old
 
 

@@ -32,6 +32,8 @@ def test_seeded_scenario_train_no_drift_then_retrain_promoted(prefect_server, st
         o["champion_version"] for o in outcomes if o["decision"] in ("train", "retrain_promoted"))
     assert registry.alias_version("sea", "previous") is not None
     assert promoted == 2 and outcomes[4]["challenger_version"] == 2
+    # 'challenger' names a model still waiting, never the champion it became
+    assert registry.alias_version("sea", "challenger") not in (registry.alias_version("sea", "champion"), promoted)
     # every processed file is in processed/, byte for byte, and none are left waiting
     paths = pipeline_paths(read_spec("sea"))
     assert sorted(p.name for p in paths.processed.iterdir()) == [f"f{i}.csv" for i in range(8)]
