@@ -25,7 +25,6 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from calmops.core import blockwise, frozen, ipip
 from calmops.core.settings import Settings, get_settings
 from calmops.core.store import sha256_of
 from calmops.detectors import ReferenceProfile
@@ -146,6 +145,9 @@ class UntrustedModel(RuntimeError):
 
 @lru_cache(maxsize=1)
 def _own_parts() -> frozenset[str]:
+    # scikit-learn and scipy: loaded here, not by the commands that only read aliases
+    from calmops.core import blockwise, frozen, ipip
+
     return TRUSTED_PARTS | frozenset(blockwise.SKOPS_TRUSTED_TYPES + frozen.SKOPS_TRUSTED_TYPES + ipip.SKOPS_TRUSTED_TYPES)
 
 

@@ -273,8 +273,8 @@ class Claim:
 
 def arrival_time(mtime_ns: int) -> float:
     """A file's arrival as the ledger orders it: its modification time. The watcher's events and scans and the
-    run itself all record this one clock (ties go by file name), so a file whose event is handled late under
-    load keeps its place behind the files written before it."""
+    run itself all record this one clock (files with the same time go in the order they were recorded), so a
+    file whose event is handled late under load keeps its place behind the files written before it."""
     return mtime_ns / 1e9
 
 
@@ -284,8 +284,8 @@ class Ledger:
     SQLite gives atomic claims across processes: two runs for the same bytes cannot both win.
     Status: ``waiting`` (announced, not yet claimed), ``in_progress`` (claimed), ``done``, ``pending`` (to be run
     again: deferred while the breaker is open, or released by a run that failed). ``arrived`` is when the
-    complete file appeared (the watcher's event time, or the file's modification time when a scan found it):
-    :meth:`queue` gives the files still to be decided in that order. A claim records its owner (host, pid and the pid's start time,
+    complete file appeared (its modification time, see :func:`arrival_time`; files with the same time go in
+    the order they were recorded): :meth:`queue` gives the files still to be decided in that order. A claim records its owner (host, pid and the pid's start time,
     flow run id) and a heartbeat the owner renews (:meth:`keep_alive`); a claim whose owner is gone is
     *orphaned* and is taken again at once: on the same host as soon as the process has ended, from
     anywhere once the heartbeat is older than ``lease`` seconds.
@@ -339,8 +339,9 @@ class Ledger:
                           "run_id FROM files WHERE sha256=?", (sha256,)).fetchone()
         return Claim(*row) if row else None
 
-    def claim(self, sha256: str, file: str, run_id: str = "") -> bool:
-        """Take the file for processing; False when it is done or being processed by a live run elsewhere."""
+    def claim(self, sha256: str, file: str, run_id: str = "", arrived: float | None = None) -> bool:
+        """Take the file for processing; False when it is done or being processed by a live run elsewhere.
+        ``arrived`` (see :func:`arrival_time`) is kept only if the file's arrival was not recorded before."""
         now = time.time()
         pid = os.getpid()
         with closing(self._connect()) as con:
@@ -361,7 +362,8 @@ class Ledger:
                 "claimed_at=excluded.claimed_at, updated=excluded.updated, run_id=excluded.run_id, "
                 "owner_host=excluded.owner_host, owner_pid=excluded.owner_pid, owner_start=excluded.owner_start, "
                 "heartbeat=excluded.heartbeat, mlflow_run_id=NULL, arrived=COALESCE(files.arrived, excluded.arrived)",
-                (sha256, file, now, _now(), run_id, _host(), pid, _process_start(pid), now, now),
+                (sha256, file, now, _now(), run_id, _host(), pid, _process_start(pid), now,
+                 now if arrived is None else arrived),
             )
             con.execute("COMMIT")
             return True
@@ -383,7 +385,7 @@ class Ledger:
             rows = con.execute("SELECT sha256, file, status, owner_host, owner_pid, owner_start, "
                                "COALESCE(heartbeat, claimed_at), run_id FROM files "
                                "WHERE status IN ('waiting', 'pending', 'in_progress') "
-                               "ORDER BY COALESCE(arrived, claimed_at), file").fetchall()
+                               "ORDER BY COALESCE(arrived, claimed_at), rowid").fetchall()
         return [(sha, file, "orphaned" if Claim(status, *rest).orphaned(self.lease, now) else status)
                 for sha, file, status, *rest in rows]
 

@@ -14,7 +14,7 @@ complete:
   instead have been left untouched for ``min_age`` seconds).
 
 Before announcing a file the watcher records its arrival in the pipeline's ledger (``waiting``, with its
-modification time, ties broken by name): the pipeline's runs decide files in that order (see
+modification time; files with the same time in the order they are recorded): the pipeline's runs decide files in that order (see
 :func:`calmops.flows.common.run_in_order`). Every route that records an arrival (an event, a scan, the run
 itself) uses that one clock, so a file whose event is handled late under load still keeps its place.
 

@@ -190,7 +190,8 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest = sha256_of(path)
     abandoned = book.orphaned_run(digest)  # the MLflow run of a crashed run that held this content
-    if not book.claim(digest, path.name, flow_run_id or ""):  # done already, or a live run has it
+    arrived = arrival_time(path.stat().st_mtime_ns)
+    if not book.claim(digest, path.name, flow_run_id or "", arrived):  # done already, or a live run has it
         status = book.status(digest)
         if status == "done":
             moved = move_to_processed(paths, path, digest)

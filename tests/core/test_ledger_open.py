@@ -30,3 +30,14 @@ def test_an_older_ledger_gains_the_new_columns_and_keeps_its_rows(tmp_path):
     book = Ledger(path)
     assert set(_COLUMNS) <= {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(files)")}
     assert book.status("abc") == "done" and book.decision("abc") == "train"
+
+
+def test_files_with_the_same_time_are_queued_in_the_order_they_were_recorded_not_by_name(tmp_path):
+    """File times advance in steps (a few ms on Linux, 2 s on FAT): a burst can give several files one time.
+    They go in the order the watcher recorded them; a file recorded again keeps its place."""
+    book = Ledger(tmp_path / "ledger.sqlite")
+    for sha, name in (("s1", "batch-9.csv"), ("s2", "batch-10.csv"), ("s3", "a.csv")):
+        book.arrive(sha, name, 100.0)
+    book.arrive("s0", "z.csv", 99.0)
+    book.arrive("s1", "batch-9.csv", 100.0)  # announced again: no new place
+    assert [name for _, name, _ in book.queue()] == ["z.csv", "batch-9.csv", "batch-10.csv", "a.csv"]

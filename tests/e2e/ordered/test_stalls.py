@@ -57,16 +57,15 @@ def test_a_run_left_pending_is_cancelled_and_the_file_behind_it_is_decided_once(
 
 
 def test_a_run_whose_deployment_was_deleted_is_cancelled_and_the_worker_goes_on_with_other_pipelines(live):
-    """A deployment deleted while a run of it is queued: the run can never start. The worker goes on taking the
-    other pipelines' runs, and the orphan does not stay Late: the server deletes it with its deployment, or the
-    worker (seeing the deployment gone) or else the watchdog cancels it."""
-    from datetime import UTC, datetime, timedelta
-
+    """A deployment deleted while a run of it was handed to a worker (Pending; the server deletes only the runs
+    still Scheduled): the run can never start. The worker goes on with the other pipelines' runs, and the
+    watchdog cancels the orphan with the reason, counted in ``calmops status``."""
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-    from prefect.states import Scheduled
+    from prefect.states import Pending
+    from typer.testing import CliRunner
 
     from calmops.core.store import ledger, pipeline_paths, read_spec, save_spec, spec_from_dict
+    from calmops.deployments.cli import app
     from calmops.deployments.deploy import deploy_pipeline
 
     gone, alive = "stall-deleted", "stall-alive"
@@ -76,10 +75,12 @@ def test_a_run_whose_deployment_was_deleted_is_cancelled_and_the_worker_goes_on_
     deploy_pipeline(alive)
     incoming = pipeline_paths(read_spec(gone)).ensure().incoming
     with get_client(sync_client=True) as client:
-        due = datetime.now(UTC) + timedelta(seconds=5)
+        queue = client.create_work_queue("nobody-polls-either", is_paused=True,
+                                         work_pool_name=os.environ["CALMOPS_WORK_POOL"])
         orphan = client.create_flow_run_from_deployment(
             UUID(deployment_id), parameters={"pipeline": gone, "path": str(incoming / "never.csv")},
-            state=Scheduled(scheduled_time=due))
+            work_queue_name=queue.name)
+        assert client.set_flow_run_state(orphan.id, Pending()).status.value == "ACCEPT"
         client.delete_deployment(UUID(deployment_id))
 
     alive_paths = pipeline_paths(read_spec(alive)).ensure()
@@ -89,11 +90,10 @@ def test_a_run_whose_deployment_was_deleted_is_cancelled_and_the_worker_goes_on_
 
     def orphan_state():
         with get_client(sync_client=True) as client:
-            try:
-                return client.read_flow_run(orphan.id).state
-            except ObjectNotFound:
-                return None  # the server deleted it with its deployment
+            return client.read_flow_run(orphan.id).state
 
-    until(lambda: orphan_state() is None or orphan_state().is_final(), 300, "the orphaned run to end", interval=2)
-    state = orphan_state()  # else cancelled by the worker when it sees the deployment gone, or by the watchdog
-    assert state is None or (state.is_cancelled() and "no longer exists" in (state.message or "")), state
+    until(lambda: orphan_state().is_final(), 300, "the orphaned run to be cancelled", interval=2)
+    state = orphan_state()
+    assert state.is_cancelled() and "its deployment no longer exists" in (state.message or ""), state
+    shown = " ".join(CliRunner().invoke(app, ["status", gone], terminal_width=400).output.split())
+    assert "stalled runs recovered" in shown and "its deployment no longer exists" in shown, shown
