@@ -10,7 +10,8 @@ longer than ``after`` seconds and
 * it is Scheduled or Late and no file run of any pipeline has run in that time: the worker takes nothing (a
   run that waits for a free worker slot while other pipelines' runs are busy is not stalled).
 
-Recovery cancels the stalled run (which gives its pipeline's slot back), counts it in the pipeline's
+Recovery cancels the stalled run (which gives its pipeline's slot back; a run whose deployment is gone, which
+Prefect's server may refuse to cancel, is deleted), counts it in the pipeline's
 ``state/recovered_runs.json`` (``calmops status NAME`` shows the count and the last reason) and lets the
 watcher announce the pipeline's waiting files again: the ledger keeps every file exactly once whatever runs.
 """
@@ -41,6 +42,7 @@ class Stalled:
     state: str
     waited: float  # seconds
     reason: str
+    deployment_gone: bool = False  # no worker can ever start it
 
 
 def _waiting_since(run: Any) -> datetime:
@@ -114,17 +116,29 @@ def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now:
         else:
             continue  # waiting for a free worker slot while other pipelines' runs are busy
         found.append(Stalled(pipeline, str(run.id), run.name, run.state.name, waited,
-                             f"{run.state.name} for {waited:.0f} s and {reason}"))
+                             f"{run.state.name} for {waited:.0f} s and {reason}",
+                             deployment_gone=reason == "its deployment no longer exists"))
     return found
 
 
 def cancel(stalled: Stalled) -> None:
+    """Cancel the run. A run whose deployment was deleted, Prefect's server may refuse to cancel (it fails to
+    release the slot of the deployment's concurrency limit, deleted with it: 500): such a run can never start,
+    so it is deleted instead, as the server itself deletes the Scheduled runs of a deleted deployment."""
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
     from prefect.states import Cancelled
 
     with get_client(sync_client=True) as client:
-        client.set_flow_run_state(stalled.run_id, Cancelled(message=f"calmops watcher: stalled ({stalled.reason})"),
-                                  force=True)
+        try:
+            client.set_flow_run_state(stalled.run_id, Cancelled(message=f"calmops watcher: stalled ({stalled.reason})"),
+                                      force=True)
+        except PrefectHTTPStatusError as exc:
+            if not stalled.deployment_gone or exc.response.status_code < 500:
+                raise
+            log.warning("Prefect could not cancel %s (%s); its deployment is gone: deleting the run", stalled.run_name,
+                        exc.response.status_code)
+            client.delete_flow_run(stalled.run_id)
 
 
 def record_file(pipeline: str) -> Path:

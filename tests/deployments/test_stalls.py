@@ -65,8 +65,11 @@ def test_a_run_whose_deployment_is_gone_is_stalled_even_behind_progress():
     gone = run("a", deployment=uuid4())
     [found] = stalled_among([gone], busy={"a"}, deployments={DEPLOYMENT}, now=NOW, after=300)
     assert found.reason.endswith("its deployment no longer exists")
+    assert found.deployment_gone  # recovery may delete it where Prefect's server refuses to cancel it
     [found] = stalled_among([run("a", deployment=None)], busy={"a"}, deployments=set(), now=NOW, after=300)
-    assert found.reason.endswith("its deployment no longer exists")
+    assert found.reason.endswith("its deployment no longer exists") and found.deployment_gone
+    [found] = stalled_among([run("a")], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300)
+    assert not found.deployment_gone  # a run of a live deployment is only ever cancelled
 
 
 def test_a_run_scheduled_for_later_is_not_waiting_yet():

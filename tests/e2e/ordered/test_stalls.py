@@ -59,8 +59,10 @@ def test_a_run_left_pending_is_cancelled_and_the_file_behind_it_is_decided_once(
 def test_a_run_whose_deployment_was_deleted_is_cancelled_and_the_worker_goes_on_with_other_pipelines(live):
     """A deployment deleted while a run of it was handed to a worker (Pending; the server deletes only the runs
     still Scheduled): the run can never start. The worker goes on with the other pipelines' runs, and the
-    watchdog cancels the orphan with the reason, counted in ``calmops status``."""
+    watchdog recovers the orphan (cancelled, or deleted where Prefect's server refuses to cancel a run whose
+    deployment is gone), with the reason counted in ``calmops status``."""
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
     from prefect.states import Pending
     from typer.testing import CliRunner
 
@@ -90,10 +92,13 @@ def test_a_run_whose_deployment_was_deleted_is_cancelled_and_the_worker_goes_on_
 
     def orphan_state():
         with get_client(sync_client=True) as client:
-            return client.read_flow_run(orphan.id).state
+            try:
+                return client.read_flow_run(orphan.id).state
+            except ObjectNotFound:
+                return None  # deleted: Prefect's server could not cancel it without its deployment
 
-    until(lambda: orphan_state().is_final(), 300, "the orphaned run to be cancelled", interval=2)
+    until(lambda: orphan_state() is None or orphan_state().is_final(), 300, "the orphan to be recovered", interval=2)
     state = orphan_state()
-    assert state.is_cancelled() and "its deployment no longer exists" in (state.message or ""), state
+    assert state is None or (state.is_cancelled() and "its deployment no longer exists" in (state.message or "")), state
     shown = " ".join(CliRunner().invoke(app, ["status", gone], terminal_width=400).output.split())
     assert "stalled runs recovered" in shown and "its deployment no longer exists" in shown, shown
