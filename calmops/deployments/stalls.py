@@ -105,7 +105,8 @@ def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now:
         if not pipeline or "path" not in run.parameters or waited <= after:
             continue  # not a file's run (a scheduled scan), or not waiting long yet
         behind_its_pipeline = run.state.type.value == "PENDING" or run.state.name == "AwaitingConcurrencySlot"
-        if run.deployment_id is None or run.deployment_id not in deployments:
+        gone = run.deployment_id is None or run.deployment_id not in deployments
+        if gone:
             reason = "its deployment no longer exists"
         elif pipeline in busy:
             continue  # waiting its turn behind a run that is making progress
@@ -116,8 +117,7 @@ def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now:
         else:
             continue  # waiting for a free worker slot while other pipelines' runs are busy
         found.append(Stalled(pipeline, str(run.id), run.name, run.state.name, waited,
-                             f"{run.state.name} for {waited:.0f} s and {reason}",
-                             deployment_gone=reason == "its deployment no longer exists"))
+                             f"{run.state.name} for {waited:.0f} s and {reason}", deployment_gone=gone))
     return found
 
 
@@ -173,7 +173,7 @@ def recover_stalled(after: float = STALL_AFTER) -> list[Stalled]:
             _record(stalled)
         except Exception:  # noqa: BLE001 - a pipeline deleted meanwhile has no state folder to write to
             log.warning("stalled run %s of %s not counted (pipeline gone?)", stalled.run_name, stalled.pipeline)
-        log.warning("recovered a stalled run of %s: %s was %s; cancelled, its files are announced again",
+        log.warning("recovered a stalled run of %s: %s was %s; it waits no more, and its files are announced again",
                     stalled.pipeline, stalled.run_name, stalled.reason)
         done.append(stalled)
     return done
