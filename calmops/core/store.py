@@ -271,6 +271,15 @@ class Claim:
         return self.owner_host == _host() and not _process_alive(self.owner_pid, self.owner_start)
 
 
+@dataclass(frozen=True)
+class Abandoned:
+    """What a run that died while deciding a file left open: its Prefect flow run (none for a run outside
+    Prefect) and its MLflow run (none when it died before starting one)."""
+
+    flow_run_id: str | None
+    mlflow_run_id: str | None
+
+
 def arrival_time(mtime_ns: int) -> float:
     """A file's arrival as the ledger orders it: its modification time. The watcher's events and scans and the
     run itself all record this one clock (files with the same time go in the order they were recorded), so a
@@ -431,12 +440,14 @@ class Ledger:
             con.execute("UPDATE files SET mlflow_run_id=? WHERE sha256=? AND status='in_progress'",
                         (mlflow_run_id, sha256))
 
-    def orphaned_run(self, sha256: str) -> str | None:
-        """The MLflow run id of an orphaned claim on this content (None when the claim is live or absent)."""
+    def abandoned(self, sha256: str) -> Abandoned | None:
+        """What a crashed run left open on this content (None when the claim is live, finished or absent)."""
         with closing(self._connect()) as con:
             held = self._claim_of(con, sha256)
             row = con.execute("SELECT mlflow_run_id FROM files WHERE sha256=?", (sha256,)).fetchone()
-        return row[0] if held is not None and held.orphaned(self.lease) else None
+        if held is None or not held.orphaned(self.lease):
+            return None
+        return Abandoned(held.run_id or None, row[0])
 
     def finish(self, sha256: str, decision: str, status: str = "done") -> None:
         self._stop_beat(sha256)

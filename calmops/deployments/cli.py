@@ -205,10 +205,11 @@ STATUS_COLUMNS = (("pipeline", "name"), ("kind", "kind"), ("champion", "champion
 
 
 def _stack_state() -> dict[str, Any]:
-    from calmops.deployments import stack
+    from calmops.deployments import stack, stalls
 
     services = stack.status()
-    return {"up": any(s["pid"] for s in services.values()), "services": services}
+    return {"up": any(s["pid"] for s in services.values()), "services": services,
+            "worker_restarts": stalls.worker_restarts()}
 
 
 @app.command("status")
@@ -265,6 +266,11 @@ def _print_stack(state: dict[str, Any]) -> None:
         health = "healthy" if s["healthy"] else ("not answering" if s["pid"] else "stopped")
         table.add_row(service, s["url"] or "-", shown(s["pid"]), health)
     console.print(table, highlight=False)
+    restarts = state.get("worker_restarts") or {}
+    if restarts.get("count"):
+        last = restarts["last"]
+        console.print(f"worker restarts by the watcher: {restarts['count']} (last {last['at']}: {last['reason']})",
+                      highlight=False, markup=False)
 
 
 @app.command("run")

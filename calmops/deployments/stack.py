@@ -91,7 +91,9 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         env.setdefault("PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", "2")
         if settings.prefect_database_url:  # else Prefect's SQLite file under PREFECT_HOME
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
-        return [bin_path("prefect"), "server", "start", "--host", HOST, "--port", str(service.port)], env
+        # Prefect's own 'prefect server start', with its SQLite transactions taking the write lock first
+        return [sys.executable, "-m", "calmops.deployments.prefect_server", "server", "start", "--host", HOST,
+                "--port", str(service.port)], env
     if service.name == "worker":
         from calmops.deployments.deploy import work_pool_name
 

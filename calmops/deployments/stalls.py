@@ -8,7 +8,8 @@ longer than ``after`` seconds and
   (Pending), and no run of its pipeline has run in that time: nothing ahead of it makes progress (a run left
   Pending, e.g. after a worker-side 503, keeps the slot to itself), or
 * it is Scheduled or Late and no file run of any pipeline has run in that time: the worker takes nothing (a
-  run that waits for a free worker slot while other pipelines' runs are busy is not stalled).
+  run that waits for a free worker slot while other pipelines' runs are busy is not stalled). The worker
+  itself is then stuck (hung, or polling without submitting), unless the run's work queue or pool is paused.
 
 Recovery cancels the stalled run (which gives its pipeline's slot back; a run whose deployment is gone, which
 Prefect's server may refuse to cancel, is deleted), counts it in the pipeline's
@@ -20,18 +21,22 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from calmops.core.names import TAG
+from calmops.core.settings import Settings, get_settings
 from calmops.core.store import pipeline_paths, read_spec, write_atomic
 
 log = logging.getLogger("calmops.watcher")
 
 STALL_AFTER = 300.0  # seconds a run may wait to start while its pipeline does nothing
 RECORD = "recovered_runs.json"
+RESTARTS = "worker_restarts.json"
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Stalled:
     waited: float  # seconds
     reason: str
     deployment_gone: bool = False  # no worker can ever start it
+    worker_stuck: bool = False  # the worker takes nothing from a queue that is not paused
 
 
 def _waiting_since(run: Any) -> datetime:
@@ -82,20 +88,35 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
             tags=tagged, state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))), limit=200)
         ended = client.read_flow_runs(flow_run_filter=FlowRunFilter(  # the latest first: a long burst is
             tags=tagged, end_time=FlowRunFilterEndTime(after_=cutoff)), sort=FlowRunSort.END_TIME_DESC, limit=200)
+        paused = _paused_queues(client)
         wanted = list({r.deployment_id for r in queued if r.deployment_id and _waiting_since(r) < cutoff})
         existing = {d.id for d in client.read_deployments(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=wanted)))} if wanted else set()
     progress = [r for r in [*running, *ended] if "path" in r.parameters]
     return stalled_among(queued, {r.parameters.get("pipeline") for r in progress}, existing, now, after,
-                         worker_idle=not progress)
+                         worker_idle=not progress, paused=paused)
+
+
+def _paused_queues(client: Any) -> set[str] | None:
+    """Names of the paused work queues of CalmOps' pool; None when the whole pool is paused (or unknown)."""
+    from prefect.exceptions import ObjectNotFound
+
+    pool = get_settings().work_pool
+    try:
+        if client.read_work_pool(pool).is_paused:
+            return None
+        return {q.name for q in client.read_work_queues(work_pool_name=pool) if q.is_paused}
+    except ObjectNotFound:
+        return None
 
 
 def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now: datetime,
-                  after: float, *, worker_idle: bool = True) -> list[Stalled]:
+                  after: float, *, worker_idle: bool = True, paused: set[str] | None = frozenset()) -> list[Stalled]:
     """Which of the ``queued`` flow runs are stalled, given the pipelines whose file runs ran in the last
-    ``after`` seconds (``busy``), whether no file run ran at all then (``worker_idle``) and the ids of the
-    deployments that exist. A pipeline whose run was handed to a worker (Pending) less than ``after`` seconds
-    ago is busy too: the runs behind it wait their turn."""
+    ``after`` seconds (``busy``), whether no file run ran at all then (``worker_idle``), the ids of the
+    deployments that exist and the paused work queues (``None``: the pool is paused). A pipeline whose run was
+    handed to a worker (Pending) less than ``after`` seconds ago is busy too: the runs behind it wait their
+    turn."""
     busy = busy | {r.parameters.get("pipeline") for r in queued if r.state.type.value == "PENDING"
                    and (now - _waiting_since(r)).total_seconds() <= after}
     found = []
@@ -116,8 +137,11 @@ def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now:
             reason = f"no run of any pipeline has run for {after:.0f} s"
         else:
             continue  # waiting for a free worker slot while other pipelines' runs are busy
+        stuck = (worker_idle and not gone and not behind_its_pipeline and paused is not None
+                 and run.work_queue_name not in paused)
         found.append(Stalled(pipeline, str(run.id), run.name, run.state.name, waited,
-                             f"{run.state.name} for {waited:.0f} s and {reason}", deployment_gone=gone))
+                             f"{run.state.name} for {waited:.0f} s and {reason}", deployment_gone=gone,
+                             worker_stuck=stuck))
     return found
 
 
@@ -160,10 +184,55 @@ def _record(stalled: Stalled) -> None:
     write_atomic(record_file(stalled.pipeline), json.dumps({"count": int(seen.get("count", 0)) + 1, "last": last}))
 
 
+def worker_restarts(settings: Settings | None = None) -> dict[str, Any]:
+    """``{"count": n, "last": {...}}`` of the watcher's restarts of this machine's worker (count 0 when none)."""
+    try:
+        return json.loads(((settings or get_settings()).run_dir / RESTARTS).read_text())
+    except (OSError, ValueError):
+        return {"count": 0, "last": None}
+
+
+_restarted_at = -float("inf")  # monotonic time of this process's last restart of the worker
+
+
+def restart_worker(reason: str, after: float = STALL_AFTER) -> threading.Thread | None:
+    """Restart the worker of this machine's stack in the background (stop, start, wait until it polls),
+    unless it was restarted less than ``after`` seconds ago or the stack runs no worker here (a worker on
+    another host is its own supervisor's to restart). Returns the thread doing it, or None."""
+    global _restarted_at
+    from calmops.deployments import stack
+
+    settings = get_settings()
+    if time.monotonic() - _restarted_at < after or not stack.running_pid(settings, "worker"):
+        return None
+    _restarted_at = time.monotonic()
+    seen = worker_restarts(settings)
+    last = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "reason": reason}
+    write_atomic(settings.run_dir / RESTARTS, json.dumps({"count": int(seen.get("count", 0)) + 1, "last": last}))
+    log.warning("the worker takes no runs (%s): restarting it", reason)
+
+    def restart() -> None:
+        try:
+            stack.stop("worker", settings, grace=5.0)
+            stack.start("worker", settings)
+            log.info("worker restarted")
+        except Exception:
+            log.exception("could not restart the worker; run 'calmops up' to start it")
+
+    thread = threading.Thread(target=restart, name="calmops-worker-restart", daemon=True)
+    thread.start()
+    return thread
+
+
 def recover_stalled(after: float = STALL_AFTER) -> list[Stalled]:
-    """Cancel every stalled run and record it; returns them (the caller announces their pipelines' files)."""
+    """Cancel every stalled run and record it, and restart a stuck worker; returns the runs (the caller
+    announces their pipelines' files)."""
     done = []
-    for stalled in find_stalled(after):
+    found = find_stalled(after)
+    stuck = next((s for s in found if s.worker_stuck), None)
+    if stuck is not None:
+        restart_worker(stuck.reason, after)
+    for stalled in found:
         try:
             cancel(stalled)
         except Exception:

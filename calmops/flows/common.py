@@ -24,6 +24,7 @@ from calmops.core.names import Decision
 from calmops.core.registry import InputSchema
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
+    Abandoned,
     Ledger,
     PipelinePaths,
     arrival_time,
@@ -144,15 +145,42 @@ def breaker_update(spec: PipelineSpec, outcome: RunOutcome) -> str:
     return state.state
 
 
-def close_abandoned_run(mlflow_run_id: str) -> None:
-    """Mark the MLflow run of a crashed run KILLED (it stays, with whatever it logged, for the record)."""
+def close_abandoned(abandoned: Abandoned, file: str, by: str | None, log: RunLog) -> None:
+    """Close what a run that died while deciding ``file`` left open, so no UI shows it as still running: its
+    MLflow run is marked KILLED (it stays, with whatever it logged, for the record) and its Prefect flow run
+    Crashed, unless something (its worker) has ended it already. ``by`` is the flow run taking the file over."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    log.warning("%s: taking over the claim of a run that ended without finishing (flow run %s, MLflow run %s)",
+                file, abandoned.flow_run_id or "none", abandoned.mlflow_run_id or "none")
+    if abandoned.mlflow_run_id:
+        try:
+            MlflowClient().set_terminated(abandoned.mlflow_run_id, status="KILLED")
+        except MlflowException:
+            pass  # deleted meanwhile: nothing to close
+    if abandoned.flow_run_id and abandoned.flow_run_id != by:
+        _crash_flow_run(abandoned.flow_run_id, f"its process ended while deciding {file}; "
+                                               f"{'flow run ' + by if by else 'a later run'} took the file over", log)
+
+
+def _crash_flow_run(flow_run_id: str, message: str, log: RunLog) -> None:
+    from uuid import UUID
+
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
     try:
-        MlflowClient().set_terminated(mlflow_run_id, status="KILLED")
-    except MlflowException:
-        pass  # deleted meanwhile: nothing to close
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(flow_run_id))
+            if run.state is None or not run.state.is_final():
+                client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+    except (ObjectNotFound, ValueError):
+        pass  # deleted meanwhile, or a run of another server: nothing to close here
+    except httpx.HTTPError as exc:  # the decision matters more than the old run's label: say so and go on
+        log.warning("could not mark flow run %s Crashed: %s: %s", flow_run_id, type(exc).__name__, exc)
 
 
 def _duplicate_of(book: Ledger, sha256: str | None) -> dict[str, Any]:
@@ -189,7 +217,7 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
                               flow_run_id=flow_run_id, kind=spec.kind, details=_duplicate_of(book, sha256))
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest = sha256_of(path)
-    abandoned = book.orphaned_run(digest)  # the MLflow run of a crashed run that held this content
+    abandoned = book.abandoned(digest)  # what a run that died holding this content left open
     arrived = arrival_time(path.stat().st_mtime_ns)
     if not book.claim(digest, path.name, flow_run_id or "", arrived):  # done already, or a live run has it
         status = book.status(digest)
@@ -202,9 +230,7 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
     book.keep_alive(digest)
     try:
         if abandoned:
-            log.warning("%s: taking over the claim of a run that ended without finishing (MLflow run %s)",
-                        path.name, abandoned)
-            close_abandoned_run(abandoned)
+            close_abandoned(abandoned, path.name, flow_run_id, log)
         allowed, breaker_state = breaker_gate(spec)
         ctx = RunContext(spec, paths, book, path, digest, log, flow_run_id, allowed, breaker_state)
         ctx.mlflow_run_id = registry.start_run(spec.name, path.name, {

@@ -21,7 +21,7 @@ def run(pipeline: str, state: str = "Late", kind: str = "SCHEDULED", waited: flo
     since = NOW - timedelta(seconds=waited)
     return SimpleNamespace(
         id=uuid4(), name=f"stream/{pipeline}/f.csv", parameters={"pipeline": pipeline, "path": "/x/f.csv"},
-        deployment_id=deployment, created=since, expected_start_time=since,
+        deployment_id=deployment, work_queue_name="default", created=since, expected_start_time=since,
         state=SimpleNamespace(name=state, type=SimpleNamespace(value=kind),
                               timestamp=NOW - timedelta(seconds=pending_for if pending_for is not None else waited)))
 
@@ -91,3 +91,30 @@ def test_runs_waiting_behind_a_run_handed_to_the_worker_moments_ago_are_not_stal
     handed = run("a", state="Pending", kind="PENDING", waited=400, pending_for=20)
     assert stalled_among([behind, handed], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300,
                          worker_idle=False) == []
+
+
+def test_a_late_run_on_a_live_queue_while_nothing_runs_says_the_worker_is_stuck():
+    [found] = stalled_among([run("a")], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300, paused=set())
+    assert found.worker_stuck  # the watchdog restarts this machine's worker
+
+
+def test_the_worker_is_not_called_stuck_for_runs_it_must_not_take_or_that_wait_behind_their_pipeline():
+    on_paused_queue = run("a")
+    [found] = stalled_among([on_paused_queue], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300,
+                            paused={"default"})
+    assert not found.worker_stuck  # the user paused the queue: cancelled and announced again, worker left alone
+    [found] = stalled_among([run("a")], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300, paused=None)
+    assert not found.worker_stuck  # the whole pool is paused
+    for behind in (run("a", state="AwaitingConcurrencySlot"), run("a", state="Pending", kind="PENDING")):
+        [found] = stalled_among([behind], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300, paused=set())
+        assert not found.worker_stuck  # the worker took it; a run ahead holds the pipeline's slot
+    [found] = stalled_among([run("a", deployment=uuid4())], busy=set(), deployments={DEPLOYMENT}, now=NOW,
+                            after=300, paused=set())
+    assert not found.worker_stuck  # no worker can start a run whose deployment is gone
+
+
+def test_a_worker_the_stack_does_not_run_here_is_not_restarted(calmops_home):
+    from calmops.deployments.stalls import restart_worker, worker_restarts
+
+    assert restart_worker("Late for 400 s and no run of any pipeline has run for 300 s") is None
+    assert worker_restarts() == {"count": 0, "last": None}

@@ -198,3 +198,43 @@ def test_a_model_version_is_downloaded_once_per_machine(prefect_server, stream_s
     copies[0].parent.parent.rename(copies[0].parent.parent.with_name("gone"))  # no copy: download again
     again = registry.champion("sea")
     assert fetched and (again.model.predict(probe) == champion.model.predict(probe)).all()
+
+
+def test_a_claim_left_by_a_dead_run_is_taken_over_and_that_run_closed_in_prefect_and_mlflow(
+        prefect_server, stream_spec):
+    """A run killed while deciding a file (kill -9, out of memory) can close nothing itself: its flow run would
+    show Running in the Prefect UI for ever and its MLflow run RUNNING. The run that takes its claim over closes
+    both; the file is then decided once."""
+    import sqlite3
+    import subprocess
+
+    from mlflow import MlflowClient
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    @flow(name="calmops-killed-run")
+    def killed() -> None: ...
+
+    data = write_csv(sea_frame(600, 8.0, seed=7), incoming("sea"), "k.csv")
+    sha = digest(data)
+    with get_client(sync_client=True) as client:
+        dead_flow_run = client.create_flow_run(killed, state=Running())
+    dead_mlflow_run = registry.start_run("sea", "k.csv", {"calmops.file": "k.csv"})
+    book = ledger(pipeline_paths(read_spec("sea")))
+    assert book.claim(sha, "k.csv", str(dead_flow_run.id))
+    book.attach_run(sha, dead_mlflow_run)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with sqlite3.connect(book.path) as con:  # its owner is a process that has ended
+        con.execute("UPDATE files SET owner_pid=?, owner_start=NULL WHERE sha256=?", (gone.pid, sha))
+
+    outcome = run("sea", data)
+
+    assert outcome["decision"] == "train"
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(dead_flow_run.id).state
+    assert state.is_crashed(), state
+    assert "ended while deciding k.csv" in state.message and outcome["flow_run_id"] in state.message
+    assert MlflowClient().get_run(dead_mlflow_run).info.status == "KILLED"
+    assert [e["status"] for e in book.entries()] == ["done"]

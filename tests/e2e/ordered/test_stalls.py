@@ -102,3 +102,39 @@ def test_a_run_whose_deployment_was_deleted_is_cancelled_and_the_worker_goes_on_
     assert state is None or (state.is_cancelled() and "its deployment no longer exists" in (state.message or "")), state
     shown = " ".join(CliRunner().invoke(app, ["status", gone], terminal_width=400).output.split())
     assert "stalled runs recovered" in shown and "its deployment no longer exists" in shown, shown
+
+
+def test_a_worker_that_takes_no_runs_is_restarted_and_the_file_is_decided_once(live):
+    """The worker hangs (frozen here with SIGSTOP; a worker that polls and never submits looks the same from
+    Prefect's side): the file's run waits Late while nothing runs. The watchdog cancels the run, restarts this
+    machine's worker and announces the file again; the new worker decides it once, and ``calmops status``
+    counts the restart with its reason."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    from calmops.core.settings import get_settings
+    from calmops.core.store import ledger, pipeline_paths, read_spec, save_spec, spec_from_dict
+    from calmops.deployments import stack
+    from calmops.deployments.cli import app
+    from calmops.deployments.deploy import deploy_pipeline
+
+    name = "stall-worker"
+    save_spec(spec_from_dict({**STREAM_SPEC, "name": name}), create=True)
+    deploy_pipeline(name)
+    paths = pipeline_paths(read_spec(name)).ensure()
+    settings = get_settings()
+    hung = stack.running_pid(settings, "worker")
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        sea_frame(600, 8, seed=902).to_csv(paths.incoming / "h.csv", index=False)
+        until(lambda: any(e["file"] == "h.csv" and e["status"] == "done" for e in ledger(paths).entries()), 420,
+              "h.csv to be decided by a restarted worker", interval=2)
+    finally:
+        if stack.running_pid(settings, "worker") == hung:
+            os.kill(hung, signal.SIGCONT)  # the package's other tests need a worker
+    assert stack.running_pid(settings, "worker") not in (None, hung)
+    assert [e["status"] for e in ledger(paths).entries() if e["file"] == "h.csv"] == ["done"]
+    assert "restarting it" in stack.log_file(settings, "watcher").read_text()
+    shown = " ".join(CliRunner().invoke(app, ["status"], terminal_width=400).output.split())
+    assert "worker restarts by the watcher: 1" in shown and "no run of any pipeline has run for 60 s" in shown, shown

@@ -1,0 +1,70 @@
+"""Prefect's server on SQLite takes the write lock at the start of its transactions (stack-started servers).
+
+A DEFERRED transaction that read before another connection wrote cannot write any more: SQLite answers
+"database is locked" at once. Through ``calmops.deployments.prefect_server`` the server's transactions begin
+IMMEDIATE, so a second writer waits its turn instead; this checks it on Prefect's own SQLite configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+from sqlalchemy import text
+
+
+def _writer_blocked_while_a_transaction_reads(db_path) -> bool:
+    """Open one of Prefect's transactions, read only, and ask another connection for the write lock."""
+    from prefect.server.database.configurations import AioSqliteConfiguration
+
+    async def go() -> bool:
+        config = AioSqliteConfiguration(connection_url=f"sqlite+aiosqlite:///{db_path}")
+        engine = await config.engine()
+        try:
+            async with await config.session(engine) as session, config.begin_transaction(session):
+                await session.execute(text("SELECT count(*) FROM t"))
+                other = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+                try:
+                    other.execute("BEGIN IMMEDIATE")
+                    other.execute("ROLLBACK")
+                    return False
+                except sqlite3.OperationalError as exc:
+                    assert "locked" in str(exc)
+                    return True
+                finally:
+                    other.close()
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    path = tmp_path / "prefect.db"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE t (x)")
+    return path
+
+
+def test_prefects_own_sqlite_transactions_are_deferred(db_path):
+    assert not _writer_blocked_while_a_transaction_reads(db_path)  # what the stack's server no longer does
+
+
+def test_started_through_calmops_every_transaction_takes_the_write_lock_first(db_path, monkeypatch):
+    from prefect.server.database.configurations import AioSqliteConfiguration
+
+    from calmops.deployments.prefect_server import take_sqlite_writes_in_turn
+
+    monkeypatch.setattr(AioSqliteConfiguration, "begin_transaction", AioSqliteConfiguration.begin_transaction)
+    assert take_sqlite_writes_in_turn()
+    assert take_sqlite_writes_in_turn()  # idempotent: not wrapped twice
+    assert _writer_blocked_while_a_transaction_reads(db_path)
+
+
+def test_the_stack_starts_prefect_through_it(calmops_home):
+    from calmops.deployments import stack
+
+    cmd, _ = stack.command(stack.services()["prefect"], stack.get_settings())
+    assert cmd[1:5] == ["-m", "calmops.deployments.prefect_server", "server", "start"]
