@@ -3,7 +3,7 @@ in-process, in the same run.
 
 Starts the real local stack (``calmops up`` on free ports, a temporary CALMOPS_HOME), creates stream
 pipelines, drops files the way a producer does (temporary name, then rename) and measures the time until the
-pipeline's ledger says the file is done. For each file it also reads the flow run from the Prefect API to say
+pipeline's ledger says the file is done, and counts the "database is locked" errors in the services' logs. For each file it also reads the flow run from the Prefect API to say
 where the time goes: drop → flow run created (watcher, event, automation), created → started (worker pick-up,
 process start: a fork of the warm runner), started → finished (the flow itself).
 
@@ -123,6 +123,7 @@ def main() -> None:
         took = time.time() - t0
         results["burst"] = {"files": args.burst, "pipelines": len(names), "seconds": round(took, 1),
                             "files_per_s": round(args.burst / took, 3)}
+        results["burst"]["database_locked"] = locked(home / "logs")
         print(f"burst: {results['burst']}", file=sys.stderr)
         results["breakdown_1000"] = breakdown(drops, "seq-1000-")
         # the same 1k and 100k files through the flow called in-process (same servers)
@@ -145,6 +146,14 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     (out / "stack_latency.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
+
+
+def locked(logs: Path) -> dict[str, int]:
+    """Errors of Prefect's SQLite database in the services' logs so far: 'database is locked' tracebacks (one
+    per failed statement) and the server's failed state validations."""
+    text = "".join(p.read_text(errors="replace") for p in logs.glob("*.log"))
+    return {"tracebacks": text.count("sqlite3.OperationalError) database is locked"),
+            "failed_state_validations": text.count("Encountered error during state validation")}
 
 
 def _sha(df: pd.DataFrame) -> str:

@@ -33,6 +33,11 @@ def test_demo_runs_to_the_end_and_reports_drift_and_promotions(tmp_path):
     assert summary["demo-agrawal"]["drift"] >= 1
     assert summary["demo-ipip"]["promotions"] == 4  # IPIP updates on every batch
     assert "demo summary" in done.stdout
+    # Prefect's SQLite database refused no write while the demo ran (the stack's server takes them in turn)
+    refused = [f"{log.name}: {line}" for log in (home / "logs").glob("*.log")
+               for line in log.read_text(errors="replace").splitlines()
+               if "database is locked" in line or "Encountered error during state validation" in line]
+    assert refused == [], refused[:5]
     # the stack was stopped: no pid file points at a live process
     for pid_file in (home / "run").glob("*.pid"):
         pid = int(pid_file.read_text() or 0)
