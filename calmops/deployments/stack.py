@@ -66,7 +66,6 @@ def _client_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
     all_services = services()
     if running_pid(settings, "prefect") and healthy(all_services["prefect"]):
         env["PREFECT_API_URL"] = all_services["prefect"].url + "/api"
-        env.setdefault("PREFECT_API_SSL_CERT_FILE", str(loopback_ca_file(settings)))
     elif not env.get("PREFECT_API_URL"):  # a server elsewhere (another host, a container) is named explicitly
         raise RuntimeError("the Prefect server is not running; start it first ('calmops up'), "
                            "or set PREFECT_API_URL to a running one")
@@ -79,26 +78,6 @@ def _client_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
     env["CALMOPS_RUN_DIR"] = str(settings.run_dir)  # (where calmops.toml is not found) and the warm client
     env.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "2")  # Prefect's default: fewer writes to its database
     return env
-
-
-def loopback_ca_file(settings: Settings) -> Path:
-    """A one-certificate CA bundle for the clients of the stack's own Prefect API, which is plain HTTP.
-
-    Every Prefect client builds a TLS context from a CA bundle whether or not it speaks TLS, and a flow run makes
-    about ten clients: with certifi's full bundle (some 150 certificates) each costs 30-40 ms, with one
-    certificate under 1 ms. The file holds the first certificate of certifi's bundle: never used over plain
-    HTTP, and were a TLS connection ever made with it, verification would fail rather than pass."""
-    path = settings.run_dir / "loopback-ca.pem"
-    if not path.exists():
-        import certifi
-
-        from calmops.core.store import write_atomic
-
-        bundle = Path(certifi.where()).read_text()
-        end = "-----END CERTIFICATE-----"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, bundle[bundle.index("-----BEGIN CERTIFICATE-----"):bundle.index(end) + len(end)] + "\n")
-    return path
 
 
 def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, str]]:

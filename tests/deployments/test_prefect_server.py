@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -69,20 +68,3 @@ def test_the_stack_starts_prefect_through_it(calmops_home):
 
     cmd, _ = stack.command(stack.services()["prefect"], stack.get_settings())
     assert cmd[1:5] == ["-m", "calmops.deployments.prefect_server", "server", "start"]
-
-
-def test_clients_of_the_stacks_plain_http_api_load_one_certificate_not_certifis_bundle(calmops_home):
-    """Each Prefect client builds a TLS context from a CA file even for http://; the stack's services and flow
-    runs get a one-certificate file (the first of certifi's bundle); bench/stack_latency.py measures the gain."""
-    import ssl
-
-    import certifi
-
-    from calmops.core.settings import get_settings
-    from calmops.deployments import stack
-
-    path = stack.loopback_ca_file(get_settings())
-    assert stack.loopback_ca_file(get_settings()) == path  # made once
-    assert path.read_text().count("BEGIN CERTIFICATE") == 1
-    assert path.read_text() in Path(certifi.where()).read_text()  # a real CA certificate, not a made-up one
-    ssl.create_default_context(cafile=str(path))  # a valid bundle: Prefect's clients accept it
