@@ -98,7 +98,7 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         from calmops.deployments.deploy import work_pool_name
 
         env = _client_env(env, settings)
-        env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")  # Prefect polls every 10 s by default; each poll writes
+        env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "0.5")  # Prefect polls every 10 s by default; each poll writes
         cmd = [bin_path("prefect"), "worker", "start", "--pool", work_pool_name(), "--type", "process",
                "--name", f"calmops-{socket.gethostname()}-{os.getpid()}"]
         # bounded: beyond the cores, more runs at once only slow each other down, and a burst of files would
