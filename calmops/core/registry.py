@@ -104,8 +104,10 @@ def ensure_experiment(pipeline: str, settings: Settings | None = None) -> str:
         location = (settings.home / "mlflow" / "artifacts" / pipeline).as_uri()
     try:
         return client.create_experiment(name, artifact_location=location, tags={"calmops.pipeline": pipeline})
-    except MlflowException:  # created meanwhile by a concurrent run
-        return client.get_experiment_by_name(name).experiment_id
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise  # the server's own error (unreachable, refusing): say it, not a missing experiment
+        return client.get_experiment_by_name(name).experiment_id  # created meanwhile by a concurrent run
 
 
 # -- schema of a model's input -------------------------------------------------------------
