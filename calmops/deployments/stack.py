@@ -95,11 +95,9 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         return [sys.executable, "-m", "calmops.deployments.prefect_server", "server", "start", "--host", HOST,
                 "--port", str(service.port)], env
     if service.name == "worker":
-        from calmops.deployments.deploy import work_pool_name
-
         env = _client_env(env, settings)
         env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "0.5")  # Prefect polls every 10 s by default; each poll writes
-        cmd = [bin_path("prefect"), "worker", "start", "--pool", work_pool_name(), "--type", "process",
+        cmd = [bin_path("prefect"), "worker", "start", "--pool", settings.work_pool, "--type", "process",
                "--name", f"calmops-{socket.gethostname()}-{os.getpid()}"]
         # bounded: beyond the cores, more runs at once only slow each other down, and a burst of files would
         # have the worker propose hundreds of queued runs to the server every second
