@@ -231,8 +231,7 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
         for label, key in STATUS_FIELDS:
             value = shown(data[key], "v") if key in ("champion_version", "aliases") else shown(data[key])
             if key == "runs_recovered":
-                last = data[key].get("last") or {}
-                value = f"{data[key].get('count', 0)}" + (f" (last {last['at']}: {last['reason']})" if last else "")
+                value = _count_text(data[key])
             table.add_row(label, value)
         console.print(table, highlight=False)
         return
@@ -268,9 +267,13 @@ def _print_stack(state: dict[str, Any]) -> None:
     console.print(table, highlight=False)
     restarts = state.get("worker_restarts") or {}
     if restarts.get("count"):
-        last = restarts["last"]
-        console.print(f"worker restarts by the watcher: {restarts['count']} (last {last['at']}: {last['reason']})",
-                      highlight=False, markup=False)
+        console.print(f"worker restarts by the watcher: {_count_text(restarts)}", highlight=False, markup=False)
+
+
+def _count_text(record: dict[str, Any]) -> str:
+    """A count record of the watchdog (see calmops.deployments.stalls) as 'N (last AT: REASON)'."""
+    last = record.get("last") or {}
+    return f"{record.get('count', 0)}" + (f" (last {last['at']}: {last['reason']})" if last else "")
 
 
 @app.command("run")

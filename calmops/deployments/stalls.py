@@ -169,27 +169,32 @@ def record_file(pipeline: str) -> Path:
     return pipeline_paths(read_spec(pipeline)).state / RECORD
 
 
-def recovered(pipeline: str) -> dict[str, Any]:
-    """``{"count": n, "last": {...}}`` of a pipeline's recovered runs (count 0 when none)."""
+def _read_count(path: Path) -> dict[str, Any]:
+    """A count record, ``{"count": n, "last": {...}}`` (count 0 when there is none yet)."""
     try:
-        return json.loads(record_file(pipeline).read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return {"count": 0, "last": None}
 
 
+def _add_count(path: Path, **last: Any) -> None:
+    """One more in the count record at ``path``, with ``last`` (stamped with the time) as the latest."""
+    last = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **last}
+    write_atomic(path, json.dumps({"count": int(_read_count(path).get("count", 0)) + 1, "last": last}))
+
+
+def recovered(pipeline: str) -> dict[str, Any]:
+    """``{"count": n, "last": {...}}`` of a pipeline's recovered runs (count 0 when none)."""
+    return _read_count(record_file(pipeline))
+
+
 def _record(stalled: Stalled) -> None:
-    seen = recovered(stalled.pipeline)
-    last = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "run": stalled.run_name,
-            "run_id": stalled.run_id, "reason": stalled.reason}
-    write_atomic(record_file(stalled.pipeline), json.dumps({"count": int(seen.get("count", 0)) + 1, "last": last}))
+    _add_count(record_file(stalled.pipeline), run=stalled.run_name, run_id=stalled.run_id, reason=stalled.reason)
 
 
 def worker_restarts(settings: Settings | None = None) -> dict[str, Any]:
     """``{"count": n, "last": {...}}`` of the watcher's restarts of this machine's worker (count 0 when none)."""
-    try:
-        return json.loads(((settings or get_settings()).run_dir / RESTARTS).read_text())
-    except (OSError, ValueError):
-        return {"count": 0, "last": None}
+    return _read_count((settings or get_settings()).run_dir / RESTARTS)
 
 
 _restarted_at = -float("inf")  # monotonic time of this process's last restart of the worker
@@ -206,9 +211,7 @@ def restart_worker(reason: str, after: float = STALL_AFTER) -> threading.Thread 
     if time.monotonic() - _restarted_at < after or not stack.running_pid(settings, "worker"):
         return None
     _restarted_at = time.monotonic()
-    seen = worker_restarts(settings)
-    last = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "reason": reason}
-    write_atomic(settings.run_dir / RESTARTS, json.dumps({"count": int(seen.get("count", 0)) + 1, "last": last}))
+    _add_count(settings.run_dir / RESTARTS, reason=reason)
     log.warning("the worker takes no runs (%s): restarting it", reason)
 
     def restart() -> None:
