@@ -52,7 +52,7 @@ def plain_steps(pipeline: str, path: Path) -> str:
         sha256_of,
     )
     from calmops.flows.common import RunContext, reference_frame, register
-    from calmops.tasks.drift import check_drift
+    from calmops.tasks.drift import DriftInput, check_drift
     from calmops.tasks.evaluate import evaluate_models, holdout_split, primary_metric, seed_from
     from calmops.tasks.ingest import ingest
     from calmops.tasks.predict import predict
@@ -72,7 +72,7 @@ def plain_steps(pipeline: str, path: Path) -> str:
     task = champion.schema.task
     metric = primary_metric(spec, task)
     now = evaluate_models.fn({"champion": champion.model}, batch.X, batch.y, task)["champion"]
-    verdict = check_drift.fn(champion, batch.X, batch.y, spec, task, metric, now, paths.state)
+    verdict = check_drift.fn(DriftInput(champion, batch.X, batch.y, spec, task, metric, now, paths.state, sha))
     append_history(paths, reference_frame(batch.X, batch.y, spec.target), sha, 50)
     split = holdout_split(batch.y, spec, task, seed_from(sha))
     reference = registry.load_reference(pipeline, champion.version)
@@ -86,7 +86,7 @@ def plain_steps(pipeline: str, path: Path) -> str:
     predict.fn(registry.champion(pipeline).model, batch.X, version, paths.predictions, path.name)
     outcome = RunOutcome(pipeline, path.name, sha, "retrain_promoted" if decision.promote else "retrain_rejected",
                          decision.reason, mlflow_run_id=run_id)
-    record_run.fn(outcome, verdict.to_dict(), {"file": path.name})
+    record_run.fn(outcome, verdict, {"file": path.name})
     book.finish(sha, outcome.decision)
     move_to_processed(paths, path, sha)
     return outcome.decision

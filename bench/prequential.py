@@ -26,7 +26,8 @@ import pandas as pd
 from calmops.core.registry import Champion, InputSchema
 from calmops.core.spec import RetrainSpec, parse_spec
 from calmops.generators import DriftSpec, synthetic
-from calmops.tasks.drift import build_profile, check_drift
+from calmops.tasks.drift import DriftInput, check_drift
+from calmops.tasks.drift.data import build_profile
 from calmops.tasks.evaluate import holdout_split, score, seed_from
 from calmops.tasks.promote import decide
 from calmops.tasks.retrain import fit_new, train_challenger
@@ -90,7 +91,8 @@ def calmops_run(files, mode: str, retrain_on: str, never: bool, state_dir: Path)
         accs.append(now["accuracy"])
         if never:
             continue
-        verdict = check_drift.fn(champion, X, y, spec, "classification", "accuracy", now, state_dir, batch_id=f"f{i}")
+        verdict = check_drift.fn(DriftInput(champion, X, y, spec, "classification", "accuracy", now, state_dir,
+                                           batch_id=f"f{i}"))
         if verdict.drift_detected or retrain_on == "always":
             retrained.append(i)
             split = holdout_split(y, spec, "classification", seed_from(str(i)))

@@ -34,7 +34,9 @@ import pandas as pd
 from calmops.core.features import coerce_features
 from calmops.core.registry import Champion, InputSchema
 from calmops.core.spec import parse_spec
-from calmops.tasks.drift import build_profile, check_drift, warm_start_concept
+from calmops.tasks.drift import DriftInput, check_drift
+from calmops.tasks.drift.concept import warm_start_concept
+from calmops.tasks.drift.data import build_profile
 from calmops.tasks.evaluate import holdout_split, score, seed_from
 from calmops.tasks.promote import compare_on_holdout, decide, decide_refresh, refresh_due
 from calmops.tasks.retrain import fit_new, modes_to_try, refit, retrain_auto, train_challenger
@@ -126,7 +128,7 @@ def calmops_run(files: list[pd.DataFrame], task: str, state_dir: Path, mode: str
         X, y = xy(f)
         scorer.add(y, champion.model.predict(X))
         now = score(champion.model, X, y, task)
-        verdict = check_drift.fn(champion, X, y, spec, task, metric, now, state_dir, batch_id=f"f{i}")
+        verdict = check_drift.fn(DriftInput(champion, X, y, spec, task, metric, now, state_dir, batch_id=f"f{i}"))
         rows_now = sum(len(h) for _, h in history) + len(X)
         refresh = not verdict.drift_detected and refresh_due(rows_now, rows_then, spec.retrain.refresh_growth)
         if verdict.drift_detected or refresh:
@@ -157,7 +159,7 @@ def calmops_run(files: list[pd.DataFrame], task: str, state_dir: Path, mode: str
                     rows_then = rows_now
                     won = True
                     break
-            if not won and verdict.concept.get("alarm"):
+            if not won and verdict.concept and verdict.concept.alarm:
                 warm_start_concept(state_dir, champion.version, champion.model, X, y, task, spec,
                                    champion.scores_at_promotion.get("rmse"))
         history = [*history, (f"f{i}", X.assign(y=y.to_numpy()))][-spec.retrain.history_max_batches:]

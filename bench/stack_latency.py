@@ -151,9 +151,11 @@ def main() -> None:
 def locked(logs: Path) -> dict[str, int]:
     """Errors of Prefect's SQLite database in the services' logs so far: 'database is locked' tracebacks (one
     per failed statement) and the server's failed state validations."""
-    text = "".join(p.read_text(errors="replace") for p in logs.glob("*.log"))
-    return {"tracebacks": text.count("sqlite3.OperationalError) database is locked"),
-            "failed_state_validations": text.count("Encountered error during state validation")}
+    from calmops.deployments.prefect_server import database_refusals
+
+    refused = database_refusals(logs)
+    return {"tracebacks": sum("sqlite3.OperationalError) database is locked" in line for line in refused),
+            "failed_state_validations": sum("Encountered error during state validation" in line for line in refused)}
 
 
 def _sha(df: pd.DataFrame) -> str:

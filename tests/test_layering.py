@@ -3,10 +3,13 @@ module that imports upward (so a green run means something)."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,46 @@ def test_an_import_against_the_layers_breaks_the_contract(tmp_path, module, sour
     result = _lint(tree)
     assert result.returncode != 0
     assert broken in " ".join(result.stdout.split())
+
+
+def _imports_of_own_modules() -> tuple[int, Counter]:
+    """Imports of the package's own modules (one per ``from calmops… import`` statement, one per name of an
+    ``import calmops…``): how many sit at module level, and how many inside functions per module path."""
+    at_top, inside = 0, Counter()
+    for path in sorted((ROOT / "calmops").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else ["calmops"]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            own = sum(1 for name in names if name == "calmops" or name.startswith("calmops."))
+            scope = parents.get(node)
+            while scope is not None and not isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                scope = parents.get(scope)
+            if scope is None:
+                at_top += own
+            elif own:
+                inside[path.relative_to(ROOT / "calmops").as_posix()] += own
+    return at_top, inside
+
+
+def test_the_architecture_page_counts_the_imports_inside_functions_and_says_why():
+    """docs/architecture.md states how many imports sit inside functions and lists every module that has them,
+    with its count and a reason: a new function-level import must be added there (or moved to the top)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    at_top, inside = _imports_of_own_modules()
+    said = re.search(r"Of the (\d+) imports between the package's own modules, (\d+) are at module level; the "
+                     r"(\d+) inside functions", text)
+    assert said, "docs/architecture.md lost its sentence on import counts"
+    assert tuple(map(int, said.groups())) == (at_top + sum(inside.values()), at_top, sum(inside.values()))
+    rows = re.findall(r"^\| ((?:`[^`]+`,? ?)+) \| (\d+) \| [^|]+ \|$", text, flags=re.MULTILINE)
+    listed = {}
+    for modules, count in rows:
+        names = re.findall(r"`([^`]+)`", modules)
+        assert sum(inside[n] for n in names) == int(count), f"{names}: {[inside[n] for n in names]} vs {count}"
+        listed.update(dict.fromkeys(names))
+    assert set(listed) == set(inside), f"not listed: {set(inside) - set(listed)}; no longer: {set(listed) - set(inside)}"

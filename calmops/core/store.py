@@ -30,7 +30,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from calmops.core.settings import Settings, get_settings
 from calmops.core.spec import NAME_PATTERN, PipelineSpec, check_spec, load_spec, parse_spec, resolve_paths
@@ -173,6 +173,22 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def read_champion_state(path: Path, champion_version: int, **match: Any) -> dict | None:
+    """A pipeline state file (``state/*.json``) when it belongs to ``champion_version`` and its other keys equal
+    ``match``, else None: state kept for one champion (a score trail, detector state) starts afresh with the
+    next one."""
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    wanted = {"champion_version": champion_version, **match}
+    return saved if all(saved.get(k) == v for k, v in wanted.items()) else None
+
+
+def write_champion_state(path: Path, champion_version: int, **fields: Any) -> None:
+    """Write a state file of ``champion_version`` atomically (see :func:`read_champion_state`)."""
+    write_atomic(path, json.dumps({"champion_version": champion_version, **fields}))
+
+
 def save_spec(spec: PipelineSpec, *, create: bool, settings: Settings | None = None,
               base: str | Path | None = None) -> PipelinePaths:
     """Check the spec, write it with absolute paths, and record the change (time and diff) in its history.
@@ -259,6 +275,7 @@ class Claim:
     owner_start: str | None
     heartbeat: float | None
     run_id: str | None
+    mlflow_run_id: str | None = None  # the MLflow run it opened, closed as KILLED when the claim is orphaned
 
     def orphaned(self, lease: float, now: float | None = None) -> bool:
         """An ``in_progress`` claim whose owner is gone: on this host its process has ended; on any host its
@@ -345,7 +362,7 @@ class Ledger:
 
     def _claim_of(self, con: sqlite3.Connection, sha256: str) -> Claim | None:
         row = con.execute("SELECT status, owner_host, owner_pid, owner_start, COALESCE(heartbeat, claimed_at), "
-                          "run_id FROM files WHERE sha256=?", (sha256,)).fetchone()
+                          "run_id, mlflow_run_id FROM files WHERE sha256=?", (sha256,)).fetchone()
         return Claim(*row) if row else None
 
     def claim(self, sha256: str, file: str, run_id: str = "", arrived: float | None = None) -> bool:
@@ -444,10 +461,9 @@ class Ledger:
         """What a crashed run left open on this content (None when the claim is live, finished or absent)."""
         with closing(self._connect()) as con:
             held = self._claim_of(con, sha256)
-            row = con.execute("SELECT mlflow_run_id FROM files WHERE sha256=?", (sha256,)).fetchone()
         if held is None or not held.orphaned(self.lease):
             return None
-        return Abandoned(held.run_id or None, row[0])
+        return Abandoned(held.run_id or None, held.mlflow_run_id)
 
     def finish(self, sha256: str, decision: str, status: str = "done") -> None:
         self._stop_beat(sha256)

@@ -30,6 +30,7 @@ import pandas as pd
 
 from calmops.core.kinds import KINDS
 from calmops.core.names import Decision
+from calmops.core.verdict import DecaySignal, DriftVerdict
 
 EXPERIMENT_PREFIX = "calmops/"
 PIPELINE_TAG = "calmops.pipeline"
@@ -571,12 +572,12 @@ def status_text(status: Any) -> str:
     return str(status)
 
 
-def concept_frame(verdicts: dict[str, dict | None], labels: dict[str, str]) -> pd.DataFrame:
+def concept_frame(verdicts: dict[str, DriftVerdict | None], labels: dict[str, str]) -> pd.DataFrame:
     """Concept-drift detectors per run: alarm (0/1), first alarm index and status."""
     rows = []
     for run_id, label in labels.items():
-        concept = (verdicts.get(run_id) or {}).get("concept") or {}
-        for name, d in (concept.get("detectors") or {}).items():
+        concept = getattr(verdicts.get(run_id), "concept", None)
+        for name, d in (concept.detectors if concept else {}).items():
             d = d or {}
             rows.append({"run": label, "detector": name, "alarm": int(bool(d.get("alarm"))),
                          "first_alarm_index": d.get("first_alarm_index"),
@@ -584,18 +585,19 @@ def concept_frame(verdicts: dict[str, dict | None], labels: dict[str, str]) -> p
     return pd.DataFrame(rows, columns=["run", "detector", "alarm", "first_alarm_index", "status"])
 
 
-def performance_frame(verdicts: dict[str, dict | None], labels: dict[str, str]) -> pd.DataFrame:
+def performance_frame(verdicts: dict[str, DriftVerdict | None], labels: dict[str, str]) -> pd.DataFrame:
     """The champion's score per run against its score at promotion, and the decay test over its files."""
     rows = []
     for run_id, label in labels.items():
-        verdict = verdicts.get(run_id) or {}
-        perf, decay = verdict.get("performance") or {}, verdict.get("decay") or {}
+        verdict = verdicts.get(run_id)
+        perf = verdict.performance if verdict else None
         if perf:
-            rows.append({"run": label, **{k: perf.get(k) for k in ("metric", "now", "at_promotion", "relative_drop",
-                                                                  "tolerance", "drift")},
-                         "threshold_failures": "; ".join(perf.get("threshold_failures") or []),
-                         "decay_files": decay.get("files"), "decay_p_value": decay.get("p_value"),
-                         "decay_decline": decay.get("relative_decline"), "decay": decay.get("alarm")})
+            decay = verdict.decay or DecaySignal()
+            rows.append({"run": label, "metric": perf.metric, "now": perf.now, "at_promotion": perf.at_promotion,
+                         "relative_drop": perf.relative_drop, "tolerance": perf.tolerance, "drift": perf.drift,
+                         "threshold_failures": "; ".join(perf.threshold_failures),
+                         "decay_files": decay.files, "decay_p_value": decay.p_value,
+                         "decay_decline": decay.relative_decline, "decay": decay.alarm})
     return pd.DataFrame(rows, columns=["run", "metric", "now", "at_promotion", "relative_drop", "tolerance", "drift",
                                        "threshold_failures", "decay_files", "decay_p_value", "decay_decline",
                                        "decay"])

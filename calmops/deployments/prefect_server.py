@@ -18,9 +18,21 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("calmops.prefect_server")
+
+# what a service's log says when Prefect's database refused a statement (a traceback, or a state not recorded)
+DATABASE_REFUSALS = ("database is locked", "Encountered error during state validation")
+
+
+def database_refusals(logs: Path) -> list[str]:
+    """Every line of the service logs in ``logs`` (``*.log``) that says Prefect's database refused a statement,
+    as ``<log name>: <line>``: none is expected from the local stack, under load or not."""
+    return [f"{log.name}: {line}" for log in sorted(logs.glob("*.log"))
+            for line in log.read_text(errors="replace").splitlines()
+            if any(marker in line for marker in DATABASE_REFUSALS)]
 
 
 def take_sqlite_writes_in_turn() -> bool:

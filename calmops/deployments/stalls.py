@@ -127,6 +127,7 @@ def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now:
             continue  # not a file's run (a scheduled scan), or not waiting long yet
         behind_its_pipeline = run.state.type.value == "PENDING" or run.state.name == "AwaitingConcurrencySlot"
         gone = run.deployment_id is None or run.deployment_id not in deployments
+        stuck = False  # the worker takes nothing from a queue it could take from
         if gone:
             reason = "its deployment no longer exists"
         elif pipeline in busy:
@@ -135,10 +136,9 @@ def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now:
             reason = f"no run of {pipeline} has run for {after:.0f} s"
         elif worker_idle:
             reason = f"no run of any pipeline has run for {after:.0f} s"
+            stuck = paused is not None and run.work_queue_name not in paused
         else:
             continue  # waiting for a free worker slot while other pipelines' runs are busy
-        stuck = (worker_idle and not gone and not behind_its_pipeline and paused is not None
-                 and run.work_queue_name not in paused)
         found.append(Stalled(pipeline, str(run.id), run.name, run.state.name, waited,
                              f"{run.state.name} for {waited:.0f} s and {reason}", deployment_gone=gone,
                              worker_stuck=stuck))

@@ -9,6 +9,7 @@ and the challenger is promoted by the stream kind's rule plus per-block approval
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -18,6 +19,7 @@ from calmops.core import registry
 from calmops.core.kinds import KINDS
 from calmops.core.metrics import threshold_failures
 from calmops.core.store import append_history
+from calmops.core.verdict import BlockDrift, DriftVerdict
 from calmops.flows.common import (
     RunContext,
     champion_check,
@@ -32,7 +34,7 @@ from calmops.flows.common import (
     write_predictions_of,
 )
 from calmops.tasks import blocks as B
-from calmops.tasks.drift import warm_start_concept
+from calmops.tasks.drift.concept import warm_start_concept
 from calmops.tasks.evaluate import evaluate_models, primary_metric, seed_from, task_of
 from calmops.tasks.ingest import Batch
 from calmops.tasks.promote import compare_on_holdout, decide, promote_challenger
@@ -123,27 +125,25 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
                    spec.retrain.history_max_batches)
     B.log_metrics(ctx.mlflow_run_id, B.mlflow_block_metrics(monitoring))
 
-    drifted = [b.name for b in blocks if vs_reference[b.name]["report"].drift_detected
-               or (performance[b.name] or {}).get("drift")]
+    by_block = {n: replace(d, performance=performance.get(n)) for n, d in vs_reference.items()}
+    drifted = [b.name for b in blocks if by_block[b.name].drift]
     reasons = list(verdict.reasons) + ([f"block drift in {', '.join(drifted)}"] if drifted else [])
     drift_reason = "; ".join(reasons) if reasons else "no drift signal in the file or any block"
-    drift_dict = {**verdict.to_dict(), "drift_detected": bool(reasons),
-                  "blocks": {n: {"reference": v["reference"], "alpha": v["alpha"], "report": v["report"].to_dict(),
-                                 "performance": performance[n]} for n, v in vs_reference.items()}}
+    verdict = replace(verdict, blocks=by_block, drift_detected=bool(reasons))
     details = {"drift_matrix": matrix, "drifted_blocks": drifted, "unseen": settings.unseen}
-    common = {"drift_detected": bool(reasons), "drifted_features": _drifted_features(verdict, vs_reference),
+    common = {"drift_detected": bool(reasons), "drifted_features": _drifted_features(verdict),
               "rows": batch.n_rows}
 
     def block_details(eval_names=(), per_eval=None, approval=None, retrained=()):
-        return _block_details(blocks, list(eval_names), vs_reference, monitoring, per_eval or {}, approval or {},
-                              retrained=list(retrained), performance=performance)
+        return _block_details(blocks, list(eval_names), by_block, monitoring, per_eval or {}, approval or {},
+                              retrained=list(retrained))
 
     if not reasons and spec.retrain.retrain_on != "always":
         out = write_batch_predictions(ctx, batch, champion)
         outcome = ctx.outcome("no_drift", drift_reason, champion_version=champion.version,
                               metrics={"champion": now}, predictions_file=str(out),
                               details={**details, "blocks": block_details()}, **common)
-        return finish(ctx, outcome, drift_dict)
+        return finish(ctx, outcome, verdict)
 
     split, eval_names, how = B.evaluation_split(blocks, settings, batch.y, spec, task,
                                                 seed_from(batch.sha256, spec.seed))
@@ -204,7 +204,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
                               champion_version=version, challenger_version=version,
                               metrics={**scores, "serving_full_batch": now},
                               retrain_mode="blocks", predictions_file=str(out), details=details, **common)
-        return finish(ctx, outcome, drift_dict)
+        return finish(ctx, outcome, verdict)
     ctx.log.info("challenger v%s (blocks %s) rejected: %s", version, retrained, rule)
     out = write_batch_predictions(ctx, batch, champion)
     outcome = ctx.outcome("retrain_rejected",
@@ -212,7 +212,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
                           champion_version=champion.version, challenger_version=version,
                           metrics={**scores, "serving_full_batch": now},
                           retrain_mode="blocks", predictions_file=str(out), details=details, **common)
-    return finish(ctx, outcome, drift_dict)
+    return finish(ctx, outcome, verdict)
 
 
 # -- small helpers of this flow ------------------------------------------------------------------
@@ -237,28 +237,28 @@ def _approval_reason(approval: dict[str, bool]) -> str:
     return "challenger fails the thresholds on evaluation block(s) " + ", ".join(n for n, ok in approval.items() if not ok)
 
 
-def _drifted_features(verdict, vs_reference) -> list[str]:
+def _drifted_features(verdict: DriftVerdict) -> list[str]:
     names = list(verdict.drifted_features)
-    for v in vs_reference.values():
-        names += [f for f in v["report"].drifted_features if f not in names]
+    for d in verdict.blocks.values():
+        names += [f for f in d.report.drifted_features if f not in names]
     return names
 
 
-def _block_details(blocks, eval_names, vs_reference, monitoring, per_eval, approval, *, retrained,
-                   performance=None) -> dict[str, dict]:
+def _block_details(blocks, eval_names, by_block: dict[str, BlockDrift], monitoring, per_eval, approval, *,
+                   retrained) -> dict[str, dict]:
     """One entry per block of the file: rows, role, drift, metrics, retrained, approval."""
     out = {}
     for b in blocks:
         entry: dict[str, Any] = {"rows": int(b.rows.size),
                                  "role": "evaluation" if b.name in eval_names else "train",
                                  "retrained": b.name in retrained}
-        if b.name in vs_reference:
-            v = vs_reference[b.name]
-            entry["drift"] = {"reference": v["reference"], **B.drift_summary(v["report"])}
-        if performance and performance.get(b.name):
-            p = performance[b.name]
-            entry["performance_drift"] = {"drift": p["drift"], "now": p["now"], "at_promotion": p["at_promotion"],
-                                          "relative_drop": p["relative_drop"]}
+        if b.name in by_block:
+            d = by_block[b.name]
+            entry["drift"] = {"reference": d.reference, **B.drift_summary(d.report)}
+            if d.performance:
+                p = d.performance
+                entry["performance_drift"] = {"drift": p.drift, "now": p.now, "at_promotion": p.at_promotion,
+                                              "relative_drop": p.relative_drop}
         if b.name in monitoring:
             entry["champion"] = monitoring[b.name]
         for who, per_block in per_eval.items():

@@ -37,8 +37,10 @@ from calmops.core.store import (
     read_spec,
     sha256_of,
 )
+from calmops.core.verdict import DriftVerdict
 from calmops.tasks import step
-from calmops.tasks.drift import build_profile, check_drift
+from calmops.tasks.drift import DriftInput, check_drift
+from calmops.tasks.drift.data import build_profile
 from calmops.tasks.evaluate import evaluate_models, primary_metric
 from calmops.tasks.ingest import Batch, RejectedInput, ingest
 from calmops.tasks.predict import predict
@@ -273,15 +275,16 @@ def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | R
         return outcome
 
 
-def finish_record(ctx: RunContext, outcome: RunOutcome, drift: dict | None) -> RunOutcome:
-    record_run(outcome, drift, ctx.params, ctx.spec.to_yaml())
+def finish_record(ctx: RunContext, outcome: RunOutcome, verdict: DriftVerdict | None) -> RunOutcome:
+    record_run(outcome, verdict, ctx.params, ctx.spec.to_yaml())
     outcome.breaker_state = breaker_update(ctx.spec, outcome)
     return outcome
 
 
-def finish(ctx: RunContext, outcome: RunOutcome, drift: dict | None, *, keep_pending: bool = False) -> RunOutcome:
+def finish(ctx: RunContext, outcome: RunOutcome, verdict: DriftVerdict | None, *,
+           keep_pending: bool = False) -> RunOutcome:
     """Record, update the breaker, mark the ledger and move the file: the last step of every run."""
-    finish_record(ctx, outcome, drift)
+    finish_record(ctx, outcome, verdict)
     if keep_pending:
         ctx.ledger.finish(ctx.sha256, outcome.decision, status="pending")
     else:
@@ -462,7 +465,7 @@ def predict_without_training(ctx: RunContext, batch: Batch, champion: registry.C
                           drifted_features=verdict.drifted_features, champion_version=champion.version,
                           rows=batch.n_rows, predictions_file=str(out),
                           metrics={"champion": now} if now else {})
-    return finish(ctx, outcome, verdict.to_dict(), keep_pending=pending)
+    return finish(ctx, outcome, verdict, keep_pending=pending)
 
 
 def register(ctx: RunContext, trained: TrainingResult, batch: Batch, task: str, scores: dict, reason: str) -> int:
@@ -502,8 +505,8 @@ def champion_check(ctx: RunContext, batch: Batch, champion: registry.Champion):
     metric = primary_metric(ctx.spec, task)
     now = evaluate_models({"champion": champion.model}, batch.X, batch.y, task)["champion"] \
         if batch.y is not None else None
-    verdict = check_drift(champion, batch.X, batch.y, ctx.spec, task, metric, now, ctx.paths.state,
-                          batch_id=batch.sha256)
+    verdict = check_drift(DriftInput(champion, batch.X, batch.y, ctx.spec, task, metric, now, ctx.paths.state,
+                                     batch_id=batch.sha256))
     return task, metric, now, verdict
 
 def predict_without_learning(ctx: RunContext, batch: Batch, champion: registry.Champion) -> RunOutcome:
@@ -517,4 +520,4 @@ def predict_without_learning(ctx: RunContext, batch: Batch, champion: registry.C
                           drifted_features=verdict.drifted_features, champion_version=champion.version,
                           metrics={"champion": now}, rows=batch.n_rows, predictions_file=str(out),
                           details={"cannot_train": batch.cannot_train})
-    return finish(ctx, outcome, verdict.to_dict())
+    return finish(ctx, outcome, verdict)

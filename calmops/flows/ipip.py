@@ -25,6 +25,7 @@ from calmops.core.ipip import IPIPClassifier
 from calmops.core.kinds import KINDS
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import append_history
+from calmops.core.verdict import DriftVerdict
 from calmops.flows.common import (
     RunContext,
     finish,
@@ -38,7 +39,7 @@ from calmops.flows.common import (
 )
 from calmops.tasks import blocks as B
 from calmops.tasks import step
-from calmops.tasks.drift import DriftVerdict, data_drift
+from calmops.tasks.drift.data import data_drift
 from calmops.tasks.evaluate import evaluate_models
 from calmops.tasks.ingest import Batch
 from calmops.tasks.promote import promote_challenger
@@ -154,8 +155,7 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
     per_block = B.block_scores(champion.model, batch.X, batch.y, blocks, "classification")
     B.log_metrics(ctx.mlflow_run_id, B.mlflow_block_metrics(per_block))
     report = data_drift(champion.profile, batch.X, spec)  # for the record: IPIP has no drift gate
-    verdict = DriftVerdict(data=report, drift_detected=report.drift_detected,
-                           reasons=[f"data drift (not a gate for IPIP): {report.reason.removeprefix('Drift: ')}"] if report.drift_detected else [])
+    verdict = DriftVerdict.of(report, data_reason="data drift (not a gate for IPIP)")
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
                    spec.retrain.history_max_batches)
     # 2. update on the whole file
@@ -175,7 +175,7 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
                               drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,
                               predictions_file=_predictions(ctx, batch, champion.model, champion.version),
                               details={"ipip": info, "drift_gate": False})
-        return finish(ctx, outcome, verdict.to_dict())
+        return finish(ctx, outcome, verdict)
     # 3. register and promote, always
     version, predictions = _register_and_promote(ctx, model, batch, scores["challenger"], reason)
     B.log_metrics(ctx.mlflow_run_id, ipip_metrics(info))
@@ -187,7 +187,7 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
                           metrics=scores, rows=batch.n_rows, retrain_mode="ipip",
                           drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,
                           predictions_file=predictions, details=details)
-    return finish(ctx, outcome, verdict.to_dict())
+    return finish(ctx, outcome, verdict)
 
 
 def _metric(scores: dict[str, Any]) -> str:

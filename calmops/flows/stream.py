@@ -28,7 +28,7 @@ from calmops.flows.common import (
     write_batch_predictions,
     write_predictions_of,
 )
-from calmops.tasks.drift import warm_start_concept
+from calmops.tasks.drift.concept import warm_start_concept
 from calmops.tasks.evaluate import evaluate_models, holdout_split, primary_metric, seed_from, task_of
 from calmops.tasks.ingest import Batch
 from calmops.tasks.promote import compare_on_holdout, decide, decide_refresh, promote_challenger, refresh_due
@@ -120,7 +120,7 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
         out = write_batch_predictions(ctx, batch, champion)
         outcome = ctx.outcome("no_drift", verdict.reason, champion_version=champion.version,
                               metrics={"champion": now}, predictions_file=str(out), **common)
-        return finish(ctx, outcome, verdict.to_dict())
+        return finish(ctx, outcome, verdict)
     if refresh:  # tried once per growth step, promoted or not
         registry.set_version_tag(spec.name, champion.version, "calmops.refresh_tried_at_rows", str(rows_so_far))
         why = (f"no drift signal; refresh: {rows_so_far} rows kept so far, {rows_so_far / rows_then:.1f}× the "
@@ -173,9 +173,9 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
             outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
                                   metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out),
                                   details={"training": trainings, **_predictions_note(version)}, **common)
-            return finish(ctx, outcome, verdict.to_dict())
+            return finish(ctx, outcome, verdict)
         ctx.log.info("challenger v%s (%s) rejected: %s", version, mode, decision.reason)
-    if verdict.concept.get("alarm"):  # acted on: the detectors restart from the champion's level on this file
+    if verdict.concept and verdict.concept.alarm:  # acted on: the detectors restart from the champion's level on this file
         warm_start_concept(ctx.paths.state, champion.version, champion.model, batch.X, batch.y, task, spec,
                            champion.scores_at_promotion.get("rmse"))
     out = write_batch_predictions(ctx, batch, champion)
@@ -183,4 +183,4 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     outcome = ctx.outcome("no_drift" if refresh else "retrain_rejected", reason, champion_version=champion.version, challenger_version=version,
                           metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out),
                           details={"training": trainings}, **common)
-    return finish(ctx, outcome, verdict.to_dict())
+    return finish(ctx, outcome, verdict)

@@ -22,10 +22,11 @@ from calmops.core.blockwise import BlockwiseEstimator
 from calmops.core.features import drift_types, make_model
 from calmops.core.metrics import evaluate
 from calmops.core.spec import PipelineSpec
+from calmops.core.verdict import BlockDrift, PerformanceSignal
 from calmops.detectors import DriftReport, ReferenceProfile, compare
 from calmops.detectors.policy import adjust_pvalues, aggregate, is_drift
 from calmops.tasks import BadInput, step
-from calmops.tasks.drift import performance_drift
+from calmops.tasks.drift.performance import performance_drift
 from calmops.tasks.evaluate import Split, holdout_split
 
 #: Above this many blocks in one file the between-block matrix (quadratic in blocks) is not computed.
@@ -139,7 +140,7 @@ def _feature_types(feature_types: dict[str, str], spec: PipelineSpec) -> dict[st
 
 @step("block-drift")
 def blocks_vs_reference(reference: pd.DataFrame, profile: ReferenceProfile, X: pd.DataFrame,
-                        blocks: list[Block], feature_types: dict[str, str], spec: PipelineSpec) -> dict[str, dict]:
+                        blocks: list[Block], feature_types: dict[str, str], spec: PipelineSpec) -> dict[str, BlockDrift]:
     """Each block of the batch against the reference: its own rows of the reference when the block was in
     it (at least ``min_samples`` rows), the whole reference profile otherwise.
 
@@ -151,7 +152,7 @@ def blocks_vs_reference(reference: pd.DataFrame, profile: ReferenceProfile, X: p
         config = config.model_copy(update={"alpha": config.alpha / len(blocks)})
     types = _feature_types(feature_types, spec)
     features = _features(X, spec)
-    out: dict[str, dict] = {}
+    out: dict[str, BlockDrift] = {}
     for block in blocks:
         own = reference[reference[spec.block_column] == block.value] if spec.block_column in reference else None
         if own is not None and len(own) >= config.min_samples:
@@ -159,7 +160,7 @@ def blocks_vs_reference(reference: pd.DataFrame, profile: ReferenceProfile, X: p
         else:
             against, basis = profile, "reference"
         report = compare(against, features.iloc[block.rows], config)
-        out[block.name] = {"reference": basis, "alpha": config.alpha, "report": report}
+        out[block.name] = BlockDrift(reference=basis, alpha=config.alpha, report=report)
     return out
 
 
@@ -247,7 +248,7 @@ def block_scores(model: Any, X: pd.DataFrame, y: pd.Series, blocks: list[Block],
 
 
 def block_performance_drift(scores: dict[str, Any], at_promotion: dict[str, Any], spec: PipelineSpec,
-                            metric: str) -> dict[str, Any] | None:
+                            metric: str) -> PerformanceSignal | None:
     """Performance drift of the champion on one block (None when the block is too small or lacks the metric)."""
     if scores.get("rows", 0) < spec.drift.min_samples or scores.get(metric) is None:
         return None

@@ -10,6 +10,7 @@ from typing import Any
 import mlflow
 
 from calmops.core import registry
+from calmops.core.verdict import DriftVerdict
 from calmops.detectors import DriftReport
 from calmops.tasks import step
 
@@ -46,8 +47,11 @@ def _flat_metrics(prefix: str, scores: dict[str, Any]) -> dict[str, float]:
 
 
 @step("record", retries=2)
-def record_run(outcome: RunOutcome, drift: dict | None, params: dict[str, Any], spec_yaml: str | None = None) -> None:
-    """Log the run's outcome into its MLflow run and publish Prefect artifacts."""
+def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[str, Any],
+               spec_yaml: str | None = None) -> None:
+    """Log the run's outcome into its MLflow run (the verdict as ``drift/verdict.json``, its data report also
+    as ``drift/report.json`` and ``drift/summary.md``) and publish Prefect artifacts."""
+    drift = verdict.to_dict() if verdict else None
     if outcome.mlflow_run_id:
         with registry.in_run(outcome.mlflow_run_id):
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
@@ -76,13 +80,13 @@ def record_run(outcome: RunOutcome, drift: dict | None, params: dict[str, Any], 
                 mlflow.log_text(spec_yaml, "spec.yaml")
             if drift:
                 mlflow.log_dict(drift, "drift/verdict.json")
-                if drift.get("data"):
+                if verdict.data:
                     mlflow.log_dict(drift["data"], "drift/report.json")
-                    mlflow.log_text(DriftReport.from_dict(drift["data"]).summary_markdown(), "drift/summary.md")
-    publish_artifacts(outcome, drift)
+                    mlflow.log_text(verdict.data.summary_markdown(), "drift/summary.md")
+    publish_artifacts(outcome, verdict.data if verdict else None)
 
 
-def decision_markdown(outcome: RunOutcome, drift: dict | None) -> str:
+def decision_markdown(outcome: RunOutcome) -> str:
     url = None
     if outcome.mlflow_run_id and registry.mlflow_ui():  # only a UI to link to is worth the look-up
         try:
@@ -109,16 +113,16 @@ def decision_markdown(outcome: RunOutcome, drift: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish_artifacts(outcome: RunOutcome, drift: dict | None) -> None:
+def publish_artifacts(outcome: RunOutcome, report: DriftReport | None) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.context import FlowRunContext
 
     if FlowRunContext.get() is None:
         return
     key = f"calmops-{outcome.pipeline}"
-    create_markdown_artifact(decision_markdown(outcome, drift), key=f"{key}-decision",
+    create_markdown_artifact(decision_markdown(outcome), key=f"{key}-decision",
                              description=f"Decision for {outcome.file}")
-    if drift and drift.get("data"):
-        rows = DriftReport.from_dict(drift["data"]).table_rows()
+    if report:
+        rows = report.table_rows()
         if rows:
             create_table_artifact(rows, key=f"{key}-drift", description=f"Drift per feature for {outcome.file}")

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 
+from calmops.core.verdict import DriftVerdict
 from calmops.dashboards import data
 
 REPORT_A = {
@@ -63,6 +64,7 @@ def test_multivariate_concept_and_performance_frames():
                                       "threshold_failures": ["accuracy 0.80 < min 0.85"]},
                       "decay": {"alarm": True, "files": 5, "p_value": 0.008, "relative_decline": 0.06}},
                 "b": None}
+    verdicts = {run: DriftVerdict.from_dict({"data": None, **v}) if v else None for run, v in verdicts.items()}
     concept = data.concept_frame(verdicts, {"a": "f1", "b": "f2"})
     assert concept.iloc[0][["detector", "alarm", "first_alarm_index"]].tolist() == ["adwin", 1, 12]
     perf = data.performance_frame(verdicts, {"a": "f1", "b": "f2"})

@@ -200,15 +200,6 @@ def test_simulator_generates_and_writes_files(home, tmp_path):
     assert at.success and "Wrote 4 file(s)" in at.success[0].value
 
 
-def test_simulator_without_generators_says_so(home, monkeypatch):
-    from calmops.dashboards.views import simulator
-
-    monkeypatch.setattr(simulator, "generators", lambda: None)
-    at = page("simulator")
-    assert not at.exception
-    assert at.warning and "not installed" in at.warning[0].value
-
-
 def test_open_breaker_is_shown(home):
     from calmops.core.breaker import BreakerPolicy, update_breaker
     from calmops.dashboards import cache

@@ -68,3 +68,14 @@ def test_the_stack_starts_prefect_through_it(calmops_home):
 
     cmd, _ = stack.command(stack.services()["prefect"], stack.get_settings())
     assert cmd[1:5] == ["-m", "calmops.deployments.prefect_server", "server", "start"]
+
+
+def test_the_database_refusals_of_the_service_logs_are_found_by_name(tmp_path):
+    from calmops.deployments.prefect_server import database_refusals
+
+    (tmp_path / "prefect.log").write_text("started\nsqlite3.OperationalError) database is locked\nok\n")
+    (tmp_path / "worker.log").write_text("Encountered error during state validation: 503\n")
+    (tmp_path / "worker.log.1").write_text("database is locked\n")  # rotated away: not a *.log
+    assert database_refusals(tmp_path) == ["prefect.log: sqlite3.OperationalError) database is locked",
+                                           "worker.log: Encountered error during state validation: 503"]
+    assert database_refusals(tmp_path / "absent") == []

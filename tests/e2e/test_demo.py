@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from calmops.deployments.prefect_server import database_refusals
 from tests.e2e.stack import free_port
 
 pytestmark = pytest.mark.e2e
@@ -34,9 +35,7 @@ def test_demo_runs_to_the_end_and_reports_drift_and_promotions(tmp_path):
     assert summary["demo-ipip"]["promotions"] == 4  # IPIP updates on every batch
     assert "demo summary" in done.stdout
     # Prefect's SQLite database refused no write while the demo ran (the stack's server takes them in turn)
-    refused = [f"{log.name}: {line}" for log in (home / "logs").glob("*.log")
-               for line in log.read_text(errors="replace").splitlines()
-               if "database is locked" in line or "Encountered error during state validation" in line]
+    refused = database_refusals(home / "logs")
     assert refused == [], refused[:5]
     # the stack was stopped: no pid file points at a live process
     for pid_file in (home / "run").glob("*.pid"):

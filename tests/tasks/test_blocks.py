@@ -8,7 +8,7 @@ from calmops.core.spec import PipelineSpec
 from calmops.core.store import spec_from_dict
 from calmops.tasks import BadInput
 from calmops.tasks import blocks as B
-from calmops.tasks.drift import build_profile
+from calmops.tasks.drift.data import build_profile
 
 SPEC = {"name": "blk", "kind": "block", "target": "y", "block_column": "site",
         "model": {"class": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}}}
@@ -90,9 +90,9 @@ def test_blocks_are_compared_with_their_own_reference_rows_when_they_have_them()
     batch = frame({"a": 200, "b": 200, "new": 200}, seed=3, shift={"a": 2.0, "b": 2.0})
     out = B.blocks_vs_reference.fn(reference, profile, batch.drop(columns="y"), B.split_blocks(batch.site),
                                    TYPES, s)
-    assert {n: v["reference"] for n, v in out.items()} == {"a": "block", "b": "block", "new": "reference"}
-    assert {n: v["report"].drift_detected for n, v in out.items()} == {"a": True, "b": False, "new": True}
-    assert out["a"]["alpha"] == pytest.approx(0.05 / 3)
+    assert {n: v.reference for n, v in out.items()} == {"a": "block", "b": "block", "new": "reference"}
+    assert {n: v.report.drift_detected for n, v in out.items()} == {"a": True, "b": False, "new": True}
+    assert out["a"].alpha == pytest.approx(0.05 / 3)
 
 
 def test_refit_data_drops_the_old_rows_of_refit_blocks_only():

@@ -7,13 +7,9 @@ import pandas as pd
 
 from calmops.core.features import make_model
 from calmops.core.spec import parse_spec
-from calmops.tasks.drift import (
-    build_profile,
-    label_free_drift,
-    model_importances,
-    performance_decay,
-    performance_drift,
-)
+from calmops.core.verdict import DecaySignal
+from calmops.tasks.drift.data import build_profile, label_free_drift, model_importances
+from calmops.tasks.drift.performance import performance_decay, performance_drift
 
 TYPES = {"a": "numeric", "b": "numeric", "c": "categorical"}
 
@@ -41,19 +37,19 @@ def test_label_free_drift_sees_a_shift_in_predictions():
     profile = build_profile(X, TYPES, spec, model)
     same = label_free_drift(profile, model, frame(2000, 1)[0], spec)
     moved = label_free_drift(profile, model, frame(2000, 2, shift=1.5)[0], spec)
-    assert same["drift"] is False and moved["drift"] is True
-    assert {r["feature"] for r in moved["results"]} == {"prediction", "confidence"}
+    assert same.drift is False and moved.drift is True
+    assert {r.feature for r in moved.results} == {"prediction", "confidence"}
 
 
 def test_performance_drift_relative_to_promotion_and_thresholds():
     spec = parse_spec({"name": "m", "target": "y", "evaluation": {"thresholds": {"accuracy": {"min": 0.8}},
                                                                    "performance_tolerance": 0.05}})
-    assert not performance_drift({"accuracy": 0.88}, {"accuracy": 0.9}, spec, "accuracy")["drift"]
+    assert not performance_drift({"accuracy": 0.88}, {"accuracy": 0.9}, spec, "accuracy").drift
     dropped = performance_drift({"accuracy": 0.84}, {"accuracy": 0.9}, spec, "accuracy")
-    assert dropped["drift"] and abs(dropped["relative_drop"] - 0.06 / 0.9) < 1e-12
-    assert performance_drift({"accuracy": 0.79}, {"accuracy": 0.8}, spec, "accuracy")["threshold_failures"]
+    assert dropped.drift and abs(dropped.relative_drop - 0.06 / 0.9) < 1e-12
+    assert performance_drift({"accuracy": 0.79}, {"accuracy": 0.8}, spec, "accuracy").threshold_failures
     rmse = parse_spec({"name": "m", "target": "y"})
-    assert performance_drift({"rmse": 1.2}, {"rmse": 1.0}, rmse, "rmse")["drift"]  # lower is better
+    assert performance_drift({"rmse": 1.2}, {"rmse": 1.0}, rmse, "rmse").drift  # lower is better
 
 
 def test_performance_decay_follows_the_champion_file_after_file(tmp_path):
@@ -64,24 +60,24 @@ def test_performance_decay_follows_the_champion_file_after_file(tmp_path):
         return performance_decay(value, batch, sp, metric, tmp_path, version, at_promotion=0.90)
 
     results = [decay(s, f"sha{i}") for i, s in enumerate(scores)]
-    assert [r["alarm"] for r in results] == [False, False, False, True, True]  # 4 files: one order in 4! < 0.05
-    assert results[3]["files"] == 4 and results[3]["min_decline"] == 0.015
-    assert abs(results[4]["relative_decline"] - 0.04 / 0.90) < 1e-9  # fitted fall over the files / score at promotion
+    assert [r.alarm for r in results] == [False, False, False, True, True]  # 4 files: one order in 4! < 0.05
+    assert results[3].files == 4 and results[3].min_decline == 0.015
+    assert abs(results[4].relative_decline - 0.04 / 0.90) < 1e-9  # fitted fall over the files / score at promotion
     # a retried step (the same file again) is not counted twice, whatever score it brings
     again = decay(0.10, "sha4")
-    assert again["files"] == 5 and again["alarm"]
+    assert again.files == 5 and again.alarm
     trail = json.loads((tmp_path / "performance.json").read_text())
     assert [t["value"] for t in trail["scores"]] == scores
     # another primary metric, or a new champion, starts its own trail
-    assert decay(0.5, "sha5", metric="f1")["files"] == 1
-    assert decay(0.91, "sha6", version=2)["files"] == 1
+    assert decay(0.5, "sha5", metric="f1").files == 1
+    assert decay(0.91, "sha6", version=2).files == 1
     # only the last decay_window files are tested: an old decline does not hide a recent one
     windowed = parse_spec({"name": "m", "target": "y", "evaluation": {"decay_window": 4}})
     for i, v in enumerate([0.95, 0.90, 0.85, 0.80, 0.92, 0.91, 0.90, 0.89]):
         last = decay(v, f"w{i}", version=3, sp=windowed)
-    assert last["files"] == 4 and last["alarm"]
+    assert last.files == 4 and last.alarm
     off = parse_spec({"name": "m", "target": "y", "evaluation": {"decay_files": None}})
-    assert decay(0.5, "sha7", sp=off) == {"alarm": False, "files": 0}
+    assert decay(0.5, "sha7", sp=off) == DecaySignal(alarm=False, files=0)
 
 
 def test_decay_files_must_fit_in_the_window():
@@ -93,7 +89,7 @@ def test_decay_files_must_fit_in_the_window():
 
 def test_a_fall_within_the_sampling_noise_of_a_small_holdout_is_not_performance_drift():
     from calmops.core.spec import parse_spec
-    from calmops.tasks.drift import performance_drift
+    from calmops.tasks.drift.performance import performance_drift
 
     spec = parse_spec({"name": "p", "target": "y", "evaluation": {"primary_metric": "accuracy"}})
 
@@ -103,8 +99,8 @@ def test_a_fall_within_the_sampling_noise_of_a_small_holdout_is_not_performance_
 
     # 0.92 on a 150-row holdout, 0.88 on a 500-row file: a 4.3 % fall, but inside the noise of 150 rows
     small = performance_drift(scores(0.88, 500), scores(0.92, 150), spec, "accuracy")
-    assert small["relative_drop"] > spec.evaluation.performance_tolerance and not small["drift"]
-    assert small["noise_band"] > 0.04
+    assert small.relative_drop > spec.evaluation.performance_tolerance and not small.drift
+    assert small.noise_band > 0.04
     # the same fall measured on 5000 rows at promotion and 5000 now is a drift
     large = performance_drift(scores(0.88, 5000), scores(0.92, 5000), spec, "accuracy")
-    assert large["drift"] and large["noise_band"] < 0.02
+    assert large.drift and large.noise_band < 0.02

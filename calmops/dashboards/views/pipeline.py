@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from calmops.core.verdict import DriftVerdict
 from calmops.dashboards import cache, charts, data, ui
 
 HEATMAP_RUNS = 30
@@ -122,17 +123,18 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
                   key="drift_runs") if len(checked) > 2 else len(checked)
     window = checked.tail(n)
     wl = {r: labels[r] for r in window["run_id"]}
-    verdicts = _artifacts(conn, window, "drift/verdict.json")  # each verdict holds its run's report
-    reports = {run_id: (v or {}).get("data") for run_id, v in verdicts.items()}
+    recorded = _artifacts(conn, window, "drift/verdict.json")  # each verdict holds its run's report
+    verdicts = {run_id: DriftVerdict.from_dict(v) if v else None for run_id, v in recorded.items()}
+    reports = {run_id: (v or {}).get("data") for run_id, v in recorded.items()}
 
     st.subheader("Per-feature tests")
     options = list(window["run_id"])[::-1]
     chosen = st.selectbox("Run", options, format_func=lambda r: wl[r], key="drift_run")
-    verdict = verdicts.get(chosen) or {}
+    verdict = verdicts.get(chosen)
     report = reports.get(chosen)
     row = window[window["run_id"] == chosen].iloc[0]
     st.markdown(f"**Decision:** `{row['decision']}` · **drift:** {'yes' if row['drift'] else 'no'}")
-    for reason in verdict.get("reasons") or []:
+    for reason in verdict.reasons if verdict else []:
         st.markdown(f"- {ui.plain(reason)}")
     if report:
         st.caption(ui.plain(report.get("reason", "")))
@@ -145,9 +147,9 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
             ui.show_frame(pd.DataFrame(report["schema_signals"]))
     else:
         st.caption("This run has no data-drift report.")
-    if verdict.get("label_free"):
+    if verdict and verdict.label_free:
         with st.expander("Label-free signals (predictions and confidence)"):
-            st.json(verdict["label_free"])
+            st.json(verdict.label_free.to_dict())
 
     left, right = st.columns([3, 2])
     with left:

@@ -18,13 +18,10 @@ from calmops.dashboards import ui
 MAX_ROWS = 200_000
 
 
-def generators() -> tuple[Any, Any] | None:
-    """(synthetic module, files module), or None when the generators are not installed."""
-    try:
-        return (importlib.import_module("calmops.generators.synthetic"),
-                importlib.import_module("calmops.generators.files"))
-    except ImportError:
-        return None
+def generators() -> tuple[Any, Any]:
+    """(synthetic module, files module), imported when the simulator is first shown: river loads with them."""
+    return (importlib.import_module("calmops.generators.synthetic"),
+            importlib.import_module("calmops.generators.files"))
 
 
 @st.cache_data(show_spinner="Generating…", max_entries=8)
@@ -36,7 +33,7 @@ def generate(generator: str, n_rows: int, seed: int, drift: dict | None, params:
                                 class_balance=class_balance, include_concept=True)
     if inject:
         inj = importlib.import_module("calmops.generators.inject")
-        rows = inj.Rows(start=inject["start"]) if hasattr(inj, "Rows") else None
+        rows = inj.Rows(start=inject["start"])
         frame = inj.feature_drift(frame, inject["columns"], kind=inject["kind"], shift=inject["shift"],
                                   scale=inject["scale"], rows=rows, seed=seed)
     return frame
@@ -44,13 +41,7 @@ def generate(generator: str, n_rows: int, seed: int, drift: dict | None, params:
 
 def render() -> None:
     st.title("Data simulator")
-    mods = generators()
-    if mods is None:
-        st.warning("The data generators (`calmops.generators`) are not installed in this environment, so the "
-                   "simulator is unavailable. Install CalmOps with its generators, or use `calmops generate` "
-                   "where they are available.")
-        return
-    synthetic, files = mods
+    synthetic, files = generators()
     st.caption("Synthetic streams from river's generators with a chosen concept drift, the same functions as "
                "`calmops generate`. Preview, download, or write files into a pipeline's incoming folder.")
     left, right = st.columns(2)

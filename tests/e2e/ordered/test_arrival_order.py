@@ -236,10 +236,9 @@ def test_files_waiting_when_the_watcher_starts_are_decided_in_arrival_order_each
 def database_errors() -> list[str]:
     """Lines of the stack's service logs that say Prefect's SQLite database refused a statement."""
     from calmops.core.settings import get_settings
+    from calmops.deployments.prefect_server import database_refusals
 
-    return [f"{log.name}: {line}" for log in get_settings().logs_dir.glob("*.log")
-            for line in log.read_text(errors="replace").splitlines()
-            if "database is locked" in line or "Encountered error during state validation" in line]
+    return database_refusals(get_settings().logs_dir)
 
 
 def test_a_burst_of_100_files_over_4_pipelines_leaves_no_database_is_locked_in_any_log(live, tmp_path):

@@ -1,0 +1,218 @@
+"""The drift verdict of one batch: every signal's typed result, and whether together they call for a retrain.
+
+The drift step (:func:`calmops.tasks.drift.check_drift`) builds it from five signals, each with its own type:
+
+* ``data``: the champion's reference against the batch (:class:`~calmops.detectors.DriftReport`);
+* ``performance``: the champion's score on the labelled batch against its thresholds and its score at
+  promotion (:class:`PerformanceSignal`);
+* ``decay``: a steady worsening of that score over the files since promotion (:class:`DecaySignal`);
+* ``concept``: streaming detectors fed with the champion's per-row errors (:class:`ConceptSignal`);
+* ``label_free``: prediction and confidence drift of a batch without labels (:class:`LabelFreeSignal`).
+
+The verdict stays typed through the flow; the record step turns it into JSON once (``drift/verdict.json`` in
+the run's MLflow artifacts, the shape of :meth:`DriftVerdict.to_dict`) and the viewer reads it back with
+:meth:`DriftVerdict.from_dict`. A signal that was not measured (no labels, or labels and so no label-free
+check) is ``None`` and is written as ``{}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from calmops.detectors import DriftReport
+from calmops.detectors.report import FeatureResult
+
+
+def _known(cls, d: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+@dataclass(frozen=True)
+class PerformanceSignal:
+    """The champion's ``metric`` on this batch (``now``) against its thresholds and its score at promotion."""
+
+    metric: str
+    now: float | None
+    at_promotion: float | None
+    threshold_failures: list[str]
+    relative_drop: float | None  # the fall since promotion as a share of the score then (None: not measurable)
+    tolerance: float
+    noise_band: float | None = None  # what the two estimates' sampling error explains (rates only)
+    drift: bool = False
+
+    @property
+    def reason(self) -> str | None:
+        if not self.drift:
+            return None
+        if self.threshold_failures:
+            return "performance drift: " + "; ".join(self.threshold_failures)
+        return (f"performance drift: {self.metric} fell {self.relative_drop:.1%} since promotion "
+                f"({self.at_promotion:.4f} → {self.now:.4f})")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.noise_band is None:
+            del out["noise_band"]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PerformanceSignal:
+        return cls(**{"metric": "", "now": None, "at_promotion": None, "threshold_failures": [],
+                      "relative_drop": None, "tolerance": 0.0, **_known(cls, d)})
+
+
+@dataclass(frozen=True)
+class DecaySignal:
+    """The trend test over the champion's last scores (``metric`` is None when the test is switched off)."""
+
+    alarm: bool = False
+    files: int = 0  # scores tested
+    metric: str | None = None
+    p_value_max: float | None = None
+    min_decline: float | None = None
+    p_value: float | None = None
+    slope: float | None = None
+    relative_decline: float | None = None
+
+    @property
+    def reason(self) -> str | None:
+        if not self.alarm:
+            return None
+        return (f"performance decay: {self.metric} worsened {self.relative_decline:.1%} over the champion's last "
+                f"{self.files} files (trend p = {self.p_value:.3f})")
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.metric is None:
+            return {"alarm": self.alarm, "files": self.files}
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DecaySignal:
+        return cls(**_known(cls, d))
+
+
+@dataclass(frozen=True)
+class ConceptSignal:
+    """The streaming concept-drift detectors after this batch: name → alarm, first alarm index and status."""
+
+    alarm: bool = False
+    detectors: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def fired(self) -> list[str]:
+        return [name for name, d in self.detectors.items() if (d or {}).get("alarm")]
+
+    @property
+    def reason(self) -> str | None:
+        return f"concept drift alarm: {', '.join(self.fired)}" if self.alarm else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alarm": self.alarm, "detectors": self.detectors}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ConceptSignal:
+        return cls(alarm=bool(d.get("alarm")), detectors=dict(d.get("detectors") or {}))
+
+
+@dataclass(frozen=True)
+class LabelFreeSignal:
+    """Drift in the champion's predictions and confidences on a batch without labels."""
+
+    drift: bool
+    results: list[FeatureResult]
+
+    @property
+    def reason(self) -> str | None:
+        return "label-free drift in the champion's predictions" if self.drift else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"drift": self.drift, "results": [r.to_dict() for r in self.results]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LabelFreeSignal:
+        return cls(drift=bool(d.get("drift")), results=[FeatureResult(**_known(FeatureResult, r))
+                                                        for r in d.get("results") or []])
+
+
+@dataclass(frozen=True)
+class BlockDrift:
+    """One block of a block-kind file: its data drift against ``reference`` (the champion's rows of that block,
+    or the whole reference) at ``alpha``, and the champion's performance on it (None: too few rows)."""
+
+    reference: str
+    alpha: float
+    report: DriftReport
+    performance: PerformanceSignal | None = None
+
+    @property
+    def drift(self) -> bool:
+        return self.report.drift_detected or bool(self.performance and self.performance.drift)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "alpha": self.alpha, "report": self.report.to_dict(),
+                "performance": self.performance.to_dict() if self.performance else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BlockDrift:
+        perf = d.get("performance")
+        return cls(reference=d.get("reference", ""), alpha=float(d.get("alpha", 0.0)),
+                   report=DriftReport.from_dict(d["report"]),
+                   performance=PerformanceSignal.from_dict(perf) if perf else None)
+
+
+@dataclass(frozen=True)
+class DriftVerdict:
+    """Every drift signal of one batch and whether they call for a retrain."""
+
+    data: DriftReport | None
+    performance: PerformanceSignal | None = None
+    decay: DecaySignal | None = None
+    concept: ConceptSignal | None = None
+    label_free: LabelFreeSignal | None = None
+    blocks: dict[str, BlockDrift] = field(default_factory=dict)  # block kind: the file's blocks
+    drift_detected: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return list(self.data.drifted_features) if self.data else []
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons) if self.reasons else "no drift signal"
+
+    @classmethod
+    def of(cls, data: DriftReport | None, *, data_reason: str = "data drift", **signals) -> DriftVerdict:
+        """The verdict of these signals: a retrain is called for when any of them says so, and each one that
+        does gives its reason (data drift first, then performance, decay, concept and label-free)."""
+        reasons = [f"{data_reason}: {data.reason.removeprefix('Drift: ')}"] if data and data.drift_detected else []
+        for name in ("performance", "decay", "concept", "label_free"):
+            said = getattr(signals.get(name), "reason", None)
+            if said:
+                reasons.append(said)
+        return cls(data=data, **signals, drift_detected=bool(reasons), reasons=reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(signal):
+            return signal.to_dict() if signal is not None else {}
+
+        out = {"drift_detected": self.drift_detected, "reasons": list(self.reasons),
+               "data": self.data.to_dict() if self.data else None, "performance": plain(self.performance),
+               "decay": plain(self.decay), "concept": plain(self.concept), "label_free": plain(self.label_free)}
+        if self.blocks:
+            out["blocks"] = {name: b.to_dict() for name, b in self.blocks.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DriftVerdict:
+        """Read back what :meth:`to_dict` wrote (``{}`` for a signal that was not measured)."""
+        def signal(kind, key):
+            return kind.from_dict(d[key]) if d.get(key) else None
+
+        return cls(data=DriftReport.from_dict(d["data"]) if d.get("data") else None,
+                   performance=signal(PerformanceSignal, "performance"), decay=signal(DecaySignal, "decay"),
+                   concept=signal(ConceptSignal, "concept"), label_free=signal(LabelFreeSignal, "label_free"),
+                   blocks={n: BlockDrift.from_dict(b) for n, b in (d.get("blocks") or {}).items()},
+                   drift_detected=bool(d.get("drift_detected")), reasons=list(d.get("reasons") or []))

@@ -1,0 +1,60 @@
+"""The drift step: every drift signal of one batch against the champion, in one typed verdict.
+
+One module per signal: :mod:`.data` (data drift against the champion's reference profile, and the
+label-free signals of batches without labels), :mod:`.performance` (the champion's score against its
+thresholds and its score at promotion, and its decay over the files since promotion) and :mod:`.concept`
+(streaming detectors fed with its per-row errors). :func:`check_drift` runs the ones the batch allows and
+returns a :class:`~calmops.core.verdict.DriftVerdict` for the retrain decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from calmops.core.registry import Champion
+from calmops.core.spec import PipelineSpec
+from calmops.core.verdict import DriftVerdict
+from calmops.tasks import step
+from calmops.tasks.drift.concept import concept_drift, per_row_errors
+from calmops.tasks.drift.data import data_drift, label_free_drift, model_importances
+from calmops.tasks.drift.performance import performance_decay, performance_drift
+
+
+@dataclass(frozen=True)
+class DriftInput:
+    """What the drift step looks at: the champion, one batch, and where the champion's state is kept."""
+
+    champion: Champion
+    X: pd.DataFrame
+    y: pd.Series | None  # None: a batch without labels (only the label-free signals can be checked)
+    spec: PipelineSpec
+    task: str
+    metric: str  # the primary metric
+    scores_now: dict | None  # the champion's scores on this batch (labelled batches)
+    state_dir: Path
+    batch_id: str  # the file's sha256: a retried step does not count the batch twice in the score trail
+
+
+@step("drift")
+def check_drift(batch: DriftInput) -> DriftVerdict:
+    """All drift signals for one batch against the current champion."""
+    champion, spec, metric = batch.champion, batch.spec, batch.metric
+    importances = (model_importances(champion.model, list(batch.X.columns))
+                   if spec.drift.aggregation == "weighted" else None)
+    report = data_drift(champion.profile, batch.X, spec, importances=importances)
+    if batch.y is None or batch.scores_now is None:
+        return DriftVerdict.of(report, label_free=label_free_drift(champion.profile, champion.model, batch.X, spec))
+    at_promotion = champion.scores_at_promotion
+    errors = per_row_errors(champion.model, batch.X, batch.y, batch.task, at_promotion.get("rmse"))
+    return DriftVerdict.of(
+        report,
+        performance=performance_drift(batch.scores_now, at_promotion, spec, metric),
+        decay=performance_decay(batch.scores_now.get(metric), batch.batch_id, spec, metric, batch.state_dir,
+                                champion.version, at_promotion.get(metric)),
+        concept=concept_drift(errors, spec, batch.state_dir, champion.version))
+
+
+__all__ = ["DriftInput", "DriftVerdict", "check_drift"]

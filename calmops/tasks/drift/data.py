@@ -1,0 +1,82 @@
+"""Data drift: the champion's reference profile, built once per model version, against each batch; and the
+label-free signals (its predictions and confidences) of batches without labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from calmops.core.features import drift_types
+from calmops.core.spec import PipelineSpec
+from calmops.core.verdict import LabelFreeSignal
+from calmops.detectors import DriftReport, ReferenceProfile, compare
+from calmops.detectors.label_free import label_free_compare
+
+
+def build_profile(X: pd.DataFrame, feature_types: dict[str, str], spec: PipelineSpec, model: Any = None) -> ReferenceProfile:
+    """The reference profile stored with a model version (computed once, reused by every comparison)."""
+    predictions = confidences = None
+    if model is not None:
+        sample = X if len(X) <= 20_000 else X.sample(20_000, random_state=spec.seed)
+        predictions, confidences = _outputs(model, sample)
+    return ReferenceProfile.build(X, _drift_feature_types(feature_types, spec), spec.drift,
+                                  predictions=predictions, confidences=confidences)
+
+
+def _outputs(model: Any, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's predictions and its confidence in each (the top class probability; None without one)."""
+    predictions = np.asarray(model.predict(X))
+    confidences = None
+    if hasattr(model, "predict_proba"):
+        try:
+            confidences = np.asarray(model.predict_proba(X)).max(axis=1)
+        except Exception:  # noqa: BLE001 - some estimators expose predict_proba but cannot use it
+            confidences = None
+    return predictions, confidences
+
+
+def _drift_feature_types(feature_types: dict[str, str], spec: PipelineSpec) -> dict[str, str]:
+    """The block column names a row's block (a site, a month): it routes rows, it is not a feature whose
+    distribution can drift (a file of new months would always 'drift'), so it is never profiled."""
+    return {c: t for c, t in drift_types(feature_types).items() if c != spec.block_column}
+
+
+def data_drift(profile: ReferenceProfile, X: pd.DataFrame, spec: PipelineSpec, importances=None) -> DriftReport:
+    if spec.block_column and spec.block_column in X.columns and spec.block_column not in profile.feature_types:
+        X = X.drop(columns=[spec.block_column])
+    return compare(profile, X, spec.drift, importances=importances)
+
+
+def label_free_drift(profile: ReferenceProfile, model: Any, X: pd.DataFrame, spec: PipelineSpec) -> LabelFreeSignal:
+    """Prediction-distribution and confidence drift, for batches without labels."""
+    predictions, confidences = _outputs(model, X)
+    results = label_free_compare(profile, spec.drift, predictions=predictions, confidences=confidences)
+    return LabelFreeSignal(drift=any(r.drift for r in results), results=list(results))
+
+
+def model_importances(model: Any, columns: list[str]) -> dict[str, float] | None:
+    """Feature importances of a fitted model by input column (for importance-weighted aggregation).
+
+    Uses ``feature_importances_`` or the magnitude of ``coef_`` of the final estimator, mapped back through
+    the column transformer's output names; None when the model exposes neither.
+    """
+    from sklearn.pipeline import Pipeline
+
+    estimator = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    raw = getattr(estimator, "feature_importances_", None)
+    if raw is None and getattr(estimator, "coef_", None) is not None:
+        raw = np.abs(np.atleast_2d(estimator.coef_)).mean(axis=0)
+    if raw is None:
+        return None
+    names = columns
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        try:
+            names = list(model[:-1].get_feature_names_out())
+        except Exception:  # noqa: BLE001 - a transformer without names: fall back to input order
+            names = columns
+    if len(names) != len(raw):
+        return None
+    total = float(np.sum(raw)) or 1.0
+    return {str(n): float(v) / total for n, v in zip(names, raw) if str(n) in columns}

@@ -1,0 +1,73 @@
+"""The drift verdict: built from typed signals, written to JSON once, read back by the viewer unchanged."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from calmops.core.spec import parse_spec
+from calmops.core.verdict import (
+    BlockDrift,
+    ConceptSignal,
+    DecaySignal,
+    DriftVerdict,
+    LabelFreeSignal,
+    PerformanceSignal,
+)
+from calmops.detectors import ReferenceProfile, compare
+from calmops.detectors.report import FeatureResult
+
+SPEC = parse_spec({"name": "v", "target": "y"})
+
+
+def report(shift: float):
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"a": rng.normal(0, 1, 500), "b": rng.normal(0, 1, 500)})
+    now = pd.DataFrame({"a": rng.normal(shift, 1, 500), "b": rng.normal(0, 1, 500)})
+    profile = ReferenceProfile.build(ref, {"a": "numeric", "b": "numeric"}, SPEC.drift)
+    return compare(profile, now, SPEC.drift)
+
+
+def test_each_signal_that_fires_gives_its_reason_in_a_fixed_order():
+    perf = PerformanceSignal(metric="accuracy", now=0.80, at_promotion=0.90, threshold_failures=[],
+                             relative_drop=0.1 / 0.9, tolerance=0.05, drift=True)
+    decay = DecaySignal(alarm=True, files=5, metric="accuracy", p_value_max=0.05, min_decline=0.025,
+                        p_value=0.008, slope=-0.01, relative_decline=0.06)
+    concept = ConceptSignal(alarm=True, detectors={"adwin": {"alarm": True}, "ddm": {"alarm": False}})
+    verdict = DriftVerdict.of(report(2.0), performance=perf, decay=decay, concept=concept)
+    assert verdict.drift_detected and verdict.drifted_features == ["a"]
+    assert [r.split(":")[0] for r in verdict.reasons] == ["data drift", "performance drift", "performance decay",
+                                                          "concept drift alarm"]
+    assert "accuracy fell 11.1% since promotion (0.9000 → 0.8000)" in verdict.reasons[1]
+    assert verdict.reasons[3] == "concept drift alarm: adwin"
+    # a threshold broken with no score at promotion to compare with: the thresholds are the reason
+    first = PerformanceSignal("accuracy", 0.6, None, ["accuracy 0.6000 < min 0.7"], None, 0.05, drift=True)
+    assert first.reason == "performance drift: accuracy 0.6000 < min 0.7"
+    quiet = DriftVerdict.of(report(0.0), performance=PerformanceSignal("accuracy", 0.9, 0.9, [], 0.0, 0.05),
+                            decay=DecaySignal(), concept=ConceptSignal())
+    assert not quiet.drift_detected and quiet.reason == "no drift signal"
+
+
+def test_the_recorded_json_reads_back_to_the_same_verdict():
+    lf = LabelFreeSignal(drift=True, results=[FeatureResult(feature="prediction", kind="prediction", test="chi2",
+                                                            statistic=12.0, p_value=0.001, p_adjusted=0.002,
+                                                            effect_size=0.3, threshold=0.1, drift=True,
+                                                            status="drift")])
+    perf = PerformanceSignal("rmse", 1.3, 1.0, ["rmse 1.30 > max 1.2"], 0.3, 0.05, noise_band=None, drift=True)
+    data = report(2.0)
+    with_labels = DriftVerdict.of(data, performance=perf, decay=DecaySignal(), concept=ConceptSignal())
+    without = DriftVerdict.of(data, label_free=lf)
+    blocks = replace(with_labels, blocks={"north": BlockDrift("block", 0.025, data, perf),
+                                          "south": BlockDrift("reference", 0.025, report(0.0))})
+    for verdict in (with_labels, without, blocks):
+        written = json.loads(json.dumps(verdict.to_dict()))  # what drift/verdict.json holds
+        assert DriftVerdict.from_dict(written).to_dict() == written
+    shape = json.loads(json.dumps(without.to_dict()))
+    # a signal that was not measured is written as {}; a decay test switched off as alarm/files only
+    assert shape["performance"] == {} and shape["concept"] == {} and "blocks" not in shape
+    assert with_labels.to_dict()["decay"] == {"alarm": False, "files": 0}
+    assert "noise_band" not in with_labels.to_dict()["performance"]
+    assert blocks.blocks["north"].drift and not blocks.blocks["south"].drift
