@@ -31,7 +31,7 @@ def verdict(i: int) -> dict:
                  "p_value": 0.5, "p_adjusted": 0.9, "effect_size": 0.3 if drifted and j == 0 else 0.01 * j,
                  "threshold": 0.1, "drift": drifted and j == 0, "status": "ok", "detail": ""}
                 for j, f in enumerate(FEATURES)]
-    report = {"reason": "seeded", "features": features, "drifted_features": ["x0"] if drifted else [],
+    report = {"drift_detected": drifted, "reason": "seeded", "features": features, "drifted_features": ["x0"] if drifted else [],
               "feature_scores": {f: 0.01 * j for j, f in enumerate(FEATURES)},
               "multivariate": [{"method": "mmd", "statistic": 0.01, "p_value": 0.4, "threshold": 0.05,
                                 "drift": False, "status": "ok", "detail": ""}]}
@@ -133,6 +133,7 @@ def time_page(script: str, repeats: int, mlflow_url: str) -> tuple[float, int]:
             times.append(time.perf_counter() - t)
             counts.append(calls[0])
             assert not at.exception, at.exception
+            assert not at.error and not at.warning, [e.value for e in [*at.error, *at.warning]]
     finally:
         requests.Session.request = original
         httpx.Client.send = original_send

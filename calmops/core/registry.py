@@ -353,7 +353,20 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
     client.set_model_version_tag(pipeline, str(version), "calmops.scores", json.dumps(scores or {}))
     if description:
         client.update_model_version(pipeline, str(version), description=description[:5000])
+    if version == 1:  # the registered model was just made: say whose it is and what its aliases mean
+        describe_registered_model(client, pipeline)
     return version
+
+
+def describe_registered_model(client: MlflowClient, pipeline: str) -> None:
+    client.update_registered_model(pipeline, description=(
+        f"Models of the CalmOps pipeline '{pipeline}' (runs in the MLflow experiment '{experiment_name(pipeline)}'). "
+        f"Alias '{CHAMPION}' serves predictions; '{CHALLENGER}' marks a version waiting for promotion; "
+        f"'{PREVIOUS}' is the champion a rollback returns to. Each version's description says how it was "
+        "trained and why."))
+    for key, value in {"calmops.pipeline": pipeline, "calmops.experiment": experiment_name(pipeline),
+                       "calmops.managed_by": "calmops"}.items():
+        client.set_registered_model_tag(pipeline, key, value)
 
 
 def _registered_sha256(pipeline: str, version: int) -> str:
@@ -510,3 +523,37 @@ def rollback(pipeline: str) -> tuple[int, int]:
     client.set_registered_model_alias(pipeline, PREVIOUS, str(current))
     client.set_model_version_tag(pipeline, str(current), "calmops.rolled_back", "true")
     return current, prev
+
+
+class NoRecordedRun(LookupError):
+    pass
+
+
+def recorded_verdict(pipeline: str, file: str | None = None) -> tuple[dict, dict]:
+    """What the latest run of ``file`` (by its name; any file when None) recorded with a drift verdict: its
+    ``outcome.json`` and ``drift/verdict.json``. Raises :class:`NoRecordedRun` when there is none."""
+    experiment = mlflow.get_experiment_by_name(experiment_name(pipeline))
+    if experiment is None:
+        raise NoRecordedRun(f"pipeline {pipeline!r} has no run in MLflow yet")
+    quoted = (file or "").replace("'", "\\'")
+    runs = MlflowClient().search_runs([experiment.experiment_id], max_results=50, order_by=["start_time DESC"],
+                                      filter_string=f"tags.`calmops.file` = '{quoted}'" if file else "")
+    for run in runs:
+        try:
+            verdict = mlflow.artifacts.load_dict(f"{run.info.artifact_uri.rstrip('/')}/drift/verdict.json")
+        except (MlflowException, OSError):
+            continue  # a run that checked no drift (a first model, a failure) has none
+        outcome = mlflow.artifacts.load_dict(f"{run.info.artifact_uri.rstrip('/')}/outcome.json")
+        return outcome, verdict
+    said = f"file {file!r}" if file else "any file"
+    raise NoRecordedRun(f"no run of {said} in pipeline {pipeline!r} recorded a drift verdict")
+
+
+def log_batch_input(run_id: str, frame: pd.DataFrame, *, source: Path, sha256: str, target: str | None) -> None:
+    """The batch as the run's MLflow dataset input (context ``batch``): named after its file, its source the
+    path it arrived at, its digest the first 32 hex digits of the file's sha256 (MLflow keeps 36 characters;
+    the whole sha256 is the input's ``calmops.sha256`` tag), its schema and row count from the parsed frame."""
+    dataset = mlflow.data.from_pandas(frame, source=str(source), name=source.name, digest=sha256[:32],
+                                      targets=target if target in frame.columns else None)
+    with in_run(run_id):
+        mlflow.log_input(dataset, context="batch", tags={"calmops.sha256": sha256})

@@ -38,7 +38,7 @@ class PerformanceSignal:
     at_promotion: float | None
     threshold_failures: list[str]
     relative_drop: float | None  # the fall since promotion as a share of the score then (None: not measurable)
-    tolerance: float
+    tolerance: float | None  # the spec's performance_tolerance (None only in a record that lacks it)
     noise_band: float | None = None  # what the two estimates' sampling error explains (rates only)
     drift: bool = False
 
@@ -59,8 +59,9 @@ class PerformanceSignal:
 
     @classmethod
     def from_dict(cls, d: dict) -> PerformanceSignal:
-        return cls(**{"metric": "", "now": None, "at_promotion": None, "threshold_failures": [],
-                      "relative_drop": None, "tolerance": 0.0, **_known(cls, d)})
+        known = _known(cls, d)
+        return cls(**{"metric": "", "now": None, "at_promotion": None, "relative_drop": None, "tolerance": None,
+                      **known, "threshold_failures": list(known.get("threshold_failures") or [])})
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class DecaySignal:
     p_value: float | None = None
     slope: float | None = None
     relative_decline: float | None = None
+    scores: list[float] = field(default_factory=list)  # the trail tested, oldest first
 
     @property
     def reason(self) -> str | None:
@@ -86,7 +88,8 @@ class DecaySignal:
     def to_dict(self) -> dict[str, Any]:
         if self.metric is None:
             return {"alarm": self.alarm, "files": self.files}
-        return asdict(self)
+        said = asdict(self)  # the test's settings first, then its result
+        return {k: said.pop(k) for k in ("metric", "p_value_max", "min_decline")} | said
 
     @classmethod
     def from_dict(cls, d: dict) -> DecaySignal:
@@ -157,7 +160,7 @@ class BlockDrift:
     @classmethod
     def from_dict(cls, d: dict) -> BlockDrift:
         perf = d.get("performance")
-        return cls(reference=d.get("reference", ""), alpha=float(d.get("alpha", 0.0)),
+        return cls(reference=d.get("reference") or "", alpha=float(d.get("alpha") or 0.0),
                    report=DriftReport.from_dict(d["report"]),
                    performance=PerformanceSignal.from_dict(perf) if perf else None)
 
@@ -171,7 +174,9 @@ class DriftVerdict:
     decay: DecaySignal | None = None
     concept: ConceptSignal | None = None
     label_free: LabelFreeSignal | None = None
-    blocks: dict[str, BlockDrift] = field(default_factory=dict)  # block kind: the file's blocks
+    # block kind: the file's blocks. A block that drifts sets drift_detected without adding to reasons (the
+    # block flow says "block drift in …" in the run's reason, and the recorded reasons stay the file's own)
+    blocks: dict[str, BlockDrift] = field(default_factory=dict)
     drift_detected: bool = False
     reasons: list[str] = field(default_factory=list)
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from calmops.core.kinds import KINDS
 from calmops.core.names import Decision
-from calmops.core.verdict import DecaySignal, DriftVerdict
+from calmops.core.verdict import DriftVerdict
 
 EXPERIMENT_PREFIX = "calmops/"
 PIPELINE_TAG = "calmops.pipeline"
@@ -585,6 +585,23 @@ def concept_frame(verdicts: dict[str, DriftVerdict | None], labels: dict[str, st
     return pd.DataFrame(rows, columns=["run", "detector", "alarm", "first_alarm_index", "status"])
 
 
+DECAY_COLUMNS = (("decay_files", "files"), ("decay_p_value", "p_value"), ("decay_decline", "relative_decline"),
+                 ("decay", "alarm"))
+
+
+def read_verdicts(recorded: dict[str, dict | None]) -> tuple[dict[str, DriftVerdict | None], list[str]]:
+    """Each run's recorded ``drift/verdict.json`` read back (None where a run has none), and the runs whose
+    record cannot be read (hand-made or damaged): those are left out, not allowed to hide the others."""
+    verdicts, unreadable = {}, []
+    for run_id, raw in recorded.items():
+        try:
+            verdicts[run_id] = DriftVerdict.from_dict(raw) if raw else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            verdicts[run_id] = None
+            unreadable.append(run_id)
+    return verdicts, unreadable
+
+
 def performance_frame(verdicts: dict[str, DriftVerdict | None], labels: dict[str, str]) -> pd.DataFrame:
     """The champion's score per run against its score at promotion, and the decay test over its files."""
     rows = []
@@ -592,12 +609,11 @@ def performance_frame(verdicts: dict[str, DriftVerdict | None], labels: dict[str
         verdict = verdicts.get(run_id)
         perf = verdict.performance if verdict else None
         if perf:
-            decay = verdict.decay or DecaySignal()
+            decay = verdict.decay  # None in a record made before the decay test: blank cells
             rows.append({"run": label, "metric": perf.metric, "now": perf.now, "at_promotion": perf.at_promotion,
                          "relative_drop": perf.relative_drop, "tolerance": perf.tolerance, "drift": perf.drift,
                          "threshold_failures": "; ".join(perf.threshold_failures),
-                         "decay_files": decay.files, "decay_p_value": decay.p_value,
-                         "decay_decline": decay.relative_decline, "decay": decay.alarm})
+                         **{column: getattr(decay, field) if decay else None for column, field in DECAY_COLUMNS}})
     return pd.DataFrame(rows, columns=["run", "metric", "now", "at_promotion", "relative_drop", "tolerance", "drift",
                                        "threshold_failures", "decay_files", "decay_p_value", "decay_decline",
                                        "decay"])

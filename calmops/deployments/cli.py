@@ -360,6 +360,30 @@ def rollback(name: str):
     console.print(f"[bold]{name}[/]: champion v{old} → v{new} (v{old} is now 'previous')")
 
 
+@app.command("report")
+@friendly
+def report(name: str,
+           file: Annotated[str | None, typer.Argument(help="The file's name (default: the latest file checked).")] = None,
+           out: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the page.")] = None):
+    """Write the drift report of a file's latest run as one HTML page that opens offline."""
+    from calmops.core import registry
+    from calmops.core.report_page import render_report
+    from calmops.core.store import read_spec
+    from calmops.core.verdict import DriftVerdict
+    from calmops.deployments.console import console
+
+    read_spec(name)
+    registry.configure()
+    try:
+        outcome, verdict = registry.recorded_verdict(name, file)
+    except registry.NoRecordedRun as exc:
+        raise CliError(str(exc), f"'calmops status {name}' lists the files decided so far; a first model or a "
+                                 "failed run has no drift verdict") from None
+    target = out or Path(f"{name}-{Path(outcome['file']).stem}.report.html")
+    target.write_text(render_report(outcome, DriftVerdict.from_dict(verdict)))
+    console.print(f"[bold]{name}[/] · {outcome['file']} ({outcome['decision']}): report written to {target}")
+
+
 @app.command("logs")
 @friendly
 def logs(name: str, lines: Annotated[int, typer.Option("-n", help="Lines from the end.")] = 50):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from functools import partial
 
@@ -9,13 +10,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .categorical import run_categorical_test
+from .categorical import OTHER, CategoricalReference, run_categorical_test
 from .columns import categorical_values, numeric_values
 from .config import DriftConfig
 from .policy import adjust_pvalues, aggregate, is_drift, rank_culprits
 from .profile import ReferenceProfile
-from .report import DriftReport, FeatureResult, MultivariateResult, SchemaSignal
-from .univariate import run_numeric_test
+from .report import Distribution, DriftReport, FeatureResult, MultivariateResult, SchemaSignal
+from .univariate import NumericReference, bin_counts, run_numeric_test
 
 
 def compare(
@@ -47,6 +48,7 @@ def compare(
     results: list[FeatureResult] = []
     signals: list[SchemaSignal] = []
     feature_flags: dict[str, float] = {}  # feature -> culprit score from schema signals
+    distributions: dict[str, Distribution] = {}
 
     for col in batch.columns:
         if str(col) not in profile.feature_types:
@@ -85,6 +87,7 @@ def compare(
             finite = np.sort(values[np.isfinite(values)])
             n_missing = n_batch - finite.size
             n_ref = ref.sorted_values.size
+            distributions[col] = numeric_distribution(ref, finite)
             for t in config.numeric_tests:
                 results.append(
                     _run(
@@ -103,6 +106,7 @@ def compare(
             values = categorical_values(s, kind)
             n_missing = n_batch - values.size
             n_ref = int(ref.counts.sum())
+            distributions[col] = categorical_distribution(ref, values)
             for t in config.categorical_tests:
                 results.append(
                     _run(
@@ -175,7 +179,42 @@ def compare(
         n_batch,
         config.model_dump(),
         finite_scores,
+        distributions=distributions,
     )
+
+
+def _shares(counts) -> list[float]:
+    counts = np.asarray(counts, dtype=float)
+    total = counts.sum()
+    return (counts / total).tolist() if total else [0.0] * counts.size
+
+
+def numeric_distribution(ref: NumericReference, finite: np.ndarray) -> Distribution:
+    """Both sides over the reference's quantile bins (``< e₁``, ``e₁–e₂``, …, ``≥ eₖ``).
+
+    >>> ref = NumericReference.build(np.arange(100.0), 100, 4)
+    >>> d = numeric_distribution(ref, np.array([1.0, 2.0, 80.0, 90.0]))
+    >>> d.bins, d.reference, d.batch
+    (['< 24.8', '24.8–49.5', '49.5–74.2', '≥ 74.2'], [0.25, 0.25, 0.25, 0.25], [0.5, 0.0, 0.0, 0.5])
+    """
+    edges = [f"{e:.3g}" for e in ref.bin_edges]
+    bins = ([f"< {edges[0]}", *(f"{a}–{b}" for a, b in itertools.pairwise(edges)), f"≥ {edges[-1]}"]
+            if edges else ["all values"])
+    return Distribution(bins, _shares(ref.bin_counts), _shares(bin_counts(finite, ref.bin_edges)))
+
+
+def categorical_distribution(ref: CategoricalReference, values: np.ndarray) -> Distribution:
+    """Both sides over the reference's categories; batch values the reference did not list go to the reference's
+    ``OTHER`` bin, or to a last bin ``(not in reference)``."""
+    names, counts = np.unique(np.asarray(values, dtype=object).astype(str), return_counts=True)
+    seen = dict(zip(names.tolist(), counts.tolist()))
+    batch = [seen.pop(c, 0) for c in ref.categories]
+    bins, reference, rest = list(ref.categories), list(ref.counts), sum(seen.values())
+    if OTHER in bins:
+        batch[bins.index(OTHER)] += rest
+    elif rest:
+        bins, reference, batch = [*bins, "(not in reference)"], [*reference, 0], [*batch, rest]
+    return Distribution(bins, _shares(reference), _shares(batch))
 
 
 def _run(col, kind, test, n_ref, n_batch_valid, config, fn, n_batch) -> FeatureResult:

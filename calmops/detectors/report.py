@@ -83,6 +83,20 @@ class SchemaSignal:
 
 
 @dataclass
+class Distribution:
+    """One column's values binned the same way on both sides: the reference-quantile bins of a numeric column,
+    the reference categories of a categorical one (values the reference did not have go to a last bin); shares
+    of the non-missing values on each side."""
+
+    bins: list[str]
+    reference: list[float]
+    batch: list[float]
+
+    def to_dict(self) -> dict:
+        return _clean(asdict(self))
+
+
+@dataclass
 class DriftReport:
     features: list[FeatureResult]
     multivariate: list[MultivariateResult]
@@ -95,6 +109,7 @@ class DriftReport:
     config: dict
     feature_scores: dict[str, float] = field(default_factory=dict)  # culprit score per drifted feature
     schema_version: int = SCHEMA_VERSION
+    distributions: dict[str, Distribution] = field(default_factory=dict)  # per tested column
 
     def to_dict(self) -> dict:
         return _clean(
@@ -110,6 +125,7 @@ class DriftReport:
                 "multivariate": [m.to_dict() for m in self.multivariate],
                 "schema_signals": [s.to_dict() for s in self.schema_signals],
                 "config": self.config,
+                "distributions": {k: d.to_dict() for k, d in self.distributions.items()},
             }
         )
 
@@ -119,7 +135,7 @@ class DriftReport:
             features=[_from(FeatureResult, f) for f in d.get("features", [])],
             multivariate=[_from(MultivariateResult, m) for m in d.get("multivariate", [])],
             schema_signals=[_from(SchemaSignal, s) for s in d.get("schema_signals", [])],
-            drift_detected=bool(d["drift_detected"]),
+            drift_detected=bool(d.get("drift_detected")),
             drifted_features=list(d.get("drifted_features", [])),
             reason=d.get("reason", ""),
             n_reference=int(d.get("n_reference", 0)),
@@ -127,6 +143,7 @@ class DriftReport:
             config=dict(d.get("config", {})),
             feature_scores=dict(d.get("feature_scores", {})),
             schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
+            distributions={k: _from(Distribution, v) for k, v in (d.get("distributions") or {}).items()},
         )
 
     def table_rows(self) -> list[dict]:

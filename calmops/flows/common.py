@@ -263,6 +263,9 @@ def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | R
             ctx.signals["new_classes"] = batch.labels.new_classes
         if batch.signals:
             ctx.signals["signals"] = batch.signals
+        if ctx.mlflow_run_id:
+            registry.log_batch_input(ctx.mlflow_run_id, batch.frame, source=ctx.path, sha256=ctx.sha256,
+                                     target=ctx.spec.target)
         return batch
     except RejectedInput as exc:
         target = quarantine(ctx.paths, ctx.path, ctx.sha256, exc.reason, exc.details)

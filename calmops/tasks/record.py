@@ -10,9 +10,11 @@ from typing import Any
 import mlflow
 
 from calmops.core import registry
+from calmops.core.report_page import render_report
 from calmops.core.verdict import DriftVerdict
-from calmops.detectors import DriftReport
 from calmops.tasks import step
+
+REPORT_ARTIFACT = "drift/report.html"  # the run's drift report, one self-contained page
 
 
 @dataclass
@@ -80,13 +82,14 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
                 mlflow.log_text(spec_yaml, "spec.yaml")
             if drift:
                 mlflow.log_dict(drift, "drift/verdict.json")
+                mlflow.log_text(render_report(outcome.to_dict(), verdict), REPORT_ARTIFACT)
                 if verdict.data:
                     mlflow.log_dict(drift["data"], "drift/report.json")
                     mlflow.log_text(verdict.data.summary_markdown(), "drift/summary.md")
-    publish_artifacts(outcome, verdict.data if verdict else None)
+    publish_artifacts(outcome, verdict)
 
 
-def decision_markdown(outcome: RunOutcome) -> str:
+def decision_markdown(outcome: RunOutcome, *, with_report: bool = False) -> str:
     url = None
     if outcome.mlflow_run_id and registry.mlflow_ui():  # only a UI to link to is worth the look-up
         try:
@@ -107,22 +110,26 @@ def decision_markdown(outcome: RunOutcome) -> str:
         f"**MLflow run:** {mlflow_ref}  ",
         f"**File SHA-256:** `{outcome.sha256}`",
     ]
+    if with_report:
+        lines[-1] += "  "
+        lines.append(f"**Drift report:** `{REPORT_ARTIFACT}` in the MLflow run's artifacts, a page that opens "
+                     f"offline (or `calmops report {outcome.pipeline} {outcome.file}`)")
     for who, scores in outcome.metrics.items():
         shown = {k: round(v, 4) for k, v in scores.items() if isinstance(v, (int, float))}
         lines.append(f"\n**{who}:** `{json.dumps(shown)}`")
     return "\n".join(lines) + "\n"
 
 
-def publish_artifacts(outcome: RunOutcome, report: DriftReport | None) -> None:
+def publish_artifacts(outcome: RunOutcome, verdict: DriftVerdict | None) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.context import FlowRunContext
 
     if FlowRunContext.get() is None:
         return
     key = f"calmops-{outcome.pipeline}"
-    create_markdown_artifact(decision_markdown(outcome), key=f"{key}-decision",
+    create_markdown_artifact(decision_markdown(outcome, with_report=verdict is not None), key=f"{key}-decision",
                              description=f"Decision for {outcome.file}")
-    if report:
-        rows = report.table_rows()
+    if verdict and verdict.data:
+        rows = verdict.data.table_rows()
         if rows:
             create_table_artifact(rows, key=f"{key}-drift", description=f"Drift per feature for {outcome.file}")

@@ -210,3 +210,15 @@ def test_overview_reads_only_the_latest_runs_and_says_when_there_are_more(tmp_pa
     row = overview.summary(data.Connection(uri), {"name": "many", "experiment_id": exp}, prefect_ok=False)
     assert row["runs"] == f"{overview.RECENT_RUNS}+"
     assert row["last file"] == f"f{overview.RECENT_RUNS + 2:03d}.csv"  # the newest run, not the oldest read
+
+
+def test_a_verdict_that_cannot_be_read_is_left_out_and_named():
+    good = {"drift_detected": True, "reasons": ["performance drift: x"], "data": None,
+            "performance": {"metric": "accuracy", "now": 0.8, "at_promotion": 0.9, "threshold_failures": None,
+                            "relative_drop": 0.11, "tolerance": 0.05, "drift": True}}
+    bad = {"drift_detected": False, "data": {"features": [{"feature": "x"}]}}  # a feature result without its fields
+    verdicts, unreadable = data.read_verdicts({"a": good, "b": bad, "c": None})
+    assert unreadable == ["b"] and verdicts["b"] is None and verdicts["c"] is None
+    perf = data.performance_frame(verdicts, {"a": "f1", "b": "f2", "c": "f3"})
+    assert perf["run"].tolist() == ["f1"] and perf.iloc[0]["threshold_failures"] == ""
+    assert perf.iloc[0][["decay_files", "decay"]].isna().all()  # no decay recorded: blank, not 0 / False

@@ -41,6 +41,27 @@ def test_create_run_status_list_show_rollback(prefect_server, calmops_home, tmp_
     assert [p["name"] for p in listing] == ["sea"]
     assert "target: y" in runner.invoke(app, ["show", "sea"]).stdout
 
+    # the first file trained the first model: no drift was checked, so it has no report; the second has
+    no_page = runner.invoke(app, ["report", "sea", "a.csv"])
+    assert no_page.exit_code != 0 and "no run of file 'a.csv'" in no_page.stderr and "hint:" in no_page.stderr
+    page = tmp_path / "b.html"
+    made = runner.invoke(app, ["report", "sea", "-o", str(page)])  # the latest file checked: b.csv
+    assert made.exit_code == 0, made.output
+    assert "b.csv (retrain_promoted)" in made.stdout and "<h1>sea · b.csv" in page.read_text()
+    from mlflow import MlflowClient
+
+    run = MlflowClient().get_run(second["mlflow_run_id"])  # the same page is in the run's artifacts
+    assert "drift/report.html" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "drift")}
+    # MLflow as its users read it: the batch is the run's dataset input, the registered model says whose it is
+    (batch,) = run.inputs.dataset_inputs
+    assert batch.dataset.name == "b.csv" and batch.dataset.digest == second["sha256"][:32]
+    assert json.loads(batch.dataset.source)["uri"].endswith("b.csv")
+    assert json.loads(batch.dataset.profile)["num_rows"] == 1000
+    assert {t.key: t.value for t in batch.tags}["calmops.sha256"] == second["sha256"]
+    model = MlflowClient().get_registered_model("sea")
+    assert "CalmOps pipeline 'sea'" in model.description and "'champion' serves predictions" in model.description
+    assert model.tags["calmops.pipeline"] == "sea" and model.tags["calmops.experiment"] == "calmops/sea"
+
     rolled = runner.invoke(app, ["rollback", "sea"])
     assert rolled.exit_code == 0 and "v2 → v1" in rolled.stdout
     from calmops.core import registry

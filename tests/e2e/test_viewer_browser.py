@@ -177,6 +177,9 @@ def test_every_page_renders_in_chromium_and_shows_mlflow_numbers(viewer, browser
             shoot(page, f"pipeline-{slug}")
         page.get_by_role("tab", name="Spec").click()
         assert "DecisionTreeClassifier" in page.inner_text("body")
+        page.get_by_role("tab", name="Drift").click()
+        settle(page, 30)
+        assert page.get_by_role("button", name="Drift report (HTML, opens offline)").count() == 1
 
         for path, name, text in (("blocks", "blocks", "Between-block drift matrix"),
                                  ("ipip", "ipip", "IPIP ensembles"), ("simulator", "simulator", "Preview")):
@@ -255,5 +258,45 @@ def test_names_from_data_are_shown_as_text_not_rendered(viewer, browser, beacon)
         time.sleep(2)
         assert hits == [], f"the browser fetched {hits}"
         assert page.locator(f'img[src*="127.0.0.1:{port}"]').count() == 0
+    finally:
+        page.close()
+
+
+def test_the_drift_report_page_opens_offline_and_shows_every_feature(seeded, browser, tmp_path):
+    """`calmops report` writes f3.csv's page from what MLflow recorded; Chromium opens it with every network
+    request refused: nothing is fetched, and each feature of the file has its table row and its two-sided bars."""
+    import sys
+
+    from calmops.core import registry
+
+    out = tmp_path / "sea-f3.html"
+    env = dict(os.environ, CALMOPS_HOME=str(seeded), PYTHONPATH=str(ROOT))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([str(Path(sys.executable).with_name("calmops")), "report", "sea", "f3.csv", "-o", str(out)],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "retrain_promoted" in done.stdout and out.exists()
+    recorded = registry.recorded_verdict("sea", "f3.csv")[1]["data"]
+    features = sorted({f["feature"] for f in recorded["features"]})
+    assert features == ["x1", "x2", "x3"]  # the SEA file's features (y is the target)
+    page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    asked: list[str] = []
+
+    def only_the_file(route):
+        asked.append(route.request.url)
+        route.continue_() if route.request.url.startswith("file://") else route.abort()
+
+    try:
+        page.route("**/*", only_the_file)
+        page.goto(out.as_uri(), wait_until="load")
+        assert [u for u in asked if not u.startswith("file://")] == []
+        assert "retrain_promoted" in page.inner_text("body")
+        rows = page.locator("table tbody tr").filter(has=page.locator("svg"))
+        assert sorted(rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())) == features
+        for i in range(rows.count()):
+            bars = rows.nth(i).locator("svg rect")
+            assert bars.count() == 2 * len(recorded["distributions"][rows.nth(i).locator("td").first.inner_text()]["bins"])
+            assert rows.nth(i).locator("svg").bounding_box()["height"] > 0
+        shoot(page, "drift-report")
     finally:
         page.close()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from calmops.core.verdict import DriftVerdict
+from calmops.core.report_page import render_report
 from calmops.dashboards import cache, charts, data, ui
 
 HEATMAP_RUNS = 30
@@ -124,7 +125,10 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
     window = checked.tail(n)
     wl = {r: labels[r] for r in window["run_id"]}
     recorded = _artifacts(conn, window, "drift/verdict.json")  # each verdict holds its run's report
-    verdicts = {run_id: DriftVerdict.from_dict(v) if v else None for run_id, v in recorded.items()}
+    verdicts, unreadable = data.read_verdicts(recorded)
+    if unreadable:
+        st.warning(f"{len(unreadable)} run(s) have a drift verdict that cannot be read; they are left out: "
+                   + ", ".join(wl[r] for r in unreadable[:5]))
     reports = {run_id: (v or {}).get("data") for run_id, v in recorded.items()}
 
     st.subheader("Per-feature tests")
@@ -136,6 +140,13 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
     st.markdown(f"**Decision:** `{row['decision']}` · **drift:** {'yes' if row['drift'] else 'no'}")
     for reason in verdict.reasons if verdict else []:
         st.markdown(f"- {ui.plain(reason)}")
+    if verdict:
+        outcome = {"pipeline": name, "mlflow_run_id": chosen, "rows": None,
+                   **{k: row.get(k) for k in ("file", "decision", "reason", "sha256")},
+                   **{k: None if pd.isna(row.get(k)) else int(row[k]) for k in ("champion_version", "challenger_version")}}
+        st.download_button("Drift report (HTML, opens offline)", render_report(outcome, verdict),
+                           file_name=f"{name}-{Path(str(row.get('file') or chosen)).stem}.report.html",
+                           mime="text/html", key="drift_report_html")
     if report:
         st.caption(ui.plain(report.get("reason", "")))
         ui.show_frame(data.feature_table(report), key="feature_table", column_config={

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from calmops.core.registry import Champion
 from calmops.core.spec import PipelineSpec
 from calmops.core.verdict import DriftVerdict
 from calmops.tasks import step
 from calmops.tasks.drift.concept import concept_drift, per_row_errors
 from calmops.tasks.drift.data import data_drift, label_free_drift, model_importances
 from calmops.tasks.drift.performance import performance_decay, performance_drift
+
+if TYPE_CHECKING:  # the champion comes from the registry (MLflow); the step only reads it
+    from calmops.core.registry import Champion
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ def performance_decay(value: float | None, batch_id: str, spec: PipelineSpec, me
         trail = [*trail, {"batch": batch_id, "value": float(value)}][-ev.decay_window:]
         write_champion_state(path, champion_version, metric=metric, scores=trail)
     min_decline = ev.performance_tolerance / 2
-    result = decay_test([t["value"] for t in trail], higher_is_better=HIGHER_IS_BETTER.get(metric, True),
-                        min_files=ev.decay_files, p_value=ev.decay_p_value, min_decline=min_decline,
-                        base=at_promotion)
-    return DecaySignal(metric=metric, p_value_max=ev.decay_p_value, min_decline=min_decline, **result.to_dict())
+    scores = [t["value"] for t in trail]
+    result = decay_test(scores, higher_is_better=HIGHER_IS_BETTER.get(metric, True), min_files=ev.decay_files,
+                        p_value=ev.decay_p_value, min_decline=min_decline, base=at_promotion)
+    return DecaySignal(metric=metric, p_value_max=ev.decay_p_value, min_decline=min_decline, scores=scores,
+                       **result.to_dict())

@@ -1,0 +1,90 @@
+"""The drift report page: every feature with its bars, every signal, and nothing to fetch."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+
+from calmops.core.report_page import render_report
+from calmops.core.spec import parse_spec
+from calmops.core.verdict import ConceptSignal, DecaySignal, DriftVerdict, PerformanceSignal
+from calmops.detectors import ReferenceProfile, compare
+
+SPEC = parse_spec({"name": "r", "target": "y"})
+TYPES = {"income": "numeric", "age": "numeric", "region": "categorical"}
+
+
+def frames():
+    rng = np.random.default_rng(3)
+    ref = pd.DataFrame({"income": rng.normal(50, 10, 2000), "age": rng.normal(40, 12, 2000),
+                        "region": rng.choice(["north", "south", "east"], 2000)})
+    now = pd.DataFrame({"income": rng.normal(65, 10, 800), "age": rng.normal(40, 12, 800),
+                        "region": rng.choice(["north", "south", "west"], 800)})  # 'west' is new, 'east' gone
+    return ref, now
+
+
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.attrs, self.cells, self._cell = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs += [(tag, k, v) for k, v in attrs]
+        if tag == "td":
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self.cells.append(self._cell)
+            self._cell = None
+
+
+def test_every_feature_its_distributions_and_every_signal_are_on_a_page_that_fetches_nothing():
+    ref, now = frames()
+    report = compare(ReferenceProfile.build(ref, TYPES, SPEC.drift), now, SPEC.drift)
+    perf = PerformanceSignal("accuracy", 0.71, 0.9, [], 0.21, 0.05, drift=True)
+    decay = DecaySignal(alarm=True, files=4, metric="accuracy", p_value_max=0.05, min_decline=0.025,
+                        p_value=0.04, slope=-0.05, relative_decline=0.2, scores=[0.9, 0.85, 0.8, 0.71])
+    concept = ConceptSignal(alarm=True, detectors={"adwin": {"alarm": True, "first_alarm_index": 120}})
+    verdict = DriftVerdict.of(report, performance=perf, decay=decay, concept=concept)
+    html = render_report({"pipeline": "r", "file": "b<2>.csv", "decision": "retrain_promoted",
+                          "reason": "drift → retrained", "champion_version": 2}, verdict)
+    page = Page()
+    page.feed(html)
+    # self-contained: no script, no stylesheet link, no image or frame source; the one URL is SVG's namespace
+    assert not {"script", "link", "img", "iframe"} & set(page.tags)
+    assert [v for _, k, v in page.attrs if k in ("src", "href")] == []
+    assert "b&lt;2&gt;.csv" in html  # names are escaped
+    # every feature has a row and paired bars over the same bins as its recorded distribution
+    for feature in TYPES:
+        assert feature in page.cells, feature
+        assert len(report.distributions[feature].bins) >= 2
+    assert html.count("<svg") == len(TYPES) + 1  # one per feature, one for the decay trail
+    bars = html.count("<rect")
+    assert bars == 2 * sum(len(d.bins) for d in report.distributions.values())
+    # the categorical bins hold the new category in a last bin, and the vanished one at 0 in the batch
+    region = report.distributions["region"]
+    assert region.bins[-1] == "(not in reference)" and region.batch[-1] > 0.2
+    assert region.batch[region.bins.index("east")] == 0.0
+    assert abs(sum(region.reference) - 1) < 1e-9 and abs(sum(region.batch) - 1) < 1e-9
+    for reason in verdict.reasons:  # data, performance, decay and concept, each said
+        assert reason.split(":")[0] in html
+    assert "adwin" in page.cells and "120" in page.cells
+
+
+def test_the_numeric_bins_count_the_batch_the_way_the_tests_see_it():
+    ref, now = frames()
+    report = compare(ReferenceProfile.build(ref, TYPES, SPEC.drift), now, SPEC.drift)
+    income = report.distributions["income"]
+    # reference-quantile bins: about a tenth of the reference in each; the shifted batch piles up on the right
+    assert len(income.bins) == SPEC.drift.n_bins and max(abs(s - 0.1) for s in income.reference) < 0.01
+    edges = np.quantile(ref["income"], np.linspace(0, 1, SPEC.drift.n_bins + 1)[1:-1])
+    assert abs(income.batch[-1] - float(np.mean(now["income"] >= edges[-1]))) < 1e-12
+    assert DriftVerdict.from_dict(DriftVerdict.of(report).to_dict()).data.distributions == report.distributions
