@@ -142,11 +142,14 @@ def _concurrency_one():
     return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
 
-def _job_variables() -> dict[str, str]:
-    """Runs start through the warm runner (``calmops.deployments.warm``), cold when none is running."""
+def _job_variables(entrypoint: str) -> dict[str, Any]:
+    """Runs start through the warm runner (``calmops.deployments.warm``), cold when none is running. The engine
+    imports the flow from ``entrypoint`` (``PREFECT__FLOW_ENTRYPOINT``, as under Prefect's own runner) instead of
+    first reading the deployment for it: one client and one API call less before the run starts. The deployments
+    have no pull steps (module entrypoints of the installed package), so nothing else is skipped."""
     from calmops.deployments.warm import client_command
 
-    return {"command": client_command()}
+    return {"command": client_command(), "env": {"PREFECT__FLOW_ENTRYPOINT": entrypoint}}
 
 
 class SchemeConflict(RuntimeError):
@@ -215,9 +218,9 @@ def deploy_pipeline(name: str, *, pool: str | None = None) -> DeploymentSummary:
         concurrency_limit=_concurrency_one(),
         triggers=[file_trigger(name)],
         work_pool_name=pool,
-        job_variables=_job_variables(),
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    deployment.job_variables = _job_variables(deployment.entrypoint)
     deployment_id = deployment.apply()
     # a kind change leaves the old kind's deployment behind: remove it (and its automation)
     for other in _deployments_of(name):
@@ -233,10 +236,11 @@ def deploy_pipeline(name: str, *, pool: str | None = None) -> DeploymentSummary:
             _delete_deployment(scan.id)
         scan_deployment = scan_flow.to_deployment(
             name=name, description=f"Scan {name}'s incoming folder on a schedule and announce waiting files",
-            tags=tags, parameters={"pipeline": name}, work_pool_name=pool, job_variables=_job_variables(),
+            tags=tags, parameters={"pipeline": name}, work_pool_name=pool,
             concurrency_limit=_concurrency_one(), entrypoint_type=EntrypointType.MODULE_PATH,
             **schedule,
         )
+        scan_deployment.job_variables = _job_variables(scan_deployment.entrypoint)
         scan_deployment.apply()
         summary.scan_deployment = f"{SCAN_FLOW_NAME}/{name}"
     elif scan is not None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,47 @@ def test_the_calmops_command_is_handed_over_under_its_own_name_and_unknown_entri
     refused = subprocess.run([sys.executable, "-c", code, "3", "shell"], cwd=tmp_path, env=env, capture_output=True,
                              text=True, timeout=30, check=False)
     assert refused.stdout.strip() == "returned None" and "argv=" not in refused.stdout  # nothing ran
+
+
+PREFECT_RUNNER = ("import os, sys; from pathlib import Path; import prefect.context as context; "
+                  "real = context.refresh_global_settings_context; "
+                  "context.refresh_global_settings_context = lambda: (setattr(context, 'refreshed_by', os.getpid()), "
+                  "real())[1]; "
+                  "from calmops.deployments.warm import Runner; "
+                  "Runner(Path(sys.argv[1]), preload=('prefect',), module='tests.deployments.warm_target').serve()")
+
+
+def test_a_run_keeps_the_prefect_setup_the_runner_made_for_its_environment_and_redoes_it_otherwise(tmp_path):
+    """After a run the runner sets Prefect's settings and logging up as that run's environment needs them: the
+    next runs with the same PREFECT_ variables (the worker hands every run the same) fork with that done; a run
+    with other variables, or started in a folder with settings files, sets itself up as before."""
+    sock = tmp_path / "run" / "runner.sock"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_LOGGING_LEVEL": "INFO"}
+    # started outside the repository, whose pyproject.toml Prefect would read settings from
+    proc = subprocess.Popen([sys.executable, "-c", PREFECT_RUNNER, str(sock)], cwd=tmp_path, text=True,
+                            env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not warm.answers(sock):
+            assert proc.poll() is None and time.monotonic() < deadline, "the runner did not start"
+            time.sleep(0.05)
+
+        def run(level: str, cwd: Path = tmp_path) -> str:
+            c = subprocess.run([sys.executable, "-m", "calmops.deployments.warm", "settings"], cwd=cwd,
+                               env={**env, "CALMOPS_RUNNER_SOCKET": str(sock), "PREFECT_LOGGING_LEVEL": level,
+                                    "PREFECT__FLOW_RUN_ID": str(uuid.uuid4())},  # differs in every run
+                               capture_output=True, text=True, timeout=60, check=True)
+            return re.search(r"refreshed=\w+ level=\w+", c.stdout).group(0)
+
+        assert run("INFO") == "refreshed=True level=INFO"  # the first run: nothing prepared yet
+        assert run("INFO") == "refreshed=False level=INFO"
+        assert run("INFO") == "refreshed=False level=INFO"
+        assert run("WARNING") == "refreshed=True level=WARNING"  # another environment: the run sets it up
+        assert run("WARNING") == "refreshed=False level=WARNING"  # and the runner now prepares for that one
+        local = tmp_path / "with-settings"
+        local.mkdir()
+        (local / "prefect.toml").write_text('[logging]\nlevel = "ERROR"\n')
+        assert run("WARNING", cwd=local) == "refreshed=True level=WARNING"  # the variable wins over the file
+    finally:
+        proc.terminate()
+        proc.wait(10)
