@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -553,7 +554,9 @@ def log_batch_input(run_id: str, frame: pd.DataFrame, *, source: Path, sha256: s
     """The batch as the run's MLflow dataset input (context ``batch``): named after its file, its source the
     path it arrived at, its digest the first 32 hex digits of the file's sha256 (MLflow keeps 36 characters;
     the whole sha256 is the input's ``calmops.sha256`` tag), its schema and row count from the parsed frame."""
-    dataset = mlflow.data.from_pandas(frame, source=str(source), name=source.name, digest=sha256[:32],
-                                      targets=target if target in frame.columns else None)
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns it cannot choose
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        dataset = mlflow.data.from_pandas(frame, source=str(source), name=source.name, digest=sha256[:32],
+                                          targets=target if target in frame.columns else None)
     with in_run(run_id):
         mlflow.log_input(dataset, context="batch", tags={"calmops.sha256": sha256})
