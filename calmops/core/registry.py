@@ -540,12 +540,12 @@ def recorded_verdict(pipeline: str, file: str | None = None) -> tuple[dict, dict
     runs = MlflowClient().search_runs([experiment.experiment_id], max_results=50, order_by=["start_time DESC"],
                                       filter_string=f"tags.`calmops.file` = '{quoted}'" if file else "")
     for run in runs:
+        base = run.info.artifact_uri.rstrip("/")
         try:
-            verdict = mlflow.artifacts.load_dict(f"{run.info.artifact_uri.rstrip('/')}/drift/verdict.json")
+            verdict = mlflow.artifacts.load_dict(f"{base}/drift/verdict.json")
         except (MlflowException, OSError):
             continue  # a run that checked no drift (a first model, a failure) has none
-        outcome = mlflow.artifacts.load_dict(f"{run.info.artifact_uri.rstrip('/')}/outcome.json")
-        return outcome, verdict
+        return mlflow.artifacts.load_dict(f"{base}/outcome.json"), verdict
     said = f"file {file!r}" if file else "any file"
     raise NoRecordedRun(f"no run of {said} in pipeline {pipeline!r} recorded a drift verdict")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from calmops.core.verdict import DecaySignal, DriftVerdict
@@ -164,6 +165,11 @@ def _blocks(verdict: DriftVerdict) -> str:
           _num(b.performance.now if b.performance else None),
           _num(b.performance.at_promotion if b.performance else None), _yes(b.drift)]
          for name, b in verdict.blocks.items()], numeric={2, 4, 5})
+
+
+def file_name(pipeline: str, file: str) -> str:
+    """Where a report page is written by default: ``<pipeline>-<file stem>.report.html``."""
+    return f"{pipeline}-{Path(file).stem}.report.html"
 
 
 def render_report(outcome: Mapping[str, Any], verdict: DriftVerdict) -> str:

@@ -367,7 +367,7 @@ def report(name: str,
            out: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the page.")] = None):
     """Write the drift report of a file's latest run as one HTML page that opens offline."""
     from calmops.core import registry
-    from calmops.core.report_page import render_report
+    from calmops.core.report_page import file_name, render_report
     from calmops.core.store import read_spec
     from calmops.core.verdict import DriftVerdict
     from calmops.deployments.console import console
@@ -379,7 +379,7 @@ def report(name: str,
     except registry.NoRecordedRun as exc:
         raise CliError(str(exc), f"'calmops status {name}' lists the files decided so far; a first model or a "
                                  "failed run has no drift verdict") from None
-    target = out or Path(f"{name}-{Path(outcome['file']).stem}.report.html")
+    target = out or Path(file_name(name, outcome["file"]))
     target.write_text(render_report(outcome, DriftVerdict.from_dict(verdict)))
     console.print(f"[bold]{name}[/] · {outcome['file']} ({outcome['decision']}): report written to {target}")
 

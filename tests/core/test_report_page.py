@@ -88,3 +88,9 @@ def test_the_numeric_bins_count_the_batch_the_way_the_tests_see_it():
     edges = np.quantile(ref["income"], np.linspace(0, 1, SPEC.drift.n_bins + 1)[1:-1])
     assert abs(income.batch[-1] - float(np.mean(now["income"] >= edges[-1]))) < 1e-12
     assert DriftVerdict.from_dict(DriftVerdict.of(report).to_dict()).data.distributions == report.distributions
+
+
+def test_the_page_is_named_after_its_pipeline_and_file():
+    from calmops.core.report_page import file_name
+
+    assert file_name("sea", "gradual_0002.csv") == "sea-gradual_0002.report.html"

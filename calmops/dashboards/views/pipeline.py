@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from calmops.core.report_page import render_report
+from calmops.core import report_page
 from calmops.dashboards import cache, charts, data, ui
 
 HEATMAP_RUNS = 30
@@ -144,8 +143,8 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
         outcome = {"pipeline": name, "mlflow_run_id": chosen, "rows": None,
                    **{k: row.get(k) for k in ("file", "decision", "reason", "sha256")},
                    **{k: None if pd.isna(row.get(k)) else int(row[k]) for k in ("champion_version", "challenger_version")}}
-        st.download_button("Drift report (HTML, opens offline)", render_report(outcome, verdict),
-                           file_name=f"{name}-{Path(str(row.get('file') or chosen)).stem}.report.html",
+        st.download_button("Drift report (HTML, opens offline)", report_page.render_report(outcome, verdict),
+                           file_name=report_page.file_name(name, str(row.get("file") or chosen)),
                            mime="text/html", key="drift_report_html")
     if report:
         st.caption(ui.plain(report.get("reason", "")))
