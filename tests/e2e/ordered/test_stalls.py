@@ -97,8 +97,11 @@ def test_a_run_whose_deployment_was_deleted_is_cancelled_and_the_worker_goes_on_
             except ObjectNotFound:
                 return None  # deleted: Prefect's server could not cancel it without its deployment
 
-    until(lambda: orphan_state() is None or orphan_state().is_final(), 300, "the orphan to be recovered", interval=2)
-    state = orphan_state()
+    def recovered():
+        state = orphan_state()  # read once: the watchdog may delete the run between two reads
+        return (True, state) if state is None or state.is_final() else None
+
+    _, state = until(recovered, 300, "the orphan to be recovered", interval=2)
     assert state is None or (state.is_cancelled() and "its deployment no longer exists" in (state.message or "")), state
     shown = " ".join(CliRunner().invoke(app, ["status", gone], terminal_width=400).output.split())
     assert "stalled runs recovered" in shown and "its deployment no longer exists" in shown, shown
