@@ -80,6 +80,10 @@ class EvaluationSpec(_Strict):
     decay_files: int | None = Field(default=4, ge=3)
     decay_window: int = Field(default=8, ge=3)  # the last files since promotion the test looks at
     decay_p_value: float = Field(default=0.05, gt=0.0, lt=1.0)
+    # estimated performance drift, for batches without labels: the champion's primary metric estimated from its
+    # outputs (CBPE for classifiers, errors by prediction level for regressors) is worse than at promotion by
+    # more than this share (0.05 = 5 %); None (the default) records the estimate without acting on it
+    estimated_trigger: float | None = Field(default=None, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _decay_window_holds_the_files(self) -> EvaluationSpec:

@@ -7,7 +7,9 @@ The drift step (:func:`calmops.tasks.drift.check_drift`) builds it from five sig
   promotion (:class:`PerformanceSignal`);
 * ``decay``: a steady worsening of that score over the files since promotion (:class:`DecaySignal`);
 * ``concept``: streaming detectors fed with the champion's per-row errors (:class:`ConceptSignal`);
-* ``label_free``: prediction and confidence drift of a batch without labels (:class:`LabelFreeSignal`).
+* ``label_free``: prediction and confidence drift of a batch without labels (:class:`LabelFreeSignal`);
+* ``estimated``: the champion's performance estimated without labels (:class:`EstimatedSignal`), recorded on
+  every batch and a retrain signal on batches without labels when ``evaluation.estimated_trigger`` is set.
 
 The verdict stays typed through the flow; the record step turns it into JSON once (``drift/verdict.json`` in
 the run's MLflow artifacts, the shape of :meth:`DriftVerdict.to_dict`) and the viewer reads it back with
@@ -140,6 +142,44 @@ class LabelFreeSignal:
 
 
 @dataclass(frozen=True)
+class EstimatedSignal:
+    """The champion's metrics estimated from its outputs alone (CBPE for classifiers, errors by prediction level
+    for regressors), each with its 95 % band; ``metric`` is the primary one, compared with its score at promotion
+    when the spec sets a trigger (``trigger`` is then the share of that score it may lose)."""
+
+    estimates: dict[str, dict[str, float]]  # metric → {"value", "low", "high"}
+    reference_rows: int
+    metric: str | None = None
+    at_promotion: float | None = None
+    trigger: float | None = None
+    relative_drop: float | None = None
+    drift: bool = False
+
+    @property
+    def reason(self) -> str | None:
+        if not self.drift:
+            return None
+        e = self.estimates[self.metric]
+        return (f"estimated performance drift: {self.metric} estimated at {e['value']:.4f} "
+                f"({e['low']:.4f}–{e['high']:.4f}) without labels, {self.relative_drop:.1%} worse than "
+                f"{self.at_promotion:.4f} at promotion (trigger {self.trigger:.1%})")
+
+    def flat(self) -> dict[str, float]:
+        """``{metric: value, metric_low: …, metric_high: …}``, the shape the run's MLflow metrics take."""
+        out: dict[str, float] = {}
+        for metric, e in self.estimates.items():
+            out |= {metric: e["value"], f"{metric}_low": e["low"], f"{metric}_high": e["high"]}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EstimatedSignal:
+        return cls(**{"estimates": {}, "reference_rows": 0, **_known(cls, d)})
+
+
+@dataclass(frozen=True)
 class BlockDrift:
     """One block of a block-kind file: its data drift against ``reference`` (the champion's rows of that block,
     or the whole reference) at ``alpha``, and the champion's performance on it (None: too few rows)."""
@@ -174,6 +214,7 @@ class DriftVerdict:
     decay: DecaySignal | None = None
     concept: ConceptSignal | None = None
     label_free: LabelFreeSignal | None = None
+    estimated: EstimatedSignal | None = None
     # block kind: the file's blocks. A block that drifts sets drift_detected without adding to reasons (the
     # block flow says "block drift in …" in the run's reason, and the recorded reasons stay the file's own)
     blocks: dict[str, BlockDrift] = field(default_factory=dict)
@@ -191,9 +232,9 @@ class DriftVerdict:
     @classmethod
     def of(cls, data: DriftReport | None, *, data_reason: str = "data drift", **signals) -> DriftVerdict:
         """The verdict of these signals: a retrain is called for when any of them says so, and each one that
-        does gives its reason (data drift first, then performance, decay, concept and label-free)."""
+        does gives its reason (data drift first, then performance, decay, concept, label-free and estimated)."""
         reasons = [f"{data_reason}: {data.reason.removeprefix('Drift: ')}"] if data and data.drift_detected else []
-        for name in ("performance", "decay", "concept", "label_free"):
+        for name in ("performance", "decay", "concept", "label_free", "estimated"):
             said = getattr(signals.get(name), "reason", None)
             if said:
                 reasons.append(said)
@@ -205,7 +246,8 @@ class DriftVerdict:
 
         out = {"drift_detected": self.drift_detected, "reasons": list(self.reasons),
                "data": self.data.to_dict() if self.data else None, "performance": plain(self.performance),
-               "decay": plain(self.decay), "concept": plain(self.concept), "label_free": plain(self.label_free)}
+               "decay": plain(self.decay), "concept": plain(self.concept), "label_free": plain(self.label_free),
+               "estimated": plain(self.estimated)}
         if self.blocks:
             out["blocks"] = {name: b.to_dict() for name, b in self.blocks.items()}
         return out
@@ -219,5 +261,6 @@ class DriftVerdict:
         return cls(data=DriftReport.from_dict(d["data"]) if d.get("data") else None,
                    performance=signal(PerformanceSignal, "performance"), decay=signal(DecaySignal, "decay"),
                    concept=signal(ConceptSignal, "concept"), label_free=signal(LabelFreeSignal, "label_free"),
+                   estimated=signal(EstimatedSignal, "estimated"),
                    blocks={n: BlockDrift.from_dict(b) for n, b in (d.get("blocks") or {}).items()},
                    drift_detected=bool(d.get("drift_detected")), reasons=list(d.get("reasons") or []))

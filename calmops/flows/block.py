@@ -34,7 +34,7 @@ from calmops.flows.common import (
     write_predictions_of,
 )
 from calmops.tasks import blocks as B
-from calmops.tasks.drift.concept import warm_start_concept
+from calmops.tasks.drift import start_monitoring
 from calmops.tasks.evaluate import evaluate_models, primary_metric, seed_from, task_of
 from calmops.tasks.ingest import Batch
 from calmops.tasks.promote import compare_on_holdout, decide, promote_challenger
@@ -90,8 +90,8 @@ def train_first_model(ctx: RunContext, batch: Batch, blocks: list[B.Block]) -> R
     champion_version = None
     if promote:  # after the predictions: a failure to write them leaves no new champion
         promote_challenger(spec.name, version)
-        warm_start_concept(ctx.paths.state, version, selected, X_hold, y_hold, task, spec,
-                           scores["challenger"].get("rmse"))
+        start_monitoring(ctx.paths.state, version, selected, X_hold, y_hold, task, spec,
+                         scores["challenger"].get("rmse"))
         champion_version = version
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
                    spec.retrain.history_max_batches)
@@ -197,8 +197,8 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     if promote:
         out = write_predictions_of(ctx, batch, model, version)  # before the champion changes
         promote_challenger(spec.name, version)
-        warm_start_concept(ctx.paths.state, version, selected, X_hold, y_hold, task, spec,
-                           scores["challenger"].get("rmse"))
+        start_monitoring(ctx.paths.state, version, selected, X_hold, y_hold, task, spec,
+                         scores["challenger"].get("rmse"))
         outcome = ctx.outcome("retrain_promoted",
                               f"{drift_reason} → retrained blocks {', '.join(retrained)}: {rule}",
                               champion_version=version, challenger_version=version,

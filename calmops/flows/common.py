@@ -279,6 +279,8 @@ def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | R
 
 
 def finish_record(ctx: RunContext, outcome: RunOutcome, verdict: DriftVerdict | None) -> RunOutcome:
+    if verdict and verdict.estimated:  # logged next to the realized scores: estimated_<metric>[_low|_high]
+        outcome.metrics = {**outcome.metrics, "estimated": verdict.estimated.flat()}
     record_run(outcome, verdict, ctx.params, ctx.spec.to_yaml())
     outcome.breaker_state = breaker_update(ctx.spec, outcome)
     return outcome

@@ -28,7 +28,7 @@ from calmops.flows.common import (
     write_batch_predictions,
     write_predictions_of,
 )
-from calmops.tasks.drift.concept import warm_start_concept
+from calmops.tasks.drift import start_monitoring
 from calmops.tasks.evaluate import evaluate_models, holdout_split, primary_metric, seed_from, task_of
 from calmops.tasks.ingest import Batch
 from calmops.tasks.promote import compare_on_holdout, decide, decide_refresh, promote_challenger, refresh_due
@@ -75,8 +75,8 @@ def train_first_model(ctx: RunContext, batch: Batch) -> RunOutcome:
     champion_version = None
     if verdict.promote:  # the last step: nothing that can fail comes between it and finish
         promote_challenger(spec.name, version)
-        warm_start_concept(ctx.paths.state, version, selected.model, batch.X.iloc[split.holdout],
-                           batch.y.iloc[split.holdout], task, spec, scores["challenger"].get("rmse"))
+        start_monitoring(ctx.paths.state, version, selected.model, batch.X.iloc[split.holdout],
+                         batch.y.iloc[split.holdout], task, spec, scores["challenger"].get("rmse"))
         champion_version = version
     decision = "train" if verdict.promote else "retrain_rejected"
     reason = verdict.reason if verdict.promote else f"first model not promoted: {verdict.reason}"
@@ -167,8 +167,8 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
         if decision.promote:
             out = write_predictions_of(ctx, batch, trained.model, version)  # before the champion changes
             promote_challenger(spec.name, version)
-            warm_start_concept(ctx.paths.state, version, selected.model, X_hold, y_hold, task, spec,
-                               scores["challenger"].get("rmse"))
+            start_monitoring(ctx.paths.state, version, selected.model, X_hold, y_hold, task, spec,
+                             scores["challenger"].get("rmse"))
             reason = f"{verdict_reason} → retrained ({mode}): {decision.reason}"
             outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
                                   metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out),
@@ -176,8 +176,8 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
             return finish(ctx, outcome, verdict)
         ctx.log.info("challenger v%s (%s) rejected: %s", version, mode, decision.reason)
     if verdict.concept and verdict.concept.alarm:  # acted on: the detectors restart from the champion's level on this file
-        warm_start_concept(ctx.paths.state, champion.version, champion.model, batch.X, batch.y, task, spec,
-                           champion.scores_at_promotion.get("rmse"))
+        start_monitoring(ctx.paths.state, champion.version, champion.model, batch.X, batch.y, task, spec,
+                         champion.scores_at_promotion.get("rmse"))
     out = write_batch_predictions(ctx, batch, champion)
     reason = f"{verdict_reason} → retrained ({', '.join(tried)}) but not promoted: {decision.reason}"
     outcome = ctx.outcome("no_drift" if refresh else "retrain_rejected", reason, champion_version=champion.version, challenger_version=version,

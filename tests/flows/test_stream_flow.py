@@ -238,3 +238,42 @@ def test_a_claim_left_by_a_dead_run_is_taken_over_and_that_run_closed_in_prefect
     assert "ended while deciding k.csv" in state.message and outcome["flow_run_id"] in state.message
     assert MlflowClient().get_run(dead_mlflow_run).info.status == "KILLED"
     assert [e["status"] for e in book.entries()] == ["done"]
+
+
+def graded_frame(n: int, seed: int, *, crowded: bool = False) -> pd.DataFrame:
+    """SEA's boundary x1 + x2 = 8 with graded certainty: P(y = 1) = sigmoid(1.5 (8 - x1 - x2)), so rows near the
+    boundary are coin flips and rows far from it are sure. ``crowded``: every row near the boundary (the same
+    concept, other inputs)."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.uniform(0, 10, n)
+    x2 = np.clip(8 - x1 + rng.normal(0, 0.5, n), 0, 10) if crowded else rng.uniform(0, 10, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-1.5 * (8 - x1 - x2)))).astype(int)
+    return pd.DataFrame({"x1": x1, "x2": x2, "x3": rng.uniform(0, 10, n), "y": y})
+
+
+def test_the_champions_performance_is_estimated_on_every_batch_and_a_fall_without_labels_is_a_signal(
+        prefect_server, stream_spec):
+    """CBPE end to end in the flow: calibrated on the holdout that chose the first model, the estimate of a
+    labelled batch lands next to its realized accuracy in MLflow; on unlabeled rows crowded at the class
+    boundary (a covariate shift: the concept is the same) the estimate falls with the accuracy the labels would
+    have shown, and ``evaluation.estimated_trigger`` says so."""
+    folder = incoming("sea")
+    update_spec("sea", model={"class": "sklearn.linear_model.LogisticRegression", "params": {}})
+    run("sea", write_csv(graded_frame(3000, 1), folder, "train.csv"))
+    labelled = run("sea", write_csv(graded_frame(2000, 2), folder, "labelled.csv"))
+    estimated, realized = labelled["metrics"]["estimated"], labelled["metrics"]["champion"]["accuracy"]
+    assert abs(estimated["accuracy"] - realized) < 0.03, (estimated, realized)
+    assert estimated["accuracy_low"] <= estimated["accuracy"] <= estimated["accuracy_high"]
+    logged = runs_for_sha("sea", labelled["sha256"])[0].data.metrics
+    assert logged["estimated_accuracy"] == pytest.approx(estimated["accuracy"])
+    assert logged["champion_accuracy"] == pytest.approx(realized)
+
+    update_spec("sea", prediction_only=True, evaluation={"estimated_trigger": 0.1})
+    crowded = graded_frame(2000, 3, crowded=True)
+    realized_crowded = float(np.mean(registry.champion("sea").model.predict(crowded) == crowded["y"]))
+    out = run("sea", write_csv(crowded.drop(columns=["y"]), folder, "near-the-boundary.csv"))
+    assert out["decision"] == "predict_only" and out["drift_detected"]
+    assert "estimated performance drift: accuracy" in out["reason"], out["reason"]
+    now = out["metrics"]["estimated"]
+    assert realized_crowded < realized - 0.15  # the labels would have shown a large fall...
+    assert abs(now["accuracy"] - realized_crowded) < 0.04, (now, realized_crowded)  # ...and the estimate shows it

@@ -1,0 +1,77 @@
+"""Performance estimated without labels: the champion's estimator is fit on rows it was not trained on when it
+takes office (``state/estimation.json``, kept for one champion) and estimates its metrics on every batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from calmops.core.metrics import HIGHER_IS_BETTER
+from calmops.core.spec import PipelineSpec
+from calmops.core.store import read_champion_state, write_champion_state
+from calmops.core.verdict import EstimatedSignal
+from calmops.detectors.estimation import MIN_REFERENCE_ROWS, CalibratedEstimator, ErrorLevelEstimator, estimator_from_state
+
+STATE_FILE = "estimation.json"  # under the pipeline's state folder
+
+
+def _probabilities(model: Any, X: pd.DataFrame) -> np.ndarray | None:
+    if not hasattr(model, "predict_proba"):
+        return None
+    try:
+        return np.asarray(model.predict_proba(X), dtype=np.float64)
+    except Exception:  # noqa: BLE001 - some estimators expose predict_proba but cannot use it
+        return None
+
+
+def fit_estimator(state_dir: Path, champion_version: int, model: Any, X: pd.DataFrame, y: pd.Series,
+                  task: str) -> bool:
+    """Fit the performance estimator of ``champion_version`` on ``model``'s outputs for rows it was not fit on
+    (the holdout that chose it) with their labels. False, and no state, when it cannot be fit: a classifier
+    without probabilities, or too few rows."""
+    path = state_dir / STATE_FILE
+    estimator: CalibratedEstimator | ErrorLevelEstimator | None = None
+    if len(y) >= MIN_REFERENCE_ROWS:
+        if task == "classification":
+            proba, classes = _probabilities(model, X), list(getattr(model, "classes_", []))
+            if proba is not None and len(classes) == proba.shape[1] >= 2:
+                estimator = CalibratedEstimator.fit(proba, y, classes)
+        else:
+            estimator = ErrorLevelEstimator.fit(model.predict(X), y)
+    if estimator is None:
+        path.unlink(missing_ok=True)
+        return False
+    write_champion_state(path, champion_version, state=estimator.to_state())
+    return True
+
+
+def estimated_performance(model: Any, X: pd.DataFrame, spec: PipelineSpec, metric: str, state_dir: Path,
+                          champion_version: int, at_promotion: float | None, *, labelled: bool) -> EstimatedSignal | None:
+    """The champion's metrics on ``X`` estimated from its outputs; None when it has no estimator. On a batch
+    without labels, ``evaluation.estimated_trigger`` turns a fall of the primary metric into a drift signal."""
+    saved = read_champion_state(state_dir / STATE_FILE, champion_version)
+    if saved is None or len(X) == 0:
+        return None
+    estimator = estimator_from_state(saved["state"])
+    if isinstance(estimator, CalibratedEstimator):
+        proba = _probabilities(model, X)
+        if proba is None or proba.shape[1] != len(estimator.classes):
+            return None
+        estimates = estimator.estimate(proba, seed=spec.seed)
+    else:
+        estimates = estimator.estimate(model.predict(X))
+    trigger = spec.evaluation.estimated_trigger
+    signal = EstimatedSignal(estimates={m: {"value": e.value, "low": e.low, "high": e.high}
+                                        for m, e in estimates.items()},
+                             reference_rows=estimator.reference_rows, metric=metric if metric in estimates else None,
+                             at_promotion=at_promotion)
+    if labelled or trigger is None or signal.metric is None or not at_promotion:
+        return signal
+    now = estimates[metric].value
+    drop = (at_promotion - now if HIGHER_IS_BETTER.get(metric, True) else now - at_promotion) / abs(at_promotion)
+    return EstimatedSignal(**{**signal.to_dict(), "trigger": trigger, "relative_drop": drop, "drift": drop > trigger})
+
+
