@@ -9,7 +9,7 @@ import pytest
 MODULES = [
     *(f"calmops.generators.{name}" for name in
       ("files", "synthetic", "real", "clinic", "inject", "dynamics", "report", "scenarios")),
-    *(f"calmops.detectors.{name}" for name in ("columns", "comparison", "concept", "decay", "policy")),
+    *(f"calmops.detectors.{name}" for name in ("columns", "comparison", "concept", "decay", "estimation", "policy")),
     *(f"calmops.core.{name}" for name in ("blockwise", "errors", "frozen", "ipip", "kinds", "names")),
 ]
 

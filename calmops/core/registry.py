@@ -352,6 +352,9 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
     client = MlflowClient()
     client.set_model_version_tag(pipeline, str(version), MODEL_SHA256_TAG, _registered_sha256(pipeline, version))
     client.set_model_version_tag(pipeline, str(version), "calmops.scores", json.dumps(scores or {}))
+    numbers = {k: float(v) for k, v in (scores or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if numbers:  # the version's holdout scores as metrics of its logged model (MLflow's Models view lists them)
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in numbers.items()}, model_id=info.model_id)
     if description:
         client.update_model_version(pipeline, str(version), description=description[:5000])
     if version == 1:  # the registered model was just made: say whose it is and what its aliases mean

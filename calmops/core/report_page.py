@@ -2,7 +2,7 @@
 
 Everything is in the page: styles inline, charts as inline SVG, no script and no link to fetch. It shows the
 decision and its reason, each drift signal (performance against promotion, the decay trail, the concept
-detectors, the label-free checks), the per-feature table with effect sizes and p-values, each feature's
+detectors, the label-free checks, the performance estimated without labels), the per-feature table with effect sizes and p-values, each feature's
 reference and batch distributions side by side, the multivariate methods, the schema signals and, for the
 block kind, the blocks. The record step logs it as ``drift/report.html`` in the run's MLflow artifacts;
 ``calmops report NAME [FILE]`` writes it from what was recorded, and the viewer offers it for download.
@@ -117,6 +117,18 @@ def _signals(verdict: DriftVerdict) -> str:
             ["output", "test", "statistic", "p-value", "effect", "drift"],
             [[escape(r.feature), escape(r.test), _num(r.statistic), _num(r.p_value), _num(r.effect_size),
               _yes(r.drift)] for r in verdict.label_free.results], numeric={2, 3, 4}))
+    estimated = verdict.estimated
+    if estimated and estimated.estimates:
+        said = (f'<p class="muted">Trigger: {_num(estimated.trigger)} of {_num(estimated.at_promotion)} at promotion; '
+                f'{escape(estimated.metric or "")} estimated {_num(estimated.relative_drop)} worse, drift '
+                f'{_yes(estimated.drift)}.</p>' if estimated.trigger is not None else "")
+        out.append("<h2>Performance estimated without labels</h2>" + _table(
+            ["metric", "estimate", "band low", "band high"],
+            [[escape(m), _num(e.get("value")), _num(e.get("low")), _num(e.get("high"))]
+             for m, e in estimated.estimates.items()], numeric={1, 2, 3})
+            + f'<p class="muted">From the champion\'s outputs alone, calibrated on {estimated.reference_rows} labelled '
+              "rows it was not fit on. It assumes the inputs mean what they meant then: a concept change is "
+              "invisible to it.</p>" + said)
     return "".join(out)
 
 

@@ -74,7 +74,8 @@ def concept_heatmap(frame: pd.DataFrame) -> go.Figure:
 
 
 def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) -> go.Figure:
-    """The champion's metric on every batch, the challengers', the spec's floor/ceiling, promotions marked."""
+    """The champion's metric on every batch, its estimate without labels (with its band), the challengers', the
+    spec's floor/ceiling, promotions marked."""
     fig = go.Figure()
     x = runs["run_name"]
     for who, dash in (("champion", "solid"), ("challenger", "dot")):
@@ -82,6 +83,17 @@ def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) 
         if col in runs:
             fig.add_trace(go.Scatter(x=x, y=runs[col], mode="lines+markers", name=f"{who} {metric}",
                                      line={"dash": dash}, connectgaps=who == "champion"))
+    estimated = f"metric.estimated_{metric}"
+    if estimated in runs:  # the estimate without labels, its band shaded
+        est = runs[runs[estimated].notna()]
+        band = [f"{estimated}_low", f"{estimated}_high"]
+        if all(c in est for c in band):
+            names = list(est["run_name"])
+            fig.add_trace(go.Scatter(x=names + names[::-1], y=list(est[band[1]]) + list(est[band[0]])[::-1],
+                                     fill="toself", fillcolor="rgba(106, 27, 154, 0.12)", line={"width": 0},
+                                     hoverinfo="skip", name="estimate band (95 %)"))
+        fig.add_trace(go.Scatter(x=est["run_name"], y=est[estimated], mode="lines+markers",
+                                 name=f"estimated {metric}", line={"dash": "dash", "color": "#6a1b9a"}))
     for key, label in (("min", "floor"), ("max", "ceiling")):
         value = (bounds or {}).get(key)
         if value is not None:

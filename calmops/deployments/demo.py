@@ -195,7 +195,8 @@ def run_on_stack(console: Console, files: dict[str, list[Path]], *, pace: float,
 
 
 def summary(names: list[str]) -> list[dict]:
-    """Per pipeline, from MLflow: files, drift detections, promotions, champion version."""
+    """Per pipeline, from MLflow: files, drift detections, promotions, champion version, and each run's
+    decision with the champion's realized and estimated scores."""
     from mlflow import MlflowClient
 
     from calmops.core import registry
@@ -216,7 +217,10 @@ def summary(names: list[str]) -> list[dict]:
             "runs": sorted(({"file": r.data.tags.get("calmops.file"), "decision": r.data.tags.get("calmops.decision"),
                              "drift": r.data.tags.get("calmops.drift_detected") == "true",
                              "reason": r.data.tags.get("calmops.reason", ""),
-                             "champion": r.data.tags.get("calmops.champion_version")} for r in runs),
+                             "champion": r.data.tags.get("calmops.champion_version"),
+                             "scores": {k: v for k, v in r.data.metrics.items()  # realized and estimated
+                                        if k.startswith(("champion_", "estimated_"))
+                                        and not k.endswith(("_low", "_high"))}} for r in runs),
                            key=lambda r: r["file"] or ""),
         })
     return rows

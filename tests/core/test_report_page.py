@@ -9,7 +9,7 @@ import pandas as pd
 
 from calmops.core.report_page import render_report
 from calmops.core.spec import parse_spec
-from calmops.core.verdict import ConceptSignal, DecaySignal, DriftVerdict, PerformanceSignal
+from calmops.core.verdict import ConceptSignal, DecaySignal, DriftVerdict, EstimatedSignal, PerformanceSignal
 from calmops.detectors import ReferenceProfile, compare
 
 SPEC = parse_spec({"name": "r", "target": "y"})
@@ -53,7 +53,9 @@ def test_every_feature_its_distributions_and_every_signal_are_on_a_page_that_fet
     decay = DecaySignal(alarm=True, files=4, metric="accuracy", p_value_max=0.05, min_decline=0.025,
                         p_value=0.04, slope=-0.05, relative_decline=0.2, scores=[0.9, 0.85, 0.8, 0.71])
     concept = ConceptSignal(alarm=True, detectors={"adwin": {"alarm": True, "first_alarm_index": 120}})
-    verdict = DriftVerdict.of(report, performance=perf, decay=decay, concept=concept)
+    estimated = EstimatedSignal(estimates={"accuracy": {"value": 0.8123, "low": 0.8011, "high": 0.8235}},
+                                reference_rows=300, metric="accuracy")
+    verdict = DriftVerdict.of(report, performance=perf, decay=decay, concept=concept, estimated=estimated)
     html = render_report({"pipeline": "r", "file": "b<2>.csv", "decision": "retrain_promoted",
                           "reason": "drift → retrained", "champion_version": 2}, verdict)
     page = Page()
@@ -77,6 +79,8 @@ def test_every_feature_its_distributions_and_every_signal_are_on_a_page_that_fet
     for reason in verdict.reasons:  # data, performance, decay and concept, each said
         assert reason.split(":")[0] in html
     assert "adwin" in page.cells and "120" in page.cells
+    assert {"0.8123", "0.8011", "0.8235"} <= set(page.cells)  # the estimate without labels and its band
+    assert "a concept change is invisible to it" in html
 
 
 def test_the_numeric_bins_count_the_batch_the_way_the_tests_see_it():

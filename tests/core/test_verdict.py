@@ -14,6 +14,7 @@ from calmops.core.verdict import (
     ConceptSignal,
     DecaySignal,
     DriftVerdict,
+    EstimatedSignal,
     LabelFreeSignal,
     PerformanceSignal,
 )
@@ -59,7 +60,10 @@ def test_the_recorded_json_reads_back_to_the_same_verdict():
     perf = PerformanceSignal("rmse", 1.3, 1.0, ["rmse 1.30 > max 1.2"], 0.3, 0.05, noise_band=None, drift=True)
     data = report(2.0)
     with_labels = DriftVerdict.of(data, performance=perf, decay=DecaySignal(), concept=ConceptSignal())
-    without = DriftVerdict.of(data, label_free=lf)
+    estimated = EstimatedSignal(estimates={"accuracy": {"value": 0.71, "low": 0.69, "high": 0.73}},
+                                reference_rows=300, metric="accuracy", at_promotion=0.9, trigger=0.1,
+                                relative_drop=0.19 / 0.9, drift=True)
+    without = DriftVerdict.of(data, label_free=lf, estimated=estimated)
     blocks = replace(with_labels, blocks={"north": BlockDrift("block", 0.025, data, perf),
                                           "south": BlockDrift("reference", 0.025, report(0.0))})
     for verdict in (with_labels, without, blocks):
@@ -71,3 +75,7 @@ def test_the_recorded_json_reads_back_to_the_same_verdict():
     assert with_labels.to_dict()["decay"] == {"alarm": False, "files": 0}
     assert "noise_band" not in with_labels.to_dict()["performance"]
     assert blocks.blocks["north"].drift and not blocks.blocks["south"].drift
+    # the estimate is the last reason, said with its band, and flat for MLflow's metrics
+    assert without.reasons[-1] == ("estimated performance drift: accuracy estimated at 0.7100 (0.6900–0.7300) "
+                                   "without labels, 21.1% worse than 0.9000 at promotion (trigger 10.0%)")
+    assert estimated.flat() == {"accuracy": 0.71, "accuracy_low": 0.69, "accuracy_high": 0.73}

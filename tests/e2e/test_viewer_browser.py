@@ -135,7 +135,8 @@ def shoot(page, name: str) -> None:
     page.screenshot(path=str(IMAGES / f"viewer-{name}.png"), full_page=True)
 
 
-def mlflow_truth() -> tuple[int, str, str]:
+def mlflow_truth() -> tuple[int, str, str, dict[str, float]]:
+    """What MLflow holds for 'sea': its champion, and the last run's decision, file and metrics."""
     from mlflow import MlflowClient
 
     from calmops.core.settings import get_settings
@@ -144,11 +145,11 @@ def mlflow_truth() -> tuple[int, str, str]:
     exp = client.get_experiment_by_name("calmops/sea")
     last = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
     champion = int(client.get_registered_model("sea").aliases["champion"])
-    return champion, last.data.tags["calmops.decision"], last.info.run_name
+    return champion, last.data.tags["calmops.decision"], last.info.run_name, last.data.metrics
 
 
 def test_every_page_renders_in_chromium_and_shows_mlflow_numbers(viewer, browser):
-    champion, decision, last_file = mlflow_truth()
+    champion, decision, last_file, last = mlflow_truth()
     assert (champion, decision) == (2, "retrain_promoted")
     page = browser.new_page(viewport=VIEWPORT)
     try:
@@ -175,6 +176,13 @@ def test_every_page_renders_in_chromium_and_shows_mlflow_numbers(viewer, browser
             assert_no_exception(page)
             slug = tab.lower().replace(" & ", "-").replace(" ", "-")
             shoot(page, f"pipeline-{slug}")
+        # the last file changed the concept (θ 8 → 4): its estimate without labels stayed high while the
+        # realized accuracy fell, and the performance chart draws both
+        assert last["estimated_accuracy"] - last["champion_accuracy"] > 0.15, last
+        page.get_by_role("tab", name="Performance").click()
+        settle(page, 30)
+        legend = set(page.locator(".legendtext").all_text_contents())
+        assert {"champion accuracy", "estimated accuracy", "estimate band (95 %)"} <= legend, legend
         page.get_by_role("tab", name="Spec").click()
         assert "DecisionTreeClassifier" in page.inner_text("body")
         page.get_by_role("tab", name="Drift").click()

@@ -263,7 +263,8 @@ def latest_spec(conn, runs: pd.DataFrame) -> dict | None:
 
 def performance_tab(conn, name, runs, reg, prefect_problem) -> None:
     spec = latest_spec(conn, runs)
-    names = sorted(set(data.metric_names(runs, "champion")) | set(data.metric_names(runs, "challenger")))
+    estimated = [m for m in data.metric_names(runs, "estimated") if not m.endswith(("_low", "_high"))]
+    names = sorted(set(data.metric_names(runs, "champion")) | set(data.metric_names(runs, "challenger")) | set(estimated))
     if not names:
         st.info("No performance recorded yet (metrics appear once a model is evaluated on a labelled batch).")
         return
@@ -273,7 +274,9 @@ def performance_tab(conn, name, runs, reg, prefect_problem) -> None:
     bounds = data.thresholds(spec).get(metric)
     ui.plot(charts.performance_over_time(runs, metric, bounds))
     st.caption("Champion: the serving model's score on each whole batch (before any retraining); challenger: the "
-               "retrained candidate's score on the batch's holdout. Stars mark promotions; dashed red lines are the "
+               "retrained candidate's score on the batch's holdout; estimated: the champion's score estimated from its "
+               "outputs alone (no labels needed; it cannot see a concept change, so trust the realized line where "
+               "both are drawn). Stars mark promotions; dashed red lines are the "
                "spec's thresholds" + (f" for {metric}: {bounds}." if bounds else f" (none set for {metric})."))
     ui.plot(charts.decisions_timeline(runs[runs["decision"] != ""]))
 

@@ -13,7 +13,12 @@ from calmops.core.metrics import HIGHER_IS_BETTER
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import read_champion_state, write_champion_state
 from calmops.core.verdict import EstimatedSignal
-from calmops.detectors.estimation import MIN_REFERENCE_ROWS, CalibratedEstimator, ErrorLevelEstimator, estimator_from_state
+from calmops.detectors.estimation import (
+    MIN_REFERENCE_ROWS,
+    CalibratedEstimator,
+    ErrorLevelEstimator,
+    estimator_from_state,
+)
 
 STATE_FILE = "estimation.json"  # under the pipeline's state folder
 
