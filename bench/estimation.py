@@ -161,8 +161,9 @@ def summarize(cases: list[dict]) -> list[dict]:
 
 
 def markdown(summary: list[dict]) -> str:
-    lines = ["| dataset | batches | realized accuracy | CalmOps MAE acc. | NannyML MAE acc. | CalmOps MAE bal. acc. "
-             "| NannyML MAE bal. acc. | CalmOps band holds |", "|---|---|---|---|---|---|---|---|"]
+    header = ("| dataset | batches | realized accuracy | CalmOps MAE acc. | NannyML MAE acc. | CalmOps MAE bal. acc. "
+              "| NannyML MAE bal. acc. | CalmOps band holds |")
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
 
     def f(v):
         return "–" if v is None else f"{v:.4f}"

@@ -7,6 +7,8 @@ True
 ('held', 'TRAIN')
 >>> resource_id("sea"), pipeline_tag("sea")
 ('calmops.pipeline.sea', 'calmops.pipeline.sea')
+>>> model_name("sea")
+'calmops.sea'
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ class Decision(StrEnum):
 EVENT = "calmops.file.arrived"  # the watcher's Prefect event: one complete file arrived
 TAG = "calmops"  # on every deployment, automation and flow run CalmOps makes
 PIPELINE_PREFIX = "calmops.pipeline."
+MODEL_PREFIX = "calmops."  # of MLflow registered models: see model_name
+
+
+def model_name(pipeline: str) -> str:
+    """The MLflow registered model of a pipeline, prefixed so that it cannot collide with other teams' models in
+    a shared registry (``calmops.<pipeline>``; models registered before the prefix are renamed on first use,
+    see :func:`calmops.core.registry.migrate_model_name`)."""
+    return f"{MODEL_PREFIX}{pipeline}"
 
 
 def resource_id(pipeline: str) -> str:

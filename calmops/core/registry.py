@@ -1,6 +1,6 @@
 """MLflow access: experiments, runs, the model registry and its aliases.
 
-Per pipeline: experiment ``calmops/<name>``, registered model ``<name>``, aliases ``champion``,
+Per pipeline: experiment ``calmops/<name>``, registered model ``calmops.<name>``, aliases ``champion``,
 ``challenger`` and ``previous``. Each model version carries, in its run's artifacts, the
 reference data it was trained on, its reference profile and its input schema, so that every
 later run compares against exactly that.
@@ -26,6 +26,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from calmops.core.names import model_name
 from calmops.core.settings import Settings, get_settings
 from calmops.core.store import sha256_of
 from calmops.detectors import ReferenceProfile
@@ -332,7 +333,7 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
     info = mlflow.sklearn.log_model(
         model,
         name="model",
-        registered_model_name=pipeline,
+        registered_model_name=model_name(pipeline),
         signature=signature,
         input_example=sample,
         serialization_format="skops",
@@ -350,32 +351,32 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
         mlflow.log_artifacts(str(tmp_path / "profile"), "reference/profile")
     version = int(info.registered_model_version)
     client = MlflowClient()
-    client.set_model_version_tag(pipeline, str(version), MODEL_SHA256_TAG, _registered_sha256(pipeline, version))
-    client.set_model_version_tag(pipeline, str(version), "calmops.scores", json.dumps(scores or {}))
+    client.set_model_version_tag(model_name(pipeline), str(version), MODEL_SHA256_TAG, _registered_sha256(pipeline, version))
+    client.set_model_version_tag(model_name(pipeline), str(version), "calmops.scores", json.dumps(scores or {}))
     numbers = {k: float(v) for k, v in (scores or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if numbers:  # the version's holdout scores as metrics of its logged model (MLflow's Models view lists them)
         mlflow.log_metrics({f"holdout_{k}": v for k, v in numbers.items()}, model_id=info.model_id)
     if description:
-        client.update_model_version(pipeline, str(version), description=description[:5000])
+        client.update_model_version(model_name(pipeline), str(version), description=description[:5000])
     if version == 1:  # the registered model was just made: say whose it is and what its aliases mean
         describe_registered_model(client, pipeline)
     return version
 
 
 def describe_registered_model(client: MlflowClient, pipeline: str) -> None:
-    client.update_registered_model(pipeline, description=(
+    client.update_registered_model(model_name(pipeline), description=(
         f"Models of the CalmOps pipeline '{pipeline}' (runs in the MLflow experiment '{experiment_name(pipeline)}'). "
         f"Alias '{CHAMPION}' serves predictions; '{CHALLENGER}' marks a version waiting for promotion; "
         f"'{PREVIOUS}' is the champion a rollback returns to. Each version's description says how it was "
         "trained and why."))
     for key, value in {"calmops.pipeline": pipeline, "calmops.experiment": experiment_name(pipeline),
                        "calmops.managed_by": "calmops"}.items():
-        client.set_registered_model_tag(pipeline, key, value)
+        client.set_registered_model_tag(model_name(pipeline), key, value)
 
 
 def _registered_sha256(pipeline: str, version: int) -> str:
     """The SHA-256 of the model file as stored; the local copy made here also serves the first load."""
-    run_id = MlflowClient().get_model_version(pipeline, str(version)).run_id
+    run_id = MlflowClient().get_model_version(model_name(pipeline), str(version)).run_id
     path = _local_copy(mlflow.get_tracking_uri(), pipeline, version, run_id) / "model" / MODEL_FILE
     if not path.is_file():
         raise RuntimeError(f"pipeline {pipeline!r} v{version}: MLflow did not store {MODEL_FILE}")
@@ -383,7 +384,7 @@ def _registered_sha256(pipeline: str, version: int) -> str:
 
 
 def set_version_tag(pipeline: str, version: int, key: str, value: Any) -> None:
-    MlflowClient().set_model_version_tag(pipeline, str(version), key, value if isinstance(value, str) else json.dumps(value))
+    MlflowClient().set_model_version_tag(model_name(pipeline), str(version), key, value if isinstance(value, str) else json.dumps(value))
 
 
 # -- reading versions and aliases ----------------------------------------------------------
@@ -400,7 +401,7 @@ def alias_version(pipeline: str, alias: str) -> int | None:
     """The version an alias points at; None when the model or alias does not exist (outages raise)."""
     client = MlflowClient()
     try:
-        mv = client.get_model_version_by_alias(pipeline, alias)
+        mv = client.get_model_version_by_alias(model_name(pipeline), alias)
     except MlflowException as exc:
         if not _is_not_found(exc):
             raise
@@ -411,7 +412,7 @@ def alias_version(pipeline: str, alias: str) -> int | None:
 def aliases(pipeline: str) -> dict[str, int]:
     client = MlflowClient()
     try:
-        rm = client.get_registered_model(pipeline)
+        rm = client.get_registered_model(model_name(pipeline))
     except MlflowException as exc:
         if not _is_not_found(exc):
             raise
@@ -447,7 +448,7 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=final.parent))
     try:
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{pipeline}/{version}",
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name(pipeline)}/{version}",
                                             dst_path=str(staging / "model"))
         if sha256 is not None or what:
             verify_model_file(staging / "model", sha256, what)
@@ -466,7 +467,7 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha
 
 def load_version(pipeline: str, version: int) -> Champion:
     # the version's tags may change after its model is cached (e.g. scores at promotion): read them each time
-    mv = MlflowClient().get_model_version(pipeline, str(version))
+    mv = MlflowClient().get_model_version(model_name(pipeline), str(version))
     sha256 = mv.tags.get(MODEL_SHA256_TAG)
     if not sha256:  # before any download
         raise _not_registered(f"pipeline {pipeline!r} v{version}")
@@ -475,7 +476,7 @@ def load_version(pipeline: str, version: int) -> Champion:
 
 
 def load_reference(pipeline: str, version: int) -> pd.DataFrame:
-    mv = MlflowClient().get_model_version(pipeline, str(version))
+    mv = MlflowClient().get_model_version(model_name(pipeline), str(version))
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="reference/reference.parquet", dst_path=tmp)
         return pd.read_parquet(path)
@@ -483,14 +484,43 @@ def load_reference(pipeline: str, version: int) -> pd.DataFrame:
 
 def champion(pipeline: str) -> Champion | None:
     version = alias_version(pipeline, CHAMPION)
+    if version is None and migrate_model_name(pipeline):  # registered before the prefix: renamed, then served
+        version = alias_version(pipeline, CHAMPION)
     return None if version is None else load_version(pipeline, version)
+
+
+def migrate_model_name(pipeline: str) -> bool:
+    """Rename the pipeline's registered model from its name before the prefix (``<pipeline>``) to
+    :func:`~calmops.core.names.model_name` (``calmops.<pipeline>``); MLflow keeps its versions and aliases.
+
+    Only a model CalmOps registered (each of its versions carries the ``calmops.scores`` tag) is renamed, and
+    only while the prefixed name is free: another team's model that happens to have the pipeline's name is
+    left alone. True when it renamed one."""
+    client = MlflowClient()
+    for name, wanted in ((model_name(pipeline), False), (pipeline, True)):
+        try:
+            client.get_registered_model(name)
+            exists = True
+        except MlflowException as exc:
+            if not _is_not_found(exc):
+                raise
+            exists = False
+        if exists != wanted:
+            return False
+    versions = client.search_model_versions(f"name='{pipeline}'", max_results=1000)
+    if not versions or not all("calmops.scores" in v.tags for v in versions):
+        return False
+    client.rename_registered_model(pipeline, model_name(pipeline))
+    describe_registered_model(client, pipeline)
+    log.info("renamed the registered model %r to %r (CalmOps' prefix)", pipeline, model_name(pipeline))
+    return True
 
 
 # -- moving aliases ------------------------------------------------------------------------
 
 
 def mark_challenger(pipeline: str, version: int) -> None:
-    MlflowClient().set_registered_model_alias(pipeline, CHALLENGER, str(version))
+    MlflowClient().set_registered_model_alias(model_name(pipeline), CHALLENGER, str(version))
 
 
 def promote(pipeline: str, version: int) -> int | None:
@@ -506,10 +536,10 @@ def promote(pipeline: str, version: int) -> int | None:
         old = alias_version(pipeline, PREVIOUS)
     else:
         if old is not None:
-            client.set_registered_model_alias(pipeline, PREVIOUS, str(old))
-        client.set_registered_model_alias(pipeline, CHAMPION, str(version))
+            client.set_registered_model_alias(model_name(pipeline), PREVIOUS, str(old))
+        client.set_registered_model_alias(model_name(pipeline), CHAMPION, str(version))
     if alias_version(pipeline, CHALLENGER) == version:
-        client.delete_registered_model_alias(pipeline, CHALLENGER)
+        client.delete_registered_model_alias(model_name(pipeline), CHALLENGER)
     return old
 
 
@@ -523,9 +553,9 @@ def rollback(pipeline: str) -> tuple[int, int]:
     current, prev = alias_version(pipeline, CHAMPION), alias_version(pipeline, PREVIOUS)
     if prev is None or current is None:
         raise NothingToRollBack(f"pipeline {pipeline!r} has no previous champion to roll back to")
-    client.set_registered_model_alias(pipeline, CHAMPION, str(prev))
-    client.set_registered_model_alias(pipeline, PREVIOUS, str(current))
-    client.set_model_version_tag(pipeline, str(current), "calmops.rolled_back", "true")
+    client.set_registered_model_alias(model_name(pipeline), CHAMPION, str(prev))
+    client.set_registered_model_alias(model_name(pipeline), PREVIOUS, str(current))
+    client.set_model_version_tag(model_name(pipeline), str(current), "calmops.rolled_back", "true")
     return current, prev
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from calmops.core.kinds import KINDS
-from calmops.core.names import Decision
+from calmops.core.names import Decision, model_name
 from calmops.core.verdict import DriftVerdict
 
 EXPERIMENT_PREFIX = "calmops/"
@@ -94,10 +94,11 @@ def mlflow_experiment_url(conn: Connection, experiment_id: str) -> str | None:
     return f"{conn.mlflow_ui.rstrip('/')}/#/experiments/{experiment_id}" if conn.mlflow_ui else None
 
 
-def mlflow_model_url(conn: Connection, name: str, version: int | None = None) -> str | None:
+def mlflow_model_url(conn: Connection, pipeline: str, version: int | None = None) -> str | None:
+    """The MLflow UI's page of the pipeline's registered model (or of one of its versions)."""
     if not conn.mlflow_ui:
         return None
-    base = f"{conn.mlflow_ui.rstrip('/')}/#/models/{name}"
+    base = f"{conn.mlflow_ui.rstrip('/')}/#/models/{model_name(pipeline)}"
     return f"{base}/versions/{version}" if version else base
 
 
@@ -212,6 +213,7 @@ def registry_info(conn: Connection, name: str) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
 
     client = _client(conn)
+    name = model_name(name)
     try:
         model = client.get_registered_model(name)
     except MlflowException:

@@ -75,8 +75,8 @@ def shown(value: Any, prefix: str = "") -> str:
 @app.command("create")
 @friendly
 def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (YAML).")],
-           adopt: Annotated[bool, typer.Option("--adopt", help="Serve the champion an MLflow registered model of "
-                                                               "the same name already has.")] = False):
+           adopt: Annotated[bool, typer.Option("--adopt", help="Serve the champion the MLflow registered model "
+                                                               "of this pipeline name already has.")] = False):
     """Create a pipeline from a spec file."""
     from calmops.core import registry
     from calmops.core.spec import load_spec
@@ -85,9 +85,11 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
 
     spec = load_spec(spec_file)
     registry.configure()
+    registry.migrate_model_name(spec.name)  # a model this name had before the prefix is checked under it too
     existing = registry.aliases(spec.name).get("champion")
     if existing is not None and not adopt:
-        raise CliError(f"MLflow already has a registered model {spec.name!r} with champion v{existing}: a new "
+        raise CliError(f"MLflow already has a registered model {registry.model_name(spec.name)!r} with champion "
+                       f"v{existing}: a new "
                        "pipeline of that name would serve it (and judge its first file with it)",
                        "pass --adopt to reuse that model on purpose, or choose another pipeline name")
     paths = save_spec(spec, create=True, base=spec_file.expanduser().resolve().parent)  # relative to the spec file

@@ -108,14 +108,16 @@ def reset_pipeline(name: str) -> None:
     from mlflow.exceptions import MlflowException
 
     from calmops.core import registry
+    from calmops.core.names import model_name
     from calmops.core.settings import get_settings
 
     shutil.rmtree(get_settings().pipeline_dir(name), ignore_errors=True)
     client = registry.configure()
-    try:
-        client.delete_registered_model(name)
-    except MlflowException:
-        pass
+    for model in (model_name(name), name):  # and its name before the prefix, which would be adopted otherwise
+        try:
+            client.delete_registered_model(model)
+        except MlflowException:
+            pass
     exp = client.get_experiment_by_name(registry.experiment_name(name))
     if exp is not None and exp.lifecycle_stage == "active":
         client.delete_experiment(exp.experiment_id)

@@ -69,6 +69,8 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
                 console.print(f"[yellow]warning:[/] pipeline {pipeline} not deployed: {error}", highlight=False)
             for pipeline in result["removed"]:
                 console.print(f"removed deployments of deleted pipeline {pipeline}", highlight=False)
+            for pipeline, renamed in migrate_model_names().items():
+                console.print(f"renamed registered model {pipeline} → {renamed} (CalmOps' prefix)", highlight=False)
         with console.status(f"starting {name}…"):
             service = stack.start(name)
         started[name] = service.url or "running"
@@ -76,6 +78,16 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
                       highlight=False)
     _point_at_stack()
     return started
+
+
+def migrate_model_names() -> dict[str, str]:
+    """Every pipeline's registered model under its prefixed name (models registered before the prefix are
+    renamed); returns old → new names of those renamed."""
+    from calmops.core import registry
+    from calmops.core.store import list_pipelines
+
+    registry.configure()
+    return {p: registry.model_name(p) for p in list_pipelines() if registry.migrate_model_name(p)}
 
 
 def bring_down(console) -> None:

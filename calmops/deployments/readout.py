@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from calmops.core.names import model_name
+
 # where calmops.core.breaker stores a pipeline's breaker (a Prefect Block of this type and name)
 BREAKER_BLOCK_TYPE = "calmops-circuit-breaker"
 BREAKER_BLOCK_PREFIX = "calmops-breaker-"
@@ -66,15 +68,16 @@ def _iso(ts: float | None) -> str | None:
 
 def aliases(pipeline: str, tracking_uri: str, timeout: float = 3.0) -> dict[str, int]:
     """The registered model's aliases (``champion``, ``challenger``, ``previous``) → version."""
+    name = model_name(pipeline)
     if tracking_uri.startswith(("http://", "https://")):
         from calmops.deployments.quickhttp import get
 
         status, body = get(f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/get",
-                           params={"name": pipeline}, timeout=timeout)
+                           params={"name": name}, timeout=timeout)
         if status == 404:
             return {}
         if status != 200 or not isinstance(body, dict):
-            raise ConnectionError(f"MLflow at {tracking_uri} answered {status or 'nothing'} for model {pipeline!r}")
+            raise ConnectionError(f"MLflow at {tracking_uri} answered {status or 'nothing'} for model {name!r}")
         found = body.get("registered_model", {}).get("aliases", [])
         return {a["alias"]: int(a["version"]) for a in found}
     if tracking_uri.startswith("sqlite:///"):
@@ -84,7 +87,7 @@ def aliases(pipeline: str, tracking_uri: str, timeout: float = 3.0) -> dict[str,
         with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0)) as db:
             try:
                 rows = db.execute("SELECT alias, version FROM registered_model_aliases WHERE name = ?",
-                                  (pipeline,)).fetchall()
+                                  (name,)).fetchall()
             except sqlite3.OperationalError:  # a store without tables yet
                 return {}
         return {alias: int(version) for alias, version in rows}

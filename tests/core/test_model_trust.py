@@ -68,7 +68,7 @@ def _run_another_file(name: str) -> dict | None:
 
 
 def test_registration_tags_the_model_file_sha256(trained):
-    mv = MlflowClient().get_model_version("sea", "1")
+    mv = MlflowClient().get_model_version("calmops.sea", "1")
     model_file = _cached_model_dir(trained) / registry.MODEL_FILE
     assert mv.tags[registry.MODEL_SHA256_TAG] == hashlib.sha256(model_file.read_bytes()).hexdigest()
 
@@ -152,10 +152,10 @@ def test_pickle_model_registered_through_mlflow_gets_503_and_never_runs(trained,
 
     experiment = MlflowClient().get_experiment_by_name(registry.experiment_name("sea"))
     with mlflow.start_run(experiment_id=experiment.experiment_id):
-        info = mlflow.sklearn.log_model(Payload(marker), name="model", registered_model_name="sea",
+        info = mlflow.sklearn.log_model(Payload(marker), name="model", registered_model_name="calmops.sea",
                                         serialization_format="pickle", pip_requirements=[])
     version = str(info.registered_model_version)
-    MlflowClient().set_registered_model_alias("sea", registry.CHAMPION, version)
+    MlflowClient().set_registered_model_alias("calmops.sea", registry.CHAMPION, version)
 
     resp = client.post("/pipelines/sea/predict", json={"records": _records()})
     assert resp.status_code == 503, resp.text

@@ -114,7 +114,7 @@ def test_urls_follow_the_ui_addresses():
                            mlflow_ui="http://h:5000/")
     assert data.prefect_run_url(conn, "abc") == "http://h:4200/runs/flow-run/abc"
     assert data.mlflow_run_url(conn, "3", "r1") == "http://h:5000/#/experiments/3/runs/r1"
-    assert data.mlflow_model_url(conn, "sea", 2) == "http://h:5000/#/models/sea/versions/2"
+    assert data.mlflow_model_url(conn, "sea", 2) == "http://h:5000/#/models/calmops.sea/versions/2"
     bare = data.Connection("sqlite:///x.db")
     assert data.prefect_run_url(bare, "abc") is None and data.mlflow_run_url(bare, "3", "r1") is None
     assert "no Prefect API" in data.check_prefect(bare)

@@ -71,7 +71,7 @@ def mlflow_truth(name: str = "sea") -> dict:
     client = MlflowClient(get_settings().mlflow_tracking_uri)
     exp = client.get_experiment_by_name(registry.experiment_name(name))
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
-    champion = int(client.get_registered_model(name).aliases["champion"])
+    champion = int(client.get_registered_model(f"calmops.{name}").aliases["champion"])
     return {"champion": champion, "last": runs[0], "runs": runs}
 
 

@@ -59,12 +59,12 @@ def test_create_run_status_list_show_rollback(prefect_server, calmops_home, tmp_
     assert json.loads(batch.dataset.profile)["num_rows"] == 1000
     assert {t.key: t.value for t in batch.tags}["calmops.sha256"] == second["sha256"]
     # each version's holdout scores are metrics of its logged model, as in the version's scores tag
-    version = MlflowClient().get_model_version("sea", "2")
+    version = MlflowClient().get_model_version("calmops.sea", "2")
     logged_model = MlflowClient().get_logged_model(version.source.removeprefix("models:/"))
     logged = {m.key: m.value for m in logged_model.metrics}
     scores = json.loads(version.tags["calmops.scores"])
     assert logged["holdout_accuracy"] == pytest.approx(scores["accuracy"]) and len(logged) >= 5, logged
-    model = MlflowClient().get_registered_model("sea")
+    model = MlflowClient().get_registered_model("calmops.sea")
     assert "CalmOps pipeline 'sea'" in model.description and "'champion' serves predictions" in model.description
     assert model.tags["calmops.pipeline"] == "sea" and model.tags["calmops.experiment"] == "calmops/sea"
 

@@ -34,8 +34,45 @@ def test_run_copies_an_outside_file_and_recreate_refuses_the_old_champion(prefec
     shutil.move(str(pipeline_paths(read_spec("sea")).root), str(tmp_path / "deleted-sea"))
     refused = runner.invoke(app, ["create", str(spec_file)])
     assert refused.exit_code != 0
-    assert "registered model 'sea' with champion v1" in refused.stderr and "--adopt" in refused.stderr
+    assert "registered model 'calmops.sea' with champion v1" in refused.stderr and "--adopt" in refused.stderr
     adopted = runner.invoke(app, ["create", str(spec_file), "--adopt"])
     assert adopted.exit_code == 0, adopted.output
     status = json.loads(runner.invoke(app, ["status", "sea", "--json"]).stdout)
     assert status["champion_version"] == 1
+
+
+def test_models_registered_before_the_prefix_are_renamed_and_other_teams_models_left_alone(
+        prefect_server, calmops_home, tmp_path):
+    """A pipeline's registered model is ``calmops.<name>``. One that CalmOps registered as ``<name>`` (before the
+    prefix) is renamed with its versions and aliases the first time it is needed, here by the pipeline's next
+    run, which is judged by that champion (no new first model); a model of another team that merely has a
+    pipeline's name is never touched."""
+    from mlflow import MlflowClient
+
+    from calmops.core import registry
+    from calmops.deployments.operations_cli import migrate_model_names
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
+    assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
+    data = tmp_path / "data"
+    first = json.loads(runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(1000, 8, seed=1), data, "a.csv")),
+                                           "--json"]).stdout)
+    assert first["decision"] == "train"
+    client = MlflowClient()
+    client.rename_registered_model("calmops.sea", "sea")  # as an older CalmOps left it
+    client.create_registered_model("fraud")  # another team's model, no CalmOps tags
+    other = {**STREAM_SPEC, "name": "fraud"}
+    (tmp_path / "fraud.yaml").write_text(yaml.safe_dump(other))
+    assert runner.invoke(app, ["create", str(tmp_path / "fraud.yaml")]).exit_code == 0  # no clash: calmops.fraud
+
+    assert migrate_model_names() == {"sea": "calmops.sea"}  # what `calmops up` does and prints
+    assert registry.aliases("sea") == {"champion": 1}
+    assert client.get_registered_model("fraud").description in ("", None)  # untouched
+    client.rename_registered_model("calmops.sea", "sea")  # and lazily, on the pipeline's next run
+    second = json.loads(runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(1000, 8, seed=2), data, "b.csv")),
+                                            "--json"]).stdout)
+    assert second["decision"] != "train" and second["champion_version"] in (1, 2), second
+    model = client.get_registered_model("calmops.sea")
+    assert model.tags["calmops.pipeline"] == "sea" and "CalmOps pipeline 'sea'" in model.description
+    assert [m.name for m in client.search_registered_models()].count("sea") == 0

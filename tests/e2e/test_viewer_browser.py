@@ -144,7 +144,7 @@ def mlflow_truth() -> tuple[int, str, str, dict[str, float]]:
     client = MlflowClient(get_settings().mlflow_tracking_uri)
     exp = client.get_experiment_by_name("calmops/sea")
     last = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
-    champion = int(client.get_registered_model("sea").aliases["champion"])
+    champion = int(client.get_registered_model("calmops.sea").aliases["champion"])
     return champion, last.data.tags["calmops.decision"], last.info.run_name, last.data.metrics
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from calmops.core import registry
+from calmops.core.names import model_name
 from calmops.core.store import pipeline_paths, read_spec, save_spec, spec_from_dict
 from calmops.flows import run_file
 
@@ -22,7 +23,7 @@ def digest(path: Path) -> str:
 
 
 def versions(name: str) -> list[int]:
-    return sorted(int(v.version) for v in MlflowClient().search_model_versions(f"name='{name}'"))
+    return sorted(int(v.version) for v in MlflowClient().search_model_versions(f"name='{model_name(name)}'"))
 
 
 def runs_for_sha(name: str, sha: str) -> list:

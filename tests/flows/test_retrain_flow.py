@@ -116,7 +116,7 @@ def test_the_winner_is_refit_on_the_whole_batch_and_both_fits_are_recorded(prefe
     batch_b = sea_frame(1000, 4, seed=2)
     assert reference.iloc[1000:][["x1", "x2", "x3"]].round(9).reset_index(drop=True).equals(
         batch_b[["x1", "x2", "x3"]].round(9))  # every row of the batch, its holdout rows included
-    tag = MlflowClient().get_model_version("sea", "2").tags["calmops.training"]
+    tag = MlflowClient().get_model_version("calmops.sea", "2").tags["calmops.training"]
     assert json.loads(tag)["refit"]["rows"] == 2000
     # the decision gives the serving model's score on the whole file, and who wrote the predictions
     assert out["metrics"]["serving_full_batch"]["accuracy"] < 0.8

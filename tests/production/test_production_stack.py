@@ -143,7 +143,7 @@ def test_files_are_decided_on_postgres_with_artifacts_in_the_object_store(produc
 
     # MLflow's runs, registry and aliases are in PostgreSQL (one run per file), Prefect's flow runs too
     assert int(_psql(postgres, "mlflow", "SELECT count(*) FROM runs WHERE status = 'FINISHED'")) == FILES
-    aliases = _psql(postgres, "mlflow", "SELECT alias FROM registered_model_aliases WHERE name = 'prod-sea'")
+    aliases = _psql(postgres, "mlflow", "SELECT alias FROM registered_model_aliases WHERE name = 'calmops.prod-sea'")
     assert "champion" in aliases.split()
     # each file was decided by a Prefect flow run recorded in PostgreSQL (in arrival order one run may decide
     # the files that arrived before its own; the runs of those find them done)
