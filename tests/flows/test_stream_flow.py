@@ -168,6 +168,17 @@ def test_multiclass_string_labels_and_regression(prefect_server, calmops_home):
     assert out["decision"] == "train" and out["metrics"]["challenger"]["r2"] > 0.9
     assert registry.champion("reg").schema.task == "regression"
 
+    # the next files of both: the champion's performance estimated without labels, next to the realized one
+    X2 = rng.normal(size=(900, 3))
+    tri = run("tri", write_csv(pd.DataFrame(X2, columns=["a", "b", "c"]).assign(
+        band=np.array(["low", "mid", "high"])[np.digitize(X2[:, 0], [-0.5, 0.5])]), incoming("tri"), "t2.csv"))
+    assert abs(tri["metrics"]["estimated"]["balanced_accuracy"] - tri["metrics"]["champion"]["balanced_accuracy"]) < 0.05
+    reg = run("reg", write_csv(pd.DataFrame(X2, columns=["a", "b", "c"]).assign(
+        t=3 * X2[:, 0] - X2[:, 1] + rng.normal(0, 0.1, 900)), incoming("reg"), "r2.csv"))
+    estimated, realized = reg["metrics"]["estimated"], reg["metrics"]["champion"]
+    assert estimated["rmse_low"] <= realized["rmse"] * 1.2 and estimated["rmse_high"] >= realized["rmse"] * 0.8
+    assert abs(estimated["mae"] - realized["mae"]) < 0.2 * realized["mae"], (estimated, realized)
+
 
 def test_ledger_records_every_file(prefect_server, stream_spec):
     folder = incoming("sea")
