@@ -90,7 +90,7 @@ def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) 
         if all(c in est for c in band):
             names = list(est["run_name"])
             fig.add_trace(go.Scatter(x=names + names[::-1], y=list(est[band[1]]) + list(est[band[0]])[::-1],
-                                     fill="toself", fillcolor="rgba(106, 27, 154, 0.12)", line={"width": 0},
+                                     mode="lines", fill="toself", fillcolor="rgba(106, 27, 154, 0.12)", line={"width": 0},
                                      hoverinfo="skip", name="estimate band (95 %)"))
         fig.add_trace(go.Scatter(x=est["run_name"], y=est[estimated], mode="lines+markers",
                                  name=f"estimated {metric}", line={"dash": "dash", "color": "#6a1b9a"}))
