@@ -489,28 +489,46 @@ def champion(pipeline: str) -> Champion | None:
     return None if version is None else load_version(pipeline, version)
 
 
+def _legacy_model(client: MlflowClient, pipeline: str):
+    """The model CalmOps registered under the bare pipeline name before the prefix, when it can still be moved
+    to :func:`~calmops.core.names.model_name` (that name is free); None otherwise. CalmOps' own: each of its
+    versions carries the ``calmops.scores`` tag (another team's model of that name has none)."""
+    for name, wanted in ((model_name(pipeline), False), (pipeline, True)):
+        try:
+            found = client.get_registered_model(name)
+        except MlflowException as exc:
+            if not _is_not_found(exc):
+                raise
+            found = None
+        if (found is not None) != wanted:
+            return None
+    versions = client.search_model_versions(f"name='{pipeline}'", max_results=1000)
+    return found if versions and all("calmops.scores" in v.tags for v in versions) else None
+
+
+def legacy_champion(pipeline: str) -> int | None:
+    """The champion of the pipeline's model registered before the prefix, if there is one to move."""
+    model = _legacy_model(MlflowClient(), pipeline)
+    version = (model.aliases or {}).get(CHAMPION) if model is not None else None
+    return None if version is None else int(version)
+
+
 def migrate_model_name(pipeline: str) -> bool:
     """Rename the pipeline's registered model from its name before the prefix (``<pipeline>``) to
     :func:`~calmops.core.names.model_name` (``calmops.<pipeline>``); MLflow keeps its versions and aliases.
 
-    Only a model CalmOps registered (each of its versions carries the ``calmops.scores`` tag) is renamed, and
-    only while the prefixed name is free: another team's model that happens to have the pipeline's name is
-    left alone. True when it renamed one."""
+    Only a model CalmOps registered is renamed, and only while the prefixed name is free: another team's model
+    that happens to have the pipeline's name is left alone (:func:`_legacy_model`). True when it renamed one;
+    False too when another process renamed it first."""
     client = MlflowClient()
-    for name, wanted in ((model_name(pipeline), False), (pipeline, True)):
-        try:
-            client.get_registered_model(name)
-            exists = True
-        except MlflowException as exc:
-            if not _is_not_found(exc):
-                raise
-            exists = False
-        if exists != wanted:
-            return False
-    versions = client.search_model_versions(f"name='{pipeline}'", max_results=1000)
-    if not versions or not all("calmops.scores" in v.tags for v in versions):
+    if _legacy_model(client, pipeline) is None:
         return False
-    client.rename_registered_model(pipeline, model_name(pipeline))
+    try:
+        client.rename_registered_model(pipeline, model_name(pipeline))
+    except MlflowException as exc:
+        if _is_not_found(exc) or exc.error_code == "RESOURCE_ALREADY_EXISTS":  # renamed meanwhile
+            return False
+        raise
     describe_registered_model(client, pipeline)
     log.info("renamed the registered model %r to %r (CalmOps' prefix)", pipeline, model_name(pipeline))
     return True

@@ -127,7 +127,7 @@ def _signals(verdict: DriftVerdict) -> str:
             [[escape(m), _num(e.get("value")), _num(e.get("low")), _num(e.get("high"))]
              for m, e in estimated.estimates.items()], numeric={1, 2, 3})
             + f'<p class="muted">From the champion\'s outputs alone, calibrated on {estimated.reference_rows} labelled '
-              "rows it was not fit on. It assumes the inputs mean what they meant then: a concept change is "
+              "rows the model that chose it was not fit on. It assumes the inputs mean what they meant then: a concept change is "
               "invisible to it.</p>" + said)
     return "".join(out)
 

@@ -85,13 +85,15 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
 
     spec = load_spec(spec_file)
     registry.configure()
-    registry.migrate_model_name(spec.name)  # a model this name had before the prefix is checked under it too
     existing = registry.aliases(spec.name).get("champion")
-    if existing is not None and not adopt:
-        raise CliError(f"MLflow already has a registered model {registry.model_name(spec.name)!r} with champion "
-                       f"v{existing}: a new "
+    legacy = registry.legacy_champion(spec.name) if existing is None else None  # registered before the prefix
+    if (existing is not None or legacy is not None) and not adopt:
+        model, version = (registry.model_name(spec.name), existing) if existing is not None else (spec.name, legacy)
+        raise CliError(f"MLflow already has a registered model {model!r} with champion v{version}: a new "
                        "pipeline of that name would serve it (and judge its first file with it)",
                        "pass --adopt to reuse that model on purpose, or choose another pipeline name")
+    if legacy is not None:  # adopted on purpose: under its prefixed name from now on
+        registry.migrate_model_name(spec.name)
     paths = save_spec(spec, create=True, base=spec_file.expanduser().resolve().parent)  # relative to the spec file
     console.print(f"created pipeline [bold]{spec.name}[/] ({spec.kind}); drop files into {paths.incoming}")
     from calmops.deployments.operations_cli import sync_pipeline

@@ -70,7 +70,12 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
             for pipeline in result["removed"]:
                 console.print(f"removed deployments of deleted pipeline {pipeline}", highlight=False)
             for pipeline, renamed in migrate_model_names().items():
-                console.print(f"renamed registered model {pipeline} → {renamed} (CalmOps' prefix)", highlight=False)
+                if renamed.startswith("error: "):
+                    console.print(f"[yellow]warning:[/] registered model {pipeline} not renamed: "
+                                  f"{renamed.removeprefix('error: ')}", highlight=False)
+                else:
+                    console.print(f"renamed registered model {pipeline} → {renamed} (CalmOps' prefix)",
+                                  highlight=False)
         with console.status(f"starting {name}…"):
             service = stack.start(name)
         started[name] = service.url or "running"
@@ -81,13 +86,23 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
 
 
 def migrate_model_names() -> dict[str, str]:
-    """Every pipeline's registered model under its prefixed name (models registered before the prefix are
-    renamed); returns old → new names of those renamed."""
+    """Every pipeline's registered model under its prefixed name: models registered before the prefix are
+    renamed. Returns, for each pipeline whose model was renamed, the new name, or ``"error: …"`` when MLflow
+    refused (the stack goes on starting; the pipeline's next run tries again)."""
+    from mlflow.exceptions import MlflowException
+
     from calmops.core import registry
     from calmops.core.store import list_pipelines
 
     registry.configure()
-    return {p: registry.model_name(p) for p in list_pipelines() if registry.migrate_model_name(p)}
+    done = {}
+    for pipeline in list_pipelines():
+        try:
+            if registry.migrate_model_name(pipeline):
+                done[pipeline] = registry.model_name(pipeline)
+        except MlflowException as exc:
+            done[pipeline] = f"error: {exc.message[:200]}"
+    return done
 
 
 def bring_down(console) -> None:

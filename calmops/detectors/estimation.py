@@ -106,18 +106,26 @@ class CalibratedEstimator:
         total[flat] = proba[flat].sum(axis=1, keepdims=True)
         return out / total
 
-    def estimate(self, proba: np.ndarray, *, seed: int = 0) -> dict[str, Estimate]:
+    def estimate(self, proba: np.ndarray, predicted: Any = None, *, seed: int = 0) -> dict[str, Estimate]:
         """The expected accuracy, balanced accuracy and macro F1 of the model on rows with these probabilities
-        (its predictions are their arg-max, as ``predict`` of scikit-learn's classifiers)."""
+        and these predicted labels (``predict``'s; the arg-max of the probabilities when not given or not one of
+        the classes)."""
         proba = np.asarray(proba, dtype=np.float64)
         if len(proba) == 0:
             return {}
-        predicted = proba.argmax(axis=1)
-        values = _class_metrics(self.calibrated(proba), predicted)
-        variants = [self.calibrated(proba, curves) for curves in self.bootstrap_curves] or [self.calibrated(proba)]
-        draws = _drawn_metrics(variants, predicted, np.random.default_rng(seed))
+        chosen = proba.argmax(axis=1)
+        if predicted is not None:
+            index = {c: i for i, c in enumerate(self.classes)}
+            given = np.asarray([index.get(_plain(p), -1) for p in np.asarray(predicted)])
+            chosen = np.where(given >= 0, given, chosen)
+        values = _class_metrics(self.calibrated(proba), chosen)
+        draws = _drawn_metrics(lambda i: self.calibrated(proba, self._variant(i)), chosen, np.random.default_rng(seed))
         return {m: Estimate(m, values[m], float(np.nanpercentile(draws[m], 2.5)),
                             float(np.nanpercentile(draws[m], 97.5))) for m in CLASSIFICATION_ESTIMATES}
+
+    def _variant(self, draw: int) -> list:
+        """The calibration a label draw goes through: the bootstrap refits in turn (the fit itself without)."""
+        return self.bootstrap_curves[draw % len(self.bootstrap_curves)] if self.bootstrap_curves else self.curves
 
     def to_state(self) -> dict[str, Any]:
         return {"kind": "classification", **asdict(self)}
@@ -145,16 +153,15 @@ def _class_metrics(weights: np.ndarray, predicted: np.ndarray) -> dict[str, floa
     return _confusion_metrics((np.eye(k)[predicted].T @ weights).T)
 
 
-def _drawn_metrics(variants: list[np.ndarray], predicted: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """The metrics over label sets drawn from calibrated probabilities (each draw from the next of the
-    calibration's bootstrap variants): the spread of the realized metric, the calibration's error included."""
-    k = variants[0].shape[1]
-    cumulative = [np.cumsum(v, axis=1) for v in variants]
-    for c in cumulative:
-        c[:, -1] = 1.0
+def _drawn_metrics(calibrated_for: Any, predicted: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The metrics over label sets drawn from calibrated probabilities (draw ``i`` from ``calibrated_for(i)``,
+    the calibration's bootstrap variants in turn): the spread of the realized metric, the calibration's error
+    included. One batch-sized array at a time."""
     out: dict[str, list[float]] = {m: [] for m in CLASSIFICATION_ESTIMATES}
     for i in range(_DRAWS):
-        c = cumulative[i % len(cumulative)]
+        c = np.cumsum(calibrated_for(i), axis=1)
+        c[:, -1] = 1.0
+        k = c.shape[1]
         labels = (rng.random(len(c))[:, None] > c).sum(axis=1)
         confusion = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k).astype(np.float64)
         for m, v in _confusion_metrics(confusion).items():
@@ -182,11 +189,14 @@ class ErrorLevelEstimator:
         n_bins = max(1, min(bins, len(pred) // min_rows))
         edges = np.unique(np.quantile(pred, np.linspace(0, 1, n_bins + 1)[1:-1])) if n_bins > 1 else np.array([])
         level = np.searchsorted(edges, pred, side="right")
+        filled = [b for b in range(len(edges) + 1) if np.any(level == b)]
         stats = {"abs_mean": [], "abs_var": [], "sq_mean": [], "sq_var": []}
         for b in range(len(edges) + 1):
-            a, s = np.abs(resid[level == b]), resid[level == b] ** 2
+            # a level no reference row fell in borrows its nearest filled level's errors (never "no error")
+            rows = level == min(filled, key=lambda f: abs(f - b))
+            a, s = np.abs(resid[rows]), resid[rows] ** 2
             for key, v in (("abs", a), ("sq", s)):
-                stats[f"{key}_mean"].append(float(v.mean()) if len(v) else 0.0)
+                stats[f"{key}_mean"].append(float(v.mean()))
                 stats[f"{key}_var"].append(float(v.var()) if len(v) > 1 else 0.0)
         return cls(edges=[float(e) for e in edges], reference_rows=len(pred), **stats)
 

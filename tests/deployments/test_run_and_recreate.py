@@ -44,9 +44,9 @@ def test_run_copies_an_outside_file_and_recreate_refuses_the_old_champion(prefec
 def test_models_registered_before_the_prefix_are_renamed_and_other_teams_models_left_alone(
         prefect_server, calmops_home, tmp_path):
     """A pipeline's registered model is ``calmops.<name>``. One that CalmOps registered as ``<name>`` (before the
-    prefix) is renamed with its versions and aliases the first time it is needed, here by the pipeline's next
-    run, which is judged by that champion (no new first model); a model of another team that merely has a
-    pipeline's name is never touched."""
+    prefix) is renamed with its versions and aliases by ``calmops up`` or the pipeline's next run, which is judged
+    by that champion (no new first model); ``create`` refuses to adopt it silently; a model of another team
+    that merely has a pipeline's name is never touched."""
     from mlflow import MlflowClient
 
     from calmops.core import registry
@@ -61,6 +61,19 @@ def test_models_registered_before_the_prefix_are_renamed_and_other_teams_models_
     assert first["decision"] == "train"
     client = MlflowClient()
     client.rename_registered_model("calmops.sea", "sea")  # as an older CalmOps left it
+    # a pipeline created again under that name: refused (the old champion would serve it), nothing renamed,
+    # unless it is adopted on purpose
+    import shutil
+
+    from calmops.core.store import pipeline_paths, read_spec
+
+    shutil.move(str(pipeline_paths(read_spec("sea")).root), str(tmp_path / "deleted-sea"))
+    refused = runner.invoke(app, ["create", str(spec_file)])
+    assert refused.exit_code != 0 and "registered model 'sea' with champion v1" in refused.stderr
+    assert {a: int(v) for a, v in client.get_registered_model("sea").aliases.items()} == {"champion": 1}
+    assert runner.invoke(app, ["create", str(spec_file), "--adopt"]).exit_code == 0
+    assert registry.aliases("sea") == {"champion": 1}  # under calmops.sea now
+    client.rename_registered_model("calmops.sea", "sea")  # old again, for what `calmops up` does
     client.create_registered_model("fraud")  # another team's model, no CalmOps tags
     other = {**STREAM_SPEC, "name": "fraud"}
     (tmp_path / "fraud.yaml").write_text(yaml.safe_dump(other))

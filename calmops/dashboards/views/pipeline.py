@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from calmops.core import report_page
+from calmops.core.names import model_name
 from calmops.dashboards import cache, charts, data, ui
 
 HEATMAP_RUNS = 30
@@ -286,7 +287,7 @@ def performance_tab(conn, name, runs, reg, prefect_problem) -> None:
 
 def models_tab(conn, name, runs, reg, prefect_problem) -> None:
     if not reg["exists"]:
-        st.info(f"No registered model named {ui.plain(name)} yet.")
+        st.info(f"No registered model named {ui.plain(model_name(name))} yet.")
         return
     aliases = reg["aliases"]
     by_version = {v["version"]: v for v in reg["versions"]}

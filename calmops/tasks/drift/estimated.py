@@ -34,9 +34,11 @@ def _probabilities(model: Any, X: pd.DataFrame) -> np.ndarray | None:
 
 def fit_estimator(state_dir: Path, champion_version: int, model: Any, X: pd.DataFrame, y: pd.Series,
                   task: str) -> bool:
-    """Fit the performance estimator of ``champion_version`` on ``model``'s outputs for rows it was not fit on
-    (the holdout that chose it) with their labels. False, and no state, when it cannot be fit: a classifier
-    without probabilities, or too few rows."""
+    """Fit the performance estimator of ``champion_version`` on ``model``'s outputs for rows it was not fit on,
+    with their labels: at promotion, the model the holdout chose (before its refit on the whole file, which
+    then serves with the same calibration); after a concept alarm, the champion on the file that raised it.
+    False when it cannot be fit (a classifier without probabilities, too few rows): the champion keeps the
+    estimator it has, if any."""
     path = state_dir / STATE_FILE
     estimator: CalibratedEstimator | ErrorLevelEstimator | None = None
     if len(y) >= MIN_REFERENCE_ROWS:
@@ -46,8 +48,9 @@ def fit_estimator(state_dir: Path, champion_version: int, model: Any, X: pd.Data
                 estimator = CalibratedEstimator.fit(proba, y, classes)
         else:
             estimator = ErrorLevelEstimator.fit(model.predict(X), y)
-    if estimator is None:
-        path.unlink(missing_ok=True)
+    if estimator is None:  # none for this champion; one it already has (fit at promotion) is kept
+        if read_champion_state(path, champion_version) is None:
+            path.unlink(missing_ok=True)
         return False
     write_champion_state(path, champion_version, state=estimator.to_state())
     return True
@@ -65,7 +68,7 @@ def estimated_performance(model: Any, X: pd.DataFrame, spec: PipelineSpec, metri
         proba = _probabilities(model, X)
         if proba is None or proba.shape[1] != len(estimator.classes):
             return None
-        estimates = estimator.estimate(proba, seed=spec.seed)
+        estimates = estimator.estimate(proba, model.predict(X), seed=spec.seed)
     else:
         estimates = estimator.estimate(model.predict(X))
     trigger = spec.evaluation.estimated_trigger
