@@ -48,10 +48,15 @@ def test_a_run_left_pending_is_cancelled_and_the_file_behind_it_is_decided_once(
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(stuck.id).state
     assert state.is_cancelled() and "stalled" in (state.message or ""), state
-    decided = [r for r in MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_runs(
+    tried = [r for r in MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_runs(
         [MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_experiment_by_name(f"calmops/{name}").experiment_id])
         if r.data.tags.get("calmops.file") == "f.csv"]
-    assert [r.data.tags.get("calmops.decision") for r in decided] == ["train"]
+    # decided once. The file's first run, cancelled while it waited for the slot, may already have been in a
+    # worker's process that Prefect lets start and then stops (its slot lease revoked): its MLflow run is closed
+    # as FAILED without a decision, and the run announced again decides the file
+    decisions = [r.data.tags.get("calmops.decision") for r in tried]
+    assert [d for d in decisions if d not in (None, "failed")] == ["train"], decisions
+    assert all(r.info.status == "FAILED" for r in tried if "calmops.decision" not in r.data.tags), tried
     shown = " ".join(CliRunner().invoke(app, ["status", name], terminal_width=400).output.split())
     assert "stalled runs recovered" in shown and "no run of stall-pending has run for 60 s" in shown, shown
 
