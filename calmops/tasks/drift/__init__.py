@@ -21,7 +21,7 @@ from calmops.core.spec import PipelineSpec
 from calmops.core.verdict import DriftVerdict
 from calmops.tasks import step
 from calmops.tasks.drift.concept import concept_drift, per_row_errors, warm_start_concept
-from calmops.tasks.drift.data import data_drift, label_free_drift, model_importances
+from calmops.tasks.drift.data import data_drift, label_free_drift, model_importances, model_outputs
 from calmops.tasks.drift.estimated import estimated_performance, fit_estimator
 from calmops.tasks.drift.performance import performance_decay, performance_drift
 
@@ -52,10 +52,14 @@ def check_drift(batch: DriftInput) -> DriftVerdict:
                    if spec.drift.aggregation == "weighted" else None)
     report = data_drift(champion.profile, batch.X, spec, importances=importances)
     at_promotion = champion.scores_at_promotion
+    unlabelled = batch.y is None or batch.scores_now is None
+    # the label-free signals read the model's outputs: computed once, shared with the estimate
+    outputs = model_outputs(champion.model, batch.X) if unlabelled else None
     estimated = estimated_performance(champion.model, batch.X, spec, metric, batch.state_dir, champion.version,
-                                      at_promotion.get(metric), labelled=batch.y is not None)
-    if batch.y is None or batch.scores_now is None:
-        return DriftVerdict.of(report, label_free=label_free_drift(champion.profile, champion.model, batch.X, spec),
+                                      at_promotion.get(metric), labelled=batch.y is not None, outputs=outputs)
+    if unlabelled:
+        return DriftVerdict.of(report, label_free=label_free_drift(champion.profile, champion.model, batch.X, spec,
+                                                                   outputs),
                                estimated=estimated)
     errors = per_row_errors(champion.model, batch.X, batch.y, batch.task, at_promotion.get("rmse"))
     return DriftVerdict.of(

@@ -25,16 +25,23 @@ def build_profile(X: pd.DataFrame, feature_types: dict[str, str], spec: Pipeline
                                   predictions=predictions, confidences=confidences)
 
 
-def _outputs(model: Any, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-    """The model's predictions and its confidence in each (the top class probability; None without one)."""
+def model_outputs(model: Any, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's predictions and class probabilities (None without usable ones), computed once for every
+    signal of a batch that reads them."""
     predictions = np.asarray(model.predict(X))
-    confidences = None
+    probabilities = None
     if hasattr(model, "predict_proba"):
         try:
-            confidences = np.asarray(model.predict_proba(X)).max(axis=1)
+            probabilities = np.asarray(model.predict_proba(X), dtype=np.float64)
         except Exception:  # noqa: BLE001 - some estimators expose predict_proba but cannot use it
-            confidences = None
-    return predictions, confidences
+            probabilities = None
+    return predictions, probabilities
+
+
+def _outputs(model: Any, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's predictions and its confidence in each (the top class probability; None without one)."""
+    predictions, probabilities = model_outputs(model, X)
+    return predictions, None if probabilities is None else probabilities.max(axis=1)
 
 
 def _drift_feature_types(feature_types: dict[str, str], spec: PipelineSpec) -> dict[str, str]:
@@ -49,9 +56,12 @@ def data_drift(profile: ReferenceProfile, X: pd.DataFrame, spec: PipelineSpec, i
     return compare(profile, X, spec.drift, importances=importances)
 
 
-def label_free_drift(profile: ReferenceProfile, model: Any, X: pd.DataFrame, spec: PipelineSpec) -> LabelFreeSignal:
-    """Prediction-distribution and confidence drift, for batches without labels."""
-    predictions, confidences = _outputs(model, X)
+def label_free_drift(profile: ReferenceProfile, model: Any, X: pd.DataFrame, spec: PipelineSpec,
+                     outputs: tuple[np.ndarray, np.ndarray | None] | None = None) -> LabelFreeSignal:
+    """Prediction-distribution and confidence drift, for batches without labels (``outputs``: the model's
+    :func:`model_outputs` on ``X`` when already computed)."""
+    predictions, probabilities = outputs or model_outputs(model, X)
+    confidences = None if probabilities is None else probabilities.max(axis=1)
     results = label_free_compare(profile, spec.drift, predictions=predictions, confidences=confidences)
     return LabelFreeSignal(drift=any(r.drift for r in results), results=list(results))
 

@@ -19,17 +19,9 @@ from calmops.detectors.estimation import (
     ErrorLevelEstimator,
     estimator_from_state,
 )
+from calmops.tasks.drift.data import model_outputs
 
 STATE_FILE = "estimation.json"  # under the pipeline's state folder
-
-
-def _probabilities(model: Any, X: pd.DataFrame) -> np.ndarray | None:
-    if not hasattr(model, "predict_proba"):
-        return None
-    try:
-        return np.asarray(model.predict_proba(X), dtype=np.float64)
-    except Exception:  # noqa: BLE001 - some estimators expose predict_proba but cannot use it
-        return None
 
 
 def fit_estimator(state_dir: Path, champion_version: int, model: Any, X: pd.DataFrame, y: pd.Series,
@@ -43,7 +35,7 @@ def fit_estimator(state_dir: Path, champion_version: int, model: Any, X: pd.Data
     estimator: CalibratedEstimator | ErrorLevelEstimator | None = None
     if len(y) >= MIN_REFERENCE_ROWS:
         if task == "classification":
-            proba, classes = _probabilities(model, X), list(getattr(model, "classes_", []))
+            proba, classes = model_outputs(model, X)[1], list(getattr(model, "classes_", []))
             if proba is not None and len(classes) == proba.shape[1] >= 2:
                 estimator = CalibratedEstimator.fit(proba, y, classes)
         else:
@@ -57,20 +49,22 @@ def fit_estimator(state_dir: Path, champion_version: int, model: Any, X: pd.Data
 
 
 def estimated_performance(model: Any, X: pd.DataFrame, spec: PipelineSpec, metric: str, state_dir: Path,
-                          champion_version: int, at_promotion: float | None, *, labelled: bool) -> EstimatedSignal | None:
-    """The champion's metrics on ``X`` estimated from its outputs; None when it has no estimator. On a batch
-    without labels, ``evaluation.estimated_trigger`` turns a fall of the primary metric into a drift signal."""
+                          champion_version: int, at_promotion: float | None, *, labelled: bool,
+                          outputs: tuple[np.ndarray, np.ndarray | None] | None = None) -> EstimatedSignal | None:
+    """The champion's metrics on ``X`` estimated from its outputs (``outputs``: its :func:`.data.model_outputs`
+    when already computed); None when it has no estimator. On a batch without labels,
+    ``evaluation.estimated_trigger`` turns a fall of the primary metric into a drift signal."""
     saved = read_champion_state(state_dir / STATE_FILE, champion_version)
     if saved is None or len(X) == 0:
         return None
     estimator = estimator_from_state(saved["state"])
+    predictions, proba = outputs or model_outputs(model, X)
     if isinstance(estimator, CalibratedEstimator):
-        proba = _probabilities(model, X)
         if proba is None or proba.shape[1] != len(estimator.classes):
             return None
-        estimates = estimator.estimate(proba, model.predict(X), seed=spec.seed)
+        estimates = estimator.estimate(proba, predictions, seed=spec.seed)
     else:
-        estimates = estimator.estimate(model.predict(X))
+        estimates = estimator.estimate(predictions)
     trigger = spec.evaluation.estimated_trigger
     signal = EstimatedSignal(estimates={m: {"value": e.value, "low": e.low, "high": e.high}
                                         for m, e in estimates.items()},
