@@ -151,6 +151,15 @@ class BlocksSpec(_Strict):
     min_block_rows: int = Field(default=30, ge=1)
 
 
+class LabelsSpec(_Strict):
+    """Labels that arrive after the features (stream kind): a second watched folder of files holding the ids and
+    the target; each is joined on ``join_on`` to the predictions already made for those ids."""
+
+    incoming: Path | None = None           # default: <pipeline>/labels
+    join_on: list[str] = Field(min_length=1)
+    max_wait_days: float = Field(default=30.0, gt=0)  # labels for rows predicted longer ago are counted late
+
+
 class LimitsSpec(_Strict):
     max_rows: int = Field(default=5_000_000, ge=1)
     max_bytes: int = Field(default=2 * 1024**3, ge=1)
@@ -179,6 +188,7 @@ class PipelineSpec(_Strict):
     breaker: BreakerSpec = Field(default_factory=BreakerSpec)
     blocks: BlocksSpec = Field(default_factory=BlocksSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    labels: LabelsSpec | None = None
     prediction_only: bool = False
     predictions: Path | None = None
     schedule: str | None = None
@@ -204,6 +214,13 @@ class PipelineSpec(_Strict):
             raise ValueError(f"'block_column' is required for kind '{self.kind}'")
         if kind.default_model and "model" not in self.model_fields_set:
             self.model = ModelSpec(**{"class": kind.default_model})
+        if self.labels is not None:
+            if self.kind != "stream" or self.prediction_only:
+                raise ValueError("'labels' (labels that arrive later) is for the stream kind with a 'target', "
+                                 "not prediction_only")
+            if self.target in self.labels.join_on:
+                raise ValueError(f"labels.join_on: the target {self.target!r} cannot be an id column")
+            self.id_columns = [*self.id_columns, *(c for c in self.labels.join_on if c not in self.id_columns)]
         for path in _model_classes(self.model):
             problem = class_path_problem(path, self.allow_modules)
             if problem:
@@ -342,7 +359,7 @@ def _absolute(path: str | Path, base: Path) -> Path:
 
 
 def resolve_paths(spec: PipelineSpec, base: str | Path) -> PipelineSpec:
-    """The spec with its relative paths (incoming, predictions, preprocess, hooks) made absolute against ``base``.
+    """The spec with its relative paths (incoming, predictions, preprocess, hooks, labels.incoming) made absolute against ``base``.
 
     A spec file's paths are relative to its own folder: stored absolute, they mean the same in every process
     (flow runs start in a temporary folder).
@@ -360,6 +377,8 @@ def resolve_paths(spec: PipelineSpec, base: str | Path) -> PipelineSpec:
             hooks[kind] = f"{_absolute(path, base)}:{name}" if path and name else reference
     if hooks:
         update["hooks"] = spec.hooks.model_copy(update=hooks)
+    if spec.labels is not None and spec.labels.incoming is not None:
+        update["labels"] = spec.labels.model_copy(update={"incoming": _absolute(spec.labels.incoming, base)})
     return spec.model_copy(update=update)
 
 

@@ -84,6 +84,7 @@ class PipelinePaths:
     root: Path
     incoming: Path
     predictions: Path
+    labels: Path | None = None  # the labels folder of a pipeline whose labels arrive later
 
     @property
     def spec_file(self) -> Path:
@@ -120,7 +121,7 @@ class PipelinePaths:
 
     def ensure(self) -> PipelinePaths:
         for d in (self.root, self.incoming, self.predictions, self.spec_history, self.processed,
-                  self.quarantine, self.history, self.logs, self.state):
+                  self.quarantine, self.history, self.logs, self.state, *([self.labels] if self.labels else [])):
             d.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -132,6 +133,8 @@ def pipeline_paths(spec: PipelineSpec, settings: Settings | None = None) -> Pipe
         root=root,
         incoming=Path(spec.incoming).expanduser().resolve() if spec.incoming else root / "incoming",
         predictions=Path(spec.predictions).expanduser().resolve() if spec.predictions else root / "predictions",
+        labels=None if spec.labels is None else
+        Path(spec.labels.incoming).expanduser().resolve() if spec.labels.incoming else root / "labels",
     )
 
 

@@ -18,6 +18,10 @@ modification time; files with the same time in the order they are recorded): the
 :func:`calmops.flows.common.run_in_order`). Every route that records an arrival (an event, a scan, the run
 itself) uses that one clock, so a file whose event is handled late under load still keeps its place.
 
+A pipeline whose labels come later (spec ``labels``) has a second watched folder, its labels folder: each
+labels file there is announced on its own, like a file of a pipeline with ``order: none``, and its run joins it
+to the rows it labels (see :mod:`calmops.flows.labels`).
+
 The announcement is the event ``calmops.file.arrived`` with the resource
 ``calmops.pipeline.<name>`` and labels for the path, size and SHA-256 of the file; each pipeline's
 deployment has a trigger on it (see :mod:`calmops.deployments.deploy`).
@@ -142,6 +146,7 @@ class _Watched:
     incoming: Path
     ledger_file: Path
     order: str = "arrival"
+    labels: bool = False  # the pipeline's labels folder (spec labels): each file announced on its own
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -318,7 +323,7 @@ class Watcher:
     # -- folders ----------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Re-read the pipelines and watch exactly their incoming folders."""
+        """Re-read the pipelines and watch exactly their incoming folders (and labels folders)."""
         from calmops.core.store import list_pipelines, pipeline_paths, read_spec
 
         wanted: dict[Path, _Watched] = {}
@@ -335,6 +340,9 @@ class Watcher:
                             wanted[folder].pipeline)
                 continue
             wanted[folder] = _Watched(name, spec.kind, folder, paths.ledger_file, spec.order)
+            if paths.labels is not None and paths.labels.resolve() not in wanted:
+                wanted[paths.labels.resolve()] = _Watched(name, spec.kind, paths.labels.resolve(), paths.ledger_file,
+                                                          "none", labels=True)
         # The observer calls our handler while holding its own lock, and the handler takes ours: so the
         # observer is (un)scheduled without holding ours, or a file event at that moment deadlocks both.
         with self._lock:
@@ -571,7 +579,7 @@ class Watcher:
         return min(self.reemit_after * 2 ** min(repeats, 20), max(self.reemit_after, 600.0))
 
     def _record_arrival(self, watched: _Watched, path: Path, sha: str, arrived: float) -> None:
-        if not self.record_arrivals:
+        if not self.record_arrivals or watched.labels:  # a labels file is decided when it comes, not queued
             return
         try:  # the arrival order the pipeline's runs follow (see calmops.flows.common.run_in_order)
             Ledger(watched.ledger_file).arrive(sha, path.name, arrived)

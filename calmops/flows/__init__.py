@@ -25,9 +25,11 @@ def into_incoming(spec, path: Path) -> Path:
     from calmops.core.store import pipeline_paths, sha256_of
 
     path = path.absolute()  # not resolved: a link stays a link, and the run refuses it unread
-    incoming = pipeline_paths(spec).ensure().incoming.resolve()
-    if path.parent.resolve() == incoming or path.is_symlink() or not path.is_file():
-        return path
+    paths = pipeline_paths(spec).ensure()
+    incoming = paths.incoming.resolve()
+    labels = paths.labels.resolve() if paths.labels else None
+    if path.parent.resolve() in (incoming, labels) or path.is_symlink() or not path.is_file():
+        return path  # in its folder already (a labels file in the labels folder)
     target = incoming / path.name
     if target.exists():
         if sha256_of(target) == sha256_of(path):

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from calmops.core import registry
+from calmops.core.awaiting import Awaiting
 from calmops.core.breaker import BreakerPolicy, read_breaker, update_breaker
 from calmops.core.logs import RunLog
 from calmops.core.names import Decision
@@ -43,6 +44,7 @@ from calmops.tasks.drift import DriftInput, check_drift
 from calmops.tasks.drift.data import build_profile
 from calmops.tasks.evaluate import evaluate_models, primary_metric
 from calmops.tasks.ingest import Batch, RejectedInput, ingest
+from calmops.tasks.labels import keep_for_labels
 from calmops.tasks.predict import predict
 from calmops.tasks.record import RunOutcome, record_run
 from calmops.tasks.retrain import TrainingResult
@@ -75,9 +77,12 @@ class RunContext:
     mlflow_run_id: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     signals: dict[str, Any] = field(default_factory=dict)  # what ingest noticed (new classes, new columns)
+    realized: dict[str, dict] = field(default_factory=dict)  # a labels file: realized_v<N> → scores
 
     def outcome(self, decision: str, reason: str, **kw) -> RunOutcome:
         details = {**self.signals, **kw.pop("details", {})}
+        if self.realized:
+            kw["metrics"] = {**kw.get("metrics", {}), **self.realized}
         return RunOutcome(pipeline=self.spec.name, file=self.path.name, sha256=self.sha256, decision=decision,
                           reason=reason, mlflow_run_id=self.mlflow_run_id, flow_run_id=self.flow_run_id,
                           kind=self.spec.kind, breaker_state=self.breaker_state, details=details, **kw)
@@ -268,14 +273,18 @@ def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | R
                                      target=ctx.spec.target)
         return batch
     except RejectedInput as exc:
-        target = quarantine(ctx.paths, ctx.path, ctx.sha256, exc.reason, exc.details)
-        ctx.log.warning("rejected %s: %s (moved to %s)", ctx.path.name, exc.reason, target)
-        outcome = ctx.outcome("rejected_input", exc.reason,
-                              champion_version=champion.version if champion else None,
-                              details={"quarantined_as": str(target)})
-        ctx.ledger.finish(ctx.sha256, "rejected_input")
-        finish_record(ctx, outcome, None)
-        return outcome
+        return reject(ctx, champion, exc)
+
+
+def reject(ctx: RunContext, champion: registry.Champion | None, exc: RejectedInput) -> RunOutcome:
+    """Quarantine the run's file with the reason, record it, and close it in the ledger."""
+    target = quarantine(ctx.paths, ctx.path, ctx.sha256, exc.reason, exc.details)
+    ctx.log.warning("rejected %s: %s (moved to %s)", ctx.path.name, exc.reason, target)
+    outcome = ctx.outcome("rejected_input", exc.reason, champion_version=champion.version if champion else None,
+                          details={"quarantined_as": str(target)})
+    ctx.ledger.finish(ctx.sha256, "rejected_input")
+    finish_record(ctx, outcome, None)
+    return outcome
 
 
 def finish_record(ctx: RunContext, outcome: RunOutcome, verdict: DriftVerdict | None) -> RunOutcome:
@@ -322,9 +331,14 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
     return RunFailed(outcome)
 
 
+Reader = Callable[[RunContext, "registry.Champion | None"], "Batch | RunOutcome"]
+
+
 def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
-                 process: Callable[[RunContext, registry.Champion | None, Batch], RunOutcome]) -> dict[str, Any]:
-    """The body every kind's flow shares: gate, champion, ingest, then the kind's ``process``.
+                 process: Callable[[RunContext, registry.Champion | None, Batch], RunOutcome],
+                 read: Reader | None = None) -> dict[str, Any]:
+    """The body every kind's flow shares: gate, champion, ingest (``read``, by default :func:`read_batch`),
+    then the kind's ``process``.
 
     A duplicate or a quarantined file ends here; anything that raises is recorded as ``failed``.
     """
@@ -333,7 +347,7 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
         return ctx.to_dict()
     try:
         champion = load_champion(ctx.spec.name)
-        batch = read_batch(ctx, champion)
+        batch = (read or read_batch)(ctx, champion)
         if isinstance(batch, RunOutcome):
             return batch.to_dict()
         outcome = process(ctx, champion, batch)
@@ -490,9 +504,15 @@ def register(ctx: RunContext, trained: TrainingResult, batch: Batch, task: str, 
 
 
 def write_batch_predictions(ctx: RunContext, batch: Batch, champion: registry.Champion | None) -> Path | None:
+    """The champion's predictions of the batch; a batch whose labels come later is kept for them too."""
     if champion is None:
         return None
-    return write_predictions_of(ctx, batch, champion.model, champion.version)
+    out = write_predictions_of(ctx, batch, champion.model, champion.version)
+    if ctx.spec.labels is not None and batch.y is None:
+        kept = keep_for_labels(Awaiting(ctx.paths.root, ctx.paths.state), ctx.spec, batch.frame,
+                               champion.model.predict(batch.X), champion.version, batch.sha256, batch.file)
+        ctx.signals["awaiting_labels"] = {"rows": kept, "join_on": ctx.spec.labels.join_on}
+    return out
 
 
 def write_predictions_of(ctx: RunContext, batch: Batch, model: Any, version: int) -> Path:
@@ -520,9 +540,12 @@ def predict_without_learning(ctx: RunContext, batch: Batch, champion: registry.C
     _, _, now, verdict = champion_check(ctx, batch, champion)
     out = write_batch_predictions(ctx, batch, champion)
     drift = f"; drift seen but no retrain possible: {verdict.reason}" if verdict.drift_detected else ""
-    reason = f"no training: {batch.cannot_train}; the champion scored and predicted the file{drift}"
+    if batch.y is None:  # its labels come later: nothing to score yet
+        reason = f"{batch.cannot_train}: the champion predicted the file, kept for its labels{drift}"
+    else:
+        reason = f"no training: {batch.cannot_train}; the champion scored and predicted the file{drift}"
     outcome = ctx.outcome("predict_only", reason, drift_detected=verdict.drift_detected,
                           drifted_features=verdict.drifted_features, champion_version=champion.version,
-                          metrics={"champion": now}, rows=batch.n_rows, predictions_file=str(out),
+                          metrics={"champion": now} if now else {}, rows=batch.n_rows, predictions_file=str(out),
                           details={"cannot_train": batch.cannot_train})
     return finish(ctx, outcome, verdict)

@@ -28,6 +28,7 @@ from calmops.flows.common import (
     write_batch_predictions,
     write_predictions_of,
 )
+from calmops.flows.labels import is_labels_file, run_labels_file
 from calmops.tasks.drift import start_monitoring
 from calmops.tasks.evaluate import evaluate_models, holdout_split, primary_metric, seed_from, task_of
 from calmops.tasks.ingest import Batch
@@ -38,7 +39,10 @@ from calmops.tasks.retrain import modes_to_try, refit, retrain, retrain_auto, tr
 
 @flow(name=KINDS["stream"].flow_name, flow_run_name=partial(run_name, "stream"), persist_result=False)
 def stream_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
-    """Process one file of a stream pipeline: gate, ingest, drift, retrain, promote, predict, record."""
+    """Process one file of a stream pipeline: gate, ingest, drift, retrain, promote, predict, record (a labels
+    file: joined to the rows it labels, then the same steps)."""
+    if is_labels_file(pipeline, path):
+        return run_labels_file(pipeline, path, sha256, process_stream_file)
     return run_in_order(pipeline, path, sha256, process_stream_file)
 
 

@@ -194,6 +194,13 @@ def parse_and_validate(
                             duplicated=dupes[:10])
     if spec.preprocess:
         frame = run_preprocess(Path(spec.preprocess), frame)
+    return validate_frame(frame, path.name, fmt, sha256, spec, reference)
+
+
+def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: PipelineSpec,
+                   reference: InputSchema | None) -> Batch:
+    """The checks on a parsed (and preprocessed) table: rows, columns, target, types, values."""
+    path = Path(name)
     if frame.shape[1] == 0 or (frame.shape[1] == 1 and frame.empty and fmt not in ("csv", "tsv", "txt")):
         raise RejectedInput(f"{path.name}: no columns found")
     if frame.empty:
@@ -207,7 +214,14 @@ def parse_and_validate(
                             "(one name per column)", duplicated=dupes[:10])
 
     y = None
-    if not spec.prediction_only:
+    later = spec.labels is not None and spec.target not in frame.columns  # its labels come in a labels file
+    if later:
+        missing = [c for c in spec.labels.join_on if c not in frame.columns]
+        if missing:
+            raise RejectedInput(f"{path.name}: no target column '{spec.target}' and id column(s) "
+                                f"{', '.join(missing)} missing: a file whose labels come later needs the ids "
+                                "its labels file will name (labels.join_on)", missing=missing)
+    elif not spec.prediction_only:
         if spec.target not in frame.columns:
             raise RejectedInput(f"{path.name}: target column '{spec.target}' is missing "
                                 f"(columns: {', '.join(V.excerpt(c, 30) for c in frame.columns[:20])})",
@@ -254,7 +268,8 @@ def parse_and_validate(
     if labels.new_classes:
         signals.append(f"new class(es) in target column '{spec.target}', never seen by the champion: "
                        f"{', '.join(V.excerpt(c) for c in labels.new_classes[:10])}")
-    cannot_train = None if y is None or spec.prediction_only else V.training_blocker(len(X), labels, task, spec)
+    cannot_train = "no labels yet (they come in a labels file)" if later else \
+        None if y is None or spec.prediction_only else V.training_blocker(len(X), labels, task, spec)
     return Batch(path.name, sha256, fmt, frame, X, y, types, signals, labels, cannot_train)
 
 

@@ -1,0 +1,184 @@
+"""Rows predicted before their labels came: kept until a labels file names their ids (spec ``labels``).
+
+Each file of features without a target leaves its parsed rows, the prediction of each row and the model version
+that made it in ``state/awaiting/<sha256>.parquet``, and one line per row in ``labels.sqlite`` (the row's ids as
+a key, when it was predicted, and which labels file labelled it). A labels file is matched on the keys; the
+rows it labels are marked with its sha256 in one transaction, so a labels file run again after a crash finds
+its own rows again, and rows labelled by another file count as labelled before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+PREDICTION = "__calmops_prediction"
+VERSION = "__calmops_model_version"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS awaiting (
+    key TEXT NOT NULL, sha256 TEXT NOT NULL, file TEXT NOT NULL, row INTEGER NOT NULL,
+    version INTEGER NOT NULL, predicted_at REAL NOT NULL, labelled_by TEXT,
+    PRIMARY KEY (sha256, row));
+CREATE INDEX IF NOT EXISTS awaiting_key ON awaiting (key);
+"""
+
+
+def _plain(value) -> str:
+    """One id value as text, so that 7, 7.0 and "7" read from different formats are the same id."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def keys_of(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The join key of every row: its id columns' values, as one JSON text."""
+    values = frame[columns].astype(object).to_numpy().tolist()
+    return [json.dumps([_plain(v) for v in row]) for row in values]
+
+
+@dataclass
+class Match:
+    """What one labels file matched: the rows it labels (features, prediction, version) and what it did not."""
+
+    rows: pd.DataFrame                      # the kept rows, in the order the labels file names them
+    labels: pd.Series                       # the label of each kept row (same index)
+    counts: dict[str, int] = field(default_factory=dict)
+    unmatched_ids: list[str] = field(default_factory=list)      # a sample, for the reason and the record
+    duplicate_ids: list[str] = field(default_factory=list)
+
+
+class Awaiting:
+    """The rows of one pipeline that wait for labels."""
+
+    def __init__(self, root: Path, state: Path):
+        self.db = root / "labels.sqlite"
+        self.folder = state / "awaiting"
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.db, timeout=60, isolation_level=None)
+        con.executescript(_SCHEMA)
+        return con
+
+    def keep(self, frame: pd.DataFrame, keys: list[str], predictions: Iterable, version: int, sha256: str,
+             file: str) -> None:
+        """Keep a predicted batch until its labels come (again for the same bytes: replaced, not doubled)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        rows = frame.reset_index(drop=True).copy()
+        rows[PREDICTION] = list(predictions)
+        rows[VERSION] = version
+        target = self.folder / f"{sha256}.parquet"
+        tmp = self.folder / f".{sha256}.parquet.part"
+        rows.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+        now = time.time()
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("DELETE FROM awaiting WHERE sha256 = ? AND labelled_by IS NULL", (sha256,))
+            con.executemany("INSERT OR IGNORE INTO awaiting VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                            [(k, sha256, file, i, version, now) for i, k in enumerate(keys)])
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    def match(self, labels: pd.DataFrame, keys: list[str], target: str, labels_sha256: str,
+              max_wait_days: float, now: float | None = None) -> Match:
+        """Match a labels file's rows to the rows waiting for them and mark those rows as labelled by it.
+
+        A key named twice in the file counts as a duplicate (its first label is used); a key with no predicted
+        row waiting is unmatched; a key whose row another labels file labelled before counts as labelled
+        before; a row predicted more than ``max_wait_days`` ago is joined and counted late.
+        """
+        now = time.time() if now is None else now
+        first: dict[str, int] = {}
+        duplicates: list[str] = []
+        for i, key in enumerate(keys):
+            if key in first:
+                duplicates.append(key)
+            else:
+                first[key] = i
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            found: dict[str, list[tuple]] = {}
+            unique = list(first)
+            for start in range(0, len(unique), 500):
+                chunk = unique[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in con.execute(f"SELECT key, sha256, row, version, predicted_at, labelled_by FROM awaiting "
+                                       f"WHERE key IN ({marks})", chunk):
+                    found.setdefault(row[0], []).append(row)
+            taken: list[tuple[str, str, int, int]] = []  # (key, sha256, row, position in the labels file)
+            before: list[str] = []
+            late = 0
+            for key, position in first.items():
+                rows = found.get(key, [])
+                open_rows = [r for r in rows if r[5] is None or r[5] == labels_sha256]
+                if not open_rows:
+                    if rows:
+                        before.append(key)
+                    continue
+                for _, sha, row, _, predicted_at, _ in open_rows:
+                    taken.append((key, sha, row, position))
+                    late += predicted_at < now - max_wait_days * 86400
+            con.executemany("UPDATE awaiting SET labelled_by = ? WHERE sha256 = ? AND row = ?",
+                            [(labels_sha256, sha, row) for _, sha, row, _ in taken])
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+        unmatched = [k for k in first if k not in found]
+        rows = self._rows(taken)
+        label_values = labels[target].to_numpy()
+        y = pd.Series([label_values[pos] for *_, pos in taken], name=target)
+        counts = {"label_rows": len(keys), "matched": len(taken), "unmatched": len(unmatched),
+                  "duplicate": len(duplicates), "labelled_before": len(before), "late": int(late)}
+        return Match(rows, y, counts, [json.loads(k) for k in unmatched[:20]],
+                     [json.loads(k) for k in (duplicates + before)[:20]])
+
+    def _rows(self, taken: list[tuple[str, str, int, int]]) -> pd.DataFrame:
+        """The kept rows of ``taken`` (key, sha256, row, position), in the order of ``taken``."""
+        if not taken:
+            return pd.DataFrame()
+        by_file: dict[str, list[tuple[int, int]]] = {}
+        for order, (_, sha, row, _) in enumerate(taken):
+            by_file.setdefault(sha, []).append((order, row))
+        parts = []
+        for sha, picks in by_file.items():
+            part = pd.read_parquet(self.folder / f"{sha}.parquet").iloc[[row for _, row in picks]]
+            parts.append(part.set_axis([order for order, _ in picks]))
+        return pd.concat(parts).sort_index().reset_index(drop=True)
+
+    def release(self, labels_sha256: str) -> None:
+        """Give back the rows a labels file matched (it was quarantined): they wait for labels again."""
+        if not self.db.exists():
+            return
+        con = self._connect()
+        try:
+            con.execute("UPDATE awaiting SET labelled_by = NULL WHERE labelled_by = ?", (labels_sha256,))
+        finally:
+            con.close()
+
+    def waiting(self, max_wait_days: float, now: float | None = None) -> dict[str, int]:
+        """Rows still waiting for labels, and how many of them were predicted longer ago than ``max_wait_days``."""
+        if not self.db.exists():
+            return {"waiting": 0, "overdue": 0}
+        now = time.time() if now is None else now
+        con = self._connect()
+        try:
+            waiting, overdue = con.execute(
+                "SELECT COUNT(*), COALESCE(SUM(predicted_at < ?), 0) FROM awaiting WHERE labelled_by IS NULL",
+                (now - max_wait_days * 86400,)).fetchone()
+        finally:
+            con.close()
+        return {"waiting": int(waiting), "overdue": int(overdue)}

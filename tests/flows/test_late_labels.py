@@ -1,0 +1,117 @@
+"""Labels that arrive after the features (spec ``labels``): predictions kept, joined, scored per model version,
+a concept change caught and retrained from the joined rows, every odd id counted, each labels file once."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from calmops.core import registry
+from calmops.core.awaiting import Awaiting
+from calmops.core.store import pipeline_paths, read_spec, save_spec, spec_from_dict
+from tests.conftest import STREAM_SPEC, sea_frame, write_csv
+from tests.flows.helpers import incoming, run
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def late_spec(calmops_home):
+    spec = spec_from_dict({**STREAM_SPEC, "name": "late", "labels": {"join_on": ["id"]}})
+    save_spec(spec, create=True)
+    return read_spec("late")
+
+
+def batch(n: int, theta: float, seed: int, first_id: int) -> pd.DataFrame:
+    return sea_frame(n, theta, seed).assign(id=np.arange(first_id, first_id + n))
+
+
+def features(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns="y")
+
+
+def labels(*frames: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([f[["id", "y"]] for f in frames], ignore_index=True)
+
+
+def accuracy_of(version: int, frame: pd.DataFrame) -> float:
+    model = registry.load_version("late", version).model
+    return float((model.predict(frame[["x1", "x2", "x3"]]) == frame["y"].to_numpy()).mean())
+
+
+def test_labels_two_files_later_are_joined_scored_per_version_and_retrain_on_a_concept_change(
+        prefect_server, late_spec):
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    assert labels_folder is not None and labels_folder.is_dir()
+    f0, f1, f2 = batch(1000, 8.0, 1, 0), batch(1000, 8.0, 2, 1000), batch(1000, 9.5, 3, 2000)
+    assert run("late", write_csv(f0, folder, "f0.csv"))["decision"] == "train"
+    first = run("late", write_csv(features(f1), folder, "f1.csv"))
+    assert first["decision"] == "predict_only" and "labels" in first["reason"]
+    assert first["details"]["awaiting_labels"]["rows"] == 1000
+    assert run("late", write_csv(features(f2), folder, "f2.csv"))["decision"] == "predict_only"
+    assert Awaiting(pipeline_paths(late_spec).root, pipeline_paths(late_spec).state).waiting(30)["waiting"] == 2000
+
+    # the labels of f1, two files later, with 5 ids nobody predicted and 3 named twice
+    extra = pd.DataFrame({"id": np.arange(90_000, 90_005), "y": 0})
+    l1 = pd.concat([labels(f1), extra, labels(f1).iloc[:3]], ignore_index=True)
+    out = run("late", write_csv(l1, labels_folder, "l1.csv"))
+    counts = out["details"]["labels"]
+    assert (counts["matched"], counts["unmatched"], counts["duplicate"]) == (1000, 5, 3)
+    assert sorted(i[0] for i in counts["unmatched_ids"]) == [str(i) for i in range(90_000, 90_005)]
+    assert out["decision"] == "no_drift", out["reason"]  # the same concept as the champion's
+    # the predictions as v1 made them, scored now that the labels are known
+    assert out["metrics"]["realized_v1"]["accuracy"] == pytest.approx(accuracy_of(1, f1))
+
+    # the labels of f2 (a concept change the champion predicted blind): caught now, retrained on the joined rows
+    f3 = batch(1000, 9.5, 4, 3000)
+    assert run("late", write_csv(features(f3), folder, "f3.csv"))["decision"] == "predict_only"
+    out = run("late", write_csv(labels(f2), labels_folder, "l2.csv"))
+    assert out["drift_detected"] and out["decision"] == "retrain_promoted", out["reason"]
+    assert out["metrics"]["realized_v1"]["accuracy"] == pytest.approx(accuracy_of(1, f2))
+    assert out["metrics"]["realized_v1"]["accuracy"] < 0.92  # θ 8 → 9.5 relabels about 13 % of the plane
+    v2 = out["champion_version"]
+    assert registry.alias_version("late", "champion") == v2
+    assert registry.load_version("late", v2).tags["calmops.training"].count("l2.csv") == 1
+
+    # the next features are predicted by v2; one labels file for rows of both versions scores each on its own
+    f4 = batch(1000, 9.5, 5, 4000)
+    assert run("late", write_csv(features(f4), folder, "f4.csv"))["champion_version"] == v2
+    out = run("late", write_csv(labels(f3, f4), labels_folder, "l34.csv"))
+    realized = out["details"]["labels"]["realized"]
+    assert {int(v): r["rows"] for v, r in realized.items()} == {1: 1000, v2: 1000}
+    assert out["metrics"][f"realized_v{v2}"]["accuracy"] == pytest.approx(accuracy_of(v2, f4))
+    assert out["metrics"][f"realized_v{v2}"]["accuracy"] > out["metrics"]["realized_v1"]["accuracy"]
+
+    # the same labels bytes again: decided once; ids labelled before by another file are counted, not reused
+    again = write_csv(labels(f2), labels_folder, "l2-again.csv")
+    assert run("late", again)["decision"] == "duplicate"
+    relabel = run("late", write_csv(labels(f1).iloc[:50].assign(y=1), labels_folder, "l1-fixed.csv"))
+    assert relabel["decision"] == "rejected_input" and "none of its 50 id(s)" in relabel["reason"]
+    assert relabel["details"]["quarantined_as"]
+
+
+def test_a_bad_labels_file_is_quarantined_with_its_reason_and_its_rows_keep_waiting(prefect_server, late_spec):
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    f0, f1 = batch(600, 8.0, 1, 0), batch(600, 8.0, 2, 1000)
+    run("late", write_csv(f0, folder, "f0.csv"))
+    run("late", write_csv(features(f1), folder, "f1.csv"))
+    out = run("late", write_csv(labels(f1).rename(columns={"y": "label"}), labels_folder, "l1.csv"))
+    assert out["decision"] == "rejected_input" and "without column(s) y" in out["reason"]
+    missing = labels(f1).astype({"y": float})
+    missing.loc[7, "y"] = np.nan
+    out = run("late", write_csv(missing, labels_folder, "l1b.csv"))
+    assert out["decision"] == "rejected_input" and "'y' has 1 missing value(s) (first at row 8)" in out["reason"]
+    quarantined = sorted(p.name for p in pipeline_paths(late_spec).quarantine.iterdir())
+    assert "l1.csv" in quarantined and "l1b.csv" in quarantined
+    # nothing was taken from the rows waiting: the good labels file matches all of them
+    out = run("late", write_csv(labels(f1), labels_folder, "l1c.csv"))
+    assert out["details"]["labels"]["matched"] == 600
+
+
+def test_a_file_without_its_ids_is_refused_and_labels_are_only_for_stream_pipelines(prefect_server, late_spec):
+    folder = incoming("late")
+    run("late", write_csv(batch(600, 8.0, 1, 0), folder, "f0.csv"))
+    out = run("late", write_csv(features(batch(600, 8.0, 2, 1000)).drop(columns="id"), folder, "f1.csv"))
+    assert out["decision"] == "rejected_input" and "id column(s) id missing" in out["reason"]
+    with pytest.raises(ValueError, match="'labels'.*stream kind"):
+        spec_from_dict({**STREAM_SPEC, "name": "late2", "kind": "block", "block_column": "b",
+                        "labels": {"join_on": ["id"]}})
