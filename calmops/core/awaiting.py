@@ -16,8 +16,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas loads when rows are kept or matched, not for 'calmops status'
+    import pandas as pd
 
 PREDICTION = "__calmops_prediction"
 VERSION = "__calmops_model_version"
@@ -137,6 +139,8 @@ class Awaiting:
             raise
         finally:
             con.close()
+        import pandas as pd
+
         unmatched = [k for k in first if k not in found]
         rows = self._rows(taken)
         label_values = labels[target].to_numpy()
@@ -148,6 +152,8 @@ class Awaiting:
 
     def _rows(self, taken: list[tuple[str, str, int, int]]) -> pd.DataFrame:
         """The kept rows of ``taken`` (key, sha256, row, position), in the order of ``taken``."""
+        import pandas as pd
+
         if not taken:
             return pd.DataFrame()
         by_file: dict[str, list[tuple[int, int]]] = {}

@@ -164,6 +164,7 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
 
 def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, Any]:
     """One pipeline's row of ``status``/``list``; add a key here and a label in STATUS_FIELDS to show more."""
+    from calmops.core.awaiting import Awaiting
     from calmops.core.store import ledger, pending_files, pipeline_paths, read_spec
     from calmops.deployments import readout, stalls
 
@@ -188,6 +189,7 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, A
         "files_waiting": sum(p.is_file() for p in paths.incoming.glob("*")) if paths.incoming.exists() else 0,
         "files_quarantined": len(list(paths.quarantine.glob("*.reason.json"))) if paths.quarantine.exists() else 0,
         "runs_recovered": stalls.recovered(name),
+        "awaiting_labels": Awaiting(paths.root, paths.state).waiting(spec.labels.max_wait_days) if spec.labels else None,
         "last_file": entries[-1]["file"] if entries else None,
         "last_decision": entries[-1]["decision"] if entries else None,
     }
@@ -198,7 +200,8 @@ STATUS_FIELDS = (
     ("kind", "kind"), ("champion", "champion_version"), ("aliases", "aliases"), ("breaker", "breaker"),
     ("waiting", "files_waiting"), ("held behind", "held_behind"), ("pending", "files_pending"),
     ("running", "files_running"), ("orphaned claims", "files_orphaned"), ("done", "files_done"),
-    ("quarantined", "files_quarantined"), ("stalled runs recovered", "runs_recovered"), ("last file", "last_file"), ("last decision", "last_decision"),
+    ("quarantined", "files_quarantined"), ("stalled runs recovered", "runs_recovered"),
+    ("rows awaiting labels", "awaiting_labels"), ("last file", "last_file"), ("last decision", "last_decision"),
     ("incoming", "incoming"),
 )
 # columns of the pipelines table of ``calmops status``
@@ -236,6 +239,8 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
             value = shown(data[key], "v") if key in ("champion_version", "aliases") else shown(data[key])
             if key == "runs_recovered":
                 value = _count_text(data[key])
+            if key == "awaiting_labels" and data[key]:
+                value = f"{data[key]['waiting']} ({data[key]['overdue']} predicted over labels.max_wait_days ago)"
             table.add_row(label, value)
         console.print(table, highlight=False)
         return

@@ -37,6 +37,7 @@ def live(tmp_path_factory):
         for name in PIPELINES:
             extra = {"schedule": "1h"} if name == "sea-c" else {}
             save_spec(spec_from_dict({**STREAM_SPEC, "name": name, **extra}), create=True)
+        save_spec(spec_from_dict({**STREAM_SPEC, "name": "sea-late", "labels": {"join_on": ["id"]}}), create=True)
 
     with running_stack(tmp_path_factory.mktemp("file-arrival") / "calmops", before_up=create_pipelines) as home:
         yield home
@@ -281,3 +282,55 @@ def test_prefect_deploy_all_from_prefect_yaml(live):
         assert action.parameters["path"] == "{{ event.resource['calmops.file.path'] }}"
         assert automation.trigger.match.model_dump() == {"prefect.resource.id": "calmops.pipeline.*",
                                                          "calmops.pipeline.kind": "stream"}
+
+
+def test_labels_that_come_later_are_joined_through_the_watcher_once_even_across_a_watcher_restart(live):
+    """Features first, labels later, both dropped as a producer does: the labels folder is watched, the labels
+    file's run joins it to the predictions v1 made, catches the concept change the champion predicted blind,
+    and retrains from the joined rows; a labels file dropped while the watcher is down is decided once."""
+    from mlflow import MlflowClient
+
+    from calmops.core.registry import load_version
+    from calmops.core.store import pipeline_paths, read_spec
+    from calmops.deployments import stack
+
+    name = "sea-late"
+    folder, labels = incoming(name), pipeline_paths(read_spec(name)).labels
+
+    def publish(target: Path, file: str, frame) -> None:
+        tmp = target.parent / f".{file}.staging"
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, target / file)
+
+    f0 = sea_frame(800, 8, seed=300).assign(id=range(800))
+    f1 = sea_frame(800, 9.5, seed=301).assign(id=range(800, 1600))  # the concept moved: θ 8 → 9.5
+    f2 = sea_frame(800, 9.5, seed=302).assign(id=range(1600, 2400))
+    publish(folder, "f0.csv", f0)
+    publish(folder, "f1.csv", f1.drop(columns="y"))
+    publish(folder, "f2.csv", f2.drop(columns="y"))
+    until(lambda: settled(name, ["f0.csv", "f1.csv", "f2.csv"]), 300, "the features files")
+    publish(labels, "l1.csv", f1[["id", "y"]])
+    until(lambda: settled(name, ["l1.csv"]), 300, "the labels file")
+
+    decisions = {r["file"]: r["decision"] for r in mlflow_runs(name)}
+    assert decisions == {"f0.csv": "train", "f1.csv": "predict_only", "f2.csv": "predict_only",
+                         "l1.csv": "retrain_promoted"}, decisions
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name(f"calmops/{name}")
+    [run] = client.search_runs([exp.experiment_id], "tags.`calmops.file` = 'l1.csv'")
+    model = load_version(name, 1).model
+    expected = float((model.predict(f1[["x1", "x2", "x3"]]) == f1["y"].to_numpy()).mean())
+    assert run.data.metrics["realized_v1_accuracy"] == pytest.approx(expected)
+    assert (processed(name) / "l1.csv").exists() and not (labels / "l1.csv").exists()
+
+    stack.stop("watcher")  # the labels of f2 come while the watcher is down: its start-up scan finds them
+    publish(labels, "l2.csv", f2[["id", "y"]])
+    stack.start("watcher")
+    until(lambda: settled(name, ["l2.csv"]), 300, "the labels file dropped while the watcher was down")
+    publish(labels, "l2-copy.csv", f2[["id", "y"]])  # the same bytes again: a duplicate, joined never twice
+    until(lambda: (processed(name) / "l2-copy.csv").exists() and all(r.state.is_final() for r in flow_runs(name)),
+          120, "the copy to be set aside")
+    files = [r["file"] for r in mlflow_runs(name)]
+    assert files.count("l2.csv") == 1 and "l2-copy.csv" not in files
+    [l2] = client.search_runs([exp.experiment_id], "tags.`calmops.file` = 'l2.csv'")
+    assert l2.data.metrics["realized_v1_accuracy"] < 0.95  # f2 was predicted by v1, before the labels of f1 came
