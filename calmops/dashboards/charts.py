@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -73,9 +75,16 @@ def concept_heatmap(frame: pd.DataFrame) -> go.Figure:
     return _layout(fig, height=max(180, 80 + 30 * len(pivot.index)))
 
 
+def realized_columns(runs: pd.DataFrame, metric: str) -> list[tuple[str, int]]:
+    """(column, version) of the realized scores a labels file recorded (``realized_v<N>_<metric>``), by version."""
+    found = [(c, re.fullmatch(rf"metric\.realized_v(\d+)_{re.escape(metric)}", c)) for c in runs.columns]
+    return sorted(((c, int(m.group(1))) for c, m in found if m), key=lambda cv: cv[1])
+
+
 def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) -> go.Figure:
-    """The champion's metric on every batch, its estimate without labels (with its band), the challengers', the
-    spec's floor/ceiling, promotions marked."""
+    """The champion's metric on every batch, its estimate without labels (with its band), the realized scores of
+    the predictions once their labels came (per model version), the challengers', the spec's floor/ceiling,
+    promotions marked."""
     fig = go.Figure()
     x = runs["run_name"]
     for who, dash in (("champion", "solid"), ("challenger", "dot")):
@@ -94,6 +103,10 @@ def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) 
                                      hoverinfo="skip", name="estimate band (95 %)"))
         fig.add_trace(go.Scatter(x=est["run_name"], y=est[estimated], mode="lines+markers",
                                  name=f"estimated {metric}", line={"dash": "dash", "color": "#6a1b9a"}))
+    for col, version in realized_columns(runs, metric):  # labels that came later: each version's own predictions
+        part = runs[runs[col].notna()]
+        fig.add_trace(go.Scatter(x=part["run_name"], y=part[col], mode="markers", marker={"symbol": "diamond", "size": 10},
+                                 name=f"realized {metric} of v{version} (late labels)"))
     for key, label in (("min", "floor"), ("max", "ceiling")):
         value = (bounds or {}).get(key)
         if value is not None:

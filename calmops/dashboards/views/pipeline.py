@@ -277,7 +277,8 @@ def performance_tab(conn, name, runs, reg, prefect_problem) -> None:
     st.caption("Champion: the serving model's score on each whole batch (before any retraining); challenger: the "
                "retrained candidate's score on the batch's holdout; estimated: the champion's score estimated from its "
                "outputs alone (no labels needed; it cannot see a concept change, so trust the realized line where "
-               "both are drawn). Stars mark promotions; dashed red lines are the "
+               "both are drawn); realized of vN (late labels): a labels file's score of the predictions version N made "
+               "before the labels came. Stars mark promotions; dashed red lines are the "
                "spec's thresholds" + (f" for {metric}: {bounds}." if bounds else f" (none set for {metric})."))
     ui.plot(charts.decisions_timeline(runs[runs["decision"] != ""]))
 
