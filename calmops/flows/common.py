@@ -509,9 +509,9 @@ def write_batch_predictions(ctx: RunContext, batch: Batch, champion: registry.Ch
         return None
     out = write_predictions_of(ctx, batch, champion.model, champion.version)
     if ctx.spec.labels is not None and batch.y is None:
-        kept = keep_for_labels(Awaiting(ctx.paths.root, ctx.paths.state), ctx.spec, batch.frame,
-                               champion.model.predict(batch.X), champion.version, batch.sha256, batch.file)
-        ctx.signals["awaiting_labels"] = {"rows": kept, "join_on": ctx.spec.labels.join_on}
+        ctx.signals["awaiting_labels"] = keep_for_labels(Awaiting(ctx.paths.root, ctx.paths.state), ctx.spec,
+                                                         batch.frame, champion.model.predict(batch.X),
+                                                         champion.version, batch.sha256, batch.file)
     return out
 
 

@@ -265,6 +265,10 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
         raise RejectedInput(f"{path.name}: {'; '.join(infinite)} (numbers must be finite)")
     task = _task(spec, reference, y)
     labels = V.Labels.of(y, reference.classes if reference else None) if task == "classification" else V.Labels()
+    mismatch = V.label_type_mismatch(y, reference.classes, spec.target) if reference and task == "classification" \
+        else None
+    if mismatch:
+        raise RejectedInput(f"{path.name}: {mismatch}")
     if labels.new_classes:
         signals.append(f"new class(es) in target column '{spec.target}', never seen by the champion: "
                        f"{', '.join(V.excerpt(c) for c in labels.new_classes[:10])}")

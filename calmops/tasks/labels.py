@@ -70,8 +70,9 @@ def realized_scores(match: Match, task: str) -> dict[int, dict[str, Any]]:
         rows = versions == version
         predictions = match.rows[PREDICTION].to_numpy()[rows]
         y = match.labels[rows]
-        if task == "classification":
-            predictions = predictions.astype(y.dtype, copy=False) if y.dtype != object else predictions
+        if task == "classification" and predictions.dtype.kind != np.asarray(y).dtype.kind:
+            # labels read as text against numeric predictions (or the other way round): compared as text
+            predictions, y = predictions.astype(str), y.astype(str)
         scores = evaluate(_AsServed(predictions), pd.DataFrame(index=range(int(rows.sum()))), y, task)
         scores.pop("confusion_matrix", None)
         out[int(version)] = {**scores, "rows": int(rows.sum())}
@@ -86,12 +87,14 @@ def labelled_rows(match: Match, spec: PipelineSpec) -> pd.DataFrame:
 
 
 def keep_for_labels(awaiting: Awaiting, spec: PipelineSpec, frame: pd.DataFrame, predictions: Any, version: int,
-                    sha256: str, file: str) -> int:
-    """Keep a batch predicted without labels for its labels file; returns the number of rows kept."""
+                    sha256: str, file: str) -> dict[str, Any]:
+    """Keep a batch predicted without labels for its labels file; returns what was kept (rows, and ids the file
+    names more than once: one label will label each of their rows)."""
     assert spec.labels is not None
     kept = frame.copy()
     for column in kept.columns:  # a column of mixed Python objects is kept as text
         if kept[column].dtype == object:
             kept[column] = kept[column].map(lambda v: v if v is None or isinstance(v, str) else str(v))
-    awaiting.keep(kept, keys_of(frame, spec.labels.join_on), predictions, version, sha256, file)
-    return len(frame)
+    keys = keys_of(frame, spec.labels.join_on)
+    awaiting.keep(kept, keys, predictions, version, sha256, file)
+    return {"rows": len(frame), "join_on": spec.labels.join_on, "repeated_ids": len(keys) - len(set(keys))}

@@ -120,6 +120,20 @@ class Labels:
         return cls(classes, [c for c in classes if known is not None and c not in seen])
 
 
+def label_type_mismatch(y: pd.Series | None, known: list | None, target: str) -> str | None:
+    """Why the target's labels can never equal the champion's classes (numbers against text), or None."""
+    if y is None or not known:
+        return None
+    known_numeric = all(isinstance(k, (int, float)) for k in known)
+    y_numeric = pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y)
+    if known_numeric == y_numeric:
+        return None
+    sample = ", ".join(excerpt(v) for v in pd.unique(y)[:3])
+    return (f"target column '{target}' holds {'numbers' if y_numeric else 'text'} ({sample}) but the champion's "
+            f"classes are {'numbers' if known_numeric else 'text'} ({', '.join(excerpt(k) for k in known[:5])}): "
+            "no label could match a prediction; write the labels as the model learnt them")
+
+
 def min_training_rows(spec: PipelineSpec) -> int:
     """Rows a file needs to train: an evaluation holdout of ``min_holdout_rows`` and as many to learn from."""
     return 2 * spec.evaluation.min_holdout_rows

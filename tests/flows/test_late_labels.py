@@ -115,3 +115,17 @@ def test_a_file_without_its_ids_is_refused_and_labels_are_only_for_stream_pipeli
     with pytest.raises(ValueError, match="'labels'.*stream kind"):
         spec_from_dict({**STREAM_SPEC, "name": "late2", "kind": "block", "block_column": "b",
                         "labels": {"join_on": ["id"]}})
+
+
+def test_labels_of_another_type_than_the_models_classes_are_quarantined_with_the_reason(prefect_server, late_spec):
+    """Text labels for a model trained on 0/1 can never match a prediction: the labels file is quarantined
+    with a reason that says so (not a failed run), and the rows keep waiting for usable labels."""
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    f0, f1 = batch(600, 8.0, 1, 0), batch(600, 8.0, 2, 1000)
+    run("late", write_csv(f0, folder, "f0.csv"))
+    run("late", write_csv(features(f1), folder, "f1.csv"))
+    text = labels(f1).assign(y=lambda d: d["y"].map({0: "no", 1: "yes"}))
+    out = run("late", write_csv(text, labels_folder, "l1.csv"))
+    assert out["decision"] == "rejected_input", out["reason"]
+    assert "target column 'y' holds text" in out["reason"] and "classes are numbers ('0', '1')" in out["reason"]
+    assert run("late", write_csv(labels(f1), labels_folder, "l1-fixed.csv"))["details"]["labels"]["matched"] == 600
