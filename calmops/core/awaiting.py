@@ -45,6 +45,17 @@ def keys_of(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     return [json.dumps([_plain(v) for v in row]) for row in values]
 
 
+def _mixed_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """A column of mixed Python objects (numbers and text) as text, its missing values still missing."""
+    import pandas as pd
+
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object:
+            out[column] = out[column].map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
+    return out
+
+
 @dataclass
 class Match:
     """What one labels file matched: the rows it labels (features, prediction, version) and what it did not."""
@@ -77,7 +88,10 @@ class Awaiting:
         rows[VERSION] = version
         target = self.folder / f"{sha256}.parquet"
         tmp = self.folder / f".{sha256}.parquet.part"
-        rows.to_parquet(tmp, index=False)
+        try:
+            rows.to_parquet(tmp, index=False)
+        except (TypeError, ValueError, ArithmeticError):  # pyarrow's errors derive from these
+            _mixed_as_text(rows).to_parquet(tmp, index=False)
         os.replace(tmp, target)
         now = time.time()
         con = self._connect()

@@ -91,10 +91,6 @@ def keep_for_labels(awaiting: Awaiting, spec: PipelineSpec, frame: pd.DataFrame,
     """Keep a batch predicted without labels for its labels file; returns what was kept (rows, and ids the file
     names more than once: one label will label each of their rows)."""
     assert spec.labels is not None
-    kept = frame.copy()
-    for column in kept.columns:  # a column of mixed Python objects is kept as text
-        if kept[column].dtype == object:
-            kept[column] = kept[column].map(lambda v: v if v is None or isinstance(v, str) else str(v))
     keys = keys_of(frame, spec.labels.join_on)
-    awaiting.keep(kept, keys, predictions, version, sha256, file)
+    awaiting.keep(frame, keys, predictions, version, sha256, file)
     return {"rows": len(frame), "join_on": spec.labels.join_on, "repeated_ids": len(keys) - len(set(keys))}

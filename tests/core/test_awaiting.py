@@ -62,3 +62,12 @@ def test_labels_for_rows_predicted_long_ago_are_joined_and_counted_late(tmp_path
     frame = labels([1])
     match = awaiting.match(frame, keys_of(frame, ["id"]), "y", "L" * 64, 30)
     assert match.counts["matched"] == 1 and match.counts["late"] == 1
+
+
+def test_a_column_of_numbers_and_text_is_kept_as_text_with_its_missing_values_missing(tmp_path):
+    frame = pd.DataFrame({"id": [1, 2, 3], "colour": ["red", 7, None]})
+    awaiting = store(tmp_path)
+    awaiting.keep(frame, keys_of(frame, ["id"]), [0, 1, 0], 1, "a" * 64, "f.csv")
+    asked = labels([3, 2])
+    rows = awaiting.match(asked, keys_of(asked, ["id"]), "y", "L" * 64, 30).rows
+    assert rows["colour"].iloc[1] == "7" and pd.isna(rows["colour"].iloc[0])
