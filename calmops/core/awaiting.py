@@ -52,7 +52,8 @@ def _mixed_as_text(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for column in out.columns:
         if out[column].dtype == object:
-            out[column] = out[column].map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
+            out[column] = out[column].map(
+                lambda v: v if isinstance(v, str) or (pd.api.types.is_scalar(v) and pd.isna(v)) else str(v))
     return out
 
 

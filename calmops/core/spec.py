@@ -220,6 +220,11 @@ class PipelineSpec(_Strict):
                                  "not prediction_only")
             if self.target in self.labels.join_on:
                 raise ValueError(f"labels.join_on: the target {self.target!r} cannot be an id column")
+            if self.labels.incoming is not None and self.incoming is not None and \
+                    Path(self.labels.incoming).expanduser() == Path(self.incoming).expanduser():
+                raise ValueError("labels.incoming: the labels folder must not be the incoming folder "
+                                 "(features and labels files are told apart by the folder they arrive in)")
+            self.labels.join_on = list(dict.fromkeys(self.labels.join_on))
             self.id_columns = [*self.id_columns, *(c for c in self.labels.join_on if c not in self.id_columns)]
         for path in _model_classes(self.model):
             problem = class_path_problem(path, self.allow_modules)

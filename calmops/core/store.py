@@ -408,13 +408,13 @@ class Ledger:
 
     def queue(self) -> list[tuple[str, str, str]]:
         """(sha256, file, status) of every content still to be decided, in arrival order (then file name):
-        ``waiting``, ``pending`` and orphaned claims."""
+        ``waiting``, ``pending`` and orphaned claims; labels files (decided when they come) are not queued."""
         now = time.time()
         with closing(self._connect()) as con:
             rows = con.execute("SELECT sha256, file, status, owner_host, owner_pid, owner_start, "
                                "COALESCE(heartbeat, claimed_at), run_id FROM files "
-                               "WHERE status IN ('waiting', 'pending', 'in_progress') "
-                               "ORDER BY COALESCE(arrived, claimed_at), rowid").fetchall()
+                               "WHERE status IN ('waiting', 'pending', 'in_progress') AND file NOT LIKE ? "
+                               "ORDER BY COALESCE(arrived, claimed_at), rowid", (f"{LABELS_ENTRY}%",)).fetchall()
         return [(sha, file, "orphaned" if Claim(status, *rest).orphaned(self.lease, now) else status)
                 for sha, file, status, *rest in rows]
 
@@ -526,6 +526,16 @@ def read_ledger_states(ledger_file: Path) -> dict[str, str]:
 
 def ledger(paths: PipelinePaths) -> Ledger:
     return Ledger(paths.ledger_file)
+
+
+LABELS_ENTRY = "labels/"  # the ledger names a labels file "labels/<name>": never in the incoming folder's queue
+
+
+def ledger_name(paths: PipelinePaths, path: Path) -> str:
+    """The name the ledger keeps for a file: its name, or ``labels/<name>`` for a file of the labels folder."""
+    if paths.labels is not None and path.parent.resolve() == paths.labels.resolve():
+        return f"{LABELS_ENTRY}{path.name}"
+    return path.name
 
 
 def pending_files(paths: PipelinePaths) -> list[Path]:

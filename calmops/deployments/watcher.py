@@ -561,7 +561,11 @@ class Watcher:
     def _will_take_turn(self, path: Path, states: dict[str, str]) -> bool:
         """Whether a live run (queued or running) for ``path`` will go on to decide the pipeline's files: its
         file is still waiting or being processed by it. A run whose file is done, gone or orphaned (a crash
-        left Prefect showing it Running) will not."""
+        left Prefect showing it Running) will not, nor does a labels file's run (decided on its own)."""
+        with self._lock:
+            watched = self._folders.get(path.parent.resolve())
+        if watched is not None and watched.labels:
+            return False
         st = _stat(path)
         if st is None:
             return False

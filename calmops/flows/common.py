@@ -30,6 +30,7 @@ from calmops.core.store import (
     PipelinePaths,
     arrival_time,
     ledger,
+    ledger_name,
     move_to_processed,
     not_a_regular_file,
     pending_files,
@@ -78,6 +79,7 @@ class RunContext:
     params: dict[str, Any] = field(default_factory=dict)
     signals: dict[str, Any] = field(default_factory=dict)  # what ingest noticed (new classes, new columns)
     realized: dict[str, dict] = field(default_factory=dict)  # a labels file: realized_v<N> → scores
+    labels_file: bool = False  # the run decides a labels file: its rows were predicted when their features came
 
     def outcome(self, decision: str, reason: str, **kw) -> RunOutcome:
         details = {**self.signals, **kw.pop("details", {})}
@@ -133,7 +135,8 @@ def breaker_update(spec: PipelineSpec, outcome: RunOutcome) -> str:
     policy = BreakerPolicy.from_spec(spec)
     failed = counts_as_failure(spec, outcome)
     if outcome.decision == Decision.SKIPPED_BREAKER_OPEN or (
-            outcome.decision in (Decision.REJECTED_INPUT, Decision.FAILED) and not failed):
+            outcome.decision in (Decision.REJECTED_INPUT, Decision.FAILED) and not failed) or (
+            "awaiting_labels" in outcome.details):  # nothing was tried that could succeed or fail: neutral
         return outcome.breaker_state or "closed"
 
     def change(state):
@@ -226,7 +229,8 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
     digest = sha256_of(path)
     abandoned = book.abandoned(digest)  # what a run that died holding this content left open
     arrived = arrival_time(path.stat().st_mtime_ns)
-    if not book.claim(digest, path.name, flow_run_id or "", arrived):  # done already, or a live run has it
+    entry = ledger_name(paths, path)
+    if not book.claim(digest, entry, flow_run_id or "", arrived):  # done already, or a live run has it
         status = book.status(digest)
         if status == "done":
             moved = move_to_processed(paths, path, digest)
@@ -276,13 +280,15 @@ def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | R
         return reject(ctx, champion, exc)
 
 
-def reject(ctx: RunContext, champion: registry.Champion | None, exc: RejectedInput) -> RunOutcome:
-    """Quarantine the run's file with the reason, record it, and close it in the ledger."""
+def reject(ctx: RunContext, champion: registry.Champion | None, exc: RejectedInput, *,
+           retake: bool = False) -> RunOutcome:
+    """Quarantine the run's file with the reason, record it, and close it in the ledger (with ``retake``, as
+    ``gone``: the same bytes dropped again are decided anew, e.g. labels that came before their features)."""
     target = quarantine(ctx.paths, ctx.path, ctx.sha256, exc.reason, exc.details)
     ctx.log.warning("rejected %s: %s (moved to %s)", ctx.path.name, exc.reason, target)
     outcome = ctx.outcome("rejected_input", exc.reason, champion_version=champion.version if champion else None,
                           details={"quarantined_as": str(target)})
-    ctx.ledger.finish(ctx.sha256, "rejected_input")
+    ctx.ledger.finish(ctx.sha256, "rejected_input", status="gone" if retake else "done")
     finish_record(ctx, outcome, None)
     return outcome
 
@@ -478,11 +484,13 @@ def predict_without_training(ctx: RunContext, batch: Batch, champion: registry.C
     elif pending:
         decision, reason = "skipped_breaker_open", (f"{verdict.reason}; circuit breaker is open: retraining "
                                                     "deferred (file kept pending), predictions written")
+    elif batch.y is None and spec.labels is not None:
+        decision, reason = "predict_only", f"{verdict.reason} (circuit breaker open); predictions written and kept for the labels to come"
     else:
         decision, reason = "no_drift", f"{verdict.reason} (circuit breaker open; nothing to retrain)"
     outcome = ctx.outcome(decision, reason, drift_detected=verdict.drift_detected,
                           drifted_features=verdict.drifted_features, champion_version=champion.version,
-                          rows=batch.n_rows, predictions_file=str(out),
+                          rows=batch.n_rows, predictions_file=str(out) if out else None,
                           metrics={"champion": now} if now else {})
     return finish(ctx, outcome, verdict, keep_pending=pending)
 
@@ -504,20 +512,24 @@ def register(ctx: RunContext, trained: TrainingResult, batch: Batch, task: str, 
 
 
 def write_batch_predictions(ctx: RunContext, batch: Batch, champion: registry.Champion | None) -> Path | None:
-    """The champion's predictions of the batch; a batch whose labels come later is kept for them too."""
-    if champion is None:
+    """The champion's predictions of the batch; a batch whose labels come later is kept for them too. A labels
+    file's rows were predicted when their features came: nothing is written again."""
+    if champion is None or ctx.labels_file:
         return None
     out = write_predictions_of(ctx, batch, champion.model, champion.version)
     if ctx.spec.labels is not None and batch.y is None:
         ctx.signals["awaiting_labels"] = keep_for_labels(Awaiting(ctx.paths.root, ctx.paths.state), ctx.spec,
-                                                         batch.frame, champion.model.predict(batch.X),
+                                                         batch.frame, batch.X, champion.model.predict(batch.X),
                                                          champion.version, batch.sha256, batch.file)
     return out
 
 
-def write_predictions_of(ctx: RunContext, batch: Batch, model: Any, version: int) -> Path:
+def write_predictions_of(ctx: RunContext, batch: Batch, model: Any, version: int) -> Path | None:
     """Predictions of a given model version; a challenger's are written BEFORE it is promoted, so a failure
-    to write them leaves the champion unchanged (promotion is the last step of a run)."""
+    to write them leaves the champion unchanged (promotion is the last step of a run). None for a labels file
+    (its rows were predicted when their features came)."""
+    if ctx.labels_file:
+        return None
     ids = batch.frame[ctx.spec.id_columns] if ctx.spec.id_columns else None
     return predict(model, batch.X, version, ctx.paths.predictions, batch.file, ids)
 
@@ -546,6 +558,6 @@ def predict_without_learning(ctx: RunContext, batch: Batch, champion: registry.C
         reason = f"no training: {batch.cannot_train}; the champion scored and predicted the file{drift}"
     outcome = ctx.outcome("predict_only", reason, drift_detected=verdict.drift_detected,
                           drifted_features=verdict.drifted_features, champion_version=champion.version,
-                          metrics={"champion": now} if now else {}, rows=batch.n_rows, predictions_file=str(out),
+                          metrics={"champion": now} if now else {}, rows=batch.n_rows, predictions_file=str(out) if out else None,
                           details={"cannot_train": batch.cannot_train})
     return finish(ctx, outcome, verdict)

@@ -18,7 +18,7 @@ from typing import Any
 from calmops.core import registry
 from calmops.core.awaiting import Awaiting, keys_of
 from calmops.core.logs import RunLog
-from calmops.core.store import pipeline_paths, read_spec
+from calmops.core.store import pipeline_paths, read_spec, sha256_of
 from calmops.flows.common import RunContext, pipeline_turn, reject, run_one_file
 from calmops.tasks.ingest import Batch, RejectedInput, validate_frame
 from calmops.tasks.labels import labelled_rows, read_labels, realized_scores
@@ -33,42 +33,50 @@ def is_labels_file(pipeline: str, path: str | Path) -> bool:
 
 
 def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process) -> dict[str, Any]:
-    """Decide one labels file in the pipeline's turn (one process decides a pipeline's files at a time)."""
+    """Decide one labels file in the pipeline's turn (one process decides a pipeline's files at a time). A run
+    that fails or is stopped gives the rows it matched back: they wait for its retry, or for another file."""
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec).ensure()
     with pipeline_turn(paths, RunLog(spec.name, paths.logs)):
-        return run_one_file(pipeline, path, sha256, process, read=read_labelled_batch)
+        try:
+            return run_one_file(pipeline, path, sha256, process, read=read_labelled_batch)
+        except BaseException:
+            if Path(path).exists():
+                Awaiting(paths.root, paths.state).release(sha256_of(Path(path)))
+            raise
 
 
 def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | RunOutcome:
-    """The labels file joined to the rows waiting for it, as a labelled batch; quarantined when it is unusable."""
+    """The labels file joined to the rows waiting for it, as a labelled batch; quarantined when it is unusable
+    (and then decided anew when the same bytes are dropped again: labels may come before their features)."""
     spec = ctx.spec
+    ctx.labels_file = True
+    awaiting = Awaiting(ctx.paths.root, ctx.paths.state)
     try:
         labels, fmt = read_labels(ctx.path, spec)
         if champion is None:
             raise RejectedInput(f"{ctx.path.name}: a labels file, but pipeline {spec.name!r} has no champion yet, "
                                 "so nothing was predicted for it to label; drop it again after a first model")
-        match = Awaiting(ctx.paths.root, ctx.paths.state).match(
-            labels, keys_of(labels, spec.labels.join_on), spec.target, ctx.sha256, spec.labels.max_wait_days)
+        match = awaiting.match(labels, keys_of(labels, spec.labels.join_on), spec.target, ctx.sha256,
+                               spec.labels.max_wait_days)
         report = {**match.counts, "unmatched_ids": match.unmatched_ids, "duplicate_ids": match.duplicate_ids}
         if not match.counts["matched"]:
             raise RejectedInput(f"{ctx.path.name}: none of its {match.counts['label_rows']} id(s) match a row "
                                 f"predicted and waiting for labels (join on {', '.join(spec.labels.join_on)}; "
                                 f"e.g. {match.unmatched_ids[:3] or match.duplicate_ids[:3]}); drop it again "
                                 "once the files with those ids have been predicted", labels=report)
-        ctx.signals["labels"] = report
-        realized = realized_scores(match, champion.schema.task)
-        ctx.realized = {f"realized_v{v}": {k: s for k, s in scores.items() if k != "rows"}
-                        for v, scores in realized.items()}
-        report["realized"] = realized
-        for name, count in match.counts.items():
-            if name not in ("label_rows", "matched") and count:
-                ctx.log.warning("labels %s: %d id(s) %s", ctx.path.name, count, name.replace("_", " "))
         batch = validate_frame(labelled_rows(match, spec), ctx.path.name, fmt, ctx.sha256, spec, champion.schema)
-        if ctx.mlflow_run_id:
-            registry.log_batch_input(ctx.mlflow_run_id, batch.frame, source=ctx.path, sha256=ctx.sha256,
-                                     target=spec.target)
-        return batch
     except RejectedInput as exc:
-        Awaiting(ctx.paths.root, ctx.paths.state).release(ctx.sha256)  # its rows wait for a usable labels file
-        return reject(ctx, champion, exc)
+        awaiting.release(ctx.sha256)  # its rows wait for a usable labels file
+        return reject(ctx, champion, exc, retake=True)
+    realized = realized_scores(match, champion.schema.task, champion.schema.classes)
+    ctx.realized = {f"realized_v{v}": {k: s for k, s in scores.items() if k != "rows"}
+                    for v, scores in realized.items()}
+    ctx.signals["labels"] = {**report, "realized": realized}
+    for name, count in match.counts.items():
+        if name not in ("label_rows", "matched") and count:
+            ctx.log.warning("labels %s: %d id(s) %s", ctx.path.name, count, name.replace("_", " "))
+    if ctx.mlflow_run_id:
+        registry.log_batch_input(ctx.mlflow_run_id, batch.frame, source=ctx.path, sha256=ctx.sha256,
+                                 target=spec.target)
+    return batch

@@ -123,7 +123,7 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     if not verdict.drift_detected and spec.retrain.retrain_on != "always" and not refresh:
         out = write_batch_predictions(ctx, batch, champion)
         outcome = ctx.outcome("no_drift", verdict.reason, champion_version=champion.version,
-                              metrics={"champion": now}, predictions_file=str(out), **common)
+                              metrics={"champion": now}, predictions_file=str(out) if out else None, **common)
         return finish(ctx, outcome, verdict)
     if refresh:  # tried once per growth step, promoted or not
         registry.set_version_tag(spec.name, champion.version, "calmops.refresh_tried_at_rows", str(rows_so_far))
@@ -175,7 +175,7 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
                              scores["challenger"].get("rmse"))
             reason = f"{verdict_reason} → retrained ({mode}): {decision.reason}"
             outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
-                                  metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out),
+                                  metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out) if out else None,
                                   details={"training": trainings, **_predictions_note(version)}, **common)
             return finish(ctx, outcome, verdict)
         ctx.log.info("challenger v%s (%s) rejected: %s", version, mode, decision.reason)
@@ -185,6 +185,6 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     out = write_batch_predictions(ctx, batch, champion)
     reason = f"{verdict_reason} → retrained ({', '.join(tried)}) but not promoted: {decision.reason}"
     outcome = ctx.outcome("no_drift" if refresh else "retrain_rejected", reason, champion_version=champion.version, challenger_version=version,
-                          metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out),
+                          metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out) if out else None,
                           details={"training": trainings}, **common)
     return finish(ctx, outcome, verdict)

@@ -55,28 +55,38 @@ def read_labels(path: Path, spec: PipelineSpec) -> tuple[pd.DataFrame, str]:
 class _AsServed:
     """The predictions as they were made, in the shape :func:`calmops.core.metrics.evaluate` scores."""
 
-    def __init__(self, predictions: np.ndarray):
+    def __init__(self, predictions: np.ndarray, classes: list | None):
         self._predictions = predictions
+        if classes:
+            self.classes_ = np.asarray(classes)
 
     def predict(self, X: Any) -> np.ndarray:
         return self._predictions
 
 
-def realized_scores(match: Match, task: str) -> dict[int, dict[str, Any]]:
-    """The score of each model version on the rows it predicted, now that their labels are known."""
+def realized_scores(match: Match, task: str, classes: list | None = None) -> dict[int, dict[str, Any]]:
+    """The score of each model version on the rows it predicted, now that their labels are known (for a
+    classifier, over the champion's classes, so each version's scores have the same metrics)."""
     out: dict[int, dict[str, Any]] = {}
     versions = match.rows[VERSION].to_numpy()
     for version in sorted(set(versions.tolist())):
         rows = versions == version
         predictions = match.rows[PREDICTION].to_numpy()[rows]
-        y = match.labels[rows]
-        if task == "classification" and predictions.dtype.kind != np.asarray(y).dtype.kind:
-            # labels read as text against numeric predictions (or the other way round): compared as text
+        y = match.labels[rows].reset_index(drop=True)
+        known = classes
+        if task == "classification" and _numeric(predictions) != _numeric(y.to_numpy()):
+            # numbers against text (the label type check lets this through only for new classes): as text
             predictions, y = predictions.astype(str), y.astype(str)
-        scores = evaluate(_AsServed(predictions), pd.DataFrame(index=range(int(rows.sum()))), y, task)
+            known = [str(c) for c in classes] if classes else None
+        scores = evaluate(_AsServed(predictions, known), pd.DataFrame(index=range(int(rows.sum()))), y, task)
         scores.pop("confusion_matrix", None)
         out[int(version)] = {**scores, "rows": int(rows.sum())}
     return out
+
+
+def _numeric(values: np.ndarray) -> bool:
+    return values.dtype.kind in "biuf" or (values.dtype == object and all(
+        isinstance(v, (int, float, np.number, bool)) for v in values[:100]))
 
 
 def labelled_rows(match: Match, spec: PipelineSpec) -> pd.DataFrame:
@@ -86,11 +96,15 @@ def labelled_rows(match: Match, spec: PipelineSpec) -> pd.DataFrame:
     return frame
 
 
-def keep_for_labels(awaiting: Awaiting, spec: PipelineSpec, frame: pd.DataFrame, predictions: Any, version: int,
-                    sha256: str, file: str) -> dict[str, Any]:
-    """Keep a batch predicted without labels for its labels file; returns what was kept (rows, and ids the file
-    names more than once: one label will label each of their rows)."""
+def keep_for_labels(awaiting: Awaiting, spec: PipelineSpec, frame: pd.DataFrame, X: pd.DataFrame, predictions: Any,
+                    version: int, sha256: str, file: str) -> dict[str, Any]:
+    """Keep a batch predicted without labels for its labels file: its features as the model read them (typed,
+    so rows joined from several files agree) and its ids; returns what was kept (rows, and ids the file names
+    more than once: one label will label each of their rows)."""
     assert spec.labels is not None
     keys = keys_of(frame, spec.labels.join_on)
-    awaiting.keep(frame, keys, predictions, version, sha256, file)
+    kept = X.copy()
+    for column in spec.labels.join_on:
+        kept[column] = frame[column].to_numpy()
+    awaiting.keep(kept, keys, predictions, version, sha256, file)
     return {"rows": len(frame), "join_on": spec.labels.join_on, "repeated_ids": len(keys) - len(set(keys))}

@@ -128,4 +128,42 @@ def test_labels_of_another_type_than_the_models_classes_are_quarantined_with_the
     out = run("late", write_csv(text, labels_folder, "l1.csv"))
     assert out["decision"] == "rejected_input", out["reason"]
     assert "target column 'y' holds text" in out["reason"] and "classes are numbers ('0', '1')" in out["reason"]
+    assert not any(k.startswith("realized") for k in out["metrics"]) and "labels" not in out["details"]
     assert run("late", write_csv(labels(f1), labels_folder, "l1-fixed.csv"))["details"]["labels"]["matched"] == 600
+
+
+def test_labels_before_their_features_are_set_aside_and_the_same_bytes_join_once_the_features_came(
+        prefect_server, late_spec):
+    """Labels may overtake their features: the labels file is quarantined with the reason, and the very same
+    bytes dropped again after the features were predicted are joined (not taken for a duplicate)."""
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    f0, f1 = batch(600, 8.0, 1, 0), batch(600, 8.0, 2, 1000)
+    run("late", write_csv(f0, folder, "f0.csv"))
+    early = run("late", write_csv(labels(f1), labels_folder, "f1.csv"))
+    assert early["decision"] == "rejected_input" and "drop it again" in early["reason"]
+    assert not any(k.startswith("realized") for k in early["metrics"])
+    run("late", write_csv(features(f1), folder, "f1.csv"))
+    served = pd.read_csv(pipeline_paths(late_spec).predictions / "f1.csv.predictions.csv")
+    # the same bytes again, under the features file's own name: joined, and the served predictions stay as made
+    out = run("late", write_csv(labels(f1), labels_folder, "f1.csv"))
+    assert out["decision"] != "rejected_input" and out["details"]["labels"]["matched"] == 600, out["reason"]
+    assert out["predictions_file"] is None
+    assert pd.read_csv(pipeline_paths(late_spec).predictions / "f1.csv.predictions.csv").equals(served)
+    # the labels file is in the ledger under its folder's name: never queued with the incoming files
+    from calmops.core.store import ledger
+
+    book = ledger(pipeline_paths(late_spec))
+    assert "labels/f1.csv" in [e["file"] for e in book.entries()] and not book.queue()
+
+
+def test_labels_written_as_floats_score_the_predictions_made_as_integers(prefect_server, late_spec):
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    f0, f1 = batch(600, 8.0, 1, 0), batch(600, 8.0, 2, 1000)
+    run("late", write_csv(f0, folder, "f0.csv"))
+    run("late", write_csv(features(f1), folder, "f1.csv"))
+    floats = labels(f1).astype({"y": float})
+    path = labels_folder / "l1.parquet"
+    floats.to_parquet(path, index=False)
+    out = run("late", path)
+    assert out["metrics"]["realized_v1"]["accuracy"] == pytest.approx(accuracy_of(1, f1))
+    assert out["metrics"]["realized_v1"]["accuracy"] > 0.9
