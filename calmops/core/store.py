@@ -539,9 +539,12 @@ def ledger_name(paths: PipelinePaths, path: Path) -> str:
 
 
 def pending_files(paths: PipelinePaths) -> list[Path]:
-    """Files in incoming that the ledger marks ``pending`` (deferred while the breaker was open, or left by a
-    failed run), oldest claim first: what ``calmops status`` counts and ``calmops relaunch`` processes."""
-    by_name = {p.name: p for p in paths.incoming.glob("*") if p.is_file()} if paths.incoming.exists() else {}
+    """Files in incoming (and the labels folder) that the ledger marks ``pending`` (deferred while the breaker
+    was open, or left by a failed run), oldest claim first: what ``calmops status`` counts and ``calmops
+    relaunch`` processes."""
+    folders = [paths.incoming, *([paths.labels] if paths.labels is not None else [])]
+    by_name = {ledger_name(paths, p): p for folder in folders if folder.exists() for p in folder.glob("*")
+               if p.is_file()}
     if not by_name or not paths.ledger_file.exists():
         return []
     return [by_name[e["file"]] for e in ledger(paths).entries()

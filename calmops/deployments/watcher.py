@@ -333,16 +333,13 @@ class Watcher:
             except Exception as exc:  # noqa: BLE001 - a broken spec must not stop the others
                 log.warning("not watching %s: %s", name, exc)
                 continue
-            paths = pipeline_paths(spec, self.settings)
-            folder = paths.incoming.resolve()
-            if folder in wanted:
-                log.warning("pipelines %s and %s share %s; only %s is fed", wanted[folder].pipeline, name, folder,
-                            wanted[folder].pipeline)
-                continue
-            wanted[folder] = _Watched(name, spec.kind, folder, paths.ledger_file, spec.order)
-            if paths.labels is not None and paths.labels.resolve() not in wanted:
-                wanted[paths.labels.resolve()] = _Watched(name, spec.kind, paths.labels.resolve(), paths.ledger_file,
-                                                          "none", labels=True)
+            for watched in _folders_of(name, spec, pipeline_paths(spec, self.settings)):
+                folder = watched.incoming
+                if folder in wanted:
+                    log.warning("pipelines %s and %s share %s; only %s is fed", wanted[folder].pipeline, name,
+                                folder, wanted[folder].pipeline)
+                    continue
+                wanted[folder] = watched
         # The observer calls our handler while holding its own lock, and the handler takes ours: so the
         # observer is (un)scheduled without holding ours, or a file event at that moment deadlocks both.
         with self._lock:
@@ -652,25 +649,35 @@ def _oldest_first(folder: Path) -> list[Path]:
     return [p for *_, p in sorted(found)]
 
 
-def _watched(pipeline: str) -> _Watched:
+def _folders_of(pipeline: str, spec, paths) -> list[_Watched]:
+    """The folders a pipeline is fed through: its incoming folder, and its labels folder when labels come later
+    (each labels file announced on its own)."""
+    folders = [_Watched(pipeline, spec.kind, paths.incoming.resolve(), paths.ledger_file, spec.order)]
+    if paths.labels is not None:
+        folders.append(_Watched(pipeline, spec.kind, paths.labels.resolve(), paths.ledger_file, "none", labels=True))
+    return folders
+
+
+def _watched(pipeline: str) -> list[_Watched]:
     from calmops.core.store import pipeline_paths, read_spec
 
     spec = read_spec(pipeline)
-    paths = pipeline_paths(spec)
-    paths.incoming.mkdir(parents=True, exist_ok=True)
-    return _Watched(pipeline, spec.kind, paths.incoming.resolve(), paths.ledger_file, spec.order)
+    folders = _folders_of(pipeline, spec, pipeline_paths(spec))
+    for watched in folders:
+        watched.incoming.mkdir(parents=True, exist_ok=True)
+    return folders
 
 
 def scan_pipeline(pipeline: str, emit: Emit | None = None, *, settle: float = 2.0, min_age: float = 10.0,
                   breaker_ready: Callable[[str], bool] | None = None) -> list[Path]:
-    """One scan of one pipeline's incoming folder (scheduled scans, ``calmops relaunch``)."""
+    """One scan of one pipeline's incoming folder and labels folder (scheduled scans, ``calmops relaunch``)."""
     watcher = Watcher(emit=emit or emit_event, settle=settle, min_age=min_age,
                       breaker_ready=breaker_ready or breaker_allows_retry, health=lambda: None)
-    return watcher._scan_folder(_watched(pipeline), force=True)
+    return [path for watched in _watched(pipeline) for path in watcher._scan_folder(watched, force=True)]
 
 
 def waiting_files(pipeline: str) -> list[Path]:
-    """Complete files in the incoming folder that the ledger does not mark done or being processed."""
+    """Complete files in the incoming (and labels) folder that the ledger does not mark done or being processed."""
     found: list[Path] = []
     scan_pipeline(pipeline, emit=lambda **kw: found.append(Path(kw["resource"]["calmops.file.path"])),
                   settle=0.0, min_age=0.0, breaker_ready=lambda _: True)  # a writer still at it is skipped

@@ -310,7 +310,7 @@ def test_labels_that_come_later_are_joined_through_the_watcher_once_even_across_
     publish(folder, "f2.csv", f2.drop(columns="y"))
     until(lambda: settled(name, ["f0.csv", "f1.csv", "f2.csv"]), 300, "the features files")
     publish(labels, "l1.csv", f1[["id", "y"]])
-    until(lambda: settled(name, ["l1.csv"]), 300, "the labels file")
+    until(lambda: settled(name, ["labels/l1.csv"]), 300, "the labels file")  # the ledger's name for it
 
     decisions = {r["file"]: r["decision"] for r in mlflow_runs(name)}
     assert decisions == {"f0.csv": "train", "f1.csv": "predict_only", "f2.csv": "predict_only",
@@ -326,7 +326,7 @@ def test_labels_that_come_later_are_joined_through_the_watcher_once_even_across_
     stack.stop("watcher")  # the labels of f2 come while the watcher is down: its start-up scan finds them
     publish(labels, "l2.csv", f2[["id", "y"]])
     stack.start("watcher")
-    until(lambda: settled(name, ["l2.csv"]), 300, "the labels file dropped while the watcher was down")
+    until(lambda: settled(name, ["labels/l2.csv"]), 300, "the labels file dropped while the watcher was down")
     publish(labels, "l2-copy.csv", f2[["id", "y"]])  # the same bytes again: a duplicate, joined never twice
     until(lambda: (processed(name) / "l2-copy.csv").exists() and all(r.state.is_final() for r in flow_runs(name)),
           120, "the copy to be set aside")

@@ -167,3 +167,23 @@ def test_labels_written_as_floats_score_the_predictions_made_as_integers(prefect
     out = run("late", path)
     assert out["metrics"]["realized_v1"]["accuracy"] == pytest.approx(accuracy_of(1, f1))
     assert out["metrics"]["realized_v1"]["accuracy"] > 0.9
+
+
+def test_calmops_relaunch_finds_a_labels_file_waiting_in_the_labels_folder(prefect_server, late_spec):
+    """Without the watcher, 'calmops relaunch --local' decides what waits in both folders (and a scheduled scan
+    announces it): the labels file joins the rows it labels."""
+    from rich.console import Console
+
+    from calmops.deployments.operations_cli import relaunch_files
+    from calmops.deployments.watcher import waiting_files
+
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    f0, f1 = batch(600, 8.0, 1, 0), batch(600, 8.0, 2, 1000)
+    run("late", write_csv(f0, folder, "f0.csv"))
+    run("late", write_csv(features(f1), folder, "f1.csv"))
+    waiting = write_csv(labels(f1), labels_folder, "l1.csv")
+    assert waiting_files("late") == [waiting]
+    assert relaunch_files(["late"], local=True, console=Console(quiet=True)) == {"late": [str(waiting)]}
+    paths = pipeline_paths(late_spec)
+    assert Awaiting(paths.root, paths.state).waiting(30)["waiting"] == 0
+    assert (paths.processed / "l1.csv").exists() and not waiting.exists()
