@@ -2,7 +2,7 @@
 # A throwaway PostgreSQL server for trying the production layout and for its tests (never assumes one runs).
 #   scripts/postgres.sh start DIR PORT   initialise DIR if new, start on 127.0.0.1:PORT, create the databases
 #   scripts/postgres.sh stop DIR         fast shutdown
-# Databases: prefect and mlflow, owned by the role "calmops" (trust authentication on loopback only).
+# Databases: prefect, mlflow and calmops (CalmOps' own shared state), owned by the role "calmops" (trust authentication on loopback only).
 # Installs Debian's postgresql when its binaries are missing. Run as root, PostgreSQL runs as "postgres".
 set -euo pipefail
 cmd=${1:?usage: postgres.sh start DIR PORT | stop DIR}
@@ -26,7 +26,7 @@ case "$cmd" in
       -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" start >/dev/null
     psql=(as_pg "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -qtA -v ON_ERROR_STOP=1)
     "${psql[@]}" -c "DO \$\$BEGIN CREATE ROLE calmops LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END\$\$;"
-    for db in prefect mlflow; do
+    for db in prefect mlflow calmops; do
       if [[ -z $("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname='$db'") ]]; then
         "${psql[@]}" -c "CREATE DATABASE $db OWNER calmops"
       fi

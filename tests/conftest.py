@@ -23,6 +23,30 @@ def prefect_server():
         yield
 
 
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """Debian's PostgreSQL, started by the project's own script in a temporary folder for the session (never
+    assumed running): its port. Databases ``prefect``, ``mlflow`` and ``calmops``, role ``calmops``."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from tests.e2e.stack import free_port
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "postgres.sh"
+    folder = Path(tempfile.mkdtemp(prefix="calmops-pg-"))
+    folder.chmod(0o755)  # the server runs as the postgres user, which must reach its data folder
+    port = free_port()
+    subprocess.run(["bash", str(script), "start", str(folder / "data"), str(port)], check=True,
+                   capture_output=True, timeout=300)
+    try:
+        yield port
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(folder / "data")], check=False, capture_output=True,
+                       timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
 def calmops_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "calmops"

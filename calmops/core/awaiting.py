@@ -1,35 +1,32 @@
 """Rows predicted before their labels came: kept until a labels file names their ids (spec ``labels``).
 
 Each file of features without a target leaves its parsed rows, the prediction of each row and the model version
-that made it in ``state/awaiting/<sha256>.parquet``, and one line per row in ``labels.sqlite`` (the row's ids as
-a key, when it was predicted, and which labels file labelled it). A labels file is matched on the keys; the
-rows it labels are marked with its sha256 in one transaction, so a labels file run again after a crash finds
-its own rows again, and rows labelled by another file count as labelled before.
+that made it in ``state/awaiting/<sha256>.parquet``, and one line per row in a table of the pipeline's state
+(:mod:`calmops.core.statedb`: ``labels.sqlite`` in its folder, or PostgreSQL; the row's ids as a key, when it
+was predicted, and which labels file labelled it). A labels file is matched on the keys; the rows it labels are
+marked with its sha256 in one transaction, so a labels file run again after a crash finds its own rows again,
+and rows labelled by another file count as labelled before.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from calmops.core.statedb import Connection, Table
+
 if TYPE_CHECKING:  # pandas loads when rows are kept or matched, not for 'calmops status'
     import pandas as pd
 
 PREDICTION = "__calmops_prediction"
 VERSION = "__calmops_model_version"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS awaiting (
-    key TEXT NOT NULL, sha256 TEXT NOT NULL, file TEXT NOT NULL, row INTEGER NOT NULL,
-    version INTEGER NOT NULL, predicted_at REAL NOT NULL, labelled_by TEXT,
-    PRIMARY KEY (sha256, row));
-CREATE INDEX IF NOT EXISTS awaiting_key ON awaiting (key);
-"""
+_COLUMNS = {"key": "TEXT NOT NULL", "sha256": "TEXT NOT NULL", "file": "TEXT NOT NULL", "row": "INTEGER NOT NULL",
+            "version": "INTEGER NOT NULL", "predicted_at": "REAL NOT NULL", "labelled_by": "TEXT"}
 
 
 def _plain(value) -> str:
@@ -71,14 +68,18 @@ class Match:
 class Awaiting:
     """The rows of one pipeline that wait for labels."""
 
-    def __init__(self, root: Path, state: Path):
-        self.db = root / "labels.sqlite"
+    def __init__(self, root: Path, state: Path, url: str | None = None):
+        self.table = Table.of("labels", root, "awaiting", url)
+        self.t = self.table.name
         self.folder = state / "awaiting"
 
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.db, timeout=60, isolation_level=None)
-        con.executescript(_SCHEMA)
-        return con
+    def create(self) -> None:
+        """Create the table (once; the state database's upgrade does it up front)."""
+        self.table.create(_COLUMNS, key="sha256, row", indexes=("key",))
+
+    def _connect(self) -> Connection:
+        self.create()
+        return self.table.connect(sqlite_timeout=60)
 
     def keep(self, frame: pd.DataFrame, keys: list[str], predictions: Iterable, version: int, sha256: str,
              file: str) -> None:
@@ -95,15 +96,12 @@ class Awaiting:
             _mixed_as_text(rows).to_parquet(tmp, index=False)
         os.replace(tmp, target)
         now = time.time()
-        con = self._connect()
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            con.execute("DELETE FROM awaiting WHERE sha256 = ? AND labelled_by IS NULL", (sha256,))
-            con.executemany("INSERT OR IGNORE INTO awaiting VALUES (?, ?, ?, ?, ?, ?, NULL)",
+        self.create()
+        with self.table.write() as con:
+            con.execute(f"DELETE FROM {self.t} WHERE sha256 = ? AND labelled_by IS NULL", (sha256,))
+            con.executemany(f"INSERT INTO {self.t} (key, sha256, file, row, version, predicted_at, labelled_by) "
+                            "VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT DO NOTHING",
                             [(k, sha256, file, i, version, now) for i, k in enumerate(keys)])
-            con.execute("COMMIT")
-        finally:
-            con.close()
 
     def match(self, labels: pd.DataFrame, keys: list[str], target: str, labels_sha256: str,
               max_wait_days: float, now: float | None = None) -> Match:
@@ -121,16 +119,15 @@ class Awaiting:
                 duplicates.append(key)
             else:
                 first[key] = i
-        con = self._connect()
-        try:
-            con.execute("BEGIN IMMEDIATE")
+        self.create()
+        with self.table.write() as con:
             found: dict[str, list[tuple]] = {}
             unique = list(first)
             for start in range(0, len(unique), 500):
                 chunk = unique[start:start + 500]
                 marks = ",".join("?" * len(chunk))
-                for row in con.execute(f"SELECT key, sha256, row, version, predicted_at, labelled_by FROM awaiting "
-                                       f"WHERE key IN ({marks})", chunk):
+                for row in con.execute(f"SELECT key, sha256, row, version, predicted_at, labelled_by FROM {self.t} "
+                                       f"WHERE key IN ({marks})", chunk).fetchall():
                     found.setdefault(row[0], []).append(row)
             taken: list[tuple[str, str, int, int]] = []  # (key, sha256, row, position in the labels file)
             before: list[str] = []
@@ -145,15 +142,8 @@ class Awaiting:
                 for _, sha, row, _, predicted_at, _ in open_rows:
                     taken.append((key, sha, row, position))
                     late += predicted_at < now - max_wait_days * 86400
-            con.executemany("UPDATE awaiting SET labelled_by = ? WHERE sha256 = ? AND row = ?",
+            con.executemany(f"UPDATE {self.t} SET labelled_by = ? WHERE sha256 = ? AND row = ?",
                             [(labels_sha256, sha, row) for _, sha, row, _ in taken])
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
         import pandas as pd
 
         unmatched = [k for k in first if k not in found]
@@ -182,24 +172,24 @@ class Awaiting:
 
     def release(self, labels_sha256: str) -> None:
         """Give back the rows a labels file matched (it was quarantined): they wait for labels again."""
-        if not self.db.exists():
+        if not self.table.exists():
             return
         con = self._connect()
         try:
-            con.execute("UPDATE awaiting SET labelled_by = NULL WHERE labelled_by = ?", (labels_sha256,))
+            con.execute(f"UPDATE {self.t} SET labelled_by = NULL WHERE labelled_by = ?", (labels_sha256,))
         finally:
             con.close()
 
     def waiting(self, max_wait_days: float, now: float | None = None) -> dict[str, int]:
         """Rows still waiting for labels, and how many of them were predicted longer ago than ``max_wait_days``."""
-        if not self.db.exists():
+        if not self.table.exists():
             return {"waiting": 0, "overdue": 0}
         now = time.time() if now is None else now
         con = self._connect()
         try:
             waiting, overdue = con.execute(
-                "SELECT COUNT(*), COALESCE(SUM(predicted_at < ?), 0) FROM awaiting WHERE labelled_by IS NULL",
-                (now - max_wait_days * 86400,)).fetchone()
+                f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN predicted_at < ? THEN 1 ELSE 0 END), 0) FROM {self.t} "
+                "WHERE labelled_by IS NULL", (now - max_wait_days * 86400,)).fetchone()
         finally:
             con.close()
         return {"waiting": int(waiting), "overdue": int(overdue)}

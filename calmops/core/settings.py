@@ -21,6 +21,8 @@ BACKEND_SETTINGS = {
     "mlflow_backend_store_uri": "MLflow server's backend store (e.g. postgresql://…)",
     "mlflow_artifacts_destination": "where MLflow's artifact proxy stores artifacts (a folder, or s3://bucket/prefix)",
     "work_pool": "the Prefect work pool the workers poll",
+    "state_database_url": "CalmOps' own shared state (ledgers, rows awaiting labels, pipeline turns): "
+                          "postgresql://… for several hosts; unset: SQLite files in each pipeline's folder",
     "run_dir": "this host's process state: pid files, the warm runner's socket, stack.json (never shared)",
 }
 
@@ -45,6 +47,7 @@ class Settings:
     mlflow_artifacts_destination: str = ""
     work_pool: str = "calmops"
     run_path: Path | None = None  # None: $CALMOPS_HOME/run
+    state_database_url: str | None = None  # None: SQLite files in each pipeline's folder (calmops.core.statedb)
 
     @property
     def pipelines_dir(self) -> Path:
@@ -101,4 +104,5 @@ def get_settings() -> Settings:
         mlflow_artifacts_destination=setting("mlflow_artifacts_destination", str(home / "mlflow" / "artifacts")),
         work_pool=setting("work_pool", "calmops"),
         run_path=Path(run).expanduser().resolve() if (run := setting("run_dir")) else None,
+        state_database_url=setting("state_database_url"),
     )

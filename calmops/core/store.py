@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import socket
-import sqlite3
 import stat
 import threading
 import time
@@ -32,8 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from calmops.core import statedb
 from calmops.core.settings import Settings, get_settings
 from calmops.core.spec import NAME_PATTERN, PipelineSpec, check_spec, load_spec, parse_spec, resolve_paths
+from calmops.core.statedb import Connection, Table
 
 if TYPE_CHECKING:  # pandas loads on use: the CLI's quick commands never need it
     import pandas as pd
@@ -109,10 +110,6 @@ class PipelinePaths:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
-
-    @property
-    def ledger_file(self) -> Path:
-        return self.root / "ledger.sqlite"
 
     @property
     def state(self) -> Path:
@@ -310,62 +307,38 @@ def arrival_time(mtime_ns: int) -> float:
 class Ledger:
     """Which file contents a pipeline has processed, keyed by SHA-256.
 
-    SQLite gives atomic claims across processes: two runs for the same bytes cannot both win.
+    Its table (:mod:`calmops.core.statedb`: a SQLite file in the pipeline's folder, or PostgreSQL for several
+    hosts) gives atomic claims across processes: two runs for the same bytes cannot both win.
     Status: ``waiting`` (announced, not yet claimed), ``in_progress`` (claimed), ``done``, ``pending`` (to be run
     again: deferred while the breaker is open, or released by a run that failed). ``arrived`` is when the
     complete file appeared (its modification time, see :func:`arrival_time`; files with the same time go in
-    the order they were recorded): :meth:`queue` gives the files still to be decided in that order. A claim records its owner (host, pid and the pid's start time,
-    flow run id) and a heartbeat the owner renews (:meth:`keep_alive`); a claim whose owner is gone is
-    *orphaned* and is taken again at once: on the same host as soon as the process has ended, from
-    anywhere once the heartbeat is older than ``lease`` seconds.
+    the order they were recorded): :meth:`queue` gives the files still to be decided in that order. A claim
+    records its owner (host, pid and the pid's start time, flow run id) and a heartbeat the owner renews
+    (:meth:`keep_alive`); a claim whose owner is gone is *orphaned* and is taken again at once: on the same
+    host as soon as the process has ended, from anywhere once the heartbeat is older than ``lease`` seconds.
     ``gone``: the file was deleted while its run was in progress (closed; the same bytes dropped again are
     taken as new).
     """
 
-    def __init__(self, path: Path, lease: float = CLAIM_LEASE):
-        self.path = path
+    def __init__(self, where: Path | Table, lease: float = CLAIM_LEASE):
+        self.table = where if isinstance(where, Table) else Table("ledger", where.parent.name, where, "files")
         self.lease = lease
         self._beats: dict[str, threading.Event] = {}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as con:
-            # one transaction: processes opening a new ledger at the same moment create and upgrade it once
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                con.execute(
-                    "CREATE TABLE IF NOT EXISTS files (sha256 TEXT PRIMARY KEY, file TEXT, status TEXT, "
-                    "decision TEXT, claimed_at REAL, updated TEXT, run_id TEXT"
-                    + "".join(f", {column} {kind}" for column, kind in _COLUMNS.items()) + ")"
-                )
-                have = {row[1] for row in con.execute("PRAGMA table_info(files)")}
-                for column, kind in _COLUMNS.items():
-                    if column not in have:  # a ledger written by an older CalmOps
-                        con.execute(f"ALTER TABLE files ADD COLUMN {column} {kind}")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        # one transaction: processes opening a new ledger at the same moment create and upgrade it once
+        self.table.create({"sha256": "TEXT", "file": "TEXT", "status": "TEXT", "decision": "TEXT",
+                           "claimed_at": "REAL", "updated": "TEXT", "run_id": "TEXT", **_COLUMNS}, key="sha256")
+        self.t = self.table.name
 
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        # switching a new file to WAL can answer "locked" at once, or after the busy timeout: a few short
-        # tries (about 10 s in all), never 30 s each
-        con.execute("PRAGMA busy_timeout = 100")
-        attempts = 60
-        for attempt in range(attempts):
-            try:
-                con.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == attempts - 1:
-                    con.close()
-                    raise
-                time.sleep(0.05)
-        con.execute("PRAGMA busy_timeout = 30000")
-        return con
+    @property
+    def path(self) -> Path:
+        return self.table.sqlite_file
 
-    def _claim_of(self, con: sqlite3.Connection, sha256: str) -> Claim | None:
+    def _connect(self) -> Connection:
+        return self.table.connect()
+
+    def _claim_of(self, con: Connection, sha256: str) -> Claim | None:
         row = con.execute("SELECT status, owner_host, owner_pid, owner_start, COALESCE(heartbeat, claimed_at), "
-                          "run_id, mlflow_run_id FROM files WHERE sha256=?", (sha256,)).fetchone()
+                          f"run_id, mlflow_run_id FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
         return Claim(*row) if row else None
 
     def claim(self, sha256: str, file: str, run_id: str = "", arrived: float | None = None) -> bool:
@@ -373,19 +346,17 @@ class Ledger:
         ``arrived`` (see :func:`arrival_time`) is kept only if the file's arrival was not recorded before."""
         now = time.time()
         pid = os.getpid()
-        with closing(self._connect()) as con:
-            con.execute("BEGIN IMMEDIATE")
+        with self.table.write() as con:
             held = self._claim_of(con, sha256)
             if held is not None:
                 mine = bool(run_id) and held.run_id == run_id   # a retry of the same flow run
                 retake = held.status in (*WAITING, "gone") or (
                     held.status == "in_progress" and (mine or held.orphaned(self.lease, now)))
                 if not retake:
-                    con.execute("COMMIT")
                     return False
             con.execute(
-                "INSERT INTO files (sha256, file, status, decision, claimed_at, updated, run_id, owner_host, "
-                "owner_pid, owner_start, heartbeat, mlflow_run_id, arrived) "
+                f"INSERT INTO {self.t} AS files (sha256, file, status, decision, claimed_at, updated, run_id, "
+                "owner_host, owner_pid, owner_start, heartbeat, mlflow_run_id, arrived) "
                 "VALUES (?, ?, 'in_progress', NULL, ?, ?, ?, ?, ?, ?, ?, NULL, ?) "
                 "ON CONFLICT(sha256) DO UPDATE SET file=excluded.file, status='in_progress', decision=NULL, "
                 "claimed_at=excluded.claimed_at, updated=excluded.updated, run_id=excluded.run_id, "
@@ -394,14 +365,14 @@ class Ledger:
                 (sha256, file, now, _now(), run_id, _host(), pid, _process_start(pid), now,
                  now if arrived is None else arrived),
             )
-            con.execute("COMMIT")
             return True
 
     def arrive(self, sha256: str, file: str, arrived: float) -> None:
         """Record that a complete file appeared (``waiting``) at ``arrived`` (see :func:`arrival_time`); the
         first arrival of a content counts."""
         with closing(self._connect()) as con:
-            con.execute("INSERT INTO files (sha256, file, status, updated, arrived) VALUES (?, ?, 'waiting', ?, ?) "
+            con.execute(f"INSERT INTO {self.t} AS files (sha256, file, status, updated, arrived) "
+                        "VALUES (?, ?, 'waiting', ?, ?) "
                         "ON CONFLICT(sha256) DO UPDATE SET arrived=COALESCE(files.arrived, excluded.arrived), "
                         "file=CASE WHEN files.status='done' THEN files.file ELSE excluded.file END",
                         (sha256, file, _now(), arrived))
@@ -412,9 +383,10 @@ class Ledger:
         now = time.time()
         with closing(self._connect()) as con:
             rows = con.execute("SELECT sha256, file, status, owner_host, owner_pid, owner_start, "
-                               "COALESCE(heartbeat, claimed_at), run_id FROM files "
+                               f"COALESCE(heartbeat, claimed_at), run_id FROM {self.t} "
                                "WHERE status IN ('waiting', 'pending', 'in_progress') AND file NOT LIKE ? "
-                               "ORDER BY COALESCE(arrived, claimed_at), rowid", (f"{LABELS_ENTRY}%",)).fetchall()
+                               f"ORDER BY COALESCE(arrived, claimed_at), {self.table.order_column}",
+                               (f"{LABELS_ENTRY}%",)).fetchall()
         return [(sha, file, "orphaned" if Claim(status, *rest).orphaned(self.lease, now) else status)
                 for sha, file, status, *rest in rows]
 
@@ -440,10 +412,10 @@ class Ledger:
                 try:
                     with closing(self._connect()) as con:
                         renewed = con.execute(
-                            "UPDATE files SET heartbeat=? WHERE sha256=? AND status='in_progress' "
+                            f"UPDATE {self.t} SET heartbeat=? WHERE sha256=? AND status='in_progress' "
                             "AND owner_pid=? AND owner_host=?", (time.time(), sha256, pid, _host())).rowcount
-                except sqlite3.Error:
-                    continue  # busy: the next beat renews it
+                except statedb.errors():
+                    continue  # busy or unreachable: the next beat renews it
                 if not renewed:
                     return  # finished, released, or taken over
 
@@ -457,7 +429,7 @@ class Ledger:
     def attach_run(self, sha256: str, mlflow_run_id: str) -> None:
         """Record the MLflow run of the claim (so a run that takes over an orphaned claim can close it)."""
         with closing(self._connect()) as con:
-            con.execute("UPDATE files SET mlflow_run_id=? WHERE sha256=? AND status='in_progress'",
+            con.execute(f"UPDATE {self.t} SET mlflow_run_id=? WHERE sha256=? AND status='in_progress'",
                         (mlflow_run_id, sha256))
 
     def abandoned(self, sha256: str) -> Abandoned | None:
@@ -471,21 +443,19 @@ class Ledger:
     def finish(self, sha256: str, decision: str, status: str = "done") -> None:
         self._stop_beat(sha256)
         with closing(self._connect()) as con:
-            con.execute(
-                "UPDATE files SET status=?, decision=?, updated=? WHERE sha256=?",
-                (status, decision, _now(), sha256),
-            )
+            con.execute(f"UPDATE {self.t} SET status=?, decision=?, updated=? WHERE sha256=?",
+                        (status, decision, _now(), sha256))
 
     def release(self, sha256: str, decision: str = "failed") -> None:
         """Give a claim up (the run failed or was stopped): ``pending``, so the file is run again."""
         self._stop_beat(sha256)
         with closing(self._connect()) as con:
-            con.execute("UPDATE files SET status='pending', decision=?, updated=? "
+            con.execute(f"UPDATE {self.t} SET status='pending', decision=?, updated=? "
                         "WHERE sha256=? AND status='in_progress'", (decision, _now(), sha256))
 
     def status(self, sha256: str) -> str | None:
         with closing(self._connect()) as con:
-            row = con.execute("SELECT status FROM files WHERE sha256=?", (sha256,)).fetchone()
+            row = con.execute(f"SELECT status FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
         return row[0] if row else None
 
     def states(self) -> dict[str, str]:
@@ -493,7 +463,7 @@ class Ledger:
         now = time.time()
         with closing(self._connect()) as con:
             rows = con.execute("SELECT sha256, status, owner_host, owner_pid, owner_start, "
-                               "COALESCE(heartbeat, claimed_at), run_id FROM files").fetchall()
+                               f"COALESCE(heartbeat, claimed_at), run_id FROM {self.t}").fetchall()
         return {sha: ("orphaned" if Claim(*rest).orphaned(self.lease, now) else rest[0]) for sha, *rest in rows}
 
     def counts(self) -> dict[str, int]:
@@ -505,27 +475,38 @@ class Ledger:
 
     def decision(self, sha256: str) -> str | None:
         with closing(self._connect()) as con:
-            row = con.execute("SELECT decision FROM files WHERE sha256=?", (sha256,)).fetchone()
+            row = con.execute(f"SELECT decision FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
         return row[0] if row else None
 
     def entries(self) -> list[dict]:
+        """Every row, oldest claim first (files only announced, never claimed, come first, in the order they
+        were recorded)."""
         with closing(self._connect()) as con:
-            con.row_factory = sqlite3.Row
-            return [dict(r) for r in con.execute("SELECT * FROM files ORDER BY claimed_at")]
+            return con.dicts("SELECT sha256, file, status, decision, claimed_at, updated, run_id, "
+                             + ", ".join(_COLUMNS) + f" FROM {self.t} ORDER BY COALESCE(claimed_at, 0), {self.table.order_column}")
 
 
-def read_ledger_states(ledger_file: Path) -> dict[str, str]:
-    """:meth:`Ledger.states` of a pipeline's ledger file, {} when it does not exist yet or cannot be read."""
-    if not ledger_file.exists():
-        return {}
+def ledger_table(paths: PipelinePaths) -> Table:
+    """Where the pipeline's ledger lives (see :mod:`calmops.core.statedb`)."""
+    return Table.of("ledger", paths.root, "files")
+
+
+def read_ledger_states(table: Table) -> dict[str, str]:
+    """:meth:`Ledger.states` of a pipeline's ledger (:func:`ledger_table`), {} when nothing was recorded yet or
+    it cannot be read."""
     try:
-        return Ledger(ledger_file).states()
-    except sqlite3.Error:
+        return Ledger(table).states() if table.exists() else {}
+    except statedb.errors():
         return {}
 
 
 def ledger(paths: PipelinePaths) -> Ledger:
-    return Ledger(paths.ledger_file)
+    return Ledger(ledger_table(paths))
+
+
+def has_ledger(paths: PipelinePaths) -> bool:
+    """Whether the pipeline's ledger has been written (without creating it)."""
+    return ledger_table(paths).exists()
 
 
 LABELS_ENTRY = "labels/"  # the ledger names a labels file "labels/<name>": never in the incoming folder's queue
@@ -545,7 +526,7 @@ def pending_files(paths: PipelinePaths) -> list[Path]:
     folders = [paths.incoming, *([paths.labels] if paths.labels is not None else [])]
     by_name = {ledger_name(paths, p): p for folder in folders if folder.exists() for p in folder.glob("*")
                if p.is_file()}
-    if not by_name or not paths.ledger_file.exists():
+    if not by_name or not has_ledger(paths):
         return []
     return [by_name[e["file"]] for e in ledger(paths).entries()
             if e["status"] == "pending" and e["file"] in by_name and sha256_of(by_name[e["file"]]) == e["sha256"]]

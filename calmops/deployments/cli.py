@@ -165,12 +165,12 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
 def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, Any]:
     """One pipeline's row of ``status``/``list``; add a key here and a label in STATUS_FIELDS to show more."""
     from calmops.core.awaiting import Awaiting
-    from calmops.core.store import ledger, pending_files, pipeline_paths, read_spec
+    from calmops.core.store import has_ledger, ledger, pending_files, pipeline_paths, read_spec
     from calmops.deployments import readout, stalls
 
     spec = read_spec(name)
     paths = pipeline_paths(spec)
-    entries = ledger(paths).entries() if paths.ledger_file.exists() else []
+    entries = ledger(paths).entries() if has_ledger(paths) else []
     breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
     aliases = readout.aliases(name, tracking_uri)
     return {

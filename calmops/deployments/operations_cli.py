@@ -139,6 +139,7 @@ def _settings():
 
 def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
     """Stop triggering the pipeline, then keep its files: move its folder under ``$CALMOPS_HOME/deleted``."""
+    from calmops.core import statedb
     from calmops.core.breaker import delete_breaker
     from calmops.core.store import pipeline_paths, read_spec
     from calmops.deployments.deploy import delete_pipeline_deployments, running_runs
@@ -154,6 +155,8 @@ def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
     delete_breaker(name)
     _retire_experiment(name)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for kind, table in statedb.SQLITE_TABLES.items():  # on PostgreSQL: set aside, as the folder is
+        statedb.Table.of(kind, paths.root, table).retire(stamp)
     target = _settings().home / "deleted" / f"{name}-{stamp}"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(paths.root), target)

@@ -85,7 +85,23 @@ def db_upgrade() -> list[str]:
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"{what} database upgrade failed: {tail[0]}")
         done.append(what)
+    if settings.state_database_url:
+        done.append(f"calmops ({state_upgrade(settings.state_database_url)} pipeline(s))")
     return done
+
+
+def state_upgrade(url: str) -> int:
+    """Create CalmOps' own tables (each pipeline's ledger and rows awaiting labels) in the state database; the
+    number of pipelines. New pipelines get theirs on first use."""
+    from calmops.core.awaiting import Awaiting
+    from calmops.core.store import Ledger, ledger_table, list_pipelines, pipeline_paths, read_spec
+
+    names = list_pipelines()
+    for name in names:
+        paths = pipeline_paths(read_spec(name))
+        Ledger(ledger_table(paths))
+        Awaiting(paths.root, paths.state, url=url).create()
+    return len(names)
 
 
 def register(app: typer.Typer) -> None:
@@ -103,12 +119,13 @@ def register(app: typer.Typer) -> None:
         except RuntimeError as exc:
             raise CliError(str(exc), "see docs/production.md for the order and the settings") from exc
 
-    db = typer.Typer(help="Databases of the stack (Prefect's and MLflow's).", no_args_is_help=True)
+    db = typer.Typer(help="Databases of the stack (Prefect's, MLflow's and CalmOps' own state).", no_args_is_help=True)
 
     @db.command("upgrade")
     @friendly
     def upgrade():
-        """Create or migrate Prefect's database and MLflow's backend store (run before starting new versions)."""
+        """Create or migrate Prefect's database, MLflow's backend store and CalmOps' state database (run before
+        starting new versions)."""
         try:
             done = db_upgrade()
         except RuntimeError as exc:

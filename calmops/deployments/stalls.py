@@ -49,6 +49,7 @@ class Stalled:
     reason: str
     deployment_gone: bool = False  # no worker can ever start it
     worker_stuck: bool = False  # the worker takes nothing from a queue that is not paused
+    dead: bool = False  # Running, but its process is gone: marked Crashed
 
 
 def _waiting_since(run: Any) -> datetime:
@@ -145,6 +146,46 @@ def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now:
     return found
 
 
+def find_dead() -> list[Stalled]:
+    """File runs Prefect still calls Running whose process is gone: the ledger holds their claim as orphaned
+    (its owner process ended on this host, or its heartbeat stopped on any host: a worker or its host died
+    mid-run). Nobody will report their end, and each holds its pipeline's slot until its lease runs out."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    from calmops.core.store import has_ledger, ledger
+
+    with get_client(sync_client=True) as client:
+        running = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[TAG]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))), limit=200)
+    found = []
+    for run in running:
+        pipeline = run.parameters.get("pipeline")
+        if not pipeline or "path" not in run.parameters:
+            continue
+        try:
+            paths = pipeline_paths(read_spec(pipeline))
+            book = ledger(paths) if has_ledger(paths) else None
+            held = [e for e in book.entries() if e["run_id"] == str(run.id)] if book else []
+            states = book.states() if held else {}
+        except Exception:
+            log.debug("could not read the ledger of %s", pipeline, exc_info=True)
+            continue
+        dead = [e["file"] for e in held if states.get(e["sha256"]) == "orphaned"]
+        if dead:
+            found.append(Stalled(pipeline, str(run.id), run.name, run.state.name, 0.0,
+                                 f"Running, but its process is gone (the claim of {dead[0]} is orphaned)",
+                                 dead=True))
+    return found
+
+
 def cancel(stalled: Stalled) -> None:
     """Cancel the run. A run whose deployment was deleted, Prefect's server may refuse to cancel (it fails to
     release the slot of the deployment's concurrency limit, deleted with it: 500): such a run can never start,
@@ -154,6 +195,11 @@ def cancel(stalled: Stalled) -> None:
     from prefect.states import Cancelled
 
     with get_client(sync_client=True) as client:
+        if stalled.dead:  # through the server's rules, which give the pipeline's slot back
+            from prefect.states import Crashed
+
+            client.set_flow_run_state(stalled.run_id, Crashed(message=f"calmops watcher: {stalled.reason}"))
+            return
         try:
             client.set_flow_run_state(stalled.run_id, Cancelled(message=f"calmops watcher: stalled ({stalled.reason})"),
                                       force=True)
@@ -231,7 +277,7 @@ def recover_stalled(after: float = STALL_AFTER) -> list[Stalled]:
     """Cancel every stalled run and record it, and restart a stuck worker; returns the runs (the caller
     announces their pipelines' files)."""
     done = []
-    found = find_stalled(after)
+    found = find_stalled(after) + find_dead()
     stuck = next((s for s in found if s.worker_stuck), None)
     if stuck is not None:
         restart_worker(stuck.reason, after)
@@ -245,7 +291,7 @@ def recover_stalled(after: float = STALL_AFTER) -> list[Stalled]:
             _record(stalled)
         except Exception:  # noqa: BLE001 - a pipeline deleted meanwhile has no state folder to write to
             log.warning("stalled run %s of %s not counted (pipeline gone?)", stalled.run_name, stalled.pipeline)
-        log.warning("recovered a stalled run of %s: %s was %s; it waits no more, and its files are announced again",
-                    stalled.pipeline, stalled.run_name, stalled.reason)
+        log.warning("recovered a %s run of %s: %s was %s; it waits no more, and its files are announced again",
+                    "dead" if stalled.dead else "stalled", stalled.pipeline, stalled.run_name, stalled.reason)
         done.append(stalled)
     return done

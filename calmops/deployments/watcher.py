@@ -49,7 +49,6 @@ import functools
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -61,12 +60,15 @@ from prefect import flow, get_run_logger
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from calmops.core import statedb
 from calmops.core.names import EVENT, pipeline_tag, resource_id
 from calmops.core.settings import Settings, get_settings
+from calmops.core.statedb import Table
 from calmops.core.store import (
     Ledger,
     arrival_time,
     is_temporary_name,
+    ledger_table,
     not_a_regular_file,
     read_ledger_states,
     sha256_of,
@@ -144,7 +146,7 @@ class _Watched:
     pipeline: str
     kind: str
     incoming: Path
-    ledger_file: Path
+    ledger: Table  # where the pipeline's ledger lives (calmops.core.statedb)
     order: str = "arrival"
     labels: bool = False  # the pipeline's labels folder (spec labels): each file announced on its own
 
@@ -490,7 +492,7 @@ class Watcher:
         one: the run of the oldest waiting file decides, in its turn, every file that arrived after it (their
         arrival is recorded), so one announcement is enough, and none while a run of the pipeline is queued or
         running, or while the oldest waits for the breaker."""
-        states = read_ledger_states(watched.ledger_file)
+        states = read_ledger_states(watched.ledger)
         one_turn = coalesce and watched.order == "arrival"
         breaker_checked: bool | None = None
         live: Any = _UNASKED
@@ -583,8 +585,8 @@ class Watcher:
         if not self.record_arrivals or watched.labels:  # a labels file is decided when it comes, not queued
             return
         try:  # the arrival order the pipeline's runs follow (see calmops.flows.common.run_in_order)
-            Ledger(watched.ledger_file).arrive(sha, path.name, arrived)
-        except sqlite3.Error:
+            Ledger(watched.ledger).arrive(sha, path.name, arrived)
+        except statedb.errors():
             log.exception("could not record the arrival of %s (the run records it)", path)
 
     def _refused(self, path: Path, watched: _Watched | None = None) -> bool:
@@ -652,9 +654,10 @@ def _oldest_first(folder: Path) -> list[Path]:
 def _folders_of(pipeline: str, spec, paths) -> list[_Watched]:
     """The folders a pipeline is fed through: its incoming folder, and its labels folder when labels come later
     (each labels file announced on its own)."""
-    folders = [_Watched(pipeline, spec.kind, paths.incoming.resolve(), paths.ledger_file, spec.order)]
+    folders = [_Watched(pipeline, spec.kind, paths.incoming.resolve(), ledger_table(paths), spec.order)]
     if paths.labels is not None:
-        folders.append(_Watched(pipeline, spec.kind, paths.labels.resolve(), paths.ledger_file, "none", labels=True))
+        folders.append(_Watched(pipeline, spec.kind, paths.labels.resolve(), ledger_table(paths), "none",
+                                labels=True))
     return folders
 
 

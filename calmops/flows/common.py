@@ -6,7 +6,6 @@ A flow for a kind composes these with the tasks; it never re-implements them.
 from __future__ import annotations
 
 import copy
-import fcntl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from calmops.core import registry
+from calmops.core import registry, statedb
 from calmops.core.awaiting import Awaiting
 from calmops.core.breaker import BreakerPolicy, read_breaker, update_breaker
 from calmops.core.logs import RunLog
@@ -381,20 +380,15 @@ def rerun_pending(ctx: RunContext) -> None:
 
 @contextmanager
 def pipeline_turn(paths: PipelinePaths, log: RunLog) -> Iterator[None]:
-    """Hold the pipeline's turn (an exclusive lock on ``order.lock``, released by the kernel if the process
-    dies): one process decides the pipeline's files at a time, whoever started it (trigger, ``calmops run``)."""
-    with open(paths.root / "order.lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for the pipeline's turn (another run is deciding its files)")
-            fcntl.flock(fh, fcntl.LOCK_EX)
+    """Hold the pipeline's turn (:func:`calmops.core.statedb.turn`, released if the process dies): one process
+    on any host decides the pipeline's files at a time, whoever started it (trigger, ``calmops run``)."""
+    with statedb.turn(paths.root, on_wait=lambda: log.info(
+            "waiting for the pipeline's turn (another run is deciding its files)")):
         token = _IN_TURN.set(True)
         try:
             yield
         finally:
             _IN_TURN.reset(token)
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _breaker_cooling(pipeline: str) -> bool:

@@ -14,10 +14,8 @@ def kept(tmp_path, ids, version=1, sha="a" * 64, at=None) -> Awaiting:
     awaiting = store(tmp_path)
     awaiting.keep(frame, keys_of(frame, ["id"]), [i % 2 for i in range(len(ids))], version, sha, "f.csv")
     if at is not None:
-        import sqlite3
-
-        with sqlite3.connect(awaiting.db) as con:
-            con.execute("UPDATE awaiting SET predicted_at = ?", (at,))
+        with awaiting.table.write() as con:
+            con.execute(f"UPDATE {awaiting.t} SET predicted_at = ?", (at,))
     return awaiting
 
 

@@ -60,10 +60,10 @@ def processed(name: str) -> Path:
 
 def ledger_done(name: str) -> dict[str, str]:
     """file name -> sha256 of every file the pipeline finished."""
-    from calmops.core.store import ledger, pipeline_paths, read_spec
+    from calmops.core.store import has_ledger, ledger, pipeline_paths, read_spec
 
     paths = pipeline_paths(read_spec(name))
-    if not paths.ledger_file.exists():
+    if not has_ledger(paths):
         return {}
     return {e["file"]: e["sha256"] for e in ledger(paths).entries() if e["status"] == "done"}
 

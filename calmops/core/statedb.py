@@ -1,0 +1,286 @@
+"""Where CalmOps keeps its own shared state: each pipeline's ledger, its rows awaiting labels and its turn.
+
+Two homes, chosen by the ``state_database_url`` setting:
+
+- unset (the embedded default): SQLite files in the pipeline's folder (``ledger.sqlite``, ``labels.sqlite``)
+  and an ``order.lock`` file for the turn, locked with ``flock``. Right for one host.
+- ``postgresql://…``: one PostgreSQL database for every host. Each pipeline's table is ``calmops_ledger."<name>"``
+  (and ``calmops_labels."<name>"``), exclusive write transactions take a transaction-level advisory lock of the
+  table, and the turn is a session-level advisory lock, released by the server when its holder's connection
+  ends (the process died, the host went away). Nothing shared lives in a file on a network share.
+
+The stores write their SQL once, with ``?`` placeholders and ``{table}`` for the table; :class:`Table` and
+:class:`Connection` make it run on either engine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from calmops.core.errors import CalmOpsError
+from calmops.core.settings import get_settings
+
+SCHEMAS = {"ledger": "calmops_ledger", "labels": "calmops_labels"}
+SQLITE_TABLES = {"ledger": "files", "labels": "awaiting"}  # each kind's table inside its SQLite file
+CONNECT_PATIENCE = 60.0  # seconds a PostgreSQL connection is retried (a restart of the server takes a few)
+
+
+class StateDatabaseError(CalmOpsError):
+    """The state database named by ``state_database_url`` cannot be used."""
+
+
+def errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a store's call raises when its database is busy or unreachable."""
+    try:
+        import psycopg
+    except ImportError:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
+
+
+def state_database_url() -> str | None:
+    url = get_settings().state_database_url
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        raise StateDatabaseError(f"state_database_url {url.split('@')[-1]!r} is not a postgresql:// URL; "
+                                 "leave it unset for SQLite files in each pipeline's folder")
+    return url
+
+
+class Connection:
+    """One connection to a store's database: ``execute`` takes SQL with ``?`` placeholders on either engine."""
+
+    def __init__(self, raw: Any, postgres: bool):
+        self.raw = raw
+        self.postgres = postgres
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.raw.execute(self._sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self.postgres:
+            with self.raw.cursor() as cur:
+                cur.executemany(self._sql(sql), [tuple(r) for r in rows])
+        else:
+            self.raw.executemany(sql, rows)
+
+    def dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cur = self.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    @property
+    def in_transaction(self) -> bool:
+        if self.postgres:
+            from psycopg.pq import TransactionStatus
+
+            return self.raw.info.transaction_status != TransactionStatus.IDLE
+        return self.raw.in_transaction
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _lock_key(text: str) -> int:
+    """A signed 64-bit key for PostgreSQL's advisory locks, the same on every host."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+_created: set[tuple[str, str]] = set()  # (url, table) this process has created already
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of one pipeline's state: in a SQLite file of its folder, or in the PostgreSQL state database."""
+
+    kind: str            # "ledger" or "labels"
+    pipeline: str
+    sqlite_file: Path
+    sqlite_name: str     # the table's name inside the SQLite file
+    url: str | None = None
+
+    @classmethod
+    def of(cls, kind: str, root: Path, sqlite_name: str, url: str | None = None) -> Table:
+        """The ``kind`` table of the pipeline whose folder is ``root``; PostgreSQL when ``url`` is given, else
+        when the setting names one."""
+        file = root / {"ledger": "ledger.sqlite", "labels": "labels.sqlite"}[kind]
+        return cls(kind, root.name, file, sqlite_name, url if url is not None else state_database_url())
+
+    @property
+    def postgres(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def name(self) -> str:
+        """The table as SQL names it."""
+        if not self.postgres:
+            return self.sqlite_name
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", self.pipeline):
+            raise StateDatabaseError(f"{self.pipeline!r} is not a pipeline name")
+        return f'{SCHEMAS[self.kind]}."{self.pipeline}"'
+
+    @property
+    def order_column(self) -> str:
+        """The column that keeps insertion order (SQLite's rowid; a serial column in PostgreSQL)."""
+        return "seq" if self.postgres else "rowid"
+
+    def exists(self) -> bool:
+        """Whether anything was ever recorded (a cheap check: the SQLite file, or the PostgreSQL table)."""
+        if not self.postgres:
+            return self.sqlite_file.exists()
+        with closing(self.connect()) as con:
+            return con.execute("SELECT to_regclass(?)", (self.name,)).fetchone()[0] is not None
+
+    def connect(self, sqlite_timeout: float = 30.0) -> Connection:
+        if not self.postgres:
+            return Connection(_sqlite(self.sqlite_file, sqlite_timeout), postgres=False)
+        return Connection(_postgres(self.url), postgres=True)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """An exclusive write transaction on this table (SQLite's ``BEGIN IMMEDIATE``; in PostgreSQL an advisory
+        lock of the table for the transaction): committed when the block ends, rolled back on any error."""
+        con = self.connect()
+        try:
+            con.execute("BEGIN IMMEDIATE" if not self.postgres else "BEGIN")
+            if self.postgres:
+                con.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(self.name),))
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def create(self, columns: dict[str, str], key: str, indexes: Sequence[str] = ()) -> None:
+        """Create the table once (``columns``: name → SQLite type, e.g. ``REAL`` or ``TEXT NOT NULL``) with an
+        index on each of ``indexes``; add the columns an older version lacked."""
+        if not self.postgres:
+            with self.write() as con:
+                con.execute(f"CREATE TABLE IF NOT EXISTS {self.name} ("
+                            + ", ".join(f"{c} {t}" for c, t in columns.items()) + f", PRIMARY KEY ({key}))")
+                have = {row[1] for row in con.execute(f"PRAGMA table_info({self.name})")}
+                for column, kind in columns.items():
+                    if column not in have:  # written by an older CalmOps
+                        con.execute(f"ALTER TABLE {self.name} ADD COLUMN {column} {kind.split()[0]}")
+                for column in indexes:
+                    con.execute(f"CREATE INDEX IF NOT EXISTS {self.name}_{column} ON {self.name} ({column})")
+            return
+        if (self.url, self.name) in _created:
+            return
+        types = {"REAL": "DOUBLE PRECISION", "INTEGER": "BIGINT", "TEXT": "TEXT"}  # REAL is 4 bytes in PostgreSQL
+
+        def pg(kind: str) -> str:
+            first, *rest = kind.split()
+            return " ".join([types[first], *rest])
+
+        with self.write() as con:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMAS[self.kind]}")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {self.name} ("
+                        + ", ".join(f"{c} {pg(t)}" for c, t in columns.items())
+                        + f", seq BIGSERIAL, PRIMARY KEY ({key}))")
+            for column, kind in columns.items():
+                con.execute(f"ALTER TABLE {self.name} ADD COLUMN IF NOT EXISTS {column} {pg(kind).split()[0]}")
+            for column in indexes:  # index names are per schema: one from the table and column, bounded
+                index = "i_" + hashlib.sha256(f"{self.name}.{column}".encode()).hexdigest()[:24]
+                con.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {self.name} ({column})")
+        _created.add((self.url, self.name))
+
+    def retire(self, stamp: str) -> None:
+        """Keep the table of a deleted pipeline aside (schema ``calmops_deleted``), so a pipeline created again
+        under the name starts afresh, as it does with a new folder. SQLite files move with the folder."""
+        if not self.postgres or not self.exists():
+            return
+        aside = f"{self.kind}-{stamp}-{self.pipeline}"[:63]
+        with self.write() as con:
+            con.execute("CREATE SCHEMA IF NOT EXISTS calmops_deleted")
+            con.execute(f'ALTER TABLE {self.name} RENAME TO "{aside}"')
+            con.execute(f'ALTER TABLE {SCHEMAS[self.kind]}."{aside}" SET SCHEMA calmops_deleted')
+        _created.discard((self.url, self.name))
+
+
+def _sqlite(path: Path, timeout: float) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    # switching a new file to WAL can answer "locked" at once, or after the busy timeout: a few short tries
+    # (about 10 s in all), never the whole timeout each
+    con.execute("PRAGMA busy_timeout = 100")
+    attempts = 60
+    for attempt in range(attempts):
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                con.close()
+                raise
+            time.sleep(0.05)
+    con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    return con
+
+
+def _postgres(url: str, patience: float = CONNECT_PATIENCE) -> Any:
+    """A connection in autocommit mode (transactions are explicit), retried while the server restarts."""
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise StateDatabaseError("state_database_url names PostgreSQL but the driver is not installed; "
+                                 "install the 'production' extra (pip install 'calmops[production]')") from exc
+    deadline = time.monotonic() + patience
+    delay = 0.2
+    while True:
+        try:
+            return psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="calmops")
+        except psycopg.OperationalError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+@contextmanager
+def turn(root: Path, on_wait: Any = None) -> Iterator[None]:
+    """Hold the pipeline's turn: one process on any host decides the pipeline's files at a time.
+
+    SQLite layout: an exclusive ``flock`` on ``order.lock`` in the pipeline's folder. PostgreSQL: a session
+    advisory lock on a connection held for the turn. Either is released when the holder ends, even by a crash.
+    ``on_wait`` is called once if another process holds the turn (to say so in the log).
+    """
+    url = state_database_url()
+    if url:
+        con = _postgres(url)
+        key = _lock_key(f"calmops-turn:{root.name}")
+        try:
+            if not con.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+                if on_wait:
+                    on_wait()
+                con.execute("SELECT pg_advisory_lock(%s)", (key,))
+            yield
+        finally:
+            con.close()  # ends the session, and with it the lock
+        return
+    with open(root / "order.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+

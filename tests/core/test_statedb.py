@@ -1,0 +1,163 @@
+"""CalmOps' own shared state on both of its homes: SQLite files in the pipeline's folder, and PostgreSQL (a real
+server, started for the session) for several workers on several hosts. The same behaviour on each: claims
+taken once across processes, arrival order kept to the millisecond, crashed owners' claims taken over, rows
+awaiting labels matched once, and one process at a time in a pipeline's turn, released when its holder dies."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from calmops.core import statedb
+from calmops.core.awaiting import Awaiting, keys_of
+from calmops.core.statedb import Table
+from calmops.core.store import Ledger
+
+FORK = multiprocessing.get_context("fork")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path, monkeypatch):
+    """(the state database URL or None, a fresh pipeline folder); the setting is in the environment too."""
+    root = tmp_path / f"p-{uuid.uuid4().hex[:12]}"  # a pipeline name: its own table in the shared server
+    root.mkdir()
+    if request.param == "sqlite":
+        monkeypatch.delenv("CALMOPS_STATE_DATABASE_URL", raising=False)
+        return None, root
+    url = f"postgresql://calmops@127.0.0.1:{request.getfixturevalue('postgres')}/calmops"
+    monkeypatch.setenv("CALMOPS_STATE_DATABASE_URL", url)
+    return url, root
+
+
+def book(root: Path, url: str | None, lease: float = 120.0) -> Ledger:
+    return Ledger(Table.of("ledger", root, "files", url), lease=lease)
+
+
+def _claim_all(args) -> list[str]:
+    root, url, shas = args
+    ledger = book(Path(root), url)
+    return [sha for sha in shas if ledger.claim(sha, f"{sha}.csv", run_id=f"run-{os.getpid()}")]
+
+
+def test_each_content_is_claimed_by_one_process_only(engine):
+    url, root = engine
+    shas = [f"{i:064x}" for i in range(40)]
+    with FORK.Pool(4) as pool:
+        won = pool.map(_claim_all, [(str(root), url, shas)] * 4)
+    assert sorted(sha for got in won for sha in got) == shas  # every content once, by exactly one process
+    counts = book(root, url).counts()  # the pool's processes have ended: their claims are orphaned now
+    assert counts["in_progress"] + counts["orphaned"] == 40
+
+
+def test_arrival_order_holds_to_the_millisecond_and_labels_files_are_not_queued(engine):
+    url, root = engine
+    ledger = book(root, url)
+    base = 1_790_000_000.0  # a 2026 file time: a 4-byte float would make these three one instant
+    for sha, name, at in (("c", "c.csv", base + 0.003), ("a", "a.csv", base + 0.001), ("b", "b.csv", base + 0.002),
+                          ("l", "labels/l.csv", base), ("d", "d.csv", base + 0.003)):
+        ledger.arrive(sha, name, at)
+    ledger.arrive("a", "a.csv", base + 5)  # recorded again: the first arrival counts
+    assert [name for _, name, _ in ledger.queue()] == ["a.csv", "b.csv", "c.csv", "d.csv"]
+    assert ledger.claim("b", "b.csv", run_id="r1")
+    ledger.finish("b", "train")
+    assert [e["file"] for e in ledger.entries() if e["status"] == "done"] == ["b.csv"]
+    assert ledger.states()["b"] == "done" and ledger.decision("b") == "train"
+
+
+def _claim_and_die(args) -> None:
+    root, url = args
+    book(Path(root), url).claim("x" * 64, "x.csv", run_id="crashed")
+    os._exit(0)  # the process ends with the claim held, as a killed worker would
+
+
+def test_a_claim_whose_owner_died_is_taken_over_and_reported(engine):
+    url, root = engine
+    child = FORK.Process(target=_claim_and_die, args=((str(root), url),))
+    child.start()
+    child.join(30)
+    ledger = book(root, url)
+    assert ledger.states()["x" * 64] == "orphaned"
+    assert ledger.abandoned("x" * 64).flow_run_id == "crashed"
+    assert ledger.claim("x" * 64, "x.csv", run_id="next")
+    assert ledger.states()["x" * 64] == "in_progress"
+    # a claim held elsewhere (another host) is taken over once its heartbeat is older than the lease
+    short = book(root, url, lease=0.3)
+    assert short.claim("y" * 64, "y.csv", run_id="first")
+    with short.table.write() as con:
+        con.execute(f"UPDATE {short.t} SET owner_host = 'another-host' WHERE sha256 = ?", ("y" * 64,))
+    assert not short.claim("y" * 64, "y.csv", run_id="second")
+    time.sleep(0.4)
+    assert short.claim("y" * 64, "y.csv", run_id="second")
+
+
+def test_rows_awaiting_labels_are_matched_once(engine, tmp_path):
+    url, root = engine
+    awaiting = Awaiting(root, tmp_path / "state", url=url)
+    frame = pd.DataFrame({"id": [1, 2, 3], "x": [0.1, 0.2, 0.3]})
+    awaiting.keep(frame, keys_of(frame, ["id"]), [0, 1, 0], 4, "s" * 64, "f.csv")
+    assert awaiting.waiting(30) == {"waiting": 3, "overdue": 0}
+    labels = pd.DataFrame({"id": [3, 1, 9], "y": [1, 0, 1]})
+    match = awaiting.match(labels, keys_of(labels, ["id"]), "y", "L" * 64, 30)
+    assert match.rows["id"].tolist() == [3, 1] and match.labels.tolist() == [1, 0]
+    assert match.counts["unmatched"] == 1 and awaiting.waiting(30)["waiting"] == 1
+    again = awaiting.match(labels, keys_of(labels, ["id"]), "y", "M" * 64, 30)  # another file, same ids
+    assert again.counts["matched"] == 0 and again.counts["labelled_before"] == 2
+    awaiting.release("L" * 64)
+    assert awaiting.waiting(30)["waiting"] == 3
+
+
+def _hold_turn(args) -> None:
+    root, started = args
+    with statedb.turn(Path(root)):
+        Path(started).write_text("held")
+        time.sleep(600)
+
+
+def test_one_process_at_a_time_holds_a_pipelines_turn_and_a_killed_holder_lets_go(engine, tmp_path):
+    url, root = engine
+    started = tmp_path / "started"
+    holder = FORK.Process(target=_hold_turn, args=((str(root), str(started)),))
+    holder.start()
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline, "the holder never took the turn"
+        time.sleep(0.05)
+    waited = []
+    killer = FORK.Process(target=lambda: (time.sleep(1.0), os.kill(holder.pid, signal.SIGKILL)))
+    killer.start()
+    t0 = time.monotonic()
+    with statedb.turn(root, on_wait=lambda: waited.append(True)):
+        took = time.monotonic() - t0
+    killer.join(30)
+    holder.join(30)
+    assert waited == [True]  # the turn was held: this process said it waits
+    assert 0.8 < took < 30  # and got it once the holder was killed, not before
+    if url:  # nothing of the turn (or the ledger) is a file in the pipeline's folder on PostgreSQL
+        book(root, url)
+        assert not (root / "order.lock").exists() and not (root / "ledger.sqlite").exists()
+
+
+def test_the_setting_puts_every_pipelines_ledger_in_postgres(engine):
+    from calmops.core.store import PipelinePaths, has_ledger, ledger
+
+    url, root = engine
+    paths = PipelinePaths(root=root, incoming=root / "incoming", predictions=root / "predictions")
+    assert not has_ledger(paths)
+    ledger(paths).arrive("s" * 64, "a.csv", 1.0)
+    assert has_ledger(paths)
+    assert (root / "ledger.sqlite").exists() is (url is None)
+    if url:
+        assert ledger(paths).table.name == f'calmops_ledger."{root.name}"'
+
+
+def test_a_state_database_that_is_not_postgres_is_refused(monkeypatch):
+    monkeypatch.setenv("CALMOPS_STATE_DATABASE_URL", "mysql://user:secret@db/calmops")
+    with pytest.raises(statedb.StateDatabaseError, match="'db/calmops' is not a postgresql:// URL"):
+        statedb.state_database_url()
