@@ -23,27 +23,47 @@ def prefect_server():
         yield
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL server started by the project's own script (``scripts/postgres.sh``)."""
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "postgres.sh"
+
+    def __init__(self, data: Path, port: int):
+        self.data, self.port = data, port
+
+    def url(self, database: str, driver: str = "postgresql") -> str:
+        return f"{driver}://calmops@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        import subprocess
+
+        subprocess.run(["bash", str(self.script), "start", str(self.data), str(self.port)], check=True,
+                       capture_output=True, timeout=300)
+
+    def stop(self) -> None:
+        import subprocess
+
+        subprocess.run(["bash", str(self.script), "stop", str(self.data)], check=False, capture_output=True,
+                       timeout=120)
+
+
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
-    """Debian's PostgreSQL, started by the project's own script in a temporary folder for the session (never
-    assumed running): its port. Databases ``prefect``, ``mlflow`` and ``calmops``, role ``calmops``."""
+def postgres():
+    """Debian's PostgreSQL in a temporary folder for the session (never assumed running). Databases
+    ``prefect``, ``mlflow`` and ``calmops``, role ``calmops``."""
     import shutil
-    import subprocess
     import tempfile
 
     from tests.e2e.stack import free_port
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "postgres.sh"
     folder = Path(tempfile.mkdtemp(prefix="calmops-pg-"))
     folder.chmod(0o755)  # the server runs as the postgres user, which must reach its data folder
-    port = free_port()
-    subprocess.run(["bash", str(script), "start", str(folder / "data"), str(port)], check=True,
-                   capture_output=True, timeout=300)
+    server = PostgresServer(folder / "data", free_port())
+    server.start()
     try:
-        yield port
+        yield server
     finally:
-        subprocess.run(["bash", str(script), "stop", str(folder / "data")], check=False, capture_output=True,
-                       timeout=120)
+        server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 

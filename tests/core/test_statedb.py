@@ -31,7 +31,7 @@ def engine(request, tmp_path, monkeypatch):
     if request.param == "sqlite":
         monkeypatch.delenv("CALMOPS_STATE_DATABASE_URL", raising=False)
         return None, root
-    url = f"postgresql://calmops@127.0.0.1:{request.getfixturevalue('postgres')}/calmops"
+    url = request.getfixturevalue("postgres").url("calmops")
     monkeypatch.setenv("CALMOPS_STATE_DATABASE_URL", url)
     return url, root
 
