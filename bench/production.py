@@ -59,6 +59,7 @@ def _s3(port: int) -> subprocess.Popen:
 
 def run_config(layout: str, workers: int, files: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"calmops-bench-{layout}{workers}-"))
+    work.chmod(0o755)  # PostgreSQL runs as its own user and must reach its data folder below
     home = work / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CALMOPS_"))}
     env.update(CALMOPS_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true",
