@@ -127,6 +127,7 @@ class PairedTest:
     champion: float
     gain: float
     p_value: float
+    p_worse: float | None = None  # one-sided p-value the other way (H0: the challenger is not worse)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,10 +187,13 @@ def paired_test(metric: str, y, pred_challenger, pred_champion, *, resamples: in
 
         wins, losses = int(np.sum((a == y) & (b != y))), int(np.sum((a != y) & (b == y)))
         p = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0
-        return PairedTest(metric, "McNemar exact", n, new, old, sign * (new - old), float(p))
+        worse = binomtest(losses, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0
+        return PairedTest(metric, "McNemar exact", n, new, old, sign * (new - old), float(p), float(worse))
     rng = np.random.default_rng(seed)
     W = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
     gains = sign * (_weighted_metric(metric, W, y, a, pos) - _weighted_metric(metric, W, y, b, pos))
     gains = gains[np.isfinite(gains)]
     p = (1 + np.sum(gains <= 0)) / (1 + len(gains))
-    return PairedTest(metric, f"paired bootstrap ({resamples} resamples)", n, new, old, sign * (new - old), float(p))
+    worse = (1 + np.sum(gains >= 0)) / (1 + len(gains))
+    return PairedTest(metric, f"paired bootstrap ({resamples} resamples)", n, new, old, sign * (new - old), float(p),
+                      float(worse))

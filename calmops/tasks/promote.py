@@ -59,17 +59,27 @@ def refresh_due(rows_now: int, rows_then: int | None, growth: float | None) -> b
 def decide_refresh(challenger: dict[str, Any], champion: dict[str, Any], spec: PipelineSpec, metric: str,
                    paired: PairedTest | None) -> PromotionDecision:
     """A refresh (no drift; the same recipe on more rows of the same data) is promoted unless it fails a threshold
-    or scores worse than the champion on the holdout by more than ``promotion_min_effect``: more data of an
-    unchanged concept is expected to help, and learning curves gain by small steps no holdout can prove."""
+    or the evidence says it is worse: more data of an unchanged concept is expected to help, and learning curves
+    gain by small steps no holdout can prove. With the paired test, it is kept out only when it is worse by at
+    least ``promotion_min_effect`` with a one-sided p-value below ``promotion_alpha`` (the same bar a
+    challenger must clear to replace the champion, turned round); without one, when its raw score is worse by
+    more than ``promotion_min_effect``."""
     broken = threshold_failures(challenger, spec.evaluation.thresholds)
     if broken:
         return PromotionDecision(False, "refresh fails thresholds: " + "; ".join(broken))
     new, old = challenger.get(metric), champion.get(metric)
     if new is None or old is None:
         return PromotionDecision(False, f"{metric} missing for one of the models; cannot compare")
+    ev = spec.evaluation
+    floor = ev.promotion_min_effect
+    if paired is not None and paired.p_worse is not None:
+        said = (f"refresh {metric} {paired.challenger:.4f} vs champion {paired.champion:.4f} on the same "
+                f"{paired.rows} holdout rows: gain {paired.gain:+.4f}, {paired.test} p(worse) = {paired.p_worse:.3g}")
+        if paired.gain <= -floor and paired.p_worse < ev.promotion_alpha:
+            return PromotionDecision(False, f"{said}: worse by at least {floor} (p < {ev.promotion_alpha})")
+        return PromotionDecision(True, f"{said}: not shown worse (needs a loss of {floor} at p < {ev.promotion_alpha})")
     sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
     gain = paired.gain if paired else sign * (new - old)
-    floor = spec.evaluation.promotion_min_effect
     said = f"refresh {metric} {new:.4f} vs champion {old:.4f} on the same holdout rows (gain {gain:+.4f})"
     if gain >= -floor:
         return PromotionDecision(True, f"{said}: not worse by more than {floor}")

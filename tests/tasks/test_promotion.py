@@ -99,4 +99,22 @@ def test_a_refresh_is_due_after_the_history_grew_and_promotes_unless_worse():
     y, new, old = _pair(300, 200, 5, 40)  # clearly worse: kept out
     test = paired_test("accuracy", y, new, old)
     verdict = decide_refresh({"accuracy": test.challenger}, {"accuracy": test.champion}, spec, "accuracy", test)
-    assert not verdict.promote and "worse by more than" in verdict.reason
+    assert not verdict.promote and "worse by at least" in verdict.reason and "McNemar" in verdict.reason
+
+
+def test_a_refresh_that_loses_on_a_small_holdout_without_evidence_is_promoted():
+    """75 holdout rows (30 % of a 250-row file): a refresh 3 rows worse (4 points) is not shown worse (McNemar
+    p(worse) = P(X >= 5 | 7 discordant rows, 1/2) = 0.23), so more rows of the same data win; 12 rows worse out
+    of 12 discordant is evidence (p = 0.0002), and it stays out."""
+    from calmops.tasks.promote import decide_refresh
+
+    spec = _spec()
+    y, new, old = _pair(75, 60, 2, 5)  # the refresh right on 2 rows the champion misses, wrong on 5 it gets
+    test = paired_test("accuracy", y, new, old)
+    assert test.gain < -spec.evaluation.promotion_min_effect and abs(test.p_worse - 0.2265625) < 1e-9
+    assert decide_refresh({"accuracy": test.challenger}, {"accuracy": test.champion}, spec, "accuracy", test).promote
+    y, new, old = _pair(75, 50, 0, 12)
+    test = paired_test("accuracy", y, new, old)
+    assert test.p_worse < 0.001
+    assert not decide_refresh({"accuracy": test.challenger}, {"accuracy": test.champion}, spec, "accuracy",
+                              test).promote
