@@ -9,7 +9,10 @@ train on a first file; then the burst: ``--files`` files (1,000 rows each) renam
 folders 0.02 s apart. A file's latency is from its rename to the moment its ledger entry reads ``done``
 (polled every 0.25 s); throughput is the files over the time from the first rename to the last decision.
 
-    .venv/bin/python bench/production.py [--files 200] [--workers 1 2 4]
+    .venv/bin/python bench/production.py [--files 200] [--workers 1 2 4] [--also postgres-files]
+
+``postgres-files`` is the production layout with MLflow's artifacts in a local folder instead of the S3 API,
+one worker: what the object store costs.
 """
 
 from __future__ import annotations
@@ -67,17 +70,18 @@ def run_config(layout: str, workers: int, files: int) -> dict:
                **{f"CALMOPS_{s}_PORT": str(free_port()) for s in ("PREFECT", "MLFLOW", "VIEWER", "API")})
     pg_data = s3 = None
     extra: list[subprocess.Popen] = []
-    if layout == "postgres":
+    if layout.startswith("postgres"):  # "postgres": artifacts on the S3 API; "postgres-files": in a local folder
         pg_data, pg_port = _postgres(work / "pg")
-        s3_port = free_port()
-        s3 = _s3(s3_port)
         url = f"calmops@127.0.0.1:{pg_port}"
         env.update(CALMOPS_PREFECT_DATABASE_URL=f"postgresql+asyncpg://{url}/prefect",
                    CALMOPS_MLFLOW_BACKEND_STORE_URI=f"postgresql://{url}/mlflow",
-                   CALMOPS_STATE_DATABASE_URL=f"postgresql://{url}/calmops",
-                   CALMOPS_MLFLOW_ARTIFACTS_DESTINATION="s3://calmops-bench/mlflow",
-                   AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-                   MLFLOW_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}")
+                   CALMOPS_STATE_DATABASE_URL=f"postgresql://{url}/calmops")
+        if layout == "postgres":
+            s3_port = free_port()
+            s3 = _s3(s3_port)
+            env.update(CALMOPS_MLFLOW_ARTIFACTS_DESTINATION="s3://calmops-bench/mlflow", AWS_ACCESS_KEY_ID="bench",
+                       AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                       MLFLOW_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}")
         subprocess.run([CALMOPS, "db", "upgrade"], check=True, env=env, capture_output=True, cwd=work)
     saved = dict(os.environ)
     os.environ.clear()
@@ -177,9 +181,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--also", nargs="*", default=["postgres-files"],
+                        help="more one-worker layouts: postgres-files (artifacts in a local folder, not S3)")
     args = parser.parse_args()
     results = [run_config("sqlite", 1, args.files)]
     results += [run_config("postgres", n, args.files) for n in args.workers]
+    results += [run_config(layout, 1, args.files) for layout in args.also]
     base = results[0]["files_per_s"]
     for r in results:
         r["throughput_vs_sqlite_1"] = round(r["files_per_s"] / base, 2)
