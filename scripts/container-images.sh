@@ -6,20 +6,21 @@
 #      entrypoint contract (tests/production/container/postgres-entrypoint.sh); skipped when that image exists;
 #   3. localhost/calmops:latest from deploy/container/Dockerfile on that base.
 # With a registry, none of this is needed: `podman build -f deploy/container/Dockerfile -t calmops .`.
-# Installs podman, podman-compose and mmdebstrap from Debian when they are missing. Prints the CONTAINERS_CONF
-# file to use: podman here must be told explicit ulimits (the sandbox refuses to raise RLIMIT_NOFILE/NPROC).
+# Installs podman, podman-compose, mmdebstrap and runc from Debian when they are missing. Prints the
+# CONTAINERS_CONF file to use: podman here runs runc (crun stops on the sandbox's hybrid cgroups) with explicit
+# ulimits (the sandbox refuses to raise RLIMIT_NOFILE and RLIMIT_NPROC).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${CALMOPS_CONTAINER_WORK:-/var/tmp/calmops-containers}
 mkdir -p "$work"
 need=()
-for tool in podman podman-compose mmdebstrap; do command -v "$tool" >/dev/null || need+=("$tool"); done
+for tool in podman podman-compose mmdebstrap runc; do command -v "$tool" >/dev/null || need+=("$tool"); done
 if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq "${need[@]}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; }
 fi
 conf="$work/containers.conf"
-printf '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n' > "$conf"
+printf '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n\n[engine]\nruntime = "runc"\n' > "$conf"
 export CONTAINERS_CONF="$conf"
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 if ! podman image exists localhost/calmops-base:bookworm; then

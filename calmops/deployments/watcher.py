@@ -353,7 +353,8 @@ class Watcher:
             except Exception:  # noqa: BLE001, S110 - its emitter may be gone with the folder
                 pass
         for folder, watched in new:
-            folder.mkdir(parents=True, exist_ok=True)
+            if not _make_folder(folder, self.settings.pipeline_dir(watched.pipeline)):
+                continue  # the pipeline was deleted (its folder moved away) since it was listed
             watch = self._observer.schedule(_Handler(self), str(folder), recursive=False)
             with self._lock:
                 self._watches[folder] = watch
@@ -665,10 +666,19 @@ def _watched(pipeline: str) -> list[_Watched]:
     from calmops.core.store import pipeline_paths, read_spec
 
     spec = read_spec(pipeline)
-    folders = _folders_of(pipeline, spec, pipeline_paths(spec))
-    for watched in folders:
-        watched.incoming.mkdir(parents=True, exist_ok=True)
-    return folders
+    paths = pipeline_paths(spec)
+    folders = _folders_of(pipeline, spec, paths)
+    return [w for w in folders if _make_folder(w.incoming, paths.root)]
+
+
+def _make_folder(folder: Path, root: Path) -> bool:
+    """Create a watched folder if it is missing; False when it lies in the pipeline's own folder and that is
+    gone (``calmops delete`` moved it away): a folder outside it (spec ``incoming``) is made with its parents."""
+    try:
+        folder.mkdir(parents=not folder.is_relative_to(root.resolve()), exist_ok=True)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def scan_pipeline(pipeline: str, emit: Emit | None = None, *, settle: float = 2.0, min_age: float = 10.0,

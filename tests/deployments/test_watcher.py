@@ -472,3 +472,18 @@ def test_a_file_whose_event_is_handled_late_keeps_its_place_before_files_written
         staged.rename(folder / "a.csv")
         until(lambda: "a.csv" in rec.names())
     assert [name for _, name, _ in book.queue()] == ["a.csv", "b.csv"]
+
+
+def test_a_deleted_pipelines_folder_is_not_made_again_by_the_watcher(tmp_path):
+    """``calmops delete`` moves the pipeline's folder away while a refresh may still hold its spec: the watcher
+    must not re-create ``pipelines/<name>/incoming`` (the folder would come back, empty). A watched folder
+    outside the pipeline's folder (spec ``incoming``) is made with its parents."""
+    from calmops.deployments.watcher import _make_folder
+
+    root = tmp_path / "pipelines" / "gone"
+    assert not _make_folder(root / "incoming", root)
+    assert not root.exists()
+    outside = tmp_path / "drop" / "zone"
+    assert _make_folder(outside, root) and outside.is_dir()
+    root.mkdir(parents=True)
+    assert _make_folder(root / "incoming", root) and (root / "incoming").is_dir()
