@@ -61,6 +61,20 @@ def _waiting_since(run: Any) -> datetime:
     return max(run.created, scheduled) if run.created else scheduled
 
 
+def _runs_in(client: Any, *states: Any) -> list[Any]:
+    """CalmOps' flow runs whose state is one of ``states`` (Prefect ``StateType``s), at most 200."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+
+    return client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[TAG]), state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states)))),
+        limit=200)
+
+
 def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> list[Stalled]:
     """The CalmOps flow runs that are stalled now (see the module docstring); asks the Prefect API."""
     from prefect.client.orchestration import get_client
@@ -69,8 +83,6 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
         DeploymentFilterId,
         FlowRunFilter,
         FlowRunFilterEndTime,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
         FlowRunFilterTags,
     )
     from prefect.client.schemas.objects import StateType
@@ -78,17 +90,14 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
 
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(seconds=after)
-    tagged = FlowRunFilterTags(all_=[TAG])
     with get_client(sync_client=True) as client:
-        queued = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            tags=tagged, state=FlowRunFilterState(type=FlowRunFilterStateType(
-                any_=[StateType.SCHEDULED, StateType.PENDING]))), limit=200)
+        queued = _runs_in(client, StateType.SCHEDULED, StateType.PENDING)
         if not any(_waiting_since(r) < cutoff for r in queued):
             return []
-        running = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            tags=tagged, state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))), limit=200)
+        running = _runs_in(client, StateType.RUNNING)
         ended = client.read_flow_runs(flow_run_filter=FlowRunFilter(  # the latest first: a long burst is
-            tags=tagged, end_time=FlowRunFilterEndTime(after_=cutoff)), sort=FlowRunSort.END_TIME_DESC, limit=200)
+            tags=FlowRunFilterTags(all_=[TAG]), end_time=FlowRunFilterEndTime(after_=cutoff)),
+            sort=FlowRunSort.END_TIME_DESC, limit=200)
         paused = _paused_queues(client)
         wanted = list({r.deployment_id for r in queued if r.deployment_id and _waiting_since(r) < cutoff})
         existing = {d.id for d in client.read_deployments(
@@ -151,20 +160,12 @@ def find_dead() -> list[Stalled]:
     (its owner process ended on this host, or its heartbeat stopped on any host: a worker or its host died
     mid-run). Nobody will report their end, and each holds its pipeline's slot until its lease runs out."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
     from prefect.client.schemas.objects import StateType
 
     from calmops.core.store import has_ledger, ledger
 
     with get_client(sync_client=True) as client:
-        running = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            tags=FlowRunFilterTags(all_=[TAG]),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))), limit=200)
+        running = _runs_in(client, StateType.RUNNING)
     found = []
     for run in running:
         pipeline = run.parameters.get("pipeline")
