@@ -69,7 +69,7 @@ class Awaiting:
     """The rows of one pipeline that wait for labels."""
 
     def __init__(self, root: Path, state: Path, url: str | None = None):
-        self.table = Table.of("labels", root, "awaiting", url)
+        self.table = Table.of("labels", root, url)
         self.t = self.table.name
         self.folder = state / "awaiting"
 

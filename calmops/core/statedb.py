@@ -111,11 +111,11 @@ class Table:
     url: str | None = None
 
     @classmethod
-    def of(cls, kind: str, root: Path, sqlite_name: str, url: str | None = None) -> Table:
+    def of(cls, kind: str, root: Path, url: str | None = None) -> Table:
         """The ``kind`` table of the pipeline whose folder is ``root``; PostgreSQL when ``url`` is given, else
         when the setting names one."""
-        file = root / {"ledger": "ledger.sqlite", "labels": "labels.sqlite"}[kind]
-        return cls(kind, root.name, file, sqlite_name, url if url is not None else state_database_url())
+        file = root / f"{kind}.sqlite"
+        return cls(kind, root.name, file, SQLITE_TABLES[kind], url if url is not None else state_database_url())
 
     @property
     def postgres(self) -> bool:

@@ -321,7 +321,7 @@ class Ledger:
     """
 
     def __init__(self, where: Path | Table, lease: float = CLAIM_LEASE):
-        self.table = where if isinstance(where, Table) else Table("ledger", where.parent.name, where, "files")
+        self.table = where if isinstance(where, Table) else Table("ledger", where.parent.name, where, statedb.SQLITE_TABLES["ledger"])
         self.lease = lease
         self._beats: dict[str, threading.Event] = {}
         # one transaction: processes opening a new ledger at the same moment create and upgrade it once
@@ -488,7 +488,7 @@ class Ledger:
 
 def ledger_table(paths: PipelinePaths) -> Table:
     """Where the pipeline's ledger lives (see :mod:`calmops.core.statedb`)."""
-    return Table.of("ledger", paths.root, "files")
+    return Table.of("ledger", paths.root)
 
 
 def read_ledger_states(table: Table) -> dict[str, str]:

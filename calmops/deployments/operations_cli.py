@@ -155,8 +155,8 @@ def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
     delete_breaker(name)
     _retire_experiment(name)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for kind, table in statedb.SQLITE_TABLES.items():  # on PostgreSQL: set aside, as the folder is
-        statedb.Table.of(kind, paths.root, table).retire(stamp)
+    for kind in statedb.SQLITE_TABLES:  # on PostgreSQL: set aside, as the folder is
+        statedb.Table.of(kind, paths.root).retire(stamp)
     target = _settings().home / "deleted" / f"{name}-{stamp}"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(paths.root), target)

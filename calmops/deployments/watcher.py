@@ -655,10 +655,10 @@ def _oldest_first(folder: Path) -> list[Path]:
 def _folders_of(pipeline: str, spec, paths) -> list[_Watched]:
     """The folders a pipeline is fed through: its incoming folder, and its labels folder when labels come later
     (each labels file announced on its own)."""
-    folders = [_Watched(pipeline, spec.kind, paths.incoming.resolve(), ledger_table(paths), spec.order)]
+    table = ledger_table(paths)
+    folders = [_Watched(pipeline, spec.kind, paths.incoming.resolve(), table, spec.order)]
     if paths.labels is not None:
-        folders.append(_Watched(pipeline, spec.kind, paths.labels.resolve(), ledger_table(paths), "none",
-                                labels=True))
+        folders.append(_Watched(pipeline, spec.kind, paths.labels.resolve(), table, "none", labels=True))
     return folders
 
 

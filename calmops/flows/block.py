@@ -35,9 +35,9 @@ from calmops.flows.common import (
 )
 from calmops.tasks import blocks as B
 from calmops.tasks.drift import start_monitoring
-from calmops.tasks.evaluate import evaluate_models, primary_metric, seed_from, task_of
+from calmops.tasks.evaluate import compare_on_holdout, evaluate_models, primary_metric, seed_from, task_of
 from calmops.tasks.ingest import Batch
-from calmops.tasks.promote import compare_on_holdout, decide, promote_challenger
+from calmops.tasks.promote import decide, promote_challenger
 from calmops.tasks.record import RunOutcome
 from calmops.tasks.retrain import TrainingResult
 

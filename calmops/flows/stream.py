@@ -30,9 +30,16 @@ from calmops.flows.common import (
 )
 from calmops.flows.labels import is_labels_file, run_labels_file
 from calmops.tasks.drift import start_monitoring
-from calmops.tasks.evaluate import evaluate_models, holdout_split, primary_metric, seed_from, task_of
+from calmops.tasks.evaluate import (
+    compare_on_holdout,
+    evaluate_models,
+    holdout_split,
+    primary_metric,
+    seed_from,
+    task_of,
+)
 from calmops.tasks.ingest import Batch
-from calmops.tasks.promote import compare_on_holdout, decide, decide_refresh, promote_challenger, refresh_due
+from calmops.tasks.promote import decide, decide_refresh, promote_challenger, refresh_due
 from calmops.tasks.record import RunOutcome
 from calmops.tasks.retrain import modes_to_try, refit, retrain, retrain_auto, train_first
 
@@ -143,9 +150,9 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     for mode in ["history"] if refresh else modes_to_try(spec):
         tried.append(mode)
         X_train, y_train = batch.X.iloc[split.train], batch.y.iloc[split.train]
-        if mode == "auto":  # the best of a bounded set of recipes on the holdout is the challenger
+        if mode == "auto":  # all data so far, unless another recipe is shown better on the holdout
             trained = retrain_auto(spec, batch.feature_types, reference, X_train, y_train, X_hold, y_hold, metric,
-                                   champion=champion.model, history=history, task=task)
+                                   champion=champion.model, history=history, task=task, seed=seed)
         else:
             trained = retrain(mode, spec, batch.feature_types, reference, X_train, y_train, champion=champion.model,
                               history=history, task=task)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from calmops.core.metrics import DEFAULT_PRIMARY, evaluate, infer_task
+from calmops.core.metrics import DEFAULT_PRIMARY, PairedTest, evaluate, infer_task, paired_test
 from calmops.core.spec import PipelineSpec
 from calmops.tasks import step
 
@@ -53,6 +53,17 @@ def primary_metric(spec: PipelineSpec, task: str) -> str:
 
 def score(model: Any, X: pd.DataFrame, y: pd.Series, task: str) -> dict[str, Any]:
     return evaluate(model, X, y, task)
+
+
+def compare_on_holdout(metric: str, challenger: Any, champion: Any, X_hold, y_hold, task: str,
+                       seed: int = 0) -> PairedTest | None:
+    """The paired test of two fitted models on the same holdout rows (None: no paired test for ``metric``)."""
+    pos = None
+    classes = getattr(challenger, "classes_", None)
+    if task == "classification" and classes is not None and len(classes) == 2:
+        pos = classes[1]
+    return paired_test(metric, y_hold, challenger.predict(X_hold), champion.predict(X_hold), seed=seed,
+                       pos_label=pos)
 
 
 @step("evaluate")

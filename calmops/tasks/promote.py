@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calmops.core import registry
-from calmops.core.metrics import HIGHER_IS_BETTER, PairedTest, better, paired_test, threshold_failures
+from calmops.core.metrics import HIGHER_IS_BETTER, PairedTest, better, threshold_failures
 from calmops.core.spec import PipelineSpec
 from calmops.tasks import step
 
@@ -84,17 +84,6 @@ def decide_refresh(challenger: dict[str, Any], champion: dict[str, Any], spec: P
     if gain >= -floor:
         return PromotionDecision(True, f"{said}: not worse by more than {floor}")
     return PromotionDecision(False, f"{said}: worse by more than {floor}")
-
-
-def compare_on_holdout(metric: str, challenger: Any, champion: Any, X_hold, y_hold, task: str,
-                       seed: int = 0) -> PairedTest | None:
-    """The paired test of two fitted models on the same holdout rows (None: no paired test for ``metric``)."""
-    pos = None
-    classes = getattr(challenger, "classes_", None)
-    if task == "classification" and classes is not None and len(classes) == 2:
-        pos = classes[1]
-    return paired_test(metric, y_hold, challenger.predict(X_hold), champion.predict(X_hold), seed=seed,
-                       pos_label=pos)
 
 
 @step("promote", retries=2)

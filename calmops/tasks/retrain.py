@@ -38,7 +38,7 @@ from calmops.core.frozen import FrozenEstimator
 from calmops.core.metrics import HIGHER_IS_BETTER
 from calmops.core.spec import PipelineSpec
 from calmops.tasks import BadInput, step
-from calmops.tasks.evaluate import score
+from calmops.tasks.evaluate import compare_on_holdout, score
 
 
 class RetrainModeUnavailable(BadInput):
@@ -273,8 +273,9 @@ MODES: dict[str, Callable[[RetrainInputs], TrainingResult]] = {
     "recalibration": retrain_recalibration,
     "history": retrain_history,
 }
-# `auto`: each of these is fitted on the training rows, the best on the holdout is the challenger
+# `auto`: each of these is fitted on the training rows; the default is kept unless another is shown better
 AUTO_CANDIDATES = ("stacking", "window", "history")
+AUTO_DEFAULT = "history"
 
 
 # -- user hooks ------------------------------------------------------------------------------
@@ -335,26 +336,51 @@ def modes_to_try(spec: PipelineSpec) -> list[str]:
 
 
 def best_of(candidates: dict[str, TrainingResult], X_hold: pd.DataFrame, y_hold: pd.Series, task: str,
-            metric: str) -> tuple[TrainingResult, dict[str, float | None]]:
-    """The candidate with the best primary metric on the holdout, and every candidate's score."""
+            metric: str, spec: PipelineSpec, seed: int = 0) -> tuple[TrainingResult, dict[str, Any]]:
+    """The candidate ``auto`` keeps, and why. :data:`AUTO_DEFAULT` (all data so far) is kept unless another
+    candidate beats it on the holdout by the paired test promotion uses, Bonferroni-corrected for the
+    alternatives tried (``promotion_alpha`` / their number) and by at least ``promotion_min_effect``: picking the
+    raw best of three on a small holdout would often pick a model that only won by chance, and more rows of the
+    data so far is the better bet when nothing shows otherwise. Of the candidates that beat it, the best
+    score wins. Without a paired test for ``metric`` (e.g. roc_auc), the raw best score wins."""
     scored = {m: score(r.model, X_hold, y_hold, task).get(metric) for m, r in candidates.items()}
     sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
     valid = [m for m, v in scored.items() if v is not None]
-    best = max(valid, key=lambda m: sign * scored[m]) if valid else next(iter(candidates))
-    return candidates[best], scored
+    if not valid:
+        return candidates[next(iter(candidates))], {"candidates": scored, "chosen": next(iter(candidates)),
+                                                    "rule": "no candidate could be scored"}
+    raw_best = max(valid, key=lambda m: sign * scored[m])
+    default = candidates.get(AUTO_DEFAULT)
+    alternatives = [m for m in valid if m != AUTO_DEFAULT]
+    if default is None or AUTO_DEFAULT not in valid or not alternatives:
+        return candidates[raw_best], {"candidates": scored, "chosen": raw_best, "rule": "best holdout score"}
+    ev = spec.evaluation
+    alpha = ev.promotion_alpha / len(alternatives)
+    tests = {m: compare_on_holdout(metric, candidates[m].model, default.model, X_hold, y_hold, task, seed)
+             for m in alternatives}
+    if any(t is None for t in tests.values()):
+        return candidates[raw_best], {"candidates": scored, "chosen": raw_best,
+                                      "rule": f"best holdout score ({metric} has no paired test)"}
+    beat = [m for m, t in tests.items() if t.p_value < alpha and t.gain >= ev.promotion_min_effect]
+    chosen = max(beat, key=lambda m: sign * scored[m]) if beat else AUTO_DEFAULT
+    rule = (f"{AUTO_DEFAULT} unless beaten by the paired test at {ev.promotion_alpha}/{len(alternatives)} = "
+            f"{alpha:.3g} with a gain of at least {ev.promotion_min_effect}")
+    return candidates[chosen], {"candidates": scored, "chosen": chosen, "rule": rule,
+                                "p_values": {m: t.p_value for m, t in tests.items()}}
 
 
 @step("retrain")
 def retrain_auto(spec: PipelineSpec, feature_types: dict[str, str], reference: pd.DataFrame | None,
                  X_new: pd.DataFrame, y_new: pd.Series, X_hold: pd.DataFrame, y_hold: pd.Series, metric: str, *,
                  champion: Any = None, history: list[tuple[str, pd.DataFrame]] | None = None,
-                 task: str = "classification") -> TrainingResult:
-    """``mode: auto``: a bounded set of recipes (:data:`AUTO_CANDIDATES`) fitted on the training rows; the best on
-    the holdout is the challenger (its ``mode`` names the recipe; ``info.auto`` keeps every candidate's score)."""
+                 task: str = "classification", seed: int = 0) -> TrainingResult:
+    """``mode: auto``: a bounded set of recipes (:data:`AUTO_CANDIDATES`) fitted on the training rows; the one
+    :func:`best_of` keeps is the challenger (its ``mode`` names the recipe; ``info.auto`` keeps every candidate's
+    score, the rule and its p-values)."""
     candidates = {m: train_challenger(m, spec, feature_types, reference, X_new, y_new, champion=champion,
                                       history=history, task=task) for m in AUTO_CANDIDATES}
-    best, scored = best_of(candidates, X_hold, y_hold, task, metric)
-    best.info = {**best.info, "auto": {"candidates": scored, "chosen": best.mode}}
+    best, why = best_of(candidates, X_hold, y_hold, task, metric, spec, seed)
+    best.info = {**best.info, "auto": why}
     return best
 
 

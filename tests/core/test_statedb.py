@@ -37,7 +37,7 @@ def engine(request, tmp_path, monkeypatch):
 
 
 def book(root: Path, url: str | None, lease: float = 120.0) -> Ledger:
-    return Ledger(Table.of("ledger", root, "files", url), lease=lease)
+    return Ledger(Table.of("ledger", root, url), lease=lease)
 
 
 def _claim_all(args) -> list[str]:

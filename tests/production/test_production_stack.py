@@ -40,7 +40,7 @@ def ledger_entries(postgres, home: Path, name: str) -> list[dict]:
     from calmops.core.statedb import Table
     from calmops.core.store import Ledger
 
-    table = Table.of("ledger", home / "pipelines" / name, "files", postgres.url("calmops"))
+    table = Table.of("ledger", home / "pipelines" / name, postgres.url("calmops"))
     return Ledger(table).entries() if table.exists() else []
 
 

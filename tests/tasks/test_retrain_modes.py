@@ -223,18 +223,84 @@ def test_history_mode_fits_on_every_kept_batch_plus_the_new_rows():
     assert len(result.X) == 4 * 200 + 150 and result.info["history_batches"] == 4
 
 
-def test_auto_trains_each_candidate_and_keeps_the_best_on_the_holdout():
+def test_auto_keeps_all_data_so_far_when_the_concept_has_held():
     from calmops.tasks.retrain import AUTO_CANDIDATES, retrain_auto
 
     sp = spec("sklearn.tree.DecisionTreeClassifier", {"max_depth": 4, "random_state": 0}, mode="auto")
     # the concept changed long ago and has held since: every history batch is of the current concept,
-    # so the recipe that learns from all of them should win on the holdout
+    # so nothing can show a recipe on fewer rows better than all of them
     history = [(f"h{i}", with_target(*data(300, 20 + i, shift=1.5))) for i in range(6)]
     champion = fitted(sp, *data(300, 0))
     X, y = data(120, 2, shift=1.5)
     X_hold, y_hold = data(400, 3, shift=1.5)
     result = retrain_auto.fn(sp, TYPES, None, X, y, X_hold, y_hold, "accuracy", champion=champion,
                              history=history)
-    scores = result.info["auto"]["candidates"]
-    assert set(scores) == set(AUTO_CANDIDATES)
-    assert result.mode == result.info["auto"]["chosen"] == max(scores, key=scores.get)
+    why = result.info["auto"]
+    assert set(why["candidates"]) == set(AUTO_CANDIDATES)
+    assert result.mode == why["chosen"] == "history"
+    assert set(why["p_values"]) == set(AUTO_CANDIDATES) - {"history"}
+
+
+def test_auto_leaves_history_when_the_concept_turned_and_says_by_which_test():
+    from calmops.tasks.retrain import retrain_auto
+
+    sp = spec("sklearn.tree.DecisionTreeClassifier", {"max_depth": 4, "random_state": 0}, mode="auto")
+
+    def flipped(n, seed):
+        X, y = data(n, seed)
+        return X, 1 - y
+
+    # six batches of the old concept, then the labels turn round: all data so far is mostly the old concept
+    history = [(f"h{i}", with_target(*data(300, 20 + i))) for i in range(6)]
+    champion = fitted(sp, *data(300, 0))
+    X, y = flipped(300, 2)
+    X_hold, y_hold = flipped(300, 3)
+    result = retrain_auto.fn(sp, TYPES, None, X, y, X_hold, y_hold, "accuracy", champion=champion,
+                             history=history)
+    why = result.info["auto"]
+    assert result.mode != "history"
+    assert why["p_values"][result.mode] < sp.evaluation.promotion_alpha / 2
+    assert why["candidates"][result.mode] > why["candidates"]["history"] + sp.evaluation.promotion_min_effect
+
+
+class Fixed:
+    """A model whose predictions on the holdout are set by the test."""
+
+    classes_ = np.array([0, 1])
+
+    def __init__(self, pred):
+        self.pred = np.asarray(pred)
+
+    def predict(self, X):
+        return self.pred[: len(X)]
+
+
+def _candidates(y, right: dict[str, int]):
+    """Each candidate right on its first ``right[m]`` holdout rows and wrong on the rest."""
+    from calmops.tasks.retrain import TrainingResult
+
+    flip = 1 - y
+    return {m: TrainingResult(Fixed(np.where(np.arange(len(y)) < k, y, flip)), None, None, m)
+            for m, k in right.items()}
+
+
+# history right on 24 of 30 holdout rows; window right on those and ``extra`` more, wrong on none of history's.
+# McNemar's one-sided exact p-value is 0.5 ** extra; with two alternatives the bar is 0.05 / 2 = 0.025.
+@pytest.mark.parametrize(("extra", "others", "chosen"), [
+    (1, ["stacking"], "history"),   # p = 0.5: a one-row win is chance
+    (5, ["stacking"], "history"),   # p = 0.031: below 0.05, but not below 0.025 with two alternatives tried
+    (5, [], "window"),              # the same win with window the only alternative: the bar is 0.05
+    (6, ["stacking"], "window"),    # p = 0.016 < 0.025
+])
+def test_auto_leaves_history_only_for_a_win_the_paired_test_shows(extra, others, chosen):
+    from calmops.tasks.retrain import best_of
+
+    sp = spec(mode="auto")
+    y = pd.Series(np.array([1, 0] * 15))
+    X = pd.DataFrame({"a": np.zeros(30)})
+    result, why = best_of(_candidates(y, {"history": 24, "window": 24 + extra, **dict.fromkeys(others, 24)}),
+                          X, y, "classification", "accuracy", sp)
+    assert max(why["candidates"], key=why["candidates"].get) == "window"  # the raw best is always window
+    assert result.mode == why["chosen"] == chosen
+    assert why["p_values"]["window"] == pytest.approx(0.5 ** extra)
+    assert str(round(0.05 / (1 + len(others)), 3)) in why["rule"]
