@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from calmops.core.metrics import HIGHER_IS_BETTER
 from calmops.detectors import DriftReport
 from calmops.detectors.report import FeatureResult
 
@@ -50,7 +51,8 @@ class PerformanceSignal:
             return None
         if self.threshold_failures:
             return "performance drift: " + "; ".join(self.threshold_failures)
-        return (f"performance drift: {self.metric} fell {self.relative_drop:.1%} since promotion "
+        moved = "fell" if HIGHER_IS_BETTER.get(self.metric, True) else "rose"  # an error metric worsens upward
+        return (f"performance drift: {self.metric} {moved} {self.relative_drop:.1%} since promotion "
                 f"({self.at_promotion:.4f} → {self.now:.4f})")
 
     def to_dict(self) -> dict[str, Any]:

@@ -44,6 +44,10 @@ def test_each_signal_that_fires_gives_its_reason_in_a_fixed_order():
                                                           "concept drift alarm"]
     assert "accuracy fell 11.1% since promotion (0.9000 → 0.8000)" in verdict.reasons[1]
     assert verdict.reasons[3] == "concept drift alarm: adwin"
+    # an error metric worsens upward, and the reason says so
+    rmse = PerformanceSignal(metric="rmse", now=1.09, at_promotion=0.54, threshold_failures=[],
+                             relative_drop=0.55 / 0.54, tolerance=0.03, drift=True)
+    assert rmse.reason == "performance drift: rmse rose 101.9% since promotion (0.5400 → 1.0900)"
     # a threshold broken with no score at promotion to compare with: the thresholds are the reason
     first = PerformanceSignal("accuracy", 0.6, None, ["accuracy 0.6000 < min 0.7"], None, 0.05, drift=True)
     assert first.reason == "performance drift: accuracy 0.6000 < min 0.7"
