@@ -1,9 +1,9 @@
 """The prequential harness shared by ``real_data.py`` and ``prequential.py``: one loop for CalmOps' decisions and
 one for each baseline, every file scored by the model serving at that point before anything learns from it.
 
-``calmops_run`` takes the flows' own decision steps in the flows' order (drift verdict or refresh → challenger →
-paired test on the holdout → refit of the winner on the whole batch → concept detectors warm-started from the
-winner's holdout errors). MLflow and Prefect are left out on purpose: this measures decisions, not plumbing.
+``calmops_run`` takes the flows' own decision steps in the flows' order (drift verdict, refresh or follow-up →
+challenger → paired test on the holdout → refit of the winner on the whole batch → concept detectors warm-started
+from the winner's holdout errors). MLflow and Prefect are left out on purpose: this measures decisions, not plumbing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from calmops.tasks.drift import DriftInput, check_drift
 from calmops.tasks.drift.concept import warm_start_concept
 from calmops.tasks.drift.data import build_profile
 from calmops.tasks.evaluate import compare_on_holdout, holdout_split, primary_metric, score, seed_from
-from calmops.tasks.promote import decide, decide_refresh, refresh_due
+from calmops.tasks.promote import decide, decide_refresh, follow_up_due, refresh_due
 from calmops.tasks.retrain import fit_new, modes_to_try, refit, retrain_auto, train_challenger
 
 BASELINES = {"never": "never", "every_file_all": "all", "every_file_latest": "latest"}
@@ -99,6 +99,7 @@ def calmops_run(files: list[pd.DataFrame], spec: PipelineSpec, task: str, state_
     scorer, retrained, promoted, modes_used, reasons = Scorer(task), [], [], [], {}
     rows_then = len(X0)  # rows kept when the champion was trained (or a refresh last tried)
     always = spec.retrain.retrain_on == "always"
+    follow = False  # the champion was promoted during a change: one follow-up on the next file
     for i, f in enumerate(files[1:], start=1):
         X, y = xy(f)
         scorer.add(y, champion.model.predict(X))
@@ -107,9 +108,10 @@ def calmops_run(files: list[pd.DataFrame], spec: PipelineSpec, task: str, state_
         rows_now = sum(len(h) for _, h in history) + len(X)
         drift = verdict.drift_detected or always
         refresh = not drift and refresh_due(rows_now, rows_then, spec.retrain.refresh_growth)
-        if drift or refresh:
+        follow_up, follow = follow and not drift and not refresh, False
+        if drift or refresh or follow_up:
             retrained.append(i)
-            reasons[i] = (verdict.reason or "retrain_on: always") if drift else "refresh"
+            reasons[i] = (verdict.reason or "retrain_on: always") if drift else "refresh" if refresh else "follow-up"
             rows_then = rows_now if refresh else rows_then
             seed = seed_from(f"f{i}")
             split = holdout_split(y, spec, task, seed)
@@ -127,6 +129,8 @@ def calmops_run(files: list[pd.DataFrame], spec: PipelineSpec, task: str, state_
                 new, old = score(result.model, Xh, yh, task), score(champion.model, Xh, yh, task)
                 paired = compare_on_holdout(metric, result.model, champion.model, Xh, yh, task, seed)
                 if (decide_refresh if refresh else decide)(new, old, spec, metric, paired).promote:
+                    follow = not (refresh or follow_up) and follow_up_due(new, champion.scores_at_promotion, spec,
+                                                                          metric)
                     whole = refit.fn(result, result.mode if recipe == "auto" else recipe, spec, types, reference,
                                      X, y, champion=champion.model, history=history, task=task)
                     champion, reference = crown(whole.model, new, whole.X, whole.y)

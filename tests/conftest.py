@@ -130,9 +130,10 @@ STREAM_SPEC = {
     "target": "y",
     "model": {"class": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 6, "random_state": 0}},
     "evaluation": {"primary_metric": "accuracy", "thresholds": {"accuracy": {"min": 0.7}}},
-    # no scheduled refresh: in the tests built on this spec, decisions come from the drift signals alone
-    # (the refresh has tests of its own in tests/tasks/test_promotion.py)
-    "retrain": {"mode": "full", "refresh_growth": None},
+    # no scheduled refresh and no follow-up: in the tests built on this spec, decisions come from the drift signals
+    # alone (the refresh has tests of its own in tests/tasks/test_promotion.py, the follow-up in
+    # tests/flows/test_follow_up.py)
+    "retrain": {"mode": "full", "refresh_growth": None, "follow_up": False},
     "breaker": {"max_failures": 2, "cooldown_seconds": 0.5, "max_cooldown_seconds": 5},
 }
 

@@ -111,6 +111,10 @@ class RetrainSpec(_Strict):
     # no drift, but the kept history has grown to this many times the rows there were when the champion was
     # trained: a refresh challenger (mode history) is fitted, promoted unless worse on the holdout; None: never
     refresh_growth: float | None = Field(default=2.0, gt=1.0)
+    # a challenger promoted on drift whose holdout score is below its predecessor's score at promotion by more
+    # than performance_tolerance was likely fit in the middle of a change: the next file, if no drift signal
+    # fires on it, gets one follow-up challenger (the primary mode), promoted only by the paired test
+    follow_up: bool = True
     window_rows: int | None = Field(default=None, ge=1)
     window_batches: int | None = Field(default=None, ge=1)
     replay_ratio: float = Field(default=0.5, gt=0.0, le=10.0)

@@ -39,7 +39,7 @@ from calmops.tasks.evaluate import (
     task_of,
 )
 from calmops.tasks.ingest import Batch
-from calmops.tasks.promote import decide, decide_refresh, promote_challenger, refresh_due
+from calmops.tasks.promote import decide, decide_refresh, follow_up_due, promote_challenger, refresh_due
 from calmops.tasks.record import RunOutcome
 from calmops.tasks.retrain import modes_to_try, refit, retrain, retrain_auto, train_first
 
@@ -108,6 +108,14 @@ def _rows_then(champion: registry.Champion) -> int | None:
     return json.loads(champion.tags.get("calmops.training", "{}")).get("rows_so_far")
 
 
+def _follow_up_of(champion: registry.Champion) -> dict | None:
+    """The follow-up a champion promoted during a change calls for (its score and its predecessor's), once: None
+    when it calls for none or has served a file since."""
+    if champion.tags.get("calmops.follow_up_tried"):
+        return None
+    return json.loads(champion.tags.get("calmops.training", "{}")).get("follow_up") or None
+
+
 def _predictions_note(version: int | None) -> dict:
     """Which version wrote a promoted batch's predictions (it was refit on this batch's rows)."""
     return {"predictions": {"model_version": version, "trained_on_this_file": True}} if version else {}
@@ -127,7 +135,11 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     rows_then = _rows_then(champion)
     refresh = not verdict.drift_detected and spec.retrain.retrain_on != "always" and \
         refresh_due(rows_so_far, rows_then, spec.retrain.refresh_growth)
-    if not verdict.drift_detected and spec.retrain.retrain_on != "always" and not refresh:
+    follow = _follow_up_of(champion)
+    if follow:  # the champion's first file after a promotion during a change: looked at once, drift or not
+        registry.set_version_tag(spec.name, champion.version, "calmops.follow_up_tried", batch.file)
+    follow_up = bool(follow) and not verdict.drift_detected and spec.retrain.retrain_on != "always" and not refresh
+    if not verdict.drift_detected and spec.retrain.retrain_on != "always" and not refresh and not follow_up:
         out = write_batch_predictions(ctx, batch, champion)
         outcome = ctx.outcome("no_drift", verdict.reason, champion_version=champion.version,
                               metrics={"champion": now}, predictions_file=str(out) if out else None, **common)
@@ -137,6 +149,10 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
         why = (f"no drift signal; refresh: {rows_so_far} rows kept so far, {rows_so_far / rows_then:.1f}× the "
                f"{rows_then} there were when the champion was trained")
         verdict_reason = why
+    elif follow_up:
+        verdict_reason = (f"no drift signal; follow-up: champion v{champion.version} was promoted during a change "
+                          f"(holdout {metric} {follow['score']:.4f}, its predecessor's {follow['predecessor']:.4f}), "
+                          "so one more challenger is tried on the next file")
     else:
         verdict_reason = verdict.reason
 
@@ -169,6 +185,10 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
                             champion=champion.model, history=history, task=task)
             trained.info["selection"].update(selection)
             trained.info["rows_so_far"] = rows_so_far
+            if not (refresh or follow_up) and follow_up_due(scores["challenger"], champion.scores_at_promotion, spec,
+                                                            metric):
+                trained.info["follow_up"] = {"score": scores["challenger"].get(metric),
+                                             "predecessor": champion.scores_at_promotion.get(metric)}
         else:
             trained.info["selection"] = selection
         version = register(ctx, trained, batch, task, scores["challenger"], decision.reason)
@@ -191,7 +211,7 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
                          champion.scores_at_promotion.get("rmse"))
     out = write_batch_predictions(ctx, batch, champion)
     reason = f"{verdict_reason} → retrained ({', '.join(tried)}) but not promoted: {decision.reason}"
-    outcome = ctx.outcome("no_drift" if refresh else "retrain_rejected", reason, champion_version=champion.version, challenger_version=version,
+    outcome = ctx.outcome("no_drift" if refresh or follow_up else "retrain_rejected", reason, champion_version=champion.version, challenger_version=version,
                           metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out) if out else None,
                           details={"training": trainings}, **common)
     return finish(ctx, outcome, verdict)

@@ -56,6 +56,18 @@ def refresh_due(rows_now: int, rows_then: int | None, growth: float | None) -> b
     return bool(growth and rows_then and rows_now >= growth * rows_then)
 
 
+def follow_up_due(challenger: dict[str, Any], champion: dict[str, Any], spec: PipelineSpec, metric: str) -> bool:
+    """Does a challenger promoted on drift call for one follow-up on the next file? Yes when its holdout score is
+    below the replaced champion's score at promotion by more than ``performance_tolerance`` (as a share of that
+    score): fit while a change was under way, on rows of both concepts, it is likely short of what the new
+    concept allows, and the drift signals, measured against its own score at promotion, will not say so."""
+    new, then = challenger.get(metric), champion.get(metric)
+    if not spec.retrain.follow_up or new is None or then in (None, 0):
+        return False
+    sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
+    return sign * (then - new) / abs(then) > spec.evaluation.performance_tolerance
+
+
 def decide_refresh(challenger: dict[str, Any], champion: dict[str, Any], spec: PipelineSpec, metric: str,
                    paired: PairedTest | None) -> PromotionDecision:
     """A refresh (no drift; the same recipe on more rows of the same data) is promoted unless it fails a threshold

@@ -118,3 +118,21 @@ def test_a_refresh_that_loses_on_a_small_holdout_without_evidence_is_promoted():
     assert test.p_worse < 0.001
     assert not decide_refresh({"accuracy": test.challenger}, {"accuracy": test.champion}, spec, "accuracy",
                               test).promote
+
+
+def test_a_follow_up_is_due_when_the_promoted_challenger_scores_below_its_predecessor_beyond_the_tolerance():
+    from calmops.tasks.promote import follow_up_due
+
+    spec = _spec()  # performance_tolerance 0.03
+    before = {"accuracy": 0.95, "rmse": 0.50}
+    # 0.92 is 3.2 % below 0.95: fit while the change was under way
+    assert follow_up_due({"accuracy": 0.92}, before, spec, "accuracy")
+    # 0.93 is 2.1 % below: within the tolerance, as good as the old concept allowed
+    assert not follow_up_due({"accuracy": 0.93}, before, spec, "accuracy")
+    # an error metric is worse upward: 0.52 is 4 % above 0.50
+    assert follow_up_due({"rmse": 0.52}, before, spec, "rmse")
+    assert not follow_up_due({"rmse": 0.48}, before, spec, "rmse")
+    # switched off, or nothing to compare with
+    off = PipelineSpec.model_validate({**spec.model_dump(), "retrain": {"follow_up": False}})
+    assert not follow_up_due({"accuracy": 0.5}, before, off, "accuracy")
+    assert not follow_up_due({"accuracy": 0.5}, {}, spec, "accuracy")
