@@ -141,6 +141,7 @@ def plot(results: dict, default: str, seeds: int, path: Path) -> None:
     fig, axes = plt.subplots(2, len(streams), figsize=(5 * len(streams), 5.5), sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1]})
     styles = {default: ("default", "C0", "-"), "every_file_all": ("every file, all so far", "C1", "--"),
+              "every_file_latest": ("every file, latest", "C3", "--"),
               "river:hat": ("river HAT", "C2", "-."), "river:arf": ("river ARF", "C4", ":"), "never": ("never", "C7", ":")}
     for col, stream in enumerate(streams):
         top, bottom = axes[0][col], axes[1][col]
