@@ -39,6 +39,15 @@ def better(metric: str, a: float, b: float, margin: float = 0.0) -> bool:
     return a <= b - margin and a < b
 
 
+def relative_fall(metric: str, then: float | None, now: float | None) -> float | None:
+    """How much worse ``now`` is than ``then``, as a share of ``then`` (positive: worse in the metric's
+    direction); None when either is missing or ``then`` is 0."""
+    if now is None or then in (None, 0):
+        return None
+    sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
+    return sign * (then - now) / abs(then)
+
+
 def _clean(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else float(value)
 
@@ -128,6 +137,10 @@ class PairedTest:
     gain: float
     p_value: float
     p_worse: float | None = None  # one-sided p-value the other way (H0: the challenger is not worse)
+
+    def shows_gain(self, alpha: float, floor: float) -> bool:
+        """The challenger is shown better: one-sided p below ``alpha`` and a gain of at least ``floor``."""
+        return self.p_value < alpha and self.gain >= floor
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -105,7 +105,7 @@ def _rows_then(champion: registry.Champion) -> int | None:
     tried = champion.tags.get("calmops.refresh_tried_at_rows")
     if tried:
         return int(tried)
-    return json.loads(champion.tags.get("calmops.training", "{}")).get("rows_so_far")
+    return _training_of(champion).get("rows_so_far")
 
 
 def _follow_up_of(champion: registry.Champion) -> dict | None:
@@ -113,7 +113,12 @@ def _follow_up_of(champion: registry.Champion) -> dict | None:
     when it calls for none or has served a file since."""
     if champion.tags.get("calmops.follow_up_tried"):
         return None
-    return json.loads(champion.tags.get("calmops.training", "{}")).get("follow_up") or None
+    return _training_of(champion).get("follow_up") or None
+
+
+def _training_of(champion: registry.Champion) -> dict:
+    """What the champion's training recorded (its ``calmops.training`` version tag)."""
+    return json.loads(champion.tags.get("calmops.training", "{}"))
 
 
 def _predictions_note(version: int | None) -> dict:
@@ -133,13 +138,13 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
               "rows": batch.n_rows}
     rows_so_far = sum(len(f) for _, f in history) + batch.n_rows
     rows_then = _rows_then(champion)
-    refresh = not verdict.drift_detected and spec.retrain.retrain_on != "always" and \
-        refresh_due(rows_so_far, rows_then, spec.retrain.refresh_growth)
+    quiet = not verdict.drift_detected and spec.retrain.retrain_on != "always"  # nothing asks for a retrain
+    refresh = quiet and refresh_due(rows_so_far, rows_then, spec.retrain.refresh_growth)
     follow = _follow_up_of(champion)
     if follow:  # the champion's first file after a promotion during a change: looked at once, drift or not
         registry.set_version_tag(spec.name, champion.version, "calmops.follow_up_tried", batch.file)
-    follow_up = bool(follow) and not verdict.drift_detected and spec.retrain.retrain_on != "always" and not refresh
-    if not verdict.drift_detected and spec.retrain.retrain_on != "always" and not refresh and not follow_up:
+    follow_up = bool(follow) and quiet and not refresh
+    if quiet and not refresh and not follow_up:
         out = write_batch_predictions(ctx, batch, champion)
         outcome = ctx.outcome("no_drift", verdict.reason, champion_version=champion.version,
                               metrics={"champion": now}, predictions_file=str(out) if out else None, **common)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calmops.core import registry
-from calmops.core.metrics import HIGHER_IS_BETTER, PairedTest, better, threshold_failures
+from calmops.core.metrics import HIGHER_IS_BETTER, PairedTest, better, relative_fall, threshold_failures
 from calmops.core.spec import PipelineSpec
 from calmops.tasks import step
 
@@ -37,7 +37,7 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, spec: Pi
         floor = max(ev.promotion_min_effect, margin)
         said = (f"challenger {metric} {paired.challenger:.4f} vs champion {paired.champion:.4f} on the same "
                 f"{paired.rows} holdout rows: gain {paired.gain:+.4f}, {paired.test} p = {paired.p_value:.3g}")
-        if paired.p_value < ev.promotion_alpha and paired.gain >= floor:
+        if paired.shows_gain(ev.promotion_alpha, floor):
             return PromotionDecision(True, f"{said} (< {ev.promotion_alpha}, gain ≥ {floor})")
         why = " and ".join(
             ([f"not significant at {ev.promotion_alpha}"] if paired.p_value >= ev.promotion_alpha else [])
@@ -61,11 +61,8 @@ def follow_up_due(challenger: dict[str, Any], champion: dict[str, Any], spec: Pi
     below the replaced champion's score at promotion by more than ``performance_tolerance`` (as a share of that
     score): fit while a change was under way, on rows of both concepts, it is likely short of what the new
     concept allows, and the drift signals, measured against its own score at promotion, will not say so."""
-    new, then = challenger.get(metric), champion.get(metric)
-    if not spec.retrain.follow_up or new is None or then in (None, 0):
-        return False
-    sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
-    return sign * (then - new) / abs(then) > spec.evaluation.performance_tolerance
+    fall = relative_fall(metric, champion.get(metric), challenger.get(metric))
+    return spec.retrain.follow_up and fall is not None and fall > spec.evaluation.performance_tolerance
 
 
 def decide_refresh(challenger: dict[str, Any], champion: dict[str, Any], spec: PipelineSpec, metric: str,

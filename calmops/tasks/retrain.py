@@ -346,27 +346,28 @@ def best_of(candidates: dict[str, TrainingResult], X_hold: pd.DataFrame, y_hold:
     scored = {m: score(r.model, X_hold, y_hold, task).get(metric) for m, r in candidates.items()}
     sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
     valid = [m for m, v in scored.items() if v is not None]
+
+    def keep(m: str, rule: str, **more) -> tuple[TrainingResult, dict[str, Any]]:
+        return candidates[m], {"candidates": scored, "chosen": m, "rule": rule, **more}
+
     if not valid:
-        return candidates[next(iter(candidates))], {"candidates": scored, "chosen": next(iter(candidates)),
-                                                    "rule": "no candidate could be scored"}
+        return keep(next(iter(candidates)), "no candidate could be scored")
     raw_best = max(valid, key=lambda m: sign * scored[m])
-    default = candidates.get(AUTO_DEFAULT)
     alternatives = [m for m in valid if m != AUTO_DEFAULT]
-    if default is None or AUTO_DEFAULT not in valid or not alternatives:
-        return candidates[raw_best], {"candidates": scored, "chosen": raw_best, "rule": "best holdout score"}
+    if AUTO_DEFAULT not in valid or not alternatives:
+        return keep(raw_best, "best holdout score")
     ev = spec.evaluation
     alpha = ev.promotion_alpha / len(alternatives)
-    tests = {m: compare_on_holdout(metric, candidates[m].model, default.model, X_hold, y_hold, task, seed)
+    default = candidates[AUTO_DEFAULT].model
+    tests = {m: compare_on_holdout(metric, candidates[m].model, default, X_hold, y_hold, task, seed)
              for m in alternatives}
     if any(t is None for t in tests.values()):
-        return candidates[raw_best], {"candidates": scored, "chosen": raw_best,
-                                      "rule": f"best holdout score ({metric} has no paired test)"}
-    beat = [m for m, t in tests.items() if t.p_value < alpha and t.gain >= ev.promotion_min_effect]
-    chosen = max(beat, key=lambda m: sign * scored[m]) if beat else AUTO_DEFAULT
+        return keep(raw_best, f"best holdout score ({metric} has no paired test)")
+    beat = [m for m, t in tests.items() if t.shows_gain(alpha, ev.promotion_min_effect)]
     rule = (f"{AUTO_DEFAULT} unless beaten by the paired test at {ev.promotion_alpha}/{len(alternatives)} = "
             f"{alpha:.3g} with a gain of at least {ev.promotion_min_effect}")
-    return candidates[chosen], {"candidates": scored, "chosen": chosen, "rule": rule,
-                                "p_values": {m: t.p_value for m, t in tests.items()}}
+    return keep(max(beat, key=lambda m: sign * scored[m]) if beat else AUTO_DEFAULT, rule,
+                p_values={m: t.p_value for m, t in tests.items()})
 
 
 @step("retrain")

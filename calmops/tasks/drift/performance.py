@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from calmops.core.metrics import HIGHER_IS_BETTER, threshold_failures
+from calmops.core.metrics import HIGHER_IS_BETTER, relative_fall, threshold_failures
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import read_champion_state, write_champion_state
 from calmops.core.verdict import DecaySignal, PerformanceSignal
@@ -22,10 +22,7 @@ def performance_drift(now: dict[str, Any], at_promotion: dict[str, Any], spec: P
     """The champion's score on this batch against its thresholds and its score at promotion."""
     value, then = now.get(metric), at_promotion.get(metric)
     failures = threshold_failures(now, spec.evaluation.thresholds)
-    drop = None
-    if value is not None and then not in (None, 0):
-        sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
-        drop = sign * (then - value) / abs(then)
+    drop = relative_fall(metric, then, value)
     tolerance = spec.evaluation.performance_tolerance
     fell = drop is not None and drop > tolerance
     noise = sampling_noise(metric, now, at_promotion)
