@@ -140,17 +140,14 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     rows_then = _rows_then(champion)
     quiet = not verdict.drift_detected and spec.retrain.retrain_on != "always"  # nothing asks for a retrain
     refresh = quiet and refresh_due(rows_so_far, rows_then, spec.retrain.refresh_growth)
-    follow = _follow_up_of(champion)
-    if follow:  # the champion's first file after a promotion during a change: looked at once, drift or not
-        registry.set_version_tag(spec.name, champion.version, "calmops.follow_up_tried", batch.file)
+    follow = _follow_up_of(champion)  # the champion's first file after a promotion during a change
     follow_up = bool(follow) and quiet and not refresh
     if quiet and not refresh and not follow_up:
         out = write_batch_predictions(ctx, batch, champion)
         outcome = ctx.outcome("no_drift", verdict.reason, champion_version=champion.version,
                               metrics={"champion": now}, predictions_file=str(out) if out else None, **common)
         return finish(ctx, outcome, verdict)
-    if refresh:  # tried once per growth step, promoted or not
-        registry.set_version_tag(spec.name, champion.version, "calmops.refresh_tried_at_rows", str(rows_so_far))
+    if refresh:
         why = (f"no drift signal; refresh: {rows_so_far} rows kept so far, {rows_so_far / rows_then:.1f}× the "
                f"{rows_then} there were when the champion was trained")
         verdict_reason = why
@@ -211,6 +208,12 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
                                   details={"training": trainings, **_predictions_note(version)}, **common)
             return finish(ctx, outcome, verdict)
         ctx.log.info("challenger v%s (%s) rejected: %s", version, mode, decision.reason)
+    # the champion stays. A refresh is tried once per growth step and a follow-up once, drift or not: marked only
+    # now that the file is decided, so a run that fails before this point leaves them due for the file's retry
+    if refresh:
+        registry.set_version_tag(spec.name, champion.version, "calmops.refresh_tried_at_rows", str(rows_so_far))
+    if follow:
+        registry.set_version_tag(spec.name, champion.version, "calmops.follow_up_tried", batch.file)
     if verdict.concept and verdict.concept.alarm:  # acted on: the detectors restart from the champion's level on this file
         start_monitoring(ctx.paths.state, champion.version, champion.model, batch.X, batch.y, task, spec,
                          champion.scores_at_promotion.get("rmse"))

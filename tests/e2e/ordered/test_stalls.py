@@ -1,6 +1,6 @@
 """A run that waits and never starts does not stall its pipeline: the watcher's watchdog cancels it, counts it
 in ``calmops status`` and announces the pipeline's files again (real Prefect server, worker and watcher; the
-package's stack calls a run stalled after 60 s).
+package's stack calls a run stalled after ``STALL_AFTER`` s).
 
 The stalled run is made the way a worker-side failure leaves one: a run of the pipeline's deployment, moved to
 Pending (which takes the pipeline's concurrency slot) on a paused work queue, so no worker ever starts it.
@@ -14,6 +14,7 @@ from uuid import UUID
 import pytest
 
 from tests.conftest import STREAM_SPEC, sea_frame
+from tests.e2e.ordered.conftest import STALL_AFTER
 from tests.e2e.stack import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -58,7 +59,7 @@ def test_a_run_left_pending_is_cancelled_and_the_file_behind_it_is_decided_once(
     assert [d for d in decisions if d not in (None, "failed")] == ["train"], decisions
     assert all(r.info.status == "FAILED" for r in tried if "calmops.decision" not in r.data.tags), tried
     shown = " ".join(CliRunner().invoke(app, ["status", name], terminal_width=400).output.split())
-    assert "stalled runs recovered" in shown and "no run of stall-pending has run for 60 s" in shown, shown
+    assert "stalled runs recovered" in shown and f"no run of stall-pending has run for {STALL_AFTER} s" in shown, shown
 
 
 def test_a_run_whose_deployment_was_deleted_is_cancelled_and_the_worker_goes_on_with_other_pipelines(live):
@@ -145,4 +146,4 @@ def test_a_worker_that_takes_no_runs_is_restarted_and_the_file_is_decided_once(l
     assert [e["status"] for e in ledger(paths).entries() if e["file"] == "h.csv"] == ["done"]
     assert "restarting it" in stack.log_file(settings, "watcher").read_text()
     shown = " ".join(CliRunner().invoke(app, ["status"], terminal_width=400).output.split())
-    assert "worker restarts by the watcher: 1" in shown and "no run of any pipeline has run for 60 s" in shown, shown
+    assert "worker restarts by the watcher: 1" in shown and f"no run of any pipeline has run for {STALL_AFTER} s" in shown, shown

@@ -1,0 +1,51 @@
+"""The no-drift refresh in the stream flow (real Prefect test harness and MLflow): once the rows kept so far have
+doubled since the champion was trained, a quiet file gets a challenger on all data so far; and a run that fails
+in the middle of that refresh leaves it due, so the file's next run tries it again instead of calling the file
+quiet."""
+
+import pytest
+
+from calmops.flows import stream as stream_flow
+from tests.conftest import sea_frame, write_csv
+from tests.flows.helpers import incoming, run, update_spec, versions
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_quiet_file_gets_a_refresh_once_the_rows_doubled(prefect_server, stream_spec):
+    update_spec("sea", retrain={"refresh_growth": 2.0})
+    folder = incoming("sea")
+    first = run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))
+    assert first["decision"] == "train"
+    same = run("sea", write_csv(sea_frame(1000, 8, seed=2), folder, "b.csv"))  # 2,000 rows kept: 2× the 1,000
+    assert not same["drift_detected"], same["reason"]
+    assert same["reason"].startswith("no drift signal; refresh: 2000 rows kept so far, 2.0× the 1000"), same["reason"]
+    [tried] = same["details"]["training"]
+    assert tried["mode"] == "history"
+    later = run("sea", write_csv(sea_frame(1000, 8, seed=3), folder, "c.csv"))  # 3,000: 1.5× the base, not due
+    assert later["decision"] == "no_drift" and "refresh" not in later["reason"], later["reason"]
+
+
+def test_a_refresh_that_crashed_is_tried_again_on_the_files_next_run(prefect_server, stream_spec, monkeypatch):
+    update_spec("sea", retrain={"refresh_growth": 2.0})
+    folder = incoming("sea")
+    run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))
+    crashes = []
+    real = stream_flow.retrain
+
+    def crash_once(*args, **kwargs):
+        if not crashes:
+            crashes.append(args[0])
+            raise RuntimeError("the worker lost its connection in the middle of the refresh")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stream_flow, "retrain", crash_once)
+    path = write_csv(sea_frame(1000, 8, seed=2), folder, "b.csv")
+    failed = run("sea", path)
+    assert failed["decision"] == "failed" and crashes == ["history"], failed["reason"]
+    assert path.exists() and versions("sea") == [1]  # kept for a retry; no challenger registered
+
+    again = run("sea", path)
+    assert again["reason"].startswith("no drift signal; refresh: 2000 rows kept so far"), again["reason"]
+    assert [t["mode"] for t in again["details"]["training"]] == ["history"]
+    assert versions("sea") == [1, 2]  # the refresh's challenger, registered once
