@@ -67,9 +67,14 @@ def feature_types(files: list[pd.DataFrame], target: str = "y") -> dict[str, str
     return {c: ("categorical" if files[0][c].dtype == object else "numeric") for c in files[0].columns if c != target}
 
 
-def calmops_run(files: list[pd.DataFrame], spec: PipelineSpec, task: str, state_dir: Path) -> dict:
+def calmops_run(files: list[pd.DataFrame], spec: PipelineSpec, task: str, state_dir: Path,
+                keys: list[str] | None = None) -> dict:
     """The default (or ``spec``'s) decisions over ``files``: the first file trains the first model (selected on
-    its holdout, refit on all its rows); every later file is scored, then checked and maybe retrained."""
+    its holdout, refit on all its rows); every later file is scored, then checked and maybe retrained. ``keys``
+    stand for the files' sha256, from which the flows derive each file's holdout split and seeds (default
+    ``f0``, ``f1``, …); with the real digests the decisions are the stream flow's own
+    (tests/flows/test_bench_harness.py)."""
+    keys = keys or [f"f{i}" for i in range(len(files))]
     metric = primary_metric(spec, task)
     types = feature_types(files)
     cols = list(types)
@@ -88,14 +93,14 @@ def calmops_run(files: list[pd.DataFrame], spec: PipelineSpec, task: str, state_
                 X.assign(y=y.to_numpy()))
 
     X0, y0 = xy(files[0])
-    split = holdout_split(y0, spec, task, seed_from("f0"))
+    split = holdout_split(y0, spec, task, seed_from(keys[0], spec.seed))
     first = fit_new(spec, types, X0.iloc[split.train], y0.iloc[split.train])
     sel = score(first.model, X0.iloc[split.holdout], y0.iloc[split.holdout], task)
     whole = refit.fn(first, "train", spec, types, None, X0, y0, task=task)
     champion, reference = crown(whole.model, sel, whole.X, whole.y)
     warm_start_concept(state_dir, version, first.model, X0.iloc[split.holdout], y0.iloc[split.holdout], task, spec,
                        sel.get("rmse"))
-    history = [("f0", X0.assign(y=y0.to_numpy()))]
+    history = [(keys[0], X0.assign(y=y0.to_numpy()))]
     scorer, retrained, promoted, modes_used, reasons = Scorer(task), [], [], [], {}
     rows_then = len(X0)  # rows kept when the champion was trained (or a refresh last tried)
     always = spec.retrain.retrain_on == "always"
@@ -104,7 +109,7 @@ def calmops_run(files: list[pd.DataFrame], spec: PipelineSpec, task: str, state_
         X, y = xy(f)
         scorer.add(y, champion.model.predict(X))
         now = score(champion.model, X, y, task)
-        verdict = check_drift.fn(DriftInput(champion, X, y, spec, task, metric, now, state_dir, batch_id=f"f{i}"))
+        verdict = check_drift.fn(DriftInput(champion, X, y, spec, task, metric, now, state_dir, batch_id=keys[i]))
         rows_now = sum(len(h) for _, h in history) + len(X)
         drift = verdict.drift_detected or always
         refresh = not drift and refresh_due(rows_now, rows_then, spec.retrain.refresh_growth)
@@ -113,7 +118,7 @@ def calmops_run(files: list[pd.DataFrame], spec: PipelineSpec, task: str, state_
             retrained.append(i)
             reasons[i] = (verdict.reason or "retrain_on: always") if drift else "refresh" if refresh else "follow-up"
             rows_then = rows_now if refresh else rows_then
-            seed = seed_from(f"f{i}")
+            seed = seed_from(keys[i], spec.seed)
             split = holdout_split(y, spec, task, seed)
             Xh, yh = X.iloc[split.holdout], y.iloc[split.holdout]
             Xt, yt = X.iloc[split.train], y.iloc[split.train]
@@ -142,7 +147,7 @@ def calmops_run(files: list[pd.DataFrame], spec: PipelineSpec, task: str, state_
             if not won and verdict.concept and verdict.concept.alarm:
                 warm_start_concept(state_dir, champion.version, champion.model, X, y, task, spec,
                                    champion.scores_at_promotion.get("rmse"))
-        history = [*history, (f"f{i}", X.assign(y=y.to_numpy()))][-spec.retrain.history_max_batches:]
+        history = [*history, (keys[i], X.assign(y=y.to_numpy()))][-spec.retrain.history_max_batches:]
     return scorer.result(retrained=retrained, promoted=promoted, modes=modes_used, reasons=reasons,
                          retrain_share=len(retrained) / (len(files) - 1))
 

@@ -413,6 +413,7 @@ def refit(trained: TrainingResult, recipe: str, spec: PipelineSpec, feature_type
     else:
         result = train_challenger(recipe, spec, feature_types, reference, X, y, champion=champion, history=history,
                                   task=task)
-    result.info = {**result.info, "refit": {"rows": len(result.X), "batch_rows": len(X)},
+    chosen = {"auto": trained.info["auto"]} if "auto" in trained.info else {}  # how auto chose the recipe
+    result.info = {**result.info, **chosen, "refit": {"rows": len(result.X), "batch_rows": len(X)},
                    "selection": {"rows": len(trained.X), "mode": trained.mode}}
     return result

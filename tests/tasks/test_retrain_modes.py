@@ -242,7 +242,7 @@ def test_auto_keeps_all_data_so_far_when_the_concept_has_held():
 
 
 def test_auto_leaves_history_when_the_concept_turned_and_says_by_which_test():
-    from calmops.tasks.retrain import retrain_auto
+    from calmops.tasks.retrain import refit, retrain_auto
 
     sp = spec("sklearn.tree.DecisionTreeClassifier", {"max_depth": 4, "random_state": 0}, mode="auto")
 
@@ -261,6 +261,11 @@ def test_auto_leaves_history_when_the_concept_turned_and_says_by_which_test():
     assert result.mode != "history"
     assert why["p_values"][result.mode] < sp.evaluation.promotion_alpha / 2
     assert why["candidates"][result.mode] > why["candidates"]["history"] + sp.evaluation.promotion_min_effect
+    # the winner refit on the whole batch (what a promotion registers) still says how auto chose its recipe
+    whole = refit.fn(result, result.mode, sp, TYPES, None, pd.concat([X, X_hold]), pd.concat([y, y_hold]),
+                     champion=champion, history=history)
+    assert whole.mode == result.mode and whole.info["auto"] == why
+    assert whole.info["selection"] == {"rows": len(result.X), "mode": result.mode}
 
 
 class Fixed:
