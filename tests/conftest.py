@@ -14,6 +14,39 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 
 
+# ``make test`` runs two pytest-xdist workers (scheduler below). The modules that share servers per package run
+# in one worker, one after another, from the start; every other module is a unit of its own for the other
+# worker, the end-to-end modules (each starts its own stack) last, so they overlap the shared servers' tail.
+SHARED_SERVERS = ("tests/e2e/ordered/", "tests/production/")
+OWN_STACK = ("tests/e2e/",)
+
+
+def _turn(nodeid: str) -> int:
+    return 0 if nodeid.startswith(SHARED_SERVERS) else 2 if nodeid.startswith(OWN_STACK) else 1
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: _turn(item.nodeid))  # stable: each module keeps its own order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedServersTogether(LoadScopeScheduling):
+        """Work units in collection order: the shared servers' tests as one unit, then one unit per module."""
+
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            config.option.loadscopereorder = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            return "shared servers" if _turn(nodeid) == 0 else nodeid.split("::")[0]
+
+    return SharedServersTogether(config, log)
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """Prefect's in-process test harness (a real API on a temporary SQLite database)."""

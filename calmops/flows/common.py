@@ -416,7 +416,12 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     book.arrive(digest, path.name, arrival_time(path.stat().st_mtime_ns))  # known already when the watcher announced it
     target: dict[str, Any] | None = None
     with pipeline_turn(paths, log):
-        for sha, name, status in book.queue():
+        tried: set[str] = set()
+        # the queue is read again before each file: a file whose arrival was recorded while the one before it
+        # was being decided (e.g. an event handled late under load) still takes its place by arrival time
+        while (entry := next(((s, n, st) for s, n, st in book.queue() if s not in tried), None)) is not None:
+            sha, name, status = entry
+            tried.add(sha)
             file = paths.incoming / name
             if not file.exists():
                 continue  # moved away (quarantined by hand, or processed under another name)

@@ -53,6 +53,27 @@ def test_the_run_of_the_last_file_decides_the_earlier_ones_first_oldest_first(pr
         assert len(runs_for_sha("sea", sha[name])) == 1
 
 
+def test_a_file_whose_arrival_is_recorded_late_still_takes_its_place(prefect_server, stream_spec, monkeypatch):
+    """Under load the watcher may record a file's arrival while the run in turn is already deciding the files
+    before it (a file found by a scan waits to settle; one renamed in is recorded at once): the run reads the
+    queue again before each file, so the late-recorded file is decided by its arrival time, not after."""
+    from calmops.flows import stream as stream_flow
+
+    folder = incoming("sea")
+    book, files = arrive(folder, ["a.csv", "c.csv"])  # arrived at 1000 and 1001
+    late = write_csv(sea_frame(400, 8, seed=7), folder, "b.csv")
+    real = stream_flow.process_stream_file
+
+    def record_b_meanwhile(ctx, champion, batch):
+        if batch.file == "a.csv":  # while a.csv is decided, b.csv's arrival (1000.5) is recorded
+            book.arrive(digest(late), "b.csv", 1000.5)
+        return real(ctx, champion, batch)
+
+    monkeypatch.setattr(stream_flow, "process_stream_file", record_b_meanwhile)
+    run("sea", files["a.csv"])
+    assert claim_order(book) == ["a.csv", "b.csv", "c.csv"]
+
+
 def test_a_failing_file_holds_the_files_behind_it_until_it_succeeds(prefect_server, stream_spec, tmp_path):
     module = tmp_path / "poison.py"
     module.write_text(POISON)
