@@ -150,6 +150,14 @@ def sea_frame(n: int, theta: float, seed: int, noise: float = 0.0) -> pd.DataFra
     return pd.DataFrame({"x1": X[:, 0], "x2": X[:, 1], "x3": X[:, 2], "y": y})
 
 
+def sea_mid_change(n: int, seed: int, before: float, after: float, old_share: float = 0.3) -> pd.DataFrame:
+    """A SEA file caught in the middle of a change: its first ``old_share`` of rows at θ ``before``, the rest at
+    θ ``after``."""
+    old, new = sea_frame(n, before, seed=seed), sea_frame(n, after, seed=seed + 1)
+    cut = int(old_share * n)
+    return pd.concat([old.iloc[:cut], new.iloc[cut:]], ignore_index=True)
+
+
 def write_csv(frame: pd.DataFrame, folder: Path, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name

@@ -377,6 +377,10 @@ class Ledger:
                         "file=CASE WHEN files.status='done' THEN files.file ELSE excluded.file END",
                         (sha256, file, _now(), arrived))
 
+    def next_in_queue(self, skip: set[str]) -> tuple[str, str, str] | None:
+        """The first entry of :meth:`queue`, read afresh, whose sha256 is not in ``skip``."""
+        return next((entry for entry in self.queue() if entry[0] not in skip), None)
+
     def queue(self) -> list[tuple[str, str, str]]:
         """(sha256, file, status) of every content still to be decided, in arrival order (then file name):
         ``waiting``, ``pending`` and orphaned claims; labels files (decided when they come) are not queued."""

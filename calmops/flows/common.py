@@ -419,7 +419,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
         tried: set[str] = set()
         # the queue is read again before each file: a file whose arrival was recorded while the one before it
         # was being decided (e.g. an event handled late under load) still takes its place by arrival time
-        while (entry := next(((s, n, st) for s, n, st in book.queue() if s not in tried), None)) is not None:
+        while (entry := book.next_in_queue(tried)) is not None:
             sha, name, status = entry
             tried.add(sha)
             file = paths.incoming / name

@@ -56,14 +56,16 @@ def score(model: Any, X: pd.DataFrame, y: pd.Series, task: str) -> dict[str, Any
 
 
 def compare_on_holdout(metric: str, challenger: Any, champion: Any, X_hold, y_hold, task: str,
-                       seed: int = 0) -> PairedTest | None:
-    """The paired test of two fitted models on the same holdout rows (None: no paired test for ``metric``)."""
+                       seed: int = 0, champion_pred: Any = None) -> PairedTest | None:
+    """The paired test of two fitted models on the same holdout rows (None: no paired test for ``metric``).
+    ``champion_pred``: the champion's predictions on those rows, when the caller has them already."""
     pos = None
     classes = getattr(challenger, "classes_", None)
     if task == "classification" and classes is not None and len(classes) == 2:
         pos = classes[1]
-    return paired_test(metric, y_hold, challenger.predict(X_hold), champion.predict(X_hold), seed=seed,
-                       pos_label=pos)
+    if champion_pred is None:
+        champion_pred = champion.predict(X_hold)
+    return paired_test(metric, y_hold, challenger.predict(X_hold), champion_pred, seed=seed, pos_label=pos)
 
 
 @step("evaluate")

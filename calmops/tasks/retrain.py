@@ -359,7 +359,8 @@ def best_of(candidates: dict[str, TrainingResult], X_hold: pd.DataFrame, y_hold:
     ev = spec.evaluation
     alpha = ev.promotion_alpha / len(alternatives)
     default = candidates[AUTO_DEFAULT].model
-    tests = {m: compare_on_holdout(metric, candidates[m].model, default, X_hold, y_hold, task, seed)
+    default_pred = default.predict(X_hold)  # predicted once for every alternative's test
+    tests = {m: compare_on_holdout(metric, candidates[m].model, default, X_hold, y_hold, task, seed, default_pred)
              for m in alternatives}
     if any(t is None for t in tests.values()):
         return keep(raw_best, f"best holdout score ({metric} has no paired test)")

@@ -3,24 +3,17 @@ the real flow (Prefect test harness, MLflow) and through ``calmops_run`` give th
 promotions, the same recipes and the same score of the serving model on every file. The quality figures of
 docs/benchmarks.md come from that harness; this is what lets them stand for the product."""
 
-import hashlib
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from tests.conftest import sea_frame, write_csv
-from tests.flows.helpers import incoming, run, update_spec
+from tests.conftest import sea_frame, sea_mid_change, write_csv
+from tests.flows.helpers import digest, incoming, run, update_spec
 
 pytestmark = pytest.mark.integration
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-
-def mid_change(n: int, seed: int, before: float, after: float) -> pd.DataFrame:
-    old, new = sea_frame(n, before, seed=seed), sea_frame(n, after, seed=seed + 1)
-    return pd.concat([old.iloc[:int(0.3 * n)], new.iloc[int(0.3 * n):]], ignore_index=True)
 
 
 def test_the_harness_makes_the_stream_flows_decisions(prefect_server, stream_spec, tmp_path):
@@ -31,14 +24,14 @@ def test_the_harness_makes_the_stream_flows_decisions(prefect_server, stream_spe
     # the defaults' decision paths: auto, the refresh once the rows doubled, the follow-up after a change
     update_spec("sea", retrain={"mode": "auto", "refresh_growth": 2.0, "follow_up": True})
     frames = [sea_frame(1500, 8.0, seed=1), sea_frame(1500, 8.0, seed=2),  # 2× the rows: a refresh
-              mid_change(1500, 3, 8.0, 4.0),  # a change caught half-way: drift, a challenger below its predecessor
+              sea_mid_change(1500, 3, 8.0, 4.0),  # a change caught half-way: drift, a challenger below its predecessor
               sea_frame(1500, 4.0, seed=5),  # the follow-up's file
               sea_frame(1500, 4.0, seed=6), sea_frame(1500, 6.0, seed=7)]  # quiet, then another change
     folder = incoming("sea")
     outcomes, keys = [], []
     for i, frame in enumerate(frames):
         path = write_csv(frame, folder, f"f{i}.csv")
-        keys.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        keys.append(digest(path))
         outcomes.append(run("sea", path))
     assert outcomes[0]["decision"] == "train"
 

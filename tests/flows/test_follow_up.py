@@ -8,28 +8,21 @@ file is all θ = 10 and raises no drift signal against that lower score: the fol
 
 import json
 
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from calmops.core.names import model_name
-from tests.conftest import sea_frame, write_csv
+from tests.conftest import sea_frame, sea_mid_change, write_csv
 from tests.flows.helpers import incoming, run, update_spec
 
 pytestmark = pytest.mark.integration
-
-
-def mid_change(n: int, seed: int) -> pd.DataFrame:
-    old, new = sea_frame(n, 8.0, seed=seed), sea_frame(n, 10.0, seed=seed + 1)
-    cut = int(0.3 * n)
-    return pd.concat([old.iloc[:cut], new.iloc[cut:]], ignore_index=True)
 
 
 def stream(follow_up: bool) -> list[dict]:
     update_spec("sea", retrain={"mode": "window", "window_batches": 1, "follow_up": follow_up},
                 drift={"concept": []})  # the drift signals here: performance against the score at promotion
     folder = incoming("sea")
-    files = [sea_frame(2000, 8.0, seed=10), mid_change(2000, 20), sea_frame(2000, 10.0, seed=30),
+    files = [sea_frame(2000, 8.0, seed=10), sea_mid_change(2000, 20, 8.0, 10.0), sea_frame(2000, 10.0, seed=30),
              sea_frame(2000, 10.0, seed=40)]
     return [run("sea", write_csv(f, folder, f"f{i}.csv")) for i, f in enumerate(files)]
 
