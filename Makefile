@@ -20,10 +20,9 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/calmops demo
 
-# two workers: the servers' tests in one (one after another), every other module in the other (tests/conftest.py)
 test: install
 	bash scripts/ensure-chromium.sh
-	$(VENV)/bin/pytest -n 2
+	$(VENV)/bin/pytest
 
 test-unit: install
 	$(VENV)/bin/pytest -m "not integration and not e2e"

@@ -14,7 +14,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 
 
-# ``make test`` runs two pytest-xdist workers (scheduler below). The modules that share servers per package run
+# ``pytest -n 2`` (pytest-xdist; ``make test`` runs one process): the modules that share servers per package run
 # in one worker, one after another, from the start; every other module is a unit of its own for the other
 # worker, the end-to-end modules (each starts its own stack) last, so they overlap the shared servers' tail.
 SHARED_SERVERS = ("tests/e2e/ordered/", "tests/production/")
@@ -26,8 +26,9 @@ def _turn(nodeid: str) -> int:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: _turn(item.nodeid))  # stable: each module keeps its own order
+def pytest_collection_modifyitems(config, items):
+    if hasattr(config, "workerinput"):  # an xdist worker; a single process keeps the plain collection order
+        items.sort(key=lambda item: _turn(item.nodeid))  # stable: each module keeps its own order
 
 
 @pytest.hookimpl(optionalhook=True)

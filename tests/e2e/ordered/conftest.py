@@ -1,5 +1,5 @@
 """One running stack for the modules of this package (arrival order, crash recovery, stalled runs): each needs
-the watcher to act soon (announce waiting files again after 10 s, call a run stalled after 30 s), and starting
+the watcher to act soon (announce waiting files again after 10 s, call a run stalled after 60 s), and starting
 a stack costs a minute."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 
 from tests.e2e.stack import running_stack
 
-STALL_AFTER = 30  # seconds; the stall tests wait at least this long, the bursts never pause this long
+STALL_AFTER = 60  # seconds; the stall tests wait at least this long, the bursts never pause this long
 
 
 @pytest.fixture(scope="package")
