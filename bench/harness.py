@@ -23,7 +23,7 @@ from calmops.tasks.drift.concept import warm_start_concept
 from calmops.tasks.drift.data import build_profile
 from calmops.tasks.evaluate import compare_on_holdout, holdout_split, primary_metric, score, seed_from
 from calmops.tasks.promote import decide, decide_refresh, follow_up_due, refresh_due
-from calmops.tasks.retrain import fit_new, modes_to_try, refit, retrain_auto, train_challenger
+from calmops.tasks.retrain import auto_default, fit_new, modes_to_try, refit, retrain_auto, train_challenger
 
 BASELINES = {"never": "never", "every_file_all": "all", "every_file_latest": "latest"}
 
@@ -126,7 +126,8 @@ def calmops_run(files: list[pd.DataFrame], spec: PipelineSpec, task: str, state_
             for recipe in ["history"] if refresh else modes_to_try(spec):
                 if recipe == "auto":
                     result = retrain_auto.fn(spec, types, reference, Xt, yt, Xh, yh, metric, champion=champion.model,
-                                             history=history, task=task, seed=seed)
+                                             history=history, task=task, seed=seed,
+                                             default=auto_default(verdict.real_concept_drift))
                 else:
                     result = train_challenger(recipe, spec, types, reference, Xt, yt, champion=champion.model,
                                               history=history, task=task)

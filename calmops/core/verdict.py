@@ -231,6 +231,15 @@ class DriftVerdict:
     def reason(self) -> str:
         return "; ".join(self.reasons) if self.reasons else "no drift signal"
 
+    @property
+    def real_concept_drift(self) -> bool:
+        """The champion got worse on this batch (performance, decay or concept signal, all measured on labels)
+        while the data-drift test found its inputs where they were: the relation between inputs and target has
+        moved, not the inputs, so the older labels are suspect. With the inputs moved as well, a drop can be the
+        model meeting new regions, where older rows still hold."""
+        worse = any(s is not None and s.reason for s in (self.performance, self.decay, self.concept))
+        return worse and self.data is not None and not self.data.drift_detected
+
     @classmethod
     def of(cls, data: DriftReport | None, *, data_reason: str = "data drift", **signals) -> DriftVerdict:
         """The verdict of these signals: a retrain is called for when any of them says so, and each one that

@@ -41,7 +41,7 @@ from calmops.tasks.evaluate import (
 from calmops.tasks.ingest import Batch
 from calmops.tasks.promote import decide, decide_refresh, follow_up_due, promote_challenger, refresh_due
 from calmops.tasks.record import RunOutcome
-from calmops.tasks.retrain import modes_to_try, refit, retrain, retrain_auto, train_first
+from calmops.tasks.retrain import auto_default, modes_to_try, refit, retrain, retrain_auto, train_first
 
 
 @flow(name=KINDS["stream"].flow_name, flow_run_name=partial(run_name, "stream"), persist_result=False)
@@ -168,9 +168,10 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     for mode in ["history"] if refresh else modes_to_try(spec):
         tried.append(mode)
         X_train, y_train = batch.X.iloc[split.train], batch.y.iloc[split.train]
-        if mode == "auto":  # all data so far, unless another recipe is shown better on the holdout
+        if mode == "auto":  # the default for this verdict, unless another recipe is shown better on the holdout
             trained = retrain_auto(spec, batch.feature_types, reference, X_train, y_train, X_hold, y_hold, metric,
-                                   champion=champion.model, history=history, task=task, seed=seed)
+                                   champion=champion.model, history=history, task=task, seed=seed,
+                                   default=auto_default(verdict.real_concept_drift))
         else:
             trained = retrain(mode, spec, batch.feature_types, reference, X_train, y_train, champion=champion.model,
                               history=history, task=task)

@@ -275,7 +275,15 @@ MODES: dict[str, Callable[[RetrainInputs], TrainingResult]] = {
 }
 # `auto`: each of these is fitted on the training rows; the default is kept unless another is shown better
 AUTO_CANDIDATES = ("stacking", "window", "history")
-AUTO_DEFAULT = "history"
+AUTO_DEFAULT = "history"  # nothing says the older labels are wrong: more rows of the data so far
+AUTO_DEFAULT_ON_CONCEPT_DRIFT = "stacking"  # the champion got worse on inputs that did not move
+
+
+def auto_default(real_concept_drift: bool) -> str:
+    """The candidate ``auto`` keeps unless another beats it: on real concept drift
+    (:attr:`~calmops.core.verdict.DriftVerdict.real_concept_drift`) a stack that learns on this batch how far to
+    trust the old models, since all data so far would teach the old answers again; otherwise all data so far."""
+    return AUTO_DEFAULT_ON_CONCEPT_DRIFT if real_concept_drift else AUTO_DEFAULT
 
 
 # -- user hooks ------------------------------------------------------------------------------
@@ -336,38 +344,39 @@ def modes_to_try(spec: PipelineSpec) -> list[str]:
 
 
 def best_of(candidates: dict[str, TrainingResult], X_hold: pd.DataFrame, y_hold: pd.Series, task: str,
-            metric: str, spec: PipelineSpec, seed: int = 0) -> tuple[TrainingResult, dict[str, Any]]:
-    """The candidate ``auto`` keeps, and why. :data:`AUTO_DEFAULT` (all data so far) is kept unless another
-    candidate beats it on the holdout by the paired test promotion uses, Bonferroni-corrected for the
-    alternatives tried (``promotion_alpha`` / their number) and by at least ``promotion_min_effect``: picking the
-    raw best of three on a small holdout would often pick a model that only won by chance, and more rows of the
-    data so far is the better bet when nothing shows otherwise. Of the candidates that beat it, the best
-    score wins. Without a paired test for ``metric`` (e.g. roc_auc), the raw best score wins."""
+            metric: str, spec: PipelineSpec, seed: int = 0,
+            default: str = AUTO_DEFAULT) -> tuple[TrainingResult, dict[str, Any]]:
+    """The candidate ``auto`` keeps, and why. ``default`` (:func:`auto_default`) is kept unless another candidate
+    beats it on the holdout by the paired test promotion uses, Bonferroni-corrected for the alternatives tried
+    (``promotion_alpha`` / their number) and by at least ``promotion_min_effect``: picking the raw best of three on
+    a small holdout would often pick a model that only won by chance, so the recipe the evidence favours beforehand
+    stays unless the holdout shows otherwise. Of the candidates that beat it, the best score wins. Without a
+    paired test for ``metric`` (e.g. roc_auc), the raw best score wins."""
     scored = {m: score(r.model, X_hold, y_hold, task).get(metric) for m, r in candidates.items()}
     sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
     valid = [m for m, v in scored.items() if v is not None]
 
     def keep(m: str, rule: str, **more) -> tuple[TrainingResult, dict[str, Any]]:
-        return candidates[m], {"candidates": scored, "chosen": m, "rule": rule, **more}
+        return candidates[m], {"candidates": scored, "chosen": m, "default": default, "rule": rule, **more}
 
     if not valid:
         return keep(next(iter(candidates)), "no candidate could be scored")
     raw_best = max(valid, key=lambda m: sign * scored[m])
-    alternatives = [m for m in valid if m != AUTO_DEFAULT]
-    if AUTO_DEFAULT not in valid or not alternatives:
+    alternatives = [m for m in valid if m != default]
+    if default not in valid or not alternatives:
         return keep(raw_best, "best holdout score")
     ev = spec.evaluation
     alpha = ev.promotion_alpha / len(alternatives)
-    default = candidates[AUTO_DEFAULT].model
-    default_pred = default.predict(X_hold)  # predicted once for every alternative's test
-    tests = {m: compare_on_holdout(metric, candidates[m].model, default, X_hold, y_hold, task, seed, default_pred)
+    default_pred = candidates[default].model.predict(X_hold)  # predicted once for every alternative's test
+    tests = {m: compare_on_holdout(metric, candidates[m].model, candidates[default].model, X_hold, y_hold, task,
+                                   seed, default_pred)
              for m in alternatives}
     if any(t is None for t in tests.values()):
         return keep(raw_best, f"best holdout score ({metric} has no paired test)")
     beat = [m for m, t in tests.items() if t.shows_gain(alpha, ev.promotion_min_effect)]
-    rule = (f"{AUTO_DEFAULT} unless beaten by the paired test at {ev.promotion_alpha}/{len(alternatives)} = "
+    rule = (f"{default} unless beaten by the paired test at {ev.promotion_alpha}/{len(alternatives)} = "
             f"{alpha:.3g} with a gain of at least {ev.promotion_min_effect}")
-    return keep(max(beat, key=lambda m: sign * scored[m]) if beat else AUTO_DEFAULT, rule,
+    return keep(max(beat, key=lambda m: sign * scored[m]) if beat else default, rule,
                 p_values={m: t.p_value for m, t in tests.items()})
 
 
@@ -375,13 +384,13 @@ def best_of(candidates: dict[str, TrainingResult], X_hold: pd.DataFrame, y_hold:
 def retrain_auto(spec: PipelineSpec, feature_types: dict[str, str], reference: pd.DataFrame | None,
                  X_new: pd.DataFrame, y_new: pd.Series, X_hold: pd.DataFrame, y_hold: pd.Series, metric: str, *,
                  champion: Any = None, history: list[tuple[str, pd.DataFrame]] | None = None,
-                 task: str = "classification", seed: int = 0) -> TrainingResult:
+                 task: str = "classification", seed: int = 0, default: str = AUTO_DEFAULT) -> TrainingResult:
     """``mode: auto``: a bounded set of recipes (:data:`AUTO_CANDIDATES`) fitted on the training rows; the one
-    :func:`best_of` keeps is the challenger (its ``mode`` names the recipe; ``info.auto`` keeps every candidate's
-    score, the rule and its p-values)."""
+    :func:`best_of` keeps (``default`` unless beaten) is the challenger (its ``mode`` names the recipe;
+    ``info.auto`` keeps every candidate's score, the default, the rule and its p-values)."""
     candidates = {m: train_challenger(m, spec, feature_types, reference, X_new, y_new, champion=champion,
                                       history=history, task=task) for m in AUTO_CANDIDATES}
-    best, why = best_of(candidates, X_hold, y_hold, task, metric, spec, seed)
+    best, why = best_of(candidates, X_hold, y_hold, task, metric, spec, seed, default)
     best.info = {**best.info, "auto": why}
     return best
 

@@ -83,3 +83,21 @@ def test_the_recorded_json_reads_back_to_the_same_verdict():
     assert without.reasons[-1] == ("estimated performance drift: accuracy estimated at 0.7100 (0.6900–0.7300) "
                                    "without labels, 21.1% worse than 0.9000 at promotion (trigger 10.0%)")
     assert estimated.flat() == {"accuracy": 0.71, "accuracy_low": 0.69, "accuracy_high": 0.73}
+
+
+def test_real_concept_drift_is_a_worse_champion_on_inputs_that_did_not_move():
+    worse = PerformanceSignal(metric="accuracy", now=0.80, at_promotion=0.90, threshold_failures=[],
+                              relative_drop=0.1 / 0.9, tolerance=0.05, drift=True)
+    held = replace(worse, now=0.89, relative_drop=0.01 / 0.9, drift=False)
+    alarm = ConceptSignal(alarm=True, detectors={"adwin": {"alarm": True}})
+    still, moved = report(0.0), report(1.0)
+    assert not still.drift_detected and moved.drift_detected
+    assert DriftVerdict.of(still, performance=worse).real_concept_drift
+    assert DriftVerdict.of(still, performance=held, concept=alarm).real_concept_drift
+    assert not DriftVerdict.of(moved, performance=worse).real_concept_drift  # the inputs moved too
+    assert not DriftVerdict.of(still, performance=held).real_concept_drift  # nothing got worse
+    assert not DriftVerdict.of(None, performance=worse).real_concept_drift  # inputs not checked: not known
+    # label-free estimates say nothing about the labels' relation to the inputs
+    estimate = EstimatedSignal({"accuracy": {"value": 0.7, "low": 0.65, "high": 0.75}}, 500, "accuracy", 0.9, 0.05,
+                               0.22, drift=True)
+    assert estimate.reason and not DriftVerdict.of(still, performance=held, estimated=estimate).real_concept_drift

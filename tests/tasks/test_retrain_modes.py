@@ -309,3 +309,30 @@ def test_auto_leaves_history_only_for_a_win_the_paired_test_shows(extra, others,
     assert result.mode == why["chosen"] == chosen
     assert why["p_values"]["window"] == pytest.approx(0.5 ** extra)
     assert str(round(0.05 / (1 + len(others)), 3)) in why["rule"]
+
+
+@pytest.mark.parametrize(("default", "extra", "chosen"), [
+    ("stacking", 5, "stacking"),  # history's five-row win (p = 0.031) does not clear 0.025: the default stays
+    ("stacking", 6, "history"),   # p = 0.016: history leaves the stack behind
+    ("history", 0, "history"),    # a tie keeps whichever is the default
+    ("stacking", 0, "stacking"),
+])
+def test_auto_keeps_the_default_it_is_given_unless_another_candidate_beats_it(default, extra, chosen):
+    from calmops.tasks.retrain import best_of
+
+    sp = spec(mode="auto")
+    y = pd.Series(np.array([1, 0] * 15))
+    X = pd.DataFrame({"a": np.zeros(30)})
+    others = {m: 24 for m in ("stacking", "window") if m != default}
+    result, why = best_of(_candidates(y, {default: 24, **others, "history": 24 + extra}),
+                          X, y, "classification", "accuracy", sp, default=default)
+    assert result.mode == why["chosen"] == chosen
+    assert why["default"] == default and why["rule"].startswith(f"{default} unless beaten")
+    assert default not in why["p_values"] and len(why["p_values"]) == 2
+
+
+def test_the_auto_default_follows_the_kind_of_drift():
+    from calmops.tasks.retrain import AUTO_DEFAULT, auto_default
+
+    assert auto_default(real_concept_drift=True) == "stacking"
+    assert auto_default(real_concept_drift=False) == AUTO_DEFAULT == "history"
