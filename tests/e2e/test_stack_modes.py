@@ -4,22 +4,16 @@ way round: both modes read the same store and the same artifact files."""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 from typer.testing import CliRunner
 
 from calmops.deployments.cli import app
 from tests.conftest import STREAM_SPEC, sea_frame, write_csv
+from tests.e2e.stack import free_port
 
 pytestmark = pytest.mark.e2e
 runner = CliRunner()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _use(tracking_uri: str | None, monkeypatch) -> None:
@@ -49,7 +43,7 @@ def test_models_cross_between_the_stack_and_the_embedded_store(prefect_server, c
     _use(None, monkeypatch)
     assert _run("down", write_csv(sea_frame(1000, 8, seed=1), data, "d1.csv"))["decision"] == "train"
 
-    monkeypatch.setenv("CALMOPS_MLFLOW_PORT", str(_free_port()))
+    monkeypatch.setenv("CALMOPS_MLFLOW_PORT", str(free_port()))
     server = stack.start("mlflow", wait=600)
     try:
         _use(server.url, monkeypatch)

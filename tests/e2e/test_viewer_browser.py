@@ -7,7 +7,6 @@ Screenshots land in a temporary folder; `make screenshots` sets CALMOPS_SCREENSH
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
 import threading
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from tests.dashboards.seed import point_at, seed_fake_kinds, seed_sea
+from tests.e2e.stack import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -30,12 +30,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1440, "height": 2600}
 PIPELINE_TABS = ("Drift", "Performance", "Champion vs challenger", "Retraining", "Data", "Runs & logs", "Spec")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +52,7 @@ def viewer(seeded, tmp_path_factory):
     from calmops.dashboards.cli import command
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run 'make test' (it installs it) or apt-get install -y chromium"
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, CALMOPS_HOME=str(seeded), PREFECT_API_URL=PREFECT_API_URL.value(),
                PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     env.pop("MLFLOW_TRACKING_URI", None)
