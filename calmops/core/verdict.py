@@ -44,6 +44,7 @@ class PerformanceSignal:
     tolerance: float | None  # the spec's performance_tolerance (None only in a record that lacks it)
     noise_band: float | None = None  # what the two estimates' sampling error explains (rates only)
     drift: bool = False
+    fell: bool = False  # the score fell since promotion by more than the tolerance and the noise band
 
     @property
     def reason(self) -> str | None:
@@ -233,12 +234,16 @@ class DriftVerdict:
 
     @property
     def real_concept_drift(self) -> bool:
-        """The champion got worse on this batch (performance, decay or concept signal, all measured on labels)
-        while the data-drift test found its inputs where they were: the relation between inputs and target has
-        moved, not the inputs, so the older labels are suspect. With the inputs moved as well, a drop can be the
-        model meeting new regions, where older rows still hold."""
-        worse = any(s is not None and s.reason for s in (self.performance, self.decay, self.concept))
-        return worse and self.data is not None and not self.data.drift_detected
+        """The champion got worse on this batch — its score fell since promotion, decays steadily, or the concept
+        detectors alarmed on its errors — while the data-drift test found its inputs where they were (features
+        were tested and none drifted): the relation between inputs and target has moved, not the inputs, so the
+        older labels are suspect. With any input moved, a drop can be the model meeting new regions of the input
+        space, where older rows still hold; a score below a fixed threshold is no sign of change."""
+        worse = bool((self.performance and self.performance.fell) or (self.decay and self.decay.alarm)
+                     or (self.concept and self.concept.alarm))
+        data = self.data
+        tested = data is not None and any(f.status in ("drift", "no_drift") for f in data.features)
+        return worse and tested and not data.drift_detected and not data.drifted_features
 
     @classmethod
     def of(cls, data: DriftReport | None, *, data_reason: str = "data drift", **signals) -> DriftVerdict:

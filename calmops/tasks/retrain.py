@@ -352,12 +352,18 @@ def best_of(candidates: dict[str, TrainingResult], X_hold: pd.DataFrame, y_hold:
     a small holdout would often pick a model that only won by chance, so the recipe the evidence favours beforehand
     stays unless the holdout shows otherwise. Of the candidates that beat it, the best score wins. Without a
     paired test for ``metric`` (e.g. roc_auc), the raw best score wins."""
+    if default not in candidates:
+        raise ValueError(f"auto's default {default!r} is not one of its candidates: {', '.join(candidates)}")
     scored = {m: score(r.model, X_hold, y_hold, task).get(metric) for m, r in candidates.items()}
     sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
     valid = [m for m, v in scored.items() if v is not None]
+    unscored = {}
+    if default not in valid and AUTO_DEFAULT in valid:  # the cautious default stands in, and the record says so
+        default, unscored = AUTO_DEFAULT, {"default_not_scored": default}
 
     def keep(m: str, rule: str, **more) -> tuple[TrainingResult, dict[str, Any]]:
-        return candidates[m], {"candidates": scored, "chosen": m, "default": default, "rule": rule, **more}
+        return candidates[m], {"candidates": scored, "chosen": m, "default": default, **unscored, "rule": rule,
+                               **more}
 
     if not valid:
         return keep(next(iter(candidates)), "no candidate could be scored")

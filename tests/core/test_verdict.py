@@ -87,16 +87,25 @@ def test_the_recorded_json_reads_back_to_the_same_verdict():
 
 def test_real_concept_drift_is_a_worse_champion_on_inputs_that_did_not_move():
     worse = PerformanceSignal(metric="accuracy", now=0.80, at_promotion=0.90, threshold_failures=[],
-                              relative_drop=0.1 / 0.9, tolerance=0.05, drift=True)
-    held = replace(worse, now=0.89, relative_drop=0.01 / 0.9, drift=False)
+                              relative_drop=0.1 / 0.9, tolerance=0.05, drift=True, fell=True)
+    held = replace(worse, now=0.89, relative_drop=0.01 / 0.9, drift=False, fell=False)
+    below = replace(held, threshold_failures=["accuracy 0.8900 < min 0.95"], drift=True)  # always was
     alarm = ConceptSignal(alarm=True, detectors={"adwin": {"alarm": True}})
+    decay = DecaySignal(alarm=True, files=5, metric="accuracy", p_value_max=0.05, min_decline=0.025,
+                        p_value=0.008, slope=-0.01, relative_decline=0.06)
     still, moved = report(0.0), report(1.0)
     assert not still.drift_detected and moved.drift_detected
     assert DriftVerdict.of(still, performance=worse).real_concept_drift
     assert DriftVerdict.of(still, performance=held, concept=alarm).real_concept_drift
+    assert DriftVerdict.of(still, performance=held, decay=decay).real_concept_drift
     assert not DriftVerdict.of(moved, performance=worse).real_concept_drift  # the inputs moved too
-    assert not DriftVerdict.of(still, performance=held).real_concept_drift  # nothing got worse
+    # a feature drifted, though too few for the batch's verdict (aggregation share or weighted): moved all the same
+    assert not DriftVerdict.of(replace(moved, drift_detected=False), performance=worse).real_concept_drift
+    untested = replace(still, features=[replace(f, status="insufficient_data") for f in still.features])
+    assert not DriftVerdict.of(untested, performance=worse).real_concept_drift  # too few rows to tell
     assert not DriftVerdict.of(None, performance=worse).real_concept_drift  # inputs not checked: not known
+    assert not DriftVerdict.of(still, performance=held).real_concept_drift  # nothing got worse
+    assert not DriftVerdict.of(still, performance=below).real_concept_drift  # below a threshold, no fall
     # label-free estimates say nothing about the labels' relation to the inputs
     estimate = EstimatedSignal({"accuracy": {"value": 0.7, "low": 0.65, "high": 0.75}}, 500, "accuracy", 0.9, 0.05,
                                0.22, drift=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from calmops.deployments.api import create_app
 from tests.conftest import sea_frame, write_csv
+from tests.e2e.stack import free_port
 from tests.flows.helpers import incoming, run
 
 pytestmark = pytest.mark.integration
@@ -175,7 +175,7 @@ def test_registry_down_is_503_not_409(calmops_home, stream_spec, monkeypatch):
     import mlflow
 
     original = mlflow.get_tracking_uri()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     try:
@@ -309,14 +309,8 @@ def test_fuzz_openapi_schema_no_server_errors(trained):
     assert seen.get(200, 0) > 0 and seen.get(422, 0) > 0 and seen.get(404, 0) > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_calmops_serve_real_server(trained, calmops_home):
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).with_name("calmops")
     env = {**os.environ, "CALMOPS_HOME": str(calmops_home), "CALMOPS_API_TOKEN": TOKEN}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -20,15 +20,10 @@ from typer.testing import CliRunner
 
 from calmops.deployments.cli import app
 from tests.conftest import STREAM_SPEC, sea_frame, write_csv
+from tests.e2e.stack import free_port
 
 runner = CliRunner()
 CALMOPS = str(Path(sys.executable).with_name("calmops"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -166,7 +161,7 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.integration
 def test_sigterm_to_the_viewer_command_stops_streamlit(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([CALMOPS, "viewer", "--port", str(port)], env=_env(tmp_path / "home"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

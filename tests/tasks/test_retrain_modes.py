@@ -336,3 +336,25 @@ def test_the_auto_default_follows_the_kind_of_drift():
 
     assert auto_default(real_concept_drift=True) == "stacking"
     assert auto_default(real_concept_drift=False) == AUTO_DEFAULT == "history"
+
+
+def test_a_default_that_cannot_be_scored_leaves_all_data_so_far_as_the_default():
+    from calmops.tasks.retrain import TrainingResult, best_of
+
+    class WithProba(Fixed):
+        def predict_proba(self, X):
+            p = self.predict(X).astype(float)
+            return np.column_stack([1 - p, p])
+
+    sp = spec(mode="auto")
+    y = pd.Series(np.array([1, 0] * 15))
+    X = pd.DataFrame({"a": np.zeros(30)})
+    candidates = {m: TrainingResult(WithProba(r.model.pred), None, None, m)
+                  for m, r in _candidates(y, {"window": 25, "history": 24}).items()}
+    candidates["stacking"] = _candidates(y, {"stacking": 30})["stacking"]  # no probabilities: no roc_auc
+    result, why = best_of(candidates, X, y, "classification", "roc_auc", sp, default="stacking")
+    assert why["candidates"]["stacking"] is None and why["candidates"]["window"] > why["candidates"]["history"]
+    assert why["default"] == "history" and why["default_not_scored"] == "stacking"
+    assert result.mode == why["chosen"] == "window" and "no paired test" in why["rule"]  # roc_auc: raw best
+    with pytest.raises(ValueError, match="not one of its candidates"):
+        best_of(candidates, X, y, "classification", "accuracy", sp, default="replay")

@@ -30,7 +30,7 @@ def performance_drift(now: dict[str, Any], at_promotion: dict[str, Any], spec: P
         fell = fell and (then - value) > noise
     return PerformanceSignal(metric=metric, now=value, at_promotion=then, threshold_failures=failures,
                              relative_drop=drop, tolerance=tolerance, noise_band=noise,
-                             drift=bool(failures) or fell)
+                             drift=bool(failures) or fell, fell=fell)
 
 
 BOUNDED_RATES = ("accuracy", "balanced_accuracy", "f1_macro", "f1", "precision", "recall")
