@@ -44,7 +44,13 @@ class PerformanceSignal:
     tolerance: float | None  # the spec's performance_tolerance (None only in a record that lacks it)
     noise_band: float | None = None  # what the two estimates' sampling error explains (rates only)
     drift: bool = False
-    fell: bool = False  # the score fell since promotion by more than the tolerance and the noise band
+
+    @property
+    def fell(self) -> bool:
+        """The score fell since promotion by more than the tolerance and, for rates, the two estimates' noise band."""
+        if self.relative_drop is None or self.tolerance is None or self.relative_drop <= self.tolerance:
+            return False
+        return self.noise_band is None or (self.at_promotion - self.now) > self.noise_band
 
     @property
     def reason(self) -> str | None:

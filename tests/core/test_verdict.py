@@ -87,8 +87,8 @@ def test_the_recorded_json_reads_back_to_the_same_verdict():
 
 def test_real_concept_drift_is_a_worse_champion_on_inputs_that_did_not_move():
     worse = PerformanceSignal(metric="accuracy", now=0.80, at_promotion=0.90, threshold_failures=[],
-                              relative_drop=0.1 / 0.9, tolerance=0.05, drift=True, fell=True)
-    held = replace(worse, now=0.89, relative_drop=0.01 / 0.9, drift=False, fell=False)
+                              relative_drop=0.1 / 0.9, tolerance=0.05, drift=True)
+    held = replace(worse, now=0.89, relative_drop=0.01 / 0.9, drift=False)
     below = replace(held, threshold_failures=["accuracy 0.8900 < min 0.95"], drift=True)  # always was
     alarm = ConceptSignal(alarm=True, detectors={"adwin": {"alarm": True}})
     decay = DecaySignal(alarm=True, files=5, metric="accuracy", p_value_max=0.05, min_decline=0.025,

@@ -3,6 +3,7 @@ promotion, and a steady decay of that score over the files since promotion."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,12 @@ def performance_drift(now: dict[str, Any], at_promotion: dict[str, Any], spec: P
     """The champion's score on this batch against its thresholds and its score at promotion."""
     value, then = now.get(metric), at_promotion.get(metric)
     failures = threshold_failures(now, spec.evaluation.thresholds)
-    drop = relative_fall(metric, then, value)
-    tolerance = spec.evaluation.performance_tolerance
-    fell = drop is not None and drop > tolerance
-    noise = sampling_noise(metric, now, at_promotion)
-    if noise is not None:  # the fall must also exceed what the two estimates' sampling error explains
-        fell = fell and (then - value) > noise
-    return PerformanceSignal(metric=metric, now=value, at_promotion=then, threshold_failures=failures,
-                             relative_drop=drop, tolerance=tolerance, noise_band=noise,
-                             drift=bool(failures) or fell, fell=fell)
+    # a fall counts when it exceeds the tolerance and what the two estimates' sampling error explains
+    signal = PerformanceSignal(metric=metric, now=value, at_promotion=then, threshold_failures=failures,
+                               relative_drop=relative_fall(metric, then, value),
+                               tolerance=spec.evaluation.performance_tolerance,
+                               noise_band=sampling_noise(metric, now, at_promotion))
+    return replace(signal, drift=bool(failures) or signal.fell)
 
 
 BOUNDED_RATES = ("accuracy", "balanced_accuracy", "f1_macro", "f1", "precision", "recall")
