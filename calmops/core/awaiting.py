@@ -5,7 +5,9 @@ that made it in ``state/awaiting/<sha256>.parquet``, and one line per row in a t
 (:mod:`calmops.core.statedb`: ``labels.sqlite`` in its folder, or PostgreSQL; the row's ids as a key, when it
 was predicted, and which labels file labelled it). A labels file is matched on the keys; the rows it labels are
 marked with its sha256 in one transaction, so a labels file run again after a crash finds its own rows again,
-and rows labelled by another file count as labelled before.
+and rows labelled by another file count as labelled before. Once every row of a features file is labelled by
+labels files whose runs have ended, its parquet file is deleted (:meth:`Awaiting.prune`); the table keeps its
+lines.
 """
 
 from __future__ import annotations
@@ -169,6 +171,31 @@ class Awaiting:
             part = pd.read_parquet(self.folder / f"{sha}.parquet").iloc[[row for _, row in picks]]
             parts.append(part.set_axis([order for order, _ in picks]))
         return pd.concat(parts).sort_index().reset_index(drop=True)
+
+    def prune(self, decided: set[str]) -> list[str]:
+        """Delete the kept rows (``<sha256>.parquet``) of every features file whose rows were all labelled by
+        labels files in ``decided`` (their runs ended: none of them reads its rows again); returns their sha256.
+        Each row's line in the table stays, so its ids still count as labelled before. A file with a row still
+        waiting, or labelled by a labels file whose run has not ended (it finds its own rows again when it is
+        run again), keeps them."""
+        if not self.table.exists():
+            return []
+        con = self._connect()
+        try:
+            pairs = con.execute(f"SELECT DISTINCT sha256, labelled_by FROM {self.t}").fetchall()
+        finally:
+            con.close()
+        by_file: dict[str, set[str | None]] = {}
+        for sha, labelled_by in pairs:
+            by_file.setdefault(sha, set()).add(labelled_by)
+        done = [sha for sha, by in by_file.items() if None not in by and by <= decided]
+        gone = []
+        for sha in done:
+            kept = self.folder / f"{sha}.parquet"
+            if kept.exists():
+                kept.unlink()
+                gone.append(sha)
+        return gone
 
     def release(self, labels_sha256: str) -> None:
         """Give back the rows a labels file matched (it was quarantined): they wait for labels again."""

@@ -7,7 +7,8 @@ drift, decay, the concept detectors), retrained from it when the signals say so,
 steps as any file. The predictions as they were made are scored per model version (``realized_v<N>_<metric>``
 in MLflow). Unmatched, duplicate, late and already-labelled ids are counted in ``details.labels``; a labels file
 none of whose ids match is quarantined with the reason (nothing is lost: drop it again once its features have
-been predicted).
+been predicted). After a labels file is decided, the kept rows of every features file labelled in full are
+deleted (their ids stay counted).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from calmops.core import registry
 from calmops.core.awaiting import Awaiting, keys_of
 from calmops.core.logs import RunLog
-from calmops.core.store import pipeline_paths, read_spec, sha256_of
+from calmops.core.store import ledger, pipeline_paths, read_spec, sha256_of
 from calmops.flows.common import RunContext, pipeline_turn, reject, run_one_file
 from calmops.tasks.ingest import Batch, RejectedInput, validate_frame
 from calmops.tasks.labels import labelled_rows, read_labels, realized_scores
@@ -37,13 +38,21 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
     that fails or is stopped gives the rows it matched back: they wait for its retry, or for another file."""
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec).ensure()
-    with pipeline_turn(paths, RunLog(spec.name, paths.logs)):
+    log = RunLog(spec.name, paths.logs)
+    with pipeline_turn(paths, log):
+        awaiting = Awaiting(paths.root, paths.state)
         try:
-            return run_one_file(pipeline, path, sha256, process, read=read_labelled_batch)
+            result = run_one_file(pipeline, path, sha256, process, read=read_labelled_batch)
         except BaseException:
             if Path(path).exists():
-                Awaiting(paths.root, paths.state).release(sha256_of(Path(path)))
+                awaiting.release(sha256_of(Path(path)))
             raise
+        decided = {e["sha256"] for e in ledger(paths).entries() if e["status"] == "done"}
+        try:
+            awaiting.prune(decided)
+        except Exception as exc:  # noqa: BLE001 - the file is decided; the next labels file prunes them
+            log.warning("could not delete the rows kept for labels that are all labelled now: %s", exc)
+        return result
 
 
 def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | RunOutcome:

@@ -69,3 +69,23 @@ def test_a_column_of_numbers_and_text_is_kept_as_text_with_its_missing_values_mi
     asked = labels([3, 2])
     rows = awaiting.match(asked, keys_of(asked, ["id"]), "y", "L" * 64, 30).rows
     assert rows["colour"].iloc[1] == "7" and pd.isna(rows["colour"].iloc[0])
+
+
+def test_kept_rows_are_deleted_once_every_row_is_labelled_by_labels_files_whose_runs_ended(tmp_path):
+    awaiting = kept(tmp_path, [1, 2, 3], sha="a" * 64)
+    other = pd.DataFrame({"id": [4], "x": [0]})
+    awaiting.keep(other, keys_of(other, ["id"]), [1], 1, "b" * 64, "g.csv")
+    folder = tmp_path / "state" / "awaiting"
+    first = labels([1, 2])
+    awaiting.match(first, keys_of(first, ["id"]), "y", "L" * 64, 30)
+    assert awaiting.prune({"L" * 64}) == []  # row 3 of f.csv still waits; g.csv's row too
+    rest = labels([3, 4])
+    awaiting.match(rest, keys_of(rest, ["id"]), "y", "M" * 64, 30)
+    # M's run has not ended (it may be run again after a crash and read its rows again): nothing goes
+    assert awaiting.prune({"L" * 64}) == [] and len(list(folder.glob("*.parquet"))) == 2
+    assert sorted(awaiting.prune({"L" * 64, "M" * 64})) == ["a" * 64, "b" * 64]
+    assert not list(folder.glob("*.parquet"))
+    # the ids stay known: a later labels file for them counts them as labelled before, and nothing waits
+    again = labels([1, 4])
+    assert awaiting.match(again, keys_of(again, ["id"]), "y", "N" * 64, 30).counts["labelled_before"] == 2
+    assert awaiting.waiting(30) == {"waiting": 0, "overdue": 0}

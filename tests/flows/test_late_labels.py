@@ -42,12 +42,21 @@ def test_labels_two_files_later_are_joined_scored_per_version_and_retrain_on_a_c
         prefect_server, late_spec):
     folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
     assert labels_folder is not None and labels_folder.is_dir()
+    kept = pipeline_paths(late_spec).state / "awaiting"
+
+    def kept_for():  # the features files whose rows are kept for their labels, by content
+        return {p.stem for p in kept.glob("*.parquet")}
+
     f0, f1, f2 = batch(1000, 8.0, 1, 0), batch(1000, 8.0, 2, 1000), batch(1000, 9.5, 3, 2000)
     assert run("late", write_csv(f0, folder, "f0.csv"))["decision"] == "train"
     first = run("late", write_csv(features(f1), folder, "f1.csv"))
+    sha = {"f1": first["sha256"]}
     assert first["decision"] == "predict_only" and "labels" in first["reason"]
     assert first["details"]["awaiting_labels"]["rows"] == 1000
-    assert run("late", write_csv(features(f2), folder, "f2.csv"))["decision"] == "predict_only"
+    second = run("late", write_csv(features(f2), folder, "f2.csv"))
+    assert second["decision"] == "predict_only"
+    sha["f2"] = second["sha256"]
+    assert kept_for() == {sha["f1"], sha["f2"]}
     assert Awaiting(pipeline_paths(late_spec).root, pipeline_paths(late_spec).state).waiting(30)["waiting"] == 2000
 
     # the labels of f1, two files later, with 5 ids nobody predicted and 3 named twice
@@ -60,10 +69,12 @@ def test_labels_two_files_later_are_joined_scored_per_version_and_retrain_on_a_c
     assert out["decision"] == "no_drift", out["reason"]  # the same concept as the champion's
     # the predictions as v1 made them, scored now that the labels are known
     assert out["metrics"]["realized_v1"]["accuracy"] == pytest.approx(accuracy_of(1, f1))
+    assert kept_for() == {sha["f2"]}  # every row of f1 is labelled: its kept rows are deleted, f2's wait
 
     # the labels of f2 (a concept change the champion predicted blind): caught now, retrained on the joined rows
     f3 = batch(1000, 9.5, 4, 3000)
-    assert run("late", write_csv(features(f3), folder, "f3.csv"))["decision"] == "predict_only"
+    third = run("late", write_csv(features(f3), folder, "f3.csv"))
+    assert third["decision"] == "predict_only"
     out = run("late", write_csv(labels(f2), labels_folder, "l2.csv"))
     assert out["drift_detected"] and out["decision"] == "retrain_promoted", out["reason"]
     assert out["metrics"]["realized_v1"]["accuracy"] == pytest.approx(accuracy_of(1, f2))
@@ -71,6 +82,7 @@ def test_labels_two_files_later_are_joined_scored_per_version_and_retrain_on_a_c
     v2 = out["champion_version"]
     assert registry.alias_version("late", "champion") == v2
     assert registry.load_version("late", v2).tags["calmops.training"].count("l2.csv") == 1
+    assert kept_for() == {third["sha256"]}
 
     # the next features are predicted by v2; one labels file for rows of both versions scores each on its own
     f4 = batch(1000, 9.5, 5, 4000)
@@ -80,6 +92,7 @@ def test_labels_two_files_later_are_joined_scored_per_version_and_retrain_on_a_c
     assert {int(v): r["rows"] for v, r in realized.items()} == {1: 1000, v2: 1000}
     assert out["metrics"][f"realized_v{v2}"]["accuracy"] == pytest.approx(accuracy_of(v2, f4))
     assert out["metrics"][f"realized_v{v2}"]["accuracy"] > out["metrics"]["realized_v1"]["accuracy"]
+    assert kept_for() == set()
 
     # the same labels bytes again: decided once; ids labelled before by another file are counted, not reused
     again = write_csv(labels(f2), labels_folder, "l2-again.csv")
