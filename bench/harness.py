@@ -112,7 +112,7 @@ def calmops_run(files: list[pd.DataFrame], spec: PipelineSpec, task: str, state_
         verdict = check_drift.fn(DriftInput(champion, X, y, spec, task, metric, now, state_dir, batch_id=keys[i]))
         rows_now = sum(len(h) for _, h in history) + len(X)
         drift = verdict.drift_detected or always
-        refresh = not drift and refresh_due(rows_now, rows_then, spec.retrain.refresh_growth)
+        refresh = not drift and refresh_due(rows_now, rows_then, spec.retrain.refresh_growth, now, task)
         follow_up, follow = follow and not drift and not refresh, False
         if drift or refresh or follow_up:
             retrained.append(i)

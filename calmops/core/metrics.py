@@ -48,6 +48,13 @@ def relative_fall(metric: str, then: float | None, now: float | None) -> float |
     return sign * (then - now) / abs(then)
 
 
+def flawless(scores: dict[str, Any] | None, task: str) -> bool:
+    """Did the model make no error on the rows it was scored on (every label right; no residual)?"""
+    if not scores:
+        return False
+    return scores.get("accuracy") == 1.0 if task == "classification" else scores.get("rmse") == 0.0
+
+
 def _clean(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else float(value)
 

@@ -139,7 +139,7 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     rows_so_far = sum(len(f) for _, f in history) + batch.n_rows
     rows_then = _rows_then(champion)
     quiet = not verdict.drift_detected and spec.retrain.retrain_on != "always"  # nothing asks for a retrain
-    refresh = quiet and refresh_due(rows_so_far, rows_then, spec.retrain.refresh_growth)
+    refresh = quiet and refresh_due(rows_so_far, rows_then, spec.retrain.refresh_growth, now, task)
     follow = _follow_up_of(champion)  # the champion's first file after a promotion during a change
     follow_up = bool(follow) and quiet and not refresh
     if quiet and not refresh and not follow_up:

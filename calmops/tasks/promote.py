@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from calmops.core import registry
-from calmops.core.metrics import HIGHER_IS_BETTER, PairedTest, better, relative_fall, threshold_failures
+from calmops.core.metrics import (
+    HIGHER_IS_BETTER,
+    PairedTest,
+    better,
+    flawless,
+    relative_fall,
+    threshold_failures,
+)
 from calmops.core.spec import PipelineSpec
 from calmops.tasks import step
 
@@ -50,10 +57,12 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, spec: Pi
     )
 
 
-def refresh_due(rows_now: int, rows_then: int | None, growth: float | None) -> bool:
+def refresh_due(rows_now: int, rows_then: int | None, growth: float | None,
+                serving: dict[str, Any] | None = None, task: str = "classification") -> bool:
     """A no-drift refresh is due when the rows kept so far have grown ``growth``-fold since the champion was
-    trained (or since the last refresh was tried)."""
-    return bool(growth and rows_then and rows_now >= growth * rows_then)
+    trained (or since the last refresh was tried), unless the champion made no error on this file (its scores
+    there, ``serving``): more rows have nothing to correct, and the refresh waits for a file where it errs."""
+    return bool(growth and rows_then and rows_now >= growth * rows_then) and not flawless(serving, task)
 
 
 def follow_up_due(challenger: dict[str, Any], champion: dict[str, Any], spec: PipelineSpec, metric: str) -> bool:

@@ -26,6 +26,25 @@ def test_a_quiet_file_gets_a_refresh_once_the_rows_doubled(prefect_server, strea
     assert later["decision"] == "no_drift" and "refresh" not in later["reason"], later["reason"]
 
 
+def test_a_champion_without_an_error_waits_for_its_refresh_until_a_file_it_errs_on(prefect_server, stream_spec):
+    update_spec("sea", retrain={"refresh_growth": 2.0})
+    folder = incoming("sea")
+
+    def axis(seed: int, flipped: int = 0):  # the label is x1 > 5: one split, learnt without an error
+        frame = sea_frame(1000, 8, seed=seed)
+        frame["y"] = (frame["x1"] > 5).astype(int)
+        frame.loc[frame.index[:flipped], "y"] = 1 - frame["y"].iloc[:flipped]  # a few wrong labels
+        return frame
+
+    assert run("sea", write_csv(axis(1), folder, "a.csv"))["decision"] == "train"
+    perfect = run("sea", write_csv(axis(2), folder, "b.csv"))  # 2,000 rows kept, but nothing to correct
+    assert perfect["decision"] == "no_drift" and perfect["metrics"]["champion"]["accuracy"] == 1.0
+    assert "refresh" not in perfect["reason"] and versions("sea") == [1], perfect["reason"]
+    errs = run("sea", write_csv(axis(3, flipped=5), folder, "c.csv"))  # 3,000 rows, 5 rows it gets wrong
+    assert not errs["drift_detected"] and errs["metrics"]["serving_full_batch"]["accuracy"] == 0.995, errs["reason"]
+    assert errs["reason"].startswith("no drift signal; refresh: 3000 rows kept so far, 3.0× the 1000"), errs["reason"]
+
+
 def test_a_refresh_that_crashed_is_tried_again_on_the_files_next_run(prefect_server, stream_spec, monkeypatch):
     update_spec("sea", retrain={"refresh_growth": 2.0})
     folder = incoming("sea")

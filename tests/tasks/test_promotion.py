@@ -92,6 +92,11 @@ def test_a_refresh_is_due_after_the_history_grew_and_promotes_unless_worse():
 
     assert not refresh_due(1500, 1000, 2.0) and refresh_due(2000, 1000, 2.0)
     assert not refresh_due(5000, None, 2.0) and not refresh_due(5000, 1000, None)
+    # a champion without an error on the file has nothing for more rows to correct: the refresh waits
+    assert not refresh_due(2000, 1000, 2.0, {"accuracy": 1.0, "balanced_accuracy": 1.0}, "classification")
+    assert refresh_due(2000, 1000, 2.0, {"accuracy": 0.999, "balanced_accuracy": 0.998}, "classification")
+    assert not refresh_due(2000, 1000, 2.0, {"rmse": 0.0, "r2": 1.0}, "regression")
+    assert refresh_due(2000, 1000, 2.0, {"rmse": 0.01}, "regression")
     spec = _spec()
     y, new, old = _pair(300, 200, 20, 21)  # the refresh is 1 row worse: noise, promoted
     test = paired_test("accuracy", y, new, old)
