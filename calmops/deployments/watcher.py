@@ -170,8 +170,9 @@ def breaker_allows_retry(pipeline: str) -> bool:
         return True
 
 
-def live_run_paths(pipeline: str) -> set[str] | None:
-    """Paths of files that have a flow run scheduled, waiting or running now (None: cannot tell)."""
+def live_run_paths(pipeline: str) -> dict[str, bool] | None:
+    """Paths of files that have a flow run scheduled, waiting or running now, each with whether one of its runs
+    is still queued (scheduled or waiting: it has not started); None when it cannot tell."""
     try:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import (
@@ -187,7 +188,12 @@ def live_run_paths(pipeline: str) -> set[str] | None:
                 tags=FlowRunFilterTags(all_=[pipeline_tag(pipeline)]),
                 state=FlowRunFilterState(type=FlowRunFilterStateType(
                     any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]))))
-        return {str(r.parameters.get("path")) for r in runs if r.parameters.get("path")}
+        live: dict[str, bool] = {}
+        for r in runs:
+            if r.parameters.get("path"):
+                path = str(r.parameters["path"])
+                live[path] = live.get(path, False) or r.state.type != StateType.RUNNING
+        return live
     except Exception:  # noqa: BLE001 - unknown: the caller does not announce again
         return None
 
@@ -239,7 +245,7 @@ class Watcher:
                  refresh_interval: float = 5.0, reemit_after: float = 60.0, min_age: float = 10.0,
                  health_interval: float = 2.0, health: Callable[[], bool | None] | None = None,
                  breaker_ready: Callable[[str], bool] | None = None,
-                 live_paths: Callable[[str], set[str] | None] | None = None, settings: Settings | None = None,
+                 live_paths: Callable[[str], dict[str, bool] | None] | None = None, settings: Settings | None = None,
                  heartbeat_file: Path | None = None, record_arrivals: bool = True,
                  stall_after: float | None = None, recover: Callable[[], list] | None = None):
         self.emit = emit or emit_event
@@ -550,7 +556,7 @@ class Watcher:
                 if one_turn:
                     break
                 continue  # cannot tell whether its run is still queued: wait for a clearer moment
-            if one_turn and live and any(self._will_take_turn(Path(p), states) for p in live):
+            if one_turn and live and any(self._will_take_turn(Path(p), states, queued) for p, queued in live.items()):
                 break  # a queued or running run of the pipeline will take its turn
             if not one_turn and live and str(path) in live:
                 continue  # a run is queued or running for it
@@ -558,10 +564,11 @@ class Watcher:
                 announced.append(path)
         return announced
 
-    def _will_take_turn(self, path: Path, states: dict[str, str]) -> bool:
-        """Whether a live run (queued or running) for ``path`` will go on to decide the pipeline's files: its
-        file is still waiting or being processed by it. A run whose file is done, gone or orphaned (a crash
-        left Prefect showing it Running) will not, nor does a labels file's run (decided on its own)."""
+    def _will_take_turn(self, path: Path, states: dict[str, str], queued: bool = False) -> bool:
+        """Whether a live run for ``path`` will go on to decide the pipeline's files: its file is still waiting or
+        being processed by it. A run whose file is done or gone will not, nor a running run whose file is
+        orphaned (a crash left Prefect showing it Running), nor a labels file's run (decided on its own). A run
+        still ``queued`` for an orphaned file will: it is the file's next run, announced after the crash."""
         with self._lock:
             watched = self._folders.get(path.parent.resolve())
         if watched is not None and watched.labels:
@@ -570,7 +577,7 @@ class Watcher:
         if st is None:
             return False
         try:
-            return states.get(self._hash(path, st)) not in ("done", "orphaned", "gone")
+            return states.get(self._hash(path, st)) not in (("done", "gone") if queued else ("done", "orphaned", "gone"))
         except OSError:
             return False
 

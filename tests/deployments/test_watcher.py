@@ -323,7 +323,7 @@ def test_scan_does_not_announce_again_a_file_whose_run_is_queued(stream_spec):
     age(folder / "q.csv")
     live: set[str] = set()
     rec = Recorder()
-    watcher = make_watcher(rec, reemit_after=0.0, live_paths=lambda name: set(live))
+    watcher = make_watcher(rec, reemit_after=0.0, live_paths=lambda name: dict.fromkeys(live, False))
     with watcher:
         rec.wait_for(1)  # the start-up scan
         live.add(str(folder / "q.csv"))
@@ -367,7 +367,7 @@ def test_in_arrival_order_a_scan_announces_only_the_oldest_waiting_file_and_queu
         age(folder / name, 60 - i)
     live: set[str] = set()
     rec = Recorder()
-    with make_watcher(rec, reemit_after=0.0, live_paths=lambda name: set(live)) as watcher:
+    with make_watcher(rec, reemit_after=0.0, live_paths=lambda name: dict.fromkeys(live, False)) as watcher:
         rec.wait_for(1)  # the start-up scan
         # the run of the oldest decides the others in its turn: their arrival is recorded, in order
         until(lambda: [name for _, name, _ in ledger(pipeline_paths(stream_spec)).queue()] == names)
@@ -415,11 +415,16 @@ def test_in_arrival_order_a_run_a_crash_left_running_does_not_hold_the_scan(stre
     dead.wait()
     with sqlite3.connect(book.path) as con:  # its process was killed: the claim is orphaned
         con.execute("UPDATE files SET owner_pid=?, owner_start=NULL WHERE sha256=?", (dead.pid, sha(data)))
-    live = {str(folder / "k.csv")}  # while Prefect still shows its run as Running
+    live = {str(folder / "k.csv"): False}  # while Prefect still shows its run as Running
     rec = Recorder()
-    with make_watcher(rec, reemit_after=0.0, live_paths=lambda name: set(live)):
+    with make_watcher(rec, reemit_after=0.0, live_paths=lambda name: dict(live)) as watcher:
         rec.wait_for(1)
-    assert rec.names() == ["k.csv"]
+        # the run announced after the crash waits to start (a slow worker): it takes the turn, not another copy
+        live[str(folder / "k.csv")] = True
+        assert watcher.scan(force=True) == []
+        live.clear()  # both runs ended and the file is still orphaned: announced again
+        assert [p.name for p in watcher.scan(force=True)] == ["k.csv"]
+    assert rec.names() == ["k.csv", "k.csv"]
 
 
 @pytest.mark.timeout(120)
