@@ -22,7 +22,7 @@ demo: install
 
 test: install
 	bash scripts/ensure-chromium.sh
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2
 
 test-unit: install
 	$(VENV)/bin/pytest -m "not integration and not e2e"

@@ -14,7 +14,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 
 
-# ``pytest -n 2`` (pytest-xdist; ``make test`` runs one process): the modules that share servers per package run
+# ``pytest -n 2`` (pytest-xdist; what ``make test`` runs): the modules that share servers per package run
 # in one worker, one after another, from the start; every other module is a unit of its own for the other
 # worker, the end-to-end modules (each starts its own stack) last, so they overlap the shared servers' tail.
 SHARED_SERVERS = ("tests/e2e/ordered/", "tests/production/")
