@@ -61,9 +61,9 @@ def main() -> None:
     parser.add_argument("--streams", default=",".join(STREAMS))
     parser.add_argument("--configs", default="", help="a subset of the configurations, comma-separated")
     args = parser.parse_args()
-    configs = (["calmops", "never", "every_file_all", "every_file_latest"] + [f"calmops:{m}" for m in MODES]
-               + ["river:hat", "river:arf"])
-    configs = [c for c in configs if c in args.configs.split(",")] if args.configs else configs
+    every = (["calmops", "never", "every_file_all", "every_file_latest"] + [f"calmops:{m}" for m in MODES]
+             + ["river:hat", "river:arf"])
+    configs = [c for c in every if c in args.configs.split(",")] if args.configs else every
     results: dict = {}
     t0 = time.time()
     for stream in args.streams.split(","):
@@ -91,17 +91,18 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     previous = out / "prequential.json"
-    if previous.exists():  # a run over some streams keeps the others' results (same seeds only)
+    if previous.exists():  # a run over some streams or configurations keeps the others' (same seeds only)
         old = json.loads(previous.read_text())
         if old.get("seeds") == args.seeds:
-            results = {**old["results"], **results}
+            results = {stream: {**old["results"].get(stream, {}), **results.get(stream, {})}
+                       for stream in {**old["results"], **results}}
     (out / "prequential.json").write_text(json.dumps({"seeds": args.seeds, "files": N_FILES, "rows": ROWS,
                                                       "results": results}, indent=2))
     lines = [(f"Prequential accuracy, {N_FILES} files × {ROWS} rows, mean over {args.seeds} seeds "
               "(share of files that triggered a retrain in brackets)"), ""]
     lines.append("| configuration | " + " | ".join(results) + " |")
     lines.append("|---|" + "---|" * len(results))
-    for c in configs:
+    for c in [c for c in every if all(c in r for r in results.values())]:
         cells = []
         for stream in results:
             r = results[stream][c]
