@@ -55,7 +55,7 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
     as ``drift/report.json`` and ``drift/summary.md``) and publish Prefect artifacts."""
     drift = verdict.to_dict() if verdict else None
     if outcome.mlflow_run_id:
-        with registry.in_run(outcome.mlflow_run_id):
+        with registry.in_run(outcome.mlflow_run_id) as run:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             mlflow.set_tags({
                 "calmops.decision": outcome.decision,
@@ -76,7 +76,9 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
                                       "n_drifted_features": float(len(outcome.drifted_features))}
             for who, scores in outcome.metrics.items():
                 flat.update(_flat_metrics(who, scores))
-            mlflow.log_metrics(flat)
+            # one point per metric whatever the attempt: at the run's start and step 0, a retry of this step
+            # logs the same points again, and MLflow keeps identical points once
+            mlflow.log_metrics(flat, step=0, timestamp=run.info.start_time)
             mlflow.log_dict(outcome.to_dict(), "outcome.json")
             if spec_yaml:
                 mlflow.log_text(spec_yaml, "spec.yaml")
