@@ -22,6 +22,7 @@ demo: install
 
 test: install
 	bash scripts/ensure-chromium.sh
+	bash scripts/postgres.sh install  # once, before two workers could both install it
 	$(VENV)/bin/pytest -n 2
 
 test-unit: install

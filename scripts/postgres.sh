@@ -2,16 +2,19 @@
 # A throwaway PostgreSQL server for trying the production layout and for its tests (never assumes one runs).
 #   scripts/postgres.sh start DIR PORT   initialise DIR if new, start on 127.0.0.1:PORT, create the databases
 #   scripts/postgres.sh stop DIR         fast shutdown
+#   scripts/postgres.sh install          only install the binaries (make test does, before its two workers start)
 # Databases: prefect, mlflow and calmops (CalmOps' own shared state), owned by the role "calmops" (trust authentication on loopback only).
 # Installs Debian's postgresql when its binaries are missing. Run as root, PostgreSQL runs as "postgres".
 set -euo pipefail
-cmd=${1:?usage: postgres.sh start DIR PORT | stop DIR}
-dir=$(realpath -m "${2:?data directory}")
+cmd=${1:?usage: postgres.sh start DIR PORT | stop DIR | install}
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 if [[ -z "$bindir" ]]; then
+  export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq postgresql >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
   bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 fi
+[[ "$cmd" == install ]] && exit 0
+dir=$(realpath -m "${2:?data directory}")
 as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 case "$cmd" in
   start)

@@ -568,7 +568,8 @@ class Watcher:
         """Whether a live run for ``path`` will go on to decide the pipeline's files: its file is still waiting or
         being processed by it. A run whose file is done or gone will not, nor a running run whose file is
         orphaned (a crash left Prefect showing it Running), nor a labels file's run (decided on its own). A run
-        still ``queued`` for an orphaned file will: it is the file's next run, announced after the crash."""
+        still ``queued`` for an orphaned file will: it is the file's next run, announced after the crash (should it
+        never start, the watchdog cancels it as stalled and the file is announced again)."""
         with self._lock:
             watched = self._folders.get(path.parent.resolve())
         if watched is not None and watched.labels:

@@ -47,9 +47,8 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
             if Path(path).exists():
                 awaiting.release(sha256_of(Path(path)))
             raise
-        decided = {e["sha256"] for e in ledger(paths).entries() if e["status"] == "done"}
         try:
-            awaiting.prune(decided)
+            awaiting.prune({e["sha256"] for e in ledger(paths).entries() if e["status"] == "done"})
         except Exception as exc:  # noqa: BLE001 - the file is decided; the next labels file prunes them
             log.warning("could not delete the rows kept for labels that are all labelled now: %s", exc)
         return result

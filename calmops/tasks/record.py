@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
@@ -39,6 +40,7 @@ class RunOutcome:
     predictions_file: str | None = None
     breaker_state: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,7 +57,7 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
     as ``drift/report.json`` and ``drift/summary.md``) and publish Prefect artifacts."""
     drift = verdict.to_dict() if verdict else None
     if outcome.mlflow_run_id:
-        with registry.in_run(outcome.mlflow_run_id) as run:
+        with registry.in_run(outcome.mlflow_run_id):
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             mlflow.set_tags({
                 "calmops.decision": outcome.decision,
@@ -76,9 +78,10 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
                                       "n_drifted_features": float(len(outcome.drifted_features))}
             for who, scores in outcome.metrics.items():
                 flat.update(_flat_metrics(who, scores))
-            # one point per metric whatever the attempt: at the run's start and step 0, a retry of this step
-            # logs the same points again, and MLflow keeps identical points once
-            mlflow.log_metrics(flat, step=0, timestamp=run.info.start_time)
+            # one point per metric and outcome: stamped with when the outcome was decided, a retry of this step
+            # logs the same points again, which MLflow keeps once; a later outcome (failed) is the latest point
+            decided_ms = int(datetime.fromisoformat(outcome.decided_at).timestamp() * 1000)
+            mlflow.log_metrics(flat, step=0, timestamp=decided_ms)
             mlflow.log_dict(outcome.to_dict(), "outcome.json")
             if spec_yaml:
                 mlflow.log_text(spec_yaml, "spec.yaml")

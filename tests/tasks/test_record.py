@@ -5,6 +5,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from calmops.core import registry
 from calmops.tasks import record
 from calmops.tasks.record import RunOutcome, record_run
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_retried_record_keeps_each_metric_once(prefect_server, calmops_home, monkeypatch):
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=registry.ensure_experiment("sea")) as run:  # in the test's own store
         pass
     outcome = RunOutcome("sea", "f.csv", "a" * 64, "no_drift", "no drift signal", rows=600,
                          metrics={"champion": {"accuracy": 0.9}, "realized_v1": {"accuracy": 0.8}},
@@ -33,3 +34,18 @@ def test_a_retried_record_keeps_each_metric_once(prefect_server, calmops_home, m
     for key in ("rows", "champion_accuracy", "realized_v1_accuracy"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
     assert client.get_run(run.info.run_id).data.metrics["realized_v1_accuracy"] == 0.8
+
+
+def test_a_second_outcome_recorded_into_the_same_run_is_the_one_it_shows(prefect_server, calmops_home):
+    """A run recorded, then failing after that (e.g. moving the file) is recorded again as failed: the failed
+    outcome's metrics are the run's, not whichever value is larger."""
+    with mlflow.start_run(experiment_id=registry.ensure_experiment("sea")) as run:
+        pass
+    decided = RunOutcome("sea", "f.csv", "a" * 64, "retrain_promoted", "drift", drift_detected=True, rows=1000,
+                         metrics={"champion": {"accuracy": 0.7}}, mlflow_run_id=run.info.run_id)
+    record_run(decided, None, {"pipeline": "sea"})
+    failed = RunOutcome("sea", "f.csv", "a" * 64, "failed", "OSError: disk full", mlflow_run_id=run.info.run_id)
+    record_run(failed, None, {"pipeline": "sea"})
+    shown = MlflowClient().get_run(run.info.run_id).data
+    assert shown.tags["calmops.decision"] == "failed"
+    assert shown.metrics["rows"] == 0 and shown.metrics["drift_detected"] == 0
