@@ -178,23 +178,25 @@ class Awaiting:
         Each row's line in the table stays, so its ids still count as labelled before. A file with a row still
         waiting, or labelled by a labels file whose run has not ended (it finds its own rows again when it is
         run again), keeps them."""
-        if not self.table.exists():
+        kept = {p.stem: p for p in self.folder.glob("*.parquet")} if self.folder.is_dir() else {}
+        if not kept or not self.table.exists():
             return []
         con = self._connect()
-        try:
-            pairs = con.execute(f"SELECT DISTINCT sha256, labelled_by FROM {self.t}").fetchall()
+        pairs: list[tuple] = []
+        try:  # only the files still kept: the table keeps a line for every row ever predicted
+            shas = list(kept)
+            for start in range(0, len(shas), 500):
+                chunk = shas[start:start + 500]
+                pairs += con.execute(f"SELECT DISTINCT sha256, labelled_by FROM {self.t} "
+                                     f"WHERE sha256 IN ({','.join('?' * len(chunk))})", chunk).fetchall()
         finally:
             con.close()
         by_file: dict[str, set[str | None]] = {}
         for sha, labelled_by in pairs:
             by_file.setdefault(sha, set()).add(labelled_by)
-        done = [sha for sha, by in by_file.items() if None not in by and by <= decided]
-        gone = []
-        for sha in done:
-            kept = self.folder / f"{sha}.parquet"
-            if kept.exists():
-                kept.unlink()
-                gone.append(sha)
+        gone = [sha for sha, by in by_file.items() if None not in by and by <= decided]
+        for sha in gone:
+            kept[sha].unlink(missing_ok=True)
         return gone
 
     def release(self, labels_sha256: str) -> None:

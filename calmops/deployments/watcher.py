@@ -578,9 +578,10 @@ class Watcher:
         if st is None:
             return False
         try:
-            return states.get(self._hash(path, st)) not in (("done", "gone") if queued else ("done", "orphaned", "gone"))
+            status = states.get(self._hash(path, st))
         except OSError:
             return False
+        return status not in ("done", "gone") and (queued or status != "orphaned")
 
     def _reemit_delay(self, repeats: int, status: str | None) -> float:
         """How long an announced file waits before it is announced again. A file still ``waiting`` (never

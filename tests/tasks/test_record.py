@@ -12,9 +12,15 @@ from calmops.tasks.record import RunOutcome, record_run
 pytestmark = pytest.mark.integration
 
 
-def test_a_retried_record_keeps_each_metric_once(prefect_server, calmops_home, monkeypatch):
-    with mlflow.start_run(experiment_id=registry.ensure_experiment("sea")) as run:  # in the test's own store
+@pytest.fixture
+def run(calmops_home):
+    """An MLflow run in the test's own store."""
+    with mlflow.start_run(experiment_id=registry.ensure_experiment("sea")) as started:
         pass
+    return started
+
+
+def test_a_retried_record_keeps_each_metric_once(prefect_server, run, monkeypatch):
     outcome = RunOutcome("sea", "f.csv", "a" * 64, "no_drift", "no drift signal", rows=600,
                          metrics={"champion": {"accuracy": 0.9}, "realized_v1": {"accuracy": 0.8}},
                          mlflow_run_id=run.info.run_id)
@@ -36,11 +42,9 @@ def test_a_retried_record_keeps_each_metric_once(prefect_server, calmops_home, m
     assert client.get_run(run.info.run_id).data.metrics["realized_v1_accuracy"] == 0.8
 
 
-def test_a_second_outcome_recorded_into_the_same_run_is_the_one_it_shows(prefect_server, calmops_home):
+def test_a_second_outcome_recorded_into_the_same_run_is_the_one_it_shows(prefect_server, run):
     """A run recorded, then failing after that (e.g. moving the file) is recorded again as failed: the failed
     outcome's metrics are the run's, not whichever value is larger."""
-    with mlflow.start_run(experiment_id=registry.ensure_experiment("sea")) as run:
-        pass
     decided = RunOutcome("sea", "f.csv", "a" * 64, "retrain_promoted", "drift", drift_detected=True, rows=1000,
                          metrics={"champion": {"accuracy": 0.7}}, mlflow_run_id=run.info.run_id)
     record_run(decided, None, {"pipeline": "sea"})
