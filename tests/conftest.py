@@ -152,11 +152,13 @@ def sea_frame(n: int, theta: float, seed: int, noise: float = 0.0) -> pd.DataFra
 
 
 def sea_mid_change(n: int, seed: int, before: float, after: float, old_share: float = 0.3) -> pd.DataFrame:
-    """A SEA file caught in the middle of a change: its first ``old_share`` of rows at θ ``before``, the rest at
-    θ ``after``."""
+    """A SEA file caught in the middle of a gradual change: ``old_share`` of its rows, spread through the file,
+    still at θ ``before``, the rest at θ ``after`` (the two concepts alternate, as they do while a change is under
+    way, so the file's last rows are as mixed as the rest)."""
     old, new = sea_frame(n, before, seed=seed), sea_frame(n, after, seed=seed + 1)
-    cut = int(old_share * n)
-    return pd.concat([old.iloc[:cut], new.iloc[cut:]], ignore_index=True)
+    is_old = np.zeros(n, dtype=bool)
+    is_old[np.random.default_rng(seed + 2).choice(n, size=int(old_share * n), replace=False)] = True
+    return new.where(~pd.Series(is_old), old)
 
 
 def write_csv(frame: pd.DataFrame, folder: Path, name: str) -> Path:

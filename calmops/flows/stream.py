@@ -159,7 +159,8 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
         verdict_reason = verdict.reason
 
     seed = seed_from(batch.sha256, spec.seed)
-    split = holdout_split(batch.y, spec, task, seed)
+    changing = verdict.real_concept_drift and not (refresh or follow_up)  # the concept is moving
+    split = holdout_split(batch.y, spec, task, seed, changing=changing)
     X_hold, y_hold = batch.X.iloc[split.holdout], batch.y.iloc[split.holdout]
     trainings: list[dict] = []
     reference = registry.load_reference(spec.name, champion.version)
@@ -179,7 +180,7 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
         paired = compare_on_holdout(metric, trained.model, champion.model, X_hold, y_hold, task, seed)
         decision = (decide_refresh if refresh else decide)(scores["challenger"], scores["champion"], spec, metric,
                                                            paired)
-        selection = {"rows": len(trained.X), "holdout_rows": len(split.holdout),
+        selection = {"rows": len(trained.X), "holdout_rows": len(split.holdout), "holdout": split.kind,
                      "score": scores["challenger"].get(metric), "champion_score": scores["champion"].get(metric),
                      "paired_test": paired.to_dict() if paired else None}
         selected = trained

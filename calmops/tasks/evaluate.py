@@ -21,19 +21,29 @@ class Split:
 
     train: np.ndarray
     holdout: np.ndarray
+    kind: str = "random"  # "random" (stratified) or "latest" (the batch's last rows)
 
 
 def seed_from(sha256: str, base: int = 0) -> int:
     return (int(hashlib.sha256(f"{base}:{sha256}".encode()).hexdigest()[:8], 16)) % (2**31 - 1)
 
 
-def holdout_split(y: pd.Series, spec: PipelineSpec, task: str, seed: int) -> Split:
-    """Hold out ``evaluation.holdout`` of the rows (at least ``min_holdout_rows``), stratified for classes."""
+def holdout_split(y: pd.Series, spec: PipelineSpec, task: str, seed: int, *, changing: bool = False) -> Split:
+    """Hold out ``evaluation.holdout`` of the rows (at least ``min_holdout_rows``), stratified for classes.
+
+    ``changing``: the concept is moving (real concept drift, or a follow-up after a promotion during a change).
+    With ``evaluation.holdout_during_change: latest`` the holdout is then the batch's last rows: in the middle of
+    a change the rows that arrived last are the closest to the next file, and a random holdout rewards the model
+    that fits the mixture of old and new. If those rows lack a class the batch has, the random split is used."""
     n = len(y)
     positions = np.arange(n)
     n_hold = max(spec.evaluation.min_holdout_rows, round(spec.evaluation.holdout * n))
     if n_hold >= n:
         raise ValueError(f"the batch has {n} rows: too few to hold out {n_hold} for evaluation and still train")
+    if changing and spec.evaluation.holdout_during_change == "latest":
+        train, hold = positions[:n - n_hold], positions[n - n_hold:]
+        if task != "classification" or set(y.iloc[hold]) == set(y):
+            return Split(train, hold, "latest")
     stratify = None
     if task == "classification":
         counts = y.value_counts()

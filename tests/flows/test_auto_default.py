@@ -4,7 +4,9 @@ MLflow).
 SEA's label is x1 + x2 ≤ θ. θ from 8 to 3 with the inputs where they were is real concept drift: the champion
 gets worse and no input moved, so all data so far would teach the old answers again and the stack is the default.
 The same change with x3 shifted (an input the label ignores) has moved inputs too: the default stays all data so
-far. Either way the decision records the default, the rule and every candidate's score.
+far. Either way the decision records the default, the rule and every candidate's score. On real concept drift the
+recipes are judged on the file's last rows (the concept is moving; those are closest to the next file), otherwise
+on a stratified random holdout; the decision says which.
 """
 
 import pytest
@@ -30,6 +32,11 @@ def auto_of(outcome: dict) -> dict:
     return tried["auto"]
 
 
+def holdout_of(outcome: dict) -> tuple[str, int]:
+    [tried] = outcome["details"]["training"]
+    return tried["selection"]["holdout"], tried["selection"]["holdout_rows"]
+
+
 def test_on_real_concept_drift_auto_keeps_the_stack_unless_beaten(prefect_server, stream_spec):
     changed = second_file(shift_x3=0.0)
     assert changed["drift_detected"] and not changed["drifted_features"], changed["reason"]
@@ -38,6 +45,7 @@ def test_on_real_concept_drift_auto_keeps_the_stack_unless_beaten(prefect_server
     assert why["default"] == "stacking" and why["rule"].startswith("stacking unless beaten")
     assert set(why["p_values"]) == {"window", "history"}
     assert set(why["candidates"]) == {"stacking", "window", "history"}
+    assert holdout_of(changed) == ("latest", 600)  # the last 30 % of the 2,000 rows
 
 
 def test_with_the_inputs_moved_too_auto_keeps_all_data_so_far_unless_beaten(prefect_server, stream_spec):
@@ -46,3 +54,4 @@ def test_with_the_inputs_moved_too_auto_keeps_all_data_so_far_unless_beaten(pref
     why = auto_of(changed)
     assert why["default"] == "history" and why["rule"].startswith("history unless beaten")
     assert set(why["p_values"]) == {"window", "stacking"}
+    assert holdout_of(changed) == ("random", 600)

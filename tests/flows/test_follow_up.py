@@ -1,7 +1,7 @@
 """The follow-up after a promotion in the middle of a change (stream flow, real Prefect test harness and MLflow).
 
 SEA with θ moving from 8 to 10: x1 + x2 ≤ θ is the label, so the rows with 8 < x1 + x2 ≤ 10 (18 % of them) change
-label. The second file is caught mid-change (its first 30 % of rows still θ = 8); a challenger fit on it is
+label. The second file is caught mid-change (30 % of its rows, spread through it, still θ = 8); a challenger fit on it is
 better than the champion there, but its holdout score stays well below the champion's at promotion. The third
 file is all θ = 10 and raises no drift signal against that lower score: the follow-up is what looks again.
 """
