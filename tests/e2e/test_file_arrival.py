@@ -37,7 +37,11 @@ def live(tmp_path_factory):
         for name in PIPELINES:
             extra = {"schedule": "1h"} if name == "sea-c" else {}
             save_spec(spec_from_dict({**STREAM_SPEC, "name": name, **extra}), create=True)
-        save_spec(spec_from_dict({**STREAM_SPEC, "name": "sea-late", "labels": {"join_on": ["id"]}}), create=True)
+        # the challenger learns the joined rows alone (`full` would learn the old concept's rows of the reference
+        # too, and whether it beats the champion would then hang on which rows are held out)
+        save_spec(spec_from_dict({**STREAM_SPEC, "name": "sea-late", "labels": {"join_on": ["id"]},
+                                  "retrain": {**STREAM_SPEC["retrain"], "mode": "window", "window_batches": 1}}),
+                  create=True)
 
     with running_stack(tmp_path_factory.mktemp("file-arrival") / "calmops", before_up=create_pipelines) as home:
         yield home
