@@ -237,6 +237,7 @@ def _finished_decisions(name: str, tracking: str) -> list:
                    and r.data.tags.get("calmops.decision") not in (None, "failed")), key=lambda r: r.info.start_time)
 
 
+@pytest.mark.timeout(1800)  # its own wait for the 200 decisions is 1,500 s; the module's 900 s cut it short
 def test_200_files_over_8_pipelines_on_two_hosts_survive_a_killed_host_and_a_database_restart(
         production_stack, postgres):
     """Two workers, each with its own warm runner as on two hosts, share PostgreSQL and the data root. 200 files
