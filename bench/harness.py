@@ -119,7 +119,7 @@ def calmops_run(files: list[pd.DataFrame], spec: PipelineSpec, task: str, state_
             reasons[i] = (verdict.reason or "retrain_on: always") if drift else "refresh" if refresh else "follow-up"
             rows_then = rows_now if refresh else rows_then
             seed = seed_from(keys[i], spec.seed)
-            split = holdout_split(y, spec, task, seed, changing=drift and verdict.real_concept_drift)
+            split = holdout_split(y, spec, task, seed, changing=verdict.real_concept_drift)
             Xh, yh = X.iloc[split.holdout], y.iloc[split.holdout]
             Xt, yt = X.iloc[split.train], y.iloc[split.train]
             won = False

@@ -71,9 +71,8 @@ class EvaluationSpec(_Strict):
     promotion_min_effect: float = Field(default=0.005, ge=0.0)
     holdout: float = Field(default=0.3, gt=0.0, lt=1.0)
     min_holdout_rows: int = Field(default=20, ge=1)
-    # while a concept is changing (real concept drift, or the follow-up after a promotion during a change) the
-    # holdout is the batch's last rows, the closest to the files that come next ("latest"); "random" keeps the
-    # stratified random holdout there too (for files whose rows are not in arrival order)
+    # on real concept drift the holdout is the batch's last rows, the closest to the files that come next
+    # ("latest"); "random" keeps the stratified random holdout there too (for files whose rows are not in order)
     holdout_during_change: Literal["latest", "random"] = "latest"
     # performance drift: the champion's primary metric on a batch is worse than at promotion
     # by more than this share of its value at promotion (0.03 = 3 %)

@@ -159,8 +159,7 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
         verdict_reason = verdict.reason
 
     seed = seed_from(batch.sha256, spec.seed)
-    changing = verdict.real_concept_drift and not (refresh or follow_up)  # the concept is moving
-    split = holdout_split(batch.y, spec, task, seed, changing=changing)
+    split = holdout_split(batch.y, spec, task, seed, changing=verdict.real_concept_drift)
     X_hold, y_hold = batch.X.iloc[split.holdout], batch.y.iloc[split.holdout]
     trainings: list[dict] = []
     reference = registry.load_reference(spec.name, champion.version)

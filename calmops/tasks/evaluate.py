@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ class Split:
 
     train: np.ndarray
     holdout: np.ndarray
-    kind: str = "random"  # "random" (stratified) or "latest" (the batch's last rows)
+    kind: Literal["random", "latest"] = "random"  # stratified random rows, or the batch's last rows
 
 
 def seed_from(sha256: str, base: int = 0) -> int:
@@ -31,8 +31,8 @@ def seed_from(sha256: str, base: int = 0) -> int:
 def holdout_split(y: pd.Series, spec: PipelineSpec, task: str, seed: int, *, changing: bool = False) -> Split:
     """Hold out ``evaluation.holdout`` of the rows (at least ``min_holdout_rows``), stratified for classes.
 
-    ``changing``: the concept is moving (real concept drift, or a follow-up after a promotion during a change).
-    With ``evaluation.holdout_during_change: latest`` the holdout is then the batch's last rows: in the middle of
+    ``changing``: the concept is moving (:attr:`~calmops.core.verdict.DriftVerdict.real_concept_drift`, which
+    only a drift verdict has: never on a refresh or a follow-up). With ``evaluation.holdout_during_change: latest`` the holdout is then the batch's last rows: in the middle of
     a change the rows that arrived last are the closest to the next file, and a random holdout rewards the model
     that fits the mixture of old and new. If those rows lack a class the batch has, the random split is used."""
     n = len(y)
