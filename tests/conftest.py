@@ -14,15 +14,21 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 
 
-# ``pytest -n 2`` (pytest-xdist; what ``make test`` runs): the modules that share servers per package run
-# in one worker, one after another, from the start; every other module is a unit of its own for the other
-# worker, the end-to-end modules (each starts its own stack) last, so they overlap the shared servers' tail.
-SHARED_SERVERS = ("tests/e2e/ordered/", "tests/production/")
+# ``pytest -n 2`` (pytest-xdist; what ``make test`` runs): the two longest units start first, one on each worker:
+# the production stack's module (its 200-file test alone takes 13 minutes or more) and the arrival-order package
+# (its modules share one stack, so they run as one unit, one after another); then the other production modules;
+# then every other module as a unit of its own, the end-to-end modules (each starts its own stack) last, so they
+# overlap the long units' tail.
+FIRST = ("tests/production/test_production_stack.py", "tests/e2e/ordered/", "tests/production/")
+ONE_UNIT = "tests/e2e/ordered/"
 OWN_STACK = ("tests/e2e/",)
 
 
 def _turn(nodeid: str) -> int:
-    return 0 if nodeid.startswith(SHARED_SERVERS) else 2 if nodeid.startswith(OWN_STACK) else 1
+    for i, prefix in enumerate(FIRST):
+        if nodeid.startswith(prefix):
+            return i
+    return len(FIRST) + nodeid.startswith(OWN_STACK)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -35,17 +41,17 @@ def pytest_collection_modifyitems(config, items):
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
-    class SharedServersTogether(LoadScopeScheduling):
-        """Work units in collection order: the shared servers' tests as one unit, then one unit per module."""
+    class LongestFirst(LoadScopeScheduling):
+        """Work units in collection order: the arrival-order package as one unit, every other module as one."""
 
         def __init__(self, config, log=None):
             super().__init__(config, log)
             config.option.loadscopereorder = False
 
         def _split_scope(self, nodeid: str) -> str:
-            return "shared servers" if _turn(nodeid) == 0 else nodeid.split("::")[0]
+            return ONE_UNIT if nodeid.startswith(ONE_UNIT) else nodeid.split("::")[0]
 
-    return SharedServersTogether(config, log)
+    return LongestFirst(config, log)
 
 
 @pytest.fixture(scope="session")
