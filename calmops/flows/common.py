@@ -39,6 +39,7 @@ from calmops.core.store import (
     sha256_of,
 )
 from calmops.core.verdict import DriftVerdict
+from calmops.flows.redundant import cancel_redundant_runs
 from calmops.tasks import step
 from calmops.tasks.drift import DriftInput, check_drift
 from calmops.tasks.drift.data import build_profile
@@ -415,6 +416,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     digest = sha256_of(path)
     book.arrive(digest, path.name, arrival_time(path.stat().st_mtime_ns))  # known already when the watcher announced it
     target: dict[str, Any] | None = None
+    decided: set[str] = set()  # the other files this turn ended: their own runs, if still waiting, are cancelled
     with pipeline_turn(paths, log):
         tried: set[str] = set()
         # the queue is read again before each file: a file whose arrival was recorded while the one before it
@@ -440,6 +442,9 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
                     if sha == digest:
                         target = outcome
                     if book.status(sha) != "pending":
+                        if sha != digest and not file.exists():
+                            decided.add(name)
+                            cancel_redundant_runs(spec.name, paths.incoming, decided, current_flow_run_id(), log)
                         continue
                     blocker, why = name, "waiting for the circuit breaker"
             if target is not None:

@@ -127,6 +127,57 @@ def test_a_burst_of_30_files_is_decided_in_arrival_order_each_once(live, tmp_pat
     assert_decided_once_in_arrival_order(name, names)
 
 
+HOLD_FIRST = '''
+import time
+from pathlib import Path
+
+MARKER, GO = Path({marker!r}), Path({go!r})
+
+
+def preprocess(df):
+    if not MARKER.exists():
+        MARKER.touch()
+        while not GO.exists():
+            time.sleep(0.2)
+    return df
+'''
+
+
+def test_the_runs_of_files_a_turn_decided_are_cancelled_before_they_start(live, tmp_path):
+    """While the first file's run holds the pipeline's turn, five more arrive and their runs wait for the
+    pipeline's slot. The first run goes on to decide them (arrival order), and cancels their runs: none of
+    them starts to find its file done, and each says which run decided its file."""
+    from tests.e2e.test_file_arrival import flow_runs
+
+    name = "order-redundant"
+    marker, go = tmp_path / "first-call", tmp_path / "go"
+    (tmp_path / "hold_first.py").write_text(HOLD_FIRST.format(marker=str(marker), go=str(go)))
+    create(name, tmp_path, preprocess=str(tmp_path / "hold_first.py"))
+    folder = paths_of(name).incoming
+    names = [f"r{i}.csv" for i in range(6)]
+    rename_in(folder, names[0], sea_frame(400, 8, seed=800))
+    until(marker.exists, 300, "the first run to reach its preprocess step")
+    for i, f in enumerate(names[1:], start=1):
+        rename_in(folder, f, sea_frame(400, 8, seed=800 + i))
+    run_of = lambda: {Path(r.parameters["path"]).name: r for r in flow_runs(name)}
+    until(lambda: set(run_of()) == set(names), 120, "a flow run for each file")
+    assert not any(r.state.is_running() for f, r in run_of().items() if f != names[0])  # the slot is taken
+    go.touch()
+    until(lambda: len(done_in_claim_order(name)) == 6, 300, "the six files to be decided", interval=2)
+    until(lambda: all(r.state.is_final() for r in flow_runs(name)), 120, "every run to end")
+
+    assert_decided_once_in_arrival_order(name, names)
+    first = run_of()[names[0]]
+    assert {d["flow_run_id"] for d in decisions(name)} == {str(first.id)}  # the first run decided all six
+    assert first.state.is_completed(), first.state
+    runs = flow_runs(name)
+    assert len(runs) == 6, [(r.name, r.state.name) for r in runs]  # no file was announced a second time
+    for run in runs:
+        if run.id != first.id:
+            assert run.state.is_cancelled() and str(first.id) in (run.state.message or ""), (run.name, run.state)
+            assert run.run_count == 0, run.name  # never started: no worker process, no slot taken
+
+
 def _poisoned_stream(tmp: Path, name: str, order: str) -> tuple[Path, list[str]]:
     flag = tmp / f"{name}.poison"
     flag.write_text("on")

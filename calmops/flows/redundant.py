@@ -1,0 +1,64 @@
+"""Flow runs a pipeline's turn has made redundant, cancelled before they start.
+
+Every file event makes a flow run. In arrival order the run that holds the pipeline's turn decides every file
+that is waiting, so the runs made for those files would start only to find them done. Each would still take a
+worker slot and the pipeline's one concurrency slot for the seconds a run takes to start, in front of the runs
+of files that arrived after them. The turn cancels them instead, with the run that decided the file in the
+reason: the Prefect UI shows the file's run as Cancelled ("decided by flow run …"), not as a second decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+
+from calmops.core.logs import RunLog
+from calmops.core.names import pipeline_tag
+
+
+def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str], by: str | None,
+                          log: RunLog) -> list[str]:
+    """Cancel the pipeline's flow runs that have not started yet (Scheduled, Late, AwaitingConcurrencySlot)
+    and were made for one of the ``decided`` files (names in ``incoming``) that has left the folder (a file
+    of the same name that arrived again keeps its run). Returns the names of the runs cancelled. Never raises:
+    a run left waiting costs seconds (it finds its file done and ends), a failed turn would cost a decision."""
+    if not decided:
+        return []
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+    from prefect.states import Cancelled
+
+    folder = incoming.resolve()
+    message = f"{'flow run ' + by if by else 'another run'} decided its file first, in the pipeline's turn"
+    cancelled = []
+    try:
+        with get_client(sync_client=True) as client:
+            waiting = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[pipeline_tag(pipeline)]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))))
+            for run in waiting:
+                param = run.parameters.get("path")
+                if not param or str(run.id) == by:
+                    continue
+                path = Path(str(param))
+                if path.name not in decided or path.parent.resolve() != folder or path.exists():
+                    continue  # another file's run, or the same name arrived again with new content
+                try:
+                    result = client.set_flow_run_state(run.id, Cancelled(message=message))
+                except (ObjectNotFound, PrefectHTTPStatusError):
+                    continue  # deleted or changed meanwhile
+                if result.status == SetStateStatus.ACCEPT:
+                    cancelled.append(run.name)
+    except Exception as exc:  # noqa: BLE001 - the API is down or slow: the runs end by themselves
+        log.warning("could not cancel the waiting runs of files decided already: %s: %s", type(exc).__name__, exc)
+    if cancelled:
+        log.info("cancelled %d waiting run(s) of files decided in this turn: %s", len(cancelled), ", ".join(cancelled))
+    return cancelled

@@ -1,0 +1,61 @@
+"""Which waiting flow runs a pipeline's turn cancels (calmops.flows.redundant), on Prefect's test server.
+
+The end-to-end test (tests/e2e/ordered/test_arrival_order.py) sees it on the running stack: a burst decided
+by one run, the other files' runs cancelled before they start.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from calmops.core.logs import RunLog
+from calmops.core.names import pipeline_tag
+from calmops.flows.redundant import cancel_redundant_runs
+
+pytestmark = pytest.mark.integration
+
+
+def test_only_the_waiting_runs_of_decided_files_that_left_the_folder_are_cancelled(prefect_server, tmp_path):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running, Scheduled
+
+    @flow(name="file-run")
+    def file_run(pipeline: str, path: str) -> None:
+        pass
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "again.csv").write_text("x\n1\n")  # the same name arrived again, with new content: still to decide
+
+    def make(pipeline: str, name: str, state, folder=incoming):
+        return client.create_flow_run(file_run, parameters={"pipeline": pipeline, "path": str(folder / name)},
+                                      tags=[pipeline_tag(pipeline)], state=state)
+
+    with get_client(sync_client=True) as client:
+        decider = make("p", "own.csv", Running())
+        waiting = make("p", "a.csv", Scheduled())
+        awaiting_slot = make("p", "b.csv", Scheduled(name="AwaitingConcurrencySlot"))
+        untouched = {
+            "started already": make("p", "c.csv", Running()),
+            "same name, new file": make("p", "again.csv", Scheduled()),
+            "not decided": make("p", "d.csv", Scheduled()),
+            "another pipeline": make("q", "a.csv", Scheduled()),
+            "another folder": make("p", "a.csv", Scheduled(), folder=tmp_path / "elsewhere"),
+        }
+
+        cancelled = cancel_redundant_runs("p", incoming, {"a.csv", "b.csv", "c.csv", "again.csv"}, str(decider.id),
+                                          RunLog("p", tmp_path / "logs"))
+
+        assert sorted(cancelled) == sorted([waiting.name, awaiting_slot.name])
+        for run in (waiting, awaiting_slot):
+            state = client.read_flow_run(run.id).state
+            assert state.is_cancelled() and str(decider.id) in state.message, state
+        for why, run in untouched.items():
+            assert not client.read_flow_run(run.id).state.is_cancelled(), why
+        assert client.read_flow_run(decider.id).state.is_running()
+
+
+def test_nothing_decided_asks_nothing(tmp_path):
+    # no Prefect server in this test: with nothing decided the turn makes no API call at all
+    assert cancel_redundant_runs("p", tmp_path, set(), None, RunLog("p", tmp_path / "logs")) == []
