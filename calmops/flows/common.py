@@ -417,6 +417,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     book.arrive(digest, path.name, arrival_time(path.stat().st_mtime_ns))  # known already when the watcher announced it
     target: dict[str, Any] | None = None
     decided: set[str] = set()  # the other files this turn ended: their own runs, if still waiting, are cancelled
+    me = current_flow_run_id()
     with pipeline_turn(paths, log):
         tried: set[str] = set()
         # the queue is read again before each file: a file whose arrival was recorded while the one before it
@@ -442,16 +443,16 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
                     if sha == digest:
                         target = outcome
                     if book.status(sha) != "pending":
-                        if sha != digest and not file.exists():
+                        if sha != digest:
                             decided.add(name)
-                            cancel_redundant_runs(spec.name, paths.incoming, decided, current_flow_run_id(), log)
+                            cancel_redundant_runs(spec.name, paths.incoming, decided, me, log)
                         continue
                     blocker, why = name, "waiting for the circuit breaker"
             if target is not None:
                 break  # this file is decided; the files behind the blocker wait for it
             log.warning("%s is held: %s arrived before it and is %s", path.name, blocker, why)
             return RunOutcome(spec.name, path.name, digest, Decision.HELD, f"waiting behind {blocker} ({why})",
-                              flow_run_id=current_flow_run_id(), kind=spec.kind,
+                              flow_run_id=me, kind=spec.kind,
                               details={"held_behind": blocker}).to_dict()
     if target is None:  # decided meanwhile by another run
         return run_one_file(pipeline, path, sha256, process)

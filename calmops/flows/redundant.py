@@ -45,10 +45,7 @@ def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str
                 tags=FlowRunFilterTags(all_=[pipeline_tag(pipeline)]),
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))))
             for run in waiting:
-                param = run.parameters.get("path")
-                if not param or str(run.id) == by:
-                    continue
-                path = Path(str(param))
+                path = Path(str(run.parameters.get("path") or ""))
                 if path.name not in decided or path.parent.resolve() != folder or path.exists():
                     continue  # another file's run, or the same name arrived again with new content
                 try:
