@@ -15,6 +15,8 @@ Recovery cancels the stalled run (which gives its pipeline's slot back; a run wh
 Prefect's server may refuse to cancel, is deleted), counts it in the pipeline's
 ``state/recovered_runs.json`` (``calmops status NAME`` shows the count and the last reason) and lets the
 watcher announce the pipeline's waiting files again: the ledger keeps every file exactly once whatever runs.
+A stuck worker of this machine's stack is restarted; while that restart is under way, and for ``after``
+seconds once it is done, the new worker is not called stuck and the runs it is to take are left waiting.
 """
 
 from __future__ import annotations
@@ -102,7 +104,9 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
         wanted = list({r.deployment_id for r in queued if r.deployment_id and _waiting_since(r) < cutoff})
         existing = {d.id for d in client.read_deployments(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=wanted)))} if wanted else set()
-    progress = [r for r in [*running, *ended] if "path" in r.parameters]
+    # a run cancelled before it started (by this watchdog, or by a turn that decided its file) has ended without
+    # running (Prefect stamps its start and end all the same): it is no sign of a worker taking runs
+    progress = [r for r in [*running, *ended] if "path" in r.parameters and r.run_count > 0]
     return stalled_among(queued, {r.parameters.get("pipeline") for r in progress}, existing, now, after,
                          worker_idle=not progress, paused=paused)
 
@@ -244,34 +248,45 @@ def worker_restarts(settings: Settings | None = None) -> dict[str, Any]:
     return _read_count((settings or get_settings()).run_dir / RESTARTS)
 
 
-_restarted_at = -float("inf")  # monotonic time of this process's last restart of the worker
+_restarted_at = -float("inf")  # monotonic time this process last began or finished restarting the worker
+_restarting: threading.Thread | None = None
+
+
+def worker_settling(after: float = STALL_AFTER) -> bool:
+    """Whether this process is restarting the worker, or finished less than ``after`` seconds ago: the new
+    worker gets that long to take the waiting runs before it can be called stuck (on a busy machine a worker
+    can take a minute to start; restarting it again meanwhile would only start the wait over)."""
+    return (_restarting is not None and _restarting.is_alive()) or time.monotonic() - _restarted_at < after
 
 
 def restart_worker(reason: str, after: float = STALL_AFTER) -> threading.Thread | None:
     """Restart the worker of this machine's stack in the background (stop, start, wait until it polls),
-    unless it was restarted less than ``after`` seconds ago or the stack runs no worker here (a worker on
-    another host is its own supervisor's to restart). Returns the thread doing it, or None."""
-    global _restarted_at
+    unless a restart is under way or ended less than ``after`` seconds ago, or the stack runs no worker here (a
+    worker on another host is its own supervisor's to restart). Returns the thread doing it, or None."""
+    global _restarted_at, _restarting
     from calmops.deployments import stack
 
     settings = get_settings()
-    if time.monotonic() - _restarted_at < after or not stack.running_pid(settings, "worker"):
+    if worker_settling(after) or not stack.running_pid(settings, "worker"):
         return None
     _restarted_at = time.monotonic()
     _add_count(settings.run_dir / RESTARTS, reason=reason)
     log.warning("the worker takes no runs (%s): restarting it", reason)
 
     def restart() -> None:
+        global _restarted_at
         try:
             stack.stop("worker", settings, grace=5.0)
             stack.start("worker", settings)
             log.info("worker restarted")
         except Exception:
             log.exception("could not restart the worker; run 'calmops up' to start it")
+        finally:
+            _restarted_at = time.monotonic()
 
-    thread = threading.Thread(target=restart, name="calmops-worker-restart", daemon=True)
-    thread.start()
-    return thread
+    _restarting = threading.Thread(target=restart, name="calmops-worker-restart", daemon=True)
+    _restarting.start()
+    return _restarting
 
 
 def recover_stalled(after: float = STALL_AFTER) -> list[Stalled]:
@@ -279,8 +294,9 @@ def recover_stalled(after: float = STALL_AFTER) -> list[Stalled]:
     announces their pipelines' files)."""
     done = []
     found = find_stalled(after) + find_dead()
-    stuck = next((s for s in found if s.worker_stuck), None)
-    if stuck is not None:
+    if worker_settling(after):  # the restarted worker takes them; cancelling them now would only add runs
+        found = [s for s in found if not s.worker_stuck]
+    elif stuck := next((s for s in found if s.worker_stuck), None):
         restart_worker(stuck.reason, after)
     for stalled in found:
         try:

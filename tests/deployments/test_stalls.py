@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from uuid import uuid4
 
+import pytest
+
 from calmops.deployments.stalls import stalled_among
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -118,3 +120,108 @@ def test_a_worker_the_stack_does_not_run_here_is_not_restarted(calmops_home):
 
     assert restart_worker("Late for 400 s and no run of any pipeline has run for 300 s") is None
     assert worker_restarts() == {"count": 0, "last": None}
+
+
+class SlowStart:
+    """Stands in for the stack's worker (its pid, stop and start): ``start`` blocks until released, as a worker
+    on a busy machine can take a minute before it polls."""
+
+    def __init__(self):
+        import threading
+
+        self.released = threading.Event()
+        self.stops = self.starts = 0
+
+    def running_pid(self, settings, name):
+        return 4242
+
+    def stop(self, name, settings, grace=10.0):
+        self.stops += 1
+
+    def start(self, name, settings):
+        self.starts += 1
+        self.released.wait(30)
+
+
+def test_a_worker_being_restarted_is_given_its_time_before_it_can_be_called_stuck_again(calmops_home, monkeypatch):
+    """While the restarted worker starts, and for ``after`` seconds once it is up, the watchdog neither restarts
+    it again (that would start its wait over) nor cancels the runs it is to take; after that it may."""
+    import time
+
+    from calmops.deployments import stack, stalls
+    from calmops.deployments.stalls import Stalled, recover_stalled, worker_restarts
+
+    after = 0.5
+    stuck = Stalled("a", "id-1", "stream/a/f.csv", "Late", 400, "Late for 400 s and no run of any pipeline has run",
+                    worker_stuck=True)
+    cancelled: list[str] = []
+    worker = SlowStart()
+    for name in ("running_pid", "stop", "start"):
+        monkeypatch.setattr(stack, name, getattr(worker, name))
+    monkeypatch.setattr(stalls, "find_stalled", lambda after: [stuck])
+    monkeypatch.setattr(stalls, "find_dead", list)
+    monkeypatch.setattr(stalls, "cancel", lambda s: cancelled.append(s.run_id))
+    monkeypatch.setattr(stalls, "_restarted_at", -float("inf"))
+    monkeypatch.setattr(stalls, "_restarting", None)
+
+    assert recover_stalled(after) == [stuck]  # cancelled, and the worker restarted
+    assert cancelled == ["id-1"] and worker_restarts()["count"] == 1
+    time.sleep(2 * after)  # longer than ``after`` while the new worker is still starting
+    assert recover_stalled(after) == []
+    assert cancelled == ["id-1"] and worker_restarts()["count"] == 1 and worker.stops == 1
+
+    worker.released.set()  # the new worker is up
+    stalls._restarting.join(5)
+    assert recover_stalled(after) == [] and worker_restarts()["count"] == 1  # its ``after`` seconds start now
+    time.sleep(2 * after)
+    assert recover_stalled(after) == [stuck]  # it had its time and took nothing: restarted again
+    assert worker_restarts()["count"] == 2 and cancelled == ["id-1", "id-1"]
+
+
+@pytest.mark.integration
+def test_runs_cancelled_before_they_started_are_no_sign_of_a_working_worker(prefect_server, calmops_home):
+    """A Late run on a live queue while the only runs that ended lately were cancelled before they started (by
+    the watchdog itself, or by a turn that decided their files): the worker takes nothing. A run that ran and
+    ended in that time is a sign it works."""
+    import time
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.states import Cancelled, Completed, Running, Scheduled
+
+    from calmops.core.names import TAG
+    from calmops.core.settings import get_settings
+    from calmops.deployments.stalls import find_stalled
+
+    @flow(name="stall-probe")
+    def probe(pipeline: str, path: str) -> None:
+        pass
+
+    after = 2.0
+    with get_client(sync_client=True) as client:
+        pool = get_settings().work_pool
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+        flow_id = client.create_flow(probe)
+        deployment = client.create_deployment(flow_id, "probe", work_pool_name=pool)
+
+        def make(pipeline: str, state):
+            return client.create_flow_run_from_deployment(
+                deployment, parameters={"pipeline": pipeline, "path": f"/in/{pipeline}.csv"}, tags=[TAG],
+                state=state)
+
+        late = make("late", Scheduled())
+        time.sleep(after + 0.5)
+        unstarted = make("cancelled", Scheduled())
+        client.set_flow_run_state(unstarted.id, Cancelled(), force=True)
+        assert client.read_flow_run(unstarted.id).end_time is not None  # Prefect stamps an end all the same
+
+        found = [s for s in find_stalled(after) if s.run_id in (str(late.id), str(unstarted.id))]
+        assert [(s.run_id, s.worker_stuck) for s in found] == [(str(late.id), True)], found
+
+        ran = make("ran", Scheduled())
+        client.set_flow_run_state(ran.id, Running(), force=True)
+        client.set_flow_run_state(ran.id, Completed(), force=True)
+        assert [s for s in find_stalled(after) if s.run_id == str(late.id)] == []
+        for run in (late, ran):
+            client.delete_flow_run(run.id)

@@ -137,8 +137,12 @@ def test_a_worker_that_takes_no_runs_is_restarted_and_the_file_is_decided_once(l
     os.kill(hung, signal.SIGSTOP)
     try:
         sea_frame(600, 8, seed=902).to_csv(paths.incoming / "h.csv", index=False)
-        until(lambda: any(e["file"] == "h.csv" and e["status"] == "done" for e in ledger(paths).entries()), 420,
-              "h.csv to be decided by a restarted worker", interval=2)
+        try:
+            until(lambda: any(e["file"] == "h.csv" and e["status"] == "done" for e in ledger(paths).entries()),
+                  420, "h.csv to be decided by a restarted worker", interval=2)
+        except AssertionError as exc:  # say what the watchdog and the worker did
+            tails = {n: stack.log_file(settings, n).read_text()[-4000:] for n in ("watcher", "worker")}
+            raise AssertionError(f"{exc}\n" + "\n".join(f"--- {n} log ---\n{t}" for n, t in tails.items())) from None
     finally:
         if stack.running_pid(settings, "worker") == hung:
             os.kill(hung, signal.SIGCONT)  # the package's other tests need a worker
