@@ -248,7 +248,7 @@ def worker_restarts(settings: Settings | None = None) -> dict[str, Any]:
     return _read_count((settings or get_settings()).run_dir / RESTARTS)
 
 
-_restarted_at = -float("inf")  # monotonic time this process last began or finished restarting the worker
+_restarted_at = -float("inf")  # monotonic time this process last finished restarting the worker
 _restarting: threading.Thread | None = None
 
 
@@ -263,13 +263,12 @@ def restart_worker(reason: str, after: float = STALL_AFTER) -> threading.Thread 
     """Restart the worker of this machine's stack in the background (stop, start, wait until it polls),
     unless a restart is under way or ended less than ``after`` seconds ago, or the stack runs no worker here (a
     worker on another host is its own supervisor's to restart). Returns the thread doing it, or None."""
-    global _restarted_at, _restarting
+    global _restarting
     from calmops.deployments import stack
 
     settings = get_settings()
     if worker_settling(after) or not stack.running_pid(settings, "worker"):
         return None
-    _restarted_at = time.monotonic()
     _add_count(settings.run_dir / RESTARTS, reason=reason)
     log.warning("the worker takes no runs (%s): restarting it", reason)
 
