@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from calmops.core.flow_runs import runs_in_states
 from calmops.core.names import TAG
 from calmops.core.settings import Settings, get_settings
 from calmops.core.store import pipeline_paths, read_spec, write_atomic
@@ -63,20 +64,6 @@ def _waiting_since(run: Any) -> datetime:
     return max(run.created, scheduled) if run.created else scheduled
 
 
-def _runs_in(client: Any, *states: Any) -> list[Any]:
-    """CalmOps' flow runs whose state is one of ``states`` (Prefect ``StateType``s), at most 200."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
-
-    return client.read_flow_runs(flow_run_filter=FlowRunFilter(
-        tags=FlowRunFilterTags(all_=[TAG]), state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states)))),
-        limit=200)
-
-
 def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> list[Stalled]:
     """The CalmOps flow runs that are stalled now (see the module docstring); asks the Prefect API."""
     from prefect.client.orchestration import get_client
@@ -93,10 +80,10 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(seconds=after)
     with get_client(sync_client=True) as client:
-        queued = _runs_in(client, StateType.SCHEDULED, StateType.PENDING)
+        queued = runs_in_states(client, [StateType.SCHEDULED, StateType.PENDING], limit=200)
         if not any(_waiting_since(r) < cutoff for r in queued):
             return []
-        running = _runs_in(client, StateType.RUNNING)
+        running = runs_in_states(client, [StateType.RUNNING], limit=200)
         ended = client.read_flow_runs(flow_run_filter=FlowRunFilter(  # the latest first: a long burst is
             tags=FlowRunFilterTags(all_=[TAG]), end_time=FlowRunFilterEndTime(after_=cutoff)),
             sort=FlowRunSort.END_TIME_DESC, limit=200)
@@ -169,7 +156,7 @@ def find_dead() -> list[Stalled]:
     from calmops.core.store import has_ledger, ledger
 
     with get_client(sync_client=True) as client:
-        running = _runs_in(client, StateType.RUNNING)
+        running = runs_in_states(client, [StateType.RUNNING], limit=200)
     found = []
     for run in running:
         pipeline = run.parameters.get("pipeline")

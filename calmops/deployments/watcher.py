@@ -61,7 +61,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from calmops.core import statedb
-from calmops.core.names import EVENT, pipeline_tag, resource_id
+from calmops.core.flow_runs import runs_in_states
+from calmops.core.names import EVENT, resource_id
 from calmops.core.settings import Settings, get_settings
 from calmops.core.statedb import Table
 from calmops.core.store import (
@@ -175,19 +176,11 @@ def live_run_paths(pipeline: str) -> dict[str, bool] | None:
     is still queued (scheduled or waiting: it has not started); None when it cannot tell."""
     try:
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-            FlowRunFilterTags,
-        )
         from prefect.client.schemas.objects import StateType
 
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                tags=FlowRunFilterTags(all_=[pipeline_tag(pipeline)]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(
-                    any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]))))
+            runs = runs_in_states(client, [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING],
+                                  pipeline=pipeline)
         live: dict[str, bool] = {}
         for r in runs:
             if r.parameters.get("path"):

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
+from calmops.core.flow_runs import runs_in_states
 from calmops.core.logs import RunLog
-from calmops.core.names import pipeline_tag
 
 
 def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str], by: str | None,
@@ -25,12 +25,6 @@ def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str
     if not decided:
         return []
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.responses import SetStateStatus
     from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
@@ -41,9 +35,7 @@ def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str
     cancelled = []
     try:
         with get_client(sync_client=True) as client:
-            waiting = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                tags=FlowRunFilterTags(all_=[pipeline_tag(pipeline)]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))))
+            waiting = runs_in_states(client, [StateType.SCHEDULED], pipeline=pipeline)
             for run in waiting:
                 path = Path(str(run.parameters.get("path") or ""))
                 if path.name not in decided or path.parent.resolve() != folder or path.exists():

@@ -1,0 +1,59 @@
+"""Which flow runs the shared query returns (calmops.core.flow_runs), and the watcher's view of a file's live
+runs built on it (calmops.deployments.watcher.live_run_paths), on Prefect's test server."""
+
+from __future__ import annotations
+
+import pytest
+
+from calmops.core.flow_runs import runs_in_states
+from calmops.core.names import TAG, pipeline_tag
+from calmops.deployments.watcher import live_run_paths
+
+pytestmark = pytest.mark.integration
+P, Q = "runs-query-p", "runs-query-q"  # names no other test uses: the test server is shared
+
+
+def test_runs_are_chosen_by_pipeline_and_state_and_the_watcher_knows_which_have_not_started(prefect_server, tmp_path):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Completed, Running, Scheduled
+
+    @flow(name="file-run")
+    def file_run(pipeline: str, path: str) -> None:
+        pass
+
+    def make(pipeline: str, name: str, state):
+        return client.create_flow_run(file_run, parameters={"pipeline": pipeline, "path": str(tmp_path / name)},
+                                      tags=[TAG, pipeline_tag(pipeline)], state=state)
+
+    with get_client(sync_client=True) as client:
+        queued = make(P, "a.csv", Scheduled())
+        running = make(P, "b.csv", Running())
+        done = make(P, "c.csv", Completed())
+        other = make(Q, "a.csv", Scheduled())
+        rerun = [make(P, "d.csv", Running()), make(P, "d.csv", Scheduled())]  # one started, one still queued
+        foreign = client.create_flow_run(file_run, parameters={"pipeline": P, "path": str(tmp_path / "e.csv")},
+                                         state=Scheduled())  # not CalmOps' (no tag): never listed
+
+        made = [queued, running, done, other, *rerun, foreign]
+
+        def ids(runs):
+            return {r.id for r in runs}
+
+        try:
+            assert ids(runs_in_states(client, [StateType.SCHEDULED], pipeline=P)) == {queued.id, rerun[1].id}
+            assert ids(runs_in_states(client, [StateType.SCHEDULED, StateType.RUNNING], pipeline=P)) == {
+                queued.id, running.id, *ids(rerun)}
+            # every pipeline's (the server is shared with other tests: only this test's runs are checked)
+            every = ids(runs_in_states(client, [StateType.SCHEDULED])) & ids(made)
+            assert every == {queued.id, other.id, rerun[1].id}
+            assert ids(runs_in_states(client, [StateType.COMPLETED])) & ids(made) == {done.id}
+            assert foreign.id not in ids(runs_in_states(client, list(StateType)))
+
+            # each live file of pipeline P, and whether one of its runs has not started yet
+            assert live_run_paths(P) == {str(tmp_path / "a.csv"): True, str(tmp_path / "b.csv"): False,
+                                           str(tmp_path / "d.csv"): True}
+        finally:  # queued CalmOps runs left on the shared server would look stalled to the watchdog's tests
+            for run in made:
+                client.delete_flow_run(run.id)
