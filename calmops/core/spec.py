@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import importlib
 import inspect
 import re
@@ -515,14 +516,26 @@ def read_yaml(text: str, source: str = "spec") -> Any:
 
 
 def load_spec(path: str | Path) -> PipelineSpec:
+    """The spec in the file at ``path``. A file unchanged since it was last read (same device, inode, size and
+    modification time: a spec is replaced atomically, so an update is a new inode) is not parsed again, and
+    every caller gets its own copy; a run reads its pipeline's spec at several steps."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise SpecError(f"{path}: the spec is {size} bytes, larger than {MAX_SPEC_BYTES // 1024} KiB")
-        text = path.read_text()
+        st = path.stat()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec ({exc.strerror})") from None
+    if st.st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: the spec is {st.st_size} bytes, larger than {MAX_SPEC_BYTES // 1024} KiB")
+    return _parsed_spec(str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns).model_copy(deep=True)
+
+
+@functools.lru_cache(maxsize=128)
+def _parsed_spec(path: str, _dev: int, _ino: int, _size: int, _mtime_ns: int) -> PipelineSpec:
+    """The spec file parsed, cached by its identity on disk (a failure is not cached: the next read tries again)."""
+    try:
+        text = Path(path).read_text()
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the spec ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: the spec is not UTF-8 text") from None
-    return parse_spec(read_yaml(text, str(path)), str(path))
+    return parse_spec(read_yaml(text, path), path)

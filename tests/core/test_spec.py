@@ -74,6 +74,36 @@ def test_yaml_round_trip(tmp_path):
     assert load_spec(path) == spec
 
 
+def test_a_spec_file_is_parsed_once_while_unchanged_and_each_caller_gets_its_own_copy(tmp_path, monkeypatch):
+    import os
+
+    import calmops.core.spec as spec_module
+
+    parsed = []
+    real = spec_module.read_yaml
+    monkeypatch.setattr(spec_module, "read_yaml", lambda text, source: parsed.append(source) or real(text, source))
+    path = tmp_path / "spec.yaml"
+    path.write_text(parse_spec({**BASE, "name": "cached"}).to_yaml())
+
+    first, second = load_spec(path), load_spec(path)
+    assert len(parsed) == 1 and first == second
+    first.retrain.mode = "window"  # one caller's change is not another's
+    assert load_spec(path).retrain.mode == second.retrain.mode != "window"
+
+    # replaced the way CalmOps writes a spec (a new file moved over the old): the new content is read
+    staged = tmp_path / ".spec.yaml.part"
+    staged.write_text(parse_spec({**BASE, "name": "renamed"}).to_yaml())
+    os.replace(staged, path)
+    assert load_spec(path).name == "renamed"
+    # edited in place to the same size: the modification time tells
+    text = path.read_text()
+    path.write_text(text.replace("renamed", "rena-ed"))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert load_spec(path).name == "rena-ed"
+    assert len(parsed) == 3
+
+
 def test_invalid_yaml_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: [unclosed")
