@@ -40,6 +40,7 @@ log = logging.getLogger("calmops.watcher")
 STALL_AFTER = 300.0  # seconds a run may wait to start while its pipeline does nothing
 RECORD = "recovered_runs.json"
 RESTARTS = "worker_restarts.json"
+LISTED = 200  # runs read per query to the Prefect API, for each state the watchdog looks at
 
 
 @dataclass(frozen=True)
@@ -80,13 +81,13 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(seconds=after)
     with get_client(sync_client=True) as client:
-        queued = runs_in_states(client, [StateType.SCHEDULED, StateType.PENDING], limit=200)
+        queued = runs_in_states(client, [StateType.SCHEDULED, StateType.PENDING], limit=LISTED)
         if not any(_waiting_since(r) < cutoff for r in queued):
             return []
-        running = runs_in_states(client, [StateType.RUNNING], limit=200)
+        running = runs_in_states(client, [StateType.RUNNING], limit=LISTED)
         ended = client.read_flow_runs(flow_run_filter=FlowRunFilter(  # the latest first: a long burst is
             tags=FlowRunFilterTags(all_=[TAG]), end_time=FlowRunFilterEndTime(after_=cutoff)),
-            sort=FlowRunSort.END_TIME_DESC, limit=200)
+            sort=FlowRunSort.END_TIME_DESC, limit=LISTED)
         paused = _paused_queues(client)
         wanted = list({r.deployment_id for r in queued if r.deployment_id and _waiting_since(r) < cutoff})
         existing = {d.id for d in client.read_deployments(
@@ -156,7 +157,7 @@ def find_dead() -> list[Stalled]:
     from calmops.core.store import has_ledger, ledger
 
     with get_client(sync_client=True) as client:
-        running = runs_in_states(client, [StateType.RUNNING], limit=200)
+        running = runs_in_states(client, [StateType.RUNNING], limit=LISTED)
     found = []
     for run in running:
         pipeline = run.parameters.get("pipeline")
