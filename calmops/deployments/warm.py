@@ -40,7 +40,13 @@ PRELOAD = ("prefect", "prefect.engine", "prefect.flow_engine", "calmops.flows.st
            "prefect.artifacts", "prefect.concurrency.sync", "prefect.utilities.visualization", "anyio._backends._asyncio",
            "anyio.streams.memory", "mlflow.tracing.processor.otel", "mlflow.tracking.request_header.registry",
            "pyarrow.dataset", "pandas.io.formats.csvs", "narwhals._pandas_like.namespace", "narwhals.stable.v2",
-           "mlflow.tracing.processor.base_mlflow", "mlflow.tracing.export.utils", "netrc", "encodings.utf_8_sig")
+           "mlflow.tracing.processor.base_mlflow", "mlflow.tracing.export.utils", "netrc", "encodings.utf_8_sig",
+           # loaded by MLflow's sklearn flavour on every model it logs (its ``pyfunc`` is a lazy module)
+           "mlflow.pyfunc")
+# Caches a run fills for its process, filled once here so every child inherits them ("module:function"). MLflow
+# maps each installed package to its modules before it logs a model (to check the model's requirements against
+# this environment): it reads every distribution's file list, about 1 s, in each run that logs a model.
+PRIME = ("mlflow.utils.requirements_utils:_init_modules_to_packages_map",)
 STREAMS = 3  # stdin, stdout, stderr travel with the request
 _HEADER = struct.Struct("!I")
 KILL_GRACE = 10.0
@@ -409,9 +415,10 @@ class Runner:
     """The warm process: preloads, listens, forks one child per request, reports each child's exit."""
 
     def __init__(self, path: Path, preload: tuple[str, ...] = PRELOAD, module: str = ENGINE,
-                 cli: str = CLI) -> None:
+                 cli: str = CLI, prime: tuple[str, ...] = PRIME) -> None:
         self.path = path
         self.preload = preload
+        self.prime = prime
         self.entries = {"engine": module, "cli": cli}  # what a child runs as ``__main__``, by request
         self.children: dict[int, socket.socket] = {}  # child pid -> its client's connection
         self.orphaned: dict[int, float] = {}  # child pid -> when its client went away
@@ -429,6 +436,12 @@ class Runner:
                 importlib.import_module(name)
             except ImportError as exc:  # optional: the child imports it itself if it needs it
                 print(f"calmops runner: not preloaded {name} ({exc})", file=sys.stderr, flush=True)
+        for target in self.prime:
+            module, function = target.split(":")
+            try:
+                getattr(importlib.import_module(module), function)()
+            except Exception as exc:  # noqa: BLE001 - optional: each run fills the cache itself, as without
+                print(f"calmops runner: not primed {target} ({exc})", file=sys.stderr, flush=True)
         if threading.active_count() != 1:
             raise RuntimeError(f"importing {self.preload} started threads {threading.enumerate()}; "
                                "forking would not be safe")

@@ -222,13 +222,26 @@ def _alive(pid: int) -> bool:
 
 
 def test_the_default_preload_imports_without_starting_threads(tmp_path):
-    """Forking is only safe from a single-threaded process: the runner refuses to serve otherwise."""
+    """Forking is only safe from a single-threaded process: the runner refuses to serve otherwise. The caches it
+    primes for its children are filled: MLflow's map of installed packages, which a run that logs a model would
+    otherwise build for itself (it reads every distribution's file list)."""
     code = ("from pathlib import Path; from calmops.deployments.warm import Runner; "
-            "import sys; Runner(Path(sys.argv[1])).warm(); print('warm')")
+            "import sys; Runner(Path(sys.argv[1])).warm(); "
+            "from mlflow.utils import requirements_utils as r; "
+            "print('warm', r._MODULES_TO_PACKAGES is not None and 'sklearn' in r._MODULES_TO_PACKAGES)")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.sock")], capture_output=True, text=True,
                           timeout=300, cwd=ROOT, check=False)
+    assert done.returncode == 0 and "warm True" in done.stdout, done.stdout[-500:] + done.stderr[-2000:]
+    assert "not preloaded" not in done.stderr and "not primed" not in done.stderr
+
+
+def test_a_cache_that_cannot_be_primed_is_reported_and_the_runner_still_warms(tmp_path):
+    code = ("from pathlib import Path; from calmops.deployments.warm import Runner; import sys; "
+            "Runner(Path(sys.argv[1]), preload=('json',), prime=('json:no_such_cache',)).warm(); print('warm')")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.sock")], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT, check=False)
     assert done.returncode == 0 and "warm" in done.stdout, done.stderr[-2000:]
-    assert "not preloaded" not in done.stderr
+    assert "not primed json:no_such_cache" in done.stderr
 
 
 def test_the_calmops_command_is_handed_over_under_its_own_name_and_unknown_entries_are_refused(runner, tmp_path):
