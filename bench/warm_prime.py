@@ -3,8 +3,9 @@
 Two warm runners in the same run: the default one, and one with the same preloaded imports but nothing primed
 (``prime=()``) and without the imports added for model logging (``mlflow.pyfunc``): the runner as it was. Each
 serves ``--runs`` runs, alternating, of a child that logs one small scikit-learn model with MLflow (explicit pip
-requirements, a signature and an input example, as CalmOps' registry does). The child reports
-how long ``mlflow.sklearn.log_model`` took (MLflow on SQLite in a temporary folder); the script prints the medians and their ratio.
+requirements, a signature and an input example, as CalmOps' registry does; MLflow on SQLite in a temporary
+folder). The child reports how long ``mlflow.sklearn.log_model`` took; the script prints the medians and their
+ratio.
 
     .venv/bin/python bench/warm_prime.py [--runs 8]
 """
@@ -21,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from calmops.deployments.warm import answers
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TARGET = "warm_prime_target"  # the module each child runs (bench/warm_prime_target.py)
@@ -36,8 +39,6 @@ def start(kind: str, folder: Path) -> tuple[subprocess.Popen, Path]:
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(sock), kind], cwd=HERE,
                             env={**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{REPO}"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    from calmops.deployments.warm import answers
-
     deadline = time.monotonic() + 300
     while not answers(sock):
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -443,8 +443,8 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - optional: each run fills the cache itself, as without
                 print(f"calmops runner: not primed {target} ({exc})", file=sys.stderr, flush=True)
         if threading.active_count() != 1:
-            raise RuntimeError(f"importing {self.preload} started threads {threading.enumerate()}; "
-                               "forking would not be safe")
+            raise RuntimeError(f"importing {self.preload} or priming {self.prime} started threads "
+                               f"{threading.enumerate()}; forking would not be safe")
         return time.perf_counter() - t
 
     def serve(self) -> None:
