@@ -39,6 +39,7 @@ from calmops.core.store import (
     sha256_of,
 )
 from calmops.core.verdict import DriftVerdict
+from calmops.flows.fair_turns import CHECK_EVERY, should_give_way, step_back, turn_budget
 from calmops.flows.redundant import cancel_redundant_runs
 from calmops.tasks import step
 from calmops.tasks.drift import DriftInput, check_drift
@@ -401,9 +402,10 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
                  process: Callable[[RunContext, registry.Champion | None, Batch], RunOutcome]) -> dict[str, Any]:
     """Decide the pipeline's files in arrival order (spec ``order: arrival``, the default), whatever order
     Prefect starts the runs in: holding the pipeline's turn, decide every file that arrived before this one,
-    oldest first, then this one, then those that arrived after it. A file that fails, or waits for the breaker,
-    holds the files behind it: their runs end ``held`` and they wait in the ledger. With ``order: none`` (or a
-    file outside the incoming folder) only this file is decided.
+    oldest first, then this one, then those that arrived after it (until the turn gives way to pipelines
+    waiting for a worker: :mod:`calmops.flows.fair_turns`). A file that fails, or waits for the breaker, holds
+    the files behind it: their runs end ``held`` and they wait in the ledger. With ``order: none`` (or a file
+    outside the incoming folder) only this file is decided.
     """
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec).ensure()
@@ -418,11 +420,20 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     target: dict[str, Any] | None = None
     decided: set[str] = set()  # the other files this turn ended: their own runs, if still waiting, are cancelled
     me = current_flow_run_id()
+    budget = turn_budget()
     with pipeline_turn(paths, log):
+        began = next_look = time.monotonic()
         tried: set[str] = set()
         # the queue is read again before each file: a file whose arrival was recorded while the one before it
         # was being decided (e.g. an event handled late under load) still takes its place by arrival time
         while (entry := book.next_in_queue(tried)) is not None:
+            if target is not None and budget > 0 and time.monotonic() >= max(began + budget, next_look):
+                next_look = time.monotonic() + CHECK_EVERY
+                left = [name for sha, name, _ in book.queue() if sha not in tried]
+                if way := should_give_way(spec.name, paths.incoming, left, log):
+                    log.info("%s (%d queued run(s) scheduled behind them)", way.reason(time.monotonic() - began),
+                             step_back(way, log))
+                    break
             sha, name, status = entry
             tried.add(sha)
             file = paths.incoming / name

@@ -44,9 +44,11 @@ def delete_kind_deployments() -> None:
 
 @contextmanager
 def running_stack(home: Path, *, reemit_after: float = 30, stall_after: float = 300,
-                  before_up: Callable[[], None] | None = None, forget_deployments: bool = True) -> Iterator[Path]:
+                  before_up: Callable[[], None] | None = None, forget_deployments: bool = True,
+                  env: dict[str, str] | None = None) -> Iterator[Path]:
     """Prefect server, warm runner, worker and watcher on ``home`` (MLflow in a SQLite file there), started as
-    ``calmops up`` starts them; ``before_up`` runs once the Prefect API answers (e.g. to create pipelines)."""
+    ``calmops up`` starts them, with ``env`` added to their environment; ``before_up`` runs once the Prefect API
+    answers (e.g. to create pipelines)."""
     saved = dict(os.environ)
     os.environ.update(
         CALMOPS_HOME=str(home), CALMOPS_PREFECT_PORT=str(free_port()), CALMOPS_MLFLOW_PORT=str(free_port()),
@@ -54,7 +56,7 @@ def running_stack(home: Path, *, reemit_after: float = 30, stall_after: float = 
         CALMOPS_WATCH_SCAN_INTERVAL="3", CALMOPS_WATCH_REEMIT_AFTER=str(reemit_after),
         CALMOPS_WATCH_STALL_AFTER=str(stall_after),
         CALMOPS_START_TIMEOUT="300",  # a busy 2-core machine can take longer than the default first start
-        PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_DISABLE_TELEMETRY="true", **(env or {}),
     )
     os.environ.pop("PREFECT_API_URL", None)
     (home / "mlflow").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,139 @@
+"""When a pipeline's turn gives way to the other pipelines.
+
+A run that holds its pipeline's turn decides, after its own file, the files that arrived behind it. Under a
+long burst into one pipeline that keeps one flow run, and its worker slot, busy for minutes, while the runs of
+other pipelines wait for a slot (with two slots, two bursting pipelines starve a third one completely).
+
+So once a run has held the turn for ``CALMOPS_TURN_BUDGET`` seconds (60 by default; 0 never gives way) and has
+decided its own file, it ends its turn before the next file when both hold:
+
+* another pipeline waits for a worker: it has a run due for at least :data:`DUE_FOR` seconds that no worker
+  has started, and none of its runs is running (a run that only waits for its own pipeline's turn does not
+  count: giving way would not help it);
+* one of the files left in this pipeline's queue has a run of its own that has not started. That run takes the
+  turn when a worker is free and decides the files left, oldest first, as every run does, so arrival order and
+  "each file once" hold as before.
+
+Workers take the runs that are due first, and this pipeline's queued runs were made before the waiting
+pipeline's: so the turn also schedules its pipeline's queued runs again for now (Prefect shows them Scheduled,
+"behind pipeline(s) …"), and the waiting pipelines' runs go first. Nothing is cancelled: the files left stay
+*waiting* in the ledger, each with the run it had.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from calmops.core.flow_runs import runs_in_states
+from calmops.core.logs import RunLog
+
+log = logging.getLogger("calmops.flows")
+
+DEFAULT_BUDGET = 60.0  # seconds a run holds its pipeline's turn before it gives way to starving pipelines
+DUE_FOR = 5.0  # seconds a run must have been due, unstarted, to count as waiting for a worker (polls are 0.5 s)
+CHECK_EVERY = 5.0  # seconds between two looks at the Prefect API once the budget is spent
+
+
+def turn_budget() -> float:
+    """``CALMOPS_TURN_BUDGET`` in seconds; 0 or less: never give way. Unset, or not a number: the default (a
+    tuning knob spelt wrong must not fail every run: the warning names it)."""
+    raw = os.environ.get("CALMOPS_TURN_BUDGET", "").strip()
+    try:
+        return float(raw) if raw else DEFAULT_BUDGET
+    except ValueError:
+        log.warning("CALMOPS_TURN_BUDGET=%r is not a number of seconds; using %.0f s (0: a run keeps its "
+                    "pipeline's turn until its queue is empty)", raw, DEFAULT_BUDGET)
+        return DEFAULT_BUDGET
+
+
+@dataclass(frozen=True)
+class GiveWay:
+    """Why a turn ends early: the pipelines waiting for a worker, the queued run that takes the turn next, and
+    every queued run of this pipeline (sent behind the waiting pipelines' runs when the turn ends)."""
+
+    starving: tuple[str, ...]
+    next_run: str
+    queued: tuple[Any, ...]
+
+    def reason(self, held: float) -> str:
+        return (f"giving the pipeline's turn up after {held:.0f} s: pipeline(s) {', '.join(self.starving)} wait "
+                f"for a worker; flow run {self.next_run} takes the turn after them and decides the files left")
+
+
+def _due(run: Any, now: datetime) -> bool:
+    when = run.next_scheduled_start_time or run.expected_start_time
+    return when is None or when <= now - timedelta(seconds=DUE_FOR)
+
+
+def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Collection[str],
+             now: datetime | None = None) -> GiveWay | None:
+    """Whether ``pipeline``'s turn should end now, given the ``runs`` of every CalmOps pipeline that are
+    scheduled, pending or running, and the names of the files ``left`` in the pipeline's queue."""
+    from prefect.client.schemas.objects import StateType
+
+    now = now or datetime.now(UTC)
+    started: set[str] = set()
+    queued: dict[str, list[Any]] = {}
+    for run in runs:
+        owner = str(run.parameters.get("pipeline") or "")
+        if run.state is None or not owner:
+            continue
+        if run.state.type == StateType.SCHEDULED:
+            queued.setdefault(owner, []).append(run)
+        else:
+            started.add(owner)
+    starving = tuple(sorted(name for name, waiting in queued.items()
+                            if name != pipeline and name not in started and any(_due(r, now) for r in waiting)))
+    if not starving:
+        return None
+    folder = incoming.resolve()
+    mine = queued.get(pipeline, [])
+    for run in mine:
+        path = Path(str(run.parameters.get("path") or ""))
+        if path.name in left and path.parent.resolve() == folder:
+            return GiveWay(starving, run.name, tuple(mine))
+    return None  # no file left has a run of its own: giving way would leave them to the watcher's re-announcing
+
+
+def should_give_way(pipeline: str, incoming: Path, left: Collection[str], log: RunLog) -> GiveWay | None:
+    """:func:`give_way` on the runs the Prefect API lists now; None (keep the turn) when it cannot tell."""
+    if not left:
+        return None
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    try:
+        with get_client(sync_client=True) as client:
+            runs = runs_in_states(client, [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])
+    except Exception as exc:  # noqa: BLE001 - the API is down or slow: keep deciding, as before
+        log.warning("could not tell whether other pipelines wait for a worker: %s: %s", type(exc).__name__, exc)
+        return None
+    return give_way(runs, pipeline, incoming, left)
+
+
+def step_back(way: GiveWay, log: RunLog) -> int:
+    """Schedule this pipeline's queued runs again for now, behind the runs that have waited longer for a worker
+    (workers take the runs that are due first). Returns how many were moved; a run a worker took meanwhile
+    refuses the change and keeps its place. Never raises: at worst the pipeline's next run starts first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.states import Scheduled
+
+    moved = 0
+    message = f"behind pipeline(s) {', '.join(way.starving)}, which waited for a worker"
+    try:
+        with get_client(sync_client=True) as client:
+            for run in way.queued:
+                result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=datetime.now(UTC),
+                                                                     message=message))
+                moved += result.status == SetStateStatus.ACCEPT
+    except Exception as exc:  # noqa: BLE001 - the API is down or slow
+        log.warning("could not schedule the pipeline's waiting runs behind the others: %s: %s",
+                    type(exc).__name__, exc)
+    return moved

@@ -1,0 +1,113 @@
+"""A pipeline's turn gives way to pipelines waiting for a worker, without breaking arrival order.
+
+The rule (:func:`calmops.flows.fair_turns.give_way`) is checked on Prefect's own flow-run objects; the turn
+itself on real flow runs (Prefect test server, MLflow in SQLite), with the waiting runs made in that server.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType
+
+from calmops.core.names import TAG, pipeline_tag
+from calmops.flows.fair_turns import DUE_FOR, give_way, turn_budget
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+INCOMING = Path("/data/pipelines/mine/incoming")
+
+
+def flow_run(pipeline: str, path: Path, state: str = "Scheduled", waited: float = 60.0) -> FlowRun:
+    kind = {"Scheduled": StateType.SCHEDULED, "Late": StateType.SCHEDULED,
+            "AwaitingConcurrencySlot": StateType.SCHEDULED, "Running": StateType.RUNNING,
+            "Pending": StateType.PENDING}[state]
+    due = NOW - timedelta(seconds=waited)
+    return FlowRun(flow_id=uuid4(), name=f"{pipeline}-{path.name}", parameters={"pipeline": pipeline, "path": str(path)},
+                   state=State(type=kind, name=state, state_details=StateDetails(scheduled_time=due)),
+                   expected_start_time=due, next_scheduled_start_time=due if kind == StateType.SCHEDULED else None)
+
+
+def test_gives_way_when_another_pipeline_waits_for_a_worker_and_a_file_left_has_its_own_run():
+    runs = [flow_run("mine", INCOMING / "b.csv"), flow_run("other", Path("/data/pipelines/other/incoming/x.csv"), "Late")]
+    way = give_way(runs, "mine", INCOMING, ["b.csv", "c.csv"], now=NOW)
+    assert way is not None and way.starving == ("other",) and way.next_run == "mine-b.csv"
+    assert "other" in way.reason(61) and "mine-b.csv" in way.reason(61)
+
+
+@pytest.mark.parametrize("others", [
+    [],  # nobody waits
+    [flow_run("other", Path("/o/x.csv")), flow_run("other", Path("/o/y.csv"), "Running")],  # it runs: it waits for its turn
+    [flow_run("other", Path("/o/x.csv"), waited=DUE_FOR / 2)],  # just made: a worker may take it at its next poll
+    [flow_run("mine", INCOMING / "z.csv", "Late")],  # only this pipeline's own runs wait
+])
+def test_keeps_the_turn_when_no_other_pipeline_is_starved(others):
+    runs = [flow_run("mine", INCOMING / "b.csv"), *others]
+    assert give_way(runs, "mine", INCOMING, ["b.csv"], now=NOW) is None
+
+
+@pytest.mark.parametrize("own", [
+    [],  # the files left have no run (held files, or announced again later)
+    [flow_run("mine", INCOMING / "gone.csv")],  # a run whose file is not among those left
+    [flow_run("mine", Path("/elsewhere/b.csv"))],  # the same name in another folder
+    [flow_run("mine", INCOMING / "b.csv", "Running")],  # started: it is not waiting to take the turn
+])
+def test_keeps_the_turn_when_no_queued_run_would_take_the_files_left(own):
+    runs = [*own, flow_run("other", Path("/o/x.csv"), "Late")]
+    assert give_way(runs, "mine", INCOMING, ["b.csv", "c.csv"], now=NOW) is None
+
+
+def test_the_budget_comes_from_the_environment_and_a_bad_value_falls_back_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv("CALMOPS_TURN_BUDGET", "15")
+    assert turn_budget() == 15
+    monkeypatch.setenv("CALMOPS_TURN_BUDGET", "a minute")
+    assert turn_budget() == 60
+    assert "CALMOPS_TURN_BUDGET='a minute'" in caplog.text
+
+
+@pytest.mark.integration
+def test_a_turn_gives_way_then_the_queued_run_decides_the_rest_in_arrival_order(prefect_server, stream_spec,
+                                                                                monkeypatch):
+    """Four files wait; another pipeline's run has waited a minute for a worker; ``c.csv`` has a queued run.
+    The run of ``a.csv`` decides its own file, gives the turn up and schedules ``c.csv``'s run behind the
+    waiting one (a worker takes the run due first). Started later, ``c.csv``'s run decides
+    ``b.csv``, ``c.csv`` and then ``d.csv`` too (``d.csv`` has no run of its own, so that turn keeps going)."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from tests.flows.helpers import incoming, run
+    from tests.flows.test_arrival_order import arrive, claim_order
+
+    monkeypatch.setenv("CALMOPS_TURN_BUDGET", "0.001")
+    book, files = arrive(incoming("sea"), ["a.csv", "b.csv", "c.csv", "d.csv"])
+
+    @flow(name="calmops-fair-turn-stand-in")
+    def stand_in(pipeline: str, path: str) -> None:  # never run: only its queued runs are listed
+        return None
+
+    due = datetime.now(UTC) - timedelta(seconds=60)
+    with get_client(sync_client=True) as client:
+        made = [client.create_flow_run(stand_in, parameters=params, tags=[TAG, pipeline_tag(params["pipeline"])],
+                                       state=Scheduled(scheduled_time=due))
+                for params in ({"pipeline": "starved", "path": "/data/pipelines/starved/incoming/x.csv"},
+                               {"pipeline": "sea", "path": str(files["c.csv"])})]
+    try:
+        first = run("sea", files["a.csv"])
+        assert first["file"] == "a.csv" and first["decision"] == "train"  # the pipeline's first model
+        assert claim_order(book) == ["a.csv"]  # gave way before b.csv
+        with get_client(sync_client=True) as client:  # and sent c.csv's queued run behind the starved one
+            starved, queued = (client.read_flow_run(r.id) for r in made)
+        assert queued.state.name == "Scheduled" and "behind pipeline(s) starved" in queued.state.message
+        assert queued.next_scheduled_start_time > starved.next_scheduled_start_time
+        assert [e["status"] for e in sorted(book.entries(), key=lambda e: e["file"])] == ["done", "waiting",
+                                                                                          "waiting", "waiting"]
+        later = run("sea", files["c.csv"])  # the queued run, when a worker takes it
+        assert later["file"] == "c.csv" and later["decision"] not in ("failed", "held")
+        assert claim_order(book) == ["a.csv", "b.csv", "c.csv", "d.csv"]
+    finally:
+        with get_client(sync_client=True) as client:
+            for r in made:
+                client.delete_flow_run(r.id)
