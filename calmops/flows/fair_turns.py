@@ -93,7 +93,7 @@ def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Collection[st
     if not starving:
         return None
     folder = incoming.resolve()
-    mine = queued.get(pipeline, [])
+    mine = [r for r in queued.get(pipeline, []) if r.parameters.get("path")]  # file runs: a scheduled scan keeps its time
     for run in mine:
         path = Path(str(run.parameters.get("path") or ""))
         if path.name in left and path.parent.resolve() == folder:

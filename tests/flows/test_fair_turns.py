@@ -31,9 +31,13 @@ def flow_run(pipeline: str, path: Path, state: str = "Scheduled", waited: float 
 
 
 def test_gives_way_when_another_pipeline_waits_for_a_worker_and_a_file_left_has_its_own_run():
-    runs = [flow_run("mine", INCOMING / "b.csv"), flow_run("other", Path("/data/pipelines/other/incoming/x.csv"), "Late")]
+    scan = flow_run("mine", INCOMING / "scan", waited=-600)  # the pipeline's scheduled scan, due in 10 minutes
+    scan.parameters.pop("path")
+    runs = [flow_run("mine", INCOMING / "b.csv"), flow_run("other", Path("/data/pipelines/other/incoming/x.csv"), "Late"),
+            scan]
     way = give_way(runs, "mine", INCOMING, ["b.csv", "c.csv"], now=NOW)
     assert way is not None and way.starving == ("other",) and way.next_run == "mine-b.csv"
+    assert [r.name for r in way.queued] == ["mine-b.csv"]  # moved behind "other"; the scan keeps its time
     assert "other" in way.reason(61) and "mine-b.csv" in way.reason(61)
 
 
