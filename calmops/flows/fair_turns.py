@@ -33,7 +33,7 @@ from typing import Any
 from calmops.core.flow_runs import runs_in_states
 from calmops.core.logs import RunLog
 
-log = logging.getLogger("calmops.flows")
+logger = logging.getLogger("calmops.flows")  # before a run has its RunLog
 
 DEFAULT_BUDGET = 60.0  # seconds a run holds its pipeline's turn before it gives way to starving pipelines
 DUE_FOR = 5.0  # seconds a run must have been due, unstarted, to count as waiting for a worker (polls are 0.5 s)
@@ -47,8 +47,8 @@ def turn_budget() -> float:
     try:
         return float(raw) if raw else DEFAULT_BUDGET
     except ValueError:
-        log.warning("CALMOPS_TURN_BUDGET=%r is not a number of seconds; using %.0f s (0: a run keeps its "
-                    "pipeline's turn until its queue is empty)", raw, DEFAULT_BUDGET)
+        logger.warning("CALMOPS_TURN_BUDGET=%r is not a number of seconds; using %.0f s (0: a run keeps its "
+                       "pipeline's turn until its queue is empty)", raw, DEFAULT_BUDGET)
         return DEFAULT_BUDGET
 
 
