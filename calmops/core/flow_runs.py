@@ -4,6 +4,7 @@ file's run still live", the turn's cancelling of redundant runs and the watchdog
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from calmops.core.names import TAG, pipeline_tag
@@ -24,3 +25,13 @@ def runs_in_states(client: Any, states: Iterable[Any], *, pipeline: str | None =
     flow_run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]),
                                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states))))
     return client.read_flow_runs(flow_run_filter=flow_run_filter, **({"limit": limit} if limit is not None else {}))
+
+
+def file_in(run: Any, folder: Path) -> str | None:
+    """The name of the file ``run`` was made for (its ``path`` parameter) when that file is in ``folder`` (resolved
+    as given); None for a run of another folder, or with no file (a scheduled scan)."""
+    raw = run.parameters.get("path")
+    if not raw:
+        return None
+    path = Path(str(raw))
+    return path.name if path.parent.resolve() == folder else None

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from calmops.core.flow_runs import runs_in_states
+from calmops.core.flow_runs import file_in, runs_in_states
 from calmops.core.logs import RunLog
 
 logger = logging.getLogger("calmops.flows")  # before a run has its RunLog
@@ -95,8 +95,7 @@ def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Collection[st
     folder = incoming.resolve()
     mine = [r for r in queued.get(pipeline, []) if r.parameters.get("path")]  # file runs: a scheduled scan keeps its time
     for run in mine:
-        path = Path(str(run.parameters.get("path") or ""))
-        if path.name in left and path.parent.resolve() == folder:
+        if file_in(run, folder) in left:
             return GiveWay(starving, run.name, tuple(mine))
     return None  # no file left has a run of its own: giving way would leave them to the watcher's re-announcing
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
-from calmops.core.flow_runs import runs_in_states
+from calmops.core.flow_runs import file_in, runs_in_states
 from calmops.core.logs import RunLog
 
 
@@ -37,8 +37,8 @@ def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str
         with get_client(sync_client=True) as client:
             waiting = runs_in_states(client, [StateType.SCHEDULED], pipeline=pipeline)
             for run in waiting:
-                path = Path(str(run.parameters.get("path") or ""))
-                if path.name not in decided or path.parent.resolve() != folder or path.exists():
+                name = file_in(run, folder)
+                if name not in decided or (folder / name).exists():
                     continue  # another file's run, or the same name arrived again with new content
                 try:
                     result = client.set_flow_run_state(run.id, Cancelled(message=message))
