@@ -8,8 +8,9 @@ So once a run has held the turn for ``CALMOPS_TURN_BUDGET`` seconds (60 by defau
 decided its own file, it ends its turn before the next file when both hold:
 
 * another pipeline waits for a worker: it has a run due for at least :data:`DUE_FOR` seconds that no worker
-  has started, and none of its runs is running (a run that only waits for its own pipeline's turn does not
-  count: giving way would not help it);
+  has started (Prefect shows it Scheduled or Late), and none of its runs is running. A run that waits for
+  something a free worker slot does not give (its pipeline's turn, its deployment's concurrency slot, a retry
+  its own process will make) does not count: giving way would not help it;
 * one of the files left in this pipeline's queue has a run of its own that has not started. That run takes the
   turn when a worker is free and decides the files left, oldest first, as every run does, so arrival order and
   "each file once" hold as before.
@@ -17,7 +18,8 @@ decided its own file, it ends its turn before the next file when both hold:
 Workers take the runs that are due first, and this pipeline's queued runs were made before the waiting
 pipeline's: so the turn also schedules its pipeline's queued runs again for now (Prefect shows them Scheduled,
 "behind pipeline(s) …"), and the waiting pipelines' runs go first. Nothing is cancelled: the files left stay
-*waiting* in the ledger, each with the run it had.
+*waiting* in the ledger, each with the run it had. Prefect's server would let a run that a worker has just
+taken be scheduled again, so each run is read right before it is moved and left alone once taken.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ logger = logging.getLogger("calmops.flows")  # before a run has its RunLog
 DEFAULT_BUDGET = 60.0  # seconds a run holds its pipeline's turn before it gives way to starving pipelines
 DUE_FOR = 5.0  # seconds a run must have been due, unstarted, to count as waiting for a worker (polls are 0.5 s)
 CHECK_EVERY = 5.0  # seconds between two looks at the Prefect API once the budget is spent
+#: the names Prefect gives a Scheduled-type run that a worker with a free slot would take (not AwaitingRetry,
+#: AwaitingConcurrencySlot or Paused: those wait for something else)
+FOR_A_WORKER = frozenset({"Scheduled", "Late"})
 
 
 def turn_budget() -> float:
@@ -71,6 +76,13 @@ def _due(run: Any, now: datetime) -> bool:
     return when is None or when <= now - timedelta(seconds=DUE_FOR)
 
 
+def _for_a_worker(run: Any) -> bool:
+    """Whether ``run`` waits to be taken by a worker (a Scheduled-type state a worker would take)."""
+    from prefect.client.schemas.objects import StateType
+
+    return run.state is not None and run.state.type == StateType.SCHEDULED and run.state.name in FOR_A_WORKER
+
+
 def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Collection[str],
              now: datetime | None = None) -> GiveWay | None:
     """Whether ``pipeline``'s turn should end now, given the ``runs`` of every CalmOps pipeline that are
@@ -88,12 +100,13 @@ def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Collection[st
             queued.setdefault(owner, []).append(run)
         else:
             started.add(owner)
-    starving = tuple(sorted(name for name, waiting in queued.items()
-                            if name != pipeline and name not in started and any(_due(r, now) for r in waiting)))
+    starving = tuple(sorted(name for name, waiting in queued.items() if name != pipeline and name not in started
+                            and any(_for_a_worker(r) and _due(r, now) for r in waiting)))
     if not starving:
         return None
     folder = incoming.resolve()
-    mine = [r for r in queued.get(pipeline, []) if r.parameters.get("path")]  # file runs: a scheduled scan keeps its time
+    # file runs that a worker would take (a scheduled scan keeps its time)
+    mine = [r for r in queued.get(pipeline, []) if r.parameters.get("path") and _for_a_worker(r)]
     for run in mine:
         if file_in(run, folder) in left:
             return GiveWay(starving, run.name, tuple(mine))
@@ -118,8 +131,10 @@ def should_give_way(pipeline: str, incoming: Path, left: Collection[str], log: R
 
 def step_back(way: GiveWay, log: RunLog) -> int:
     """Schedule this pipeline's queued runs again for now, behind the runs that have waited longer for a worker
-    (workers take the runs that are due first). Returns how many were moved; a run a worker took meanwhile
-    refuses the change and keeps its place. Never raises: at worst the pipeline's next run starts first."""
+    (workers take the runs that are due first). Returns how many were moved. Each run is read right before it
+    is moved: one a worker took meanwhile is left to run (the server would accept Scheduled over Pending or
+    Running, and a worker would start the run a second time). Never raises: at worst the pipeline's next run
+    starts first."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.responses import SetStateStatus
     from prefect.states import Scheduled
@@ -129,6 +144,8 @@ def step_back(way: GiveWay, log: RunLog) -> int:
     try:
         with get_client(sync_client=True) as client:
             for run in way.queued:
+                if not _for_a_worker(client.read_flow_run(run.id)):
+                    continue  # a worker took it (or it was cancelled) since the runs were listed
                 result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=datetime.now(UTC),
                                                                      message=message))
                 moved += result.status == SetStateStatus.ACCEPT

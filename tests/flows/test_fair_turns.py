@@ -14,7 +14,7 @@ import pytest
 from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType
 
 from calmops.core.names import TAG, pipeline_tag
-from calmops.flows.fair_turns import DUE_FOR, give_way, turn_budget
+from calmops.flows.fair_turns import DUE_FOR, GiveWay, give_way, step_back, turn_budget
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 INCOMING = Path("/data/pipelines/mine/incoming")
@@ -22,7 +22,8 @@ INCOMING = Path("/data/pipelines/mine/incoming")
 
 def flow_run(pipeline: str, path: Path, state: str = "Scheduled", waited: float = 60.0) -> FlowRun:
     kind = {"Scheduled": StateType.SCHEDULED, "Late": StateType.SCHEDULED,
-            "AwaitingConcurrencySlot": StateType.SCHEDULED, "Running": StateType.RUNNING,
+            "AwaitingConcurrencySlot": StateType.SCHEDULED, "AwaitingRetry": StateType.SCHEDULED,
+            "Running": StateType.RUNNING,
             "Pending": StateType.PENDING}[state]
     due = NOW - timedelta(seconds=waited)
     return FlowRun(flow_id=uuid4(), name=f"{pipeline}-{path.name}", parameters={"pipeline": pipeline, "path": str(path)},
@@ -46,6 +47,9 @@ def test_gives_way_when_another_pipeline_waits_for_a_worker_and_a_file_left_has_
     [flow_run("other", Path("/o/x.csv")), flow_run("other", Path("/o/y.csv"), "Running")],  # it runs: it waits for its turn
     [flow_run("other", Path("/o/x.csv"), waited=DUE_FOR / 2)],  # just made: a worker may take it at its next poll
     [flow_run("mine", INCOMING / "z.csv", "Late")],  # only this pipeline's own runs wait
+    # a free worker slot would not start these: one waits for its deployment's slot (held by a run that died),
+    # one for the retry its own process makes
+    [flow_run("other", Path("/o/x.csv"), "AwaitingConcurrencySlot"), flow_run("third", Path("/t/x.csv"), "AwaitingRetry")],
 ])
 def test_keeps_the_turn_when_no_other_pipeline_is_starved(others):
     runs = [flow_run("mine", INCOMING / "b.csv"), *others]
@@ -57,6 +61,7 @@ def test_keeps_the_turn_when_no_other_pipeline_is_starved(others):
     [flow_run("mine", INCOMING / "gone.csv")],  # a run whose file is not among those left
     [flow_run("mine", Path("/elsewhere/b.csv"))],  # the same name in another folder
     [flow_run("mine", INCOMING / "b.csv", "Running")],  # started: it is not waiting to take the turn
+    [flow_run("mine", INCOMING / "b.csv", "AwaitingConcurrencySlot")],  # bounced by the deployment's limit
 ])
 def test_keeps_the_turn_when_no_queued_run_would_take_the_files_left(own):
     runs = [*own, flow_run("other", Path("/o/x.csv"), "Late")]
@@ -114,4 +119,41 @@ def test_a_turn_gives_way_then_the_queued_run_decides_the_rest_in_arrival_order(
     finally:
         with get_client(sync_client=True) as client:
             for r in made:
+                client.delete_flow_run(r.id)
+
+
+@pytest.mark.integration
+def test_a_queued_run_a_worker_took_meanwhile_is_not_scheduled_again(prefect_server, tmp_path):
+    """The runs were listed Scheduled; by the time the turn moves them, one has been taken (Running here). The
+    server itself would accept Scheduled over Running (and a worker would then start the run twice), so
+    :func:`step_back` reads each run first: it moves the one still waiting and leaves the running one alone."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending, Running, Scheduled
+
+    from calmops.core.logs import RunLog
+
+    @flow(name="calmops-fair-turn-stand-in")
+    def stand_in(pipeline: str, path: str) -> None:  # never run: its runs' states are set by hand
+        return None
+
+    due = datetime.now(UTC) - timedelta(seconds=60)
+    with get_client(sync_client=True) as client:
+        waiting, taken = (client.create_flow_run(stand_in, parameters={"pipeline": "mine", "path": f"/in/{f}"},
+                                                 tags=[TAG, pipeline_tag("mine")], state=Scheduled(scheduled_time=due))
+                          for f in ("w.csv", "t.csv"))
+        for state in (Pending(), Running()):
+            assert client.set_flow_run_state(taken.id, state).status.value == "ACCEPT"
+    try:
+        way = GiveWay(starving=("other",), next_run=waiting.name, queued=(waiting, taken))  # as listed: both waiting
+        assert step_back(way, RunLog("mine", tmp_path)) == 1
+        with get_client(sync_client=True) as client:
+            assert client.read_flow_run(taken.id).state.is_running()
+            moved = client.read_flow_run(waiting.id)
+            assert moved.state.name == "Scheduled" and "behind pipeline(s) other" in moved.state.message
+            # what the read prevents: the server takes Scheduled over a running run without a word
+            assert client.set_flow_run_state(taken.id, Scheduled()).status.value == "ACCEPT"
+    finally:
+        with get_client(sync_client=True) as client:
+            for r in (waiting, taken):
                 client.delete_flow_run(r.id)

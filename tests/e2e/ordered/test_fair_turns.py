@@ -21,14 +21,26 @@ from tests.e2e.stack import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
-PER_BURST = 15  # files: at 1.5 s or more a file, each burst outlasts the turn budget by far
+PER_BURST = 15  # files, each held SLOW seconds or more: a burst outlasts the turn budget by far on any machine
+SLOW = 2.0  # seconds the bursts' preprocess step sleeps per call: a fast machine must not end a burst too soon
+
+SLOW_STEP = f'''
+import time
+
+
+def preprocess(df):
+    time.sleep({SLOW})
+    return df
+'''
 
 
 def test_a_pipeline_waiting_for_a_worker_is_decided_while_two_bursts_hold_the_slots(live, tmp_path):
     assert WORKER_LIMIT == 2, "the bursts must take every worker slot"
     bursting = {"fair-a": [], "fair-b": []}
-    for name in [*bursting, "fair-c"]:
-        create(name, tmp_path)
+    (tmp_path / "slow_step.py").write_text(SLOW_STEP)
+    for name in bursting:
+        create(name, tmp_path, preprocess=str(tmp_path / "slow_step.py"))
+    create("fair-c", tmp_path)
     for i in range(PER_BURST):
         for p, name in enumerate(bursting):
             bursting[name].append(f"{'zyxwvutsrqponmlkjihgfedcba'[i % 26]}{i:02d}.csv")
