@@ -40,9 +40,12 @@ logger = logging.getLogger("calmops.flows")  # before a run has its RunLog
 DEFAULT_BUDGET = 60.0  # seconds a run holds its pipeline's turn before it gives way to starving pipelines
 DUE_FOR = 5.0  # seconds a run must have been due, unstarted, to count as waiting for a worker (polls are 0.5 s)
 CHECK_EVERY = 5.0  # seconds between two looks at the Prefect API once the budget is spent
-#: the names Prefect gives a Scheduled-type run that a worker with a free slot would take (not AwaitingRetry,
-#: AwaitingConcurrencySlot or Paused: those wait for something else)
+#: the names Prefect gives a Scheduled-type run that waits for a worker slot and nothing else (not AwaitingRetry,
+#: AwaitingConcurrencySlot or Paused)
 FOR_A_WORKER = frozenset({"Scheduled", "Late"})
+#: the turn's own queued runs it may move: those and the ones its deployment's limit bounced while the turn was
+#: held (a worker takes them once it ends); a run AwaitingRetry belongs to the process that makes the retry
+MOVABLE = FOR_A_WORKER | {"AwaitingConcurrencySlot"}
 
 
 def turn_budget() -> float:
@@ -76,11 +79,11 @@ def _due(run: Any, now: datetime) -> bool:
     return when is None or when <= now - timedelta(seconds=DUE_FOR)
 
 
-def _for_a_worker(run: Any) -> bool:
-    """Whether ``run`` waits to be taken by a worker (a Scheduled-type state a worker would take)."""
+def _named(run: Any, names: frozenset[str]) -> bool:
+    """Whether ``run`` is in a Scheduled-type state with one of these ``names``."""
     from prefect.client.schemas.objects import StateType
 
-    return run.state is not None and run.state.type == StateType.SCHEDULED and run.state.name in FOR_A_WORKER
+    return run.state is not None and run.state.type == StateType.SCHEDULED and run.state.name in names
 
 
 def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Collection[str],
@@ -101,12 +104,12 @@ def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Collection[st
         else:
             started.add(owner)
     starving = tuple(sorted(name for name, waiting in queued.items() if name != pipeline and name not in started
-                            and any(_for_a_worker(r) and _due(r, now) for r in waiting)))
+                            and any(_named(r, FOR_A_WORKER) and _due(r, now) for r in waiting)))
     if not starving:
         return None
     folder = incoming.resolve()
-    # file runs that a worker would take (a scheduled scan keeps its time)
-    mine = [r for r in queued.get(pipeline, []) if r.parameters.get("path") and _for_a_worker(r)]
+    # file runs a worker will take once the turn ends (a scheduled scan keeps its time)
+    mine = [r for r in queued.get(pipeline, []) if r.parameters.get("path") and _named(r, MOVABLE)]
     for run in mine:
         if file_in(run, folder) in left:
             return GiveWay(starving, run.name, tuple(mine))
@@ -144,7 +147,7 @@ def step_back(way: GiveWay, log: RunLog) -> int:
     try:
         with get_client(sync_client=True) as client:
             for run in way.queued:
-                if not _for_a_worker(client.read_flow_run(run.id)):
+                if not _named(client.read_flow_run(run.id), MOVABLE):
                     continue  # a worker took it (or it was cancelled) since the runs were listed
                 result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=datetime.now(UTC),
                                                                      message=message))

@@ -42,6 +42,15 @@ def test_gives_way_when_another_pipeline_waits_for_a_worker_and_a_file_left_has_
     assert "other" in way.reason(61) and "mine-b.csv" in way.reason(61)
 
 
+def test_the_runs_the_deployments_limit_bounced_while_the_turn_was_held_are_moved_too():
+    """A worker tried ``c.csv``'s run while this turn held the pipeline's deployment slot: Prefect put it back
+    AwaitingConcurrencySlot. Once the turn ends a worker takes it, so it goes behind the starving pipeline."""
+    runs = [flow_run("mine", INCOMING / "c.csv", "AwaitingConcurrencySlot", waited=-3), flow_run("mine", INCOMING / "d.csv"),
+            flow_run("other", Path("/o/x.csv"), "Late")]
+    way = give_way(runs, "mine", INCOMING, ["c.csv", "d.csv"], now=NOW)
+    assert way is not None and {r.name for r in way.queued} == {"mine-c.csv", "mine-d.csv"}
+
+
 @pytest.mark.parametrize("others", [
     [],  # nobody waits
     [flow_run("other", Path("/o/x.csv")), flow_run("other", Path("/o/y.csv"), "Running")],  # it runs: it waits for its turn
@@ -61,7 +70,7 @@ def test_keeps_the_turn_when_no_other_pipeline_is_starved(others):
     [flow_run("mine", INCOMING / "gone.csv")],  # a run whose file is not among those left
     [flow_run("mine", Path("/elsewhere/b.csv"))],  # the same name in another folder
     [flow_run("mine", INCOMING / "b.csv", "Running")],  # started: it is not waiting to take the turn
-    [flow_run("mine", INCOMING / "b.csv", "AwaitingConcurrencySlot")],  # bounced by the deployment's limit
+    [flow_run("mine", INCOMING / "b.csv", "AwaitingRetry")],  # its own process makes the retry
 ])
 def test_keeps_the_turn_when_no_queued_run_would_take_the_files_left(own):
     runs = [*own, flow_run("other", Path("/o/x.csv"), "Late")]
