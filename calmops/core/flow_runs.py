@@ -1,5 +1,6 @@
 """CalmOps' flow runs in given states, as the Prefect API lists them: the one query behind the watcher's "is this
-file's run still live", the turn's cancelling of redundant runs and the watchdog's stall check."""
+file's run still live", the turn's cancelling of redundant runs, the fair turns and the watchdog's stall
+check."""
 
 from __future__ import annotations
 
@@ -9,22 +10,38 @@ from typing import Any
 
 from calmops.core.names import TAG, pipeline_tag
 
+PAGE = 200  # runs read per request: the most the Prefect API returns at once (PREFECT_API_DEFAULT_LIMIT)
+
 
 def runs_in_states(client: Any, states: Iterable[Any], *, pipeline: str | None = None,
-                   limit: int | None = None) -> list[Any]:
+                   limit: int | None = None, page: int = PAGE) -> list[Any]:
     """The flow runs of ``pipeline`` (of every CalmOps pipeline when None) whose state type is one of ``states``
-    (Prefect ``StateType``s), through a sync Prefect ``client``; at most ``limit`` (the API's default when None)."""
+    (Prefect ``StateType``s), through a sync Prefect ``client``: all of them, read ``page`` runs a request (a
+    burst can queue more runs than the API returns at once), or the first ``limit``, in the API's default order
+    (by id). A run listed on two pages (a run made while reading shifts the pages) is returned once."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterState,
         FlowRunFilterStateType,
         FlowRunFilterTags,
     )
+    from prefect.client.schemas.sorting import FlowRunSort
 
     tag = pipeline_tag(pipeline) if pipeline else TAG
     flow_run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]),
                                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states))))
-    return client.read_flow_runs(flow_run_filter=flow_run_filter, **({"limit": limit} if limit is not None else {}))
+    found: dict[Any, Any] = {}
+    offset = 0
+    while limit is None or len(found) < limit:
+        want = page if limit is None else min(page, limit - len(found))
+        batch = client.read_flow_runs(flow_run_filter=flow_run_filter, sort=FlowRunSort.ID_DESC, limit=want,
+                                      offset=offset)
+        for run in batch:
+            found.setdefault(run.id, run)
+        if len(batch) < want:
+            break
+        offset += len(batch)
+    return list(found.values())
 
 
 def file_in(run: Any, folder: Path) -> str | None:

@@ -57,3 +57,28 @@ def test_runs_are_chosen_by_pipeline_and_state_and_the_watcher_knows_which_have_
         finally:  # queued CalmOps runs left on the shared server would look stalled to the watchdog's tests
             for run in made:
                 client.delete_flow_run(run.id)
+
+
+def test_every_run_is_listed_however_many_pages_it_takes_or_the_first_limit(prefect_server, tmp_path):
+    """More queued runs than one request returns (a burst into one pipeline): all of them, each once."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Scheduled
+
+    @flow(name="file-run")
+    def file_run(pipeline: str, path: str) -> None:
+        pass
+
+    pipeline = "runs-query-pages"
+    with get_client(sync_client=True) as client:
+        made = [client.create_flow_run(file_run, parameters={"pipeline": pipeline, "path": str(tmp_path / f"{i}.csv")},
+                                       tags=[TAG, pipeline_tag(pipeline)], state=Scheduled()) for i in range(7)]
+        try:
+            listed = runs_in_states(client, [StateType.SCHEDULED], pipeline=pipeline, page=3)  # pages of 3, 3, 1
+            assert sorted(r.id for r in listed) == sorted(r.id for r in made)
+            first = runs_in_states(client, [StateType.SCHEDULED], pipeline=pipeline, page=3, limit=5)
+            assert [r.id for r in first] == [r.id for r in listed[:5]]  # the same order, stopped at the limit
+        finally:
+            for run in made:
+                client.delete_flow_run(run.id)
