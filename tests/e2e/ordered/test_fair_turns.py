@@ -41,6 +41,15 @@ def test_a_pipeline_waiting_for_a_worker_is_decided_while_two_bursts_hold_the_sl
     for name in bursting:
         create(name, tmp_path, preprocess=str(tmp_path / "slow_step.py"))
     create("fair-c", tmp_path)
+    # each file of the bursts must arrive as an event and get a run of its own (the turn gives way to such a run):
+    # files a scan finds are announced one at a time, the oldest only, so the bursts wait until the watcher
+    # watches the new folders
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stack
+
+    watching = [f"watching {paths_of(n).incoming} for pipeline {n}" for n in [*bursting, "fair-c"]]
+    until(lambda: all(w in stack.log_file(get_settings(), "watcher").read_text() for w in watching), 120,
+          "the watcher to watch the three new folders", interval=0.5)
     for i in range(PER_BURST):
         for p, name in enumerate(bursting):
             bursting[name].append(f"{'zyxwvutsrqponmlkjihgfedcba'[i % 26]}{i:02d}.csv")
