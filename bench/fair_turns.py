@@ -59,7 +59,7 @@ def one_setting(budget: float, burst: int, after: float) -> dict:
         shas = [_sha(df) for _, df, _ in files]  # once: the polling below must not load the machine it measures
         dropped: dict[str, float] = {}
         start = time.time()
-        for (name, df, fname), sha in zip(files[:-len(LIGHT)], shas, strict=False):
+        for (name, df, fname), sha in zip(files[:-len(LIGHT)], shas[:-len(LIGHT)], strict=True):
             dropped[sha] = drop(df, incoming[name], fname)
             time.sleep(0.02)
         time.sleep(max(0.0, start + after - time.time()))

@@ -21,10 +21,7 @@ INCOMING = Path("/data/pipelines/mine/incoming")
 
 
 def flow_run(pipeline: str, path: Path, state: str = "Scheduled", waited: float = 60.0) -> FlowRun:
-    kind = {"Scheduled": StateType.SCHEDULED, "Late": StateType.SCHEDULED,
-            "AwaitingConcurrencySlot": StateType.SCHEDULED, "AwaitingRetry": StateType.SCHEDULED,
-            "Running": StateType.RUNNING,
-            "Pending": StateType.PENDING}[state]
+    kind = {"Running": StateType.RUNNING, "Pending": StateType.PENDING}.get(state, StateType.SCHEDULED)  # Late, …
     due = NOW - timedelta(seconds=waited)
     return FlowRun(flow_id=uuid4(), name=f"{pipeline}-{path.name}", parameters={"pipeline": pipeline, "path": str(path)},
                    state=State(type=kind, name=state, state_details=StateDetails(scheduled_time=due)),
