@@ -14,6 +14,7 @@ True
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 
 
 class Decision(StrEnum):
@@ -47,6 +48,22 @@ def model_name(pipeline: str) -> str:
 def resource_id(pipeline: str) -> str:
     """The Prefect resource id of a pipeline's file events (what its automation matches)."""
     return f"{PIPELINE_PREFIX}{pipeline}"
+
+
+def file_resource(pipeline: str, kind: str, path: Path, size: int, sha256: str) -> dict[str, str]:
+    """The resource of a :data:`EVENT` event: the pipeline (what its automation matches) and the file (what the
+    run it starts is given). The watcher sends it for each complete file; a turn that gives way sends it for the
+    next file of its queue."""
+    return {
+        "prefect.resource.id": resource_id(pipeline),
+        "prefect.resource.name": pipeline,
+        "calmops.pipeline": pipeline,
+        "calmops.pipeline.kind": kind,
+        "calmops.file.path": str(path),
+        "calmops.file.name": path.name,
+        "calmops.file.size": str(size),
+        "calmops.file.sha256": sha256,
+    }
 
 
 def pipeline_tag(pipeline: str) -> str:

@@ -62,7 +62,7 @@ from watchdog.observers import Observer
 
 from calmops.core import statedb
 from calmops.core.flow_runs import runs_in_states
-from calmops.core.names import EVENT, resource_id
+from calmops.core.names import EVENT, file_resource
 from calmops.core.settings import Settings, get_settings
 from calmops.core.statedb import Table
 from calmops.core.store import (
@@ -117,19 +117,6 @@ def emit_event(event: str, resource: dict[str, str]) -> Any:
     from prefect.events import emit_event as prefect_emit
 
     return prefect_emit(event=event, resource=resource)
-
-
-def file_resource(pipeline: str, kind: str, path: Path, size: int, sha256: str) -> dict[str, str]:
-    return {
-        "prefect.resource.id": resource_id(pipeline),
-        "prefect.resource.name": pipeline,
-        "calmops.pipeline": pipeline,
-        "calmops.pipeline.kind": kind,
-        "calmops.file.path": str(path),
-        "calmops.file.name": path.name,
-        "calmops.file.size": str(size),
-        "calmops.file.sha256": sha256,
-    }
 
 
 @dataclass

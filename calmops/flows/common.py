@@ -39,7 +39,7 @@ from calmops.core.store import (
     sha256_of,
 )
 from calmops.core.verdict import DriftVerdict
-from calmops.flows.fair_turns import CHECK_EVERY, should_give_way, step_back, turn_budget
+from calmops.flows.fair_turns import CHECK_EVERY, announce, should_give_way, step_back, turn_budget
 from calmops.flows.redundant import cancel_redundant_runs
 from calmops.tasks import step
 from calmops.tasks.drift import DriftInput, check_drift
@@ -429,8 +429,11 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
         while (entry := book.next_in_queue(tried)) is not None:
             if target is not None and budget > 0 and time.monotonic() >= max(began + budget, next_look):
                 next_look = time.monotonic() + CHECK_EVERY
-                left = [name for sha, name, _ in book.queue() if sha not in tried]
-                if way := should_give_way(spec.name, paths.incoming, left, log):
+                left = {name: sha for sha, name, _ in book.queue()
+                        if sha not in tried and (paths.incoming / name).exists()}  # oldest first
+                if (way := should_give_way(spec.name, paths.incoming, list(left), log)) and (
+                        way.announce is None or announce(spec.name, spec.kind, paths.incoming / way.announce,
+                                                         left[way.announce], log)):
                     log.info("%s (%d queued run(s) scheduled behind them)", way.reason(time.monotonic() - began),
                              step_back(way, log))
                     break

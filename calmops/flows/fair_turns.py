@@ -11,9 +11,16 @@ decided its own file, it ends its turn before the next file when both hold:
   has started (Prefect shows it Scheduled or Late), and none of its runs is running. A run that waits for
   something a free worker slot does not give (its pipeline's turn, its deployment's concurrency slot, a retry
   its own process will make) does not count: giving way would not help it;
-* one of the files left in this pipeline's queue has a run of its own that has not started. That run takes the
-  turn when a worker is free and decides the files left, oldest first, as every run does, so arrival order and
-  "each file once" hold as before.
+* no file left has a run that has started (it takes the turn next anyway) or that waits for a retry its own
+  process will make.
+
+The files left are then handed over to a run that waits for a worker like the others. One of them has a queued
+run of its own when it arrived as an event: that run takes the turn when a worker is free. Files found by a scan
+(waiting at ``calmops up``, or moved in before the watcher watched a new pipeline's folder) have none, since a
+scan announces only the oldest: the turn then announces the oldest file left itself (the watcher's event, so its
+run is made by the pipeline's automation like any other) and ends. Either way the run that takes the turn
+decides the files left, oldest first, as every run does, so arrival order and "each file once" hold as before.
+Should that event be lost, the watcher's next scan announces the file, as it does for any file without a run.
 
 Workers take the runs that are due first, and this pipeline's queued runs were made before the waiting
 pipeline's: so the turn also schedules its pipeline's queued runs again for now (Prefect shows them Scheduled,
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +41,7 @@ from typing import Any
 
 from calmops.core.flow_runs import file_in, runs_in_states
 from calmops.core.logs import RunLog
+from calmops.core.names import EVENT, file_resource
 
 logger = logging.getLogger("calmops.flows")  # before a run has its RunLog
 
@@ -62,16 +70,21 @@ def turn_budget() -> float:
 
 @dataclass(frozen=True)
 class GiveWay:
-    """Why a turn ends early: the pipelines waiting for a worker, the queued run that takes the turn next, and
-    every queued run of this pipeline (sent behind the waiting pipelines' runs when the turn ends)."""
+    """Why a turn ends early: the pipelines waiting for a worker, the queued run that takes the turn next (None:
+    no file left has one, and the turn announces ``announce``, the oldest file left), and every queued run of
+    this pipeline (sent behind the waiting pipelines' runs when the turn ends)."""
 
     starving: tuple[str, ...]
-    next_run: str
+    next_run: str | None
     queued: tuple[Any, ...]
+    announce: str | None = None
 
     def reason(self, held: float) -> str:
+        after = (f"flow run {self.next_run} takes the turn after them" if self.next_run else
+                 f"{self.announce} is announced (no file left had a run of its own), and its run takes the turn "
+                 "after them")
         return (f"giving the pipeline's turn up after {held:.0f} s: pipeline(s) {', '.join(self.starving)} wait "
-                f"for a worker; flow run {self.next_run} takes the turn after them and decides the files left")
+                f"for a worker; {after} and decides the files left")
 
 
 def _due(run: Any, now: datetime) -> bool:
@@ -86,10 +99,10 @@ def _named(run: Any, names: frozenset[str]) -> bool:
     return run.state is not None and run.state.type == StateType.SCHEDULED and run.state.name in names
 
 
-def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Collection[str],
+def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Sequence[str],
              now: datetime | None = None) -> GiveWay | None:
     """Whether ``pipeline``'s turn should end now, given the ``runs`` of every CalmOps pipeline that are
-    scheduled, pending or running, and the names of the files ``left`` in the pipeline's queue."""
+    scheduled, pending or running, and the names of the files ``left`` in the pipeline's queue, oldest first."""
     from prefect.client.schemas.objects import StateType
 
     now = now or datetime.now(UTC)
@@ -113,10 +126,12 @@ def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Collection[st
     for run in mine:
         if file_in(run, folder) in left:
             return GiveWay(starving, run.name, tuple(mine))
-    return None  # no file left has a run of its own: giving way would leave them to the watcher's re-announcing
+    if any(file_in(r, folder) in left for r in runs if r.parameters.get("pipeline") == pipeline):
+        return None  # a run of a file left has started (it waits for this turn) or makes its own retry
+    return GiveWay(starving, None, tuple(mine), announce=next(iter(left)))
 
 
-def should_give_way(pipeline: str, incoming: Path, left: Collection[str], log: RunLog) -> GiveWay | None:
+def should_give_way(pipeline: str, incoming: Path, left: Sequence[str], log: RunLog) -> GiveWay | None:
     """:func:`give_way` on the runs the Prefect API lists now; None (keep the turn) when it cannot tell."""
     if not left:
         return None
@@ -156,3 +171,17 @@ def step_back(way: GiveWay, log: RunLog) -> int:
         log.warning("could not schedule the pipeline's waiting runs behind the others: %s: %s",
                     type(exc).__name__, exc)
     return moved
+
+
+def announce(pipeline: str, kind: str, file: Path, sha256: str, log: RunLog) -> bool:
+    """Send the watcher's event for ``file``, so that the pipeline's automation makes a run for it. False (and
+    the turn goes on) when the event could not be queued for sending."""
+    from prefect.events import emit_event
+
+    try:
+        size = file.stat().st_size
+        emit_event(event=EVENT, resource=file_resource(pipeline, kind, file, size, sha256))
+    except Exception as exc:  # noqa: BLE001 - moved away meanwhile, or no events client: keep the turn
+        log.warning("could not announce %s to give the turn up: %s: %s", file.name, type(exc).__name__, exc)
+        return False
+    return True

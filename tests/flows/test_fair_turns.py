@@ -13,7 +13,8 @@ from uuid import uuid4
 import pytest
 from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType
 
-from calmops.core.names import TAG, pipeline_tag
+from calmops.core.names import EVENT, TAG, pipeline_tag
+from calmops.core.store import sha256_of
 from calmops.flows.fair_turns import DUE_FOR, GiveWay, give_way, step_back, turn_budget
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -63,13 +64,27 @@ def test_keeps_the_turn_when_no_other_pipeline_is_starved(others):
 
 
 @pytest.mark.parametrize("own", [
-    [],  # the files left have no run (held files, or announced again later)
+    [],  # the files left were found by a scan: none has a run
     [flow_run("mine", INCOMING / "gone.csv")],  # a run whose file is not among those left
     [flow_run("mine", Path("/elsewhere/b.csv"))],  # the same name in another folder
-    [flow_run("mine", INCOMING / "b.csv", "Running")],  # started: it is not waiting to take the turn
+])
+def test_announces_the_oldest_file_left_when_none_has_a_queued_run(own):
+    """A scan announces only a pipeline's oldest waiting file, so files found by one have no runs: the turn
+    names the oldest file left for an announcement of its own, whose run takes the turn after the waiting
+    pipeline."""
+    runs = [flow_run("mine", INCOMING / "a.csv", "Running"), *own, flow_run("other", Path("/o/x.csv"), "Late")]
+    way = give_way(runs, "mine", INCOMING, ["b.csv", "c.csv"], now=NOW)  # a.csv: this turn's own, decided
+    assert way is not None and way.announce == "b.csv" and way.next_run is None and way.starving == ("other",)
+    assert [r.name for r in way.queued] == [r.name for r in own]  # its queued runs still go behind "other"
+    assert "b.csv is announced" in way.reason(61) and "other" in way.reason(61)
+
+
+@pytest.mark.parametrize("own", [
+    [flow_run("mine", INCOMING / "b.csv", "Running")],  # started (waits for this turn): it takes the turn next
+    [flow_run("mine", INCOMING / "c.csv", "Pending")],
     [flow_run("mine", INCOMING / "b.csv", "AwaitingRetry")],  # its own process makes the retry
 ])
-def test_keeps_the_turn_when_no_queued_run_would_take_the_files_left(own):
+def test_keeps_the_turn_when_a_run_of_a_file_left_has_started_or_awaits_its_retry(own):
     runs = [*own, flow_run("other", Path("/o/x.csv"), "Late")]
     assert give_way(runs, "mine", INCOMING, ["b.csv", "c.csv"], now=NOW) is None
 
@@ -82,13 +97,35 @@ def test_the_budget_comes_from_the_environment_and_a_bad_value_falls_back_with_a
     assert "CALMOPS_TURN_BUDGET='a minute'" in caplog.text
 
 
+def announced_since(since: datetime, timeout: float = 30.0):
+    """The one file event the Prefect server has stored since ``since`` (the server stores events a moment
+    after they are sent)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+    deadline = time.monotonic() + timeout
+    while True:
+        # made anew each time: the filter's end defaults to the moment it is made
+        wanted = EventFilter(event=EventNameFilter(name=[EVENT]), occurred=EventOccurredFilter(since=since))
+        with get_client(sync_client=True) as client:
+            events = client.read_events(wanted, limit=50).events  # the server takes 50 at most
+        if events or time.monotonic() > deadline:
+            assert len(events) == 1, events
+            return events[0]
+        time.sleep(0.5)
+
+
 @pytest.mark.integration
 def test_a_turn_gives_way_then_the_queued_run_decides_the_rest_in_arrival_order(prefect_server, stream_spec,
                                                                                 monkeypatch):
     """Four files wait; another pipeline's run has waited a minute for a worker; ``c.csv`` has a queued run.
     The run of ``a.csv`` decides its own file, gives the turn up and schedules ``c.csv``'s run behind the
-    waiting one (a worker takes the run due first). Started later, ``c.csv``'s run decides
-    ``b.csv``, ``c.csv`` and then ``d.csv`` too (``d.csv`` has no run of its own, so that turn keeps going)."""
+    waiting one (a worker takes the run due first). Started later, ``c.csv``'s run decides ``b.csv`` and
+    ``c.csv``; the other pipeline still waits, and ``d.csv`` has no run of its own (as if a scan had found it),
+    so that turn announces ``d.csv`` (the watcher's event, what makes a run through the pipeline's automation)
+    and gives way too. ``d.csv``'s run then decides it."""
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
@@ -119,8 +156,16 @@ def test_a_turn_gives_way_then_the_queued_run_decides_the_rest_in_arrival_order(
         assert queued.next_scheduled_start_time > starved.next_scheduled_start_time
         assert [e["status"] for e in sorted(book.entries(), key=lambda e: e["file"])] == ["done", "waiting",
                                                                                           "waiting", "waiting"]
+        since = datetime.now(UTC) - timedelta(seconds=1)
         later = run("sea", files["c.csv"])  # the queued run, when a worker takes it
         assert later["file"] == "c.csv" and later["decision"] not in ("failed", "held")
+        assert claim_order(book) == ["a.csv", "b.csv", "c.csv"]
+        event = announced_since(since)
+        assert event.resource["calmops.pipeline"] == "sea" and event.resource["calmops.pipeline.kind"] == "stream"
+        assert event.resource["calmops.file.path"] == str(files["d.csv"])
+        assert event.resource["calmops.file.sha256"] == sha256_of(files["d.csv"])
+        last = run("sea", files["d.csv"])  # the run the pipeline's automation makes of that event
+        assert last["file"] == "d.csv" and last["decision"] not in ("failed", "held")
         assert claim_order(book) == ["a.csv", "b.csv", "c.csv", "d.csv"]
     finally:
         with get_client(sync_client=True) as client:
