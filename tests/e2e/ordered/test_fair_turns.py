@@ -88,7 +88,8 @@ def test_a_pipeline_waiting_for_a_worker_is_decided_while_two_bursts_hold_the_sl
             rename_in(paths_of(name).incoming, files[i], sea_frame(400, 8, seed=2000 + 100 * p + i), gap=0.05)
 
     said = a_late_file_goes_first(bursting, "fair-c")
-    assert said and "fair-c" in said[0] and "takes the turn after them" in said[0], said[:3]  # why, for whom
+    # the run says why it ended its turn, and for whom (the bursts may give way to each other too, afterwards)
+    assert any("fair-c" in line and "takes the turn after them" in line for line in said), said[:3]
 
 
 def test_files_found_by_a_scan_give_way_too_by_announcing_the_next_file(live, tmp_path):
@@ -111,4 +112,4 @@ def test_files_found_by_a_scan_give_way_too_by_announcing_the_next_file(live, tm
         stack.start("watcher")
 
     said = a_late_file_goes_first(bursting, "scan-c")
-    assert said and "scan-c" in said[0] and "is announced (no file left had a run of its own)" in said[0], said[:3]
+    assert any("scan-c" in line and "is announced (no file left had a run of its own)" in line for line in said), said
