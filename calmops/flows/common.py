@@ -39,7 +39,14 @@ from calmops.core.store import (
     sha256_of,
 )
 from calmops.core.verdict import DriftVerdict
-from calmops.flows.fair_turns import CHECK_EVERY, announce, should_give_way, step_back, turn_budget
+from calmops.flows.fair_turns import (
+    CHECK_EVERY,
+    announce,
+    should_give_way,
+    started_by_a_worker,
+    step_back,
+    turn_budget,
+)
 from calmops.flows.redundant import cancel_redundant_runs
 from calmops.tasks import step
 from calmops.tasks.drift import DriftInput, check_drift
@@ -420,7 +427,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     target: dict[str, Any] | None = None
     decided: set[str] = set()  # the other files this turn ended: their own runs, if still waiting, are cancelled
     me = current_flow_run_id()
-    budget = turn_budget()
+    budget = turn_budget() if started_by_a_worker() else 0.0  # a run by hand holds no worker slot
     with pipeline_turn(paths, log):
         began = next_look = time.monotonic()
         tried: set[str] = set()

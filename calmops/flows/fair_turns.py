@@ -4,8 +4,8 @@ A run that holds its pipeline's turn decides, after its own file, the files that
 long burst into one pipeline that keeps one flow run, and its worker slot, busy for minutes, while the runs of
 other pipelines wait for a slot (with two slots, two bursting pipelines starve a third one completely).
 
-So once a run has held the turn for ``CALMOPS_TURN_BUDGET`` seconds (60 by default; 0 never gives way) and has
-decided its own file, it ends its turn before the next file when both hold:
+So once a run that a worker started has held the turn for ``CALMOPS_TURN_BUDGET`` seconds (60 by default; 0
+never gives way) and has decided its own file, it ends its turn before the next file when both hold:
 
 * another pipeline waits for a worker: it has a run due for at least :data:`DUE_FOR` seconds that no worker
   has started (Prefect shows it Scheduled or Late), and none of its runs is running. A run that waits for
@@ -66,6 +66,16 @@ def turn_budget() -> float:
         logger.warning("CALMOPS_TURN_BUDGET=%r is not a number of seconds; using %.0f s (0: a run keeps its "
                        "pipeline's turn until its queue is empty)", raw, DEFAULT_BUDGET)
         return DEFAULT_BUDGET
+
+
+def started_by_a_worker() -> bool:
+    """Whether the running flow run is a deployment's, started by a worker: only such a run holds a worker slot
+    that giving way frees. A run by hand (``calmops run``, ``calmops relaunch --local``) keeps its turn: it
+    frees nothing by ending it, and with the stack down nothing would decide the files it left."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return bool(ctx and ctx.flow_run and ctx.flow_run.deployment_id)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,23 @@ def announced_since(since: datetime, timeout: float = 30.0):
         time.sleep(0.5)
 
 
+def run_as_a_worker(pipeline: str, path: Path) -> dict:
+    """The file's run as a worker starts it: a flow run of a deployment (the pipeline kind's flow), run here."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.flow_engine import run_flow
+
+    from calmops.flows import flow_for
+
+    stream = flow_for("stream")
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="fair-turns", type="process"), overwrite=True)
+        deployment = client.create_deployment(client.create_flow(stream), "fair-turns", work_pool_name="fair-turns")
+        flow_run = client.create_flow_run_from_deployment(deployment, parameters={"pipeline": pipeline,
+                                                                                  "path": str(path)})
+    return run_flow(stream, flow_run=flow_run, parameters=flow_run.parameters, return_type="state").result()
+
+
 @pytest.mark.integration
 def test_a_turn_gives_way_then_the_queued_run_decides_the_rest_in_arrival_order(prefect_server, stream_spec,
                                                                                 monkeypatch):
@@ -147,7 +164,7 @@ def test_a_turn_gives_way_then_the_queued_run_decides_the_rest_in_arrival_order(
                 for params in ({"pipeline": "starved", "path": "/data/pipelines/starved/incoming/x.csv"},
                                {"pipeline": "sea", "path": str(files["c.csv"])})]
     try:
-        first = run("sea", files["a.csv"])
+        first = run_as_a_worker("sea", files["a.csv"])
         assert first["file"] == "a.csv" and first["decision"] == "train"  # the pipeline's first model
         assert claim_order(book) == ["a.csv"]  # gave way before b.csv
         with get_client(sync_client=True) as client:  # and sent c.csv's queued run behind the starved one
@@ -157,7 +174,7 @@ def test_a_turn_gives_way_then_the_queued_run_decides_the_rest_in_arrival_order(
         assert [e["status"] for e in sorted(book.entries(), key=lambda e: e["file"])] == ["done", "waiting",
                                                                                           "waiting", "waiting"]
         since = datetime.now(UTC) - timedelta(seconds=1)
-        later = run("sea", files["c.csv"])  # the queued run, when a worker takes it
+        later = run_as_a_worker("sea", files["c.csv"])  # the queued run, when a worker takes it
         assert later["file"] == "c.csv" and later["decision"] not in ("failed", "held")
         assert claim_order(book) == ["a.csv", "b.csv", "c.csv"]
         event = announced_since(since)
@@ -171,6 +188,37 @@ def test_a_turn_gives_way_then_the_queued_run_decides_the_rest_in_arrival_order(
         with get_client(sync_client=True) as client:
             for r in made:
                 client.delete_flow_run(r.id)
+
+
+@pytest.mark.integration
+def test_a_run_by_hand_keeps_its_turn_while_another_pipeline_waits_for_a_worker(prefect_server, stream_spec,
+                                                                                 monkeypatch):
+    """``calmops run`` holds no worker slot: ending its turn early would free nothing (and with the stack down
+    nothing would decide the files it left), so it decides every waiting file, as with no budget."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from tests.flows.helpers import incoming, run
+    from tests.flows.test_arrival_order import arrive, claim_order
+
+    monkeypatch.setenv("CALMOPS_TURN_BUDGET", "0.001")
+    book, files = arrive(incoming("sea"), ["a.csv", "b.csv", "c.csv"])
+
+    @flow(name="calmops-fair-turn-stand-in")
+    def stand_in(pipeline: str, path: str) -> None:  # never run: only its queued run is listed
+        return None
+
+    with get_client(sync_client=True) as client:
+        starved = client.create_flow_run(
+            stand_in, parameters={"pipeline": "starved", "path": "/data/pipelines/starved/incoming/x.csv"},
+            tags=[TAG, pipeline_tag("starved")], state=Scheduled(scheduled_time=datetime.now(UTC) - timedelta(minutes=1)))
+    try:
+        assert run("sea", files["a.csv"])["decision"] == "train"
+        assert claim_order(book) == ["a.csv", "b.csv", "c.csv"]
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_flow_run(starved.id)
 
 
 @pytest.mark.integration
