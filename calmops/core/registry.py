@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -268,14 +268,32 @@ def start_run(pipeline: str, run_name: str, tags: dict[str, str]) -> str:
 
 
 @contextmanager
-def in_run(run_id: str):
-    """Make ``run_id`` the active run for fluent MLflow calls, whatever thread we are on."""
+def in_run(run_id: str, *, end: str = "RUNNING"):
+    """Make ``run_id`` the active run for fluent MLflow calls, whatever thread we are on.
+
+    The run stays RUNNING after the block, since its file is still being decided: the block that records the
+    decision ends it (``end``: FINISHED, or FAILED for a run that failed), and a block that raises ends it
+    FAILED. So the MLflow UI never shows a run FINISHED before its decision.
+    """
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
         yield active
         return
-    with mlflow.start_run(run_id=run_id, nested=active is not None) as run:
+    run = mlflow.start_run(run_id=run_id, nested=active is not None)
+    try:
         yield run
+    except BaseException:
+        with suppress(Exception):  # the block's own error is the one to tell (the run is popped either way)
+            mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run(end)
+
+
+def close_run(run_id: str, status: str) -> None:
+    """End a run that will record nothing more (KILLED: its process died or was stopped mid-run). Best effort:
+    a run deleted meanwhile, or MLflow out of reach, leaves it as it was."""
+    with suppress(Exception):
+        MlflowClient().set_terminated(run_id, status=status)
 
 
 def mlflow_ui() -> str | None:

@@ -167,16 +167,10 @@ def close_abandoned(abandoned: Abandoned, file: str, by: str | None, log: RunLog
     """Close what a run that died while deciding ``file`` left open, so no UI shows it as still running: its
     MLflow run is marked KILLED (it stays, with whatever it logged, for the record) and its Prefect flow run
     Crashed, unless something (its worker) has ended it already. ``by`` is the flow run taking the file over."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     log.warning("%s: taking over the claim of a run that ended without finishing (flow run %s, MLflow run %s)",
                 file, abandoned.flow_run_id or "none", abandoned.mlflow_run_id or "none")
     if abandoned.mlflow_run_id:
-        try:
-            MlflowClient().set_terminated(abandoned.mlflow_run_id, status="KILLED")
-        except MlflowException:
-            pass  # deleted meanwhile: nothing to close
+        registry.close_run(abandoned.mlflow_run_id, "KILLED")
     if abandoned.flow_run_id and abandoned.flow_run_id != by:
         _crash_flow_run(abandoned.flow_run_id, f"its process ended while deciding {file}; "
                                                f"{'flow run ' + by if by else 'a later run'} took the file over", log)
@@ -247,6 +241,7 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         return RunOutcome(spec.name, path.name, digest, Decision.DUPLICATE, reason, flow_run_id=flow_run_id,
                           kind=spec.kind, details=_duplicate_of(book, digest))
     book.keep_alive(digest)
+    ctx = None
     try:
         if abandoned:
             close_abandoned(abandoned, path.name, flow_run_id, log)
@@ -259,6 +254,8 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         book.attach_run(digest, ctx.mlflow_run_id)
     except BaseException as exc:  # MLflow or Prefect unreachable, cancelled: the file stays for a rerun
         book.release(digest)
+        if ctx is not None and ctx.mlflow_run_id:
+            registry.close_run(ctx.mlflow_run_id, "KILLED")
         log.error("run for %s could not start: %s: %s (claim released; the file is pending)", path.name,
                   type(exc).__name__, exc)
         raise
@@ -369,6 +366,8 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
         raise fail(ctx, exc) from exc
     except BaseException:  # cancelled or interrupted: nothing recorded, the claim goes back to pending
         ctx.ledger.release(ctx.sha256)
+        if ctx.mlflow_run_id:
+            registry.close_run(ctx.mlflow_run_id, "KILLED")  # not left RUNNING: its file gets a run of its own
         raise
     if ctx.breaker_state != "closed" and outcome.breaker_state == "closed" and not _IN_TURN.get():
         rerun_pending(ctx)  # in the pipeline's turn (order: arrival) the turn itself goes on with them

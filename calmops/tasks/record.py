@@ -11,6 +11,7 @@ from typing import Any
 import mlflow
 
 from calmops.core import registry
+from calmops.core.names import Decision
 from calmops.core.report_page import render_report
 from calmops.core.verdict import DriftVerdict
 from calmops.tasks import step
@@ -57,7 +58,9 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
     as ``drift/report.json`` and ``drift/summary.md``) and publish Prefect artifacts."""
     drift = verdict.to_dict() if verdict else None
     if outcome.mlflow_run_id:
-        with registry.in_run(outcome.mlflow_run_id):
+        # the decision ends the run: FAILED for a run that failed, so MLflow's own status filter finds them
+        with registry.in_run(outcome.mlflow_run_id,
+                             end="FAILED" if outcome.decision == Decision.FAILED else "FINISHED"):
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             mlflow.set_tags({
                 "calmops.decision": outcome.decision,

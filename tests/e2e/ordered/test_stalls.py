@@ -54,10 +54,11 @@ def test_a_run_left_pending_is_cancelled_and_the_file_behind_it_is_decided_once(
         if r.data.tags.get("calmops.file") == "f.csv"]
     # decided once. The file's first run, cancelled while it waited for the slot, may already have been in a
     # worker's process that Prefect lets start and then stops (its slot lease revoked): its MLflow run is closed
-    # as FAILED without a decision, and the run announced again decides the file
+    # without a decision (KILLED when stopped, FAILED when a step broke), and the run announced again decides
+    # the file
     decisions = [r.data.tags.get("calmops.decision") for r in tried]
     assert [d for d in decisions if d not in (None, "failed")] == ["train"], decisions
-    assert all(r.info.status == "FAILED" for r in tried if "calmops.decision" not in r.data.tags), tried
+    assert all(r.info.status in ("KILLED", "FAILED") for r in tried if "calmops.decision" not in r.data.tags), tried
     shown = " ".join(CliRunner().invoke(app, ["status", name], terminal_width=400).output.split())
     assert "stalled runs recovered" in shown and f"no run of stall-pending has run for {STALL_AFTER} s" in shown, shown
 
