@@ -9,7 +9,12 @@ rename to the moment its ledger entry reads ``done`` (all ledgers polled every 0
 the light files' latencies, p50/p95 over every file, and the time from the first rename to the last decision
 (what giving way costs: more runs start).
 
-    .venv/bin/python bench/fair_turns.py [--burst 40] [--after 5] [--budget 15]
+With ``--found-by-scan`` the bursts wait in their folders when the watcher starts (written while it is stopped,
+as after a stop of the stack): a scan announces only each pipeline's oldest file, so a turn that gives way
+announces the next file itself. Their latency is then counted from the watcher's start, and the light files
+come ``--after`` seconds after it.
+
+    .venv/bin/python bench/fair_turns.py [--burst 40] [--after 5] [--budget 15] [--found-by-scan]
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ BURSTING = ("burst-a", "burst-b")
 LIGHT = ("light-c", "light-d")
 
 
-def one_setting(budget: float, burst: int, after: float) -> dict:
+def one_setting(budget: float, burst: int, after: float, scan: bool = False) -> dict:
     home = Path(tempfile.mkdtemp(prefix="calmops-fair-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CALMOPS_"))}
     env.update(CALMOPS_HOME=str(home), CALMOPS_TURN_BUDGET=str(budget), CALMOPS_WORKER_LIMIT="2",
@@ -58,10 +63,18 @@ def one_setting(budget: float, burst: int, after: float) -> dict:
         files += [(name, frame(1000, 900 + i), "light.csv") for i, name in enumerate(LIGHT)]
         shas = [_sha(df) for _, df, _ in files]  # once: the polling below must not load the machine it measures
         dropped: dict[str, float] = {}
+        if scan:
+            from calmops.deployments import stack
+
+            stack.stop("watcher")
         start = time.time()
         for (name, df, fname), sha in zip(files[:-len(LIGHT)], shas[:-len(LIGHT)], strict=True):
             dropped[sha] = drop(df, incoming[name], fname)
             time.sleep(0.02)
+        if scan:  # the files wait for the watcher: their time counts from its start
+            start = time.time()
+            stack.start("watcher")
+            dropped.update(dict.fromkeys(shas[:-len(LIGHT)], start))
         time.sleep(max(0.0, start + after - time.time()))
         for (name, df, fname), sha in zip(files[-len(LIGHT):], shas[-len(LIGHT):], strict=True):
             dropped[sha] = drop(df, incoming[name], fname)
@@ -77,9 +90,12 @@ def one_setting(budget: float, burst: int, after: float) -> dict:
         every = list(latency.values())
         gave_way = sum(p.read_text(errors="replace").count("giving the pipeline's turn up")
                        for n in BURSTING for p in pipeline_paths(read_spec(n)).logs.glob("pipeline.log*"))
-        return {"budget_s": budget, "files": len(files), "light_latency_s": light,
+        announced = sum(p.read_text(errors="replace").count("is announced (no file left had a run")
+                        for n in BURSTING for p in pipeline_paths(read_spec(n)).logs.glob("pipeline.log*"))
+        return {"budget_s": budget, "found_by_scan": scan, "files": len(files), "light_latency_s": light,
                 "p50_s": round(pct(every, 50), 1), "p95_s": round(pct(every, 95), 1),
-                "first_rename_to_last_decision_s": round(max(done.values()) - start, 1), "turns_given_up": gave_way}
+                "first_rename_to_last_decision_s": round(max(done.values()) - start, 1), "turns_given_up": gave_way,
+                "by_announcing": announced}
     finally:
         subprocess.run([CALMOPS, "down"], env=env, capture_output=True, check=False)
         shutil.rmtree(home, ignore_errors=True)
@@ -90,17 +106,19 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=40, help="files per bursting pipeline")
     parser.add_argument("--after", type=float, default=5.0, help="seconds before the light files arrive")
     parser.add_argument("--budget", type=float, default=15.0, help="the turn budget compared with 0")
+    parser.add_argument("--found-by-scan", action="store_true",
+                        help="the bursts wait in their folders when the watcher starts")
     args = parser.parse_args()
     saved = dict(os.environ)
     results = {}
     try:
         for budget in (0.0, args.budget):
-            results[f"budget_{budget:g}"] = one_setting(budget, args.burst, args.after)
+            results[f"budget_{budget:g}"] = one_setting(budget, args.burst, args.after, args.found_by_scan)
             print(json.dumps(results[f"budget_{budget:g}"]), file=sys.stderr)
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    out = Path(__file__).parent / "results" / "fair_turns.json"
+    out = Path(__file__).parent / "results" / f"fair_turns{'_scan' if args.found_by_scan else ''}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
