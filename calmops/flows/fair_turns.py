@@ -138,7 +138,7 @@ def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Sequence[str]
             return GiveWay(starving, run.name, tuple(mine))
     if any(file_in(r, folder) in left for r in runs if r.parameters.get("pipeline") == pipeline):
         return None  # a run of a file left has started (it waits for this turn) or makes its own retry
-    return GiveWay(starving, None, tuple(mine), announce=next(iter(left)))
+    return GiveWay(starving, None, tuple(mine), announce=left[0])
 
 
 def should_give_way(pipeline: str, incoming: Path, left: Sequence[str], log: RunLog) -> GiveWay | None:
