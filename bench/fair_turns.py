@@ -25,27 +25,20 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack_latency import CALMOPS, _sha, drop, frame, free_port, pct, spec, wait_done
+from stack_latency import CALMOPS, _sha, drop, frame, pct, spec, stack_up, wait_done
 
 BURSTING = ("burst-a", "burst-b")
 LIGHT = ("light-c", "light-d")
 
 
 def one_setting(budget: float, burst: int, after: float, scan: bool = False) -> dict:
-    home = Path(tempfile.mkdtemp(prefix="calmops-fair-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CALMOPS_"))}
-    env.update(CALMOPS_HOME=str(home), CALMOPS_TURN_BUDGET=str(budget), CALMOPS_WORKER_LIMIT="2",
-               **{f"CALMOPS_{s}_PORT": str(free_port()) for s in ("PREFECT", "MLFLOW", "VIEWER", "API")})
-    os.environ.clear()
-    os.environ.update(env)
-    subprocess.run([CALMOPS, "up"], check=True, env=env, capture_output=True)
+    home, env = stack_up("calmops-fair-", CALMOPS_TURN_BUDGET=str(budget), CALMOPS_WORKER_LIMIT="2")
     from calmops.core.store import ledger, pipeline_paths, read_spec
 
     try:

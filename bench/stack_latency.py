@@ -67,32 +67,45 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def stack_up(prefix: str, **settings: str) -> tuple[Path, dict[str, str]]:
+    """``calmops up`` on free ports and a new temporary CALMOPS_HOME, with ``settings`` (CALMOPS_* variables) in
+    its environment, which becomes this process's too; returns the home and that environment."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CALMOPS_"))}
+    env.update(CALMOPS_HOME=str(home), **settings, **{f"CALMOPS_{s}_PORT": str(free_port())
+                                                      for s in ("PREFECT", "MLFLOW", "VIEWER", "API")})
+    os.environ.clear()
+    os.environ.update(env)
+    subprocess.run([CALMOPS, "up"], check=True, env=env, capture_output=True)
+    return home, env
+
+
+def create_pipelines(home: Path, env: dict[str, str], names: list[str]) -> tuple[dict, dict[str, Path]]:
+    """``calmops create`` for each stream pipeline of :func:`spec`; returns their ledgers and incoming folders."""
+    from calmops.core.store import ledger, pipeline_paths, read_spec
+
+    for name in names:
+        path = home / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(spec(name)))
+        subprocess.run([CALMOPS, "create", str(path)], check=True, env=env, capture_output=True)
+    return ({n: ledger(pipeline_paths(read_spec(n)).ensure()) for n in names},
+            {n: pipeline_paths(read_spec(n)).incoming for n in names})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=10, help="sequential files per size")
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--pipelines", type=int, default=4)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="calmops-latency-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(CALMOPS_HOME=str(home), **{f"CALMOPS_{s}_PORT": str(free_port())
-                                         for s in ("PREFECT", "MLFLOW", "VIEWER", "API")})
-    os.environ.clear()
-    os.environ.update(env)
-    subprocess.run([CALMOPS, "up"], check=True, env=env, capture_output=True)
+    home, env = stack_up("calmops-latency-")
     from calmops.core.environment import prepare
-    from calmops.core.store import ledger, pipeline_paths, read_spec
 
     prepare()
     results: dict = {}
     try:
         names = [f"lat{i}" for i in range(args.pipelines)]
-        for name in names:
-            path = home / f"{name}.yaml"
-            path.write_text(yaml.safe_dump(spec(name)))
-            subprocess.run([CALMOPS, "create", str(path)], check=True, env=env, capture_output=True)
-        books = {n: ledger(pipeline_paths(read_spec(n)).ensure()) for n in names}
-        incoming = {n: pipeline_paths(read_spec(n)).incoming for n in names}
+        books, incoming = create_pipelines(home, env, names)
         seed = 0
         for name in names:  # first model of every pipeline (and warm caches)
             seed += 1

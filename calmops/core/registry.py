@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -76,6 +77,9 @@ TRUSTED_PARTS = frozenset({
 })
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow's client prints "View run … at <url>" when a run ends, reading the run back for it (one request per
+# run); a run's page is linked from its Prefect artifact instead
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def configure(settings: Settings | None = None) -> MlflowClient:
@@ -268,13 +272,10 @@ def start_run(pipeline: str, run_name: str, tags: dict[str, str]) -> str:
 
 
 @contextmanager
-def in_run(run_id: str, *, end: str = "RUNNING"):
-    """Make ``run_id`` the active run for fluent MLflow calls, whatever thread we are on.
-
-    The run stays RUNNING after the block, since its file is still being decided: the block that records the
-    decision ends it (``end``: FINISHED, or FAILED for a run that failed), and a block that raises ends it
-    FAILED. So the MLflow UI never shows a run FINISHED before its decision.
-    """
+def in_run(run_id: str):
+    """Make ``run_id`` the active run for MLflow's fluent calls (``log_model`` logs into the active run), whatever
+    thread we are on. The run stays RUNNING after the block, since its file is still being decided; a block that
+    raises ends it FAILED. Plain logging goes through :func:`log_to_run` instead (by id, fewer requests)."""
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
         yield active
@@ -286,7 +287,39 @@ def in_run(run_id: str, *, end: str = "RUNNING"):
         with suppress(Exception):  # the block's own error is the one to tell (the run is popped either way)
             mlflow.end_run("FAILED")
         raise
-    mlflow.end_run(end)
+    mlflow.end_run("RUNNING")
+
+
+def log_to_run(run_id: str, *, params: dict[str, str] | None = None, tags: dict[str, str] | None = None,
+               metrics: dict[str, float] | None = None, step: int = 0, timestamp_ms: int | None = None,
+               files: dict[str, str] | None = None, end: str | None = None) -> None:
+    """Log into a file's run by its id, in as few requests as MLflow takes: one batch of params, tags and
+    metrics, one upload of ``files`` (artifact path → text), and with ``end`` the run's final status (FINISHED,
+    FAILED). Without ``end`` the run stays RUNNING: its file is still being decided. A failure ends the run
+    FAILED (best effort) and is raised, as :func:`in_run` does.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = MlflowClient()
+    try:
+        at = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+        batch = {"params": [Param(k, v) for k, v in (params or {}).items()],
+                 "tags": [RunTag(k, v) for k, v in (tags or {}).items()],
+                 "metrics": [Metric(k, float(v), at, step) for k, v in (metrics or {}).items()]}
+        if any(batch.values()):
+            client.log_batch(run_id, **batch)
+        if files:
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, text in files.items():
+                    target = Path(tmp, name)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(text, encoding="utf-8")
+                client.log_artifacts(run_id, tmp)
+    except BaseException:
+        close_run(run_id, "FAILED")
+        raise
+    if end:
+        client.set_terminated(run_id, status=end)
 
 
 def close_run(run_id: str, status: str) -> None:
@@ -627,5 +660,13 @@ def log_batch_input(run_id: str, frame: pd.DataFrame, *, source: Path, sha256: s
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
         dataset = mlflow.data.from_pandas(frame, source=str(source), name=source.name, digest=sha256[:32],
                                           targets=target if target in frame.columns else None)
-    with in_run(run_id):
-        mlflow.log_input(dataset, context="batch", tags={"calmops.sha256": sha256})
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    batch = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("calmops.sha256", sha256),
+                                                            InputTag(MLFLOW_DATASET_CONTEXT, "batch")])
+    try:  # by run id: one request (the fluent API would also read the run and set its status twice)
+        MlflowClient().log_inputs(run_id, datasets=[batch])
+    except BaseException:
+        close_run(run_id, "FAILED")
+        raise

@@ -270,10 +270,7 @@ def log_metrics(run_id: str | None, metrics: dict[str, float]) -> None:
     """Metrics a kind records beyond the champion/challenger scores (per block, IPIP sizes)."""
     if not run_id or not metrics:
         return
-    import mlflow
-
-    with registry.in_run(run_id):
-        mlflow.log_metrics(metrics)
+    registry.log_to_run(run_id, metrics=metrics)
 
 
 # -- the block-wise model --------------------------------------------------------------------

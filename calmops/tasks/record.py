@@ -51,6 +51,27 @@ def _flat_metrics(prefix: str, scores: dict[str, Any]) -> dict[str, float]:
     return {f"{prefix}_{k}": float(v) for k, v in scores.items() if isinstance(v, (int, float))}
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)  # as mlflow.log_dict writes it
+
+
+def _decision_tags(outcome: RunOutcome, spec_yaml: str | None) -> dict[str, str]:
+    return {
+        "calmops.decision": outcome.decision,
+        "calmops.reason": outcome.reason[:5000],
+        "calmops.file": outcome.file,
+        "calmops.sha256": outcome.sha256 or "",
+        "calmops.flow_run_id": outcome.flow_run_id or "",
+        "calmops.drift_detected": str(outcome.drift_detected).lower(),
+        "calmops.drifted_features": ",".join(outcome.drifted_features)[:5000],
+        "calmops.champion_version": str(outcome.champion_version or ""),
+        "calmops.challenger_version": str(outcome.challenger_version or ""),
+        "calmops.retrain_mode": outcome.retrain_mode or "",
+        "calmops.kind": outcome.kind,
+        "calmops.spec_sha256": hashlib.sha256(spec_yaml.encode()).hexdigest() if spec_yaml else "",
+    }
+
+
 @step("record", retries=2)
 def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[str, Any],
                spec_yaml: str | None = None) -> None:
@@ -58,42 +79,31 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
     as ``drift/report.json`` and ``drift/summary.md``) and publish Prefect artifacts."""
     drift = verdict.to_dict() if verdict else None
     if outcome.mlflow_run_id:
-        # the decision ends the run: FAILED for a run that failed, so MLflow's own status filter finds them
-        with registry.in_run(outcome.mlflow_run_id,
-                             end="FAILED" if outcome.decision == Decision.FAILED else "FINISHED"):
-            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-            mlflow.set_tags({
-                "calmops.decision": outcome.decision,
-                "calmops.reason": outcome.reason[:5000],
-                "calmops.file": outcome.file,
-                "calmops.sha256": outcome.sha256 or "",
-                "calmops.flow_run_id": outcome.flow_run_id or "",
-                "calmops.drift_detected": str(outcome.drift_detected).lower(),
-                "calmops.drifted_features": ",".join(outcome.drifted_features)[:5000],
-                "calmops.champion_version": str(outcome.champion_version or ""),
-                "calmops.challenger_version": str(outcome.challenger_version or ""),
-                "calmops.retrain_mode": outcome.retrain_mode or "",
-                "calmops.kind": outcome.kind,
-                "calmops.spec_sha256": hashlib.sha256(spec_yaml.encode()).hexdigest() if spec_yaml else "",
-            })
-            flat: dict[str, float] = {"rows": float(outcome.rows or 0),
-                                      "drift_detected": float(outcome.drift_detected),
-                                      "n_drifted_features": float(len(outcome.drifted_features))}
-            for who, scores in outcome.metrics.items():
-                flat.update(_flat_metrics(who, scores))
-            # one point per metric and outcome: stamped with when the outcome was decided, a retry of this step
-            # logs the same points again, which MLflow keeps once; a later outcome (failed) is the latest point
-            decided_ms = int(datetime.fromisoformat(outcome.decided_at).timestamp() * 1000)
-            mlflow.log_metrics(flat, step=0, timestamp=decided_ms)
-            mlflow.log_dict(outcome.to_dict(), "outcome.json")
-            if spec_yaml:
-                mlflow.log_text(spec_yaml, "spec.yaml")
-            if drift:
-                mlflow.log_dict(drift, "drift/verdict.json")
-                mlflow.log_text(render_report(outcome.to_dict(), verdict), REPORT_ARTIFACT)
-                if verdict.data:
-                    mlflow.log_dict(drift["data"], "drift/report.json")
-                    mlflow.log_text(verdict.data.summary_markdown(), "drift/summary.md")
+        flat: dict[str, float] = {"rows": float(outcome.rows or 0),
+                                  "drift_detected": float(outcome.drift_detected),
+                                  "n_drifted_features": float(len(outcome.drifted_features))}
+        for who, scores in outcome.metrics.items():
+            flat.update(_flat_metrics(who, scores))
+        files = {"outcome.json": _json(outcome.to_dict())}
+        if spec_yaml:
+            files["spec.yaml"] = spec_yaml
+        if drift:
+            files["drift/verdict.json"] = _json(drift)
+            files[REPORT_ARTIFACT] = render_report(outcome.to_dict(), verdict)
+            if verdict.data:
+                files["drift/report.json"] = _json(drift["data"])
+                files["drift/summary.md"] = verdict.data.summary_markdown()
+        # one point per metric and outcome: stamped with when the outcome was decided, a retry of this step
+        # logs the same points again, which MLflow keeps once; a later outcome (failed) is the latest point.
+        # The decision ends the run: FAILED for a run that failed, so MLflow's own status filter finds them.
+        registry.log_to_run(
+            outcome.mlflow_run_id,
+            params={k: str(v)[:500] for k, v in params.items()},
+            tags=_decision_tags(outcome, spec_yaml),
+            metrics=flat, step=0, timestamp_ms=int(datetime.fromisoformat(outcome.decided_at).timestamp() * 1000),
+            files=files,
+            end="FAILED" if outcome.decision == Decision.FAILED else "FINISHED",
+        )
     publish_artifacts(outcome, verdict)
 
 

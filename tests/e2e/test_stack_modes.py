@@ -4,6 +4,7 @@ way round: both modes read the same store and the same artifact files."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -56,3 +57,37 @@ def test_models_cross_between_the_stack_and_the_embedded_store(prefect_server, c
     _use(None, monkeypatch)
     after = _run("up", write_csv(sea_frame(1000, 8, seed=4), data, "u2.csv"))
     assert after["decision"] == "no_drift" and after["champion_version"] == 1, after["reason"]
+
+
+def test_a_quiet_file_costs_the_tracking_server_nine_requests(prefect_server, calmops_home, tmp_path, monkeypatch):
+    """What a decision with nothing to retrain asks of the MLflow server `calmops up` starts, read from the
+    server's own access log: open the file's run (the experiment by name, the run), read the champion (its alias,
+    its version), log the batch as the run's input, then record the decision (one batch of params, tags and
+    metrics; the run's artifact location; the run's end) and read the run's experiment for the decision's link
+    in Prefect. Nine: each further read of the run would be a round trip per file to a remote tracking server."""
+    import re
+
+    from calmops.core.settings import get_settings
+    from calmops.core.store import save_spec, spec_from_dict
+    from calmops.deployments import stack
+
+    save_spec(spec_from_dict(dict(STREAM_SPEC, name="quiet")), create=True)
+    monkeypatch.setenv("CALMOPS_MLFLOW_PORT", str(free_port()))
+    server = stack.start("mlflow", wait=600)
+    try:
+        _use(server.url, monkeypatch)
+        monkeypatch.setenv("CALMOPS_MLFLOW_UI", server.url)  # as the stack sets it for its runs: links are made
+        assert _run("quiet", write_csv(sea_frame(1000, 8, seed=1), tmp_path, "q1.csv"))["decision"] == "train"
+        log = stack.log_file(get_settings(), "mlflow")
+        start = log.stat().st_size
+        quiet = _run("quiet", write_csv(sea_frame(1000, 8, seed=2), tmp_path, "q2.csv"))
+        time.sleep(1)  # the server writes its access line after the response
+        text = log.read_bytes()[start:].decode(errors="replace")
+    finally:
+        stack.stop("mlflow")
+
+    assert quiet["decision"] == "no_drift", quiet["reason"]  # the champion's own concept
+    asked = [f"{verb} {path.removeprefix('/api/2.0/mlflow/')}"
+             for verb, path in re.findall(r'"(GET|POST|PATCH|PUT|DELETE) (/api/[^ ?]+)', text)]
+    assert len(asked) <= 9, asked
+    assert asked.count("GET runs/get") <= 2, asked  # the artifact location and the link; no read per step

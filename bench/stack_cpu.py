@@ -1,0 +1,102 @@
+"""Where the CPU goes per file: CPU seconds of each service of the running stack, and requests to the MLflow
+tracking server, per decided file during a burst.
+
+Starts the real local stack (``calmops up`` on free ports, a temporary CALMOPS_HOME), creates 4 stream pipelines,
+decides 4 files in each first (the first model and warm caches), then drops a burst of 1k-row files spread over
+the pipelines and waits until every one is decided. The CPU time of every process (its own and its reaped
+children's, from /proc) is read before and after the burst; the MLflow server's access log gives its requests.
+Run it twice with different code to compare; on this noisy 2-core machine compare per-file ratios.
+
+    .venv/bin/python bench/stack_cpu.py [--files 40] [--out bench/results/stack_cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack_latency import CALMOPS, _sha, create_pipelines, drop, frame, stack_up, wait_done
+
+TICK = os.sysconf("SC_CLK_TCK")
+SERVICES = {"prefect_server": "prefect server", "calmops.deployments.warm": "warm runner (the flow runs)",
+            "prefect worker": "worker", "calmops.deployments.watcher": "watcher", "streamlit": "viewer",
+            "calmops.deployments.api": "prediction api",
+            "mlflow": "mlflow server"}  # last: its app process runs under uvicorn, named by its module
+
+
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """pid → (service, CPU seconds: user and system, its own and its reaped children's)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        service = next((name for key, name in SERVICES.items() if key in cmd), None)
+        if service:
+            out[int(stat.parent.name)] = (service, sum(int(x) for x in fields[11:15]) / TICK)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stack_cpu.json")
+    args = parser.parse_args()
+    home, env = stack_up("calmops-cpu-")
+    from calmops.core.environment import prepare
+
+    prepare()
+    try:
+        names = [f"cpu{i}" for i in range(4)]
+        books, incoming = create_pipelines(home, env, names)
+        seed = 0
+        for k in range(4):  # the first model, then the kept history's early doublings (refresh retrains)
+            for name in names:
+                seed += 1
+                df = frame(1000, seed)
+                drop(df, incoming[name], f"warm-{k}.csv")
+                wait_done(books[name], _sha(df))
+        time.sleep(5)
+        mlflow_log = home / "logs" / "mlflow.log"
+        log_start = mlflow_log.stat().st_size
+        before, t0 = cpu_by_process(), time.time()
+        burst = []
+        for i in range(args.files):
+            seed += 1
+            burst.append((names[i % len(names)], frame(1000, seed), f"burst-{i}.csv"))
+        for name, df, fname in burst:
+            drop(df, incoming[name], fname)
+        for name, df, _ in burst:
+            wait_done(books[name], _sha(df), timeout=3600)
+        after, took = cpu_by_process(), time.time() - t0
+        time.sleep(1)
+        requests = re.findall(r'"(?:GET|POST|PATCH|PUT|DELETE) (/api/[^ ?]+)',
+                              mlflow_log.read_bytes()[log_start:].decode(errors="replace"))
+    finally:
+        subprocess.run([CALMOPS, "down"], env=env, capture_output=True, check=False)
+    spent: Counter = Counter()
+    for pid, (service, cpu) in after.items():
+        spent[service] += cpu - before.get(pid, (service, 0.0))[1]
+    n = args.files
+    results = {"files": n, "pipelines": len(names), "seconds": round(took, 1), "files_per_s": round(n / took, 3),
+               "cpu_s_per_file": {k: round(v / n, 3) for k, v in spent.most_common()},
+               "cpu_s_per_file_total": round(sum(spent.values()) / n, 3),
+               "mlflow_requests_per_file": round(len(requests) / n, 1),
+               "mlflow_requests": dict(Counter(r.removeprefix("/api/2.0/mlflow/") for r in requests).most_common())}
+    args.out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
