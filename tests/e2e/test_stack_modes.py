@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from calmops.deployments.cli import app
 from tests.conftest import STREAM_SPEC, sea_frame, write_csv
-from tests.e2e.stack import free_port
+from tests.e2e.stack import free_port, until
 
 pytestmark = pytest.mark.e2e
 runner = CliRunner()
@@ -59,6 +59,15 @@ def test_models_cross_between_the_stack_and_the_embedded_store(prefect_server, c
     assert after["decision"] == "no_drift" and after["champion_version"] == 1, after["reason"]
 
 
+def settled_size(path, quiet: float = 1.0, timeout: float = 30) -> int:
+    """The file's size once it has not grown for ``quiet`` seconds."""
+    deadline, last = time.monotonic() + timeout, -1
+    while (size := path.stat().st_size) != last and time.monotonic() < deadline:
+        last = size
+        time.sleep(quiet)
+    return size
+
+
 def test_a_quiet_file_costs_the_tracking_server_nine_requests(prefect_server, calmops_home, tmp_path, monkeypatch):
     """What a decision with nothing to retrain asks of the MLflow server `calmops up` starts, read from the
     server's own access log: open the file's run (the experiment by name, the run), read the champion (its alias,
@@ -79,15 +88,22 @@ def test_a_quiet_file_costs_the_tracking_server_nine_requests(prefect_server, ca
         monkeypatch.setenv("CALMOPS_MLFLOW_UI", server.url)  # as the stack sets it for its runs: links are made
         assert _run("quiet", write_csv(sea_frame(1000, 8, seed=1), tmp_path, "q1.csv"))["decision"] == "train"
         log = stack.log_file(get_settings(), "mlflow")
-        start = log.stat().st_size
+        start = settled_size(log)  # every request of the first file is in the log before the count starts
         quiet = _run("quiet", write_csv(sea_frame(1000, 8, seed=2), tmp_path, "q2.csv"))
-        time.sleep(1)  # the server writes its access line after the response
-        text = log.read_bytes()[start:].decode(errors="replace")
+
+        def requests_since() -> list[str]:
+            text = log.read_bytes()[start:].decode(errors="replace")
+            return [f"{verb} {path.removeprefix('/api/2.0/mlflow/')}"
+                    for verb, path in re.findall(r'"(GET|POST|PATCH|PUT|DELETE) (/api/[^ ?]+)', text)]
+
+        # the server writes each access line once it has answered: the run's end, then whatever follows it
+        until(lambda: "POST runs/update" in requests_since(), 30, "the run's end in the MLflow server's access log")
+        settled_size(log)
+        asked = requests_since()
     finally:
         stack.stop("mlflow")
 
     assert quiet["decision"] == "no_drift", quiet["reason"]  # the champion's own concept
-    asked = [f"{verb} {path.removeprefix('/api/2.0/mlflow/')}"
-             for verb, path in re.findall(r'"(GET|POST|PATCH|PUT|DELETE) (/api/[^ ?]+)', text)]
+    assert asked[:2] == ["GET experiments/get-by-name", "POST runs/create"], asked  # the whole decision is read
     assert len(asked) <= 9, asked
     assert asked.count("GET runs/get") <= 2, asked  # the artifact location and the link; no read per step
