@@ -94,7 +94,7 @@ def main() -> None:
                "cpu_s_per_file_total": round(sum(spent.values()) / n, 3),
                "mlflow_requests_per_file": round(len(requests) / n, 1),
                "mlflow_requests": dict(Counter(r.removeprefix("/api/2.0/mlflow/") for r in requests).most_common())}
-    args.out.write_text(json.dumps(results, indent=2))
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

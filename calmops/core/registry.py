@@ -290,22 +290,32 @@ def in_run(run_id: str):
     mlflow.end_run("RUNNING")
 
 
+@contextmanager
+def _ends_failed_on_error(run_id: str):
+    """A block that logs into a run by id: if it raises, the run ends FAILED (best effort) and the error goes on."""
+    try:
+        yield
+    except BaseException:
+        close_run(run_id, "FAILED")
+        raise
+
+
 def log_to_run(run_id: str, *, params: dict[str, str] | None = None, tags: dict[str, str] | None = None,
-               metrics: dict[str, float] | None = None, step: int = 0, timestamp_ms: int | None = None,
+               metrics: dict[str, float] | None = None, timestamp_ms: int | None = None,
                files: dict[str, str] | None = None, end: str | None = None) -> None:
     """Log into a file's run by its id, in as few requests as MLflow takes: one batch of params, tags and
-    metrics, one upload of ``files`` (artifact path → text), and with ``end`` the run's final status (FINISHED,
-    FAILED). Without ``end`` the run stays RUNNING: its file is still being decided. A failure ends the run
-    FAILED (best effort) and is raised, as :func:`in_run` does.
+    metrics (at step 0), one upload of ``files`` (artifact path → text), and with ``end`` the run's final status
+    (FINISHED, FAILED). Without ``end`` the run stays RUNNING: its file is still being decided. A failure ends
+    the run FAILED and is raised, as :func:`in_run` does.
     """
     from mlflow.entities import Metric, Param, RunTag
 
     client = MlflowClient()
-    try:
+    with _ends_failed_on_error(run_id):
         at = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         batch = {"params": [Param(k, v) for k, v in (params or {}).items()],
                  "tags": [RunTag(k, v) for k, v in (tags or {}).items()],
-                 "metrics": [Metric(k, float(v), at, step) for k, v in (metrics or {}).items()]}
+                 "metrics": [Metric(k, float(v), at, 0) for k, v in (metrics or {}).items()]}
         if any(batch.values()):
             client.log_batch(run_id, **batch)
         if files:
@@ -315,9 +325,6 @@ def log_to_run(run_id: str, *, params: dict[str, str] | None = None, tags: dict[
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_text(text, encoding="utf-8")
                 client.log_artifacts(run_id, tmp)
-    except BaseException:
-        close_run(run_id, "FAILED")
-        raise
     if end:
         client.set_terminated(run_id, status=end)
 
@@ -665,8 +672,5 @@ def log_batch_input(run_id: str, frame: pd.DataFrame, *, source: Path, sha256: s
 
     batch = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("calmops.sha256", sha256),
                                                             InputTag(MLFLOW_DATASET_CONTEXT, "batch")])
-    try:  # by run id: one request (the fluent API would also read the run and set its status twice)
+    with _ends_failed_on_error(run_id):  # by run id: one request (the fluent API also reads and rewrites the run)
         MlflowClient().log_inputs(run_id, datasets=[batch])
-    except BaseException:
-        close_run(run_id, "FAILED")
-        raise

@@ -84,12 +84,13 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
                                   "n_drifted_features": float(len(outcome.drifted_features))}
         for who, scores in outcome.metrics.items():
             flat.update(_flat_metrics(who, scores))
-        files = {"outcome.json": _json(outcome.to_dict())}
+        decided = outcome.to_dict()
+        files = {"outcome.json": _json(decided)}
         if spec_yaml:
             files["spec.yaml"] = spec_yaml
         if drift:
             files["drift/verdict.json"] = _json(drift)
-            files[REPORT_ARTIFACT] = render_report(outcome.to_dict(), verdict)
+            files[REPORT_ARTIFACT] = render_report(decided, verdict)
             if verdict.data:
                 files["drift/report.json"] = _json(drift["data"])
                 files["drift/summary.md"] = verdict.data.summary_markdown()
@@ -100,7 +101,7 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
             outcome.mlflow_run_id,
             params={k: str(v)[:500] for k, v in params.items()},
             tags=_decision_tags(outcome, spec_yaml),
-            metrics=flat, step=0, timestamp_ms=int(datetime.fromisoformat(outcome.decided_at).timestamp() * 1000),
+            metrics=flat, timestamp_ms=int(datetime.fromisoformat(outcome.decided_at).timestamp() * 1000),
             files=files,
             end="FAILED" if outcome.decision == Decision.FAILED else "FINISHED",
         )
