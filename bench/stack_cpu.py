@@ -1,10 +1,12 @@
-"""Where the CPU goes per file: CPU seconds of each service of the running stack, and requests to the MLflow
-tracking server, per decided file during a burst.
+"""Where the CPU and the disk go per file: CPU seconds of each service of the running stack, requests to the
+MLflow tracking server, bytes added to each store and events added to Prefect's database, per decided file
+during a burst.
 
 Starts the real local stack (``calmops up`` on free ports, a temporary CALMOPS_HOME), creates 4 stream pipelines,
 decides 4 files in each first (the first model and warm caches), then drops a burst of 1k-row files spread over
 the pipelines and waits until every one is decided. The CPU time of every process (its own and its reaped
-children's, from /proc) is read before and after the burst; the MLflow server's access log gives its requests.
+children's, from /proc) is read before and after the burst; the MLflow server's access log gives its requests;
+the stores' sizes on disk and Prefect's events by type are read before and after too.
 Run it twice with different code to compare; on this noisy 2-core machine compare per-file ratios.
 
     .venv/bin/python bench/stack_cpu.py [--files 40] [--out bench/results/stack_cpu.json]
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -48,6 +51,23 @@ def cpu_by_process() -> dict[int, tuple[str, float]]:
     return out
 
 
+def disk(home: Path) -> dict[str, int]:
+    """Bytes on disk of each store of the embedded stack (SQLite files with their write-ahead logs)."""
+    def size(path: Path) -> int:
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+    return {"prefect database": size(home / "prefect"),
+            "mlflow database": sum(f.stat().st_size for f in (home / "mlflow").glob("mlflow.db*")),
+            "mlflow artifacts": size(home / "mlflow" / "artifacts"),
+            "pipelines (ledgers, history, processed files)": size(home / "pipelines")}
+
+
+def prefect_events(home: Path) -> Counter:
+    """Events in Prefect's database by type, read from its SQLite file while the server runs."""
+    with sqlite3.connect(f"file:{home / 'prefect' / 'prefect.db'}?mode=ro", uri=True) as db:
+        return Counter(dict(db.execute("SELECT event, count(*) FROM events GROUP BY event")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=40)
@@ -70,6 +90,7 @@ def main() -> None:
         time.sleep(5)
         mlflow_log = home / "logs" / "mlflow.log"
         log_start = mlflow_log.stat().st_size
+        disk_before, events_before = disk(home), prefect_events(home)
         before, t0 = cpu_by_process(), time.time()
         burst = []
         for i in range(args.files):
@@ -80,7 +101,8 @@ def main() -> None:
         for name, df, _ in burst:
             wait_done(books[name], _sha(df), timeout=3600)
         after, took = cpu_by_process(), time.time() - t0
-        time.sleep(1)
+        time.sleep(5)  # the last runs' events and logs reach Prefect's database
+        disk_after, events = disk(home), prefect_events(home) - events_before
         requests = re.findall(r'"(?:GET|POST|PATCH|PUT|DELETE) (/api/[^ ?]+)',
                               mlflow_log.read_bytes()[log_start:].decode(errors="replace"))
     finally:
@@ -93,6 +115,11 @@ def main() -> None:
                "cpu_s_per_file": {k: round(v / n, 3) for k, v in spent.most_common()},
                "cpu_s_per_file_total": round(sum(spent.values()) / n, 3),
                "mlflow_requests_per_file": round(len(requests) / n, 1),
+               "disk_kb_per_file": {k: round((disk_after[k] - disk_before[k]) / n / 1024, 1) for k in disk_after},
+               "prefect_events_per_file": round(sum(events.values()) / n, 1),
+               "prefect_task_run_state_events_per_file": round(sum(
+                   c for e, c in events.items() if e.startswith("prefect.task-run.")) / n, 1),
+               "prefect_events": dict(events.most_common()),
                "mlflow_requests": dict(Counter(r.removeprefix("/api/2.0/mlflow/") for r in requests).most_common())}
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

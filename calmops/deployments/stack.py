@@ -80,6 +80,23 @@ def _client_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
     return env
 
 
+DAY = 86_400
+#: Prefect's database housekeeping on the server CalmOps starts; each is a default a user's own variable overrides.
+#: A decided file leaves about forty events in Prefect's database, and 27 of them are the three state events
+#: (Pending, Running, Completed) of each of its nine task runs: two thirds of the database's growth. They are
+#: the event feed's copy of what the task runs' own state history keeps, so they are kept a day, not Prefect's
+#: seven; every other event (the file's arrival, flow-run states, a task run that failed or was retried) keeps
+#: the seven days. Finished flow runs (with their task runs, logs and artifacts) are deleted after 30 days; the
+#: decisions stay in MLflow and the pipeline's ledger.
+PREFECT_HOUSEKEEPING = {
+    "PREFECT_SERVER_SERVICES_DB_VACUUM_EVENT_RETENTION_OVERRIDES": json.dumps(
+        {"prefect.flow-run.heartbeat": 7 * DAY}  # Prefect's own default, which setting the variable replaces
+        | {f"prefect.task-run.{state}": DAY for state in ("Pending", "Running", "Completed")}),
+    "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+    "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(30 * DAY),
+}
+
+
 def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     env.update(PREFECT_HOME=str(settings.home / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -89,6 +106,8 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         env.pop("PREFECT_API_URL", None)
         # a run waiting for its pipeline's concurrency slot is retried after this many seconds (default 30)
         env.setdefault("PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", "2")
+        for name, value in PREFECT_HOUSEKEEPING.items():
+            env.setdefault(name, value)
         if settings.prefect_database_url:  # else Prefect's SQLite file under PREFECT_HOME
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
         # Prefect's own 'prefect server start', with its SQLite transactions taking the write lock first

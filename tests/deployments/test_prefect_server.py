@@ -70,6 +70,41 @@ def test_the_stack_starts_prefect_through_it(calmops_home):
     assert cmd[1:5] == ["-m", "calmops.deployments.prefect_server", "server", "start"]
 
 
+def test_the_stack_trims_prefects_database_unless_the_user_set_prefects_own_variables(calmops_home, monkeypatch):
+    """The server's environment reaches Prefect's own settings as Prefect parses them; a variable the user set
+    is left as it is."""
+    import json
+    from datetime import timedelta
+
+    from prefect.settings import Settings
+
+    from calmops.deployments import stack
+
+    def vacuum(env):
+        with monkeypatch.context() as m:
+            for key, value in env.items():
+                if key.startswith("PREFECT_"):
+                    m.setenv(key, value)
+            return Settings().server.services.db_vacuum
+
+    for key in stack.PREFECT_HOUSEKEEPING:
+        monkeypatch.delenv(key, raising=False)
+    _, env = stack.command(stack.services()["prefect"], stack.get_settings())
+    ours = vacuum(env)
+    day = timedelta(days=1)
+    assert ours.event_retention_overrides == {"prefect.flow-run.heartbeat": 7 * day, "prefect.task-run.Pending": day,
+                                              "prefect.task-run.Running": day, "prefect.task-run.Completed": day}
+    assert {"events", "flow_runs"} <= ours.enabled_vacuum_types and ours.retention_period == 30 * day
+
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_DB_VACUUM_EVENT_RETENTION_OVERRIDES",
+                       json.dumps({"prefect.task-run.Completed": 3600}))
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED", "events")
+    _, env = stack.command(stack.services()["prefect"], stack.get_settings())
+    theirs = vacuum(env)
+    assert theirs.event_retention_overrides == {"prefect.task-run.Completed": timedelta(hours=1)}
+    assert theirs.enabled_vacuum_types == {"events"}
+
+
 def test_the_database_refusals_of_the_service_logs_are_found_by_name(tmp_path):
     from calmops.deployments.prefect_server import database_refusals
 

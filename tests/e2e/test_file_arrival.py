@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINES = ("sea", "sea-b", "sea-c")
+VACUUM_EVERY = 5  # seconds between the Prefect server's database clean-ups on this stack (hourly by default)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,8 @@ def live(tmp_path_factory):
                                   "retrain": {**STREAM_SPEC["retrain"], "mode": "window", "window_batches": 1}}),
                   create=True)
 
-    with running_stack(tmp_path_factory.mktemp("file-arrival") / "calmops", before_up=create_pipelines) as home:
+    with running_stack(tmp_path_factory.mktemp("file-arrival") / "calmops", before_up=create_pipelines,
+                       env={"PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS": str(VACUUM_EVERY)}) as home:
         yield home
 
 
@@ -344,3 +347,41 @@ def test_labels_that_come_later_are_joined_through_the_watcher_once_even_across_
     assert files.count("l2.csv") == 1 and "l2-copy.csv" not in files
     [l2] = client.search_runs([exp.experiment_id], "tags.`calmops.file` = 'l2.csv'")
     assert l2.data.metrics["realized_v1_accuracy"] < 0.95  # f2 was predicted by v1, before the labels of f1 came
+
+
+def test_prefects_database_keeps_task_run_state_events_a_day_and_other_events_a_week(live):
+    """A decided file leaves about forty events in Prefect's database, 27 of them its task runs' state events.
+    The server the stack starts keeps those a day and every other event Prefect's seven; finished flow runs go
+    after 30 days. Events dated in the past go in through Prefect's events API; the server's own clean-up
+    (every few seconds on this stack) deletes the two-day-old state event of a task run and keeps the rest."""
+    import uuid
+
+    import httpx
+
+    api = os.environ["PREFECT_API_URL"]
+    vacuum = httpx.get(f"{api}/admin/settings").json()["server"]["services"]["db_vacuum"]
+    assert set(vacuum["enabled"]) >= {"events", "flow_runs"} and vacuum["retention_period"] == "P30D", vacuum
+
+    now, marker = datetime.now(UTC), uuid.uuid4().hex
+    sent = {"task-run state, 2 days old": ("prefect.task-run.Completed", timedelta(days=2)),
+            "task-run state, 1 hour old": ("prefect.task-run.Completed", timedelta(hours=1)),
+            "task-run failure, 2 days old": ("prefect.task-run.Failed", timedelta(days=2)),
+            "flow-run state, 2 days old": ("prefect.flow-run.Completed", timedelta(days=2))}
+    response = httpx.post(f"{api}/events", json=[
+        {"id": str(uuid.uuid4()), "occurred": (now - age).isoformat(), "event": event, "payload": {},
+         "resource": {"prefect.resource.id": f"calmops.test.{marker}", "calmops.test.what": what}}
+        for what, (event, age) in sent.items()])
+    assert response.status_code == 204, response.text
+
+    def kept() -> set[str]:
+        page = httpx.post(f"{api}/events/filter", json={"limit": 50, "filter": {
+            "occurred": {"since": (now - timedelta(days=3)).isoformat(), "until": now.isoformat()},
+            "resource": {"id": [f"calmops.test.{marker}"]}}})
+        page.raise_for_status()
+        return {e["resource"]["calmops.test.what"] for e in page.json()["events"]}
+
+    expected = set(sent) - {"task-run state, 2 days old"}
+    until(lambda: kept() >= expected, 60, "the events to be stored")
+    time.sleep(2 * VACUUM_EVERY)  # two clean-ups after they were stored, in one batch
+    assert kept() == expected
+
