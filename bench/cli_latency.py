@@ -6,7 +6,9 @@ Everything happens in a temporary CALMOPS_HOME with one stream pipeline; the sta
 ports and is stopped at the end. `calmops run` is measured on a 1,000-row file without drift (the champion exists
 already, so no model is logged), next to the import of the flow code alone; with the stack up it is also split,
 from the Prefect API's records of each run: until the flow run exists, the flow, its MLflow logging (the record
-task) and the exit after the run is Completed.
+task) and the exit after the run is Completed. With the stack up, the commands the warm runner takes (`create`,
+`update`, `delete`, `breaker show`, `relaunch`, `run`) are timed a second time in a process of their own
+(`CALMOPS_RUN_WARM=0`), the baseline of the hand-over in the same run.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).with_name("calmops")
-TARGETS = {"--help": 0.5, "list": 1.5, "status": 1.5, "status sea": 1.5, "show sea": 1.5, "run (no drift)": 3.0}
+TARGETS = {"--help": 0.5, "list": 1.5, "status": 1.5, "status sea": 1.5, "show sea": 1.5, "run (no drift)": 3.0,
+           "create": 1.5, "update sea": 1.5, "delete": 1.5, "breaker show sea": 1.5, "relaunch sea": 1.5}
 
 
 def _free_port() -> int:
@@ -60,6 +63,22 @@ def measure(env: dict[str, str], repeat: int, files: list[Path]) -> dict[str, fl
     out["run (no drift)"] = statistics.median(p["total"] for p in parts)
     for label in RUN_PARTS:
         out[label] = statistics.median(p[label] for p in parts)
+    return out
+
+
+def handed_over(env: dict[str, str], repeat: int, spec: Path) -> dict[str, float]:
+    """The commands the warm runner takes when the stack is up (all but ``run``): a pipeline created from
+    ``spec`` and deleted again, each ``repeat`` times; the other commands on pipeline ``sea``."""
+    other = spec.with_name("other.yaml")
+    other.write_text(yaml.safe_dump({**yaml.safe_load(spec.read_text()), "name": "other"}))
+    created, deleted = [], []
+    for _ in range(repeat):
+        created.append(timed(["create", str(other)], env))
+        deleted.append(timed(["delete", "other", "--yes"], env))
+    out = {"create": statistics.median(created), "delete": statistics.median(deleted)}
+    for label, args in (("update sea", ["update", "sea", str(spec)]), ("breaker show sea", ["breaker", "show", "sea"]),
+                        ("relaunch sea", ["relaunch", "sea"])):
+        out[label] = median_of(repeat, lambda a=args: timed(a, env))
     return out
 
 
@@ -118,15 +137,19 @@ def main() -> None:
     data = home / "data"
     subprocess.run([str(BIN), "run", "sea", str(write_csv(sea_frame(1000, 8, seed=0), data, "first.csv"))],
                    env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    files = [write_csv(sea_frame(1000, 8, seed=i), data, f"f{i}.csv") for i in range(1, 2 * args.repeat + 1)]
+    files = [write_csv(sea_frame(1000, 8, seed=i), data, f"f{i}.csv") for i in range(1, 3 * args.repeat + 1)]
 
     results = {"down": measure(env, args.repeat, files[:args.repeat])}
     if not args.no_stack_up:
         subprocess.run([str(BIN), "up", "--no-watcher"], env=env, check=True, stdout=subprocess.DEVNULL)
         try:
             os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{env['CALMOPS_PREFECT_PORT']}/api"  # to read the runs
-            results["up"] = measure({**env, "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}, args.repeat,
-                                    files[args.repeat:])
+            up = {**env, "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}
+            results["up"] = measure(up, args.repeat, files[args.repeat:2 * args.repeat]) | handed_over(
+                up, args.repeat, spec)
+            cold, later = {**up, "CALMOPS_RUN_WARM": "0"}, iter(files[2 * args.repeat:])
+            results["up, own process"] = handed_over(cold, args.repeat, spec) | {"run (no drift)": median_of(
+                args.repeat, lambda: timed(["run", "sea", str(next(later))], cold))}
         finally:
             subprocess.run([str(BIN), "down"], env=env, check=False, stdout=subprocess.DEVNULL)
     print(f"| command | target | {' | '.join(f'stack {k}' for k in results)} |")

@@ -484,4 +484,4 @@ _mount_optional()
 
 
 if __name__ == "__main__":  # how the warm runner runs a handed-over command (calmops.deployments.entry)
-    app()
+    app(prog_name="calmops")  # its usage lines name the command as typed, not the runner's module

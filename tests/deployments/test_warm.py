@@ -258,6 +258,18 @@ def test_the_calmops_command_is_handed_over_under_its_own_name_and_unknown_entri
     assert refused.stdout.strip() == "returned None" and "argv=" not in refused.stdout  # nothing ran
 
 
+def test_the_commands_handed_to_the_runner_exist_and_none_starts_or_stops_a_service():
+    """A command the runner runs is its child: ``down`` would stop the runner under itself, ``up`` or ``watch``
+    would leave a service in the runner's process group."""
+    import typer.main
+
+    from calmops.deployments.cli import app
+    from calmops.deployments.entry import WARM
+
+    assert WARM <= set(typer.main.get_command(app).commands)
+    assert not WARM & {"up", "down", "service", "watch", "viewer", "serve", "demo"}
+
+
 PREFECT_RUNNER = ("import os, sys; from pathlib import Path; import prefect.context as context; "
                   "real = context.refresh_global_settings_context; "
                   "context.refresh_global_settings_context = lambda: (setattr(context, 'refreshed_by', os.getpid()), "

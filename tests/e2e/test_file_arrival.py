@@ -174,6 +174,43 @@ def test_calmops_run_is_handed_to_the_warm_runner_and_prints_exactly_one_json_do
     assert len([r for r in mlflow_runs("sea") if r["file"] == "r.csv"]) == 1
 
 
+def test_create_and_delete_are_handed_to_the_warm_runner_as_a_user_types_them(live, tmp_path):
+    """They import MLflow and Prefect before their first step (seconds of a user's wait); with the stack up the
+    warm runner, which has, runs them in the user's folder and terminal, with the same effects, output and exit
+    codes as a process of their own."""
+    import json
+
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stack
+    from calmops.deployments.deploy import describe
+
+    calmops = str(Path(sys.executable).with_name("calmops"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    (tmp_path / "handed.yaml").write_text(yaml.safe_dump({**STREAM_SPEC, "name": "handed"}))
+    runner_log = stack.log_file(get_settings(), "runner")
+
+    def typed(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([calmops, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                              check=False)
+
+    created = typed("create", "handed.yaml")  # a path relative to the user's folder
+    assert created.returncode == 0, created.stderr[-3000:]
+    assert "created pipeline handed" in created.stdout
+    assert "calmops create handed.yaml in process" in runner_log.read_text()
+    assert describe("handed")["automations"] == ["calmops-file-arrived-handed"]
+
+    again = typed("create", "handed.yaml")
+    assert again.returncode == 1 and "error: pipeline 'handed' exists already" in again.stderr, again.stderr
+    usage = typed("create")
+    assert usage.returncode == 2 and "Usage: calmops create" in usage.stderr, usage.stderr
+
+    deleted = typed("delete", "handed", "--yes", "--json")
+    assert deleted.returncode == 0, deleted.stderr[-3000:]
+    assert json.loads(deleted.stdout)["automations"] == ["calmops-file-arrived-handed"]  # stdout: the JSON alone
+    assert "calmops delete handed --yes --json in process" in runner_log.read_text()
+    assert describe("handed")["deployments"] == [] and not (live / "pipelines" / "handed").exists()
+
+
 def test_a_burst_across_pipelines_is_processed_once_and_serialized_per_pipeline(live):
     from calmops.core.store import ledger, pipeline_paths, read_spec
 
