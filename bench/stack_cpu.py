@@ -6,10 +6,11 @@ Starts the real local stack (``calmops up`` on free ports, a temporary CALMOPS_H
 decides 4 files in each first (the first model and warm caches), then drops a burst of 1k-row files spread over
 the pipelines and waits until every one is decided. The CPU time of every process (its own and its reaped
 children's, from /proc) is read before and after the burst; the MLflow server's access log gives its requests;
-the stores' sizes on disk and Prefect's events by type are read before and after too.
+the stores' sizes on disk and Prefect's events by type are read before and after too. Before the burst, the
+stack waits ``--idle`` seconds with nothing arriving: what each service costs while it waits.
 Run it twice with different code to compare; on this noisy 2-core machine compare per-file ratios.
 
-    .venv/bin/python bench/stack_cpu.py [--files 40] [--out bench/results/stack_cpu.json]
+    .venv/bin/python bench/stack_cpu.py [--files 40] [--idle 60] [--out bench/results/stack_cpu.json]
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ def cpu_by_process() -> dict[int, tuple[str, float]]:
     return out
 
 
+def spent_by_service(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> Counter:
+    """CPU seconds each service used between two readings of :func:`cpu_by_process`."""
+    spent: Counter = Counter()
+    for pid, (service, cpu) in after.items():
+        spent[service] += cpu - before.get(pid, (service, 0.0))[1]
+    return spent
+
+
 def disk(home: Path) -> dict[str, int]:
     """Bytes on disk of each store of the embedded stack (SQLite files with their write-ahead logs)."""
     def size(path: Path) -> int:
@@ -71,6 +80,7 @@ def prefect_events(home: Path) -> Counter:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=40)
+    parser.add_argument("--idle", type=float, default=60, help="seconds of an idle stack measured before the burst")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stack_cpu.json")
     args = parser.parse_args()
     home, env = stack_up("calmops-cpu-")
@@ -88,6 +98,9 @@ def main() -> None:
                 drop(df, incoming[name], f"warm-{k}.csv")
                 wait_done(books[name], _sha(df))
         time.sleep(5)
+        idle_start, t_idle = cpu_by_process(), time.time()
+        time.sleep(args.idle)  # nothing arrives: what the services cost while they wait
+        idle_end, idle_took = cpu_by_process(), time.time() - t_idle
         mlflow_log = home / "logs" / "mlflow.log"
         log_start = mlflow_log.stat().st_size
         disk_before, events_before = disk(home), prefect_events(home)
@@ -107,13 +120,13 @@ def main() -> None:
                               mlflow_log.read_bytes()[log_start:].decode(errors="replace"))
     finally:
         subprocess.run([CALMOPS, "down"], env=env, capture_output=True, check=False)
-    spent: Counter = Counter()
-    for pid, (service, cpu) in after.items():
-        spent[service] += cpu - before.get(pid, (service, 0.0))[1]
+    spent, idle = spent_by_service(before, after), spent_by_service(idle_start, idle_end)
     n = args.files
     results = {"files": n, "pipelines": len(names), "seconds": round(took, 1), "files_per_s": round(n / took, 3),
                "cpu_s_per_file": {k: round(v / n, 3) for k, v in spent.most_common()},
                "cpu_s_per_file_total": round(sum(spent.values()) / n, 3),
+               "idle_seconds": round(idle_took, 1),
+               "idle_cpu_percent_of_a_core": {k: round(100 * v / idle_took, 2) for k, v in idle.most_common()},
                "mlflow_requests_per_file": round(len(requests) / n, 1),
                "disk_kb_per_file": {k: round((disk_after[k] - disk_before[k]) / n / 1024, 1) for k in disk_after},
                "prefect_events_per_file": round(sum(events.values()) / n, 1),
