@@ -179,16 +179,14 @@ def live_run_paths(pipeline: str) -> dict[str, bool] | None:
 
 
 def prefect_api_healthy(timeout: float = 2.0) -> bool | None:
-    """True/False when a Prefect API URL is configured, None otherwise."""
+    """True/False when a Prefect API URL is configured, None otherwise. Asked every two seconds: with the
+    standard library (an httpx client built per call loads its certificate store each time)."""
     url = os.environ.get("PREFECT_API_URL")
     if not url:
         return None
-    import httpx
+    from calmops.deployments.quickhttp import get
 
-    try:
-        return httpx.get(url.rstrip("/") + "/health", timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return get(url.rstrip("/") + "/health", timeout=timeout)[0] == 200
 
 
 class _Handler(FileSystemEventHandler):

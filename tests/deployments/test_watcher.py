@@ -492,3 +492,35 @@ def test_a_deleted_pipelines_folder_is_not_made_again_by_the_watcher(tmp_path):
     assert _make_folder(outside, root) and outside.is_dir()
     root.mkdir(parents=True)
     assert _make_folder(root / "incoming", root) and (root / "incoming").is_dir()
+
+
+def test_the_prefect_api_health_check_answers_up_down_and_not_configured(monkeypatch):
+    """What the watcher asks every two seconds to hold its announcements during an outage."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from calmops.deployments.watcher import prefect_api_healthy
+    from tests.e2e.stack import free_port
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{server.server_address[1]}/api")
+        assert prefect_api_healthy() is True
+        monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{server.server_address[1]}/elsewhere")
+        assert prefect_api_healthy() is False  # something answers, but not a healthy API
+    finally:
+        server.shutdown()
+        server.server_close()
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")
+    assert prefect_api_healthy(timeout=1) is False  # nothing listens
+    monkeypatch.delenv("PREFECT_API_URL")
+    assert prefect_api_healthy() is None
