@@ -23,8 +23,7 @@ WARM = frozenset({"run", "create", "update", "delete", "deploy", "relaunch", "ro
 
 def main() -> None:
     args = sys.argv[1:]
-    if (args[:1] and args[0] in WARM and not {"--help", "-h"} & set(args)
-            and os.environ.get("CALMOPS_RUN_WARM", "1") != "0"):
+    if args and args[0] in WARM and not {"--help", "-h"} & set(args) and os.environ.get("CALMOPS_RUN_WARM", "1") != "0":
         from calmops.deployments.warm import hand_over
 
         code = hand_over(args, entry="cli")

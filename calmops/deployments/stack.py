@@ -82,8 +82,8 @@ def _client_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
 
 DAY = 86_400
 #: Prefect's database housekeeping on the server CalmOps starts; each is a default a user's own variable overrides.
-#: A decided file leaves about forty events in Prefect's database, and 27 of them are the three state events
-#: (Pending, Running, Completed) of each of its nine task runs: two thirds of the database's growth. They are
+#: A decided file leaves about 36 events in Prefect's database, and 25 of them are the three state events
+#: (Pending, Running, Completed) of each of its task runs: two thirds of the database's growth. They are
 #: the event feed's copy of what the task runs' own state history keeps, so they are kept a day, not Prefect's
 #: seven; every other event (the file's arrival, flow-run states, a task run that failed or was retried) keeps
 #: the seven days. Finished flow runs (with their task runs, logs and artifacts) are deleted after 30 days; the

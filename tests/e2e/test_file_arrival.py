@@ -388,7 +388,7 @@ def test_labels_that_come_later_are_joined_through_the_watcher_once_even_across_
 
 
 def test_prefects_database_keeps_task_run_state_events_a_day_and_other_events_a_week(live):
-    """A decided file leaves about forty events in Prefect's database, 27 of them its task runs' state events.
+    """A decided file leaves about 36 events in Prefect's database, 25 of them its task runs' state events.
     The server the stack starts keeps those a day and every other event Prefect's seven; finished flow runs go
     after 30 days. Events dated in the past go in through Prefect's events API; the server's own clean-up
     (every few seconds on this stack) deletes the two-day-old state event of a task run and keeps the rest."""
