@@ -4,7 +4,8 @@ Every file event makes a flow run. In arrival order the run that holds the pipel
 that is waiting, so the runs made for those files would start only to find them done. Each would still take a
 worker slot and the pipeline's one concurrency slot for the seconds a run takes to start, in front of the runs
 of files that arrived after them. The turn cancels them instead, with the run that decided the file in the
-reason: the Prefect UI shows the file's run as Cancelled ("decided by flow run …"), not as a second decision.
+reason: the Prefect UI shows the file's run as *Decided by another run* (a Cancelled state under a name of its
+own, with the deciding run in its message), not as a second decision nor as a cancellation someone made.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from calmops.core.flow_runs import file_in, runs_in_states
 from calmops.core.logs import RunLog
+
+DECIDED_ELSEWHERE = "Decided by another run"  # the name of the Cancelled state such a run ends in
 
 
 def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str], by: str | None,
@@ -41,7 +44,7 @@ def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str
                 if name not in decided or (folder / name).exists():
                     continue  # another file's run, or the same name arrived again with new content
                 try:
-                    result = client.set_flow_run_state(run.id, Cancelled(message=message))
+                    result = client.set_flow_run_state(run.id, Cancelled(message=message, name=DECIDED_ELSEWHERE))
                 except (ObjectNotFound, PrefectHTTPStatusError):
                     continue  # deleted or changed meanwhile
                 if result.status == SetStateStatus.ACCEPT:

@@ -10,7 +10,7 @@ import pytest
 
 from calmops.core.logs import RunLog
 from calmops.core.names import pipeline_tag
-from calmops.flows.redundant import cancel_redundant_runs
+from calmops.flows.redundant import DECIDED_ELSEWHERE, cancel_redundant_runs
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +51,7 @@ def test_only_the_waiting_runs_of_decided_files_that_left_the_folder_are_cancell
         for run in (waiting, awaiting_slot):
             state = client.read_flow_run(run.id).state
             assert state.is_cancelled() and str(decider.id) in state.message, state
+            assert state.name == DECIDED_ELSEWHERE  # what the Prefect UI's badge says, not "Cancelled"
         for why, run in untouched.items():
             assert not client.read_flow_run(run.id).state.is_cancelled(), why
         assert client.read_flow_run(decider.id).state.is_running()

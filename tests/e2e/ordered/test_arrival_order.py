@@ -175,6 +175,7 @@ def test_the_runs_of_files_a_turn_decided_are_cancelled_before_they_start(live, 
     for run in runs:
         if run.id != first.id:
             assert run.state.is_cancelled() and str(first.id) in (run.state.message or ""), (run.name, run.state)
+            assert run.state.name == "Decided by another run", run.state
             assert run.run_count == 0, run.name  # never started: no worker process, no slot taken
 
 
