@@ -74,6 +74,7 @@ from calmops.core.store import (
     read_ledger_states,
     sha256_of,
 )
+from calmops.deployments import quickhttp
 
 log = logging.getLogger("calmops.watcher")
 
@@ -184,9 +185,7 @@ def prefect_api_healthy(timeout: float = 2.0) -> bool | None:
     url = os.environ.get("PREFECT_API_URL")
     if not url:
         return None
-    from calmops.deployments.quickhttp import get
-
-    return get(url.rstrip("/") + "/health", timeout=timeout)[0] == 200
+    return quickhttp.get(url.rstrip("/") + "/health", timeout=timeout)[0] == 200
 
 
 class _Handler(FileSystemEventHandler):
