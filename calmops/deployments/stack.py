@@ -81,14 +81,16 @@ def _client_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
 
 
 DAY = 86_400
-#: Prefect's database housekeeping on the server CalmOps starts; each is a default a user's own variable overrides.
-#: A decided file leaves about 36 events in Prefect's database, and 25 of them are the three state events
-#: (Pending, Running, Completed) of each of its task runs: two thirds of the database's growth. They are
-#: the event feed's copy of what the task runs' own state history keeps, so they are kept a day, not Prefect's
+#: Prefect's server settings on the server CalmOps starts; each is a default a user's own variable overrides.
+#: A run waiting for its pipeline's concurrency slot is retried after 2 s (Prefect: 30 s).
+#: Database housekeeping: a decided file leaves about 36 events in Prefect's database, and 25 of them are the
+#: three state events (Pending, Running, Completed) of each of its task runs: two thirds of the database's
+#: growth. They are the event feed's copy of what the task runs' own state history keeps, so they are kept a day, not Prefect's
 #: seven; every other event (the file's arrival, flow-run states, a task run that failed or was retried) keeps
 #: the seven days. Finished flow runs (with their task runs, logs and artifacts) are deleted after 30 days; the
 #: decisions stay in MLflow and the pipeline's ledger.
-PREFECT_HOUSEKEEPING = {
+PREFECT_SERVER_DEFAULTS = {
+    "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
     "PREFECT_SERVER_SERVICES_DB_VACUUM_EVENT_RETENTION_OVERRIDES": json.dumps(
         {"prefect.flow-run.heartbeat": 7 * DAY}  # Prefect's own default, which setting the variable replaces
         | {f"prefect.task-run.{state}": DAY for state in ("Pending", "Running", "Completed")}),
@@ -104,10 +106,7 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
                MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")  # logs, not terminals
     if service.name == "prefect":
         env.pop("PREFECT_API_URL", None)
-        # a run waiting for its pipeline's concurrency slot is retried after this many seconds (default 30)
-        env.setdefault("PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", "2")
-        for name, value in PREFECT_HOUSEKEEPING.items():
-            env.setdefault(name, value)
+        env = PREFECT_SERVER_DEFAULTS | env  # the user's own variables win
         if settings.prefect_database_url:  # else Prefect's SQLite file under PREFECT_HOME
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
         # Prefect's own 'prefect server start', with its SQLite transactions taking the write lock first

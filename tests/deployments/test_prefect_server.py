@@ -87,7 +87,7 @@ def test_the_stack_trims_prefects_database_unless_the_user_set_prefects_own_vari
                     m.setenv(key, value)
             return Settings().server.services.db_vacuum
 
-    for key in stack.PREFECT_HOUSEKEEPING:
+    for key in stack.PREFECT_SERVER_DEFAULTS:
         monkeypatch.delenv(key, raising=False)
     _, env = stack.command(stack.services()["prefect"], stack.get_settings())
     ours = vacuum(env)

@@ -112,6 +112,14 @@ def write_sea(folder: Path, name: str, seed: int, theta: float = 8.0, rows: int 
     return data
 
 
+def typed(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``calmops ARGS`` as a user's shell runs it: no Prefect or MLflow address in the environment (the command
+    finds the stack)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    return subprocess.run([str(Path(sys.executable).with_name("calmops")), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
 # -- the tests ---------------------------------------------------------------------------------------
 
 
@@ -162,9 +170,7 @@ def test_calmops_run_is_handed_to_the_warm_runner_and_prints_exactly_one_json_do
 
     data = tmp_path / "r.csv"
     sea_frame(600, 8, seed=300).to_csv(data, index=False)
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
-    done = subprocess.run([str(Path(sys.executable).with_name("calmops")), "run", "sea", str(data), "--json"],
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = typed("run", "sea", str(data), "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     outcome = json.loads(done.stdout)  # stdout is the JSON document and nothing else
     assert outcome["file"] == "r.csv" and outcome["decision"] != "failed", outcome
@@ -184,27 +190,21 @@ def test_create_and_delete_are_handed_to_the_warm_runner_as_a_user_types_them(li
     from calmops.deployments import stack
     from calmops.deployments.deploy import describe
 
-    calmops = str(Path(sys.executable).with_name("calmops"))
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     (tmp_path / "handed.yaml").write_text(yaml.safe_dump({**STREAM_SPEC, "name": "handed"}))
     runner_log = stack.log_file(get_settings(), "runner")
 
-    def typed(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([calmops, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-                              check=False)
-
-    created = typed("create", "handed.yaml")  # a path relative to the user's folder
+    created = typed("create", "handed.yaml", cwd=tmp_path)  # a path relative to the user's folder
     assert created.returncode == 0, created.stderr[-3000:]
     assert "created pipeline handed" in created.stdout
     assert "calmops create handed.yaml in process" in runner_log.read_text()
     assert describe("handed")["automations"] == ["calmops-file-arrived-handed"]
 
-    again = typed("create", "handed.yaml")
+    again = typed("create", "handed.yaml", cwd=tmp_path)
     assert again.returncode == 1 and "error: pipeline 'handed' exists already" in again.stderr, again.stderr
-    usage = typed("create")
+    usage = typed("create", cwd=tmp_path)
     assert usage.returncode == 2 and "Usage: calmops create" in usage.stderr, usage.stderr
 
-    deleted = typed("delete", "handed", "--yes", "--json")
+    deleted = typed("delete", "handed", "--yes", "--json", cwd=tmp_path)
     assert deleted.returncode == 0, deleted.stderr[-3000:]
     assert json.loads(deleted.stdout)["automations"] == ["calmops-file-arrived-handed"]  # stdout: the JSON alone
     assert "calmops delete handed --yes --json in process" in runner_log.read_text()
