@@ -387,6 +387,33 @@ def test_labels_that_come_later_are_joined_through_the_watcher_once_even_across_
     assert l2.data.metrics["realized_v1_accuracy"] < 0.95  # f2 was predicted by v1, before the labels of f1 came
 
 
+def test_a_run_waiting_minutes_for_a_worker_shows_scheduled_and_one_five_minutes_behind_shows_late(live):
+    """A file's run is scheduled for the moment its file arrived; in a burst it waits for a worker or its
+    pipeline's turn. Prefect marks a run Late 15 s after its time; the server the stack starts waits 5 minutes.
+    Two runs no worker can take, one a minute past its time and one ten: Prefect's own late-runs service (every
+    5 s) marks the second Late and leaves the first Scheduled."""
+    import httpx
+
+    api = os.environ["PREFECT_API_URL"]
+    flow = httpx.post(f"{api}/flows/", json={"name": "calmops-test-late-badge"}).json()
+    now, made = datetime.now(UTC), {}
+    for behind in (1, 10):
+        made[behind] = httpx.post(f"{api}/flow_runs/", json={
+            "flow_id": flow["id"], "name": f"waiting-{behind}-min", "state": {
+                "type": "SCHEDULED", "name": "Scheduled",
+                "state_details": {"scheduled_time": (now - timedelta(minutes=behind)).isoformat()}}}).json()["id"]
+
+    def state(behind: int) -> str:
+        return httpx.get(f"{api}/flow_runs/{made[behind]}").json()["state"]["name"]
+
+    try:
+        until(lambda: state(10) == "Late", 60, "Prefect's late-runs service to mark the run 10 minutes behind")
+        assert state(1) == "Scheduled"
+    finally:
+        for run in made.values():
+            httpx.delete(f"{api}/flow_runs/{run}")
+
+
 def test_prefects_database_keeps_task_run_state_events_a_day_and_other_events_a_week(live):
     """A decided file leaves about 36 events in Prefect's database, 25 of them its task runs' state events.
     The server the stack starts keeps those a day and every other event Prefect's seven; finished flow runs go
