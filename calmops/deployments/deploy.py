@@ -23,6 +23,7 @@ installed package, so there is no code to pull and no working directory to set.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -351,8 +352,12 @@ def _delete_deployment(deployment_id: Any) -> None:
             pass
 
 
-def delete_pipeline_deployments(pipeline: str) -> dict[str, Any]:
-    """Remove every deployment, automation and scheduled or waiting run CalmOps made for the pipeline."""
+def delete_pipeline_deployments(pipeline: str, wait: float = 0.0) -> dict[str, Any]:
+    """Remove every deployment, automation and scheduled or waiting run CalmOps made for the pipeline. With
+    ``wait``, a run in flight gets up to that many seconds to finish before its deployment goes: deleting a
+    deployment deletes its concurrency limit, and a run still holding the limit's slot can then never end (its
+    final state is refused and Prefect shows it Running for good). ``still_running`` names the runs that did
+    not finish in time."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -378,11 +383,15 @@ def delete_pipeline_deployments(pipeline: str) -> dict[str, Any]:
             for run in waiting:
                 client.delete_flow_run(run.id)
                 removed_runs += 1
+    ids = [str(d.id) for d in deployments]
+    deadline = time.monotonic() + wait
+    while (busy := running_runs(ids)) and time.monotonic() < deadline:
+        time.sleep(1.0)
     for d in deployments:
         _delete_deployment(d.id)
     return {"pipeline": pipeline, "deployments": [f"{d.flow_name}/{d.name}" for d in deployments],
-            "deployment_ids": [str(d.id) for d in deployments],
-            "automations": [a.name for a in automations], "waiting_runs_deleted": removed_runs}
+            "deployment_ids": ids, "automations": [a.name for a in automations],
+            "waiting_runs_deleted": removed_runs, "still_running": [r.name for r in busy]}
 
 
 def running_runs(deployment_ids: list[str]) -> list[Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -142,16 +141,14 @@ def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
     from calmops.core import statedb
     from calmops.core.breaker import delete_breaker
     from calmops.core.store import pipeline_paths, read_spec
-    from calmops.deployments.deploy import delete_pipeline_deployments, running_runs
+    from calmops.deployments.deploy import delete_pipeline_deployments
 
     spec = read_spec(name)
     paths = pipeline_paths(spec)
-    removed = delete_pipeline_deployments(name)
-    deadline = time.monotonic() + wait
-    while (busy := running_runs(removed["deployment_ids"])) and time.monotonic() < deadline:
-        time.sleep(1.0)  # let a run in flight finish before its folder moves
-    if busy:
-        console.print(f"[yellow]warning:[/] {len(busy)} run(s) still running; they will fail when the folder moves")
+    removed = delete_pipeline_deployments(name, wait=wait)  # a run in flight finishes before its folder moves
+    if busy := removed["still_running"]:
+        console.print(f"[yellow]warning:[/] {len(busy)} run(s) still running after {wait:.0f} s "
+                      f"({', '.join(busy)}); they will fail when the folder moves")
     delete_breaker(name)
     _retire_experiment(name)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -212,6 +212,28 @@ def test_create_and_delete_are_handed_to_the_warm_runner_as_a_user_types_them(li
     assert len([p for p in (live / "deleted").iterdir() if p.name.startswith("handed-")]) == 1
 
 
+def test_delete_while_a_run_decides_files_lets_it_finish_before_its_deployment_goes(live, tmp_path):
+    """Deleting a deployment deletes its concurrency limit; a run still holding the limit's slot then cannot end
+    (Prefect refuses its final state, it shows Running for good) and delete waited its two minutes for nothing.
+    Delete stops the triggers, lets the run in flight finish, and only then deletes the deployments."""
+    import json
+
+    (tmp_path / "flight.yaml").write_text(yaml.safe_dump({**STREAM_SPEC, "name": "flight"}))
+    assert typed("create", "flight.yaml", cwd=tmp_path).returncode == 0
+    for i in range(5):
+        write_sea(incoming("flight"), f"flight-{i}.csv", seed=400 + i)
+    until(lambda: any(r.state.is_running() for r in flow_runs("flight")), 120, "a run of the pipeline to start")
+
+    started = time.monotonic()
+    deleted = typed("delete", "flight", "--yes", "--json", cwd=tmp_path)
+    assert deleted.returncode == 0, deleted.stderr[-3000:]
+    assert json.loads(deleted.stdout)["still_running"] == [] and "still running" not in deleted.stderr
+    assert time.monotonic() - started < 100, "delete waited for a run that could not end"
+    runs = flow_runs("flight")
+    assert runs and all(r.state.is_final() for r in runs), [(r.name, r.state.name) for r in runs]
+    assert any(r.state.is_completed() for r in runs)
+
+
 def test_a_burst_across_pipelines_is_processed_once_and_serialized_per_pipeline(live):
     from calmops.core.store import ledger, pipeline_paths, read_spec
 
