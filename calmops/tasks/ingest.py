@@ -20,6 +20,7 @@ from calmops.core.kinds import KINDS
 from calmops.core.metrics import infer_task
 from calmops.core.registry import InputSchema
 from calmops.core.spec import PipelineSpec, SpecError, build_estimator
+from calmops.core.store import pipeline_paths, sha256_of, write_atomic
 from calmops.tasks import BadInput, step
 from calmops.tasks import validate as V
 
@@ -146,18 +147,49 @@ class PreprocessFailed(UserCodeFailed):
     """The pipeline's ``preprocess(df)`` raised or did not return a DataFrame."""
 
 
-def run_preprocess(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    """The user's ``preprocess(df)`` on the parsed table; any failure of it is a :class:`PreprocessFailed`
-    that names the module (the run fails and the file stays pending: retrying the same code cannot help)."""
+PREPROCESS_WORKED = "preprocess_worked.json"  # in the pipeline's state folder: the module that last ran on a file
+#: what code raises on data that does not fit it: a missing column or key, text where numbers belong
+DATA_ERRORS = (LookupError, TypeError, ValueError, ArithmeticError)
+
+
+def run_preprocess(path: Path, frame: pd.DataFrame, file: str = "", state: Path | None = None) -> pd.DataFrame:
+    """The user's ``preprocess(df)`` on the parsed table of ``file``. When it raises, the suspect is the code,
+    what the code depends on, or the file:
+
+    * the file, when both hold: the same module (by content) ran on an earlier file of the pipeline (recorded
+      in ``state``), and the error is one data that does not fit the code raises (:data:`DATA_ERRORS`: a
+      column missing, a number written as text). The file is quarantined (:class:`RejectedInput`) with the
+      module's error, and the files behind it go on;
+    * otherwise the code (the pipeline's first file, or the module changed since it last worked) or what it
+      depends on (a service down: ``OSError``, ``RuntimeError``, …): a :class:`PreprocessFailed` names the
+      module, the run fails and the file stays pending (fix the cause and relaunch; the breaker counts it).
+
+    A preprocess that raises :class:`BadInput` refuses the file on purpose: quarantined like any bad input."""
+    module = sha256_of(path)
     try:
         out = load_preprocess(path)(frame)
     except BadInput:
-        raise  # the preprocess refused the file on purpose: quarantined like any bad input
+        raise
     except Exception as exc:
-        raise PreprocessFailed(f"preprocess {path.name} raised {type(exc).__name__}: {exc}") from exc
+        error = f"preprocess {path.name} raised {type(exc).__name__}: {exc}"
+        if isinstance(exc, DATA_ERRORS) and state is not None and _worked_on(state) == module:
+            raise RejectedInput(f"{file}: {error}; the same preprocess ran on the pipeline's earlier files, so the "
+                                "file is set aside (correct it, or the preprocess, and drop it in again)",
+                                preprocess=path.name, error=type(exc).__name__) from exc
+        raise PreprocessFailed(error) from exc
     if not isinstance(out, pd.DataFrame):
         raise PreprocessFailed(f"preprocess {path.name} must return a DataFrame, got {type(out).__name__}")
+    if state is not None and _worked_on(state) != module:
+        write_atomic(state / PREPROCESS_WORKED, json.dumps({"module": str(path), "sha256": module}))
     return out
+
+
+def _worked_on(state: Path) -> str | None:
+    """The content hash of the preprocess module that last ran on a file of the pipeline."""
+    try:
+        return json.loads((state / PREPROCESS_WORKED).read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_preprocess(path: Path):
@@ -193,7 +225,7 @@ def parse_and_validate(
                             f"{', '.join(V.excerpt(d) for d in dupes[:10])} (one name per column)",
                             duplicated=dupes[:10])
     if spec.preprocess:
-        frame = run_preprocess(Path(spec.preprocess), frame)
+        frame = run_preprocess(Path(spec.preprocess), frame, path.name, pipeline_paths(spec).state)
     return validate_frame(frame, path.name, fmt, sha256, spec, reference)
 
 

@@ -220,3 +220,41 @@ def test_a_failing_preprocess_fails_the_run_once_naming_the_module_and_the_file_
     assert "preprocess broken_preprocess.py raised KeyError: 'no_such_column'" in outcome["reason"]
     assert calls.read_text().count("call") == 1  # the user's code failing is not retried
     assert ledger(pipeline_paths(read_spec("sea"))).status(digest(path)) == "pending" and path.exists()
+
+
+def test_a_file_the_working_preprocess_cannot_handle_is_quarantined_and_the_files_behind_it_go_on(
+        prefect_server, stream_spec, tmp_path):
+    """The docs' example preprocess modules read columns by name; a file without one, or with text in a number
+    column, made the module raise. Once the same module has worked on the pipeline's files, such an error is
+    the file's: it is quarantined naming the module's error, and the next file is decided. A module changed
+    since it last worked, or one whose dependency is down, is the code's problem: the run fails, the file
+    stays pending."""
+    from calmops.core.breaker import read_breaker
+    from tests.flows.helpers import update_spec
+
+    module = tmp_path / "sum_preprocess.py"
+    module.write_text("def preprocess(df):\n    df = df.copy()\n    df['x1_plus_x2'] = df['x1'] + df['x2']\n"
+                      "    return df\n")
+    update_spec("sea", preprocess=str(module))
+    folder, paths = incoming("sea"), pipeline_paths(read_spec("sea"))
+    assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "good.csv"))["decision"] == "train"
+
+    text = sea_frame(300, 8, seed=2).astype({"x2": object})
+    text.loc[3, "x2"] = "abc"
+    for name, frame, error in [("no-x1.csv", sea_frame(300, 8, seed=2).drop(columns="x1"), "KeyError: 'x1'"),
+                               ("text-x2.csv", text, "TypeError")]:
+        path = write_csv(frame, folder, name)
+        content = path.read_bytes()
+        out = run("sea", path)
+        assert out["decision"] == "rejected_input", (name, out)
+        assert f"preprocess sum_preprocess.py raised {error}" in out["reason"], out["reason"]
+        assert (paths.quarantine / name).read_bytes() == content and (paths.quarantine / f"{name}.reason.json").exists()
+    after = run("sea", write_csv(sea_frame(300, 8, seed=3), folder, "next.csv"))
+    assert after["decision"] in ("no_drift", "retrain_promoted", "retrain_rejected"), after
+    assert read_breaker("sea").consecutive_failures == 0
+
+    module.write_text(module.read_text().replace("df['x2']", "df['x9']"))  # an edit that broke the code
+    path = write_csv(sea_frame(300, 8, seed=4), folder, "after-edit.csv")
+    out = run("sea", path)
+    assert out["decision"] == "failed" and "raised KeyError: 'x9'" in out["reason"], out
+    assert ledger(paths).status(digest(path)) == "pending" and path.exists()
