@@ -623,12 +623,25 @@ class NothingToRollBack(LookupError):
     pass
 
 
-def rollback(pipeline: str) -> tuple[int, int]:
-    """Serve ``previous`` again; the rolled-back champion becomes ``previous``. Returns (from, to)."""
+#: a champion's version tags the stream flow reads: the rows kept when its last refresh was tried (the base of
+#: ``retrain.refresh_growth``), and the file that tried the follow-up its promotion during a change called for
+REFRESH_BASE_TAG = "calmops.refresh_tried_at_rows"
+FOLLOW_UP_TAG = "calmops.follow_up_tried"
+
+
+def rollback(pipeline: str, rows_kept: int | None = None) -> tuple[int, int]:
+    """Serve ``previous`` again; the rolled-back champion becomes ``previous``. Returns (from, to).
+
+    The version served again is the user's choice, not a model the next quiet file should replace: its refresh
+    counts from ``rows_kept`` (the rows the pipeline keeps now), and the follow-up of its own promotion is over.
+    Drift still retrains and promotes as for any champion."""
     client = MlflowClient()
     current, prev = alias_version(pipeline, CHAMPION), alias_version(pipeline, PREVIOUS)
     if prev is None or current is None:
         raise NothingToRollBack(f"pipeline {pipeline!r} has no previous champion to roll back to")
+    if rows_kept is not None:  # first: an interrupted rollback leaves the old champion serving
+        set_version_tag(pipeline, prev, REFRESH_BASE_TAG, str(rows_kept))
+    set_version_tag(pipeline, prev, FOLLOW_UP_TAG, "rollback")
     client.set_registered_model_alias(model_name(pipeline), CHAMPION, str(prev))
     client.set_registered_model_alias(model_name(pipeline), PREVIOUS, str(current))
     client.set_model_version_tag(model_name(pipeline), str(current), "calmops.rolled_back", "true")

@@ -76,6 +76,16 @@ def is_temporary_name(path: str | Path) -> bool:
     return name.startswith(".") or name.endswith(TEMP_SUFFIXES)
 
 
+def incoming_files(folder: Path) -> list[Path]:
+    """The entries of an incoming folder a run may take, by name: regular files whose name is not temporary
+    (:func:`is_temporary_name`, :func:`not_a_regular_file`: the rules the watcher applies). A link, pipe or
+    folder is not one (the watcher quarantines the link, the pipe and the like unread)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if not is_temporary_name(p) and not_a_regular_file(p) is None
+                  and p.exists())
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -381,9 +391,12 @@ class Ledger:
         """The first entry of :meth:`queue`, read afresh, whose sha256 is not in ``skip``."""
         return next((entry for entry in self.queue() if entry[0] not in skip), None)
 
-    def queue(self) -> list[tuple[str, str, str]]:
+    def queue(self, incoming: Path | None = None) -> list[tuple[str, str, str]]:
         """(sha256, file, status) of every content still to be decided, in arrival order (then file name):
-        ``waiting``, ``pending`` and orphaned claims; labels files (decided when they come) are not queued."""
+        ``waiting``, ``pending`` and orphaned claims; labels files (decided when they come) are not queued.
+        With ``incoming`` (the pipeline's incoming folder), only the files still in it: a run of the pipeline's
+        turn passes over a file that was moved out (:func:`calmops.flows.common.run_in_order`), and its row
+        stays in the ledger as it was (the same bytes dropped again take their place anew)."""
         now = time.time()
         with closing(self._connect()) as con:
             rows = con.execute("SELECT sha256, file, status, owner_host, owner_pid, owner_start, "
@@ -392,12 +405,14 @@ class Ledger:
                                f"ORDER BY COALESCE(arrived, claimed_at), {self.table.order_column}",
                                (f"{LABELS_ENTRY}%",)).fetchall()
         return [(sha, file, "orphaned" if Claim(status, *rest).orphaned(self.lease, now) else status)
-                for sha, file, status, *rest in rows]
+                for sha, file, status, *rest in rows if incoming is None or (incoming / file).exists()]
 
-    def held_behind(self) -> str | None:
+    def held_behind(self, incoming: Path | None = None) -> str | None:
         """The file that holds others back: the oldest one still to be decided that has been tried (it is
-        ``pending`` after a failure or a breaker wait, being retried, or its run crashed) with files behind it."""
-        queue = self.queue()
+        ``pending`` after a failure or a breaker wait, being retried, or its run crashed) with files behind it.
+        With ``incoming``, files moved out of that folder count neither as the one holding others back nor as
+        held (see :meth:`queue`): what ``calmops status`` shows, since a run goes on past them."""
+        queue = self.queue(incoming)
         for i, (_sha, file, status) in enumerate(queue):
             if status != "waiting" and i + 1 < len(queue):
                 return file
@@ -582,11 +597,17 @@ def _formula_safe_tree(data):
     return formula_safe(data)
 
 
+def free_name(folder: Path, name: str, sha256: str) -> str:
+    """The name a file called ``name`` whose content hashes to ``sha256`` is kept under in ``folder``: ``name``
+    while no file there has it, else ``<sha256[:12]>-<name>``, so another content never lands on a name taken
+    and the same content always lands on the same one. Not shortened yet (:func:`bounded_name` does that): what
+    is derived from it (``predictions/<name>.predictions.csv``) shortens the whole name once."""
+    taken = folder / bounded_name(name)
+    return f"{sha256[:12]}-{name}" if taken.exists() or taken.is_symlink() else name
+
+
 def _free_name(folder: Path, name: str, sha256: str) -> Path:
-    target = folder / bounded_name(name)
-    if target.exists() or target.is_symlink():
-        target = folder / bounded_name(f"{sha256[:12]}-{name}")
-    return target
+    return folder / bounded_name(free_name(folder, name, sha256))
 
 
 def move_to_processed(paths: PipelinePaths, file: Path, sha256: str) -> Path:
@@ -613,6 +634,16 @@ def quarantine(paths: PipelinePaths, file: Path, sha256: str | None, reason: str
     return target
 
 
+def quarantined_files(paths: PipelinePaths) -> list[Path]:
+    """The files in quarantine (each has a ``<file>.reason.json`` sidecar, see :func:`quarantine`): a sidecar
+    whose file was moved away (e.g. dropped into incoming again) does not count, and stays as a record."""
+    if not paths.quarantine.is_dir():
+        return []
+    suffix = ".reason.json"
+    return sorted(file for sidecar in paths.quarantine.glob(f"*{suffix}")
+                  if os.path.lexists(file := sidecar.with_name(sidecar.name[:-len(suffix)])))
+
+
 # -- batch history (accepted batches, for retraining modes) --------------------------------
 
 
@@ -629,6 +660,14 @@ def append_history(paths: PipelinePaths, batch: pd.DataFrame, sha256: str, max_b
     for old in sorted(paths.history.glob("*.parquet"))[:-max_batches]:
         old.unlink()  # retention of derived copies; the original file stays in processed/
     return target
+
+
+def kept_rows(paths: PipelinePaths) -> int:
+    """Rows of the accepted batches the pipeline keeps (``history_max_batches``), read from the files' metadata."""
+    import pyarrow.parquet as pq
+
+    files = sorted(paths.history.glob("*.parquet")) if paths.history.exists() else []
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
 def read_history(paths: PipelinePaths, exclude_sha256: str | None = None) -> list[tuple[str, pd.DataFrame]]:

@@ -80,10 +80,12 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
     """Create a pipeline from a spec file."""
     from calmops.core import registry
     from calmops.core.spec import load_spec
-    from calmops.core.store import save_spec
+    from calmops.core.store import PipelineExists, pipeline_paths, save_spec
     from calmops.deployments.console import console
 
     spec = load_spec(spec_file)
+    if pipeline_paths(spec).spec_file.exists():  # first: MLflow's model of an existing pipeline is its own
+        raise PipelineExists(f"pipeline {spec.name!r} exists already; use 'calmops update'")
     registry.configure()
     existing = registry.aliases(spec.name).get("champion")
     legacy = registry.legacy_champion(spec.name) if existing is None else None  # registered before the prefix
@@ -127,7 +129,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False):
     from rich.table import Table
 
     from calmops.core.store import list_pipelines
-    from calmops.deployments.console import console
+    from calmops.deployments.console import console, print_table
 
     rows = _summaries(list_pipelines())
     if as_json:
@@ -139,7 +141,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False):
     for r in rows:
         table.add_row(r["name"], r["kind"], shown(r["champion_version"], "v"), r["breaker"],
                       str(r["files_done"]), shown(r["last_decision"]))
-    console.print(table)
+    print_table(table)
 
 
 @app.command("show")
@@ -165,12 +167,24 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
 def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, Any]:
     """One pipeline's row of ``status``/``list``; add a key here and a label in STATUS_FIELDS to show more."""
     from calmops.core.awaiting import Awaiting
-    from calmops.core.store import has_ledger, ledger, pending_files, pipeline_paths, read_spec
+    from calmops.core.store import (
+        has_ledger,
+        incoming_files,
+        ledger,
+        pending_files,
+        pipeline_paths,
+        quarantined_files,
+        read_spec,
+    )
     from calmops.deployments import readout, stalls
 
     spec = read_spec(name)
     paths = pipeline_paths(spec)
-    entries = ledger(paths).entries() if has_ledger(paths) else []
+    book = ledger(paths) if has_ledger(paths) else None
+    entries = book.entries() if book else []
+    states = book.states() if book else {}
+    pending = pending_files(paths)
+    running = {e["file"] for e in entries if states.get(e["sha256"]) == "in_progress"}
     breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
     aliases = readout.aliases(name, tracking_uri)
     return {
@@ -182,12 +196,14 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, A
         "breaker": breaker["state"] if breaker else "unknown",
         "breaker_detail": breaker,
         "files_done": sum(e["status"] == "done" for e in entries),
-        "files_pending": len(pending_files(paths)),
-        "files_running": ledger(paths).counts().get("in_progress", 0) if entries else 0,
-        "files_orphaned": ledger(paths).counts().get("orphaned", 0) if entries else 0,
-        "held_behind": ledger(paths).held_behind() if entries and spec.order == "arrival" else None,
-        "files_waiting": sum(p.is_file() for p in paths.incoming.glob("*")) if paths.incoming.exists() else 0,
-        "files_quarantined": len(list(paths.quarantine.glob("*.reason.json"))) if paths.quarantine.exists() else 0,
+        "files_pending": len(pending),
+        "files_running": sum(state == "in_progress" for state in states.values()),
+        "files_orphaned": sum(state == "orphaned" for state in states.values()),
+        # a file moved out of incoming holds nothing back: the pipeline's turn passes over it
+        "held_behind": book.held_behind(paths.incoming) if book and spec.order == "arrival" else None,
+        # files a run may take (not temporary names) that are neither pending nor being processed
+        "files_waiting": sum(p not in pending and p.name not in running for p in incoming_files(paths.incoming)),
+        "files_quarantined": len(quarantined_files(paths)),
         "runs_recovered": stalls.recovered(name),
         "awaiting_labels": Awaiting(paths.root, paths.state).waiting(spec.labels.max_wait_days) if spec.labels else None,
         "last_file": entries[-1]["file"] if entries else None,
@@ -228,7 +244,7 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
     from rich.table import Table
 
     from calmops.core.store import list_pipelines
-    from calmops.deployments.console import console
+    from calmops.deployments.console import console, print_table
 
     if name:
         data = _summaries([name])[0]
@@ -242,7 +258,7 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
             if key == "awaiting_labels" and data[key]:
                 value = f"{data[key]['waiting']} ({data[key]['overdue']} predicted over labels.max_wait_days ago)"
             table.add_row(label, value)
-        console.print(table, highlight=False)
+        print_table(table, highlight=False)
         return
     data = {"stack": _stack_state(), "pipelines": _summaries(list_pipelines())}
     if as_json:
@@ -251,19 +267,20 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
     if not data["pipelines"]:
         console.print("no pipelines yet: create one with 'calmops create SPEC.yaml' (see docs/examples/)")
         return
+    # one space between columns, no edges: a pipeline with a name of up to 15 characters fits 80 columns
     table = Table(*(label for label, _ in STATUS_COLUMNS), title="pipelines", title_justify="left", box=SIMPLE,
-                  collapse_padding=True, pad_edge=False)
+                  padding=(0, 0), show_edge=False)
     for row in data["pipelines"]:
         table.add_row(*(shown(row[key], "v") if key == "champion_version" else shown(row[key])
                         for _, key in STATUS_COLUMNS))
-    console.print(table, highlight=False)
+    print_table(table, highlight=False)
 
 
 def _print_stack(state: dict[str, Any]) -> None:
     from rich.box import SIMPLE
     from rich.table import Table
 
-    from calmops.deployments.console import console
+    from calmops.deployments.console import console, print_table
 
     if not state["up"]:
         console.print("the stack is down: start it with 'calmops up' (files wait in incoming; breakers are unknown until then)",
@@ -273,7 +290,7 @@ def _print_stack(state: dict[str, Any]) -> None:
     for service, s in state["services"].items():
         health = "healthy" if s["healthy"] else ("not answering" if s["pid"] else "stopped")
         table.add_row(service, s["url"] or "-", shown(s["pid"]), health)
-    console.print(table, highlight=False)
+    print_table(table, highlight=False)
     restarts = state.get("worker_restarts") or {}
     if restarts.get("count"):
         console.print(f"worker restarts by the watcher: {_count_text(restarts)}", highlight=False, markup=False)
@@ -357,13 +374,13 @@ def breaker_reset(name: str):
 def rollback(name: str):
     """Serve the previous champion again."""
     from calmops.core import registry
-    from calmops.core.store import read_spec
+    from calmops.core.store import kept_rows, pipeline_paths, read_spec
     from calmops.deployments.console import console
 
-    read_spec(name)
+    paths = pipeline_paths(read_spec(name))
     registry.configure()
     try:
-        old, new = registry.rollback(name)
+        old, new = registry.rollback(name, rows_kept=kept_rows(paths))
     except registry.NothingToRollBack as exc:
         raise CliError(str(exc), "a rollback needs at least one promotion after the first model") from None
     console.print(f"[bold]{name}[/]: champion v{old} → v{new} (v{old} is now 'previous')")

@@ -236,7 +236,8 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         status = book.status(digest)
         if status == "done":
             moved = move_to_processed(paths, path, digest)
-            log.info("%s has the same content as a file already processed; moved to %s", path.name, moved.name)
+            log.info("%s has the same content as a file already processed; moved to %s", path.name,
+                     moved.relative_to(paths.root))
         reason = "same content already processed" if status == "done" else "same content is being processed by another run"
         return RunOutcome(spec.name, path.name, digest, Decision.DUPLICATE, reason, flow_run_id=flow_run_id,
                           kind=spec.kind, details=_duplicate_of(book, digest))
@@ -556,7 +557,8 @@ def write_predictions_of(ctx: RunContext, batch: Batch, model: Any, version: int
     if ctx.labels_file:
         return None
     ids = batch.frame[ctx.spec.id_columns] if ctx.spec.id_columns else None
-    return predict(model, batch.X, version, ctx.paths.predictions, batch.file, ids)
+    return predict(model, batch.X, version, ctx.paths.predictions, batch.file, ids, sha256=batch.sha256,
+                   processed=ctx.paths.processed)
 
 
 

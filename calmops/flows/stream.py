@@ -102,7 +102,7 @@ def train_first_model(ctx: RunContext, batch: Batch) -> RunOutcome:
 
 def _rows_then(champion: registry.Champion) -> int | None:
     """Rows kept when the champion was trained (or when a refresh was last tried): the base of refresh_growth."""
-    tried = champion.tags.get("calmops.refresh_tried_at_rows")
+    tried = champion.tags.get(registry.REFRESH_BASE_TAG)
     if tried:
         return int(tried)
     return _training_of(champion).get("rows_so_far")
@@ -111,7 +111,7 @@ def _rows_then(champion: registry.Champion) -> int | None:
 def _follow_up_of(champion: registry.Champion) -> dict | None:
     """The follow-up a champion promoted during a change calls for (its score and its predecessor's), once: None
     when it calls for none or has served a file since."""
-    if champion.tags.get("calmops.follow_up_tried"):
+    if champion.tags.get(registry.FOLLOW_UP_TAG):
         return None
     return _training_of(champion).get("follow_up") or None
 
@@ -212,9 +212,9 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     # the champion stays. A refresh is tried once per growth step and a follow-up once, drift or not: marked only
     # now that the file is decided, so a run that fails before this point leaves them due for the file's retry
     if refresh:
-        registry.set_version_tag(spec.name, champion.version, "calmops.refresh_tried_at_rows", str(rows_so_far))
+        registry.set_version_tag(spec.name, champion.version, registry.REFRESH_BASE_TAG, str(rows_so_far))
     if follow:
-        registry.set_version_tag(spec.name, champion.version, "calmops.follow_up_tried", batch.file)
+        registry.set_version_tag(spec.name, champion.version, registry.FOLLOW_UP_TAG, batch.file)
     if verdict.concept and verdict.concept.alarm:  # acted on: the detectors restart from the champion's level on this file
         start_monitoring(ctx.paths.state, champion.version, champion.model, batch.X, batch.y, task, spec,
                          champion.scores_at_promotion.get("rmse"))

@@ -1,4 +1,4 @@
-"""Predict: the champion's predictions for a batch, written next to the input's name.
+"""Predict: the champion's predictions for a batch, written under the name the input is kept under in processed/.
 
 The CSV is safe to open in a spreadsheet: a text cell (or a column name) that would run as a formula is
 made inert (:func:`calmops.core.store.formula_safe`); numbers are written as numbers.
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from calmops.core.store import bounded_name, formula_safe
+from calmops.core.store import bounded_name, formula_safe, free_name
 from calmops.tasks import step
 
 
@@ -45,15 +45,20 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def predictions_path(folder: Path, input_name: str) -> Path:
-    """``<input>.predictions.csv``, shortened (with a hash of the name) when the input's name is long."""
-    return folder / bounded_name(input_name, ".predictions.csv")
+def predictions_path(folder: Path, input_name: str, sha256: str, processed: Path) -> Path:
+    """``<name>.predictions.csv``, ``<name>`` being the name the input (content ``sha256``) is kept under in
+    ``processed`` by the rule that folder follows (:func:`calmops.core.store.free_name`): its own name, or
+    ``<sha256[:12]>-<name>`` when a file of that name was processed before. Two files of one name never write
+    over each other's predictions, a run of the same content again (a retry, a pending file re-run) writes the
+    same file, and each file in processed/ has its predictions next to its own name. Shortened (with a hash of
+    the name) when the name is long."""
+    return folder / bounded_name(free_name(processed, input_name, sha256), ".predictions.csv")
 
 
-def write_predictions(frame: pd.DataFrame, folder: Path, input_name: str) -> Path:
+def write_predictions(frame: pd.DataFrame, target: Path) -> Path:
     """Write atomically; a failure (a full disk) leaves no partial file behind."""
+    folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
-    target = predictions_path(folder, input_name)
     tmp = folder / f".{target.name}.part"
     try:
         spreadsheet_safe(frame).to_csv(tmp, index=False)
@@ -67,5 +72,9 @@ def write_predictions(frame: pd.DataFrame, folder: Path, input_name: str) -> Pat
 
 @step("predict", retries=2)
 def predict(model: Any, X: pd.DataFrame, version: int, folder: Path, input_name: str,
-            ids: pd.DataFrame | None = None) -> Path:
-    return write_predictions(predictions_frame(model, X, version, ids), folder, input_name)
+            ids: pd.DataFrame | None = None, *, sha256: str, processed: Path) -> Path:
+    """Write the predictions of the input ``input_name`` (content ``sha256``) into ``folder``; returns the file
+    written (what the decision records as ``predictions_file``). ``processed`` is the pipeline's processed/
+    folder, whose naming the file follows (:func:`predictions_path`)."""
+    target = predictions_path(folder, input_name, sha256, processed)
+    return write_predictions(predictions_frame(model, X, version, ids), target)

@@ -68,3 +68,30 @@ def test_a_refresh_that_crashed_is_tried_again_on_the_files_next_run(prefect_ser
     assert again["reason"].startswith("no drift signal; refresh: 2000 rows kept so far"), again["reason"]
     assert [t["mode"] for t in again["details"]["training"]] == ["history"]
     assert versions("sea") == [1, 2]  # the refresh's challenger, registered once
+
+
+def test_a_champion_rolled_back_to_is_not_refreshed_away_by_the_next_quiet_file(prefect_server, stream_spec):
+    """``calmops rollback`` serves the previous champion again because the user chose it. Its refresh used to
+    count from when it was trained: with the rows kept since, the next quiet file refreshed it at once and
+    promoted a model on all data so far, undoing the rollback. It counts from the rollback now."""
+    from typer.testing import CliRunner
+
+    from calmops.core import registry
+    from calmops.deployments.cli import app
+
+    update_spec("sea", retrain={"refresh_growth": 2.0})
+    folder = incoming("sea")
+    assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))["decision"] == "train"
+    refreshed = run("sea", write_csv(sea_frame(1000, 8, seed=2), folder, "b.csv"))  # 2× the rows: v2 on both files
+    assert refreshed["decision"] == "retrain_promoted", refreshed["reason"]
+    assert registry.alias_version("sea", "champion") == 2
+
+    result = CliRunner().invoke(app, ["rollback", "sea"])
+    assert result.exit_code == 0, result.output
+    assert registry.alias_version("sea", "champion") == 1  # trained on 1,000 rows; 2,000 are kept now
+
+    quiet = run("sea", write_csv(sea_frame(1000, 8, seed=3), folder, "c.csv"))  # 3,000: 1.5× the 2,000 at rollback
+    assert quiet["decision"] == "no_drift" and "refresh" not in quiet["reason"], quiet["reason"]
+    assert registry.alias_version("sea", "champion") == 1 and versions("sea") == [1, 2]
+    later = run("sea", write_csv(sea_frame(1000, 8, seed=4), folder, "d.csv"))  # 4,000: 2× the rows at rollback
+    assert later["reason"].startswith("no drift signal; refresh: 4000 rows kept so far, 2.0× the 2000"), later["reason"]

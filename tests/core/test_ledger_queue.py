@@ -1,0 +1,70 @@
+"""What the ledger reports as held or queued when a file has been moved out of the incoming folder, and which
+entries of an incoming folder or quarantine count as files."""
+
+import json
+import os
+import time
+
+from calmops.core.store import Ledger, PipelinePaths, incoming_files, quarantined_files
+
+
+def _tried_and_failed(book: Ledger, sha: str, name: str, arrived: float) -> None:
+    book.arrive(sha, name, arrived)
+    assert book.claim(sha, name, run_id="r1")
+    book.release(sha)  # the run failed: pending
+
+
+def test_a_file_moved_out_of_incoming_holds_nothing_back_and_its_row_stays(tmp_path):
+    """docs/operations.md: held files go once the file they wait for is moved out of the incoming folder. A run
+    of the pipeline's turn passes over such a file (calmops.flows.common.run_in_order), so it is neither the file
+    others are held behind nor queued, while its ledger row is kept as it was."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    book = Ledger(tmp_path / "ledger.sqlite")
+    _tried_and_failed(book, "s-bad", "bad.csv", 100.0)
+    book.arrive("s-c", "c.csv", 101.0)
+    (incoming / "bad.csv").write_text("x\n1\n")
+    (incoming / "c.csv").write_text("x\n2\n")
+    assert book.held_behind(incoming) == "bad.csv"
+
+    (incoming / "bad.csv").rename(tmp_path / "bad.csv")  # the remedy the docs give
+    assert book.held_behind(incoming) is None
+    assert [name for _, name, _ in book.queue(incoming)] == ["c.csv"]
+    assert book.status("s-bad") == "pending"  # not deleted, not rewritten
+    assert [name for _, name, _ in book.queue()] == ["bad.csv", "c.csv"]  # the ledger alone still has it
+
+
+def test_a_file_is_not_held_behind_a_file_when_nothing_behind_it_is_left(tmp_path):
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    book = Ledger(tmp_path / "ledger.sqlite")
+    _tried_and_failed(book, "s-bad", "bad.csv", 100.0)
+    book.arrive("s-c", "c.csv", 101.0)
+    (incoming / "bad.csv").write_text("x\n1\n")  # c.csv was moved away meanwhile
+    assert book.held_behind(incoming) is None
+
+
+def test_incoming_files_leave_out_temporary_names_and_what_is_not_a_regular_file(tmp_path):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for name in ("a.csv", "b.csv", ".hidden.csv", "upload.csv.part", "notes.txt~", "x.tmp", "d.crdownload"):
+        (folder / name).write_text("x\n1\n")
+    (folder / "sub").mkdir()
+    (folder / "link.csv").symlink_to(folder / "a.csv")
+    os.mkfifo(folder / "pipe.csv")
+    assert [p.name for p in incoming_files(folder)] == ["a.csv", "b.csv"]
+    assert incoming_files(tmp_path / "missing") == []
+
+
+def test_a_quarantined_file_counts_only_while_it_is_in_quarantine(tmp_path):
+    paths = PipelinePaths(root=tmp_path, incoming=tmp_path / "incoming", predictions=tmp_path / "predictions")
+    assert quarantined_files(paths) == []
+    paths.quarantine.mkdir()
+    for name in ("kept.csv", "moved-back.csv"):
+        (paths.quarantine / name).write_text("x\n1\n")
+        (paths.quarantine / f"{name}.reason.json").write_text(json.dumps({"file": name, "time": time.time()}))
+    (paths.quarantine / "dangling.csv").symlink_to(tmp_path / "nowhere.csv")  # a link is quarantined as itself
+    (paths.quarantine / "dangling.csv.reason.json").write_text("{}")
+    (paths.quarantine / "moved-back.csv").rename(tmp_path / "moved-back.csv")
+    assert [p.name for p in quarantined_files(paths)] == ["dangling.csv", "kept.csv"]
+    assert (paths.quarantine / "moved-back.csv.reason.json").exists()  # the record stays

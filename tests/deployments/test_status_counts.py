@@ -1,0 +1,180 @@
+"""What ``calmops status`` and ``calmops list`` count and print, read from local state only (no Prefect, no
+MLflow run): the file others are held behind, the waiting, pending, running and quarantined files, an existing
+pipeline given to ``calmops create`` again, and tables whose names and values are never cut short."""
+
+from __future__ import annotations
+
+import json
+import re
+from io import StringIO
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from calmops.core.store import (
+    Ledger,
+    arrival_time,
+    ledger,
+    pipeline_paths,
+    save_spec,
+    sha256_of,
+    spec_from_dict,
+)
+from calmops.deployments.cli import app
+from tests.conftest import STREAM_SPEC
+
+runner = CliRunner()
+
+
+def _status(name: str) -> dict:
+    result = runner.invoke(app, ["status", name, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _drop(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def _arrived(book: Ledger, path: Path) -> str:
+    sha = sha256_of(path)
+    book.arrive(sha, path.name, arrival_time(path.stat().st_mtime_ns))
+    return sha
+
+
+def _failed(book: Ledger, path: Path) -> str:
+    """A file whose run failed: pending in the ledger, still in incoming."""
+    sha = _arrived(book, path)
+    assert book.claim(sha, path.name, run_id="run-1")
+    book.release(sha)
+    return sha
+
+
+def test_a_file_moved_out_of_incoming_is_no_longer_held_behind_nor_pending(stream_spec):
+    """docs/operations.md: held files go once that file is moved out of the incoming folder; the pipeline's
+    turn passes over it (calmops.flows.common.run_in_order), so status must not name it any more, and relaunch
+    (the watcher's scan) does not see it either."""
+    from calmops.deployments.watcher import waiting_files
+
+    paths = pipeline_paths(stream_spec)
+    book = ledger(paths)
+    bad = _drop(paths.incoming, "bad.csv", "x1,x2,x3,y\n1,2,3,0\n")
+    bad_sha = _failed(book, bad)
+    _arrived(book, _drop(paths.incoming, "c.csv", "x1,x2,x3,y\n4,5,6,1\n"))
+    before = _status("sea")
+    assert before["held_behind"] == "bad.csv" and before["files_pending"] == 1
+
+    bad.rename(paths.root / "bad.csv")  # the remedy the docs give
+    after = _status("sea")
+    assert after["held_behind"] is None and after["files_pending"] == 0, after
+    assert after["files_waiting"] == 1  # c.csv, which the next run decides
+    assert book.status(bad_sha) == "pending"  # the ledger row is kept as it was
+    text = runner.invoke(app, ["status", "sea"]).stdout
+    assert re.search(r"^ *held behind +- *$", text, re.MULTILINE), text
+    assert waiting_files("sea") == [paths.incoming / "c.csv"]  # what 'calmops relaunch --local' would run
+
+
+def test_waiting_counts_only_files_a_run_may_take_that_are_not_pending_or_running(stream_spec):
+    paths = pipeline_paths(stream_spec)
+    book = ledger(paths)
+    _drop(paths.incoming, "new.csv", "x1,x2,x3,y\n1,2,3,0\n")
+    for name in (".hidden.csv", "upload.csv.part", "notes.txt~"):  # names the watcher never takes
+        _drop(paths.incoming, name, "x1,x2,x3,y\n1,2,3,0\n")
+    (paths.incoming / "sub").mkdir()
+    _failed(book, _drop(paths.incoming, "pending.csv", "x1,x2,x3,y\n2,2,2,1\n"))
+    running = _drop(paths.incoming, "running.csv", "x1,x2,x3,y\n3,3,3,1\n")
+    assert book.claim(sha256_of(running), running.name, run_id="run-2")  # held by this live process
+    data = _status("sea")
+    assert (data["files_waiting"], data["files_pending"], data["files_running"]) == (1, 1, 1), data
+
+
+def test_quarantined_counts_files_not_sidecars_left_behind(stream_spec):
+    """docs/late-labels.md: a quarantined file may be dropped in again; its sidecar stays as a record."""
+    from calmops.core.store import quarantine
+
+    paths = pipeline_paths(stream_spec)
+    for name in ("early-labels.csv", "broken.csv"):
+        quarantine(paths, _drop(paths.incoming, name, f"{name}\n"), None, "refused")
+    assert _status("sea")["files_quarantined"] == 2
+    (paths.quarantine / "early-labels.csv").rename(paths.incoming / "early-labels.csv")
+    assert (paths.quarantine / "early-labels.csv.reason.json").exists()
+    assert _status("sea")["files_quarantined"] == 1
+
+
+def test_create_of_an_existing_pipeline_says_it_exists_before_asking_mlflow(stream_spec, tmp_path, monkeypatch):
+    """Even when MLflow has a registered model of that name (an existing pipeline has one), the error is that
+    the pipeline exists, with or without --adopt, and --adopt renames nothing."""
+    from calmops.core import registry
+
+    migrated = []
+    monkeypatch.setattr(registry, "aliases", lambda name: {"champion": 3})
+    monkeypatch.setattr(registry, "legacy_champion", lambda name: 2)
+    monkeypatch.setattr(registry, "migrate_model_name", migrated.append)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(STREAM_SPEC))
+    for extra in ([], ["--adopt"]):
+        result = runner.invoke(app, ["create", str(spec), *extra])
+        assert result.exit_code == 1
+        assert "pipeline 'sea' exists already" in result.stderr and "--adopt" not in result.stderr, result.stderr
+        assert "calmops update" in result.stderr
+    assert migrated == []
+
+
+LONG = ("agrawal-recurrent-long-name", "agrawal-recurrent-long-name-2")
+
+
+@pytest.fixture
+def long_names(calmops_home):
+    for name in LONG:
+        save_spec(spec_from_dict(dict(STREAM_SPEC, name=name)), create=True)
+    return LONG
+
+
+def _lines_with(text: str, word: str) -> list[str]:
+    return [line for line in text.splitlines() if word in line.split()]
+
+
+@pytest.mark.parametrize("command", [["status"], ["list"], ["status", LONG[0]]])
+def test_tables_piped_at_80_columns_cut_no_name_or_value(long_names, monkeypatch, command):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = runner.invoke(app, command)  # CliRunner's stdout is not a terminal, as in a pipe or CI
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "…" not in text, text
+    if command[0] == "list" or len(command) == 1:
+        assert _lines_with(text, LONG[0]) and _lines_with(text, LONG[1]), text  # each whole, on its row
+    if command == ["status"]:
+        assert "quarantined" in text.split()
+    if len(command) == 2:
+        assert str(pipeline_paths(spec_from_dict(dict(STREAM_SPEC, name=LONG[0]))).incoming) in text.split()
+
+
+def test_a_short_name_keeps_the_pipelines_table_within_80_columns(stream_spec, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    text = runner.invoke(app, ["status"]).stdout
+    table = text[text.index("pipelines"):]
+    assert "quarantined" in table.split() and "…" not in table
+    assert max(map(len, table.splitlines())) <= 80, table
+
+
+def test_a_narrow_terminal_folds_a_long_name_instead_of_cutting_it(long_names, monkeypatch):
+    from rich.console import Console
+    from rich.table import Table
+
+    from calmops.deployments import console as console_mod
+
+    out = StringIO()
+    monkeypatch.setattr(console_mod, "console", Console(file=out, width=30, force_terminal=True, color_system=None),
+                        raising=False)
+    table = Table("pipeline", "last decision")
+    table.add_row(LONG[1], "retrain_rejected_by_threshold")
+    console_mod.print_table(table)
+    text = out.getvalue()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 30, text
+    cells = [line.split("│")[1:-1] for line in text.splitlines() if line.startswith("│")]  # the body's rows
+    assert ["".join(column).replace(" ", "") for column in zip(*cells)] == [LONG[1], "retrain_rejected_by_threshold"]
