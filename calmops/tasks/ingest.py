@@ -76,7 +76,12 @@ def detect_format(path: Path) -> str:
     except UnicodeDecodeError:
         try:
             text = head[:-3].decode("utf-8")  # the sniff window may cut a multi-byte character
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as exc:
+            if b"\x00" not in head and _looks_like_text(head):
+                line = head[:exc.start].count(b"\n") + 1
+                raise RejectedInput(f"{path.name}: text, but not UTF-8: byte 0x{head[exc.start]:02X} on line {line} "
+                                    "(e.g. Latin-1 or Windows-1252); text tables are read as UTF-8: save the file as "
+                                    "UTF-8 and drop it in again", format="text") from None
             raise RejectedInput(f"{path.name}: unknown format: the bytes are neither text nor Parquet/Excel") from None
     if "\x00" in text:
         raise RejectedInput(f"{path.name}: unknown format: binary content")
@@ -95,6 +100,12 @@ def detect_format(path: Path) -> str:
     if suffix in ("tsv", "txt"):
         return suffix
     return "csv"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """Mostly printable ASCII and line breaks: a text file in an 8-bit encoding, not binary content."""
+    printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head)
+    return printable >= 0.9 * len(head)
 
 
 def _sniff_delimiter(path: Path) -> str:

@@ -74,3 +74,14 @@ def test_preprocess_module_is_applied(tmp_path):
     spec = parse_spec({"name": "fmt", "target": "y", "preprocess": str(module)})
     path = _write("csv", tmp_path / "d.csv")
     assert parse_and_validate(path, "0" * 64, spec, None).X["a"].tolist() == [3.0, 5.0, 7.0]
+
+
+def test_a_latin1_text_file_is_refused_as_text_that_is_not_utf8_naming_the_byte_and_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("a,b,y\n1,2,0\n3,caf\u00e9,1\n".encode("latin-1"))
+    with pytest.raises(RejectedInput, match=r"text, but not UTF-8: byte 0xE9 on line 3 .*save the file as UTF-8"):
+        parse_and_validate(path, "0" * 64, SPEC, None)
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(128, 256)) * 8)
+    with pytest.raises(RejectedInput, match="unknown format"):
+        parse_and_validate(binary, "0" * 64, SPEC, None)
