@@ -282,12 +282,25 @@ class Sigmoid:
         return self.height * _sigmoid(self.steepness * (t - self.midpoint))
 
 
+def _time_values(df: pd.DataFrame, time_column: str) -> pd.Series:
+    """The time column, datetime or numeric; anything else (e.g. months written as '2023-01') is refused with
+    what to do."""
+    if time_column not in df.columns:
+        raise ValueError(f"time column {time_column!r} is not a column of the data ({', '.join(map(str, df.columns[:10]))})")
+    s = df[time_column]
+    if not (pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_numeric_dtype(s)):
+        example = s.dropna().iloc[0] if s.notna().any() else None
+        raise ValueError(f"time column {time_column!r} must hold dates or numbers, not text such as {example!r}: "
+                         f"convert it first, e.g. df[{time_column!r}] = pd.to_datetime(df[{time_column!r}])")
+    return s
+
+
 def time_index(df: pd.DataFrame, time_column: str | None = None, unit: str = "D") -> np.ndarray:
     """Time of each row as a float: row number, a numeric column, or a datetime column in ``unit``
     (days by default) since its first value."""
     if time_column is None:
         return np.arange(len(df), dtype=float)
-    s = df[time_column]
+    s = _time_values(df, time_column)
     if pd.api.types.is_datetime64_any_dtype(s):
         return ((s - s.min()) / pd.Timedelta(1, unit=unit)).to_numpy(dtype=float)
     return s.to_numpy(dtype=float)
@@ -377,7 +390,7 @@ def project(
     if periods < 1:
         raise ValueError(f"periods must be >= 1, got {periods}")
     rng = np.random.default_rng(seed)
-    times = pd.Series(df[time_column].unique()).sort_values()
+    times = pd.Series(_time_values(df, time_column).unique()).sort_values()
     last = times.iloc[-1]
     last_rows = df[df[time_column] == last]
     n = rows_per_period or len(last_rows)

@@ -81,3 +81,16 @@ def test_project_continues_the_dynamics():
     days = np.array([30, 61, 92])  # July, August, September after June 1st
     np.testing.assert_allclose(means - last_mean, 0.1 * days, atol=0.15)
     np.testing.assert_allclose(future["y"], 2 * future["x"])
+
+
+def test_a_time_column_of_text_is_refused_with_what_to_do():
+    from calmops.generators import Trend, apply_dynamics, project
+
+    df = pd.DataFrame({"month": ["2023-01", "2023-02", "2023-03"] * 2, "demand": [1.0, 2.0, 3.0] * 2})
+    for call in (lambda: project(df, 6, time_column="month", dynamics={"demand": [Trend(0.02)]}),
+                 lambda: apply_dynamics(df, "demand", [Trend(0.02)], time_column="month")):
+        with pytest.raises(ValueError, match=r"time column 'month' must hold dates or numbers, not text such as "
+                                             r"'2023-01': convert it first, e.g. df\['month'\] = pd.to_datetime"):
+            call()
+    df["month"] = pd.to_datetime(df["month"])  # what the message says to do
+    assert project(df, 2, time_column="month")["month"].max() == pd.Timestamp("2023-05-01")
