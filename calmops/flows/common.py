@@ -28,6 +28,7 @@ from calmops.core.store import (
     Ledger,
     PipelinePaths,
     arrival_time,
+    bounded_name,
     ledger,
     ledger_name,
     move_to_processed,
@@ -223,7 +224,7 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
                           kind=spec.kind, details={"quarantined_as": str(target)})
     if not path.exists():
         done = sha256 and book.status(sha256) == "done"
-        if done or (paths.processed / path.name).exists():
+        if done or (paths.processed / bounded_name(path.name)).exists():
             log.info("%s was processed already (duplicate event); nothing to do", path.name)
             return RunOutcome(spec.name, path.name, sha256, Decision.DUPLICATE, "already processed (duplicate event)",
                               flow_run_id=flow_run_id, kind=spec.kind, details=_duplicate_of(book, sha256))

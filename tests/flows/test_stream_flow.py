@@ -288,3 +288,12 @@ def test_the_champions_performance_is_estimated_on_every_batch_and_a_fall_withou
     now = out["metrics"]["estimated"]
     assert realized_crowded < realized - 0.15  # the labels would have shown a large fall...
     assert abs(now["accuracy"] - realized_crowded) < 0.04, (now, realized_crowded)  # ...and the estimate shows it
+
+
+def test_a_repeated_event_for_a_long_named_file_already_processed_is_a_duplicate(prefect_server, stream_spec):
+    """A file event can come twice; the second finds the file gone from incoming and looks for it in processed/,
+    where a name longer than a file system allows is kept shortened (store.bounded_name)."""
+    path = write_csv(sea_frame(800, 8, seed=6), incoming("sea"), "a" * 250 + ".csv")
+    assert run("sea", path)["decision"] == "train" and not path.exists()
+    again = run("sea", path)
+    assert again["decision"] == "duplicate", again["reason"]
