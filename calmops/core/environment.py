@@ -15,13 +15,32 @@ from calmops.core.settings import get_settings
 
 
 def stack_urls() -> dict[str, str]:
-    path = get_settings().run_dir / "stack.json"
+    """The URLs of this host's stack services that are running. ``stack.json`` is written when services start
+    and at ``calmops down``; a service stopped any other way (``pm2 stop``, a crash, a kill) leaves its URL
+    there, so a URL counts only while its service's pid file names a live process: else every command would
+    talk to a server that is gone instead of working without it."""
+    settings = get_settings()
+    path = settings.run_dir / "stack.json"
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text()).get("urls", {})
+        urls = json.loads(path.read_text()).get("urls", {})
     except (OSError, ValueError):
         return {}
+    # keys are service names, or the Prefect server's two: prefect_api and prefect_ui
+    return {key: url for key, url in urls.items() if _running(settings.pid_file(key.partition("_")[0]))}
+
+
+def _running(pid_file) -> bool:
+    """Whether the pid file names a process that runs (signal 0 checks without sending anything)."""
+    try:
+        pid = int(pid_file.read_text().strip() or 0)
+        if pid > 0:
+            os.kill(pid, 0)
+            return True
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def prepare() -> dict[str, str]:

@@ -62,6 +62,10 @@ class Settings:
         """Pid files and state of this host's processes (per host even when the data root is shared)."""
         return self.run_path or self.home / "run"
 
+    def pid_file(self, service: str) -> Path:
+        """Where this host's running ``service`` of the stack keeps its pid."""
+        return self.run_dir / f"{service}.pid"
+
     def pipeline_dir(self, name: str) -> Path:
         return self.pipelines_dir / name
 

@@ -154,7 +154,7 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
 
 
 def pid_file(settings: Settings, name: str) -> Path:
-    return settings.run_dir / f"{name}.pid"
+    return settings.pid_file(name)
 
 
 def heartbeat_file(settings: Settings) -> Path:

@@ -1,0 +1,50 @@
+"""A stack stopped any way but ``calmops down`` (``pm2 stop all``, a crash, a kill) leaves its URLs in
+``run/stack.json``. Commands must then work without it, as with a stack that was brought down, not talk to
+servers that are gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def stale_stack(calmops_home, monkeypatch):
+    """stack.json naming a Prefect server whose process runs (this test's) and an MLflow server whose process
+    has exited."""
+    from calmops.core.settings import get_settings
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    settings.pid_file("prefect").write_text(str(os.getpid()))
+    settings.pid_file("mlflow").write_text(str(gone.pid))
+    (settings.run_dir / "stack.json").write_text(json.dumps({"urls": {
+        "prefect_ui": "http://127.0.0.1:4999", "prefect_api": "http://127.0.0.1:4999/api",
+        "mlflow": "http://127.0.0.1:5999"}}))
+    for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "CALMOPS_MLFLOW_UI"):
+        monkeypatch.delenv(name, raising=False)
+    return settings
+
+
+def test_only_the_urls_of_services_whose_process_runs_are_used(stale_stack):
+    from calmops.core.environment import prepare, stack_urls
+
+    assert stack_urls() == {"prefect_ui": "http://127.0.0.1:4999", "prefect_api": "http://127.0.0.1:4999/api"}
+    prepare()
+    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:4999/api"
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # MLflow in $CALMOPS_HOME/mlflow, as with no stack
+
+
+def test_status_after_the_stack_was_stopped_without_calmops_down_says_it_is_down(stale_stack, stream_spec):
+    stale_stack.pid_file("prefect").write_text(stale_stack.pid_file("mlflow").read_text())  # both gone now
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    done = subprocess.run([sys.executable, "-m", "calmops.deployments.cli", "status"], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "the stack is down" in done.stdout and "sea" in done.stdout, done.stdout
