@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     def serve(
         host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean to expose the API.")]
         = "127.0.0.1",
-        port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+        port: Annotated[int, typer.Option(min=1, max=65535, envvar="CALMOPS_API_PORT", help="TCP port.")] = 8000,
         token_env: Annotated[str, typer.Option(
             "--token-env", help="Environment variable holding the bearer token; auth is on when it is set.")]
         = "CALMOPS_API_TOKEN",

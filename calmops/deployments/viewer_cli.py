@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
     @app.command("viewer")
     @friendly
     def viewer(
-        port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8501,
+        port: Annotated[int, typer.Option(min=1, max=65535, envvar="CALMOPS_VIEWER_PORT", help="Port to listen on.")]
+        = 8501,
         address: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     ):
         """Start the viewer (Streamlit) at http://127.0.0.1:8501 and run until Ctrl-C."""

@@ -208,3 +208,16 @@ def test_demo_summary_fits_an_80_column_terminal():
     assert max(map(len, text.splitlines())) <= 80
     assert "…" not in text and "None" not in text
     assert "demo-agrawal" in text and "0.8360" in text  # nothing cut, the reason wraps
+
+
+@pytest.mark.parametrize(("command", "variable"), [("viewer", "CALMOPS_VIEWER_PORT"), ("serve", "CALMOPS_API_PORT")])
+def test_serve_and_viewer_listen_on_the_port_the_stacks_variable_names(tmp_path, command, variable):
+    """CALMOPS_API_PORT and CALMOPS_VIEWER_PORT move the stack's API and viewer; the commands that start one of
+    them alone follow the same variables (a busy port there shows which port they tried)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([CALMOPS, command], capture_output=True, text=True, timeout=120,
+                              env={**_env(tmp_path / "home"), variable: str(port)}, check=False)
+    assert done.returncode == 1 and done.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}"), done.stderr
