@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     err: Console
 
 _CONSOLE_OPTIONS: dict[str, dict[str, Any]] = {"console": {}, "err": {"stderr": True}}
-_state: dict[str, Any] = {"debug": False, "json_out": None}
+_state: dict[str, Any] = {"debug": False, "json_out": None, "json_printed": False}
 
 
 def __getattr__(name: str) -> Any:
@@ -84,7 +84,7 @@ def friendly(fn: Callable) -> Callable:
         configure_cli_logging(debug=_state["debug"])
         if not kwargs.get("as_json"):
             return _guarded(fn, *args, **kwargs)
-        _state["json_out"] = sys.stdout
+        _state["json_out"], _state["json_printed"] = sys.stdout, False
         try:
             with contextlib.redirect_stdout(sys.stderr):
                 return _guarded(fn, *args, **kwargs)
@@ -128,10 +128,13 @@ def _fail(message: str, hint: str = "", code: int = 1):
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
         err.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, soft_wrap=True)
+    if _state["json_out"] and not _state.get("json_printed"):  # --json: stdout still holds one document
+        _print_json({"error": message, "hint": hint or None, "exit_code": code})
     raise typer.Exit(code)
 
 
 def _print_json(data: Any) -> None:
     out = _state["json_out"] or sys.stdout
+    _state["json_printed"] = True
     out.write(json.dumps(data, indent=2, default=str) + "\n")
     out.flush()

@@ -221,3 +221,15 @@ def test_serve_and_viewer_listen_on_the_port_the_stacks_variable_names(tmp_path,
         done = subprocess.run([CALMOPS, command], capture_output=True, text=True, timeout=120,
                               env={**_env(tmp_path / "home"), variable: str(port)}, check=False)
     assert done.returncode == 1 and done.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}"), done.stderr
+
+
+def test_an_error_under_json_still_prints_one_json_document_on_stdout(tmp_path):
+    """A script that pipes `--json` into a parser gets a document on failure too: the error and its hint."""
+    (tmp_path / "f.csv").write_text("x,y\n1,0\n")
+    for argv in (["status", "nosuch", "--json"], ["run", "nosuch", str(tmp_path / "f.csv"), "--json"]):
+        done = subprocess.run([CALMOPS, *argv], capture_output=True, text=True, timeout=300,
+                              env=_env(tmp_path / "home"), check=False)
+        assert done.returncode == 1, (argv, done.stderr)
+        document = json.loads(done.stdout)
+        assert "nosuch" in document["error"] and document["hint"] and document["exit_code"] == 1, document
+        assert any(line.startswith("error:") for line in done.stderr.splitlines()), done.stderr
