@@ -1,7 +1,8 @@
 // PM2 runs the same services as `calmops up`, one process each, through `calmops service NAME`
 // (same command, environment and settings as the local stack; logs in $CALMOPS_HOME/logs/NAME.log).
 //   pm2 start deploy/pm2/ecosystem.config.js      pm2 status      pm2 stop all
-// Back ends come from calmops.toml in the project folder or from CALMOPS_* variables (docs/operations.md).
+// Back ends come from calmops.toml in the project folder or from CALMOPS_* variables
+// (docs/production.md, "Settings").
 const path = require("path");
 
 const root = process.env.CALMOPS_ROOT || path.resolve(__dirname, "..", "..");
