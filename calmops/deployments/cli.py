@@ -94,6 +94,7 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
         raise CliError(f"MLflow already has a registered model {model!r} with champion v{version}: a new "
                        "pipeline of that name would serve it (and judge its first file with it)",
                        "pass --adopt to reuse that model on purpose, or choose another pipeline name")
+    _needs_a_champion(spec, existing is not None or legacy is not None)
     if legacy is not None:  # adopted on purpose: under its prefixed name from now on
         registry.migrate_model_name(spec.name)
     paths = save_spec(spec, create=True, base=spec_file.expanduser().resolve().parent)  # relative to the spec file
@@ -115,11 +116,25 @@ def update(name: str, spec_file: Path):
     spec = load_spec(spec_file)
     if spec.name != name:
         raise CliError(f"the spec names pipeline {spec.name!r}, not {name!r}", "a pipeline cannot be renamed")
+    if spec.prediction_only:
+        from calmops.core import registry
+
+        registry.configure()
+        _needs_a_champion(spec, registry.aliases(name).get("champion") is not None)
     save_spec(spec, create=False, base=spec_file.expanduser().resolve().parent)  # relative to the spec file
     console.print(f"updated pipeline [bold]{name}[/]")
     from calmops.deployments.operations_cli import sync_pipeline
 
     sync_pipeline(name, console)
+
+
+def _needs_a_champion(spec, has_champion: bool) -> None:
+    """A prediction-only pipeline serves a trained model and never trains one: without a champion every file
+    would fail (and open the breaker)."""
+    if spec.prediction_only and not has_champion:
+        raise CliError(f"pipeline {spec.name!r} is prediction_only, but MLflow has no champion for it to predict with",
+                       "train one first: create the pipeline without prediction_only, let a labelled file train the "
+                       "first model, then 'calmops update' with prediction_only: true (or --adopt a registered model)")
 
 
 @app.command("list")

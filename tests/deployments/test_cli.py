@@ -96,3 +96,24 @@ def test_update_is_versioned(calmops_home, tmp_path):
     assert runner.invoke(app, ["update", "sea", str(_spec_file(tmp_path, seed=3))]).exit_code == 0
     history = spec_history("sea")
     assert len(history) == 2 and "+seed: 3" in history[-1]["diff"]
+
+
+@pytest.mark.integration
+def test_a_prediction_only_pipeline_needs_a_champion_to_serve(prefect_server, calmops_home, tmp_path):
+    """Without a champion every file of a prediction-only pipeline failed and opened its breaker; create and
+    update now refuse such a spec, naming the way to a first model. Once one is trained, the update goes through."""
+    only = _spec_file(tmp_path, prediction_only=True)
+    refused = runner.invoke(app, ["create", str(only)])
+    assert refused.exit_code == 1 and "prediction_only, but MLflow has no champion" in refused.stderr, refused.stderr
+    assert "train one first" in refused.stderr
+
+    (tmp_path / "plain").mkdir()
+    assert runner.invoke(app, ["create", str(_spec_file(tmp_path / "plain"))]).exit_code == 0
+    refused = runner.invoke(app, ["update", "sea", str(only)])
+    assert refused.exit_code == 1 and "no champion" in refused.stderr, refused.stderr
+    trained = runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(1000, 8, seed=1), tmp_path / "d", "a.csv"))])
+    assert trained.exit_code == 0, trained.output
+    assert runner.invoke(app, ["update", "sea", str(only)]).exit_code == 0
+    served = runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(300, 8, seed=2), tmp_path / "d", "b.csv")),
+                                 "--json"])
+    assert json.loads(served.stdout)["decision"] == "predict_only"
