@@ -28,7 +28,8 @@ def stale_stack(calmops_home, monkeypatch):
         "prefect_ui": "http://127.0.0.1:4999", "prefect_api": "http://127.0.0.1:4999/api",
         "mlflow": "http://127.0.0.1:5999"}}))
     for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "CALMOPS_MLFLOW_UI"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so what prepare() sets is undone after the test
+        monkeypatch.delenv(name)
     return settings
 
 
