@@ -28,19 +28,20 @@ def stack_urls() -> dict[str, str]:
     except (OSError, ValueError):
         return {}
     # keys are service names, or the Prefect server's two: prefect_api and prefect_ui
-    return {key: url for key, url in urls.items() if _running(settings.pid_file(key.partition("_")[0]))}
+    return {key: url for key, url in urls.items() if running_pid(settings, key.partition("_")[0])}
 
 
-def _running(pid_file) -> bool:
-    """Whether the pid file names a process that runs (signal 0 checks without sending anything)."""
+def running_pid(settings, service: str) -> int | None:
+    """The pid of this host's running ``service`` of the stack: the one its pid file names, while that process
+    runs (signal 0 checks without sending anything); None otherwise."""
     try:
-        pid = int(pid_file.read_text().strip() or 0)
+        pid = int(settings.pid_file(service).read_text().strip() or 0)
         if pid > 0:
             os.kill(pid, 0)
-            return True
+            return pid
     except (OSError, ValueError):
         pass
-    return False
+    return None
 
 
 def prepare() -> dict[str, str]:

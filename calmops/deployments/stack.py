@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from calmops.core import environment
 from calmops.core.settings import Settings, get_settings
-from calmops.deployments.processes import alive, escalate, port_problem
+from calmops.deployments.processes import escalate, port_problem
 
 HOST = os.environ.get("CALMOPS_HOST", "127.0.0.1")
 
@@ -166,11 +167,7 @@ def log_file(settings: Settings, name: str) -> Path:
 
 
 def running_pid(settings: Settings, name: str) -> int | None:
-    path = pid_file(settings, name)
-    if not path.exists():
-        return None
-    pid = int(path.read_text().strip() or 0)
-    return pid if pid and alive(pid) else None
+    return environment.running_pid(settings, name)
 
 
 def healthy(service: Service, timeout: float = 2.0, settings: Settings | None = None) -> bool:
