@@ -213,7 +213,9 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, A
         "files_done": sum(e["status"] == "done" for e in entries),
         "files_pending": len(pending),
         "files_running": sum(state == "in_progress" for state in states.values()),
-        "files_orphaned": sum(state == "orphaned" for state in states.values()),
+        # a claim whose file left incoming is not taken again (the pipeline's turn passes over it)
+        "files_orphaned": sum(state == "orphaned" for _sha, _file, state in book.queue(paths.incoming))
+        if book else 0,
         # a file moved out of incoming holds nothing back: the pipeline's turn passes over it
         "held_behind": book.held_behind(paths.incoming) if book and spec.order == "arrival" else None,
         # files a run may take (not temporary names) that are neither pending nor being processed

@@ -178,3 +178,27 @@ def test_a_narrow_terminal_folds_a_long_name_instead_of_cutting_it(long_names, m
     assert "…" not in text and max(map(len, text.splitlines())) <= 30, text
     cells = [line.split("│")[1:-1] for line in text.splitlines() if line.startswith("│")]  # the body's rows
     assert ["".join(column).replace(" ", "") for column in zip(*cells)] == [LONG[1], "retrain_rejected_by_threshold"]
+
+
+def test_an_orphaned_claim_counts_only_while_its_file_is_in_incoming(stream_spec):
+    """A run killed while deciding a file leaves its claim orphaned: status counts it, since the next run takes
+    it again. Once the file is moved out of incoming (the remedy for a file that kills its run), no run takes it
+    again, so status must stop counting it, as it stops naming the file held behind."""
+    import sqlite3
+    import subprocess
+
+    paths = pipeline_paths(stream_spec)
+    book = ledger(paths)
+    path = _drop(paths.incoming, "killer.csv", "x1,x2,x3,y\n1,2,3,0\n")
+    sha = _arrived(book, path)
+    assert book.claim(sha, path.name, run_id="run-1")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with sqlite3.connect(book.path) as con:  # its run's process has ended (kill -9)
+        con.execute("UPDATE files SET owner_pid=?, owner_start=NULL WHERE sha256=?", (dead.pid, sha))
+    assert _status("sea")["files_orphaned"] == 1
+
+    path.rename(paths.root / path.name)
+    after = _status("sea")
+    assert after["files_orphaned"] == 0, after
+    assert book.states()[sha] == "orphaned"  # the ledger row is kept as it was
