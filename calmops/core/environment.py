@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
-from calmops.core.settings import get_settings
+from calmops.core.settings import get_settings, setting
 
 
 def stack_urls() -> dict[str, str]:
@@ -46,6 +47,10 @@ def running_pid(settings, service: str) -> int | None:
 
 def prepare() -> dict[str, str]:
     """Set the environment variables Prefect and MLflow read, before either is used."""
+    if not os.environ.get("CALMOPS_CONFIG") and Path("calmops.toml").is_file():
+        # name the calmops.toml found here absolutely: the services, the flow runs and the warm runner started
+        # from this process run in $CALMOPS_HOME or a temporary folder, where ./calmops.toml is another file
+        os.environ["CALMOPS_CONFIG"] = str(Path("calmops.toml").resolve())
     settings = get_settings()
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -61,3 +66,17 @@ def prepare() -> dict[str, str]:
         os.environ["MLFLOW_TRACKING_URI"] = urls["mlflow"]
         os.environ.setdefault("CALMOPS_MLFLOW_UI", urls["mlflow"])
     return urls
+
+
+def servers_out_of_reach() -> list[str]:
+    """The servers whose state is configured to live in a database of their own (``prefect_database_url``,
+    ``mlflow_backend_store_uri``: the production layout) that this process has no URL for: not running on this
+    host (see :func:`prepare`) and not named by ``PREFECT_API_URL`` / ``MLFLOW_TRACKING_URI``. Without a server the
+    local stack works on its SQLite files; here that would be an empty registry and a temporary Prefect, so the
+    commands that act on the stack's state refuse instead (:func:`calmops.deployments.console.friendly`)."""
+    out = []
+    if setting("prefect_database_url") and not os.environ.get("PREFECT_API_URL"):
+        out.append("Prefect (its database is prefect_database_url)")
+    if setting("mlflow_backend_store_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
+        out.append("MLflow (its database is mlflow_backend_store_uri)")
+    return out

@@ -15,6 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from calmops.core.store import bounded_name
 from calmops.core.verdict import DecaySignal, DriftVerdict
 from calmops.detectors.report import Distribution, DriftReport
 
@@ -180,8 +181,9 @@ def _blocks(verdict: DriftVerdict) -> str:
 
 
 def file_name(pipeline: str, file: str) -> str:
-    """Where a report page is written by default: ``<pipeline>-<file stem>.report.html``."""
-    return f"{pipeline}-{Path(file).stem}.report.html"
+    """Where a report page is written by default: ``<pipeline>-<file stem>.report.html``, shortened as the
+    pipeline's own files are when that is longer than a file name may be (:func:`calmops.core.store.bounded_name`)."""
+    return bounded_name(f"{pipeline}-{Path(file).stem}", ".report.html")
 
 
 def render_report(outcome: Mapping[str, Any], verdict: DriftVerdict) -> str:

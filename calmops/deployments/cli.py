@@ -73,7 +73,7 @@ def shown(value: Any, prefix: str = "") -> str:
 
 
 @app.command("create")
-@friendly
+@friendly(servers=True)
 def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (YAML).")],
            adopt: Annotated[bool, typer.Option("--adopt", help="Serve the champion the MLflow registered model "
                                                                "of this pipeline name already has.")] = False):
@@ -105,7 +105,7 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
 
 
 @app.command("update")
-@friendly
+@friendly(servers=True)
 def update(name: str, spec_file: Path):
     """Replace a pipeline's spec (validated; the change is versioned)."""
     from calmops.core.spec import load_spec
@@ -320,7 +320,7 @@ def _count_text(record: dict[str, Any]) -> str:
 
 
 @app.command("run")
-@friendly
+@friendly(servers=True)
 def run(name: str, file: Path, as_json: Annotated[bool, typer.Option("--json")] = False):
     """Process one file through the pipeline's flow now, and wait for the decision."""
     from calmops.flows import run_file
@@ -356,7 +356,7 @@ def _print_outcome(o: dict[str, Any]) -> None:
 
 
 @breaker_app.command("show")
-@friendly
+@friendly(servers=True)
 def breaker_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = False):
     """State, consecutive failures, next retry time and transition history."""
     from calmops.core.breaker import read_breaker
@@ -374,7 +374,7 @@ def breaker_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = F
 
 
 @breaker_app.command("reset")
-@friendly
+@friendly(servers=True)
 def breaker_reset(name: str):
     """Close the breaker now (operator override)."""
     from calmops.core.breaker import update_breaker
@@ -387,7 +387,7 @@ def breaker_reset(name: str):
 
 
 @app.command("rollback")
-@friendly
+@friendly(servers=True)
 def rollback(name: str):
     """Serve the previous champion again."""
     from calmops.core import registry
@@ -404,7 +404,7 @@ def rollback(name: str):
 
 
 @app.command("report")
-@friendly
+@friendly(servers=True)
 def report(name: str,
            file: Annotated[str | None, typer.Argument(help="The file's name (default: the latest file checked).")] = None,
            out: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the page.")] = None):

@@ -69,25 +69,38 @@ class CliError(Exception):
         self.hint = hint
 
 
-def friendly(fn: Callable) -> Callable:
+def friendly(fn: Callable | None = None, *, servers: bool = False) -> Callable:
     """Turn errors into one line plus a hint, exit code 1 (2 for usage problems); the traceback with --debug.
 
     With ``--json`` everything but the JSON document goes to stderr (MLflow, for one, prints to stdout).
+    With ``servers`` the command reads or changes the stack's state (models, runs, breakers): it is refused when
+    the configuration puts that state in PostgreSQL and the servers are out of reach
+    (:func:`calmops.core.environment.servers_out_of_reach`), instead of acting on empty local stores.
     """
+    if fn is None:
+        return lambda f: friendly(f, servers=servers)
+
+    def prepared(*args, **kwargs):
+        from calmops.core.environment import prepare, servers_out_of_reach
+
+        prepare()
+        if servers and (missing := servers_out_of_reach()):
+            raise CliError(f"the stack is down: {' and '.join(missing)} not reachable from here",
+                           "start it with 'calmops up' (or the services under PM2/systemd), or on a host without "
+                           "them set PREFECT_API_URL and MLFLOW_TRACKING_URI to the running servers")
+        return fn(*args, **kwargs)
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
-        from calmops.core.environment import prepare
         from calmops.core.logs import configure_cli_logging
 
-        prepare()
         configure_cli_logging(debug=_state["debug"])
         if not kwargs.get("as_json"):
-            return _guarded(fn, *args, **kwargs)
+            return _guarded(prepared, *args, **kwargs)
         _state["json_out"], _state["json_printed"] = sys.stdout, False
         try:
             with contextlib.redirect_stdout(sys.stderr):
-                return _guarded(fn, *args, **kwargs)
+                return _guarded(prepared, *args, **kwargs)
         finally:
             _state["json_out"] = None
 
@@ -95,6 +108,7 @@ def friendly(fn: Callable) -> Callable:
 
 
 def _guarded(fn: Callable, *args, **kwargs):
+    from calmops.core.settings import ConfigError
     from calmops.core.spec import SpecError
     from calmops.core.store import PipelineExists, PipelineNotFound
 
@@ -104,6 +118,9 @@ def _guarded(fn: Callable, *args, **kwargs):
         raise
     except CliError as exc:
         _fail(str(exc), exc.hint)
+    except ConfigError as exc:
+        _fail(str(exc), "fix the configuration file (calmops.toml, or the file CALMOPS_CONFIG names); "
+                        "docs/production.md lists every setting", code=2)
     except SpecError as exc:
         _fail(str(exc), "fix the spec and try again; see docs/spec.md for every key", code=2)
     except PipelineNotFound as exc:

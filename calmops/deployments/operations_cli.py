@@ -249,7 +249,7 @@ def register(app: typer.Typer) -> None:
                 stall_after=stall_after or None).run_forever()
 
     @app.command("deploy")
-    @friendly
+    @friendly(servers=True)
     def deploy(
         name: Annotated[str | None, typer.Argument(help="One pipeline (all when omitted).")] = None,
         prune: Annotated[bool, typer.Option(help="Remove deployments of pipelines that no longer exist.")] = True,
@@ -286,7 +286,7 @@ def register(app: typer.Typer) -> None:
                            "fix the spec with 'calmops update NAME SPEC.yaml' and run 'calmops deploy' again")
 
     @app.command("delete")
-    @friendly
+    @friendly(servers=True)
     def delete(
         name: str,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -313,7 +313,7 @@ def register(app: typer.Typer) -> None:
                           highlight=False)
 
     @app.command("relaunch")
-    @friendly
+    @friendly(servers=True)
     def relaunch(
         name: Annotated[str | None, typer.Argument(help="One pipeline (all when omitted).")] = None,
         local: Annotated[bool, typer.Option("--local", help="Run the files here, one by one, without Prefect's "

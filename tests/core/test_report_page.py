@@ -98,3 +98,16 @@ def test_the_page_is_named_after_its_pipeline_and_file():
     from calmops.core.report_page import file_name
 
     assert file_name("sea", "gradual_0002.csv") == "sea-gradual_0002.report.html"
+
+
+def test_the_default_report_name_of_a_long_named_file_can_be_written(tmp_path):
+    """A 240-byte input name is decided (its processed and predictions names are shortened); `calmops report
+    NAME` writes <pipeline>-<stem>.report.html by default, which must not fail with 'File name too long'."""
+    from calmops.core.report_page import file_name
+
+    long_one, other = "L" * 240 + ".csv", "L" * 239 + "M.csv"
+    name = file_name("sea-prod", long_one)
+    (tmp_path / name).write_text("<html></html>")  # the file system takes it
+    assert name.startswith("sea-prod-LLL") and name.endswith(".report.html")
+    assert file_name("sea-prod", other) != name  # two long names that share a beginning stay apart
+    assert file_name("sea", "sea_0001.csv") == "sea-sea_0001.report.html"  # short names as before

@@ -185,19 +185,35 @@ def test_ipip_view_shows_p_b_and_replaced_share(home):
 
 
 def test_simulator_generates_and_writes_files(home, tmp_path):
+    from calmops.core.settings import get_settings
+
     at = page("simulator")
     clean(at)
     assert len(table(at, "sim_preview")) == 50
     at.selectbox(key="sim_drift").set_value("gradual").run()
     at.number_input(key="sim_rows").set_value(2000).run()
     clean(at)
-    at.text_input(key="sim_folder").set_value(str(tmp_path / "out"))
+    # the viewer has no login: it writes into a pipeline's incoming folder or under the data root, never a typed path
+    assert not [t for t in at.text_input if t.key == "sim_folder"]
+    places = at.selectbox(key="sim_target").options
+    assert "sea: incoming" in places, places
+    simulated = next(p for p in places if p.startswith("simulated/"))
+    at.selectbox(key="sim_target").set_value(simulated)
     at.number_input(key="sim_files").set_value(4)
     next(b for b in at.button if b.label == "Write files").click().run()
     clean(at)
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    out = get_settings().home / "simulated" / simulated.split()[0].removeprefix("simulated/")
+    written = sorted(p.name for p in out.iterdir())
     assert len(written) == 4 and written[0].endswith(".csv")
     assert at.success and "Wrote 4 file(s)" in at.success[0].value
+
+
+def test_simulator_writes_nothing_when_the_viewer_is_told_not_to(home, monkeypatch):
+    monkeypatch.setenv("CALMOPS_VIEWER_WRITES", "off")
+    at = page("simulator")
+    clean(at)
+    assert not [b for b in at.button if b.label == "Write files"]
+    assert any("turned off" in c.value for c in at.caption)
 
 
 def test_open_breaker_is_shown(home):

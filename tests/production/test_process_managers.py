@@ -96,6 +96,8 @@ def test_systemd_units_run_every_service_through_calmops_service():
     assert unit["Service"]["ExecStart"].endswith("calmops service %i")
     assert unit["Service"]["Restart"] == "always"
     assert unit["Service"]["User"] != "root"
+    # an instance enabled on its own (a host that runs only workers) must start at boot, not only with the target
+    assert "multi-user.target" in unit["Install"]["WantedBy"].split()
     target = (REPO / "deploy" / "systemd" / "calmops.target").read_text()
     wanted = {w.removeprefix("calmops@").removesuffix(".service")
               for line in target.splitlines() if line.startswith("Wants=") for w in line[6:].split()}

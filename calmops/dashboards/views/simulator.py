@@ -6,6 +6,7 @@ The generators are imported lazily: without them the page says so instead of fai
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from calmops.core.settings import get_settings
+from calmops.core.store import list_pipelines, pipeline_paths, read_spec
 from calmops.dashboards import ui
 
 MAX_ROWS = 200_000
@@ -117,21 +120,37 @@ def export(frame: pd.DataFrame, files: Any, generator: str) -> None:
     out = frame if keep_concept else frame.drop(columns=["concept"], errors="ignore")
     st.download_button("Download CSV", out.to_csv(index=False).encode(), file_name=f"{generator}.csv",
                        mime="text/csv", key="sim_download")
+    if os.environ.get("CALMOPS_VIEWER_WRITES", "on").lower() in ("off", "0", "false", "no"):
+        st.caption("Writing files is turned off on this viewer (CALMOPS_VIEWER_WRITES=off).")
+        return
+    places = destinations(generator)
     with st.form("sim_write"):
         c = st.columns([3, 1, 1, 1])
-        folder = c[0].text_input("Folder (e.g. a pipeline's incoming folder)", "", key="sim_folder")
+        place = c[0].selectbox("Write into", list(places), key="sim_target",
+                               help="A pipeline's incoming folder, or a folder under the data root; nowhere else.")
         n_files = int(c[1].number_input("Files", 1, 1000, 10, key="sim_files"))
         fmt = c[2].selectbox("Format", list(getattr(files, "FORMATS", {"csv": "csv"})), key="sim_fmt")
         pace = float(c[3].number_input("Seconds between files", 0.0, 60.0, 0.0, key="sim_pace"))
         submitted = st.form_submit_button("Write files")
     if submitted:
-        if not folder.strip():
-            st.error("Give a folder to write into.")
-            return
+        folder = places[place]
         try:
-            paths = files.write_files(out, Path(folder).expanduser(), n_files=n_files, fmt=fmt,
-                                      prefix=generator, pace_seconds=pace)
+            paths = files.write_files(out, folder, n_files=n_files, fmt=fmt, prefix=generator, pace_seconds=pace)
         except Exception as exc:  # noqa: BLE001
             st.error(f"Could not write the files: {exc}")
             return
-        st.success(f"Wrote {len(paths)} file(s) to {Path(folder).expanduser()}: {paths[0].name} … {paths[-1].name}")
+        st.success(f"Wrote {len(paths)} file(s) to {folder}: {paths[0].name} … {paths[-1].name}")
+
+
+def destinations(generator: str) -> dict[str, Path]:
+    """Where the simulator may write, by label: each pipeline's incoming folder, and ``simulated/<generator>``
+    under the data root. The viewer has no login, so it offers no free path (a typed path would let anyone who
+    reaches it write wherever the service's user can)."""
+    places = {}
+    for name in list_pipelines():
+        try:
+            places[f"{name}: incoming"] = pipeline_paths(read_spec(name)).incoming
+        except Exception:  # noqa: BLE001, S112 - a spec that no longer reads: the other pipelines are still offered
+            continue
+    places[f"simulated/{generator} (under the data root)"] = get_settings().home / "simulated" / generator
+    return places
