@@ -11,14 +11,8 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.base import is_classifier, is_regressor
 
-HIGHER_IS_BETTER = {
-    "accuracy": True, "balanced_accuracy": True, "f1_macro": True, "f1": True, "precision": True,
-    "recall": True, "roc_auc": True, "pr_auc": True, "log_loss": False,
-    "rmse": False, "mae": False, "mse": False, "r2": True, "mape": False,
-}
-CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1", "precision", "recall",
-                          "roc_auc", "pr_auc", "log_loss")
-REGRESSION_METRICS = ("rmse", "mae", "mse", "r2", "mape")
+from calmops.core.names import HIGHER_IS_BETTER
+
 DEFAULT_PRIMARY = {"classification": "balanced_accuracy", "regression": "rmse"}
 
 

@@ -32,6 +32,16 @@ class Decision(StrEnum):
     HELD = "held"  # waits behind an earlier file of its pipeline (order: arrival)
 
 
+#: the metrics a spec may name (``evaluation.primary_metric``, ``evaluation.thresholds``), and which way is better
+HIGHER_IS_BETTER = {
+    "accuracy": True, "balanced_accuracy": True, "f1_macro": True, "f1": True, "precision": True,
+    "recall": True, "roc_auc": True, "pr_auc": True, "log_loss": False,
+    "rmse": False, "mae": False, "mse": False, "r2": True, "mape": False,
+}
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1", "precision", "recall",
+                          "roc_auc", "pr_auc", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "mse", "r2", "mape")
+
 EVENT = "calmops.file.arrived"  # the watcher's Prefect event: one complete file arrived
 TAG = "calmops"  # on every deployment, automation and flow run CalmOps makes
 PIPELINE_PREFIX = "calmops.pipeline."

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from calmops.core.errors import CalmOpsError
 from calmops.core.kinds import KINDS, KindName
+from calmops.core.names import CLASSIFICATION_METRICS, HIGHER_IS_BETTER, REGRESSION_METRICS
 from calmops.detectors.config import DriftConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
@@ -38,6 +39,34 @@ class SpecError(CalmOpsError, ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+_INTERVAL = re.compile(r"^\s*(?:every\s+)?(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)?\s*$",
+                       re.IGNORECASE)
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_schedule(text: str | None) -> dict[str, Any]:
+    """``{"interval": seconds}`` or ``{"cron": expr}`` from a spec's ``schedule`` ({} when none)."""
+    if not text or not str(text).strip():
+        return {}
+    match = _INTERVAL.match(str(text))
+    if match:
+        seconds = float(match.group(1)) * _UNIT[(match.group(2) or "s")[0].lower()]
+        if seconds < 10:
+            raise ValueError(f"schedule {text!r} is shorter than 10 seconds; the watcher covers that")
+        return {"interval": seconds}
+    fields = str(text).split()
+    if len(fields) not in (5, 6):
+        raise ValueError(f"schedule {text!r} is neither an interval (300, 90s, 5m, 1h) nor a cron expression")
+    # Prefect's own check of the cron expressions its schedules take, loaded only for a spec that has one
+    from prefect._internal.schemas.validators import validate_cron_string
+
+    try:
+        validate_cron_string(str(text).strip())
+    except ValueError as exc:
+        raise ValueError(f"schedule {text!r} is not a cron expression Prefect takes: {exc}") from None
+    return {"cron": str(text).strip()}
 
 
 class ModelSpec(_Strict):
@@ -88,6 +117,26 @@ class EvaluationSpec(_Strict):
     # outputs (CBPE for classifiers, errors by prediction level for regressors) is worse than at promotion by
     # more than this share (0.05 = 5 %); None (the default) records the estimate without acting on it
     estimated_trigger: float | None = Field(default=None, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> EvaluationSpec:
+        named = ([("primary_metric", self.primary_metric)] if self.primary_metric else []) + \
+            [(f"thresholds.{m}", m) for m in self.thresholds]
+        for where, metric in named:
+            if metric not in HIGHER_IS_BETTER:
+                close = difflib.get_close_matches(metric, HIGHER_IS_BETTER, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"evaluation.{where}: {metric!r} is not a metric; {hint}"
+                                 f"known: {', '.join(HIGHER_IS_BETTER)}")
+            other = {"classification": REGRESSION_METRICS, "regression": CLASSIFICATION_METRICS}.get(self.task or "")
+            if other and metric in other:
+                raise ValueError(f"evaluation.{where}: {metric!r} is not a metric of {self.task} "
+                                 f"(known: {', '.join(m for m in HIGHER_IS_BETTER if m not in other)})")
+        for metric, bound in self.thresholds.items():
+            if bound.min is not None and bound.max is not None and bound.min > bound.max:
+                raise ValueError(f"evaluation.thresholds.{metric}: min {bound.min} is above max {bound.max}; "
+                                 "no model could pass")
+        return self
 
     @model_validator(mode="after")
     def _decay_window_holds_the_files(self) -> EvaluationSpec:
@@ -202,6 +251,12 @@ class PipelineSpec(_Strict):
     schedule: str | None = None
     order: Literal["arrival", "none"] = "arrival"
     seed: int = 0
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, v: str | None) -> str | None:
+        parse_schedule(v)  # refused at create/update, not later when the pipeline is deployed
+        return v
 
     @field_validator("name")
     @classmethod

@@ -467,8 +467,8 @@ def health(last_decision: str | None, breaker_state: str | None, drift: bool | N
     """One word for the overview: ``down`` / ``failing`` / ``drift`` / ``ok`` / ``new``."""
     if breaker_state == "open":
         return "down"
-    if last_decision in (Decision.FAILED, Decision.RETRAIN_REJECTED, Decision.REJECTED_INPUT) or (
-            breaker_state == "half_open"):
+    # a challenger that lost to a working champion is not a failure: the champion serves on (drift or ok)
+    if last_decision in (Decision.FAILED, Decision.REJECTED_INPUT) or breaker_state == "half_open":
         return "failing"
     if not last_decision:
         return "new"

@@ -128,6 +128,9 @@ def pick_pipeline(names: list[str], label: str = "Pipeline", key: str = "pipelin
     if not names:
         return None
     wanted = st.query_params.get("pipeline")
+    if wanted and wanted not in names:  # a link to a pipeline that is gone or misspelt: say so, show the first
+        st.warning(f"No pipeline named {plain(wanted)} here; showing {plain(names[0])}. "
+                   "See 'calmops list' for the pipelines there are.")
     index = names.index(wanted) if wanted in names else 0
     choice = st.selectbox(label, names, index=index, key=key)
     if st.query_params.get("pipeline") != choice:

@@ -98,6 +98,7 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
     if legacy is not None:  # adopted on purpose: under its prefixed name from now on
         registry.migrate_model_name(spec.name)
     paths = save_spec(spec, create=True, base=spec_file.expanduser().resolve().parent)  # relative to the spec file
+    registry.ensure_experiment(spec.name)  # the viewer lists the pipeline (no run yet) from its first minute
     console.print(f"created pipeline [bold]{spec.name}[/] ({spec.kind}); drop files into {paths.incoming}")
     from calmops.deployments.operations_cli import sync_pipeline
 

@@ -108,6 +108,7 @@ def friendly(fn: Callable | None = None, *, servers: bool = False) -> Callable:
 
 
 def _guarded(fn: Callable, *args, **kwargs):
+    from calmops.core.errors import BadInput
     from calmops.core.settings import ConfigError
     from calmops.core.spec import SpecError
     from calmops.core.store import PipelineExists, PipelineNotFound
@@ -118,6 +119,8 @@ def _guarded(fn: Callable, *args, **kwargs):
         raise
     except CliError as exc:
         _fail(str(exc), exc.hint)
+    except BadInput as exc:
+        _fail(str(exc), "give the path of one regular data file", code=2)
     except ConfigError as exc:
         _fail(str(exc), "fix the configuration file (calmops.toml, or the file CALMOPS_CONFIG names); "
                         "docs/production.md lists every setting", code=2)

@@ -22,7 +22,6 @@ installed package, so there is no code to pull and no working directory to set.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -31,6 +30,7 @@ from typing import Any
 from calmops.core.kinds import KINDS
 from calmops.core.names import EVENT, PIPELINE_PREFIX, TAG, kind_tag, pipeline_tag, resource_id
 from calmops.core.settings import get_settings
+from calmops.core.spec import parse_schedule
 
 SCAN_FLOW_NAME = "calmops-scan"
 
@@ -70,30 +70,6 @@ def file_trigger(pipeline: str):
         within=timedelta(0),
         parameters=trigger_parameters(pipeline),
     )
-
-
-_INTERVAL = re.compile(r"^\s*(?:every\s+)?(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)?\s*$",
-                       re.IGNORECASE)
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_schedule(text: str | None) -> dict[str, Any]:
-    """``{"interval": seconds}`` or ``{"cron": expr}`` from a spec's ``schedule`` ({} when none)."""
-    if not text or not str(text).strip():
-        return {}
-    match = _INTERVAL.match(str(text))
-    if match:
-        seconds = float(match.group(1)) * _UNIT[(match.group(2) or "s")[0].lower()]
-        if seconds < 10:
-            raise ValueError(f"schedule {text!r} is shorter than 10 seconds; the watcher covers that")
-        return {"interval": seconds}
-    fields = str(text).split()
-    if len(fields) not in (5, 6):
-        raise ValueError(f"schedule {text!r} is neither an interval (300, 90s, 5m, 1h) nor a cron expression")
-    from prefect.client.schemas.schedules import CronSchedule
-
-    CronSchedule(cron=str(text).strip())  # validates
-    return {"cron": str(text).strip()}
 
 
 @dataclass

@@ -272,7 +272,10 @@ def register(app: typer.Typer) -> None:
         else:
             result = deploy_all(prune=prune)
         if as_json:
-            return _print_json(result)
+            _print_json(result)
+            if result["errors"]:  # the document names them; the exit code says it too, as without --json
+                raise typer.Exit(1)
+            return
         for d in result["deployed"]:
             console.print(f"{d['pipeline']}: deployment {d['deployment']} · trigger {', '.join(d['automations'])}"
                           + (f" · scheduled scan {d['scan_deployment']}" if d["scan_deployment"] else ""),

@@ -113,6 +113,9 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
     if service.name == "prefect":
         env.pop("PREFECT_API_URL", None)
         env = PREFECT_SERVER_DEFAULTS | env  # the user's own variables win
+        if HOST not in ("0.0.0.0", "::") and not (env.get("PREFECT_UI_API_URL") or env.get("PREFECT_SERVER_UI_API_URL")):
+            # the UI's pages call the API at this address; Prefect's default is port 4200 whatever --port says
+            env["PREFECT_SERVER_UI_API_URL"] = f"http://{HOST}:{service.port}/api"
         if settings.prefect_database_url:  # else Prefect's SQLite file under PREFECT_HOME
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
         # Prefect's own 'prefect server start', with its SQLite transactions taking the write lock first

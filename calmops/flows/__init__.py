@@ -22,14 +22,19 @@ def into_incoming(spec, path: Path) -> Path:
     ``calmops status`` and ``calmops relaunch`` look. A file of the same name and bytes there is reused."""
     import shutil
 
+    from calmops.core.errors import BadInput
     from calmops.core.store import pipeline_paths, sha256_of
 
     path = path.absolute()  # not resolved: a link stays a link, and the run refuses it unread
     paths = pipeline_paths(spec).ensure()
     incoming = paths.incoming.resolve()
     labels = paths.labels.resolve() if paths.labels else None
-    if path.parent.resolve() in (incoming, labels) or path.is_symlink() or not path.is_file():
-        return path  # in its folder already (a labels file in the labels folder)
+    if path.parent.resolve() in (incoming, labels):
+        return path  # in its folder already (a labels file in the labels folder); a link there is refused unread
+    if path.is_symlink() or not path.is_file():  # refused here: a run would quarantine (move) it from where it is
+        what = "a link" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
+        raise BadInput(f"{path} is {what}: a run takes one data file (copied into the pipeline's incoming folder; "
+                       "nothing was moved or read)")
     target = incoming / path.name
     if target.exists():
         if sha256_of(target) == sha256_of(path):

@@ -96,7 +96,10 @@ def test_block_tables_accept_the_usual_shapes():
 
 def test_health_age_thresholds_and_primary_metric():
     assert data.health("no_drift", "open", False) == "down"
-    assert data.health("retrain_rejected", "closed", True) == "failing"
+    assert data.health("rejected_input", "closed", False) == "failing"  # its file was quarantined
+    assert data.health("failed", "closed", False) == "failing"
+    # a challenger lost to a working champion: the champion serves on; not a failure (docs/spec.md)
+    assert data.health("retrain_rejected", "closed", True) == "drift"
     assert data.health("no_drift", "closed", True) == "drift"
     assert data.health("no_drift", "closed", False) == "ok" and data.health(None, None, None) == "new"
     now = pd.Timestamp("2026-01-01T12:00:00Z")

@@ -208,6 +208,13 @@ def test_simulator_generates_and_writes_files(home, tmp_path):
     assert at.success and "Wrote 4 file(s)" in at.success[0].value
 
 
+def test_a_link_to_a_pipeline_that_is_not_there_says_so(home):
+    """?pipeline=NAME of a misspelt or deleted pipeline showed another pipeline's data without a word."""
+    at = page("pipeline", {"pipeline": "nosuch"})
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("No pipeline named nosuch" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
 def test_simulator_writes_nothing_when_the_viewer_is_told_not_to(home, monkeypatch):
     monkeypatch.setenv("CALMOPS_VIEWER_WRITES", "off")
     at = page("simulator")

@@ -83,6 +83,36 @@ def test_bad_spec_is_one_line_naming_the_key(calmops_home, tmp_path):
     assert "unknown key 'colour'" in result.stderr and "hint:" in result.stderr
 
 
+@pytest.mark.parametrize("change, named", [
+    # each would have been created and then never promoted, never trained, or never deployed
+    ({"evaluation": {"primary_metric": "acuracy"}},
+     "evaluation.primary_metric: 'acuracy' is not a metric; did you mean 'accuracy'?"),
+    ({"evaluation": {"thresholds": {"acuracy": {"min": 0.6}}}}, "evaluation.thresholds.acuracy: 'acuracy'"),
+    ({"evaluation": {"thresholds": {"accuracy": {"min": 0.9, "max": 0.5}}}}, "min 0.9 is above max 0.5"),
+    ({"evaluation": {"task": "classification", "primary_metric": "rmse"}}, "'rmse' is not a metric of classification"),
+    ({"schedule": "every tuesday-ish"}, "schedule 'every tuesday-ish' is neither an interval"),
+    ({"schedule": "61 * * * *"}, "schedule '61 * * * *' is not a cron expression"),
+])
+def test_a_value_that_would_break_the_pipeline_later_is_refused_at_create(calmops_home, tmp_path, change, named):
+    from calmops.core.store import list_pipelines
+
+    result = runner.invoke(app, ["create", str(_spec_file(tmp_path, **change))])
+    assert result.exit_code == 2, result.output
+    assert named in result.stderr.replace("\n", " "), result.stderr
+    assert list_pipelines() == []  # nothing half-made
+
+
+def test_a_created_pipeline_is_in_the_viewer_before_its_first_file(calmops_home, tmp_path):
+    """The viewer reads MLflow only: a pipeline whose experiment came with its first run was missing from the
+    Overview (and 'no pipeline yet' was shown) until a file was decided."""
+    from calmops.dashboards import data
+
+    assert runner.invoke(app, ["create", str(_spec_file(tmp_path))]).exit_code == 0
+    listed = data.list_pipelines(data.connection())
+    assert [p["name"] for p in listed] == ["sea"], listed
+    assert data.health(None, "closed", None) == "new"  # what its Overview row says: no run yet
+
+
 def test_unknown_pipeline_exits_non_zero_with_hint(calmops_home, tmp_path):
     path = write_csv(sea_frame(10, 8, seed=1), tmp_path, "a.csv")
     result = runner.invoke(app, ["run", "nope", str(path)])

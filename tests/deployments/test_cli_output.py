@@ -88,7 +88,7 @@ def _spec(tmp_path: Path) -> Path:
 
 
 @pytest.mark.integration
-def test_every_json_command_prints_one_document(prefect_server, calmops_home, tmp_path):
+def test_every_json_command_prints_one_document(prefect_server, calmops_home, tmp_path, monkeypatch):
     _forget_closed_log_handlers()  # left by earlier tests' invocations
     assert runner.invoke(app, ["create", str(_spec(tmp_path))]).exit_code == 0
     data = tmp_path / "data"
@@ -113,6 +113,19 @@ def test_every_json_command_prints_one_document(prefect_server, calmops_home, tm
 
     human = runner.invoke(app, ["status", "sea"])
     assert "None" not in human.stdout and "{" not in human.stdout and "champion v1" in human.stdout
+
+    # a pipeline that cannot be deployed (its spec was edited by hand into one that no longer reads): the
+    # document names it, and the exit code says it failed, as it does without --json
+    broken = calmops_home / "pipelines" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "spec.yaml").write_text(yaml.safe_dump({**STREAM_SPEC, "name": "broken", "schedule": "whenever"}))
+    from prefect.settings import PREFECT_API_URL
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # the test harness's server, as `calmops up`'s
+    deployed = runner.invoke(app, ["deploy", "--json"])
+    assert deployed.exit_code == 1, deployed.output
+    document = json.loads(deployed.stdout)
+    assert "whenever" in document["errors"]["broken"] and [d["pipeline"] for d in document["deployed"]] == ["sea"]
 
 
 def test_an_unexpected_error_is_one_line_with_a_hint(calmops_home, tmp_path):

@@ -89,3 +89,26 @@ def test_models_registered_before_the_prefix_are_renamed_and_other_teams_models_
     model = client.get_registered_model("calmops.sea")
     assert model.tags["calmops.pipeline"] == "sea" and "CalmOps pipeline 'sea'" in model.description
     assert [m.name for m in client.search_registered_models()].count("sea") == 0
+
+
+def test_run_refuses_a_folder_or_a_link_from_outside_and_moves_nothing(calmops_home, tmp_path):
+    """`calmops run NAME data/` (a folder given for a file) must not quarantine, i.e. move, the user's folder;
+    nor a link (its target or the link itself). It is refused before any run, with exit code 2."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
+    assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
+    folder = tmp_path / "data"
+    data = write_csv(sea_frame(200, 8, seed=1), folder, "a.csv")
+    link = tmp_path / "link.csv"
+    link.symlink_to(data)
+    for given, what in ((folder, "is a folder"), (link, "is a link")):
+        result = runner.invoke(app, ["run", "sea", str(given), "--json"])
+        assert result.exit_code == 2, result.output
+        document = json.loads(result.stdout)
+        assert str(given) in document["error"] and what in document["error"], document
+    assert folder.is_dir() and data.is_file() and link.is_symlink()  # everything is where it was
+    from calmops.core.store import pipeline_paths, read_spec
+
+    paths = pipeline_paths(read_spec("sea"))
+    assert not paths.quarantine.exists() or not any(paths.quarantine.iterdir())
+    assert not list(paths.incoming.iterdir())

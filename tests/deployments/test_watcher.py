@@ -293,13 +293,13 @@ def test_open_for_writing_detects_a_writer(tmp_path):
                                            ("every 5m", {"interval": 300.0}), ("1h", {"interval": 3600.0}),
                                            ("*/10 * * * *", {"cron": "*/10 * * * *"}), (None, {})])
 def test_schedule_parsing(text, expected):
-    from calmops.deployments.deploy import parse_schedule
+    from calmops.core.spec import parse_schedule
 
     assert parse_schedule(text) == expected
 
 
 def test_bad_schedule_is_refused():
-    from calmops.deployments.deploy import parse_schedule
+    from calmops.core.spec import parse_schedule
 
     with pytest.raises(ValueError):
         parse_schedule("whenever")

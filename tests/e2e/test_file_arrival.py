@@ -472,3 +472,14 @@ def test_prefects_database_keeps_task_run_state_events_a_day_and_other_events_a_
     time.sleep(2 * VACUUM_EVERY)  # two clean-ups after they were stored, in one batch
     assert kept() == expected
 
+
+
+def test_the_prefect_ui_calls_the_api_of_its_own_stack_on_a_port_other_than_4200(live):
+    """The stack here runs on free ports (as with CALMOPS_PREFECT_PORT). The Prefect UI's pages ask
+    /ui-settings where the API is; on 4200 they would show "Can't connect to Server API", or another stack's runs."""
+    import httpx
+
+    api = os.environ["PREFECT_API_URL"]
+    assert not api.startswith("http://127.0.0.1:4200/"), api  # the point of the test: a non-default port
+    ui = httpx.get(api.removesuffix("/api") + "/ui-settings").json()
+    assert ui["api_url"] == api, ui
