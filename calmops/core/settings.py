@@ -2,7 +2,7 @@
 
 Each setting is read from the environment (``CALMOPS_<NAME>``), else from a ``calmops.toml`` file (``[calmops]``
 table, ``<name> = ...``; the file is ``$CALMOPS_CONFIG`` or ``./calmops.toml``), else its embedded default: the
-local stack on SQLite and folders under ``$CALMOPS_HOME``. docs/operations.md lists them in one table.
+local stack on SQLite and folders under ``$CALMOPS_HOME``. docs/production.md lists them in one table.
 """
 
 from __future__ import annotations

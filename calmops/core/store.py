@@ -307,6 +307,21 @@ class Abandoned:
     mlflow_run_id: str | None
 
 
+def holds(path: Path, sha256: str, arrived: float | None = None) -> bool:
+    """Whether ``path`` is there and holds the content ``sha256``: at once when its modification time is
+    still ``arrived`` (as the ledger recorded it), else by reading it (a file copied over under the same name)."""
+    try:
+        modified = path.stat().st_mtime_ns
+    except OSError:
+        return False
+    if arrived is not None and arrival_time(modified) == arrived:
+        return True
+    try:
+        return sha256_of(path) == sha256
+    except OSError:
+        return False
+
+
 def arrival_time(mtime_ns: int) -> float:
     """A file's arrival as the ledger orders it: its modification time. The watcher's events and scans and the
     run itself all record this one clock (files with the same time go in the order they were recorded), so a
@@ -377,44 +392,54 @@ class Ledger:
             )
             return True
 
-    def arrive(self, sha256: str, file: str, arrived: float) -> None:
+    def arrive(self, sha256: str, file: str, arrived: float, incoming: Path | None = None) -> None:
         """Record that a complete file appeared (``waiting``) at ``arrived`` (see :func:`arrival_time`); the
-        first arrival of a content counts."""
+        first arrival of a content counts. A content not yet decided takes the new file's name (a file renamed
+        in incoming is followed), unless ``incoming`` still holds it under its first name: of two copies of one
+        content, the first is decided and the later one is its duplicate."""
         with closing(self._connect()) as con:
+            row = con.execute(f"SELECT file, status, arrived FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
+            if (row is not None and row[0] != file and row[1] != "done" and incoming is not None
+                    and holds(incoming / row[0], sha256, row[2])):
+                file = row[0]
             con.execute(f"INSERT INTO {self.t} AS files (sha256, file, status, updated, arrived) "
                         "VALUES (?, ?, 'waiting', ?, ?) "
                         "ON CONFLICT(sha256) DO UPDATE SET arrived=COALESCE(files.arrived, excluded.arrived), "
                         "file=CASE WHEN files.status='done' THEN files.file ELSE excluded.file END",
                         (sha256, file, _now(), arrived))
 
-    def next_in_queue(self, skip: set[str]) -> tuple[str, str, str] | None:
-        """The first entry of :meth:`queue`, read afresh, whose sha256 is not in ``skip``."""
-        return next((entry for entry in self.queue() if entry[0] not in skip), None)
+    def next_in_queue(self, skip: set[str], incoming: Path | None = None) -> tuple[str, str, str] | None:
+        """The first entry of :meth:`queue` (``incoming``: of the files still there), read afresh, whose sha256
+        is not in ``skip``."""
+        return next((entry for entry in self.queue(incoming) if entry[0] not in skip), None)
 
     def queue(self, incoming: Path | None = None) -> list[tuple[str, str, str]]:
         """(sha256, file, status) of every content still to be decided, in arrival order (then file name):
         ``waiting``, ``pending`` and orphaned claims; labels files (decided when they come) are not queued.
-        With ``incoming`` (the pipeline's incoming folder), only the files still in it: a run of the pipeline's
-        turn passes over a file that was moved out (:func:`calmops.flows.common.run_in_order`), and its row
-        stays in the ledger as it was (the same bytes dropped again take their place anew)."""
+        With ``incoming`` (the pipeline's incoming folder), only the contents still in it (:func:`holds`): a run
+        of the pipeline's turn passes over a file that was moved out (:func:`calmops.flows.common.run_in_order`),
+        or replaced by other bytes under the same name (those have a row of their own, at their own arrival);
+        the row stays in the ledger as it was (the same bytes dropped again take their place anew)."""
         now = time.time()
         with closing(self._connect()) as con:
-            rows = con.execute("SELECT sha256, file, status, owner_host, owner_pid, owner_start, "
+            rows = con.execute("SELECT sha256, file, arrived, status, owner_host, owner_pid, owner_start, "
                                f"COALESCE(heartbeat, claimed_at), run_id FROM {self.t} "
                                "WHERE status IN ('waiting', 'pending', 'in_progress') AND file NOT LIKE ? "
                                f"ORDER BY COALESCE(arrived, claimed_at), {self.table.order_column}",
                                (f"{LABELS_ENTRY}%",)).fetchall()
         return [(sha, file, "orphaned" if Claim(status, *rest).orphaned(self.lease, now) else status)
-                for sha, file, status, *rest in rows if incoming is None or (incoming / file).exists()]
+                for sha, file, arrived, status, *rest in rows
+                if incoming is None or holds(incoming / file, sha, arrived)]
 
     def held_behind(self, incoming: Path | None = None) -> str | None:
         """The file that holds others back: the oldest one still to be decided that has been tried (it is
-        ``pending`` after a failure or a breaker wait, being retried, or its run crashed) with files behind it.
+        ``pending`` after a failure or a breaker wait, or its run crashed) with files behind it; a file a live run
+        is deciding (a first try or a retry) holds nothing back: the files behind it simply wait their turn.
         With ``incoming``, files moved out of that folder count neither as the one holding others back nor as
         held (see :meth:`queue`): what ``calmops status`` shows, since a run goes on past them."""
         queue = self.queue(incoming)
-        for i, (_sha, file, status) in enumerate(queue):
-            if status != "waiting" and i + 1 < len(queue):
+        for i, (_sha, file, status) in enumerate(queue):  # a file a live run decides holds nothing back
+            if status not in ("waiting", "in_progress") and i + 1 < len(queue):
                 return file
         return None
 

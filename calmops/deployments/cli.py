@@ -430,13 +430,23 @@ def report(name: str,
 
 @app.command("logs")
 @friendly
-def logs(name: str, lines: Annotated[int, typer.Option("-n", help="Lines from the end.")] = 50):
-    """Print the end of a pipeline's log file."""
-    from calmops.core.store import pipeline_paths, read_spec
+def logs(name: Annotated[str, typer.Argument(help="A pipeline, or a service of the stack (prefect, mlflow, runner, "
+                                                   "worker, watcher, viewer, api).")],
+         lines: Annotated[int, typer.Option("-n", help="Lines from the end.")] = 50):
+    """Print the end of a pipeline's log file, or of a service's."""
+    from calmops.core.settings import get_settings
+    from calmops.core.store import PipelineNotFound, pipeline_paths, read_spec
+    from calmops.deployments.stack import ORDER
 
-    path = pipeline_paths(read_spec(name)).logs / "pipeline.log"
+    try:
+        path = pipeline_paths(read_spec(name)).logs / "pipeline.log"
+    except PipelineNotFound:
+        if name not in ORDER:
+            raise
+        path = get_settings().logs_dir / f"{name}.log"  # a service's log, as `calmops up` or `calmops service` writes it
     if not path.exists():
-        raise CliError(f"no log yet for {name!r}", "it appears with the first run")
+        raise CliError(f"no log yet for {name!r}", "it appears with the first run" if name not in ORDER
+                       else f"it appears when the {name} service first starts ('calmops up')")
     for line in path.read_text().splitlines()[-lines:]:
         sys.stdout.write(line + "\n")
 

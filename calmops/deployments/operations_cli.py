@@ -47,10 +47,15 @@ def _point_at_stack() -> dict[str, str]:
 
 
 def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, Any]:
-    """Start the stack in order; deploy every pipeline before the worker starts taking runs."""
-    from calmops.deployments import stack
+    """Start the stack in order; deploy every pipeline before the worker starts taking runs. A service after the
+    two servers that does not start (e.g. the viewer's port is taken) does not keep the others down: they start,
+    and the command then fails naming it."""
+    from rich.markup import escape
 
-    started = {}
+    from calmops.deployments import stack
+    from calmops.deployments.console import CliError, one_line
+
+    started, failed = {}, {}
     for name in stack.ORDER:
         if name not in services:
             continue
@@ -75,12 +80,23 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
                 else:
                     console.print(f"renamed registered model {pipeline} → {renamed} (CalmOps' prefix)",
                                   highlight=False)
-        with console.status(f"starting {name}…"):
-            service = stack.start(name)
+        try:
+            with console.status(f"starting {name}…"):
+                service = stack.start(name)
+        except Exception as exc:
+            if name in ("prefect", "mlflow"):  # every other service needs them
+                raise
+            failed[name] = one_line(exc)
+            console.print(f"[red]{name} did not start:[/] {escape(failed[name])}", highlight=False)
+            continue
         started[name] = service.url or "running"
         console.print(f"{name}: {service.url or 'running'} (log {stack.log_file(_settings(), name)})",
                       highlight=False)
     _point_at_stack()
+    if failed:
+        raise CliError(f"{', '.join(failed)} did not start ({'; '.join(f'{k}: {v}' for k, v in failed.items())})",
+                       f"the other services run; see 'calmops logs {next(iter(failed))}', fix it and run "
+                       "'calmops up' again (it starts only what is not running)")
     return started
 
 

@@ -45,16 +45,26 @@ ORDER = ("prefect", "mlflow", "runner", "worker", "watcher", "viewer", "api")
 HEARTBEAT_MAX_AGE = 30.0
 
 
+def _port(variable: str, default: int) -> int:
+    value = os.environ.get(variable) or str(default)
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise ValueError(f"{variable}={value!r} is not a port number (1-65535)")
+    return port
+
+
 def services() -> dict[str, Service]:
-    env = os.environ.get
     return {
-        "prefect": Service("prefect", int(env("CALMOPS_PREFECT_PORT", "4200")), "/api/health"),
-        "mlflow": Service("mlflow", int(env("CALMOPS_MLFLOW_PORT", "5000")), "/health"),
+        "prefect": Service("prefect", _port("CALMOPS_PREFECT_PORT", 4200), "/api/health"),
+        "mlflow": Service("mlflow", _port("CALMOPS_MLFLOW_PORT", 5000), "/health"),
         "runner": Service("runner", None, None),
         "worker": Service("worker", None, None),
         "watcher": Service("watcher", None, None),
-        "viewer": Service("viewer", int(env("CALMOPS_VIEWER_PORT", "8501")), "/_stcore/health"),
-        "api": Service("api", int(env("CALMOPS_API_PORT", "8000")), "/health"),
+        "viewer": Service("viewer", _port("CALMOPS_VIEWER_PORT", 8501), "/_stcore/health"),
+        "api": Service("api", _port("CALMOPS_API_PORT", 8000), "/health"),
     }
 
 

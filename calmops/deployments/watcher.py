@@ -572,7 +572,7 @@ class Watcher:
         if not self.record_arrivals or watched.labels:  # a labels file is decided when it comes, not queued
             return
         try:  # the arrival order the pipeline's runs follow (see calmops.flows.common.run_in_order)
-            Ledger(watched.ledger).arrive(sha, path.name, arrived)
+            Ledger(watched.ledger).arrive(sha, path.name, arrived, path.parent)
         except statedb.errors():
             log.exception("could not record the arrival of %s (the run records it)", path)
 

@@ -222,16 +222,15 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         log.warning("refused %s: %s (moved to %s)", path.name, special, target)
         return RunOutcome(spec.name, path.name, None, "rejected_input", special, flow_run_id=flow_run_id,
                           kind=spec.kind, details={"quarantined_as": str(target)})
-    if not path.exists():
+    if (content := _content_of(path)) is None:
         done = sha256 and book.status(sha256) == "done"
         if done or (paths.processed / bounded_name(path.name)).exists():
             log.info("%s was processed already (duplicate event); nothing to do", path.name)
             return RunOutcome(spec.name, path.name, sha256, Decision.DUPLICATE, "already processed (duplicate event)",
                               flow_run_id=flow_run_id, kind=spec.kind, details=_duplicate_of(book, sha256))
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
-    digest = sha256_of(path)
+    digest, arrived = content
     abandoned = book.abandoned(digest)  # what a run that died holding this content left open
-    arrived = arrival_time(path.stat().st_mtime_ns)
     entry = ledger_name(paths, path)
     if not book.claim(digest, entry, flow_run_id or "", arrived):  # done already, or a live run has it
         status = book.status(digest)
@@ -406,6 +405,15 @@ def _breaker_cooling(pipeline: str) -> bool:
     return state.state == "open" and (state.next_retry_at is None or time.time() < state.next_retry_at)
 
 
+def _content_of(path: Path) -> tuple[str, float] | None:
+    """(sha256, arrival time) of a file, or None when it is not there (any more): in a burst another run of
+    the pipeline's turn may decide and move it between a check and the read."""
+    try:
+        return sha256_of(path), arrival_time(path.stat().st_mtime_ns)
+    except FileNotFoundError:
+        return None
+
+
 def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
                  process: Callable[[RunContext, registry.Champion | None, Batch], RunOutcome]) -> dict[str, Any]:
     """Decide the pipeline's files in arrival order (spec ``order: arrival``, the default), whatever order
@@ -418,13 +426,13 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec).ensure()
     path = Path(path)
-    if (spec.order == "none" or not_a_regular_file(path) or not path.exists()
-            or path.parent.resolve() != paths.incoming.resolve()):
-        return run_one_file(pipeline, path, sha256, process)  # a link or a pipe is refused there, unread
+    if (spec.order == "none" or not_a_regular_file(path) or path.parent.resolve() != paths.incoming.resolve()
+            or (content := _content_of(path)) is None):  # a link or a pipe is refused there, unread; a file
+        return run_one_file(pipeline, path, sha256, process)  # gone is a duplicate event or an error there
     log = RunLog(spec.name, paths.logs)
     book = ledger(paths)
-    digest = sha256_of(path)
-    book.arrive(digest, path.name, arrival_time(path.stat().st_mtime_ns))  # known already when the watcher announced it
+    digest, arrived = content
+    book.arrive(digest, path.name, arrived, paths.incoming)  # known already when the watcher announced it
     target: dict[str, Any] | None = None
     decided: set[str] = set()  # the other files this turn ended: their own runs, if still waiting, are cancelled
     me = current_flow_run_id()
@@ -434,11 +442,10 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
         tried: set[str] = set()
         # the queue is read again before each file: a file whose arrival was recorded while the one before it
         # was being decided (e.g. an event handled late under load) still takes its place by arrival time
-        while (entry := book.next_in_queue(tried)) is not None:
+        while (entry := book.next_in_queue(tried, paths.incoming)) is not None:
             if target is not None and budget > 0 and time.monotonic() >= max(began + budget, next_look):
                 next_look = time.monotonic() + CHECK_EVERY
-                left = {name: sha for sha, name, _ in book.queue()
-                        if sha not in tried and (paths.incoming / name).exists()}  # oldest first
+                left = {name: sha for sha, name, _ in book.queue(paths.incoming) if sha not in tried}  # oldest first
                 if (way := should_give_way(spec.name, paths.incoming, list(left), log)) and (
                         way.announce is None or announce(spec.name, spec.kind, paths.incoming / way.announce,
                                                          left[way.announce], log)):
@@ -462,10 +469,10 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
                         raise
                     blocker, why = name, f"failed: {exc.outcome.reason[:300]}"
                 else:
-                    if sha == digest:
-                        target = outcome
+                    if sha == digest:  # this run's bytes; under another name, a first copy: this one is its duplicate
+                        target = outcome if name == path.name else run_one_file(pipeline, path, sha, process)
                     if book.status(sha) != "pending":
-                        if sha != digest:
+                        if name != path.name:
                             decided.add(name)
                             cancel_redundant_runs(spec.name, paths.incoming, decided, me, log)
                         continue

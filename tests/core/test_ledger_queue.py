@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from calmops.core.store import Ledger, PipelinePaths, incoming_files, quarantined_files
+from calmops.core.store import Ledger, PipelinePaths, incoming_files, quarantined_files, sha256_of
 
 
 def _tried_and_failed(book: Ledger, sha: str, name: str, arrived: float) -> None:
@@ -21,16 +21,17 @@ def test_a_file_moved_out_of_incoming_holds_nothing_back_and_its_row_stays(tmp_p
     incoming = tmp_path / "incoming"
     incoming.mkdir()
     book = Ledger(tmp_path / "ledger.sqlite")
-    _tried_and_failed(book, "s-bad", "bad.csv", 100.0)
-    book.arrive("s-c", "c.csv", 101.0)
     (incoming / "bad.csv").write_text("x\n1\n")
     (incoming / "c.csv").write_text("x\n2\n")
+    bad, c = sha256_of(incoming / "bad.csv"), sha256_of(incoming / "c.csv")
+    _tried_and_failed(book, bad, "bad.csv", 100.0)
+    book.arrive(c, "c.csv", 101.0)
     assert book.held_behind(incoming) == "bad.csv"
 
     (incoming / "bad.csv").rename(tmp_path / "bad.csv")  # the remedy the docs give
     assert book.held_behind(incoming) is None
     assert [name for _, name, _ in book.queue(incoming)] == ["c.csv"]
-    assert book.status("s-bad") == "pending"  # not deleted, not rewritten
+    assert book.status(bad) == "pending"  # not deleted, not rewritten
     assert [name for _, name, _ in book.queue()] == ["bad.csv", "c.csv"]  # the ledger alone still has it
 
 
@@ -38,10 +39,29 @@ def test_a_file_is_not_held_behind_a_file_when_nothing_behind_it_is_left(tmp_pat
     incoming = tmp_path / "incoming"
     incoming.mkdir()
     book = Ledger(tmp_path / "ledger.sqlite")
-    _tried_and_failed(book, "s-bad", "bad.csv", 100.0)
-    book.arrive("s-c", "c.csv", 101.0)
     (incoming / "bad.csv").write_text("x\n1\n")  # c.csv was moved away meanwhile
+    _tried_and_failed(book, sha256_of(incoming / "bad.csv"), "bad.csv", 100.0)
+    book.arrive("s-c", "c.csv", 101.0)
     assert book.held_behind(incoming) is None
+
+
+def test_a_pending_file_copied_over_by_other_bytes_holds_nothing_back(tmp_path):
+    """The pending content under bad.csv was replaced (copied over) by other bytes of the same name: the
+    pending bytes are not in incoming any more, so they hold nothing back and are not queued; the new bytes
+    have their own row, at their own arrival."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    book = Ledger(tmp_path / "ledger.sqlite")
+    (incoming / "bad.csv").write_text("x\n1\n")
+    old = sha256_of(incoming / "bad.csv")
+    _tried_and_failed(book, old, "bad.csv", 100.0)
+    (incoming / "c.csv").write_text("x\n2\n")
+    book.arrive(sha256_of(incoming / "c.csv"), "c.csv", 101.0)
+    (incoming / "bad.csv").write_text("x\n3\n")
+    book.arrive(sha256_of(incoming / "bad.csv"), "bad.csv", 102.0)
+    assert book.held_behind(incoming) is None
+    assert [(sha == old, name) for sha, name, _ in book.queue(incoming)] == [(False, "c.csv"), (False, "bad.csv")]
+    assert book.status(old) == "pending"  # its row is kept as it was
 
 
 def test_incoming_files_leave_out_temporary_names_and_what_is_not_a_regular_file(tmp_path):
@@ -68,3 +88,20 @@ def test_a_quarantined_file_counts_only_while_it_is_in_quarantine(tmp_path):
     (paths.quarantine / "moved-back.csv").rename(tmp_path / "moved-back.csv")
     assert [p.name for p in quarantined_files(paths)] == ["dangling.csv", "kept.csv"]
     assert (paths.quarantine / "moved-back.csv.reason.json").exists()  # the record stays
+
+
+def test_a_file_a_live_run_is_deciding_holds_nothing_back(tmp_path):
+    """In a healthy burst the oldest file is being decided (a live claim) and the others wait their turn:
+    nothing is *held* (docs/operations.md: held means behind a failed file or one waiting for the breaker)."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    book = Ledger(tmp_path / "ledger.sqlite")
+    shas = {}
+    for i, name in enumerate(("a.csv", "b.csv", "c.csv")):
+        (incoming / name).write_text(f"x\n{i}\n")
+        shas[name] = sha256_of(incoming / name)
+        book.arrive(shas[name], name, 100.0 + i)
+    assert book.claim(shas["a.csv"], "a.csv", run_id="r1")  # this process: a live claim
+    assert book.held_behind(incoming) is None
+    book.release(shas["a.csv"])  # its run failed: now it holds the others back
+    assert book.held_behind(incoming) == "a.csv"

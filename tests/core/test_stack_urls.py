@@ -49,3 +49,14 @@ def test_status_after_the_stack_was_stopped_without_calmops_down_says_it_is_down
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "the stack is down" in done.stdout and "sea" in done.stdout, done.stdout
+
+
+def test_a_port_variable_that_is_not_a_port_is_named(monkeypatch):
+    from calmops.deployments import stack
+
+    monkeypatch.setenv("CALMOPS_PREFECT_PORT", "abc")
+    with pytest.raises(ValueError, match=r"CALMOPS_PREFECT_PORT='abc' is not a port number"):
+        stack.services()
+    monkeypatch.setenv("CALMOPS_PREFECT_PORT", "70000")
+    with pytest.raises(ValueError, match="CALMOPS_PREFECT_PORT='70000'"):
+        stack.services()

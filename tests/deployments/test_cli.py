@@ -113,6 +113,19 @@ def test_a_created_pipeline_is_in_the_viewer_before_its_first_file(calmops_home,
     assert data.health(None, "closed", None) == "new"  # what its Overview row says: no run yet
 
 
+def test_logs_of_a_service_of_the_stack(calmops_home):
+    """production.md: each service logs to $CALMOPS_HOME/logs/NAME.log, and `calmops logs` reads it too."""
+    logs = calmops_home / "logs"
+    logs.mkdir(parents=True)
+    (logs / "worker.log").write_text("".join(f"line {i}\n" for i in range(100)))
+    result = runner.invoke(app, ["logs", "worker", "-n", "3"])
+    assert result.exit_code == 0 and result.stdout.splitlines() == ["line 97", "line 98", "line 99"], result.output
+    missing = runner.invoke(app, ["logs", "watcher"])
+    assert missing.exit_code == 1 and "when the watcher service first starts" in missing.stderr
+    unknown = runner.invoke(app, ["logs", "nosuch"])
+    assert unknown.exit_code == 1 and "no pipeline named 'nosuch'" in unknown.stderr
+
+
 def test_unknown_pipeline_exits_non_zero_with_hint(calmops_home, tmp_path):
     path = write_csv(sea_frame(10, 8, seed=1), tmp_path, "a.csv")
     result = runner.invoke(app, ["run", "nope", str(path)])

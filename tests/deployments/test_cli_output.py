@@ -246,3 +246,33 @@ def test_an_error_under_json_still_prints_one_json_document_on_stdout(tmp_path):
         document = json.loads(done.stdout)
         assert "nosuch" in document["error"] and document["hint"] and document["exit_code"] == 1, document
         assert any(line.startswith("error:") for line in done.stderr.splitlines()), done.stderr
+
+
+def test_up_starts_the_other_services_when_one_cannot_start_and_names_it(tmp_path):
+    """`calmops up` with the viewer's port taken ended at the viewer with a clear error, but the API (started
+    after it) never started: a partial stack. Now the API starts and the command fails naming the viewer.
+    Runs the installed `calmops up`, for the two front-end services only (the servers are named elsewhere)."""
+    env = _env(tmp_path / "home")
+    api_port = free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env.update(CALMOPS_VIEWER_PORT=str(busy.getsockname()[1]), CALMOPS_API_PORT=str(api_port),
+                   PREFECT_API_URL="http://127.0.0.1:9/api",  # MLflow: the local store
+                   CALMOPS_START_TIMEOUT="60")
+        code = ("from rich.console import Console\n"
+                "from calmops.core.environment import prepare\n"
+                "from calmops.deployments.console import CliError\n"
+                "from calmops.deployments.operations_cli import bring_up\n"
+                "prepare()\n"
+                "try:\n    bring_up(Console(), ('viewer', 'api'))\n"
+                "except CliError as exc:\n    print('ERROR', exc, '|', exc.hint)\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                              check=False)
+    try:
+        assert "viewer did not start" in done.stdout, done.stdout + done.stderr
+        assert f"api: http://127.0.0.1:{api_port}" in done.stdout, done.stdout
+        assert "ERROR viewer did not start" in done.stdout and "calmops logs viewer" in done.stdout, done.stdout
+        assert httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=10).status_code in (200, 503)
+    finally:
+        subprocess.run([CALMOPS, "down"], capture_output=True, text=True, timeout=120, env=env, check=False)

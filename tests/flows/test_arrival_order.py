@@ -4,6 +4,8 @@ before its own first, oldest first; a failing file holds the files behind it unl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from calmops.core.store import ledger, pipeline_paths, read_spec
@@ -103,3 +105,58 @@ def test_with_order_none_a_failing_file_does_not_hold_the_others(prefect_server,
     assert run("sea", files["c.csv"])["decision"] == "no_drift"
     assert {e["file"]: e["status"] for e in book.entries()} == {"a.csv": "done", "bad.csv": "pending",
                                                                 "c.csv": "done"}
+
+
+def test_a_file_copied_over_before_its_run_does_not_jump_the_queue(prefect_server, stream_spec):
+    """data.csv arrives (recorded at 1000), is copied over by other bytes before its run (those arrive at 1002,
+    after a.csv at 1001): the first content is gone, and the file now in incoming is decided in ITS place,
+    after a.csv, not in the slot of the bytes it replaced."""
+    folder = incoming("sea")
+    book = ledger(pipeline_paths(read_spec("sea")))
+    first = write_csv(sea_frame(400, 8, seed=1), folder, "data.csv")
+    book.arrive(digest(first), "data.csv", 1000.0)
+    a = write_csv(sea_frame(400, 8, seed=2), folder, "a.csv")
+    book.arrive(digest(a), "a.csv", 1001.0)
+    second = write_csv(sea_frame(400, 8, seed=3), folder, "data.csv")  # copied over: other bytes, same name
+    book.arrive(digest(second), "data.csv", 1002.0)
+    assert [name for _, name, _ in book.queue(folder)] == ["a.csv", "data.csv"]
+    run("sea", second)
+    assert claim_order(book) == ["a.csv", "data.csv"]
+
+
+def test_of_two_copies_of_one_content_the_first_is_decided_and_the_later_is_the_duplicate(prefect_server, stream_spec):
+    folder = incoming("sea")
+    book = ledger(pipeline_paths(read_spec("sea")))
+    frame = sea_frame(400, 8, seed=5)
+    m5 = write_csv(frame, folder, "m_0005.csv")
+    book.arrive(digest(m5), "m_0005.csv", 1000.0, folder)
+    copy = write_csv(frame, folder, "dup_of_0005.csv")
+    book.arrive(digest(copy), "dup_of_0005.csv", 1001.0, folder)  # the watcher announces the copy
+    assert [name for _, name, _ in book.queue(folder)] == ["m_0005.csv"]
+    later = run("sea", copy)  # the copy's run starts first: it decides the queue, then finds its bytes done
+    assert later["decision"] == "duplicate" and later["file"] == "dup_of_0005.csv", later
+    assert claim_order(book) == ["m_0005.csv"]
+
+
+def test_a_file_moved_away_between_the_check_and_the_read_is_not_a_failed_run(prefect_server, stream_spec,
+                                                                              monkeypatch):
+    """In a burst another run of the pipeline's turn decides a file and moves it to processed/ while this file's
+    own run starts: the file was there when checked and is gone when read. That is a duplicate event, not a
+    FileNotFoundError (which showed as a red Failed run in Prefect)."""
+    from calmops.flows import common
+
+    folder = incoming("sea")
+    path = write_csv(sea_frame(400, 8, seed=11), folder, "a.csv")
+    first = run("sea", path)  # decided and moved to processed/
+    assert first["decision"] == "train"
+    write_csv(sea_frame(400, 8, seed=11), folder, "a.csv")  # the same bytes again, as the event's view of it
+    real = common.sha256_of
+
+    def moved_meanwhile(p, *args, **kwargs):
+        if Path(p) == path and path.exists():
+            path.unlink()  # another run took it between the check and the read
+        return real(p, *args, **kwargs)
+
+    monkeypatch.setattr(common, "sha256_of", moved_meanwhile)
+    again = run("sea", path)
+    assert again["decision"] == "duplicate", again
