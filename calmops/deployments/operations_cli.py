@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -316,6 +317,9 @@ def register(app: typer.Typer) -> None:
         from calmops.deployments.console import console
 
         read_spec(name)
+        if not yes and not sys.stdin.isatty():  # a script or a pipe: nobody to answer the question
+            raise CliError(f"nothing deleted: no terminal to confirm deleting {name!r}",
+                           "pass --yes to delete without asking")
         need_prefect("remove the deployment and trigger")
         if not yes and not typer.confirm(
                 f"Delete pipeline {name!r} (its deployment, trigger and breaker; files are kept under "

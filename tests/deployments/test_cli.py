@@ -126,6 +126,17 @@ def test_logs_of_a_service_of_the_stack(calmops_home):
     assert unknown.exit_code == 1 and "no pipeline named 'nosuch'" in unknown.stderr
 
 
+def test_delete_from_a_script_without_yes_says_why_nothing_was_deleted(calmops_home, tmp_path):
+    """No terminal to answer the question (a script, CI): one error, JSON under --json; it printed 'Aborted!'
+    on stderr and nothing on stdout."""
+    assert runner.invoke(app, ["create", str(_spec_file(tmp_path))]).exit_code == 0
+    result = runner.invoke(app, ["delete", "sea", "--json"])  # CliRunner's stdin is not a terminal
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.stdout)
+    assert "no terminal to confirm" in document["error"] and "--yes" in document["hint"], document
+    assert (calmops_home / "pipelines" / "sea" / "spec.yaml").exists()
+
+
 def test_unknown_pipeline_exits_non_zero_with_hint(calmops_home, tmp_path):
     path = write_csv(sea_frame(10, 8, seed=1), tmp_path, "a.csv")
     result = runner.invoke(app, ["run", "nope", str(path)])
