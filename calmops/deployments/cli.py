@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -300,6 +301,10 @@ def _print_stack(state: dict[str, Any]) -> None:
 
     from calmops.deployments.console import console, print_table
 
+    if not state["up"] and (remote := os.environ.get("PREFECT_API_URL")):  # a host of workers only, say
+        console.print(f"no service of the stack runs on this host; Prefect's API is {remote}", highlight=False,
+                      soft_wrap=True)
+        return
     if not state["up"]:
         console.print("the stack is down: start it with 'calmops up' (files wait in incoming; breakers are unknown until then)",
                       highlight=False)

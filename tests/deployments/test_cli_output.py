@@ -79,6 +79,11 @@ def test_status_with_the_stack_down_reads_local_state(calmops_home, tmp_path):
                           env=dict(_env(calmops_home), COLUMNS="80"), check=True).stdout
     assert "the stack is down" in text and "None" not in text and "{" not in text
     assert max(map(len, text.splitlines())) <= 80
+    # a host that runs only workers names Prefect's API elsewhere: not "down", and not "start it here"
+    remote = subprocess.run([CALMOPS, "status"], capture_output=True, text=True, timeout=300, check=True,
+                            env=dict(_env(calmops_home), PREFECT_API_URL="http://127.0.0.1:9/api")).stdout
+    assert "no service of the stack runs on this host; Prefect's API is http://127.0.0.1:9/api" in remote, remote
+    assert "calmops up" not in remote
 
 
 def _spec(tmp_path: Path) -> Path:
