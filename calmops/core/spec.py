@@ -191,6 +191,14 @@ class BreakerSpec(_Strict):
     half_open_trials: int = Field(default=1, ge=1)
     count_bad_input: bool = False
 
+    @model_validator(mode="after")
+    def _cooldown_within_its_cap(self) -> BreakerSpec:
+        if self.max_cooldown_seconds < self.cooldown_seconds:
+            raise ValueError(f"breaker.max_cooldown_seconds ({self.max_cooldown_seconds:g}) is below "
+                             f"breaker.cooldown_seconds ({self.cooldown_seconds:g}): the cap of the doubling "
+                             "cooldown cannot be shorter than the first one")
+        return self
+
 
 class HooksSpec(_Strict):
     """User functions as ``path/to/module.py:function``."""
@@ -272,6 +280,10 @@ class PipelineSpec(_Strict):
     def _consistent(self) -> PipelineSpec:
         if not self.prediction_only and not self.target:
             raise ValueError("'target' is required unless 'prediction_only: true'")
+        for key in ("drop_columns", "id_columns"):
+            if self.target and self.target in getattr(self, key):
+                raise ValueError(f"{key}: the target {self.target!r} cannot be listed there (it is the column "
+                                 "the model learns to predict)")
         kind = KINDS[self.kind]
         if kind.needs_block_column and not self.block_column:
             raise ValueError(f"'block_column' is required for kind '{self.kind}'")

@@ -329,10 +329,13 @@ def _count_text(record: dict[str, Any]) -> str:
 @friendly(servers=True)
 def run(name: str, file: Path, as_json: Annotated[bool, typer.Option("--json")] = False):
     """Process one file through the pipeline's flow now, and wait for the decision."""
-    from calmops.flows import run_file
+    from calmops.core.store import read_spec
 
+    read_spec(name)  # an unknown name is said at once, before the flows (and Prefect) are loaded
     if not file.exists():
         raise CliError(f"{file} does not exist", "give the path of a data file")
+    from calmops.flows import run_file
+
     outcome, error = run_file(name, file)
     if as_json:
         _print_json(outcome)
