@@ -7,6 +7,9 @@ on every file. No thresholds and no drift gate (docs/kinds.md, ipip):
 3. the new version is registered and promoted (``train`` for the first, ``retrain_promoted`` afterwards);
 4. p, b, ensemble sizes and the share of ensembles replaced are recorded, and a data-drift report against
    the previous file is computed for visibility only.
+
+IPIP is binary: a file to learn from whose labels are not the two classes of the ensemble (a first file: not
+exactly two) is quarantined with the column, the values and their rows (:func:`labels_ipip_cannot_learn`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from calmops.flows.common import (
     predict_without_training,
     reference_frame,
     register,
+    reject,
     run_in_order,
     run_name,
     write_predictions_of,
@@ -41,10 +45,11 @@ from calmops.tasks import blocks as B
 from calmops.tasks import step
 from calmops.tasks.drift.data import data_drift
 from calmops.tasks.evaluate import evaluate_models
-from calmops.tasks.ingest import Batch
+from calmops.tasks.ingest import Batch, RejectedInput
 from calmops.tasks.promote import promote_challenger
 from calmops.tasks.record import RunOutcome
 from calmops.tasks.retrain import TrainingResult
+from calmops.tasks.validate import excerpt
 
 IPIP_CLASS = "calmops.core.ipip.IPIPClassifier"
 
@@ -61,12 +66,41 @@ def process_ipip_file(ctx: RunContext, champion: registry.Champion | None, batch
     batch = without_block_column(batch, spec)
     if spec.prediction_only or not ctx.training_allowed:
         return predict_without_training(ctx, batch, champion)
+    if champion is not None and batch.cannot_train:  # (with no champion, ingest quarantined such a file)
+        return predict_without_learning(ctx, batch, champion)
+    not_binary = labels_ipip_cannot_learn(ctx, batch, champion)
+    if not_binary is not None:
+        return reject(ctx, champion, not_binary)
     ctx.params["retrain_mode"] = "ipip"
     if champion is None:
         return fit_first(ctx, batch, blocks)
-    if batch.cannot_train:
-        return predict_without_learning(ctx, batch, champion)
     return update_champion(ctx, batch, blocks, champion)
+
+
+def labels_ipip_cannot_learn(ctx: RunContext, batch: Batch, champion: registry.Champion | None) -> RejectedInput | None:
+    """Why IPIP, binary by design, cannot learn from this file's labels, or None.
+
+    A first file must hold exactly two classes; a later one only the two the ensemble was fit on (those the
+    champion has never seen are ``batch.labels.new_classes``). Anything else is bad input, not a crash of the
+    run: the file is quarantined with a reason naming the column, the values and their rows (docs/kinds.md).
+    """
+    labels = batch.labels
+    if champion is None and len(labels.classes) > 2:
+        unexpected, why = labels.classes, f"holds {len(labels.classes)} classes"
+        fix = "IPIP is binary only and learns from exactly two classes: keep the rows of two of them"
+    elif champion is not None and labels.new_classes:
+        known = ", ".join(excerpt(c) for c in champion.schema.classes or [])
+        unexpected, why = labels.new_classes, f"holds label(s) the IPIP ensemble was not fit on (it knows {known})"
+        fix = "IPIP is binary only and cannot learn another class: correct or remove these rows"
+    else:
+        return None
+    counts = batch.y.map(str).value_counts()
+    rows = {value: int(counts.get(value, 0)) for value in unexpected[:10]}
+    listed = ", ".join(f"{excerpt(value)} in {n} row(s)" for value, n in rows.items())
+    more = f" and {len(unexpected) - 10} more" if len(unexpected) > 10 else ""
+    return RejectedInput(f"{ctx.path.name}: target column '{ctx.spec.target}' {why}: {listed}{more}. {fix}, or "
+                         "use a stream or block pipeline for more classes", column=ctx.spec.target,
+                         unexpected_labels=rows)
 
 
 def without_block_column(batch: Batch, spec: PipelineSpec) -> Batch:

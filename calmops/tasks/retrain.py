@@ -6,7 +6,8 @@ batch's held-out rows: the flows pass only the training part of the current batc
 
 =============  ==============================================================================
 full           a fresh model on the champion's reference + the new rows (or the new rows only)
-incremental    ``partial_fit`` of a copy of the champion on the new rows; recorded fallback to full
+incremental    ``partial_fit`` of a copy of the champion on the new rows; recorded fallback to full (no
+               ``partial_fit``, or a class the champion never saw)
 window         a fresh model on the most recent ``window_rows`` rows (or ``window_batches`` batches)
 stacking       the champion's models frozen (the last ``stacking_members`` − 1) + a frozen model on the last
                ``stacking_recent_batches`` history batches + a model on the new rows + a meta-model combining them
@@ -39,6 +40,7 @@ from calmops.core.metrics import HIGHER_IS_BETTER
 from calmops.core.spec import PipelineSpec
 from calmops.tasks import BadInput, step
 from calmops.tasks.evaluate import compare_on_holdout, score
+from calmops.tasks.validate import excerpt
 
 
 class RetrainModeUnavailable(BadInput):
@@ -127,9 +129,16 @@ def retrain_full(inputs: RetrainInputs) -> TrainingResult:
 def retrain_incremental(inputs: RetrainInputs) -> TrainingResult:
     champion = inputs.champion
     estimator = champion.steps[-1][1] if isinstance(champion, Pipeline) else champion
-    if champion is None or not hasattr(estimator, "partial_fit"):
+    why = None
+    if champion is None:
+        why = "no champion"
+    elif not hasattr(estimator, "partial_fit"):
+        why = f"{type(estimator).__name__} has no partial_fit"
+    elif inputs.task == "classification" and (unseen := _unseen_classes(estimator, inputs.y_new)):
+        why = (f"class(es) {', '.join(excerpt(c) for c in unseen[:10])} never seen by the champion "
+               "(partial_fit cannot add a class)")
+    if why:  # a full refit learns what partial_fit cannot; the record says why
         result = retrain_full(inputs)
-        why = "no champion" if champion is None else f"{type(estimator).__name__} has no partial_fit"
         result.info.update(fallback="full", fallback_reason=f"incremental impossible: {why}; fitted in full instead")
         return result
     model = copy.deepcopy(champion)  # the champion itself stays untouched in the registry
@@ -143,6 +152,15 @@ def retrain_incremental(inputs: RetrainInputs) -> TrainingResult:
     if inputs.reference is not None:  # the new reference: what the model has now seen
         X, y = _concat([_features_target(inputs.reference, inputs), (inputs.X_new, inputs.y_new)])
     return TrainingResult(model, X, y, "incremental", {"rows": len(inputs.X_new), "continued_from": "champion"})
+
+
+def _unseen_classes(estimator: Any, y: pd.Series) -> list[str]:
+    """The labels of ``y`` the fitted classifier does not know (as text, sorted); none without ``classes_``."""
+    known = getattr(estimator, "classes_", None)
+    if known is None:
+        return []
+    seen = {str(c) for c in known}
+    return sorted({str(c) for c in pd.unique(y)} - seen)
 
 
 def retrain_window(inputs: RetrainInputs) -> TrainingResult:
