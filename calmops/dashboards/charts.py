@@ -147,6 +147,8 @@ def confusion(matrix: list[list[float]], labels: list[str], title: str) -> go.Fi
 
 def matrix_heatmap(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
     fig = px.imshow(frame, text_auto=".2f", color_continuous_scale="OrRd", aspect="auto")
+    fig.update_xaxes(type="category")  # block names are names, even "7" and "8" (no 7.5 between them)
+    fig.update_yaxes(type="category")
     return _layout(fig, title, height=max(300, 80 + 36 * len(frame.index)))
 
 

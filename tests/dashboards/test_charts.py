@@ -26,3 +26,12 @@ def test_the_realized_scores_of_late_labels_are_drawn_per_model_version_next_to_
     assert list(v1.x) == ["l1.csv", "l34.csv"] and list(v1.y) == [0.86, 0.85]
     assert list(v2.x) == ["l34.csv"] and list(v2.y) == [0.97]
     assert "estimated accuracy" in traces and not any("f1" in name for name in traces)
+
+
+def test_block_names_that_look_like_numbers_stay_names_on_the_drift_matrix():
+    """Blocks "7" and "8": a numeric axis put ticks 6.5, 7, 7.5 … between them."""
+    from calmops.dashboards.charts import matrix_heatmap
+
+    matrix = pd.DataFrame([[0.0, 0.3], [0.3, 0.0]], index=["7", "8"], columns=["7", "8"])
+    fig = matrix_heatmap(matrix)
+    assert fig.layout.xaxis.type == "category" and fig.layout.yaxis.type == "category"

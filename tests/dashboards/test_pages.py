@@ -182,6 +182,11 @@ def test_ipip_view_shows_p_b_and_replaced_share(home):
     ipips = table(at, "ipip_table")
     assert {"ipip_p", "ipip_b", "ipip_replaced_share"} <= set(ipips.columns)
     assert ipips["ipip_b"].tolist() == [4, 5, 5]  # newest first
+    import json
+
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    series = [{t["name"] for t in chart["data"]} for chart in charts]
+    assert series == [{"ipip_p", "ipip_b"}, {"ipip_replaced_share"}], series  # not every detail as a line
 
 
 def test_simulator_generates_and_writes_files(home, tmp_path):

@@ -31,8 +31,9 @@ def body(conn: data.Connection, pipelines: list[dict]) -> None:
     if not numeric:
         st.caption("No IPIP metrics (`ipip_p`, `ipip_b`, `ipip_replaced_share`) recorded yet.")
     else:
-        sizes = [c for c in numeric if "share" not in c]
-        shares = [c for c in numeric if "share" in c]
+        # the two sizes and the replaced share, as metrics (the table below has every detail)
+        sizes = [c for c in ("ipip_p", "ipip_b") if c in numeric]
+        shares = [c for c in numeric if c.startswith("ipip") and "share" in c]
         left, right = st.columns(2)
         with left:
             if sizes:
