@@ -9,6 +9,26 @@ from pathlib import Path
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def printable(text: str) -> str:
+    r"""``text`` with each character that is not printable (line breaks, ANSI's escape byte, other control and
+    format characters) written the way ``repr`` writes it, so a file name read from disk can neither forge a log
+    line nor colour a terminal. Printable text, non-ASCII letters included, is left as it is.
+
+    >>> printable("evil\nname\x1b[31m.csv"), printable("données.csv")
+    ('evil\\nname\\x1b[31m.csv', 'données.csv')
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class _OneLine(logging.Formatter):
+    """One record, one line: the message (with the names and reasons in it) goes through :func:`printable`."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+
 def pipeline_logger(pipeline: str, logs_dir: Path) -> logging.Logger:
     """A logger writing to ``<pipeline>/logs/pipeline.log`` (rotated at 5 MB, 5 files kept)."""
     logger = logging.getLogger(f"calmops.pipeline.{pipeline}")
@@ -20,13 +40,14 @@ def pipeline_logger(pipeline: str, logs_dir: Path) -> logging.Logger:
             h.close()
         logs_dir.mkdir(parents=True, exist_ok=True)
         handler = RotatingFileHandler(target, maxBytes=5_000_000, backupCount=5)
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        handler.setFormatter(_OneLine(_FORMAT))
         logger.addHandler(handler)
     return logger
 
 
 class RunLog:
-    """Sends each message to the Prefect run logger (visible in the UI) and the pipeline's file."""
+    """Sends each message to the Prefect run logger (visible in the UI) and the pipeline's file, as one line
+    (see :func:`printable`): the names and reasons in it come from files on disk."""
 
     def __init__(self, pipeline: str, logs_dir: Path):
         self.file = pipeline_logger(pipeline, logs_dir)
@@ -37,17 +58,22 @@ class RunLog:
         except Exception:  # noqa: BLE001 - outside a flow run: file and stderr only
             self.prefect = logging.getLogger("calmops")
 
+    def _log(self, level: int, msg: str, args: tuple) -> None:
+        try:
+            line = printable(str(msg) % args if args else str(msg))
+        except (TypeError, ValueError, KeyError):  # a format that does not fit its args must not fail the run
+            line = printable(f"{msg} {args!r}")
+        self.file.log(level, "%s", line)
+        self.prefect.log(level, "%s", line)
+
     def info(self, msg: str, *args) -> None:
-        self.file.info(msg, *args)
-        self.prefect.info(msg, *args)
+        self._log(logging.INFO, msg, args)
 
     def warning(self, msg: str, *args) -> None:
-        self.file.warning(msg, *args)
-        self.prefect.warning(msg, *args)
+        self._log(logging.WARNING, msg, args)
 
     def error(self, msg: str, *args) -> None:
-        self.file.error(msg, *args)
-        self.prefect.error(msg, *args)
+        self._log(logging.ERROR, msg, args)
 
 
 class _WithoutTraceback(logging.Formatter):

@@ -4,7 +4,9 @@
 
 - ``GET /health``: the API answers and the MLflow registry is reachable (never behind the token).
 - ``GET /``: a small index (links to /docs, /openapi.json, /health, /pipelines); ``/docs`` is Swagger UI served
-  from assets shipped in the package (no CDN).
+  from assets shipped in the package (no CDN). The index, ``/openapi.json`` and the docs pages (``/docs``,
+  ``/docs/oauth2-redirect``, ``/redoc``, their assets under ``/static-offline-docs/``) never need the token either:
+  they show nothing the schema does not.
 - ``GET /pipelines``: every pipeline with its kind, champion version, task and input columns.
 - ``GET /pipelines/{name}``: one pipeline's input schema (columns, dtypes, feature types, classes).
 - ``POST /pipelines/{name}/predict``: ``{"records": [{column: value, ...}, ...]}`` in, predictions out,
@@ -478,7 +480,8 @@ def predict_records(champion, records: list[dict[str, Any]]) -> tuple[list, list
 
 def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                max_records: int = DEFAULT_MAX_RECORDS) -> FastAPI:
-    """The prediction API. ``token``: require ``Authorization: Bearer <token>`` on every route but /health."""
+    """The prediction API. ``token``: require ``Authorization: Bearer <token>`` on every route but
+    ``/``, ``/health``, ``/openapi.json`` and the docs pages with their assets (docs/api.md, "Auth")."""
     from calmops.core import registry
 
     registry.configure()
@@ -494,7 +497,8 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
             "next request on, without a restart; every response names the model version used. "
             f"Limits: {max_request_bytes} bytes per request body (413 over it), {max_records} records "
             "per request (413 over it)."
-            + (" All routes except /health need `Authorization: Bearer <token>`." if token else "")
+            + (" All routes except /, /health, /openapi.json and the docs pages (/docs, /redoc and their "
+               "assets) need `Authorization: Bearer <token>`." if token else "")
         ),
     )
     app.state.max_records = max_records

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from calmops.core.logs import printable
+
 
 class _LazyGenerate(TyperGroup):
     """Imports the generators (river, matplotlib…) only when ``calmops generate`` runs, not to list it."""
@@ -67,7 +69,7 @@ def shown(value: Any, prefix: str = "") -> str:
         return ", ".join(shown(v) for v in value)
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return f"{prefix}{value}"
+    return f"{prefix}{printable(str(value))}"  # a file name can hold a line break or a terminal's escape code
 
 
 # -- pipelines ----------------------------------------------------------------------------
@@ -351,9 +353,9 @@ def _print_outcome(o: dict[str, Any]) -> None:
     from calmops.deployments.console import console
 
     drift = "yes" if o.get("drift_detected") else "no"
-    console.print(f"[bold]{escape(o['pipeline'])}[/] · {escape(o['file'])} → [bold]{o['decision']}[/] "
+    console.print(f"[bold]{escape(o['pipeline'])}[/] · {escape(printable(o['file']))} → [bold]{o['decision']}[/] "
                   f"(drift: {drift})", highlight=False)
-    console.print(f"  {o['reason']}", highlight=False, markup=False)
+    console.print(f"  {printable(o['reason'])}", highlight=False, markup=False)
     parts = [f"champion {shown(o.get('champion_version'), 'v')}"]
     if o.get("challenger_version") is not None:
         parts.append(f"challenger v{o['challenger_version']}")

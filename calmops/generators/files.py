@@ -179,10 +179,14 @@ def read_table(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
     """Read a file written by :func:`write_files` (or any file in one of :data:`FORMATS`)."""
     path = Path(path)
     fmt = _check_format(fmt or _EXTENSIONS.get(path.suffix.lower(), path.suffix or "?"))
+    # round_trip: pandas' default float parser can be off by one unit in the last place, which would change
+    # the last digit of columns that are only read and written back (e.g. by ``calmops generate inject``).
     if fmt == "csv":
-        return pd.read_csv(path, sep=None, engine="python") if path.suffix == ".txt" else pd.read_csv(path)
+        if path.suffix == ".txt":
+            return pd.read_csv(path, sep=None, engine="python")
+        return pd.read_csv(path, float_precision="round_trip")
     if fmt == "tsv":
-        return pd.read_csv(path, sep="\t")
+        return pd.read_csv(path, sep="\t", float_precision="round_trip")
     if fmt == "parquet":
         return pd.read_parquet(path)
     if fmt == "json":

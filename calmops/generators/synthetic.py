@@ -59,6 +59,7 @@ class _Generator:
     concepts: tuple[int, ...] | None  # valid concept ids; None = any non-negative int
     make: Callable[[int, int, dict], object]  # (concept, stream_seed, params) -> river dataset
     incremental: bool = False
+    params: Mapping[str, type] = field(default_factory=dict)  # the ``params`` it takes, and their types
 
 
 def _rotate(dataset, k: int, n: int):
@@ -88,10 +89,12 @@ GENERATORS: dict[str, _Generator] = {
     "sea": _Generator(
         "sea", "classification", (0, 1, 2, 3),
         lambda c, s, p: synth.SEA(variant=c, seed=s, **_p(p, "noise")), incremental=True,
+        params={"noise": float},
     ),
     "agrawal": _Generator(
         "agrawal", "classification", tuple(range(10)),
         lambda c, s, p: synth.Agrawal(classification_function=c, seed=s, **_p(p, "perturbation")),
+        params={"perturbation": float},
     ),
     "hyperplane": _Generator(
         "hyperplane", "classification", None,
@@ -100,10 +103,13 @@ GENERATORS: dict[str, _Generator] = {
             **_p(p, "n_features", "n_drift_features", "noise_percentage", "sigma", "mag_change"),
         ),
         incremental=True,
+        params={"seed_model": int, "n_features": int, "n_drift_features": int, "noise_percentage": float,
+                "sigma": float, "mag_change": float},
     ),
     "sine": _Generator(
         "sine", "classification", (0, 1, 2, 3),
         lambda c, s, p: synth.Sine(classification_function=c, seed=s, **_p(p, "has_noise")),
+        params={"has_noise": bool},
     ),
     "stagger": _Generator(
         "stagger", "classification", (0, 1, 2),
@@ -120,6 +126,8 @@ GENERATORS: dict[str, _Generator] = {
             **_p(p, "n_classes", "n_features", "n_centroids", "n_drift_centroids", "change_speed"),
         ),
         incremental=True,
+        params={"seed_model": int, "n_classes": int, "n_features": int, "n_centroids": int,
+                "n_drift_centroids": int, "change_speed": float},
     ),
     "randomtree": _Generator(
         "randomtree", "classification", None,
@@ -128,6 +136,9 @@ GENERATORS: dict[str, _Generator] = {
             **_p(p, "n_classes", "n_num_features", "n_cat_features", "n_categories_per_feature",
                  "max_tree_depth", "first_leaf_level", "fraction_leaves_per_level"),
         ),
+        params={"seed_model": int, "n_classes": int, "n_num_features": int, "n_cat_features": int,
+                "n_categories_per_feature": int, "max_tree_depth": int, "first_leaf_level": int,
+                "fraction_leaves_per_level": float},
     ),
     "friedman": _Generator(
         "friedman", "regression", None,
@@ -139,10 +150,34 @@ GENERATORS: dict[str, _Generator] = {
             synth.LED(seed=s, noise_percentage=p.get("noise_percentage", 0.1),
                       irrelevant_features=p.get("irrelevant_features", True)), c, 7,
         ),
+        params={"noise_percentage": float, "irrelevant_features": bool},
     ),
 }
 
 _ALIASES = {"random_rbf": "randomrbf", "rbf": "randomrbf", "random_tree": "randomtree"}
+
+
+_KINDS = {float: "a number", int: "an integer", bool: "true or false"}
+
+
+def _check_params(gen: _Generator, params: Mapping | None) -> dict:
+    """``params`` checked against what ``gen`` takes: unknown names and values of the wrong type are refused
+    with a message naming the parameter, its value and what is expected."""
+    params = dict(params or {})
+    unknown = [k for k in params if k not in gen.params]
+    if unknown:
+        takes = ", ".join(gen.params) or "no parameters"
+        raise ValueError(f"{gen.name} does not take {unknown}; it takes: {takes}")
+    for k, v in params.items():
+        kind = gen.params[k]
+        ok = isinstance(v, bool) if kind is bool else (
+            isinstance(v, (int, float)) and not isinstance(v, bool)
+            and (kind is float or isinstance(v, int) or float(v).is_integer()))
+        if not ok:
+            raise ValueError(f"parameter {k}={v!r} of {gen.name} must be {_KINDS[kind]}")
+        if kind is int:
+            params[k] = int(v)
+    return params
 
 
 def generator_names() -> list[str]:
@@ -318,7 +353,8 @@ def synthetic(
     """Generate ``n_rows`` rows of ``generator`` with an optional ``drift``.
 
     ``params`` go to the river generator (e.g. ``{"noise": 0.1}`` for SEA, ``{"n_features": 5}`` for
-    Hyperplane; ``mag_change`` / ``change_speed`` set the speed of incremental drift). ``class_balance``
+    Hyperplane; ``mag_change`` / ``change_speed`` set the speed of incremental drift); a name the generator
+    does not take (see ``GENERATORS[name].params``) or a value of the wrong type raises ``ValueError``. ``class_balance``
     is the share of class 1 (binary) or a mapping ``{label: share}``; rows are drawn by rejection sampling
     from the current concept so P(x | y) is kept. ``timestamps`` adds a time column, ``block_column`` with
     ``rows_per_block`` a block number (1, 2, …). ``include_concept`` adds the ground-truth concept of
@@ -331,7 +367,7 @@ def synthetic(
         raise ValueError(f"rows_per_block must be >= 1, got {rows_per_block}")
     if block_column and not rows_per_block:
         raise ValueError("block_column needs rows_per_block")
-    params = dict(params or {})
+    params = _check_params(gen, params)
     plan = _plan(drift, gen, n_rows, rows_per_block)
     rng = np.random.default_rng(derive_seed(seed, 0))
     idx = np.arange(n_rows)

@@ -202,3 +202,19 @@ def test_an_orphaned_claim_counts_only_while_its_file_is_in_incoming(stream_spec
     after = _status("sea")
     assert after["files_orphaned"] == 0, after
     assert book.states()[sha] == "orphaned"  # the ledger row is kept as it was
+
+
+def test_a_file_name_with_a_line_break_or_an_escape_code_is_shown_escaped(stream_spec):
+    """Incoming folders may be writable by other teams (docs/security.md): a name must not colour the terminal
+    or forge a line of `calmops status`."""
+    paths = pipeline_paths(stream_spec)
+    book = ledger(paths)
+    evil = "evil\nname\x1b[31m.csv"
+    path = _drop(paths.incoming, evil, "x1,x2,x3,y\n1,2,3,0\n")
+    sha = _arrived(book, path)
+    assert book.claim(sha, evil, run_id="run-1")
+    book.finish(sha, "no_drift")
+    text = runner.invoke(app, ["status", "sea"], env={"COLUMNS": "200"}).stdout
+    assert "\x1b" not in text and "evil\nname" not in text, repr(text)
+    assert "evil\\nname\\x1b[31m.csv" in text, text
+    assert _status("sea")["last_file"] == evil  # JSON keeps the name as it is (escaped by JSON itself)
