@@ -291,3 +291,4 @@ def test_unreachable_prefect_keeps_mlflow_data(home, monkeypatch):
     at = page("overview")
     assert not at.exception
     assert table(at, "overview_table").set_index("pipeline").loc["sea", "breaker"] == "unknown"
+    assert metrics(at)["Breakers open"] == "unknown"  # not 0 beside the warning that their states are unknown
