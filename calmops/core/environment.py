@@ -68,15 +68,15 @@ def prepare() -> dict[str, str]:
     return urls
 
 
-def servers_out_of_reach() -> list[str]:
+def servers_out_of_reach(needed: tuple[str, ...] = ("prefect", "mlflow")) -> list[str]:
     """The servers whose state is configured to live in a database of their own (``prefect_database_url``,
     ``mlflow_backend_store_uri``: the production layout) that this process has no URL for: not running on this
     host (see :func:`prepare`) and not named by ``PREFECT_API_URL`` / ``MLFLOW_TRACKING_URI``. Without a server the
     local stack works on its SQLite files; here that would be an empty registry and a temporary Prefect, so the
     commands that act on the stack's state refuse instead (:func:`calmops.deployments.console.friendly`)."""
     out = []
-    if setting("prefect_database_url") and not os.environ.get("PREFECT_API_URL"):
+    if "prefect" in needed and setting("prefect_database_url") and not os.environ.get("PREFECT_API_URL"):
         out.append("Prefect (its database is prefect_database_url)")
-    if setting("mlflow_backend_store_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
+    if "mlflow" in needed and setting("mlflow_backend_store_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
         out.append("MLflow (its database is mlflow_backend_store_uri)")
     return out

@@ -119,26 +119,6 @@ class EvaluationSpec(_Strict):
     estimated_trigger: float | None = Field(default=None, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _known_metrics(self) -> EvaluationSpec:
-        named = ([("primary_metric", self.primary_metric)] if self.primary_metric else []) + \
-            [(f"thresholds.{m}", m) for m in self.thresholds]
-        for where, metric in named:
-            if metric not in HIGHER_IS_BETTER:
-                close = difflib.get_close_matches(metric, HIGHER_IS_BETTER, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ValueError(f"evaluation.{where}: {metric!r} is not a metric; {hint}"
-                                 f"known: {', '.join(HIGHER_IS_BETTER)}")
-            other = {"classification": REGRESSION_METRICS, "regression": CLASSIFICATION_METRICS}.get(self.task or "")
-            if other and metric in other:
-                raise ValueError(f"evaluation.{where}: {metric!r} is not a metric of {self.task} "
-                                 f"(known: {', '.join(m for m in HIGHER_IS_BETTER if m not in other)})")
-        for metric, bound in self.thresholds.items():
-            if bound.min is not None and bound.max is not None and bound.min > bound.max:
-                raise ValueError(f"evaluation.thresholds.{metric}: min {bound.min} is above max {bound.max}; "
-                                 "no model could pass")
-        return self
-
-    @model_validator(mode="after")
     def _decay_window_holds_the_files(self) -> EvaluationSpec:
         if self.decay_files is not None and self.decay_files > self.decay_window:
             raise ValueError(f"evaluation.decay_files ({self.decay_files}) cannot exceed evaluation.decay_window "
@@ -190,14 +170,6 @@ class BreakerSpec(_Strict):
     max_cooldown_seconds: float = Field(default=3600.0, ge=0.0)
     half_open_trials: int = Field(default=1, ge=1)
     count_bad_input: bool = False
-
-    @model_validator(mode="after")
-    def _cooldown_within_its_cap(self) -> BreakerSpec:
-        if self.max_cooldown_seconds < self.cooldown_seconds:
-            raise ValueError(f"breaker.max_cooldown_seconds ({self.max_cooldown_seconds:g}) is below "
-                             f"breaker.cooldown_seconds ({self.cooldown_seconds:g}): the cap of the doubling "
-                             "cooldown cannot be shorter than the first one")
-        return self
 
 
 class HooksSpec(_Strict):
@@ -260,12 +232,6 @@ class PipelineSpec(_Strict):
     order: Literal["arrival", "none"] = "arrival"
     seed: int = 0
 
-    @field_validator("schedule")
-    @classmethod
-    def _valid_schedule(cls, v: str | None) -> str | None:
-        parse_schedule(v)  # refused at create/update, not later when the pipeline is deployed
-        return v
-
     @field_validator("name")
     @classmethod
     def _valid_name(cls, v: str) -> str:
@@ -280,10 +246,6 @@ class PipelineSpec(_Strict):
     def _consistent(self) -> PipelineSpec:
         if not self.prediction_only and not self.target:
             raise ValueError("'target' is required unless 'prediction_only: true'")
-        for key in ("drop_columns", "id_columns"):
-            if self.target and self.target in getattr(self, key):
-                raise ValueError(f"{key}: the target {self.target!r} cannot be listed there (it is the column "
-                                 "the model learns to predict)")
         kind = KINDS[self.kind]
         if kind.needs_block_column and not self.block_column:
             raise ValueError(f"'block_column' is required for kind '{self.kind}'")
@@ -485,12 +447,23 @@ def _top_level_names(path: Path, key: str) -> set[str]:
 
 
 def check_spec(spec: PipelineSpec) -> None:
-    """What a spec needs beyond its own text, checked before any file comes (``create``/``update``).
+    """What a spec needs beyond its own text, checked before any file comes (``create``/``update``), not when a
+    saved spec is read (a pipeline saved before a check existed still loads, and ``update`` can mend it).
 
-    The model classes import and are estimators, ``model.params`` are valid for them, the preprocess module
-    and every hook exist and define their function. Raises :class:`SpecError` naming the key.
+    The model classes import and are estimators, ``model.params`` are valid for them, the metrics are known, the
+    breaker's cooldown cap is not below its first cooldown, the schedule parses (with Prefect's own cron check),
+    the preprocess module and every hook exist and define their function. Raises :class:`SpecError` naming the key.
     """
     check_params(spec.model, spec.allow_modules)
+    _check_metrics(spec.evaluation)
+    b = spec.breaker
+    if b.max_cooldown_seconds < b.cooldown_seconds:
+        raise SpecError(f"breaker.max_cooldown_seconds ({b.max_cooldown_seconds:g}) is below breaker.cooldown_seconds "
+                        f"({b.cooldown_seconds:g}): the cap of the doubling cooldown cannot be shorter than the first one")
+    try:
+        parse_schedule(spec.schedule)
+    except ValueError as exc:
+        raise SpecError(f"schedule: {exc}") from None
     if spec.preprocess is not None and "preprocess" not in _top_level_names(Path(spec.preprocess), "preprocess"):
         raise SpecError(f"preprocess: {spec.preprocess} defines no function 'preprocess(df)'")
     for kind in ("train", "retrain", "fallback"):
@@ -503,6 +476,26 @@ def check_spec(spec: PipelineSpec) -> None:
             raise SpecError(f"{key}: {reference!r} must look like 'path/to/module.py:function'")
         if name not in _top_level_names(Path(path), key):
             raise SpecError(f"{key}: {path} defines no function {name!r}")
+
+
+def _check_metrics(ev: EvaluationSpec) -> None:
+    """``primary_metric`` and the thresholds' metrics are ones CalmOps computes (of the task, when given), and no
+    threshold's ``min`` is above its ``max``: else the pipeline could never promote, or never train."""
+    named = ([("primary_metric", ev.primary_metric)] if ev.primary_metric else []) + \
+        [(f"thresholds.{m}", m) for m in ev.thresholds]
+    other = {"classification": REGRESSION_METRICS, "regression": CLASSIFICATION_METRICS}.get(ev.task or "", ())
+    for where, metric in named:
+        if metric not in HIGHER_IS_BETTER:
+            close = difflib.get_close_matches(metric, HIGHER_IS_BETTER, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise SpecError(f"evaluation.{where}: {metric!r} is not a metric; {hint}known: {', '.join(HIGHER_IS_BETTER)}")
+        if metric in other:
+            raise SpecError(f"evaluation.{where}: {metric!r} is not a metric of {ev.task} "
+                            f"(known: {', '.join(m for m in HIGHER_IS_BETTER if m not in other)})")
+    for metric, bound in ev.thresholds.items():
+        if bound.min is not None and bound.max is not None and bound.min > bound.max:
+            raise SpecError(f"evaluation.thresholds.{metric}: min {bound.min:g} is above max {bound.max:g}; "
+                            "no model could pass")
 
 
 def _format_error(source: str, err: ValidationError) -> str:

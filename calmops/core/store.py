@@ -311,15 +311,25 @@ def holds(path: Path, sha256: str, arrived: float | None = None) -> bool:
     """Whether ``path`` is there and holds the content ``sha256``: at once when its modification time is
     still ``arrived`` (as the ledger recorded it), else by reading it (a file copied over under the same name)."""
     try:
-        modified = path.stat().st_mtime_ns
+        st = path.stat()
     except OSError:
         return False
-    if arrived is not None and arrival_time(modified) == arrived:
+    if arrived is not None and arrival_time(st.st_mtime_ns) == arrived:
         return True
-    try:
-        return sha256_of(path) == sha256
-    except OSError:
-        return False
+    key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)  # the queue is read before each file of a burst:
+    if (known := _HASHED.get(key)) is None:  # a file that was touched or copied is read once, not each time
+        try:
+            known = sha256_of(path)
+        except OSError:
+            return False
+        if len(_HASHED) >= 4096:
+            _HASHED.clear()
+        _HASHED[key] = known
+    return known == sha256
+
+
+#: (path, mtime_ns, size, inode) -> sha256 of the files :func:`holds` had to read, in this process
+_HASHED: dict[tuple[str, int, int, int], str] = {}
 
 
 def arrival_time(mtime_ns: int) -> float:

@@ -76,7 +76,7 @@ def shown(value: Any, prefix: str = "") -> str:
 
 
 @app.command("create")
-@friendly(servers=True)
+@friendly(servers=("prefect", "mlflow"))
 def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (YAML).")],
            adopt: Annotated[bool, typer.Option("--adopt", help="Serve the champion the MLflow registered model "
                                                                "of this pipeline name already has.")] = False):
@@ -109,7 +109,7 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
 
 
 @app.command("update")
-@friendly(servers=True)
+@friendly(servers=("prefect", "mlflow"))
 def update(name: str, spec_file: Path):
     """Replace a pipeline's spec (validated; the change is versioned)."""
     from calmops.core.spec import load_spec
@@ -304,7 +304,8 @@ def _print_stack(state: dict[str, Any]) -> None:
     from calmops.deployments.console import console, print_table
 
     if not state["up"] and (remote := os.environ.get("PREFECT_API_URL")):  # a host of workers only, say
-        console.print(f"no service of the stack runs on this host; Prefect's API is {remote}", highlight=False,
+        console.print(f"no service of the stack runs on this host ('calmops up' starts them here); Prefect's API is "
+                      f"{remote}", highlight=False,
                       soft_wrap=True)
         return
     if not state["up"]:
@@ -328,7 +329,7 @@ def _count_text(record: dict[str, Any]) -> str:
 
 
 @app.command("run")
-@friendly(servers=True)
+@friendly(servers=("prefect", "mlflow"))
 def run(name: str, file: Path, as_json: Annotated[bool, typer.Option("--json")] = False):
     """Process one file through the pipeline's flow now, and wait for the decision."""
     from calmops.core.store import read_spec
@@ -367,7 +368,7 @@ def _print_outcome(o: dict[str, Any]) -> None:
 
 
 @breaker_app.command("show")
-@friendly(servers=True)
+@friendly(servers=("prefect",))
 def breaker_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = False):
     """State, consecutive failures, next retry time and transition history."""
     from calmops.core.breaker import read_breaker
@@ -385,7 +386,7 @@ def breaker_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = F
 
 
 @breaker_app.command("reset")
-@friendly(servers=True)
+@friendly(servers=("prefect",))
 def breaker_reset(name: str):
     """Close the breaker now (operator override)."""
     from calmops.core.breaker import update_breaker
@@ -398,7 +399,7 @@ def breaker_reset(name: str):
 
 
 @app.command("rollback")
-@friendly(servers=True)
+@friendly(servers=("mlflow",))
 def rollback(name: str):
     """Serve the previous champion again."""
     from calmops.core import registry
@@ -415,7 +416,7 @@ def rollback(name: str):
 
 
 @app.command("report")
-@friendly(servers=True)
+@friendly(servers=("mlflow",))
 def report(name: str,
            file: Annotated[str | None, typer.Argument(help="The file's name (default: the latest file checked).")] = None,
            out: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the page.")] = None):

@@ -69,12 +69,13 @@ class CliError(Exception):
         self.hint = hint
 
 
-def friendly(fn: Callable | None = None, *, servers: bool = False) -> Callable:
+def friendly(fn: Callable | None = None, *, servers: tuple[str, ...] = ()) -> Callable:
     """Turn errors into one line plus a hint, exit code 1 (2 for usage problems); the traceback with --debug.
 
     With ``--json`` everything but the JSON document goes to stderr (MLflow, for one, prints to stdout).
-    With ``servers`` the command reads or changes the stack's state (models, runs, breakers): it is refused when
-    the configuration puts that state in PostgreSQL and the servers are out of reach
+    ``servers`` names the servers whose state the command reads or changes (``prefect``: breakers, deployments;
+    ``mlflow``: models, runs): it is refused when the configuration puts that state in PostgreSQL and the server is
+    out of reach
     (:func:`calmops.core.environment.servers_out_of_reach`), instead of acting on empty local stores.
     """
     if fn is None:
@@ -84,7 +85,7 @@ def friendly(fn: Callable | None = None, *, servers: bool = False) -> Callable:
         from calmops.core.environment import prepare, servers_out_of_reach
 
         prepare()
-        if servers and (missing := servers_out_of_reach()):
+        if servers and (missing := servers_out_of_reach(servers)):
             raise CliError(f"the stack is down: {' and '.join(missing)} not reachable from here",
                            "start it with 'calmops up' (or the services under PM2/systemd), or on a host without "
                            "them set PREFECT_API_URL and MLFLOW_TRACKING_URI to the running servers")

@@ -266,7 +266,7 @@ def register(app: typer.Typer) -> None:
                 stall_after=stall_after or None).run_forever()
 
     @app.command("deploy")
-    @friendly(servers=True)
+    @friendly(servers=("prefect",))
     def deploy(
         name: Annotated[str | None, typer.Argument(help="One pipeline (all when omitted).")] = None,
         prune: Annotated[bool, typer.Option(help="Remove deployments of pipelines that no longer exist.")] = True,
@@ -306,7 +306,7 @@ def register(app: typer.Typer) -> None:
                            "fix the spec with 'calmops update NAME SPEC.yaml' and run 'calmops deploy' again")
 
     @app.command("delete")
-    @friendly(servers=True)
+    @friendly(servers=("prefect", "mlflow"))
     def delete(
         name: str,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -336,7 +336,7 @@ def register(app: typer.Typer) -> None:
                           highlight=False)
 
     @app.command("relaunch")
-    @friendly(servers=True)
+    @friendly(servers=("prefect",))
     def relaunch(
         name: Annotated[str | None, typer.Argument(help="One pipeline (all when omitted).")] = None,
         local: Annotated[bool, typer.Option("--local", help="Run the files here, one by one, without Prefect's "

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calmops.core import environment
-from calmops.core.settings import Settings, get_settings
+from calmops.core.settings import Settings, get_settings, setting
 from calmops.deployments.processes import escalate, port_problem
 
 HOST = os.environ.get("CALMOPS_HOST", "127.0.0.1")
@@ -83,6 +83,9 @@ def _client_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
     if running_pid(settings, "mlflow"):
         env["MLFLOW_TRACKING_URI"] = all_services["mlflow"].url
         env.setdefault("CALMOPS_MLFLOW_UI", all_services["mlflow"].url)
+    elif setting("mlflow_backend_store_uri") and not env.get("MLFLOW_TRACKING_URI"):  # not an empty local store
+        raise RuntimeError("the MLflow server is not running; start it first ('calmops up'), "
+                           "or set MLFLOW_TRACKING_URI to a running one")
     else:
         env.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
     env["CALMOPS_HOME"] = str(settings.home)  # absolute: flow runs start in a temporary directory

@@ -465,12 +465,15 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
                 try:
                     outcome = run_one_file(pipeline, file, sha, process)
                 except RunFailed as exc:
-                    if sha == digest:
+                    if sha == digest and name == path.name:
                         raise
                     blocker, why = name, f"failed: {exc.outcome.reason[:300]}"
                 else:
-                    if sha == digest:  # this run's bytes; under another name, a first copy: this one is its duplicate
-                        target = outcome if name == path.name else run_one_file(pipeline, path, sha, process)
+                    if sha == digest and name == path.name:
+                        target = outcome
+                    elif sha == digest and book.status(sha) == "done":  # a first copy of this run's bytes:
+                        target = run_one_file(pipeline, path, sha, process)  # this one is its duplicate
+                    # (a first copy left pending, e.g. by the open breaker, holds this one behind it, below)
                     if book.status(sha) != "pending":
                         if name != path.name:
                             decided.add(name)

@@ -40,7 +40,7 @@ from calmops.core.metrics import HIGHER_IS_BETTER
 from calmops.core.spec import PipelineSpec
 from calmops.tasks import BadInput, step
 from calmops.tasks.evaluate import compare_on_holdout, score
-from calmops.tasks.validate import excerpt
+from calmops.tasks.validate import Labels, excerpt
 
 
 class RetrainModeUnavailable(BadInput):
@@ -134,7 +134,7 @@ def retrain_incremental(inputs: RetrainInputs) -> TrainingResult:
         why = "no champion"
     elif not hasattr(estimator, "partial_fit"):
         why = f"{type(estimator).__name__} has no partial_fit"
-    elif inputs.task == "classification" and (unseen := _unseen_classes(estimator, inputs.y_new)):
+    elif inputs.task == "classification" and (unseen := _unseen_by(estimator, inputs.y_new)):
         why = (f"class(es) {', '.join(excerpt(c) for c in unseen[:10])} never seen by the champion "
                "(partial_fit cannot add a class)")
     if why:  # a full refit learns what partial_fit cannot; the record says why
@@ -154,13 +154,10 @@ def retrain_incremental(inputs: RetrainInputs) -> TrainingResult:
     return TrainingResult(model, X, y, "incremental", {"rows": len(inputs.X_new), "continued_from": "champion"})
 
 
-def _unseen_classes(estimator: Any, y: pd.Series) -> list[str]:
-    """The labels of ``y`` the fitted classifier does not know (as text, sorted); none without ``classes_``."""
+def _unseen_by(estimator: Any, y: pd.Series) -> list[str]:
+    """The labels of ``y`` the fitted classifier never saw (:class:`Labels`); none without ``classes_``."""
     known = getattr(estimator, "classes_", None)
-    if known is None:
-        return []
-    seen = {str(c) for c in known}
-    return sorted({str(c) for c in pd.unique(y)} - seen)
+    return [] if known is None else Labels.of(y, list(known)).new_classes
 
 
 def retrain_window(inputs: RetrainInputs) -> TrainingResult:

@@ -4,6 +4,7 @@ entries of an incoming folder or quarantine count as files."""
 import json
 import os
 import time
+from pathlib import Path
 
 from calmops.core.store import Ledger, PipelinePaths, incoming_files, quarantined_files, sha256_of
 
@@ -105,3 +106,27 @@ def test_a_file_a_live_run_is_deciding_holds_nothing_back(tmp_path):
     assert book.held_behind(incoming) is None
     book.release(shas["a.csv"])  # its run failed: now it holds the others back
     assert book.held_behind(incoming) == "a.csv"
+
+
+def test_the_queue_reads_a_file_only_when_its_time_changed_and_then_once(tmp_path, monkeypatch):
+    """The queue is read before each file of a burst: a file whose modification time is the one recorded at its
+    arrival is not read at all; one that was touched (same bytes, new time) is read once, not at every read."""
+    from calmops.core import store
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    book = Ledger(tmp_path / "ledger.sqlite")
+    for name in ("a.csv", "b.csv"):
+        (incoming / name).write_text(f"x\n{name}\n")
+        path = incoming / name
+        book.arrive(sha256_of(path), name, store.arrival_time(path.stat().st_mtime_ns))
+    reads = []
+    real = store.sha256_of
+    monkeypatch.setattr(store, "sha256_of", lambda p, *a, **k: reads.append(Path(p).name) or real(p, *a, **k))
+    for _ in range(3):
+        assert [name for _, name, _ in book.queue(incoming)] == ["a.csv", "b.csv"]
+    assert reads == []
+    os.utime(incoming / "b.csv", (time.time() + 5, time.time() + 5))  # touched: same bytes, another time
+    for _ in range(3):
+        assert [name for _, name, _ in book.queue(incoming)] == ["a.csv", "b.csv"]
+    assert reads == ["b.csv"]

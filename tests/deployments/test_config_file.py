@@ -67,7 +67,7 @@ def test_the_calmops_toml_found_here_is_the_one_the_stacks_processes_read(tmp_pa
     assert env["CALMOPS_CONFIG"] == str(elsewhere / "calmops.toml")
 
 
-def test_with_production_servers_down_commands_on_their_state_refuse_and_status_still_answers(tmp_path):
+def test_with_production_servers_down_commands_on_their_state_refuse_and_status_still_answers(tmp_path, monkeypatch):
     """A calmops.toml naming PostgreSQL stores and no server running: 'run' must not decide the file against a
     new local registry (a "first model" the production registry never sees), nor 'breaker reset' write to a
     temporary Prefect; both say the stack is down. 'status' reads local state and answers."""
@@ -78,12 +78,13 @@ def test_with_production_servers_down_commands_on_their_state_refuse_and_status_
     home = tmp_path / "home"
     env = _env(home)
     (tmp_path / "f.csv").write_text("x,y\n1,0\n")
-    for argv in (["run", "sea", "f.csv", "--json"], ["breaker", "show", "sea", "--json"]):
+    for argv, servers in ((["run", "sea", "f.csv", "--json"], ("Prefect", "MLflow")),
+                          (["breaker", "show", "sea", "--json"], ("Prefect",))):
         done = _calmops(tmp_path, *argv, env=env)
         assert done.returncode == 1, (argv, done.stdout, done.stderr)
         document = json.loads(done.stdout)
         assert "stack is down" in document["error"], document
-        assert "Prefect" in document["error"] and "MLflow" in document["error"], document
+        assert all(s in document["error"] for s in servers), document
         assert "calmops up" in document["hint"], document
     done = _calmops(tmp_path, "breaker", "reset", "sea", env=env)
     assert done.returncode == 1 and "stack is down" in done.stderr, done.stderr
@@ -92,6 +93,20 @@ def test_with_production_servers_down_commands_on_their_state_refuse_and_status_
     status = _calmops(tmp_path, "status", "--json", env=env)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["stack"]["up"] is False
+    # a command needs only its own server: with Prefect named, breaker show goes on (it then fails to reach it)
+    only_prefect = {**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    done = _calmops(tmp_path, "report", "sea", env=only_prefect)
+    assert "stack is down: MLflow" in done.stderr and "Prefect" not in done.stderr.splitlines()[0], done.stderr
+    done = _calmops(tmp_path, "breaker", "show", "nosuch", "--json", env=only_prefect)
+    assert "stack is down" not in done.stdout, done.stdout
+    # the stack's processes are not started against an empty local registry either
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stack
+
+    monkeypatch.setenv("CALMOPS_CONFIG", str(tmp_path / "calmops.toml"))
+    monkeypatch.setenv("CALMOPS_HOME", str(home))
+    with pytest.raises(RuntimeError, match="MLflow server is not running"):
+        stack._client_env({"PREFECT_API_URL": "http://127.0.0.1:9/api"}, get_settings())
     # with the servers named explicitly (a worker-only host), the check lets the command through
     named = {**env, "PREFECT_API_URL": "http://127.0.0.1:9/api", "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     done = _calmops(tmp_path, "run", "nosuch", "f.csv", "--json", env=named)

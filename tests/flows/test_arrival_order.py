@@ -160,3 +160,23 @@ def test_a_file_moved_away_between_the_check_and_the_read_is_not_a_failed_run(pr
     monkeypatch.setattr(common, "sha256_of", moved_meanwhile)
     again = run("sea", path)
     assert again["decision"] == "duplicate", again
+
+
+def test_a_second_copy_waits_behind_a_first_copy_that_is_left_pending(prefect_server, stream_spec, tmp_path):
+    """Two copies of one content, the first left pending (its run failed; the open breaker does the same): the
+    second copy's run must not decide the same bytes again under its own name; it is held behind the first."""
+    module = tmp_path / "poison.py"
+    module.write_text(POISON)
+    update_spec("sea", preprocess=str(module), breaker={"max_failures": 10})
+    folder = incoming("sea")
+    book = ledger(pipeline_paths(read_spec("sea")))
+    frame = sea_frame(400, 8, seed=21)
+    frame.loc[0, "x1"] = -1.0  # the poison: its run fails
+    first = write_csv(frame, folder, "bad.csv")
+    book.arrive(digest(first), "bad.csv", 1000.0, folder)
+    copy = write_csv(frame, folder, "bad_copy.csv")
+    book.arrive(digest(copy), "bad_copy.csv", 1001.0, folder)
+    held = run("sea", copy)
+    assert held["decision"] == "held" and held["details"]["held_behind"] == "bad.csv", held
+    assert {e["file"]: e["status"] for e in book.entries()} == {"bad.csv": "pending"}
+    assert first.exists() and copy.exists()

@@ -84,8 +84,7 @@ def body(conn: data.Connection) -> None:
     cols[0].metric("Pipelines", len(table))
     cols[1].metric("Drift in last run", int(table.get("drift", pd.Series(dtype=str)).astype(str).str.startswith("yes").sum()))
     breakers = table.get("breaker", pd.Series(dtype=str))
-    known = not table.empty and not (breakers == "unknown").all()  # Prefect down: their states are unknown
-    cols[2].metric("Breakers open", int((breakers == "open").sum()) if known else "unknown")
+    cols[2].metric("Breakers open", "unknown" if problem else int((breakers == "open").sum()))  # Prefect down
     cols[3].metric("Runs recorded", int(pd.to_numeric(table.get("runs"), errors="coerce").fillna(0).sum()))
     ui.show_frame(table, key="overview_table", column_config={
         "view": st.column_config.LinkColumn("details", display_text="open"),

@@ -135,7 +135,9 @@ def export(frame: pd.DataFrame, files: Any, generator: str) -> None:
     if submitted:
         folder = places[place]
         try:
-            paths = files.write_files(out, folder, n_files=n_files, fmt=fmt, prefix=generator, pace_seconds=pace)
+            # a batch's own prefix: a second batch into a live incoming folder must not overwrite the first's files
+            prefix = f"{generator}-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}"
+            paths = files.write_files(out, folder, n_files=n_files, fmt=fmt, prefix=prefix, pace_seconds=pace)
         except Exception as exc:  # noqa: BLE001
             st.error(f"Could not write the files: {exc}")
             return
