@@ -14,13 +14,17 @@ PAGE = 200  # runs read per request: the most the Prefect API returns at once (P
 
 
 def runs_in_states(client: Any, states: Iterable[Any], *, pipeline: str | None = None,
-                   limit: int | None = None, page: int = PAGE) -> list[Any]:
+                   limit: int | None = None, page: int = PAGE, due_before: Any = None) -> list[Any]:
     """The flow runs of ``pipeline`` (of every CalmOps pipeline when None) whose state type is one of ``states``
     (Prefect ``StateType``s), through a sync Prefect ``client``: all of them, read ``page`` runs a request (a
     burst can queue more runs than the API returns at once), or the first ``limit``, in the API's default order
-    (by id). A run listed on two pages (a run made while reading shifts the pages) is returned once."""
+    (by id, which is random: with ``limit``, narrow the query so the runs wanted are all in it). With
+    ``due_before`` (a datetime), only runs expected to start by then: not the future runs Prefect's scheduler keeps
+    for a scheduled scan (up to a hundred per deployment). A run listed on two pages (a run made while reading
+    shifts the pages) is returned once."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
         FlowRunFilterState,
         FlowRunFilterStateType,
         FlowRunFilterTags,
@@ -29,7 +33,9 @@ def runs_in_states(client: Any, states: Iterable[Any], *, pipeline: str | None =
 
     tag = pipeline_tag(pipeline) if pipeline else TAG
     flow_run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]),
-                                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states))))
+                                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states))),
+                                    expected_start_time=FlowRunFilterExpectedStartTime(before_=due_before)
+                                    if due_before is not None else None)
     found: dict[Any, Any] = {}
     offset = 0
     while limit is None or len(found) < limit:

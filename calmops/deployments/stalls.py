@@ -81,7 +81,11 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(seconds=after)
     with get_client(sync_client=True) as client:
-        queued = runs_in_states(client, [StateType.SCHEDULED, StateType.PENDING], limit=LISTED)
+        # the runs due by the cutoff, not the scheduled scans' future runs (hundreds of them, listed in random id
+        # order, they could leave a waiting file's run out of the listing); Pending runs are few, all of them
+        queued = runs_in_states(client, [StateType.PENDING], limit=LISTED)
+        queued += [r for r in runs_in_states(client, [StateType.SCHEDULED], limit=LISTED, due_before=cutoff)
+                   if r.id not in {q.id for q in queued}]
         if not any(_waiting_since(r) < cutoff for r in queued):
             return []
         running = runs_in_states(client, [StateType.RUNNING], limit=LISTED)

@@ -225,3 +225,49 @@ def test_runs_cancelled_before_they_started_are_no_sign_of_a_working_worker(pref
         assert [s for s in find_stalled(after) if s.run_id == str(late.id)] == []
         for run in (late, ran):
             client.delete_flow_run(run.id)
+
+
+def test_a_stuck_worker_is_found_among_many_future_runs_of_scheduled_scans(prefect_server, calmops_home, monkeypatch):
+    """Prefect's scheduler keeps up to a hundred future runs per scheduled scan, and its listing is in random id
+    order: with more queued runs than the watchdog reads (LISTED), a late file run could be left out, and a hung
+    worker was never restarted. Only runs due by the cutoff are read now (here LISTED is 3 against 20 future
+    runs, so the late run is found only if the future ones are not read at all)."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Scheduled
+
+    from calmops.core.flow_runs import runs_in_states
+    from calmops.core.names import TAG
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stalls
+
+    @flow(name="stall-probe-scans")
+    def probe(pipeline: str, path: str | None = None) -> None:
+        pass
+
+    monkeypatch.setattr(stalls, "LISTED", 3)
+    after = 2.0
+    with get_client(sync_client=True) as client:
+        pool = get_settings().work_pool
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+        deployment = client.create_deployment(client.create_flow(probe), "probe-scans", work_pool_name=pool)
+        tomorrow = datetime.now(UTC) + timedelta(days=1)
+        future = [client.create_flow_run_from_deployment(deployment, parameters={"pipeline": "scans"}, tags=[TAG],
+                                                         state=Scheduled(scheduled_time=tomorrow + timedelta(minutes=i)))
+                  for i in range(20)]
+        late = client.create_flow_run_from_deployment(
+            deployment, parameters={"pipeline": "late", "path": "/in/late.csv"}, tags=[TAG], state=Scheduled())
+        time.sleep(after + 0.5)
+        try:
+            due = runs_in_states(client, [StateType.SCHEDULED], due_before=datetime.now(UTC))
+            assert late.id in {r.id for r in due} and not {r.id for r in future} & {r.id for r in due}
+            found = [s for s in stalls.find_stalled(after) if s.run_id == str(late.id)]
+            assert [s.worker_stuck for s in found] == [True], found
+        finally:
+            for run in (*future, late):
+                client.delete_flow_run(run.id)
