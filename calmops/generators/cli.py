@@ -8,9 +8,7 @@ line on stderr and exit code 2.
 import functools
 import inspect
 import json
-import types
 import typing
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import clinic as _clinic
 from . import inject as _inject
 from .files import FORMATS, read_table, write_files
+from .params import checked, kinds_of
 from .real import quality_report, synthesize_like
 from .report import write_report
 from .scenarios import SCENARIOS, run_scenario
@@ -82,41 +81,6 @@ def _params(items: list[str] | None) -> dict:
         k, v = item.split("=", 1)
         out[k.strip()] = _value(v)
     return out
-
-
-_KINDS = {float: "a number", int: "an integer", str: "text", bool: "true or false", type(None): "null",
-          Mapping: 'a JSON object, e.g. {"0": 0.9, "1": 0.1}', Sequence: 'a JSON list, e.g. ["a", "b"]'}
-
-
-def _kinds(hint) -> list:
-    """The plain kinds in a type hint (``int | None`` -> [int, NoneType]); ``object`` means anything."""
-    if typing.get_origin(hint) in (types.UnionType, typing.Union):
-        return [k for a in typing.get_args(hint) for k in _kinds(a)]
-    return [typing.get_origin(hint) or hint]
-
-
-def _fits(value, kind) -> bool:
-    if kind is object:
-        return True
-    if kind in (int, float) and isinstance(value, bool):
-        return False
-    if kind is float:
-        return isinstance(value, (int, float))
-    if kind is Mapping:
-        return isinstance(value, dict)
-    if kind is Sequence:
-        return isinstance(value, list)
-    return kind in _KINDS and isinstance(value, kind)
-
-
-def _check_types(method: str, fn, params: dict) -> None:
-    """Refuse a --param whose value does not fit the annotation of ``fn``'s parameter, in one line."""
-    hints = typing.get_type_hints(fn)
-    for k, v in params.items():
-        kinds = _kinds(hints.get(k, object))
-        if not any(_fits(v, kind) for kind in kinds):
-            expected = " or ".join(_KINDS[kind] for kind in kinds if kind in _KINDS)
-            raise _Bad(f"parameter {k}={v!r} of {method} must be {expected}")
 
 
 def _ints(text: str | None, what: str) -> list[int] | None:
@@ -375,11 +339,8 @@ def inject(
         if not target:
             raise _Bad(f"{method} needs --target")
         kwargs["target"] = target
-    unknown = [k for k in kwargs if k not in sig or k in ("df", "rows", "seed")]
-    if unknown:
-        raise _Bad(f"{method} does not take {unknown}; it takes: "
-                   f"{', '.join(k for k in sig if k not in ('df', 'rows', 'seed'))}")
-    _check_types(method, fn, kwargs)
+    hints = typing.get_type_hints(fn)
+    kwargs = checked(method, kwargs, {k: kinds_of(hints.get(k, object)) for k in sig if k not in ("df", "rows", "seed")})
     if "rows" in sig:
         kwargs["rows"] = rows
     result = fn(df, seed=seed, **kwargs)

@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 from river.datasets import synth
 
+from .params import checked
+
 __all__ = ["DRIFT_KINDS", "GENERATORS", "DriftSpec", "Timestamps", "generator_names", "synthetic"]
 
 DRIFT_KINDS = ("abrupt", "gradual", "incremental", "recurrent", "virtual")
@@ -155,29 +157,6 @@ GENERATORS: dict[str, _Generator] = {
 }
 
 _ALIASES = {"random_rbf": "randomrbf", "rbf": "randomrbf", "random_tree": "randomtree"}
-
-
-_KINDS = {float: "a number", int: "an integer", bool: "true or false"}
-
-
-def _check_params(gen: _Generator, params: Mapping | None) -> dict:
-    """``params`` checked against what ``gen`` takes: unknown names and values of the wrong type are refused
-    with a message naming the parameter, its value and what is expected."""
-    params = dict(params or {})
-    unknown = [k for k in params if k not in gen.params]
-    if unknown:
-        takes = ", ".join(gen.params) or "no parameters"
-        raise ValueError(f"{gen.name} does not take {unknown}; it takes: {takes}")
-    for k, v in params.items():
-        kind = gen.params[k]
-        ok = isinstance(v, bool) if kind is bool else (
-            isinstance(v, (int, float)) and not isinstance(v, bool)
-            and (kind is float or isinstance(v, int) or float(v).is_integer()))
-        if not ok:
-            raise ValueError(f"parameter {k}={v!r} of {gen.name} must be {_KINDS[kind]}")
-        if kind is int:
-            params[k] = int(v)
-    return params
 
 
 def generator_names() -> list[str]:
@@ -367,7 +346,7 @@ def synthetic(
         raise ValueError(f"rows_per_block must be >= 1, got {rows_per_block}")
     if block_column and not rows_per_block:
         raise ValueError("block_column needs rows_per_block")
-    params = _check_params(gen, params)
+    params = checked(gen.name, params, {k: [kind] for k, kind in gen.params.items()})
     plan = _plan(drift, gen, n_rows, rows_per_block)
     rng = np.random.default_rng(derive_seed(seed, 0))
     idx = np.arange(n_rows)

@@ -101,3 +101,15 @@ def test_inject_keeps_untouched_float_columns_exactly(tmp_path):
     assert [line.split(",")[0] for line in out] == ["x", "246445.87660139412", "0.1", "1.2345678901234567",
                                                      "0.30000000000000004"]
     assert [line.split(",")[2] for line in out] == ["y", "0", "1", "0", "1"]
+
+
+def test_an_integral_number_is_an_integer_for_injectors_as_for_generators(tmp_path, data):
+    """One rule for both: `4.0` given for an integer is taken as 4 by `synthetic` (above) and by `inject`;
+    2.5 stays refused (test_inject_bad_param_is_one_line)."""
+    from calmops.generators.params import checked
+
+    assert checked("feature_drift", {"period": 2.0}, {"period": [int, type(None)]}) == {"period": 2}
+    assert type(checked("x", {"n": 4.0}, {"n": [int]})["n"]) is int
+    r = run("inject", data, "--out", tmp_path / "o", "--method", "feature_drift", "--columns", "z",
+            "--param", "kind=recurrent", "--param", "period=10.0", "--no-report")
+    assert r.exit_code == 0, r.output
