@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from calmops.core.settings import get_settings, setting
@@ -68,15 +69,18 @@ def prepare() -> dict[str, str]:
     return urls
 
 
-def servers_out_of_reach(needed: tuple[str, ...] = ("prefect", "mlflow")) -> list[str]:
+def servers_out_of_reach(needed: tuple[str, ...] = ("prefect", "mlflow"), env: Mapping[str, str] | None = None,
+                         ) -> list[str]:
     """The servers whose state is configured to live in a database of their own (``prefect_database_url``,
     ``mlflow_backend_store_uri``: the production layout) that this process has no URL for: not running on this
     host (see :func:`prepare`) and not named by ``PREFECT_API_URL`` / ``MLFLOW_TRACKING_URI``. Without a server the
     local stack works on its SQLite files; here that would be an empty registry and a temporary Prefect, so the
-    commands that act on the stack's state refuse instead (:func:`calmops.deployments.console.friendly`)."""
+    commands that act on the stack's state refuse instead (:func:`calmops.deployments.console.friendly`), and so
+    do the services that would start on it. ``env``: the environment to look in (default ``os.environ``)."""
+    env = os.environ if env is None else env
     out = []
-    if "prefect" in needed and setting("prefect_database_url") and not os.environ.get("PREFECT_API_URL"):
+    if "prefect" in needed and setting("prefect_database_url") and not env.get("PREFECT_API_URL"):
         out.append("Prefect (its database is prefect_database_url)")
-    if "mlflow" in needed and setting("mlflow_backend_store_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
+    if "mlflow" in needed and setting("mlflow_backend_store_uri") and not env.get("MLFLOW_TRACKING_URI"):
         out.append("MLflow (its database is mlflow_backend_store_uri)")
     return out

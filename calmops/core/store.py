@@ -409,9 +409,11 @@ class Ledger:
         content, the first is decided and the later one is its duplicate."""
         with closing(self._connect()) as con:
             row = con.execute(f"SELECT file, status, arrived FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
-            if (row is not None and row[0] != file and row[1] != "done" and incoming is not None
-                    and holds(incoming / row[0], sha256, row[2])):
-                file = row[0]
+        # outside the connection: holds() may read the first copy's bytes
+        if (row is not None and row[0] != file and row[1] != "done" and incoming is not None
+                and holds(incoming / row[0], sha256, row[2])):
+            file = row[0]
+        with closing(self._connect()) as con:
             con.execute(f"INSERT INTO {self.t} AS files (sha256, file, status, updated, arrived) "
                         "VALUES (?, ?, 'waiting', ?, ?) "
                         "ON CONFLICT(sha256) DO UPDATE SET arrived=COALESCE(files.arrived, excluded.arrived), "

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calmops.core import environment
-from calmops.core.settings import Settings, get_settings, setting
+from calmops.core.settings import Settings, get_settings
 from calmops.deployments.processes import escalate, port_problem
 
 HOST = os.environ.get("CALMOPS_HOST", "127.0.0.1")
@@ -83,7 +83,7 @@ def _client_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
     if running_pid(settings, "mlflow"):
         env["MLFLOW_TRACKING_URI"] = all_services["mlflow"].url
         env.setdefault("CALMOPS_MLFLOW_UI", all_services["mlflow"].url)
-    elif setting("mlflow_backend_store_uri") and not env.get("MLFLOW_TRACKING_URI"):  # not an empty local store
+    elif environment.servers_out_of_reach(("mlflow",), env):  # not an empty local store
         raise RuntimeError("the MLflow server is not running; start it first ('calmops up'), "
                            "or set MLFLOW_TRACKING_URI to a running one")
     else:
