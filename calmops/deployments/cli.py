@@ -51,6 +51,7 @@ breaker_app = typer.Typer(help="Inspect or reset a pipeline's circuit breaker.",
 app.add_typer(breaker_app, name="breaker")
 from calmops.deployments.console import (  # console: imported where used (made on first use)
     CliError,
+    JsonOption,
     _fail,
     _print_json,
     _state,
@@ -143,7 +144,7 @@ def _needs_a_champion(spec, has_champion: bool) -> None:
 
 @app.command("list")
 @friendly
-def list_(as_json: Annotated[bool, typer.Option("--json")] = False):
+def list_(as_json: Annotated[bool, JsonOption] = False):
     """List pipelines with their kind, champion and last decision."""
     from rich.table import Table
 
@@ -259,7 +260,7 @@ def _stack_state() -> dict[str, Any]:
 @app.command("status")
 @friendly
 def status(name: Annotated[str | None, typer.Argument()] = None,
-           as_json: Annotated[bool, typer.Option("--json")] = False):
+           as_json: Annotated[bool, JsonOption] = False):
     """The local stack's services and every pipeline's counts; one pipeline in detail when NAME is given."""
     from rich.box import SIMPLE
     from rich.table import Table
@@ -330,7 +331,7 @@ def _count_text(record: dict[str, Any]) -> str:
 
 @app.command("run")
 @friendly(servers=("prefect", "mlflow"))
-def run(name: str, file: Path, as_json: Annotated[bool, typer.Option("--json")] = False):
+def run(name: str, file: Path, as_json: Annotated[bool, JsonOption] = False):
     """Process one file through the pipeline's flow now, and wait for the decision."""
     from calmops.core.store import read_spec
 
@@ -369,7 +370,7 @@ def _print_outcome(o: dict[str, Any]) -> None:
 
 @breaker_app.command("show")
 @friendly(servers=("prefect",))
-def breaker_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = False):
+def breaker_show(name: str, as_json: Annotated[bool, JsonOption] = False):
     """State, consecutive failures, next retry time and transition history."""
     from calmops.core.breaker import read_breaker
     from calmops.core.store import read_spec

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 _CONSOLE_OPTIONS: dict[str, dict[str, Any]] = {"console": {}, "err": {"stderr": True}}
 _state: dict[str, Any] = {"debug": False, "json_out": None, "json_printed": False}
 
+#: The ``--json`` flag of every command that has one.
+JsonOption = typer.Option("--json", help="Print exactly one JSON document on stdout; logs and messages go to stderr.")
+
 
 def __getattr__(name: str) -> Any:
     """``console`` and ``err``, made once on first access (PEP 562)."""

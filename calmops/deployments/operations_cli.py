@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
+from calmops.deployments.console import JsonOption
+
 STACK_SERVICES = ("prefect", "mlflow", "runner", "worker", "watcher", "viewer", "api")
 
 
@@ -270,7 +272,7 @@ def register(app: typer.Typer) -> None:
     def deploy(
         name: Annotated[str | None, typer.Argument(help="One pipeline (all when omitted).")] = None,
         prune: Annotated[bool, typer.Option(help="Remove deployments of pipelines that no longer exist.")] = True,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
+        as_json: Annotated[bool, JsonOption] = False,
     ):
         """Create or update the Prefect deployments and file-arrival triggers of the pipelines."""
         from calmops.deployments.console import console
@@ -310,7 +312,7 @@ def register(app: typer.Typer) -> None:
     def delete(
         name: str,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
+        as_json: Annotated[bool, JsonOption] = False,
     ):
         """Delete a pipeline: its deployment, trigger and breaker go; its files move under deleted/."""
         from calmops.core.store import read_spec
@@ -341,7 +343,7 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str | None, typer.Argument(help="One pipeline (all when omitted).")] = None,
         local: Annotated[bool, typer.Option("--local", help="Run the files here, one by one, without Prefect's "
                                                             "triggers.")] = False,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
+        as_json: Annotated[bool, JsonOption] = False,
     ):
         """Process again the files waiting in incoming (new, pending, or left by a crashed run)."""
         from calmops.core.store import list_pipelines, read_spec

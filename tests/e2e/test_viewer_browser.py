@@ -195,8 +195,15 @@ def test_every_page_renders_in_chromium_and_shows_mlflow_numbers(viewer, browser
         page.close()
 
 
-def test_overview_link_opens_the_pipeline_page(viewer, browser):
+def test_overview_link_opens_the_pipeline_page_and_nothing_is_asked_of_another_host(viewer, browser):
+    """The viewer works offline and tells no other host who opened it: every request the browser makes (the
+    page, its scripts and fonts, the tab's icon, the charts) goes to the viewer itself. The tab's icon was a
+    Material icon, which the browser fetched from fonts.gstatic.com."""
+    from urllib.parse import urlsplit
+
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
     try:
         page.goto(f"{viewer}/", wait_until="domcontentloaded")
         settle(page)
@@ -204,8 +211,15 @@ def test_overview_link_opens_the_pipeline_page(viewer, browser):
         settle(page)
         assert_no_exception(page)
         assert metric(page, "Champion").startswith("v") or metric(page, "Champion") == "—"
+        page.get_by_role("tab", name="Performance").click()
+        settle(page, 30)
+        icon = page.locator('link[rel~="icon"]').first.get_attribute("href") or ""
     finally:
         page.close()
+    http = [url for url in asked if url.startswith(("http:", "https:"))]
+    assert http and {urlsplit(url).hostname for url in http} == {urlsplit(viewer).hostname}, \
+        sorted({url for url in http if urlsplit(url).hostname != urlsplit(viewer).hostname})
+    assert "gstatic" not in icon and not icon.startswith("https:"), icon
 
 
 @pytest.fixture
