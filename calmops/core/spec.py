@@ -456,6 +456,7 @@ def check_spec(spec: PipelineSpec) -> None:
     """
     check_params(spec.model, spec.allow_modules)
     _check_metrics(spec.evaluation)
+    _check_recalibration(spec)
     b = spec.breaker
     if b.max_cooldown_seconds < b.cooldown_seconds:
         raise SpecError(f"breaker.max_cooldown_seconds ({b.max_cooldown_seconds:g}) is below breaker.cooldown_seconds "
@@ -476,6 +477,20 @@ def check_spec(spec: PipelineSpec) -> None:
             raise SpecError(f"{key}: {reference!r} must look like 'path/to/module.py:function'")
         if name not in _top_level_names(Path(path), key):
             raise SpecError(f"{key}: {path} defines no function {name!r}")
+
+
+def _check_recalibration(spec: PipelineSpec) -> None:
+    """``recalibration`` recalibrates a classifier's probabilities: for a regressor the pipeline could never
+    retrain, so it is refused here rather than on its first drift."""
+    keys = [key for key in ("mode", "fallback_mode") if getattr(spec.retrain, key) == "recalibration"]
+    if not keys:
+        return
+    from sklearn.base import is_regressor
+
+    regression = spec.evaluation.task == "regression" or is_regressor(build_estimator(spec.model, spec.allow_modules))
+    if regression:
+        raise SpecError(f"retrain.{keys[0]}: recalibration applies to classifiers only, and this pipeline "
+                        "predicts numbers (a regressor); choose another mode, e.g. auto or full")
 
 
 def _check_metrics(ev: EvaluationSpec) -> None:

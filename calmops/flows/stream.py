@@ -41,7 +41,15 @@ from calmops.tasks.evaluate import (
 from calmops.tasks.ingest import Batch
 from calmops.tasks.promote import decide, decide_refresh, follow_up_due, promote_challenger, refresh_due
 from calmops.tasks.record import RunOutcome
-from calmops.tasks.retrain import auto_default, modes_to_try, refit, retrain, retrain_auto, train_first
+from calmops.tasks.retrain import (
+    auto_default,
+    modes_to_try,
+    recipe_label,
+    refit,
+    retrain,
+    retrain_auto,
+    train_first,
+)
 
 
 @flow(name=KINDS["stream"].flow_name, flow_run_name=partial(run_name, "stream"), persist_result=False)
@@ -175,6 +183,7 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
         else:
             trained = retrain(mode, spec, batch.feature_types, reference, X_train, y_train, champion=champion.model,
                               history=history, task=task)
+        tried[-1] = recipe_label(mode, trained)
         scores = evaluate_models({"champion": champion.model, "challenger": trained.model}, X_hold, y_hold, task)
         paired = compare_on_holdout(metric, trained.model, champion.model, X_hold, y_hold, task, seed)
         decision = (decide_refresh if refresh else decide)(scores["challenger"], scores["champion"], spec, metric,
@@ -203,7 +212,7 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
             promote_challenger(spec.name, version)
             start_monitoring(ctx.paths.state, version, selected.model, X_hold, y_hold, task, spec,
                              scores["challenger"].get("rmse"))
-            reason = f"{verdict_reason} → retrained ({mode}): {decision.reason}"
+            reason = f"{verdict_reason} → retrained ({tried[-1]}): {decision.reason}"
             outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
                                   metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out) if out else None,
                                   details={"training": trainings, **_predictions_note(version)}, **common)

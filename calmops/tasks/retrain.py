@@ -7,7 +7,7 @@ batch's held-out rows: the flows pass only the training part of the current batc
 =============  ==============================================================================
 full           a fresh model on the champion's reference + the new rows (or the new rows only)
 incremental    ``partial_fit`` of a copy of the champion on the new rows; recorded fallback to full (no
-               ``partial_fit``, or a class the champion never saw)
+               ``partial_fit``, or a class the champion never saw: so for stacking and recalibration too)
 window         a fresh model on the most recent ``window_rows`` rows (or ``window_batches`` batches)
 stacking       the champion's models frozen (the last ``stacking_members`` − 1) + a frozen model on the last
                ``stacking_recent_batches`` history batches + a model on the new rows + a meta-model combining them
@@ -126,6 +126,42 @@ def retrain_full(inputs: RetrainInputs) -> TrainingResult:
                                                "rows_reference": len(X) - len(inputs.X_new), **extra})
 
 
+def _fitted_in_full(inputs: RetrainInputs, mode: str, why: str) -> TrainingResult:
+    """A mode that builds on the champion cannot apply to this batch: a full refit learns what it cannot (a class
+    the champion never saw, above all), and the record says why."""
+    result = retrain_full(inputs)
+    result.info.update(fallback="full", fallback_reason=f"{mode} impossible: {why}; fitted in full instead")
+    return result
+
+
+def _unseen_by(estimator: Any, y: pd.Series) -> list[str]:
+    """The labels of ``y`` the fitted classifier never saw (:class:`Labels`); none without ``classes_``."""
+    known = getattr(estimator, "classes_", None)
+    return [] if known is None else Labels.of(y, list(known)).new_classes
+
+
+def _new_classes(inputs: RetrainInputs, model: Any) -> str | None:
+    """Why ``model`` (the champion, or a model built on it) cannot serve every class of the new rows, or None."""
+    unseen = _unseen_by(model, inputs.y_new) if inputs.task == "classification" else []
+    if not unseen:
+        return None
+    return f"class(es) {', '.join(excerpt(c) for c in unseen[:10])} never seen by the champion"
+
+
+def _classes_apart(inputs: RetrainInputs, model: Any) -> str | None:
+    """Why a model fit on the new rows over ``model``'s answers cannot be: a class of the rows ``model`` never
+    saw, or a class ``model`` knows that the rows lack (its answers for it could not be weighed); or None."""
+    if why := _new_classes(inputs, model):
+        return why
+    known = getattr(model, "classes_", None)
+    if inputs.task != "classification" or known is None:
+        return None
+    present = set(inputs.y_new.tolist())
+    absent = [c for c in known if c not in present]
+    return f"class(es) {', '.join(excerpt(c) for c in absent[:10])} of the champion absent from the new rows" \
+        if absent else None
+
+
 def retrain_incremental(inputs: RetrainInputs) -> TrainingResult:
     champion = inputs.champion
     estimator = champion.steps[-1][1] if isinstance(champion, Pipeline) else champion
@@ -134,13 +170,10 @@ def retrain_incremental(inputs: RetrainInputs) -> TrainingResult:
         why = "no champion"
     elif not hasattr(estimator, "partial_fit"):
         why = f"{type(estimator).__name__} has no partial_fit"
-    elif inputs.task == "classification" and (unseen := _unseen_by(estimator, inputs.y_new)):
-        why = (f"class(es) {', '.join(excerpt(c) for c in unseen[:10])} never seen by the champion "
-               "(partial_fit cannot add a class)")
-    if why:  # a full refit learns what partial_fit cannot; the record says why
-        result = retrain_full(inputs)
-        result.info.update(fallback="full", fallback_reason=f"incremental impossible: {why}; fitted in full instead")
-        return result
+    elif unseen := _new_classes(inputs, estimator):
+        why = f"{unseen} (partial_fit cannot add a class)"
+    if why:
+        return _fitted_in_full(inputs, "incremental", why)
     model = copy.deepcopy(champion)  # the champion itself stays untouched in the registry
     step_estimator = model.steps[-1][1] if isinstance(model, Pipeline) else model
     Xt = model[:-1].transform(inputs.X_new) if isinstance(model, Pipeline) else inputs.X_new
@@ -152,12 +185,6 @@ def retrain_incremental(inputs: RetrainInputs) -> TrainingResult:
     if inputs.reference is not None:  # the new reference: what the model has now seen
         X, y = _concat([_features_target(inputs.reference, inputs), (inputs.X_new, inputs.y_new)])
     return TrainingResult(model, X, y, "incremental", {"rows": len(inputs.X_new), "continued_from": "champion"})
-
-
-def _unseen_by(estimator: Any, y: pd.Series) -> list[str]:
-    """The labels of ``y`` the fitted classifier never saw (:class:`Labels`); none without ``classes_``."""
-    known = getattr(estimator, "classes_", None)
-    return [] if known is None else Labels.of(y, list(known)).new_classes
 
 
 def retrain_window(inputs: RetrainInputs) -> TrainingResult:
@@ -199,7 +226,12 @@ def retrain_stacking(inputs: RetrainInputs) -> TrainingResult:
     # a stacked champion is unpacked rather than nested: the ensemble is the last `stacking_members` models
     members = _stacked_members(inputs.champion)
     first = max(0, len(members) - (inputs.spec.retrain.stacking_members - 1))
-    estimators = [(f"model_{i}", FrozenEstimator(m)) for i, m in enumerate(members) if i >= first]
+    kept = [(i, m) for i, m in enumerate(members) if i >= first]
+    # a frozen member answers for the classes it was fit on; the meta-model needs each member's answer for every
+    # class of the new rows, so a class the champion never saw is learnt by a full refit instead
+    if why := next((w for _, m in kept if (w := _classes_apart(inputs, m))), None):
+        return _fitted_in_full(inputs, "stacking", f"{why} (the meta-model weighs each model's answer per class)")
+    estimators = [(f"model_{i}", FrozenEstimator(m)) for i, m in kept]
     recent = _recent_member(inputs)
     if recent is not None:
         estimators.append(("recent", recent[0]))
@@ -228,7 +260,10 @@ def _recent_member(inputs: RetrainInputs) -> tuple[FrozenEstimator, list[str]] |
     X, y = _concat([_features_target(frame, inputs) for _, frame in batches])
     if y.nunique() < 2:  # one class (or a constant target) cannot be fitted
         return None
-    return FrozenEstimator(make_model(inputs.spec, inputs.feature_types).fit(X, y)), [h for h, _ in batches]
+    model = make_model(inputs.spec, inputs.feature_types).fit(X, y)
+    if _classes_apart(inputs, model):  # its classes are not the new rows' classes: the stack could not use it
+        return None
+    return FrozenEstimator(model), [h for h, _ in batches]
 
 
 def retrain_replay(inputs: RetrainInputs) -> TrainingResult:
@@ -272,6 +307,8 @@ def retrain_recalibration(inputs: RetrainInputs) -> TrainingResult:
                                      "choose another retrain.mode")
     if inputs.champion is None or not hasattr(inputs.champion, "predict_proba"):
         raise RetrainModeUnavailable("recalibration needs a champion with predict_proba")
+    if why := _classes_apart(inputs, inputs.champion):
+        return _fitted_in_full(inputs, "recalibration", f"{why} (each class is calibrated on its own rows)")
     method = inputs.spec.retrain.calibration_method
     model = CalibratedClassifierCV(FrozenEstimator(inputs.champion), method=method)
     model.fit(inputs.X_new, inputs.y_new)
@@ -349,6 +386,12 @@ def train_challenger(mode: str, spec: PipelineSpec, feature_types: dict[str, str
     if mode not in MODES:
         raise RetrainModeUnavailable(f"unknown retrain mode {mode!r}; choose one of: {', '.join(MODES)}")
     return MODES[mode](inputs)
+
+
+def recipe_label(mode: str, trained: TrainingResult) -> str:
+    """How a decision's reason names what ``mode`` fitted: ``incremental, fitted in full`` when the mode could not
+    apply (the training record says why)."""
+    return f"{mode}, fitted in {trained.info['fallback']}" if trained.info.get("fallback") else mode
 
 
 def modes_to_try(spec: PipelineSpec) -> list[str]:

@@ -3,8 +3,9 @@
 - IPIP is binary: a file whose target holds labels outside the two classes the ensemble was fit on (or a first
   file with more than two classes) is quarantined with a reason naming the column, the values and their rows;
   it does not count against the breaker and does not hold back the files after it.
-- ``retrain.mode: incremental``: ``partial_fit`` cannot add a class, so a batch with a new class falls back to a
-  full refit (recorded like any other fallback) and the challenger learns the new class.
+- ``retrain.mode`` incremental, stacking, recalibration (and auto's stacking candidate): a model built on the
+  champion cannot add a class, so a batch with a new class falls back to a full refit (recorded like any other
+  fallback) and the challenger learns the new class.
 """
 
 import json
@@ -86,9 +87,15 @@ def test_ipip_first_file_with_three_classes_is_quarantined(prefect_server, calmo
 
 
 @pytest.mark.integration
-def test_incremental_with_a_new_class_falls_back_to_full_and_learns_it(prefect_server, stream_spec, quick_models):
-    update_spec("sea", model={"class": "sklearn.linear_model.SGDClassifier", "params": {"random_state": 0}},
-                retrain={"mode": "incremental", "retrain_on": "always"}, evaluation={"thresholds": {}})
+@pytest.mark.parametrize("mode", ["incremental", "stacking", "recalibration", "auto"])
+def test_a_new_class_is_learnt_by_a_full_refit_in_the_modes_that_build_on_the_champion(
+        prefect_server, stream_spec, quick_models, mode):
+    """``stacking`` and ``recalibration`` (and ``auto``, the default, through its stacking candidate) failed the
+    run on a new class with scikit-learn's own error, and the breaker counted it; they fall back to full as
+    ``incremental`` does, and the reason says so."""
+    update_spec("sea", model={"class": "sklearn.linear_model.SGDClassifier",
+                              "params": {"random_state": 0, "loss": "log_loss"}},
+                retrain={"mode": mode, "retrain_on": "always"}, evaluation={"thresholds": {}})
     folder = incoming("sea")
     assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))["decision"] == "train"
     frame = sea_frame(800, 8, seed=2)
@@ -97,8 +104,11 @@ def test_incremental_with_a_new_class_falls_back_to_full_and_learns_it(prefect_s
     assert out["decision"] in ("retrain_promoted", "retrain_rejected"), out
     assert out["details"]["new_classes"] == ["2"]
     [training] = out["details"]["training"]
-    assert training["mode"] == "incremental" and training["fallback"] == "full", training
-    assert "never seen by the champion" in training["fallback_reason"] and "2" in training["fallback_reason"]
+    assert training["mode"] == mode, training
+    if mode != "auto":  # auto's default here (no concept drift) is all data so far, a fresh fit anyway
+        assert training["fallback"] == "full", training
+        assert "never seen by the champion" in training["fallback_reason"] and "2" in training["fallback_reason"]
+        assert f"retrained ({mode}, fitted in full)" in out["reason"], out["reason"]
     challenger = registry.load_version("sea", training["challenger_version"]).model
     assert list(challenger.classes_) == [0, 1, 2]  # the new class was learnt
     assert read_breaker("sea").consecutive_failures == 0

@@ -358,3 +358,66 @@ def test_a_default_that_cannot_be_scored_leaves_all_data_so_far_as_the_default()
     assert result.mode == why["chosen"] == "window" and "no paired test" in why["rule"]  # roc_auc: raw best
     with pytest.raises(ValueError, match="not one of its candidates"):
         best_of(candidates, X, y, "classification", "accuracy", sp, default="replay")
+
+
+@pytest.mark.parametrize("mode", ["full", "incremental", "window", "stacking", "replay", "recalibration", "history"])
+def test_a_class_the_champion_never_saw_is_learnt_by_every_mode(mode):
+    """A champion fit on two classes, a batch with a third: every mode gives a challenger that predicts all
+    three (stacking and recalibration failed with scikit-learn's own error, the run failed and the breaker
+    opened); the modes that build on the champion fit in full instead and say why."""
+    params = {"random_state": 0, "loss": "log_loss"}
+    sp = spec("sklearn.linear_model.SGDClassifier", params, mode=mode)
+    X, y = data(900, 0, task="multiclass")
+    old = y != "high"
+    champion = fitted(sp, X[old], y[old])
+    X1, y1 = data(600, 1, task="multiclass")
+    assert set(y1) == {"low", "mid", "high"}
+    history = [("h0", with_target(X[old], y[old]))]
+    result = train_challenger(mode, sp, TYPES, with_target(X[old], y[old]), X1, y1, champion=champion,
+                              history=history)
+    assert set(result.model.predict(X1)) == {"low", "mid", "high"}, mode
+    assert len(result.model.predict_proba(X1.iloc[:5])[0]) == 3
+    if mode in ("incremental", "stacking", "recalibration"):
+        assert result.info["fallback"] == "full", mode
+        assert "class(es) 'high' never seen by the champion" in result.info["fallback_reason"]
+        assert result.info["fallback_reason"].startswith(f"{mode} impossible")
+    else:
+        assert "fallback" not in result.info
+
+
+def test_stacking_leaves_out_a_recent_member_that_lacks_a_class_of_the_new_rows():
+    """The champion knows three classes, the last history batch only two: a member fit on it could not answer
+    for the third, so the stack is built without it (and not refused)."""
+    sp = spec("sklearn.linear_model.LogisticRegression", mode="stacking", stacking_recent_batches=1)
+    X, y = data(900, 0, task="multiclass")
+    champion = fitted(sp, X, y)
+    Xh, yh = data(600, 2, task="multiclass")
+    two = yh != "high"
+    X1, y1 = data(600, 1, task="multiclass")
+    result = train_challenger("stacking", sp, TYPES, with_target(X, y), X1, y1, champion=champion,
+                              history=[("h0", with_target(Xh[two], yh[two]))])
+    assert "fallback" not in result.info and result.info["recent_batches"] == []
+    assert set(result.model.predict(X1)) == {"low", "mid", "high"}
+
+
+def test_stacking_on_rows_without_a_class_the_champion_knows_still_predicts():
+    """The other way round: the champion knows three classes and the new rows hold two of them."""
+    sp = spec("sklearn.linear_model.LogisticRegression", mode="stacking")
+    X, y = data(900, 0, task="multiclass")
+    champion = fitted(sp, X, y)
+    X1, y1 = data(600, 1, task="multiclass")
+    two = y1 != "high"
+    result = train_challenger("stacking", sp, TYPES, with_target(X, y), X1[two], y1[two], champion=champion)
+    assert len(result.model.predict(X1)) == len(X1)
+    assert "class(es) 'high' of the champion absent from the new rows" in result.info["fallback_reason"]
+
+
+def test_recalibration_on_rows_without_a_class_the_champion_knows_still_predicts():
+    sp = spec("sklearn.linear_model.LogisticRegression", mode="recalibration")
+    X, y = data(900, 0, task="multiclass")
+    champion = fitted(sp, X, y)
+    X1, y1 = data(600, 1, task="multiclass")
+    two = y1 != "high"
+    result = train_challenger("recalibration", sp, TYPES, with_target(X, y), X1[two], y1[two], champion=champion)
+    assert len(result.model.predict(X1)) == len(X1)
+    assert "class(es) 'high' of the champion absent from the new rows" in result.info["fallback_reason"]
