@@ -169,7 +169,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     verdict_promote = decide(scores["challenger"], scores["champion"], spec, metric, paired)
     promote = verdict_promote.promote and all(approval.values())
     rule = verdict_promote.reason if not verdict_promote.promote or promote else _approval_reason(approval)
-    retrained = [b.name for b in to_refit]
+    retrained, too_small = _fitted(model, to_refit)
     info = {"rows": len(X_fit), "rows_new": len(X_train), "retrained_blocks": retrained, "why": why_refit}
     trained = TrainingResult(model, X_fit, y_fit, "blocks", info)
     selected = model
@@ -184,6 +184,10 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
         trained = TrainingResult(B.refit_blocks(champion.model, settings, X_all, y_all, values_all), X_all, y_all,
                                  "blocks", info)
         model = trained.model
+        retrained, too_small = _fitted(model, whole)
+        info["retrained_blocks"] = retrained
+    said = f"retrained blocks {', '.join(retrained) or 'none'}" + (
+        f" (no model for {'; '.join(f'{name}: {why}' for name, why in too_small.items())})" if too_small else "")
     version = register(ctx, trained, batch, task, scores["challenger"], rule)
     B.log_metrics(ctx.mlflow_run_id, {**B.mlflow_block_metrics(per_eval["challenger"], "challenger"),
                                       "n_retrained_blocks": float(len(retrained))})
@@ -200,7 +204,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
         start_monitoring(ctx.paths.state, version, selected, X_hold, y_hold, task, spec,
                          scores["challenger"].get("rmse"))
         outcome = ctx.outcome("retrain_promoted",
-                              f"{drift_reason} → retrained blocks {', '.join(retrained)}: {rule}",
+                              f"{drift_reason} → {said}: {rule}",
                               champion_version=version, challenger_version=version,
                               metrics={**scores, "serving_full_batch": now},
                               retrain_mode="blocks", predictions_file=str(out), details=details, **common)
@@ -208,7 +212,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     ctx.log.info("challenger v%s (blocks %s) rejected: %s", version, retrained, rule)
     out = write_batch_predictions(ctx, batch, champion)
     outcome = ctx.outcome("retrain_rejected",
-                          f"{drift_reason} → retrained blocks {', '.join(retrained)} but not promoted: {rule}",
+                          f"{drift_reason} → {said} but not promoted: {rule}",
                           champion_version=champion.version, challenger_version=version,
                           metrics={**scores, "serving_full_batch": now},
                           retrain_mode="blocks", predictions_file=str(out), details=details, **common)
@@ -216,6 +220,13 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
 
 
 # -- small helpers of this flow ------------------------------------------------------------------
+
+
+def _fitted(model, refit: list) -> tuple[list[str], dict[str, str]]:
+    """Of the blocks asked to refit, the ones that got a model, and why the others got none (too few rows, or
+    one class: ``skipped_blocks_``)."""
+    return ([b.name for b in refit if b.value not in model.skipped_blocks_],
+            {b.name: model.skipped_blocks_[b.value] for b in refit if b.value in model.skipped_blocks_})
 
 
 def _names(model) -> list[str]:

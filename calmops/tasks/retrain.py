@@ -197,8 +197,14 @@ def retrain_window(inputs: RetrainInputs) -> TrainingResult:
         X, y = X.iloc[-r.window_rows:].reset_index(drop=True), y.iloc[-r.window_rows:].reset_index(drop=True)
     elif not r.window_batches:
         X, y = X.iloc[-len(inputs.X_new) * 3:], y.iloc[-len(inputs.X_new) * 3:]  # default: about three batches
+    used, left = [], len(X)  # the batches the kept rows come from, newest last
+    for name, (_, y_part) in reversed(list(zip([h for h, _ in history] + ["current"], parts, strict=True))):
+        if left <= 0:
+            break
+        used.insert(0, name)
+        left -= len(y_part)
     model, extra = _fit_fresh(inputs, X, y)
-    return TrainingResult(model, X, y, "window", {"rows": len(X), "batches": [h for h, _ in history] + ["current"],
+    return TrainingResult(model, X, y, "window", {"rows": len(X), "batches": used,
                                                  "window_rows": r.window_rows, "window_batches": r.window_batches,
                                                  **extra})
 

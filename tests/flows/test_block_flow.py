@@ -108,6 +108,23 @@ def test_shifted_block_is_found_and_only_its_model_is_retrained(prefect_server, 
     assert json.loads(Path(stored).read_text())["details"]["retrained_blocks"] == ["c"]
 
 
+def test_a_new_block_too_small_for_a_model_is_not_reported_as_retrained(prefect_server, calmops_home):
+    """A new block with fewer rows than ``min_block_rows`` gets no model of its own (the global model answers
+    for it): the decision lists it with the reason, not among the retrained blocks."""
+    create("small")
+    folder = incoming("small")
+    assert run("small", write_csv(block_frame(400, seed=1), folder, "1.csv"))["decision"] == "train"
+    frame = block_frame(400, seed=2, shifted=("c",))
+    tiny = frame[frame.site == "a"].head(12).assign(site="a2")  # sorts before d: a training block, not evaluation
+    out = run("small", write_csv(pd.concat([frame, tiny], ignore_index=True), folder, "2.csv"))
+    details = out["details"]
+    assert out["decision"].startswith("retrain_"), out["reason"]
+    assert "a2" in details["new_blocks"] and "a2" in details["skipped_blocks"]
+    assert "c" in details["retrained_blocks"] and "a2" not in details["retrained_blocks"], details
+    assert "a2" not in out["reason"].split("(no model for")[0] and "no model for a2:" in out["reason"], out["reason"]
+    assert "min_block_rows=30" in out["reason"]
+
+
 def test_same_blocks_without_shift_is_no_drift(prefect_server, calmops_home):
     create("calm")
     folder = incoming("calm")

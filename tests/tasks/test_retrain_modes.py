@@ -73,6 +73,15 @@ def test_window_uses_exactly_the_last_n_rows():
     everything = pd.concat([h[[*TYPES]] for _, h in history] + [X1], ignore_index=True)
     assert len(result.X) == 500
     pd.testing.assert_frame_equal(result.X.reset_index(drop=True), everything.iloc[-500:].reset_index(drop=True))
+    assert result.info["batches"] == ["h2", "current"]  # 300 + 200 of h2's rows; h0 and h1 were not used
+
+
+def test_window_by_default_records_only_the_batches_its_rows_come_from():
+    sp = spec(mode="window")
+    history = [(f"h{i}", with_target(*data(300, 10 + i))) for i in range(5)]
+    X1, y1 = data(300, 1)
+    result = train_challenger("window", sp, TYPES, None, X1, y1, history=history)
+    assert len(result.X) == 900 and result.info["batches"] == ["h3", "h4", "current"]
 
 
 def test_window_by_batches():
@@ -81,6 +90,7 @@ def test_window_by_batches():
     X1, y1 = data(50, 1)
     result = train_challenger("window", sp, TYPES, None, X1, y1, history=history)
     assert len(result.X) == 102 + 50  # the newest history batch plus the current one
+    assert result.info["batches"] == ["h2", "current"]
 
 
 def test_stacking_leaves_the_frozen_champion_predictions_unchanged():
