@@ -198,7 +198,7 @@ def render_report(outcome: Mapping[str, Any], verdict: DriftVerdict) -> str:
              ("challenger version", _num(outcome.get("challenger_version"))),
              ("rows", _num(outcome.get("rows"))), ("file SHA-256", f"<code>{escape(str(outcome.get('sha256')))}</code>"),
              ("MLflow run", f"<code>{escape(str(outcome.get('mlflow_run_id')))}</code>")]
-    reasons = "".join(f"<li>{escape(r)}</li>" for r in verdict.reasons) or "<li>no drift signal</li>"
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in verdict.signals) or "<li>no drift signal</li>"
     body = (f"<h1>{escape(title)} {badge}</h1>"
             + _table(["", ""], [[f"<b>{k}</b>", v] for k, v in facts])
             + f"<h2>Signals</h2><ul>{reasons}</ul>" + _signals(verdict)

@@ -239,6 +239,17 @@ class DriftVerdict:
         return "; ".join(self.reasons) if self.reasons else "no drift signal"
 
     @property
+    def drifted_blocks(self) -> list[str]:
+        """Block kind: the blocks whose data or performance drifts."""
+        return [name for name, block in self.blocks.items() if block.drift]
+
+    @property
+    def signals(self) -> list[str]:
+        """Every reason to act: the file's own reasons, then (block kind) the blocks that drift."""
+        drifted = self.drifted_blocks
+        return [*self.reasons, *([f"block drift in {', '.join(drifted)}"] if drifted else [])]
+
+    @property
     def real_concept_drift(self) -> bool:
         """The champion got worse on this batch — its score fell since promotion, decays steadily, or the concept
         detectors alarmed on its errors — while the data-drift test found its inputs where they were (features

@@ -126,10 +126,10 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     B.log_metrics(ctx.mlflow_run_id, B.mlflow_block_metrics(monitoring))
 
     by_block = {n: replace(d, performance=performance.get(n)) for n, d in vs_reference.items()}
-    drifted = [b.name for b in blocks if by_block[b.name].drift]
-    reasons = list(verdict.reasons) + ([f"block drift in {', '.join(drifted)}"] if drifted else [])
+    verdict = replace(verdict, blocks={b.name: by_block[b.name] for b in blocks})
+    drifted, reasons = verdict.drifted_blocks, verdict.signals
     drift_reason = "; ".join(reasons) if reasons else "no drift signal in the file or any block"
-    verdict = replace(verdict, blocks=by_block, drift_detected=bool(reasons))
+    verdict = replace(verdict, drift_detected=bool(reasons))
     details = {"drift_matrix": matrix, "drifted_blocks": drifted, "unseen": settings.unseen}
     common = {"drift_detected": bool(reasons), "drifted_features": _drifted_features(verdict),
               "rows": batch.n_rows}

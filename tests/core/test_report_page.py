@@ -111,3 +111,23 @@ def test_the_default_report_name_of_a_long_named_file_can_be_written(tmp_path):
     assert name.startswith("sea-prod-LLL") and name.endswith(".report.html")
     assert file_name("sea-prod", other) != name  # two long names that share a beginning stay apart
     assert file_name("sea", "sea_0001.csv") == "sea-sea_0001.report.html"  # short names as before
+
+
+def test_a_block_that_drifts_only_in_performance_is_a_signal_on_the_page():
+    """Block kind: a block whose data held but whose champion score fell is why the file retrained; the page's
+    Signals said "no drift signal" beside a decision "block drift in NEW"."""
+    from dataclasses import replace
+
+    from calmops.core.verdict import BlockDrift
+
+    ref, _ = frames()
+    calm = compare(ReferenceProfile.build(ref, TYPES, SPEC.drift), ref.sample(800, random_state=1), SPEC.drift)
+    assert not calm.drift_detected
+    fell = PerformanceSignal("accuracy", 0.6, 0.9, [], 0.33, 0.05, drift=True)
+    verdict = DriftVerdict.of(calm)
+    verdict = replace(verdict, blocks={"OLD": BlockDrift("block", 0.05, calm),
+                                       "NEW": BlockDrift("block", 0.05, calm, performance=fell)})
+    assert verdict.drifted_blocks == ["NEW"] and verdict.signals == ["block drift in NEW"]
+    html = render_report({"pipeline": "r", "file": "b.csv", "decision": "retrain_promoted",
+                          "reason": "block drift in NEW → retrained blocks NEW"}, verdict)
+    assert "<li>block drift in NEW</li>" in html and "no drift signal" not in html

@@ -138,7 +138,7 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
     report = reports.get(chosen)
     row = window[window["run_id"] == chosen].iloc[0]
     st.markdown(f"**Decision:** `{row['decision']}` · **drift:** {'yes' if row['drift'] else 'no'}")
-    for reason in verdict.reasons if verdict else []:
+    for reason in verdict.signals if verdict else []:
         st.markdown(f"- {ui.plain(reason)}")
     if verdict:
         outcome = {"pipeline": name, "mlflow_run_id": chosen, "rows": None,
