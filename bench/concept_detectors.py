@@ -59,8 +59,8 @@ def main() -> None:
                          "detected": rise, "median_rows_to_alarm": delay})
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "concept_detectors.json").write_text(json.dumps({"trials": args.trials, "rows": rows}, indent=1))
-    lines = [f"Concept detectors, {args.trials} trials each: {WARM}-row warm start, one {FILE}-row file; "
-             f"'rise' adds {RISE:.0%} to the error rate.", "",
+    lines = [(f"Concept detectors, {args.trials} trials each: {WARM}-row warm start, one {FILE}-row file; "
+             f"'rise' adds {RISE:.0%} to the error rate."), "",
              "| detector | error rate | stable files alarming | risen files alarming | median rows to alarm |",
              "|---|---|---|---|---|"]
     for r in rows:

@@ -433,8 +433,9 @@ def report(name: str,
     try:
         outcome, verdict = registry.recorded_verdict(name, file)
     except registry.NoRecordedRun as exc:
-        raise CliError(str(exc), f"'calmops status {name}' lists the files decided so far; a first model or a "
-                                 "failed run has no drift verdict") from None
+        raise CliError(str(exc), f"give the file's name as it arrived ('calmops report {name}' alone takes the latest "
+                                 f"file checked; the MLflow UI lists every run of experiment calmops/{name} by file); "
+                                 "a first model or a failed run has no drift verdict") from None
     target = out or Path(file_name(name, outcome["file"]))
     target.write_text(render_report(outcome, DriftVerdict.from_dict(verdict)))
     console.print(f"[bold]{name}[/] · {outcome['file']} ({outcome['decision']}): report written to {target}")

@@ -44,7 +44,9 @@ def _made(name: str) -> Console:
     if name not in globals():
         from rich.console import Console
 
-        globals()[name] = Console(emoji=False, **_CONSOLE_OPTIONS[name])
+        made = Console(emoji=False, **_CONSOLE_OPTIONS[name])
+        made.soft_wrap = not made.is_terminal  # into a file or a pipe, a name or a path stays on its line
+        globals()[name] = made
     return globals()[name]
 
 

@@ -29,6 +29,7 @@ from .synthetic import synthetic as _synthetic
 app = typer.Typer(help="Generate drifting data: synthetic streams, real-like data, clinical cohorts, "
                        "drift injection, ready-made scenarios.", no_args_is_help=True)
 console = Console()
+console.soft_wrap = not console.is_terminal  # into a file or a pipe, a path stays on its line
 err = Console(stderr=True, soft_wrap=True)  # errors stay on one line
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder for the data files.")]

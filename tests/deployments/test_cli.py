@@ -192,3 +192,13 @@ def test_a_prediction_only_pipeline_needs_a_champion_to_serve(prefect_server, ca
     served = runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(300, 8, seed=2), tmp_path / "d", "b.csv")),
                                  "--json"])
     assert json.loads(served.stdout)["decision"] == "predict_only"
+
+
+def test_a_long_path_stays_on_its_line_when_the_output_is_not_a_terminal(tmp_path, monkeypatch):
+    """Piped or captured output is read by scripts: a path split over two lines at column 80 breaks them."""
+    home = tmp_path / ("a_home_whose_name_alone_is_longer_than_eighty_columns_" + "x" * 40)
+    monkeypatch.setenv("CALMOPS_HOME", str(home))
+    result = runner.invoke(app, ["create", str(_spec_file(tmp_path))])
+    assert result.exit_code == 0, result.output
+    incoming = home / "pipelines" / "sea" / "incoming"
+    assert any(str(incoming) in line for line in result.stdout.splitlines()), result.stdout
