@@ -195,7 +195,9 @@ def _pca_fit(x: np.ndarray, variance: float) -> tuple[np.ndarray, np.ndarray]:
     _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
     ratio = np.cumsum(s**2) / max(np.sum(s**2), 1e-300)
     k = int(np.searchsorted(ratio, variance) + 1)
-    k = min(k, vt.shape[0])
+    # at least one direction is left out: keeping every component reconstructs every row exactly, and a check on
+    # the reconstruction error could never fire (3 independent features need all 3 for 90 % of the variance)
+    k = min(k, vt.shape[0], x.shape[1] - 1)
     return mean, vt[:k]
 
 

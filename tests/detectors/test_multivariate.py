@@ -124,3 +124,19 @@ def test_mixed_types_encode(tmp_path):
     rep = compare(prof, batch, cfg)
     assert all(m.status in ("drift", "no_drift") for m in rep.multivariate)
     assert {m.method: m.drift for m in rep.multivariate}["domain_classifier"]
+
+
+def test_pca_keeps_a_direction_out_so_it_can_fire_on_few_independent_features():
+    """Three independent features need all three components for 90 % of the variance; kept whole, every row
+    was reconstructed exactly (band about 1e-15) and the check could never fire. One direction stays out: the
+    same distribution stays calm, and rows spread twice as wide are seen."""
+    rng = np.random.default_rng(5)
+    cols = ["x0", "x1", "x2"]
+    ref = pd.DataFrame(rng.normal(size=(3000, 3)), columns=cols)
+    same = pd.DataFrame(rng.normal(size=(1000, 3)), columns=cols)
+    wide = pd.DataFrame(2 * rng.normal(size=(1000, 3)), columns=cols)
+    cfg = DriftConfig(multivariate=["pca"])
+    prof = ReferenceProfile.build(ref, None, cfg)
+    assert prof.multivariate.pca_components.shape[0] == 2 and prof.multivariate.pca_band > 0.1
+    assert not compare(prof, same, cfg).multivariate[0].drift
+    assert compare(prof, wide, cfg).multivariate[0].drift
