@@ -699,6 +699,15 @@ def append_history(paths: PipelinePaths, batch: pd.DataFrame, sha256: str, max_b
     return target
 
 
+def drop_history(paths: PipelinePaths, sha256: str) -> None:
+    """Take back the batch a run added to the history (:func:`append_history`) when the run is not decided (it
+    failed, or was stopped): its rows are not accepted, and they must not train the challengers of later files
+    (its retry adds them again)."""
+    if paths.history.exists():
+        for path in paths.history.glob(f"*-{sha256[:16]}.parquet"):
+            path.unlink(missing_ok=True)
+
+
 def kept_rows(paths: PipelinePaths) -> int:
     """Rows of the accepted batches the pipeline keeps (``history_max_batches``), read from the files' metadata."""
     import pyarrow.parquet as pq

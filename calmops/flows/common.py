@@ -29,6 +29,7 @@ from calmops.core.store import (
     PipelinePaths,
     arrival_time,
     bounded_name,
+    drop_history,
     ledger,
     ledger_name,
     move_to_processed,
@@ -334,6 +335,7 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
     ctx.log.error("run failed for %s: %s", ctx.path.name, reason)
     outcome = ctx.outcome("failed", reason[:2000], details={"gone": True} if gone else {})
     try:
+        drop_history(ctx.paths, ctx.sha256)
         finish_record(ctx, outcome, None)
     finally:
         if gone:
@@ -367,6 +369,7 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
         raise fail(ctx, exc) from exc
     except BaseException:  # cancelled or interrupted: nothing recorded, the claim goes back to pending
         ctx.ledger.release(ctx.sha256)
+        drop_history(ctx.paths, ctx.sha256)
         if ctx.mlflow_run_id:
             registry.close_run(ctx.mlflow_run_id, "KILLED")  # not left RUNNING: its file gets a run of its own
         raise

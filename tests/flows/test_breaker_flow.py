@@ -106,3 +106,26 @@ def test_operator_reset_from_the_cli(prefect_server, stream_spec):
     result = CliRunner().invoke(app, ["breaker", "reset", "sea"])
     assert result.exit_code == 0, result.output
     assert read_breaker("sea").state == "closed"
+
+
+def test_a_failed_run_takes_its_batch_back_from_the_training_history(prefect_server, stream_spec, tmp_path):
+    """A run that fails after its batch joined the history took it back: else the rows of a file that was never
+    decided (here: a file whose retrain broke) trained the challengers of every later file, and a batch that
+    breaks training broke every later retrain with it, so the pipeline could never retrain again."""
+    from calmops.core.store import read_history
+
+    module = tmp_path / "hooks.py"
+    module.write_text(BROKEN_HOOK)
+    folder = incoming("sea")
+    assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))["decision"] == "train"
+    paths = pipeline_paths(read_spec("sea"))
+    before = [sha for sha, _ in read_history(paths)]
+    update_spec("sea", retrain={"retrain_on": "always"}, hooks={"retrain": f"{module}:broken"}, order="none")
+    b = run("sea", write_csv(sea_frame(600, 8, seed=2), folder, "b.csv"))
+    assert b["decision"] == "failed"
+    assert [sha for sha, _ in read_history(paths)] == before  # b's rows are not accepted rows
+    update_spec("sea", hooks={"retrain": None})
+    c = run("sea", write_csv(sea_frame(600, 8, seed=3), folder, "c.csv"))
+    assert c["decision"] in ("retrain_promoted", "retrain_rejected"), c
+    assert b["sha256"][:16] not in {sha for sha, _ in read_history(paths)}
+    assert c["sha256"].startswith([sha for sha, _ in read_history(paths)][-1])
