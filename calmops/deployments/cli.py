@@ -191,6 +191,7 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, A
         has_ledger,
         incoming_files,
         ledger,
+        ledger_name,
         pending_files,
         pipeline_paths,
         quarantined_files,
@@ -211,6 +212,7 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, A
         "name": name,
         "kind": spec.kind,
         "incoming": str(paths.incoming),
+        "labels_folder": str(paths.labels) if paths.labels is not None else None,
         "champion_version": aliases.get("champion"),
         "aliases": aliases,
         "breaker": breaker["state"] if breaker else "unknown",
@@ -225,6 +227,9 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, A
         "held_behind": book.held_behind(paths.incoming) if book and spec.order == "arrival" else None,
         # files a run may take (not temporary names) that are neither pending nor being processed
         "files_waiting": sum(p not in pending and p.name not in running for p in incoming_files(paths.incoming)),
+        # labels files (spec labels) in the labels folder, likewise; None without a labels folder
+        "labels_waiting": sum(p not in pending and ledger_name(paths, p) not in running
+                              for p in incoming_files(paths.labels)) if paths.labels is not None else None,
         "files_quarantined": len(quarantined_files(paths)),
         "runs_recovered": stalls.recovered(name),
         "awaiting_labels": Awaiting(paths.root, paths.state).waiting(spec.labels.max_wait_days) if spec.labels else None,
@@ -236,11 +241,11 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, A
 # (label, key) of ``calmops status NAME``, in order; values go through shown()
 STATUS_FIELDS = (
     ("kind", "kind"), ("champion", "champion_version"), ("aliases", "aliases"), ("breaker", "breaker"),
-    ("waiting", "files_waiting"), ("held behind", "held_behind"), ("pending", "files_pending"),
+    ("waiting", "files_waiting"), ("labels waiting", "labels_waiting"), ("held behind", "held_behind"), ("pending", "files_pending"),
     ("running", "files_running"), ("orphaned claims", "files_orphaned"), ("done", "files_done"),
     ("quarantined", "files_quarantined"), ("stalled runs recovered", "runs_recovered"),
     ("rows awaiting labels", "awaiting_labels"), ("last file", "last_file"), ("last decision", "last_decision"),
-    ("incoming", "incoming"),
+    ("incoming", "incoming"), ("labels folder", "labels_folder"),
 )
 # columns of the pipelines table of ``calmops status``
 STATUS_COLUMNS = (("pipeline", "name"), ("kind", "kind"), ("champion", "champion_version"),
@@ -401,18 +406,28 @@ def breaker_reset(name: str):
 
 @app.command("rollback")
 @friendly(servers=("mlflow",))
-def rollback(name: str):
-    """Serve the previous champion again."""
-    from calmops.core import registry
+def rollback(name: str, as_json: Annotated[bool, JsonOption] = False):
+    """Serve the previous champion again (after the run deciding files now, if any, has finished them)."""
+    from calmops.core import registry, statedb
+    from calmops.core.logs import pipeline_logger
     from calmops.core.store import kept_rows, pipeline_paths, read_spec
-    from calmops.deployments.console import console
+    from calmops.deployments.console import console, err
 
-    paths = pipeline_paths(read_spec(name))
+    paths = pipeline_paths(read_spec(name)).ensure()
     registry.configure()
-    try:
-        old, new = registry.rollback(name, rows_kept=kept_rows(paths))
-    except registry.NothingToRollBack as exc:
-        raise CliError(str(exc), "a rollback needs at least one promotion after the first model") from None
+    # in the pipeline's turn: a run deciding files now would promote over the model rolled back to, judged
+    # against the one it replaced; the rollback waits for it and then stays
+    with statedb.turn(paths.root, on_wait=lambda: err.print(
+            f"{name}: a run is deciding files; the rollback waits for it to finish them", highlight=False)):
+        try:
+            old, new = registry.rollback(name, rows_kept=kept_rows(paths))
+        except registry.NothingToRollBack as exc:
+            raise CliError(str(exc), "a rollback needs at least one promotion after the first model") from None
+        pipeline_logger(name, paths.logs).info("rollback (calmops rollback): champion v%s → v%s; v%s is now "
+                                               "'previous'", old, new, old)
+    if as_json:
+        _print_json({"pipeline": name, "champion": new, "previous": old})
+        return
     console.print(f"[bold]{name}[/]: champion v{old} → v{new} (v{old} is now 'previous')")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -45,7 +46,8 @@ def _made(name: str) -> Console:
         from rich.console import Console
 
         made = Console(emoji=False, **_CONSOLE_OPTIONS[name])
-        made.soft_wrap = not made.is_terminal  # into a file or a pipe, a name or a path stays on its line
+        # into a file or a pipe, a name or a path stays on its line (unless COLUMNS asks for a width)
+        made.soft_wrap = not made.is_terminal and not os.environ.get("COLUMNS")
         globals()[name] = made
     return globals()[name]
 

@@ -8,6 +8,7 @@ line on stderr and exit code 2.
 import functools
 import inspect
 import json
+import os
 import typing
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +30,7 @@ from .synthetic import synthetic as _synthetic
 app = typer.Typer(help="Generate drifting data: synthetic streams, real-like data, clinical cohorts, "
                        "drift injection, ready-made scenarios.", no_args_is_help=True)
 console = Console()
-console.soft_wrap = not console.is_terminal  # into a file or a pipe, a path stays on its line
+console.soft_wrap = not console.is_terminal and not os.environ.get("COLUMNS")  # piped: a path stays on its line
 err = Console(stderr=True, soft_wrap=True)  # errors stay on one line
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder for the data files.")]

@@ -196,9 +196,56 @@ def test_a_prediction_only_pipeline_needs_a_champion_to_serve(prefect_server, ca
 
 def test_a_long_path_stays_on_its_line_when_the_output_is_not_a_terminal(tmp_path, monkeypatch):
     """Piped or captured output is read by scripts: a path split over two lines at column 80 breaks them."""
+    from calmops.core import registry
+    from calmops.core.settings import get_settings
+
     home = tmp_path / ("a_home_whose_name_alone_is_longer_than_eighty_columns_" + "x" * 40)
     monkeypatch.setenv("CALMOPS_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    registry.configure(get_settings())  # this home's own registry, as a new process would use
     result = runner.invoke(app, ["create", str(_spec_file(tmp_path))])
     assert result.exit_code == 0, result.output
     incoming = home / "pipelines" / "sea" / "incoming"
     assert any(str(incoming) in line for line in result.stdout.splitlines()), result.stdout
+
+
+@pytest.mark.integration
+def test_rollback_waits_for_the_run_deciding_files_and_then_stays(prefect_server, calmops_home, tmp_path):
+    """A rollback while a run decides files used to act at once, and the run then promoted over the model
+    rolled back to, judged against the one it replaced. It waits for the pipeline's turn (held here as a run
+    holds it), is written to the pipeline's log, and says what it did in JSON."""
+    import threading
+    import time
+
+    from calmops.core import registry, statedb
+    from calmops.core.store import pipeline_paths, read_spec
+
+    assert runner.invoke(app, ["create", str(_spec_file(tmp_path))]).exit_code == 0
+    data = tmp_path / "data"
+    assert json.loads(runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(1000, 8, seed=1), data, "a.csv")),
+                                          "--json"]).stdout)["decision"] == "train"
+    assert json.loads(runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(1000, 9.5, seed=2), data, "b.csv")),
+                                          "--json"]).stdout)["decision"] == "retrain_promoted"
+    paths = pipeline_paths(read_spec("sea"))
+    held, released = threading.Event(), {}
+
+    def a_run_deciding_files():
+        with statedb.turn(paths.root):
+            held.set()
+            time.sleep(3)
+            released["at"] = time.monotonic()
+
+    holder = threading.Thread(target=a_run_deciding_files)
+    holder.start()
+    assert held.wait(30)
+    result = runner.invoke(app, ["rollback", "sea", "--json"])
+    done = time.monotonic()
+    holder.join()
+    assert result.exit_code == 0, result.output
+    assert done >= released["at"]  # it waited for the turn
+    assert json.loads(result.stdout) == {"pipeline": "sea", "champion": 1, "previous": 2}
+    assert "the rollback waits" in result.stderr
+    assert registry.alias_version("sea", "champion") == 1
+    log = (paths.logs / "pipeline.log").read_text()
+    assert "rollback (calmops rollback): champion v2 → v1" in log

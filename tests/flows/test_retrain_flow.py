@@ -74,20 +74,17 @@ def test_failing_hook_is_reported_and_the_champion_stays(prefect_server, stream_
     assert path.exists()  # kept for a retry
 
 
-def test_recalibration_on_regression_fails_with_a_clear_reason(prefect_server, calmops_home):
-    import numpy as np
-    import pandas as pd
+def test_recalibration_on_regression_is_refused_before_any_file(prefect_server, calmops_home):
+    """A regressor cannot be recalibrated: the pipeline could never retrain, so the spec is refused when it is
+    saved (``calmops create`` / ``update``), not on the first drift."""
+    from calmops.core.spec import SpecError
+    from calmops.core.store import list_pipelines, save_spec, spec_from_dict
 
-    from calmops.core.store import save_spec, spec_from_dict
-
-    save_spec(spec_from_dict({"name": "reg", "target": "t", "model": {"class": "sklearn.linear_model.Ridge"},
-                              "retrain": {"mode": "recalibration", "retrain_on": "always"}}), create=True)
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(400, 2))
-    frame = pd.DataFrame(X, columns=["a", "b"]).assign(t=X[:, 0] * 2)
-    run("reg", write_csv(frame, incoming("reg"), "a.csv"))
-    out = run("reg", write_csv(frame.assign(a=frame.a + 0.01), incoming("reg"), "b.csv"))
-    assert out["decision"] == "failed" and "classifiers only" in out["reason"]
+    spec = spec_from_dict({"name": "reg", "target": "t", "model": {"class": "sklearn.linear_model.Ridge"},
+                           "retrain": {"mode": "recalibration", "retrain_on": "always"}})
+    with pytest.raises(SpecError, match="retrain.mode: recalibration applies to classifiers only"):
+        save_spec(spec, create=True)
+    assert list_pipelines() == []
 
 
 def test_the_winner_is_refit_on_the_whole_batch_and_both_fits_are_recorded(prefect_server, stream_spec):
