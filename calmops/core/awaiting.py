@@ -13,7 +13,9 @@ lines.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,6 +46,37 @@ def keys_of(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     return [json.dumps([_plain(v) for v in row]) for row in values]
 
 
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _as_integer(value: str) -> str:
+    """An id written as a whole number ("000001", "1.0", "1e3") as an integer column keeps it ("1", "1000");
+    any other id unchanged."""
+    try:
+        if _INTEGER.fullmatch(value):
+            return str(int(value))
+        if _NUMBER.fullmatch(value):
+            number = float(value)
+            if math.isfinite(number) and number.is_integer() and abs(number) < 2 ** 53:
+                return str(int(number))
+    except ValueError:  # more digits than int() reads
+        pass
+    return value
+
+
+def integer_key(key: str) -> str:
+    """A key with its ids written as whole numbers read as integers: how a labels file's "000001" (read as
+    written) finds the row of a features file whose id column was read as the integer 1."""
+    return json.dumps([_as_integer(v) for v in json.loads(key)])
+
+
+def shown(key: str):
+    """A key as the record shows it: the id itself for a single join column, the list of ids for several."""
+    values = json.loads(key)
+    return values[0] if len(values) == 1 else values
+
+
 def _mixed_as_text(frame: pd.DataFrame) -> pd.DataFrame:
     """A column of mixed Python objects (numbers and text) as text, its missing values still missing."""
     import pandas as pd
@@ -63,8 +96,8 @@ class Match:
     rows: pd.DataFrame                      # the kept rows, in the order the labels file names them
     labels: pd.Series                       # the label of each kept row (same index)
     counts: dict[str, int] = field(default_factory=dict)
-    unmatched_ids: list[str] = field(default_factory=list)      # a sample, for the reason and the record
-    duplicate_ids: list[str] = field(default_factory=list)
+    unmatched_ids: list = field(default_factory=list)      # a sample (ids as written), for the reason and record
+    duplicate_ids: list = field(default_factory=list)
 
 
 class Awaiting:
@@ -109,28 +142,33 @@ class Awaiting:
               max_wait_days: float, now: float | None = None) -> Match:
         """Match a labels file's rows to the rows waiting for them and mark those rows as labelled by it.
 
-        A key named twice in the file counts as a duplicate (its first label is used); a key with no predicted
-        row waiting is unmatched; a key whose row another labels file labelled before counts as labelled
-        before; a row predicted more than ``max_wait_days`` ago is joined and counted late.
+        Ids are compared as written; an id no row has as written, written as a whole number ("000001",
+        "1.0"), matches the row whose id is that integer (an id column read as integers kept 1, not "000001").
+        A key named twice in the file (as written or as that integer) counts as a duplicate (its first label
+        is used); a key with no predicted row is unmatched; a key whose row another labels file labelled
+        before counts as labelled before; a row predicted more than ``max_wait_days`` ago is joined and
+        counted late. The ids listed (unmatched, duplicate) are those of the labels file.
         """
         now = time.time() if now is None else now
-        first: dict[str, int] = {}
-        duplicates: list[str] = []
-        for i, key in enumerate(keys):
-            if key in first:
-                duplicates.append(key)
-            else:
-                first[key] = i
+        integers = [integer_key(k) for k in keys]
         self.create()
         with self.table.write() as con:
             found: dict[str, list[tuple]] = {}
-            unique = list(first)
+            unique = list(dict.fromkeys([*keys, *integers]))
             for start in range(0, len(unique), 500):
                 chunk = unique[start:start + 500]
                 marks = ",".join("?" * len(chunk))
                 for row in con.execute(f"SELECT key, sha256, row, version, predicted_at, labelled_by FROM {self.t} "
                                        f"WHERE key IN ({marks})", chunk).fetchall():
                     found.setdefault(row[0], []).append(row)
+            first: dict[str, int] = {}
+            duplicates: list[str] = []
+            for i, (written, integer) in enumerate(zip(keys, integers, strict=True)):
+                key = written if written in found or integer not in found else integer
+                if key in first:
+                    duplicates.append(written)
+                else:
+                    first[key] = i
             taken: list[tuple[str, str, int, int]] = []  # (key, sha256, row, position in the labels file)
             before: list[str] = []
             late = 0
@@ -139,23 +177,21 @@ class Awaiting:
                 open_rows = [r for r in rows if r[5] is None or r[5] == labels_sha256]
                 if not open_rows:
                     if rows:
-                        before.append(key)
+                        before.append(keys[position])
                     continue
                 for _, sha, row, _, predicted_at, _ in open_rows:
                     taken.append((key, sha, row, position))
                     late += predicted_at < now - max_wait_days * 86400
             con.executemany(f"UPDATE {self.t} SET labelled_by = ? WHERE sha256 = ? AND row = ?",
                             [(labels_sha256, sha, row) for _, sha, row, _ in taken])
-        import pandas as pd
-
-        unmatched = [k for k in first if k not in found]
+        unmatched = [keys[position] for k, position in first.items() if k not in found]
         rows = self._rows(taken)
-        label_values = labels[target].to_numpy()
-        y = pd.Series([label_values[pos] for *_, pos in taken], name=target)
+        # the labels as read (their dtype: the model's classes), in the order of the rows
+        y = labels[target].iloc[[pos for *_, pos in taken]].reset_index(drop=True).rename(target)
         counts = {"label_rows": len(keys), "matched": len(taken), "unmatched": len(unmatched),
                   "duplicate": len(duplicates), "labelled_before": len(before), "late": int(late)}
-        return Match(rows, y, counts, [json.loads(k) for k in unmatched[:20]],
-                     [json.loads(k) for k in (duplicates + before)[:20]])
+        return Match(rows, y, counts, [shown(k) for k in unmatched[:20]],
+                     [shown(k) for k in (duplicates + before)[:20]])
 
     def _rows(self, taken: list[tuple[str, str, int, int]]) -> pd.DataFrame:
         """The kept rows of ``taken`` (key, sha256, row, position), in the order of ``taken``."""

@@ -443,6 +443,14 @@ class Ledger:
                 for sha, file, arrived, status, *rest in rows
                 if incoming is None or holds(incoming / file, sha, arrived)]
 
+    def labels_waiting(self) -> list[tuple[str, str]]:
+        """(sha256, ledger name) of the labels files announced and not yet taken (``waiting``), in arrival order
+        (then the order they were recorded): what a labels run decides before its own file."""
+        with closing(self._connect()) as con:
+            return [tuple(row) for row in con.execute(
+                f"SELECT sha256, file FROM {self.t} WHERE status='waiting' AND file LIKE ? "
+                f"ORDER BY arrived, {self.table.order_column}", (f"{LABELS_ENTRY}%",)).fetchall()]
+
     def held_behind(self, incoming: Path | None = None) -> str | None:
         """The file that holds others back: the oldest one still to be decided that has been tried (it is
         ``pending`` after a failure or a breaker wait, or its run crashed) with files behind it; a file a live run

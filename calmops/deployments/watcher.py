@@ -66,6 +66,7 @@ from calmops.core.names import EVENT, file_resource
 from calmops.core.settings import Settings, get_settings
 from calmops.core.statedb import Table
 from calmops.core.store import (
+    LABELS_ENTRY,
     Ledger,
     arrival_time,
     is_temporary_name,
@@ -569,10 +570,14 @@ class Watcher:
         return min(self.reemit_after * 2 ** min(repeats, 20), max(self.reemit_after, 600.0))
 
     def _record_arrival(self, watched: _Watched, path: Path, sha: str, arrived: float) -> None:
-        if not self.record_arrivals or watched.labels:  # a labels file is decided when it comes, not queued
+        if not self.record_arrivals:
             return
-        try:  # the arrival order the pipeline's runs follow (see calmops.flows.common.run_in_order)
-            Ledger(watched.ledger).arrive(sha, path.name, arrived, path.parent)
+        try:  # the arrival order the pipeline's runs follow (calmops.flows.common.run_in_order; labels files:
+            # calmops.flows.labels.run_labels_file, in the ledger as labels/<name>)
+            if watched.labels:
+                Ledger(watched.ledger).arrive(sha, f"{LABELS_ENTRY}{path.name}", arrived)
+            else:
+                Ledger(watched.ledger).arrive(sha, path.name, arrived, path.parent)
         except statedb.errors():
             log.exception("could not record the arrival of %s (the run records it)", path)
 

@@ -223,7 +223,7 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         log.warning("refused %s: %s (moved to %s)", path.name, special, target)
         return RunOutcome(spec.name, path.name, None, "rejected_input", special, flow_run_id=flow_run_id,
                           kind=spec.kind, details={"quarantined_as": str(target)})
-    if (content := _content_of(path)) is None:
+    if (content := content_of(path)) is None:
         done = sha256 and book.status(sha256) == "done"
         if done or (paths.processed / bounded_name(path.name)).exists():
             log.info("%s was processed already (duplicate event); nothing to do", path.name)
@@ -408,7 +408,7 @@ def _breaker_cooling(pipeline: str) -> bool:
     return state.state == "open" and (state.next_retry_at is None or time.time() < state.next_retry_at)
 
 
-def _content_of(path: Path) -> tuple[str, float] | None:
+def content_of(path: Path) -> tuple[str, float] | None:
     """(sha256, arrival time) of a file, or None when it is not there (any more): in a burst another run of
     the pipeline's turn may decide and move it between a check and the read."""
     try:
@@ -430,7 +430,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     paths = pipeline_paths(spec).ensure()
     path = Path(path)
     if (spec.order == "none" or not_a_regular_file(path) or path.parent.resolve() != paths.incoming.resolve()
-            or (content := _content_of(path)) is None):  # a link or a pipe is refused there, unread; a file
+            or (content := content_of(path)) is None):  # a link or a pipe is refused there, unread; a file
         return run_one_file(pipeline, path, sha256, process)  # gone is a duplicate event or an error there
     log = RunLog(spec.name, paths.logs)
     book = ledger(paths)

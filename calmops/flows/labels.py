@@ -19,8 +19,8 @@ from typing import Any
 from calmops.core import registry
 from calmops.core.awaiting import Awaiting, keys_of
 from calmops.core.logs import RunLog
-from calmops.core.store import ledger, pipeline_paths, read_spec, sha256_of
-from calmops.flows.common import RunContext, pipeline_turn, reject, run_one_file
+from calmops.core.store import LABELS_ENTRY, ledger, ledger_name, pipeline_paths, read_spec, sha256_of
+from calmops.flows.common import RunContext, RunFailed, content_of, pipeline_turn, reject, run_one_file
 from calmops.tasks.ingest import Batch, RejectedInput, validate_frame
 from calmops.tasks.labels import labelled_rows, read_labels, realized_scores
 from calmops.tasks.record import RunOutcome
@@ -34,24 +34,47 @@ def is_labels_file(pipeline: str, path: str | Path) -> bool:
 
 
 def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process) -> dict[str, Any]:
-    """Decide one labels file in the pipeline's turn (one process decides a pipeline's files at a time). A run
-    that fails or is stopped gives the rows it matched back: they wait for its retry, or for another file."""
+    """Decide one labels file in the pipeline's turn (one process decides a pipeline's files at a time), after
+    the labels files that arrived before it and wait still, oldest first: a burst of labels files is decided in
+    the order it came, whatever order their runs start in (the runs of the files decided here find them done).
+    A run that fails or is stopped gives the rows it matched back: they wait for its retry, or for another file;
+    an older labels file that fails is left to its own run's retries and does not stop this one."""
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec).ensure()
     log = RunLog(spec.name, paths.logs)
+    book = ledger(paths)
+    path = Path(path)
     with pipeline_turn(paths, log):
-        awaiting = Awaiting(paths.root, paths.state)
-        try:
-            result = run_one_file(pipeline, path, sha256, process, read=read_labelled_batch)
-        except BaseException:
-            if Path(path).exists():
-                awaiting.release(sha256_of(Path(path)))
-            raise
-        try:
-            awaiting.prune({e["sha256"] for e in ledger(paths).entries() if e["status"] == "done"})
-        except Exception as exc:  # noqa: BLE001 - the file is decided; the next labels file prunes them
-            log.warning("could not delete the rows kept for labels that are all labelled now: %s", exc)
-        return result
+        if (content := content_of(path)) is not None:
+            own = content[0]
+            book.arrive(own, ledger_name(paths, path), content[1])  # known already when the watcher announced it
+            for sha, entry in book.labels_waiting():
+                if sha == own:
+                    break
+                older = paths.labels / entry.removeprefix(LABELS_ENTRY)
+                if not older.is_file():
+                    continue
+                log.info("deciding %s first: it arrived before %s", older.name, path.name)
+                try:
+                    _decide(paths, log, pipeline, older, sha, process)
+                except RunFailed:
+                    continue  # recorded as failed and pending; its own run retries it
+        return _decide(paths, log, pipeline, path, sha256, process)
+
+
+def _decide(paths, log: RunLog, pipeline: str, path: Path, sha256: str | None, process) -> dict[str, Any]:
+    awaiting = Awaiting(paths.root, paths.state)
+    try:
+        result = run_one_file(pipeline, path, sha256, process, read=read_labelled_batch)
+    except BaseException:
+        if path.exists():
+            awaiting.release(sha256_of(path))
+        raise
+    try:
+        awaiting.prune({e["sha256"] for e in ledger(paths).entries() if e["status"] == "done"})
+    except Exception as exc:  # noqa: BLE001 - the file is decided; the next labels file prunes them
+        log.warning("could not delete the rows kept for labels that are all labelled now: %s", exc)
+    return result
 
 
 def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | RunOutcome:
@@ -61,7 +84,7 @@ def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> 
     ctx.labels_file = True
     awaiting = Awaiting(ctx.paths.root, ctx.paths.state)
     try:
-        labels, fmt = read_labels(ctx.path, spec)
+        labels, fmt = read_labels(ctx.path, spec, champion.schema.classes if champion else None)
         if champion is None:
             raise RejectedInput(f"{ctx.path.name}: a labels file, but pipeline {spec.name!r} has no champion yet, "
                                 "so nothing was predicted for it to label; drop it again after a first model")

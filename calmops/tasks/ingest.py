@@ -257,6 +257,8 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
                             "(one name per column)", duplicated=dupes[:10])
 
     y = None
+    if spec.labels is not None and spec.target in frame.columns and frame[spec.target].isna().all():
+        frame = frame.drop(columns=spec.target)  # an export with a fixed schema: the column is there, its labels not
     later = spec.labels is not None and spec.target not in frame.columns  # its labels come in a labels file
     if later:
         missing = [c for c in spec.labels.join_on if c not in frame.columns]
@@ -292,7 +294,10 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
         columns, types = reference.columns, reference.feature_types
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            raise RejectedInput(f"{path.name}: feature column(s) missing: {', '.join(missing)}", missing=missing)
+            looks_like_labels = spec.labels is not None and set(frame.columns) <= {*spec.labels.join_on, spec.target}
+            hint = ("; it holds only ids and the target: a labels file goes into the pipeline's labels folder"
+                    if looks_like_labels else "")
+            raise RejectedInput(f"{path.name}: feature column(s) missing: {', '.join(missing)}{hint}", missing=missing)
         new = [c for c in feature_columns(spec, list(frame.columns)) if c not in columns]
         if new:
             signals.append(f"new column(s) ignored by the model: {', '.join(V.excerpt(c, 30) for c in new[:20])}")

@@ -8,6 +8,7 @@ made are scored per model version (the realized metrics of the versions that ser
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,14 @@ from calmops.tasks import validate as V
 from calmops.tasks.ingest import RejectedInput, detect_format, read_table, text_delimiter
 
 
-def read_labels(path: Path, spec: PipelineSpec) -> tuple[pd.DataFrame, str]:
-    """The labels file's table and format; RejectedInput (quarantine) when it cannot be matched as it is."""
+def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> tuple[pd.DataFrame, str]:
+    """The labels file's table and format; RejectedInput (quarantine) when it cannot be matched as it is.
+
+    The id columns of a text file (CSV, TSV, JSON lines) are read as written ("000001" stays "000001"), as is the
+    target when the model's ``classes`` are text. With ``classes`` (the champion's), the labels are taken as
+    those classes: whole numbers written as floats (``1.0``) are the integer classes; labels of another kind
+    (booleans or fractions for integer classes, numbers for text classes, text for numbers) are refused.
+    """
     assert spec.labels is not None
     size = path.stat().st_size
     if size > spec.limits.max_bytes:
@@ -31,7 +38,8 @@ def read_labels(path: Path, spec: PipelineSpec) -> tuple[pd.DataFrame, str]:
     if fmt not in spec.formats:
         raise RejectedInput(f"{path.name}: format {fmt!r} is not accepted by this pipeline "
                             f"(accepted: {', '.join(spec.formats)})", format=fmt)
-    frame = read_table(path, fmt, text_delimiter(path, fmt, spec.delimiter))
+    as_text = list(spec.labels.join_on) + ([spec.target] if _kind_of_classes(classes) == "text" else [])
+    frame = _read_as_written(path, fmt, text_delimiter(path, fmt, spec.delimiter), as_text)
     frame.columns = [str(c) for c in frame.columns]
     if frame.empty:
         raise RejectedInput(f"{path.name}: a labels file with no rows")
@@ -49,7 +57,86 @@ def read_labels(path: Path, spec: PipelineSpec) -> tuple[pd.DataFrame, str]:
             first = int(np.flatnonzero(frame[column].isna().to_numpy())[0])
             raise RejectedInput(f"{path.name}: column '{column}' has {empty} missing value(s) (first at row "
                                 f"{first + 1}); every row of a labels file needs its ids and its label")
+    frame[spec.target] = as_classes(frame[spec.target], classes, path.name, spec.target)
     return frame, fmt
+
+
+def _read_as_written(path: Path, fmt: str, delimiter: str | None, as_text: list[str]) -> pd.DataFrame:
+    """The table, its ``as_text`` columns as written in a text format (no type inference: "000001" is not 1)."""
+    text = {column: str for column in as_text}
+    try:
+        if fmt in ("csv", "tsv", "txt"):
+            return pd.read_csv(path, sep=delimiter, dtype=text)
+        if fmt == "jsonl":
+            return pd.read_json(path, lines=True, dtype=text)
+    except Exception:  # noqa: BLE001, S110 - read_table below says why the file cannot be read
+        pass
+    return read_table(path, fmt, delimiter)
+
+
+def _kind_of_classes(classes: list | None) -> str | None:
+    """What the model's classes are: "bool", "int", "float", "text", or None (unknown or mixed)."""
+    if not classes:
+        return None
+    if all(isinstance(c, (bool, np.bool_)) for c in classes):
+        return "bool"
+    if all(isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_)) for c in classes):
+        return "int"
+    if all(isinstance(c, (int, float, np.integer, np.floating)) and not isinstance(c, (bool, np.bool_))
+           for c in classes):
+        return "float"
+    if all(isinstance(c, str) for c in classes):
+        return "text"
+    return None
+
+
+_KIND_NAMES = {"bool": "booleans", "int": "numbers", "float": "numbers", "text": "text"}
+
+
+def as_classes(y: pd.Series, classes: list | None, file: str, target: str) -> pd.Series:
+    """The labels as the model's classes (their type), or RejectedInput with a one-line reason that names the
+    file, the column, a few offending values and the classes. Whole numbers written as floats (``1.0``) are
+    the integer classes; booleans, fractions, text for numbers or numbers for text can never equal a class."""
+    kind = _kind_of_classes(classes)
+    if kind is None:
+        return y
+    values = y.to_numpy()
+    if pd.api.types.is_bool_dtype(y) or (len(values) and all(isinstance(v, (bool, np.bool_)) for v in values)):
+        label = "bool"
+    elif pd.api.types.is_numeric_dtype(y) or all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+            for v in values):
+        label = "number"
+    else:
+        label = "text"
+    if kind == "text" and label == "text":
+        return y.astype(str).astype(object)
+    if kind == "bool" and label == "bool":
+        return y.astype(bool)
+    if kind in ("int", "float") and label == "number":
+        numbers = pd.to_numeric(y)
+        if kind == "float":
+            return numbers.astype(float)
+        if pd.api.types.is_integer_dtype(numbers):
+            return numbers.astype(np.int64)
+        numbers = numbers.astype(float)
+        fractional = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers.abs() >= 2 ** 53)
+        if not fractional.any():
+            return numbers.astype(np.int64)  # 1.0 is the class 1
+        raise _refused(file, target, "numbers that are not whole", y[fractional], "whole numbers", classes)
+    what = {"bool": "booleans", "number": "numbers", "text": "text"}[label]
+    offending = y[[isinstance(v, str) for v in values]] if label == "text" else y
+    offending = offending if len(offending) else y
+    raise _refused(file, target, what, offending, _KIND_NAMES[kind], classes)
+
+
+def _refused(file: str, target: str, what: str, offending: pd.Series, kind: str, classes: list) -> RejectedInput:
+    sample = list(pd.unique(offending.to_numpy()))[:3]
+    return RejectedInput(
+        f"{file}: target column '{target}' holds {what} ({', '.join(V.excerpt(v) for v in sample)}) but the "
+        f"champion's classes are {kind} ({', '.join(V.excerpt(c) for c in classes[:5])}): no label could match "
+        "a prediction; write the labels as the model learnt them",
+        column=target, values=[str(v) for v in sample], classes=[str(c) for c in classes[:20]])
 
 
 class _AsServed:
@@ -107,4 +194,5 @@ def keep_for_labels(awaiting: Awaiting, spec: PipelineSpec, frame: pd.DataFrame,
     for column in spec.labels.join_on:
         kept[column] = frame[column].to_numpy()
     awaiting.keep(kept, keys, predictions, version, sha256, file)
-    return {"rows": len(frame), "join_on": spec.labels.join_on, "repeated_ids": len(keys) - len(set(keys))}
+    repeated = sum(1 for count in Counter(keys).values() if count > 1)  # ids named more than once
+    return {"rows": len(frame), "join_on": spec.labels.join_on, "repeated_ids": repeated}

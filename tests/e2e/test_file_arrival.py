@@ -44,6 +44,8 @@ def live(tmp_path_factory):
         save_spec(spec_from_dict({**STREAM_SPEC, "name": "sea-late", "labels": {"join_on": ["id"]},
                                   "retrain": {**STREAM_SPEC["retrain"], "mode": "window", "window_batches": 1}}),
                   create=True)
+        save_spec(spec_from_dict({**STREAM_SPEC, "name": "sea-late-burst", "labels": {"join_on": ["id"]}}),
+                  create=True)
 
     with running_stack(tmp_path_factory.mktemp("file-arrival") / "calmops", before_up=create_pipelines,
                        env={"PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS": str(VACUUM_EVERY)}) as home:
@@ -407,6 +409,36 @@ def test_labels_that_come_later_are_joined_through_the_watcher_once_even_across_
     assert files.count("l2.csv") == 1 and "l2-copy.csv" not in files
     [l2] = client.search_runs([exp.experiment_id], "tags.`calmops.file` = 'l2.csv'")
     assert l2.data.metrics["realized_v1_accuracy"] < 0.95  # f2 was predicted by v1, before the labels of f1 came
+
+
+def test_a_burst_of_labels_files_through_the_watcher_is_decided_in_arrival_order(live):
+    """Labels files dropped together start their runs in any order; each run decides the labels files that
+    came before its own first, so they are decided oldest first (a newer file decided first had promoted a model
+    of the wrong concept over the right one)."""
+    from mlflow import MlflowClient
+
+    from calmops.core.store import pipeline_paths, read_spec
+
+    name = "sea-late-burst"
+    folder, labels = incoming(name), pipeline_paths(read_spec(name)).labels
+    frames = [sea_frame(300, 8, seed=400 + i).assign(id=range(300 * i, 300 * (i + 1))) for i in range(7)]
+
+    def write(target: Path, file: str, frame) -> None:  # written beside, renamed into place
+        frame.to_csv(target.parent / f".{file}.staging", index=False)
+        os.replace(target.parent / f".{file}.staging", target / file)
+
+    write(folder, "f0.csv", frames[0])
+    for i in range(1, 7):
+        write(folder, f"f{i}.csv", frames[i].drop(columns="y"))
+    until(lambda: settled(name, [f"f{i}.csv" for i in range(7)]), 300, "the features files")
+    for i in range(1, 7):  # one after another, as an export writes them
+        write(labels, f"l{i}.csv", frames[i][["id", "y"]])
+    until(lambda: settled(name, [f"labels/l{i}.csv" for i in range(1, 7)]), 300, "the labels files")
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name(f"calmops/{name}")
+    started = {r.data.tags["calmops.file"]: r.info.start_time
+               for r in client.search_runs([exp.experiment_id], "tags.`calmops.file` LIKE 'l%'")}
+    assert sorted(started, key=started.get) == [f"l{i}.csv" for i in range(1, 7)], started
 
 
 def test_a_run_waiting_minutes_for_a_worker_shows_scheduled_and_one_five_minutes_behind_shows_late(live):

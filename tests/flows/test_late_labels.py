@@ -9,7 +9,7 @@ from calmops.core import registry
 from calmops.core.awaiting import Awaiting
 from calmops.core.store import pipeline_paths, read_spec, save_spec, spec_from_dict
 from tests.conftest import STREAM_SPEC, sea_frame, write_csv
-from tests.flows.helpers import incoming, run
+from tests.flows.helpers import incoming, run, update_spec
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def test_labels_two_files_later_are_joined_scored_per_version_and_retrain_on_a_c
     out = run("late", write_csv(l1, labels_folder, "l1.csv"))
     counts = out["details"]["labels"]
     assert (counts["matched"], counts["unmatched"], counts["duplicate"]) == (1000, 5, 3)
-    assert sorted(i[0] for i in counts["unmatched_ids"]) == [str(i) for i in range(90_000, 90_005)]
+    assert sorted(counts["unmatched_ids"]) == [str(i) for i in range(90_000, 90_005)]  # one join column: the ids
     assert out["decision"] == "no_drift", out["reason"]  # the same concept as the champion's
     # the predictions as v1 made them, scored now that the labels are known
     assert out["metrics"]["realized_v1"]["accuracy"] == pytest.approx(accuracy_of(1, f1))
@@ -200,3 +200,72 @@ def test_calmops_relaunch_finds_a_labels_file_waiting_in_the_labels_folder(prefe
     paths = pipeline_paths(late_spec)
     assert Awaiting(paths.root, paths.state).waiting(30)["waiting"] == 0
     assert (paths.processed / "l1.csv").exists() and not waiting.exists()
+
+
+def test_labels_written_as_floats_in_a_csv_are_the_integer_classes_and_the_retrained_model_keeps_them(
+        prefect_server, late_spec):
+    """A labels CSV that went through pandas with a missing value writes 1.0/0.0: those are the classes 1/0 of a
+    model trained on integers, not new classes, and the model retrained from them learns 0/1 (so the next
+    retrain, on history and new rows together, sees one type of label)."""
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    f0, f1 = batch(1000, 8.0, 1, 0), batch(1000, 9.5, 2, 1000)
+    assert run("late", write_csv(f0, folder, "f0.csv"))["decision"] == "train"
+    run("late", write_csv(features(f1), folder, "f1.csv"))
+    floats = labels(f1).astype({"y": float})
+    assert "1.0" in write_csv(floats, labels_folder, "l1.csv").read_text()
+    out = run("late", labels_folder / "l1.csv")
+    assert out["decision"] == "retrain_promoted", out["reason"]
+    assert "new class" not in out["reason"] and out["details"]["labels"]["matched"] == 1000
+    v2 = registry.load_version("late", out["champion_version"])
+    assert v2.schema.classes == [0, 1] and all(type(c) is int for c in v2.schema.classes)
+    # a labelled file later retrains on the history (f0 and the joined rows) and its own rows: one label type
+    update_spec("late", retrain={"mode": "history"})
+    out = run("late", write_csv(batch(1000, 7.0, 3, 2000), folder, "f2.csv"))
+    assert out["decision"] in ("retrain_promoted", "retrain_rejected", "no_drift"), out["reason"]
+    assert "new class" not in out["reason"]
+
+
+def test_boolean_or_fractional_labels_for_integer_classes_are_quarantined_naming_file_column_values_and_classes(
+        prefect_server, late_spec):
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    f0, f1 = batch(600, 8.0, 1, 0), batch(600, 8.0, 2, 1000)
+    run("late", write_csv(f0, folder, "f0.csv"))
+    run("late", write_csv(features(f1), folder, "f1.csv"))
+    booleans = labels(f1).assign(y=lambda d: d["y"].astype(bool))
+    out = run("late", write_csv(booleans, labels_folder, "l1.csv"))
+    assert out["decision"] == "rejected_input", out["reason"]
+    assert out["reason"].startswith("l1.csv: target column 'y' holds booleans ('True', 'False') but the "
+                                    "champion's classes are numbers ('0', '1')"), out["reason"]
+    halves = labels(f1).astype({"y": float})
+    halves.loc[3, "y"] = 0.5
+    out = run("late", write_csv(halves, labels_folder, "l1b.csv"))
+    assert out["decision"] == "rejected_input" and "\n" not in out["reason"]
+    assert "l1b.csv: target column 'y' holds numbers that are not whole ('0.5')" in out["reason"]
+    assert "classes are whole numbers ('0', '1')" in out["reason"]
+    quarantined = {p.name for p in pipeline_paths(late_spec).quarantine.iterdir()}
+    assert {"l1.csv", "l1b.csv"} <= quarantined
+    assert run("late", write_csv(labels(f1), labels_folder, "l1c.csv"))["details"]["labels"]["matched"] == 600
+
+
+def test_zero_padded_text_ids_join_from_a_csv_and_ids_are_listed_and_counted_as_the_docs_say(
+        prefect_server, late_spec):
+    """Features in Parquet keep their ids as text ("000001"); a labels CSV that writes them the same way joins
+    them. A features file naming one id three times reports one repeated id; a single join column's unmatched
+    ids are listed as the ids themselves, in the record and in the reason."""
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    run("late", write_csv(batch(600, 8.0, 1, 0), folder, "f0.csv"))
+    f1 = batch(600, 8.0, 2, 1000).assign(id=[f"{i:06d}" for i in range(1, 601)])
+    f1.loc[[10, 11], "id"] = "000001"  # the id 000001 named three times
+    features(f1).to_parquet(folder / "f1.parquet", index=False)
+    out = run("late", folder / "f1.parquet")
+    assert out["decision"] == "predict_only" and out["details"]["awaiting_labels"]["repeated_ids"] == 1
+    nobody = run("late", write_csv(pd.DataFrame({"id": ["0090001", "0090002"], "y": [0, 1]}), labels_folder,
+                                   "early.csv"))
+    assert nobody["decision"] == "rejected_input" and "e.g. ['0090001', '0090002']" in nobody["reason"]
+    late = pd.concat([labels(f1.drop_duplicates("id")), pd.DataFrame({"id": ["0090001"], "y": [1]})])
+    path = write_csv(late, labels_folder, "l1.csv")
+    assert "\n000001," in path.read_text()
+    out = run("late", path)
+    assert out["decision"] != "rejected_input", out["reason"]
+    counts = out["details"]["labels"]
+    assert (counts["matched"], counts["unmatched"]) == (600, 1) and counts["unmatched_ids"] == ["0090001"]

@@ -1,0 +1,73 @@
+"""Labels files dropped in a burst are decided in the order they arrived, whatever order their runs start in,
+and ``calmops status NAME`` counts the ones waiting (docs/late-labels.md)."""
+
+import os
+
+import pytest
+from mlflow import MlflowClient
+
+from calmops.core import registry
+from calmops.core.store import arrival_time, ledger, pipeline_paths, sha256_of
+from tests.conftest import write_csv
+from tests.flows.helpers import incoming, run
+from tests.flows.test_late_labels import batch, features, labels, late_spec  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_burst_of_labels_files_is_decided_in_arrival_order_and_counted_while_it_waits(prefect_server, late_spec):  # noqa: F811
+    from calmops.deployments.cli import _summaries
+
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    paths = pipeline_paths(late_spec)
+    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(4)]
+    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
+    for i in (1, 2, 3):
+        assert run("late", write_csv(features(frames[i]), folder, f"f{i}.csv"))["decision"] == "predict_only"
+    # three labels files land together; their modification times say the order they came in
+    now = os.stat(folder).st_mtime
+    files = []
+    for i in (1, 2, 3):
+        path = write_csv(labels(frames[i]), labels_folder, f"l{i}.csv")
+        os.utime(path, (now + i, now + i))
+        files.append(path)
+    book = ledger(paths)
+    for path in files:  # announced, as the watcher does when each is complete
+        book.arrive(sha256_of(path), f"labels/{path.name}", arrival_time(path.stat().st_mtime_ns))
+    assert _summaries(["late"])[0]["labels_waiting"] == 3  # counted while they wait
+    assert _summaries(["late"])[0]["labels_folder"] == str(labels_folder)
+
+    last = run("late", files[2])  # the newest one's run starts first
+    assert last["decision"] not in ("failed", "rejected_input"), last
+    shas = [sha256_of(paths.processed / p.name) for p in files]
+    assert [book.status(sha) for sha in shas] == ["done"] * 3  # the two older ones were decided in its turn
+    client = MlflowClient()
+    started = {}
+    for path in files:
+        [mlrun] = client.search_runs([client.get_experiment_by_name(registry.experiment_name("late")).experiment_id],
+                                     filter_string=f"tags.`calmops.file` = '{path.name}'")
+        started[path.name] = mlrun.info.start_time
+    assert sorted(started, key=started.get) == ["l1.csv", "l2.csv", "l3.csv"], started
+    assert _summaries(["late"])[0]["labels_waiting"] == 0
+    # the older files' own runs come later and find them decided
+    assert run("late", files[0])["decision"] == "duplicate"
+
+
+def test_a_labels_file_dropped_into_incoming_is_refused_with_where_it_belongs(prefect_server, late_spec):  # noqa: F811
+    folder = incoming("late")
+    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(2)]
+    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
+    out = run("late", write_csv(labels(frames[1]), folder, "l1.csv"))
+    assert out["decision"] == "rejected_input"
+    assert "feature column(s) missing" in out["reason"] and "goes into the pipeline's labels folder" in out["reason"]
+
+
+def test_a_features_file_with_an_empty_target_column_is_kept_for_its_labels(prefect_server, late_spec):  # noqa: F811
+    """Exports with a fixed schema write the target column, empty until the labels are known: such a file is
+    predicted and kept for its labels like a file without the column (it was quarantined for missing values)."""
+    folder = incoming("late")
+    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(2)]
+    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
+    out = run("late", write_csv(frames[1].assign(y=None), folder, "f1.csv"))
+    assert out["decision"] == "predict_only", out["reason"]
+    assert out["details"]["awaiting_labels"]["rows"] == 500
