@@ -645,6 +645,8 @@ def rollback(pipeline: str, rows_kept: int | None = None) -> tuple[int, int]:
     client.set_registered_model_alias(model_name(pipeline), CHAMPION, str(prev))
     client.set_registered_model_alias(model_name(pipeline), PREVIOUS, str(current))
     client.set_model_version_tag(model_name(pipeline), str(current), "calmops.rolled_back", "true")
+    if client.get_model_version(model_name(pipeline), str(prev)).tags.get("calmops.rolled_back"):  # served again
+        client.delete_model_version_tag(model_name(pipeline), str(prev), "calmops.rolled_back")
     return current, prev
 
 

@@ -249,3 +249,9 @@ def test_rollback_waits_for_the_run_deciding_files_and_then_stays(prefect_server
     assert registry.alias_version("sea", "champion") == 1
     log = (paths.logs / "pipeline.log").read_text()
     assert "rollback (calmops rollback): champion v2 → v1" in log
+    # a second rollback serves v2 again: it is no longer marked as rolled back (the viewer said so of the champion)
+    from mlflow import MlflowClient
+
+    assert json.loads(runner.invoke(app, ["rollback", "sea", "--json"]).stdout)["champion"] == 2
+    tags = {v: MlflowClient().get_model_version("calmops.sea", str(v)).tags.get("calmops.rolled_back") for v in (1, 2)}
+    assert tags == {1: "true", 2: None}, tags
