@@ -212,7 +212,7 @@ def summary(names: list[str]) -> list[dict]:
         rows.append({
             "pipeline": name, "kind": PIPELINES[name].spec["kind"], "files": len(runs),
             "drift": sum(r.data.tags.get("calmops.drift_detected") == "true" for r in runs),
-            "promotions": sum(d in ("train", "retrain_promoted") for d in decisions),
+            "promotions": sum(d in ("train", "retrain_promoted") for d in decisions),  # models that served: the first too
             "rejected": sum(d == "retrain_rejected" for d in decisions),
             "failed": sum(d == "failed" for d in decisions),
             "champion": registry.alias_version(name, "champion"),
@@ -232,7 +232,7 @@ def print_summary(console: Console, rows: list[dict]) -> None:
     """Two tables that fit an 80-column terminal (long reasons wrap inside their column)."""
     from rich.box import SIMPLE
 
-    table = Table("pipeline", "kind", "files", "drift", "promoted", "rejected", "failed", "champion",
+    table = Table("pipeline", "kind", "files", "drift", "champions", "rejected", "failed", "champion",
                   title="demo summary", box=SIMPLE, pad_edge=False, collapse_padding=True)
     table.columns[0].no_wrap = True
     for r in rows:
