@@ -439,12 +439,14 @@ def report(name: str,
     """Write the drift report of a file's latest run as one HTML page that opens offline."""
     from calmops.core import registry
     from calmops.core.report_page import file_name, render_report
-    from calmops.core.store import read_spec
+    from calmops.core.store import LABELS_ENTRY, read_spec
     from calmops.core.verdict import DriftVerdict
     from calmops.deployments.console import console
 
     read_spec(name)
     registry.configure()
+    if file:  # `status` names a labels file as the ledger does, labels/<name>; its runs carry the file's name
+        file = file.removeprefix(LABELS_ENTRY)
     try:
         outcome, verdict = registry.recorded_verdict(name, file)
     except registry.NoRecordedRun as exc:

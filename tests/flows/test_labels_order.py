@@ -51,6 +51,15 @@ def test_a_burst_of_labels_files_is_decided_in_arrival_order_and_counted_while_i
     assert _summaries(["late"])[0]["labels_waiting"] == 0
     # the older files' own runs come later and find them decided
     assert run("late", files[0])["decision"] == "duplicate"
+    # the report of a labels file, named as status names it
+    from typer.testing import CliRunner
+
+    from calmops.deployments.cli import app
+
+    page = files[0].parent.parent / "l2.html"
+    made = CliRunner().invoke(app, ["report", "late", "labels/l2.csv", "-o", str(page)])
+    assert made.exit_code == 0, made.output
+    assert "<h1>late · l2.csv" in page.read_text()
 
 
 def test_a_labels_file_dropped_into_incoming_is_refused_with_where_it_belongs(prefect_server, late_spec):  # noqa: F811
