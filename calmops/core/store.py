@@ -443,13 +443,13 @@ class Ledger:
                 for sha, file, arrived, status, *rest in rows
                 if incoming is None or holds(incoming / file, sha, arrived)]
 
-    def labels_waiting(self) -> list[tuple[str, str]]:
-        """(sha256, ledger name) of the labels files announced and not yet taken (``waiting``), in arrival order
-        (then the order they were recorded): what a labels run decides before its own file."""
+    def labels_waiting(self, before: float) -> list[tuple[str, str, float]]:
+        """(sha256, ledger name, arrival) of the labels files announced and not yet taken (``waiting``) that arrived
+        before ``before``, oldest first: what a labels run decides before its own file."""
         with closing(self._connect()) as con:
             return [tuple(row) for row in con.execute(
-                f"SELECT sha256, file FROM {self.t} WHERE status='waiting' AND file LIKE ? "
-                f"ORDER BY arrived, {self.table.order_column}", (f"{LABELS_ENTRY}%",)).fetchall()]
+                f"SELECT sha256, file, arrived FROM {self.t} WHERE status='waiting' AND file LIKE ? AND arrived < ? "
+                f"ORDER BY arrived, {self.table.order_column}", (f"{LABELS_ENTRY}%", before)).fetchall()]
 
     def held_behind(self, incoming: Path | None = None) -> str | None:
         """The file that holds others back: the oldest one still to be decided that has been tried (it is

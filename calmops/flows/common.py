@@ -229,6 +229,12 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
             log.info("%s was processed already (duplicate event); nothing to do", path.name)
             return RunOutcome(spec.name, path.name, sha256, Decision.DUPLICATE, "already processed (duplicate event)",
                               flow_run_id=flow_run_id, kind=spec.kind, details=_duplicate_of(book, sha256))
+        if sha256 and book.status(sha256) == "gone" and book.decision(sha256) == "rejected_input":
+            # decided in another run's turn and quarantined there (its bytes may be dropped again)
+            log.info("%s was quarantined by another run; nothing to do", path.name)
+            return RunOutcome(spec.name, path.name, sha256, Decision.DUPLICATE, "already decided by another run "
+                              "(quarantined)", flow_run_id=flow_run_id, kind=spec.kind,
+                              details=_duplicate_of(book, sha256))
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest, arrived = content
     abandoned = book.abandoned(digest)  # what a run that died holding this content left open
@@ -322,6 +328,16 @@ def finish(ctx: RunContext, outcome: RunOutcome, verdict: DriftVerdict | None, *
     return outcome
 
 
+def _take_back_history(ctx: RunContext) -> None:
+    """The batch of a run that is not decided leaves the history (:func:`drop_history`); a file system that
+    refuses is logged, not raised over the run's own failure."""
+    try:
+        drop_history(ctx.paths, ctx.sha256)
+    except OSError as exc:
+        ctx.log.error("could not take %s's rows back from the history (%s): later challengers may learn them",
+                      ctx.path.name, exc)
+
+
 def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
     """A run that broke: record it, count it against the breaker, keep the file for a retry.
 
@@ -335,9 +351,9 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
     ctx.log.error("run failed for %s: %s", ctx.path.name, reason)
     outcome = ctx.outcome("failed", reason[:2000], details={"gone": True} if gone else {})
     try:
-        drop_history(ctx.paths, ctx.sha256)
         finish_record(ctx, outcome, None)
     finally:
+        _take_back_history(ctx)
         if gone:
             ctx.ledger.finish(ctx.sha256, "failed", status="gone")
         else:
@@ -369,7 +385,7 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
         raise fail(ctx, exc) from exc
     except BaseException:  # cancelled or interrupted: nothing recorded, the claim goes back to pending
         ctx.ledger.release(ctx.sha256)
-        drop_history(ctx.paths, ctx.sha256)
+        _take_back_history(ctx)
         if ctx.mlflow_run_id:
             registry.close_run(ctx.mlflow_run_id, "KILLED")  # not left RUNNING: its file gets a run of its own
         raise

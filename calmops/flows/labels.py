@@ -19,8 +19,8 @@ from typing import Any
 from calmops.core import registry
 from calmops.core.awaiting import Awaiting, keys_of
 from calmops.core.logs import RunLog
-from calmops.core.store import LABELS_ENTRY, ledger, ledger_name, pipeline_paths, read_spec, sha256_of
-from calmops.flows.common import RunContext, RunFailed, content_of, pipeline_turn, reject, run_one_file
+from calmops.core.store import LABELS_ENTRY, holds, ledger, ledger_name, pipeline_paths, read_spec, sha256_of
+from calmops.flows.common import RunContext, content_of, pipeline_turn, reject, run_one_file
 from calmops.tasks.ingest import Batch, RejectedInput, validate_frame
 from calmops.tasks.labels import labelled_rows, read_labels, realized_scores
 from calmops.tasks.record import RunOutcome
@@ -46,19 +46,18 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
     path = Path(path)
     with pipeline_turn(paths, log):
         if (content := content_of(path)) is not None:
-            own = content[0]
-            book.arrive(own, ledger_name(paths, path), content[1])  # known already when the watcher announced it
-            for sha, entry in book.labels_waiting():
-                if sha == own:
-                    break
+            own, arrived = content
+            book.arrive(own, ledger_name(paths, path), arrived)  # known already when the watcher announced it
+            for sha, entry, at in book.labels_waiting(before=arrived):
                 older = paths.labels / entry.removeprefix(LABELS_ENTRY)
-                if not older.is_file():
-                    continue
+                if sha == own or not holds(older, sha, at):
+                    continue  # moved away, or other bytes under that name now (they have a row of their own)
                 log.info("deciding %s first: it arrived before %s", older.name, path.name)
                 try:
                     _decide(paths, log, pipeline, older, sha, process)
-                except RunFailed:
-                    continue  # recorded as failed and pending; its own run retries it
+                except Exception as exc:  # noqa: BLE001 - recorded (a failed run is pending); its own run retries it
+                    log.warning("%s was not decided here (%s); its own run takes it", older.name,
+                                (str(exc).splitlines() or [type(exc).__name__])[0][:300])
         return _decide(paths, log, pipeline, path, sha256, process)
 
 

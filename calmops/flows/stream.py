@@ -193,7 +193,8 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
                      "paired_test": paired.to_dict() if paired else None}
         selected = trained
         if decision.promote:
-            trained = refit(trained, trained.mode if mode == "auto" else mode, spec, batch.feature_types, reference, batch.X, batch.y,
+            # the recipe that was scored: auto's pick, or the full refit a mode fell back to on these rows
+            trained = refit(trained, trained.mode, spec, batch.feature_types, reference, batch.X, batch.y,
                             champion=champion.model, history=history, task=task)
             trained.info["selection"].update(selection)
             trained.info["rows_so_far"] = rows_so_far

@@ -62,15 +62,13 @@ def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> 
 
 
 def _read_as_written(path: Path, fmt: str, delimiter: str | None, as_text: list[str]) -> pd.DataFrame:
-    """The table, its ``as_text`` columns as written in a text format (no type inference: "000001" is not 1)."""
-    text = {column: str for column in as_text}
-    try:
-        if fmt in ("csv", "tsv", "txt"):
-            return pd.read_csv(path, sep=delimiter, dtype=text)
-        if fmt == "jsonl":
-            return pd.read_json(path, lines=True, dtype=text)
-    except Exception:  # noqa: BLE001, S110 - read_table below says why the file cannot be read
-        pass
+    """The table, its ``as_text`` columns as written in a delimited text file (no type inference: "000001" is not
+    1). JSON keeps its own types (a string id stays a string), so it is read as the features files are."""
+    if fmt in ("csv", "tsv", "txt"):
+        try:
+            return pd.read_csv(path, sep=text_delimiter(path, fmt, delimiter), dtype={c: str for c in as_text})
+        except Exception:  # noqa: BLE001, S110 - read_table below says why the file cannot be read
+            pass
     return read_table(path, fmt, delimiter)
 
 

@@ -80,3 +80,32 @@ def test_a_features_file_with_an_empty_target_column_is_kept_for_its_labels(pref
     out = run("late", write_csv(frames[1].assign(y=None), folder, "f1.csv"))
     assert out["decision"] == "predict_only", out["reason"]
     assert out["details"]["awaiting_labels"]["rows"] == 500
+
+
+def test_an_older_labels_file_quarantined_in_another_runs_turn_ends_its_own_run_quietly(prefect_server, late_spec):  # noqa: F811
+    """l1 (labels for ids nothing predicted yet) and l2 come together; l2's run decides l1 first, which is
+    quarantined (its bytes may come again). l1's own run, started later by its event, finds it decided, and it
+    does not fail (it raised FileNotFoundError)."""
+    from calmops.flows import flow_for
+
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    paths = pipeline_paths(late_spec)
+    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(3)]
+    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
+    assert run("late", write_csv(features(frames[1]), folder, "f1.csv"))["decision"] == "predict_only"
+    now = os.stat(folder).st_mtime
+    early = write_csv(labels(frames[2]), labels_folder, "l1.csv")  # frames[2] was never predicted
+    on_time = write_csv(labels(frames[1]), labels_folder, "l2.csv")
+    for i, path in enumerate((early, on_time), start=1):
+        os.utime(path, (now + i, now + i))
+    book = ledger(paths)
+    shas = {}
+    for path in (early, on_time):
+        shas[path.name] = sha256_of(path)
+        book.arrive(shas[path.name], f"labels/{path.name}", arrival_time(path.stat().st_mtime_ns))
+    assert run("late", on_time)["decision"] not in ("failed", "rejected_input")
+    assert (paths.quarantine / "l1.csv").exists() and not early.exists()
+    state = flow_for("stream")(pipeline="late", path=str(early), sha256=shas["l1.csv"], return_state=True)
+    assert state.is_completed(), state
+    out = state.result()
+    assert out["decision"] == "duplicate" and "quarantined" in out["reason"], out
