@@ -29,8 +29,16 @@ from .synthetic import synthetic as _synthetic
 
 app = typer.Typer(help="Generate drifting data: synthetic streams, real-like data, clinical cohorts, "
                        "drift injection, ready-made scenarios.", no_args_is_help=True)
-console = Console()
-console.soft_wrap = not console.is_terminal and not os.environ.get("COLUMNS")  # piped: a path stays on its line
+
+
+def _stdout_console() -> Console:
+    """Into a file or a pipe, a path stays on its line (unless COLUMNS asks for a width)."""
+    made = Console()
+    made.soft_wrap = not made.is_terminal and not os.environ.get("COLUMNS")
+    return made
+
+
+console = _stdout_console()
 err = Console(stderr=True, soft_wrap=True)  # errors stay on one line
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder for the data files.")]

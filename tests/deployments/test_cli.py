@@ -203,6 +203,9 @@ def test_a_long_path_stays_on_its_line_when_the_output_is_not_a_terminal(tmp_pat
     monkeypatch.setenv("CALMOPS_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("COLUMNS", raising=False)
+    import calmops.deployments.console as consoles
+
+    monkeypatch.delitem(vars(consoles), "console", raising=False)  # made anew, as in a new process
     registry.configure(get_settings())  # this home's own registry, as a new process would use
     result = runner.invoke(app, ["create", str(_spec_file(tmp_path))])
     assert result.exit_code == 0, result.output

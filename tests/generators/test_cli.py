@@ -81,8 +81,12 @@ def test_scenario_real_inject_clinic(tmp_path):
     assert len(cohort) == 120 and {"patient_id", "time", "group", "gene_001"} <= set(cohort.columns)
 
 
-def test_a_long_path_stays_on_its_line_when_the_output_is_not_a_terminal(tmp_path):
+def test_a_long_path_stays_on_its_line_when_the_output_is_not_a_terminal(tmp_path, monkeypatch):
     """Piped or captured output is read by scripts: a path split over two lines at column 80 breaks them."""
+    from calmops.generators import cli
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(cli, "console", cli._stdout_console())  # as a new process makes it
     out = tmp_path / ("a_folder_whose_name_alone_is_longer_than_eighty_columns_" + "x" * 40)
     r = run("scenario", "abrupt", "--out", out)
     assert r.exit_code == 0, r.output
