@@ -494,6 +494,8 @@ def refit(trained: TrainingResult, recipe: str, spec: PipelineSpec, feature_type
         result = train_challenger(recipe, spec, feature_types, reference, X, y, champion=champion, history=history,
                                   task=task)
     chosen = {"auto": trained.info["auto"]} if "auto" in trained.info else {}  # how auto chose the recipe
-    result.info = {**result.info, **chosen, "refit": {"rows": len(result.X), "batch_rows": len(X)},
+    # a mode that fell back to full on the selection rows is refit as full: the record keeps why
+    fell_back = {k: trained.info[k] for k in ("fallback", "fallback_reason") if k in trained.info}
+    result.info = {**fell_back, **result.info, **chosen, "refit": {"rows": len(result.X), "batch_rows": len(X)},
                    "selection": {"rows": len(trained.X), "mode": trained.mode}}
     return result
