@@ -654,9 +654,11 @@ class NoRecordedRun(LookupError):
     pass
 
 
-def recorded_verdict(pipeline: str, file: str | None = None) -> tuple[dict, dict]:
+def recorded_verdict(pipeline: str, file: str | None = None, labels: bool = False) -> tuple[dict, dict]:
     """What the latest run of ``file`` (by its name; any file when None) recorded with a drift verdict: its
-    ``outcome.json`` and ``drift/verdict.json``. Raises :class:`NoRecordedRun` when there is none."""
+    ``outcome.json`` and ``drift/verdict.json``; ``labels``: the file of that name in the labels folder (a run
+    without the ``calmops.folder`` tag, from before it existed, counts as either). Raises :class:`NoRecordedRun`
+    when there is none."""
     experiment = mlflow.get_experiment_by_name(experiment_name(pipeline))
     if experiment is None:
         raise NoRecordedRun(f"pipeline {pipeline!r} has no run in MLflow yet")
@@ -664,6 +666,9 @@ def recorded_verdict(pipeline: str, file: str | None = None) -> tuple[dict, dict
     runs = MlflowClient().search_runs([experiment.experiment_id], max_results=50, order_by=["start_time DESC"],
                                       filter_string=f"tags.`calmops.file` = '{quoted}'" if file else "")
     for run in runs:
+        folder = run.data.tags.get("calmops.folder")
+        if file and folder is not None and (folder == "labels") != labels:
+            continue  # the other folder's file of that name
         base = run.info.artifact_uri.rstrip("/")
         try:
             verdict = mlflow.artifacts.load_dict(f"{base}/drift/verdict.json")

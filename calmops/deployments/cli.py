@@ -445,15 +445,16 @@ def report(name: str,
 
     read_spec(name)
     registry.configure()
-    if file:  # `status` names a labels file as the ledger does, labels/<name>; its runs carry the file's name
+    labels = bool(file and file.startswith(LABELS_ENTRY))  # `status` names a labels file labels/<name>
+    if labels:
         file = file.removeprefix(LABELS_ENTRY)
     try:
-        outcome, verdict = registry.recorded_verdict(name, file)
+        outcome, verdict = registry.recorded_verdict(name, file, labels=labels)
     except registry.NoRecordedRun as exc:
         raise CliError(str(exc), f"give the file's name as it arrived ('calmops report {name}' alone takes the latest "
                                  f"file checked; the MLflow UI lists every run of experiment calmops/{name} by file); "
                                  "a first model or a failed run has no drift verdict") from None
-    target = out or Path(file_name(name, outcome["file"]))
+    target = out or Path(file_name(name, f"labels-{outcome['file']}" if labels else outcome["file"]))
     target.write_text(render_report(outcome, DriftVerdict.from_dict(verdict)))
     console.print(f"[bold]{name}[/] · {outcome['file']} ({outcome['decision']}): report written to {target}")
 

@@ -24,6 +24,7 @@ from calmops.core.names import Decision
 from calmops.core.registry import InputSchema
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
+    LABELS_ENTRY,
     Abandoned,
     Ledger,
     PipelinePaths,
@@ -258,6 +259,8 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         ctx.mlflow_run_id = registry.start_run(spec.name, path.name, {
             "calmops.pipeline": spec.name, "calmops.file": path.name, "calmops.sha256": digest,
             "calmops.flow_run_id": flow_run_id or "", "calmops.kind": spec.kind,
+            # which folder the file came from: a labels file and a features file may share a name
+            "calmops.folder": "labels" if entry.startswith(LABELS_ENTRY) else "incoming",
         })
         book.attach_run(digest, ctx.mlflow_run_id)
     except BaseException as exc:  # MLflow or Prefect unreachable, cancelled: the file stays for a rerun

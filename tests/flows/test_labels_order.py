@@ -109,3 +109,23 @@ def test_an_older_labels_file_quarantined_in_another_runs_turn_ends_its_own_run_
     assert state.is_completed(), state
     out = state.result()
     assert out["decision"] == "duplicate" and "quarantined" in out["reason"], out
+
+
+def test_report_tells_a_features_file_from_a_labels_file_of_the_same_name(prefect_server, late_spec, tmp_path,  # noqa: F811
+                                                                           monkeypatch):
+    from typer.testing import CliRunner
+
+    from calmops.deployments.cli import app
+
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(2)]
+    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
+    assert run("late", write_csv(features(frames[1]), folder, "same.csv"))["decision"] == "predict_only"
+    assert run("late", write_csv(labels(frames[1]), labels_folder, "same.csv"))["decision"] != "predict_only"
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    as_features = runner.invoke(app, ["report", "late", "same.csv"])
+    as_labels = runner.invoke(app, ["report", "late", "labels/same.csv"])
+    assert as_features.exit_code == 0 and as_labels.exit_code == 0, (as_features.output, as_labels.output)
+    assert "(predict_only)" in as_features.stdout and "(predict_only)" not in as_labels.stdout
+    assert (tmp_path / "late-same.report.html").exists() and (tmp_path / "late-labels-same.report.html").exists()
