@@ -20,7 +20,15 @@ from calmops.core import registry
 from calmops.core.awaiting import Awaiting, keys_of
 from calmops.core.logs import RunLog
 from calmops.core.store import LABELS_ENTRY, holds, ledger, ledger_name, pipeline_paths, read_spec, sha256_of
-from calmops.flows.common import RunContext, content_of, pipeline_turn, reject, run_one_file
+from calmops.flows.common import (
+    RunContext,
+    content_of,
+    current_flow_run_id,
+    pipeline_turn,
+    reject,
+    run_one_file,
+)
+from calmops.flows.redundant import cancel_redundant_runs
 from calmops.tasks.ingest import Batch, RejectedInput, validate_frame
 from calmops.tasks.labels import labelled_rows, read_labels, realized_scores
 from calmops.tasks.record import RunOutcome
@@ -44,6 +52,7 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
     log = RunLog(spec.name, paths.logs)
     book = ledger(paths)
     path = Path(path)
+    decided: set[str] = set()
     with pipeline_turn(paths, log):
         if (content := content_of(path)) is not None:
             own, arrived = content
@@ -58,6 +67,9 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
                 except Exception as exc:  # noqa: BLE001 - recorded (a failed run is pending); its own run retries it
                     log.warning("%s was not decided here (%s); its own run takes it", older.name,
                                 (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+                    continue
+                decided.add(older.name)  # its own run, if still waiting, is cancelled (Decided by another run)
+                cancel_redundant_runs(spec.name, paths.labels, decided, current_flow_run_id(), log)
         return _decide(paths, log, pipeline, path, sha256, process)
 
 

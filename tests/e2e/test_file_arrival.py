@@ -439,6 +439,10 @@ def test_a_burst_of_labels_files_through_the_watcher_is_decided_in_arrival_order
     started = {r.data.tags["calmops.file"]: r.info.start_time
                for r in client.search_runs([exp.experiment_id], "tags.`calmops.file` LIKE 'l%'")}
     assert sorted(started, key=started.get) == [f"l{i}.csv" for i in range(1, 7)], started
+    # the runs of the files decided in another run's turn were cancelled before they started, or found them done
+    states = [r.state for r in flow_runs(name) if "/labels/" in r.parameters["path"]]
+    assert len(states) == 6 and not any(s.is_failed() or s.is_crashed() for s in states), states
+    assert all(s.is_completed() or s.name == "Decided by another run" for s in states), states
 
 
 def test_a_run_waiting_minutes_for_a_worker_shows_scheduled_and_one_five_minutes_behind_shows_late(live):
