@@ -574,10 +574,8 @@ class Watcher:
             return
         try:  # the arrival order the pipeline's runs follow (calmops.flows.common.run_in_order; labels files:
             # calmops.flows.labels.run_labels_file, in the ledger as labels/<name>)
-            if watched.labels:
-                Ledger(watched.ledger).arrive(sha, f"{LABELS_ENTRY}{path.name}", arrived)
-            else:
-                Ledger(watched.ledger).arrive(sha, path.name, arrived, path.parent)
+            name, incoming = (f"{LABELS_ENTRY}{path.name}", None) if watched.labels else (path.name, path.parent)
+            Ledger(watched.ledger).arrive(sha, name, arrived, incoming)
         except statedb.errors():
             log.exception("could not record the arrival of %s (the run records it)", path)
 

@@ -25,7 +25,7 @@ from calmops.tasks.ingest import RejectedInput, detect_format, read_table, text_
 def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> tuple[pd.DataFrame, str]:
     """The labels file's table and format; RejectedInput (quarantine) when it cannot be matched as it is.
 
-    The id columns of a text file (CSV, TSV, JSON lines) are read as written ("000001" stays "000001"), as is the
+    The id columns of a delimited text file (CSV, TSV, TXT) are read as written ("000001" stays "000001"), as is the
     target when the model's ``classes`` are text. With ``classes`` (the champion's), the labels are taken as
     those classes: whole numbers written as floats (``1.0``) are the integer classes; labels of another kind
     (booleans or fractions for integer classes, numbers for text classes, text for numbers) are refused.
@@ -63,32 +63,41 @@ def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> 
 
 def _read_as_written(path: Path, fmt: str, delimiter: str | None, as_text: list[str]) -> pd.DataFrame:
     """The table, its ``as_text`` columns as written in a delimited text file (no type inference: "000001" is not
-    1). JSON keeps its own types (a string id stays a string), so it is read as the features files are."""
+    1; ``delimiter``: the file's, resolved). JSON keeps its own types (a string id stays a string), so it is read
+    as the features files are."""
     if fmt in ("csv", "tsv", "txt"):
         try:
-            return pd.read_csv(path, sep=text_delimiter(path, fmt, delimiter), dtype={c: str for c in as_text})
+            return pd.read_csv(path, sep=delimiter, dtype={c: str for c in as_text})
         except Exception:  # noqa: BLE001, S110 - read_table below says why the file cannot be read
             pass
     return read_table(path, fmt, delimiter)
+
+
+def _is_bool(v) -> bool:
+    return isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not _is_bool(v)
 
 
 def _kind_of_classes(classes: list | None) -> str | None:
     """What the model's classes are: "bool", "int", "float", "text", or None (unknown or mixed)."""
     if not classes:
         return None
-    if all(isinstance(c, (bool, np.bool_)) for c in classes):
+    if all(_is_bool(c) for c in classes):
         return "bool"
-    if all(isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_)) for c in classes):
+    if all(isinstance(c, (int, np.integer)) and not _is_bool(c) for c in classes):
         return "int"
-    if all(isinstance(c, (int, float, np.integer, np.floating)) and not isinstance(c, (bool, np.bool_))
-           for c in classes):
+    if all(_is_number(c) for c in classes):
         return "float"
     if all(isinstance(c, str) for c in classes):
         return "text"
     return None
 
 
-_KIND_NAMES = {"bool": "booleans", "int": "numbers", "float": "numbers", "text": "text"}
+#: a kind of values (of the classes, or of the labels) as a reason names it
+_PLURAL = {"bool": "booleans", "int": "numbers", "float": "numbers", "number": "numbers", "text": "text"}
 
 
 def as_classes(y: pd.Series, classes: list | None, file: str, target: str) -> pd.Series:
@@ -99,11 +108,9 @@ def as_classes(y: pd.Series, classes: list | None, file: str, target: str) -> pd
     if kind is None:
         return y
     values = y.to_numpy()
-    if pd.api.types.is_bool_dtype(y) or (len(values) and all(isinstance(v, (bool, np.bool_)) for v in values)):
+    if pd.api.types.is_bool_dtype(y) or (len(values) and all(_is_bool(v) for v in values)):
         label = "bool"
-    elif pd.api.types.is_numeric_dtype(y) or all(
-            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-            for v in values):
+    elif pd.api.types.is_numeric_dtype(y) or all(_is_number(v) for v in values):
         label = "number"
     else:
         label = "text"
@@ -122,19 +129,15 @@ def as_classes(y: pd.Series, classes: list | None, file: str, target: str) -> pd
         if not fractional.any():
             return numbers.astype(np.int64)  # 1.0 is the class 1
         raise _refused(file, target, "numbers that are not whole", y[fractional], "whole numbers", classes)
-    what = {"bool": "booleans", "number": "numbers", "text": "text"}[label]
     offending = y[[isinstance(v, str) for v in values]] if label == "text" else y
     offending = offending if len(offending) else y
-    raise _refused(file, target, what, offending, _KIND_NAMES[kind], classes)
+    raise _refused(file, target, _PLURAL[label], offending, _PLURAL[kind], classes)
 
 
 def _refused(file: str, target: str, what: str, offending: pd.Series, kind: str, classes: list) -> RejectedInput:
     sample = list(pd.unique(offending.to_numpy()))[:3]
-    return RejectedInput(
-        f"{file}: target column '{target}' holds {what} ({', '.join(V.excerpt(v) for v in sample)}) but the "
-        f"champion's classes are {kind} ({', '.join(V.excerpt(c) for c in classes[:5])}): no label could match "
-        "a prediction; write the labels as the model learnt them",
-        column=target, values=[str(v) for v in sample], classes=[str(c) for c in classes[:20]])
+    return RejectedInput(f"{file}: {V.labels_cannot_match(target, what, sample, kind, classes)}",
+                         column=target, values=[str(v) for v in sample], classes=[str(c) for c in classes[:20]])
 
 
 class _AsServed:

@@ -134,32 +134,19 @@ def _fitted_in_full(inputs: RetrainInputs, mode: str, why: str) -> TrainingResul
     return result
 
 
-def _unseen_by(estimator: Any, y: pd.Series) -> list[str]:
-    """The labels of ``y`` the fitted classifier never saw (:class:`Labels`); none without ``classes_``."""
-    known = getattr(estimator, "classes_", None)
-    return [] if known is None else Labels.of(y, list(known)).new_classes
-
-
-def _new_classes(inputs: RetrainInputs, model: Any) -> str | None:
-    """Why ``model`` (the champion, or a model built on it) cannot serve every class of the new rows, or None."""
-    unseen = _unseen_by(model, inputs.y_new) if inputs.task == "classification" else []
-    if not unseen:
-        return None
-    return f"class(es) {', '.join(excerpt(c) for c in unseen[:10])} never seen by the champion"
-
-
-def _classes_apart(inputs: RetrainInputs, model: Any) -> str | None:
-    """Why a model fit on the new rows over ``model``'s answers cannot be: a class of the rows ``model`` never
-    saw, or a class ``model`` knows that the rows lack (its answers for it could not be weighed); or None."""
-    if why := _new_classes(inputs, model):
-        return why
-    known = getattr(model, "classes_", None)
+def _classes_apart(inputs: RetrainInputs, known: Any, *, absent: bool = True) -> str | None:
+    """Why a model fit on the new rows over the answers of a model that knows the classes ``known`` cannot be: a
+    class of the rows it never saw, or (``absent``) a class it knows that the rows lack (its answers for it could
+    not be weighed); or None (also for regression, or a model without ``classes_``)."""
     if inputs.task != "classification" or known is None:
         return None
+    unseen = Labels.of(inputs.y_new, list(known)).new_classes
+    if unseen:
+        return f"class(es) {', '.join(excerpt(c) for c in unseen[:10])} never seen by the champion"
     present = set(inputs.y_new.tolist())
-    absent = [c for c in known if c not in present]
-    return f"class(es) {', '.join(excerpt(c) for c in absent[:10])} of the champion absent from the new rows" \
-        if absent else None
+    missing = [c for c in known if c not in present] if absent else []
+    return f"class(es) {', '.join(excerpt(c) for c in missing[:10])} of the champion absent from the new rows" \
+        if missing else None
 
 
 def retrain_incremental(inputs: RetrainInputs) -> TrainingResult:
@@ -170,7 +157,7 @@ def retrain_incremental(inputs: RetrainInputs) -> TrainingResult:
         why = "no champion"
     elif not hasattr(estimator, "partial_fit"):
         why = f"{type(estimator).__name__} has no partial_fit"
-    elif unseen := _new_classes(inputs, estimator):
+    elif unseen := _classes_apart(inputs, getattr(estimator, "classes_", None), absent=False):
         why = f"{unseen} (partial_fit cannot add a class)"
     if why:
         return _fitted_in_full(inputs, "incremental", why)
@@ -235,7 +222,7 @@ def retrain_stacking(inputs: RetrainInputs) -> TrainingResult:
     kept = [(i, m) for i, m in enumerate(members) if i >= first]
     # a frozen member answers for the classes it was fit on; the meta-model needs each member's answer for every
     # class of the new rows, so a class the champion never saw is learnt by a full refit instead
-    if why := next((w for _, m in kept if (w := _classes_apart(inputs, m))), None):
+    if why := next((w for _, m in kept if (w := _classes_apart(inputs, getattr(m, "classes_", None)))), None):
         return _fitted_in_full(inputs, "stacking", f"{why} (the meta-model weighs each model's answer per class)")
     estimators = [(f"model_{i}", FrozenEstimator(m)) for i, m in kept]
     recent = _recent_member(inputs)
@@ -266,10 +253,9 @@ def _recent_member(inputs: RetrainInputs) -> tuple[FrozenEstimator, list[str]] |
     X, y = _concat([_features_target(frame, inputs) for _, frame in batches])
     if y.nunique() < 2:  # one class (or a constant target) cannot be fitted
         return None
-    model = make_model(inputs.spec, inputs.feature_types).fit(X, y)
-    if _classes_apart(inputs, model):  # its classes are not the new rows' classes: the stack could not use it
+    if _classes_apart(inputs, np.unique(y)):  # its classes would not be the new rows': the stack could not use it
         return None
-    return FrozenEstimator(model), [h for h, _ in batches]
+    return FrozenEstimator(make_model(inputs.spec, inputs.feature_types).fit(X, y)), [h for h, _ in batches]
 
 
 def retrain_replay(inputs: RetrainInputs) -> TrainingResult:
@@ -313,7 +299,7 @@ def retrain_recalibration(inputs: RetrainInputs) -> TrainingResult:
                                      "choose another retrain.mode")
     if inputs.champion is None or not hasattr(inputs.champion, "predict_proba"):
         raise RetrainModeUnavailable("recalibration needs a champion with predict_proba")
-    if why := _classes_apart(inputs, inputs.champion):
+    if why := _classes_apart(inputs, getattr(inputs.champion, "classes_", None)):
         return _fitted_in_full(inputs, "recalibration", f"{why} (each class is calibrated on its own rows)")
     method = inputs.spec.retrain.calibration_method
     model = CalibratedClassifierCV(FrozenEstimator(inputs.champion), method=method)

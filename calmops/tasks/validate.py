@@ -128,10 +128,16 @@ def label_type_mismatch(y: pd.Series | None, known: list | None, target: str) ->
     y_numeric = pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y)
     if known_numeric == y_numeric:
         return None
-    sample = ", ".join(excerpt(v) for v in pd.unique(y)[:3])
-    return (f"target column '{target}' holds {'numbers' if y_numeric else 'text'} ({sample}) but the champion's "
-            f"classes are {'numbers' if known_numeric else 'text'} ({', '.join(excerpt(k) for k in known[:5])}): "
-            "no label could match a prediction; write the labels as the model learnt them")
+    return labels_cannot_match(target, "numbers" if y_numeric else "text", pd.unique(y)[:3],
+                               "numbers" if known_numeric else "text", known)
+
+
+def labels_cannot_match(target: str, held: str, sample, classes_are: str, known: list) -> str:
+    """The one-line reason a target's labels can never equal the champion's classes: what they hold (with a few
+    of them) against what the classes are (with a few of those)."""
+    return (f"target column '{target}' holds {held} ({', '.join(excerpt(v) for v in sample)}) but the champion's "
+            f"classes are {classes_are} ({', '.join(excerpt(k) for k in known[:5])}): no label could match a "
+            "prediction; write the labels as the model learnt them")
 
 
 def min_training_rows(spec: PipelineSpec) -> int:

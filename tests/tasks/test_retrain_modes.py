@@ -410,24 +410,14 @@ def test_stacking_leaves_out_a_recent_member_that_lacks_a_class_of_the_new_rows(
     assert set(result.model.predict(X1)) == {"low", "mid", "high"}
 
 
-def test_stacking_on_rows_without_a_class_the_champion_knows_still_predicts():
+@pytest.mark.parametrize("mode", ["stacking", "recalibration"])
+def test_rows_without_a_class_the_champion_knows_still_predict(mode):
     """The other way round: the champion knows three classes and the new rows hold two of them."""
-    sp = spec("sklearn.linear_model.LogisticRegression", mode="stacking")
+    sp = spec("sklearn.linear_model.LogisticRegression", mode=mode)
     X, y = data(900, 0, task="multiclass")
     champion = fitted(sp, X, y)
     X1, y1 = data(600, 1, task="multiclass")
     two = y1 != "high"
-    result = train_challenger("stacking", sp, TYPES, with_target(X, y), X1[two], y1[two], champion=champion)
-    assert len(result.model.predict(X1)) == len(X1)
-    assert "class(es) 'high' of the champion absent from the new rows" in result.info["fallback_reason"]
-
-
-def test_recalibration_on_rows_without_a_class_the_champion_knows_still_predicts():
-    sp = spec("sklearn.linear_model.LogisticRegression", mode="recalibration")
-    X, y = data(900, 0, task="multiclass")
-    champion = fitted(sp, X, y)
-    X1, y1 = data(600, 1, task="multiclass")
-    two = y1 != "high"
-    result = train_challenger("recalibration", sp, TYPES, with_target(X, y), X1[two], y1[two], champion=champion)
+    result = train_challenger(mode, sp, TYPES, with_target(X, y), X1[two], y1[two], champion=champion)
     assert len(result.model.predict(X1)) == len(X1)
     assert "class(es) 'high' of the champion absent from the new rows" in result.info["fallback_reason"]
