@@ -689,6 +689,21 @@ def quarantined_files(paths: PipelinePaths) -> list[Path]:
                   if os.path.lexists(file := sidecar.with_name(sidecar.name[:-len(suffix)])))
 
 
+def quarantine_record(paths: PipelinePaths, name: str) -> tuple[Path, dict] | None:
+    """The sidecar (path and content) of the latest quarantined file that arrived as ``name``, None when no
+    file of that name is in quarantine."""
+    found = []
+    for file in quarantined_files(paths):
+        sidecar = file.with_name(file.name + ".reason.json")
+        try:
+            record = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("file") == name:
+            found.append((str(record.get("time", "")), sidecar, record))
+    return max(found, key=lambda item: item[0])[1:] if found else None
+
+
 # -- batch history (accepted batches, for retraining modes) --------------------------------
 
 

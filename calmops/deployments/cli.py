@@ -439,11 +439,11 @@ def report(name: str,
     """Write the drift report of a file's latest run as one HTML page that opens offline."""
     from calmops.core import registry
     from calmops.core.report_page import file_name, render_report
-    from calmops.core.store import LABELS_ENTRY, read_spec
+    from calmops.core.store import LABELS_ENTRY, pipeline_paths, quarantine_record, read_spec
     from calmops.core.verdict import DriftVerdict
     from calmops.deployments.console import console
 
-    read_spec(name)
+    spec = read_spec(name)
     registry.configure()
     labels = bool(file and file.startswith(LABELS_ENTRY))  # `status` names a labels file labels/<name>
     if labels:
@@ -451,6 +451,11 @@ def report(name: str,
     try:
         outcome, verdict = registry.recorded_verdict(name, file, labels=labels)
     except registry.NoRecordedRun as exc:
+        if file and (held := quarantine_record(pipeline_paths(spec), file)):
+            sidecar, record = held
+            raise CliError(f"{file!r} was quarantined before any drift check: {record.get('reason')}",
+                           f"the reason and details are in {sidecar}; mend the file and drop it into the "
+                           "incoming folder again") from None
         raise CliError(str(exc), f"give the file's name as it arrived ('calmops report {name}' alone takes the latest "
                                  f"file checked; the MLflow UI lists every run of experiment calmops/{name} by file); "
                                  "a first model or a failed run has no drift verdict") from None

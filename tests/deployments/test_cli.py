@@ -77,6 +77,22 @@ def test_create_run_status_list_show_rollback(prefect_server, calmops_home, tmp_
     assert "processing a.csv" in runner.invoke(app, ["logs", "sea"]).stdout
 
 
+@pytest.mark.integration
+def test_the_report_of_a_quarantined_file_says_why_it_was_quarantined(prefect_server, calmops_home, tmp_path):
+    assert runner.invoke(app, ["create", str(_spec_file(tmp_path))]).exit_code == 0
+    data = tmp_path / "data"
+    assert runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(500, 8, seed=1), data, "a.csv"))]).exit_code == 0
+    lacking = sea_frame(500, 8, seed=2).drop(columns=["x2"])
+    held = json.loads(runner.invoke(app, ["run", "sea", str(write_csv(lacking, data, "bad.csv")), "--json"]).stdout)
+    assert held["decision"] == "rejected_input"
+
+    asked = runner.invoke(app, ["report", "sea", "bad.csv"])
+    assert asked.exit_code != 0
+    said = " ".join(asked.stderr.split())
+    assert "'bad.csv' was quarantined before any drift check" in said and "x2" in said, said
+    assert "bad.csv.reason.json" in said and "drop it into the incoming folder again" in said, said
+
+
 def test_bad_spec_is_one_line_naming_the_key(calmops_home, tmp_path):
     result = runner.invoke(app, ["create", str(_spec_file(tmp_path, colour="blue"))])
     assert result.exit_code == 2
