@@ -352,7 +352,8 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
     if gone:
         reason = f"the file was deleted while its run was in progress ({reason})"
     ctx.log.error("run failed for %s: %s", ctx.path.name, reason)
-    outcome = ctx.outcome("failed", reason[:2000], details={"gone": True} if gone else {})
+    outcome = ctx.outcome("failed", reason[:2000], details={"gone": True} if gone else {},
+                          champion_version=_serving_version(ctx.spec.name))
     try:
         finish_record(ctx, outcome, None)
     finally:
@@ -362,6 +363,15 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
         else:
             ctx.ledger.release(ctx.sha256)
     return RunFailed(outcome)
+
+
+def _serving_version(pipeline: str) -> int | None:
+    """The champion serving after a failed run, as far as the registry can tell (None when it cannot: the
+    failure may be the registry's own)."""
+    try:
+        return registry.alias_version(pipeline, "champion")
+    except Exception:  # noqa: BLE001 - the run's own failure is what is recorded
+        return None
 
 
 Reader = Callable[[RunContext, "registry.Champion | None"], "Batch | RunOutcome"]

@@ -123,6 +123,7 @@ def test_a_failed_run_takes_its_batch_back_from_the_training_history(prefect_ser
     update_spec("sea", retrain={"retrain_on": "always"}, hooks={"retrain": f"{module}:broken"}, order="none")
     b = run("sea", write_csv(sea_frame(600, 8, seed=2), folder, "b.csv"))
     assert b["decision"] == "failed"
+    assert b["champion_version"] == 1  # the run broke; the first model still serves, and the outcome says so
     assert [sha for sha, _ in read_history(paths)] == before  # b's rows are not accepted rows
     update_spec("sea", hooks={"retrain": None})
     c = run("sea", write_csv(sea_frame(600, 8, seed=3), folder, "c.csv"))
