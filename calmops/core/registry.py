@@ -382,22 +382,44 @@ def log_candidate(
         return _log_candidate(pipeline, model, reference, schema, profile, scores=scores, description=description)
 
 
+_INTEGER_HINT = "Hint: Inferred schema contains integer column"
+
+
+@contextmanager
+def _quiet_model_logging():
+    """Without two MLflow messages every model logged printed to no use: the hint about integer columns (the
+    inputs are declared as floats; integer class labels are the outputs, never missing) and that pip's own
+    version is unknown (the pins are given explicitly; pip is not in the environment)."""
+    environment_log = logging.getLogger("mlflow.utils.environment")
+    level = environment_log.level
+    environment_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_INTEGER_HINT)
+            yield
+    finally:
+        environment_log.setLevel(level)
+
+
 def _log_candidate(pipeline, model, reference, schema, profile, *, scores, description) -> int:
     from mlflow.models import infer_signature
 
     features = reference[schema.columns]
-    sample = features.head(5)
-    signature = infer_signature(sample, model.predict(sample))
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        registered_model_name=model_name(pipeline),
-        signature=signature,
-        input_example=sample,
-        serialization_format="skops",
-        skops_trusted_types=(trusted := trusted_types_for(model)),
-        pip_requirements=requirements_for(trusted),  # explicit: MLflow would infer them (seconds per model)
-    )
+    # integer columns are declared as floats in the signature: a later batch with a missing value in one
+    # (read as float with NaN) still matches the model's schema when served through MLflow's pyfunc
+    sample = features.head(5).astype({c: "float64" for c in features.select_dtypes("integer").columns})
+    with _quiet_model_logging():
+        signature = infer_signature(sample, model.predict(sample))
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name=model_name(pipeline),
+            signature=signature,
+            input_example=sample,
+            serialization_format="skops",
+            skops_trusted_types=(trusted := trusted_types_for(model)),
+            pip_requirements=requirements_for(trusted),  # explicit: MLflow would infer them (seconds per model)
+        )
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         ref = reference if len(reference) <= REFERENCE_MAX_ROWS else reference.sample(REFERENCE_MAX_ROWS, random_state=0)
@@ -683,14 +705,15 @@ def log_batch_input(run_id: str, frame: pd.DataFrame, *, source: Path, sha256: s
     """The batch as the run's MLflow dataset input (context ``batch``): named after its file, its source the
     path it arrived at, its digest the first 32 hex digits of the file's sha256 (MLflow keeps 36 characters;
     the whole sha256 is the input's ``calmops.sha256`` tag), its schema and row count from the parsed frame."""
-    with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns it cannot choose
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
-        dataset = mlflow.data.from_pandas(frame, source=str(source), name=source.name, digest=sha256[:32],
-                                          targets=target if target in frame.columns else None)
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    batch = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("calmops.sha256", sha256),
-                                                            InputTag(MLFLOW_DATASET_CONTEXT, "batch")])
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns it cannot choose
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        warnings.filterwarnings("ignore", message=_INTEGER_HINT)  # a record of data already read: nothing to enforce
+        dataset = mlflow.data.from_pandas(frame, source=str(source), name=source.name, digest=sha256[:32],
+                                          targets=target if target in frame.columns else None)
+        batch = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("calmops.sha256", sha256),
+                                                                InputTag(MLFLOW_DATASET_CONTEXT, "batch")])
     with _ends_failed_on_error(run_id):  # by run id: one request (the fluent API also reads and rewrites the run)
         MlflowClient().log_inputs(run_id, datasets=[batch])

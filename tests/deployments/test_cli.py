@@ -1,6 +1,7 @@
 """The calmops command line on a real Prefect API and MLflow store."""
 
 import json
+import warnings
 
 import pytest
 import yaml
@@ -81,7 +82,13 @@ def test_create_run_status_list_show_rollback(prefect_server, calmops_home, tmp_
 def test_the_report_of_a_quarantined_file_says_why_it_was_quarantined(prefect_server, calmops_home, tmp_path):
     assert runner.invoke(app, ["create", str(_spec_file(tmp_path))]).exit_code == 0
     data = tmp_path / "data"
-    assert runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(500, 8, seed=1), data, "a.csv"))]).exit_code == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(500, 8, seed=1), data, "a.csv"))])
+    assert first.exit_code == 0, first.output
+    # MLflow's hint about integer columns is not printed at every model and batch logged: the model's inputs
+    # are declared as floats, its integer outputs (classes) are never missing
+    assert not [w for w in caught if "integer column" in str(w.message)], [str(w.message)[:80] for w in caught]
     lacking = sea_frame(500, 8, seed=2).drop(columns=["x2"])
     held = json.loads(runner.invoke(app, ["run", "sea", str(write_csv(lacking, data, "bad.csv")), "--json"]).stdout)
     assert held["decision"] == "rejected_input"
