@@ -84,7 +84,8 @@ def header(conn, name, runs, reg, prefect_problem) -> None:
         with st.expander(f"Circuit breaker: {breaker['state']}", expanded=breaker["state"] != "closed"):
             c = st.columns(4)
             c[0].metric("Consecutive failures", breaker["consecutive_failures"])
-            c[1].metric("Times opened", breaker["times_opened"])
+            c[1].metric("Opened in a row", breaker["times_opened"],
+                        help="Openings since the breaker last closed; each doubles the cooldown")
             c[2].metric("Opened at", breaker["opened_at"] or "—")
             c[3].metric("Next retry", breaker["next_retry_at"] or "—")
             if breaker["history"]:
