@@ -22,6 +22,7 @@ module.exports = {
     max_restarts: 50,
     min_uptime: "10s",
     kill_timeout: 15000, // the worker finishes its flow run's current step on SIGINT
-    env: { CALMOPS_HOME: process.env.CALMOPS_HOME || path.join(root, ".calmops") },
+    // the data root as calmops.toml (or CALMOPS_HOME, when set) says: the same the shell's commands use
+    env: process.env.CALMOPS_HOME ? { CALMOPS_HOME: process.env.CALMOPS_HOME } : {},
   })),
 };

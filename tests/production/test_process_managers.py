@@ -113,6 +113,32 @@ def test_the_pm2_file_lists_every_service_of_the_stack():
     assert [args for _, args in apps] == [["service", name] for name in stack.ORDER]
 
 
+@pytest.mark.parametrize("exported", [False, True])
+def test_the_pm2_services_use_the_data_root_the_shell_uses(tmp_path, exported):
+    """The services PM2 starts read the same home as the commands typed in the project folder: calmops.toml's
+    ``home`` unless CALMOPS_HOME is exported (the ecosystem file once set a home of its own and hid the toml's)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "calmops.toml").write_text(f'[calmops]\nhome = "{tmp_path / "from-toml"}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALMOPS_")}
+    env["CALMOPS_ROOT"] = str(project)
+    if exported:
+        env["CALMOPS_HOME"] = str(tmp_path / "exported")
+    listing = subprocess.run(["node", "-e", ("const c = require(process.argv[1]); "
+                              "console.log(JSON.stringify(c.apps.map(a => [a.cwd, a.env])))"),
+                              str(REPO / "deploy" / "pm2" / "ecosystem.config.js")],
+                             capture_output=True, text=True, check=True, timeout=60, env=env)
+    ask = "from calmops.core.settings import get_settings; print(get_settings().home)"
+    shell = subprocess.run([sys.executable, "-c", ask], cwd=project, env=env, capture_output=True, text=True,
+                           check=True, timeout=60).stdout.strip()
+    assert shell == str(tmp_path / ("exported" if exported else "from-toml"))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CALMOPS_")}
+    for cwd, service_env in yaml.safe_load(listing.stdout):
+        seen = subprocess.run([sys.executable, "-c", ask], cwd=cwd, env={**clean, **service_env},
+                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        assert seen == shell
+
+
 def test_container_files_run_each_service_from_one_non_root_image():
     compose = yaml.safe_load((REPO / "deploy" / "container" / "compose.yaml").read_text())
     services = compose["services"]
