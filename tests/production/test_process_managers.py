@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from calmops.deployments import stack
+from calmops.deployments.quickhttp import get
 from tests.conftest import STREAM_SPEC, sea_frame
 from tests.e2e.stack import free_port, until
 
@@ -111,6 +112,29 @@ def test_the_pm2_file_lists_every_service_of_the_stack():
                              capture_output=True, text=True, check=True, timeout=60)
     apps = yaml.safe_load(listing.stdout)
     assert [args for _, args in apps] == [["service", name] for name in stack.ORDER]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_second_service_of_the_same_name_on_one_host_is_refused_and_the_first_keeps_its_pid_file(tmp_path):
+    home = tmp_path / "calmops"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALMOPS_", "PREFECT_", "MLFLOW_TRACKING"))}
+    env.update(CALMOPS_HOME=str(home), CALMOPS_MLFLOW_PORT=str(free_port()), MLFLOW_DISABLE_TELEMETRY="true")
+    first = subprocess.Popen([CALMOPS, "service", "mlflow"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        port = env["CALMOPS_MLFLOW_PORT"]
+        until(lambda: _pid(home, "mlflow") == first.pid and get(f"http://127.0.0.1:{port}/health")[0] == 200,
+              120, "the first mlflow service")
+        second = subprocess.run([CALMOPS, "service", "mlflow"], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=120, check=False)
+        said = " ".join(second.stderr.split())
+        assert second.returncode != 0 and f"mlflow already runs on this host (pid {first.pid}" in said, said
+        assert "CALMOPS_RUN_DIR" in said
+        assert _pid(home, "mlflow") == first.pid and first.poll() is None  # `calmops status` still finds it
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(60)
 
 
 @pytest.mark.parametrize("exported", [False, True])
