@@ -18,6 +18,7 @@ import typer
 from calmops.deployments.console import JsonOption
 
 STACK_SERVICES = ("prefect", "mlflow", "runner", "worker", "watcher", "viewer", "api")
+SCHEME_HINT = "use one triggering scheme at a time: the error names the deployment to delete (docs/operations.md)"
 
 
 def _api_url() -> str | None:
@@ -286,7 +287,7 @@ def register(app: typer.Typer) -> None:
             try:
                 result = {"deployed": [deploy_pipeline(name).to_dict()], "errors": {}, "removed": []}
             except SchemeConflict as exc:
-                raise CliError(str(exc), "use one triggering scheme at a time (docs/operations.md)") from None
+                raise CliError(str(exc), SCHEME_HINT) from None
             prune_automations()
         else:
             result = deploy_all(prune=prune)
@@ -304,7 +305,9 @@ def register(app: typer.Typer) -> None:
         if not result["deployed"] and not result["errors"]:
             console.print("no pipelines yet: create one with 'calmops create SPEC.yaml'")
         if result["errors"]:
+            conflicts = all(v.startswith(f"{SchemeConflict.__name__}:") for v in result["errors"].values())
             raise CliError("; ".join(f"{k}: {v}" for k, v in result["errors"].items()),
+                           SCHEME_HINT if conflicts else
                            "fix the spec with 'calmops update NAME SPEC.yaml' and run 'calmops deploy' again")
 
     @app.command("delete")

@@ -306,12 +306,30 @@ def write_urls(settings: Settings) -> None:
     (settings.run_dir / "stack.json").write_text(json.dumps({"urls": urls}, indent=2))
 
 
+# a server of another host, as the variables name it: (variable, the part of its URL to drop, health path)
+ELSEWHERE = {"prefect": ("PREFECT_API_URL", "/api", "/api/health"), "mlflow": ("MLFLOW_TRACKING_URI", "", "/health")}
+
+
+def _elsewhere(name: str) -> str | None:
+    """The URL of server ``name`` on another host, when its variable names one (a host of workers, say)."""
+    variable, suffix, _ = ELSEWHERE.get(name, ("", "", ""))
+    url = os.environ.get(variable, "") if variable else ""
+    return url.rstrip("/").removesuffix(suffix) if url.startswith(("http://", "https://")) else None
+
+
 def status(settings: Settings | None = None) -> dict[str, dict]:
+    """Each service of the stack on this host: pid, URL, health; a server this host does not run but reaches
+    through its variable is reported at that URL, ``elsewhere``."""
+    from calmops.deployments.quickhttp import get
+
     settings = settings or get_settings()
     out = {}
     for name, service in services().items():
         pid = running_pid(settings, name)  # a service without a live process is not asked (fast when down)
         out[name] = {"pid": pid, "url": service.url or None,
                      "healthy": bool(pid) and healthy(service, timeout=1.0, settings=settings),
-                     "log": str(log_file(settings, name))}
+                     "log": str(log_file(settings, name)), "elsewhere": False}
+        if not pid and (url := _elsewhere(name)) and url != service.url:  # not this host's own, stopped
+            out[name].update(url=url, elsewhere=True, log=None,
+                             healthy=get(url + ELSEWHERE[name][2], timeout=1.0)[0] == 200)
     return out

@@ -218,3 +218,43 @@ def test_a_file_name_with_a_line_break_or_an_escape_code_is_shown_escaped(stream
     assert "\x1b" not in text and "evil\nname" not in text, repr(text)
     assert "evil\\nname\\x1b[31m.csv" in text, text
     assert _status("sea")["last_file"] == evil  # JSON keeps the name as it is (escaped by JSON itself)
+
+
+def test_on_a_host_of_workers_the_servers_its_variables_name_are_shown_there_not_stopped(calmops_home, monkeypatch):
+    """A host that runs a worker but neither server reaches them through PREFECT_API_URL and MLFLOW_TRACKING_URI:
+    ``calmops status`` shows each at that URL, healthy when it answers, instead of this host's unused defaults
+    as stopped."""
+    import os
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from calmops.core.settings import get_settings
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)  # MLflow's /health, as the other host's answers
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    silent = ThreadingHTTPServer(("127.0.0.1", 0), Health)  # bound, never served: nothing answers there
+    mlflow_url, prefect_url = f"http://127.0.0.1:{server.server_address[1]}", f"http://127.0.0.1:{silent.server_address[1]}"
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
+        monkeypatch.setenv("PREFECT_API_URL", prefect_url + "/api")
+        settings = get_settings()
+        settings.run_dir.mkdir(parents=True, exist_ok=True)
+        settings.pid_file("worker").write_text(str(os.getpid()))  # a live process: this host runs a worker
+        data = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["stack"]["services"]
+        assert (data["mlflow"]["url"], data["mlflow"]["healthy"], data["mlflow"]["elsewhere"]) == (mlflow_url, True, True)
+        assert (data["prefect"]["url"], data["prefect"]["healthy"], data["prefect"]["elsewhere"]) == (prefect_url, False, True)
+        table = runner.invoke(app, ["status"], terminal_width=200).stdout
+        assert re.search(rf"mlflow\s+{re.escape(mlflow_url)}\s+-\s+healthy \(another host\)", table), table
+        assert re.search(rf"prefect\s+{re.escape(prefect_url)}\s+-\s+not answering \(another host\)", table), table
+    finally:
+        server.shutdown()
+        server.server_close()
+        silent.server_close()

@@ -253,6 +253,9 @@ def test_per_pipeline_deployments_are_refused_while_prefect_yaml_ones_are_active
     result = CliRunner().invoke(app, ["deploy", "order-scheme"], terminal_width=400)
     assert result.exit_code != 0
     assert "the prefect.yaml deployment calmops-stream/stream already triggers every stream pipeline" in result.output
+    every = CliRunner().invoke(app, ["deploy"], terminal_width=400)  # all pipelines: the hint is the same
+    assert every.exit_code != 0 and "one triggering scheme at a time" in every.output, every.output
+    assert "fix the spec" not in every.output  # the spec is not what is wrong
 
     with get_client(sync_client=True) as client:
         client.delete_deployment(kind_id)  # deleted the way Prefect does: its automation stays behind
