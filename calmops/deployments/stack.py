@@ -129,6 +129,9 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         if HOST not in ("0.0.0.0", "::") and not (env.get("PREFECT_UI_API_URL") or env.get("PREFECT_SERVER_UI_API_URL")):
             # the UI's pages call the API at this address; Prefect's default is port 4200 whatever --port says
             env["PREFECT_SERVER_UI_API_URL"] = f"http://{HOST}:{service.port}/api"
+        # Prefect writes its UI's files (with this server's base URL) on start, by default into site-packages,
+        # which a service user does not own (systemd's User=, a container's non-root user): no UI then
+        env.setdefault("PREFECT_SERVER_UI_STATIC_DIRECTORY", str(settings.run_dir / "prefect-ui"))
         if settings.prefect_database_url:  # else Prefect's SQLite file under PREFECT_HOME
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
         # Prefect's own 'prefect server start', with its SQLite transactions taking the write lock first

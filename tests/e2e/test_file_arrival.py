@@ -519,3 +519,10 @@ def test_the_prefect_ui_calls_the_api_of_its_own_stack_on_a_port_other_than_4200
     assert not api.startswith("http://127.0.0.1:4200/"), api  # the point of the test: a non-default port
     ui = httpx.get(api.removesuffix("/api") + "/ui-settings").json()
     assert ui["api_url"] == api, ui
+    # the UI's pages are served from files the server wrote into the host's run folder (a service user may not
+    # own site-packages, where Prefect writes them by default, and without them there is no UI)
+    from calmops.core.settings import get_settings
+
+    page = httpx.get(api.removesuffix("/api") + "/")
+    assert page.status_code == 200 and "<html" in page.text.lower(), page.status_code
+    assert any((get_settings().run_dir / "prefect-ui").rglob("index.html"))
