@@ -250,6 +250,7 @@ class Watcher:
         self._candidates: dict[Path, _Candidate] = {}
         self._emitted: dict[Path, tuple[str, float, int]] = {}  # path -> (sha256, monotonic time, repeats)
         self._hashes: dict[Path, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha256)
+        self._folders_told: set[Path] = set()  # folders found in an incoming folder, said once each
         self._folders: dict[Path, _Watched] = {}
         self._watches: dict[Path, Any] = {}
         self._observer = Observer(timeout=0.2)
@@ -489,6 +490,7 @@ class Watcher:
                 self._hashes.pop(gone, None)
         # links and special files first (refused unread), then the regular files in arrival order
         unusual = sorted(p for p in watched.incoming.iterdir() if p.is_symlink() or not (p.is_file() or p.is_dir()))
+        self._tell_folders(watched)
         for path in [*unusual, *_oldest_first(watched.incoming)]:
             if is_temporary_name(path) or self._refused(path, watched):
                 continue
@@ -592,10 +594,32 @@ class Watcher:
 
         try:
             target = quarantine(pipeline_paths(read_spec(watched.pipeline)), path, None, why)
-            log.warning("refused %s: %s (moved to %s)", path.name, why, target)
+            self._say(watched, "refused %s: %s (moved to %s)", path.name, why, target)
         except Exception:
             log.exception("could not quarantine %s (%s)", path, why)
         return True
+
+    def _tell_folders(self, watched: _Watched) -> None:
+        """A folder in an incoming folder is left where it is (it may still be being copied) and nothing in it
+        is read: said once, in the watcher's and the pipeline's logs, so its files do not wait unseen."""
+        for folder in sorted(p for p in watched.incoming.iterdir() if p.is_dir() and not p.is_symlink()
+                             and not is_temporary_name(p) and p not in self._folders_told):
+            self._folders_told.add(folder)
+            self._say(watched, "%s/ is a folder in %s: files are taken from the incoming folder itself, never from "
+                      "folders in it; move its files up into the incoming folder", folder.name, watched.incoming)
+
+    @staticmethod
+    def _say(watched: _Watched, message: str, *args: Any) -> None:
+        """A warning about a pipeline's incoming folder: in the watcher's log and the pipeline's own
+        (``calmops logs NAME``)."""
+        from calmops.core.logs import pipeline_logger
+        from calmops.core.store import pipeline_paths, read_spec
+
+        log.warning(message, *args)
+        try:
+            pipeline_logger(watched.pipeline, pipeline_paths(read_spec(watched.pipeline)).logs).warning(message, *args)
+        except Exception:  # the watcher's own log has it
+            log.debug("no pipeline log for %s", watched.pipeline, exc_info=True)
 
     def _hash(self, path: Path, st: tuple[int, int]) -> str:
         cached = self._hashes.get(path)
@@ -704,6 +728,7 @@ def configure_logging(level: int = logging.INFO) -> None:
         log.addHandler(handler)
     log.setLevel(level)
     log.propagate = False
+    logging.getLogger("calmops.pipeline").propagate = False  # what it says of a pipeline is in the watcher's lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -355,6 +355,24 @@ def test_links_and_pipes_in_incoming_are_quarantined_without_being_read(stream_s
         sidecar = json.loads((quarantine / f"{name}.reason.json").read_text())
         assert words in sidecar["reason"] and "PASSWORD-HASH" not in json.dumps(sidecar)
     assert secret.read_text().startswith("root:")  # what the link points to is untouched
+    said = (pipeline_paths(stream_spec).logs / "pipeline.log").read_text()  # `calmops logs NAME` tells it too
+    assert "refused link.csv: link.csv: a symbolic link" in said and "refused pipe.csv" in said, said
+
+
+def test_a_folder_dropped_into_incoming_is_left_as_it_is_and_said_once_in_the_pipelines_log(stream_spec):
+    from calmops.core.store import pipeline_paths
+
+    rec = Recorder()
+    folder = incoming(stream_spec)
+    (folder / "batch").mkdir()
+    (folder / "batch" / "inner.csv").write_bytes(b"x1,x2,x3,y\n1,2,3,0\n")
+    age(folder / "batch" / "inner.csv")
+    with make_watcher(rec) as watcher:
+        watcher.scan(force=True)
+        watcher.scan(force=True)
+    assert rec.names() == [] and (folder / "batch" / "inner.csv").exists()  # nothing read, nothing moved
+    said = (pipeline_paths(stream_spec).logs / "pipeline.log").read_text()
+    assert said.count("batch/ is a folder in") == 1 and "move its files up into the incoming folder" in said, said
 
 
 def test_in_arrival_order_a_scan_announces_only_the_oldest_waiting_file_and_queues_the_rest(stream_spec):
