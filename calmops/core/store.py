@@ -396,7 +396,8 @@ class Ledger:
                 "ON CONFLICT(sha256) DO UPDATE SET file=excluded.file, status='in_progress', decision=NULL, "
                 "claimed_at=excluded.claimed_at, updated=excluded.updated, run_id=excluded.run_id, "
                 "owner_host=excluded.owner_host, owner_pid=excluded.owner_pid, owner_start=excluded.owner_start, "
-                "heartbeat=excluded.heartbeat, mlflow_run_id=NULL, arrived=COALESCE(files.arrived, excluded.arrived)",
+                "heartbeat=excluded.heartbeat, mlflow_run_id=NULL, arrived=CASE WHEN files.status='gone' "
+                "THEN excluded.arrived ELSE COALESCE(files.arrived, excluded.arrived) END",
                 (sha256, file, now, _now(), run_id, _host(), pid, _process_start(pid), now,
                  now if arrived is None else arrived),
             )
@@ -406,7 +407,8 @@ class Ledger:
         """Record that a complete file appeared (``waiting``) at ``arrived`` (see :func:`arrival_time`); the
         first arrival of a content counts. A content not yet decided takes the new file's name (a file renamed
         in incoming is followed), unless ``incoming`` still holds it under its first name: of two copies of one
-        content, the first is decided and the later one is its duplicate."""
+        content, the first is decided and the later one is its duplicate. A content set aside (``gone``:
+        quarantined, or deleted during its run) arrives anew: ``waiting`` at this arrival."""
         with closing(self._connect()) as con:
             row = con.execute(f"SELECT file, status, arrived FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
         # outside the connection: holds() may read the first copy's bytes
@@ -416,7 +418,10 @@ class Ledger:
         with closing(self._connect()) as con:
             con.execute(f"INSERT INTO {self.t} AS files (sha256, file, status, updated, arrived) "
                         "VALUES (?, ?, 'waiting', ?, ?) "
-                        "ON CONFLICT(sha256) DO UPDATE SET arrived=COALESCE(files.arrived, excluded.arrived), "
+                        "ON CONFLICT(sha256) DO UPDATE SET "
+                        "arrived=CASE WHEN files.status='gone' THEN excluded.arrived "
+                        "ELSE COALESCE(files.arrived, excluded.arrived) END, "
+                        "status=CASE WHEN files.status='gone' THEN 'waiting' ELSE files.status END, "
                         "file=CASE WHEN files.status='done' THEN files.file ELSE excluded.file END",
                         (sha256, file, _now(), arrived))
 

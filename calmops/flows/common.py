@@ -296,15 +296,15 @@ def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | R
         return reject(ctx, champion, exc)
 
 
-def reject(ctx: RunContext, champion: registry.Champion | None, exc: RejectedInput, *,
-           retake: bool = False) -> RunOutcome:
-    """Quarantine the run's file with the reason, record it, and close it in the ledger (with ``retake``, as
-    ``gone``: the same bytes dropped again are decided anew, e.g. labels that came before their features)."""
+def reject(ctx: RunContext, champion: registry.Champion | None, exc: RejectedInput) -> RunOutcome:
+    """Quarantine the run's file with the reason, record it, and set it aside in the ledger (``gone``): refused
+    bytes were not processed, so the same bytes dropped again are decided anew (after a limit was raised, the
+    preprocess mended, or, for labels, once their features have come)."""
     target = quarantine(ctx.paths, ctx.path, ctx.sha256, exc.reason, exc.details)
     ctx.log.warning("rejected %s: %s (moved to %s)", ctx.path.name, exc.reason, target)
     outcome = ctx.outcome("rejected_input", exc.reason, champion_version=champion.version if champion else None,
                           details={"quarantined_as": str(target)})
-    ctx.ledger.finish(ctx.sha256, "rejected_input", status="gone" if retake else "done")
+    ctx.ledger.finish(ctx.sha256, "rejected_input", status="gone")
     finish_record(ctx, outcome, None)
     return outcome
 

@@ -110,7 +110,7 @@ def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> 
         batch = validate_frame(labelled_rows(match, spec), ctx.path.name, fmt, ctx.sha256, spec, champion.schema)
     except RejectedInput as exc:
         awaiting.release(ctx.sha256)  # its rows wait for a usable labels file
-        return reject(ctx, champion, exc, retake=True)
+        return reject(ctx, champion, exc)
     realized = realized_scores(match, champion.schema.task, champion.schema.classes)
     ctx.realized = {f"realized_v{v}": {k: s for k, s in scores.items() if k != "rows"}
                     for v, scores in realized.items()}

@@ -60,6 +60,36 @@ def test_each_bad_file_is_quarantined_with_its_reason_and_nothing_changes(prefec
     assert len(rejected) == len(_bad_files(folder))
 
 
+def test_a_quarantined_file_dropped_again_after_the_cause_is_mended_is_decided_not_taken_for_a_duplicate(
+        prefect_server, stream_spec):
+    """Refused bytes were never processed: moved back into incoming (here after the row limit that refused them
+    was raised), they are decided like a new file, at their new arrival, not filed in processed/ as 'already
+    processed' with no prediction and no decision."""
+    from calmops.core.store import arrival_time
+    from tests.flows.helpers import update_spec
+
+    folder = incoming("sea")
+    assert run("sea", write_csv(sea_frame(1000, 8, seed=1), folder, "a.csv"))["decision"] == "train"
+    paths = pipeline_paths(read_spec("sea"))
+    update_spec("sea", limits={"max_rows": 100})
+    big = write_csv(sea_frame(500, 8, seed=2), folder, "big.csv")
+    sha = digest(big)
+    refused = run("sea", big)
+    assert refused["decision"] == "rejected_input" and "over the limit of 100" in refused["reason"], refused
+
+    update_spec("sea", limits={"max_rows": 5_000_000})
+    back = folder / "big.csv"
+    (paths.quarantine / "big.csv").rename(back)  # the user's fix: the same bytes, dropped in again
+    book = ledger(paths)
+    again_at = arrival_time(back.stat().st_mtime_ns) + 1.0
+    book.arrive(sha, "big.csv", again_at)  # announced, as the watcher does
+    assert book.status(sha) == "waiting" and [e["arrived"] for e in book.entries() if e["sha256"] == sha] == [again_at]
+    decided = run("sea", back)
+    assert decided["decision"] in ("no_drift", "retrain_promoted", "retrain_rejected"), decided
+    assert pd.read_csv(decided["predictions_file"]).shape[0] == 500
+    assert book.status(sha) == "done" and (paths.processed / "big.csv").exists() and not back.exists()
+
+
 def test_format_not_accepted_by_the_pipeline(prefect_server, stream_spec):
     from tests.flows.helpers import update_spec
 
@@ -193,7 +223,7 @@ def test_block_and_ipip_kinds_quarantine_bad_files_and_score_single_class_files(
     assert out["decision"] == "rejected_input", out
     assert "column 'x1' holds infinite values" in out["reason"] and "data row 8" in out["reason"], out["reason"]
     assert (paths.quarantine / "inf.csv").read_bytes() == content and not path.exists()
-    assert ledger(paths).status(sha) == "done"  # decided, never left pending
+    assert ledger(paths).status(sha) == "gone"  # decided and set aside (the bytes may come again), never pending
 
     one = good.assign(**{target: good[target].iloc[0]})  # every row the same class
     out = run(name, write_csv(one, folder, "one-class.csv"))

@@ -56,7 +56,7 @@ def test_ipip_file_with_a_third_label_is_quarantined_and_does_not_hold_back_late
     book.arrive(sha, "b.csv", arrival_time(bad.stat().st_mtime_ns))  # announced, as the watcher does
     later = run("rare", write_csv(binary_rare(900, 12, ["2024-05", "2024-06"]), folder, "c.csv"))
     assert later["decision"] == "retrain_promoted", later  # not held behind b.csv
-    assert book.status(sha) == "done" and book.decision(sha) == "rejected_input"
+    assert book.status(sha) == "gone" and book.decision(sha) == "rejected_input"  # set aside, not processed
     assert (paths.quarantine / "b.csv").read_bytes() == content and not bad.exists()
     sidecar = json.loads((paths.quarantine / "b.csv.reason.json").read_text())
     reason = sidecar["reason"]
