@@ -25,6 +25,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from calmops.core.names import model_name
@@ -489,6 +490,17 @@ def alias_version(pipeline: str, alias: str) -> int | None:
     return int(mv.version)  # SQLite gives int, REST gives str: normalise
 
 
+def alias_model_version(pipeline: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at as the registry answers it (number, run, tags), in one registry call;
+    None when the model or alias does not exist (outages raise). :func:`load_version` takes it as it is."""
+    try:
+        return MlflowClient().get_model_version_by_alias(model_name(pipeline), alias)
+    except MlflowException as exc:
+        if not _is_not_found(exc):
+            raise
+        return None
+
+
 def aliases(pipeline: str) -> dict[str, int]:
     client = MlflowClient()
     try:
@@ -545,9 +557,15 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha
     return final
 
 
-def load_version(pipeline: str, version: int) -> Champion:
+def load_version(pipeline: str, version: int, mv: ModelVersion | None = None) -> Champion:
+    """The registered version with its current tags; the model itself is loaded once per process.
+
+    ``mv``: the version as just read from the registry (e.g. by :func:`alias_model_version`), which saves
+    reading it again: the API serves a prediction with one registry call.
+    """
     # the version's tags may change after its model is cached (e.g. scores at promotion): read them each time
-    mv = MlflowClient().get_model_version(model_name(pipeline), str(version))
+    if mv is None or int(mv.version) != int(version):
+        mv = MlflowClient().get_model_version(model_name(pipeline), str(version))
     sha256 = mv.tags.get(MODEL_SHA256_TAG)
     if not sha256:  # before any download
         raise _not_registered(f"pipeline {pipeline!r} v{version}")

@@ -12,8 +12,8 @@
 - ``POST /pipelines/{name}/predict``: ``{"records": [{column: value, ...}, ...]}`` in, predictions out,
   with the model version that made them.
 
-Every request re-reads the ``champion`` alias (one registry call) and loads that version through
-:mod:`calmops.core.registry`, whose cache is keyed by version: a promotion is picked up by the next
+Every request re-reads the ``champion`` alias (one registry call, whose answer also carries the version's
+run and tags) and loads that version through :mod:`calmops.core.registry`, whose cache is keyed by version: a promotion is picked up by the next
 request without a restart, and an unchanged champion costs no reload. Models come only from the
 MLflow registry; nothing from the data folders is ever unpickled. Input records get the same type
 coercion as files (:func:`calmops.core.features.coerce_features`), and anything the model cannot take
@@ -313,20 +313,22 @@ def _spec(name: str):
 
 
 def _champion(name: str):
-    """The current champion: the alias is re-read on every call, the load is cached per version."""
+    """The current champion: the alias is re-read on every call (one registry call, which also answers the
+    version's run and tags), the load is cached per version."""
     from calmops.core import registry
 
     try:
-        version = registry.alias_version(name, registry.CHAMPION)
+        mv = registry.alias_model_version(name, registry.CHAMPION)
     except Exception as exc:  # noqa: BLE001 - the registry being down is a 503, not a crash
         raise ApiError(503, f"the model registry is unavailable: {_first_line(exc)}", "check GET /health") from None
-    if version is None:
-        # alias_version() also answers None when the registry cannot be reached: tell the two apart
+    if mv is None:
+        # alias_model_version() also answers None when the registry cannot be reached: tell the two apart
         _registry_reachable()
         raise ApiError(409, f"pipeline {name!r} has no champion yet: train it first",
                        f"drop a labelled file into its incoming folder or run 'calmops run {name} FILE'")
+    version = int(mv.version)
     try:
-        return registry.load_version(name, version)
+        return registry.load_version(name, version, mv)
     except registry.UntrustedModel as exc:  # refused by CalmOps' own checks: say why, nothing else happened
         log.warning("%s", exc)
         raise ApiError(503, _first_line(exc), "CalmOps loads only the versions it registered (docs/security.md); "
@@ -485,6 +487,7 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
     from calmops.core import registry
 
     registry.configure()
+    _import_prediction_code()
     token = token or None
     from fastapi_offline import FastAPIOffline
 
@@ -565,10 +568,10 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
             entry = PipelineSummary(name=name)
             try:
                 entry.kind = read_spec(name).kind
-                version = registry.alias_version(name, registry.CHAMPION)
-                entry.champion_version = version
-                if version is not None:
-                    schema = registry.load_version(name, version).schema
+                mv = registry.alias_model_version(name, registry.CHAMPION)
+                if mv is not None:
+                    entry.champion_version = int(mv.version)
+                    schema = registry.load_version(name, int(mv.version), mv).schema
                     entry.task, entry.input_columns = schema.task, list(schema.columns)
             except Exception as exc:  # noqa: BLE001 - one broken pipeline must not hide the others
                 entry.problem = _first_line(exc)
@@ -620,6 +623,23 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
                                probabilities=probabilities, warnings=warnings)
 
     return app
+
+
+def _import_prediction_code() -> None:
+    """Import the prediction code now, before serving, and keep the server's loggers as they are.
+
+    It imports Prefect, which applies its logging config once per process (``logging.config.dictConfig``);
+    that resets every ``uvicorn.*`` logger (no handler, no level, up to Prefect's ``uvicorn`` at WARNING).
+    Done by the first prediction, it silenced uvicorn's access log for good.
+    """
+    names = {"uvicorn", "uvicorn.error", "uvicorn.access",
+             *(n for n in list(logging.root.manager.loggerDict) if n.startswith("uvicorn."))}
+    kept = [(lg, lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in map(logging.getLogger, names)]
+    import calmops.tasks.predict  # noqa: F401
+
+    for lg, level, handlers, propagate, disabled in kept:
+        lg.setLevel(level)
+        lg.handlers, lg.propagate, lg.disabled = handlers, propagate, disabled
 
 
 def _version() -> str:

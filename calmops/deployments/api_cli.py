@@ -14,6 +14,8 @@ import typer
 from calmops.deployments.processes import port_problem
 
 LOOPBACK_NAMES = ("localhost",)
+#: Threads serving the routes at once: anyio's default thread pool, where FastAPI runs them.
+ROUTE_THREADS = 40
 
 
 def _is_loopback(host: str) -> bool:
@@ -49,6 +51,9 @@ def register(app: typer.Typer) -> None:
         token = os.environ.get(token_env) or None
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        # one pooled connection to the MLflow server per route thread: with MLflow's 10, a busy API opens a new
+        # connection for every call past 10 and drops it after ("Connection pool is full, discarding connection")
+        os.environ.setdefault("MLFLOW_HTTP_POOL_MAXSIZE", str(ROUTE_THREADS))
 
         import uvicorn
 
