@@ -216,7 +216,8 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
             reason = f"{verdict_reason} → retrained ({tried[-1]}): {decision.reason}"
             outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
                                   metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out) if out else None,
-                                  details={"training": trainings, **_predictions_note(version)}, **common)
+                                  details={"training": trainings, "compared_with": champion.version,
+                                           **_predictions_note(version)}, **common)
             return finish(ctx, outcome, verdict)
         ctx.log.info("challenger v%s (%s) rejected: %s", version, mode, decision.reason)
     # the champion stays. A refresh is tried once per growth step and a follow-up once, drift or not: marked only
@@ -232,5 +233,5 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     reason = f"{verdict_reason} → retrained ({', '.join(tried)}) but not promoted: {decision.reason}"
     outcome = ctx.outcome("no_drift" if refresh or follow_up else "retrain_rejected", reason, champion_version=champion.version, challenger_version=version,
                           metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out) if out else None,
-                          details={"training": trainings}, **common)
+                          details={"training": trainings, "compared_with": champion.version}, **common)
     return finish(ctx, outcome, verdict)

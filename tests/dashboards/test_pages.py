@@ -41,7 +41,7 @@ TABLES = {  # a table is found by columns only it has (AppTest does not expose a
     "concept": {"detector", "first_alarm_index"},
     "retraining": {"version", "mode", "outcome", "rows new"},
     "aliases": {"alias", "version", "trained on"},
-    "duel": {"metric", "champion", "challenger"},
+    "duel": {"metric", "champion v1", "challenger v2"},  # f3's head-to-head: v2 promoted over v1
     "schema": {"column", "dtype", "feature type"},
     "sample": {"x1", "x2", "x3", "y"},
     "quality": {"column", "null rate", "distinct"},
@@ -133,8 +133,9 @@ def test_pipeline_page_header_and_sections_match_mlflow(home):
     assert aliases.loc["champion", "version"] == "v2" and aliases.loc["previous", "version"] == "v1"
     duel = table(at, "duel").set_index("metric")
     last = truth["last"].data.metrics
-    assert duel.loc["accuracy", "challenger"] == pytest.approx(last["challenger_accuracy"])
-    assert duel.loc["accuracy", "champion"] == pytest.approx(last["champion_accuracy"])
+    # each column names its version: v1 was the champion f3's challenger v2 was compared with, now 'previous'
+    assert duel.loc["accuracy", "challenger v2"] == pytest.approx(last["challenger_accuracy"])
+    assert duel.loc["accuracy", "champion v1"] == pytest.approx(last["champion_accuracy"])
     assert table(at, "schema")["column"].tolist() == ["x1", "x2", "x3"]
     assert len(table(at, "sample")) == 100
     specs = [c.value for c in at.code if c.language == "yaml"]

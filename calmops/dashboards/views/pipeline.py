@@ -328,13 +328,19 @@ def models_tab(conn, name, runs, reg, prefect_problem) -> None:
         st.caption("No retraining has compared a challenger with a champion yet.")
         return
     last = duel.iloc[-1]
-    st.markdown(f"Run **{ui.plain(last['run_name'])}** → `{last['decision']}` (challenger v{last['challenger_version']}).")
+    outcome = cache.artifact_json(conn, last["artifact_uri"], "outcome.json") or {}
+    # the champion of that run, which a promotion or a rollback since may have replaced
+    compared = (outcome.get("details") or {}).get("compared_with")
+    if compared is None and last["decision"] != "retrain_promoted":
+        compared = last.get("champion_version")
+    champion = f"champion v{int(compared)}" if compared is not None and not pd.isna(compared) else "champion then"
+    challenger = f"challenger v{last['challenger_version']}"
+    st.markdown(f"Run **{ui.plain(last['run_name'])}** → `{last['decision']}`: {champion} against {challenger}.")
     table = []
     for c in both:
         metric = c.removeprefix("metric.challenger_")
-        table.append({"metric": metric, "champion": last.get(f"metric.champion_{metric}"), "challenger": last[c]})
+        table.append({"metric": metric, champion: last.get(f"metric.champion_{metric}"), challenger: last[c]})
     ui.show_frame(pd.DataFrame(table), key="duel")
-    outcome = cache.artifact_json(conn, last["artifact_uri"], "outcome.json") or {}
     cms = [(who, (outcome.get("metrics") or {}).get(who, {}).get("confusion_matrix")) for who in ("champion",
                                                                                               "challenger")]
     cms = [(who, cm) for who, cm in cms if isinstance(cm, dict) and cm.get("matrix")]
@@ -343,7 +349,7 @@ def models_tab(conn, name, runs, reg, prefect_problem) -> None:
         for col, (who, cm) in zip(cols, cms, strict=True):
             with col:
                 ui.plot(charts.confusion(cm["matrix"], cm.get("labels") or list(range(len(cm["matrix"]))),
-                                         f"{who} confusion matrix"))
+                                         f"{champion if who == 'champion' else challenger} confusion matrix"))
 
 
 # -- retraining history -------------------------------------------------------------------
