@@ -62,6 +62,7 @@ from watchdog.observers import Observer
 
 from calmops.core import statedb
 from calmops.core.flow_runs import runs_in_states
+from calmops.core.logs import pipeline_logger
 from calmops.core.names import EVENT, file_resource
 from calmops.core.settings import Settings, get_settings
 from calmops.core.statedb import Table
@@ -71,8 +72,12 @@ from calmops.core.store import (
     arrival_time,
     is_temporary_name,
     ledger_table,
+    list_pipelines,
     not_a_regular_file,
+    pipeline_paths,
+    quarantine,
     read_ledger_states,
+    read_spec,
     sha256_of,
 )
 from calmops.deployments import quickhttp
@@ -311,8 +316,6 @@ class Watcher:
 
     def refresh(self) -> None:
         """Re-read the pipelines and watch exactly their incoming folders (and labels folders)."""
-        from calmops.core.store import list_pipelines, pipeline_paths, read_spec
-
         wanted: dict[Path, _Watched] = {}
         for name in list_pipelines(self.settings):
             try:
@@ -590,8 +593,6 @@ class Watcher:
         watched = watched or self._pipeline_for(path)
         if watched is None:
             return True
-        from calmops.core.store import pipeline_paths, quarantine, read_spec
-
         try:
             target = quarantine(pipeline_paths(read_spec(watched.pipeline)), path, None, why)
             self._say(watched, "refused %s: %s (moved to %s)", path.name, why, target)
@@ -612,9 +613,6 @@ class Watcher:
     def _say(watched: _Watched, message: str, *args: Any) -> None:
         """A warning about a pipeline's incoming folder: in the watcher's log and the pipeline's own
         (``calmops logs NAME``)."""
-        from calmops.core.logs import pipeline_logger
-        from calmops.core.store import pipeline_paths, read_spec
-
         log.warning(message, *args)
         try:
             pipeline_logger(watched.pipeline, pipeline_paths(read_spec(watched.pipeline)).logs).warning(message, *args)
@@ -676,8 +674,6 @@ def _folders_of(pipeline: str, spec, paths) -> list[_Watched]:
 
 
 def _watched(pipeline: str) -> list[_Watched]:
-    from calmops.core.store import pipeline_paths, read_spec
-
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec)
     folders = _folders_of(pipeline, spec, paths)
