@@ -694,11 +694,11 @@ class NoRecordedRun(LookupError):
     pass
 
 
-def recorded_verdict(pipeline: str, file: str | None = None, labels: bool = False) -> tuple[dict, dict]:
+def recorded_verdict(pipeline: str, file: str | None = None, labels: bool = False) -> tuple[dict, dict, bool]:
     """What the latest run of ``file`` (by its name; any file when None) recorded with a drift verdict: its
-    ``outcome.json`` and ``drift/verdict.json``; ``labels``: the file of that name in the labels folder (a run
-    without the ``calmops.folder`` tag, from before it existed, counts as either). Raises :class:`NoRecordedRun`
-    when there is none."""
+    ``outcome.json``, ``drift/verdict.json`` and whether the file came from the labels folder; ``labels``: the
+    file of that name in the labels folder (a run without the ``calmops.folder`` tag, from before it existed,
+    counts as either). Raises :class:`NoRecordedRun` when there is none."""
     experiment = mlflow.get_experiment_by_name(experiment_name(pipeline))
     if experiment is None:
         raise NoRecordedRun(f"pipeline {pipeline!r} has no run in MLflow yet")
@@ -714,7 +714,7 @@ def recorded_verdict(pipeline: str, file: str | None = None, labels: bool = Fals
             verdict = mlflow.artifacts.load_dict(f"{base}/drift/verdict.json")
         except (MlflowException, OSError):
             continue  # a run that checked no drift (a first model, a failure) has none
-        return mlflow.artifacts.load_dict(f"{base}/outcome.json"), verdict
+        return mlflow.artifacts.load_dict(f"{base}/outcome.json"), verdict, folder == "labels" or (folder is None and labels)
     said = f"file {file!r}" if file else "any file"
     raise NoRecordedRun(f"no run of {said} in pipeline {pipeline!r} recorded a drift verdict")
 

@@ -451,7 +451,7 @@ def report(name: str,
     if labels:
         file = file.removeprefix(LABELS_ENTRY)
     try:
-        outcome, verdict = registry.recorded_verdict(name, file, labels=labels)
+        outcome, verdict, labels = registry.recorded_verdict(name, file, labels=labels)
     except registry.NoRecordedRun as exc:
         if file and (held := quarantine_record(pipeline_paths(spec), file)):
             sidecar, record = held
@@ -463,7 +463,8 @@ def report(name: str,
                                  "a first model or a failed run has no drift verdict") from None
     target = out or Path(file_name(name, f"labels-{outcome['file']}" if labels else outcome["file"]))
     target.write_text(render_report(outcome, DriftVerdict.from_dict(verdict)))
-    console.print(f"[bold]{name}[/] · {outcome['file']} ({outcome['decision']}): report written to {target}")
+    shown_as = f"{LABELS_ENTRY}{outcome['file']}" if labels else outcome["file"]  # as `status` names it
+    console.print(f"[bold]{name}[/] · {shown_as} ({outcome['decision']}): report written to {target}", highlight=False)
 
 
 @app.command("logs")

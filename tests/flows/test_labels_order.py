@@ -15,7 +15,8 @@ from tests.flows.test_late_labels import batch, features, labels, late_spec  # n
 pytestmark = pytest.mark.integration
 
 
-def test_a_burst_of_labels_files_is_decided_in_arrival_order_and_counted_while_it_waits(prefect_server, late_spec):  # noqa: F811
+def test_a_burst_of_labels_files_is_decided_in_arrival_order_and_counted_while_it_waits(prefect_server, late_spec,  # noqa: F811
+                                                                                       tmp_path, monkeypatch):
     from calmops.deployments.cli import _summaries
 
     folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
@@ -60,6 +61,11 @@ def test_a_burst_of_labels_files_is_decided_in_arrival_order_and_counted_while_i
     made = CliRunner().invoke(app, ["report", "late", "labels/l2.csv", "-o", str(page)])
     assert made.exit_code == 0, made.output
     assert "<h1>late · l2.csv" in page.read_text()
+    # without a file name: the latest file checked, l3.csv, is a labels file, and its page is named as one
+    monkeypatch.chdir(tmp_path)
+    latest = CliRunner().invoke(app, ["report", "late"])
+    assert latest.exit_code == 0, latest.output
+    assert "late · labels/l3.csv" in latest.stdout and (tmp_path / "late-labels-l3.report.html").exists()
 
 
 def test_a_labels_file_dropped_into_incoming_is_refused_with_where_it_belongs(prefect_server, late_spec):  # noqa: F811
