@@ -55,7 +55,9 @@ class Settings:
 
     @property
     def logs_dir(self) -> Path:
-        return self.home / "logs"
+        """The services' logs: ``$CALMOPS_HOME/logs``, or the run folder's ``logs/`` when the run folder is set
+        (a host of its own): each host writes and reads its own, never another's lines in the same file."""
+        return self.run_path / "logs" if self.run_path else self.home / "logs"
 
     @property
     def run_dir(self) -> Path:

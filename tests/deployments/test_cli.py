@@ -157,7 +157,7 @@ def test_a_created_pipeline_is_in_the_viewer_before_its_first_file(calmops_home,
     assert data.health(None, "closed", None) == "new"  # what its Overview row says: no run yet
 
 
-def test_logs_of_a_service_of_the_stack(calmops_home):
+def test_logs_of_a_service_of_the_stack(calmops_home, monkeypatch, tmp_path):
     """production.md: each service logs to $CALMOPS_HOME/logs/NAME.log, and `calmops logs` reads it too."""
     logs = calmops_home / "logs"
     logs.mkdir(parents=True)
@@ -168,6 +168,11 @@ def test_logs_of_a_service_of_the_stack(calmops_home):
     assert missing.exit_code == 1 and "when the watcher service first starts" in missing.stderr
     unknown = runner.invoke(app, ["logs", "nosuch"])
     assert unknown.exit_code == 1 and "no pipeline named 'nosuch'" in unknown.stderr
+    # a host with a run folder of its own reads its own services' logs, not the shared root's
+    monkeypatch.setenv("CALMOPS_RUN_DIR", str(tmp_path / "host-b"))
+    (tmp_path / "host-b" / "logs").mkdir(parents=True)
+    (tmp_path / "host-b" / "logs" / "worker.log").write_text("host b's worker\n")
+    assert runner.invoke(app, ["logs", "worker", "-n", "1"]).stdout.splitlines() == ["host b's worker"]
 
 
 def test_delete_from_a_script_without_yes_says_why_nothing_was_deleted(calmops_home, tmp_path):

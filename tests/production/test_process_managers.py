@@ -29,8 +29,8 @@ PM2 = REPO / ".tools" / "pm2" / "node_modules" / ".bin" / "pm2"
 CALMOPS = str(Path(sys.executable).with_name("calmops"))
 
 
-def _pid(home: Path, name: str) -> int | None:
-    path = home / "run" / f"{name}.pid"
+def _pid(home: Path, name: str, run_dir: Path | None = None) -> int | None:
+    path = (run_dir or home / "run") / f"{name}.pid"
     try:
         pid = int(path.read_text().strip())
         os.kill(pid, 0)
@@ -116,22 +116,27 @@ def test_the_pm2_file_lists_every_service_of_the_stack():
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-def test_a_second_service_of_the_same_name_on_one_host_is_refused_and_the_first_keeps_its_pid_file(tmp_path):
+@pytest.mark.parametrize("per_host", [False, True])
+def test_a_second_service_of_the_same_name_on_one_host_is_refused_and_the_first_keeps_its_pid_file(tmp_path, per_host):
     home = tmp_path / "calmops"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALMOPS_", "PREFECT_", "MLFLOW_TRACKING"))}
     env.update(CALMOPS_HOME=str(home), CALMOPS_MLFLOW_PORT=str(free_port()), MLFLOW_DISABLE_TELEMETRY="true")
+    if per_host:  # a host with a run folder of its own: pid file and log there, not in the shared data root
+        env["CALMOPS_RUN_DIR"] = str(tmp_path / "host-a")
+    run_dir = tmp_path / "host-a" if per_host else home / "run"
     first = subprocess.Popen([CALMOPS, "service", "mlflow"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
         port = env["CALMOPS_MLFLOW_PORT"]
-        until(lambda: _pid(home, "mlflow") == first.pid and get(f"http://127.0.0.1:{port}/health")[0] == 200,
+        until(lambda: _pid(home, "mlflow", run_dir) == first.pid and get(f"http://127.0.0.1:{port}/health")[0] == 200,
               120, "the first mlflow service")
         second = subprocess.run([CALMOPS, "service", "mlflow"], cwd=tmp_path, env=env, capture_output=True,
                                 text=True, timeout=120, check=False)
         said = " ".join(second.stderr.split())
         assert second.returncode != 0 and f"mlflow already runs on this host (pid {first.pid}" in said, said
         assert "CALMOPS_RUN_DIR" in said
-        assert _pid(home, "mlflow") == first.pid and first.poll() is None  # `calmops status` still finds it
+        assert _pid(home, "mlflow", run_dir) == first.pid and first.poll() is None  # `calmops status` still finds it
+        assert (run_dir / "logs" if per_host else home / "logs").joinpath("mlflow.log").stat().st_size > 0
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(60)

@@ -255,8 +255,10 @@ def test_200_files_over_8_pipelines_on_two_hosts_survive_a_killed_host_and_a_dat
         assert created.returncode == 0, created.stdout + created.stderr
     host2 = SecondHost(workdir, env)
     host2.start()
-    logs = home / "logs"
-    sizes = {p: p.stat().st_size for p in logs.glob("*.log")}
+    def log_files():  # both hosts' services: the second host's are in its own run folder
+        return [*(home / "logs").glob("*.log"), *(host2.run_dir / "logs").glob("*.log")]
+
+    sizes = {p: p.stat().st_size for p in log_files()}
 
     arrived: dict[str, list[str]] = {n: [] for n in names}
     killed = restarted = False
@@ -285,7 +287,7 @@ def test_200_files_over_8_pipelines_on_two_hosts_survive_a_killed_host_and_a_dat
             if burst == 2:  # the database restarts under load
                 until(lambda: sum(e["status"] == "done" for n in names for e in ledger_entries(postgres, home, n))
                       >= 60, 600, "60 decisions before the restart", interval=1)
-                clean = {p: p.read_bytes()[sizes.get(p, 0):] for p in logs.glob("*.log")}
+                clean = {p: p.read_bytes()[sizes.get(p, 0):] for p in log_files()}
                 postgres.stop()
                 time.sleep(2)
                 postgres.start()
