@@ -348,9 +348,22 @@ def _registry_reachable() -> None:
         raise ApiError(503, f"the model registry is unavailable: {_first_line(exc)}", "check GET /health") from None
 
 
-def _first_line(exc: BaseException) -> str:
+#: how the HTTP client words "nothing answers there" (its own words, which it wraps in a long URL message)
+_NO_ANSWER = ("Connection refused", "Name or service not known", "timed out", "No route to host")
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an error, at most ``limit`` characters, shortened at a word with an ellipsis; a server
+    that does not answer is said so plainly, with its address (the client's own message buries it at the end)."""
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text[0]
+    if cause := next((words for words in _NO_ANSWER if words in line), None):
+        import mlflow
+
+        return f"the MLflow server at {mlflow.get_tracking_uri()} does not answer ({cause.lower()})"
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0].rstrip(" ,:;(") + " …"
 
 
 def _columns(schema) -> list[ColumnInfo]:

@@ -175,7 +175,8 @@ def test_registry_down_is_503_not_409(calmops_home, stream_spec, monkeypatch):
     import mlflow
 
     original = mlflow.get_tracking_uri()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", nowhere)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     try:
@@ -183,8 +184,11 @@ def test_registry_down_is_503_not_409(calmops_home, stream_spec, monkeypatch):
         health = client.get("/health")
         assert health.status_code == 503 and health.json()["status"] == "degraded"
         assert health.json()["mlflow_reachable"] is False
+        # said plainly, with the address: not the HTTP client's URL message cut before its cause
+        assert health.json()["detail"] == f"the MLflow server at {nowhere} does not answer (connection refused)"
         resp = client.post("/pipelines/sea/predict", json={"records": _records(1)})
         assert resp.status_code == 503 and "registry is unavailable" in resp.json()["detail"]
+        assert "does not answer (connection refused)" in resp.json()["detail"]
     finally:
         mlflow.set_tracking_uri(original)
 
