@@ -320,7 +320,8 @@ def _print_stack(state: dict[str, Any]) -> None:
         return
     table = Table("service", "url", "pid", "health", title="stack", title_justify="left", box=SIMPLE)
     for service, s in state["services"].items():
-        health = "healthy" if s["healthy"] else ("not answering" if s["pid"] or s.get("elsewhere") else "stopped")
+        health = ("healthy" if s["healthy"] else f"answers {s['answer']}" if s.get("answer")
+                  else "not answering" if s["pid"] or s.get("elsewhere") else "stopped")
         if s.get("elsewhere"):
             health += " (another host)"
         table.add_row(service, s["url"] or "-", shown(s["pid"]), health)

@@ -329,10 +329,12 @@ def status(settings: Settings | None = None) -> dict[str, dict]:
     out = {}
     for name, service in services().items():
         pid = running_pid(settings, name)  # a service without a live process is not asked (fast when down)
+        code = get(service.url + service.health_path, timeout=1.0)[0] if pid and service.port is not None else None
         out[name] = {"pid": pid, "url": service.url or None,
-                     "healthy": bool(pid) and healthy(service, timeout=1.0, settings=settings),
+                     "healthy": code == 200 if code is not None else bool(pid) and healthy(service, settings=settings),
+                     "answer": code or None,  # its health check's HTTP status (503: up, but a server it needs is not)
                      "log": str(log_file(settings, name)), "elsewhere": False}
         if not pid and (url := _elsewhere(name)) and url != service.url:  # not this host's own, stopped
-            out[name].update(url=url, elsewhere=True, log=None,
-                             healthy=get(url + ELSEWHERE[name][2], timeout=1.0)[0] == 200)
+            code = get(url + ELSEWHERE[name][2], timeout=1.0)[0]
+            out[name].update(url=url, elsewhere=True, log=None, healthy=code == 200, answer=code or None)
     return out

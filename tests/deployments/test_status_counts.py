@@ -232,16 +232,17 @@ def test_on_a_host_of_workers_the_servers_its_variables_name_are_shown_there_not
 
     class Health(BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(200 if self.path == "/health" else 404)
+            self.send_response({"/health": 200, "/api/health": 503}.get(self.path, 404))
             self.end_headers()
 
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)  # MLflow's /health, as the other host's answers
+    # the other host: MLflow's /health answers, Prefect's /api/health says 503 (up, its database is not)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     silent = ThreadingHTTPServer(("127.0.0.1", 0), Health)  # bound, never served: nothing answers there
-    mlflow_url, prefect_url = f"http://127.0.0.1:{server.server_address[1]}", f"http://127.0.0.1:{silent.server_address[1]}"
+    mlflow_url = prefect_url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
         monkeypatch.setenv("PREFECT_API_URL", prefect_url + "/api")
@@ -250,10 +251,13 @@ def test_on_a_host_of_workers_the_servers_its_variables_name_are_shown_there_not
         settings.pid_file("worker").write_text(str(os.getpid()))  # a live process: this host runs a worker
         data = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["stack"]["services"]
         assert (data["mlflow"]["url"], data["mlflow"]["healthy"], data["mlflow"]["elsewhere"]) == (mlflow_url, True, True)
-        assert (data["prefect"]["url"], data["prefect"]["healthy"], data["prefect"]["elsewhere"]) == (prefect_url, False, True)
+        assert (data["prefect"]["url"], data["prefect"]["healthy"], data["prefect"]["answer"]) == (prefect_url, False, 503)
         table = runner.invoke(app, ["status"], terminal_width=200).stdout
         assert re.search(rf"mlflow\s+{re.escape(mlflow_url)}\s+-\s+healthy \(another host\)", table), table
-        assert re.search(rf"prefect\s+{re.escape(prefect_url)}\s+-\s+not answering \(another host\)", table), table
+        assert re.search(rf"prefect\s+{re.escape(prefect_url)}\s+-\s+answers 503 \(another host\)", table), table
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{silent.server_address[1]}")
+        table = runner.invoke(app, ["status"], terminal_width=200).stdout
+        assert re.search(r"mlflow\s+\S+\s+-\s+not answering \(another host\)", table), table
     finally:
         server.shutdown()
         server.server_close()
