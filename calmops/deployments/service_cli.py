@@ -148,6 +148,6 @@ def register(app: typer.Typer) -> None:
             raise CliError(str(exc), "check the database URLs (calmops.toml or CALMOPS_* variables) and that "
                                      "the databases exist") from exc
         for what in done:
-            typer.echo(f"{what}: database schema up to date")
+            typer.echo(f"{what}: schema at the installed version (tables created or migrated as needed)")
 
     app.add_typer(db, name="db")
