@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from calmops.core.errors import UserCodeFailed
@@ -273,8 +274,9 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
                                 missing=[spec.target])
         y = frame[spec.target]
         if y.isna().any():
-            raise RejectedInput(f"{path.name}: target column '{spec.target}' has {int(y.isna().sum())} "
-                                "missing value(s)")
+            raise RejectedInput(f"{path.name}: target column '{spec.target}' has a missing value in "
+                                f"{V.rows_phrase(np.flatnonzero(y.isna().to_numpy()))}; give every row its label, "
+                                "or drop the rows without one")
     elif spec.target and spec.target in frame.columns:
         y = frame[spec.target]
 
@@ -283,8 +285,8 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
     if needs_block and spec.block_column not in frame.columns:
         raise RejectedInput(f"{path.name}: block column '{spec.block_column}' is missing")
     if needs_block and frame[spec.block_column].isna().any():
-        raise RejectedInput(f"{path.name}: block column '{spec.block_column}' has "
-                            f"{int(frame[spec.block_column].isna().sum())} missing value(s)")
+        raise RejectedInput(f"{path.name}: block column '{spec.block_column}' has a missing value in "
+                            f"{V.rows_phrase(np.flatnonzero(frame[spec.block_column].isna().to_numpy()))}")
     if reference is None:
         columns = feature_columns(spec, list(frame.columns))
         if not columns:
