@@ -37,15 +37,15 @@ def _prefect_answers(stack, settings) -> bool:
         return False
 
 
-def _runs(pid: int, cmd: list[str]) -> bool:
-    """Does process ``pid`` run ``cmd`` (a script's interpreter may come first)? False when it cannot be read:
-    a pid file left from before a reboot may name another program now, which must not stop the service."""
+def _runs(pid: int, variable: str, value: str) -> bool:
+    """Does process ``pid`` run the service that ``variable=value`` in its environment names (a service keeps
+    it through every exec)? False when it cannot be read: a pid file left from before a reboot may name another
+    program now, which must not stop the service from starting."""
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    tail = argv[len(argv) - len(cmd) + 1:] if len(argv) >= len(cmd) else None
-    return tail == cmd[1:] and any(Path(arg).name == Path(cmd[0]).name for arg in argv[:len(argv) - len(cmd) + 1])
+    return f"{variable}={value}".encode() in environ
 
 
 def run_service(name: str, wait: float) -> None:
@@ -56,6 +56,11 @@ def run_service(name: str, wait: float) -> None:
     if name not in known:
         raise typer.BadParameter(f"unknown service {name!r}; one of {', '.join(stack.ORDER)}", param_hint="NAME")
     settings = get_settings()
+    if (pid := stack.running_pid(settings, name)) and _runs(pid, stack.SERVICE_MARKER,
+                                                              stack.service_marker(name, settings)):
+        raise RuntimeError(f"{name} already runs on this host (pid {pid}, named in {settings.pid_file(name)}); "
+                           f"stop it first, or run another {name} with a run folder of its own (CALMOPS_RUN_DIR), "
+                           "as a second host would")
     if name in NEEDS_PREFECT:
         deadline = time.monotonic() + wait
         while not _prefect_answers(stack, settings):
@@ -66,10 +71,6 @@ def run_service(name: str, wait: float) -> None:
     for folder in (settings.logs_dir, settings.run_dir, settings.home):
         folder.mkdir(parents=True, exist_ok=True)
     cmd, env = stack.command(known[name], settings)
-    if (pid := stack.running_pid(settings, name)) and _runs(pid, cmd):
-        raise RuntimeError(f"{name} already runs on this host (pid {pid}, named in {settings.pid_file(name)}); "
-                           f"stop it first, or run another {name} with a run folder of its own (CALMOPS_RUN_DIR), "
-                           "as a second host would")
     if name == "worker":  # the pool and the per-pipeline deployments exist before runs are taken
         subprocess.run([stack.bin_path("calmops"), "deploy"], env=env, check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

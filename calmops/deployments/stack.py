@@ -118,8 +118,19 @@ PREFECT_SERVER_DEFAULTS = {
 }
 
 
+#: In each service's environment: which service of which host it is (``worker@/srv/calmops/run``), so a second
+#: ``calmops service worker`` knows the first from any other process that took its pid file's number
+SERVICE_MARKER = "CALMOPS_SERVICE"
+
+
+def service_marker(name: str, settings: Settings) -> str:
+    """The value of :data:`SERVICE_MARKER` for service ``name`` on this host."""
+    return f"{name}@{settings.run_dir.resolve()}"
+
+
 def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
+    env[SERVICE_MARKER] = service_marker(service.name, settings)
     env.update(PREFECT_HOME=str(settings.home / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
                MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")  # logs, not terminals

@@ -109,11 +109,17 @@ def current_flow_run_id() -> str | None:
 
 
 def run_name(kind: str) -> str:
-    """Flow-run names that say kind, pipeline and file, e.g. ``stream/credit/2024-05.csv``."""
+    """Flow-run names that say kind, pipeline and file as the ledger and ``calmops status`` name it, e.g.
+    ``stream/credit/2024-05.csv``, ``stream/credit/labels/2024-05.csv`` for a labels file."""
     from prefect.runtime import flow_run
 
     params = flow_run.parameters
-    return f"{kind}/{params.get('pipeline')}/{Path(str(params.get('path'))).name}"
+    pipeline, path = params.get("pipeline"), Path(str(params.get("path")))
+    try:
+        name = ledger_name(pipeline_paths(read_spec(pipeline)), path)
+    except Exception:  # noqa: BLE001 - a name is no reason to fail: the run itself says what is wrong
+        name = path.name
+    return f"{kind}/{pipeline}/{name}"
 
 
 @step("load-champion", retries=2)
@@ -272,7 +278,7 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         raise
     ctx.params = {"kind": spec.kind, "file": path.name, "sha256": digest, "retrain_mode": spec.retrain.mode,
                   "model": spec.model.class_ or "pipeline", "prediction_only": spec.prediction_only}
-    log.info("processing %s (sha256 %s…) for pipeline %s; breaker %s", path.name, digest[:12], spec.name,
+    log.info("processing %s (sha256 %s…) for pipeline %s; breaker %s", entry, digest[:12], spec.name,
              breaker_state)
     return ctx
 
@@ -327,7 +333,8 @@ def finish(ctx: RunContext, outcome: RunOutcome, verdict: DriftVerdict | None, *
         ctx.ledger.finish(ctx.sha256, outcome.decision)
         if ctx.path.exists():
             move_to_processed(ctx.paths, ctx.path, ctx.sha256)
-    ctx.log.info("%s → %s: %s", ctx.path.name, outcome.decision, outcome.reason)
+    ctx.log.info("%s → %s: %s", f"{LABELS_ENTRY}{ctx.path.name}" if ctx.labels_file else ctx.path.name,
+                 outcome.decision, outcome.reason)
     return outcome
 
 

@@ -40,6 +40,12 @@ def test_a_burst_of_labels_files_is_decided_in_arrival_order_and_counted_while_i
 
     last = run("late", files[2])  # the newest one's run starts first
     assert last["decision"] not in ("failed", "rejected_input"), last
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # the Prefect UI names it as `calmops status` does
+        assert client.read_flow_run(last["flow_run_id"]).name == "stream/late/labels/l3.csv"
+    said = (paths.logs / "pipeline.log").read_text()  # and so does the pipeline's log
+    assert "processing labels/l3.csv" in said and f"labels/l3.csv → {last['decision']}" in said
     shas = [sha256_of(paths.processed / p.name) for p in files]
     assert [book.status(sha) for sha in shas] == ["done"] * 3  # the two older ones were decided in its turn
     client = MlflowClient()

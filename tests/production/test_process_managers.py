@@ -142,6 +142,35 @@ def test_a_second_service_of_the_same_name_on_one_host_is_refused_and_the_first_
         first.wait(60)
 
 
+@pytest.mark.parametrize("same_service", [True, False])
+def test_a_worker_is_refused_while_this_hosts_worker_runs_and_a_pid_taken_by_another_program_does_not_stop_it(
+        tmp_path, same_service):
+    """The pid file names a live process: a worker of this host (it carries the service's marker through its
+    exec, whatever its command line) refuses the second one at once; any other program that took the number
+    (a pid file left from before a reboot) does not, and the worker goes on to wait for the Prefect API."""
+    home = tmp_path / "calmops"
+    (home / "run").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALMOPS_", "PREFECT_", "MLFLOW_TRACKING"))}
+    env.update(CALMOPS_HOME=str(home), CALMOPS_PREFECT_PORT=str(free_port()))
+    other = dict(env)
+    if same_service:  # what `calmops up` or `calmops service worker` gave the worker it started
+        other[stack.SERVICE_MARKER] = f"worker@{(home / 'run').resolve()}"
+    holder = subprocess.Popen(["sleep", "120"], env=other)
+    try:
+        (home / "run" / "worker.pid").write_text(str(holder.pid))
+        second = subprocess.run([CALMOPS, "service", "worker", "--wait", "1"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120, check=False)
+        said = " ".join(second.stderr.split())
+        assert second.returncode != 0
+        if same_service:
+            assert f"worker already runs on this host (pid {holder.pid}" in said, said
+        else:
+            assert "already runs" not in said and "needs the Prefect API" in said, said
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 @pytest.mark.parametrize("exported", [False, True])
 def test_the_pm2_services_use_the_data_root_the_shell_uses(tmp_path, exported):
     """The services PM2 starts read the same home as the commands typed in the project folder: calmops.toml's
