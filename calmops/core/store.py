@@ -351,8 +351,8 @@ class Ledger:
     records its owner (host, pid and the pid's start time, flow run id) and a heartbeat the owner renews
     (:meth:`keep_alive`); a claim whose owner is gone is *orphaned* and is taken again at once: on the same
     host as soon as the process has ended, from anywhere once the heartbeat is older than ``lease`` seconds.
-    ``gone``: the file was deleted while its run was in progress (closed; the same bytes dropped again are
-    taken as new).
+    ``gone``: set aside, not processed: the file was quarantined, or deleted while its run was in progress
+    (closed; the same bytes dropped again are taken as new, see :meth:`arrive`).
     """
 
     def __init__(self, where: Path | Table, lease: float = CLAIM_LEASE):
@@ -403,27 +403,34 @@ class Ledger:
             )
             return True
 
-    def arrive(self, sha256: str, file: str, arrived: float, incoming: Path | None = None) -> None:
+    def arrive(self, sha256: str, file: str, arrived: float, incoming: Path | None = None,
+               at: Path | None = None) -> None:
         """Record that a complete file appeared (``waiting``) at ``arrived`` (see :func:`arrival_time`); the
         first arrival of a content counts. A content not yet decided takes the new file's name (a file renamed
         in incoming is followed), unless ``incoming`` still holds it under its first name: of two copies of one
         content, the first is decided and the later one is its duplicate. A content set aside (``gone``:
-        quarantined, or deleted during its run) arrives anew: ``waiting`` at this arrival."""
+        quarantined, or deleted during its run) arrives anew, ``waiting`` from now, when ``at`` (where the file
+        arrived) still holds it: an arrival recorded late, after its file was set aside, changes nothing."""
         with closing(self._connect()) as con:
             row = con.execute(f"SELECT file, status, arrived FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
         # outside the connection: holds() may read the first copy's bytes
-        if (row is not None and row[0] != file and row[1] != "done" and incoming is not None
+        if (row is not None and row[0] != file and row[1] not in ("done", "gone") and incoming is not None
                 and holds(incoming / row[0], sha256, row[2])):
             file = row[0]
+        anew = bool(row is not None and row[1] == "gone" and at is not None and holds(at, sha256, arrived))
         with closing(self._connect()) as con:
             con.execute(f"INSERT INTO {self.t} AS files (sha256, file, status, updated, arrived) "
                         "VALUES (?, ?, 'waiting', ?, ?) "
                         "ON CONFLICT(sha256) DO UPDATE SET "
-                        "arrived=CASE WHEN files.status='gone' THEN excluded.arrived "
+                        "arrived=CASE WHEN ? AND files.status='gone' THEN ? "
                         "ELSE COALESCE(files.arrived, excluded.arrived) END, "
-                        "status=CASE WHEN files.status='gone' THEN 'waiting' ELSE files.status END, "
-                        "file=CASE WHEN files.status='done' THEN files.file ELSE excluded.file END",
-                        (sha256, file, _now(), arrived))
+                        "decision=CASE WHEN ? AND files.status='gone' THEN NULL ELSE files.decision END, "
+                        "file=CASE WHEN files.status='done' OR (files.status='gone' AND NOT ?) THEN files.file "
+                        "ELSE excluded.file END, "
+                        "status=CASE WHEN ? AND files.status='gone' THEN 'waiting' ELSE files.status END",
+                        # the moment it came back, not its modification time: a file moved back from quarantine
+                        # keeps the time it was first written, which would put it before the files since
+                        (sha256, file, _now(), arrived, anew, max(arrived, time.time()), anew, anew, anew))
 
     def next_in_queue(self, skip: set[str], incoming: Path | None = None) -> tuple[str, str, str] | None:
         """The first entry of :meth:`queue` (``incoming``: of the files still there), read afresh, whose sha256
@@ -528,7 +535,8 @@ class Ledger:
         return row[0] if row else None
 
     def states(self) -> dict[str, str]:
-        """sha256 -> ``done``, ``waiting``, ``pending``, ``in_progress`` (a live run holds it) or ``orphaned``."""
+        """sha256 -> ``done``, ``gone``, ``waiting``, ``pending``, ``in_progress`` (a live run holds it) or
+        ``orphaned``."""
         now = time.time()
         with closing(self._connect()) as con:
             rows = con.execute("SELECT sha256, status, owner_host, owner_pid, owner_start, "
@@ -536,8 +544,8 @@ class Ledger:
         return {sha: ("orphaned" if Claim(*rest).orphaned(self.lease, now) else rest[0]) for sha, *rest in rows}
 
     def counts(self) -> dict[str, int]:
-        """How many contents are ``done``, ``waiting``, ``pending``, ``in_progress`` and ``orphaned``."""
-        out = dict.fromkeys(("done", "waiting", "pending", "in_progress", "orphaned"), 0)
+        """How many contents are ``done``, ``gone``, ``waiting``, ``pending``, ``in_progress`` and ``orphaned``."""
+        out = dict.fromkeys(("done", "gone", "waiting", "pending", "in_progress", "orphaned"), 0)
         for state in self.states().values():
             out[state] = out.get(state, 0) + 1
         return out
@@ -704,7 +712,7 @@ def quarantine_record(paths: PipelinePaths, name: str) -> tuple[Path, dict] | No
             record = json.loads(sidecar.read_text())
         except (OSError, ValueError):
             continue
-        if record.get("file") == name:
+        if record.get("file") in (name, formula_safe(name)):  # the sidecar keeps a name such as "=x.csv" inert
             found.append((str(record.get("time", "")), sidecar, record))
     return max(found, key=lambda item: item[0])[1:] if found else None
 

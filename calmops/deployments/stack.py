@@ -331,6 +331,15 @@ def _elsewhere(name: str) -> str | None:
     return url.rstrip("/").removesuffix(suffix) if url.startswith(("http://", "https://")) else None
 
 
+def _this_hosts(url: str, service: Service) -> bool:
+    """Does ``url`` name this host's own ``service`` (its port, on a name of this host)?"""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    local = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", HOST, socket.gethostname(), socket.getfqdn()}
+    return parts.port == service.port and parts.hostname in local
+
+
 def status(settings: Settings | None = None) -> dict[str, dict]:
     """Each service of the stack on this host: pid, URL, health; a server this host does not run but reaches
     through its variable is reported at that URL, ``elsewhere``."""
@@ -345,7 +354,7 @@ def status(settings: Settings | None = None) -> dict[str, dict]:
                      "healthy": code == 200 if code is not None else bool(pid) and healthy(service, settings=settings),
                      "answer": code or None,  # its health check's HTTP status (503: up, but a server it needs is not)
                      "log": str(log_file(settings, name)), "elsewhere": False}
-        if not pid and (url := _elsewhere(name)) and url != service.url:  # not this host's own, stopped
+        if not pid and (url := _elsewhere(name)) and not _this_hosts(url, service):  # not this host's, stopped
             code = get(url + ELSEWHERE[name][2], timeout=1.0)[0]
             out[name].update(url=url, elsewhere=True, log=None, healthy=code == 200, answer=code or None)
     return out

@@ -580,7 +580,7 @@ class Watcher:
         try:  # the arrival order the pipeline's runs follow (calmops.flows.common.run_in_order; labels files:
             # calmops.flows.labels.run_labels_file, in the ledger as labels/<name>)
             name, incoming = (f"{LABELS_ENTRY}{path.name}", None) if watched.labels else (path.name, path.parent)
-            Ledger(watched.ledger).arrive(sha, name, arrived, incoming)
+            Ledger(watched.ledger).arrive(sha, name, arrived, incoming, at=path)
         except statedb.errors():
             log.exception("could not record the arrival of %s (the run records it)", path)
 

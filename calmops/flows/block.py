@@ -207,7 +207,8 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
                               f"{drift_reason} → {said}: {rule}",
                               champion_version=version, challenger_version=version,
                               metrics={**scores, "serving_full_batch": now},
-                              retrain_mode="blocks", predictions_file=str(out), details=details, **common)
+                              retrain_mode="blocks", predictions_file=str(out),
+                              details={**details, "compared_with": champion.version}, **common)
         return finish(ctx, outcome, verdict)
     ctx.log.info("challenger v%s (blocks %s) rejected: %s", version, retrained, rule)
     out = write_batch_predictions(ctx, batch, champion)

@@ -31,6 +31,7 @@ from calmops.core.store import (
     arrival_time,
     bounded_name,
     drop_history,
+    holds,
     ledger,
     ledger_name,
     move_to_processed,
@@ -91,6 +92,7 @@ class RunContext:
     signals: dict[str, Any] = field(default_factory=dict)  # what ingest noticed (new classes, new columns)
     realized: dict[str, dict] = field(default_factory=dict)  # a labels file: realized_v<N> → scores
     labels_file: bool = False  # the run decides a labels file: its rows were predicted when their features came
+    champion_version: int | None = None  # the champion when the run began (None: none yet, or not read)
 
     def outcome(self, decision: str, reason: str, **kw) -> RunOutcome:
         details = {**self.signals, **kw.pop("details", {})}
@@ -246,6 +248,7 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
     digest, arrived = content
     abandoned = book.abandoned(digest)  # what a run that died holding this content left open
     entry = ledger_name(paths, path)
+    set_aside = book.decision(digest) if book.status(digest) == "gone" else None
     if not book.claim(digest, entry, flow_run_id or "", arrived):  # done already, or a live run has it
         status = book.status(digest)
         if status == "done":
@@ -255,6 +258,11 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         reason = "same content already processed" if status == "done" else "same content is being processed by another run"
         return RunOutcome(spec.name, path.name, digest, Decision.DUPLICATE, reason, flow_run_id=flow_run_id,
                           kind=spec.kind, details=_duplicate_of(book, digest))
+    if set_aside is not None and not holds(path, digest, arrived):  # set aside by another run since it was read
+        book.finish(digest, set_aside, status="gone")  # as that run left it: nothing to decide here
+        log.info("%s was set aside by another run (%s); nothing to do", path.name, set_aside)
+        return RunOutcome(spec.name, path.name, digest, Decision.DUPLICATE, f"already decided by another run "
+                          f"({set_aside})", flow_run_id=flow_run_id, kind=spec.kind, details=_duplicate_of(book, digest))
     book.keep_alive(digest)
     ctx = None
     try:
@@ -360,7 +368,7 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
         reason = f"the file was deleted while its run was in progress ({reason})"
     ctx.log.error("run failed for %s: %s", ctx.path.name, reason)
     outcome = ctx.outcome("failed", reason[:2000], details={"gone": True} if gone else {},
-                          champion_version=_serving_version(ctx.spec.name))
+                          champion_version=ctx.champion_version)  # the champion when the run began
     try:
         finish_record(ctx, outcome, None)
     finally:
@@ -370,15 +378,6 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
         else:
             ctx.ledger.release(ctx.sha256)
     return RunFailed(outcome)
-
-
-def _serving_version(pipeline: str) -> int | None:
-    """The champion serving after a failed run, as far as the registry can tell (None when it cannot: the
-    failure may be the registry's own)."""
-    try:
-        return registry.alias_version(pipeline, "champion")
-    except Exception:  # noqa: BLE001 - the run's own failure is what is recorded
-        return None
 
 
 Reader = Callable[[RunContext, "registry.Champion | None"], "Batch | RunOutcome"]
@@ -397,6 +396,7 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
         return ctx.to_dict()
     try:
         champion = load_champion(ctx.spec.name)
+        ctx.champion_version = champion.version if champion else None
         batch = (read or read_batch)(ctx, champion)
         if isinstance(batch, RunOutcome):
             return batch.to_dict()
@@ -471,7 +471,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     log = RunLog(spec.name, paths.logs)
     book = ledger(paths)
     digest, arrived = content
-    book.arrive(digest, path.name, arrived, paths.incoming)  # known already when the watcher announced it
+    book.arrive(digest, path.name, arrived, paths.incoming, at=path)  # known already when the watcher announced it
     target: dict[str, Any] | None = None
     decided: set[str] = set()  # the other files this turn ended: their own runs, if still waiting, are cancelled
     me = current_flow_run_id()

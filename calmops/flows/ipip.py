@@ -216,7 +216,7 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
     details = {"ipip": info, "blocks": {name: {"rows": s["rows"], "prequential": s} for name, s in per_block.items()},
                "evaluation": "prequential: the champion scored on each block before the update; "
                              "champion and challenger also on IPIP's held-out rows of the file",
-               "drift_gate": False}
+               "drift_gate": False, "compared_with": champion.version}
     outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
                           metrics=scores, rows=batch.n_rows, retrain_mode="ipip",
                           drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,

@@ -56,7 +56,7 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
     with pipeline_turn(paths, log):
         if (content := content_of(path)) is not None:
             own, arrived = content
-            book.arrive(own, ledger_name(paths, path), arrived)  # known already when the watcher announced it
+            book.arrive(own, ledger_name(paths, path), arrived, at=path)  # known already when the watcher announced it
             for sha, entry, at in book.labels_waiting(before=arrived):
                 older = paths.labels / entry.removeprefix(LABELS_ENTRY)
                 if sha == own or not holds(older, sha, at):

@@ -130,3 +130,31 @@ def test_the_queue_reads_a_file_only_when_its_time_changed_and_then_once(tmp_pat
     for _ in range(3):
         assert [name for _, name, _ in book.queue(incoming)] == ["a.csv", "b.csv"]
     assert reads == ["b.csv"]
+
+
+def test_a_set_aside_file_arrives_anew_only_when_its_bytes_are_back(tmp_path):
+    """A quarantined content (``gone``) is taken as new when the same bytes come back. An arrival recorded late,
+    after its file was quarantined (a watcher or a duplicate run that hashed it just before), must not bring the
+    row back to ``waiting``: nothing would ever decide it, and a duplicate run would find no file and no record
+    that it was quarantined."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    book = Ledger(tmp_path / "ledger.sqlite")
+    path = incoming / "bad.csv"
+    path.write_text("x\nnot a number\n")
+    sha = sha256_of(path)
+    book.arrive(sha, "bad.csv", 100.0, incoming, at=path)
+    assert book.claim(sha, "bad.csv", run_id="r1")
+    path.rename(tmp_path / "quarantined.csv")  # what the run does with it, then:
+    book.finish(sha, "rejected_input", status="gone")
+
+    book.arrive(sha, "bad.csv", 100.0, incoming, at=path)  # late: the file is not there any more
+    assert (book.status(sha), book.decision(sha)) == ("gone", "rejected_input")
+    assert book.queue() == [] and book.counts()["waiting"] == 0
+
+    (tmp_path / "quarantined.csv").rename(path)  # the user drops the same bytes in again (the move keeps mtime)
+    before = time.time()
+    book.arrive(sha, "bad.csv", 100.0, incoming, at=path)
+    [row] = book.entries()
+    assert (row["status"], row["decision"]) == ("waiting", None) and row["arrived"] >= before
+    assert [name for _, name, _ in book.queue(incoming)] == ["bad.csv"]

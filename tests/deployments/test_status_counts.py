@@ -258,6 +258,12 @@ def test_on_a_host_of_workers_the_servers_its_variables_name_are_shown_there_not
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{silent.server_address[1]}")
         table = runner.invoke(app, ["status"], terminal_width=200).stdout
         assert re.search(r"mlflow\s+\S+\s+-\s+not answering \(another host\)", table), table
+        from calmops.deployments import stack
+
+        own = stack.services()["mlflow"]  # this host's own server, named another way, and stopped: not elsewhere
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://localhost:{own.port}")
+        table = runner.invoke(app, ["status"], terminal_width=200).stdout
+        assert re.search(rf"mlflow\s+{re.escape(own.url)}\s+-\s+stopped\s", table), table
     finally:
         server.shutdown()
         server.server_close()

@@ -225,7 +225,7 @@ def test_pending_scan_on_start_skips_done_and_claimed_files(unordered_spec):
         # a claim on this host whose process has ended (kill -9): orphaned at once, heartbeat still fresh
         con.execute("UPDATE files SET owner_pid=?, owner_start=NULL WHERE sha256=?",
                     (dead.pid, sha(contents["killed.csv"])))
-    assert book.counts() == {"done": 1, "waiting": 0, "pending": 1, "in_progress": 1, "orphaned": 2}
+    assert book.counts() == {"done": 1, "gone": 0, "waiting": 0, "pending": 1, "in_progress": 1, "orphaned": 2}
 
     rec = Recorder()
     watcher = make_watcher(rec)

@@ -1,6 +1,7 @@
 """Bad input is quarantined with a reason, bytes unchanged, and nothing else changes."""
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -81,9 +82,13 @@ def test_a_quarantined_file_dropped_again_after_the_cause_is_mended_is_decided_n
     back = folder / "big.csv"
     (paths.quarantine / "big.csv").rename(back)  # the user's fix: the same bytes, dropped in again
     book = ledger(paths)
-    again_at = arrival_time(back.stat().st_mtime_ns) + 1.0
-    book.arrive(sha, "big.csv", again_at)  # announced, as the watcher does
-    assert book.status(sha) == "waiting" and [e["arrived"] for e in book.entries() if e["sha256"] == sha] == [again_at]
+    first_arrival = next(e["arrived"] for e in book.entries() if e["sha256"] == sha)
+    before = time.time()
+    book.arrive(sha, "big.csv", arrival_time(back.stat().st_mtime_ns), at=back)  # announced, as the watcher does
+    # waiting again, from the moment it came back: the move kept the modification time of its first arrival,
+    # which would put it before the files that came since
+    [again] = [e for e in book.entries() if e["sha256"] == sha]
+    assert again["status"] == "waiting" and again["decision"] is None and again["arrived"] >= before > first_arrival
     decided = run("sea", back)
     assert decided["decision"] in ("no_drift", "retrain_promoted", "retrain_rejected"), decided
     assert pd.read_csv(decided["predictions_file"]).shape[0] == 500
