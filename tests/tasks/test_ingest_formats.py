@@ -64,7 +64,7 @@ def test_row_limit(tmp_path):
 def test_missing_target_values_named(tmp_path):
     path = tmp_path / "d.csv"
     FRAME.assign(y=[0, None, 1]).to_csv(path, index=False)
-    with pytest.raises(RejectedInput, match="target column 'y' has 1 missing"):
+    with pytest.raises(RejectedInput, match=r"target column 'y' has a missing value in 1 row\(s\): data row 2;"):
         parse_and_validate(path, "0" * 64, SPEC, None)
 
 
