@@ -15,7 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from calmops.core.store import bounded_name
+from calmops.core.store import LABELS_ENTRY, bounded_name
 from calmops.core.verdict import DecaySignal, DriftVerdict
 from calmops.detectors.report import Distribution, DriftReport
 
@@ -189,7 +189,8 @@ def file_name(pipeline: str, file: str) -> str:
 def render_report(outcome: Mapping[str, Any], verdict: DriftVerdict) -> str:
     """The page for one run: ``outcome`` is what the run answered (``calmops run --json``, the run's
     ``outcome.json``), ``verdict`` its drift verdict."""
-    title = f"{outcome.get('pipeline', '')} · {outcome.get('file', '')}"
+    labels = (outcome.get("details") or {}).get("folder") == "labels"  # a labels file may share a features file's name
+    title = f"{outcome.get('pipeline', '')} · {LABELS_ENTRY if labels else ''}{outcome.get('file', '')}"
     badge = ('<span class="badge drift">drift</span>' if verdict.drift_detected
              else '<span class="badge calm">no drift</span>')
     facts = [("decision", f"<code>{escape(str(outcome.get('decision', '')))}</code>"),

@@ -339,13 +339,38 @@ def _champion(name: str):
                        "check GET /health and the MLflow registry") from None
 
 
-def _registry_reachable() -> None:
-    from mlflow import MlflowClient
+def _registry_problem(timeout: float = 2.0) -> str | None:
+    """Why the registry cannot be reached, or None. An MLflow server is asked its own ``/health`` once, within
+    ``timeout`` (the client's retries would make a probe wait seconds on a server that refuses); a local store
+    is read."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        try:
+            from mlflow import MlflowClient
+
+            MlflowClient().search_registered_models(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer
+            return _first_line(exc)
+        return None
+    import httpx
 
     try:
-        MlflowClient().search_registered_models(max_results=1)
-    except Exception as exc:  # noqa: BLE001
-        raise ApiError(503, f"the model registry is unavailable: {_first_line(exc)}", "check GET /health") from None
+        answer = httpx.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except httpx.TimeoutException:
+        return f"the MLflow server at {uri} does not answer (timed out after {timeout:g} s)"
+    except httpx.ConnectError as exc:
+        cause = next((words.lower() for words in _NO_ANSWER if words in str(exc)), _first_line(exc))
+        return f"the MLflow server at {uri} does not answer ({cause})"
+    except httpx.HTTPError as exc:
+        return _first_line(exc)
+    return None if answer.status_code == 200 else f"the MLflow server at {uri} answers {answer.status_code}"
+
+
+def _registry_reachable() -> None:
+    if problem := _registry_problem():
+        raise ApiError(503, f"the model registry is unavailable: {problem}", "check GET /health")
 
 
 #: how the HTTP client words "nothing answers there" (its own words, which it wraps in a long URL message)
@@ -561,12 +586,8 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
              responses={503: {"model": Health, "description": "MLflow is not reachable."}})
     def health():
         """Liveness and readiness: the API answers and the MLflow registry is reachable. Never needs the token."""
-        try:
-            from mlflow import MlflowClient
-
-            MlflowClient().search_registered_models(max_results=1)
-        except Exception as exc:  # noqa: BLE001
-            body = Health(status="degraded", mlflow_reachable=False, detail=_first_line(exc))
+        if problem := _registry_problem():
+            body = Health(status="degraded", mlflow_reachable=False, detail=problem)
             return JSONResponse(body.model_dump(), status_code=503)
         return Health(status="ok", mlflow_reachable=True)
 

@@ -323,7 +323,7 @@ def _print_stack(state: dict[str, Any]) -> None:
         health = ("healthy" if s["healthy"] else f"answers {s['answer']}" if s.get("answer")
                   else "not answering" if s["pid"] or s.get("elsewhere") else "stopped")
         if s.get("elsewhere"):
-            health += " (another host)"
+            health += f" ({s['elsewhere']})"
         table.add_row(service, s["url"] or "-", shown(s["pid"]), health)
     print_table(table, highlight=False)
     restarts = state.get("worker_restarts") or {}

@@ -353,8 +353,11 @@ def status(settings: Settings | None = None) -> dict[str, dict]:
         out[name] = {"pid": pid, "url": service.url or None,
                      "healthy": code == 200 if code is not None else bool(pid) and healthy(service, settings=settings),
                      "answer": code or None,  # its health check's HTTP status (503: up, but a server it needs is not)
-                     "log": str(log_file(settings, name)), "elsewhere": False}
-        if not pid and (url := _elsewhere(name)) and not _this_hosts(url, service):  # not this host's, stopped
+                     "log": str(log_file(settings, name)), "elsewhere": None}
+        if not pid and (url := _elsewhere(name)):
             code = get(url + ELSEWHERE[name][2], timeout=1.0)[0]
-            out[name].update(url=url, elsewhere=True, log=None, healthy=code == 200, answer=code or None)
+            own = _this_hosts(url, service)  # this host's own address: stopped, unless another run folder's runs
+            if code or not own:
+                out[name].update(url=url, elsewhere="another run folder" if own else "another host", log=None,
+                                 healthy=code == 200, answer=code or None)
     return out

@@ -95,7 +95,7 @@ class RunContext:
     champion_version: int | None = None  # the champion when the run began (None: none yet, or not read)
 
     def outcome(self, decision: str, reason: str, **kw) -> RunOutcome:
-        details = {**self.signals, **kw.pop("details", {})}
+        details = {**self.signals, **({"folder": "labels"} if self.labels_file else {}), **kw.pop("details", {})}
         if self.realized:
             kw["metrics"] = {**kw.get("metrics", {}), **self.realized}
         return RunOutcome(pipeline=self.spec.name, file=self.path.name, sha256=self.sha256, decision=decision,

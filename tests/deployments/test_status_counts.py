@@ -250,7 +250,8 @@ def test_on_a_host_of_workers_the_servers_its_variables_name_are_shown_there_not
         settings.run_dir.mkdir(parents=True, exist_ok=True)
         settings.pid_file("worker").write_text(str(os.getpid()))  # a live process: this host runs a worker
         data = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["stack"]["services"]
-        assert (data["mlflow"]["url"], data["mlflow"]["healthy"], data["mlflow"]["elsewhere"]) == (mlflow_url, True, True)
+        assert (data["mlflow"]["url"], data["mlflow"]["healthy"], data["mlflow"]["elsewhere"]) == (mlflow_url, True,
+                                                                                           "another host")
         assert (data["prefect"]["url"], data["prefect"]["healthy"], data["prefect"]["answer"]) == (prefect_url, False, 503)
         table = runner.invoke(app, ["status"], terminal_width=200).stdout
         assert re.search(rf"mlflow\s+{re.escape(mlflow_url)}\s+-\s+healthy \(another host\)", table), table
@@ -264,6 +265,11 @@ def test_on_a_host_of_workers_the_servers_its_variables_name_are_shown_there_not
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://localhost:{own.port}")
         table = runner.invoke(app, ["status"], terminal_width=200).stdout
         assert re.search(rf"mlflow\s+{re.escape(own.url)}\s+-\s+stopped\s", table), table
+        # on this host's own port, answering, but not started from this run folder (two run folders, one machine)
+        monkeypatch.setenv("CALMOPS_MLFLOW_PORT", str(server.server_address[1]))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://localhost:{server.server_address[1]}")
+        table = runner.invoke(app, ["status"], terminal_width=200).stdout
+        assert re.search(r"mlflow\s+\S+\s+-\s+healthy \(another run folder\)", table), table
     finally:
         server.shutdown()
         server.server_close()

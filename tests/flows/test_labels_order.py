@@ -66,12 +66,13 @@ def test_a_burst_of_labels_files_is_decided_in_arrival_order_and_counted_while_i
     page = files[0].parent.parent / "l2.html"
     made = CliRunner().invoke(app, ["report", "late", "labels/l2.csv", "-o", str(page)])
     assert made.exit_code == 0, made.output
-    assert "<h1>late · l2.csv" in page.read_text()
+    assert "<h1>late · labels/l2.csv" in page.read_text()
     # without a file name: the latest file checked, l3.csv, is a labels file, and its page is named as one
     monkeypatch.chdir(tmp_path)
     latest = CliRunner().invoke(app, ["report", "late"])
     assert latest.exit_code == 0, latest.output
     assert "late · labels/l3.csv" in latest.stdout and (tmp_path / "late-labels-l3.report.html").exists()
+    assert "<h1>late · labels/l3.csv" in (tmp_path / "late-labels-l3.report.html").read_text()  # the page says so
 
 
 def test_a_labels_file_dropped_into_incoming_is_refused_with_where_it_belongs(prefect_server, late_spec):  # noqa: F811
