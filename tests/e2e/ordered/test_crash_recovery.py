@@ -132,7 +132,7 @@ def test_kill_9_of_calmops_run_then_the_same_file_again_is_processed_once_within
     assert entry(name, "a.csv")["status"] == "done"
     runs = mlflow_runs(name)
     assert sorted((r["decision"] or "", r["status"]) for r in runs) == [("", "KILLED"), ("train", "FINISHED")]
-    assert book(name).counts() == {"done": 1, "waiting": 0, "pending": 0, "in_progress": 0, "orphaned": 0}
+    assert book(name).counts() == {"done": 1, "gone": 0, "waiting": 0, "pending": 0, "in_progress": 0, "orphaned": 0}
     assert "running 0 orphaned claims 0" in status_of(name)
     # the killed run's flow run no longer shows Running in the Prefect UI: the run that took over closed it
     from prefect.client.orchestration import get_client
