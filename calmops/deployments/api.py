@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchem
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from calmops.core.spec import NAME_PATTERN
+from calmops.deployments.quickhttp import LOOPBACK
 
 log = logging.getLogger(__name__)
 
@@ -354,10 +355,13 @@ def _registry_problem(timeout: float = 2.0) -> str | None:
         except Exception as exc:  # noqa: BLE001 - any failure is the answer
             return _first_line(exc)
         return None
+    from urllib.parse import urlsplit
+
     import httpx
 
-    try:
-        answer = httpx.get(uri.rstrip("/") + "/health", timeout=timeout)
+    try:  # a server on loopback is asked directly, never through a proxy the environment names
+        answer = httpx.get(uri.rstrip("/") + "/health", timeout=timeout,
+                           trust_env=urlsplit(uri).hostname not in LOOPBACK)
     except httpx.TimeoutException:
         return f"the MLflow server at {uri} does not answer (timed out after {timeout:g} s)"
     except httpx.ConnectError as exc:
