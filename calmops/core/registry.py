@@ -480,14 +480,8 @@ def _is_not_found(exc: MlflowException) -> bool:
 
 def alias_version(pipeline: str, alias: str) -> int | None:
     """The version an alias points at; None when the model or alias does not exist (outages raise)."""
-    client = MlflowClient()
-    try:
-        mv = client.get_model_version_by_alias(model_name(pipeline), alias)
-    except MlflowException as exc:
-        if not _is_not_found(exc):
-            raise
-        return None
-    return int(mv.version)  # SQLite gives int, REST gives str: normalise
+    mv = alias_model_version(pipeline, alias)
+    return int(mv.version) if mv is not None else None  # SQLite gives int, REST gives str: normalise
 
 
 def alias_model_version(pipeline: str, alias: str) -> ModelVersion | None:

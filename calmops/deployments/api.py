@@ -13,9 +13,9 @@
   with the model version that made them.
 
 Every request re-reads the ``champion`` alias (one registry call, whose answer also carries the version's
-run and tags) and loads that version through :mod:`calmops.core.registry`, whose cache is keyed by version: a promotion is picked up by the next
-request without a restart, and an unchanged champion costs no reload. Models come only from the
-MLflow registry; nothing from the data folders is ever unpickled. Input records get the same type
+run and tags) and loads that version through :mod:`calmops.core.registry`, whose cache is keyed by
+version: a promotion is picked up by the next request without a restart, and an unchanged champion costs
+no reload. Models come only from the MLflow registry; nothing from the data folders is ever unpickled. Input records get the same type
 coercion as files (:func:`calmops.core.features.coerce_features`), and anything the model cannot take
 is refused with a 422 that names the field (``records[3].x2``) and the value.
 """
@@ -364,10 +364,7 @@ def _registry_problem(timeout: float = 2.0) -> str | None:
                            trust_env=urlsplit(uri).hostname not in LOOPBACK)
     except httpx.TimeoutException:
         return f"the MLflow server at {uri} does not answer (timed out after {timeout:g} s)"
-    except httpx.ConnectError as exc:
-        cause = next((words.lower() for words in _NO_ANSWER if words in str(exc)), _first_line(exc))
-        return f"the MLflow server at {uri} does not answer ({cause})"
-    except httpx.HTTPError as exc:
+    except httpx.HTTPError as exc:  # a refused connection is said as _first_line says it for every route
         return _first_line(exc)
     return None if answer.status_code == 200 else f"the MLflow server at {uri} answers {answer.status_code}"
 

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from calmops.deployments.api import create_app
 from tests.conftest import sea_frame, write_csv
-from tests.e2e.stack import free_port
+from tests.e2e.stack import free_port, stop
 from tests.flows.helpers import incoming, run
 
 pytestmark = pytest.mark.integration
@@ -345,12 +345,7 @@ def test_calmops_serve_real_server(trained, calmops_home):
                      if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A"]
         assert listening and all(line.split()[1].startswith("0100007F:") for line in listening)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop(proc)
     assert proc.returncode is not None
 
 

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from calmops.deployments.api import create_app
 from tests.conftest import sea_frame, write_csv
-from tests.e2e.stack import free_port
+from tests.e2e.stack import free_port, stop
 from tests.flows.helpers import incoming, run
 
 pytestmark = pytest.mark.integration
@@ -63,12 +63,7 @@ def test_access_log_goes_on_after_the_champion_is_loaded(trained, calmops_home, 
         assert httpx.post(f"{base}/pipelines/sea/predict?later=1", json={"records": RECORDS},
                           timeout=60).status_code == 200
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop(proc)
     text = log.read_text()
     for line in ('"GET /pipelines/sea HTTP/1.1" 200', '"POST /pipelines/sea/predict HTTP/1.1" 200',
                  *(f'"GET /health?later={i} HTTP/1.1" 200' for i in range(3)),

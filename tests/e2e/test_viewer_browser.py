@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.dashboards.seed import point_at, seed_fake_kinds, seed_sea
-from tests.e2e.stack import free_port
+from tests.e2e.stack import free_port, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -72,12 +72,7 @@ def viewer(seeded, tmp_path_factory):
             time.sleep(0.3)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, grace=10)
         log.close()
 
 
