@@ -468,6 +468,42 @@ def report(name: str,
     console.print(f"[bold]{name}[/] · {shown_as} ({outcome['decision']}): report written to {target}", highlight=False)
 
 
+@app.command("history")
+@friendly
+def history(name: str,
+            lines: Annotated[int, typer.Option("-n", help="The last N files (0: every file).")] = 20,
+            as_json: Annotated[bool, JsonOption] = False):
+    """Every file of a pipeline in the order it was taken, with its decision, reason, drift and score."""
+    from rich.box import SIMPLE
+    from rich.table import Table
+
+    from calmops.core.store import read_spec
+    from calmops.deployments.console import console, print_table
+    from calmops.deployments.history import file_history
+
+    if lines < 0:
+        raise CliError(f"-n {lines} is negative", "give how many of the latest files to show, or 0 for every file")
+    data = file_history(read_spec(name), limit=lines)
+    if as_json:
+        return _print_json(data)
+    if not data["files"]:
+        console.print(f"pipeline {name} has taken no file yet: drop one into its incoming folder "
+                      f"(or 'calmops run {name} FILE')", highlight=False)
+        return
+    metric = data["metric"] or "score"
+    table = Table("file", "decided (UTC)", "decision", "drift", "champion", "challenger", f"{metric} served",
+                  "why", title=f"pipeline {name}", title_justify="left", box=SIMPLE)
+    for row in data["files"]:
+        drift = shown(row["drift_detected"]) + (f" ({len(row['drifted_features'])})" if row["drifted_features"] else "")
+        decided = (row["decided"] or "").replace("T", " ").removesuffix("+00:00")
+        table.add_row(shown(row["file"]), shown(decided), shown(row["decision"] or row["status"]), drift,
+                      shown(row["champion_version"], "v"), shown(row["challenger_version"], "v"),
+                      "-" if row["score"] is None else f"{row['score']:.4g}", shown(row["reason"]))
+    print_table(table, highlight=False)
+    if data["total"] > len(data["files"]):
+        console.print(f"the last {len(data['files'])} of {data['total']} files; '-n 0' shows every file", highlight=False)
+
+
 @app.command("logs")
 @friendly
 def logs(name: Annotated[str, typer.Argument(help="A pipeline, or a service of the stack (prefect, mlflow, runner, "

@@ -18,7 +18,7 @@ import sys
 #: the commands handed to the warm runner: each imports MLflow, Prefect or the flows before its first step and
 #: ends on its own. Never the commands that start, stop or are services (up, down, service, watch, viewer, serve,
 #: demo: a service must not be a child of the runner ``down`` stops), nor those that need none of the stack.
-WARM = frozenset({"run", "create", "update", "delete", "deploy", "relaunch", "rollback", "report", "breaker"})
+WARM = frozenset({"run", "create", "update", "delete", "deploy", "relaunch", "rollback", "report", "history", "breaker"})
 
 
 def main() -> None:

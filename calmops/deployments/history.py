@@ -1,0 +1,141 @@
+"""``calmops history NAME``: a pipeline's files in the order it took them, and what was decided for each.
+
+The pipeline's ledger gives every file it has seen (decided, quarantined, waiting, pending, running) and the
+MLflow run of each; the run's tags and metrics give the decision, its reason, the drift verdict, the versions
+and the serving model's score on the file. Nothing is downloaded: tags and metrics come with the run search. Only that command imports this module,
+so MLflow's client is imported at the top.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from mlflow import MlflowClient
+
+from calmops.core import registry
+from calmops.core.spec import PipelineSpec
+from calmops.core.store import (
+    arrival_time,
+    has_ledger,
+    incoming_files,
+    ledger,
+    pipeline_paths,
+    quarantine_record,
+)
+
+#: ledger statuses as people read them
+STATUS_WORDS = {"done": "decided", "gone": "quarantined", "in_progress": "running"}
+#: metric names tried, in order, when the spec names no primary metric (the usual first)
+USUAL_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "rmse", "mae", "r2")
+#: decisions made before (or without) a drift check: their drift is unknown, not "no"
+UNCHECKED = frozenset({"train", "rejected_input", "duplicate", "held", "failed"})
+_RUN_IDS_PER_SEARCH = 100  # run ids per ``IN (...)`` filter: the filter stays a short request
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _order(entries: list[dict], unrecorded: list[dict]) -> list[dict]:
+    """Files taken, in the order they were taken, then files still waiting, in the order they arrived."""
+    taken = [e for e in entries if e.get("claimed_at") is not None]
+    waiting = [e for e in entries if e.get("claimed_at") is None] + unrecorded
+    taken.sort(key=lambda e: e["claimed_at"])
+    waiting.sort(key=lambda e: e.get("arrived") or 0)
+    return taken + waiting
+
+
+def _runs(pipeline: str, run_ids: list[str]) -> dict[str, Any]:
+    """The MLflow runs of ``run_ids`` (with their tags and metrics) by id; those MLflow no longer has are left out."""
+    if not run_ids:
+        return {}
+    registry.configure()
+    experiment = MlflowClient().get_experiment_by_name(registry.experiment_name(pipeline))
+    if experiment is None:
+        return {}
+    found = {}
+    for start in range(0, len(run_ids), _RUN_IDS_PER_SEARCH):
+        chunk = run_ids[start:start + _RUN_IDS_PER_SEARCH]
+        quoted = ", ".join(f"'{run_id}'" for run_id in chunk)
+        for run in MlflowClient().search_runs([experiment.experiment_id], filter_string=f"attributes.run_id IN ({quoted})",
+                                              max_results=len(chunk)):
+            found[run.info.run_id] = run
+    return found
+
+
+def _metric(spec: PipelineSpec, runs: dict[str, Any]) -> str | None:
+    """The spec's primary metric, or the first usual one the runs logged for the serving model."""
+    if spec.evaluation.primary_metric:
+        return spec.evaluation.primary_metric
+    logged = {key.split("_", 1)[1] for run in runs.values() for key in run.data.metrics
+              if key.startswith("champion_")}
+    return next((m for m in USUAL_METRICS if m in logged), None)
+
+
+def _serving_score(run: Any, metric: str | None) -> float | None:
+    """The score of the model that was serving, on every row of the file (before anything learnt from it).
+
+    A run that retrained logs that as ``serving_full_batch_<metric>`` (its ``champion_<metric>`` is then the
+    holdout score the challenger was compared with); any other run's ``champion_<metric>`` is it. A first
+    model (``train``) had no model serving before it."""
+    if metric is None or run.data.tags.get("calmops.decision") == "train":
+        return None
+    metrics = run.data.metrics
+    return metrics.get(f"serving_full_batch_{metric}", metrics.get(f"champion_{metric}"))
+
+
+def _version(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
+def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]:
+    """``{"pipeline", "metric", "total", "files": [...]}``: the last ``limit`` files (every file when None or 0),
+    oldest first. Each file: its name as the ledger keeps it, ledger status, decision, reason, drift, the serving
+    champion's and the challenger's versions, the serving model's score on it (``metric``), when it arrived
+    and was decided, and its MLflow run."""
+    paths = pipeline_paths(spec)
+    book = ledger(paths) if has_ledger(paths) else None
+    states = book.states() if book else {}
+    entries = book.entries() if book else []
+    recorded = {e["file"] for e in entries if e["status"] != "done"}
+    # files in incoming the ledger has not heard of yet (no watcher running, say): waiting all the same
+    unrecorded = []
+    for path in incoming_files(paths.incoming):
+        try:
+            if path.name not in recorded:
+                unrecorded.append({"sha256": None, "file": path.name, "status": "waiting",
+                                   "arrived": arrival_time(path.stat().st_mtime_ns)})
+        except FileNotFoundError:  # taken by a run meanwhile: the ledger has it now
+            continue
+    ordered = _order(entries, unrecorded)
+    shown = ordered[-limit:] if limit else ordered
+    runs = _runs(spec.name, [e["mlflow_run_id"] for e in shown if e.get("mlflow_run_id")])
+    metric = _metric(spec, runs)
+    files = []
+    for entry in shown:
+        run = runs.get(entry.get("mlflow_run_id") or "")
+        tags = run.data.tags if run else {}
+        status = states.get(entry["sha256"] or "", entry["status"])
+        reason = tags.get("calmops.reason")
+        if reason is None and status == "gone" and (held := quarantine_record(paths, entry["file"])):
+            reason = held[1].get("reason")
+        drifted = [f for f in tags.get("calmops.drifted_features", "").split(",") if f]
+        decision = tags.get("calmops.decision") or entry.get("decision")
+        checked = "calmops.drift_detected" in tags and decision not in UNCHECKED
+        files.append({
+            "file": entry["file"],
+            "status": STATUS_WORDS.get(status, status),
+            "decision": decision,
+            "reason": reason,
+            "drift_detected": tags["calmops.drift_detected"] == "true" if checked else None,
+            "drifted_features": drifted,
+            "champion_version": _version(tags.get("calmops.champion_version")),
+            "challenger_version": _version(tags.get("calmops.challenger_version")),
+            "score": _serving_score(run, metric) if run else None,
+            "arrived": _iso(entry.get("arrived")),
+            "decided": _iso(run.info.end_time / 1000) if run and run.info.end_time else None,
+            "mlflow_run_id": entry.get("mlflow_run_id"),
+            "sha256": entry["sha256"],
+        })
+    return {"pipeline": spec.name, "metric": metric, "total": len(ordered), "files": files}

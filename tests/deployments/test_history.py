@@ -1,0 +1,74 @@
+"""``calmops history NAME``: every file of a pipeline in the order it was taken, with what was decided."""
+
+import json
+
+import mlflow.sklearn
+import pytest
+import yaml
+from sklearn.metrics import accuracy_score
+from typer.testing import CliRunner
+
+from calmops.core.spec import load_spec
+from calmops.core.store import pipeline_paths
+from calmops.deployments.cli import app
+from tests.conftest import STREAM_SPEC, sea_frame, write_csv
+
+runner = CliRunner()
+
+
+def _run(path) -> dict:
+    done = runner.invoke(app, ["run", "sea", str(path), "--json"])
+    assert done.exit_code == 0, done.output
+    return json.loads(done.stdout)
+
+
+@pytest.mark.integration
+def test_history_lists_each_file_in_order_with_its_decision_versions_and_the_serving_models_score(
+        prefect_server, calmops_home, tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
+    assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
+    data = tmp_path / "data"
+    before, after = sea_frame(1000, 8, seed=1), sea_frame(1000, 9.5, seed=2)
+    outcomes = [_run(write_csv(before, data, "a.csv")), _run(write_csv(after, data, "b.csv")),
+                _run(write_csv(sea_frame(1000, 9.5, seed=3), data, "c.csv")),
+                _run(write_csv(sea_frame(1000, 9.5, seed=4).drop(columns=["x2"]), data, "bad.csv"))]
+    assert [o["decision"] for o in outcomes[:2]] == ["train", "retrain_promoted"]
+    assert outcomes[3]["decision"] == "rejected_input"
+    incoming = pipeline_paths(load_spec(spec_file)).incoming
+    write_csv(sea_frame(1000, 9.5, seed=5), incoming, "later.csv")  # dropped in, no run yet
+
+    done = runner.invoke(app, ["history", "sea", "--json"])
+    assert done.exit_code == 0, done.output
+    history = json.loads(done.stdout)
+    files = history["files"]
+    assert [f["file"] for f in files] == ["a.csv", "b.csv", "c.csv", "bad.csv", "later.csv"]
+    assert history["total"] == 5 and history["metric"] == "accuracy"
+    assert [f["status"] for f in files] == ["decided"] * 3 + ["quarantined", "waiting"]
+    for row, outcome in zip(files, outcomes, strict=False):
+        assert row["decision"] == outcome["decision"] and row["reason"] == outcome["reason"]
+        assert row["champion_version"] == outcome["champion_version"]
+        assert row["mlflow_run_id"] == outcome["mlflow_run_id"] and row["sha256"] == outcome["sha256"]
+    assert files[-1]["decision"] is None and files[-1]["mlflow_run_id"] is None
+    assert "x2" in files[3]["reason"] and files[3]["drift_detected"] is None  # quarantined unchecked
+    assert files[1]["drift_detected"] is True and files[1]["drifted_features"] == outcomes[1]["drifted_features"]
+
+    # the score is the serving model's on every row of the file, before anything learnt from it: b.csv was
+    # served by the first model (version 1), c.csv by the model b.csv promoted
+    assert files[0]["score"] is None  # nothing served the first file
+    for row, frame, served_by in ((files[1], after, 1), (files[2], sea_frame(1000, 9.5, seed=3), 2)):
+        model = mlflow.sklearn.load_model(f"models:/calmops.sea/{served_by}")
+        expected = accuracy_score(frame["y"], model.predict(frame[["x1", "x2", "x3"]]))
+        assert row["score"] == pytest.approx(expected, abs=1e-9), (row["file"], row["score"], expected)
+
+    latest = json.loads(runner.invoke(app, ["history", "sea", "-n", "2", "--json"]).stdout)
+    assert [f["file"] for f in latest["files"]] == ["bad.csv", "later.csv"] and latest["total"] == 5
+
+    text = runner.invoke(app, ["history", "sea", "-n", "3"], env={"COLUMNS": "200"})
+    assert text.exit_code == 0, text.output
+    assert "accuracy served" in text.stdout and "retrain_promoted" not in text.stdout
+    assert "c.csv" in text.stdout and "quarantined" not in text.stdout and "rejected_input" in text.stdout
+    assert "the last 3 of 5 files" in text.stdout
+
+    refused = runner.invoke(app, ["history", "sea", "-n", "-1"])
+    assert refused.exit_code != 0 and "-n -1 is negative" in refused.stderr
