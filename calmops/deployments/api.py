@@ -192,6 +192,19 @@ def _short(value: Any) -> Any:
     return _short(repr(value))
 
 
+def _echoed(value: Any) -> Any:
+    """A refused value as the error repeats it: a scalar as it came, an array or object as its JSON text
+    (shortened), so the user sees what was sent where a scalar was expected."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return _short(value)
+    try:
+        import json
+
+        return _short(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return _short(repr(value))
+
+
 def _field(loc: tuple | list) -> str:
     parts = list(loc)
     if parts and parts[0] in ("body", "path", "query", "header", "cookie"):
@@ -224,9 +237,7 @@ def _validation_errors(exc: RequestValidationError) -> list[tuple[str, str, Any]
             value = None
         elif kind == "extra_forbidden":
             msg = "unknown field (the body holds only `records`)"
-        if not (value is None or isinstance(value, (str, bool, int, float))):
-            value = None
-        errors.append((_field(loc), msg, value))
+        errors.append((_field(loc), msg, _echoed(value)))
     return errors
 
 
@@ -527,6 +538,7 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
 
     registry.configure()
     _import_prediction_code()
+    _quiet_parallel_race()
     token = token or None
     from fastapi_offline import FastAPIOffline
 
@@ -675,6 +687,34 @@ def _import_prediction_code() -> None:
     for lg, level, handlers, propagate, disabled in kept:
         lg.setLevel(level)
         lg.handlers, lg.propagate, lg.disabled = handlers, propagate, disabled
+
+
+#: scikit-learn's words when a ``delayed`` task finds no warning filters captured (see _quiet_parallel_race)
+_PARALLEL_RACE = "`sklearn.utils.parallel.delayed` should be used with"
+
+
+def _quiet_parallel_race() -> None:
+    """Drop scikit-learn's ``delayed`` warning from the API's log; every other warning is shown as before.
+
+    Requests are served by threads. A forest's ``predict`` runs its trees through scikit-learn's ``Parallel``,
+    whose every task clears the process's warning filters for an instant (``warnings.resetwarnings()`` inside
+    its ``catch_warnings``); a ``Parallel`` started by another request in that instant captures no filters and
+    each of its tasks warns that ``delayed`` was used without ``Parallel``. The predictions are unaffected
+    (CalmOps sets no scikit-learn configuration to propagate), but concurrent requests to an ensemble wrote
+    thousands of these lines. Filters cannot hold it back (they are what is cleared), so the display is
+    wrapped: ``warnings.showwarning`` is the one hook no task resets."""
+    import warnings
+
+    shown = warnings.showwarning
+    if getattr(shown, "calmops_quiet", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if _PARALLEL_RACE not in str(message):
+            shown(message, category, filename, lineno, file, line)
+
+    show.calmops_quiet = True
+    warnings.showwarning = show
 
 
 def _version() -> str:

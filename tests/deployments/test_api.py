@@ -133,6 +133,10 @@ def test_invalid_payloads_get_422_naming_the_field(trained):
     records[0]["x1"] = [1, 2]
     body = errors({"records": records})
     assert body["errors"][0]["field"] == "records[0].x1" and "got an array" in body["errors"][0]["message"]
+    assert body["errors"][0]["value"] == "[1, 2]"  # what was sent, as its JSON text
+    records[0]["x1"] = {"amount": "x" * 300}
+    refused = errors({"records": records})["errors"][0]
+    assert refused["value"].startswith('{"amount": "xxx') and len(refused["value"]) == 100  # shortened
 
     records = _records(2)
     records[1]["x2"] = 10**400  # valid JSON, but no float holds it

@@ -139,3 +139,27 @@ def test_serve_pools_a_connection_per_route_thread():
     assert anyio.run(threads) == ROUTE_THREADS
     doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
     assert f"MLFLOW_HTTP_POOL_MAXSIZE={ROUTE_THREADS}" in doc
+
+
+def test_concurrent_predictions_of_a_forest_do_not_flood_the_log_and_other_warnings_still_show(calmops_home):
+    """Requests are served by threads; scikit-learn's Parallel (a forest's predict) clears the warning filters
+    for an instant in every task, and a Parallel started meanwhile in another thread warned once per tree that
+    ``delayed`` was used without ``Parallel``: thousands of lines in api.log. In a fresh process, as served."""
+    script = ("import sys, threading, warnings, numpy as np\n"
+              "from sklearn.ensemble import RandomForestClassifier\n"
+              "from calmops.deployments.api import create_app\n"
+              "create_app()\n"
+              "X = np.random.default_rng(0).random((300, 4)); y = (X[:, 0] > .5).astype(int)\n"
+              "forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)\n"
+              "def work():\n"
+              "    for _ in range(400): forest.predict_proba(X[:5])\n"
+              "threads = [threading.Thread(target=work) for _ in range(8)]\n"
+              "[t.start() for t in threads]; [t.join() for t in threads]\n"
+              "warnings.warn('another warning, still shown', UserWarning)\n")
+    env = {**os.environ, "CALMOPS_HOME": str(calmops_home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "should be used with" not in done.stderr, done.stderr.count("should be used with")
+    assert "another warning, still shown" in done.stderr
