@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from calmops.tasks import BadInput, step
 from calmops.tasks import validate as V
 
 SNIFF_BYTES = 64 * 1024
+MAX_COLUMNS_NAMED = 50  # column names a refusal lists in its details (a page read as a table has thousands)
 
 
 class RejectedInput(BadInput):
@@ -90,6 +92,11 @@ def detect_format(path: Path) -> str:
     first_code = next((ln.strip() for ln in stripped.splitlines() if ln.strip() and not ln.startswith("%")), "")
     if first_code.lower().startswith("@relation"):
         return "arff"
+    if stripped.startswith("<"):  # read as a table, a page's markup would be one header of thousands of "columns"
+        page = re.match(r"<(!doctype html|html|head|body)\b", stripped, re.IGNORECASE)
+        raise RejectedInput(f"{path.name}: {'an HTML page' if page else 'markup (XML or HTML)'}, not a table; only "
+                            "data files (a table in one of the spec's formats) belong in the incoming folder",
+                            format="markup")
     if stripped.startswith("["):
         return "json"
     if stripped.startswith("{"):
@@ -248,7 +255,8 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
     if frame.shape[1] == 0 or (frame.shape[1] == 1 and frame.empty and fmt not in ("csv", "tsv", "txt")):
         raise RejectedInput(f"{path.name}: no columns found")
     if frame.empty:
-        raise RejectedInput(f"{path.name}: header only, no rows", columns=list(map(str, frame.columns)))
+        named = [str(c)[:100] for c in frame.columns[:MAX_COLUMNS_NAMED]]  # the sidecar stays small
+        raise RejectedInput(f"{path.name}: header only, no rows", columns=named, n_columns=frame.shape[1])
     if len(frame) > spec.limits.max_rows:
         raise RejectedInput(f"{path.name}: {len(frame)} rows is over the limit of {spec.limits.max_rows}")
     frame.columns = [str(c) for c in frame.columns]
