@@ -186,6 +186,13 @@ def file_name(pipeline: str, file: str) -> str:
     return bounded_name(f"{pipeline}-{Path(file).stem}", ".report.html")
 
 
+def _judged_by(outcome: Mapping[str, Any]) -> Any:
+    """The champion the file was checked against and served by: the one a challenger was compared with, else
+    the champion the outcome names (unchanged by a decision that promoted nothing)."""
+    compared = (outcome.get("details") or {}).get("compared_with")
+    return compared if compared is not None else outcome.get("champion_version")
+
+
 def render_report(outcome: Mapping[str, Any], verdict: DriftVerdict) -> str:
     """The page for one run: ``outcome`` is what the run answered (``calmops run --json``, the run's
     ``outcome.json``), ``verdict`` its drift verdict."""
@@ -195,7 +202,8 @@ def render_report(outcome: Mapping[str, Any], verdict: DriftVerdict) -> str:
              else '<span class="badge calm">no drift</span>')
     facts = [("decision", f"<code>{escape(str(outcome.get('decision', '')))}</code>"),
              ("why", escape(str(outcome.get("reason", "")))),
-             ("champion version", _num(outcome.get("champion_version"))),
+             ("checked against champion", _num(_judged_by(outcome))),
+             ("champion after the decision", _num(outcome.get("champion_version"))),
              ("challenger version", _num(outcome.get("challenger_version"))),
              ("rows", _num(outcome.get("rows"))), ("file SHA-256", f"<code>{escape(str(outcome.get('sha256')))}</code>"),
              ("MLflow run", f"<code>{escape(str(outcome.get('mlflow_run_id')))}</code>")]

@@ -57,13 +57,17 @@ def test_every_feature_its_distributions_and_every_signal_are_on_a_page_that_fet
                                 reference_rows=300, metric="accuracy")
     verdict = DriftVerdict.of(report, performance=perf, decay=decay, concept=concept, estimated=estimated)
     html = render_report({"pipeline": "r", "file": "b<2>.csv", "decision": "retrain_promoted",
-                          "reason": "drift → retrained", "champion_version": 2}, verdict)
+                          "reason": "drift → retrained", "champion_version": 2, "challenger_version": 2,
+                          "details": {"compared_with": 1}}, verdict)
     page = Page()
     page.feed(html)
     # self-contained: no script, no stylesheet link, no image or frame source; the one URL is SVG's namespace
     assert not {"script", "link", "img", "iframe"} & set(page.tags)
     assert [v for _, k, v in page.attrs if k in ("src", "href")] == []
     assert "b&lt;2&gt;.csv" in html  # names are escaped
+    # the champion that served the file is named, not only the one its promotion left serving
+    facts = dict(zip(page.cells[::2], page.cells[1::2], strict=False))
+    assert facts["checked against champion"] == "1" and facts["champion after the decision"] == "2", facts
     # every feature has a row and paired bars over the same bins as its recorded distribution
     for feature in TYPES:
         assert feature in page.cells, feature
