@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         = 8501,
         address: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     ):
-        """Start the viewer (Streamlit) at http://127.0.0.1:8501 and run until Ctrl-C."""
+        """Start the viewer (Streamlit) on loopback (port 8501, or CALMOPS_VIEWER_PORT) and run until Ctrl-C."""
         from calmops.dashboards.cli import command, run_until_stopped
 
         reason = port_problem(address, port)
