@@ -171,7 +171,8 @@ PREPROCESS_WORKED = "preprocess_worked.json"  # in the pipeline's state folder: 
 DATA_ERRORS = (LookupError, TypeError, ValueError, ArithmeticError)
 
 
-def run_preprocess(path: Path, frame: pd.DataFrame, file: str = "", state: Path | None = None) -> pd.DataFrame:
+def run_preprocess(path: Path, frame: pd.DataFrame, file: str = "", state: Path | None = None,
+                   numeric: dict[str, str] | None = None) -> pd.DataFrame:
     """The user's ``preprocess(df)`` on the parsed table of ``file``. When it raises, the suspect is the code,
     what the code depends on, or the file:
 
@@ -183,14 +184,20 @@ def run_preprocess(path: Path, frame: pd.DataFrame, file: str = "", state: Path 
       depends on (a service down: ``OSError``, ``RuntimeError``, …): a :class:`PreprocessFailed` names the
       module, the run fails and the file stays pending (fix the cause and relaunch; the breaker counts it).
 
-    A preprocess that raises :class:`BadInput` refuses the file on purpose: quarantined like any bad input."""
+    A preprocess that raises :class:`BadInput` refuses the file on purpose: quarantined like any bad input.
+
+    ``numeric``: the feature types the champion was trained on; when the module raises, the file's columns of
+    those names that hold text where the champion had numbers are named in the error (the usual cause)."""
     module = sha256_of(path)
+    suspects = V.text_where_numbers(frame, numeric or {})  # before the module may change the frame in place
     try:
         out = load_preprocess(path)(frame)
     except BadInput:
         raise
     except Exception as exc:
         error = f"preprocess {path.name} raised {type(exc).__name__}: {exc}"
+        if isinstance(exc, DATA_ERRORS) and suspects:
+            error += f" ({'; '.join(suspects)})"
         if isinstance(exc, DATA_ERRORS) and state is not None and _worked_on(state) == module:
             raise RejectedInput(f"{file}: {error}; the same preprocess ran on the pipeline's earlier files, so the "
                                 "file is set aside (correct it, or the preprocess, and drop it in again)",
@@ -244,7 +251,8 @@ def parse_and_validate(
                             f"{', '.join(V.excerpt(d) for d in dupes[:10])} (one name per column)",
                             duplicated=dupes[:10])
     if spec.preprocess:
-        frame = run_preprocess(Path(spec.preprocess), frame, path.name, pipeline_paths(spec).state)
+        frame = run_preprocess(Path(spec.preprocess), frame, path.name, pipeline_paths(spec).state,
+                               numeric=reference.feature_types if reference is not None else None)
     return validate_frame(frame, path.name, fmt, sha256, spec, reference)
 
 

@@ -81,6 +81,22 @@ def type_mismatches(frame: pd.DataFrame, types: dict[str, str]) -> list[str]:
     return out
 
 
+def text_where_numbers(frame: pd.DataFrame, types: dict[str, str]) -> list[str]:
+    """The file's columns that the model takes as numbers but that hold text which is not one, with the first
+    such value and the rows: what a preprocess doing arithmetic on the column trips over."""
+    out = []
+    for col, kind in types.items():
+        if kind != "numeric" or col not in frame.columns or pd.api.types.is_numeric_dtype(frame[col]):
+            continue
+        raw = frame[col]
+        text = raw.astype("string").str.strip()
+        bad = np.flatnonzero((pd.to_numeric(raw, errors="coerce").isna() & text.fillna("").ne("")).to_numpy())
+        if bad.size:
+            out.append(f"column '{col}' holds text where the champion was trained on numbers: "
+                       f"{excerpt(raw.iloc[bad[0]])} in {rows_phrase(bad)}")
+    return out
+
+
 def infinite_values(X: pd.DataFrame, types: dict[str, str]) -> list[str]:
     """Feature columns (numeric after coercion) holding +/-inf, with the rows."""
     out = []

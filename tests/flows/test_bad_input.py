@@ -276,6 +276,8 @@ def test_a_file_the_working_preprocess_cannot_handle_is_quarantined_and_the_file
 
     text = sea_frame(300, 8, seed=2).astype({"x2": object})
     text.loc[3, "x2"] = "abc"
+    # the text in a number column is named with its column, value and row (data row 4: frame row 3)
+    said = "column 'x2' holds text where the champion was trained on numbers: 'abc' in 1 row(s): data row 4"
     for name, frame, error in [("no-x1.csv", sea_frame(300, 8, seed=2).drop(columns="x1"), "KeyError: 'x1'"),
                                ("text-x2.csv", text, "TypeError")]:
         path = write_csv(frame, folder, name)
@@ -283,6 +285,7 @@ def test_a_file_the_working_preprocess_cannot_handle_is_quarantined_and_the_file
         out = run("sea", path)
         assert out["decision"] == "rejected_input", (name, out)
         assert f"preprocess sum_preprocess.py raised {error}" in out["reason"], out["reason"]
+        assert (said in out["reason"]) == (name == "text-x2.csv"), out["reason"]
         assert (paths.quarantine / name).read_bytes() == content and (paths.quarantine / f"{name}.reason.json").exists()
     after = run("sea", write_csv(sea_frame(300, 8, seed=3), folder, "next.csv"))
     assert after["decision"] in ("no_drift", "retrain_promoted", "retrain_rejected"), after
