@@ -19,6 +19,7 @@ import pandas as pd
 from calmops.core import registry, statedb
 from calmops.core.awaiting import Awaiting
 from calmops.core.breaker import BreakerPolicy, read_breaker, update_breaker
+from calmops.core.flow_runs import file_run_name
 from calmops.core.logs import RunLog
 from calmops.core.names import Decision
 from calmops.core.registry import InputSchema
@@ -116,12 +117,7 @@ def run_name(kind: str) -> str:
     from prefect.runtime import flow_run
 
     params = flow_run.parameters
-    pipeline, path = params.get("pipeline"), Path(str(params.get("path")))
-    try:
-        name = ledger_name(pipeline_paths(read_spec(pipeline)), path)
-    except Exception:  # noqa: BLE001 - a name is no reason to fail: the run itself says what is wrong
-        name = path.name
-    return f"{kind}/{pipeline}/{name}"
+    return file_run_name(params.get("pipeline"), Path(str(params.get("path"))), kind)
 
 
 @step("load-champion", retries=2)

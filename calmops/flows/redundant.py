@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
-from calmops.core.flow_runs import file_in, runs_in_states
+from calmops.core.flow_runs import file_in, file_run_name, runs_in_states
 from calmops.core.logs import RunLog
 
 DECIDED_ELSEWHERE = "Decided by another run"  # the name of the Cancelled state such a run ends in
@@ -23,7 +23,9 @@ def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str
                           log: RunLog) -> list[str]:
     """Cancel the pipeline's flow runs that have not started yet (Scheduled, Late, AwaitingConcurrencySlot)
     and were made for one of the ``decided`` files (names in ``incoming``) that has left the folder (a file
-    of the same name that arrived again keeps its run). Returns the names of the runs cancelled. Never raises:
+    of the same name that arrived again keeps its run). Each cancelled run is named after its file, as the
+    run that decides a file is (``stream/credit/2024-05.csv``), so the Prefect UI and the pipeline's log say
+    which file it was made for. Returns the names of the runs cancelled. Never raises:
     a run left waiting costs seconds (it finds its file done and ends), a failed turn would cost a decision."""
     if not decided:
         return []
@@ -48,9 +50,21 @@ def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str
                 except (ObjectNotFound, PrefectHTTPStatusError):
                     continue  # deleted or changed meanwhile
                 if result.status == SetStateStatus.ACCEPT:
-                    cancelled.append(run.name)
+                    cancelled.append(_named_for_its_file(client, run, pipeline, folder / name))
     except Exception as exc:  # noqa: BLE001 - the API is down or slow: the runs end by themselves
         log.warning("could not cancel the waiting runs of files decided already: %s: %s", type(exc).__name__, exc)
     if cancelled:
         log.info("cancelled %d waiting run(s) of files decided in this turn: %s", len(cancelled), ", ".join(cancelled))
     return cancelled
+
+
+def _named_for_its_file(client, run, pipeline: str, path: Path) -> str:
+    """Rename a run made by a file's event (Prefect gives it a random name) after its file; its name
+    as it is when renaming fails (the cancellation stands)."""
+    name = file_run_name(pipeline, path)
+    try:
+        client.update_flow_run(run.id, name=name)
+    except Exception:  # noqa: BLE001 - the name is a courtesy
+        return run.name
+    return name
+

@@ -47,11 +47,13 @@ def test_only_the_waiting_runs_of_decided_files_that_left_the_folder_are_cancell
         cancelled = cancel_redundant_runs("p", incoming, {"a.csv", "b.csv", "c.csv", "again.csv"}, str(decider.id),
                                           RunLog("p", tmp_path / "logs"))
 
-        assert sorted(cancelled) == sorted([waiting.name, awaiting_slot.name])
-        for run in (waiting, awaiting_slot):
-            state = client.read_flow_run(run.id).state
-            assert state.is_cancelled() and str(decider.id) in state.message, state
-            assert state.name == DECIDED_ELSEWHERE  # what the Prefect UI's badge says, not "Cancelled"
+        # each cancelled run is named after its file (Prefect gave it a random name), as its deciding run is
+        assert sorted(cancelled) == ["stream/p/a.csv", "stream/p/b.csv"]
+        for run, name in ((waiting, "a.csv"), (awaiting_slot, "b.csv")):
+            read = client.read_flow_run(run.id)
+            assert read.state.is_cancelled() and str(decider.id) in read.state.message, read.state
+            assert read.state.name == DECIDED_ELSEWHERE  # what the Prefect UI's badge says, not "Cancelled"
+            assert read.name == f"stream/p/{name}"
         for why, run in untouched.items():
             assert not client.read_flow_run(run.id).state.is_cancelled(), why
         assert client.read_flow_run(decider.id).state.is_running()
