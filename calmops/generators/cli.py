@@ -9,12 +9,15 @@ import functools
 import inspect
 import json
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import clinic as _clinic
@@ -24,7 +27,7 @@ from .params import checked, kinds_of
 from .real import quality_report, synthesize_like
 from .report import write_report
 from .scenarios import SCENARIOS, run_scenario
-from .synthetic import DRIFT_KINDS, DriftSpec, Timestamps, generator_names
+from .synthetic import DRIFT_KINDS, DriftSpec, Timestamps, check_drift_kind, drift_positions, generator_names
 from .synthetic import synthetic as _synthetic
 
 app = typer.Typer(help="Generate drifting data: synthetic streams, real-like data, clinical cohorts, "
@@ -53,11 +56,33 @@ Params = Annotated[list[str] | None, typer.Option("--param", "-p", help="key=val
 
 
 class _Bad(Exception):
-    pass
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+# The library's messages name Python parameters; the user typed these options (per command).
+_OPTIONS = {"n_files": "--n-files", "rows_per_file": "--rows-per-file"}
+_COMMAND_OPTIONS = {
+    "synthetic": {"n_rows": "--rows", "rows_per_block": "--rows-per-block", "block_column": "--block-column",
+                  "class_balance": "--class-balance", "width": "--width", "period": "--period",
+                  "unit": "--unit", "curve": "--curve", "position": "--position"},
+    "real": {"n_rows": "--rows"},
+    "clinic": {"n_patients": "--patients", "n_steps": "--steps", "n_features": "--features",
+               "n_modules": "--modules", "de_share": "--de-share", "module_drift": "--module-drift",
+               "groups": "--group"},
+}
+
+
+def _as_typed(msg: str, command: str) -> str:
+    """``msg`` with the Python parameter names of ``command`` replaced by its options (not inside quoted values)."""
+    names = {**_OPTIONS, **_COMMAND_OPTIONS.get(command, {})}
+    pattern = r"'[^']*'|(?<![\w-])(" + "|".join(names) + r")(?![\w(-])"
+    return re.sub(pattern, lambda m: names[m[1]] if m[1] else m[0], msg)
 
 
 def _friendly(fn):
-    """Turn bad parameters into one line and exit code 2."""
+    """Turn bad parameters into one line (plus a hint line for some) and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -65,10 +90,28 @@ def _friendly(fn):
             return fn(*args, **kwargs)
         except (ValueError, KeyError, TypeError, FileNotFoundError, _Bad) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            err.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True)
+            msg = msg if isinstance(exc, _Bad) else _as_typed(msg, fn.__name__)
+            err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, markup=True)
+            if getattr(exc, "hint", ""):
+                err.print(f"[dim]hint: {escape(exc.hint)}[/]", highlight=False, markup=True)
             raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def _at_least(minimum: int, **options) -> None:
+    """Refuse an option below ``minimum`` (None = not given), named as typed: ``rows_per_file`` -> --rows-per-file."""
+    for name, value in options.items():
+        if value is not None and value < minimum:
+            raise _Bad(f"--{name.replace('_', '-')} must be at least {minimum}, got {value:g}")
+
+
+def _input(path: Path) -> Path:
+    if not path.exists():
+        raise _Bad(f"input file not found: {path}",
+                   "check the path; to make a table to try: .venv/bin/calmops generate synthetic agrawal --out data/ "
+                   "(see docs/generators.md)")
+    return path
 
 
 def _value(text: str):
@@ -83,13 +126,27 @@ def _value(text: str):
         return text
 
 
-def _params(items: list[str] | None) -> dict:
+def _params(items: list[str] | None, option: str = "--param") -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise _Bad(f"--param {item!r} must look like key=value")
+            raise _Bad(f"{option} {item!r} must look like key=value")
         k, v = item.split("=", 1)
         out[k.strip()] = _value(v)
+    return out
+
+
+def _numbers(items: list[str] | None, option: str, expected: str, key=str) -> dict:
+    """Repeated ``--option key=number`` items as a dict; a bad item is named with its option."""
+    out = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError(item)
+            out[key(k.strip())] = float(v)
+        except ValueError:
+            raise _Bad(f"{option} {item!r} must look like {expected}") from None
     return out
 
 
@@ -97,9 +154,12 @@ def _ints(text: str | None, what: str) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(float(v)) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
+        if all(v.is_integer() for v in values):
+            return [int(v) for v in values]
     except ValueError:
-        raise _Bad(f"{what} must be comma-separated numbers, got {text!r}") from None
+        pass
+    raise _Bad(f"{what} must be comma-separated integers, got {text!r}")
 
 
 def _list(text: str | None) -> list[str]:
@@ -110,6 +170,15 @@ def _fmt(fmt: str) -> str:
     if fmt.lower() not in FORMATS:
         raise _Bad(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     return fmt.lower()
+
+
+def _file_options(fmt: str, n_files, rows_per_file, seed: int, pace: float = 0.0) -> str:
+    """The options every command shares, checked before any work; returns the format."""
+    _at_least(1, n_files=n_files, rows_per_file=rows_per_file)
+    _at_least(0, seed=seed, pace=pace)
+    if n_files is not None and rows_per_file is not None:
+        raise _Bad("give --n-files or --rows-per-file, not both")
+    return _fmt(fmt)
 
 
 def _progress() -> Progress:
@@ -133,7 +202,43 @@ def _done(paths, report) -> None:
 
 
 def _report_path(out: Path, report: Path | None, no_report: bool) -> Path | None:
-    return None if no_report else (report or out / "report.html")
+    """Where the report goes: ``--report``, else OUT/report.html, except into a pipeline's incoming folder,
+    where every file is taken as data (a page there would be quarantined): then ./<pipeline>-report.html."""
+    if no_report:
+        return None
+    if report:
+        return report
+    pipeline_folder = out.resolve().parent
+    if (pipeline_folder / "spec.yaml").exists():
+        return Path(f"{pipeline_folder.name}-report.html")
+    return out / "report.html"
+
+
+def _class_balance(text: str | None) -> float | dict | None:
+    """--class-balance: the share of class 1 (0.3), or label:share pairs (1:0.3 or 0:0.7,1:0.3)."""
+    if not text:
+        return None
+    try:
+        if ":" not in text:
+            return float(text)
+        return {k.strip(): float(v) for k, v in (item.split(":", 1) for item in _list(text))}
+    except ValueError:
+        raise _Bad(f"--class-balance must be the share of class 1 (e.g. 0.3) or label:share pairs "
+                   f"(e.g. 0:0.7,1:0.3), got {text!r}") from None
+
+
+def _timestamps(start: str | None, freq: str) -> Timestamps | None:
+    if not start:
+        return None
+    try:
+        pd.Timestamp(start)
+    except (TypeError, ValueError):
+        raise _Bad(f"--start {start!r} is not a date; give an ISO date, e.g. 2024-01-01 or 2024-01-01T08:00") from None
+    try:
+        pd.tseries.frequencies.to_offset(freq)
+    except ValueError:
+        raise _Bad(f"--freq {freq!r} is not a pandas frequency; give one such as 1min, 1h, D, W or MS") from None
+    return Timestamps(start=start, freq=freq)
 
 
 @app.command("synthetic")
@@ -167,37 +272,30 @@ def synthetic(
     no_report: NoReport = False,
 ):
     """Rows from a river generator with a drift, written as files (see docs/generators.md)."""
-    fmt = _fmt(fmt)
+    fmt = _file_options(fmt, n_files, rows_per_file, seed, pace)
+    _at_least(1, rows=rows, rows_per_block=rows_per_block, period=period)
+    _at_least(0, width=width)
     spec = None
     if drift != "none":
+        check_drift_kind(generator, drift)  # before the drift's own options: no --width to add in vain
         pos = _ints(position, "--position")
         spec = DriftSpec(kind=drift, position=(pos[0] if pos and len(pos) == 1 else pos), width=width,
                          concepts=_ints(concepts, "--concepts"), unit=unit, period=period, curve=curve,
                          feature=feature)
-    balance = None
-    if class_balance:
-        if ":" in class_balance:
-            balance = {k: float(v) for k, v in (p.split(":", 1) for p in _list(class_balance))}
-        else:
-            balance = float(class_balance)
+    positions = drift_positions(generator, rows, spec, rows_per_block)  # checks the drift; centre of each change
+    balance, stamps = _class_balance(class_balance), _timestamps(start, freq)
     with _progress() as bar:
         task = bar.add_task(f"generating {generator}", total=rows)
         df = _synthetic(generator, rows, drift=spec, seed=seed, params=_params(param), class_balance=balance,
-                        timestamps=Timestamps(start=start, freq=freq) if start else None,
-                        block_column=block_column, rows_per_block=rows_per_block, target=target,
-                        include_concept=True, progress=lambda n: bar.update(task, completed=n))
+                        timestamps=stamps, block_column=block_column, rows_per_block=rows_per_block,
+                        target=target, include_concept=True, progress=lambda n: bar.update(task, completed=n))
     concept = df.pop("concept")
     paths = _write(df, out, fmt, n_files, rows_per_file, prefix, pace)
     rp = _report_path(out, report, no_report)
     if rp:
-        split = None
-        if spec is not None and spec.kind != "incremental":
-            changed = (concept != concept.iloc[0]).to_numpy()
-            split = int(changed.argmax()) if changed.any() else None
-        elif spec is not None:
-            split = int((concept > 0).to_numpy().argmax())
         write_report(rp, df.assign(concept=concept), title=f"Synthetic {generator}", target=target,
-                     time_column="timestamp" if start else None, block_column=block_column, split=split,
+                     time_column="timestamp" if start else None, block_column=block_column, truth="concept",
+                     split=int(positions[0]) if positions else None,
                      notes={"generator": generator, "rows": rows, "seed": seed, "drift": drift,
                             "position": position, "width": width, "concepts": concepts,
                             "params": _params(param)})
@@ -221,18 +319,19 @@ def real(
     no_report: NoReport = False,
 ):
     """Synthetic rows that mimic INPUT (Gaussian copula, empirical marginals) with a quality report."""
-    fmt = _fmt(fmt)
-    if not input.exists():
-        raise _Bad(f"input file not found: {input}")
-    src = read_table(input)
+    fmt = _file_options(fmt, n_files, rows_per_file, seed)
+    _at_least(1, rows=rows)  # not given: as many rows as the input
+    src = read_table(_input(input))
     cols = _list(drop)
     if cols:
         missing = [c for c in cols if c not in src.columns]
         if missing:
             raise _Bad(f"--drop names unknown column(s) {missing}")
         src = src.drop(columns=cols)
+    if by is not None and by not in src.columns:
+        raise _Bad(f"--by names unknown column {by!r}; columns: {', '.join(map(str, src.columns))}")
     with console.status("fitting the copula and sampling…"):
-        df = synthesize_like(src, rows or len(src), seed=seed, by=by)
+        df = synthesize_like(src, len(src) if rows is None else rows, seed=seed, by=by)
         quality = quality_report(src, df)
     paths = _write(df, out, fmt, n_files, rows_per_file, prefix)
     rp = _report_path(out, report, no_report)
@@ -267,14 +366,15 @@ def clinic(
     no_report: NoReport = False,
 ):
     """A synthetic clinical cohort (demographics + omics with disease effects), optionally longitudinal."""
-    fmt = _fmt(fmt)
-    groups = {k: float(v) for k, v in _params(group).items()} or None
+    fmt = _file_options(fmt, n_files, rows_per_file, seed)
+    _at_least(1, patients=patients, steps=steps, features=features, modules=modules)
+    groups = _numbers(group, "--group", "name=share, e.g. control=0.5") or None
     kind = None if omics.lower() == "none" else omics.lower()
     common = {"seed": seed, "groups": groups, "omics": kind, "n_features": features, "n_modules": modules,
                   "de_share": de_share, "effect_size": effect}
     with console.status("generating the cohort…"):
         if steps > 1:
-            drift = {int(k): float(v) for k, v in _params(module_drift).items()}
+            drift = _numbers(module_drift, "--module-drift", "module=log2 change per step, e.g. 1=0.4", key=int)
             df = _clinic.longitudinal(patients, steps, module_drift=drift, **common)
         else:
             if module_drift:
@@ -318,12 +418,11 @@ def inject(
     no_report: NoReport = False,
 ):
     """Inject drift into INPUT, in the chosen rows (see --method for the list)."""
-    fmt = _fmt(fmt)
+    fmt = _file_options(fmt, n_files, rows_per_file, seed)
+    _at_least(0, start=start, stop=stop)
     if method not in _inject.INJECTORS:
         raise _Bad(f"unknown method {method!r}; valid methods: {', '.join(_inject.INJECTORS)}")
-    if not input.exists():
-        raise _Bad(f"input file not found: {input}")
-    df = read_table(input)
+    df = read_table(_input(input))
     fn = _inject.INJECTORS[method]
     kwargs = _params(param)
     rows = None
@@ -377,12 +476,13 @@ def scenario(
     no_report: NoReport = False,
 ):
     """A ready-made scenario (gradual, abrupt, recurrent): files plus report; specs in docs/examples/."""
-    fmt = _fmt(fmt)
+    fmt = _file_options(fmt, None, None, seed, pace)
+    _at_least(1, n_files=n_files, rows_per_file=rows_per_file)
     if name not in SCENARIOS:
         raise _Bad(f"unknown scenario {name!r}; valid scenarios: {', '.join(SCENARIOS)}")
     with _progress() as bar:
         task = bar.add_task(f"generating {name}", total=n_files * rows_per_file)
         result = run_scenario(name, out, seed=seed, n_files=n_files, rows_per_file=rows_per_file, fmt=fmt,
-                              report=False if no_report else (report or True), pace_seconds=pace,
+                              report=_report_path(out, report, no_report) or False, pace_seconds=pace,
                               progress=lambda n: bar.update(task, completed=n))
     _done(result.files, result.report)

@@ -62,6 +62,8 @@ def _check_format(fmt: str) -> str:
 def _arff_type(s: pd.Series):
     if pd.api.types.is_bool_dtype(s):
         return ["False", "True"]
+    if pd.api.types.is_integer_dtype(s):  # read back as integers (NUMERIC reads back as floats)
+        return "INTEGER"
     if pd.api.types.is_numeric_dtype(s):
         return "NUMERIC"
     if pd.api.types.is_datetime64_any_dtype(s):
@@ -71,10 +73,12 @@ def _arff_type(s: pd.Series):
 
 
 def _arff_value(v, kind):
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT or v is pd.NA:
         return None
     if isinstance(v, (bool, np.bool_)):
         return str(bool(v))
+    if kind == "INTEGER":
+        return int(v)
     if kind == "NUMERIC":
         return float(v) if isinstance(v, (float, np.floating)) else int(v)
     if isinstance(v, pd.Timestamp):

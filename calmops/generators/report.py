@@ -120,13 +120,15 @@ def html_report(
     split: int | None = None,
     notes: Mapping | None = None,
     quality: Mapping | None = None,
+    truth: str | None = None,
 ) -> str:
     """The report as an HTML string.
 
     "Before" is ``reference`` when given, else the rows before ``split`` (default: the first half);
     "after" is ``df`` (or the rows from ``split`` on). Drift over time is drawn per block, per time
     period, or over 20 equal chunks of rows. ``notes`` (parameters, seed…) and ``quality`` (from
-    :func:`calmops.generators.real.quality_report`) are shown as tables.
+    :func:`calmops.generators.real.quality_report`) are shown as tables. ``truth`` names a ground-truth column
+    (e.g. ``concept``) that is plotted but was not written to the files: it is not counted as a column.
     """
     if reference is not None:
         before, after, whole = reference, df, df
@@ -137,7 +139,7 @@ def html_report(
     columns = [c for c in whole.columns if c not in skip and c in before.columns]
     shown = [c for c in columns if c != target][:_MAX_COLUMNS] + ([target] if target in columns else [])
     parts = [f"<h1>{_html.escape(title)}</h1>",
-             f"<p>{len(whole)} rows × {whole.shape[1]} columns; before: {len(before)} rows, after: {len(after)} rows.</p>"]
+             f"<p>{len(whole)} rows × {_written(whole, truth)}; before: {len(before)} rows, after: {len(after)} rows.</p>"]
     if notes:
         parts.append("<h2>Parameters</h2>" + _table([{"key": k, "value": json.dumps(v, default=str)}
                                                        for k, v in notes.items()]))
@@ -164,6 +166,12 @@ def html_report(
              ".grid{display:flex;flex-wrap:wrap;gap:6px}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def _written(df: pd.DataFrame, truth: str | None) -> str:
+    if truth is None or truth not in df.columns:
+        return f"{df.shape[1]} columns"
+    return f"{df.shape[1] - 1} columns (plus the ground truth {truth!r}, not in the files)"
 
 
 def _period(t: pd.Series) -> str:

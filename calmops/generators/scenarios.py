@@ -138,7 +138,7 @@ def run_scenario(
         report_path = Path(out_dir) / "report.html" if report is True else Path(report)
         shown = df.assign(concept=concept)
         write_report(report_path, shown, title=f"Scenario {name}: {sc.description}", target="y",
-                     time_column="timestamp", block_column=sc.block_column,
+                     time_column="timestamp", block_column=sc.block_column, truth="concept",
                      split=_first_change(drift, rows_per_file // sc.blocks_per_file),
                      notes={"scenario": name, "generator": sc.generator, "pipeline kind": sc.kind,
                             "seed": seed, "files": len(files), "rows_per_file": rows_per_file,

@@ -37,7 +37,8 @@ from river.datasets import synth
 
 from .params import checked
 
-__all__ = ["DRIFT_KINDS", "GENERATORS", "DriftSpec", "Timestamps", "generator_names", "synthetic"]
+__all__ = ["DRIFT_KINDS", "GENERATORS", "DriftSpec", "Timestamps", "check_drift_kind", "drift_positions",
+           "generator_names", "synthetic"]
 
 DRIFT_KINDS = ("abrupt", "gradual", "incremental", "recurrent", "virtual")
 
@@ -172,6 +173,19 @@ def _lookup(name: str) -> _Generator:
     return GENERATORS[key]
 
 
+def check_drift_kind(generator: str, kind: str) -> None:
+    """Refuse a drift ``kind`` that ``generator`` cannot make (checked before the drift's other parameters)."""
+    if kind == "incremental" and not _lookup(generator).incremental:
+        ok = ", ".join(n for n, g in GENERATORS.items() if g.incremental)
+        raise ValueError(f"incremental drift needs a moving concept parameter; supported generators: {ok}")
+
+
+def drift_positions(generator: str, n_rows: int, drift: DriftSpec | None, rows_per_block: int | None = None) -> list:
+    """The row of each documented change (the centre of a gradual or incremental one), as :func:`synthetic`
+    places them: ``drift.position`` in rows, the middle of the data by default."""
+    return [] if drift is None else _plan(drift, _lookup(generator), n_rows, rows_per_block).positions
+
+
 @dataclass(frozen=True)
 class DriftSpec:
     """Where and how the concept changes.
@@ -291,9 +305,7 @@ def _plan(drift: DriftSpec | None, gen: _Generator, n_rows: int, rows_per_block:
             )
     elif any((not isinstance(c, (int, np.integer))) or c < 0 for c in concepts):
         raise ValueError(f"concepts for {gen.name} are non-negative integers, got {concepts}")
-    if drift.kind == "incremental" and not gen.incremental:
-        ok = ", ".join(n for n, g in GENERATORS.items() if g.incremental)
-        raise ValueError(f"incremental drift needs a moving concept parameter; supported generators: {ok}")
+    check_drift_kind(gen.name, drift.kind)
     return _Plan(positions, [int(c) for c in concepts], drift.width * scale, drift.kind, drift.curve,
                  {"feature": drift.feature, "strength": drift.strength})
 
@@ -371,7 +383,7 @@ def synthetic(
         datasets[c] = gen.make(c, derive_seed(seed, 1, c), params)
         streams[c] = iter(datasets[c])
 
-    labels, label_p = _class_targets(class_balance, gen)
+    labels, label_p = _class_targets(class_balance, gen, params)
     wanted = rng.choice(len(labels), size=n_rows, p=label_p) if labels else None
 
     tilt = None
@@ -461,7 +473,15 @@ def _incremental_hook(gen: _Generator, plan: _Plan, datasets: dict, params: dict
     return move
 
 
-def _class_targets(class_balance, gen: _Generator):
+def _classes(gen: _Generator, params: Mapping) -> list[int]:
+    """The class labels ``gen`` produces (booleans become 0/1)."""
+    return list(range(10)) if gen.name == "led" else list(range(int(params.get("n_classes", 2))))
+
+
+def _class_targets(class_balance, gen: _Generator, params: Mapping):
+    """Labels and their shares. A number is the share of class 1; a mapping gives the share of each class
+    it names, and the classes it does not name share the rest equally. Named shares must not add up to
+    more than 1, nor (when every class is named) to less."""
     if class_balance is None:
         return None, None
     if gen.task != "classification":
@@ -469,14 +489,21 @@ def _class_targets(class_balance, gen: _Generator):
     if isinstance(class_balance, (int, float)):
         if not 0 < class_balance < 1:
             raise ValueError(f"class_balance as a number is the share of class 1, in (0, 1); got {class_balance}")
-        mapping = {0: 1 - class_balance, 1: class_balance}
-    else:
-        mapping = {int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k: v
-                   for k, v in dict(class_balance).items()}
-    labels = list(mapping)
-    p = np.asarray([float(mapping[k]) for k in labels])
-    if (p < 0).any() or p.sum() <= 0:
-        raise ValueError(f"class_balance shares must be >= 0 and not all zero, got {mapping}")
+        class_balance = {1: class_balance}
+    mapping = {int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k: float(v)
+               for k, v in dict(class_balance).items()}
+    labels = _classes(gen, params)
+    unknown = [k for k in mapping if k not in labels]
+    if unknown:
+        raise ValueError(f"class_balance names unknown class(es) {unknown}; {gen.name}'s classes: "
+                         f"{', '.join(map(str, labels))}")
+    if any(not 0 <= v <= 1 for v in mapping.values()):
+        raise ValueError(f"class_balance shares must be between 0 and 1, got {mapping}")
+    total, rest = sum(mapping.values()), [k for k in labels if k not in mapping]
+    if total > 1 + 1e-9 or (not rest and abs(total - 1) > 1e-9):
+        raise ValueError(f"class_balance shares add up to {total:g}, {'more than' if rest else 'not'} 1 ({mapping})")
+    shares = {**mapping, **{k: (1 - total) / len(rest) for k in rest}}
+    p = np.clip(np.asarray([shares[k] for k in labels]), 0, None)
     return labels, p / p.sum()
 
 

@@ -34,7 +34,7 @@ def test_unknown_generator_lists_the_valid_ones(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["synthetic", "sea", "--drift", "gradual"], "gradual drift needs width > 0"),
+    (["synthetic", "sea", "--drift", "gradual"], "gradual drift needs --width > 0"),
     (["synthetic", "sea", "--drift", "sudden"], "valid kinds"),
     (["synthetic", "sea", "--fmt", "xls"], "valid formats"),
     (["synthetic", "sea", "--param", "noise"], "key=value"),
