@@ -35,7 +35,8 @@ class CoercionError(ValueError):
     """A column's values cannot be read as its type; names the column and an offending value."""
 
 
-def _python_float(value: object) -> float:
+def read_float(value: object) -> float:
+    """A cell as Python reads a number (``1e400``, ``1_000``, Unicode digits), NaN when it is not one."""
     try:
         return float(str(value).strip())
     except ValueError:
@@ -57,7 +58,7 @@ def coerce_features(frame: pd.DataFrame, feature_types: dict[str, str]) -> pd.Da
                     raise CoercionError(f"column '{col}' holds a number too large to represent") from None
             bad = num.isna() & s.notna() & (s.astype(str).str.strip() != "")
             if bad.any():  # text Python still reads as a number, e.g. '1e400' (out of range: infinite)
-                num = num.astype(float).where(~bad, s[bad].map(_python_float))
+                num = num.astype(float).where(~bad, s[bad].map(read_float))
                 bad = num.isna() & s.notna() & (s.astype(str).str.strip() != "")
             if bad.any():
                 first = int(np.flatnonzero(bad.to_numpy())[0])

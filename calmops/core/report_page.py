@@ -190,7 +190,10 @@ def _judged_by(outcome: Mapping[str, Any]) -> Any:
     """The champion the file was checked against and served by: the one a challenger was compared with, else
     the champion the outcome names (unchanged by a decision that promoted nothing)."""
     compared = (outcome.get("details") or {}).get("compared_with")
-    return compared if compared is not None else outcome.get("champion_version")
+    if compared is not None:
+        return compared
+    # a promotion recorded before ``compared_with`` existed does not say which champion it replaced
+    return None if outcome.get("decision") == "retrain_promoted" else outcome.get("champion_version")
 
 
 def render_report(outcome: Mapping[str, Any], verdict: DriftVerdict) -> str:

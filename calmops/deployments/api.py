@@ -201,8 +201,8 @@ def _echoed(value: Any) -> Any:
         import json
 
         return _short(json.dumps(value, default=str))
-    except (TypeError, ValueError):
-        return _short(repr(value))
+    except (TypeError, ValueError, RecursionError):  # a value nested too deep for JSON is shown as Python's repr
+        return f"(a {type(value).__name__} nested too deep to show)"
 
 
 def _field(loc: tuple | list) -> str:

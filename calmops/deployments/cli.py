@@ -469,7 +469,7 @@ def report(name: str,
 
 
 @app.command("history")
-@friendly
+@friendly(servers=("mlflow",))
 def history(name: str,
             lines: Annotated[int, typer.Option("-n", help="The last N files (0: every file).")] = 20,
             as_json: Annotated[bool, JsonOption] = False):

@@ -8,12 +8,14 @@ so MLflow's client is imported at the top.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from mlflow import MlflowClient
 
 from calmops.core import registry
+from calmops.core.metrics import DEFAULT_PRIMARY
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
     arrival_time,
@@ -21,13 +23,11 @@ from calmops.core.store import (
     incoming_files,
     ledger,
     pipeline_paths,
-    quarantine_record,
+    quarantined_files,
 )
 
 #: ledger statuses as people read them
 STATUS_WORDS = {"done": "decided", "gone": "quarantined", "in_progress": "running"}
-#: metric names tried, in order, when the spec names no primary metric (the usual first)
-USUAL_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "rmse", "mae", "r2")
 #: decisions made before (or without) a drift check: their drift is unknown, not "no"
 UNCHECKED = frozenset({"train", "rejected_input", "duplicate", "held", "failed"})
 _RUN_IDS_PER_SEARCH = 100  # run ids per ``IN (...)`` filter: the filter stays a short request
@@ -65,24 +65,44 @@ def _runs(pipeline: str, run_ids: list[str]) -> dict[str, Any]:
 
 
 def _metric(spec: PipelineSpec, runs: dict[str, Any]) -> str | None:
-    """The spec's primary metric, or the first usual one the runs logged for the serving model."""
+    """The metric the pipeline decides on: the spec's primary metric, else the task's default (the flows'
+    rule, :func:`calmops.tasks.evaluate.primary_metric`), the task read from the metrics the runs logged."""
     if spec.evaluation.primary_metric:
         return spec.evaluation.primary_metric
-    logged = {key.split("_", 1)[1] for run in runs.values() for key in run.data.metrics
-              if key.startswith("champion_")}
-    return next((m for m in USUAL_METRICS if m in logged), None)
+    logged = {key for run in runs.values() for key in run.data.metrics}
+    for task in ("classification", "regression"):
+        if any(key.endswith(f"_{DEFAULT_PRIMARY[task]}") for key in logged):
+            return DEFAULT_PRIMARY[task]
+    return None
+
+
+#: where a run keeps the serving model's score on every row of the file, most specific first: a stream or
+#: block run that retrained (its ``champion_`` scores are then the holdout the challenger was compared on), an
+#: IPIP run (its ``champion_`` scores are IPIP's own held-out rows), any other run
+SERVING_SCORE_PREFIXES = ("serving_full_batch_", "champion_prequential_", "champion_")
 
 
 def _serving_score(run: Any, metric: str | None) -> float | None:
     """The score of the model that was serving, on every row of the file (before anything learnt from it).
-
-    A run that retrained logs that as ``serving_full_batch_<metric>`` (its ``champion_<metric>`` is then the
-    holdout score the challenger was compared with); any other run's ``champion_<metric>`` is it. A first
-    model (``train``) had no model serving before it."""
+    A first model (``train``) had no model serving before it."""
     if metric is None or run.data.tags.get("calmops.decision") == "train":
         return None
     metrics = run.data.metrics
-    return metrics.get(f"serving_full_batch_{metric}", metrics.get(f"champion_{metric}"))
+    return next((metrics[f"{prefix}{metric}"] for prefix in SERVING_SCORE_PREFIXES
+                 if f"{prefix}{metric}" in metrics), None)
+
+
+def _quarantine_reasons(paths) -> dict[str, str]:
+    """The reason of every file in quarantine, by content (SHA-256), each sidecar read once."""
+    out = {}
+    for file in quarantined_files(paths):
+        try:
+            record = json.loads(file.with_name(file.name + ".reason.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("sha256") and record.get("reason"):
+            out[record["sha256"]] = str(record["reason"]).removeprefix("'")  # kept inert for spreadsheets
+    return out
 
 
 def _version(text: str | None) -> int | None:
@@ -112,14 +132,15 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
     shown = ordered[-limit:] if limit else ordered
     runs = _runs(spec.name, [e["mlflow_run_id"] for e in shown if e.get("mlflow_run_id")])
     metric = _metric(spec, runs)
+    held = _quarantine_reasons(paths) if any(e["status"] == "gone" for e in shown) else {}
     files = []
     for entry in shown:
         run = runs.get(entry.get("mlflow_run_id") or "")
         tags = run.data.tags if run else {}
         status = states.get(entry["sha256"] or "", entry["status"])
         reason = tags.get("calmops.reason")
-        if reason is None and status == "gone" and (held := quarantine_record(paths, entry["file"])):
-            reason = held[1].get("reason")
+        if reason is None and status == "gone":  # its MLflow run is gone: the quarantine's record says why
+            reason = held.get(entry["sha256"])
         drifted = [f for f in tags.get("calmops.drifted_features", "").split(",") if f]
         decision = tags.get("calmops.decision") or entry.get("decision")
         checked = "calmops.drift_detected" in tags and decision not in UNCHECKED

@@ -74,11 +74,16 @@ _COMMAND_OPTIONS = {
 }
 
 
-def _as_typed(msg: str, command: str) -> str:
-    """``msg`` with the Python parameter names of ``command`` replaced by its options (not inside quoted values)."""
+def _as_typed(msg: object, command: str) -> str:
+    """``msg`` with the Python parameter names of ``command`` replaced by its options (not inside quoted values).
+    A name that is also a plain word (``width``, ``groups``) only where it is what a rule is about (``width must
+    …``, ``width > 0``), not elsewhere in a sentence (``unknown groups``, ``period unit``)."""
     names = {**_OPTIONS, **_COMMAND_OPTIONS.get(command, {})}
-    pattern = r"'[^']*'|(?<![\w-])(" + "|".join(names) + r")(?![\w(-])"
-    return re.sub(pattern, lambda m: names[m[1]] if m[1] else m[0], msg)
+    compound = "|".join(n for n in names if "_" in n)
+    plain = "|".join(n for n in names if "_" not in n)
+    pattern = (r"'[^']*'|(?<![\w-])(" + compound + r")(?![\w(-])"
+               + (r"|(?<![\w-])(" + plain + r")(?= must\b| needs\b| [<>]=? )" if plain else ""))
+    return re.sub(pattern, lambda m: names[m[m.lastindex]] if m.lastindex else m[0], str(msg))
 
 
 def _friendly(fn):
@@ -202,14 +207,15 @@ def _done(paths, report) -> None:
 
 
 def _report_path(out: Path, report: Path | None, no_report: bool) -> Path | None:
-    """Where the report goes: ``--report``, else OUT/report.html, except into a pipeline's incoming folder,
-    where every file is taken as data (a page there would be quarantined): then ./<pipeline>-report.html."""
+    """Where the report goes: ``--report``, else OUT/report.html, except into a pipeline's incoming folder
+    (``<pipeline folder>/incoming`` beside its ``spec.yaml``), where every file is taken as data (a page there
+    would be quarantined): then ./<pipeline>-report.html."""
     if no_report:
         return None
     if report:
         return report
     pipeline_folder = out.resolve().parent
-    if (pipeline_folder / "spec.yaml").exists():
+    if out.resolve().name == "incoming" and (pipeline_folder / "spec.yaml").exists():
         return Path(f"{pipeline_folder.name}-report.html")
     return out / "report.html"
 
@@ -221,10 +227,15 @@ def _class_balance(text: str | None) -> float | dict | None:
     try:
         if ":" not in text:
             return float(text)
-        return {k.strip(): float(v) for k, v in (item.split(":", 1) for item in _list(text))}
+        pairs = [(k.strip(), float(v)) for k, v in (item.split(":", 1) for item in _list(text))]
     except ValueError:
         raise _Bad(f"--class-balance must be the share of class 1 (e.g. 0.3) or label:share pairs "
                    f"(e.g. 0:0.7,1:0.3), got {text!r}") from None
+    named = [k for k, _ in pairs]
+    if len(set(named)) < len(named):
+        twice = sorted({k for k in named if named.count(k) > 1})
+        raise _Bad(f"--class-balance names class {', '.join(map(repr, twice))} more than once, got {text!r}")
+    return dict(pairs)
 
 
 def _timestamps(start: str | None, freq: str) -> Timestamps | None:

@@ -27,6 +27,8 @@ from calmops.tasks import BadInput, step
 from calmops.tasks import validate as V
 
 SNIFF_BYTES = 64 * 1024
+#: a tag, declaration or processing instruction opening a document (a header such as "<30d,30-60d" is not one)
+MARKUP = re.compile(r"<(?:[A-Za-z][\w:.-]*[\s/>]|!|\?)")
 MAX_COLUMNS_NAMED = 50  # column names a refusal lists in its details (a page read as a table has thousands)
 
 
@@ -92,7 +94,7 @@ def detect_format(path: Path) -> str:
     first_code = next((ln.strip() for ln in stripped.splitlines() if ln.strip() and not ln.startswith("%")), "")
     if first_code.lower().startswith("@relation"):
         return "arff"
-    if stripped.startswith("<"):  # read as a table, a page's markup would be one header of thousands of "columns"
+    if MARKUP.match(stripped):  # read as a table, a page's markup would be one header of thousands of "columns"
         page = re.match(r"<(!doctype html|html|head|body)\b", stripped, re.IGNORECASE)
         raise RejectedInput(f"{path.name}: {'an HTML page' if page else 'markup (XML or HTML)'}, not a table; only "
                             "data files (a table in one of the spec's formats) belong in the incoming folder",
@@ -186,17 +188,18 @@ def run_preprocess(path: Path, frame: pd.DataFrame, file: str = "", state: Path 
 
     A preprocess that raises :class:`BadInput` refuses the file on purpose: quarantined like any bad input.
 
-    ``numeric``: the feature types the champion was trained on; when the module raises, the file's columns of
-    those names that hold text where the champion had numbers are named in the error (the usual cause)."""
+    ``numeric``: the feature types the champion was trained on; when the module raises a ``TypeError`` or
+    ``ValueError``, the file's columns of those names that hold numbers but for a few text cells are named in
+    the error (the usual cause: arithmetic on a column with one bad cell)."""
     module = sha256_of(path)
-    suspects = V.text_where_numbers(frame, numeric or {})  # before the module may change the frame in place
+    given = frame.copy(deep=False)  # the columns as the file gave them, should the module replace some
     try:
         out = load_preprocess(path)(frame)
     except BadInput:
         raise
     except Exception as exc:
         error = f"preprocess {path.name} raised {type(exc).__name__}: {exc}"
-        if isinstance(exc, DATA_ERRORS) and suspects:
+        if isinstance(exc, (TypeError, ValueError)) and (suspects := V.text_where_numbers(given, numeric or {})):
             error += f" ({'; '.join(suspects)})"
         if isinstance(exc, DATA_ERRORS) and state is not None and _worked_on(state) == module:
             raise RejectedInput(f"{file}: {error}; the same preprocess ran on the pipeline's earlier files, so the "

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calmops.core.features import read_float
 from calmops.core.spec import PipelineSpec
 
 MAX_ROWS_LISTED = 5
@@ -82,16 +83,22 @@ def type_mismatches(frame: pd.DataFrame, types: dict[str, str]) -> list[str]:
 
 
 def text_where_numbers(frame: pd.DataFrame, types: dict[str, str]) -> list[str]:
-    """The file's columns that the model takes as numbers but that hold text which is not one, with the first
-    such value and the rows: what a preprocess doing arithmetic on the column trips over."""
+    """The file's columns the model takes as numbers that hold numbers but for some text cells (at most half of
+    the filled ones; a column of text is another problem), with the first such value and the rows: what a
+    preprocess doing arithmetic on the column trips over. Cells are read as the pipeline's coercion reads them
+    (:func:`calmops.core.features.coerce_features`: ``1e400``, ``1_000`` are numbers)."""
     out = []
     for col, kind in types.items():
         if kind != "numeric" or col not in frame.columns or pd.api.types.is_numeric_dtype(frame[col]):
             continue
         raw = frame[col]
-        text = raw.astype("string").str.strip()
-        bad = np.flatnonzero((pd.to_numeric(raw, errors="coerce").isna() & text.fillna("").ne("")).to_numpy())
-        if bad.size:
+        filled = raw.notna() & raw.astype(str).str.strip().ne("")
+        parsed = pd.to_numeric(raw, errors="coerce")
+        unread = parsed.isna() & filled
+        if unread.any():
+            unread &= raw.where(unread).map(read_float, na_action="ignore").isna()
+        bad = np.flatnonzero(unread.to_numpy())
+        if bad.size and bad.size * 2 <= int(filled.sum()):
             out.append(f"column '{col}' holds text where the champion was trained on numbers: "
                        f"{excerpt(raw.iloc[bad[0]])} in {rows_phrase(bad)}")
     return out

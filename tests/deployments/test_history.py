@@ -72,3 +72,43 @@ def test_history_lists_each_file_in_order_with_its_decision_versions_and_the_ser
 
     refused = runner.invoke(app, ["history", "sea", "-n", "-1"])
     assert refused.exit_code != 0 and "-n -1 is negative" in refused.stderr
+
+
+def _logged(decision: str, **metrics):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(data=SimpleNamespace(tags={"calmops.decision": decision}, metrics=metrics))
+
+
+def test_the_score_shown_is_the_metric_the_pipeline_decides_on_over_the_whole_file():
+    """No primary metric in the spec: the task's default, as the flows decide (balanced accuracy for a
+    classifier, RMSE for a regressor), not whichever metric comes first; and each kind's whole-file score."""
+    from calmops.core.metrics import DEFAULT_PRIMARY
+    from calmops.core.store import spec_from_dict
+    from calmops.deployments.history import _metric, _serving_score
+
+    spec = spec_from_dict({k: v for k, v in STREAM_SPEC.items() if k != "evaluation"})
+    classifier = {"r": _logged("no_drift", champion_accuracy=0.97, champion_balanced_accuracy=0.61)}
+    regressor = {"r": _logged("no_drift", champion_rmse=1.2, champion_mae=0.9)}
+    assert _metric(spec, classifier) == DEFAULT_PRIMARY["classification"] == "balanced_accuracy"
+    assert _metric(spec, regressor) == DEFAULT_PRIMARY["regression"] == "rmse"
+    # a retrain's champion_ scores are the holdout's; an IPIP run's are IPIP's held-out rows
+    retrained = _logged("retrain_rejected", champion_accuracy=0.9, serving_full_batch_accuracy=0.8)
+    ipip = _logged("retrain_promoted", champion_accuracy=0.9, champion_prequential_accuracy=0.7)
+    assert _serving_score(retrained, "accuracy") == 0.8 and _serving_score(ipip, "accuracy") == 0.7
+    assert _serving_score(_logged("no_drift", champion_accuracy=0.6), "accuracy") == 0.6
+    assert _serving_score(_logged("train", champion_accuracy=0.6), "accuracy") is None
+
+
+def test_quarantine_reasons_are_matched_by_content_not_by_name(tmp_path, monkeypatch):
+    """Two different files that arrived as a.csv, both quarantined: each keeps its own reason."""
+    from calmops.core.store import pipeline_paths, quarantine, spec_from_dict
+    from calmops.deployments.history import _quarantine_reasons
+
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    paths = pipeline_paths(spec_from_dict(dict(STREAM_SPEC))).ensure()
+    for sha, reason in (("1" * 64, "a.csv: header only, no rows"), ("2" * 64, "=a.csv: the file is empty")):
+        (paths.incoming / "a.csv").write_text("x\n")
+        quarantine(paths, paths.incoming / "a.csv", sha, reason)
+    assert _quarantine_reasons(paths) == {"1" * 64: "a.csv: header only, no rows",
+                                          "2" * 64: "=a.csv: the file is empty"}

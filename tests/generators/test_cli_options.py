@@ -218,3 +218,27 @@ def test_no_report_is_written_into_a_pipelines_incoming_folder(tmp_path, monkeyp
     assert (tmp_path / "stagger-abrupt-report.html").read_text().lstrip().lower().startswith("<!doctype html")
     elsewhere = runner.invoke(app, [str(a) for a in (*command[:2], "--out", tmp_path / "data", *command[2:])])
     assert elsewhere.exit_code == 0 and (tmp_path / "data" / "report.html").exists()
+
+
+def test_a_class_named_twice_is_refused(tmp_path):
+    line = one_line(run("synthetic", "sea", "--out", tmp_path, "--rows", 100, "--class-balance", "1:0.1,1:0.9"))
+    assert "--class-balance names class '1' more than once" in line, line
+
+
+def test_plain_words_in_a_message_are_not_taken_for_options():
+    from calmops.generators.cli import _as_typed
+
+    assert _as_typed("gradual drift needs width > 0", "synthetic") == "gradual drift needs --width > 0"
+    assert _as_typed("Invalid frequency: period unit 'x'", "synthetic") == "Invalid frequency: period unit 'x'"
+    assert _as_typed("transitions name unknown groups; groups: ['a']", "clinic") == \
+        "transitions name unknown groups; groups: ['a']"
+    assert _as_typed(KeyError(3).args[0], "synthetic") == "3"  # not text: said as it is, never a traceback
+
+
+def test_a_spec_beside_an_ordinary_out_folder_keeps_the_report_there(tmp_path, monkeypatch):
+    """A project folder holding the user's spec.yaml is not a pipeline's incoming folder."""
+    (tmp_path / "spec.yaml").write_text("name: mine\n")
+    monkeypatch.chdir(tmp_path)
+    done = run("synthetic", "sea", "--out", tmp_path / "data", "--rows", 300, "--n-files", 1)
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "data" / "report.html").exists() and not list(tmp_path.glob("*-report.html"))

@@ -1,6 +1,7 @@
 """Every supported format is read by its real type, whatever the file is called."""
 
 import json
+import re
 
 import arff
 import pandas as pd
@@ -85,3 +86,29 @@ def test_a_latin1_text_file_is_refused_as_text_that_is_not_utf8_naming_the_byte_
     binary.write_bytes(bytes(range(128, 256)) * 8)
     with pytest.raises(RejectedInput, match="unknown format"):
         parse_and_validate(binary, "0" * 64, SPEC, None)
+
+
+@pytest.mark.parametrize("text, refused", [
+    ("<!DOCTYPE html>\n<html><body><p>a,b</p></body></html>\n", "an HTML page, not a table"),
+    ("<?xml version='1.0'?>\n<rows><row a='1'/></rows>\n", "markup (XML or HTML), not a table"),
+    ("<30d,30-60d,y\n1,2,0\n", None),  # a header that starts with '<' is still a table
+])
+def test_markup_is_refused_and_a_header_starting_with_a_bracket_is_not(tmp_path, text, refused):
+    path = tmp_path / "page.csv"
+    path.write_text(text)
+    if refused is None:
+        assert detect_format(path) == "csv"
+        return
+    with pytest.raises(RejectedInput, match=re.escape(refused)):
+        detect_format(path)
+
+
+def test_a_preprocess_error_names_a_number_column_with_a_few_text_cells_only(tmp_path):
+    """The hint blames columns of numbers with some text cells; text Python reads as a number, blanks and
+    columns of text are not blamed."""
+    from calmops.tasks import validate as V
+
+    frame = pd.DataFrame({"a": ["1", "2", "lots", "4"], "b": ["1e400", "1_000", " 3 ", ""],
+                          "c": ["x", "y", "z", "1"], "d": [1.0, 2.0, None, 4.0]})
+    said = V.text_where_numbers(frame, dict.fromkeys("abcd", "numeric"))
+    assert said == ["column 'a' holds text where the champion was trained on numbers: 'lots' in 1 row(s): data row 3"]
