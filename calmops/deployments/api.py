@@ -15,7 +15,8 @@
 Every request re-reads the ``champion`` alias (one registry call, whose answer also carries the version's
 run and tags) and loads that version through :mod:`calmops.core.registry`, whose cache is keyed by
 version: a promotion is picked up by the next request without a restart, and an unchanged champion costs
-no reload. Models come only from the MLflow registry; nothing from the data folders is ever unpickled. Input records get the same type
+no reload. While the registry does not answer, the champion last loaded for the pipeline answers, with a
+warning. Models come only from the MLflow registry; nothing from the data folders is ever unpickled. Input records get the same type
 coercion as files (:func:`calmops.core.features.coerce_features`), and anything the model cannot take
 is refused with a 422 that names the field (``records[3].x2``) and the value.
 """
@@ -26,6 +27,7 @@ import logging
 import math
 import re
 import secrets
+import time
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -324,23 +326,70 @@ def _spec(name: str):
                        "GET /pipelines lists them", known_pipelines=known) from None
 
 
-def _champion(name: str):
-    """The current champion: the alias is re-read on every call (one registry call, which also answers the
-    version's run and tags), the load is cached per version."""
+#: seconds the API serves the last champion it loaded without asking the registry again, once the registry
+#: failed to answer (each question would wait for the MLflow client's retries, seconds, before failing again)
+REGISTRY_RETRY_SECONDS = 10.0
+
+
+class _Served:
+    """The last champion each pipeline served, for when the registry cannot be asked (see :func:`_champion`)."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Any] = {}
+        self.registry_down: tuple[float, str] | None = None  # (until, why)
+
+    def down(self, problem: str) -> None:
+        self.registry_down = (time.monotonic() + REGISTRY_RETRY_SECONDS, problem)
+
+    def fallback(self, name: str, problem: str) -> tuple[Any, str] | None:
+        """The last champion ``name`` served and the warning that says it, or None when it served none."""
+        champion = self.last.get(name)
+        if champion is None:
+            return None
+        log.warning("serving %s v%s as last loaded: the model registry is unavailable (%s)", name,
+                    champion.version, problem)
+        return champion, (f"the model registry is unavailable ({problem}): served champion v{champion.version}, "
+                          "the last one this server loaded; a promotion made meanwhile is served once the registry "
+                          "answers again")
+
+
+def _champion(name: str, served: _Served) -> tuple[Any, str | None]:
+    """The current champion, and a warning when it is the last one loaded because the registry cannot be asked.
+
+    The alias is re-read on every call (one registry call, which also answers the version's run and tags), the
+    load is cached per version. When the registry does not answer, the champion this server last loaded for the
+    pipeline is served, with a warning, and the registry is not asked again for ``REGISTRY_RETRY_SECONDS``
+    (a pipeline this server has not served yet gets the 503 at once meanwhile): predictions do not stop while
+    MLflow restarts."""
     from calmops.core import registry
 
+    down = served.registry_down
+    if down and time.monotonic() < down[0]:  # asked moments ago: not again, each ask waits for retries
+        if found := served.fallback(name, down[1]):
+            return found
+        raise ApiError(503, f"the model registry is unavailable: {down[1]}", "check GET /health")
     try:
         mv = registry.alias_model_version(name, registry.CHAMPION)
     except Exception as exc:  # noqa: BLE001 - the registry being down is a 503, not a crash
-        raise ApiError(503, f"the model registry is unavailable: {_first_line(exc)}", "check GET /health") from None
+        problem = _first_line(exc)
+        served.down(problem)
+        if found := served.fallback(name, problem):
+            return found
+        raise ApiError(503, f"the model registry is unavailable: {problem}", "check GET /health") from None
     if mv is None:
         # alias_model_version() also answers None when the registry cannot be reached: tell the two apart
-        _registry_reachable()
+        if problem := _registry_problem():
+            served.down(problem)
+            if found := served.fallback(name, problem):
+                return found
+            raise ApiError(503, f"the model registry is unavailable: {problem}", "check GET /health")
+        served.last.pop(name, None)
         raise ApiError(409, f"pipeline {name!r} has no champion yet: train it first",
                        f"drop a labelled file into its incoming folder or run 'calmops run {name} FILE'")
+    served.registry_down = None
     version = int(mv.version)
     try:
-        return registry.load_version(name, version, mv)
+        champion = registry.load_version(name, version, mv)
     except registry.UntrustedModel as exc:  # refused by CalmOps' own checks: say why, nothing else happened
         log.warning("%s", exc)
         raise ApiError(503, _first_line(exc), "CalmOps loads only the versions it registered (docs/security.md); "
@@ -349,6 +398,8 @@ def _champion(name: str):
         log.exception("loading %s v%s failed", name, version)
         raise ApiError(503, f"champion v{version} of {name!r} could not be loaded: {_first_line(exc)}",
                        "check GET /health and the MLflow registry") from None
+    served.last[name] = champion
+    return champion, None
 
 
 def _registry_problem(timeout: float = 2.0) -> str | None:
@@ -556,6 +607,7 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
         ),
     )
     app.state.max_records = max_records
+    served = _Served()  # the last champion of each pipeline, served while the registry does not answer
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
 
     @app.exception_handler(ApiError)
@@ -633,14 +685,14 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
         detail = PipelineDetail(name=name, kind=spec.kind, prediction_only=spec.prediction_only,
                                 target=spec.target, champion_version=None)
         try:
-            champ = _champion(name)
+            champ, stale = _champion(name, served)
         except ApiError as exc:
             if exc.status != 409:
                 raise
             detail.message = f"{exc.detail}; {exc.hint}"
             return detail
         schema = champ.schema
-        detail.champion_version, detail.task = champ.version, schema.task
+        detail.champion_version, detail.task, detail.message = champ.version, schema.task, stale
         detail.classes = None if schema.classes is None else [_plain(c) for c in schema.classes]
         detail.columns = _columns(schema)
         detail.example_request = {"records": [{c.name: _example_value(c.feature_type) for c in detail.columns}]}
@@ -664,10 +716,10 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
             raise ApiError(413, f"{len(body.records)} records is over the limit of {max_records} per request",
                            "split the records into smaller requests")
         _spec(name)
-        champ = _champion(name)
+        champ, stale = _champion(name, served)
         predictions, probabilities, warnings = predict_records(champ, body.records)
         return PredictResponse(pipeline=name, model_version=champ.version, predictions=predictions,
-                               probabilities=probabilities, warnings=warnings)
+                               probabilities=probabilities, warnings=[*([stale] if stale else []), *warnings])
 
     return app
 

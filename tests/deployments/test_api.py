@@ -197,6 +197,51 @@ def test_registry_down_is_503_not_409(calmops_home, stream_spec, monkeypatch):
         mlflow.set_tracking_uri(original)
 
 
+def test_while_the_registry_is_down_the_last_champion_loaded_goes_on_answering(trained, monkeypatch):
+    """MLflow restarting must not stop predictions: the champion this server last loaded answers, with a
+    warning that says so; the registry is not asked again (each ask waits for the client's retries) until
+    the retry window has passed; a pipeline the server never served still gets the 503; once the registry
+    answers, the alias is read again."""
+    import mlflow
+
+    from calmops.core import registry
+    from calmops.core.store import save_spec, spec_from_dict
+    from calmops.deployments import api
+
+    save_spec(spec_from_dict({**trained.model_dump(mode="json", exclude_none=True), "name": "other"}), create=True)
+    asked = []
+    real_alias = registry.alias_model_version
+    monkeypatch.setattr(registry, "alias_model_version", lambda *a, **k: asked.append(a) or real_alias(*a, **k))
+    monkeypatch.setattr(api, "REGISTRY_RETRY_SECONDS", 3.0)
+    client = TestClient(create_app())
+    body = {"records": _records(4)}
+    first = client.post("/pipelines/sea/predict", json=body).json()
+    assert first["model_version"] == 1 and first["warnings"] == []
+
+    original = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{free_port()}")
+    try:
+        asked.clear()
+        down = client.post("/pipelines/sea/predict", json=body)
+        assert down.status_code == 200, down.text
+        assert down.json()["predictions"] == first["predictions"] and down.json()["model_version"] == 1
+        (said,) = down.json()["warnings"]
+        assert "model registry is unavailable" in said and "served champion v1" in said, said
+        assert len(asked) == 1
+        again = client.post("/pipelines/sea/predict", json=body)
+        assert again.status_code == 200 and len(asked) == 1  # within the window: the registry is not asked
+        assert client.get("/pipelines/sea").json()["message"].startswith("the model registry is unavailable")
+        never = client.post("/pipelines/other/predict", json=body)
+        assert never.status_code == 503 and "registry is unavailable" in never.json()["detail"]
+    finally:
+        mlflow.set_tracking_uri(original)
+    time.sleep(3.2)  # the retry window passes
+    back = client.post("/pipelines/sea/predict", json=body).json()
+    assert back["warnings"] == [] and back["model_version"] == 1 and len(asked) == 2
+
+
 def test_token_auth(calmops_home, stream_spec):
     client = TestClient(create_app(token=TOKEN))
     assert client.get("/health").status_code == 200  # stays open
