@@ -287,8 +287,16 @@ def synthetic(
     _at_least(1, rows=rows, rows_per_block=rows_per_block, period=period)
     _at_least(0, width=width)
     spec = None
+    given = {"--position": position, "--width": width or None, "--concepts": concepts, "--period": period,
+             "--feature": feature}
+    if drift == "none" and (unused := [option for option, value in given.items() if value is not None]):
+        raise _Bad(f"{', '.join(unused)} describe(s) a drift, but --drift is none; add --drift "
+                   f"({', '.join(DRIFT_KINDS)}) or leave {'them' if len(unused) > 1 else 'it'} out")
     if drift != "none":
-        check_drift_kind(generator, drift)  # before the drift's own options: no --width to add in vain
+        try:  # before the drift's own options: no --width to add in vain
+            check_drift_kind(generator, drift)
+        except ValueError as exc:
+            raise _Bad(f"--drift {drift}: {exc}") from None
         pos = _ints(position, "--position")
         spec = DriftSpec(kind=drift, position=(pos[0] if pos and len(pos) == 1 else pos), width=width,
                          concepts=_ints(concepts, "--concepts"), unit=unit, period=period, curve=curve,

@@ -151,6 +151,13 @@ def label_type_mismatch(y: pd.Series | None, known: list | None, target: str) ->
     y_numeric = pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y)
     if known_numeric == y_numeric:
         return None
+    if known_numeric:  # a few text cells among numbers are bad rows, not a column written the wrong way
+        parsed = pd.to_numeric(y, errors="coerce")
+        bad = np.flatnonzero((parsed.isna() & y.notna()).to_numpy())
+        if 0 < bad.size * 2 <= len(y):
+            return (f"target column '{target}' holds {bad.size} label(s) that are not numbers, while the champion's "
+                    f"classes are ({', '.join(excerpt(k) for k in known[:5])}): {excerpt(y.iloc[bad[0]])} in "
+                    f"{rows_phrase(bad)}; correct or remove these rows")
     return labels_cannot_match(target, "numbers" if y_numeric else "text", pd.unique(y)[:3],
                                "numbers" if known_numeric else "text", known)
 

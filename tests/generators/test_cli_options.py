@@ -159,7 +159,7 @@ def test_a_missing_input_file_gives_a_hint(tmp_path):
 
 def test_incremental_drift_on_a_generator_without_it_is_refused_first(tmp_path):
     line = one_line(run("synthetic", "agrawal", "--out", tmp_path, "--drift", "incremental"))
-    assert "incremental drift needs a moving concept parameter; supported generators: sea" in line
+    assert line.startswith("error: --drift incremental: ") and "supported generators: sea" in line, line
 
 
 # 5. the report
@@ -242,3 +242,8 @@ def test_a_spec_beside_an_ordinary_out_folder_keeps_the_report_there(tmp_path, m
     done = run("synthetic", "sea", "--out", tmp_path / "data", "--rows", 300, "--n-files", 1)
     assert done.exit_code == 0, done.output
     assert (tmp_path / "data" / "report.html").exists() and not list(tmp_path.glob("*-report.html"))
+
+
+def test_drift_options_without_a_drift_are_refused(tmp_path):
+    line = one_line(run("synthetic", "sea", "--out", tmp_path, "--rows", 100, "--position", "3.5"))
+    assert line.startswith("error: --position describe(s) a drift, but --drift is none"), line

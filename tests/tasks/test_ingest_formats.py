@@ -112,3 +112,17 @@ def test_a_preprocess_error_names_a_number_column_with_a_few_text_cells_only(tmp
                           "c": ["x", "y", "z", "1"], "d": [1.0, 2.0, None, 4.0]})
     said = V.text_where_numbers(frame, dict.fromkeys("abcd", "numeric"))
     assert said == ["column 'a' holds text where the champion was trained on numbers: 'lots' in 1 row(s): data row 3"]
+
+
+def test_a_few_text_labels_among_numbers_are_named_with_their_rows():
+    """One bad label in 500 is a bad row, said with its value and row; a column of text labels is the
+    column written the wrong way, said as such."""
+    from calmops.tasks import validate as V
+
+    y = pd.Series(["0", "1"] * 250, dtype=object)
+    y.iloc[48] = "abc"
+    said = V.label_type_mismatch(y, [0, 1], "y")
+    assert said == ("target column 'y' holds 1 label(s) that are not numbers, while the champion's classes are "
+                    "('0', '1'): 'abc' in 1 row(s): data row 49; correct or remove these rows"), said
+    words = V.label_type_mismatch(pd.Series(["no", "yes"] * 5, dtype=object), [0, 1], "y")
+    assert "holds text ('no', 'yes') but the champion's classes are numbers" in words, words
