@@ -702,18 +702,24 @@ def quarantined_files(paths: PipelinePaths) -> list[Path]:
                   if os.path.lexists(file := sidecar.with_name(sidecar.name[:-len(suffix)])))
 
 
-def quarantine_record(paths: PipelinePaths, name: str) -> tuple[Path, dict] | None:
-    """The sidecar (path and content) of the latest quarantined file that arrived as ``name``, None when no
-    file of that name is in quarantine."""
-    found = []
+def quarantine_records(paths: PipelinePaths) -> list[tuple[Path, dict]]:
+    """The sidecar (path and content) of every file in quarantine; an unreadable sidecar is left out."""
+    out = []
     for file in quarantined_files(paths):
         sidecar = file.with_name(file.name + ".reason.json")
         try:
-            record = json.loads(sidecar.read_text())
+            out.append((sidecar, json.loads(sidecar.read_text())))
         except (OSError, ValueError):
             continue
-        if record.get("file") in (name, formula_safe(name)):  # the sidecar keeps a name such as "=x.csv" inert
-            found.append((str(record.get("time", "")), sidecar, record))
+    return out
+
+
+def quarantine_record(paths: PipelinePaths, name: str) -> tuple[Path, dict] | None:
+    """The sidecar (path and content) of the latest quarantined file that arrived as ``name``, None when no
+    file of that name is in quarantine."""
+    found = [(str(record.get("time", "")), sidecar, record) for sidecar, record in quarantine_records(paths)
+             # the sidecar keeps a name such as "=x.csv" inert
+             if record.get("file") in (name, formula_safe(name))]
     return max(found, key=lambda item: item[0])[1:] if found else None
 
 

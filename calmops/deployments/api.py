@@ -341,11 +341,12 @@ class _Served:
     def down(self, problem: str) -> None:
         self.registry_down = (time.monotonic() + REGISTRY_RETRY_SECONDS, problem)
 
-    def fallback(self, name: str, problem: str) -> tuple[Any, str] | None:
-        """The last champion ``name`` served and the warning that says it, or None when it served none."""
+    def unavailable(self, name: str, problem: str) -> tuple[Any, str]:
+        """The registry cannot be asked (``problem``): the last champion ``name`` served and the warning that
+        says so, or the 503 when this server has served none."""
         champion = self.last.get(name)
         if champion is None:
-            return None
+            raise ApiError(503, f"the model registry is unavailable: {problem}", "check GET /health")
         log.warning("serving %s v%s as last loaded: the model registry is unavailable (%s)", name,
                     champion.version, problem)
         return champion, (f"the model registry is unavailable ({problem}): served champion v{champion.version}, "
@@ -365,24 +366,17 @@ def _champion(name: str, served: _Served) -> tuple[Any, str | None]:
 
     down = served.registry_down
     if down and time.monotonic() < down[0]:  # asked moments ago: not again, each ask waits for retries
-        if found := served.fallback(name, down[1]):
-            return found
-        raise ApiError(503, f"the model registry is unavailable: {down[1]}", "check GET /health")
+        return served.unavailable(name, down[1])
     try:
         mv = registry.alias_model_version(name, registry.CHAMPION)
+        # alias_model_version() also answers None when the registry cannot be reached: tell the two apart
+        problem = _registry_problem() if mv is None else None
     except Exception as exc:  # noqa: BLE001 - the registry being down is a 503, not a crash
         problem = _first_line(exc)
+    if problem:
         served.down(problem)
-        if found := served.fallback(name, problem):
-            return found
-        raise ApiError(503, f"the model registry is unavailable: {problem}", "check GET /health") from None
+        return served.unavailable(name, problem)
     if mv is None:
-        # alias_model_version() also answers None when the registry cannot be reached: tell the two apart
-        if problem := _registry_problem():
-            served.down(problem)
-            if found := served.fallback(name, problem):
-                return found
-            raise ApiError(503, f"the model registry is unavailable: {problem}", "check GET /health")
         served.last.pop(name, None)
         raise ApiError(409, f"pipeline {name!r} has no champion yet: train it first",
                        f"drop a labelled file into its incoming folder or run 'calmops run {name} FILE'")
@@ -429,11 +423,6 @@ def _registry_problem(timeout: float = 2.0) -> str | None:
     except httpx.HTTPError as exc:  # a refused connection is said as _first_line says it for every route
         return _first_line(exc)
     return None if answer.status_code == 200 else f"the MLflow server at {uri} answers {answer.status_code}"
-
-
-def _registry_reachable() -> None:
-    if problem := _registry_problem():
-        raise ApiError(503, f"the model registry is unavailable: {problem}", "check GET /health")
 
 
 #: how the HTTP client words "nothing answers there" (its own words, which it wraps in a long URL message)

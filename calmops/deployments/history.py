@@ -8,8 +8,6 @@ so MLflow's client is imported at the top.
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
 from typing import Any
 
 from mlflow import MlflowClient
@@ -23,18 +21,15 @@ from calmops.core.store import (
     incoming_files,
     ledger,
     pipeline_paths,
-    quarantined_files,
+    quarantine_records,
 )
+from calmops.deployments.readout import iso_seconds
 
 #: ledger statuses as people read them
 STATUS_WORDS = {"done": "decided", "gone": "quarantined", "in_progress": "running"}
 #: decisions made before (or without) a drift check: their drift is unknown, not "no"
 UNCHECKED = frozenset({"train", "rejected_input", "duplicate", "held", "failed"})
 _RUN_IDS_PER_SEARCH = 100  # run ids per ``IN (...)`` filter: the filter stays a short request
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 def _order(entries: list[dict], unrecorded: list[dict]) -> list[dict]:
@@ -93,16 +88,9 @@ def _serving_score(run: Any, metric: str | None) -> float | None:
 
 
 def _quarantine_reasons(paths) -> dict[str, str]:
-    """The reason of every file in quarantine, by content (SHA-256), each sidecar read once."""
-    out = {}
-    for file in quarantined_files(paths):
-        try:
-            record = json.loads(file.with_name(file.name + ".reason.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if record.get("sha256") and record.get("reason"):
-            out[record["sha256"]] = str(record["reason"]).removeprefix("'")  # kept inert for spreadsheets
-    return out
+    """The reason of every file in quarantine, by content (SHA-256)."""
+    return {record["sha256"]: str(record["reason"]).removeprefix("'")  # kept inert for spreadsheets
+            for _, record in quarantine_records(paths) if record.get("sha256") and record.get("reason")}
 
 
 def _version(text: str | None) -> int | None:
@@ -154,8 +142,8 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
             "champion_version": _version(tags.get("calmops.champion_version")),
             "challenger_version": _version(tags.get("calmops.challenger_version")),
             "score": _serving_score(run, metric) if run else None,
-            "arrived": _iso(entry.get("arrived")),
-            "decided": _iso(run.info.end_time / 1000) if run and run.info.end_time else None,
+            "arrived": iso_seconds(entry.get("arrived")),
+            "decided": iso_seconds(run.info.end_time / 1000) if run and run.info.end_time else None,
             "mlflow_run_id": entry.get("mlflow_run_id"),
             "sha256": entry["sha256"],
         })

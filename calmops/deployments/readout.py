@@ -53,7 +53,7 @@ def breakers(timeout: float = 3.0) -> dict[str, dict[str, Any]] | None:
         out[pipeline] = {
             "state": data.get("state", "closed"),
             "consecutive_failures": data.get("consecutive_failures", 0),
-            "next_retry_at": _iso(data.get("next_retry_at")),
+            "next_retry_at": iso_seconds(data.get("next_retry_at")),
         }
     return out
 
@@ -62,7 +62,8 @@ def closed_breaker() -> dict[str, Any]:
     return {"state": "closed", "consecutive_failures": 0, "next_retry_at": None}
 
 
-def _iso(ts: float | None) -> str | None:
+def iso_seconds(ts: float | None) -> str | None:
+    """A POSIX time as ISO 8601 in UTC, to the second; None stays None."""
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 

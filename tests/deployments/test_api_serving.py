@@ -71,6 +71,16 @@ def test_access_log_goes_on_after_the_champion_is_loaded(trained, calmops_home, 
         assert line in text, f"no access line {line} in:\n{text}"
 
 
+def _in_a_fresh_process(script: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``script`` in a new Python process on CalmOps home ``home`` (its own local stores); it must succeed."""
+    env = {**os.environ, "CALMOPS_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def test_app_made_after_uvicorn_configured_logging_keeps_its_access_log(calmops_home):
     """As with `uvicorn --factory`: the server sets up its loggers first, then the app is made (in a fresh
     process, where Prefect has not configured logging yet)."""
@@ -84,11 +94,7 @@ def test_app_made_after_uvicorn_configured_logging_keeps_its_access_log(calmops_
               "assert 'prefect' in sys.modules\n"
               "assert (access.level, list(access.handlers), access.propagate) == before, access\n"
               "assert access.isEnabledFor(logging.INFO)\n")
-    env = {**os.environ, "CALMOPS_HOME": str(calmops_home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _in_a_fresh_process(script, calmops_home)
 
 
 def _count_registry_calls(monkeypatch) -> Counter:
@@ -156,10 +162,6 @@ def test_concurrent_predictions_of_a_forest_do_not_flood_the_log_and_other_warni
               "threads = [threading.Thread(target=work) for _ in range(8)]\n"
               "[t.start() for t in threads]; [t.join() for t in threads]\n"
               "warnings.warn('another warning, still shown', UserWarning)\n")
-    env = {**os.environ, "CALMOPS_HOME": str(calmops_home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _in_a_fresh_process(script, calmops_home, timeout=300)
     assert "should be used with" not in done.stderr, done.stderr.count("should be used with")
     assert "another warning, still shown" in done.stderr
