@@ -35,12 +35,27 @@ class CoercionError(ValueError):
     """A column's values cannot be read as its type; names the column and an offending value."""
 
 
-def read_float(value: object) -> float:
+def _read_float(value: object) -> float:
     """A cell as Python reads a number (``1e400``, ``1_000``, Unicode digits), NaN when it is not one."""
     try:
         return float(str(value).strip())
     except ValueError:
         return float("nan")
+
+
+def read_numbers(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """A column's cells as floats, read as Python reads a number (``1e400``, ``1_000``, Unicode digits), and
+    the mask of its filled cells that are not numbers. Raises OverflowError for an integer too large for a
+    float (a JSON number hundreds of digits long)."""
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype(float), pd.Series(False, index=s.index)
+    num = pd.to_numeric(s, errors="coerce")
+    filled = s.notna() & (s.astype(str).str.strip() != "")
+    bad = num.isna() & filled
+    if bad.any():  # text Python still reads as a number, e.g. '1e400' (out of range: infinite)
+        num = num.astype(float).where(~bad, s[bad].map(_read_float))
+        bad = num.isna() & filled
+    return num.astype(float), bad
 
 
 def coerce_features(frame: pd.DataFrame, feature_types: dict[str, str]) -> pd.DataFrame:
@@ -49,17 +64,10 @@ def coerce_features(frame: pd.DataFrame, feature_types: dict[str, str]) -> pd.Da
     for col, kind in feature_types.items():
         s = frame[col]
         if kind == "numeric":
-            if pd.api.types.is_bool_dtype(s):
-                num = s.astype(float)
-            else:
-                try:
-                    num = pd.to_numeric(s, errors="coerce")
-                except OverflowError:
-                    raise CoercionError(f"column '{col}' holds a number too large to represent") from None
-            bad = num.isna() & s.notna() & (s.astype(str).str.strip() != "")
-            if bad.any():  # text Python still reads as a number, e.g. '1e400' (out of range: infinite)
-                num = num.astype(float).where(~bad, s[bad].map(read_float))
-                bad = num.isna() & s.notna() & (s.astype(str).str.strip() != "")
+            try:
+                num, bad = read_numbers(s)
+            except OverflowError:
+                raise CoercionError(f"column '{col}' holds a number too large to represent") from None
             if bad.any():
                 first = int(np.flatnonzero(bad.to_numpy())[0])
                 example = str(s.iloc[first])  # a bounded excerpt: a reason never carries a whole cell
@@ -67,7 +75,7 @@ def coerce_features(frame: pd.DataFrame, feature_types: dict[str, str]) -> pd.Da
                     f"column '{col}' should be numeric but holds {int(bad.sum())} non-numeric value(s), "
                     f"e.g. {example[:40] + ('…' if len(example) > 40 else '')!r} in data row {first + 1}"
                 )
-            out[col] = num.astype(float)
+            out[col] = num
         elif kind == "boolean":
             mapped = s.map(lambda v: _as_bool(v), na_action="ignore")
             out[col] = mapped.astype(float)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from calmops.core.names import TAG, pipeline_tag
 from calmops.core.store import ledger_name, pipeline_paths, read_spec
+
+if TYPE_CHECKING:
+    from calmops.core.spec import PipelineSpec
 
 PAGE = 200  # runs read per request: the most the Prefect API returns at once (PREFECT_API_DEFAULT_LIMIT)
 
@@ -61,12 +64,12 @@ def file_in(run: Any, folder: Path) -> str | None:
     return path.name if path.parent.resolve() == folder else None
 
 
-def file_run_name(pipeline: str, path: Path, kind: str | None = None) -> str:
+def file_run_name(pipeline: str, path: Path, kind: str | None = None, *, spec: PipelineSpec | None = None) -> str:
     """The name of a file's flow run: kind, pipeline and file as the ledger and ``calmops status`` name it, e.g.
     ``stream/credit/2024-05.csv``, ``stream/credit/labels/2024-05.csv`` for a file of the labels folder
-    (``kind``: the pipeline's, read from its spec when not given)."""
+    (``spec``, ``kind``: the pipeline's, read from its spec file when not given)."""
     try:
-        spec = read_spec(pipeline)
+        spec = spec or read_spec(pipeline)
         name, kind = ledger_name(pipeline_paths(spec), path), kind or spec.kind
     except Exception:  # noqa: BLE001 - a name is no reason to fail: the run itself says what is wrong
         name = path.name

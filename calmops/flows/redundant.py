@@ -15,6 +15,7 @@ from pathlib import Path
 
 from calmops.core.flow_runs import file_in, file_run_name, runs_in_states
 from calmops.core.logs import RunLog
+from calmops.core.store import read_spec
 
 DECIDED_ELSEWHERE = "Decided by another run"  # the name of the Cancelled state such a run ends in
 
@@ -36,6 +37,10 @@ def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str
     from prefect.states import Cancelled
 
     folder = incoming.resolve()
+    try:
+        spec = read_spec(pipeline)  # once for every run named below
+    except Exception:  # noqa: BLE001 - a name is no reason to fail the turn
+        spec = None
     message = f"{'flow run ' + by if by else 'another run'} decided its file first, in the pipeline's turn"
     cancelled = []
     try:
@@ -50,7 +55,7 @@ def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str
                 except (ObjectNotFound, PrefectHTTPStatusError):
                     continue  # deleted or changed meanwhile
                 if result.status == SetStateStatus.ACCEPT:
-                    cancelled.append(_named_for_its_file(client, run, pipeline, folder / name))
+                    cancelled.append(_named_for_its_file(client, run, file_run_name(pipeline, folder / name, spec=spec)))
     except Exception as exc:  # noqa: BLE001 - the API is down or slow: the runs end by themselves
         log.warning("could not cancel the waiting runs of files decided already: %s: %s", type(exc).__name__, exc)
     if cancelled:
@@ -58,10 +63,9 @@ def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str
     return cancelled
 
 
-def _named_for_its_file(client, run, pipeline: str, path: Path) -> str:
-    """Rename a run made by a file's event (Prefect gives it a random name) after its file; its name
+def _named_for_its_file(client, run, name: str) -> str:
+    """Rename a run made by a file's event (Prefect gives it a random name) after its file (``name``); its name
     as it is when renaming fails (the cancellation stands)."""
-    name = file_run_name(pipeline, path)
     try:
         client.update_flow_run(run.id, name=name)
     except Exception:  # noqa: BLE001 - the name is a courtesy

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calmops.core.features import read_float
+from calmops.core.features import read_numbers
 from calmops.core.spec import PipelineSpec
 
 MAX_ROWS_LISTED = 5
@@ -86,17 +86,17 @@ def text_where_numbers(frame: pd.DataFrame, types: dict[str, str]) -> list[str]:
     """The file's columns the model takes as numbers that hold numbers but for some text cells (at most half of
     the filled ones; a column of text is another problem), with the first such value and the rows: what a
     preprocess doing arithmetic on the column trips over. Cells are read as the pipeline's coercion reads them
-    (:func:`calmops.core.features.coerce_features`: ``1e400``, ``1_000`` are numbers)."""
+    (:func:`calmops.core.features.read_numbers`: ``1e400``, ``1_000`` are numbers)."""
     out = []
     for col, kind in types.items():
         if kind != "numeric" or col not in frame.columns or pd.api.types.is_numeric_dtype(frame[col]):
             continue
         raw = frame[col]
+        try:
+            _, unread = read_numbers(raw)
+        except OverflowError:  # a number too large: coercion names it
+            continue
         filled = raw.notna() & raw.astype(str).str.strip().ne("")
-        parsed = pd.to_numeric(raw, errors="coerce")
-        unread = parsed.isna() & filled
-        if unread.any():
-            unread &= raw.where(unread).map(read_float, na_action="ignore").isna()
         bad = np.flatnonzero(unread.to_numpy())
         if bad.size and bad.size * 2 <= int(filled.sum()):
             out.append(f"column '{col}' holds text where the champion was trained on numbers: "

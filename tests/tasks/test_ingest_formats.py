@@ -109,9 +109,21 @@ def test_a_preprocess_error_names_a_number_column_with_a_few_text_cells_only(tmp
     from calmops.tasks import validate as V
 
     frame = pd.DataFrame({"a": ["1", "2", "lots", "4"], "b": ["1e400", "1_000", " 3 ", ""],
-                          "c": ["x", "y", "z", "1"], "d": [1.0, 2.0, None, 4.0]})
-    said = V.text_where_numbers(frame, dict.fromkeys("abcd", "numeric"))
+                          "c": ["x", "y", "z", "1"], "d": [1.0, 2.0, None, 4.0],
+                          "e": pd.Series([10**400, 1, 2, 3], dtype=object)})  # too large: coercion says so
+    said = V.text_where_numbers(frame, dict.fromkeys("abcde", "numeric"))
     assert said == ["column 'a' holds text where the champion was trained on numbers: 'lots' in 1 row(s): data row 3"]
+
+
+def test_coercion_names_a_number_too_large_for_a_float_and_reads_what_python_reads():
+    from calmops.core.features import CoercionError, coerce_features
+
+    with pytest.raises(CoercionError, match="column 'e' holds a number too large to represent"):
+        coerce_features(pd.DataFrame({"e": pd.Series([10**400, 1], dtype=object)}), {"e": "numeric"})
+    out = coerce_features(pd.DataFrame({"b": ["1e400", "1_000", " 3 ", ""], "t": [True, False, True, None]}),
+                          {"b": "numeric", "t": "numeric"})
+    assert out["b"].tolist()[:3] == [float("inf"), 1000.0, 3.0] and pd.isna(out["b"].iloc[3])
+    assert out["t"].tolist()[:3] == [1.0, 0.0, 1.0]
 
 
 def test_a_few_text_labels_among_numbers_are_named_with_their_rows():
