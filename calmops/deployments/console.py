@@ -123,8 +123,8 @@ def _guarded(fn: Callable, *args, **kwargs):
 
     try:
         return fn(*args, **kwargs)
-    except (typer.Exit, typer.Abort, KeyboardInterrupt):
-        raise
+    except (typer.Exit, typer.Abort, KeyboardInterrupt, typer.BadParameter):
+        raise  # Typer's own: a bad argument is said with the usage line, exit code 2
     except CliError as exc:
         _fail(str(exc), exc.hint)
     except BadInput as exc:

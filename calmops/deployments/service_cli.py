@@ -83,8 +83,12 @@ def run_service(name: str, wait: float) -> None:
     os.execvpe(cmd[0], cmd, env)
 
 
-def db_upgrade() -> list[str]:
-    """Bring Prefect's database and MLflow's backend store to the installed versions' schemas."""
+DATABASES = ("prefect", "mlflow", "calmops")  # what ``calmops db upgrade`` brings to the installed schemas
+
+
+def db_upgrade(which: tuple[str, ...] = DATABASES) -> list[str]:
+    """Bring Prefect's database, MLflow's backend store and CalmOps' state database (each of ``which``) to the
+    installed versions' schemas; what was done."""
     from calmops.core.settings import get_settings
     from calmops.deployments import stack
 
@@ -95,6 +99,8 @@ def db_upgrade() -> list[str]:
     done = []
     for what, cmd in (("prefect", [stack.bin_path("prefect"), "server", "database", "upgrade", "-y"]),
                       ("mlflow", [stack.bin_path("mlflow"), "db", "upgrade", settings.mlflow_backend_store_uri])):
+        if what not in which:
+            continue
         if what == "mlflow" and settings.mlflow_backend_store_uri.startswith("sqlite:///"):
             (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -102,7 +108,7 @@ def db_upgrade() -> list[str]:
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"{what} database upgrade failed: {tail[0]}")
         done.append(what)
-    if settings.state_database_url:
+    if "calmops" in which and settings.state_database_url:
         done.append(f"calmops ({state_upgrade(settings.state_database_url)} pipeline(s))")
     return done
 
@@ -140,11 +146,19 @@ def register(app: typer.Typer) -> None:
 
     @db.command("upgrade")
     @friendly
-    def upgrade():
+    def upgrade(
+        which: Annotated[list[str] | None, typer.Argument(
+            help=f"Which databases: {', '.join(DATABASES)} (all three when none is named).",
+            metavar="WHICH", show_default=False)] = None,
+    ):
         """Create or migrate Prefect's database, MLflow's backend store and CalmOps' state database (run before
         starting new versions)."""
+        unknown = sorted(set(which or ()) - set(DATABASES))
+        if unknown:
+            raise typer.BadParameter(f"{', '.join(map(repr, unknown))} is not one of {', '.join(DATABASES)}",
+                                     param_hint="WHICH")
         try:
-            done = db_upgrade()
+            done = db_upgrade(tuple(which or DATABASES))
         except RuntimeError as exc:
             raise CliError(str(exc), "check the database URLs (calmops.toml or CALMOPS_* variables) and that "
                                      "the databases exist") from exc

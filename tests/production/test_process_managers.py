@@ -142,6 +142,32 @@ def test_a_second_service_of_the_same_name_on_one_host_is_refused_and_the_first_
         first.wait(60)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_db_upgrade_migrates_only_the_databases_named_and_refuses_an_unknown_one(tmp_path):
+    """What the container's mlflow service runs before its server: MLflow's store at the installed schema, and
+    nothing made for Prefect (its server migrates its own database as it starts)."""
+    home = tmp_path / "calmops"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALMOPS_", "PREFECT_", "MLFLOW_TRACKING"))}
+    env.update(CALMOPS_HOME=str(home), MLFLOW_DISABLE_TELEMETRY="true")
+    done = subprocess.run([CALMOPS, "db", "upgrade", "mlflow"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == ["mlflow: schema at the installed version (tables created or migrated as needed)"]
+    from mlflow.store.db.utils import (
+        _get_latest_schema_revision,
+        _get_schema_version,
+        create_sqlalchemy_engine,
+    )
+
+    store = next(home.rglob("*.db"))
+    assert [p.name for p in home.rglob("*.db")] == [store.name]  # no Prefect database
+    assert _get_schema_version(create_sqlalchemy_engine(f"sqlite:///{store}")) == _get_latest_schema_revision()
+    wrong = subprocess.run([CALMOPS, "db", "upgrade", "mlflow", "prefekt"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert wrong.returncode == 2 and "'prefekt' is not one of prefect, mlflow, calmops" in " ".join(wrong.stderr.split())
+
+
 @pytest.mark.parametrize("same_service", [True, False])
 def test_a_worker_is_refused_while_this_hosts_worker_runs_and_a_pid_taken_by_another_program_does_not_stop_it(
         tmp_path, same_service):
@@ -209,6 +235,9 @@ def test_container_files_run_each_service_from_one_non_root_image():
         commands.update(part.split()[0] for part in " ".join(argv).split("calmops service")[1:])
     assert commands == set(stack.ORDER)
     assert {"worker-1", "worker-2"} <= set(services)
+    # a new image migrates MLflow's store before its server starts (the server refuses an older schema)
+    mlflow = " ".join(services["mlflow"]["entrypoint"])
+    assert mlflow.index("calmops db upgrade mlflow &&") < mlflow.index("exec calmops service mlflow")
     for name in ("prefect", "mlflow", "viewer", "api"):  # published on loopback only
         assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"])
     dockerfile = (REPO / "deploy" / "container" / "Dockerfile").read_text()
