@@ -458,8 +458,25 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _example_value(feature_type: str) -> Any:
-    return {"numeric": 0.0, "boolean": True, "datetime": "2024-01-01T00:00:00Z"}.get(feature_type, "a")
+def _typical_record(schema, profile) -> dict[str, Any]:
+    """A record to start from, of values the champion was trained on: each number's median (3 significant
+    digits), each category's most frequent value, each date-time's median; a plain value of the column's type
+    where the champion's reference profile does not hold the column."""
+    from calmops.detectors.categorical import OTHER
+
+    out: dict[str, Any] = {}
+    for col in schema.columns:
+        kind = schema.feature_types.get(col, "numeric")
+        numeric, categorical = profile.numeric.get(col), profile.categorical.get(col)
+        if numeric is not None and numeric.sorted_values.size:
+            median = float(np.median(numeric.sorted_values))
+            out[col] = (pd.Timestamp(median, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+                        if kind == "datetime" else float(f"{median:.3g}"))
+        elif categorical is not None and (top := next((c for c in categorical.categories if c != OTHER), None)):
+            out[col] = top == "True" if kind == "boolean" else top  # most frequent first
+        else:
+            out[col] = {"numeric": 0.0, "boolean": True, "datetime": "2024-01-01T00:00:00Z"}.get(kind, "")
+    return out
 
 
 # -- input validation ------------------------------------------------------------------------
@@ -684,7 +701,7 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
         detail.champion_version, detail.task, detail.message = champ.version, schema.task, stale
         detail.classes = None if schema.classes is None else [_plain(c) for c in schema.classes]
         detail.columns = _columns(schema)
-        detail.example_request = {"records": [{c.name: _example_value(c.feature_type) for c in detail.columns}]}
+        detail.example_request = {"records": [_typical_record(schema, champ.profile)]}
         return detail
 
     @app.post("/pipelines/{name}/predict", response_model=PredictResponse, tags=["predictions"],

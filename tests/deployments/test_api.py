@@ -107,6 +107,39 @@ def test_predicts_with_champion_version_and_switches_after_promotion(trained):
     assert client.post("/pipelines/sea/predict", json={"records": records}).json()["model_version"] == 1
 
 
+def test_the_example_request_holds_values_the_champion_was_trained_on(prefect_server, calmops_home):
+    """A user's first request, copied from GET /pipelines/NAME, gets a prediction from typical values: each
+    number's median, each category's most frequent value (not a placeholder the model never saw)."""
+    import numpy as np
+    import pandas as pd
+
+    from calmops.core.store import save_spec, spec_from_dict
+    from tests.conftest import STREAM_SPEC
+
+    save_spec(spec_from_dict({**STREAM_SPEC, "name": "shop", "feature_types": {
+        "colour": "categorical", "member": "boolean", "seen": "datetime"}}), create=True)
+    rng = np.random.default_rng(3)
+    n = 600
+    frame = pd.DataFrame({
+        "amount": rng.gamma(2.0, 37.0, n),
+        "colour": rng.choice(["red", "green", "blue"], n, p=[0.2, 0.5, 0.3]),
+        "member": rng.choice(["False", "True"], n, p=[0.7, 0.3]),
+        "seen": pd.Timestamp("2024-03-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 90 * 86400, n), unit="s"),
+    })
+    frame["y"] = ((frame["amount"] > 60) ^ (frame["colour"] == "green")).astype(int)
+    frame["seen"] = frame["seen"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert run("shop", write_csv(frame, incoming("shop"), "a.csv"))["decision"] == "train"
+
+    client = TestClient(create_app())
+    example = client.get("/pipelines/shop").json()["example_request"]
+    median_seen = pd.to_datetime(frame["seen"], utc=True).astype("int64").median() / 1e9
+    assert example == {"records": [{
+        "amount": float(f"{frame['amount'].median():.3g}"), "colour": "green", "member": False,
+        "seen": pd.Timestamp(median_seen, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")}]}
+    answer = client.post("/pipelines/shop/predict", json=example)
+    assert answer.status_code == 200 and not answer.json()["warnings"], answer.text
+
+
 def test_invalid_payloads_get_422_naming_the_field(trained):
     client = TestClient(create_app())
 
