@@ -441,6 +441,14 @@ def inject(
     _at_least(0, start=start, stop=stop)
     if method not in _inject.INJECTORS:
         raise _Bad(f"unknown method {method!r}; valid methods: {', '.join(_inject.INJECTORS)}")
+    for option, value, needs, given in (("--since", since, "--time-column", time_column),
+                                        ("--until", until, "--time-column", time_column),
+                                        ("--blocks", blocks, "--block-column", block_column),
+                                        ("--block-column", block_column, "--blocks", blocks)):
+        if value is not None and given is None:  # else every row would be modified
+            raise _Bad(f"{option} needs {needs}")
+    if time_column is not None and since is None and until is None:
+        raise _Bad("--time-column needs --since and/or --until")
     df = read_table(_input(input))
     fn = _inject.INJECTORS[method]
     kwargs = _params(param)

@@ -71,13 +71,63 @@ class Rows:
             m &= col.isin(list(values)).to_numpy() | col.astype(str).isin([str(v) for v in values]).to_numpy()
         if self.time_column is not None:
             _need(df, [self.time_column])
-            t = df[self.time_column]
-            conv = pd.Timestamp if pd.api.types.is_datetime64_any_dtype(t) else (lambda v: v)
-            if self.since is not None:
-                m &= (t >= conv(self.since)).to_numpy()
-            if self.until is not None:
-                m &= (t < conv(self.until)).to_numpy()
+            m &= _in_window(df[self.time_column], self.since, self.until)
         return m
+
+
+def _in_window(column: pd.Series, since: object, until: object) -> np.ndarray:
+    """Rows with ``since <= time < until``: a column of numbers against numbers, anything else read as date-times
+    (text such as ``2024-03-01`` included; naive times are taken as UTC). A bound or a cell that is not a time,
+    an empty window and a window outside the column's values are said with the column's range."""
+    name = column.name
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        t, kind = column.astype(float), "numbers"
+
+        def bound(value, label):
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{label} {value!r} is not a number, and time column {name!r} holds numbers "
+                                 f"({_span(t)})") from None
+    else:
+        t, kind = pd.to_datetime(column, errors="coerce", utc=True, format="mixed"), "date-times"
+        unread = np.flatnonzero(t.isna().to_numpy() & column.notna().to_numpy())
+        if unread.size:
+            raise ValueError(f"time column {name!r} holds {unread.size} value(s) that are not date-times, e.g. "
+                             f"{str(column.iloc[unread[0]])[:40]!r} in data row {unread[0] + 1}")
+
+        def bound(value, label):
+            try:  # text as ISO 8601 ('March' is no time, not 1 March of year 1)
+                stamp = pd.to_datetime(value, format="ISO8601") if isinstance(value, str) else pd.Timestamp(value)
+            except (TypeError, ValueError):
+                stamp = pd.NaT
+            if stamp is pd.NaT:
+                raise ValueError(f"{label} {value!r} is not a date or time (e.g. 2024-03-01 or 2024-03-01T12:00); "
+                                 f"time column {name!r} runs {_span(t)}") from None
+            return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    low = None if since is None else bound(since, "since")
+    high = None if until is None else bound(until, "until")
+    if low is not None and high is not None and not low < high:
+        raise ValueError(f"the time window is empty: since ({since}) is not before until ({until})")
+    m = t.notna().to_numpy()
+    if low is not None:
+        m &= (t >= low).to_numpy()
+    if high is not None:
+        m &= (t < high).to_numpy()
+    if not m.any():
+        raise ValueError(f"no row of time column {name!r} is in the window [{since if since is not None else '…'}, "
+                         f"{until if until is not None else '…'}): its {kind} run {_span(t)}")
+    return m
+
+
+def _span(t: pd.Series) -> str:
+    shown = t.dropna()
+    if shown.empty:
+        return "empty"
+    low, high = shown.min(), shown.max()
+    if isinstance(low, pd.Timestamp):
+        return f"from {low.isoformat()} to {high.isoformat()}"
+    return f"from {low:g} to {high:g}"
 
 
 def _need(df: pd.DataFrame, columns: Sequence[str]) -> None:

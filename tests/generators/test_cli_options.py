@@ -247,3 +247,48 @@ def test_a_spec_beside_an_ordinary_out_folder_keeps_the_report_there(tmp_path, m
 def test_drift_options_without_a_drift_are_refused(tmp_path):
     line = one_line(run("synthetic", "sea", "--out", tmp_path, "--rows", 100, "--position", "3.5"))
     assert line.startswith("error: --position describe(s) a drift, but --drift is none"), line
+
+
+# 6. inject's row selection
+
+
+@pytest.fixture
+def dated(tmp_path):
+    path = tmp_path / "dated.csv"
+    pd.DataFrame({"day": pd.date_range("2024-01-01", periods=60, freq="D").strftime("%Y-%m-%d"),
+                  "step": range(60), "x": np.zeros(60)}).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--since", "2024-02-01"], "error: --since needs --time-column"),  # else every row would change
+    (["--blocks", "1"], "error: --blocks needs --block-column"),
+    (["--block-column", "block"], "error: --block-column needs --blocks"),
+    (["--time-column", "day"], "error: --time-column needs --since and/or --until"),
+    (["--time-column", "day", "--since", "March"],
+     ("error: since 'March' is not a date or time (e.g. 2024-03-01 or 2024-03-01T12:00); time column 'day' runs "
+     "from 2024-01-01T00:00:00+00:00 to 2024-02-29T00:00:00+00:00")),
+    (["--time-column", "step", "--since", "2024-02-01"],
+     "error: since '2024-02-01' is not a number, and time column 'step' holds numbers (from 0 to 59)"),
+    (["--time-column", "day", "--since", "2024-02-10", "--until", "2024-02-01"],
+     "error: the time window is empty: since (2024-02-10) is not before until (2024-02-01)"),
+    (["--time-column", "day", "--since", "2025-01-01"],
+     ("error: no row of time column 'day' is in the window [2025-01-01, …): its date-times run from "
+     "2024-01-01T00:00:00+00:00 to 2024-02-29T00:00:00+00:00")),
+])
+def test_a_row_selection_that_cannot_hold_is_refused_naming_the_option_and_the_data(dated, tmp_path, args, expected):
+    assert one_line(run("inject", dated, "--method", "missing_values", "--columns", "x", "--out", tmp_path / "o",
+                        "--no-report", *args)) == expected
+
+
+@pytest.mark.parametrize("args, first, last", [
+    (["--time-column", "day", "--since", "2024-02-01", "--until", "2024-02-11"], 31, 40),  # ISO text read as times
+    (["--time-column", "day", "--until", "2024-01-05T12:00+01:00"], 0, 4),  # an offset is honoured (11:00 UTC)
+    (["--time-column", "step", "--since", "10", "--until", "20"], 10, 19),  # numbers compared as numbers
+])
+def test_a_time_window_selects_the_rows_inside_it(dated, tmp_path, args, first, last):
+    r = run("inject", dated, "--method", "missing_values", "--columns", "x", "--param", "share=1",
+            "--out", tmp_path / "o", "--no-report", *args)
+    assert r.exit_code == 0, r.output
+    x = read_table(tmp_path / "o" / "injected_0001.csv")["x"]
+    assert np.flatnonzero(x.isna().to_numpy()).tolist() == list(range(first, last + 1))
