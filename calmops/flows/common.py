@@ -291,6 +291,8 @@ def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | R
     """Ingest; on bad input quarantine the file with its reason and return the final outcome."""
     try:
         batch = ingest(ctx.path, ctx.sha256, ctx.spec, champion.schema if champion else None)
+        if isinstance(batch, RejectedInput):
+            return reject(ctx, champion, batch)
         if champion is None and batch.cannot_train:
             raise RejectedInput(f"{ctx.path.name}: cannot train a first model: {batch.cannot_train} "
                                 "(and there is no champion yet to predict with)")

@@ -359,5 +359,10 @@ def _task(spec: PipelineSpec, reference: InputSchema | None, y: pd.Series | None
 
 
 @step("ingest", retries=2)
-def ingest(path: Path, sha256: str, spec: PipelineSpec, reference: InputSchema | None) -> Batch:
-    return parse_and_validate(path, sha256, spec, reference)
+def ingest(path: Path, sha256: str, spec: PipelineSpec, reference: InputSchema | None) -> Batch | RejectedInput:
+    """The file's batch, or its refusal returned (not raised): a file that is only bad is a result the flow
+    handles (quarantine, a warning in the run's log), so Prefect shows no failed task and logs no error for it."""
+    try:
+        return parse_and_validate(path, sha256, spec, reference)
+    except RejectedInput as exc:
+        return exc

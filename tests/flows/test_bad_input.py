@@ -50,6 +50,9 @@ def test_each_bad_file_is_quarantined_with_its_reason_and_nothing_changes(prefec
         sidecar = json.loads((paths.quarantine / f"{name}.reason.json").read_text())
         assert sidecar["reason"] == out["reason"] and sidecar["sha256"] == sha
         assert not path.exists()
+        # a file that is only bad is a result, not a failure: Prefect shows its ingest task Completed, none Failed
+        states = _task_states(out["flow_run_id"])
+        assert states["ingest"] == "COMPLETED" and "FAILED" not in states.values(), (name, states)
     assert versions("sea") == before_versions
     assert registry.alias_version("sea", "champion") == before_champion
     assert sorted(paths.history.iterdir()) == before_history
@@ -59,6 +62,24 @@ def test_each_bad_file_is_quarantined_with_its_reason_and_nothing_changes(prefec
     assert read_breaker("sea").state == "closed" and read_breaker("sea").consecutive_failures == 0
     rejected = [e for e in ledger(paths).entries() if e["decision"] == "rejected_input"]
     assert len(rejected) == len(_bad_files(folder))
+
+
+def _task_states(flow_run_id: str) -> dict[str, str]:
+    """The flow run's task runs by task name (``ingest-0`` → ``ingest``) and state type, once the server has them
+    all in a final state (task states reach it as events, a moment after the run)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from tests.e2e.stack import until
+
+    def final():
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        states = {r.name.rsplit("-", 1)[0]: r.state.type.value for r in runs if r.state}
+        return states if states and all(s in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for s in
+                                        states.values()) else None
+
+    return until(final, 30, "the flow run's task runs in a final state")
 
 
 def test_a_quarantined_file_dropped_again_after_the_cause_is_mended_is_decided_not_taken_for_a_duplicate(
