@@ -49,6 +49,8 @@ DEFAULT_MAX_REQUEST_BYTES = 10_000_000
 DEFAULT_MAX_RECORDS = 100_000
 MAX_ERRORS_LISTED = 50
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: what a bearer token may hold (RFC 6750): characters every HTTP client sends as they are
+TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 
 # -- wire models (they are the OpenAPI schema) -------------------------------------------------
 
@@ -597,6 +599,10 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
     _import_prediction_code()
     _quiet_parallel_race()
     token = token or None
+    if token and not TOKEN_PATTERN.match(token):
+        raise ValueError("the API token holds characters a bearer token cannot (spaces, quotes, letters outside "
+                         "ASCII, …): HTTP clients would never send it as it is; use letters, digits and - . _ ~ + /, "
+                         "e.g. the output of 'openssl rand -hex 24'")
     from fastapi_offline import FastAPIOffline
 
     # the docs page loads Swagger UI from assets shipped in the package, not from a CDN (works offline)
@@ -620,25 +626,40 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
     async def _api_error(request: Request, exc: ApiError):
         return exc.response()
 
+    def token_problem(request: Request) -> ApiError | None:
+        """Why the request's Authorization header does not carry the token (None when it does)."""
+        scheme, _, given = (request.headers.get("authorization") or "").strip().partition(" ")
+        if not scheme:
+            return ApiError(401, "missing bearer token", "send the header 'Authorization: Bearer <token>'")
+        if scheme.lower() != "bearer":
+            return ApiError(401, f"the Authorization header holds a {scheme[:20]} credential, not a bearer token",
+                            "send the header 'Authorization: Bearer <token>'")
+        if not secrets.compare_digest(given.strip().encode("latin-1", "replace"), token.encode("ascii")):
+            return ApiError(401, "invalid bearer token", "send the token the API was started with")
+        return None
+
+    def unauthorized(request: Request) -> JSONResponse | None:
+        """The 401 a protected route answers before saying anything about the request's body or parameters."""
+        problem = token and request.url.path.startswith("/pipelines") and token_problem(request)
+        return problem.response() if problem else None
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 400 and "parsing the body" in str(exc.detail):
             # e.g. bytes that are not UTF-8: the same answer as any other unreadable body
-            return InvalidInput([("body", "the body could not be read as JSON (UTF-8)", None)]).response()
+            return unauthorized(request) or InvalidInput(
+                [("body", "the body could not be read as JSON (UTF-8)", None)]).response()
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(request: Request, exc: RequestValidationError):
-        return InvalidInput(_validation_errors(exc)).response()
+        return unauthorized(request) or InvalidInput(_validation_errors(exc)).response()
 
     bearer = HTTPBearer(auto_error=False, description="The token given to `calmops serve` (--token-env).")
 
-    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise ApiError(401, "missing bearer token", "send the header 'Authorization: Bearer <token>'")
-        if not secrets.compare_digest(credentials.credentials.encode("utf-8", "surrogatepass"),
-                                      token.encode("utf-8")):
-            raise ApiError(401, "invalid bearer token", "send the token the API was started with")
+    def require_token(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
+        if problem := token_problem(request):  # (the bearer dependency declares the scheme in the OpenAPI schema)
+            raise problem
 
     protected = [Depends(require_token)] if token else []
     common: dict[int | str, dict[str, Any]] = {}

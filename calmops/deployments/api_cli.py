@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from typing import Annotated
 
 import typer
@@ -14,6 +15,7 @@ import typer
 from calmops.deployments.processes import port_problem
 
 LOOPBACK_NAMES = ("localhost",)
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Threads serving the routes at once: anyio's default thread pool, where FastAPI runs them.
 ROUTE_THREADS = 40
 
@@ -48,6 +50,10 @@ def register(app: typer.Typer) -> None:
         reason = port_problem(host, port)
         if reason:
             raise CliError(f"cannot listen on {host}:{port}: {reason}", "choose another port with --port")
+        if not ENV_NAME.match(token_env):  # most likely the token itself: never echo it
+            raise typer.BadParameter("give the name of the environment variable that holds the token (letters, "
+                                     "digits and _), not the token itself, e.g. export MY_TOKEN=…; --token-env "
+                                     "MY_TOKEN", param_hint="--token-env")
         token = os.environ.get(token_env) or None
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
@@ -60,9 +66,18 @@ def register(app: typer.Typer) -> None:
         from calmops.deployments.api import create_app
         from calmops.deployments.console import console
 
-        api = create_app(token=token, max_request_bytes=max_request_bytes, max_records=max_records)
+        try:
+            api = create_app(token=token, max_request_bytes=max_request_bytes, max_records=max_records)
+        except ValueError as exc:
+            raise CliError(f"${token_env}: {exc}", f"set ${token_env} to another token, or unset it to serve "
+                                                   "without auth") from exc
         shown = f"[{host}]" if ":" in host else host
-        auth = f"bearer token from ${token_env}" if token else f"no auth (set ${token_env} to require a token)"
+        if token:
+            auth = f"bearer token from ${token_env}"
+        elif token_env in os.environ:
+            auth = f"no auth (${token_env} is set but empty)"
+        else:
+            auth = f"no auth (set ${token_env} to require a token)"
         console.print(f"prediction API on http://{shown}:{port} · docs at /docs · {auth}", highlight=False,
                       soft_wrap=True)
         if not _is_loopback(host) and not token:

@@ -287,13 +287,25 @@ def test_token_auth(calmops_home, stream_spec):
         assert wrong.status_code == 401
         basic = getattr(client, method)(path, headers={"Authorization": f"Basic {TOKEN}"}, **kwargs)
         assert basic.status_code == 401
+        assert basic.json()["detail"] == "the Authorization header holds a Basic credential, not a bearer token"
     good = {"Authorization": f"Bearer {TOKEN}"}
+    # without the token, a request says nothing about its body or parameters: 401 before any 422
+    for path, body in (("/pipelines/sea/predict", b"not json"), ("/pipelines/sea/predict", b'{"records": [1,'),
+                       ("/pipelines/sea/predict", b"\xff\xfe{}"), ("/pipelines/NOT_VALID/predict", b"{}"),
+                       ("/pipelines/sea/predict", b'{"records": "x"}')):
+        headers = {"Content-Type": "application/json"}
+        assert client.post(path, content=body, headers=headers).status_code == 401, (path, body)
+        assert client.post(path, content=body, headers={**headers, **good}).status_code == 422, (path, body)
     assert client.get("/pipelines", headers=good).status_code == 200
     assert client.post("/pipelines/sea/predict", json={"records": _records(1)}, headers=good).status_code == 409
     schema = client.get("/openapi.json").json()
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
     # without a token configured, no auth is asked for
     assert TestClient(create_app()).get("/pipelines").status_code == 200
+    # a token no HTTP client would send as it is (non-ASCII, a space) is refused at start, never silently unmatched
+    for unusable in ("tökén-ünïcode", "two words"):
+        with pytest.raises(ValueError, match="the API token holds characters a bearer token cannot"):
+            create_app(token=unusable)
 
 
 def test_request_size_limit_413(calmops_home, stream_spec):
@@ -429,6 +441,23 @@ def test_calmops_serve_real_server(trained, calmops_home):
     finally:
         stop(proc)
     assert proc.returncode is not None
+
+
+@pytest.mark.parametrize("args, value, said", [
+    (["--token-env", "s3cr3t-abc123"], None, "Invalid value for --token-env: give the name of the environment variable"),
+    (["--token-env", "MY_TOKEN"], "tökén-ünïcode", "error: $MY_TOKEN: the API token holds characters a bearer token"),
+])
+def test_serve_refuses_a_token_it_could_never_match_without_echoing_it(calmops_home, args, value, said):
+    """The token itself given to --token-env (auth would silently be off) and a token no client sends as it is
+    are refused at start; the secret is not printed."""
+    env = {**os.environ, "CALMOPS_HOME": str(calmops_home)}
+    if value is not None:
+        env["MY_TOKEN"] = value
+    done = subprocess.run([str(Path(sys.executable).with_name("calmops")), "serve", "--port", str(free_port()),
+                           *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+    output = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode in (1, 2) and said in output, output
+    assert "s3cr3t" not in output and "tökén" not in output
 
 
 def test_docs_and_index_work_offline(calmops_home):
