@@ -65,7 +65,11 @@ class BreakerState:
         return self.state != OPEN
 
     def record_success(self, policy: BreakerPolicy, now: float | None = None) -> None:
+        """A run that succeeded. While open, one that tried nothing the breaker holds back (no training) leaves
+        the failures that opened it on show; closed or half-open, the count starts again."""
         now = time.time() if now is None else now
+        if self.state == OPEN:
+            return
         self.consecutive_failures = 0
         if self.state == HALF_OPEN:
             self.half_open_successes += 1

@@ -397,14 +397,18 @@ def breaker_show(name: str, as_json: Annotated[bool, JsonOption] = False):
 @breaker_app.command("reset")
 @friendly(servers=("prefect",))
 def breaker_reset(name: str):
-    """Close the breaker now (operator override)."""
+    """Close the breaker now (operator override), and announce the files waiting in incoming (as relaunch does)."""
     from calmops.core.breaker import update_breaker
     from calmops.core.store import read_spec
     from calmops.deployments.console import console
+    from calmops.deployments.operations_cli import relaunch_files
 
     read_spec(name)
     update_breaker(name, lambda s: s.reset())
     console.print(f"breaker of [bold]{name}[/] reset to closed")
+    announced = relaunch_files([name], local=False, console=console)[name]  # else they wait for the next scan
+    if not announced:
+        console.print("no file waiting in incoming", highlight=False)
 
 
 @app.command("rollback")

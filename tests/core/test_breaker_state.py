@@ -24,6 +24,18 @@ def test_half_opens_after_cooldown_and_closes_on_success():
     assert [h["to"] for h in s.history] == [OPEN, HALF_OPEN, CLOSED]
 
 
+def test_a_run_that_trains_nothing_while_open_leaves_the_failures_that_opened_it_on_show():
+    s = BreakerState()
+    for t in range(3):
+        s.record_failure(POLICY, "x", now=t)
+    assert not s.allows_training(POLICY, now=5)
+    s.record_success(POLICY, now=5)  # e.g. a file without drift, decided while open
+    assert s.state == OPEN and s.consecutive_failures == 3
+    assert s.allows_training(POLICY, now=12)
+    s.record_failure(POLICY, "again", now=12)  # the half-open trial fails: the count goes on
+    assert s.state == OPEN and s.consecutive_failures == 4 and "(4 consecutive failures;" in s.history[-1]["reason"]
+
+
 def test_failure_while_half_open_reopens_with_doubled_capped_cooldown():
     s = BreakerState()
     for t in range(3):

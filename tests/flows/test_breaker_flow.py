@@ -1,5 +1,6 @@
 """The circuit breaker in real runs, and its Block under concurrent updates."""
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -105,7 +106,12 @@ def test_operator_reset_from_the_cli(prefect_server, stream_spec):
     update_breaker("sea", lambda s: setattr(s, "state", "open"))
     result = CliRunner().invoke(app, ["breaker", "reset", "sea"])
     assert result.exit_code == 0, result.output
-    assert read_breaker("sea").state == "closed"
+    assert read_breaker("sea").state == "closed" and "no file waiting in incoming" in result.output
+    # the files held meanwhile are announced at once, not at the watcher's next scan
+    held = write_csv(sea_frame(200, 8, seed=4), incoming("sea"), "held.csv")
+    os.utime(held, (time.time() - 60, time.time() - 60))  # complete: written a minute ago
+    result = CliRunner().invoke(app, ["breaker", "reset", "sea"])
+    assert result.exit_code == 0 and "sea · held.csv: announced" in result.output, result.output
 
 
 def test_a_failed_run_takes_its_batch_back_from_the_training_history(prefect_server, stream_spec, tmp_path):
