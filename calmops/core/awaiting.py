@@ -97,7 +97,8 @@ class Match:
     labels: pd.Series                       # the label of each kept row (same index)
     counts: dict[str, int] = field(default_factory=dict)
     unmatched_ids: list = field(default_factory=list)      # a sample (ids as written), for the reason and record
-    duplicate_ids: list = field(default_factory=list)
+    duplicate_ids: list = field(default_factory=list)       # ids the file names twice
+    labelled_before_ids: list = field(default_factory=list)  # ids whose rows another labels file labelled
 
 
 class Awaiting:
@@ -147,7 +148,7 @@ class Awaiting:
         A key named twice in the file (as written or as that integer) counts as a duplicate (its first label
         is used); a key with no predicted row is unmatched; a key whose row another labels file labelled
         before counts as labelled before; a row predicted more than ``max_wait_days`` ago is joined and
-        counted late. The ids listed (unmatched, duplicate) are those of the labels file.
+        counted late. The ids listed (unmatched, duplicate, labelled before) are those of the labels file.
         """
         now = time.time() if now is None else now
         integers = [integer_key(k) for k in keys]
@@ -190,8 +191,8 @@ class Awaiting:
         y = labels[target].iloc[[pos for *_, pos in taken]].reset_index(drop=True).rename(target)
         counts = {"label_rows": len(keys), "matched": len(taken), "unmatched": len(unmatched),
                   "duplicate": len(duplicates), "labelled_before": len(before), "late": int(late)}
-        return Match(rows, y, counts, [shown(k) for k in unmatched[:20]],
-                     [shown(k) for k in (duplicates + before)[:20]])
+        return Match(rows, y, counts, [shown(k) for k in unmatched[:20]], [shown(k) for k in duplicates[:20]],
+                     [shown(k) for k in before[:20]])
 
     def _rows(self, taken: list[tuple[str, str, int, int]]) -> pd.DataFrame:
         """The kept rows of ``taken`` (key, sha256, row, position), in the order of ``taken``."""

@@ -101,11 +101,13 @@ def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> 
                                 "so nothing was predicted for it to label; drop it again after a first model")
         match = awaiting.match(labels, keys_of(labels, spec.labels.join_on), spec.target, ctx.sha256,
                                spec.labels.max_wait_days)
-        report = {**match.counts, "unmatched_ids": match.unmatched_ids, "duplicate_ids": match.duplicate_ids}
+        report = {**match.counts, "unmatched_ids": match.unmatched_ids, "duplicate_ids": match.duplicate_ids,
+                  "labelled_before_ids": match.labelled_before_ids}
         if not match.counts["matched"]:
+            examples = match.unmatched_ids[:3] or match.labelled_before_ids[:3] or match.duplicate_ids[:3]
             raise RejectedInput(f"{ctx.path.name}: none of its {match.counts['label_rows']} id(s) match a row "
                                 f"predicted and waiting for labels (join on {', '.join(spec.labels.join_on)}; "
-                                f"e.g. {match.unmatched_ids[:3] or match.duplicate_ids[:3]}); drop it again "
+                                f"e.g. {examples}); drop it again "
                                 "once the files with those ids have been predicted", labels=report)
         batch = validate_frame(labelled_rows(match, spec), ctx.path.name, fmt, ctx.sha256, spec, champion.schema)
     except RejectedInput as exc:

@@ -97,6 +97,16 @@ def test_unmatched_and_duplicate_ids_of_one_join_column_are_plain_values_and_lis
     assert join(two, frame, TWO).unmatched_ids == [["b", "1"]]
 
 
+def test_ids_another_labels_file_labelled_are_listed_as_such_not_as_duplicates(tmp_path):
+    awaiting, _ = kept(tmp_path, pd.DataFrame({"id": [1, 2, 3], "x": [0.1, 0.2, 0.3]}))
+    first, _ = read_labels(write(tmp_path, "a.csv", "id,y\n1,1\n2,0\n"), SPEC, [0, 1])
+    awaiting.match(first, keys_of(first, ["id"]), "y", "A" * 64, 30)
+    frame, _ = read_labels(write(tmp_path, "b.csv", "id,y\n1,1\n2,0\n3,1\n3,0\n"), SPEC, [0, 1])
+    match = join(awaiting, frame)
+    assert (match.counts["labelled_before"], match.labelled_before_ids) == (2, ["1", "2"])
+    assert (match.counts["duplicate"], match.duplicate_ids) == (1, ["3"]) and match.counts["matched"] == 1
+
+
 # -- 4. ids as written ----------------------------------------------------------------------------------------
 
 
