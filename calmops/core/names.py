@@ -38,6 +38,21 @@ HIGHER_IS_BETTER = {
     "recall": True, "roc_auc": True, "pr_auc": True, "log_loss": False,
     "rmse": False, "mae": False, "mse": False, "r2": True, "mape": False,
 }
+
+#: where a run keeps the serving model's score on every row of the file, most specific first: a stream or
+#: block run that retrained (its ``champion_`` scores are then the holdout the challenger was compared on), an
+#: IPIP run (its ``champion_`` scores are IPIP's own held-out rows), any other run
+SERVING_SCORE_PREFIXES = ("serving_full_batch_", "champion_prequential_", "champion_")
+
+
+def serving_score(metrics: dict[str, float], metric: str) -> float | None:
+    """From a run's logged ``metrics``: the serving model's ``metric`` on every row of the file.
+
+    >>> serving_score({"champion_accuracy": 0.8, "serving_full_batch_accuracy": 0.9}, "accuracy")
+    0.9
+    """
+    return next((metrics[f"{prefix}{metric}"] for prefix in SERVING_SCORE_PREFIXES
+                 if f"{prefix}{metric}" in metrics), None)
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1", "precision", "recall",
                           "roc_auc", "pr_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "mse", "r2", "mape")

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from calmops.core import registry
 from calmops.core.metrics import DEFAULT_PRIMARY
+from calmops.core.names import serving_score
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
     arrival_time,
@@ -71,20 +72,12 @@ def _metric(spec: PipelineSpec, runs: dict[str, Any]) -> str | None:
     return None
 
 
-#: where a run keeps the serving model's score on every row of the file, most specific first: a stream or
-#: block run that retrained (its ``champion_`` scores are then the holdout the challenger was compared on), an
-#: IPIP run (its ``champion_`` scores are IPIP's own held-out rows), any other run
-SERVING_SCORE_PREFIXES = ("serving_full_batch_", "champion_prequential_", "champion_")
-
-
 def _serving_score(run: Any, metric: str | None) -> float | None:
     """The score of the model that was serving, on every row of the file (before anything learnt from it).
     A first model (``train``) had no model serving before it."""
     if metric is None or run.data.tags.get("calmops.decision") == "train":
         return None
-    metrics = run.data.metrics
-    return next((metrics[f"{prefix}{metric}"] for prefix in SERVING_SCORE_PREFIXES
-                 if f"{prefix}{metric}" in metrics), None)
+    return serving_score(run.data.metrics, metric)
 
 
 def _quarantine_reasons(paths) -> dict[str, str]:
