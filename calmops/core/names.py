@@ -32,6 +32,10 @@ class Decision(StrEnum):
     HELD = "held"  # waits behind an earlier file of its pipeline (order: arrival)
 
 
+#: decisions made before (or without) a drift check: their drift is unknown, not "no"
+DRIFT_UNCHECKED = frozenset({Decision.TRAIN, Decision.REJECTED_INPUT, Decision.DUPLICATE, Decision.HELD,
+                             Decision.FAILED})
+
 #: the metrics a spec may name (``evaluation.primary_metric``, ``evaluation.thresholds``), and which way is better
 HIGHER_IS_BETTER = {
     "accuracy": True, "balanced_accuracy": True, "f1_macro": True, "f1": True, "precision": True,

@@ -354,15 +354,16 @@ def run(name: str, file: Path, as_json: Annotated[bool, JsonOption] = False):
     else:
         _print_outcome(outcome)
     if error:
-        _fail(one_line(error), "see 'calmops logs NAME' and the flow run in the Prefect UI")
+        _fail(one_line(error), f"see 'calmops logs {name}' and the flow run in the Prefect UI")
 
 
 def _print_outcome(o: dict[str, Any]) -> None:
     from rich.markup import escape
 
+    from calmops.core.names import DRIFT_UNCHECKED
     from calmops.deployments.console import console
 
-    drift = "yes" if o.get("drift_detected") else "no"
+    drift = "not checked" if o["decision"] in DRIFT_UNCHECKED else "yes" if o.get("drift_detected") else "no"
     console.print(f"[bold]{escape(o['pipeline'])}[/] · {escape(printable(o['file']))} → [bold]{o['decision']}[/] "
                   f"(drift: {drift})", highlight=False)
     console.print(f"  {printable(o['reason'])}", highlight=False, markup=False)

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from calmops.core import registry
 from calmops.core.metrics import DEFAULT_PRIMARY
-from calmops.core.names import serving_score
+from calmops.core.names import DRIFT_UNCHECKED, serving_score
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
     arrival_time,
@@ -28,8 +28,6 @@ from calmops.deployments.readout import iso_seconds
 
 #: ledger statuses as people read them
 STATUS_WORDS = {"done": "decided", "gone": "quarantined", "in_progress": "running"}
-#: decisions made before (or without) a drift check: their drift is unknown, not "no"
-UNCHECKED = frozenset({"train", "rejected_input", "duplicate", "held", "failed"})
 _RUN_IDS_PER_SEARCH = 100  # run ids per ``IN (...)`` filter: the filter stays a short request
 
 
@@ -124,7 +122,7 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
             reason = held.get(entry["sha256"])
         drifted = [f for f in tags.get("calmops.drifted_features", "").split(",") if f]
         decision = tags.get("calmops.decision") or entry.get("decision")
-        checked = "calmops.drift_detected" in tags and decision not in UNCHECKED
+        checked = "calmops.drift_detected" in tags and decision not in DRIFT_UNCHECKED
         files.append({
             "file": entry["file"],
             "status": STATUS_WORDS.get(status, status),

@@ -55,8 +55,9 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, default=str)  # as mlflow.log_dict writes it
 
 
-def _decision_tags(outcome: RunOutcome, spec_yaml: str | None) -> dict[str, str]:
-    return {
+def _decision_tags(outcome: RunOutcome, spec_yaml: str | None, *, checked: bool = True) -> dict[str, str]:
+    """The run's tags; ``calmops.drift_detected`` only when a drift check was made (``checked``)."""
+    tags = {
         "calmops.decision": outcome.decision,
         "calmops.reason": outcome.reason[:5000],
         "calmops.file": outcome.file,
@@ -70,6 +71,9 @@ def _decision_tags(outcome: RunOutcome, spec_yaml: str | None) -> dict[str, str]
         "calmops.kind": outcome.kind,
         "calmops.spec_sha256": hashlib.sha256(spec_yaml.encode()).hexdigest() if spec_yaml else "",
     }
+    if not checked:
+        del tags["calmops.drift_detected"]
+    return tags
 
 
 @step("record", retries=2)
@@ -79,9 +83,10 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
     as ``drift/report.json`` and ``drift/summary.md``) and publish Prefect artifacts."""
     drift = verdict.to_dict() if verdict else None
     if outcome.mlflow_run_id:
-        flat: dict[str, float] = {"rows": float(outcome.rows or 0),
-                                  "drift_detected": float(outcome.drift_detected),
-                                  "n_drifted_features": float(len(outcome.drifted_features))}
+        flat: dict[str, float] = {"rows": float(outcome.rows or 0)}
+        if drift:  # else no check was made (a first model, a refused file): its drift is unknown, not "no"
+            flat.update(drift_detected=float(outcome.drift_detected),
+                        n_drifted_features=float(len(outcome.drifted_features)))
         for who, scores in outcome.metrics.items():
             flat.update(_flat_metrics(who, scores))
         decided = outcome.to_dict()
@@ -100,7 +105,7 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
         registry.log_to_run(
             outcome.mlflow_run_id,
             params={k: str(v)[:500] for k, v in params.items()},
-            tags=_decision_tags(outcome, spec_yaml),
+            tags=_decision_tags(outcome, spec_yaml, checked=drift is not None),
             metrics=flat, timestamp_ms=int(datetime.fromisoformat(outcome.decided_at).timestamp() * 1000),
             files=files,
             end="FAILED" if outcome.decision == Decision.FAILED else "FINISHED",
@@ -109,6 +114,7 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
 
 
 def decision_markdown(outcome: RunOutcome, *, with_report: bool = False) -> str:
+    """The decision as the Prefect UI shows it; ``with_report``: a drift check was made, its report is in MLflow."""
     url = None
     if outcome.mlflow_run_id and registry.mlflow_ui():  # only a UI to link to is worth the look-up
         try:
@@ -122,7 +128,7 @@ def decision_markdown(outcome: RunOutcome, *, with_report: bool = False) -> str:
         "",
         f"**Decision:** `{outcome.decision}`  ",
         f"**Why:** {outcome.reason}  ",
-        f"**Drift:** {'yes' if outcome.drift_detected else 'no'}"
+        f"**Drift:** {('yes' if outcome.drift_detected else 'no') if with_report else 'not checked'}"
         + (f" ({', '.join(outcome.drifted_features[:10])})" if outcome.drifted_features else "") + "  ",
         f"**Champion version:** {outcome.champion_version if outcome.champion_version is not None else '-'}  ",
         f"**Challenger version:** {outcome.challenger_version if outcome.challenger_version is not None else '-'}  ",

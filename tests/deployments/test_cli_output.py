@@ -281,3 +281,13 @@ def test_up_starts_the_other_services_when_one_cannot_start_and_names_it(tmp_pat
         assert httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=10).status_code in (200, 503)
     finally:
         subprocess.run([CALMOPS, "down"], capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+def test_run_says_drift_was_not_checked_for_a_refused_file_not_no(capsys):
+    from calmops.deployments.cli import _print_outcome
+
+    base = {"pipeline": "sea", "file": "f.csv", "reason": "why", "champion_version": 1, "drift_detected": False}
+    _print_outcome({**base, "decision": "rejected_input"})
+    _print_outcome({**base, "decision": "no_drift"})
+    said = [line for line in capsys.readouterr().out.splitlines() if "→" in line]
+    assert said == ["sea · f.csv → rejected_input (drift: not checked)", "sea · f.csv → no_drift (drift: no)"]

@@ -47,9 +47,20 @@ def test_a_second_outcome_recorded_into_the_same_run_is_the_one_it_shows(prefect
     outcome's metrics are the run's, not whichever value is larger."""
     decided = RunOutcome("sea", "f.csv", "a" * 64, "retrain_promoted", "drift", drift_detected=True, rows=1000,
                          metrics={"champion": {"accuracy": 0.7}}, mlflow_run_id=run.info.run_id)
-    record_run(decided, None, {"pipeline": "sea"})
+    from calmops.core.verdict import DriftVerdict
+
+    record_run(decided, DriftVerdict(data=None, drift_detected=True), {"pipeline": "sea"})
     failed = RunOutcome("sea", "f.csv", "a" * 64, "failed", "OSError: disk full", mlflow_run_id=run.info.run_id)
     record_run(failed, None, {"pipeline": "sea"})
     shown = MlflowClient().get_run(run.info.run_id).data
-    assert shown.tags["calmops.decision"] == "failed"
-    assert shown.metrics["rows"] == 0 and shown.metrics["drift_detected"] == 0
+    assert shown.tags["calmops.decision"] == "failed" and shown.metrics["rows"] == 0
+    assert shown.metrics["drift_detected"] == 1  # the check made before the failure stays on record
+
+
+def test_a_run_that_made_no_drift_check_records_no_drift_answer(prefect_server, run):
+    """A refused file (or a first model) was never checked: its drift is unknown, not "no"."""
+    refused = RunOutcome("sea", "f.csv", "a" * 64, "rejected_input", "f.csv: empty", mlflow_run_id=run.info.run_id)
+    record_run(refused, None, {"pipeline": "sea"})
+    shown = MlflowClient().get_run(run.info.run_id).data
+    assert "calmops.drift_detected" not in shown.tags and "drift_detected" not in shown.metrics
+    assert "**Drift:** not checked" in record.decision_markdown(refused)
