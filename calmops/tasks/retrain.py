@@ -372,12 +372,21 @@ def train_challenger(mode: str, spec: PipelineSpec, feature_types: dict[str, str
     inputs = RetrainInputs(spec, feature_types, X_new, y_new, task, champion, reference, history or [])
     if mode.startswith("hook:"):
         kind = mode.removeprefix("hook:")
-        return run_hook(kind, getattr(spec.hooks, kind), inputs)
+        return _rows_told(run_hook(kind, getattr(spec.hooks, kind), inputs), len(X_new))
     if mode == "auto":
         raise RetrainModeUnavailable("mode 'auto' chooses among recipes on the holdout: use retrain_auto")
     if mode not in MODES:
         raise RetrainModeUnavailable(f"unknown retrain mode {mode!r}; choose one of: {', '.join(MODES)}")
-    return MODES[mode](inputs)
+    return _rows_told(MODES[mode](inputs), len(X_new))
+
+
+def _rows_told(result: TrainingResult, new: int) -> TrainingResult:
+    """Every mode's record says its training rows the same way: ``rows`` = ``rows_new`` (the batch's) +
+    ``rows_reference`` (kept from earlier files: the reference, the history, a window, a replay)."""
+    rows = int(result.info.get("rows", len(result.X)))
+    result.info = {**result.info, "rows": rows, "rows_new": min(new, rows),
+                   "rows_reference": rows - min(new, rows)}
+    return result
 
 
 def recipe_label(mode: str, trained: TrainingResult) -> str:

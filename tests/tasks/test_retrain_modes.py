@@ -210,6 +210,9 @@ def test_every_applicable_mode_runs_for_each_task(task):
                                   history=history, task=kind)
         pred = result.model.predict(probe)
         assert len(pred) == 50, mode
+        # every mode's record splits its training rows the same way (the viewer's Retraining table shows them)
+        info = result.info
+        assert info["rows_new"] == 300 and info["rows"] == info["rows_new"] + info["rows_reference"], (mode, info)
         if kind == "classification":
             assert set(pred) <= set(y0), mode
 
@@ -231,6 +234,7 @@ def test_history_mode_fits_on_every_kept_batch_plus_the_new_rows():
     result = train_challenger("history", sp, TYPES, None, X, y, champion=fitted(sp, *data(200, 0)),
                               history=history)
     assert len(result.X) == 4 * 200 + 150 and result.info["history_batches"] == 4
+    assert (result.info["rows_new"], result.info["rows_reference"]) == (150, 4 * 200)
 
 
 def test_auto_keeps_all_data_so_far_when_the_concept_has_held():
