@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -60,6 +61,7 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
     from calmops.deployments.console import CliError, one_line
 
     started, failed = {}, {}
+    api_pid = stack.running_pid(_settings(), "api")  # an API that runs already keeps the token it started with
     for name in stack.ORDER:
         if name not in services:
             continue
@@ -96,12 +98,30 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
         started[name] = service.url or "running"
         console.print(f"{name}: {service.url or 'running'} (log {stack.log_file(_settings(), name)})",
                       highlight=False)
+        if name == "api" and api_pid and _token_changed(api_pid):
+            console.print("[yellow]warning:[/] the API was running already and keeps the token it was started "
+                          "with; $CALMOPS_API_TOKEN is another now: restart the stack ('calmops down', then "
+                          "'calmops up') to serve with it", highlight=False)
     _point_at_stack()
     if failed:
         raise CliError(f"{', '.join(failed)} did not start ({'; '.join(f'{k}: {v}' for k, v in failed.items())})",
                        f"the other services run; see 'calmops logs {next(iter(failed))}', fix it and run "
                        "'calmops up' again (it starts only what is not running)")
     return started
+
+
+def _token_changed(pid: int) -> bool:
+    """Does the running API (process ``pid``) hold another ``CALMOPS_API_TOKEN`` than this shell? False when its
+    environment cannot be read."""
+    import hmac
+
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    prefix = b"CALMOPS_API_TOKEN="
+    running = next((e.removeprefix(prefix) for e in environ if e.startswith(prefix)), b"")
+    return not hmac.compare_digest(running, os.environ.get("CALMOPS_API_TOKEN", "").encode())
 
 
 def migrate_model_names() -> dict[str, str]:

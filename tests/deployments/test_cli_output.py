@@ -291,3 +291,28 @@ def test_run_says_drift_was_not_checked_for_a_refused_file_not_no(capsys):
     _print_outcome({**base, "decision": "no_drift"})
     said = [line for line in capsys.readouterr().out.splitlines() if "→" in line]
     assert said == ["sea · f.csv → rejected_input (drift: not checked)", "sea · f.csv → no_drift (drift: no)"]
+
+
+@pytest.mark.parametrize("running, now, changed", [
+    ("old-token", "old-token", False), ("old-token", "new-token", True), (None, "new-token", True),
+    (None, None, False), ("old-token", None, True),
+])
+def test_up_notices_an_api_that_runs_with_another_token_than_the_shell(monkeypatch, running, now, changed):
+    """`calmops up` again with a new CALMOPS_API_TOKEN: the API that runs already keeps the token it started with."""
+    import subprocess
+
+    from calmops.deployments.operations_cli import _token_changed
+
+    env = {k: v for k, v in os.environ.items() if k != "CALMOPS_API_TOKEN"}
+    if running is not None:
+        env["CALMOPS_API_TOKEN"] = running
+    api = subprocess.Popen(["sleep", "30"], env=env)
+    try:
+        if now is None:
+            monkeypatch.delenv("CALMOPS_API_TOKEN", raising=False)
+        else:
+            monkeypatch.setenv("CALMOPS_API_TOKEN", now)
+        assert _token_changed(api.pid) is changed
+    finally:
+        api.kill()
+        api.wait()
