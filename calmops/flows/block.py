@@ -23,6 +23,7 @@ from calmops.core.verdict import BlockDrift, DriftVerdict
 from calmops.flows.common import (
     RunContext,
     champion_check,
+    ended,
     finish,
     predict_without_learning,
     predict_without_training,
@@ -45,7 +46,7 @@ from calmops.tasks.retrain import TrainingResult
 @flow(name=KINDS["block"].flow_name, flow_run_name=partial(run_name, "block"), persist_result=False)
 def block_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
     """Process one file of a block pipeline: gate, ingest, per-block drift, selective retrain, promote, record."""
-    return run_in_order(pipeline, path, sha256, process_block_file)
+    return ended(run_in_order(pipeline, path, sha256, process_block_file))
 
 
 def process_block_file(ctx: RunContext, champion: registry.Champion | None, batch: Batch) -> RunOutcome:

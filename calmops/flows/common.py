@@ -451,6 +451,22 @@ def content_of(path: Path) -> tuple[str, float] | None:
         return None
 
 
+#: the names of the Completed states a file's run ends under when *Completed* would hide what became of the file
+ENDED_AS = {Decision.HELD: "Held", Decision.REJECTED_INPUT: "Quarantined", Decision.DUPLICATE: "Duplicate",
+            Decision.SKIPPED_BREAKER_OPEN: "Waiting for breaker"}
+
+
+def ended(outcome: dict[str, Any]) -> Any:
+    """The final state of a file's flow run, as the Prefect UI shows it: *Completed* (or *Held*, *Quarantined*,
+    *Duplicate*, *Waiting for breaker*) with the decision and why as its message. Prefect keeps the state and
+    gives whoever called the flow the ``outcome`` itself."""
+    from prefect.states import Completed
+
+    said = f"{outcome['decision']}: {outcome['reason']}"
+    return Completed(name=ENDED_AS.get(outcome["decision"], "Completed"),
+                     message=said if len(said) <= 300 else said[:299] + "…", data=outcome)
+
+
 def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
                  process: Callable[[RunContext, registry.Champion | None, Batch], RunOutcome]) -> dict[str, Any]:
     """Decide the pipeline's files in arrival order (spec ``order: arrival``, the default), whatever order

@@ -31,6 +31,7 @@ from calmops.core.store import append_history
 from calmops.core.verdict import DriftVerdict
 from calmops.flows.common import (
     RunContext,
+    ended,
     finish,
     predict_without_learning,
     predict_without_training,
@@ -57,7 +58,7 @@ IPIP_CLASS = "calmops.core.ipip.IPIPClassifier"
 @flow(name=KINDS["ipip"].flow_name, flow_run_name=partial(run_name, "ipip"), persist_result=False)
 def ipip_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, Any]:
     """Process one file of an IPIP pipeline: gate, ingest, prequential per-block scores, update, promote, record."""
-    return run_in_order(pipeline, path, sha256, process_ipip_file)
+    return ended(run_in_order(pipeline, path, sha256, process_ipip_file))
 
 
 def process_ipip_file(ctx: RunContext, champion: registry.Champion | None, batch: Batch) -> RunOutcome:

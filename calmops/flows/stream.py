@@ -18,6 +18,7 @@ from calmops.core.store import append_history, read_history
 from calmops.flows.common import (
     RunContext,
     champion_check,
+    ended,
     finish,
     predict_without_learning,
     predict_without_training,
@@ -57,8 +58,8 @@ def stream_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str
     """Process one file of a stream pipeline: gate, ingest, drift, retrain, promote, predict, record (a labels
     file: joined to the rows it labels, then the same steps)."""
     if is_labels_file(pipeline, path):
-        return run_labels_file(pipeline, path, sha256, process_stream_file)
-    return run_in_order(pipeline, path, sha256, process_stream_file)
+        return ended(run_labels_file(pipeline, path, sha256, process_stream_file))
+    return ended(run_in_order(pipeline, path, sha256, process_stream_file))
 
 
 def process_stream_file(ctx: RunContext, champion: registry.Champion | None, batch: Batch) -> RunOutcome:

@@ -84,6 +84,11 @@ def test_a_failing_file_holds_the_files_behind_it_until_it_succeeds(prefect_serv
     book, files = arrive(folder, ["a.csv", "bad.csv", "c.csv"])
     held = run("sea", files["c.csv"])
     assert held["decision"] == "held" and held["details"]["held_behind"] == "bad.csv", held
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # the Prefect UI says it too, not a bare Completed
+        ended = client.read_flow_run(held["flow_run_id"]).state
+    assert ended.is_completed() and ended.name == "Held" and ended.message.startswith("held: waiting behind bad.csv")
     states = {e["file"]: e["status"] for e in book.entries()}
     assert states == {"a.csv": "done", "bad.csv": "pending", "c.csv": "waiting"}
     assert book.held_behind() == "bad.csv" and files["c.csv"].exists()

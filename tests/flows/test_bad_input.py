@@ -53,6 +53,9 @@ def test_each_bad_file_is_quarantined_with_its_reason_and_nothing_changes(prefec
         # a file that is only bad is a result, not a failure: Prefect shows its ingest task Completed, none Failed
         states = _task_states(out["flow_run_id"])
         assert states["ingest"] == "COMPLETED" and "FAILED" not in states.values(), (name, states)
+        ended = _flow_run_state(out["flow_run_id"])  # and the run says what became of the file
+        assert ended.is_completed() and ended.name == "Quarantined", (name, ended)
+        assert ended.message.startswith("rejected_input: ") and words in ended.message, (name, ended.message)
     assert versions("sea") == before_versions
     assert registry.alias_version("sea", "champion") == before_champion
     assert sorted(paths.history.iterdir()) == before_history
@@ -62,6 +65,13 @@ def test_each_bad_file_is_quarantined_with_its_reason_and_nothing_changes(prefec
     assert read_breaker("sea").state == "closed" and read_breaker("sea").consecutive_failures == 0
     rejected = [e for e in ledger(paths).entries() if e["decision"] == "rejected_input"]
     assert len(rejected) == len(_bad_files(folder))
+
+
+def _flow_run_state(flow_run_id: str):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).state
 
 
 def _task_states(flow_run_id: str) -> dict[str, str]:
