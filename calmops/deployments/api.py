@@ -300,7 +300,8 @@ class BodyLimit:
     async def _refuse(send, status: int, detail: str, hint: str | None = None):
         import json
 
-        payload = json.dumps({"detail": detail, "hint": hint}).encode()
+        # written as every other answer's body (Starlette's JSONResponse)
+        payload = json.dumps({"detail": detail, "hint": hint}, ensure_ascii=False, separators=(",", ":")).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(payload)).encode()),

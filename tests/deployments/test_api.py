@@ -313,6 +313,8 @@ def test_request_size_limit_413(calmops_home, stream_spec):
     big = {"records": [{"x1": 1.0, "x2": 2.0, "x3": 3.0, "pad": "x" * 100} for _ in range(50)]}
     resp = client.post("/pipelines/sea/predict", json=big)
     assert resp.status_code == 413 and "2000" in resp.json()["detail"]
+    four_oh_four = client.get("/pipelines/nope")  # written like every other answer's body
+    assert resp.content.startswith(b'{"detail":"') and four_oh_four.content.startswith(b'{"detail":"')
 
     # without Content-Length (chunked): the body is counted as it arrives
     def chunks():
