@@ -21,6 +21,7 @@ check_prefect = st.cache_data(ttl=PROBE_TTL, show_spinner=False)(data.check_pref
 list_pipelines = st.cache_data(ttl=LIST_TTL, show_spinner=False)(data.list_pipelines)
 runs_frame = st.cache_data(ttl=LIST_TTL, show_spinner="Reading runs from MLflow…")(data.runs_frame)
 registry_info = st.cache_data(ttl=LIST_TTL, show_spinner=False)(data.registry_info)
+spec_kind = st.cache_data(ttl=LIST_TTL, show_spinner=False)(data.spec_kind)
 # run artifacts are kept by data.artifact_texts itself (write-once, fetched in parallel), not here
 artifact_text = data.artifact_text
 artifact_json = data.artifact_json

@@ -8,6 +8,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from calmops.dashboards.data import serving_scores
+
 DECISION_COLORS = {
     "train": "#2e7d32", "retrain_promoted": "#1565c0", "no_drift": "#9e9e9e", "retrain_rejected": "#ef6c00",
     "predict_only": "#6a1b9a", "skipped_breaker_open": "#c62828", "rejected_input": "#ad1457", "failed": "#b71c1c",
@@ -16,8 +18,19 @@ HEIGHT = 360
 
 
 def _layout(fig: go.Figure, title: str | None = None, height: int = HEIGHT) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
+    """Size, margins and a horizontal legend: above the plot, or at the bottom of a figure with a ``title``
+    (the title takes the top; the two there overlapped). Each pushes the margins it needs, so neither covers
+    the plot."""
+    legend = {"orientation": "h", "x": 0, "yanchor": "bottom"}
+    heading = None
+    if title:
+        legend.update(yref="container", y=0)
+        heading = {"text": title, "automargin": True, "yref": "container", "y": 1, "yanchor": "top",
+                   "pad": {"t": 10}}
+    else:
+        legend.update(y=1.02)
+    fig.update_layout(title=heading, height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      legend=legend)
     return fig
 
 
@@ -55,15 +68,30 @@ def reference_histogram(frames: dict[str, pd.Series], feature: str, numeric: boo
     return _layout(fig)
 
 
+def _in_frame_order(fig: go.Figure, frame: pd.DataFrame, x: str) -> None:
+    """``x`` as names, left to right in the frame's order (runs oldest first), not in the order the traces
+    happen to meet them."""
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(dict.fromkeys(frame[x])))
+
+
 def lines_over_runs(frame: pd.DataFrame, x: str, y: str, color: str, title: str | None = None,
                     threshold_col: str | None = None) -> go.Figure:
+    """One line per ``color`` value over ``x`` (runs, in the frame's order)."""
     fig = px.line(frame, x=x, y=y, color=color, markers=True)
     if threshold_col and threshold_col in frame:
         for method, part in frame.groupby(color):
             fig.add_trace(go.Scatter(x=part[x], y=part[threshold_col], mode="lines", line={"dash": "dot"},
                                      name=f"{method} threshold", showlegend=True))
-    fig.update_xaxes(type="category")
+    _in_frame_order(fig, frame, x)
     return _layout(fig, title)
+
+
+def bars_by_run(frame: pd.DataFrame, run: str, y: str, item: str) -> go.Figure:
+    """One bar per ``item`` (e.g. block) in the frame's order, coloured by its ``run``: for items scored in
+    one run each, which lines over runs would draw as lone dots with a legend entry apiece."""
+    fig = px.bar(frame, x=item, y=y, color=run, category_orders={run: list(dict.fromkeys(frame[run]))})
+    _in_frame_order(fig, frame, item)
+    return _layout(fig)
 
 
 def concept_heatmap(frame: pd.DataFrame) -> go.Figure:
@@ -82,16 +110,19 @@ def realized_columns(runs: pd.DataFrame, metric: str) -> list[tuple[str, int]]:
 
 
 def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) -> go.Figure:
-    """The champion's metric on every batch, its estimate without labels (with its band), the realized scores of
-    the predictions once their labels came (per model version), the challengers', the spec's floor/ceiling,
-    promotions marked."""
+    """The champion's metric on every whole batch (the serving model's score, :func:`data.serving_scores`),
+    its estimate without labels (with its band), the realized scores of the predictions once their labels came
+    (per model version), the challengers' on their holdout, the spec's floor/ceiling, promotions marked."""
     fig = go.Figure()
     x = runs["run_name"]
-    for who, dash in (("champion", "solid"), ("challenger", "dot")):
-        col = f"metric.{who}_{metric}"
-        if col in runs:
-            fig.add_trace(go.Scatter(x=x, y=runs[col], mode="lines+markers", name=f"{who} {metric}",
-                                     line={"dash": dash}, connectgaps=who == "champion"))
+    serving = serving_scores(runs, metric)
+    if serving.notna().any():
+        fig.add_trace(go.Scatter(x=x, y=serving, mode="lines+markers", name=f"champion {metric}",
+                                 connectgaps=True))
+    challenger = f"metric.challenger_{metric}"
+    if challenger in runs:
+        fig.add_trace(go.Scatter(x=x, y=runs[challenger], mode="lines+markers", name=f"challenger {metric}",
+                                 line={"dash": "dot"}))
     estimated = f"metric.estimated_{metric}"
     if estimated in runs:  # the estimate without labels, its band shaded
         est = runs[runs[estimated].notna()]
@@ -127,9 +158,12 @@ def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) 
 
 
 def decisions_timeline(runs: pd.DataFrame) -> go.Figure:
+    """Each run's decision over time, one row per decision. The rows name the decisions, so there is no legend
+    (it covered the top row's markers)."""
     fig = px.scatter(runs, x="start_time", y="decision", color="decision", hover_name="run_name",
                      color_discrete_map=DECISION_COLORS, category_orders={"decision": list(DECISION_COLORS)})
     fig.update_traces(marker={"size": 12})
+    fig.update_layout(showlegend=False)
     return _layout(fig, height=260)
 
 
@@ -139,21 +173,30 @@ def scores_bars(frame: pd.DataFrame) -> go.Figure:
     return _layout(fig)
 
 
-def confusion(matrix: list[list[float]], labels: list[str], title: str) -> go.Figure:
-    fig = px.imshow(matrix, x=[str(v) for v in labels], y=[str(v) for v in labels], text_auto=True,
-                    color_continuous_scale="Blues", labels={"x": "predicted", "y": "actual", "color": "rows"})
+def confusion(matrix: list[list[float]], labels: list, title: str) -> go.Figure:
+    """Rows: the actual class, columns: the predicted one; the classes named on both axes as text (classes 0
+    and 1 are names, with nothing at 0.5 between them)."""
+    names = [str(v) for v in labels]
+    fig = px.imshow(matrix, x=names, y=names, text_auto=True, color_continuous_scale="Blues",
+                    labels={"x": "predicted", "y": "actual", "color": "rows"})
+    fig.update_xaxes(type="category", title="predicted")
+    fig.update_yaxes(type="category", title="actual")
     return _layout(fig, title, height=300)
 
 
-def matrix_heatmap(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
-    fig = px.imshow(frame, text_auto=".2f", color_continuous_scale="OrRd", aspect="auto")
+def matrix_heatmap(frame: pd.DataFrame, title: str | None = None, scale: str | None = None) -> go.Figure:
+    """A labelled square matrix (``scale`` titles its colour bar)."""
+    fig = px.imshow(frame, text_auto=".2f", color_continuous_scale="OrRd", aspect="auto",
+                    labels={"color": scale} if scale else {})
     fig.update_xaxes(type="category")  # block names are names, even "7" and "8" (no 7.5 between them)
     fig.update_yaxes(type="category")
     return _layout(fig, title, height=max(300, 80 + 36 * len(frame.index)))
 
 
 def metric_lines(frame: pd.DataFrame, x: str, columns: list[str], title: str | None = None) -> go.Figure:
+    """One line per column of ``frame`` over ``x``; the legend names the columns (it has no title)."""
     long = frame.melt(id_vars=[x], value_vars=columns, var_name="series", value_name="value").dropna()
     fig = px.line(long, x=x, y="value", color="series", markers=True)
-    fig.update_xaxes(type="category")
+    fig.update_layout(legend_title_text=None)
+    _in_frame_order(fig, frame, x)
     return _layout(fig, title)

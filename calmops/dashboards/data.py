@@ -2,8 +2,8 @@
 
 Plain functions without Streamlit, so they are testable on their own; :mod:`calmops.dashboards.cache`
 wraps them with ``st.cache_data``. The viewer never reads a pipeline's private folder
-(``$CALMOPS_HOME/pipelines``) and never unpickles anything: it reads JSON, YAML, text and Parquet
-artifacts only, and never loads a model.
+(``$CALMOPS_HOME/pipelines``) but for the kind in its spec when it has no run yet (:func:`spec_kind`), and
+never unpickles anything: it reads JSON, YAML, text and Parquet artifacts only, and never loads a model.
 
 One MLflow ``search_runs`` per experiment gives every run of a pipeline (tags, params, metrics);
 artifacts are fetched only for the runs a page shows, straight from each run's ``artifact_uri`` (no
@@ -29,7 +29,8 @@ from typing import Any
 import pandas as pd
 
 from calmops.core.kinds import KINDS
-from calmops.core.names import Decision, model_name
+from calmops.core.names import DRIFT_UNCHECKED, SERVING_SCORE_PREFIXES, Decision, model_name
+from calmops.core.store import read_spec
 from calmops.core.verdict import DriftVerdict
 
 EXPERIMENT_PREFIX = "calmops/"
@@ -203,9 +204,34 @@ def runs_frame(conn: Connection, experiment_id: str, max_results: int = MAX_RUNS
     frame = frame.sort_values("start_time", kind="stable").reset_index(drop=True)
     frame["champion_version"] = frame["champion_version"].map(_to_int).astype("Int64")
     frame["challenger_version"] = frame["challenger_version"].map(_to_int).astype("Int64")
-    frame["drift"] = frame["drift_detected"].eq("true")
+    frame["drift"] = [drift_seen(decision, tag)
+                      for decision, tag in zip(frame["decision"], frame["drift_detected"], strict=True)]
     frame["index"] = range(1, len(frame) + 1)
     return frame
+
+
+#: decisions made without a drift check: a refused (quarantined), duplicate or held file, and the first model
+def drift_seen(decision: str, tag: str) -> bool | None:
+    """Whether a run's batch drifted (its ``calmops.drift_detected`` tag), or None when no check was made: a
+    decision in :data:`~calmops.core.names.DRIFT_UNCHECKED` (runs recorded before the flows left the tag out carry ``false`` there too),
+    or no tag at all.
+
+    >>> drift_seen("no_drift", "false"), drift_seen("train", "false"), drift_seen("failed", "")
+    (False, None, None)
+    """
+    if decision in DRIFT_UNCHECKED or tag not in ("true", "false"):
+        return None
+    return tag == "true"
+
+
+def spec_kind(conn: Connection, name: str) -> str | None:
+    """The kind a pipeline's spec names, where the viewer runs beside the pipelines: what a pipeline without
+    runs is (MLflow knows it from the runs only). None when this host has no such spec. ``conn`` keys the
+    cache."""
+    try:
+        return read_spec(name).kind
+    except Exception:  # noqa: BLE001 - no spec here (another host, deleted, unreadable): the kind is unknown
+        return None
 
 
 def registry_info(conn: Connection, name: str) -> dict[str, Any]:
@@ -235,6 +261,27 @@ def registry_info(conn: Connection, name: str) -> dict[str, Any]:
     versions.sort(key=lambda d: d["version"])
     return {"exists": True, "aliases": aliases, "versions": versions,
             "description": model.description or ""}
+
+
+ALIASES = ("champion", "challenger", "previous")  # the registered model's aliases, in the viewer's order
+
+
+def registration_scores(reg: dict[str, Any]) -> pd.DataFrame:
+    """The scores each aliased version logged at registration (:func:`registry_info`'s ``reg``): model
+    (``<alias> v<N>``), metric, value, the models in :data:`ALIASES` order."""
+    by_version = {v["version"]: v for v in reg["versions"]}
+    rows = [{"model": f"{alias} v{version}", "metric": metric, "value": value}
+            for alias in ALIASES if (version := reg["aliases"].get(alias)) is not None
+            for metric, value in (by_version.get(version, {}).get("scores") or {}).items()
+            if isinstance(value, (int, float))]
+    return pd.DataFrame(rows, columns=["model", "metric", "value"]).drop_duplicates(["model", "metric"])
+
+
+def scores_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """:func:`registration_scores` as metric × model, the models in their order there (a pivot sorts them by
+    name)."""
+    table = scores.pivot(index="metric", columns="model", values="value")
+    return table[scores["model"].unique()].reset_index()
 
 
 def _json(text: str | None) -> dict:
@@ -627,6 +674,17 @@ def metric_names(runs: pd.DataFrame, prefix: str) -> list[str]:
     return sorted(c.removeprefix(head) for c in runs.columns if c.startswith(head))
 
 
+def serving_scores(runs: pd.DataFrame, metric: str) -> pd.Series:
+    """Per run, the serving model's ``metric`` on every row of its file: the first of
+    :data:`~calmops.core.names.SERVING_SCORE_PREFIXES` the run logged (as ``calmops history`` reads it); NaN
+    for a first model (``train``: no model served before it) and for runs that logged none."""
+    columns = [c for c in (f"metric.{prefix}{metric}" for prefix in SERVING_SCORE_PREFIXES) if c in runs]
+    if not columns:
+        return pd.Series(float("nan"), index=runs.index)
+    first = runs[columns].bfill(axis=1).iloc[:, 0].astype(float)
+    return first.where(runs["decision"] != Decision.TRAIN)
+
+
 def primary_metric(spec: dict | None, runs: pd.DataFrame) -> str | None:
     """The spec's primary metric, or the first usual one the runs logged."""
     chosen = ((spec or {}).get("evaluation") or {}).get("primary_metric")
@@ -645,6 +703,13 @@ def thresholds(spec: dict | None) -> dict[str, dict[str, float | None]]:
         if isinstance(bounds, dict):
             out[metric] = {"min": bounds.get("min"), "max": bounds.get("max")}
     return out
+
+
+def bounds_text(bounds: dict[str, float | None] | None) -> str:
+    """A metric's thresholds in words: ``{"min": 0.6, "max": None}`` → ``minimum 0.6``; empty when none is
+    set."""
+    return ", ".join(f"{word} {bounds[key]}" for key, word in (("min", "minimum"), ("max", "maximum"))
+                     if (bounds or {}).get(key) is not None)
 
 
 def spec_changes(runs: pd.DataFrame) -> pd.DataFrame:
@@ -726,18 +791,32 @@ def matrix_frame(matrix: Any) -> pd.DataFrame | None:
     return frame.apply(pd.to_numeric, errors="coerce")
 
 
+IPIP_DETAILS = ("ensemble", "p", "b", "replaced", "n_")  # other keys of the IPIP kind's details
+
+
+def _ipip_name(key: str) -> str:
+    """One name per IPIP quantity: the metric ``ipip_p`` and the detail ``ipip.p`` are both ``ipip.p``."""
+    return "ipip." + key[len("ipip."):]
+
+
 def ipip_frame(runs: pd.DataFrame, outcomes: dict[str, dict | None]) -> pd.DataFrame:
-    """Per IPIP run: p, b, replaced share, ensemble sizes (metrics first, details for what metrics lack)."""
+    """Per IPIP run: p, b, replaced share, ensemble sizes… each quantity once, as ``ipip.<name>``.
+
+    The flows record each twice (the ``ipip`` details of outcome.json, and ``ipip_<name>`` metrics): the
+    dotted spelling is read where a run has it, the underscore one for older runs; metrics before details of
+    the same spelling. Other IPIP keys of the details come as ``details.<key>``.
+    """
     rows = []
     for _, r in runs.iterrows():
+        metrics = [(c.removeprefix("metric."), r[c]) for c in runs.columns
+                   if c.startswith("metric.ipip") and pd.notna(r[c])]
+        details = list(_flatten((outcomes.get(r["run_id"]) or {}).get("details") or {}).items())
         row: dict[str, Any] = {"run": r["run_name"], "decision": r.get("decision")}
-        for c in runs.columns:
-            if c.startswith("metric.ipip_"):
-                row[c.removeprefix("metric.")] = r[c]
-        details = (outcomes.get(r["run_id"]) or {}).get("details") or {}
-        for k, v in _flatten(details).items():
-            if k.startswith(("ipip", "ensemble", "p", "b", "replaced", "n_")) and not isinstance(v, (dict, list)):
-                row.setdefault(k if k.startswith("ipip") else f"details.{k}", v)
+        for key, value in sorted(metrics + details, key=lambda kv: not kv[0].startswith("ipip.")):  # stable
+            if key.startswith(("ipip.", "ipip_")):
+                row.setdefault(_ipip_name(key), value)
+            elif key.startswith(IPIP_DETAILS):
+                row.setdefault(f"details.{key}", value)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -20,6 +20,8 @@ EMPTY_HINT = (
 )
 
 
+EMPTY = "—"  # what the viewer shows where there is no value (a table's empty cell too)
+
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=\"'^])")
 
 
@@ -114,11 +116,11 @@ def render_page(title: str, body: Callable[[data.Connection, list[dict[str, Any]
 
 
 def pipelines_of_kind(conn: data.Connection, found: list[dict[str, Any]], kind: str) -> list[tuple[dict, pd.DataFrame]]:
-    """(pipeline, its runs) for the pipelines whose runs are of ``kind``."""
+    """(pipeline, its runs) for the pipelines of ``kind``."""
     out = []
     for p in found:
         runs = cache.runs_frame(conn, p["experiment_id"])
-        if kind_of(runs) == kind:
+        if pipeline_kind(conn, p["name"], runs) == kind:
             out.append((p, runs))
     return out
 
@@ -139,19 +141,33 @@ def pick_pipeline(names: list[str], label: str = "Pipeline", key: str = "pipelin
 
 
 def kind_of(runs: pd.DataFrame) -> str:
+    """The kind the runs recorded (the latest), or :data:`EMPTY`."""
     if runs.empty:
-        return "—"
+        return EMPTY
     kinds = [k for k in runs["kind"].tolist() if k] + [
         k for k in runs.get("param.kind", pd.Series(dtype=str)).dropna().tolist() if k]
-    return kinds[-1] if kinds else "—"
+    return kinds[-1] if kinds else EMPTY
+
+
+def pipeline_kind(conn: data.Connection, name: str, runs: pd.DataFrame) -> str:
+    """A pipeline's kind: as its runs recorded it, else as its spec says (a pipeline without runs yet)."""
+    recorded = kind_of(runs)
+    return recorded if recorded != EMPTY else cache.spec_kind(conn, name) or EMPTY
 
 
 def version_text(v: Any) -> str:
-    return "—" if v is None or pd.isna(v) else f"v{int(v)}"
+    return EMPTY if v is None or pd.isna(v) else f"v{int(v)}"
+
+
+def yes_no(value: bool | None) -> str:
+    """A yes/no answer as shown; :data:`EMPTY` when there is none (a drift that was never checked)."""
+    return EMPTY if value is None else "yes" if value else "no"
 
 
 def show_frame(frame: pd.DataFrame, **kw) -> None:
-    st.dataframe(frame, width="stretch", hide_index=kw.pop("hide_index", True), **kw)
+    """Every table of the viewer: full width, no index, an empty cell (None, NaN) drawn as :data:`EMPTY`
+    (Streamlit writes "None" there otherwise)."""
+    st.dataframe(frame, width="stretch", hide_index=kw.pop("hide_index", True), placeholder=EMPTY, **kw)
 
 
 def plot(fig) -> None:
@@ -160,5 +176,5 @@ def plot(fig) -> None:
 
 def fmt_time(ts: Any, short: bool = False) -> str:
     if ts is None or (not isinstance(ts, str) and pd.isna(ts)):
-        return "—"
+        return EMPTY
     return pd.Timestamp(ts).strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S UTC")

@@ -225,3 +225,91 @@ def test_a_verdict_that_cannot_be_read_is_left_out_and_named():
     perf = data.performance_frame(verdicts, {"a": "f1", "b": "f2", "c": "f3"})
     assert perf["run"].tolist() == ["f1"] and perf.iloc[0]["threshold_failures"] == ""
     assert perf.iloc[0][["decay_files", "decay"]].isna().all()  # no decay recorded: blank, not 0 / False
+
+
+def _store(tmp_path, name: str, runs: list[dict]) -> tuple[data.Connection, str]:
+    """An MLflow store with one pipeline's experiment and ``runs`` (their calmops.* tags), oldest first."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment(f"calmops/{name}", artifact_location=str(tmp_path / "artifacts"),
+                                   tags={"calmops.pipeline": name})
+    for i, tags in enumerate(runs):
+        run = client.create_run(exp, run_name=f"f{i}.csv", start_time=1_700_000_000_000 + i * 1000,
+                                tags={f"calmops.{k}": v for k, v in tags.items()})
+        client.set_terminated(run.info.run_id)
+    return data.Connection(uri), exp
+
+
+def test_drift_is_not_said_no_for_files_that_were_never_checked(tmp_path):
+    """Runs recorded before the flows left the tag out say drift_detected=false for a first model and for a
+    quarantined file too; neither was checked."""
+    from calmops.dashboards import ui
+    from calmops.dashboards.views import overview
+
+    recorded = [("train", "false"), ("no_drift", "false"), ("retrain_promoted", "true"),
+                ("duplicate", "false"), ("held", "false"), ("failed", None), ("rejected_input", "false")]
+    conn, exp = _store(tmp_path, "quar", [{"decision": d, "kind": "stream",
+                                           **({"drift_detected": t} if t else {})} for d, t in recorded])
+    runs = data.runs_frame(conn, exp)
+    shown = runs["drift"].map(ui.yes_no).tolist()
+    assert shown == ["—", "no", "yes", "—", "—", "—", "—"], shown
+    row = overview.summary(conn, {"name": "quar", "experiment_id": exp}, prefect_ok=False)
+    assert row["last decision"] == "rejected_input" and row["drift"] == "—" and row["health"] == "failing"
+
+
+def test_the_kind_of_a_pipeline_without_runs_is_read_from_its_spec(tmp_path, monkeypatch):
+    from calmops.core.settings import get_settings
+    from calmops.core.store import spec_from_dict
+    from calmops.dashboards.views import overview
+    from tests.conftest import STREAM_SPEC
+
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    spec = spec_from_dict({**STREAM_SPEC, "name": "fresh", "kind": "block", "block_column": "month"})
+    folder = get_settings().pipeline_dir("fresh")
+    folder.mkdir(parents=True)
+    (folder / "spec.yaml").write_text(spec.to_yaml())
+    conn, exp = _store(tmp_path, "fresh", [])
+    row = overview.summary(conn, {"name": "fresh", "experiment_id": exp}, prefect_ok=False)
+    assert row["kind"] == "block"
+    elsewhere = overview.summary(conn, {"name": "nowhere", "experiment_id": exp}, prefect_ok=False)
+    assert elsewhere["kind"] == "—"  # no spec on this host, no run: unknown
+
+
+def test_thresholds_are_said_in_words():
+    """The caption showed the spec's bounds as a Python dict: {'min': 0.6, 'max': None}."""
+    assert data.bounds_text({"min": 0.6, "max": None}) == "minimum 0.6"
+    assert data.bounds_text({"min": 0.6, "max": 0.9}) == "minimum 0.6, maximum 0.9"
+    assert data.bounds_text({"min": None, "max": 2.5}) == "maximum 2.5"
+    assert data.bounds_text(None) == data.bounds_text({}) == ""
+
+
+def test_ipip_quantities_are_shown_once_each_dotted_where_a_run_has_it():
+    """The flows record p, b and the replaced share as ``ipip_*`` metrics and as the ``ipip`` details: the
+    table had both columns and the chart drew the share twice."""
+    runs = pd.DataFrame({"run_id": ["old", "new"], "run_name": ["f0.csv", "f1.csv"],
+                         "decision": ["train", "no_drift"], "metric.ipip_p": [3.0, 3.0],
+                         "metric.ipip_b": [5.0, 4.0], "metric.ipip_replaced_share": [1.0, 0.5],
+                         "metric.ipip_mean_ensemble_size": [5.0, 4.5]})
+    outcomes = {"old": None,  # a run recorded before the details: its metrics only
+                "new": {"details": {"ipip": {"p": 3, "b": 4, "replaced_share": 0.25, "n_new_kept": 1},
+                                    "ensemble_sizes": [5, 4]}}}
+    frame = data.ipip_frame(runs, outcomes).set_index("run")
+    quantities = [c.removeprefix("ipip.") for c in frame.columns if c.startswith("ipip")]
+    assert len(quantities) == len(set(quantities)) and not [c for c in frame.columns if c.startswith("ipip_")]
+    assert frame.loc["f0.csv", ["ipip.p", "ipip.b", "ipip.replaced_share"]].tolist() == [3, 5, 1.0]
+    assert frame.loc["f1.csv", ["ipip.b", "ipip.replaced_share", "ipip.n_new_kept"]].tolist() == [4, 0.25, 1]
+    assert frame.loc["f1.csv", "ipip.mean_ensemble_size"] == 4.5
+    assert frame.loc["f1.csv", "details.ensemble_sizes"] == "5, 4"
+
+
+def test_the_simulator_names_one_file_once():
+    from pathlib import Path
+
+    from calmops.dashboards.views.simulator import written_text
+
+    folder = Path("/data/in")
+    assert written_text([folder / "sea-1.csv"], folder) == "Wrote 1 file to /data/in: sea-1.csv"
+    two = written_text([folder / "a.csv", folder / "b.csv"], folder)
+    assert two == "Wrote 2 files to /data/in: a.csv … b.csv"

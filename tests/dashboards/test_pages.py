@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
 from calmops.core import registry
+from tests.conftest import STREAM_SPEC
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ TABLES = {  # a table is found by columns only it has (AppTest does not expose a
     "blocks_table": {"block", "rows", "accuracy"},
     "drift_matrix": {"block", "2024-01", "2024-02"},
     "block_metrics": {"run", "2024-01", "2024-02"},
-    "ipip_table": {"run", "ipip_p"},
+    "ipip_table": {"run", "ipip.p"},
     "sim_preview": {"x0", "x1", "x2", "y", "concept"},
 }
 
@@ -177,17 +178,35 @@ def test_block_view_renders_details_and_block_metrics(home):
     assert len(per_run) == 3 and {"2024-01", "2024-02"} <= set(per_run.columns)
 
 
-def test_ipip_view_shows_p_b_and_replaced_share(home):
+def charts_on(at: AppTest) -> list[dict]:
+    """The plotly figures a page drew, as the browser gets them."""
+    import json
+
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def values(encoded) -> list:
+    """A trace's x or y as a list (plotly sends numeric arrays base64-encoded), NaN as None."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(encoded, dict):
+        encoded = np.frombuffer(base64.b64decode(encoded["bdata"]), dtype=encoded["dtype"]).tolist()
+    return [None if isinstance(v, float) and np.isnan(v) else v for v in encoded]
+
+
+def test_ipip_view_shows_p_b_and_replaced_share_once_each(home):
     at = page("ipip")
     clean(at)
     ipips = table(at, "ipip_table")
-    assert {"ipip_p", "ipip_b", "ipip_replaced_share"} <= set(ipips.columns)
-    assert ipips["ipip_b"].tolist() == [4, 5, 5]  # newest first
-    import json
-
-    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    series = [{t["name"] for t in chart["data"]} for chart in charts]
-    assert series == [{"ipip_p", "ipip_b"}, {"ipip_replaced_share"}], series  # not every detail as a line
+    assert {"ipip.p", "ipip.b", "ipip.replaced_share"} <= set(ipips.columns)
+    quantities = [c.removeprefix("ipip.").removeprefix("ipip_") for c in ipips.columns
+                  if c.startswith("ipip")]
+    assert len(quantities) == len(set(quantities)), list(ipips.columns)  # not ipip_p beside ipip.p
+    assert ipips["ipip.b"].tolist() == [4, 5, 5]  # newest first, the metric where the details say otherwise
+    series = [{t["name"] for t in chart["data"]} for chart in charts_on(at)]
+    assert series == [{"ipip.p", "ipip.b"}, {"ipip.replaced_share"}], series  # not every detail as a line
 
 
 def test_simulator_generates_and_writes_files(home, tmp_path):
@@ -211,7 +230,7 @@ def test_simulator_generates_and_writes_files(home, tmp_path):
     out = get_settings().home / "simulated" / simulated.split()[0].removeprefix("simulated/")
     written = sorted(p.name for p in out.iterdir())
     assert len(written) == 4 and written[0].endswith(".csv")
-    assert at.success and "Wrote 4 file(s)" in at.success[0].value
+    assert at.success and at.success[0].value.startswith("Wrote 4 files to ")
 
 
 def test_a_link_to_a_pipeline_that_is_not_there_says_so(home):
@@ -293,3 +312,92 @@ def test_unreachable_prefect_keeps_mlflow_data(home, monkeypatch):
     assert not at.exception
     assert table(at, "overview_table").set_index("pipeline").loc["sea", "breaker"] == "unknown"
     assert metrics(at)["Breakers open"] == "unknown"  # not 0 beside the warning that their states are unknown
+
+
+def test_performance_draws_the_serving_score_and_says_the_thresholds_in_words(home):
+    """The champion line was ``champion_<m>``, which a run that retrained scores on its holdout only; the
+    caption showed the spec's thresholds as a Python dict."""
+    from calmops.core.names import serving_score
+
+    at = page("pipeline", {"pipeline": "sea"})
+    clean(at)
+    line = next(t for chart in charts_on(at) for t in chart["data"] if t.get("name") == "champion accuracy")
+    shown = dict(zip(values(line["x"]), values(line["y"]), strict=True))
+    runs = {r.info.run_name: r for r in mlflow_truth()["runs"]}
+    for name, run in runs.items():
+        first_model = run.data.tags["calmops.decision"] == "train"
+        expected = None if first_model else pytest.approx(serving_score(run.data.metrics, "accuracy"))
+        assert shown[name] == expected, name
+    retrained = runs["f3.csv"].data.metrics
+    assert shown["f3.csv"] != pytest.approx(retrained["champion_accuracy"])  # the holdout: another number
+    threshold = STREAM_SPEC["evaluation"]["thresholds"]["accuracy"]["min"]
+    caption = next(c.value for c in at.caption if "spec's thresholds" in c.value)
+    assert f"for accuracy: minimum {threshold}." in caption and "{" not in caption, caption
+
+
+def test_a_first_model_is_not_said_to_have_no_drift(home):
+    at = page("pipeline", {"pipeline": "sea"})
+    runs = table(at, "runs_table").set_index("file")
+    tags = {r.info.run_name: r.data.tags for r in mlflow_truth()["runs"]}
+    assert tags["f0.csv"]["calmops.decision"] == "train" and runs.loc["f0.csv", "drift"] == "—"
+    for name in ("f1.csv", "f2.csv", "f3.csv"):  # checked files: as their tag says
+        assert runs.loc[name, "drift"] == {"true": "yes", "false": "no"}[tags[name]["calmops.drift_detected"]]
+
+
+@pytest.mark.parametrize("name, query", [("overview", None), ("pipeline", {"pipeline": "sea"}),
+                                         ("blocks", None), ("ipip", None)])
+def test_no_table_shows_none_for_a_missing_value(home, name, query):
+    """Streamlit writes "None" in a table's empty cell unless told otherwise (concept detectors without an
+    alarm, versions without reference rows, the per-block metrics of blocks a run did not have…)."""
+    at = page(name, query)
+    clean(at)
+    assert at.dataframe
+    for frame in at.dataframe:
+        assert frame.proto.placeholder == "—", list(frame.value.columns)
+        text = frame.value.astype(str).where(frame.value.notna(), "")
+        assert not text.isin(["None", "nan", "NaN", "<NA>"]).any().any(), frame.value
+
+
+def test_the_between_block_matrix_says_what_its_numbers_are(home):
+    at = page("blocks")
+    clean(at)
+    assert any("Higher means the two blocks differ more" in c.value for c in at.caption)
+    heatmap = next(chart for chart in charts_on(at) if chart["data"][0].get("type") == "heatmap")
+    assert "minimum effect" in heatmap["layout"]["coloraxis"]["colorbar"]["title"]["text"]
+    over_runs = next(chart for chart in charts_on(at) if chart["data"][0].get("mode") == "lines+markers")
+    oldest_first = ["part0.csv", "part1.csv", "part2.csv"]
+    assert over_runs["layout"]["xaxis"]["categoryarray"] == oldest_first
+
+
+def test_files_never_checked_show_no_drift_answer_and_a_pipeline_without_runs_its_spec_kind(
+        prefect_server, tmp_path, monkeypatch):
+    """A quarantined last file read 'Drift (last run): no'; a pipeline created without a run read kind '—'."""
+    from calmops.core.settings import get_settings
+    from calmops.core.store import spec_from_dict
+
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = get_settings()
+    (settings.home / "mlflow").mkdir(parents=True)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    quar = client.create_experiment("calmops/quar", tags={"calmops.pipeline": "quar"})
+    for i, decision in enumerate(("train", "rejected_input")):  # recorded the old way: drift_detected=false
+        run = client.create_run(quar, run_name=f"f{i}.csv", start_time=1_700_000_000_000 + i * 1000, tags={
+            "calmops.decision": decision, "calmops.drift_detected": "false", "calmops.kind": "stream",
+            "calmops.reason": "seeded", "calmops.file": f"f{i}.csv"})
+        client.set_terminated(run.info.run_id)
+    client.create_experiment("calmops/fresh", tags={"calmops.pipeline": "fresh"})
+    spec = spec_from_dict({**STREAM_SPEC, "name": "fresh", "kind": "ipip", "block_column": "month"})
+    settings.pipeline_dir("fresh").mkdir(parents=True)
+    (settings.pipeline_dir("fresh") / "spec.yaml").write_text(spec.to_yaml())
+
+    at = page("overview")
+    clean(at)
+    overview = table(at, "overview_table").set_index("pipeline")
+    assert overview.loc["quar", "drift"] == "—" and overview.loc["fresh", "kind"] == "ipip"
+    at = page("pipeline", {"pipeline": "quar"})
+    assert not at.exception and not at.error
+    assert metrics(at)["Drift (last run)"] == "—" and metrics(at)["Last decision"] == "rejected_input"
+    assert table(at, "runs_table")["drift"].tolist() == ["—", "—"]
+    at = page("pipeline", {"pipeline": "fresh"})
+    assert metrics(at)["Kind"] == "ipip"

@@ -15,29 +15,46 @@ import streamlit as st
 from calmops.dashboards import cache, charts, data, ui
 
 BLOCK_METRIC = re.compile(r"^metric\.block_(?P<block>.+)_(?P<metric>[a-z_]+?)$")
+MATRIX_CAPTION = (
+    "Each cell compares two blocks of this file: the largest, over the features, of the effect size "
+    "between them divided by that test's minimum effect (0 on the diagonal). Higher means the two blocks "
+    "differ more; 1 or more means some feature's effect reaches its minimum. That feature drifts between the "
+    "two if its p-value, corrected over the whole matrix, is also below the spec's alpha; the pair drifts "
+    "when its drifting features meet the spec's aggregation rule.")
 KNOWN_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1", "precision", "recall", "roc_auc", "pr_auc",
                  "log_loss", "rmse", "mae", "mse", "r2", "mape", "rows", "drift", "drift_detected")
 
 
+def _block_metric(col: str) -> tuple[str, str] | None:
+    """(block, metric) of a ``metric.block_<name>_<metric>`` column, None for any other column."""
+    if not col.startswith("metric.block_"):
+        return None
+    rest = col.removeprefix("metric.block_")
+    metric = next((m for m in sorted(KNOWN_METRICS, key=len, reverse=True) if rest.endswith("_" + m)), None)
+    if metric is not None:
+        return rest[: -len(metric) - 1], metric
+    match = BLOCK_METRIC.match(col)
+    return (match["block"], match["metric"]) if match else None
+
+
 def block_metrics(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long frame (run, block, metric, value) from ``block_<name>_<metric>`` metrics."""
-    rows = []
-    for col in runs.columns:
-        if not col.startswith("metric.block_"):
-            continue
-        rest = col.removeprefix("metric.block_")
-        metric = next((m for m in sorted(KNOWN_METRICS, key=len, reverse=True) if rest.endswith("_" + m)), None)
-        if metric is None:
-            match = BLOCK_METRIC.match(col)
-            if not match:
-                continue
-            block, metric = match["block"], match["metric"]
-        else:
-            block = rest[: -len(metric) - 1]
-        for run, value in zip(runs["run_name"], runs[col], strict=True):
-            if pd.notna(value):
-                rows.append({"run": run, "block": block, "metric": metric, "value": value})
-    return pd.DataFrame(rows, columns=["run", "block", "metric", "value"])
+    """Long frame (run, block, metric, value) from ``block_<name>_<metric>`` metrics, in run order (oldest
+    first) and by block name within a run."""
+    columns = ["run", "block", "metric", "value"]
+    found = {col: parsed for col in runs.columns if (parsed := _block_metric(col))}
+    if not found:
+        return pd.DataFrame(columns=columns)
+    wide = runs[["run_name", *found]].reset_index(drop=True).rename(columns={"run_name": "run"})
+    long = wide.reset_index(names="position").melt(id_vars=["position", "run"], var_name="column")
+    long = long.dropna(subset="value")
+    long["block"] = long["column"].map(lambda c: found[c][0])
+    long["metric"] = long["column"].map(lambda c: found[c][1])
+    return long.sort_values(["position", "block"], kind="stable")[columns].reset_index(drop=True)
+
+
+def one_run_each(long: pd.DataFrame) -> bool:
+    """Whether every block has a value in one run only (each file holds its own blocks): no line to draw."""
+    return bool(long.groupby("block")["run"].nunique().max() <= 1)
 
 
 def render() -> None:
@@ -72,7 +89,8 @@ def body(conn: data.Connection, pipelines: list[dict]) -> None:
         st.caption("This run recorded no per-block details.")
     st.subheader("Between-block drift matrix")
     if "drift_matrix" in tables:
-        ui.plot(charts.matrix_heatmap(tables["drift_matrix"]))
+        ui.plot(charts.matrix_heatmap(tables["drift_matrix"], scale="effect /<br>minimum effect"))
+        st.caption(MATRIX_CAPTION)
         ui.show_frame(tables["drift_matrix"].reset_index(names="block"), key="drift_matrix")
     else:
         st.caption("This run recorded no drift matrix.")
@@ -87,6 +105,12 @@ def body(conn: data.Connection, pipelines: list[dict]) -> None:
         return
     metric = st.selectbox("Metric", sorted(long["metric"].unique()), key="block_metric")
     part = long[long["metric"] == metric]
-    ui.plot(charts.lines_over_runs(part, "run", "value", "block"))
+    if one_run_each(part):
+        ui.plot(charts.bars_by_run(part, "run", "value", "block"))
+        st.caption(f"Each block has a {metric} from one run only (each file holds its own blocks), so there "
+                   "is no line to draw: one bar per block, oldest run first, coloured by the run that scored "
+                   "it.")
+    else:
+        ui.plot(charts.lines_over_runs(part, "run", "value", "block"))
     ui.show_frame(part.pivot_table(index="run", columns="block", values="value", sort=False).reset_index(),
                   key="block_metrics")

@@ -29,11 +29,11 @@ def body(conn: data.Connection, pipelines: list[dict]) -> None:
     series = [c for c in frame.columns if c not in ("run", "decision")]
     numeric = [c for c in series if frame[c].dtype.kind in "fiub"]
     if not numeric:
-        st.caption("No IPIP metrics (`ipip_p`, `ipip_b`, `ipip_replaced_share`) recorded yet.")
+        st.caption("No IPIP numbers (p, b, replaced share) recorded yet.")
     else:
-        # the two sizes and the replaced share, as metrics (the table below has every detail)
-        sizes = [c for c in ("ipip_p", "ipip_b") if c in numeric]
-        shares = [c for c in numeric if c.startswith("ipip") and "share" in c]
+        # the two sizes and the replaced share (the table below has every detail)
+        sizes = [c for c in ("ipip.p", "ipip.b") if c in numeric]
+        shares = [c for c in numeric if c.startswith("ipip.") and "share" in c]
         left, right = st.columns(2)
         with left:
             if sizes:
@@ -42,4 +42,5 @@ def body(conn: data.Connection, pipelines: list[dict]) -> None:
             if shares:
                 ui.plot(charts.metric_lines(frame, "run", shares, "Replaced share"))
     ui.show_frame(frame.iloc[::-1], key="ipip_table")
-    st.caption("From each run's `ipip_*` metrics, completed by `details` of its outcome.json.")
+    st.caption("From the `ipip` details of each run's outcome.json, or its `ipip_*` metrics where a run has "
+               "no such detail (each quantity once); other IPIP keys of the details as `details.*`.")

@@ -30,10 +30,10 @@ def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -
         except Exception:  # noqa: BLE001 - shown as unknown
             breaker_state = None
     last_decision = last["decision"] if last is not None else None
-    drift = bool(last["drift"]) if last is not None else None
+    drift = last["drift"] if last is not None else None  # None too where the last file was not checked
     return {
         "pipeline": name,
-        "kind": ui.kind_of(runs),
+        "kind": ui.pipeline_kind(conn, name, runs),
         "health": HEALTH_WORDS[data.health(last_decision, breaker_state, drift)],
         "breaker": breaker_state or "unknown",
         "champion": ui.version_text(champion),
@@ -49,10 +49,8 @@ def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -
 
 
 def _drift_text(drift: bool | None, features: str) -> str:
-    if drift is None:
-        return "—"
     if not drift:
-        return "no"
+        return ui.yes_no(drift)
     names = [f for f in (features or "").split(",") if f]
     return "yes" + (f" ({', '.join(names[:3])}{', …' if len(names) > 3 else ''})" if names else "")
 

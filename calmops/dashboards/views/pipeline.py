@@ -68,12 +68,13 @@ def header(conn, name, runs, reg, prefect_problem) -> None:
         except Exception as exc:  # noqa: BLE001
             st.warning(f"Breaker state unreadable: {ui.plain(exc)}")
     cols = st.columns([1, 1, 1.1, 2.6, 1.1, 1.2])
-    cols[0].metric("Kind", ui.kind_of(runs))
+    cols[0].metric("Kind", ui.pipeline_kind(conn, name, runs))
     cols[1].metric("Champion", ui.version_text(champion), help="Registered model version with alias 'champion'.")
     cols[2].metric("Champion age", data.age_text(created))
-    cols[3].metric("Last decision", last["decision"] if last is not None else "—",
+    cols[3].metric("Last decision", last["decision"] if last is not None else ui.EMPTY,
                    help=ui.plain(last["reason"]) if last is not None else None)
-    cols[4].metric("Drift (last run)", ("yes" if last["drift"] else "no") if last is not None else "—")
+    cols[4].metric("Drift (last run)", ui.yes_no(last["drift"]) if last is not None else ui.EMPTY,
+                   help="Not checked (—) for a first model and for a refused, duplicate or held file.")
     cols[5].metric("Breaker", breaker["state"] if breaker else "unknown")
     if last is not None:
         st.caption(f"Last file **{ui.plain(last['file'] or last['run_name'])}** at {ui.fmt_time(last['start_time'])}: "
@@ -138,7 +139,7 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
     verdict = verdicts.get(chosen)
     report = reports.get(chosen)
     row = window[window["run_id"] == chosen].iloc[0]
-    st.markdown(f"**Decision:** `{row['decision']}` · **drift:** {'yes' if row['drift'] else 'no'}")
+    st.markdown(f"**Decision:** `{row['decision']}` · **drift:** {ui.yes_no(row['drift'])}")
     for reason in verdict.signals if verdict else []:
         st.markdown(f"- {ui.plain(reason)}")
     if verdict:
@@ -275,12 +276,15 @@ def performance_tab(conn, name, runs, reg, prefect_problem) -> None:
                           key="perf_metric")
     bounds = data.thresholds(spec).get(metric)
     ui.plot(charts.performance_over_time(runs, metric, bounds))
-    st.caption("Champion: the serving model's score on each whole batch (before any retraining); challenger: the "
+    limits = data.bounds_text(bounds)
+    st.caption("Champion: the serving model's score on each whole batch (before any retraining; none for the "
+               "first model, which nothing served before); challenger: the "
                "retrained candidate's score on the batch's holdout; estimated: the champion's score estimated from its "
                "outputs alone (no labels needed; it cannot see a concept change, so trust the realized line where "
                "both are drawn); realized of vN (late labels): a labels file's score of the predictions version N made "
                "before the labels came. Stars mark promotions; dashed red lines are the "
-               "spec's thresholds" + (f" for {metric}: {bounds}." if bounds else f" (none set for {metric})."))
+               "spec's thresholds"
+               + (f" for {metric}: {limits}." if limits else f" (none set for {metric})."))
     ui.plot(charts.decisions_timeline(runs[runs["decision"] != ""]))
 
 
@@ -294,7 +298,7 @@ def models_tab(conn, name, runs, reg, prefect_problem) -> None:
     aliases = reg["aliases"]
     by_version = {v["version"]: v for v in reg["versions"]}
     rows = []
-    for alias in ("champion", "challenger", "previous"):
+    for alias in data.ALIASES:
         v = aliases.get(alias)
         info = by_version.get(v, {})
         rows.append({"alias": alias, "version": ui.version_text(v), "created": ui.fmt_time(info.get("created")),
@@ -306,17 +310,11 @@ def models_tab(conn, name, runs, reg, prefect_problem) -> None:
         "MLflow": st.column_config.LinkColumn("MLflow", display_text="version ↗")})
 
     st.subheader("Scores at registration (holdout)")
-    long = []
-    for alias in ("champion", "challenger", "previous"):
-        v = aliases.get(alias)
-        for metric, value in (by_version.get(v, {}).get("scores") or {}).items():
-            if isinstance(value, (int, float)):
-                long.append({"model": f"{alias} v{v}", "metric": metric, "value": value})
-    if long:
-        frame = pd.DataFrame(long).drop_duplicates(["model", "metric"])
+    frame = data.registration_scores(reg)
+    if not frame.empty:
         ui.plot(charts.scores_bars(frame[~frame["metric"].isin(["log_loss", "mse", "rmse", "mae", "mape"])]
                                    if frame["metric"].isin(["accuracy", "f1_macro"]).any() else frame))
-        ui.show_frame(frame.pivot(index="metric", columns="model", values="value").reset_index())
+        ui.show_frame(data.scores_table(frame), key="scores")
         st.caption("Each version's scores on the holdout of the batch it was trained on.")
 
     st.subheader("Last head-to-head (same holdout)")
@@ -436,7 +434,7 @@ def runs_tab(conn, name, runs, reg, prefect_problem) -> None:
     newest = runs.iloc[::-1]
     table = pd.DataFrame({
         "time": newest["start_time"].map(lambda t: ui.fmt_time(t, short=True)), "file": newest["run_name"], "decision": newest["decision"],
-        "drift": newest["drift"].map({True: "yes", False: "no"}),
+        "drift": newest["drift"].map(ui.yes_no),
         "champion": newest["champion_version"].map(ui.version_text),
         "challenger": newest["challenger_version"].map(ui.version_text),
         "rows": newest.get("metric.rows"), "reason": newest["reason"],

@@ -141,7 +141,14 @@ def export(frame: pd.DataFrame, files: Any, generator: str) -> None:
         except Exception as exc:  # noqa: BLE001
             st.error(f"Could not write the files: {exc}")
             return
-        st.success(f"Wrote {len(paths)} file(s) to {folder}: {paths[0].name} … {paths[-1].name}")
+        st.success(written_text(paths, folder))
+
+
+def written_text(paths: list[Path], folder: Path) -> str:
+    """What the simulator says it wrote: the one file, or how many from the first to the last."""
+    if len(paths) == 1:
+        return f"Wrote 1 file to {folder}: {paths[0].name}"
+    return f"Wrote {len(paths)} files to {folder}: {paths[0].name} … {paths[-1].name}"
 
 
 def destinations(generator: str) -> dict[str, Path]:
