@@ -791,7 +791,10 @@ def matrix_frame(matrix: Any) -> pd.DataFrame | None:
     return frame.apply(pd.to_numeric, errors="coerce")
 
 
-IPIP_DETAILS = ("ensemble", "p", "b", "replaced", "n_")  # other keys of the IPIP kind's details
+#: IPIP quantities older runs kept at the top of their details (not under ``ipip``); any other key (blocks,
+#: promotion, predictions…) is not IPIP's
+IPIP_DETAILS = frozenset({"p", "b", "np", "ensemble_sizes", "n_ensembles", "replaced_share", "n_new_kept",
+                          "n_minority"})
 
 
 def _ipip_name(key: str) -> str:
@@ -804,7 +807,8 @@ def ipip_frame(runs: pd.DataFrame, outcomes: dict[str, dict | None]) -> pd.DataF
 
     The flows record each twice (the ``ipip`` details of outcome.json, and ``ipip_<name>`` metrics): the
     dotted spelling is read where a run has it, the underscore one for older runs; metrics before details of
-    the same spelling. Other IPIP keys of the details come as ``details.<key>``.
+    the same spelling. IPIP quantities an older run kept at the top of its details (:data:`IPIP_DETAILS`)
+    come as ``details.<key>``.
     """
     rows = []
     for _, r in runs.iterrows():
@@ -815,7 +819,7 @@ def ipip_frame(runs: pd.DataFrame, outcomes: dict[str, dict | None]) -> pd.DataF
         for key, value in sorted(metrics + details, key=lambda kv: not kv[0].startswith("ipip.")):  # stable
             if key.startswith(("ipip.", "ipip_")):
                 row.setdefault(_ipip_name(key), value)
-            elif key.startswith(IPIP_DETAILS):
+            elif key.split(".")[0] in IPIP_DETAILS:
                 row.setdefault(f"details.{key}", value)
         rows.append(row)
     return pd.DataFrame(rows)

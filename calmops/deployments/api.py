@@ -49,8 +49,10 @@ DEFAULT_MAX_REQUEST_BYTES = 10_000_000
 DEFAULT_MAX_RECORDS = 100_000
 MAX_ERRORS_LISTED = 50
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: what a bearer token may hold (RFC 6750): characters every HTTP client sends as they are
-TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+#: what a token may hold: visible ASCII, which every HTTP client sends in a header as it is
+TOKEN_PATTERN = re.compile(r"^[\x21-\x7e]+$")
+#: the Authorization schemes a 401 names (any other first word may be the secret itself, sent without a scheme)
+KNOWN_SCHEMES = ("basic", "digest", "token", "negotiate", "ntlm", "hoba", "mutual", "aws4-hmac-sha256")
 
 # -- wire models (they are the OpenAPI schema) -------------------------------------------------
 
@@ -601,9 +603,9 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
     _quiet_parallel_race()
     token = token or None
     if token and not TOKEN_PATTERN.match(token):
-        raise ValueError("the API token holds characters a bearer token cannot (spaces, quotes, letters outside "
-                         "ASCII, …): HTTP clients would never send it as it is; use letters, digits and - . _ ~ + /, "
-                         "e.g. the output of 'openssl rand -hex 24'")
+        raise ValueError("the API token holds a space, a control character or a letter outside ASCII, which HTTP "
+                         "clients do not send in a header as it is, so no request could match it; use visible ASCII "
+                         "only, e.g. the output of 'openssl rand -hex 24'")
     from fastapi_offline import FastAPIOffline
 
     # the docs page loads Swagger UI from assets shipped in the package, not from a CDN (works offline)
@@ -633,8 +635,9 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
         if not scheme:
             return ApiError(401, "missing bearer token", "send the header 'Authorization: Bearer <token>'")
         if scheme.lower() != "bearer":
-            return ApiError(401, f"the Authorization header holds a {scheme[:20]} credential, not a bearer token",
-                            "send the header 'Authorization: Bearer <token>'")
+            named = scheme if given and scheme.lower() in KNOWN_SCHEMES else None  # else it may be the token
+            return ApiError(401, f"the Authorization header holds {f'a {named} credential' if named else 'no scheme'}"
+                                 ", not a bearer token", "send the header 'Authorization: Bearer <token>'")
         if not secrets.compare_digest(given.strip().encode("latin-1", "replace"), token.encode("ascii")):
             return ApiError(401, "invalid bearer token", "send the token the API was started with")
         return None

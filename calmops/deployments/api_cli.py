@@ -16,6 +16,7 @@ from calmops.deployments.processes import port_problem
 
 LOOPBACK_NAMES = ("localhost",)
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_TOKEN_ENV = "CALMOPS_API_TOKEN"
 #: Threads serving the routes at once: anyio's default thread pool, where FastAPI runs them.
 ROUTE_THREADS = 40
 
@@ -40,7 +41,7 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option(min=1, max=65535, envvar="CALMOPS_API_PORT", help="TCP port.")] = 8000,
         token_env: Annotated[str, typer.Option(
             "--token-env", help="Environment variable holding the bearer token; auth is on when it is set.")]
-        = "CALMOPS_API_TOKEN",
+        = DEFAULT_TOKEN_ENV,
         max_request_bytes: Annotated[int, typer.Option(min=1, help="Largest request body accepted (413 over).")]
         = 10_000_000,
         max_records: Annotated[int, typer.Option(min=1, help="Most records per request (413 over).")] = 100_000,
@@ -50,10 +51,11 @@ def register(app: typer.Typer) -> None:
         reason = port_problem(host, port)
         if reason:
             raise CliError(f"cannot listen on {host}:{port}: {reason}", "choose another port with --port")
-        if not ENV_NAME.match(token_env):  # most likely the token itself: never echo it
-            raise typer.BadParameter("give the name of the environment variable that holds the token (letters, "
-                                     "digits and _), not the token itself, e.g. export MY_TOKEN=…; --token-env "
-                                     "MY_TOKEN", param_hint="--token-env")
+        if not ENV_NAME.match(token_env) or (token_env != DEFAULT_TOKEN_ENV and token_env not in os.environ):
+            # not a variable of this environment: most likely the token itself, so it is never echoed
+            raise typer.BadParameter("give the name of an environment variable that is set and holds the token "
+                                     "(letters, digits and _), not the token itself, e.g. export MY_TOKEN=…; "
+                                     "--token-env MY_TOKEN", param_hint="--token-env")
         token = os.environ.get(token_env) or None
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")

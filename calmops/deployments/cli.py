@@ -363,7 +363,8 @@ def _print_outcome(o: dict[str, Any]) -> None:
     from calmops.core.names import DRIFT_UNCHECKED
     from calmops.deployments.console import console
 
-    drift = "not checked" if o["decision"] in DRIFT_UNCHECKED else "yes" if o.get("drift_detected") else "no"
+    unknown = o.get("drift_detected") is None or o["decision"] in DRIFT_UNCHECKED
+    drift = "not checked" if unknown else "yes" if o["drift_detected"] else "no"
     console.print(f"[bold]{escape(o['pipeline'])}[/] · {escape(printable(o['file']))} → [bold]{o['decision']}[/] "
                   f"(drift: {drift})", highlight=False)
     console.print(f"  {printable(o['reason'])}", highlight=False, markup=False)

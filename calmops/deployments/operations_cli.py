@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from calmops.deployments.console import JsonOption
+from calmops.deployments.processes import environ_value
 
 STACK_SERVICES = ("prefect", "mlflow", "runner", "worker", "watcher", "viewer", "api")
 SCHEME_HINT = "use one triggering scheme at a time: the error names the deployment to delete (docs/operations.md)"
@@ -115,12 +116,9 @@ def _token_changed(pid: int) -> bool:
     environment cannot be read."""
     import hmac
 
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
+    if not Path(f"/proc/{pid}/environ").exists():
         return False
-    prefix = b"CALMOPS_API_TOKEN="
-    running = next((e.removeprefix(prefix) for e in environ if e.startswith(prefix)), b"")
+    running = environ_value(pid, "CALMOPS_API_TOKEN") or b""
     return not hmac.compare_digest(running, os.environ.get("CALMOPS_API_TOKEN", "").encode())
 
 

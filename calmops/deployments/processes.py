@@ -7,6 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 
 def alive(pid: int) -> bool:
@@ -15,6 +16,17 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def environ_value(pid: int, variable: str) -> bytes | None:
+    """The value of ``variable`` in process ``pid``'s environment (as it started: a service keeps it through every
+    exec); None when the variable is not there or the environment cannot be read (another user's process, gone)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    prefix = f"{variable}=".encode()
+    return next((e.removeprefix(prefix) for e in environ if e.startswith(prefix)), None)
 
 
 def escalate(pid: int, signals: Iterable[int], grace: float, *, group: bool = False) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from calmops.deployments.processes import environ_value
 
 #: services that need the Prefect API before they start
 NEEDS_PREFECT = ("runner", "worker", "watcher", "viewer", "api")
@@ -41,11 +42,7 @@ def _runs(pid: int, variable: str, value: str) -> bool:
     """Does process ``pid`` run the service that ``variable=value`` in its environment names (a service keeps
     it through every exec)? False when it cannot be read: a pid file left from before a reboot may name another
     program now, which must not stop the service from starting."""
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return f"{variable}={value}".encode() in environ
+    return environ_value(pid, variable) == value.encode()
 
 
 def run_service(name: str, wait: float) -> None:
@@ -108,8 +105,9 @@ def db_upgrade(which: tuple[str, ...] = DATABASES) -> list[str]:
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"{what} database upgrade failed: {tail[0]}")
         done.append(what)
-    if "calmops" in which and settings.state_database_url:
-        done.append(f"calmops ({state_upgrade(settings.state_database_url)} pipeline(s))")
+    if "calmops" in which:
+        done.append(f"calmops ({state_upgrade(settings.state_database_url)} pipeline(s))"
+                    if settings.state_database_url else "calmops (SQLite files beside each pipeline, made as used)")
     return done
 
 

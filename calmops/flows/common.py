@@ -322,6 +322,8 @@ def reject(ctx: RunContext, champion: registry.Champion | None, exc: RejectedInp
 
 
 def finish_record(ctx: RunContext, outcome: RunOutcome, verdict: DriftVerdict | None) -> RunOutcome:
+    if verdict is None:  # no drift check was made: its answer is unknown, not "no"
+        outcome.drift_detected = None
     if verdict and verdict.estimated:  # logged next to the realized scores: estimated_<metric>[_low|_high]
         outcome.metrics = {**outcome.metrics, "estimated": verdict.estimated.flat()}
     record_run(outcome, verdict, ctx.params, ctx.spec.to_yaml())

@@ -88,6 +88,15 @@ def _decide(paths, log: RunLog, pipeline: str, path: Path, sha256: str | None, p
     return result
 
 
+def _why_none_matched(match) -> str:
+    """Which ids kept a labels file from matching, and what to do about it."""
+    if match.unmatched_ids:
+        return (f"e.g. {match.unmatched_ids[:3]} have no prediction waiting); drop it again once the files with "
+                "those ids have been predicted")
+    return (f"e.g. {match.labelled_before_ids[:3]} were labelled by an earlier labels file, whose labels stand); "
+            "nothing in it is new")
+
+
 def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | RunOutcome:
     """The labels file joined to the rows waiting for it, as a labelled batch; quarantined when it is unusable
     (and then decided anew when the same bytes are dropped again: labels may come before their features)."""
@@ -104,11 +113,9 @@ def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> 
         report = {**match.counts, "unmatched_ids": match.unmatched_ids, "duplicate_ids": match.duplicate_ids,
                   "labelled_before_ids": match.labelled_before_ids}
         if not match.counts["matched"]:
-            examples = match.unmatched_ids[:3] or match.labelled_before_ids[:3] or match.duplicate_ids[:3]
             raise RejectedInput(f"{ctx.path.name}: none of its {match.counts['label_rows']} id(s) match a row "
                                 f"predicted and waiting for labels (join on {', '.join(spec.labels.join_on)}; "
-                                f"e.g. {examples}); drop it again "
-                                "once the files with those ids have been predicted", labels=report)
+                                f"{_why_none_matched(match)}", labels=report)
         batch = validate_frame(labelled_rows(match, spec), ctx.path.name, fmt, ctx.sha256, spec, champion.schema)
     except RejectedInput as exc:
         awaiting.release(ctx.sha256)  # its rows wait for a usable labels file

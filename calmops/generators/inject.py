@@ -91,12 +91,16 @@ def _in_window(column: pd.Series, since: object, until: object) -> np.ndarray:
                                  f"({_span(t)})") from None
     else:
         t, kind = pd.to_datetime(column, errors="coerce", utc=True, format="mixed"), "date-times"
-        unread = np.flatnonzero(t.isna().to_numpy() & column.notna().to_numpy())
+        filled = column.notna() & column.astype(str).str.strip().ne("")  # a blank cell is a missing time
+        unread = np.flatnonzero(t.isna().to_numpy() & filled.to_numpy())
         if unread.size:
             raise ValueError(f"time column {name!r} holds {unread.size} value(s) that are not date-times, e.g. "
                              f"{str(column.iloc[unread[0]])[:40]!r} in data row {unread[0] + 1}")
 
         def bound(value, label):
+            if isinstance(value, (int, float, np.number)):  # not nanoseconds since 1970
+                raise ValueError(f"{label} {value!r} is a number, and time column {name!r} holds date-times "  # noqa: TRY004 - bad input, said like the rest
+                                 f"({_span(t)})")
             try:  # text as ISO 8601 ('March' is no time, not 1 March of year 1)
                 stamp = pd.to_datetime(value, format="ISO8601") if isinstance(value, str) else pd.Timestamp(value)
             except (TypeError, ValueError):

@@ -28,7 +28,7 @@ class RunOutcome:
     sha256: str | None
     decision: str
     reason: str
-    drift_detected: bool = False
+    drift_detected: bool | None = False  # None: no drift check was made (a first model, a refused file)
     drifted_features: list[str] = field(default_factory=list)
     champion_version: int | None = None
     challenger_version: int | None = None
@@ -56,7 +56,7 @@ def _json(value: Any) -> str:
 
 
 def _decision_tags(outcome: RunOutcome, spec_yaml: str | None, *, checked: bool = True) -> dict[str, str]:
-    """The run's tags; ``calmops.drift_detected`` only when a drift check was made (``checked``)."""
+    """The run's tags; the drift answer only when a drift check was made (``checked``)."""
     tags = {
         "calmops.decision": outcome.decision,
         "calmops.reason": outcome.reason[:5000],
@@ -72,7 +72,7 @@ def _decision_tags(outcome: RunOutcome, spec_yaml: str | None, *, checked: bool 
         "calmops.spec_sha256": hashlib.sha256(spec_yaml.encode()).hexdigest() if spec_yaml else "",
     }
     if not checked:
-        del tags["calmops.drift_detected"]
+        del tags["calmops.drift_detected"], tags["calmops.drifted_features"]
     return tags
 
 

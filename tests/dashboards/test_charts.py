@@ -39,8 +39,6 @@ def test_block_names_that_look_like_numbers_stay_names_on_the_drift_matrix():
 
 def test_the_champion_line_is_the_serving_models_score_on_the_whole_batch_as_calmops_history_reads_it():
     """A run that retrained logs ``champion_<m>`` on the holdout only; the line promised the whole batch."""
-    from calmops.core.names import serving_score
-
     runs = pd.DataFrame({
         "run_name": ["f0.csv", "f1.csv", "f2.csv", "f3.csv"],
         "decision": ["train", "no_drift", "retrain_promoted", "retrain_promoted"],
@@ -51,13 +49,10 @@ def test_the_champion_line_is_the_serving_models_score_on_the_whole_batch_as_cal
         "metric.challenger_accuracy": [0.97, None, 0.80, 0.66],
     })
     line = {t.name: t for t in performance_over_time(runs, "accuracy", None).data}["champion accuracy"]
-    for _, run in runs.iterrows():
-        logged = {c.removeprefix("metric."): v for c, v in run.items()
-                  if c.startswith("metric.") and pd.notna(v)}
-        expected = None if run["decision"] == "train" else serving_score(logged, "accuracy")
-        shown = line.y[list(line.x).index(run["run_name"])]
-        assert (expected is None and pd.isna(shown)) or shown == expected, (run["run_name"], shown, expected)
-    assert line.y[2] != runs["metric.champion_accuracy"][2]  # not the holdout score
+    # f0: a first model, served nothing; f1: its champion_ score is the whole batch (nothing retrained);
+    # f2: the full-batch score, not the holdout's 0.70; f3: IPIP's prequential score, not the holdout's 0.60
+    assert list(line.x) == ["f0.csv", "f1.csv", "f2.csv", "f3.csv"]
+    assert pd.isna(line.y[0]) and list(line.y[1:]) == [0.91, 0.75, 0.65]
 
 
 def test_confusion_matrices_name_the_classes_on_both_axes():

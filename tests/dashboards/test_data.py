@@ -294,7 +294,8 @@ def test_ipip_quantities_are_shown_once_each_dotted_where_a_run_has_it():
                          "metric.ipip_mean_ensemble_size": [5.0, 4.5]})
     outcomes = {"old": None,  # a run recorded before the details: its metrics only
                 "new": {"details": {"ipip": {"p": 3, "b": 4, "replaced_share": 0.25, "n_new_kept": 1},
-                                    "ensemble_sizes": [5, 4]}}}
+                                    "ensemble_sizes": [5, 4], "blocks": {"2024-01": {"rows": 10}},
+                                    "promotion": {"reason": "better"}, "predictions_note": "kept"}}}
     frame = data.ipip_frame(runs, outcomes).set_index("run")
     quantities = [c.removeprefix("ipip.") for c in frame.columns if c.startswith("ipip")]
     assert len(quantities) == len(set(quantities)) and not [c for c in frame.columns if c.startswith("ipip_")]
@@ -302,6 +303,8 @@ def test_ipip_quantities_are_shown_once_each_dotted_where_a_run_has_it():
     assert frame.loc["f1.csv", ["ipip.b", "ipip.replaced_share", "ipip.n_new_kept"]].tolist() == [4, 0.25, 1]
     assert frame.loc["f1.csv", "ipip.mean_ensemble_size"] == 4.5
     assert frame.loc["f1.csv", "details.ensemble_sizes"] == "5, 4"
+    # keys that only start like an IPIP quantity (b…, p…) are not IPIP's
+    assert [c for c in frame.columns if c.startswith("details.")] == ["details.ensemble_sizes"]
 
 
 def test_the_simulator_names_one_file_once():

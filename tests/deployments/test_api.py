@@ -303,9 +303,16 @@ def test_token_auth(calmops_home, stream_spec):
     # without a token configured, no auth is asked for
     assert TestClient(create_app()).get("/pipelines").status_code == 200
     # a token no HTTP client would send as it is (non-ASCII, a space) is refused at start, never silently unmatched
-    for unusable in ("tökén-ünïcode", "two words"):
-        with pytest.raises(ValueError, match="the API token holds characters a bearer token cannot"):
+    for unusable in ("tökén-ünïcode", "two words", "tab\there"):
+        with pytest.raises(ValueError, match="the API token holds a space, a control character or a letter outside"):
             create_app(token=unusable)
+    punctuated = TestClient(create_app(token="p@ss!word#1:%,"))  # visible ASCII goes through every client
+    assert punctuated.get("/pipelines", headers={"Authorization": "Bearer p@ss!word#1:%,"}).status_code == 200
+    # a header without a scheme may be the secret itself: it is never repeated in the answer
+    bare = client.get("/pipelines", headers={"Authorization": TOKEN})
+    assert bare.status_code == 401 and TOKEN not in bare.text and "holds no scheme" in bare.json()["detail"]
+    glued = client.get("/pipelines", headers={"Authorization": f"Bearer:{TOKEN}"})
+    assert glued.status_code == 401 and TOKEN not in glued.text
 
 
 def test_request_size_limit_413(calmops_home, stream_spec):
@@ -446,8 +453,9 @@ def test_calmops_serve_real_server(trained, calmops_home):
 
 
 @pytest.mark.parametrize("args, value, said", [
-    (["--token-env", "s3cr3t-abc123"], None, "Invalid value for --token-env: give the name of the environment variable"),
-    (["--token-env", "MY_TOKEN"], "tökén-ünïcode", "error: $MY_TOKEN: the API token holds characters a bearer token"),
+    (["--token-env", "s3cr3t-abc123"], None, "Invalid value for --token-env: give the name of an environment variable"),
+    (["--token-env", "deadbeef0s3cr3t"], None, "Invalid value for --token-env: give the name of an environment variable"),
+    (["--token-env", "MY_TOKEN"], "tökén-ünïcode", "error: $MY_TOKEN: the API token holds a space, a control"),
 ])
 def test_serve_refuses_a_token_it_could_never_match_without_echoing_it(calmops_home, args, value, said):
     """The token itself given to --token-env (auth would silently be off) and a token no client sends as it is

@@ -99,6 +99,7 @@ def test_labels_two_files_later_are_joined_scored_per_version_and_retrain_on_a_c
     assert run("late", again)["decision"] == "duplicate"
     relabel = run("late", write_csv(labels(f1).iloc[:50].assign(y=1), labels_folder, "l1-fixed.csv"))
     assert relabel["decision"] == "rejected_input" and "none of its 50 id(s)" in relabel["reason"]
+    assert "were labelled by an earlier labels file" in relabel["reason"] and "drop it again" not in relabel["reason"]
     assert relabel["details"]["quarantined_as"]
 
 

@@ -184,3 +184,10 @@ def test_empty_selection_is_an_error(df):
         feature_drift(df, ["x1"], rows=Rows(column="block", values=[99]))
     with pytest.raises(ValueError, match="unknown column"):
         outliers(df, ["nope"])
+
+
+def test_a_time_window_takes_blank_cells_as_missing_and_refuses_a_number_for_a_date_column():
+    frame = pd.DataFrame({"t": ["2024-01-01", "", "2024-02-01", None], "x": [1.0, 2.0, 3.0, 4.0]})
+    assert Rows(time_column="t", since="2024-01-15").mask(frame).tolist() == [False, False, True, False]
+    with pytest.raises(ValueError, match="since 5 is a number, and time column 't' holds date-times"):
+        Rows(time_column="t", since=5).mask(frame)  # not 5 ns after 1970

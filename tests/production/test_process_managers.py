@@ -163,6 +163,9 @@ def test_db_upgrade_migrates_only_the_databases_named_and_refuses_an_unknown_one
     store = next(home.rglob("*.db"))
     assert [p.name for p in home.rglob("*.db")] == [store.name]  # no Prefect database
     assert _get_schema_version(create_sqlalchemy_engine(f"sqlite:///{store}")) == _get_latest_schema_revision()
+    alone = subprocess.run([CALMOPS, "db", "upgrade", "calmops"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120, check=False)  # no state database set: says where its state is
+    assert alone.returncode == 0 and alone.stdout.startswith("calmops (SQLite files beside each pipeline"), alone
     wrong = subprocess.run([CALMOPS, "db", "upgrade", "mlflow", "prefekt"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=120, check=False)
     assert wrong.returncode == 2 and "'prefekt' is not one of prefect, mlflow, calmops" in " ".join(wrong.stderr.split())

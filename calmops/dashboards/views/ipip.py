@@ -43,4 +43,5 @@ def body(conn: data.Connection, pipelines: list[dict]) -> None:
                 ui.plot(charts.metric_lines(frame, "run", shares, "Replaced share"))
     ui.show_frame(frame.iloc[::-1], key="ipip_table")
     st.caption("From the `ipip` details of each run's outcome.json, or its `ipip_*` metrics where a run has "
-               "no such detail (each quantity once); other IPIP keys of the details as `details.*`.")
+               "no such detail (each quantity once); IPIP numbers an older run kept at the top of its details as "
+               "`details.*`.")

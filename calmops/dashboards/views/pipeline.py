@@ -74,7 +74,7 @@ def header(conn, name, runs, reg, prefect_problem) -> None:
     cols[3].metric("Last decision", last["decision"] if last is not None else ui.EMPTY,
                    help=ui.plain(last["reason"]) if last is not None else None)
     cols[4].metric("Drift (last run)", ui.yes_no(last["drift"]) if last is not None else ui.EMPTY,
-                   help="Not checked (—) for a first model and for a refused, duplicate or held file.")
+                   help="Not checked (—) for a first model, a refused, duplicate or held file and a failed run.")
     cols[5].metric("Breaker", breaker["state"] if breaker else "unknown")
     if last is not None:
         st.caption(f"Last file **{ui.plain(last['file'] or last['run_name'])}** at {ui.fmt_time(last['start_time'])}: "
