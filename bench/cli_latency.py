@@ -1,30 +1,30 @@
 """Wall time of each `calmops` command as a user types it (median of N), with the local stack down and up.
 
-    .venv/bin/python bench/cli_latency.py [--repeat 5] [--no-stack-up]
+    .venv/bin/python bench/cli_latency.py [--repeat 5] [--no-stack-up] [--keep]
 
-Everything happens in a temporary CALMOPS_HOME with one stream pipeline; the stack (when measured) runs on free
-ports and is stopped at the end. `calmops run` is measured on a 1,000-row file without drift (the champion exists
-already, so no model is logged), next to the import of the flow code alone; with the stack up it is also split,
-from the Prefect API's records of each run: until the flow run exists, the flow, its MLflow logging (the record
-task) and the exit after the run is Completed. With the stack up, the commands the warm runner takes (`create`,
-`update`, `delete`, `breaker show`, `relaunch`, `run`) are timed a second time in a process of their own
-(`CALMOPS_RUN_WARM=0`), the baseline of the hand-over in the same run.
+Everything happens in a temporary CALMOPS_HOME with one stream pipeline, removed at the end (``--keep`` keeps
+it); the stack (when measured) runs on free ports and is stopped at the end. `calmops run` is measured on a
+1,000-row file without drift (the champion exists already, so no model is logged), next to the import of the
+flow code alone; with the stack up it is also split, from the Prefect API's records of each run: until the
+flow run exists, the flow, its MLflow logging (the record task) and the exit after the run is Completed.
+With the stack up, the commands the warm runner takes (`create`, `update`, `delete`, `breaker show`,
+`relaunch`, `run`) are timed a second time in a process of their own (`CALMOPS_RUN_WARM=0`), the baseline of
+the hand-over in the same run.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
+from common import add_keep, parser, temp_home
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -120,13 +120,27 @@ def _python(args: list[str], env: dict[str, str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--no-stack-up", action="store_true", help="Measure with the stack down only.")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--repeat", type=int, default=5, help="runs of each command; the median is reported")
+    cli.add_argument("--no-stack-up", action="store_true", help="Measure with the stack down only.")
+    add_keep(cli)
+    args = cli.parse_args()
+    with temp_home("calmops-cli-bench-", args.keep) as home:
+        results = measure_all(home, args.repeat, not args.no_stack_up)
+    print(f"| command | target | {' | '.join(f'stack {k}' for k in results)} |")
+    print(f"|---|---|{'---|' * len(results)}")
+    for label in results.get("up", results["down"]):
+        target = f"≤ {TARGETS[label]} s" if label in TARGETS else "-"
+        shown = label if label.startswith("·") else f"`{label}`"
+        print(f"| {shown} | {target} | " + " | ".join(f"{r[label]:.2f} s" if label in r else "-"
+                                                       for r in results.values()) + " |")
+
+
+def measure_all(home: Path, repeat: int, stack_up: bool) -> dict[str, dict[str, float]]:
+    """One stream pipeline under ``home``; the commands timed with the stack down, then (``stack_up``) with
+    ``calmops up --no-watcher`` on free ports, stopped at the end. Keyed "down", "up", "up, own process"."""
     from tests.conftest import STREAM_SPEC, sea_frame, write_csv
 
-    home = Path(tempfile.mkdtemp(prefix="calmops-cli-bench-"))
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     env.update(CALMOPS_HOME=str(home / "home"), COLUMNS="100")
     for service in ("PREFECT", "MLFLOW", "VIEWER", "API"):
@@ -137,28 +151,21 @@ def main() -> None:
     data = home / "data"
     subprocess.run([str(BIN), "run", "sea", str(write_csv(sea_frame(1000, 8, seed=0), data, "first.csv"))],
                    env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    files = [write_csv(sea_frame(1000, 8, seed=i), data, f"f{i}.csv") for i in range(1, 3 * args.repeat + 1)]
+    files = [write_csv(sea_frame(1000, 8, seed=i), data, f"f{i}.csv") for i in range(1, 3 * repeat + 1)]
 
-    results = {"down": measure(env, args.repeat, files[:args.repeat])}
-    if not args.no_stack_up:
+    results = {"down": measure(env, repeat, files[:repeat])}
+    if stack_up:
         subprocess.run([str(BIN), "up", "--no-watcher"], env=env, check=True, stdout=subprocess.DEVNULL)
         try:
             os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{env['CALMOPS_PREFECT_PORT']}/api"  # to read the runs
             up = {**env, "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}
-            results["up"] = measure(up, args.repeat, files[args.repeat:2 * args.repeat]) | handed_over(
-                up, args.repeat, spec)
-            cold, later = {**up, "CALMOPS_RUN_WARM": "0"}, iter(files[2 * args.repeat:])
-            results["up, own process"] = handed_over(cold, args.repeat, spec) | {"run (no drift)": median_of(
-                args.repeat, lambda: timed(["run", "sea", str(next(later))], cold))}
+            results["up"] = measure(up, repeat, files[repeat:2 * repeat]) | handed_over(up, repeat, spec)
+            cold, later = {**up, "CALMOPS_RUN_WARM": "0"}, iter(files[2 * repeat:])
+            results["up, own process"] = handed_over(cold, repeat, spec) | {"run (no drift)": median_of(
+                repeat, lambda: timed(["run", "sea", str(next(later))], cold))}
         finally:
             subprocess.run([str(BIN), "down"], env=env, check=False, stdout=subprocess.DEVNULL)
-    print(f"| command | target | {' | '.join(f'stack {k}' for k in results)} |")
-    print(f"|---|---|{'---|' * len(results)}")
-    for label in results.get("up", results["down"]):
-        target = f"≤ {TARGETS[label]} s" if label in TARGETS else "-"
-        shown = label if label.startswith("·") else f"`{label}`"
-        print(f"| {shown} | {target} | " + " | ".join(f"{r[label]:.2f} s" if label in r else "-"
-                                                       for r in results.values()) + " |")
+    return results
 
 
 if __name__ == "__main__":

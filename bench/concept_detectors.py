@@ -12,7 +12,6 @@ Results: bench/results/concept_detectors.json and bench/results/concept_detector
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -22,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import parser
+
 from calmops.detectors.concept import ConceptDriftMonitor
 from calmops.detectors.config import DriftConfig
 
@@ -46,9 +47,9 @@ def alarms(name: str, rate: float, after: float, trials: int, seed: int) -> tupl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=50)
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--trials", type=int, default=50, help="trials per detector, error rate and case")
+    args = cli.parse_args()
     warnings.filterwarnings("ignore")
     rows = []
     for name in DETECTORS:

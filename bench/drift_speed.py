@@ -1,17 +1,23 @@
 """Drift detection speed: CalmOps (default suite) vs a bare numpy KS floor vs Evidently 0.7.23.
 
-    .venv/bin/python bench/drift_speed.py [--quick]
-
 Frames: 100k x 101 (100 numeric + 1 categorical) and 300k x 51 (50 numeric + 1 categorical),
 reference vs batch of the same size, seeded. Reports the median of repeats, peak Python memory
 (tracemalloc) relative to the two frames' size, and a cost curve over rows and columns. Evidently
-runs in its own virtualenv (bench/.venv-evidently) on the same frames written to Parquet.
-Results: bench/results/drift_speed.json and bench/results/drift_speed.md.
+runs in its own virtualenv (bench/.venv-evidently) on the same frames written to Parquet. The published
+figures used Evidently 0.7.23; it does not import under pandas 3, hence the pins:
+
+    python3.11 -m venv bench/.venv-evidently
+    bench/.venv-evidently/bin/pip install evidently==0.7.23 pandas==2.3.3 pyarrow==25.0.1
+    .venv/bin/python bench/drift_speed.py
+    .venv/bin/python bench/drift_speed.py --quick    # small sizes, a smoke run
+
+Results: bench/results/drift_speed.json and bench/results/drift_speed.md, only from a full run that timed
+Evidently on every case (the published figures). A --quick run, or one without Evidently (its virtualenv
+missing, ``--no-evidently``, or Evidently failing), writes to bench/out/ (git-ignored) instead and says so.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -28,15 +34,19 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import parser, results_folder
+
 from calmops.detectors import DriftConfig, ReferenceProfile, compare
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 EVIDENTLY_PY = HERE / ".venv-evidently" / "bin" / "python"
+EVIDENTLY_SETUP = "\n".join(line.strip() for line in __doc__.splitlines()  # the docstring's setup commands
+                            if line.startswith("    ") and ".venv-evidently" in line)
 
 EVIDENTLY_SCRIPT = r"""
 import sys, time, json
 import pandas as pd
+import evidently
 from evidently import Report
 from evidently.presets import DataDriftPreset
 ref = pd.read_parquet(sys.argv[1]); cur = pd.read_parquet(sys.argv[2]); repeats = int(sys.argv[3])
@@ -45,7 +55,7 @@ for _ in range(repeats):
     t = time.perf_counter()
     Report([DataDriftPreset()]).run(reference_data=ref, current_data=cur)
     times.append(time.perf_counter() - t)
-print(json.dumps(times))
+print(json.dumps({"version": evidently.__version__, "times": times}))
 """
 
 
@@ -132,8 +142,9 @@ def measure_case(name, n, n_numeric, repeats, evidently: bool):
                 check=False,
             )
             if r.returncode == 0:
-                times = json.loads(r.stdout.strip().splitlines()[-1])
-                out["evidently_s"] = statistics.median(times)
+                timed = json.loads(r.stdout.strip().splitlines()[-1])
+                out["evidently_version"] = timed["version"]
+                out["evidently_s"] = statistics.median(timed["times"])
                 out["ratio_evidently_vs_calmops"] = out["evidently_s"] / out["calmops_total_s"]
             else:
                 out["evidently_error"] = r.stderr[-500:]
@@ -160,6 +171,10 @@ def cost_curve(rows_list, cols_list, repeats):
     return curve
 
 
+def _or_dash(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
 def to_markdown(res: dict) -> str:
     lines = [
         "# Drift detection speed",
@@ -176,7 +191,8 @@ def to_markdown(res: dict) -> str:
         lines.append(
             f"| {c['rows']:,} x {c['columns']} | {c['frames_mb']:.0f} | {c['calmops_profile_s']:.2f} | {c['calmops_compare_s']:.2f} | "
             f"{c['calmops_total_s']:.2f} | {c['numpy_ks_floor_s']:.2f} | {c['ratio_total_vs_floor']:.1f} | {c['peak_mb']:.0f} | "
-            f"{c['peak_vs_frames']:.2f} | {c.get('evidently_s', float('nan')):.1f} | {c.get('ratio_evidently_vs_calmops', float('nan')):.1f} | "
+            f"{c['peak_vs_frames']:.2f} | {_or_dash(c.get('evidently_s'))} | "
+            f"{_or_dash(c.get('ratio_evidently_vs_calmops'))} | "
             f"{c['drifted_features']} |"
         )
     lines += [
@@ -195,12 +211,26 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def without_evidently(res: dict, asked: bool) -> str:
+    """Why the run has no Evidently figures (empty when every case has them)."""
+    if not asked:
+        return "--no-evidently"
+    if not EVIDENTLY_PY.exists():
+        return f"{EVIDENTLY_PY} is missing"
+    failed = [c["case"] for c in res["cases"] if "evidently_s" not in c]
+    return f"Evidently failed on {', '.join(failed)} (see evidently_error in the JSON)" if failed else ""
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--no-evidently", action="store_true")
-    args = ap.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--quick", action="store_true", help="small sizes, a smoke run (results in bench/out/)")
+    cli.add_argument("--repeats", type=int, default=3, help="repeats per timing (Evidently: half); medians")
+    cli.add_argument("--no-evidently", action="store_true",
+                     help="CalmOps and the numpy floor only (results go to bench/out/)")
+    args = cli.parse_args()
+    if not args.no_evidently and not EVIDENTLY_PY.exists():
+        print(f"{EVIDENTLY_PY} is missing: no Evidently figures in this run. Create it with:\n"
+              f"{EVIDENTLY_SETUP}", file=sys.stderr)
     if args.quick:
         cases = [("small-a", 10_000, 100), ("small-b", 30_000, 50)]
         rows, cols = [1_000, 10_000, 100_000], [10, 100]
@@ -216,13 +246,12 @@ def main():
             ["quick run: smaller sizes than the target 100k x 101 and 300k x 51"] if args.quick else []
         ),
     }
-    if not EVIDENTLY_PY.exists() and not args.no_evidently:
-        res["notes"].append(
-            "Evidently virtualenv missing: create bench/.venv-evidently (see module docstring)"
-        )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "drift_speed.json").write_text(json.dumps(res, indent=1))
-    (RESULTS / "drift_speed.md").write_text(to_markdown(res))
+    missing = without_evidently(res, not args.no_evidently)
+    if missing:
+        res["notes"].append(f"no Evidently figures: {missing}")
+    out = results_folder("--quick" if args.quick else "", missing)
+    (out / "drift_speed.json").write_text(json.dumps(res, indent=1))
+    (out / "drift_speed.md").write_text(to_markdown(res))
     print(to_markdown(res))
 
 

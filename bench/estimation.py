@@ -16,12 +16,12 @@ NannyML 0.13.1 runs in its own virtualenv on the same numbers (written to Parque
     VIRTUAL_ENV=bench/.venv-nannyml uv pip install nannyml==0.13.1 statsmodels
     .venv/bin/python bench/estimation.py [--quick]
 
-Results: bench/results/estimation.json and bench/results/estimation.md.
+Results: bench/results/estimation.json and bench/results/estimation.md, only from a full run with NannyML (the
+published figures); a --quick run, other --seeds, or a run without NannyML's virtualenv writes to bench/out/.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import subprocess
@@ -36,10 +36,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import changed, parser, results_folder
+
 from calmops.detectors.estimation import CalibratedEstimator
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 NANNYML_PY = HERE / ".venv-nannyml" / "bin" / "python"
 
 NANNYML_SCRIPT = r"""
@@ -177,18 +178,20 @@ def markdown(summary: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer, smaller batches and one seed")
-    ap.add_argument("--seeds", type=int, default=3)
-    args = ap.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--quick", action="store_true",
+                     help="fewer, smaller batches and one seed (results in bench/out/)")
+    cli.add_argument("--seeds", type=int, default=3, help="seeds per dataset")
+    args = cli.parse_args()
     seeds = range(1 if args.quick else args.seeds)
     cases = [run_case(label, seed, args.quick) for label in DATASETS for seed in seeds]
     summary = summarize(cases)
-    RESULTS.mkdir(exist_ok=True)
+    out = results_folder("--quick" if args.quick else "", changed(cli, args, "seeds"),
+                         "" if NANNYML_PY.exists() else f"{NANNYML_PY} is missing")
     result = {"machine": platform.platform(), "python": platform.python_version(),
               "nannyml": NANNYML_PY.exists(), "summary": summary, "cases": cases}
-    (RESULTS / "estimation.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "estimation.md").write_text(markdown(summary))
+    (out / "estimation.json").write_text(json.dumps(result, indent=1))
+    (out / "estimation.md").write_text(markdown(summary))
     print(markdown(summary))
 
 

@@ -14,15 +14,13 @@ as after a stop of the stack): a scan announces only each pipeline's oldest file
 announces the next file itself. Their latency is then counted from the watcher's start, and the light files
 come ``--after`` seconds after it.
 
-    .venv/bin/python bench/fair_turns.py [--burst 40] [--after 5] [--budget 15] [--found-by-scan]
+    .venv/bin/python bench/fair_turns.py [--burst 40] [--after 5] [--budget 15] [--found-by-scan] [--keep]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -31,17 +29,19 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_keep, parser
 from stack_latency import CALMOPS, _sha, drop, frame, pct, spec, stack_up, wait_done
 
 BURSTING = ("burst-a", "burst-b")
 LIGHT = ("light-c", "light-d")
 
 
-def one_setting(budget: float, burst: int, after: float, scan: bool = False) -> dict:
-    home, env = stack_up("calmops-fair-", CALMOPS_TURN_BUDGET=str(budget), CALMOPS_WORKER_LIMIT="2")
-    from calmops.core.store import ledger, pipeline_paths, read_spec
+def one_setting(budget: float, burst: int, after: float, scan: bool = False, keep: bool = False) -> dict:
+    """One turn budget from nothing (a new home and stack, stopped and removed at the end); its latencies."""
+    settings = {"CALMOPS_TURN_BUDGET": str(budget), "CALMOPS_WORKER_LIMIT": "2"}
+    with stack_up("calmops-fair-", keep, **settings) as (home, env):
+        from calmops.core.store import ledger, pipeline_paths, read_spec
 
-    try:
         for name in (*BURSTING, *LIGHT):
             path = home / f"{name}.yaml"
             path.write_text(yaml.safe_dump(spec(name)))
@@ -89,24 +89,23 @@ def one_setting(budget: float, burst: int, after: float, scan: bool = False) -> 
                 "p50_s": round(pct(every, 50), 1), "p95_s": round(pct(every, 95), 1),
                 "first_rename_to_last_decision_s": round(max(done.values()) - start, 1), "turns_given_up": gave_way,
                 "by_announcing": announced}
-    finally:
-        subprocess.run([CALMOPS, "down"], env=env, capture_output=True, check=False)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--burst", type=int, default=40, help="files per bursting pipeline")
-    parser.add_argument("--after", type=float, default=5.0, help="seconds before the light files arrive")
-    parser.add_argument("--budget", type=float, default=15.0, help="the turn budget compared with 0")
-    parser.add_argument("--found-by-scan", action="store_true",
-                        help="the bursts wait in their folders when the watcher starts")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--burst", type=int, default=40, help="files per bursting pipeline")
+    cli.add_argument("--after", type=float, default=5.0, help="seconds before the light files arrive")
+    cli.add_argument("--budget", type=float, default=15.0, help="the turn budget compared with 0")
+    cli.add_argument("--found-by-scan", action="store_true",
+                     help="the bursts wait in their folders when the watcher starts")
+    add_keep(cli)
+    args = cli.parse_args()
     saved = dict(os.environ)
     results = {}
     try:
         for budget in (0.0, args.budget):
-            results[f"budget_{budget:g}"] = one_setting(budget, args.burst, args.after, args.found_by_scan)
+            results[f"budget_{budget:g}"] = one_setting(budget, args.burst, args.after, args.found_by_scan,
+                                                        args.keep)
             print(json.dumps(results[f"budget_{budget:g}"]), file=sys.stderr)
     finally:
         os.environ.clear()

@@ -12,7 +12,6 @@ river's ARF and Hoeffding Adaptive Tree learning row by row.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import parser
 from harness import run_config
 
 from calmops.core.spec import parse_spec
@@ -56,11 +56,11 @@ def make_files(stream: str, seed: int) -> list[pd.DataFrame]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--streams", default=",".join(STREAMS))
-    parser.add_argument("--configs", default="", help="a subset of the configurations, comma-separated")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--seeds", type=int, default=3, help="seeds per stream (the published figures: 10)")
+    cli.add_argument("--streams", default=",".join(STREAMS), help="streams, comma-separated")
+    cli.add_argument("--configs", default="", help="a subset of the configurations, comma-separated (default %(default)r: all)")
+    args = cli.parse_args()
     every = (["calmops", "never", "every_file_all", "every_file_latest"] + [f"calmops:{m}" for m in MODES]
              + ["river:hat", "river:arf"])
     configs = [c for c in every if c in args.configs.split(",")] if args.configs else every

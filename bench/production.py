@@ -9,7 +9,7 @@ train on a first file; then the burst: ``--files`` files (1,000 rows each) renam
 folders 0.02 s apart. A file's latency is from its rename to the moment its ledger entry reads ``done``
 (polled every 0.25 s); throughput is the files over the time from the first rename to the last decision.
 
-    .venv/bin/python bench/production.py [--files 200] [--workers 1 2 4] [--also postgres-files]
+    .venv/bin/python bench/production.py [--files 200] [--workers 1 2 4] [--also postgres-files] [--keep]
 
 ``postgres-files`` is the production layout with MLflow's artifacts in a local folder instead of the S3 API,
 one worker: what the object store costs.
@@ -17,18 +17,16 @@ one worker: what the object store costs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_keep, parser, temp_home
 from stack_latency import CALMOPS, _sha, frame, free_port, pct, spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,8 +58,14 @@ def _s3(port: int) -> subprocess.Popen:
     raise RuntimeError("moto's S3 server did not start")
 
 
-def run_config(layout: str, workers: int, files: int) -> dict:
-    work = Path(tempfile.mkdtemp(prefix=f"calmops-bench-{layout}{workers}-"))
+def run_config(layout: str, workers: int, files: int, keep: bool = False) -> dict:
+    """One configuration from nothing, in a temporary folder removed at the end (unless ``keep``)."""
+    with temp_home(f"calmops-bench-{layout}{workers}-", keep) as work:
+        return run_in(work, layout, workers, files)
+
+
+def run_in(work: Path, layout: str, workers: int, files: int) -> dict:
+    """The stores, the stack and the burst under ``work``; everything started is stopped at the end."""
     work.chmod(0o755)  # PostgreSQL runs as its own user and must reach its data folder below
     home = work / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CALMOPS_"))}
@@ -157,7 +161,6 @@ def run_config(layout: str, workers: int, files: int) -> dict:
         if pg_data is not None:
             subprocess.run(["bash", str(REPO / "scripts" / "postgres.sh"), "stop", str(pg_data)],
                            capture_output=True, check=False)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _wait(keys: set[tuple[str, str]], books: dict, timeout: float) -> dict[tuple[str, str], float]:
@@ -178,15 +181,17 @@ def _wait(keys: set[tuple[str, str]], books: dict, timeout: float) -> dict[tuple
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--files", type=int, default=200)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--also", nargs="*", default=["postgres-files"],
-                        help="more one-worker layouts: postgres-files (artifacts in a local folder, not S3)")
-    args = parser.parse_args()
-    results = [run_config("sqlite", 1, args.files)]
-    results += [run_config("postgres", n, args.files) for n in args.workers]
-    results += [run_config(layout, 1, args.files) for layout in args.also]
+    cli = parser(__doc__)
+    cli.add_argument("--files", type=int, default=200, help="files in the burst, over 8 pipelines")
+    cli.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4],
+                     help="worker counts tried on the production layout (PostgreSQL + S3 API)")
+    cli.add_argument("--also", nargs="*", default=["postgres-files"],
+                     help="more one-worker layouts: postgres-files (artifacts in a local folder, not S3)")
+    add_keep(cli)
+    args = cli.parse_args()
+    results = [run_config("sqlite", 1, args.files, args.keep)]
+    results += [run_config("postgres", n, args.files, args.keep) for n in args.workers]
+    results += [run_config(layout, 1, args.files, args.keep) for layout in args.also]
     base = results[0]["files_per_s"]
     for r in results:
         r["throughput_vs_sqlite_1"] = round(r["files_per_s"] / base, 2)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from common import parser
 from harness import gap_test, run_config
 
 from calmops.core.spec import parse_spec
@@ -135,12 +136,10 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--also", default="", help="more retrain modes to run as calmops:<mode>, e.g. stacking")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--datasets", default=",".join(DATASETS), help="datasets, comma-separated")
+    cli.add_argument("--also", default="", help="more retrain modes to run as calmops:<mode>, e.g. stacking (default %(default)r: none)")
+    args = cli.parse_args()
     configs = CONFIGS[:1] + [f"calmops:{m}" for m in args.also.split(",") if m] + CONFIGS[1:]
     t0 = time.time()
     results = {name: run_dataset(name, configs) for name in args.datasets.split(",")}

@@ -10,24 +10,23 @@ the stores' sizes on disk and Prefect's events by type are read before and after
 stack waits ``--idle`` seconds with nothing arriving: what each service costs while it waits.
 Run it twice with different code to compare; on this noisy 2-core machine compare per-file ratios.
 
-    .venv/bin/python bench/stack_cpu.py [--files 40] [--idle 60] [--out bench/results/stack_cpu.json]
+    .venv/bin/python bench/stack_cpu.py [--files 40] [--idle 60] [--out bench/results/stack_cpu.json] [--keep]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import sqlite3
-import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack_latency import CALMOPS, _sha, create_pipelines, drop, frame, stack_up, wait_done
+from common import add_keep, parser
+from stack_latency import _sha, create_pipelines, drop, frame, stack_up, wait_done
 
 TICK = os.sysconf("SC_CLK_TCK")
 SERVICES = {"prefect_server": "prefect server", "calmops.deployments.warm": "warm runner (the flow runs)",
@@ -78,16 +77,17 @@ def prefect_events(home: Path) -> Counter:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--files", type=int, default=40)
-    parser.add_argument("--idle", type=float, default=60, help="seconds of an idle stack measured before the burst")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stack_cpu.json")
-    args = parser.parse_args()
-    home, env = stack_up("calmops-cpu-")
-    from calmops.core.environment import prepare
+    cli = parser(__doc__)
+    cli.add_argument("--files", type=int, default=40, help="files in the burst, spread over 4 pipelines")
+    cli.add_argument("--idle", type=float, default=60, help="seconds of an idle stack measured before the burst")
+    cli.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stack_cpu.json",
+                     help="the results file")
+    add_keep(cli)
+    args = cli.parse_args()
+    with stack_up("calmops-cpu-", args.keep) as (home, env):
+        from calmops.core.environment import prepare
 
-    prepare()
-    try:
+        prepare()
         names = [f"cpu{i}" for i in range(4)]
         books, incoming = create_pipelines(home, env, names)
         seed = 0
@@ -118,8 +118,6 @@ def main() -> None:
         disk_after, events = disk(home), prefect_events(home) - events_before
         requests = re.findall(r'"(?:GET|POST|PATCH|PUT|DELETE) (/api/[^ ?]+)',
                               mlflow_log.read_bytes()[log_start:].decode(errors="replace"))
-    finally:
-        subprocess.run([CALMOPS, "down"], env=env, capture_output=True, check=False)
     spent, idle = spent_by_service(before, after), spent_by_service(idle_start, idle_end)
     n = args.files
     results = {"files": n, "pipelines": len(names), "seconds": round(took, 1), "files_per_s": round(n / took, 3),

@@ -7,25 +7,26 @@ pipeline's ledger says the file is done, and counts the "database is locked" err
 where the time goes: drop → flow run created (watcher, event, automation), created → started (worker pick-up,
 process start: a fork of the warm runner), started → finished (the flow itself).
 
-    .venv/bin/python bench/stack_latency.py [--files 10] [--burst 100]
+    .venv/bin/python bench/stack_latency.py [--files 10] [--burst 100] [--pipelines 4] [--keep]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+from common import add_keep, changed, parser, results_folder, temp_home
 
 CALMOPS = str(Path(sys.executable).with_name("calmops"))
 
@@ -67,17 +68,23 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def stack_up(prefix: str, **settings: str) -> tuple[Path, dict[str, str]]:
-    """``calmops up`` on free ports and a new temporary CALMOPS_HOME, with ``settings`` (CALMOPS_* variables) in
-    its environment, which becomes this process's too; returns the home and that environment."""
-    home = Path(tempfile.mkdtemp(prefix=prefix))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CALMOPS_"))}
-    env.update(CALMOPS_HOME=str(home), **settings, **{f"CALMOPS_{s}_PORT": str(free_port())
-                                                      for s in ("PREFECT", "MLFLOW", "VIEWER", "API")})
-    os.environ.clear()
-    os.environ.update(env)
-    subprocess.run([CALMOPS, "up"], check=True, env=env, capture_output=True)
-    return home, env
+@contextmanager
+def stack_up(prefix: str, keep: bool = False, **settings: str) -> Iterator[tuple[Path, dict[str, str]]]:
+    """``calmops up`` on free ports and a new temporary CALMOPS_HOME, with ``settings`` (CALMOPS_* variables)
+    in its environment, which becomes this process's too; yields the home and that environment. When the
+    block ends, on failure too: ``calmops down``, and the home removed (unless ``keep``: see
+    :func:`common.temp_home`)."""
+    with temp_home(prefix, keep) as home:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CALMOPS_"))}
+        env.update(CALMOPS_HOME=str(home), **settings, **{f"CALMOPS_{s}_PORT": str(free_port())
+                                                          for s in ("PREFECT", "MLFLOW", "VIEWER", "API")})
+        os.environ.clear()
+        os.environ.update(env)
+        try:
+            subprocess.run([CALMOPS, "up"], check=True, env=env, capture_output=True)
+            yield home, env
+        finally:
+            subprocess.run([CALMOPS, "down"], env=env, capture_output=True, check=False)
 
 
 def create_pipelines(home: Path, env: dict[str, str], names: list[str]) -> tuple[dict, dict[str, Path]]:
@@ -93,72 +100,77 @@ def create_pipelines(home: Path, env: dict[str, str], names: list[str]) -> tuple
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--files", type=int, default=10, help="sequential files per size")
-    parser.add_argument("--burst", type=int, default=100)
-    parser.add_argument("--pipelines", type=int, default=4)
-    args = parser.parse_args()
-    home, env = stack_up("calmops-latency-")
+    cli = parser(__doc__)
+    cli.add_argument("--files", type=int, default=10,
+                     help="sequential 1k-row files; a third as many 100k-row ones (at least 3)")
+    cli.add_argument("--burst", type=int, default=100, help="files in the burst, spread over the pipelines")
+    cli.add_argument("--pipelines", type=int, default=4, help="stream pipelines created")
+    add_keep(cli)
+    args = cli.parse_args()
+    with stack_up("calmops-latency-", args.keep) as (home, env):
+        results = measure(args, home, env)
+    out = results_folder(changed(cli, args, "files", "burst", "pipelines"))
+    (out / "stack_latency.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+def measure(args, home: Path, env: dict[str, str]) -> dict:
+    """The sequential files, the burst and the same files in-process, on the running stack; the results."""
     from calmops.core.environment import prepare
 
     prepare()
     results: dict = {}
-    try:
-        names = [f"lat{i}" for i in range(args.pipelines)]
-        books, incoming = create_pipelines(home, env, names)
-        seed = 0
-        for name in names:  # first model of every pipeline (and warm caches)
+    names = [f"lat{i}" for i in range(args.pipelines)]
+    books, incoming = create_pipelines(home, env, names)
+    seed = 0
+    for name in names:  # first model of every pipeline (and warm caches)
+        seed += 1
+        df = frame(1000, seed)
+        drop(df, incoming[name], "warmup.csv")
+        wait_done(books[name], _sha(df))
+    drops: dict[str, float] = {}
+    for rows in (1000, 100_000):
+        lat = []
+        for i in range(args.files if rows == 1000 else max(3, args.files // 3)):
             seed += 1
-            df = frame(1000, seed)
-            drop(df, incoming[name], "warmup.csv")
-            wait_done(books[name], _sha(df))
-        drops: dict[str, float] = {}
-        for rows in (1000, 100_000):
-            lat = []
-            for i in range(args.files if rows == 1000 else max(3, args.files // 3)):
-                seed += 1
-                df = frame(rows, seed)
-                t0 = drops[f"seq-{rows}-{i}.csv"] = drop(df, incoming[names[0]], f"seq-{rows}-{i}.csv")
-                lat.append(wait_done(books[names[0]], _sha(df)) - t0)
-            results[f"stack_{rows}"] = {"p50_s": round(pct(lat, 50), 2), "p95_s": round(pct(lat, 95), 2),
-                                        "n": len(lat)}
-            print(f"stack {rows}: {results[f'stack_{rows}']}", file=sys.stderr)
-        # burst across pipelines
-        frames = []
-        for i in range(args.burst):
-            seed += 1
-            frames.append((names[i % len(names)], frame(1000, seed), f"burst-{i}.csv"))
-        t0 = time.time()
-        for name, df, fname in frames:
-            drop(df, incoming[name], fname)
-        for name, df, _ in frames:
-            wait_done(books[name], _sha(df), timeout=3600)
-        took = time.time() - t0
-        results["burst"] = {"files": args.burst, "pipelines": len(names), "seconds": round(took, 1),
-                            "files_per_s": round(args.burst / took, 3)}
-        results["burst"]["database_locked"] = locked(home / "logs")
-        print(f"burst: {results['burst']}", file=sys.stderr)
-        results["breakdown_1000"] = breakdown(drops, "seq-1000-")
-        # the same 1k and 100k files through the flow called in-process (same servers)
-        from calmops.flows import run_file
+            df = frame(rows, seed)
+            t0 = drops[f"seq-{rows}-{i}.csv"] = drop(df, incoming[names[0]], f"seq-{rows}-{i}.csv")
+            lat.append(wait_done(books[names[0]], _sha(df)) - t0)
+        results[f"stack_{rows}"] = {"p50_s": round(pct(lat, 50), 2), "p95_s": round(pct(lat, 95), 2),
+                                    "n": len(lat)}
+        print(f"stack {rows}: {results[f'stack_{rows}']}", file=sys.stderr)
+    # burst across pipelines
+    frames = []
+    for i in range(args.burst):
+        seed += 1
+        frames.append((names[i % len(names)], frame(1000, seed), f"burst-{i}.csv"))
+    t0 = time.time()
+    for name, df, fname in frames:
+        drop(df, incoming[name], fname)
+    for name, df, _ in frames:
+        wait_done(books[name], _sha(df), timeout=3600)
+    took = time.time() - t0
+    results["burst"] = {"files": args.burst, "pipelines": len(names), "seconds": round(took, 1),
+                        "files_per_s": round(args.burst / took, 3)}
+    results["burst"]["database_locked"] = locked(home / "logs")
+    print(f"burst: {results['burst']}", file=sys.stderr)
+    results["breakdown_1000"] = breakdown(drops, "seq-1000-")
+    # the same 1k and 100k files through the flow called in-process (same servers)
+    from calmops.flows import run_file
 
-        for rows in (1000, 100_000):
-            times = []
-            for i in range(args.files if rows == 1000 else max(3, args.files // 3)):
-                seed += 1
-                df = frame(rows, seed)
-                path = incoming[names[1]].parent / f"local-{rows}-{i}.csv"
-                df.to_csv(path, index=False)
-                t = time.perf_counter()
-                run_file(names[1], path)
-                times.append(time.perf_counter() - t)
-            results[f"in_process_{rows}"] = {"p50_s": round(pct(times, 50), 2), "p95_s": round(pct(times, 95), 2)}
-            results[f"overhead_ratio_{rows}"] = round(results[f"stack_{rows}"]["p50_s"] / pct(times, 50), 2)
-    finally:
-        subprocess.run([CALMOPS, "down"], env=env, capture_output=True, check=False)
-    out = Path(__file__).parent / "results"
-    (out / "stack_latency.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    for rows in (1000, 100_000):
+        times = []
+        for i in range(args.files if rows == 1000 else max(3, args.files // 3)):
+            seed += 1
+            df = frame(rows, seed)
+            path = incoming[names[1]].parent / f"local-{rows}-{i}.csv"
+            df.to_csv(path, index=False)
+            t = time.perf_counter()
+            run_file(names[1], path)
+            times.append(time.perf_counter() - t)
+        results[f"in_process_{rows}"] = {"p50_s": round(pct(times, 50), 2), "p95_s": round(pct(times, 95), 2)}
+        results[f"overhead_ratio_{rows}"] = round(results[f"stack_{rows}"]["p50_s"] / pct(times, 50), 2)
+    return results
 
 
 def locked(logs: Path) -> dict[str, int]:

@@ -12,7 +12,6 @@ ratio.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import parser
 
 from calmops.deployments.warm import answers
 
@@ -58,9 +59,9 @@ def one_run(sock: Path, store: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=8)
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--runs", type=int, default=8, help="runs through each runner (the published figures: 10)")
+    args = cli.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     with tempfile.TemporaryDirectory(prefix="calmops-warm-prime-") as tmp:
         folder = Path(tmp)

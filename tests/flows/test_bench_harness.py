@@ -57,3 +57,20 @@ def test_the_harness_makes_the_stream_flows_decisions(prefect_server, stream_spe
     # and every file was served by the same model: its prequential score is the one the flow recorded
     served = [o["metrics"].get("serving_full_batch", o["metrics"].get("champion"))["accuracy"] for o in outcomes[1:]]
     assert bench["curve"] == pytest.approx(served, abs=1e-12)
+
+
+def test_the_flow_overhead_benchmark_runs_the_flows_steps_without_prefect(prefect_server, calmops_home):
+    """``make bench`` (bench/flow_overhead.py) on small files: its plain path, the stream flow's own body with
+    the tasks called as plain functions, decides them as the flow does (it crashed, after minutes, when it
+    called the steps itself and ``predict`` gained keyword-only arguments)."""
+    import flow_overhead
+    from prefect import Task
+
+    from calmops.core.store import pipeline_paths, read_spec
+
+    engine = Task.__call__
+    assert len(flow_overhead.measure("plain", 300, repeats=1)) == 1  # and each file took the retrain path
+    assert Task.__call__ is engine  # the plain functions were for the benchmark's block only
+    paths = pipeline_paths(read_spec("bench-plain-300"))
+    assert sorted(p.name for p in paths.processed.glob("*.csv")) == ["f0.csv", "f1.csv", "seed.csv"]
+    assert {p.name for p in paths.predictions.glob("f*")} == {f"f{i}.csv.predictions.csv" for i in (0, 1)}
