@@ -11,13 +11,12 @@ import os
 import shutil
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from calmops.deployments.console import JsonOption
-from calmops.deployments.processes import environ_value
+from calmops.deployments.processes import environ_of
 
 STACK_SERVICES = ("prefect", "mlflow", "runner", "worker", "watcher", "viewer", "api")
 SCHEME_HINT = "use one triggering scheme at a time: the error names the deployment to delete (docs/operations.md)"
@@ -116,9 +115,10 @@ def _token_changed(pid: int) -> bool:
     environment cannot be read."""
     import hmac
 
-    if not Path(f"/proc/{pid}/environ").exists():
+    environ = environ_of(pid)
+    if environ is None:
         return False
-    running = environ_value(pid, "CALMOPS_API_TOKEN") or b""
+    running = environ.get("CALMOPS_API_TOKEN", b"")
     return not hmac.compare_digest(running, os.environ.get("CALMOPS_API_TOKEN", "").encode())
 
 

@@ -18,15 +18,15 @@ def alive(pid: int) -> bool:
     return True
 
 
-def environ_value(pid: int, variable: str) -> bytes | None:
-    """The value of ``variable`` in process ``pid``'s environment (as it started: a service keeps it through every
-    exec); None when the variable is not there or the environment cannot be read (another user's process, gone)."""
+def environ_of(pid: int) -> dict[str, bytes] | None:
+    """Process ``pid``'s environment as it started (a service keeps it through every exec); None when it cannot be
+    read (another user's process, gone, or one whose environment reads empty: a zombie)."""
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return None
-    prefix = f"{variable}=".encode()
-    return next((e.removeprefix(prefix) for e in environ if e.startswith(prefix)), None)
+    pairs = (entry.partition(b"=") for entry in raw.split(b"\0") if entry)
+    return {name.decode(errors="replace"): value for name, _, value in pairs} or None
 
 
 def escalate(pid: int, signals: Iterable[int], grace: float, *, group: bool = False) -> None:

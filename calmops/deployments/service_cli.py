@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from calmops.deployments.processes import environ_value
+from calmops.deployments.processes import environ_of
 
 #: services that need the Prefect API before they start
 NEEDS_PREFECT = ("runner", "worker", "watcher", "viewer", "api")
@@ -42,7 +42,8 @@ def _runs(pid: int, variable: str, value: str) -> bool:
     """Does process ``pid`` run the service that ``variable=value`` in its environment names (a service keeps
     it through every exec)? False when it cannot be read: a pid file left from before a reboot may name another
     program now, which must not stop the service from starting."""
-    return environ_value(pid, variable) == value.encode()
+    environ = environ_of(pid)
+    return environ is not None and environ.get(variable) == value.encode()
 
 
 def run_service(name: str, wait: float) -> None:

@@ -310,6 +310,10 @@ def test_up_notices_an_api_that_runs_with_another_token_than_the_shell(monkeypat
         env["CALMOPS_API_TOKEN"] = running
     api = subprocess.Popen(["sleep", "30"], env=env)
     try:
+        from calmops.deployments.processes import environ_of
+        from tests.e2e.stack import until
+
+        until(lambda: environ_of(api.pid), 10, "the process's environment")  # read as soon as it is there
         if now is None:
             monkeypatch.delenv("CALMOPS_API_TOKEN", raising=False)
         else:
