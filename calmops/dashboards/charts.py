@@ -109,11 +109,19 @@ def realized_columns(runs: pd.DataFrame, metric: str) -> list[tuple[str, int]]:
     return sorted(((c, int(m.group(1))) for c, m in found if m), key=lambda cv: cv[1])
 
 
+#: decisions whose runs score nothing on the file
+UNSCORED = ("failed", "held", "duplicate", "rejected_input")
+
+
 def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) -> go.Figure:
     """The champion's metric on every whole batch (the serving model's score, :func:`data.serving_scores`),
     its estimate without labels (with its band), the realized scores of the predictions once their labels came
-    (per model version), the challengers' on their holdout, the spec's floor/ceiling, promotions marked."""
+    (per model version), the challengers' on their holdout, the spec's floor/ceiling, promotions marked.
+    One point per file, at the run that decided it: a run that scored nothing (failed, held, a duplicate, a
+    refused file) is left out, so a file tried again later does not pull the line back to its first try."""
     fig = go.Figure()
+    scored = runs[~runs["decision"].isin(UNSCORED)]
+    runs = scored.drop_duplicates("run_name", keep="last")
     x = runs["run_name"]
     serving = serving_scores(runs, metric)
     if serving.notna().any():

@@ -21,6 +21,7 @@ from calmops.core.store import (
     has_ledger,
     incoming_files,
     ledger,
+    ledger_name,
     pipeline_paths,
     quarantine_records,
 )
@@ -96,7 +97,11 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
     paths = pipeline_paths(spec)
     book = ledger(paths) if has_ledger(paths) else None
     states = book.states() if book else {}
-    entries = book.entries() if book else []
+    present = {ledger_name(paths, p) for folder in (paths.incoming, paths.labels) if folder is not None
+               for p in incoming_files(folder)}
+    # a file waiting or pending that was moved out of incoming is no longer the pipeline's (as status counts)
+    entries = [e for e in (book.entries() if book else [])
+               if e["status"] not in ("waiting", "pending") or e["file"] in present]
     recorded = {e["file"] for e in entries if e["status"] != "done"}
     # files in incoming the ledger has not heard of yet (no watcher running, say): waiting all the same
     unrecorded = []

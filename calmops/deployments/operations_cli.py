@@ -99,8 +99,9 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
         console.print(f"{name}: {service.url or 'running'} (log {stack.log_file(_settings(), name)})",
                       highlight=False)
         if name == "api" and api_pid and _token_changed(api_pid):
+            now = "another now" if os.environ.get("CALMOPS_API_TOKEN") else "not set now (auth stays as it was)"
             console.print("[yellow]warning:[/] the API was running already and keeps the token it was started "
-                          "with; $CALMOPS_API_TOKEN is another now: restart the stack ('calmops down', then "
+                          f"with; $CALMOPS_API_TOKEN is {now}: restart the stack ('calmops down', then "
                           "'calmops up') to serve with it", highlight=False)
     _point_at_stack()
     if failed:

@@ -55,6 +55,21 @@ def test_the_champion_line_is_the_serving_models_score_on_the_whole_batch_as_cal
     assert pd.isna(line.y[0]) and list(line.y[1:]) == [0.91, 0.75, 0.65]
 
 
+def test_a_file_tried_again_later_is_one_point_where_it_was_decided():
+    """d.csv failed twice (its runs scored nothing), then was decided after c.csv: the line went back to d.csv's
+    first place on the axis and forward again."""
+    runs = pd.DataFrame({
+        "run_name": ["a.csv", "d.csv", "b.csv", "d.csv", "c.csv", "d.csv", "e.csv"],
+        "decision": ["train", "failed", "no_drift", "failed", "held", "retrain_promoted", "no_drift"],
+        "champion_version": [1, 1, 1, 1, 1, 2, 2],
+        "metric.champion_accuracy": [None, None, 0.96, None, None, 0.70, 0.74],
+        "metric.serving_full_batch_accuracy": [None, None, None, None, None, 0.75, None],
+    })
+    line = {t.name: t for t in performance_over_time(runs, "accuracy", None).data}["champion accuracy"]
+    assert list(line.x) == ["a.csv", "b.csv", "d.csv", "e.csv"]
+    assert pd.isna(line.y[0]) and list(line.y[1:]) == [0.96, 0.75, 0.74]
+
+
 def test_confusion_matrices_name_the_classes_on_both_axes():
     """Classes 0 and 1 were drawn on numeric axes, with ticks at -0.5, 0, 0.5, 1 and 1.5."""
     from calmops.dashboards.charts import confusion

@@ -112,3 +112,24 @@ def test_quarantine_reasons_are_matched_by_content_not_by_name(tmp_path, monkeyp
         quarantine(paths, paths.incoming / "a.csv", sha, reason)
     assert _quarantine_reasons(paths) == {"1" * 64: "a.csv: header only, no rows",
                                           "2" * 64: "=a.csv: the file is empty"}
+
+
+def test_a_file_moved_out_of_incoming_is_no_longer_listed_as_waiting_or_pending(calmops_home, stream_spec):
+    """As `calmops status` counts: a waiting or pending file that was moved away is no longer the pipeline's."""
+    from calmops.core.store import ledger
+    from calmops.deployments.history import file_history
+
+    paths = pipeline_paths(stream_spec)
+    book = ledger(paths)
+    for name, sha, arrived in (("kept.csv", "a", 1.0), ("moved.csv", "b", 2.0), ("failed-kept.csv", "c", 3.0),
+                               ("failed-moved.csv", "d", 4.0)):
+        book.arrive(sha * 64, name, arrived)
+        if name.startswith("failed"):
+            assert book.claim(sha * 64, name)
+            book.release(sha * 64)  # a failed run leaves it pending
+        if name.endswith("kept.csv"):
+            write_csv(sea_frame(10, 8, seed=1), paths.incoming, name)
+    assert {e["file"]: e["status"] for e in book.entries()}["failed-moved.csv"] == "pending"
+    files = file_history(stream_spec)["files"]
+    assert sorted((f["file"], f["status"]) for f in files) == [("failed-kept.csv", "pending"),
+                                                               ("kept.csv", "waiting")]
