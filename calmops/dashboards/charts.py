@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from calmops.core.names import Decision
 from calmops.dashboards.data import serving_scores
 
 DECISION_COLORS = {
@@ -110,7 +111,7 @@ def realized_columns(runs: pd.DataFrame, metric: str) -> list[tuple[str, int]]:
 
 
 #: decisions whose runs score nothing on the file
-UNSCORED = ("failed", "held", "duplicate", "rejected_input")
+UNSCORED = (Decision.FAILED, Decision.HELD, Decision.DUPLICATE, Decision.REJECTED_INPUT)
 
 
 def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) -> go.Figure:

@@ -210,11 +210,10 @@ def runs_frame(conn: Connection, experiment_id: str, max_results: int = MAX_RUNS
     return frame
 
 
-#: decisions made without a drift check: a refused (quarantined), duplicate or held file, and the first model
 def drift_seen(decision: str, tag: str) -> bool | None:
     """Whether a run's batch drifted (its ``calmops.drift_detected`` tag), or None when no check was made: a
-    decision in :data:`~calmops.core.names.DRIFT_UNCHECKED` (runs recorded before the flows left the tag out carry ``false`` there too),
-    or no tag at all.
+    decision in :data:`~calmops.core.names.DRIFT_UNCHECKED` (runs recorded before the flows left the tag out
+    carry ``false`` there too), or no tag at all.
 
     >>> drift_seen("no_drift", "false"), drift_seen("train", "false"), drift_seen("failed", "")
     (False, None, None)

@@ -97,15 +97,16 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
     paths = pipeline_paths(spec)
     book = ledger(paths) if has_ledger(paths) else None
     states = book.states() if book else {}
-    present = {ledger_name(paths, p) for folder in (paths.incoming, paths.labels) if folder is not None
-               for p in incoming_files(folder)}
+    in_incoming = incoming_files(paths.incoming)
+    labels = incoming_files(paths.labels) if paths.labels is not None else []
+    present = {p.name for p in in_incoming} | {ledger_name(paths, p) for p in labels}
     # a file waiting or pending that was moved out of incoming is no longer the pipeline's (as status counts)
     entries = [e for e in (book.entries() if book else [])
                if e["status"] not in ("waiting", "pending") or e["file"] in present]
     recorded = {e["file"] for e in entries if e["status"] != "done"}
     # files in incoming the ledger has not heard of yet (no watcher running, say): waiting all the same
     unrecorded = []
-    for path in incoming_files(paths.incoming):
+    for path in in_incoming:
         try:
             if path.name not in recorded:
                 unrecorded.append({"sha256": None, "file": path.name, "status": "waiting",

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from calmops.deployments.api_cli import DEFAULT_TOKEN_ENV
 from calmops.deployments.console import JsonOption
 from calmops.deployments.processes import environ_of
 
@@ -99,9 +100,9 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
         console.print(f"{name}: {service.url or 'running'} (log {stack.log_file(_settings(), name)})",
                       highlight=False)
         if name == "api" and api_pid and _token_changed(api_pid):
-            now = "another now" if os.environ.get("CALMOPS_API_TOKEN") else "not set now (auth stays as it was)"
+            now = "another now" if os.environ.get(DEFAULT_TOKEN_ENV) else "not set now (auth stays as it was)"
             console.print("[yellow]warning:[/] the API was running already and keeps the token it was started "
-                          f"with; $CALMOPS_API_TOKEN is {now}: restart the stack ('calmops down', then "
+                          f"with; ${DEFAULT_TOKEN_ENV} is {now}: restart the stack ('calmops down', then "
                           "'calmops up') to serve with it", highlight=False)
     _point_at_stack()
     if failed:
@@ -119,8 +120,8 @@ def _token_changed(pid: int) -> bool:
     environ = environ_of(pid)
     if environ is None:
         return False
-    running = environ.get("CALMOPS_API_TOKEN", b"")
-    return not hmac.compare_digest(running, os.environ.get("CALMOPS_API_TOKEN", "").encode())
+    running = environ.get(DEFAULT_TOKEN_ENV, b"")
+    return not hmac.compare_digest(running, os.environ.get(DEFAULT_TOKEN_ENV, "").encode())
 
 
 def migrate_model_names() -> dict[str, str]:

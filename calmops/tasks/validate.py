@@ -152,8 +152,8 @@ def label_type_mismatch(y: pd.Series | None, known: list | None, target: str) ->
     if known_numeric == y_numeric:
         return None
     if known_numeric:  # a few text cells among numbers are bad rows, not a column written the wrong way
-        parsed = pd.to_numeric(y, errors="coerce")
-        bad = np.flatnonzero((parsed.isna() & y.notna()).to_numpy())
+        _, unread = read_numbers(y)
+        bad = np.flatnonzero(unread.to_numpy())
         if 0 < bad.size * 2 <= len(y):
             return (f"target column '{target}' holds {bad.size} label(s) that are not numbers, while the champion's "
                     f"classes are ({', '.join(excerpt(k) for k in known[:5])}): {excerpt(y.iloc[bad[0]])} in "
