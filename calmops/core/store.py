@@ -331,6 +331,9 @@ def holds(path: Path, sha256: str, arrived: float | None = None) -> bool:
 #: (path, mtime_ns, size, inode) -> sha256 of the files :func:`holds` had to read, in this process
 _HASHED: dict[tuple[str, int, int, int], str] = {}
 
+#: the contents this process reserved for a run it is about to start (:meth:`Ledger.reserve`)
+_RESERVED: set[str] = set()
+
 
 def arrival_time(mtime_ns: int) -> float:
     """A file's arrival as the ledger orders it: its modification time. The watcher's events and scans and the
@@ -384,7 +387,7 @@ class Ledger:
         with self.table.write() as con:
             held = self._claim_of(con, sha256)
             if held is not None:
-                mine = bool(run_id) and held.run_id == run_id   # a retry of the same flow run
+                mine = (bool(run_id) and held.run_id == run_id) or self._reserved_here(sha256, held, pid)
                 retake = held.status in (*WAITING, "gone") or (
                     held.status == "in_progress" and (mine or held.orphaned(self.lease, now)))
                 if not retake:
@@ -401,7 +404,45 @@ class Ledger:
                 (sha256, file, now, _now(), run_id, _host(), pid, _process_start(pid), now,
                  now if arrived is None else arrived),
             )
+            _RESERVED.discard(sha256)  # a reservation of this process is taken over by its run
             return True
+
+    def reserve(self, sha256: str, file: str, arrived: float) -> bool:
+        """Claim a content for a run this process is about to start on it: ``calmops run`` reserves its copy
+        before the copy appears in incoming, so the watcher leaves the file to that run (no second flow run
+        ends *Duplicate* beside it). The run's own :meth:`claim` in this process takes the reservation over;
+        one it never takes is given back by :meth:`unreserve`, or found orphaned once this process has ended.
+        False, as for :meth:`claim`, when the content is done or a live run has it."""
+        if not self.claim(sha256, file, "", arrived):
+            return False
+        _RESERVED.add(sha256)
+        return True
+
+    def unreserve(self, sha256: str) -> None:
+        """Give back a reservation that no run of this process took over: the content waits again."""
+        if sha256 not in _RESERVED:
+            return
+        _RESERVED.discard(sha256)
+        pid = os.getpid()
+        with self.table.write() as con:
+            con.execute(f"UPDATE {self.t} SET status='waiting', updated=?, owner_host=NULL, owner_pid=NULL, "
+                        "owner_start=NULL, heartbeat=NULL WHERE sha256=? AND status='in_progress' AND run_id='' "
+                        "AND owner_pid=? AND owner_host=?", (_now(), sha256, pid, _host()))
+
+    @staticmethod
+    def _reserved_here(sha256: str, held: Claim, pid: int) -> bool:
+        """Whether ``held`` is this process's own reservation (:meth:`reserve`)."""
+        return (sha256 in _RESERVED and held.status == "in_progress" and not held.run_id
+                and held.owner_pid == pid and held.owner_host == _host())
+
+    def live_claim(self, sha256: str) -> str | None:
+        """The file name under which a live run holds the content (``in_progress``, owner alive), else None."""
+        with closing(self._connect()) as con:
+            held = self._claim_of(con, sha256)
+            row = con.execute(f"SELECT file FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
+        if held is None or held.status != "in_progress" or held.orphaned(self.lease):
+            return None
+        return row[0]
 
     def arrive(self, sha256: str, file: str, arrived: float, incoming: Path | None = None,
                at: Path | None = None) -> None:

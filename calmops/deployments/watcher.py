@@ -26,6 +26,11 @@ The announcement is the event ``calmops.file.arrived`` with the resource
 ``calmops.pipeline.<name>`` and labels for the path, size and SHA-256 of the file; each pipeline's
 deployment has a trigger on it (see :mod:`calmops.deployments.deploy`).
 
+A file that a live run holds already under its own name when it settles is not announced: ``calmops run``
+claims its copy in the ledger before the copy appears in incoming (see
+:meth:`calmops.core.store.Ledger.reserve`), so a hand run makes one flow run, not a second one ending
+*Duplicate*.
+
 Prefect delivers events at least once, and an event sent while the server is down can be lost. So the
 watcher also scans the incoming folders on start, every ``scan_interval`` seconds, and at once when
 the Prefect API answers again after an outage. A scan announces a file unless the pipeline's ledger
@@ -633,6 +638,9 @@ class Watcher:
             sha = sha or self._hash(path, st)
         except OSError:
             return False  # moved away meanwhile
+        if reason == "arrived" and self._held_by_a_run(watched, path, sha):
+            log.info("%s is being decided by a run already (a hand run's copy); not announced", path.name)
+            return False
         with self._lock:
             last = self._emitted.get(path)
             if reason == "arrived" and last and last[0] == sha:
@@ -651,6 +659,18 @@ class Watcher:
         self.emitted_count += 1
         log.info("announced %s for pipeline %s (%s, sha256 %s…)", path.name, watched.pipeline, reason, sha[:12])
         return True
+
+
+    @staticmethod
+    def _held_by_a_run(watched: _Watched, path: Path, sha: str) -> bool:
+        """Whether a live run holds this very file (its content, under its name): a scan finds it again should
+        that run end without deciding it."""
+        if watched.labels or not watched.ledger.exists():
+            return False
+        try:
+            return Ledger(watched.ledger).live_claim(sha) == path.name
+        except statedb.errors():
+            return False  # announced: a duplicate is harmless
 
 
 def _oldest_first(folder: Path) -> list[Path]:

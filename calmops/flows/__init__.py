@@ -16,48 +16,66 @@ def flow_for(kind: str):
     return getattr(importlib.import_module(module), function)
 
 
-def into_incoming(spec, path: Path) -> Path:
+def into_incoming(spec, path: Path) -> tuple[Path, str | None]:
     """A file from outside the pipeline's incoming folder is copied there first (the user's copy is never
     moved): the run then handles it like any arriving file, and a file it leaves pending is where
-    ``calmops status`` and ``calmops relaunch`` look. A file of the same name and bytes there is reused."""
+    ``calmops status`` and ``calmops relaunch`` look. A file of the same name and bytes there is reused.
+
+    Returns the file in incoming and the content this process reserved in the ledger for its run
+    (:meth:`~calmops.core.store.Ledger.reserve`, before the copy appears: the watcher leaves it to the run), or
+    None when there is nothing to reserve (done already, or a live run has it: the run says so)."""
     import shutil
 
     from calmops.core.errors import BadInput
-    from calmops.core.store import pipeline_paths, sha256_of
+    from calmops.core.store import arrival_time, ledger, ledger_name, pipeline_paths, sha256_of
 
     path = path.absolute()  # not resolved: a link stays a link, and the run refuses it unread
     paths = pipeline_paths(spec).ensure()
     incoming = paths.incoming.resolve()
     labels = paths.labels.resolve() if paths.labels else None
-    if path.parent.resolve() in (incoming, labels):
-        return path  # in its folder already (a labels file in the labels folder); a link there is refused unread
+    if path.parent.resolve() in (incoming, labels):  # in its folder already (a labels file in the labels folder);
+        return path, None  # a link there is refused unread
     if path.is_symlink() or not path.is_file():  # refused here: a run would quarantine (move) it from where it is
         what = "a link" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
         raise BadInput(f"{path} is {what}: a run takes one data file (copied into the pipeline's incoming folder; "
                        "nothing was moved or read)")
+    digest = sha256_of(path)
     target = incoming / path.name
+    if target.exists() and sha256_of(target) != digest:
+        target = incoming / f"{digest[:12]}-{path.name}"
+    book = ledger(paths)
+    reserved = book.reserve(digest, ledger_name(paths, target), arrival_time(path.stat().st_mtime_ns))
     if target.exists():
-        if sha256_of(target) == sha256_of(path):
-            return target
-        target = incoming / f"{sha256_of(path)[:12]}-{path.name}"
-    shutil.copy2(path, target.with_name(f".{target.name}.part"))
-    target.with_name(f".{target.name}.part").replace(target)
-    return target
+        return target, digest if reserved else None
+    part = target.with_name(f".{target.name}.part")
+    try:
+        shutil.copy2(path, part)
+        part.replace(target)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        if reserved:
+            book.unreserve(digest)
+        raise
+    return target, digest if reserved else None
 
 
 def run_file(pipeline: str, path: str | Path) -> tuple[dict[str, Any], str | None]:
     """Run the pipeline's flow on one file in this process; returns (outcome, error or None)."""
     from prefect.settings import temporary_settings
 
-    from calmops.core.store import read_spec
+    from calmops.core.store import ledger, pipeline_paths, read_spec
     from calmops.flows.common import RunFailed
 
     spec = read_spec(pipeline)
-    path = into_incoming(spec, Path(path))
-    # a hand run has its user watching, and CalmOps finds a crashed run by its ledger claim, not by Prefect's
-    # flow heartbeats: no heartbeat thread (waiting for it to stop costs up to a second at the end of a run)
-    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
-        state = flow_for(spec.kind)(pipeline=pipeline, path=str(path), return_state=True)
+    path, reserved = into_incoming(spec, Path(path))
+    try:
+        # a hand run has its user watching, and CalmOps finds a crashed run by its ledger claim, not by Prefect's
+        # flow heartbeats: no heartbeat thread (waiting for it to stop costs up to a second at the end of a run)
+        with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+            state = flow_for(spec.kind)(pipeline=pipeline, path=str(path), return_state=True)
+    finally:
+        if reserved:  # the run took its reservation over, unless it ended before its claim (then it waits again)
+            ledger(pipeline_paths(spec)).unreserve(reserved)
     if state.is_completed():
         return state.result(), None
     exc = state.result(raise_on_failure=False)

@@ -158,3 +158,36 @@ def test_a_set_aside_file_arrives_anew_only_when_its_bytes_are_back(tmp_path):
     [row] = book.entries()
     assert (row["status"], row["decision"]) == ("waiting", None) and row["arrived"] >= before
     assert [name for _, name, _ in book.queue(incoming)] == ["bad.csv"]
+
+
+def _claimed_in_another_process(book: Ledger, sha: str, name: str) -> bool:
+    """Whether a run in another process (a worker's) can claim the content: a forked child tries."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(_claim, (book.path, sha, name))
+
+
+def _claim(path: Path, sha: str, name: str) -> bool:
+    return Ledger(path).claim(sha, name, run_id="a-worker-run")
+
+
+def test_a_reservation_is_taken_over_by_this_process_run_and_kept_from_every_other(tmp_path):
+    """`calmops run` reserves its copy before the copy appears in incoming: the watcher sees a live claim under
+    the file's name and leaves it to that run; another run's claim is refused as for any live claim; the hand
+    run's own claim (same process) takes it over; a reservation no run took goes back to waiting, in its place."""
+    book = Ledger(tmp_path / "ledger.sqlite")
+    book.arrive("older", "a.csv", 100.0)
+    assert book.reserve("mine", "b.csv", 101.0)
+    assert book.live_claim("mine") == "b.csv" and book.live_claim("older") is None
+    assert not _claimed_in_another_process(book, "mine", "b.csv")  # a live run has it
+    assert book.claim("mine", "b.csv", run_id="the-hand-run")  # the run this process started on it
+    book.unreserve("mine")  # after the run: nothing left to give back
+    assert book.status("mine") == "in_progress" and book.live_claim("mine") == "b.csv"
+    book.finish("mine", "train")
+    assert book.live_claim("mine") is None
+
+    assert book.reserve("again", "c.csv", 102.0)
+    book.unreserve("again")  # the run ended before its claim (e.g. held behind a.csv): it waits in its place
+    assert [(name, status) for _, name, status in book.queue()] == [("a.csv", "waiting"), ("c.csv", "waiting")]
+    assert book.claim("again", "c.csv", run_id="a-later-run")

@@ -1,6 +1,7 @@
 """`calmops run` leaves the user's file where it is; `create` refuses to adopt an old registered model silently."""
 
 import json
+import time
 
 import pytest
 import yaml
@@ -112,3 +113,30 @@ def test_run_refuses_a_folder_or_a_link_from_outside_and_moves_nothing(calmops_h
     paths = pipeline_paths(read_spec("sea"))
     assert not paths.quarantine.exists() or not any(paths.quarantine.iterdir())
     assert not list(paths.incoming.iterdir())
+
+
+def test_a_hand_run_with_the_watcher_up_makes_one_flow_run_per_file(prefect_server, calmops_home, tmp_path):
+    """`calmops run` while the stack's watcher watches the pipeline (the README's "Using it" after `make demo`):
+    the copy it puts into incoming is the hand run's, so the watcher announces nothing for it (else a second flow
+    run per file ends *Duplicate* beside the real one), and a file dropped into incoming after it still is."""
+    from calmops.core.store import ledger, pipeline_paths, read_spec
+    from tests.deployments.test_watcher import Recorder, make_watcher
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
+    assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
+    data = tmp_path / "data"
+    rec = Recorder()
+    with make_watcher(rec, settle=0.2):
+        for i, name in enumerate(["a.csv", "b.csv"]):
+            outcome = runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(600, 8, seed=i), data, name)),
+                                          "--json"])
+            assert outcome.exit_code == 0, outcome.output
+            decided = json.loads(outcome.stdout)["decision"]  # the first file trains, the second is judged
+            assert decided == "train" if i == 0 else decided in ("no_drift", "retrain_promoted", "retrain_rejected")
+        dropped = write_csv(sea_frame(600, 8, seed=9), pipeline_paths(read_spec("sea")).incoming, "c.csv")
+        rec.wait_for(1)  # the watcher is alive and announces a file dropped by hand
+        time.sleep(1.0)  # past the settle time of the last event
+    assert rec.names() == [dropped.name]
+    book = ledger(pipeline_paths(read_spec("sea")))
+    assert sorted(e["file"] for e in book.entries() if e["status"] == "done") == ["a.csv", "b.csv"]
