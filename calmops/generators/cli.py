@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import clinic as _clinic
 from . import inject as _inject
 from .files import FORMATS, read_table, write_files
-from .params import checked, kinds_of
+from .params import checked, kinds_of, param_form
 from .real import quality_report, synthesize_like
 from .report import write_report
 from .scenarios import SCENARIOS, run_scenario
@@ -477,6 +477,9 @@ def inject(
         kwargs["target"] = target
     hints = typing.get_type_hints(fn)
     kwargs = checked(method, kwargs, {k: kinds_of(hints.get(k, object)) for k in sig if k not in ("df", "rows", "seed")})
+    for name, p in sig.items():  # a parameter without a default that no option above gave: one --param
+        if p.default is inspect.Parameter.empty and name != "df" and name not in kwargs:
+            raise _Bad(f"{method} needs --param {name}=… ({param_form(hints.get(name, object))})")
     if "rows" in sig:
         kwargs["rows"] = rows
     result = fn(df, seed=seed, **kwargs)

@@ -37,6 +37,15 @@ def _fits(value, kind) -> bool:
     return kind in _NAMES and isinstance(value, kind)
 
 
+def param_form(hint) -> str:
+    """What a parameter of type ``hint`` is given as, in the words of :func:`checked`'s errors."""
+    return _named(kinds_of(hint)) or "a value"
+
+
+def _named(kinds: Sequence) -> str:
+    return " or ".join(_NAMES[kind] for kind in kinds if kind in _NAMES)
+
+
 def checked(owner: str, values: Mapping | None, takes: Mapping[str, Sequence]) -> dict:
     """``values`` checked against ``takes`` (each parameter's accepted kinds), integral numbers given for
     integers turned into ``int``; raises ``ValueError`` for an unknown name or a value that fits no kind."""
@@ -48,8 +57,7 @@ def checked(owner: str, values: Mapping | None, takes: Mapping[str, Sequence]) -
         kinds = list(takes[k])
         fit = next((kind for kind in kinds if _fits(v, kind)), None)
         if fit is None:
-            expected = " or ".join(_NAMES[kind] for kind in kinds if kind in _NAMES)
-            raise ValueError(f"parameter {k}={v!r} of {owner} must be {expected}")
+            raise ValueError(f"parameter {k}={v!r} of {owner} must be {_named(kinds)}")
         if fit is int:
             values[k] = int(v)
     return values

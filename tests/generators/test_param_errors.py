@@ -113,3 +113,11 @@ def test_an_integral_number_is_an_integer_for_injectors_as_for_generators(tmp_pa
     r = run("inject", data, "--out", tmp_path / "o", "--method", "feature_drift", "--columns", "z",
             "--param", "kind=recurrent", "--param", "period=10.0", "--no-report")
     assert r.exit_code == 0, r.output
+
+
+def test_a_required_parameter_left_out_is_named_as_the_option_to_give(tmp_path, data):
+    """label_shift needs its priors: said as the `--param` to add, with the form it takes (not Python's
+    "missing 1 required positional argument")."""
+    line = one_line(run("inject", data, "--out", tmp_path / "o", "--method", "label_shift", "--target", "y"))
+    assert "label_shift needs --param priors=" in line and "a JSON object" in line
+    assert "positional" not in line
