@@ -33,13 +33,18 @@ REPO = Path(__file__).resolve().parents[1]
 PIPELINES = 8
 
 
-def _postgres(folder: Path) -> tuple[Path, int]:
-    folder.mkdir(parents=True)
-    folder.chmod(0o755)
-    port = free_port()
-    subprocess.run(["bash", str(REPO / "scripts" / "postgres.sh"), "start", str(folder / "data"), str(port)],
-                   check=True, capture_output=True, timeout=300)
-    return folder / "data", port
+def _postgres(data: Path, port: int) -> None:
+    data.parent.mkdir(parents=True)
+    data.parent.chmod(0o755)
+    _run(["bash", str(REPO / "scripts" / "postgres.sh"), "start", str(data), str(port)], timeout=300)
+
+
+def _run(command: list[str], **options) -> None:
+    """Run a set-up step; a failure says the step and the end of what it printed (it was captured)."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False, **options)
+    if done.returncode:
+        said = (done.stderr or done.stdout).strip().splitlines()[-15:]
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n" + "\n".join(said))
 
 
 def _s3(port: int) -> subprocess.Popen:
@@ -55,6 +60,7 @@ def _s3(port: int) -> subprocess.Popen:
             return proc
         except Exception:  # noqa: BLE001 - still starting
             time.sleep(0.5)
+    proc.terminate()
     raise RuntimeError("moto's S3 server did not start")
 
 
@@ -74,25 +80,26 @@ def run_in(work: Path, layout: str, workers: int, files: int) -> dict:
                **{f"CALMOPS_{s}_PORT": str(free_port()) for s in ("PREFECT", "MLFLOW", "VIEWER", "API")})
     pg_data = s3 = None
     extra: list[subprocess.Popen] = []
-    if layout.startswith("postgres"):  # "postgres": artifacts on the S3 API; "postgres-files": in a local folder
-        pg_data, pg_port = _postgres(work / "pg")
-        url = f"calmops@127.0.0.1:{pg_port}"
-        env.update(CALMOPS_PREFECT_DATABASE_URL=f"postgresql+asyncpg://{url}/prefect",
-                   CALMOPS_MLFLOW_BACKEND_STORE_URI=f"postgresql://{url}/mlflow",
-                   CALMOPS_STATE_DATABASE_URL=f"postgresql://{url}/calmops")
-        if layout == "postgres":
-            s3_port = free_port()
-            s3 = _s3(s3_port)
-            env.update(CALMOPS_MLFLOW_ARTIFACTS_DESTINATION="s3://calmops-bench/mlflow", AWS_ACCESS_KEY_ID="bench",
-                       AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-                       MLFLOW_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}")
-        subprocess.run([CALMOPS, "db", "upgrade"], check=True, env=env, capture_output=True, cwd=work)
     saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
+    try:  # whatever was started is stopped at the end, also when a later set-up step fails
+        if layout.startswith("postgres"):  # "postgres": artifacts on the S3 API; "postgres-files": in a local folder
+            pg_data, pg_port = work / "pg" / "data", free_port()
+            _postgres(pg_data, pg_port)
+            url = f"calmops@127.0.0.1:{pg_port}"
+            env.update(CALMOPS_PREFECT_DATABASE_URL=f"postgresql+asyncpg://{url}/prefect",
+                       CALMOPS_MLFLOW_BACKEND_STORE_URI=f"postgresql://{url}/mlflow",
+                       CALMOPS_STATE_DATABASE_URL=f"postgresql://{url}/calmops")
+            if layout == "postgres":
+                s3_port = free_port()
+                s3 = _s3(s3_port)
+                env.update(CALMOPS_MLFLOW_ARTIFACTS_DESTINATION="s3://calmops-bench/mlflow",
+                           AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                           MLFLOW_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}")
+            _run([CALMOPS, "db", "upgrade"], env=env, cwd=work)
+        os.environ.clear()
+        os.environ.update(env)
         t_up = time.monotonic()
-        subprocess.run([CALMOPS, "up"], check=True, env=env, capture_output=True, cwd=work)
+        _run([CALMOPS, "up"], env=env, cwd=work)
         started = time.monotonic() - t_up
         for n in range(2, workers + 1):  # each extra worker as on its own host
             host = dict(env, CALMOPS_RUN_DIR=str(work / f"host{n}"),
@@ -110,7 +117,7 @@ def run_in(work: Path, layout: str, workers: int, files: int) -> dict:
         for name in names:
             path = work / f"{name}.yaml"
             path.write_text(yaml.safe_dump(spec(name)))
-            subprocess.run([CALMOPS, "create", str(path)], check=True, env=env, capture_output=True, cwd=work)
+            _run([CALMOPS, "create", str(path)], env=env, cwd=work)
         books = {n: ledger(pipeline_paths(read_spec(n)).ensure()) for n in names}
         incoming = {n: pipeline_paths(read_spec(n)).incoming for n in names}
         seed = 0
