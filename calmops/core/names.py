@@ -43,10 +43,12 @@ HIGHER_IS_BETTER = {
     "rmse": False, "mae": False, "mse": False, "r2": True, "mape": False,
 }
 
-#: where a run keeps the serving model's score on every row of the file, most specific first: a stream or
-#: block run that retrained (its ``champion_`` scores are then the holdout the challenger was compared on), an
-#: IPIP run (its ``champion_`` scores are IPIP's own held-out rows), any other run
-SERVING_SCORE_PREFIXES = ("serving_full_batch_", "champion_prequential_", "champion_")
+#: where a run keeps the serving model's score on every row of the file, most specific first: a labels file
+#: (the predictions as they were made, by the versions that served its rows; its ``champion_`` scores are those
+#: of the champion at the time its labels came), a stream or block run that retrained (its ``champion_`` scores
+#: are then the holdout the challenger was compared on), an IPIP run (its ``champion_`` scores are IPIP's own
+#: held-out rows), any other run
+SERVING_SCORE_PREFIXES = ("realized_", "serving_full_batch_", "champion_prequential_", "champion_")
 
 
 def serving_score(metrics: dict[str, float], metric: str) -> float | None:

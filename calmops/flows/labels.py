@@ -4,8 +4,10 @@ decide the labelled batch with the stream's own steps.
 The labels file takes the pipeline's turn like any file and is claimed in the same ledger (same bytes twice:
 a duplicate). Its matched rows, features and labels, are the batch: the champion is scored on it (performance
 drift, decay, the concept detectors), retrained from it when the signals say so, and promoted through the same
-steps as any file. The predictions as they were made are scored per model version (``realized_v<N>_<metric>``
-in MLflow). Unmatched, duplicate, late and already-labelled ids are counted in ``details.labels``; a labels file
+steps as any file. The predictions as they were made are scored, all together
+(``realized_<metric>`` in MLflow: the file's serving score in ``calmops history`` and the viewer) and per model
+version (``realized_v<N>_<metric>``). Unmatched, duplicate, late and already-labelled ids are counted in
+``details.labels``; a labels file
 none of whose ids match is quarantined with the reason (nothing is lost: drop it again once its features have
 been predicted). After a labels file is decided, the kept rows of every features file labelled in full are
 deleted (their ids stay counted).
@@ -30,7 +32,7 @@ from calmops.flows.common import (
 )
 from calmops.flows.redundant import cancel_redundant_runs
 from calmops.tasks.ingest import Batch, RejectedInput, validate_frame
-from calmops.tasks.labels import labelled_rows, read_labels, realized_scores
+from calmops.tasks.labels import labelled_rows, read_labels, realized_score, realized_scores
 from calmops.tasks.record import RunOutcome
 
 
@@ -121,8 +123,9 @@ def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> 
         awaiting.release(ctx.sha256)  # its rows wait for a usable labels file
         return reject(ctx, champion, exc)
     realized = realized_scores(match, champion.schema.task, champion.schema.classes)
-    ctx.realized = {f"realized_v{v}": {k: s for k, s in scores.items() if k != "rows"}
-                    for v, scores in realized.items()}
+    overall = realized_score(match, champion.schema.task, champion.schema.classes)
+    ctx.realized = {name: {k: s for k, s in scores.items() if k != "rows"} for name, scores in
+                    [("realized", overall), *((f"realized_v{v}", scores) for v, scores in realized.items())]}
     ctx.signals["labels"] = {**report, "realized": realized}
     for name, count in match.counts.items():
         if name not in ("label_rows", "matched") and count:

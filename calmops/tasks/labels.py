@@ -155,21 +155,28 @@ class _AsServed:
 def realized_scores(match: Match, task: str, classes: list | None = None) -> dict[int, dict[str, Any]]:
     """The score of each model version on the rows it predicted, now that their labels are known (for a
     classifier, over the champion's classes, so each version's scores have the same metrics)."""
-    out: dict[int, dict[str, Any]] = {}
     versions = match.rows[VERSION].to_numpy()
-    for version in sorted(set(versions.tolist())):
-        rows = versions == version
-        predictions = match.rows[PREDICTION].to_numpy()[rows]
-        y = match.labels[rows].reset_index(drop=True)
-        known = classes
-        if task == "classification" and _numeric(predictions) != _numeric(y.to_numpy()):
-            # numbers against text (the label type check lets this through only for new classes): as text
-            predictions, y = predictions.astype(str), y.astype(str)
-            known = [str(c) for c in classes] if classes else None
-        scores = evaluate(_AsServed(predictions, known), pd.DataFrame(index=range(int(rows.sum()))), y, task)
-        scores.pop("confusion_matrix", None)
-        out[int(version)] = {**scores, "rows": int(rows.sum())}
-    return out
+    return {int(version): _as_served(match, versions == version, task, classes)
+            for version in sorted(set(versions.tolist()))}
+
+
+def realized_score(match: Match, task: str, classes: list | None = None) -> dict[str, Any]:
+    """The score of the predictions as they were made, on every matched row whatever version made them: the
+    serving score of a labels file (``calmops history``, the viewer)."""
+    return _as_served(match, np.ones(len(match.rows), dtype=bool), task, classes)
+
+
+def _as_served(match: Match, rows: np.ndarray, task: str, classes: list | None) -> dict[str, Any]:
+    predictions = match.rows[PREDICTION].to_numpy()[rows]
+    y = match.labels[rows].reset_index(drop=True)
+    known = classes
+    if task == "classification" and _numeric(predictions) != _numeric(y.to_numpy()):
+        # numbers against text (the label type check lets this through only for new classes): as text
+        predictions, y = predictions.astype(str), y.astype(str)
+        known = [str(c) for c in classes] if classes else None
+    scores = evaluate(_AsServed(predictions, known), pd.DataFrame(index=range(int(rows.sum()))), y, task)
+    scores.pop("confusion_matrix", None)
+    return {**scores, "rows": int(rows.sum())}
 
 
 def _numeric(values: np.ndarray) -> bool:

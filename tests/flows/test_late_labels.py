@@ -93,6 +93,16 @@ def test_labels_two_files_later_are_joined_scored_per_version_and_retrain_on_a_c
     assert out["metrics"][f"realized_v{v2}"]["accuracy"] == pytest.approx(accuracy_of(v2, f4))
     assert out["metrics"][f"realized_v{v2}"]["accuracy"] > out["metrics"]["realized_v1"]["accuracy"]
     assert kept_for() == set()
+    # all together, the predictions as they were made: the labels file's serving score in history (not the score
+    # of the champion at the time its labels came, v2 on f3 too)
+    made = (accuracy_of(1, f3) + accuracy_of(v2, f4)) / 2  # as many rows of each
+    assert out["metrics"]["realized"]["accuracy"] == pytest.approx(made)
+    from calmops.deployments.history import file_history
+
+    told = file_history(read_spec("late"))
+    [row] = [f for f in told["files"] if f["file"] == "labels/l34.csv"]
+    assert row["score"] == pytest.approx(out["metrics"]["realized"][told["metric"]])
+    assert row["score"] != pytest.approx(out["metrics"]["champion"][told["metric"]])
 
     # the same labels bytes again: decided once; ids labelled before by another file are counted, not reused
     again = write_csv(labels(f2), labels_folder, "l2-again.csv")
