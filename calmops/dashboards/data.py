@@ -30,12 +30,12 @@ import pandas as pd
 
 from calmops.core.kinds import KINDS
 from calmops.core.names import DRIFT_UNCHECKED, SERVING_SCORE_PREFIXES, Decision, model_name
-from calmops.core.store import read_spec
+from calmops.core.store import LABELS_ENTRY, read_spec
 from calmops.core.verdict import DriftVerdict
 
 EXPERIMENT_PREFIX = "calmops/"
 PIPELINE_TAG = "calmops.pipeline"
-TAG_FIELDS = ("pipeline", "file", "sha256", "flow_run_id", "kind", "decision", "reason", "drift_detected",
+TAG_FIELDS = ("pipeline", "file", "folder", "sha256", "flow_run_id", "kind", "decision", "reason", "drift_detected",
               "drifted_features", "champion_version", "challenger_version", "retrain_mode", "spec_sha256")
 MAX_RUNS = 2000
 PAGE = 200  # the Prefect API's largest page
@@ -470,6 +470,20 @@ def flow_runs(conn: Connection, pipeline: str | None = None, limit: int = PAGE) 
         })
     return pd.DataFrame(rows, columns=["flow_run_id", "name", "state", "state_type", "start_time", "duration_s",
                                        "kind", "pipeline", "file"])
+
+
+def flow_states(runs: pd.DataFrame, flows: pd.DataFrame) -> list[str]:
+    """Beside each decided file (a run of :func:`runs_frame`), the state of the flow run that decided it
+    (``flows``: :func:`flow_runs`). A file decided in another file's turn (``order: arrival``) was decided by that
+    file's flow run, whose state speaks of its own file: it is said as ``in the turn of <file>`` instead."""
+    ran = {f: (state, file) for f, state, file in zip(flows["flow_run_id"], flows["state"], flows["file"],
+                                                      strict=True)}
+    said = []
+    for flow_run_id, file, folder in zip(runs["flow_run_id"], runs["file"], runs["folder"], strict=True):
+        state, turn = ran.get(flow_run_id, ("", ""))
+        own = f"{LABELS_ENTRY}{file}" if folder == "labels" else file
+        said.append(f"in the turn of {turn}" if state and turn and own and turn != own else state)
+    return said
 
 
 def flow_run_logs(conn: Connection, flow_run_id: str, limit: int = 1000) -> pd.DataFrame:

@@ -316,3 +316,14 @@ def test_the_simulator_names_one_file_once():
     assert written_text([folder / "sea-1.csv"], folder) == "Wrote 1 file to /data/in: sea-1.csv"
     two = written_text([folder / "a.csv", folder / "b.csv"], folder)
     assert two == "Wrote 2 files to /data/in: a.csv … b.csv"
+
+
+def test_a_file_decided_in_another_files_turn_says_whose_turn_not_that_runs_state():
+    """order: arrival: the flow run of a.csv decided b.csv too (b's MLflow run names a's flow run) and ended Held
+    on a's account; beside b the viewer says whose turn decided it, beside a its own state. A labels file's
+    flow run is named by its ledger name (labels/<file>), its MLflow run by the file and its folder."""
+    runs = pd.DataFrame({"flow_run_id": ["fa", "fa", "fl", "gone"], "file": ["a.csv", "b.csv", "a.csv", "c.csv"],
+                         "folder": ["incoming", "incoming", "labels", "incoming"]})
+    flows = pd.DataFrame({"flow_run_id": ["fa", "fl"], "state": ["Held", "Completed"],
+                          "file": ["a.csv", "labels/a.csv"]})
+    assert data.flow_states(runs, flows) == ["Held", "in the turn of a.csv", "Completed", ""]

@@ -443,8 +443,7 @@ def runs_tab(conn, name, runs, reg, prefect_problem) -> None:
         "Prefect": [data.prefect_run_url(conn, f) for f in newest["flow_run_id"]],
     })
     if not states.empty:
-        state_of = dict(zip(states["flow_run_id"], states["state"], strict=True))
-        table.insert(3, "flow state", [state_of.get(f, "") for f in newest["flow_run_id"]])
+        table.insert(3, "flow state", data.flow_states(newest, states))
     ui.show_frame(table, key="runs_table", column_config={
         "MLflow": st.column_config.LinkColumn("MLflow", display_text="run ↗"),
         "Prefect": st.column_config.LinkColumn("Prefect", display_text="flow run ↗"),
