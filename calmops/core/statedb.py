@@ -205,8 +205,17 @@ class Table:
         if not self.postgres or not self.exists():
             return
         aside = f"{self.kind}-{stamp}-{self.pipeline}"[:63]
+        tag = hashlib.sha256(aside.encode()).hexdigest()[:24]  # the table's indexes and sequence follow it into
+        schema = SCHEMAS[self.kind]  # the one schema of deleted tables: each takes a name of its own there
         with self.write() as con:
             con.execute("CREATE SCHEMA IF NOT EXISTS calmops_deleted")
+            indexes = con.execute("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                                  "WHERE i.indrelid = to_regclass(?) ORDER BY c.relname", (self.name,)).fetchall()
+            for n, (index,) in enumerate(indexes):
+                con.execute(f'ALTER INDEX {schema}."{index}" RENAME TO "d_{tag}_{n}"')
+            sequence = con.execute("SELECT pg_get_serial_sequence(?, 'seq')", (self.name,)).fetchone()[0]
+            if sequence:
+                con.execute(f'ALTER SEQUENCE {sequence} RENAME TO "d_{tag}_seq"')
             con.execute(f'ALTER TABLE {self.name} RENAME TO "{aside}"')
             con.execute(f'ALTER TABLE {SCHEMAS[self.kind]}."{aside}" SET SCHEMA calmops_deleted')
         _created.discard((self.url, self.name))

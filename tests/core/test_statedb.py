@@ -161,3 +161,27 @@ def test_a_state_database_that_is_not_postgres_is_refused(monkeypatch):
     monkeypatch.setenv("CALMOPS_STATE_DATABASE_URL", "mysql://user:secret@db/calmops")
     with pytest.raises(statedb.StateDatabaseError, match="'db/calmops' is not a postgresql:// URL"):
         statedb.state_database_url()
+
+
+def test_a_deleted_pipelines_tables_are_set_aside_each_time_and_its_name_starts_afresh(engine):
+    """`calmops delete` sets a pipeline's ledger and labels tables aside; on PostgreSQL they share one schema of
+    deleted tables, where the tables' own indexes and sequences must not clash: not those of the ledger and the
+    labels table of one pipeline, nor those of a pipeline deleted, created again and deleted again."""
+    url, root = engine
+    for stamp in ("20261206T083336Z", "20261206T090000Z"):
+        ledger = book(root, url)
+        ledger.arrive("a" * 64, "a.csv", 1.0)
+        Awaiting(root, root / "state", url=url).create()
+        for kind in ("ledger", "labels"):
+            Table.of(kind, root, url).retire(stamp)  # raised DuplicateTable on the second table before
+        if url is None:  # SQLite files move with the pipeline's folder (calmops delete): nothing to set aside
+            assert book(root, url).entries() != []
+            return
+        assert book(root, url).entries() == []  # the name starts afresh
+    con = Table.of("ledger", root, url).connect()
+    try:
+        kept = {r[0] for r in con.execute("SELECT tablename FROM pg_tables WHERE schemaname='calmops_deleted' "
+                                           "AND tablename LIKE ?", (f"%{root.name}",)).fetchall()}
+    finally:
+        con.close()
+    assert len(kept) == 4 and {k.split("-")[0] for k in kept} == {"ledger", "labels"}
