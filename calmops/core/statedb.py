@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from calmops.core.errors import CalmOpsError
-from calmops.core.settings import get_settings
+from calmops.core.settings import ConfigError, Settings, get_settings
 
 SCHEMAS = {"ledger": "calmops_ledger", "labels": "calmops_labels"}
 SQLITE_TABLES = {"ledger": "files", "labels": "awaiting"}  # each kind's table inside its SQLite file
@@ -47,12 +47,38 @@ def errors() -> tuple[type[BaseException], ...]:
     return (sqlite3.Error, psycopg.Error)
 
 
+#: in ``$CALMOPS_HOME``: where its state is, written when a PostgreSQL state database is set up for the home
+HOME_MARK = "state-database"
+
+
 def state_database_url() -> str | None:
-    url = get_settings().state_database_url
+    settings = get_settings()
+    url = settings.state_database_url
     if url and not url.startswith(("postgresql://", "postgres://")):
         raise StateDatabaseError(f"state_database_url {url.split('@')[-1]!r} is not a postgresql:// URL; "
                                  "leave it unset for SQLite files in each pipeline's folder")
+    if not url and (mark := settings.home / HOME_MARK).is_file():
+        # a command run without the stack's configuration (another folder than calmops.toml's) would keep a
+        # ledger of its own beside the shared one and decide files the stack decided already
+        raise ConfigError(f"{settings.home} keeps its state in PostgreSQL ({mark.read_text().strip()}), but "
+                          "this command has no state_database_url: run it in the folder of the stack's "
+                          "calmops.toml, or set CALMOPS_CONFIG to that file (if the home no longer uses "
+                          f"PostgreSQL, delete {mark})")
     return url
+
+
+def mark_home(settings: Settings) -> None:
+    """Record in the home that its state is in PostgreSQL (by ``calmops db upgrade`` and every service started
+    with the setting), so a command run without that setting is refused instead of using SQLite files."""
+    if not settings.state_database_url:
+        return
+    mark = settings.home / HOME_MARK
+    shown = re.sub(r"//([^:@/]*)(:[^@/]*)?@", r"//\1@", settings.state_database_url)  # without a password
+    if not mark.is_file() or mark.read_text().strip() != shown:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        part = mark.with_name(f".{HOME_MARK}.part")
+        part.write_text(shown + "\n")
+        part.replace(mark)
 
 
 class Connection:

@@ -68,6 +68,9 @@ def run_service(name: str, wait: float) -> None:
             time.sleep(1.0)
     for folder in (settings.logs_dir, settings.run_dir, settings.home):
         folder.mkdir(parents=True, exist_ok=True)
+    from calmops.core import statedb
+
+    statedb.mark_home(settings)  # a command run later without this configuration is refused, not let loose on SQLite
     cmd, env = stack.command(known[name], settings)
     if name == "worker":  # the pool and the per-pipeline deployments exist before runs are taken
         subprocess.run([stack.bin_path("calmops"), "deploy"], env=env, check=False,
@@ -107,6 +110,9 @@ def db_upgrade(which: tuple[str, ...] = DATABASES) -> list[str]:
             raise RuntimeError(f"{what} database upgrade failed: {tail[0]}")
         done.append(what)
     if "calmops" in which:
+        from calmops.core import statedb
+
+        statedb.mark_home(settings)
         done.append(f"calmops ({state_upgrade(settings.state_database_url)} pipeline(s))"
                     if settings.state_database_url else "calmops (SQLite files beside each pipeline, made as used)")
     return done

@@ -185,3 +185,37 @@ def test_a_deleted_pipelines_tables_are_set_aside_each_time_and_its_name_starts_
     finally:
         con.close()
     assert len(kept) == 4 and {k.split("-")[0] for k in kept} == {"ledger", "labels"}
+
+
+def test_a_command_without_the_homes_postgresql_setting_is_refused_not_let_loose_on_sqlite(tmp_path, monkeypatch):
+    """A home set up for PostgreSQL (`calmops db upgrade`, a service started with the setting) remembers it; a
+    command run without that setting (from another folder than calmops.toml's) is refused with what to do,
+    instead of keeping a SQLite ledger of its own and deciding again files the stack decided. No password is
+    written into the home."""
+    from typer.testing import CliRunner
+
+    from calmops.core.settings import ConfigError, get_settings
+    from calmops.deployments.cli import app
+
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    (tmp_path / "empty.toml").write_text("")
+    monkeypatch.setenv("CALMOPS_CONFIG", str(tmp_path / "empty.toml"))
+    monkeypatch.setenv("CALMOPS_STATE_DATABASE_URL", "postgresql://calmops:s3cret@db.example:5432/calmops")
+    statedb.mark_home(get_settings())
+    mark = tmp_path / "home" / statedb.HOME_MARK
+    assert mark.read_text().strip() == "postgresql://calmops@db.example:5432/calmops"
+    assert statedb.state_database_url().startswith("postgresql://")  # with the setting: as before
+
+    monkeypatch.delenv("CALMOPS_STATE_DATABASE_URL")
+    with pytest.raises(ConfigError, match="keeps its state in PostgreSQL .*CALMOPS_CONFIG"):
+        statedb.state_database_url()
+    ledger_file = tmp_path / "home" / "pipelines" / "sea" / "ledger.sqlite"
+    with pytest.raises(ConfigError):
+        Table.of("ledger", ledger_file.parent)
+    assert not ledger_file.exists()
+
+    mark.unlink()  # the home no longer uses PostgreSQL, as the message says to do
+    assert statedb.state_database_url() is None
+    upgraded = CliRunner().invoke(app, ["db", "upgrade", "calmops"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert not mark.exists()  # a SQLite home is not marked
