@@ -489,7 +489,8 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     digest, arrived = content
     book.arrive(digest, path.name, arrived, paths.incoming, at=path)  # known already when the watcher announced it
     target: dict[str, Any] | None = None
-    decided: set[str] = set()  # the other files this turn ended: their own runs, if still waiting, are cancelled
+    decided: dict[str, str] = {}  # the other files this turn ended (name → SHA-256): their own runs, if still
+    # waiting, are cancelled
     me = current_flow_run_id()
     budget = turn_budget() if started_by_a_worker() else 0.0  # a run by hand holds no worker slot
     with pipeline_turn(paths, log):
@@ -531,7 +532,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
                     # (a first copy left pending, e.g. by the open breaker, holds this one behind it, below)
                     if book.status(sha) != "pending":
                         if name != path.name:
-                            decided.add(name)
+                            decided[name] = sha
                             cancel_redundant_runs(spec.name, paths.incoming, decided, me, log)
                         continue
                     blocker, why = name, "waiting for the circuit breaker"

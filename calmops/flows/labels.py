@@ -54,7 +54,7 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
     log = RunLog(spec.name, paths.logs)
     book = ledger(paths)
     path = Path(path)
-    decided: set[str] = set()
+    decided: dict[str, str] = {}  # name → SHA-256 of the labels files decided here
     with pipeline_turn(paths, log):
         if (content := content_of(path)) is not None:
             own, arrived = content
@@ -70,7 +70,7 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
                     log.warning("%s was not decided here (%s); its own run takes it", older.name,
                                 (str(exc).splitlines() or [type(exc).__name__])[0][:300])
                     continue
-                decided.add(older.name)  # its own run, if still waiting, is cancelled (Decided by another run)
+                decided[older.name] = sha  # its own run, if still waiting, is cancelled (Decided by another run)
                 cancel_redundant_runs(spec.name, paths.labels, decided, current_flow_run_id(), log)
         return _decide(paths, log, pipeline, path, sha256, process)
 

@@ -10,7 +10,7 @@ own, with the deciding run in its message), not as a second decision nor as a ca
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping
 from pathlib import Path
 
 from calmops.core.flow_runs import file_in, file_run_name, runs_in_states
@@ -20,11 +20,13 @@ from calmops.core.store import read_spec
 DECIDED_ELSEWHERE = "Decided by another run"  # the name of the Cancelled state such a run ends in
 
 
-def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str], by: str | None,
+def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Mapping[str, str], by: str | None,
                           log: RunLog) -> list[str]:
     """Cancel the pipeline's flow runs that have not started yet (Scheduled, Late, AwaitingConcurrencySlot)
-    and were made for one of the ``decided`` files (names in ``incoming``) that has left the folder (a file
-    of the same name that arrived again keeps its run). Each cancelled run is named after its file, as the
+    and were made for one of the ``decided`` files (name in ``incoming`` → the SHA-256 of the content decided):
+    a run whose event gave its file's SHA-256 (the watcher's do) when it is that content, whether or not a
+    file of that name is in the folder now; a run without one (made by hand) when its file has left the folder
+    (a file of the same name that arrived again keeps its run). Each cancelled run is named after its file, as the
     run that decides a file is (``stream/credit/2024-05.csv``), so the Prefect UI and the pipeline's log say
     which file it was made for. Returns the names of the runs cancelled. Never raises:
     a run left waiting costs seconds (it finds its file done and ends), a failed turn would cost a decision."""
@@ -48,8 +50,11 @@ def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Collection[str
             waiting = runs_in_states(client, [StateType.SCHEDULED], pipeline=pipeline)
             for run in waiting:
                 name = file_in(run, folder)
-                if name not in decided or (folder / name).exists():
-                    continue  # another file's run, or the same name arrived again with new content
+                if name not in decided:
+                    continue  # another file's run
+                made_for = run.parameters.get("sha256")
+                if (made_for and made_for != decided[name]) or (not made_for and (folder / name).exists()):
+                    continue  # made for other bytes under that name (arrived again): still to be decided
                 try:
                     result = client.set_flow_run_state(run.id, Cancelled(message=message, name=DECIDED_ELSEWHERE))
                 except (ObjectNotFound, PrefectHTTPStatusError):

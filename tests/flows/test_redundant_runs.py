@@ -15,7 +15,7 @@ from calmops.flows.redundant import DECIDED_ELSEWHERE, cancel_redundant_runs
 pytestmark = pytest.mark.integration
 
 
-def test_only_the_waiting_runs_of_decided_files_that_left_the_folder_are_cancelled(prefect_server, tmp_path):
+def test_only_the_waiting_runs_of_the_decided_contents_are_cancelled(prefect_server, tmp_path):
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.states import Running, Scheduled
@@ -28,7 +28,15 @@ def test_only_the_waiting_runs_of_decided_files_that_left_the_folder_are_cancell
     incoming.mkdir()
     (incoming / "again.csv").write_text("x\n1\n")  # the same name arrived again, with new content: still to decide
 
-    def make(pipeline: str, name: str, state, folder=incoming):
+    @flow(name="event-run")
+    def event_run(pipeline: str, path: str, sha256: str) -> None:
+        pass
+
+    def make(pipeline: str, name: str, state, folder=incoming, sha256: str | None = None):
+        if sha256:  # as the watcher's event makes it: the file's SHA-256 among the parameters
+            return client.create_flow_run(event_run, parameters={"pipeline": pipeline, "path": str(folder / name),
+                                                                 "sha256": sha256},
+                                          tags=[pipeline_tag(pipeline)], state=state)
         return client.create_flow_run(file_run, parameters={"pipeline": pipeline, "path": str(folder / name)},
                                       tags=[pipeline_tag(pipeline)], state=state)
 
@@ -36,20 +44,23 @@ def test_only_the_waiting_runs_of_decided_files_that_left_the_folder_are_cancell
         decider = make("p", "own.csv", Running())
         waiting = make("p", "a.csv", Scheduled())
         awaiting_slot = make("p", "b.csv", Scheduled(name="AwaitingConcurrencySlot"))
+        # its event named the content decided: cancelled though a file of that name is in the folder again
+        first_bytes = make("p", "again.csv", Scheduled(), sha256="1" * 64)
         untouched = {
             "started already": make("p", "c.csv", Running()),
             "same name, new file": make("p", "again.csv", Scheduled()),
             "not decided": make("p", "d.csv", Scheduled()),
             "another pipeline": make("q", "a.csv", Scheduled()),
             "another folder": make("p", "a.csv", Scheduled(), folder=tmp_path / "elsewhere"),
+            "same name, other bytes decided": make("p", "b.csv", Scheduled(), sha256="2" * 64),
         }
+        decided = {"a.csv": "a" * 64, "b.csv": "b" * 64, "c.csv": "c" * 64, "again.csv": "1" * 64}
 
-        cancelled = cancel_redundant_runs("p", incoming, {"a.csv", "b.csv", "c.csv", "again.csv"}, str(decider.id),
-                                          RunLog("p", tmp_path / "logs"))
+        cancelled = cancel_redundant_runs("p", incoming, decided, str(decider.id), RunLog("p", tmp_path / "logs"))
 
         # each cancelled run is named after its file (Prefect gave it a random name), as its deciding run is
-        assert sorted(cancelled) == ["stream/p/a.csv", "stream/p/b.csv"]
-        for run, name in ((waiting, "a.csv"), (awaiting_slot, "b.csv")):
+        assert sorted(cancelled) == ["stream/p/a.csv", "stream/p/again.csv", "stream/p/b.csv"]
+        for run, name in ((waiting, "a.csv"), (awaiting_slot, "b.csv"), (first_bytes, "again.csv")):
             read = client.read_flow_run(run.id)
             assert read.state.is_cancelled() and str(decider.id) in read.state.message, read.state
             assert read.state.name == DECIDED_ELSEWHERE  # what the Prefect UI's badge says, not "Cancelled"
@@ -61,4 +72,4 @@ def test_only_the_waiting_runs_of_decided_files_that_left_the_folder_are_cancell
 
 def test_nothing_decided_asks_nothing(tmp_path):
     # no Prefect server in this test: with nothing decided the turn makes no API call at all
-    assert cancel_redundant_runs("p", tmp_path, set(), None, RunLog("p", tmp_path / "logs")) == []
+    assert cancel_redundant_runs("p", tmp_path, {}, None, RunLog("p", tmp_path / "logs")) == []
