@@ -335,6 +335,14 @@ _HASHED: dict[tuple[str, int, int, int], str] = {}
 _RESERVED: set[str] = set()
 
 
+def _back_at(arrived: float, first: float | None) -> float:
+    """When a set-aside content arrived again: its file's own time (:func:`arrival_time`) when that is later than
+    its first arrival (a new copy, written in a burst with other files, keeps its place among them); else now
+    (a file moved back from quarantine keeps the time it was first written, which would put it before every file
+    since)."""
+    return arrived if first is not None and arrived > first else max(arrived, time.time())
+
+
 def arrival_time(mtime_ns: int) -> float:
     """A file's arrival as the ledger orders it: its modification time. The watcher's events and scans and the
     run itself all record this one clock (files with the same time go in the order they were recorded), so a
@@ -450,8 +458,8 @@ class Ledger:
         first arrival of a content counts. A content not yet decided takes the new file's name (a file renamed
         in incoming is followed), unless ``incoming`` still holds it under its first name: of two copies of one
         content, the first is decided and the later one is its duplicate. A content set aside (``gone``:
-        quarantined, or deleted during its run) arrives anew, ``waiting`` from now, when ``at`` (where the file
-        arrived) still holds it: an arrival recorded late, after its file was set aside, changes nothing."""
+        quarantined, or deleted during its run) arrives anew, ``waiting`` (from the time :func:`_back_at` gives),
+        when ``at`` (where the file arrived) still holds it: an arrival recorded late, after its file was set aside, changes nothing."""
         with closing(self._connect()) as con:
             row = con.execute(f"SELECT file, status, arrived FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
         # outside the connection: holds() may read the first copy's bytes
@@ -469,9 +477,8 @@ class Ledger:
                         "file=CASE WHEN files.status='done' OR (files.status='gone' AND NOT ?) THEN files.file "
                         "ELSE excluded.file END, "
                         "status=CASE WHEN ? AND files.status='gone' THEN 'waiting' ELSE files.status END",
-                        # the moment it came back, not its modification time: a file moved back from quarantine
-                        # keeps the time it was first written, which would put it before the files since
-                        (sha256, file, _now(), arrived, anew, max(arrived, time.time()), anew, anew, anew))
+                        (sha256, file, _now(), arrived, anew, _back_at(arrived, row[2] if row else None), anew,
+                         anew, anew))
 
     def next_in_queue(self, skip: set[str], incoming: Path | None = None) -> tuple[str, str, str] | None:
         """The first entry of :meth:`queue` (``incoming``: of the files still there), read afresh, whose sha256

@@ -6,7 +6,14 @@ import os
 import time
 from pathlib import Path
 
-from calmops.core.store import Ledger, PipelinePaths, incoming_files, quarantined_files, sha256_of
+from calmops.core.store import (
+    Ledger,
+    PipelinePaths,
+    arrival_time,
+    incoming_files,
+    quarantined_files,
+    sha256_of,
+)
 
 
 def _tried_and_failed(book: Ledger, sha: str, name: str, arrived: float) -> None:
@@ -191,3 +198,32 @@ def test_a_reservation_is_taken_over_by_this_process_run_and_kept_from_every_oth
     book.unreserve("again")  # the run ended before its claim (e.g. held behind a.csv): it waits in its place
     assert [(name, status) for _, name, status in book.queue()] == [("a.csv", "waiting"), ("c.csv", "waiting")]
     assert book.claim("again", "c.csv", run_id="a-later-run")
+
+
+def test_a_new_copy_of_set_aside_bytes_keeps_its_own_time_among_the_files_copied_with_it(tmp_path):
+    """A quarantined content written again (a copy under another name, in a burst with other files: its own,
+    later modification time) takes its place by that time, like every file, not by the moment its arrival was
+    recorded (after every file of the burst). Moved back from quarantine (the first write's time kept), it
+    arrives now (test above)."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    book = Ledger(tmp_path / "ledger.sqlite")
+    wrong = incoming / "wrong_cols.csv"
+    wrong.write_text("a,b\n1,2\n")
+    sha = sha256_of(wrong)
+    book.arrive(sha, wrong.name, 100.0, incoming, at=wrong)
+    assert book.claim(sha, wrong.name, run_id="r1")
+    wrong.rename(tmp_path / "quarantined.csv")
+    book.finish(sha, "rejected_input", status="gone")
+
+    burst = time.time() - 30  # cp a1.csv b2_copy.csv c3.csv incoming/: written one after the other
+    files = {"a1.csv": "x\n1\n", "b2_copy.csv": "a,b\n1,2\n", "c3.csv": "x\n3\n"}
+    for i, (name, text) in enumerate(files.items()):
+        (incoming / name).write_text(text)
+        os.utime(incoming / name, (burst + i / 1000, burst + i / 1000))
+    for name in ("a1.csv", "c3.csv", "b2_copy.csv"):  # the copy's arrival recorded last
+        path = incoming / name
+        book.arrive(sha256_of(path), name, arrival_time(path.stat().st_mtime_ns), incoming, at=path)
+    assert [name for _, name, _ in book.queue(incoming)] == ["a1.csv", "b2_copy.csv", "c3.csv"]
+    [row] = [e for e in book.entries() if e["sha256"] == sha]
+    assert row["status"] == "waiting" and row["arrived"] == arrival_time((incoming / "b2_copy.csv").stat().st_mtime_ns)
