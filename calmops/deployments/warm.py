@@ -258,7 +258,7 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
         raise _Probe
     try:
         return _read_request(conn, bytearray(data), fds), fds
-    except (OSError, ValueError) as exc:  # ConnectionError is an OSError; bad JSON a ValueError
+    except (OSError, ValueError, TypeError) as exc:  # ConnectionError is an OSError; bad JSON a ValueError
         for fd in fds:  # never leak a client's streams into later children
             os.close(fd)
         raise _BadRequest(exc) from exc
@@ -270,7 +270,25 @@ def _read_request(conn: socket.socket, data: bytearray, fds: list[int]) -> dict:
     _fill(conn, data, _HEADER.size)
     (size,) = _HEADER.unpack_from(data)
     _fill(conn, data, _HEADER.size + size)
-    return json.loads(bytes(data[_HEADER.size:_HEADER.size + size]))
+    request = json.loads(bytes(data[_HEADER.size:_HEADER.size + size]))
+    _check_request(request)
+    return request
+
+
+def _check_request(request: object) -> None:
+    """TypeError unless ``request`` has the fields :func:`hand_over` sends, of their types: a malformed request
+    is refused before anything forks (the runner's own loop reads them too)."""
+    if not isinstance(request, dict):
+        raise TypeError("the request is not a JSON object")
+    argv, env, cwd = request.get("argv"), request.get("env"), request.get("cwd")
+    if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
+        raise TypeError("'argv' is not a list of strings")
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise TypeError("'env' is not an object of strings")
+    if not isinstance(cwd, str) or not cwd:
+        raise TypeError("'cwd' is not a folder's path")
+    if not isinstance(request.get("entry", "engine"), str):
+        raise TypeError("'entry' is not a string")
 
 
 def _fill(conn: socket.socket, data: bytearray, size: int) -> None:
@@ -306,32 +324,79 @@ def _stamp(path: str) -> tuple[str, int, int] | None:
     return path, st.st_mtime_ns, st.st_size
 
 
+class _CannotStart(Exception):
+    """What keeps a run from starting, in words that need no traceback."""
+
+
+def _describe(request: dict) -> str:
+    """The run a request asks for, as the runner's log names it."""
+    if request.get("entry") == "cli":
+        return f"calmops {' '.join(map(str, request.get('argv', ())))[:200]}"
+    env = request.get("env")
+    return f"flow run {env.get('PREFECT__FLOW_RUN_ID', '?') if isinstance(env, dict) else '?'}"
+
+
+def _enter(cwd: str, cli: bool) -> None:
+    """Make the client's folder this process's: the run's relative paths resolve there, so a folder the runner
+    cannot enter fails the run (running it elsewhere would read and write other files)."""
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        why = f"cannot enter its working folder {cwd} ({exc.strerror or exc})"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):  # the client sees a folder there that the runner does not
+            why += ("; the runner must see the folder the calmops command runs in" if cli else
+                    "; the runner and the worker must share /tmp")
+            why += " (systemd: no PrivateTmp on separate units)"
+        raise _CannotStart(why) from exc
+
+
+def _cannot_start(request: dict, exc: BaseException, fds: tuple[int, ...]) -> None:
+    """Say why the run did not start on each of ``fds`` (the runner's log; the client's stderr once the run has
+    it, which the worker copies into the flow run's log): the child then exits 1 with nothing else to say."""
+    if isinstance(exc, _CannotStart):
+        cause = str(exc)
+    else:
+        import traceback
+
+        cause = "".join(traceback.format_exception(exc)).rstrip()
+    text = f"calmops runner: {_describe(request)} could not start in process {os.getpid()}: {cause}\n".encode(
+        errors="replace")
+    for fd in fds:
+        try:
+            os.write(fd, text)
+        except OSError:
+            pass
+
+
 def _child(request: dict, fds: list[int], module: str, prepared: tuple | None = None) -> int:
     """In the forked child: become ``python -m <module>`` with the client's streams and environment.
 
     ``prepared``: the settings inputs the runner last set Prefect up with (see :meth:`Runner._prepare`); a run
-    with the same inputs keeps that setup instead of redoing it (about 0.2 s of every run)."""
-    os.setsid()  # the run leads its own process group: cancelling it reaches its subprocesses too
-    copies = [os.dup(fd) for fd in fds]  # received fds may themselves be 0-2: copy all before replacing
-    for fd in fds:
-        os.close(fd)
-    for target, fd in enumerate(copies):
-        os.dup2(fd, target)
-        os.close(fd)
-    cli = request.get("entry") == "cli"
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-        signal.signal(signum, signal.SIG_DFL)
-    if cli:  # Ctrl-C interrupts the command as in a process of its own: the run gives its file back
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.set_wakeup_fd(-1)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    sys.argv = ["calmops" if cli else module, *request["argv"]]
-    import runpy
-    import warnings
+    with the same inputs keeps that setup instead of redoing it (about 0.2 s of every run).
 
+    Anything that keeps the run from starting (its folder, its environment, setting Prefect up) is said in the
+    runner's log and on the client's stderr (see :func:`_cannot_start`), and the child returns 1."""
+    log = os.dup(2)  # the runner's log: the client's streams take 0-2 below
+    told = (log,)  # where a failure to start is said
+    cli = request.get("entry") == "cli"
     try:
+        os.setsid()  # the run leads its own process group: cancelling it reaches its subprocesses too
+        copies = [os.dup(fd) for fd in fds]  # received fds may themselves be 0-2: copy all before replacing
+        for fd in fds:
+            os.close(fd)
+        for target, fd in enumerate(copies):
+            os.dup2(fd, target)
+            os.close(fd)
+        told = (log, 2)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        if cli:  # Ctrl-C interrupts the command as in a process of its own: the run gives its file back
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.set_wakeup_fd(-1)
+        _enter(request["cwd"], cli)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = ["calmops" if cli else module, *request["argv"]]
         if cli:  # what the command does before anything reads Prefect's or MLflow's settings
             from calmops.core.environment import prepare
 
@@ -350,12 +415,29 @@ def _child(request: dict, fds: list[int], module: str, prepared: tuple | None = 
                 root = logging.getLogger()
                 for handler in [h for h in root.handlers if h.get_name() == "console"]:
                     root.removeHandler(handler)
+    except BaseException as exc:  # noqa: BLE001 - said where the worker and the runner's reader look, then exit 1
+        _cannot_start(request, exc, told)
+        return 1
+    finally:
+        os.close(log)
+    return _run(module, cli)
+
+
+def _run(module: str, cli: bool) -> int:
+    """Run ``module`` as ``__main__`` (Prefect's engine, or the calmops command); its exit code."""
+    import runpy
+    import warnings
+
+    try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*found in sys.modules.*", category=RuntimeWarning)
             # the calmops command keeps the name it was typed with (its usage lines say 'calmops ...')
-            runpy.run_module(module, run_name="__main__", alter_sys=request.get("entry") != "cli")
+            runpy.run_module(module, run_name="__main__", alter_sys=not cli)
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr, flush=True)  # sys.exit("message"): said, as the interpreter would
+        return 1
     except BaseException:  # noqa: BLE001 - reported like the engine would, then the exit code says it
         import traceback
 
@@ -559,6 +641,8 @@ class Runner:
                 for fd in self.wake or ():
                     os.close(fd)
                 code = _child(request, fds, module, self.prepared if engine else None)
+            except BaseException as exc:  # noqa: BLE001 - os._exit below would drop it unsaid
+                _cannot_start(request, exc, (2,))
             finally:
                 try:
                     _exit_handlers()
@@ -575,9 +659,7 @@ class Runner:
             return
         self.children[pid] = conn
         self.selector.register(conn, selectors.EVENT_READ, pid)
-        what = (f"calmops {' '.join(map(str, request['argv']))[:200]}" if request.get("entry") == "cli"
-                else f"flow run {request['env'].get('PREFECT__FLOW_RUN_ID', '?')}")
-        print(f"calmops runner: {what} in process {pid}", flush=True)
+        print(f"calmops runner: {_describe(request)} in process {pid}", flush=True)
         if engine:
             self._prepare(request["env"])
 

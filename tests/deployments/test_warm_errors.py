@@ -1,0 +1,117 @@
+"""The warm runner: a run that cannot start says why, to the caller (the worker's log) and in the runner's log.
+
+The worker hands over the folder it runs the flow run in (a temporary folder under /tmp); a runner that does not
+see that folder (systemd's PrivateTmp on separate units gave each its own /tmp) used to exit 1 with no output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from calmops.deployments import warm
+from tests.deployments.test_warm import ROOT, RUNNER
+
+# the client as the work pool runs it, except that the folder it hands over is the one given (a folder the
+# runner cannot enter, as a worker's /tmp is under PrivateTmp); 99: the runner did not take the run
+CLIENT = ("import os, sys; from calmops.deployments import warm; os.getcwd = lambda: sys.argv[1]; "
+          "code = warm.hand_over(sys.argv[2:]); sys.exit(99 if code is None else code)")
+
+
+@pytest.fixture
+def runner(tmp_path):
+    sock = tmp_path / "run" / "runner.sock"
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(sock)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while not warm.answers(sock):
+        assert proc.poll() is None and time.monotonic() < deadline, "the runner did not start"
+        time.sleep(0.05)
+    yield proc, sock
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
+def runner_log(proc: subprocess.Popen) -> str:
+    """Everything the runner wrote (stdout and stderr), once it is stopped."""
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+def hand_over(sock: Path, cwd: str, *argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CALMOPS_RUNNER_SOCKET": str(sock), "GREETING": "hello"}
+    return subprocess.run([sys.executable, "-c", CLIENT, cwd, *argv], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_a_run_whose_folder_the_runner_cannot_enter_fails_saying_so_to_the_worker_and_in_the_runners_log(
+        runner, tmp_path):
+    proc, sock = runner
+    missing = tmp_path / "tmp69lpee3uprefect"  # the worker's flow-run folder, absent from the runner's /tmp
+    done = hand_over(sock, str(missing), "0")
+    assert done.returncode not in (0, 99), (done.returncode, done.stdout, done.stderr)
+    assert "argv=" not in done.stdout  # the run did not start somewhere else instead
+    # the worker logs what the run wrote to its stderr: the folder, and what to do about it
+    assert str(missing) in done.stderr, done.stderr
+    assert "the runner and the worker must share /tmp (systemd: no PrivateTmp on separate units)" in done.stderr
+    assert "No such file or directory" in done.stderr  # the cause
+    # the runner survives and serves the next run
+    ok = hand_over(sock, str(tmp_path), "0")
+    assert ok.returncode == 0 and f"cwd={tmp_path}" in ok.stdout
+    log = runner_log(proc)
+    assert str(missing) in log and "must share /tmp" in log, log
+
+
+def test_a_run_whose_folder_is_a_file_fails_naming_it(runner, tmp_path):
+    _, sock = runner
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    done = hand_over(sock, str(a_file), "0")
+    assert done.returncode not in (0, 99)
+    assert str(a_file) in done.stderr and "Not a directory" in done.stderr, done.stderr
+
+
+def test_anything_raised_before_the_engine_runs_is_said_with_its_traceback(runner, tmp_path):
+    """A request no real client sends (an environment variable with a NUL byte, which the child cannot set):
+    the child fails after taking the client's streams and before the engine, and says so on both."""
+    proc, sock = runner
+    conn = warm.connect(sock)
+    read_err, write_err = os.pipe()
+    with open(os.devnull, "rb") as stdin, open(os.devnull, "wb") as stdout:
+        payload = json.dumps({"argv": ["0"], "cwd": str(tmp_path), "entry": "engine",
+                              "env": {"PREFECT__FLOW_RUN_ID": "run-42", "BAD": "a\0b"}}).encode()
+        socket.send_fds(conn, [warm._HEADER.pack(len(payload)) + payload], [stdin.fileno(), stdout.fileno(),
+                                                                           write_err])
+    os.close(write_err)
+    with conn.makefile() as lines:
+        assert lines.readline().startswith("pid ")
+        assert lines.readline() == "exit 1\n"
+    conn.close()
+    with os.fdopen(read_err) as err:
+        said = err.read()
+    assert "flow run run-42 could not start" in said and "ValueError: embedded null byte" in said, said
+    assert "Traceback" in said
+    log = runner_log(proc)
+    assert "flow run run-42 could not start" in log and "ValueError: embedded null byte" in log, log
+
+
+def test_a_request_without_an_environment_is_refused_and_the_runner_keeps_serving(runner, tmp_path):
+    proc, sock = runner
+    conn = warm.connect(sock)
+    payload = json.dumps({"argv": ["0"], "cwd": str(tmp_path), "entry": "engine"}).encode()
+    socket.send_fds(conn, [warm._HEADER.pack(len(payload)) + payload], [0, 1, 2])
+    assert conn.recv(100) == b""  # no child: closed without a pid (the client would start the run cold)
+    conn.close()
+    ok = hand_over(sock, str(tmp_path), "0")
+    assert ok.returncode == 0, ok.stderr
+    log = runner_log(proc)
+    assert "bad request" in log and "env" in log, log
