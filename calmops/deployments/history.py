@@ -79,10 +79,37 @@ def _serving_score(run: Any, metric: str | None) -> float | None:
     return serving_score(run.data.metrics, metric)
 
 
-def _quarantine_reasons(paths) -> dict[str, str]:
-    """The reason of every file in quarantine, by content (SHA-256)."""
-    return {record["sha256"]: str(record["reason"]).removeprefix("'")  # kept inert for spreadsheets
-            for _, record in quarantine_records(paths) if record.get("sha256") and record.get("reason")}
+def _quarantine_reasons(paths) -> dict[tuple[str | None, str], str]:
+    """The reason of every file in quarantine by (file name, content SHA-256), and by (None, SHA-256) for a
+    file renamed since."""
+    out: dict[tuple[str | None, str], str] = {}
+    for _, record in quarantine_records(paths):
+        if record.get("sha256") and record.get("reason"):
+            out[(None, record["sha256"])] = out[(str(record.get("file")), record["sha256"])] = _reason(record)
+    return out
+
+
+def _reason(record: dict) -> str:
+    return str(record.get("reason", "")).removeprefix("'")  # kept inert for spreadsheets
+
+
+def _quarantined_elsewhere(paths, entries: list[dict]) -> list[dict]:
+    """The files in quarantine that no ledger row stands for: the ledger keeps one row per content, so of the
+    same bytes quarantined under two names (a copy dropped again) only the last has one, and a link or pipe the
+    watcher refused unread has none. Each as a ledger-like entry of its own, taken when it was quarantined."""
+    kept = {(e["file"], e["sha256"]) for e in entries if e["status"] == "gone"}
+    out = []
+    for sidecar, record in quarantine_records(paths):
+        if (record.get("file"), record.get("sha256")) in kept:
+            continue
+        try:
+            taken = sidecar.stat().st_mtime
+        except OSError:
+            continue
+        out.append({"sha256": record.get("sha256"), "file": str(record.get("file") or sidecar.name), "status": "gone",
+                    "decision": "rejected_input", "claimed_at": taken, "reason": _reason(record),
+                    "quarantined_only": True})
+    return out
 
 
 def _version(text: str | None) -> int | None:
@@ -103,6 +130,7 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
     # a file waiting or pending that was moved out of incoming is no longer the pipeline's (as status counts)
     entries = [e for e in (book.entries() if book else [])
                if e["status"] not in ("waiting", "pending") or e["file"] in present]
+    entries += _quarantined_elsewhere(paths, entries)
     recorded = {e["file"] for e in entries if e["status"] != "done"}
     # files in incoming the ledger has not heard of yet (no watcher running, say): waiting all the same
     unrecorded = []
@@ -122,10 +150,10 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
     for entry in shown:
         run = runs.get(entry.get("mlflow_run_id") or "")
         tags = run.data.tags if run else {}
-        status = states.get(entry["sha256"] or "", entry["status"])
-        reason = tags.get("calmops.reason")
+        status = "gone" if entry.get("quarantined_only") else states.get(entry["sha256"] or "", entry["status"])
+        reason = entry.get("reason") or tags.get("calmops.reason")
         if reason is None and status == "gone":  # its MLflow run is gone: the quarantine's record says why
-            reason = held.get(entry["sha256"])
+            reason = held.get((entry["file"], entry["sha256"])) or held.get((None, entry["sha256"]))
         drifted = [f for f in tags.get("calmops.drifted_features", "").split(",") if f]
         decision = tags.get("calmops.decision") or entry.get("decision")
         checked = "calmops.drift_detected" in tags and decision not in DRIFT_UNCHECKED

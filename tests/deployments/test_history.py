@@ -110,8 +110,9 @@ def test_quarantine_reasons_are_matched_by_content_not_by_name(tmp_path, monkeyp
     for sha, reason in (("1" * 64, "a.csv: header only, no rows"), ("2" * 64, "=a.csv: the file is empty")):
         (paths.incoming / "a.csv").write_text("x\n")
         quarantine(paths, paths.incoming / "a.csv", sha, reason)
-    assert _quarantine_reasons(paths) == {"1" * 64: "a.csv: header only, no rows",
-                                          "2" * 64: "=a.csv: the file is empty"}
+    reasons = _quarantine_reasons(paths)
+    assert (reasons[("a.csv", "1" * 64)], reasons[("a.csv", "2" * 64)]) == ("a.csv: header only, no rows",
+                                                                          "=a.csv: the file is empty")
 
 
 def test_a_file_moved_out_of_incoming_is_no_longer_listed_as_waiting_or_pending(calmops_home, stream_spec):
@@ -133,3 +134,35 @@ def test_a_file_moved_out_of_incoming_is_no_longer_listed_as_waiting_or_pending(
     files = file_history(stream_spec)["files"]
     assert sorted((f["file"], f["status"]) for f in files) == [("failed-kept.csv", "pending"),
                                                                ("kept.csv", "waiting")]
+
+
+def test_every_file_in_quarantine_is_listed_with_its_own_reason(calmops_home, stream_spec):
+    """The ledger keeps one row per content: the same bytes quarantined under two names (a file, then a copy of it
+    dropped again under another name) are two files in quarantine, as `calmops status` counts them, and so two
+    lines of history, each with its own reason; so is a link the watcher refused without reading it (no
+    content, no ledger row)."""
+    import os
+
+    from calmops.core.store import ledger, quarantine
+    from calmops.deployments.history import file_history
+
+    paths = pipeline_paths(stream_spec)
+    book = ledger(paths)
+    header = "x1,x2,x3,y\n"
+    sha = __import__("hashlib").sha256(header.encode()).hexdigest()
+    for i, name in enumerate(("slow.csv", "header_only.csv")):
+        path = paths.incoming / name
+        path.write_text(header)
+        book.arrive(sha, name, 100.0 + i, paths.incoming, at=path)
+        assert book.claim(sha, name, run_id=f"r{i}")
+        quarantine(paths, path, sha, f"{name}: a header and no rows")
+        book.finish(sha, "rejected_input", status="gone")
+    os.symlink("/etc/passwd", paths.incoming / "link.csv")
+    quarantine(paths, paths.incoming / "link.csv", None, "link.csv is a symbolic link: refused unread")
+
+    files = file_history(stream_spec)["files"]
+    assert [(f["file"], f["status"], f["decision"]) for f in files] == [
+        ("slow.csv", "quarantined", "rejected_input"), ("header_only.csv", "quarantined", "rejected_input"),
+        ("link.csv", "quarantined", "rejected_input")]
+    assert [f["reason"] for f in files] == ["slow.csv: a header and no rows", "header_only.csv: a header and no rows",
+                                            "link.csv is a symbolic link: refused unread"]
