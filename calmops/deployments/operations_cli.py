@@ -145,11 +145,29 @@ def migrate_model_names() -> dict[str, str]:
 
 
 def bring_down(console) -> None:
-    from calmops.deployments import stack
+    """Stop every service of this host's stack, in reverse order; one that still runs afterwards is named with its
+    pid (its pid file is kept, so 'calmops status' still shows it) and the command then fails."""
+    from rich.markup import escape
 
+    from calmops.deployments import stack
+    from calmops.deployments.console import CliError
+
+    left: dict[str, stack.StillRunning] = {}
     for name in reversed(stack.ORDER):
-        stopped = stack.stop(name)
+        try:
+            stopped = stack.stop(name)
+        except stack.StillRunning as exc:
+            left[name] = exc
+            console.print(f"[red]{name}: still running[/] ({escape(str(exc))})", highlight=False)
+            continue
         console.print(f"{name}: {'stopped' if stopped else 'not running'}")
+    if left:
+        pids = " ".join(str(pid) for exc in left.values() for pid in exc.pids)
+        raise CliError(f"{', '.join(left)} still running (pid {pids})",
+                       f"see why with 'ps -o pid,user,stat,wchan,args -p {pids.replace(' ', ',')}': another "
+                       f"user's process is stopped as that user (e.g. 'sudo kill {pids}'), one in state D waits in "
+                       "the kernel (e.g. on an unreachable network file system) until that answers; then run "
+                       "'calmops down' again")
 
 
 def sync_pipeline(name: str, console) -> bool:

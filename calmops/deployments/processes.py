@@ -10,14 +10,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
 def environ_of(pid: int) -> dict[str, bytes] | None:
     """Process ``pid``'s environment as it started (a service keeps it through every exec); None when it cannot be
     read (another user's process, gone, or one whose environment reads empty: a zombie)."""
@@ -29,24 +21,73 @@ def environ_of(pid: int) -> dict[str, bytes] | None:
     return {name.decode(errors="replace"): value for name, _, value in pairs} or None
 
 
-def escalate(pid: int, signals: Iterable[int], grace: float, *, group: bool = False) -> None:
-    """Send each signal in turn to ``pid`` (or its process group) until it is gone, waiting up to ``grace``
-    seconds after each; a child of ours is reaped while we wait."""
-    kill = os.killpg if group else os.kill
-    for signum in signals:
+def start_time(pid: int) -> str | None:
+    """Process ``pid``'s start time in clock ticks since boot (Linux's /proc), so that a process that took the
+    number of one that ended is not taken for it (as :mod:`calmops.core.store` knows a claim's owner); None when
+    there is no such process, when it has ended (a zombie, whose parent has not reaped it yet) and where /proc is
+    missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def running(pid: int, start: str | None) -> bool:
+    """Does the process that ran as ``pid`` when :func:`start_time` said ``start`` still run (not ended, not
+    replaced by another process with the same number)? Where /proc is missing: does ``pid`` answer signal 0."""
+    if not Path("/proc/self/stat").exists():
         try:
-            kill(pid, signum)
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # another user's process: it exists
+        return True
+    now = start_time(pid)
+    return now is not None and (start is None or now == start)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # a child of ours: no zombie left behind
+    except ChildProcessError:
+        pass
+
+
+def escalate(pid: int, signals: Iterable[int], grace: float, *, group: bool = False, start: str | None = None,
+             ) -> bool:
+    """Send each signal in turn to ``pid`` until it is gone, waiting up to ``grace`` seconds after each; a child of
+    ours is reaped while we wait. With ``group``, to its process group instead when ``pid`` leads one (a process
+    started in a session of its own); a process that does not (one a script started with ``cmd &`` is in the
+    script's group) gets the signals itself, as its group is others' too. Only the process that ran as ``pid``
+    when this was called (or the one :func:`start_time` said ``start`` of) is signalled, never one that took its
+    number since.
+
+    True once it is gone; False when it outlived every signal or may not be signalled (another user's)."""
+    start = start or start_time(pid)
+    for signum in signals:
+        if not running(pid, start):
+            return True
+        try:
+            leads = group and os.getpgid(pid) == pid
         except OSError:
-            return
+            leads = False
+        try:
+            (os.killpg if leads else os.kill)(pid, signum)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            if not alive(pid):
-                return
+            _reap(pid)
+            if not running(pid, start):
+                return True
             time.sleep(0.1)
+    _reap(pid)
+    return not running(pid, start)
 
 
 def port_problem(host: str, port: int) -> str | None:

@@ -7,7 +7,8 @@ worker on the ``calmops`` work pool: it runs the flow runs the file triggers cre
 (announces complete files as Prefect events). The worker and the watcher have no port: the worker is
 healthy once it says it started, the watcher while it refreshes its heartbeat file.
 Stopping sends TERM, then INT, then KILL (Prefect's worker ignores a first TERM, so it gets INT first),
-to the service's process group and to flow-run processes it started in sessions of their own.
+to the service's process group when it leads one (else to the service's own process), and to flow-run processes
+it started in sessions of their own; its pid file goes once it is gone.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from calmops.core import environment
 from calmops.core.settings import Settings, get_settings
-from calmops.deployments.processes import escalate, port_problem
+from calmops.deployments.processes import escalate, port_problem, running, start_time
 
 HOST = os.environ.get("CALMOPS_HOST", "127.0.0.1")
 
@@ -274,20 +275,85 @@ def restart(name: str, settings: Settings | None = None) -> Service:
     return start(name, settings)
 
 
+class StillRunning(RuntimeError):
+    """A service :func:`stop` could not stop: ``pids`` (its own process first, when it is one of them) still run.
+    ``pid_file`` is kept while it names one of them (None when only processes the service started are left)."""
+
+    def __init__(self, name: str, pids: list[int], why: str, pid_file: Path | None):
+        self.name, self.pids, self.pid_file = name, pids, pid_file
+        kept = f"; {pid_file} still names it" if pid_file else ""
+        super().__init__(f"pid {', '.join(map(str, pids))}: {why}{kept}")
+
+
+CHILD_SIGNALS, CHILD_GRACE = (signal.SIGTERM, signal.SIGKILL), 5.0  # for the processes a service started
+
+
+def _stop_signals(name: str) -> tuple[signal.Signals, ...]:
+    if name == "worker":  # Prefect's worker ignores a first TERM
+        return signal.SIGINT, signal.SIGTERM, signal.SIGKILL
+    return signal.SIGTERM, signal.SIGINT, signal.SIGKILL
+
+
+def _why_alive(pid: int, signals: tuple[signal.Signals, ...], grace: float) -> str:
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return "it is another user's process, which this user may not signal"
+    except OSError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        state = stat[stat.rindex(")") + 2:].split()[0]
+    except (OSError, ValueError, IndexError):
+        state = ""
+    sent = ", ".join(s.name for s in signals)
+    stuck = " (state D: stuck in the kernel, e.g. on an unreachable network file system)" if state == "D" else ""
+    return f"it outlived {sent}, {grace:g} s after each{stuck}"
+
+
+def _forget(path: Path, recorded: str | None) -> None:
+    """Remove the pid file if it still says ``recorded``: a service started meanwhile wrote its own."""
+    try:
+        if recorded is not None and path.read_text() == recorded:
+            path.unlink()
+    except OSError:
+        pass
+
+
 def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bool:
+    """Stop this host's service ``name``: the process its pid file names, whether or not it leads a process group
+    of its own (``calmops up`` starts each in a session of its own; ``calmops service`` run from a script's
+    ``nohup … &`` is in the script's group, which only it is signalled in), then the processes it started.
+    Returns True once it is gone, False when none ran; the pid file goes then. A process that outlives every
+    signal (``grace`` seconds after each) or may not be signalled keeps its pid file: :class:`StillRunning`."""
     settings = settings or get_settings()
-    pid = running_pid(settings, name)
-    pid_file(settings, name).unlink(missing_ok=True)
-    write_urls(settings)
-    if pid is None:
+    path = pid_file(settings, name)
+    try:
+        recorded = path.read_text()
+    except OSError:
+        recorded = None
+    try:
+        pid = int((recorded or "").strip() or 0)
+    except ValueError:
+        pid = 0
+    start = start_time(pid) if pid > 0 else None
+    if pid <= 0 or not running(pid, start):  # no pid file, or one left by a process that ended
+        _forget(path, recorded)
+        write_urls(settings)
         return False
     # flow runs started by the worker live in sessions of their own: find them before their parent goes
     children = _descendants(pid)
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL) if name == "worker" else \
-        (signal.SIGTERM, signal.SIGINT, signal.SIGKILL)
-    escalate(pid, signals, grace, group=True)
+    signals = _stop_signals(name)
+    left = [] if escalate(pid, signals, grace, group=True, start=start) else [pid]
     for child in children:
-        escalate(child, (signal.SIGTERM, signal.SIGKILL), 5.0)
+        if not escalate(child, CHILD_SIGNALS, CHILD_GRACE):
+            left.append(child)
+    if pid not in left:
+        _forget(path, recorded)
+    write_urls(settings)
+    if left:
+        why = _why_alive(pid, signals, grace) if pid in left else _why_alive(left[0], CHILD_SIGNALS, CHILD_GRACE)
+        raise StillRunning(name, left, why, path if pid in left else None)
     return True
 
 

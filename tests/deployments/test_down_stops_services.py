@@ -1,0 +1,158 @@
+"""``calmops down`` stops every service it has a pid file for, also one that does not lead a process group of its
+own (docs/production.md: ``calmops service NAME`` started from a script with ``nohup … &`` is in the script's
+group), removes a pid file only once its process is gone, and never says "stopped" for a service that still runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from calmops.deployments import stack
+from calmops.deployments.cli import app
+from calmops.deployments.quickhttp import get
+from tests.e2e.stack import free_port, until
+
+CALMOPS = str(Path(sys.executable).with_name("calmops"))
+runner = CliRunner()
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie (ended; a parent that does not reap it, e.g. this sandbox's pid 1, keeps its entry)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2:].split()[0] in ("Z", "X")
+
+
+def _marked(pid: int, value: str) -> bool:
+    """Has process ``pid`` exec'd into the service (its environment carries the service's marker)?"""
+    try:
+        return f"{stack.SERVICE_MARKER}={value}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """A private home and free ports; the environment as it was afterwards (the CLI's prepare() sets variables)."""
+    saved = dict(os.environ)
+    for name in [k for k in os.environ if k.startswith(("CALMOPS_", "PREFECT_API_URL", "MLFLOW_TRACKING"))]:
+        monkeypatch.delenv(name)
+    home = tmp_path / "calmops"
+    monkeypatch.setenv("CALMOPS_HOME", str(home))
+    for service in ("PREFECT", "MLFLOW", "VIEWER", "API"):
+        monkeypatch.setenv(f"CALMOPS_{service}_PORT", str(free_port()))
+    yield home
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.mark.timeout(120)
+def test_down_stops_a_service_that_does_not_lead_its_process_group(isolated, tmp_path):
+    """The user's walk: a script runs ``nohup calmops service prefect > x 2>&1 &``; ``calmops down`` said
+    "prefect: stopped" and deleted prefect.pid while /api/health went on answering 200 (os.killpg on a pid that
+    leads no group fails with ESRCH, which was taken for "gone")."""
+    home, port = isolated, os.environ["CALMOPS_PREFECT_PORT"]
+    script = subprocess.run(["sh", "-c", f"nohup {CALMOPS} service prefect > '{tmp_path / 'x'}' 2>&1 & echo $!"],
+                            cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=30,
+                            check=True)
+    pid = int(script.stdout.strip())
+    pid_file = home / "run" / "prefect.pid"
+    try:
+        assert os.getpgid(pid) != pid  # the script's group: this is the case that was broken
+        until(lambda: pid_file.exists() and pid_file.read_text().strip() == str(pid)
+              and _marked(pid, stack.service_marker("prefect", stack.get_settings())), 60, "prefect's pid file")
+        until(lambda: get(f"http://127.0.0.1:{port}/api/health", timeout=1.0)[0] == 200, 90, "prefect answering")
+
+        result = runner.invoke(app, ["down"])
+
+        assert result.exit_code == 0, result.output
+        assert "prefect: stopped" in result.output, result.output
+        assert not pid_file.exists()
+        assert _ended(pid)  # stop() returned once it was gone
+        assert get(f"http://127.0.0.1:{port}/api/health", timeout=1.0)[0] != 200
+    finally:
+        for leftover in [pid, *stack._descendants(pid)]:
+            if not _ended(leftover):
+                os.kill(leftover, signal.SIGKILL)
+
+
+def test_a_service_that_outlives_the_signals_is_not_reported_stopped_and_keeps_its_pid_file(isolated, monkeypatch):
+    """A process that ignores TERM and INT, with the last signal (KILL) left out and the wait made short: nothing
+    a user of the same account meets with a healthy kernel (KILL always ends a process), but what `calmops down`
+    meets with a process stuck in the kernel (state D) or one another user runs. It is named with its pid, keeps
+    its pid file, and the command fails."""
+    home = isolated
+    (home / "run").mkdir(parents=True)
+    stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM INT; exec sleep 60"])  # in this test's process group
+    real = stack.escalate
+    sent = []
+
+    def without_kill(pid, signals, grace, **kwargs):
+        signals = [s for s in signals if s != signal.SIGKILL]
+        sent.extend(signals)
+        return real(pid, signals, 0.3, **kwargs)
+
+    monkeypatch.setattr(stack, "escalate", without_kill)
+    pid_file = home / "run" / "watcher.pid"
+    try:
+        until(lambda: (Path(f"/proc/{stubborn.pid}/comm").read_text().strip() == "sleep"), 10, "the exec")
+        pid_file.write_text(str(stubborn.pid))
+
+        result = runner.invoke(app, ["down"])
+
+        assert sent, "no signal was sent"
+        assert stubborn.poll() is None  # it does outlive TERM and INT
+        said = " ".join(result.output.split())
+        assert "watcher: stopped" not in said, said
+        assert f"watcher: still running (pid {stubborn.pid}" in said, said
+        assert result.exit_code == 1, said
+        assert pid_file.read_text().strip() == str(stubborn.pid)  # still tracked
+        assert "mlflow: not running" in said  # the others are still gone through
+    finally:
+        stubborn.kill()
+        stubborn.wait(10)
+
+
+def test_escalate_signals_the_group_of_a_leader_and_only_the_process_itself_otherwise():
+    from calmops.deployments.processes import escalate
+
+    leader = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)  # as `calmops up` starts one
+    member = until(lambda: stack._descendants(leader.pid), 10, "the leader's child")[0]
+    try:
+        assert escalate(leader.pid, (signal.SIGTERM,), 5.0, group=True)
+        until(lambda: _ended(member), 5, "the group's other process to end")  # it got the group's TERM
+        loner = subprocess.Popen(["sleep", "60"])  # in this test's group: signalling that group would end pytest
+        assert os.getpgid(loner.pid) != loner.pid
+        assert escalate(loner.pid, (signal.SIGTERM,), 5.0, group=True) and loner.poll() is not None
+    finally:
+        for pid in (leader.pid, member):
+            if not _ended(pid):
+                os.kill(pid, signal.SIGKILL)
+        leader.wait(10)
+
+
+def test_escalate_leaves_alone_a_process_that_took_the_number_since():
+    """A pid file read before its process ended may name another process by the time the signal goes: only the
+    process that started at the time :func:`start_time` read is signalled."""
+    from calmops.deployments.processes import escalate, running, start_time
+
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        now = start_time(other.pid)
+        assert now is not None and running(other.pid, now)
+        earlier = str(int(now) - 1)  # the process that had this number before
+        assert not running(other.pid, earlier)
+        assert escalate(other.pid, (signal.SIGKILL,), 1.0, start=earlier)  # "gone": the one meant has ended
+        assert other.poll() is None  # and this one was not signalled
+    finally:
+        other.kill()
+        other.wait(10)
