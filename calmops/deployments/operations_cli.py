@@ -58,9 +58,11 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
     and the command then fails naming it."""
     from rich.markup import escape
 
+    from calmops.core import statedb
     from calmops.deployments import stack
     from calmops.deployments.console import CliError, one_line
 
+    statedb.mark_home(_settings())  # a command run later without this state database is refused (no SQLite aside)
     started, failed = {}, {}
     api_pid = stack.running_pid(_settings(), "api")  # an API that runs already keeps the token it started with
     for name in stack.ORDER:
