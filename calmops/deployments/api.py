@@ -463,10 +463,11 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _typical_record(schema, profile) -> dict[str, Any]:
+def _typical_record(schema, profile, model: Any = None) -> dict[str, Any]:
     """A record to start from, of values the champion was trained on: each number's median (3 significant
-    digits), each category's most frequent value, each date-time's median; a plain value of the column's type
-    where the champion's reference profile does not hold the column."""
+    digits), each category's most frequent value, each date-time's median; for a block champion's block column
+    (which its profile does not hold), the first block with a model of its own; a plain value of the column's
+    type where the champion's reference profile does not hold the column."""
     from calmops.detectors.categorical import OTHER
 
     out: dict[str, Any] = {}
@@ -481,6 +482,9 @@ def _typical_record(schema, profile) -> dict[str, Any]:
             out[col] = top == "True" if kind == "boolean" else top  # most frequent first
         else:
             out[col] = {"numeric": 0.0, "boolean": True, "datetime": "2024-01-01T00:00:00Z"}.get(kind, "")
+    blocks = list(getattr(model, "block_estimators_", None) or [])
+    if blocks and getattr(model, "block_column", None) in out:  # not a block the model never saw (its route
+        out[model.block_column] = _plain(blocks[0])  # for unseen blocks)
     return out
 
 
@@ -726,7 +730,7 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
         detail.champion_version, detail.task, detail.message = champ.version, schema.task, stale
         detail.classes = None if schema.classes is None else [_plain(c) for c in schema.classes]
         detail.columns = _columns(schema)
-        detail.example_request = {"records": [_typical_record(schema, champ.profile)]}
+        detail.example_request = {"records": [_typical_record(schema, champ.profile, champ.model)]}
         return detail
 
     @app.post("/pipelines/{name}/predict", response_model=PredictResponse, tags=["predictions"],

@@ -481,3 +481,18 @@ def test_docs_and_index_work_offline(calmops_home):
     assert assets and all(a.startswith("/") for a in assets), assets  # nothing from another host
     for asset in assets:
         assert client.get(asset).status_code == 200 and len(client.get(asset).content) > 1000
+
+
+def test_a_block_pipelines_example_request_names_a_block_the_champion_has_a_model_for(prefect_server,
+                                                                                      calmops_home):
+    """The block column is not in the champion's reference profile: the example names one of its trained blocks
+    (a placeholder such as "" or 0.0 would take the route for blocks never seen)."""
+    from tests.flows.test_block_flow import BLOCKS, block_frame, create
+
+    create("sites")
+    assert run("sites", write_csv(block_frame(300, seed=1), incoming("sites"), "m1.csv"))["decision"] == "train"
+    client = TestClient(create_app())
+    example = client.get("/pipelines/sites").json()["example_request"]
+    assert example["records"][0]["site"] in BLOCKS
+    answer = client.post("/pipelines/sites/predict", json=example)
+    assert answer.status_code == 200 and not answer.json()["warnings"], answer.text
