@@ -252,9 +252,12 @@ class PipelineSpec(_Strict):
         if kind.default_model and "model" not in self.model_fields_set:
             self.model = ModelSpec(**{"class": kind.default_model})
         if self.labels is not None:
-            if self.kind != "stream" or self.prediction_only:
-                raise ValueError("'labels' (labels that arrive later) is for the stream kind with a 'target', "
-                                 "not prediction_only")
+            if self.kind != "stream":
+                raise ValueError(f"'labels' (labels that arrive later) is for the stream kind, not {self.kind!r}: "
+                                 "remove it, or use kind: stream")
+            if self.prediction_only:
+                raise ValueError("'labels' (labels that arrive later) needs a model trained from them: remove "
+                                 "'prediction_only: true' (the target's values then come in the labels files)")
             if self.target in self.labels.join_on:
                 raise ValueError(f"labels.join_on: the target {self.target!r} cannot be an id column")
             if self.labels.incoming is not None and self.incoming is not None and \

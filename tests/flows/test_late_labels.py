@@ -136,9 +136,12 @@ def test_a_file_without_its_ids_is_refused_and_labels_are_only_for_stream_pipeli
     run("late", write_csv(batch(600, 8.0, 1, 0), folder, "f0.csv"))
     out = run("late", write_csv(features(batch(600, 8.0, 2, 1000)).drop(columns="id"), folder, "f1.csv"))
     assert out["decision"] == "rejected_input" and "id column(s) id missing" in out["reason"]
-    with pytest.raises(ValueError, match="'labels'.*stream kind"):
+    with pytest.raises(ValueError, match="'labels'.*is for the stream kind, not 'block'") as refused:
         spec_from_dict({**STREAM_SPEC, "name": "late2", "kind": "block", "block_column": "b",
                         "labels": {"join_on": ["id"]}})
+    assert "prediction_only" not in str(refused.value)  # a block spec with a target: said as what it is
+    with pytest.raises(ValueError, match="'labels'.*remove 'prediction_only: true'"):
+        spec_from_dict({**STREAM_SPEC, "name": "late3", "prediction_only": True, "labels": {"join_on": ["id"]}})
 
 
 def test_labels_of_another_type_than_the_models_classes_are_quarantined_with_the_reason(prefect_server, late_spec):
