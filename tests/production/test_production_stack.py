@@ -160,6 +160,25 @@ def test_files_are_decided_on_postgres_with_artifacts_in_the_object_store(produc
     assert status.returncode == 0, status.stderr
     assert '"champion"' in status.stdout
 
+    # a command run without the stack's calmops.toml (from another folder) is refused, naming what to do,
+    # instead of keeping SQLite ledgers of its own beside PostgreSQL's and deciding the files again
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    stray = subprocess.run([CALMOPS, "run", "prod-sea", str(incoming.parent / "processed" / "sea_00.csv"), "--json"],
+                           cwd=elsewhere, env={**_env, "CALMOPS_HOME": str(home)}, capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert stray.returncode != 0 and "keeps its state in PostgreSQL" in stray.stderr, stray.stdout + stray.stderr
+    assert not [p.name for p in (home / "pipelines" / "prod-sea").iterdir() if p.suffix in (".sqlite", ".lock")]
+
+    # delete sets the pipeline's PostgreSQL tables aside (their keys clashed in the schema of deleted tables)
+    # and the name starts afresh
+    deleted = calmops("delete", "prod-sea", "--yes")
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert not (home / "pipelines" / "prod-sea").exists()
+    again = calmops("create", "prod-sea.yaml", "--adopt")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert ledger_entries(postgres, home, "prod-sea") == []
+
 
 PIPELINES = 8
 PER_PIPELINE = 25  # 200 files
