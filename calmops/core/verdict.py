@@ -266,7 +266,9 @@ class DriftVerdict:
     def of(cls, data: DriftReport | None, *, data_reason: str = "data drift", **signals) -> DriftVerdict:
         """The verdict of these signals: a retrain is called for when any of them says so, and each one that
         does gives its reason (data drift first, then performance, decay, concept, label-free and estimated)."""
-        reasons = [f"{data_reason}: {data.reason.removeprefix('Drift: ')}"] if data and data.drift_detected else []
+        # the report's reason is a sentence; here it is one of the signals joined by "; "
+        reasons = ([f"{data_reason}: {data.reason.removeprefix('Drift: ').removesuffix('.')}"]
+                   if data and data.drift_detected else [])
         for name in ("performance", "decay", "concept", "label_free", "estimated"):
             said = getattr(signals.get(name), "reason", None)
             if said:

@@ -44,6 +44,7 @@ def test_each_signal_that_fires_gives_its_reason_in_a_fixed_order():
                                                           "concept drift alarm"]
     assert "accuracy fell 11.1% since promotion (0.9000 → 0.8000)" in verdict.reasons[1]
     assert verdict.reasons[3] == "concept drift alarm: adwin"
+    assert ".;" not in verdict.reason and verdict.reason.startswith("data drift: 1 of 2 features drifted (worst: a); ")
     # an error metric worsens upward, and the reason says so
     rmse = PerformanceSignal(metric="rmse", now=1.09, at_promotion=0.54, threshold_failures=[],
                              relative_drop=0.55 / 0.54, tolerance=0.03, drift=True)
