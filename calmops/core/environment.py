@@ -80,7 +80,7 @@ def servers_out_of_reach(needed: tuple[str, ...] = ("prefect", "mlflow"), env: M
     env = os.environ if env is None else env
     out = []
     if "prefect" in needed and setting("prefect_database_url") and not env.get("PREFECT_API_URL"):
-        out.append("Prefect (its database is prefect_database_url)")
+        out.append("the Prefect server (not running on this host, and PREFECT_API_URL is unset)")
     if "mlflow" in needed and setting("mlflow_backend_store_uri") and not env.get("MLFLOW_TRACKING_URI"):
-        out.append("MLflow (its database is mlflow_backend_store_uri)")
+        out.append("the MLflow server (not running on this host, and MLFLOW_TRACKING_URI is unset)")
     return out

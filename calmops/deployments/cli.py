@@ -315,8 +315,8 @@ def _print_stack(state: dict[str, Any]) -> None:
                       soft_wrap=True)
         return
     if not state["up"]:
-        console.print("the stack is down: start it with 'calmops up' (files wait in incoming; breakers are unknown until then)",
-                      highlight=False)
+        console.print("the stack is down: start it with 'calmops up', or its services under PM2 or systemd (files wait "
+                      "in incoming; breakers are unknown until then)", highlight=False)
         return
     table = Table("service", "url", "pid", "health", title="stack", title_justify="left", box=SIMPLE)
     for service, s in state["services"].items():

@@ -93,7 +93,9 @@ def friendly(fn: Callable | None = None, *, servers: tuple[str, ...] = ()) -> Ca
 
         prepare()
         if servers and (missing := servers_out_of_reach(servers)):
-            raise CliError(f"the stack is down: {' and '.join(missing)} not reachable from here",
+            raise CliError(f"the stack is down: {' and '.join(missing)}; the configuration keeps "
+                           f"{'their' if len(missing) > 1 else 'its'} state in its own database, which this "
+                           "command does not open by itself",
                            "start it with 'calmops up' (or the services under PM2/systemd), or on a host without "
                            "them set PREFECT_API_URL and MLFLOW_TRACKING_URI to the running servers")
         return fn(*args, **kwargs)

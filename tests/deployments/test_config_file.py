@@ -96,7 +96,8 @@ def test_with_production_servers_down_commands_on_their_state_refuse_and_status_
     # a command needs only its own server: with Prefect named, breaker show goes on (it then fails to reach it)
     only_prefect = {**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     done = _calmops(tmp_path, "report", "sea", env=only_prefect)
-    assert "stack is down: MLflow" in done.stderr and "Prefect" not in done.stderr.splitlines()[0], done.stderr
+    assert "stack is down: the MLflow server (not running on this host" in done.stderr, done.stderr
+    assert "Prefect" not in done.stderr.splitlines()[0], done.stderr
     done = _calmops(tmp_path, "breaker", "show", "nosuch", "--json", env=only_prefect)
     assert "stack is down" not in done.stdout, done.stdout
     # the stack's processes are not started against an empty local registry either
