@@ -38,6 +38,24 @@ def _prefect_answers(stack, settings) -> bool:
         return False
 
 
+def _mlflow_answers(stack, settings) -> bool:
+    """The local MLflow server if this host runs one, else the one ``MLFLOW_TRACKING_URI`` names; True when the
+    configuration needs no server (MLflow's local files)."""
+    import httpx
+
+    from calmops.core.environment import servers_out_of_reach
+
+    if stack.running_pid(settings, "mlflow"):
+        return stack.healthy(stack.services()["mlflow"])
+    url = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not url.startswith(("http://", "https://")):
+        return not servers_out_of_reach(("mlflow",))
+    try:
+        return httpx.get(url.rstrip("/") + "/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _runs(pid: int, variable: str, value: str) -> bool:
     """Does process ``pid`` run the service that ``variable=value`` in its environment names (a service keeps
     it through every exec)? False when it cannot be read: a pid file left from before a reboot may name another
@@ -59,13 +77,15 @@ def run_service(name: str, wait: float) -> None:
         raise RuntimeError(f"{name} already runs on this host (pid {pid}, named in {settings.pid_file(name)}); "
                            f"stop it first, or run another {name} with a run folder of its own (CALMOPS_RUN_DIR), "
                            "as a second host would")
-    if name in NEEDS_PREFECT:
+    if name in NEEDS_PREFECT:  # started together (PM2, systemd), the servers may still be starting
         deadline = time.monotonic() + wait
-        while not _prefect_answers(stack, settings):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} needs the Prefect API, which did not answer within {wait:.0f} s; "
-                                   "start 'calmops service prefect' or set PREFECT_API_URL")
-            time.sleep(1.0)
+        for server, answers, variable in (("Prefect API", _prefect_answers, "PREFECT_API_URL"),
+                                          ("MLflow server", _mlflow_answers, "MLFLOW_TRACKING_URI")):
+            while not answers(stack, settings):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} needs the {server}, which did not answer within {wait:.0f} s; "
+                                       f"start 'calmops service {server.split()[0].lower()}' or set {variable}")
+                time.sleep(1.0)
     for folder in (settings.logs_dir, settings.run_dir, settings.home):
         folder.mkdir(parents=True, exist_ok=True)
     from calmops.core import statedb

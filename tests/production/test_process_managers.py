@@ -245,3 +245,31 @@ def test_container_files_run_each_service_from_one_non_root_image():
         assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"])
     dockerfile = (REPO / "deploy" / "container" / "Dockerfile").read_text()
     assert "USER calmops" in dockerfile and "--no-dev" in dockerfile and "uv.lock" in dockerfile
+
+
+@pytest.mark.production
+@pytest.mark.timeout(300)
+def test_a_service_started_with_the_servers_waits_for_mlflow_as_for_prefect(tmp_path):
+    """Under PM2 or systemd every service starts at once: one that needs MLflow's server waits for it (as for
+    Prefect's) rather than failing at once and being restarted over and over; and says which server did not
+    answer when it gives up."""
+    home = tmp_path / "calmops"
+    (tmp_path / "calmops.toml").write_text('[calmops]\nmlflow_backend_store_uri = "postgresql://calmops@127.0.0.1:9/m"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALMOPS_", "PREFECT_", "MLFLOW_TRACKING"))}
+    env.update(CALMOPS_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               **{f"CALMOPS_{s}_PORT": str(free_port()) for s in ("PREFECT", "MLFLOW", "VIEWER", "API")})
+    prefect = subprocess.Popen([CALMOPS, "service", "prefect"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        until(lambda: get(f"http://127.0.0.1:{env['CALMOPS_PREFECT_PORT']}/api/health")[0] == 200, 240,
+              "Prefect's server")
+        began = time.monotonic()
+        viewer = subprocess.run([CALMOPS, "service", "viewer", "--wait", "6"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120, check=False)
+        waited = time.monotonic() - began
+        assert viewer.returncode != 0
+        assert "viewer needs the MLflow server, which did not answer within 6 s" in viewer.stderr, viewer.stderr
+        assert "calmops service mlflow" in viewer.stderr and waited >= 3, (waited, viewer.stderr)
+    finally:
+        os.killpg(prefect.pid, signal.SIGINT)
+        prefect.wait(60)
