@@ -357,6 +357,19 @@ def run(name: str, file: Path, as_json: Annotated[bool, JsonOption] = False):
         _fail(one_line(error), f"see 'calmops logs {name}' and the flow run in the Prefect UI")
 
 
+def _first_copy(spec, file: str) -> str | None:
+    """The file a processed duplicate ``file`` copies (same content, decided first under another name)."""
+    from calmops.core.store import has_ledger, ledger, pipeline_paths, sha256_of
+
+    paths = pipeline_paths(spec)
+    copy = paths.processed / file
+    if not copy.is_file() or not has_ledger(paths):
+        return None
+    digest = sha256_of(copy)
+    first = next((e["file"] for e in ledger(paths).entries() if e["sha256"] == digest), None)
+    return first if first and first != file else None
+
+
 def _print_outcome(o: dict[str, Any]) -> None:
     from rich.markup import escape
 
@@ -465,6 +478,9 @@ def report(name: str,
             raise CliError(f"{file!r} was quarantined before any drift check: {record.get('reason')}",
                            f"the reason and details are in {sidecar}; mend the file and drop it into the "
                            "incoming folder again") from None
+        if file and not labels and (first := _first_copy(spec, file)):
+            raise CliError(f"{file!r} has the same content as {first!r}, decided before it: a duplicate is not "
+                           "checked again", f"its report is that file's: calmops report {name} {first}") from None
         raise CliError(str(exc), f"give the file's name as it arrived ('calmops report {name}' alone takes the latest "
                                  f"file checked; the MLflow UI lists every run of experiment calmops/{name} by file); "
                                  "a first model or a failed run has no drift verdict") from None

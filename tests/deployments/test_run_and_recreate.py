@@ -140,3 +140,20 @@ def test_a_hand_run_with_the_watcher_up_makes_one_flow_run_per_file(prefect_serv
     assert rec.names() == [dropped.name]
     book = ledger(pipeline_paths(read_spec("sea")))
     assert sorted(e["file"] for e in book.entries() if e["status"] == "done") == ["a.csv", "b.csv"]
+
+
+def test_the_report_of_a_duplicate_names_the_file_it_copies(prefect_server, calmops_home, tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
+    assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
+    """A duplicate is answered, not checked: its report says which file it copies and how to get that report
+    (it said no run had recorded a drift verdict, as for a failed run)."""
+    frame = sea_frame(600, 8, seed=1)
+    first = runner.invoke(app, ["run", "sea", str(write_csv(frame.copy(), tmp_path / "e", "first.csv")), "--json"])
+    assert json.loads(first.stdout)["decision"] == "train"
+    again = runner.invoke(app, ["run", "sea", str(write_csv(frame, tmp_path / "f", "again.csv")), "--json"])
+    assert json.loads(again.stdout)["decision"] == "duplicate"
+    told = runner.invoke(app, ["report", "sea", "again.csv"])
+    assert told.exit_code == 1
+    assert "'again.csv' has the same content as 'first.csv'" in told.stderr and "calmops report sea first.csv" in \
+        told.stderr, told.stderr
