@@ -374,7 +374,8 @@ def clinic(
     modules: Annotated[int, typer.Option(help="Number of co-expression modules.")] = 5,
     de_share: Annotated[float, typer.Option(help="Share of differentially expressed features.")] = 0.2,
     effect: Annotated[float, typer.Option(help="Disease effect in log2 units.")] = 1.0,
-    group: Annotated[list[str] | None, typer.Option(help="name=share (repeatable; first is control).")] = None,
+    group: Annotated[list[str] | None, typer.Option(
+        help="name=share (repeatable; first is control); shares are relative: 1 and 3 make 25 % and 75 %.")] = None,
     module_drift: Annotated[list[str] | None, typer.Option(help="module=log2 per step (repeatable).")] = None,
     seed: Seed = 0,
     fmt: Fmt = "csv",
