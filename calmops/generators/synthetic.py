@@ -417,8 +417,31 @@ def synthetic(
         df.insert(0, block_column, idx // rows_per_block + 1)
     if timestamps is not None:
         ts = _timestamps(timestamps)
-        df.insert(0, ts.column, pd.date_range(ts.start, periods=n_rows, freq=ts.freq))
+        df.insert(0, ts.column, _timeline(ts.start, n_rows, ts.freq))
     return df
+
+
+#: calendar offsets pandas snaps to a period's end or start, in months per step
+_MONTHS_PER_STEP = {"MonthEnd": 1, "MonthBegin": 1, "QuarterEnd": 3, "QuarterBegin": 3, "YearEnd": 12, "YearBegin": 12}
+
+
+def _timeline(start, n: int, freq: str) -> pd.DatetimeIndex:
+    """``n`` times from ``start`` on, one every ``freq``. Calendar steps (months, quarters, years, weeks) are
+    counted from ``start`` itself: pandas would snap them to the period's end ("1q" from 2024-01-01 would begin
+    on 2024-03-31, "1W" on the next Sunday).
+
+    >>> _timeline("2024-01-15", 3, "1QE").strftime("%Y-%m-%d").tolist()
+    ['2024-01-15', '2024-04-15', '2024-07-15']
+    """
+    from pandas.tseries.frequencies import to_offset
+    from pandas.tseries.offsets import Week
+
+    offset, first = to_offset(freq), pd.Timestamp(start)
+    if (months := _MONTHS_PER_STEP.get(type(offset).__name__)) is not None:
+        return pd.DatetimeIndex([first + pd.DateOffset(months=months * offset.n * k) for k in range(n)])
+    if isinstance(offset, Week):
+        return pd.date_range(first, periods=n, freq=pd.Timedelta(weeks=offset.n))
+    return pd.date_range(first, periods=n, freq=freq)
 
 
 def _incremental_concepts(plan: _Plan, idx: np.ndarray) -> np.ndarray:

@@ -175,3 +175,13 @@ def test_bad_parameters_are_clear():
         synthetic("sea", 100, drift=DriftSpec("abrupt", position=2, unit="blocks"))
     with pytest.raises(ValueError, match="regression"):
         synthetic("friedman", 100, class_balance=0.5)
+
+
+@pytest.mark.parametrize("freq, second", [("1QE", "2024-04-01"), ("1ME", "2024-02-01"), ("2W", "2024-01-15"),
+                                          ("1YE", "2025-01-01"), ("6h", "2024-01-01 06:00")])
+def test_timestamps_begin_at_start_whatever_the_calendar_step(freq, second):
+    """`--start 2024-01-01 --freq 1QE` begins on 2024-01-01, then every quarter from it (pandas alone would
+    begin on the quarter's end, 2024-03-31, and a week on the next Sunday)."""
+    df = synthetic("sea", 3, seed=1, timestamps=Timestamps("2024-01-01", freq))
+    assert df["timestamp"].iloc[0] == pd.Timestamp("2024-01-01")
+    assert df["timestamp"].iloc[1] == pd.Timestamp(second)
