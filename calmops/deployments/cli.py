@@ -538,9 +538,9 @@ def logs(name: Annotated[str, typer.Argument(help="A pipeline, or a service of t
 
     try:
         path = pipeline_paths(read_spec(name)).logs / "pipeline.log"
-    except PipelineNotFound:
+    except PipelineNotFound as exc:
         if name not in ORDER:
-            raise
+            raise CliError(str(exc), f"give a pipeline ('calmops list') or a service: {', '.join(ORDER)}") from None
         path = get_settings().logs_dir / f"{name}.log"  # a service's log, as `calmops up` or `calmops service` writes it
     if not path.exists():
         raise CliError(f"no log yet for {name!r}", "it appears with the first run" if name not in ORDER

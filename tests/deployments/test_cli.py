@@ -168,6 +168,7 @@ def test_logs_of_a_service_of_the_stack(calmops_home, monkeypatch, tmp_path):
     assert missing.exit_code == 1 and "when the watcher service first starts" in missing.stderr
     unknown = runner.invoke(app, ["logs", "nosuch"])
     assert unknown.exit_code == 1 and "no pipeline named 'nosuch'" in unknown.stderr
+    assert "or a service: prefect, mlflow" in unknown.stderr  # the hint says both kinds of name it takes
     # a host with a run folder of its own reads its own services' logs, not the shared root's
     monkeypatch.setenv("CALMOPS_RUN_DIR", str(tmp_path / "host-b"))
     (tmp_path / "host-b" / "logs").mkdir(parents=True)
