@@ -210,7 +210,7 @@ def save_spec(spec: PipelineSpec, *, create: bool, settings: Settings | None = N
     paths = pipeline_paths(spec, settings)
     exists = paths.spec_file.exists()
     if create and exists:
-        raise PipelineExists(f"pipeline {spec.name!r} exists already; use 'calmops update'")
+        raise PipelineExists(f"pipeline {spec.name!r} exists already")
     if not create and not exists:
         raise PipelineNotFound(f"no pipeline named {spec.name!r}; use 'calmops create'")
     check_spec(spec)

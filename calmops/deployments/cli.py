@@ -89,7 +89,7 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
 
     spec = load_spec(spec_file)
     if pipeline_paths(spec).spec_file.exists():  # first: MLflow's model of an existing pipeline is its own
-        raise PipelineExists(f"pipeline {spec.name!r} exists already; use 'calmops update'")
+        raise PipelineExists(f"pipeline {spec.name!r} exists already")
     registry.configure()
     existing = registry.aliases(spec.name).get("champion")
     legacy = registry.legacy_champion(spec.name) if existing is None else None  # registered before the prefix
