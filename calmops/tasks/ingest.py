@@ -174,7 +174,7 @@ DATA_ERRORS = (LookupError, TypeError, ValueError, ArithmeticError)
 
 
 def run_preprocess(path: Path, frame: pd.DataFrame, file: str = "", state: Path | None = None,
-                   numeric: dict[str, str] | None = None) -> pd.DataFrame:
+                   spec: PipelineSpec | None = None, reference: InputSchema | None = None) -> pd.DataFrame:
     """The user's ``preprocess(df)`` on the parsed table of ``file``. When it raises, the suspect is the code,
     what the code depends on, or the file:
 
@@ -188,9 +188,11 @@ def run_preprocess(path: Path, frame: pd.DataFrame, file: str = "", state: Path 
 
     A preprocess that raises :class:`BadInput` refuses the file on purpose: quarantined like any bad input.
 
-    ``numeric``: the feature types the champion was trained on; when the module raises a ``TypeError`` or
-    ``ValueError``, the file's columns of those names that hold numbers but for a few text cells are named in
-    the error (the usual cause: arithmetic on a column with one bad cell)."""
+    When the module raises one of :data:`DATA_ERRORS`, the reason leads with what the checks without a
+    preprocess find wrong in the file as given, in the columns ``spec`` and the champion (``reference``) name
+    (:func:`calmops.tasks.validate.before_preprocess`: a column missing, date-times or text where numbers belong,
+    a number too large for a float, with the rows), followed by the module's error: the module's error is then
+    the symptom (``unsupported operand type(s) for +``), the file's problem the cause."""
     module = sha256_of(path)
     given = frame.copy(deep=False)  # the columns as the file gave them, should the module replace some
     try:
@@ -199,8 +201,9 @@ def run_preprocess(path: Path, frame: pd.DataFrame, file: str = "", state: Path 
         raise
     except Exception as exc:
         error = f"preprocess {path.name} raised {type(exc).__name__}: {exc}"
-        if isinstance(exc, (TypeError, ValueError)) and (suspects := V.text_where_numbers(given, numeric or {})):
-            error += f" ({'; '.join(suspects)})"
+        problems = _before_preprocess(given, exc, spec, reference) if isinstance(exc, DATA_ERRORS) else []
+        if problems:
+            error = f"{'; '.join(problems)} (found in the file before the preprocess, which failed on it: {error})"
         if isinstance(exc, DATA_ERRORS) and state is not None and _worked_on(state) == module:
             raise RejectedInput(f"{file}: {error}; the same preprocess ran on the pipeline's earlier files, so the "
                                 "file is set aside (correct it, or the preprocess, and drop it in again)",
@@ -211,6 +214,20 @@ def run_preprocess(path: Path, frame: pd.DataFrame, file: str = "", state: Path 
     if state is not None and _worked_on(state) != module:
         write_atomic(state / PREPROCESS_WORKED, json.dumps({"module": str(path), "sha256": module}))
     return out
+
+
+def _before_preprocess(given: pd.DataFrame, exc: Exception, spec: PipelineSpec | None,
+                       reference: InputSchema | None) -> list[str]:
+    """:func:`calmops.tasks.validate.before_preprocess` on the table the preprocess was given: the features the
+    champion takes (else those the spec types), the target when the file must hold it."""
+    if spec is None:
+        return []
+    types = dict(spec.feature_types) | (reference.feature_types if reference is not None else {})
+    target = spec.target if spec.target and spec.labels is None and not spec.prediction_only else None
+    try:
+        return V.before_preprocess(given, types, target, list(spec.feature_types), exc, reference is not None)
+    except Exception:  # noqa: BLE001 - a hostile table the diagnosis trips over: the module's error still says it
+        return []
 
 
 def _worked_on(state: Path) -> str | None:
@@ -254,8 +271,7 @@ def parse_and_validate(
                             f"{', '.join(V.excerpt(d) for d in dupes[:10])} (one name per column)",
                             duplicated=dupes[:10])
     if spec.preprocess:
-        frame = run_preprocess(Path(spec.preprocess), frame, path.name, pipeline_paths(spec).state,
-                               numeric=reference.feature_types if reference is not None else None)
+        frame = run_preprocess(Path(spec.preprocess), frame, path.name, pipeline_paths(spec).state, spec, reference)
     return validate_frame(frame, path.name, fmt, sha256, spec, reference)
 
 
@@ -288,8 +304,7 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
                                 "its labels file will name (labels.join_on)", missing=missing)
     elif not spec.prediction_only:
         if spec.target not in frame.columns:
-            raise RejectedInput(f"{path.name}: target column '{spec.target}' is missing "
-                                f"(columns: {', '.join(V.excerpt(c, 30) for c in frame.columns[:20])})",
+            raise RejectedInput(f"{path.name}: {V.missing_target(spec.target, list(frame.columns))}",
                                 missing=[spec.target])
         y = frame[spec.target]
         if y.isna().any():
@@ -318,7 +333,7 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
             looks_like_labels = spec.labels is not None and set(frame.columns) <= {*spec.labels.join_on, spec.target}
             hint = ("; it holds only ids and the target: a labels file goes into the pipeline's labels folder"
                     if looks_like_labels else "")
-            raise RejectedInput(f"{path.name}: feature column(s) missing: {', '.join(missing)}{hint}", missing=missing)
+            raise RejectedInput(f"{path.name}: {V.missing_features(missing)}{hint}", missing=missing)
         new = [c for c in feature_columns(spec, list(frame.columns)) if c not in columns]
         if new:
             signals.append(f"new column(s) ignored by the model: {', '.join(V.excerpt(c, 30) for c in new[:20])}")
@@ -329,7 +344,7 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
         X = coerce_features(frame[columns], types)
     except CoercionError as exc:
         raise RejectedInput(f"{path.name}: {exc}") from None
-    infinite = V.infinite_values(X, types) + ([] if y is None else [m for m in [V.infinite_target(y, spec.target)] if m])
+    infinite = V.infinite_values(X, types, frame) + ([] if y is None else [m for m in [V.infinite_target(y, spec.target)] if m])
     if infinite:
         raise RejectedInput(f"{path.name}: {'; '.join(infinite)} (numbers must be finite)")
     task = _task(spec, reference, y)

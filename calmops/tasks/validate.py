@@ -21,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calmops.core.features import read_numbers
+from calmops.core.features import CoercionError, coerce_features, read_numbers
 from calmops.core.spec import PipelineSpec
 
 MAX_ROWS_LISTED = 5
 EXCERPT_CHARS = 40
+MAX_PROBLEMS_LISTED = 5  # problems a reason found before a failed preprocess lists
+TOO_LARGE = "a number too large for a float (beyond ±1.8e308)"  # finite, written, but no float holds it
 
 
 def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
@@ -104,17 +106,30 @@ def text_where_numbers(frame: pd.DataFrame, types: dict[str, str]) -> list[str]:
     return out
 
 
-def infinite_values(X: pd.DataFrame, types: dict[str, str]) -> list[str]:
-    """Feature columns (numeric after coercion) holding +/-inf, with the rows."""
+def infinite_values(X: pd.DataFrame, types: dict[str, str], written: pd.DataFrame | None = None) -> list[str]:
+    """Feature columns (numeric after coercion) holding +/-inf, with the rows. With ``written``, the parsed table
+    ``X`` was coerced from, a cell written as a finite number too large for a float (``1e400``, an integer of
+    hundreds of digits) is said as such, not as an infinite value."""
     out = []
     for col in X.columns:
         if types.get(col) == "categorical":
             continue
         values = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         bad = np.flatnonzero(np.isinf(values))
-        if bad.size:
-            out.append(f"column '{col}' holds infinite values in {rows_phrase(bad)}")
+        if not bad.size:
+            continue
+        cells = written[col] if written is not None and col in written.columns else None
+        large = np.array([cells is not None and _too_large(cells.iloc[i]) for i in bad], dtype=bool)
+        if (~large).any():
+            out.append(f"column '{col}' holds infinite values in {rows_phrase(bad[~large])}")
+        if large.any():
+            out.append(f"column '{col}' holds {TOO_LARGE} in {rows_phrase(bad[large])}")
     return out
+
+
+def _too_large(cell: object) -> bool:
+    """A cell that reads as an infinite float while its text is a finite number: ``1e400``, 401 digits."""
+    return isinstance(cell, str) and cell.strip().lstrip("+-").lower() not in ("inf", "infinity")
 
 
 def infinite_target(y: pd.Series, target: str) -> str | None:
@@ -122,6 +137,55 @@ def infinite_target(y: pd.Series, target: str) -> str | None:
         return None
     bad = np.flatnonzero(np.isinf(y.to_numpy(dtype=float, na_value=np.nan)))
     return f"target column '{target}' holds infinite values in {rows_phrase(bad)}" if bad.size else None
+
+
+def missing_features(missing: list[str]) -> str:
+    return f"feature column(s) missing: {', '.join(missing)}"
+
+
+def missing_target(target: str, columns: list) -> str:
+    return f"target column '{target}' is missing (columns: {', '.join(excerpt(c, 30) for c in columns[:20])})"
+
+
+def before_preprocess(frame: pd.DataFrame, types: dict[str, str], target: str | None, named: list[str],
+                      error: BaseException, champion: bool) -> list[str]:
+    """What the checks above find wrong in a parsed table whose preprocess raised ``error``, in the columns the
+    spec names: ``types`` (the features and their types: the champion's, else the spec's ``feature_types``),
+    ``target`` (None when the file need not hold it), ``named`` (the columns the spec itself names). Said as the
+    same checks say it without a preprocess: the preprocess's error is then the symptom, this the cause.
+
+    A preprocess may make columns the file does not have, so a column is said missing only when the error names
+    it (``KeyError: 'x0'``); the spec's other ``named`` columns the file lacks are then added as such. With
+    ``champion``, a column of numbers with a few text cells is said as :func:`text_where_numbers` says it."""
+    out: list[str] = []
+    absent = [c for c in [*types, *([target] if target else [])] if c not in frame.columns]
+    text = str(error)
+    if isinstance(error, (LookupError, ValueError)) and absent:
+        gone = [c for c in absent if f"'{c}'" in text or f'"{c}"' in text]
+        if target in gone:
+            out.append(missing_target(target, list(frame.columns)))
+        if features := [c for c in gone if c != target]:
+            out.append(missing_features(features))
+            if also := [c for c in named if c in absent and c not in gone]:
+                out.append(f"the file also lacks {', '.join(also)}, which the spec names")
+    present = {c: kind for c, kind in types.items() if c in frame.columns}
+    coerced = {}
+    for col, kind in present.items():
+        one = {col: kind}
+        found = type_mismatches(frame, one) or (text_where_numbers(frame, one) if champion else [])
+        if not found:
+            try:
+                coerced[col] = coerce_features(frame[[col]], one)[col]
+            except CoercionError as exc:
+                found = [str(exc)]
+        out += found
+    if coerced:
+        out += infinite_values(pd.DataFrame(coerced, index=frame.index), present, frame)
+    if target and target in frame.columns and (inf := infinite_target(frame[target], target)):
+        out.append(inf)
+    if len(out) > MAX_PROBLEMS_LISTED:
+        out = [*out[:MAX_PROBLEMS_LISTED], f"and {len(out) - MAX_PROBLEMS_LISTED} more problem(s)"]
+    return out
 
 
 # -- labels and degraded decisions -----------------------------------------------------------------
