@@ -17,7 +17,9 @@ from calmops.core.metrics import DEFAULT_PRIMARY
 from calmops.core.names import DRIFT_UNCHECKED, serving_score
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
+    LABELS_ENTRY,
     arrival_time,
+    formula_safe,
     has_ledger,
     incoming_files,
     ledger,
@@ -85,28 +87,38 @@ def _quarantine_reasons(paths) -> dict[tuple[str | None, str], str]:
     out: dict[tuple[str | None, str], str] = {}
     for _, record in quarantine_records(paths):
         if record.get("sha256") and record.get("reason"):
-            out[(None, record["sha256"])] = out[(str(record.get("file")), record["sha256"])] = _reason(record)
+            out[(None, record["sha256"])] = out[(_as_written(record.get("file")), record["sha256"])] = _reason(record)
     return out
 
 
 def _reason(record: dict) -> str:
-    return str(record.get("reason", "")).removeprefix("'")  # kept inert for spreadsheets
+    return _as_written(record.get("reason")) or ""
+
+
+def _as_written(text: Any) -> str | None:
+    """A sidecar's text as it was before it was made inert for spreadsheets (:func:`formula_safe`: a leading
+    ``'`` before ``= + - @``)."""
+    if text is None:
+        return None
+    text = str(text)
+    return text[1:] if text.startswith("'") and formula_safe(text[1:]) == text else text
 
 
 def _quarantined_elsewhere(paths, entries: list[dict]) -> list[dict]:
     """The files in quarantine that no ledger row stands for: the ledger keeps one row per content, so of the
     same bytes quarantined under two names (a copy dropped again) only the last has one, and a link or pipe the
     watcher refused unread has none. Each as a ledger-like entry of its own, taken when it was quarantined."""
-    kept = {(e["file"], e["sha256"]) for e in entries if e["status"] == "gone"}
+    kept = {(e["file"].removeprefix(LABELS_ENTRY), e["sha256"]) for e in entries if e["status"] == "gone"}
     out = []
     for sidecar, record in quarantine_records(paths):
-        if (record.get("file"), record.get("sha256")) in kept:
+        if (_as_written(record.get("file")), record.get("sha256")) in kept:
             continue
         try:
             taken = sidecar.stat().st_mtime
         except OSError:
             continue
-        out.append({"sha256": record.get("sha256"), "file": str(record.get("file") or sidecar.name), "status": "gone",
+        out.append({"sha256": record.get("sha256"), "file": _as_written(record.get("file")) or sidecar.name,
+                    "status": "gone",
                     "decision": "rejected_input", "claimed_at": taken, "reason": _reason(record),
                     "quarantined_only": True})
     return out
@@ -153,7 +165,8 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
         status = "gone" if entry.get("quarantined_only") else states.get(entry["sha256"] or "", entry["status"])
         reason = entry.get("reason") or tags.get("calmops.reason")
         if reason is None and status == "gone":  # its MLflow run is gone: the quarantine's record says why
-            reason = held.get((entry["file"], entry["sha256"])) or held.get((None, entry["sha256"]))
+            reason = (held.get((entry["file"].removeprefix(LABELS_ENTRY), entry["sha256"]))
+                      or held.get((None, entry["sha256"])))
         drifted = [f for f in tags.get("calmops.drifted_features", "").split(",") if f]
         decision = tags.get("calmops.decision") or entry.get("decision")
         checked = "calmops.drift_detected" in tags and decision not in DRIFT_UNCHECKED

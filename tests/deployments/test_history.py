@@ -159,10 +159,22 @@ def test_every_file_in_quarantine_is_listed_with_its_own_reason(calmops_home, st
         book.finish(sha, "rejected_input", status="gone")
     os.symlink("/etc/passwd", paths.incoming / "link.csv")
     quarantine(paths, paths.incoming / "link.csv", None, "link.csv is a symbolic link: refused unread")
+    # the ledger's own lines once each: a labels file (labels/<name> in the ledger) and a name a spreadsheet
+    # would run as a formula (made inert in the sidecar)
+    for name, entry in (("=sum.csv", "=sum.csv"), ("l.csv", "labels/l.csv")):
+        path = paths.incoming / name
+        path.write_text(f"x1,x2,x3,y\n{name}\n")
+        digest = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+        book.arrive(digest, entry, 200.0)
+        assert book.claim(digest, entry, run_id="r")
+        quarantine(paths, path, digest, f"{name}: no rows")
+        book.finish(digest, "rejected_input", status="gone")
 
     files = file_history(stream_spec)["files"]
     assert [(f["file"], f["status"], f["decision"]) for f in files] == [
         ("slow.csv", "quarantined", "rejected_input"), ("header_only.csv", "quarantined", "rejected_input"),
-        ("link.csv", "quarantined", "rejected_input")]
+        ("link.csv", "quarantined", "rejected_input"), ("=sum.csv", "quarantined", "rejected_input"),
+        ("labels/l.csv", "quarantined", "rejected_input")]
     assert [f["reason"] for f in files] == ["slow.csv: a header and no rows", "header_only.csv: a header and no rows",
-                                            "link.csv is a symbolic link: refused unread"]
+                                            "link.csv is a symbolic link: refused unread", "=sum.csv: no rows",
+                                            "l.csv: no rows"]
