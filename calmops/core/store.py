@@ -331,8 +331,9 @@ def holds(path: Path, sha256: str, arrived: float | None = None) -> bool:
 #: (path, mtime_ns, size, inode) -> sha256 of the files :func:`holds` had to read, in this process
 _HASHED: dict[tuple[str, int, int, int], str] = {}
 
-#: the contents this process reserved for a run it is about to start (:meth:`Ledger.reserve`)
-_RESERVED: set[str] = set()
+#: the contents this process reserved for a run it is about to start (:meth:`Ledger.reserve`), with the status
+#: each goes back to when no run takes it over
+_RESERVED: dict[str, str] = {}
 
 
 def _back_at(arrived: float, first: float | None) -> float:
@@ -412,30 +413,40 @@ class Ledger:
                 (sha256, file, now, _now(), run_id, _host(), pid, _process_start(pid), now,
                  now if arrived is None else arrived),
             )
-            _RESERVED.discard(sha256)  # a reservation of this process is taken over by its run
+            _RESERVED.pop(sha256, None)  # a reservation of this process is taken over by its run
             return True
 
-    def reserve(self, sha256: str, file: str, arrived: float) -> bool:
+    def reserve(self, sha256: str, file: str, arrived: float, incoming: Path | None = None) -> bool:
         """Claim a content for a run this process is about to start on it: ``calmops run`` reserves its copy
         before the copy appears in incoming, so the watcher leaves the file to that run (no second flow run
         ends *Duplicate* beside it). The run's own :meth:`claim` in this process takes the reservation over;
         one it never takes is given back by :meth:`unreserve`, or found orphaned once this process has ended.
-        False, as for :meth:`claim`, when the content is done or a live run has it."""
+        Its heartbeat is kept while it waits (:meth:`keep_alive`: a run may wait minutes for its turn).
+        False, as for :meth:`claim`, when the content is done or a live run has it; and when a first copy of it
+        waits in ``incoming`` under another name (that one is decided first, in its place: this copy is its
+        duplicate)."""
+        with closing(self._connect()) as con:
+            row = con.execute(f"SELECT file, status, arrived FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
+        if (row is not None and row[1] in WAITING and row[0] != file and incoming is not None
+                and holds(incoming / row[0], sha256, row[2])):
+            return False
         if not self.claim(sha256, file, "", arrived):
             return False
-        _RESERVED.add(sha256)
+        _RESERVED[sha256] = "pending" if row is not None and row[1] == "pending" else "waiting"
+        self.keep_alive(sha256)
         return True
 
     def unreserve(self, sha256: str) -> None:
-        """Give back a reservation that no run of this process took over: the content waits again."""
-        if sha256 not in _RESERVED:
+        """Give back a reservation that no run of this process took over: the content waits again (``pending``
+        if it was pending before)."""
+        if (before := _RESERVED.pop(sha256, None)) is None:
             return
-        _RESERVED.discard(sha256)
+        self._stop_beat(sha256)
         pid = os.getpid()
         with self.table.write() as con:
-            con.execute(f"UPDATE {self.t} SET status='waiting', updated=?, owner_host=NULL, owner_pid=NULL, "
+            con.execute(f"UPDATE {self.t} SET status=?, updated=?, owner_host=NULL, owner_pid=NULL, "
                         "owner_start=NULL, heartbeat=NULL WHERE sha256=? AND status='in_progress' AND run_id='' "
-                        "AND owner_pid=? AND owner_host=?", (_now(), sha256, pid, _host()))
+                        "AND owner_pid=? AND owner_host=?", (before, _now(), sha256, pid, _host()))
 
     @staticmethod
     def _reserved_here(sha256: str, held: Claim, pid: int) -> bool:

@@ -23,7 +23,8 @@ def into_incoming(spec, path: Path) -> tuple[Path, str | None]:
 
     Returns the file in incoming and the content this process reserved in the ledger for its run
     (:meth:`~calmops.core.store.Ledger.reserve`, before the copy appears: the watcher leaves it to the run), or
-    None when there is nothing to reserve (done already, or a live run has it: the run says so)."""
+    None when there is nothing to reserve (done already, a live run has it, or a first copy waits in incoming:
+    the run says so)."""
     import shutil
 
     from calmops.core.errors import BadInput
@@ -44,7 +45,7 @@ def into_incoming(spec, path: Path) -> tuple[Path, str | None]:
     if target.exists() and sha256_of(target) != digest:
         target = incoming / f"{digest[:12]}-{path.name}"
     book = ledger(paths)
-    reserved = book.reserve(digest, ledger_name(paths, target), arrival_time(path.stat().st_mtime_ns))
+    reserved = book.reserve(digest, ledger_name(paths, target), arrival_time(path.stat().st_mtime_ns), paths.incoming)
     if target.exists():
         return target, digest if reserved else None
     part = target.with_name(f".{target.name}.part")

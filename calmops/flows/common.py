@@ -525,6 +525,12 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
                         raise
                     blocker, why = name, f"failed: {exc.outcome.reason[:300]}"
                 else:
+                    if (sha == digest and outcome["decision"] == Decision.DUPLICATE
+                            and book.status(sha) == "in_progress"):
+                        # this run's own content, held by a live run elsewhere (`calmops run` reserved its copy
+                        # before its turn): that run decides it, and the files behind it in its own turn
+                        target = outcome if name == path.name else run_one_file(pipeline, path, sha, process)
+                        break
                     if sha == digest and name == path.name:
                         target = outcome
                     elif sha == digest and book.status(sha) == "done":  # a first copy of this run's bytes:

@@ -227,3 +227,30 @@ def test_a_new_copy_of_set_aside_bytes_keeps_its_own_time_among_the_files_copied
     assert [name for _, name, _ in book.queue(incoming)] == ["a1.csv", "b2_copy.csv", "c3.csv"]
     [row] = [e for e in book.entries() if e["sha256"] == sha]
     assert row["status"] == "waiting" and row["arrived"] == arrival_time((incoming / "b2_copy.csv").stat().st_mtime_ns)
+
+
+def test_a_reservation_stays_live_while_its_run_waits_and_leaves_a_first_copy_its_place(tmp_path):
+    """A hand run may wait minutes for its turn: its reservation's heartbeat is kept, so no scan or other run
+    takes it for a crashed run's. A first copy of the same bytes waiting in incoming under another name is not
+    reserved away (it is decided first, in its place; the copy is its duplicate). A pending content given back
+    stays pending."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    book = Ledger(tmp_path / "ledger.sqlite", lease=0.8)
+    assert book.reserve("a" * 64, "a.csv", 1.0, incoming)
+    time.sleep(1.6)  # two leases
+    assert book.states()["a" * 64] == "in_progress"  # not orphaned
+    book.unreserve("a" * 64)
+
+    (incoming / "first.csv").write_text("x\n1\n")
+    sha = sha256_of(incoming / "first.csv")
+    book.arrive(sha, "first.csv", 5.0, incoming, at=incoming / "first.csv")
+    assert not book.reserve(sha, "copy.csv", 6.0, incoming)
+    assert [(e["file"], e["status"]) for e in book.entries() if e["sha256"] == sha] == [("first.csv", "waiting")]
+
+    book.arrive("c" * 64, "c.csv", 7.0)
+    assert book.claim("c" * 64, "c.csv", run_id="r")
+    book.release("c" * 64)  # a failed run: pending
+    assert book.reserve("c" * 64, "c.csv", 7.0, incoming)
+    book.unreserve("c" * 64)
+    assert book.status("c" * 64) == "pending"

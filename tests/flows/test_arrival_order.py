@@ -185,3 +185,35 @@ def test_a_second_copy_waits_behind_a_first_copy_that_is_left_pending(prefect_se
     assert held["decision"] == "held" and held["details"]["held_behind"] == "bad.csv", held
     assert {e["file"]: e["status"] for e in book.entries()} == {"bad.csv": "pending"}
     assert first.exists() and copy.exists()
+
+
+def _reserve_and_hold(ledger_path, sha, name, arrived, incoming, ready, done):
+    from calmops.core.store import Ledger
+
+    assert Ledger(ledger_path).reserve(sha, name, arrived, incoming)
+    ready.set()
+    done.wait(120)
+
+
+def test_a_file_reserved_by_a_hand_run_elsewhere_is_left_to_it_with_the_files_behind_it(prefect_server,
+                                                                                       stream_spec):
+    """`calmops run` in another process reserved a.csv before its turn came: the watcher's run for a.csv, taking
+    the turn first, answers it as being processed elsewhere and decides nothing behind it (b.csv waits for the
+    hand run's turn) rather than deciding b.csv before a.csv."""
+    import multiprocessing
+
+    folder = incoming("sea")
+    book, files = arrive(folder, ["a.csv", "b.csv"])
+    fork = multiprocessing.get_context("fork")
+    ready, done = fork.Event(), fork.Event()
+    holder = fork.Process(target=_reserve_and_hold, args=(book.path, digest(files["a.csv"]), "a.csv", 1000.0,
+                                                          folder, ready, done))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        outcome = run("sea", files["a.csv"])
+        assert outcome["decision"] == "duplicate" and "being processed by another run" in outcome["reason"]
+        assert {e["file"]: e["status"] for e in book.entries()} == {"a.csv": "in_progress", "b.csv": "waiting"}
+    finally:
+        done.set()
+        holder.join(60)
