@@ -14,6 +14,7 @@ it started in sessions of their own; its pid file goes once it is gone.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -277,7 +278,8 @@ def restart(name: str, settings: Settings | None = None) -> Service:
 
 class StillRunning(RuntimeError):
     """A service :func:`stop` could not stop: ``pids`` (its own process first, when it is one of them) still run.
-    ``pid_file`` is kept while it names one of them (None when only processes the service started are left)."""
+    ``pid_file`` is kept, naming it. (Processes a service that did stop left behind are logged, not raised:
+    the service can be started again.)"""
 
     def __init__(self, name: str, pids: list[int], why: str, pid_file: Path | None):
         self.name, self.pids, self.pid_file = name, pids, pid_file
@@ -342,18 +344,19 @@ def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bo
         write_urls(settings)
         return False
     # flow runs started by the worker live in sessions of their own: find them before their parent goes
-    children = _descendants(pid)
+    children = {child: start_time(child) for child in _descendants(pid)}  # known by their start, as pids recycle
     signals = _stop_signals(name)
-    left = [] if escalate(pid, signals, grace, group=True, start=start) else [pid]
-    for child in children:
-        if not escalate(child, CHILD_SIGNALS, CHILD_GRACE):
-            left.append(child)
-    if pid not in left:
+    stopped = escalate(pid, signals, grace, group=True, start=start)
+    left = [child for child, began in children.items() if not escalate(child, CHILD_SIGNALS, CHILD_GRACE, start=began)]
+    if stopped:
         _forget(path, recorded)
     write_urls(settings)
-    if left:
-        why = _why_alive(pid, signals, grace) if pid in left else _why_alive(left[0], CHILD_SIGNALS, CHILD_GRACE)
-        raise StillRunning(name, left, why, path if pid in left else None)
+    if not stopped:
+        raise StillRunning(name, [pid, *left], _why_alive(pid, signals, grace), path)
+    if left:  # the service is gone (it can be started again); say what it left behind
+        logging.getLogger("calmops.stack").warning(
+            "%s stopped, but process(es) it started outlived the signals: pid %s (%s)", name,
+            ", ".join(map(str, left)), _why_alive(left[0], CHILD_SIGNALS, CHILD_GRACE))
     return True
 
 

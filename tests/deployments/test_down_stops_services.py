@@ -156,3 +156,32 @@ def test_escalate_leaves_alone_a_process_that_took_the_number_since():
     finally:
         other.kill()
         other.wait(10)
+
+
+def test_a_stopped_service_whose_child_outlives_the_signals_is_stopped_and_the_child_is_named(isolated, monkeypatch,
+                                                                                            caplog):
+    """The service itself ended: it is stopped (its pid file goes, so the stall watchdog and `calmops up` can start
+    it again); a flow-run process it started that outlives the signals (stuck in the kernel) is named in the log
+    rather than failing the stop."""
+    home = isolated
+    (home / "run").mkdir(parents=True)
+    parent = subprocess.Popen(["sh", "-c", "sh -c \"trap '' TERM INT; exec sleep 60\" & wait"])
+    until(lambda: stack._descendants(parent.pid), 10, "the child")
+    [child] = stack._descendants(parent.pid)
+    until(lambda: Path(f"/proc/{child}/comm").read_text().strip() == "sleep", 10, "the exec")
+    real = stack.escalate
+
+    def kill_spared_for_the_child(pid, signals, grace, **kwargs):  # KILL would end it: a stuck process outlives it
+        signals = [s for s in signals if pid != child or s != signal.SIGKILL]
+        return real(pid, signals, 0.3 if pid == child else grace, **kwargs)
+
+    monkeypatch.setattr(stack, "escalate", kill_spared_for_the_child)
+    pid_file = home / "run" / "worker.pid"
+    pid_file.write_text(str(parent.pid))
+    try:
+        with caplog.at_level("WARNING", logger="calmops.stack"):
+            assert stack.stop("worker") is True
+        assert parent.wait(10) is not None and not pid_file.exists()
+        assert f"pid {child}" in caplog.text and "outlived the signals" in caplog.text
+    finally:
+        os.kill(child, signal.SIGKILL)
