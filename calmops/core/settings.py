@@ -28,7 +28,12 @@ BACKEND_SETTINGS = {
 
 
 class ConfigError(CalmOpsError, ValueError):
-    """The configuration file cannot be read or names a setting that does not exist."""
+    """The configuration file cannot be read or names a setting that does not exist; ``hint``: what to do, when
+    it is not to fix the file."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass(frozen=True)

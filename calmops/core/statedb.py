@@ -61,9 +61,9 @@ def state_database_url() -> str | None:
         # a command run without the stack's configuration (another folder than calmops.toml's) would keep a
         # ledger of its own beside the shared one and decide files the stack decided already
         raise ConfigError(f"{settings.home} keeps its state in PostgreSQL ({mark.read_text().strip()}), but "
-                          "this command has no state_database_url: run it in the folder of the stack's "
-                          "calmops.toml, or set CALMOPS_CONFIG to that file (if the home no longer uses "
-                          f"PostgreSQL, delete {mark})")
+                          "this command has no state_database_url",
+                          "run it in the folder of the stack's calmops.toml, or set CALMOPS_CONFIG to that file "
+                          f"(if the home no longer uses PostgreSQL, delete {mark})")
     return url
 
 

@@ -132,8 +132,8 @@ def _guarded(fn: Callable, *args, **kwargs):
     except BadInput as exc:
         _fail(str(exc), "give the path of one regular data file", code=2)
     except ConfigError as exc:
-        _fail(str(exc), "fix the configuration file (calmops.toml, or the file CALMOPS_CONFIG names); "
-                        "docs/production.md lists every setting", code=2)
+        _fail(str(exc), exc.hint or "fix the configuration file (calmops.toml, or the file CALMOPS_CONFIG names); "
+                                    "docs/production.md lists every setting", code=2)
     except SpecError as exc:
         _fail(str(exc), "fix the spec and try again; see docs/spec.md for every key", code=2)
     except PipelineNotFound as exc:

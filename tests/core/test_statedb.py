@@ -207,8 +207,15 @@ def test_a_command_without_the_homes_postgresql_setting_is_refused_not_let_loose
     assert statedb.state_database_url().startswith("postgresql://")  # with the setting: as before
 
     monkeypatch.delenv("CALMOPS_STATE_DATABASE_URL")
-    with pytest.raises(ConfigError, match="keeps its state in PostgreSQL .*CALMOPS_CONFIG"):
+    with pytest.raises(ConfigError, match="keeps its state in PostgreSQL") as refused:
         statedb.state_database_url()
+    assert "CALMOPS_CONFIG" in refused.value.hint  # said as the hint: what to do, not "fix the file"
+    from calmops.core.store import save_spec, spec_from_dict
+    from tests.conftest import STREAM_SPEC
+
+    save_spec(spec_from_dict(dict(STREAM_SPEC)), create=True)
+    told = CliRunner().invoke(app, ["status", "sea"])  # any command that opens a ledger
+    assert told.exit_code in (1, 2) and "hint: run it in the folder of the stack's calmops.toml" in told.stderr
     ledger_file = tmp_path / "home" / "pipelines" / "sea" / "ledger.sqlite"
     with pytest.raises(ConfigError):
         Table.of("ledger", ledger_file.parent)
