@@ -665,12 +665,12 @@ class Watcher:
     def _held_by_a_run(watched: _Watched, path: Path, sha: str) -> bool:
         """Whether a live run holds this very file (its content, under its name): a scan finds it again should
         that run end without deciding it."""
-        if watched.labels or not watched.ledger.exists():
+        if watched.labels:
             return False
         try:
-            return Ledger(watched.ledger).live_claim(sha) == path.name
+            return watched.ledger.exists() and Ledger(watched.ledger).live_claim(sha) == path.name
         except statedb.errors():
-            return False  # announced: a duplicate is harmless
+            return False  # the state database is unreachable: announced (a duplicate is harmless)
 
 
 def _oldest_first(folder: Path) -> list[Path]:
