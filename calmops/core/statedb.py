@@ -73,7 +73,8 @@ def mark_home(settings: Settings) -> None:
     if not settings.state_database_url:
         return
     mark = settings.home / HOME_MARK
-    shown = re.sub(r"//([^:@/]*)(:[^@/]*)?@", r"//\1@", settings.state_database_url)  # without a password
+    shown = re.sub(r"//([^:@/]*)(:[^@/]*)?@", r"//\1@", settings.state_database_url)  # without a password,
+    shown = re.sub(r"([?&])password=[^&]*&?", r"\1", shown).rstrip("?&")  # in the user part or the query
     if not mark.is_file() or mark.read_text().strip() != shown:
         settings.home.mkdir(parents=True, exist_ok=True)
         part = mark.with_name(f".{HOME_MARK}.part")

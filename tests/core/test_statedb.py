@@ -205,6 +205,9 @@ def test_a_command_without_the_homes_postgresql_setting_is_refused_not_let_loose
     mark = tmp_path / "home" / statedb.HOME_MARK
     assert mark.read_text().strip() == "postgresql://calmops@db.example:5432/calmops"
     assert statedb.state_database_url().startswith("postgresql://")  # with the setting: as before
+    monkeypatch.setenv("CALMOPS_STATE_DATABASE_URL", "postgresql://db.example/calmops?password=s3cret&sslmode=require")
+    statedb.mark_home(get_settings())
+    assert mark.read_text().strip() == "postgresql://db.example/calmops?sslmode=require"
 
     monkeypatch.delenv("CALMOPS_STATE_DATABASE_URL")
     with pytest.raises(ConfigError, match="keeps its state in PostgreSQL") as refused:
