@@ -638,7 +638,7 @@ class Watcher:
             sha = sha or self._hash(path, st)
         except OSError:
             return False  # moved away meanwhile
-        if reason == "arrived" and self._held_by_a_run(watched, path, sha):
+        if self._held_by_a_run(watched, path, sha):  # read afresh: a scan's view of the ledger may be older
             log.info("%s is being decided by a run already (a hand run's copy); not announced", path.name)
             return False
         with self._lock:
