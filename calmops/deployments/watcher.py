@@ -26,7 +26,7 @@ The announcement is the event ``calmops.file.arrived`` with the resource
 ``calmops.pipeline.<name>`` and labels for the path, size and SHA-256 of the file; each pipeline's
 deployment has a trigger on it (see :mod:`calmops.deployments.deploy`).
 
-A file that a live run holds already under its own name when it settles is not announced: ``calmops run``
+A file that a live run holds already under its own name is not announced (the ledger is read afresh first): ``calmops run``
 claims its copy in the ledger before the copy appears in incoming (see
 :meth:`calmops.core.store.Ledger.reserve`), so a hand run makes one flow run, not a second one ending
 *Duplicate*.
