@@ -50,8 +50,10 @@ def _mlflow_answers(stack, settings) -> bool:
     url = os.environ.get("MLFLOW_TRACKING_URI", "")
     if not url.startswith(("http://", "https://")):
         return not servers_out_of_reach(("mlflow",))
-    try:
-        return httpx.get(url.rstrip("/") + "/health", timeout=2.0).status_code == 200
+    insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"  # MLflow's own TLS settings
+    verify = False if insecure else os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
+    try:  # behind a proxy that asks for credentials (401, 403), the server is there all the same
+        return httpx.get(url.rstrip("/") + "/health", timeout=2.0, verify=verify).status_code < 500
     except httpx.HTTPError:
         return False
 
