@@ -422,11 +422,14 @@ class Ledger:
         ends *Duplicate* beside it). The run's own :meth:`claim` in this process takes the reservation over;
         one it never takes is given back by :meth:`unreserve`, or found orphaned once this process has ended.
         Its heartbeat is kept while it waits (:meth:`keep_alive`: a run may wait minutes for its turn).
-        False, as for :meth:`claim`, when the content is done or a live run has it; and when a first copy of it
-        waits in ``incoming`` under another name (that one is decided first, in its place: this copy is its
-        duplicate)."""
+        False, as for :meth:`claim`, when the content is done or a live run has it; when a run that died holds
+        it (the run itself takes that claim over, closing the runs it left open: :meth:`abandoned`); and when a
+        first copy of it waits in ``incoming`` under another name (that one is decided first, in its place: this
+        copy is its duplicate)."""
         with closing(self._connect()) as con:
             row = con.execute(f"SELECT file, status, arrived FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
+        if row is not None and row[1] == "in_progress":
+            return False  # a live run has it, or a run that died did: the run takes that over, closing what it left
         if (row is not None and row[1] in WAITING and row[0] != file and incoming is not None
                 and holds(incoming / row[0], sha256, row[2])):
             return False

@@ -254,3 +254,19 @@ def test_a_reservation_stays_live_while_its_run_waits_and_leaves_a_first_copy_it
     assert book.reserve("c" * 64, "c.csv", 7.0, incoming)
     book.unreserve("c" * 64)
     assert book.status("c" * 64) == "pending"
+
+
+def test_a_claim_left_by_a_run_that_died_is_not_reserved_away_from_the_run_that_closes_it(tmp_path):
+    """kill -9 of `calmops run`, then `calmops run` of the same file again: the new run must see what the dead one
+    left open (its MLflow and flow runs, closed as KILLED and Crashed), so the new command's reservation leaves
+    that claim alone and the run takes it over itself."""
+    import multiprocessing
+
+    book = Ledger(tmp_path / "ledger.sqlite")
+    book.arrive("d" * 64, "a.csv", 1.0)
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # a process that claims and is gone
+        assert pool.apply(_claim, (book.path, "d" * 64, "a.csv"))
+    book.attach_run("d" * 64, "mlflow-run-of-the-dead")
+    assert book.states()["d" * 64] == "orphaned"
+    assert not book.reserve("d" * 64, "a.csv", 1.0)
+    assert book.abandoned("d" * 64).mlflow_run_id == "mlflow-run-of-the-dead"
