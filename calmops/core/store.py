@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calmops.core import statedb
+from calmops.core.pids import running, start_time
 from calmops.core.settings import Settings, get_settings
 from calmops.core.spec import NAME_PATTERN, PipelineSpec, check_spec, load_spec, parse_spec, resolve_paths
 from calmops.core.statedb import Connection, Table
@@ -250,31 +251,6 @@ def _host() -> str:
     return socket.gethostname()
 
 
-def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for its owner."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] == "Z" else fields[19]  # a zombie has ended already
-
-
-def _process_alive(pid: int | None, start: str | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: it exists
-    now = _process_start(pid)
-    if now is None:
-        return not Path("/proc/self/stat").exists()  # no /proc here: the pid answering is all we know
-    return start is None or now == start
-
-
 @dataclass(frozen=True)
 class Claim:
     """Who holds a file's claim: the process (host, pid, its start time) and the flow run."""
@@ -295,7 +271,7 @@ class Claim:
         now = time.time() if now is None else now
         if now - (self.heartbeat or 0) > lease:
             return True
-        return self.owner_host == _host() and not _process_alive(self.owner_pid, self.owner_start)
+        return self.owner_host == _host() and not (self.owner_pid and running(self.owner_pid, self.owner_start))
 
 
 @dataclass(frozen=True)
@@ -410,7 +386,7 @@ class Ledger:
                 "owner_host=excluded.owner_host, owner_pid=excluded.owner_pid, owner_start=excluded.owner_start, "
                 "heartbeat=excluded.heartbeat, mlflow_run_id=NULL, arrived=CASE WHEN files.status='gone' "
                 "THEN excluded.arrived ELSE COALESCE(files.arrived, excluded.arrived) END",
-                (sha256, file, now, _now(), run_id, _host(), pid, _process_start(pid), now,
+                (sha256, file, now, _now(), run_id, _host(), pid, start_time(pid), now,
                  now if arrived is None else arrived),
             )
             _RESERVED.pop(sha256, None)  # a reservation of this process is taken over by its run

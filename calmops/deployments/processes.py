@@ -1,5 +1,5 @@
-"""Processes and ports: signal, wait, escalate; whether a port can be bound. Standard library only (the warm
-runner's client uses it)."""
+"""Processes and ports: signal, wait, escalate; whether a port can be bound. Standard library only, with
+:mod:`calmops.core.pids` (the warm runner's client uses it)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from calmops.core.pids import running, start_time
 
 
 def environ_of(pid: int) -> dict[str, bytes] | None:
@@ -19,34 +21,6 @@ def environ_of(pid: int) -> dict[str, bytes] | None:
         return None
     pairs = (entry.partition(b"=") for entry in raw.split(b"\0") if entry)
     return {name.decode(errors="replace"): value for name, _, value in pairs} or None
-
-
-def start_time(pid: int) -> str | None:
-    """Process ``pid``'s start time in clock ticks since boot (Linux's /proc), so that a process that took the
-    number of one that ended is not taken for it (as :mod:`calmops.core.store` knows a claim's owner); None when
-    there is no such process, when it has ended (a zombie, whose parent has not reaped it yet) and where /proc is
-    missing."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-
-def running(pid: int, start: str | None) -> bool:
-    """Does the process that ran as ``pid`` when :func:`start_time` said ``start`` still run (not ended, not
-    replaced by another process with the same number)? Where /proc is missing: does ``pid`` answer signal 0."""
-    if not Path("/proc/self/stat").exists():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # another user's process: it exists
-        return True
-    now = start_time(pid)
-    return now is not None and (start is None or now == start)
 
 
 def _reap(pid: int) -> None:

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calmops.core import environment
+from calmops.core.pids import running, start_time
 from calmops.core.settings import Settings, get_settings
-from calmops.deployments.processes import escalate, port_problem, running, start_time
+from calmops.deployments.processes import escalate, port_problem
 
 HOST = os.environ.get("CALMOPS_HOST", "127.0.0.1")
 

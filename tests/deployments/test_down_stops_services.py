@@ -143,7 +143,8 @@ def test_escalate_signals_the_group_of_a_leader_and_only_the_process_itself_othe
 def test_escalate_leaves_alone_a_process_that_took_the_number_since():
     """A pid file read before its process ended may name another process by the time the signal goes: only the
     process that started at the time :func:`start_time` read is signalled."""
-    from calmops.deployments.processes import escalate, running, start_time
+    from calmops.core.pids import running, start_time
+    from calmops.deployments.processes import escalate
 
     other = subprocess.Popen(["sleep", "60"])
     try:

@@ -1,0 +1,35 @@
+"""Whether a process still runs, known by its number and its start time (a number is reused once its process
+has ended). Standard library only: the warm runner's client and the ledger's claims both use it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def start_time(pid: int) -> str | None:
+    """Process ``pid``'s start time in clock ticks since boot (Linux's /proc), so that a process that took the
+    number of one that ended is not taken for it (a service's pid file, a ledger claim's owner); None when there
+    is no such process, when it has ended (a zombie, whose parent has not reaped it yet) and where /proc is
+    missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def running(pid: int, start: str | None) -> bool:
+    """Does the process that ran as ``pid`` when :func:`start_time` said ``start`` still run (not ended, not
+    replaced by another process with the same number)? Where /proc is missing: does ``pid`` answer signal 0."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # another user's process: it exists
+        return True
+    now = start_time(pid)
+    return now is not None and (start is None or now == start)
