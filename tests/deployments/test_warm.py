@@ -24,15 +24,21 @@ RUNNER = ("import sys; from pathlib import Path; from calmops.deployments.warm i
           "cli='tests.deployments.warm_target').serve()")
 
 
-@pytest.fixture
-def runner(tmp_path):
-    sock = tmp_path / ("deep" * 30) / "run" / "runner.sock"  # longer than an AF_UNIX address may be
+def start_runner(sock: Path) -> subprocess.Popen:
+    """The warm runner of the tests' target module, once it answers at ``sock``."""
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(sock)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 30
     while not warm.answers(sock):
         assert proc.poll() is None and time.monotonic() < deadline, "the runner did not start"
         time.sleep(0.05)
+    return proc
+
+
+@pytest.fixture
+def runner(tmp_path):
+    sock = tmp_path / ("deep" * 30) / "run" / "runner.sock"  # longer than an AF_UNIX address may be
+    proc = start_runner(sock)
     yield proc, sock
     proc.terminate()
     proc.wait(10)

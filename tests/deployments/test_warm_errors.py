@@ -11,13 +11,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from calmops.deployments import warm
-from tests.deployments.test_warm import ROOT, RUNNER
+from tests.deployments.test_warm import ROOT, start_runner
 
 # the client as the work pool runs it, except that the folder it hands over is the one given (a folder the
 # runner cannot enter, as a worker's /tmp is under PrivateTmp); 99: the runner did not take the run
@@ -28,12 +27,7 @@ CLIENT = ("import os, sys; from calmops.deployments import warm; os.getcwd = lam
 @pytest.fixture
 def runner(tmp_path):
     sock = tmp_path / "run" / "runner.sock"
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(sock)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 30
-    while not warm.answers(sock):
-        assert proc.poll() is None and time.monotonic() < deadline, "the runner did not start"
-        time.sleep(0.05)
+    proc = start_runner(sock)
     yield proc, sock
     if proc.poll() is None:
         proc.terminate()
