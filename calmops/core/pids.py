@@ -12,12 +12,23 @@ def start_time(pid: int) -> str | None:
     number of one that ended is not taken for it (a service's pid file, a ledger claim's owner); None when there
     is no such process, when it has ended (a zombie, whose parent has not reaped it yet) and where /proc is
     missing."""
+    fields = _stat(pid)
+    return None if not fields or fields[0] in ("Z", "X") else fields[19]
+
+
+def state(pid: int) -> str:
+    """Process ``pid``'s state letter (``R``, ``S``, ``D``: waiting in the kernel, ``Z``…); "" when unknown."""
+    fields = _stat(pid)
+    return fields[0] if fields else ""
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces and parentheses)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] in ("Z", "X") else fields[19]
+    return stat[stat.rindex(")") + 2:].split()
 
 
 def running(pid: int, start: str | None) -> bool:

@@ -685,6 +685,14 @@ def formula_safe(value):
     return value
 
 
+def as_written(text: object) -> str | None:
+    """Text kept by :func:`formula_safe` (a sidecar's name or reason), as it was before it was made inert."""
+    if text is None:
+        return None
+    text = str(text)
+    return text[1:] if text.startswith("'") and formula_safe(text[1:]) == text else text
+
+
 def _formula_safe_tree(data):
     if isinstance(data, dict):
         return {k: _formula_safe_tree(v) for k, v in data.items()}

@@ -8,6 +8,7 @@ so MLflow's client is imported at the top.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
@@ -19,7 +20,7 @@ from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
     LABELS_ENTRY,
     arrival_time,
-    formula_safe,
+    as_written,
     has_ledger,
     incoming_files,
     ledger,
@@ -81,44 +82,36 @@ def _serving_score(run: Any, metric: str | None) -> float | None:
     return serving_score(run.data.metrics, metric)
 
 
-def _quarantine_reasons(paths) -> dict[tuple[str | None, str], str]:
-    """The reason of every file in quarantine by (file name, content SHA-256), and by (None, SHA-256) for a
-    file renamed since."""
+def _quarantine_reasons(records: list[tuple[Path, dict]]) -> dict[tuple[str | None, str], str]:
+    """The reason of every file in quarantine (``records``: :func:`quarantine_records`) by (file name, content
+    SHA-256), and by (None, SHA-256) for a file renamed since."""
     out: dict[tuple[str | None, str], str] = {}
-    for _, record in quarantine_records(paths):
+    for _, record in records:
         if record.get("sha256") and record.get("reason"):
-            out[(None, record["sha256"])] = out[(_as_written(record.get("file")), record["sha256"])] = _reason(record)
+            out[(None, record["sha256"])] = out[(as_written(record.get("file")), record["sha256"])] = _reason(record)
     return out
 
 
 def _reason(record: dict) -> str:
-    return _as_written(record.get("reason")) or ""
+    return as_written(record.get("reason")) or ""
 
 
-def _as_written(text: Any) -> str | None:
-    """A sidecar's text as it was before it was made inert for spreadsheets (:func:`formula_safe`: a leading
-    ``'`` before ``= + - @``)."""
-    if text is None:
-        return None
-    text = str(text)
-    return text[1:] if text.startswith("'") and formula_safe(text[1:]) == text else text
-
-
-def _quarantined_elsewhere(paths, entries: list[dict]) -> list[dict]:
-    """The files in quarantine that no ledger row stands for: the ledger keeps one row per content, so of the
-    same bytes quarantined under two names (a copy dropped again) only the last has one, and a link or pipe the
-    watcher refused unread has none. Each as a ledger-like entry of its own, taken when it was quarantined."""
+def _quarantined_elsewhere(records: list[tuple[Path, dict]], entries: list[dict]) -> list[dict]:
+    """The files in quarantine (``records``) that no ledger row stands for: the ledger keeps one row per content,
+    so of the same bytes quarantined under two names (a copy dropped again) only the last has one, and a link or
+    pipe the watcher refused unread has none. Each as a ledger-like entry of its own, taken when it was
+    quarantined."""
     kept = {(e["file"].removeprefix(LABELS_ENTRY), e["sha256"]) for e in entries if e["status"] == "gone"}
     out = []
-    for sidecar, record in quarantine_records(paths):
-        if (_as_written(record.get("file")), record.get("sha256")) in kept:
+    for sidecar, record in records:
+        name = as_written(record.get("file"))
+        if (name, record.get("sha256")) in kept:
             continue
         try:
             taken = sidecar.stat().st_mtime
         except OSError:
             continue
-        out.append({"sha256": record.get("sha256"), "file": _as_written(record.get("file")) or sidecar.name,
-                    "status": "gone",
+        out.append({"sha256": record.get("sha256"), "file": name or sidecar.name, "status": "gone",
                     "decision": "rejected_input", "claimed_at": taken, "reason": _reason(record),
                     "quarantined_only": True})
     return out
@@ -142,7 +135,8 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
     # a file waiting or pending that was moved out of incoming is no longer the pipeline's (as status counts)
     entries = [e for e in (book.entries() if book else [])
                if e["status"] not in ("waiting", "pending") or e["file"] in present]
-    entries += _quarantined_elsewhere(paths, entries)
+    quarantined = quarantine_records(paths)  # every sidecar read once
+    entries += _quarantined_elsewhere(quarantined, entries)
     recorded = {e["file"] for e in entries if e["status"] != "done"}
     # files in incoming the ledger has not heard of yet (no watcher running, say): waiting all the same
     unrecorded = []
@@ -157,7 +151,7 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
     shown = ordered[-limit:] if limit else ordered
     runs = _runs(spec.name, [e["mlflow_run_id"] for e in shown if e.get("mlflow_run_id")])
     metric = _metric(spec, runs)
-    held = _quarantine_reasons(paths) if any(e["status"] == "gone" for e in shown) else {}
+    held = _quarantine_reasons(quarantined)
     files = []
     for entry in shown:
         run = runs.get(entry.get("mlflow_run_id") or "")

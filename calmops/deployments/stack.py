@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calmops.core import environment
-from calmops.core.pids import running, start_time
+from calmops.core.pids import running, start_time, state
 from calmops.core.settings import Settings, get_settings
 from calmops.deployments.processes import escalate, port_problem
 
@@ -278,14 +278,13 @@ def restart(name: str, settings: Settings | None = None) -> Service:
 
 
 class StillRunning(RuntimeError):
-    """A service :func:`stop` could not stop: ``pids`` (its own process first, when it is one of them) still run.
-    ``pid_file`` is kept, naming it. (Processes a service that did stop left behind are logged, not raised:
-    the service can be started again.)"""
+    """A service :func:`stop` could not stop: ``pids`` (its own process, then any it started that outlived the
+    signals too) still run; ``pid_file`` is kept, naming it. (Processes a service that did stop left behind are
+    logged, not raised: the service can be started again.)"""
 
-    def __init__(self, name: str, pids: list[int], why: str, pid_file: Path | None):
+    def __init__(self, name: str, pids: list[int], why: str, pid_file: Path):
         self.name, self.pids, self.pid_file = name, pids, pid_file
-        kept = f"; {pid_file} still names it" if pid_file else ""
-        super().__init__(f"pid {', '.join(map(str, pids))}: {why}{kept}")
+        super().__init__(f"pid {', '.join(map(str, pids))}: {why}; {pid_file} still names it")
 
 
 CHILD_SIGNALS, CHILD_GRACE = (signal.SIGTERM, signal.SIGKILL), 5.0  # for the processes a service started
@@ -304,13 +303,8 @@ def _why_alive(pid: int, signals: tuple[signal.Signals, ...], grace: float) -> s
         return "it is another user's process, which this user may not signal"
     except OSError:
         pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        state = stat[stat.rindex(")") + 2:].split()[0]
-    except (OSError, ValueError, IndexError):
-        state = ""
     sent = ", ".join(s.name for s in signals)
-    stuck = " (state D: stuck in the kernel, e.g. on an unreachable network file system)" if state == "D" else ""
+    stuck = " (state D: stuck in the kernel, e.g. on an unreachable network file system)" if state(pid) == "D" else ""
     return f"it outlived {sent}, {grace:g} s after each{stuck}"
 
 

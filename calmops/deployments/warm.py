@@ -329,11 +329,10 @@ class _CannotStart(Exception):
 
 
 def _describe(request: dict) -> str:
-    """The run a request asks for, as the runner's log names it."""
+    """The run a request (checked: :func:`_check_request`) asks for, as the runner's log names it."""
     if request.get("entry") == "cli":
-        return f"calmops {' '.join(map(str, request.get('argv', ())))[:200]}"
-    env = request.get("env")
-    return f"flow run {env.get('PREFECT__FLOW_RUN_ID', '?') if isinstance(env, dict) else '?'}"
+        return f"calmops {' '.join(request['argv'])[:200]}"
+    return f"flow run {request['env'].get('PREFECT__FLOW_RUN_ID', '?')}"
 
 
 def _enter(cwd: str, cli: bool) -> None:

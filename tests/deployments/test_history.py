@@ -102,7 +102,7 @@ def test_the_score_shown_is_the_metric_the_pipeline_decides_on_over_the_whole_fi
 
 def test_quarantine_reasons_are_matched_by_content_not_by_name(tmp_path, monkeypatch):
     """Two different files that arrived as a.csv, both quarantined: each keeps its own reason."""
-    from calmops.core.store import pipeline_paths, quarantine, spec_from_dict
+    from calmops.core.store import pipeline_paths, quarantine, quarantine_records, spec_from_dict
     from calmops.deployments.history import _quarantine_reasons
 
     monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
@@ -110,7 +110,7 @@ def test_quarantine_reasons_are_matched_by_content_not_by_name(tmp_path, monkeyp
     for sha, reason in (("1" * 64, "a.csv: header only, no rows"), ("2" * 64, "=a.csv: the file is empty")):
         (paths.incoming / "a.csv").write_text("x\n")
         quarantine(paths, paths.incoming / "a.csv", sha, reason)
-    reasons = _quarantine_reasons(paths)
+    reasons = _quarantine_reasons(quarantine_records(paths))
     assert (reasons[("a.csv", "1" * 64)], reasons[("a.csv", "2" * 64)]) == ("a.csv: header only, no rows",
                                                                           "=a.csv: the file is empty")
 
