@@ -51,6 +51,12 @@ HIGHER_IS_BETTER = {
 SERVING_SCORE_PREFIXES = ("realized_", "serving_full_batch_", "champion_prequential_", "champion_")
 
 
+def had_serving_model(decision: str | None) -> bool:
+    """Whether a model was serving when a run's file came: a first model (``train``) had none before it, so
+    such a run has no serving score."""
+    return decision != Decision.TRAIN
+
+
 def serving_score(metrics: dict[str, float], metric: str) -> float | None:
     """From a run's logged ``metrics``: the serving model's ``metric`` on every row of the file.
 

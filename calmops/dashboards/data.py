@@ -29,7 +29,13 @@ from typing import Any
 import pandas as pd
 
 from calmops.core.kinds import KINDS
-from calmops.core.names import DRIFT_UNCHECKED, SERVING_SCORE_PREFIXES, Decision, model_name
+from calmops.core.names import (
+    DRIFT_UNCHECKED,
+    SERVING_SCORE_PREFIXES,
+    Decision,
+    had_serving_model,
+    model_name,
+)
 from calmops.core.store import LABELS_ENTRY, read_spec
 from calmops.core.verdict import DriftVerdict
 
@@ -695,7 +701,7 @@ def serving_scores(runs: pd.DataFrame, metric: str) -> pd.Series:
     if not columns:
         return pd.Series(float("nan"), index=runs.index)
     first = runs[columns].bfill(axis=1).iloc[:, 0].astype(float)
-    return first.where(runs["decision"] != Decision.TRAIN)
+    return first.where(runs["decision"].map(had_serving_model))
 
 
 def primary_metric(spec: dict | None, runs: pd.DataFrame) -> str | None:

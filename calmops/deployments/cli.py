@@ -512,15 +512,17 @@ def history(name: str,
         console.print(f"pipeline {name} has taken no file yet: drop one into its incoming folder "
                       f"(or 'calmops run {name} FILE')", highlight=False)
         return
-    metric = data["metric"] or "score"
-    table = Table("file", "decided (UTC)", "decision", "drift", "champion", "challenger", f"{metric} served",
+    metric = data["metric"]  # None when no run logged a score (e.g. a prediction-only pipeline): no score column
+    scored = [f"{metric} served"] if metric else []
+    table = Table("file", "decided (UTC)", "decision", "drift", "champion", "challenger", *scored,
                   "why", title=f"pipeline {name}", title_justify="left", box=SIMPLE)
     for row in data["files"]:
         drift = shown(row["drift_detected"]) + (f" ({len(row['drifted_features'])})" if row["drifted_features"] else "")
         decided = (row["decided"] or "").replace("T", " ").removesuffix("+00:00")
+        score = ["-" if row["score"] is None else f"{row['score']:.4g}"] if metric else []
         table.add_row(shown(row["file"]), shown(decided), shown(row["decision"] or row["status"]), drift,
                       shown(row["champion_version"], "v"), shown(row["challenger_version"], "v"),
-                      "-" if row["score"] is None else f"{row['score']:.4g}", shown(row["reason"]))
+                      *score, shown(row["reason"]))
     print_table(table, highlight=False)
     if data["total"] > len(data["files"]):
         console.print(f"the last {len(data['files'])} of {data['total']} files; '-n 0' shows every file", highlight=False)

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from calmops.core import registry
 from calmops.core.metrics import DEFAULT_PRIMARY
-from calmops.core.names import DRIFT_UNCHECKED, serving_score
+from calmops.core.names import DRIFT_UNCHECKED, had_serving_model, serving_score
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
     LABELS_ENTRY,
@@ -77,7 +77,7 @@ def _metric(spec: PipelineSpec, runs: dict[str, Any]) -> str | None:
 def _serving_score(run: Any, metric: str | None) -> float | None:
     """The score of the model that was serving, on every row of the file (before anything learnt from it).
     A first model (``train``) had no model serving before it."""
-    if metric is None or run.data.tags.get("calmops.decision") == "train":
+    if metric is None or not had_serving_model(run.data.tags.get("calmops.decision")):
         return None
     return serving_score(run.data.metrics, metric)
 

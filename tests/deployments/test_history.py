@@ -178,3 +178,22 @@ def test_every_file_in_quarantine_is_listed_with_its_own_reason(calmops_home, st
     assert [f["reason"] for f in files] == ["slow.csv: a header and no rows", "header_only.csv: a header and no rows",
                                             "link.csv is a symbolic link: refused unread", "=sum.csv: no rows",
                                             "l.csv: no rows"]
+
+
+def test_the_table_has_no_score_column_while_no_run_has_a_score(calmops_home):
+    """A pipeline without a primary metric whose only file was quarantined has logged no score: the table shows
+    no "score served" column of dashes, and gains its metric's column once a score exists to show."""
+    from calmops.core.store import ledger, quarantine, save_spec, spec_from_dict
+
+    spec = spec_from_dict({k: v for k, v in STREAM_SPEC.items() if k != "evaluation"})
+    save_spec(spec, create=True)
+    paths = pipeline_paths(spec)
+    (paths.incoming / "empty.csv").write_text("")
+    ledger(paths).arrive("e" * 64, "empty.csv", 1.0)
+    quarantine(paths, paths.incoming / "empty.csv", "e" * 64, "empty.csv: the file is empty")
+    ledger(paths).finish("e" * 64, "rejected_input", status="gone")
+
+    text = runner.invoke(app, ["history", "sea"], env={"COLUMNS": "200"})
+    assert text.exit_code == 0, text.output
+    assert "empty.csv" in text.stdout and "served" not in text.stdout and "score" not in text.stdout
+    assert json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)["metric"] is None
