@@ -317,6 +317,12 @@ def _forget(path: Path, recorded: str | None) -> None:
         pass
 
 
+def _forget_state(name: str, settings: Settings) -> None:
+    """What a stopped service wrote about itself besides its pid: the watcher's heartbeat (stale once it is gone)."""
+    if name == "watcher":
+        heartbeat_file(settings).unlink(missing_ok=True)
+
+
 def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bool:
     """Stop this host's service ``name``: the process its pid file names, whether or not it leads a process group
     of its own (``calmops up`` starts each in a session of its own; ``calmops service`` run from a script's
@@ -336,6 +342,7 @@ def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bo
     start = start_time(pid) if pid > 0 else None
     if pid <= 0 or not running(pid, start):  # no pid file, or one left by a process that ended
         _forget(path, recorded)
+        _forget_state(name, settings)
         write_urls(settings)
         return False
     # flow runs started by the worker live in sessions of their own: find them before their parent goes
@@ -345,6 +352,7 @@ def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bo
     left = [child for child, began in children.items() if not escalate(child, CHILD_SIGNALS, CHILD_GRACE, start=began)]
     if stopped:
         _forget(path, recorded)
+        _forget_state(name, settings)
     write_urls(settings)
     if not stopped:
         raise StillRunning(name, [pid, *left], _why_alive(pid, signals, grace), path)
@@ -380,8 +388,12 @@ def write_urls(settings: Settings) -> None:
                 urls["prefect_ui"], urls["prefect_api"] = service.url, service.url + "/api"
             else:
                 urls[name] = service.url
+    path = settings.run_dir / "stack.json"
+    if not urls:  # nothing runs: no file, as before the first `calmops up`
+        path.unlink(missing_ok=True)
+        return
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    (settings.run_dir / "stack.json").write_text(json.dumps({"urls": urls}, indent=2))
+    path.write_text(json.dumps({"urls": urls}, indent=2))
 
 
 # a server of another host, as the variables name it: (variable, the part of its URL to drop, health path)

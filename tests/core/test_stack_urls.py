@@ -42,6 +42,24 @@ def test_only_the_urls_of_services_whose_process_runs_are_used(stale_stack):
     assert "MLFLOW_TRACKING_URI" not in os.environ  # MLflow in $CALMOPS_HOME/mlflow, as with no stack
 
 
+def test_stopping_the_last_services_forgets_their_addresses_and_the_watchers_heartbeat(stale_stack):
+    """`calmops down` after a crash: the stopped services' pid files, the watcher's stale heartbeat and a
+    stack.json that would name no running server are gone; a service still running keeps its address."""
+    from calmops.deployments import stack
+
+    beat = stack.heartbeat_file(stale_stack)
+    beat.write_text("1\n")
+    gone = stale_stack.pid_file("mlflow").read_text()
+    stale_stack.pid_file("watcher").write_text(gone)  # it crashed too
+    assert stack.stop("watcher", stale_stack) is False and stack.stop("mlflow", stale_stack) is False
+    assert not beat.exists() and not stale_stack.pid_file("watcher").exists()
+    assert list(json.loads((stale_stack.run_dir / "stack.json").read_text())["urls"]) == ["prefect_ui",
+                                                                                         "prefect_api"]
+    stale_stack.pid_file("prefect").write_text(gone)  # and then the last one
+    assert stack.stop("prefect", stale_stack) is False
+    assert not (stale_stack.run_dir / "stack.json").exists()
+
+
 def test_status_after_the_stack_was_stopped_without_calmops_down_says_it_is_down(stale_stack, stream_spec):
     stale_stack.pid_file("prefect").write_text(stale_stack.pid_file("mlflow").read_text())  # both gone now
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}

@@ -26,6 +26,9 @@ def test_demo_runs_to_the_end_and_reports_drift_and_promotions(tmp_path):
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     finally:
         subprocess.run([calmops, "down"], env=env, capture_output=True, timeout=120, check=False)
+    # down leaves no state of processes that are gone: no pid file, no heartbeat, no addresses of servers
+    left = sorted(p.name for p in (home / "run").iterdir())
+    assert not [n for n in left if n.endswith(".pid") or n in ("watcher.heartbeat", "stack.json")], left
     summary = {row["pipeline"]: row for row in json.loads((home / "demo-summary.json").read_text())}
     assert set(summary) == {"demo-sea", "demo-agrawal", "demo-ipip"}
     assert all(row["files"] == 4 and row["failed"] == 0 for row in summary.values())
