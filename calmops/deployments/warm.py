@@ -398,8 +398,12 @@ def _child(request: dict, fds: list[int], module: str, prepared: tuple | None = 
         sys.argv = ["calmops" if cli else module, *request["argv"]]
         if cli:  # what the command does before anything reads Prefect's or MLflow's settings
             from calmops.core.environment import prepare
+            from calmops.core.errors import CalmOpsError
 
-            prepare()
+            try:
+                prepare()
+            except CalmOpsError:  # a configuration the command refuses: it says so itself, as when run cold
+                pass  # (one line and a hint, or the --json document: calmops.deployments.console.friendly)
         if "prefect" in sys.modules and (prepared is None or settings_inputs(os.environ, os.getcwd()) != prepared):
             # settings and logging were set up when the runner imported Prefect: redo both from this run's
             # environment (API URL, logging level and handlers of the deployment)

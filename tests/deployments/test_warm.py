@@ -24,9 +24,9 @@ RUNNER = ("import sys; from pathlib import Path; from calmops.deployments.warm i
           "cli='tests.deployments.warm_target').serve()")
 
 
-def start_runner(sock: Path) -> subprocess.Popen:
-    """The warm runner of the tests' target module, once it answers at ``sock``."""
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(sock)], cwd=ROOT, stdout=subprocess.PIPE,
+def start_runner(sock: Path, code: str = RUNNER) -> subprocess.Popen:
+    """The warm runner of the tests' target module (or the one ``code`` starts), once it answers at ``sock``."""
+    proc = subprocess.Popen([sys.executable, "-c", code, str(sock)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 30
     while not warm.answers(sock):

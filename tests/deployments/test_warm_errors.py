@@ -109,3 +109,27 @@ def test_a_request_without_an_environment_is_refused_and_the_runner_keeps_servin
     assert ok.returncode == 0, ok.stderr
     log = runner_log(proc)
     assert "bad request" in log and "env" in log, log
+
+
+def test_a_command_the_configuration_refuses_says_so_as_when_run_without_the_runner(tmp_path):
+    """`calmops history` handed to the runner with CALMOPS_CONFIG naming no file: the command's own one-line error
+    and hint (exit 2), as without the runner, not a traceback of the runner's child."""
+    sock = tmp_path / "run" / "runner.sock"
+    proc = start_runner(sock, "import sys; from pathlib import Path; from calmops.deployments.warm import Runner; "
+                              "Runner(Path(sys.argv[1]), preload=('json',)).serve()")  # the calmops command's runner
+    try:
+        missing = tmp_path / "nowhere.toml"
+        env = {**os.environ, "CALMOPS_RUNNER_SOCKET": str(sock), "CALMOPS_CONFIG": str(missing),
+               "CALMOPS_HOME": str(tmp_path / "home"), "COLUMNS": "300"}
+        command = [sys.executable, "-c", "from calmops.deployments.entry import main; main()", "history", "sea"]
+        outcomes = [subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
+                                   timeout=120, check=False, env={**env, "CALMOPS_RUN_WARM": warmth})
+                    for warmth in ("1", "0")]
+    finally:
+        log = runner_log(proc)
+    handed, cold = outcomes
+    assert "calmops runner: calmops history sea in process" in log, log  # the runner ran it
+    assert handed.returncode == cold.returncode == 2, (handed.stderr, cold.stderr)
+    assert f"error: CALMOPS_CONFIG names {missing}, which is not a file" in handed.stderr, handed.stderr
+    assert "Traceback" not in handed.stderr and "could not start" not in handed.stderr
+    assert handed.stderr == cold.stderr
