@@ -87,7 +87,8 @@ def _as_typed(msg: object, command: str) -> str:
 
 
 def _friendly(fn):
-    """Turn bad parameters into one line (plus a hint line for some) and exit code 2."""
+    """Turn bad parameters into one line, a hint line (what to do, else where the command's options are told) and
+    exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -97,8 +98,9 @@ def _friendly(fn):
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             msg = msg if isinstance(exc, _Bad) else _as_typed(msg, fn.__name__)
             err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, markup=True)
-            if getattr(exc, "hint", ""):
-                err.print(f"[dim]hint: {escape(exc.hint)}[/]", highlight=False, markup=True)
+            hint = getattr(exc, "hint", "") or (f"'calmops generate {fn.__name__} --help' lists its options; "
+                                                "docs/generators.md has an example of each command")
+            err.print(f"[dim]hint: {escape(hint)}[/]", highlight=False, markup=True)
             raise typer.Exit(code=2) from None
 
     return wrapper

@@ -24,8 +24,9 @@ def lines(r) -> list[str]:
 
 
 def one_line(r) -> str:
+    """The error line of a refused command: one line, then a hint line (what to do, or where the options are)."""
     out = lines(r)
-    assert r.exit_code == 2 and len(out) == 1, (r.exit_code, r.output, r.exception)
+    assert r.exit_code == 2 and len(out) == 2 and out[1].startswith("hint: "), (r.exit_code, r.output, r.exception)
     return out[0]
 
 

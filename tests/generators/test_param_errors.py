@@ -1,25 +1,12 @@
-"""`calmops generate … --param`: a bad parameter is one line naming it, its value and what is expected, exit 2;
+"""`calmops generate … --param`: a bad parameter is one line (and a hint) naming it, its value and what is expected, exit 2;
 untouched columns of an injected CSV keep their exact text."""
 
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from calmops.generators.cli import app
 from calmops.generators.synthetic import GENERATORS, synthetic
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line(r) -> str:
-    lines = [line for line in r.output.splitlines() if line.strip()]
-    assert r.exit_code == 2 and len(lines) == 1, (r.exit_code, r.output, r.exception)
-    return lines[0]
+from tests.generators.test_cli_options import one_line, run
 
 
 @pytest.fixture
