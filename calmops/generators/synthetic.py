@@ -428,10 +428,12 @@ _MONTHS_PER_STEP = {"MonthEnd": 1, "MonthBegin": 1, "QuarterEnd": 3, "QuarterBeg
 def _timeline(start, n: int, freq: str) -> pd.DatetimeIndex:
     """``n`` times from ``start`` on, one every ``freq``. Calendar steps (months, quarters, years, weeks) are
     counted from ``start`` itself: pandas would snap them to the period's end ("1q" from 2024-01-01 would begin
-    on 2024-03-31, "1W" on the next Sunday).
+    on 2024-03-31, "1W" on the next Sunday). A week that names its day ("W-MON") falls on that day.
 
     >>> _timeline("2024-01-15", 3, "1QE").strftime("%Y-%m-%d").tolist()
     ['2024-01-15', '2024-04-15', '2024-07-15']
+    >>> _timeline("2024-01-03", 2, "W").strftime("%a %d").tolist(), _timeline("2024-01-03", 2, "W-MON").strftime("%a %d").tolist()
+    (['Wed 03', 'Wed 10'], ['Mon 08', 'Mon 15'])
     """
     from pandas.tseries.frequencies import to_offset
     from pandas.tseries.offsets import Week
@@ -439,7 +441,7 @@ def _timeline(start, n: int, freq: str) -> pd.DatetimeIndex:
     offset, first = to_offset(freq), pd.Timestamp(start)
     if (months := _MONTHS_PER_STEP.get(type(offset).__name__)) is not None:
         return pd.DatetimeIndex([first + pd.DateOffset(months=months * offset.n * k) for k in range(n)])
-    if isinstance(offset, Week):
+    if isinstance(offset, Week) and "-" not in freq:  # "W", "2W": every 7 days from start
         return pd.date_range(first, periods=n, freq=pd.Timedelta(weeks=offset.n))
     return pd.date_range(first, periods=n, freq=freq)
 
