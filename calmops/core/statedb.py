@@ -192,10 +192,21 @@ class Table:
         finally:
             con.close()
 
+    def _sqlite_has(self, columns: dict[str, str], indexes: Sequence[str]) -> bool:
+        """Whether the SQLite file has this table with every column and index already (a read)."""
+        if not self.sqlite_file.exists():
+            return False
+        with closing(self.connect()) as con:
+            have = {row[1] for row in con.execute(f"PRAGMA table_info({self.name})")}
+            made = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        return set(columns) <= have and {f"{self.name}_{column}" for column in indexes} <= made
+
     def create(self, columns: dict[str, str], key: str, indexes: Sequence[str] = ()) -> None:
         """Create the table once (``columns``: name → SQLite type, e.g. ``REAL`` or ``TEXT NOT NULL``) with an
         index on each of ``indexes``; add the columns an older version lacked."""
         if not self.postgres:
+            if self._sqlite_has(columns, indexes):  # read first: no write lock for a table made before (every
+                return                              # ledger the watcher opens, while runs write to it)
             with self.write() as con:
                 con.execute(f"CREATE TABLE IF NOT EXISTS {self.name} ("
                             + ", ".join(f"{c} {t}" for c, t in columns.items()) + f", PRIMARY KEY ({key}))")

@@ -32,6 +32,24 @@ def test_an_older_ledger_gains_the_new_columns_and_keeps_its_rows(tmp_path):
     assert book.status("abc") == "done" and book.decision("abc") == "train"
 
 
+def test_opening_a_ledger_made_before_waits_for_no_writer(tmp_path):
+    """The watcher opens a pipeline's ledger for every file it announces, while runs write to it: opening one
+    that has its table already reads, so it goes on while another process holds the write lock."""
+    import threading
+
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).arrive("s1", "a.csv", 1.0)
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # a run's write transaction, held
+    opened = threading.Event()
+    threading.Thread(target=lambda: (Ledger(path).status("s1"), opened.set()), daemon=True).start()
+    try:
+        assert opened.wait(10), "opening the ledger waited for the writer"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
 def test_files_with_the_same_time_are_queued_in_the_order_they_were_recorded_not_by_name(tmp_path):
     """File times advance in steps (a few ms on Linux, 2 s on FAT): a burst can give several files one time.
     They go in the order the watcher recorded them; a file recorded again keeps its place."""
