@@ -47,7 +47,8 @@ def _generate_listing() -> None:  # pragma: no cover - replaced by the real grou
     """Listed in the help; the real commands load on use."""
 
 
-breaker_app = typer.Typer(help="Inspect or reset a pipeline's circuit breaker.", no_args_is_help=True)
+breaker_app = typer.Typer(help="Inspect or reset a pipeline's circuit breaker.", no_args_is_help=True,
+                          rich_markup_mode=None)
 app.add_typer(breaker_app, name="breaker")
 from calmops.deployments.console import (  # console: imported where used (made on first use)
     CliError,

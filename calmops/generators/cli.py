@@ -31,7 +31,8 @@ from .synthetic import DRIFT_KINDS, DriftSpec, Timestamps, check_drift_kind, dri
 from .synthetic import synthetic as _synthetic
 
 app = typer.Typer(help="Generate drifting data: synthetic streams, real-like data, clinical cohorts, "
-                       "drift injection, ready-made scenarios.", no_args_is_help=True)
+                       "drift injection, ready-made scenarios.", no_args_is_help=True,
+                  add_completion=False, rich_markup_mode=None)  # plain help, as every other calmops command
 
 
 def _stdout_console() -> Console:

@@ -66,6 +66,17 @@ def test_help_lists_generate_by_name_without_loading_it():
     assert any(line.strip("│ ").startswith("generate ") for line in out.splitlines()), out
 
 
+def test_every_commands_help_is_plain_text_and_offers_no_shell_completion():
+    """One look for every command's --help, the generators' and the breaker's included: no boxes drawn around
+    some commands' options and not others', and no --install-completion on one sub-command only."""
+    commands = [["generate", name] for name in ("synthetic", "real", "clinic", "inject", "scenario")]
+    for args in ([], ["history"], ["breaker"], ["breaker", "show"], ["db"], ["generate"], *commands):
+        done = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "100"})
+        assert done.exit_code == 0, (args, done.output)
+        assert done.output.startswith("Usage: "), (args, done.output[:200])
+        assert not set("╭╮╰╯│─") & set(done.output) and "completion" not in done.output, (args, done.output)
+
+
 def test_status_with_the_stack_down_reads_local_state(calmops_home, tmp_path):
     assert runner.invoke(app, ["create", str(_spec(tmp_path))]).exit_code == 0
     done = subprocess.run([CALMOPS, "status", "--json"], capture_output=True, text=True, timeout=300,
