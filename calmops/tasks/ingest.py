@@ -333,7 +333,8 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
             looks_like_labels = spec.labels is not None and set(frame.columns) <= {*spec.labels.join_on, spec.target}
             hint = ("; it holds only ids and the target: a labels file goes into the pipeline's labels folder"
                     if looks_like_labels else "")
-            raise RejectedInput(f"{path.name}: {V.missing_features(missing)}{hint}", missing=missing)
+            raise RejectedInput(f"{path.name}: {V.missing_features(missing, list(frame.columns))}{hint}",
+                                missing=missing)
         new = [c for c in feature_columns(spec, list(frame.columns)) if c not in columns]
         if new:
             signals.append(f"new column(s) ignored by the model: {', '.join(V.excerpt(c, 30) for c in new[:20])}")

@@ -139,12 +139,19 @@ def infinite_target(y: pd.Series, target: str) -> str | None:
     return f"target column '{target}' holds infinite values in {rows_phrase(bad)}" if bad.size else None
 
 
-def missing_features(missing: list[str]) -> str:
-    return f"feature column(s) missing: {', '.join(missing)}"
+def missing_features(missing: list[str], columns: list | None = None) -> str:
+    """``missing`` named; with ``columns``, the columns the file has, so that a misnamed column shows."""
+    return f"feature column(s) missing: {', '.join(missing)}" + (f" ({_columns(columns)})" if columns else "")
 
 
 def missing_target(target: str, columns: list) -> str:
-    return f"target column '{target}' is missing (columns: {', '.join(excerpt(c, 30) for c in columns[:20])})"
+    return f"target column '{target}' is missing ({_columns(columns)})"
+
+
+def _columns(columns: list) -> str:
+    """The columns a file has, the first 20 and each cut to 30 characters."""
+    more = f", and {len(columns) - 20} more" if len(columns) > 20 else ""
+    return f"columns: {', '.join(excerpt(c, 30) for c in columns[:20])}{more}"
 
 
 def before_preprocess(frame: pd.DataFrame, types: dict[str, str], target: str | None, named: list[str],
@@ -165,9 +172,13 @@ def before_preprocess(frame: pd.DataFrame, types: dict[str, str], target: str | 
         if target in gone:
             out.append(missing_target(target, list(frame.columns)))
         if features := [c for c in gone if c != target]:
-            out.append(missing_features(features))
-            if also := [c for c in named if c in absent and c not in gone]:
-                out.append(f"the file also lacks {', '.join(also)}, which the spec names")
+            also = [c for c in named if c in absent and c not in gone]
+            shown = [] if target in gone else list(frame.columns)  # the target's line lists them already
+            if also:
+                out += [missing_features(features), f"the file also lacks {', '.join(also)}, which the spec names"
+                        + (f" ({_columns(shown)})" if shown else "")]
+            else:
+                out.append(missing_features(features, shown))
     present = {c: kind for c, kind in types.items() if c in frame.columns}
     coerced = {}
     for col, kind in present.items():

@@ -83,7 +83,8 @@ def _other_columns(path: Path) -> None:
      "column 'x0' should be numeric but holds date-times (datetime64[ns])",
      "UFuncTypeError: ufunc 'add' cannot use operands"),
     ("other-columns.csv", _other_columns,
-     "feature column(s) missing: x0; the file also lacks x1, x2, which the spec names",
+     ("feature column(s) missing: x0; the file also lacks x1, x2, which the spec names "
+     "(columns: 'timestamp', 'a', 'b', 'c', 'y')"),
      "KeyError: 'x0'"),
 ], ids=["401-digit-integer", "30-mb-line", "parquet-datetime", "other-columns"])
 def test_a_file_the_example_preprocess_raises_on_is_refused_naming_its_column_then_the_preprocess_error(
@@ -109,7 +110,7 @@ def test_without_a_preprocess_the_same_files_say_the_same_and_a_huge_number_is_n
         ("huge-int.csv", _huge_integer,
          "column 'x1' holds a number too large for a float (beyond ±1.8e308) in 1 row(s): data row 100"),
         ("dates.parquet", _datetime_parquet, "column 'x0' should be numeric but holds date-times (datetime64[ns])"),
-        ("other-columns.csv", _other_columns, "feature column(s) missing: x0, x1, x2"),
+        ("other-columns.csv", _other_columns, "feature column(s) missing: x0, x1, x2 (columns: 'timestamp', 'a', 'b', 'c', 'y')"),
     ]:
         path = tmp_path / name
         write(path)
