@@ -77,13 +77,20 @@ TRUSTED_PARTS = frozenset({
     "sklearn._loss.link.IdentityLink",
 })
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# MLflow's client prints "View run … at <url>" when a run ends, reading the run back for it (one request per
-# run); a run's page is linked from its Prefect artifact instead
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+def _quiet() -> None:
+    """MLflow's client prints "View run … at <url>" on stdout when a run ends, reading the run back for it (one
+    request per run; a run's page is linked from its Prefect artifact instead), and sends telemetry. Set where
+    MLflow is configured, not only at import: a warm runner's child replaces the environment it imported in."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+_quiet()
 
 
 def configure(settings: Settings | None = None) -> MlflowClient:
+    _quiet()
     settings = settings or get_settings()
     if settings.mlflow_tracking_uri.startswith("sqlite:///"):
         Path(settings.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +102,26 @@ def configure(settings: Settings | None = None) -> MlflowClient:
 
 def experiment_name(pipeline: str) -> str:
     return f"calmops/{pipeline}"
+
+
+RETIRED_PREFIX = "calmops-deleted/"  # experiments of deleted pipelines: outside experiment_name's prefix
+
+
+def retire_experiment(pipeline: str, stamp: str) -> str | None:
+    """Set a deleted pipeline's experiment aside, as its folder and ledger are: renamed
+    ``calmops-deleted/<pipeline>-<stamp>`` and marked deleted (its runs stay, readable in MLflow), so that a
+    pipeline created again under the name starts a fresh experiment instead of restoring the old runs. Returns
+    the new name, or None when the pipeline has no experiment."""
+    client = configure()
+    experiment = client.get_experiment_by_name(experiment_name(pipeline))
+    if experiment is None:
+        return None
+    if experiment.lifecycle_stage != "active":  # deleted by hand or by an older CalmOps: MLflow renames only
+        client.restore_experiment(experiment.experiment_id)  # active experiments
+    retired = f"{RETIRED_PREFIX}{pipeline}-{stamp}"
+    client.rename_experiment(experiment.experiment_id, retired)
+    client.delete_experiment(experiment.experiment_id)
+    return retired
 
 
 def ensure_experiment(pipeline: str, settings: Settings | None = None) -> str:

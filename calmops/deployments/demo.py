@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,7 @@ def demo_spec() -> dict:
 
 
 def reset_pipeline(name: str) -> None:
-    """A demo starts clean: its folder, deployments, registered model and experiment are removed first."""
+    """A demo starts clean: its folder and registered model are removed, its experiment set aside with its runs."""
     from mlflow.exceptions import MlflowException
 
     from calmops.core import registry
@@ -118,9 +119,7 @@ def reset_pipeline(name: str) -> None:
             client.delete_registered_model(model)
         except MlflowException:
             pass
-    exp = client.get_experiment_by_name(registry.experiment_name(name))
-    if exp is not None and exp.lifecycle_stage == "active":
-        client.delete_experiment(exp.experiment_id)
+    registry.retire_experiment(name, datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ"))  # its runs with it
 
 
 def prepare_pipelines(console: Console, names: list[str], *, n_files: int, rows: int, deploy: bool) -> dict[str, list[Path]]:

@@ -210,8 +210,8 @@ def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
         console.print(f"[yellow]warning:[/] {len(busy)} run(s) still running after {wait:.0f} s "
                       f"({', '.join(busy)}); they will fail when the folder moves")
     delete_breaker(name)
-    _retire_experiment(name)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    _retire_experiment(name, stamp)
     for kind in statedb.SQLITE_TABLES:  # on PostgreSQL: set aside, as the folder is
         statedb.Table.of(kind, paths.root).retire(stamp)
     target = _settings().home / "deleted" / f"{name}-{stamp}"
@@ -222,20 +222,17 @@ def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
     return removed
 
 
-def _retire_experiment(name: str) -> None:
-    """Mark the pipeline's MLflow experiment deleted (its runs stay; creating the pipeline again restores it),
-    so the viewer stops listing it."""
+def _retire_experiment(name: str, stamp: str) -> None:
+    """Set the pipeline's MLflow experiment aside (:func:`calmops.core.registry.retire_experiment`): the viewer
+    stops listing it and a pipeline created again under the name starts with no runs, as with no ledger."""
     from mlflow.exceptions import MlflowException
 
     from calmops.core import registry
 
-    client = registry.configure()
-    experiment = client.get_experiment_by_name(registry.experiment_name(name))
-    if experiment is not None and experiment.lifecycle_stage == "active":
-        try:
-            client.delete_experiment(experiment.experiment_id)
-        except MlflowException:  # the pipeline is gone either way; the viewer may list it a while longer
-            pass
+    try:
+        registry.retire_experiment(name, stamp)
+    except MlflowException:  # the pipeline is gone either way; the viewer may list it a while longer
+        pass
 
 
 def relaunch_files(names: list[str], *, local: bool, console) -> dict[str, list[str]]:

@@ -104,6 +104,12 @@ class RunContext:
                           kind=self.spec.kind, breaker_state=self.breaker_state, details=details, **kw)
 
 
+def _answered(spec: PipelineSpec, path: Path, sha256: str | None, decision: str, reason: str, **kw) -> RunOutcome:
+    """The answer of a run that read no row of its file (a refused link or device, a duplicate, a file held
+    behind another): no drift check was made, so its drift is unknown (None), not "no"."""
+    return RunOutcome(spec.name, path.name, sha256, decision, reason, drift_detected=None, kind=spec.kind, **kw)
+
+
 def current_flow_run_id() -> str | None:
     from prefect.context import FlowRunContext
 
@@ -226,20 +232,19 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
     if special:  # a link or a device: refused without following or opening it
         target = quarantine(paths, path, None, special)
         log.warning("refused %s: %s (moved to %s)", path.name, special, target)
-        return RunOutcome(spec.name, path.name, None, "rejected_input", special, flow_run_id=flow_run_id,
-                          kind=spec.kind, details={"quarantined_as": str(target)})
+        return _answered(spec, path, None, "rejected_input", special, flow_run_id=flow_run_id,
+                         details={"quarantined_as": str(target)})
     if (content := content_of(path)) is None:
         done = sha256 and book.status(sha256) == "done"
         if done or (paths.processed / bounded_name(path.name)).exists():
             log.info("%s was processed already (duplicate event); nothing to do", path.name)
-            return RunOutcome(spec.name, path.name, sha256, Decision.DUPLICATE, "already processed (duplicate event)",
-                              flow_run_id=flow_run_id, kind=spec.kind, details=_duplicate_of(book, sha256))
+            return _answered(spec, path, sha256, Decision.DUPLICATE, "already processed (duplicate event)",
+                             flow_run_id=flow_run_id, details=_duplicate_of(book, sha256))
         if sha256 and book.status(sha256) == "gone" and book.decision(sha256) == "rejected_input":
             # decided in another run's turn and quarantined there (its bytes may be dropped again)
             log.info("%s was quarantined by another run; nothing to do", path.name)
-            return RunOutcome(spec.name, path.name, sha256, Decision.DUPLICATE, "already decided by another run "
-                              "(quarantined)", flow_run_id=flow_run_id, kind=spec.kind,
-                              details=_duplicate_of(book, sha256))
+            return _answered(spec, path, sha256, Decision.DUPLICATE, "already decided by another run (quarantined)",
+                             flow_run_id=flow_run_id, details=_duplicate_of(book, sha256))
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest, arrived = content
     abandoned = book.abandoned(digest)  # what a run that died holding this content left open
@@ -252,13 +257,13 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
             log.info("%s has the same content as a file already processed; moved to %s", path.name,
                      moved.relative_to(paths.root))
         reason = "same content already processed" if status == "done" else "same content is being processed by another run"
-        return RunOutcome(spec.name, path.name, digest, Decision.DUPLICATE, reason, flow_run_id=flow_run_id,
-                          kind=spec.kind, details=_duplicate_of(book, digest))
+        return _answered(spec, path, digest, Decision.DUPLICATE, reason, flow_run_id=flow_run_id,
+                         details=_duplicate_of(book, digest))
     if set_aside is not None and not holds(path, digest, arrived):  # set aside by another run since it was read
         book.finish(digest, set_aside, status="gone")  # as that run left it: nothing to decide here
         log.info("%s was set aside by another run (%s); nothing to do", path.name, set_aside)
-        return RunOutcome(spec.name, path.name, digest, Decision.DUPLICATE, f"already decided by another run "
-                          f"({set_aside})", flow_run_id=flow_run_id, kind=spec.kind, details=_duplicate_of(book, digest))
+        return _answered(spec, path, digest, Decision.DUPLICATE, f"already decided by another run ({set_aside})",
+                         flow_run_id=flow_run_id, details=_duplicate_of(book, digest))
     book.keep_alive(digest)
     ctx = None
     try:
@@ -545,9 +550,8 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
             if target is not None:
                 break  # this file is decided; the files behind the blocker wait for it
             log.warning("%s is held: %s arrived before it and is %s", path.name, blocker, why)
-            return RunOutcome(spec.name, path.name, digest, Decision.HELD, f"waiting behind {blocker} ({why})",
-                              flow_run_id=me, kind=spec.kind,
-                              details={"held_behind": blocker}).to_dict()
+            return _answered(spec, path, digest, Decision.HELD, f"waiting behind {blocker} ({why})",
+                             flow_run_id=me, details={"held_behind": blocker}).to_dict()
     if target is None:  # decided meanwhile by another run
         return run_one_file(pipeline, path, sha256, process)
     return target

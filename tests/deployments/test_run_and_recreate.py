@@ -143,17 +143,54 @@ def test_a_hand_run_with_the_watcher_up_makes_one_flow_run_per_file(prefect_serv
 
 
 def test_the_report_of_a_duplicate_names_the_file_it_copies(prefect_server, calmops_home, tmp_path):
+    """A duplicate is answered, not checked: its drift is unknown (null, not false), and its report says which
+    file it copies and how to get that report (it said no run had recorded a drift verdict, as for a failed run)."""
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
     assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
-    """A duplicate is answered, not checked: its report says which file it copies and how to get that report
-    (it said no run had recorded a drift verdict, as for a failed run)."""
     frame = sea_frame(600, 8, seed=1)
     first = runner.invoke(app, ["run", "sea", str(write_csv(frame.copy(), tmp_path / "e", "first.csv")), "--json"])
     assert json.loads(first.stdout)["decision"] == "train"
     again = runner.invoke(app, ["run", "sea", str(write_csv(frame, tmp_path / "f", "again.csv")), "--json"])
     assert json.loads(again.stdout)["decision"] == "duplicate"
+    assert json.loads(again.stdout)["drift_detected"] is None
     told = runner.invoke(app, ["report", "sea", "again.csv"])
     assert told.exit_code == 1
     assert "'again.csv' has the same content as 'first.csv'" in told.stderr and "calmops report sea first.csv" in \
         told.stderr, told.stderr
+
+
+def test_a_pipeline_deleted_and_created_again_starts_with_no_runs_and_the_old_ones_are_kept(
+        prefect_server, calmops_home, tmp_path, monkeypatch):
+    """As its folder and ledger are set aside, so is its MLflow experiment: the new pipeline's experiment (what
+    the viewer and the demo's summary read) holds none of the old runs, which stay readable under the retired
+    name; created again, a deleted experiment came back with every old run."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    from calmops.core.registry import RETIRED_PREFIX, experiment_name
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
+    assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
+    first = runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(600, 8, seed=1), tmp_path / "a", "a.csv")),
+                                "--json"])
+    old_run = json.loads(first.stdout)["mlflow_run_id"]
+    from prefect.settings import PREFECT_API_URL
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # delete asks the API (the test harness's)
+    deleted = runner.invoke(app, ["delete", "sea", "--yes"])
+    assert deleted.exit_code == 0, deleted.output
+    assert runner.invoke(app, ["create", str(spec_file), "--adopt"]).exit_code == 0
+
+    client = MlflowClient()
+    fresh = client.get_experiment_by_name(experiment_name("sea"))
+    assert fresh.lifecycle_stage == "active" and client.search_runs([fresh.experiment_id]) == []
+    retired = [e for e in client.search_experiments(view_type=ViewType.DELETED_ONLY)
+               if e.name.startswith(f"{RETIRED_PREFIX}sea-")]
+    assert len(retired) == 1 and client.get_run(old_run).info.experiment_id == retired[0].experiment_id
+    second = runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(600, 8, seed=2), tmp_path / "b", "b.csv")),
+                                 "--json"])
+    assert second.exit_code == 0, second.output
+    assert [r.info.run_id for r in client.search_runs([fresh.experiment_id])] == [
+        json.loads(second.stdout)["mlflow_run_id"]]

@@ -179,6 +179,7 @@ def test_calmops_run_is_handed_to_the_warm_runner_and_prints_exactly_one_json_do
     assert f"calmops run sea {data} --json in process" in stack.log_file(get_settings(), "runner").read_text()
     assert "temporary server" not in done.stderr  # the stack's Prefect API was used
     assert done.stderr.count("Beginning flow run") == 1, done.stderr  # each log line once
+    assert "View run" not in done.stderr + done.stdout  # MLflow's links to the run, printed when it ended
     assert len([r for r in mlflow_runs("sea") if r["file"] == "r.csv"]) == 1
 
 
