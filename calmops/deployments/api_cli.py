@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from calmops.deployments.processes import port_problem
+from calmops.deployments.processes import busy_port_hint, port_problem
 
 LOOPBACK_NAMES = ("localhost",)
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         """Serve the prediction API (current champion of every pipeline) over HTTP."""
         reason = port_problem(host, port)
         if reason:
-            raise CliError(f"cannot listen on {host}:{port}: {reason}", "choose another port with --port")
+            raise CliError(f"cannot listen on {host}:{port}: {reason}", busy_port_hint("api", port))
         if not ENV_NAME.match(token_env) or (token_env != DEFAULT_TOKEN_ENV and token_env not in os.environ):
             # not a variable of this environment: most likely the token itself, so it is never echoed
             raise typer.BadParameter("give the name of an environment variable that is set and holds the token "

@@ -56,18 +56,23 @@ def print_table(table: Table, **kwargs: Any) -> None:
     """Print a table on stdout with no name or value cut short (rich would end a cell that does not fit with
     '…', and two names that share a beginning would read the same). A cell that does not fit folds onto the
     next line; when stdout is not a terminal (a pipe, a file, CI), where the width is only COLUMNS or rich's
-    80, the table takes the width its cells need instead, so every name and value stays on one line."""
+    80, the table takes the width its cells need instead, so every name and value stays on one line (and no line
+    ends in the spaces that pad it to that width)."""
     from rich.console import Console
     from rich.measure import Measurement
 
     out = _made("console")
     for column in table.columns:
         column.overflow = "fold"
-    if not out.is_terminal:
-        needed = Measurement.get(out, out.options.update_width(1 << 16), table).maximum
-        if needed > out.width:
-            out = Console(emoji=False, file=out.file, width=needed)
-    out.print(table, **kwargs)
+    if out.is_terminal:
+        out.print(table, **kwargs)
+        return
+    needed = Measurement.get(out, out.options.update_width(1 << 16), table).maximum
+    if needed > out.width:
+        out = Console(emoji=False, file=out.file, width=needed)
+    with out.capture() as captured:  # rich pads the title and blank lines to the width: not into a file
+        out.print(table, **kwargs)
+    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 class CliError(Exception):

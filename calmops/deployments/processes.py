@@ -74,3 +74,15 @@ def port_problem(host: str, port: int) -> str | None:
         except OSError as exc:
             return exc.strerror or str(exc)
     return None
+
+
+def busy_port_hint(service: str, port: int) -> str:
+    """What to do when ``port`` is taken: when the stack's own ``service`` (``viewer``, ``api``) listens there,
+    say so (starting a second copy is the mistake), else choose another port."""
+    from calmops.core.environment import stack_urls
+
+    url = stack_urls().get(service)
+    if url and url.rstrip("/").endswith(f":{port}"):
+        return (f"the stack's {service} serves there already ({url}, started by 'calmops up'): use it, or stop "
+                "the stack with 'calmops down' first")
+    return "choose another port with --port"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from calmops.deployments.processes import port_problem
+from calmops.deployments.processes import busy_port_hint, port_problem
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +25,6 @@ def register(app: typer.Typer) -> None:
 
         reason = port_problem(address, port)
         if reason:
-            raise CliError(f"cannot listen on {address}:{port}: {reason}", "choose another port with --port")
+            raise CliError(f"cannot listen on {address}:{port}: {reason}", busy_port_hint("viewer", port))
         typer.echo(f"CalmOps viewer on http://{address}:{port} (Ctrl-C to stop)")
         raise typer.Exit(run_until_stopped(command(address, port), dict(os.environ)))

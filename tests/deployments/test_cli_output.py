@@ -252,6 +252,24 @@ def test_serve_and_viewer_listen_on_the_port_the_stacks_variable_names(tmp_path,
     assert done.returncode == 1 and done.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}"), done.stderr
 
 
+@pytest.mark.parametrize(("command", "service"), [("viewer", "viewer"), ("serve", "api")])
+def test_a_port_the_stacks_own_copy_holds_is_said_to_be_the_stacks(tmp_path, command, service):
+    """`calmops viewer` (or `serve`) while `calmops up`'s viewer (API) runs on that port: the hint says the stack
+    serves there already, not only to choose another port."""
+    home = tmp_path / "home"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        (home / "run").mkdir(parents=True)
+        (home / "run" / f"{service}.pid").write_text(str(os.getpid()))  # a process that runs: this one
+        (home / "run" / "stack.json").write_text(json.dumps({"urls": {service: f"http://127.0.0.1:{port}"}}))
+        done = subprocess.run([CALMOPS, command, "--port", str(port)], capture_output=True, text=True, timeout=120,
+                              env=_env(home), check=False)
+    assert done.returncode == 1 and done.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}"), done.stderr
+    assert f"hint: the stack's {service} serves there already (http://127.0.0.1:{port}" in done.stderr, done.stderr
+
+
 def test_an_error_under_json_still_prints_one_json_document_on_stdout(tmp_path):
     """A script that pipes `--json` into a parser gets a document on failure too: the error and its hint."""
     (tmp_path / "f.csv").write_text("x,y\n1,0\n")

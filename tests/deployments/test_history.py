@@ -196,4 +196,5 @@ def test_the_table_has_no_score_column_while_no_run_has_a_score(calmops_home):
     text = runner.invoke(app, ["history", "sea"], env={"COLUMNS": "200"})
     assert text.exit_code == 0, text.output
     assert "empty.csv" in text.stdout and "served" not in text.stdout and "score" not in text.stdout
+    assert not [line for line in text.stdout.splitlines() if line.endswith(" ")], text.stdout  # piped: no padding
     assert json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)["metric"] is None
