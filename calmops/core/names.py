@@ -71,6 +71,9 @@ REGRESSION_METRICS = ("rmse", "mae", "mse", "r2", "mape")
 
 EVENT = "calmops.file.arrived"  # the watcher's Prefect event: one complete file arrived
 TAG = "calmops"  # on every deployment, automation and flow run CalmOps makes
+#: a model version's tag: when it last became the champion (epoch milliseconds), promoted or served again by a
+#: rollback (the viewer's "champion age")
+CHAMPION_SINCE_TAG = "calmops.champion_since"
 PIPELINE_PREFIX = "calmops.pipeline."
 MODEL_PREFIX = "calmops."  # of MLflow registered models: see model_name
 

@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from calmops.core.names import model_name
+from calmops.core.names import CHAMPION_SINCE_TAG, model_name
 from calmops.core.settings import Settings, get_settings
 from calmops.core.store import sha256_of
 from calmops.detectors import ReferenceProfile
@@ -675,9 +675,14 @@ def promote(pipeline: str, version: int) -> int | None:
         if old is not None:
             client.set_registered_model_alias(model_name(pipeline), PREVIOUS, str(old))
         client.set_registered_model_alias(model_name(pipeline), CHAMPION, str(version))
+        _mark_champion_since(client, pipeline, version)
     if alias_version(pipeline, CHALLENGER) == version:
         client.delete_registered_model_alias(model_name(pipeline), CHALLENGER)
     return old
+
+
+def _mark_champion_since(client: MlflowClient, pipeline: str, version: int) -> None:
+    client.set_model_version_tag(model_name(pipeline), str(version), CHAMPION_SINCE_TAG, str(int(time.time() * 1000)))
 
 
 class NothingToRollBack(LookupError):
@@ -704,6 +709,7 @@ def rollback(pipeline: str, rows_kept: int | None = None) -> tuple[int, int]:
         set_version_tag(pipeline, prev, REFRESH_BASE_TAG, str(rows_kept))
     set_version_tag(pipeline, prev, FOLLOW_UP_TAG, "rollback")
     client.set_registered_model_alias(model_name(pipeline), CHAMPION, str(prev))
+    _mark_champion_since(client, pipeline, prev)
     client.set_registered_model_alias(model_name(pipeline), PREVIOUS, str(current))
     client.set_model_version_tag(model_name(pipeline), str(current), "calmops.rolled_back", "true")
     if client.get_model_version(model_name(pipeline), str(prev)).tags.get("calmops.rolled_back"):  # served again

@@ -30,6 +30,7 @@ import pandas as pd
 
 from calmops.core.kinds import KINDS
 from calmops.core.names import (
+    CHAMPION_SINCE_TAG,
     DRIFT_UNCHECKED,
     SERVING_SCORE_PREFIXES,
     Decision,
@@ -262,6 +263,7 @@ def registry_info(conn: Connection, name: str) -> dict[str, Any]:
             "description": mv.description or "", "aliases": sorted(by_version.get(v, [])),
             "scores": _json(mv.tags.get("calmops.scores")), "training": _json(mv.tags.get("calmops.training")),
             "rolled_back": mv.tags.get("calmops.rolled_back") == "true",
+            "champion_since": _ts(_to_int(mv.tags.get(CHAMPION_SINCE_TAG))),
         })
     versions.sort(key=lambda d: d["version"])
     return {"exists": True, "aliases": aliases, "versions": versions,
@@ -517,6 +519,14 @@ def flow_run_logs(conn: Connection, flow_run_id: str, limit: int = 1000) -> pd.D
 
 
 # -- derived views (pure: tested without any service) --------------------------------------
+
+
+def champion_since(reg: dict[str, Any]) -> pd.Timestamp | None:
+    """When the champion of ``reg`` (:func:`registry_info`) became the champion: its last promotion or the
+    rollback that served it again; its creation for a version promoted before that was recorded."""
+    champion = reg["aliases"].get("champion")
+    version = next((v for v in reg["versions"] if v["version"] == champion), None)
+    return None if version is None else version.get("champion_since") or version["created"]
 
 
 def age_text(ts: pd.Timestamp | None, now: float | None = None) -> str:

@@ -69,11 +69,20 @@ def test_create_run_status_list_show_rollback(prefect_server, calmops_home, tmp_
     assert "CalmOps pipeline 'sea'" in model.description and "'champion' serves predictions" in model.description
     assert model.tags["calmops.pipeline"] == "sea" and model.tags["calmops.experiment"] == "calmops/sea"
 
+    import time
+
+    rolling = time.time()
     rolled = runner.invoke(app, ["rollback", "sea"])
     assert rolled.exit_code == 0 and "v2 → v1" in rolled.stdout
     from calmops.core import registry
+    from calmops.core.settings import get_settings
+    from calmops.dashboards import data
 
     assert registry.alias_version("sea", "champion") == 1
+    # the viewer's champion age counts from the rollback that served v1 again, not from v1's creation
+    reg = data.registry_info(data.Connection(get_settings().mlflow_tracking_uri), "sea")
+    created = next(v["created"] for v in reg["versions"] if v["version"] == 1)
+    assert created.timestamp() < rolling <= data.champion_since(reg).timestamp() + 0.001
     assert registry.champion("sea").version == 1  # the prediction path serves it
     assert "processing a.csv" in runner.invoke(app, ["logs", "sea"]).stdout
 

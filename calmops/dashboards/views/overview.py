@@ -20,7 +20,6 @@ def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -
     runs = cache.runs_frame(conn, pipeline["experiment_id"], max_results=RECENT_RUNS)
     reg = cache.registry_info(conn, name)
     champion = reg["aliases"].get("champion")
-    created = next((v["created"] for v in reg["versions"] if v["version"] == champion), None)
     recorded = runs[runs["decision"] != ""] if not runs.empty else runs
     last = recorded.iloc[-1] if not recorded.empty else None
     breaker_state = None
@@ -37,7 +36,7 @@ def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -
         "health": HEALTH_WORDS[data.health(last_decision, breaker_state, drift)],
         "breaker": breaker_state or "unknown",
         "champion": ui.version_text(champion),
-        "champion age": data.age_text(created),
+        "champion age": data.age_text(data.champion_since(reg)),
         "runs": f"{RECENT_RUNS}+" if len(runs) >= RECENT_RUNS else str(len(runs)),
         "last file": last["file"] or last["run_name"] if last is not None else "—",
         "last decision": last_decision or "—",

@@ -60,7 +60,6 @@ def header(conn, name, runs, reg, prefect_problem) -> None:
     recorded = runs[runs["decision"] != ""] if not runs.empty else runs
     last = recorded.iloc[-1] if not recorded.empty else None
     champion = reg["aliases"].get("champion")
-    created = next((v["created"] for v in reg["versions"] if v["version"] == champion), None)
     breaker = None
     if not prefect_problem:
         try:
@@ -70,7 +69,8 @@ def header(conn, name, runs, reg, prefect_problem) -> None:
     cols = st.columns([1, 1, 1.1, 2.6, 1.1, 1.2])
     cols[0].metric("Kind", ui.pipeline_kind(conn, name, runs))
     cols[1].metric("Champion", ui.version_text(champion), help="Registered model version with alias 'champion'.")
-    cols[2].metric("Champion age", data.age_text(created))
+    cols[2].metric("Champion age", data.age_text(data.champion_since(reg)),
+                   help="Since it last became the champion (promoted, or served again by a rollback).")
     cols[3].metric("Last decision", last["decision"] if last is not None else ui.EMPTY,
                    help=ui.plain(last["reason"]) if last is not None else None)
     cols[4].metric("Drift (last run)", ui.yes_no(last["drift"]) if last is not None else ui.EMPTY,
