@@ -11,6 +11,7 @@ import json
 import os
 import re
 import typing
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import clinic as _clinic
 from . import inject as _inject
-from .files import FORMATS, read_table, write_files
+from .files import _EXTENSIONS, FORMATS, check_prefix, read_table, write_files
 from .params import checked, kinds_of, param_form
 from .real import quality_report, synthesize_like
 from .report import write_report
@@ -63,11 +64,11 @@ class _Bad(Exception):
 
 
 # The library's messages name Python parameters; the user typed these options (per command).
-_OPTIONS = {"n_files": "--n-files", "rows_per_file": "--rows-per-file"}
+_OPTIONS = {"n_files": "--n-files", "rows_per_file": "--rows-per-file", "prefix": "--prefix"}
 _COMMAND_OPTIONS = {
     "synthetic": {"n_rows": "--rows", "rows_per_block": "--rows-per-block", "block_column": "--block-column",
                   "class_balance": "--class-balance", "width": "--width", "period": "--period",
-                  "unit": "--unit", "curve": "--curve", "position": "--position"},
+                  "unit": "--unit", "curve": "--curve", "position": "--position", "target": "--target"},
     "real": {"n_rows": "--rows"},
     "clinic": {"n_patients": "--patients", "n_steps": "--steps", "n_features": "--features",
                "n_modules": "--modules", "de_share": "--de-share", "module_drift": "--module-drift",
@@ -114,12 +115,27 @@ def _at_least(minimum: int, **options) -> None:
             raise _Bad(f"--{name.replace('_', '-')} must be at least {minimum}, got {value:g}")
 
 
-def _input(path: Path) -> Path:
+_TRY = "to make a table to try: .venv/bin/calmops generate synthetic agrawal --out data/ (see docs/generators.md)"
+
+
+def _read_input(path: Path):
+    """INPUT read as a table; a missing file, a folder, a name without a data extension, an empty file and a
+    table without rows are each said with the file's name."""
     if not path.exists():
-        raise _Bad(f"input file not found: {path}",
-                   "check the path; to make a table to try: .venv/bin/calmops generate synthetic agrawal --out data/ "
-                   "(see docs/generators.md)")
-    return path
+        raise _Bad(f"input file not found: {path}", f"check the path; {_TRY}")
+    if path.is_dir():
+        raise _Bad(f"input {path} is a folder, not a data file", "give one data file in it")
+    if path.suffix.lower() not in _EXTENSIONS:
+        what = f"has the extension {path.suffix!r}, which is no data format" if path.suffix else "has no extension"
+        raise _Bad(f"input {path} {what}: name it {', '.join('.' + e for e in FORMATS.values())}",
+                   "the extension tells the format (a .txt file is read as CSV)")
+    if path.stat().st_size == 0:
+        raise _Bad(f"input {path} is empty (0 bytes)", f"give a file with a header and rows; {_TRY}")
+    df = read_table(path)
+    if len(df) == 0:
+        raise _Bad(f"input {path} has no rows (columns only: {', '.join(map(str, df.columns))})",
+                   f"give a file with rows; {_TRY}")
+    return df
 
 
 def _value(text: str):
@@ -190,8 +206,9 @@ def _file_options(fmt: str, n_files, rows_per_file, seed: int, pace: float = 0.0
 
 
 def _progress() -> Progress:
+    """A progress bar on a terminal; nothing into a file or a pipe (rich would leave an empty line there)."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 def _write(df, out: Path, fmt: str, n_files, rows_per_file, prefix: str, pace: float = 0.0):
@@ -223,6 +240,32 @@ def _report_path(out: Path, report: Path | None, no_report: bool) -> Path | None
     return out / "report.html"
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The existing file that ``path`` is or lies under (None: a folder can be there)."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
+def _where(out: Path, report: Path | None, no_report: bool, prefix: str | None = None) -> Path | None:
+    """Where the files and the report go, checked before any work; returns the report's path (None: no report)."""
+    if (blocker := _file_in_the_way(out)) is not None:
+        raise _Bad(f"--out {out} is a file, not a folder" if blocker == out else
+                   f"--out {out} lies under {blocker}, which is a file, not a folder",
+                   "give a folder for the data files (made if missing), e.g. --out data/")
+    try:
+        check_prefix("batch" if prefix is None else prefix)
+    except ValueError as exc:
+        raise _Bad(_as_typed(exc, ""), "give a plain name, e.g. --prefix batch: the files are OUT/PREFIX_0001.csv, "
+                                        "…") from None
+    rp = _report_path(out, report, no_report)
+    named = f"--report {rp}" if report else f"the report's path {rp}"
+    if rp is not None and rp.is_dir():
+        raise _Bad(f"{named} is a folder, not a file", f"give a file name, e.g. --report {rp / 'report.html'}")
+    if rp is not None and (blocker := _file_in_the_way(rp.parent)) is not None:
+        raise _Bad(f"{named} lies under {blocker}, which is a file, not a folder",
+                   "give --report a path in a folder, e.g. --report report.html")
+    return rp
+
+
 def _class_balance(text: str | None) -> float | dict | None:
     """--class-balance: the share of class 1 (0.3), or label:share pairs (1:0.3 or 0:0.7,1:0.3)."""
     if not text:
@@ -241,17 +284,28 @@ def _class_balance(text: str | None) -> float | dict | None:
     return dict(pairs)
 
 
-def _timestamps(start: str | None, freq: str) -> Timestamps | None:
+def _timestamps(start: str | None, freq: str | None) -> Timestamps | None:
     if not start:
+        if freq is not None:
+            raise _Bad("--freq sets the step of the timestamps, but --start is not given; add --start "
+                       "(e.g. 2024-01-01) or leave --freq out")
         return None
     try:
         pd.Timestamp(start)
     except (TypeError, ValueError):
         raise _Bad(f"--start {start!r} is not a date; give an ISO date, e.g. 2024-01-01 or 2024-01-01T08:00") from None
-    try:
-        pd.tseries.frequencies.to_offset(freq)
-    except ValueError:
-        raise _Bad(f"--freq {freq!r} is not a pandas frequency; give one such as 1min, 1h, D, W or MS") from None
+    freq = freq or "1min"
+    with warnings.catch_warnings(record=True) as said:  # pandas' deprecation warnings name its own source lines
+        warnings.simplefilter("always")
+        try:
+            pd.tseries.frequencies.to_offset(freq)
+        except ValueError:
+            raise _Bad(f"--freq {freq!r} is not a pandas frequency; give one such as 1min, 1h, D, W or MS") from None
+    if said:  # an alias pandas has renamed ('1H' for '1h'): the new name, as pandas would take it
+        old_new = re.search(r"'([^']*)' is deprecated.*use '([^']*)'", str(said[0].message))
+        if not old_new:
+            raise _Bad(f"--freq {freq!r}: {said[0].message}")
+        freq = freq.replace(old_new[1], old_new[2])
     return Timestamps(start=start, freq=freq)
 
 
@@ -265,13 +319,13 @@ def synthetic(
     position: Annotated[str | None, typer.Option(help="Drift position(s), comma-separated.")] = None,
     width: Annotated[int, typer.Option(help="Transition width (gradual/incremental).")] = 0,
     concepts: Annotated[str | None, typer.Option(help="Concept of each segment, e.g. 0,1,2.")] = None,
-    unit: Annotated[str, typer.Option(help="Unit of position/width/period: rows or blocks.")] = "rows",
+    unit: Annotated[str | None, typer.Option(help="Unit of position/width/period: rows (default) or blocks.")] = None,
     period: Annotated[int | None, typer.Option(help="Recurrent: segment length.")] = None,
-    curve: Annotated[str, typer.Option(help="Gradual curve: sigmoid or linear.")] = "sigmoid",
+    curve: Annotated[str | None, typer.Option(help="Gradual curve: sigmoid (default) or linear.")] = None,
     feature: Annotated[str | None, typer.Option(help="Virtual drift: input that shifts.")] = None,
     class_balance: Annotated[str | None, typer.Option(help="Share of class 1, or label:share,…")] = None,
     start: Annotated[str | None, typer.Option(help="Add a timestamp column starting here.")] = None,
-    freq: Annotated[str, typer.Option(help="Timestamp step, e.g. 1min, 1h, 1D.")] = "1min",
+    freq: Annotated[str | None, typer.Option(help="Timestamp step, e.g. 1min (default), 1h, 1D.")] = None,
     block_column: Annotated[str | None, typer.Option(help="Add a block column with this name.")] = None,
     rows_per_block: Annotated[int | None, typer.Option(help="Rows per block.")] = None,
     target: Annotated[str, typer.Option(help="Name of the target column.")] = "y",
@@ -287,11 +341,12 @@ def synthetic(
 ):
     """Rows from a river generator with a drift, written as files (see docs/generators.md)."""
     fmt = _file_options(fmt, n_files, rows_per_file, seed, pace)
+    rp = _where(out, report, no_report, prefix)
     _at_least(1, rows=rows, rows_per_block=rows_per_block, period=period)
     _at_least(0, width=width)
     spec = None
     given = {"--position": position, "--width": width or None, "--concepts": concepts, "--period": period,
-             "--feature": feature}
+             "--feature": feature, "--unit": unit, "--curve": curve}
     if drift == "none" and (unused := [option for option, value in given.items() if value is not None]):
         raise _Bad(f"{', '.join(unused)} describe(s) a drift, but --drift is none; add --drift "
                    f"({', '.join(DRIFT_KINDS)}) or leave {'them' if len(unused) > 1 else 'it'} out")
@@ -302,8 +357,11 @@ def synthetic(
             raise _Bad(f"--drift {drift}: {exc}") from None
         pos = _ints(position, "--position")
         spec = DriftSpec(kind=drift, position=(pos[0] if pos and len(pos) == 1 else pos), width=width,
-                         concepts=_ints(concepts, "--concepts"), unit=unit, period=period, curve=curve,
-                         feature=feature)
+                         concepts=_ints(concepts, "--concepts"), unit=unit or "rows", period=period,
+                         curve=curve or "sigmoid", feature=feature)
+    if rows_per_block is not None and not block_column and unit != "blocks":
+        raise _Bad("--rows-per-block sets the size of the blocks, but there is no --block-column (nor --unit "
+                   "blocks); add --block-column NAME or leave --rows-per-block out")
     positions = drift_positions(generator, rows, spec, rows_per_block)  # checks the drift; centre of each change
     balance, stamps = _class_balance(class_balance), _timestamps(start, freq)
     with _progress() as bar:
@@ -313,7 +371,6 @@ def synthetic(
                         target=target, include_concept=True, progress=lambda n: bar.update(task, completed=n))
     concept = df.pop("concept")
     paths = _write(df, out, fmt, n_files, rows_per_file, prefix, pace)
-    rp = _report_path(out, report, no_report)
     if rp:
         write_report(rp, df.assign(concept=concept), title=f"Synthetic {generator}", target=target,
                      time_column="timestamp" if start else None, block_column=block_column, truth="concept",
@@ -342,8 +399,9 @@ def real(
 ):
     """Synthetic rows that mimic INPUT (Gaussian copula, empirical marginals) with a quality report."""
     fmt = _file_options(fmt, n_files, rows_per_file, seed)
+    rp = _where(out, report, no_report, prefix)
     _at_least(1, rows=rows)  # not given: as many rows as the input
-    src = read_table(_input(input))
+    src = _read_input(input)
     cols = _list(drop)
     if cols:
         missing = [c for c in cols if c not in src.columns]
@@ -356,7 +414,6 @@ def real(
         df = synthesize_like(src, len(src) if rows is None else rows, seed=seed, by=by)
         quality = quality_report(src, df)
     paths = _write(df, out, fmt, n_files, rows_per_file, prefix)
-    rp = _report_path(out, report, no_report)
     if rp:
         write_report(rp, df, reference=src, title=f"Synthetic data like {input.name}", quality=quality,
                      notes={"input": str(input), "rows": len(df), "seed": seed, "by": by})
@@ -372,7 +429,7 @@ def clinic(
     out: Out,
     patients: Annotated[int, typer.Option(help="Number of patients.")] = 200,
     steps: Annotated[int, typer.Option(help="Time steps (1 = cross-sectional).")] = 1,
-    omics: Annotated[str, typer.Option(help="rnaseq, microarray, proteins or none.")] = "rnaseq",
+    omics: Annotated[str, typer.Option(help=f"{', '.join(_clinic.OMICS)} or none.")] = "rnaseq",
     features: Annotated[int, typer.Option(help="Number of omics features.")] = 100,
     modules: Annotated[int, typer.Option(help="Number of co-expression modules.")] = 5,
     de_share: Annotated[float, typer.Option(help="Share of differentially expressed features.")] = 0.2,
@@ -390,9 +447,15 @@ def clinic(
 ):
     """A synthetic clinical cohort (demographics + omics with disease effects), optionally longitudinal."""
     fmt = _file_options(fmt, n_files, rows_per_file, seed)
+    rp = _where(out, report, no_report, prefix)
     _at_least(1, patients=patients, steps=steps, features=features, modules=modules)
     groups = _numbers(group, "--group", "name=share, e.g. control=0.5") or None
+    if omics.lower() not in (*_clinic.OMICS, "none"):
+        raise _Bad(f"unknown --omics {omics!r}; valid: {', '.join(_clinic.OMICS)}, none")
     kind = None if omics.lower() == "none" else omics.lower()
+    if module_drift and kind is None:
+        raise _Bad("--module-drift shifts omics modules, but --omics is none; give --omics rnaseq, microarray or "
+                   "proteins, or leave --module-drift out")
     common = {"seed": seed, "groups": groups, "omics": kind, "n_features": features, "n_modules": modules,
                   "de_share": de_share, "effect_size": effect}
     with console.status("generating the cohort…"):
@@ -404,7 +467,6 @@ def clinic(
                 raise _Bad("--module-drift needs --steps > 1")
             df = _clinic.cohort(patients, **common)
     paths = _write(df, out, fmt, n_files, rows_per_file, prefix)
-    rp = _report_path(out, report, no_report)
     if rp:
         severity = df.attrs["truth"]["groups"]
         ref = df[df["group"] == min(severity, key=severity.get)]
@@ -442,6 +504,7 @@ def inject(
 ):
     """Inject drift into INPUT, in the chosen rows (see --method for the list)."""
     fmt = _file_options(fmt, n_files, rows_per_file, seed)
+    rp = _where(out, report, no_report, prefix)
     _at_least(0, start=start, stop=stop)
     if method not in _inject.INJECTORS:
         raise _Bad(f"unknown method {method!r}; valid methods: {', '.join(_inject.INJECTORS)}")
@@ -453,7 +516,7 @@ def inject(
             raise _Bad(f"{option} needs {needs}")
     if time_column is not None and since is None and until is None:
         raise _Bad("--time-column needs --since and/or --until")
-    df = read_table(_input(input))
+    df = _read_input(input)
     fn = _inject.INJECTORS[method]
     kwargs = _params(param)
     rows = None
@@ -488,7 +551,6 @@ def inject(
         kwargs["rows"] = rows
     result = fn(df, seed=seed, **kwargs)
     paths = _write(result, out, fmt, n_files, rows_per_file, prefix)
-    rp = _report_path(out, report, no_report)
     if rp:
         write_report(rp, result, reference=df, title=f"{method} injected into {input.name}", target=target,
                      notes={"input": str(input), "method": method, **{k: v for k, v in kwargs.items()
@@ -511,12 +573,13 @@ def scenario(
 ):
     """A ready-made scenario (gradual, abrupt, recurrent): files plus report; specs in docs/examples/."""
     fmt = _file_options(fmt, None, None, seed, pace)
+    rp = _where(out, report, no_report)
     _at_least(1, n_files=n_files, rows_per_file=rows_per_file)
     if name not in SCENARIOS:
         raise _Bad(f"unknown scenario {name!r}; valid scenarios: {', '.join(SCENARIOS)}")
     with _progress() as bar:
         task = bar.add_task(f"generating {name}", total=n_files * rows_per_file)
         result = run_scenario(name, out, seed=seed, n_files=n_files, rows_per_file=rows_per_file, fmt=fmt,
-                              report=_report_path(out, report, no_report) or False, pace_seconds=pace,
+                              report=rp or False, pace_seconds=pace,
                               progress=lambda n: bar.update(task, completed=n))
     _done(result.files, result.report)

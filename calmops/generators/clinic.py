@@ -188,6 +188,8 @@ def longitudinal(
             raise ValueError(f"transition probabilities from {g!r} must be >= 0 and not all zero")
         matrix[i] /= matrix[i].sum()
     drift = dict(module_drift or {})
+    if drift and not omics:
+        raise ValueError("module_drift shifts omics modules, but omics is None")
     if any(not 0 <= int(m) < n_modules for m in drift):
         raise ValueError(f"module_drift keys are module numbers 0..{n_modules - 1}")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["FORMATS", "read_table", "write_files", "write_table"]
+__all__ = ["FORMATS", "check_prefix", "read_table", "write_files", "write_table"]
 
 #: Output formats and their file extensions.
 FORMATS: dict[str, str] = {
@@ -57,6 +57,15 @@ def _check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     return fmt
+
+
+def check_prefix(prefix: str) -> str:
+    """A file name prefix: not empty, no path separator (the files stay in their folder), no leading dot (a
+    hidden file, which a folder watcher skips; ``.`` and ``..`` included)."""
+    if not prefix or prefix.startswith(".") or "/" in prefix or "\\" in prefix:
+        raise ValueError(f"prefix must be a plain file name (not empty, no / or \\, not starting with '.'), "
+                         f"got {prefix!r}")
+    return prefix
 
 
 def _arff_type(s: pd.Series):
@@ -150,7 +159,7 @@ def write_files(
     shorter); with neither, one file is written. ``pace_seconds`` waits between files, to simulate
     data arriving over time. ``on_file`` is called with each path once it is in place.
     """
-    fmt = _check_format(fmt)
+    fmt, prefix = _check_format(fmt), check_prefix(prefix)
     if n_files is not None and rows_per_file is not None:
         raise ValueError("give n_files or rows_per_file, not both")
     n = len(df)

@@ -309,11 +309,12 @@ def label_shift(
     keep: Sequence[str] = (),
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Change the class priors in the chosen rows to ``priors`` while P(x | y) stays the same.
+    """Change the class priors in the chosen rows to ``priors`` (shares adding up to 1) while P(x | y) stays the same.
 
     The chosen rows are replaced by whole rows resampled (with replacement) from the same class, first
-    among the chosen rows, else among all rows; class counts follow ``priors``. Columns in ``keep``, and
-    the block/time columns of ``rows``, stay in place so the timeline is unchanged.
+    among the chosen rows, else among all rows; class counts follow ``priors``. The resampled rows keep the
+    order of their original positions, so a time or block column stays in order. Columns in ``keep``, and
+    the block/time columns of ``rows``, stay in place: their values do not change at all.
     """
     _need(df, [target, *keep])
     rng = np.random.default_rng(seed)
@@ -323,11 +324,12 @@ def label_shift(
     unknown = [k for k in p if not (s == k).any()]
     if unknown:
         raise ValueError(f"class(es) {unknown} not in {target!r}; classes: {sorted(map(str, s.unique()))}")
-    if any(v < 0 for v in p.values()) or sum(p.values()) <= 0:
-        raise ValueError(f"priors must be >= 0 and not all zero, got {priors}")
-    total = sum(p.values())
+    if any(v < 0 for v in p.values()):
+        raise ValueError(f"priors must be >= 0, got {priors}")
+    if abs(sum(p.values()) - 1) > 1e-6:  # not rescaled, as class_balance is not
+        raise ValueError(f"priors must add up to 1; {priors} add up to {sum(p.values()):g}")
     m = len(idx)
-    exact = {k: v / total * m for k, v in p.items()}
+    exact = {k: v * m for k, v in p.items()}
     counts = {k: int(np.floor(v)) for k, v in exact.items()}
     for k in sorted(exact, key=lambda k: exact[k] - counts[k], reverse=True)[: m - sum(counts.values())]:
         counts[k] += 1
@@ -338,7 +340,7 @@ def label_shift(
         if len(pool) == 0:
             pool = np.flatnonzero((s == k).to_numpy())
         source.append(rng.choice(pool, size=n, replace=True))
-    source = rng.permutation(np.concatenate(source))
+    source = np.sort(np.concatenate(source))  # in the rows' order: the timeline stays
     fixed = set(keep) | {c for c in ((rows.column, rows.time_column) if rows else ()) if c}
     cols = [c for c in df.columns if c not in fixed]
     out = df.copy()

@@ -186,10 +186,14 @@ def _period(t: pd.Series) -> str:
 
 
 def write_report(path: str | os.PathLike, df: pd.DataFrame, **kwargs) -> Path:
-    """Write :func:`html_report` to ``path`` atomically; returns the path."""
+    """Write :func:`html_report` to ``path`` atomically; returns the path. A failed write leaves no ``.part`` file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f".{path.name}.part")
-    part.write_text(html_report(df, **kwargs), encoding="utf-8")
-    os.replace(part, path)
+    try:
+        part.write_text(html_report(df, **kwargs), encoding="utf-8")
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     return path

@@ -38,7 +38,7 @@ from river.datasets import synth
 from .params import checked
 
 __all__ = ["DRIFT_KINDS", "GENERATORS", "DriftSpec", "Timestamps", "check_drift_kind", "drift_positions",
-           "generator_names", "synthetic"]
+           "feature_names", "generator_names", "synthetic"]
 
 DRIFT_KINDS = ("abrupt", "gradual", "incremental", "recurrent", "virtual")
 
@@ -163,6 +163,34 @@ _ALIASES = {"random_rbf": "randomrbf", "rbf": "randomrbf", "random_tree": "rando
 def generator_names() -> list[str]:
     """The names accepted by :func:`synthetic`."""
     return list(GENERATORS)
+
+
+def feature_names(generator: str, params: Mapping | None = None) -> list[str]:
+    """The input columns ``generator`` writes with ``params`` (seen on one row of its first concept).
+
+    >>> feature_names("sea"), feature_names("hyperplane", {"n_features": 2})
+    (['x0', 'x1', 'x2'], ['x0', 'x1'])
+    """
+    gen = _lookup(generator)
+    params = checked(gen.name, params, {k: [kind] for k, kind in gen.params.items()})
+    x, _ = next(iter(gen.make(gen.concepts[0] if gen.concepts else 0, 0, params)))
+    return list(_flatten(x, gen))
+
+
+def _check_names(gen: _Generator, params: dict, target: str, block_column: str | None, time_column: str | None,
+                 include_concept: bool) -> None:
+    """Refuse a target or block column named like another column: pandas would overwrite that column."""
+    features = feature_names(gen.name, params)
+    taken = dict.fromkeys(features, f"a feature column of {gen.name} (its features: {', '.join(features)})")
+    if time_column:
+        taken[time_column] = "the timestamp column"
+    if include_concept:
+        taken["concept"] = "the ground-truth column"
+    if target in taken:
+        raise ValueError(f"target must not name {taken[target]}, got {target!r}")
+    taken[target] = "the target column"
+    if block_column in taken:
+        raise ValueError(f"block_column must not name {taken[block_column]}, got {block_column!r}")
 
 
 def _lookup(name: str) -> _Generator:
@@ -359,6 +387,8 @@ def synthetic(
     if block_column and not rows_per_block:
         raise ValueError("block_column needs rows_per_block")
     params = checked(gen.name, params, {k: [kind] for k, kind in gen.params.items()})
+    stamps = None if timestamps is None else _timestamps(timestamps)
+    _check_names(gen, params, target, block_column, stamps and stamps.column, include_concept)
     plan = _plan(drift, gen, n_rows, rows_per_block)
     rng = np.random.default_rng(derive_seed(seed, 0))
     idx = np.arange(n_rows)
@@ -415,9 +445,8 @@ def synthetic(
         df["concept"] = row_concepts if plan.kind != "incremental" else _incremental_concepts(plan, idx)
     if block_column:
         df.insert(0, block_column, idx // rows_per_block + 1)
-    if timestamps is not None:
-        ts = _timestamps(timestamps)
-        df.insert(0, ts.column, _timeline(ts.start, n_rows, ts.freq))
+    if stamps is not None:
+        df.insert(0, stamps.column, _timeline(stamps.start, n_rows, stamps.freq))
     return df
 
 

@@ -78,3 +78,8 @@ def test_bad_parameters():
         cohort(10, omics="metabolome")
     with pytest.raises(ValueError, match="unknown groups"):
         longitudinal(10, 2, transitions={"control": {"cured": 1.0}})
+
+
+def test_module_drift_without_omics_is_refused_not_ignored():
+    with pytest.raises(ValueError, match="module_drift shifts omics modules, but omics is None"):
+        longitudinal(10, 2, omics=None, module_drift={1: 0.4})

@@ -69,3 +69,10 @@ def test_the_final_name_appears_only_complete(tmp_path, frame, monkeypatch):
     monkeypatch.setattr(files.os, "replace", spy)
     write_files(frame, tmp_path, n_files=2, fmt="csv", prefix="b")
     assert seen == [(".b_0001.csv.part", False, 10), (".b_0002.csv.part", False, 10)]
+
+
+@pytest.mark.parametrize("prefix", ["../escape", "", ".", "..", "sub/batch", "sub\\batch", ".hidden"])
+def test_a_prefix_is_a_plain_file_name(tmp_path, frame, prefix):
+    with pytest.raises(ValueError, match="prefix must be a plain file name"):
+        write_files(frame, tmp_path / "out", prefix=prefix)
+    assert list(tmp_path.iterdir()) == []

@@ -106,6 +106,26 @@ def test_label_shift_changes_priors_not_class_conditionals(df):
         assert p > 0.01
 
 
+def test_label_shift_keeps_the_rows_in_their_order(df):
+    """Without `keep`, the resampled rows come in the order of their original positions: the time and block
+    columns, resampled with the rows, stay in order."""
+    out = label_shift(df, "y", {0: 0.9, 1: 0.1}, seed=2)
+    assert out["y"].mean() == pytest.approx(0.1, abs=1 / N)
+    assert out["when"].is_monotonic_increasing and out["block"].is_monotonic_increasing
+    rows = Rows(start=500, stop=1500)
+    part = label_shift(df, "y", {0: 0.2, 1: 0.8}, rows=rows, seed=2)
+    assert part["when"].is_monotonic_increasing
+    pd.testing.assert_frame_equal(part.drop(index=range(500, 1500)), df.drop(index=range(500, 1500)))
+
+
+@pytest.mark.parametrize("priors, total", [({0: 0.9, 1: 0.3}, "1.2"), ({0: 0.5, 1: 0.4}, "0.9"), ({0: 0, 1: 0}, "0")])
+def test_label_shift_priors_must_add_up_to_1(df, priors, total):
+    with pytest.raises(ValueError, match=rf"priors must add up to 1; .* add up to {total}$"):
+        label_shift(df, "y", priors)
+    near = label_shift(df, "y", {0: 0.1 + 0.2, 1: 0.7})  # 0.30000000000000004 + 0.7: within 1e-6 of 1
+    assert near["y"].mean() == pytest.approx(0.7, abs=1 / N)
+
+
 def test_label_drift_changes_only_the_label(df):
     out = label_drift(df, "y", share=0.3, to_class=1, rows=Rows(start=500, stop=1500))
     assert_only(df, out, ["y"], rows=np.arange(500, 1500))
