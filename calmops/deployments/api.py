@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import secrets
 import time
@@ -402,9 +403,10 @@ def _champion(name: str, served: _Served) -> tuple[Any, str | None]:
 
 
 def _registry_problem(timeout: float = 2.0) -> str | None:
-    """Why the registry cannot be reached, or None. An MLflow server is asked its own ``/health`` once, within
-    ``timeout`` (the client's retries would make a probe wait seconds on a server that refuses); a local store
-    is read."""
+    """Why the registry cannot be reached, or None. An MLflow server is asked its own ``/health``, then for one
+    registered model (its ``/health`` answers without its database: a server whose database is down says ok
+    there), each once within ``timeout`` (the client's retries would make a probe wait seconds on a server that
+    refuses); a local store is read."""
     import mlflow
 
     uri = mlflow.get_tracking_uri()
@@ -420,14 +422,34 @@ def _registry_problem(timeout: float = 2.0) -> str | None:
 
     import httpx
 
-    try:  # a server on loopback is asked directly, never through a proxy the environment names
-        answer = httpx.get(uri.rstrip("/") + "/health", timeout=timeout,
-                           trust_env=urlsplit(uri).hostname not in LOOPBACK)
-    except httpx.TimeoutException:
-        return f"the MLflow server at {uri} does not answer (timed out after {timeout:g} s)"
-    except httpx.HTTPError as exc:  # a refused connection is said as _first_line says it for every route
-        return _first_line(exc)
-    return None if answer.status_code == 200 else f"the MLflow server at {uri} answers {answer.status_code}"
+    token, user = os.environ.get("MLFLOW_TRACKING_TOKEN"), os.environ.get("MLFLOW_TRACKING_USERNAME")
+    # the credentials the MLflow client would send (its /health needs none, its registry may)
+    auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # a server on loopback is asked directly, never through a proxy the environment names
+    with httpx.Client(timeout=timeout, trust_env=urlsplit(uri).hostname not in LOOPBACK, auth=auth,
+                      headers=headers) as http:
+        for path, what in (("/health", ""),
+                           ("/api/2.0/mlflow/registered-models/search?max_results=1", " to a registry query")):
+            try:
+                answer = http.get(uri.rstrip("/") + path)
+            except httpx.TimeoutException:
+                return f"the MLflow server at {uri} does not answer{what} (timed out after {timeout:g} s)"
+            except httpx.HTTPError as exc:  # a refused connection is said as _first_line says it for every route
+                return _first_line(exc)
+            if answer.status_code != 200:
+                said = _server_message(answer)
+                return f"the MLflow server at {uri} answers {answer.status_code}{what}" + (f": {said}" if said else "")
+    return None
+
+
+def _server_message(answer) -> str:
+    """The first line of an MLflow server's error (its JSON ``message``, else its text), cut to 200 characters."""
+    try:
+        text = str(answer.json().get("message") or "")
+    except ValueError:
+        text = answer.text
+    return (text.strip().splitlines() or [""])[0][:200]
 
 
 #: how the HTTP client words "nothing answers there" (its own words, which it wraps in a long URL message)

@@ -230,6 +230,40 @@ def test_registry_down_is_503_not_409(calmops_home, stream_spec, monkeypatch):
         mlflow.set_tracking_uri(original)
 
 
+def test_health_is_degraded_when_the_mlflow_server_answers_but_its_database_does_not(calmops_home, monkeypatch):
+    """MLflow's own /health answers without its database: with its PostgreSQL down it says OK while every
+    registry call fails with a 503. GET /health asks the registry too, and says what it answered."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import mlflow
+
+    class DatabaseDown(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            ok = self.path == "/health"
+            body = b"OK" if ok else b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "connection refused"}'
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DatabaseDown)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    original = mlflow.get_tracking_uri()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    try:
+        health = TestClient(create_app()).get("/health")
+        assert health.status_code == 503 and health.json()["mlflow_reachable"] is False, health.json()
+        assert health.json()["detail"] == f"the MLflow server at {uri} answers 503 to a registry query: connection refused"
+    finally:
+        server.shutdown()
+        mlflow.set_tracking_uri(original)
+
+
 def test_while_the_registry_is_down_the_last_champion_loaded_goes_on_answering(trained, monkeypatch):
     """MLflow restarting must not stop predictions: the champion this server last loaded answers, with a
     warning that says so; the registry is not asked again (each ask waits for the client's retries) until
