@@ -206,7 +206,8 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, A
     entries = book.entries() if book else []
     states = book.states() if book else {}
     pending = pending_files(paths)
-    running = {e["file"] for e in entries if states.get(e["sha256"]) == "in_progress"}
+    # taken by a run: a live one, or one that died holding it (an orphaned claim, counted apart)
+    taken = {e["file"] for e in entries if states.get(e["sha256"]) in ("in_progress", "orphaned")}
     breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
     aliases = readout.aliases(name, tracking_uri)
     return {
@@ -226,10 +227,10 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, A
         if book else 0,
         # a file moved out of incoming holds nothing back: the pipeline's turn passes over it
         "held_behind": book.held_behind(paths.incoming) if book and spec.order == "arrival" else None,
-        # files a run may take (not temporary names) that are neither pending nor being processed
-        "files_waiting": sum(p not in pending and p.name not in running for p in incoming_files(paths.incoming)),
+        # files a run may take (not temporary names) that are neither pending nor taken by a run
+        "files_waiting": sum(p not in pending and p.name not in taken for p in incoming_files(paths.incoming)),
         # labels files (spec labels) in the labels folder, likewise; None without a labels folder
-        "labels_waiting": sum(p not in pending and ledger_name(paths, p) not in running
+        "labels_waiting": sum(p not in pending and ledger_name(paths, p) not in taken
                               for p in incoming_files(paths.labels)) if paths.labels is not None else None,
         "files_quarantined": len(quarantined_files(paths)),
         "runs_recovered": stalls.recovered(name),

@@ -196,7 +196,9 @@ def test_an_orphaned_claim_counts_only_while_its_file_is_in_incoming(stream_spec
     dead.wait()
     with sqlite3.connect(book.path) as con:  # its run's process has ended (kill -9)
         con.execute("UPDATE files SET owner_pid=?, owner_start=NULL WHERE sha256=?", (dead.pid, sha))
-    assert _status("sea")["files_orphaned"] == 1
+    orphaned = _status("sea")
+    assert orphaned["files_orphaned"] == 1
+    assert orphaned["files_waiting"] == 0  # one file, counted once: not also as waiting
 
     path.rename(paths.root / path.name)
     after = _status("sea")
