@@ -22,6 +22,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from calmops.core.settings import ConfigError, Settings, get_settings
 SCHEMAS = {"ledger": "calmops_ledger", "labels": "calmops_labels"}
 SQLITE_TABLES = {"ledger": "files", "labels": "awaiting"}  # each kind's table inside its SQLite file
 CONNECT_PATIENCE = 60.0  # seconds a PostgreSQL connection is retried (a restart of the server takes a few)
+_patience: ContextVar[float] = ContextVar("patience", default=CONNECT_PATIENCE)
 
 
 class StateDatabaseError(CalmOpsError):
@@ -279,18 +281,32 @@ def _sqlite(path: Path, timeout: float) -> sqlite3.Connection:
     return con
 
 
-def _postgres(url: str, patience: float = CONNECT_PATIENCE) -> Any:
-    """A connection in autocommit mode (transactions are explicit), retried while the server restarts."""
+@contextmanager
+def patience(seconds: float) -> Iterator[None]:
+    """Within the block, a PostgreSQL connection is tried for ``seconds`` only: a command that reads (``calmops
+    status``) answers soon while the state database is down, where a run waits out the server's restart."""
+    token = _patience.set(seconds)
+    try:
+        yield
+    finally:
+        _patience.reset(token)
+
+
+def _postgres(url: str, patience: float | None = None) -> Any:
+    """A connection in autocommit mode (transactions are explicit), retried while the server restarts (for
+    ``patience`` seconds, by default :data:`CONNECT_PATIENCE` or what :func:`patience` sets)."""
     try:
         import psycopg
     except ImportError as exc:
         raise StateDatabaseError("state_database_url names PostgreSQL but the driver is not installed; "
                                  "install the 'production' extra (pip install 'calmops[production]')") from exc
+    patience = _patience.get() if patience is None else patience
     deadline = time.monotonic() + patience
     delay = 0.2
     while True:
         try:
-            return psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="calmops")
+            return psycopg.connect(url, autocommit=True, connect_timeout=max(2, min(10, round(patience))),
+                                   application_name="calmops")
         except psycopg.OperationalError:
             if time.monotonic() + delay > deadline:
                 raise

@@ -159,9 +159,11 @@ def list_(as_json: Annotated[bool, JsonOption] = False):
         console.print("no pipelines yet: create one with 'calmops create SPEC.yaml' (see docs/examples/)")
         return
     table = Table("pipeline", "kind", "champion", "breaker", "files done", "last decision")
+    _say_unreadable(rows)
     for r in rows:
-        table.add_row(r["name"], r["kind"], shown(r["champion_version"], "v"), r["breaker"],
-                      str(r["files_done"]), shown(r["last_decision"]))
+        table.add_row(r["name"], r["kind"], _unknown_or_shown(r, "champion_version", "v"),
+                      _unknown_or_shown(r, "breaker"), _unknown_or_shown(r, "files_done"),
+                      _unknown_or_shown(r, "last_decision"))
     print_table(table)
 
 
@@ -175,14 +177,56 @@ def show(name: str):
     console.print(read_spec(name).to_yaml(), highlight=False, markup=False)
 
 
+#: seconds ``status`` and ``list`` try the PostgreSQL state database (a run waits out a restart of it)
+STATE_PATIENCE = 5.0
+
+
 def _summaries(names: list[str]) -> list[dict[str, Any]]:
-    """Each pipeline's state, read without MLflow's or Prefect's client (see calmops.deployments.readout)."""
+    """Each pipeline's state, read without MLflow's or Prefect's client (see calmops.deployments.readout).
+    While the state database does not answer, each pipeline's row says so (``state_unreadable``) with its
+    ledger's counts unknown (None), after one short try: the rest (services, breakers) is still shown."""
+    from calmops.core import statedb
     from calmops.core.settings import get_settings
     from calmops.deployments import readout
+    from calmops.deployments.console import one_line
 
     breakers = readout.breakers() if names else {}
     tracking_uri = get_settings().mlflow_tracking_uri
-    return [_summary(name, breakers, tracking_uri) for name in names]
+    rows, down = [], None
+    with statedb.patience(STATE_PATIENCE):
+        for name in names:
+            if down is None:
+                try:
+                    rows.append(_summary(name, breakers, tracking_uri))
+                    continue
+                except statedb.errors() as exc:
+                    down = f"the state database does not answer ({type(exc).__name__}: {one_line(exc)})"
+            rows.append(_unread_summary(name, down, breakers, tracking_uri))
+    return rows
+
+
+def _unread_summary(name: str, why: str, breakers: dict | None, tracking_uri: str) -> dict[str, Any]:
+    """A pipeline's row while its ledger cannot be read: its spec, champion, breaker and quarantine (read
+    elsewhere) as :func:`_summary` gives them, the ledger's counts unknown (None)."""
+    from calmops.core.store import pipeline_paths, quarantined_files, read_spec
+    from calmops.deployments import readout, stalls
+
+    spec = read_spec(name)
+    paths = pipeline_paths(spec)
+    aliases = readout.aliases(name, tracking_uri)
+    breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
+    return {**dict.fromkeys(key for _, key in (*STATUS_FIELDS, *STATUS_COLUMNS)),
+            "name": name, "kind": spec.kind, "incoming": str(paths.incoming),
+            "labels_folder": str(paths.labels) if paths.labels is not None else None,
+            "champion_version": aliases.get("champion"), "aliases": aliases,
+            "breaker": breaker["state"] if breaker else "unknown", "breaker_detail": breaker,
+            "files_quarantined": len(quarantined_files(paths)), "runs_recovered": stalls.recovered(name),
+            "state_unreadable": why}
+
+
+def _unknown_or_shown(row: dict[str, Any], key: str, prefix: str = "") -> str:
+    """A value of a status row: ``?`` where the state database could not be read, else :func:`shown`."""
+    return "?" if row.get("state_unreadable") and row[key] is None else shown(row[key], prefix)
 
 
 def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, Any]:
@@ -279,10 +323,11 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
         data = _summaries([name])[0]
         if as_json:
             return _print_json(data)
+        _say_unreadable([data])
         table = Table(show_header=False, box=None, title=f"pipeline {name}", title_justify="left")
         for label, key in STATUS_FIELDS:
-            value = shown(data[key], "v") if key in ("champion_version", "aliases") else shown(data[key])
-            if key == "runs_recovered":
+            value = _unknown_or_shown(data, key, "v" if key in ("champion_version", "aliases") else "")
+            if key == "runs_recovered" and data[key] is not None:
                 value = _count_text(data[key])
             if key == "awaiting_labels" and data[key]:
                 value = f"{data[key]['waiting']} ({data[key]['overdue']} predicted over labels.max_wait_days ago)"
@@ -296,13 +341,22 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
     if not data["pipelines"]:
         console.print("no pipelines yet: create one with 'calmops create SPEC.yaml' (see docs/examples/)")
         return
+    _say_unreadable(data["pipelines"])
     # one space between columns, no edges: a pipeline with a name of up to 15 characters fits 80 columns
     table = Table(*(label for label, _ in STATUS_COLUMNS), title="pipelines", title_justify="left", box=SIMPLE,
                   padding=(0, 0), show_edge=False)
     for row in data["pipelines"]:
-        table.add_row(*(shown(row[key], "v") if key == "champion_version" else shown(row[key])
+        table.add_row(*(_unknown_or_shown(row, key, "v" if key == "champion_version" else "")
                         for _, key in STATUS_COLUMNS))
     print_table(table, highlight=False)
+
+
+def _say_unreadable(rows: list[dict[str, Any]]) -> None:
+    from calmops.deployments.console import console
+
+    if why := next((row["state_unreadable"] for row in rows if row.get("state_unreadable")), None):
+        console.print(f"[yellow]warning:[/] {why}: the pipelines' file counts are unknown (?) until it is back; "
+                      "files wait in incoming meanwhile, nothing is lost", highlight=False, soft_wrap=True)
 
 
 def _print_stack(state: dict[str, Any]) -> None:

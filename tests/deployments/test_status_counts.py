@@ -276,3 +276,26 @@ def test_on_a_host_of_workers_the_servers_its_variables_name_are_shown_there_not
         server.shutdown()
         server.server_close()
         silent.server_close()
+
+
+def test_status_while_the_state_database_is_down_answers_soon_with_the_counts_unknown(stream_spec, monkeypatch):
+    """A PostgreSQL state database that does not answer (nothing listens at its address here): `status` and
+    `list` answer within seconds (a run waits a minute for a restart; a command that reads does not), show
+    what is known elsewhere (kind, quarantine) and mark the ledger's counts unknown, in --json as null."""
+    import time
+
+    from tests.e2e.stack import free_port
+
+    monkeypatch.setenv("CALMOPS_STATE_DATABASE_URL", f"postgresql://calmops@127.0.0.1:{free_port()}/calmops")
+    began = time.monotonic()
+    text = runner.invoke(app, ["status"], env={"COLUMNS": "200"})
+    assert text.exit_code == 0, text.output
+    assert time.monotonic() - began < 30
+    assert "warning: the state database does not answer (OperationalError" in text.output, text.output
+    row = next(line for line in text.output.splitlines() if line.lstrip().startswith("sea"))
+    assert row.split()[1] == "stream" and "?" in row.split(), row
+    data = json.loads(runner.invoke(app, ["status", "sea", "--json"]).stdout)
+    assert data["files_waiting"] is None and data["files_done"] is None and data["files_quarantined"] == 0
+    assert data["state_unreadable"].startswith("the state database does not answer")
+    listed = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "sea" in listed.output and "?" in listed.output, listed.output
