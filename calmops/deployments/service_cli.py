@@ -97,6 +97,7 @@ def run_service(name: str, wait: float) -> None:
     if name == "worker":  # the pool and the per-pipeline deployments exist before runs are taken
         subprocess.run([stack.bin_path("calmops"), "deploy"], env=env, check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stack.supervised_file(settings, name).write_text("")  # its supervisor restarts it (see the file's reader)
     stack.pid_file(settings, name).write_text(str(os.getpid()))  # exec keeps the pid: it is the service's
     stack.write_urls(settings)
     log = os.open(stack.log_file(settings, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

@@ -191,6 +191,13 @@ def pid_file(settings: Settings, name: str) -> Path:
     return settings.pid_file(name)
 
 
+def supervised_file(settings: Settings, name: str) -> Path:
+    """Written by ``calmops service NAME`` (run by PM2, systemd…): the service has a supervisor that restarts it,
+    so the watcher leaves a dead one to it (a service ``calmops up`` started has none: the watcher restarts its
+    worker, see :func:`calmops.deployments.stalls.revive_dead_worker`)."""
+    return settings.run_dir / f"{name}.supervised"
+
+
 def heartbeat_file(settings: Settings) -> Path:
     return settings.run_dir / "watcher.heartbeat"
 
@@ -251,6 +258,7 @@ def start(name: str, settings: Settings | None = None, wait: float | None = None
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     settings.home.mkdir(parents=True, exist_ok=True)
     cmd, env = command(service, settings)
+    supervised_file(settings, name).unlink(missing_ok=True)  # this one's supervisor is the stack
     path = log_file(settings, name)
     offset = path.stat().st_size if path.exists() else 0
     with open(path, "ab") as log:  # the child keeps its own copy of the descriptor
@@ -318,7 +326,9 @@ def _forget(path: Path, recorded: str | None) -> None:
 
 
 def _forget_state(name: str, settings: Settings) -> None:
-    """What a stopped service wrote about itself besides its pid: the watcher's heartbeat (stale once it is gone)."""
+    """What a stopped service wrote about itself besides its pid: the watcher's heartbeat (stale once it is gone),
+    the mark of a supervised service."""
+    supervised_file(settings, name).unlink(missing_ok=True)
     if name == "watcher":
         heartbeat_file(settings).unlink(missing_ok=True)
 

@@ -16,7 +16,10 @@ Prefect's server may refuse to cancel, is deleted), counts it in the pipeline's
 ``state/recovered_runs.json`` (``calmops status NAME`` shows the count and the last reason) and lets the
 watcher announce the pipeline's waiting files again: the ledger keeps every file exactly once whatever runs.
 A stuck worker of this machine's stack is restarted; while that restart is under way, and for ``after``
-seconds once it is done, the new worker is not called stuck and the runs it is to take are left waiting.
+seconds once it is done, the new worker is not called stuck and the runs it is to take are left waiting. So is
+a worker ``calmops up`` started that has exited (a Prefect worker gives up when its server or the server's
+database stays out of reach for half a minute); one run by a supervisor (``calmops service`` under PM2 or
+systemd) is left to it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 from calmops.core.flow_runs import runs_in_states
 from calmops.core.names import TAG
+from calmops.core.pids import start_time
 from calmops.core.settings import Settings, get_settings
 from calmops.core.store import pipeline_paths, read_spec, write_atomic
 
@@ -251,27 +255,30 @@ def worker_settling(after: float = STALL_AFTER) -> bool:
     return (_restarting is not None and _restarting.is_alive()) or time.monotonic() - _restarted_at < after
 
 
-def restart_worker(reason: str, after: float = STALL_AFTER) -> threading.Thread | None:
+def restart_worker(reason: str, after: float = STALL_AFTER, dead: bool = False) -> threading.Thread | None:
     """Restart the worker of this machine's stack in the background (stop, start, wait until it polls),
     unless a restart is under way or ended less than ``after`` seconds ago, or the stack runs no worker here (a
-    worker on another host is its own supervisor's to restart). Returns the thread doing it, or None."""
+    worker on another host is its own supervisor's to restart; ``dead``: this host's worker has exited, see
+    :func:`revive_dead_worker`). Returns the thread doing it, or None."""
     global _restarting
     from calmops.deployments import stack
 
     settings = get_settings()
-    if worker_settling(after) or not stack.running_pid(settings, "worker"):
+    if worker_settling(after) or not (dead or stack.running_pid(settings, "worker")):
         return None
     _add_count(settings.run_dir / RESTARTS, reason=reason)
     log.warning("the worker takes no runs (%s): restarting it", reason)
 
     def restart() -> None:
-        global _restarted_at
+        global _restarted_at, _revive_failed
         try:
             stack.stop("worker", settings, grace=5.0)
             stack.start("worker", settings)
             log.info("worker restarted")
+            _revive_failed = False
         except Exception:
-            log.exception("could not restart the worker; run 'calmops up' to start it")
+            log.exception("could not restart the worker (tried again in %.0f s); 'calmops up' starts it", after)
+            _revive_failed = dead  # its pid file is gone with it: the next check tries again all the same
         finally:
             _restarted_at = time.monotonic()
 
@@ -280,9 +287,42 @@ def restart_worker(reason: str, after: float = STALL_AFTER) -> threading.Thread 
     return _restarting
 
 
+_dead_worker: str | None = None  # the worker's pid file when its process was first found gone
+_revive_failed = False  # the last start of a dead worker failed (and took the pid file with it)
+
+
+def revive_dead_worker(after: float = STALL_AFTER) -> threading.Thread | None:
+    """Start this host's worker again when it has exited: its pid file, written by ``calmops up``, names a
+    process that no longer runs on two checks in a row (or the last try failed). A worker whose supervisor
+    restarts it (``calmops service``: :func:`calmops.deployments.stack.supervised_file`) is left to it, and with
+    no pid file no worker runs here. Returns the restarting thread, or None."""
+    global _dead_worker
+    from calmops.deployments import stack
+
+    settings = get_settings()
+    try:
+        recorded = settings.pid_file("worker").read_text()
+        pid = int(recorded.strip() or 0)
+    except (OSError, ValueError):
+        recorded, pid = None, 0
+    if (recorded is None and not _revive_failed) or stack.supervised_file(settings, "worker").exists():
+        _dead_worker = None
+        return None
+    if pid > 0 and start_time(pid) is not None:  # it runs (a zombie counts as exited)
+        _dead_worker = None
+        return None
+    if recorded is not None and _dead_worker != recorded:  # first seen gone: started at the next check
+        _dead_worker = recorded
+        log.warning("the worker (pid %s) has exited; it is started again at the next check", pid)
+        return None
+    _dead_worker = None
+    return restart_worker(f"it exited (pid {pid}); see {stack.log_file(settings, 'worker')}", after, dead=True)
+
+
 def recover_stalled(after: float = STALL_AFTER) -> list[Stalled]:
-    """Cancel every stalled run and record it, and restart a stuck worker; returns the runs (the caller
-    announces their pipelines' files)."""
+    """Start a worker of this host's stack that exited again, cancel every stalled run and record it, and
+    restart a stuck worker; returns the runs (the caller announces their pipelines' files)."""
+    revive_dead_worker(after)
     done = []
     found = find_stalled(after) + find_dead()
     if worker_settling(after):  # the restarted worker takes them; cancelling them now would only add runs

@@ -239,7 +239,7 @@ def test_health_is_degraded_when_the_mlflow_server_answers_but_its_database_does
     import mlflow
 
     class DatabaseDown(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):
             ok = self.path == "/health"
             body = b"OK" if ok else b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "connection refused"}'
             self.send_response(200 if ok else 503)

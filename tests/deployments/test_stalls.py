@@ -122,6 +122,53 @@ def test_a_worker_the_stack_does_not_run_here_is_not_restarted(calmops_home):
     assert worker_restarts() == {"count": 0, "last": None}
 
 
+def test_a_worker_the_stack_started_that_exited_is_started_again_and_a_supervised_one_is_left_alone(
+        calmops_home, monkeypatch):
+    """A Prefect worker exits when its server's database stays out of reach for half a minute; under `calmops
+    up` nothing else would start it again, and files would wait for ever. Seen gone at two checks in a row (a
+    supervisor would have written a new pid by then), it is started again, and again at a later check if that
+    start failed; a worker `calmops service` runs under PM2 or systemd is its supervisor's."""
+    import subprocess
+    import sys
+
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stack, stalls
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    settings.pid_file("worker").write_text(str(gone.pid))
+    calls: list[str] = []
+    failing = {"start": True}
+
+    def start(name, settings):
+        calls.append(f"start {name}")
+        if failing["start"]:
+            settings.pid_file(name).unlink(missing_ok=True)  # as stack.start does when the new one exits at once
+            raise RuntimeError("worker exited with code 1")
+
+    monkeypatch.setattr(stack, "stop", lambda name, settings, grace=10.0: calls.append(f"stop {name}"))
+    monkeypatch.setattr(stack, "start", start)
+    for name, value in (("_restarted_at", -float("inf")), ("_restarting", None), ("_dead_worker", None),
+                        ("_revive_failed", False)):
+        monkeypatch.setattr(stalls, name, value)
+
+    assert stalls.revive_dead_worker(after=0.0) is None and calls == []  # first seen gone: its supervisor's turn
+    stalls.revive_dead_worker(after=0.0).join(5)
+    assert calls == ["stop worker", "start worker"] and stalls.worker_restarts()["count"] == 1
+    assert not settings.pid_file("worker").exists()  # the failed start took the pid file with it
+    failing["start"] = False
+    stalls.revive_dead_worker(after=0.0).join(5)  # tried again all the same
+    assert calls[-1] == "start worker" and len(calls) == 4 and stalls.worker_restarts()["count"] == 2
+    assert stalls.revive_dead_worker(after=0.0) is None  # it went well: no pid file, nothing to start
+
+    settings.pid_file("worker").write_text(str(gone.pid))
+    stack.supervised_file(settings, "worker").write_text("")  # `calmops service worker` wrote it
+    assert stalls.revive_dead_worker(after=0.0) is None and stalls.revive_dead_worker(after=0.0) is None
+    assert len(calls) == 4
+
+
 class SlowStart:
     """Stands in for the stack's worker (its pid, stop and start): ``start`` blocks until released, as a worker
     on a busy machine can take a minute before it polls."""

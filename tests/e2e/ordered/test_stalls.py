@@ -152,3 +152,33 @@ def test_a_worker_that_takes_no_runs_is_restarted_and_the_file_is_decided_once(l
     assert "restarting it" in stack.log_file(settings, "watcher").read_text()
     shown = " ".join(CliRunner().invoke(app, ["status"], terminal_width=400).output.split())
     assert "worker restarts by the watcher: 1" in shown and f"no run of any pipeline has run for {STALL_AFTER} s" in shown, shown
+
+
+def test_a_worker_that_exited_is_started_again_and_the_file_waiting_for_it_is_decided_once(live):
+    """A Prefect worker exits when its server's database stays out of reach for half a minute (killed here):
+    under `calmops up` nothing else starts it again. The watcher sees it gone at two checks in a row, starts a
+    new one, and the file dropped meanwhile is decided once."""
+    import signal
+
+    from calmops.core.settings import get_settings
+    from calmops.core.store import ledger, pipeline_paths, read_spec, save_spec, spec_from_dict
+    from calmops.deployments import stack
+    from calmops.deployments.deploy import deploy_pipeline
+
+    name = "dead-worker"
+    save_spec(spec_from_dict({**STREAM_SPEC, "name": name}), create=True)
+    deploy_pipeline(name)
+    paths = pipeline_paths(read_spec(name)).ensure()
+    settings = get_settings()
+    gone = stack.running_pid(settings, "worker")
+    os.kill(gone, signal.SIGKILL)
+    sea_frame(600, 8, seed=903).to_csv(paths.incoming / "d.csv", index=False)
+    try:
+        until(lambda: any(e["file"] == "d.csv" and e["status"] == "done" for e in ledger(paths).entries()),
+              420, "d.csv to be decided by a worker started again", interval=2)
+    except AssertionError as exc:  # say what the watcher did
+        tail = stack.log_file(settings, "watcher").read_text()[-4000:]
+        raise AssertionError(f"{exc}\n--- watcher log ---\n{tail}") from None
+    assert stack.running_pid(settings, "worker") not in (None, gone)
+    assert [e["status"] for e in ledger(paths).entries() if e["file"] == "d.csv"] == ["done"]
+    assert f"the worker (pid {gone}) has exited" in stack.log_file(settings, "watcher").read_text()
