@@ -378,7 +378,8 @@ def _champion(name: str, served: _Served) -> tuple[Any, str | None]:
         # alias_model_version() also answers None when the registry cannot be reached: tell the two apart
         problem = _registry_problem() if mv is None else None
     except Exception as exc:  # noqa: BLE001 - the registry being down is a 503, not a crash
-        problem = _first_line(exc)
+        # said for every pipeline while it lasts: the probe's words, not this request's URL (it names the model)
+        problem = _registry_problem() or _first_line(exc)
     if problem:
         served.down(problem)
         return served.unavailable(name, problem)

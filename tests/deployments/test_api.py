@@ -230,13 +230,12 @@ def test_registry_down_is_503_not_409(calmops_home, stream_spec, monkeypatch):
         mlflow.set_tracking_uri(original)
 
 
-def test_health_is_degraded_when_the_mlflow_server_answers_but_its_database_does_not(calmops_home, monkeypatch):
-    """MLflow's own /health answers without its database: with its PostgreSQL down it says OK while every
-    registry call fails with a 503. GET /health asks the registry too, and says what it answered."""
+@pytest.fixture
+def database_down():
+    """The address of a server that answers as an MLflow server whose database is down: its /health says OK
+    (MLflow's does not touch the database), every API call answers 503."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    import mlflow
 
     class DatabaseDown(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -247,21 +246,55 @@ def test_health_is_degraded_when_the_mlflow_server_answers_but_its_database_does
             self.end_headers()
             self.wfile.write(body)
 
+        do_POST = do_GET
+
         def log_message(self, *args):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), DatabaseDown)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_health_is_degraded_when_the_mlflow_server_answers_but_its_database_does_not(calmops_home, database_down,
+                                                                                      monkeypatch):
+    """MLflow's own /health answers without its database: with its PostgreSQL down it says OK while every
+    registry call fails with a 503. GET /health asks the registry too, and says what it answered."""
+    import mlflow
+
     original = mlflow.get_tracking_uri()
-    uri = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", database_down)
     try:
         health = TestClient(create_app()).get("/health")
         assert health.status_code == 503 and health.json()["mlflow_reachable"] is False, health.json()
-        assert health.json()["detail"] == f"the MLflow server at {uri} answers 503 to a registry query: connection refused"
+        assert health.json()["detail"] == (f"the MLflow server at {database_down} answers 503 to a registry query: "
+                                           "connection refused")
     finally:
-        server.shutdown()
         mlflow.set_tracking_uri(original)
+
+
+def test_the_registry_outage_is_said_in_the_same_words_for_every_pipeline(trained, database_down, monkeypatch):
+    """The first request that meets the outage fails on its own model's URL; what every pipeline is told while
+    the outage lasts must not name that model (a pipeline was told another pipeline's URL)."""
+    import mlflow
+
+    from calmops.core.store import save_spec, spec_from_dict
+
+    save_spec(spec_from_dict({**trained.model_dump(mode="json", exclude_none=True), "name": "other"}), create=True)
+    client = TestClient(create_app())
+    assert client.post("/pipelines/sea/predict", json={"records": _records(2)}).status_code == 200
+    original = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    mlflow.set_tracking_uri(database_down)
+    try:
+        served = client.post("/pipelines/sea/predict", json={"records": _records(2)})
+        never = client.post("/pipelines/other/predict", json={"records": _records(2)})
+    finally:
+        mlflow.set_tracking_uri(original)
+    (said,) = served.json()["warnings"]
+    assert never.status_code == 503 and "answers 503 to a registry query" in never.json()["detail"], never.json()
+    assert "calmops.sea" not in said + never.json()["detail"], (said, never.json()["detail"])
 
 
 def test_while_the_registry_is_down_the_last_champion_loaded_goes_on_answering(trained, monkeypatch):
