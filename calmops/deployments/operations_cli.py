@@ -7,6 +7,7 @@ The functions below the commands (:func:`bring_up`, :func:`bring_down`, :func:`s
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -252,7 +253,14 @@ def relaunch_files(names: list[str], *, local: bool, console) -> dict[str, list[
                 done.append(str(path))
             out[name] = done
         else:
-            announced = scan_pipeline(name, breaker_ready=lambda _: True, min_age=0.0)
+            watcher_log = logging.getLogger("calmops.watcher")
+            level = watcher_log.level
+            if not watcher_log.isEnabledFor(logging.DEBUG):  # under --debug every line stays
+                watcher_log.setLevel(logging.WARNING)  # its "announced …" line: said once, below
+            try:
+                announced = scan_pipeline(name, breaker_ready=lambda _: True, min_age=0.0)
+            finally:
+                watcher_log.setLevel(level)
             out[name] = [str(p) for p in announced]
             for p in announced:
                 console.print(f"{name} · {p.name}: announced", highlight=False)

@@ -112,6 +112,7 @@ def test_operator_reset_from_the_cli(prefect_server, stream_spec):
     os.utime(held, (time.time() - 60, time.time() - 60))  # complete: written a minute ago
     result = CliRunner().invoke(app, ["breaker", "reset", "sea"])
     assert result.exit_code == 0 and "sea · held.csv: announced" in result.output, result.output
+    assert result.output.count("held.csv") == 1, result.output  # said once: not also by the watcher's log line
 
 
 def test_a_failed_run_takes_its_batch_back_from_the_training_history(prefect_server, stream_spec, tmp_path):
