@@ -251,14 +251,14 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
     entry = ledger_name(paths, path)
     set_aside = book.decision(digest) if book.status(digest) == "gone" else None
     if not book.claim(digest, entry, flow_run_id or "", arrived):  # done already, or a live run has it
-        status = book.status(digest)
+        status, details = book.status(digest), _duplicate_of(book, digest)
         if status == "done":
             moved = move_to_processed(paths, path, digest)
-            log.info("%s has the same content as a file already processed; moved to %s", path.name,
+            first = details.get("processed_by", {}).get("file") or "a file"
+            log.info("%s has the same content as %s, already processed; moved to %s", path.name, first,
                      moved.relative_to(paths.root))
         reason = "same content already processed" if status == "done" else "same content is being processed by another run"
-        return _answered(spec, path, digest, Decision.DUPLICATE, reason, flow_run_id=flow_run_id,
-                         details=_duplicate_of(book, digest))
+        return _answered(spec, path, digest, Decision.DUPLICATE, reason, flow_run_id=flow_run_id, details=details)
     if set_aside is not None and not holds(path, digest, arrived):  # set aside by another run since it was read
         book.finish(digest, set_aside, status="gone")  # as that run left it: nothing to decide here
         log.info("%s was set aside by another run (%s); nothing to do", path.name, set_aside)

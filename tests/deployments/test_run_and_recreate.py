@@ -154,6 +154,8 @@ def test_the_report_of_a_duplicate_names_the_file_it_copies(prefect_server, calm
     again = runner.invoke(app, ["run", "sea", str(write_csv(frame, tmp_path / "f", "again.csv")), "--json"])
     assert json.loads(again.stdout)["decision"] == "duplicate"
     assert json.loads(again.stdout)["drift_detected"] is None
+    logged = runner.invoke(app, ["logs", "sea"]).stdout
+    assert "again.csv has the same content as first.csv, already processed" in logged, logged[-2000:]
     told = runner.invoke(app, ["report", "sea", "again.csv"])
     assert told.exit_code == 1
     assert "'again.csv' has the same content as 'first.csv'" in told.stderr and "calmops report sea first.csv" in \
