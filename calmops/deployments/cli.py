@@ -213,20 +213,39 @@ def _unread_summary(name: str, why: str, breakers: dict | None, tracking_uri: st
 
     spec = read_spec(name)
     paths = pipeline_paths(spec)
-    aliases = readout.aliases(name, tracking_uri)
+    aliases, registry_unreadable = _aliases(name, tracking_uri)
     breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
     return {**dict.fromkeys(key for _, key in (*STATUS_FIELDS, *STATUS_COLUMNS)),
+            "registry_unreadable": registry_unreadable,
             "name": name, "kind": spec.kind, "incoming": str(paths.incoming),
             "labels_folder": str(paths.labels) if paths.labels is not None else None,
-            "champion_version": aliases.get("champion"), "aliases": aliases,
+            "champion_version": (aliases or {}).get("champion"), "aliases": aliases,
             "breaker": breaker["state"] if breaker else "unknown", "breaker_detail": breaker,
             "files_quarantined": len(quarantined_files(paths)), "runs_recovered": stalls.recovered(name),
             "state_unreadable": why}
 
 
+def _aliases(name: str, tracking_uri: str) -> tuple[dict[str, int] | None, str | None]:
+    """The registered model's aliases, or (None, why) when the registry cannot be read: its server is out of
+    reach while the configuration keeps its state in a database of its own (a local file would say "no model"),
+    or it answers with an error."""
+    from calmops.core.environment import servers_out_of_reach
+    from calmops.deployments import readout
+    from calmops.deployments.console import one_line
+
+    if servers_out_of_reach(("mlflow",)):
+        return None, "the MLflow server is not running (its backend store is a database of its own)"
+    try:
+        return readout.aliases(name, tracking_uri), None
+    except Exception as exc:  # noqa: BLE001 - said in the row; the rest of the status is still worth showing
+        return None, f"the model registry could not be read ({type(exc).__name__}: {one_line(exc)})"
+
+
 def _unknown_or_shown(row: dict[str, Any], key: str, prefix: str = "") -> str:
-    """A value of a status row: ``?`` where the state database could not be read, else :func:`shown`."""
-    return "?" if row.get("state_unreadable") and row[key] is None else shown(row[key], prefix)
+    """A value of a status row: ``?`` where the state database or the registry could not be read (the value is
+    unknown, not none), else :func:`shown`."""
+    unread = row.get("registry_unreadable") if key in ("champion_version", "aliases") else row.get("state_unreadable")
+    return "?" if unread and row[key] is None else shown(row[key], prefix)
 
 
 def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, Any]:
@@ -253,13 +272,14 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, A
     # taken by a run: a live one, or one that died holding it (an orphaned claim, counted apart)
     taken = {e["file"] for e in entries if states.get(e["sha256"]) in ("in_progress", "orphaned")}
     breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
-    aliases = readout.aliases(name, tracking_uri)
+    aliases, registry_unreadable = _aliases(name, tracking_uri)
     return {
+        "registry_unreadable": registry_unreadable,
         "name": name,
         "kind": spec.kind,
         "incoming": str(paths.incoming),
         "labels_folder": str(paths.labels) if paths.labels is not None else None,
-        "champion_version": aliases.get("champion"),
+        "champion_version": (aliases or {}).get("champion"),
         "aliases": aliases,
         "breaker": breaker["state"] if breaker else "unknown",
         "breaker_detail": breaker,
@@ -357,6 +377,8 @@ def _say_unreadable(rows: list[dict[str, Any]]) -> None:
     if why := next((row["state_unreadable"] for row in rows if row.get("state_unreadable")), None):
         console.print(f"[yellow]warning:[/] {why}: the pipelines' file counts are unknown (?) until it is back; "
                       "files wait in incoming meanwhile, nothing is lost", highlight=False, soft_wrap=True)
+    if why := next((row["registry_unreadable"] for row in rows if row.get("registry_unreadable")), None):
+        console.print(f"[yellow]warning:[/] {why}: the champions are unknown (?)", highlight=False, soft_wrap=True)
 
 
 def _print_stack(state: dict[str, Any]) -> None:

@@ -299,3 +299,18 @@ def test_status_while_the_state_database_is_down_answers_soon_with_the_counts_un
     assert data["state_unreadable"].startswith("the state database does not answer")
     listed = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
     assert listed.exit_code == 0 and "sea" in listed.output and "?" in listed.output, listed.output
+
+
+def test_status_with_the_registry_out_of_reach_says_the_champion_is_unknown_not_none(stream_spec, monkeypatch):
+    """MLflow's backend store in a database of its own and no MLflow server running: the champion is unknown
+    (`?`, null with `registry_unreadable` in --json), where a `-` read as "no champion"."""
+    monkeypatch.setenv("CALMOPS_MLFLOW_BACKEND_STORE_URI", "postgresql://calmops@127.0.0.1:1/mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    text = runner.invoke(app, ["status"], env={"COLUMNS": "200"})
+    assert text.exit_code == 0, text.output
+    assert "warning: the MLflow server is not running" in text.output and "champions are unknown" in text.output
+    row = next(line for line in text.output.splitlines() if line.lstrip().startswith("sea"))
+    assert row.split()[2] == "?", row
+    data = json.loads(runner.invoke(app, ["status", "sea", "--json"]).stdout)
+    assert data["champion_version"] is None and data["aliases"] is None and data["registry_unreadable"]
+    assert data["files_waiting"] == 0  # the ledger was read: only the champion is unknown
