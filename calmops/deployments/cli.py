@@ -473,16 +473,22 @@ def _print_outcome(o: dict[str, Any]) -> None:
 @friendly(servers=("prefect",))
 def breaker_show(name: str, as_json: Annotated[bool, JsonOption] = False):
     """State, consecutive failures, next retry time and transition history."""
+    import time
+
     from calmops.core.breaker import read_breaker
     from calmops.core.store import read_spec
     from calmops.deployments.console import console
 
     read_spec(name)
-    state = read_breaker(name).to_public()
+    breaker = read_breaker(name)
+    state = breaker.to_public()
     if as_json:
         return _print_json(state)
+    due = breaker.state == "open" and breaker.next_retry_at is not None and breaker.next_retry_at <= time.time()
+    # the state moves to half_open when the next file's run reads it: until then, say the trial is due
+    retry = shown(state["next_retry_at"]) + (" (due: the next file is the trial)" if due else "")
     console.print(f"[bold]{name}[/]: {state['state']} · failures {state['consecutive_failures']} · "
-                  f"next retry {shown(state['next_retry_at'])}", highlight=False)
+                  f"next retry {retry}", highlight=False)
     for h in state["history"][-10:]:
         console.print(f"  {h['time']} {h['from']} → {h['to']}: {h['reason']}", highlight=False)
 

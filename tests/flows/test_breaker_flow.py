@@ -115,6 +115,23 @@ def test_operator_reset_from_the_cli(prefect_server, stream_spec):
     assert result.output.count("held.csv") == 1, result.output  # said once: not also by the watcher's log line
 
 
+def test_breaker_show_says_a_trial_is_due_once_the_cooldown_is_over(prefect_server, stream_spec):
+    """The breaker moves to half-open when the next file's run reads it; until then `breaker show` said "open"
+    with a next retry in the past, which read as stuck."""
+    from typer.testing import CliRunner
+
+    from calmops.deployments.cli import app
+
+    for offset, due in ((600, False), (-5, True)):
+        def opened(s, offset=offset):
+            s.state, s.next_retry_at = "open", time.time() + offset
+
+        update_breaker("sea", opened)
+        shown = CliRunner().invoke(app, ["breaker", "show", "sea"], env={"COLUMNS": "200"})
+        assert shown.exit_code == 0 and shown.output.startswith("sea: open"), shown.output
+        assert ("(due: the next file is the trial)" in shown.output) is due, shown.output
+
+
 def test_a_failed_run_takes_its_batch_back_from_the_training_history(prefect_server, stream_spec, tmp_path):
     """A run that fails after its batch joined the history took it back: else the rows of a file that was never
     decided (here: a file whose retrain broke) trained the challengers of every later file, and a batch that
