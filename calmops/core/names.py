@@ -78,6 +78,15 @@ PIPELINE_PREFIX = "calmops.pipeline."
 MODEL_PREFIX = "calmops."  # of MLflow registered models: see model_name
 
 
+def retired_stamp() -> str:
+    """The UTC time in the names of what a deleted pipeline leaves aside (its folder, experiment and state
+    tables), to the microsecond: names must not clash when a pipeline is deleted twice in one second (a script
+    that deletes, re-creates and deletes again)."""
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
 def model_name(pipeline: str) -> str:
     """The MLflow registered model of a pipeline, prefixed so that it cannot collide with other teams' models in
     a shared registry (``calmops.<pipeline>``; models registered before the prefix are renamed on first use,

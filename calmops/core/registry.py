@@ -669,20 +669,28 @@ def promote(pipeline: str, version: int) -> int | None:
     """
     client = MlflowClient()
     old = alias_version(pipeline, CHAMPION)
+    moved = old != version  # else a repeat of the call: the champion did not change now
     if old == version:
         old = alias_version(pipeline, PREVIOUS)
     else:
         if old is not None:
             client.set_registered_model_alias(model_name(pipeline), PREVIOUS, str(old))
         client.set_registered_model_alias(model_name(pipeline), CHAMPION, str(version))
-        _mark_champion_since(client, pipeline, version)
     if alias_version(pipeline, CHALLENGER) == version:
         client.delete_registered_model_alias(model_name(pipeline), CHALLENGER)
+    if moved:
+        _mark_champion_since(client, pipeline, version)
     return old
 
 
 def _mark_champion_since(client: MlflowClient, pipeline: str, version: int) -> None:
-    client.set_model_version_tag(model_name(pipeline), str(version), CHAMPION_SINCE_TAG, str(int(time.time() * 1000)))
+    """Record when ``version`` became the champion (the viewer's champion age), once the aliases are in place:
+    best effort, as a failure here must not undo or fail the move itself."""
+    try:
+        client.set_model_version_tag(model_name(pipeline), str(version), CHAMPION_SINCE_TAG,
+                                     str(int(time.time() * 1000)))
+    except MlflowException as exc:
+        log.warning("could not record when v%s of %s became the champion: %s", version, pipeline, exc)
 
 
 class NothingToRollBack(LookupError):
@@ -709,11 +717,11 @@ def rollback(pipeline: str, rows_kept: int | None = None) -> tuple[int, int]:
         set_version_tag(pipeline, prev, REFRESH_BASE_TAG, str(rows_kept))
     set_version_tag(pipeline, prev, FOLLOW_UP_TAG, "rollback")
     client.set_registered_model_alias(model_name(pipeline), CHAMPION, str(prev))
-    _mark_champion_since(client, pipeline, prev)
     client.set_registered_model_alias(model_name(pipeline), PREVIOUS, str(current))
     client.set_model_version_tag(model_name(pipeline), str(current), "calmops.rolled_back", "true")
     if client.get_model_version(model_name(pipeline), str(prev)).tags.get("calmops.rolled_back"):  # served again
         client.delete_model_version_tag(model_name(pipeline), str(prev), "calmops.rolled_back")
+    _mark_champion_since(client, pipeline, prev)
     return current, prev
 
 

@@ -438,6 +438,8 @@ def _registry_problem(timeout: float = 2.0) -> str | None:
                 return f"the MLflow server at {uri} does not answer{what} (timed out after {timeout:g} s)"
             except httpx.HTTPError as exc:  # a refused connection is said as _first_line says it for every route
                 return _first_line(exc)
+            if answer.status_code in (401, 403) and what:  # it answers: credentials are the MLflow client's to
+                return None  # send (a credentials file, a TLS setting), not an outage
             if answer.status_code != 200:
                 said = _server_message(answer)
                 return f"the MLflow server at {uri} answers {answer.status_code}{what}" + (f": {said}" if said else "")
@@ -447,9 +449,10 @@ def _registry_problem(timeout: float = 2.0) -> str | None:
 def _server_message(answer) -> str:
     """The first line of an MLflow server's error (its JSON ``message``, else its text), cut to 200 characters."""
     try:
-        text = str(answer.json().get("message") or "")
+        body = answer.json()
     except ValueError:
-        text = answer.text
+        body = None
+    text = str(body.get("message") or "") if isinstance(body, dict) else answer.text
     return (text.strip().splitlines() or [""])[0][:200]
 
 

@@ -192,20 +192,28 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
 
     breakers = readout.breakers() if names else {}
     tracking_uri = get_settings().mlflow_tracking_uri
-    rows, down = [], None
+    rows, down, registry_down = [], None, None
+    shared = bool(statedb.state_database_url())  # one PostgreSQL database for all, else a file per pipeline
     with statedb.patience(STATE_PATIENCE):
         for name in names:
-            if down is None:
+            if rows and rows[-1]["registry_unreadable"]:  # asked once: the registry is one for all
+                registry_down = rows[-1]["registry_unreadable"]
+            why = down
+            if why is None:
                 try:
-                    rows.append(_summary(name, breakers, tracking_uri))
+                    rows.append(_summary(name, breakers, tracking_uri, registry_down))
                     continue
                 except statedb.errors() as exc:
-                    down = f"the state database does not answer ({type(exc).__name__}: {one_line(exc)})"
-            rows.append(_unread_summary(name, down, breakers, tracking_uri))
+                    said = f"{type(exc).__name__}: {one_line(exc)}"
+                    why = f"the state database does not answer ({said})" if shared else \
+                        f"its ledger could not be read ({said})"
+                    down = why if shared else None  # the next pipelines' files are other files
+            rows.append(_unread_summary(name, why, breakers, tracking_uri, registry_down))
     return rows
 
 
-def _unread_summary(name: str, why: str, breakers: dict | None, tracking_uri: str) -> dict[str, Any]:
+def _unread_summary(name: str, why: str, breakers: dict | None, tracking_uri: str,
+                    registry_down: str | None = None) -> dict[str, Any]:
     """A pipeline's row while its ledger cannot be read: its spec, champion, breaker and quarantine (read
     elsewhere) as :func:`_summary` gives them, the ledger's counts unknown (None)."""
     from calmops.core.store import pipeline_paths, quarantined_files, read_spec
@@ -213,7 +221,7 @@ def _unread_summary(name: str, why: str, breakers: dict | None, tracking_uri: st
 
     spec = read_spec(name)
     paths = pipeline_paths(spec)
-    aliases, registry_unreadable = _aliases(name, tracking_uri)
+    aliases, registry_unreadable = _aliases(name, tracking_uri, registry_down)
     breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
     return {**dict.fromkeys(key for _, key in (*STATUS_FIELDS, *STATUS_COLUMNS)),
             "registry_unreadable": registry_unreadable,
@@ -225,14 +233,16 @@ def _unread_summary(name: str, why: str, breakers: dict | None, tracking_uri: st
             "state_unreadable": why}
 
 
-def _aliases(name: str, tracking_uri: str) -> tuple[dict[str, int] | None, str | None]:
+def _aliases(name: str, tracking_uri: str, down: str | None = None) -> tuple[dict[str, int] | None, str | None]:
     """The registered model's aliases, or (None, why) when the registry cannot be read: its server is out of
     reach while the configuration keeps its state in a database of its own (a local file would say "no model"),
-    or it answers with an error."""
+    or it answers with an error; ``down``: why it could not be read for another pipeline just now."""
     from calmops.core.environment import servers_out_of_reach
     from calmops.deployments import readout
     from calmops.deployments.console import one_line
 
+    if down:
+        return None, down
     if servers_out_of_reach(("mlflow",)):
         return None, "the MLflow server is not running (its backend store is a database of its own)"
     try:
@@ -248,7 +258,7 @@ def _unknown_or_shown(row: dict[str, Any], key: str, prefix: str = "") -> str:
     return "?" if unread and row[key] is None else shown(row[key], prefix)
 
 
-def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, Any]:
+def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down: str | None = None) -> dict[str, Any]:
     """One pipeline's row of ``status``/``list``; add a key here and a label in STATUS_FIELDS to show more."""
     from calmops.core.awaiting import Awaiting
     from calmops.core.store import (
@@ -272,8 +282,9 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str) -> dict[str, A
     # taken by a run: a live one, or one that died holding it (an orphaned claim, counted apart)
     taken = {e["file"] for e in entries if states.get(e["sha256"]) in ("in_progress", "orphaned")}
     breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
-    aliases, registry_unreadable = _aliases(name, tracking_uri)
+    aliases, registry_unreadable = _aliases(name, tracking_uri, registry_down)
     return {
+        "state_unreadable": None,  # else why the ledger could not be read (see _unread_summary)
         "registry_unreadable": registry_unreadable,
         "name": name,
         "kind": spec.kind,
@@ -374,8 +385,12 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
 def _say_unreadable(rows: list[dict[str, Any]]) -> None:
     from calmops.deployments.console import console
 
-    if why := next((row["state_unreadable"] for row in rows if row.get("state_unreadable")), None):
-        console.print(f"[yellow]warning:[/] {why}: the pipelines' file counts are unknown (?) until it is back; "
+    unread: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("state_unreadable"):
+            unread.setdefault(row["state_unreadable"], []).append(row["name"])
+    for why, names in unread.items():
+        console.print(f"[yellow]warning:[/] {', '.join(names)}: {why}: file counts unknown (?) until it can be read; "
                       "files wait in incoming meanwhile, nothing is lost", highlight=False, soft_wrap=True)
     if why := next((row["registry_unreadable"] for row in rows if row.get("registry_unreadable")), None):
         console.print(f"[yellow]warning:[/] {why}: the champions are unknown (?)", highlight=False, soft_wrap=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +108,7 @@ def reset_pipeline(name: str) -> None:
     from mlflow.exceptions import MlflowException
 
     from calmops.core import registry
-    from calmops.core.names import model_name
+    from calmops.core.names import model_name, retired_stamp
     from calmops.core.settings import get_settings
 
     shutil.rmtree(get_settings().pipeline_dir(name), ignore_errors=True)
@@ -119,7 +118,7 @@ def reset_pipeline(name: str) -> None:
             client.delete_registered_model(model)
         except MlflowException:
             pass
-    registry.retire_experiment(name, datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ"))  # its runs with it
+    registry.retire_experiment(name, retired_stamp())  # its runs with it
 
 
 def prepare_pipelines(console: Console, names: list[str], *, n_files: int, rows: int, deploy: bool) -> dict[str, list[Path]]:

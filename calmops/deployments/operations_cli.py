@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import sys
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -201,6 +200,7 @@ def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
     """Stop triggering the pipeline, then keep its files: move its folder under ``$CALMOPS_HOME/deleted``."""
     from calmops.core import statedb
     from calmops.core.breaker import delete_breaker
+    from calmops.core.names import retired_stamp
     from calmops.core.store import pipeline_paths, read_spec
     from calmops.deployments.deploy import delete_pipeline_deployments
 
@@ -211,7 +211,7 @@ def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
         console.print(f"[yellow]warning:[/] {len(busy)} run(s) still running after {wait:.0f} s "
                       f"({', '.join(busy)}); they will fail when the folder moves")
     delete_breaker(name)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = retired_stamp()
     _retire_experiment(name, stamp)
     for kind in statedb.SQLITE_TABLES:  # on PostgreSQL: set aside, as the folder is
         statedb.Table.of(kind, paths.root).retire(stamp)

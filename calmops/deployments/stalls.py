@@ -35,7 +35,7 @@ from typing import Any
 
 from calmops.core.flow_runs import runs_in_states
 from calmops.core.names import TAG
-from calmops.core.pids import start_time
+from calmops.core.pids import running
 from calmops.core.settings import Settings, get_settings
 from calmops.core.store import pipeline_paths, read_spec, write_atomic
 
@@ -258,27 +258,34 @@ def worker_settling(after: float = STALL_AFTER) -> bool:
 def restart_worker(reason: str, after: float = STALL_AFTER, dead: bool = False) -> threading.Thread | None:
     """Restart the worker of this machine's stack in the background (stop, start, wait until it polls),
     unless a restart is under way or ended less than ``after`` seconds ago, or the stack runs no worker here (a
-    worker on another host is its own supervisor's to restart; ``dead``: this host's worker has exited, see
-    :func:`revive_dead_worker`). Returns the thread doing it, or None."""
+    worker on another host, or one ``calmops service`` runs, is its own supervisor's to restart; ``dead``: this
+    host's worker has exited, see :func:`revive_dead_worker`). Returns the thread doing it, or None."""
     global _restarting
     from calmops.deployments import stack
 
     settings = get_settings()
     if worker_settling(after) or not (dead or stack.running_pid(settings, "worker")):
         return None
+    if stack.supervised_file(settings, "worker").exists():
+        log.warning("the worker takes no runs (%s); its supervisor (PM2, systemd) runs it: restart it there", reason)
+        return None
     _add_count(settings.run_dir / RESTARTS, reason=reason)
     log.warning("the worker takes no runs (%s): restarting it", reason)
 
     def restart() -> None:
-        global _restarted_at, _revive_failed
+        global _restarted_at, _revive_failed, _alive_worker
         try:
             stack.stop("worker", settings, grace=5.0)
             stack.start("worker", settings)
             log.info("worker restarted")
             _revive_failed = False
+            try:
+                _alive_worker = settings.pid_file("worker").read_text()  # seen running: the one it started
+            except OSError:
+                pass
         except Exception:
             log.exception("could not restart the worker (tried again in %.0f s); 'calmops up' starts it", after)
-            _revive_failed = dead  # its pid file is gone with it: the next check tries again all the same
+            _revive_failed = True  # its pid file is gone with it: the next check tries again all the same
         finally:
             _restarted_at = time.monotonic()
 
@@ -287,36 +294,42 @@ def restart_worker(reason: str, after: float = STALL_AFTER, dead: bool = False) 
     return _restarting
 
 
-_dead_worker: str | None = None  # the worker's pid file when its process was first found gone
-_revive_failed = False  # the last start of a dead worker failed (and took the pid file with it)
+_alive_worker: str | None = None  # the worker's pid file while this process saw the worker it names run
+_dead_worker: str | None = None  # the worker's pid file when that worker was first found gone
+_revive_failed = False  # this process's last start of the worker failed (and took the pid file with it)
 
 
 def revive_dead_worker(after: float = STALL_AFTER) -> threading.Thread | None:
-    """Start this host's worker again when it has exited: its pid file, written by ``calmops up``, names a
-    process that no longer runs on two checks in a row (or the last try failed). A worker whose supervisor
-    restarts it (``calmops service``: :func:`calmops.deployments.stack.supervised_file`) is left to it, and with
-    no pid file no worker runs here. Returns the restarting thread, or None."""
-    global _dead_worker
+    """Start this host's worker again when it has exited: the worker its pid file names, which this process saw
+    run at an earlier check (a pid file left from before a reboot is not followed: the user may run a worker of
+    their own), is gone at two checks in a row; or this process's last start of it failed. A worker whose
+    supervisor restarts it (``calmops service``: :func:`calmops.deployments.stack.supervised_file`) is left to
+    it. Returns the restarting thread, or None."""
+    global _alive_worker, _dead_worker
     from calmops.deployments import stack
 
     settings = get_settings()
+    if stack.supervised_file(settings, "worker").exists():
+        _alive_worker = _dead_worker = None
+        return None
     try:
         recorded = settings.pid_file("worker").read_text()
         pid = int(recorded.strip() or 0)
     except (OSError, ValueError):
         recorded, pid = None, 0
-    if (recorded is None and not _revive_failed) or stack.supervised_file(settings, "worker").exists():
-        _dead_worker = None
+    if recorded is not None and pid > 0 and running(pid, None):  # a zombie counts as exited
+        _alive_worker, _dead_worker = recorded, None
         return None
-    if pid > 0 and start_time(pid) is not None:  # it runs (a zombie counts as exited)
-        _dead_worker = None
-        return None
-    if recorded is not None and _dead_worker != recorded:  # first seen gone: started at the next check
+    if not _revive_failed and (recorded is None or recorded != _alive_worker):
+        return None  # no worker here, or one this process never saw run
+    if not _revive_failed and _dead_worker != recorded:  # first seen gone: started at the next check
         _dead_worker = recorded
         log.warning("the worker (pid %s) has exited; it is started again at the next check", pid)
         return None
-    _dead_worker = None
-    return restart_worker(f"it exited (pid {pid}); see {stack.log_file(settings, 'worker')}", after, dead=True)
+    restarting = restart_worker(f"it exited (pid {pid}); see {stack.log_file(settings, 'worker')}", after, dead=True)
+    if restarting is not None:
+        _dead_worker = None
+    return restarting
 
 
 def recover_stalled(after: float = STALL_AFTER) -> list[Stalled]:

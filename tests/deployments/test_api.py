@@ -231,30 +231,42 @@ def test_registry_down_is_503_not_409(calmops_home, stream_spec, monkeypatch):
 
 
 @pytest.fixture
-def database_down():
-    """The address of a server that answers as an MLflow server whose database is down: its /health says OK
-    (MLflow's does not touch the database), every API call answers 503."""
+def fake_mlflow():
+    """Start a server that answers as an MLflow server would: its /health says OK (MLflow's does not touch its
+    database), every API call answers ``status`` with ``body``; returns its address."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    class DatabaseDown(BaseHTTPRequestHandler):
-        def do_GET(self):
-            ok = self.path == "/health"
-            body = b"OK" if ok else b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "connection refused"}'
-            self.send_response(200 if ok else 503)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    servers = []
 
-        do_POST = do_GET
+    def start(status: int, body: bytes) -> str:
+        class Answering(BaseHTTPRequestHandler):
+            def do_GET(self):
+                ok = self.path == "/health"
+                self.send_response(200 if ok else status)
+                self.send_header("Content-Length", str(2 if ok else len(body)))
+                self.end_headers()
+                self.wfile.write(b"OK" if ok else body)
 
-        def log_message(self, *args):
-            pass
+            do_POST = do_GET
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), DatabaseDown)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture
+def database_down(fake_mlflow):
+    """An MLflow server whose database is down: /health OK, every API call a 503."""
+    return fake_mlflow(503, b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "connection refused"}')
 
 
 def test_health_is_degraded_when_the_mlflow_server_answers_but_its_database_does_not(calmops_home, database_down,
@@ -272,6 +284,34 @@ def test_health_is_degraded_when_the_mlflow_server_answers_but_its_database_does
                                            "connection refused")
     finally:
         mlflow.set_tracking_uri(original)
+
+
+@pytest.mark.parametrize("status, body", [(401, b'{"error_code": "UNAUTHENTICATED"}'), (403, b"null")])
+def test_health_is_ok_when_the_registry_answers_but_asks_for_credentials(calmops_home, fake_mlflow, monkeypatch,
+                                                                        status, body):
+    """Credentials the MLflow client takes from a file or a TLS setting are not the probe's to send: a registry
+    that answers 401 or 403 is reachable, not an outage (and an answer whose JSON is no object is no crash)."""
+    import mlflow
+
+    original = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fake_mlflow(status, body))
+    try:
+        health = TestClient(create_app()).get("/health")
+    finally:
+        mlflow.set_tracking_uri(original)
+    assert health.status_code == 200 and health.json()["status"] == "ok", health.json()
+
+
+def test_a_registry_error_whose_body_is_no_json_object_is_said_not_raised(calmops_home, fake_mlflow, monkeypatch):
+    import mlflow
+
+    original = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fake_mlflow(500, b'["boom"]'))
+    try:
+        health = TestClient(create_app()).get("/health")
+    finally:
+        mlflow.set_tracking_uri(original)
+    assert health.status_code == 503 and "answers 500 to a registry query" in health.json()["detail"], health.json()
 
 
 def test_the_registry_outage_is_said_in_the_same_words_for_every_pipeline(trained, database_down, monkeypatch):

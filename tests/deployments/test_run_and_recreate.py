@@ -196,3 +196,8 @@ def test_a_pipeline_deleted_and_created_again_starts_with_no_runs_and_the_old_on
     assert second.exit_code == 0, second.output
     assert [r.info.run_id for r in client.search_runs([fresh.experiment_id])] == [
         json.loads(second.stdout)["mlflow_run_id"]]
+    # deleted again: a second experiment set aside beside the first, each with its own runs
+    assert runner.invoke(app, ["delete", "sea", "--yes"]).exit_code == 0
+    retired = [e for e in client.search_experiments(view_type=ViewType.DELETED_ONLY)
+               if e.name.startswith(f"{RETIRED_PREFIX}sea-")]
+    assert len(retired) == 2 and client.get_experiment_by_name(experiment_name("sea")) is None

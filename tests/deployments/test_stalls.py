@@ -125,9 +125,11 @@ def test_a_worker_the_stack_does_not_run_here_is_not_restarted(calmops_home):
 def test_a_worker_the_stack_started_that_exited_is_started_again_and_a_supervised_one_is_left_alone(
         calmops_home, monkeypatch):
     """A Prefect worker exits when its server's database stays out of reach for half a minute; under `calmops
-    up` nothing else would start it again, and files would wait for ever. Seen gone at two checks in a row (a
-    supervisor would have written a new pid by then), it is started again, and again at a later check if that
-    start failed; a worker `calmops service` runs under PM2 or systemd is its supervisor's."""
+    up` nothing else would start it again, and files would wait for ever. Seen running, then gone at two checks
+    in a row (a supervisor would have written a new pid by then), it is started again, and again at a later
+    check if that start failed. A pid file this watcher never saw run (left from before a reboot, while the user
+    runs a worker of their own) is not followed, and a worker `calmops service` runs under PM2 or systemd is its
+    supervisor's."""
     import subprocess
     import sys
 
@@ -136,9 +138,6 @@ def test_a_worker_the_stack_started_that_exited_is_started_again_and_a_supervise
 
     settings = get_settings()
     settings.run_dir.mkdir(parents=True)
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    settings.pid_file("worker").write_text(str(gone.pid))
     calls: list[str] = []
     failing = {"start": True}
 
@@ -151,9 +150,20 @@ def test_a_worker_the_stack_started_that_exited_is_started_again_and_a_supervise
     monkeypatch.setattr(stack, "stop", lambda name, settings, grace=10.0: calls.append(f"stop {name}"))
     monkeypatch.setattr(stack, "start", start)
     for name, value in (("_restarted_at", -float("inf")), ("_restarting", None), ("_dead_worker", None),
-                        ("_revive_failed", False)):
+                        ("_alive_worker", None), ("_revive_failed", False)):
         monkeypatch.setattr(stalls, name, value)
 
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    settings.pid_file("worker").write_text(str(gone.pid))  # never seen running by this watcher
+    assert stalls.revive_dead_worker(after=0.0) is None and stalls.revive_dead_worker(after=0.0) is None
+    assert calls == []
+
+    worker = subprocess.Popen(["sleep", "60"])
+    settings.pid_file("worker").write_text(str(worker.pid))
+    assert stalls.revive_dead_worker(after=0.0) is None  # seen running
+    worker.kill()
+    worker.wait()
     assert stalls.revive_dead_worker(after=0.0) is None and calls == []  # first seen gone: its supervisor's turn
     stalls.revive_dead_worker(after=0.0).join(5)
     assert calls == ["stop worker", "start worker"] and stalls.worker_restarts()["count"] == 1
@@ -166,7 +176,35 @@ def test_a_worker_the_stack_started_that_exited_is_started_again_and_a_supervise
     settings.pid_file("worker").write_text(str(gone.pid))
     stack.supervised_file(settings, "worker").write_text("")  # `calmops service worker` wrote it
     assert stalls.revive_dead_worker(after=0.0) is None and stalls.revive_dead_worker(after=0.0) is None
+    assert stalls.restart_worker("Late for 400 s", after=0.0, dead=True) is None  # nor restarted when stuck
     assert len(calls) == 4
+
+
+def test_a_stuck_worker_whose_restart_fails_is_started_at_a_later_check(calmops_home, monkeypatch):
+    """The stuck worker is stopped and the new one exits at once (its server's database is still out): the pid
+    file is gone with it, and a later check starts one all the same."""
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stack, stalls
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True)
+    starts = []
+
+    def start(name, settings):
+        starts.append(name)
+        if len(starts) == 1:
+            raise RuntimeError("worker exited with code 1")
+
+    monkeypatch.setattr(stack, "running_pid", lambda settings, name: 4242)
+    monkeypatch.setattr(stack, "stop", lambda name, settings, grace=10.0: None)
+    monkeypatch.setattr(stack, "start", start)
+    for name, value in (("_restarted_at", -float("inf")), ("_restarting", None), ("_dead_worker", None),
+                        ("_alive_worker", None), ("_revive_failed", False)):
+        monkeypatch.setattr(stalls, name, value)
+    stalls.restart_worker("Late for 400 s and no run of any pipeline has run", after=0.0).join(5)
+    assert starts == ["worker"] and not settings.pid_file("worker").exists()
+    stalls.revive_dead_worker(after=0.0).join(5)
+    assert starts == ["worker", "worker"]
 
 
 class SlowStart:

@@ -291,7 +291,7 @@ def test_status_while_the_state_database_is_down_answers_soon_with_the_counts_un
     text = runner.invoke(app, ["status"], env={"COLUMNS": "200"})
     assert text.exit_code == 0, text.output
     assert time.monotonic() - began < 30
-    assert "warning: the state database does not answer (OperationalError" in text.output, text.output
+    assert "warning: sea: the state database does not answer (OperationalError" in text.output, text.output
     row = next(line for line in text.output.splitlines() if line.lstrip().startswith("sea"))
     assert row.split()[1] == "stream" and "?" in row.split(), row
     data = json.loads(runner.invoke(app, ["status", "sea", "--json"]).stdout)
@@ -314,3 +314,18 @@ def test_status_with_the_registry_out_of_reach_says_the_champion_is_unknown_not_
     data = json.loads(runner.invoke(app, ["status", "sea", "--json"]).stdout)
     assert data["champion_version"] is None and data["aliases"] is None and data["registry_unreadable"]
     assert data["files_waiting"] == 0  # the ledger was read: only the champion is unknown
+
+
+def test_a_ledger_file_that_cannot_be_read_marks_its_own_pipeline_only(stream_spec):
+    """SQLite keeps a ledger per pipeline: one that cannot be read (here not a database at all) makes that
+    pipeline's counts unknown, named with why, and leaves the others' counts as they are."""
+    other = spec_from_dict({**STREAM_SPEC, "name": "other"})
+    save_spec(other, create=True)
+    _drop(pipeline_paths(other).incoming, "w.csv", "x1,x2,x3,y\n1,2,3,0\n")
+    broken = pipeline_paths(stream_spec).root / "ledger.sqlite"
+    broken.write_bytes(b"not a database, " * 100)
+    text = runner.invoke(app, ["status"], env={"COLUMNS": "200"})
+    assert text.exit_code == 0, text.output
+    assert "warning: sea: its ledger could not be read (DatabaseError" in text.output, text.output
+    rows = {line.split()[0]: line.split() for line in text.output.splitlines() if line.lstrip().startswith(("sea", "other"))}
+    assert "?" in rows["sea"] and "?" not in rows["other"] and rows["other"][4] == "1", rows

@@ -159,6 +159,7 @@ def test_a_worker_that_exited_is_started_again_and_the_file_waiting_for_it_is_de
     under `calmops up` nothing else starts it again. The watcher sees it gone at two checks in a row, starts a
     new one, and the file dropped meanwhile is decided once."""
     import signal
+    import time
 
     from calmops.core.settings import get_settings
     from calmops.core.store import ledger, pipeline_paths, read_spec, save_spec, spec_from_dict
@@ -171,6 +172,7 @@ def test_a_worker_that_exited_is_started_again_and_the_file_waiting_for_it_is_de
     paths = pipeline_paths(read_spec(name)).ensure()
     settings = get_settings()
     gone = stack.running_pid(settings, "worker")
+    time.sleep(STALL_AFTER / 2 + 5)  # the watcher checks every STALL_AFTER / 2 s: one check sees this worker run
     os.kill(gone, signal.SIGKILL)
     sea_frame(600, 8, seed=903).to_csv(paths.incoming / "d.csv", index=False)
     try:
