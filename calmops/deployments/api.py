@@ -680,9 +680,10 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 400 and "parsing the body" in str(exc.detail):
-            # e.g. bytes that are not UTF-8: the same answer as any other unreadable body
+            # bytes that are not UTF-8, or arrays nested thousands deep: the same answer as any unreadable body
             return unauthorized(request) or InvalidInput(
-                [("body", "the body could not be read as JSON (UTF-8)", None)]).response()
+                [("body", ("could not be parsed as JSON (not UTF-8 text, or nested too deep; records are a list of "
+                          "flat objects)"), None)]).response()
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)

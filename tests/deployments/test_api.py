@@ -403,6 +403,10 @@ def test_token_auth(calmops_home, stream_spec):
         headers = {"Content-Type": "application/json"}
         assert client.post(path, content=body, headers=headers).status_code == 401, (path, body)
         assert client.post(path, content=body, headers={**headers, **good}).status_code == 422, (path, body)
+    for body in (b"\xe9t\xe9", b'{"records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"):
+        said = client.post("/pipelines/sea/predict", content=body, headers={"Content-Type": "application/json", **good})
+        assert said.status_code == 422 and "body: could not be parsed as JSON (not UTF-8 text, or nested too deep" \
+            in said.json()["detail"], said.text
     assert client.get("/pipelines", headers=good).status_code == 200
     assert client.post("/pipelines/sea/predict", json={"records": _records(1)}, headers=good).status_code == 409
     schema = client.get("/openapi.json").json()
