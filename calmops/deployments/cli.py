@@ -223,7 +223,14 @@ def _unread_summary(name: str, why: str, breakers: dict | None, tracking_uri: st
     paths = pipeline_paths(spec)
     aliases, registry_unreadable = _aliases(name, tracking_uri, registry_down)
     breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
+    # what the ledger (and the labels table) would say; fields that do not apply to this pipeline stay None
+    applies = {"labels_waiting": paths.labels is not None, "awaiting_labels": spec.labels is not None,
+               "held_behind": spec.order == "arrival"}
+    unknown = [key for key in ("files_waiting", "files_pending", "files_running", "files_orphaned", "files_done",
+                               "labels_waiting", "held_behind", "awaiting_labels", "last_file", "last_decision")
+               if applies.get(key, True)]
     return {**dict.fromkeys(key for _, key in (*STATUS_FIELDS, *STATUS_COLUMNS)),
+            "unknown": unknown + (["champion_version", "aliases"] if registry_unreadable else []),
             "registry_unreadable": registry_unreadable,
             "name": name, "kind": spec.kind, "incoming": str(paths.incoming),
             "labels_folder": str(paths.labels) if paths.labels is not None else None,
@@ -253,9 +260,8 @@ def _aliases(name: str, tracking_uri: str, down: str | None = None) -> tuple[dic
 
 def _unknown_or_shown(row: dict[str, Any], key: str, prefix: str = "") -> str:
     """A value of a status row: ``?`` where the state database or the registry could not be read (the value is
-    unknown, not none), else :func:`shown`."""
-    unread = row.get("registry_unreadable") if key in ("champion_version", "aliases") else row.get("state_unreadable")
-    return "?" if unread and row[key] is None else shown(row[key], prefix)
+    unknown, not none: the row's ``unknown``), else :func:`shown`."""
+    return "?" if key in row.get("unknown", ()) else shown(row[key], prefix)
 
 
 def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down: str | None = None) -> dict[str, Any]:
@@ -284,6 +290,7 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down:
     breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
     aliases, registry_unreadable = _aliases(name, tracking_uri, registry_down)
     return {
+        "unknown": ["champion_version", "aliases"] if registry_unreadable else [],  # the fields not read
         "state_unreadable": None,  # else why the ledger could not be read (see _unread_summary)
         "registry_unreadable": registry_unreadable,
         "name": name,

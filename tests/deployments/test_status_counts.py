@@ -297,6 +297,12 @@ def test_status_while_the_state_database_is_down_answers_soon_with_the_counts_un
     data = json.loads(runner.invoke(app, ["status", "sea", "--json"]).stdout)
     assert data["files_waiting"] is None and data["files_done"] is None and data["files_quarantined"] == 0
     assert data["state_unreadable"].startswith("the state database does not answer")
+    # unknown where the ledger would say; a field that does not apply to this pipeline is not "unknown"
+    assert "files_waiting" in data["unknown"] and "awaiting_labels" not in data["unknown"], data["unknown"]
+    detail = runner.invoke(app, ["status", "sea"], env={"COLUMNS": "200"}).output
+    fields = [line.strip() for line in detail.splitlines()]
+    assert {line.split()[-1] for line in fields if line.startswith(("waiting", "done"))} == {"?"}, detail
+    assert [line.split()[-1] for line in fields if line.startswith("rows awaiting labels")] == ["-"], detail
     listed = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
     assert listed.exit_code == 0 and "sea" in listed.output and "?" in listed.output, listed.output
 
