@@ -78,3 +78,25 @@ def test_a_port_variable_that_is_not_a_port_is_named(monkeypatch):
     monkeypatch.setenv("CALMOPS_PREFECT_PORT", "70000")
     with pytest.raises(ValueError, match="CALMOPS_PREFECT_PORT='70000'"):
         stack.services()
+
+
+def test_a_service_that_exited_and_is_not_reaped_yet_is_not_running(calmops_home):
+    """A worker the watcher restarted is the watcher's child: once it exits it stays a zombie until reaped, and
+    must count as stopped (status, stack.json, the watcher's own revival), not as running."""
+    import time
+
+    from calmops.core.environment import running_pid
+    from calmops.core.pids import state
+    from calmops.core.settings import get_settings
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for: a zombie once it exits
+    deadline = time.monotonic() + 30
+    while state(child.pid) != "Z" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    settings.pid_file("worker").write_text(str(child.pid))
+    assert running_pid(settings, "worker") is None
+    child.wait()
+    settings.pid_file("worker").write_text(str(os.getpid()))
+    assert running_pid(settings, "worker") == os.getpid()
