@@ -62,7 +62,9 @@ class Settings:
     def logs_dir(self) -> Path:
         """The services' logs: ``$CALMOPS_HOME/logs``, or the run folder's ``logs/`` when the run folder is set
         (a host of its own): each host writes and reads its own, never another's lines in the same file."""
-        return self.run_path / "logs" if self.run_path else self.home / "logs"
+        own = self.run_path is not None and self.run_path.resolve() != (self.home / "run").resolve()
+        # (the services are handed CALMOPS_RUN_DIR even when it is the default: their logs stay where `up`'s are)
+        return self.run_path / "logs" if own else self.home / "logs"
 
     @property
     def run_dir(self) -> Path:

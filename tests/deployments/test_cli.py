@@ -178,6 +178,13 @@ def test_logs_of_a_service_of_the_stack(calmops_home, monkeypatch, tmp_path):
     unknown = runner.invoke(app, ["logs", "nosuch"])
     assert unknown.exit_code == 1 and "no pipeline named 'nosuch'" in unknown.stderr
     assert "or a service: prefect, mlflow" in unknown.stderr  # the hint says both kinds of name it takes
+    # the stack hands its services CALMOPS_RUN_DIR even when it is the default: a worker one of them starts (the
+    # watcher, restarting it) logs where `calmops up`'s did, and `calmops logs` finds it there
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stack
+
+    monkeypatch.setenv("CALMOPS_RUN_DIR", str(calmops_home / "run"))
+    assert stack.log_file(get_settings(), "worker") == logs / "worker.log"
     # a host with a run folder of its own reads its own services' logs, not the shared root's
     monkeypatch.setenv("CALMOPS_RUN_DIR", str(tmp_path / "host-b"))
     (tmp_path / "host-b" / "logs").mkdir(parents=True)
