@@ -219,8 +219,8 @@ class Table:
                 for column in indexes:
                     con.execute(f"CREATE INDEX IF NOT EXISTS {self.name}_{column} ON {self.name} ({column})")
             return
-        if (self.url, self.name) in _created:
-            return
+        if (self.url, self.name) in _created and self.exists():  # a read: the table may have been retired by
+            return  # `calmops delete` in another process (the watcher's) since, and the name created again
         types = {"REAL": "DOUBLE PRECISION", "INTEGER": "BIGINT", "TEXT": "TEXT"}  # REAL is 4 bytes in PostgreSQL
 
         def pg(kind: str) -> str:
