@@ -114,6 +114,16 @@ def test_a_run_whose_deployment_was_deleted_is_cancelled_and_the_worker_goes_on_
     assert "stalled runs recovered" in shown and "its deployment no longer exists" in shown, shown
 
 
+def _deployed(name: str):
+    """A stream pipeline ``name``, created and deployed on the package's stack; its folders."""
+    from calmops.core.store import pipeline_paths, read_spec, save_spec, spec_from_dict
+    from calmops.deployments.deploy import deploy_pipeline
+
+    save_spec(spec_from_dict({**STREAM_SPEC, "name": name}), create=True)
+    deploy_pipeline(name)
+    return pipeline_paths(read_spec(name)).ensure()
+
+
 def test_a_worker_that_takes_no_runs_is_restarted_and_the_file_is_decided_once(live):
     """The worker hangs (frozen here with SIGSTOP; a worker that polls and never submits looks the same from
     Prefect's side): the file's run waits Late while nothing runs. The watchdog cancels the run, restarts this
@@ -124,15 +134,11 @@ def test_a_worker_that_takes_no_runs_is_restarted_and_the_file_is_decided_once(l
     from typer.testing import CliRunner
 
     from calmops.core.settings import get_settings
-    from calmops.core.store import ledger, pipeline_paths, read_spec, save_spec, spec_from_dict
+    from calmops.core.store import ledger
     from calmops.deployments import stack
     from calmops.deployments.cli import app
-    from calmops.deployments.deploy import deploy_pipeline
 
-    name = "stall-worker"
-    save_spec(spec_from_dict({**STREAM_SPEC, "name": name}), create=True)
-    deploy_pipeline(name)
-    paths = pipeline_paths(read_spec(name)).ensure()
+    paths = _deployed("stall-worker")
     settings = get_settings()
     hung = stack.running_pid(settings, "worker")
     os.kill(hung, signal.SIGSTOP)
@@ -162,14 +168,10 @@ def test_a_worker_that_exited_is_started_again_and_the_file_waiting_for_it_is_de
     import time
 
     from calmops.core.settings import get_settings
-    from calmops.core.store import ledger, pipeline_paths, read_spec, save_spec, spec_from_dict
+    from calmops.core.store import ledger
     from calmops.deployments import stack
-    from calmops.deployments.deploy import deploy_pipeline
 
-    name = "dead-worker"
-    save_spec(spec_from_dict({**STREAM_SPEC, "name": name}), create=True)
-    deploy_pipeline(name)
-    paths = pipeline_paths(read_spec(name)).ensure()
+    paths = _deployed("dead-worker")
     settings = get_settings()
     gone = stack.running_pid(settings, "worker")
     time.sleep(STALL_AFTER / 2 + 5)  # the watcher checks every STALL_AFTER / 2 s: one check sees this worker run
