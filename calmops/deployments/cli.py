@@ -188,7 +188,6 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
     from calmops.core import statedb
     from calmops.core.settings import get_settings
     from calmops.deployments import readout
-    from calmops.deployments.console import one_line
 
     breakers = readout.breakers() if names else {}
     tracking_uri = get_settings().mlflow_tracking_uri
@@ -196,48 +195,12 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
     shared = bool(statedb.state_database_url())  # one PostgreSQL database for all, else a file per pipeline
     with statedb.patience(STATE_PATIENCE):
         for name in names:
-            if rows and rows[-1]["registry_unreadable"]:  # asked once: the registry is one for all
-                registry_down = rows[-1]["registry_unreadable"]
-            why = down
-            if why is None:
-                try:
-                    rows.append(_summary(name, breakers, tracking_uri, registry_down))
-                    continue
-                except statedb.errors() as exc:
-                    said = f"{type(exc).__name__}: {one_line(exc)}"
-                    why = f"the state database does not answer ({said})" if shared else \
-                        f"its ledger could not be read ({said})"
-                    down = why if shared else None  # the next pipelines' files are other files
-            rows.append(_unread_summary(name, why, breakers, tracking_uri, registry_down))
+            row = _summary(name, breakers, tracking_uri, registry_down, down)
+            rows.append(row)
+            registry_down = row["registry_unreadable"]  # asked once: the registry is one for all
+            if shared:  # the next pipelines' ledgers are in the same database; with SQLite, other files
+                down = row["state_unreadable"]
     return rows
-
-
-def _unread_summary(name: str, why: str, breakers: dict | None, tracking_uri: str,
-                    registry_down: str | None = None) -> dict[str, Any]:
-    """A pipeline's row while its ledger cannot be read: its spec, champion, breaker and quarantine (read
-    elsewhere) as :func:`_summary` gives them, the ledger's counts unknown (None)."""
-    from calmops.core.store import pipeline_paths, quarantined_files, read_spec
-    from calmops.deployments import readout, stalls
-
-    spec = read_spec(name)
-    paths = pipeline_paths(spec)
-    aliases, registry_unreadable = _aliases(name, tracking_uri, registry_down)
-    breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
-    # what the ledger (and the labels table) would say; fields that do not apply to this pipeline stay None
-    applies = {"labels_waiting": paths.labels is not None, "awaiting_labels": spec.labels is not None,
-               "held_behind": spec.order == "arrival"}
-    unknown = [key for key in ("files_waiting", "files_pending", "files_running", "files_orphaned", "files_done",
-                               "labels_waiting", "held_behind", "awaiting_labels", "last_file", "last_decision")
-               if applies.get(key, True)]
-    return {**dict.fromkeys(key for _, key in (*STATUS_FIELDS, *STATUS_COLUMNS)),
-            "unknown": unknown + (["champion_version", "aliases"] if registry_unreadable else []),
-            "registry_unreadable": registry_unreadable,
-            "name": name, "kind": spec.kind, "incoming": str(paths.incoming),
-            "labels_folder": str(paths.labels) if paths.labels is not None else None,
-            "champion_version": (aliases or {}).get("champion"), "aliases": aliases,
-            "breaker": breaker["state"] if breaker else "unknown", "breaker_detail": breaker,
-            "files_quarantined": len(quarantined_files(paths)), "runs_recovered": stalls.recovered(name),
-            "state_unreadable": why}
 
 
 def _aliases(name: str, tracking_uri: str, down: str | None = None) -> tuple[dict[str, int] | None, str | None]:
@@ -264,34 +227,24 @@ def _unknown_or_shown(row: dict[str, Any], key: str, prefix: str = "") -> str:
     return "?" if key in row.get("unknown", ()) else shown(row[key], prefix)
 
 
-def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down: str | None = None) -> dict[str, Any]:
-    """One pipeline's row of ``status``/``list``; add a key here and a label in STATUS_FIELDS to show more."""
-    from calmops.core.awaiting import Awaiting
-    from calmops.core.store import (
-        has_ledger,
-        incoming_files,
-        ledger,
-        ledger_name,
-        pending_files,
-        pipeline_paths,
-        quarantined_files,
-        read_spec,
-    )
+def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down: str | None = None,
+             state_down: str | None = None) -> dict[str, Any]:
+    """One pipeline's row of ``status``/``list``; add a key here and a label in STATUS_FIELDS to show more.
+    What the ledger says is unknown (None, listed in ``unknown``, why in ``state_unreadable``) when it cannot be
+    read, or when ``state_down`` says the state database did not answer for another pipeline just now; so is the
+    champion when the registry cannot be read (``registry_unreadable``; ``registry_down`` likewise)."""
+    from calmops.core import statedb
+    from calmops.core.store import pipeline_paths, quarantined_files, read_spec
     from calmops.deployments import readout, stalls
+    from calmops.deployments.console import one_line
 
     spec = read_spec(name)
     paths = pipeline_paths(spec)
-    book = ledger(paths) if has_ledger(paths) else None
-    entries = book.entries() if book else []
-    states = book.states() if book else {}
-    pending = pending_files(paths)
-    # taken by a run: a live one, or one that died holding it (an orphaned claim, counted apart)
-    taken = {e["file"] for e in entries if states.get(e["sha256"]) in ("in_progress", "orphaned")}
     breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
     aliases, registry_unreadable = _aliases(name, tracking_uri, registry_down)
-    return {
+    row = {
         "unknown": ["champion_version", "aliases"] if registry_unreadable else [],  # the fields not read
-        "state_unreadable": None,  # else why the ledger could not be read (see _unread_summary)
+        "state_unreadable": state_down,
         "registry_unreadable": registry_unreadable,
         "name": name,
         "kind": spec.kind,
@@ -301,6 +254,39 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down:
         "aliases": aliases,
         "breaker": breaker["state"] if breaker else "unknown",
         "breaker_detail": breaker,
+        "files_quarantined": len(quarantined_files(paths)),
+        "runs_recovered": stalls.recovered(name),
+    }
+    if state_down is None:
+        try:
+            return {**row, **_ledger_counts(spec, paths)}
+        except statedb.errors() as exc:
+            said = f"{type(exc).__name__}: {one_line(exc)}"
+            row["state_unreadable"] = (f"the state database does not answer ({said})" if statedb.state_database_url()
+                                       else f"its ledger could not be read ({said})")
+    applies = {"labels_waiting": paths.labels is not None, "awaiting_labels": spec.labels is not None,
+               "held_behind": spec.order == "arrival"}  # a field that does not apply stays None, not unknown
+    row["unknown"] += [key for key in LEDGER_FIELDS if applies.get(key, True)]
+    return {**row, **dict.fromkeys(LEDGER_FIELDS)}
+
+
+#: the fields of a status row that its ledger (and its labels table) give
+LEDGER_FIELDS = ("files_done", "files_pending", "files_running", "files_orphaned", "held_behind", "files_waiting",
+                 "labels_waiting", "awaiting_labels", "last_file", "last_decision")
+
+
+def _ledger_counts(spec: Any, paths: Any) -> dict[str, Any]:
+    """The :data:`LEDGER_FIELDS` of a pipeline's status row; raises what the state database raises."""
+    from calmops.core.awaiting import Awaiting
+    from calmops.core.store import has_ledger, incoming_files, ledger, ledger_name, pending_files
+
+    book = ledger(paths) if has_ledger(paths) else None
+    entries = book.entries() if book else []
+    states = book.states() if book else {}
+    pending = pending_files(paths)
+    # taken by a run: a live one, or one that died holding it (an orphaned claim, counted apart)
+    taken = {e["file"] for e in entries if states.get(e["sha256"]) in ("in_progress", "orphaned")}
+    return {
         "files_done": sum(e["status"] == "done" for e in entries),
         "files_pending": len(pending),
         "files_running": sum(state == "in_progress" for state in states.values()),
@@ -314,8 +300,6 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down:
         # labels files (spec labels) in the labels folder, likewise; None without a labels folder
         "labels_waiting": sum(p not in pending and ledger_name(paths, p) not in taken
                               for p in incoming_files(paths.labels)) if paths.labels is not None else None,
-        "files_quarantined": len(quarantined_files(paths)),
-        "runs_recovered": stalls.recovered(name),
         "awaiting_labels": Awaiting(paths.root, paths.state).waiting(spec.labels.max_wait_days) if spec.labels else None,
         "last_file": entries[-1]["file"] if entries else None,
         "last_decision": entries[-1]["decision"] if entries else None,
