@@ -714,10 +714,20 @@ def _free_name(folder: Path, name: str, sha256: str) -> Path:
     return folder / bounded_name(free_name(folder, name, sha256))
 
 
-def move_to_processed(paths: PipelinePaths, file: Path, sha256: str) -> Path:
+def move_to_processed(paths: PipelinePaths, file: Path, sha256: str, *, copy: bool = False) -> Path:
+    """Move ``file`` into the processed folder under a free name; ``copy`` leaves it where it is (a user's own
+    file given to ``calmops run``) and puts a copy there."""
     paths.processed.mkdir(parents=True, exist_ok=True)
     target = _free_name(paths.processed, file.name, sha256)
-    shutil.move(str(file), target)
+    if copy:
+        part = target.with_name(f".{target.name}.part")
+        try:
+            shutil.copy2(file, part)
+            part.replace(target)
+        finally:
+            part.unlink(missing_ok=True)
+    else:
+        shutil.move(str(file), target)
     return target
 
 

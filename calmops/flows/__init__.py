@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def flow_for(kind: str):
@@ -16,15 +16,24 @@ def flow_for(kind: str):
     return getattr(importlib.import_module(module), function)
 
 
-def into_incoming(spec, path: Path) -> tuple[Path, str | None]:
+class Placed(NamedTuple):
+    """Where :func:`into_incoming` put a file for its run."""
+
+    path: Path  # the file in incoming (the user's own file when ``done``: nothing was copied)
+    reserved: str | None  # the content this process reserved in the ledger for its run
+    done: str | None  # the content, when it was processed before: no run is needed
+
+
+def into_incoming(spec, path: Path) -> Placed:
     """A file from outside the pipeline's incoming folder is copied there first (the user's copy is never
     moved): the run then handles it like any arriving file, and a file it leaves pending is where
-    ``calmops status`` and ``calmops relaunch`` look. A file of the same name and bytes there is reused.
+    ``calmops status`` and ``calmops relaunch`` look. A file of the same name and bytes there is reused; one
+    whose content was processed before is not copied (``done``).
 
-    Returns the file in incoming and the content this process reserved in the ledger for its run
+    ``reserved`` is the content this process reserved in the ledger for its run
     (:meth:`~calmops.core.store.Ledger.reserve`, before the copy appears: the watcher leaves it to the run), or
-    None when there is nothing to reserve (done already, a live run has it, or a first copy waits in incoming:
-    the run says so)."""
+    None when there is nothing to reserve (a live run has it, or a first copy waits in incoming: the run says
+    so)."""
     import shutil
 
     from calmops.core.errors import BadInput
@@ -35,7 +44,7 @@ def into_incoming(spec, path: Path) -> tuple[Path, str | None]:
     incoming = paths.incoming.resolve()
     labels = paths.labels.resolve() if paths.labels else None
     if path.parent.resolve() in (incoming, labels):  # in its folder already (a labels file in the labels folder);
-        return path, None  # a link there is refused unread
+        return Placed(path, None, None)  # a link there is refused unread
     if path.is_symlink() or not path.is_file():  # refused here: a run would quarantine (move) it from where it is
         what = "a link" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
         raise BadInput(f"{path} is {what}: a run takes one data file (copied into the pipeline's incoming folder; "
@@ -45,9 +54,11 @@ def into_incoming(spec, path: Path) -> tuple[Path, str | None]:
     if target.exists() and sha256_of(target) != digest:
         target = incoming / f"{digest[:12]}-{path.name}"
     book = ledger(paths)
+    if book.status(digest) == "done":
+        return Placed(path, None, digest)
     reserved = book.reserve(digest, ledger_name(paths, target), arrival_time(path.stat().st_mtime_ns), paths.incoming)
     if target.exists():
-        return target, digest if reserved else None
+        return Placed(target, digest if reserved else None, None)
     part = target.with_name(f".{target.name}.part")
     try:
         shutil.copy2(path, part)
@@ -57,7 +68,7 @@ def into_incoming(spec, path: Path) -> tuple[Path, str | None]:
         if reserved:
             book.unreserve(digest)
         raise
-    return target, digest if reserved else None
+    return Placed(target, digest if reserved else None, None)
 
 
 def run_file(pipeline: str, path: str | Path) -> tuple[dict[str, Any], str | None]:
@@ -65,10 +76,12 @@ def run_file(pipeline: str, path: str | Path) -> tuple[dict[str, Any], str | Non
     from prefect.settings import temporary_settings
 
     from calmops.core.store import ledger, pipeline_paths, read_spec
-    from calmops.flows.common import RunFailed
+    from calmops.flows.common import RunFailed, processed_before
 
     spec = read_spec(pipeline)
-    path, reserved = into_incoming(spec, Path(path))
+    path, reserved, done = into_incoming(spec, Path(path))
+    if done:
+        return processed_before(pipeline, path, done).to_dict(), None
     try:
         # a hand run has its user watching, and CalmOps finds a crashed run by its ledger claim, not by Prefect's
         # flow heartbeats: no heartbeat thread (waiting for it to stop costs up to a second at the end of a run)

@@ -217,6 +217,28 @@ def _duplicate_of(book: Ledger, sha256: str | None) -> dict[str, Any]:
                                                 "decision": first["decision"], "status": first["status"]}}
 
 
+def _processed_before(spec: PipelineSpec, paths: PipelinePaths, book: Ledger, log: RunLog, path: Path, digest: str,
+                      flow_run_id: str | None, *, copy: bool = False) -> RunOutcome:
+    """A file whose content was processed before: it joins the processed folder (moved, or copied when it is a
+    user's own file from outside the pipeline's folders) and is answered a duplicate of the first one."""
+    details = _duplicate_of(book, digest)
+    placed = move_to_processed(paths, path, digest, copy=copy)
+    first = details.get("processed_by", {}).get("file") or "a file"
+    log.info("%s has the same content as %s, already processed; %s to %s", path.name, first,
+             "copied" if copy else "moved", placed.relative_to(paths.root))
+    return _answered(spec, path, digest, Decision.DUPLICATE, "same content already processed",
+                     flow_run_id=flow_run_id, details=details)
+
+
+def processed_before(pipeline: str, path: Path, digest: str) -> RunOutcome:
+    """The answer to a user's own file (``calmops run`` of a file outside the pipeline's folders) whose content
+    was processed before: a copy joins the processed folder and no run is started; copied into incoming, it
+    would also be announced by the watcher, whose flow run would end *Duplicate* beside this answer."""
+    spec = read_spec(pipeline)
+    paths = pipeline_paths(spec).ensure()
+    return _processed_before(spec, paths, ledger(paths), RunLog(spec.name, paths.logs), path, digest, None, copy=True)
+
+
 def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunContext | RunOutcome:
     """The gate: the spec, the file (or proof it was done already), the ledger claim, the breaker.
 
@@ -251,14 +273,10 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
     entry = ledger_name(paths, path)
     set_aside = book.decision(digest) if book.status(digest) == "gone" else None
     if not book.claim(digest, entry, flow_run_id or "", arrived):  # done already, or a live run has it
-        status, details = book.status(digest), _duplicate_of(book, digest)
-        if status == "done":
-            moved = move_to_processed(paths, path, digest)
-            first = details.get("processed_by", {}).get("file") or "a file"
-            log.info("%s has the same content as %s, already processed; moved to %s", path.name, first,
-                     moved.relative_to(paths.root))
-        reason = "same content already processed" if status == "done" else "same content is being processed by another run"
-        return _answered(spec, path, digest, Decision.DUPLICATE, reason, flow_run_id=flow_run_id, details=details)
+        if book.status(digest) == "done":
+            return _processed_before(spec, paths, book, log, path, digest, flow_run_id)
+        return _answered(spec, path, digest, Decision.DUPLICATE, "same content is being processed by another run",
+                         flow_run_id=flow_run_id, details=_duplicate_of(book, digest))
     if set_aside is not None and not holds(path, digest, arrived):  # set aside by another run since it was read
         book.finish(digest, set_aside, status="gone")  # as that run left it: nothing to decide here
         log.info("%s was set aside by another run (%s); nothing to do", path.name, set_aside)

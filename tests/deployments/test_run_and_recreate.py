@@ -115,10 +115,13 @@ def test_run_refuses_a_folder_or_a_link_from_outside_and_moves_nothing(calmops_h
     assert not list(paths.incoming.iterdir())
 
 
-def test_a_hand_run_with_the_watcher_up_makes_one_flow_run_per_file(prefect_server, calmops_home, tmp_path):
+def test_a_hand_run_with_the_watcher_up_makes_one_flow_run_per_file(prefect_server, calmops_home, tmp_path,
+                                                                    monkeypatch):
     """`calmops run` while the stack's watcher watches the pipeline (the README's "Using it" after `make demo`):
     the copy it puts into incoming is the hand run's, so the watcher announces nothing for it (else a second flow
-    run per file ends *Duplicate* beside the real one), and a file dropped into incoming after it still is."""
+    run per file ends *Duplicate* beside the real one), and a file dropped into incoming after it still is. A
+    user's file whose content was processed before is answered a duplicate without a copy in incoming (which the
+    watcher would announce), and the user's file stays where it was."""
     from calmops.core.store import ledger, pipeline_paths, read_spec
     from tests.deployments.test_watcher import Recorder, make_watcher
 
@@ -127,13 +130,31 @@ def test_a_hand_run_with_the_watcher_up_makes_one_flow_run_per_file(prefect_serv
     assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
     data = tmp_path / "data"
     rec = Recorder()
-    with make_watcher(rec, settle=0.2):
+    with make_watcher(rec, settle=0.0):
         for i, name in enumerate(["a.csv", "b.csv"]):
             outcome = runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(600, 8, seed=i), data, name)),
                                           "--json"])
             assert outcome.exit_code == 0, outcome.output
             decided = json.loads(outcome.stdout)["decision"]  # the first file trains, the second is judged
             assert decided == "train" if i == 0 else decided in ("no_drift", "retrain_promoted", "retrain_rejected")
+        again = data / "again" / "a.csv"
+        again.parent.mkdir()
+        again.write_bytes((data / "a.csv").read_bytes())
+        import calmops.flows
+
+        loaded = calmops.flows.flow_for
+
+        def cold_start(kind):  # as in a fresh `calmops run` process, the flow's modules take a while to load
+            time.sleep(1.0)
+            return loaded(kind)
+
+        monkeypatch.setattr(calmops.flows, "flow_for", cold_start)
+        outcome = runner.invoke(app, ["run", "sea", str(again), "--json"])
+        assert outcome.exit_code == 0, outcome.output
+        answer = json.loads(outcome.stdout)
+        assert answer["decision"] == "duplicate" and answer["details"]["processed_by"]["file"] == "a.csv", answer
+        assert again.is_file() and not list(pipeline_paths(read_spec("sea")).incoming.iterdir())
+        time.sleep(1.0)  # past the settle time: a copy announced would be recorded by now
         dropped = write_csv(sea_frame(600, 8, seed=9), pipeline_paths(read_spec("sea")).incoming, "c.csv")
         rec.wait_for(1)  # the watcher is alive and announces a file dropped by hand
         time.sleep(1.0)  # past the settle time of the last event
