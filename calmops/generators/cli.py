@@ -115,6 +115,13 @@ def _at_least(minimum: int, **options) -> None:
             raise _Bad(f"--{name.replace('_', '-')} must be at least {minimum}, got {value:g}")
 
 
+def _typed(ctx: typer.Context, *names: str) -> list[str]:
+    """The options among ``names`` (parameter names) given on the command line, as typed: ``de_share`` ->
+    --de-share (their defaults are not counted)."""
+    return [f"--{n.replace('_', '-')}" for n in names
+            if getattr(ctx.get_parameter_source(n), "name", None) == "COMMANDLINE"]
+
+
 _TRY = "to make a table to try: .venv/bin/calmops generate synthetic agrawal --out data/ (see docs/generators.md)"
 
 
@@ -426,6 +433,7 @@ def real(
 @app.command("clinic")
 @_friendly
 def clinic(
+    ctx: typer.Context,
     out: Out,
     patients: Annotated[int, typer.Option(help="Number of patients.")] = 200,
     steps: Annotated[int, typer.Option(help="Time steps (1 = cross-sectional).")] = 1,
@@ -453,9 +461,10 @@ def clinic(
     if omics.lower() not in (*_clinic.OMICS, "none"):
         raise _Bad(f"unknown --omics {omics!r}; valid: {', '.join(_clinic.OMICS)}, none")
     kind = None if omics.lower() == "none" else omics.lower()
-    if module_drift and kind is None:
-        raise _Bad("--module-drift shifts omics modules, but --omics is none; give --omics rnaseq, microarray or "
-                   "proteins, or leave --module-drift out")
+    if kind is None and (shaping := _typed(ctx, "features", "modules", "de_share", "effect", "module_drift")):
+        raise _Bad(f"{', '.join(shaping)} shape{'s' if len(shaping) == 1 else ''} the omics features, but --omics "
+                   "is none; give --omics rnaseq, microarray or proteins, or leave "
+                   f"{'it' if len(shaping) == 1 else 'them'} out")
     common = {"seed": seed, "groups": groups, "omics": kind, "n_features": features, "n_modules": modules,
                   "de_share": de_share, "effect_size": effect}
     with console.status("generating the cohort…"):

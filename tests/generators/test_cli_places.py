@@ -140,11 +140,17 @@ def test_a_bad_freq_is_said_without_a_pandas_warning(tmp_path):
 # clinic's --omics
 
 
-def test_clinic_omics_lists_none_and_module_drift_needs_omics(tmp_path):
+def test_clinic_omics_lists_none_and_the_omics_options_need_omics(tmp_path):
     assert one_line(run("clinic", "--out", tmp_path, "--omics", "metabolome")) == \
         "error: unknown --omics 'metabolome'; valid: rnaseq, microarray, proteins, none"
     line = one_line(run("clinic", "--out", tmp_path, "--omics", "none", "--steps", 2, "--module-drift", "1=0.4"))
-    assert line.startswith("error: --module-drift shifts omics modules, but --omics is none")
+    assert line.startswith("error: --module-drift shapes the omics features, but --omics is none")
+    # each option that shapes omics features would be ignored without them: refused, every one named
+    line = one_line(run("clinic", "--out", tmp_path, "--omics", "none", "--features", 20, "--effect", 2))
+    assert line.startswith("error: --features, --effect shape the omics features, but --omics is none"), line
+    assert not list(tmp_path.iterdir())  # nothing written
+    made = run("clinic", "--out", tmp_path, "--omics", "none", "--patients", 30, "--no-report")
+    assert made.exit_code == 0, made.output  # the defaults of those options are not counted as given
 
 
 # what generate prints
