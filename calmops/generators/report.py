@@ -103,6 +103,11 @@ def _table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _note(v):
+    """A parameter's value as given (a text unquoted, a number as a number); a list or a mapping as JSON."""
+    return v if v is None or isinstance(v, str | int | float) else json.dumps(v, default=str)
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -141,8 +146,7 @@ def html_report(
     parts = [f"<h1>{_html.escape(title)}</h1>",
              f"<p>{len(whole)} rows × {_written(whole, truth)}; before: {len(before)} rows, after: {len(after)} rows.</p>"]
     if notes:
-        parts.append("<h2>Parameters</h2>" + _table([{"key": k, "value": json.dumps(v, default=str)}
-                                                       for k, v in notes.items()]))
+        parts.append("<h2>Parameters</h2>" + _table([{"key": k, "value": _note(v)} for k, v in notes.items()]))
     if block_column and block_column in whole.columns:
         key = whole[block_column]
     elif time_column and time_column in whole.columns:

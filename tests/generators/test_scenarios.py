@@ -79,7 +79,10 @@ def test_report_shows_before_after_and_quality(tmp_path):
     ref = pd.DataFrame({"a": rng.normal(size=300), "c": rng.choice(["u", "v"], 300)})
     cur = pd.DataFrame({"a": rng.normal(1, 1, 300), "c": rng.choice(["u", "v", "w"], 300)})
     html = html_report(cur, reference=ref, title="t <x>", quality={"summary": {"score": 0.9}, "columns": {}},
-                       notes={"seed": 1})
+                       notes={"seed": 1, "omics": "rnaseq", "share": 0.1 + 0.2, "groups": {"a": 1}})
+    # parameters read as typed: text unquoted, a number rounded as the tables round it, a mapping as JSON
+    assert all(f"<td>{key}</td><td>{value}</td>" in html for key, value in [
+        ("seed", "1"), ("omics", "rnaseq"), ("share", "0.3"), ("groups", "{&quot;a&quot;: 1}")]), html[-800:]
     assert "t &lt;x&gt;" in html and "score" in html and len(re.findall("data:image/png;base64,", html)) == 3
     path = write_report(tmp_path / "r.html", cur, reference=ref)
     assert path.read_text().startswith("<!doctype html>") and [p.name for p in tmp_path.iterdir()] == ["r.html"]
