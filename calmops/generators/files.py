@@ -204,8 +204,9 @@ def read_table(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
         return pd.read_parquet(path)
     if fmt == "json":
         return pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
-    if fmt == "jsonl":
-        return pd.read_json(path, lines=True)
+    if fmt == "jsonl":  # as json: values as written (pandas' reader would turn text that looks like a date into one)
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return pd.DataFrame([json.loads(line) for line in lines if line.strip()])
     if fmt == "xlsx":
         return pd.read_excel(path, engine="openpyxl")
     import arff

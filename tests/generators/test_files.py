@@ -34,6 +34,15 @@ def test_each_format_reads_back(tmp_path, frame, fmt):
     assert sorted(os.listdir(tmp_path)) == [p.name for p in paths]  # no temporary file left
 
 
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "jsonl", "arff"])
+def test_text_formats_read_text_back_as_text(tmp_path, fmt):
+    """A column of text that looks like dates (or codes with leading zeros) stays the text it was in every text
+    format, so a command that reads a file and writes it back (inject) leaves it as it was."""
+    frame = pd.DataFrame({"date": ["2024-01-01", "2024-02-01"], "site": ["east", "west"], "x": [1.5, 2.5]})
+    back = read_table(write_files(frame, tmp_path, fmt=fmt)[0])
+    assert back["date"].tolist() == ["2024-01-01", "2024-02-01"] and back["x"].tolist() == [1.5, 2.5]
+
+
 def test_rows_per_file_and_bad_arguments(tmp_path, frame):
     paths = write_files(frame, tmp_path, rows_per_file=8)
     assert [len(read_table(p)) for p in paths] == [8, 8, 4]
