@@ -58,11 +58,18 @@ KNOWN_SCHEMES = ("basic", "digest", "token", "negotiate", "ntlm", "hoba", "mutua
 # -- wire models (they are the OpenAPI schema) -------------------------------------------------
 
 
+def _json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words: 'an array', 'an object', 'a string', 'a number'…"""
+    if isinstance(value, bool):
+        return "a boolean"
+    return {list: "an array", dict: "an object", str: "a string", int: "a number", float: "a number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
 def _scalar(value: Any) -> Any:
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
-    kind = "an array" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
-    raise ValueError(f"expected a single value (string, number, boolean or null), got {kind}")
+    raise ValueError(f"expected a single value (string, number, boolean or null), got {_json_kind(value)}")
 
 
 Scalar = Annotated[
@@ -242,6 +249,10 @@ def _validation_errors(exc: RequestValidationError) -> list[tuple[str, str, Any]
         elif kind == "missing":
             msg = "field required"
             value = None
+        elif kind == "list_type" and loc == ("body", "records"):
+            msg = f"expected an array of records (a JSON object per row), got {_json_kind(value)}"
+        elif kind == "dict_type" and loc[:2] == ("body", "records"):
+            msg = f"expected a record (a JSON object of column: value), got {_json_kind(value)}"
         elif kind == "extra_forbidden":
             msg = "unknown field (the body holds only `records`)"
         errors.append((_field(loc), msg, _echoed(value)))

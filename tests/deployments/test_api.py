@@ -178,7 +178,14 @@ def test_invalid_payloads_get_422_naming_the_field(trained):
 
     assert errors({"records": []})["errors"][0]["field"] == "records"
     assert errors({"rows": _records(1)})["errors"][0]["field"] in ("records", "rows")
-    assert errors({"records": [1, 2]})["errors"][0]["field"] == "records[0]"
+    # shapes are said in JSON's words (what was expected and what came), not the validation library's
+    assert errors({"records": [1, 2]})["errors"][0] == {
+        "field": "records[0]", "message": "expected a record (a JSON object of column: value), got a number",
+        "value": 1}
+    for sent, got in (({"x1": 1}, "an object"), ("abc", "a string"), (None, "null")):
+        said = errors({"records": sent})["errors"][0]
+        assert said["field"] == "records" and said["message"] == \
+            f"expected an array of records (a JSON object per row), got {got}", said
     resp = client.post("/pipelines/sea/predict", content=b"{not json", headers={"content-type": "application/json"})
     assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body"
     resp = client.post("/pipelines/sea/predict", content=b"x1=1", headers={"content-type": "text/plain"})
