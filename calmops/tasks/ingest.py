@@ -134,6 +134,23 @@ def text_delimiter(path: Path, fmt: str, delimiter: str | None = None) -> str | 
     return delimiter or ("\t" if fmt == "tsv" else _sniff_delimiter(path))
 
 
+def _json_lines(path: Path) -> list[dict]:
+    """The records of a JSON Lines file (blank lines skipped); a line that is not a JSON object is named."""
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"line {number}: {exc.msg} (column {exc.colno})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"line {number} is not a JSON object of column: value")
+            records.append(record)
+    return records
+
+
 def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFrame:
     try:
         if fmt in ("csv", "tsv", "txt"):
@@ -145,8 +162,8 @@ def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFra
             if isinstance(data, dict):
                 data = data.get("records", data.get("data", [data]))
             return pd.json_normalize(data) if isinstance(data, list) else pd.DataFrame(data)
-        if fmt == "jsonl":
-            return pd.read_json(path, lines=True)
+        if fmt == "jsonl":  # a record per line, read as json's records are: each value as written
+            return pd.json_normalize(_json_lines(path))
         if fmt == "xlsx":
             return pd.read_excel(path, engine="openpyxl")
         if fmt == "arff":

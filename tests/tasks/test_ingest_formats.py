@@ -138,3 +138,30 @@ def test_a_few_text_labels_among_numbers_are_named_with_their_rows():
                     "('0', '1'): 'abc' in 1 row(s): data row 49; correct or remove these rows"), said
     words = V.label_type_mismatch(pd.Series(["no", "yes"] * 5, dtype=object), [0, 1], "y")
     assert "holds text ('no', 'yes') but the champion's classes are numbers" in words, words
+
+
+def test_json_lines_are_read_as_json_records_are_each_value_as_written(tmp_path):
+    """The same records as JSON and as JSON Lines make the same batch: a code with a leading zero stays that text
+    (it became the number 1234, a numeric feature the API's "01234" would not match), and text that looks like a
+    date or a number stays text."""
+    spec = parse_spec({"name": "fmt", "target": "y", "feature_types": {"zip": "categorical", "code": "categorical"}})
+    records = [{"zip": "01234", "code": "7", "when": "2024-01-01", "a": 1.5, "y": 0},
+               {"zip": "05678", "code": "8", "when": "2024-02-01", "a": 2.5, "y": 1}] * 5
+    as_json = tmp_path / "d.json"
+    as_json.write_text(json.dumps(records))
+    as_lines = tmp_path / "d.jsonl"
+    as_lines.write_text("".join(json.dumps(r) + "\n" for r in records) + "\n")  # a blank last line is skipped
+    batches = [parse_and_validate(path, "0" * 64, spec, None) for path in (as_json, as_lines)]
+    assert batches[1].X["zip"].tolist()[:2] == ["01234", "05678"]
+    pd.testing.assert_frame_equal(batches[0].X, batches[1].X)
+    assert batches[0].feature_types == batches[1].feature_types
+
+
+def test_a_json_lines_file_with_a_bad_line_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"a": 1, "b": "x", "y": 0}\n{"a": 2, oops\n')
+    with pytest.raises(RejectedInput, match=r"d.jsonl: cannot be parsed as jsonl: 'line 2: Expecting property name"):
+        parse_and_validate(path, "0" * 64, SPEC, None)
+    path.write_text('{"a": 1, "b": "x", "y": 0}\n[2, "x", 1]\n')
+    with pytest.raises(RejectedInput, match=r"line 2 is not a JSON object of column: value"):
+        parse_and_validate(path, "0" * 64, SPEC, None)
