@@ -146,7 +146,7 @@ def _json_lines(path: Path) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"line {number}: {exc.msg} (column {exc.colno})") from None
             if not isinstance(record, dict):
-                raise ValueError(f"line {number} is not a JSON object of column: value")
+                raise TypeError(f"line {number} is not a JSON object of column: value")
             records.append(record)
     return records
 
