@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 
 from calmops.core.awaiting import PREDICTION, VERSION, Awaiting, Match, keys_of
+from calmops.core.logs import RunLog
 from calmops.core.metrics import evaluate
 from calmops.core.spec import PipelineSpec
+from calmops.core.store import pipeline_paths
 from calmops.tasks import validate as V
 from calmops.tasks.ingest import RejectedInput, detect_format, read_table, text_delimiter
 
@@ -195,12 +197,24 @@ def keep_for_labels(awaiting: Awaiting, spec: PipelineSpec, frame: pd.DataFrame,
                     version: int, sha256: str, file: str) -> dict[str, Any]:
     """Keep a batch predicted without labels for its labels file: its features as the model read them (typed,
     so rows joined from several files agree) and its ids; returns what was kept (rows, and ids the file names
-    more than once: one label will label each of their rows)."""
+    more than once: one label will label each of their rows). A row with an empty id is not kept: no labels
+    file can name it (one with an empty id is refused); how many there were, and which, is returned and
+    logged, so no row is left waiting for ever in silence."""
     assert spec.labels is not None
+    has_id = frame[spec.labels.join_on].notna().all(axis=1).to_numpy()
+    without_id = np.flatnonzero(~has_id)
+    frame, X, predictions = frame[has_id], X[has_id], np.asarray(predictions)[has_id]
     keys = keys_of(frame, spec.labels.join_on)
     kept = X.copy()
     for column in spec.labels.join_on:
         kept[column] = frame[column].to_numpy()
-    awaiting.keep(kept, keys, predictions, version, sha256, file)
+    if len(kept):
+        awaiting.keep(kept, keys, predictions, version, sha256, file)
     repeated = sum(1 for count in Counter(keys).values() if count > 1)  # ids named more than once
-    return {"rows": len(frame), "join_on": spec.labels.join_on, "repeated_ids": repeated}
+    out = {"rows": len(frame), "join_on": spec.labels.join_on, "repeated_ids": repeated}
+    if len(without_id):
+        out |= {"without_id": len(without_id), "without_id_rows": [int(p) + 1 for p in without_id[:20]]}
+        RunLog(spec.name, pipeline_paths(spec).logs).warning(
+            "%s: %s without an id in %s: predicted, not kept for labels (no labels file can name them)",
+            file, V.rows_phrase(without_id), ", ".join(spec.labels.join_on))
+    return out

@@ -283,3 +283,24 @@ def test_zero_padded_text_ids_join_from_a_csv_and_ids_are_listed_and_counted_as_
     assert out["decision"] != "rejected_input", out["reason"]
     counts = out["details"]["labels"]
     assert (counts["matched"], counts["unmatched"]) == (600, 1) and counts["unmatched_ids"] == ["0090001"]
+
+
+def test_a_features_row_without_its_id_is_counted_and_warned_not_left_waiting_for_labels(prefect_server, late_spec):
+    """No labels file can name a row whose id is empty (a labels file with an empty id is refused): the row is
+    predicted, but not kept waiting; the record says how many such rows, and which, and the log warns."""
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    paths = pipeline_paths(late_spec)
+    run("late", write_csv(batch(600, 8.0, 1, 0), folder, "f0.csv"))
+    f1 = batch(600, 8.0, 2, 1000).astype({"id": float})
+    f1.loc[[5, 40], "id"] = np.nan  # data rows 6 and 41 have an empty id
+    out = run("late", write_csv(features(f1), folder, "f1.csv"))
+    assert out["decision"] == "predict_only", out["reason"]
+    told = out["details"]["awaiting_labels"]
+    assert (told["rows"], told["without_id"], told["without_id_rows"]) == (598, 2, [6, 41])
+    assert Awaiting(paths.root, paths.state).waiting(30)["waiting"] == 598
+    said = (paths.logs / "pipeline.log").read_text()
+    assert "f1.csv: 2 row(s): data row 6, 41 without an id in id" in said
+    # the labels of every row that has an id label the whole file: nothing is left waiting
+    out = run("late", write_csv(labels(f1.dropna(subset=["id"])), labels_folder, "l1.csv"))
+    assert out["details"]["labels"]["matched"] == 598
+    assert Awaiting(paths.root, paths.state).waiting(30)["waiting"] == 0
