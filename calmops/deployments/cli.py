@@ -118,10 +118,11 @@ def update(name: str, spec_file: Path):
     from calmops.core.store import read_spec, save_spec
     from calmops.deployments.console import console
 
-    read_spec(name)
+    current = read_spec(name)
     spec = load_spec(spec_file)
     if spec.name != name:
         raise CliError(f"the spec names pipeline {spec.name!r}, not {name!r}", "a pipeline cannot be renamed")
+    _keeps_what_awaits_labels(current, spec)
     if spec.prediction_only:
         from calmops.core import registry
 
@@ -132,6 +133,25 @@ def update(name: str, spec_file: Path):
     from calmops.deployments.operations_cli import sync_pipeline
 
     sync_pipeline(name, console)
+
+
+def _keeps_what_awaits_labels(current, spec) -> None:
+    """A spec without the ``labels`` section of the current one, while rows await their labels or labels files
+    wait in the labels folder, is refused: nothing would ever join them again, and nothing is dropped
+    silently."""
+    if current.labels is None or spec.labels is not None:
+        return
+    from calmops.core.awaiting import Awaiting
+    from calmops.core.store import incoming_files, pipeline_paths
+
+    paths = pipeline_paths(current)
+    rows = Awaiting(paths.root, paths.state).waiting(current.labels.max_wait_days)["waiting"]
+    files = len(incoming_files(paths.labels))
+    if rows or files:
+        raise CliError(f"pipeline {spec.name!r} has {rows} row(s) awaiting labels and {files} labels file(s) waiting "
+                       f"in {paths.labels}: without its labels section none of them would ever be joined",
+                       "keep the labels section until their labels files have come and been decided ('calmops "
+                       f"status {spec.name}' counts both), then update")
 
 
 def _needs_a_champion(spec, has_champion: bool) -> None:
