@@ -588,6 +588,24 @@ class Ledger:
             out[state] = out.get(state, 0) + 1
         return out
 
+    def left_behind(self, sha256: str, file: str, after: float) -> bool:
+        """Whether a file ``file`` (its ledger name) holding this ``done`` content, found in its folder, was left
+        there for a run to answer: a copy under another name, or the file itself decided more than ``after``
+        seconds ago (its run moves it to processed as it decides it: one still there was not moved, or its bytes
+        were dropped again). A run answers it a duplicate and moves it to processed."""
+        with closing(self._connect()) as con:
+            row = con.execute(f"SELECT file, updated FROM {self.t} WHERE sha256=? AND status='done'",
+                              (sha256,)).fetchone()
+        if row is None:
+            return False
+        if row[0] != file:
+            return True
+        try:
+            decided = datetime.fromisoformat(row[1]).timestamp()
+        except (TypeError, ValueError):
+            return True
+        return time.time() - decided > after
+
     def decision(self, sha256: str) -> str | None:
         with closing(self._connect()) as con:
             row = con.execute(f"SELECT decision FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()

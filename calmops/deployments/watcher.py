@@ -516,7 +516,9 @@ class Watcher:
                 continue
             sha = self._hash(path, st)
             status = states.get(sha)
-            if status == "done":
+            if status == "done":  # a copy of decided bytes: its run answers at once, outside the pipeline's turn
+                if self._left_behind(watched, path, sha, force):
+                    self._announce(watched, path, st, reason="scan", sha=sha, arrived=arrival_time(st[1]))
                 continue
             if announced and one_turn:  # decided in the turn of the run just announced
                 self._record_arrival(watched, path, sha, arrival_time(st[1]))
@@ -660,6 +662,19 @@ class Watcher:
         log.info("announced %s for pipeline %s (%s, sha256 %s…)", path.name, watched.pipeline, reason, sha[:12])
         return True
 
+
+    def _left_behind(self, watched: _Watched, path: Path, sha: str, force: bool) -> bool:
+        """Whether a file of decided content waits in the folder for a run to answer it a duplicate (see
+        :meth:`calmops.core.store.Ledger.left_behind`), announced no more often than any file is."""
+        with self._lock:
+            last = self._emitted.get(path)
+        if last and last[0] == sha and not force and time.monotonic() - last[1] < self._reemit_delay(last[2], "done"):
+            return False
+        name = f"{LABELS_ENTRY}{path.name}" if watched.labels else path.name
+        try:
+            return Ledger(watched.ledger).left_behind(sha, name, after=self.reemit_after)
+        except statedb.errors():
+            return False
 
     @staticmethod
     def _held_by_a_run(watched: _Watched, path: Path, sha: str) -> bool:

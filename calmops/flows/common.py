@@ -222,10 +222,15 @@ def _processed_before(spec: PipelineSpec, paths: PipelinePaths, book: Ledger, lo
     """A file whose content was processed before: it joins the processed folder (moved, or copied when it is a
     user's own file from outside the pipeline's folders) and is answered a duplicate of the first one."""
     details = _duplicate_of(book, digest)
-    placed = move_to_processed(paths, path, digest, copy=copy)
     first = details.get("processed_by", {}).get("file") or "a file"
-    log.info("%s has the same content as %s, already processed; %s to %s", path.name, first,
-             "copied" if copy else "moved", placed.relative_to(paths.root))
+    try:
+        placed = move_to_processed(paths, path, digest, copy=copy)
+    except OSError as exc:  # the answer stands; a file left in its folder is moved by a later scan's run
+        log.error("%s has the same content as %s, already processed, but could not be %s to %s (%s: %s)",
+                  path.name, first, "copied" if copy else "moved", paths.processed, type(exc).__name__, exc)
+    else:
+        log.info("%s has the same content as %s, already processed; %s to %s", path.name, first,
+                 "copied" if copy else "moved", placed.relative_to(paths.root))
     return _answered(spec, path, digest, Decision.DUPLICATE, "same content already processed",
                      flow_run_id=flow_run_id, details=details)
 
@@ -362,11 +367,24 @@ def finish(ctx: RunContext, outcome: RunOutcome, verdict: DriftVerdict | None, *
         ctx.ledger.finish(ctx.sha256, outcome.decision, status="pending")
     else:
         ctx.ledger.finish(ctx.sha256, outcome.decision)
-        if ctx.path.exists():
-            move_to_processed(ctx.paths, ctx.path, ctx.sha256)
+        _to_processed(ctx)
     ctx.log.info("%s → %s: %s", f"{LABELS_ENTRY}{ctx.path.name}" if ctx.labels_file else ctx.path.name,
                  outcome.decision, outcome.reason)
     return outcome
+
+
+def _to_processed(ctx: RunContext) -> None:
+    """Move a decided file to processed. The decision stands whatever happens here (it is recorded, the ledger
+    says done): a folder that cannot be written is logged with what to do, and the file, left in its folder, is
+    answered a duplicate and moved by a later run once it can be (the watcher's scans announce it)."""
+    if not ctx.path.exists():
+        return
+    try:
+        move_to_processed(ctx.paths, ctx.path, ctx.sha256)
+    except OSError as exc:
+        ctx.log.error("%s was decided, but could not be moved to %s (%s: %s); it stays where it is until the "
+                      "folder can be written, then the next scan moves it", ctx.path.name, ctx.paths.processed,
+                      type(exc).__name__, exc)
 
 
 def _take_back_history(ctx: RunContext) -> None:

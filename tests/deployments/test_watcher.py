@@ -237,6 +237,36 @@ def test_pending_scan_on_start_skips_done_and_claimed_files(unordered_spec):
     assert sorted(rec.names()) == sorted(waiting * 2)
 
 
+def test_decided_bytes_left_in_incoming_are_announced_for_a_run_to_answer_them(stream_spec):
+    """Bytes decided already that wait in incoming (a copy dropped while the watcher was down, or a file whose
+    move to processed failed) are announced, so a run answers them a duplicate and moves them: they were never
+    announced and waited for good. Not a file just decided (its own run moves it), and not the pipeline's turn:
+    the oldest waiting file is announced beside them."""
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+
+    from calmops.core.store import ledger, pipeline_paths
+
+    folder = incoming(stream_spec)
+    book = ledger(pipeline_paths(stream_spec))
+    first, stuck, fresh = (f"x1,y\n{i},0\n".encode() for i in range(3))
+    for data, name in ((first, "first.csv"), (stuck, "stuck.csv"), (fresh, "fresh.csv")):
+        assert book.claim(sha(data), name, "run")
+        book.finish(sha(data), "no_drift")
+    with sqlite3.connect(book.path) as con:  # stuck.csv was decided ten minutes ago and is still in incoming
+        con.execute("UPDATE files SET updated=? WHERE sha256=?",
+                    ((datetime.now(UTC) - timedelta(minutes=10)).isoformat(timespec="seconds"), sha(stuck)))
+    for name, data, seconds in (("copy.csv", first, 90), ("stuck.csv", stuck, 80), ("fresh.csv", fresh, 70),
+                                ("new.csv", b"x1,y\n9,1\n", 60), ("later.csv", b"x1,y\n8,1\n", 50)):
+        (folder / name).write_bytes(data)
+        age(folder / name, seconds)
+    rec = Recorder()
+    with make_watcher(rec, reemit_after=120):
+        rec.wait_for(3)
+        time.sleep(0.5)
+    assert rec.names() == ["copy.csv", "stuck.csv", "new.csv"]  # later.csv is decided in new.csv's turn
+
+
 def test_pending_files_wait_for_the_breaker(stream_spec):
 
     data = b"x1,y\n1,0\n"

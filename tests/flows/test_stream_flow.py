@@ -115,6 +115,38 @@ def test_same_bytes_are_processed_once_even_under_another_name(prefect_server, s
     assert len(list(pipeline_paths(read_spec("sea")).processed.iterdir())) == 3
 
 
+def test_a_decided_file_that_cannot_be_moved_keeps_its_decision_and_is_moved_by_a_later_run(
+        prefect_server, stream_spec, monkeypatch):
+    """The move to processed is the last step: a processed folder that cannot be written (the file system
+    refuses the move, as for a read-only or immutable folder) leaves the decision as it was taken (recorded, the ledger done, the batch in the
+    history), not a failed run over a promoted model with its rows taken back; the file waits in incoming,
+    and once the folder can be written a run answers it a duplicate and moves it."""
+    folder = incoming("sea")
+    paths = pipeline_paths(read_spec("sea"))
+    from calmops.flows import common
+
+    moves = common.move_to_processed
+
+    def refused(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted", str(paths.processed / "a.csv"))
+
+    monkeypatch.setattr(common, "move_to_processed", refused)
+    first = write_csv(sea_frame(600, 8.0, seed=1), folder, "a.csv")
+    outcome = run("sea", first)
+    assert outcome["decision"] == "train", outcome
+    book = ledger(paths)
+    assert book.status(digest(first)) == "done" and first.is_file()
+    assert len(list(paths.history.glob("*.parquet"))) == 1  # the rows it was trained on stay in the history
+    logged = (paths.logs / "pipeline.log").read_text()
+    assert "a.csv was decided, but could not be moved to" in logged, logged[-1500:]
+
+    monkeypatch.setattr(common, "move_to_processed", moves)  # the folder can be written again: the file is answered and moved
+    again = run("sea", first)
+    assert again["decision"] == "duplicate" and again["details"]["processed_by"]["file"] == "a.csv"
+    assert not first.exists() and (paths.processed / "a.csv").is_file()
+    assert registry.alias_version("sea", "champion") == 1
+
+
 def test_duplicate_event_after_the_file_moved_is_harmless(prefect_server, stream_spec):
     from calmops.flows.stream import stream_flow
 
