@@ -34,7 +34,8 @@ claims its copy in the ledger before the copy appears in incoming (see
 Prefect delivers events at least once, and an event sent while the server is down can be lost. So the
 watcher also scans the incoming folders on start, every ``scan_interval`` seconds, and at once when
 the Prefect API answers again after an outage. A scan announces a file unless the pipeline's ledger
-marks it ``done``, a live run holds its claim (``in_progress``; a claim whose run has ended without
+marks it ``done`` (but for decided bytes left behind in the folder: a copy under another name, or a file not moved
+to processed a while after it was decided, announced for their runs to answer them a duplicate), a live run holds its claim (``in_progress``; a claim whose run has ended without
 finishing is *orphaned* and announced again, see :class:`calmops.core.store.Ledger`), it is ``pending``
 while the pipeline's breaker is still cooling down, or a flow run for it is already
 scheduled, waiting for its pipeline's slot, or running. A file already announced is announced again
