@@ -158,7 +158,9 @@ def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now:
 def find_dead() -> list[Stalled]:
     """File runs Prefect still calls Running whose process is gone: the ledger holds their claim as orphaned
     (its owner process ended on this host, or its heartbeat stopped on any host: a worker or its host died
-    mid-run). Nobody will report their end, and each holds its pipeline's slot until its lease runs out."""
+    mid-run), or they hold no claim and have decided nothing for longer than the ledger's lease (the run ended,
+    giving its claim back or deciding its file, while Prefect's server was out of reach to hear of it). Nobody
+    will report their end, and each holds its pipeline's slot until its lease runs out."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
 
@@ -179,12 +181,31 @@ def find_dead() -> list[Stalled]:
         except Exception:
             log.debug("could not read the ledger of %s", pipeline, exc_info=True)
             continue
-        dead = [e["file"] for e in held if states.get(e["sha256"]) == "orphaned"]
-        if dead:
-            found.append(Stalled(pipeline, str(run.id), run.name, run.state.name, 0.0,
-                                 f"Running, but its process is gone (the claim of {dead[0]} is orphaned)",
+        why = _why_dead(held, states, book.lease if book else 0.0, time.time())
+        if why:
+            found.append(Stalled(pipeline, str(run.id), run.name, run.state.name, 0.0, f"Running, but {why}",
                                  dead=True))
     return found
+
+
+def _why_dead(held: list[dict[str, Any]], states: dict[str, str], lease: float, now: float) -> str | None:
+    """Why a run Prefect calls Running has ended, from the ledger entries that name it (``held``), or None."""
+    if not held or any(states.get(e["sha256"]) == "in_progress" for e in held):
+        return None  # nothing of its own yet (waiting for its turn), or a live claim: it runs
+    if orphaned := [e["file"] for e in held if states.get(e["sha256"]) == "orphaned"]:
+        return f"its process is gone (the claim of {orphaned[0]} is orphaned)"
+    last = max((_epoch(e["updated"]) for e in held), default=None)
+    if last is None or now - last <= lease:
+        return None  # between two files of its turn, or reporting its end
+    return (f"it holds no claim and has decided nothing for {now - last:.0f} s (it ended while Prefect's server "
+            "could not hear of it)")
+
+
+def _epoch(stamp: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(stamp).timestamp() if stamp else None
+    except ValueError:
+        return None
 
 
 def cancel(stalled: Stalled) -> None:
