@@ -461,17 +461,43 @@ def run(name: str, file: Path, as_json: Annotated[bool, JsonOption] = False):
         _fail(one_line(error), f"see 'calmops logs {name}' and the flow run in the Prefect UI")
 
 
-def _first_copy(spec, file: str) -> str | None:
-    """The file a processed duplicate ``file`` copies (same content, decided first under another name)."""
-    from calmops.core.store import has_ledger, ledger, pipeline_paths, sha256_of
+def _first_copy(spec, file: str, labels: bool = False) -> str | None:
+    """The file a processed duplicate ``file`` copies (same content, decided first under another name), as the
+    ledger names it; None unless that file came from the same folder (``labels``: the labels folder): the
+    processed folder keeps both kinds of file, and a bare name is a features file's."""
+    from calmops.core.store import LABELS_ENTRY, has_ledger, pipeline_paths, sha256_of
 
     paths = pipeline_paths(spec)
     copy = paths.processed / file
     if not copy.is_file() or not has_ledger(paths):
         return None
-    digest = sha256_of(copy)
-    first = next((e["file"] for e in ledger(paths).entries() if e["sha256"] == digest), None)
-    return first if first and first != file else None
+    first = _ledger_entry(paths, sha256_of(copy))
+    if not first or first.startswith(LABELS_ENTRY) != labels:
+        return None
+    return first if first != (f"{LABELS_ENTRY}{file}" if labels else file) else None
+
+
+def _ledger_entry(paths, sha256: str | None) -> str | None:
+    """The name the ledger keeps for a content (``labels/<name>`` for a labels file), None when it has none."""
+    from calmops.core.store import has_ledger, ledger
+
+    if not sha256 or not has_ledger(paths):
+        return None
+    return next((e["file"] for e in ledger(paths).entries() if e["sha256"] == sha256), None)
+
+
+def _quarantined(spec, file: str, labels: bool) -> tuple[Path, dict] | None:
+    """The quarantine record (sidecar and content) of ``file``: a labels file's with ``labels``, a features
+    file's without (the quarantine folder keeps both kinds under their own names; the ledger says which folder
+    a content came from, and a record it does not know is taken for either)."""
+    from calmops.core.store import LABELS_ENTRY, pipeline_paths, quarantine_record
+
+    paths = pipeline_paths(spec)
+    held = quarantine_record(paths, file)
+    if held is None:
+        return None
+    entry = _ledger_entry(paths, held[1].get("sha256"))
+    return held if entry is None or entry.startswith(LABELS_ENTRY) == labels else None
 
 
 def _print_outcome(o: dict[str, Any]) -> None:
@@ -571,7 +597,7 @@ def report(name: str,
     """Write the drift report of a file's latest run as one HTML page that opens offline."""
     from calmops.core import registry
     from calmops.core.report_page import file_name, render_report
-    from calmops.core.store import LABELS_ENTRY, pipeline_paths, quarantine_record, read_spec
+    from calmops.core.store import LABELS_ENTRY, read_spec
     from calmops.core.verdict import DriftVerdict
     from calmops.deployments.console import console
 
@@ -583,13 +609,14 @@ def report(name: str,
     try:
         outcome, verdict, labels = registry.recorded_verdict(name, file, labels=labels)
     except registry.NoRecordedRun as exc:
-        if file and (held := quarantine_record(pipeline_paths(spec), file)):
+        named = f"{LABELS_ENTRY}{file}" if labels else file  # as `status` names it
+        if file and (held := _quarantined(spec, file, labels)):
             sidecar, record = held
-            raise CliError(f"{file!r} was quarantined before any drift check: {record.get('reason')}",
+            raise CliError(f"{named!r} was quarantined before any drift check: {record.get('reason')}",
                            f"the reason and details are in {sidecar}; mend the file and drop it into the "
-                           "incoming folder again") from None
-        if file and not labels and (first := _first_copy(spec, file)):
-            raise CliError(f"{file!r} has the same content as {first!r}, decided before it: a duplicate is not "
+                           f"{'labels' if labels else 'incoming'} folder again") from None
+        if file and (first := _first_copy(spec, file, labels)):
+            raise CliError(f"{named!r} has the same content as {first!r}, decided before it: a duplicate is not "
                            "checked again", f"its report is that file's: calmops report {name} {first}") from None
         raise CliError(str(exc), f"give the file's name as it arrived ('calmops report {name}' alone takes the latest "
                                  f"file checked; the MLflow UI lists every run of experiment calmops/{name} by file); "
