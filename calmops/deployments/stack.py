@@ -27,7 +27,7 @@ from pathlib import Path
 from calmops.core import environment
 from calmops.core.pids import running, start_time, state
 from calmops.core.settings import Settings, get_settings
-from calmops.deployments.processes import escalate, port_problem
+from calmops.deployments.processes import environ_of, escalate, port_problem
 
 HOST = os.environ.get("CALMOPS_HOST", "127.0.0.1")
 
@@ -251,6 +251,8 @@ def start(name: str, settings: Settings | None = None, wait: float | None = None
         return service
     if running_pid(settings, name) and service.port is None:
         stop(name, settings)  # a worker or watcher that stopped answering: start a fresh one
+    if not running_pid(settings, name):
+        stop(name, settings)  # what a killed server left running (holding its port), if anything
     if service.port is not None and port_problem(HOST, service.port):
         raise RuntimeError(f"port {service.port} for {name} is taken by another program; "
                            f"set CALMOPS_{name.upper()}_PORT to another port")
@@ -351,10 +353,11 @@ def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bo
         pid = 0
     start = start_time(pid) if pid > 0 else None
     if pid <= 0 or not running(pid, start):  # no pid file, or one left by a process that ended
+        left = _stop_left_behind(name, settings)
         _forget(path, recorded)
         _forget_state(name, settings)
         write_urls(settings)
-        return False
+        return bool(left)
     # flow runs started by the worker live in sessions of their own: find them before their parent goes
     children = {child: start_time(child) for child in _descendants(pid)}  # known by their start, as pids recycle
     signals = _stop_signals(name)
@@ -371,6 +374,27 @@ def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bo
             "%s stopped, but process(es) it started outlived the signals: pid %s (%s)", name,
             ", ".join(map(str, left)), _why_alive(left[0], CHILD_SIGNALS, CHILD_GRACE))
     return True
+
+
+def _stop_left_behind(name: str, settings: Settings) -> list[int]:
+    """Stop the processes a server left running when it was killed on its own (``kill -9`` of its pid: MLflow's
+    server keeps serving from its uvicorn child, holding the port): those that carry the service's marker in
+    their environment (:func:`service_marker`, this host's run folder). Services without a port are left
+    alone: the flow runs a killed worker started finish their files. Returns the pids stopped."""
+    if services()[name].port is None:
+        return []
+    marker = service_marker(name, settings).encode()
+    left = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        pid = int(entry.name)
+        if pid != os.getpid() and (environ_of(pid) or {}).get(SERVICE_MARKER) == marker:
+            left.append(pid)
+    stopped = [pid for pid in left if escalate(pid, CHILD_SIGNALS, CHILD_GRACE, start=start_time(pid))]
+    if stopped:
+        logging.getLogger("calmops.stack").warning(
+            "%s's process had ended, but process(es) it started still ran: stopped pid %s", name,
+            ", ".join(map(str, stopped)))
+    return stopped
 
 
 def _descendants(pid: int) -> list[int]:

@@ -186,3 +186,35 @@ def test_a_stopped_service_whose_child_outlives_the_signals_is_stopped_and_the_c
         assert f"pid {child}" in caplog.text and "outlived the signals" in caplog.text
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.timeout(240)
+def test_a_server_killed_on_its_own_leaves_nothing_holding_its_port_after_down_and_up_starts_it(isolated):
+    """``kill -9`` of MLflow's pid leaves its uvicorn child serving on the port (in the stack's session). `down`
+    said "mlflow: not running" and left it; `up` then refused: "port … is taken by another program". What the
+    server left behind carries its marker: it is stopped, by `down` and by a start."""
+    port = int(os.environ["CALMOPS_MLFLOW_PORT"])
+    settings = stack.get_settings()
+    marker = stack.service_marker("mlflow", settings)
+    health = f"http://127.0.0.1:{port}/health"
+    try:
+        for stop_with in ("down", "start"):
+            stack.start("mlflow", settings, wait=120)
+            pid = int((settings.run_dir / "mlflow.pid").read_text())
+            children = stack._descendants(pid)
+            assert children, "MLflow's server runs its app in a child process"
+            os.kill(pid, signal.SIGKILL)
+            until(lambda pid=pid: _ended(pid), 10, "the server's own process ended")
+            assert get(health, timeout=2.0)[0] == 200  # its child still serves
+            if stop_with == "down":
+                result = runner.invoke(app, ["down"])
+                assert result.exit_code == 0, result.output
+                assert "mlflow: stopped" in result.output, result.output
+            else:
+                stack.start("mlflow", settings, wait=120)  # as `calmops up` does: no "port taken"
+                assert stack.running_pid(settings, "mlflow") not in (None, pid)
+            assert all(_ended(child) for child in children)
+    finally:
+        for entry in Path("/proc").glob("[0-9]*"):
+            if _marked(int(entry.name), marker):
+                os.kill(int(entry.name), signal.SIGKILL)
