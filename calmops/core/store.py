@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calmops.core import statedb
+from calmops.core.logs import RunLog
 from calmops.core.pids import running, start_time
 from calmops.core.settings import Settings, get_settings
 from calmops.core.spec import NAME_PATTERN, PipelineSpec, check_spec, load_spec, parse_spec, resolve_paths
@@ -190,9 +191,26 @@ def read_champion_state(path: Path, champion_version: int, **match: Any) -> dict
     next one."""
     if not path.exists():
         return None
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(saved, dict):
+            raise TypeError(f"a JSON {type(saved).__name__} where an object belongs")
+    except (ValueError, TypeError) as exc:  # written atomically, so changed from outside: it starts afresh
+        _set_aside_unreadable(path, exc)
+        return None
     wanted = {"champion_version": champion_version, **match}
     return saved if all(saved.get(k) == v for k, v in wanted.items()) else None
+
+
+def _set_aside_unreadable(path: Path, exc: Exception) -> None:
+    """Rename a state file that cannot be read to ``<name>.unreadable-<time>`` (kept to look at, never deleted)
+    and say so in the pipeline's log: the state it held starts afresh, as with a new champion."""
+    target = path.with_name(f"{path.name}.unreadable-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}")
+    os.replace(path, target)
+    root = path.parent.parent  # <pipeline>/state/<file>
+    RunLog(root.name, root / "logs").warning(
+        "state file %s could not be read (%s: %s); it was set aside as %s and its state starts afresh",
+        path, type(exc).__name__, str(exc)[:200], target.name)
 
 
 def write_champion_state(path: Path, champion_version: int, **fields: Any) -> None:
