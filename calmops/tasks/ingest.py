@@ -64,6 +64,17 @@ class Batch:
 # -- reading by real type ------------------------------------------------------------------
 
 
+def _utf8_head(head: bytes, *, whole: bool) -> str:
+    """The first bytes of a file as UTF-8 text; a multi-byte character cut by the end of the window (not of
+    the ``whole`` file) is left out. Raises UnicodeDecodeError at the first byte that is not UTF-8."""
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if whole or exc.reason != "unexpected end of data":
+            raise
+        return head[:exc.start].decode("utf-8")
+
+
 def detect_format(path: Path) -> str:
     """The file's real type from its bytes; the extension is only a hint for text tables."""
     with open(path, "rb") as fh:
@@ -77,17 +88,14 @@ def detect_format(path: Path) -> str:
     if head[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
         raise RejectedInput(f"{path.name}: legacy .xls workbooks are not supported; save it as .xlsx")
     try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        try:
-            text = head[:-3].decode("utf-8")  # the sniff window may cut a multi-byte character
-        except UnicodeDecodeError as exc:
-            if b"\x00" not in head and _looks_like_text(head):
-                line = head[:exc.start].count(b"\n") + 1
-                raise RejectedInput(f"{path.name}: text, but not UTF-8: byte 0x{head[exc.start]:02X} on line {line} "
-                                    "(e.g. Latin-1 or Windows-1252); text tables are read as UTF-8: save the file as "
-                                    "UTF-8 and drop it in again", format="text") from None
-            raise RejectedInput(f"{path.name}: unknown format: the bytes are neither text nor Parquet/Excel") from None
+        text = _utf8_head(head, whole=len(head) < SNIFF_BYTES)
+    except UnicodeDecodeError as exc:
+        if b"\x00" not in head and _looks_like_text(head):
+            line = head[:exc.start].count(b"\n") + 1
+            raise RejectedInput(f"{path.name}: text, but not UTF-8: byte 0x{head[exc.start]:02X} on line {line} "
+                                "(e.g. Latin-1 or Windows-1252); text tables are read as UTF-8: save the file as "
+                                "UTF-8 and drop it in again", format="text") from None
+        raise RejectedInput(f"{path.name}: unknown format: the bytes are neither text nor Parquet/Excel") from None
     if "\x00" in text:
         raise RejectedInput(f"{path.name}: unknown format: binary content")
     stripped = text.lstrip("\ufeff \t\r\n")

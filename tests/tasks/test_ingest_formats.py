@@ -82,10 +82,25 @@ def test_a_latin1_text_file_is_refused_as_text_that_is_not_utf8_naming_the_byte_
     path.write_bytes("a,b,y\n1,2,0\n3,caf\u00e9,1\n".encode("latin-1"))
     with pytest.raises(RejectedInput, match=r"text, but not UTF-8: byte 0xE9 on line 3 .*save the file as UTF-8"):
         parse_and_validate(path, "0" * 64, SPEC, None)
+    for ending in ("caf\u00e9\r\n", "caf\u00e9"):  # the byte among the file's last three: it is the file's end,
+        path.write_bytes(f"a,b,y\n1,2,0\n3,4,{ending}".encode("latin-1"))  # not a character cut by the window
+        with pytest.raises(RejectedInput, match=r"text, but not UTF-8: byte 0xE9 on line 3 "):
+            parse_and_validate(path, "0" * 64, SPEC, None)
     binary = tmp_path / "binary.csv"
     binary.write_bytes(bytes(range(128, 256)) * 8)
     with pytest.raises(RejectedInput, match="unknown format"):
         parse_and_validate(binary, "0" * 64, SPEC, None)
+
+
+def test_a_utf8_character_cut_by_the_end_of_the_sniffed_bytes_is_still_utf8(tmp_path):
+    from calmops.tasks.ingest import SNIFF_BYTES
+
+    path = tmp_path / "d.csv"
+    head = "a,b,y\n" + "1,x,0\n" * ((SNIFF_BYTES - 20) // 6)
+    pad = SNIFF_BYTES - len(head.encode()) - 3  # "\u00e9" (two bytes) straddles the end of the window
+    path.write_text(head + "2," + "x" * pad + "\u00e9,1\n" + "3,y,0\n", encoding="utf-8")
+    assert path.read_bytes()[SNIFF_BYTES - 1:SNIFF_BYTES + 1] == "\u00e9".encode()
+    assert detect_format(path) == "csv"
 
 
 @pytest.mark.parametrize("text, refused", [
