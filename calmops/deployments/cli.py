@@ -114,15 +114,19 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
 @friendly(servers=("prefect", "mlflow"))
 def update(name: str, spec_file: Path):
     """Replace a pipeline's spec (validated; the change is versioned)."""
-    from calmops.core.spec import load_spec
+    from calmops.core.spec import SpecError, load_spec
     from calmops.core.store import read_spec, save_spec
     from calmops.deployments.console import console
 
-    current = read_spec(name)
+    try:
+        current = read_spec(name)
+    except SpecError:  # its spec.yaml was broken in place: the update mends it
+        current = None
     spec = load_spec(spec_file)
     if spec.name != name:
         raise CliError(f"the spec names pipeline {spec.name!r}, not {name!r}", "a pipeline cannot be renamed")
-    _keeps_what_awaits_labels(current, spec)
+    if current is not None:
+        _keeps_what_awaits_labels(current, spec)
     if spec.prediction_only:
         from calmops.core import registry
 
@@ -207,6 +211,7 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
     ledger's counts unknown (None), after one short try: the rest (services, breakers) is still shown."""
     from calmops.core import statedb
     from calmops.core.settings import get_settings
+    from calmops.core.spec import SpecError
     from calmops.deployments import readout
 
     breakers = readout.breakers() if names else {}
@@ -215,12 +220,24 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
     shared = bool(statedb.state_database_url())  # one PostgreSQL database for all, else a file per pipeline
     with statedb.patience(STATE_PATIENCE):
         for name in names:
-            row = _summary(name, breakers, tracking_uri, registry_down, down)
+            try:
+                row = _summary(name, breakers, tracking_uri, registry_down, down)
+            except SpecError as exc:  # one pipeline's broken spec.yaml: said in its row, the others shown
+                rows.append(_unreadable_spec_row(name, str(exc)))
+                continue
             rows.append(row)
             registry_down = row["registry_unreadable"]  # asked once: the registry is one for all
             if shared:  # the next pipelines' ledgers are in the same database; with SQLite, other files
                 down = row["state_unreadable"]
     return rows
+
+
+def _unreadable_spec_row(name: str, why: str) -> dict[str, Any]:
+    """The row of a pipeline whose spec cannot be read: every value unknown, and why (``spec_unreadable``)."""
+    fields = ("kind", "incoming", "labels_folder", "champion_version", "aliases", "breaker", "breaker_detail",
+              "files_quarantined", "runs_recovered", *LEDGER_FIELDS)
+    return {"unknown": list(fields), "state_unreadable": None, "registry_unreadable": None, "spec_unreadable": why,
+            "name": name, **dict.fromkeys(fields)}
 
 
 def _aliases(name: str, tracking_uri: str, down: str | None = None) -> tuple[dict[str, int] | None, str | None]:
@@ -266,6 +283,7 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down:
         "unknown": ["champion_version", "aliases"] if registry_unreadable else [],  # the fields not read
         "state_unreadable": state_down,
         "registry_unreadable": registry_unreadable,
+        "spec_unreadable": None,
         "name": name,
         "kind": spec.kind,
         "incoming": str(paths.incoming),
@@ -394,6 +412,8 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
 
 
 def _say_unreadable(rows: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
+
     from calmops.deployments.console import console
 
     unread: dict[str, list[str]] = {}
@@ -403,6 +423,11 @@ def _say_unreadable(rows: list[dict[str, Any]]) -> None:
     for why, names in unread.items():
         console.print(f"[yellow]warning:[/] {', '.join(names)}: {why}: file counts unknown (?) until it can be read; "
                       "files wait in incoming meanwhile, nothing is lost", highlight=False, soft_wrap=True)
+    for row in rows:
+        if row.get("spec_unreadable"):
+            console.print(f"[yellow]warning:[/] {row['name']}: {escape(row['spec_unreadable'])}: its files wait "
+                          f"meanwhile; mend it, or 'calmops update {row['name']} SPEC.yaml' (its earlier versions "
+                          "are in its spec_history folder)", highlight=False, soft_wrap=True)
     if why := next((row["registry_unreadable"] for row in rows if row.get("registry_unreadable")), None):
         console.print(f"[yellow]warning:[/] {why}: the champions are unknown (?)", highlight=False, soft_wrap=True)
 

@@ -335,3 +335,26 @@ def test_a_ledger_file_that_cannot_be_read_marks_its_own_pipeline_only(stream_sp
     assert "warning: sea: its ledger could not be read (DatabaseError" in text.output, text.output
     rows = {line.split()[0]: line.split() for line in text.output.splitlines() if line.lstrip().startswith(("sea", "other"))}
     assert "?" in rows["sea"] and "?" not in rows["other"] and rows["other"][4] == "1", rows
+
+
+def test_one_pipelines_broken_spec_is_said_in_its_row_and_update_mends_it(stream_spec, tmp_path):
+    """A spec.yaml broken in place (an editor, a bad merge) made `status` and `list` fail for every pipeline of
+    the stack, and `update` refused to replace it: the broken one's row now says why with every value unknown,
+    the others are shown, and `update` writes the new spec."""
+    other = save_spec(spec_from_dict({**STREAM_SPEC, "name": "fraud"}), create=True)
+    broken = pipeline_paths(stream_spec).spec_file
+    broken.write_text("name: sea\nkind: [stream\n")
+    rows = {r["name"]: r for r in json.loads(runner.invoke(app, ["status", "--json"]).stdout)["pipelines"]}
+    assert rows["sea"]["spec_unreadable"].startswith(f"{broken}: not valid YAML")
+    assert rows["sea"]["kind"] is None and "files_done" in rows["sea"]["unknown"]
+    assert rows["fraud"]["spec_unreadable"] is None and rows["fraud"]["kind"] == "stream"
+    assert other.root.name == "fraud"
+    for command in (["status"], ["list"]):
+        shown = runner.invoke(app, command)
+        assert shown.exit_code == 0, shown.output
+        assert "fraud" in shown.stdout and "warning: sea:" in shown.stdout and "calmops update sea" in shown.stdout
+    spec_file = tmp_path / "sea.yaml"
+    spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
+    mended = runner.invoke(app, ["update", "sea", str(spec_file)])
+    assert mended.exit_code == 0, mended.output
+    assert _status("sea")["kind"] == "stream" and _status("sea")["spec_unreadable"] is None
