@@ -324,16 +324,23 @@ def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | R
         if champion is None and batch.cannot_train:
             raise RejectedInput(f"{ctx.path.name}: cannot train a first model: {batch.cannot_train} "
                                 "(and there is no champion yet to predict with)")
-        if batch.labels.new_classes:
-            ctx.signals["new_classes"] = batch.labels.new_classes
-        if batch.signals:
-            ctx.signals["signals"] = batch.signals
-        if ctx.mlflow_run_id:
-            registry.log_batch_input(ctx.mlflow_run_id, batch.frame, source=ctx.path, sha256=ctx.sha256,
-                                     target=ctx.spec.target)
-        return batch
+        return note_batch(ctx, batch)
     except RejectedInput as exc:
         return reject(ctx, champion, exc)
+
+
+def note_batch(ctx: RunContext, batch: Batch) -> Batch:
+    """What ingest noticed in an accepted batch (classes the champion never saw, schema signals) in the run's
+    record, and the batch as the MLflow run's input: for a file read as it came and for the rows a labels file
+    joined alike."""
+    if batch.labels.new_classes:
+        ctx.signals["new_classes"] = batch.labels.new_classes
+    if batch.signals:
+        ctx.signals["signals"] = batch.signals
+    if ctx.mlflow_run_id:
+        registry.log_batch_input(ctx.mlflow_run_id, batch.frame, source=ctx.path, sha256=ctx.sha256,
+                                 target=ctx.spec.target)
+    return batch
 
 
 def reject(ctx: RunContext, champion: registry.Champion | None, exc: RejectedInput) -> RunOutcome:

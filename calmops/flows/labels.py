@@ -26,6 +26,7 @@ from calmops.flows.common import (
     RunContext,
     content_of,
     current_flow_run_id,
+    note_batch,
     pipeline_turn,
     reject,
     run_one_file,
@@ -130,7 +131,4 @@ def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> 
     for name, count in match.counts.items():
         if name not in ("label_rows", "matched") and count:
             ctx.log.warning("labels %s: %d id(s) %s", ctx.path.name, count, name.replace("_", " "))
-    if ctx.mlflow_run_id:
-        registry.log_batch_input(ctx.mlflow_run_id, batch.frame, source=ctx.path, sha256=ctx.sha256,
-                                 target=spec.target)
-    return batch
+    return note_batch(ctx, batch)

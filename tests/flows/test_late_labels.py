@@ -304,3 +304,17 @@ def test_a_features_row_without_its_id_is_counted_and_warned_not_left_waiting_fo
     out = run("late", write_csv(labels(f1.dropna(subset=["id"])), labels_folder, "l1.csv"))
     assert out["details"]["labels"]["matched"] == 598
     assert Awaiting(paths.root, paths.state).waiting(30)["waiting"] == 0
+
+
+def test_a_class_the_champion_never_saw_in_a_labels_file_is_listed_in_new_classes(prefect_server, late_spec):
+    """Labels that name a class the champion was never trained on are said in ``details.new_classes``, as for a
+    labelled features file (docs/kinds.md): here class 2 for a model of classes 0 and 1."""
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    run("late", write_csv(batch(600, 8.0, 1, 0), folder, "f0.csv"))
+    f1 = batch(600, 8.0, 2, 1000)
+    assert run("late", write_csv(features(f1), folder, "f1.csv"))["decision"] == "predict_only"
+    late = labels(f1)
+    late.loc[:9, "y"] = 2
+    out = run("late", write_csv(late, labels_folder, "l1.csv"))
+    assert out["decision"] != "rejected_input", out["reason"]
+    assert out["details"]["new_classes"] == ["2"]
