@@ -393,6 +393,11 @@ class Champion:
     def scores_at_promotion(self) -> dict[str, float]:
         return json.loads(self.tags.get("calmops.scores", "{}"))
 
+    @property
+    def training(self) -> dict[str, Any]:
+        """What its training recorded (the ``calmops.training`` version tag: mode, file, sha256, …)."""
+        return json.loads(self.tags.get("calmops.training") or "{}")
+
 
 def log_candidate(
     run_id: str,

@@ -29,6 +29,7 @@ from calmops.core.store import (
     Abandoned,
     Ledger,
     PipelinePaths,
+    append_history,
     arrival_time,
     bounded_name,
     drop_history,
@@ -448,7 +449,10 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
         batch = (read or read_batch)(ctx, champion)
         if isinstance(batch, RunOutcome):
             return batch.to_dict()
-        outcome = process(ctx, champion, batch)
+        if champion is not None and champion.training.get("sha256") == ctx.sha256:
+            outcome = record_promotion_left_unrecorded(ctx, champion, batch)
+        else:
+            outcome = process(ctx, champion, batch)
     except Exception as exc:
         raise fail(ctx, exc) from exc
     except BaseException:  # cancelled or interrupted: nothing recorded, the claim goes back to pending
@@ -460,6 +464,26 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
     if ctx.breaker_state != "closed" and outcome.breaker_state == "closed" and not _IN_TURN.get():
         rerun_pending(ctx)  # in the pipeline's turn (order: arrival) the turn itself goes on with them
     return outcome.to_dict()
+
+
+def record_promotion_left_unrecorded(ctx: RunContext, champion: registry.Champion, batch: Batch) -> RunOutcome:
+    """The champion was trained on this file and promoted by an earlier run that ended before it recorded its
+    decision (killed, or failed to record while a server was out of reach): that decision is recorded now, with
+    the batch kept in the history it learnt from. Judging the file again would score a model on rows it learnt
+    (a perfect score, "no drift") and credit the promotion to no file."""
+    first = registry.alias_version(ctx.spec.name, "previous") is None
+    append_history(ctx.paths, reference_frame(batch.X, batch.y, ctx.spec.target), batch.sha256,
+                   ctx.spec.retrain.history_max_batches)
+    out = write_batch_predictions(ctx, batch, champion)
+    reason = (f"v{champion.version} was trained on this file and promoted by an earlier run that ended before "
+              f"recording it (MLflow run {champion.run_id}); its decision is recorded now, the file is not judged "
+              "again by a model that learnt it")
+    ctx.log.warning("%s: %s", ctx.path.name, reason)
+    outcome = ctx.outcome("train" if first else "retrain_promoted", reason, champion_version=champion.version,
+                          challenger_version=champion.version, rows=batch.n_rows,
+                          predictions_file=str(out) if out else None,
+                          details={"recorded_late": {"mlflow_run_id": champion.run_id}})
+    return finish(ctx, outcome, None)
 
 
 def rerun_pending(ctx: RunContext) -> None:

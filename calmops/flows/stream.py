@@ -5,7 +5,6 @@ Reads top to bottom like the process it runs (ARCHITECTURE.md, "Data flow of one
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from typing import Any
 
@@ -114,7 +113,7 @@ def _rows_then(champion: registry.Champion) -> int | None:
     tried = champion.tags.get(registry.REFRESH_BASE_TAG)
     if tried:
         return int(tried)
-    return _training_of(champion).get("rows_so_far")
+    return champion.training.get("rows_so_far")
 
 
 def _follow_up_of(champion: registry.Champion) -> dict | None:
@@ -122,12 +121,7 @@ def _follow_up_of(champion: registry.Champion) -> dict | None:
     when it calls for none or has served a file since."""
     if champion.tags.get(registry.FOLLOW_UP_TAG):
         return None
-    return _training_of(champion).get("follow_up") or None
-
-
-def _training_of(champion: registry.Champion) -> dict:
-    """What the champion's training recorded (its ``calmops.training`` version tag)."""
-    return json.loads(champion.tags.get("calmops.training", "{}"))
+    return champion.training.get("follow_up") or None
 
 
 def _predictions_note(version: int | None) -> dict:

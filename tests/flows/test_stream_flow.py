@@ -147,6 +147,43 @@ def test_a_decided_file_that_cannot_be_moved_keeps_its_decision_and_is_moved_by_
     assert registry.alias_version("sea", "champion") == 1
 
 
+def test_a_promotion_its_run_could_not_record_is_recorded_by_the_files_next_run(prefect_server, stream_spec,
+                                                                                 monkeypatch):
+    """A run promotes its challenger and then cannot record the decision (MLflow's server went away; a kill
+    there ends the same). The file's next run found the new champion, trained on these very rows, scored it
+    perfect and answered "no drift": the promotion was credited to no file. It is recorded now, for this
+    file, with its rows back in the history and no model trained again."""
+    from calmops.flows import common
+
+    folder = incoming("sea")
+    for i in range(4):
+        run("sea", write_csv(sea_frame(1000, 8.0, seed=100 + i), folder, f"f{i}.csv"))
+    records = common.record_run
+    calls = []
+
+    def record_once_unreachable(outcome, *args, **kwargs):
+        calls.append(outcome.decision)
+        if len(calls) == 1:
+            raise RuntimeError("the MLflow server went away")
+        return records(outcome, *args, **kwargs)
+
+    monkeypatch.setattr(common, "record_run", record_once_unreachable)
+    drifted = write_csv(sea_frame(1000, 9.5, seed=104), folder, "f4.csv")
+    failed = run("sea", drifted)
+    assert calls[0] == "retrain_promoted" and failed["decision"] == "failed"  # promoted, then not recorded
+    assert registry.alias_version("sea", "champion") == 2
+    monkeypatch.setattr(common, "record_run", records)
+
+    again = run("sea", drifted)
+    assert again["decision"] == "retrain_promoted", again["reason"]
+    assert again["champion_version"] == 2 and "promoted by an earlier run" in again["reason"]
+    assert versions("sea") == [1, 2]  # nothing trained again
+    paths = pipeline_paths(read_spec("sea"))
+    assert len(list(paths.history.glob(f"*-{digest(paths.processed / 'f4.csv')[:16]}.parquet"))) == 1
+    nxt = run("sea", write_csv(sea_frame(1000, 9.5, seed=105), folder, "f5.csv"))
+    assert nxt["champion_version"] == 2 and nxt["decision"] != "failed", nxt
+
+
 def test_duplicate_event_after_the_file_moved_is_harmless(prefect_server, stream_spec):
     from calmops.flows.stream import stream_flow
 
