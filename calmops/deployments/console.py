@@ -132,6 +132,9 @@ def _guarded(fn: Callable, *args, **kwargs):
         return fn(*args, **kwargs)
     except (typer.Exit, typer.Abort, KeyboardInterrupt, typer.BadParameter):
         raise  # Typer's own: a bad argument is said with the usage line, exit code 2
+    except BrokenPipeError:  # the reader went away (`calmops status | head`): nothing is wrong, nothing more to say
+        _quiet_stdout()
+        raise typer.Exit(0) from None
     except CliError as exc:
         _fail(str(exc), exc.hint)
     except BadInput as exc:
@@ -149,6 +152,14 @@ def _guarded(fn: Callable, *args, **kwargs):
         if _state["debug"]:
             raise
         _fail(f"{type(exc).__name__}: {one_line(exc)}", "run again with 'calmops --debug …' for the traceback")
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail on the closed pipe again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test runner's buffer)
+        pass
 
 
 def one_line(exc: BaseException | str) -> str:

@@ -351,3 +351,21 @@ def test_up_notices_an_api_that_runs_with_another_token_than_the_shell(monkeypat
     finally:
         api.kill()
         api.wait()
+
+
+def test_a_reader_that_stops_early_is_no_error(tmp_path):
+    """`calmops list | head -3` on a stack with many pipelines: the reader closes the pipe before the table is
+    written (here a reader that reads nothing), which said "error: BrokenPipeError" with a hint to debug;
+    nothing is wrong."""
+    home = tmp_path / "calmops"
+    env = _env(home)
+    code = ("from calmops.core.store import save_spec, spec_from_dict\n"
+            f"spec = {dict(STREAM_SPEC)!r}\n"
+            "for i in range(150):\n"
+            "    save_spec(spec_from_dict({**spec, 'name': f'pipeline-with-a-long-name-{i:03d}'}), create=True)\n")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+    reader.wait()  # gone before anything is written
+    done = subprocess.run([CALMOPS, "list"], stdout=reader.stdin, stderr=subprocess.PIPE, text=True, env=env, check=False,
+                          timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
