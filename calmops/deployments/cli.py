@@ -681,7 +681,7 @@ def history(name: str,
     for row in data["files"]:
         drift = shown(row["drift_detected"]) + (f" ({len(row['drifted_features'])})" if row["drifted_features"] else "")
         decided = (row["decided"] or "").replace("T", " ").removesuffix("+00:00")
-        score = ["-" if row["score"] is None else f"{row['score']:.4g}"] if metric else []
+        score = ["-" if row["score"] is None else f"{row['score']:.4f}"] if metric else []  # one column, one form
         table.add_row(shown(row["file"]), shown(decided), shown(row["decision"] or row["status"]), drift,
                       shown(row["champion_version"], "v"), shown(row["challenger_version"], "v"),
                       *score, shown(row["reason"]))

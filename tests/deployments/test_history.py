@@ -69,6 +69,9 @@ def test_history_lists_each_file_in_order_with_its_decision_versions_and_the_ser
     assert "accuracy served" in text.stdout and "retrain_promoted" not in text.stdout
     assert "c.csv" in text.stdout and "quarantined" not in text.stdout and "rejected_input" in text.stdout
     assert "the last 3 of 5 files" in text.stdout
+    every = runner.invoke(app, ["history", "sea"], env={"COLUMNS": "200"}).stdout
+    c_line = next(line for line in every.splitlines() if line.lstrip().startswith("c.csv"))
+    assert f" {files[2]['score']:.4f} " in c_line, c_line  # scores in one form: four decimals, never 1 or 0.98
 
     refused = runner.invoke(app, ["history", "sea", "-n", "-1"])
     assert refused.exit_code != 0 and "-n -1 is negative" in refused.stderr
