@@ -455,7 +455,9 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
             outcome = process(ctx, champion, batch)
     except Exception as exc:
         raise fail(ctx, exc) from exc
-    except BaseException:  # cancelled or interrupted: nothing recorded, the claim goes back to pending
+    except BaseException as exc:  # cancelled or interrupted: nothing recorded, the claim goes back to pending
+        ctx.log.error("run for %s was stopped before it decided (%s); its claim is given back: the file is pending",
+                      ctx.path.name, type(exc).__name__)
         ctx.ledger.release(ctx.sha256)
         _take_back_history(ctx)
         if ctx.mlflow_run_id:

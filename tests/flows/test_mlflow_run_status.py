@@ -70,3 +70,5 @@ def test_a_run_stopped_on_the_way_ends_killed_and_its_file_waits_again(prefect_s
     assert [status(r) for r in runs] == ["KILLED"]
     entry = next(e for e in ledger(pipeline_paths(read_spec("sea"))).entries() if e["file"] == "c.csv")
     assert entry["status"] == "pending" and path.exists()
+    logged = (pipeline_paths(read_spec("sea")).logs / "pipeline.log").read_text()
+    assert "run for c.csv was stopped before it decided (KeyboardInterrupt)" in logged, logged[-1000:]
