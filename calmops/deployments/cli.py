@@ -85,7 +85,7 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
     """Create a pipeline from a spec file."""
     from calmops.core import registry
     from calmops.core.spec import load_spec
-    from calmops.core.store import PipelineExists, pipeline_paths, save_spec
+    from calmops.core.store import PipelineExists, pipeline_paths
     from calmops.deployments.console import console
 
     spec = load_spec(spec_file)
@@ -102,7 +102,7 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
     _needs_a_champion(spec, existing is not None or legacy is not None)
     if legacy is not None:  # adopted on purpose: under its prefixed name from now on
         registry.migrate_model_name(spec.name)
-    paths = save_spec(spec, create=True, base=spec_file.expanduser().resolve().parent)  # relative to the spec file
+    paths = _save_from(spec_file, spec, create=True)
     registry.ensure_experiment(spec.name)  # the viewer lists the pipeline (no run yet) from its first minute
     console.print(f"created pipeline [bold]{spec.name}[/] ({spec.kind}); drop files into {paths.incoming}")
     from calmops.deployments.operations_cli import sync_pipeline
@@ -115,7 +115,7 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
 def update(name: str, spec_file: Path):
     """Replace a pipeline's spec (validated; the change is versioned)."""
     from calmops.core.spec import SpecError, load_spec
-    from calmops.core.store import read_spec, save_spec
+    from calmops.core.store import read_spec
     from calmops.deployments.console import console
 
     try:
@@ -132,11 +132,23 @@ def update(name: str, spec_file: Path):
 
         registry.configure()
         _needs_a_champion(spec, registry.aliases(name).get("champion") is not None)
-    save_spec(spec, create=False, base=spec_file.expanduser().resolve().parent)  # relative to the spec file
+    _save_from(spec_file, spec, create=False)
     console.print(f"updated pipeline [bold]{name}[/]")
     from calmops.deployments.operations_cli import sync_pipeline
 
     sync_pipeline(name, console)
+
+
+def _save_from(spec_file: Path, spec, *, create: bool):
+    """Save a spec read from ``spec_file``, its relative paths taken from the file's folder; what the checks on
+    save find (a model class, its params, a hook) is said with the file's name, as a problem of reading it is."""
+    from calmops.core.spec import SpecError
+    from calmops.core.store import save_spec
+
+    try:
+        return save_spec(spec, create=create, base=spec_file.expanduser().resolve().parent)
+    except SpecError as exc:
+        raise SpecError(f"{spec_file}: {exc}") from None
 
 
 def _keeps_what_awaits_labels(current, spec) -> None:

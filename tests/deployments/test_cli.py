@@ -116,6 +116,15 @@ def test_bad_spec_is_one_line_naming_the_key(calmops_home, tmp_path):
     result = runner.invoke(app, ["create", str(_spec_file(tmp_path, colour="blue"))])
     assert result.exit_code == 2
     assert "unknown key 'colour'" in result.stderr and "hint:" in result.stderr
+    # the checks made when a spec is saved (its model class, its params) name the file as the others do
+    typo = {"model": {"class": "sklearn.ensemble.RandomForestClassifierr"}}
+    said = runner.invoke(app, ["create", str(_spec_file(tmp_path, **typo))])
+    assert said.exit_code == 2 and said.stderr.startswith(f"error: {tmp_path / 'spec.yaml'}: model.class: "), \
+        said.stderr
+    assert runner.invoke(app, ["create", str(_spec_file(tmp_path))]).exit_code == 0
+    said = runner.invoke(app, ["update", "sea", str(_spec_file(tmp_path, **typo))])
+    assert said.exit_code == 2 and said.stderr.startswith(f"error: {tmp_path / 'spec.yaml'}: model.class: "), \
+        said.stderr
 
 
 @pytest.mark.parametrize("change, named", [
