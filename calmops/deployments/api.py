@@ -576,7 +576,9 @@ def prepare_records(records: list[dict[str, Any]], schema) -> tuple[pd.DataFrame
             for i in _unreadable(num, s):
                 errors.append((i, j, _where(i, col), f"expected a number, got {s.iloc[i]!r}", s.iloc[i]))
             for i in np.flatnonzero(np.isinf(num.to_numpy(dtype=float, na_value=np.nan))):
-                errors.append((i, j, _where(i, col), "expected a finite number", s.iloc[i]))
+                said = repr(s.iloc[i]) if isinstance(s.iloc[i], str) else "a number too large for a float"
+                why = f"expected a finite number, got {said} (send null for a missing value)"
+                errors.append((i, j, _where(i, col), why, s.iloc[i]))
             raw[col] = num  # already read as numbers: coerce_features keeps them as they are
         elif kind == "datetime":
             for i, v in enumerate(s):
