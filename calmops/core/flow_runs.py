@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from calmops.core.names import TAG, pipeline_tag
+from calmops.core.names import TAG, kind_tag, pipeline_tag
 from calmops.core.store import ledger_name, pipeline_paths, read_spec
 
 if TYPE_CHECKING:
@@ -35,8 +35,8 @@ def runs_in_states(client: Any, states: Iterable[Any], *, pipeline: str | None =
     )
     from prefect.client.schemas.sorting import FlowRunSort
 
-    tag = pipeline_tag(pipeline) if pipeline else TAG
-    flow_run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]),
+    tags = FlowRunFilterTags(any_=_runs_tags(pipeline)) if pipeline else FlowRunFilterTags(all_=[TAG])
+    flow_run_filter = FlowRunFilter(tags=tags,
                                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states))),
                                     expected_start_time=FlowRunFilterExpectedStartTime(before_=due_before)
                                     if due_before is not None else None)
@@ -51,7 +51,19 @@ def runs_in_states(client: Any, states: Iterable[Any], *, pipeline: str | None =
         if len(batch) < want:
             break
         offset += len(batch)
+    if pipeline:  # the runs of the kind's deployment (prefect.yaml) are the kind's: theirs by parameter
+        return [run for run in found.values() if run.parameters.get("pipeline") == pipeline]
     return list(found.values())
+
+
+def _runs_tags(pipeline: str) -> list[str]:
+    """The tags a run of ``pipeline`` carries one of: the pipeline's, on a run of its own deployment (``calmops
+    deploy``), and its kind's, on a run of the kind's deployment (``prefect deploy`` from prefect.yaml: a trigger
+    cannot tag a run per pipeline, whose name is only in its parameters)."""
+    try:
+        return [pipeline_tag(pipeline), kind_tag(read_spec(pipeline).kind)]
+    except Exception:  # noqa: BLE001 - a broken or missing spec: its own deployment's runs still count
+        return [pipeline_tag(pipeline)]
 
 
 def file_in(run: Any, folder: Path) -> str | None:

@@ -104,7 +104,8 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
     # running (Prefect stamps its start and end all the same): it is no sign of a worker taking runs
     progress = [r for r in [*running, *ended] if "path" in r.parameters and r.run_count > 0]
     return stalled_among(queued, {r.parameters.get("pipeline") for r in progress}, existing, now, after,
-                         worker_idle=not progress, paused=paused)
+                         worker_idle=not progress, paused=paused,
+                         busy_deployments={r.deployment_id for r in progress if r.deployment_id})
 
 
 def _paused_queues(client: Any) -> set[str] | None:
@@ -121,12 +122,15 @@ def _paused_queues(client: Any) -> set[str] | None:
 
 
 def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now: datetime,
-                  after: float, *, worker_idle: bool = True, paused: set[str] | None = frozenset()) -> list[Stalled]:
+                  after: float, *, worker_idle: bool = True, paused: set[str] | None = frozenset(),
+                  busy_deployments: set[Any] = frozenset()) -> list[Stalled]:
     """Which of the ``queued`` flow runs are stalled, given the pipelines whose file runs ran in the last
-    ``after`` seconds (``busy``), whether no file run ran at all then (``worker_idle``), the ids of the
-    deployments that exist and the paused work queues (``None``: the pool is paused). A pipeline whose run was
-    handed to a worker (Pending) less than ``after`` seconds ago is busy too: the runs behind it wait their
-    turn."""
+    ``after`` seconds (``busy``) and their deployments (``busy_deployments``), whether no file run ran at all
+    then (``worker_idle``), the ids of the deployments that exist and the paused work queues (``None``: the pool
+    is paused). A pipeline whose run was handed to a worker (Pending) less than ``after`` seconds ago is busy
+    too: the runs behind it wait their turn. A run waiting for its deployment's slot while another pipeline's
+    run of that deployment makes progress waits its turn as well (a kind's deployment from prefect.yaml runs
+    every pipeline of the kind, one at a time)."""
     busy = busy | {r.parameters.get("pipeline") for r in queued if r.state.type.value == "PENDING"
                    and (now - _waiting_since(r)).total_seconds() <= after}
     found = []
@@ -140,7 +144,7 @@ def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now:
         stuck = False  # the worker takes nothing from a queue it could take from
         if gone:
             reason = "its deployment no longer exists"
-        elif pipeline in busy:
+        elif pipeline in busy or (behind_its_pipeline and run.deployment_id in busy_deployments):
             continue  # waiting its turn behind a run that is making progress
         elif behind_its_pipeline:
             reason = f"no run of {pipeline} has run for {after:.0f} s"

@@ -82,3 +82,35 @@ def test_every_run_is_listed_however_many_pages_it_takes_or_the_first_limit(pref
         finally:
             for run in made:
                 client.delete_flow_run(run.id)
+
+
+def test_the_runs_of_a_kinds_deployment_are_their_pipelines(prefect_server, calmops_home, tmp_path):
+    """prefect.yaml's deployments (one per kind, `prefect deploy --all`) tag their runs with the kind only: the
+    pipeline is a parameter. Those runs were invisible to the queries by pipeline, so runs of files already
+    decided were not cancelled, the watcher announced files whose run was queued, and so on."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Scheduled
+
+    from calmops.core.names import kind_tag
+    from calmops.core.store import save_spec, spec_from_dict
+    from tests.conftest import STREAM_SPEC
+
+    for name in (P, Q):
+        save_spec(spec_from_dict({**STREAM_SPEC, "name": name}), create=True)
+
+    @flow(name="kind-run")
+    def kind_run(pipeline: str, path: str) -> None:
+        pass
+
+    with get_client(sync_client=True) as client:
+        made = [client.create_flow_run(kind_run, parameters={"pipeline": pipeline, "path": str(tmp_path / name)},
+                                       tags=[TAG, kind_tag("stream")], state=Scheduled())
+                for pipeline, name in ((P, "a.csv"), (Q, "b.csv"))]
+        try:
+            assert {r.id for r in runs_in_states(client, [StateType.SCHEDULED], pipeline=P)} == {made[0].id}
+            assert live_run_paths(Q) == {str(tmp_path / "b.csv"): True}
+        finally:
+            for run in made:
+                client.delete_flow_run(run.id)

@@ -51,6 +51,19 @@ def test_a_run_waiting_its_turn_behind_a_run_making_progress_is_not_stalled():
                              worker_idle=False) == []
 
 
+def test_a_run_waiting_for_its_kinds_deployment_while_another_pipeline_of_the_kind_runs_is_not_stalled():
+    """prefect.yaml's deployments run every pipeline of a kind, one at a time: a run of pipeline a waiting for
+    the deployment's slot while b's runs of that deployment make progress waits its turn (it was cancelled as
+    stalled, its file announced again, and a third run made). Behind a deployment that does nothing, stalled."""
+    kind_deployment = uuid4()
+    waiting = run("a", state="AwaitingConcurrencySlot", deployment=kind_deployment)
+    assert stalled_among([waiting], busy={"b"}, deployments={kind_deployment}, now=NOW, after=300,
+                         worker_idle=False, busy_deployments={kind_deployment}) == []
+    [found] = stalled_among([waiting], busy={"b"}, deployments={kind_deployment}, now=NOW, after=300,
+                            worker_idle=False, busy_deployments={DEPLOYMENT})
+    assert found.pipeline == "a"
+
+
 def test_a_run_within_the_bound_is_not_stalled():
     assert stalled_among([run("a", waited=299)], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []
 
