@@ -146,8 +146,8 @@ def test_every_json_command_prints_one_document(prefect_server, calmops_home, tm
 
 def test_an_unexpected_error_is_one_line_with_a_hint(calmops_home, tmp_path):
     assert runner.invoke(app, ["create", str(_spec(tmp_path))]).exit_code == 0
-    (calmops_home / "pipelines" / "sea" / "spec.yaml").write_text("name: [")  # a damaged store
-    result = runner.invoke(app, ["status", "sea"])
+    (calmops_home / "pipelines" / "sea" / "ledger.sqlite").write_bytes(b"not a database " * 100)  # damaged
+    result = runner.invoke(app, ["history", "sea"])
     assert result.exit_code != 0 and "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "hint:" in result.stderr
