@@ -84,18 +84,38 @@ def mark_home(settings: Settings) -> None:
         part.replace(mark)
 
 
+class DamagedFile(sqlite3.DatabaseError):
+    """A SQLite state file that is not a database, or a damaged one: said with the file and the way out."""
+
+
+#: what SQLite says of a file that is not (or no longer) a database it can read
+_DAMAGED = ("file is not a database", "database disk image is malformed")
+
+
+def _damaged(exc: sqlite3.DatabaseError, file: Path | None) -> sqlite3.DatabaseError:
+    """``exc`` as :class:`DamagedFile` when SQLite says the file is not a database it can read, else itself."""
+    if type(exc) is not sqlite3.DatabaseError or str(exc) not in _DAMAGED:
+        return exc
+    return DamagedFile(f"{file}: {exc}; restore it from a backup, or move it aside (a new one starts empty: the "
+                       "files still in incoming are decided again; processed/ and MLflow keep what was decided)")
+
+
 class Connection:
     """One connection to a store's database: ``execute`` takes SQL with ``?`` placeholders on either engine."""
 
-    def __init__(self, raw: Any, postgres: bool):
+    def __init__(self, raw: Any, postgres: bool, file: Path | None = None):
         self.raw = raw
         self.postgres = postgres
+        self.file = file  # the SQLite file
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.postgres else sql
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.raw.execute(self._sql(sql), tuple(params))
+        try:
+            return self.raw.execute(self._sql(sql), tuple(params))
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(exc, self.file) from None
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if self.postgres:
@@ -173,7 +193,7 @@ class Table:
 
     def connect(self, sqlite_timeout: float = 30.0) -> Connection:
         if not self.postgres:
-            return Connection(_sqlite(self.sqlite_file, sqlite_timeout), postgres=False)
+            return Connection(_sqlite(self.sqlite_file, sqlite_timeout), postgres=False, file=self.sqlite_file)
         return Connection(_postgres(self.url), postgres=True)
 
     @contextmanager
@@ -277,6 +297,9 @@ def _sqlite(path: Path, timeout: float) -> sqlite3.Connection:
                 con.close()
                 raise
             time.sleep(0.05)
+        except sqlite3.DatabaseError as exc:
+            con.close()
+            raise _damaged(exc, path) from None
     con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     return con
 

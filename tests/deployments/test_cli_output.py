@@ -151,6 +151,9 @@ def test_an_unexpected_error_is_one_line_with_a_hint(calmops_home, tmp_path):
     assert result.exit_code != 0 and "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "hint:" in result.stderr
+    said = " ".join(result.stderr.split())  # the damaged file is named, with the way out
+    assert f"{calmops_home / 'pipelines' / 'sea' / 'ledger.sqlite'}: file is not a database" in said, said
+    assert "move it aside" in said
 
 
 # -- calmops viewer ------------------------------------------------------------------------------
