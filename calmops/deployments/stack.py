@@ -253,6 +253,12 @@ def start(name: str, settings: Settings | None = None, wait: float | None = None
         stop(name, settings)  # a worker or watcher that stopped answering: start a fresh one
     if not running_pid(settings, name):
         stop(name, settings)  # what a killed server left running (holding its port), if anything
+    if name == "runner" and not running_pid(settings, name):
+        from calmops.deployments.warm import answers, socket_path
+
+        if answers():  # one started by hand (docs/operations.md, prefect.yaml): a second would exit at once
+            raise RuntimeError(f"a runner the stack did not start already listens on {socket_path()}: flow runs "
+                               "use it as it is; to run the stack's own, stop that one first")
     if service.port is not None and port_problem(HOST, service.port):
         raise RuntimeError(f"port {service.port} for {name} is taken by another program; "
                            f"set CALMOPS_{name.upper()}_PORT to another port")

@@ -318,3 +318,18 @@ def test_a_run_keeps_the_prefect_setup_the_runner_made_for_its_environment_and_r
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_stack_does_not_start_a_runner_beside_one_started_by_hand(runner, monkeypatch, tmp_path):
+    """A runner started by hand (`python -m calmops.deployments.warm serve`, as the prefect.yaml route says),
+    then `calmops up`: the stack's runner exited at once ("another runner already listens"), yet `up` said
+    "runner: running" (the socket answered: the other one). `up` now says the runner it found instead."""
+    from calmops.deployments import stack
+
+    _, sock = runner
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CALMOPS_RUNNER_SOCKET", str(sock))
+    with pytest.raises(RuntimeError, match=f"a runner the stack did not start already listens on {re.escape(str(sock))}"):
+        stack.start("runner", wait=30)
+    assert not (stack.get_settings().run_dir / "runner.pid").exists()  # nothing started, nothing recorded
+    assert warm.answers(sock)
