@@ -742,8 +742,15 @@ def serve(path: Path | None = None) -> None:
     runner.serve()
 
 
+USAGE = """usage: python -m calmops.deployments.warm serve    the warm runner (what 'calmops service runner' runs)
+       python -m calmops.deployments.warm [ARGS]   a flow run's command (a Prefect worker gives ARGS, as to
+                                                   'python -m prefect.engine'): run by the runner, else cold"""
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["serve"]:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(USAGE)
+    elif sys.argv[1:2] == ["serve"]:
         serve()
     else:
         sys.exit(run_client(sys.argv[1:]))

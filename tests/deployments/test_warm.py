@@ -333,3 +333,12 @@ def test_the_stack_does_not_start_a_runner_beside_one_started_by_hand(runner, mo
         stack.start("runner", wait=30)
     assert not (stack.get_settings().run_dir / "runner.pid").exists()  # nothing started, nothing recorded
     assert warm.answers(sock)
+
+
+def test_help_says_how_the_module_is_used(tmp_path):
+    """`python -m calmops.deployments.warm --help` was handed to Prefect's engine as a flow run's command and
+    ended in a traceback about a badly formed UUID."""
+    done = subprocess.run([sys.executable, "-m", "calmops.deployments.warm", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout.startswith("usage: python -m calmops.deployments.warm serve")
+    assert "Traceback" not in done.stderr
