@@ -247,6 +247,11 @@ def relaunch_files(names: list[str], *, local: bool, console) -> dict[str, list[
 
             done = []
             for path in waiting_files(name):
+                if done and not path.exists():  # decided (and moved) in the turn of a file run before it
+                    console.print(f"{name} · {path.name} → decided in the same turn (see 'calmops history {name}')",
+                                  highlight=False)
+                    done.append(str(path))
+                    continue
                 outcome, error = run_file(name, path)
                 console.print(f"{name} · {path.name} → {outcome.get('decision')}"
                               + (f" ({error})" if error else ""), highlight=False)

@@ -315,3 +315,24 @@ def test_rollback_waits_for_the_run_deciding_files_and_then_stays(prefect_server
     assert json.loads(runner.invoke(app, ["rollback", "sea", "--json"]).stdout)["champion"] == 2
     tags = {v: MlflowClient().get_model_version("calmops.sea", str(v)).tags.get("calmops.rolled_back") for v in (1, 2)}
     assert tags == {1: "true", 2: None}, tags
+
+
+@pytest.mark.integration
+def test_relaunch_local_says_which_files_the_first_ones_turn_decided(prefect_server, calmops_home, tmp_path):
+    """`calmops relaunch NAME --local` runs the first waiting file, whose turn decides the files behind it
+    (order: arrival): those were then run again and printed "→ duplicate", as if they copied something."""
+    import os
+
+    from calmops.core.store import pipeline_paths, read_spec
+
+    assert runner.invoke(app, ["create", str(_spec_file(tmp_path))]).exit_code == 0
+    folder = pipeline_paths(read_spec("sea")).incoming
+    for i, name in enumerate(["a.csv", "b.csv", "c.csv"]):
+        path = write_csv(sea_frame(600, 8, seed=i), folder, name)
+        os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))  # arrival order a, b, c
+    done = runner.invoke(app, ["relaunch", "sea", "--local"])
+    assert done.exit_code == 0, done.output
+    lines = [line for line in done.stdout.splitlines() if line.startswith("sea · ")]
+    assert lines[0] == "sea · a.csv → train", lines
+    assert lines[1:] == [f"sea · {n} → decided in the same turn (see 'calmops history sea')" for n in ("b.csv", "c.csv")]
+    assert "duplicate" not in done.stdout
