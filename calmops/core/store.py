@@ -289,7 +289,19 @@ class Claim:
         now = time.time() if now is None else now
         if now - (self.heartbeat or 0) > lease:
             return True
-        return self.owner_host == _host() and not (self.owner_pid and running(self.owner_pid, self.owner_start))
+        return self.owner_ended() is True
+
+    def owner_ended(self) -> bool | None:
+        """Whether the process that held the claim has ended: known on its own host only (None elsewhere)."""
+        if self.owner_host != _host():
+            return None
+        return not (self.owner_pid and running(self.owner_pid, self.owner_start))
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> Claim:
+        """The claim an entry of :meth:`Ledger.entries` records."""
+        return cls(entry["status"], entry["owner_host"], entry["owner_pid"], entry["owner_start"],
+                   entry["heartbeat"], entry["run_id"], entry["mlflow_run_id"])
 
 
 @dataclass(frozen=True)

@@ -374,10 +374,12 @@ def test_a_stuck_worker_is_found_among_many_future_runs_of_scheduled_scans(prefe
 def test_a_run_left_running_by_an_outage_that_holds_no_claim_is_found_dead(prefect_server, calmops_home):
     """A run that ended (its claim given back, pending) while Prefect's server was down stays Running there for
     good and keeps its pipeline's slot: every later run of the pipeline waits behind it. It holds no claim and
-    has decided nothing for longer than the ledger's lease, so it is found dead (and crashed, which gives the
-    slot back). A run that just gave its claim back, one with a live claim, and one waiting for its turn (no
-    ledger entry of its own) are not."""
+    has decided nothing for longer than the ledger's lease, and its process has ended, so it is found dead (and
+    crashed, which gives the slot back). A run that just gave its claim back, one whose process still runs long
+    after it decided (rerunning pending files), one with a live claim, and one waiting for its turn (no ledger
+    entry of its own) are not."""
     import sqlite3
+    import subprocess
 
     from prefect import flow
     from prefect.client.orchestration import get_client
@@ -401,16 +403,20 @@ def test_a_run_left_running_by_an_outage_that_holds_no_claim_is_found_dead(prefe
             return str(client.create_flow_run(probe, parameters={"pipeline": "sea", "path": f"/in/{name}"},
                                                tags=[TAG], state=Running()).id)
 
-        ended, released, live, turn = (running(n) for n in ("ended.csv", "released.csv", "live.csv", "turn.csv"))
-    content = {name: f"{i}".rjust(64, "0") for i, name in enumerate(("ended.csv", "released.csv", "live.csv"))}
-    for name, run_id in (("ended.csv", ended), ("released.csv", released), ("live.csv", live)):
-        assert book.claim(content[name], name, run_id)
-    book.release(content["ended.csv"])
-    book.release(content["released.csv"])
+        names = ("ended.csv", "released.csv", "alive.csv", "live.csv", "turn.csv")
+        ended, released, alive, live, turn = (running(n) for n in names)
+    content = {name: f"{i}".rjust(64, "0") for i, name in enumerate(names)}
+    for name, run_id in zip(names[:4], (ended, released, alive, live), strict=True):
+        assert book.claim(content[name], name, run_id)  # owned by this process
+    for name in names[:3]:
+        book.release(content[name])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
     long_ago = (datetime.now(UTC) - timedelta(seconds=CLAIM_LEASE + 30)).isoformat(timespec="seconds")
     with sqlite3.connect(book.path) as con:
-        con.execute("UPDATE files SET updated=? WHERE file='ended.csv'", (long_ago,))
+        con.execute("UPDATE files SET updated=? WHERE file IN ('ended.csv', 'alive.csv')", (long_ago,))
+        con.execute("UPDATE files SET owner_pid=?, owner_start=NULL WHERE file='ended.csv'", (gone.pid,))
     found = {s.run_id: s for s in stalls.find_dead()}
     assert set(found) == {ended}, found
-    assert found[ended].dead and "holds no claim and has decided nothing" in found[ended].reason
+    assert found[ended].dead and "its process has ended, holding no claim" in found[ended].reason
     assert turn not in found  # waiting for its turn: no entry names it
