@@ -189,17 +189,27 @@ def read_champion_state(path: Path, champion_version: int, **match: Any) -> dict
     """A pipeline state file (``state/*.json``) when it belongs to ``champion_version`` and its other keys equal
     ``match``, else None: state kept for one champion (a score trail, detector state) starts afresh with the
     next one."""
+    saved = read_state(path)
+    if saved is None:
+        return None
+    wanted = {"champion_version": champion_version, **match}
+    return saved if all(saved.get(k) == v for k, v in wanted.items()) else None
+
+
+def read_state(path: Path) -> dict | None:
+    """A pipeline state file (``state/*.json``, a JSON object), None when there is none. Written atomically, one
+    that cannot be read was changed from outside: it is set aside (see :func:`_set_aside_unreadable`) and
+    None returned, so its state starts afresh instead of failing every run."""
     if not path.exists():
         return None
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(saved, dict):
             raise TypeError(f"a JSON {type(saved).__name__} where an object belongs")
-    except (ValueError, TypeError) as exc:  # written atomically, so changed from outside: it starts afresh
+    except (ValueError, TypeError) as exc:
         _set_aside_unreadable(path, exc)
         return None
-    wanted = {"champion_version": champion_version, **match}
-    return saved if all(saved.get(k) == v for k, v in wanted.items()) else None
+    return saved
 
 
 def _set_aside_unreadable(path: Path, exc: Exception) -> None:

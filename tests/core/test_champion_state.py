@@ -30,3 +30,15 @@ def test_a_state_file_that_cannot_be_read_is_set_aside_and_said_in_the_pipelines
     assert "set aside as concept.json.unreadable-" in logged and "its state starts afresh" in logged
     write_champion_state(path, 3, detectors={})  # and the next state is written where it was
     assert read_champion_state(path, 3) == {"champion_version": 3, "detectors": {}}
+
+
+def test_the_estimators_state_file_that_cannot_be_read_is_set_aside_too(tmp_path):
+    """The performance estimator keeps its own file (one state per champion version): damaged, it failed
+    every drift check with a bare JSONDecodeError, as the champion's state files did."""
+    from calmops.tasks.drift.estimated import _kept
+
+    path = tmp_path / "sea" / "state" / "estimation.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"versions": {"3": {"state": {"kind": "calib')
+    assert _kept(path) == {}
+    assert not path.exists() and len(list(path.parent.glob("estimation.json.unreadable-*"))) == 1

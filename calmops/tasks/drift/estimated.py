@@ -13,7 +13,7 @@ import pandas as pd
 
 from calmops.core.metrics import HIGHER_IS_BETTER
 from calmops.core.spec import PipelineSpec
-from calmops.core.store import write_atomic
+from calmops.core.store import read_state, write_atomic
 from calmops.core.verdict import EstimatedSignal
 from calmops.detectors.estimation import (
     MIN_REFERENCE_ROWS,
@@ -63,9 +63,7 @@ def _kept(path: Path) -> dict[str, dict[str, Any]]:
     """What ``path`` keeps per champion version (JSON's text keys), the last fit last: ``{"state": …}`` (the
     estimator's) or ``{"unavailable": why}``. A file of one champion (``champion_version`` and ``state``, as
     CalmOps wrote it when it kept one) reads as that champion's."""
-    if not path.exists():
-        return {}
-    saved = json.loads(path.read_text())
+    saved = read_state(path) or {}
     if "champion_version" in saved:
         return {str(saved["champion_version"]): {"state": saved["state"]}}
     return dict(saved.get("versions") or {})
