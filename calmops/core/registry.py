@@ -328,6 +328,17 @@ def _ends_failed_on_error(run_id: str):
         raise
 
 
+def recorded_decisions(pipeline: str, sha256: str) -> list[str]:
+    """The decisions the pipeline's runs recorded for a content (their ``calmops.decision`` tags, by its
+    ``calmops.sha256``); a run that was stopped, or could not record, recorded none."""
+    experiment = mlflow.get_experiment_by_name(experiment_name(pipeline))
+    if experiment is None:
+        return []
+    runs = MlflowClient().search_runs([experiment.experiment_id], max_results=100,
+                                      filter_string=f"tags.`calmops.sha256` = '{sha256}'")
+    return [d for run in runs if (d := run.data.tags.get("calmops.decision"))]
+
+
 def log_to_run(run_id: str, *, params: dict[str, str] | None = None, tags: dict[str, str] | None = None,
                metrics: dict[str, float] | None = None, timestamp_ms: int | None = None,
                files: dict[str, str] | None = None, end: str | None = None) -> None:
@@ -395,8 +406,13 @@ class Champion:
 
     @property
     def training(self) -> dict[str, Any]:
-        """What its training recorded (the ``calmops.training`` version tag: mode, file, sha256, …)."""
-        return json.loads(self.tags.get("calmops.training") or "{}")
+        """What its training recorded (the ``calmops.training`` version tag: mode, file, sha256, …); {} for a
+        tag that does not read as a JSON object."""
+        try:
+            training = json.loads(self.tags.get("calmops.training") or "{}")
+        except ValueError:
+            return {}
+        return training if isinstance(training, dict) else {}
 
 
 def log_candidate(

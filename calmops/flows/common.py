@@ -19,6 +19,7 @@ import pandas as pd
 from calmops.core import registry, statedb
 from calmops.core.awaiting import Awaiting
 from calmops.core.breaker import BreakerPolicy, read_breaker, update_breaker
+from calmops.core.features import feature_columns
 from calmops.core.flow_runs import file_run_name
 from calmops.core.logs import RunLog
 from calmops.core.names import Decision
@@ -449,7 +450,7 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
         batch = (read or read_batch)(ctx, champion)
         if isinstance(batch, RunOutcome):
             return batch.to_dict()
-        if champion is not None and champion.training.get("sha256") == ctx.sha256:
+        if champion is not None and _promoted_here_unrecorded(champion, ctx.sha256):
             outcome = record_promotion_left_unrecorded(ctx, champion, batch)
         else:
             outcome = process(ctx, champion, batch)
@@ -468,13 +469,22 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
     return outcome.to_dict()
 
 
+def _promoted_here_unrecorded(champion: registry.Champion, sha256: str) -> bool:
+    """Whether the champion was trained on this content by a run that did not record its decision: not a file
+    decided before (a pipeline created again with --adopt, a ledger set aside) and now read again."""
+    return (champion.training.get("sha256") == sha256
+            and not {Decision.TRAIN, Decision.RETRAIN_PROMOTED} & set(registry.recorded_decisions(champion.name,
+                                                                                                sha256)))
+
+
 def record_promotion_left_unrecorded(ctx: RunContext, champion: registry.Champion, batch: Batch) -> RunOutcome:
     """The champion was trained on this file and promoted by an earlier run that ended before it recorded its
     decision (killed, or failed to record while a server was out of reach): that decision is recorded now, with
     the batch kept in the history it learnt from. Judging the file again would score a model on rows it learnt
     (a perfect score, "no drift") and credit the promotion to no file."""
     first = registry.alias_version(ctx.spec.name, "previous") is None
-    append_history(ctx.paths, reference_frame(batch.X, batch.y, ctx.spec.target), batch.sha256,
+    learnt = batch.X[feature_columns(ctx.spec, list(batch.X.columns))]  # as the kind keeps it (IPIP: no block column)
+    append_history(ctx.paths, reference_frame(learnt, batch.y, ctx.spec.target), batch.sha256,
                    ctx.spec.retrain.history_max_batches)
     out = write_batch_predictions(ctx, batch, champion)
     reason = (f"v{champion.version} was trained on this file and promoted by an earlier run that ended before "

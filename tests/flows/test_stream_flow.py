@@ -183,6 +183,16 @@ def test_a_promotion_its_run_could_not_record_is_recorded_by_the_files_next_run(
     nxt = run("sea", write_csv(sea_frame(1000, 9.5, seed=105), folder, "f5.csv"))
     assert nxt["champion_version"] == 2 and nxt["decision"] != "failed", nxt
 
+    # a promotion that was recorded is not recorded again when its file comes back to a ledger that forgot it
+    # (set aside, as a damaged ledger is): the file is judged as any file is
+    (paths.root / "ledger.sqlite").rename(paths.root / "ledger.sqlite.aside")
+    for suffix in ("-wal", "-shm"):
+        (paths.root / f"ledger.sqlite{suffix}").unlink(missing_ok=True)
+    back = folder / "f4-again.csv"
+    back.write_bytes((paths.processed / "f4.csv").read_bytes())
+    judged = run("sea", back)
+    assert "promoted by an earlier run" not in judged["reason"] and judged["decision"] != "retrain_promoted", judged
+
 
 def test_duplicate_event_after_the_file_moved_is_harmless(prefect_server, stream_spec):
     from calmops.flows.stream import stream_flow
