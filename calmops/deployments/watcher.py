@@ -517,9 +517,15 @@ class Watcher:
                 continue
             sha = self._hash(path, st)
             status = states.get(sha)
-            if status == "done":  # a copy of decided bytes: its run answers at once, outside the pipeline's turn
+            if status == "done":  # decided bytes left in the folder: a run answers them a duplicate and moves them
                 if self._left_behind(watched, path, sha, force):
-                    self._announce(watched, path, st, reason="scan", sha=sha, arrived=arrival_time(st[1]))
+                    if live is _UNASKED:
+                        live = self.live_paths(watched.pipeline)
+                    with self._lock:
+                        told = path in self._emitted
+                    # not while a run for it is queued, nor again while that cannot be told
+                    if not (live and str(path) in live) and not (live is None and told and not force):
+                        self._announce(watched, path, st, reason="scan", sha=sha, arrived=arrival_time(st[1]))
                 continue
             if announced and one_turn:  # decided in the turn of the run just announced
                 self._record_arrival(watched, path, sha, arrival_time(st[1]))

@@ -266,6 +266,14 @@ def test_decided_bytes_left_in_incoming_are_announced_for_a_run_to_answer_them(s
         time.sleep(0.5)
     assert rec.names() == ["copy.csv", "stuck.csv", "new.csv"]  # later.csv is decided in new.csv's turn
 
+    # while a run for such a file is queued (behind the pipeline's turn, say), it is not announced again
+    queued = {str(folder / "copy.csv"): True}
+    rec = Recorder()
+    with make_watcher(rec, reemit_after=120, live_paths=lambda name: queued):
+        rec.wait_for(2)
+        time.sleep(0.5)
+    assert "copy.csv" not in rec.names() and "stuck.csv" in rec.names()
+
 
 def test_pending_files_wait_for_the_breaker(stream_spec):
 
