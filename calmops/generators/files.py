@@ -203,9 +203,9 @@ def read_table(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
     if fmt == "parquet":
         return pd.read_parquet(path)
     if fmt == "json":
-        return pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
+        return pd.DataFrame(json.loads(path.read_text(encoding="utf-8-sig")))
     if fmt == "jsonl":  # as json: values as written (pandas' reader would turn text that looks like a date into one)
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
         return pd.DataFrame([json.loads(line) for line in lines if line.strip()])
     if fmt == "xlsx":
         return pd.read_excel(path, engine="openpyxl")

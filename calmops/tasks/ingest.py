@@ -145,7 +145,7 @@ def text_delimiter(path: Path, fmt: str, delimiter: str | None = None) -> str | 
 def _json_lines(path: Path) -> list[dict]:
     """The records of a JSON Lines file (blank lines skipped); a line that is not a JSON object is named."""
     records = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -166,7 +166,7 @@ def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFra
         if fmt == "parquet":
             return pd.read_parquet(path)
         if fmt == "json":
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
             if isinstance(data, dict):
                 data = data.get("records", data.get("data", [data]))
             return pd.json_normalize(data) if isinstance(data, list) else pd.DataFrame(data)
