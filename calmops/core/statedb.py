@@ -96,8 +96,10 @@ def _damaged(exc: sqlite3.DatabaseError, file: Path | None) -> sqlite3.DatabaseE
     """``exc`` as :class:`DamagedFile` when SQLite says the file is not a database it can read, else itself."""
     if type(exc) is not sqlite3.DatabaseError or str(exc) not in _DAMAGED:
         return exc
-    return DamagedFile(f"{file}: {exc}; restore it from a backup, or move it aside (a new one starts empty: the "
-                       "files still in incoming are decided again; processed/ and MLflow keep what was decided)")
+    lost = ("the rows awaiting labels are forgotten, and their labels files are quarantined as labelling nothing"
+            if file is not None and file.stem == "labels" else
+            "the files still in incoming are decided again; processed/ and MLflow keep what was decided")
+    return DamagedFile(f"{file}: {exc}; restore it from a backup, or move it aside (a new one starts empty: {lost})")
 
 
 class Connection:

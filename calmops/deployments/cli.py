@@ -659,9 +659,11 @@ def report(name: str,
                                  f"file checked; the MLflow UI lists every run of experiment calmops/{name} by file); "
                                  "a first model or a failed run has no drift verdict") from None
     target = out or Path(file_name(name, f"labels-{outcome['file']}" if labels else outcome["file"]))
-    if not target.parent.is_dir():
-        raise CliError(f"{target.parent} is not a folder: the page cannot be written there",
-                       "give -o a file in a folder that exists (or leave -o out: the page goes to this folder)")
+    if not target.parent.is_dir() or target.is_dir():
+        where = target if target.is_dir() else target.parent
+        raise CliError(f"{where} is {'a folder' if where is target else 'not a folder'}: the page cannot be written "
+                       "there", "give -o a file in a folder that exists (or leave -o out: the page goes to this "
+                       "folder)")
     target.write_text(render_report(outcome, DriftVerdict.from_dict(verdict)))
     shown_as = f"{LABELS_ENTRY}{outcome['file']}" if labels else outcome["file"]  # as `status` names it
     console.print(f"[bold]{name}[/] · {shown_as} ({outcome['decision']}): report written to {target}", highlight=False)

@@ -237,3 +237,17 @@ def test_a_command_without_the_homes_postgresql_setting_is_refused_not_let_loose
     upgraded = CliRunner().invoke(app, ["db", "upgrade", "calmops"])
     assert upgraded.exit_code == 0, upgraded.output
     assert not mark.exists()  # a SQLite home is not marked
+
+
+@pytest.mark.parametrize("kind, lost", [("ledger", "the files still in incoming are decided again"),
+                                        ("labels", "the rows awaiting labels are forgotten")])
+def test_a_damaged_sqlite_state_file_is_named_with_what_moving_it_aside_loses(tmp_path, kind, lost):
+    from contextlib import closing
+
+    from calmops.core.statedb import DamagedFile, Table
+
+    (tmp_path / f"{kind}.sqlite").write_bytes(b"not a database " * 100)
+    with pytest.raises(DamagedFile) as said, closing(Table.of(kind, tmp_path).connect()) as con:
+        con.execute("SELECT 1")
+    assert str(said.value).startswith(f"{tmp_path / f'{kind}.sqlite'}: file is not a database; restore it")
+    assert lost in str(said.value)

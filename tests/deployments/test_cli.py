@@ -48,6 +48,8 @@ def test_create_run_status_list_show_rollback(prefect_server, calmops_home, tmp_
     nowhere = runner.invoke(app, ["report", "sea", "-o", str(tmp_path / "no-such-folder" / "b.html")])
     assert nowhere.exit_code == 1 and f"{tmp_path / 'no-such-folder'} is not a folder" in nowhere.stderr, \
         nowhere.output  # said as such, not a bare FileNotFoundError with a hint to debug
+    folder = runner.invoke(app, ["report", "sea", "-o", str(tmp_path)])
+    assert folder.exit_code == 1 and f"{tmp_path} is a folder" in folder.stderr, folder.output
     page = tmp_path / "b.html"
     made = runner.invoke(app, ["report", "sea", "-o", str(page)])  # the latest file checked: b.csv
     assert made.exit_code == 0, made.output
