@@ -228,9 +228,9 @@ def _processed_before(spec: PipelineSpec, paths: PipelinePaths, book: Ledger, lo
     try:
         placed = move_to_processed(paths, path, digest, copy=copy)
     except OSError as exc:  # the answer stands; a file left in its folder is moved by a later scan's run
-        log.error("%s has the same content as %s, already processed, but could not be %s to %s (%s: %s); once "
-                  "the folder can be written, the next scan moves it", path.name, first,
-                  "copied" if copy else "moved", paths.processed, type(exc).__name__, exc)
+        after = "your file is where it was" if copy else "once the folder can be written, the next scan moves it"
+        log.error("%s has the same content as %s, already processed, but could not be %s to %s (%s: %s); %s",
+                  path.name, first, "copied" if copy else "moved", paths.processed, type(exc).__name__, exc, after)
     else:
         log.info("%s has the same content as %s, already processed; %s to %s", path.name, first,
                  "copied" if copy else "moved", placed.relative_to(paths.root))
