@@ -92,6 +92,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def stamp_seconds(stamp: str | None) -> float | None:
+    """A ledger time (as :func:`_now` writes it, e.g. ``updated``) in epoch seconds; None when unset or unreadable."""
+    try:
+        return datetime.fromisoformat(stamp).timestamp() if stamp else None
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class PipelinePaths:
     root: Path
@@ -640,11 +648,8 @@ class Ledger:
             return False
         if row[0] != file:
             return True
-        try:
-            decided = datetime.fromisoformat(row[1]).timestamp()
-        except (TypeError, ValueError):
-            return True
-        return time.time() - decided > after
+        decided = stamp_seconds(row[1])
+        return decided is None or time.time() - decided > after
 
     def decision(self, sha256: str) -> str | None:
         with closing(self._connect()) as con:
@@ -772,18 +777,23 @@ def _free_name(folder: Path, name: str, sha256: str) -> Path:
     return folder / bounded_name(free_name(folder, name, sha256))
 
 
+def copy_atomic(source: Path, target: Path) -> None:
+    """Copy a file so that ``target`` appears only complete (a watcher never sees half of it)."""
+    part = target.with_name(f".{target.name}.part")
+    try:
+        shutil.copy2(source, part)
+        part.replace(target)
+    finally:
+        part.unlink(missing_ok=True)
+
+
 def move_to_processed(paths: PipelinePaths, file: Path, sha256: str, *, copy: bool = False) -> Path:
     """Move ``file`` into the processed folder under a free name; ``copy`` leaves it where it is (a user's own
     file given to ``calmops run``) and puts a copy there."""
     paths.processed.mkdir(parents=True, exist_ok=True)
     target = _free_name(paths.processed, file.name, sha256)
     if copy:
-        part = target.with_name(f".{target.name}.part")
-        try:
-            shutil.copy2(file, part)
-            part.replace(target)
-        finally:
-            part.unlink(missing_ok=True)
+        copy_atomic(file, target)
     else:
         shutil.move(str(file), target)
     return target

@@ -37,7 +37,7 @@ from calmops.core.flow_runs import runs_in_states
 from calmops.core.names import TAG
 from calmops.core.pids import running
 from calmops.core.settings import Settings, get_settings
-from calmops.core.store import Claim, pipeline_paths, read_spec, write_atomic
+from calmops.core.store import Claim, pipeline_paths, read_spec, stamp_seconds, write_atomic
 
 log = logging.getLogger("calmops.watcher")
 
@@ -198,20 +198,13 @@ def _why_dead(held: list[dict[str, Any]], states: dict[str, str], lease: float, 
         return None  # nothing of its own yet (waiting for its turn), or a live claim: it runs
     if orphaned := [e["file"] for e in held if states.get(e["sha256"]) == "orphaned"]:
         return f"its process is gone (the claim of {orphaned[0]} is orphaned)"
-    last = max((_epoch(e["updated"]) for e in held), default=None)
+    last = max((t for e in held if (t := stamp_seconds(e["updated"])) is not None), default=None)
     if last is None or now - last <= lease:
         return None  # between two files of its turn, or reporting its end
     if not all(Claim.of(e).owner_ended() for e in held):
         return None  # its process still runs (rerunning pending files, giving way), or runs on another host
     return (f"its process has ended, holding no claim, {now - last:.0f} s after it last decided (it ended while "
             "Prefect's server could not hear of it)")
-
-
-def _epoch(stamp: str | None) -> float | None:
-    try:
-        return datetime.fromisoformat(stamp).timestamp() if stamp else None
-    except ValueError:
-        return None
 
 
 def cancel(stalled: Stalled) -> None:

@@ -34,10 +34,8 @@ def into_incoming(spec, path: Path) -> Placed:
     (:meth:`~calmops.core.store.Ledger.reserve`, before the copy appears: the watcher leaves it to the run), or
     None when there is nothing to reserve (a live run has it, or a first copy waits in incoming: the run says
     so)."""
-    import shutil
-
     from calmops.core.errors import BadInput
-    from calmops.core.store import arrival_time, ledger, ledger_name, pipeline_paths, sha256_of
+    from calmops.core.store import arrival_time, copy_atomic, ledger, ledger_name, pipeline_paths, sha256_of
 
     path = path.absolute()  # not resolved: a link stays a link, and the run refuses it unread
     paths = pipeline_paths(spec).ensure()
@@ -59,12 +57,9 @@ def into_incoming(spec, path: Path) -> Placed:
     reserved = book.reserve(digest, ledger_name(paths, target), arrival_time(path.stat().st_mtime_ns), paths.incoming)
     if target.exists():
         return Placed(target, digest if reserved else None, None)
-    part = target.with_name(f".{target.name}.part")
     try:
-        shutil.copy2(path, part)
-        part.replace(target)
+        copy_atomic(path, target)
     except BaseException:
-        part.unlink(missing_ok=True)
         if reserved:
             book.unreserve(digest)
         raise
