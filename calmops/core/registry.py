@@ -78,12 +78,26 @@ TRUSTED_PARTS = frozenset({
 })
 
 
+#: MLflow's HTTP client in flow runs and commands, unless the environment sets these variables itself (the viewer
+#: and the API set shorter ones). A refused or dropped connection is tried 5 times in about 15 s (back-off 0, 2, 4
+#: and 8 s), enough for a server that restarts; a server that is gone fails the call then, one that accepts and
+#: never answers within about 90 s (15 s a try). MLflow's own defaults (7 retries, back-off factor 2, 120 s a
+#: try) kept a run waiting about 4 minutes on a server that was gone, without a word.
+CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+#: how MLflow's HTTP client words "nothing answers there" (inside its long message about the URL and retries)
+NO_ANSWER = ("Connection refused", "Name or service not known", "timed out", "No route to host")
+
+
 def _quiet() -> None:
     """MLflow's client prints "View run … at <url>" on stdout when a run ends, reading the run back for it (one
-    request per run; a run's page is linked from its Prefect artifact instead), and sends telemetry. Set where
-    MLflow is configured, not only at import: a warm runner's child replaces the environment it imported in."""
+    request per run; a run's page is linked from its Prefect artifact instead), and sends telemetry; its retries
+    are :data:`CLIENT_DEFAULTS`. Set where MLflow is configured, not only at import: a warm runner's child
+    replaces the environment it imported in."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    for name, value in CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 _quiet()
@@ -98,6 +112,27 @@ def configure(settings: Settings | None = None) -> MlflowClient:
     if settings.mlflow_registry_uri:
         mlflow.set_registry_uri(settings.mlflow_registry_uri)
     return MlflowClient()
+
+
+class MlflowUnreachable(ConnectionError):
+    """The MLflow tracking server does not answer: said with its address and what to do. Not bad input: the run
+    fails and its file stays pending, to be run again once the server answers."""
+
+
+def unreachable(exc: BaseException) -> MlflowUnreachable | None:
+    """``exc`` said plainly when it is MLflow's client giving up on a server that does not answer (its own
+    message buries the cause at the end of a long line about the URL); None for any other error."""
+    if isinstance(exc, MlflowUnreachable):
+        return exc
+    uri = mlflow.get_tracking_uri()
+    text = str(exc)
+    cause = next((words for words in NO_ANSWER if words in text), None)
+    if not isinstance(exc, MlflowException) or cause is None or not uri.startswith(("http://", "https://")):
+        return None
+    tries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", CLIENT_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+    return MlflowUnreachable(
+        f"the MLflow tracking server at {uri} does not answer ({cause.lower()}, {tries} retries); start it "
+        "(`calmops up` starts the local stack's), or set MLFLOW_TRACKING_URI to the address of the one that runs")
 
 
 def experiment_name(pipeline: str) -> str:
@@ -293,9 +328,16 @@ def requirements_for(trusted_types: list[str]) -> list[str]:
 
 
 def start_run(pipeline: str, run_name: str, tags: dict[str, str]) -> str:
-    """Create the MLflow run that records one file's processing; returns its id."""
-    experiment_id = ensure_experiment(pipeline)
-    run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags)
+    """Create the MLflow run that records one file's processing; returns its id. The first call of a run to the
+    tracking server: one that does not answer is said so (:class:`MlflowUnreachable`)."""
+    try:
+        experiment_id = ensure_experiment(pipeline)
+        run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags)
+    except MlflowException as exc:
+        said = unreachable(exc)
+        if said is None:
+            raise
+        raise said from exc
     return run.info.run_id
 
 
@@ -372,7 +414,7 @@ def close_run(run_id: str, status: str) -> None:
     """End a run that will record nothing more (KILLED: its process died or was stopped mid-run). Best effort:
     a run deleted meanwhile, or MLflow out of reach, leaves it as it was."""
     with suppress(Exception):
-        MlflowClient().set_terminated(run_id, status=status)
+        configure().set_terminated(run_id, status=status)  # configured: called before a run's other MLflow calls
 
 
 def mlflow_ui() -> str | None:

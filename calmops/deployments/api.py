@@ -467,10 +467,6 @@ def _server_message(answer) -> str:
     return (text.strip().splitlines() or [""])[0][:200]
 
 
-#: how the HTTP client words "nothing answers there" (its own words, which it wraps in a long URL message)
-_NO_ANSWER = ("Connection refused", "Name or service not known", "timed out", "No route to host")
-
-
 def _first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an error, at most ``limit`` characters, shortened at a word with an ellipsis; a server
     that does not answer is said so plainly, with its address (the client's own message buries it at the end)."""
@@ -478,7 +474,9 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     if not text:
         return type(exc).__name__
     line = text[0]
-    if cause := next((words for words in _NO_ANSWER if words in line), None):
+    from calmops.core.registry import NO_ANSWER  # imported by create_app already
+
+    if cause := next((words for words in NO_ANSWER if words in line), None):
         import mlflow
 
         return f"the MLflow server at {mlflow.get_tracking_uri()} does not answer ({cause.lower()})"

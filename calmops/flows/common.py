@@ -413,6 +413,7 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
     A file deleted while its run was in progress cannot be retried: the ledger records it as ``gone`` (the
     same bytes dropped again are taken as new) and the breaker does not count it.
     """
+    exc = registry.unreachable(exc) or exc  # MLflow's client buries "nothing answers" in a long line
     reason = f"{type(exc).__name__}: {exc}"
     gone = not ctx.path.exists() and not ctx.path.is_symlink()
     if gone:
