@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,14 +70,19 @@ def state_database_url() -> str | None:
     return url
 
 
+def shown_url(url: str) -> str:
+    """A database URL as CalmOps writes it down or says it: without a password, in the user part or the query."""
+    shown = re.sub(r"//([^:@/]*)(:[^@/]*)?@", r"//\1@", url)
+    return re.sub(r"([?&])password=[^&]*&?", r"\1", shown).rstrip("?&")
+
+
 def mark_home(settings: Settings) -> None:
     """Record in the home that its state is in PostgreSQL (by ``calmops db upgrade`` and every service started
     with the setting), so a command run without that setting is refused instead of using SQLite files."""
     if not settings.state_database_url:
         return
     mark = settings.home / HOME_MARK
-    shown = re.sub(r"//([^:@/]*)(:[^@/]*)?@", r"//\1@", settings.state_database_url)  # without a password,
-    shown = re.sub(r"([?&])password=[^&]*&?", r"\1", shown).rstrip("?&")  # in the user part or the query
+    shown = shown_url(settings.state_database_url)
     if not mark.is_file() or mark.read_text().strip() != shown:
         settings.home.mkdir(parents=True, exist_ok=True)
         part = mark.with_name(f".{HOME_MARK}.part")
@@ -92,8 +98,61 @@ class DamagedFile(sqlite3.DatabaseError):
 _DAMAGED = ("file is not a database", "database disk image is malformed")
 
 
+class CannotWrite(sqlite3.OperationalError):
+    """A state database that cannot take a write: its disk is full or failing, its file or folder (or, in
+    PostgreSQL, the database) is read-only. Said with the SQLite file, or the PostgreSQL database without its
+    password, and the way out; the transaction it was part of is rolled back (:meth:`Table.write`), so nothing
+    of it is kept. An ``OperationalError`` on either engine, so the stores' callers catch it (:func:`errors`)."""
+
+
+#: SQLite's primary result codes (``sqlite_errorcode & 0xff``) of a write the disk or the file refused, with
+#: what SQLite says for each (the test when an error carries no code)
+_FULL, _IOERR, _READONLY, _CANTOPEN = 13, 10, 8, 14
+_REFUSED = {_FULL: "database or disk is full", _IOERR: "disk I/O error", _READONLY: "readonly database",
+            _CANTOPEN: "unable to open database file"}
+#: PostgreSQL's SQLSTATEs for the same: disk full, I/O error, a read-only transaction (a standby, or
+#: default_transaction_read_only), no privilege
+_PG_REFUSED = {"53100": _FULL, "58030": _IOERR, "25006": _READONLY, "42501": _CANTOPEN}
+
+
+def _refused(exc: BaseException) -> int | None:
+    """Which of :data:`_REFUSED` a SQLite (or PostgreSQL) error is, or None."""
+    if (state := getattr(exc, "sqlstate", None)) is not None:
+        return _PG_REFUSED.get(state)
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF if code & 0xFF in _REFUSED else None
+    return next((c for c, words in _REFUSED.items() if words in str(exc)), None)
+
+
+def _cannot_write(exc: BaseException, where: str, folder: Path | None) -> CannotWrite | None:
+    """``exc`` as :class:`CannotWrite` naming ``where`` (the file, or the database) when the disk or the file
+    refused the write, else None. ``folder``: the SQLite file's, whose permissions matter too."""
+    cause = _refused(exc)
+    if cause is None:
+        return None
+    said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    kept = "nothing of this write was kept"
+    if cause == _FULL:
+        todo = f"free space on the disk {'it is on' if folder else 'of the database server'} (or raise the quota)"
+    elif cause == _IOERR:
+        todo = ("check the disk it is on (the kernel log, `dmesg`, says what failed), that it is mounted read-write "
+                "and has free space" if folder else "see the database server's log: its disk failed a read or write")
+    elif folder is not None:
+        todo = (f"let the user CalmOps runs as (uid {os.geteuid()}) write the file and its folder {folder}: SQLite "
+                "also writes a -wal and a -shm file beside it")
+    elif cause == _READONLY:
+        todo = "it takes no writes (a standby, or default_transaction_read_only): point state_database_url at the primary"
+    else:
+        todo = "grant the user state_database_url names the right to write the calmops_* schemas"
+    return CannotWrite(f"{where}: {said}; {todo}, then run again ({kept})")
+
+
 def _damaged(exc: sqlite3.DatabaseError, file: Path | None) -> sqlite3.DatabaseError:
-    """``exc`` as :class:`DamagedFile` when SQLite says the file is not a database it can read, else itself."""
+    """``exc`` as :class:`DamagedFile` when SQLite says the file is not a database it can read, as
+    :class:`CannotWrite` when its disk or permissions refused a write, else itself."""
+    if file is not None and not isinstance(exc, CannotWrite) and (said := _cannot_write(exc, str(file), file.parent)):
+        return said
     if type(exc) is not sqlite3.DatabaseError or str(exc) not in _DAMAGED:
         return exc
     lost = ("the rows awaiting labels are forgotten, and their labels files are quarantined as labelling nothing"
@@ -105,26 +164,39 @@ def _damaged(exc: sqlite3.DatabaseError, file: Path | None) -> sqlite3.DatabaseE
 class Connection:
     """One connection to a store's database: ``execute`` takes SQL with ``?`` placeholders on either engine."""
 
-    def __init__(self, raw: Any, postgres: bool, file: Path | None = None):
+    def __init__(self, raw: Any, postgres: bool, file: Path | None = None, url: str | None = None):
         self.raw = raw
         self.postgres = postgres
         self.file = file  # the SQLite file
+        self.url = url  # the PostgreSQL database
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.postgres else sql
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    @contextmanager
+    def _said(self) -> Iterator[None]:
+        """A database error said with the file or database at fault, when it is one CalmOps can explain."""
         try:
-            return self.raw.execute(self._sql(sql), tuple(params))
+            yield
         except sqlite3.DatabaseError as exc:
             raise _damaged(exc, self.file) from None
+        except Exception as exc:
+            if self.postgres and (said := _cannot_write(exc, f"the state database {shown_url(self.url or '')}",
+                                                        None)) is not None:
+                raise said from exc
+            raise
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        with self._said():
+            return self.raw.execute(self._sql(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if self.postgres:
-            with self.raw.cursor() as cur:
-                cur.executemany(self._sql(sql), [tuple(r) for r in rows])
-        else:
-            self.raw.executemany(sql, rows)
+        with self._said():
+            if self.postgres:
+                with self.raw.cursor() as cur:
+                    cur.executemany(self._sql(sql), [tuple(r) for r in rows])
+            else:
+                self.raw.executemany(sql, rows)
 
     def dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cur = self.execute(sql, params)
@@ -196,7 +268,7 @@ class Table:
     def connect(self, sqlite_timeout: float = 30.0) -> Connection:
         if not self.postgres:
             return Connection(_sqlite(self.sqlite_file, sqlite_timeout), postgres=False, file=self.sqlite_file)
-        return Connection(_postgres(self.url), postgres=True)
+        return Connection(_postgres(self.url), postgres=True, url=self.url)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -211,7 +283,9 @@ class Table:
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
-                con.execute("ROLLBACK")
+                # the error to tell is the one that ended the transaction; closing the connection (below) rolls
+                with suppress(Exception):  # back what a failing ROLLBACK could not
+                    con.execute("ROLLBACK")
             raise
         finally:
             con.close()
@@ -285,7 +359,10 @@ class Table:
 
 def _sqlite(path: Path, timeout: float) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    try:
+        con = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    except sqlite3.OperationalError as exc:  # a folder this user cannot write: said with the file
+        raise _damaged(exc, path) from None
     # switching a new file to WAL can answer "locked" at once, or after the busy timeout: a few short tries
     # (about 10 s in all), never the whole timeout each
     con.execute("PRAGMA busy_timeout = 100")
@@ -297,7 +374,7 @@ def _sqlite(path: Path, timeout: float) -> sqlite3.Connection:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or attempt == attempts - 1:
                 con.close()
-                raise
+                raise _damaged(exc, path) from None
             time.sleep(0.05)
         except sqlite3.DatabaseError as exc:
             con.close()

@@ -251,3 +251,72 @@ def test_a_damaged_sqlite_state_file_is_named_with_what_moving_it_aside_loses(tm
         con.execute("SELECT 1")
     assert str(said.value).startswith(f"{tmp_path / f'{kind}.sqlite'}: file is not a database; restore it")
     assert lost in str(said.value)
+
+
+def test_a_state_database_that_takes_no_writes_is_named_and_the_claim_is_not_taken(engine, monkeypatch):
+    """A read-only ledger (the file or its folder read-only; in PostgreSQL a standby) said SQLite's or the server's
+    words alone, naming no file. Now the file (the database, without its password) and what to do."""
+    import sqlite3
+
+    url, root = engine
+    secret = url and f"{url}?password=hidden-{os.getpid()}"  # trusted on loopback: given, never needed or said
+    ledger = book(root, secret)
+    sha = "a" * 64
+    ledger.arrive(sha, "a.csv", 1_790_000_000.0)
+    if url is None:  # root writes any file: the ledger is opened read-only instead, as SQLite opens one it cannot write
+        connect = sqlite3.connect
+        monkeypatch.setattr(sqlite3, "connect", lambda path, **kw: connect(f"file:{path}?mode=ro", uri=True, **kw))
+        restore = (sqlite3, "connect", connect)
+        where, todo = f"{root / 'ledger.sqlite'}: attempt to write a readonly database", "write the file and its folder"
+    else:  # a standby, or a database set default_transaction_read_only, answers so
+        reach = statedb._postgres
+
+        def read_only(*args, **kwargs):
+            con = reach(*args, **kwargs)
+            con.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            return con
+
+        monkeypatch.setattr(statedb, "_postgres", read_only)
+        restore = (statedb, "_postgres", reach)
+        where, todo = f"the state database {url}: cannot execute", "point state_database_url at the primary"
+    with pytest.raises(statedb.errors()) as said:
+        ledger.claim(sha, "a.csv", run_id="r1")
+    assert str(said.value).startswith(where), said.value
+    assert todo in str(said.value) and "nothing of this write was kept" in str(said.value)
+    assert "hidden" not in str(said.value) and isinstance(said.value, statedb.CannotWrite)
+    monkeypatch.setattr(*restore)
+    assert book(root, secret).status(sha) == "waiting"  # as it was: not claimed
+
+
+def test_a_full_disk_under_the_labels_file_is_named_and_leaves_the_rows_as_they_were(tmp_path, monkeypatch):
+    """Keeping a file's rows again replaces them in one transaction (delete, then insert). The disk fills up
+    between the two: the deletion is rolled back with the inserts, and the error names the file."""
+    import sqlite3
+
+    from calmops.core.awaiting import Awaiting
+
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CALMOPS_STATE_DATABASE_URL", raising=False)
+    root = tmp_path / "sea"
+    root.mkdir()
+    waiting = Awaiting(root, root / "state")
+    waiting.keep(pd.DataFrame({"x": [1, 2, 3]}), ["a", "b", "c"], [0, 1, 0], 1, "s" * 64, "one.csv")
+
+    opened = statedb._sqlite
+
+    def full(path, timeout):  # SQLite's own limit: the file cannot grow, as on a full disk
+        con = opened(path, timeout)
+        con.execute(f"PRAGMA max_page_count = {con.execute('PRAGMA page_count').fetchone()[0]}")
+        return con
+
+    monkeypatch.setattr(statedb, "_sqlite", full)
+    many = [f"k{i}" for i in range(5000)]
+    with pytest.raises(statedb.errors()) as said:
+        waiting.keep(pd.DataFrame({"x": range(5000)}), many, [0] * 5000, 1, "s" * 64, "one.csv")
+    file = root / "labels.sqlite"
+    assert str(said.value).startswith(f"{file}: database or disk is full; free space on the disk"), said.value
+    assert isinstance(said.value, statedb.CannotWrite)
+    monkeypatch.setattr(statedb, "_sqlite", opened)
+    with sqlite3.connect(file) as con:
+        kept = con.execute("SELECT key FROM awaiting ORDER BY row").fetchall()
+    assert kept == [("a",), ("b",), ("c",)]  # not deleted, and none of the 5000 half-inserted
