@@ -263,6 +263,7 @@ class Watcher:
         self._hashes: dict[Path, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha256)
         self._folders_told: set[Path] = set()  # folders found in an incoming folder, said once each
         self._folders: dict[Path, _Watched] = {}
+        self._unwatched: dict[str, str] = {}  # pipeline -> why its spec cannot be read, said once per reason
         self._watches: dict[Path, Any] = {}
         self._observer = Observer(timeout=0.2)
         self._stop = threading.Event()
@@ -323,12 +324,15 @@ class Watcher:
     def refresh(self) -> None:
         """Re-read the pipelines and watch exactly their incoming folders (and labels folders)."""
         wanted: dict[Path, _Watched] = {}
-        for name in list_pipelines(self.settings):
+        names = list_pipelines(self.settings)
+        for name in names:
             try:
                 spec = read_spec(name, self.settings)
             except Exception as exc:  # noqa: BLE001 - a broken spec must not stop the others
-                log.warning("not watching %s: %s", name, exc)
+                self._not_watching_because(name, str(exc))
                 continue
+            if self._unwatched.pop(name, None) is not None:
+                log.info("watching %s again: its spec reads again", name)
             for watched in _folders_of(name, spec, pipeline_paths(spec, self.settings)):
                 folder = watched.incoming
                 if folder in wanted:
@@ -336,6 +340,8 @@ class Watcher:
                                 folder, wanted[folder].pipeline)
                     continue
                 wanted[folder] = watched
+        for gone in set(self._unwatched) - set(names):  # deleted: said afresh should it come back broken
+            del self._unwatched[gone]
         # The observer calls our handler while holding its own lock, and the handler takes ours: so the
         # observer is (un)scheduled without holding ours, or a file event at that moment deadlocks both.
         with self._lock:
@@ -358,6 +364,13 @@ class Watcher:
         if self._thread is not None:  # new pipelines: their folders may hold files already
             for _, watched in new:
                 self._scan_folder(watched, force=False, coalesce=True)
+
+    def _not_watching_because(self, name: str, reason: str) -> None:
+        """Say that a pipeline is not watched, once per reason (a refresh every few seconds finds it again)."""
+        if self._unwatched.get(name) != reason:
+            self._unwatched[name] = reason
+            log.warning("not watching %s: %s; files arriving for it wait in its incoming folder until its spec "
+                        "is mended (the watcher reads it again every %g s)", name, reason, self.refresh_interval)
 
     def _pipeline_for(self, path: Path) -> _Watched | None:
         return self._folders.get(path.parent.resolve())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -317,6 +318,61 @@ def test_a_new_pipeline_is_watched_without_restart(stream_spec):
         events = rec.wait_for(2)
     assert {e["calmops.pipeline"] for e in events} == {"other"}
     assert sorted(rec.names()) == ["early.csv", "late.csv"]
+
+
+class Said(logging.Handler):
+    """What the watcher writes in its own log (caught on its logger: the watcher's log may not propagate)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in list(self.lines))
+
+
+@pytest.fixture
+def said():
+    handler = Said()
+    logger = logging.getLogger("calmops.watcher")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+def test_a_pipeline_whose_spec_cannot_be_read_is_said_once_per_reason_and_once_when_mended(stream_spec, said):
+    """A refresh every few seconds meets the broken spec again: the watcher's log says so once (and again only
+    when the reason changes), then once that the pipeline is watched again, and its waiting file is announced."""
+    from calmops.core.store import pipeline_paths, save_spec, spec_from_dict, write_atomic
+
+    other = spec_from_dict({**STREAM_SPEC, "name": "other"})
+    save_spec(other, create=True)
+    spec_file = pipeline_paths(other).spec_file
+    good = spec_file.read_text()
+    rec = Recorder()
+    with make_watcher(rec, refresh_interval=0.05):
+        write_atomic(spec_file, "name: other\nkind: [stream\n")  # invalid YAML: an unclosed list
+        until(lambda: said.count("not watching other") == 1)
+        time.sleep(1.0)  # some twenty refreshes meet the same broken spec
+        assert said.count("not watching other") == 1, said.lines
+        write_atomic(spec_file, "name: other\nkind: {stream\n")  # broken otherwise: said again, once
+        until(lambda: said.count("not watching other") == 2)
+        time.sleep(0.5)
+        assert said.count("not watching other") == 2, said.lines
+        (incoming(other) / "waiting.csv").write_bytes(b"x1,x2,x3,y\n1,2,3,0\n")  # arrives while unwatched
+        age(incoming(other) / "waiting.csv")
+        write_atomic(spec_file, good)
+        until(lambda: "waiting.csv" in rec.names())  # watched again: the file that waited is announced
+        time.sleep(0.5)
+    assert said.count("watching other again") == 1, said.lines
+    assert said.count("not watching other") == 2, said.lines
+    assert said.count("not watching sea") == 0  # the pipeline with a sound spec is not concerned
 
 
 def test_open_for_writing_detects_a_writer(tmp_path):
