@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from calmops.core.pids import state
+from calmops.core.pids import start_time
 from calmops.core.settings import get_settings, setting
 
 
@@ -43,7 +43,7 @@ def running_pid(settings, service: str) -> int | None:
         if pid > 0:
             os.kill(pid, 0)
             # a service that exited and whose parent (a watcher that restarted it, say) has not reaped it yet
-            return None if state(pid) in ("Z", "X") else pid
+            return None if start_time(pid) is None else pid
     except (OSError, ValueError):
         pass
     return None

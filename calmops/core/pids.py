@@ -11,9 +11,28 @@ def start_time(pid: int) -> str | None:
     """Process ``pid``'s start time in clock ticks since boot (Linux's /proc), so that a process that took the
     number of one that ended is not taken for it (a service's pid file, a ledger claim's owner); None when there
     is no such process, when it has ended (a zombie, whose parent has not reaped it yet) and where /proc is
-    missing."""
+    missing. A process whose main thread has ended while another of its threads still runs (it shows as a zombie
+    while it finishes exiting, holding its ports and files) has not ended."""
     fields = _stat(pid)
-    return None if not fields or fields[0] in ("Z", "X") else fields[19]
+    if not fields or (fields[0] in ("Z", "X") and not _other_threads_run(pid)):
+        return None
+    return fields[19]
+
+
+def _other_threads_run(pid: int) -> bool:
+    """Does a thread of process ``pid`` other than its main one still run (not ended)?"""
+    try:
+        threads = [t for t in os.listdir(f"/proc/{pid}/task") if t != str(pid)]
+    except OSError:
+        return False
+    for tid in threads:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def state(pid: int) -> str:

@@ -155,7 +155,10 @@ def bring_down(console) -> None:
     from calmops.deployments.console import CliError
 
     left: dict[str, stack.StillRunning] = {}
+    settings = stack.get_settings()
     for name in reversed(stack.ORDER):
+        if stack.running_pid(settings, name):  # stopping takes up to seconds: its processes finish first
+            console.print(f"stopping {name} …", highlight=False)
         try:
             stopped = stack.stop(name)
         except stack.StillRunning as exc:

@@ -218,3 +218,44 @@ def test_a_server_killed_on_its_own_leaves_nothing_holding_its_port_after_down_a
         for entry in Path("/proc").glob("[0-9]*"):
             if _marked(int(entry.name), marker):
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+SHUTTING_DOWN = """
+import ctypes, os, signal, sys, threading, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+def finish():  # the service's last thread: still writing out its state when its main thread has ended
+    time.sleep(float(sys.argv[1]))
+    open(sys.argv[2], "w").write("done")
+    os._exit(0)
+threading.Thread(target=finish).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_a_service_is_said_stopped_only_once_its_last_thread_has_ended(isolated, tmp_path):
+    """A process whose main thread has ended while another still finishes (it shows as a zombie, <defunct> in ps,
+    yet keeps its ports and files until its last thread is done) has not stopped: `calmops down` says "stopped" only
+    once it has ended, with a "stopping" line while it waits."""
+    home = isolated
+    (home / "run").mkdir(parents=True)
+    finished = tmp_path / "finished"
+    service = subprocess.Popen([sys.executable, "-c", SHUTTING_DOWN, "2", str(finished)], start_new_session=True)
+    pid_file = home / "run" / "watcher.pid"
+    try:
+        until(lambda: Path(f"/proc/{service.pid}/stat").read_text().split(") ")[1].startswith("Z"), 10,
+              "its main thread to end")
+        pid_file.write_text(str(service.pid))
+
+        result = runner.invoke(app, ["down"])
+
+        assert result.exit_code == 0, result.output
+        assert finished.exists(), "down returned before the service's last thread had ended"
+        said = result.output
+        assert said.index("stopping watcher") < said.index("watcher: stopped"), said
+        assert "stopping mlflow" not in said and "mlflow: not running" in said, said
+        assert not pid_file.exists()
+    finally:
+        if service.poll() is None:
+            service.kill()
+        service.wait(10)
