@@ -376,7 +376,7 @@ def _stack_state() -> dict[str, Any]:
     from calmops.deployments import stack, stalls
 
     services = stack.status()
-    return {"up": any(s["pid"] for s in services.values()), "services": services,
+    return {"up": any(s["pid"] or s.get("outside") for s in services.values()), "services": services,
             "worker_restarts": stalls.worker_restarts()}
 
 
@@ -465,6 +465,8 @@ def _print_stack(state: dict[str, Any]) -> None:
                   else "not answering" if s["pid"] or s.get("elsewhere") else "stopped")
         if s.get("elsewhere"):
             health += f" ({s['elsewhere']})"
+        if s.get("outside"):
+            health += " (started outside calmops up)"
         table.add_row(service, s["url"] or "-", shown(s["pid"]), health)
     print_table(table, highlight=False)
     restarts = state.get("worker_restarts") or {}

@@ -318,8 +318,10 @@ def register(app: typer.Typer) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         configure_logging()
         console.print(f"watching incoming folders (Prefect at {_api_url()}); Ctrl-C to stop", highlight=False)
-        Watcher(settle=settle, scan_interval=scan_interval, reemit_after=reemit_after,
-                stall_after=stall_after or None).run_forever()
+        settings = _settings()
+        settings.run_dir.mkdir(parents=True, exist_ok=True)
+        Watcher(settle=settle, scan_interval=scan_interval, reemit_after=reemit_after, stall_after=stall_after or None,
+                heartbeat_file=stack.heartbeat_file(settings)).run_forever()  # `calmops status` sees it by its beat
 
     @app.command("deploy")
     @friendly(servers=("prefect",))

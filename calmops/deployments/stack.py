@@ -202,6 +202,14 @@ def heartbeat_file(settings: Settings) -> Path:
     return settings.run_dir / "watcher.heartbeat"
 
 
+def watcher_beats(settings: Settings) -> bool:
+    """Is the watcher's heartbeat fresh: a watcher runs on this run folder (``calmops watch`` writes it too)."""
+    try:
+        return time.time() - heartbeat_file(settings).stat().st_mtime < HEARTBEAT_MAX_AGE
+    except OSError:
+        return False
+
+
 def log_file(settings: Settings, name: str) -> Path:
     return settings.logs_dir / f"{name}.log"
 
@@ -222,11 +230,7 @@ def _process_healthy(name: str, settings: Settings, since: int = 0) -> bool:
     if not running_pid(settings, name):
         return False
     if name == "watcher":
-        beat = heartbeat_file(settings)
-        try:
-            return time.time() - beat.stat().st_mtime < HEARTBEAT_MAX_AGE
-        except OSError:
-            return False
+        return watcher_beats(settings)
     if name == "runner":
         from calmops.deployments.warm import answers
 
@@ -458,7 +462,8 @@ def _this_hosts(url: str, service: Service) -> bool:
 
 def status(settings: Settings | None = None) -> dict[str, dict]:
     """Each service of the stack on this host: pid, URL, health; a server this host does not run but reaches
-    through its variable is reported at that URL, ``elsewhere``."""
+    through its variable is reported at that URL, ``elsewhere``; a watcher started by hand (``calmops watch``: no
+    pid file) by its fresh heartbeat, ``outside``."""
     from calmops.deployments.quickhttp import get
 
     settings = settings or get_settings()
@@ -470,6 +475,8 @@ def status(settings: Settings | None = None) -> dict[str, dict]:
                      "healthy": code == 200 if code is not None else bool(pid) and healthy(service, settings=settings),
                      "answer": code or None,  # its health check's HTTP status (503: up, but a server it needs is not)
                      "log": str(log_file(settings, name)), "elsewhere": None}
+        if not pid and name == "watcher" and watcher_beats(settings):  # 'calmops watch', run by hand
+            out[name].update(healthy=True, outside=True, log=None)
         if not pid and (url := _elsewhere(name)):
             code = get(url + ELSEWHERE[name][2], timeout=1.0)[0]
             own = _this_hosts(url, service)  # this host's own address: stopped, unless another run folder's runs

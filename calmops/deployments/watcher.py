@@ -289,6 +289,8 @@ class Watcher:
             self._thread.join(timeout)
         self._observer.stop()
         self._observer.join(timeout)
+        if self.heartbeat_file is not None:  # gone: `calmops status` no longer counts it
+            self.heartbeat_file.unlink(missing_ok=True)
         if self.emit is emit_event:
             try:
                 from prefect.events.worker import EventsWorker

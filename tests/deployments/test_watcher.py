@@ -636,3 +636,27 @@ def test_the_prefect_api_health_check_answers_up_down_and_not_configured(monkeyp
     assert prefect_api_healthy(timeout=1) is False  # nothing listens
     monkeypatch.delenv("PREFECT_API_URL")
     assert prefect_api_healthy() is None
+
+
+def test_a_watcher_started_by_hand_shows_running_in_status_by_its_heartbeat(stream_spec, monkeypatch):
+    """``calmops watch`` (the watcher of the ``prefect deploy --all`` route) has no pid file: `calmops status`
+    showed it stopped while it ran. Its heartbeat tells: running, started outside `calmops up`, no pid; stopped once
+    it has stopped."""
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stack
+    from calmops.deployments.cli import _stack_state
+
+    for variable in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    beat = stack.heartbeat_file(settings)
+    assert not _stack_state()["up"]
+    with make_watcher(Recorder(), heartbeat_file=beat):
+        until(beat.exists)
+        state = _stack_state()
+        watcher = state["services"]["watcher"]
+        assert state["up"] and watcher["healthy"] and watcher["outside"] and watcher["pid"] is None, watcher
+        assert not state["services"]["worker"]["healthy"]  # nothing else is taken for running
+    watcher = stack.status()["watcher"]
+    assert not watcher["healthy"] and not watcher.get("outside"), watcher
