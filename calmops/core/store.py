@@ -826,11 +826,17 @@ def quarantined_files(paths: PipelinePaths) -> list[Path]:
                   if os.path.lexists(file := sidecar.with_name(sidecar.name[:-len(suffix)])))
 
 
-def quarantine_records(paths: PipelinePaths) -> list[tuple[Path, dict]]:
-    """The sidecar (path and content) of every file in quarantine; an unreadable sidecar is left out."""
+def quarantine_records(paths: PipelinePaths, *, moved_out: bool = False) -> list[tuple[Path, dict]]:
+    """The sidecar (path and content) of every file in quarantine; with ``moved_out`` also the sidecars of files
+    moved out of quarantine since (e.g. back into incoming), each the record of a time a file was set aside. An
+    unreadable sidecar is left out."""
+    suffix = ".reason.json"
+    if moved_out:
+        sidecars = sorted(paths.quarantine.glob(f"*{suffix}")) if paths.quarantine.is_dir() else []
+    else:
+        sidecars = [file.with_name(file.name + suffix) for file in quarantined_files(paths)]
     out = []
-    for file in quarantined_files(paths):
-        sidecar = file.with_name(file.name + ".reason.json")
+    for sidecar in sidecars:
         try:
             out.append((sidecar, json.loads(sidecar.read_text())))
         except (OSError, ValueError):

@@ -83,8 +83,8 @@ def _serving_score(run: Any, metric: str | None) -> float | None:
 
 
 def _quarantine_reasons(records: list[tuple[Path, dict]]) -> dict[tuple[str | None, str], str]:
-    """The reason of every file in quarantine (``records``: :func:`quarantine_records`) by (file name, content
-    SHA-256), and by (None, SHA-256) for a file renamed since."""
+    """The reason of every file in quarantine (``records``: :func:`quarantine_records`, oldest first) by (file name,
+    content SHA-256), and by (None, SHA-256) for a file renamed since; the latest record of a key gives it."""
     out: dict[tuple[str | None, str], str] = {}
     for _, record in records:
         if record.get("sha256") and record.get("reason"):
@@ -96,25 +96,42 @@ def _reason(record: dict) -> str:
     return as_written(record.get("reason")) or ""
 
 
+def _quarantined_at(record: tuple[Path, dict]) -> float | None:
+    """When the file was quarantined: its sidecar's modification time (None when the sidecar is gone)."""
+    try:
+        return record[0].stat().st_mtime
+    except OSError:
+        return None
+
+
+def _by_time(records: list[tuple[Path, dict]]) -> list[tuple[Path, dict]]:
+    """The quarantine's records oldest first (a record whose sidecar is gone meanwhile is left out)."""
+    timed = [(at, i, record) for i, record in enumerate(records) if (at := _quarantined_at(record)) is not None]
+    return [record for *_, record in sorted(timed)]
+
+
 def _quarantined_elsewhere(records: list[tuple[Path, dict]], entries: list[dict]) -> list[dict]:
-    """The files in quarantine (``records``) that no ledger row stands for: the ledger keeps one row per content,
-    so of the same bytes quarantined under two names (a copy dropped again) only the last has one, and a link or
-    pipe the watcher refused unread has none. Each as a ledger-like entry of its own, taken when it was
-    quarantined."""
+    """The times a file was quarantined (``records``, oldest first, also of files moved out of quarantine since)
+    that no ledger row stands for. The ledger keeps one row per content, the last thing that happened to it: of the
+    same bytes quarantined under two names (a copy dropped again) only the last has one; bytes quarantined, then
+    dropped again or moved back into incoming and decided, have a row for the decision only; a link or pipe the
+    watcher refused unread has none. A ledger row of quarantined bytes stands for the latest record of its name and
+    content; every other record is a ledger-like entry of its own, taken and decided when it was quarantined."""
     kept = {(e["file"].removeprefix(LABELS_ENTRY), e["sha256"]) for e in entries if e["status"] == "gone"}
     out = []
-    for sidecar, record in records:
-        name = as_written(record.get("file"))
-        if (name, record.get("sha256")) in kept:
+    for record in reversed(records):
+        sidecar, data = record
+        name = as_written(data.get("file"))
+        if (name, data.get("sha256")) in kept:
+            kept.discard((name, data.get("sha256")))  # the row's own line; an earlier record is a line of its own
             continue
-        try:
-            taken = sidecar.stat().st_mtime
-        except OSError:
+        taken = _quarantined_at(record)
+        if taken is None:
             continue
-        out.append({"sha256": record.get("sha256"), "file": name or sidecar.name, "status": "gone",
-                    "decision": "rejected_input", "claimed_at": taken, "reason": _reason(record),
+        out.append({"sha256": data.get("sha256"), "file": name or sidecar.name, "status": "gone",
+                    "decision": "rejected_input", "claimed_at": taken, "reason": _reason(data),
                     "quarantined_only": True})
-    return out
+    return out[::-1]
 
 
 def _version(text: str | None) -> int | None:
@@ -135,7 +152,7 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
     # a file waiting or pending that was moved out of incoming is no longer the pipeline's (as status counts)
     entries = [e for e in (book.entries() if book else [])
                if e["status"] not in ("waiting", "pending") or e["file"] in present]
-    quarantined = quarantine_records(paths)  # every sidecar read once
+    quarantined = _by_time(quarantine_records(paths, moved_out=True))  # every sidecar read once
     entries += _quarantined_elsewhere(quarantined, entries)
     recorded = {e["file"] for e in entries if e["status"] != "done"}
     # files in incoming the ledger has not heard of yet (no watcher running, say): waiting all the same
@@ -175,7 +192,8 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
             "challenger_version": _version(tags.get("calmops.challenger_version")),
             "score": _serving_score(run, metric) if run else None,
             "arrived": iso_seconds(entry.get("arrived")),
-            "decided": iso_seconds(run.info.end_time / 1000) if run and run.info.end_time else None,
+            "decided": (iso_seconds(run.info.end_time / 1000) if run and run.info.end_time
+                        else iso_seconds(entry["claimed_at"]) if entry.get("quarantined_only") else None),
             "mlflow_run_id": entry.get("mlflow_run_id"),
             "sha256": entry["sha256"],
         })

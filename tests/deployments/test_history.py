@@ -201,3 +201,39 @@ def test_the_table_has_no_score_column_while_no_run_has_a_score(calmops_home):
     assert "empty.csv" in text.stdout and "served" not in text.stdout and "score" not in text.stdout
     assert not [line for line in text.stdout.splitlines() if line.endswith(" ")], text.stdout  # piped: no padding
     assert json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)["metric"] is None
+
+
+@pytest.mark.integration
+def test_bytes_quarantined_then_moved_back_and_decided_keep_both_lines_each_with_its_outcome(
+        prefect_server, calmops_home, tmp_path):
+    """A file refused (over the size limit), the limit raised, the file moved back from quarantine into incoming
+    (under its own name, and another under a new name) and decided: the ledger's row of those bytes now says
+    decided, but the history still shows the refusal, with its own reason, before the decision."""
+    import shutil
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({**STREAM_SPEC, "limits": {"max_bytes": 1000}}))
+    assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
+    paths = pipeline_paths(load_spec(spec_file))
+    data = tmp_path / "data"
+    refused = [_run(write_csv(sea_frame(1000, 8, seed=s), data, name)) for s, name in ((1, "a.csv"), (2, "b.csv"))]
+    assert [o["decision"] for o in refused] == ["rejected_input"] * 2
+    spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
+    assert runner.invoke(app, ["update", "sea", str(spec_file)]).exit_code == 0
+    shutil.move(paths.quarantine / "a.csv", paths.incoming / "a.csv")
+    shutil.move(paths.quarantine / "b.csv", paths.incoming / "b2.csv")
+    decided = [_run(paths.incoming / "a.csv"), _run(paths.incoming / "b2.csv")]
+    assert [o["decision"] for o in decided] == ["train", "no_drift"]
+
+    files = json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)["files"]
+    assert [(f["file"], f["status"], f["decision"]) for f in files] == [
+        ("a.csv", "quarantined", "rejected_input"), ("b.csv", "quarantined", "rejected_input"),
+        ("a.csv", "decided", "train"), ("b2.csv", "decided", "no_drift")]
+    for row, outcome in zip(files, refused + decided, strict=True):
+        assert row["reason"] == outcome["reason"] and row["sha256"] == outcome["sha256"]
+        assert row["decided"] is not None
+    assert "over the limit of 1000" in files[0]["reason"] and files[2]["reason"] == decided[0]["reason"]
+    assert [f["mlflow_run_id"] for f in files[2:]] == [o["mlflow_run_id"] for o in decided]
+    text = runner.invoke(app, ["history", "sea"], env={"COLUMNS": "250"}).stdout
+    assert [line.split()[0] for line in text.splitlines() if line.lstrip().startswith(("a.csv", "b"))] == [
+        "a.csv", "b.csv", "a.csv", "b2.csv"]
