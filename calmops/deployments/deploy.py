@@ -18,6 +18,12 @@ explicitly, by owner and by name.
 
 Deployments use module entrypoints (``calmops.flows.stream.stream_flow``): the worker imports the
 installed package, so there is no code to pull and no working directory to set.
+
+One scheme serves a pipeline. While prefect.yaml's deployment for the pipeline's kind exists (``prefect deploy
+--all``: ``calmops-<kind>/<kind>``, triggered by every file event of that kind), that deployment serves it:
+:func:`deploy_pipeline` makes no deployment of the pipeline's own and removes one left from before (both would
+start a run for every file); only the scheduled scan, which announces files and starts no run itself, is still
+made. The watcher does not announce the files of a pipeline both schemes would run (:func:`both_schemes`).
 """
 
 from __future__ import annotations
@@ -79,6 +85,8 @@ class DeploymentSummary:
     deployment_id: str
     automations: list[str] = field(default_factory=list)
     scan_deployment: str | None = None
+    served_by: str | None = None  # prefect.yaml's deployment for the pipeline's kind, when that one serves it
+    removed: list[str] = field(default_factory=list)  # the pipeline's own deployments removed in its favour
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -129,8 +137,19 @@ def _job_variables(entrypoint: str) -> dict[str, Any]:
     return {"command": client_command(), "env": {"PREFECT__FLOW_ENTRYPOINT": entrypoint}}
 
 
-class SchemeConflict(RuntimeError):
-    """Per-kind deployments from prefect.yaml and per-pipeline ones from ``calmops deploy`` at the same time."""
+class RunInFlight(RuntimeError):
+    """A deployment to remove still has a run in flight (removing it would leave that run unable to end)."""
+
+
+#: seconds :func:`deploy_pipeline` lets a run of a pipeline's own deployment finish before removing it
+RETIRE_WAIT = 120.0
+
+
+def _is_kind_deployment(d: Any) -> bool:
+    """One of prefect.yaml's per-kind deployments (``calmops-<kind>/<kind>``), not a pipeline named like a kind."""
+    tags = d.tags or []
+    return (d.name in KINDS and TAG in tags and kind_tag(d.name) in tags
+            and not any(t.startswith(PIPELINE_PREFIX) for t in tags))
 
 
 def kind_deployments(kind: str | None = None) -> list[Any]:
@@ -142,18 +161,72 @@ def kind_deployments(kind: str | None = None) -> list[Any]:
     with get_client(sync_client=True) as client:
         found = client.read_deployments(deployment_filter=DeploymentFilter(
             name=DeploymentFilterName(any_=kinds), tags=DeploymentFilterTags(all_=[TAG])))
-    return [d for d in found if kind_tag(d.name) in (d.tags or [])
-            and not any(t.startswith(PIPELINE_PREFIX) for t in d.tags)]  # not a pipeline named like a kind
+    return [d for d in found if _is_kind_deployment(d)]
 
 
-def refuse_second_scheme(kind: str) -> None:
-    """One triggering scheme at a time: with prefect.yaml's deployment for the kind active, every file of a
-    pipeline would start a run in each scheme."""
-    for d in kind_deployments(kind):
-        raise SchemeConflict(
-            f"the prefect.yaml deployment {flow_name(kind)}/{d.name} already triggers every {kind} pipeline; "
-            f"delete it ('prefect deployment delete {flow_name(kind)}/{d.name}') to use per-pipeline "
-            "deployments, or keep prefect.yaml and do not run 'calmops deploy'")
+@dataclass
+class Schemes:
+    """Which deployments trigger runs: prefect.yaml's by kind, and the pipelines' own (``calmops deploy``)."""
+
+    per_kind: dict[str, str]  # kind -> "calmops-<kind>/<kind>"
+    own: dict[str, list[str]]  # pipeline -> its own run deployments ("calmops-<kind>/<pipeline>")
+
+    def conflict(self, pipeline: str, kind: str) -> list[str]:
+        """The deployments that would each start a run for every file of the pipeline (its own and prefect.yaml's
+        for its kind); empty when one scheme serves it."""
+        own = self.own.get(pipeline, [])
+        return [*own, self.per_kind[kind]] if own and kind in self.per_kind else []
+
+
+def both_schemes() -> Schemes:
+    """The per-kind and per-pipeline run deployments on the server (two API calls)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterTags,
+        FlowFilter,
+        FlowFilterId,
+    )
+
+    with get_client(sync_client=True) as client:
+        found = client.read_deployments(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[TAG])))
+        flows = {}
+        if found:
+            flows = {f.id: f.name for f in client.read_flows(
+                flow_filter=FlowFilter(id=FlowFilterId(any_=list({d.flow_id for d in found}))))}
+    run_flows = {spec.flow_name for spec in KINDS.values()}
+    schemes = Schemes({}, {})
+    for d in found:
+        flow = flows.get(d.flow_id, "")
+        if _is_kind_deployment(d):
+            schemes.per_kind[d.name] = f"{flow}/{d.name}"
+        elif flow in run_flows and pipeline_tag(d.name) in (d.tags or []):
+            schemes.own.setdefault(d.name, []).append(f"{flow}/{d.name}")
+    return schemes
+
+
+def scheme_advice(pipeline: str, deployments: list[str]) -> str:
+    """What to do when both schemes would run a pipeline's files: the command that keeps each one."""
+    *own, per_kind = deployments
+    return (f"run 'calmops deploy {pipeline}' to keep prefect.yaml's {per_kind} (it removes {', '.join(own)}), or "
+            f"'prefect deployment delete {per_kind}' then 'calmops deploy' to keep the pipeline's own")
+
+
+def _retire_own(name: str, wait: float) -> list[str]:
+    """Remove the pipeline's own run deployments (and their automations), letting a run in flight finish for up to
+    ``wait`` seconds first; :class:`RunInFlight` when one is still running then (nothing removed)."""
+    own = [d for d in _deployments_of(name) if d.flow_name != SCAN_FLOW_NAME]
+    deadline = time.monotonic() + wait
+    while (busy := running_runs([str(d.id) for d in own])) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    if busy:
+        names = ", ".join(f"{d.flow_name}/{d.name}" for d in own)
+        raise RunInFlight(f"{names} still has run(s) {', '.join(r.name for r in busy)} in flight after {wait:.0f} s; "
+                          f"run 'calmops deploy {name}' again once they end (the watcher announces no file of "
+                          f"{name} meanwhile)")
+    for d in own:
+        _delete_deployment(d.id)
+    return [f"{d.flow_name}/{d.name}" for d in own]
 
 
 def prune_automations() -> list[str]:
@@ -173,37 +246,45 @@ def prune_automations() -> list[str]:
     return removed
 
 
-def deploy_pipeline(name: str, *, pool: str | None = None) -> DeploymentSummary:
+def deploy_pipeline(name: str, *, pool: str | None = None, wait: float = RETIRE_WAIT) -> DeploymentSummary:
     """Create or update the pipeline's deployment(s) and automation from its current spec (idempotent).
 
-    Refused (:class:`SchemeConflict`) while prefect.yaml's deployment for the pipeline's kind exists."""
+    While prefect.yaml's deployment for the pipeline's kind exists, that one serves the pipeline
+    (``served_by``): no deployment of its own is made, and one left from before is removed (``removed``; a run of
+    it in flight gets ``wait`` seconds to finish first, else :class:`RunInFlight`)."""
     from prefect.deployments.runner import EntrypointType
 
     from calmops.core.store import read_spec
     from calmops.flows import flow_for
 
     spec = read_spec(name)
-    refuse_second_scheme(spec.kind)
-    pool = ensure_work_pool(pool)
-    flow = flow_for(spec.kind)
     tags = [TAG, pipeline_tag(name), kind_tag(spec.kind)]
-    deployment = flow.to_deployment(
-        name=name,
-        description=f"CalmOps {spec.kind} pipeline {name}: one run per file arriving in its incoming folder",
-        tags=tags,
-        parameters={"pipeline": name},
-        concurrency_limit=_concurrency_one(),
-        triggers=[file_trigger(name)],
-        work_pool_name=pool,
-        entrypoint_type=EntrypointType.MODULE_PATH,
-    )
-    deployment.job_variables = _job_variables(deployment.entrypoint)
-    deployment_id = deployment.apply()
-    # a kind change leaves the old kind's deployment behind: remove it (and its automation)
-    for other in _deployments_of(name):
-        if other.id != deployment_id and other.flow_name != SCAN_FLOW_NAME:
-            _delete_deployment(other.id)
-    summary = DeploymentSummary(name, f"{flow.name}/{name}", str(deployment_id), [automation_name(name)])
+    pool = ensure_work_pool(pool)
+    per_kind = kind_deployments(spec.kind)
+    if per_kind:
+        served_by = per_kind[0]
+        summary = DeploymentSummary(name, f"{flow_name(spec.kind)}/{served_by.name}", str(served_by.id),
+                                    served_by=f"{flow_name(spec.kind)}/{served_by.name}",
+                                    removed=_retire_own(name, wait))
+    else:
+        flow = flow_for(spec.kind)
+        deployment = flow.to_deployment(
+            name=name,
+            description=f"CalmOps {spec.kind} pipeline {name}: one run per file arriving in its incoming folder",
+            tags=tags,
+            parameters={"pipeline": name},
+            concurrency_limit=_concurrency_one(),
+            triggers=[file_trigger(name)],
+            work_pool_name=pool,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        )
+        deployment.job_variables = _job_variables(deployment.entrypoint)
+        deployment_id = deployment.apply()
+        # a kind change leaves the old kind's deployment behind: remove it (and its automation)
+        for other in _deployments_of(name):
+            if other.id != deployment_id and other.flow_name != SCAN_FLOW_NAME:
+                _delete_deployment(other.id)
+        summary = DeploymentSummary(name, f"{flow.name}/{name}", str(deployment_id), [automation_name(name)])
     schedule = parse_schedule(spec.schedule)
     scan = _scan_deployment_of(name)
     if schedule:
@@ -230,10 +311,13 @@ def deploy_all(*, prune: bool = True, pool: str | None = None) -> dict[str, Any]
     from calmops.core.store import list_pipelines
 
     names = list_pipelines()
-    done, errors = [], {}
+    done, errors, in_flight = [], {}, []
     for name in names:
         try:
             done.append(deploy_pipeline(name, pool=pool).to_dict())
+        except RunInFlight as exc:  # said in a plain sentence
+            errors[name] = str(exc)
+            in_flight.append(name)
         except Exception as exc:  # noqa: BLE001 - one bad spec must not stop the others
             errors[name] = f"{type(exc).__name__}: {exc}"
     removed = []
@@ -242,7 +326,7 @@ def deploy_all(*, prune: bool = True, pool: str | None = None) -> dict[str, Any]
             delete_pipeline_deployments(orphan)
             removed.append(orphan)
         prune_automations()
-    return {"deployed": done, "errors": errors, "removed": removed}
+    return {"deployed": done, "errors": errors, "removed": removed, "in_flight": in_flight}
 
 
 # -- read ------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from calmops.deployments.console import JsonOption
 from calmops.deployments.processes import environ_of
 
 STACK_SERVICES = ("prefect", "mlflow", "runner", "worker", "watcher", "viewer", "api")
-SCHEME_HINT = "use one triggering scheme at a time: the error names the deployment to delete (docs/operations.md)"
+RUN_IN_FLIGHT_HINT = ("see the run in the Prefect UI or with 'calmops status NAME'; once it ends, run 'calmops deploy' "
+                      "again")
 
 
 def _api_url() -> str | None:
@@ -75,9 +76,7 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
 
                 result = deploy_all()
             for d in result["deployed"]:
-                console.print(f"deployment {d['deployment']} · trigger {', '.join(d['automations'])}"
-                              + (f" · schedule {d['scan_deployment']}" if d["scan_deployment"] else ""),
-                              highlight=False)
+                console.print(f"{d['pipeline']}: {summary_line(d)}", highlight=False)
             for pipeline, error in result["errors"].items():
                 console.print(f"[yellow]warning:[/] pipeline {pipeline} not deployed: {error}", highlight=False)
             for pipeline in result["removed"]:
@@ -175,21 +174,27 @@ def bring_down(console) -> None:
                        "'calmops down' again")
 
 
+def summary_line(d: dict[str, Any]) -> str:
+    """What a pipeline's deployment (:class:`calmops.deployments.deploy.DeploymentSummary`, as a dict) is, in one
+    line: its own deployment and trigger, or prefect.yaml's deployment for its kind that serves it."""
+    if d.get("served_by"):
+        line = (f"served by prefect.yaml's deployment {d['served_by']}, which runs every file of its kind; no "
+                "deployment of its own")
+        if d.get("removed"):
+            line += f" (removed {', '.join(d['removed'])}: both would run every file)"
+    else:
+        line = f"deployment {d['deployment']} · trigger {', '.join(d['automations'])}"
+    return line + (f" · scheduled scan {d['scan_deployment']}" if d.get("scan_deployment") else "")
+
+
 def sync_pipeline(name: str, console) -> bool:
     """After ``create``/``update``: bring the pipeline's deployment and trigger in step, if the stack runs."""
     if not prefect_reachable():
         console.print("[dim]Prefect is not running: the deployment is made by 'calmops up' or 'calmops deploy'[/]")
         return False
-    from calmops.deployments.deploy import SchemeConflict, deploy_pipeline
+    from calmops.deployments.deploy import deploy_pipeline
 
-    try:
-        summary = deploy_pipeline(name)
-    except SchemeConflict as exc:  # prefect.yaml's per-kind deployments trigger it already
-        console.print(f"[yellow]not deployed:[/] {exc}", highlight=False)
-        return False
-    console.print(f"deployment {summary.deployment} with trigger {summary.automations[0]}"
-                  + (f" and scheduled scan {summary.scan_deployment}" if summary.scan_deployment else ""),
-                  highlight=False)
+    console.print(summary_line(deploy_pipeline(name).to_dict()), highlight=False)
     return True
 
 
@@ -332,7 +337,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Create or update the Prefect deployments and file-arrival triggers of the pipelines."""
         from calmops.deployments.console import console
-        from calmops.deployments.deploy import SchemeConflict, deploy_all, deploy_pipeline, prune_automations
+        from calmops.deployments.deploy import RunInFlight, deploy_all, deploy_pipeline, prune_automations
 
         need_prefect("deploy")
         if name:
@@ -340,9 +345,10 @@ def register(app: typer.Typer) -> None:
 
             read_spec(name)
             try:
-                result = {"deployed": [deploy_pipeline(name).to_dict()], "errors": {}, "removed": []}
-            except SchemeConflict as exc:
-                raise CliError(str(exc), SCHEME_HINT) from None
+                result = {"deployed": [deploy_pipeline(name).to_dict()], "errors": {}, "removed": [],
+                          "in_flight": []}
+            except RunInFlight as exc:
+                raise CliError(str(exc), RUN_IN_FLIGHT_HINT) from None
             prune_automations()
         else:
             result = deploy_all(prune=prune)
@@ -352,17 +358,15 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(1)
             return
         for d in result["deployed"]:
-            console.print(f"{d['pipeline']}: deployment {d['deployment']} · trigger {', '.join(d['automations'])}"
-                          + (f" · scheduled scan {d['scan_deployment']}" if d["scan_deployment"] else ""),
-                          highlight=False)
+            console.print(f"{d['pipeline']}: {summary_line(d)}", highlight=False)
         for orphan in result["removed"]:
             console.print(f"{orphan}: deployments removed (pipeline no longer exists)", highlight=False)
         if not result["deployed"] and not result["errors"]:
             console.print("no pipelines yet: create one with 'calmops create SPEC.yaml'")
         if result["errors"]:
-            conflicts = all(v.startswith(f"{SchemeConflict.__name__}:") for v in result["errors"].values())
+            in_flight = set(result["errors"]) <= set(result.get("in_flight", []))
             raise CliError("; ".join(f"{k}: {v}" for k, v in result["errors"].items()),
-                           SCHEME_HINT if conflicts else
+                           RUN_IN_FLIGHT_HINT if in_flight else
                            "fix the spec with 'calmops update NAME SPEC.yaml' and run 'calmops deploy' again")
 
     @app.command("delete")

@@ -26,6 +26,11 @@ The announcement is the event ``calmops.file.arrived`` with the resource
 ``calmops.pipeline.<name>`` and labels for the path, size and SHA-256 of the file; each pipeline's
 deployment has a trigger on it (see :mod:`calmops.deployments.deploy`).
 
+A pipeline that both deployment schemes would run (its own deployment from ``calmops deploy`` and prefect.yaml's
+for its kind: every file would start two runs) has nothing announced until one of them goes; the watcher's log and
+the pipeline's say so once, with the deployments and the command that keeps each (see
+:func:`calmops.deployments.deploy.both_schemes`).
+
 A file that a live run holds already under its own name is not announced (the ledger is read afresh first): ``calmops run``
 claims its copy in the ledger before the copy appears in incoming (see
 :meth:`calmops.core.store.Ledger.reserve`), so a hand run makes one flow run, not a second one ending
@@ -191,6 +196,18 @@ def live_run_paths(pipeline: str) -> dict[str, bool] | None:
         return None
 
 
+def deployment_schemes() -> Any:
+    """The deployments that trigger runs (:class:`calmops.deployments.deploy.Schemes`); None when the API does not
+    answer (files are then announced: a second run of a file is answered a duplicate)."""
+    try:
+        from calmops.deployments.deploy import both_schemes
+
+        return both_schemes()
+    except Exception:  # unknown: announced as before
+        log.debug("could not read the deployments", exc_info=True)
+        return None
+
+
 def prefect_api_healthy(timeout: float = 2.0) -> bool | None:
     """True/False when a Prefect API URL is configured, None otherwise. Asked every two seconds: with the
     standard library (an httpx client built per call loads its certificate store each time)."""
@@ -236,8 +253,14 @@ class Watcher:
                  breaker_ready: Callable[[str], bool] | None = None,
                  live_paths: Callable[[str], dict[str, bool] | None] | None = None, settings: Settings | None = None,
                  heartbeat_file: Path | None = None, record_arrivals: bool = True,
-                 stall_after: float | None = None, recover: Callable[[], list] | None = None):
+                 stall_after: float | None = None, recover: Callable[[], list] | None = None,
+                 schemes: Callable[[], Any] | None = None):
         self.emit = emit or emit_event
+        # which deployments trigger runs (deployment_schemes), read with Prefect's emit and at most every
+        # refresh_interval seconds
+        self.schemes = schemes or (deployment_schemes if self.emit is emit_event else (lambda: None))
+        self._schemes: tuple[float, Any] | None = None
+        self._two_schemes: set[str] = set()  # pipelines said to be run by both schemes
         self.settle = settle
         self.scan_interval = scan_interval
         self.refresh_interval = refresh_interval
@@ -662,6 +685,8 @@ class Watcher:
             sha = sha or self._hash(path, st)
         except OSError:
             return False  # moved away meanwhile
+        if self._run_by_both_schemes(watched):
+            return False
         if self._held_by_a_run(watched, path, sha):  # read afresh: a scan's view of the ledger may be older
             log.info("%s is being decided by a run already (a hand run's copy); not announced", path.name)
             return False
@@ -684,6 +709,32 @@ class Watcher:
         log.info("announced %s for pipeline %s (%s, sha256 %s…)", path.name, watched.pipeline, reason, sha[:12])
         return True
 
+
+    def _run_by_both_schemes(self, watched: _Watched) -> bool:
+        """Whether both deployment schemes would start a run for every file of the pipeline (its own deployment and
+        prefect.yaml's for its kind): then nothing of it is announced, and that is said once until it is over."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._schemes
+        if cached is None or now - cached[0] >= self.refresh_interval:
+            cached = (now, self.schemes())
+            with self._lock:
+                self._schemes = cached
+        both = cached[1].conflict(watched.pipeline, watched.kind) if cached[1] is not None else []
+        if not both:
+            if watched.pipeline in self._two_schemes:
+                self._two_schemes.discard(watched.pipeline)
+                self._say(watched, "pipeline %s is run by one deployment again: its files are announced",
+                          watched.pipeline)
+            return False
+        if watched.pipeline not in self._two_schemes:
+            self._two_schemes.add(watched.pipeline)
+            from calmops.deployments.deploy import scheme_advice
+
+            self._say(watched, "not announcing the files of pipeline %s: the deployments %s would each start a run "
+                      "for every one of them; %s", watched.pipeline, " and ".join(both),
+                      scheme_advice(watched.pipeline, both))
+        return True
 
     def _left_behind(self, watched: _Watched, path: Path, sha: str, force: bool) -> bool:
         """Whether a file of decided content waits in the folder for a run to answer it a duplicate (see

@@ -232,7 +232,7 @@ def test_with_order_none_a_failing_file_does_not_hold_the_others(live, tmp_path)
     flag.unlink()
 
 
-def test_per_pipeline_deployments_are_refused_while_prefect_yaml_ones_are_active_and_stale_automations_go(
+def test_prefect_yaml_s_deployment_serves_its_kind_instead_of_per_pipeline_ones_and_stale_automations_go(
         live, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.events import DeploymentEventTrigger
@@ -240,10 +240,10 @@ def test_per_pipeline_deployments_are_refused_while_prefect_yaml_ones_are_active
 
     from calmops.core.names import TAG
     from calmops.deployments.cli import app
-    from calmops.deployments.deploy import file_trigger
+    from calmops.deployments.deploy import describe, file_trigger
     from calmops.flows.stream import stream_flow
 
-    create("order-scheme", tmp_path)
+    create("order-scheme", tmp_path)  # with its own deployment
     trigger = DeploymentEventTrigger(**{**file_trigger("order-scheme").model_dump(),
                                         "name": "calmops-file-arrived-kind-stream",
                                         "match": {"prefect.resource.id": "calmops.pipeline.*",
@@ -251,11 +251,10 @@ def test_per_pipeline_deployments_are_refused_while_prefect_yaml_ones_are_active
     kind_id = stream_flow.to_deployment(name="stream", tags=[TAG, "calmops.kind.stream"], triggers=[trigger],
                                         work_pool_name="calmops").apply()  # what prefect.yaml makes
     result = CliRunner().invoke(app, ["deploy", "order-scheme"], terminal_width=400)
-    assert result.exit_code != 0
-    assert "the prefect.yaml deployment calmops-stream/stream already triggers every stream pipeline" in result.output
-    every = CliRunner().invoke(app, ["deploy"], terminal_width=400)  # all pipelines: the hint is the same
-    assert every.exit_code != 0 and "one triggering scheme at a time" in every.output, every.output
-    assert "fix the spec" not in every.output  # the spec is not what is wrong
+    assert result.exit_code == 0, result.output
+    assert "served by prefect.yaml's deployment calmops-stream/stream" in result.output
+    assert "removed calmops-stream/order-scheme" in result.output  # both would run every file
+    assert describe("order-scheme")["deployments"] == []
 
     with get_client(sync_client=True) as client:
         client.delete_deployment(kind_id)  # deleted the way Prefect does: its automation stays behind

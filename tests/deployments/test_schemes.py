@@ -1,0 +1,123 @@
+"""One triggering scheme per pipeline: prefect.yaml's deployment for a kind (``prefect deploy --all``) beside the
+per-pipeline deployments ``calmops deploy`` makes. Against Prefect's test server, whose automations turn the
+watcher's events into flow runs as a real server's do."""
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from calmops.core.store import pipeline_paths
+from calmops.deployments.cli import app
+from tests.conftest import STREAM_SPEC, sea_frame, write_csv
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+SERVED = "served by prefect.yaml's deployment calmops-stream/stream"
+
+
+@pytest.fixture
+def prefect_api(prefect_server, monkeypatch):
+    """The test server named in the environment, as the CLI finds a running stack's; every deployment, automation
+    and run made here is removed afterwards (the server is the session's)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from calmops.deployments.deploy import _delete_deployment, delete_pipeline_deployments, kind_deployments
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    yield
+    delete_pipeline_deployments("sea")
+    with get_client(sync_client=True) as client:
+        for d in kind_deployments():
+            for run in client.read_flow_runs():
+                if run.deployment_id == d.id:
+                    client.delete_flow_run(run.id)
+            _delete_deployment(d.id)
+
+
+def apply_kind_deployment(kind: str = "stream"):
+    """What `prefect deploy --all` makes of prefect.yaml's entry for the kind: its tags and its trigger."""
+    from prefect.events import DeploymentEventTrigger
+
+    from calmops.deployments.deploy import ensure_work_pool
+    from calmops.flows import flow_for
+
+    ensure_work_pool()  # 'prefect work-pool create calmops --type process', as docs/operations.md has it
+    entry = next(d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"] if d["name"] == kind)
+    trigger = DeploymentEventTrigger(**{k: v for k, v in entry["triggers"][0].items() if k != "type"})
+    return flow_for(kind).to_deployment(name=kind, tags=entry["tags"], triggers=[trigger],
+                                        work_pool_name="calmops").apply()
+
+
+def runs_for(path: Path, least: int = 1, timeout: float = 10.0) -> list:
+    """The flow runs made for the file (by any deployment), once there are ``least`` of them or ``timeout`` passed
+    (with a second more for a late one)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10)
+    deadline = time.monotonic() + timeout
+
+    def read() -> list:
+        with get_client(sync_client=True) as client:
+            return [r for r in client.read_flow_runs() if r.parameters.get("path") == str(path)]
+
+    while len(read()) < least and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    return read()
+
+
+def test_create_update_and_deploy_say_prefect_yaml_serves_the_pipeline_and_succeed(prefect_api, calmops_home,
+                                                                                   tmp_path):
+    """With prefect.yaml's deployment for its kind, a new pipeline is run by that one: create, update and deploy
+    all say so in a sentence and succeed, and make no deployment of the pipeline's own."""
+    from calmops.deployments.deploy import describe
+
+    apply_kind_deployment()
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
+    for args in (["create", str(spec_file)], ["update", "sea", str(spec_file)], ["deploy", "sea"], ["deploy"]):
+        done = runner.invoke(app, args, terminal_width=400)
+        assert done.exit_code == 0, (args, done.output)
+        assert SERVED in done.output and "no deployment of its own" in done.output, (args, done.output)
+        assert "not deployed" not in done.output and "Conflict" not in done.output, (args, done.output)
+    assert describe("sea")["deployments"] == []
+
+
+def test_a_pipeline_deployment_left_beside_prefect_yaml_s_is_refused_then_removed_one_run_per_file(
+        prefect_api, stream_spec, caplog):
+    """`prefect deploy --all` run while the pipeline had its own deployment: both triggers match its events, so a
+    file announced would get two runs. The watcher announces nothing of it and says which deployments and what to
+    run; 'calmops deploy sea' keeps prefect.yaml's and removes the pipeline's; the file then gets one run."""
+    from calmops.deployments.deploy import deploy_pipeline, describe
+    from calmops.deployments.watcher import scan_pipeline
+
+    deploy_pipeline("sea")  # its own, as on a stack started before prefect.yaml's deployments were made
+    assert describe("sea")["deployments"] == ["calmops-stream/sea"]
+    kind_id = apply_kind_deployment()
+    path = write_csv(sea_frame(200, 8, seed=1), pipeline_paths(stream_spec).incoming, "a.csv")
+    os.utime(path, (time.time() - 60, time.time() - 60))
+
+    with caplog.at_level(logging.WARNING, logger="calmops.watcher"):
+        scan_pipeline("sea")
+    assert runs_for(path, least=2) == []
+    said = caplog.text
+    assert "calmops-stream/sea and calmops-stream/stream would each start a run" in said, said
+    assert "run 'calmops deploy sea' to keep prefect.yaml's calmops-stream/stream" in said, said
+
+    done = runner.invoke(app, ["deploy", "sea"], terminal_width=400)
+    assert done.exit_code == 0, done.output
+    assert SERVED in done.output and "removed calmops-stream/sea" in done.output, done.output
+    assert describe("sea")["deployments"] == [] and describe("sea")["automations"] == []
+
+    assert scan_pipeline("sea") == [path]
+    runs = runs_for(path, least=2)
+    assert [r.deployment_id for r in runs] == [kind_id]
