@@ -28,6 +28,13 @@ class Kind:
     block_column_is_feature: bool  # the block column is a model input; otherwise it only splits the file
     default_model: str | None = None  # the estimator when the spec names none (None: the spec's own default)
 
+    def block_column_needed(self, prediction_only: bool) -> bool:
+        """Whether a file must carry the block column: always where the model reads it (block: it routes each
+        row to its block's model, in the API too); where it only splits a file to learn from (ipip: the
+        per-block prequential scores), not in a prediction-only pipeline, which learns and scores nothing per
+        block (the ensemble never reads the column: the API takes records without it as well)."""
+        return self.needs_block_column and (self.block_column_is_feature or not prediction_only)
+
     @property
     def flow_name(self) -> str:
         """The Prefect flow's name (deployments are ``<flow_name>/<pipeline>``)."""

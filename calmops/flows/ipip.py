@@ -63,10 +63,10 @@ def ipip_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str, 
 
 def process_ipip_file(ctx: RunContext, champion: registry.Champion | None, batch: Batch) -> RunOutcome:
     spec = ctx.spec
-    blocks = B.split_blocks(batch.frame[spec.block_column].reset_index(drop=True))
     batch = without_block_column(batch, spec)
-    if spec.prediction_only or not ctx.training_allowed:
+    if spec.prediction_only or not ctx.training_allowed:  # no block is scored: a prediction-only file may lack the column
         return predict_without_training(ctx, batch, champion)
+    blocks = B.split_blocks(batch.frame[spec.block_column].reset_index(drop=True))
     if champion is not None and batch.cannot_train:  # (with no champion, ingest quarantined such a file)
         return predict_without_learning(ctx, batch, champion)
     not_binary = labels_ipip_cannot_learn(ctx, batch, champion)

@@ -340,7 +340,7 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
         y = frame[spec.target]
 
     signals: list[str] = []
-    needs_block = KINDS[spec.kind].needs_block_column
+    needs_block = KINDS[spec.kind].block_column_needed(spec.prediction_only)
     if needs_block and spec.block_column not in frame.columns:
         raise RejectedInput(f"{path.name}: block column '{spec.block_column}' is missing")
     if needs_block and frame[spec.block_column].isna().any():

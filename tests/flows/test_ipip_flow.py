@@ -77,3 +77,32 @@ def test_ipip_model_wraps_a_plain_classifier_and_seeds_it():
     assert type(model[-1].base_estimator).__name__ == "DecisionTreeClassifier"
     seeded = ipip_model(spec_from_dict(dict(SPEC)), {"x1": "numeric"})
     assert seeded[-1].random_state == 3
+
+
+@pytest.mark.integration
+def test_a_prediction_only_ipip_file_needs_no_block_column_as_the_api_takes_records_without_it(
+        prefect_server, calmops_home):
+    """The block column only splits a file for IPIP's per-block prequential scores; the ensemble never reads it.
+    A prediction-only pipeline scores nothing per block, so its files need the column no more than the API's
+    records do, and both get the same predictions from the champion."""
+    from calmops.deployments.api import predict_records
+    from tests.flows.helpers import update_spec
+
+    save_spec(spec_from_dict(dict(SPEC)), create=True)
+    folder = incoming("rare")
+    assert run("rare", write_csv(rare_frame(1200, seed=10, months=["2024-01", "2024-02"]), folder,
+                                 "q0.csv"))["decision"] == "train"
+    update_spec("rare", prediction_only=True)
+    unlabelled = rare_frame(300, seed=11, months=["2024-03"]).drop(columns=["month", "label"])
+    out = run("rare", write_csv(unlabelled, folder, "p1.csv"))
+    assert out["decision"] == "predict_only", out["reason"]
+    served = pd.read_csv(out["predictions_file"])
+    assert len(served) == 300 and set(served["model_version"]) == {1}
+    records = unlabelled.to_dict(orient="records")
+    predictions, _, _ = predict_records(registry.champion("rare"), records)
+    assert served["prediction"].tolist() == predictions  # the file and the API answer alike
+    # a file to learn from still names its blocks: they are what IPIP scores prequentially
+    update_spec("rare", prediction_only=False)
+    refused = run("rare", write_csv(rare_frame(600, seed=12, months=["2024-04"]).drop(columns="month"), folder,
+                                    "q2.csv"))
+    assert refused["decision"] == "rejected_input" and "block column 'month' is missing" in refused["reason"]
