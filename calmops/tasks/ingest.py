@@ -332,6 +332,8 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
             raise RejectedInput(f"{path.name}: {V.missing_target(spec.target, list(frame.columns))}",
                                 missing=[spec.target])
         y = frame[spec.target]
+        if y.isna().any() and spec.labels is not None:
+            raise partly_labelled(path.name, y, spec)
         if y.isna().any():
             raise RejectedInput(f"{path.name}: target column '{spec.target}' has a missing value in "
                                 f"{V.rows_phrase(np.flatnonzero(y.isna().to_numpy()))}; give every row its label, "
@@ -385,6 +387,26 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
     cannot_train = "no labels yet (they come in a labels file)" if later else \
         None if y is None or spec.prediction_only else V.training_blocker(len(X), labels, task, spec)
     return Batch(path.name, sha256, fmt, frame, X, y, types, signals, labels, cannot_train)
+
+
+def partly_labelled(name: str, y: pd.Series, spec: PipelineSpec) -> RejectedInput:
+    """The refusal of a file of a pipeline whose labels come later (spec ``labels``) that has its target in some
+    rows only: neither a labelled file nor one kept for its labels. It counts the rows without a label and says
+    how to split the file so that every row is taken: all of them without the target column (predicted, kept),
+    then the labelled rows' ids and labels as a labels file (joined to them)."""
+    assert spec.labels is not None
+    empty = np.flatnonzero(y.isna().to_numpy())
+    labelled = len(y) - len(empty)
+    ids = ", ".join(spec.labels.join_on)
+    folder = pipeline_paths(spec).labels
+    where = V.rows_phrase(empty).split(": ", 1)[1]  # "data row 2, 6 and 3 more"
+    return RejectedInput(
+        f"{name}: target column '{spec.target}' is empty in {len(empty)} of its {len(y)} row(s) ({where}); a "
+        "file has a label in every row, or no target column when its labels come later. Split it: put all its "
+        f"rows without the '{spec.target}' column into the incoming folder (predicted, kept for their labels), "
+        f"then the {labelled} labelled rows' {ids} and {spec.target} as a labels file into {folder} (joined to "
+        f"them); or the {labelled} labelled rows as a file of their own and the {len(empty)} others without the "
+        f"'{spec.target}' column", unlabelled_rows=len(empty), labelled_rows=labelled)
 
 
 def _task(spec: PipelineSpec, reference: InputSchema | None, y: pd.Series | None) -> str | None:

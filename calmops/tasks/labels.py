@@ -57,8 +57,12 @@ def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> 
         empty = int(frame[column].isna().sum())
         if empty:
             first = int(np.flatnonzero(frame[column].isna().to_numpy())[0])
+            fix = ("remove the rows without a label and drop the file in again (the rows they would label keep "
+                   "waiting for a later labels file)" if column == spec.target else
+                   "a row without its id labels nothing: give it its id, or remove it")
             raise RejectedInput(f"{path.name}: column '{column}' has {empty} missing value(s) (first at row "
-                                f"{first + 1}); every row of a labels file needs its ids and its label")
+                                f"{first + 1}); every row of a labels file needs its ids and its label: {fix}",
+                                column=column, missing_values=empty)
     frame[spec.target] = as_classes(frame[spec.target], classes, path.name, spec.target)
     return frame, fmt
 

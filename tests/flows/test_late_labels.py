@@ -124,6 +124,7 @@ def test_a_bad_labels_file_is_quarantined_with_its_reason_and_its_rows_keep_wait
     missing.loc[7, "y"] = np.nan
     out = run("late", write_csv(missing, labels_folder, "l1b.csv"))
     assert out["decision"] == "rejected_input" and "'y' has 1 missing value(s) (first at row 8)" in out["reason"]
+    assert "remove the rows without a label and drop the file in again" in out["reason"]
     quarantined = sorted(p.name for p in pipeline_paths(late_spec).quarantine.iterdir())
     assert "l1.csv" in quarantined and "l1b.csv" in quarantined
     # nothing was taken from the rows waiting: the good labels file matches all of them
@@ -142,6 +143,30 @@ def test_a_file_without_its_ids_is_refused_and_labels_are_only_for_stream_pipeli
     assert "prediction_only" not in str(refused.value)  # a block spec with a target: said as what it is
     with pytest.raises(ValueError, match="'labels'.*remove 'prediction_only: true'"):
         spec_from_dict({**STREAM_SPEC, "name": "late3", "prediction_only": True, "labels": {"join_on": ["id"]}})
+
+
+def test_a_partly_labelled_file_is_refused_with_its_unlabelled_rows_counted_and_the_split_that_takes_it(
+        prefect_server, late_spec):
+    """A file whose target is filled in some rows only is neither a labelled file nor one whose labels come later:
+    it is refused, and the reason names the file, counts the rows without a label and says how to split it. The
+    split it describes is taken: every row without the target column (predicted, kept for labels), then the
+    labelled rows' ids and labels as a labels file (joined)."""
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    run("late", write_csv(batch(600, 8.0, 1, 0), folder, "f0.csv"))
+    f1 = batch(600, 8.0, 2, 1000).astype({"y": float})
+    f1.loc[f1.index % 4 == 1, "y"] = np.nan  # 150 rows without a label, the first in data row 2
+    out = run("late", write_csv(f1, folder, "f1.csv"))
+    assert out["decision"] == "rejected_input"
+    reason = out["reason"]
+    assert reason.startswith("f1.csv: target column 'y' is empty in 150 of its 600 row(s)"), reason
+    assert "data row 2, 6," in reason
+    assert "without the 'y' column into the incoming folder" in reason
+    assert f"the 450 labelled rows' id and y as a labels file into {labels_folder}" in reason
+    # the split, as the reason says
+    features_run = run("late", write_csv(f1.drop(columns="y"), folder, "f1-features.csv"))
+    assert features_run["decision"] == "predict_only" and features_run["details"]["awaiting_labels"]["rows"] == 600
+    joined = run("late", write_csv(f1.dropna(subset=["y"])[["id", "y"]], labels_folder, "f1-labels.csv"))
+    assert joined["details"]["labels"]["matched"] == 450, joined["reason"]
 
 
 def test_labels_of_another_type_than_the_models_classes_are_quarantined_with_the_reason(prefect_server, late_spec):
