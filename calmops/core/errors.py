@@ -25,7 +25,11 @@ class CalmOpsError(Exception):
 
 
 class BadInput(CalmOpsError, ValueError):
-    """An error about the data itself: retrying cannot help."""
+    """An error about the data itself: retrying cannot help. ``hint``: what to do, where the message does not say."""
+
+    def __init__(self, *args: object, hint: str | None = None):
+        super().__init__(*args)
+        self.hint = hint
 
 
 class UserCodeFailed(CalmOpsError, RuntimeError):

@@ -23,6 +23,15 @@ def feature_columns(spec: PipelineSpec, columns: list[str]) -> list[str]:
     return [c for c in columns if c not in excluded]
 
 
+def is_labels_table(spec: PipelineSpec, columns: list[str]) -> bool:
+    """Whether a table of these columns is a labels file of a pipeline whose labels come later (spec ``labels``):
+    it has every ``join_on`` column and the target, and no feature column (anything else is an id or dropped)."""
+    if spec.labels is None:
+        return False
+    names = [str(c) for c in columns]
+    return {*spec.labels.join_on, spec.target} <= set(names) and not feature_columns(spec, names)
+
+
 def resolve_feature_types(spec: PipelineSpec, frame: pd.DataFrame) -> dict[str, str]:
     """Explicit types from the spec win; the rest are inferred from the data."""
     inferred = infer_feature_types(frame)

@@ -482,16 +482,35 @@ def _count_text(record: dict[str, Any]) -> str:
 
 @app.command("run")
 @friendly(servers=("prefect", "mlflow"))
-def run(name: str, file: Path, as_json: Annotated[bool, JsonOption] = False):
-    """Process one file through the pipeline's flow now, and wait for the decision."""
-    from calmops.core.store import read_spec
+def run(name: str, file: Path,
+        labels: Annotated[bool, typer.Option(
+            "--labels", help="FILE is a labels file (the ids and the target of rows predicted before; spec 'labels'): "
+                             "it goes into the labels folder and is joined to them. Without it, a file with the id "
+                             "columns, the target and no feature column is taken as one (the output says so).")] = False,
+        as_json: Annotated[bool, JsonOption] = False):
+    """Process one file through the pipeline's flow now, and wait for the decision.
 
-    read_spec(name)  # an unknown name is said at once, before the flows (and Prefect) are loaded
+    A file from elsewhere is copied into the pipeline's incoming folder (a labels file: its labels folder) first.
+    """
+    from calmops.core.store import pipeline_paths, read_spec
+
+    spec = read_spec(name)  # an unknown name is said at once, before the flows (and Prefect) are loaded
     if not file.exists():
         raise CliError(f"{file} does not exist", "give the path of a data file")
-    from calmops.flows import run_file
+    from calmops.flows import looks_like_labels, run_file
 
-    outcome, error = run_file(name, file)
+    paths = pipeline_paths(spec)
+    outside = file.absolute().parent.resolve() not in {f.resolve() for f in (paths.incoming, paths.labels) if f}
+    if not labels and outside and file.is_file() and not file.is_symlink() and looks_like_labels(spec, file):
+        from calmops.deployments.console import err
+
+        assert spec.labels is not None
+        labels = True
+        err.print(f"{file.name} holds the id column(s) {', '.join(spec.labels.join_on)} and the target "
+                  f"{spec.target!r} and no feature column: taken as a labels file (copied into the labels folder "
+                  f"{paths.labels}; --labels says so explicitly)", highlight=False, markup=False,
+                  soft_wrap=True)
+    outcome, error = run_file(name, file, labels)
     if as_json:
         _print_json(outcome)
     else:
@@ -547,7 +566,8 @@ def _print_outcome(o: dict[str, Any]) -> None:
 
     unknown = o.get("drift_detected") is None or o["decision"] in DRIFT_UNCHECKED
     drift = "not checked" if unknown else "yes" if o["drift_detected"] else "no"
-    console.print(f"[bold]{escape(o['pipeline'])}[/] · {escape(printable(o['file']))} → [bold]{o['decision']}[/] "
+    file = ("labels/" if (o.get("details") or {}).get("folder") == "labels" else "") + o["file"]
+    console.print(f"[bold]{escape(o['pipeline'])}[/] · {escape(printable(file))} → [bold]{o['decision']}[/] "
                   f"(drift: {drift})", highlight=False)
     console.print(f"  {printable(o['reason'])}", highlight=False, markup=False)
     parts = [f"champion {shown(o.get('champion_version'), 'v')}"]

@@ -138,7 +138,7 @@ def _guarded(fn: Callable, *args, **kwargs):
     except CliError as exc:
         _fail(str(exc), exc.hint)
     except BadInput as exc:
-        _fail(str(exc), "give the path of one regular data file", code=2)
+        _fail(str(exc), exc.hint or "give the path of one regular data file", code=2)
     except ConfigError as exc:
         _fail(str(exc), exc.hint or "fix the configuration file (calmops.toml, or the file CALMOPS_CONFIG names); "
                                     "docs/production.md lists every setting", code=2)

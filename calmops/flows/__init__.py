@@ -24,11 +24,25 @@ class Placed(NamedTuple):
     done: str | None  # the content, when it was processed before: no run is needed
 
 
-def into_incoming(spec, path: Path) -> Placed:
+def looks_like_labels(spec, path: Path) -> bool:
+    """Whether a file from outside the pipeline's folders is a labels file by its columns (spec ``labels``: the
+    ``join_on`` columns and the target, and no feature column); what ``calmops run`` takes for one without
+    ``--labels``. Only the header is read where the format allows."""
+    from calmops.core.features import is_labels_table
+    from calmops.tasks.ingest import table_columns
+
+    if spec.labels is None:
+        return False
+    columns = table_columns(path, spec)
+    return columns is not None and is_labels_table(spec, columns)
+
+
+def into_incoming(spec, path: Path, labels: bool = False) -> Placed:
     """A file from outside the pipeline's incoming folder is copied there first (the user's copy is never
     moved): the run then handles it like any arriving file, and a file it leaves pending is where
     ``calmops status`` and ``calmops relaunch`` look. A file of the same name and bytes there is reused; one
-    whose content was processed before is not copied (``done``).
+    whose content was processed before is not copied (``done``). With ``labels`` (spec ``labels``), the file
+    is a labels file and goes into the labels folder instead, to be decided as one.
 
     ``reserved`` is the content this process reserved in the ledger for its run
     (:meth:`~calmops.core.store.Ledger.reserve`, before the copy appears: the watcher leaves it to the run), or
@@ -39,18 +53,28 @@ def into_incoming(spec, path: Path) -> Placed:
 
     path = path.absolute()  # not resolved: a link stays a link, and the run refuses it unread
     paths = pipeline_paths(spec).ensure()
+    if labels and paths.labels is None:
+        raise BadInput(f"pipeline {spec.name!r} takes no labels files: its spec has no 'labels' section, so its "
+                       "files carry their labels in the target column (nothing was copied or run)",
+                       hint=f"run the file without --labels; if the labels of {spec.name!r} come later, add a "
+                            "'labels:' section (docs/late-labels.md) with 'calmops update'")
     incoming = paths.incoming.resolve()
-    labels = paths.labels.resolve() if paths.labels else None
-    if path.parent.resolve() in (incoming, labels):  # in its folder already (a labels file in the labels folder);
-        return Placed(path, None, None)  # a link there is refused unread
+    labels_folder = paths.labels.resolve() if paths.labels else None
+    if labels and path.parent.resolve() == incoming:
+        raise BadInput(f"{path} is in the incoming folder of pipeline {spec.name!r}, where it is taken as a "
+                       "features file (nothing was moved or read)",
+                       hint=f"move it into the labels folder {paths.labels}, or run a copy kept elsewhere")
+    if path.parent.resolve() in (incoming, labels_folder):  # in its folder already (a labels file in the labels
+        return Placed(path, None, None)  # folder); a link there is refused unread
     if path.is_symlink() or not path.is_file():  # refused here: a run would quarantine (move) it from where it is
         what = "a link" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
         raise BadInput(f"{path} is {what}: a run takes one data file (copied into the pipeline's incoming folder; "
                        "nothing was moved or read)")
     digest = sha256_of(path)
-    target = incoming / path.name
+    folder = labels_folder if labels else incoming
+    target = folder / path.name
     if target.exists() and sha256_of(target) != digest:
-        target = incoming / f"{digest[:12]}-{path.name}"
+        target = folder / f"{digest[:12]}-{path.name}"
     book = ledger(paths)
     if book.status(digest) == "done":
         return Placed(path, None, digest)
@@ -66,15 +90,16 @@ def into_incoming(spec, path: Path) -> Placed:
     return Placed(target, digest if reserved else None, None)
 
 
-def run_file(pipeline: str, path: str | Path) -> tuple[dict[str, Any], str | None]:
-    """Run the pipeline's flow on one file in this process; returns (outcome, error or None)."""
+def run_file(pipeline: str, path: str | Path, labels: bool = False) -> tuple[dict[str, Any], str | None]:
+    """Run the pipeline's flow on one file in this process; returns (outcome, error or None). ``labels``: a file
+    from outside is a labels file (see :func:`into_incoming`)."""
     from prefect.settings import temporary_settings
 
     from calmops.core.store import ledger, pipeline_paths, read_spec
     from calmops.flows.common import RunFailed, processed_before
 
     spec = read_spec(pipeline)
-    path, reserved, done = into_incoming(spec, Path(path))
+    path, reserved, done = into_incoming(spec, Path(path), labels)
     if done:
         return processed_before(pipeline, path, done).to_dict(), None
     try:

@@ -17,7 +17,13 @@ import numpy as np
 import pandas as pd
 
 from calmops.core.errors import UserCodeFailed
-from calmops.core.features import CoercionError, coerce_features, feature_columns, resolve_feature_types
+from calmops.core.features import (
+    CoercionError,
+    coerce_features,
+    feature_columns,
+    is_labels_table,
+    resolve_feature_types,
+)
 from calmops.core.kinds import KINDS
 from calmops.core.metrics import infer_task
 from calmops.core.registry import InputSchema
@@ -189,6 +195,29 @@ def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFra
     raise RejectedInput(f"{path.name}: unknown format {fmt!r}")
 
 
+def table_columns(path: Path, spec: PipelineSpec) -> list[str] | None:
+    """The column names of a data file as the spec reads it, without its rows where the format allows (a text
+    table's header, a Parquet file's schema); None when the file is over the size limit or cannot be read as
+    one of the spec's formats (its run says why)."""
+    try:
+        if path.stat().st_size > spec.limits.max_bytes or (fmt := detect_format(path)) not in spec.formats:
+            return None
+        if fmt in ("csv", "tsv", "txt"):
+            columns = pd.read_csv(path, sep=text_delimiter(path, fmt, spec.delimiter), nrows=0).columns
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+            saved = (schema.pandas_metadata or {}).get("index_columns") or []  # pandas' index, read back as one
+            index = {c for c in saved if isinstance(c, str)}  # (a range index is kept as a description, no column)
+            columns = [c for c in schema.names if c not in index]
+        else:
+            columns = read_table(path, fmt, spec.delimiter).columns
+    except Exception:  # noqa: BLE001 - RejectedInput or a parser's error: its run says why the file is unreadable
+        return None
+    return [str(c) for c in columns]
+
+
 class PreprocessFailed(UserCodeFailed):
     """The pipeline's ``preprocess(df)`` raised or did not return a DataFrame."""
 
@@ -357,9 +386,9 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
         columns, types = reference.columns, reference.feature_types
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            looks_like_labels = spec.labels is not None and set(frame.columns) <= {*spec.labels.join_on, spec.target}
-            hint = ("; it holds only ids and the target: a labels file goes into the pipeline's labels folder"
-                    if looks_like_labels else "")
+            hint = (f"; it holds the ids and the target and no feature: a labels file goes into the pipeline's "
+                    f"labels folder ({pipeline_paths(spec).labels})" if is_labels_table(spec, list(frame.columns))
+                    else "")
             raise RejectedInput(f"{path.name}: {V.missing_features(missing, list(frame.columns))}{hint}",
                                 missing=missing)
         new = [c for c in feature_columns(spec, list(frame.columns)) if c not in columns]
