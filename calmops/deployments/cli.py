@@ -467,7 +467,7 @@ def _print_stack(state: dict[str, Any]) -> None:
             health += f" ({s['elsewhere']})"
         if s.get("outside"):
             health += " (started outside calmops up)"
-        table.add_row(service, s["url"] or "-", shown(s["pid"]), health)
+        table.add_row(service, s["url"] or "-", shown(s["pid"] or s.get("names")), health)  # a worker by hand: its name
     print_table(table, highlight=False)
     restarts = state.get("worker_restarts") or {}
     if restarts.get("count"):

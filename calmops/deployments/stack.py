@@ -155,7 +155,7 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
         env = _client_env(env, settings)
         env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "0.5")  # Prefect polls every 10 s by default; each poll writes
         cmd = [bin_path("prefect"), "worker", "start", "--pool", settings.work_pool, "--type", "process",
-               "--name", f"calmops-{socket.gethostname()}-{os.getpid()}"]
+               "--name", f"{own_worker_prefix()}{os.getpid()}"]
         # bounded: beyond the cores, more runs at once only slow each other down, and a burst of files would
         # have the worker propose hundreds of queued runs to the server every second
         cmd += ["--limit", os.environ.get("CALMOPS_WORKER_LIMIT") or str(max(2, os.cpu_count() or 2))]
@@ -208,6 +208,44 @@ def watcher_beats(settings: Settings) -> bool:
         return time.time() - heartbeat_file(settings).stat().st_mtime < HEARTBEAT_MAX_AGE
     except OSError:
         return False
+
+
+def own_worker_prefix() -> str:
+    """How the workers this host's stack starts are named (``calmops-HOST-PID``): a worker of another name on the
+    work pool was started outside ``calmops up`` (``prefect worker start --pool calmops``, or another host's)."""
+    return f"calmops-{socket.gethostname()}-"
+
+
+#: Prefect's own rule for a worker being online: a heartbeat within 3 of its heartbeat intervals (30 s by default)
+WORKER_HEARTBEATS_MISSED, WORKER_HEARTBEAT_SECONDS = 3, 30
+
+
+def outside_workers(api: str, settings: Settings) -> list[str]:
+    """The names of the workers polling this host's work pool (``settings.work_pool``) that the stack did not start
+    (:func:`own_worker_prefix`), as the Prefect API at ``api`` lists them: those online (a heartbeat within three
+    of its intervals). Empty when the API does not answer or has no such pool."""
+    from datetime import UTC, datetime
+    from urllib.parse import quote
+
+    from calmops.deployments.quickhttp import post
+
+    code, workers = post(f"{api.rstrip('/')}/work_pools/{quote(settings.work_pool, safe='')}/workers/filter", {},
+                         timeout=1.0)
+    if code != 200 or not isinstance(workers, list):
+        return []
+    names, now = [], datetime.now(UTC)
+    for worker in workers:
+        if not isinstance(worker, dict) or str(worker.get("name", "")).startswith(own_worker_prefix()):
+            continue
+        try:
+            beat = datetime.fromisoformat(worker["last_heartbeat_time"])
+            interval = float(worker.get("heartbeat_interval_seconds") or WORKER_HEARTBEAT_SECONDS)
+            recent = (now - beat).total_seconds() < WORKER_HEARTBEATS_MISSED * interval
+        except (KeyError, TypeError, ValueError):
+            recent = False
+        if worker.get("status") == "ONLINE" or recent:
+            names.append(str(worker.get("name")))
+    return names
 
 
 def log_file(settings: Settings, name: str) -> Path:
@@ -463,7 +501,8 @@ def _this_hosts(url: str, service: Service) -> bool:
 def status(settings: Settings | None = None) -> dict[str, dict]:
     """Each service of the stack on this host: pid, URL, health; a server this host does not run but reaches
     through its variable is reported at that URL, ``elsewhere``; a watcher started by hand (``calmops watch``: no
-    pid file) by its fresh heartbeat, ``outside``."""
+    pid file) by its fresh heartbeat, ``outside``; so is a worker of the stack's work pool started by hand
+    (``prefect worker start --pool …``), online in the Prefect server that answers, with its ``names``."""
     from calmops.deployments.quickhttp import get
 
     settings = settings or get_settings()
@@ -477,6 +516,9 @@ def status(settings: Settings | None = None) -> dict[str, dict]:
                      "log": str(log_file(settings, name)), "elsewhere": None}
         if not pid and name == "watcher" and watcher_beats(settings):  # 'calmops watch', run by hand
             out[name].update(healthy=True, outside=True, log=None)
+        if not pid and name == "worker" and out["prefect"]["healthy"] and (  # asked only while Prefect answers
+                names := outside_workers(out["prefect"]["url"] + "/api", settings)):
+            out[name].update(healthy=True, outside=True, log=None, names=names)  # 'prefect worker start', by hand
         if not pid and (url := _elsewhere(name)):
             code = get(url + ELSEWHERE[name][2], timeout=1.0)[0]
             own = _this_hosts(url, service)  # this host's own address: stopped, unless another run folder's runs

@@ -1,0 +1,77 @@
+"""Services started outside ``calmops up``: the ``prefect deploy --all`` route of docs/operations.md, where the user
+runs ``prefect worker start --pool calmops`` and ``calmops watch`` by hand. ``calmops status`` shows them running."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from urllib.parse import quote
+
+import pytest
+from typer.testing import CliRunner
+
+from calmops.deployments import stack
+from calmops.deployments.cli import app
+from calmops.deployments.quickhttp import post
+from tests.e2e.stack import free_port
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def prefect_api(prefect_server, calmops_home, monkeypatch):
+    """The session's Prefect server as the one ``PREFECT_API_URL`` names (no server of this host's stack runs), a
+    work pool of this test's own; the environment as it was afterwards (the CLI's prepare() sets variables)."""
+    from prefect.settings import PREFECT_API_URL
+
+    saved = dict(os.environ)
+    url = PREFECT_API_URL.value().rstrip("/")
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    monkeypatch.setenv("CALMOPS_PREFECT_PORT", str(free_port()))  # the stack's own port: not the server's
+    pool = f"by-hand-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CALMOPS_WORK_POOL", pool)
+    assert post(f"{url}/work_pools/", {"name": pool, "type": "process"})[0] == 201
+    yield url, pool
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def heartbeat(url: str, pool: str, worker: str) -> None:
+    """What a running worker does every 30 s (``prefect worker start``: its first one as it starts)."""
+    code, _ = post(f"{url}/work_pools/{quote(pool)}/workers/heartbeat",
+                   {"name": worker, "heartbeat_interval_seconds": 30})
+    assert code == 204, code
+
+
+def test_a_worker_started_by_hand_shows_running_in_status_with_its_name(prefect_api):
+    """`prefect worker start --pool calmops` run by hand polled the pool while `calmops status` said its worker was
+    stopped. Prefect knows it: online on the stack's work pool, it is shown running, started outside calmops up,
+    with its name where a pid would be; in --json as keys added to the worker's row."""
+    url, pool = prefect_api
+    assert not stack.status()["worker"]["healthy"]  # no worker on the pool yet
+    heartbeat(url, pool, f"{stack.own_worker_prefix()}4242")  # the stack's own worker, whose pid file is gone:
+    assert not stack.status()["worker"]["healthy"]  # a worker that stopped, not one run by hand
+
+    heartbeat(url, pool, "my-worker")
+
+    result = runner.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    state = json.loads(result.output)["stack"]
+    worker = state["services"]["worker"]
+    assert state["up"] and worker["healthy"] and worker["outside"], worker
+    assert worker["pid"] is None and worker["names"] == ["my-worker"], worker
+    assert not state["services"]["watcher"]["healthy"]  # nothing else is taken for running
+    table = runner.invoke(app, ["status"])
+    assert table.exit_code == 0, table.output
+    row = next(line for line in table.output.splitlines() if line.strip().startswith("worker"))
+    assert "my-worker" in row and "healthy (started outside calmops up)" in " ".join(row.split()), table.output
+
+
+def test_status_asks_prefect_for_workers_only_while_it_answers(calmops_home, monkeypatch):
+    """With the stack down nothing is asked: `calmops status` stays as fast as before."""
+    asked = []
+    monkeypatch.setattr(stack, "outside_workers", lambda *args: asked.append(args) or ["anyone"])
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")  # nothing listens
+    worker = stack.status()["worker"]
+    assert not worker["healthy"] and not worker.get("outside") and not asked
