@@ -88,6 +88,12 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
                 else:
                     console.print(f"renamed registered model {pipeline} → {renamed} (CalmOps' prefix)",
                                   highlight=False)
+        if name in ("watcher", "worker") and (running := stack.outside(name, _settings())):
+            started[name] = "outside"  # a second watcher announces every file twice
+            console.print(f"{name}: not started: {escape(running)}" + (
+                "; two watchers would announce every file twice" if name == "watcher" else
+                "; it takes the runs (stop it to have 'calmops up' start the stack's own)"), highlight=False)
+            continue
         try:
             with console.status(f"starting {name}…"):
                 service = stack.start(name)
@@ -317,6 +323,9 @@ def register(app: typer.Typer) -> None:
         if stack.running_pid(_settings(), "watcher"):
             raise CliError("the stack's watcher is running already (started by 'calmops up')",
                            "two watchers announce every file twice; stop it with 'calmops down' first")
+        if stack.watcher_beats(_settings()):  # another 'calmops watch' on this run folder
+            raise CliError(f"a watcher is running already (its heartbeat {stack.heartbeat_file(_settings())} is "
+                           "fresh: another 'calmops watch')", "two watchers announce every file twice; use that one")
         from calmops.deployments.watcher import Watcher, configure_logging
 
         for noisy in ("httpx", "httpcore", "watchdog"):

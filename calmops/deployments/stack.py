@@ -203,11 +203,20 @@ def heartbeat_file(settings: Settings) -> Path:
 
 
 def watcher_beats(settings: Settings) -> bool:
-    """Is the watcher's heartbeat fresh: a watcher runs on this run folder (``calmops watch`` writes it too)."""
+    """Is the watcher's heartbeat fresh: a watcher runs on this run folder (``calmops watch`` writes it too). The
+    heartbeat names its writer's pid: one a killed watcher (``kill -9``) left does not count."""
+    path = heartbeat_file(settings)
     try:
-        return time.time() - heartbeat_file(settings).stat().st_mtime < HEARTBEAT_MAX_AGE
+        if time.time() - path.stat().st_mtime >= HEARTBEAT_MAX_AGE:
+            return False
+        fields = path.read_text().split()
     except OSError:
         return False
+    try:
+        writer = int(fields[1])
+    except (IndexError, ValueError):  # a heartbeat that names no writer: its freshness alone tells
+        return True
+    return running(writer, None)
 
 
 def own_worker_prefix() -> str:
@@ -246,6 +255,26 @@ def outside_workers(api: str, settings: Settings) -> list[str]:
         if worker.get("status") == "ONLINE" or recent:
             names.append(str(worker.get("name")))
     return names
+
+
+def _prefect_api(settings: Settings) -> str | None:
+    """The Prefect API this host's services use: the stack's server while it runs, else ``PREFECT_API_URL``."""
+    if running_pid(settings, "prefect"):
+        return services()["prefect"].url + "/api"
+    return os.environ.get("PREFECT_API_URL") or None
+
+
+def outside(name: str, settings: Settings) -> str | None:
+    """What runs as service ``name`` (the watcher, the worker) on this host although ``calmops up`` did not start
+    it, said for people; None when nothing does (or the stack's own runs)."""
+    if running_pid(settings, name):
+        return None
+    if name == "watcher" and watcher_beats(settings):
+        return f"a watcher started outside calmops up ('calmops watch') refreshes {heartbeat_file(settings)}"
+    if name == "worker" and (api := _prefect_api(settings)) and (names := outside_workers(api, settings)):
+        return (f"worker(s) started outside calmops up poll the work pool {settings.work_pool!r}: "
+                f"{', '.join(names)}")
+    return None
 
 
 def log_file(settings: Settings, name: str) -> Path:
@@ -379,7 +408,7 @@ def _forget_state(name: str, settings: Settings) -> None:
     """What a stopped service wrote about itself besides its pid: the watcher's heartbeat (stale once it is gone),
     the mark of a supervised service."""
     supervised_file(settings, name).unlink(missing_ok=True)
-    if name == "watcher":
+    if name == "watcher" and not watcher_beats(settings):  # one run by hand ('calmops watch') keeps its own
         heartbeat_file(settings).unlink(missing_ok=True)
 
 

@@ -448,7 +448,7 @@ class Watcher:
                     self._recover_stalled()
                 if self.heartbeat_file is not None and now >= next_beat:
                     next_beat = now + 2.0
-                    self.heartbeat_file.write_text(f"{time.time():.0f}\n")
+                    self.heartbeat_file.write_text(f"{time.time():.0f} {os.getpid()}\n")  # with its writer
             except Exception:
                 log.exception("watcher loop error (continuing)")
                 time.sleep(1.0)

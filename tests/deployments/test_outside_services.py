@@ -1,19 +1,24 @@
 """Services started outside ``calmops up``: the ``prefect deploy --all`` route of docs/operations.md, where the user
-runs ``prefect worker start --pool calmops`` and ``calmops watch`` by hand. ``calmops status`` shows them running."""
+runs ``prefect worker start --pool calmops`` and ``calmops watch`` by hand. ``calmops status`` shows them running,
+and ``calmops up`` starts no second watcher (two announce every file twice) or worker beside them."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 import uuid
 from urllib.parse import quote
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from calmops.deployments import stack
 from calmops.deployments.cli import app
 from calmops.deployments.quickhttp import post
+from tests.deployments.test_watcher import Recorder, make_watcher, until
 from tests.e2e.stack import free_port
 
 runner = CliRunner()
@@ -75,3 +80,75 @@ def test_status_asks_prefect_for_workers_only_while_it_answers(calmops_home, mon
     monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")  # nothing listens
     worker = stack.status()["worker"]
     assert not worker["healthy"] and not worker.get("outside") and not asked
+
+
+def test_up_does_not_start_a_second_watcher_beside_one_run_by_hand(prefect_api):
+    """`calmops watch` ran (the prefect deploy --all route) and `calmops up` started the stack's watcher beside it:
+    every file announced twice. `up` sees the fresh heartbeat, says so and starts none; the one by hand goes on."""
+    from calmops.core.settings import get_settings
+    from calmops.deployments.operations_cli import bring_up
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    beat = stack.heartbeat_file(settings)
+    console = Console(record=True, width=200)
+    try:
+        with make_watcher(Recorder(), heartbeat_file=beat):
+            until(beat.exists)
+            bring_up(console, ("watcher",))
+            said = " ".join(console.export_text().split())
+            assert "watcher: not started: a watcher started outside calmops up" in said, said
+            assert stack.running_pid(settings, "watcher") is None, said
+            time.sleep(2.5)  # its next beat: the file is still its own
+            assert stack.status()["watcher"]["outside"]
+    finally:
+        stack.stop("watcher", settings)
+
+
+@pytest.mark.timeout(60)  # without the refusal it would watch on until stopped
+def test_calmops_watch_refuses_to_start_beside_another_calmops_watch(prefect_api):
+    """Two `calmops watch` on one run folder announce every file twice: the second says a watcher runs already."""
+    from calmops.core.settings import get_settings
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    beat = stack.heartbeat_file(settings)
+    with make_watcher(Recorder(), heartbeat_file=beat):
+        until(beat.exists)
+        result = runner.invoke(app, ["watch"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, said
+    assert "a watcher is running already" in said and "announce every file twice" in said, said
+
+
+def test_a_heartbeat_left_by_a_killed_watcher_is_not_a_watcher_running(calmops_home):
+    """A watcher killed with `kill -9` leaves its heartbeat behind, fresh for a while: it names its writer, which
+    has ended, so neither `calmops status` nor `calmops up` takes it for a watcher run by hand."""
+    from calmops.core.settings import get_settings
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait(10)
+    stack.heartbeat_file(settings).write_text(f"{time.time():.0f} {gone.pid}\n")
+    assert not stack.status()["watcher"]["healthy"]
+    assert stack.outside("watcher", settings) is None
+
+
+def test_up_does_not_start_the_stacks_worker_beside_one_run_by_hand(prefect_api):
+    """A worker started by hand takes the pool's runs: `up` says so and starts none of its own."""
+    from calmops.core.settings import get_settings
+    from calmops.deployments.operations_cli import bring_up
+
+    url, pool = prefect_api
+    heartbeat(url, pool, "my-worker")
+    settings = get_settings()
+    console = Console(record=True, width=200)
+    try:
+        bring_up(console, ("worker",))
+        said = " ".join(console.export_text().split())
+        assert f"worker: not started: worker(s) started outside calmops up poll the work pool '{pool}': my-worker" \
+            in said, said
+        assert stack.running_pid(settings, "worker") is None, said
+    finally:
+        stack.stop("worker", settings)
