@@ -8,7 +8,7 @@ worker on the ``calmops`` work pool: it runs the flow runs the file triggers cre
 healthy once it says it started, the watcher while it refreshes its heartbeat file.
 Stopping sends TERM, then INT, then KILL (Prefect's worker ignores a first TERM, so it gets INT first),
 to the service's process group when it leads one (else to the service's own process), and to flow-run processes
-it started in sessions of their own; its pid file goes once it is gone.
+it started in sessions of their own, all of them at once; its pid file goes once it is gone.
 """
 
 from __future__ import annotations
@@ -415,7 +415,7 @@ def _forget_state(name: str, settings: Settings) -> None:
 def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bool:
     """Stop this host's service ``name``: the process its pid file names, whether or not it leads a process group
     of its own (``calmops up`` starts each in a session of its own; ``calmops service`` run from a script's
-    ``nohup … &`` is in the script's group, which only it is signalled in), then the processes it started.
+    ``nohup … &`` is in the script's group, which only it is signalled in), then the processes it started, together.
     Returns True once it is gone, False when none ran; the pid file goes then. A process that outlives every
     signal (``grace`` seconds after each) or may not be signalled keeps its pid file: :class:`StillRunning`."""
     settings = settings or get_settings()
@@ -439,7 +439,7 @@ def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bo
     children = {child: start_time(child) for child in _descendants(pid)}  # known by their start, as pids recycle
     signals = _stop_signals(name)
     stopped = escalate(pid, signals, grace, group=True, start=start)
-    left = [child for child, began in children.items() if not escalate(child, CHILD_SIGNALS, CHILD_GRACE, start=began)]
+    left = _escalate_together(children)
     if stopped:
         _forget(path, recorded)
         _forget_state(name, settings)
@@ -466,12 +466,27 @@ def _stop_left_behind(name: str, settings: Settings) -> list[int]:
         pid = int(entry.name)
         if pid != os.getpid() and (environ_of(pid) or {}).get(SERVICE_MARKER) == marker:
             left.append(pid)
-    stopped = [pid for pid in left if escalate(pid, CHILD_SIGNALS, CHILD_GRACE, start=start_time(pid))]
+    outlived = _escalate_together({pid: start_time(pid) for pid in left})
+    stopped = [pid for pid in left if pid not in outlived]
     if stopped:
         logging.getLogger("calmops.stack").warning(
             "%s's process had ended, but process(es) it started still ran: stopped pid %s", name,
             ", ".join(map(str, stopped)))
     return stopped
+
+
+def _escalate_together(starts: dict[int, str | None]) -> list[int]:
+    """Stop the processes ``starts`` names (pid: its start time) with :data:`CHILD_SIGNALS`, all at once, each
+    waited for at the same time as the others: stopping a worker's many flow runs takes one grace period, not one
+    each. Returns those that outlived the signals."""
+    if not starts:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(starts)) as pool:
+        gone = list(pool.map(lambda item: escalate(item[0], CHILD_SIGNALS, CHILD_GRACE, start=item[1]),
+                             starts.items()))
+    return [pid for pid, ended in zip(starts, gone) if not ended]
 
 
 def _descendants(pid: int) -> list[int]:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -258,4 +259,37 @@ def test_a_service_is_said_stopped_only_once_its_last_thread_has_ended(isolated,
     finally:
         if service.poll() is None:
             service.kill()
+        service.wait(10)
+
+
+SLOW_CHILDREN = """
+import subprocess, sys, time
+for _ in range(int(sys.argv[1])):  # flow runs, each in a session of its own, slow to take their TERM
+    subprocess.Popen(["sh", "-c", "trap '' TERM INT; exec sleep 60"], start_new_session=True)
+time.sleep(60)
+"""
+
+
+def test_the_processes_a_service_started_are_stopped_together_within_one_grace_period(isolated):
+    """A worker with several flow runs that do not end on TERM: `calmops down` gave each its 5 s in turn, one after
+    another (15 s for three, a minute for a busy worker). They are signalled together and waited for together: one
+    grace period for all, then KILL."""
+    home = isolated
+    (home / "run").mkdir(parents=True)
+    service = subprocess.Popen([sys.executable, "-c", SLOW_CHILDREN, "3"], start_new_session=True)
+    until(lambda: len([c for c in stack._descendants(service.pid)
+                       if Path(f"/proc/{c}/comm").read_text().strip() == "sleep"]) == 3, 10, "every flow run's exec")
+    children = stack._descendants(service.pid)
+    (home / "run" / "runner.pid").write_text(str(service.pid))
+    try:
+        began = time.monotonic()
+        assert stack.stop("runner") is True
+        took = time.monotonic() - began
+
+        assert all(_ended(child) for child in children)
+        assert took < 2 * stack.CHILD_GRACE, f"{took:.1f} s for {len(children)} slow flow runs"
+    finally:
+        for pid in [service.pid, *children]:
+            if not _ended(pid):
+                os.kill(pid, signal.SIGKILL)
         service.wait(10)
