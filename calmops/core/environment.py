@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from calmops.core.pids import start_time
+from calmops.core.pids import running
 from calmops.core.settings import get_settings, setting
 
 
@@ -36,14 +36,14 @@ def stack_urls() -> dict[str, str]:
 
 def running_pid(settings, service: str) -> int | None:
     """The pid of this host's running ``service`` of the stack: the one its pid file names, while that process
-    runs (signal 0 checks without sending anything; an exited process not yet reaped does not run); None
+    runs (:func:`calmops.core.pids.running`: an exited process not yet reaped does not run); None
     otherwise."""
     try:
         pid = int(settings.pid_file(service).read_text().strip() or 0)
-        if pid > 0:
-            os.kill(pid, 0)
-            # a service that exited and whose parent (a watcher that restarted it, say) has not reaped it yet
-            return None if start_time(pid) is None else pid
+        # not a service that exited and whose parent (a watcher that restarted it, say) has not reaped it yet;
+        # where /proc is missing, one that answers signal 0
+        if pid > 0 and running(pid, None):
+            return pid
     except (OSError, ValueError):
         pass
     return None

@@ -50,10 +50,16 @@ def _stat(pid: int) -> list[str] | None:
     return stat[stat.rindex(")") + 2:].split()
 
 
+def has_proc() -> bool:
+    """Does this host have Linux's /proc (start times, states, threads)? Without it, a process runs while it
+    answers signal 0."""
+    return Path("/proc/self/stat").exists()
+
+
 def running(pid: int, start: str | None) -> bool:
     """Does the process that ran as ``pid`` when :func:`start_time` said ``start`` still run (not ended, not
     replaced by another process with the same number)? Where /proc is missing: does ``pid`` answer signal 0."""
-    if not Path("/proc/self/stat").exists():
+    if not has_proc():
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

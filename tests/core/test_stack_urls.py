@@ -47,9 +47,9 @@ def test_stopping_the_last_services_forgets_their_addresses_and_the_watchers_hea
     stack.json that would name no running server are gone; a service still running keeps its address."""
     from calmops.deployments import stack
 
-    beat = stack.heartbeat_file(stale_stack)
-    beat.write_text("1\n")
     gone = stale_stack.pid_file("mlflow").read_text()
+    beat = stack.heartbeat_file(stale_stack)
+    beat.write_text(f"1 {gone}\n")  # fresh, but its writer has ended
     stale_stack.pid_file("watcher").write_text(gone)  # it crashed too
     assert stack.stop("watcher", stale_stack) is False and stack.stop("mlflow", stale_stack) is False
     assert not beat.exists() and not stale_stack.pid_file("watcher").exists()
@@ -100,3 +100,22 @@ def test_a_service_that_exited_and_is_not_reaped_yet_is_not_running(calmops_home
     child.wait()
     settings.pid_file("worker").write_text(str(os.getpid()))
     assert running_pid(settings, "worker") == os.getpid()
+
+
+def test_where_proc_is_missing_a_service_runs_while_it_answers_signal_0(calmops_home, monkeypatch):
+    """Without Linux's /proc (macOS) there are no start times: a running service must still count as running,
+    or `status` shows every service stopped and `up` stops and restarts them all; one that exited must not."""
+    from calmops.core import pids
+    from calmops.core.environment import running_pid
+    from calmops.core.settings import get_settings
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(pids, "has_proc", lambda: False)
+    monkeypatch.setattr(pids, "_stat", lambda pid: None)  # what reading /proc/PID/stat gives there
+    settings.pid_file("worker").write_text(str(os.getpid()))
+    assert running_pid(settings, "worker") == os.getpid()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    settings.pid_file("worker").write_text(str(gone.pid))
+    assert running_pid(settings, "worker") is None
