@@ -9,6 +9,8 @@ True
 ('calmops.pipeline.sea', 'calmops.pipeline.sea')
 >>> model_name("sea")
 'calmops.sea'
+>>> shown_decision("rejected_input"), shown_decision("no_drift")
+('quarantined', 'no_drift')
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 
 
 class Decision(StrEnum):
-    """What a run decided about one file (MLflow tag ``calmops.decision``, ``decision`` in every JSON)."""
+    """What a run decided about one file, as recorded (MLflow tag ``calmops.decision``, the ledger, the flow's
+    outcome); ``decision`` in the JSON CalmOps prints is :func:`shown_decision` of it."""
 
     TRAIN = "train"  # the first labelled file: the first champion
     NO_DRIFT = "no_drift"  # nothing to retrain (or the breaker is open and nothing asks for it)
@@ -26,10 +29,23 @@ class Decision(StrEnum):
     RETRAIN_REJECTED = "retrain_rejected"  # a challenger was trained and lost
     PREDICT_ONLY = "predict_only"  # a prediction-only pipeline: checks and predictions, no training
     SKIPPED_BREAKER_OPEN = "skipped_breaker_open"  # a retrain was due while the breaker is open: kept pending
-    REJECTED_INPUT = "rejected_input"  # quarantined with a reason
+    REJECTED_INPUT = "rejected_input"  # quarantined with a reason (shown as ``quarantined``: see shown_decision)
     FAILED = "failed"  # the run raised; the file is pending
     DUPLICATE = "duplicate"  # the same bytes were decided already
     HELD = "held"  # waits behind an earlier file of its pipeline (order: arrival)
+
+
+#: the words decisions are shown under where they differ from the value recorded (MLflow's ``calmops.decision``
+#: tag, the ledger): a file set aside is *quarantined*, as its folder (``quarantine/``) and its flow run's state
+#: (*Quarantined*) say
+SHOWN_DECISIONS = {Decision.REJECTED_INPUT: "quarantined"}
+QUARANTINED = SHOWN_DECISIONS[Decision.REJECTED_INPUT]
+
+
+def shown_decision(decision: str | None) -> str | None:
+    """A recorded decision as people and the JSON CalmOps prints read it (``rejected_input`` is ``quarantined``);
+    the others as recorded. Everything that prints a decision passes it through here."""
+    return SHOWN_DECISIONS.get(decision, decision) if decision is not None else None
 
 
 #: decisions made before (or without) a drift check: their drift is unknown, not "no"

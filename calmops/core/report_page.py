@@ -15,6 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from calmops.core.names import shown_decision
 from calmops.core.store import LABELS_ENTRY, bounded_name
 from calmops.core.verdict import DecaySignal, DriftVerdict
 from calmops.detectors.report import Distribution, DriftReport
@@ -203,7 +204,7 @@ def render_report(outcome: Mapping[str, Any], verdict: DriftVerdict) -> str:
     title = f"{outcome.get('pipeline', '')} · {LABELS_ENTRY if labels else ''}{outcome.get('file', '')}"
     badge = ('<span class="badge drift">drift</span>' if verdict.drift_detected
              else '<span class="badge calm">no drift</span>')
-    facts = [("decision", f"<code>{escape(str(outcome.get('decision', '')))}</code>"),
+    facts = [("decision", f"<code>{escape(str(shown_decision(outcome.get('decision', ''))))}</code>"),
              ("why", escape(str(outcome.get("reason", "")))),
              ("checked against champion", _num(_judged_by(outcome))),
              ("champion after the decision", _num(outcome.get("champion_version"))),

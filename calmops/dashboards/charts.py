@@ -8,12 +8,12 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from calmops.core.names import Decision
+from calmops.core.names import QUARANTINED, Decision
 from calmops.dashboards.data import serving_scores
 
 DECISION_COLORS = {
     "train": "#2e7d32", "retrain_promoted": "#1565c0", "no_drift": "#9e9e9e", "retrain_rejected": "#ef6c00",
-    "predict_only": "#6a1b9a", "skipped_breaker_open": "#c62828", "rejected_input": "#ad1457", "failed": "#b71c1c",
+    "predict_only": "#6a1b9a", "skipped_breaker_open": "#c62828", QUARANTINED: "#ad1457", "failed": "#b71c1c",
 }
 HEIGHT = 360
 
@@ -111,7 +111,7 @@ def realized_columns(runs: pd.DataFrame, metric: str) -> list[tuple[str, int]]:
 
 
 #: decisions whose runs score nothing on the file
-UNSCORED = (Decision.FAILED, Decision.HELD, Decision.DUPLICATE, Decision.REJECTED_INPUT)
+UNSCORED = (Decision.FAILED, Decision.HELD, Decision.DUPLICATE, QUARANTINED)  # runs_frame's words
 
 
 def performance_over_time(runs: pd.DataFrame, metric: str, bounds: dict | None) -> go.Figure:

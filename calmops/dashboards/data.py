@@ -32,10 +32,12 @@ from calmops.core.kinds import KINDS
 from calmops.core.names import (
     CHAMPION_SINCE_TAG,
     DRIFT_UNCHECKED,
+    QUARANTINED,
     SERVING_SCORE_PREFIXES,
     Decision,
     had_serving_model,
     model_name,
+    shown_decision,
 )
 from calmops.core.store import LABELS_ENTRY, read_spec
 from calmops.core.verdict import DriftVerdict
@@ -187,7 +189,8 @@ def runs_frame(conn: Connection, experiment_id: str, max_results: int = MAX_RUNS
     """Every run of one experiment in one query, oldest first.
 
     Columns: run_id, run_name, experiment_id, status, start_time, end_time, the ``calmops.*`` tags without
-    their prefix, ``param.<name>`` and ``metric.<name>``.
+    their prefix, ``param.<name>`` and ``metric.<name>``; ``decision`` as people read it
+    (:func:`~calmops.core.names.shown_decision`: a refused file's is ``quarantined``).
     """
     runs = _client(conn).search_runs([experiment_id], max_results=max_results,
                                      order_by=["attributes.start_time DESC"])
@@ -213,6 +216,7 @@ def runs_frame(conn: Connection, experiment_id: str, max_results: int = MAX_RUNS
     frame["challenger_version"] = frame["challenger_version"].map(_to_int).astype("Int64")
     frame["drift"] = [drift_seen(decision, tag)
                       for decision, tag in zip(frame["decision"], frame["drift_detected"], strict=True)]
+    frame["decision"] = frame["decision"].map(shown_decision)
     frame["index"] = range(1, len(frame) + 1)
     return frame
 
@@ -540,11 +544,12 @@ def age_text(ts: pd.Timestamp | None, now: float | None = None) -> str:
 
 
 def health(last_decision: str | None, breaker_state: str | None, drift: bool | None) -> str:
-    """One word for the overview: ``down`` / ``failing`` / ``drift`` / ``ok`` / ``new``."""
+    """One word for the overview: ``down`` / ``failing`` / ``drift`` / ``ok`` / ``new``; ``last_decision`` as
+    :func:`runs_frame` gives it."""
     if breaker_state == "open":
         return "down"
     # a challenger that lost to a working champion is not a failure: the champion serves on (drift or ok)
-    if last_decision in (Decision.FAILED, Decision.REJECTED_INPUT) or breaker_state == "half_open":
+    if last_decision in (Decision.FAILED, QUARANTINED) or breaker_state == "half_open":
         return "failing"
     if not last_decision:
         return "new"

@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from calmops.core.logs import printable
+from calmops.core.names import shown_decision
 
 
 class _LazyGenerate(TyperGroup):
@@ -352,7 +353,7 @@ def _ledger_counts(spec: Any, paths: Any) -> dict[str, Any]:
                               for p in incoming_files(paths.labels)) if paths.labels is not None else None,
         "awaiting_labels": Awaiting(paths.root, paths.state).waiting(spec.labels.max_wait_days) if spec.labels else None,
         "last_file": entries[-1]["file"] if entries else None,
-        "last_decision": entries[-1]["decision"] if entries else None,
+        "last_decision": shown_decision(entries[-1]["decision"]) if entries else None,
     }
 
 
@@ -512,7 +513,7 @@ def run(name: str, file: Path,
                   soft_wrap=True)
     outcome, error = run_file(name, file, labels)
     if as_json:
-        _print_json(outcome)
+        _print_json({**outcome, "decision": shown_decision(outcome["decision"])})
     else:
         _print_outcome(outcome)
     if error:
@@ -567,8 +568,8 @@ def _print_outcome(o: dict[str, Any]) -> None:
     unknown = o.get("drift_detected") is None or o["decision"] in DRIFT_UNCHECKED
     drift = "not checked" if unknown else "yes" if o["drift_detected"] else "no"
     file = ("labels/" if (o.get("details") or {}).get("folder") == "labels" else "") + o["file"]
-    console.print(f"[bold]{escape(o['pipeline'])}[/] · {escape(printable(file))} → [bold]{o['decision']}[/] "
-                  f"(drift: {drift})", highlight=False)
+    console.print(f"[bold]{escape(o['pipeline'])}[/] · {escape(printable(file))} → "
+                  f"[bold]{shown_decision(o['decision'])}[/] (drift: {drift})", highlight=False)
     console.print(f"  {printable(o['reason'])}", highlight=False, markup=False)
     parts = [f"champion {shown(o.get('champion_version'), 'v')}"]
     if o.get("challenger_version") is not None:
@@ -688,7 +689,8 @@ def report(name: str,
                        "folder)")
     target.write_text(render_report(outcome, DriftVerdict.from_dict(verdict)))
     shown_as = f"{LABELS_ENTRY}{outcome['file']}" if labels else outcome["file"]  # as `status` names it
-    console.print(f"[bold]{name}[/] · {shown_as} ({outcome['decision']}): report written to {target}", highlight=False)
+    console.print(f"[bold]{name}[/] · {shown_as} ({shown_decision(outcome['decision'])}): report written to {target}",
+                  highlight=False)
 
 
 @app.command("history")

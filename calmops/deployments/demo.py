@@ -200,6 +200,7 @@ def summary(names: list[str]) -> list[dict]:
     from mlflow import MlflowClient
 
     from calmops.core import registry
+    from calmops.core.names import shown_decision
 
     client = registry.configure()
     rows = []
@@ -214,7 +215,8 @@ def summary(names: list[str]) -> list[dict]:
             "rejected": sum(d == "retrain_rejected" for d in decisions),
             "failed": sum(d == "failed" for d in decisions),
             "champion": registry.alias_version(name, "champion"),
-            "runs": sorted(({"file": r.data.tags.get("calmops.file"), "decision": r.data.tags.get("calmops.decision"),
+            "runs": sorted(({"file": r.data.tags.get("calmops.file"),
+                             "decision": shown_decision(r.data.tags.get("calmops.decision")),
                              "drift": r.data.tags.get("calmops.drift_detected") == "true",
                              "reason": r.data.tags.get("calmops.reason", ""),
                              "champion": r.data.tags.get("calmops.champion_version"),

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from calmops.core import registry
 from calmops.core.metrics import DEFAULT_PRIMARY
-from calmops.core.names import DRIFT_UNCHECKED, had_serving_model, serving_score
+from calmops.core.names import DRIFT_UNCHECKED, Decision, had_serving_model, serving_score, shown_decision
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
     LABELS_ENTRY,
@@ -129,7 +129,7 @@ def _quarantined_elsewhere(records: list[tuple[Path, dict]], entries: list[dict]
         if taken is None:
             continue
         out.append({"sha256": data.get("sha256"), "file": name or sidecar.name, "status": "gone",
-                    "decision": "rejected_input", "claimed_at": taken, "reason": _reason(data),
+                    "decision": Decision.REJECTED_INPUT, "claimed_at": taken, "reason": _reason(data),
                     "quarantined_only": True})
     return out[::-1]
 
@@ -184,7 +184,7 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
         files.append({
             "file": entry["file"],
             "status": STATUS_WORDS.get(status, status),
-            "decision": decision,
+            "decision": shown_decision(decision),  # a quarantined file's: "quarantined" (recorded rejected_input)
             "reason": reason,
             "drift_detected": tags["calmops.drift_detected"] == "true" if checked else None,
             "drifted_features": drifted,

@@ -257,6 +257,7 @@ def relaunch_files(names: list[str], *, local: bool, console) -> dict[str, list[
     out: dict[str, list[str]] = {}
     for name in names:
         if local:
+            from calmops.core.names import shown_decision
             from calmops.flows import run_file
 
             done = []
@@ -267,7 +268,7 @@ def relaunch_files(names: list[str], *, local: bool, console) -> dict[str, list[
                     done.append(str(path))
                     continue
                 outcome, error = run_file(name, path)
-                console.print(f"{name} · {path.name} → {outcome.get('decision')}"
+                console.print(f"{name} · {path.name} → {shown_decision(outcome.get('decision'))}"
                               + (f" ({error})" if error else ""), highlight=False)
                 done.append(str(path))
             out[name] = done

@@ -22,7 +22,7 @@ from calmops.core.breaker import BreakerPolicy, read_breaker, update_breaker
 from calmops.core.features import feature_columns
 from calmops.core.flow_runs import file_run_name
 from calmops.core.logs import RunLog
-from calmops.core.names import Decision
+from calmops.core.names import Decision, shown_decision
 from calmops.core.registry import InputSchema
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
@@ -351,7 +351,7 @@ def reject(ctx: RunContext, champion: registry.Champion | None, exc: RejectedInp
     bytes were not processed, so the same bytes dropped again are decided anew (after a limit was raised, the
     preprocess mended, or, for labels, once their features have come)."""
     target = quarantine(ctx.paths, ctx.path, ctx.sha256, exc.reason, exc.details)
-    ctx.log.warning("rejected %s: %s (moved to %s)", ctx.path.name, exc.reason, target)
+    ctx.log.warning("quarantined %s: %s (moved to %s)", ctx.path.name, exc.reason, target)
     outcome = ctx.outcome("rejected_input", exc.reason, champion_version=champion.version if champion else None,
                           details={"quarantined_as": str(target)})
     ctx.ledger.finish(ctx.sha256, "rejected_input", status="gone")
@@ -550,7 +550,7 @@ def ended(outcome: dict[str, Any]) -> Any:
     gives whoever called the flow the ``outcome`` itself."""
     from prefect.states import Completed
 
-    said = f"{outcome['decision']}: {outcome['reason']}"
+    said = f"{shown_decision(outcome['decision'])}: {outcome['reason']}"
     return Completed(name=ENDED_AS.get(outcome["decision"], "Completed"),
                      message=said if len(said) <= 300 else said[:299] + "…", data=outcome)
 

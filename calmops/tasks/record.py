@@ -11,7 +11,7 @@ from typing import Any
 import mlflow
 
 from calmops.core import registry
-from calmops.core.names import Decision
+from calmops.core.names import Decision, shown_decision
 from calmops.core.report_page import render_report
 from calmops.core.verdict import DriftVerdict
 from calmops.tasks import step
@@ -126,7 +126,7 @@ def decision_markdown(outcome: RunOutcome, *, with_report: bool = False) -> str:
     lines = [
         f"# {outcome.pipeline} · {outcome.file}",
         "",
-        f"**Decision:** `{outcome.decision}`  ",
+        f"**Decision:** `{shown_decision(outcome.decision)}`  ",
         f"**Why:** {outcome.reason}  ",
         f"**Drift:** {('yes' if outcome.drift_detected else 'no') if with_report else 'not checked'}"
         + (f" ({', '.join(outcome.drifted_features[:10])})" if outcome.drifted_features else "") + "  ",

@@ -70,6 +70,16 @@ def test_a_file_tried_again_later_is_one_point_where_it_was_decided():
     assert pd.isna(line.y[0]) and list(line.y[1:]) == [0.96, 0.75, 0.74]
 
 
+def test_a_quarantined_file_is_no_point_of_the_line():
+    """A refused file scored nothing: it is not on the axis (``quarantined``, as the runs' frame words it)."""
+    runs = pd.DataFrame({
+        "run_name": ["a.csv", "bad.csv", "c.csv"], "decision": ["train", "quarantined", "no_drift"],
+        "champion_version": [1, 1, 1], "metric.champion_accuracy": [None, None, 0.9],
+    })
+    line = {t.name: t for t in performance_over_time(runs, "accuracy", None).data}["champion accuracy"]
+    assert list(line.x) == ["a.csv", "c.csv"]
+
+
 def test_confusion_matrices_name_the_classes_on_both_axes():
     """Classes 0 and 1 were drawn on numeric axes, with ticks at -0.5, 0, 0.5, 1 and 1.5."""
     from calmops.dashboards.charts import confusion

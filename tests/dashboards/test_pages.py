@@ -397,7 +397,7 @@ def test_files_never_checked_show_no_drift_answer_and_a_pipeline_without_runs_it
     assert overview.loc["quar", "drift"] == "—" and overview.loc["fresh", "kind"] == "ipip"
     at = page("pipeline", {"pipeline": "quar"})
     assert not at.exception and not at.error
-    assert metrics(at)["Drift (last run)"] == "—" and metrics(at)["Last decision"] == "rejected_input"
+    assert metrics(at)["Drift (last run)"] == "—" and metrics(at)["Last decision"] == "quarantined"
     assert table(at, "runs_table")["drift"].tolist() == ["—", "—"]
     at = page("pipeline", {"pipeline": "fresh"})
     assert metrics(at)["Kind"] == "ipip"

@@ -105,7 +105,7 @@ def test_the_report_of_a_quarantined_file_says_why_it_was_quarantined(prefect_se
     assert not [w for w in caught if "integer column" in str(w.message)], [str(w.message)[:80] for w in caught]
     lacking = sea_frame(500, 8, seed=2).drop(columns=["x2"])
     held = json.loads(runner.invoke(app, ["run", "sea", str(write_csv(lacking, data, "bad.csv")), "--json"]).stdout)
-    assert held["decision"] == "rejected_input"
+    assert held["decision"] == "quarantined"
 
     asked = runner.invoke(app, ["report", "sea", "bad.csv"])
     assert asked.exit_code != 0

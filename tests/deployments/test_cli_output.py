@@ -323,7 +323,7 @@ def test_run_says_drift_was_not_checked_for_a_refused_file_not_no(capsys):
     _print_outcome({**base, "decision": "no_drift"})
     _print_outcome({**base, "decision": "retrain_rejected", "drift_detected": None})  # a first model not promoted
     said = [line for line in capsys.readouterr().out.splitlines() if "→" in line]
-    assert said == ["sea · f.csv → rejected_input (drift: not checked)", "sea · f.csv → no_drift (drift: no)",
+    assert said == ["sea · f.csv → quarantined (drift: not checked)", "sea · f.csv → no_drift (drift: no)",
                     "sea · f.csv → retrain_rejected (drift: not checked)"]
 
 

@@ -34,7 +34,7 @@ def test_history_lists_each_file_in_order_with_its_decision_versions_and_the_ser
                 _run(write_csv(sea_frame(1000, 9.5, seed=3), data, "c.csv")),
                 _run(write_csv(sea_frame(1000, 9.5, seed=4).drop(columns=["x2"]), data, "bad.csv"))]
     assert [o["decision"] for o in outcomes[:2]] == ["train", "retrain_promoted"]
-    assert outcomes[3]["decision"] == "rejected_input"
+    assert outcomes[3]["decision"] == "quarantined"  # run --json says it as history does
     incoming = pipeline_paths(load_spec(spec_file)).incoming
     write_csv(sea_frame(1000, 9.5, seed=5), incoming, "later.csv")  # dropped in, no run yet
 
@@ -67,7 +67,8 @@ def test_history_lists_each_file_in_order_with_its_decision_versions_and_the_ser
     text = runner.invoke(app, ["history", "sea", "-n", "3"], env={"COLUMNS": "200"})
     assert text.exit_code == 0, text.output
     assert "accuracy served" in text.stdout and "retrain_promoted" not in text.stdout
-    assert "c.csv" in text.stdout and "quarantined" not in text.stdout and "rejected_input" in text.stdout
+    # a refused file is "quarantined", the word of its folder and of its flow run's state, never rejected_input
+    assert "c.csv" in text.stdout and "quarantined" in text.stdout and "rejected_input" not in text.stdout
     assert "the last 3 of 5 files" in text.stdout
     every = runner.invoke(app, ["history", "sea"], env={"COLUMNS": "200"}).stdout
     c_line = next(line for line in every.splitlines() if line.lstrip().startswith("c.csv"))
@@ -175,9 +176,9 @@ def test_every_file_in_quarantine_is_listed_with_its_own_reason(calmops_home, st
 
     files = file_history(stream_spec)["files"]
     assert [(f["file"], f["status"], f["decision"]) for f in files] == [
-        ("slow.csv", "quarantined", "rejected_input"), ("header_only.csv", "quarantined", "rejected_input"),
-        ("link.csv", "quarantined", "rejected_input"), ("=sum.csv", "quarantined", "rejected_input"),
-        ("labels/l.csv", "quarantined", "rejected_input")]
+        ("slow.csv", "quarantined", "quarantined"), ("header_only.csv", "quarantined", "quarantined"),
+        ("link.csv", "quarantined", "quarantined"), ("=sum.csv", "quarantined", "quarantined"),
+        ("labels/l.csv", "quarantined", "quarantined")]  # the ledger records rejected_input: shown as its folder says
     assert [f["reason"] for f in files] == ["slow.csv: a header and no rows", "header_only.csv: a header and no rows",
                                             "link.csv is a symbolic link: refused unread", "=sum.csv: no rows",
                                             "l.csv: no rows"]
@@ -217,7 +218,7 @@ def test_bytes_quarantined_then_moved_back_and_decided_keep_both_lines_each_with
     paths = pipeline_paths(load_spec(spec_file))
     data = tmp_path / "data"
     refused = [_run(write_csv(sea_frame(1000, 8, seed=s), data, name)) for s, name in ((1, "a.csv"), (2, "b.csv"))]
-    assert [o["decision"] for o in refused] == ["rejected_input"] * 2
+    assert [o["decision"] for o in refused] == ["quarantined"] * 2
     spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
     assert runner.invoke(app, ["update", "sea", str(spec_file)]).exit_code == 0
     shutil.move(paths.quarantine / "a.csv", paths.incoming / "a.csv")
@@ -227,7 +228,7 @@ def test_bytes_quarantined_then_moved_back_and_decided_keep_both_lines_each_with
 
     files = json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)["files"]
     assert [(f["file"], f["status"], f["decision"]) for f in files] == [
-        ("a.csv", "quarantined", "rejected_input"), ("b.csv", "quarantined", "rejected_input"),
+        ("a.csv", "quarantined", "quarantined"), ("b.csv", "quarantined", "quarantined"),
         ("a.csv", "decided", "train"), ("b2.csv", "decided", "no_drift")]
     for row, outcome in zip(files, refused + decided, strict=True):
         assert row["reason"] == outcome["reason"] and row["sha256"] == outcome["sha256"]

@@ -43,7 +43,7 @@ def test_run_takes_a_labels_file_with_the_option_or_by_its_columns_and_refuses_i
     before = l1.read_bytes()
     out = run_json("late", str(l1), "--labels")
     assert out["details"]["folder"] == "labels" and out["details"]["labels"]["matched"] == 600, out["reason"]
-    assert out["decision"] != "rejected_input" and l1.read_bytes() == before
+    assert out["decision"] != "quarantined" and l1.read_bytes() == before
     assert [p.read_bytes() for p in paths.processed.glob("l1.csv")] == [before]
     assert not list(paths.incoming.iterdir()) and not list(paths.quarantine.glob("l1*"))
 

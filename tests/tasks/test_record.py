@@ -65,3 +65,4 @@ def test_a_run_that_made_no_drift_check_records_no_drift_answer(prefect_server, 
     assert "calmops.drift_detected" not in shown.tags and "drift_detected" not in shown.metrics
     assert "calmops.drifted_features" not in shown.tags
     assert "**Drift:** not checked" in record.decision_markdown(refused)
+    assert "**Decision:** `quarantined`" in record.decision_markdown(refused)  # the word of its folder
