@@ -715,7 +715,9 @@ def history(name: str,
         console.print(f"pipeline {name} has taken no file yet: drop one into its incoming folder "
                       f"(or 'calmops run {name} FILE')", highlight=False)
         return
-    metric = data["metric"]  # None when no run logged a score (e.g. a prediction-only pipeline): no score column
+    # a score column only when a row shown has a score: none for a first model's file, a quarantined, duplicate
+    # or held file, a failed run, nor for a pipeline that logged no score (e.g. prediction-only: no metric)
+    metric = data["metric"] if any(row["score"] is not None for row in data["files"]) else None
     scored = [f"{metric} served"] if metric else []
     table = Table("file", "decided (UTC)", "decision", "drift", "champion", "challenger", *scored,
                   "why", title=f"pipeline {name}", title_justify="left", box=SIMPLE)

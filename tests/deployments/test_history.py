@@ -204,6 +204,23 @@ def test_the_table_has_no_score_column_while_no_run_has_a_score(calmops_home):
     assert json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)["metric"] is None
 
 
+def test_the_table_has_no_score_column_while_no_row_shown_has_a_score(calmops_home, stream_spec):
+    """The spec names its primary metric (accuracy), but the only file was quarantined and scored nothing: a column
+    "accuracy served" of dashes alone says nothing, so the table has none; --json still names the metric."""
+    from calmops.core.store import ledger, quarantine
+
+    paths = pipeline_paths(stream_spec)
+    (paths.incoming / "empty.csv").write_text("")
+    ledger(paths).arrive("e" * 64, "empty.csv", 1.0)
+    quarantine(paths, paths.incoming / "empty.csv", "e" * 64, "empty.csv: the file is empty")
+    ledger(paths).finish("e" * 64, "rejected_input", status="gone")
+
+    text = runner.invoke(app, ["history", "sea"], env={"COLUMNS": "200"})
+    assert text.exit_code == 0, text.output
+    assert "empty.csv" in text.stdout and "served" not in text.stdout and "accuracy" not in text.stdout, text.stdout
+    assert json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)["metric"] == "accuracy"
+
+
 @pytest.mark.integration
 def test_bytes_quarantined_then_moved_back_and_decided_keep_both_lines_each_with_its_outcome(
         prefect_server, calmops_home, tmp_path):
