@@ -123,11 +123,6 @@ def friendly(fn: Callable | None = None, *, servers: tuple[str, ...] = ()) -> Ca
 
 
 def _guarded(fn: Callable, *args, **kwargs):
-    from calmops.core.errors import BadInput
-    from calmops.core.settings import ConfigError
-    from calmops.core.spec import SpecError
-    from calmops.core.store import PipelineExists, PipelineNotFound
-
     try:
         return fn(*args, **kwargs)
     except (typer.Exit, typer.Abort, KeyboardInterrupt, typer.BadParameter):
@@ -135,23 +130,37 @@ def _guarded(fn: Callable, *args, **kwargs):
     except BrokenPipeError:  # the reader went away (`calmops status | head`): nothing is wrong, nothing more to say
         _quiet_stdout()
         raise typer.Exit(0) from None
-    except CliError as exc:
-        _fail(str(exc), exc.hint)
-    except BadInput as exc:
-        _fail(str(exc), exc.hint or "give the path of one regular data file", code=2)
-    except ConfigError as exc:
-        _fail(str(exc), exc.hint or "fix the configuration file (calmops.toml, or the file CALMOPS_CONFIG names); "
-                                    "docs/production.md lists every setting", code=2)
-    except SpecError as exc:
-        _fail(str(exc), "fix the spec and try again; see docs/spec.md for every key", code=2)
-    except PipelineNotFound as exc:
-        _fail(str(exc), "see 'calmops list', or create it with 'calmops create SPEC.yaml'")
-    except PipelineExists as exc:
-        _fail(str(exc), "use 'calmops update NAME SPEC.yaml' to change it")
     except Exception as exc:
+        if known := known_error(exc):
+            _fail(*known)
         if _state["debug"]:
             raise
         _fail(f"{type(exc).__name__}: {one_line(exc)}", "run again with 'calmops --debug …' for the traceback")
+
+
+def known_error(exc: BaseException) -> tuple[str, str, int] | None:
+    """(message, hint, exit code) of an error a command refuses with on purpose (a bad spec, configuration or
+    file, an unknown pipeline), as the commands say it: one line and a hint, no traceback. None for anything else
+    (a bug or an outside failure, whose traceback helps). The warm runner's children say them the same way."""
+    from calmops.core.errors import BadInput
+    from calmops.core.settings import ConfigError
+    from calmops.core.spec import SpecError
+    from calmops.core.store import PipelineExists, PipelineNotFound
+
+    if isinstance(exc, CliError):
+        return str(exc), exc.hint, 1
+    if isinstance(exc, BadInput):
+        return str(exc), exc.hint or "give the path of one regular data file", 2
+    if isinstance(exc, ConfigError):
+        return str(exc), exc.hint or ("fix the configuration file (calmops.toml, or the file CALMOPS_CONFIG names); "
+                                      "docs/production.md lists every setting"), 2
+    if isinstance(exc, SpecError):
+        return str(exc), "fix the spec and try again; see docs/spec.md for every key", 2
+    if isinstance(exc, PipelineNotFound):
+        return str(exc), "see 'calmops list', or create it with 'calmops create SPEC.yaml'", 1
+    if isinstance(exc, PipelineExists):
+        return str(exc), "use 'calmops update NAME SPEC.yaml' to change it", 1
+    return None
 
 
 def _quiet_stdout() -> None:

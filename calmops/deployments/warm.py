@@ -192,11 +192,17 @@ def hand_over(argv: list[str], entry: str = "engine") -> int | None:
     """Run ``argv`` in a child of the warm runner, with this process's environment, folder and standard
     streams: as Prefect's engine (``entry="engine"``) or as the ``calmops`` command (``"cli"``). Returns its
     exit code, or None when no runner took it (nothing ran)."""
+    from calmops.core.errors import CalmOpsError
+
     buffer = bytearray()
-    if entry != "engine" and not serves(entry):
+    try:
+        path = socket_path()
+    except CalmOpsError:  # a configuration that cannot be read (ConfigError): the run, started here, says so in
+        return None  # its own words (the command: one line and a hint), as with no runner
+    if entry != "engine" and not serves(entry, path):
         return None  # no runner, or one started before this entry existed: restart it to use it
     try:
-        conn = connect()  # a stuck runner must not hold the run: HANDOFF_TIMEOUT, then cold
+        conn = connect(path)  # a stuck runner must not hold the run: HANDOFF_TIMEOUT, then cold
     except Untrusted as exc:  # nothing was sent: argv and environment go to the runner only
         print(f"calmops warm runner: not handing the run over ({exc}); starting it cold", file=sys.stderr,
               flush=True)
@@ -349,11 +355,27 @@ def _enter(cwd: str, cli: bool) -> None:
         raise _CannotStart(why) from exc
 
 
+def _refusal(exc: BaseException) -> tuple[str, str, int] | None:
+    """(message, hint, exit code) of an error CalmOps raises on purpose (core/errors.py: a bad spec or
+    configuration, bad input), as the ``calmops`` command says it: its words need no traceback. None for anything
+    else: an unexpected error keeps its traceback."""
+    from calmops.core.errors import CalmOpsError
+
+    if not isinstance(exc, CalmOpsError):
+        return None
+    from calmops.deployments.console import known_error
+
+    return known_error(exc) or (str(exc), getattr(exc, "hint", None) or "", 1)
+
+
 def _cannot_start(request: dict, exc: BaseException, fds: tuple[int, ...]) -> None:
     """Say why the run did not start on each of ``fds`` (the runner's log; the client's stderr once the run has
     it, which the worker copies into the flow run's log): the child then exits 1 with nothing else to say."""
     if isinstance(exc, _CannotStart):
         cause = str(exc)
+    elif refused := _refusal(exc):
+        message, hint, _ = refused
+        cause = message + (f"; hint: {hint}" if hint else "")
     else:
         import traceback
 
@@ -441,7 +463,11 @@ def _run(module: str, cli: bool) -> int:
             return exc.code or 0
         print(exc.code, file=sys.stderr, flush=True)  # sys.exit("message"): said, as the interpreter would
         return 1
-    except BaseException:  # noqa: BLE001 - reported like the engine would, then the exit code says it
+    except BaseException as exc:  # noqa: BLE001 - reported like the engine would, then the exit code says it
+        if refused := _refusal(exc):  # one line and a hint, and the exit code, as the calmops command says it
+            message, hint, code = refused
+            print(f"error: {message}" + (f"\nhint: {hint}" if hint else ""), file=sys.stderr, flush=True)
+            return code
         import traceback
 
         traceback.print_exc()

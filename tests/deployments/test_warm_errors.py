@@ -98,6 +98,53 @@ def test_anything_raised_before_the_engine_runs_is_said_with_its_traceback(runne
     assert "flow run run-42 could not start" in log and "ValueError: embedded null byte" in log, log
 
 
+def test_an_error_calmops_raises_on_purpose_is_said_in_one_line_with_its_hint_and_a_bug_with_its_traceback(
+        runner, tmp_path):
+    """A run refused for a bad spec writes what the calmops command writes (one line, a hint, exit code 2) where the
+    worker copies it into the flow run's log, not a traceback of the runner's child; anything else keeps its
+    traceback, which is what helps there."""
+    _, sock = runner
+    refused = hand_over(sock, str(tmp_path), "bad-spec")
+    assert refused.returncode == 2, (refused.returncode, refused.stderr)
+    said = refused.stderr.replace("to stderr\n", "")
+    assert said == ("error: sea.yaml: 'target' is missing\n"
+                    "hint: fix the spec and try again; see docs/spec.md for every key\n"), said
+    bug = hand_over(sock, str(tmp_path), "bug")
+    assert bug.returncode == 1
+    assert "Traceback" in bug.stderr and "RuntimeError: an unexpected failure" in bug.stderr, bug.stderr
+
+
+def test_a_run_that_cannot_start_for_a_calmops_error_says_it_without_a_traceback():
+    from calmops.core.settings import ConfigError
+
+    read, write = os.pipe()
+    request = {"entry": "engine", "env": {"PREFECT__FLOW_RUN_ID": "run-7"}}
+    warm._cannot_start(request, ConfigError("calmops.toml: unknown setting(s) hom in [calmops]"), (write,))
+    os.close(write)
+    with os.fdopen(read) as said:
+        text = said.read()
+    assert "flow run run-7 could not start" in text and "calmops.toml: unknown setting(s) hom" in text, text
+    assert "hint: fix the configuration file" in text and "Traceback" not in text, text
+
+
+def test_a_command_with_an_unreadable_configuration_says_so_in_one_line_where_a_runner_would_be_looked_for(
+        tmp_path):
+    """The runner's socket lives in the run folder the configuration names: a calmops.toml that cannot be read
+    stopped `calmops history` with a traceback while it looked for the runner. The command runs here instead and
+    says what is wrong with the file, as every command does."""
+    broken = tmp_path / "calmops.toml"
+    broken.write_text("[calmops\n")
+    env = {k: v for k, v in os.environ.items() if k != "CALMOPS_RUNNER_SOCKET"}
+    env.update(CALMOPS_CONFIG=str(broken), CALMOPS_HOME=str(tmp_path / "home"), CALMOPS_RUN_WARM="1",
+               COLUMNS="300")
+    done = subprocess.run([sys.executable, "-c", "from calmops.deployments.entry import main; main()",
+                           "history", "sea"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          check=False, env=env)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stderr.startswith(f"error: {broken}: "), done.stderr
+    assert "hint: fix the configuration file" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 def test_a_request_without_an_environment_is_refused_and_the_runner_keeps_serving(runner, tmp_path):
     proc, sock = runner
     conn = warm.connect(sock)

@@ -21,6 +21,12 @@ if __name__ == "__main__":
     if sys.argv[1] == "spawn":  # a flow that starts a subprocess of its own
         helper = subprocess.Popen(["sleep", "120"])
         print(f"helper={helper.pid}", flush=True)
+    if sys.argv[1] == "bad-spec":  # a flow that refuses its pipeline's spec (an error CalmOps raises on purpose)
+        from calmops.core.spec import SpecError
+
+        raise SpecError("sea.yaml: 'target' is missing")
+    if sys.argv[1] == "bug":  # a flow that fails unexpectedly
+        raise RuntimeError("an unexpected failure")
     if sys.argv[1] in ("sleep", "spawn"):
         time.sleep(120)
     sys.exit(int(sys.argv[1]))
