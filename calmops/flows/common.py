@@ -48,6 +48,7 @@ from calmops.core.store import (
 from calmops.core.verdict import DriftVerdict
 from calmops.flows.fair_turns import (
     CHECK_EVERY,
+    GiveWay,
     announce,
     should_give_way,
     started_by_a_worker,
@@ -579,20 +580,25 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     # waiting, are cancelled
     me = current_flow_run_id()
     budget = turn_budget() if started_by_a_worker() else 0.0  # a run by hand holds no worker slot
+    given_up: tuple[GiveWay, dict[str, str], float] | None = None  # why the turn ended early, the files left, when
     with pipeline_turn(paths, log):
         began = next_look = time.monotonic()
         tried: set[str] = set()
         # the queue is read again before each file: a file whose arrival was recorded while the one before it
         # was being decided (e.g. an event handled late under load) still takes its place by arrival time
         while (entry := book.next_in_queue(tried, paths.incoming)) is not None:
-            if target is not None and budget > 0 and time.monotonic() >= max(began + budget, next_look):
+            # the budget counts from the turn's start, not from this run's own file: one whose file is far back
+            # in a burst gives way too (having decided at least one file, so every turn moves the queue on)
+            if ((target is not None or decided) and budget > 0
+                    and time.monotonic() >= max(began + budget, next_look)):
                 next_look = time.monotonic() + CHECK_EVERY
                 left = {name: sha for sha, name, _ in book.queue(paths.incoming) if sha not in tried}  # oldest first
-                if (way := should_give_way(spec.name, paths.incoming, list(left), log)) and (
+                if (way := should_give_way(spec.name, paths.incoming, list(left), log, me)) and (
                         way.announce is None or announce(spec.name, spec.kind, paths.incoming / way.announce,
                                                          left[way.announce], log)):
-                    log.info("%s (%d queued run(s) scheduled behind them)", way.reason(time.monotonic() - began),
-                             step_back(way, log))
+                    held = time.monotonic() - began
+                    log.info("%s (%d queued run(s) scheduled behind them)", way.reason(held), step_back(way, log))
+                    given_up = (way, left, held)
                     break
             sha, name, status = entry
             tried.add(sha)
@@ -633,9 +639,29 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
             log.warning("%s is held: %s arrived before it and is %s", path.name, blocker, why)
             return _answered(spec, path, digest, Decision.HELD, f"waiting behind {blocker} ({why})",
                              flow_run_id=me, details={"held_behind": blocker}).to_dict()
+    if target is None and given_up is not None and digest in given_up[1].values():
+        return _handed_over(spec, path, digest, *given_up, flow_run_id=me)
     if target is None:  # decided meanwhile by another run
         return run_one_file(pipeline, path, sha256, process)
     return target
+
+
+def _handed_over(spec: PipelineSpec, path: Path, sha256: str, way: GiveWay, left: dict[str, str], held: float,
+                 **kw: Any) -> dict[str, Any]:
+    """The answer of a run whose turn gave way before its own file came: the file stays *waiting*, and the run
+    that takes the turn next decides it in its place, after the ``left`` files that arrived before it."""
+    ahead = list(left.values()).index(sha256)  # files left before this one (oldest first)
+    first = next(iter(left))
+    by = f"flow run {way.next_run}" if way.next_run else f"the run of {way.announce}"
+    why = (f"the pipeline's turn was given up after {held:.0f} s to pipeline(s) {', '.join(way.starving)}, "
+           f"waiting for a worker, with {ahead} file(s) left before this one; {by} takes the turn next and "
+           "decides them and this file in arrival order")
+    details: dict[str, Any] = {"turn_given_up": {"to": list(way.starving), "next_run": way.next_run,
+                                                 "announced": way.announce}}
+    if ahead:
+        details["held_behind"] = first
+        why = f"waiting behind {first} ({why})"
+    return _answered(spec, path, sha256, Decision.HELD, why, details=details, **kw).to_dict()
 
 
 def reference_frame(X: pd.DataFrame, y: pd.Series | None, target: str | None) -> pd.DataFrame:

@@ -5,7 +5,8 @@ long burst into one pipeline that keeps one flow run, and its worker slot, busy 
 other pipelines wait for a slot (with two slots, two bursting pipelines starve a third one completely).
 
 So once a run that a worker started has held the turn for ``CALMOPS_TURN_BUDGET`` seconds (60 by default; 0
-never gives way) and has decided its own file, it ends its turn before the next file when both hold:
+never gives way) and has decided a file (its own or one that arrived before it), it ends its turn before the
+next file when both hold:
 
 * another pipeline waits for a worker: it has a run due for at least :data:`DUE_FOR` seconds that no worker
   has started (Prefect shows it Scheduled or Late), and none of its runs is running. A run that waits for
@@ -14,19 +15,21 @@ never gives way) and has decided its own file, it ends its turn before the next 
 * no file left has a run that has started (it takes the turn next anyway) or that waits for a retry its own
   process will make.
 
-The files left are then handed over to a run that waits for a worker like the others. One of them has a queued
-run of its own when it arrived as an event: that run takes the turn when a worker is free. Files found by a scan
-(waiting at ``calmops up``, or moved in before the watcher watched a new pipeline's folder) have none, since a
-scan announces only the oldest: the turn then announces the oldest file left itself (the watcher's event, so its
-run is made by the pipeline's automation like any other) and ends. Either way the run that takes the turn
+The files left are then handed over to a run that waits for a worker like the others, the run's own file among
+them when the turn ends before it (the run then ends ``held``, its file *waiting*). A file has a queued run of its
+own when it arrived as an event: the run of the oldest file left takes the turn when a worker is free. Files
+found by a scan (waiting at ``calmops up``, or moved in before the watcher watched a new pipeline's folder) have
+none, since a scan announces only the oldest: the turn then announces the oldest file left itself (the
+watcher's event, so its run is made by the pipeline's automation like any other) and ends. Either way the run that takes the turn
 decides the files left, oldest first, as every run does, so arrival order and "each file once" hold as before.
 Should that event be lost, the watcher's next scan announces the file, as it does for any file without a run.
 
 Workers take the runs that are due first, and this pipeline's queued runs were made before the waiting
 pipeline's: so the turn also schedules its pipeline's queued runs again for now (Prefect shows them Scheduled,
-"behind pipeline(s) …"), and the waiting pipelines' runs go first. Nothing is cancelled: the files left stay
-*waiting* in the ledger, each with the run it had. Prefect's server would let a run that a worker has just
-taken be scheduled again, so each run is read right before it is moved and left alone once taken.
+"behind pipeline(s) …"), the run of the oldest file left first, and the waiting pipelines' runs go first.
+Nothing is cancelled: the files left stay *waiting* in the ledger, each with the run it had. Prefect's server
+would let a run that a worker has just taken be scheduled again, so each run is read right before it is moved
+and left alone once taken.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ FOR_A_WORKER = frozenset({"Scheduled", "Late"})
 #: the turn's own queued runs it may move: those and the ones its deployment's limit bounced while the turn was
 #: held (a worker takes them once it ends); a run AwaitingRetry belongs to the process that makes the retry
 MOVABLE = FOR_A_WORKER | {"AwaitingConcurrencySlot"}
+#: the least time between two queued runs a turn schedules again: workers take them in arrival order of their files
+IN_TURN = timedelta(milliseconds=1)
 
 
 def turn_budget() -> float:
@@ -131,18 +136,24 @@ def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Sequence[str]
     if not starving:
         return None
     folder = incoming.resolve()
-    # file runs a worker will take once the turn ends (a scheduled scan keeps its time)
-    mine = [r for r in queued.get(pipeline, []) if r.parameters.get("path") and _named(r, MOVABLE)]
-    for run in mine:
-        if file_in(run, folder) in left:
-            return GiveWay(starving, run.name, tuple(mine))
+    # file runs a worker will take once the turn ends (a scheduled scan keeps its time), the run of the oldest
+    # file left first: the API lists runs by id, not by their files' arrival, and the first one scheduled again is the one
+    # a worker takes next; runs of no file left go last
+    place = {name: i for i, name in enumerate(left)}
+    mine = sorted((r for r in queued.get(pipeline, []) if r.parameters.get("path") and _named(r, MOVABLE)),
+                  key=lambda r: place.get(file_in(r, folder) or "", len(place)))
+    if mine and file_in(mine[0], folder) in place:
+        return GiveWay(starving, mine[0].name, tuple(mine))
     if any(file_in(r, folder) in left for r in runs if r.parameters.get("pipeline") == pipeline):
         return None  # a run of a file left has started (it waits for this turn) or makes its own retry
     return GiveWay(starving, None, tuple(mine), announce=left[0])
 
 
-def should_give_way(pipeline: str, incoming: Path, left: Sequence[str], log: RunLog) -> GiveWay | None:
-    """:func:`give_way` on the runs the Prefect API lists now; None (keep the turn) when it cannot tell."""
+def should_give_way(pipeline: str, incoming: Path, left: Sequence[str], log: RunLog,
+                    me: str | None = None) -> GiveWay | None:
+    """:func:`give_way` on the runs the Prefect API lists now, but ``me`` (the flow run holding the turn: its own
+    file may still be among those left, and it is no run that waits for the turn); None (keep the turn) when it
+    cannot tell."""
     if not left:
         return None
     from prefect.client.orchestration import get_client
@@ -154,14 +165,15 @@ def should_give_way(pipeline: str, incoming: Path, left: Sequence[str], log: Run
     except Exception as exc:  # noqa: BLE001 - the API is down or slow: keep deciding, as before
         log.warning("could not tell whether other pipelines wait for a worker: %s: %s", type(exc).__name__, exc)
         return None
-    return give_way(runs, pipeline, incoming, left)
+    return give_way([r for r in runs if str(r.id) != me], pipeline, incoming, left)
 
 
 def step_back(way: GiveWay, log: RunLog) -> int:
     """Schedule this pipeline's queued runs again for now, behind the runs that have waited longer for a worker
-    (workers take the runs that are due first). Returns how many were moved. Each run is read right before it
-    is moved: one a worker took meanwhile is left to run (the server would accept Scheduled over Pending or
-    Running, and a worker would start the run a second time). Never raises: at worst the pipeline's next run
+    (workers take the runs that are due first), each a moment after the one before it in ``way.queued`` (the
+    run of the oldest file left first, so it is the one that takes the turn). Returns how many were moved. Each
+    run is read right before it is moved: one a worker took meanwhile is left to run (the server would accept
+    Scheduled over Pending or Running, and a worker would start the run a second time). Never raises: at worst the pipeline's next run
     starts first."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.responses import SetStateStatus
@@ -169,13 +181,14 @@ def step_back(way: GiveWay, log: RunLog) -> int:
 
     moved = 0
     message = f"behind pipeline(s) {', '.join(way.starving)}, which waited for a worker"
+    when = datetime.now(UTC) - IN_TURN
     try:
         with get_client(sync_client=True) as client:
             for run in way.queued:
                 if not _named(client.read_flow_run(run.id), MOVABLE):
                     continue  # a worker took it (or it was cancelled) since the runs were listed
-                result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=datetime.now(UTC),
-                                                                     message=message))
+                when = max(datetime.now(UTC), when + IN_TURN)  # strictly after the run before it
+                result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=when, message=message))
                 moved += result.status == SetStateStatus.ACCEPT
     except Exception as exc:  # noqa: BLE001 - the API is down or slow
         log.warning("could not schedule the pipeline's waiting runs behind the others: %s: %s",

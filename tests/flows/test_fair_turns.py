@@ -40,6 +40,19 @@ def test_gives_way_when_another_pipeline_waits_for_a_worker_and_a_file_left_has_
     assert "other" in way.reason(61) and "mine-b.csv" in way.reason(61)
 
 
+def test_the_turn_goes_to_the_run_of_the_oldest_file_left_whatever_order_the_api_lists_them_in():
+    """The API lists runs by id, a random order. Workers take the run due first, and the turn schedules its
+    pipeline's queued runs again one after the other: the run of the oldest file left must come first (it takes
+    the turn and decides that file first), the others in their files' arrival order, and a run of no file left
+    last."""
+    runs = [flow_run("mine", INCOMING / "gone.csv"), flow_run("mine", INCOMING / "d.csv"),
+            flow_run("other", Path("/o/x.csv"), "Late"), flow_run("mine", INCOMING / "b.csv"),
+            flow_run("mine", INCOMING / "c.csv", "AwaitingConcurrencySlot")]
+    way = give_way(runs, "mine", INCOMING, ["b.csv", "c.csv", "d.csv"], now=NOW)
+    assert way is not None and way.next_run == "mine-b.csv"
+    assert [r.name for r in way.queued] == ["mine-b.csv", "mine-c.csv", "mine-d.csv", "mine-gone.csv"]
+
+
 def test_the_runs_the_deployments_limit_bounced_while_the_turn_was_held_are_moved_too():
     """A worker tried ``c.csv``'s run while this turn held the pipeline's deployment slot: Prefect put it back
     AwaitingConcurrencySlot. Once the turn ends a worker takes it, so it goes behind the starving pipeline."""
@@ -117,21 +130,37 @@ def announced_since(since: datetime, timeout: float = 30.0):
         time.sleep(0.5)
 
 
-def run_as_a_worker(pipeline: str, path: Path) -> dict:
-    """The file's run as a worker starts it: a flow run of a deployment (the pipeline kind's flow), run here."""
+def queue_as_the_automation(pipeline: str, path: Path, due: datetime | None = None):
+    """The file's queued run, as the pipeline's automation makes it: a flow run of a deployment (the pipeline
+    kind's flow), Scheduled for ``due`` (now by default), that no worker has taken yet."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.states import Scheduled
+
+    from calmops.flows import flow_for
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="fair-turns", type="process"), overwrite=True)
+        deployment = client.create_deployment(client.create_flow(flow_for("stream")), "fair-turns",
+                                              work_pool_name="fair-turns")
+        return client.create_flow_run_from_deployment(
+            deployment, parameters={"pipeline": pipeline, "path": str(path)}, tags=[TAG, pipeline_tag(pipeline)],
+            state=Scheduled(scheduled_time=due or datetime.now(UTC)))
+
+
+def run_queued(flow_run) -> dict:
+    """A queued run of a deployment, as a worker starts it (run here)."""
     from prefect.flow_engine import run_flow
 
     from calmops.flows import flow_for
 
-    stream = flow_for("stream")
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name="fair-turns", type="process"), overwrite=True)
-        deployment = client.create_deployment(client.create_flow(stream), "fair-turns", work_pool_name="fair-turns")
-        flow_run = client.create_flow_run_from_deployment(deployment, parameters={"pipeline": pipeline,
-                                                                                  "path": str(path)})
-    return run_flow(stream, flow_run=flow_run, parameters=flow_run.parameters, return_type="state").result()
+    return run_flow(flow_for("stream"), flow_run=flow_run, parameters=flow_run.parameters,
+                    return_type="state").result()
+
+
+def run_as_a_worker(pipeline: str, path: Path) -> dict:
+    """The file's run as a worker starts it: a flow run of a deployment (the pipeline kind's flow), run here."""
+    return run_queued(queue_as_the_automation(pipeline, path))
 
 
 @pytest.mark.integration
@@ -139,10 +168,11 @@ def test_a_turn_gives_way_then_the_queued_run_decides_the_rest_in_arrival_order(
                                                                                 monkeypatch):
     """Four files wait; another pipeline's run has waited a minute for a worker; ``c.csv`` has a queued run.
     The run of ``a.csv`` decides its own file, gives the turn up and schedules ``c.csv``'s run behind the
-    waiting one (a worker takes the run due first). Started later, ``c.csv``'s run decides ``b.csv`` and
-    ``c.csv``; the other pipeline still waits, and ``d.csv`` has no run of its own (as if a scan had found it),
-    so that turn announces ``d.csv`` (the watcher's event, what makes a run through the pipeline's automation)
-    and gives way too. ``d.csv``'s run then decides it."""
+    waiting one (a worker takes the run due first). Started later, ``c.csv``'s run decides ``b.csv``; the other
+    pipeline still waits and the budget is spent, so it gives way before its own file too. No file left has a
+    queued run (``d.csv`` has none, as if a scan had found it), so that turn announces the oldest file left,
+    ``c.csv`` (the watcher's event, what makes a run through the pipeline's automation), and its run ends
+    ``held``, the file waiting. The announced run then decides ``c.csv`` and ``d.csv``."""
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
@@ -159,10 +189,10 @@ def test_a_turn_gives_way_then_the_queued_run_decides_the_rest_in_arrival_order(
 
     due = datetime.now(UTC) - timedelta(seconds=60)
     with get_client(sync_client=True) as client:
-        made = [client.create_flow_run(stand_in, parameters=params, tags=[TAG, pipeline_tag(params["pipeline"])],
-                                       state=Scheduled(scheduled_time=due))
-                for params in ({"pipeline": "starved", "path": "/data/pipelines/starved/incoming/x.csv"},
-                               {"pipeline": "sea", "path": str(files["c.csv"])})]
+        made = [client.create_flow_run(stand_in, parameters={"pipeline": "starved",
+                                                             "path": "/data/pipelines/starved/incoming/x.csv"},
+                                       tags=[TAG, pipeline_tag("starved")], state=Scheduled(scheduled_time=due)),
+                queue_as_the_automation("sea", files["c.csv"], due)]
     try:
         first = run_as_a_worker("sea", files["a.csv"])
         assert first["file"] == "a.csv" and first["decision"] == "train"  # the pipeline's first model
@@ -174,16 +204,92 @@ def test_a_turn_gives_way_then_the_queued_run_decides_the_rest_in_arrival_order(
         assert [e["status"] for e in sorted(book.entries(), key=lambda e: e["file"])] == ["done", "waiting",
                                                                                           "waiting", "waiting"]
         since = datetime.now(UTC) - timedelta(seconds=1)
-        later = run_as_a_worker("sea", files["c.csv"])  # the queued run, when a worker takes it
-        assert later["file"] == "c.csv" and later["decision"] not in ("failed", "held")
-        assert claim_order(book) == ["a.csv", "b.csv", "c.csv"]
+        later = run_queued(queued)  # the queued run, when a worker takes it
+        assert later["file"] == "c.csv" and later["decision"] == "held"
+        assert later["details"]["turn_given_up"] == {"to": ["starved"], "next_run": None, "announced": "c.csv"}
+        assert claim_order(book) == ["a.csv", "b.csv"]
+        assert [e["status"] for e in sorted(book.entries(), key=lambda e: e["file"])] == ["done", "done",
+                                                                                          "waiting", "waiting"]
         event = announced_since(since)
         assert event.resource["calmops.pipeline"] == "sea" and event.resource["calmops.pipeline.kind"] == "stream"
-        assert event.resource["calmops.file.path"] == str(files["d.csv"])
-        assert event.resource["calmops.file.sha256"] == sha256_of(files["d.csv"])
-        last = run("sea", files["d.csv"])  # the run the pipeline's automation makes of that event
-        assert last["file"] == "d.csv" and last["decision"] not in ("failed", "held")
+        assert event.resource["calmops.file.path"] == str(files["c.csv"])
+        assert event.resource["calmops.file.sha256"] == sha256_of(files["c.csv"])
+        last = run("sea", files["c.csv"])  # the run the pipeline's automation makes of that event
+        assert last["file"] == "c.csv" and last["decision"] not in ("failed", "held")
         assert claim_order(book) == ["a.csv", "b.csv", "c.csv", "d.csv"]
+    finally:
+        with get_client(sync_client=True) as client:
+            for r in made:
+                client.delete_flow_run(r.id)
+
+
+@pytest.mark.integration
+def test_a_run_whose_file_is_far_back_gives_the_turn_to_the_run_of_the_oldest_file_left(prefect_server,
+                                                                                       stream_spec, monkeypatch):
+    """A burst: six files, ``a.csv`` first and ``f.csv`` last, four between them with queued runs of their own,
+    their arrival order the reverse of the order the Prefect API lists their runs in; another pipeline's run
+    has waited a minute for a worker. Prefect starts ``f.csv``'s run first. With a tiny budget it decides
+    ``a.csv`` (a turn always moves the queue on by one file), then gives the turn up instead of deciding the
+    whole queue: its own file stays waiting (the run ends ``held``), and the queued runs are scheduled again
+    behind the waiting pipeline's in their files' arrival order, so the run of the oldest file left takes the
+    turn next. Taken in the order they are due, each queued run decides the oldest file left, its own; every
+    file is decided once, in arrival order."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Scheduled
+
+    from calmops.core.flow_runs import runs_in_states
+    from tests.flows.helpers import digest, incoming, run, runs_for_sha
+    from tests.flows.test_arrival_order import arrive, claim_order
+
+    monkeypatch.setenv("CALMOPS_TURN_BUDGET", "0.001")
+    folder = incoming("sea")
+
+    @flow(name="calmops-fair-turn-stand-in")
+    def stand_in(pipeline: str, path: str) -> None:  # never run: only its queued run is listed
+        return None
+
+    due = datetime.now(UTC) - timedelta(seconds=60)
+    made = [queue_as_the_automation("sea", folder / name, due) for name in ("b.csv", "c.csv", "d.csv", "e.csv")]
+    with get_client(sync_client=True) as client:
+        made.append(client.create_flow_run(stand_in, parameters={"pipeline": "starved",
+                                                                 "path": "/data/pipelines/starved/incoming/x.csv"},
+                                           tags=[TAG, pipeline_tag("starved")], state=Scheduled(scheduled_time=due)))
+        listed = [Path(r.parameters["path"]).name for r in runs_in_states(client, [StateType.SCHEDULED])
+                  if r.id in {m.id for m in made[:4]}]
+    order = ["a.csv", *reversed(listed), "f.csv"]  # the API's first run is the one whose file arrived last
+    book, files = arrive(folder, order)
+    sha = {name: digest(path) for name, path in files.items()}  # a decided file moves to processed/
+
+    def queued_by_time() -> list:
+        with get_client(sync_client=True) as client:
+            runs = [client.read_flow_run(r.id) for r in made[:4]]
+        return sorted((r for r in runs if r.state.is_scheduled()), key=lambda r: r.next_scheduled_start_time)
+
+    try:
+        last = run_as_a_worker("sea", files["f.csv"])
+        assert claim_order(book) == ["a.csv"]  # not the whole queue up to its own file
+        assert last["file"] == "f.csv" and last["decision"] == "held"
+        assert last["details"]["held_behind"] == order[1]
+        assert last["details"]["turn_given_up"]["to"] == ["starved"]
+        assert book.status(sha["f.csv"]) == "waiting"
+        queued = queued_by_time()
+        assert [Path(r.parameters["path"]).name for r in queued] == order[1:5]  # oldest file's run first
+        assert last["details"]["turn_given_up"]["next_run"] == queued[0].name
+        with get_client(sync_client=True) as client:
+            starved = client.read_flow_run(made[4].id)
+        assert all(r.next_scheduled_start_time > starved.next_scheduled_start_time for r in queued)
+        for i, name in enumerate(order[1:5], start=2):  # a worker takes the run due first, each time
+            taken = queued_by_time()[0]
+            assert Path(taken.parameters["path"]).name == name
+            outcome = run_queued(taken)
+            assert outcome["file"] == name and outcome["decision"] not in ("failed", "held", "duplicate")
+            assert claim_order(book) == order[:i]
+        # f.csv's run has ended: the last turn announced f.csv, and the run of that event decides it
+        assert run("sea", files["f.csv"])["decision"] not in ("failed", "held", "duplicate")
+        assert claim_order(book) == order
+        assert [len(runs_for_sha("sea", sha[name])) for name in order] == [1] * len(order)  # once each
     finally:
         with get_client(sync_client=True) as client:
             for r in made:
