@@ -25,6 +25,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow import environment_variables as mlflow_environment
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
@@ -78,29 +79,36 @@ TRUSTED_PARTS = frozenset({
 })
 
 
-#: MLflow's HTTP client in flow runs and commands, unless the environment sets these variables itself (the viewer
-#: and the API set shorter ones). A refused or dropped connection is tried 5 times in about 15 s (back-off 0, 2, 4
-#: and 8 s), enough for a server that restarts; a server that is gone fails the call then, one that accepts and
-#: never answers within about 90 s (15 s a try). MLflow's own defaults (7 retries, back-off factor 2, 120 s a
-#: try) kept a run waiting about 4 minutes on a server that was gone, without a word.
-CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+#: MLflow's HTTP client in every process that imports this module (flow runs, commands), unless the environment
+#: sets these variables itself (the viewer and the API set their own). A refused or dropped connection is tried 5
+#: times in about 15 s (back-off 0, 2, 4 and 8 s), enough for a server that restarts; a server that is gone fails
+#: the call then, one that accepts and never answers within about 90 s (15 s a try). MLflow's own defaults (7
+#: retries, back-off factor 2, 120 s a try) kept a run waiting about 4 minutes on a server that was gone, without a
+#: word. Set as MLflow's defaults (:func:`_client_defaults`), not in ``os.environ``: the services ``calmops up``
+#: starts inherit its environment, where the viewer's and the API's own settings would yield to these.
+CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": 4, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1,
+                   "MLFLOW_HTTP_REQUEST_TIMEOUT": 15}
 #: how MLflow's HTTP client words "nothing answers there" (inside its long message about the URL and retries)
 NO_ANSWER = ("Connection refused", "Name or service not known", "timed out", "No route to host")
 
 
+def _client_defaults() -> None:
+    """MLflow's client reads each of these variables when it sends a request, falling back to the variable's
+    default: :data:`CLIENT_DEFAULTS` become those defaults, in this process only."""
+    for name, value in CLIENT_DEFAULTS.items():
+        getattr(mlflow_environment, name).default = value
+
+
 def _quiet() -> None:
     """MLflow's client prints "View run … at <url>" on stdout when a run ends, reading the run back for it (one
-    request per run; a run's page is linked from its Prefect artifact instead), and sends telemetry; its retries
-    are :data:`CLIENT_DEFAULTS`. Set where MLflow is configured, not only at import: a warm runner's child
-    replaces the environment it imported in."""
+    request per run; a run's page is linked from its Prefect artifact instead), and sends telemetry. Set where
+    MLflow is configured, not only at import: a warm runner's child replaces the environment it imported in."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    for name, value in CLIENT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
 
 
 _quiet()
+_client_defaults()
 
 
 def configure(settings: Settings | None = None) -> MlflowClient:
@@ -129,7 +137,7 @@ def unreachable(exc: BaseException) -> MlflowUnreachable | None:
     cause = next((words for words in NO_ANSWER if words in text), None)
     if not isinstance(exc, MlflowException) or cause is None or not uri.startswith(("http://", "https://")):
         return None
-    tries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", CLIENT_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+    tries = mlflow_environment.MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()
     return MlflowUnreachable(
         f"the MLflow tracking server at {uri} does not answer ({cause.lower()}, {tries} retries); start it "
         "(`calmops up` starts the local stack's), or set MLFLOW_TRACKING_URI to the address of the one that runs")
