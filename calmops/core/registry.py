@@ -80,14 +80,17 @@ TRUSTED_PARTS = frozenset({
 
 
 #: MLflow's HTTP client in every process that imports this module (flow runs, commands), unless the environment
-#: sets these variables itself (the viewer and the API set their own). A refused or dropped connection is tried 5
-#: times in about 15 s (back-off 0, 2, 4 and 8 s), enough for a server that restarts; a server that is gone fails
-#: the call then, one that accepts and never answers within about 90 s (15 s a try). MLflow's own defaults (7
+#: sets these variables itself (the viewer and the API set their own). Retries and back-off govern a refused or
+#: dropped connection: it is tried 5 times in about 15 s (back-off 0, 2, 4 and 8 s), enough for a server that
+#: restarts, and a server that is gone fails the call then. The timeout governs a slow answer: 60 s a try, so a
+#: healthy server that is busy (a large search, an object store behind it, a database under a burst) is waited
+#: for, and a request is not sent twice for being slow (MLflow retries every method, creating a model version
+#: included); a server that accepts and never answers fails the call in about 5 minutes. MLflow's own defaults (7
 #: retries, back-off factor 2, 120 s a try) kept a run waiting about 4 minutes on a server that was gone, without a
 #: word. Set as MLflow's defaults (:func:`_client_defaults`), not in ``os.environ``: the services ``calmops up``
 #: starts inherit its environment, where the viewer's and the API's own settings would yield to these.
 CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": 4, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1,
-                   "MLFLOW_HTTP_REQUEST_TIMEOUT": 15}
+                   "MLFLOW_HTTP_REQUEST_TIMEOUT": 60}
 #: how MLflow's HTTP client words "nothing answers there" (inside its long message about the URL and retries)
 NO_ANSWER = ("Connection refused", "Name or service not known", "timed out", "No route to host")
 
