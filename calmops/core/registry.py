@@ -91,8 +91,12 @@ TRUSTED_PARTS = frozenset({
 #: starts inherit its environment, where the viewer's and the API's own settings would yield to these.
 CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": 4, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1,
                    "MLFLOW_HTTP_REQUEST_TIMEOUT": 60}
-#: how MLflow's HTTP client words "nothing answers there" (inside its long message about the URL and retries)
-NO_ANSWER = ("Connection refused", "Name or service not known", "timed out", "No route to host")
+#: how an HTTP client words "nothing answers there" (MLflow's buries it at the end of a long message about the URL
+#: and its retries); a connection that timed out reached nothing either
+NO_ANSWER = ("Connection refused", "Name or service not known", "No route to host", "Connection timed out",
+             "connect timeout")
+#: how MLflow's HTTP client words "connected and asked, but no answer came within the timeout"
+SLOW_ANSWER = "Read timed out"
 
 
 def _client_defaults() -> None:
@@ -126,21 +130,29 @@ def configure(settings: Settings | None = None) -> MlflowClient:
 
 
 class MlflowUnreachable(ConnectionError):
-    """The MLflow tracking server does not answer: said with its address and what to do. Not bad input: the run
-    fails and its file stays pending, to be run again once the server answers."""
+    """The MLflow tracking server does not answer, or not in time: said with its address and what to do. Not
+    bad input: the run fails and its file stays pending, to be run again once the server answers."""
 
 
 def unreachable(exc: BaseException) -> MlflowUnreachable | None:
-    """``exc`` said plainly when it is MLflow's client giving up on a server that does not answer (its own
-    message buries the cause at the end of a long line about the URL); None for any other error."""
+    """``exc`` said plainly when it is MLflow's client giving up on a tracking server that does not answer, or
+    not within its timeout (its own message buries the cause at the end of a long line about the URL); None for
+    any other error."""
     if isinstance(exc, MlflowUnreachable):
         return exc
     uri = mlflow.get_tracking_uri()
     text = str(exc)
-    cause = next((words for words in NO_ANSWER if words in text), None)
-    if not isinstance(exc, MlflowException) or cause is None or not uri.startswith(("http://", "https://")):
+    if not isinstance(exc, MlflowException) or not uri.startswith(("http://", "https://")):
         return None
     tries = mlflow_environment.MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()
+    if SLOW_ANSWER in text:  # it is there: starting it or another address is not the advice
+        return MlflowUnreachable(
+            f"the MLflow tracking server at {uri} did not answer within "
+            f"{mlflow_environment.MLFLOW_HTTP_REQUEST_TIMEOUT.get()} s ({tries} retries); if it is busy, raise "
+            "MLFLOW_HTTP_REQUEST_TIMEOUT (the seconds a request waits for its answer)")
+    cause = next((words for words in NO_ANSWER if words in text), None)
+    if cause is None:
+        return None
     return MlflowUnreachable(
         f"the MLflow tracking server at {uri} does not answer ({cause.lower()}, {tries} retries); start it "
         "(`calmops up` starts the local stack's), or set MLFLOW_TRACKING_URI to the address of the one that runs")
