@@ -63,7 +63,7 @@ from calmops.tasks.evaluate import evaluate_models, primary_metric
 from calmops.tasks.ingest import Batch, RejectedInput, ingest
 from calmops.tasks.labels import keep_for_labels
 from calmops.tasks.predict import predict
-from calmops.tasks.record import RunOutcome, record_run
+from calmops.tasks.record import RunOutcome, publish_artifacts, record_run
 from calmops.tasks.retrain import TrainingResult
 
 #: True while this process holds its pipeline's turn (see :func:`pipeline_turn`)
@@ -413,8 +413,14 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
 
     A file deleted while its run was in progress cannot be retried: the ledger records it as ``gone`` (the
     same bytes dropped again are taken as new) and the breaker does not count it.
+
+    A run that failed because the MLflow tracking server does not answer (:func:`registry.unreachable`) is not
+    recorded in MLflow, nor counted by the breaker (the server is out of reach, not the pipeline failing): asking
+    that server again would wait for the client's retries once more, then put its raw error in place of the
+    explained one. Its decision is published to Prefect, without a link to the MLflow run.
     """
-    exc = registry.unreachable(exc) or exc  # MLflow's client buries "nothing answers" in a long line
+    said = registry.unreachable(exc)  # MLflow's client buries "nothing answers" in a long line
+    exc = said or exc
     reason = f"{type(exc).__name__}: {exc}"
     gone = not ctx.path.exists() and not ctx.path.is_symlink()
     if gone:
@@ -423,7 +429,11 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
     outcome = ctx.outcome("failed", reason[:2000], details={"gone": True} if gone else {},
                           champion_version=ctx.champion_version)  # the champion when the run began
     try:
-        finish_record(ctx, outcome, None)
+        if said is None:
+            finish_record(ctx, outcome, None)
+        else:
+            outcome.drift_detected = None  # as finish_record has it: no check was made
+            publish_artifacts(outcome, None, linked=False)
     finally:
         _take_back_history(ctx)
         if gone:

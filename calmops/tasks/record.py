@@ -113,10 +113,11 @@ def record_run(outcome: RunOutcome, verdict: DriftVerdict | None, params: dict[s
     publish_artifacts(outcome, verdict)
 
 
-def decision_markdown(outcome: RunOutcome, *, with_report: bool = False) -> str:
-    """The decision as the Prefect UI shows it; ``with_report``: a drift check was made, its report is in MLflow."""
+def decision_markdown(outcome: RunOutcome, *, with_report: bool = False, linked: bool = True) -> str:
+    """The decision as the Prefect UI shows it; ``with_report``: a drift check was made, its report is in MLflow;
+    ``linked``: the MLflow run's page may be looked up to link to (not while the tracking server is out of reach)."""
     url = None
-    if outcome.mlflow_run_id and registry.mlflow_ui():  # only a UI to link to is worth the look-up
+    if linked and outcome.mlflow_run_id and registry.mlflow_ui():  # only a UI to link to is worth the look-up
         try:
             run = mlflow.get_run(outcome.mlflow_run_id)
             url = registry.run_url(outcome.mlflow_run_id, run.info.experiment_id)
@@ -145,14 +146,17 @@ def decision_markdown(outcome: RunOutcome, *, with_report: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish_artifacts(outcome: RunOutcome, verdict: DriftVerdict | None) -> None:
+def publish_artifacts(outcome: RunOutcome, verdict: DriftVerdict | None, *, linked: bool = True) -> None:
+    """The decision (and the drift per feature) as artifacts of the Prefect flow run; ``linked``: see
+    :func:`decision_markdown`."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.context import FlowRunContext
 
     if FlowRunContext.get() is None:
         return
     key = f"calmops-{outcome.pipeline}"
-    create_markdown_artifact(decision_markdown(outcome, with_report=verdict is not None), key=f"{key}-decision",
+    create_markdown_artifact(decision_markdown(outcome, with_report=verdict is not None, linked=linked),
+                             key=f"{key}-decision",
                              description=f"Decision for {outcome.file}")
     if verdict and verdict.data:
         rows = verdict.data.table_rows()

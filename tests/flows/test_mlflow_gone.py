@@ -4,13 +4,18 @@ MLflow's client on its own defaults retried for about four minutes first, saying
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
 
+from calmops.core.breaker import read_breaker
 from calmops.core.store import ledger, pipeline_paths, read_spec
+from calmops.flows import run_file
 from tests.conftest import sea_frame, write_csv
 from tests.flows.helpers import digest, incoming, run
 
@@ -53,3 +58,87 @@ def test_a_run_whose_mlflow_server_is_gone_fails_soon_naming_it_and_its_file_sta
     again = run("sea", path)
     assert again["decision"] == "train", again
     assert (paths.processed / "a.csv").is_file()
+
+
+class _GoesAway(ThreadingHTTPServer):
+    """Forwards to the MLflow server ``upstream`` until it has created a run; then it stops listening, as a
+    tracking server that goes down in the middle of a run: every later connection is refused."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str):
+        self.upstream = urlsplit(upstream)
+        self.after_start: list[str] = []
+        super().__init__(("127.0.0.1", 0), _ForwardUntilRunCreated)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ForwardUntilRunCreated(BaseHTTPRequestHandler):
+    server: _GoesAway
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _handle(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        conn = http.client.HTTPConnection(self.server.upstream.hostname, self.server.upstream.port, timeout=60)
+        try:
+            conn.request(self.command, self.path, body=body or None,
+                         headers={k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP})
+            answer = conn.getresponse()
+            data = answer.read()
+        finally:
+            conn.close()
+        if self.path.split("?")[0].endswith("/runs/create"):  # the run is started: the server goes down
+            self.server.shutdown()  # (serve_forever runs in another thread)
+            self.server.server_close()
+        self.send_response(answer.status)
+        for k, v in answer.getheaders():
+            if k.lower() not in HOP_BY_HOP:
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
+
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
+
+
+def test_a_run_whose_mlflow_server_goes_away_after_it_started_fails_with_the_explained_reason(
+        prefect_server, stream_spec, calmops_home, monkeypatch):
+    """The run is not recorded in MLflow then (asking the same server again waited for the client's retries once
+    more, and its raw 'API request to … failed' line replaced the explained reason). The file stays pending."""
+    from calmops.core import registry
+    from calmops.core.settings import get_settings
+    from calmops.deployments import stack
+    from tests.e2e.stack import free_port
+
+    monkeypatch.setenv("CALMOPS_MLFLOW_PORT", str(free_port()))
+    server = stack.start("mlflow", wait=180)
+    proxy = _GoesAway(server.url)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy.url)
+        monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)  # CalmOps' 4 retries
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")  # at once: the test need not wait
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+        registry.configure(get_settings())
+        path = write_csv(sea_frame(600, 8.0, seed=2), incoming("sea"), "a.csv")
+        outcome, error = run_file("sea", path)
+    finally:
+        stack.stop("mlflow")
+
+    assert outcome["decision"] == "failed", outcome
+    assert error == outcome["reason"] == (
+        f"MlflowUnreachable: the MLflow tracking server at {proxy.url} does not answer (connection refused, "
+        "4 retries); start it (`calmops up` starts the local stack's), or set MLFLOW_TRACKING_URI to the address "
+        "of the one that runs"), error
+    paths = pipeline_paths(read_spec("sea"))
+    assert path.is_file() and not any(paths.quarantine.iterdir())
+    assert ledger(paths).status(digest(path)) == "pending"
+    assert read_breaker("sea").consecutive_failures == 0  # the server was out of reach, not the pipeline failing
