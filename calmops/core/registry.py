@@ -134,27 +134,29 @@ class MlflowUnreachable(ConnectionError):
     bad input: the run fails and its file stays pending, to be run again once the server answers."""
 
 
-def unreachable(exc: BaseException) -> MlflowUnreachable | None:
+def unreachable(exc: BaseException, *, asked_mlflow: bool = False) -> MlflowUnreachable | None:
     """``exc`` said plainly when it is MLflow's client giving up on a tracking server that does not answer, or
     not within its timeout (its own message buries the cause at the end of a long line about the URL); None for
-    any other error."""
+    any other error. ``asked_mlflow``: the caller knows ``exc`` came from asking the tracking server, by any HTTP
+    client (the API's probe); else only MLflow's client's errors are taken."""
     if isinstance(exc, MlflowUnreachable):
         return exc
     uri = mlflow.get_tracking_uri()
     text = str(exc)
-    if not isinstance(exc, MlflowException) or not uri.startswith(("http://", "https://")):
+    by_client = isinstance(exc, MlflowException)
+    if not (by_client or asked_mlflow) or not uri.startswith(("http://", "https://")):
         return None
-    tries = mlflow_environment.MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()
+    tries = f"{mlflow_environment.MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()} retries" if by_client else ""
     if SLOW_ANSWER in text:  # it is there: starting it or another address is not the advice
+        timeout = mlflow_environment.MLFLOW_HTTP_REQUEST_TIMEOUT.get()
         return MlflowUnreachable(
-            f"the MLflow tracking server at {uri} did not answer within "
-            f"{mlflow_environment.MLFLOW_HTTP_REQUEST_TIMEOUT.get()} s ({tries} retries); if it is busy, raise "
-            "MLFLOW_HTTP_REQUEST_TIMEOUT (the seconds a request waits for its answer)")
+            f"the MLflow tracking server at {uri} did not answer within {timeout} s{f' ({tries})' if tries else ''}; "
+            "if it is busy, raise MLFLOW_HTTP_REQUEST_TIMEOUT (the seconds a request waits for its answer)")
     cause = next((words for words in NO_ANSWER if words in text), None)
     if cause is None:
         return None
     return MlflowUnreachable(
-        f"the MLflow tracking server at {uri} does not answer ({cause.lower()}, {tries} retries); start it "
+        f"the MLflow tracking server at {uri} does not answer ({cause.lower()}{f', {tries}' if tries else ''}); start it "
         "(`calmops up` starts the local stack's), or set MLFLOW_TRACKING_URI to the address of the one that runs")
 
 

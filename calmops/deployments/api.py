@@ -474,12 +474,10 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     if not text:
         return type(exc).__name__
     line = text[0]
-    from calmops.core.registry import NO_ANSWER  # imported by create_app already
+    from calmops.core.registry import unreachable  # imported by create_app already
 
-    if cause := next((words for words in NO_ANSWER if words in line), None):
-        import mlflow
-
-        return f"the MLflow server at {mlflow.get_tracking_uri()} does not answer ({cause.lower()})"
+    if said := unreachable(exc, asked_mlflow=True):  # in the words a flow run and a command use
+        return str(said)
     return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0].rstrip(" ,:;(") + " …"
 
 

@@ -230,7 +230,9 @@ def test_registry_down_is_503_not_409(calmops_home, stream_spec, monkeypatch):
         assert health.status_code == 503 and health.json()["status"] == "degraded"
         assert health.json()["mlflow_reachable"] is False
         # said plainly, with the address: not the HTTP client's URL message cut before its cause
-        assert health.json()["detail"] == f"the MLflow server at {nowhere} does not answer (connection refused)"
+        assert health.json()["detail"] == (
+            f"the MLflow tracking server at {nowhere} does not answer (connection refused); start it (`calmops up` "
+            "starts the local stack's), or set MLFLOW_TRACKING_URI to the address of the one that runs")
         resp = client.post("/pipelines/sea/predict", json={"records": _records(1)})
         assert resp.status_code == 503 and "registry is unavailable" in resp.json()["detail"]
         assert "does not answer (connection refused)" in resp.json()["detail"]
