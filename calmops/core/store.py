@@ -713,6 +713,7 @@ def pending_files(paths: PipelinePaths) -> list[Path]:
 # -- moving files: never delete, never overwrite -------------------------------------------
 
 
+REASON_SUFFIX = ".reason.json"  # a quarantined file's sidecar: <file>.reason.json
 MAX_NAME_BYTES = 180  # room left under the usual 255-byte limit for a ".part" or ".reason.json" around it
 
 
@@ -767,10 +768,13 @@ def _formula_safe_tree(data):
 def free_name(folder: Path, name: str, sha256: str) -> str:
     """The name a file called ``name`` whose content hashes to ``sha256`` is kept under in ``folder``: ``name``
     while no file there has it, else ``<sha256[:12]>-<name>``, so another content never lands on a name taken
-    and the same content always lands on the same one. Not shortened yet (:func:`bounded_name` does that): what
-    is derived from it (``predictions/<name>.predictions.csv``) shortens the whole name once."""
+    and the same content always lands on the same one. A name whose quarantine sidecar (``<name>.reason.json``,
+    see :func:`quarantine`) is there is taken too, also once its file was moved out: the sidecar is the record
+    of that refusal. Not shortened yet (:func:`bounded_name` does that): what is derived from it
+    (``predictions/<name>.predictions.csv``) shortens the whole name once."""
     taken = folder / bounded_name(name)
-    return f"{sha256[:12]}-{name}" if taken.exists() or taken.is_symlink() else name
+    sidecar = taken.with_name(taken.name + REASON_SUFFIX)
+    return f"{sha256[:12]}-{name}" if os.path.lexists(taken) or os.path.lexists(sidecar) else name
 
 
 def _free_name(folder: Path, name: str, sha256: str) -> Path:
@@ -806,8 +810,12 @@ def quarantine(paths: PipelinePaths, file: Path, sha256: str | None, reason: str
     """
     paths.quarantine.mkdir(parents=True, exist_ok=True)
     target = _free_name(paths.quarantine, file.name, sha256 or "nohash")
+    n = 1
+    while os.path.lexists(target) or os.path.lexists(target.with_name(target.name + REASON_SUFFIX)):
+        n += 1  # the same bytes refused again under that name (moved back and refused anew): each keeps its record
+        target = paths.quarantine / bounded_name(f"{(sha256 or 'nohash')[:12]}-{n}-{file.name}")
     shutil.move(str(file), target)
-    sidecar = target.with_name(target.name + ".reason.json")
+    sidecar = target.with_name(target.name + REASON_SUFFIX)
     write_atomic(sidecar, json.dumps(
         _formula_safe_tree({"file": file.name, "sha256": sha256, "reason": reason, "details": details or {},
                             "time": _now()}),
@@ -821,7 +829,7 @@ def quarantined_files(paths: PipelinePaths) -> list[Path]:
     whose file was moved away (e.g. dropped into incoming again) does not count, and stays as a record."""
     if not paths.quarantine.is_dir():
         return []
-    suffix = ".reason.json"
+    suffix = REASON_SUFFIX
     return sorted(file for sidecar in paths.quarantine.glob(f"*{suffix}")
                   if os.path.lexists(file := sidecar.with_name(sidecar.name[:-len(suffix)])))
 
@@ -830,7 +838,7 @@ def quarantine_records(paths: PipelinePaths, *, moved_out: bool = False) -> list
     """The sidecar (path and content) of every file in quarantine; with ``moved_out`` also the sidecars of files
     moved out of quarantine since (e.g. back into incoming), each the record of a time a file was set aside. An
     unreadable sidecar is left out."""
-    suffix = ".reason.json"
+    suffix = REASON_SUFFIX
     if moved_out:
         sidecars = sorted(paths.quarantine.glob(f"*{suffix}")) if paths.quarantine.is_dir() else []
     else:

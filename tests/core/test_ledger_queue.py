@@ -270,3 +270,25 @@ def test_a_claim_left_by_a_run_that_died_is_not_reserved_away_from_the_run_that_
     assert book.states()["d" * 64] == "orphaned"
     assert not book.reserve("d" * 64, "a.csv", 1.0)
     assert book.abandoned("d" * 64).mlflow_run_id == "mlflow-run-of-the-dead"
+
+
+def test_each_refusal_keeps_its_sidecar_when_a_name_comes_back_to_quarantine(tmp_path):
+    """A refused file moved back out of quarantine leaves its sidecar as the record of that refusal: a later file of
+    that name, other bytes or the same ones refused anew, is set aside under a name of its own, and no sidecar is
+    overwritten (calmops history lists each refusal)."""
+    from calmops.core.store import quarantine, quarantine_records
+
+    paths = PipelinePaths(root=tmp_path, incoming=tmp_path / "incoming", predictions=tmp_path / "predictions")
+    paths.incoming.mkdir()
+    refusals = []
+    for text, why in (("x\n1\n", "first"), ("x\n2\n", "other bytes"), ("x\n1\n", "same bytes again"),
+                      ("x\n1\n", "and once more")):
+        (paths.incoming / "a.csv").write_text(text)
+        sha = sha256_of(paths.incoming / "a.csv")
+        kept = quarantine(paths, paths.incoming / "a.csv", sha, why)
+        kept.rename(paths.incoming / "moved-back.csv")  # decided elsewhere; the sidecar stays
+        (paths.incoming / "moved-back.csv").unlink()
+        refusals.append((sha, why))
+    records = quarantine_records(paths, moved_out=True)
+    assert sorted((r["sha256"], r["reason"]) for _, r in records) == sorted(refusals)
+    assert len({sidecar for sidecar, _ in records}) == 4

@@ -255,3 +255,32 @@ def test_bytes_quarantined_then_moved_back_and_decided_keep_both_lines_each_with
     text = runner.invoke(app, ["history", "sea"], env={"COLUMNS": "250"}).stdout
     assert [line.split()[0] for line in text.splitlines() if line.lstrip().startswith(("a.csv", "b"))] == [
         "a.csv", "b.csv", "a.csv", "b2.csv"]
+
+
+@pytest.mark.integration
+def test_a_name_refused_again_after_its_first_refusal_was_moved_back_and_decided_keeps_both_refusals(
+        prefect_server, calmops_home, tmp_path):
+    """a.csv refused (over the size limit), moved back from quarantine into incoming and decided once the limit is
+    raised (its sidecar stays there as the record), then another a.csv refused (a column missing): the second
+    refusal is kept under a name of its own, so the history still shows the first refusal, the decision and the
+    second refusal, each with its reason."""
+    import shutil
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({**STREAM_SPEC, "limits": {"max_bytes": 1000}}))
+    assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
+    paths = pipeline_paths(load_spec(spec_file))
+    first = _run(write_csv(sea_frame(1000, 8, seed=1), tmp_path / "one", "a.csv"))
+    assert first["decision"] == "rejected_input" and "over the limit of 1000" in first["reason"]
+    spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
+    assert runner.invoke(app, ["update", "sea", str(spec_file)]).exit_code == 0
+    shutil.move(paths.quarantine / "a.csv", paths.incoming / "a.csv")
+    decided = _run(paths.incoming / "a.csv")
+    assert decided["decision"] == "train"
+    again = _run(write_csv(sea_frame(1000, 8, seed=2).drop(columns=["x2"]), tmp_path / "two", "a.csv"))
+    assert again["decision"] == "rejected_input" and "x2" in again["reason"]
+
+    files = json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)["files"]
+    assert [(f["file"], f["decision"], f["sha256"], f["reason"]) for f in files] == [
+        ("a.csv", o["decision"], o["sha256"], o["reason"]) for o in (first, decided, again)]
+    assert json.loads((paths.quarantine / "a.csv.reason.json").read_text())["sha256"] == first["sha256"]
