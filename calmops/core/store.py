@@ -440,7 +440,7 @@ class Ledger:
             _RESERVED.pop(sha256, None)  # a reservation of this process is taken over by its run
             return True
 
-    def reserve(self, sha256: str, file: str, arrived: float, incoming: Path | None = None) -> bool:
+    def reserve(self, sha256: str, file: str, arrived: float, folder: Path | None = None) -> bool:
         """Claim a content for a run this process is about to start on it: ``calmops run`` reserves its copy
         before the copy appears in incoming, so the watcher leaves the file to that run (no second flow run
         ends *Duplicate* beside it). The run's own :meth:`claim` in this process takes the reservation over;
@@ -448,14 +448,14 @@ class Ledger:
         Its heartbeat is kept while it waits (:meth:`keep_alive`: a run may wait minutes for its turn).
         False, as for :meth:`claim`, when the content is done or a live run has it; when a run that died holds
         it (the run itself takes that claim over, closing the runs it left open: :meth:`abandoned`); and when a
-        first copy of it waits in ``incoming`` under another name (that one is decided first, in its place: this
-        copy is its duplicate)."""
+        first copy of it waits in ``folder`` under another name (that one is decided first, in its place: this
+        copy is its duplicate). ``folder`` is the one ``file`` goes into: the incoming folder, or the labels folder
+        for a labels file (``file`` is ``labels/<name>``, see :func:`ledger_name`)."""
         with closing(self._connect()) as con:
             row = con.execute(f"SELECT file, status, arrived FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
         if row is not None and row[1] == "in_progress":
             return False  # a live run has it, or a run that died did: the run takes that over, closing what it left
-        if (row is not None and row[1] in WAITING and row[0] != file and incoming is not None
-                and holds(incoming / row[0], sha256, row[2])):
+        if row is not None and row[1] in WAITING and _first_copy_waits(folder, row, file, sha256):
             return False
         if not self.claim(sha256, file, "", arrived):
             return False
@@ -494,15 +494,15 @@ class Ledger:
                at: Path | None = None) -> None:
         """Record that a complete file appeared (``waiting``) at ``arrived`` (see :func:`arrival_time`); the
         first arrival of a content counts. A content not yet decided takes the new file's name (a file renamed
-        in incoming is followed), unless ``incoming`` still holds it under its first name: of two copies of one
+        in incoming is followed), unless ``incoming`` (the folder ``file`` is in: the labels folder for a labels
+        file, ``labels/<name>``) still holds it under its first name: of two copies of one
         content, the first is decided and the later one is its duplicate. A content set aside (``gone``:
         quarantined, or deleted during its run) arrives anew, ``waiting`` (from the time :func:`_back_at` gives),
         when ``at`` (where the file arrived) still holds it: an arrival recorded late, after its file was set aside, changes nothing."""
         with closing(self._connect()) as con:
             row = con.execute(f"SELECT file, status, arrived FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
         # outside the connection: holds() may read the first copy's bytes
-        if (row is not None and row[0] != file and row[1] not in ("done", "gone") and incoming is not None
-                and holds(incoming / row[0], sha256, row[2])):
+        if row is not None and row[1] not in ("done", "gone") and _first_copy_waits(incoming, row, file, sha256):
             file = row[0]
         anew = bool(row is not None and row[1] == "gone" and at is not None and holds(at, sha256, arrived))
         with closing(self._connect()) as con:
@@ -688,6 +688,16 @@ def has_ledger(paths: PipelinePaths) -> bool:
 
 
 LABELS_ENTRY = "labels/"  # the ledger names a labels file "labels/<name>": never in the incoming folder's queue
+
+
+def _first_copy_waits(folder: Path | None, row: tuple, file: str, sha256: str) -> bool:
+    """Whether the ledger's ``row`` (file, status, arrived) of a content names another file of the same kind as
+    ``file`` (a labels file, ``labels/<name>``, or a features file) that ``folder`` (where ``file`` is) still holds
+    with that content: a first copy, decided in place of the later one."""
+    first, _, at = row
+    if folder is None or first == file or first.startswith(LABELS_ENTRY) != file.startswith(LABELS_ENTRY):
+        return False
+    return holds(folder / first.removeprefix(LABELS_ENTRY), sha256, at)
 
 
 def ledger_name(paths: PipelinePaths, path: Path) -> str:

@@ -46,8 +46,8 @@ def into_incoming(spec, path: Path, labels: bool = False) -> Placed:
 
     ``reserved`` is the content this process reserved in the ledger for its run
     (:meth:`~calmops.core.store.Ledger.reserve`, before the copy appears: the watcher leaves it to the run), or
-    None when there is nothing to reserve (a live run has it, or a first copy waits in incoming: the run says
-    so)."""
+    None when there is nothing to reserve (a live run has it, or a first copy waits under another name in the
+    folder the file goes into, incoming or the labels folder: the run decides that one, then says so)."""
     from calmops.core.errors import BadInput
     from calmops.core.store import arrival_time, copy_atomic, ledger, ledger_name, pipeline_paths, sha256_of
 
@@ -78,7 +78,7 @@ def into_incoming(spec, path: Path, labels: bool = False) -> Placed:
     book = ledger(paths)
     if book.status(digest) == "done":
         return Placed(path, None, digest)
-    reserved = book.reserve(digest, ledger_name(paths, target), arrival_time(path.stat().st_mtime_ns), paths.incoming)
+    reserved = book.reserve(digest, ledger_name(paths, target), arrival_time(path.stat().st_mtime_ns), folder)
     if target.exists():
         return Placed(target, digest if reserved else None, None)
     try:

@@ -59,10 +59,11 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
     with pipeline_turn(paths, log):
         if (content := content_of(path)) is not None:
             own, arrived = content
-            book.arrive(own, ledger_name(paths, path), arrived, at=path)  # known already when the watcher announced it
+            own_entry = ledger_name(paths, path)  # known already when the watcher announced it; a first copy
+            book.arrive(own, own_entry, arrived, paths.labels, at=path)  # under another name keeps its row
             for sha, entry, at in book.labels_waiting(before=arrived):
                 older = paths.labels / entry.removeprefix(LABELS_ENTRY)
-                if sha == own or not holds(older, sha, at):
+                if entry == own_entry or not holds(older, sha, at):
                     continue  # moved away, or other bytes under that name now (they have a row of their own)
                 log.info("deciding %s first: it arrived before %s", older.name, path.name)
                 try:

@@ -74,3 +74,28 @@ def test_run_takes_a_labels_file_with_the_option_or_by_its_columns_and_refuses_i
     refused = runner.invoke(app, ["run", "late", str(inside), "--labels"])
     assert refused.exit_code != 0 and f"{paths.labels}" in refused.stderr, refused.stderr
     assert inside.exists()
+
+
+def test_a_labels_copy_of_bytes_waiting_in_the_labels_folder_under_another_name_is_their_duplicate(
+        prefect_server, calmops_home, tmp_path):
+    """The same labels announced in the labels folder as x.csv (the watcher recorded their arrival) and then given
+    to `calmops run --labels` under another name: the file waiting is decided first, in its place, and the copy is
+    its duplicate (as for a features copy of a file waiting in incoming)."""
+    from calmops.core.store import arrival_time, ledger, sha256_of
+
+    spec_file = tmp_path / "late.yaml"
+    spec_file.write_text(yaml.safe_dump({**STREAM_SPEC, "name": "late", "labels": {"join_on": ["id"]}}))
+    assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
+    paths = pipeline_paths(read_spec("late"))
+    mine = tmp_path / "mine"
+    f0, f1 = batch(600, 1, 0), batch(600, 2, 1000)
+    assert run_json("late", str(write_csv(f0, mine, "f0.csv")))["decision"] == "train"
+    assert run_json("late", str(write_csv(f1.drop(columns="y"), mine, "f1.csv")))["decision"] == "predict_only"
+    waiting = write_csv(f1[["id", "y"]], paths.labels, "x.csv")
+    sha = sha256_of(waiting)
+    ledger(paths).arrive(sha, "labels/x.csv", arrival_time(waiting.stat().st_mtime_ns), at=waiting)  # as the watcher
+
+    out = run_json("late", str(write_csv(f1[["id", "y"]], mine, "l1.csv")), "--labels")
+    assert out["decision"] == "duplicate", out
+    [row] = [e for e in ledger(paths).entries() if e["sha256"] == sha]
+    assert row["file"] == "labels/x.csv" and row["decision"] != "duplicate", row
