@@ -362,7 +362,7 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
                                 missing=[spec.target])
         y = frame[spec.target]
         if y.isna().any() and spec.labels is not None:
-            raise partly_labelled(path.name, y, spec)
+            raise partly_labelled(path.name, y, spec, first=reference is None)
         if y.isna().any():
             raise RejectedInput(f"{path.name}: target column '{spec.target}' has a missing value in "
                                 f"{V.rows_phrase(np.flatnonzero(y.isna().to_numpy()))}; give every row its label, "
@@ -418,24 +418,31 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
     return Batch(path.name, sha256, fmt, frame, X, y, types, signals, labels, cannot_train)
 
 
-def partly_labelled(name: str, y: pd.Series, spec: PipelineSpec) -> RejectedInput:
+def partly_labelled(name: str, y: pd.Series, spec: PipelineSpec, *, first: bool) -> RejectedInput:
     """The refusal of a file of a pipeline whose labels come later (spec ``labels``) that has its target in some
     rows only: neither a labelled file nor one kept for its labels. It counts the rows without a label and says
     how to split the file so that every row is taken: all of them without the target column (predicted, kept),
-    then the labelled rows' ids and labels as a labels file (joined to them)."""
+    then the labelled rows' ids and labels as a labels file (joined to them). For the pipeline's ``first`` file
+    (no champion yet: nothing can predict rows without a label, and a labels file has nothing to join) the
+    labelled rows come first, as a file of their own that trains the first model."""
     assert spec.labels is not None
     empty = np.flatnonzero(y.isna().to_numpy())
     labelled = len(y) - len(empty)
     ids = ", ".join(spec.labels.join_on)
     folder = pipeline_paths(spec).labels
     where = V.rows_phrase(empty).split(": ", 1)[1]  # "data row 2, 6 and 3 more"
-    return RejectedInput(
-        f"{name}: target column '{spec.target}' is empty in {len(empty)} of its {len(y)} row(s) ({where}); a "
-        "file has a label in every row, or no target column when its labels come later. Split it: put all its "
-        f"rows without the '{spec.target}' column into the incoming folder (predicted, kept for their labels), "
-        f"then the {labelled} labelled rows' {ids} and {spec.target} as a labels file into {folder} (joined to "
-        f"them); or the {labelled} labelled rows as a file of their own and the {len(empty)} others without the "
-        f"'{spec.target}' column", unlabelled_rows=len(empty), labelled_rows=labelled)
+    said = (f"{name}: target column '{spec.target}' is empty in {len(empty)} of its {len(y)} row(s) ({where}); a "
+            "file has a label in every row, or no target column when its labels come later. Split it: ")
+    if first:
+        how = (f"the pipeline has no model yet, so put the {labelled} labelled rows into the incoming folder first, "
+               "as a file of their own (it trains the first model), then the "
+               f"{len(empty)} others without the '{spec.target}' column (predicted, kept for their labels)")
+    else:
+        how = (f"put all its rows without the '{spec.target}' column into the incoming folder (predicted, kept for "
+               f"their labels), then the {labelled} labelled rows' {ids} and {spec.target} as a labels file into "
+               f"{folder} (joined to them); or the {labelled} labelled rows as a file of their own and the "
+               f"{len(empty)} others without the '{spec.target}' column")
+    return RejectedInput(said + how, unlabelled_rows=len(empty), labelled_rows=labelled)
 
 
 def _task(spec: PipelineSpec, reference: InputSchema | None, y: pd.Series | None) -> str | None:

@@ -169,6 +169,26 @@ def test_a_partly_labelled_file_is_refused_with_its_unlabelled_rows_counted_and_
     assert joined["details"]["labels"]["matched"] == 450, joined["reason"]
 
 
+def test_a_partly_labelled_first_file_is_told_to_train_on_its_labelled_rows_first(prefect_server, late_spec):
+    """With no model yet, rows without the target cannot be predicted (a file of them alone is refused: no first
+    model without labels) and a labels file has nothing to join: the reason leads with the labelled rows as a file
+    of their own, and that split is taken: they train the first model, then the others are predicted and kept."""
+    folder = incoming("late")
+    f0 = batch(800, 8.0, 1, 0).astype({"y": float})
+    f0.loc[f0.index % 4 == 1, "y"] = np.nan  # 200 rows without a label
+    reason = run("late", write_csv(f0, folder, "f0.csv"))["reason"]
+    assert reason.startswith("f0.csv: target column 'y' is empty in 200 of its 800 row(s)"), reason
+    split = reason.split("Split it: ", 1)[1]
+    assert split.startswith("the pipeline has no model yet, so put the 600 labelled rows into the incoming folder "
+                            "first, as a file of their own"), reason
+    assert "then the 200 others without the 'y' column" in split and "labels file" not in split, reason
+    # the split, as the reason says
+    trained = run("late", write_csv(f0.dropna(subset=["y"]), folder, "f0-labelled.csv"))
+    assert trained["decision"] == "train", trained["reason"]
+    rest = run("late", write_csv(f0[f0["y"].isna()].drop(columns="y"), folder, "f0-rest.csv"))
+    assert rest["decision"] == "predict_only" and rest["details"]["awaiting_labels"]["rows"] == 200
+
+
 def test_labels_of_another_type_than_the_models_classes_are_quarantined_with_the_reason(prefect_server, late_spec):
     """Text labels for a model trained on 0/1 can never match a prediction: the labels file is quarantined
     with a reason that says so (not a failed run), and the rows keep waiting for usable labels."""
