@@ -337,6 +337,8 @@ def _ledger_counts(spec: Any, paths: Any) -> dict[str, Any]:
     pending = pending_files(paths)
     # taken by a run: a live one, or one that died holding it (an orphaned claim, counted apart)
     taken = {e["file"] for e in entries if states.get(e["sha256"]) in ("in_progress", "orphaned")}
+    # the last file decided (a file still running, waiting or pending has no decision yet), in the order taken
+    last = next((e for e in reversed(entries) if e["status"] in ("done", "gone") and e["decision"]), None)
     return {
         "files_done": sum(e["status"] == "done" for e in entries),
         "files_pending": len(pending),
@@ -352,8 +354,8 @@ def _ledger_counts(spec: Any, paths: Any) -> dict[str, Any]:
         "labels_waiting": sum(p not in pending and ledger_name(paths, p) not in taken
                               for p in incoming_files(paths.labels)) if paths.labels is not None else None,
         "awaiting_labels": Awaiting(paths.root, paths.state).waiting(spec.labels.max_wait_days) if spec.labels else None,
-        "last_file": entries[-1]["file"] if entries else None,
-        "last_decision": shown_decision(entries[-1]["decision"]) if entries else None,
+        "last_file": last["file"] if last else None,
+        "last_decision": shown_decision(last["decision"]) if last else None,
     }
 
 

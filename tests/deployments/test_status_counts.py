@@ -359,3 +359,22 @@ def test_one_pipelines_broken_spec_is_said_in_its_row_and_update_mends_it(stream
     mended = runner.invoke(app, ["update", "sea", str(spec_file)])
     assert mended.exit_code == 0, mended.output
     assert _status("sea")["kind"] == "stream" and _status("sea")["spec_unreadable"] is None
+
+
+def test_the_last_file_is_the_last_one_decided_not_one_still_running(stream_spec):
+    """While a run decides b.csv, `status` and `list` name a.csv, decided before it, with its decision (b.csv has
+    none yet: it is counted as running)."""
+    paths = pipeline_paths(stream_spec)
+    book = ledger(paths)
+    first = _drop(paths.incoming, "a.csv", "x1,x2,x3,y\n1,2,3,0\n")
+    sha = _arrived(book, first)
+    assert book.claim(sha, "a.csv", run_id="run-1")
+    book.finish(sha, "train")
+    running = _drop(paths.incoming, "b.csv", "x1,x2,x3,y\n2,2,2,1\n")
+    assert book.claim(_arrived(book, running), "b.csv", run_id="run-2")  # held by this live process
+    data = _status("sea")
+    assert (data["last_file"], data["last_decision"], data["files_running"]) == ("a.csv", "train", 1), data
+    listed = runner.invoke(app, ["list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [row] = [r for r in json.loads(listed.stdout) if r["name"] == "sea"]
+    assert (row["last_file"], row["last_decision"]) == ("a.csv", "train"), row
