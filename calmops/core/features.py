@@ -23,13 +23,15 @@ def feature_columns(spec: PipelineSpec, columns: list[str]) -> list[str]:
     return [c for c in columns if c not in excluded]
 
 
-def is_labels_table(spec: PipelineSpec, columns: list[str]) -> bool:
+def is_labels_table(spec: PipelineSpec, columns: list[str], model_inputs: list[str] | tuple = ()) -> bool:
     """Whether a table of these columns is a labels file of a pipeline whose labels come later (spec ``labels``):
-    it has every ``join_on`` column and the target, and no feature column (anything else is an id or dropped)."""
+    it has every ``join_on`` column and the target, no feature column (anything else is an id or dropped) and
+    none of ``model_inputs`` (the champion's input columns, when there is one)."""
     if spec.labels is None:
         return False
     names = [str(c) for c in columns]
-    return {*spec.labels.join_on, spec.target} <= set(names) and not feature_columns(spec, names)
+    return ({*spec.labels.join_on, spec.target} <= set(names) and not feature_columns(spec, names)
+            and not set(map(str, model_inputs)) & set(names))
 
 
 def resolve_feature_types(spec: PipelineSpec, frame: pd.DataFrame) -> dict[str, str]:

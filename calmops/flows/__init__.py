@@ -26,15 +26,26 @@ class Placed(NamedTuple):
 
 def looks_like_labels(spec, path: Path) -> bool:
     """Whether a file from outside the pipeline's folders is a labels file by its columns (spec ``labels``: the
-    ``join_on`` columns and the target, and no feature column); what ``calmops run`` takes for one without
-    ``--labels``. Only the header is read where the format allows."""
+    ``join_on`` columns and the target, no feature column, and none of the champion's input columns); what
+    ``calmops run`` takes for one without ``--labels``. Only the header is read where the format allows. Never
+    guessed for a spec with a ``preprocess``: the columns it reads are the raw ones, and the features may be
+    derived from columns the spec drops afterwards (only ``--labels`` says it is a labels file then); nor when
+    the champion cannot be read."""
+    from calmops.core import registry
     from calmops.core.features import is_labels_table
     from calmops.tasks.ingest import table_columns
 
-    if spec.labels is None:
+    if spec.labels is None or spec.preprocess is not None:
         return False
     columns = table_columns(path, spec)
-    return columns is not None and is_labels_table(spec, columns)
+    if columns is None or not is_labels_table(spec, columns):
+        return False
+    try:
+        registry.configure()
+        champion = registry.champion(spec.name)
+    except Exception:  # noqa: BLE001 - unreadable: not guessed, the file is run as a features file and says why
+        return False
+    return is_labels_table(spec, columns, champion.schema.columns if champion else ())
 
 
 def into_incoming(spec, path: Path, labels: bool = False) -> Placed:
