@@ -35,7 +35,15 @@ from calmops.core import statedb
 from calmops.core.logs import RunLog
 from calmops.core.pids import running, start_time
 from calmops.core.settings import Settings, get_settings
-from calmops.core.spec import NAME_PATTERN, PipelineSpec, check_spec, load_spec, parse_spec, resolve_paths
+from calmops.core.spec import (
+    NAME_PATTERN,
+    PipelineSpec,
+    SpecError,
+    check_spec,
+    load_spec,
+    parse_spec,
+    resolve_paths,
+)
 from calmops.core.statedb import Connection, Table
 
 if TYPE_CHECKING:  # pandas loads on use: the CLI's quick commands never need it
@@ -269,6 +277,18 @@ def spec_history(name: str, settings: Settings | None = None) -> list[dict]:
     paths = pipeline_paths(read_spec(name, settings), settings)
     log = paths.spec_history / "changes.jsonl"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def last_saved_spec(name: str, settings: Settings | None = None) -> PipelineSpec | None:
+    """The newest version of the pipeline's spec in its ``spec_history`` folder that reads (every save writes one),
+    None when none does: what the pipeline ran under before its spec.yaml was broken in place."""
+    folder = (settings or get_settings()).pipeline_dir(name) / "spec_history"
+    for version in sorted(folder.glob("*.yaml"), reverse=True) if folder.is_dir() else []:
+        try:
+            return load_spec(version)
+        except SpecError:
+            continue
+    return None
 
 
 def spec_from_dict(data: dict) -> PipelineSpec:

@@ -115,7 +115,7 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
 @friendly(servers=("prefect", "mlflow"))
 def update(name: str, spec_file: Path):
     """Replace a pipeline's spec (validated; the change is versioned)."""
-    from calmops.core.spec import SpecError, load_spec
+    from calmops.core.spec import SpecError, load_spec, resolve_paths
     from calmops.core.store import read_spec
     from calmops.deployments.console import console
 
@@ -126,8 +126,7 @@ def update(name: str, spec_file: Path):
     spec = load_spec(spec_file)
     if spec.name != name:
         raise CliError(f"the spec names pipeline {spec.name!r}, not {name!r}", "a pipeline cannot be renamed")
-    if current is not None:
-        _keeps_what_awaits_labels(current, spec)
+    _keeps_what_awaits_labels(name, current, resolve_paths(spec, spec_file.expanduser().resolve().parent))
     if spec.prediction_only:
         from calmops.core import registry
 
@@ -152,23 +151,51 @@ def _save_from(spec_file: Path, spec, *, create: bool):
         raise SpecError(f"{spec_file}: {exc}") from None
 
 
-def _keeps_what_awaits_labels(current, spec) -> None:
-    """A spec without the ``labels`` section of the current one, while rows await their labels or labels files
-    wait in the labels folder, is refused: nothing would ever join them again, and nothing is dropped
-    silently."""
-    if current.labels is None or spec.labels is not None:
-        return
+def _keeps_what_awaits_labels(name: str, current, spec) -> None:
+    """While rows await their labels or labels files wait in the labels folder, a spec that would leave them
+    unjoined for good is refused: one without the ``labels`` section, one with other ``labels.join_on`` columns
+    (the rows are kept under their values in the old ones: no labels file would match them) or another labels
+    folder (the old one, where their labels files wait and are expected, would no longer be watched). A current
+    spec that cannot be read (a spec.yaml broken in place, which the update mends) is judged by its last saved
+    version; when none reads, any row awaiting labels refuses the update. ``spec`` has its paths resolved."""
     from calmops.core.awaiting import Awaiting
-    from calmops.core.store import incoming_files, pipeline_paths
+    from calmops.core.settings import get_settings
+    from calmops.core.store import incoming_files, last_saved_spec, pipeline_paths
 
-    paths = pipeline_paths(current)
-    rows = Awaiting(paths.root, paths.state).waiting(current.labels.max_wait_days)["waiting"]
-    files = len(incoming_files(paths.labels))
+    before = current or last_saved_spec(name)
+    if before is not None and before.labels is None:
+        return
+    root = get_settings().pipeline_dir(name)
+    max_wait = before.labels.max_wait_days if before is not None else 30.0  # counting overdue rows only
+    rows = Awaiting(root, root / "state").waiting(max_wait)["waiting"]
+    if before is None:
+        if rows:
+            raise CliError(f"pipeline {name!r} has {rows} row(s) awaiting labels, and neither its spec.yaml nor any "
+                           f"saved version in {root / 'spec_history'} can be read: whether the new spec still joins "
+                           "them cannot be told",
+                           f"mend {root / 'spec.yaml'} by hand so that it reads (keeping its labels section), then "
+                           "update")
+        return
+    old, new = before.labels, spec.labels
+    folder, new_folder = pipeline_paths(before).labels, pipeline_paths(spec).labels
+    if new is None:
+        change, keep = "without its labels section none of them would ever be joined", "the labels section"
+    elif new.join_on != old.join_on:
+        change = (f"the rows are kept under their values of the labels.join_on columns {old.join_on}, and labels "
+                  f"files name them by those: joined on {new.join_on}, none would ever match")
+        keep = f"labels.join_on {old.join_on}"
+    elif new_folder != folder:
+        change = (f"with the labels folder {new_folder}, {folder} (where their labels files wait and are expected) "
+                  "would no longer be watched")
+        keep = f"labels.incoming {folder}"
+    else:
+        return
+    files = len(incoming_files(folder))
     if rows or files:
-        raise CliError(f"pipeline {spec.name!r} has {rows} row(s) awaiting labels and {files} labels file(s) waiting "
-                       f"in {paths.labels}: without its labels section none of them would ever be joined",
-                       "keep the labels section until their labels files have come and been decided ('calmops "
-                       f"status {spec.name}' counts both), then update")
+        raise CliError(f"pipeline {name!r} has {rows} row(s) awaiting labels and {files} labels file(s) waiting in "
+                       f"{folder}: {change}",
+                       f"keep {keep} until their labels files have come and been decided ('calmops status {name}' "
+                       "counts both), then update")
 
 
 def _needs_a_champion(spec, has_champion: bool) -> None:
