@@ -306,8 +306,23 @@ def deploy_pipeline(name: str, *, pool: str | None = None, wait: float = RETIRE_
     return summary
 
 
+def why_not_deployed(name: str, exc: Exception) -> str:
+    """What kept a pipeline from being deployed, and what to do, in a sentence (an error of :func:`deploy_all`)."""
+    from calmops.core.spec import SpecError
+
+    said = " ".join(str(exc).split())
+    if isinstance(exc, SpecError):
+        return (f"its spec cannot be read ({said}); its deployment, if it had one, is left as it was: mend the spec, "
+                f"or 'calmops update {name} SPEC.yaml' (its earlier versions are in its spec_history folder), then "
+                f"run 'calmops deploy {name}'")
+    return (f"deploying it failed ({said or type(exc).__name__}); its deployment, if it had one, may be left as it "
+            f"was: once the cause is mended, run 'calmops deploy {name}' ('calmops --debug deploy {name}' shows the "
+            "traceback)")
+
+
 def deploy_all(*, prune: bool = True, pool: str | None = None) -> dict[str, Any]:
-    """Deployments for every pipeline; with ``prune``, remove CalmOps deployments of deleted pipelines."""
+    """Deployments for every pipeline; with ``prune``, remove CalmOps deployments of deleted pipelines. A pipeline
+    that cannot be deployed does not stop the others: ``errors`` says, for each, why and what to do."""
     from calmops.core.store import list_pipelines
 
     names = list_pipelines()
@@ -319,7 +334,7 @@ def deploy_all(*, prune: bool = True, pool: str | None = None) -> dict[str, Any]
             errors[name] = str(exc)
             in_flight.append(name)
         except Exception as exc:  # noqa: BLE001 - one bad spec must not stop the others
-            errors[name] = f"{type(exc).__name__}: {exc}"
+            errors[name] = why_not_deployed(name, exc)
     removed = []
     if prune:
         for orphan in sorted(set(deployed_pipelines()) - set(names)):

@@ -346,6 +346,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, JsonOption] = False,
     ):
         """Create or update the Prefect deployments and file-arrival triggers of the pipelines."""
+        from rich.markup import escape
+
         from calmops.deployments.console import console
         from calmops.deployments.deploy import RunInFlight, deploy_all, deploy_pipeline, prune_automations
 
@@ -374,10 +376,15 @@ def register(app: typer.Typer) -> None:
         if not result["deployed"] and not result["errors"]:
             console.print("no pipelines yet: create one with 'calmops create SPEC.yaml'")
         if result["errors"]:
-            in_flight = set(result["errors"]) <= set(result.get("in_flight", []))
-            raise CliError("; ".join(f"{k}: {v}" for k, v in result["errors"].items()),
-                           RUN_IN_FLIGHT_HINT if in_flight else
-                           "fix the spec with 'calmops update NAME SPEC.yaml' and run 'calmops deploy' again")
+            failed = list(result["errors"])
+            in_flight = set(failed) <= set(result.get("in_flight", []))
+            if len(failed) == 1:  # its sentence says what to do
+                raise CliError(f"pipeline {failed[0]} was not deployed: {result['errors'][failed[0]]}",
+                               RUN_IN_FLIGHT_HINT if in_flight else "")
+            for pipeline, error in result["errors"].items():
+                console.print(f"[red]{pipeline}: not deployed:[/] {escape(error)}", highlight=False)
+            raise CliError(f"{len(failed)} pipelines were not deployed: {', '.join(failed)}",
+                           RUN_IN_FLIGHT_HINT if in_flight else "each one's line above says why and what to do")
 
     @app.command("delete")
     @friendly(servers=("prefect", "mlflow"))
