@@ -23,7 +23,7 @@ One scheme serves a pipeline. While prefect.yaml's deployment for the pipeline's
 --all``: ``calmops-<kind>/<kind>``, triggered by every file event of that kind), that deployment serves it:
 :func:`deploy_pipeline` makes no deployment of the pipeline's own and removes one left from before (both would
 start a run for every file); only the scheduled scan, which announces files and starts no run itself, is still
-made. The watcher does not announce the files of a pipeline both schemes would run (:func:`both_schemes`).
+made. Nothing announces the files of a pipeline both schemes would run (:mod:`calmops.core.schemes`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any
 
 from calmops.core.kinds import KINDS
 from calmops.core.names import EVENT, PIPELINE_PREFIX, TAG, kind_tag, pipeline_tag, resource_id
+from calmops.core.schemes import is_kind_deployment
 from calmops.core.settings import get_settings
 from calmops.core.spec import parse_schedule
 
@@ -145,13 +146,6 @@ class RunInFlight(RuntimeError):
 RETIRE_WAIT = 120.0
 
 
-def _is_kind_deployment(d: Any) -> bool:
-    """One of prefect.yaml's per-kind deployments (``calmops-<kind>/<kind>``), not a pipeline named like a kind."""
-    tags = d.tags or []
-    return (d.name in KINDS and TAG in tags and kind_tag(d.name) in tags
-            and not any(t.startswith(PIPELINE_PREFIX) for t in tags))
-
-
 def kind_deployments(kind: str | None = None) -> list[Any]:
     """The per-kind deployments ``prefect deploy --all`` makes from prefect.yaml (``calmops-<kind>/<kind>``)."""
     from prefect.client.orchestration import get_client
@@ -161,55 +155,7 @@ def kind_deployments(kind: str | None = None) -> list[Any]:
     with get_client(sync_client=True) as client:
         found = client.read_deployments(deployment_filter=DeploymentFilter(
             name=DeploymentFilterName(any_=kinds), tags=DeploymentFilterTags(all_=[TAG])))
-    return [d for d in found if _is_kind_deployment(d)]
-
-
-@dataclass
-class Schemes:
-    """Which deployments trigger runs: prefect.yaml's by kind, and the pipelines' own (``calmops deploy``)."""
-
-    per_kind: dict[str, str]  # kind -> "calmops-<kind>/<kind>"
-    own: dict[str, list[str]]  # pipeline -> its own run deployments ("calmops-<kind>/<pipeline>")
-
-    def conflict(self, pipeline: str, kind: str) -> list[str]:
-        """The deployments that would each start a run for every file of the pipeline (its own and prefect.yaml's
-        for its kind); empty when one scheme serves it."""
-        own = self.own.get(pipeline, [])
-        return [*own, self.per_kind[kind]] if own and kind in self.per_kind else []
-
-
-def both_schemes() -> Schemes:
-    """The per-kind and per-pipeline run deployments on the server (two API calls)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterTags,
-        FlowFilter,
-        FlowFilterId,
-    )
-
-    with get_client(sync_client=True) as client:
-        found = client.read_deployments(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[TAG])))
-        flows = {}
-        if found:
-            flows = {f.id: f.name for f in client.read_flows(
-                flow_filter=FlowFilter(id=FlowFilterId(any_=list({d.flow_id for d in found}))))}
-    run_flows = {spec.flow_name for spec in KINDS.values()}
-    schemes = Schemes({}, {})
-    for d in found:
-        flow = flows.get(d.flow_id, "")
-        if _is_kind_deployment(d):
-            schemes.per_kind[d.name] = f"{flow}/{d.name}"
-        elif flow in run_flows and pipeline_tag(d.name) in (d.tags or []):
-            schemes.own.setdefault(d.name, []).append(f"{flow}/{d.name}")
-    return schemes
-
-
-def scheme_advice(pipeline: str, deployments: list[str]) -> str:
-    """What to do when both schemes would run a pipeline's files: the command that keeps each one."""
-    *own, per_kind = deployments
-    return (f"run 'calmops deploy {pipeline}' to keep prefect.yaml's {per_kind} (it removes {', '.join(own)}), or "
-            f"'prefect deployment delete {per_kind}' then 'calmops deploy' to keep the pipeline's own")
+    return [d for d in found if is_kind_deployment(d.name, d.tags)]
 
 
 def _retire_own(name: str, wait: float) -> list[str]:

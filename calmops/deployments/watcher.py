@@ -29,7 +29,7 @@ deployment has a trigger on it (see :mod:`calmops.deployments.deploy`).
 A pipeline that both deployment schemes would run (its own deployment from ``calmops deploy`` and prefect.yaml's
 for its kind: every file would start two runs) has nothing announced until one of them goes; the watcher's log and
 the pipeline's say so once, with the deployments and the command that keeps each (see
-:func:`calmops.deployments.deploy.both_schemes`).
+:mod:`calmops.core.schemes`).
 
 A file that a live run holds already under its own name is not announced (the ledger is read afresh first): ``calmops run``
 claims its copy in the ledger before the copy appears in incoming (see
@@ -75,6 +75,7 @@ from calmops.core import statedb
 from calmops.core.flow_runs import runs_in_states
 from calmops.core.logs import pipeline_logger
 from calmops.core.names import EVENT, file_resource
+from calmops.core.schemes import both_schemes, scheme_advice, two_runs
 from calmops.core.settings import Settings, get_settings
 from calmops.core.statedb import Table
 from calmops.core.store import (
@@ -197,11 +198,9 @@ def live_run_paths(pipeline: str) -> dict[str, bool] | None:
 
 
 def deployment_schemes() -> Any:
-    """The deployments that trigger runs (:class:`calmops.deployments.deploy.Schemes`); None when the API does not
+    """The deployments that trigger runs (:class:`calmops.core.schemes.Schemes`); None when the API does not
     answer (files are then announced: a second run of a file is answered a duplicate)."""
     try:
-        from calmops.deployments.deploy import both_schemes
-
         return both_schemes()
     except Exception:  # unknown: announced as before
         log.debug("could not read the deployments", exc_info=True)
@@ -729,10 +728,7 @@ class Watcher:
             return False
         if watched.pipeline not in self._two_schemes:
             self._two_schemes.add(watched.pipeline)
-            from calmops.deployments.deploy import scheme_advice
-
-            self._say(watched, "not announcing the files of pipeline %s: the deployments %s would each start a run "
-                      "for every one of them; %s", watched.pipeline, " and ".join(both),
+            self._say(watched, "not announcing the files of pipeline %s: %s; %s", watched.pipeline, two_runs(both),
                       scheme_advice(watched.pipeline, both))
         return True
 

@@ -23,6 +23,9 @@ none, since a scan announces only the oldest: the turn then announces the oldest
 watcher's event, so its run is made by the pipeline's automation like any other) and ends. Either way the run that takes the turn
 decides the files left, oldest first, as every run does, so arrival order and "each file once" hold as before.
 Should that event be lost, the watcher's next scan announces the file, as it does for any file without a run.
+While the pipeline has its own deployment beside prefect.yaml's for its kind (each would start a run for the
+event, :mod:`calmops.core.schemes`), or that cannot be told, the turn announces nothing and goes on: the watcher
+announces none of the pipeline's files then either.
 
 Workers take the runs that are due first, and this pipeline's queued runs were made before the waiting
 pipeline's: so the turn also schedules its pipeline's queued runs again for now (Prefect shows them Scheduled,
@@ -45,6 +48,7 @@ from typing import Any
 from calmops.core.flow_runs import file_in, runs_in_states
 from calmops.core.logs import RunLog
 from calmops.core.names import EVENT, file_resource
+from calmops.core.schemes import both_schemes, scheme_advice, two_runs
 
 logger = logging.getLogger("calmops.flows")  # before a run has its RunLog
 
@@ -59,6 +63,7 @@ FOR_A_WORKER = frozenset({"Scheduled", "Late"})
 MOVABLE = FOR_A_WORKER | {"AwaitingConcurrencySlot"}
 #: the least time between two queued runs a turn schedules again: workers take them in arrival order of their files
 IN_TURN = timedelta(milliseconds=1)
+_said_two_runs: dict[str, list[str]] = {}  # pipeline -> the deployments that would each run a file announced
 
 
 def turn_budget() -> float:
@@ -198,9 +203,24 @@ def step_back(way: GiveWay, log: RunLog) -> int:
 
 def announce(pipeline: str, kind: str, file: Path, sha256: str, log: RunLog) -> bool:
     """Send the watcher's event for ``file``, so that the pipeline's automation makes a run for it. False (and
-    the turn goes on) when the event could not be queued for sending."""
+    the turn goes on) when the event could not be queued for sending, and when the event would start two runs
+    (the pipeline's own deployment and prefect.yaml's for its kind both exist, see :mod:`calmops.core.schemes`),
+    or it cannot be told whether it would: the watcher announces none of its files then, and neither does a turn."""
     from prefect.events import emit_event
 
+    try:
+        both = both_schemes().conflict(pipeline, kind)
+    except Exception as exc:  # noqa: BLE001 - the API is down or slow: keep deciding, as before
+        log.warning("could not tell which deployments would run %s, so it is not announced to give the turn up: "
+                    "%s: %s", file.name, type(exc).__name__, exc)
+        return False
+    if both:
+        if _said_two_runs.get(pipeline) != both:  # once while it lasts (a look every CHECK_EVERY seconds)
+            log.warning("not announcing %s to give pipeline %s's turn up: %s; the turn goes on (%s)", file.name,
+                        pipeline, two_runs(both), scheme_advice(pipeline, both))
+        _said_two_runs[pipeline] = both
+        return False
+    _said_two_runs.pop(pipeline, None)
     try:
         size = file.stat().st_size
         emit_event(event=EVENT, resource=file_resource(pipeline, kind, file, size, sha256))

@@ -121,3 +121,29 @@ def test_a_pipeline_deployment_left_beside_prefect_yaml_s_is_refused_then_remove
     assert scan_pipeline("sea") == [path]
     runs = runs_for(path, least=2)
     assert [r.deployment_id for r in runs] == [kind_id]
+
+
+def test_a_turn_giving_way_announces_no_file_both_schemes_would_run(prefect_api, stream_spec):
+    """A run that gives its pipeline's turn up announces the oldest file left itself (calmops.flows.fair_turns).
+    With the pipeline's own deployment beside prefect.yaml's for its kind that event started two runs of the file,
+    as the watcher's would: the turn announces nothing then, says why in the pipeline's log, and goes on."""
+    from calmops.core.logs import RunLog
+    from calmops.core.store import sha256_of
+    from calmops.deployments.deploy import deploy_pipeline
+    from calmops.flows.fair_turns import announce
+
+    deploy_pipeline("sea")
+    kind_id = apply_kind_deployment()
+    paths = pipeline_paths(stream_spec)
+    path = write_csv(sea_frame(200, 8, seed=1), paths.incoming, "a.csv")
+    log = RunLog("sea", paths.logs)
+
+    assert announce("sea", "stream", path, sha256_of(path), log) is False
+    assert runs_for(path, least=2) == []
+    said = (paths.logs / "pipeline.log").read_text()
+    assert "not announcing a.csv to give pipeline sea's turn up: the deployments calmops-stream/sea and " \
+           "calmops-stream/stream would each start a run" in said, said
+
+    assert runner.invoke(app, ["deploy", "sea"], terminal_width=400).exit_code == 0  # one scheme again
+    assert announce("sea", "stream", path, sha256_of(path), log) is True
+    assert [r.deployment_id for r in runs_for(path, least=2)] == [kind_id]
