@@ -4,8 +4,8 @@ prefect.yaml's deployment for a kind (``prefect deploy --all``: ``calmops-<kind>
 file event of that kind; a pipeline's own deployment (``calmops deploy``: ``calmops-<kind>/<pipeline>``) for every
 file event of the pipeline. One of them serves a pipeline. While both exist, every file announced would start two
 runs: so nothing that announces files (the watcher, a turn that gives way, ``calmops relaunch``) announces one of
-that pipeline, each saying so with :func:`scheme_advice`. Kept here, below the flows, so that each of them reads
-the same thing.
+that pipeline, each saying so with :func:`scheme_advice`, and ``calmops status`` shows it as not served. Kept
+here, below the flows, so that each of them reads the same thing.
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ class Schemes:
             elif flow in run_flows and pipeline_tag(name) in (tags or []):
                 schemes.own.setdefault(name, []).append(f"{flow}/{name}")
         return schemes
+
+    def serving(self, pipeline: str, kind: str) -> list[str]:
+        """The deployments that start a run for each file of the pipeline (none: it is not deployed)."""
+        return [*self.own.get(pipeline, []), *([self.per_kind[kind]] if kind in self.per_kind else [])]
 
     def conflict(self, pipeline: str, kind: str) -> list[str]:
         """The deployments that would each start a run for every file of the pipeline (its own and prefect.yaml's

@@ -255,13 +255,14 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
     from calmops.deployments import readout
 
     breakers = readout.breakers() if names else {}
+    schemes = readout.schemes() if names and breakers is not None else None  # only while Prefect answers
     tracking_uri = get_settings().mlflow_tracking_uri
     rows, down, registry_down = [], None, None
     shared = bool(statedb.state_database_url())  # one PostgreSQL database for all, else a file per pipeline
     with statedb.patience(STATE_PATIENCE):
         for name in names:
             try:
-                row = _summary(name, breakers, tracking_uri, registry_down, down)
+                row = _summary(name, breakers, tracking_uri, registry_down, down, schemes)
             except SpecError as exc:  # one pipeline's broken spec.yaml: said in its row, the others shown
                 rows.append(_unreadable_spec_row(name, str(exc)))
                 continue
@@ -275,7 +276,7 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
 def _unreadable_spec_row(name: str, why: str) -> dict[str, Any]:
     """The row of a pipeline whose spec cannot be read: every value unknown, and why (``spec_unreadable``)."""
     fields = ("kind", "incoming", "labels_folder", "champion_version", "aliases", "breaker", "breaker_detail",
-              "files_quarantined", "runs_recovered", *LEDGER_FIELDS)
+              "files_quarantined", "runs_recovered", "served_by", "not_served", *LEDGER_FIELDS)
     return {"unknown": list(fields), "state_unreadable": None, "registry_unreadable": None, "spec_unreadable": why,
             "name": name, **dict.fromkeys(fields)}
 
@@ -305,12 +306,16 @@ def _unknown_or_shown(row: dict[str, Any], key: str, prefix: str = "") -> str:
 
 
 def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down: str | None = None,
-             state_down: str | None = None) -> dict[str, Any]:
+             state_down: str | None = None, schemes: Any = None) -> dict[str, Any]:
     """One pipeline's row of ``status``/``list``; add a key here and a label in STATUS_FIELDS to show more.
     What the ledger says is unknown (None, listed in ``unknown``, why in ``state_unreadable``) when it cannot be
     read, or when ``state_down`` says the state database did not answer for another pipeline just now; so is the
-    champion when the registry cannot be read (``registry_unreadable``; ``registry_down`` likewise)."""
+    champion when the registry cannot be read (``registry_unreadable``; ``registry_down`` likewise). The
+    deployments that run its files (``served_by``; ``not_served`` says why and what to do while both deployment
+    schemes would each run them) are None when Prefect's are not known (``schemes``, see
+    :func:`calmops.deployments.readout.schemes`)."""
     from calmops.core import statedb
+    from calmops.core.schemes import scheme_advice, two_runs
     from calmops.core.store import pipeline_paths, quarantined_files, read_spec
     from calmops.deployments import readout, stalls
     from calmops.deployments.console import one_line
@@ -319,6 +324,7 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down:
     paths = pipeline_paths(spec)
     breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
     aliases, registry_unreadable = _aliases(name, tracking_uri, registry_down)
+    both = schemes.conflict(name, spec.kind) if schemes is not None else []
     row = {
         "unknown": ["champion_version", "aliases"] if registry_unreadable else [],  # the fields not read
         "state_unreadable": state_down,
@@ -334,6 +340,8 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down:
         "breaker_detail": breaker,
         "files_quarantined": len(quarantined_files(paths)),
         "runs_recovered": stalls.recovered(name),
+        "served_by": schemes.serving(name, spec.kind) if schemes is not None else None,
+        "not_served": f"{two_runs(both)}, so none is announced; {scheme_advice(name, both)}" if both else None,
     }
     if state_down is None:
         try:
@@ -393,7 +401,7 @@ STATUS_FIELDS = (
     ("running", "files_running"), ("orphaned claims", "files_orphaned"), ("done", "files_done"),
     ("quarantined", "files_quarantined"), ("stalled runs recovered", "runs_recovered"),
     ("rows awaiting labels", "awaiting_labels"), ("last file", "last_file"), ("last decision", "last_decision"),
-    ("incoming", "incoming"), ("labels folder", "labels_folder"),
+    ("served by", "served_by"), ("incoming", "incoming"), ("labels folder", "labels_folder"),
 )
 # columns of the pipelines table of ``calmops status``
 STATUS_COLUMNS = (("pipeline", "name"), ("kind", "kind"), ("champion", "champion_version"),
@@ -433,6 +441,8 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
                 value = _count_text(data[key])
             if key == "awaiting_labels" and data[key]:
                 value = f"{data[key]['waiting']} ({data[key]['overdue']} predicted over labels.max_wait_days ago)"
+            if key == "served_by":
+                value = _served_text(data)
             table.add_row(label, value)
         print_table(table, highlight=False)
         return
@@ -453,7 +463,19 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
     print_table(table, highlight=False)
 
 
+def _served_text(row: dict[str, Any]) -> str:
+    """The ``served by`` line of ``calmops status NAME``."""
+    if row.get("spec_unreadable"):
+        return "?"
+    if row["served_by"] is None:
+        return "unknown (Prefect is not answering)"
+    if row["not_served"]:
+        return f"nothing: {' and '.join(row['served_by'])} would each run every file (none is announced)"
+    return ", ".join(row["served_by"]) or f"no deployment ('calmops deploy {row['name']}' makes it)"
+
+
 def _say_unreadable(rows: list[dict[str, Any]]) -> None:
+    """The warnings above a status table: what could not be read, and the pipelines no deployment serves."""
     from rich.markup import escape
 
     from calmops.deployments.console import console
@@ -472,6 +494,10 @@ def _say_unreadable(rows: list[dict[str, Any]]) -> None:
                           "are in its spec_history folder)", highlight=False, soft_wrap=True)
     if why := next((row["registry_unreadable"] for row in rows if row.get("registry_unreadable")), None):
         console.print(f"[yellow]warning:[/] {why}: the champions are unknown (?)", highlight=False, soft_wrap=True)
+    for row in rows:
+        if row.get("not_served"):
+            console.print(f"[yellow]warning:[/] {row['name']} is not served: {escape(row['not_served'])}",
+                          highlight=False, soft_wrap=True)
 
 
 def _print_stack(state: dict[str, Any]) -> None:
@@ -641,13 +667,14 @@ def breaker_reset(name: str):
     from calmops.core.breaker import update_breaker
     from calmops.core.store import read_spec
     from calmops.deployments.console import console
-    from calmops.deployments.operations_cli import relaunch_files
+    from calmops.deployments.operations_cli import not_served, relaunch_files
 
     read_spec(name)
     update_breaker(name, lambda s: s.reset())
     console.print(f"breaker of [bold]{name}[/] reset to closed")
-    announced = relaunch_files([name], local=False, console=console)[name]  # else they wait for the next scan
-    if not announced:
+    unserved = not_served([name])  # nothing is announced then: a line says why
+    announced = relaunch_files([name], local=False, console=console, unserved=unserved)[name]  # else they wait
+    if not announced and not unserved:  # for the next scan
         console.print("no file waiting in incoming", highlight=False)
 
 

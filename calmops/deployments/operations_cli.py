@@ -250,12 +250,33 @@ def _retire_experiment(name: str, stamp: str) -> None:
         pass
 
 
-def relaunch_files(names: list[str], *, local: bool, console) -> dict[str, list[str]]:
-    """Announce (or, with ``local``, run here one by one) every file waiting in the pipelines' incoming folders."""
+def not_served(names: list[str]) -> dict[str, list[str]]:
+    """The pipelines among ``names`` that both deployment schemes would run (every file announced would start two
+    runs, so none is: :mod:`calmops.core.schemes`), each with those deployments. None of them when Prefect's
+    deployments cannot be read (the watcher then announces as before)."""
+    from calmops.core.store import read_spec
+    from calmops.deployments.watcher import deployment_schemes
+
+    schemes = deployment_schemes()
+    if schemes is None:
+        return {}
+    return {name: both for name in names if (both := schemes.conflict(name, read_spec(name).kind))}
+
+
+def relaunch_files(names: list[str], *, local: bool, console,
+                   unserved: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """Announce (or, with ``local``, run here one by one) every file waiting in the pipelines' incoming folders.
+    A pipeline in ``unserved`` (:func:`not_served`) has nothing announced: a line says why and what to run."""
+    from calmops.core.schemes import scheme_advice, two_runs
     from calmops.deployments.watcher import scan_pipeline, waiting_files
 
     out: dict[str, list[str]] = {}
     for name in names:
+        if not local and (both := (unserved or {}).get(name)):
+            console.print(f"[yellow]{name}: no file announced:[/] {two_runs(both)}; {scheme_advice(name, both)}; "
+                          f"then 'calmops relaunch {name}'", highlight=False, soft_wrap=True)
+            out[name] = []
+            continue
         if local:
             from calmops.core.names import shown_decision
             from calmops.flows import run_file
@@ -431,14 +452,21 @@ def register(app: typer.Typer) -> None:
         names = [name] if name else list_pipelines()
         for n in names:
             read_spec(n)
+        unserved = {}
         if not local:
             need_prefect("announce the files (or use --local)")
-        result = relaunch_files(names, local=local, console=console)
+            unserved = not_served(names)
+        result = relaunch_files(names, local=local, console=console, unserved=unserved)
         if as_json:
-            return _print_json(result)
-        total = sum(map(len, result.values()))
-        console.print(f"{total} file(s) {'processed' if local else 'announced'}"
-                      + ("" if local or not total else "; follow them with 'calmops status' or the Prefect UI"))
+            _print_json(result)
+        else:
+            total = sum(map(len, result.values()))
+            console.print(f"{total} file(s) {'processed' if local else 'announced'}"
+                          + ("" if local or not total else "; follow them with 'calmops status' or the Prefect UI"))
+        if unserved:
+            raise CliError(f"{' and '.join(unserved)} not served (two deployments would run each file): none of "
+                           f"{'its' if len(unserved) == 1 else 'their'} files was announced",
+                           "keep one deployment with the command named above, then run 'calmops relaunch' again")
 
     @app.command("up")
     @friendly

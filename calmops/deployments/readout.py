@@ -1,4 +1,4 @@
-"""Quick reads for ``status`` and ``list``: aliases and breakers without importing MLflow or Prefect.
+"""Quick reads for ``status`` and ``list``: aliases, breakers and deployments without importing MLflow or Prefect.
 
 Importing either client costs seconds; these commands need a handful of values. With the stack up they
 ask its servers over HTTP; with it down they read MLflow's SQLite store directly and report the breaker
@@ -14,9 +14,12 @@ import sys
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from calmops.core.names import model_name
+from calmops.core.names import TAG, model_name
+
+if TYPE_CHECKING:
+    from calmops.core.schemes import Schemes
 
 # where calmops.core.breaker stores a pipeline's breaker (a Prefect Block of this type and name)
 BREAKER_BLOCK_TYPE = "calmops-circuit-breaker"
@@ -56,6 +59,29 @@ def breakers(timeout: float = 3.0) -> dict[str, dict[str, Any]] | None:
             "next_retry_at": iso_seconds(data.get("next_retry_at")),
         }
     return out
+
+
+def schemes(timeout: float = 3.0) -> Schemes | None:
+    """The deployments that start the pipelines' runs (:func:`calmops.core.schemes.both_schemes`, asked over HTTP),
+    or None when Prefect cannot be asked."""
+    url = prefect_api_url()
+    if not url:
+        return None
+    from calmops.core.schemes import Schemes
+    from calmops.deployments.quickhttp import post
+
+    api = url.rstrip("/")
+    status, found = post(f"{api}/deployments/filter", {"deployments": {"tags": {"all_": [TAG]}}}, timeout=timeout)
+    if status != 200 or not isinstance(found, list):
+        return None
+    flows: dict[str, str] = {}
+    if found:
+        ids = sorted({d["flow_id"] for d in found})
+        status, listed = post(f"{api}/flows/filter", {"flows": {"id": {"any_": ids}}}, timeout=timeout)
+        if status != 200 or not isinstance(listed, list):
+            return None
+        flows = {f["id"]: f["name"] for f in listed}
+    return Schemes.of((d["name"], d.get("tags"), flows.get(d["flow_id"], "")) for d in found)
 
 
 def closed_breaker() -> dict[str, Any]:

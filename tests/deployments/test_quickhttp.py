@@ -1,4 +1,4 @@
-"""The standard-library GET the quick commands use instead of httpx (a real local HTTP server)."""
+"""The standard-library GET and POST the quick commands use instead of httpx (a real local HTTP server)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from calmops.deployments.quickhttp import get
+from calmops.deployments.quickhttp import get, post
 from tests.e2e.stack import free_port
 
 
@@ -20,6 +20,13 @@ def server(monkeypatch):
             self.send_response(code)
             self.end_headers()
             self.wfile.write(b"not json" if "text" in self.path else json.dumps({"path": self.path}).encode())
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(json.dumps({"path": self.path, "body": body,
+                                         "type": self.headers["Content-Type"]}).encode())
 
         def log_message(self, *args):
             pass
@@ -45,3 +52,8 @@ def test_a_body_that_is_not_json_gives_none(server):
 
 def test_nothing_listening_is_status_zero():
     assert get(f"http://127.0.0.1:{free_port()}/health", timeout=1.0) == (0, None)
+
+
+def test_a_post_sends_its_body_as_json(server):
+    assert post(server + "/deployments/filter", {"limit": 1}) == (
+        200, {"path": "/deployments/filter", "body": {"limit": 1}, "type": "application/json"})

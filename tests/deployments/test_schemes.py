@@ -2,6 +2,7 @@
 per-pipeline deployments ``calmops deploy`` makes. Against Prefect's test server, whose automations turn the
 watcher's events into flow runs as a real server's do."""
 
+import json
 import logging
 import os
 import time
@@ -121,6 +122,44 @@ def test_a_pipeline_deployment_left_beside_prefect_yaml_s_is_refused_then_remove
     assert scan_pipeline("sea") == [path]
     runs = runs_for(path, least=2)
     assert [r.deployment_id for r in runs] == [kind_id]
+
+
+def test_relaunch_and_status_say_a_pipeline_both_schemes_would_run_is_not_served_and_what_to_run(
+        prefect_api, stream_spec):
+    """In that state 'calmops relaunch sea' said '0 file(s) announced' and 'calmops status' nothing: the reason was
+    only in the watcher's and the pipeline's logs. Both now say that the pipeline is not served, by which two
+    deployments, and the command that keeps one (relaunch then fails); once one is kept, both say it is served
+    and relaunch announces the file."""
+    from calmops.deployments.deploy import deploy_pipeline
+
+    deploy_pipeline("sea")
+    apply_kind_deployment()
+    path = write_csv(sea_frame(200, 8, seed=1), pipeline_paths(stream_spec).incoming, "a.csv")
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    both = "calmops-stream/sea and calmops-stream/stream would each start a run for every one of its files"
+    advice = "run 'calmops deploy sea' to keep prefect.yaml's calmops-stream/stream (it removes calmops-stream/sea)"
+
+    relaunched = runner.invoke(app, ["relaunch", "sea"], terminal_width=400)
+    assert relaunched.exit_code == 1, relaunched.output
+    said = " ".join(relaunched.output.split())
+    assert f"sea: no file announced: the deployments {both}; {advice}" in said, said
+    assert "then 'calmops relaunch sea'" in said and "sea not served" in said, said
+    assert runs_for(path, least=2, timeout=3.0) == []
+
+    for args in (["status", "sea"], ["status"]):
+        shown = runner.invoke(app, args, terminal_width=400)
+        assert shown.exit_code == 0, shown.output
+        said = " ".join(shown.output.split())
+        assert f"warning: sea is not served: the deployments {both}, so none is announced; {advice}" in said, said
+    row = json.loads(runner.invoke(app, ["status", "sea", "--json"]).stdout)
+    assert row["served_by"] == ["calmops-stream/sea", "calmops-stream/stream"] and advice in row["not_served"]
+
+    assert runner.invoke(app, ["deploy", "sea"], terminal_width=400).exit_code == 0  # keeps prefect.yaml's
+    row = json.loads(runner.invoke(app, ["status", "sea", "--json"]).stdout)
+    assert row["served_by"] == ["calmops-stream/stream"] and row["not_served"] is None, row
+    relaunched = runner.invoke(app, ["relaunch", "sea"], terminal_width=400)
+    assert relaunched.exit_code == 0 and "1 file(s) announced" in relaunched.output, relaunched.output
+    assert len(runs_for(path)) == 1
 
 
 def test_a_turn_giving_way_announces_no_file_both_schemes_would_run(prefect_api, stream_spec):
