@@ -88,12 +88,15 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
                 else:
                     console.print(f"renamed registered model {pipeline} → {renamed} (CalmOps' prefix)",
                                   highlight=False)
-        if name in ("watcher", "worker") and (running := stack.outside(name, _settings())):
+        if name == "watcher" and (running := stack.outside(name, _settings())):
             started[name] = "outside"  # a second watcher announces every file twice
-            console.print(f"{name}: not started: {escape(running)}" + (
-                "; two watchers would announce every file twice" if name == "watcher" else
-                "; it takes the runs (stop it to have 'calmops up' start the stack's own)"), highlight=False)
+            console.print(f"{name}: not started: {escape(running)}; two watchers would announce every file twice",
+                          highlight=False)
             continue
+        if name == "worker" and (running := stack.outside(name, _settings())):
+            # a second worker on the pool only adds slots: it announces nothing, so nothing is run twice
+            console.print(f"note: {escape(running)}; the stack's own worker polls the pool beside it",
+                          highlight=False)
         try:
             with console.status(f"starting {name}…"):
                 service = stack.start(name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -225,14 +226,18 @@ def own_worker_prefix() -> str:
     return f"calmops-{socket.gethostname()}-"
 
 
+#: how a stack names its worker (:func:`own_worker_prefix`), on any host
+STACK_WORKER = re.compile(r"calmops-.+-\d+")
 #: Prefect's own rule for a worker being online: a heartbeat within 3 of its heartbeat intervals (30 s by default)
 WORKER_HEARTBEATS_MISSED, WORKER_HEARTBEAT_SECONDS = 3, 30
 
 
 def outside_workers(api: str, settings: Settings) -> list[str]:
-    """The names of the workers polling this host's work pool (``settings.work_pool``) that the stack did not start
-    (:func:`own_worker_prefix`), as the Prefect API at ``api`` lists them: those online (a heartbeat within three
-    of its intervals). Empty when the API does not answer or has no such pool."""
+    """The names of the workers polling this host's work pool (``settings.work_pool``) that no stack started (a
+    stack's are named ``calmops-HOST-PID``, :func:`own_worker_prefix`, this host's or another's), as the Prefect API
+    at ``api`` lists them: those online by their last heartbeat (within three of its intervals; the status Prefect
+    stores can stay ONLINE a while after a worker has gone). Empty when the API does not answer or has no such
+    pool."""
     from datetime import UTC, datetime
     from urllib.parse import quote
 
@@ -244,7 +249,7 @@ def outside_workers(api: str, settings: Settings) -> list[str]:
         return []
     names, now = [], datetime.now(UTC)
     for worker in workers:
-        if not isinstance(worker, dict) or str(worker.get("name", "")).startswith(own_worker_prefix()):
+        if not isinstance(worker, dict) or STACK_WORKER.fullmatch(str(worker.get("name", ""))):
             continue
         try:
             beat = datetime.fromisoformat(worker["last_heartbeat_time"])
@@ -252,7 +257,7 @@ def outside_workers(api: str, settings: Settings) -> list[str]:
             recent = (now - beat).total_seconds() < WORKER_HEARTBEATS_MISSED * interval
         except (KeyError, TypeError, ValueError):
             recent = False
-        if worker.get("status") == "ONLINE" or recent:
+        if recent:
             names.append(str(worker.get("name")))
     return names
 

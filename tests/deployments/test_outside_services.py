@@ -57,6 +57,8 @@ def test_a_worker_started_by_hand_shows_running_in_status_with_its_name(prefect_
     assert not stack.status()["worker"]["healthy"]  # no worker on the pool yet
     heartbeat(url, pool, f"{stack.own_worker_prefix()}4242")  # the stack's own worker, whose pid file is gone:
     assert not stack.status()["worker"]["healthy"]  # a worker that stopped, not one run by hand
+    heartbeat(url, pool, "calmops-otherhost-77")  # another host's stack worker: not this host's
+    assert not stack.status()["worker"]["healthy"]
 
     heartbeat(url, pool, "my-worker")
 
@@ -135,8 +137,10 @@ def test_a_heartbeat_left_by_a_killed_watcher_is_not_a_watcher_running(calmops_h
     assert stack.outside("watcher", settings) is None
 
 
-def test_up_does_not_start_the_stacks_worker_beside_one_run_by_hand(prefect_api):
-    """A worker started by hand takes the pool's runs: `up` says so and starts none of its own."""
+def test_up_starts_the_stacks_worker_beside_one_run_by_hand_and_says_so(prefect_api):
+    """A worker started by hand polls the pool: `up` says so and starts its own beside it all the same (a second
+    worker only adds slots; it announces nothing, so no file is run twice), so that a worker that has gone (Prefect
+    counts it online for up to 90 s) or another host's cannot leave this host without one."""
     from calmops.core.settings import get_settings
     from calmops.deployments.operations_cli import bring_up
 
@@ -147,8 +151,8 @@ def test_up_does_not_start_the_stacks_worker_beside_one_run_by_hand(prefect_api)
     try:
         bring_up(console, ("worker",))
         said = " ".join(console.export_text().split())
-        assert f"worker: not started: worker(s) started outside calmops up poll the work pool '{pool}': my-worker" \
-            in said, said
-        assert stack.running_pid(settings, "worker") is None, said
+        assert f"note: worker(s) started outside calmops up poll the work pool '{pool}': my-worker; the stack's own " \
+            "worker polls the pool beside it" in said, said
+        assert stack.running_pid(settings, "worker") is not None, said
     finally:
         stack.stop("worker", settings)
