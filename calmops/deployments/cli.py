@@ -372,8 +372,9 @@ def _ledger_counts(spec: Any, paths: Any) -> dict[str, Any]:
     pending = pending_files(paths)
     # taken by a run: a live one, or one that died holding it (an orphaned claim, counted apart)
     taken = {e["file"] for e in entries if states.get(e["sha256"]) in ("in_progress", "orphaned")}
-    # the last file decided (a file still running, waiting or pending has no decision yet), in the order taken
-    last = next((e for e in reversed(entries) if e["status"] in ("done", "gone") and e["decision"]), None)
+    # the last file decided, in the order taken: a file a run holds has no decision yet (a claim clears it), one
+    # whose run failed or met an open breaker has that decision (pending: it is run again)
+    last = next((e for e in reversed(entries) if e["decision"]), None)
     return {
         "files_done": sum(e["status"] == "done" for e in entries),
         "files_pending": len(pending),

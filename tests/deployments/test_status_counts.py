@@ -363,7 +363,7 @@ def test_one_pipelines_broken_spec_is_said_in_its_row_and_update_mends_it(stream
 
 def test_the_last_file_is_the_last_one_decided_not_one_still_running(stream_spec):
     """While a run decides b.csv, `status` and `list` name a.csv, decided before it, with its decision (b.csv has
-    none yet: it is counted as running)."""
+    none yet: it is counted as running); once b.csv's run has failed, b.csv and `failed`."""
     paths = pipeline_paths(stream_spec)
     book = ledger(paths)
     first = _drop(paths.incoming, "a.csv", "x1,x2,x3,y\n1,2,3,0\n")
@@ -378,3 +378,6 @@ def test_the_last_file_is_the_last_one_decided_not_one_still_running(stream_spec
     assert listed.exit_code == 0, listed.output
     [row] = [r for r in json.loads(listed.stdout) if r["name"] == "sea"]
     assert (row["last_file"], row["last_decision"]) == ("a.csv", "train"), row
+    book.release(sha256_of(running))  # its run failed: pending, to be run again
+    data = _status("sea")
+    assert (data["last_file"], data["last_decision"], data["files_running"]) == ("b.csv", "failed", 0), data
