@@ -428,7 +428,7 @@ def _registry_problem(timeout: float = 2.0) -> str | None:
 
             MlflowClient().search_registered_models(max_results=1)
         except Exception as exc:  # noqa: BLE001 - any failure is the answer
-            return _first_line(exc)
+            return _first_line(exc, asked_mlflow=True)
         return None
     from urllib.parse import urlsplit
 
@@ -447,8 +447,8 @@ def _registry_problem(timeout: float = 2.0) -> str | None:
                 answer = http.get(uri.rstrip("/") + path)
             except httpx.TimeoutException:
                 return f"the MLflow server at {uri} does not answer{what} (timed out after {timeout:g} s)"
-            except httpx.HTTPError as exc:  # a refused connection is said as _first_line says it for every route
-                return _first_line(exc)
+            except httpx.HTTPError as exc:  # a refused connection is said as a flow run and a command say it
+                return _first_line(exc, asked_mlflow=True)
             if answer.status_code in (401, 403) and what:  # it answers: credentials are the MLflow client's to
                 return None  # send (a credentials file, a TLS setting), not an outage
             if answer.status_code != 200:
@@ -467,16 +467,18 @@ def _server_message(answer) -> str:
     return (text.strip().splitlines() or [""])[0][:200]
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first line of an error, at most ``limit`` characters, shortened at a word with an ellipsis; a server
-    that does not answer is said so plainly, with its address (the client's own message buries it at the end)."""
+def _first_line(exc: BaseException, limit: int = 300, asked_mlflow: bool = False) -> str:
+    """The first line of an error, at most ``limit`` characters, shortened at a word with an ellipsis; a tracking
+    server that does not answer is said so plainly, with its address (the client's own message buries it at the
+    end): an MLflow client's error, or with ``asked_mlflow`` any client's that asked the tracking server (a model's
+    own failure or an artifact store's timeout is not the tracking server's)."""
     text = str(exc).strip().splitlines()
     if not text:
         return type(exc).__name__
     line = text[0]
     from calmops.core.registry import unreachable  # imported by create_app already
 
-    if said := unreachable(exc, asked_mlflow=True):  # in the words a flow run and a command use
+    if said := unreachable(exc, asked_mlflow=asked_mlflow):  # in the words a flow run and a command use
         return str(said)
     return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0].rstrip(" ,:;(") + " …"
 

@@ -50,3 +50,17 @@ def test_a_tracking_server_that_refuses_is_said_not_to_answer_with_how_to_start_
     said = _said(uri)
     assert said.startswith(f"the MLflow tracking server at {uri} does not answer (connection refused, 0 retries)")
     assert "calmops up" in said and "MLFLOW_TRACKING_URI" in said
+
+
+def test_the_api_says_the_tracking_server_is_down_only_for_errors_from_asking_it(impatient):
+    """A model whose own predict fails on a refused connection (it calls a feature service, say), or an artifact
+    store that times out, is not the tracking server being down: the API says the error as it is; its probe of
+    the tracking server, which did ask it, says the tracking server's words."""
+    from calmops.deployments.api import _first_line
+
+    mlflow.set_tracking_uri("http://127.0.0.1:9")
+    model_error = ConnectionError("HTTPConnectionPool(host='features', port=80): Connection refused")
+    assert "tracking server" not in _first_line(model_error), _first_line(model_error)
+    assert _first_line(model_error).startswith("HTTPConnectionPool(host='features'")
+    probe = _first_line(model_error, asked_mlflow=True)
+    assert probe.startswith("the MLflow tracking server at http://127.0.0.1:9 does not answer"), probe
