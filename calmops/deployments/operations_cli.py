@@ -78,7 +78,7 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
             for d in result["deployed"]:
                 console.print(f"{d['pipeline']}: {summary_line(d)}", highlight=False)
             for pipeline, error in result["errors"].items():
-                console.print(f"[yellow]warning:[/] pipeline {pipeline} not deployed: {error}", highlight=False)
+                console.print(f"[yellow]warning:[/] pipeline {pipeline} not deployed: {escape(error)}", highlight=False)
             for pipeline in result["removed"]:
                 console.print(f"removed deployments of deleted pipeline {pipeline}", highlight=False)
             for pipeline, renamed in migrate_model_names().items():

@@ -356,16 +356,13 @@ def _enter(cwd: str, cli: bool) -> None:
 
 
 def _refusal(exc: BaseException) -> tuple[str, str, int] | None:
-    """(message, hint, exit code) of an error CalmOps raises on purpose (core/errors.py: a bad spec or
-    configuration, bad input), as the ``calmops`` command says it: its words need no traceback. None for anything
-    else: an unexpected error keeps its traceback."""
-    from calmops.core.errors import CalmOpsError
-
-    if not isinstance(exc, CalmOpsError):
-        return None
+    """(message, hint, exit code) of an error a command refuses with on purpose (a bad spec or configuration, bad
+    input, an unknown pipeline: :func:`~calmops.deployments.console.known_error`), as the ``calmops`` command says
+    it: its words need no traceback. None for anything else: an unexpected error, or the pipeline's own code
+    failing (a preprocess, a hook), keeps its traceback."""
     from calmops.deployments.console import known_error
 
-    return known_error(exc) or (str(exc), getattr(exc, "hint", None) or "", 1)
+    return known_error(exc)
 
 
 def _cannot_start(request: dict, exc: BaseException, fds: tuple[int, ...]) -> None:

@@ -24,8 +24,9 @@ watcher's event, so its run is made by the pipeline's automation like any other)
 decides the files left, oldest first, as every run does, so arrival order and "each file once" hold as before.
 Should that event be lost, the watcher's next scan announces the file, as it does for any file without a run.
 While the pipeline has its own deployment beside prefect.yaml's for its kind (each would start a run for the
-event, :mod:`calmops.core.schemes`), or that cannot be told, the turn announces nothing and goes on: the watcher
-announces none of the pipeline's files then either.
+event, :mod:`calmops.core.schemes`), or that cannot be told, the turn announces nothing and goes on deciding.
+The watcher announces none of the pipeline's files while both deployments exist; when it cannot tell, it
+announces them (a second run of a file is answered a duplicate), where a turn, which can simply go on, does not.
 
 Workers take the runs that are due first, and this pipeline's queued runs were made before the waiting
 pipeline's: so the turn also schedules its pipeline's queued runs again for now (Prefect shows them Scheduled,
@@ -204,8 +205,9 @@ def step_back(way: GiveWay, log: RunLog) -> int:
 def announce(pipeline: str, kind: str, file: Path, sha256: str, log: RunLog) -> bool:
     """Send the watcher's event for ``file``, so that the pipeline's automation makes a run for it. False (and
     the turn goes on) when the event could not be queued for sending, and when the event would start two runs
-    (the pipeline's own deployment and prefect.yaml's for its kind both exist, see :mod:`calmops.core.schemes`),
-    or it cannot be told whether it would: the watcher announces none of its files then, and neither does a turn."""
+    (the pipeline's own deployment and prefect.yaml's for its kind both exist, see :mod:`calmops.core.schemes`:
+    the watcher announces none of its files then either), or it cannot be told whether it would (the watcher
+    announces then; a turn need not, it goes on deciding)."""
     from prefect.events import emit_event
 
     try:

@@ -127,6 +127,29 @@ def test_a_run_that_cannot_start_for_a_calmops_error_says_it_without_a_traceback
     assert "hint: fix the configuration file" in text and "Traceback" not in text, text
 
 
+def test_an_unknown_pipeline_is_said_in_one_line_and_the_pipelines_own_code_failing_with_its_traceback():
+    """Every refusal the command says in one line is said so by the runner's child too (an unknown pipeline is
+    not a CalmOpsError); the pipeline's own preprocess or hook failing is not a refusal: its traceback is what its
+    author needs."""
+    from calmops.core.errors import UserCodeFailed
+    from calmops.core.store import PipelineNotFound
+
+    said = {}
+    for name, exc in (("unknown", PipelineNotFound("no pipeline named 'sae'")),
+                      ("user", UserCodeFailed("preprocess failed: KeyError: 'x9'"))):
+        read, write = os.pipe()
+        try:
+            raise exc
+        except Exception as raised:  # noqa: BLE001 - raised, so that it has a traceback to print
+            warm._cannot_start({"entry": "engine", "env": {"PREFECT__FLOW_RUN_ID": "run-8"}}, raised, (write,))
+        os.close(write)
+        with os.fdopen(read) as out:
+            said[name] = out.read()
+    assert "no pipeline named 'sae'" in said["unknown"] and "hint: see 'calmops list'" in said["unknown"], said
+    assert "Traceback" not in said["unknown"], said
+    assert "preprocess failed: KeyError: 'x9'" in said["user"] and "Traceback" in said["user"], said
+
+
 def test_a_command_with_an_unreadable_configuration_says_so_in_one_line_where_a_runner_would_be_looked_for(
         tmp_path):
     """The runner's socket lives in the run folder the configuration names: a calmops.toml that cannot be read
