@@ -220,6 +220,7 @@ def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
     from calmops.core.names import retired_stamp
     from calmops.core.store import pipeline_paths, read_spec
     from calmops.deployments.deploy import delete_pipeline_deployments
+    from calmops.deployments.watcher import waiting_files
 
     spec = read_spec(name)
     paths = pipeline_paths(spec)
@@ -227,6 +228,7 @@ def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
     if busy := removed["still_running"]:
         console.print(f"[yellow]warning:[/] {len(busy)} run(s) still running after {wait:.0f} s "
                       f"({', '.join(busy)}); they will fail when the folder moves")
+    waiting = waiting_files(name)  # after the runs in flight ended, before the ledger is set aside
     delete_breaker(name)
     stamp = retired_stamp()
     _retire_experiment(name, stamp)
@@ -237,6 +239,13 @@ def delete_pipeline(name: str, console, wait: float = 120.0) -> dict[str, Any]:
     shutil.move(str(paths.root), target)
     removed["moved_to"] = str(target)
     removed["external_incoming"] = str(paths.incoming) if not paths.incoming.is_relative_to(paths.root) else None
+    root = paths.root.resolve()
+    now_in: dict[str, int] = {}  # folder where the files nobody decided are now -> how many
+    for path in waiting:
+        folder = target / path.parent.relative_to(root) if path.is_relative_to(root) else path.parent
+        now_in[str(folder)] = now_in.get(str(folder), 0) + 1
+    removed["files_not_processed"] = len(waiting)
+    removed["files_not_processed_in"] = now_in
     return removed
 
 
@@ -436,6 +445,14 @@ def register(app: typer.Typer) -> None:
         console.print(f"deleted pipeline [bold]{name}[/]: deployments {result['deployments'] or 'none'}, "
                       f"automations {result['automations'] or 'none'}; files kept in {result['moved_to']}",
                       highlight=False)
+        runs = result["waiting_runs_deleted"]
+        for folder, count in result["files_not_processed_in"].items():
+            moved = folder.startswith(result["moved_to"] + os.sep)
+            console.print(f"[yellow]{count} file(s) were waiting{'' if moved else ' in ' + folder} and were not "
+                          f"processed[/]{f' ({runs} queued run(s) removed)' if runs else ''}; "
+                          f"{'they are now in ' + folder if moved else 'they stay there'}: to process them, move "
+                          "them into the incoming folder of a pipeline (this one, created again)", highlight=False)
+            runs = 0
         if result["external_incoming"]:
             console.print(f"its incoming folder {result['external_incoming']} was left in place (not watched any more)",
                           highlight=False)
