@@ -27,6 +27,9 @@ class Kind:
     needs_block_column: bool  # every file names its block (a site, a month) in ``block_column``
     block_column_is_feature: bool  # the block column is a model input; otherwise it only splits the file
     default_model: str | None = None  # the estimator when the spec names none (None: the spec's own default)
+    # the ``retrain`` keys the kind's flow reads (None: all), and how it retrains instead of the others
+    retrain_keys: frozenset[str] | None = None
+    retraining: str = ""
 
     def block_column_needed(self, prediction_only: bool) -> bool:
         """Whether a file must carry the block column: always where the model reads it (block: it routes each
@@ -52,10 +55,15 @@ KINDS: dict[str, Kind] = {
         Kind("stream", "file by file: one model, checked and retrained on each file",
              needs_block_column=False, block_column_is_feature=False),
         Kind("block", "blocks inside each file: a global model plus one model per block, blocks checked one by one",
-             needs_block_column=True, block_column_is_feature=True),
+             needs_block_column=True, block_column_is_feature=True,
+             retrain_keys=frozenset({"data", "retrain_on", "history_max_batches"}),
+             retraining="a block pipeline refits only its drifted and new blocks and its global model (retrain.data "
+                        "and retrain.retrain_on apply)"),
         Kind("ipip", "an adaptive ensemble for imbalanced data, updated on every batch",
              needs_block_column=True, block_column_is_feature=False,
-             default_model="calmops.core.ipip.IPIPClassifier"),
+             default_model="calmops.core.ipip.IPIPClassifier",
+             retrain_keys=frozenset({"history_max_batches"}),
+             retraining="an ipip pipeline updates its ensemble on every file, with no drift gate"),
     )
 }
 assert tuple(KINDS) == get_args(KindName), "KindName and KINDS list the same kinds"

@@ -482,6 +482,29 @@ def check_spec(spec: PipelineSpec) -> None:
             raise SpecError(f"{key}: {path} defines no function {name!r}")
 
 
+def ignored_settings(spec: PipelineSpec) -> list[str]:
+    """Warnings for ``retrain`` settings given a value other than the default that the spec's kind never reads
+    (docs/kinds.md: ``retrain.mode: window`` in a block pipeline, any mode in an ipip pipeline). Said at
+    ``create``/``update``, never refused: a spec that worked keeps working.
+
+    >>> ignored_settings(parse_spec({"name": "w", "kind": "block", "target": "y", "block_column": "site",
+    ...                              "retrain": {"mode": "window", "data": "new_only"}}))  # doctest: +ELLIPSIS
+    ["retrain.mode: 'window' does not apply to kind 'block' and is ignored: a block pipeline refits only ..."]
+    """
+    kind = KINDS[spec.kind]
+    if kind.retrain_keys is None:
+        return []
+    said = []
+    for key, field in RetrainSpec.model_fields.items():
+        value = getattr(spec.retrain, key)
+        if key in kind.retrain_keys or value == field.get_default(call_default_factory=True):
+            continue
+        shown = value.model_dump() if isinstance(value, BaseModel) else value
+        said.append(f"retrain.{key}: {shown!r} does not apply to kind {spec.kind!r} and is ignored: "
+                    f"{kind.retraining}; remove it (docs/kinds.md)")
+    return said
+
+
 def _check_recalibration(spec: PipelineSpec) -> None:
     """``recalibration`` recalibrates a classifier's probabilities: for a regressor the pipeline could never
     retrain, so it is refused here rather than on its first drift."""

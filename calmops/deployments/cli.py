@@ -142,13 +142,19 @@ def update(name: str, spec_file: Path):
 def _save_from(spec_file: Path, spec, *, create: bool):
     """Save a spec read from ``spec_file``, its relative paths taken from the file's folder; what the checks on
     save find (a model class, its params, a hook) is said with the file's name, as a problem of reading it is."""
-    from calmops.core.spec import SpecError
+    from rich.markup import escape
+
+    from calmops.core.spec import SpecError, ignored_settings
     from calmops.core.store import save_spec
+    from calmops.deployments.console import console
 
     try:
-        return save_spec(spec, create=create, base=spec_file.expanduser().resolve().parent)
+        paths = save_spec(spec, create=create, base=spec_file.expanduser().resolve().parent)
     except SpecError as exc:
         raise SpecError(f"{spec_file}: {exc}") from None
+    for warning in ignored_settings(spec):  # saved as given: a spec that worked keeps working
+        console.print(f"[yellow]warning:[/] {escape(f'{spec_file}: {warning}')}", highlight=False)
+    return paths
 
 
 def _keeps_what_awaits_labels(name: str, current, spec) -> None:

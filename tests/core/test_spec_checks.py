@@ -175,3 +175,20 @@ def test_relative_preprocess_runs_from_another_working_directory(prefect_server,
     outcome = run("rel", write_csv(sea_frame(400, 8, seed=1), incoming("rel"), "a.csv"))
     assert outcome["decision"] == "train", outcome
     assert "x12" in registry.champion("rel").schema.columns
+
+
+def test_retrain_settings_a_kind_never_reads_are_named_and_its_own_are_not():
+    from calmops.core.spec import ignored_settings, parse_spec
+
+    block = {"name": "w", "kind": "block", "target": "y", "block_column": "site"}
+    assert ignored_settings(parse_spec({**block, "retrain": {"data": "new_only", "retrain_on": "always"}})) == []
+    said = ignored_settings(parse_spec({**block, "retrain": {"fallback_mode": "full", "stacking_cv": 5}}))
+    assert [w.split(":")[0] for w in said] == ["retrain.fallback_mode", "retrain.stacking_cv"]
+    ipip = parse_spec({"name": "r", "kind": "ipip", "target": "y", "block_column": "m",
+                       "retrain": {"data": "new_only"}})
+    assert [w.split(":")[0] for w in ignored_settings(ipip)] == ["retrain.data"]
+    stream = parse_spec({"name": "s", "target": "y", "retrain": {"mode": "window", "window_batches": 3}})
+    assert ignored_settings(stream) == []  # the stream kind reads every retrain key
+    # a saved spec (every key written out, defaults included) read back says nothing
+    saved = parse_spec({"name": "w2", "kind": "block", "target": "y", "block_column": "site"})
+    assert ignored_settings(parse_spec(yaml.safe_load(saved.to_yaml()))) == []
