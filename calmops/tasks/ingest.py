@@ -36,6 +36,12 @@ SNIFF_BYTES = 64 * 1024
 #: a tag, declaration or processing instruction opening a document (a header such as "<30d,30-60d" is not one)
 MARKUP = re.compile(r"<(?:[A-Za-z][\w:.-]*[\s/>]|!|\?)")
 MAX_COLUMNS_NAMED = 50  # column names a refusal lists in its details (a page read as a table has thousands)
+#: The cells of a text table (CSV, TSV, TXT) or a spreadsheet read as a missing value, in any column, matched as
+#: written (case included; with a space around it a cell is text): pandas 2's default markers, given explicitly
+#: so that a pandas upgrade cannot change what a file means (docs/security.md, "Missing values").
+MISSING_MARKERS = ("", "NA", "N/A", "n/a", "#N/A", "#N/A N/A", "#NA", "<NA>", "NULL", "null", "NaN", "-NaN", "nan",
+                   "-nan", "None", "1.#IND", "-1.#IND", "1.#QNAN", "-1.#QNAN")
+MISSING = {"keep_default_na": False, "na_values": list(MISSING_MARKERS)}  # for pandas' read_csv / read_excel
 
 
 class RejectedInput(BadInput):
@@ -168,7 +174,7 @@ def _json_lines(path: Path) -> list[dict]:
 def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFrame:
     try:
         if fmt in ("csv", "tsv", "txt"):
-            return pd.read_csv(path, sep=text_delimiter(path, fmt, delimiter))
+            return pd.read_csv(path, sep=text_delimiter(path, fmt, delimiter), **MISSING)
         if fmt == "parquet":
             return pd.read_parquet(path)
         if fmt == "json":
@@ -179,7 +185,7 @@ def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFra
         if fmt == "jsonl":  # a record per line, read as json's records are: each value as written
             return pd.json_normalize(_json_lines(path))
         if fmt == "xlsx":
-            return pd.read_excel(path, engine="openpyxl")
+            return pd.read_excel(path, engine="openpyxl", **MISSING)
         if fmt == "arff":
             import arff
 

@@ -21,7 +21,7 @@ from calmops.core.metrics import evaluate
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import pipeline_paths
 from calmops.tasks import validate as V
-from calmops.tasks.ingest import RejectedInput, detect_format, read_table, text_delimiter
+from calmops.tasks.ingest import MISSING, RejectedInput, detect_format, read_table, text_delimiter
 
 
 def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> tuple[pd.DataFrame, str]:
@@ -73,7 +73,7 @@ def _read_as_written(path: Path, fmt: str, delimiter: str | None, as_text: list[
     as the features files are."""
     if fmt in ("csv", "tsv", "txt"):
         try:
-            return pd.read_csv(path, sep=delimiter, dtype={c: str for c in as_text})
+            return pd.read_csv(path, sep=delimiter, dtype={c: str for c in as_text}, **MISSING)
         except Exception:  # noqa: BLE001, S110 - read_table below says why the file cannot be read
             pass
     return read_table(path, fmt, delimiter)
