@@ -56,6 +56,26 @@ def runs_in_states(client: Any, states: Iterable[Any], *, pipeline: str | None =
     return list(found.values())
 
 
+def mark_crashed(run_ids: Iterable[str], message: str) -> list[str]:
+    """Mark Crashed each of these flow runs that Prefect still calls Running or Pending, through the server's rules
+    (which give the deployment's concurrency slot back): runs whose processes were stopped and cannot report their
+    end. Returns the ids marked; a run that ended first keeps its state. Raises when the server does not answer."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.states import Crashed
+
+    marked = []
+    with get_client(sync_client=True) as client:
+        for run_id in run_ids:
+            run = client.read_flow_run(run_id)
+            if run.state is None or run.state.type not in (StateType.RUNNING, StateType.PENDING):
+                continue
+            if client.set_flow_run_state(run_id, Crashed(message=message)).status == SetStateStatus.ACCEPT:
+                marked.append(run_id)
+    return marked
+
+
 def _runs_tags(pipeline: str) -> list[str]:
     """The tags a run of ``pipeline`` carries one of: the pipeline's, on a run of its own deployment (``calmops
     deploy``), and its kind's, on a run of the kind's deployment (``prefect deploy`` from prefect.yaml: a trigger

@@ -164,7 +164,10 @@ def bring_down(console) -> None:
 
     left: dict[str, stack.StillRunning] = {}
     settings = stack.get_settings()
+    in_flight: dict = {}
     for name in reversed(stack.ORDER):
+        if name == "worker":  # its flow-run processes name their runs: read before they go
+            in_flight = stack.flow_runs_in_flight(name, settings)
         if stack.running_pid(settings, name):  # stopping takes up to seconds: its processes finish first
             console.print(f"stopping {name} …", highlight=False)
         try:
@@ -174,6 +177,8 @@ def bring_down(console) -> None:
             console.print(f"[red]{name}: still running[/] ({escape(str(exc))})", highlight=False)
             continue
         console.print(f"{name}: {'stopped' if stopped else 'not running'}")
+        if name == "runner" and (line := stack.stopped_runs_line(in_flight)):  # after the worker; Prefect still up
+            console.print(line, highlight=False)
     if left:
         pids = " ".join(str(pid) for exc in left.values() for pid in exc.pids)
         raise CliError(f"{', '.join(left)} still running (pid {pids})",

@@ -458,6 +458,42 @@ def stop(name: str, settings: Settings | None = None, grace: float = 10.0) -> bo
     return True
 
 
+FLOW_RUN_VARIABLE = "PREFECT__FLOW_RUN_ID"  # Prefect's worker gives each flow-run process its run's id
+
+
+def flow_runs_in_flight(name: str, settings: Settings | None = None) -> dict[str, dict[int, str | None]]:
+    """The flow runs this host's service ``name`` (the worker) runs now: each run's id, from the environment of
+    the processes it started, with those processes (pid: start time). Read before the service is stopped."""
+    pid = running_pid(settings or get_settings(), name)
+    found: dict[str, dict[int, str | None]] = {}
+    for child in _descendants(pid) if pid else []:
+        if run_id := (environ_of(child) or {}).get(FLOW_RUN_VARIABLE):
+            found.setdefault(run_id.decode(errors="replace"), {})[child] = start_time(child)
+    return found
+
+
+def stopped_runs_line(in_flight: dict[str, dict[int, str | None]]) -> str | None:
+    """Said by ``calmops down`` once the worker and the runner are stopped (Prefect's server, stopped last, still
+    answers): how many flow runs in flight were stopped, each marked Crashed in Prefect, which would show it
+    Running until the watcher's check found it after the next ``calmops up``. A run with a process still alive
+    (one that outlived the signals) is left as it is."""
+    gone = [run_id for run_id, procs in in_flight.items() if not any(running(p, t) for p, t in procs.items())]
+    if not gone:
+        return None
+    line = f"{len(gone)} flow run(s) in flight stopped: their files are taken again after 'calmops up'"
+    if not os.environ.get("PREFECT_API_URL"):  # no server to tell (a client would start a temporary one)
+        return f"{line}; Prefect shows them Running until the watcher finds them after 'calmops up'"
+    from calmops.core.flow_runs import mark_crashed
+
+    try:
+        marked = mark_crashed(gone, "stopped by 'calmops down' while it ran; its file is taken again after "
+                                    "'calmops up'")
+    except Exception as exc:  # noqa: BLE001 - the server is out of reach: the watcher's check finds them later
+        return (f"{line}; Prefect could not be told ({type(exc).__name__}): it shows them Running until the "
+                "watcher finds them after 'calmops up'")
+    return f"{line}; {len(marked)} marked Crashed in Prefect" if marked else line
+
+
 def _stop_left_behind(name: str, settings: Settings) -> list[int]:
     """Stop the processes a server left running when it was killed on its own (``kill -9`` of its pid: MLflow's
     server keeps serving from its uvicorn child, holding the port): those that carry the service's marker in
