@@ -271,14 +271,14 @@ def test_a_name_refused_again_after_its_first_refusal_was_moved_back_and_decided
     assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
     paths = pipeline_paths(load_spec(spec_file))
     first = _run(write_csv(sea_frame(1000, 8, seed=1), tmp_path / "one", "a.csv"))
-    assert first["decision"] == "rejected_input" and "over the limit of 1000" in first["reason"]
+    assert first["decision"] == "quarantined" and "over the limit of 1000" in first["reason"]
     spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
     assert runner.invoke(app, ["update", "sea", str(spec_file)]).exit_code == 0
     shutil.move(paths.quarantine / "a.csv", paths.incoming / "a.csv")
     decided = _run(paths.incoming / "a.csv")
     assert decided["decision"] == "train"
     again = _run(write_csv(sea_frame(1000, 8, seed=2).drop(columns=["x2"]), tmp_path / "two", "a.csv"))
-    assert again["decision"] == "rejected_input" and "x2" in again["reason"]
+    assert again["decision"] == "quarantined" and "x2" in again["reason"]
 
     files = json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)["files"]
     assert [(f["file"], f["decision"], f["sha256"], f["reason"]) for f in files] == [
