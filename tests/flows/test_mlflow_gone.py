@@ -4,12 +4,9 @@ MLflow's client on its own defaults retried for about four minutes first, saying
 
 from __future__ import annotations
 
-import http.client
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,6 +15,7 @@ from calmops.core.store import ledger, pipeline_paths, read_spec
 from calmops.flows import run_file
 from tests.conftest import sea_frame, write_csv
 from tests.flows.helpers import digest, incoming, run
+from tests.flows.tracking_proxy import TrackingProxy
 
 pytestmark = pytest.mark.integration
 
@@ -60,53 +58,14 @@ def test_a_run_whose_mlflow_server_is_gone_fails_soon_naming_it_and_its_file_sta
     assert (paths.processed / "a.csv").is_file()
 
 
-class _GoesAway(ThreadingHTTPServer):
+class _GoesAway(TrackingProxy):
     """Forwards to the MLflow server ``upstream`` until it has created a run; then it stops listening, as a
     tracking server that goes down in the middle of a run: every later connection is refused."""
 
-    daemon_threads = True
-
-    def __init__(self, upstream: str):
-        self.upstream = urlsplit(upstream)
-        self.after_start: list[str] = []
-        super().__init__(("127.0.0.1", 0), _ForwardUntilRunCreated)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _ForwardUntilRunCreated(BaseHTTPRequestHandler):
-    server: _GoesAway
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-    def _handle(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        conn = http.client.HTTPConnection(self.server.upstream.hostname, self.server.upstream.port, timeout=60)
-        try:
-            conn.request(self.command, self.path, body=body or None,
-                         headers={k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP})
-            answer = conn.getresponse()
-            data = answer.read()
-        finally:
-            conn.close()
-        if self.path.split("?")[0].endswith("/runs/create"):  # the run is started: the server goes down
-            self.server.shutdown()  # (serve_forever runs in another thread)
-            self.server.server_close()
-        self.send_response(answer.status)
-        for k, v in answer.getheaders():
-            if k.lower() not in HOP_BY_HOP:
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
-
-
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
+    def forwarded(self, method: str, path: str) -> None:
+        if path.endswith("/runs/create"):  # the run is started: the server goes down
+            self.shutdown()  # (serve_forever runs in another thread)
+            self.server_close()
 
 
 def test_a_run_whose_mlflow_server_goes_away_after_it_started_fails_with_the_explained_reason(

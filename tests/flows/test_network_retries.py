@@ -8,74 +8,33 @@ client retries transient answers (408, 429, 5xx) itself. This shows that it does
 
 from __future__ import annotations
 
-import http.client
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import sea_frame, write_csv
 from tests.flows.helpers import incoming, run
+from tests.flows.tracking_proxy import TrackingProxy
 
 pytestmark = pytest.mark.integration
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
-
-
-class FlakyProxy(ThreadingHTTPServer):
+class FlakyProxy(TrackingProxy):
     """Forwards to ``upstream``; the first request of each (method, path) gets 503 instead."""
 
-    daemon_threads = True
-
     def __init__(self, upstream: str):
-        self.upstream = urlsplit(upstream)
         self.seen: set[tuple[str, str]] = set()
         self.refused: list[tuple[str, str]] = []
         self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Forward)
+        super().__init__(upstream)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Forward(BaseHTTPRequestHandler):
-    server: FlakyProxy
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-    def _handle(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        key = (self.command, self.path.split("?")[0])
-        with self.server.lock:
-            first = key not in self.server.seen
-            self.server.seen.add(key)
+    def answer_first(self, method: str, path: str) -> int | None:
+        key = (method, path)
+        with self.lock:
+            first = key not in self.seen
+            self.seen.add(key)
             if first:
-                self.server.refused.append(key)
-        if first:
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        conn = http.client.HTTPConnection(self.server.upstream.hostname, self.server.upstream.port, timeout=60)
-        try:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-            conn.request(self.command, self.path, body=body or None, headers=headers)
-            answer = conn.getresponse()
-            data = answer.read()
-        finally:
-            conn.close()
-        self.send_response(answer.status)
-        for k, v in answer.getheaders():
-            if k.lower() not in HOP_BY_HOP:
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
+                self.refused.append(key)
+        return 503 if first else None
 
 
 @pytest.fixture
