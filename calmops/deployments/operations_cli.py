@@ -206,9 +206,17 @@ def sync_pipeline(name: str, console) -> bool:
     if not prefect_reachable():
         console.print("[dim]Prefect is not running: the deployment is made by 'calmops up' or 'calmops deploy'[/]")
         return False
-    from calmops.deployments.deploy import deploy_pipeline
+    from rich.markup import escape
 
-    console.print(summary_line(deploy_pipeline(name).to_dict()), highlight=False)
+    from calmops.deployments.deploy import RunInFlight, deploy_pipeline
+
+    try:
+        deployed = deploy_pipeline(name)
+    except RunInFlight as exc:  # the spec is saved: what is left is the deployment, once the run has ended
+        console.print(f"[yellow]warning:[/] the spec is saved, but the deployments of {name} are as they were: "
+                      f"{escape(str(exc))}; hint: {RUN_IN_FLIGHT_HINT}", highlight=False)
+        return False
+    console.print(summary_line(deployed.to_dict()), highlight=False)
     return True
 
 

@@ -54,3 +54,26 @@ def test_a_pipeline_whose_spec_does_not_read_is_named_with_what_to_do_and_the_ot
     assert "2 pipelines were not deployed: fraud, sea" in both.stderr, both.output
     lines = [line for line in both.stdout.splitlines() if ": not deployed: its spec cannot be read" in line]
     assert [line.split(":")[0] for line in lines] == ["fraud", "sea"], both.stdout
+
+
+def test_update_whose_deployment_waits_for_a_run_in_flight_says_the_spec_is_saved_and_what_to_run(
+        prefect_api, stream_spec, tmp_path, monkeypatch):
+    """Bringing the deployments in step can wait for a run in flight (a pipeline's own deployment is removed only
+    once its run has ended) and give up: `update` has saved the spec by then, so it says so, with the command
+    to run once the run has ended, and succeeds; it said "RuntimeError: … run again with 'calmops --debug'"."""
+    from calmops.core.store import read_spec
+    from calmops.deployments import deploy
+
+    def still_running(name, *args, **kwargs):
+        raise deploy.RunInFlight(f"calmops-stream/{name} still has run(s) odd-run in flight after 120 s; "
+                                 "nothing was removed")
+
+    monkeypatch.setattr(deploy, "deploy_pipeline", still_running)  # what waiting on a stale run ends with
+    changed = tmp_path / "sea.yaml"
+    changed.write_text(yaml.safe_dump({**STREAM_SPEC, "order": "none"}))
+    done = runner.invoke(app, ["update", "sea", str(changed)], terminal_width=400)
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.output.split())
+    assert "the spec is saved, but the deployments of sea are as they were" in said, said
+    assert "odd-run in flight" in said and "once it ends, run 'calmops deploy' again" in said, said
+    assert read_spec("sea").order == "none"
