@@ -630,8 +630,9 @@ class Watcher:
             return
         try:  # the arrival order the pipeline's runs follow (calmops.flows.common.run_in_order; labels files:
             # calmops.flows.labels.run_labels_file, in the ledger as labels/<name>)
-            name, incoming = (f"{LABELS_ENTRY}{path.name}", None) if watched.labels else (path.name, path.parent)
-            Ledger(watched.ledger).arrive(sha, name, arrived, incoming, at=path)
+            name = f"{LABELS_ENTRY}{path.name}" if watched.labels else path.name
+            # the folder it is in: a first copy of the same bytes still waiting there is decided first
+            Ledger(watched.ledger).arrive(sha, name, arrived, path.parent, at=path)
         except statedb.errors():
             log.exception("could not record the arrival of %s (the run records it)", path)
 

@@ -660,3 +660,26 @@ def test_a_watcher_started_by_hand_shows_running_in_status_by_its_heartbeat(stre
         assert not state["services"]["worker"]["healthy"]  # nothing else is taken for running
     watcher = stack.status()["watcher"]
     assert not watcher["healthy"] and not watcher.get("outside"), watcher
+
+
+def test_a_second_copy_of_labels_bytes_waiting_in_the_labels_folder_leaves_the_first_copy_first(stream_spec):
+    """Two copies of one labels file dropped into the labels folder: the first is decided and the second is its
+    duplicate, as for data files in incoming. The second's arrival took the first copy's ledger row over (the
+    labels folder was not looked in), so the second was decided and the first, still waiting, answered later."""
+    from calmops.core.store import ledger, pipeline_paths, save_spec, spec_from_dict
+
+    spec = spec_from_dict({**STREAM_SPEC, "labels": {"join_on": ["id"]}})
+    save_spec(spec, create=False)
+    paths = pipeline_paths(spec)
+    paths.labels.mkdir(parents=True, exist_ok=True)
+    data = b"id,y\n1,0\n2,1\n"
+    rec = Recorder()
+    with make_watcher(rec):
+        (paths.labels / "a.csv").write_bytes(data)
+        rec.wait_for(1)
+        (paths.labels / "b.csv").write_bytes(data)
+        deadline = time.monotonic() + 10
+        while "b.csv" not in rec.names() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    [row] = [e for e in ledger(paths).entries() if e["sha256"] == sha(data)]
+    assert row["file"] == "labels/a.csv", row
