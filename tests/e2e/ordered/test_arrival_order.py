@@ -250,15 +250,16 @@ def test_prefect_yaml_s_deployment_serves_its_kind_instead_of_per_pipeline_ones_
                                                   "calmops.pipeline.kind": "stream"}})
     kind_id = stream_flow.to_deployment(name="stream", tags=[TAG, "calmops.kind.stream"], triggers=[trigger],
                                         work_pool_name="calmops").apply()  # what prefect.yaml makes
-    result = CliRunner().invoke(app, ["deploy", "order-scheme"], terminal_width=400)
-    assert result.exit_code == 0, result.output
-    assert "served by prefect.yaml's deployment calmops-stream/stream" in result.output
-    assert "removed calmops-stream/order-scheme" in result.output  # both would run every file
-    assert describe("order-scheme")["deployments"] == []
-
-    with get_client(sync_client=True) as client:
-        client.delete_deployment(kind_id)  # deleted the way Prefect does: its automation stays behind
-        assert client.read_automations_by_name("calmops-file-arrived-kind-stream")
+    try:
+        result = CliRunner().invoke(app, ["deploy", "order-scheme"], terminal_width=400)
+        assert result.exit_code == 0, result.output
+        assert "served by prefect.yaml's deployment calmops-stream/stream" in result.output, result.output
+        assert "removed calmops-stream/order-scheme" in result.output, result.output  # both would run every file
+        assert describe("order-scheme")["deployments"] == [], describe("order-scheme")
+    finally:  # the stack is shared: a per-kind deployment left behind would serve every later stream pipeline
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(kind_id)  # deleted the way Prefect does: its automation stays behind
+            assert client.read_automations_by_name("calmops-file-arrived-kind-stream")
     result = CliRunner().invoke(app, ["deploy", "order-scheme"], terminal_width=400)
     assert result.exit_code == 0, result.output
     with get_client(sync_client=True) as client:
