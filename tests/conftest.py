@@ -197,3 +197,17 @@ def stream_spec(calmops_home):
     _forget_breaker("sea")  # other test modules (e.g. the viewer's) use the same name on the same server
     save_spec(spec, create=True)
     return spec
+
+
+@pytest.fixture(autouse=True)
+def _consoles_made_per_test():
+    """The command consoles are made once a process, from the environment of their first use (COLUMNS, a
+    terminal or not): one made while a test set COLUMNS would fold every later test's long lines at that width.
+    Each test gets consoles made from its own environment, as a new `calmops` process does."""
+    yield
+    import sys
+
+    consoles = sys.modules.get("calmops.deployments.console")
+    if consoles is not None:
+        for name in ("console", "err"):
+            vars(consoles).pop(name, None)
