@@ -346,18 +346,27 @@ def test_prefect_deploy_all_from_prefect_yaml(live):
                           check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    with get_client(sync_client=True) as client:
-        deployed = {d.name: d for d in client.read_deployments() if d.name in kinds}
-        assert sorted(deployed) == sorted(kinds)
-        stream = deployed["stream"]
-        assert stream.work_pool_name == "calmops" and stream.entrypoint == "calmops.flows.stream.stream_flow"
-        assert stream.concurrency_limit == 1 or stream.global_concurrency_limit.limit == 1
-        [automation] = client.read_resource_related_automations(f"prefect.deployment.{stream.id}")
-        assert automation.name == "calmops-file-arrived-kind-stream"
-        action = automation.actions[0]
-        assert action.parameters["path"] == "{{ event.resource['calmops.file.path'] }}"
-        assert automation.trigger.match.model_dump() == {"prefect.resource.id": "calmops.pipeline.*",
-                                                         "calmops.pipeline.kind": "stream"}
+    from calmops.deployments.deploy import kind_deployments, prune_automations
+
+    try:
+        with get_client(sync_client=True) as client:
+            deployed = {d.name: d for d in client.read_deployments() if d.name in kinds}
+            assert sorted(deployed) == sorted(kinds)
+            stream = deployed["stream"]
+            assert stream.work_pool_name == "calmops" and stream.entrypoint == "calmops.flows.stream.stream_flow"
+            assert stream.concurrency_limit == 1 or stream.global_concurrency_limit.limit == 1
+            [automation] = client.read_resource_related_automations(f"prefect.deployment.{stream.id}")
+            assert automation.name == "calmops-file-arrived-kind-stream"
+            action = automation.actions[0]
+            assert action.parameters["path"] == "{{ event.resource['calmops.file.path'] }}"
+            assert automation.trigger.match.model_dump() == {"prefect.resource.id": "calmops.pipeline.*",
+                                                             "calmops.pipeline.kind": "stream"}
+    finally:  # the stack is shared: while they exist, they serve every pipeline of their kind (and the watcher
+        # announces no file of a pipeline that also has its own deployment)
+        with get_client(sync_client=True) as client:
+            for deployment in kind_deployments():
+                client.delete_deployment(deployment.id)
+        prune_automations()
 
 
 def test_labels_that_come_later_are_joined_through_the_watcher_once_even_across_a_watcher_restart(live):
