@@ -184,21 +184,28 @@ def test_every_file_in_quarantine_is_listed_with_its_own_reason(calmops_home, st
                                             "l.csv: no rows"]
 
 
-def test_the_table_has_no_score_column_while_no_run_has_a_score(calmops_home):
-    """A pipeline without a primary metric whose only file was quarantined has logged no score: the table shows
-    no "score served" column of dashes, and gains its metric's column once a score exists to show."""
-    from calmops.core.store import ledger, quarantine, save_spec, spec_from_dict
+def _history_of_one_empty_file_quarantined(paths):
+    """`calmops history sea` (its table) once its only file, empty.csv, was quarantined: no score anywhere."""
+    from calmops.core.store import ledger, quarantine
 
-    spec = spec_from_dict({k: v for k, v in STREAM_SPEC.items() if k != "evaluation"})
-    save_spec(spec, create=True)
-    paths = pipeline_paths(spec)
     (paths.incoming / "empty.csv").write_text("")
     ledger(paths).arrive("e" * 64, "empty.csv", 1.0)
     quarantine(paths, paths.incoming / "empty.csv", "e" * 64, "empty.csv: the file is empty")
     ledger(paths).finish("e" * 64, "rejected_input", status="gone")
-
     text = runner.invoke(app, ["history", "sea"], env={"COLUMNS": "200"})
     assert text.exit_code == 0, text.output
+    return text
+
+
+def test_the_table_has_no_score_column_while_no_run_has_a_score(calmops_home):
+    """A pipeline without a primary metric whose only file was quarantined has logged no score: the table shows
+    no "score served" column of dashes, and gains its metric's column once a score exists to show."""
+    from calmops.core.store import save_spec, spec_from_dict
+
+    spec = spec_from_dict({k: v for k, v in STREAM_SPEC.items() if k != "evaluation"})
+    save_spec(spec, create=True)
+    paths = pipeline_paths(spec)
+    text = _history_of_one_empty_file_quarantined(paths)
     assert "empty.csv" in text.stdout and "served" not in text.stdout and "score" not in text.stdout
     assert not [line for line in text.stdout.splitlines() if line.endswith(" ")], text.stdout  # piped: no padding
     assert json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)["metric"] is None
@@ -207,16 +214,8 @@ def test_the_table_has_no_score_column_while_no_run_has_a_score(calmops_home):
 def test_the_table_has_no_score_column_while_no_row_shown_has_a_score(calmops_home, stream_spec):
     """The spec names its primary metric (accuracy), but the only file was quarantined and scored nothing: a column
     "accuracy served" of dashes alone says nothing, so the table has none; --json still names the metric."""
-    from calmops.core.store import ledger, quarantine
-
     paths = pipeline_paths(stream_spec)
-    (paths.incoming / "empty.csv").write_text("")
-    ledger(paths).arrive("e" * 64, "empty.csv", 1.0)
-    quarantine(paths, paths.incoming / "empty.csv", "e" * 64, "empty.csv: the file is empty")
-    ledger(paths).finish("e" * 64, "rejected_input", status="gone")
-
-    text = runner.invoke(app, ["history", "sea"], env={"COLUMNS": "200"})
-    assert text.exit_code == 0, text.output
+    text = _history_of_one_empty_file_quarantined(paths)
     assert "empty.csv" in text.stdout and "served" not in text.stdout and "accuracy" not in text.stdout, text.stdout
     assert json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)["metric"] == "accuracy"
 
