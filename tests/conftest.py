@@ -12,6 +12,11 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
+# What the commands print is read by the tests as a pipe reads it: a COLUMNS, LINES or FORCE_COLOR of the shell
+# that runs the tests (a CI runner's, a terminal's) would fold long paths at its width; a test that wants a width
+# sets COLUMNS itself.
+for _name in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+    os.environ.pop(_name, None)
 
 
 # ``pytest -n 2`` (pytest-xdist; what ``make test`` runs): the two longest units start first, one on each worker:

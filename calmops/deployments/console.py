@@ -46,10 +46,18 @@ def _made(name: str) -> Console:
         from rich.console import Console
 
         made = Console(emoji=False, **_CONSOLE_OPTIONS[name])
-        # into a file or a pipe, a name or a path stays on its line (unless COLUMNS asks for a width)
-        made.soft_wrap = not made.is_terminal and not os.environ.get("COLUMNS")
+        # into a file or a pipe, a name or a path stays on its line (unless COLUMNS asks for a width), also when
+        # FORCE_COLOR makes rich treat the pipe as a terminal (CI systems set it for colours, not for folding)
+        made.soft_wrap = not _is_tty(made.file) and not os.environ.get("COLUMNS")
         globals()[name] = made
     return globals()[name]
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or file-like stream
+        return False
 
 
 def print_table(table: Table, **kwargs: Any) -> None:

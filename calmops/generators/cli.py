@@ -37,9 +37,14 @@ app = typer.Typer(help="Generate drifting data: synthetic streams, real-like dat
 
 
 def _stdout_console() -> Console:
-    """Into a file or a pipe, a path stays on its line (unless COLUMNS asks for a width)."""
+    """Into a file or a pipe, a path stays on its line (unless COLUMNS asks for a width), also when FORCE_COLOR
+    makes rich treat the pipe as a terminal."""
     made = Console()
-    made.soft_wrap = not made.is_terminal and not os.environ.get("COLUMNS")
+    try:
+        tty = made.file.isatty()
+    except (AttributeError, ValueError):  # a closed or file-like stream
+        tty = False
+    made.soft_wrap = not tty and not os.environ.get("COLUMNS")
     return made
 
 

@@ -1,6 +1,7 @@
 """`calmops generate …` through typer's CliRunner."""
 
 import pandas as pd
+import click
 import pytest
 
 from calmops.generators.files import read_table
@@ -70,13 +71,17 @@ def test_scenario_real_inject_clinic(tmp_path):
     assert len(cohort) == 120 and {"patient_id", "time", "group", "gene_001"} <= set(cohort.columns)
 
 
-def test_a_long_path_stays_on_its_line_when_the_output_is_not_a_terminal(tmp_path, monkeypatch):
-    """Piped or captured output is read by scripts: a path split over two lines at column 80 breaks them."""
+@pytest.mark.parametrize("force_color", [None, "1"])
+def test_a_long_path_stays_on_its_line_when_the_output_is_not_a_terminal(tmp_path, monkeypatch, force_color):
+    """Piped or captured output is read by scripts: a path split over two lines at column 80 breaks them. CI
+    systems set FORCE_COLOR (rich then treats the pipe as a terminal): colours, but no folding."""
     from calmops.generators import cli
 
     monkeypatch.delenv("COLUMNS", raising=False)
+    if force_color:
+        monkeypatch.setenv("FORCE_COLOR", force_color)
     monkeypatch.setattr(cli, "console", cli._stdout_console())  # as a new process makes it
     out = tmp_path / ("a_folder_whose_name_alone_is_longer_than_eighty_columns_" + "x" * 40)
     r = run("scenario", "abrupt", "--out", out)
     assert r.exit_code == 0, r.output
-    assert any(str(out / "report.html") in line for line in r.output.splitlines()), r.output
+    assert any(str(out / "report.html") in click.unstyle(line) for line in r.output.splitlines()), r.output
