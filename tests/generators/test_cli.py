@@ -1,7 +1,7 @@
 """`calmops generate …` through typer's CliRunner."""
 
-import pandas as pd
 import click
+import pandas as pd
 import pytest
 
 from calmops.generators.files import read_table
