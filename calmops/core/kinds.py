@@ -30,6 +30,7 @@ class Kind:
     # the ``retrain`` keys the kind's flow reads (None: all), and how it retrains instead of the others
     retrain_keys: frozenset[str] | None = None
     retraining: str = ""
+    uses_thresholds: bool = True  # ``evaluation.thresholds`` gate its promotions (ipip promotes every update)
 
     def block_column_needed(self, prediction_only: bool) -> bool:
         """Whether a file must carry the block column: always where the model reads it (block: it routes each
@@ -63,7 +64,8 @@ KINDS: dict[str, Kind] = {
              needs_block_column=True, block_column_is_feature=False,
              default_model="calmops.core.ipip.IPIPClassifier",
              retrain_keys=frozenset({"history_max_batches"}),
-             retraining="an ipip pipeline updates its ensemble on every file, with no drift gate"),
+             retraining="an ipip pipeline updates its ensemble on every file, with no drift gate",
+             uses_thresholds=False),
     )
 }
 assert tuple(KINDS) == get_args(KindName), "KindName and KINDS list the same kinds"

@@ -484,17 +484,22 @@ def check_spec(spec: PipelineSpec) -> None:
 
 def ignored_settings(spec: PipelineSpec) -> list[str]:
     """Warnings for ``retrain`` settings given a value other than the default that the spec's kind never reads
-    (docs/kinds.md: ``retrain.mode: window`` in a block pipeline, any mode in an ipip pipeline). Said at
-    ``create``/``update``, never refused: a spec that worked keeps working.
+    (docs/kinds.md: ``retrain.mode: window`` in a block pipeline, any mode in an ipip pipeline), and for
+    ``evaluation.thresholds`` in a kind that promotes without them (ipip). Said at ``create``/``update``, never
+    refused: a spec that worked keeps working.
 
     >>> ignored_settings(parse_spec({"name": "w", "kind": "block", "target": "y", "block_column": "site",
     ...                              "retrain": {"mode": "window", "data": "new_only"}}))  # doctest: +ELLIPSIS
     ["retrain.mode: 'window' does not apply to kind 'block' and is ignored: a block pipeline refits only ..."]
     """
     kind = KINDS[spec.kind]
-    if kind.retrain_keys is None:
-        return []
     said = []
+    if spec.evaluation.thresholds and not kind.uses_thresholds:
+        said.append(f"evaluation.thresholds ({', '.join(spec.evaluation.thresholds)}) do not apply to kind "
+                    f"{spec.kind!r} and are ignored: {kind.retraining}, and serves each update, so no threshold "
+                    "gates it; remove them (docs/kinds.md)")
+    if kind.retrain_keys is None:
+        return said
     for key, field in RetrainSpec.model_fields.items():
         value = getattr(spec.retrain, key)
         if key in kind.retrain_keys or value == field.get_default(call_default_factory=True):
@@ -503,6 +508,29 @@ def ignored_settings(spec: PipelineSpec) -> list[str]:
         said.append(f"retrain.{key}: {shown!r} does not apply to kind {spec.kind!r} and is ignored: "
                     f"{kind.retraining}; remove it (docs/kinds.md)")
     return said
+
+
+def setting_changes(before: PipelineSpec, after: PipelineSpec) -> list[str]:
+    """What an update changes, one ``key: old → new`` per setting (dotted keys, as the docs name them), in the
+    spec's order; an entry added to or removed from a mapping (a threshold, a model parameter) is shown whole.
+
+    >>> old = parse_spec({"name": "s", "target": "y"})
+    >>> setting_changes(old, parse_spec({"name": "s", "target": "y", "retrain": {"mode": "window"}}))
+    ["retrain.mode: 'auto' → 'window'"]
+    """
+    missing = object()
+    changed: list[str] = []
+
+    def compare(was: Any, now: Any, key: str) -> None:
+        if isinstance(was, dict) and isinstance(now, dict):
+            for name in [*now, *(k for k in was if k not in now)]:
+                compare(was.get(name, missing), now.get(name, missing), f"{key}.{name}" if key else name)
+        elif was != now:
+            changed.append(f"{key}: {'(none)' if was is missing else repr(was)} → "
+                           f"{'(none)' if now is missing else repr(now)}")
+
+    compare(before.model_dump(mode="json"), after.model_dump(mode="json"), "")
+    return changed
 
 
 def _check_recalibration(spec: PipelineSpec) -> None:

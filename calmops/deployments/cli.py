@@ -114,9 +114,11 @@ def create(spec_file: Annotated[Path, typer.Argument(help="The pipeline's spec (
 @app.command("update")
 @friendly(servers=("prefect", "mlflow"))
 def update(name: str, spec_file: Path):
-    """Replace a pipeline's spec (validated; the change is versioned)."""
-    from calmops.core.spec import SpecError, load_spec, resolve_paths
-    from calmops.core.store import read_spec
+    """Replace a pipeline's spec (validated; the change is versioned) and say which settings it changed."""
+    from rich.markup import escape
+
+    from calmops.core.spec import SpecError, load_spec, resolve_paths, setting_changes
+    from calmops.core.store import last_saved_spec, read_spec
     from calmops.deployments.console import console
 
     try:
@@ -132,8 +134,18 @@ def update(name: str, spec_file: Path):
 
         registry.configure()
         _needs_a_champion(spec, registry.aliases(name).get("champion") is not None)
+    before = current or last_saved_spec(name)
     _save_from(spec_file, spec, create=False)
-    console.print(f"updated pipeline [bold]{name}[/]")
+    changes = setting_changes(before, read_spec(name)) if before is not None else None  # as saved: paths absolute
+    if changes is None:
+        console.print(f"updated pipeline [bold]{name}[/] (no earlier version of its spec reads: nothing to "
+                      "compare with)")
+    elif not changes:
+        console.print(f"updated pipeline [bold]{name}[/]: no setting changed")
+    else:
+        console.print(f"updated pipeline [bold]{name}[/]; changed:")
+        for change in changes:
+            console.print(f"  {escape(change)}", highlight=False)
     from calmops.deployments.operations_cli import sync_pipeline
 
     sync_pipeline(name, console)

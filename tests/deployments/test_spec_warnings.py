@@ -43,3 +43,41 @@ def test_an_incremental_mode_in_an_ipip_pipeline_is_warned_about_at_update(calmo
     text = " ".join(updated.stdout.split())
     assert "retrain.mode: 'incremental' does not apply to kind 'ipip' and is ignored: an ipip pipeline updates its " \
            "ensemble on every file" in text, text
+
+
+def test_thresholds_in_an_ipip_pipeline_are_warned_about_and_kept(calmops_home, tmp_path, monkeypatch):
+    """IPIP serves every update of its ensemble: a threshold in its spec gates nothing, which the user who wrote
+    it expects it to do."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    thresholds = {"balanced_accuracy": {"min": 0.7}, "recall": {"min": 0.5}}
+    spec_file = _write(tmp_path, {**IPIP, "evaluation": {"thresholds": thresholds}})
+    created = runner.invoke(app, ["create", str(spec_file)])
+    assert created.exit_code == 0, created.output
+    text = " ".join(created.stdout.split())
+    assert f"warning: {spec_file}: evaluation.thresholds (balanced_accuracy, recall) do not apply to kind 'ipip' " \
+           "and are ignored" in text, text
+    from calmops.core.store import read_spec
+
+    assert set(read_spec("rare").evaluation.thresholds) == set(thresholds)  # saved as given
+    block = runner.invoke(app, ["create", str(_write(tmp_path, {**BLOCK, "evaluation": {"thresholds": thresholds}}))])
+    assert block.exit_code == 0 and "warning" not in block.stdout, block.output  # a block pipeline gates on them
+
+
+def test_update_says_which_settings_it_changed(calmops_home, tmp_path, monkeypatch):
+    """`update` used to say only "updated pipeline": whether the new file held the intended change (or one not
+    intended) was left to a diff in spec_history."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert runner.invoke(app, ["create", str(_write(tmp_path, BLOCK))]).exit_code == 0
+    changed = {**BLOCK, "retrain": {"data": "new_only"}, "evaluation": {"thresholds": {"accuracy": {"min": 0.8}}}}
+    updated = runner.invoke(app, ["update", "wards", str(_write(tmp_path, changed))])
+    assert updated.exit_code == 0, updated.output
+    lines = [line.strip() for line in updated.stdout.splitlines()]
+    from calmops.core.spec import RetrainSpec
+
+    was = RetrainSpec().data
+    assert was != "new_only"
+    assert f"retrain.data: {was!r} → 'new_only'" in lines, lines
+    assert "evaluation.thresholds.accuracy: (none) → {'min': 0.8, 'max': None}" in lines, lines
+    assert sum(" → " in line for line in lines) == 2, lines  # nothing else: the block column, model … as before
+    again = runner.invoke(app, ["update", "wards", str(_write(tmp_path, changed))])
+    assert again.exit_code == 0 and "updated pipeline wards: no setting changed" in again.stdout, again.output
