@@ -93,6 +93,10 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
             console.print(f"{name}: not started: {escape(running)}; two watchers would announce every file twice",
                           highlight=False)
             continue
+        if name == "runner" and (running := stack.outside(name, _settings())):
+            started[name] = "outside"  # a second one cannot listen on the same socket
+            console.print(f"{name}: not started: {escape(running)}; flow runs use it as it is", highlight=False)
+            continue
         if name == "worker" and (running := stack.outside(name, _settings())):
             # a second worker on the pool only adds slots: it announces nothing, so nothing is run twice
             console.print(f"note: {escape(running)}; the stack's own worker polls the pool beside it",

@@ -270,12 +270,17 @@ def _prefect_api(settings: Settings) -> str | None:
 
 
 def outside(name: str, settings: Settings) -> str | None:
-    """What runs as service ``name`` (the watcher, the worker) on this host although ``calmops up`` did not start
-    it, said for people; None when nothing does (or the stack's own runs)."""
+    """What runs as service ``name`` (the watcher, the worker, the warm runner) on this host although ``calmops
+    up`` did not start it, said for people; None when nothing does (or the stack's own runs)."""
     if running_pid(settings, name):
         return None
     if name == "watcher" and watcher_beats(settings):
         return f"a watcher started outside calmops up ('calmops watch') refreshes {heartbeat_file(settings)}"
+    if name == "runner":
+        from calmops.deployments.warm import answers, socket_path
+
+        if answers():  # one started by hand (docs/operations.md, prefect.yaml)
+            return f"a runner started outside calmops up listens on {socket_path()}"
     if name == "worker" and (api := _prefect_api(settings)) and (names := outside_workers(api, settings)):
         return (f"worker(s) started outside calmops up poll the work pool {settings.work_pool!r}: "
                 f"{', '.join(names)}")
@@ -586,7 +591,8 @@ def _this_hosts(url: str, service: Service) -> bool:
 def status(settings: Settings | None = None) -> dict[str, dict]:
     """Each service of the stack on this host: pid, URL, health; a server this host does not run but reaches
     through its variable is reported at that URL, ``elsewhere``; a watcher started by hand (``calmops watch``: no
-    pid file) by its fresh heartbeat, ``outside``; so is a worker of the stack's work pool started by hand
+    pid file) by its fresh heartbeat, ``outside``; so is a warm runner started by hand that answers on its socket,
+    and a worker of the stack's work pool started by hand
     (``prefect worker start --pool …``), online in the Prefect server that answers, with its ``names``."""
     from calmops.deployments.quickhttp import get
 
@@ -601,6 +607,11 @@ def status(settings: Settings | None = None) -> dict[str, dict]:
                      "log": str(log_file(settings, name)), "elsewhere": None}
         if not pid and name == "watcher" and watcher_beats(settings):  # 'calmops watch', run by hand
             out[name].update(healthy=True, outside=True, log=None)
+        if not pid and name == "runner":
+            from calmops.deployments.warm import answers
+
+            if answers():  # 'python -m calmops.deployments.warm serve', run by hand
+                out[name].update(healthy=True, outside=True, log=None)
         if not pid and name == "worker" and out["prefect"]["healthy"] and (  # asked only while Prefect answers
                 names := outside_workers(out["prefect"]["url"] + "/api", settings)):
             out[name].update(healthy=True, outside=True, log=None, names=names)  # 'prefect worker start', by hand

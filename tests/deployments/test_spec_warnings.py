@@ -1,4 +1,5 @@
-"""`create` and `update` warn about retrain settings the pipeline's kind never reads, and keep the spec."""
+"""`create` and `update` warn about settings the pipeline's kind never reads, and keep the spec; `update` says what it
+changed."""
 
 import yaml
 from typer.testing import CliRunner

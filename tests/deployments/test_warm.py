@@ -335,6 +335,29 @@ def test_the_stack_does_not_start_a_runner_beside_one_started_by_hand(runner, mo
     assert warm.answers(sock)
 
 
+def test_up_beside_a_runner_started_by_hand_uses_it_and_succeeds(runner, monkeypatch, tmp_path):
+    """`calmops up` with a runner started by hand said "runner did not start" and exited 1, though flow runs
+    use that runner as it is (as `up` does with a watcher started by hand): it says so and goes on."""
+    from rich.console import Console
+
+    from calmops.deployments.operations_cli import bring_up
+
+    _, sock = runner
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CALMOPS_RUNNER_SOCKET", str(sock))
+    console = Console(record=True, width=1000)
+    started = bring_up(console, ("runner",))  # raises (exit 1) when a service did not start
+    assert started == {"runner": "outside"}
+    text = console.export_text()
+    assert f"runner: not started: a runner started outside calmops up listens on {sock}; flow runs use it" in text
+    assert "did not start" not in text, text
+    assert warm.answers(sock)
+    from calmops.deployments import stack
+
+    shown = stack.status()["runner"]
+    assert shown["healthy"] and shown.get("outside"), shown  # status shows it running, started by hand
+
+
 def test_help_says_how_the_module_is_used(tmp_path):
     """`python -m calmops.deployments.warm --help` was handed to Prefect's engine as a flow run's command and
     ended in a traceback about a badly formed UUID."""
