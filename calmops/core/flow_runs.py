@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calmops.core.names import TAG, kind_tag, pipeline_tag
+from calmops.core.paging import PAGE
 from calmops.core.store import ledger_name, pipeline_paths, read_spec
 
 if TYPE_CHECKING:
     from calmops.core.spec import PipelineSpec
 
-PAGE = 200  # runs read per request: the most the Prefect API returns at once (PREFECT_API_DEFAULT_LIMIT)
 
 
 def runs_in_states(client: Any, states: Iterable[Any], *, pipeline: str | None = None,

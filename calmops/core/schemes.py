@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from calmops.core.kinds import KINDS
 from calmops.core.names import PIPELINE_PREFIX, TAG, kind_tag, pipeline_tag
+from calmops.core.paging import every
 
 
 def is_kind_deployment(name: str, tags: list[str] | None) -> bool:
@@ -55,8 +56,8 @@ class Schemes:
 
 
 def both_schemes() -> Schemes:
-    """The per-kind and per-pipeline run deployments on the server (two API calls); raises what the client
-    raises."""
+    """The per-kind and per-pipeline run deployments on the server (every page of them, then their flows); raises
+    what the client raises."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -66,7 +67,7 @@ def both_schemes() -> Schemes:
     )
 
     with get_client(sync_client=True) as client:
-        found = client.read_deployments(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[TAG])))
+        found = every(client.read_deployments, deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[TAG])))
         flows = {}
         if found:
             flows = {f.id: f.name for f in client.read_flows(

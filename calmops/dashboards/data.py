@@ -39,6 +39,7 @@ from calmops.core.names import (
     model_name,
     shown_decision,
 )
+from calmops.core.paging import PAGE
 from calmops.core.store import LABELS_ENTRY, read_spec
 from calmops.core.verdict import DriftVerdict
 
@@ -47,7 +48,6 @@ PIPELINE_TAG = "calmops.pipeline"
 TAG_FIELDS = ("pipeline", "file", "folder", "sha256", "flow_run_id", "kind", "decision", "reason", "drift_detected",
               "drifted_features", "champion_version", "challenger_version", "retrain_mode", "spec_sha256")
 MAX_RUNS = 2000
-PAGE = 200  # the Prefect API's largest page
 
 
 class SourceUnavailable(RuntimeError):

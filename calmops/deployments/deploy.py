@@ -35,6 +35,7 @@ from typing import Any
 
 from calmops.core.kinds import KINDS
 from calmops.core.names import EVENT, PIPELINE_PREFIX, TAG, kind_tag, pipeline_tag, resource_id
+from calmops.core.paging import every
 from calmops.core.schemes import is_kind_deployment
 from calmops.core.settings import get_settings
 from calmops.core.spec import parse_schedule
@@ -181,8 +182,8 @@ def prune_automations() -> list[str]:
 
     removed = []
     with get_client(sync_client=True) as client:
-        existing = {str(d.id) for d in client.read_deployments()}
-        for a in client.read_automations():
+        existing = {str(d.id) for d in every(client.read_deployments)}  # all: one missed would lose its automation
+        for a in every(client.read_automations):
             if not a.name.startswith("calmops-file-arrived-"):
                 continue
             targets = {str(getattr(action, "deployment_id", None)) for action in a.actions}
@@ -330,7 +331,7 @@ def deployed_pipelines() -> list[str]:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
 
     with get_client(sync_client=True) as client:
-        found = client.read_deployments(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[TAG])))
+        found = every(client.read_deployments, deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[TAG])))
     return sorted({t.removeprefix(PIPELINE_PREFIX) for d in found for t in d.tags if t.startswith(PIPELINE_PREFIX)})
 
 

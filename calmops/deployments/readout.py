@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calmops.core.names import TAG, model_name
+from calmops.core.paging import every
 
 if TYPE_CHECKING:
     from calmops.core.schemes import Schemes
@@ -71,8 +72,17 @@ def schemes(timeout: float = 3.0) -> Schemes | None:
     from calmops.deployments.quickhttp import post
 
     api = url.rstrip("/")
-    status, found = post(f"{api}/deployments/filter", {"deployments": {"tags": {"all_": [TAG]}}}, timeout=timeout)
-    if status != 200 or not isinstance(found, list):
+
+    def read(limit: int, offset: int) -> list[dict]:
+        status, page = post(f"{api}/deployments/filter", {"deployments": {"tags": {"all_": [TAG]}}, "limit": limit,
+                                                          "offset": offset}, timeout=timeout)
+        if status != 200 or not isinstance(page, list):
+            raise LookupError(status)
+        return page
+
+    try:
+        found = every(read)
+    except LookupError:
         return None
     flows: dict[str, str] = {}
     if found:

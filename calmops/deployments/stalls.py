@@ -35,6 +35,7 @@ from typing import Any
 
 from calmops.core.flow_runs import runs_in_states
 from calmops.core.names import TAG
+from calmops.core.paging import every
 from calmops.core.pids import running
 from calmops.core.settings import Settings, get_settings
 from calmops.core.store import Claim, pipeline_paths, read_spec, stamp_seconds, write_atomic
@@ -98,8 +99,9 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
             sort=FlowRunSort.END_TIME_DESC, limit=LISTED)
         paused = _paused_queues(client)
         wanted = list({r.deployment_id for r in queued if r.deployment_id and _waiting_since(r) < cutoff})
-        existing = {d.id for d in client.read_deployments(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=wanted)))} if wanted else set()
+        existing = {d.id for d in every(client.read_deployments,
+                                        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=wanted)))} \
+            if wanted else set()
     # a run cancelled before it started (by this watchdog, or by a turn that decided its file) has ended without
     # running (Prefect stamps its start and end all the same): it is no sign of a worker taking runs
     progress = [r for r in [*running, *ended] if "path" in r.parameters and r.run_count > 0]
