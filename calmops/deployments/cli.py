@@ -332,7 +332,10 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down:
     deployments that run its files (``served_by``; ``not_served`` says why and what to do while both deployment
     schemes would each run them) are None when Prefect's are not known (``schemes``, see
     :func:`calmops.deployments.readout.schemes`)."""
+    from dataclasses import asdict
+
     from calmops.core import statedb
+    from calmops.core.pause import paused
     from calmops.core.schemes import scheme_advice, two_runs
     from calmops.core.store import pipeline_paths, quarantined_files, read_spec
     from calmops.deployments import readout, stalls
@@ -360,6 +363,7 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down:
         "runs_recovered": stalls.recovered(name),
         "served_by": schemes.serving(name, spec.kind) if schemes is not None else None,
         "not_served": f"{two_runs(both)}, so none is announced; {scheme_advice(name, both)}" if both else None,
+        "paused": asdict(pause) if (pause := paused(name)) is not None else None,
     }
     if state_down is None:
         try:
@@ -517,6 +521,12 @@ def _say_unreadable(rows: list[dict[str, Any]]) -> None:
         if row.get("not_served"):
             console.print(f"[yellow]warning:[/] {row['name']} is not served: {escape(row['not_served'])}",
                           highlight=False, soft_wrap=True)
+    from calmops.core.pause import Pause
+
+    for row in rows:
+        if row.get("paused"):
+            console.print(f"[yellow]paused:[/] {escape(Pause(**row['paused']).said(row['name']))}", highlight=False,
+                          soft_wrap=True)
 
 
 def _print_stack(state: dict[str, Any]) -> None:
@@ -889,7 +899,8 @@ def get_home() -> Path:
 
 # Commands that live beside the code they drive: each module exposes register(app).
 COMMAND_MODULES = ("calmops.deployments.api_cli", "calmops.deployments.operations_cli",
-                   "calmops.deployments.service_cli", "calmops.deployments.viewer_cli")
+                   "calmops.deployments.pause_cli", "calmops.deployments.service_cli",
+                   "calmops.deployments.viewer_cli")
 
 
 def _mount_optional() -> None:

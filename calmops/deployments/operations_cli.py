@@ -295,12 +295,21 @@ def not_served(names: list[str]) -> dict[str, list[str]]:
 def relaunch_files(names: list[str], *, local: bool, console,
                    unserved: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """Announce (or, with ``local``, run here one by one) every file waiting in the pipelines' incoming folders.
-    A pipeline in ``unserved`` (:func:`not_served`) has nothing announced: a line says why and what to run."""
+    A pipeline in ``unserved`` (:func:`not_served`) has nothing announced, nor has a paused one: a line says why
+    and what to run."""
+    from rich.markup import escape
+
+    from calmops.core.pause import paused
     from calmops.core.schemes import scheme_advice, two_runs
     from calmops.deployments.watcher import scan_pipeline, waiting_files
 
     out: dict[str, list[str]] = {}
     for name in names:
+        if (pause := paused(name)) is not None:  # its files wait for 'calmops resume', here too
+            console.print(f"[yellow]{name}: no file {'processed' if local else 'announced'}:[/] "
+                          f"{escape(pause.said(name))}", highlight=False, soft_wrap=True)
+            out[name] = []
+            continue
         if not local and (both := (unserved or {}).get(name)):
             console.print(f"[yellow]{name}: no file announced:[/] {two_runs(both)}; {scheme_advice(name, both)}; "
                           f"then 'calmops relaunch {name}'", highlight=False, soft_wrap=True)

@@ -75,6 +75,7 @@ from calmops.core import statedb
 from calmops.core.flow_runs import runs_in_states
 from calmops.core.logs import pipeline_logger
 from calmops.core.names import EVENT, file_resource
+from calmops.core.pause import Pause, paused
 from calmops.core.schemes import both_schemes, scheme_advice, two_runs
 from calmops.core.settings import Settings, get_settings
 from calmops.core.statedb import Table
@@ -253,8 +254,13 @@ class Watcher:
                  live_paths: Callable[[str], dict[str, bool] | None] | None = None, settings: Settings | None = None,
                  heartbeat_file: Path | None = None, record_arrivals: bool = True,
                  stall_after: float | None = None, recover: Callable[[], list] | None = None,
-                 schemes: Callable[[], Any] | None = None):
+                 schemes: Callable[[], Any] | None = None,
+                 pause_of: Callable[[str, Settings], Pause | None] | None = None):
         self.emit = emit or emit_event
+        # a paused pipeline's files are not announced (calmops.core.pause): with Prefect's emit; a scan that only
+        # lists what waits (waiting_files) lists them
+        self.pause_of = pause_of or (paused if self.emit is emit_event else (lambda name, settings: None))
+        self._pauses: dict[str, Pause] = {}  # pipelines said to be paused, with the pause said
         # which deployments trigger runs (deployment_schemes), read with Prefect's emit and at most every
         # refresh_interval seconds
         self.schemes = schemes or (deployment_schemes if self.emit is emit_event else (lambda: None))
@@ -388,6 +394,7 @@ class Watcher:
         if self._thread is not None:  # new pipelines: their folders may hold files already
             for _, watched in new:
                 self._scan_folder(watched, force=False, coalesce=True)
+        self._resumed(wanted)
 
     def _not_watching_because(self, name: str, reason: str) -> None:
         """Say that a pipeline is not watched, once per reason (a refresh every few seconds finds it again)."""
@@ -685,7 +692,7 @@ class Watcher:
             sha = sha or self._hash(path, st)
         except OSError:
             return False  # moved away meanwhile
-        if self._run_by_both_schemes(watched):
+        if self._paused_now(watched) or self._run_by_both_schemes(watched):
             return False
         if self._held_by_a_run(watched, path, sha):  # read afresh: a scan's view of the ledger may be older
             log.info("%s is being decided by a run already (a hand run's copy); not announced", path.name)
@@ -709,6 +716,32 @@ class Watcher:
         log.info("announced %s for pipeline %s (%s, sha256 %s…)", path.name, watched.pipeline, reason, sha[:12])
         return True
 
+
+    def _paused_now(self, watched: _Watched) -> bool:
+        """Whether the pipeline is paused: then nothing of it is announced, and that is said once a pause (its
+        end is noticed by :meth:`refresh`, which announces what waits)."""
+        pause = self.pause_of(watched.pipeline, self.settings)
+        if pause is None:
+            return False
+        with self._lock:
+            said, self._pauses[watched.pipeline] = self._pauses.get(watched.pipeline), pause
+        if said != pause:
+            self._say(watched, "not announcing the files of pipeline %s: %s", watched.pipeline,
+                      pause.said(watched.pipeline))
+        return True
+
+    def _resumed(self, wanted: dict[Path, _Watched]) -> None:
+        """Announce at once what waits in the folders of the pipelines whose pause has ended (without waiting
+        for the next scan, nor for the delay before a file announced before the pause is announced again)."""
+        with self._lock:
+            ended = [name for name in self._pauses if self.pause_of(name, self.settings) is None]
+            for name in ended:
+                del self._pauses[name]
+        for name in ended:
+            log.info("pipeline %s is no longer paused: announcing the files waiting for it", name)
+            if self._thread is not None:
+                for watched in [w for w in wanted.values() if w.pipeline == name]:
+                    self._scan_folder(watched, force=True, coalesce=True)
 
     def _run_by_both_schemes(self, watched: _Watched) -> bool:
         """Whether both deployment schemes would start a run for every file of the pipeline (its own deployment and

@@ -23,6 +23,7 @@ from calmops.core.features import feature_columns
 from calmops.core.flow_runs import file_run_name
 from calmops.core.logs import RunLog
 from calmops.core.names import Decision, shown_decision
+from calmops.core.pause import Pause, paused
 from calmops.core.registry import InputSchema
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
@@ -578,6 +579,8 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec).ensure()
     path = Path(path)
+    if (pause := paused(spec.name)) is not None:  # queued before the pause: the file waits for the resume
+        return _paused_answer(spec, path, sha256, pause)
     if (spec.order == "none" or not_a_regular_file(path) or path.parent.resolve() != paths.incoming.resolve()
             or (content := content_of(path)) is None):  # a link or a pipe is refused there, unread; a file
         return run_one_file(pipeline, path, sha256, process)  # gone is a duplicate event or an error there
@@ -597,6 +600,11 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
         # the queue is read again before each file: a file whose arrival was recorded while the one before it
         # was being decided (e.g. an event handled late under load) still takes its place by arrival time
         while (entry := book.next_in_queue(tried, paths.incoming)) is not None:
+            if (pause := paused(spec.name)) is not None:  # paused while this run waited for, or held, the turn
+                log.info("%s: this run decides no more of its files", pause.said(spec.name))
+                if target is None:
+                    return _paused_answer(spec, path, digest, pause, flow_run_id=me)
+                break
             # the budget counts from the turn's start, not from this run's own file: one whose file is far back
             # in a burst gives way too (having decided at least one file, so every turn moves the queue on)
             if ((target is not None or decided) and budget > 0
@@ -654,6 +662,13 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     if target is None:  # decided meanwhile by another run
         return run_one_file(pipeline, path, sha256, process)
     return target
+
+
+def _paused_answer(spec: PipelineSpec, path: Path, sha256: str | None, pause: Pause, **kw: Any) -> dict[str, Any]:
+    """The answer of a run whose pipeline was paused before it decided its file: the file stays *waiting*, and
+    is announced again once the pipeline is resumed."""
+    return _answered(spec, path, sha256, Decision.HELD, pause.said(spec.name),
+                     details={"paused_since": pause.since}, **kw).to_dict()
 
 
 def _handed_over(spec: PipelineSpec, path: Path, sha256: str, way: GiveWay, left: dict[str, str], held: float,

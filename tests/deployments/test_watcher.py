@@ -683,3 +683,40 @@ def test_a_second_copy_of_labels_bytes_waiting_in_the_labels_folder_leaves_the_f
             time.sleep(0.1)
     [row] = [e for e in ledger(paths).entries() if e["sha256"] == sha(data)]
     assert row["file"] == "labels/a.csv", row
+
+
+def test_a_paused_pipeline_s_files_wait_unannounced_and_are_announced_in_order_once_it_is_resumed(stream_spec,
+                                                                                                     said):
+    """`calmops pause`: files keep arriving and wait in incoming, with nothing announced (the event path, a
+    forced scan); said once in the watcher's log. `calmops resume`: the next refresh announces the oldest at
+    once, without waiting for the next scan."""
+    from calmops.core import pause
+
+    folder = incoming(stream_spec)
+    rec = Recorder()
+    pause.pause("sea", "bad upstream batch")
+    watcher = make_watcher(rec, pause_of=pause.paused)
+    with watcher:
+        for i, name in enumerate(("first.csv", "second.csv")):
+            (folder / name).write_text(f"x1,y\n{i},0\n")
+            age(folder / name, 60 - i)
+        time.sleep(SETTLE + 1.0)  # settled and offered: an unpaused pipeline is announced by now
+        assert watcher.scan(force=True) == []
+        assert rec.names() == []
+        assert said.count("not announcing the files of pipeline sea: pipeline sea is paused since") == 1
+        assert said.count("(bad upstream batch)") == 1
+        assert pause.resume("sea") is not None
+        rec.wait_for(1, timeout=5.0)  # refresh_interval 0.5 s; scans every hour here
+        assert rec.names()[0] == "first.csv"  # the oldest: its run decides the one behind it in its turn
+    assert said.count("pipeline sea is no longer paused") == 1
+
+
+def test_a_scan_that_lists_what_waits_still_lists_a_paused_pipeline_s_files(stream_spec):
+    """`calmops delete` and `relaunch --local` count and take the waiting files by a listing scan: a paused
+    pipeline's files are there to be listed (the pause only stops announcing)."""
+    from calmops.core import pause
+    from calmops.deployments.watcher import waiting_files
+
+    (incoming(stream_spec) / "a.csv").write_text("x1,y\n1,0\n")
+    pause.pause("sea")
+    assert [p.name for p in waiting_files("sea")] == ["a.csv"]

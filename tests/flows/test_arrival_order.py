@@ -217,3 +217,39 @@ def test_a_file_reserved_by_a_hand_run_elsewhere_is_left_to_it_with_the_files_be
     finally:
         done.set()
         holder.join(60)
+
+
+def test_a_paused_pipeline_s_queued_run_decides_no_file_and_the_turn_stops_at_a_pause(prefect_server, stream_spec,
+                                                                                      monkeypatch):
+    """A run queued before `calmops pause` starts during the pause: it decides nothing, ends Held with the pause
+    said, and its file waits. A pause while a run holds the turn stops it after the file it is deciding. After
+    `calmops resume` the files are decided in arrival order, each once."""
+    from calmops.core import pause
+    from calmops.flows import stream as stream_flow
+
+    folder = incoming("sea")
+    book, files = arrive(folder, ["a.csv", "b.csv", "c.csv"])
+    pause.pause("sea", "checking the upstream export")
+    held = run("sea", files["a.csv"])
+    assert held["decision"] == "held" and "sea is paused since" in held["reason"], held
+    assert "(checking the upstream export)" in held["reason"] and held["details"]["paused_since"]
+    assert {e["file"]: e["status"] for e in book.entries()} == {n: "waiting" for n in files}
+    assert all(p.exists() for p in files.values())
+
+    pause.resume("sea")
+    real = stream_flow.process_stream_file
+
+    def paused_while_a_is_decided(ctx, champion, batch):
+        if batch.file == "a.csv":
+            pause.pause("sea")
+        return real(ctx, champion, batch)
+
+    monkeypatch.setattr(stream_flow, "process_stream_file", paused_while_a_is_decided)
+    stopped = run("sea", files["c.csv"])  # c's run takes the turn: a first, then the pause stops it
+    assert stopped["decision"] == "held" and "paused" in stopped["reason"], stopped
+    assert {e["file"]: e["status"] for e in book.entries()} == {"a.csv": "done", "b.csv": "waiting",
+                                                                "c.csv": "waiting"}
+    monkeypatch.setattr(stream_flow, "process_stream_file", real)
+    pause.resume("sea")
+    assert run("sea", files["c.csv"])["decision"] != "held"
+    assert claim_order(book) == ["a.csv", "b.csv", "c.csv"]

@@ -202,6 +202,47 @@ def status_line(name: str) -> str:
     return done.stdout
 
 
+def calmops(*args: str) -> subprocess.CompletedProcess:
+    """The command as a user's shell runs it: with this process's environment as Python holds it (a library that
+    set COLUMNS in the C environment, as readline does, would fold its output at 80 columns)."""
+    return subprocess.run([str(Path(sys.executable).with_name("calmops")), *args], capture_output=True, text=True,
+                          timeout=120, check=False, env=dict(os.environ))
+
+
+def test_a_paused_pipeline_s_files_wait_and_are_decided_in_arrival_order_once_it_is_resumed(live, tmp_path):
+    """`calmops pause` through the running stack: a burst into the paused pipeline starts no flow run (the
+    watcher scans every 3 s and announces again after 10 s, and would have announced every file by then); the
+    files wait, counted by `status`, which says the pipeline is paused. `calmops resume`: decided in arrival
+    order, each once."""
+    import json
+
+    from calmops.core.flow_runs import runs_in_states
+
+    name = "order-paused"
+    create(name, tmp_path)
+    paused = calmops("pause", name, "--reason", "upstream export under review")
+    assert paused.returncode == 0 and f"paused pipeline {name}" in paused.stdout, paused.stdout + paused.stderr
+    folder = paths_of(name).incoming
+    names = [f"{'dcba'[i]}{i}.csv" for i in range(4)]  # name order is not arrival order
+    for i, f in enumerate(names):
+        rename_in(folder, f, sea_frame(400, 8, seed=900 + i))
+    time.sleep(20)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        assert runs_in_states(client, list(StateType), pipeline=name) == []  # no run, queued or otherwise
+    shown = calmops("status", name, "--json")
+    row = json.loads(shown.stdout)
+    assert row["files_waiting"] == 4 and row["paused"]["reason"] == "upstream export under review", row
+    assert f"pipeline {name} is paused since" in " ".join(calmops("status", name).stdout.split())
+
+    resumed = calmops("resume", name)
+    assert resumed.returncode == 0 and "the watcher announces the files that waited" in resumed.stdout, resumed
+    until(lambda: len(done_in_claim_order(name)) == 4, 600, "the 4 files decided after the resume", interval=2)
+    assert_decided_once_in_arrival_order(name, names)
+
+
 def test_a_failing_file_holds_the_files_behind_it_until_it_succeeds(live, tmp_path):
     name = "order-hold"
     flag, files = _poisoned_stream(tmp_path, name, "arrival")
