@@ -29,7 +29,7 @@ from mlflow import environment_variables as mlflow_environment
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from calmops.core.names import CHAMPION_SINCE_TAG, model_name
+from calmops.core.names import CHAMPION_SINCE_TAG, DRIFT_UNCHECKED, model_name
 from calmops.core.settings import Settings, get_settings
 from calmops.core.store import sha256_of
 from calmops.detectors import ReferenceProfile
@@ -817,29 +817,68 @@ class NoRecordedRun(LookupError):
     pass
 
 
-def recorded_verdict(pipeline: str, file: str | None = None, labels: bool = False) -> tuple[dict, dict, bool]:
+def recorded_verdict(pipeline: str, file: str | None = None, labels: bool = False,
+                     run_id: str | None = None) -> tuple[dict, dict, bool]:
     """What the latest run of ``file`` (by its name; any file when None) recorded with a drift verdict: its
     ``outcome.json``, ``drift/verdict.json`` and whether the file came from the labels folder; ``labels``: the
     file of that name in the labels folder (a run without the ``calmops.folder`` tag, from before it existed,
-    counts as either). Raises :class:`NoRecordedRun` when there is none."""
+    counts as either). ``run_id``: that MLflow run of the pipeline instead (an earlier file of the same name, see
+    :func:`checked_runs`). Raises :class:`NoRecordedRun` when there is none."""
     experiment = mlflow.get_experiment_by_name(experiment_name(pipeline))
     if experiment is None:
         raise NoRecordedRun(f"pipeline {pipeline!r} has no run in MLflow yet")
-    quoted = (file or "").replace("'", "\\'")
-    runs = MlflowClient().search_runs([experiment.experiment_id], max_results=50, order_by=["start_time DESC"],
-                                      filter_string=f"tags.`calmops.file` = '{quoted}'" if file else "")
+    runs = [_run_of(experiment.experiment_id, pipeline, run_id, file)] if run_id else _runs_of_file(
+        experiment.experiment_id, file)
     for run in runs:
         folder = run.data.tags.get("calmops.folder")
-        if file and folder is not None and (folder == "labels") != labels:
+        if file and not run_id and folder is not None and (folder == "labels") != labels:
             continue  # the other folder's file of that name
         base = run.info.artifact_uri.rstrip("/")
         try:
             verdict = mlflow.artifacts.load_dict(f"{base}/drift/verdict.json")
         except (MlflowException, OSError):
+            if run_id:
+                raise NoRecordedRun(f"run {run_id} of pipeline {pipeline!r} recorded no drift verdict (its decision: "
+                                    f"{run.data.tags.get('calmops.decision', 'none')})") from None
             continue  # a run that checked no drift (a first model, a failure) has none
         return mlflow.artifacts.load_dict(f"{base}/outcome.json"), verdict, folder == "labels" or (folder is None and labels)
     said = f"file {file!r}" if file else "any file"
     raise NoRecordedRun(f"no run of {said} in pipeline {pipeline!r} recorded a drift verdict")
+
+
+def checked_runs(pipeline: str, file: str, labels: bool = False) -> list[dict[str, Any]]:
+    """The runs of the pipeline that checked a file of this name for drift, newest first: ``run_id``, ``started``
+    (ms since the epoch) and ``decision``. A name can come back (a daily ``export.csv``): each time is its own run,
+    and :func:`recorded_verdict` takes any of them by ``run_id``."""
+    experiment = mlflow.get_experiment_by_name(experiment_name(pipeline))
+    if experiment is None:
+        return []
+    found = []
+    for run in _runs_of_file(experiment.experiment_id, file):
+        tags = run.data.tags
+        folder = tags.get("calmops.folder")
+        if (folder is not None and (folder == "labels") != labels) or tags.get("calmops.decision") in DRIFT_UNCHECKED:
+            continue
+        found.append({"run_id": run.info.run_id, "started": run.info.start_time, "decision": tags.get("calmops.decision")})
+    return found
+
+
+def _runs_of_file(experiment_id: str, file: str | None) -> list[Any]:
+    quoted = (file or "").replace("'", "\\'")
+    return MlflowClient().search_runs([experiment_id], max_results=50, order_by=["start_time DESC"],
+                                      filter_string=f"tags.`calmops.file` = '{quoted}'" if file else "")
+
+
+def _run_of(experiment_id: str, pipeline: str, run_id: str, file: str | None) -> Any:
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise NoRecordedRun(f"MLflow has no run {run_id!r}") from None
+    if run.info.experiment_id != experiment_id:
+        raise NoRecordedRun(f"run {run_id} is not a run of pipeline {pipeline!r}")
+    if file and run.data.tags.get("calmops.file") != file:
+        raise NoRecordedRun(f"run {run_id} decided {run.data.tags.get('calmops.file')!r}, not {file!r}")
+    return run
 
 
 def log_batch_input(run_id: str, frame: pd.DataFrame, *, source: Path, sha256: str, target: str | None) -> None:

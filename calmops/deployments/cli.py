@@ -738,7 +738,9 @@ def rollback(name: str, as_json: Annotated[bool, JsonOption] = False):
 @friendly(servers=("mlflow",))
 def report(name: str,
            file: Annotated[str | None, typer.Argument(help="The file's name (default: the latest file checked).")] = None,
-           out: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the page.")] = None):
+           out: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the page.")] = None,
+           run_id: Annotated[str | None, typer.Option("--run", help="The MLflow run of an earlier file of that name "
+                                                                     "(the report lists them).")] = None):
     """Write the drift report of a file's latest run as one HTML page that opens offline."""
     from calmops.core import registry
     from calmops.core.report_page import file_name, render_report
@@ -752,8 +754,11 @@ def report(name: str,
     if labels:
         file = file.removeprefix(LABELS_ENTRY)
     try:
-        outcome, verdict, labels = registry.recorded_verdict(name, file, labels=labels)
+        outcome, verdict, labels = registry.recorded_verdict(name, file, labels=labels, run_id=run_id)
     except registry.NoRecordedRun as exc:
+        if run_id:
+            raise CliError(str(exc), f"'calmops report {name} {file or 'FILE'}' lists the runs of that file that "
+                                     "checked drift") from None
         named = f"{LABELS_ENTRY}{file}" if labels else file  # as `status` names it
         if file and (held := _quarantined(spec, file, labels)):
             sidecar, record = held
@@ -776,6 +781,20 @@ def report(name: str,
     shown_as = f"{LABELS_ENTRY}{outcome['file']}" if labels else outcome["file"]  # as `status` names it
     console.print(f"[bold]{name}[/] · {shown_as} ({shown_decision(outcome['decision'])}): report written to {target}",
                   highlight=False)
+    if file and not run_id and len(runs := registry.checked_runs(name, outcome["file"], labels=labels)) > 1:
+        _say_earlier_runs(name, shown_as, runs)
+
+
+def _say_earlier_runs(name: str, file: str, runs: list[dict[str, Any]]) -> None:
+    """A name that came back (a daily export.csv): the report is of its latest run; say how to reach the others."""
+    from calmops.deployments.console import console
+    from calmops.deployments.readout import iso_seconds
+
+    console.print(f"{file} was checked {len(runs)} times; this report is of the latest. The earlier ones:",
+                  highlight=False)
+    for run in runs[1:]:
+        console.print(f"  calmops report {name} {file} --run {run['run_id']}   # {iso_seconds(run['started'] / 1000)}, "
+                      f"{shown_decision(run['decision'])}", highlight=False, markup=False)
 
 
 @app.command("history")
