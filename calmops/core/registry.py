@@ -442,6 +442,22 @@ def close_run(run_id: str, status: str) -> None:
         configure().set_terminated(run_id, status=status)  # configured: called before a run's other MLflow calls
 
 
+def end_if_running(run_id: str, status: str, reason: str) -> bool:
+    """End a run an earlier process could not end (it failed while the tracking server was out of reach), with
+    ``reason`` as its ``calmops.reason`` when it has none; a run that ended already is left as it is. Best
+    effort, like :func:`close_run`. Returns whether it was ended here."""
+    with suppress(Exception):
+        client = configure()
+        run = client.get_run(run_id)
+        if run.info.status != "RUNNING":
+            return False
+        if "calmops.reason" not in run.data.tags:
+            client.set_tag(run_id, "calmops.reason", reason[:5000])
+        client.set_terminated(run_id, status=status)
+        return True
+    return False
+
+
 def mlflow_ui() -> str | None:
     """The MLflow UI's address when one runs (set by the stack), for links."""
     return os.environ.get("CALMOPS_MLFLOW_UI")

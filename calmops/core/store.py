@@ -622,6 +622,14 @@ class Ledger:
             return None
         return Abandoned(held.run_id or None, held.mlflow_run_id)
 
+    def left_run(self, sha256: str) -> str | None:
+        """The MLflow run of the last claim given up on this content (``pending``: its run failed or was stopped),
+        read before the next claim clears it: a run that failed while the tracking server was out of reach could
+        not end its MLflow run, which the next run ends (:func:`calmops.core.registry.end_if_running`)."""
+        with closing(self._connect()) as con:
+            held = self._claim_of(con, sha256)
+        return held.mlflow_run_id if held is not None and held.status == "pending" else None
+
     def finish(self, sha256: str, decision: str, status: str = "done") -> None:
         self._stop_beat(sha256)
         with closing(self._connect()) as con:

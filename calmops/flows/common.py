@@ -280,6 +280,7 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest, arrived = content
     abandoned = book.abandoned(digest)  # what a run that died holding this content left open
+    left_running = book.left_run(digest)  # the MLflow run of a failed try, which may not have been ended
     entry = ledger_name(paths, path)
     set_aside = book.decision(digest) if book.status(digest) == "gone" else None
     if not book.claim(digest, entry, flow_run_id or "", arrived):  # done already, or a live run has it
@@ -306,6 +307,11 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
             "calmops.folder": "labels" if entry.startswith(LABELS_ENTRY) else "incoming",
         })
         book.attach_run(digest, ctx.mlflow_run_id)
+        if left_running and registry.end_if_running(
+                left_running, "FAILED", f"its run could not reach the MLflow tracking server to record its end; "
+                                        f"MLflow run {ctx.mlflow_run_id} took the file over"):
+            log.info("%s: ended MLflow run %s of an earlier try, left running while MLflow was out of reach",
+                     path.name, left_running)
     except BaseException as exc:  # MLflow or Prefect unreachable, cancelled: the file stays for a rerun
         book.release(digest)
         if ctx is not None and ctx.mlflow_run_id:

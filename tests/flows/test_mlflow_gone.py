@@ -89,15 +89,32 @@ def test_a_run_whose_mlflow_server_goes_away_after_it_started_fails_with_the_exp
         registry.configure(get_settings())
         path = write_csv(sea_frame(600, 8.0, seed=2), incoming("sea"), "a.csv")
         outcome, error = run_file("sea", path)
+
+        assert outcome["decision"] == "failed", outcome
+        assert error == outcome["reason"] == (
+            f"MlflowUnreachable: the MLflow tracking server at {proxy.url} does not answer (connection refused, "
+            "4 retries); start it (`calmops up` starts the local stack's), or set MLFLOW_TRACKING_URI to the address "
+            "of the one that runs"), error
+        paths = pipeline_paths(read_spec("sea"))
+        assert path.is_file() and not any(paths.quarantine.iterdir())
+        assert ledger(paths).status(digest(path)) == "pending"
+        assert read_breaker("sea").consecutive_failures == 0  # the server was out of reach, not the pipeline failing
+
+        # the MLflow run it had started could not be ended: the MLflow UI showed it running for good. The server
+        # answers again (here: without the proxy): the file's next run ends it, with why
+        from mlflow import MlflowClient
+
+        left = ledger(paths).left_run(digest(path))
+        assert left and MlflowClient(server.url).get_run(left).info.status == "RUNNING"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+        registry.configure(get_settings())
+        again, _ = run_file("sea", path)
+        ended = MlflowClient(server.url).get_run(left)
     finally:
         stack.stop("mlflow")
 
-    assert outcome["decision"] == "failed", outcome
-    assert error == outcome["reason"] == (
-        f"MlflowUnreachable: the MLflow tracking server at {proxy.url} does not answer (connection refused, "
-        "4 retries); start it (`calmops up` starts the local stack's), or set MLFLOW_TRACKING_URI to the address "
-        "of the one that runs"), error
-    paths = pipeline_paths(read_spec("sea"))
-    assert path.is_file() and not any(paths.quarantine.iterdir())
-    assert ledger(paths).status(digest(path)) == "pending"
-    assert read_breaker("sea").consecutive_failures == 0  # the server was out of reach, not the pipeline failing
+    assert again["decision"] == "train" and again["mlflow_run_id"] != left, again
+    assert ended.info.status == "FAILED", ended.info
+    assert ended.data.tags["calmops.reason"] == (
+        "its run could not reach the MLflow tracking server to record its end; MLflow run "
+        f"{again['mlflow_run_id']} took the file over")
