@@ -1,5 +1,5 @@
 """A paused pipeline: nothing announces its files (the watcher, a turn that gives way, ``calmops relaunch``), and a
-run that was queued before the pause decides no file once it sees it; files keep arriving and wait in the
+run that was queued before the pause decides no file once it sees it (labels files included); files keep arriving and wait in the
 incoming folder, in the ledger's arrival order, until ``calmops resume``. Predictions through the API go on.
 
 The pause is a small file in the pipeline's folder (``paused.json``: since when, and why), so every process on
@@ -27,8 +27,8 @@ class Pause:
     def said(self, pipeline: str) -> str:
         """For people: ``paused since … (why); 'calmops resume NAME' …``."""
         why = f" ({self.reason})" if self.reason else ""
-        return (f"pipeline {pipeline} is paused since {self.since}{why}; its files wait in its incoming folder "
-                f"until 'calmops resume {pipeline}'")
+        return (f"pipeline {pipeline} has been paused since {self.since}{why}; its files wait in its incoming "
+                f"folder until 'calmops resume {pipeline}'")
 
 
 def pause_file(pipeline: str, settings: Settings | None = None) -> Path:

@@ -526,10 +526,10 @@ def setting_changes(before: PipelineSpec, after: PipelineSpec) -> list[str]:
             for name in [*now, *(k for k in was if k not in now)]:
                 compare(was.get(name, missing), now.get(name, missing), f"{key}.{name}" if key else name)
         elif was != now:
-            changed.append(f"{key}: {'(none)' if was is missing else repr(was)} → "
-                           f"{'(none)' if now is missing else repr(now)}")
+            changed.append(f"{key}: {'(not set)' if was is missing else repr(was)} → "
+                           f"{'(not set)' if now is missing else repr(now)}")
 
-    compare(before.model_dump(mode="json"), after.model_dump(mode="json"), "")
+    compare(before.model_dump(mode="json", by_alias=True), after.model_dump(mode="json", by_alias=True), "")
     return changed
 
 

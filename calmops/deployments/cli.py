@@ -295,8 +295,13 @@ def _unreadable_spec_row(name: str, why: str) -> dict[str, Any]:
     """The row of a pipeline whose spec cannot be read: every value unknown, and why (``spec_unreadable``)."""
     fields = ("kind", "incoming", "labels_folder", "champion_version", "aliases", "breaker", "breaker_detail",
               "files_quarantined", "runs_recovered", "served_by", "not_served", *LEDGER_FIELDS)
+    from dataclasses import asdict
+
+    from calmops.core.pause import paused
+
     return {"unknown": list(fields), "state_unreadable": None, "registry_unreadable": None, "spec_unreadable": why,
-            "name": name, **dict.fromkeys(fields)}
+            "name": name, **dict.fromkeys(fields),
+            "paused": asdict(pause) if (pause := paused(name)) is not None else None}  # read without the spec
 
 
 def _aliases(name: str, tracking_uri: str, down: str | None = None) -> tuple[dict[str, int] | None, str | None]:
@@ -694,6 +699,7 @@ def breaker_show(name: str, as_json: Annotated[bool, JsonOption] = False):
 def breaker_reset(name: str):
     """Close the breaker now (operator override), and announce the files waiting in incoming (as relaunch does)."""
     from calmops.core.breaker import update_breaker
+    from calmops.core.pause import paused
     from calmops.core.store import read_spec
     from calmops.deployments.console import console
     from calmops.deployments.operations_cli import not_served, relaunch_files
@@ -703,7 +709,7 @@ def breaker_reset(name: str):
     console.print(f"breaker of [bold]{name}[/] reset to closed")
     unserved = not_served([name])  # nothing is announced then: a line says why
     announced = relaunch_files([name], local=False, console=console, unserved=unserved)[name]  # else they wait
-    if not announced and not unserved:  # for the next scan
+    if not announced and not unserved and paused(name) is None:  # for the next scan (a pause said why above)
         console.print("no file waiting in incoming", highlight=False)
 
 

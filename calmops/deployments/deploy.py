@@ -187,10 +187,23 @@ def prune_automations() -> list[str]:
             if not a.name.startswith("calmops-file-arrived-"):
                 continue
             targets = {str(getattr(action, "deployment_id", None)) for action in a.actions}
-            if targets and not targets & existing:
+            if targets and not targets & existing and not any(_exists(client, t) for t in targets):
                 client.delete_automation(a.id)
                 removed.append(a.name)
     return removed
+
+
+def _exists(client: Any, deployment_id: str) -> bool:
+    """Asked one by one before an automation is deleted: pages read while deployments change can miss one."""
+    from uuid import UUID
+
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        client.read_deployment(UUID(deployment_id))
+    except (ObjectNotFound, ValueError):
+        return False
+    return True
 
 
 def deploy_pipeline(name: str, *, pool: str | None = None, wait: float = RETIRE_WAIT) -> DeploymentSummary:
@@ -397,7 +410,8 @@ def delete_pipeline_deployments(pipeline: str, wait: float = 0.0) -> dict[str, A
         for a in automations:  # first, so that no new run is created while we clean up
             client.delete_automation(a.id)
         if deployments:
-            waiting = client.read_flow_runs(
+            waiting = every(  # all of them (a burst queues more than a page), read before any is deleted
+                client.read_flow_runs,
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[d.id for d in deployments])),
                 flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
                     type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING]))),

@@ -25,10 +25,9 @@ def register(app: typer.Typer) -> None:
         from rich.markup import escape
 
         from calmops.core import pause as pauses
-        from calmops.core.store import read_spec
         from calmops.deployments.console import console
 
-        read_spec(name)  # an unknown pipeline is refused by name
+        _known(name)
         made, now = pauses.pause(name, reason.strip())
         if as_json:
             return _print_json({"pipeline": name, "paused": asdict(made), "was_paused": not now})
@@ -47,13 +46,14 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, JsonOption] = False,
     ):
         """Decide a paused pipeline's files again: the watcher announces those that waited, oldest first."""
+        from rich.markup import escape
+
         from calmops.core import pause as pauses
         from calmops.core.settings import get_settings
-        from calmops.core.store import read_spec
         from calmops.deployments import stack
         from calmops.deployments.console import console
 
-        read_spec(name)
+        _known(name)
         ended = pauses.resume(name)
         settings = get_settings()
         watching = bool(stack.running_pid(settings, "watcher") or stack.watcher_beats(settings))
@@ -66,5 +66,15 @@ def register(app: typer.Typer) -> None:
         then = "the watcher announces the files that waited within a few seconds, oldest first" if watching else (
             "no watcher runs on this host: 'calmops up' starts one, or 'calmops relaunch "
             f"{name}' announces the files that waited now")
-        console.print(f"resumed pipeline [bold]{name}[/] (paused since {ended.since}); {then}", highlight=False)
+        console.print(f"resumed pipeline [bold]{name}[/] (paused since {escape(ended.since)}); {then}",
+                      highlight=False)
         return None
+
+
+def _known(name: str) -> None:
+    """Refuse an unknown pipeline by name; one whose spec does not read can be paused and resumed (the pause is
+    in its folder, not in its spec)."""
+    from calmops.core.store import list_pipelines, read_spec
+
+    if name not in list_pipelines():
+        read_spec(name)  # raises the error that names the pipelines there are

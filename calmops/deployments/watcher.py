@@ -261,6 +261,7 @@ class Watcher:
         # lists what waits (waiting_files) lists them
         self.pause_of = pause_of or (paused if self.emit is emit_event else (lambda name, settings: None))
         self._pauses: dict[str, Pause] = {}  # pipelines said to be paused, with the pause said
+        self._paused_at_refresh: set[str] = set()  # the pipelines paused at the last refresh
         # which deployments trigger runs (deployment_schemes), read with Prefect's emit and at most every
         # refresh_interval seconds
         self.schemes = schemes or (deployment_schemes if self.emit is emit_event else (lambda: None))
@@ -394,7 +395,7 @@ class Watcher:
         if self._thread is not None:  # new pipelines: their folders may hold files already
             for _, watched in new:
                 self._scan_folder(watched, force=False, coalesce=True)
-        self._resumed(wanted)
+        self._resumed(names, wanted)
 
     def _not_watching_because(self, name: str, reason: str) -> None:
         """Say that a pipeline is not watched, once per reason (a refresh every few seconds finds it again)."""
@@ -692,7 +693,10 @@ class Watcher:
             sha = sha or self._hash(path, st)
         except OSError:
             return False  # moved away meanwhile
-        if self._paused_now(watched) or self._run_by_both_schemes(watched):
+        if self._paused_now(watched):
+            self._record_arrival(watched, path, sha, arrived)  # its place in the queue, for the resume
+            return False
+        if self._run_by_both_schemes(watched):
             return False
         if self._held_by_a_run(watched, path, sha):  # read afresh: a scan's view of the ledger may be older
             log.info("%s is being decided by a run already (a hand run's copy); not announced", path.name)
@@ -730,17 +734,22 @@ class Watcher:
                       pause.said(watched.pipeline))
         return True
 
-    def _resumed(self, wanted: dict[Path, _Watched]) -> None:
-        """Announce at once what waits in the folders of the pipelines whose pause has ended (without waiting
-        for the next scan, nor for the delay before a file announced before the pause is announced again)."""
-        with self._lock:
-            ended = [name for name in self._pauses if self.pause_of(name, self.settings) is None]
-            for name in ended:
-                del self._pauses[name]
-        for name in ended:
+    def _resumed(self, names: list[str], wanted: dict[Path, _Watched]) -> None:
+        """Announce at once what waits in the folders of the pipelines whose pause ended since the last refresh:
+        without waiting for the next scan, nor for the delay before a file announced before the pause (whose run
+        then ended held) is announced again."""
+        now = {name for name in names if self.pause_of(name, self.settings) is not None}
+        ended = self._paused_at_refresh & set(names) - now  # a pipeline deleted while paused is just gone
+        self._paused_at_refresh = now
+        for name in sorted(ended):
             log.info("pipeline %s is no longer paused: announcing the files waiting for it", name)
+            folders = [w for w in wanted.values() if w.pipeline == name]
+            with self._lock:
+                self._pauses.pop(name, None)
+                for path in [p for p in self._emitted if any(p.parent == w.incoming for w in folders)]:
+                    self._emitted.pop(path, None)
             if self._thread is not None:
-                for watched in [w for w in wanted.values() if w.pipeline == name]:
+                for watched in folders:
                     self._scan_folder(watched, force=True, coalesce=True)
 
     def _run_by_both_schemes(self, watched: _Watched) -> bool:

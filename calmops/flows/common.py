@@ -585,8 +585,8 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec).ensure()
     path = Path(path)
-    if (pause := paused(spec.name)) is not None:  # queued before the pause: the file waits for the resume
-        return _paused_answer(spec, path, sha256, pause)
+    if (held := answer_if_paused(spec, path, sha256, flow_run_id=current_flow_run_id())) is not None:
+        return held  # queued before the pause: the file waits for the resume
     if (spec.order == "none" or not_a_regular_file(path) or path.parent.resolve() != paths.incoming.resolve()
             or (content := content_of(path)) is None):  # a link or a pipe is refused there, unread; a file
         return run_one_file(pipeline, path, sha256, process)  # gone is a duplicate event or an error there
@@ -609,7 +609,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
             if (pause := paused(spec.name)) is not None:  # paused while this run waited for, or held, the turn
                 log.info("%s: this run decides no more of its files", pause.said(spec.name))
                 if target is None:
-                    return _paused_answer(spec, path, digest, pause, flow_run_id=me)
+                    return answer_if_paused(spec, path, digest, pause, flow_run_id=me)
                 break
             # the budget counts from the turn's start, not from this run's own file: one whose file is far back
             # in a burst gives way too (having decided at least one file, so every turn moves the queue on)
@@ -670,9 +670,14 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     return target
 
 
-def _paused_answer(spec: PipelineSpec, path: Path, sha256: str | None, pause: Pause, **kw: Any) -> dict[str, Any]:
-    """The answer of a run whose pipeline was paused before it decided its file: the file stays *waiting*, and
-    is announced again once the pipeline is resumed."""
+def answer_if_paused(spec: PipelineSpec, path: Path, sha256: str | None, pause: Pause | None = None,
+                     **kw: Any) -> dict[str, Any] | None:
+    """The answer of a run whose pipeline is paused (``pause``, or read now) before it decided its file: the file
+    stays *waiting*, announced again once the pipeline is resumed; None while the pipeline is not paused."""
+    if pause is None and (pause := paused(spec.name)) is None:
+        return None
+    if sha256 is None and (content := content_of(path)) is not None:
+        sha256 = content[0]
     return _answered(spec, path, sha256, Decision.HELD, pause.said(spec.name),
                      details={"paused_since": pause.since}, **kw).to_dict()
 

@@ -24,6 +24,7 @@ from calmops.core.logs import RunLog
 from calmops.core.store import LABELS_ENTRY, holds, ledger, ledger_name, pipeline_paths, read_spec, sha256_of
 from calmops.flows.common import (
     RunContext,
+    answer_if_paused,
     content_of,
     current_flow_run_id,
     note_batch,
@@ -56,6 +57,9 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
     book = ledger(paths)
     path = Path(path)
     decided: dict[str, str] = {}  # name → SHA-256 of the labels files decided here
+    me = current_flow_run_id()
+    if (held := answer_if_paused(spec, path, sha256, flow_run_id=me)) is not None:
+        return held  # queued before the pause: the labels wait for the resume, as the pipeline's other files
     with pipeline_turn(paths, log):
         if (content := content_of(path)) is not None:
             own, arrived = content
@@ -65,6 +69,8 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
                 older = paths.labels / entry.removeprefix(LABELS_ENTRY)
                 if entry == own_entry or not holds(older, sha, at):
                     continue  # moved away, or other bytes under that name now (they have a row of their own)
+                if (held := answer_if_paused(spec, path, own, flow_run_id=me)) is not None:
+                    return held  # paused while this run waited for, or held, the turn
                 log.info("deciding %s first: it arrived before %s", older.name, path.name)
                 try:
                     _decide(paths, log, pipeline, older, sha, process)
@@ -73,7 +79,9 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
                                 (str(exc).splitlines() or [type(exc).__name__])[0][:300])
                     continue
                 decided[older.name] = sha  # its own run, if still waiting, is cancelled (Decided by another run)
-                cancel_redundant_runs(spec.name, paths.labels, decided, current_flow_run_id(), log)
+                cancel_redundant_runs(spec.name, paths.labels, decided, me, log)
+        if (held := answer_if_paused(spec, path, sha256, flow_run_id=me)) is not None:
+            return held
         return _decide(paths, log, pipeline, path, sha256, process)
 
 

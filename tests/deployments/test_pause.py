@@ -37,7 +37,7 @@ def test_pause_then_resume_say_what_happens_to_the_files_and_status_shows_the_pa
     row = json.loads(runner.invoke(app, ["status", sea, "--json"]).stdout)
     assert row["paused"]["reason"] == "upstream export under review" and row["paused"]["since"]
     shown = _said(runner.invoke(app, ["status", sea]))
-    assert (f"paused: pipeline sea is paused since {row['paused']['since']} (upstream export under review); its "
+    assert (f"paused: pipeline sea has been paused since {row['paused']['since']} (upstream export under review); its "
             "files wait in its incoming folder until 'calmops resume sea'") in shown
     listed = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert [p["paused"] is not None for p in listed["pipelines"]] == [True]
@@ -77,5 +77,29 @@ def test_relaunch_takes_no_file_of_a_paused_pipeline_and_says_why(sea):
     write_csv(sea_frame(50, 8, seed=1), pipeline_paths(read_spec(sea)).ensure().incoming, "a.csv")
     runner.invoke(app, ["pause", sea])
     text = _said(runner.invoke(app, ["relaunch", sea, "--local"]))
-    assert "sea: no file processed: pipeline sea is paused since" in text and "0 file(s) processed" in text, text
+    assert "sea: no file processed: pipeline sea has been paused since" in text and "0 file(s) processed" in text, text
     assert (pipeline_paths(read_spec(sea)).incoming / "a.csv").exists()
+
+
+def test_a_pipeline_whose_spec_does_not_read_can_be_resumed_and_status_shows_its_pause(sea):
+    from calmops.core.store import pipeline_paths, read_spec
+
+    spec_file = pipeline_paths(read_spec(sea)).spec_file
+    runner.invoke(app, ["pause", sea, "--reason", "model under review"])
+    spec_file.write_text("name: sea\ntarget: [unclosed\n")  # broken in place meanwhile
+    row = json.loads(runner.invoke(app, ["status", sea, "--json"]).stdout)
+    assert row["spec_unreadable"] and row["paused"]["reason"] == "model under review", row
+    assert "paused: pipeline sea has been paused since" in _said(runner.invoke(app, ["status", sea]))
+    assert _said(runner.invoke(app, ["resume", sea])).startswith("resumed pipeline sea")
+
+
+@pytest.mark.integration
+def test_breaker_reset_of_a_paused_pipeline_does_not_say_no_file_waits(prefect_server, sea):
+    from calmops.core.store import pipeline_paths, read_spec
+    from tests.conftest import sea_frame, write_csv
+
+    write_csv(sea_frame(50, 8, seed=1), pipeline_paths(read_spec(sea)).ensure().incoming, "a.csv")
+    runner.invoke(app, ["pause", sea])
+    text = _said(runner.invoke(app, ["breaker", "reset", sea]))
+    assert "sea: no file announced: pipeline sea has been paused since" in text, text
+    assert "no file waiting in incoming" not in text, text

@@ -69,7 +69,8 @@ def test_update_says_which_settings_it_changed(calmops_home, tmp_path, monkeypat
     intended) was left to a diff in spec_history."""
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     assert runner.invoke(app, ["create", str(_write(tmp_path, BLOCK))]).exit_code == 0
-    changed = {**BLOCK, "retrain": {"data": "new_only"}, "evaluation": {"thresholds": {"accuracy": {"min": 0.8}}}}
+    changed = {**BLOCK, "retrain": {"data": "new_only"}, "evaluation": {"thresholds": {"accuracy": {"min": 0.8}}},
+               "model": {"class": "sklearn.ensemble.RandomForestClassifier"}}
     updated = runner.invoke(app, ["update", "wards", str(_write(tmp_path, changed))])
     assert updated.exit_code == 0, updated.output
     lines = [line.strip() for line in updated.stdout.splitlines()]
@@ -78,7 +79,9 @@ def test_update_says_which_settings_it_changed(calmops_home, tmp_path, monkeypat
     was = RetrainSpec().data
     assert was != "new_only"
     assert f"retrain.data: {was!r} → 'new_only'" in lines, lines
-    assert "evaluation.thresholds.accuracy: (none) → {'min': 0.8, 'max': None}" in lines, lines
-    assert sum(" → " in line for line in lines) == 2, lines  # nothing else: the block column, model … as before
+    assert "evaluation.thresholds.accuracy: (not set) → {'min': 0.8, 'max': None}" in lines, lines
+    assert ("model.class: 'sklearn.tree.DecisionTreeClassifier' → 'sklearn.ensemble.RandomForestClassifier'"
+            in lines), lines  # the key as the spec writes it
+    assert sum(" → " in line for line in lines) == 3, lines  # nothing else: the block column … as before
     again = runner.invoke(app, ["update", "wards", str(_write(tmp_path, changed))])
     assert again.exit_code == 0 and "updated pipeline wards: no setting changed" in again.stdout, again.output

@@ -688,26 +688,33 @@ def test_a_second_copy_of_labels_bytes_waiting_in_the_labels_folder_leaves_the_f
 def test_a_paused_pipeline_s_files_wait_unannounced_and_are_announced_in_order_once_it_is_resumed(stream_spec,
                                                                                                      said):
     """`calmops pause`: files keep arriving and wait in incoming, with nothing announced (the event path, a
-    forced scan); said once in the watcher's log. `calmops resume`: the next refresh announces the oldest at
-    once, without waiting for the next scan."""
+    forced scan), their arrival kept in the ledger's queue; said once in the watcher's log. `calmops resume`: the
+    next refresh announces the oldest at once, also one announced before the pause (whose run ended held), without
+    waiting for the next scan or the delay before announcing a file again."""
     from calmops.core import pause
+    from calmops.core.store import ledger, pipeline_paths
 
     folder = incoming(stream_spec)
     rec = Recorder()
-    pause.pause("sea", "bad upstream batch")
     watcher = make_watcher(rec, pause_of=pause.paused)
     with watcher:
+        (folder / "early.csv").write_text("x1,y\n9,0\n")
+        rec.wait_for(1)  # announced; its run will find the pipeline paused and end held
+        pause.pause("sea", "bad upstream batch")
+        time.sleep(1.5)  # a refresh (every 0.5 s) sees the pause
         for i, name in enumerate(("first.csv", "second.csv")):
             (folder / name).write_text(f"x1,y\n{i},0\n")
-            age(folder / name, 60 - i)
-        time.sleep(SETTLE + 1.0)  # settled and offered: an unpaused pipeline is announced by now
+            time.sleep(0.05)
+        time.sleep(SETTLE + 1.0)  # settled and offered: an unpaused pipeline's would be announced by now
         assert watcher.scan(force=True) == []
-        assert rec.names() == []
-        assert said.count("not announcing the files of pipeline sea: pipeline sea is paused since") == 1
+        assert rec.names() == ["early.csv"]
+        assert said.count("not announcing the files of pipeline sea: pipeline sea has been paused since") == 1
         assert said.count("(bad upstream batch)") == 1
+        queue = [name for _, name, _ in ledger(pipeline_paths(stream_spec)).queue(folder)]
+        assert queue == ["early.csv", "first.csv", "second.csv"]  # the arrival order the runs will follow
         assert pause.resume("sea") is not None
-        rec.wait_for(1, timeout=5.0)  # refresh_interval 0.5 s; scans every hour here
-        assert rec.names()[0] == "first.csv"  # the oldest: its run decides the one behind it in its turn
+        rec.wait_for(2, timeout=5.0)  # refresh_interval 0.5 s; scans every hour and announces again after one
+        assert rec.names() == ["early.csv", "early.csv"]  # the oldest: its run decides the others in its turn
     assert said.count("pipeline sea is no longer paused") == 1
 
 

@@ -231,7 +231,7 @@ def test_a_paused_pipeline_s_queued_run_decides_no_file_and_the_turn_stops_at_a_
     book, files = arrive(folder, ["a.csv", "b.csv", "c.csv"])
     pause.pause("sea", "checking the upstream export")
     held = run("sea", files["a.csv"])
-    assert held["decision"] == "held" and "sea is paused since" in held["reason"], held
+    assert held["decision"] == "held" and "sea has been paused since" in held["reason"], held
     assert "(checking the upstream export)" in held["reason"] and held["details"]["paused_since"]
     assert {e["file"]: e["status"] for e in book.entries()} == {n: "waiting" for n in files}
     assert all(p.exists() for p in files.values())

@@ -363,3 +363,25 @@ def test_a_class_the_champion_never_saw_in_a_labels_file_is_listed_in_new_classe
     out = run("late", write_csv(late, labels_folder, "l1.csv"))
     assert out["decision"] != "rejected_input", out["reason"]
     assert out["details"]["new_classes"] == ["2"]
+
+
+def test_a_labels_file_of_a_paused_pipeline_waits_and_is_joined_once_it_is_resumed(prefect_server, late_spec):
+    """A labels file can retrain and promote: while the pipeline is paused, its run (queued before the pause, or
+    `calmops run … --labels`) decides nothing and ends held; after the resume it is joined as usual."""
+    from calmops.core import pause
+
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    f0, f1 = batch(600, 8.0, 1, 0), batch(600, 8.0, 2, 1000)
+    assert run("late", write_csv(f0, folder, "f0.csv"))["decision"] == "train"
+    assert run("late", write_csv(features(f1), folder, "f1.csv"))["decision"] == "predict_only"
+    waiting = Awaiting(pipeline_paths(late_spec).root, pipeline_paths(late_spec).state)
+    assert waiting.waiting(30)["waiting"] == 600
+    pause.pause("late")
+    path = write_csv(labels(f1), labels_folder, "l1.csv")
+    held = run("late", path)
+    assert held["decision"] == "held" and "late has been paused since" in held["reason"], held
+    assert path.exists() and waiting.waiting(30)["waiting"] == 600  # nothing joined
+    pause.resume("late")
+    joined = run("late", path)
+    assert joined["decision"] not in ("held", "failed", "rejected_input"), joined
+    assert waiting.waiting(30)["waiting"] == 0

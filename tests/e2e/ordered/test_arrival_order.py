@@ -235,7 +235,7 @@ def test_a_paused_pipeline_s_files_wait_and_are_decided_in_arrival_order_once_it
     shown = calmops("status", name, "--json")
     row = json.loads(shown.stdout)
     assert row["files_waiting"] == 4 and row["paused"]["reason"] == "upstream export under review", row
-    assert f"pipeline {name} is paused since" in " ".join(calmops("status", name).stdout.split())
+    assert f"pipeline {name} has been paused since" in " ".join(calmops("status", name).stdout.split())
 
     resumed = calmops("resume", name)
     assert resumed.returncode == 0 and "the watcher announces the files that waited" in resumed.stdout, resumed
