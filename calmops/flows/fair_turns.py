@@ -49,6 +49,7 @@ from typing import Any
 from calmops.core.flow_runs import file_in, runs_in_states
 from calmops.core.logs import RunLog
 from calmops.core.names import EVENT, file_resource
+from calmops.core.pause import paused
 from calmops.core.schemes import both_schemes, scheme_advice, two_runs
 
 logger = logging.getLogger("calmops.flows")  # before a run has its RunLog
@@ -138,7 +139,8 @@ def give_way(runs: list[Any], pipeline: str, incoming: Path, left: Sequence[str]
         else:
             started.add(owner)
     starving = tuple(sorted(name for name, waiting in queued.items() if name != pipeline and name not in started
-                            and any(_named(r, FOR_A_WORKER) and _due(r, now) for r in waiting)))
+                            and any(_named(r, FOR_A_WORKER) and _due(r, now) for r in waiting)
+                            and paused(name) is None))  # a paused pipeline's runs would only end held
     if not starving:
         return None
     folder = incoming.resolve()

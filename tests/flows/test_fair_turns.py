@@ -40,6 +40,16 @@ def test_gives_way_when_another_pipeline_waits_for_a_worker_and_a_file_left_has_
     assert "other" in way.reason(61) and "mine-b.csv" in way.reason(61)
 
 
+def test_no_way_is_given_to_a_paused_pipeline_whose_queued_runs_would_only_end_held(tmp_path, monkeypatch):
+    from calmops.core import pause
+
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    runs = [flow_run("mine", INCOMING / "b.csv"), flow_run("other", Path("/data/pipelines/other/incoming/x.csv"), "Late")]
+    assert give_way(runs, "mine", INCOMING, ["b.csv"], now=NOW) is not None
+    pause.pause("other")
+    assert give_way(runs, "mine", INCOMING, ["b.csv"], now=NOW) is None
+
+
 def test_the_turn_goes_to_the_run_of_the_oldest_file_left_whatever_order_the_api_lists_them_in():
     """The API lists runs by id, a random order. Workers take the run due first, and the turn schedules its
     pipeline's queued runs again one after the other: the run of the oldest file left must come first (it takes
