@@ -268,6 +268,20 @@ def test_open_breaker_is_shown(home):
         cache.clear()
 
 
+def test_a_paused_pipeline_says_so_above_its_page(home):
+    from calmops.core import pause
+
+    pause.pause("sea", "model under review")
+    try:
+        at = page("pipeline", {"pipeline": "sea"})
+        clean(at, warnings=True)
+        said = [w.value.replace("\\", "") for w in at.warning]  # as shown: the markdown escapes removed
+        assert any(w.startswith("pipeline sea has been paused since") and "(model under review)" in w
+                   for w in said), said
+    finally:
+        pause.resume("sea")
+
+
 @pytest.mark.parametrize("name", PAGES)
 def test_empty_store_says_how_to_start(name, prefect_server, tmp_path, monkeypatch):
     monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "empty"))

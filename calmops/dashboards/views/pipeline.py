@@ -9,6 +9,7 @@ import streamlit as st
 
 from calmops.core import report_page
 from calmops.core.names import model_name
+from calmops.core.pause import paused
 from calmops.dashboards import cache, charts, data, ui
 
 HEATMAP_RUNS = 30
@@ -57,6 +58,8 @@ def body(conn: data.Connection, pipeline: dict[str, Any]) -> None:
 
 
 def header(conn, name, runs, reg, prefect_problem) -> None:
+    if (pause := paused(name)) is not None:  # `calmops pause`: said first, it explains why nothing moves
+        st.warning(ui.plain(pause.said(name)))
     recorded = runs[runs["decision"] != ""] if not runs.empty else runs
     last = recorded.iloc[-1] if not recorded.empty else None
     champion = reg["aliases"].get("champion")
