@@ -614,21 +614,18 @@ class Ledger:
             con.execute(f"UPDATE {self.t} SET mlflow_run_id=? WHERE sha256=? AND status='in_progress'",
                         (mlflow_run_id, sha256))
 
-    def abandoned(self, sha256: str) -> Abandoned | None:
-        """What a crashed run left open on this content (None when the claim is live, finished or absent)."""
+    def left_open(self, sha256: str) -> tuple[Abandoned | None, str | None]:
+        """What earlier runs on this content left open, read (once) before the next claim clears it: what a
+        crashed run left (None when the claim is live, finished or absent), and the MLflow run of the last claim
+        given up (``pending``: its run failed or was stopped; None otherwise). A run that failed while the
+        tracking server was out of reach could not end its MLflow run, which the next run ends
+        (:func:`calmops.core.registry.end_if_running`)."""
         with closing(self._connect()) as con:
             held = self._claim_of(con, sha256)
-        if held is None or not held.orphaned(self.lease):
-            return None
-        return Abandoned(held.run_id or None, held.mlflow_run_id)
-
-    def left_run(self, sha256: str) -> str | None:
-        """The MLflow run of the last claim given up on this content (``pending``: its run failed or was stopped),
-        read before the next claim clears it: a run that failed while the tracking server was out of reach could
-        not end its MLflow run, which the next run ends (:func:`calmops.core.registry.end_if_running`)."""
-        with closing(self._connect()) as con:
-            held = self._claim_of(con, sha256)
-        return held.mlflow_run_id if held is not None and held.status == "pending" else None
+        if held is None:
+            return None, None
+        crashed = Abandoned(held.run_id or None, held.mlflow_run_id) if held.orphaned(self.lease) else None
+        return crashed, held.mlflow_run_id if held.status == "pending" else None
 
     def finish(self, sha256: str, decision: str, status: str = "done") -> None:
         self._stop_beat(sha256)

@@ -122,19 +122,18 @@ def update(name: str, spec_file: Path):
     from calmops.deployments.console import console
 
     try:
-        current = read_spec(name)
-    except SpecError:  # its spec.yaml was broken in place: the update mends it
-        current = None
+        before = read_spec(name)
+    except SpecError:  # its spec.yaml was broken in place: the update mends it, judged by its last saved version
+        before = last_saved_spec(name)
     spec = load_spec(spec_file)
     if spec.name != name:
         raise CliError(f"the spec names pipeline {spec.name!r}, not {name!r}", "a pipeline cannot be renamed")
-    _keeps_what_awaits_labels(name, current, resolve_paths(spec, spec_file.expanduser().resolve().parent))
+    _keeps_what_awaits_labels(name, before, resolve_paths(spec, spec_file.expanduser().resolve().parent))
     if spec.prediction_only:
         from calmops.core import registry
 
         registry.configure()
         _needs_a_champion(spec, registry.aliases(name).get("champion") is not None)
-    before = current or last_saved_spec(name)
     _save_from(spec_file, spec, create=False)
     changes = setting_changes(before, read_spec(name)) if before is not None else None  # as saved: paths absolute
     if changes is None:
@@ -169,18 +168,18 @@ def _save_from(spec_file: Path, spec, *, create: bool):
     return paths
 
 
-def _keeps_what_awaits_labels(name: str, current, spec) -> None:
+def _keeps_what_awaits_labels(name: str, before, spec) -> None:
     """While rows await their labels or labels files wait in the labels folder, a spec that would leave them
     unjoined for good is refused: one without the ``labels`` section, one with other ``labels.join_on`` columns
     (the rows are kept under their values in the old ones: no labels file would match them) or another labels
     folder (the old one, where their labels files wait and are expected, would no longer be watched). A current
     spec that cannot be read (a spec.yaml broken in place, which the update mends) is judged by its last saved
-    version; when none reads, any row awaiting labels refuses the update. ``spec`` has its paths resolved."""
+    version (``before``); when none reads, any row awaiting labels refuses the update. ``spec`` has its paths
+    resolved."""
     from calmops.core.awaiting import Awaiting
     from calmops.core.settings import get_settings
-    from calmops.core.store import incoming_files, last_saved_spec, pipeline_paths
+    from calmops.core.store import incoming_files, pipeline_paths
 
-    before = current or last_saved_spec(name)
     if before is not None and before.labels is None:
         return
     root = get_settings().pipeline_dir(name)

@@ -536,6 +536,15 @@ class Watcher:
         one_turn = coalesce and watched.order == "arrival"
         breaker_checked: bool | None = None
         live: Any = _UNASKED
+        paused: Any = _UNASKED  # read once a scan, when a file is to be announced
+
+        def announce(path: Path, st: tuple[int, int], sha: str) -> bool:
+            nonlocal paused
+            if paused is _UNASKED:
+                paused = self._paused_now(watched)
+            return self._announce(watched, path, st, reason="scan", sha=sha, arrived=arrival_time(st[1]),
+                                  paused=paused)
+
         announced = []
         now = time.monotonic()
         with self._lock:
@@ -570,7 +579,7 @@ class Watcher:
                         told = path in self._emitted
                     # not while a run for it is queued, nor again while that cannot be told
                     if not (live and str(path) in live) and not (live is None and told and not force):
-                        self._announce(watched, path, st, reason="scan", sha=sha, arrived=arrival_time(st[1]))
+                        announce(path, st, sha)
                 continue
             if announced and one_turn:  # decided in the turn of the run just announced
                 self._record_arrival(watched, path, sha, arrival_time(st[1]))
@@ -602,7 +611,7 @@ class Watcher:
                 break  # a queued or running run of the pipeline will take its turn
             if not one_turn and live and str(path) in live:
                 continue  # a run is queued or running for it
-            if self._announce(watched, path, st, reason="scan", sha=sha, arrived=arrival_time(st[1])):
+            if announce(path, st, sha):
                 announced.append(path)
         return announced
 
@@ -688,12 +697,13 @@ class Watcher:
         return sha
 
     def _announce(self, watched: _Watched, path: Path, st: tuple[int, int], *, reason: str, arrived: float,
-                  sha: str | None = None) -> bool:
+                  sha: str | None = None, paused: bool | None = None) -> bool:
+        """Announce one file (``paused``: whether its pipeline is paused, when the caller has read that)."""
         try:
             sha = sha or self._hash(path, st)
         except OSError:
             return False  # moved away meanwhile
-        if self._paused_now(watched):
+        if self._paused_now(watched) if paused is None else paused:
             self._record_arrival(watched, path, sha, arrived)  # its place in the queue, for the resume
             return False
         if self._run_by_both_schemes(watched):

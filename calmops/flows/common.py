@@ -279,8 +279,8 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
                              flow_run_id=flow_run_id, details=_duplicate_of(book, sha256))
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest, arrived = content
-    abandoned = book.abandoned(digest)  # what a run that died holding this content left open
-    left_running = book.left_run(digest)  # the MLflow run of a failed try, which may not have been ended
+    # what a run that died holding this content left open, and the MLflow run of a failed try (maybe not ended)
+    abandoned, left_running = book.left_open(digest)
     entry = ledger_name(paths, path)
     set_aside = book.decision(digest) if book.status(digest) == "gone" else None
     if not book.claim(digest, entry, flow_run_id or "", arrived):  # done already, or a live run has it

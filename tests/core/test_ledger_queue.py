@@ -269,7 +269,7 @@ def test_a_claim_left_by_a_run_that_died_is_not_reserved_away_from_the_run_that_
     book.attach_run("d" * 64, "mlflow-run-of-the-dead")
     assert book.states()["d" * 64] == "orphaned"
     assert not book.reserve("d" * 64, "a.csv", 1.0)
-    assert book.abandoned("d" * 64).mlflow_run_id == "mlflow-run-of-the-dead"
+    assert book.left_open("d" * 64)[0].mlflow_run_id == "mlflow-run-of-the-dead"
 
 
 def test_each_refusal_keeps_its_sidecar_when_a_name_comes_back_to_quarantine(tmp_path):

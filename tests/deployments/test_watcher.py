@@ -718,6 +718,36 @@ def test_a_paused_pipeline_s_files_wait_unannounced_and_are_announced_in_order_o
     assert said.count("pipeline sea is no longer paused") == 1
 
 
+def test_a_scan_reads_a_pipeline_s_pause_once_however_many_files_wait(unordered_spec):
+    """A scan asks whether the pipeline is paused once for its folder, not once for each waiting file (a folder
+    of thousands of files during a pause would read the pause file thousands of times a scan); every file's
+    arrival is still kept for the resume."""
+    from calmops.core import pause
+    from calmops.core.store import ledger, pipeline_paths
+
+    folder = incoming(unordered_spec)
+    for i in range(5):
+        (folder / f"f{i}.csv").write_text(f"x1,y\n{i},0\n")
+    old = time.time() - 60  # settled and old enough to be announced by a scan
+    for path in folder.iterdir():
+        os.utime(path, (old, old))
+    pause.pause("sea")
+    asked: list[str] = []
+
+    def counted(name, settings):
+        asked.append(name)
+        return pause.paused(name, settings)
+
+    rec = Recorder()
+    watcher = make_watcher(rec, pause_of=counted)
+    watcher.refresh()  # learns the folders (and whether each pipeline is paused)
+    asked.clear()
+    assert watcher.scan(force=True) == []
+    assert asked == ["sea"]
+    assert rec.names() == []
+    assert len(ledger(pipeline_paths(unordered_spec)).queue(folder)) == 5
+
+
 def test_a_scan_that_lists_what_waits_still_lists_a_paused_pipeline_s_files(stream_spec):
     """`calmops delete` and `relaunch --local` count and take the waiting files by a listing scan: a paused
     pipeline's files are there to be listed (the pause only stops announcing)."""

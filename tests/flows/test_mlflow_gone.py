@@ -104,7 +104,7 @@ def test_a_run_whose_mlflow_server_goes_away_after_it_started_fails_with_the_exp
         # answers again (here: without the proxy): the file's next run ends it, with why
         from mlflow import MlflowClient
 
-        left = ledger(paths).left_run(digest(path))
+        left = ledger(paths).left_open(digest(path))[1]
         assert left and MlflowClient(server.url).get_run(left).info.status == "RUNNING"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
         registry.configure(get_settings())
