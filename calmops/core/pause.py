@@ -9,12 +9,14 @@ every host that shares the pipeline folders sees the same thing, and deleting th
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from calmops.core.settings import Settings, get_settings
-from calmops.core.store import write_atomic
+from calmops.core.store import write_new
 
 PAUSE_FILE = "paused.json"
 
@@ -38,32 +40,45 @@ def pause_file(pipeline: str, settings: Settings | None = None) -> Path:
 def paused(pipeline: str, settings: Settings | None = None) -> Pause | None:
     """The pipeline's pause, None while it is not paused. A pause file that does not read (written by hand,
     damaged) still pauses: stopping on purpose is the safer reading."""
-    path = pause_file(pipeline, settings)
+    return paused_in(pause_file(pipeline, settings))
+
+
+def paused_in(path: Path, shown: Path | None = None) -> Pause | None:
+    """The pause ``path`` holds (None when there is no such file); a problem names the file as ``shown``."""
+    shown = shown or path
     try:
         text = path.read_text()
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return Pause(since="?", reason=f"{path} cannot be read: {exc.strerror or exc}")
+        return Pause(since="?", reason=f"{shown} cannot be read: {exc.strerror or exc}")
     try:
         data = json.loads(text)
         return Pause(since=str(data["since"]), reason=str(data.get("reason") or ""))
     except (ValueError, KeyError, TypeError):
-        return Pause(since="?", reason=f"{path} does not read as a pause; delete it to resume")
+        return Pause(since="?", reason=f"{shown} does not read as a pause; delete it to resume")
 
 
 def pause(pipeline: str, reason: str = "", settings: Settings | None = None) -> tuple[Pause, bool]:
-    """Pause the pipeline; returns its pause and whether this call paused it (a pipeline paused already keeps its
-    first time and reason)."""
-    if (current := paused(pipeline, settings)) is not None:
-        return current, False
+    """Pause the pipeline; returns its pause and whether this call paused it (a pipeline paused already, also by
+    another call at the same moment, keeps its first time and reason)."""
     made = Pause(since=datetime.now(UTC).isoformat(timespec="seconds"), reason=reason)
-    write_atomic(pause_file(pipeline, settings), json.dumps(asdict(made)) + "\n")
-    return made, True
+    if write_new(pause_file(pipeline, settings), json.dumps(asdict(made)) + "\n"):
+        return made, True
+    current = paused(pipeline, settings)
+    return (current, False) if current is not None else pause(pipeline, reason, settings)  # resumed meanwhile
 
 
 def resume(pipeline: str, settings: Settings | None = None) -> Pause | None:
-    """End the pipeline's pause; returns the pause that ended, None when it was not paused."""
-    current = paused(pipeline, settings)
-    pause_file(pipeline, settings).unlink(missing_ok=True)
-    return current
+    """End the pipeline's pause; returns the pause that ended (the one this call took away, also when another
+    call paused or resumed at the same moment), None when it was not paused."""
+    path = pause_file(pipeline, settings)
+    taken = path.with_name(f".{PAUSE_FILE}.{os.getpid()}-{threading.get_ident()}.ending")
+    try:
+        os.replace(path, taken)  # one call takes it; whatever pause is written after stays
+    except FileNotFoundError:
+        return None
+    try:
+        return paused_in(taken, shown=path)
+    finally:
+        taken.unlink(missing_ok=True)

@@ -194,11 +194,42 @@ def read_spec(name: str, settings: Settings | None = None) -> PipelineSpec:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a file so a crash leaves the old content or the new, never half of it."""
+    """Write a file so a crash leaves the old content or the new, never half of it; of writers at the same
+    moment, the last one's whole content stays."""
+    tmp = _written_aside(path, text)
+    try:
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_new(path: Path, text: str) -> bool:
+    """Write a file that does not exist yet, whole; False, writing nothing, when it exists (also when another
+    writer made it a moment before)."""
+    tmp = _written_aside(path, text)
+    try:
+        os.link(tmp, path)  # fails when the name is taken: no check-then-write gap
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+def _written_aside(path: Path, text: str) -> Path:
+    """``text`` in a hidden file of its own beside ``path`` (no two writers share it; made as ``open`` makes
+    files, the umask deciding who may read it)."""
+    import uuid
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
+    try:
+        with tmp.open("x") as out:
+            out.write(text)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def read_champion_state(path: Path, champion_version: int, **match: Any) -> dict | None:
