@@ -112,12 +112,24 @@ class ColumnInfo(BaseModel):
     feature_type: Literal["numeric", "categorical", "boolean", "datetime"]
 
 
+class PauseInfo(BaseModel):
+    since: str = Field(description="When the pipeline was paused (ISO 8601, UTC; '?' when its pause file does "
+                                   "not read).")
+    reason: str = Field(description="Why, as given to 'calmops pause --reason' (empty when none was given).")
+
+
+PausedField = Field(default=None, description="Set while the pipeline is paused ('calmops pause'): its files wait "
+                                              "in its incoming folder, undecided, until 'calmops resume'; the "
+                                              "champion goes on answering predictions.")
+
+
 class PipelineSummary(BaseModel):
     name: str
     kind: str | None = None
     champion_version: int | None = None
     task: str | None = None
     input_columns: list[str] | None = None
+    paused: PauseInfo | None = PausedField
     problem: str | None = Field(default=None, description="Why part of this entry could not be read, if so.")
 
 
@@ -137,6 +149,7 @@ class PipelineDetail(BaseModel):
         default=None, description="The input columns a record must carry (null until a champion exists).")
     example_request: dict[str, Any] | None = Field(
         default=None, description="A request body with the right columns, to start from.")
+    paused: PauseInfo | None = PausedField
     message: str | None = None
 
 
@@ -369,6 +382,13 @@ class _Served:
         return champion, (f"the model registry is unavailable ({problem}): served champion v{champion.version}, "
                           "the last one this server loaded; a promotion made meanwhile is served once the registry "
                           "answers again")
+
+
+def _pause(name: str) -> PauseInfo | None:
+    from calmops.core.pause import paused
+
+    pause = paused(name)
+    return None if pause is None else PauseInfo(since=pause.since, reason=pause.reason)
 
 
 def _champion(name: str, served: _Served) -> tuple[Any, str | None]:
@@ -737,7 +757,7 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
 
         out = []
         for name in _known():
-            entry = PipelineSummary(name=name)
+            entry = PipelineSummary(name=name, paused=_pause(name))
             try:
                 entry.kind = read_spec(name).kind
                 mv = registry.alias_model_version(name, registry.CHAMPION)
@@ -756,7 +776,7 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
         """One pipeline and its champion's input schema (columns, dtypes, feature types, classes)."""
         spec = _spec(name)
         detail = PipelineDetail(name=name, kind=spec.kind, prediction_only=spec.prediction_only,
-                                target=spec.target, champion_version=None)
+                                target=spec.target, champion_version=None, paused=_pause(name))
         try:
             champ, stale = _champion(name, served)
         except ApiError as exc:

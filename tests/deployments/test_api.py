@@ -89,12 +89,23 @@ def test_predicts_with_champion_version_and_switches_after_promotion(trained):
 
     listing = client.get("/pipelines").json()["pipelines"]
     assert listing == [{"name": "sea", "kind": "stream", "champion_version": 1, "task": "classification",
-                        "input_columns": ["x1", "x2", "x3"], "problem": None}]
+                        "input_columns": ["x1", "x2", "x3"], "paused": None, "problem": None}]
     detail = client.get("/pipelines/sea").json()
     assert detail["champion_version"] == 1 and detail["target"] == "y" and detail["classes"] == [0, 1]
     assert [c["name"] for c in detail["columns"]] == ["x1", "x2", "x3"]
     assert {c["feature_type"] for c in detail["columns"]} == {"numeric"}
     assert client.post("/pipelines/sea/predict", json=detail["example_request"]).status_code == 200
+
+    # paused ('calmops pause'): listed and described as paused, with since when and why; predictions go on
+    from calmops.core import pause
+
+    made, _ = pause.pause("sea", "upstream export under review")
+    said = {"since": made.since, "reason": "upstream export under review"}
+    assert client.get("/pipelines").json()["pipelines"][0]["paused"] == said
+    assert client.get("/pipelines/sea").json()["paused"] == said
+    assert client.post("/pipelines/sea/predict", json={"records": records}).json()["model_version"] == 1
+    pause.resume("sea")
+    assert client.get("/pipelines/sea").json()["paused"] is None
 
     # a promotion happens elsewhere; the same app serves the new champion on the next request
     second = _train(theta=9.5, seed=2, file="b.csv")
