@@ -556,9 +556,12 @@ def _unreadable(parsed: pd.Series, raw: pd.Series) -> np.ndarray:
     return np.array([i for i in candidates if str(raw.iloc[i]).strip() != ""], dtype=int)
 
 
-def prepare_records(records: list[dict[str, Any]], schema) -> tuple[pd.DataFrame, list[str]]:
-    """Records → the model's input frame, coerced exactly like a file's rows; raises InvalidInput."""
+def prepare_records(records: list[dict[str, Any]], schema, profile=None) -> tuple[pd.DataFrame, list[str]]:
+    """Records → the model's input frame, coerced exactly like a file's rows; raises InvalidInput. A category
+    written as a file writes a missing cell ("NA", "NULL", …) is missing, as in a file, unless the champion's
+    reference ``profile`` holds it as a category of that column (a Parquet file keeps such a text as it is)."""
     from calmops.core.features import CoercionError, coerce_features
+    from calmops.tasks.ingest import MISSING_MARKERS
 
     columns = list(schema.columns)
     types = {c: schema.feature_types.get(c, "numeric") for c in columns}
@@ -573,6 +576,7 @@ def prepare_records(records: list[dict[str, Any]], schema) -> tuple[pd.DataFrame
             if key not in wanted:
                 extras[key] = extras.get(key, 0) + 1
     raw = pd.DataFrame({c: pd.Series([r.get(c) for r in records], dtype=object) for c in columns})
+    read_as_missing: list[str] = []  # fields whose text a file would read as a missing cell
 
     for j, col in enumerate(columns):
         s, kind = raw[col], types[col]
@@ -602,6 +606,13 @@ def prepare_records(records: list[dict[str, Any]], schema) -> tuple[pd.DataFrame
             for i, v in enumerate(s):
                 if v is not None and not isinstance(v, str):
                     errors.append((i, j, _where(i, col), f"expected a date-time string, got {v!r}", v))
+        elif kind == "categorical":
+            learnt = profile.categorical.get(col) if profile is not None else None
+            known = set(learnt.known) if learnt is not None else set()
+            for i, v in enumerate(s):
+                if isinstance(v, str) and v in MISSING_MARKERS and v not in known:
+                    raw.at[i, col] = None
+                    read_as_missing.append(_where(i, col))
     if errors:
         raise _invalid(errors)
 
@@ -619,6 +630,11 @@ def prepare_records(records: list[dict[str, Any]], schema) -> tuple[pd.DataFrame
         raise _invalid(errors)
 
     warnings = []
+    if read_as_missing:
+        listed = ", ".join(read_as_missing[:20]) + (f" and {len(read_as_missing) - 20} more"
+                                                    if len(read_as_missing) > 20 else "")
+        warnings.append(f"read as missing values, as a file's cells: {listed} (a text such as 'NA' or 'NULL' that "
+                        "the model never saw as a category; send null for a missing value)")
     if extras:
         listed = ", ".join(f"{k} ({n} record{'s' if n > 1 else ''})" for k, n in list(extras.items())[:20])
         more = f" and {len(extras) - 20} more" if len(extras) > 20 else ""
@@ -634,7 +650,7 @@ def _invalid(errors: list[tuple[int, int, str, str, Any]]) -> InvalidInput:
 def predict_records(champion, records: list[dict[str, Any]]) -> tuple[list, list | None, list[str]]:
     from calmops.tasks.predict import predictions_frame
 
-    X, warnings = prepare_records(records, champion.schema)
+    X, warnings = prepare_records(records, champion.schema, champion.profile)
     try:
         frame = predictions_frame(champion.model, X, champion.version)
     except Exception as exc:

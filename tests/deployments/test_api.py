@@ -151,6 +151,59 @@ def test_the_example_request_holds_values_the_champion_was_trained_on(prefect_se
     assert answer.status_code == 200 and not answer.json()["warnings"], answer.text
 
 
+def _shop(name: str, colours: list[str], file: str) -> None:
+    """A pipeline trained on one file whose label depends on a categorical column ``colour`` (a missing
+    ``colour``, "NA" in a CSV file, flips it as ``colours[0]`` does)."""
+    import numpy as np
+    import pandas as pd
+
+    from calmops.core.store import save_spec, spec_from_dict
+    from tests.conftest import STREAM_SPEC
+
+    save_spec(spec_from_dict({**STREAM_SPEC, "name": name, "feature_types": {"colour": "categorical"}}),
+              create=True)
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"amount": rng.gamma(2.0, 37.0, 800), "colour": rng.choice(colours, 800)})
+    frame["y"] = ((frame["amount"] > 60) ^ frame["colour"].isin([colours[0], "NA"])).astype(int)
+    if file.endswith(".parquet"):
+        frame.to_parquet(incoming(name) / file)
+        path = incoming(name) / file
+    else:
+        path = write_csv(frame, incoming(name), file)
+    assert run(name, path)["decision"] == "train"
+
+
+def test_a_category_written_as_a_file_writes_a_missing_cell_is_missing_as_in_a_file(prefect_server, calmops_home):
+    """In a CSV file "NA" (or "NULL", "None", …) is a missing cell; sent as a category to the API it is read the
+    same way, said in the warnings, so a row copied from a file gets the file's prediction. A champion that learnt
+    such a text as a category (a Parquet file keeps it as text) keeps it as that category."""
+    _shop("shop", ["green", "red", "blue", "NA"], "a.csv")
+    client = TestClient(create_app())
+
+    def answer(colour):
+        got = client.post("/pipelines/shop/predict", json={"records": [{"amount": a, "colour": colour}
+                                                                         for a in (20.0, 55.0, 90.0)]})
+        assert got.status_code == 200, got.text
+        return got.json()
+
+    missing, written = answer(None), answer("NA")
+    assert written["probabilities"] == missing["probabilities"]
+    assert written["warnings"] == ["read as missing values, as a file's cells: records[0].colour, records[1].colour, "
+                                   "records[2].colour (a text such as 'NA' or 'NULL' that the model never saw as a "
+                                   "category; send null for a missing value)"]
+    assert answer("NULL")["probabilities"] == missing["probabilities"]
+    unseen = answer("purple")  # any other text is a category (one the model did not see)
+    assert unseen["warnings"] == [] and unseen["probabilities"] != missing["probabilities"]
+
+    # "NULL" learnt as a category, the one that flips the label (encoded between the other two, where a missing
+    # value, unknown to the model, is not)
+    _shop("tags", ["NULL", "Amber", "zinc"], "a.parquet")
+    tags = client.post("/pipelines/tags/predict", json={"records": [{"amount": 20.0, "colour": "NULL"},
+                                                                    {"amount": 20.0, "colour": None}]}).json()
+    assert tags["warnings"] == []
+    assert tags["predictions"][0] != tags["predictions"][1]  # the category decides, unlike a missing value
+
+
 def test_invalid_payloads_get_422_naming_the_field(trained):
     client = TestClient(create_app())
 
