@@ -386,7 +386,7 @@ def register(app: typer.Typer) -> None:
         if stack.watcher_beats(_settings()):  # another 'calmops watch' on this run folder
             raise CliError(f"a watcher is running already (its heartbeat {stack.heartbeat_file(_settings())} is "
                            "fresh: another 'calmops watch')", "two watchers announce every file twice; use that one")
-        from calmops.deployments.watcher import Watcher, configure_logging
+        from calmops.deployments.watcher import Watcher, WatcherRunning, configure_logging
 
         for noisy in ("httpx", "httpcore", "watchdog"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -394,8 +394,12 @@ def register(app: typer.Typer) -> None:
         console.print(f"watching incoming folders (Prefect at {_api_url()}); Ctrl-C to stop", highlight=False)
         settings = _settings()
         settings.run_dir.mkdir(parents=True, exist_ok=True)
-        Watcher(settle=settle, scan_interval=scan_interval, reemit_after=reemit_after, stall_after=stall_after or None,
-                heartbeat_file=stack.heartbeat_file(settings)).run_forever()  # `calmops status` sees it by its beat
+        try:
+            Watcher(settle=settle, scan_interval=scan_interval, reemit_after=reemit_after,
+                    stall_after=stall_after or None,
+                    heartbeat_file=stack.heartbeat_file(settings)).run_forever()  # `calmops status` sees its beat
+        except WatcherRunning as exc:  # one started at the same moment ('calmops up', another 'calmops watch')
+            raise CliError(str(exc), "use that one, or stop it first ('calmops down', or Ctrl-C in its terminal)")
 
     @app.command("deploy")
     @friendly(servers=("prefect",))

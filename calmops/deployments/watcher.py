@@ -329,20 +329,27 @@ class Watcher:
                 pass
 
     def run_forever(self) -> None:
-        """Foreground mode (``calmops watch``): until SIGINT/SIGTERM."""
+        """Foreground mode (``calmops watch``, and the stack's watcher): until SIGINT/SIGTERM. With a heartbeat
+        file, the only watcher of its run folder (:class:`WatcherRunning` when another one is)."""
         def _stop(signum, frame):
             self._stop.set()
 
+        held = None if self.heartbeat_file is None else only_watcher(self.heartbeat_file.with_name(WATCH_LOCK))
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _stop)
             signal.signal(signal.SIGINT, _stop)
-        self.start()
-        log.info("watching %d folder(s): %s", len(self._folders), ", ".join(map(str, self._folders)) or "none yet")
         try:
-            while not self._stop.wait(0.5):
-                pass
+            self.start()
+            log.info("watching %d folder(s): %s", len(self._folders), ", ".join(map(str, self._folders))
+                     or "none yet")
+            try:
+                while not self._stop.wait(0.5):
+                    pass
+            finally:
+                self.stop()
         finally:
-            self.stop()
+            if held is not None:
+                os.close(held)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -810,6 +817,29 @@ class Watcher:
             return False  # the state database is unreachable: announced (a duplicate is harmless)
 
 
+#: held (``flock``) by the watcher of a run folder for as long as it runs: two watchers started at the same moment
+#: (``calmops up`` and ``calmops watch``) would both find no heartbeat yet; the kernel lets one of them hold it,
+#: and lets it go when its process ends, however it ends
+WATCH_LOCK = "watcher.lock"
+
+
+class WatcherRunning(RuntimeError):
+    """Another watcher runs on this run folder: two would announce every file twice."""
+
+
+def only_watcher(lock: Path) -> int:
+    """Hold ``lock`` (a descriptor to close when the watcher stops), or raise :class:`WatcherRunning`."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WatcherRunning(f"a watcher is running already on {lock.parent} (it holds {lock}): two watchers "
+                             "announce every file twice") from None
+    return fd
+
+
 def _oldest_first(folder: Path) -> list[Path]:
     """The folder's files by modification time, then name: the arrival order of files found by a scan."""
     found = []
@@ -901,8 +931,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat", type=Path, default=None)
     args = parser.parse_args(argv)
     configure_logging()
-    Watcher(settle=args.settle, scan_interval=args.scan_interval, reemit_after=args.reemit_after,
-            heartbeat_file=args.heartbeat, stall_after=args.stall_after or None).run_forever()
+    try:
+        Watcher(settle=args.settle, scan_interval=args.scan_interval, reemit_after=args.reemit_after,
+                heartbeat_file=args.heartbeat, stall_after=args.stall_after or None).run_forever()
+    except WatcherRunning as exc:
+        log.error("not started: %s; stop that one first ('calmops down', or Ctrl-C in its terminal)", exc)
+        return 1
     return 0
 
 

@@ -128,6 +128,47 @@ def test_calmops_watch_refuses_to_start_beside_another_calmops_watch(prefect_api
     assert "a watcher is running already" in said and "announce every file twice" in said, said
 
 
+@pytest.mark.timeout(120)
+def test_of_two_watchers_started_at_the_same_moment_one_watches_and_the_other_says_why_it_did_not(prefect_api):
+    """`calmops up` and `calmops watch` at the same moment both find no heartbeat yet: without more, both would
+    watch and announce every file twice. One holds the run folder's watch lock; the other exits 1 saying a
+    watcher runs already; and once the first is stopped, a watcher starts again (the lock goes with its
+    process)."""
+    import sys
+
+    from calmops.core.settings import get_settings
+
+    settings = get_settings()
+    beat = stack.heartbeat_file(settings)
+    cmd = [sys.executable, "-m", "calmops.deployments.watcher", "--heartbeat", str(beat)]
+    env = {**os.environ, "CALMOPS_HOME": str(settings.home)}
+    pair = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    try:
+        until(lambda: any(p.poll() is not None for p in pair), timeout=60)
+        ended = next(p for p in pair if p.poll() is not None)
+        kept = next(p for p in pair if p is not ended)
+        said = " ".join(ended.communicate(timeout=10)[1].split())
+        assert ended.returncode == 1, said
+        assert "not started: a watcher is running already" in said and "announce every file twice" in said, said
+        until(beat.exists, timeout=60)
+        time.sleep(1.0)
+        assert kept.poll() is None  # the other one watches on
+        result = runner.invoke(app, ["watch"])  # a third, by hand, is refused too
+        assert result.exit_code == 1 and "a watcher is running already" in " ".join(result.output.split())
+    finally:
+        for p in pair:
+            p.terminate()
+            p.communicate(timeout=30)
+    again = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        until(beat.exists, timeout=60)  # stopped, the first let go of the lock
+        assert again.poll() is None
+    finally:
+        again.terminate()
+        again.communicate(timeout=30)
+
+
 def test_a_heartbeat_left_by_a_killed_watcher_is_not_a_watcher_running(calmops_home):
     """A watcher killed with `kill -9` leaves its heartbeat behind, fresh for a while: it names its writer, which
     has ended, so neither `calmops status` nor `calmops up` takes it for a watcher run by hand."""
