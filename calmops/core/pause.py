@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from calmops.core.settings import Settings, get_settings
-from calmops.core.store import write_new
+from calmops.core.store import aside, write_new
 
 PAUSE_FILE = "paused.json"
 
@@ -49,9 +48,13 @@ def paused_in(path: Path, shown: Path | None = None) -> Pause | None:
     try:
         text = path.read_text()
     except FileNotFoundError:
+        if path.is_symlink():  # a link to nothing: there, but it does not read
+            return Pause(since="?", reason=f"{shown} is a link to a file that does not exist; delete it to resume")
         return None
     except OSError as exc:
         return Pause(since="?", reason=f"{shown} cannot be read: {exc.strerror or exc}")
+    except ValueError:  # not UTF-8
+        return Pause(since="?", reason=f"{shown} does not read as a pause; delete it to resume")
     try:
         data = json.loads(text)
         return Pause(since=str(data["since"]), reason=str(data.get("reason") or ""))
@@ -62,18 +65,20 @@ def paused_in(path: Path, shown: Path | None = None) -> Pause | None:
 def pause(pipeline: str, reason: str = "", settings: Settings | None = None) -> tuple[Pause, bool]:
     """Pause the pipeline; returns its pause and whether this call paused it (a pipeline paused already, also by
     another call at the same moment, keeps its first time and reason)."""
-    made = Pause(since=datetime.now(UTC).isoformat(timespec="seconds"), reason=reason)
-    if write_new(pause_file(pipeline, settings), json.dumps(asdict(made)) + "\n"):
-        return made, True
-    current = paused(pipeline, settings)
-    return (current, False) if current is not None else pause(pipeline, reason, settings)  # resumed meanwhile
+    path = pause_file(pipeline, settings)
+    while True:  # again only when a resume took the pause away between the two steps
+        made = Pause(since=datetime.now(UTC).isoformat(timespec="seconds"), reason=reason)
+        if write_new(path, json.dumps(asdict(made)) + "\n"):
+            return made, True
+        if (current := paused_in(path)) is not None:
+            return current, False
 
 
 def resume(pipeline: str, settings: Settings | None = None) -> Pause | None:
     """End the pipeline's pause; returns the pause that ended (the one this call took away, also when another
     call paused or resumed at the same moment), None when it was not paused."""
     path = pause_file(pipeline, settings)
-    taken = path.with_name(f".{PAUSE_FILE}.{os.getpid()}-{threading.get_ident()}.ending")
+    taken = aside(path, "ending")
     try:
         os.replace(path, taken)  # one call takes it; whatever pause is written after stays
     except FileNotFoundError:

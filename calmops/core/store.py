@@ -211,18 +211,29 @@ def write_new(path: Path, text: str) -> bool:
         os.link(tmp, path)  # fails when the name is taken: no check-then-write gap
     except FileExistsError:
         return False
+    except OSError:  # a file system without hard links (an object-store mount, some SMB shares)
+        return _create_exclusive(path, text)
     finally:
         tmp.unlink(missing_ok=True)
+    return True
+
+
+def _create_exclusive(path: Path, text: str) -> bool:
+    """:func:`write_new` where hard links are not to be had: created exclusively, then written (a reader may
+    see it empty for that moment)."""
+    try:
+        with path.open("x") as out:
+            out.write(text)
+    except FileExistsError:
+        return False
     return True
 
 
 def _written_aside(path: Path, text: str) -> Path:
     """``text`` in a hidden file of its own beside ``path`` (no two writers share it; made as ``open`` makes
     files, the umask deciding who may read it)."""
-    import uuid
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
+    tmp = aside(path, "part")
     try:
         with tmp.open("x") as out:
             out.write(text)
@@ -230,6 +241,13 @@ def _written_aside(path: Path, text: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def aside(path: Path, suffix: str) -> Path:
+    """A hidden name beside ``path`` that no other writer, on any host sharing the folder, takes."""
+    import uuid
+
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.{suffix}")
 
 
 def read_champion_state(path: Path, champion_version: int, **match: Any) -> dict | None:

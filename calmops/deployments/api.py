@@ -385,10 +385,17 @@ class _Served:
 
 
 def _pause(name: str) -> PauseInfo | None:
+    """The pipeline's pause, for clients: one whose file does not read is a pause all the same, said without the
+    server's paths ('calmops status NAME' on the server says where)."""
     from calmops.core.pause import paused
 
     pause = paused(name)
-    return None if pause is None else PauseInfo(since=pause.since, reason=pause.reason)
+    if pause is None:
+        return None
+    if pause.since == "?":
+        return PauseInfo(since="?", reason=f"its pause file does not read ('calmops status {name}' on the server "
+                                           "says why)")
+    return PauseInfo(since=pause.since, reason=pause.reason)
 
 
 def _champion(name: str, served: _Served) -> tuple[Any, str | None]:
@@ -556,10 +563,11 @@ def _unreadable(parsed: pd.Series, raw: pd.Series) -> np.ndarray:
     return np.array([i for i in candidates if str(raw.iloc[i]).strip() != ""], dtype=int)
 
 
-def prepare_records(records: list[dict[str, Any]], schema, profile=None) -> tuple[pd.DataFrame, list[str]]:
+def prepare_records(records: list[dict[str, Any]], schema, profile=None, model=None) -> tuple[pd.DataFrame, list[str]]:
     """Records → the model's input frame, coerced exactly like a file's rows; raises InvalidInput. A category
-    written as a file writes a missing cell ("NA", "NULL", …) is missing, as in a file, unless the champion's
-    reference ``profile`` holds it as a category of that column (a Parquet file keeps such a text as it is)."""
+    that is blank, or written as a CSV file writes a missing cell ("NA", "NULL", …), is missing, as in a file,
+    unless the champion (its ``model``'s encoder, or its reference ``profile``) learnt that text as a category of
+    the column (a Parquet file keeps it as it is); a block pipeline's block column keeps its text."""
     from calmops.core.features import CoercionError, coerce_features
     from calmops.tasks.ingest import MISSING_MARKERS
 
@@ -606,13 +614,18 @@ def prepare_records(records: list[dict[str, Any]], schema, profile=None) -> tupl
             for i, v in enumerate(s):
                 if v is not None and not isinstance(v, str):
                     errors.append((i, j, _where(i, col), f"expected a date-time string, got {v!r}", v))
-        elif kind == "categorical":
-            learnt = profile.categorical.get(col) if profile is not None else None
-            known = set(learnt.known) if learnt is not None else set()
+        elif kind == "categorical" and col != getattr(model, "block_column", None):  # a block's name is its own
+            known = None
             for i, v in enumerate(s):
-                if isinstance(v, str) and v in MISSING_MARKERS and v not in known:
+                if not isinstance(v, str):
+                    continue
+                if not v.strip():  # blank, as an empty cell of a file
                     raw.at[i, col] = None
-                    read_as_missing.append(_where(i, col))
+                elif v in MISSING_MARKERS:
+                    known = _learnt_categories(model, profile, col) if known is None else known
+                    if v not in known:
+                        raw.at[i, col] = None
+                        read_as_missing.append(_where(i, col))
     if errors:
         raise _invalid(errors)
 
@@ -642,6 +655,19 @@ def prepare_records(records: list[dict[str, Any]], schema, profile=None) -> tupl
     return X[columns], warnings
 
 
+def _learnt_categories(model, profile, col: str) -> set[str]:
+    """The texts the champion knows as categories of ``col``: its reference profile's (the most frequent ten
+    thousand), and its column encoder's when the model is CalmOps' own preprocessing pipeline."""
+    learnt = profile.categorical.get(col) if profile is not None else None
+    known = set(learnt.known) if learnt is not None else set()
+    features = getattr(model, "named_steps", {}).get("features")
+    for _, transformer, columns in getattr(features, "transformers_", []):
+        encoder = getattr(transformer, "named_steps", {}).get("encode")
+        if encoder is not None and col in list(columns) and hasattr(encoder, "categories_"):
+            known.update(map(str, encoder.categories_[list(columns).index(col)]))
+    return known
+
+
 def _invalid(errors: list[tuple[int, int, str, str, Any]]) -> InvalidInput:
     errors.sort(key=lambda e: (e[0], e[1]))
     return InvalidInput([(f, m, v) for _, _, f, m, v in errors])
@@ -650,7 +676,7 @@ def _invalid(errors: list[tuple[int, int, str, str, Any]]) -> InvalidInput:
 def predict_records(champion, records: list[dict[str, Any]]) -> tuple[list, list | None, list[str]]:
     from calmops.tasks.predict import predictions_frame
 
-    X, warnings = prepare_records(records, champion.schema, champion.profile)
+    X, warnings = prepare_records(records, champion.schema, champion.profile, champion.model)
     try:
         frame = predictions_frame(champion.model, X, champion.version)
     except Exception as exc:
@@ -773,8 +799,9 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
 
         out = []
         for name in _known():
-            entry = PipelineSummary(name=name, paused=_pause(name))
+            entry = PipelineSummary(name=name)
             try:
+                entry.paused = _pause(name)
                 entry.kind = read_spec(name).kind
                 mv = registry.alias_model_version(name, registry.CHAMPION)
                 if mv is not None:

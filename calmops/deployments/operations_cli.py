@@ -107,6 +107,11 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
         except Exception as exc:
             if name in ("prefect", "mlflow"):  # every other service needs them
                 raise
+            if name == "watcher" and (running := stack.outside(name, _settings())):
+                started[name] = "outside"  # started by hand at the same moment: it holds the watch lock
+                console.print(f"{name}: not started: {escape(running)}; two watchers would announce every file "
+                              "twice", highlight=False)
+                continue
             failed[name] = one_line(exc)
             console.print(f"[red]{name} did not start:[/] {escape(failed[name])}", highlight=False)
             continue

@@ -13,6 +13,7 @@ it started in sessions of their own, all of them at once; its pid file goes once
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -203,9 +204,35 @@ def heartbeat_file(settings: Settings) -> Path:
     return settings.run_dir / "watcher.heartbeat"
 
 
-def watcher_beats(settings: Settings) -> bool:
+#: held (``flock``) by the watcher of a run folder for as long as it runs: two watchers started at the same moment
+#: (``calmops up`` and ``calmops watch``) would both find no heartbeat yet; the kernel lets one of them hold it,
+#: and lets it go when its process ends, however it ends
+WATCH_LOCK = "watcher.lock"
+
+
+class WatcherRunning(RuntimeError):
+    """Another watcher runs on this run folder: two would announce every file twice."""
+
+
+def only_watcher(lock: Path) -> int:
+    """Hold ``lock`` (a descriptor to close when the watcher stops), or raise :class:`WatcherRunning`."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644)  # read-only: a lock file another user made serves too
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WatcherRunning(f"a watcher is running already on {lock.parent} (it holds {lock}): two watchers "
+                             "announce every file twice") from None
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+def watcher_beats(settings: Settings, writer: int | None = None) -> bool:
     """Is the watcher's heartbeat fresh: a watcher runs on this run folder (``calmops watch`` writes it too). The
-    heartbeat names its writer's pid: one a killed watcher (``kill -9``) left does not count."""
+    heartbeat names its writer's pid: one a killed watcher (``kill -9``) left does not count. With ``writer``,
+    only that process's heartbeat counts (the stack's own watcher, not one started by hand beside it)."""
     path = heartbeat_file(settings)
     try:
         if time.time() - path.stat().st_mtime >= HEARTBEAT_MAX_AGE:
@@ -214,10 +241,10 @@ def watcher_beats(settings: Settings) -> bool:
     except OSError:
         return False
     try:
-        writer = int(fields[1])
+        named = int(fields[1])
     except (IndexError, ValueError):  # a heartbeat that names no writer: its freshness alone tells
-        return True
-    return running(writer, None)
+        return writer is None
+    return running(named, None) and writer in (None, named)
 
 
 def own_worker_prefix() -> str:
@@ -307,7 +334,7 @@ def _process_healthy(name: str, settings: Settings, since: int = 0) -> bool:
     if not running_pid(settings, name):
         return False
     if name == "watcher":
-        return watcher_beats(settings)
+        return watcher_beats(settings, writer=running_pid(settings, name))
     if name == "runner":
         from calmops.deployments.warm import answers
 

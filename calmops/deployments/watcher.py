@@ -94,6 +94,7 @@ from calmops.core.store import (
     sha256_of,
 )
 from calmops.deployments import quickhttp
+from calmops.deployments.stack import WATCH_LOCK, WatcherRunning, only_watcher
 
 log = logging.getLogger("calmops.watcher")
 
@@ -334,12 +335,15 @@ class Watcher:
         def _stop(signum, frame):
             self._stop.set()
 
-        held = None if self.heartbeat_file is None else only_watcher(self.heartbeat_file.with_name(WATCH_LOCK))
+        held = None
+        if self.heartbeat_file is not None:
+            held = only_watcher(self.heartbeat_file.with_name(WATCH_LOCK))
+            self._beat()  # at once: a first scan of large folders takes a while, and it runs meanwhile
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _stop)
             signal.signal(signal.SIGINT, _stop)
         try:
-            self.start()
+            self.start()  # a start that fails says why itself (nothing started to stop)
             log.info("watching %d folder(s): %s", len(self._folders), ", ".join(map(str, self._folders))
                      or "none yet")
             try:
@@ -462,10 +466,15 @@ class Watcher:
                     self._recover_stalled()
                 if self.heartbeat_file is not None and now >= next_beat:
                     next_beat = now + 2.0
-                    self.heartbeat_file.write_text(f"{time.time():.0f} {os.getpid()}\n")  # with its writer
+                    self._beat()
             except Exception:
                 log.exception("watcher loop error (continuing)")
                 time.sleep(1.0)
+
+    def _beat(self) -> None:
+        """Refresh the heartbeat file, naming its writer."""
+        if self.heartbeat_file is not None:
+            self.heartbeat_file.write_text(f"{time.time():.0f} {os.getpid()}\n")
 
     def _recover_stalled(self) -> None:
         """Cancel runs that wait and never start, then announce their pipelines' waiting files again."""
@@ -543,12 +552,13 @@ class Watcher:
         one_turn = coalesce and watched.order == "arrival"
         breaker_checked: bool | None = None
         live: Any = _UNASKED
-        paused: Any = _UNASKED  # read once a scan, when a file is to be announced
+        paused: Any = _UNASKED  # read when a file is to be announced, again only a second later (a scan that
+        paused_read = 0.0  # hashes large files takes a while: a pause given meanwhile stops it within a second)
 
         def announce(path: Path, st: tuple[int, int], sha: str) -> bool:
-            nonlocal paused
-            if paused is _UNASKED:
-                paused = self._paused_now(watched)
+            nonlocal paused, paused_read
+            if paused is _UNASKED or time.monotonic() - paused_read >= 1.0:
+                paused, paused_read = self._paused_now(watched), time.monotonic()
             return self._announce(watched, path, st, reason="scan", sha=sha, arrived=arrival_time(st[1]),
                                   paused=paused)
 
@@ -815,29 +825,6 @@ class Watcher:
             return watched.ledger.exists() and Ledger(watched.ledger).live_claim(sha) == path.name
         except statedb.errors():
             return False  # the state database is unreachable: announced (a duplicate is harmless)
-
-
-#: held (``flock``) by the watcher of a run folder for as long as it runs: two watchers started at the same moment
-#: (``calmops up`` and ``calmops watch``) would both find no heartbeat yet; the kernel lets one of them hold it,
-#: and lets it go when its process ends, however it ends
-WATCH_LOCK = "watcher.lock"
-
-
-class WatcherRunning(RuntimeError):
-    """Another watcher runs on this run folder: two would announce every file twice."""
-
-
-def only_watcher(lock: Path) -> int:
-    """Hold ``lock`` (a descriptor to close when the watcher stops), or raise :class:`WatcherRunning`."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise WatcherRunning(f"a watcher is running already on {lock.parent} (it holds {lock}): two watchers "
-                             "announce every file twice") from None
-    return fd
 
 
 def _oldest_first(folder: Path) -> list[Path]:

@@ -61,3 +61,36 @@ def test_a_file_written_whole_is_as_readable_as_any_file_the_user_makes(tmp_path
     finally:
         os.umask(old)
     assert (tmp_path / "spec.yaml").stat().st_mode & 0o777 == (tmp_path / "made.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_pause_file_that_is_not_text_or_a_link_to_nothing_still_pauses_and_resume_ends_it(calmops_home):
+    """A hand-written pause file in another encoding, or a link whose target went: paused all the same (the
+    safer reading), said with the file's name; `pause` answers with that pause, `resume` ends it."""
+    path = pause.pause_file("sea")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b'{"since": "caf\xe9"}')
+    held = pause.paused("sea")
+    assert held.since == "?" and held.reason == f"{path} does not read as a pause; delete it to resume"
+    assert pause.pause("sea", "again") == (held, False)
+    assert pause.resume("sea") == held and pause.paused("sea") is None
+
+    path.symlink_to(path.parent / "gone.json")
+    held = pause.paused("sea")
+    assert held.reason == f"{path} is a link to a file that does not exist; delete it to resume"
+    assert pause.pause("sea", "again") == (held, False)  # answered, not tried over and over
+    assert pause.resume("sea") == held and not path.is_symlink()
+
+
+def test_a_pause_is_made_where_the_file_system_has_no_hard_links(calmops_home, monkeypatch):
+    """Object-store mounts and some SMB shares refuse hard links: the pause is then created exclusively."""
+    import errno
+    import os
+
+    def no_links(src, dst, *args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    made, now = pause.pause("sea", "under review")
+    assert now and pause.paused("sea") == made
+    assert pause.pause("sea", "another") == (made, False)
+    assert [p.name for p in pause.pause_file("sea").parent.iterdir()] == ["paused.json"]

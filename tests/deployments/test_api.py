@@ -106,6 +106,12 @@ def test_predicts_with_champion_version_and_switches_after_promotion(trained):
     assert client.post("/pipelines/sea/predict", json={"records": records}).json()["model_version"] == 1
     pause.resume("sea")
     assert client.get("/pipelines/sea").json()["paused"] is None
+    # a pause file written by hand that does not read: paused all the same, said without the server's paths
+    pause.pause_file("sea").write_bytes(b"caf\xe9")
+    unreadable = {"since": "?", "reason": "its pause file does not read ('calmops status sea' on the server says why)"}
+    assert client.get("/pipelines").json()["pipelines"][0]["paused"] == unreadable
+    assert client.get("/pipelines/sea").json()["paused"] == unreadable
+    pause.resume("sea")
 
     # a promotion happens elsewhere; the same app serves the new champion on the next request
     second = _train(theta=9.5, seed=2, file="b.csv")
@@ -188,12 +194,14 @@ def test_a_category_written_as_a_file_writes_a_missing_cell_is_missing_as_in_a_f
 
     missing, written = answer(None), answer("NA")
     assert written["probabilities"] == missing["probabilities"]
-    assert written["warnings"] == ["read as missing values, as a file's cells: records[0].colour, records[1].colour, "
-                                   "records[2].colour (a text such as 'NA' or 'NULL' that the model never saw as a "
-                                   "category; send null for a missing value)"]
+    assert written["warnings"] == [("read as missing values, as a file's cells: records[0].colour, "
+                                    "records[1].colour, records[2].colour (a text such as 'NA' or 'NULL' that the "
+                                    "model never saw as a category; send null for a missing value)")]
     assert answer("NULL")["probabilities"] == missing["probabilities"]
     unseen = answer("purple")  # any other text is a category (one the model did not see)
     assert unseen["warnings"] == [] and unseen["probabilities"] != missing["probabilities"]
+    blank = answer("   ")  # blank, as a cell of spaces in a file: missing, as documented, without a warning
+    assert blank["warnings"] == [] and blank["probabilities"] == missing["probabilities"]
 
     # "NULL" learnt as a category, the one that flips the label (encoded between the other two, where a missing
     # value, unknown to the model, is not)
@@ -202,6 +210,14 @@ def test_a_category_written_as_a_file_writes_a_missing_cell_is_missing_as_in_a_f
                                                                     {"amount": 20.0, "colour": None}]}).json()
     assert tags["warnings"] == []
     assert tags["predictions"][0] != tags["predictions"][1]  # the category decides, unlike a missing value
+
+    # the model's own encoder is asked too (a profile built from a later batch alone may not hold the text)
+    from calmops.core import registry
+    from calmops.deployments.api import prepare_records
+
+    champ = registry.champion("tags")
+    X, warnings = prepare_records([{"amount": 20.0, "colour": "NULL"}], champ.schema, None, champ.model)
+    assert X["colour"].tolist() == ["NULL"] and warnings == []
 
 
 def test_invalid_payloads_get_422_naming_the_field(trained):

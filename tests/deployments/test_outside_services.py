@@ -169,6 +169,56 @@ def test_of_two_watchers_started_at_the_same_moment_one_watches_and_the_other_sa
         again.communicate(timeout=30)
 
 
+@pytest.mark.timeout(120)
+def test_calmops_watch_beside_a_watcher_that_holds_the_lock_but_wrote_no_heartbeat_yet_is_refused(prefect_api):
+    """The moment between a watcher taking the run folder's watch lock and its first heartbeat: a `calmops watch`
+    then finds no heartbeat, and the lock refuses it, saying so."""
+    from calmops.core.settings import get_settings
+
+    lock = stack.heartbeat_file(get_settings()).with_name(stack.WATCH_LOCK)
+    held = stack.only_watcher(lock)
+    try:
+        result = runner.invoke(app, ["watch"])
+    finally:
+        os.close(held)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, said
+    assert f"a watcher is running already on {lock.parent} (it holds {lock})" in said, said
+
+
+@pytest.mark.timeout(180)
+def test_calmops_up_and_a_watcher_by_hand_at_the_same_moment_leave_one_watcher_and_up_says_which(prefect_api):
+    """`calmops up` starting its watcher while one is started by hand: whichever holds the watch lock watches, the
+    other exits; `up` says either that its own runs, or that one started outside runs (never that the watcher
+    did not start, nor that its own runs when it was the one that gave way)."""
+    import sys
+
+    from calmops.core.settings import get_settings
+    from calmops.deployments.operations_cli import bring_up
+
+    settings = get_settings()
+    beat = stack.heartbeat_file(settings)
+    cmd = [sys.executable, "-m", "calmops.deployments.watcher", "--heartbeat", str(beat)]
+    by_hand = subprocess.Popen(cmd, env={**os.environ, "CALMOPS_HOME": str(settings.home)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    console = Console(record=True, width=300)
+    try:
+        bring_up(console, ("watcher",))
+        said = " ".join(console.export_text().split())
+        time.sleep(3.0)  # the one that gave way has exited by now
+        ours = stack.running_pid(settings, "watcher")
+        assert (by_hand.poll() is None) != bool(ours), said  # exactly one watches
+        if ours:
+            assert "watcher: running" in said, said
+        else:
+            assert "watcher: not started: a watcher started outside calmops up" in said, said
+        assert "did not start" not in said, said
+    finally:
+        stack.stop("watcher", settings)
+        by_hand.terminate()
+        by_hand.wait(30)
+
+
 def test_a_heartbeat_left_by_a_killed_watcher_is_not_a_watcher_running(calmops_home):
     """A watcher killed with `kill -9` leaves its heartbeat behind, fresh for a while: it names its writer, which
     has ended, so neither `calmops status` nor `calmops up` takes it for a watcher run by hand."""
