@@ -63,6 +63,19 @@ EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 _METRICS = {"balanced_accuracy": balanced_accuracy_score, "kappa": cohen_kappa_score}
 
 
+def _too_few(counts: np.ndarray, classes: np.ndarray) -> str | None:
+    """Why a batch with these class ``counts`` cannot update the ensemble, None when it can: it needs two rows of
+    each class, one to train new ensembles on and one to judge them on (with one, they would be judged on the
+    very row they were trained on)."""
+    if (counts > 0).sum() < 2:
+        return "holds a single class"
+    if counts.min() < 2:
+        rare = int(np.argmin(counts))
+        return (f"holds {int(counts[rare])} row of class {str(classes[rare])!r}: too few to train new ensembles "
+                "and judge them on rows they were not trained on")
+    return None
+
+
 def _round_half_up(x: float) -> int:
     return math.floor(x + 0.5)
 
@@ -226,12 +239,14 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def update(self, X, y):
-        """Adapt to a new batch: train new ensembles on it, keep the best ``p`` of old + new.
+        """Adapt to a new batch: train new ensembles on it, keep the best of old + new.
 
         ``p`` and ``b`` are recomputed from the batch (unless overridden). Old and new ensembles are each
-        scored with ``metric`` on the batch's held-out rows; the ``p`` best are kept (ties keep the newer).
-        A batch holding only one of the two classes cannot form subsets: the model is left unchanged and
-        the history records why. Calling ``update`` on an unfitted estimator is ``fit``. Returns self.
+        scored with ``metric`` on the batch's held-out rows; the best ``max(p, number of ensembles before)``
+        are kept (ties keep the newer): a batch with few minority rows, whose formulas give a smaller ``p``,
+        does not cut the ensemble down. A batch holding only one of the two classes cannot form subsets, and
+        one with a single row of a class cannot judge what it trains: the model is left unchanged and the
+        history records why. Calling ``update`` on an unfitted estimator is ``fit``. Returns self.
         """
         if not hasattr(self, "ensembles_"):
             return self.fit(X, y)
@@ -245,10 +260,9 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
             )
         y_enc = np.searchsorted(self.classes_, y)
         k = len(self.history_)
-        if np.unique(y_enc).size < 2:
-            self.history_.append(
-                {"event": "update", "n_rows": len(y), "skipped": "batch holds a single class"}
-            )
+        counts = np.bincount(y_enc, minlength=2)
+        if (skipped := _too_few(counts, self.classes_)) is not None:
+            self.history_.append({"event": "update", "n_rows": len(y), "skipped": skipped})
             return self
         rng = np.random.default_rng([self.seed_, k])
         new, new_infos, hold, stats = self._train_batch(X, y_enc, rng, batch=k)
@@ -262,7 +276,7 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
             (s, True, i) for i, s in enumerate(new_scores)
         ]
         pool.sort(key=lambda c: (-c[0], not c[1], c[2]))
-        kept = pool[: self.p_]
+        kept = pool[: max(self.p_, len(self.ensembles_))]  # a batch with fewer minority rows does not cut it down
         self.ensembles_ = [new[i] if is_new else self.ensembles_[i] for _, is_new, i in kept]
         self.ensemble_info_ = [new_infos[i] if is_new else self.ensemble_info_[i] for _, is_new, i in kept]
         self.ensemble_sizes_ = [len(e) for e in self.ensembles_]

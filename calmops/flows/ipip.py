@@ -197,6 +197,13 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
     model = update_ipip(champion.model, batch.X, batch.y)
     ensemble = _ensemble(model)
     info = ipip_details(ensemble)
+    if info["skipped"]:  # one class, or a single row of one: nothing new to judge or register
+        outcome = ctx.outcome("no_drift", f"IPIP update skipped: the file {info['skipped']}; champion unchanged",
+                              champion_version=champion.version, metrics={"champion": now}, rows=batch.n_rows,
+                              drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,
+                              predictions_file=_predictions(ctx, batch, champion.model, champion.version),
+                              details={"ipip": info, "drift_gate": False})
+        return finish(ctx, outcome, verdict)
     hold = ensemble.holdout_index_
     scores = evaluate_models({"champion": champion.model, "challenger": model},
                              batch.X.iloc[hold], batch.y.iloc[hold], "classification")
@@ -204,13 +211,6 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
     reason = (f"IPIP updated on {batch.file}: {info['n_new_kept']} of {info['n_ensembles']} ensembles replaced "
               f"(share {info['replaced_share']:.2f}), p={info['p']}, b={info['b']}; "
               f"prequential {_metric(now)} before the update")
-    if info["skipped"]:  # a file with a single class cannot form balanced subsets: nothing new to register
-        outcome = ctx.outcome("no_drift", f"IPIP update skipped: the file {info['skipped']}; champion unchanged",
-                              champion_version=champion.version, metrics={"champion": now}, rows=batch.n_rows,
-                              drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,
-                              predictions_file=_predictions(ctx, batch, champion.model, champion.version),
-                              details={"ipip": info, "drift_gate": False})
-        return finish(ctx, outcome, verdict)
     # 3. register and promote, always
     version, predictions = _register_and_promote(ctx, model, batch, scores["challenger"], reason)
     B.log_metrics(ctx.mlflow_run_id, ipip_metrics(info))

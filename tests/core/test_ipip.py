@@ -212,6 +212,25 @@ def test_update_single_class_batch_is_skipped_and_unknown_label_rejected():
         clf.update(X[:10], np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0]))
 
 
+def test_an_update_needs_two_rows_of_each_class_and_never_cuts_the_ensemble_down():
+    """One row of a class: new ensembles would be judged on the row they were trained on; skipped, said why.
+    Three rows of it: the coverage formulas give a smaller p for the batch (two training rows), and the best of
+    old and new are kept as many as there were."""
+    X, y = _data()
+    clf = IPIPClassifier(base_estimator=_tree(), random_state=0).fit(X, y)
+    before, n = clf.predict_proba(X), len(clf.ensembles_)
+    Xn, yn = _data(n_min=1, n_maj=60, seed=1)
+    clf.update(Xn, yn)
+    assert clf.history_[-1]["skipped"] == ("holds 1 row of class '1': too few to train new ensembles and judge "
+                                           "them on rows they were not trained on")
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+    Xs, ys = _data(n_min=3, n_maj=60, seed=2)
+    clf.update(Xs, ys)
+    assert clf.history_[-1]["p"] == ipip_p(2, ipip_np(2, clf.prop_minority), clf.confidence) < n
+    assert len(clf.ensembles_) == n
+
+
 def test_update_on_unfitted_is_fit():
     X, y = _data()
     a = IPIPClassifier(base_estimator=_tree(), random_state=4).update(X, y)

@@ -41,12 +41,14 @@ def test_ipip_trains_then_updates_and_promotes_every_file(prefect_server, calmop
     assert registry.alias_version("rare", "champion") == 3 and registry.alias_version("rare", "previous") == 2
     for o in outcomes:
         info = o["details"]["ipip"]
-        assert info["p"] >= 1 and info["b"] >= 1 and len(info["ensemble_sizes"]) == info["p"]
+        assert info["p"] >= 1 and info["b"] >= 1 and len(info["ensemble_sizes"]) == info["n_ensembles"]
+        assert info["n_ensembles"] >= info["p"]  # an update keeps at least as many as there were
         assert max(info["ensemble_sizes"]) <= info["b"] and 0.0 <= info["replaced_share"] <= 1.0
         metrics = runs_for_sha("rare", o["sha256"])[0].data.metrics
         assert metrics["ipip_p"] == info["p"] and metrics["ipip_b"] == info["b"]
         assert metrics["ipip_replaced_share"] == pytest.approx(info["replaced_share"])
     assert outcomes[0]["details"]["ipip"]["replaced_share"] == 1.0
+    assert outcomes[0]["details"]["ipip"]["n_ensembles"] == outcomes[0]["details"]["ipip"]["p"]
     # prequential: the champion was scored on each month of files 2 and 3 before the update
     for o, f in zip(outcomes[1:], files[1:]):
         blocks = o["details"]["blocks"]
@@ -65,6 +67,30 @@ def test_ipip_trains_then_updates_and_promotes_every_file(prefect_server, calmop
     preds = pd.read_csv(outcomes[2]["predictions_file"])
     assert set(preds["model_version"]) == {3} and {"proba_rare", "proba_common"} <= set(preds.columns)
     assert (preds["prediction"] == "rare").mean() > 0.02
+
+
+@pytest.mark.integration
+def test_a_small_file_with_one_rare_row_leaves_the_ipip_champion_as_it_was(prefect_server, calmops_home):
+    """A file just large enough to learn from (2 x min_holdout_rows) holding one row of the rare class: new
+    ensembles could be trained on that row or judged on it, not both; judged on the row they were trained on,
+    they won, and the champion went from its p ensembles to one. The update is skipped instead, said in the
+    reason, and the champion serves on unchanged; the next regular file updates it as usual."""
+    save_spec(spec_from_dict(dict(SPEC)), create=True)
+    folder = incoming("rare")
+    first = run("rare", write_csv(rare_frame(1200, seed=10, months=["2024-01", "2024-02"]), folder, "a.csv"))
+    ensembles = first["details"]["ipip"]["n_ensembles"]
+    assert first["decision"] == "train" and ensembles > 1
+    small = rare_frame(1200, seed=11, months=["2024-03"])
+    small = pd.concat([small[small["label"] == "common"].head(39), small[small["label"] == "rare"].head(1)])
+    outcome = run("rare", write_csv(small, folder, "small.csv"))
+    assert outcome["decision"] == "no_drift", outcome["reason"]
+    assert outcome["reason"] == ("IPIP update skipped: the file holds 1 row of class 'rare': too few to train new "
+                                 "ensembles and judge them on rows they were not trained on; champion unchanged")
+    assert outcome["champion_version"] == 1 and versions("rare") == [1]
+    assert registry.champion("rare").model[-1].ensembles_ and len(registry.champion("rare").model[-1].ensembles_) \
+        == ensembles
+    after = run("rare", write_csv(rare_frame(1200, seed=12, months=["2024-04"]), folder, "c.csv"))
+    assert after["decision"] == "retrain_promoted" and after["details"]["ipip"]["n_ensembles"] >= ensembles
 
 
 def test_ipip_model_wraps_a_plain_classifier_and_seeds_it():
