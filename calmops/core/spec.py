@@ -187,6 +187,15 @@ class BlocksSpec(_Strict):
     unseen: Literal["global", "vote"] = "global"
     min_block_rows: int = Field(default=30, ge=1)
 
+    @field_validator("evaluation", mode="before")
+    @classmethod
+    def _names_as_text(cls, v):
+        if isinstance(v, list) and (numbers := [x for x in v if isinstance(x, (int, float)) and not isinstance(x, bool)]):
+            quoted = ", ".join(f'"{x}"' for x in v)
+            raise ValueError(f"block names are text: quote the numbers {numbers}, as in [{quoted}] (a block named "
+                             "3 in the data, or 3.0, is \"3\")")
+        return v
+
 
 class LabelsSpec(_Strict):
     """Labels that arrive after the features (stream kind): a second watched folder of files holding the ids and

@@ -465,7 +465,12 @@ def new_categories(
     rows: Rows | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Give a share of the chosen rows of ``column`` categories never seen in it."""
+    """Give a share of the chosen rows of ``column`` categories never seen in it (one column; a list of one, as
+    the other functions take, will do)."""
+    if not isinstance(column, str) and isinstance(column, Sequence):
+        if len(column) != 1:
+            raise ValueError(f"new_categories changes one column; got {list(column)}: call it once per column")
+        [column] = column
     _need(df, [column])
     rng = np.random.default_rng(seed)
     seen = set(df[column].dropna().astype(str))

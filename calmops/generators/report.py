@@ -145,6 +145,9 @@ def html_report(
     shown = [c for c in columns if c != target][:_MAX_COLUMNS] + ([target] if target in columns else [])
     parts = [f"<h1>{_html.escape(title)}</h1>",
              f"<p>{len(whole)} rows × {_written(whole, truth)}; before: {len(before)} rows, after: {len(after)} rows.</p>"]
+    if notes is not None and not isinstance(notes, Mapping):
+        raise TypeError(f"notes must map names to values, e.g. {{'seed': 42}}; got {type(notes).__name__} "
+                        f"{str(notes)[:60]!r}")
     if notes:
         parts.append("<h2>Parameters</h2>" + _table([{"key": k, "value": _note(v)} for k, v in notes.items()]))
     if block_column and block_column in whole.columns:

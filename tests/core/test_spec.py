@@ -47,6 +47,17 @@ def test_block_kind_needs_block_column():
         parse_spec({**BASE, "kind": "block"})
 
 
+def test_block_names_written_as_numbers_are_refused_saying_to_quote_them():
+    """docs/kinds.md warns that `evaluation: [3]` is refused: the refusal says how to write it, not pydantic's
+    union of a literal and a list of strings."""
+    spec = {**BASE, "kind": "block", "block_column": "ward"}
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**spec, "blocks": {"evaluation": [3, "north"]}})
+    assert str(refused.value) == ('spec: blocks.evaluation: block names are text: quote the numbers [3], as in '
+                                  '["3", "north"] (a block named 3 in the data, or 3.0, is "3")')
+    assert parse_spec({**spec, "blocks": {"evaluation": ["3", "north"]}}).blocks.evaluation == ["3", "north"]
+
+
 def test_unknown_drift_test_is_named():
     with pytest.raises(SpecError, match="nope"):
         parse_spec({**BASE, "drift": {"numeric_tests": ["nope"]}})

@@ -161,6 +161,15 @@ def test_correlation_change_moves_the_pair_only(df):
     assert abs(after.loc["x2", "x4"]) < 0.1
 
 
+def test_new_categories_takes_a_list_of_one_column_as_the_other_functions_take_lists(df):
+    """feature_drift, outliers and missing_values take a list of columns: new_categories takes one, and a list
+    of one as well; a longer list is refused saying to call it once per column (not pandas' unhashable list)."""
+    same = {"categories": ["purple"], "share": 0.2, "seed": 3}
+    pd.testing.assert_frame_equal(new_categories(df, ["color"], **same), new_categories(df, "color", **same))
+    with pytest.raises(ValueError, match=r"new_categories changes one column; got \['color', 'x1'\]: call it once"):
+        new_categories(df, ["color", "x1"], **same)
+
+
 def test_new_categories(df):
     out = new_categories(df, "color", categories=["purple", "teal"], share=0.2, rows=Rows(column="block", values=[4]))
     assert_only(df, out, ["color"], rows=np.arange(1500, N))

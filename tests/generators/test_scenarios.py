@@ -86,3 +86,10 @@ def test_report_shows_before_after_and_quality(tmp_path):
     assert "t &lt;x&gt;" in html and "score" in html and len(re.findall("data:image/png;base64,", html)) == 3
     path = write_report(tmp_path / "r.html", cur, reference=ref)
     assert path.read_text().startswith("<!doctype html>") and [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_report_notes_that_are_not_a_mapping_are_refused_saying_what_they_should_be(tmp_path):
+    cur = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]})
+    with pytest.raises(TypeError, match=r"notes must map names to values, e\.g\. \{'seed': 42\}; got str 'text'"):
+        write_report(tmp_path / "r.html", cur, notes="text")
+    assert not list(tmp_path.iterdir())
