@@ -323,7 +323,7 @@ def label_shift(
     p = {_as_label(s, k): float(v) for k, v in priors.items()}
     unknown = [k for k in p if not (s == k).any()]
     if unknown:
-        raise ValueError(f"class(es) {unknown} not in {target!r}; classes: {sorted(map(str, s.unique()))}")
+        raise ValueError(f"class(es) {unknown} not in {target!r}; classes: {sorted(s.dropna().unique().tolist(), key=str)}")
     if any(v < 0 for v in p.values()):
         raise ValueError(f"priors must be >= 0, got {priors}")
     if abs(sum(p.values()) - 1) > 1e-6:  # not rescaled, as class_balance is not

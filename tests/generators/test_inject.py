@@ -126,6 +126,12 @@ def test_label_shift_priors_must_add_up_to_1(df, priors, total):
     assert near["y"].mean() == pytest.approx(0.7, abs=1 / N)
 
 
+def test_label_shift_names_the_classes_as_the_column_holds_them(df):
+    """A class the column does not hold is refused listing the classes as they are (numbers, not texts)."""
+    with pytest.raises(ValueError, match=r"^class\(es\) \[2\] not in 'y'; classes: \[0, 1\]$"):
+        label_shift(df, "y", {0: 0.5, 2: 0.5})
+
+
 def test_label_drift_changes_only_the_label(df):
     out = label_drift(df, "y", share=0.3, to_class=1, rows=Rows(start=500, stop=1500))
     assert_only(df, out, ["y"], rows=np.arange(500, 1500))
