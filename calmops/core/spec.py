@@ -382,6 +382,32 @@ def check_params(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = 
         _dry_fit(estimator, model, key)
 
 
+def _check_search(spec: PipelineSpec) -> None:
+    """``retrain.search.params`` name parameters the model has, each candidate valid for it (scikit-learn's
+    declared constraints): a misspelt name would fail the first file's training, for every try."""
+    search = spec.retrain.search
+    if search is None:
+        return
+    estimator = build_estimator(spec.model, spec.allow_modules)
+    known = estimator.get_params(deep=True)
+    for name, values in search.params.items():
+        key = f"retrain.search.params.{name}"
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            raise SpecError(f"{key}: {type(estimator).__name__} has no parameter {name!r}"
+                            + (f"; did you mean {close[0]!r}?" if close else f" (it has: {', '.join(sorted(known))})"))
+        if not values:
+            raise SpecError(f"{key}: give at least one candidate value")
+        for value in values:
+            candidate = estimator.set_params(**{name: value})
+            try:
+                if hasattr(candidate, "_parameter_constraints"):
+                    candidate._validate_params()
+            except (ValueError, TypeError) as exc:
+                raise SpecError(f"{key}: candidate {value!r}: {' '.join(str(exc).split())}") from None
+        estimator.set_params(**{name: known[name]})
+
+
 def _dry_fit(estimator, model: ModelSpec, key: str) -> None:
     """For estimators that declare no constraints: fit a tiny frame; blame the params if defaults fit it."""
     import numpy as np
@@ -467,6 +493,7 @@ def check_spec(spec: PipelineSpec) -> None:
     the preprocess module and every hook exist and define their function. Raises :class:`SpecError` naming the key.
     """
     check_params(spec.model, spec.allow_modules)
+    _check_search(spec)
     _check_metrics(spec.evaluation)
     _check_recalibration(spec)
     b = spec.breaker

@@ -192,3 +192,20 @@ def test_retrain_settings_a_kind_never_reads_are_named_and_its_own_are_not():
     # a saved spec (every key written out, defaults included) read back says nothing
     saved = parse_spec({"name": "w2", "kind": "block", "target": "y", "block_column": "site"})
     assert ignored_settings(parse_spec(yaml.safe_load(saved.to_yaml()))) == []
+
+
+@pytest.mark.parametrize("params, said", [
+    ({"max_depht": [2, 4]}, "retrain.search.params.max_depht: HistGradientBoostingClassifier has no parameter "
+                            "'max_depht'; did you mean 'max_depth'?"),
+    ({"max_depth": [2, -4]}, "retrain.search.params.max_depth: candidate -4: The 'max_depth' parameter of "
+                             "HistGradientBoostingClassifier must be an int in the range [1, inf) or None."),
+])
+def test_a_search_over_a_parameter_the_model_does_not_take_is_refused_at_create(calmops_home, tmp_path, params,
+                                                                                said):
+    """A misspelt name in retrain.search.params was saved, then failed the first file's training on every try,
+    which opened the breaker; it is refused when the spec is created, naming the key and the likely name."""
+    code, out = _create(tmp_path, {**BASE, "retrain": {"mode": "full", "search": {"params": params}}})
+    assert code != 0 and said in " ".join(out.split()), out
+    assert not (calmops_home / "pipelines" / "p").exists()
+    ok = {**BASE, "name": "q", "retrain": {"mode": "full", "search": {"params": {"max_depth": [2, 4]}}}}
+    assert _create(tmp_path, ok)[0] == 0
