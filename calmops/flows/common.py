@@ -718,6 +718,13 @@ def predict_without_training(ctx: RunContext, batch: Batch, champion: registry.C
 
     spec = ctx.spec
     breaker_open = not spec.prediction_only
+    if champion is None and breaker_open:  # the first model failed until the breaker opened: nothing serves yet
+        opened = next((h["reason"] for h in reversed(read_breaker(spec.name).history) if h["to"] == "open"), None)
+        reason = (f"circuit breaker is open{f' ({opened[:300]})' if opened else ''}: no first model is trained "
+                  "while it is; the file waits, pending, and is taken when the breaker half-opens, or at once "
+                  f"after you mend the cause and run 'calmops breaker reset {spec.name}'")
+        outcome = ctx.outcome("skipped_breaker_open", reason, rows=batch.n_rows)
+        return finish(ctx, outcome, None, keep_pending=batch.y is not None)
     if champion is None:
         raise LookupError(f"pipeline {spec.name!r} has no champion to predict with; "
                           "train one first (a labelled file with prediction_only: false)")

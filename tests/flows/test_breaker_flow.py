@@ -155,3 +155,37 @@ def test_a_failed_run_takes_its_batch_back_from_the_training_history(prefect_ser
     assert c["decision"] in ("retrain_promoted", "retrain_rejected"), c
     assert b["sha256"][:16] not in {sha for sha, _ in read_history(paths)}
     assert c["sha256"].startswith([sha for sha, _ in read_history(paths)][-1])
+
+
+BROKEN_TRAIN_HOOK = """
+def broken(X, y, spec):
+    raise ValueError("the feature store is down")
+"""
+
+
+def test_with_no_first_model_an_open_breaker_keeps_the_file_pending_and_says_so(prefect_server, stream_spec,
+                                                                               tmp_path):
+    """The first model failed until the breaker opened (a spec mistake): the next file was answered "failed: no
+    champion to predict with; train one first (a labelled file …)", although it was one. It waits pending,
+    saying the breaker is open, why, and how to go on; after the cause is mended and the breaker reset, the
+    file trains the first model."""
+    module = tmp_path / "hooks.py"
+    module.write_text(BROKEN_TRAIN_HOOK)
+    folder = incoming("sea")
+    update_spec("sea", hooks={"train": f"{module}:broken"}, order="none",
+                breaker={"cooldown_seconds": 3600.0, "max_cooldown_seconds": 7200.0})
+    for name in ("a.csv", "b.csv"):
+        assert run("sea", write_csv(sea_frame(600, 8, seed=len(name)), folder, name))["decision"] == "failed"
+    assert read_breaker("sea").state == "open"
+    path = write_csv(sea_frame(600, 8, seed=7), folder, "c.csv")
+    c = run("sea", path)
+    assert c["decision"] == "skipped_breaker_open", c["reason"]
+    assert c["reason"].startswith("circuit breaker is open (failed: ") and "the feature store is down" in c["reason"]
+    assert c["reason"].endswith("no first model is trained while it is; the file waits, pending, and is taken when "
+                                "the breaker half-opens, or at once after you mend the cause and run 'calmops "
+                                "breaker reset sea'")
+    assert ledger(pipeline_paths(read_spec("sea"))).status(c["sha256"]) == "pending" and path.exists()
+
+    update_spec("sea", hooks={"train": None})
+    update_breaker("sea", lambda s: s.reset())
+    assert run("sea", path)["decision"] == "train"
