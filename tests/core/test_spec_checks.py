@@ -195,10 +195,10 @@ def test_retrain_settings_a_kind_never_reads_are_named_and_its_own_are_not():
 
 
 @pytest.mark.parametrize("params, said", [
-    ({"max_depht": [2, 4]}, "retrain.search.params.max_depht: HistGradientBoostingClassifier has no parameter "
-                            "'max_depht'; did you mean 'max_depth'?"),
-    ({"max_depth": [2, -4]}, "retrain.search.params.max_depth: candidate -4: The 'max_depth' parameter of "
-                             "HistGradientBoostingClassifier must be an int in the range [1, inf) or None."),
+    ({"max_depht": [2, 4]}, ("retrain.search.params.max_depht: HistGradientBoostingClassifier has no parameter "
+                            "'max_depht'; did you mean 'max_depth'?")),
+    ({"max_depth": [2, -4]}, ("retrain.search.params.max_depth: candidate -4: The 'max_depth' parameter of "
+                             "HistGradientBoostingClassifier must be an int in the range [1, inf) or None.")),
 ])
 def test_a_search_over_a_parameter_the_model_does_not_take_is_refused_at_create(calmops_home, tmp_path, params,
                                                                                 said):
