@@ -11,7 +11,7 @@ and ``np`` minority rows per subset,
     b  = ceil(ln(1 - confidence) / (ln(1 - 1/np)   * np))    # every subset row in some bootstrap
 
 ``update`` adapts to a new batch without a drift gate: new ensembles are trained on the batch, old and new
-are ranked on the batch's held-out rows, and the best ``p`` survive.
+are ranked on the batch's held-out rows, and the best ``p`` survive (never fewer than there were).
 
 Example
 -------
@@ -140,7 +140,8 @@ class IPIPClassifier(ClassifierMixin, BaseEstimator):
         ``n_min`` (minority rows in the training part), ``np`` and the majority rows per subset of the
         last fit/update.
     p_, b_ : int
-        Number of ensembles kept and largest ensemble size (formulas or overrides) of the last fit/update.
+        The batch's number of ensembles and largest ensemble size (formulas or overrides) of the last
+        fit/update; an update keeps ``max(p_, ensembles before)`` (``len(ensembles_)``).
     ensembles_ : list of list of estimators
         The kept ensembles, each a list of fitted members (trained on labels encoded as 0/1 =
         ``classes_`` positions).

@@ -180,6 +180,13 @@ class HooksSpec(_Strict):
     fallback: str | None = None
 
 
+def _as_block_name(value: Any) -> str:
+    """A value as the block column's names write it ("3" for 3 and 3.0; "True" for a boolean)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 class BlocksSpec(_Strict):
     """Block kind: which blocks are held out for evaluation and how unseen blocks are routed."""
 
@@ -190,10 +197,10 @@ class BlocksSpec(_Strict):
     @field_validator("evaluation", mode="before")
     @classmethod
     def _names_as_text(cls, v):
-        if isinstance(v, list) and (numbers := [x for x in v if isinstance(x, (int, float)) and not isinstance(x, bool)]):
-            quoted = ", ".join(f'"{x}"' for x in v)
-            raise ValueError(f"block names are text: quote the numbers {numbers}, as in [{quoted}] (a block named "
-                             "3 in the data, or 3.0, is \"3\")")
+        if isinstance(v, list) and (unquoted := [x for x in v if isinstance(x, (bool, int, float))]):
+            quoted = ", ".join(f'"{_as_block_name(x)}"' for x in v)
+            raise ValueError(f"block names are text: quote {unquoted}, as in [{quoted}] (a block named 3 in the "
+                             "data, or 3.0, is \"3\")")
         return v
 
 
@@ -383,10 +390,13 @@ def check_params(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = 
 
 
 def _check_search(spec: PipelineSpec) -> None:
-    """``retrain.search.params`` name parameters the model has, each candidate valid for it (scikit-learn's
-    declared constraints): a misspelt name would fail the first file's training, for every try."""
+    """``retrain.search.params`` name parameters the model has, each candidate valid for the estimator that owns
+    it (its declared constraints: scikit-learn's, and CalmOps' own estimators' ``_check_params``): a misspelt name
+    would fail the first file's training, for every try. Not for a kind that never reads the setting (it is
+    warned about as ignored)."""
     search = spec.retrain.search
-    if search is None:
+    retrain_keys = KINDS[spec.kind].retrain_keys
+    if search is None or (retrain_keys is not None and "search" not in retrain_keys):
         return
     estimator = build_estimator(spec.model, spec.allow_modules)
     known = estimator.get_params(deep=True)
@@ -398,14 +408,18 @@ def _check_search(spec: PipelineSpec) -> None:
                             + (f"; did you mean {close[0]!r}?" if close else f" (it has: {', '.join(sorted(known))})"))
         if not values:
             raise SpecError(f"{key}: give at least one candidate value")
+        owner_path, _, own_name = name.rpartition("__")
         for value in values:
-            candidate = estimator.set_params(**{name: value})
+            trial = build_estimator(spec.model, spec.allow_modules)
+            owner = trial.get_params(deep=True)[owner_path] if owner_path else trial
             try:
-                if hasattr(candidate, "_parameter_constraints"):
-                    candidate._validate_params()
+                owner.set_params(**{own_name: value})
+                if hasattr(owner, "_parameter_constraints"):
+                    owner._validate_params()
+                if callable(getattr(owner, "_check_params", None)):
+                    owner._check_params()
             except (ValueError, TypeError) as exc:
                 raise SpecError(f"{key}: candidate {value!r}: {' '.join(str(exc).split())}") from None
-        estimator.set_params(**{name: known[name]})
 
 
 def _dry_fit(estimator, model: ModelSpec, key: str) -> None:

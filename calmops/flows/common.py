@@ -714,7 +714,8 @@ def predict_without_training(ctx: RunContext, batch: Batch, champion: registry.C
     """Prediction-only pipelines, and any pipeline while its breaker is open: every drift check still runs
     (with the champion's score when the file has labels) and predictions are written. With the breaker open,
     a file whose checks call for a retrain stays pending, to be re-run once the breaker closes; a file with
-    nothing to retrain is done."""
+    nothing to retrain is done. With the breaker open and no champion yet (the first model kept failing),
+    nothing can predict: the file stays pending, its reason saying why."""
 
     spec = ctx.spec
     breaker_open = not spec.prediction_only
@@ -724,7 +725,7 @@ def predict_without_training(ctx: RunContext, batch: Batch, champion: registry.C
                   "while it is; the file waits, pending, and is taken when the breaker half-opens, or at once "
                   f"after you mend the cause and run 'calmops breaker reset {spec.name}'")
         outcome = ctx.outcome("skipped_breaker_open", reason, rows=batch.n_rows)
-        return finish(ctx, outcome, None, keep_pending=batch.y is not None)
+        return finish(ctx, outcome, None, keep_pending=True)  # (a file without labels is refused before this)
     if champion is None:
         raise LookupError(f"pipeline {spec.name!r} has no champion to predict with; "
                           "train one first (a labelled file with prediction_only: false)")

@@ -2,7 +2,8 @@
 on every file. No thresholds and no drift gate (docs/kinds.md, ipip):
 
 1. prequential evaluation: the current champion is scored on every block of the new file first;
-2. the ensemble is updated on the file (new ensembles trained, the best ``p`` of old + new kept), or fit on
+2. the ensemble is updated on the file (new ensembles trained, the best ``p`` of old + new kept, never fewer
+   than there were), or fit on
    the first file; the column transformer learnt on the first file is kept;
 3. the new version is registered and promoted (``train`` for the first, ``retrain_promoted`` afterwards);
 4. p, b, ensemble sizes and the share of ensembles replaced are recorded, and a data-drift report against
@@ -198,6 +199,8 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
     ensemble = _ensemble(model)
     info = ipip_details(ensemble)
     if info["skipped"]:  # one class, or a single row of one: nothing new to judge or register
+        info = {**info, "replaced_share": 0.0, "n_new_kept": 0,  # nothing replaced; no batch figures of its own
+                **dict.fromkeys(("p", "b", "n_minority", "np", "minority_class", "holdout_score"))}
         outcome = ctx.outcome("no_drift", f"IPIP update skipped: the file {info['skipped']}; champion unchanged",
                               champion_version=champion.version, metrics={"champion": now}, rows=batch.n_rows,
                               drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,

@@ -53,9 +53,11 @@ def test_block_names_written_as_numbers_are_refused_saying_to_quote_them():
     spec = {**BASE, "kind": "block", "block_column": "ward"}
     with pytest.raises(SpecError) as refused:
         parse_spec({**spec, "blocks": {"evaluation": [3, "north"]}})
-    assert str(refused.value) == ('spec: blocks.evaluation: block names are text: quote the numbers [3], as in '
+    assert str(refused.value) == ('spec: blocks.evaluation: block names are text: quote [3], as in '
                                   '["3", "north"] (a block named 3 in the data, or 3.0, is "3")')
     assert parse_spec({**spec, "blocks": {"evaluation": ["3", "north"]}}).blocks.evaluation == ["3", "north"]
+    with pytest.raises(SpecError, match=r'quote \[3\.0, True\], as in \["3", "True"\]'):  # as the blocks are named
+        parse_spec({**spec, "blocks": {"evaluation": [3.0, True]}})
 
 
 def test_unknown_drift_test_is_named():

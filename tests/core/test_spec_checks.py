@@ -209,3 +209,29 @@ def test_a_search_over_a_parameter_the_model_does_not_take_is_refused_at_create(
     assert not (calmops_home / "pipelines" / "p").exists()
     ok = {**BASE, "name": "q", "retrain": {"mode": "full", "search": {"params": {"max_depth": [2, 4]}}}}
     assert _create(tmp_path, ok)[0] == 0
+
+
+@pytest.mark.parametrize("spec, said", [
+    ({"model": {"steps": [{"class": "sklearn.preprocessing.StandardScaler"},
+                          {"class": "sklearn.tree.DecisionTreeClassifier"}]},
+      "retrain": {"mode": "full", "search": {"params": {"decisiontreeclassifier__max_depth": [2, -4]}}}},
+     ("retrain.search.params.decisiontreeclassifier__max_depth: candidate -4: The 'max_depth' parameter of "
+     "DecisionTreeClassifier must be an int in the range [1, inf) or None.")),
+    ({"model": {"class": "calmops.core.ipip.IPIPClassifier"}, "kind": "stream",
+      "retrain": {"mode": "full", "search": {"params": {"confidence": [0.9, 2.0]}}}},
+     "retrain.search.params.confidence: candidate 2.0:"),
+])
+def test_search_candidates_are_checked_by_the_estimator_that_owns_them(calmops_home, tmp_path, spec, said):
+    """A step of the user's pipeline, or CalmOps' own estimator, judges its own parameter's candidates."""
+    code, out = _create(tmp_path, {**BASE, **spec})
+    assert code != 0 and said in " ".join(out.split()), out
+
+
+def test_a_search_a_kind_never_reads_is_warned_about_not_checked(calmops_home, tmp_path):
+    """A block pipeline does not read retrain.search (it is said to be ignored): a spec with one that named no
+    parameter of the model was saved before, and still is."""
+    spec = {**BASE, "kind": "block", "block_column": "ward",
+            "retrain": {"search": {"params": {"nope": [1]}}}}
+    code, out = _create(tmp_path, spec)
+    assert code == 0, out
+    assert "retrain.search" in out and "does not apply to kind 'block' and is ignored" in " ".join(out.split())

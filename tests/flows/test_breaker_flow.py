@@ -185,6 +185,8 @@ def test_with_no_first_model_an_open_breaker_keeps_the_file_pending_and_says_so(
                                 "the breaker half-opens, or at once after you mend the cause and run 'calmops "
                                 "breaker reset sea'")
     assert ledger(pipeline_paths(read_spec("sea"))).status(c["sha256"]) == "pending" and path.exists()
+    after = read_breaker("sea")  # nothing was tried: the breaker is as it was
+    assert after.state == "open" and after.consecutive_failures == 2
 
     update_spec("sea", hooks={"train": None})
     update_breaker("sea", lambda s: s.reset())

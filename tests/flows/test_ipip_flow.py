@@ -87,6 +87,9 @@ def test_a_small_file_with_one_rare_row_leaves_the_ipip_champion_as_it_was(prefe
     assert outcome["reason"] == ("IPIP update skipped: the file holds 1 row of class 'rare': too few to train new "
                                  "ensembles and judge them on rows they were not trained on; champion unchanged")
     assert outcome["champion_version"] == 1 and versions("rare") == [1]
+    skipped = outcome["details"]["ipip"]  # what the viewer charts: nothing replaced, no figures of its own
+    assert skipped["replaced_share"] == 0.0 and skipped["n_new_kept"] == 0 and skipped["p"] is None
+    assert skipped["n_ensembles"] == ensembles
     assert registry.champion("rare").model[-1].ensembles_ and len(registry.champion("rare").model[-1].ensembles_) \
         == ensembles
     after = run("rare", write_csv(rare_frame(1200, seed=12, months=["2024-04"]), folder, "c.csv"))
