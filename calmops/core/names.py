@@ -15,6 +15,8 @@ True
 
 from __future__ import annotations
 
+import math
+import numbers
 from enum import StrEnum
 from pathlib import Path
 
@@ -138,3 +140,11 @@ def pipeline_tag(pipeline: str) -> str:
 
 def kind_tag(kind: str) -> str:
     return f"calmops.kind.{kind}"
+
+
+def block_name(value: object) -> str:
+    """A block column's value as its block is named: "3" for 3 and 3.0 (any float type), the text otherwise."""
+    if (isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and math.isfinite(value)
+            and float(value).is_integer()):
+        return str(int(value))
+    return str(value)

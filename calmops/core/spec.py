@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from calmops.core.errors import CalmOpsError
 from calmops.core.kinds import KINDS, KindName
-from calmops.core.names import CLASSIFICATION_METRICS, HIGHER_IS_BETTER, REGRESSION_METRICS
+from calmops.core.names import CLASSIFICATION_METRICS, HIGHER_IS_BETTER, REGRESSION_METRICS, block_name
 from calmops.detectors.config import DriftConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
@@ -180,13 +180,6 @@ class HooksSpec(_Strict):
     fallback: str | None = None
 
 
-def _as_block_name(value: Any) -> str:
-    """A value as the block column's names write it ("3" for 3 and 3.0; "True" for a boolean)."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 class BlocksSpec(_Strict):
     """Block kind: which blocks are held out for evaluation and how unseen blocks are routed."""
 
@@ -198,7 +191,7 @@ class BlocksSpec(_Strict):
     @classmethod
     def _names_as_text(cls, v):
         if isinstance(v, list) and (unquoted := [x for x in v if isinstance(x, (bool, int, float))]):
-            quoted = ", ".join(f'"{_as_block_name(x)}"' for x in v)
+            quoted = ", ".join(f'"{block_name(x)}"' for x in v)
             raise ValueError(f"block names are text: quote {unquoted}, as in [{quoted}] (a block named 3 in the "
                              "data, or 3.0, is \"3\")")
         return v

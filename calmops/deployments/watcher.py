@@ -58,6 +58,7 @@ import errno
 import fcntl
 import functools
 import logging
+import math
 import os
 import signal
 import threading
@@ -552,12 +553,12 @@ class Watcher:
         one_turn = coalesce and watched.order == "arrival"
         breaker_checked: bool | None = None
         live: Any = _UNASKED
-        paused: Any = _UNASKED  # read when a file is to be announced, again only a second later (a scan that
-        paused_read = 0.0  # hashes large files takes a while: a pause given meanwhile stops it within a second)
+        paused, paused_read = False, -math.inf  # read when a file is to be announced, again only a second later
+        # (a scan that hashes large files takes a while: a pause given meanwhile stops it within a second)
 
         def announce(path: Path, st: tuple[int, int], sha: str) -> bool:
             nonlocal paused, paused_read
-            if paused is _UNASKED or time.monotonic() - paused_read >= 1.0:
+            if time.monotonic() - paused_read >= 1.0:
                 paused, paused_read = self._paused_now(watched), time.monotonic()
             return self._announce(watched, path, st, reason="scan", sha=sha, arrived=arrival_time(st[1]),
                                   paused=paused)

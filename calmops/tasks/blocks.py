@@ -21,6 +21,7 @@ from calmops.core import registry
 from calmops.core.blockwise import BlockwiseEstimator
 from calmops.core.features import drift_types, make_model
 from calmops.core.metrics import evaluate
+from calmops.core.names import block_name
 from calmops.core.spec import PipelineSpec
 from calmops.core.verdict import BlockDrift, PerformanceSignal
 from calmops.detectors import DriftReport, ReferenceProfile, compare
@@ -63,12 +64,6 @@ class Block:
     name: str            # the value as text ("3" for 3.0): used in reports and metric names
     value: Any           # the value as the model sees it (after type coercion)
     rows: np.ndarray     # row positions in the batch
-
-
-def block_name(value: Any) -> str:
-    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def metric_key(name: str) -> str:
