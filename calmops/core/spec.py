@@ -28,6 +28,7 @@ from calmops.detectors.config import DriftConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 FORMATS = ("csv", "tsv", "txt", "parquet", "json", "jsonl", "arff", "xlsx")
+TEXT_FORMATS = ("csv", "tsv", "txt")  # delimited text: its values' types are guessed when read
 FEATURE_TYPES = ("numeric", "categorical", "boolean", "datetime")
 RETRAIN_MODES = ("full", "incremental", "window", "stacking", "replay", "recalibration", "history", "auto")
 ALLOWED_MODEL_PREFIXES = ("sklearn.", "river.compat.", "lightgbm.", "xgboost.", "calmops.core.")

@@ -774,7 +774,7 @@ def write_batch_predictions(ctx: RunContext, batch: Batch, champion: registry.Ch
     if ctx.spec.labels is not None and batch.y is None:
         ctx.signals["awaiting_labels"] = keep_for_labels(Awaiting(ctx.paths.root, ctx.paths.state), ctx.spec,
                                                          batch.frame, batch.X, champion.model.predict(batch.X),
-                                                         champion.version, batch.sha256, batch.file)
+                                                         champion.version, batch.sha256, batch.file, batch.format)
     return out
 
 

@@ -27,7 +27,7 @@ from calmops.core.features import (
 from calmops.core.kinds import KINDS
 from calmops.core.metrics import infer_task
 from calmops.core.registry import InputSchema
-from calmops.core.spec import PipelineSpec, SpecError, build_estimator
+from calmops.core.spec import TEXT_FORMATS, PipelineSpec, SpecError, build_estimator
 from calmops.core.store import pipeline_paths, sha256_of, write_atomic
 from calmops.tasks import BadInput, step
 from calmops.tasks import validate as V
@@ -149,7 +149,7 @@ def _sniff_delimiter(path: Path) -> str:
 
 def text_delimiter(path: Path, fmt: str, delimiter: str | None = None) -> str | None:
     """The separator of a text table (the spec's, the tab of a .tsv, or sniffed); None for other formats."""
-    if fmt not in ("csv", "tsv", "txt"):
+    if fmt not in TEXT_FORMATS:
         return None
     return delimiter or ("\t" if fmt == "tsv" else _sniff_delimiter(path))
 
@@ -171,10 +171,13 @@ def _json_lines(path: Path) -> list[dict]:
     return records
 
 
-def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFrame:
+def read_table(path: Path, fmt: str, delimiter: str | None = None, as_text: list[str] | tuple = ()) -> pd.DataFrame:
+    """The file's table. ``as_text``: columns a delimited text file keeps as written (ids: ``0200000`` is not the
+    number 200000; an empty cell is still missing); the other formats keep the types they store."""
     try:
-        if fmt in ("csv", "tsv", "txt"):
-            return pd.read_csv(path, sep=text_delimiter(path, fmt, delimiter), **MISSING)
+        if fmt in TEXT_FORMATS:
+            return pd.read_csv(path, sep=text_delimiter(path, fmt, delimiter), dtype=dict.fromkeys(as_text, str),
+                               **MISSING)
         if fmt == "parquet":
             return pd.read_parquet(path)
         if fmt == "json":
@@ -208,7 +211,7 @@ def table_columns(path: Path, spec: PipelineSpec) -> list[str] | None:
     try:
         if path.stat().st_size > spec.limits.max_bytes or (fmt := detect_format(path)) not in spec.formats:
             return None
-        if fmt in ("csv", "tsv", "txt"):
+        if fmt in TEXT_FORMATS:
             columns = pd.read_csv(path, sep=text_delimiter(path, fmt, spec.delimiter), nrows=0).columns
         elif fmt == "parquet":
             import pyarrow.parquet as pq
@@ -324,7 +327,7 @@ def parse_and_validate(
         raise RejectedInput(f"{path.name}: format {fmt!r} is not accepted by this pipeline "
                             f"(accepted: {', '.join(spec.formats)})", format=fmt)
     sep = text_delimiter(path, fmt, spec.delimiter)
-    frame = read_table(path, fmt, sep)
+    frame = read_table(path, fmt, sep, as_text=spec.id_columns)  # ids as written, into the predictions
     dupes = V.duplicated_header(path, fmt, sep) if len(frame.columns) > 1 else []
     if dupes:
         raise RejectedInput(f"{path.name}: duplicated column name(s) in the header: "
@@ -339,7 +342,7 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
                    reference: InputSchema | None) -> Batch:
     """The checks on a parsed (and preprocessed) table: rows, columns, target, types, values."""
     path = Path(name)
-    if frame.shape[1] == 0 or (frame.shape[1] == 1 and frame.empty and fmt not in ("csv", "tsv", "txt")):
+    if frame.shape[1] == 0 or (frame.shape[1] == 1 and frame.empty and fmt not in TEXT_FORMATS):
         raise RejectedInput(f"{path.name}: no columns found")
     if frame.empty:
         named = [str(c)[:100] for c in frame.columns[:MAX_COLUMNS_NAMED]]  # the sidecar stays small

@@ -18,10 +18,10 @@ import pandas as pd
 from calmops.core.awaiting import PREDICTION, VERSION, Awaiting, Match, keys_of
 from calmops.core.logs import RunLog
 from calmops.core.metrics import evaluate
-from calmops.core.spec import PipelineSpec
+from calmops.core.spec import TEXT_FORMATS, PipelineSpec
 from calmops.core.store import pipeline_paths
 from calmops.tasks import validate as V
-from calmops.tasks.ingest import MISSING, RejectedInput, detect_format, read_table, text_delimiter
+from calmops.tasks.ingest import RejectedInput, detect_format, read_table, text_delimiter
 
 
 def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> tuple[pd.DataFrame, str]:
@@ -41,7 +41,7 @@ def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> 
         raise RejectedInput(f"{path.name}: format {fmt!r} is not accepted by this pipeline "
                             f"(accepted: {', '.join(spec.formats)})", format=fmt)
     as_text = list(spec.labels.join_on) + ([spec.target] if _kind_of_classes(classes) == "text" else [])
-    frame = _read_as_written(path, fmt, text_delimiter(path, fmt, spec.delimiter), as_text)
+    frame = read_table(path, fmt, text_delimiter(path, fmt, spec.delimiter), as_text)
     frame.columns = [str(c) for c in frame.columns]
     if frame.empty:
         raise RejectedInput(f"{path.name}: a labels file with no rows")
@@ -65,18 +65,6 @@ def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> 
                                 column=column, missing_values=empty)
     frame[spec.target] = as_classes(frame[spec.target], classes, path.name, spec.target)
     return frame, fmt
-
-
-def _read_as_written(path: Path, fmt: str, delimiter: str | None, as_text: list[str]) -> pd.DataFrame:
-    """The table, its ``as_text`` columns as written in a delimited text file (no type inference: "000001" is not
-    1; ``delimiter``: the file's, resolved). JSON keeps its own types (a string id stays a string), so it is read
-    as the features files are."""
-    if fmt in ("csv", "tsv", "txt"):
-        try:
-            return pd.read_csv(path, sep=delimiter, dtype={c: str for c in as_text}, **MISSING)
-        except Exception:  # noqa: BLE001, S110 - read_table below says why the file cannot be read
-            pass
-    return read_table(path, fmt, delimiter)
 
 
 def _is_bool(v) -> bool:
@@ -197,8 +185,22 @@ def labelled_rows(match: Match, spec: PipelineSpec) -> pd.DataFrame:
     return frame
 
 
+def _ids_as_typed(ids: pd.DataFrame, fmt: str) -> pd.DataFrame:
+    """The id columns of a features file as they are joined: a delimited text file's ids are read as written (its
+    predictions file repeats them so), and a column of them that holds only numbers is joined as those numbers,
+    the way such a column is typed (``000001`` as 1), which labels files join as late-labels.md says."""
+    if fmt not in TEXT_FORMATS:
+        return ids
+    out = ids.copy()
+    for column in out.columns:
+        numbers = pd.to_numeric(out[column], errors="coerce")
+        if numbers.notna().sum() == out[column].notna().sum():
+            out[column] = numbers
+    return out
+
+
 def keep_for_labels(awaiting: Awaiting, spec: PipelineSpec, frame: pd.DataFrame, X: pd.DataFrame, predictions: Any,
-                    version: int, sha256: str, file: str) -> dict[str, Any]:
+                    version: int, sha256: str, file: str, fmt: str) -> dict[str, Any]:
     """Keep a batch predicted without labels for its labels file: its features as the model read them (typed,
     so rows joined from several files agree) and its ids; returns what was kept (rows, and ids the file names
     more than once: one label will label each of their rows). A row with an empty id is not kept: no labels
@@ -208,10 +210,11 @@ def keep_for_labels(awaiting: Awaiting, spec: PipelineSpec, frame: pd.DataFrame,
     has_id = frame[spec.labels.join_on].notna().all(axis=1).to_numpy()
     without_id = np.flatnonzero(~has_id)
     frame, X, predictions = frame[has_id], X[has_id], np.asarray(predictions)[has_id]
-    keys = keys_of(frame, spec.labels.join_on)
+    ids = _ids_as_typed(frame[spec.labels.join_on], fmt)
+    keys = keys_of(ids, spec.labels.join_on)
     kept = X.copy()
     for column in spec.labels.join_on:
-        kept[column] = frame[column].to_numpy()
+        kept[column] = ids[column].to_numpy()
     if len(kept):
         awaiting.keep(kept, keys, predictions, version, sha256, file)
     repeated = sum(1 for count in Counter(keys).values() if count > 1)  # ids named more than once

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from calmops.core.features import CoercionError, coerce_features, read_numbers
-from calmops.core.spec import PipelineSpec
+from calmops.core.spec import TEXT_FORMATS, PipelineSpec
 
 MAX_ROWS_LISTED = 5
 EXCERPT_CHARS = 40
@@ -55,7 +55,7 @@ def duplicated_header(path: Path, fmt: str, sep: str | None) -> list[str]:
     """
     names: list[str] = []
     try:
-        if fmt in ("csv", "tsv", "txt"):
+        if fmt in TEXT_FORMATS:
             with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
                 names = next(csv.reader(fh, delimiter=sep or ","), [])
         elif fmt == "xlsx":

@@ -1,6 +1,8 @@
 """Labels that arrive after the features (spec ``labels``): predictions kept, joined, scored per model version,
 a concept change caught and retrained from the joined rows, every odd id counted, each labels file once."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -385,3 +387,26 @@ def test_a_labels_file_of_a_paused_pipeline_waits_and_is_joined_once_it_is_resum
     joined = run("late", path)
     assert joined["decision"] not in ("held", "failed", "rejected_input"), joined
     assert waiting.waiting(30)["waiting"] == 0
+
+
+def test_ids_of_a_features_csv_reach_the_predictions_as_written_and_labels_join_them_written_either_way(
+        prefect_server, late_spec):
+    """A features CSV's ids are ids, not numbers: the predictions file repeats each as the file wrote it
+    (``0200000`` keeps its zero, an empty id stays empty rather than turning its column into floats). A labels
+    file still joins them written with or without the zeros, as a column of numbers always joined."""
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    run("late", write_csv(batch(600, 8.0, 1, 0), folder, "f0.csv"))
+    f1 = batch(600, 8.0, 2, 0).assign(id=[f"{200000 + i:07d}" for i in range(600)])
+    f1.loc[7, "id"] = ""  # data row 8 has no id
+    path = folder / "f1.csv"
+    features(f1).to_csv(path, index=False)
+    out = run("late", path)
+    assert out["decision"] == "predict_only", out["reason"]
+    lines = Path(out["predictions_file"]).read_text().splitlines()
+    assert lines[0].split(",")[0] == "id"
+    assert [line.split(",")[0] for line in lines[1:]] == f1["id"].tolist()  # "0200000", …, "" as written
+    # half the labels write the ids as the features did, half as plain numbers: all of them join
+    written = labels(f1.drop(index=7))
+    written["id"] = [i if n % 2 else str(int(i)) for n, i in enumerate(written["id"])]
+    out = run("late", write_csv(written, labels_folder, "l1.csv"))
+    assert (out["details"]["labels"]["matched"], out["details"]["labels"]["unmatched"]) == (599, 0), out["reason"]

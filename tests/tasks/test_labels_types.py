@@ -24,7 +24,7 @@ def write(tmp_path, name: str, text: str):
 
 def kept(tmp_path, frame: pd.DataFrame, spec=SPEC) -> tuple[Awaiting, dict]:
     awaiting = Awaiting(tmp_path, tmp_path / "state")
-    kept = keep_for_labels(awaiting, spec, frame, frame[["x"]], [0] * len(frame), 1, "a" * 64, "f.parquet")
+    kept = keep_for_labels(awaiting, spec, frame, frame[["x"]], [0] * len(frame), 1, "a" * 64, "f.parquet", "parquet")
     return awaiting, kept
 
 
