@@ -246,6 +246,20 @@ class Awaiting:
         finally:
             con.close()
 
+    def waiting_ids(self, limit: int = 3) -> tuple[int, list]:
+        """How many rows wait for labels, and the ids (as the record shows them) of up to ``limit`` of the latest:
+        what a labels file that matched nothing is shown, so a difference in how ids are written is seen."""
+        if not self.table.exists():
+            return 0, []
+        con = self._connect()
+        try:
+            count = con.execute(f"SELECT COUNT(*) FROM {self.t} WHERE labelled_by IS NULL").fetchone()[0]
+            keys = [k for (k,) in con.execute(f"SELECT key FROM {self.t} WHERE labelled_by IS NULL "
+                                              "ORDER BY predicted_at DESC, row LIMIT ?", (limit,)).fetchall()]
+        finally:
+            con.close()
+        return int(count), [shown(k) for k in keys]
+
     def waiting(self, max_wait_days: float, now: float | None = None) -> dict[str, int]:
         """Rows still waiting for labels, and how many of them were predicted longer ago than ``max_wait_days``."""
         if not self.table.exists():

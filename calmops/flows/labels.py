@@ -100,11 +100,16 @@ def _decide(paths, log: RunLog, pipeline: str, path: Path, sha256: str | None, p
     return result
 
 
-def _why_none_matched(match) -> str:
-    """Which ids kept a labels file from matching, and what to do about it."""
+def _why_none_matched(match, awaiting: Awaiting) -> str:
+    """Which ids kept a labels file from matching, and what to do about it; for ids with no prediction waiting,
+    ids of rows that do wait, so that ids written another way (``A-7`` for ``a7``) are seen at once."""
     if match.unmatched_ids:
-        return (f"e.g. {match.unmatched_ids[:3]} have no prediction waiting); drop it again once the files with "
-                "those ids have been predicted")
+        count, sample = awaiting.waiting_ids()
+        waits = (f"{count} predicted row(s) wait, with ids such as {sample}: if those are the same ids written "
+                 "another way, write them as these are; otherwise drop it again" if count else
+                 "no predicted row waits for labels: drop it again")
+        return f"e.g. {match.unmatched_ids[:3]} have no prediction waiting; {waits} once the files with those ids " \
+               "have been predicted)"
     return (f"e.g. {match.labelled_before_ids[:3]} were labelled by an earlier labels file, whose labels stand); "
             "nothing in it is new")
 
@@ -127,7 +132,7 @@ def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> 
         if not match.counts["matched"]:
             raise RejectedInput(f"{ctx.path.name}: none of its {match.counts['label_rows']} id(s) match a row "
                                 f"predicted and waiting for labels (join on {', '.join(spec.labels.join_on)}; "
-                                f"{_why_none_matched(match)}", labels=report)
+                                f"{_why_none_matched(match, awaiting)}", labels=report)
         batch = validate_frame(labelled_rows(match, spec), ctx.path.name, fmt, ctx.sha256, spec, champion.schema)
     except RejectedInput as exc:
         awaiting.release(ctx.sha256)  # its rows wait for a usable labels file

@@ -323,6 +323,8 @@ def test_zero_padded_text_ids_join_from_a_csv_and_ids_are_listed_and_counted_as_
     nobody = run("late", write_csv(pd.DataFrame({"id": ["0090001", "0090002"], "y": [0, 1]}), labels_folder,
                                    "early.csv"))
     assert nobody["decision"] == "rejected_input" and "e.g. ['0090001', '0090002']" in nobody["reason"]
+    # and it is shown how the ids that wait are written: f1's first rows, all 600 rows of it waiting
+    assert "600 predicted row(s) wait, with ids such as ['000001', '000002', '000003']" in nobody["reason"]
     late = pd.concat([labels(f1.drop_duplicates("id")), pd.DataFrame({"id": ["0090001"], "y": [1]})])
     path = write_csv(late, labels_folder, "l1.csv")
     assert "\n000001," in path.read_text()
