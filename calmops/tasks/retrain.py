@@ -174,16 +174,21 @@ def retrain_incremental(inputs: RetrainInputs) -> TrainingResult:
     return TrainingResult(model, X, y, "incremental", {"rows": len(inputs.X_new), "continued_from": "champion"})
 
 
+#: the window when the spec gives neither ``window_rows`` nor ``window_batches``: the current batch and the two
+#: accepted before it, whole, whatever their sizes (so the fit that is judged on the holdout and the refit on the
+#: whole batch learn from the same history)
+DEFAULT_WINDOW_BATCHES = 3
+
+
 def retrain_window(inputs: RetrainInputs) -> TrainingResult:
     r = inputs.spec.retrain
-    history = inputs.history[-(r.window_batches - 1):] if r.window_batches and r.window_batches > 1 else (
-        [] if r.window_batches == 1 else inputs.history)
+    batches = r.window_batches or (None if r.window_rows else DEFAULT_WINDOW_BATCHES)
+    history = inputs.history[-(batches - 1):] if batches and batches > 1 else (
+        [] if batches == 1 else inputs.history)
     parts = [_features_target(frame, inputs) for _, frame in history] + [(inputs.X_new, inputs.y_new)]
     X, y = _concat(parts)
     if r.window_rows:
         X, y = X.iloc[-r.window_rows:].reset_index(drop=True), y.iloc[-r.window_rows:].reset_index(drop=True)
-    elif not r.window_batches:
-        X, y = X.iloc[-len(inputs.X_new) * 3:], y.iloc[-len(inputs.X_new) * 3:]  # default: about three batches
     used, left = [], len(X)  # the batches the kept rows come from, newest last
     for name, (_, y_part) in reversed(list(zip([h for h, _ in history] + ["current"], parts, strict=True))):
         if left <= 0:
@@ -192,7 +197,7 @@ def retrain_window(inputs: RetrainInputs) -> TrainingResult:
         left -= len(y_part)
     model, extra = _fit_fresh(inputs, X, y)
     return TrainingResult(model, X, y, "window", {"rows": len(X), "batches": used,
-                                                 "window_rows": r.window_rows, "window_batches": r.window_batches,
+                                                 "window_rows": r.window_rows, "window_batches": batches,
                                                  **extra})
 
 

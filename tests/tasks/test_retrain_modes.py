@@ -84,6 +84,19 @@ def test_window_by_default_records_only_the_batches_its_rows_come_from():
     assert len(result.X) == 900 and result.info["batches"] == ["h3", "h4", "current"]
 
 
+@pytest.mark.parametrize("current", [210, 50])
+def test_the_default_window_holds_the_two_batches_before_the_current_one_whole_whatever_its_size(current):
+    """The fit judged on the holdout (the batch less its holdout rows) and the refit on the whole batch learn
+    from the same history; a small file does not shrink the window to a part of one batch."""
+    sp = spec(mode="window")
+    history = [(f"h{i}", with_target(*data(300, 10 + i))) for i in range(5)]
+    X1, y1 = data(current, 1)
+    result = train_challenger("window", sp, TYPES, None, X1, y1, history=history)
+    assert len(result.X) == 2 * 300 + current and result.info["batches"] == ["h3", "h4", "current"]
+    expected = pd.concat([history[3][1][[*TYPES]], history[4][1][[*TYPES]], X1], ignore_index=True)
+    pd.testing.assert_frame_equal(result.X.reset_index(drop=True), expected)
+
+
 def test_window_by_batches():
     sp = spec(mode="window", window_batches=2)
     history = [(f"h{i}", with_target(*data(100 + i, 10 + i))) for i in range(3)]
