@@ -197,6 +197,32 @@ def _judged_by(outcome: Mapping[str, Any]) -> Any:
     return None if outcome.get("decision") == "retrain_promoted" else outcome.get("champion_version")
 
 
+_JOIN_COUNTS = (("label_rows", "label rows in the file"), ("matched", "joined to a waiting prediction"),
+                ("unmatched", "no prediction waiting for the id"), ("duplicate", "id named twice (first label used)"),
+                ("labelled_before", "labelled by an earlier labels file"),
+                ("late", "predicted longer ago than max_wait_days"))
+
+
+def _labels(joined: Mapping[str, Any]) -> str:
+    """What a labels file joined (``details.labels``): its counts, a few ids of each kind, and the score of the
+    predictions as they were made, per model version that made them."""
+    rows = [[label, _num(joined.get(key))] for key, label in _JOIN_COUNTS if key in joined]
+    ids = [[kind.replace("_", " "), escape(", ".join(map(str, joined[f"{kind}_ids"])))]
+           for kind in ("unmatched", "duplicate", "labelled_before") if joined.get(f"{kind}_ids")]
+    out = "<h2>Labels joined</h2>" + _table(["of the labels file", "rows"], rows, numeric={1})
+    if ids:
+        out += _table(["ids", "e.g."], ids)
+    realized = joined.get("realized") or {}
+    metrics = list(dict.fromkeys(k for scores in realized.values() for k, v in scores.items()
+                                 if k != "rows" and isinstance(v, (int, float))))
+    if realized:
+        out += "<h3>Score of the predictions as made</h3>" + _table(
+            ["model version", "rows", *metrics],
+            [[_num(version), _num(scores.get("rows")), *(_num(scores.get(m)) for m in metrics)]
+             for version, scores in realized.items()], numeric=set(range(len(metrics) + 2)))
+    return out
+
+
 def render_report(outcome: Mapping[str, Any], verdict: DriftVerdict) -> str:
     """The page for one run: ``outcome`` is what the run answered (``calmops run --json``, the run's
     ``outcome.json``), ``verdict`` its drift verdict."""
@@ -216,7 +242,7 @@ def render_report(outcome: Mapping[str, Any], verdict: DriftVerdict) -> str:
             + _table(["", ""], [[f"<b>{k}</b>", v] for k, v in facts])
             + f"<h2>Signals</h2><ul>{reasons}</ul>" + _signals(verdict)
             + (_data(verdict.data) if verdict.data else "<h2>Data drift</h2><p>No data-drift report.</p>")
-            + _blocks(verdict))
+            + _blocks(verdict) + (_labels(joined) if (joined := (outcome.get("details") or {}).get("labels")) else ""))
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Drift report · {escape(title)}'
             f'</title><meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style>'
             f"</head><body>{body}</body></html>\n")

@@ -66,7 +66,13 @@ def test_a_burst_of_labels_files_is_decided_in_arrival_order_and_counted_while_i
     page = files[0].parent.parent / "l2.html"
     made = CliRunner().invoke(app, ["report", "late", "labels/l2.csv", "-o", str(page)])
     assert made.exit_code == 0, made.output
-    assert "<h1>late · labels/l2.csv" in page.read_text()
+    shown = page.read_text()
+    assert "<h1>late · labels/l2.csv" in shown
+    # what it joined: all 500 of its ids, each to a row version 1 predicted (f2 came before any retrain)
+    assert '<td>label rows in the file</td><td class="num">500</td>' in shown
+    assert '<td>joined to a waiting prediction</td><td class="num">500</td>' in shown
+    assert '<td>no prediction waiting for the id</td><td class="num">0</td>' in shown
+    assert "Score of the predictions as made" in shown and '<tr><td class="num">1</td><td class="num">500</td>' in shown
     # without a file name: the latest file checked, l3.csv, is a labels file, and its page is named as one
     monkeypatch.chdir(tmp_path)
     latest = CliRunner().invoke(app, ["report", "late"])
