@@ -191,7 +191,8 @@ class Awaiting:
         y = labels[target].iloc[[pos for *_, pos in taken]].reset_index(drop=True).rename(target)
         counts = {"label_rows": len(keys), "matched": len(taken), "unmatched": len(unmatched),
                   "duplicate": len(duplicates), "labelled_before": len(before), "late": int(late)}
-        return Match(rows, y, counts, [shown(k) for k in unmatched[:20]], [shown(k) for k in duplicates[:20]],
+        named_again = list(dict.fromkeys(duplicates))  # an id named three times is one id listed, two rows counted
+        return Match(rows, y, counts, [shown(k) for k in unmatched[:20]], [shown(k) for k in named_again[:20]],
                      [shown(k) for k in before[:20]])
 
     def _rows(self, taken: list[tuple[str, str, int, int]]) -> pd.DataFrame:

@@ -107,6 +107,13 @@ def test_ids_another_labels_file_labelled_are_listed_as_such_not_as_duplicates(t
     assert (match.counts["duplicate"], match.duplicate_ids) == (1, ["3"]) and match.counts["matched"] == 1
 
 
+def test_an_id_named_three_times_counts_two_duplicate_rows_and_is_listed_once(tmp_path):
+    awaiting, _ = kept(tmp_path, pd.DataFrame({"id": [1, 2], "x": [0.1, 0.2]}))
+    frame, _ = read_labels(write(tmp_path, "l.csv", "id,y\n1,1\n1,0\n2,0\n1,1\n"), SPEC, [0, 1])
+    match = join(awaiting, frame)
+    assert (match.counts["duplicate"], match.duplicate_ids, match.counts["matched"]) == (2, ["1"], 2)
+
+
 # -- 4. ids as written ----------------------------------------------------------------------------------------
 
 
