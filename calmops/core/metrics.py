@@ -13,8 +13,6 @@ from sklearn.base import is_classifier, is_regressor
 
 from calmops.core.names import HIGHER_IS_BETTER
 
-DEFAULT_PRIMARY = {"classification": "balanced_accuracy", "regression": "rmse"}
-
 
 def infer_task(estimator: Any, y: pd.Series | None = None) -> str:
     if is_classifier(estimator):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 
@@ -86,6 +87,27 @@ def serving_score(metrics: dict[str, float], metric: str) -> float | None:
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1", "precision", "recall",
                           "roc_auc", "pr_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "mse", "r2", "mape")
+#: the metric a pipeline decides on when its spec names none (``evaluation.primary_metric``)
+DEFAULT_PRIMARY = {"classification": "balanced_accuracy", "regression": "rmse"}
+
+
+def decided_metric(chosen: str | None, logged: Iterable[str]) -> str | None:
+    """The metric a pipeline decides on, read back from the metric names its runs logged (``accuracy``, or
+    prefixed: ``champion_accuracy``): the spec's ``chosen`` one, else the default of the task whose default was
+    logged (the flows' rule), else None.
+
+    >>> decided_metric(None, ["champion_accuracy", "champion_balanced_accuracy"])
+    'balanced_accuracy'
+    >>> decided_metric(None, ["rmse", "r2"]), decided_metric("f1", []), decided_metric(None, ["mape"])
+    ('rmse', 'f1', None)
+    """
+    if chosen:
+        return chosen
+    names = set(logged)
+    for default in DEFAULT_PRIMARY.values():
+        if any(name == default or name.endswith(f"_{default}") for name in names):
+            return default
+    return None
 
 EVENT = "calmops.file.arrived"  # the watcher's Prefect event: one complete file arrived
 TAG = "calmops"  # on every deployment, automation and flow run CalmOps makes

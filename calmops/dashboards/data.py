@@ -35,6 +35,7 @@ from calmops.core.names import (
     QUARANTINED,
     SERVING_SCORE_PREFIXES,
     Decision,
+    decided_metric,
     had_serving_model,
     model_name,
     shown_decision,
@@ -720,15 +721,11 @@ def serving_scores(runs: pd.DataFrame, metric: str) -> pd.Series:
 
 
 def primary_metric(spec: dict | None, runs: pd.DataFrame) -> str | None:
-    """The spec's primary metric, or the first usual one the runs logged."""
-    chosen = ((spec or {}).get("evaluation") or {}).get("primary_metric")
+    """The metric the pipeline decides on (:func:`~calmops.core.names.decided_metric`, as ``calmops history``
+    shows it), else the first one the runs logged."""
     names = metric_names(runs, "champion") or metric_names(runs, "challenger")
-    if chosen:
-        return chosen
-    for usual in ("accuracy", "balanced_accuracy", "f1_macro", "rmse", "mae", "r2"):
-        if usual in names:
-            return usual
-    return names[0] if names else None
+    chosen = ((spec or {}).get("evaluation") or {}).get("primary_metric")
+    return decided_metric(chosen, names) or (names[0] if names else None)
 
 
 def thresholds(spec: dict | None) -> dict[str, dict[str, float | None]]:

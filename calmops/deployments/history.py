@@ -14,8 +14,14 @@ from typing import Any
 from mlflow import MlflowClient
 
 from calmops.core import registry
-from calmops.core.metrics import DEFAULT_PRIMARY
-from calmops.core.names import DRIFT_UNCHECKED, Decision, had_serving_model, serving_score, shown_decision
+from calmops.core.names import (
+    DRIFT_UNCHECKED,
+    Decision,
+    decided_metric,
+    had_serving_model,
+    serving_score,
+    shown_decision,
+)
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import (
     LABELS_ENTRY,
@@ -63,15 +69,8 @@ def _runs(pipeline: str, run_ids: list[str]) -> dict[str, Any]:
 
 
 def _metric(spec: PipelineSpec, runs: dict[str, Any]) -> str | None:
-    """The metric the pipeline decides on: the spec's primary metric, else the task's default (the flows'
-    rule, :func:`calmops.tasks.evaluate.primary_metric`), the task read from the metrics the runs logged."""
-    if spec.evaluation.primary_metric:
-        return spec.evaluation.primary_metric
-    logged = {key for run in runs.values() for key in run.data.metrics}
-    for task in ("classification", "regression"):
-        if any(key.endswith(f"_{DEFAULT_PRIMARY[task]}") for key in logged):
-            return DEFAULT_PRIMARY[task]
-    return None
+    """The metric the pipeline decides on (:func:`calmops.core.names.decided_metric`)."""
+    return decided_metric(spec.evaluation.primary_metric, (key for run in runs.values() for key in run.data.metrics))
 
 
 def _serving_score(run: Any, metric: str | None) -> float | None:

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from calmops.core.metrics import DEFAULT_PRIMARY, PairedTest, evaluate, infer_task, paired_test
+from calmops.core.metrics import PairedTest, evaluate, infer_task, paired_test
+from calmops.core.names import DEFAULT_PRIMARY
 from calmops.core.spec import PipelineSpec
 from calmops.tasks import step
 

@@ -110,6 +110,10 @@ def test_health_age_thresholds_and_primary_metric():
     runs = pd.DataFrame({"metric.champion_accuracy": [0.9], "metric.challenger_rmse": [1.0]})
     assert data.primary_metric(spec, runs) == "f1_macro" and data.primary_metric(None, runs) == "accuracy"
     assert data.metric_names(runs, "challenger") == ["rmse"]
+    # a spec that names none: the task's default, the metric the pipeline decides on and `calmops history` shows
+    logged = pd.DataFrame({f"metric.champion_{m}": [0.9] for m in ("accuracy", "balanced_accuracy", "f1_macro")})
+    assert data.primary_metric({"evaluation": {"primary_metric": None}}, logged) == "balanced_accuracy"
+    assert data.primary_metric(None, pd.DataFrame({"metric.champion_r2": [0.5], "metric.champion_rmse": [1.0]})) == "rmse"
 
 
 def test_urls_follow_the_ui_addresses():

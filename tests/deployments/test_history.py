@@ -87,7 +87,7 @@ def _logged(decision: str, **metrics):
 def test_the_score_shown_is_the_metric_the_pipeline_decides_on_over_the_whole_file():
     """No primary metric in the spec: the task's default, as the flows decide (balanced accuracy for a
     classifier, RMSE for a regressor), not whichever metric comes first; and each kind's whole-file score."""
-    from calmops.core.metrics import DEFAULT_PRIMARY
+    from calmops.core.names import DEFAULT_PRIMARY
     from calmops.core.store import spec_from_dict
     from calmops.deployments.history import _metric, _serving_score
 
