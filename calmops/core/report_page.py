@@ -110,8 +110,8 @@ def _signals(verdict: DriftVerdict) -> str:
                if len(decay.scores) > 1 else ""))
     if verdict.concept and verdict.concept.detectors:
         out.append("<h2>Concept-drift detectors</h2>" + _table(
-            ["detector", "alarm", "first alarm at row", "status"],
-            [[escape(name), _yes((d or {}).get("alarm")), _num((d or {}).get("first_alarm_index")),
+            ["detector", "alarm", "first alarm at row of this file", "status"],
+            [[escape(name), _yes((d or {}).get("alarm")), _alarm_row(d or {}),
               escape(_plain((d or {}).get("status")))] for name, d in verdict.concept.detectors.items()],
             numeric={2}))
     if verdict.label_free:
@@ -132,6 +132,14 @@ def _signals(verdict: DriftVerdict) -> str:
               "rows the model that chose it was not fit on. It assumes the inputs mean what they meant then: a concept change is "
               "invisible to it.</p>" + said)
     return "".join(out)
+
+
+def _alarm_row(detector: Mapping[str, Any]) -> str:
+    """Where a concept detector first alarmed: the row of this file, or that it had alarmed on an earlier file
+    (it stays alarmed until the champion changes)."""
+    if detector.get("first_alarm_row") is not None:
+        return _num(detector["first_alarm_row"])
+    return "an earlier file" if detector.get("first_alarm_index") is not None else "–"
 
 
 def _plain(status: Any) -> str:

@@ -657,16 +657,17 @@ def status_text(status: Any) -> str:
 
 
 def concept_frame(verdicts: dict[str, DriftVerdict | None], labels: dict[str, str]) -> pd.DataFrame:
-    """Concept-drift detectors per run: alarm (0/1), first alarm index and status."""
+    """Concept-drift detectors per run: alarm (0/1), the row of the run's file where it first alarmed (None
+    when it did not first alarm in that file) and status."""
     rows = []
     for run_id, label in labels.items():
         concept = getattr(verdicts.get(run_id), "concept", None)
         for name, d in (concept.detectors if concept else {}).items():
             d = d or {}
             rows.append({"run": label, "detector": name, "alarm": int(bool(d.get("alarm"))),
-                         "first_alarm_index": d.get("first_alarm_index"),
+                         "first_alarm_row": d.get("first_alarm_row"),
                          "status": status_text(d.get("status"))})
-    return pd.DataFrame(rows, columns=["run", "detector", "alarm", "first_alarm_index", "status"])
+    return pd.DataFrame(rows, columns=["run", "detector", "alarm", "first_alarm_row", "status"])
 
 
 DECAY_COLUMNS = (("decay_files", "files"), ("decay_p_value", "p_value"), ("decay_decline", "relative_decline"),

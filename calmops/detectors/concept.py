@@ -93,7 +93,7 @@ class ConceptDriftMonitor:
         if "adwin" in self.detectors and values and min(values) < 0:
             # checked before any detector moves, so a refused batch leaves the state untouched
             raise ValueError("ADWIN needs non-negative values: feed 0/1 errors or absolute residuals")
-        alarms_now = {}
+        alarms_now, start = {}, self.n_seen
         for name, det in self.detectors.items():
             saved = None
             if name in self._rng_state:
@@ -112,14 +112,20 @@ class ConceptDriftMonitor:
                     self._rng_state[name] = np.random.get_state()
                     np.random.set_state(saved)
         self.n_seen += len(values)
-        return self.result(alarms_now)
+        return self.result(alarms_now, start)
 
-    def result(self, alarms_now: dict[str, bool] | None = None) -> ConceptResult:
+    def result(self, alarms_now: dict[str, bool] | None = None, start: int | None = None) -> ConceptResult:
+        """Each detector's alarm, where it first alarmed in the stream (``first_alarm_index``, counted since the
+        last reset, warm-up rows included) and, for the values of the update that began at ``start``, the row of
+        them (1-based) where it first alarmed (``first_alarm_row``: None when it did not first alarm there)."""
         out = {}
         for name, det in self.detectors.items():
+            first = self.first_alarm[name]
             out[name] = {
                 "alarm": bool(det.drift) if alarms_now is None else bool(alarms_now.get(name, det.drift)),
-                "first_alarm_index": self.first_alarm[name],
+                "first_alarm_index": first,
+                "first_alarm_row": first - start + 1 if start is not None and first is not None and first >= start
+                else None,
                 "status": {k: bool(v) for k, v in det.status.items()},
             }
         return ConceptResult(any(d["alarm"] for d in out.values()), out, self.n_seen)

@@ -52,7 +52,12 @@ def test_every_feature_its_distributions_and_every_signal_are_on_a_page_that_fet
     perf = PerformanceSignal("accuracy", 0.71, 0.9, [], 0.21, 0.05, drift=True)
     decay = DecaySignal(alarm=True, files=4, metric="accuracy", p_value_max=0.05, min_decline=0.025,
                         p_value=0.04, slope=-0.05, relative_decline=0.2, scores=[0.9, 0.85, 0.8, 0.71])
-    concept = ConceptSignal(alarm=True, detectors={"adwin": {"alarm": True, "first_alarm_index": 120}})
+    # adwin first alarmed at row 120 of this file (row 3,391 of its stream, warm-up rows included); ddm on a file
+    # before it, and stays alarmed
+    concept = ConceptSignal(alarm=True, detectors={"adwin": {"alarm": True, "first_alarm_index": 3391,
+                                                             "first_alarm_row": 120},
+                                                   "ddm": {"alarm": True, "first_alarm_index": 2900,
+                                                           "first_alarm_row": None}})
     estimated = EstimatedSignal(estimates={"accuracy": {"value": 0.8123, "low": 0.8011, "high": 0.8235}},
                                 reference_rows=300, metric="accuracy")
     verdict = DriftVerdict.of(report, performance=perf, decay=decay, concept=concept, estimated=estimated)
@@ -82,7 +87,8 @@ def test_every_feature_its_distributions_and_every_signal_are_on_a_page_that_fet
     assert abs(sum(region.reference) - 1) < 1e-9 and abs(sum(region.batch) - 1) < 1e-9
     for reason in verdict.reasons:  # data, performance, decay and concept, each said
         assert reason.split(":")[0] in html
-    assert "adwin" in page.cells and "120" in page.cells
+    assert "adwin" in page.cells and "120" in page.cells and "3391" not in page.cells
+    assert "an earlier file" in page.cells and "2900" not in page.cells
     assert {"0.8123", "0.8011", "0.8235"} <= set(page.cells)  # the estimate without labels and its band
     assert "a concept change is invisible to it" in html
 

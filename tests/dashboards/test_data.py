@@ -57,7 +57,8 @@ def test_culprit_ranking_counts_runs_and_keeps_worst_score():
 def test_multivariate_concept_and_performance_frames():
     multi = data.multivariate_frame({"a": REPORT_A}, {"a": "f1"})
     assert multi.iloc[0][["run", "method", "drift"]].tolist() == ["f1", "mmd", True]
-    verdicts = {"a": {"concept": {"alarm": True, "detectors": {"adwin": {"alarm": True, "first_alarm_index": 12,
+    verdicts = {"a": {"concept": {"alarm": True, "detectors": {"adwin": {"alarm": True, "first_alarm_index": 512,
+                                                                         "first_alarm_row": 12,
                                                                          "status": {"drift": True}}}},
                       "performance": {"metric": "accuracy", "now": 0.8, "at_promotion": 0.9,
                                       "relative_drop": 0.11, "tolerance": 0.05, "drift": True,
@@ -66,7 +67,7 @@ def test_multivariate_concept_and_performance_frames():
                 "b": None}
     verdicts = {run: DriftVerdict.from_dict({"data": None, **v}) if v else None for run, v in verdicts.items()}
     concept = data.concept_frame(verdicts, {"a": "f1", "b": "f2"})
-    assert concept.iloc[0][["detector", "alarm", "first_alarm_index"]].tolist() == ["adwin", 1, 12]
+    assert concept.iloc[0][["detector", "alarm", "first_alarm_row"]].tolist() == ["adwin", 1, 12]  # of f1's rows
     perf = data.performance_frame(verdicts, {"a": "f1", "b": "f2"})
     assert len(perf) == 1 and perf.iloc[0]["threshold_failures"] == "accuracy 0.80 < min 0.85"
     assert perf.iloc[0][["decay_files", "decay_decline", "decay"]].tolist() == [5, 0.06, True]

@@ -39,7 +39,7 @@ TABLES = {  # a table is found by columns only it has (AppTest does not expose a
     "overview_table": {"pipeline", "champion", "last decision"},
     "runs_table": {"file", "decision", "MLflow", "Prefect"},
     "feature_table": {"feature", "test", "p_adjusted", "ratio"},
-    "concept": {"detector", "first_alarm_index"},
+    "concept": {"detector", "first_alarm_row"},
     "retraining": {"version", "mode", "outcome", "rows new"},
     "aliases": {"alias", "version", "trained on"},
     "duel": {"metric", "champion v1", "challenger v2"},  # f3's head-to-head: v2 promoted over v1

@@ -84,6 +84,17 @@ def test_drift_spanning_files_is_seen(tmp_path):
     assert alarms == [False, False, True, True]  # latched after the alarm until reset()
 
 
+def test_the_row_of_the_file_where_a_detector_first_alarmed_is_given_once_in_that_file(tmp_path):
+    """DDM first alarms at value 1334 of the stream, in the file of values 1200-1499: row 135 of that file;
+    the next file reports the alarm latched with no row of its own."""
+    stream = binary_stream()
+    m = ConceptDriftMonitor(DriftConfig(concept=["ddm"]))
+    rows = [m.update(stream[lo:hi]).detectors["ddm"]["first_alarm_row"]
+            for lo, hi in itertools.pairwise([0, 700, 1200, 1500, len(stream)])]
+    assert rows == [None, None, 1334 - 1200 + 1, None]
+    assert m.result().detectors["ddm"]["first_alarm_index"] == 1334
+
+
 def test_alarm_latches_until_reset():
     m = ConceptDriftMonitor(DriftConfig(concept=["ddm"]))
     stream = binary_stream()
