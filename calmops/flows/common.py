@@ -798,7 +798,7 @@ def champion_check(ctx: RunContext, batch: Batch, champion: registry.Champion):
     now = evaluate_models({"champion": champion.model}, batch.X, batch.y, task)["champion"] \
         if batch.y is not None else None
     verdict = check_drift(DriftInput(champion, batch.X, batch.y, ctx.spec, task, metric, now, ctx.paths.state,
-                                     batch_id=batch.sha256))
+                                     batch_id=batch.sha256, new_columns=batch.new_columns))
     return task, metric, now, verdict
 
 def predict_without_learning(ctx: RunContext, batch: Batch, champion: registry.Champion) -> RunOutcome:

@@ -67,6 +67,7 @@ class Batch:
     signals: list[str] = field(default_factory=list)   # schema drift noticed on the way (not errors)
     labels: V.Labels = field(default_factory=V.Labels)  # classes in the file, and those new to the champion
     cannot_train: str | None = None   # why this file can be scored and predicted but not train a model
+    new_columns: tuple[str, ...] = ()  # columns of the file the model does not know (ignored; said as signals)
 
     @property
     def n_rows(self) -> int:
@@ -386,6 +387,7 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
     if needs_block and frame[spec.block_column].isna().any():
         raise RejectedInput(f"{path.name}: block column '{spec.block_column}' has a missing value in "
                             f"{V.rows_phrase(np.flatnonzero(frame[spec.block_column].isna().to_numpy()))}")
+    new: list[str] = []  # columns the champion does not know
     if reference is None:
         columns = feature_columns(spec, list(frame.columns))
         if not columns:
@@ -424,7 +426,7 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
                        f"{', '.join(V.excerpt(c) for c in labels.new_classes[:10])}")
     cannot_train = "no labels yet (they come in a labels file)" if later else \
         None if y is None or spec.prediction_only else V.training_blocker(len(X), labels, task, spec)
-    return Batch(path.name, sha256, fmt, frame, X, y, types, signals, labels, cannot_train)
+    return Batch(path.name, sha256, fmt, frame, X, y, types, signals, labels, cannot_train, tuple(new))
 
 
 def partly_labelled(name: str, y: pd.Series, spec: PipelineSpec, *, first: bool) -> RejectedInput:

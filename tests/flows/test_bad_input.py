@@ -142,6 +142,12 @@ def test_new_column_is_a_signal_not_an_error(prefect_server, stream_spec):
     out = run("sea", write_csv(extra, folder, "b.csv"))
     assert out["decision"] in ("no_drift", "retrain_promoted", "retrain_rejected")
     assert pd.read_csv(out["predictions_file"]).shape[0] == 500
+    # the drift report names it (as its page and the viewer show schema signals): told, not tested, not drift
+    from calmops.core import registry
+
+    _, verdict, _ = registry.recorded_verdict("sea", "b.csv")
+    signals = [(s["kind"], s["column"], s["drift"]) for s in verdict["data"]["schema_signals"]]
+    assert ("new_column", "extra", False) in signals, signals
 
 
 @pytest.fixture

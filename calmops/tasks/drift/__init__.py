@@ -42,6 +42,7 @@ class DriftInput:
     scores_now: dict | None  # the champion's scores on this batch (labelled batches)
     state_dir: Path
     batch_id: str  # the file's sha256: a retried step does not count the batch twice in the score trail
+    new_columns: tuple[str, ...] = ()  # the file's columns the model does not know (named in the report)
 
 
 @step("drift")
@@ -50,7 +51,7 @@ def check_drift(batch: DriftInput) -> DriftVerdict:
     champion, spec, metric = batch.champion, batch.spec, batch.metric
     importances = (model_importances(champion.model, list(batch.X.columns))
                    if spec.drift.aggregation == "weighted" else None)
-    report = data_drift(champion.profile, batch.X, spec, importances=importances)
+    report = data_drift(champion.profile, batch.X, spec, importances=importances, new_columns=batch.new_columns)
     at_promotion = champion.scores_at_promotion
     unlabelled = batch.y is None or batch.scores_now is None
     # the label-free signals read the model's outputs: computed once, shared with the estimate

@@ -11,7 +11,7 @@ import pandas as pd
 from calmops.core.features import drift_types
 from calmops.core.spec import PipelineSpec
 from calmops.core.verdict import LabelFreeSignal
-from calmops.detectors import DriftReport, ReferenceProfile, compare
+from calmops.detectors import DriftReport, ReferenceProfile, SchemaSignal, compare
 from calmops.detectors.label_free import label_free_compare
 
 
@@ -50,10 +50,17 @@ def _drift_feature_types(feature_types: dict[str, str], spec: PipelineSpec) -> d
     return {c: t for c, t in drift_types(feature_types).items() if c != spec.block_column}
 
 
-def data_drift(profile: ReferenceProfile, X: pd.DataFrame, spec: PipelineSpec, importances=None) -> DriftReport:
+def data_drift(profile: ReferenceProfile, X: pd.DataFrame, spec: PipelineSpec, importances=None,
+               new_columns: list[str] | tuple[str, ...] = ()) -> DriftReport:
+    """The data-drift report of the batch's features; ``new_columns``: the file's columns that are not features of
+    the model (not in ``X``), each named as a ``new_column`` schema signal (told, not tested, not drift)."""
     if spec.block_column and spec.block_column in X.columns and spec.block_column not in profile.feature_types:
         X = X.drop(columns=[spec.block_column])
-    return compare(profile, X, spec.drift, importances=importances)
+    report = compare(profile, X, spec.drift, importances=importances)
+    report.schema_signals += [SchemaSignal("new_column", column, "column not in the reference, ignored by the model; "
+                                           "not tested", drift=False)
+                              for column in new_columns if column not in X.columns]
+    return report
 
 
 def label_free_drift(profile: ReferenceProfile, model: Any, X: pd.DataFrame, spec: PipelineSpec,
