@@ -488,6 +488,11 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
         table.add_row(*(_unknown_or_shown(row, key, "v" if key == "champion_version" else "")
                         for _, key in STATUS_COLUMNS))
     print_table(table, highlight=False)
+    for row in data["pipelines"]:  # not a column (the table fits 80 columns): said when there is one
+        if row.get("files_orphaned"):
+            console.print(f"{row['name']}: {row['files_orphaned']} file(s) whose run stopped while deciding "
+                          f"(orphaned claims): the next run takes them again; 'calmops status {row['name']}' "
+                          "and 'calmops relaunch' say more", highlight=False, soft_wrap=True)
 
 
 def _served_text(row: dict[str, Any]) -> str:

@@ -199,6 +199,13 @@ def test_an_orphaned_claim_counts_only_while_its_file_is_in_incoming(stream_spec
     orphaned = _status("sea")
     assert orphaned["files_orphaned"] == 1
     assert orphaned["files_waiting"] == 0  # one file, counted once: not also as waiting
+    from typer.testing import CliRunner
+
+    from calmops.deployments.cli import app
+
+    overview = CliRunner().invoke(app, ["status"])  # the table has no column for it: a line says so
+    assert overview.exit_code == 0 and "sea: 1 file(s) whose run stopped while deciding" in overview.output, \
+        overview.output
 
     path.rename(paths.root / path.name)
     after = _status("sea")
