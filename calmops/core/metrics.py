@@ -110,10 +110,21 @@ def threshold_failures(scores: dict[str, Any], thresholds: dict[str, Any]) -> li
             failures.append(f"{metric} could not be computed")
             continue
         if bound.min is not None and value < bound.min:
-            failures.append(f"{metric} {value:.4f} < min {bound.min}")
+            failures.append(f"{metric} {_past(value, bound.min, below=True)} < min {bound.min}")
         if bound.max is not None and value > bound.max:
-            failures.append(f"{metric} {value:.4f} > max {bound.max}")
+            failures.append(f"{metric} {_past(value, bound.max, below=False)} > max {bound.max}")
     return failures
+
+
+def _past(value: float, bound: float, *, below: bool) -> str:
+    """A score past its bound, to 4 decimals when they show it past, else in full (``1.2e-07 > max 1e-10``, not
+    ``0.0000 > max 1e-10``).
+
+    >>> _past(0.7123456, 0.75, below=True), _past(1.2e-07, 1e-10, below=False), _past(0.74999, 0.75, below=True)
+    ('0.7123', '1.2e-07', '0.74999')
+    """
+    short = f"{value:.4f}"
+    return short if (float(short) < bound if below else float(short) > bound) else repr(float(value))
 
 
 # -- paired comparison of two models on the same rows ---------------------------------------

@@ -47,7 +47,13 @@ def test_performance_drift_relative_to_promotion_and_thresholds():
     assert not performance_drift({"accuracy": 0.88}, {"accuracy": 0.9}, spec, "accuracy").drift
     dropped = performance_drift({"accuracy": 0.84}, {"accuracy": 0.9}, spec, "accuracy")
     assert dropped.drift and abs(dropped.relative_drop - 0.06 / 0.9) < 1e-12
-    assert performance_drift({"accuracy": 0.79}, {"accuracy": 0.8}, spec, "accuracy").threshold_failures
+    assert performance_drift({"accuracy": 0.79}, {"accuracy": 0.8}, spec, "accuracy").threshold_failures == [
+        "accuracy 0.7900 < min 0.8"]
+    # a score past its bound by less than 4 decimals show is written in full: never "0.0000 > max 1e-10"
+    tight = parse_spec({"name": "m", "target": "y", "evaluation": {"thresholds": {"log_loss": {"max": 1e-10},
+                                                                                  "accuracy": {"min": 0.8}}}})
+    assert performance_drift({"log_loss": 3e-08, "accuracy": 0.79999}, {"log_loss": 3e-08, "accuracy": 0.9}, tight,
+                             "accuracy").threshold_failures == ["log_loss 3e-08 > max 1e-10", "accuracy 0.79999 < min 0.8"]
     rmse = parse_spec({"name": "m", "target": "y"})
     assert performance_drift({"rmse": 1.2}, {"rmse": 1.0}, rmse, "rmse").drift  # lower is better
 
