@@ -229,7 +229,12 @@ class _Handler(FileSystemEventHandler):
 
     def on_moved(self, event: FileSystemEvent) -> None:
         if not event.is_directory:  # renamed into place: complete by the producer's own contract
+            self.watcher.forget(Path(os.fsdecode(event.src_path)))
             self.watcher.offer(Path(os.fsdecode(event.dest_path)), trusted=True, settled=True)
+
+    def on_deleted(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:  # also a file moved to a folder not watched (quarantine/, processed/)
+            self.watcher.forget(Path(os.fsdecode(event.src_path)))
 
     def on_created(self, event: FileSystemEvent) -> None:
         # a file moved in from an unwatched folder is only "created"; a new file being written too
@@ -436,6 +441,13 @@ class Watcher:
             old = self._candidates.get(path)
             self._candidates[path] = _Candidate(watched.pipeline, path, trusted or bool(old and old.trusted),
                                                 st[0], st[1], time.monotonic() + (0.0 if settled else self.settle))
+
+    def forget(self, path: Path) -> None:
+        """The file left its folder (its run moved it, or the user did): a file that comes back under its name is
+        new to the folder, announced as any other, not held back as an announcement already made."""
+        with self._lock:
+            self._emitted.pop(path, None)
+            self._hashes.pop(path, None)
 
     def touch(self, path: Path) -> None:
         """The file changed: a candidate waits for it to settle again."""

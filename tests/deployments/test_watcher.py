@@ -757,3 +757,22 @@ def test_a_scan_that_lists_what_waits_still_lists_a_paused_pipeline_s_files(stre
     (incoming(stream_spec) / "a.csv").write_text("x1,y\n1,0\n")
     pause.pause("sea")
     assert [p.name for p in waiting_files("sea")] == ["a.csv"]
+
+
+def test_a_file_moved_out_and_back_again_is_announced_again_at_once(stream_spec):
+    """A quarantined file that the user mends, or just puts back, is new to the folder: announced when it
+    comes back, not after the back-off of a file whose announcement is still waiting for its run."""
+    from calmops.core.store import pipeline_paths
+
+    rec = Recorder()
+    folder = incoming(stream_spec)
+    aside = pipeline_paths(stream_spec).quarantine
+    aside.mkdir(parents=True, exist_ok=True)
+    with make_watcher(rec):  # no scan for an hour: only the folder's events can announce it
+        (folder / "a.csv").write_bytes(b"x1,x2,x3,y\n1,2,3,0\n")
+        rec.wait_for(1)
+        (folder / "a.csv").rename(aside / "a.csv")  # what a run does to a file it quarantines
+        time.sleep(1.0)
+        (aside / "a.csv").rename(folder / "a.csv")  # the same bytes, put back
+        rec.wait_for(2)
+    assert rec.names() == ["a.csv", "a.csv"]
