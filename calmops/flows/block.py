@@ -156,8 +156,11 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     to_refit = [b for b in train_blocks if b.name in drifted or b.value not in known]  # each block once
     why_refit = "drifted and new blocks"
     every_block = not to_refit
-    if every_block:  # a file-level signal no single block explains: refit every block of the file
-        to_refit, why_refit = train_blocks, "no block singled out by the drift signals: every training block"
+    if every_block:  # a file-level signal no single block explains, or only held-out blocks drifted
+        held_out = [name for name in drifted if name in eval_names]
+        to_refit, why_refit = train_blocks, (
+            f"every training block: the drifted block(s) {', '.join(held_out)} are held out to judge the challenger"
+            if held_out else "every training block: no block singled out by the drift signals")
     values = [b.value for b in to_refit]
     X_fit, y_fit = B.refit_data(reference, X_train, y_train, spec, values)
     model = B.refit_blocks(champion.model, settings, X_fit, y_fit, values)
@@ -187,7 +190,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
         model = trained.model
         retrained, too_small = _fitted(model, whole)
         info["retrained_blocks"] = retrained
-    said = f"retrained blocks {', '.join(retrained) or 'none'}" + (
+    said = f"retrained blocks {', '.join(retrained) or 'none'}" + (f" ({why_refit})" if every_block and not promote else "") + (
         f" (no model for {'; '.join(f'{name}: {why}' for name, why in too_small.items())})" if too_small else "")
     version = register(ctx, trained, batch, task, scores["challenger"], rule)
     B.log_metrics(ctx.mlflow_run_id, {**B.mlflow_block_metrics(per_eval["challenger"], "challenger"),

@@ -180,3 +180,19 @@ def test_configured_evaluation_blocks_and_per_block_approval(prefect_server, cal
     assert details["blocks"]["a"]["approved"] is True and details["blocks"]["b"]["approved"] is False
     assert out["decision"] == "retrain_rejected" and "evaluation block(s) b" in out["reason"]
     assert registry.alias_version("evalb", "champion") is None
+
+
+def test_when_only_the_held_out_block_drifted_the_reason_says_why_every_training_block_was_refit(
+        prefect_server, calmops_home):
+    """The newest block, d, is held out to judge the challenger, so it is not refit on this file's selection:
+    the challenger refits the training blocks a, b, c, and the reason says it is for that, not a riddle
+    ("block drift in d → retrained blocks a, b, c"). Its model of d is the champion's, so both score d the
+    same and the challenger is not promoted."""
+    create("sites")
+    folder = incoming("sites")
+    assert run("sites", write_csv(block_frame(400, seed=1), folder, "m1.csv"))["decision"] == "train"
+    out = run("sites", write_csv(block_frame(400, seed=2, shifted=("d",)), folder, "m2.csv"))
+    assert out["decision"] == "retrain_rejected", out["reason"]
+    assert "block drift in d" in out["reason"], out["reason"]
+    assert ("retrained blocks a, b, c (every training block: the drifted block(s) d are held out to judge the "
+            "challenger)") in out["reason"], out["reason"]
