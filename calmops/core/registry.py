@@ -29,7 +29,7 @@ from mlflow import environment_variables as mlflow_environment
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from calmops.core.names import CHAMPION_SINCE_TAG, DRIFT_UNCHECKED, model_name
+from calmops.core.names import CHAMPION_SINCE_TAG, DRIFT_UNCHECKED, model_name, shown_decision
 from calmops.core.settings import Settings, get_settings
 from calmops.core.store import sha256_of
 from calmops.detectors import ReferenceProfile
@@ -845,6 +845,7 @@ def recorded_verdict(pipeline: str, file: str | None = None, labels: bool = Fals
         raise NoRecordedRun(f"pipeline {pipeline!r} has no run in MLflow yet")
     runs = [_run_of(experiment.experiment_id, pipeline, run_id, file)] if run_id else _runs_of_file(
         experiment.experiment_id, file)
+    decided = []  # the decisions of the runs of that file that recorded no verdict
     for run in runs:
         folder = run.data.tags.get("calmops.folder")
         if file and not run_id and folder is not None and (folder == "labels") != labels:
@@ -856,10 +857,15 @@ def recorded_verdict(pipeline: str, file: str | None = None, labels: bool = Fals
             if run_id:
                 raise NoRecordedRun(f"run {run_id} of pipeline {pipeline!r} recorded no drift verdict (its decision: "
                                     f"{run.data.tags.get('calmops.decision', 'none')})") from None
+            decided.append(run.data.tags.get("calmops.decision", "none"))
             continue  # a run that checked no drift (a first model, a failure) has none
         return mlflow.artifacts.load_dict(f"{base}/outcome.json"), verdict, folder == "labels" or (folder is None and labels)
+    if file and not decided:
+        raise NoRecordedRun(f"pipeline {pipeline!r} has decided no file named {file!r} "
+                            f"{'in its labels folder' if labels else 'from its incoming folder'}")
     said = f"file {file!r}" if file else "any file"
-    raise NoRecordedRun(f"no run of {said} in pipeline {pipeline!r} recorded a drift verdict")
+    why = f" (decided: {', '.join(dict.fromkeys(shown_decision(d) for d in decided))})" if decided else ""
+    raise NoRecordedRun(f"no run of {said} in pipeline {pipeline!r} recorded a drift verdict{why}")
 
 
 def checked_runs(pipeline: str, file: str, labels: bool = False) -> list[dict[str, Any]]:

@@ -44,7 +44,11 @@ def test_create_run_status_list_show_rollback(prefect_server, calmops_home, tmp_
 
     # the first file trained the first model: no drift was checked, so it has no report; the second has
     no_page = runner.invoke(app, ["report", "sea", "a.csv"])
-    assert no_page.exit_code != 0 and "no run of file 'a.csv'" in no_page.stderr and "hint:" in no_page.stderr
+    assert no_page.exit_code != 0 and "hint:" in no_page.stderr
+    assert "no run of file 'a.csv' in pipeline 'sea' recorded a drift verdict (decided: train)" in no_page.stderr
+    never = runner.invoke(app, ["report", "sea", "nosuch.csv"])  # a name it never took is not a first model
+    assert never.exit_code != 0 and "pipeline 'sea' has decided no file named 'nosuch.csv'" in never.stderr, \
+        never.output
     nowhere = runner.invoke(app, ["report", "sea", "-o", str(tmp_path / "no-such-folder" / "b.html")])
     assert nowhere.exit_code == 1 and f"{tmp_path / 'no-such-folder'} is not a folder" in nowhere.stderr, \
         nowhere.output  # said as such, not a bare FileNotFoundError with a hint to debug
