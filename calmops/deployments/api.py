@@ -439,7 +439,9 @@ def _champion(name: str, served: _Served) -> tuple[Any, str | None]:
         champion = registry.load_version(name, version, mv)
     except registry.UntrustedModel as exc:  # refused by CalmOps' own checks: say why, nothing else happened
         log.warning("%s", exc)
-        raise ApiError(503, _first_line(exc), "CalmOps loads only the versions it registered (docs/security.md); "
+        # whole: a refusal names the file's path and says what to do, longer than most first lines
+        raise ApiError(503, _first_line(exc, limit=1000), "CalmOps loads only the versions it registered "
+                       "(docs/security.md); "
                        "retrain the pipeline or point the champion alias at such a version") from None
     except Exception as exc:
         log.exception("loading %s v%s failed", name, version)
