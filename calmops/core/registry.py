@@ -331,6 +331,17 @@ def _changed_in_store(pipeline: str, version: int) -> Callable[[Path], tuple[str
     return said
 
 
+def _changed_in_cache(cached: Path) -> Callable[[Path], tuple[str, str]]:
+    """What to do about a model file that changed in this machine's cache of a version (``cached``)."""
+
+    def said(path: Path) -> tuple[str, str]:
+        then = (f"the cached copy stays refused until it is deleted: rm -r {cached} (the next load downloads it "
+                "again from the artifact store and checks it)")
+        return str(path), then
+
+    return said
+
+
 def read_model(folder: Path, expected_sha256: str | None, what: str,
                changed: Callable[[Path], tuple[str, str]] | None = None) -> Any:
     """Load ``folder/model.skops`` if it is the file registered and every type in it is trusted.
@@ -666,7 +677,7 @@ def _load_version(tracking_uri: str, pipeline: str, version: int, run_id: str,
                   sha256: str | None) -> tuple[Any, InputSchema, ReferenceProfile]:
     what = f"pipeline {pipeline!r} v{version}"
     local = _local_copy(tracking_uri, pipeline, version, run_id, sha256, what)
-    model = read_model(local / "model", sha256, what)
+    model = read_model(local / "model", sha256, what, _changed_in_cache(local))
     schema = InputSchema.from_dict(json.loads((local / "reference" / "schema.json").read_text()))
     profile = ReferenceProfile.load(local / "reference" / "profile")
     return model, schema, profile

@@ -121,6 +121,23 @@ def test_a_model_file_changed_in_the_artifact_store_is_refused_naming_it_there(t
     assert resp.status_code == 503 and resp.json()["detail"] == message
 
 
+def test_a_model_file_changed_in_the_cache_is_refused_naming_the_cache_folder_to_delete(trained):
+    cached = _cached_model_dir(trained).parent
+    with (cached / "model" / registry.MODEL_FILE).open("ab") as fh:
+        fh.write(b"\0")
+    _reload()
+    with pytest.raises(registry.UntrustedModel) as refused:
+        registry.champion("sea")
+    message = str(refused.value)
+    assert "changed since registration" in message and f"rm -r {cached} " in message
+    resp = TestClient(create_app()).post("/pipelines/sea/predict", json={"records": _records()})
+    assert resp.status_code == 503 and resp.json()["detail"] == message
+    # as it says: once deleted, the registered file is downloaded again and serves
+    shutil.rmtree(cached)
+    _reload()
+    assert registry.champion("sea").version == 1
+
+
 def _hostile(champion_model, marker):
     code = f"open({str(marker)!r}, 'w').write('ran')"
     return Pipeline([("f", FunctionTransformer(functools.partial(exec, code, {}))), ("m", champion_model)])
