@@ -293,6 +293,7 @@ class Watcher:
         self._emitted: dict[Path, tuple[str, float, int]] = {}  # path -> (sha256, monotonic time, repeats)
         self._hashes: dict[Path, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha256)
         self._folders_told: set[Path] = set()  # folders found in an incoming folder, said once each
+        self._gone_told: set[Path] = set()  # watched folders found gone (their pipeline deleted), said once each
         self._folders: dict[Path, _Watched] = {}
         self._unwatched: dict[str, str] = {}  # pipeline -> why its spec cannot be read, said once per reason
         self._watches: dict[Path, Any] = {}
@@ -570,9 +571,19 @@ class Watcher:
                 self._emitted.pop(gone, None)
                 self._hashes.pop(gone, None)
         # links and special files first (refused unread), then the regular files in arrival order
-        unusual = sorted(p for p in watched.incoming.iterdir() if p.is_symlink() or not (p.is_file() or p.is_dir()))
-        self._tell_folders(watched)
-        for path in [*unusual, *_oldest_first(watched.incoming)]:
+        try:
+            unusual = sorted(p for p in watched.incoming.iterdir()
+                             if p.is_symlink() or not (p.is_file() or p.is_dir()))
+            self._tell_folders(watched)
+            found = _oldest_first(watched.incoming)
+        except FileNotFoundError:
+            if watched.incoming.exists():
+                raise
+            self._vanished(watched)
+            return announced
+        with self._lock:
+            self._gone_told.discard(watched.incoming)
+        for path in [*unusual, *found]:
             if is_temporary_name(path) or self._refused(path, watched):
                 continue
             with self._lock:
@@ -686,6 +697,15 @@ class Watcher:
         except Exception:
             log.exception("could not quarantine %s (%s)", path, why)
         return True
+
+    def _vanished(self, watched: _Watched) -> None:
+        """The folder is gone, its pipeline deleted (``calmops delete`` moves its folder away) since the last
+        refresh listed it: nothing to scan; said once, and the next refresh stops watching it."""
+        with self._lock:
+            told = watched.incoming in self._gone_told
+            self._gone_told.add(watched.incoming)
+        if not told:
+            log.info("%s is gone (pipeline %s deleted?): not scanned", watched.incoming, watched.pipeline)
 
     def _tell_folders(self, watched: _Watched) -> None:
         """A folder in an incoming folder is left where it is (it may still be being copied) and nothing in it
