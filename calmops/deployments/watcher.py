@@ -257,8 +257,10 @@ class Watcher:
                  heartbeat_file: Path | None = None, record_arrivals: bool = True,
                  stall_after: float | None = None, recover: Callable[[], list] | None = None,
                  schemes: Callable[[], Any] | None = None,
-                 pause_of: Callable[[str, Settings], Pause | None] | None = None):
+                 pause_of: Callable[[str, Settings], Pause | None] | None = None, listing: bool = False):
         self.emit = emit or emit_event
+        # the emit only lists the files (waiting_files): nothing is announced, and no line says it was
+        self.listing = listing
         # a paused pipeline's files are not announced (calmops.core.pause): with Prefect's emit; a scan that only
         # lists what waits (waiting_files) lists them
         self.pause_of = pause_of or (paused if self.emit is emit_event else (lambda name, settings: None))
@@ -765,7 +767,8 @@ class Watcher:
                 self._emitted.pop(path, None)
             return False
         self.emitted_count += 1
-        log.info("announced %s for pipeline %s (%s, sha256 %s…)", path.name, watched.pipeline, reason, sha[:12])
+        if not self.listing:
+            log.info("announced %s for pipeline %s (%s, sha256 %s…)", path.name, watched.pipeline, reason, sha[:12])
         return True
 
 
@@ -886,10 +889,11 @@ def _make_folder(folder: Path, root: Path) -> bool:
 
 
 def scan_pipeline(pipeline: str, emit: Emit | None = None, *, settle: float = 2.0, min_age: float = 10.0,
-                  breaker_ready: Callable[[str], bool] | None = None) -> list[Path]:
-    """One scan of one pipeline's incoming folder and labels folder (scheduled scans, ``calmops relaunch``)."""
+                  breaker_ready: Callable[[str], bool] | None = None, listing: bool = False) -> list[Path]:
+    """One scan of one pipeline's incoming folder and labels folder (scheduled scans, ``calmops relaunch``;
+    ``listing``: ``emit`` only lists the files, see :func:`waiting_files`)."""
     watcher = Watcher(emit=emit or emit_event, settle=settle, min_age=min_age,
-                      breaker_ready=breaker_ready or breaker_allows_retry, health=lambda: None)
+                      breaker_ready=breaker_ready or breaker_allows_retry, health=lambda: None, listing=listing)
     return [path for watched in _watched(pipeline) for path in watcher._scan_folder(watched, force=True)]
 
 
@@ -897,7 +901,8 @@ def waiting_files(pipeline: str) -> list[Path]:
     """Complete files in the incoming (and labels) folder that the ledger does not mark done or being processed."""
     found: list[Path] = []
     scan_pipeline(pipeline, emit=lambda **kw: found.append(Path(kw["resource"]["calmops.file.path"])),
-                  settle=0.0, min_age=0.0, breaker_ready=lambda _: True)  # a writer still at it is skipped
+                  settle=0.0, min_age=0.0, breaker_ready=lambda _: True,  # a writer still at it is skipped
+                  listing=True)
     return found
 
 

@@ -768,7 +768,7 @@ def test_a_scan_reads_a_pipeline_s_pause_once_however_many_files_wait(unordered_
     assert len(ledger(pipeline_paths(unordered_spec)).queue(folder)) == 5
 
 
-def test_a_scan_that_lists_what_waits_still_lists_a_paused_pipeline_s_files(stream_spec):
+def test_a_scan_that_lists_what_waits_still_lists_a_paused_pipeline_s_files(stream_spec, said):
     """`calmops delete` and `relaunch --local` count and take the waiting files by a listing scan: a paused
     pipeline's files are there to be listed (the pause only stops announcing)."""
     from calmops.core import pause
@@ -777,3 +777,4 @@ def test_a_scan_that_lists_what_waits_still_lists_a_paused_pipeline_s_files(stre
     (incoming(stream_spec) / "a.csv").write_text("x1,y\n1,0\n")
     pause.pause("sea")
     assert [p.name for p in waiting_files("sea")] == ["a.csv"]
+    assert said.count("announced") == 0  # listed, not announced: the watcher's log does not say it was
