@@ -30,6 +30,7 @@ from mlflow import environment_variables as mlflow_environment
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from calmops.core.logs import printable
 from calmops.core.names import CHAMPION_SINCE_TAG, DRIFT_UNCHECKED, model_name
 from calmops.core.settings import Settings, get_settings
 from calmops.core.store import sha256_of
@@ -392,7 +393,8 @@ def start_run(pipeline: str, run_name: str, tags: dict[str, str]) -> str:
     tracking server: one that does not answer is said so (:class:`MlflowUnreachable`)."""
     try:
         experiment_id = ensure_experiment(pipeline)
-        run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags)
+        # the run's name is its file's name: shown escaped (printable), like every reason naming it
+        run = MlflowClient().create_run(experiment_id, run_name=printable(run_name), tags=tags)
     except MlflowException as exc:
         said = unreachable(exc)
         if said is None:
@@ -477,6 +479,12 @@ def close_run(run_id: str, status: str) -> None:
         configure().set_terminated(run_id, status=status)  # configured: called before a run's other MLflow calls
 
 
+def reason_tag(reason: str) -> str:
+    """A run's ``calmops.reason`` tag: the reason escaped (:func:`printable`, a file name in it carries no line
+    break or terminal escape into MLflow), within a tag's length."""
+    return printable(reason)[:5000]
+
+
 def end_if_running(run_id: str, status: str, reason: str) -> bool:
     """End a run an earlier process could not end (it failed while the tracking server was out of reach), with
     ``reason`` as its ``calmops.reason`` when it has none; a run that ended already is left as it is. Best
@@ -487,7 +495,7 @@ def end_if_running(run_id: str, status: str, reason: str) -> bool:
         if run.info.status != "RUNNING":
             return False
         if "calmops.reason" not in run.data.tags:
-            client.set_tag(run_id, "calmops.reason", reason[:5000])
+            client.set_tag(run_id, "calmops.reason", reason_tag(reason))
         client.set_terminated(run_id, status=status)
         return True
     return False
