@@ -92,6 +92,16 @@ def test_a_reason_naming_a_file_with_control_characters_is_escaped_in_the_sideca
     assert tags["calmops.reason"] == sidecar["reason"] and tags["mlflow.runName"] == escaped
 
 
+def test_the_quarantine_line_in_the_pipeline_log_names_the_file_once(prefect_server, stream_spec):
+    path = incoming("sea") / "h11.csv"
+    path.write_bytes(b"x1,x2,x3,y\n")
+    assert run("sea", path)["reason"] == "h11.csv: header only, no rows"
+    paths = pipeline_paths(read_spec("sea"))
+    lines = [line for line in (paths.logs / "pipeline.log").read_text().splitlines() if "quarantined" in line]
+    assert len(lines) == 1 and "quarantined h11.csv: header only, no rows (moved to " in lines[0], lines
+    assert lines[0].count("h11.csv") == 2  # the file, then where it was moved (quarantine/h11.csv)
+
+
 def _flow_run_state(flow_run_id: str):
     from prefect.client.orchestration import get_client
 
