@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,6 +30,7 @@ from mlflow import environment_variables as mlflow_environment
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from calmops.core.logs import printable
 from calmops.core.names import CHAMPION_SINCE_TAG, DRIFT_UNCHECKED, model_name, shown_decision
 from calmops.core.settings import Settings, get_settings
 from calmops.core.store import sha256_of
@@ -294,8 +296,13 @@ def _not_registered(what: str) -> UntrustedModel:
     return UntrustedModel(f"{what} was not registered by CalmOps (no {MODEL_SHA256_TAG} tag): refused to load it")
 
 
-def verify_model_file(folder: Path, expected_sha256: str | None, what: str) -> Path:
-    """``folder/model.skops`` if it is the file CalmOps registered (its SHA-256 tag matches); raises otherwise."""
+def verify_model_file(folder: Path, expected_sha256: str | None, what: str,
+                      changed: Callable[[Path], tuple[str, str]] | None = None) -> Path:
+    """``folder/model.skops`` if it is the file CalmOps registered (its SHA-256 tag matches); raises otherwise.
+
+    ``changed``: for a file that changed, (where it lives, what to do) as the message says them, from its path
+    here (a download's staging folder is deleted at once: the changed file is in the artifact store); without
+    it, the path and nothing more."""
     if not expected_sha256:
         raise _not_registered(what)
     path = folder / MODEL_FILE
@@ -303,12 +310,41 @@ def verify_model_file(folder: Path, expected_sha256: str | None, what: str) -> P
         raise UntrustedModel(f"{what} has no {MODEL_FILE}: CalmOps loads only the skops format it registers "
                              "(never pickle): refused")
     if sha256_of(path) != expected_sha256:
-        raise UntrustedModel(f"{what}: {path} changed since registration (its SHA-256 differs from the "
-                             f"{MODEL_SHA256_TAG} tag): refused")
+        where, then = changed(path) if changed else (str(path), "")
+        raise UntrustedModel(f"{what}: {where} changed since registration (its SHA-256 differs from the "
+                             f"{MODEL_SHA256_TAG} tag): refused" + (f"; {then}" if then else ""))
     return path
 
 
-def read_model(folder: Path, expected_sha256: str | None, what: str) -> Any:
+def _changed_in_store(pipeline: str, version: int) -> Callable[[Path], tuple[str, str]]:
+    """Where a version's model file lives in the artifact store, and what to do about one that changed there."""
+
+    def said(path: Path) -> tuple[str, str]:
+        uri = f"models:/{model_name(pipeline)}/{version}"
+        with suppress(Exception):  # the registry asked once more, on this failure only: its answer is a bonus
+            from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+            uri = ModelsArtifactRepository.get_underlying_uri(uri)
+        then = (f"put the registered file back there, or serve the previous champion with 'calmops rollback "
+                f"{pipeline}'; whoever can write the artifact store can change models (docs/security.md)")
+        return f"{path.name} in the artifact store ({uri.rstrip('/')}/{path.name})", then
+
+    return said
+
+
+def _changed_in_cache(cached: Path) -> Callable[[Path], tuple[str, str]]:
+    """What to do about a model file that changed in this machine's cache of a version (``cached``)."""
+
+    def said(path: Path) -> tuple[str, str]:
+        then = (f"the cached copy stays refused until it is deleted: rm -r {cached} (the next load downloads it "
+                "again from the artifact store and checks it)")
+        return str(path), then
+
+    return said
+
+
+def read_model(folder: Path, expected_sha256: str | None, what: str,
+               changed: Callable[[Path], tuple[str, str]] | None = None) -> Any:
     """Load ``folder/model.skops`` if it is the file registered and every type in it is trusted.
 
     ``MLmodel`` is never read: the format (skops) and the trusted types are CalmOps' own. Pickle is never
@@ -316,7 +352,7 @@ def read_model(folder: Path, expected_sha256: str | None, what: str) -> Any:
     """
     import skops.io
 
-    path = verify_model_file(folder, expected_sha256, what)
+    path = verify_model_file(folder, expected_sha256, what, changed)
     try:
         trusted, refused = untrusted_types(file=path)
     except Exception as exc:  # noqa: BLE001 - not a skops file at all (e.g. a pickle under that name)
@@ -357,7 +393,8 @@ def start_run(pipeline: str, run_name: str, tags: dict[str, str]) -> str:
     tracking server: one that does not answer is said so (:class:`MlflowUnreachable`)."""
     try:
         experiment_id = ensure_experiment(pipeline)
-        run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags)
+        # the run's name is its file's name: shown escaped (printable), like every reason naming it
+        run = MlflowClient().create_run(experiment_id, run_name=printable(run_name), tags=tags)
     except MlflowException as exc:
         said = unreachable(exc)
         if said is None:
@@ -442,6 +479,12 @@ def close_run(run_id: str, status: str) -> None:
         configure().set_terminated(run_id, status=status)  # configured: called before a run's other MLflow calls
 
 
+def reason_tag(reason: str) -> str:
+    """A run's ``calmops.reason`` tag: the reason escaped (:func:`printable`, a file name in it carries no line
+    break or terminal escape into MLflow), within a tag's length."""
+    return printable(reason)[:5000]
+
+
 def end_if_running(run_id: str, status: str, reason: str) -> bool:
     """End a run an earlier process could not end (it failed while the tracking server was out of reach), with
     ``reason`` as its ``calmops.reason`` when it has none; a run that ended already is left as it is. Best
@@ -452,7 +495,7 @@ def end_if_running(run_id: str, status: str, reason: str) -> bool:
         if run.info.status != "RUNNING":
             return False
         if "calmops.reason" not in run.data.tags:
-            client.set_tag(run_id, "calmops.reason", reason[:5000])
+            client.set_tag(run_id, "calmops.reason", reason_tag(reason))
         client.set_terminated(run_id, status=status)
         return True
     return False
@@ -642,7 +685,7 @@ def _load_version(tracking_uri: str, pipeline: str, version: int, run_id: str,
                   sha256: str | None) -> tuple[Any, InputSchema, ReferenceProfile]:
     what = f"pipeline {pipeline!r} v{version}"
     local = _local_copy(tracking_uri, pipeline, version, run_id, sha256, what)
-    model = read_model(local / "model", sha256, what)
+    model = read_model(local / "model", sha256, what, _changed_in_cache(local))
     schema = InputSchema.from_dict(json.loads((local / "reference" / "schema.json").read_text()))
     profile = ReferenceProfile.load(local / "reference" / "profile")
     return model, schema, profile
@@ -668,7 +711,7 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name(pipeline)}/{version}",
                                             dst_path=str(staging / "model"))
         if sha256 is not None or what:
-            verify_model_file(staging / "model", sha256, what)
+            verify_model_file(staging / "model", sha256, what, _changed_in_store(pipeline, version))
         for part in ("schema.json", "profile"):  # not the reference rows: only what serving needs
             mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"reference/{part}",
                                                 dst_path=str(staging / "reference"))

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calmops.core import statedb
-from calmops.core.logs import RunLog
+from calmops.core.logs import RunLog, printable
 from calmops.core.pids import running, start_time
 from calmops.core.settings import Settings, get_settings
 from calmops.core.spec import (
@@ -888,7 +888,8 @@ def move_to_processed(paths: PipelinePaths, file: Path, sha256: str, *, copy: bo
 
 
 def quarantine(paths: PipelinePaths, file: Path, sha256: str | None, reason: str, details: dict | None = None) -> Path:
-    """Move a refused file aside with a JSON sidecar saying why, in plain words.
+    """Move a refused file aside with a JSON sidecar saying why, in plain words (:func:`printable`: a reason
+    naming the file carries no line break or terminal escape of its name into the sidecar).
 
     A symbolic link is moved as the link itself (never what it points to).
     """
@@ -901,7 +902,7 @@ def quarantine(paths: PipelinePaths, file: Path, sha256: str | None, reason: str
     shutil.move(str(file), target)
     sidecar = target.with_name(target.name + REASON_SUFFIX)
     write_atomic(sidecar, json.dumps(
-        _formula_safe_tree({"file": file.name, "sha256": sha256, "reason": reason, "details": details or {},
+        _formula_safe_tree({"file": file.name, "sha256": sha256, "reason": printable(reason), "details": details or {},
                             "time": _now()}),
         indent=2,
     ))

@@ -346,6 +346,9 @@ def _known() -> list[str]:
 
 
 def _spec(name: str):
+    """The pipeline's spec; a 404 when there is no such pipeline, a 503 when its spec.yaml cannot be read (the
+    message, as SpecError gives it, names the file and what is wrong)."""
+    from calmops.core.spec import SpecError
     from calmops.core.store import PipelineNotFound, read_spec
 
     try:
@@ -354,6 +357,11 @@ def _spec(name: str):
         known = _known()
         raise ApiError(404, f"no pipeline named {name!r} (known: {', '.join(known) or 'none yet'})",
                        "GET /pipelines lists them", known_pipelines=known) from None
+    except SpecError as exc:
+        raise ApiError(503, f"pipeline {name!r} cannot serve: its spec cannot be read: {_first_line(exc)}",
+                       f"fix the spec file, or replace it with 'calmops update {name} SPEC.yaml' (its earlier "
+                       f"versions are in its spec_history folder); 'calmops status {name}' shows the "
+                       "problem") from None
 
 
 #: seconds the API serves the last champion it loaded without asking the registry again, once the registry
@@ -431,7 +439,9 @@ def _champion(name: str, served: _Served) -> tuple[Any, str | None]:
         champion = registry.load_version(name, version, mv)
     except registry.UntrustedModel as exc:  # refused by CalmOps' own checks: say why, nothing else happened
         log.warning("%s", exc)
-        raise ApiError(503, _first_line(exc), "CalmOps loads only the versions it registered (docs/security.md); "
+        # whole: a refusal names the file's path and says what to do, longer than most first lines
+        raise ApiError(503, _first_line(exc, limit=1000), "CalmOps loads only the versions it registered "
+                       "(docs/security.md); "
                        "retrain the pipeline or point the champion alias at such a version") from None
     except Exception as exc:
         log.exception("loading %s v%s failed", name, version)
@@ -774,7 +784,8 @@ def create_app(token: str | None = None, max_request_bytes: int = DEFAULT_MAX_RE
     if token:
         common[401] = {"model": ErrorOut, "description": "Missing or wrong bearer token."}
     common[422] = {"model": ValidationOut, "description": "Invalid request; each error names the field."}
-    common[503] = {"model": ErrorOut, "description": "The model registry is unavailable."}
+    common[503] = {"model": ErrorOut, "description": "The model registry is unavailable, the champion cannot be "
+                                                    "loaded, or the pipeline's spec.yaml cannot be read."}
 
     @app.get("/", include_in_schema=False)
     def index() -> dict[str, str]:

@@ -262,8 +262,10 @@ class Watcher:
                  heartbeat_file: Path | None = None, record_arrivals: bool = True,
                  stall_after: float | None = None, recover: Callable[[], list] | None = None,
                  schemes: Callable[[], Any] | None = None,
-                 pause_of: Callable[[str, Settings], Pause | None] | None = None):
+                 pause_of: Callable[[str, Settings], Pause | None] | None = None, listing: bool = False):
         self.emit = emit or emit_event
+        # the emit only lists the files (waiting_files): nothing is announced, and no line says it was
+        self.listing = listing
         # a paused pipeline's files are not announced (calmops.core.pause): with Prefect's emit; a scan that only
         # lists what waits (waiting_files) lists them
         self.pause_of = pause_of or (paused if self.emit is emit_event else (lambda name, settings: None))
@@ -298,6 +300,7 @@ class Watcher:
         self._emitted: dict[Path, tuple[str, float, int]] = {}  # path -> (sha256, monotonic time, repeats)
         self._hashes: dict[Path, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha256)
         self._folders_told: set[Path] = set()  # folders found in an incoming folder, said once each
+        self._gone_told: set[Path] = set()  # watched folders found gone (their pipeline deleted), said once each
         self._folders: dict[Path, _Watched] = {}
         self._unwatched: dict[str, str] = {}  # pipeline -> why its spec cannot be read, said once per reason
         self._watches: dict[Path, Any] = {}
@@ -582,9 +585,19 @@ class Watcher:
                 self._emitted.pop(gone, None)
                 self._hashes.pop(gone, None)
         # links and special files first (refused unread), then the regular files in arrival order
-        unusual = sorted(p for p in watched.incoming.iterdir() if p.is_symlink() or not (p.is_file() or p.is_dir()))
-        self._tell_folders(watched)
-        for path in [*unusual, *_oldest_first(watched.incoming)]:
+        try:
+            unusual = sorted(p for p in watched.incoming.iterdir()
+                             if p.is_symlink() or not (p.is_file() or p.is_dir()))
+            self._tell_folders(watched)
+            found = _oldest_first(watched.incoming)
+        except FileNotFoundError:
+            if watched.incoming.exists():
+                raise
+            self._vanished(watched)
+            return announced
+        with self._lock:
+            self._gone_told.discard(watched.incoming)
+        for path in [*unusual, *found]:
             if is_temporary_name(path) or self._refused(path, watched):
                 continue
             with self._lock:
@@ -699,6 +712,15 @@ class Watcher:
             log.exception("could not quarantine %s (%s)", path, why)
         return True
 
+    def _vanished(self, watched: _Watched) -> None:
+        """The folder is gone, its pipeline deleted (``calmops delete`` moves its folder away) since the last
+        refresh listed it: nothing to scan; said once, and the next refresh stops watching it."""
+        with self._lock:
+            told = watched.incoming in self._gone_told
+            self._gone_told.add(watched.incoming)
+        if not told:
+            log.info("%s is gone (pipeline %s deleted?): not scanned", watched.incoming, watched.pipeline)
+
     def _tell_folders(self, watched: _Watched) -> None:
         """A folder in an incoming folder is left where it is (it may still be being copied) and nothing in it
         is read: said once, in the watcher's and the pipeline's logs, so its files do not wait unseen."""
@@ -757,7 +779,8 @@ class Watcher:
                 self._emitted.pop(path, None)
             return False
         self.emitted_count += 1
-        log.info("announced %s for pipeline %s (%s, sha256 %s…)", path.name, watched.pipeline, reason, sha[:12])
+        if not self.listing:
+            log.info("announced %s for pipeline %s (%s, sha256 %s…)", path.name, watched.pipeline, reason, sha[:12])
         return True
 
 
@@ -878,10 +901,11 @@ def _make_folder(folder: Path, root: Path) -> bool:
 
 
 def scan_pipeline(pipeline: str, emit: Emit | None = None, *, settle: float = 2.0, min_age: float = 10.0,
-                  breaker_ready: Callable[[str], bool] | None = None) -> list[Path]:
-    """One scan of one pipeline's incoming folder and labels folder (scheduled scans, ``calmops relaunch``)."""
+                  breaker_ready: Callable[[str], bool] | None = None, listing: bool = False) -> list[Path]:
+    """One scan of one pipeline's incoming folder and labels folder (scheduled scans, ``calmops relaunch``;
+    ``listing``: ``emit`` only lists the files, see :func:`waiting_files`)."""
     watcher = Watcher(emit=emit or emit_event, settle=settle, min_age=min_age,
-                      breaker_ready=breaker_ready or breaker_allows_retry, health=lambda: None)
+                      breaker_ready=breaker_ready or breaker_allows_retry, health=lambda: None, listing=listing)
     return [path for watched in _watched(pipeline) for path in watcher._scan_folder(watched, force=True)]
 
 
@@ -889,7 +913,8 @@ def waiting_files(pipeline: str) -> list[Path]:
     """Complete files in the incoming (and labels) folder that the ledger does not mark done or being processed."""
     found: list[Path] = []
     scan_pipeline(pipeline, emit=lambda **kw: found.append(Path(kw["resource"]["calmops.file.path"])),
-                  settle=0.0, min_age=0.0, breaker_ready=lambda _: True)  # a writer still at it is skipped
+                  settle=0.0, min_age=0.0, breaker_ready=lambda _: True,  # a writer still at it is skipped
+                  listing=True)
     return found
 
 

@@ -359,7 +359,9 @@ def reject(ctx: RunContext, champion: registry.Champion | None, exc: RejectedInp
     bytes were not processed, so the same bytes dropped again are decided anew (after a limit was raised, the
     preprocess mended, or, for labels, once their features have come)."""
     target = quarantine(ctx.paths, ctx.path, ctx.sha256, exc.reason, exc.details)
-    ctx.log.warning("quarantined %s: %s (moved to %s)", ctx.path.name, exc.reason, target)
+    # a reason starts with the file's name (RejectedInput): said once
+    said = exc.reason if exc.reason.startswith(f"{ctx.path.name}: ") else f"{ctx.path.name}: {exc.reason}"
+    ctx.log.warning("quarantined %s (moved to %s)", said, target)
     outcome = ctx.outcome("rejected_input", exc.reason, champion_version=champion.version if champion else None,
                           details={"quarantined_as": str(target)})
     ctx.ledger.finish(ctx.sha256, "rejected_input", status="gone")

@@ -316,13 +316,21 @@ def load_preprocess(path: Path):
 # -- validation ----------------------------------------------------------------------------
 
 
+def check_limit(name: str, count: int, unit: str, key: str, spec: PipelineSpec) -> None:
+    """RejectedInput when ``count`` (of ``unit``: rows, bytes) is over the spec's ``limits.<key>``, naming that
+    setting and what to do."""
+    limit = getattr(spec.limits, key)
+    if count > limit:
+        raise RejectedInput(f"{name}: {count} {unit} is over the limit of {limit} (limits.{key} in the spec): split "
+                            f"the file and drop the parts in, or raise limits.{key} in the spec ('calmops update "
+                            f"{spec.name} SPEC.yaml') and drop the file in again", limit=f"limits.{key}")
+
+
 def parse_and_validate(
     path: Path, sha256: str, spec: PipelineSpec, reference: InputSchema | None
 ) -> Batch:
     """Every check a file passes before its batch is used (docs/spec.md, keys `formats` and `limits`); raises RejectedInput otherwise."""
-    size = path.stat().st_size
-    if size > spec.limits.max_bytes:
-        raise RejectedInput(f"{path.name}: {size} bytes is over the limit of {spec.limits.max_bytes}")
+    check_limit(path.name, path.stat().st_size, "bytes", "max_bytes", spec)
     fmt = detect_format(path)
     if fmt not in spec.formats:
         raise RejectedInput(f"{path.name}: format {fmt!r} is not accepted by this pipeline "
@@ -348,8 +356,7 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
     if frame.empty:
         named = [str(c)[:100] for c in frame.columns[:MAX_COLUMNS_NAMED]]  # the sidecar stays small
         raise RejectedInput(f"{path.name}: header only, no rows", columns=named, n_columns=frame.shape[1])
-    if len(frame) > spec.limits.max_rows:
-        raise RejectedInput(f"{path.name}: {len(frame)} rows is over the limit of {spec.limits.max_rows}")
+    check_limit(path.name, len(frame), "rows", "max_rows", spec)
     frame.columns = [str(c) for c in frame.columns]
     if frame.columns.duplicated().any():
         dupes = sorted(set(frame.columns[frame.columns.duplicated()]))

@@ -21,7 +21,7 @@ from calmops.core.metrics import evaluate
 from calmops.core.spec import TEXT_FORMATS, PipelineSpec
 from calmops.core.store import pipeline_paths
 from calmops.tasks import validate as V
-from calmops.tasks.ingest import RejectedInput, detect_format, read_table, text_delimiter
+from calmops.tasks.ingest import RejectedInput, check_limit, detect_format, read_table, text_delimiter
 
 
 def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> tuple[pd.DataFrame, str]:
@@ -33,9 +33,7 @@ def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> 
     (booleans or fractions for integer classes, numbers for text classes, text for numbers) are refused.
     """
     assert spec.labels is not None
-    size = path.stat().st_size
-    if size > spec.limits.max_bytes:
-        raise RejectedInput(f"{path.name}: {size} bytes is over the limit of {spec.limits.max_bytes}")
+    check_limit(path.name, path.stat().st_size, "bytes", "max_bytes", spec)
     fmt = detect_format(path)
     if fmt not in spec.formats:
         raise RejectedInput(f"{path.name}: format {fmt!r} is not accepted by this pipeline "
@@ -45,8 +43,7 @@ def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> 
     frame.columns = [str(c) for c in frame.columns]
     if frame.empty:
         raise RejectedInput(f"{path.name}: a labels file with no rows")
-    if len(frame) > spec.limits.max_rows:
-        raise RejectedInput(f"{path.name}: {len(frame)} rows is over the limit of {spec.limits.max_rows}")
+    check_limit(path.name, len(frame), "rows", "max_rows", spec)
     needed = [*spec.labels.join_on, spec.target]
     missing = [c for c in needed if c not in frame.columns]
     if missing:

@@ -59,7 +59,7 @@ def _decision_tags(outcome: RunOutcome, spec_yaml: str | None, *, checked: bool 
     """The run's tags; the drift answer only when a drift check was made (``checked``)."""
     tags = {
         "calmops.decision": outcome.decision,
-        "calmops.reason": outcome.reason[:5000],
+        "calmops.reason": registry.reason_tag(outcome.reason),
         "calmops.file": outcome.file,
         "calmops.sha256": outcome.sha256 or "",
         "calmops.flow_run_id": outcome.flow_run_id or "",

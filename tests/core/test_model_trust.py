@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import pickle
+import shutil
 
 import mlflow
 import pytest
@@ -99,6 +100,42 @@ def test_cached_mlmodel_switched_to_pickle_is_never_unpickled(trained, tmp_path)
     assert "changed since registration" in resp.json()["detail"] and "v1" in resp.json()["detail"]
     assert not marker.exists()
     assert _champion_alias() == 1
+
+
+def test_a_model_file_changed_in_the_artifact_store_is_refused_naming_it_there(trained):
+    cached = _cached_model_dir(trained).parent
+    [stored] = [p for p in (trained / "mlflow" / "artifacts").rglob(registry.MODEL_FILE)]
+    with stored.open("ab") as fh:
+        fh.write(b"\0")
+    shutil.rmtree(cached)  # another machine, or a cache emptied: the version is downloaded again
+    _reload()
+    with pytest.raises(registry.UntrustedModel) as refused:
+        registry.champion("sea")
+    message = str(refused.value)
+    # the file as it is in the store, not the download's staging folder (deleted at once)
+    assert f"in the artifact store (file://{stored}) changed since registration" in message
+    assert "/.1-" not in message
+    assert "put the registered file back" in message and "calmops rollback sea" in message
+    assert not cached.exists() and not list(cached.parent.glob(".1-*"))
+    resp = TestClient(create_app()).post("/pipelines/sea/predict", json={"records": _records()})
+    assert resp.status_code == 503 and resp.json()["detail"] == message
+
+
+def test_a_model_file_changed_in_the_cache_is_refused_naming_the_cache_folder_to_delete(trained):
+    cached = _cached_model_dir(trained).parent
+    with (cached / "model" / registry.MODEL_FILE).open("ab") as fh:
+        fh.write(b"\0")
+    _reload()
+    with pytest.raises(registry.UntrustedModel) as refused:
+        registry.champion("sea")
+    message = str(refused.value)
+    assert "changed since registration" in message and f"rm -r {cached} " in message
+    resp = TestClient(create_app()).post("/pipelines/sea/predict", json={"records": _records()})
+    assert resp.status_code == 503 and resp.json()["detail"] == message
+    # as it says: once deleted, the registered file is downloaded again and serves
+    shutil.rmtree(cached)
+    _reload()
+    assert registry.champion("sea").version == 1
 
 
 def _hostile(champion_model, marker):

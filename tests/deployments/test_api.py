@@ -296,6 +296,22 @@ def test_unknown_pipeline_404_and_no_champion_409(prefect_server, stream_spec):
                                                              "detail": None}
 
 
+def test_a_pipeline_whose_spec_does_not_parse_answers_a_json_503_naming_the_file(calmops_home, stream_spec):
+    spec_file = calmops_home / "pipelines" / "sea" / "spec.yaml"
+    with spec_file.open("a") as fh:
+        fh.write("target: [oops\n")
+    client = TestClient(create_app(), raise_server_exceptions=False)
+    for resp in (client.get("/pipelines/sea"), client.post("/pipelines/sea/predict", json={"records": _records(1)})):
+        assert resp.status_code == 503, resp.text
+        body = resp.json()
+        assert str(spec_file) in body["detail"] and "not valid YAML" in body["detail"]
+        assert "'sea'" in body["detail"]
+        assert "fix the spec" in body["hint"] and "calmops status sea" in body["hint"]
+    # the list still shows it, with its problem, beside the others
+    listed = client.get("/pipelines").json()["pipelines"]
+    assert [p["name"] for p in listed] == ["sea"] and "not valid YAML" in listed[0]["problem"]
+
+
 def test_registry_down_is_503_not_409(calmops_home, stream_spec, monkeypatch):
     import mlflow
 

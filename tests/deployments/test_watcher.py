@@ -326,9 +326,12 @@ class Said(logging.Handler):
     def __init__(self):
         super().__init__(logging.INFO)
         self.lines: list[str] = []
+        self.warnings: list[str] = []  # the lines at WARNING or above
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
+        if record.levelno >= logging.WARNING:
+            self.warnings.append(record.getMessage())
 
     def count(self, text: str) -> int:
         return sum(text in line for line in list(self.lines))
@@ -606,6 +609,23 @@ def test_a_deleted_pipelines_folder_is_not_made_again_by_the_watcher(tmp_path):
     assert _make_folder(root / "incoming", root) and (root / "incoming").is_dir()
 
 
+def test_a_scan_between_a_delete_and_the_next_refresh_skips_the_vanished_folder_quietly(stream_spec, said,
+                                                                                         tmp_path):
+    """``calmops delete`` moves the pipeline's folder away; the watcher still lists it until its next refresh (every
+    few seconds). A scan meanwhile finds the incoming folder gone: skipped, said once, no error or traceback."""
+    from calmops.core.store import pipeline_paths
+
+    paths = pipeline_paths(stream_spec)
+    (incoming(stream_spec) / "a.csv").write_text("x1,y\n1,0\n")
+    rec = Recorder()
+    watcher = make_watcher(rec)
+    watcher.refresh()
+    paths.root.rename(tmp_path / "deleted-sea")
+    assert watcher.scan(force=True) == [] and watcher.scan(force=True) == []
+    assert said.warnings == [] and said.count("failed") == 0
+    assert said.count("is gone") == 1 and rec.names() == []
+
+
 def test_the_prefect_api_health_check_answers_up_down_and_not_configured(monkeypatch):
     """What the watcher asks every two seconds to hold its announcements during an outage."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -748,7 +768,7 @@ def test_a_scan_reads_a_pipeline_s_pause_once_however_many_files_wait(unordered_
     assert len(ledger(pipeline_paths(unordered_spec)).queue(folder)) == 5
 
 
-def test_a_scan_that_lists_what_waits_still_lists_a_paused_pipeline_s_files(stream_spec):
+def test_a_scan_that_lists_what_waits_still_lists_a_paused_pipeline_s_files(stream_spec, said):
     """`calmops delete` and `relaunch --local` count and take the waiting files by a listing scan: a paused
     pipeline's files are there to be listed (the pause only stops announcing)."""
     from calmops.core import pause
@@ -757,6 +777,7 @@ def test_a_scan_that_lists_what_waits_still_lists_a_paused_pipeline_s_files(stre
     (incoming(stream_spec) / "a.csv").write_text("x1,y\n1,0\n")
     pause.pause("sea")
     assert [p.name for p in waiting_files("sea")] == ["a.csv"]
+    assert said.count("announced") == 0  # listed, not announced: the watcher's log does not say it was
 
 
 def test_a_file_moved_out_and_back_again_is_announced_again_at_once(stream_spec):

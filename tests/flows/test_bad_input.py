@@ -10,7 +10,7 @@ import pytest
 from calmops.core import registry
 from calmops.core.store import ledger, pipeline_paths, read_spec
 from tests.conftest import sea_frame, write_csv
-from tests.flows.helpers import digest, incoming, run, versions
+from tests.flows.helpers import digest, incoming, run, runs_for_sha, versions
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +66,40 @@ def test_each_bad_file_is_quarantined_with_its_reason_and_nothing_changes(prefec
     assert read_breaker("sea").state == "closed" and read_breaker("sea").consecutive_failures == 0
     rejected = [e for e in ledger(paths).entries() if e["decision"] == "rejected_input"]
     assert len(rejected) == len(_bad_files(folder))
+
+
+def test_a_reason_naming_a_file_with_control_characters_is_escaped_in_the_sidecar_and_mlflow(prefect_server,
+                                                                                              stream_spec):
+    """The reason starts with the file's name: its line break and terminal escape are written escaped in the
+    quarantine sidecar, the run's calmops.reason tag and its name, as the pipeline log writes them."""
+    from mlflow import MlflowClient
+
+    name = "h14_esc\x1b[31mRED\nline.csv"
+    escaped = r"h14_esc\x1b[31mRED\nline.csv"
+    path = incoming("sea") / name
+    path.write_bytes(b"x1,x2,x3,y\n")
+    sha = digest(path)
+    out = run("sea", path)
+    assert out["decision"] == "rejected_input" and "header only" in out["reason"]
+    paths = pipeline_paths(read_spec("sea"))
+    assert (paths.quarantine / name).read_bytes() == b"x1,x2,x3,y\n"  # the file keeps its name and bytes
+    sidecar = json.loads((paths.quarantine / f"{name}.reason.json").read_text())
+    assert sidecar["reason"].startswith(f"{escaped}: ") and "header only" in sidecar["reason"]
+    [mlflow_run] = runs_for_sha("sea", sha)
+    tags = MlflowClient().get_run(mlflow_run.info.run_id).data.tags
+    for said in (sidecar["reason"], tags["calmops.reason"], tags["mlflow.runName"]):
+        assert "\x1b" not in said and "\n" not in said, said
+    assert tags["calmops.reason"] == sidecar["reason"] and tags["mlflow.runName"] == escaped
+
+
+def test_the_quarantine_line_in_the_pipeline_log_names_the_file_once(prefect_server, stream_spec):
+    path = incoming("sea") / "h11.csv"
+    path.write_bytes(b"x1,x2,x3,y\n")
+    assert run("sea", path)["reason"] == "h11.csv: header only, no rows"
+    paths = pipeline_paths(read_spec("sea"))
+    lines = [line for line in (paths.logs / "pipeline.log").read_text().splitlines() if "quarantined" in line]
+    assert len(lines) == 1 and "quarantined h11.csv: header only, no rows (moved to " in lines[0], lines
+    assert lines[0].count("h11.csv") == 2  # the file, then where it was moved (quarantine/h11.csv)
 
 
 def _flow_run_state(flow_run_id: str):

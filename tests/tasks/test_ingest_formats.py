@@ -58,8 +58,21 @@ def test_parquet_named_csv_is_read_as_parquet(tmp_path):
 def test_row_limit(tmp_path):
     spec = parse_spec({"name": "fmt", "target": "y", "limits": {"max_rows": 2}})
     path = _write("csv", tmp_path / "d.csv")
-    with pytest.raises(RejectedInput, match="3 rows is over the limit of 2"):
+    with pytest.raises(RejectedInput, match="3 rows is over the limit of 2") as refused:
         parse_and_validate(path, "0" * 64, spec, None)
+    # the setting that refused it, and what to do: split the file or raise the setting
+    assert "(limits.max_rows in the spec)" in str(refused.value) and "split the file" in str(refused.value)
+    assert "raise limits.max_rows in the spec ('calmops update fmt SPEC.yaml')" in str(refused.value)
+
+
+def test_byte_limit_names_its_setting(tmp_path):
+    path = _write("csv", tmp_path / "d.csv")
+    size = path.stat().st_size
+    spec = parse_spec({"name": "fmt", "target": "y", "limits": {"max_bytes": size - 1}})
+    with pytest.raises(RejectedInput, match=f"d.csv: {size} bytes is over the limit of {size - 1} ") as refused:
+        parse_and_validate(path, "0" * 64, spec, None)
+    assert "(limits.max_bytes in the spec)" in str(refused.value) and "split the file" in str(refused.value)
+    assert "raise limits.max_bytes in the spec ('calmops update fmt SPEC.yaml')" in str(refused.value)
 
 
 def test_missing_target_values_named(tmp_path):

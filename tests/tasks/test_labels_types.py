@@ -134,3 +134,16 @@ def test_ids_kept_as_integers_match_labels_written_with_leading_zeros_or_as_floa
     assert (match.counts["duplicate"], match.duplicate_ids) == (1, ["1"])  # 000001 and 1 are the same row
     assert match.unmatched_ids == ["0003x"]
     assert json.loads(keys_of(frame, ["id"])[0]) == ["000001"]  # read as written
+
+
+def test_a_labels_file_over_a_limit_is_refused_naming_the_setting(tmp_path):
+    path = write(tmp_path, "l.csv", "id,y\n1,0\n2,1\n3,0\n")
+    rows = parse_spec({"name": "late", "kind": "stream", "target": "y", "labels": {"join_on": ["id"]},
+                       "limits": {"max_rows": 2}})
+    with pytest.raises(RejectedInput, match=r"l.csv: 3 rows is over the limit of 2 \(limits.max_rows in the spec\)"):
+        read_labels(path, rows, [0, 1])
+    size = path.stat().st_size
+    small = parse_spec({"name": "late", "kind": "stream", "target": "y", "labels": {"join_on": ["id"]},
+                        "limits": {"max_bytes": size - 1}})
+    with pytest.raises(RejectedInput, match=r"raise limits.max_bytes in the spec \('calmops update late SPEC.yaml'\)"):
+        read_labels(path, small, [0, 1])
