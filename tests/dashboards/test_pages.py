@@ -415,3 +415,30 @@ def test_files_never_checked_show_no_drift_answer_and_a_pipeline_without_runs_it
     assert table(at, "runs_table")["drift"].tolist() == ["—", "—"]
     at = page("pipeline", {"pipeline": "fresh"})
     assert metrics(at)["Kind"] == "ipip"
+
+
+@pytest.fixture
+def empty_home(prefect_server, tmp_path, monkeypatch) -> MlflowClient:
+    """A CALMOPS_HOME of this test's own, its MLflow store empty; the client of that store."""
+    from calmops.core.settings import get_settings
+
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = get_settings()
+    (settings.home / "mlflow").mkdir(parents=True)
+    return MlflowClient(settings.mlflow_tracking_uri)
+
+
+def test_the_drift_report_download_says_the_rows_the_run_read(empty_home, monkeypatch):
+    """The page showed "rows –" where `calmops report` shows the file's rows: the tab passed none."""
+    from calmops.core import report_page
+    from tests.dashboards.seed import seed_null_rates
+
+    seed_null_rates(empty_home, "nulls", rows=500)
+    pages = []
+    real = report_page.render_report
+    monkeypatch.setattr(report_page, "render_report", lambda outcome, verdict: pages.append(
+        real(outcome, verdict)) or pages[-1])  # the real page, kept to be read
+    at = page("pipeline", {"pipeline": "nulls"})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert pages and "<td><b>rows</b></td><td>500</td>" in pages[-1], pages

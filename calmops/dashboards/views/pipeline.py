@@ -146,7 +146,8 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
     for reason in verdict.signals if verdict else []:
         st.markdown(f"- {ui.plain(reason)}")
     if verdict:
-        outcome = {"pipeline": name, "mlflow_run_id": chosen, "rows": None,
+        rows = row.get("metric.rows")  # the rows the run read, as its outcome.json says them
+        outcome = {"pipeline": name, "mlflow_run_id": chosen, "rows": None if pd.isna(rows) else int(rows),
                    **{k: row.get(k) for k in ("file", "decision", "reason", "sha256")},
                    **{k: None if pd.isna(row.get(k)) else int(row[k]) for k in ("champion_version", "challenger_version")}}
         st.download_button("Drift report (HTML, opens offline)", report_page.render_report(outcome, verdict),
