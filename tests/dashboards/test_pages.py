@@ -442,3 +442,21 @@ def test_the_drift_report_download_says_the_rows_the_run_read(empty_home, monkey
     at = page("pipeline", {"pipeline": "nulls"})
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert pages and "<td><b>rows</b></td><td>500</td>" in pages[-1], pages
+
+
+def test_schema_signal_p_values_read_as_the_feature_tables_do(empty_home):
+    """A null-rate signal's p-value (below 1e-20) was printed in full, dozens of zeros; the feature table beside
+    it shows p-values in the form 2.00e-62."""
+    import json
+
+    from tests.dashboards.seed import seed_null_rates
+
+    seed_null_rates(empty_home, "nulls2")
+    at = page("pipeline", {"pipeline": "nulls2"})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    schema = next(d for d in at.dataframe if {"kind", "column", "detail", "p_value"} <= set(d.value.columns))
+    features = next(d for d in at.dataframe if TABLES["feature_table"] <= set(d.value.columns))
+    assert schema.value.loc[schema.value["kind"] == "null_rate", "p_value"].iloc[0] < 1e-20
+    config = {name: json.loads(d.proto.columns).get("p_value") for name, d in (("schema", schema),
+                                                                               ("features", features))}
+    assert config["schema"] == config["features"] and config["schema"]["type_config"]["format"] == "%.2e", config

@@ -14,6 +14,7 @@ from calmops.dashboards import cache, charts, data, ui
 
 HEATMAP_RUNS = 30
 SPEC_RUNS = 200
+P_VALUE = st.column_config.NumberColumn(format="%.2e")  # every p-value column: 2e-62, not 62 zeros
 
 
 def render() -> None:
@@ -157,11 +158,11 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
         st.caption(ui.plain(report.get("reason", "")))
         ui.show_frame(data.feature_table(report), key="feature_table", column_config={
             "ratio": st.column_config.ProgressColumn("effect / threshold", min_value=0, max_value=3, format="%.2f"),
-            "p_value": st.column_config.NumberColumn(format="%.2e"),
-            "p_adjusted": st.column_config.NumberColumn(format="%.2e")})
+            "p_value": P_VALUE, "p_adjusted": P_VALUE})
         if report.get("schema_signals"):
             st.markdown("**Schema signals**")
-            ui.show_frame(pd.DataFrame(report["schema_signals"]))
+            ui.show_frame(pd.DataFrame(report["schema_signals"]), key="schema_signals",
+                          column_config={"p_value": P_VALUE})
     else:
         st.caption("This run has no data-drift report.")
     if verdict and verdict.label_free:
