@@ -328,3 +328,18 @@ def test_a_file_decided_in_another_files_turn_says_whose_turn_not_that_runs_stat
     flows = pd.DataFrame({"flow_run_id": ["fa", "fl"], "state": ["Held", "Completed"],
                           "file": ["a.csv", "labels/a.csv"]})
     assert data.flow_states(runs, flows) == ["Held", "in the turn of a.csv", "Completed", ""]
+
+
+def test_block_metrics_keep_block_order_and_tell_the_challenger_apart():
+    from calmops.dashboards.views.blocks import block_metrics, per_run
+
+    runs = pd.DataFrame({"run_name": ["f0.csv", "f1.csv"], "metric.block_10_accuracy": [0.7, 0.6],
+                         "metric.block_9_accuracy": [0.8, None], "metric.block_2_challenger_accuracy": [None, 0.9],
+                         "metric.block_2024-10_f1_macro": [0.5, 0.5], "metric.block_2024-09_f1_macro": [0.4, 0.4]})
+    long = block_metrics(runs)
+    champion = long[long["model"] == "champion"]
+    assert set(long["block"]) == {"9", "10", "2", "2024-09", "2024-10"}  # no "2_challenger" block
+    assert long.loc[long["model"] == "challenger", ["run", "block", "metric"]].values.tolist() == [
+        ["f1.csv", "2", "accuracy"]]
+    assert list(per_run(champion[champion["metric"] == "accuracy"]).columns) == ["run", "9", "10"]
+    assert list(per_run(champion[champion["metric"] == "f1_macro"]).columns) == ["run", "2024-09", "2024-10"]

@@ -429,6 +429,33 @@ def empty_home(prefect_server, tmp_path, monkeypatch) -> MlflowClient:
     return MlflowClient(settings.mlflow_tracking_uri)
 
 
+def test_per_block_metrics_are_blocks_in_block_order_and_the_challengers_apart(empty_home):
+    """Blocks named by numbers were ordered as text (10 before 9), and the challenger's scores
+    (block_<name>_challenger_<metric>) were drawn and tabled as blocks named "<name>_challenger"."""
+    from tests.dashboards.seed import recorded_run
+
+    experiment = empty_home.create_experiment("calmops/wards", tags={"calmops.pipeline": "wards"})
+    for at, (decision, champion, challenger) in enumerate([
+            ("train", {}, {"10": 0.71}),
+            ("no_drift", {"9": 0.8, "10": 0.7, "2": 0.9}, {}),
+            ("retrain_promoted", {"9": 0.6, "10": 0.65, "2": 0.85}, {"10": 0.75})]):
+        run_id = recorded_run(empty_home, experiment, f"w{at}.csv", at, kind="block", decision=decision)
+        for block, score in champion.items():
+            empty_home.log_metric(run_id, f"block_{block}_accuracy", score)
+        for block, score in challenger.items():
+            empty_home.log_metric(run_id, f"block_{block}_challenger_accuracy", score)
+    at = page("blocks")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    per_run = [d.value for d in at.dataframe if "run" in d.value.columns]
+    assert [list(f.columns) for f in per_run] == [["run", "2", "9", "10"], ["run", "10"]], per_run
+    champion, challenger = per_run
+    assert champion["run"].tolist() == ["w1.csv", "w2.csv"] and champion["10"].tolist() == [0.7, 0.65]
+    assert challenger["run"].tolist() == ["w0.csv", "w2.csv"] and challenger["10"].tolist() == [0.71, 0.75]
+    lines = next(chart for chart in charts_on(at) if chart["data"][0].get("mode") == "lines+markers")
+    assert [t["name"] for t in lines["data"]] == ["2", "9", "10"]
+    assert any("`block_<name>_challenger_<metric>`" in c.value for c in at.caption)
+
+
 def test_the_drift_report_download_says_the_rows_the_run_read(empty_home, monkeypatch):
     """The page showed "rows –" where `calmops report` shows the file's rows: the tab passed none."""
     from calmops.core import report_page
