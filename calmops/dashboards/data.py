@@ -484,6 +484,11 @@ def flow_runs(conn: Connection, pipeline: str | None = None, limit: int = PAGE) 
                                        "kind", "pipeline", "file"])
 
 
+def _ledger_file(file: str, folder: str) -> str:
+    """A recorded file as flow-run names and the ledger name it: ``labels/<file>`` for a labels file."""
+    return f"{LABELS_ENTRY}{file}" if folder == "labels" else file
+
+
 def flow_states(runs: pd.DataFrame, flows: pd.DataFrame) -> list[str]:
     """Beside each decided file (a run of :func:`runs_frame`), the state of the flow run that decided it
     (``flows``: :func:`flow_runs`). A file decided in another file's turn (``order: arrival``) was decided by that
@@ -493,9 +498,47 @@ def flow_states(runs: pd.DataFrame, flows: pd.DataFrame) -> list[str]:
     said = []
     for flow_run_id, file, folder in zip(runs["flow_run_id"], runs["file"], runs["folder"], strict=True):
         state, turn = ran.get(flow_run_id, ("", ""))
-        own = f"{LABELS_ENTRY}{file}" if folder == "labels" else file
+        own = _ledger_file(file, folder)
         said.append(f"in the turn of {turn}" if state and turn and own and turn != own else state)
     return said
+
+
+def decided_files(runs: pd.DataFrame) -> dict[str, list[str]]:
+    """Flow run id → the files its run decided (:func:`runs_frame`'s runs; ledger names), in the order it decided
+    them. One file each, but for the run that held the pipeline's turn in ``order: arrival``: it decides every
+    file waiting then, each recorded as its own MLflow run under that flow run's id."""
+    out: dict[str, list[str]] = {}
+    for flow_run_id, file, folder, name in zip(runs["flow_run_id"], runs["file"], runs["folder"], runs["run_name"],
+                                               strict=True):
+        if flow_run_id:
+            out.setdefault(flow_run_id, []).append(_ledger_file(file, folder) or name)
+    return out
+
+
+def flow_run_labels(runs: pd.DataFrame, flows: pd.DataFrame, unrecorded: pd.DataFrame) -> dict[str, str]:
+    """Flow run id → how the log picker names it, once per flow run: the recorded ones newest first, then
+    ``unrecorded`` (:func:`unrecorded_flow_runs`). A flow run is named after the file its name says, the one
+    whose turn it held (the files it decided in that turn follow, when they are more than that one file); a run
+    Prefect no longer lists, after the files it decided."""
+    files = decided_files(runs)
+    turn = {} if flows.empty else dict(zip(flows["flow_run_id"], flows["file"].where(flows["file"] != "", flows["name"]),
+                                           strict=True))
+    labels: dict[str, str] = {}
+    for flow_run_id in reversed(list(files)):  # newest first: runs_frame is oldest first
+        mine, own = files[flow_run_id], turn.get(flow_run_id)
+        listed = ", ".join(mine[:3]) + (", …" if len(mine) > 3 else "")
+        if own and mine == [own]:
+            labels[flow_run_id] = own
+        elif own:
+            labels[flow_run_id] = f"{own} (decided {f'{len(mine)} files: ' if len(mine) > 1 else ''}{listed})"
+        else:
+            labels[flow_run_id] = listed if len(mine) == 1 else f"{listed} ({len(mine)} files, one flow run)"
+    if unrecorded.empty:
+        return labels
+    for flow_run_id, name, file, state in zip(unrecorded["flow_run_id"], unrecorded["name"], unrecorded["file"],
+                                              unrecorded["state"], strict=True):
+        labels.setdefault(flow_run_id, f"{file or name} ({state or 'no state'}, no MLflow record)")
+    return labels
 
 
 def flow_run_logs(conn: Connection, flow_run_id: str, limit: int = 1000) -> pd.DataFrame:

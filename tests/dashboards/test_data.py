@@ -330,6 +330,36 @@ def test_a_file_decided_in_another_files_turn_says_whose_turn_not_that_runs_stat
     assert data.flow_states(runs, flows) == ["Held", "in the turn of a.csv", "Completed", ""]
 
 
+def _recorded(*rows):
+    """runs_frame's columns the Runs & logs tab joins on, oldest run first: (flow_run_id, file, folder, sha)."""
+    return pd.DataFrame([{"flow_run_id": f, "file": file, "run_name": file, "folder": folder, "sha256": sha}
+                         for f, file, folder, sha in rows])
+
+
+def _flows(*rows):
+    """flow_runs' frame, newest first: (flow_run_id, file, state, sha)."""
+    return pd.DataFrame([{"flow_run_id": f, "name": f"stream/p/{file}", "state": state, "file": file, "sha256": sha}
+                         for f, file, state, sha in rows])
+
+
+def test_a_flow_run_that_decided_several_files_is_named_once_after_its_turn():
+    """order: arrival: the flow run made for b.csv held the turn and decided a.csv, b.csv and c.csv (three MLflow
+    runs under its id); another decided one file of its own; one Prefect no longer lists decided two."""
+    runs = _recorded(("old", "x.csv", "incoming", "s"), ("old", "y.csv", "incoming", "s"),
+                     ("f0", "f0.csv", "incoming", "s0"), ("fb", "a.csv", "incoming", "sa"),
+                     ("fb", "b.csv", "incoming", "sb"), ("fb", "c.csv", "incoming", "sc"),
+                     ("fb", "d.csv", "incoming", "sd"), ("", "by-hand.csv", "incoming", ""))
+    flows = _flows(("fb", "b.csv", "Completed", "sb"), ("f0", "f0.csv", "Completed", "s0"),
+                   ("fr", "e.csv", "Running", "se"))
+    labels = data.flow_run_labels(runs, flows, flows[flows["flow_run_id"] == "fr"])
+    assert list(labels) == ["fb", "f0", "old", "fr"]  # once each, newest first, then those without a record
+    assert labels["fb"] == "b.csv (decided 4 files: a.csv, b.csv, c.csv, …)"
+    assert labels["f0"] == "f0.csv" and labels["old"] == "x.csv, y.csv (2 files, one flow run)"
+    assert labels["fr"] == "e.csv (Running, no MLflow record)"
+    assert data.decided_files(runs)["fb"] == ["a.csv", "b.csv", "c.csv", "d.csv"]
+    assert data.flow_run_labels(runs, pd.DataFrame(), pd.DataFrame())["f0"] == "f0.csv"  # Prefect unread
+
+
 def test_block_metrics_keep_block_order_and_tell_the_challenger_apart():
     from calmops.dashboards.views.blocks import block_metrics, per_run
 

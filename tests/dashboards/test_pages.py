@@ -429,6 +429,28 @@ def empty_home(prefect_server, tmp_path, monkeypatch) -> MlflowClient:
     return MlflowClient(settings.mlflow_tracking_uri)
 
 
+def shown_log(at: AppTest) -> str:
+    return next(c.value for c in at.code if c.language == "log")
+
+
+def test_the_log_picker_lists_a_flow_run_once_named_after_its_turn_with_the_files_it_decided(empty_home, tmp_path):
+    """order: arrival: the flow run made for b.csv held the turn and decided a.csv, b.csv and c.csv. The picker
+    listed that flow run three times, each labelled a.csv (the oldest file), over a log that said b.csv's run."""
+    from tests.dashboards.seed import seed_one_turn
+
+    seed_one_turn(empty_home, "turn", tmp_path / "incoming")
+    at = page("pipeline", {"pipeline": "turn"})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    picker = at.selectbox(key="log_run")
+    assert picker.options[:2] == ["b.csv (decided 3 files: a.csv, b.csv, c.csv)", "f0.csv"], picker.options
+    assert len(picker.options) == len(set(picker.options)), picker.options
+    assert "Beginning flow run 'stream/turn/b.csv'" in shown_log(at)
+    assert any("decided 3 files in it, in this order: a.csv, b.csv, c.csv" in c.value.replace("\\", "")
+               for c in at.caption), [c.value for c in at.caption]
+    picker.select_index(1).run()
+    assert "Beginning flow run 'stream/turn/f0.csv'" in shown_log(at)
+
+
 def test_per_block_metrics_are_blocks_in_block_order_and_the_challengers_apart(empty_home):
     """Blocks named by numbers were ordered as text (10 before 9), and the challenger's scores
     (block_<name>_challenger_<metric>) were drawn and tabled as blocks named "<name>_challenger"."""

@@ -464,14 +464,15 @@ def runs_tab(conn, name, runs, reg, prefect_problem) -> None:
     if prefect_problem:
         st.caption(f"Flow-run logs come from the Prefect API: {ui.plain(prefect_problem)}.")
         return
-    ids = [f for f in newest["flow_run_id"] if f] + [f for f in (orphans["flow_run_id"] if not orphans.empty else [])]
-    if not ids:
+    labels = data.flow_run_labels(runs, states, orphans)
+    if not labels:
         st.caption("No flow run recorded.")
         return
-    label = {f: n for f, n in zip(newest["flow_run_id"], newest["run_name"], strict=True)}
-    if not orphans.empty:
-        label.update(dict(zip(orphans["flow_run_id"], orphans["name"], strict=True)))
-    chosen = st.selectbox("Flow run", ids, format_func=lambda f: label.get(f, f), key="log_run")
+    chosen = st.selectbox("Flow run", list(labels), format_func=lambda f: labels.get(f, f), key="log_run")
+    decided = data.decided_files(runs).get(chosen, [])
+    if len(decided) > 1:
+        st.caption(f"This flow run held the pipeline's turn and decided {len(decided)} files in it, in this order: "
+                   f"{ui.plain(', '.join(decided))}.")
     try:
         logs = cache.flow_run_logs(conn, chosen)
     except Exception as exc:  # noqa: BLE001
