@@ -20,6 +20,10 @@ import numbers
 from enum import StrEnum
 from pathlib import Path
 
+#: the name of the Cancelled state of a flow run whose file another run decided first, in the pipeline's turn
+#: (``order: arrival``): the Prefect UI's badge, and how the viewer tells such a run from one that never recorded
+DECIDED_ELSEWHERE = "Decided by another run"
+
 
 class Decision(StrEnum):
     """What a run decided about one file, as recorded (MLflow tag ``calmops.decision``, the ledger, the flow's
@@ -148,7 +152,6 @@ def block_name(value: object) -> str:
             and float(value).is_integer()):
         return str(int(value))
     return str(value)
-
 
 
 def block_order(name: str) -> tuple[int, float, str]:

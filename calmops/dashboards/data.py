@@ -31,6 +31,7 @@ import pandas as pd
 from calmops.core.kinds import KINDS
 from calmops.core.names import (
     CHAMPION_SINCE_TAG,
+    DECIDED_ELSEWHERE,
     DRIFT_UNCHECKED,
     QUARANTINED,
     SERVING_SCORE_PREFIXES,
@@ -479,9 +480,10 @@ def flow_runs(conn: Connection, pipeline: str | None = None, limit: int = PAGE) 
             "duration_s": round(fr.total_run_time.total_seconds(), 2) if fr.total_run_time else None,
             "kind": parts[0] if len(parts) == 3 else "", "pipeline": parts[1] if len(parts) == 3 else "",
             "file": parts[2] if len(parts) == 3 else "",
+            "sha256": str((fr.parameters or {}).get("sha256") or ""),  # the content its file event gave
         })
     return pd.DataFrame(rows, columns=["flow_run_id", "name", "state", "state_type", "start_time", "duration_s",
-                                       "kind", "pipeline", "file"])
+                                       "kind", "pipeline", "file", "sha256"])
 
 
 def _ledger_file(file: str, folder: str) -> str:
@@ -513,6 +515,30 @@ def decided_files(runs: pd.DataFrame) -> dict[str, list[str]]:
         if flow_run_id:
             out.setdefault(flow_run_id, []).append(_ledger_file(file, folder) or name)
     return out
+
+
+def unrecorded_flow_runs(runs: pd.DataFrame, flows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``flows`` (:func:`flow_runs`) that no MLflow run of ``runs`` (:func:`runs_frame`) names, split in two:
+    (without a record: running, crashed before recording, or duplicates; cancelled as *Decided by another run*
+    because another run decided their file, which has its MLflow record under that run). A cancelled run counts
+    as decided when an MLflow run records its file (the ledger name) and, where both say one, the same SHA-256:
+    a file that arrived again with other bytes is not the one decided."""
+    if flows.empty:
+        return flows, flows
+    unrecorded = flows[~flows["flow_run_id"].isin(set(runs["flow_run_id"]))]
+    recorded: dict[str, set[str]] = {}
+    for file, folder, sha in zip(runs["file"], runs["folder"], runs["sha256"], strict=True):
+        recorded.setdefault(_ledger_file(file, folder), set()).add(sha or "")
+    shas = unrecorded["sha256"] if "sha256" in unrecorded else pd.Series("", index=unrecorded.index)
+
+    def decided(state: str, file: str, sha: str) -> bool:
+        known = recorded.get(file)
+        return state == DECIDED_ELSEWHERE and known is not None and (not sha or sha in known or "" in known)
+
+    mask = pd.Series([decided(state, file, sha or "") for state, file, sha in
+                      zip(unrecorded["state"], unrecorded["file"], shas, strict=True)], index=unrecorded.index,
+                     dtype=bool)
+    return unrecorded[~mask], unrecorded[mask]
 
 
 def flow_run_labels(runs: pd.DataFrame, flows: pd.DataFrame, unrecorded: pd.DataFrame) -> dict[str, str]:

@@ -92,7 +92,7 @@ def seed_one_turn(client, pipeline: str, folder: Path) -> dict[str, str]:
     from prefect.states import Cancelled, Completed, Running
 
     from calmops.core.kinds import KINDS
-    from calmops.flows.redundant import DECIDED_ELSEWHERE
+    from calmops.core.names import DECIDED_ELSEWHERE
 
     def stream_flow():  # the flow's name is what the viewer looks for
         return None

@@ -360,6 +360,22 @@ def test_a_flow_run_that_decided_several_files_is_named_once_after_its_turn():
     assert data.flow_run_labels(runs, pd.DataFrame(), pd.DataFrame())["f0"] == "f0.csv"  # Prefect unread
 
 
+def test_flow_runs_cancelled_as_decided_by_another_run_are_not_without_a_record():
+    runs = _recorded(("fb", "a.csv", "incoming", "sa"), ("fb", "b.csv", "incoming", "sb"),
+                     ("fl", "a.csv", "labels", "la"))
+    decided = "Decided by another run"
+    flows = _flows(("fb", "b.csv", "Completed", "sb"), ("fa", "a.csv", decided, "sa"),
+                   ("fl2", "labels/a.csv", decided, "la"), ("fn", "n.csv", decided, "sn"),
+                   ("fo", "a.csv", decided, "other bytes"), ("fr", "r.csv", "Running", "sr"),
+                   ("fc", "c.csv", "Crashed", ""))
+    orphans, elsewhere = data.unrecorded_flow_runs(runs, flows)
+    assert elsewhere["flow_run_id"].tolist() == ["fa", "fl2"]
+    # no record of its file (the deciding run crashed before recording), or of those bytes: still without one
+    assert orphans["flow_run_id"].tolist() == ["fn", "fo", "fr", "fc"]
+    empty = pd.DataFrame()
+    assert data.unrecorded_flow_runs(runs, empty)[0].empty
+
+
 def test_block_metrics_keep_block_order_and_tell_the_challenger_apart():
     from calmops.dashboards.views.blocks import block_metrics, per_run
 

@@ -51,6 +51,7 @@ TABLES = {  # a table is found by columns only it has (AppTest does not expose a
     "block_metrics": {"run", "2024-01", "2024-02"},
     "ipip_table": {"run", "ipip.p"},
     "sim_preview": {"x0", "x1", "x2", "y", "concept"},
+    "orphans": {"name", "state", "start_time", "duration_s"},
 }
 
 
@@ -449,6 +450,24 @@ def test_the_log_picker_lists_a_flow_run_once_named_after_its_turn_with_the_file
                for c in at.caption), [c.value for c in at.caption]
     picker.select_index(1).run()
     assert "Beginning flow run 'stream/turn/f0.csv'" in shown_log(at)
+
+
+def test_flow_runs_cancelled_because_another_run_decided_their_file_are_not_said_to_lack_a_record(empty_home,
+                                                                                                  tmp_path):
+    """The runs made for a.csv and c.csv, cancelled as Decided by another run, were listed among the flow runs
+    without an MLflow record, though each file's MLflow run is in the runs table."""
+    from tests.dashboards.seed import seed_one_turn
+
+    seed_one_turn(empty_home, "turn2", tmp_path / "incoming")
+    at = page("pipeline", {"pipeline": "turn2"})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    runs = table(at, "runs_table")
+    assert {"a.csv", "c.csv"} <= set(runs["file"])
+    orphans = table(at, "orphans")
+    assert orphans["name"].tolist() == ["stream/turn2/d.csv"] and orphans["state"].tolist() == ["Running"]
+    said = [c.value.replace("\\", "") for c in at.caption]
+    assert any(c.startswith("2 flow run(s) cancelled as *Decided by another run*") for c in said), said
+    assert "a.csv (Decided by another run, no MLflow record)" not in at.selectbox(key="log_run").options
 
 
 def test_per_block_metrics_are_blocks_in_block_order_and_the_challengers_apart(empty_home):

@@ -455,10 +455,14 @@ def runs_tab(conn, name, runs, reg, prefect_problem) -> None:
         "rows": st.column_config.NumberColumn(format="%d")})
     if not conn.mlflow_ui:
         st.caption("MLflow links appear when the MLflow UI runs (`calmops up`).")
-    orphans = states[~states["flow_run_id"].isin(set(runs["flow_run_id"]))] if not states.empty else states
+    orphans, decided_elsewhere = data.unrecorded_flow_runs(runs, states)
     if not orphans.empty:
         st.markdown("**Flow runs without an MLflow record** (running, crashed before recording, or duplicates)")
         ui.show_frame(orphans[["name", "state", "start_time", "duration_s"]], key="orphans")
+    if not decided_elsewhere.empty:
+        st.caption(f"{len(decided_elsewhere)} flow run(s) cancelled as *Decided by another run*: the flow run "
+                   "holding the pipeline's turn decided their files first; each file's MLflow run is in the table "
+                   "above, its flow state *in the turn of* that run's file.")
 
     st.subheader("Logs")
     if prefect_problem:
