@@ -21,6 +21,10 @@ from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 
+#: the name of the Cancelled state of a flow run whose file another run decided first, in the pipeline's turn
+#: (``order: arrival``): the Prefect UI's badge, and how the viewer tells such a run from one that never recorded
+DECIDED_ELSEWHERE = "Decided by another run"
+
 
 class Decision(StrEnum):
     """What a run decided about one file, as recorded (MLflow tag ``calmops.decision``, the ledger, the flow's
@@ -170,3 +174,18 @@ def block_name(value: object) -> str:
             and float(value).is_integer()):
         return str(int(value))
     return str(value)
+
+
+def block_order(name: str) -> tuple[int, float, str]:
+    """Sort key of block names (:func:`block_name`) in the order the flows take blocks, the sort order of the
+    block column's values: names that read as numbers by value ("9" before "10"), text as text ("2024-09"
+    before "2024-10"); where both meet, numbers first.
+
+    >>> sorted(["10", "9", "2.5"], key=block_order), sorted(["b", "10", "a", "9"], key=block_order)
+    (['2.5', '9', '10'], ['9', '10', 'a', 'b'])
+    """
+    try:
+        number = float(name)
+    except (TypeError, ValueError):
+        number = math.nan
+    return (0, number, "") if math.isfinite(number) else (1, 0.0, str(name))

@@ -31,6 +31,7 @@ import pandas as pd
 from calmops.core.kinds import KINDS
 from calmops.core.names import (
     CHAMPION_SINCE_TAG,
+    DECIDED_ELSEWHERE,
     DRIFT_UNCHECKED,
     QUARANTINED,
     SERVING_SCORE_PREFIXES,
@@ -480,9 +481,15 @@ def flow_runs(conn: Connection, pipeline: str | None = None, limit: int = PAGE) 
             "duration_s": round(fr.total_run_time.total_seconds(), 2) if fr.total_run_time else None,
             "kind": parts[0] if len(parts) == 3 else "", "pipeline": parts[1] if len(parts) == 3 else "",
             "file": parts[2] if len(parts) == 3 else "",
+            "sha256": str((fr.parameters or {}).get("sha256") or ""),  # the content its file event gave
         })
     return pd.DataFrame(rows, columns=["flow_run_id", "name", "state", "state_type", "start_time", "duration_s",
-                                       "kind", "pipeline", "file"])
+                                       "kind", "pipeline", "file", "sha256"])
+
+
+def _ledger_file(file: str, folder: str) -> str:
+    """A recorded file as flow-run names and the ledger name it: ``labels/<file>`` for a labels file."""
+    return f"{LABELS_ENTRY}{file}" if folder == "labels" else file
 
 
 def flow_states(runs: pd.DataFrame, flows: pd.DataFrame) -> list[str]:
@@ -494,9 +501,71 @@ def flow_states(runs: pd.DataFrame, flows: pd.DataFrame) -> list[str]:
     said = []
     for flow_run_id, file, folder in zip(runs["flow_run_id"], runs["file"], runs["folder"], strict=True):
         state, turn = ran.get(flow_run_id, ("", ""))
-        own = f"{LABELS_ENTRY}{file}" if folder == "labels" else file
+        own = _ledger_file(file, folder)
         said.append(f"in the turn of {turn}" if state and turn and own and turn != own else state)
     return said
+
+
+def decided_files(runs: pd.DataFrame) -> dict[str, list[str]]:
+    """Flow run id → the files its run decided (:func:`runs_frame`'s runs; ledger names), in the order it decided
+    them. One file each, but for the run that held the pipeline's turn in ``order: arrival``: it decides every
+    file waiting then, each recorded as its own MLflow run under that flow run's id."""
+    out: dict[str, list[str]] = {}
+    for flow_run_id, file, folder, name in zip(runs["flow_run_id"], runs["file"], runs["folder"], runs["run_name"],
+                                               strict=True):
+        if flow_run_id:
+            out.setdefault(flow_run_id, []).append(_ledger_file(file, folder) or name)
+    return out
+
+
+def unrecorded_flow_runs(runs: pd.DataFrame, flows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``flows`` (:func:`flow_runs`) that no MLflow run of ``runs`` (:func:`runs_frame`) names, split in two:
+    (without a record: running, crashed before recording, or duplicates; cancelled as *Decided by another run*
+    because another run decided their file, which has its MLflow record under that run). A cancelled run counts
+    as decided when an MLflow run records its file (the ledger name) and, where both say one, the same SHA-256:
+    a file that arrived again with other bytes is not the one decided."""
+    if flows.empty:
+        return flows, flows
+    unrecorded = flows[~flows["flow_run_id"].isin(set(runs["flow_run_id"]))]
+    recorded: dict[str, set[str]] = {}
+    for file, folder, sha in zip(runs["file"], runs["folder"], runs["sha256"], strict=True):
+        recorded.setdefault(_ledger_file(file, folder), set()).add(sha or "")
+    shas = unrecorded["sha256"] if "sha256" in unrecorded else pd.Series("", index=unrecorded.index)
+
+    def decided(state: str, file: str, sha: str) -> bool:
+        known = recorded.get(file)
+        return state == DECIDED_ELSEWHERE and known is not None and (not sha or sha in known or "" in known)
+
+    mask = pd.Series([decided(state, file, sha or "") for state, file, sha in
+                      zip(unrecorded["state"], unrecorded["file"], shas, strict=True)], index=unrecorded.index,
+                     dtype=bool)
+    return unrecorded[~mask], unrecorded[mask]
+
+
+def flow_run_labels(runs: pd.DataFrame, flows: pd.DataFrame, unrecorded: pd.DataFrame) -> dict[str, str]:
+    """Flow run id → how the log picker names it, once per flow run: the recorded ones newest first, then
+    ``unrecorded`` (:func:`unrecorded_flow_runs`). A flow run is named after the file its name says, the one
+    whose turn it held (the files it decided in that turn follow, when they are more than that one file); a run
+    Prefect no longer lists, after the files it decided."""
+    files = decided_files(runs)
+    turn = {} if flows.empty else dict(zip(flows["flow_run_id"], flows["file"].where(flows["file"] != "", flows["name"]),
+                                           strict=True))
+    labels: dict[str, str] = {}
+    for flow_run_id in reversed(list(files)):  # newest first: runs_frame is oldest first
+        mine, own = files[flow_run_id], turn.get(flow_run_id)
+        listed = ", ".join(mine[:3]) + (", …" if len(mine) > 3 else "")
+        if own and mine == [own]:
+            labels[flow_run_id] = own
+        elif own:
+            labels[flow_run_id] = f"{own} (decided {f'{len(mine)} files: ' if len(mine) > 1 else ''}{listed})"
+        else:
+            labels[flow_run_id] = listed if len(mine) == 1 else f"{listed} ({len(mine)} files, one flow run)"
+    if unrecorded.empty:
+        return labels
+    for flow_run_id, name, file, state in zip(unrecorded["flow_run_id"], unrecorded["name"], unrecorded["file"],
+                                              unrecorded["state"], strict=True):
+        labels.setdefault(flow_run_id, f"{file or name} ({state or 'no state'}, no MLflow record)")
+    return labels
 
 
 def flow_run_logs(conn: Connection, flow_run_id: str, limit: int = 1000) -> pd.DataFrame:

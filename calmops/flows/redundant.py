@@ -15,9 +15,8 @@ from pathlib import Path
 
 from calmops.core.flow_runs import file_in, file_run_name, runs_in_states
 from calmops.core.logs import RunLog
+from calmops.core.names import DECIDED_ELSEWHERE
 from calmops.core.store import read_spec
-
-DECIDED_ELSEWHERE = "Decided by another run"  # the name of the Cancelled state such a run ends in
 
 
 def cancel_redundant_runs(pipeline: str, incoming: Path, decided: Mapping[str, str], by: str | None,

@@ -333,3 +333,64 @@ def test_a_file_decided_in_another_files_turn_says_whose_turn_not_that_runs_stat
     flows = pd.DataFrame({"flow_run_id": ["fa", "fl"], "state": ["Held", "Completed"],
                           "file": ["a.csv", "labels/a.csv"]})
     assert data.flow_states(runs, flows) == ["Held", "in the turn of a.csv", "Completed", ""]
+
+
+def _recorded(*rows):
+    """runs_frame's columns the Runs & logs tab joins on, oldest run first: (flow_run_id, file, folder, sha)."""
+    return pd.DataFrame([{"flow_run_id": f, "file": file, "run_name": file, "folder": folder, "sha256": sha}
+                         for f, file, folder, sha in rows])
+
+
+def _flows(*rows):
+    """flow_runs' frame, newest first: (flow_run_id, file, state, sha)."""
+    return pd.DataFrame([{"flow_run_id": f, "name": f"stream/p/{file}", "state": state, "file": file, "sha256": sha}
+                         for f, file, state, sha in rows])
+
+
+def test_a_flow_run_that_decided_several_files_is_named_once_after_its_turn():
+    """order: arrival: the flow run made for b.csv held the turn and decided a.csv, b.csv and c.csv (three MLflow
+    runs under its id); another decided one file of its own; one Prefect no longer lists decided two."""
+    runs = _recorded(("old", "x.csv", "incoming", "s"), ("old", "y.csv", "incoming", "s"),
+                     ("f0", "f0.csv", "incoming", "s0"), ("fb", "a.csv", "incoming", "sa"),
+                     ("fb", "b.csv", "incoming", "sb"), ("fb", "c.csv", "incoming", "sc"),
+                     ("fb", "d.csv", "incoming", "sd"), ("", "by-hand.csv", "incoming", ""))
+    flows = _flows(("fb", "b.csv", "Completed", "sb"), ("f0", "f0.csv", "Completed", "s0"),
+                   ("fr", "e.csv", "Running", "se"))
+    labels = data.flow_run_labels(runs, flows, flows[flows["flow_run_id"] == "fr"])
+    assert list(labels) == ["fb", "f0", "old", "fr"]  # once each, newest first, then those without a record
+    assert labels["fb"] == "b.csv (decided 4 files: a.csv, b.csv, c.csv, …)"
+    assert labels["f0"] == "f0.csv" and labels["old"] == "x.csv, y.csv (2 files, one flow run)"
+    assert labels["fr"] == "e.csv (Running, no MLflow record)"
+    assert data.decided_files(runs)["fb"] == ["a.csv", "b.csv", "c.csv", "d.csv"]
+    assert data.flow_run_labels(runs, pd.DataFrame(), pd.DataFrame())["f0"] == "f0.csv"  # Prefect unread
+
+
+def test_flow_runs_cancelled_as_decided_by_another_run_are_not_without_a_record():
+    runs = _recorded(("fb", "a.csv", "incoming", "sa"), ("fb", "b.csv", "incoming", "sb"),
+                     ("fl", "a.csv", "labels", "la"))
+    decided = "Decided by another run"
+    flows = _flows(("fb", "b.csv", "Completed", "sb"), ("fa", "a.csv", decided, "sa"),
+                   ("fl2", "labels/a.csv", decided, "la"), ("fn", "n.csv", decided, "sn"),
+                   ("fo", "a.csv", decided, "other bytes"), ("fr", "r.csv", "Running", "sr"),
+                   ("fc", "c.csv", "Crashed", ""))
+    orphans, elsewhere = data.unrecorded_flow_runs(runs, flows)
+    assert elsewhere["flow_run_id"].tolist() == ["fa", "fl2"]
+    # no record of its file (the deciding run crashed before recording), or of those bytes: still without one
+    assert orphans["flow_run_id"].tolist() == ["fn", "fo", "fr", "fc"]
+    empty = pd.DataFrame()
+    assert data.unrecorded_flow_runs(runs, empty)[0].empty
+
+
+def test_block_metrics_keep_block_order_and_tell_the_challenger_apart():
+    from calmops.dashboards.views.blocks import block_metrics, per_run
+
+    runs = pd.DataFrame({"run_name": ["f0.csv", "f1.csv"], "metric.block_10_accuracy": [0.7, 0.6],
+                         "metric.block_9_accuracy": [0.8, None], "metric.block_2_challenger_accuracy": [None, 0.9],
+                         "metric.block_2024-10_f1_macro": [0.5, 0.5], "metric.block_2024-09_f1_macro": [0.4, 0.4]})
+    long = block_metrics(runs)
+    champion = long[long["model"] == "champion"]
+    assert set(long["block"]) == {"9", "10", "2", "2024-09", "2024-10"}  # no "2_challenger" block
+    assert long.loc[long["model"] == "challenger", ["run", "block", "metric"]].values.tolist() == [
+        ["f1.csv", "2", "accuracy"]]
+    assert list(per_run(champion[champion["metric"] == "accuracy"]).columns) == ["run", "9", "10"]
+    assert list(per_run(champion[champion["metric"] == "f1_macro"]).columns) == ["run", "2024-09", "2024-10"]

@@ -51,6 +51,7 @@ TABLES = {  # a table is found by columns only it has (AppTest does not expose a
     "block_metrics": {"run", "2024-01", "2024-02"},
     "ipip_table": {"run", "ipip.p"},
     "sim_preview": {"x0", "x1", "x2", "y", "concept"},
+    "orphans": {"name", "state", "start_time", "duration_s"},
 }
 
 
@@ -415,3 +416,115 @@ def test_files_never_checked_show_no_drift_answer_and_a_pipeline_without_runs_it
     assert table(at, "runs_table")["drift"].tolist() == ["—", "—"]
     at = page("pipeline", {"pipeline": "fresh"})
     assert metrics(at)["Kind"] == "ipip"
+
+
+@pytest.fixture
+def empty_home(prefect_server, tmp_path, monkeypatch) -> MlflowClient:
+    """A CALMOPS_HOME of this test's own, its MLflow store empty; the client of that store."""
+    from calmops.core.settings import get_settings
+
+    monkeypatch.setenv("CALMOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = get_settings()
+    (settings.home / "mlflow").mkdir(parents=True)
+    return MlflowClient(settings.mlflow_tracking_uri)
+
+
+def shown_log(at: AppTest) -> str:
+    return next(c.value for c in at.code if c.language == "log")
+
+
+def test_the_log_picker_lists_a_flow_run_once_named_after_its_turn_with_the_files_it_decided(empty_home, tmp_path):
+    """order: arrival: the flow run made for b.csv held the turn and decided a.csv, b.csv and c.csv. The picker
+    listed that flow run three times, each labelled a.csv (the oldest file), over a log that said b.csv's run."""
+    from tests.dashboards.seed import seed_one_turn
+
+    seed_one_turn(empty_home, "turn", tmp_path / "incoming")
+    at = page("pipeline", {"pipeline": "turn"})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    picker = at.selectbox(key="log_run")
+    assert picker.options[:2] == ["b.csv (decided 3 files: a.csv, b.csv, c.csv)", "f0.csv"], picker.options
+    assert len(picker.options) == len(set(picker.options)), picker.options
+    assert "Beginning flow run 'stream/turn/b.csv'" in shown_log(at)
+    assert any("decided 3 files in it, in this order: a.csv, b.csv, c.csv" in c.value.replace("\\", "")
+               for c in at.caption), [c.value for c in at.caption]
+    picker.select_index(1).run()
+    assert "Beginning flow run 'stream/turn/f0.csv'" in shown_log(at)
+
+
+def test_flow_runs_cancelled_because_another_run_decided_their_file_are_not_said_to_lack_a_record(empty_home,
+                                                                                                  tmp_path):
+    """The runs made for a.csv and c.csv, cancelled as Decided by another run, were listed among the flow runs
+    without an MLflow record, though each file's MLflow run is in the runs table."""
+    from tests.dashboards.seed import seed_one_turn
+
+    seed_one_turn(empty_home, "turn2", tmp_path / "incoming")
+    at = page("pipeline", {"pipeline": "turn2"})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    runs = table(at, "runs_table")
+    assert {"a.csv", "c.csv"} <= set(runs["file"])
+    orphans = table(at, "orphans")
+    assert orphans["name"].tolist() == ["stream/turn2/d.csv"] and orphans["state"].tolist() == ["Running"]
+    said = [c.value.replace("\\", "") for c in at.caption]
+    assert any(c.startswith("2 flow run(s) cancelled as *Decided by another run*") for c in said), said
+    assert "a.csv (Decided by another run, no MLflow record)" not in at.selectbox(key="log_run").options
+
+
+def test_per_block_metrics_are_blocks_in_block_order_and_the_challengers_apart(empty_home):
+    """Blocks named by numbers were ordered as text (10 before 9), and the challenger's scores
+    (block_<name>_challenger_<metric>) were drawn and tabled as blocks named "<name>_challenger"."""
+    from tests.dashboards.seed import recorded_run
+
+    experiment = empty_home.create_experiment("calmops/wards", tags={"calmops.pipeline": "wards"})
+    for at, (decision, champion, challenger) in enumerate([
+            ("train", {}, {"10": 0.71}),
+            ("no_drift", {"9": 0.8, "10": 0.7, "2": 0.9}, {}),
+            ("retrain_promoted", {"9": 0.6, "10": 0.65, "2": 0.85}, {"10": 0.75})]):
+        run_id = recorded_run(empty_home, experiment, f"w{at}.csv", at, kind="block", decision=decision)
+        for block, score in champion.items():
+            empty_home.log_metric(run_id, f"block_{block}_accuracy", score)
+        for block, score in challenger.items():
+            empty_home.log_metric(run_id, f"block_{block}_challenger_accuracy", score)
+    at = page("blocks")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    per_run = [d.value for d in at.dataframe if "run" in d.value.columns]
+    assert [list(f.columns) for f in per_run] == [["run", "2", "9", "10"], ["run", "10"]], per_run
+    champion, challenger = per_run
+    assert champion["run"].tolist() == ["w1.csv", "w2.csv"] and champion["10"].tolist() == [0.7, 0.65]
+    assert challenger["run"].tolist() == ["w0.csv", "w2.csv"] and challenger["10"].tolist() == [0.71, 0.75]
+    lines = next(chart for chart in charts_on(at) if chart["data"][0].get("mode") == "lines+markers")
+    assert [t["name"] for t in lines["data"]] == ["2", "9", "10"]
+    assert any("`block_<name>_challenger_<metric>`" in c.value for c in at.caption)
+
+
+def test_the_drift_report_download_says_the_rows_the_run_read(empty_home, monkeypatch):
+    """The page showed "rows –" where `calmops report` shows the file's rows: the tab passed none."""
+    from calmops.core import report_page
+    from tests.dashboards.seed import seed_null_rates
+
+    seed_null_rates(empty_home, "nulls", rows=500)
+    pages = []
+    real = report_page.render_report
+    monkeypatch.setattr(report_page, "render_report", lambda outcome, verdict: pages.append(
+        real(outcome, verdict)) or pages[-1])  # the real page, kept to be read
+    at = page("pipeline", {"pipeline": "nulls"})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert pages and "<td><b>rows</b></td><td>500</td>" in pages[-1], pages
+
+
+def test_schema_signal_p_values_read_as_the_feature_tables_do(empty_home):
+    """A null-rate signal's p-value (below 1e-20) was printed in full, dozens of zeros; the feature table beside
+    it shows p-values in the form 2.00e-62."""
+    import json
+
+    from tests.dashboards.seed import seed_null_rates
+
+    seed_null_rates(empty_home, "nulls2")
+    at = page("pipeline", {"pipeline": "nulls2"})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    schema = next(d for d in at.dataframe if {"kind", "column", "detail", "p_value"} <= set(d.value.columns))
+    features = next(d for d in at.dataframe if TABLES["feature_table"] <= set(d.value.columns))
+    assert schema.value.loc[schema.value["kind"] == "null_rate", "p_value"].iloc[0] < 1e-20
+    config = {name: json.loads(d.proto.columns).get("p_value") for name, d in (("schema", schema),
+                                                                               ("features", features))}
+    assert config["schema"] == config["features"] and config["schema"]["type_config"]["format"] == "%.2e", config

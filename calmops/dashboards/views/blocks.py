@@ -1,7 +1,8 @@
 """Block view: per-block metrics and the between-block drift matrix of block pipelines.
 
 The block kind records its per-block results in the run's ``outcome.json`` under ``details["blocks"]`` and
-``details["drift_matrix"]``, and per-block scores as ``block_<name>_<metric>`` metrics; whatever shape those
+``details["drift_matrix"]``, and per-block scores as ``block_<name>_<metric>`` metrics (the champion's) and
+``block_<name>_challenger_<metric>`` (a retrained challenger's on the evaluation blocks); whatever shape those
 have is rendered generically.
 """
 
@@ -12,9 +13,11 @@ import re
 import pandas as pd
 import streamlit as st
 
+from calmops.core.names import block_order
 from calmops.dashboards import cache, charts, data, ui
 
 BLOCK_METRIC = re.compile(r"^metric\.block_(?P<block>.+)_(?P<metric>[a-z_]+?)$")
+CHALLENGER = "_challenger"  # block_<name>_challenger_<metric>: the challenger's score on that block
 MATRIX_CAPTION = (
     "Each cell compares two blocks of this file: the largest, over the features, of the effect size "
     "between them divided by that test's minimum effect (0 on the diagonal). Higher means the two blocks "
@@ -25,22 +28,28 @@ KNOWN_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1", "precision",
                  "log_loss", "rmse", "mae", "mse", "r2", "mape", "rows", "drift", "drift_detected")
 
 
-def _block_metric(col: str) -> tuple[str, str] | None:
-    """(block, metric) of a ``metric.block_<name>_<metric>`` column, None for any other column."""
+def _block_metric(col: str) -> tuple[str, str, str] | None:
+    """(block, metric, model) of a ``metric.block_<name>_<metric>`` column (model ``champion``) or a
+    ``metric.block_<name>_challenger_<metric>`` one (model ``challenger``), None for any other column."""
     if not col.startswith("metric.block_"):
         return None
     rest = col.removeprefix("metric.block_")
     metric = next((m for m in sorted(KNOWN_METRICS, key=len, reverse=True) if rest.endswith("_" + m)), None)
     if metric is not None:
-        return rest[: -len(metric) - 1], metric
-    match = BLOCK_METRIC.match(col)
-    return (match["block"], match["metric"]) if match else None
+        block = rest[: -len(metric) - 1]
+    elif match := BLOCK_METRIC.match(col):
+        block, metric = match["block"], match["metric"]
+    else:
+        return None
+    if block.endswith(CHALLENGER) and block != CHALLENGER:
+        return block.removesuffix(CHALLENGER), metric, "challenger"
+    return block, metric, "champion"
 
 
 def block_metrics(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long frame (run, block, metric, value) from ``block_<name>_<metric>`` metrics, in run order (oldest
-    first) and by block name within a run."""
-    columns = ["run", "block", "metric", "value"]
+    """Long frame (run, block, metric, model, value) from ``block_<name>[_challenger]_<metric>`` metrics, in
+    run order (oldest first) and in block order within a run (:func:`~calmops.core.names.block_order`)."""
+    columns = ["run", "block", "metric", "model", "value"]
     found = {col: parsed for col in runs.columns if (parsed := _block_metric(col))}
     if not found:
         return pd.DataFrame(columns=columns)
@@ -49,7 +58,15 @@ def block_metrics(runs: pd.DataFrame) -> pd.DataFrame:
     long = long.dropna(subset="value")
     long["block"] = long["column"].map(lambda c: found[c][0])
     long["metric"] = long["column"].map(lambda c: found[c][1])
-    return long.sort_values(["position", "block"], kind="stable")[columns].reset_index(drop=True)
+    long["model"] = long["column"].map(lambda c: found[c][2])
+    long["order"] = long["block"].map(block_order)
+    return long.sort_values(["position", "order"], kind="stable")[columns].reset_index(drop=True)
+
+
+def per_run(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (oldest first), one column per block in block order: the ``value`` of ``long``."""
+    wide = long.pivot_table(index="run", columns="block", values="value", sort=False)
+    return wide[sorted(wide.columns, key=block_order)].reset_index()
 
 
 def one_run_each(long: pd.DataFrame) -> bool:
@@ -104,13 +121,22 @@ def body(conn: data.Connection, pipelines: list[dict]) -> None:
         st.caption("No `block_<name>_<metric>` metrics logged.")
         return
     metric = st.selectbox("Metric", sorted(long["metric"].unique()), key="block_metric")
-    part = long[long["metric"] == metric]
-    if one_run_each(part):
+    chosen = long[long["metric"] == metric]
+    part, challenger = chosen[chosen["model"] == "champion"], chosen[chosen["model"] == "challenger"]
+    if part.empty:
+        st.caption(f"No champion {metric} per block: only challengers scored it (below).")
+    elif one_run_each(part):
         ui.plot(charts.bars_by_run(part, "run", "value", "block"))
         st.caption(f"Each block has a {metric} from one run only (each file holds its own blocks), so there "
                    "is no line to draw: one bar per block, oldest run first, coloured by the run that scored "
                    "it.")
     else:
         ui.plot(charts.lines_over_runs(part, "run", "value", "block"))
-    ui.show_frame(part.pivot_table(index="run", columns="block", values="value", sort=False).reset_index(),
-                  key="block_metrics")
+    if not part.empty:
+        ui.show_frame(per_run(part), key="block_metrics")
+    if not challenger.empty:
+        st.markdown(f"**Challenger {ui.plain(metric)} per evaluation block**")
+        ui.show_frame(per_run(challenger), key="block_challenger_metrics")
+        st.caption("In the runs that trained a challenger: its score on the held-out rows of each evaluation "
+                   "block (`block_<name>_challenger_<metric>`); the champion's scores above are on each whole "
+                   "block of the file.")

@@ -14,6 +14,7 @@ from calmops.dashboards import cache, charts, data, ui
 
 HEATMAP_RUNS = 30
 SPEC_RUNS = 200
+P_VALUE = st.column_config.NumberColumn(format="%.2e")  # every p-value column: 2e-62, not 62 zeros
 
 
 def render() -> None:
@@ -146,7 +147,8 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
     for reason in verdict.signals if verdict else []:
         st.markdown(f"- {ui.plain(reason)}")
     if verdict:
-        outcome = {"pipeline": name, "mlflow_run_id": chosen, "rows": None,
+        rows = row.get("metric.rows")  # the rows the run read, as its outcome.json says them
+        outcome = {"pipeline": name, "mlflow_run_id": chosen, "rows": None if pd.isna(rows) else int(rows),
                    **{k: row.get(k) for k in ("file", "decision", "reason", "sha256")},
                    **{k: None if pd.isna(row.get(k)) else int(row[k]) for k in ("champion_version", "challenger_version")}}
         st.download_button("Drift report (HTML, opens offline)", report_page.render_report(outcome, verdict),
@@ -156,11 +158,11 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
         st.caption(ui.plain(report.get("reason", "")))
         ui.show_frame(data.feature_table(report), key="feature_table", column_config={
             "ratio": st.column_config.ProgressColumn("effect / threshold", min_value=0, max_value=3, format="%.2f"),
-            "p_value": st.column_config.NumberColumn(format="%.2e"),
-            "p_adjusted": st.column_config.NumberColumn(format="%.2e")})
+            "p_value": P_VALUE, "p_adjusted": P_VALUE})
         if report.get("schema_signals"):
             st.markdown("**Schema signals**")
-            ui.show_frame(pd.DataFrame(report["schema_signals"]))
+            ui.show_frame(pd.DataFrame(report["schema_signals"]), key="schema_signals",
+                          column_config={"p_value": P_VALUE})
     else:
         st.caption("This run has no data-drift report.")
     if verdict and verdict.label_free:
@@ -453,23 +455,28 @@ def runs_tab(conn, name, runs, reg, prefect_problem) -> None:
         "rows": st.column_config.NumberColumn(format="%d")})
     if not conn.mlflow_ui:
         st.caption("MLflow links appear when the MLflow UI runs (`calmops up`).")
-    orphans = states[~states["flow_run_id"].isin(set(runs["flow_run_id"]))] if not states.empty else states
+    orphans, decided_elsewhere = data.unrecorded_flow_runs(runs, states)
     if not orphans.empty:
         st.markdown("**Flow runs without an MLflow record** (running, crashed before recording, or duplicates)")
         ui.show_frame(orphans[["name", "state", "start_time", "duration_s"]], key="orphans")
+    if not decided_elsewhere.empty:
+        st.caption(f"{len(decided_elsewhere)} flow run(s) cancelled as *Decided by another run*: the flow run "
+                   "holding the pipeline's turn decided their files first; each file's MLflow run is in the table "
+                   "above, its flow state *in the turn of* that run's file.")
 
     st.subheader("Logs")
     if prefect_problem:
         st.caption(f"Flow-run logs come from the Prefect API: {ui.plain(prefect_problem)}.")
         return
-    ids = [f for f in newest["flow_run_id"] if f] + [f for f in (orphans["flow_run_id"] if not orphans.empty else [])]
-    if not ids:
+    labels = data.flow_run_labels(runs, states, orphans)
+    if not labels:
         st.caption("No flow run recorded.")
         return
-    label = {f: n for f, n in zip(newest["flow_run_id"], newest["run_name"], strict=True)}
-    if not orphans.empty:
-        label.update(dict(zip(orphans["flow_run_id"], orphans["name"], strict=True)))
-    chosen = st.selectbox("Flow run", ids, format_func=lambda f: label.get(f, f), key="log_run")
+    chosen = st.selectbox("Flow run", list(labels), format_func=lambda f: labels.get(f, f), key="log_run")
+    decided = data.decided_files(runs).get(chosen, [])
+    if len(decided) > 1:
+        st.caption(f"This flow run held the pipeline's turn and decided {len(decided)} files in it, in this order: "
+                   f"{ui.plain(', '.join(decided))}.")
     try:
         logs = cache.flow_run_logs(conn, chosen)
     except Exception as exc:  # noqa: BLE001
