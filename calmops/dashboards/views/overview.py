@@ -89,7 +89,8 @@ def body(conn: data.Connection) -> None:
         "runs": st.column_config.NumberColumn("runs", format="%d"),
     })
     st.caption(f"Read at {ui.fmt_time(pd.Timestamp.now(tz='UTC'))}. Health: *breaker open*; *failing*: the last run "
-               "failed, its file was quarantined or the breaker is half-open; *drift*: the last batch drifted; *ok*.")
+               "failed, its file was quarantined or the breaker is half-open; *drift*: the last batch drifted; *ok*; "
+               "*no run yet*: no file has reached the pipeline.")
     recent = _recent_runs(conn, pipelines)
     if not recent.empty:
         st.subheader("Latest runs")
