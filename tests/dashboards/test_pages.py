@@ -223,6 +223,8 @@ def test_simulator_generates_and_writes_files(home, tmp_path):
     assert not [t for t in at.text_input if t.key == "sim_folder"]
     places = at.selectbox(key="sim_target").options
     assert "sea: incoming" in places, places
+    # the default is the folder under the data root: one click never fills a pipeline with files of other columns
+    assert at.selectbox(key="sim_target").value.startswith("simulated/"), at.selectbox(key="sim_target").value
     simulated = next(p for p in places if p.startswith("simulated/"))
     at.selectbox(key="sim_target").set_value(simulated)
     at.number_input(key="sim_files").set_value(4)

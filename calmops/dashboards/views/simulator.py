@@ -154,12 +154,13 @@ def written_text(paths: list[Path], folder: Path) -> str:
 def destinations(generator: str) -> dict[str, Path]:
     """Where the simulator may write, by label: each pipeline's incoming folder, and ``simulated/<generator>``
     under the data root. The viewer has no login, so it offers no free path (a typed path would let anyone who
-    reaches it write wherever the service's user can)."""
-    places = {}
+    reaches it write wherever the service's user can). The folder under the data root comes first, the default:
+    a click on *Write files* must not drop a generator's files into a pipeline whose columns they do not have
+    (each would be quarantined)."""
+    places = {f"simulated/{generator} (under the data root)": get_settings().home / "simulated" / generator}
     for name in list_pipelines():
         try:
             places[f"{name}: incoming"] = pipeline_paths(read_spec(name)).incoming
         except Exception:  # noqa: BLE001, S112 - a spec that no longer reads: the other pipelines are still offered
             continue
-    places[f"simulated/{generator} (under the data root)"] = get_settings().home / "simulated" / generator
     return places
