@@ -118,10 +118,10 @@ def seed_one_turn(client, pipeline: str, folder: Path) -> dict[str, str]:
     return ids
 
 
-def seed_null_rates(client, pipeline: str, rows: int = 500) -> str:
+def seed_null_rates(client, pipeline: str, rows: int = 500, outcome: dict | None = None) -> str:
     """A stream pipeline whose second file (``rows`` rows) left x1 empty in 40 % of its rows: its recorded drift
-    verdict holds a null-rate schema signal whose p-value is far below 1e-20, beside the per-feature tests.
-    Returns the MLflow run id of that file."""
+    verdict holds a null-rate schema signal whose p-value is far below 1e-20, beside the per-feature tests;
+    ``outcome``: that run's ``outcome.json`` too. Returns the MLflow run id of that file."""
     import numpy as np
     import pandas as pd
 
@@ -141,4 +141,6 @@ def seed_null_rates(client, pipeline: str, rows: int = 500) -> str:
                           drift_detected=str(report.drift_detected).lower(), champion_version="1")
     client.log_metric(run_id, "rows", float(rows))  # as the flows record a run's rows
     client.log_text(run_id, json.dumps(verdict.to_dict()), "drift/verdict.json")
+    if outcome is not None:
+        client.log_text(run_id, json.dumps(outcome), "outcome.json")
     return run_id

@@ -514,6 +514,29 @@ def test_the_drift_report_download_says_the_rows_the_run_read(empty_home, monkey
     assert pages and "<td><b>rows</b></td><td>500</td>" in pages[-1], pages
 
 
+def test_the_drift_report_download_is_the_page_calmops_report_writes_what_a_labels_file_joined_included(
+        empty_home, monkeypatch):
+    """The download is made from the run's own outcome.json, as `calmops report` makes it: a labels file's page
+    shows what it joined (the tab built the outcome from the runs table, without the run's details)."""
+    from calmops.core import report_page
+    from tests.dashboards.seed import seed_null_rates
+
+    joined = {"label_rows": 500, "matched": 480, "unmatched": 20, "duplicate": 0, "labelled_before": 0, "late": 0,
+              "unmatched_ids": ["9001", "9002"], "realized": {"1": {"accuracy": 0.9, "rows": 480}}}
+    seed_null_rates(empty_home, "joins", outcome={"pipeline": "joins", "file": "f1.csv", "decision": "retrain_rejected",
+                                                  "reason": "r", "rows": 480, "details": {"folder": "labels",
+                                                                                          "labels": joined}})
+    pages = []
+    real = report_page.render_report
+    monkeypatch.setattr(report_page, "render_report", lambda outcome, verdict: pages.append(
+        real(outcome, verdict)) or pages[-1])
+    at = page("pipeline", {"pipeline": "joins"})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert pages and "Labels joined" in pages[-1] and "joins · labels/f1.csv" in pages[-1]
+    assert '<td>joined to a waiting prediction</td><td class="num">480</td>' in pages[-1]
+    assert "9001, 9002" in pages[-1]
+
+
 def test_schema_signal_p_values_read_as_the_feature_tables_do(empty_home):
     """A null-rate signal's p-value (below 1e-20) was printed in full, dozens of zeros; the feature table beside
     it shows p-values in the form 2.00e-62."""

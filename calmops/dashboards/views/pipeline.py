@@ -148,9 +148,12 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
         st.markdown(f"- {ui.plain(reason)}")
     if verdict:
         rows = row.get("metric.rows")  # the rows the run read, as its outcome.json says them
-        outcome = {"pipeline": name, "mlflow_run_id": chosen, "rows": None if pd.isna(rows) else int(rows),
-                   **{k: row.get(k) for k in ("file", "decision", "reason", "sha256")},
-                   **{k: None if pd.isna(row.get(k)) else int(row[k]) for k in ("champion_version", "challenger_version")}}
+        # the run's own outcome.json, as `calmops report` reads it (a labels file's join is in its details);
+        # the runs table's columns for a run that recorded none
+        outcome = cache.artifact_json(conn, row["artifact_uri"], "outcome.json") or {
+            "pipeline": name, "mlflow_run_id": chosen, "rows": None if pd.isna(rows) else int(rows),
+            **{k: row.get(k) for k in ("file", "decision", "reason", "sha256")},
+            **{k: None if pd.isna(row.get(k)) else int(row[k]) for k in ("champion_version", "challenger_version")}}
         st.download_button("Drift report (HTML, opens offline)", report_page.render_report(outcome, verdict),
                            file_name=report_page.file_name(name, str(row.get("file") or chosen)),
                            mime="text/html", key="drift_report_html")
