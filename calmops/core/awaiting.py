@@ -50,9 +50,13 @@ _INTEGER = re.compile(r"\s*[+-]?\d+\s*")
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
 
-def _as_integer(value: str) -> str:
-    """An id written as a whole number ("000001", "1.0", "1e3") as an integer column keeps it ("1", "1000");
-    any other id unchanged."""
+def whole_number(value: str) -> str | None:
+    """An id written as a whole number ("000001", "1.0", "1e3", or 23 digits: exactly) as an integer's text ("1",
+    "1000"); None for any other id ("1.50", "A7").
+
+    >>> whole_number("000001"), whole_number("1.0"), whole_number("12345678901234567890123"), whole_number("1.50")
+    ('1', '1', '12345678901234567890123', None)
+    """
     try:
         if _INTEGER.fullmatch(value):
             return str(int(value))
@@ -62,7 +66,13 @@ def _as_integer(value: str) -> str:
                 return str(int(number))
     except ValueError:  # more digits than int() reads
         pass
-    return value
+    return None
+
+
+def _as_integer(value: str) -> str:
+    """An id written as a whole number as an integer column keeps it (:func:`whole_number`); any other id
+    unchanged."""
+    return whole_number(value) or value
 
 
 def integer_key(key: str) -> str:

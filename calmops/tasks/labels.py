@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from calmops.core.awaiting import PREDICTION, VERSION, Awaiting, Match, keys_of
+from calmops.core.awaiting import PREDICTION, VERSION, Awaiting, Match, keys_of, whole_number
 from calmops.core.logs import RunLog
 from calmops.core.metrics import evaluate
 from calmops.core.spec import TEXT_FORMATS, PipelineSpec
@@ -183,16 +183,20 @@ def labelled_rows(match: Match, spec: PipelineSpec) -> pd.DataFrame:
 
 
 def _ids_as_typed(ids: pd.DataFrame, fmt: str) -> pd.DataFrame:
-    """The id columns of a features file as they are joined: a delimited text file's ids are read as written (its
-    predictions file repeats them so), and a column of them that holds only numbers is joined as those numbers,
-    the way such a column is typed (``000001`` as 1), which labels files join as late-labels.md says."""
+    """The id columns of a features file as they are joined. A delimited text file's ids are read as written (its
+    predictions file repeats them so); a column of them that holds only whole numbers (``000001``, ``1.0``) is
+    joined on those numbers, exactly however many digits they have, as a column of integers is, so labels files
+    that write them with or without the zeros join (late-labels.md). Other ids (``1.50``, ``A7``) join as
+    written, as the predictions file shows them."""
     if fmt not in TEXT_FORMATS:
         return ids
     out = ids.copy()
     for column in out.columns:
-        numbers = pd.to_numeric(out[column], errors="coerce")
-        if numbers.notna().sum() == out[column].notna().sum():
-            out[column] = numbers
+        written = out[column].dropna().astype(str)
+        whole = written.map(whole_number)
+        if len(written) and whole.notna().all():
+            out[column] = out[column].astype(object)
+            out.loc[written.index, column] = whole
     return out
 
 

@@ -147,3 +147,41 @@ def test_a_labels_file_over_a_limit_is_refused_naming_the_setting(tmp_path):
                         "limits": {"max_bytes": size - 1}})
     with pytest.raises(RejectedInput, match=r"raise limits.max_bytes in the spec \('calmops update late SPEC.yaml'\)"):
         read_labels(path, small, [0, 1])
+
+
+# -- 5. ids of a features CSV (read as written, joined as their column is) -------------------------------------
+
+
+def kept_csv(tmp_path, text: str, spec=SPEC) -> tuple[Awaiting, dict]:
+    """A features CSV kept for labels as a run keeps it: its ids read as written (they go to its predictions)."""
+    from calmops.tasks.ingest import read_table
+
+    frame = read_table(write(tmp_path, "f.csv", text), "csv", ",", as_text=spec.id_columns)
+    awaiting = Awaiting(tmp_path, tmp_path / "state")
+    return awaiting, keep_for_labels(awaiting, spec, frame, frame[["x"]], [0] * len(frame), 1, "a" * 64, "f.csv",
+                                     "csv")
+
+
+@pytest.mark.parametrize(("features", "labels", "matched"), [
+    # ids longer than any integer type: each is itself, exactly (as floats two of them were one id)
+    ("id,x\n12345678901234567890123,1\n12345678901234567890124,2\n",
+     "id,y\n12345678901234567890123,0\n12345678901234567890124,1\n", 2),
+    # not whole numbers: joined as written, as the predictions file shows them
+    ("id,x\n1.50,1\n2.25,2\n", "id,y\n1.50,0\n2.25,1\n", 2),
+    # whole numbers: joined written with or without their zeros
+    ("id,x\n000001,1\n000002,2\n", "id,y\n1,0\n000002,1\n", 2),
+    # a column that also holds text is text: 000001 is not 1 there
+    ("id,x\n000001,1\nA7,2\n", "id,y\n000001,0\nA7,1\n1,1\n", 2),
+])
+def test_the_ids_of_a_features_csv_join_labels_as_written_or_as_whole_numbers(tmp_path, features, labels, matched):
+    awaiting, told = kept_csv(tmp_path, features)
+    assert told["repeated_ids"] == 0  # every id kept is its own
+    frame, _ = read_labels(write(tmp_path, "l.csv", labels), SPEC, [0, 1])
+    assert join(awaiting, frame).counts["matched"] == matched
+
+
+def test_several_join_columns_of_a_features_csv_each_join_as_its_column_is(tmp_path):
+    awaiting, _ = kept_csv(tmp_path, "shop,id,x\na,0001,1\nb,0001,2\n", TWO)
+    frame, _ = read_labels(write(tmp_path, "l.csv", "shop,id,y\nb,1,0\na,0001,1\n"), TWO, [0, 1])
+    match = join(awaiting, frame, TWO)
+    assert match.counts["matched"] == 2 and match.labels.tolist() == [0, 1]
