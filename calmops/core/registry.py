@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -336,7 +337,8 @@ def _changed_in_cache(cached: Path) -> Callable[[Path], tuple[str, str]]:
     """What to do about a model file that changed in this machine's cache of a version (``cached``)."""
 
     def said(path: Path) -> tuple[str, str]:
-        then = (f"the cached copy stays refused until it is deleted: rm -r {cached} (the next load downloads it "
+        then = (f"the cached copy stays refused until it is deleted: rm -r {shlex.quote(str(cached))} (the next "
+                "load downloads it "
                 "again from the artifact store and checks it)")
         return str(path), then
 

@@ -139,7 +139,11 @@ def _alarm_row(detector: Mapping[str, Any]) -> str:
     (it stays alarmed until the champion changes)."""
     if detector.get("first_alarm_row") is not None:
         return _num(detector["first_alarm_row"])
-    return "an earlier file" if detector.get("first_alarm_index") is not None else "–"
+    if detector.get("first_alarm_index") is None:
+        return "–"
+    if "first_alarm_row" not in detector:  # recorded before rows of the file were: the index over the stream
+        return f"{_num(detector['first_alarm_index'])} (counted over the champion's stream)"
+    return "an earlier file"
 
 
 def _plain(status: Any) -> str:

@@ -207,3 +207,11 @@ def test_pickle_model_registered_through_mlflow_gets_503_and_never_runs(trained,
     # CalmOps moved nothing: the alias is where it was put, the previous champion still loads
     assert _champion_alias() == int(version)
     assert registry.load_version("sea", 1).version == 1
+
+
+def test_the_command_to_delete_a_refused_cache_can_be_pasted_where_the_home_has_a_space(tmp_path):
+    from pathlib import Path
+
+    cached = Path("/home/ann/My Drive/calmops/cache/models/file/sea/4-abc")
+    _, then = registry._changed_in_cache(cached)(cached / "model" / registry.MODEL_FILE)
+    assert "rm -r '/home/ann/My Drive/calmops/cache/models/file/sea/4-abc' (" in then, then

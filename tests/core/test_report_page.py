@@ -89,6 +89,10 @@ def test_every_feature_its_distributions_and_every_signal_are_on_a_page_that_fet
         assert reason.split(":")[0] in html
     assert "adwin" in page.cells and "120" in page.cells and "3391" not in page.cells
     assert "an earlier file" in page.cells and "2900" not in page.cells
+    # a verdict recorded before the row of the file was: its index, said as what it counts
+    old = DriftVerdict.of(report, concept=ConceptSignal(alarm=True, detectors={"adwin": {"alarm": True,
+                                                                                           "first_alarm_index": 120}}))
+    assert "120 (counted over the champion's stream)" in render_report({"pipeline": "r", "file": "old.csv"}, old)
     assert {"0.8123", "0.8011", "0.8235"} <= set(page.cells)  # the estimate without labels and its band
     assert "a concept change is invisible to it" in html
 
