@@ -110,3 +110,22 @@ def test_a_fall_within_the_sampling_noise_of_a_small_holdout_is_not_performance_
     # the same fall measured on 5000 rows at promotion and 5000 now is a drift
     large = performance_drift(scores(0.88, 5000), scores(0.92, 5000), spec, "accuracy")
     assert large.drift and large.noise_band < 0.02
+
+
+def test_new_columns_are_named_in_the_report_a_hundred_at_most():
+    import numpy as np
+    import pandas as pd
+
+    from calmops.detectors import DriftConfig, ReferenceProfile, infer_feature_types
+    from calmops.tasks.drift.data import MAX_NEW_COLUMNS, data_drift
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=200)})
+    profile = ReferenceProfile.build(X, infer_feature_types(X), DriftConfig())
+    spec = parse_spec({"name": "m", "target": "y"})
+    few = data_drift(profile, X, spec, new_columns=("a", "b"))
+    assert [(s.kind, s.column, s.drift) for s in few.schema_signals] == [("new_column", "a", False),
+                                                                         ("new_column", "b", False)]
+    many = data_drift(profile, X, spec, new_columns=tuple(f"c{i}" for i in range(MAX_NEW_COLUMNS + 250)))
+    named = [s.column for s in many.schema_signals if s.kind == "new_column"]
+    assert len(named) == MAX_NEW_COLUMNS + 1 and named[-1] == "(and 250 more)"

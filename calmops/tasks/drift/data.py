@@ -50,6 +50,9 @@ def _drift_feature_types(feature_types: dict[str, str], spec: PipelineSpec) -> d
     return {c: t for c, t in drift_types(feature_types).items() if c != spec.block_column}
 
 
+MAX_NEW_COLUMNS = 100  # new columns named one by one in a report
+
+
 def data_drift(profile: ReferenceProfile, X: pd.DataFrame, spec: PipelineSpec, importances=None,
                new_columns: list[str] | tuple[str, ...] = ()) -> DriftReport:
     """The data-drift report of the batch's features; ``new_columns``: the file's columns that are not features of
@@ -57,9 +60,12 @@ def data_drift(profile: ReferenceProfile, X: pd.DataFrame, spec: PipelineSpec, i
     if spec.block_column and spec.block_column in X.columns and spec.block_column not in profile.feature_types:
         X = X.drop(columns=[spec.block_column])
     report = compare(profile, X, spec.drift, importances=importances)
+    new = [column for column in new_columns if column not in X.columns]
     report.schema_signals += [SchemaSignal("new_column", column, "column not in the reference, ignored by the model; "
-                                           "not tested", drift=False)
-                              for column in new_columns if column not in X.columns]
+                                           "not tested", drift=False) for column in new[:MAX_NEW_COLUMNS]]
+    if len(new) > MAX_NEW_COLUMNS:  # a file of thousands of columns: the report stays readable
+        report.schema_signals.append(SchemaSignal("new_column", f"(and {len(new) - MAX_NEW_COLUMNS} more)",
+                                                  "more columns not in the reference, not named", drift=False))
     return report
 
 
