@@ -664,7 +664,9 @@ def _print_outcome(o: dict[str, Any]) -> None:
     console.print(f"[bold]{escape(o['pipeline'])}[/] · {escape(printable(file))} → "
                   f"[bold]{shown_decision(o['decision'])}[/] (drift: {drift})", highlight=False)
     console.print(f"  {printable(o['reason'])}", highlight=False, markup=False)
-    parts = [f"champion {shown(o.get('champion_version'), 'v')}"]
+    # a run that read no row (held, duplicate) or failed records no champion: it left the champion as it was
+    unchanged = o.get("champion_version") is None and o["decision"] in ("held", "duplicate", "failed")
+    parts = ["champion unchanged" if unchanged else f"champion {shown(o.get('champion_version'), 'v')}"]
     if o.get("challenger_version") is not None:
         parts.append(f"challenger v{o['challenger_version']}")
     parts += [f"MLflow run {o['mlflow_run_id']}" if o.get("mlflow_run_id") else None,

@@ -33,6 +33,8 @@ def test_create_run_status_list_show_rollback(prefect_server, calmops_home, tmp_
     second = json.loads(runner.invoke(app, ["run", "sea", str(write_csv(sea_frame(1000, 9.5, seed=2), data, "b.csv")),
                                             "--json"]).stdout)
     assert second["decision"] == "retrain_promoted"
+    again = runner.invoke(app, ["run", "sea", str(data / "a.csv")])  # its bytes were decided: a duplicate
+    assert "→ duplicate" in again.stdout and "champion unchanged" in again.stdout, again.stdout  # not "champion -"
 
     status = json.loads(runner.invoke(app, ["status", "sea", "--json"]).stdout)
     assert status["champion_version"] == 2 and status["aliases"]["previous"] == 1
