@@ -281,7 +281,7 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
             try:
                 row = _summary(name, breakers, tracking_uri, registry_down, down, schemes)
             except SpecError as exc:  # one pipeline's broken spec.yaml: said in its row, the others shown
-                rows.append(_unreadable_spec_row(name, str(exc)))
+                rows.append(_unreadable_spec_row(name, str(exc), breakers, tracking_uri, registry_down))
                 continue
             rows.append(row)
             registry_down = row["registry_unreadable"]  # asked once: the registry is one for all
@@ -290,16 +290,24 @@ def _summaries(names: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _unreadable_spec_row(name: str, why: str) -> dict[str, Any]:
-    """The row of a pipeline whose spec cannot be read: every value unknown, and why (``spec_unreadable``)."""
-    fields = ("kind", "incoming", "labels_folder", "champion_version", "aliases", "breaker", "breaker_detail",
-              "files_quarantined", "runs_recovered", "served_by", "not_served", *LEDGER_FIELDS)
+def _unreadable_spec_row(name: str, why: str, breakers: dict | None = None, tracking_uri: str | None = None,
+                         registry_down: str | None = None) -> dict[str, Any]:
+    """The row of a pipeline whose spec cannot be read, and why (``spec_unreadable``): what depends on the spec
+    unknown; its champion, aliases, breaker and pause, which do not, read as for any pipeline."""
+    fields = ("kind", "incoming", "labels_folder", "files_quarantined", "runs_recovered", "served_by", "not_served",
+              *LEDGER_FIELDS)
     from dataclasses import asdict
 
     from calmops.core.pause import paused
+    from calmops.deployments import readout
 
-    return {"unknown": list(fields), "state_unreadable": None, "registry_unreadable": None, "spec_unreadable": why,
-            "name": name, **dict.fromkeys(fields),
+    aliases, registry_unreadable = _aliases(name, tracking_uri, registry_down) if tracking_uri else (None, None)
+    breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
+    unknown = [*fields, *(["champion_version", "aliases"] if registry_unreadable or not tracking_uri else [])]
+    return {"unknown": unknown, "state_unreadable": None, "registry_unreadable": registry_unreadable,
+            "spec_unreadable": why, "name": name, **dict.fromkeys(fields),
+            "champion_version": (aliases or {}).get("champion"), "aliases": aliases,
+            "breaker": breaker["state"] if breaker else "unknown", "breaker_detail": breaker,
             "paused": asdict(pause) if (pause := paused(name)) is not None else None}  # read without the spec
 
 

@@ -355,6 +355,8 @@ def test_one_pipelines_broken_spec_is_said_in_its_row_and_update_mends_it(stream
     rows = {r["name"]: r for r in json.loads(runner.invoke(app, ["status", "--json"]).stdout)["pipelines"]}
     assert rows["sea"]["spec_unreadable"].startswith(f"{broken}: not valid YAML")
     assert rows["sea"]["kind"] is None and "files_done" in rows["sea"]["unknown"]
+    # what does not depend on the spec is read as for any pipeline: here, a registry with no model of it yet
+    assert "champion_version" not in rows["sea"]["unknown"] and rows["sea"]["aliases"] == rows["fraud"]["aliases"]
     assert rows["fraud"]["spec_unreadable"] is None and rows["fraud"]["kind"] == "stream"
     assert other.root.name == "fraud"
     for command in (["status"], ["list"]):
