@@ -8,7 +8,7 @@ _HOMES = {
     "compare": "comparison", "ConceptDriftMonitor": "concept", "ConceptResult": "concept", "DriftConfig": "config",
     "confidence_drift": "label_free", "label_free_compare": "label_free", "prediction_drift": "label_free",
     "ReferenceProfile": "profile", "infer_feature_types": "columns", "DriftReport": "report",
-    "FeatureResult": "report", "MultivariateResult": "report", "SchemaSignal": "report",
+    "FeatureResult": "report", "MultivariateResult": "report", "SchemaSignal": "report", "new_column_signal": "report",
 }
 
 

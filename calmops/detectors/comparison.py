@@ -15,7 +15,14 @@ from .columns import categorical_values, numeric_values
 from .config import DriftConfig
 from .policy import adjust_pvalues, aggregate, is_drift, rank_culprits
 from .profile import ReferenceProfile
-from .report import Distribution, DriftReport, FeatureResult, MultivariateResult, SchemaSignal
+from .report import (
+    Distribution,
+    DriftReport,
+    FeatureResult,
+    MultivariateResult,
+    SchemaSignal,
+    new_column_signal,
+)
 from .univariate import NumericReference, bin_counts, run_numeric_test
 
 
@@ -52,9 +59,7 @@ def compare(
 
     for col in batch.columns:
         if str(col) not in profile.feature_types:
-            signals.append(
-                SchemaSignal("new_column", str(col), "column not in the reference; not tested", drift=False)
-            )
+            signals.append(new_column_signal(str(col)))
 
     for col, kind in profile.feature_types.items():
         if col not in batch.columns:

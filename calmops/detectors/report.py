@@ -82,6 +82,11 @@ class SchemaSignal:
         return _clean(asdict(self))
 
 
+def new_column_signal(column: str) -> SchemaSignal:
+    """A column of the batch that the reference does not have: named, not tested, not drift."""
+    return SchemaSignal("new_column", column, "column not in the reference; not tested", drift=False)
+
+
 @dataclass
 class Distribution:
     """One column's values binned the same way on both sides: the reference-quantile bins of a numeric column,

@@ -11,7 +11,7 @@ import pandas as pd
 from calmops.core.features import drift_types
 from calmops.core.spec import PipelineSpec
 from calmops.core.verdict import LabelFreeSignal
-from calmops.detectors import DriftReport, ReferenceProfile, SchemaSignal, compare
+from calmops.detectors import DriftReport, ReferenceProfile, SchemaSignal, compare, new_column_signal
 from calmops.detectors.label_free import label_free_compare
 
 
@@ -61,8 +61,7 @@ def data_drift(profile: ReferenceProfile, X: pd.DataFrame, spec: PipelineSpec, i
         X = X.drop(columns=[spec.block_column])
     report = compare(profile, X, spec.drift, importances=importances)
     new = [column for column in new_columns if column not in X.columns]
-    report.schema_signals += [SchemaSignal("new_column", column, "column not in the reference, ignored by the model; "
-                                           "not tested", drift=False) for column in new[:MAX_NEW_COLUMNS]]
+    report.schema_signals += [new_column_signal(column) for column in new[:MAX_NEW_COLUMNS]]
     if len(new) > MAX_NEW_COLUMNS:  # a file of thousands of columns: the report stays readable
         report.schema_signals.append(SchemaSignal("new_column", f"(and {len(new) - MAX_NEW_COLUMNS} more)",
                                                   "more columns not in the reference, not named", drift=False))
