@@ -146,8 +146,12 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
                               details={**details, "blocks": block_details()}, **common)
         return finish(ctx, outcome, verdict)
 
-    split, eval_names, how = B.evaluation_split(blocks, settings, batch.y, spec, task,
-                                                seed_from(batch.sha256, spec.seed))
+    seed = seed_from(batch.sha256, spec.seed)
+    split, eval_names, how = B.evaluation_split(blocks, settings, batch.y, spec, task, seed)
+    split, split_names = B.split_drifted_evaluation(split, blocks, drifted, batch.y, spec, task, seed)
+    if split_names:
+        how += (f"; drifted evaluation block(s) {', '.join(split_names)}: {spec.evaluation.holdout:g} of "
+                "their rows held out, the rest trained on")
     X_train, y_train = batch.X.iloc[split.train], batch.y.iloc[split.train]
     X_hold, y_hold = batch.X.iloc[split.holdout], batch.y.iloc[split.holdout]
     train_blocks = B.split_blocks(X_train[spec.block_column])
@@ -169,7 +173,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     per_eval = {who: _eval_block_scores(m, X_hold, y_hold, spec, task)
                 for who, m in (("champion", champion.model), ("challenger", model))}
     approval = _approval(per_eval["challenger"], spec)
-    paired = compare_on_holdout(metric, model, champion.model, X_hold, y_hold, task, seed_from(batch.sha256, spec.seed))
+    paired = compare_on_holdout(metric, model, champion.model, X_hold, y_hold, task, seed)
     verdict_promote = decide(scores["challenger"], scores["champion"], spec, metric, paired)
     promote = verdict_promote.promote and all(approval.values())
     rule = verdict_promote.reason if not verdict_promote.promote or promote else _approval_reason(approval)

@@ -122,6 +122,35 @@ def evaluation_split(blocks: list[Block], settings: BlockSettings, y: pd.Series,
     return split, [b.name for b in blocks if held.intersection(b.rows.tolist())], note
 
 
+def split_drifted_evaluation(split: Split, blocks: list[Block], drifted: list[str], y: pd.Series,
+                             spec: PipelineSpec, task: str, seed: int) -> tuple[Split, list[str]]:
+    """Hold out rows of each drifted block that ``split`` holds out whole, and train on the rest of it.
+
+    A block held out whole cannot be refit on the file where it drifted: the challenger would keep the
+    champion's model of it, score the same there and be rejected. So ``evaluation.holdout`` of its rows (at
+    least ``min_holdout_rows``, stratified for classes, as the stream kind holds out rows) stay held out and
+    its other rows join the training rows. A block too small to split this way stays held out whole.
+    Returns the new split and the names of the blocks so split.
+    """
+    held = set(split.holdout.tolist())
+    train, hold, split_names = [split.train], [], []
+    for block in blocks:
+        if block.name not in drifted or not held.issuperset(block.rows.tolist()):
+            continue
+        try:
+            inner = holdout_split(y.iloc[block.rows], spec, task, seed)
+        except ValueError:  # too few rows to hold some out and train on the others
+            continue
+        train.append(block.rows[inner.train])
+        hold.append(block.rows[inner.holdout])
+        held.difference_update(block.rows.tolist())
+        split_names.append(block.name)
+    if not split_names:
+        return split, []
+    holdout = np.sort(np.concatenate([np.fromiter(held, dtype=int, count=len(held)), *hold]))
+    return Split(np.sort(np.concatenate(train)), holdout), split_names
+
+
 # -- drift ---------------------------------------------------------------------------------
 
 

@@ -182,16 +182,50 @@ def test_configured_evaluation_blocks_and_per_block_approval(prefect_server, cal
     assert registry.alias_version("evalb", "champion") is None
 
 
-def test_when_only_the_held_out_block_drifted_the_reason_says_why_every_training_block_was_refit(
+def test_a_drifted_evaluation_block_is_refit_on_its_own_rows_and_judged_on_rows_held_out_of_it(
         prefect_server, calmops_home):
-    """The newest block, d, is held out to judge the challenger, so it is not refit on this file's selection:
-    the challenger refits the training blocks a, b, c, and the reason says it is for that, not a riddle
-    ("block drift in d → retrained blocks a, b, c"). Its model of d is the champion's, so both score d the
-    same and the challenger is not promoted."""
+    """The newest block, d, is the evaluation block, and only d drifted (its cut moved from 5 to 8). Held out
+    whole, it could not be refit on this file: the challenger would keep the champion's model of d, score the
+    same there and be rejected. So rows of d are held out (``evaluation.holdout`` of them) and d is refit on
+    the others; the challenger learnt the new cut and beats the champion on d's held-out rows."""
     create("sites")
     folder = incoming("sites")
     assert run("sites", write_csv(block_frame(400, seed=1), folder, "m1.csv"))["decision"] == "train"
-    out = run("sites", write_csv(block_frame(400, seed=2, shifted=("d",)), folder, "m2.csv"))
+    frame = block_frame(400, seed=2, shifted=("d",))
+    out = run("sites", write_csv(frame, folder, "m2.csv"))
+    details = out["details"]
+    assert out["decision"] == "retrain_promoted", out["reason"]
+    assert details["drifted_blocks"] == ["d"] and details["retrained_blocks"] == ["d"], details
+    assert details["kept_blocks"] == ["a", "b", "c"]
+    assert "block drift in d → retrained blocks d:" in out["reason"], out["reason"]
+    assert details["evaluation"]["blocks"] == ["d"]
+    assert "drifted evaluation block(s) d: 0.3 of their rows held out" in details["evaluation"]["how"]
+    # judged on 30 % of d's 400 rows: the champion's old cut is wrong on the rows with x1 in (5, 8)
+    assert details["blocks"]["d"]["holdout_challenger"]["rows"] == 120
+    assert (details["blocks"]["d"]["holdout_challenger"]["balanced_accuracy"]
+            > details["blocks"]["d"]["holdout_champion"]["balanced_accuracy"] + 0.2)
+    registry._load_version.cache_clear()
+    v1, v2 = registry.load_version("sites", 1).model, registry.load_version("sites", 2).model
+    X = frame[["site", "x1", "x2"]]
+    for site in ("a", "b", "c"):  # the blocks that did not drift keep their models
+        rows = X[X.site == site]
+        assert np.array_equal(v1.predict(rows), v2.predict(rows))
+    d = X.site == "d"
+    assert (v2.predict(X[d]) == frame.loc[d, "y"]).mean() > 0.95  # d learnt its new cut
+
+
+def test_a_drifted_evaluation_block_too_small_to_split_stays_held_out_and_the_reason_says_so(
+        prefect_server, calmops_home):
+    """An evaluation block with too few rows to hold some out and train on the others (here 30 rows against a
+    holdout of at least 30) stays held out whole: the challenger refits the training blocks, and the reason
+    says it is for that, not a riddle ("block drift in d → retrained blocks a, b, c")."""
+    create("sites")
+    update_spec("sites", evaluation={"primary_metric": "balanced_accuracy", "min_holdout_rows": 30})
+    folder = incoming("sites")
+    assert run("sites", write_csv(block_frame(400, seed=1), folder, "m1.csv"))["decision"] == "train"
+    frame = block_frame(400, seed=2, shifted=("d",))
+    small = pd.concat([frame[frame.site != "d"], frame[frame.site == "d"].head(30)], ignore_index=True)
+    out = run("sites", write_csv(small, folder, "m2.csv"))
     assert out["decision"] == "retrain_rejected", out["reason"]
     assert "block drift in d" in out["reason"], out["reason"]
     assert ("retrained blocks a, b, c (every training block: the drifted block(s) d are held out to judge the "

@@ -48,6 +48,25 @@ def test_newest_block_is_held_out_and_small_newest_blocks_are_joined():
     assert names == ["c", "b"] and "small" in how
 
 
+def test_a_drifted_block_held_out_whole_is_split_by_rows_and_the_others_stay_as_they_were():
+    s = spec()
+    df = frame({"a": 100, "b": 100, "c": 100, "d": 10})  # d alone is below min_holdout_rows: c joins it
+    blocks = B.split_blocks(df.site)
+    split, names, _ = B.evaluation_split(blocks, B.BlockSettings(), df.y, s, "classification", 0)
+    assert names == ["d", "c"]
+    # c and d drifted; d is too small to hold 20 rows out and train on the rest, so it stays held out whole
+    new, split_names = B.split_drifted_evaluation(split, blocks, ["c", "d"], df.y, s, "classification", 0)
+    assert split_names == ["c"]
+    held, trained = df.site.iloc[new.holdout], df.site.iloc[new.train]
+    assert (held == "c").sum() == 30 and (trained == "c").sum() == 70  # evaluation.holdout 0.3 of its rows
+    assert (held == "d").sum() == 10 and set(trained) == {"a", "b", "c"}
+    assert sorted(np.concatenate([new.train, new.holdout]).tolist()) == list(range(len(df)))  # each row once
+    # both classes held out in about the block's proportions (about half each): stratified, as the stream kind holds out
+    assert df.y.iloc[new.holdout][held.to_numpy() == "c"].value_counts().min() >= 10
+    # a drifted training block, or nothing drifted: the split is the same
+    assert B.split_drifted_evaluation(split, blocks, ["a"], df.y, s, "classification", 0) == (split, [])
+
+
 def test_evaluation_falls_back_to_rows_when_no_block_is_left_to_train_on():
     s = spec()
     df = frame({"a": 200})
