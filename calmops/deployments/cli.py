@@ -296,6 +296,16 @@ def _unreadable_spec_row(name: str, why: str, breakers: dict | None = None, trac
     unknown; its champion, aliases, breaker and pause, which do not, read as for any pipeline."""
     fields = ("kind", "incoming", "labels_folder", "files_quarantined", "runs_recovered", "served_by", "not_served",
               *LEDGER_FIELDS)
+    row = _without_spec(name, breakers, tracking_uri, registry_down)
+    row["unknown"] += fields
+    return {**row, "spec_unreadable": why, **dict.fromkeys(fields)}
+
+
+def _without_spec(name: str, breakers: dict | None, tracking_uri: str | None,
+                  registry_down: str | None) -> dict[str, Any]:
+    """The fields of a status row that do not depend on the pipeline's spec: its champion and aliases (unknown,
+    listed in ``unknown``, when the registry cannot be read or no tracking URI is set), its breaker (from
+    ``breakers``, None when Prefect's Blocks could not be read) and its pause."""
     from dataclasses import asdict
 
     from calmops.core.pause import paused
@@ -303,12 +313,11 @@ def _unreadable_spec_row(name: str, why: str, breakers: dict | None = None, trac
 
     aliases, registry_unreadable = _aliases(name, tracking_uri, registry_down) if tracking_uri else (None, None)
     breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
-    unknown = [*fields, *(["champion_version", "aliases"] if registry_unreadable or not tracking_uri else [])]
-    return {"unknown": unknown, "state_unreadable": None, "registry_unreadable": registry_unreadable,
-            "spec_unreadable": why, "name": name, **dict.fromkeys(fields),
-            "champion_version": (aliases or {}).get("champion"), "aliases": aliases,
+    return {"unknown": ["champion_version", "aliases"] if registry_unreadable or not tracking_uri else [],
+            "state_unreadable": None, "registry_unreadable": registry_unreadable, "spec_unreadable": None,
+            "name": name, "champion_version": (aliases or {}).get("champion"), "aliases": aliases,
             "breaker": breaker["state"] if breaker else "unknown", "breaker_detail": breaker,
-            "paused": asdict(pause) if (pause := paused(name)) is not None else None}  # read without the spec
+            "paused": asdict(pause) if (pause := paused(name)) is not None else None}
 
 
 def _aliases(name: str, tracking_uri: str, down: str | None = None) -> tuple[dict[str, int] | None, str | None]:
@@ -344,39 +353,26 @@ def _summary(name: str, breakers: dict | None, tracking_uri: str, registry_down:
     deployments that run its files (``served_by``; ``not_served`` says why and what to do while both deployment
     schemes would each run them) are None when Prefect's are not known (``schemes``, see
     :func:`calmops.deployments.readout.schemes`)."""
-    from dataclasses import asdict
-
     from calmops.core import statedb
-    from calmops.core.pause import paused
     from calmops.core.schemes import scheme_advice, two_runs
     from calmops.core.store import pipeline_paths, quarantined_files, read_spec
-    from calmops.deployments import readout, stalls
+    from calmops.deployments import stalls
     from calmops.deployments.console import one_line
 
     spec = read_spec(name)
     paths = pipeline_paths(spec)
-    breaker = None if breakers is None else breakers.get(name, readout.closed_breaker())
-    aliases, registry_unreadable = _aliases(name, tracking_uri, registry_down)
     both = schemes.conflict(name, spec.kind) if schemes is not None else []
-    row = {
-        "unknown": ["champion_version", "aliases"] if registry_unreadable else [],  # the fields not read
+    row = _without_spec(name, breakers, tracking_uri, registry_down)
+    row.update({
         "state_unreadable": state_down,
-        "registry_unreadable": registry_unreadable,
-        "spec_unreadable": None,
-        "name": name,
         "kind": spec.kind,
         "incoming": str(paths.incoming),
         "labels_folder": str(paths.labels) if paths.labels is not None else None,
-        "champion_version": (aliases or {}).get("champion"),
-        "aliases": aliases,
-        "breaker": breaker["state"] if breaker else "unknown",
-        "breaker_detail": breaker,
         "files_quarantined": len(quarantined_files(paths)),
         "runs_recovered": stalls.recovered(name),
         "served_by": schemes.serving(name, spec.kind) if schemes is not None else None,
         "not_served": f"{two_runs(both)}, so none is announced; {scheme_advice(name, both)}" if both else None,
-        "paused": asdict(pause) if (pause := paused(name)) is not None else None,
-    }
+    })
     if state_down is None:
         try:
             return {**row, **_ledger_counts(spec, paths)}
