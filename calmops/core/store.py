@@ -348,7 +348,7 @@ def spec_from_dict(data: dict) -> PipelineSpec:
 
 CLAIM_LEASE = 120.0  # seconds a claim lives without its owner's heartbeat
 _COLUMNS = {"owner_host": "TEXT", "owner_pid": "INTEGER", "owner_start": "TEXT", "heartbeat": "REAL",
-            "mlflow_run_id": "TEXT", "arrived": "REAL"}
+            "mlflow_run_id": "TEXT", "arrived": "REAL", "reason": "TEXT"}
 WAITING = ("waiting", "pending")  # statuses of files still to be decided
 
 
@@ -676,18 +676,21 @@ class Ledger:
         crashed = Abandoned(held.run_id or None, held.mlflow_run_id) if held.orphaned(self.lease) else None
         return crashed, held.mlflow_run_id if held.status == "pending" else None
 
-    def finish(self, sha256: str, decision: str, status: str = "done") -> None:
+    def finish(self, sha256: str, decision: str, status: str = "done", reason: str | None = None) -> None:
+        """Record the decision; ``reason``: why a run failed, kept where MLflow could not record it."""
         self._stop_beat(sha256)
         with closing(self._connect()) as con:
-            con.execute(f"UPDATE {self.t} SET status=?, decision=?, updated=? WHERE sha256=?",
-                        (status, decision, _now(), sha256))
+            con.execute(f"UPDATE {self.t} SET status=?, decision=?, reason=?, updated=? WHERE sha256=?",
+                        (status, decision, reason, _now(), sha256))
 
-    def release(self, sha256: str, decision: str = "failed") -> None:
-        """Give a claim up (the run failed or was stopped): ``pending``, so the file is run again."""
+    def release(self, sha256: str, decision: str = "failed", reason: str | None = None) -> None:
+        """Give a claim up (the run failed or was stopped): ``pending``, so the file is run again. ``reason``:
+        why, in the ledger itself (a run that failed because the MLflow server did not answer has no record
+        there: ``calmops history`` reads it here)."""
         self._stop_beat(sha256)
         with closing(self._connect()) as con:
-            con.execute(f"UPDATE {self.t} SET status='pending', decision=?, updated=? "
-                        "WHERE sha256=? AND status='in_progress'", (decision, _now(), sha256))
+            con.execute(f"UPDATE {self.t} SET status='pending', decision=?, reason=?, updated=? "
+                        "WHERE sha256=? AND status='in_progress'", (decision, reason, _now(), sha256))
 
     def status(self, sha256: str) -> str | None:
         with closing(self._connect()) as con:

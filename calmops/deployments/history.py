@@ -173,7 +173,9 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
         run = runs.get(entry.get("mlflow_run_id") or "")
         tags = run.data.tags if run else {}
         status = "gone" if entry.get("quarantined_only") else states.get(entry["sha256"] or "", entry["status"])
-        reason = entry.get("reason") or tags.get("calmops.reason")
+        # a failed run's reason is in the ledger too: MLflow has none when its server did not answer
+        reason = (entry.get("reason") if entry.get("quarantined_only") or entry.get("decision") == Decision.FAILED
+                  else None) or tags.get("calmops.reason")
         if reason is None and status == "gone":  # its MLflow run is gone: the quarantine's record says why
             reason = (held.get((entry["file"].removeprefix(LABELS_ENTRY), entry["sha256"]))
                       or held.get((None, entry["sha256"])))

@@ -313,7 +313,8 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
             log.info("%s: ended MLflow run %s of an earlier try, left running while MLflow was out of reach",
                      path.name, left_running)
     except BaseException as exc:  # MLflow or Prefect unreachable, cancelled: the file stays for a rerun
-        book.release(digest)
+        said = registry.unreachable(exc) or exc
+        book.release(digest, reason=f"its run could not start: {type(said).__name__}: {said}"[:2000])
         if ctx is not None and ctx.mlflow_run_id:
             registry.close_run(ctx.mlflow_run_id, "KILLED")
         log.error("run for %s could not start: %s: %s (claim released; the file is pending)", path.name,
@@ -446,9 +447,9 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
     finally:
         _take_back_history(ctx)
         if gone:
-            ctx.ledger.finish(ctx.sha256, "failed", status="gone")
+            ctx.ledger.finish(ctx.sha256, "failed", status="gone", reason=outcome.reason)
         else:
-            ctx.ledger.release(ctx.sha256)
+            ctx.ledger.release(ctx.sha256, reason=outcome.reason)
     return RunFailed(outcome)
 
 
@@ -481,7 +482,7 @@ def run_one_file(pipeline: str, path: str | Path, sha256: str | None,
     except BaseException as exc:  # cancelled or interrupted: nothing recorded, the claim goes back to pending
         ctx.log.error("run for %s was stopped before it decided (%s); its claim is given back: the file is pending",
                       ctx.path.name, type(exc).__name__)
-        ctx.ledger.release(ctx.sha256)
+        ctx.ledger.release(ctx.sha256, reason=f"its run was stopped before it decided ({type(exc).__name__})")
         _take_back_history(ctx)
         if ctx.mlflow_run_id:
             registry.close_run(ctx.mlflow_run_id, "KILLED")  # not left RUNNING: its file gets a run of its own

@@ -108,13 +108,20 @@ def test_a_run_whose_mlflow_server_goes_away_after_it_started_fails_with_the_exp
         assert left and MlflowClient(server.url).get_run(left).info.status == "RUNNING"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
         registry.configure(get_settings())
+        # `calmops history` says why the file is pending, though MLflow holds no reason for it
+        from calmops.deployments.history import file_history
+
+        [row] = file_history(read_spec("sea"))["files"]
+        assert (row["status"], row["decision"], row["reason"]) == ("pending", "failed", error), row
         again, _ = run_file("sea", path)
         ended = MlflowClient(server.url).get_run(left)
+        [row] = file_history(read_spec("sea"))["files"]  # decided: the failure's reason is not shown for it
     finally:
         stack.stop("mlflow")
 
     assert again["decision"] == "train" and again["mlflow_run_id"] != left, again
     assert ended.info.status == "FAILED", ended.info
+    assert (row["decision"], row["reason"]) == ("train", again["reason"]), row
     assert ended.data.tags["calmops.reason"] == (
         "its run could not reach the MLflow tracking server to record its end; MLflow run "
         f"{again['mlflow_run_id']} took the file over")
