@@ -60,14 +60,20 @@ def state_database_url() -> str | None:
     if url and not url.startswith(("postgresql://", "postgres://")):
         raise StateDatabaseError(f"state_database_url {url.split('@')[-1]!r} is not a postgresql:// URL; "
                                  "leave it unset for SQLite files in each pipeline's folder")
-    if not url and (mark := settings.home / HOME_MARK).is_file():
-        # a command run without the stack's configuration (another folder than calmops.toml's) would keep a
-        # ledger of its own beside the shared one and decide files the stack decided already
+    if not url:
+        _refuse_without_url(settings)
+    return url
+
+
+def _refuse_without_url(settings: Settings) -> None:
+    """A command (or a service) run without the stack's configuration (another folder than calmops.toml's) in a
+    home that keeps its state in PostgreSQL is refused: it would keep a ledger of its own beside the shared one
+    and decide files the stack decided already; a server would start on empty SQLite stores."""
+    if (mark := settings.home / HOME_MARK).is_file():
         raise ConfigError(f"{settings.home} keeps its state in PostgreSQL ({mark.read_text().strip()}), but "
                           "this command has no state_database_url",
                           "run it in the folder of the stack's calmops.toml, or set CALMOPS_CONFIG to that file "
                           f"(if the home no longer uses PostgreSQL, delete {mark})")
-    return url
 
 
 def shown_url(url: str) -> str:
@@ -78,8 +84,10 @@ def shown_url(url: str) -> str:
 
 def mark_home(settings: Settings) -> None:
     """Record in the home that its state is in PostgreSQL (by ``calmops db upgrade`` and every service started
-    with the setting), so a command run without that setting is refused instead of using SQLite files."""
+    with the setting), so a command run without that setting is refused instead of using SQLite files. Without
+    the setting: refused (:class:`ConfigError`) when the home has that record, before anything starts."""
     if not settings.state_database_url:
+        _refuse_without_url(settings)
         return
     mark = settings.home / HOME_MARK
     shown = shown_url(settings.state_database_url)

@@ -73,7 +73,10 @@ def run_service(name: str, wait: float) -> None:
     known = stack.services()
     if name not in known:
         raise typer.BadParameter(f"unknown service {name!r}; one of {', '.join(stack.ORDER)}", param_hint="NAME")
+    from calmops.core import statedb
+
     settings = get_settings()
+    statedb.mark_home(settings)  # a command run later without this configuration is refused, and so is this
     if (pid := stack.running_pid(settings, name)) and _runs(pid, stack.SERVICE_MARKER,
                                                               stack.service_marker(name, settings)):
         raise RuntimeError(f"{name} already runs on this host (pid {pid}, named in {settings.pid_file(name)}); "
@@ -90,9 +93,6 @@ def run_service(name: str, wait: float) -> None:
                 time.sleep(1.0)
     for folder in (settings.logs_dir, settings.run_dir, settings.home):
         folder.mkdir(parents=True, exist_ok=True)
-    from calmops.core import statedb
-
-    statedb.mark_home(settings)  # a command run later without this configuration is refused, not let loose on SQLite
     cmd, env = stack.command(known[name], settings)
     if name == "worker":  # the pool and the per-pipeline deployments exist before runs are taken
         subprocess.run([stack.bin_path("calmops"), "deploy"], env=env, check=False,

@@ -232,11 +232,35 @@ def test_a_command_without_the_homes_postgresql_setting_is_refused_not_let_loose
         Table.of("ledger", ledger_file.parent)
     assert not ledger_file.exists()
 
+    # nor does the stack start on empty SQLite stores (a registry without the champion, a Prefect without the
+    # deployments): `calmops up` and each `calmops service` are refused before anything starts
+    _no_service_starts_without_the_state_database(tmp_path, mark)
+
     mark.unlink()  # the home no longer uses PostgreSQL, as the message says to do
     assert statedb.state_database_url() is None
     upgraded = CliRunner().invoke(app, ["db", "upgrade", "calmops"])
     assert upgraded.exit_code == 0, upgraded.output
     assert not mark.exists()  # a SQLite home is not marked
+
+
+def _no_service_starts_without_the_state_database(tmp_path: Path, mark: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.e2e.stack import free_port
+
+    env = {**os.environ, **{f"CALMOPS_{s.upper()}_PORT": str(free_port()) for s in ("prefect", "mlflow", "viewer", "api")}}
+    calmops = [sys.executable, "-m", "calmops.deployments.cli"]
+    try:
+        for args in (["up"], ["service", "prefect"], ["service", "mlflow"], ["service", "worker", "--wait", "1"]):
+            said = subprocess.run([*calmops, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+            assert said.returncode != 0 and "keeps its state in PostgreSQL" in said.stderr, (args, said.stderr)
+            assert "CALMOPS_CONFIG" in said.stderr
+        home = mark.parent
+        assert not (home / "mlflow").exists() and not (home / "prefect").exists(), sorted(home.rglob("*"))
+        assert not list(home.rglob("*.pid"))
+    finally:  # had one started, it would be stopped here (a service started by exec ends with its timeout)
+        subprocess.run([*calmops, "down"], env=env, capture_output=True, timeout=120, check=False)
 
 
 @pytest.mark.parametrize("kind, lost", [("ledger", "the files still in incoming are decided again"),
