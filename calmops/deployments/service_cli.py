@@ -58,6 +58,22 @@ def _mlflow_answers(stack, settings) -> bool:
         return False
 
 
+def _no_answer(name: str, server: str, wait: float, stack, settings) -> str:
+    """Why service ``name`` gives up on ``server`` (``prefect`` or ``mlflow``): the address it tried and what to
+    do about it (the variable that names a server elsewhere is suggested only when it is not set)."""
+    what, variable = {"prefect": ("Prefect API", "PREFECT_API_URL"),
+                      "mlflow": ("MLflow server", "MLFLOW_TRACKING_URI")}[server]
+    said = f"{name} needs the {what}, which did not answer within {wait:.0f} s"
+    if pid := stack.running_pid(settings, server):
+        url = stack.services()[server].url + ("/api" if server == "prefect" else "")
+        return (f"{said} at {url}, this host's 'calmops service {server}' (pid {pid}); see its log, "
+                f"{stack.log_file(settings, server)}")
+    if url := os.environ.get(variable, ""):
+        return (f"{said} at {url} (named by {variable}); check that the server runs at that address and that this "
+                f"host reaches it, or unset {variable} and start 'calmops service {server}' here")
+    return f"{said}: none runs on this host; start 'calmops service {server}' or set {variable}"
+
+
 def _runs(pid: int, variable: str, value: str) -> bool:
     """Does process ``pid`` run the service that ``variable=value`` in its environment names (a service keeps
     it through every exec)? False when it cannot be read: a pid file left from before a reboot may name another
@@ -84,12 +100,10 @@ def run_service(name: str, wait: float) -> None:
                            "as a second host would")
     if name in NEEDS_PREFECT:  # started together (PM2, systemd), the servers may still be starting
         deadline = time.monotonic() + wait
-        for server, answers, variable in (("Prefect API", _prefect_answers, "PREFECT_API_URL"),
-                                          ("MLflow server", _mlflow_answers, "MLFLOW_TRACKING_URI")):
+        for server, answers in (("prefect", _prefect_answers), ("mlflow", _mlflow_answers)):
             while not answers(stack, settings):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} needs the {server}, which did not answer within {wait:.0f} s; "
-                                       f"start 'calmops service {server.split()[0].lower()}' or set {variable}")
+                    raise RuntimeError(_no_answer(name, server, wait, stack, settings))
                 time.sleep(1.0)
     for folder in (settings.logs_dir, settings.run_dir, settings.home):
         folder.mkdir(parents=True, exist_ok=True)

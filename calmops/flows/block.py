@@ -124,7 +124,9 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
         ctx.log.info("schema signal: %s", signal)
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
                    spec.retrain.history_max_batches)
-    B.log_metrics(ctx.mlflow_run_id, B.mlflow_block_metrics(monitoring))
+    # the champion's per-block scores are logged with the run's other metrics after any registration: MLflow's
+    # log_model logs every metric the run already holds once more (to link it to the model), a duplicate row
+    monitored = B.mlflow_block_metrics(monitoring)
 
     by_block = {n: replace(d, performance=performance.get(n)) for n, d in vs_reference.items()}
     verdict = replace(verdict, blocks={b.name: by_block[b.name] for b in blocks})
@@ -140,6 +142,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
                               retrained=list(retrained))
 
     if not reasons and spec.retrain.retrain_on != "always":
+        B.log_metrics(ctx.mlflow_run_id, monitored)
         out = write_batch_predictions(ctx, batch, champion)
         outcome = ctx.outcome("no_drift", drift_reason, champion_version=champion.version,
                               metrics={"champion": now}, predictions_file=str(out),
@@ -197,7 +200,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     said = f"retrained blocks {', '.join(retrained) or 'none'}" + (f" ({why_refit})" if every_block and not promote else "") + (
         f" (no model for {'; '.join(f'{name}: {why}' for name, why in too_small.items())})" if too_small else "")
     version = register(ctx, trained, batch, task, scores["challenger"], rule)
-    B.log_metrics(ctx.mlflow_run_id, {**B.mlflow_block_metrics(per_eval["challenger"], "challenger"),
+    B.log_metrics(ctx.mlflow_run_id, {**monitored, **B.mlflow_block_metrics(per_eval["challenger"], "challenger"),
                                       "n_retrained_blocks": float(len(retrained))})
     details.update({
         "blocks": block_details(eval_names, per_eval, approval, retrained),

@@ -189,7 +189,7 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
     # 1. prequential: the champion on every block of the file, before it learns from it
     now = evaluate_models({"champion": champion.model}, batch.X, batch.y, "classification")["champion"]
     per_block = B.block_scores(champion.model, batch.X, batch.y, blocks, "classification")
-    B.log_metrics(ctx.mlflow_run_id, B.mlflow_block_metrics(per_block))
+    prequential = B.mlflow_block_metrics(per_block)  # logged after the registration (block.py says why)
     report = data_drift(champion.profile, batch.X, spec)  # for the record: IPIP has no drift gate
     verdict = DriftVerdict.of(report, data_reason="data drift (not a gate for IPIP)")
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
@@ -206,6 +206,7 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
                               drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,
                               predictions_file=_predictions(ctx, batch, champion.model, champion.version),
                               details={"ipip": info, "drift_gate": False})
+        B.log_metrics(ctx.mlflow_run_id, prequential)
         return finish(ctx, outcome, verdict)
     hold = ensemble.holdout_index_
     scores = evaluate_models({"champion": champion.model, "challenger": model},
@@ -216,7 +217,7 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
               f"prequential {_metric(now)} before the update")
     # 3. register and promote, always
     version, predictions = _register_and_promote(ctx, model, batch, scores["challenger"], reason)
-    B.log_metrics(ctx.mlflow_run_id, ipip_metrics(info))
+    B.log_metrics(ctx.mlflow_run_id, {**prequential, **ipip_metrics(info)})
     details = {"ipip": info, "blocks": {name: {"rows": s["rows"], "prequential": s} for name, s in per_block.items()},
                "evaluation": "prequential: the champion scored on each block before the update; "
                              "champion and challenger also on IPIP's held-out rows of the file",

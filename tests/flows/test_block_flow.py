@@ -230,3 +230,25 @@ def test_a_drifted_evaluation_block_too_small_to_split_stays_held_out_and_the_re
     assert "block drift in d" in out["reason"], out["reason"]
     assert ("retrained blocks a, b, c (every training block: the drifted block(s) d are held out to judge the "
             "challenger)") in out["reason"], out["reason"]
+
+
+
+def test_each_metric_of_a_block_run_is_logged_once(prefect_server, calmops_home, refused_metric_rows):
+    """A block run logs each of its metrics once, whichever way it goes (first model, no drift, a retrain),
+    so a PostgreSQL store logs no duplicate-key error for them."""
+    create("once")
+    folder = incoming("once")
+    outcomes = [run("once", write_csv(block_frame(300, seed=3), folder, "1.csv")),
+                run("once", write_csv(block_frame(300, seed=4), folder, "2.csv")),
+                run("once", write_csv(block_frame(300, seed=2, shifted=("c",)), folder, "3.csv"))]
+    assert [o["decision"] for o in outcomes[:2]] == ["train", "no_drift"], outcomes
+    assert outcomes[2]["decision"].startswith("retrain_"), outcomes[2]["reason"]
+    assert refused_metric_rows == []
+    client = MlflowClient()
+    for outcome in outcomes:  # and every metric is there, one point each
+        [mlrun] = runs_for_sha("once", outcome["sha256"])
+        points = {key: len(client.get_metric_history(mlrun.info.run_id, key)) for key in mlrun.data.metrics}
+        assert "block_d_challenger_balanced_accuracy" in points or "block_a_balanced_accuracy" in points, points
+        assert {key for key, n in points.items() if n != 1} == set(), outcome["decision"]
+    for who in ("", "_challenger"):  # the retrain logs the champion's score per block and the challenger's
+        assert f"block_d{who}_balanced_accuracy" in runs_for_sha("once", outcomes[2]["sha256"])[0].data.metrics

@@ -28,7 +28,7 @@ SPEC = {"name": "rare", "kind": "ipip", "target": "label", "block_column": "mont
 
 
 @pytest.mark.integration
-def test_ipip_trains_then_updates_and_promotes_every_file(prefect_server, calmops_home):
+def test_ipip_trains_then_updates_and_promotes_every_file(prefect_server, calmops_home, refused_metric_rows):
     save_spec(spec_from_dict(dict(SPEC)), create=True)
     folder = incoming("rare")
     files = [rare_frame(1200, seed=10, months=["2024-01", "2024-02", "2024-03"]),
@@ -67,6 +67,7 @@ def test_ipip_trains_then_updates_and_promotes_every_file(prefect_server, calmop
     preds = pd.read_csv(outcomes[2]["predictions_file"])
     assert set(preds["model_version"]) == {3} and {"proba_rare", "proba_common"} <= set(preds.columns)
     assert (preds["prediction"] == "rare").mean() > 0.02
+    assert refused_metric_rows == []  # each metric logged once per run (the prequential ones too)
 
 
 @pytest.mark.integration
