@@ -170,14 +170,23 @@ def bring_down(console) -> None:
 
     from calmops.deployments import stack
     from calmops.deployments.console import CliError
+    from calmops.deployments.processes import supervisor
 
     left: dict[str, stack.StillRunning] = {}
+    managed: dict[str, tuple[str, str]] = {}
     settings = stack.get_settings()
     in_flight: dict = {}
     for name in reversed(stack.ORDER):
+        pid = stack.running_pid(settings, name)
+        # started by `calmops service` under a process manager: stopped, it would be started again at once
+        if pid and stack.supervised_file(settings, name).exists() and (manager := supervisor(pid)):
+            managed[name] = manager
+            console.print(f"[yellow]{name}: left running[/] ({manager[0]} runs it and would start it again); stop "
+                          f"it with '{manager[1]}'", highlight=False)
+            continue
         if name == "worker":  # its flow-run processes name their runs: read before they go
             in_flight = stack.flow_runs_in_flight(name, settings)
-        if stack.running_pid(settings, name):  # stopping takes up to seconds: its processes finish first
+        if pid:  # stopping takes up to seconds: its processes finish first
             console.print(f"stopping {name} …", highlight=False)
         try:
             stopped = stack.stop(name)
@@ -195,6 +204,21 @@ def bring_down(console) -> None:
                        f"user's process is stopped as that user (e.g. 'sudo kill {pids}'), one in state D waits in "
                        "the kernel (e.g. on an unreachable network file system) until that answers; then run "
                        "'calmops down' again")
+    if managed:  # the stack is not down: said, with one command per manager that stops what it runs
+        them = "them" if len(managed) > 1 else "it"
+        raise CliError(f"{', '.join(managed)} left running: a process manager runs {them} and would start {them} "
+                       "again", f"stop {them} with the process manager: " + "; ".join(_together(
+                           how for _, how in managed.values())))
+
+
+def _together(commands) -> list[str]:
+    """Commands that differ only in their last word (``pm2 stop calmops-api``, ``pm2 stop calmops-viewer``) as one
+    (``pm2 stop calmops-api calmops-viewer``), in the order first met."""
+    joined: dict[str, list[str]] = {}
+    for command in commands:
+        head, _, last = command.rpartition(" ")
+        joined.setdefault(head, []).append(last)
+    return [f"{head} {' '.join(lasts)}" for head, lasts in joined.items()]
 
 
 def summary_line(d: dict[str, Any]) -> str:

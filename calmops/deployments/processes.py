@@ -23,6 +23,40 @@ def environ_of(pid: int) -> dict[str, bytes] | None:
     return {name.decode(errors="replace"): value for name, _, value in pairs} or None
 
 
+def supervisor(pid: int) -> tuple[str, str] | None:
+    """The process manager that restarts process ``pid`` when it ends, and the command that stops it there:
+    ``("PM2", "pm2 stop calmops-worker")``, ``("systemd", "systemctl stop calmops@worker.service")``; None for a
+    process no manager restarts (or one whose environment cannot be read). Told by what each manager puts in its
+    processes' environment: PM2 its app's ``pm_id`` and ``name``, systemd the pid it started as
+    ``SYSTEMD_EXEC_PID`` (systemd 248 and later; a shell of a terminal that systemd started has the terminal's)."""
+    environ = environ_of(pid)
+    if environ is None:
+        return None
+    if "pm_id" in environ and "name" in environ:
+        home = environ.get("PM2_HOME", b"").decode(errors="replace")
+        default = os.environ.get("PM2_HOME") or str(Path.home() / ".pm2")
+        prefix = f"PM2_HOME={home} " if home and home != default else ""
+        return "PM2", f"{prefix}pm2 stop {environ['name'].decode(errors='replace')}"
+    if environ.get("SYSTEMD_EXEC_PID") == str(pid).encode() and (unit := _systemd_unit(pid)):
+        user = " --user" if "/user@" in unit[1] else ""
+        return "systemd", f"systemctl{user} stop {unit[0]}"
+    return None
+
+
+def _systemd_unit(pid: int) -> tuple[str, str] | None:
+    """The systemd service unit process ``pid`` runs in (from its control group), and the group's path."""
+    try:
+        groups = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in groups:
+        path = line.split(":", 2)[-1]
+        units = [part for part in path.split("/") if part.endswith(".service")]
+        if units:
+            return units[-1], path
+    return None
+
+
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)  # a child of ours: no zombie left behind

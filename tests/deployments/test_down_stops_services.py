@@ -296,3 +296,19 @@ def test_the_processes_a_service_started_are_stopped_together_within_one_grace_p
             if not _ended(pid):
                 os.kill(pid, signal.SIGKILL)
         service.wait(10)
+
+
+def test_a_process_is_not_taken_for_a_managed_one_by_what_a_terminals_shell_passes_on(tmp_path):
+    """A shell of a terminal that systemd started carries the terminal's INVOCATION_ID and SYSTEMD_EXEC_PID (its
+    pid, not the service's): `calmops up` started from it is stopped by `calmops down` like any other."""
+    from calmops.deployments.processes import supervisor
+
+    env = {**os.environ, "INVOCATION_ID": "0" * 32, "SYSTEMD_EXEC_PID": "1"}
+    env = {k: v for k, v in env.items() if k not in ("pm_id", "name")}
+    proc = subprocess.Popen(["sleep", "60"], env=env)
+    try:
+        until(lambda: b"INVOCATION_ID" in Path(f"/proc/{proc.pid}/environ").read_bytes(), 10, "the process's start")
+        assert supervisor(proc.pid) is None
+    finally:
+        proc.kill()
+        proc.wait()

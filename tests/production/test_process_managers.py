@@ -82,6 +82,27 @@ def test_pm2_runs_the_stack_restarts_a_killed_watcher_and_a_file_is_decided(tmp_
         part.rename(incoming / "sea_00.csv")
         processed = home / "pipelines" / "pm2-sea" / "processed"
         until(lambda: processed.exists() and any(processed.glob("sea_00*")), 300, "the file's decision")
+
+        # `calmops down` does not stop what PM2 would start again at once (it said "stopped" for each, and PM2
+        # had them all back within seconds): it leaves them running and says how PM2 stops them
+        pids = {name: _pid(home, name) for name in stack.ORDER}
+        elsewhere = {k: v for k, v in env.items() if k != "PM2_HOME"}  # a shell that does not name PM2's home
+        down = subprocess.run([CALMOPS, "down"], cwd=REPO, env=elsewhere, capture_output=True, text=True, timeout=300,
+                              check=False)
+        assert down.returncode == 1, down.stdout + down.stderr
+        assert "stopped" not in down.stdout and "watcher: left running (PM2 runs it" in down.stdout, down.stdout
+        said = " ".join(down.stderr.split())  # as one line, however the terminal wraps it
+        stop = f"PM2_HOME={tmp_path / 'pm2'} pm2 stop " + " ".join(f"calmops-{n}" for n in reversed(stack.ORDER))
+        assert stop in said, said
+        time.sleep(3)
+        assert {name: _pid(home, name) for name in stack.ORDER} == pids  # the same processes, untouched
+        # the command it gives stops them, as written
+        stopped = subprocess.run(stop, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+                                 env={**elsewhere, "PATH": f"{PM2.parent}:{env['PATH']}"})
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        until(lambda: not any(_pid(home, name) for name in stack.ORDER), 120, "PM2 stopping every service")
+        again = run(CALMOPS, "down")
+        assert again.returncode == 0 and "left running" not in again.stdout, again.stdout + again.stderr
     finally:
         run(str(PM2), "kill", timeout=120)
         for name in reversed(stack.ORDER):  # anything PM2 left behind (flow runs in their own sessions)
