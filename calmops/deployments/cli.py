@@ -552,8 +552,9 @@ def _print_stack(state: dict[str, Any]) -> None:
         console.print(f"no service of the stack runs on this host ('calmops up' starts them here); Prefect's API is "
                       f"{remote}", highlight=False,
                       soft_wrap=True)
-        return
-    if not state["up"]:
+        if not any(s.get("elsewhere") for s in state["services"].values()):
+            return  # else the servers it reaches, and whether they answer, as below
+    elif not state["up"]:
         console.print("the stack is down: start it with 'calmops up', or its services under PM2 or systemd (files wait "
                       "in incoming; breakers are unknown until then)", highlight=False)
         return

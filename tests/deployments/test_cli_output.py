@@ -97,6 +97,38 @@ def test_status_with_the_stack_down_reads_local_state(calmops_home, tmp_path):
     assert "Prefect's API is http://127.0.0.1:9/api" in remote and "the stack is down" not in remote, remote
 
 
+def test_status_on_a_host_of_workers_only_shows_the_servers_it_reaches(calmops_home, tmp_path):
+    """No service runs here; Prefect's and MLflow's servers run on another host (here: addresses that are not the
+    stack's own ports) and answer: each is shown at its address, healthy (it said only that none runs here)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Answers(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Answers) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    prefect, mlflow = (f"http://127.0.0.1:{server.server_address[1]}" for server in servers)
+    try:
+        text = subprocess.run([CALMOPS, "status"], capture_output=True, text=True, timeout=300, check=True,
+                              env=dict(_env(calmops_home), PREFECT_API_URL=f"{prefect}/api", MLFLOW_TRACKING_URI=mlflow,
+                                       COLUMNS="200")).stdout
+    finally:
+        for server in servers:
+            server.shutdown()
+    assert "no service of the stack runs on this host" in text, text
+    rows = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+    assert prefect in rows["prefect"] and "healthy (another host)" in rows["prefect"], text
+    assert mlflow in rows["mlflow"] and "healthy (another host)" in rows["mlflow"], text
+
+
 def _spec(tmp_path: Path) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(STREAM_SPEC))
