@@ -572,8 +572,13 @@ def ended(outcome: dict[str, Any]) -> Any:
     from prefect.states import Completed
 
     said = f"{shown_decision(outcome['decision'])}: {outcome['reason']}"
-    return Completed(name=ENDED_AS.get(outcome["decision"], "Completed"),
-                     message=said if len(said) <= 300 else said[:299] + "…", data=outcome)
+    turn = ""
+    if others := outcome.get("decided_in_turn"):  # the run that held the pipeline's turn decided these too
+        names = ", ".join(others) if len(others) <= 3 else f"{others[0]}, {others[1]} … {others[-1]}"
+        turn = f" (this run also decided {len(others)} other file(s) in the pipeline's turn: {names})"
+    if len(said) + len(turn) > 300:
+        said = said[:max(0, 299 - len(turn))] + "…"
+    return Completed(name=ENDED_AS.get(outcome["decision"], "Completed"), message=(said + turn)[:300], data=outcome)
 
 
 def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
@@ -670,7 +675,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
         return _handed_over(spec, path, digest, *given_up, flow_run_id=me)
     if target is None:  # decided meanwhile by another run
         return run_one_file(pipeline, path, sha256, process)
-    return target
+    return {**target, "decided_in_turn": list(decided)} if decided else target  # in arrival order
 
 
 def answer_if_paused(spec: PipelineSpec, path: Path, sha256: str | None, pause: Pause | None = None,

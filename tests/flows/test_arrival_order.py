@@ -53,6 +53,16 @@ def test_the_run_of_the_last_file_decides_the_earlier_ones_first_oldest_first(pr
     for name in ("c.csv", "a.csv", "d.csv"):  # their own runs come later and find them done
         assert run("sea", files[name])["details"]["duplicate"] is True
         assert len(runs_for_sha("sea", sha[name])) == 1
+    # the Prefect UI's message of the run that held the turn says what it decided besides its own file
+    assert last["decided_in_turn"] == ["c.csv", "a.csv", "d.csv"]
+    from calmops.flows.common import ended
+
+    message = ended(last).message
+    assert message.startswith(f"no_drift: {last['reason']}"), message
+    assert message.endswith("(this run also decided 3 other file(s) in the pipeline's turn: c.csv, a.csv, d.csv)")
+    long = ended({**last, "reason": "x" * 400, "decided_in_turn": [f"f{i}.csv" for i in range(9)]}).message
+    assert len(long) <= 300 and "x…" in long, long  # the reason is cut, not the files of the turn
+    assert long.endswith("(this run also decided 9 other file(s) in the pipeline's turn: f0.csv, f1.csv … f8.csv)")
 
 
 def test_a_file_whose_arrival_is_recorded_late_still_takes_its_place(prefect_server, stream_spec, monkeypatch):
