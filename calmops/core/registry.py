@@ -31,10 +31,12 @@ from mlflow import environment_variables as mlflow_environment
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from calmops.core.errors import CalmOpsError
 from calmops.core.logs import printable
 from calmops.core.names import CHAMPION_SINCE_TAG, DRIFT_UNCHECKED, model_name, shown_decision
 from calmops.core.settings import Settings, get_settings
-from calmops.core.store import sha256_of
+from calmops.core.spec import is_allowed_import
+from calmops.core.store import read_spec, sha256_of
 from calmops.detectors import ReferenceProfile
 
 log = logging.getLogger(__name__)
@@ -251,11 +253,12 @@ def _own_parts() -> frozenset[str]:
 
 
 @lru_cache(maxsize=512)
-def is_trusted_type(name: str) -> bool:
+def is_trusted_type(name: str, allow_modules: tuple[str, ...] = ()) -> bool:
     """Whether CalmOps lets skops build an object of type ``name`` (beyond what skops trusts by itself).
 
     Decided here, never by the model file or its ``MLmodel``: a listed part, or an estimator class (a
-    ``BaseEstimator`` subclass) of a package the allow-list admits. Functions never are.
+    ``BaseEstimator`` subclass) of a package the allow-list admits, or of a prefix in ``allow_modules`` (the
+    spec's ``allow_modules`` of the pipeline whose model it is, :func:`pipeline_modules`). Functions never are.
     """
     import importlib
     import inspect
@@ -265,7 +268,7 @@ def is_trusted_type(name: str) -> bool:
     if name in _own_parts():
         return True
     module, _, attr = name.rpartition(".")
-    if not module.startswith(ESTIMATOR_PACKAGES) and not f"{module}.".startswith(ESTIMATOR_PACKAGES):
+    if not f"{module}.".startswith(ESTIMATOR_PACKAGES) and not is_allowed_import(name, allow_modules):
         return False
     try:
         obj = getattr(importlib.import_module(module), attr)
@@ -274,22 +277,52 @@ def is_trusted_type(name: str) -> bool:
     return inspect.isclass(obj) and issubclass(obj, BaseEstimator)
 
 
-def untrusted_types(*, data: bytes | None = None, file: Path | None = None) -> tuple[list[str], list[str]]:
-    """(types to pass to skops as trusted, types CalmOps refuses) for a skops dump."""
+def untrusted_types(*, data: bytes | None = None, file: Path | None = None,
+                    allow_modules: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """(types to pass to skops as trusted, types CalmOps refuses) for a skops dump; ``allow_modules``: the
+    extra prefixes of the pipeline whose model it is."""
     import skops.io
 
     found = skops.io.get_untrusted_types(data=data) if data is not None else skops.io.get_untrusted_types(file=file)
-    refused = [t for t in found if not is_trusted_type(t)]
+    refused = [t for t in found if not is_trusted_type(t, tuple(allow_modules))]
     return [t for t in found if t not in refused], refused
 
 
-def trusted_types_for(model: Any) -> list[str]:
-    """Types skops must trust to load this model; refuses a model holding types CalmOps would not load."""
+def pipeline_modules(pipeline: str) -> tuple[str, ...]:
+    """The ``allow_modules`` of a pipeline's saved spec: the only prefixes, beyond the built-in allow-list, whose
+    estimator classes its models may hold (read from CalmOps' home, never from a model file or its tags, so a
+    model registered under another pipeline gains nothing from them). () for a pipeline without a saved spec."""
+    try:
+        return tuple(read_spec(pipeline).allow_modules)
+    except (CalmOpsError, LookupError):  # no such pipeline (deleted, or registered by hand): no extra trust
+        return ()
+
+
+def _unloadable(refused: list[str], allow_modules: tuple[str, ...]) -> str:
+    """Why those types are refused, with what to do for one under an allowed prefix its process cannot import."""
+    import importlib
+
+    said = ", ".join(sorted(refused)[:5])
+    for name in sorted(refused):
+        module = name.rpartition(".")[0]
+        if allow_modules and is_allowed_import(name, allow_modules):
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                return (f"{said}; {module!r} (in allow_modules) cannot be imported here ({_first_line(exc)}): "
+                        "install it, or put its folder on the PYTHONPATH of the worker, the runner and the API")
+    return said
+
+
+def trusted_types_for(model: Any, allow_modules: tuple[str, ...] = ()) -> list[str]:
+    """Types skops must trust to load this model; refuses a model holding types CalmOps would not load.
+    ``allow_modules``: the spec's ``allow_modules`` of the pipeline the model is saved for."""
     import skops.io
 
-    trusted, refused = untrusted_types(data=skops.io.dumps(model))
+    trusted, refused = untrusted_types(data=skops.io.dumps(model), allow_modules=allow_modules)
     if refused:
-        raise ValueError(f"model holds types CalmOps does not load and cannot be saved: {', '.join(refused)}")
+        raise ValueError(f"model holds types CalmOps does not load and cannot be saved: "
+                         f"{_unloadable(refused, allow_modules)}")
     return trusted
 
 
@@ -346,21 +379,24 @@ def _changed_in_cache(cached: Path) -> Callable[[Path], tuple[str, str]]:
 
 
 def read_model(folder: Path, expected_sha256: str | None, what: str,
-               changed: Callable[[Path], tuple[str, str]] | None = None) -> Any:
+               changed: Callable[[Path], tuple[str, str]] | None = None,
+               allow_modules: tuple[str, ...] = ()) -> Any:
     """Load ``folder/model.skops`` if it is the file registered and every type in it is trusted.
 
-    ``MLmodel`` is never read: the format (skops) and the trusted types are CalmOps' own. Pickle is never
-    loaded. Raises :class:`UntrustedModel` with one line naming ``what`` and why.
+    ``MLmodel`` is never read: the format (skops) and the trusted types are CalmOps' own (with
+    ``allow_modules``, the spec's of the pipeline whose version it is). Pickle is never loaded. Raises
+    :class:`UntrustedModel` with one line naming ``what`` and why.
     """
     import skops.io
 
     path = verify_model_file(folder, expected_sha256, what, changed)
     try:
-        trusted, refused = untrusted_types(file=path)
+        trusted, refused = untrusted_types(file=path, allow_modules=allow_modules)
     except Exception as exc:  # noqa: BLE001 - not a skops file at all (e.g. a pickle under that name)
         raise UntrustedModel(f"{what}: {MODEL_FILE} is not a readable skops file ({_first_line(exc)}): refused") from None
     if refused:
-        raise UntrustedModel(f"{what} holds types CalmOps does not load ({', '.join(sorted(refused)[:5])}): refused")
+        raise UntrustedModel(f"{what} holds types CalmOps does not load ({_unloadable(refused, allow_modules)}): "
+                             "refused")
     return skops.io.load(path, trusted=trusted)
 
 
@@ -594,7 +630,7 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
             signature=signature,
             input_example=sample,
             serialization_format="skops",
-            skops_trusted_types=(trusted := trusted_types_for(model)),
+            skops_trusted_types=(trusted := trusted_types_for(model, pipeline_modules(pipeline))),
             pip_requirements=requirements_for(trusted),  # explicit: MLflow would infer them (seconds per model)
         )
     with tempfile.TemporaryDirectory() as tmp:
@@ -687,7 +723,7 @@ def _load_version(tracking_uri: str, pipeline: str, version: int, run_id: str,
                   sha256: str | None) -> tuple[Any, InputSchema, ReferenceProfile]:
     what = f"pipeline {pipeline!r} v{version}"
     local = _local_copy(tracking_uri, pipeline, version, run_id, sha256, what)
-    model = read_model(local / "model", sha256, what, _changed_in_cache(local))
+    model = read_model(local / "model", sha256, what, _changed_in_cache(local), pipeline_modules(pipeline))
     schema = InputSchema.from_dict(json.loads((local / "reference" / "schema.json").read_text()))
     profile = ReferenceProfile.load(local / "reference" / "profile")
     return model, schema, profile

@@ -577,6 +577,25 @@ def setting_changes(before: PipelineSpec, after: PipelineSpec) -> list[str]:
     return changed
 
 
+#: Spec keys a model is trained with: its feature columns and their types (the reference profile and the model's
+#: column transformer are built from them), the estimator itself, and the drift settings baked into the reference
+#: profile stored with it. A run reads them from the champion, not from the spec: a change applies from the next
+#: model trained (docs/spec.md, "Settings that apply from the next model").
+TRAINED_WITH_MODEL = ("feature_types", "drop_columns", "id_columns", "model", "drift.n_bins",
+                      "drift.max_categories", "drift.multivariate")
+
+
+def with_next_model(changes: list[str]) -> list[str]:
+    """The keys among :func:`setting_changes` that apply only from the next model trained (:data:`TRAINED_WITH_MODEL`).
+
+    >>> with_next_model(["feature_types.elevel: (not set) → 'categorical'", "drift.alpha: 0.05 → 0.01",
+    ...                  "drop_columns: [] → ['id']"])
+    ['feature_types.elevel', 'drop_columns']
+    """
+    keys = [change.split(": ", 1)[0] for change in changes]
+    return [k for k in keys if any(k == t or k.startswith(f"{t}.") for t in TRAINED_WITH_MODEL)]
+
+
 def _check_recalibration(spec: PipelineSpec) -> None:
     """``recalibration`` recalibrates a classifier's probabilities: for a regressor the pipeline could never
     retrain, so it is refused here rather than on its first drift."""

@@ -117,7 +117,7 @@ def update(name: str, spec_file: Path):
     """Replace a pipeline's spec (validated; the change is versioned) and say which settings it changed."""
     from rich.markup import escape
 
-    from calmops.core.spec import SpecError, load_spec, resolve_paths, setting_changes
+    from calmops.core.spec import SpecError, load_spec, resolve_paths, setting_changes, with_next_model
     from calmops.core.store import last_saved_spec, read_spec
     from calmops.deployments.console import console
 
@@ -145,6 +145,12 @@ def update(name: str, spec_file: Path):
         console.print(f"updated pipeline [bold]{name}[/]; changed:")
         for change in changes:
             console.print(f"  {escape(change)}", highlight=False)
+        later = with_next_model(changes)
+        if later:
+            console.print(f"{escape(', '.join(later))} apply from the next model trained: the current champion keeps "
+                          "the columns, feature types, estimator and drift reference it was trained with (the drift "
+                          "report still tests them) until a retrain promotes a new model (a labelled file that "
+                          "drifts, or every labelled file with retrain.retrain_on: always)", highlight=False)
     from calmops.deployments.operations_cli import sync_pipeline
 
     sync_pipeline(name, console)

@@ -42,9 +42,13 @@ _RUN_IDS_PER_SEARCH = 100  # run ids per ``IN (...)`` filter: the filter stays a
 
 
 def _order(entries: list[dict], unrecorded: list[dict]) -> list[dict]:
-    """Files taken, in the order they were taken, then files still waiting, in the order they arrived."""
-    taken = [e for e in entries if e.get("claimed_at") is not None]
-    waiting = [e for e in entries if e.get("claimed_at") is None] + unrecorded
+    """Files taken, in the order they were taken, then the files still to be decided (waiting, and pending: a failed
+    run released its claim, and the file holds those behind it), in the order they arrived; each once."""
+    def taken_for_good(e: dict) -> bool:
+        return e.get("claimed_at") is not None and e.get("status") not in ("waiting", "pending")
+
+    taken = [e for e in entries if taken_for_good(e)]
+    waiting = [e for e in entries if not taken_for_good(e)] + unrecorded
     taken.sort(key=lambda e: e["claimed_at"])
     waiting.sort(key=lambda e: e.get("arrived") or 0)
     return taken + waiting

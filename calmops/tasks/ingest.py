@@ -403,13 +403,13 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
     else:
         columns, types = reference.columns, reference.feature_types
         missing = [c for c in columns if c not in frame.columns]
+        new = [c for c in feature_columns(spec, list(frame.columns)) if c not in columns]
         if missing:
             hint = (f"; it holds the ids and the target and no feature: a labels file goes into the pipeline's "
                     f"labels folder ({pipeline_paths(spec).labels})" if is_labels_table(spec, list(frame.columns))
                     else "")
-            raise RejectedInput(f"{path.name}: {V.missing_features(missing, list(frame.columns))}{hint}",
+            raise RejectedInput(f"{path.name}: {V.missing_features(missing, list(frame.columns), new)}{hint}",
                                 missing=missing)
-        new = [c for c in feature_columns(spec, list(frame.columns)) if c not in columns]
         if new:
             signals.append(f"new column(s) ignored by the model: {', '.join(V.excerpt(c, 30) for c in new[:20])}")
     mismatched = V.type_mismatches(frame, types)

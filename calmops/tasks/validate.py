@@ -139,9 +139,16 @@ def infinite_target(y: pd.Series, target: str) -> str | None:
     return f"target column '{target}' holds infinite values in {rows_phrase(bad)}" if bad.size else None
 
 
-def missing_features(missing: list[str], columns: list | None = None) -> str:
-    """``missing`` named; with ``columns``, the columns the file has, so that a misnamed column shows."""
-    return f"feature column(s) missing: {', '.join(missing)}" + (f" ({_columns(columns)})" if columns else "")
+def missing_features(missing: list[str], columns: list | None = None, unexpected: list | tuple = ()) -> str:
+    """``missing`` named; with ``unexpected``, the file's feature columns the model does not know (a misnamed or
+    renumbered column: ``x0`` where ``x3`` was expected), each escaped; with ``columns``, the columns the file has.
+
+    >>> missing_features(["x3"], ["x0", "x1", "x2", "y"], ["x0"])
+    "feature column(s) missing: x3; unexpected: 'x0' (columns: 'x0', 'x1', 'x2', 'y')"
+    """
+    more = f", and {len(unexpected) - 20} more" if len(unexpected) > 20 else ""
+    said = f"; unexpected: {', '.join(excerpt(c, 30) for c in unexpected[:20])}{more}" if unexpected else ""
+    return f"feature column(s) missing: {', '.join(missing)}{said}" + (f" ({_columns(columns)})" if columns else "")
 
 
 def missing_target(target: str, columns: list) -> str:

@@ -215,3 +215,80 @@ def test_the_command_to_delete_a_refused_cache_can_be_pasted_where_the_home_has_
     cached = Path("/home/ann/My Drive/calmops/cache/models/file/sea/4-abc")
     _, then = registry._changed_in_cache(cached)(cached / "model" / registry.MODEL_FILE)
     assert "rm -r '/home/ann/My Drive/calmops/cache/models/file/sea/4-abc' (" in then, then
+
+
+MY_MODELS = """
+from sklearn.ensemble import RandomForestClassifier
+
+
+class MyForest(RandomForestClassifier):
+    '''A team's own estimator: a random forest under another name.'''
+"""
+
+
+@pytest.fixture
+def my_models(tmp_path, monkeypatch):
+    """An importable module of the team's own, ``mymodels``, in a folder on sys.path (and on the PYTHONPATH of any
+    process started from here), as a worker started with that PYTHONPATH has it."""
+    import os
+    import sys
+
+    folder = tmp_path / "team-code"
+    folder.mkdir()
+    (folder / "mymodels.py").write_text(MY_MODELS)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+    yield folder
+    sys.modules.pop("mymodels", None)
+
+
+def test_a_model_class_of_allow_modules_trains_saves_and_loads_back_as_champion(prefect_server, calmops_home,
+                                                                               my_models):
+    from calmops.core.store import save_spec, spec_from_dict
+    from tests.conftest import STREAM_SPEC
+
+    spec = dict(STREAM_SPEC, allow_modules=["mymodels"],
+                model={"class": "mymodels.MyForest", "params": {"n_estimators": 10, "random_state": 0}})
+    save_spec(spec_from_dict(spec), create=True)
+    outcome = run("sea", write_csv(sea_frame(800, 8, seed=1), incoming("sea"), "a.csv"))
+    assert outcome["decision"] == "train" and outcome["champion_version"] == 1
+
+    _reload()  # as a new process (the API, the next flow run) loads it: from the registered file
+    champion = registry.champion("sea")
+    assert champion.version == 1
+    assert type(champion.model.steps[-1][1]).__name__ == "MyForest"
+    assert len(champion.model.predict(sea_frame(5, 8, seed=2)[["x1", "x2", "x3"]])) == 5
+    resp = TestClient(create_app()).post("/pipelines/sea/predict", json={"records": _records()})
+    assert resp.status_code == 200, resp.text
+
+    # the trust is the pipeline's own: the same file served for a pipeline whose spec does not allow
+    # 'mymodels' (or under a name only starting like it) is refused
+    model_dir = _cached_model_dir(calmops_home)
+    sha = hashlib.sha256((model_dir / registry.MODEL_FILE).read_bytes()).hexdigest()
+    save_spec(spec_from_dict(dict(STREAM_SPEC, name="other")), create=True)
+    for modules in (registry.pipeline_modules("other"), ("mymodel",), ("mymodels_team",)):
+        with pytest.raises(registry.UntrustedModel, match=r"does not load \(mymodels\.MyForest\)"):
+            registry.read_model(model_dir, sha, "pipeline 'other' v1", allow_modules=modules)
+    assert registry.pipeline_modules("sea") == ("mymodels",)
+
+
+def test_a_model_class_of_allow_modules_that_cannot_be_imported_says_so(calmops_home, my_models):
+    import sys
+
+    import mymodels
+
+    model = mymodels.MyForest(n_estimators=2, random_state=0).fit([[0.0], [1.0]], [0, 1])
+    folder = calmops_home / "v1"
+    folder.mkdir(parents=True)
+    (folder / registry.MODEL_FILE).write_bytes(sio.dumps(model))
+    sha = hashlib.sha256((folder / registry.MODEL_FILE).read_bytes()).hexdigest()
+    assert type(registry.read_model(folder, sha, "v1", allow_modules=("mymodels",))).__name__ == "MyForest"
+
+    # a process without the module on its path (the API started without that PYTHONPATH)
+    sys.path.remove(str(my_models))
+    sys.modules.pop("mymodels")
+    registry.is_trusted_type.cache_clear()
+    with pytest.raises(registry.UntrustedModel) as refused:
+        registry.read_model(folder, sha, "v1", allow_modules=("mymodels",))
+    assert "'mymodels' (in allow_modules) cannot be imported here" in str(refused.value)
+    assert "PYTHONPATH" in str(refused.value)

@@ -283,3 +283,24 @@ def test_a_name_refused_again_after_its_first_refusal_was_moved_back_and_decided
     assert [(f["file"], f["decision"], f["sha256"], f["reason"]) for f in files] == [
         ("a.csv", o["decision"], o["sha256"], o["reason"]) for o in (first, decided, again)]
     assert json.loads((paths.quarantine / "a.csv.reason.json").read_text())["sha256"] == first["sha256"]
+
+
+@pytest.mark.integration
+def test_a_pending_file_is_listed_with_the_files_still_to_decide_in_arrival_order(calmops_home, stream_spec):
+    """A failed run leaves its file pending (claimed, then released): it holds the files that arrived after it, so
+    it is listed before them, among the files still to be decided, not among those decided."""
+    from calmops.core.store import ledger
+    from calmops.deployments.history import file_history
+
+    paths = pipeline_paths(stream_spec)
+    book = ledger(paths)
+    for name, sha, arrived in (("first.csv", "a", 1.0), ("more_0001.csv", "b", 2.0), ("more_0002.csv", "c", 3.0)):
+        book.arrive(sha * 64, name, arrived)
+        write_csv(sea_frame(10, 8, seed=1), paths.incoming, name)
+    assert book.claim("b" * 64, "more_0001.csv")
+    book.release("b" * 64)  # its run failed: pending
+    assert book.claim("a" * 64, "first.csv")  # taken after it, and still in progress
+    files = file_history(stream_spec)["files"]
+    assert [(f["file"], f["status"]) for f in files][1:] == [("more_0001.csv", "pending"),
+                                                             ("more_0002.csv", "waiting")], files
+    assert files[0]["file"] == "first.csv"

@@ -85,3 +85,24 @@ def test_update_says_which_settings_it_changed(calmops_home, tmp_path, monkeypat
     assert sum(" → " in line for line in lines) == 3, lines  # nothing else: the block column … as before
     again = runner.invoke(app, ["update", "wards", str(_write(tmp_path, changed))])
     assert again.exit_code == 0 and "updated pipeline wards: no setting changed" in again.stdout, again.output
+
+
+def test_update_says_feature_types_and_dropped_columns_apply_from_the_next_model_trained(calmops_home, tmp_path,
+                                                                                        monkeypatch):
+    """The champion's reference profile and column transformer were built with the types and columns it was trained
+    on: after an update of those keys the next file is still tested with them. `update` says so, and when they
+    apply; it says nothing of the kind for a key every run reads from the spec."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    stream = {"name": "salary", "kind": "stream", "target": "y", "model": {"class": "sklearn.tree.DecisionTreeClassifier"}}
+    assert runner.invoke(app, ["create", str(_write(tmp_path, stream))]).exit_code == 0
+    changed = {**stream, "feature_types": {"elevel": "categorical"}, "drop_columns": ["car"]}
+    updated = runner.invoke(app, ["update", "salary", str(_write(tmp_path, changed))])
+    assert updated.exit_code == 0, updated.output
+    text = " ".join(updated.stdout.split())
+    assert "drop_columns, feature_types.elevel apply from the next model trained: the current champion keeps" in text, text
+    assert "until a retrain promotes a new model" in text and "retrain.retrain_on: always" in text, text
+
+    read_now = {**changed, "drift": {"alpha": 0.01}}
+    again = runner.invoke(app, ["update", "salary", str(_write(tmp_path, read_now))])
+    assert again.exit_code == 0 and "drift.alpha: 0.05 → 0.01" in again.stdout, again.output
+    assert "next model" not in again.stdout, again.output

@@ -203,3 +203,20 @@ def test_json_with_a_byte_order_mark_is_read(tmp_path, name, text):
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     batch = parse_and_validate(path, "0" * 64, SPEC, None)
     assert batch.X["a"].tolist() == [1.5, 2.5] and batch.y.astype(int).tolist() == [0, 1]
+
+
+def test_a_file_missing_a_feature_names_the_columns_it_has_instead(tmp_path):
+    """Files written as x0, x1, x2 for a champion trained on x1, x2, x3: the refusal names x3 as missing and x0 as
+    the column the model does not know, so the renumbering shows at once."""
+    from calmops.core.registry import InputSchema
+
+    spec = parse_spec({"name": "sea", "target": "y"})
+    reference = InputSchema(columns=["x1", "x2", "x3"], dtypes=dict.fromkeys(["x1", "x2", "x3"], "float64"),
+                            feature_types=dict.fromkeys(["x1", "x2", "x3"], "numeric"), target="y",
+                            task="classification", classes=[0, 1])
+    path = tmp_path / "sea_0001.csv"
+    pd.DataFrame({"x0": [1.0, 2.0], "x1": [3.0, 4.0], "x2": [5.0, 6.0], "y": [0, 1]}).to_csv(path, index=False)
+    with pytest.raises(RejectedInput) as refused:
+        parse_and_validate(path, "1" * 64, spec, reference)
+    assert ("sea_0001.csv: feature column(s) missing: x3; unexpected: 'x0' (columns: 'x0', 'x1', 'x2', 'y')"
+            == refused.value.reason), refused.value.reason

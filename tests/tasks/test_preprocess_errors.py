@@ -110,7 +110,8 @@ def test_without_a_preprocess_the_same_files_say_the_same_and_a_huge_number_is_n
         ("huge-int.csv", _huge_integer,
          "column 'x1' holds a number too large for a float (beyond ±1.8e308) in 1 row(s): data row 100"),
         ("dates.parquet", _datetime_parquet, "column 'x0' should be numeric but holds date-times (datetime64[ns])"),
-        ("other-columns.csv", _other_columns, "feature column(s) missing: x0, x1, x2 (columns: 'timestamp', 'a', 'b', 'c', 'y')"),
+        ("other-columns.csv", _other_columns, ("feature column(s) missing: x0, x1, x2; unexpected: 'a', 'b', 'c' "
+                                                 "(columns: 'timestamp', 'a', 'b', 'c', 'y')")),
     ]:
         path = tmp_path / name
         write(path)
