@@ -35,7 +35,7 @@ from calmops.core.errors import CalmOpsError
 from calmops.core.logs import printable
 from calmops.core.names import CHAMPION_SINCE_TAG, DRIFT_UNCHECKED, model_name, shown_decision
 from calmops.core.settings import Settings, get_settings
-from calmops.core.spec import is_allowed_import
+from calmops.core.spec import ALLOWED_MODEL_PREFIXES, is_allowed_import
 from calmops.core.store import read_spec, sha256_of
 from calmops.detectors import ReferenceProfile
 
@@ -49,9 +49,6 @@ MODEL_FILE = "model.skops"
 #: Version tag CalmOps writes at registration: the SHA-256 of :data:`MODEL_FILE`, checked before every load.
 MODEL_SHA256_TAG = "calmops.model_sha256"
 
-#: Packages whose estimator classes (``sklearn.base.BaseEstimator`` subclasses) a model may hold: the
-#: packages the spec's allow-list admits.
-ESTIMATOR_PACKAGES = ("sklearn.", "calmops.core.", "lightgbm.", "xgboost.", "river.compat.")
 #: Parts of those estimators that are not estimators themselves, by their full type name, beyond what skops
 #: trusts on its own (scikit-learn's public estimators, numpy arrays, plain Python values). Never a
 #: function: a function in a model file is how a skops file runs code.
@@ -268,7 +265,7 @@ def is_trusted_type(name: str, allow_modules: tuple[str, ...] = ()) -> bool:
     if name in _own_parts():
         return True
     module, _, attr = name.rpartition(".")
-    if not f"{module}.".startswith(ESTIMATOR_PACKAGES) and not is_allowed_import(name, allow_modules):
+    if not f"{module}.".startswith(ALLOWED_MODEL_PREFIXES) and not is_allowed_import(name, allow_modules):
         return False
     try:
         obj = getattr(importlib.import_module(module), attr)

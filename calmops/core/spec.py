@@ -31,6 +31,7 @@ FORMATS = ("csv", "tsv", "txt", "parquet", "json", "jsonl", "arff", "xlsx")
 TEXT_FORMATS = ("csv", "tsv", "txt")  # delimited text: its values' types are guessed when read
 FEATURE_TYPES = ("numeric", "categorical", "boolean", "datetime")
 RETRAIN_MODES = ("full", "incremental", "window", "stacking", "replay", "recalibration", "history", "auto")
+#: the packages whose classes a spec's model may name, and whose estimator classes a saved model may hold
 ALLOWED_MODEL_PREFIXES = ("sklearn.", "river.compat.", "lightgbm.", "xgboost.", "calmops.core.")
 
 
