@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from calmops.core.errors import CalmOpsError
 from calmops.core.kinds import KINDS, KindName
 from calmops.core.names import CLASSIFICATION_METRICS, HIGHER_IS_BETTER, REGRESSION_METRICS, block_name
-from calmops.detectors.config import DriftConfig
+from calmops.detectors.config import DriftConfig, check_seed
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 FORMATS = ("csv", "tsv", "txt", "parquet", "json", "jsonl", "arff", "xlsx")
@@ -241,6 +241,8 @@ class PipelineSpec(_Strict):
     schedule: str | None = None
     order: Literal["arrival", "none"] = "arrival"
     seed: int = 0
+
+    _seed = field_validator("seed")(check_seed)
 
     @field_validator("name")
     @classmethod

@@ -122,3 +122,27 @@ def test_invalid_yaml_names_the_file(tmp_path):
     path.write_text("name: [unclosed")
     with pytest.raises(SpecError, match="bad.yaml: not valid YAML"):
         load_spec(path)
+
+
+@pytest.mark.parametrize("spec, key, given", [
+    ({"seed": -1}, "seed", "-1"),
+    ({"seed": 2**32}, "seed", "4294967296"),
+    ({"drift": {"seed": -5}}, "drift.seed", "-5"),
+])
+def test_a_seed_no_random_state_takes_is_refused_naming_the_key_and_the_range(spec, key, given):
+    """numpy's default_rng and scikit-learn's random_state take 0 to 2**32 - 1 only: a spec with seed -1 was
+    created, then every run failed ('expected non-negative integer')."""
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**BASE, **spec})
+    assert f"{key}: {given} is not a seed" in str(refused.value)
+    assert "from 0 to 4294967295" in str(refused.value)
+
+
+def test_the_largest_seed_accepted_is_one_numpy_and_scikit_learn_take():
+    import numpy as np
+    from sklearn.utils import check_random_state
+
+    spec = parse_spec({**BASE, "seed": 2**32 - 1, "drift": {"seed": 0}})
+    for seed in (spec.seed, spec.drift.seed):
+        check_random_state(seed)
+        np.random.default_rng(seed)
