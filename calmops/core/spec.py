@@ -385,6 +385,28 @@ def check_params(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = 
         _dry_fit(estimator, model, key)
 
 
+def _check_predicts(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = (), key: str = "model") -> None:
+    """The model predicts: a class with ``predict``, or steps whose last one has it and whose others transform
+    (a transformer as the model, or a model in the middle of the steps, fails every file's training)."""
+    if model.steps is None:
+        if not hasattr(build_estimator(model, allow_modules, key), "predict"):
+            where = ("the last step is the model: put a classifier or a regressor after it" if key != "model" else
+                     "name a classifier or a regressor; a transformer belongs before the model in model.steps, as in "
+                     f"steps: [{{class: {model.class_}}}, {{class: sklearn.linear_model.LogisticRegression}}]")
+            raise SpecError(f"{key}.class: {model.class_!r} is a transformer (it has no predict), not a model: {where}")
+        return
+    if not model.steps:
+        raise SpecError(f"{key}.steps: the list is empty; give the steps, the model (a classifier or a regressor) last")
+    *before, last = model.steps
+    _check_predicts(last, allow_modules, f"{key}.steps[{len(before)}]")
+    for i, step in enumerate(before):
+        estimator = build_estimator(step, allow_modules, f"{key}.steps[{i}]")
+        if not hasattr(estimator, "transform") and not hasattr(estimator, "fit_transform"):
+            shown = step.class_ if step.class_ else "a list of steps that ends in a model"
+            raise SpecError(f"{key}.steps[{i}]: {shown!r} has no transform, so it cannot come before another step: "
+                            "only the last step is the model; put it last, or drop it")
+
+
 def _check_search(spec: PipelineSpec) -> None:
     """``retrain.search.params`` name parameters the model has, each candidate valid for the estimator that owns
     it (its declared constraints: scikit-learn's, and CalmOps' own estimators' ``_check_params``): a misspelt name
@@ -503,6 +525,7 @@ def check_spec(spec: PipelineSpec) -> None:
     the preprocess module and every hook exist and define their function. Raises :class:`SpecError` naming the key.
     """
     check_params(spec.model, spec.allow_modules)
+    _check_predicts(spec.model, spec.allow_modules)
     _check_search(spec)
     _check_metrics(spec.evaluation)
     _check_recalibration(spec)

@@ -82,6 +82,30 @@ def test_bad_params_refused_at_create_naming_the_key(calmops_home, tmp_path, mod
     assert not (calmops_home / "pipelines" / "p").exists()
 
 
+SCALER, LOGIT = "sklearn.preprocessing.StandardScaler", "sklearn.linear_model.LogisticRegression"
+
+
+@pytest.mark.parametrize("model, said", [
+    ({"class": SCALER},
+     (f"model.class: '{SCALER}' is a transformer (it has no predict), not a model: name a classifier or a "
+      "regressor; a transformer belongs before the model in model.steps")),
+    ({"steps": [{"class": LOGIT}, {"class": SCALER}]},
+     (f"model.steps[1].class: '{SCALER}' is a transformer (it has no predict), not a model: the last step is "
+      "the model")),
+    ({"steps": [{"class": LOGIT}, {"class": "sklearn.tree.DecisionTreeClassifier"}]},
+     f"model.steps[0]: '{LOGIT}' has no transform, so it cannot come before another step"),
+    ({"steps": []}, "model.steps: the list is empty"),
+])
+def test_a_model_that_cannot_predict_is_refused_at_create(calmops_home, tmp_path, model, said):
+    """A transformer as the model (or a model in the middle of the steps) was created, then every file's training
+    failed ('does not implement predict'); it is refused naming the key and the class, saying where it belongs."""
+    code, out = _create(tmp_path, {**BASE, "model": model})
+    assert code == 2 and said in " ".join(out.split()), out
+    assert not (calmops_home / "pipelines" / "p").exists()
+    fixed = {**BASE, "name": "q", "model": {"steps": [{"class": SCALER}, {"class": LOGIT}]}}  # as the refusal says
+    assert _create(tmp_path, fixed)[0] == 0
+
+
 def test_good_params_accepted(calmops_home):
     save_spec(parse_spec({**BASE, "model": {"class": "sklearn.ensemble.HistGradientBoostingClassifier",
                                             "params": {"max_iter": 50, "learning_rate": 0.2}}}), create=True)
