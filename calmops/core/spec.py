@@ -527,7 +527,7 @@ def check_spec(spec: PipelineSpec) -> None:
     check_params(spec.model, spec.allow_modules)
     _check_predicts(spec.model, spec.allow_modules)
     _check_search(spec)
-    _check_metrics(spec.evaluation)
+    _check_metrics(spec)
     _check_recalibration(spec)
     b = spec.breaker
     if b.max_cooldown_seconds < b.cooldown_seconds:
@@ -608,27 +608,51 @@ def _check_recalibration(spec: PipelineSpec) -> None:
     keys = [key for key in ("mode", "fallback_mode") if getattr(spec.retrain, key) == "recalibration"]
     if not keys:
         return
-    from sklearn.base import is_regressor
-
-    regression = spec.evaluation.task == "regression" or is_regressor(build_estimator(spec.model, spec.allow_modules))
-    if regression:
+    if _task(spec)[0] == "regression":
         raise SpecError(f"retrain.{keys[0]}: recalibration applies to classifiers only, and this pipeline "
                         "predicts numbers (a regressor); choose another mode, e.g. auto or full")
 
 
-def _check_metrics(ev: EvaluationSpec) -> None:
-    """``primary_metric`` and the thresholds' metrics are ones CalmOps computes (of the task, when given), and no
-    threshold's ``min`` is above its ``max``: else the pipeline could never promote, or never train."""
+def _last_class(model: ModelSpec) -> str:
+    """The import path of the estimator that predicts: the class, or the last of the steps."""
+    return _last_class(model.steps[-1]) if model.steps else model.class_ or ""
+
+
+def _task(spec: PipelineSpec) -> tuple[str | None, str | None]:
+    """The pipeline's task and what says so: ``evaluation.task`` when given, else the model's own kind (a
+    scikit-learn classifier or regressor; the last of ``model.steps``), as the flows infer it; (None, None) for
+    a model that is neither, whose task the flows infer from the target's values."""
+    if spec.evaluation.task:
+        return spec.evaluation.task, None
+    from sklearn.base import is_classifier, is_regressor
+
+    estimator = build_estimator(spec.model, spec.allow_modules)
+    kind = "classification" if is_classifier(estimator) else "regression" if is_regressor(estimator) else None
+    return kind, (f"the model {_last_class(spec.model)} is a {'classifier' if kind == 'classification' else 'regressor'}"
+                  if kind else None)
+
+
+def _check_metrics(spec: PipelineSpec) -> None:
+    """``primary_metric`` and the thresholds' metrics are ones CalmOps computes, of the pipeline's task (the
+    ``evaluation.task``, else the model's), and no threshold's ``min`` is above its ``max``: else the pipeline
+    could never promote, or never train."""
+    ev = spec.evaluation
     named = ([("primary_metric", ev.primary_metric)] if ev.primary_metric else []) + \
         [(f"thresholds.{m}", m) for m in ev.thresholds]
-    other = {"classification": REGRESSION_METRICS, "regression": CLASSIFICATION_METRICS}.get(ev.task or "", ())
     for where, metric in named:
         if metric not in HIGHER_IS_BETTER:
             close = difflib.get_close_matches(metric, HIGHER_IS_BETTER, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise SpecError(f"evaluation.{where}: {metric!r} is not a metric; {hint}known: {', '.join(HIGHER_IS_BETTER)}")
+    task, because = _task(spec) if named else (None, None)
+    other = {"classification": REGRESSION_METRICS, "regression": CLASSIFICATION_METRICS}.get(task or "", ())
+    for where, metric in named:
+        if metric in other and because:
+            wanted = "regressor" if task == "classification" else "classifier"
+            raise SpecError(f"evaluation.{where}: {metric!r} is not a metric of {task}, and {because}: name one of "
+                            f"{', '.join(m for m in HIGHER_IS_BETTER if m not in other)}, or a {wanted} as the model")
         if metric in other:
-            raise SpecError(f"evaluation.{where}: {metric!r} is not a metric of {ev.task} "
+            raise SpecError(f"evaluation.{where}: {metric!r} is not a metric of {task} "
                             f"(known: {', '.join(m for m in HIGHER_IS_BETTER if m not in other)})")
     for metric, bound in ev.thresholds.items():
         if bound.min is not None and bound.max is not None and bound.min > bound.max:

@@ -106,6 +106,35 @@ def test_a_model_that_cannot_predict_is_refused_at_create(calmops_home, tmp_path
     assert _create(tmp_path, fixed)[0] == 0
 
 
+RIDGE = "sklearn.linear_model.Ridge"
+
+
+@pytest.mark.parametrize("spec, said", [
+    ({"model": {"class": RIDGE}, "evaluation": {"thresholds": {"balanced_accuracy": {"min": 0.7}}}},
+     (f"evaluation.thresholds.balanced_accuracy: 'balanced_accuracy' is not a metric of regression, and the model "
+      f"{RIDGE} is a regressor: name one of rmse, mae, mse, r2, mape, or a classifier as the model")),
+    ({"model": {"steps": [{"class": SCALER}, {"class": RIDGE}]}, "evaluation": {"primary_metric": "log_loss"}},
+     f"evaluation.primary_metric: 'log_loss' is not a metric of regression, and the model {RIDGE} is a regressor"),
+    ({"evaluation": {"thresholds": {"rmse": {"max": 0.5}}}},  # the default model, a classifier
+     ("evaluation.thresholds.rmse: 'rmse' is not a metric of classification, and the model "
+      "sklearn.ensemble.HistGradientBoostingClassifier is a classifier: name one of accuracy, balanced_accuracy, ")),
+])
+def test_a_metric_of_the_other_task_than_the_models_is_refused_at_create(calmops_home, tmp_path, spec, said):
+    """With no evaluation.task, the task is the model's (as the flows infer it): a regressor with a classification
+    metric was created, then every run failed ('Classification metrics can't handle a mix of binary and continuous
+    targets') and the breaker opened; a classifier with a regression threshold could never pass it."""
+    code, out = _create(tmp_path, {**BASE, **spec})
+    assert code == 2 and said in " ".join(out.split()), out
+    assert not (calmops_home / "pipelines" / "p").exists()
+
+
+@pytest.mark.parametrize("evaluation", [{}, {"thresholds": {"r2": {"min": 0.5}}, "primary_metric": "mae"}])
+def test_a_regressor_with_no_metric_named_or_regression_ones_is_accepted(calmops_home, tmp_path, evaluation):
+    """The default primary metric follows the model's task (rmse for a regressor): nothing to refuse."""
+    code, out = _create(tmp_path, {**BASE, "model": {"class": RIDGE}, "evaluation": evaluation})
+    assert code == 0, out
+
+
 def test_good_params_accepted(calmops_home):
     save_spec(parse_spec({**BASE, "model": {"class": "sklearn.ensemble.HistGradientBoostingClassifier",
                                             "params": {"max_iter": 50, "learning_rate": 0.2}}}), create=True)
