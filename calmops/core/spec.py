@@ -23,7 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from calmops.core.errors import CalmOpsError
 from calmops.core.kinds import KINDS, KindName
-from calmops.core.names import CLASSIFICATION_METRICS, HIGHER_IS_BETTER, REGRESSION_METRICS, block_name
+from calmops.core.names import (
+    CLASSIFICATION_METRICS,
+    HIGHER_IS_BETTER,
+    METRIC_RANGE,
+    REGRESSION_METRICS,
+    block_name,
+)
 from calmops.detectors.config import DriftConfig, check_seed
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
@@ -658,6 +664,13 @@ def _check_metrics(spec: PipelineSpec) -> None:
         if bound.min is not None and bound.max is not None and bound.min > bound.max:
             raise SpecError(f"evaluation.thresholds.{metric}: min {bound.min:g} is above max {bound.max:g}; "
                             "no model could pass")
+        lowest, highest = METRIC_RANGE[metric]
+        if bound.min is not None and bound.min > highest:
+            raise SpecError(f"evaluation.thresholds.{metric}: min {bound.min:g} is above {highest:g}, the highest "
+                            f"{metric} can be; no model could pass: give a min of at most {highest:g}")
+        if bound.max is not None and bound.max < lowest:
+            raise SpecError(f"evaluation.thresholds.{metric}: max {bound.max:g} is below {lowest:g}, the lowest "
+                            f"{metric} can be; no model could pass: give a max of at least {lowest:g}")
 
 
 def _format_error(source: str, err: ValidationError) -> str:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from calmops.core.spec import SpecError, load_spec, parse_spec
+from calmops.core.spec import SpecError, check_spec, load_spec, parse_spec
 from calmops.core.store import read_spec, save_spec
 
 BASE = {"name": "p", "target": "y"}
@@ -288,3 +288,31 @@ def test_a_search_a_kind_never_reads_is_warned_about_not_checked(calmops_home, t
     code, out = _create(tmp_path, spec)
     assert code == 0, out
     assert "retrain.search" in out and "does not apply to kind 'block' and is ignored" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("model, thresholds, said", [
+    ("sklearn.tree.DecisionTreeClassifier", {"accuracy": {"min": 1.5}},
+     ("evaluation.thresholds.accuracy: min 1.5 is above 1, the highest accuracy can be; no model could pass: give "
+      "a min of at most 1")),
+    ("sklearn.tree.DecisionTreeClassifier", {"log_loss": {"max": -1}},
+     ("evaluation.thresholds.log_loss: max -1 is below 0, the lowest log_loss can be; no model could pass: give "
+      "a max of at least 0")),
+    ("sklearn.tree.DecisionTreeClassifier", {"roc_auc": {"max": -0.5}}, "max -0.5 is below 0, the lowest roc_auc"),
+    (RIDGE, {"r2": {"min": 1.2}}, "evaluation.thresholds.r2: min 1.2 is above 1, the highest r2 can be"),
+    (RIDGE, {"rmse": {"max": -0.1}}, "evaluation.thresholds.rmse: max -0.1 is below 0, the lowest rmse can be"),
+])
+def test_a_threshold_no_model_could_pass_is_refused(model, thresholds, said):
+    """Scores are in [0, 1], errors never below 0, r2 at most 1: such a threshold was created and then every
+    challenger failed it (the pipeline could never promote)."""
+    spec = parse_spec({**BASE, "model": {"class": model}, "evaluation": {"thresholds": thresholds}})
+    with pytest.raises(SpecError) as refused:
+        check_spec(spec)
+    assert said in str(refused.value)
+
+
+@pytest.mark.parametrize("model, thresholds", [
+    ("sklearn.tree.DecisionTreeClassifier", {"accuracy": {"min": 1.0}, "log_loss": {"max": 0.0}}),  # perfect only
+    (RIDGE, {"r2": {"min": -3.0, "max": 1.0}, "mae": {"min": 5.0}}),
+])
+def test_thresholds_a_model_could_pass_are_accepted(model, thresholds):
+    check_spec(parse_spec({**BASE, "model": {"class": model}, "evaluation": {"thresholds": thresholds}}))
