@@ -250,6 +250,14 @@ class PipelineSpec(_Strict):
 
     _seed = field_validator("seed")(check_seed)
 
+    @field_validator("delimiter")
+    @classmethod
+    def _a_delimiter_or_none(cls, v: str | None) -> str | None:
+        if v == "":
+            raise ValueError("'' (empty) separates nothing: leave the key out (or write delimiter: null) to have the "
+                             "separator sniffed, or give it, e.g. delimiter: \";\"")
+        return v
+
     @field_validator("name")
     @classmethod
     def _valid_name(cls, v: str) -> str:

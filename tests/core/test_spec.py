@@ -146,3 +146,13 @@ def test_the_largest_seed_accepted_is_one_numpy_and_scikit_learn_take():
     for seed in (spec.seed, spec.drift.seed):
         check_random_state(seed)
         np.random.default_rng(seed)
+
+
+def test_an_empty_delimiter_is_refused_saying_how_to_ask_for_sniffing():
+    """delimiter: "" was accepted and behaved as if the key were left out (the separator was sniffed)."""
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**BASE, "delimiter": ""})
+    assert str(refused.value) == ("spec: delimiter: '' (empty) separates nothing: leave the key out (or write "
+                                  'delimiter: null) to have the separator sniffed, or give it, e.g. delimiter: ";"')
+    assert parse_spec({**BASE, "delimiter": None}).delimiter is None
+    assert parse_spec({**BASE, "delimiter": ";"}).delimiter == ";"
