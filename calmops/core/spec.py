@@ -250,6 +250,14 @@ class PipelineSpec(_Strict):
 
     _seed = field_validator("seed")(check_seed)
 
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule_as_text(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):  # pydantic reports a ValueError, not a TypeError
+            raise ValueError(  # noqa: TRY004
+                f"{v} is written as a number: quote it, as in schedule: \"{v}\" (seconds), or give a unit (90s, 5m, 1h)")
+        return v
+
     @field_validator("delimiter")
     @classmethod
     def _a_delimiter_or_none(cls, v: str | None) -> str | None:

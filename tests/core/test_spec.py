@@ -156,3 +156,16 @@ def test_an_empty_delimiter_is_refused_saying_how_to_ask_for_sniffing():
                                   'delimiter: null) to have the separator sniffed, or give it, e.g. delimiter: ";"')
     assert parse_spec({**BASE, "delimiter": None}).delimiter is None
     assert parse_spec({**BASE, "delimiter": ";"}).delimiter == ";"
+
+
+def test_a_schedule_written_as_a_bare_number_is_refused_saying_to_quote_it(tmp_path):
+    """docs/spec.md says to quote a bare number; unquoted, YAML makes it an int and the refusal said only 'Input
+    should be a valid string'."""
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: credit\ntarget: y\nschedule: 300\n")
+    with pytest.raises(SpecError) as refused:
+        load_spec(path)
+    assert str(refused.value) == (f'{path}: schedule: 300 is written as a number: quote it, as in schedule: "300" '
+                                  "(seconds), or give a unit (90s, 5m, 1h)")
+    path.write_text('name: credit\ntarget: y\nschedule: "300"\n')
+    assert load_spec(path).schedule == "300"
