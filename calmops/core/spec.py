@@ -699,6 +699,8 @@ def _format_error(source: str, err: ValidationError) -> str:
             parts.append(f"missing key '{loc}'")
         else:
             msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] in ("literal_error", "enum"):  # a choice: the value given, next to the ones allowed
+                msg = f"{msg}, not {e['input']!r}"
             parts.append(f"{loc}: {msg}" if loc != "(top level)" else msg)
     return f"{source}: " + "; ".join(parts)
 

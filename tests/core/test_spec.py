@@ -169,3 +169,15 @@ def test_a_schedule_written_as_a_bare_number_is_refused_saying_to_quote_it(tmp_p
                                   "(seconds), or give a unit (90s, 5m, 1h)")
     path.write_text('name: credit\ntarget: y\nschedule: "300"\n')
     assert load_spec(path).schedule == "300"
+
+
+@pytest.mark.parametrize("spec, said, given", [
+    ({"kind": "streaming"}, "spec: kind: Input should be 'stream', 'block' or 'ipip'", "streaming"),
+    ({"retrain": {"mode": "windowed"}}, "retrain.mode: Input should be 'full', ", "windowed"),
+    ({"formats": ["csv", "xls"]}, "formats.1: Input should be 'csv', ", "xls"),
+])
+def test_a_choice_outside_the_allowed_ones_is_refused_echoing_the_value_given(spec, said, given):
+    """The refusal listed the choices but not what was written ('streaming'), which the user must find in the file."""
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**BASE, **spec})
+    assert said in str(refused.value) and str(refused.value).endswith(f", not {given!r}"), str(refused.value)
