@@ -575,8 +575,9 @@ def check_spec(spec: PipelineSpec) -> None:
 
 def ignored_settings(spec: PipelineSpec) -> list[str]:
     """Warnings for ``retrain`` settings given a value other than the default that the spec's kind never reads
-    (docs/kinds.md: ``retrain.mode: window`` in a block pipeline, any mode in an ipip pipeline), and for
-    ``evaluation.thresholds`` in a kind that promotes without them (ipip). Said at ``create``/``update``, never
+    (docs/kinds.md: ``retrain.mode: window`` in a block pipeline, any mode in an ipip pipeline), for
+    ``evaluation.thresholds`` in a kind that promotes without them (ipip) and for a ``block_column`` in a kind
+    without blocks (stream). Said at ``create``/``update``, never
     refused: a spec that worked keeps working.
 
     >>> ignored_settings(parse_spec({"name": "w", "kind": "block", "target": "y", "block_column": "site",
@@ -585,6 +586,10 @@ def ignored_settings(spec: PipelineSpec) -> list[str]:
     """
     kind = KINDS[spec.kind]
     said = []
+    if spec.block_column and not kind.needs_block_column:
+        said.append(f"block_column: {spec.block_column!r} does not apply to kind {spec.kind!r}: a {spec.kind} pipeline "
+                    "has no blocks, and the column is only left out of the model's inputs (as drop_columns does); "
+                    "remove it, or use kind: block (docs/kinds.md)")
     if spec.evaluation.thresholds and not kind.uses_thresholds:
         said.append(f"evaluation.thresholds ({', '.join(spec.evaluation.thresholds)}) do not apply to kind "
                     f"{spec.kind!r} and are ignored: {kind.retraining}, and serves each update, so no threshold "
