@@ -65,6 +65,15 @@ HIGHER_IS_BETTER = {
     "recall": True, "roc_auc": True, "pr_auc": True, "log_loss": False,
     "rmse": False, "mae": False, "mse": False, "r2": True, "mape": False,
 }
+#: the lowest and the highest value each of those metrics can take: scores in [0, 1], errors 0 or more, r2 at most
+#: 1; a threshold's ``min`` above the highest, or ``max`` below the lowest, is one no model could pass
+METRIC_RANGE = {
+    **dict.fromkeys(("accuracy", "balanced_accuracy", "f1_macro", "f1", "precision", "recall", "roc_auc", "pr_auc"),
+                    (0.0, 1.0)),
+    **dict.fromkeys(("log_loss", "rmse", "mae", "mse", "mape"), (0.0, math.inf)),
+    "r2": (-math.inf, 1.0),
+}
+assert METRIC_RANGE.keys() == HIGHER_IS_BETTER.keys(), "every metric a spec may name has its range"
 
 #: where a run keeps the serving model's score on every row of the file, most specific first: a labels file
 #: (the predictions as they were made, by the versions that served its rows; its ``champion_`` scores are those

@@ -23,8 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from calmops.core.errors import CalmOpsError
 from calmops.core.kinds import KINDS, KindName
-from calmops.core.names import CLASSIFICATION_METRICS, HIGHER_IS_BETTER, REGRESSION_METRICS, block_name
-from calmops.detectors.config import DriftConfig
+from calmops.core.names import (
+    CLASSIFICATION_METRICS,
+    HIGHER_IS_BETTER,
+    METRIC_RANGE,
+    REGRESSION_METRICS,
+    block_name,
+)
+from calmops.detectors.config import DriftConfig, check_seed
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 FORMATS = ("csv", "tsv", "txt", "parquet", "json", "jsonl", "arff", "xlsx")
@@ -243,6 +249,24 @@ class PipelineSpec(_Strict):
     order: Literal["arrival", "none"] = "arrival"
     seed: int = 0
 
+    _seed = field_validator("seed")(check_seed)
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule_as_text(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):  # pydantic reports a ValueError, not a TypeError
+            raise ValueError(  # noqa: TRY004
+                f"{v} is written as a number: quote it, as in schedule: \"{v}\" (seconds), or give a unit (90s, 5m, 1h)")
+        return v
+
+    @field_validator("delimiter")
+    @classmethod
+    def _a_delimiter_or_none(cls, v: str | None) -> str | None:
+        if v == "":
+            raise ValueError("'' (empty) separates nothing: leave the key out (or write delimiter: null) to have the "
+                             "separator sniffed, or give it, e.g. delimiter: \";\"")
+        return v
+
     @field_validator("name")
     @classmethod
     def _valid_name(cls, v: str) -> str:
@@ -384,6 +408,28 @@ def check_params(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = 
         _dry_fit(estimator, model, key)
 
 
+def _check_predicts(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = (), key: str = "model") -> None:
+    """The model predicts: a class with ``predict``, or steps whose last one has it and whose others transform
+    (a transformer as the model, or a model in the middle of the steps, fails every file's training)."""
+    if model.steps is None:
+        if not hasattr(build_estimator(model, allow_modules, key), "predict"):
+            where = ("the last step is the model: put a classifier or a regressor after it" if key != "model" else
+                     "name a classifier or a regressor; a transformer belongs before the model in model.steps, as in "
+                     f"steps: [{{class: {model.class_}}}, {{class: sklearn.linear_model.LogisticRegression}}]")
+            raise SpecError(f"{key}.class: {model.class_!r} is a transformer (it has no predict), not a model: {where}")
+        return
+    if not model.steps:
+        raise SpecError(f"{key}.steps: the list is empty; give the steps, the model (a classifier or a regressor) last")
+    *before, last = model.steps
+    _check_predicts(last, allow_modules, f"{key}.steps[{len(before)}]")
+    for i, step in enumerate(before):
+        estimator = build_estimator(step, allow_modules, f"{key}.steps[{i}]")
+        if not hasattr(estimator, "transform") and not hasattr(estimator, "fit_transform"):
+            shown = step.class_ if step.class_ else "a list of steps that ends in a model"
+            raise SpecError(f"{key}.steps[{i}]: {shown!r} has no transform, so it cannot come before another step: "
+                            "only the last step is the model; put it last, or drop it")
+
+
 def _check_search(spec: PipelineSpec) -> None:
     """``retrain.search.params`` name parameters the model has, each candidate valid for the estimator that owns
     it (its declared constraints: scikit-learn's, and CalmOps' own estimators' ``_check_params``): a misspelt name
@@ -502,8 +548,9 @@ def check_spec(spec: PipelineSpec) -> None:
     the preprocess module and every hook exist and define their function. Raises :class:`SpecError` naming the key.
     """
     check_params(spec.model, spec.allow_modules)
+    _check_predicts(spec.model, spec.allow_modules)
     _check_search(spec)
-    _check_metrics(spec.evaluation)
+    _check_metrics(spec)
     _check_recalibration(spec)
     b = spec.breaker
     if b.max_cooldown_seconds < b.cooldown_seconds:
@@ -529,8 +576,9 @@ def check_spec(spec: PipelineSpec) -> None:
 
 def ignored_settings(spec: PipelineSpec) -> list[str]:
     """Warnings for ``retrain`` settings given a value other than the default that the spec's kind never reads
-    (docs/kinds.md: ``retrain.mode: window`` in a block pipeline, any mode in an ipip pipeline), and for
-    ``evaluation.thresholds`` in a kind that promotes without them (ipip). Said at ``create``/``update``, never
+    (docs/kinds.md: ``retrain.mode: window`` in a block pipeline, any mode in an ipip pipeline), for
+    ``evaluation.thresholds`` in a kind that promotes without them (ipip) and for a ``block_column`` in a kind
+    without blocks (stream). Said at ``create``/``update``, never
     refused: a spec that worked keeps working.
 
     >>> ignored_settings(parse_spec({"name": "w", "kind": "block", "target": "y", "block_column": "site",
@@ -539,6 +587,10 @@ def ignored_settings(spec: PipelineSpec) -> list[str]:
     """
     kind = KINDS[spec.kind]
     said = []
+    if spec.block_column and not kind.needs_block_column:
+        said.append(f"block_column: {spec.block_column!r} does not apply to kind {spec.kind!r}: a {spec.kind} pipeline "
+                    "has no blocks, and the column is only left out of the model's inputs (as drop_columns does); "
+                    "remove it, or use kind: block (docs/kinds.md)")
     if spec.evaluation.thresholds and not kind.uses_thresholds:
         said.append(f"evaluation.thresholds ({', '.join(spec.evaluation.thresholds)}) do not apply to kind "
                     f"{spec.kind!r} and are ignored: {kind.retraining}, and serves each update, so no threshold "
@@ -603,32 +655,63 @@ def _check_recalibration(spec: PipelineSpec) -> None:
     keys = [key for key in ("mode", "fallback_mode") if getattr(spec.retrain, key) == "recalibration"]
     if not keys:
         return
-    from sklearn.base import is_regressor
-
-    regression = spec.evaluation.task == "regression" or is_regressor(build_estimator(spec.model, spec.allow_modules))
-    if regression:
+    if _task(spec)[0] == "regression":
         raise SpecError(f"retrain.{keys[0]}: recalibration applies to classifiers only, and this pipeline "
                         "predicts numbers (a regressor); choose another mode, e.g. auto or full")
 
 
-def _check_metrics(ev: EvaluationSpec) -> None:
-    """``primary_metric`` and the thresholds' metrics are ones CalmOps computes (of the task, when given), and no
-    threshold's ``min`` is above its ``max``: else the pipeline could never promote, or never train."""
+def _last_class(model: ModelSpec) -> str:
+    """The import path of the estimator that predicts: the class, or the last of the steps."""
+    return _last_class(model.steps[-1]) if model.steps else model.class_ or ""
+
+
+def _task(spec: PipelineSpec) -> tuple[str | None, str | None]:
+    """The pipeline's task and what says so: ``evaluation.task`` when given, else the model's own kind (a
+    scikit-learn classifier or regressor; the last of ``model.steps``), as the flows infer it; (None, None) for
+    a model that is neither, whose task the flows infer from the target's values."""
+    if spec.evaluation.task:
+        return spec.evaluation.task, None
+    from sklearn.base import is_classifier, is_regressor
+
+    estimator = build_estimator(spec.model, spec.allow_modules)
+    kind = "classification" if is_classifier(estimator) else "regression" if is_regressor(estimator) else None
+    return kind, (f"the model {_last_class(spec.model)} is a {'classifier' if kind == 'classification' else 'regressor'}"
+                  if kind else None)
+
+
+def _check_metrics(spec: PipelineSpec) -> None:
+    """``primary_metric`` and the thresholds' metrics are ones CalmOps computes, of the pipeline's task (the
+    ``evaluation.task``, else the model's), and no threshold's ``min`` is above its ``max``: else the pipeline
+    could never promote, or never train."""
+    ev = spec.evaluation
     named = ([("primary_metric", ev.primary_metric)] if ev.primary_metric else []) + \
         [(f"thresholds.{m}", m) for m in ev.thresholds]
-    other = {"classification": REGRESSION_METRICS, "regression": CLASSIFICATION_METRICS}.get(ev.task or "", ())
     for where, metric in named:
         if metric not in HIGHER_IS_BETTER:
             close = difflib.get_close_matches(metric, HIGHER_IS_BETTER, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise SpecError(f"evaluation.{where}: {metric!r} is not a metric; {hint}known: {', '.join(HIGHER_IS_BETTER)}")
+    task, because = _task(spec) if named else (None, None)
+    other = {"classification": REGRESSION_METRICS, "regression": CLASSIFICATION_METRICS}.get(task or "", ())
+    for where, metric in named:
+        if metric in other and because:
+            wanted = "regressor" if task == "classification" else "classifier"
+            raise SpecError(f"evaluation.{where}: {metric!r} is not a metric of {task}, and {because}: name one of "
+                            f"{', '.join(m for m in HIGHER_IS_BETTER if m not in other)}, or a {wanted} as the model")
         if metric in other:
-            raise SpecError(f"evaluation.{where}: {metric!r} is not a metric of {ev.task} "
+            raise SpecError(f"evaluation.{where}: {metric!r} is not a metric of {task} "
                             f"(known: {', '.join(m for m in HIGHER_IS_BETTER if m not in other)})")
     for metric, bound in ev.thresholds.items():
         if bound.min is not None and bound.max is not None and bound.min > bound.max:
             raise SpecError(f"evaluation.thresholds.{metric}: min {bound.min:g} is above max {bound.max:g}; "
                             "no model could pass")
+        lowest, highest = METRIC_RANGE[metric]
+        if bound.min is not None and bound.min > highest:
+            raise SpecError(f"evaluation.thresholds.{metric}: min {bound.min:g} is above {highest:g}, the highest "
+                            f"{metric} can be; no model could pass: give a min of at most {highest:g}")
+        if bound.max is not None and bound.max < lowest:
+            raise SpecError(f"evaluation.thresholds.{metric}: max {bound.max:g} is below {lowest:g}, the lowest "
+                            f"{metric} can be; no model could pass: give a max of at least {lowest:g}")
 
 
 def _format_error(source: str, err: ValidationError) -> str:
@@ -641,6 +724,8 @@ def _format_error(source: str, err: ValidationError) -> str:
             parts.append(f"missing key '{loc}'")
         else:
             msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] in ("literal_error", "enum"):  # a choice: the value given, next to the ones allowed
+                msg = f"{msg}, not {e['input']!r}"
             parts.append(f"{loc}: {msg}" if loc != "(top level)" else msg)
     return f"{source}: " + "; ".join(parts)
 

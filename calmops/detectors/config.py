@@ -29,6 +29,19 @@ DEFAULT_MIN_EFFECT: dict[str, float] = {
 }
 
 
+#: the largest seed numpy's and scikit-learn's random states take (``random_state`` must be in [0, 2**32))
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value: int) -> int:
+    """A spec's ``seed`` (and ``drift.seed``): one numpy's and scikit-learn's random states take, else every run
+    that draws with it would fail."""
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{value} is not a seed numpy and scikit-learn take: give a whole number from 0 to "
+                         f"{MAX_SEED} (2**32 - 1)")
+    return value
+
+
 def _check_names(values: list[str], allowed: tuple[str, ...], field: str) -> list[str]:
     unknown = [v for v in values if v not in allowed]
     if unknown:
@@ -67,6 +80,8 @@ class DriftConfig(BaseModel):
     # concept drift (streaming)
     concept: list[str] = Field(default_factory=lambda: ["adwin"])  # DDM false-alarms on low error rates
     concept_params: dict[str, dict] = Field(default_factory=dict)
+
+    _seed = field_validator("seed")(check_seed)
 
     @field_validator("numeric_tests")
     @classmethod

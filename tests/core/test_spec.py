@@ -122,3 +122,62 @@ def test_invalid_yaml_names_the_file(tmp_path):
     path.write_text("name: [unclosed")
     with pytest.raises(SpecError, match="bad.yaml: not valid YAML"):
         load_spec(path)
+
+
+@pytest.mark.parametrize("spec, key, given", [
+    ({"seed": -1}, "seed", "-1"),
+    ({"seed": 2**32}, "seed", "4294967296"),
+    ({"drift": {"seed": -5}}, "drift.seed", "-5"),
+])
+def test_a_seed_no_random_state_takes_is_refused_naming_the_key_and_the_range(spec, key, given):
+    """numpy's default_rng and scikit-learn's random_state take 0 to 2**32 - 1 only: a spec with seed -1 was
+    created, then every run failed ('expected non-negative integer')."""
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**BASE, **spec})
+    assert f"{key}: {given} is not a seed" in str(refused.value)
+    assert "from 0 to 4294967295" in str(refused.value)
+
+
+def test_the_largest_seed_accepted_is_one_numpy_and_scikit_learn_take():
+    import numpy as np
+    from sklearn.utils import check_random_state
+
+    spec = parse_spec({**BASE, "seed": 2**32 - 1, "drift": {"seed": 0}})
+    for seed in (spec.seed, spec.drift.seed):
+        check_random_state(seed)
+        np.random.default_rng(seed)
+
+
+def test_an_empty_delimiter_is_refused_saying_how_to_ask_for_sniffing():
+    """delimiter: "" was accepted and behaved as if the key were left out (the separator was sniffed)."""
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**BASE, "delimiter": ""})
+    assert str(refused.value) == ("spec: delimiter: '' (empty) separates nothing: leave the key out (or write "
+                                  'delimiter: null) to have the separator sniffed, or give it, e.g. delimiter: ";"')
+    assert parse_spec({**BASE, "delimiter": None}).delimiter is None
+    assert parse_spec({**BASE, "delimiter": ";"}).delimiter == ";"
+
+
+def test_a_schedule_written_as_a_bare_number_is_refused_saying_to_quote_it(tmp_path):
+    """docs/spec.md says to quote a bare number; unquoted, YAML makes it an int and the refusal said only 'Input
+    should be a valid string'."""
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: credit\ntarget: y\nschedule: 300\n")
+    with pytest.raises(SpecError) as refused:
+        load_spec(path)
+    assert str(refused.value) == (f'{path}: schedule: 300 is written as a number: quote it, as in schedule: "300" '
+                                  "(seconds), or give a unit (90s, 5m, 1h)")
+    path.write_text('name: credit\ntarget: y\nschedule: "300"\n')
+    assert load_spec(path).schedule == "300"
+
+
+@pytest.mark.parametrize("spec, said, given", [
+    ({"kind": "streaming"}, "spec: kind: Input should be 'stream', 'block' or 'ipip'", "streaming"),
+    ({"retrain": {"mode": "windowed"}}, "retrain.mode: Input should be 'full', ", "windowed"),
+    ({"formats": ["csv", "xls"]}, "formats.1: Input should be 'csv', ", "xls"),
+])
+def test_a_choice_outside_the_allowed_ones_is_refused_echoing_the_value_given(spec, said, given):
+    """The refusal listed the choices but not what was written ('streaming'), which the user must find in the file."""
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**BASE, **spec})
+    assert said in str(refused.value) and str(refused.value).endswith(f", not {given!r}"), str(refused.value)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from calmops.core.spec import SpecError, load_spec, parse_spec
+from calmops.core.spec import SpecError, check_spec, load_spec, parse_spec
 from calmops.core.store import read_spec, save_spec
 
 BASE = {"name": "p", "target": "y"}
@@ -80,6 +80,59 @@ def test_bad_params_refused_at_create_naming_the_key(calmops_home, tmp_path, mod
     first = out.strip().splitlines()[0]
     assert key in first, out
     assert not (calmops_home / "pipelines" / "p").exists()
+
+
+SCALER, LOGIT = "sklearn.preprocessing.StandardScaler", "sklearn.linear_model.LogisticRegression"
+
+
+@pytest.mark.parametrize("model, said", [
+    ({"class": SCALER},
+     (f"model.class: '{SCALER}' is a transformer (it has no predict), not a model: name a classifier or a "
+      "regressor; a transformer belongs before the model in model.steps")),
+    ({"steps": [{"class": LOGIT}, {"class": SCALER}]},
+     (f"model.steps[1].class: '{SCALER}' is a transformer (it has no predict), not a model: the last step is "
+      "the model")),
+    ({"steps": [{"class": LOGIT}, {"class": "sklearn.tree.DecisionTreeClassifier"}]},
+     f"model.steps[0]: '{LOGIT}' has no transform, so it cannot come before another step"),
+    ({"steps": []}, "model.steps: the list is empty"),
+])
+def test_a_model_that_cannot_predict_is_refused_at_create(calmops_home, tmp_path, model, said):
+    """A transformer as the model (or a model in the middle of the steps) was created, then every file's training
+    failed ('does not implement predict'); it is refused naming the key and the class, saying where it belongs."""
+    code, out = _create(tmp_path, {**BASE, "model": model})
+    assert code == 2 and said in " ".join(out.split()), out
+    assert not (calmops_home / "pipelines" / "p").exists()
+    fixed = {**BASE, "name": "q", "model": {"steps": [{"class": SCALER}, {"class": LOGIT}]}}  # as the refusal says
+    assert _create(tmp_path, fixed)[0] == 0
+
+
+RIDGE = "sklearn.linear_model.Ridge"
+
+
+@pytest.mark.parametrize("spec, said", [
+    ({"model": {"class": RIDGE}, "evaluation": {"thresholds": {"balanced_accuracy": {"min": 0.7}}}},
+     (f"evaluation.thresholds.balanced_accuracy: 'balanced_accuracy' is not a metric of regression, and the model "
+      f"{RIDGE} is a regressor: name one of rmse, mae, mse, r2, mape, or a classifier as the model")),
+    ({"model": {"steps": [{"class": SCALER}, {"class": RIDGE}]}, "evaluation": {"primary_metric": "log_loss"}},
+     f"evaluation.primary_metric: 'log_loss' is not a metric of regression, and the model {RIDGE} is a regressor"),
+    ({"evaluation": {"thresholds": {"rmse": {"max": 0.5}}}},  # the default model, a classifier
+     ("evaluation.thresholds.rmse: 'rmse' is not a metric of classification, and the model "
+      "sklearn.ensemble.HistGradientBoostingClassifier is a classifier: name one of accuracy, balanced_accuracy, ")),
+])
+def test_a_metric_of_the_other_task_than_the_models_is_refused_at_create(calmops_home, tmp_path, spec, said):
+    """With no evaluation.task, the task is the model's (as the flows infer it): a regressor with a classification
+    metric was created, then every run failed ('Classification metrics can't handle a mix of binary and continuous
+    targets') and the breaker opened; a classifier with a regression threshold could never pass it."""
+    code, out = _create(tmp_path, {**BASE, **spec})
+    assert code == 2 and said in " ".join(out.split()), out
+    assert not (calmops_home / "pipelines" / "p").exists()
+
+
+@pytest.mark.parametrize("evaluation", [{}, {"thresholds": {"r2": {"min": 0.5}}, "primary_metric": "mae"}])
+def test_a_regressor_with_no_metric_named_or_regression_ones_is_accepted(calmops_home, tmp_path, evaluation):
+    """The default primary metric follows the model's task (rmse for a regressor): nothing to refuse."""
+    code, out = _create(tmp_path, {**BASE, "model": {"class": RIDGE}, "evaluation": evaluation})
+    assert code == 0, out
 
 
 def test_good_params_accepted(calmops_home):
@@ -235,3 +288,31 @@ def test_a_search_a_kind_never_reads_is_warned_about_not_checked(calmops_home, t
     code, out = _create(tmp_path, spec)
     assert code == 0, out
     assert "retrain.search" in out and "does not apply to kind 'block' and is ignored" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("model, thresholds, said", [
+    ("sklearn.tree.DecisionTreeClassifier", {"accuracy": {"min": 1.5}},
+     ("evaluation.thresholds.accuracy: min 1.5 is above 1, the highest accuracy can be; no model could pass: give "
+      "a min of at most 1")),
+    ("sklearn.tree.DecisionTreeClassifier", {"log_loss": {"max": -1}},
+     ("evaluation.thresholds.log_loss: max -1 is below 0, the lowest log_loss can be; no model could pass: give "
+      "a max of at least 0")),
+    ("sklearn.tree.DecisionTreeClassifier", {"roc_auc": {"max": -0.5}}, "max -0.5 is below 0, the lowest roc_auc"),
+    (RIDGE, {"r2": {"min": 1.2}}, "evaluation.thresholds.r2: min 1.2 is above 1, the highest r2 can be"),
+    (RIDGE, {"rmse": {"max": -0.1}}, "evaluation.thresholds.rmse: max -0.1 is below 0, the lowest rmse can be"),
+])
+def test_a_threshold_no_model_could_pass_is_refused(model, thresholds, said):
+    """Scores are in [0, 1], errors never below 0, r2 at most 1: such a threshold was created and then every
+    challenger failed it (the pipeline could never promote)."""
+    spec = parse_spec({**BASE, "model": {"class": model}, "evaluation": {"thresholds": thresholds}})
+    with pytest.raises(SpecError) as refused:
+        check_spec(spec)
+    assert said in str(refused.value)
+
+
+@pytest.mark.parametrize("model, thresholds", [
+    ("sklearn.tree.DecisionTreeClassifier", {"accuracy": {"min": 1.0}, "log_loss": {"max": 0.0}}),  # perfect only
+    (RIDGE, {"r2": {"min": -3.0, "max": 1.0}, "mae": {"min": 5.0}}),
+])
+def test_thresholds_a_model_could_pass_are_accepted(model, thresholds):
+    check_spec(parse_spec({**BASE, "model": {"class": model}, "evaluation": {"thresholds": thresholds}}))

@@ -145,9 +145,10 @@ def test_bad_spec_is_one_line_naming_the_key(calmops_home, tmp_path):
     ({"schedule": "every tuesday-ish"}, "schedule 'every tuesday-ish' is neither an interval"),
     ({"schedule": "61 * * * *"}, "schedule '61 * * * *' is not a cron expression"),
     ({"breaker": {"cooldown_seconds": 600, "max_cooldown_seconds": 60}}, "breaker.max_cooldown_seconds (60) is below"),
-    ({"model": {"class": "sklearn.linear_model.Ridge"}, "retrain": {"mode": "recalibration"}},
+    ({"model": {"class": "sklearn.linear_model.Ridge"}, "evaluation": {}, "retrain": {"mode": "recalibration"}},
      "retrain.mode: recalibration applies to classifiers only"),
-    ({"model": {"class": "sklearn.linear_model.Ridge"}, "retrain": {"mode": "full", "fallback_mode": "recalibration"}},
+    ({"model": {"class": "sklearn.linear_model.Ridge"}, "evaluation": {},
+      "retrain": {"mode": "full", "fallback_mode": "recalibration"}},
      "retrain.fallback_mode: recalibration applies to classifiers only"),
 ])
 def test_a_value_that_would_break_the_pipeline_later_is_refused_at_create(calmops_home, tmp_path, change, named):

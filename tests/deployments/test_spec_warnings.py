@@ -106,3 +106,21 @@ def test_update_says_feature_types_and_dropped_columns_apply_from_the_next_model
     again = runner.invoke(app, ["update", "salary", str(_write(tmp_path, read_now))])
     assert again.exit_code == 0 and "drift.alpha: 0.05 → 0.01" in again.stdout, again.output
     assert "next model" not in again.stdout, again.output
+
+
+def test_a_block_column_in_a_stream_pipeline_is_warned_about_and_kept(calmops_home, tmp_path, monkeypatch):
+    """A stream pipeline has no blocks: its block_column was accepted silently, while it only keeps the column out
+    of the model's inputs."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    stream = {"name": "flat", "kind": "stream", "target": "y", "block_column": "site"}
+    created = runner.invoke(app, ["create", str(_write(tmp_path, stream))])
+    assert created.exit_code == 0, created.output  # warned, not refused
+    text = " ".join(created.stdout.split())
+    assert "block_column: 'site' does not apply to kind 'stream': a stream pipeline has no blocks, and the column is " \
+           "only left out of the model's inputs (as drop_columns does); remove it, or use kind: block" in text, text
+    from calmops.core.features import feature_columns
+    from calmops.core.store import read_spec
+
+    assert read_spec("flat").block_column == "site"  # saved as given
+    assert feature_columns(read_spec("flat"), ["a", "site", "y"]) == ["a"]  # what the warning says it does
+    assert "warning" not in runner.invoke(app, ["create", str(_write(tmp_path, BLOCK))]).stdout  # blocks: no warning
