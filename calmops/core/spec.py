@@ -550,6 +550,7 @@ def check_spec(spec: PipelineSpec) -> None:
     check_params(spec.model, spec.allow_modules)
     _check_predicts(spec.model, spec.allow_modules)
     _check_search(spec)
+    _check_task(spec)
     _check_metrics(spec)
     _check_recalibration(spec)
     b = spec.breaker
@@ -671,12 +672,30 @@ def _task(spec: PipelineSpec) -> tuple[str | None, str | None]:
     a model that is neither, whose task the flows infer from the target's values."""
     if spec.evaluation.task:
         return spec.evaluation.task, None
+    return _model_task(spec)
+
+
+def _model_task(spec: PipelineSpec) -> tuple[str | None, str | None]:
+    """The model's own task (a scikit-learn classifier or regressor; the last of ``model.steps``) and what says
+    so; (None, None) for a model that is neither."""
     from sklearn.base import is_classifier, is_regressor
 
     estimator = build_estimator(spec.model, spec.allow_modules)
     kind = "classification" if is_classifier(estimator) else "regression" if is_regressor(estimator) else None
     return kind, (f"the model {_last_class(spec.model)} is a {'classifier' if kind == 'classification' else 'regressor'}"
                   if kind else None)
+
+
+def _check_task(spec: PipelineSpec) -> None:
+    """An ``evaluation.task`` the model agrees with: a regressor scored as a classifier fails every run, a
+    classifier scored as a regressor is scored on its class labels as numbers."""
+    given = spec.evaluation.task
+    if not given:
+        return
+    kind, because = _model_task(spec)
+    if kind is not None and kind != given:
+        raise SpecError(f"evaluation.task: {given!r}, but {because}: leave the key out (the task is the model's), or "
+                        f"name a {'classifier' if given == 'classification' else 'regressor'} as the model")
 
 
 def _check_metrics(spec: PipelineSpec) -> None:

@@ -128,6 +128,22 @@ def test_a_metric_of_the_other_task_than_the_models_is_refused_at_create(calmops
     assert not (calmops_home / "pipelines" / "p").exists()
 
 
+@pytest.mark.parametrize("task, model, said", [
+    ("classification", RIDGE, ("evaluation.task: 'classification', but the model sklearn.linear_model.Ridge is a "
+                              "regressor: leave the key out")),
+    ("regression", "sklearn.tree.DecisionTreeClassifier", ("evaluation.task: 'regression', but the model "
+                                                           "sklearn.tree.DecisionTreeClassifier is a classifier")),
+])
+def test_an_evaluation_task_the_model_contradicts_is_refused_at_create(calmops_home, tmp_path, task, model, said):
+    """A regressor scored as a classifier failed every run (its predictions are numbers, not classes); a
+    classifier scored as a regressor is scored on its labels as if they were amounts."""
+    code, out = _create(tmp_path, {**BASE, "model": {"class": model}, "evaluation": {"task": task}})
+    assert code == 2 and said in " ".join(out.split()), out
+    assert not (calmops_home / "pipelines" / "p").exists()
+    code, out = _create(tmp_path, {**BASE, "model": {"class": model}, "evaluation": {"task": None}})  # the model's
+    assert code == 0, out
+
+
 @pytest.mark.parametrize("evaluation", [{}, {"thresholds": {"r2": {"min": 0.5}}, "primary_metric": "mae"}])
 def test_a_regressor_with_no_metric_named_or_regression_ones_is_accepted(calmops_home, tmp_path, evaluation):
     """The default primary metric follows the model's task (rmse for a regressor): nothing to refuse."""
