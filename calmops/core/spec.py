@@ -430,7 +430,7 @@ def _check_predicts(model: ModelSpec, allow_modules: list[str] | tuple[str, ...]
                             "only the last step is the model; put it last, or drop it")
 
 
-def _check_search(spec: PipelineSpec) -> None:
+def _check_search(spec: PipelineSpec, estimator: Any) -> None:
     """``retrain.search.params`` name parameters the model has, each candidate valid for the estimator that owns
     it (its declared constraints: scikit-learn's, and CalmOps' own estimators' ``_check_params``): a misspelt name
     would fail the first file's training, for every try. Not for a kind that never reads the setting (it is
@@ -439,7 +439,8 @@ def _check_search(spec: PipelineSpec) -> None:
     retrain_keys = KINDS[spec.kind].retrain_keys
     if search is None or (retrain_keys is not None and "search" not in retrain_keys):
         return
-    estimator = build_estimator(spec.model, spec.allow_modules)
+    from sklearn.base import clone
+
     known = estimator.get_params(deep=True)
     for name, values in search.params.items():
         key = f"retrain.search.params.{name}"
@@ -451,7 +452,7 @@ def _check_search(spec: PipelineSpec) -> None:
             raise SpecError(f"{key}: give at least one candidate value")
         owner_path, _, own_name = name.rpartition("__")
         for value in values:
-            trial = build_estimator(spec.model, spec.allow_modules)
+            trial = clone(estimator)
             owner = trial.get_params(deep=True)[owner_path] if owner_path else trial
             try:
                 owner.set_params(**{own_name: value})
@@ -549,10 +550,11 @@ def check_spec(spec: PipelineSpec) -> None:
     """
     check_params(spec.model, spec.allow_modules)
     _check_predicts(spec.model, spec.allow_modules)
-    _check_search(spec)
-    _check_task(spec)
-    _check_metrics(spec)
-    _check_recalibration(spec)
+    estimator = build_estimator(spec.model, spec.allow_modules)
+    _check_search(spec, estimator)
+    _check_task(spec, estimator)
+    _check_metrics(spec, estimator)
+    _check_recalibration(spec, estimator)
     b = spec.breaker
     if b.max_cooldown_seconds < b.cooldown_seconds:
         raise SpecError(f"breaker.max_cooldown_seconds ({b.max_cooldown_seconds:g}) is below breaker.cooldown_seconds "
@@ -650,13 +652,13 @@ def with_next_model(changes: list[str]) -> list[str]:
     return [k for k in keys if any(k == t or k.startswith(f"{t}.") for t in TRAINED_WITH_MODEL)]
 
 
-def _check_recalibration(spec: PipelineSpec) -> None:
+def _check_recalibration(spec: PipelineSpec, estimator: Any) -> None:
     """``recalibration`` recalibrates a classifier's probabilities: for a regressor the pipeline could never
     retrain, so it is refused here rather than on its first drift."""
     keys = [key for key in ("mode", "fallback_mode") if getattr(spec.retrain, key) == "recalibration"]
     if not keys:
         return
-    if _task(spec)[0] == "regression":
+    if _task(spec, estimator)[0] == "regression":
         raise SpecError(f"retrain.{keys[0]}: recalibration applies to classifiers only, and this pipeline "
                         "predicts numbers (a regressor); choose another mode, e.g. auto or full")
 
@@ -666,39 +668,38 @@ def _last_class(model: ModelSpec) -> str:
     return _last_class(model.steps[-1]) if model.steps else model.class_ or ""
 
 
-def _task(spec: PipelineSpec) -> tuple[str | None, str | None]:
+def _task(spec: PipelineSpec, estimator: Any) -> tuple[str | None, str | None]:
     """The pipeline's task and what says so: ``evaluation.task`` when given, else the model's own kind (a
     scikit-learn classifier or regressor; the last of ``model.steps``), as the flows infer it; (None, None) for
     a model that is neither, whose task the flows infer from the target's values."""
     if spec.evaluation.task:
         return spec.evaluation.task, None
-    return _model_task(spec)
+    return _model_task(spec, estimator)
 
 
-def _model_task(spec: PipelineSpec) -> tuple[str | None, str | None]:
-    """The model's own task (a scikit-learn classifier or regressor; the last of ``model.steps``) and what says
-    so; (None, None) for a model that is neither."""
+def _model_task(spec: PipelineSpec, estimator: Any) -> tuple[str | None, str | None]:
+    """The task of ``estimator``, the spec's model built (a scikit-learn classifier or regressor; the last of
+    ``model.steps``), and what says so; (None, None) for a model that is neither."""
     from sklearn.base import is_classifier, is_regressor
 
-    estimator = build_estimator(spec.model, spec.allow_modules)
     kind = "classification" if is_classifier(estimator) else "regression" if is_regressor(estimator) else None
     return kind, (f"the model {_last_class(spec.model)} is a {'classifier' if kind == 'classification' else 'regressor'}"
                   if kind else None)
 
 
-def _check_task(spec: PipelineSpec) -> None:
+def _check_task(spec: PipelineSpec, estimator: Any) -> None:
     """An ``evaluation.task`` the model agrees with: a regressor scored as a classifier fails every run, a
     classifier scored as a regressor is scored on its class labels as numbers."""
     given = spec.evaluation.task
     if not given:
         return
-    kind, because = _model_task(spec)
+    kind, because = _model_task(spec, estimator)
     if kind is not None and kind != given:
         raise SpecError(f"evaluation.task: {given!r}, but {because}: leave the key out (the task is the model's), or "
                         f"name a {'classifier' if given == 'classification' else 'regressor'} as the model")
 
 
-def _check_metrics(spec: PipelineSpec) -> None:
+def _check_metrics(spec: PipelineSpec, estimator: Any) -> None:
     """``primary_metric`` and the thresholds' metrics are ones CalmOps computes, of the pipeline's task (the
     ``evaluation.task``, else the model's), and no threshold's ``min`` is above its ``max``: else the pipeline
     could never promote, or never train."""
@@ -710,7 +711,7 @@ def _check_metrics(spec: PipelineSpec) -> None:
             close = difflib.get_close_matches(metric, HIGHER_IS_BETTER, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise SpecError(f"evaluation.{where}: {metric!r} is not a metric; {hint}known: {', '.join(HIGHER_IS_BETTER)}")
-    task, because = _task(spec) if named else (None, None)
+    task, because = _task(spec, estimator) if named else (None, None)
     other = {"classification": REGRESSION_METRICS, "regression": CLASSIFICATION_METRICS}.get(task or "", ())
     for where, metric in named:
         if metric in other and because:
