@@ -334,7 +334,10 @@ def parse_and_validate(
     fmt = detect_format(path)
     if fmt not in spec.formats:
         raise RejectedInput(f"{path.name}: format {fmt!r} is not accepted by this pipeline "
-                            f"(accepted: {', '.join(spec.formats)})", format=fmt)
+                            f"(accepted: {', '.join(spec.formats)}): save the file as "
+                            f"{' or '.join(spec.formats[:3])}{' or another accepted format' if len(spec.formats) > 3 else ''}, "
+                            f"or add {fmt!r} to formats in the spec ('calmops update {spec.name} SPEC.yaml'), "
+                            "and drop the file in again", format=fmt)
     sep = text_delimiter(path, fmt, spec.delimiter)
     frame = read_table(path, fmt, sep, as_text=spec.id_columns)  # ids as written, into the predictions
     dupes = V.duplicated_header(path, fmt, sep) if len(frame.columns) > 1 else []

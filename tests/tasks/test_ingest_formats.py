@@ -220,3 +220,17 @@ def test_a_file_missing_a_feature_names_the_columns_it_has_instead(tmp_path):
         parse_and_validate(path, "1" * 64, spec, reference)
     assert ("sea_0001.csv: feature column(s) missing: x3; unexpected: 'x0' (columns: 'x0', 'x1', 'x2', 'y')"
             == refused.value.reason), refused.value.reason
+
+
+def test_a_format_the_pipeline_does_not_accept_is_refused_saying_both_ways_out(tmp_path):
+    """A Parquet file for a pipeline that takes CSV only: the refusal names the format found, the accepted ones,
+    and what to do (convert the file, or accept the format with an update), as the limits' refusals do."""
+    spec = parse_spec({"name": "fmt", "target": "y", "formats": ["csv"]})
+    path = tmp_path / "data.csv"  # named .csv, Parquet inside: the bytes decide
+    FRAME.to_parquet(path, index=False)
+    with pytest.raises(RejectedInput) as refused:
+        parse_and_validate(path, "0" * 64, spec, None)
+    said = str(refused.value)
+    assert "format 'parquet' is not accepted by this pipeline (accepted: csv)" in said
+    assert "save the file as csv" in said and "add 'parquet' to formats" in said
+    assert "calmops update fmt SPEC.yaml" in said
