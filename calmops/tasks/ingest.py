@@ -97,7 +97,13 @@ def detect_format(path: Path) -> str:
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith(b"PK\x03\x04"):
-        return "xlsx"
+        if _is_workbook(path):
+            return "xlsx"
+        raise RejectedInput(f"{path.name}: unknown format: a zip archive, not an Excel workbook (extract the table "
+                            f"first); {CONVERT}")
+    for magic, kind in _COMPRESSED.items():
+        if re.match(magic, head):
+            raise RejectedInput(f"{path.name}: unknown format: {kind}; {CONVERT}")
     if head[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
         raise RejectedInput(f"{path.name}: legacy .xls workbooks are not supported; save it as .xlsx")
     try:
@@ -108,9 +114,10 @@ def detect_format(path: Path) -> str:
             raise RejectedInput(f"{path.name}: text, but not UTF-8: byte 0x{head[exc.start]:02X} on line {line} "
                                 "(e.g. Latin-1 or Windows-1252); text tables are read as UTF-8: save the file as "
                                 "UTF-8 and drop it in again", format="text") from None
-        raise RejectedInput(f"{path.name}: unknown format: the bytes are neither text nor Parquet/Excel") from None
+        raise RejectedInput(f"{path.name}: unknown format: the bytes are neither text nor Parquet/Excel; "
+                            f"{CONVERT}") from None
     if "\x00" in text:
-        raise RejectedInput(f"{path.name}: unknown format: binary content")
+        raise RejectedInput(f"{path.name}: unknown format: binary content; {CONVERT}")
     stripped = text.lstrip("\ufeff \t\r\n")
     first_code = next((ln.strip() for ln in stripped.splitlines() if ln.strip() and not ln.startswith("%")), "")
     if first_code.lower().startswith("@relation"):
@@ -131,6 +138,31 @@ def detect_format(path: Path) -> str:
     if suffix in ("tsv", "txt"):
         return suffix
     return "csv"
+
+
+#: What to do with a file whose bytes are no table CalmOps reads.
+CONVERT = ("save the table as CSV, Parquet, JSON, JSON Lines, ARFF or Excel (.xlsx), in a format the spec's "
+           "formats accept, and drop it in again")
+
+#: Containers a table is often shipped in, by their first bytes: said by name, they say what to do.
+#: (bzip2's magic is checked with its first block's, as a text header may begin with "BZh".)
+_COMPRESSED = {rb"\x1f\x8b": "gzip-compressed (decompress it first, e.g. gunzip)",
+               rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)": "bzip2-compressed (decompress it first, e.g. bunzip2)",
+               rb"\xfd7zXZ\x00": "xz-compressed (decompress it first, e.g. unxz)",
+               rb"\x28\xb5\x2f\xfd": "zstd-compressed (decompress it first, e.g. unzstd)",
+               rb"7z\xbc\xaf\x27\x1c": "a 7-Zip archive (extract the table first)"}
+
+
+def _is_workbook(path: Path) -> bool:
+    """Whether a zip file is an Excel workbook (it holds ``xl/workbook.xml``); a damaged one counts as one, and
+    its reading says what is wrong."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.startswith("xl/workbook") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return True
 
 
 def _looks_like_text(head: bytes) -> bool:

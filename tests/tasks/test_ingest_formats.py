@@ -234,3 +234,44 @@ def test_a_format_the_pipeline_does_not_accept_is_refused_saying_both_ways_out(t
     assert "format 'parquet' is not accepted by this pipeline (accepted: csv)" in said
     assert "save the file as csv" in said and "add 'parquet' to formats" in said
     assert "calmops update fmt SPEC.yaml" in said
+
+
+@pytest.mark.parametrize("pack, said", [
+    ("gzip", "gzip-compressed (decompress it first, e.g. gunzip)"),
+    ("bz2", "bzip2-compressed (decompress it first, e.g. bunzip2)"),
+    ("xz", "xz-compressed (decompress it first, e.g. unxz)"),
+    ("zip", "a zip archive, not an Excel workbook (extract the table first)"),
+])
+def test_a_compressed_table_is_refused_by_what_it_is_and_what_to_do(tmp_path, pack, said):
+    """A CSV shipped compressed under a .csv name: the refusal says it is compressed, how, and to unpack it,
+    not that its bytes are of no known kind."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    table = FRAME.to_csv(index=False).encode()
+    path = tmp_path / "data.csv"
+    if pack == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("data.csv", table)
+    else:
+        path.write_bytes({"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[pack](table))
+    with pytest.raises(RejectedInput) as refused:
+        parse_and_validate(path, "0" * 64, SPEC, None)
+    assert f"data.csv: unknown format: {said}; save the table as CSV" in str(refused.value)
+    assert "and drop it in again" in str(refused.value)
+
+
+def test_a_text_table_whose_header_begins_like_a_compressed_file_is_read(tmp_path):
+    """Only the whole magic of a container refuses a file: a header that starts with 'BZh' is a table."""
+    path = tmp_path / "bzh.csv"
+    path.write_text("BZh9,b,y\n1,2,0\n3,4,1\n")
+    assert detect_format(path) == "csv"
+    assert parse_and_validate(path, "0" * 64, SPEC, None).X.columns.tolist() == ["BZh9", "b"]
+
+
+def test_an_excel_workbook_is_still_read_after_the_zip_check(tmp_path):
+    path = tmp_path / "book.xlsx"
+    FRAME.to_excel(path, index=False)
+    assert detect_format(path) == "xlsx"
