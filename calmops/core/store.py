@@ -777,11 +777,19 @@ def _first_copy_waits(folder: Path | None, row: tuple, file: str, sha256: str) -
     return holds(folder / first.removeprefix(LABELS_ENTRY), sha256, at)
 
 
+def entry_name(name: str, labels: bool) -> str:
+    """The name the ledger (and ``status``, ``history``, the viewer) gives a file called ``name``: the name, or
+    ``labels/<name>`` for a file of the labels folder.
+
+    >>> entry_name("y_0001.csv", labels=True), entry_name("x_0001.csv", labels=False)
+    ('labels/y_0001.csv', 'x_0001.csv')
+    """
+    return f"{LABELS_ENTRY}{name}" if labels else name
+
+
 def ledger_name(paths: PipelinePaths, path: Path) -> str:
-    """The name the ledger keeps for a file: its name, or ``labels/<name>`` for a file of the labels folder."""
-    if paths.labels is not None and path.parent.resolve() == paths.labels.resolve():
-        return f"{LABELS_ENTRY}{path.name}"
-    return path.name
+    """The name the ledger keeps for the file at ``path`` (:func:`entry_name`)."""
+    return entry_name(path.name, paths.labels is not None and path.parent.resolve() == paths.labels.resolve())
 
 
 def pending_files(paths: PipelinePaths) -> list[Path]:

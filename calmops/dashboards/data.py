@@ -42,7 +42,7 @@ from calmops.core.names import (
     shown_decision,
 )
 from calmops.core.paging import PAGE
-from calmops.core.store import LABELS_ENTRY, read_spec
+from calmops.core.store import entry_name, read_spec
 from calmops.core.verdict import DriftVerdict
 
 EXPERIMENT_PREFIX = "calmops/"
@@ -487,11 +487,6 @@ def flow_runs(conn: Connection, pipeline: str | None = None, limit: int = PAGE) 
                                        "kind", "pipeline", "file", "sha256"])
 
 
-def _ledger_file(file: str, folder: str) -> str:
-    """A recorded file as flow-run names and the ledger name it: ``labels/<file>`` for a labels file."""
-    return f"{LABELS_ENTRY}{file}" if folder == "labels" else file
-
-
 def flow_states(runs: pd.DataFrame, flows: pd.DataFrame) -> list[str]:
     """Beside each decided file (a run of :func:`runs_frame`), the state of the flow run that decided it
     (``flows``: :func:`flow_runs`). A file decided in another file's turn (``order: arrival``) was decided by that
@@ -501,7 +496,7 @@ def flow_states(runs: pd.DataFrame, flows: pd.DataFrame) -> list[str]:
     said = []
     for flow_run_id, file, folder in zip(runs["flow_run_id"], runs["file"], runs["folder"], strict=True):
         state, turn = ran.get(flow_run_id, ("", ""))
-        own = _ledger_file(file, folder)
+        own = entry_name(file, folder == "labels")
         said.append(f"in the turn of {turn}" if state and turn and own and turn != own else state)
     return said
 
@@ -514,7 +509,7 @@ def decided_files(runs: pd.DataFrame) -> dict[str, list[str]]:
     for flow_run_id, file, folder, name in zip(runs["flow_run_id"], runs["file"], runs["folder"], runs["run_name"],
                                                strict=True):
         if flow_run_id:
-            out.setdefault(flow_run_id, []).append(_ledger_file(file, folder) or name)
+            out.setdefault(flow_run_id, []).append(entry_name(file, folder == "labels") or name)
     return out
 
 
@@ -529,7 +524,7 @@ def unrecorded_flow_runs(runs: pd.DataFrame, flows: pd.DataFrame) -> tuple[pd.Da
     unrecorded = flows[~flows["flow_run_id"].isin(set(runs["flow_run_id"]))]
     recorded: dict[str, set[str]] = {}
     for file, folder, sha in zip(runs["file"], runs["folder"], runs["sha256"], strict=True):
-        recorded.setdefault(_ledger_file(file, folder), set()).add(sha or "")
+        recorded.setdefault(entry_name(file, folder == "labels"), set()).add(sha or "")
     shas = unrecorded["sha256"] if "sha256" in unrecorded else pd.Series("", index=unrecorded.index)
 
     def decided(state: str, file: str, sha: str) -> bool:

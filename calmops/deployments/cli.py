@@ -628,7 +628,7 @@ def _first_copy(spec, file: str, labels: bool = False) -> str | None:
     """The file a processed duplicate ``file`` copies (same content, decided first under another name), as the
     ledger names it; None unless that file came from the same folder (``labels``: the labels folder): the
     processed folder keeps both kinds of file, and a bare name is a features file's."""
-    from calmops.core.store import LABELS_ENTRY, has_ledger, pipeline_paths, sha256_of
+    from calmops.core.store import LABELS_ENTRY, entry_name, has_ledger, pipeline_paths, sha256_of
 
     paths = pipeline_paths(spec)
     copy = paths.processed / file
@@ -637,7 +637,7 @@ def _first_copy(spec, file: str, labels: bool = False) -> str | None:
     first = _ledger_entry(paths, sha256_of(copy))
     if not first or first.startswith(LABELS_ENTRY) != labels:
         return None
-    return first if first != (f"{LABELS_ENTRY}{file}" if labels else file) else None
+    return first if first != entry_name(file, labels) else None
 
 
 def _ledger_entry(paths, sha256: str | None) -> str | None:
@@ -767,7 +767,7 @@ def report(name: str,
     """Write the drift report of a file's latest run as one HTML page that opens offline."""
     from calmops.core import registry
     from calmops.core.report_page import file_name, render_report
-    from calmops.core.store import LABELS_ENTRY, read_spec
+    from calmops.core.store import LABELS_ENTRY, entry_name, read_spec
     from calmops.core.verdict import DriftVerdict
     from calmops.deployments.console import console
 
@@ -782,7 +782,7 @@ def report(name: str,
         if run_id:
             raise CliError(str(exc), f"'calmops report {name} {file or 'FILE'}' lists the runs of that file that "
                                      "checked drift") from None
-        named = f"{LABELS_ENTRY}{file}" if labels else file  # as `status` names it
+        named = entry_name(file, labels) if file else file  # as `status` names it
         if file and (held := _quarantined(spec, file, labels)):
             sidecar, record = held
             raise CliError(f"{named!r} was quarantined before any drift check: {record.get('reason')}",
@@ -801,7 +801,7 @@ def report(name: str,
                        "there", "give -o a file in a folder that exists (or leave -o out: the page goes to this "
                        "folder)")
     target.write_text(render_report(outcome, DriftVerdict.from_dict(verdict)))
-    shown_as = f"{LABELS_ENTRY}{outcome['file']}" if labels else outcome["file"]  # as `status` names it
+    shown_as = entry_name(outcome["file"], labels)  # as `status` names it
     console.print(f"[bold]{name}[/] · {shown_as} ({shown_decision(outcome['decision'])}): report written to {target}",
                   highlight=False)
     if file and not run_id and len(runs := registry.checked_runs(name, outcome["file"], labels=labels)) > 1:

@@ -81,9 +81,9 @@ from calmops.core.schemes import both_schemes, scheme_advice, two_runs
 from calmops.core.settings import Settings, get_settings
 from calmops.core.statedb import Table
 from calmops.core.store import (
-    LABELS_ENTRY,
     Ledger,
     arrival_time,
+    entry_name,
     is_temporary_name,
     ledger_table,
     list_pipelines,
@@ -690,7 +690,7 @@ class Watcher:
             return
         try:  # the arrival order the pipeline's runs follow (calmops.flows.common.run_in_order; labels files:
             # calmops.flows.labels.run_labels_file, in the ledger as labels/<name>)
-            name = f"{LABELS_ENTRY}{path.name}" if watched.labels else path.name
+            name = entry_name(path.name, watched.labels)
             # the folder it is in: a first copy of the same bytes still waiting there is decided first
             Ledger(watched.ledger).arrive(sha, name, arrived, path.parent, at=path)
         except statedb.errors():
@@ -845,7 +845,7 @@ class Watcher:
             last = self._emitted.get(path)
         if last and last[0] == sha and not force and time.monotonic() - last[1] < self._reemit_delay(last[2], "done"):
             return False
-        name = f"{LABELS_ENTRY}{path.name}" if watched.labels else path.name
+        name = entry_name(path.name, watched.labels)
         try:
             return Ledger(watched.ledger).left_behind(sha, name, after=self.reemit_after)
         except statedb.errors():

@@ -35,6 +35,7 @@ from calmops.core.store import (
     arrival_time,
     bounded_name,
     drop_history,
+    entry_name,
     holds,
     ledger,
     ledger_name,
@@ -389,7 +390,7 @@ def finish(ctx: RunContext, outcome: RunOutcome, verdict: DriftVerdict | None, *
     else:
         ctx.ledger.finish(ctx.sha256, outcome.decision)
         _to_processed(ctx)
-    ctx.log.info("%s → %s: %s", f"{LABELS_ENTRY}{ctx.path.name}" if ctx.labels_file else ctx.path.name,
+    ctx.log.info("%s → %s: %s", entry_name(ctx.path.name, ctx.labels_file),
                  outcome.decision, outcome.reason)
     return outcome
 
