@@ -109,6 +109,7 @@ class Match:
     unmatched_ids: list = field(default_factory=list)      # a sample (ids as written), for the reason and record
     duplicate_ids: list = field(default_factory=list)       # ids the file names twice
     labelled_before_ids: list = field(default_factory=list)  # ids whose rows another labels file labelled
+    unmatched_rows: list[int] = field(default_factory=list)  # every unmatched id's row (position) in the labels file
 
 
 class Awaiting:
@@ -195,7 +196,8 @@ class Awaiting:
                     late += predicted_at < now - max_wait_days * 86400
             con.executemany(f"UPDATE {self.t} SET labelled_by = ? WHERE sha256 = ? AND row = ?",
                             [(labels_sha256, sha, row) for _, sha, row, _ in taken])
-        unmatched = [keys[position] for k, position in first.items() if k not in found]
+        unmatched_rows = [position for k, position in first.items() if k not in found]
+        unmatched = [keys[position] for position in unmatched_rows]
         rows = self._rows(taken)
         # the labels as read (their dtype: the model's classes), in the order of the rows
         y = labels[target].iloc[[pos for *_, pos in taken]].reset_index(drop=True).rename(target)
@@ -203,7 +205,7 @@ class Awaiting:
                   "duplicate": len(duplicates), "labelled_before": len(before), "late": int(late)}
         named_again = list(dict.fromkeys(duplicates))  # an id named three times is one id listed, two rows counted
         return Match(rows, y, counts, [shown(k) for k in unmatched[:20]], [shown(k) for k in named_again[:20]],
-                     [shown(k) for k in before[:20]])
+                     [shown(k) for k in before[:20]], unmatched_rows)
 
     def _rows(self, taken: list[tuple[str, str, int, int]]) -> pd.DataFrame:
         """The kept rows of ``taken`` (key, sha256, row, position), in the order of ``taken``."""

@@ -667,11 +667,13 @@ def _print_outcome(o: dict[str, Any]) -> None:
     from rich.markup import escape
 
     from calmops.core.names import DRIFT_UNCHECKED
+    from calmops.core.store import entry_name
     from calmops.deployments.console import console
 
     unknown = o.get("drift_detected") is None or o["decision"] in DRIFT_UNCHECKED
     drift = "not checked" if unknown else "yes" if o["drift_detected"] else "no"
-    file = ("labels/" if (o.get("details") or {}).get("folder") == "labels" else "") + o["file"]
+    details = o.get("details") or {}
+    file = entry_name(o["file"], details.get("folder") == "labels")
     console.print(f"[bold]{escape(o['pipeline'])}[/] · {escape(printable(file))} → "
                   f"[bold]{shown_decision(o['decision'])}[/] (drift: {drift})", highlight=False)
     console.print(f"  {printable(o['reason'])}", highlight=False, markup=False)
@@ -683,7 +685,16 @@ def _print_outcome(o: dict[str, Any]) -> None:
     parts += [f"MLflow run {o['mlflow_run_id']}" if o.get("mlflow_run_id") else None,
               f"flow run {o['flow_run_id']}" if o.get("flow_run_id") else None]
     console.print("  " + " · ".join(p for p in parts if p), highlight=False, markup=False)
-    if o.get("details", {}).get("processed_by"):
+    if joined := details.get("labels"):
+        counts = ", ".join(f"{joined[k]} {k.replace('_', ' ')}" for k in ("matched", "unmatched", "duplicate",
+                                                                          "labelled_before", "late") if joined.get(k))
+        console.print(f"  labels: {joined.get('label_rows', 0)} row(s): {counts or 'none matched'}", highlight=False,
+                      markup=False)
+        if joined.get("unmatched_file"):
+            console.print(f"  unmatched rows set aside as {printable(joined['unmatched_file'])}: drop that file into "
+                          "the labels folder again once their features have been predicted", highlight=False,
+                          markup=False)
+    if details.get("processed_by"):
         console.print(f"  processed before by {shown(o['details']['processed_by'])}", highlight=False, markup=False)
 
 

@@ -21,7 +21,18 @@ from typing import Any
 from calmops.core import registry
 from calmops.core.awaiting import Awaiting, keys_of
 from calmops.core.logs import RunLog
-from calmops.core.store import LABELS_ENTRY, holds, ledger, ledger_name, pipeline_paths, read_spec, sha256_of
+from calmops.core.store import (
+    LABELS_ENTRY,
+    REASON_SUFFIX,
+    holds,
+    ledger,
+    ledger_name,
+    pipeline_paths,
+    quarantine,
+    quarantine_records,
+    read_spec,
+    sha256_of,
+)
 from calmops.flows.common import (
     RunContext,
     answer_if_paused,
@@ -114,6 +125,35 @@ def _why_none_matched(match, awaiting: Awaiting) -> str:
             "nothing in it is new")
 
 
+def _set_aside_unmatched(ctx: RunContext, labels, match) -> Path:
+    """The rows of a labels file whose ids match no row waiting for labels (their features not predicted yet, or
+    unknown ids), as a file of their own in quarantine, with a reason saying to drop it into the labels folder
+    again once those features are predicted: the file itself is taken (done), and would be a duplicate. Once per
+    labels file (a retried run finds it set aside already)."""
+    paths = ctx.paths
+    name = f"{Path(ctx.path.name).stem}.unmatched.csv"
+    for sidecar, record in quarantine_records(paths):
+        if (record.get("details") or {}).get("unmatched_of") == ctx.sha256:
+            return sidecar.with_name(sidecar.name.removesuffix(REASON_SUFFIX))
+    spec = ctx.spec
+    rows = labels.iloc[match.unmatched_rows]
+    staging = paths.state / "set-aside"  # written whole here, then moved into quarantine under its name
+    staging.mkdir(parents=True, exist_ok=True)
+    part = staging / name
+    rows.to_csv(part.with_name(f".{name}.part"), index=False)  # the ids as read: as written in a text file
+    part.with_name(f".{name}.part").replace(part)
+    count, total = len(rows), match.counts["label_rows"]
+    reason = (f"{count} of the {total} label rows of {ctx.path.name} match no row waiting for labels (join on "
+              f"{', '.join(spec.labels.join_on)}; e.g. {match.unmatched_ids[:3]}): their features have not been "
+              f"predicted yet, or the ids are unknown. The other rows were joined; these are set aside here so that "
+              f"none is lost: drop this file into the labels folder ({paths.labels}) again once the files with "
+              "those ids have been predicted")
+    target = quarantine(paths, part, sha256_of(part), reason,
+                        {"unmatched_of": ctx.sha256, "labels_file": ctx.path.name, "rows": count})
+    ctx.log.warning("labels %s: %d row(s) match no prediction waiting; set aside as %s", ctx.path.name, count, target)
+    return target
+
+
 def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | RunOutcome:
     """The labels file joined to the rows waiting for it, as a labelled batch; quarantined when it is unusable
     (and then decided anew when the same bytes are dropped again: labels may come before their features)."""
@@ -137,6 +177,8 @@ def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> 
     except RejectedInput as exc:
         awaiting.release(ctx.sha256)  # its rows wait for a usable labels file
         return reject(ctx, champion, exc)
+    if match.unmatched_rows:
+        report["unmatched_file"] = str(_set_aside_unmatched(ctx, labels, match))
     realized = realized_scores(match, champion.schema.task, champion.schema.classes)
     overall = realized_score(match, champion.schema.task, champion.schema.classes)
     ctx.realized = {name: {k: s for k, s in scores.items() if k != "rows"} for name, scores in

@@ -53,6 +53,7 @@ def test_run_takes_a_labels_file_with_the_option_or_by_its_columns_and_refuses_i
     assert "l2.csv holds the id column(s) id and the target 'y' and no feature column: taken as a labels file" in \
         told.stderr, told.stderr
     assert "labels/l2.csv → " in told.stdout, told.stdout
+    assert "labels: 600 row(s): 600 matched" in told.stdout, told.stdout  # what the join found, in words
     # a features file is still a features file
     f3 = batch(600, 4, 3000)
     assert run_json("late", str(write_csv(f3.drop(columns="y"), mine, "f3.csv")))["decision"] == "predict_only"

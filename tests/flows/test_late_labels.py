@@ -230,6 +230,39 @@ def test_labels_before_their_features_are_set_aside_and_the_same_bytes_join_once
     assert "labels/f1.csv" in [e["file"] for e in book.entries()] and not book.queue()
 
 
+def test_labels_of_which_some_overtook_their_features_join_the_others_and_set_the_rest_aside_to_drop_again(
+        prefect_server, late_spec):
+    """A labels file for two features files, only the first of which has come: its rows are joined, and the
+    rows of the second are set aside in quarantine, with a reason saying to drop them into the labels folder
+    again (the file itself is taken: the same bytes again are a duplicate). Dropped again once the second
+    features file is predicted, they are joined: no label is lost."""
+    from calmops.core.store import quarantine_records
+
+    paths = pipeline_paths(late_spec)
+    folder, labels_folder = incoming("late"), paths.labels
+    f0, f1, f2 = batch(600, 8.0, 1, 0), batch(300, 8.0, 2, 1000), batch(200, 8.0, 3, 2000)
+    run("late", write_csv(f0, folder, "f0.csv"))
+    run("late", write_csv(features(f1), folder, "f1.csv"))
+    both = run("late", write_csv(labels(f1, f2), labels_folder, "l12.csv"))
+    joined = both["details"]["labels"]
+    assert (joined["matched"], joined["unmatched"]) == (300, 200), both["reason"]
+    aside = Path(joined["unmatched_file"])
+    assert aside.parent == paths.quarantine and aside.name == "l12.unmatched.csv"
+    kept = pd.read_csv(aside)
+    assert sorted(kept["id"]) == list(range(2000, 2200))  # f2's ids, each with its label as written
+    assert kept.set_index("id")["y"].to_dict() == f2.set_index("id")["y"].to_dict()
+    [(_, record)] = [r for r in quarantine_records(paths) if r[1]["file"] == aside.name]
+    assert "200 of the 500 label rows of l12.csv match no row waiting" in record["reason"]
+    assert f"drop this file into the labels folder ({labels_folder})" in record["reason"]
+    assert run("late", write_csv(labels(f1, f2), labels_folder, "l12.csv"))["decision"] == "duplicate"
+
+    run("late", write_csv(features(f2), folder, "f2.csv"))
+    again = run("late", aside.rename(labels_folder / aside.name))
+    assert (again["details"]["labels"]["matched"], again["details"]["labels"]["unmatched"]) == (200, 0)
+    assert "unmatched_file" not in again["details"]["labels"]
+    assert Awaiting(paths.root, paths.state).waiting(30)["waiting"] == 0  # every predicted row got its label
+
+
 def test_labels_written_as_floats_score_the_predictions_made_as_integers(prefect_server, late_spec):
     folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
     f0, f1 = batch(600, 8.0, 1, 0), batch(600, 8.0, 2, 1000)
