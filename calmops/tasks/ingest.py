@@ -110,10 +110,7 @@ def detect_format(path: Path) -> str:
         text = _utf8_head(head, whole=len(head) < SNIFF_BYTES)
     except UnicodeDecodeError as exc:
         if b"\x00" not in head and _looks_like_text(head):
-            line = head[:exc.start].count(b"\n") + 1
-            raise RejectedInput(f"{path.name}: text, but not UTF-8: byte 0x{head[exc.start]:02X} on line {line} "
-                                "(e.g. Latin-1 or Windows-1252); text tables are read as UTF-8: save the file as "
-                                "UTF-8 and drop it in again", format="text") from None
+            raise _not_utf8(path.name, head[exc.start], head[:exc.start].count(b"\n") + 1) from None
         raise RejectedInput(f"{path.name}: unknown format: the bytes are neither text nor Parquet/Excel; "
                             f"{CONVERT}") from None
     if "\x00" in text:
@@ -163,6 +160,69 @@ def _is_workbook(path: Path) -> bool:
             return any(name.startswith("xl/workbook") for name in archive.namelist())
     except (zipfile.BadZipFile, OSError):
         return True
+
+
+def _not_utf8(name: str, byte: int, line: int) -> RejectedInput:
+    return RejectedInput(f"{name}: text, but not UTF-8: byte 0x{byte:02X} on line {line} (e.g. Latin-1 or "
+                         "Windows-1252); text tables are read as UTF-8: save the file as UTF-8 and drop it in again",
+                         format="text")
+
+
+def _first_non_utf8(path: Path) -> tuple[int, int] | None:
+    """The first byte of a file that is not UTF-8 and its line, read in blocks (the sniffed head was UTF-8: the
+    byte is further on); None when the whole file is UTF-8."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 1
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(1 << 20)
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:  # exc.object: the bytes the decoder held, then this block
+                at = max(exc.start - (len(exc.object) - len(block)), 0)
+                return exc.object[exc.start], lines + block[:at].count(b"\n")
+            if not block:
+                return None
+            lines += block.count(b"\n")
+
+
+def _refuse_uncomputed_formulas(path: Path) -> None:
+    """RejectedInput when the workbook's first sheet (the one read) holds formulas saved without their result: a
+    program that writes formulas without computing them (a script, a converter) leaves no value, and the cell
+    would be read as missing, a whole column of them without a word."""
+    from openpyxl import load_workbook
+
+    def cells(data_only: bool):
+        with open(path, "rb") as fh:  # a file object: openpyxl refuses a name without a workbook's extension
+            book = load_workbook(fh, read_only=True, data_only=data_only)
+            try:
+                for r, row in enumerate(book.worksheets[0].iter_rows()):
+                    for cell in row:
+                        if hasattr(cell, "coordinate"):  # not an empty cell
+                            yield r, cell
+            finally:
+                book.close()
+
+    header: dict[int, object] = {}
+    formulas: dict[str, tuple[int, str]] = {}  # coordinate → (column, formula)
+    for r, cell in cells(data_only=False):
+        if r == 0:
+            header[cell.column] = cell.value
+        if cell.data_type == "f" and len(formulas) < 10_000:
+            formulas[cell.coordinate] = (cell.column, str(cell.value))
+    if not formulas:
+        return
+    empty = [(cell.coordinate, *formulas[cell.coordinate]) for _, cell in cells(data_only=True)
+             if cell.coordinate in formulas and cell.value is None]
+    if empty:
+        shown = ", ".join(f"{at} in column {V.excerpt(str(header.get(column)), 30)} ({V.excerpt(formula, 40)})"
+                          for at, column, formula in empty[:3])
+        raise RejectedInput(f"{path.name}: {len(empty)} formula cell(s) saved without their result, read as missing "
+                            f"values: {shown}; the program that wrote the workbook stored the formulas, not what "
+                            "they compute: open it in Excel or LibreOffice and save it (that stores the results), "
+                            "or export the sheet as CSV, and drop it in again", format="xlsx")
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -221,7 +281,9 @@ def read_table(path: Path, fmt: str, delimiter: str | None = None, as_text: list
         if fmt == "jsonl":  # a record per line, read as json's records are: each value as written
             return pd.json_normalize(_json_lines(path))
         if fmt == "xlsx":
-            return pd.read_excel(path, engine="openpyxl", **MISSING)
+            frame = pd.read_excel(path, engine="openpyxl", **MISSING)
+            _refuse_uncomputed_formulas(path)
+            return frame
         if fmt == "arff":
             import arff
 
@@ -230,7 +292,11 @@ def read_table(path: Path, fmt: str, delimiter: str | None = None, as_text: list
             return pd.DataFrame(data["data"], columns=[a[0] for a in data["attributes"]])
     except pd.errors.EmptyDataError:
         raise RejectedInput(f"{path.name}: the file has no header and no rows") from None
+    except RejectedInput:
+        raise
     except Exception as exc:  # noqa: BLE001 - parsers raise many types; the reason is what matters
+        if isinstance(exc, UnicodeDecodeError) and (found := _first_non_utf8(path)):
+            raise _not_utf8(path.name, *found) from None  # past the sniffed head
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise RejectedInput(f"{path.name}: cannot be parsed as {fmt}: {V.excerpt(first, 160)}",
                             format=fmt) from None
@@ -374,9 +440,15 @@ def parse_and_validate(
     frame = read_table(path, fmt, sep, as_text=spec.id_columns)  # ids as written, into the predictions
     dupes = V.duplicated_header(path, fmt, sep) if len(frame.columns) > 1 else []
     if dupes:
-        raise RejectedInput(f"{path.name}: duplicated column name(s) in the header: "
-                            f"{', '.join(V.excerpt(d) for d in dupes[:10])} (one name per column)",
-                            duplicated=dupes[:10])
+        named = [d for d in dupes if d.strip()]
+        said = []
+        if named:
+            said.append(f"duplicated column name(s) in the header: {', '.join(V.excerpt(d) for d in named[:10])} "
+                        "(one name per column)")
+        if len(named) < len(dupes):
+            said.append("more than one column has no name in the header (empty header cells): give every column a "
+                        "name, or remove the columns without one")
+        raise RejectedInput(f"{path.name}: {'; '.join(said)}", duplicated=dupes[:10])
     if spec.preprocess:
         frame = run_preprocess(Path(spec.preprocess), frame, path.name, pipeline_paths(spec).state, spec, reference)
     return validate_frame(frame, path.name, fmt, sha256, spec, reference)

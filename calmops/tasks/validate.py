@@ -57,7 +57,9 @@ def duplicated_header(path: Path, fmt: str, sep: str | None) -> list[str]:
     try:
         if fmt in TEXT_FORMATS:
             with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-                names = next(csv.reader(fh, delimiter=sep or ","), [])
+                # the first line that is not blank, as the parser takes it (it skips empty and white lines)
+                names = next((row for row in csv.reader(fh, delimiter=sep or ",")
+                              if len(row) > 1 or (row and row[0].strip())), [])
         elif fmt == "xlsx":
             head = pd.read_excel(path, engine="openpyxl", header=None, nrows=1)
             names = [str(v) for v in head.iloc[0].tolist()] if len(head) else []

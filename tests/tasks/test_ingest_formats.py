@@ -275,3 +275,32 @@ def test_an_excel_workbook_is_still_read_after_the_zip_check(tmp_path):
     path = tmp_path / "book.xlsx"
     FRAME.to_excel(path, index=False)
     assert detect_format(path) == "xlsx"
+
+
+def test_a_latin1_byte_past_the_sniffed_head_is_named_with_its_line_as_one_in_the_head_is(tmp_path):
+    """The format is sniffed from the first 64 KiB; a Latin-1 byte further on is found when the table is read,
+    and said the same way (the byte and its line), not as the parser's codec error."""
+    from calmops.tasks.ingest import SNIFF_BYTES
+
+    rows = ["a,b,y"] + [f"{i},x,{i % 2}" for i in range(SNIFF_BYTES // 6 + 2000)]
+    late = len(rows) - 5  # a line past the head: its number counted from the header's line 1
+    rows[late - 1] = f"{late},caf\u00e9,1"
+    path = tmp_path / "late.csv"
+    path.write_bytes("\n".join(rows).encode("latin-1") + b"\n")
+    assert path.read_bytes().index(b"\xe9") > SNIFF_BYTES
+    with pytest.raises(RejectedInput) as refused:
+        parse_and_validate(path, "0" * 64, SPEC, None)
+    assert f"late.csv: text, but not UTF-8: byte 0xE9 on line {late} " in str(refused.value)
+    assert "save the file as UTF-8" in str(refused.value)
+
+
+def test_a_header_with_several_empty_names_is_refused_saying_columns_lack_a_name(tmp_path):
+    path = tmp_path / "blank.csv"
+    path.write_text(",,,y\n1,2,3,0\n4,5,6,1\n")
+    with pytest.raises(RejectedInput) as refused:
+        parse_and_validate(path, "0" * 64, SPEC, None)
+    assert "more than one column has no name in the header" in str(refused.value)
+    assert "duplicated column name" not in str(refused.value)
+    one = tmp_path / "index.csv"  # pandas' own export with its index: one unnamed column is a table
+    FRAME.to_csv(one)
+    assert parse_and_validate(one, "0" * 64, SPEC, None).X.shape[0] == 3
