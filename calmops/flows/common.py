@@ -336,10 +336,20 @@ def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | R
             return reject(ctx, champion, batch)
         if champion is None and batch.cannot_train:
             raise RejectedInput(f"{ctx.path.name}: cannot train a first model: {batch.cannot_train} "
-                                "(and there is no champion yet to predict with)")
+                                f"(and there is no champion yet to predict with){_first_model_hint(ctx, batch)}")
         return note_batch(ctx, batch)
     except RejectedInput as exc:
         return reject(ctx, champion, exc)
+
+
+def _first_model_hint(ctx: RunContext, batch: Batch) -> str:
+    """What to do when a pipeline's first file has no labels: a labels file cannot help (nothing has been
+    predicted for it to label), a labelled file can."""
+    if batch.y is not None:
+        return ""
+    return (f": the first model is trained from a file whose target column {ctx.spec.target!r} is filled in every "
+            f"row; drop such a file into {ctx.paths.incoming} first, then this one again (a labels file cannot help "
+            "yet: nothing has been predicted for it to label)")
 
 
 def note_batch(ctx: RunContext, batch: Batch) -> Batch:
@@ -818,6 +828,9 @@ def predict_without_learning(ctx: RunContext, batch: Batch, champion: registry.C
     drift = f"; drift seen but no retrain possible: {verdict.reason}" if verdict.drift_detected else ""
     if batch.y is None:  # its labels come later: nothing to score yet
         reason = f"{batch.cannot_train}: the champion predicted the file, kept for its labels{drift}"
+    elif ctx.labels_file:  # its rows were predicted when their features came: scored now, nothing written
+        reason = (f"no training: {batch.cannot_train}; the champion's predictions of these rows, made when their "
+                  f"features came, are scored{drift}")
     else:
         reason = f"no training: {batch.cannot_train}; the champion scored and predicted the file{drift}"
     outcome = ctx.outcome("predict_only", reason, drift_detected=verdict.drift_detected,

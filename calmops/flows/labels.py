@@ -164,7 +164,9 @@ def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> 
         labels, fmt = read_labels(ctx.path, spec, champion.schema.classes if champion else None)
         if champion is None:
             raise RejectedInput(f"{ctx.path.name}: a labels file, but pipeline {spec.name!r} has no champion yet, "
-                                "so nothing was predicted for it to label; drop it again after a first model")
+                                "so nothing was predicted for it to label; drop it again after a first model, "
+                                f"which is trained from a file whose target column {spec.target!r} is filled in "
+                                f"every row, dropped into {ctx.paths.incoming}")
         match = awaiting.match(labels, keys_of(labels, spec.labels.join_on), spec.target, ctx.sha256,
                                spec.labels.max_wait_days)
         report = {**match.counts, "unmatched_ids": match.unmatched_ids, "duplicate_ids": match.duplicate_ids,

@@ -263,6 +263,35 @@ def test_labels_of_which_some_overtook_their_features_join_the_others_and_set_th
     assert Awaiting(paths.root, paths.state).waiting(30)["waiting"] == 0  # every predicted row got its label
 
 
+def test_a_first_file_without_labels_and_labels_before_any_model_are_told_to_start_with_a_labelled_file(
+        prefect_server, late_spec):
+    """A new pipeline's first file without the target cannot train, and its labels cannot help (nothing was
+    predicted for them to label): both refusals say the way out, a file with the target in every row."""
+    paths = pipeline_paths(late_spec)
+    f0 = batch(600, 8.0, 1, 0)
+    first = run("late", write_csv(features(f0), incoming("late"), "f0.csv"))
+    assert first["decision"] == "rejected_input"
+    assert "whose target column 'y' is filled in every row" in first["reason"]
+    assert f"drop such a file into {paths.incoming} first, then this one again" in first["reason"]
+    early = run("late", write_csv(labels(f0), paths.labels, "l0.csv"))
+    assert early["decision"] == "rejected_input" and "no champion yet" in early["reason"]
+    assert f"whose target column 'y' is filled in every row, dropped into {paths.incoming}" in early["reason"]
+    assert run("late", write_csv(f0, incoming("late"), "labelled.csv"))["decision"] == "train"  # the way out
+
+
+def test_a_labels_file_too_small_to_train_on_says_its_predictions_were_scored_not_that_it_was_predicted(
+        prefect_server, late_spec):
+    paths = pipeline_paths(late_spec)
+    f0, f1 = batch(600, 8.0, 1, 0), batch(300, 8.0, 2, 1000)
+    run("late", write_csv(f0, incoming("late"), "f0.csv"))
+    run("late", write_csv(features(f1), incoming("late"), "f1.csv"))
+    few = run("late", write_csv(labels(f1).iloc[:10], paths.labels, "few.csv"))
+    assert few["decision"] == "predict_only" and few["details"]["labels"]["matched"] == 10
+    assert "too few to train" in few["reason"] and "made when their features came, are scored" in few["reason"]
+    assert "predicted the file" not in few["reason"] and few["predictions_file"] is None
+    assert "realized_v1" in few["metrics"]
+
+
 def test_labels_written_as_floats_score_the_predictions_made_as_integers(prefect_server, late_spec):
     folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
     f0, f1 = batch(600, 8.0, 1, 0), batch(600, 8.0, 2, 1000)
