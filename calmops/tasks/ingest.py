@@ -424,18 +424,25 @@ def check_limit(name: str, count: int, unit: str, key: str, spec: PipelineSpec) 
                             f"{spec.name} SPEC.yaml') and drop the file in again", limit=f"limits.{key}")
 
 
+def accepted_format(path: Path, spec: PipelineSpec) -> str:
+    """The file's real format (:func:`detect_format`), within the spec's size limit and ``formats``; RejectedInput,
+    saying what to do, otherwise."""
+    check_limit(path.name, path.stat().st_size, "bytes", "max_bytes", spec)
+    fmt = detect_format(path)
+    if fmt not in spec.formats:
+        others = " or another accepted format" if len(spec.formats) > 3 else ""
+        raise RejectedInput(f"{path.name}: format {fmt!r} is not accepted by this pipeline "
+                            f"(accepted: {', '.join(spec.formats)}): save the file as "
+                            f"{' or '.join(spec.formats[:3])}{others}, or add {fmt!r} to formats in the spec "
+                            f"('calmops update {spec.name} SPEC.yaml'), and drop the file in again", format=fmt)
+    return fmt
+
+
 def parse_and_validate(
     path: Path, sha256: str, spec: PipelineSpec, reference: InputSchema | None
 ) -> Batch:
     """Every check a file passes before its batch is used (docs/spec.md, keys `formats` and `limits`); raises RejectedInput otherwise."""
-    check_limit(path.name, path.stat().st_size, "bytes", "max_bytes", spec)
-    fmt = detect_format(path)
-    if fmt not in spec.formats:
-        raise RejectedInput(f"{path.name}: format {fmt!r} is not accepted by this pipeline "
-                            f"(accepted: {', '.join(spec.formats)}): save the file as "
-                            f"{' or '.join(spec.formats[:3])}{' or another accepted format' if len(spec.formats) > 3 else ''}, "
-                            f"or add {fmt!r} to formats in the spec ('calmops update {spec.name} SPEC.yaml'), "
-                            "and drop the file in again", format=fmt)
+    fmt = accepted_format(path, spec)
     sep = text_delimiter(path, fmt, spec.delimiter)
     frame = read_table(path, fmt, sep, as_text=spec.id_columns)  # ids as written, into the predictions
     dupes = V.duplicated_header(path, fmt, sep) if len(frame.columns) > 1 else []

@@ -21,7 +21,7 @@ from calmops.core.metrics import evaluate
 from calmops.core.spec import TEXT_FORMATS, PipelineSpec
 from calmops.core.store import pipeline_paths
 from calmops.tasks import validate as V
-from calmops.tasks.ingest import RejectedInput, check_limit, detect_format, read_table, text_delimiter
+from calmops.tasks.ingest import RejectedInput, accepted_format, check_limit, read_table, text_delimiter
 
 
 def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> tuple[pd.DataFrame, str]:
@@ -33,11 +33,7 @@ def read_labels(path: Path, spec: PipelineSpec, classes: list | None = None) -> 
     (booleans or fractions for integer classes, numbers for text classes, text for numbers) are refused.
     """
     assert spec.labels is not None
-    check_limit(path.name, path.stat().st_size, "bytes", "max_bytes", spec)
-    fmt = detect_format(path)
-    if fmt not in spec.formats:
-        raise RejectedInput(f"{path.name}: format {fmt!r} is not accepted by this pipeline "
-                            f"(accepted: {', '.join(spec.formats)})", format=fmt)
+    fmt = accepted_format(path, spec)
     as_text = list(spec.labels.join_on) + ([spec.target] if _kind_of_classes(classes) == "text" else [])
     frame = read_table(path, fmt, text_delimiter(path, fmt, spec.delimiter), as_text)
     frame.columns = [str(c) for c in frame.columns]

@@ -304,3 +304,15 @@ def test_a_header_with_several_empty_names_is_refused_saying_columns_lack_a_name
     one = tmp_path / "index.csv"  # pandas' own export with its index: one unnamed column is a table
     FRAME.to_csv(one)
     assert parse_and_validate(one, "0" * 64, SPEC, None).X.shape[0] == 3
+
+
+def test_a_labels_file_in_a_format_the_pipeline_does_not_accept_is_told_the_same_ways_out(tmp_path):
+    from calmops.tasks.labels import read_labels
+
+    spec = parse_spec({"name": "fmt", "target": "y", "formats": ["csv"], "labels": {"join_on": ["id"]}})
+    path = tmp_path / "labels.csv"
+    pd.DataFrame({"id": [1, 2], "y": [0, 1]}).to_parquet(path, index=False)
+    with pytest.raises(RejectedInput) as refused:
+        read_labels(path, spec)
+    assert "format 'parquet' is not accepted by this pipeline (accepted: csv): save the file as csv" in \
+        str(refused.value)
