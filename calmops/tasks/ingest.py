@@ -93,7 +93,7 @@ def detect_format(path: Path) -> str:
     with open(path, "rb") as fh:
         head = fh.read(SNIFF_BYTES)
     if not head:
-        raise RejectedInput(f"{path.name}: the file is empty (0 bytes)")
+        raise RejectedInput(f"{path.name}: the file is empty (0 bytes): {WRITE_WHOLE}")
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith(b"PK\x03\x04"):
@@ -136,6 +136,13 @@ def detect_format(path: Path) -> str:
         return suffix
     return "csv"
 
+
+#: What to do with a file that holds no rows (often one taken before it was written).
+WRITE_WHOLE = ("nothing to read; if it was written in place, write it under another name (x.csv.part) and rename "
+               "it when complete; drop it in again once it holds its rows")
+
+#: The C parser's error for a row with more fields than the header's.
+RAGGED = re.compile(r"Expected (?P<expected>\d+) fields in line (?P<line>\d+), saw (?P<saw>\d+)")
 
 #: What to do with a file whose bytes are no table CalmOps reads.
 CONVERT = ("save the table as CSV, Parquet, JSON, JSON Lines, ARFF or Excel (.xlsx), in a format the spec's "
@@ -291,12 +298,17 @@ def read_table(path: Path, fmt: str, delimiter: str | None = None, as_text: list
                 data = arff.load(fh)
             return pd.DataFrame(data["data"], columns=[a[0] for a in data["attributes"]])
     except pd.errors.EmptyDataError:
-        raise RejectedInput(f"{path.name}: the file has no header and no rows") from None
+        raise RejectedInput(f"{path.name}: the file has no header and no rows: {WRITE_WHOLE}") from None
     except RejectedInput:
         raise
     except Exception as exc:  # noqa: BLE001 - parsers raise many types; the reason is what matters
         if isinstance(exc, UnicodeDecodeError) and (found := _first_non_utf8(path)):
             raise _not_utf8(path.name, *found) from None  # past the sniffed head
+        if ragged := RAGGED.search(str(exc)):
+            raise RejectedInput(f"{path.name}: line {ragged['line']} has {ragged['saw']} fields where the lines before "
+                                f"it have {ragged['expected']} (a value holding the delimiter without quotes, or an "
+                                "extra cell): quote that value or remove the cell, and drop the file in again",
+                                format=fmt) from None
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise RejectedInput(f"{path.name}: cannot be parsed as {fmt}: {V.excerpt(first, 160)}",
                             format=fmt) from None
@@ -469,7 +481,8 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
         raise RejectedInput(f"{path.name}: no columns found")
     if frame.empty:
         named = [str(c)[:100] for c in frame.columns[:MAX_COLUMNS_NAMED]]  # the sidecar stays small
-        raise RejectedInput(f"{path.name}: header only, no rows", columns=named, n_columns=frame.shape[1])
+        raise RejectedInput(f"{path.name}: header only, no rows: {WRITE_WHOLE}", columns=named,
+                            n_columns=frame.shape[1])
     check_limit(path.name, len(frame), "rows", "max_rows", spec)
     frame.columns = [str(c) for c in frame.columns]
     if frame.columns.duplicated().any():

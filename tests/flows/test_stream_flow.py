@@ -267,7 +267,7 @@ def test_ledger_records_every_file(prefect_server, stream_spec):
     entries = {e["file"]: e for e in ledger(pipeline_paths(read_spec("sea"))).entries()}
     assert entries["a.csv"]["decision"] == "train" and entries["a.csv"]["status"] == "done"
     sidecar = pipeline_paths(read_spec("sea")).quarantine / "bad.csv.reason.json"
-    assert json.loads(sidecar.read_text())["reason"].endswith("the file is empty (0 bytes)")
+    assert json.loads(sidecar.read_text())["reason"].endswith("the file is empty (0 bytes): nothing to read; if it was written in place, write it under another name (x.csv.part) and rename it when complete; drop it in again once it holds its rows")
 
 
 def test_a_model_version_is_downloaded_once_per_machine(prefect_server, stream_spec, monkeypatch):
