@@ -728,6 +728,12 @@ class Ledger:
         decided = stamp_seconds(row[1])
         return decided is None or time.time() - decided > after
 
+    def arrival(self, sha256: str) -> float | None:
+        """When the content's file arrived, as recorded (its latest arrival, see :meth:`arrive`); None when unknown."""
+        with closing(self._connect()) as con:
+            row = con.execute(f"SELECT arrived FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
+        return row[0] if row else None
+
     def decision(self, sha256: str) -> str | None:
         with closing(self._connect()) as con:
             row = con.execute(f"SELECT decision FROM {self.t} WHERE sha256=?", (sha256,)).fetchone()
@@ -898,12 +904,24 @@ def move_to_processed(paths: PipelinePaths, file: Path, sha256: str, *, copy: bo
     return target
 
 
-def quarantine(paths: PipelinePaths, file: Path, sha256: str | None, reason: str, details: dict | None = None) -> Path:
+def quarantine(paths: PipelinePaths, file: Path, sha256: str | None, reason: str, details: dict | None = None, *,
+               labels: bool | None = None, arrived: float | None = None) -> Path:
     """Move a refused file aside with a JSON sidecar saying why, in plain words (:func:`printable`: a reason
     naming the file carries no line break or terminal escape of its name into the sidecar).
 
-    A symbolic link is moved as the link itself (never what it points to).
+    The sidecar also keeps the folder the file belongs to (``folder``: ``labels`` for a labels file, which
+    ``labels`` says, by default whether the file is in the labels folder; ``incoming`` otherwise), so that its
+    name reads as the ledger's (:func:`entry_name`) once the same bytes have been decided since, and when the
+    file arrived (``arrived``, as the ledger records it, see :func:`arrival_time`; by default its modification
+    time). A symbolic link is moved as the link itself (never what it points to).
     """
+    if labels is None:
+        labels = ledger_name(paths, file).startswith(LABELS_ENTRY)
+    if arrived is None:
+        try:
+            arrived = arrival_time(os.lstat(file).st_mtime_ns)
+        except OSError:
+            arrived = None
     paths.quarantine.mkdir(parents=True, exist_ok=True)
     target = _free_name(paths.quarantine, file.name, sha256 or "nohash")
     n = 1
@@ -913,8 +931,9 @@ def quarantine(paths: PipelinePaths, file: Path, sha256: str | None, reason: str
     shutil.move(str(file), target)
     sidecar = target.with_name(target.name + REASON_SUFFIX)
     write_atomic(sidecar, json.dumps(
-        _formula_safe_tree({"file": file.name, "sha256": sha256, "reason": printable(reason), "details": details or {},
-                            "time": _now()}),
+        _formula_safe_tree({"file": file.name, "folder": "labels" if labels else "incoming", "sha256": sha256,
+                            "reason": printable(reason), "details": details or {}, "time": _now(),
+                            "arrived": arrived}),
         indent=2,
     ))
     return target

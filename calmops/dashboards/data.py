@@ -219,8 +219,33 @@ def runs_frame(conn: Connection, experiment_id: str, max_results: int = MAX_RUNS
     frame["drift"] = [drift_seen(decision, tag)
                       for decision, tag in zip(frame["decision"], frame["drift_detected"], strict=True)]
     frame["decision"] = frame["decision"].map(shown_decision)
+    # a labels file's run is named labels/<name>, as the ledger and the CLI name it: a labels file and a features
+    # file may share a name (its calmops.folder tag says which it is)
+    frame["run_name"] = [entry_name(name, folder == "labels") for name, folder in
+                         zip(frame["run_name"], frame["folder"], strict=True)]
     frame["index"] = range(1, len(frame) + 1)
     return frame
+
+
+def shown_file(run: Any) -> str:
+    """The file of a run (a row of :func:`runs_frame`) as the ledger and the CLI name it: ``labels/<name>`` for a
+    labels file; the run's name when it has no file tag."""
+    return entry_name(run["file"], run["folder"] == "labels") if run["file"] else run["run_name"]
+
+
+def training_file(version: dict[str, Any], runs: pd.DataFrame) -> str:
+    """The file a model version (of :func:`registry_info`) was trained on, as the ledger names it (``labels/<name>``
+    for a labels file): its ``calmops.training`` tag says the folder; a version registered before the tag did is
+    named by the folder of the run that registered it (``runs``: :func:`runs_frame`)."""
+    training = version.get("training") or {}
+    file = training.get("file") or ""
+    if not file:
+        return ""
+    folder = training.get("folder")
+    if folder is None and not runs.empty:
+        folder = next((f for run_id, f in zip(runs["run_id"], runs["folder"], strict=True)
+                       if run_id == version.get("run_id")), None)
+    return entry_name(file, folder == "labels")
 
 
 def drift_seen(decision: str, tag: str) -> bool | None:

@@ -498,7 +498,11 @@ def status(name: Annotated[str | None, typer.Argument()] = None,
         table.add_row(*(_unknown_or_shown(row, key, "v" if key == "champion_version" else "")
                         for _, key in STATUS_COLUMNS))
     print_table(table, highlight=False)
-    for row in data["pipelines"]:  # not a column (the table fits 80 columns): said when there is one
+    for row in data["pipelines"]:  # not columns (the table fits 80 columns): said when there are some
+        if row.get("labels_waiting"):  # the waiting column counts the incoming folder's files only
+            console.print(f"{row['name']}: {row['labels_waiting']} labels file(s) waiting in its labels folder "
+                          f"(labels waiting; not in the waiting column, which counts its incoming folder)",
+                          highlight=False, soft_wrap=True)
         if row.get("files_orphaned"):
             console.print(f"{row['name']}: {row['files_orphaned']} file(s) whose run stopped while deciding "
                           f"(orphaned claims): the next run takes them again; 'calmops status {row['name']}' "

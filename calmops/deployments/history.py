@@ -27,6 +27,7 @@ from calmops.core.store import (
     LABELS_ENTRY,
     arrival_time,
     as_written,
+    entry_name,
     has_ledger,
     incoming_files,
     ledger,
@@ -119,8 +120,13 @@ def _quarantined_elsewhere(records: list[tuple[Path, dict]], entries: list[dict]
     same bytes quarantined under two names (a copy dropped again) only the last has one; bytes quarantined, then
     dropped again or moved back into incoming and decided, have a row for the decision only; a link or pipe the
     watcher refused unread has none. A ledger row of quarantined bytes stands for the latest record of its name and
-    content; every other record is a ledger-like entry of its own, taken and decided when it was quarantined."""
+    content; every other record is a ledger-like entry of its own, taken and decided when it was quarantined, named
+    as the ledger names its file (``labels/<name>`` for a labels file) and arrived when its record says."""
     kept = {(e["file"].removeprefix(LABELS_ENTRY), e["sha256"]) for e in entries if e["status"] == "gone"}
+    # a record that does not say its folder (written before records did): a labels file if the ledger's row of
+    # those bytes, under that name, is a labels file's
+    labelled = {(e["file"].removeprefix(LABELS_ENTRY), e["sha256"]) for e in entries
+                if e["file"].startswith(LABELS_ENTRY)}
     out = []
     for record in reversed(records):
         sidecar, data = record
@@ -131,9 +137,12 @@ def _quarantined_elsewhere(records: list[tuple[Path, dict]], entries: list[dict]
         taken = _quarantined_at(record)
         if taken is None:
             continue
-        out.append({"sha256": data.get("sha256"), "file": name or sidecar.name, "status": "gone",
+        folder = data.get("folder")
+        labels = folder == "labels" if folder is not None else (name, data.get("sha256")) in labelled
+        arrived = data.get("arrived")
+        out.append({"sha256": data.get("sha256"), "file": entry_name(name or sidecar.name, labels), "status": "gone",
                     "decision": Decision.REJECTED_INPUT, "claimed_at": taken, "reason": _reason(data),
-                    "quarantined_only": True})
+                    "arrived": arrived if isinstance(arrived, (int, float)) else None, "quarantined_only": True})
     return out[::-1]
 
 

@@ -370,7 +370,8 @@ def reject(ctx: RunContext, champion: registry.Champion | None, exc: RejectedInp
     """Quarantine the run's file with the reason, record it, and set it aside in the ledger (``gone``): refused
     bytes were not processed, so the same bytes dropped again are decided anew (after a limit was raised, the
     preprocess mended, or, for labels, once their features have come)."""
-    target = quarantine(ctx.paths, ctx.path, ctx.sha256, exc.reason, exc.details)
+    target = quarantine(ctx.paths, ctx.path, ctx.sha256, exc.reason, exc.details,
+                        arrived=ctx.ledger.arrival(ctx.sha256))  # as the ledger recorded it
     # a reason starts with the file's name (RejectedInput): said once
     said = exc.reason if exc.reason.startswith(f"{ctx.path.name}: ") else f"{ctx.path.name}: {exc.reason}"
     ctx.log.warning("quarantined %s (moved to %s)", said, target)
@@ -779,8 +780,9 @@ def register(ctx: RunContext, trained: TrainingResult, batch: Batch, task: str, 
                                      reference_frame(trained.X, trained.y, spec.target), schema, profile,
                                      scores=scores, description=f"{trained.mode} on {batch.file}: {reason}")
     registry.mark_challenger(spec.name, version)
-    registry.set_version_tag(spec.name, version, "calmops.training", {"mode": trained.mode, **trained.info,
-                                                                       "file": batch.file, "sha256": batch.sha256})
+    registry.set_version_tag(spec.name, version, "calmops.training", {
+        "mode": trained.mode, **trained.info, "file": batch.file, "sha256": batch.sha256,
+        "folder": "labels" if ctx.labels_file else "incoming"})  # a labels file: labels/<file>
     return version
 
 

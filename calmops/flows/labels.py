@@ -149,7 +149,8 @@ def _set_aside_unmatched(ctx: RunContext, labels, match) -> Path:
               f"none is lost: drop this file into the labels folder ({paths.labels}) again once the files with "
               "those ids have been predicted")
     target = quarantine(paths, part, sha256_of(part), reason,
-                        {"unmatched_of": ctx.sha256, "labels_file": ctx.path.name, "rows": count})
+                        {"unmatched_of": ctx.sha256, "labels_file": ctx.path.name, "rows": count},
+                        labels=True)  # labels to drop into the labels folder again
     ctx.log.warning("labels %s: %d row(s) match no prediction waiting; set aside as %s", ctx.path.name, count, target)
     return target
 

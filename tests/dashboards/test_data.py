@@ -394,3 +394,34 @@ def test_block_metrics_keep_block_order_and_tell_the_challenger_apart():
         ["f1.csv", "2", "accuracy"]]
     assert list(per_run(champion[champion["metric"] == "accuracy"]).columns) == ["run", "9", "10"]
     assert list(per_run(champion[champion["metric"] == "f1_macro"]).columns) == ["run", "2024-09", "2024-10"]
+
+
+def test_a_labels_files_runs_are_named_labels_name_and_so_is_the_file_a_version_was_trained_on(tmp_path):
+    """docs/late-labels.md: a labels file and a features file may share a name. The viewer named both same.csv (the
+    overview's Latest runs, the tables' run labels, which numbered the second "same.csv (2)") and a version
+    trained on labels/f03.csv "f03.csv"; it names a labels file labels/<name>, as the ledger and the CLI do."""
+    from calmops.dashboards.views import overview
+    from calmops.dashboards.views.pipeline import _labels
+
+    conn, exp = _store(tmp_path, "credit", [{"file": "f0.csv", "folder": "incoming", "decision": "train"},
+                                            {"file": "same.csv", "folder": "incoming", "decision": "predict_only"},
+                                            {"file": "same.csv", "folder": "labels", "decision": "no_drift"},
+                                            {"file": "old.csv", "decision": "no_drift"}])  # before the folder tag
+    import mlflow
+
+    client = mlflow.MlflowClient(conn.tracking_uri)
+    for run in client.search_runs([exp]):  # each run named after its file, as the flows name them
+        client.set_tag(run.info.run_id, "mlflow.runName", run.data.tags["calmops.file"])
+    runs = data.runs_frame(conn, exp)
+    assert runs["run_name"].tolist() == ["f0.csv", "same.csv", "labels/same.csv", "old.csv"]
+    assert list(_labels(runs).values()) == ["f0.csv", "same.csv", "labels/same.csv", "old.csv"]  # none numbered
+    assert [data.shown_file(row) for _, row in runs.iterrows()] == runs["run_name"].tolist()
+    recent = overview._recent_runs(conn, [{"name": "credit", "experiment_id": exp}])
+    assert sorted(recent["file"]) == ["f0.csv", "labels/same.csv", "old.csv", "same.csv"]
+    labels_run = runs.loc[runs["folder"] == "labels", "run_id"].item()
+    trained = {"run_id": labels_run, "training": {"mode": "window", "file": "same.csv"}}  # a tag without the folder
+    assert data.training_file(trained, runs) == "labels/same.csv"  # the registering run's folder says it
+    tagged = {"run_id": "elsewhere", "training": {"file": "f03.csv", "folder": "labels"}}
+    assert data.training_file(tagged, runs) == "labels/f03.csv"
+    assert data.training_file({"run_id": runs["run_id"][0], "training": {"file": "f0.csv"}}, runs) == "f0.csv"
+    assert data.training_file({"run_id": None, "training": {}}, runs) == ""

@@ -553,3 +553,36 @@ def test_schema_signal_p_values_read_as_the_feature_tables_do(empty_home):
     config = {name: json.loads(d.proto.columns).get("p_value") for name, d in (("schema", schema),
                                                                                ("features", features))}
     assert config["schema"] == config["features"] and config["schema"]["type_config"]["format"] == "%.2e", config
+
+
+def test_a_labels_file_is_named_labels_name_in_the_latest_runs_and_the_versions_it_trained(empty_home, tmp_path):
+    """A labels file and a features file both called same.csv (docs/late-labels.md): the overview's Latest runs
+    listed same.csv twice, and the models and Retraining tabs said a version trained on the labels file was
+    trained on same.csv; each names it labels/same.csv, as the ledger and the CLI do (a version registered
+    before its training tag kept the folder is named by its run's folder tag)."""
+    import json
+
+    from tests.dashboards.seed import recorded_run
+
+    experiment = empty_home.create_experiment("calmops/credit", tags={"calmops.pipeline": "credit"})
+    first = recorded_run(empty_home, experiment, "f0.csv", 0, decision="train")
+    recorded_run(empty_home, experiment, "same.csv", 1, decision="predict_only")
+    joined = recorded_run(empty_home, experiment, "same.csv", 2, folder="labels", decision="retrain_promoted")
+    empty_home.create_registered_model("calmops.credit")
+    for run_id, training in ((first, {"mode": "full", "file": "f0.csv", "folder": "incoming"}),
+                             (joined, {"mode": "full", "file": "same.csv"})):
+        version = empty_home.create_model_version("calmops.credit", str(tmp_path), run_id=run_id)
+        empty_home.set_model_version_tag("calmops.credit", version.version, "calmops.training", json.dumps(training))
+    empty_home.set_registered_model_alias("calmops.credit", "champion", "2")
+
+    at = page("overview")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    recent = next(d.value for d in at.dataframe if {"time", "pipeline", "file", "reason"} <= set(d.value.columns))
+    assert recent["file"].tolist() == ["labels/same.csv", "same.csv", "f0.csv"], recent
+    assert table(at, "overview_table").set_index("pipeline").loc["credit", "last file"] == "labels/same.csv"
+    at = page("pipeline", {"pipeline": "credit"})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert table(at, "retraining").set_index("version")["file"].to_dict() == {"v2": "labels/same.csv",
+                                                                             "v1": "f0.csv"}
+    assert table(at, "aliases").set_index("alias").loc["champion", "trained on"] == "labels/same.csv"
+    assert any("labels/same.csv" in c.value.replace("\\", "") for c in at.caption), [c.value for c in at.caption]

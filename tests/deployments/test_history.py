@@ -304,3 +304,58 @@ def test_a_pending_file_is_listed_with_the_files_still_to_decide_in_arrival_orde
     assert [(f["file"], f["status"]) for f in files][1:] == [("more_0001.csv", "pending"),
                                                              ("more_0002.csv", "waiting")], files
     assert files[0]["file"] == "first.csv"
+
+
+@pytest.mark.parametrize("old_record", [False, True])
+def test_a_labels_file_refused_then_joined_is_named_labels_name_in_both_lines_with_its_arrival(calmops_home,
+                                                                                                old_record):
+    """A labels file that came before its features (docs/late-labels.md) is quarantined; the same bytes dropped
+    into the labels folder again are joined. The ledger's row now stands for the join, so the refusal's line is
+    rebuilt from the quarantine's record: it names the file labels/early.csv, as the ledger, `status` and `report`
+    do (never early.csv, a features file's name), and says when the refused file arrived. A record written before
+    records kept the folder and the arrival (``old_record``) is still named by the ledger's row of its bytes; its
+    arrival is unknown."""
+    from calmops.core.store import (
+        arrival_time,
+        ledger,
+        quarantine,
+        quarantine_records,
+        save_spec,
+        sha256_of,
+        spec_from_dict,
+    )
+    from calmops.deployments.history import file_history
+
+    spec = spec_from_dict({**STREAM_SPEC, "labels": {"join_on": ["id"]}})
+    save_spec(spec, create=True)
+    paths = pipeline_paths(spec).ensure()
+    book = ledger(paths)
+    early = paths.labels / "early.csv"
+    early.write_text("id,y\n1,0\n2,1\n")
+    sha, first = sha256_of(early), arrival_time(early.stat().st_mtime_ns)
+    book.arrive(sha, "labels/early.csv", first, paths.labels, at=early)
+    assert book.claim(sha, "labels/early.csv", run_id="r1", arrived=first)
+    moved = quarantine(paths, early, sha, "early.csv: none of its 2 id(s) match a row predicted and waiting",
+                       arrived=book.arrival(sha))
+    book.finish(sha, "rejected_input", status="gone")
+    [(sidecar, record)] = quarantine_records(paths)
+    assert (record["folder"], record["arrived"]) == ("labels", first)
+    if old_record:
+        sidecar.write_text(json.dumps({k: v for k, v in record.items() if k not in ("folder", "arrived")}))
+    in_quarantine = file_history(spec)["files"]
+    assert [(f["file"], f["status"]) for f in in_quarantine] == [("labels/early.csv", "quarantined")]
+
+    moved.rename(early)  # its features came: dropped into the labels folder again, and joined
+    again = first + 60.0
+    book.arrive(sha, "labels/early.csv", again, paths.labels, at=early)
+    assert book.claim(sha, "labels/early.csv", run_id="r2")
+    book.finish(sha, "no_drift")
+    early.unlink()
+
+    files = file_history(spec)["files"]
+    assert [(f["file"], f["status"], f["decision"]) for f in files] == [
+        ("labels/early.csv", "quarantined", "quarantined"), ("labels/early.csv", "decided", "no_drift")]
+    from calmops.deployments.readout import iso_seconds
+
+    assert files[0]["arrived"] == (None if old_record else iso_seconds(first))
+    assert files[0]["reason"].startswith("early.csv: none of its 2 id(s)")

@@ -390,3 +390,25 @@ def test_the_last_file_is_the_last_one_decided_not_one_still_running(stream_spec
     book.release(sha256_of(running))  # its run failed: pending, to be run again
     data = _status("sea")
     assert (data["last_file"], data["last_decision"], data["files_running"]) == ("b.csv", "failed", 0), data
+
+
+def test_the_overview_shows_the_labels_files_waiting_as_status_name_counts_them(calmops_home, monkeypatch):
+    """docs/late-labels.md: labels files wait in the labels folder, not in incoming. With two there (the pipeline
+    paused, say), `status credit` says `labels waiting 2`; the overview's table counts the incoming folder in its
+    waiting column (0 here), so a line under it says the labels files are there, as many as `status credit` and
+    both `--json` count."""
+    spec = spec_from_dict({**STREAM_SPEC, "name": "credit", "labels": {"join_on": ["id"]}})
+    save_spec(spec, create=True)
+    save_spec(spec_from_dict(dict(STREAM_SPEC)), create=True)  # a pipeline without labels: no line for it
+    paths = pipeline_paths(spec)
+    for name in ("l1.csv", "l2.csv"):
+        _drop(paths.labels, name, "id,y\n1,0\n")
+    assert runner.invoke(app, ["pause", "credit"]).exit_code == 0
+    detail = _status("credit")
+    assert (detail["files_waiting"], detail["labels_waiting"]) == (0, 2)
+    overview = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["pipelines"]
+    assert {row["name"]: row["labels_waiting"] for row in overview} == {"credit": 2, "sea": None}
+    monkeypatch.setenv("COLUMNS", "80")
+    text = runner.invoke(app, ["status"]).stdout
+    assert "credit: 2 labels file(s) waiting in its labels folder" in " ".join(text.split()), text
+    assert "sea:" not in text, text

@@ -84,6 +84,8 @@ def test_labels_two_files_later_are_joined_scored_per_version_and_retrain_on_a_c
     v2 = out["champion_version"]
     assert registry.alias_version("late", "champion") == v2
     assert registry.load_version("late", v2).tags["calmops.training"].count("l2.csv") == 1
+    # trained on labels/l2.csv: the tag says the folder (the viewer names the file as the ledger does)
+    assert registry.load_version("late", v2).training["folder"] == "labels"
     assert kept_for() == {third["sha256"]}
 
     # the next features are predicted by v2; one labels file for rows of both versions scores each on its own
@@ -228,6 +230,12 @@ def test_labels_before_their_features_are_set_aside_and_the_same_bytes_join_once
 
     book = ledger(pipeline_paths(late_spec))
     assert "labels/f1.csv" in [e["file"] for e in book.entries()] and not book.queue()
+    # and in the history, the refusal as well as the join: each with when its file arrived
+    from calmops.deployments.history import file_history
+
+    told = [f for f in file_history(read_spec("late"))["files"] if f["sha256"] == early["sha256"]]
+    assert [(f["file"], f["status"]) for f in told] == [("labels/f1.csv", "quarantined"), ("labels/f1.csv", "decided")]
+    assert all(f["arrived"] for f in told) and told[0]["arrived"] <= told[1]["arrived"], told
 
 
 def test_labels_of_which_some_overtook_their_features_join_the_others_and_set_the_rest_aside_to_drop_again(

@@ -38,7 +38,7 @@ def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -
         "champion": ui.version_text(champion),
         "champion age": data.age_text(data.champion_since(reg)),
         "runs": f"{RECENT_RUNS}+" if len(runs) >= RECENT_RUNS else str(len(runs)),
-        "last file": last["file"] or last["run_name"] if last is not None else "—",
+        "last file": data.shown_file(last) if last is not None else "—",
         "last decision": last_decision or "—",
         "last run": ui.fmt_time(last["start_time"], short=True) if last is not None else "—",
         "drift": _drift_text(drift, last["drifted_features"] if last is not None else ""),

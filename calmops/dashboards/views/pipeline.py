@@ -81,7 +81,7 @@ def header(conn, name, runs, reg, prefect_problem) -> None:
                    help="Not checked (—) for a first model, a refused, duplicate or held file and a failed run.")
     cols[5].metric("Breaker", breaker["state"] if breaker else "unknown")
     if last is not None:
-        st.caption(f"Last file **{ui.plain(last['file'] or last['run_name'])}** at {ui.fmt_time(last['start_time'])}: "
+        st.caption(f"Last file **{ui.plain(data.shown_file(last))}** at {ui.fmt_time(last['start_time'])}: "
                    f"{ui.plain(last['reason'])}")
     if prefect_problem:
         st.warning(f"Prefect: {ui.plain(prefect_problem)}. Breaker state and flow-run logs are not shown.")
@@ -310,7 +310,7 @@ def models_tab(conn, name, runs, reg, prefect_problem) -> None:
         v = aliases.get(alias)
         info = by_version.get(v, {})
         rows.append({"alias": alias, "version": ui.version_text(v), "created": ui.fmt_time(info.get("created")),
-                     "trained on": (info.get("training") or {}).get("file", ""),
+                     "trained on": data.training_file(info, runs) if info else "",
                      "mode": (info.get("training") or {}).get("mode", ""),
                      "why": info.get("description", ""),
                      "MLflow": data.mlflow_model_url(conn, name, v) if v else None})
@@ -370,7 +370,7 @@ def retraining_tab(conn, name, runs, reg, prefect_problem) -> None:
     for v in reversed(reg["versions"]):
         t = v.get("training") or {}
         rows.append({"version": f"v{v['version']}", "created": ui.fmt_time(v["created"]),
-                     "aliases": ", ".join(v["aliases"]), "mode": t.get("mode", ""), "file": t.get("file", ""),
+                     "aliases": ", ".join(v["aliases"]), "mode": t.get("mode", ""), "file": data.training_file(v, runs),
                      "rows": t.get("rows"), "rows new": t.get("rows_new"), "rows reference": t.get("rows_reference"),
                      "outcome": decision_of.get(v["run_id"], ""),
                      "rolled back": "yes" if v.get("rolled_back") else "",
