@@ -634,13 +634,15 @@ def age_text(ts: pd.Timestamp | None, now: float | None = None) -> str:
 
 
 def health(last_decision: str | None, breaker_state: str | None, drift: bool | None) -> str:
-    """One word for the overview: ``down`` / ``failing`` / ``drift`` / ``ok`` / ``new``; ``last_decision`` as
-    :func:`runs_frame` gives it."""
+    """One word for the overview: ``down`` / ``failing`` / ``bad input`` / ``drift`` / ``ok`` / ``new``;
+    ``last_decision`` as :func:`runs_frame` gives it."""
     if breaker_state == "open":
         return "down"
     # a challenger that lost to a working champion is not a failure: the champion serves on (drift or ok)
-    if last_decision in (Decision.FAILED, QUARANTINED) or breaker_state == "half_open":
+    if last_decision == Decision.FAILED or breaker_state == "half_open":
         return "failing"
+    if last_decision == QUARANTINED:  # the file was refused, the pipeline works (the breaker never counts it)
+        return "bad input"
     if not last_decision:
         return "new"
     if drift:

@@ -97,7 +97,7 @@ def test_block_tables_accept_the_usual_shapes():
 
 def test_health_age_thresholds_and_primary_metric():
     assert data.health("no_drift", "open", False) == "down"
-    assert data.health("quarantined", "closed", False) == "failing"  # its file was quarantined
+    assert data.health("quarantined", "closed", False) == "bad input"  # bad input is no failure of the pipeline
     assert data.health("failed", "closed", False) == "failing"
     # a challenger lost to a working champion: the champion serves on; not a failure (docs/spec.md)
     assert data.health("retrain_rejected", "closed", True) == "drift"
@@ -262,7 +262,7 @@ def test_drift_is_not_said_no_for_files_that_were_never_checked(tmp_path):
     assert shown == ["—", "no", "yes", "—", "—", "—", "—"], shown
     row = overview.summary(conn, {"name": "quar", "experiment_id": exp}, prefect_ok=False)
     # recorded rejected_input, shown as the quarantine folder and the flow run's state say it
-    assert row["last decision"] == "quarantined" and row["drift"] == "—" and row["health"] == "failing"
+    assert row["last decision"] == "quarantined" and row["drift"] == "—" and row["health"] == "file quarantined"
 
 
 def test_the_kind_of_a_pipeline_without_runs_is_read_from_its_spec(tmp_path, monkeypatch):

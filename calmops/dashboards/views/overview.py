@@ -11,7 +11,8 @@ from calmops.dashboards import cache, data, ui
 
 # the overview needs each pipeline's latest runs only; a pipeline's page reads all of them
 RECENT_RUNS = 50
-HEALTH_WORDS = {"ok": "ok", "drift": "drift", "failing": "failing", "down": "breaker open", "new": "no run yet"}
+HEALTH_WORDS = {"ok": "ok", "drift": "drift", "failing": "failing", "bad input": "file quarantined",
+                "down": "breaker open", "new": "no run yet"}
 
 
 def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -> dict[str, Any]:
@@ -89,7 +90,8 @@ def body(conn: data.Connection) -> None:
         "runs": st.column_config.NumberColumn("runs", format="%d"),
     })
     st.caption(f"Read at {ui.fmt_time(pd.Timestamp.now(tz='UTC'))}. Health: *breaker open*; *failing*: the last run "
-               "failed, its file was quarantined or the breaker is half-open; *drift*: the last batch drifted; *ok*; "
+               "failed or the breaker is half-open; *file quarantined*: the last file was refused (bad input: the "
+               "pipeline works, the file waits in quarantine with its reason); *drift*: the last batch drifted; *ok*; "
                "*no run yet*: no file has reached the pipeline.")
     recent = _recent_runs(conn, pipelines)
     if not recent.empty:
