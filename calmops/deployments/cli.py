@@ -689,6 +689,8 @@ def _print_outcome(o: dict[str, Any]) -> None:
     parts += [f"MLflow run {o['mlflow_run_id']}" if o.get("mlflow_run_id") else None,
               f"flow run {o['flow_run_id']}" if o.get("flow_run_id") else None]
     console.print("  " + " · ".join(p for p in parts if p), highlight=False, markup=False)
+    for signal in details.get("signals") or []:  # what ingest noticed: a column the model ignores, one left empty
+        console.print(f"  note: {printable(signal)}", highlight=False, markup=False)
     if joined := details.get("labels"):
         counts = ", ".join(f"{joined[k]} {k.replace('_', ' ')}" for k in ("matched", "unmatched", "duplicate",
                                                                           "labelled_before", "late") if joined.get(k))

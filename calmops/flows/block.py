@@ -120,8 +120,6 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     monitoring = B.block_scores(champion.model, batch.X, batch.y, blocks, task)
     performance = {name: B.block_performance_drift(s, champion.scores_at_promotion, spec, metric)
                    for name, s in monitoring.items()}
-    for signal in batch.signals:
-        ctx.log.info("schema signal: %s", signal)
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
                    spec.retrain.history_max_batches)
     # the champion's per-block scores are logged with the run's other metrics after any registration: MLflow's

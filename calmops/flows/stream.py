@@ -132,8 +132,6 @@ def _predictions_note(version: int | None) -> dict:
 def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champion) -> RunOutcome:
     spec = ctx.spec
     task, metric, now, verdict = champion_check(ctx, batch, champion)
-    for signal in batch.signals:
-        ctx.log.info("schema signal: %s", signal)
     history = read_history(ctx.paths, exclude_sha256=batch.sha256)
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
                    spec.retrain.history_max_batches)

@@ -546,6 +546,9 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
         X = coerce_features(frame[columns], types)
     except CoercionError as exc:
         raise RejectedInput(f"{path.name}: {exc}") from None
+    if len(X) and (empty := [c for c in X.columns if X[c].isna().all()]):
+        signals.append(f"feature column(s) empty in every row, read as missing and imputed (the model sees no value "
+                       f"there): {', '.join(V.excerpt(c, 30) for c in empty[:20])}")
     infinite = V.infinite_values(X, types, frame) + ([] if y is None else [m for m in [V.infinite_target(y, spec.target)] if m])
     if infinite:
         raise RejectedInput(f"{path.name}: {'; '.join(infinite)} (numbers must be finite)")

@@ -4,6 +4,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -182,6 +183,27 @@ def test_new_column_is_a_signal_not_an_error(prefect_server, stream_spec):
     _, verdict, _ = registry.recorded_verdict("sea", "b.csv")
     signals = [(s["kind"], s["column"], s["drift"]) for s in verdict["data"]["schema_signals"]]
     assert ("new_column", "extra", False) in signals, signals
+
+
+def test_a_feature_column_empty_in_every_row_is_said_in_the_record_the_log_and_the_run_output(
+        prefect_server, stream_spec):
+    """A file whose x2 is empty in every row (an export that lost a column) is predicted, x2 imputed: said as a
+    signal in the decision's details, the pipeline log and `calmops run`'s output, for the first model too."""
+    from typer.testing import CliRunner
+
+    from calmops.deployments.cli import app
+
+    folder = incoming("sea")
+    first = run("sea", write_csv(sea_frame(1000, 8, seed=1).assign(x3=np.nan), folder, "a.csv"))
+    assert first["decision"] == "train"
+    assert "feature column(s) empty in every row, read as missing and imputed (the model sees no value there): " \
+        "'x3'" in first["details"]["signals"]
+    mine = write_csv(sea_frame(500, 8, seed=2).assign(x2=np.nan), folder.parent / "mine", "b.csv")
+    said = CliRunner().invoke(app, ["run", "sea", str(mine)])
+    assert said.exit_code == 0, said.output
+    assert "note: feature column(s) empty in every row, read as missing and imputed" in said.stdout, said.stdout
+    log = (pipeline_paths(read_spec("sea")).logs / "pipeline.log").read_text()
+    assert "b.csv: feature column(s) empty in every row" in log and "a.csv: feature column(s) empty" in log
 
 
 @pytest.fixture
