@@ -22,6 +22,7 @@ list_pipelines = st.cache_data(ttl=LIST_TTL, show_spinner=False)(data.list_pipel
 runs_frame = st.cache_data(ttl=LIST_TTL, show_spinner="Reading runs from MLflow…")(data.runs_frame)
 registry_info = st.cache_data(ttl=LIST_TTL, show_spinner=False)(data.registry_info)
 spec_kind = st.cache_data(ttl=LIST_TTL, show_spinner=False)(data.spec_kind)
+bad_input_fails = st.cache_data(ttl=LIST_TTL, show_spinner=False)(data.bad_input_fails)
 # run artifacts are kept by data.artifact_texts itself (write-once, fetched in parallel), not here
 artifact_text = data.artifact_text
 artifact_json = data.artifact_json

@@ -271,6 +271,16 @@ def spec_kind(conn: Connection, name: str) -> str | None:
         return None
 
 
+def bad_input_fails(conn: Connection, name: str) -> bool:
+    """Whether the pipeline's breaker counts a quarantined file as a failure (``breaker.count_bad_input``), where
+    the viewer runs beside the pipelines; False when this host has no such spec (the default). ``conn`` keys the
+    cache."""
+    try:
+        return read_spec(name).breaker.count_bad_input
+    except Exception:  # noqa: BLE001 - no spec here: the default
+        return False
+
+
 def registry_info(conn: Connection, name: str) -> dict[str, Any]:
     """The registered model: aliases and every version with its scores, training info and reason."""
     from mlflow.exceptions import MlflowException
@@ -633,15 +643,18 @@ def age_text(ts: pd.Timestamp | None, now: float | None = None) -> str:
     return f"{seconds:.0f} s"
 
 
-def health(last_decision: str | None, breaker_state: str | None, drift: bool | None) -> str:
+def health(last_decision: str | None, breaker_state: str | None, drift: bool | None,
+           bad_input_fails: bool = False) -> str:
     """One word for the overview: ``down`` / ``failing`` / ``bad input`` / ``drift`` / ``ok`` / ``new``;
-    ``last_decision`` as :func:`runs_frame` gives it."""
+    ``last_decision`` as :func:`runs_frame` gives it; ``bad_input_fails``: the breaker counts a quarantined file
+    as a failure (``breaker.count_bad_input``), and so does the overview."""
     if breaker_state == "open":
         return "down"
     # a challenger that lost to a working champion is not a failure: the champion serves on (drift or ok)
-    if last_decision == Decision.FAILED or breaker_state == "half_open":
+    if last_decision == Decision.FAILED or breaker_state == "half_open" or \
+            (last_decision == QUARANTINED and bad_input_fails):
         return "failing"
-    if last_decision == QUARANTINED:  # the file was refused, the pipeline works (the breaker never counts it)
+    if last_decision == QUARANTINED:  # the file was refused, the pipeline works (the breaker does not count it)
         return "bad input"
     if not last_decision:
         return "new"

@@ -361,7 +361,7 @@ def note_batch(ctx: RunContext, batch: Batch) -> Batch:
     if batch.signals:
         ctx.signals["signals"] = batch.signals
     for signal in batch.signals:  # every kind, every path (a first model, a prediction-only file, a retrain)
-        ctx.log.warning("%s: %s", ctx.path.name, signal)
+        ctx.log.warning("%s: %s", entry_name(ctx.path.name, ctx.labels_file), signal)
     if ctx.mlflow_run_id:
         registry.log_batch_input(ctx.mlflow_run_id, batch.frame, source=ctx.path, sha256=ctx.sha256,
                                  target=ctx.spec.target)

@@ -21,9 +21,11 @@ from typing import Any
 from calmops.core import registry
 from calmops.core.awaiting import Awaiting, keys_of
 from calmops.core.logs import RunLog
+from calmops.core.spec import TEXT_FORMATS
 from calmops.core.store import (
     LABELS_ENTRY,
     REASON_SUFFIX,
+    bounded_name,
     holds,
     ledger,
     ledger_name,
@@ -44,7 +46,7 @@ from calmops.flows.common import (
     run_one_file,
 )
 from calmops.flows.redundant import cancel_redundant_runs
-from calmops.tasks.ingest import Batch, RejectedInput, validate_frame
+from calmops.tasks.ingest import Batch, RejectedInput, text_delimiter, validate_frame
 from calmops.tasks.labels import labelled_rows, read_labels, realized_score, realized_scores
 from calmops.tasks.record import RunOutcome
 
@@ -125,23 +127,29 @@ def _why_none_matched(match, awaiting: Awaiting) -> str:
             "nothing in it is new")
 
 
-def _set_aside_unmatched(ctx: RunContext, labels, match) -> Path:
+def _set_aside_unmatched(ctx: RunContext, labels, fmt: str, match) -> Path:
     """The rows of a labels file whose ids match no row waiting for labels (their features not predicted yet, or
     unknown ids), as a file of their own in quarantine, with a reason saying to drop it into the labels folder
-    again once those features are predicted: the file itself is taken (done), and would be a duplicate. Once per
-    labels file (a retried run finds it set aside already)."""
+    again once those features are predicted: the file itself is taken (done), and would be a duplicate. Written
+    in the labels file's own format (``fmt``; a text table with its delimiter), so that it is read back as the
+    labels file was. Once per labels file (a retried run finds it set aside already)."""
     paths = ctx.paths
-    name = f"{Path(ctx.path.name).stem}.unmatched.csv"
     for sidecar, record in quarantine_records(paths):
         if (record.get("details") or {}).get("unmatched_of") == ctx.sha256:
             return sidecar.with_name(sidecar.name.removesuffix(REASON_SUFFIX))
     spec = ctx.spec
     rows = labels.iloc[match.unmatched_rows]
     staging = paths.state / "set-aside"  # written whole here, then moved into quarantine under its name
-    staging.mkdir(parents=True, exist_ok=True)
-    part = staging / name
-    rows.to_csv(part.with_name(f".{name}.part"), index=False)  # the ids as read: as written in a text file
-    part.with_name(f".{name}.part").replace(part)
+    part = staging / bounded_name(Path(ctx.path.name).stem, f".unmatched.{fmt}")
+    if fmt in TEXT_FORMATS:  # the ids as read: as written; the delimiter the labels file had
+        staging.mkdir(parents=True, exist_ok=True)
+        rows.to_csv(part.with_name(f".{part.name}.part"), index=False,
+                    sep=text_delimiter(ctx.path, fmt, spec.delimiter) or ",")
+        part.with_name(f".{part.name}.part").replace(part)
+    else:
+        from calmops.generators.files import write_table  # the generators' writer, loaded only when needed
+
+        write_table(rows, part, fmt)
     count, total = len(rows), match.counts["label_rows"]
     reason = (f"{count} of the {total} label rows of {ctx.path.name} match no row waiting for labels (join on "
               f"{', '.join(spec.labels.join_on)}; e.g. {match.unmatched_ids[:3]}): their features have not been "
@@ -181,7 +189,7 @@ def read_labelled_batch(ctx: RunContext, champion: registry.Champion | None) -> 
         awaiting.release(ctx.sha256)  # its rows wait for a usable labels file
         return reject(ctx, champion, exc)
     if match.unmatched_rows:
-        report["unmatched_file"] = str(_set_aside_unmatched(ctx, labels, match))
+        report["unmatched_file"] = str(_set_aside_unmatched(ctx, labels, fmt, match))
     realized = realized_scores(match, champion.schema.task, champion.schema.classes)
     overall = realized_score(match, champion.schema.task, champion.schema.classes)
     ctx.realized = {name: {k: s for k, s in scores.items() if k != "rows"} for name, scores in

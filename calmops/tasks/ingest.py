@@ -99,8 +99,9 @@ def detect_format(path: Path) -> str:
     if head.startswith(b"PK\x03\x04"):
         if _is_workbook(path):
             return "xlsx"
-        raise RejectedInput(f"{path.name}: unknown format: a zip archive, not an Excel workbook (extract the table "
-                            f"first); {CONVERT}")
+        kind = ("an OpenDocument spreadsheet (.ods): save it as .xlsx or CSV" if _zip_mimetype(path).startswith(
+            "application/vnd.oasis.opendocument") else "a zip archive, not an Excel workbook (extract the table first)")
+        raise RejectedInput(f"{path.name}: unknown format: {kind}; {CONVERT}")
     for magic, kind in _COMPRESSED.items():
         if re.match(magic, head):
             raise RejectedInput(f"{path.name}: unknown format: {kind}; {CONVERT}")
@@ -157,6 +158,17 @@ _COMPRESSED = {rb"\x1f\x8b": "gzip-compressed (decompress it first, e.g. gunzip)
                rb"7z\xbc\xaf\x27\x1c": "a 7-Zip archive (extract the table first)"}
 
 
+def _zip_mimetype(path: Path) -> str:
+    """The ``mimetype`` member of a zip (OpenDocument files name their kind there); "" without one."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read("mimetype")[:100].decode("ascii", "replace")
+    except (KeyError, zipfile.BadZipFile, OSError):
+        return ""
+
+
 def _is_workbook(path: Path) -> bool:
     """Whether a zip file is an Excel workbook (it holds ``xl/workbook.xml``); a damaged one counts as one, and
     its reading says what is wrong."""
@@ -195,41 +207,77 @@ def _first_non_utf8(path: Path) -> tuple[int, int] | None:
             lines += block.count(b"\n")
 
 
+_SHEET_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_RELS_NS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+_DOC_REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+
+
+def _first_sheet_part(archive) -> str:
+    """The zip member of a workbook's first sheet (the one pandas reads), from the workbook's own index."""
+    from xml.etree import ElementTree as ET
+
+    book = ET.fromstring(archive.read("xl/workbook.xml"))
+    first = book.find(f"{_SHEET_NS}sheets/{_SHEET_NS}sheet")
+    rels = ET.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    target = next(r.get("Target") for r in rels.iter(f"{_RELS_NS}Relationship") if r.get("Id") == first.get(_DOC_REL))
+    return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+
+
+def _uncomputed_formulas(path: Path, limit: int = 10_000) -> list[tuple[str, str]]:
+    """(cell, formula) of the first sheet's formula cells saved with no result (no stored value, or an empty one in
+    a cell that is not text: an empty text result is a value); [] when the sheet cannot be read this way (its
+    reading says what is wrong)."""
+    import zipfile
+    from xml.etree import ElementTree as ET
+
+    found: list[tuple[str, str]] = []
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(_first_sheet_part(archive)) as sheet:
+            for _, element in ET.iterparse(sheet):
+                if element.tag != f"{_SHEET_NS}c":
+                    continue
+                formula, value = element.find(f"{_SHEET_NS}f"), element.find(f"{_SHEET_NS}v")
+                # no value, or an empty one where only a text result may be empty (t="str": "" is a result)
+                missing = value is None or (not value.text and element.get("t") != "str")
+                if formula is not None and missing and len(found) < limit:
+                    found.append((element.get("r") or "?", f"={formula.text}" if formula.text else "a shared formula"))
+                element.clear()
+    except (KeyError, StopIteration, AttributeError, ET.ParseError, zipfile.BadZipFile, OSError):
+        return []
+    return found
+
+
 def _refuse_uncomputed_formulas(path: Path) -> None:
     """RejectedInput when the workbook's first sheet (the one read) holds formulas saved without their result: a
     program that writes formulas without computing them (a script, a converter) leaves no value, and the cell
     would be read as missing, a whole column of them without a word."""
-    from openpyxl import load_workbook
-
-    def cells(data_only: bool):
-        with open(path, "rb") as fh:  # a file object: openpyxl refuses a name without a workbook's extension
-            book = load_workbook(fh, read_only=True, data_only=data_only)
-            try:
-                for r, row in enumerate(book.worksheets[0].iter_rows()):
-                    for cell in row:
-                        if hasattr(cell, "coordinate"):  # not an empty cell
-                            yield r, cell
-            finally:
-                book.close()
-
-    header: dict[int, object] = {}
-    formulas: dict[str, tuple[int, str]] = {}  # coordinate → (column, formula)
-    for r, cell in cells(data_only=False):
-        if r == 0:
-            header[cell.column] = cell.value
-        if cell.data_type == "f" and len(formulas) < 10_000:
-            formulas[cell.coordinate] = (cell.column, str(cell.value))
-    if not formulas:
+    empty = _uncomputed_formulas(path)
+    if not empty:
         return
-    empty = [(cell.coordinate, *formulas[cell.coordinate]) for _, cell in cells(data_only=True)
-             if cell.coordinate in formulas and cell.value is None]
-    if empty:
-        shown = ", ".join(f"{at} in column {V.excerpt(str(header.get(column)), 30)} ({V.excerpt(formula, 40)})"
-                          for at, column, formula in empty[:3])
-        raise RejectedInput(f"{path.name}: {len(empty)} formula cell(s) saved without their result, read as missing "
-                            f"values: {shown}; the program that wrote the workbook stored the formulas, not what "
-                            "they compute: open it in Excel or LibreOffice and save it (that stores the results), "
-                            "or export the sheet as CSV, and drop it in again", format="xlsx")
+    from openpyxl import load_workbook
+    from openpyxl.utils.cell import coordinate_from_string
+
+    with open(path, "rb") as fh:  # a file object: openpyxl refuses a name without a workbook's extension
+        book = load_workbook(fh, read_only=True)
+        try:
+            header = next(book.worksheets[0].iter_rows(min_row=1, max_row=1, values_only=True), ())
+        finally:
+            book.close()
+    names = {i: str(v) for i, v in enumerate(header)}
+
+    def column(cell: str) -> str:
+        try:
+            letters = coordinate_from_string(cell)[0]
+        except ValueError:
+            return "?"
+        index = sum((ord(c) - 64) * 26 ** k for k, c in enumerate(reversed(letters))) - 1
+        return V.excerpt(names.get(index, letters), 30)
+
+    shown = ", ".join(f"{cell} in column {column(cell)} ({V.excerpt(formula, 40)})" for cell, formula in empty[:3])
+    raise RejectedInput(f"{path.name}: {len(empty)} formula cell(s) saved without their result, read as missing "
+                        f"values: {shown}; the program that wrote the workbook stored the formulas, not what they "
+                        "compute: open it in Excel or LibreOffice and save it (that stores the results), or export "
+                        "the sheet as CSV, and drop it in again", format="xlsx")
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -320,8 +368,7 @@ def table_columns(path: Path, spec: PipelineSpec) -> list[str] | None:
     table's header, a Parquet file's schema); None when the file is over the size limit or cannot be read as
     one of the spec's formats (its run says why)."""
     try:
-        if path.stat().st_size > spec.limits.max_bytes or (fmt := detect_format(path)) not in spec.formats:
-            return None
+        fmt = accepted_format(path, spec)
         if fmt in TEXT_FORMATS:
             columns = pd.read_csv(path, sep=text_delimiter(path, fmt, spec.delimiter), nrows=0).columns
         elif fmt == "parquet":
@@ -546,7 +593,7 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
         X = coerce_features(frame[columns], types)
     except CoercionError as exc:
         raise RejectedInput(f"{path.name}: {exc}") from None
-    if len(X) and (empty := [c for c in X.columns if X[c].isna().all()]):
+    if len(X) > 1 and (empty := [c for c in X.columns if X[c].isna().all()]):  # one row: one missing cell
         signals.append(f"feature column(s) empty in every row, read as missing and imputed (the model sees no value "
                        f"there): {', '.join(V.excerpt(c, 30) for c in empty[:20])}")
     infinite = V.infinite_values(X, types, frame) + ([] if y is None else [m for m in [V.infinite_target(y, spec.target)] if m])

@@ -98,6 +98,7 @@ def test_block_tables_accept_the_usual_shapes():
 def test_health_age_thresholds_and_primary_metric():
     assert data.health("no_drift", "open", False) == "down"
     assert data.health("quarantined", "closed", False) == "bad input"  # bad input is no failure of the pipeline
+    assert data.health("quarantined", "closed", False, bad_input_fails=True) == "failing"  # breaker.count_bad_input
     assert data.health("failed", "closed", False) == "failing"
     # a challenger lost to a working champion: the champion serves on; not a failure (docs/spec.md)
     assert data.health("retrain_rejected", "closed", True) == "drift"

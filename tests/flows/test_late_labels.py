@@ -271,6 +271,36 @@ def test_labels_of_which_some_overtook_their_features_join_the_others_and_set_th
     assert Awaiting(paths.root, paths.state).waiting(30)["waiting"] == 0  # every predicted row got its label
 
 
+def test_unmatched_labels_are_set_aside_in_their_own_format_and_delimiter_and_join_when_dropped_again(
+        prefect_server, late_spec):
+    """A Parquet labels file's unmatched rows are set aside as Parquet, a semicolon CSV's as a semicolon CSV: each
+    is read back as its labels file was, and joins once the features have come."""
+    paths = pipeline_paths(late_spec)
+    folder, labels_folder = incoming("late"), paths.labels
+    f0, f1, f2 = batch(600, 8.0, 1, 0), batch(200, 8.0, 2, 1000), batch(200, 8.0, 3, 2000)
+    run("late", write_csv(f0, folder, "f0.csv"))
+    run("late", write_csv(features(f1), folder, "f1.csv"))
+    labels(f1, f2).to_parquet(labels_folder / "l12.parquet", index=False)
+    out = run("late", labels_folder / "l12.parquet")
+    parquet_aside = Path(out["details"]["labels"]["unmatched_file"])
+    assert parquet_aside.name == "l12.unmatched.parquet"
+    assert sorted(pd.read_parquet(parquet_aside)["id"]) == list(range(2000, 2200))  # f2's
+    run("late", write_csv(features(f2.iloc[:100]), folder, "f2a.csv"))
+    assert run("late", parquet_aside.rename(labels_folder / parquet_aside.name))["details"]["labels"]["matched"] == 100
+    semicolons = labels_folder / "l2b.csv"  # the rest set aside again: f2's second half, as a semicolon CSV
+    labels(f2).to_csv(semicolons, sep=";", index=False)
+    run("late", write_csv(features(f2.iloc[100:150]), folder, "f2b.csv"))
+    out = run("late", semicolons)
+    joined = out["details"]["labels"]
+    assert (joined["matched"], joined["labelled_before"], joined["unmatched"]) == (50, 100, 50), joined
+    csv_aside = Path(joined["unmatched_file"])
+    assert csv_aside.name == "l2b.unmatched.csv" and csv_aside.read_text().splitlines()[0] == "id;y"
+    run("late", write_csv(features(f2.iloc[150:]), folder, "f2c.csv"))
+    again = run("late", csv_aside.rename(labels_folder / csv_aside.name))
+    assert again["details"]["labels"]["matched"] == 50, again["reason"]  # read with its delimiter, joined
+    assert Awaiting(paths.root, paths.state).waiting(30)["waiting"] == 0
+
+
 def test_a_first_file_without_labels_and_labels_before_any_model_are_told_to_start_with_a_labelled_file(
         prefect_server, late_spec):
     """A new pipeline's first file without the target cannot train, and its labels cannot help (nothing was

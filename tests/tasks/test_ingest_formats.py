@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from calmops.core.spec import parse_spec
-from calmops.tasks.ingest import RejectedInput, detect_format, parse_and_validate
+from calmops.tasks.ingest import RejectedInput, detect_format, parse_and_validate, read_table
 
 SPEC = parse_spec({"name": "fmt", "target": "y"})
 FRAME = pd.DataFrame({"a": [1.5, 2.5, 3.5], "b": ["x", "y", "x"], "y": [0, 1, 0]})
@@ -316,3 +316,53 @@ def test_a_labels_file_in_a_format_the_pipeline_does_not_accept_is_told_the_same
         read_labels(path, spec)
     assert "format 'parquet' is not accepted by this pipeline (accepted: csv): save the file as csv" in \
         str(refused.value)
+
+
+def test_formulas_saved_with_their_results_are_read_and_only_those_without_are_refused(tmp_path):
+    """A workbook saved by a spreadsheet program stores each formula's result (an empty text result too: t="str"
+    with an empty value): read as values. One written by a program that computes nothing stores none: refused,
+    naming the cell, its column and formula."""
+    import zipfile
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["a", "b", "y"])
+    for i in range(3):
+        sheet.append([i, f"=A{i + 2}*2", i % 2])
+    raw = tmp_path / "raw.xlsx"
+    book.save(raw)
+    with pytest.raises(RejectedInput, match=r"3 formula cell\(s\) saved without their result.*B2 in column 'b' "
+                                             r"\('=A2\*2'\)"):
+        read_table(raw, "xlsx")
+
+    def saved_with_results(target, results):  # as a spreadsheet program saves it: each formula's result stored
+        with zipfile.ZipFile(raw) as src, zipfile.ZipFile(target, "w") as dst:
+            for item in src.infolist():
+                data = src.read(item.filename)
+                if item.filename == "xl/worksheets/sheet1.xml":
+                    text = data.decode()
+                    for row, result in enumerate(results, start=2):
+                        text = text.replace(f"<c r=\"B{row}\"><f>A{row}*2</f><v />", result(row))
+                    data = text.encode()
+                dst.writestr(item, data)
+
+    numbers = tmp_path / "numbers.xlsx"
+    saved_with_results(numbers, [lambda r: f"<c r=\"B{r}\"><f>A{r}*2</f><v>{(r - 2) * 2}</v>"] * 3)
+    assert read_table(numbers, "xlsx")["b"].tolist() == [0, 2, 4]
+    texts = tmp_path / "texts.xlsx"  # =IF(…, "", …) whose result is the empty text: a value, read as missing
+    saved_with_results(texts, [lambda r: f"<c r=\"B{r}\" t=\"str\"><f>A{r}*2</f><v></v>"] * 3)
+    assert read_table(texts, "xlsx")["b"].isna().all()
+
+
+def test_an_opendocument_spreadsheet_is_told_to_be_saved_as_xlsx_or_csv(tmp_path):
+    import zipfile
+
+    path = tmp_path / "sheet.ods"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", "<office:document-content/>")
+    with pytest.raises(RejectedInput, match=r"sheet.ods: unknown format: an OpenDocument spreadsheet \(.ods\): save "
+                                             r"it as .xlsx or CSV"):
+        parse_and_validate(path, "0" * 64, SPEC, None)

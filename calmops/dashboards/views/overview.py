@@ -34,7 +34,7 @@ def summary(conn: data.Connection, pipeline: dict[str, Any], prefect_ok: bool) -
     return {
         "pipeline": name,
         "kind": ui.pipeline_kind(conn, name, runs),
-        "health": HEALTH_WORDS[data.health(last_decision, breaker_state, drift)],
+        "health": HEALTH_WORDS[data.health(last_decision, breaker_state, drift, cache.bad_input_fails(conn, name))],
         "breaker": breaker_state or "unknown",
         "champion": ui.version_text(champion),
         "champion age": data.age_text(data.champion_since(reg)),
@@ -90,8 +90,9 @@ def body(conn: data.Connection) -> None:
         "runs": st.column_config.NumberColumn("runs", format="%d"),
     })
     st.caption(f"Read at {ui.fmt_time(pd.Timestamp.now(tz='UTC'))}. Health: *breaker open*; *failing*: the last run "
-               "failed or the breaker is half-open; *file quarantined*: the last file was refused (bad input: the "
-               "pipeline works, the file waits in quarantine with its reason); *drift*: the last batch drifted; *ok*; "
+               "failed or the breaker is half-open; *file quarantined*: the last file was refused (bad input, "
+               "which the breaker does not count unless breaker.count_bad_input is set; the file waits in quarantine "
+               "with its reason); *drift*: the last batch drifted; *ok*; "
                "*no run yet*: no file has reached the pipeline.")
     recent = _recent_runs(conn, pipelines)
     if not recent.empty:
