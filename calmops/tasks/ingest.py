@@ -255,7 +255,7 @@ def _refuse_uncomputed_formulas(path: Path) -> None:
     if not empty:
         return
     from openpyxl import load_workbook
-    from openpyxl.utils.cell import coordinate_from_string
+    from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
 
     with open(path, "rb") as fh:  # a file object: openpyxl refuses a name without a workbook's extension
         book = load_workbook(fh, read_only=True)
@@ -270,8 +270,7 @@ def _refuse_uncomputed_formulas(path: Path) -> None:
             letters = coordinate_from_string(cell)[0]
         except ValueError:
             return "?"
-        index = sum((ord(c) - 64) * 26 ** k for k, c in enumerate(reversed(letters))) - 1
-        return V.excerpt(names.get(index, letters), 30)
+        return V.excerpt(names.get(column_index_from_string(letters) - 1, letters), 30)
 
     shown = ", ".join(f"{cell} in column {column(cell)} ({V.excerpt(formula, 40)})" for cell, formula in empty[:3])
     raise RejectedInput(f"{path.name}: {len(empty)} formula cell(s) saved without their result, read as missing "
