@@ -122,6 +122,7 @@ def calmops_home(tmp_path, monkeypatch) -> Path:
 
     registry.configure(get_settings())
     registry._load_version.cache_clear()
+    registry._load_selection.cache_clear()
     yield home
     _forget_breakers(home)
 

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,11 @@ REFERENCE_MAX_ROWS = 200_000
 MODEL_FILE = "model.skops"
 #: Version tag CalmOps writes at registration: the SHA-256 of :data:`MODEL_FILE`, checked before every load.
 MODEL_SHA256_TAG = "calmops.model_sha256"
+#: Version tag of a version refit on every row of its file after the holdout chose its recipe: the SHA-256 of the
+#: fit the holdout judged (trained without the holdout rows), kept in the run's artifacts under
+#: ``selection/v<version>/`` and checked before every load like the model. Its outputs are the ones the
+#: label-free signals and the performance estimate read (:attr:`Champion.watched`).
+SELECTION_SHA256_TAG = "calmops.selection_sha256"
 
 #: Parts of those estimators that are not estimators themselves, by their full type name, beyond what skops
 #: trusts on its own (scikit-learn's public estimators, numpy arrays, plain Python values). Never a
@@ -328,7 +333,7 @@ def _not_registered(what: str) -> UntrustedModel:
 
 
 def verify_model_file(folder: Path, expected_sha256: str | None, what: str,
-                      changed: Callable[[Path], tuple[str, str]] | None = None) -> Path:
+                      changed: Callable[[Path], tuple[str, str]] | None = None, tag: str = MODEL_SHA256_TAG) -> Path:
     """``folder/model.skops`` if it is the file CalmOps registered (its SHA-256 tag matches); raises otherwise.
 
     ``changed``: for a file that changed, (where it lives, what to do) as the message says them, from its path
@@ -343,7 +348,7 @@ def verify_model_file(folder: Path, expected_sha256: str | None, what: str,
     if sha256_of(path) != expected_sha256:
         where, then = changed(path) if changed else (str(path), "")
         raise UntrustedModel(f"{what}: {where} changed since registration (its SHA-256 differs from the "
-                             f"{MODEL_SHA256_TAG} tag): refused" + (f"; {then}" if then else ""))
+                             f"{tag} tag): refused" + (f"; {then}" if then else ""))
     return path
 
 
@@ -377,7 +382,7 @@ def _changed_in_cache(cached: Path) -> Callable[[Path], tuple[str, str]]:
 
 def read_model(folder: Path, expected_sha256: str | None, what: str,
                changed: Callable[[Path], tuple[str, str]] | None = None,
-               allow_modules: tuple[str, ...] = ()) -> Any:
+               allow_modules: tuple[str, ...] = (), tag: str = MODEL_SHA256_TAG) -> Any:
     """Load ``folder/model.skops`` if it is the file registered and every type in it is trusted.
 
     ``MLmodel`` is never read: the format (skops) and the trusted types are CalmOps' own (with
@@ -386,7 +391,7 @@ def read_model(folder: Path, expected_sha256: str | None, what: str,
     """
     import skops.io
 
-    path = verify_model_file(folder, expected_sha256, what, changed)
+    path = verify_model_file(folder, expected_sha256, what, changed, tag)
     try:
         trusted, refused = untrusted_types(file=path, allow_modules=allow_modules)
     except Exception as exc:  # noqa: BLE001 - not a skops file at all (e.g. a pickle under that name)
@@ -560,6 +565,17 @@ class Champion:
     profile: ReferenceProfile
     run_id: str
     tags: dict[str, str] = field(default_factory=dict)
+    @cached_property
+    def watched(self) -> Any:
+        """The model whose outputs on a batch the label-free signals and the performance estimate read: the fit
+        the holdout judged, kept with a version refit on every row of its file after it (loaded on first use: the
+        API serves without it), else the model itself. Their reference is its outputs on the holdout, rows it
+        never learnt: the refit model has learnt every row of its file, and its outputs on rows it learnt are
+        surer than on any new row, so such a reference would call every later file drift."""
+        sha256 = self.tags.get(SELECTION_SHA256_TAG)
+        if not sha256:
+            return self.model
+        return _load_selection(mlflow.get_tracking_uri(), self.name, self.version, self.run_id, sha256)
 
     @property
     def scores_at_promotion(self) -> dict[str, float]:
@@ -586,10 +602,13 @@ def log_candidate(
     *,
     scores: dict[str, Any] | None = None,
     description: str = "",
+    selection_fit: Any = None,
 ) -> int:
-    """Log and register a model in the given MLflow run; returns its version number."""
+    """Log and register a model in the given MLflow run; returns its version number. ``selection_fit``: the fit the
+    holdout judged, when ``model`` is its recipe refit on every row (see :data:`SELECTION_SHA256_TAG`)."""
     with in_run(run_id):
-        return _log_candidate(pipeline, model, reference, schema, profile, scores=scores, description=description)
+        return _log_candidate(pipeline, model, reference, schema, profile, scores=scores, description=description,
+                              selection_fit=selection_fit)
 
 
 _INTEGER_HINT = "Hint: Inferred schema contains integer column"
@@ -611,7 +630,7 @@ def _quiet_model_logging():
         environment_log.setLevel(level)
 
 
-def _log_candidate(pipeline, model, reference, schema, profile, *, scores, description) -> int:
+def _log_candidate(pipeline, model, reference, schema, profile, *, scores, description, selection_fit) -> int:
     from mlflow.models import infer_signature
 
     features = reference[schema.columns]
@@ -641,6 +660,9 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
         mlflow.log_artifacts(str(tmp_path / "profile"), "reference/profile")
     version = int(info.registered_model_version)
     client = MlflowClient()
+    if selection_fit is not None:  # before the model's tag: a version CalmOps loads has both or was never refit
+        client.set_model_version_tag(model_name(pipeline), str(version), SELECTION_SHA256_TAG,
+                                     _log_selection_fit(pipeline, version, selection_fit))
     client.set_model_version_tag(model_name(pipeline), str(version), MODEL_SHA256_TAG, _registered_sha256(pipeline, version))
     client.set_model_version_tag(model_name(pipeline), str(version), "calmops.scores", json.dumps(scores or {}))
     numbers = {k: float(v) for k, v in (scores or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -651,6 +673,24 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
     if version == 1:  # the registered model was just made: say whose it is and what its aliases mean
         describe_registered_model(client, pipeline)
     return version
+
+
+def _selection_path(version: int) -> str:
+    """Where a version's selection fit is kept in its run's artifacts (a run registers a fallback's version too)."""
+    return f"selection/v{version}"
+
+
+def _log_selection_fit(pipeline: str, version: int, selection_fit: Any) -> str:
+    """Log ``version``'s selection fit (skops, its types checked as the model's are) in the active run; returns
+    the SHA-256 of the file logged."""
+    import skops.io
+
+    trusted_types_for(selection_fit, pipeline_modules(pipeline))  # refuses what would not load back
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / MODEL_FILE
+        skops.io.dump(selection_fit, path)
+        mlflow.log_artifact(str(path), _selection_path(version))
+        return sha256_of(path)
 
 
 def describe_registered_model(client: MlflowClient, pipeline: str) -> None:
@@ -724,6 +764,35 @@ def _load_version(tracking_uri: str, pipeline: str, version: int, run_id: str,
     schema = InputSchema.from_dict(json.loads((local / "reference" / "schema.json").read_text()))
     profile = ReferenceProfile.load(local / "reference" / "profile")
     return model, schema, profile
+
+
+@lru_cache(maxsize=16)
+def _load_selection(tracking_uri: str, pipeline: str, version: int, run_id: str, sha256: str) -> Any:
+    """A version's selection fit (:data:`SELECTION_SHA256_TAG`), checked and loaded as its model is."""
+    local = _local_copy(tracking_uri, pipeline, version, run_id)
+    return read_model(_local_selection(local, version, run_id), sha256, f"pipeline {pipeline!r} v{version}'s "
+                      "selection fit", _changed_in_cache(local), pipeline_modules(pipeline), tag=SELECTION_SHA256_TAG)
+
+
+def _local_selection(local: Path, version: int, run_id: str) -> Path:
+    """The folder of the version's selection fit in its local copy ``local``, downloaded once, whole or not at all."""
+    final = local / "selection"
+    if final.is_dir():
+        return final
+    staging = Path(tempfile.mkdtemp(prefix=".selection-", dir=local))
+    try:
+        got = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{_selection_path(version)}/{MODEL_FILE}",
+                                                  dst_path=str(staging / "download"))
+        Path(got).rename(staging / MODEL_FILE)
+        shutil.rmtree(staging / "download")
+        try:
+            staging.rename(final)
+        except OSError:  # another process finished first: its copy is the same
+            pass
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
 
 
 def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha256: str | None = None,

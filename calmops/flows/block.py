@@ -86,7 +86,7 @@ def train_first_model(ctx: RunContext, batch: Batch, blocks: list[B.Block]) -> R
         trained = TrainingResult(model, batch.X, batch.y, "blocks", {
             "rows": len(batch.X), "blocks": _names(model), "selection": selection,
             "refit": {"rows": len(batch.X), "batch_rows": len(batch.X)}})
-    version = register(ctx, trained, batch, task, scores["challenger"], reason)
+    version = register(ctx, trained, batch, task, scores["challenger"], reason, selected=selected, held_out=X_hold)
     predictions = write_predictions_of(ctx, batch, model, version) if promote else None
     champion_version = None
     if promote:  # after the predictions: a failure to write them leaves no new champion
@@ -197,7 +197,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
         info["retrained_blocks"] = retrained
     said = f"retrained blocks {', '.join(retrained) or 'none'}" + (f" ({why_refit})" if every_block and not promote else "") + (
         f" (no model for {'; '.join(f'{name}: {why}' for name, why in too_small.items())})" if too_small else "")
-    version = register(ctx, trained, batch, task, scores["challenger"], rule)
+    version = register(ctx, trained, batch, task, scores["challenger"], rule, selected=selected, held_out=X_hold)
     B.log_metrics(ctx.mlflow_run_id, {**monitored, **B.mlflow_block_metrics(per_eval["challenger"], "challenger"),
                                       "n_retrained_blocks": float(len(retrained))})
     details.update({

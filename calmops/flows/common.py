@@ -771,16 +771,20 @@ def predict_without_training(ctx: RunContext, batch: Batch, champion: registry.C
     return finish(ctx, outcome, verdict, keep_pending=pending)
 
 
-def register(ctx: RunContext, trained: TrainingResult, batch: Batch, task: str, scores: dict, reason: str) -> int:
-    """Log the candidate with its reference and profile, and point ``challenger`` at it."""
+def register(ctx: RunContext, trained: TrainingResult, batch: Batch, task: str, scores: dict, reason: str, *,
+             selected: Any, held_out: pd.DataFrame) -> int:
+    """Log the candidate with its reference and profile, and point ``challenger`` at it. ``selected``: the fit the
+    holdout ``held_out`` judged (``trained.model`` itself, or the fit it is the refit of on every row): kept with
+    the version when it is another fit, its outputs on the holdout the reference of the label-free signals."""
     spec = ctx.spec
     classes = list(getattr(trained.model, "classes_", [])) or None
     schema = InputSchema(columns=list(trained.X.columns), dtypes={c: str(t) for c, t in trained.X.dtypes.items()},
                          feature_types=batch.feature_types, target=spec.target, task=task, classes=classes)
-    profile = build_profile(trained.X, batch.feature_types, spec, trained.model)
+    profile = build_profile(trained.X, batch.feature_types, spec, selected, held_out)
     version = registry.log_candidate(ctx.mlflow_run_id, spec.name, trained.model,
                                      reference_frame(trained.X, trained.y, spec.target), schema, profile,
-                                     scores=scores, description=f"{trained.mode} on {batch.file}: {reason}")
+                                     scores=scores, description=f"{trained.mode} on {batch.file}: {reason}",
+                                     selection_fit=None if selected is trained.model else selected)
     registry.mark_challenger(spec.name, version)
     registry.set_version_tag(spec.name, version, "calmops.training", {
         "mode": trained.mode, **trained.info, "file": batch.file, "sha256": batch.sha256,

@@ -236,13 +236,15 @@ def _metric(scores: dict[str, Any]) -> str:
 
 def _register_and_promote(ctx: RunContext, model: Pipeline, batch: Batch, scores: dict,
                           reason: str) -> tuple[int, str]:
-    """The file's rows become the version's reference (the next file's drift report compares against it).
+    """The file's rows become the version's reference (the next file's drift report compares against it); the
+    model's outputs on IPIP's held-out rows of the file (no ensemble learnt them) the label-free signals' reference.
 
     The new version's predictions are written first and the promotion comes last, so a failure to write
     them leaves the champion unchanged. Returns the version and the predictions file.
     """
     trained = TrainingResult(model, batch.X, batch.y, "ipip", {"rows": batch.n_rows})
-    version = register(ctx, trained, batch, "classification", scores, reason)
+    version = register(ctx, trained, batch, "classification", scores, reason, selected=model,
+                       held_out=batch.X.iloc[_ensemble(model).holdout_index_])
     predictions = _predictions(ctx, batch, model, version)
     promote_challenger(ctx.spec.name, version)
     return version, predictions

@@ -87,7 +87,8 @@ def train_first_model(ctx: RunContext, batch: Batch) -> RunOutcome:
         trained = refit(trained, trained.mode, spec, batch.feature_types, None, batch.X, batch.y, task=task)
         trained.info["selection"].update(holdout_rows=len(split.holdout), score=scores["challenger"].get(metric))
         trained.info["rows_so_far"] = batch.n_rows
-    version = register(ctx, trained, batch, task, scores["challenger"], verdict.reason)
+    version = register(ctx, trained, batch, task, scores["challenger"], verdict.reason, selected=selected.model,
+                       held_out=batch.X.iloc[split.holdout])
     predictions = write_predictions_of(ctx, batch, trained.model, version) if verdict.promote else None
     append_history(ctx.paths, reference_frame(batch.X, batch.y, spec.target), batch.sha256,
                    spec.retrain.history_max_batches)
@@ -197,7 +198,8 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
                                              "predecessor": champion.scores_at_promotion.get(metric)}
         else:
             trained.info["selection"] = selection
-        version = register(ctx, trained, batch, task, scores["challenger"], decision.reason)
+        version = register(ctx, trained, batch, task, scores["challenger"], decision.reason, selected=selected.model,
+                           held_out=X_hold)
         training = {"mode": mode, **trained.info, "challenger_version": version, "promoted": decision.promote,
                     "reason": decision.reason}
         trainings.append(training)
@@ -220,7 +222,7 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     if follow:
         registry.set_version_tag(spec.name, champion.version, registry.FOLLOW_UP_TAG, batch.file)
     if verdict.concept and verdict.concept.alarm:  # acted on: the detectors restart from the champion's level on this file
-        start_monitoring(ctx.paths.state, champion.version, champion.model, batch.X, batch.y, task, spec,
+        start_monitoring(ctx.paths.state, champion.version, champion.watched, batch.X, batch.y, task, spec,
                          champion.scores_at_promotion.get("rmse"))
     out = write_batch_predictions(ctx, batch, champion)
     reason = f"{verdict_reason} → retrained ({', '.join(tried)}) but not promoted: {decision.reason}"

@@ -55,6 +55,7 @@ def _cached_model_dir(home, version: int = 1):
 
 def _reload() -> None:
     registry._load_version.cache_clear()  # a new process would read the cache from disk
+    registry._load_selection.cache_clear()
 
 
 def _champion_alias() -> int | None:
@@ -104,7 +105,7 @@ def test_cached_mlmodel_switched_to_pickle_is_never_unpickled(trained, tmp_path)
 
 def test_a_model_file_changed_in_the_artifact_store_is_refused_naming_it_there(trained):
     cached = _cached_model_dir(trained).parent
-    [stored] = [p for p in (trained / "mlflow" / "artifacts").rglob(registry.MODEL_FILE)]
+    [stored] = [p for p in (trained / "mlflow" / "artifacts").rglob(registry.MODEL_FILE) if "selection" not in p.parts]
     with stored.open("ab") as fh:
         fh.write(b"\0")
     shutil.rmtree(cached)  # another machine, or a cache emptied: the version is downloaded again
@@ -119,6 +120,29 @@ def test_a_model_file_changed_in_the_artifact_store_is_refused_naming_it_there(t
     assert not cached.exists() and not list(cached.parent.glob(".1-*"))
     resp = TestClient(create_app()).post("/pipelines/sea/predict", json={"records": _records()})
     assert resp.status_code == 503 and resp.json()["detail"] == message
+
+
+def test_the_selection_fit_kept_with_a_refit_version_loads_only_as_registered(trained, tmp_path):
+    # the first model was refit on every row after its holdout vouched for it: the fit the holdout judged is kept
+    mv = MlflowClient().get_model_version("calmops.sea", "1")
+    [stored] = [p for p in (trained / "mlflow" / "artifacts").rglob(registry.MODEL_FILE) if "selection" in p.parts]
+    assert stored.parent.name == "v1" and mv.tags[registry.SELECTION_SHA256_TAG] == hashlib.sha256(
+        stored.read_bytes()).hexdigest()
+    champion = registry.champion("sea")
+    X = sea_frame(50, 8, seed=2)[["x1", "x2", "x3"]]
+    assert champion.watched is not champion.model and len(champion.watched.predict(X)) == 50
+    # replaced in the cache by a payload: refused on its hash, naming its own tag; nothing runs
+    marker = tmp_path / "executed"
+    cached = _cached_model_dir(trained).parent / "selection" / registry.MODEL_FILE
+    cached.write_bytes(pickle.dumps(Payload(marker)))
+    _reload()
+    with pytest.raises(registry.UntrustedModel, match=r"'sea' v1's selection fit: .*changed since registration "
+                                                      rf"\(its SHA-256 differs from the {registry.SELECTION_SHA256_TAG} tag\)"):
+        _ = registry.champion("sea").watched
+    assert not marker.exists()
+    # serving reads only the model: the API still predicts with the champion
+    resp = TestClient(create_app()).post("/pipelines/sea/predict", json={"records": _records()})
+    assert resp.status_code == 200, resp.text
 
 
 def test_a_model_file_changed_in_the_cache_is_refused_naming_the_cache_folder_to_delete(trained):

@@ -54,12 +54,14 @@ def check_drift(batch: DriftInput) -> DriftVerdict:
     report = data_drift(champion.profile, batch.X, spec, importances=importances, new_columns=batch.new_columns)
     at_promotion = champion.scores_at_promotion
     unlabelled = batch.y is None or batch.scores_now is None
-    # the label-free signals read the model's outputs: computed once, shared with the estimate
-    outputs = model_outputs(champion.model, batch.X) if unlabelled else None
-    estimated = estimated_performance(champion.model, batch.X, spec, metric, batch.state_dir, champion.version,
+    # the label-free signals and the estimate read the outputs of the model measured on the holdout (its
+    # reference): computed once, shared
+    watched = champion.watched
+    outputs = model_outputs(watched, batch.X) if unlabelled else None
+    estimated = estimated_performance(watched, batch.X, spec, metric, batch.state_dir, champion.version,
                                       at_promotion.get(metric), labelled=batch.y is not None, outputs=outputs)
     if unlabelled:
-        return DriftVerdict.of(report, label_free=label_free_drift(champion.profile, champion.model, batch.X, spec,
+        return DriftVerdict.of(report, label_free=label_free_drift(champion.profile, watched, batch.X, spec,
                                                                    outputs),
                                estimated=estimated)
     errors = per_row_errors(champion.model, batch.X, batch.y, batch.task, at_promotion.get("rmse"))

@@ -15,11 +15,16 @@ from calmops.detectors import DriftReport, ReferenceProfile, SchemaSignal, compa
 from calmops.detectors.label_free import label_free_compare
 
 
-def build_profile(X: pd.DataFrame, feature_types: dict[str, str], spec: PipelineSpec, model: Any = None) -> ReferenceProfile:
-    """The reference profile stored with a model version (computed once, reused by every comparison)."""
+def build_profile(X: pd.DataFrame, feature_types: dict[str, str], spec: PipelineSpec, model: Any = None,
+                  held_out: pd.DataFrame | None = None) -> ReferenceProfile:
+    """The reference profile stored with a model version (computed once, reused by every comparison): the
+    features of ``X``, and ``model``'s outputs on ``held_out``, rows it was not fit on (``X`` without them), the
+    reference of the label-free signals. A model is surer of the rows it learnt than of any new row, so its
+    outputs on those would make every later file look drifted."""
     predictions = confidences = None
     if model is not None:
-        sample = X if len(X) <= 20_000 else X.sample(20_000, random_state=spec.seed)
+        rows = X if held_out is None else held_out
+        sample = rows if len(rows) <= 20_000 else rows.sample(20_000, random_state=spec.seed)
         predictions, confidences = _outputs(model, sample)
     return ReferenceProfile.build(X, _drift_feature_types(feature_types, spec), spec.drift,
                                   predictions=predictions, confidences=confidences)

@@ -32,8 +32,8 @@ KEPT_VERSIONS = 5
 def fit_estimator(state_dir: Path, champion_version: int, model: Any, X: pd.DataFrame, y: pd.Series,
                   task: str) -> bool:
     """Fit the performance estimator of ``champion_version`` on ``model``'s outputs for rows it was not fit on,
-    with their labels: at promotion, the model the holdout chose (before its refit on the whole file, which
-    then serves with the same calibration); after a concept alarm, the champion on the file that raised it.
+    with their labels: at promotion, the fit the holdout chose (before its refit on the whole file; kept with the
+    version, its outputs are the ones the estimate reads); after a concept alarm, that fit on the file that raised it.
     False when it cannot be fit (a classifier without probabilities, too few rows): the champion keeps the
     estimator it has, if any, else the reason it has none is kept for the runs to say."""
     estimator, unavailable = _fit(model, X, y, task)
