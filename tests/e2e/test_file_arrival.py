@@ -46,6 +46,9 @@ def live(tmp_path_factory):
                   create=True)
         save_spec(spec_from_dict({**STREAM_SPEC, "name": "sea-late-burst", "labels": {"join_on": ["id"]}}),
                   create=True)
+        save_spec(spec_from_dict({**STREAM_SPEC, "name": "sea-forest", "labels": {"join_on": ["id"]},
+                                  "model": {"class": "sklearn.ensemble.RandomForestClassifier",
+                                            "params": {"n_estimators": 30, "random_state": 0}}}), create=True)
 
     with running_stack(tmp_path_factory.mktemp("file-arrival") / "calmops", before_up=create_pipelines,
                        env={"PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS": str(VACUUM_EVERY)}) as home:
@@ -419,6 +422,43 @@ def test_labels_that_come_later_are_joined_through_the_watcher_once_even_across_
     assert files.count("l2.csv") == 1 and "l2-copy.csv" not in files
     [l2] = client.search_runs([exp.experiment_id], "tags.`calmops.file` = 'l2.csv'")
     assert l2.data.metrics["realized_v1_accuracy"] < 0.95  # f2 was predicted by v1, before the labels of f1 came
+
+
+def test_files_without_labels_that_did_not_change_are_not_called_drift_through_the_watcher(live):
+    """A forest is near certain of the rows it learnt: checked against its outputs on those, every new file without
+    labels looked drifted. Through the watcher, a burst of unchanged files is predicted without a drift signal,
+    and a file whose inputs moved is called drift by the label-free signals."""
+    from mlflow import MlflowClient
+
+    name = "sea-forest"
+    folder = incoming(name)
+
+    def publish(file: str, frame) -> None:
+        tmp = folder.parent / f".{file}.staging"
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, folder / file)
+
+    def frame(seed: int, first_id: int):
+        return sea_frame(1000, 8, seed=seed, noise=0.1).assign(id=range(first_id, first_id + 1000))
+
+    publish("f0.csv", frame(500, 0))
+    until(lambda: settled(name, ["f0.csv"]), 300, "the first file")
+    for i in range(1, 4):  # a burst of unchanged files without labels
+        publish(f"f{i}.csv", frame(500 + i, 1000 * i).drop(columns="y"))
+    until(lambda: settled(name, ["f1.csv", "f2.csv", "f3.csv"]), 300, "the unchanged files")
+    moved = frame(509, 9000).drop(columns="y")
+    moved["x1"] *= 0.6
+    publish("moved.csv", moved)
+    until(lambda: settled(name, ["moved.csv"]), 300, "the moved file")
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name(f"calmops/{name}")
+    tags = {r.data.tags["calmops.file"]: r.data.tags for r in client.search_runs([exp.experiment_id])}
+    label_free = "label-free drift in the champion's predictions"
+    for file in ("f1.csv", "f2.csv", "f3.csv"):
+        assert tags[file]["calmops.decision"] == "predict_only", tags[file]["calmops.reason"]
+        assert tags[file]["calmops.drift_detected"] == "false", tags[file]["calmops.reason"]
+    assert tags["moved.csv"]["calmops.drift_detected"] == "true"
+    assert label_free in tags["moved.csv"]["calmops.reason"], tags["moved.csv"]["calmops.reason"]
 
 
 def test_a_burst_of_labels_files_through_the_watcher_is_decided_in_arrival_order(live):
