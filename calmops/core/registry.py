@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -779,20 +779,26 @@ def _local_selection(local: Path, version: int, run_id: str) -> Path:
     final = local / "selection"
     if final.is_dir():
         return final
-    staging = Path(tempfile.mkdtemp(prefix=".selection-", dir=local))
-    try:
+    with _staged(final, ".selection-") as staging:
         got = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{_selection_path(version)}/{MODEL_FILE}",
                                                   dst_path=str(staging / "download"))
         Path(got).rename(staging / MODEL_FILE)
         shutil.rmtree(staging / "download")
-        try:
+    return final
+
+
+@contextmanager
+def _staged(final: Path, prefix: str) -> Iterator[Path]:
+    """A new folder beside ``final`` to fill, renamed to ``final`` when the block ends without an error and removed
+    in any case: ``final`` appears whole or not at all (a copy another process finished first is the same)."""
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    try:
+        yield staging
+        with suppress(OSError):  # another process finished first: its copy is the same
             staging.rename(final)
-        except OSError:  # another process finished first: its copy is the same
-            pass
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return final
 
 
 def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha256: str | None = None,
@@ -810,8 +816,7 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=final.parent))
-    try:
+    with _staged(final, f".{version}-") as staging:
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name(pipeline)}/{version}",
                                             dst_path=str(staging / "model"))
         if sha256 is not None or what:
@@ -819,13 +824,6 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha
         for part in ("schema.json", "profile"):  # not the reference rows: only what serving needs
             mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"reference/{part}",
                                                 dst_path=str(staging / "reference"))
-        try:
-            staging.rename(final)
-        except OSError:  # another process finished first: its copy is the same
-            pass
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return final
 
 
