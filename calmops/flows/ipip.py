@@ -208,6 +208,18 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
                               details={"ipip": info, "drift_gate": False})
         B.log_metrics(ctx.mlflow_run_id, prequential)
         return finish(ctx, outcome, verdict)
+    if not info["n_new_kept"]:  # every new ensemble lost to the kept ones: a new version would serve the same
+        score = info["holdout_score"]  # ensembles as the champion, and `previous` would hold them too
+        said = f" ({info['metric']} {score:.4f} there)" if score is not None else ""
+        outcome = ctx.outcome("no_drift", f"IPIP update on {batch.file} kept the champion's {info['n_ensembles']} "
+                              f"ensembles: none of the {info['p']} new ones scored better on the file's held-out rows"
+                              f"{said}; champion unchanged", champion_version=champion.version,
+                              metrics={"champion": now}, rows=batch.n_rows, drift_detected=verdict.drift_detected,
+                              drifted_features=verdict.drifted_features,
+                              predictions_file=_predictions(ctx, batch, champion.model, champion.version),
+                              details={"ipip": info, "drift_gate": False})
+        B.log_metrics(ctx.mlflow_run_id, {**prequential, **ipip_metrics(info)})
+        return finish(ctx, outcome, verdict)
     hold = ensemble.holdout_index_
     scores = evaluate_models({"champion": champion.model, "challenger": model},
                              batch.X.iloc[hold], batch.y.iloc[hold], "classification")

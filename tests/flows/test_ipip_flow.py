@@ -1,4 +1,5 @@
-"""The IPIP flow: imbalanced binary data with string labels, updated on every file, always promoted."""
+"""The IPIP flow: imbalanced binary data with string labels, updated on every file, promoted unless the update kept
+only the champion's ensembles."""
 
 import numpy as np
 import pandas as pd
@@ -136,3 +137,26 @@ def test_a_prediction_only_ipip_file_needs_no_block_column_as_the_api_takes_reco
     refused = run("rare", write_csv(rare_frame(600, seed=12, months=["2024-04"]).drop(columns="month"), folder,
                                     "q2.csv"))
     assert refused["decision"] == "rejected_input" and "block column 'month' is missing" in refused["reason"]
+
+
+@pytest.mark.integration
+def test_an_ipip_update_that_keeps_every_ensemble_registers_no_new_version(prefect_server, calmops_home):
+    """New ensembles trained on a small file with few rare rows lose to the champion's (trained on 8,000 rows) on its
+    held-out rows: the update
+    keeps the champion's ensembles, so no version is registered (it would serve the same ensembles, and
+    `previous` would hold them too); the reason says so and the champion predicts the file."""
+    save_spec(spec_from_dict(dict(SPEC)), create=True)
+    folder = incoming("rare")
+    first = run("rare", write_csv(rare_frame(8000, seed=10, months=["2024-01", "2024-02"]), folder, "a.csv"))
+    assert first["decision"] == "train"
+    few = rare_frame(4000, seed=11, months=["2024-03"])
+    few = pd.concat([few[few["label"] == "common"].head(200), few[few["label"] == "rare"].head(15)])
+    outcome = run("rare", write_csv(few, folder, "few.csv"))
+    info = outcome["details"]["ipip"]
+    assert info["n_new_kept"] == 0, outcome["reason"]
+    assert outcome["decision"] == "no_drift" and outcome["champion_version"] == 1 and versions("rare") == [1]
+    assert outcome["reason"].startswith(f"IPIP update on few.csv kept the champion's {info['n_ensembles']} "
+                                        f"ensembles: none of the {info['p']} new ones scored better")
+    assert outcome["reason"].endswith("; champion unchanged")
+    preds = pd.read_csv(outcome["predictions_file"])
+    assert len(preds) == len(few) and set(preds["model_version"]) == {1}
