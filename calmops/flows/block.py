@@ -142,9 +142,14 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     if not reasons and spec.retrain.retrain_on != "always":
         B.log_metrics(ctx.mlflow_run_id, monitored)
         out = write_batch_predictions(ctx, batch, champion)
+        # blocks the champion has no model of (a new site): served by the unseen route until a retrain learns them
+        unknown = [b.name for b in blocks if b.value not in champion.model.block_estimators_]
+        if unknown:
+            drift_reason += (f"; new block(s) {', '.join(unknown)}: no model of their own yet, their rows served by "
+                             f"the '{settings.unseen}' route until a retrain")
         outcome = ctx.outcome("no_drift", drift_reason, champion_version=champion.version,
                               metrics={"champion": now}, predictions_file=str(out),
-                              details={**details, "blocks": block_details()}, **common)
+                              details={**details, "blocks": block_details(), "new_blocks": unknown}, **common)
         return finish(ctx, outcome, verdict)
 
     seed = seed_from(batch.sha256, spec.seed)

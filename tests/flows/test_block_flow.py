@@ -132,7 +132,20 @@ def test_same_blocks_without_shift_is_no_drift(prefect_server, calmops_home):
     out = run("calm", write_csv(block_frame(300, seed=4), folder, "2.csv"))
     assert out["decision"] == "no_drift", out["reason"]
     assert out["details"]["drifted_blocks"] == [] and not any(out["details"]["drift_matrix"]["drift"][0])
-    assert versions("calm") == [1]
+    assert versions("calm") == [1] and out["details"]["new_blocks"] == [] and "new block" not in out["reason"]
+
+
+def test_a_new_block_without_drift_is_said_and_listed_as_new(prefect_server, calmops_home):
+    """A file bringing a site the champion has no model of, like the others in every feature: no retrain is
+    called for, and the decision says the new site is served by the unseen route until one comes."""
+    create("fresh")
+    frame = block_frame(300, seed=3)
+    assert run("fresh", write_csv(_without_d(frame), incoming("fresh"), "1.csv"))["decision"] == "train"
+    out = run("fresh", write_csv(block_frame(300, seed=4), incoming("fresh"), "2.csv"))
+    assert out["decision"] == "no_drift", out["reason"]
+    assert out["details"]["new_blocks"] == ["d"]
+    assert out["reason"].endswith("; new block(s) d: no model of their own yet, their rows served by the 'global' "
+                                  "route until a retrain"), out["reason"]
 
 
 def _without_d(frame: pd.DataFrame) -> pd.DataFrame:
