@@ -34,6 +34,7 @@ from calmops.core.store import (
     ledger_name,
     pipeline_paths,
     quarantine_records,
+    sha256_of,
 )
 from calmops.deployments.readout import iso_seconds
 
@@ -146,6 +147,36 @@ def _quarantined_elsewhere(records: list[tuple[Path, dict]], entries: list[dict]
     return out[::-1]
 
 
+def _duplicates(processed: Path, entries: list[dict]) -> list[dict]:
+    """The files in ``processed`` a run answered a duplicate of bytes decided before under another name: the ledger
+    keeps one row per content, the first file's, so a copy has none of its own. A processed file not named by any
+    row (as a run placed it: its own name, or ``<sha256[:12]>-<name>`` when that name was taken) is read, and one
+    whose content has a decided row under another name is a line of its own: decided when it arrived (a run
+    answers a duplicate at once; moving keeps the modification time), with the first file named."""
+    named = {e["file"].removeprefix(LABELS_ENTRY) for e in entries}
+    decided = {e["sha256"]: e for e in entries if e["status"] == "done" and e.get("sha256")}
+    named |= {f"{sha[:12]}-{e['file'].removeprefix(LABELS_ENTRY)}" for sha, e in decided.items()}
+    if not decided or not processed.is_dir():
+        return []
+    out = []
+    for path in sorted(processed.iterdir()):
+        if path.name in named or path.name.startswith(".") or not path.is_file():
+            continue
+        try:
+            sha, arrived = sha256_of(path), arrival_time(path.stat().st_mtime_ns)
+        except OSError:  # moved away meanwhile
+            continue
+        first = decided.get(sha)
+        if first is None:  # put there by hand, or its content's row is gone: not a file this pipeline decided
+            continue
+        name = path.name.removeprefix(f"{sha[:12]}-")
+        labels = first["file"].startswith(LABELS_ENTRY)
+        out.append({"sha256": sha, "file": entry_name(name, labels), "status": "done", "decision": Decision.DUPLICATE,
+                    "claimed_at": arrived, "arrived": arrived, "duplicate_of": first["file"],
+                    "reason": f"same content as {first['file']}, decided before it"})
+    return out
+
+
 def _version(text: str | None) -> int | None:
     return int(text) if text and text.isdigit() else None
 
@@ -165,7 +196,7 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
     entries = [e for e in (book.entries() if book else [])
                if e["status"] not in ("waiting", "pending") or e["file"] in present]
     quarantined = _by_time(quarantine_records(paths, moved_out=True))  # every sidecar read once
-    entries += _quarantined_elsewhere(quarantined, entries)
+    entries += _quarantined_elsewhere(quarantined, entries) + _duplicates(paths.processed, entries)
     recorded = {e["file"] for e in entries if e["status"] != "done"}
     # files in incoming the ledger has not heard of yet (no watcher running, say): waiting all the same
     unrecorded = []
@@ -185,9 +216,11 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
     for entry in shown:
         run = runs.get(entry.get("mlflow_run_id") or "")
         tags = run.data.tags if run else {}
-        status = "gone" if entry.get("quarantined_only") else states.get(entry["sha256"] or "", entry["status"])
+        own = entry.get("quarantined_only") or entry.get("duplicate_of")  # a line no ledger row stands for
+        status = ("gone" if entry.get("quarantined_only") else entry["status"] if own
+                  else states.get(entry["sha256"] or "", entry["status"]))
         # a failed run's reason is in the ledger too: MLflow has none when its server did not answer
-        reason = (entry.get("reason") if entry.get("quarantined_only") or entry.get("decision") == Decision.FAILED
+        reason = (entry.get("reason") if own or entry.get("decision") == Decision.FAILED
                   else None) or tags.get("calmops.reason")
         if reason is None and status == "gone":  # its MLflow run is gone: the quarantine's record says why
             reason = (held.get((entry["file"].removeprefix(LABELS_ENTRY), entry["sha256"]))
@@ -207,7 +240,7 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
             "score": _serving_score(run, metric) if run else None,
             "arrived": iso_seconds(entry.get("arrived")),
             "decided": (iso_seconds(run.info.end_time / 1000) if run and run.info.end_time
-                        else iso_seconds(entry["claimed_at"]) if entry.get("quarantined_only") else None),
+                        else iso_seconds(entry["claimed_at"]) if own else None),
             "mlflow_run_id": entry.get("mlflow_run_id"),
             "sha256": entry["sha256"],
         })

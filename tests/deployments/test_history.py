@@ -359,3 +359,29 @@ def test_a_labels_file_refused_then_joined_is_named_labels_name_in_both_lines_wi
 
     assert files[0]["arrived"] == (None if old_record else iso_seconds(first))
     assert files[0]["reason"].startswith("early.csv: none of its 2 id(s)")
+
+
+@pytest.mark.integration
+def test_a_duplicate_is_listed_as_decided_duplicate_naming_the_first_file(prefect_server, calmops_home, tmp_path):
+    """The ledger keeps one row per content, the first file's: a copy answered a duplicate has none of its own, and
+    history dropped it once it was decided, though it sits in processed/ beside the first."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(STREAM_SPEC))
+    assert runner.invoke(app, ["create", str(spec_file)]).exit_code == 0
+    data = tmp_path / "data"
+    first = _run(write_csv(sea_frame(1000, 8, seed=1), data, "a.csv"))
+    write_csv(sea_frame(1000, 8, seed=1), data, "copy.csv")
+    copy = _run(data / "copy.csv")
+    assert first["decision"] == "train" and copy["decision"] == "duplicate"
+    later = _run(write_csv(sea_frame(1000, 8, seed=2), data, "b.csv"))
+    processed = pipeline_paths(load_spec(spec_file)).processed
+    assert sorted(p.name for p in processed.iterdir()) == ["a.csv", "b.csv", "copy.csv"]
+
+    history = json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)
+    files = history["files"]
+    assert [f["file"] for f in files] == ["a.csv", "copy.csv", "b.csv"] and history["total"] == 3
+    dup = files[1]
+    assert dup["status"] == "decided" and dup["decision"] == "duplicate"
+    assert dup["reason"] == "same content as a.csv, decided before it"
+    assert dup["sha256"] == first["sha256"] and dup["mlflow_run_id"] is None and dup["drift_detected"] is None
+    assert files[2]["decision"] == later["decision"]
