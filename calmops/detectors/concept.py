@@ -51,11 +51,6 @@ class ConceptDriftMonitor:
     the whole stream since the last ``reset()``) and keeps the detectors latched until the caller acts
     on the alarm and calls ``reset()``.
 
-    Some detectors (ADWIN, KSWIN) see a change of level either way. A model that errs less than before has not
-    drifted in any sense that calls for a retrain: an alarm raised by an update whose values average below the
-    level of the values fed before it is not an alarm but ``improved`` (that detector starts again from the
-    update's values, its new level).
-
     >>> from calmops.detectors import ConceptDriftMonitor, DriftConfig
     >>> m = ConceptDriftMonitor(DriftConfig(concept=["page_hinkley"]))
     >>> m.update([0.0] * 100 + [10.0] * 20).alarm
@@ -71,7 +66,6 @@ class ConceptDriftMonitor:
         self.detectors = {n: build_detector(n, self.config.concept_params.get(n)) for n in self.names}
         self.first_alarm = {n: None for n in self.names}
         self.n_seen = 0
-        self.sum_seen: float | None = 0.0  # of the values since the reset (None: a state saved without it)
         self._rng_state = {
             n: np.random.RandomState(
                 self.config.concept_params.get(n, {}).get("seed", _KSWIN_SEED)
@@ -100,47 +94,25 @@ class ConceptDriftMonitor:
             # checked before any detector moves, so a refused batch leaves the state untouched
             raise ValueError("ADWIN needs non-negative values: feed 0/1 errors or absolute residuals")
         alarms_now, start = {}, self.n_seen
-        # the level before this update, and whether this update's values are below it (an error rate that fell)
-        fell = (self.sum_seen is not None and self.n_seen > 0 and bool(values)
-                and float(np.mean(values)) < self.sum_seen / self.n_seen)
-        improved: dict[str, int] = {}
-        for name in self.detectors:
-            fired = self._feed(name, values)
-            if fired and fell and self.first_alarm[name] is not None and self.first_alarm[name] >= start:
-                improved[name] = self.first_alarm[name] - start + 1
-                self.detectors[name] = build_detector(name, self.config.concept_params.get(name))
-                self.first_alarm[name] = None
-                if self._feed(name, values):  # the fall itself is inside these values: start cold instead
-                    self.detectors[name] = build_detector(name, self.config.concept_params.get(name))
-                self.first_alarm[name] = None
+        for name, det in self.detectors.items():
+            saved = None
+            if name in self._rng_state:
+                saved = np.random.get_state()
+                np.random.set_state(self._rng_state[name])
+            try:
                 fired = False
-            alarms_now[name] = fired
+                for i, v in enumerate(values):
+                    det.update(value=v)
+                    if det.drift and self.first_alarm[name] is None:
+                        self.first_alarm[name] = self.n_seen + i
+                    fired = fired or det.drift
+                alarms_now[name] = fired
+            finally:
+                if saved is not None:
+                    self._rng_state[name] = np.random.get_state()
+                    np.random.set_state(saved)
         self.n_seen += len(values)
-        if self.sum_seen is not None:
-            self.sum_seen += float(np.sum(values))
-        out = self.result(alarms_now, start)
-        for name, row in improved.items():
-            out.detectors[name]["improved_row"] = row
-        return out
-
-    def _feed(self, name: str, values: list[float]) -> bool:
-        """Feed one detector (KSWIN with its own random state); True when it was in alarm during these values."""
-        det, saved = self.detectors[name], None
-        if name in self._rng_state:
-            saved = np.random.get_state()
-            np.random.set_state(self._rng_state[name])
-        try:
-            fired = False
-            for i, v in enumerate(values):
-                det.update(value=v)
-                if det.drift and self.first_alarm[name] is None:
-                    self.first_alarm[name] = self.n_seen + i
-                fired = fired or det.drift
-            return fired
-        finally:
-            if saved is not None:
-                self._rng_state[name] = np.random.get_state()
-                np.random.set_state(saved)
+        return self.result(alarms_now, start)
 
     def result(self, alarms_now: dict[str, bool] | None = None, start: int | None = None) -> ConceptResult:
         """Each detector's alarm, where it first alarmed in the stream (``first_alarm_index``, counted since the
@@ -165,7 +137,6 @@ class ConceptDriftMonitor:
             "version": 1,
             "names": self.names,
             "n_seen": self.n_seen,
-            "sum_seen": self.sum_seen,
             "first_alarm": self.first_alarm,
             "detectors": {
                 n: _encode({k: v for k, v in vars(d).items() if k not in ("_config", "_callbacks")})
@@ -184,7 +155,6 @@ class ConceptDriftMonitor:
             )
         m = cls(config)
         m.n_seen = int(state["n_seen"])
-        m.sum_seen = None if state.get("sum_seen") is None else float(state["sum_seen"])
         m.first_alarm = {k: (None if v is None else int(v)) for k, v in state["first_alarm"].items()}
         for name, det in m.detectors.items():
             det.__dict__.update(_decode(state["detectors"][name]))
