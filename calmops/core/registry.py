@@ -637,6 +637,8 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
     # integer columns are declared as floats in the signature: a later batch with a missing value in one
     # (read as float with NaN) still matches the model's schema when served through MLflow's pyfunc
     sample = features.head(5).astype({c: "float64" for c in features.select_dtypes("integer").columns})
+    if selection_fit is not None:  # refused before anything is registered, as the model's own types are
+        trusted_types_for(selection_fit, pipeline_modules(pipeline))
     with _quiet_model_logging():
         signature = infer_signature(sample, model.predict(sample))
         info = mlflow.sklearn.log_model(
@@ -681,11 +683,10 @@ def _selection_path(version: int) -> str:
 
 
 def _log_selection_fit(pipeline: str, version: int, selection_fit: Any) -> str:
-    """Log ``version``'s selection fit (skops, its types checked as the model's are) in the active run; returns
-    the SHA-256 of the file logged."""
+    """Log ``version``'s selection fit (skops; its types were checked before the version was registered) in the
+    active run; returns the SHA-256 of the file logged."""
     import skops.io
 
-    trusted_types_for(selection_fit, pipeline_modules(pipeline))  # refuses what would not load back
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / MODEL_FILE
         skops.io.dump(selection_fit, path)

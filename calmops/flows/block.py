@@ -86,7 +86,7 @@ def train_first_model(ctx: RunContext, batch: Batch, blocks: list[B.Block]) -> R
         trained = TrainingResult(model, batch.X, batch.y, "blocks", {
             "rows": len(batch.X), "blocks": _names(model), "selection": selection,
             "refit": {"rows": len(batch.X), "batch_rows": len(batch.X)}})
-    version = register(ctx, trained, batch, task, scores["challenger"], reason, selected=selected, held_out=X_hold)
+    version = register(ctx, trained, batch, task, scores["challenger"], reason, **_label_free_reference(trained))
     predictions = write_predictions_of(ctx, batch, model, version) if promote else None
     champion_version = None
     if promote:  # after the predictions: a failure to write them leaves no new champion
@@ -143,7 +143,8 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
         B.log_metrics(ctx.mlflow_run_id, monitored)
         out = write_batch_predictions(ctx, batch, champion)
         # blocks the champion has no model of (a new site): served by the unseen route until a retrain learns them
-        unknown = [b.name for b in blocks if b.value not in champion.model.block_estimators_]
+        unknown = [b.name for b in blocks if b.value not in champion.model.block_estimators_
+                   and b.value not in champion.model.skipped_blocks_]  # a block too small has its own reason
         if unknown:
             drift_reason += (f"; new block(s) {', '.join(unknown)}: no model of their own yet, their rows served by "
                              f"the '{settings.unseen}' route until a retrain")
@@ -202,7 +203,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
         info["retrained_blocks"] = retrained
     said = f"retrained blocks {', '.join(retrained) or 'none'}" + (f" ({why_refit})" if every_block and not promote else "") + (
         f" (no model for {'; '.join(f'{name}: {why}' for name, why in too_small.items())})" if too_small else "")
-    version = register(ctx, trained, batch, task, scores["challenger"], rule, selected=selected, held_out=X_hold)
+    version = register(ctx, trained, batch, task, scores["challenger"], rule, **_label_free_reference(trained))
     B.log_metrics(ctx.mlflow_run_id, {**monitored, **B.mlflow_block_metrics(per_eval["challenger"], "challenger"),
                                       "n_retrained_blocks": float(len(retrained))})
     details.update({
@@ -268,6 +269,13 @@ def _drifted_features(verdict: DriftVerdict) -> list[str]:
     for d in verdict.blocks.values():
         names += [f for f in d.report.drifted_features if f not in names]
     return names
+
+
+def _label_free_reference(trained: TrainingResult) -> dict[str, Any]:
+    """A block version's label-free reference: the outputs of the model that serves on the rows it learnt. The
+    holdout is whole blocks, which the fit judged there serves by its unseen route (the global model): its outputs
+    on them are one block's through another model, nothing like a later file's through every block's own."""
+    return {"selected": trained.model, "held_out": None}
 
 
 def _block_details(blocks, eval_names, by_block: dict[str, BlockDrift], monitoring, per_eval, approval, *,

@@ -772,10 +772,11 @@ def predict_without_training(ctx: RunContext, batch: Batch, champion: registry.C
 
 
 def register(ctx: RunContext, trained: TrainingResult, batch: Batch, task: str, scores: dict, reason: str, *,
-             selected: Any, held_out: pd.DataFrame) -> int:
+             selected: Any, held_out: pd.DataFrame | None) -> int:
     """Log the candidate with its reference and profile, and point ``challenger`` at it. ``selected``: the fit the
     holdout ``held_out`` judged (``trained.model`` itself, or the fit it is the refit of on every row): kept with
-    the version when it is another fit, its outputs on the holdout the reference of the label-free signals."""
+    the version when it is another fit, its outputs on the holdout the reference of the label-free signals (with
+    ``held_out`` None: its outputs on the rows it learnt, ``trained.X``)."""
     spec = ctx.spec
     classes = list(getattr(trained.model, "classes_", [])) or None
     schema = InputSchema(columns=list(trained.X.columns), dtypes={c: str(t) for c, t in trained.X.dtypes.items()},

@@ -222,8 +222,8 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     if follow:
         registry.set_version_tag(spec.name, champion.version, registry.FOLLOW_UP_TAG, batch.file)
     if verdict.concept and verdict.concept.alarm:  # acted on: the detectors restart from the champion's level on this file
-        start_monitoring(ctx.paths.state, champion.version, champion.watched, batch.X, batch.y, task, spec,
-                         champion.scores_at_promotion.get("rmse"))
+        start_monitoring(ctx.paths.state, champion.version, champion.model, batch.X, batch.y, task, spec,
+                         champion.scores_at_promotion.get("rmse"), estimate_with=champion.watched)
     out = write_batch_predictions(ctx, batch, champion)
     reason = f"{verdict_reason} → retrained ({', '.join(tried)}) but not promoted: {decision.reason}"
     outcome = ctx.outcome("no_drift" if refresh or follow_up else "retrain_rejected", reason, champion_version=champion.version, challenger_version=version,

@@ -265,3 +265,31 @@ def test_each_metric_of_a_block_run_is_logged_once(prefect_server, calmops_home,
         assert {key for key, n in points.items() if n != 1} == set(), outcome["decision"]
     for who in ("", "_challenger"):  # the retrain logs the champion's score per block and the challenger's
         assert f"block_d{who}_balanced_accuracy" in runs_for_sha("once", outcomes[2]["sha256"])[0].data.metrics
+
+
+def _sites(n: int, seed: int) -> pd.DataFrame:
+    """Four sites whose x1 sits apart (means 3, 4, 5, 7); label x1 > 5 with a tenth of the labels flipped."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for site, mean in zip(BLOCKS, (3.0, 4.0, 5.0, 7.0), strict=True):
+        x1, x2 = rng.normal(mean, 1.5, n), rng.uniform(0, 10, n)
+        y = np.where(rng.random(n) < 0.1, x1 <= 5, x1 > 5).astype(int)
+        parts.append(pd.DataFrame({"site": site, "x1": x1, "x2": x2, "y": y}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_unchanged_files_of_a_prediction_only_block_pipeline_are_not_label_free_drift(prefect_server, calmops_home):
+    """The block kind holds out whole blocks (the newest by default), which the fit judged there serves through its
+    unseen route: its outputs on them are no reference for a later file read through every block's own model, and
+    taken as one, every unchanged file was label-free drift. A block version keeps its training rows' reference."""
+    save_spec(spec_from_dict({
+        "name": "sites", "kind": "block", "target": "y", "block_column": "site",
+        "model": {"class": "sklearn.ensemble.HistGradientBoostingClassifier", "params": {"random_state": 0}},
+        "evaluation": {"primary_metric": "balanced_accuracy"},
+    }), create=True)
+    assert run("sites", write_csv(_sites(400, seed=1), incoming("sites"), "1.csv"))["decision"] == "train"
+    update_spec("sites", prediction_only=True)
+    for i in range(2, 5):
+        out = run("sites", write_csv(_sites(400, seed=i).drop(columns="y"), incoming("sites"), f"{i}.csv"))
+        assert out["decision"] == "predict_only", out["reason"]
+        assert "label-free" not in out["reason"] and not out["drift_detected"], out["reason"]

@@ -74,11 +74,12 @@ def check_drift(batch: DriftInput) -> DriftVerdict:
 
 
 def start_monitoring(state_dir: Path, champion_version: int, model: Any, X: pd.DataFrame, y: pd.Series, task: str,
-                     spec: PipelineSpec, scale: float | None = None) -> None:
+                     spec: PipelineSpec, scale: float | None = None, *, estimate_with: Any = None) -> None:
     """The state ``champion_version`` is watched with, from ``model``'s outputs on labelled rows it was not fit on
     (the holdout that chose it, or a file it was just scored on): its concept detectors' baseline
-    (:func:`~.concept.warm_start_concept`) and its performance estimator (:func:`~.estimated.fit_estimator`)."""
+    (:func:`~.concept.warm_start_concept`) and its performance estimator (:func:`~.estimated.fit_estimator`), fit on
+    the outputs of ``estimate_with`` when given (the model the estimate reads: :attr:`Champion.watched`)."""
     warm_start_concept(state_dir, champion_version, model, X, y, task, spec, scale)
-    fit_estimator(state_dir, champion_version, model, X, y, task)
+    fit_estimator(state_dir, champion_version, model if estimate_with is None else estimate_with, X, y, task)
 
 __all__ = ["DriftInput", "DriftVerdict", "check_drift", "start_monitoring"]
