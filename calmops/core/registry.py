@@ -565,6 +565,7 @@ class Champion:
     profile: ReferenceProfile
     run_id: str
     tags: dict[str, str] = field(default_factory=dict)
+
     @cached_property
     def watched(self) -> Any:
         """The model whose outputs on a batch the label-free signals and the performance estimate read: the fit
