@@ -23,6 +23,12 @@ DETECTORS = {
     "kswin": (fcd.KSWIN, fcd.KSWINConfig),
     "cusum": (fcd.CUSUM, fcd.CUSUMConfig),
 }
+# Detectors that see a change of level either way; an alarm of theirs is acted on only when the level rose.
+TWO_SIDED = frozenset({"adwin", "kswin"})
+#: values at the end of the stream that give a two-sided detector's new level when it alarms
+RECENT = 50
+#: values before those, since the detector started, without which the direction is unknown (the alarm stands)
+MIN_BEFORE = 30
 # KSWIN draws its reference window with numpy's *global* RNG; we give each KSWIN its own seeded
 # RandomState (swapped in around its updates) so a split stream repeats an unsplit one exactly.
 _KSWIN_SEED = 0
@@ -51,6 +57,12 @@ class ConceptDriftMonitor:
     the whole stream since the last ``reset()``) and keeps the detectors latched until the caller acts
     on the alarm and calls ``reset()``.
 
+    ADWIN and KSWIN (:data:`TWO_SIDED`) see a change of level either way, and a model that errs less than before
+    is no reason to retrain. When one alarms, the mean of the last :data:`RECENT` values is compared with the mean
+    of the values before them since that detector started: lower, it is a fall, not an alarm: the detector starts
+    again at that row (reported as ``improved_row``) and goes on with the rest of the values, so a rise after the
+    fall, in the same values or later, is an alarm.
+
     >>> from calmops.detectors import ConceptDriftMonitor, DriftConfig
     >>> m = ConceptDriftMonitor(DriftConfig(concept=["page_hinkley"]))
     >>> m.update([0.0] * 100 + [10.0] * 20).alarm
@@ -66,6 +78,9 @@ class ConceptDriftMonitor:
         self.detectors = {n: build_detector(n, self.config.concept_params.get(n)) for n in self.names}
         self.first_alarm = {n: None for n in self.names}
         self.n_seen = 0
+        # per two-sided detector since it (re)started: [sum, count] of its values and its last RECENT values
+        self.levels = {n: [0.0, 0] for n in self.names if n in TWO_SIDED}
+        self.recent = {n: deque(maxlen=RECENT) for n in self.names if n in TWO_SIDED}
         self._rng_state = {
             n: np.random.RandomState(
                 self.config.concept_params.get(n, {}).get("seed", _KSWIN_SEED)
@@ -84,6 +99,8 @@ class ConceptDriftMonitor:
         for name, det in monitor.detectors.items():
             if det.drift:  # the warm-up rows themselves held a change: that detector starts cold
                 monitor.detectors[name] = build_detector(name, config.concept_params.get(name))
+                if name in monitor.levels:
+                    monitor.levels[name], monitor.recent[name] = [0.0, 0], deque(maxlen=RECENT)
         monitor.first_alarm = dict.fromkeys(monitor.names)
         return monitor
 
@@ -93,17 +110,26 @@ class ConceptDriftMonitor:
         if "adwin" in self.detectors and values and min(values) < 0:
             # checked before any detector moves, so a refused batch leaves the state untouched
             raise ValueError("ADWIN needs non-negative values: feed 0/1 errors or absolute residuals")
-        alarms_now, start = {}, self.n_seen
-        for name, det in self.detectors.items():
+        alarms_now, start, improved = {}, self.n_seen, {}
+        for name in list(self.detectors):
             saved = None
             if name in self._rng_state:
                 saved = np.random.get_state()
                 np.random.set_state(self._rng_state[name])
             try:
-                fired = False
+                det, fired = self.detectors[name], False
                 for i, v in enumerate(values):
                     det.update(value=v)
+                    if name in self.levels:
+                        self.levels[name][0] += v
+                        self.levels[name][1] += 1
+                        self.recent[name].append(v)
                     if det.drift and self.first_alarm[name] is None:
+                        if self._fell(name):  # the error level went down: start again from here
+                            improved[name] = i + 1
+                            det = self.detectors[name] = build_detector(name, self.config.concept_params.get(name))
+                            self.levels[name], self.recent[name] = [0.0, 0], deque(maxlen=RECENT)
+                            continue
                         self.first_alarm[name] = self.n_seen + i
                     fired = fired or det.drift
                 alarms_now[name] = fired
@@ -112,7 +138,21 @@ class ConceptDriftMonitor:
                     self._rng_state[name] = np.random.get_state()
                     np.random.set_state(saved)
         self.n_seen += len(values)
-        return self.result(alarms_now, start)
+        out = self.result(alarms_now, start)
+        for name, row in improved.items():
+            out.detectors[name]["improved_row"] = row
+        return out
+
+    def _fell(self, name: str) -> bool:
+        """Whether a two-sided detector's alarm is a fall of the level: its last values' mean below the mean of the
+        values before them since it started (False when it is not two-sided or too few values came before)."""
+        if name not in self.levels:
+            return False
+        (total, count), recent = self.levels[name], self.recent[name]
+        before = count - len(recent)
+        if before < MIN_BEFORE:
+            return False
+        return sum(recent) / len(recent) < (total - sum(recent)) / before
 
     def result(self, alarms_now: dict[str, bool] | None = None, start: int | None = None) -> ConceptResult:
         """Each detector's alarm, where it first alarmed in the stream (``first_alarm_index``, counted since the
@@ -143,6 +183,8 @@ class ConceptDriftMonitor:
                 for n, d in self.detectors.items()
             },
             "rng": {n: _encode_rng(s) for n, s in self._rng_state.items()},
+            "levels": {n: [float(t), int(c)] for n, (t, c) in self.levels.items()},
+            "recent": {n: [float(v) for v in r] for n, r in self.recent.items()},
         }
 
     @classmethod
@@ -159,6 +201,13 @@ class ConceptDriftMonitor:
         for name, det in m.detectors.items():
             det.__dict__.update(_decode(state["detectors"][name]))
         m._rng_state = {n: _decode_rng(s) for n, s in state.get("rng", {}).items()}
+        # a state saved without them starts its levels now (until MIN_BEFORE values came, every alarm stands)
+        for n, (total, count) in (state.get("levels") or {}).items():
+            if n in m.levels:
+                m.levels[n] = [float(total), int(count)]
+        for n, values in (state.get("recent") or {}).items():
+            if n in m.recent:
+                m.recent[n].extend(float(v) for v in values)
         return m
 
 

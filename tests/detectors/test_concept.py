@@ -200,3 +200,33 @@ def test_the_example_specs_concept_detectors_stay_quiet_on_a_near_perfect_steady
         risen = ConceptDriftMonitor.warm_started(spec.drift, (rng.random(400) < 0.003).tolist())
         detected += risen.update((rng.random(1000) < 0.153).astype(float).tolist()).alarm
     assert false_alarms <= 1 and detected >= 19, (false_alarms, detected)
+
+
+def _bern(rng, p: float, n: int) -> list[float]:
+    return (rng.random(n) < p).astype(float).tolist()
+
+
+def test_a_fall_of_the_error_rate_is_not_an_alarm_and_a_rise_after_it_still_is():
+    """ADWIN sees a change of level either way: a champion that errs less than before alarmed it and cost a
+    retrain. A fall is reported as ``improved_row`` and the detector starts again there, so a rise after it, in the
+    same file or a later one, is an alarm, and one-sided detectors are left as they were."""
+    config = DriftConfig(concept=["adwin"])
+    rng = np.random.default_rng(3)
+    # a fall alone: the level was 30 %, the file errs on no row
+    plain = ConceptDriftMonitor(config)
+    plain.levels = {}  # no direction known (as for a detector that is not two-sided): the change is an alarm
+    warm = _bern(rng, 0.30, 1000)
+    plain.update(warm)
+    assert plain.update([0.0] * 600).alarm  # the detector itself sees the fall
+    fell = ConceptDriftMonitor.warm_started(config, warm).update([0.0] * 600)
+    assert fell.alarm is False and fell.detectors["adwin"]["improved_row"] >= 1
+    # a fall, then a rise past the old level in the same file: the rise is an alarm, after the fall's row
+    both = ConceptDriftMonitor.warm_started(config, warm).update(_bern(rng, 0.05, 800) + _bern(rng, 0.6, 200))
+    assert both.alarm is True and both.detectors["adwin"]["improved_row"] < both.detectors["adwin"]["first_alarm_row"]
+    assert both.detectors["adwin"]["first_alarm_row"] > 800
+    # a fall, then (in a later file, the state stored between them) a rise from the new level: an alarm
+    later = ConceptDriftMonitor.warm_started(config, _bern(rng, 0.30, 2000))
+    assert later.update(_bern(rng, 0.05, 2000)).alarm is False
+    later = ConceptDriftMonitor.from_state(json.loads(json.dumps(later.to_state())), config)
+    assert later.update(_bern(rng, 0.05, 1000)).alarm is False  # steady at the new level
+    assert later.update(_bern(rng, 0.20, 2000)).alarm is True   # below the old 30 %, a rise all the same
