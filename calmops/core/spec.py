@@ -734,6 +734,12 @@ def _check_metrics(spec: PipelineSpec, estimator: Any) -> None:
                             f"{metric} can be; no model could pass: give a max of at least {lowest:g}")
 
 
+#: pydantic's errors whose message says what is wanted but not what was given
+_SAYS_THE_VALUE = frozenset({
+    "literal_error", "enum", "greater_than", "greater_than_equal", "less_than", "less_than_equal", "int_parsing",
+    "int_type", "int_from_float", "float_parsing", "float_type", "bool_parsing", "bool_type", "string_type"})
+
+
 def _format_error(source: str, err: ValidationError) -> str:
     parts = []
     for e in err.errors():
@@ -744,7 +750,7 @@ def _format_error(source: str, err: ValidationError) -> str:
             parts.append(f"missing key '{loc}'")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] in ("literal_error", "enum"):  # a choice: the value given, next to the ones allowed
+            if e["type"] in _SAYS_THE_VALUE:  # a choice, a bound or a type: the value given, next to what is wanted
                 msg = f"{msg}, not {e['input']!r}"
             parts.append(f"{loc}: {msg}" if loc != "(top level)" else msg)
     return f"{source}: " + "; ".join(parts)

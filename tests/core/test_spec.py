@@ -20,6 +20,20 @@ def test_wrong_type_is_named():
         parse_spec({**BASE, "breaker": {"max_failures": "many"}})
 
 
+@pytest.mark.parametrize("section, key, value, wanted", [
+    ("retrain", "window_rows", -5, "Input should be greater than or equal to 1, not -5"),
+    ("evaluation", "holdout", 1.5, "Input should be less than 1, not 1.5"),
+    ("breaker", "max_failures", "many", "unable to parse string as an integer, not 'many'"),
+    ("limits", "max_bytes", "1GB", "unable to parse string as an integer, not '1GB'"),
+])
+def test_a_value_out_of_range_or_of_the_wrong_type_is_repeated_in_the_message(section, key, value, wanted):
+    """The message names the key, what is wanted, and the value that was given (a user with several values in a
+    spec sees which one): before, a bound said only 'Input should be greater than or equal to 1'."""
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**BASE, section: {key: value}})
+    assert f"{section}.{key}: " in str(refused.value) and str(refused.value).endswith(wanted), str(refused.value)
+
+
 def test_model_outside_allow_list_is_refused():
     with pytest.raises(SpecError, match="os.system"):
         parse_spec({**BASE, "model": {"class": "os.system"}})
