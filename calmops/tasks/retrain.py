@@ -395,9 +395,10 @@ def _rows_told(result: TrainingResult, new: int) -> TrainingResult:
 
 
 def recipe_label(mode: str, trained: TrainingResult) -> str:
-    """How a decision's reason names what ``mode`` fitted: ``incremental, fitted in full`` when the mode could not
-    apply (the training record says why)."""
-    return f"{mode}, fitted in {trained.info['fallback']}" if trained.info.get("fallback") else mode
+    """How a decision's reason names what ``mode`` fitted: ``auto: stacking`` for the recipe ``auto`` chose,
+    ``incremental, fitted in full`` when the mode could not apply (the training record says why)."""
+    name = f"{mode}: {trained.info['auto']['chosen']}" if mode == "auto" and "auto" in trained.info else mode
+    return f"{name}, fitted in {trained.info['fallback']}" if trained.info.get("fallback") else name
 
 
 def modes_to_try(spec: PipelineSpec) -> list[str]:

@@ -46,6 +46,8 @@ def test_on_real_concept_drift_auto_keeps_the_stack_unless_beaten(prefect_server
     assert set(why["p_values"]) == {"window", "history"}
     assert set(why["candidates"]) == {"stacking", "window", "history"}
     assert holdout_of(changed) == ("latest", 600)  # the last 30 % of the 2,000 rows
+    # the reason names the recipe auto chose, not only "auto"
+    assert f"retrained (auto: {why['chosen']}" in changed["reason"], changed["reason"]
 
 
 def test_with_the_inputs_moved_too_auto_keeps_all_data_so_far_unless_beaten(prefect_server, stream_spec):
