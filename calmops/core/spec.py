@@ -751,7 +751,8 @@ def _format_error(source: str, err: ValidationError) -> str:
         else:
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] in _SAYS_THE_VALUE:  # a choice, a bound or a type: the value given, next to what is wanted
-                msg = f"{msg}, not {e['input']!r}"
+                given = repr(e["input"])
+                msg = f"{msg}, not {given if len(given) <= 80 else given[:77] + '...'}"
             parts.append(f"{loc}: {msg}" if loc != "(top level)" else msg)
     return f"{source}: " + "; ".join(parts)
 

@@ -34,6 +34,14 @@ def test_a_value_out_of_range_or_of_the_wrong_type_is_repeated_in_the_message(se
     assert f"{section}.{key}: " in str(refused.value) and str(refused.value).endswith(wanted), str(refused.value)
 
 
+def test_a_long_value_of_the_wrong_type_is_cut_in_the_message():
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**BASE, "target": ["column"] * 100})
+    said = str(refused.value)
+    assert "target: Input should be a valid string, not ['column', " in said and said.endswith("...")
+    assert len(said) < 200, said
+
+
 def test_model_outside_allow_list_is_refused():
     with pytest.raises(SpecError, match="os.system"):
         parse_spec({**BASE, "model": {"class": "os.system"}})
