@@ -663,10 +663,16 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
         mlflow.log_artifacts(str(tmp_path / "profile"), "reference/profile")
     version = int(info.registered_model_version)
     client = MlflowClient()
-    if selection_fit is not None:  # before the model's tag: a version CalmOps loads has both or was never refit
+    selection = _log_selection_fit(pipeline, version, selection_fit) if selection_fit is not None else None
+    if selection is not None:  # before the model's tag: a version CalmOps loads has both or was never refit
         client.set_model_version_tag(model_name(pipeline), str(version), SELECTION_SHA256_TAG,
-                                     _log_selection_fit(pipeline, version, selection_fit))
+                                     hashlib.sha256(selection).hexdigest())
     client.set_model_version_tag(model_name(pipeline), str(version), MODEL_SHA256_TAG, _registered_sha256(pipeline, version))
+    if selection is not None:  # into this machine's copy of the version, as the model is: no download to read it
+        local = _local_copy(mlflow.get_tracking_uri(), pipeline, version, mlflow.active_run().info.run_id)
+        if not (local / "selection").is_dir():
+            with _staged(local / "selection", ".selection-") as staging:
+                (staging / MODEL_FILE).write_bytes(selection)
     client.set_model_version_tag(model_name(pipeline), str(version), "calmops.scores", json.dumps(scores or {}))
     numbers = {k: float(v) for k, v in (scores or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if numbers:  # the version's holdout scores as metrics of its logged model (MLflow's Models view lists them)
@@ -683,16 +689,16 @@ def _selection_path(version: int) -> str:
     return f"selection/v{version}"
 
 
-def _log_selection_fit(pipeline: str, version: int, selection_fit: Any) -> str:
+def _log_selection_fit(pipeline: str, version: int, selection_fit: Any) -> bytes:
     """Log ``version``'s selection fit (skops; its types were checked before the version was registered) in the
-    active run; returns the SHA-256 of the file logged."""
+    active run; returns the file logged."""
     import skops.io
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / MODEL_FILE
         skops.io.dump(selection_fit, path)
         mlflow.log_artifact(str(path), _selection_path(version))
-        return sha256_of(path)
+        return path.read_bytes()
 
 
 def describe_registered_model(client: MlflowClient, pipeline: str) -> None:
