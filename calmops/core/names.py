@@ -127,8 +127,17 @@ TAG = "calmops"  # on every deployment, automation and flow run CalmOps makes
 #: a model version's tag: when it last became the champion (epoch milliseconds), promoted or served again by a
 #: rollback (the viewer's "champion age")
 CHAMPION_SINCE_TAG = "calmops.champion_since"
+#: a model version's tag: where its reference (rows, ``schema.json``, ``profile/``) is in its run's artifacts,
+#: ``reference/v<version>`` (a run registers a fallback's version beside a rejected one, and each keeps its own);
+#: a version registered without it has it under ``reference``
+REFERENCE_PATH_TAG = "calmops.reference"
 PIPELINE_PREFIX = "calmops.pipeline."
 MODEL_PREFIX = "calmops."  # of MLflow registered models: see model_name
+
+
+def reference_path(tags: dict[str, str]) -> str:
+    """Where the model version with these tags keeps its reference in its run's artifacts (:data:`REFERENCE_PATH_TAG`)."""
+    return tags.get(REFERENCE_PATH_TAG) or "reference"
 
 
 def retired_stamp() -> str:

@@ -33,7 +33,14 @@ from mlflow.exceptions import MlflowException
 
 from calmops.core.errors import CalmOpsError
 from calmops.core.logs import printable
-from calmops.core.names import CHAMPION_SINCE_TAG, DRIFT_UNCHECKED, model_name, shown_decision
+from calmops.core.names import (
+    CHAMPION_SINCE_TAG,
+    DRIFT_UNCHECKED,
+    REFERENCE_PATH_TAG,
+    model_name,
+    reference_path,
+    shown_decision,
+)
 from calmops.core.settings import Settings, get_settings
 from calmops.core.spec import ALLOWED_MODEL_PREFIXES, is_allowed_import
 from calmops.core.store import read_spec, sha256_of
@@ -319,13 +326,20 @@ def _unloadable(refused: list[str], allow_modules: tuple[str, ...]) -> str:
 def trusted_types_for(model: Any, allow_modules: tuple[str, ...] = ()) -> list[str]:
     """Types skops must trust to load this model; refuses a model holding types CalmOps would not load.
     ``allow_modules``: the spec's ``allow_modules`` of the pipeline the model is saved for."""
+    return checked_dump(model, allow_modules)[1]
+
+
+def checked_dump(model: Any, allow_modules: tuple[str, ...] = ()) -> tuple[bytes, list[str]]:
+    """The model's skops file and the types skops must trust to load it; refuses a model holding types CalmOps
+    would not load (:func:`trusted_types_for`)."""
     import skops.io
 
-    trusted, refused = untrusted_types(data=skops.io.dumps(model), allow_modules=allow_modules)
+    data = skops.io.dumps(model)
+    trusted, refused = untrusted_types(data=data, allow_modules=allow_modules)
     if refused:
         raise ValueError(f"model holds types CalmOps does not load and cannot be saved: "
                          f"{_unloadable(refused, allow_modules)}")
-    return trusted
+    return data, trusted
 
 
 def _not_registered(what: str) -> UntrustedModel:
@@ -576,7 +590,8 @@ class Champion:
         sha256 = self.tags.get(SELECTION_SHA256_TAG)
         if not sha256:
             return self.model
-        return _load_selection(mlflow.get_tracking_uri(), self.name, self.version, self.run_id, sha256)
+        return _load_selection(mlflow.get_tracking_uri(), self.name, self.version, self.run_id,
+                               reference_path(self.tags), sha256)
 
     @property
     def scores_at_promotion(self) -> dict[str, float]:
@@ -638,8 +653,8 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
     # integer columns are declared as floats in the signature: a later batch with a missing value in one
     # (read as float with NaN) still matches the model's schema when served through MLflow's pyfunc
     sample = features.head(5).astype({c: "float64" for c in features.select_dtypes("integer").columns})
-    if selection_fit is not None:  # refused before anything is registered, as the model's own types are
-        trusted_types_for(selection_fit, pipeline_modules(pipeline))
+    # the selection fit's file, refused before anything is registered as the model's own types are
+    selection = None if selection_fit is None else checked_dump(selection_fit, pipeline_modules(pipeline))[0]
     with _quiet_model_logging():
         signature = infer_signature(sample, model.predict(sample))
         info = mlflow.sklearn.log_model(
@@ -652,24 +667,27 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
             skops_trusted_types=(trusted := trusted_types_for(model, pipeline_modules(pipeline))),
             pip_requirements=requirements_for(trusted),  # explicit: MLflow would infer them (seconds per model)
         )
+    version = int(info.registered_model_version)
+    where = f"reference/v{version}"
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         ref = reference if len(reference) <= REFERENCE_MAX_ROWS else reference.sample(REFERENCE_MAX_ROWS, random_state=0)
         ref.to_parquet(tmp_path / "reference.parquet", index=False)
         (tmp_path / "schema.json").write_text(json.dumps(schema.to_dict(), indent=2))
         profile.save(tmp_path / "profile")
-        mlflow.log_artifact(str(tmp_path / "reference.parquet"), "reference")
-        mlflow.log_artifact(str(tmp_path / "schema.json"), "reference")
-        mlflow.log_artifacts(str(tmp_path / "profile"), "reference/profile")
-    version = int(info.registered_model_version)
+        mlflow.log_artifact(str(tmp_path / "reference.parquet"), where)
+        mlflow.log_artifact(str(tmp_path / "schema.json"), where)
+        mlflow.log_artifacts(str(tmp_path / "profile"), f"{where}/profile")
     client = MlflowClient()
-    selection = _log_selection_fit(pipeline, version, selection_fit) if selection_fit is not None else None
+    client.set_model_version_tag(model_name(pipeline), str(version), REFERENCE_PATH_TAG, where)
     if selection is not None:  # before the model's tag: a version CalmOps loads has both or was never refit
+        _log_selection_fit(version, selection)
         client.set_model_version_tag(model_name(pipeline), str(version), SELECTION_SHA256_TAG,
                                      hashlib.sha256(selection).hexdigest())
-    client.set_model_version_tag(model_name(pipeline), str(version), MODEL_SHA256_TAG, _registered_sha256(pipeline, version))
+    client.set_model_version_tag(model_name(pipeline), str(version), MODEL_SHA256_TAG,
+                                 _registered_sha256(pipeline, version, where))
     if selection is not None:  # into this machine's copy of the version, as the model is: no download to read it
-        local = _local_copy(mlflow.get_tracking_uri(), pipeline, version, mlflow.active_run().info.run_id)
+        local = _local_copy(mlflow.get_tracking_uri(), pipeline, version, mlflow.active_run().info.run_id, where)
         if not (local / "selection").is_dir():
             with _staged(local / "selection", ".selection-") as staging:
                 (staging / MODEL_FILE).write_bytes(selection)
@@ -689,16 +707,13 @@ def _selection_path(version: int) -> str:
     return f"selection/v{version}"
 
 
-def _log_selection_fit(pipeline: str, version: int, selection_fit: Any) -> bytes:
-    """Log ``version``'s selection fit (skops; its types were checked before the version was registered) in the
-    active run; returns the file logged."""
-    import skops.io
-
+def _log_selection_fit(version: int, selection: bytes) -> None:
+    """Log ``version``'s selection fit (its skops file, whose types were checked before the version was
+    registered) in the active run."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / MODEL_FILE
-        skops.io.dump(selection_fit, path)
+        path.write_bytes(selection)
         mlflow.log_artifact(str(path), _selection_path(version))
-        return path.read_bytes()
 
 
 def describe_registered_model(client: MlflowClient, pipeline: str) -> None:
@@ -712,10 +727,10 @@ def describe_registered_model(client: MlflowClient, pipeline: str) -> None:
         client.set_registered_model_tag(model_name(pipeline), key, value)
 
 
-def _registered_sha256(pipeline: str, version: int) -> str:
+def _registered_sha256(pipeline: str, version: int, reference: str) -> str:
     """The SHA-256 of the model file as stored; the local copy made here also serves the first load."""
     run_id = MlflowClient().get_model_version(model_name(pipeline), str(version)).run_id
-    path = _local_copy(mlflow.get_tracking_uri(), pipeline, version, run_id) / "model" / MODEL_FILE
+    path = _local_copy(mlflow.get_tracking_uri(), pipeline, version, run_id, reference) / "model" / MODEL_FILE
     if not path.is_file():
         raise RuntimeError(f"pipeline {pipeline!r} v{version}: MLflow did not store {MODEL_FILE}")
     return sha256_of(path)
@@ -764,10 +779,10 @@ def aliases(pipeline: str) -> dict[str, int]:
 
 
 @lru_cache(maxsize=16)
-def _load_version(tracking_uri: str, pipeline: str, version: int, run_id: str,
+def _load_version(tracking_uri: str, pipeline: str, version: int, run_id: str, reference: str,
                   sha256: str | None) -> tuple[Any, InputSchema, ReferenceProfile]:
     what = f"pipeline {pipeline!r} v{version}"
-    local = _local_copy(tracking_uri, pipeline, version, run_id, sha256, what)
+    local = _local_copy(tracking_uri, pipeline, version, run_id, reference, sha256, what)
     model = read_model(local / "model", sha256, what, _changed_in_cache(local), pipeline_modules(pipeline))
     schema = InputSchema.from_dict(json.loads((local / "reference" / "schema.json").read_text()))
     profile = ReferenceProfile.load(local / "reference" / "profile")
@@ -775,9 +790,10 @@ def _load_version(tracking_uri: str, pipeline: str, version: int, run_id: str,
 
 
 @lru_cache(maxsize=16)
-def _load_selection(tracking_uri: str, pipeline: str, version: int, run_id: str, sha256: str) -> Any:
+def _load_selection(tracking_uri: str, pipeline: str, version: int, run_id: str, reference: str,
+                    sha256: str) -> Any:
     """A version's selection fit (:data:`SELECTION_SHA256_TAG`), checked and loaded as its model is."""
-    local = _local_copy(tracking_uri, pipeline, version, run_id)
+    local = _local_copy(tracking_uri, pipeline, version, run_id, reference)
     return read_model(_local_selection(local, version, run_id), sha256, f"pipeline {pipeline!r} v{version}'s "
                       "selection fit", _changed_in_cache(local), pipeline_modules(pipeline), tag=SELECTION_SHA256_TAG)
 
@@ -809,12 +825,13 @@ def _staged(final: Path, prefix: str) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha256: str | None = None,
-                what: str = "") -> Path:
+def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, reference: str,
+                sha256: str | None = None, what: str = "") -> Path:
     """The version's model, schema and profile on local disk, downloaded once per machine.
 
     A registered version never changes, so every process (each flow run is one) reads the same copy under
     ``$CALMOPS_HOME/cache/models``. It appears complete or not at all: downloaded beside it, then renamed.
+    ``reference``: where the version's reference is in its run's artifacts (:func:`reference_path`).
     With ``sha256`` (every load; not at registration, which computes it), a model file that is not the one
     registered is refused before anything else is downloaded; the cached copy is checked again on load.
     """
@@ -830,7 +847,7 @@ def _local_copy(tracking_uri: str, pipeline: str, version: int, run_id: str, sha
         if sha256 is not None or what:
             verify_model_file(staging / "model", sha256, what, _changed_in_store(pipeline, version))
         for part in ("schema.json", "profile"):  # not the reference rows: only what serving needs
-            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"reference/{part}",
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{reference}/{part}",
                                                 dst_path=str(staging / "reference"))
     return final
 
@@ -847,14 +864,16 @@ def load_version(pipeline: str, version: int, mv: ModelVersion | None = None) ->
     sha256 = mv.tags.get(MODEL_SHA256_TAG)
     if not sha256:  # before any download
         raise _not_registered(f"pipeline {pipeline!r} v{version}")
-    model, schema, profile = _load_version(mlflow.get_tracking_uri(), pipeline, int(version), mv.run_id, sha256)
+    model, schema, profile = _load_version(mlflow.get_tracking_uri(), pipeline, int(version), mv.run_id,
+                                           reference_path(mv.tags), sha256)
     return Champion(pipeline, int(version), model, schema, profile, mv.run_id, dict(mv.tags))
 
 
 def load_reference(pipeline: str, version: int) -> pd.DataFrame:
     mv = MlflowClient().get_model_version(model_name(pipeline), str(version))
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="reference/reference.parquet", dst_path=tmp)
+        path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, dst_path=tmp,
+                                                   artifact_path=f"{reference_path(mv.tags)}/reference.parquet")
         return pd.read_parquet(path)
 
 

@@ -39,6 +39,7 @@ from calmops.core.names import (
     decided_metric,
     had_serving_model,
     model_name,
+    reference_path,
     shown_decision,
 )
 from calmops.core.paging import PAGE
@@ -301,6 +302,7 @@ def registry_info(conn: Connection, name: str) -> dict[str, Any]:
         versions.append({
             "version": v, "created": _ts(mv.creation_timestamp), "run_id": mv.run_id,
             "artifact_uri": f"runs:/{mv.run_id}" if mv.run_id else None,
+            "reference_uri": f"runs:/{mv.run_id}/{reference_path(mv.tags)}" if mv.run_id else None,
             "description": mv.description or "", "aliases": sorted(by_version.get(v, [])),
             "scores": _json(mv.tags.get("calmops.scores")), "training": _json(mv.tags.get("calmops.training")),
             "rolled_back": mv.tags.get("calmops.rolled_back") == "true",
@@ -457,10 +459,11 @@ def forget_artifacts() -> None:
         _FOUND.clear()
 
 
-def reference_frame(conn: Connection, artifact_uri: str, max_rows: int = 50_000) -> pd.DataFrame | None:
-    """The training data logged with a model (``reference/reference.parquet``); Parquet, never a pickle."""
+def reference_frame(conn: Connection, reference_uri: str, max_rows: int = 50_000) -> pd.DataFrame | None:
+    """The training data logged with a model version (``reference.parquet`` in its ``reference_uri``, as
+    :func:`registry_info` gives it); Parquet, never a pickle."""
     with tempfile.TemporaryDirectory() as tmp:
-        local = _download(conn, artifact_uri, "reference/reference.parquet", tmp)
+        local = _download(conn, reference_uri, "reference.parquet", tmp)
         if local is None or not local.is_file():
             return None
         frame = pd.read_parquet(local)

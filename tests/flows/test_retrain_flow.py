@@ -1,5 +1,8 @@
 """Retraining modes, hooks and fallback through the real flow, registry and skops round-trip."""
 
+import shutil
+
+import numpy as np
 import pytest
 
 from calmops.core import registry
@@ -44,7 +47,7 @@ def broken(champion, X, y, reference, history, spec):
 '''
 
 
-def test_hooks_and_fallback_run_when_configured(prefect_server, stream_spec, tmp_path):
+def test_hooks_and_fallback_run_when_configured(prefect_server, stream_spec, tmp_path, calmops_home):
     module = tmp_path / "hooks.py"
     module.write_text(HOOKS)
     update_spec("sea", hooks={"train": f"{module}:train", "retrain": f"{module}:weak",
@@ -58,6 +61,14 @@ def test_hooks_and_fallback_run_when_configured(prefect_server, stream_spec, tmp
     assert modes == ["hook:retrain", "hook:fallback"]
     assert out["details"]["training"][0]["promoted"] is False  # the weak one was rejected
     assert out["decision"] == "retrain_promoted" and out["champion_version"] == 3
+    # both versions were registered in the file's run: each keeps its own reference, read on a machine that has
+    # no copy of either (the weak one predicts one class with one confidence, the strong one many)
+    shutil.rmtree(calmops_home / "cache" / "models")
+    registry._load_version.cache_clear()
+    weak, strong = registry.load_version("sea", 2), registry.load_version("sea", 3)
+    assert np.unique(weak.profile.confidences).size == 1
+    assert np.unique(strong.profile.confidences).size > 1
+    assert type(weak.model).__name__ == "DummyClassifier"
 
 
 def test_failing_hook_is_reported_and_the_champion_stays(prefect_server, stream_spec, tmp_path):

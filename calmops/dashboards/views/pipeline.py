@@ -233,7 +233,7 @@ def distributions(conn, reg, report) -> None:
     cols = st.columns([1, 2])
     chosen = cols[1].multiselect("Model versions", list(labels), default=default, format_func=labels.get,
                                  key="dist_versions")
-    uri_of = {v["version"]: v["artifact_uri"] for v in versions}
+    uri_of = {v["version"]: v["reference_uri"] for v in versions}
     frames = {labels[v]: cache.reference_frame(conn, uri_of[v]) for v in chosen}
     frames = {k: f for k, f in frames.items() if f is not None}
     if not frames:
@@ -394,8 +394,8 @@ def data_tab(conn, name, runs, reg, prefect_problem) -> None:
     version = st.selectbox("Reference of model version", nums[::-1],
                            index=nums[::-1].index(champion) if champion in nums else 0,
                            format_func=lambda v: f"v{v}" + (" (champion)" if v == champion else ""), key="data_version")
-    uri = next(v["artifact_uri"] for v in versions if v["version"] == version)
-    schema = cache.artifact_json(conn, uri, "reference/schema.json")
+    uri = next(v["reference_uri"] for v in versions if v["version"] == version)
+    schema = cache.artifact_json(conn, uri, "schema.json")
     frame = cache.reference_frame(conn, uri)
     left, right = st.columns(2)
     with left:
