@@ -599,7 +599,7 @@ def ignored_settings(spec: PipelineSpec) -> list[str]:
                     f"{spec.kind!r} and are ignored: {kind.retraining}, and serves each update, so no threshold "
                     "gates it; remove them (docs/kinds.md)")
     if kind.retrain_keys is None:
-        return said
+        return said + _without_partial_fit(spec)
     for key, field in RetrainSpec.model_fields.items():
         value = getattr(spec.retrain, key)
         if key in kind.retrain_keys or value == field.get_default(call_default_factory=True):
@@ -608,6 +608,22 @@ def ignored_settings(spec: PipelineSpec) -> list[str]:
         said.append(f"retrain.{key}: {shown!r} does not apply to kind {spec.kind!r} and is ignored: "
                     f"{kind.retraining}; remove it (docs/kinds.md)")
     return said
+
+
+def _without_partial_fit(spec: PipelineSpec) -> list[str]:
+    """A warning when ``retrain.mode`` (or ``fallback_mode``) is ``incremental`` and the model has no
+    ``partial_fit``: each such retrain is a full refit (recorded as a fallback), which the user did not ask for."""
+    keys = [key for key, hook in (("mode", spec.hooks.retrain), ("fallback_mode", spec.hooks.fallback))
+            if getattr(spec.retrain, key) == "incremental" and not hook]
+    if not keys:
+        return []
+    estimator = build_estimator(spec.model, spec.allow_modules)
+    if hasattr(estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator, "partial_fit"):
+        return []
+    return [(f"retrain.{keys[0]}: 'incremental' continues the champion with partial_fit, which "
+            f"{_last_class(spec.model)} does not have: every such retrain fits the model in full instead (each "
+            "decision records the fallback); choose a model with partial_fit (e.g. sklearn.linear_model.SGDClassifier, "
+            "sklearn.naive_bayes.GaussianNB) or another mode, e.g. auto or full")]
 
 
 def setting_changes(before: PipelineSpec, after: PipelineSpec) -> list[str]:

@@ -332,3 +332,23 @@ def test_a_threshold_no_model_could_pass_is_refused(model, thresholds, said):
 ])
 def test_thresholds_a_model_could_pass_are_accepted(model, thresholds):
     check_spec(parse_spec({**BASE, "model": {"class": model}, "evaluation": {"thresholds": thresholds}}))
+
+
+def test_incremental_retraining_of_a_model_without_partial_fit_is_said():
+    """``mode: incremental`` continues the champion with ``partial_fit``; the default model has none, so each
+    retrain would silently be a full refit: the spec is saved (it works, as full) with a warning."""
+    from calmops.core.spec import ignored_settings, parse_spec
+
+    def said(spec: dict) -> list[str]:
+        return ignored_settings(parse_spec({"name": "s", "target": "y", **spec}))
+
+    [warning] = said({"retrain": {"mode": "incremental"}})  # the default model: gradient boosting
+    assert warning.startswith("retrain.mode: 'incremental'") and "HistGradientBoostingClassifier" in warning
+    assert "in full" in warning and "SGDClassifier" in warning
+    [warning] = said({"retrain": {"mode": "window", "fallback_mode": "incremental"}})
+    assert warning.startswith("retrain.fallback_mode: 'incremental'")
+    assert said({"model": {"class": "sklearn.linear_model.SGDClassifier"}, "retrain": {"mode": "incremental"}}) == []
+    assert said({"model": {"steps": [{"class": "sklearn.preprocessing.StandardScaler"},
+                                     {"class": "sklearn.naive_bayes.GaussianNB"}]},
+                 "retrain": {"mode": "incremental"}}) == []
+    assert said({"retrain": {"mode": "full"}}) == []

@@ -351,3 +351,13 @@ def test_relaunch_local_says_which_files_the_first_ones_turn_decided(prefect_ser
     assert lines[0] == "sea · a.csv → train", lines
     assert lines[1:] == [f"sea · {n} → decided in the same turn (see 'calmops history sea')" for n in ("b.csv", "c.csv")]
     assert "duplicate" not in done.stdout
+
+
+@pytest.mark.integration
+def test_create_warns_when_incremental_retraining_would_fit_in_full(prefect_server, calmops_home, tmp_path):
+    spec = _spec_file(tmp_path, retrain={"mode": "incremental"})  # the spec's model: a decision tree
+    out = runner.invoke(app, ["create", str(spec)])
+    assert out.exit_code == 0, out.output
+    said = " ".join(out.output.split())
+    assert "warning:" in said and "retrain.mode: 'incremental'" in said
+    assert "DecisionTreeClassifier does not have" in said
