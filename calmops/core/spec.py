@@ -555,6 +555,10 @@ def check_spec(spec: PipelineSpec) -> None:
     _check_task(spec, estimator)
     _check_metrics(spec, estimator)
     _check_recalibration(spec, estimator)
+    for key in ("id_columns", "drop_columns"):
+        if spec.target and spec.target in getattr(spec, key):
+            raise SpecError(f"{key}: {spec.target!r} is the target, which the model learns and is never one of its "
+                            f"inputs anyway: remove it from {key}")
     b = spec.breaker
     if b.max_cooldown_seconds < b.cooldown_seconds:
         raise SpecError(f"breaker.max_cooldown_seconds ({b.max_cooldown_seconds:g}) is below breaker.cooldown_seconds "

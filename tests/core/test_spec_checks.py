@@ -352,3 +352,15 @@ def test_incremental_retraining_of_a_model_without_partial_fit_is_said():
                                      {"class": "sklearn.naive_bayes.GaussianNB"}]},
                  "retrain": {"mode": "incremental"}}) == []
     assert said({"retrain": {"mode": "full"}}) == []
+
+
+@pytest.mark.parametrize("key", ["id_columns", "drop_columns"])
+def test_the_target_named_as_an_id_or_dropped_column_is_refused(key):
+    """The target is never a model input: naming it among the id or dropped columns is a slip (a pipeline saved
+    with it still loads; only create and update refuse it)."""
+    spec = parse_spec({**BASE, key: ["site", "y"]})
+    with pytest.raises(SpecError) as refused:
+        check_spec(spec)
+    assert str(refused.value) == (f"{key}: 'y' is the target, which the model learns and is never one of its "
+                                  f"inputs anyway: remove it from {key}")
+    check_spec(parse_spec({**BASE, key: ["site"]}))
