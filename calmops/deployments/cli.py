@@ -684,7 +684,7 @@ def _print_outcome(o: dict[str, Any]) -> None:
     # a run that read no row (held, duplicate) or failed records no champion: it left the champion as it was
     unchanged = o.get("champion_version") is None and o["decision"] in ("held", "duplicate", "failed")
     parts = ["champion unchanged" if unchanged else f"champion {shown(o.get('champion_version'), 'v')}"]
-    if o.get("challenger_version") is not None:
+    if o.get("challenger_version") not in (None, o.get("champion_version")):  # a promoted one is the champion now
         parts.append(f"challenger v{o['challenger_version']}")
     parts += [f"MLflow run {o['mlflow_run_id']}" if o.get("mlflow_run_id") else None,
               f"flow run {o['flow_run_id']}" if o.get("flow_run_id") else None]

@@ -359,6 +359,18 @@ def test_run_says_drift_was_not_checked_for_a_refused_file_not_no(capsys):
                     "sea · f.csv → retrain_rejected (drift: not checked)"]
 
 
+def test_run_names_a_challenger_apart_only_when_it_is_not_the_champion(capsys):
+    """A first model or a promoted challenger is the champion now: "champion v2 · challenger v2" read as two."""
+    from calmops.deployments.cli import _print_outcome
+
+    base = {"pipeline": "sea", "file": "f.csv", "reason": "why", "drift_detected": True}
+    _print_outcome({**base, "decision": "train", "champion_version": 1, "challenger_version": 1})
+    _print_outcome({**base, "decision": "retrain_promoted", "champion_version": 2, "challenger_version": 2})
+    _print_outcome({**base, "decision": "retrain_rejected", "champion_version": 2, "challenger_version": 3})
+    said = [line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("champion")]
+    assert said == ["champion v1", "champion v2", "champion v2 · challenger v3"]
+
+
 @pytest.mark.parametrize("running, now, changed", [
     ("old-token", "old-token", False), ("old-token", "new-token", True), (None, "new-token", True),
     (None, None, False), ("old-token", None, True),
