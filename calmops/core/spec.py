@@ -637,6 +637,8 @@ def setting_changes(before: PipelineSpec, after: PipelineSpec) -> list[str]:
     >>> old = parse_spec({"name": "s", "target": "y"})
     >>> setting_changes(old, parse_spec({"name": "s", "target": "y", "retrain": {"mode": "window"}}))
     ["retrain.mode: 'auto' → 'window'"]
+    >>> setting_changes(old, parse_spec({"name": "s", "target": "y", "retrain": {"fallback_mode": "full"}}))
+    ["retrain.fallback_mode: (not set) → 'full'"]
     """
     missing = object()
     changed: list[str] = []
@@ -646,8 +648,10 @@ def setting_changes(before: PipelineSpec, after: PipelineSpec) -> list[str]:
             for name in [*now, *(k for k in was if k not in now)]:
                 compare(was.get(name, missing), now.get(name, missing), f"{key}.{name}" if key else name)
         elif was != now:
-            changed.append(f"{key}: {'(not set)' if was is missing else repr(was)} → "
-                           f"{'(not set)' if now is missing else repr(now)}")
+            changed.append(f"{key}: {shown(was)} → {shown(now)}")
+
+    def shown(value: Any) -> str:  # a key left out and one given as null (YAML's empty value) read the same
+        return "(not set)" if value is missing or value is None else repr(value)
 
     compare(before.model_dump(mode="json", by_alias=True), after.model_dump(mode="json", by_alias=True), "")
     return changed
