@@ -360,7 +360,8 @@ def synthetic(
     given = {"--position": position, "--width": width or None, "--concepts": concepts, "--period": period,
              "--feature": feature, "--unit": unit, "--curve": curve}
     if drift == "none" and (unused := [option for option, value in given.items() if value is not None]):
-        raise _Bad(f"{', '.join(unused)} describe(s) a drift, but --drift is none; add --drift "
+        raise _Bad(f"{', '.join(unused)} {'describe' if len(unused) > 1 else 'describes'} a drift, but --drift is "
+                   "none; add --drift "
                    f"({', '.join(DRIFT_KINDS)}) or leave {'them' if len(unused) > 1 else 'it'} out")
     if drift != "none":
         try:  # before the drift's own options: no --width to add in vain

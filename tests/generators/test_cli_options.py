@@ -247,7 +247,10 @@ def test_a_spec_beside_an_ordinary_out_folder_keeps_the_report_there(tmp_path, m
 
 def test_drift_options_without_a_drift_are_refused(tmp_path):
     line = one_line(run("synthetic", "sea", "--out", tmp_path, "--rows", 100, "--position", "3.5"))
-    assert line.startswith("error: --position describe(s) a drift, but --drift is none"), line
+    assert line.startswith("error: --position describes a drift, but --drift is none"), line
+    line = one_line(run("synthetic", "sea", "--out", tmp_path, "--rows", 100, "--position", "3.5", "--width", 10))
+    assert line.startswith("error: --position, --width describe a drift, but --drift is none"), line
+    assert line.endswith("or leave them out"), line
 
 
 # 6. inject's row selection

@@ -104,8 +104,8 @@ def test_an_input_that_is_no_table_is_said_with_its_name(tmp_path, make, expecte
 
 @pytest.mark.parametrize("args, expected", [
     (["--freq", "1h"], "error: --freq sets the step of the timestamps, but --start is not given"),
-    (["--unit", "blocks"], "error: --unit describe(s) a drift, but --drift is none"),
-    (["--curve", "linear"], "error: --curve describe(s) a drift, but --drift is none"),
+    (["--unit", "blocks"], "error: --unit describes a drift, but --drift is none"),
+    (["--curve", "linear"], "error: --curve describes a drift, but --drift is none"),
     (["--rows-per-block", 10], "error: --rows-per-block sets the size of the blocks, but there is no --block-column"),
 ])
 def test_an_option_that_would_be_ignored_is_refused(tmp_path, args, expected):
