@@ -412,11 +412,21 @@ def _check_predicts(model: ModelSpec, allow_modules: list[str] | tuple[str, ...]
     """The model predicts: a class with ``predict``, or steps whose last one has it and whose others transform
     (a transformer as the model, or a model in the middle of the steps, fails every file's training)."""
     if model.steps is None:
-        if not hasattr(build_estimator(model, allow_modules, key), "predict"):
+        from sklearn.base import is_clusterer, is_outlier_detector
+
+        estimator = build_estimator(model, allow_modules, key)
+        if not hasattr(estimator, "predict"):
             where = ("the last step is the model: put a classifier or a regressor after it" if key != "model" else
                      "name a classifier or a regressor; a transformer belongs before the model in model.steps, as in "
                      f"steps: [{{class: {model.class_}}}, {{class: sklearn.linear_model.LogisticRegression}}]")
             raise SpecError(f"{key}.class: {model.class_!r} is a transformer (it has no predict), not a model: {where}")
+        # they predict, but not the target: a cluster's number or an outlier flag, learnt without the labels
+        unsupervised = "a clusterer" if is_clusterer(estimator) else \
+            "an outlier detector" if is_outlier_detector(estimator) else None
+        if unsupervised:
+            raise SpecError(f"{key}.class: {model.class_!r} is {unsupervised}: it predicts without learning the target, "
+                            "so no score or promotion would mean anything; name a classifier or a regressor (a "
+                            "clusterer may come before it in model.steps, as a transformer)")
         return
     if not model.steps:
         raise SpecError(f"{key}.steps: the list is empty; give the steps, the model (a classifier or a regressor) last")

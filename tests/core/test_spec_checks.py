@@ -95,6 +95,10 @@ SCALER, LOGIT = "sklearn.preprocessing.StandardScaler", "sklearn.linear_model.Lo
     ({"steps": [{"class": LOGIT}, {"class": "sklearn.tree.DecisionTreeClassifier"}]},
      f"model.steps[0]: '{LOGIT}' has no transform, so it cannot come before another step"),
     ({"steps": []}, "model.steps: the list is empty"),
+    ({"class": "sklearn.cluster.KMeans"},
+     "model.class: 'sklearn.cluster.KMeans' is a clusterer: it predicts without learning the target"),
+    ({"steps": [{"class": SCALER}, {"class": "sklearn.ensemble.IsolationForest"}]},
+     "model.steps[1].class: 'sklearn.ensemble.IsolationForest' is an outlier detector: it predicts without learning"),
 ])
 def test_a_model_that_cannot_predict_is_refused_at_create(calmops_home, tmp_path, model, said):
     """A transformer as the model (or a model in the middle of the steps) was created, then every file's training
@@ -104,6 +108,9 @@ def test_a_model_that_cannot_predict_is_refused_at_create(calmops_home, tmp_path
     assert not (calmops_home / "pipelines" / "p").exists()
     fixed = {**BASE, "name": "q", "model": {"steps": [{"class": SCALER}, {"class": LOGIT}]}}  # as the refusal says
     assert _create(tmp_path, fixed)[0] == 0
+    # a clusterer before the model is a transformer (distances to its centres), as the refusal says
+    clustered = {**BASE, "name": "r", "model": {"steps": [{"class": "sklearn.cluster.KMeans"}, {"class": LOGIT}]}}
+    assert _create(tmp_path, clustered)[0] == 0
 
 
 RIDGE = "sklearn.linear_model.Ridge"
