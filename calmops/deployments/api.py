@@ -573,6 +573,37 @@ def _unreadable(parsed: pd.Series, raw: pd.Series) -> np.ndarray:
     return np.array([i for i in candidates if str(raw.iloc[i]).strip() != ""], dtype=int)
 
 
+_BEYOND_FLOAT = "a number beyond ±1.8e308"  # no float holds it (a file's cell: "too large for a float")
+
+
+def _not_finite(value: Any) -> tuple[str, str] | None:
+    """How a numeric field's value that is no finite number is said, and the value as sent (as JSON wrote it):
+    NaN, ±Infinity (JSON reads a number beyond a float, e.g. ``1e400``, as infinity too), an integer too long for
+    a float, and the same as text (``"NaN"``, ``"-Infinity"``, ``"1e400"``); None for any other value."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        try:
+            float(value)
+        except OverflowError:
+            return _BEYOND_FLOAT, str(value)[:40] + "..."
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN", "NaN"
+        shown = "Infinity" if value > 0 else "-Infinity"
+        return (f"{shown} (or {_BEYOND_FLOAT})", shown) if math.isinf(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        if math.isnan(number) or value.strip().lstrip("+-").lower() in ("inf", "infinity"):
+            return repr(value), value
+        return (f"{value!r}, {_BEYOND_FLOAT}", value) if math.isinf(number) else None
+    return None
+
+
 def prepare_records(records: list[dict[str, Any]], schema, profile=None, model=None) -> tuple[pd.DataFrame, list[str]]:
     """Records → the model's input frame, coerced exactly like a file's rows; raises InvalidInput. A category
     that is blank, or written as a CSV file writes a missing cell ("NA", "NULL", …), is missing, as in a file,
@@ -601,24 +632,17 @@ def prepare_records(records: list[dict[str, Any]], schema, profile=None, model=N
         if kind == "numeric":
             values = s.tolist()
             for i, v in enumerate(values):
-                if isinstance(v, float) and math.isnan(v):  # JSON NaN: not a number; null is "missing"
-                    why = "expected a finite number, got NaN (send null for a missing value)"
-                    errors.append((i, j, _where(i, col), why, "NaN"))
+                if not_finite := _not_finite(v):  # NaN, ±Infinity, beyond a float: never a value; null is missing
+                    errors.append((i, j, _where(i, col), (f"expected a finite number, got {not_finite[0]} (send "
+                                   "null for a missing value)"), not_finite[1]))
                     values[i] = None
-                elif isinstance(v, int) and not isinstance(v, bool):
-                    try:
-                        float(v)
-                    except OverflowError:
-                        errors.append((i, j, _where(i, col), "number out of range", str(v)[:40] + "..."))
-                        values[i] = None
             s = pd.Series(values, dtype=object)
             num = pd.to_numeric(s, errors="coerce")
             for i in _unreadable(num, s):
                 errors.append((i, j, _where(i, col), f"expected a number, got {s.iloc[i]!r}", s.iloc[i]))
-            for i in np.flatnonzero(np.isinf(num.to_numpy(dtype=float, na_value=np.nan))):
-                said = repr(s.iloc[i]) if isinstance(s.iloc[i], str) else "a number too large for a float"
-                why = f"expected a finite number, got {said} (send null for a missing value)"
-                errors.append((i, j, _where(i, col), why, s.iloc[i]))
+            for i in np.flatnonzero(np.isinf(num.to_numpy(dtype=float, na_value=np.nan))):  # none _not_finite saw
+                errors.append((i, j, _where(i, col), (f"expected a finite number, got {s.iloc[i]!r} (send null for a "
+                               "missing value)"), s.iloc[i]))
             raw[col] = num  # already read as numbers: coerce_features keeps them as they are
         elif kind == "datetime":
             for i, v in enumerate(s):

@@ -224,7 +224,7 @@ def test_invalid_payloads_get_422_naming_the_field(trained):
     client = TestClient(create_app())
 
     def errors(payload, **kwargs):
-        resp = client.post("/pipelines/sea/predict", json=payload, **kwargs)
+        resp = client.post("/pipelines/sea/predict", **({"json": payload} if payload is not None else {}), **kwargs)
         assert resp.status_code == 422, resp.text
         return resp.json()
 
@@ -255,7 +255,22 @@ def test_invalid_payloads_get_422_naming_the_field(trained):
     records = _records(2)
     records[1]["x2"] = 10**400  # valid JSON, but no float holds it
     body = errors({"records": records})
-    assert body["errors"][0]["field"] == "records[1].x2" and "out of range" in body["errors"][0]["message"]
+    assert body["errors"][0]["field"] == "records[1].x2"
+    assert body["errors"][0]["message"] == \
+        "expected a finite number, got a number beyond ±1.8e308 (send null for a missing value)"
+
+    # every value that is no finite number is said alike, JSON's or text, with the value as it was sent
+    raw = ('{"records": [{"x1": NaN, "x2": 1, "x3": 1}, {"x1": Infinity, "x2": 1e400, "x3": 1}, '
+           '{"x1": "NaN", "x2": "1e400", "x3": "-Infinity"}]}')
+    said = {e["field"]: (e["message"].removeprefix("expected a finite number, got ")
+                         .removesuffix(" (send null for a missing value)"), e["value"])
+            for e in errors(None, content=raw, headers={"Content-Type": "application/json"})["errors"]}
+    assert said == {"records[0].x1": ("NaN", "NaN"),
+                    "records[1].x1": ("Infinity (or a number beyond ±1.8e308)", "Infinity"),
+                    "records[1].x2": ("Infinity (or a number beyond ±1.8e308)", "Infinity"),  # JSON read it so
+                    "records[2].x1": ("'NaN'", "NaN"),
+                    "records[2].x2": ("'1e400', a number beyond ±1.8e308", "1e400"),
+                    "records[2].x3": ("'-Infinity'", "-Infinity")}
 
     assert errors({"records": []})["errors"][0]["field"] == "records"
     assert errors({"rows": _records(1)})["errors"][0]["field"] in ("records", "rows")
