@@ -626,6 +626,7 @@ def prepare_records(records: list[dict[str, Any]], schema, profile=None, model=N
                 extras[key] = extras.get(key, 0) + 1
     raw = pd.DataFrame({c: pd.Series([r.get(c) for r in records], dtype=object) for c in columns})
     read_as_missing: list[str] = []  # fields whose text a file would read as a missing cell
+    nan_as_missing: list[str] = []  # categorical fields sent as JSON NaN
 
     for j, col in enumerate(columns):
         s, kind = raw[col], types[col]
@@ -651,6 +652,9 @@ def prepare_records(records: list[dict[str, Any]], schema, profile=None, model=N
         elif kind == "categorical" and col != getattr(model, "block_column", None):  # a block's name is its own
             known = None
             for i, v in enumerate(s):
+                if isinstance(v, float) and math.isnan(v):  # JSON NaN is no category: missing, as null, and said
+                    raw.at[i, col] = None
+                    nan_as_missing.append(_where(i, col))
                 if not isinstance(v, str):
                     continue
                 if not v.strip():  # blank, as an empty cell of a file
@@ -682,6 +686,10 @@ def prepare_records(records: list[dict[str, Any]], schema, profile=None, model=N
                                                     if len(read_as_missing) > 20 else "")
         warnings.append(f"read as missing values, as a file's cells: {listed} (a text such as 'NA' or 'NULL' that "
                         "the model never saw as a category; send null for a missing value)")
+    if nan_as_missing:
+        listed = ", ".join(nan_as_missing[:20]) + (f" and {len(nan_as_missing) - 20} more"
+                                                   if len(nan_as_missing) > 20 else "")
+        warnings.append(f"JSON NaN read as a missing value: {listed} (send null for a missing value)")
     if extras:
         listed = ", ".join(f"{k} ({n} record{'s' if n > 1 else ''})" for k, n in list(extras.items())[:20])
         more = f" and {len(extras) - 20} more" if len(extras) > 20 else ""

@@ -202,6 +202,10 @@ def test_a_category_written_as_a_file_writes_a_missing_cell_is_missing_as_in_a_f
     assert unseen["warnings"] == [] and unseen["probabilities"] != missing["probabilities"]
     blank = answer("   ")  # blank, as a cell of spaces in a file: missing, as documented, without a warning
     assert blank["warnings"] == [] and blank["probabilities"] == missing["probabilities"]
+    raw = '{"records": [{"amount": 20.0, "colour": NaN}, {"amount": 55.0, "colour": "red"}]}'  # JSON's NaN
+    nan = client.post("/pipelines/shop/predict", content=raw, headers={"Content-Type": "application/json"}).json()
+    assert nan["probabilities"][0] == missing["probabilities"][0]  # missing, as null is, and said
+    assert nan["warnings"] == ["JSON NaN read as a missing value: records[0].colour (send null for a missing value)"]
 
     # "NULL" learnt as a category, the one that flips the label (encoded between the other two, where a missing
     # value, unknown to the model, is not)
