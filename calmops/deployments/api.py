@@ -268,6 +268,11 @@ def _validation_errors(exc: RequestValidationError) -> list[tuple[str, str, Any]
             msg = f"expected a record (a JSON object of column: value), got {_json_kind(value)}"
         elif kind == "extra_forbidden":
             msg = "unknown field (the body holds only `records`)"
+        elif kind == "too_short" and loc == ("body", "records"):
+            msg = "expected at least one record (an empty array has nothing to predict)"
+        elif kind == "string_pattern_mismatch" and loc == ("path", "name"):
+            msg = ("not a pipeline name: lowercase letters, digits and '-', starting with a letter, at most 63 "
+                   "characters (GET /pipelines lists the names)")
         errors.append((_field(loc), msg, _echoed(value)))
     return errors
 

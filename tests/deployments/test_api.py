@@ -276,7 +276,13 @@ def test_invalid_payloads_get_422_naming_the_field(trained):
                     "records[2].x2": ("'1e400', a number beyond ±1.8e308", "1e400"),
                     "records[2].x3": ("'-Infinity'", "-Infinity")}
 
-    assert errors({"records": []})["errors"][0]["field"] == "records"
+    assert errors({"records": []})["errors"] == [
+        {"field": "records", "message": "expected at least one record (an empty array has nothing to predict)",
+         "value": "[]"}]
+    bad_name = client.post("/pipelines/Bad_Name/predict", json={"records": _records(1)})
+    assert bad_name.status_code == 422 and bad_name.json()["errors"] == [
+        {"field": "name", "value": "Bad_Name", "message": "not a pipeline name: lowercase letters, digits and '-', "
+         "starting with a letter, at most 63 characters (GET /pipelines lists the names)"}]
     assert errors({"rows": _records(1)})["errors"][0]["field"] in ("records", "rows")
     # shapes are said in JSON's words (what was expected and what came), not the validation library's
     assert errors({"records": [1, 2]})["errors"][0] == {
