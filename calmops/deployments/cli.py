@@ -717,8 +717,8 @@ def breaker_show(name: str, as_json: Annotated[bool, JsonOption] = False):
     read_spec(name)
     breaker = read_breaker(name)
     state = breaker.to_public()
-    if as_json:
-        return _print_json(state)
+    if as_json:  # named, as every other command's answer about one pipeline is
+        return _print_json({"pipeline": name, **state})
     due = breaker.state == "open" and breaker.next_retry_at is not None and breaker.next_retry_at <= time.time()
     # the state moves to half_open when the next file's run reads it: until then, say the trial is due
     retry = shown(state["next_retry_at"]) + (" (due: the next file is the trial)" if due else "")

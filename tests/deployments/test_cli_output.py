@@ -152,7 +152,8 @@ def test_every_json_command_prints_one_document(prefect_server, calmops_home, tm
     assert _json(runner.invoke(app, ["status", "sea", "--json"]))["champion_version"] == 1
     everything = _json(runner.invoke(app, ["status", "--json"]))
     assert set(everything) == {"stack", "pipelines"} and everything["pipelines"][0]["files_done"] == 1
-    assert _json(runner.invoke(app, ["breaker", "show", "sea", "--json"]))["state"] == "closed"
+    breaker = _json(runner.invoke(app, ["breaker", "show", "sea", "--json"]))
+    assert breaker["state"] == "closed" and breaker["pipeline"] == "sea"  # named, as status and rollback name it
     write_csv(sea_frame(1000, 8, seed=3), calmops_home / "pipelines" / "sea" / "incoming", "b.csv")
     _forget_closed_log_handlers()
     relaunched = runner.invoke(app, ["relaunch", "sea", "--local", "--json"])
