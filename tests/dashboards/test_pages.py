@@ -577,7 +577,7 @@ def test_a_labels_file_is_named_labels_name_in_the_latest_runs_and_the_versions_
 
     at = page("overview")
     assert not at.exception and not at.error, [e.value for e in at.error]
-    recent = next(d.value for d in at.dataframe if {"time", "pipeline", "file", "reason"} <= set(d.value.columns))
+    recent = next(d.value for d in at.dataframe if {"started", "pipeline", "file", "reason"} <= set(d.value.columns))
     assert recent["file"].tolist() == ["labels/same.csv", "same.csv", "f0.csv"], recent
     assert table(at, "overview_table").set_index("pipeline").loc["credit", "last file"] == "labels/same.csv"
     at = page("pipeline", {"pipeline": "credit"})

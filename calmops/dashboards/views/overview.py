@@ -112,6 +112,6 @@ def _recent_runs(conn: data.Connection, pipelines: list[dict]) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame()
     allruns = pd.concat(parts).sort_values("start_time", ascending=False).head(15)
-    return pd.DataFrame({"time": allruns["start_time"].map(lambda t: ui.fmt_time(t, short=True)), "pipeline": allruns["pipeline"],
+    return pd.DataFrame({"started": allruns["start_time"].map(lambda t: ui.fmt_time(t, short=True)), "pipeline": allruns["pipeline"],
                          "file": allruns["run_name"], "decision": allruns["decision"],
                          "reason": allruns["reason"].str.slice(0, 160)})

@@ -441,7 +441,7 @@ def runs_tab(conn, name, runs, reg, prefect_problem) -> None:
             st.warning(f"Flow runs unreadable from Prefect: {ui.plain(exc)}")
     newest = runs.iloc[::-1]
     table = pd.DataFrame({
-        "time": newest["start_time"].map(lambda t: ui.fmt_time(t, short=True)), "file": newest["run_name"], "decision": newest["decision"],
+        "started": newest["start_time"].map(lambda t: ui.fmt_time(t, short=True)), "file": newest["run_name"], "decision": newest["decision"],
         "drift": newest["drift"].map(ui.yes_no),
         "champion": newest["champion_version"].map(ui.version_text),
         "challenger": newest["challenger_version"].map(ui.version_text),
