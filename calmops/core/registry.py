@@ -669,6 +669,8 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
         )
     version = int(info.registered_model_version)
     where = f"reference/v{version}"
+    client = MlflowClient()  # the tag first: a version whose reference was logged always names where it is
+    client.set_model_version_tag(model_name(pipeline), str(version), REFERENCE_PATH_TAG, where)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         ref = reference if len(reference) <= REFERENCE_MAX_ROWS else reference.sample(REFERENCE_MAX_ROWS, random_state=0)
@@ -678,8 +680,6 @@ def _log_candidate(pipeline, model, reference, schema, profile, *, scores, descr
         mlflow.log_artifact(str(tmp_path / "reference.parquet"), where)
         mlflow.log_artifact(str(tmp_path / "schema.json"), where)
         mlflow.log_artifacts(str(tmp_path / "profile"), f"{where}/profile")
-    client = MlflowClient()
-    client.set_model_version_tag(model_name(pipeline), str(version), REFERENCE_PATH_TAG, where)
     if selection is not None:  # before the model's tag: a version CalmOps loads has both or was never refit
         _log_selection_fit(version, selection)
         client.set_model_version_tag(model_name(pipeline), str(version), SELECTION_SHA256_TAG,

@@ -408,11 +408,15 @@ def check_params(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = 
         _dry_fit(estimator, model, key)
 
 
+_UNSUPERVISED = {"clusterer": "a clusterer", "outlier_detector": "an outlier detector",
+                 "density_estimator": "a density estimator"}  # scikit-learn's estimator types that ignore y
+
+
 def _check_predicts(model: ModelSpec, allow_modules: list[str] | tuple[str, ...] = (), key: str = "model") -> None:
     """The model predicts: a class with ``predict``, or steps whose last one has it and whose others transform
     (a transformer as the model, or a model in the middle of the steps, fails every file's training)."""
     if model.steps is None:
-        from sklearn.base import is_clusterer, is_outlier_detector
+        from sklearn.utils import get_tags
 
         estimator = build_estimator(model, allow_modules, key)
         if not hasattr(estimator, "predict"):
@@ -420,13 +424,16 @@ def _check_predicts(model: ModelSpec, allow_modules: list[str] | tuple[str, ...]
                      "name a classifier or a regressor; a transformer belongs before the model in model.steps, as in "
                      f"steps: [{{class: {model.class_}}}, {{class: sklearn.linear_model.LogisticRegression}}]")
             raise SpecError(f"{key}.class: {model.class_!r} is a transformer (it has no predict), not a model: {where}")
-        # they predict, but not the target: a cluster's number or an outlier flag, learnt without the labels
-        unsupervised = "a clusterer" if is_clusterer(estimator) else \
-            "an outlier detector" if is_outlier_detector(estimator) else None
-        if unsupervised:
-            raise SpecError(f"{key}.class: {model.class_!r} is {unsupervised}: it predicts without learning the target, "
-                            "so no score or promotion would mean anything; name a classifier or a regressor (a "
-                            "clusterer may come before it in model.steps, as a transformer)")
+        # they predict, but not the target: a cluster's or a component's number, or an outlier flag
+        try:
+            kind = get_tags(estimator).estimator_type
+        except Exception:  # noqa: BLE001 - a class without scikit-learn's tags is judged by its predict alone
+            kind = None
+        if kind in _UNSUPERVISED:
+            where = " (one may come before it in model.steps, as a transformer)" if hasattr(estimator, "transform") else ""
+            raise SpecError(f"{key}.class: {model.class_!r} is {_UNSUPERVISED[kind]}: it predicts without learning the "
+                            f"target, so no score or promotion would mean anything; name a classifier or a "
+                            f"regressor{where}")
         return
     if not model.steps:
         raise SpecError(f"{key}.steps: the list is empty; give the steps, the model (a classifier or a regressor) last")
@@ -634,7 +641,7 @@ def _without_partial_fit(spec: PipelineSpec) -> list[str]:
     estimator = build_estimator(spec.model, spec.allow_modules)
     if hasattr(estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator, "partial_fit"):
         return []
-    return [(f"retrain.{keys[0]}: 'incremental' continues the champion with partial_fit, which "
+    return [(f"{' and '.join(f'retrain.{k}' for k in keys)}: 'incremental' continues the champion with partial_fit, which "
             f"{_last_class(spec.model)} does not have: every such retrain fits the model in full instead (each "
             "decision records the fallback); choose a model with partial_fit (e.g. sklearn.linear_model.SGDClassifier, "
             "sklearn.naive_bayes.GaussianNB) or another mode, e.g. auto or full")]
@@ -648,7 +655,7 @@ def setting_changes(before: PipelineSpec, after: PipelineSpec) -> list[str]:
     >>> setting_changes(old, parse_spec({"name": "s", "target": "y", "retrain": {"mode": "window"}}))
     ["retrain.mode: 'auto' → 'window'"]
     >>> setting_changes(old, parse_spec({"name": "s", "target": "y", "retrain": {"fallback_mode": "full"}}))
-    ["retrain.fallback_mode: (not set) → 'full'"]
+    ["retrain.fallback_mode: null → 'full'"]
     """
     missing = object()
     changed: list[str] = []
@@ -660,8 +667,8 @@ def setting_changes(before: PipelineSpec, after: PipelineSpec) -> list[str]:
         elif was != now:
             changed.append(f"{key}: {shown(was)} → {shown(now)}")
 
-    def shown(value: Any) -> str:  # a key left out and one given as null (YAML's empty value) read the same
-        return "(not set)" if value is missing or value is None else repr(value)
+    def shown(value: Any) -> str:  # null as YAML writes it: for some keys it turns a check off
+        return "(not set)" if value is missing else "null" if value is None else repr(value)
 
     compare(before.model_dump(mode="json", by_alias=True), after.model_dump(mode="json", by_alias=True), "")
     return changed

@@ -578,6 +578,7 @@ def _unreadable(parsed: pd.Series, raw: pd.Series) -> np.ndarray:
     return np.array([i for i in candidates if str(raw.iloc[i]).strip() != ""], dtype=int)
 
 
+_NUMERAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a decimal number as text, as files write them
 _BEYOND_FLOAT = "a number beyond ±1.8e308"  # no float holds it (a file's cell: "too large for a float")
 
 
@@ -605,7 +606,8 @@ def _not_finite(value: Any) -> tuple[str, str] | None:
             return None
         if math.isnan(number) or value.strip().lstrip("+-").lower() in ("inf", "infinity"):
             return repr(value), value
-        return (f"{value!r}, {_BEYOND_FLOAT}", value) if math.isinf(number) else None
+        beyond = math.isinf(number) and _NUMERAL.fullmatch(value.strip())  # what a file's cell reads as a number
+        return (f"{value!r}, {_BEYOND_FLOAT}", value) if beyond else None
     return None
 
 
@@ -654,12 +656,15 @@ def prepare_records(records: list[dict[str, Any]], schema, profile=None, model=N
             for i, v in enumerate(s):
                 if v is not None and not isinstance(v, str):
                     errors.append((i, j, _where(i, col), f"expected a date-time string, got {v!r}", v))
-        elif kind == "categorical" and col != getattr(model, "block_column", None):  # a block's name is its own
-            known = None
+        elif kind == "categorical":
             for i, v in enumerate(s):
                 if isinstance(v, float) and math.isnan(v):  # JSON NaN is no category: missing, as null, and said
                     raw.at[i, col] = None
                     nan_as_missing.append(_where(i, col))
+            if col == getattr(model, "block_column", None):  # a block's name is its own text
+                continue
+            known = None
+            for i, v in enumerate(s):
                 if not isinstance(v, str):
                     continue
                 if not v.strip():  # blank, as an empty cell of a file

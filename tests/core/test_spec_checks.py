@@ -96,9 +96,14 @@ SCALER, LOGIT = "sklearn.preprocessing.StandardScaler", "sklearn.linear_model.Lo
      f"model.steps[0]: '{LOGIT}' has no transform, so it cannot come before another step"),
     ({"steps": []}, "model.steps: the list is empty"),
     ({"class": "sklearn.cluster.KMeans"},
-     "model.class: 'sklearn.cluster.KMeans' is a clusterer: it predicts without learning the target"),
+     ("model.class: 'sklearn.cluster.KMeans' is a clusterer: it predicts without learning the target, so no score or "
+      "promotion would mean anything; name a classifier or a regressor (one may come before it in model.steps, as a "
+      "transformer)")),
     ({"steps": [{"class": SCALER}, {"class": "sklearn.ensemble.IsolationForest"}]},
-     "model.steps[1].class: 'sklearn.ensemble.IsolationForest' is an outlier detector: it predicts without learning"),
+     ("model.steps[1].class: 'sklearn.ensemble.IsolationForest' is an outlier detector: it predicts without "
+      "learning the target, so no score or promotion would mean anything; name a classifier or a regressor ")),
+    ({"class": "sklearn.mixture.GaussianMixture"},
+     "model.class: 'sklearn.mixture.GaussianMixture' is a density estimator: it predicts without learning"),
 ])
 def test_a_model_that_cannot_predict_is_refused_at_create(calmops_home, tmp_path, model, said):
     """A transformer as the model (or a model in the middle of the steps) was created, then every file's training
@@ -354,6 +359,8 @@ def test_incremental_retraining_of_a_model_without_partial_fit_is_said():
     assert "in full" in warning and "SGDClassifier" in warning
     [warning] = said({"retrain": {"mode": "window", "fallback_mode": "incremental"}})
     assert warning.startswith("retrain.fallback_mode: 'incremental'")
+    [warning] = said({"retrain": {"mode": "incremental", "fallback_mode": "incremental"}})
+    assert warning.startswith("retrain.mode and retrain.fallback_mode: 'incremental'")
     assert said({"model": {"class": "sklearn.linear_model.SGDClassifier"}, "retrain": {"mode": "incremental"}}) == []
     assert said({"model": {"steps": [{"class": "sklearn.preprocessing.StandardScaler"},
                                      {"class": "sklearn.naive_bayes.GaussianNB"}]},

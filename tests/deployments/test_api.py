@@ -224,6 +224,32 @@ def test_a_category_written_as_a_file_writes_a_missing_cell_is_missing_as_in_a_f
     assert X["colour"].tolist() == ["NULL"] and warnings == []
 
 
+def test_json_nan_in_a_category_or_a_block_column_is_missing_and_said():
+    """JSON NaN is no category: read as a missing value and named in the warnings, in a block pipeline's block
+    column too (whose text is otherwise kept as sent); text beyond a float is said so only when written as a
+    number a file would read."""
+    from types import SimpleNamespace
+
+    from calmops.core.registry import InputSchema
+    from calmops.deployments.api import InvalidInput, prepare_records
+
+    schema = InputSchema(columns=["site", "colour", "x"], dtypes={}, task="classification", target="y",
+                         feature_types={"site": "categorical", "colour": "categorical", "x": "numeric"})
+    block_model = SimpleNamespace(block_column="site")
+    X, warnings = prepare_records([{"site": float("nan"), "colour": float("nan"), "x": 1},
+                                   {"site": "NA", "colour": "red", "x": 2}], schema, None, block_model)
+    assert X["site"].isna().tolist() == [True, False] and X["site"].iloc[1] == "NA"  # a block's name as sent
+    assert X["colour"].isna().tolist() == [True, False]
+    assert warnings == [("JSON NaN read as a missing value: records[0].site, records[0].colour (send null for a "
+                        "missing value)")]
+    with pytest.raises(InvalidInput) as refused:
+        prepare_records([{"site": "a", "colour": "b", "x": "1_0e400"}, {"site": "a", "colour": "b", "x": "-1.5E400"}],
+                        schema, None, block_model)
+    assert [m for _, m, _ in refused.value.errors] == [
+        "expected a number, got '1_0e400'",  # not a number a file's cell would read
+        "expected a finite number, got '-1.5E400', a number beyond ±1.8e308 (send null for a missing value)"]
+
+
 def test_invalid_payloads_get_422_naming_the_field(trained):
     client = TestClient(create_app())
 

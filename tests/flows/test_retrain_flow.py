@@ -1,6 +1,7 @@
 """Retraining modes, hooks and fallback through the real flow, registry and skops round-trip."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,3 +130,33 @@ def test_the_winner_is_refit_on_the_whole_batch_and_both_fits_are_recorded(prefe
     # the decision gives the serving model's score on the whole file, and who wrote the predictions
     assert out["metrics"]["serving_full_batch"]["accuracy"] < 0.8
     assert out["details"]["predictions"] == {"model_version": 2, "trained_on_this_file": True}
+
+
+def test_a_version_registered_with_its_reference_in_the_run_s_reference_folder_still_loads(prefect_server,
+                                                                                            stream_spec, calmops_home):
+    """Versions registered before each had a folder of its own keep their reference under ``reference/`` and no
+    ``calmops.reference`` tag: they load as before (model, schema, profile, selection fit, reference rows)."""
+    from urllib.parse import unquote, urlparse
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    run("sea", write_csv(sea_frame(1000, 8, seed=1), incoming("sea"), "a.csv"))
+    client = MlflowClient()
+    mv = client.get_model_version("calmops.sea", "1")
+    assert mv.tags["calmops.reference"] == "reference/v1" and mv.tags.get("calmops.selection_sha256")
+    uri = mlflow.get_run(mv.run_id).info.artifact_uri
+    assert uri.startswith("file:"), uri  # the local stack keeps artifacts as plain files
+    own = Path(unquote(urlparse(uri).path)) / "reference" / "v1"
+    for part in own.iterdir():  # laid out as before
+        part.rename(own.parent / part.name)
+    own.rmdir()
+    client.delete_model_version_tag("calmops.sea", "1", "calmops.reference")
+    shutil.rmtree(calmops_home / "cache" / "models")  # a machine that never read it
+    registry._load_version.cache_clear()
+    registry._load_selection.cache_clear()
+
+    loaded = registry.load_version("sea", 1)
+    assert loaded.schema.columns == ["x1", "x2", "x3"] and loaded.profile.n_rows > 0
+    assert loaded.watched is not loaded.model  # its selection fit, kept apart as before
+    assert len(registry.load_reference("sea", 1)) == 1000
