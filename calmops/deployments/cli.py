@@ -869,7 +869,9 @@ def history(name: str,
         drift = shown(row["drift_detected"]) + (f" ({len(row['drifted_features'])})" if row["drifted_features"] else "")
         decided = (row["decided"] or "").replace("T", " ").removesuffix("+00:00")
         score = ["-" if row["score"] is None else f"{row['score']:.4f}"] if metric else []  # one column, one form
-        table.add_row(shown(row["file"]), shown(decided), shown(row["decision"] or row["status"]), drift,
+        # a file still to decide says so (a pending one's failed run is in its reason), not its last run's decision
+        decision = row["status"] if row["status"] in ("pending", "waiting") else row["decision"] or row["status"]
+        table.add_row(shown(row["file"]), shown(decided), shown(decision), drift,
                       shown(row["champion_version"], "v"), shown(row["challenger_version"], "v"),
                       *score, shown(row["reason"]))
     print_table(table, highlight=False)

@@ -239,8 +239,9 @@ def file_history(spec: PipelineSpec, limit: int | None = None) -> dict[str, Any]
             "challenger_version": _version(tags.get("calmops.challenger_version")),
             "score": _serving_score(run, metric) if run else None,
             "arrived": iso_seconds(entry.get("arrived")),
-            "decided": (iso_seconds(run.info.end_time / 1000) if run and run.info.end_time
-                        else iso_seconds(entry["claimed_at"]) if own else None),
+            # a pending file is not decided: its run failed, and the next one decides it
+            "decided": (None if status == "pending" else iso_seconds(run.info.end_time / 1000)
+                        if run and run.info.end_time else iso_seconds(entry["claimed_at"]) if own else None),
             "mlflow_run_id": entry.get("mlflow_run_id"),
             "sha256": entry["sha256"],
         })

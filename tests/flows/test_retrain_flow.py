@@ -84,6 +84,20 @@ def test_failing_hook_is_reported_and_the_champion_stays(prefect_server, stream_
     assert "retrain hook" in out["reason"] and "the feature store is down" in out["reason"]
     assert registry.alias_version("sea", "champion") == 1 and versions("sea") == [1]
     assert path.exists()  # kept for a retry
+    # history lists it with the files still to decide: pending, why its run failed, no time decided
+    from typer.testing import CliRunner
+
+    from calmops.core.store import read_spec
+    from calmops.deployments.cli import app
+    from calmops.deployments.history import file_history
+
+    row = file_history(read_spec("sea"))["files"][-1]
+    assert (row["file"], row["status"], row["decided"]) == ("b.csv", "pending", None)
+    assert "the feature store is down" in row["reason"]
+    shown = CliRunner().invoke(app, ["history", "sea"])
+    assert shown.exit_code == 0, shown.output
+    [line] = [line for line in shown.output.splitlines() if line.strip().startswith("b.csv")]
+    assert line.split()[1] == "-" and line.split()[2] == "pending", line  # decided: -, decision: pending
 
 
 def test_recalibration_on_regression_is_refused_before_any_file(prefect_server, calmops_home):
