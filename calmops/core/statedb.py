@@ -50,6 +50,15 @@ def errors() -> tuple[type[BaseException], ...]:
     return (sqlite3.Error, psycopg.Error)
 
 
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the PostgreSQL state database could not be reached (down, or another address)."""
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.OperationalError)
+
+
 #: in ``$CALMOPS_HOME``: where its state is, written when a PostgreSQL state database is set up for the home
 HOME_MARK = "state-database"
 

@@ -846,13 +846,15 @@ def history(name: str,
     from rich.box import SIMPLE
     from rich.table import Table
 
+    from calmops.core import statedb
     from calmops.core.store import read_spec
     from calmops.deployments.console import console, print_table
     from calmops.deployments.history import file_history
 
     if lines < 0:
         raise CliError(f"-n {lines} is negative", "give how many of the latest files to show, or 0 for every file")
-    data = file_history(read_spec(name), limit=lines)
+    with statedb.patience(STATE_PATIENCE):  # reads only: a state database that does not answer is said soon
+        data = file_history(read_spec(name), limit=lines)
     if as_json:
         return _print_json(data)
     if not data["files"]:

@@ -150,6 +150,7 @@ def known_error(exc: BaseException) -> tuple[str, str, int] | None:
     """(message, hint, exit code) of an error a command refuses with on purpose (a bad spec, configuration or
     file, an unknown pipeline), as the commands say it: one line and a hint, no traceback. None for anything else
     (a bug or an outside failure, whose traceback helps). The warm runner's children say them the same way."""
+    from calmops.core import statedb
     from calmops.core.errors import BadInput
     from calmops.core.settings import ConfigError
     from calmops.core.spec import SpecError
@@ -168,6 +169,10 @@ def known_error(exc: BaseException) -> tuple[str, str, int] | None:
         return str(exc), "see 'calmops list', or create it with 'calmops create SPEC.yaml'", 1
     if isinstance(exc, PipelineExists):
         return str(exc), "use 'calmops update NAME SPEC.yaml' to change it", 1
+    if statedb.unreachable(exc):
+        return (f"the state database does not answer ({type(exc).__name__}: {one_line(exc)})",
+                ("start it, or mend state_database_url (docs/production.md); files wait in incoming meanwhile, "
+                "nothing is lost"), 1)
     return None
 
 

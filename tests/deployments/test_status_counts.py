@@ -314,6 +314,25 @@ def test_status_while_the_state_database_is_down_answers_soon_with_the_counts_un
     assert listed.exit_code == 0 and "sea" in listed.output and "?" in listed.output, listed.output
 
 
+def test_history_while_the_state_database_is_down_says_so_soon(stream_spec, monkeypatch):
+    """`history` reads the ledger: with the state database down it answers within seconds, in one line that names
+    the state database and says what to do (it waited a minute, then printed the driver's error and a hint to
+    debug)."""
+    import time
+
+    from tests.e2e.stack import free_port
+
+    monkeypatch.setenv("CALMOPS_STATE_DATABASE_URL", f"postgresql://calmops@127.0.0.1:{free_port()}/calmops")
+    began = time.monotonic()
+    said = runner.invoke(app, ["history", "sea"])
+    assert time.monotonic() - began < 30
+    assert said.exit_code == 1, said.output
+    assert "error: the state database does not answer (OperationalError" in said.stderr, said.stderr
+    assert "hint: start it, or mend state_database_url" in said.stderr and "--debug" not in said.stderr, said.stderr
+    as_json = runner.invoke(app, ["history", "sea", "--json"])
+    assert json.loads(as_json.stdout)["error"].startswith("the state database does not answer"), as_json.stdout
+
+
 def test_status_with_the_registry_out_of_reach_says_the_champion_is_unknown_not_none(stream_spec, monkeypatch):
     """MLflow's backend store in a database of its own and no MLflow server running: the champion is unknown
     (`?`, null with `registry_unreadable` in --json), where a `-` read as "no champion"."""
