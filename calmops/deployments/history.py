@@ -155,12 +155,17 @@ def _duplicates(processed: Path, entries: list[dict]) -> list[dict]:
     answers a duplicate at once; moving keeps the modification time), with the first file named."""
     named = {e["file"].removeprefix(LABELS_ENTRY) for e in entries}
     decided = {e["sha256"]: e for e in entries if e["status"] == "done" and e.get("sha256")}
-    named |= {f"{sha[:12]}-{e['file'].removeprefix(LABELS_ENTRY)}" for sha, e in decided.items()}
+    # where a run put a decided file when its name was taken: the file itself, unless the name holds the same
+    # bytes (then this is a copy that came again under its name, put beside it)
+    moved_aside = {f"{sha[:12]}-{e['file'].removeprefix(LABELS_ENTRY)}": (sha, e["file"].removeprefix(LABELS_ENTRY))
+                   for sha, e in decided.items()}
     if not decided or not processed.is_dir():
         return []
     out = []
     for path in sorted(processed.iterdir()):
         if path.name in named or path.name.startswith(".") or not path.is_file():
+            continue
+        if path.name in moved_aside and not _holds(processed / moved_aside[path.name][1], moved_aside[path.name][0]):
             continue
         try:
             sha, arrived = sha256_of(path), arrival_time(path.stat().st_mtime_ns)
@@ -175,6 +180,14 @@ def _duplicates(processed: Path, entries: list[dict]) -> list[dict]:
                     "claimed_at": arrived, "arrived": arrived, "duplicate_of": first["file"],
                     "reason": f"same content as {first['file']}, decided before it"})
     return out
+
+
+def _holds(path: Path, sha256: str) -> bool:
+    """Whether ``path`` is a file whose bytes hash to ``sha256``."""
+    try:
+        return path.is_file() and sha256_of(path) == sha256
+    except OSError:  # moved away meanwhile
+        return False
 
 
 def _version(text: str | None) -> int | None:

@@ -385,3 +385,16 @@ def test_a_duplicate_is_listed_as_decided_duplicate_naming_the_first_file(prefec
     assert dup["reason"] == "same content as a.csv, decided before it"
     assert dup["sha256"] == first["sha256"] and dup["mlflow_run_id"] is None and dup["drift_detected"] is None
     assert files[2]["decision"] == later["decision"]
+
+    # the same bytes again under the first one's own name: put beside it as <sha256[:12]>-a.csv, and listed; other
+    # bytes named a.csv, put there because the name was taken, are that file's own line, not a copy
+    again = _run(data / "a.csv")
+    other = _run(write_csv(sea_frame(1000, 8, seed=3), tmp_path / "elsewhere", "a.csv"))
+    assert again["decision"] == "duplicate" and other["decision"] not in ("duplicate", "failed")
+    assert sorted(p.name for p in processed.iterdir()) == sorted(
+        ["a.csv", "b.csv", "copy.csv", f"{first['sha256'][:12]}-a.csv", f"{other['sha256'][:12]}-a.csv"])
+    files = json.loads(runner.invoke(app, ["history", "sea", "--json"]).stdout)["files"]
+    assert sorted((f["file"], f["decision"], f["sha256"][:12]) for f in files) == sorted([
+        ("a.csv", "train", first["sha256"][:12]), ("copy.csv", "duplicate", first["sha256"][:12]),
+        ("b.csv", later["decision"], later["sha256"][:12]), ("a.csv", "duplicate", first["sha256"][:12]),
+        ("a.csv", other["decision"], other["sha256"][:12])])
