@@ -10,7 +10,7 @@ MODULES = [
     *(f"calmops.generators.{name}" for name in
       ("files", "synthetic", "real", "clinic", "inject", "dynamics", "report", "scenarios")),
     *(f"calmops.detectors.{name}" for name in ("columns", "comparison", "concept", "decay", "estimation", "policy")),
-    *(f"calmops.core.{name}" for name in ("awaiting", "blockwise", "errors", "frozen", "ipip", "kinds", "metrics", "names")),
+    *(f"calmops.core.{name}" for name in ("awaiting", "blockwise", "errors", "frozen", "ipip", "kinds", "metrics", "names", "spec")),
 ]
 
 

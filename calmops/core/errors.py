@@ -39,3 +39,13 @@ class UserCodeFailed(CalmOpsError, RuntimeError):
 def retry_can_help(exc: BaseException) -> bool:
     """Whether running the same step again on the same input might succeed."""
     return not isinstance(exc, (BadInput, UserCodeFailed))
+
+
+def described(exc: BaseException) -> str:
+    """``Type: message``, or the type alone for an error that says nothing more (a signal, an interrupt).
+
+    >>> described(ValueError("column 'x1' is missing")), described(KeyboardInterrupt())
+    ("ValueError: column 'x1' is missing", 'KeyboardInterrupt')
+    """
+    said = str(exc).strip()
+    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__

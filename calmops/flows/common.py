@@ -19,6 +19,7 @@ import pandas as pd
 from calmops.core import registry, statedb
 from calmops.core.awaiting import Awaiting
 from calmops.core.breaker import BreakerPolicy, read_breaker, update_breaker
+from calmops.core.errors import described
 from calmops.core.features import feature_columns
 from calmops.core.flow_runs import file_run_name
 from calmops.core.logs import RunLog
@@ -315,11 +316,10 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
                      path.name, left_running)
     except BaseException as exc:  # MLflow or Prefect unreachable, cancelled: the file stays for a rerun
         said = registry.unreachable(exc) or exc
-        book.release(digest, reason=f"its run could not start: {type(said).__name__}: {said}"[:2000])
+        book.release(digest, reason=f"its run could not start: {described(said)}"[:2000])
         if ctx is not None and ctx.mlflow_run_id:
             registry.close_run(ctx.mlflow_run_id, "KILLED")
-        log.error("run for %s could not start: %s: %s (claim released; the file is pending)", path.name,
-                  type(exc).__name__, exc)
+        log.error("run for %s could not start: %s (claim released; the file is pending)", path.name, described(exc))
         raise
     ctx.params = {"kind": spec.kind, "file": path.name, "sha256": digest, "retrain_mode": spec.retrain.mode,
                   "model": spec.model.class_ or "pipeline", "prediction_only": spec.prediction_only}
@@ -445,7 +445,7 @@ def fail(ctx: RunContext, exc: BaseException) -> RunFailed:
     """
     said = registry.unreachable(exc)  # MLflow's client buries "nothing answers" in a long line
     exc = said or exc
-    reason = f"{type(exc).__name__}: {exc}"
+    reason = described(exc)
     gone = not ctx.path.exists() and not ctx.path.is_symlink()
     if gone:
         reason = f"the file was deleted while its run was in progress ({reason})"
