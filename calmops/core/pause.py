@@ -28,8 +28,8 @@ class Pause:
     def said(self, pipeline: str) -> str:
         """For people: ``paused since … (why); 'calmops resume NAME' …``."""
         why = f" ({self.reason})" if self.reason else ""
-        return (f"pipeline {pipeline} has been paused since {self.since}{why}; its files wait in its incoming "
-                f"folder until 'calmops resume {pipeline}'")
+        return (f"pipeline {pipeline} has been paused since {self.since}{why}; its files wait where they arrived "
+                f"(its incoming folder, labels files its labels folder) until 'calmops resume {pipeline}'")
 
 
 def pause_file(pipeline: str, settings: Settings | None = None) -> Path:

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         reason: Annotated[str, typer.Option("--reason", help="Why, shown by status and in the watcher's log.")] = "",
         as_json: Annotated[bool, JsonOption] = False,
     ):
-        """Stop deciding a pipeline's files until 'calmops resume': they wait in its incoming folder, in order."""
+        """Stop deciding a pipeline's files until 'calmops resume': they wait where they arrived, in order."""
         from rich.markup import escape
 
         from calmops.core import pause as pauses
@@ -34,8 +34,8 @@ def register(app: typer.Typer) -> None:
         if not now:
             console.print(f"{escape(made.said(name))} (nothing changed)", highlight=False)
             return None
-        console.print(f"paused pipeline [bold]{name}[/]: its files wait in its incoming folder until 'calmops resume "
-                      f"{name}'; a run deciding a file now finishes that file, and runs already queued decide none "
+        console.print(f"paused pipeline [bold]{name}[/]: its files wait where they arrived (its incoming folder, "
+                      f"labels files its labels folder) until 'calmops resume {name}'; a run deciding a file now finishes that file, and runs already queued decide none "
                       "(they end Held)", highlight=False)
         return None
 

@@ -30,7 +30,8 @@ def _said(result) -> str:
 
 def test_pause_then_resume_say_what_happens_to_the_files_and_status_shows_the_pause(sea):
     text = _said(runner.invoke(app, ["pause", sea, "--reason", "upstream export under review"]))
-    assert text.startswith("paused pipeline sea: its files wait in its incoming folder until 'calmops resume sea'")
+    assert text.startswith("paused pipeline sea: its files wait where they arrived (its incoming folder, labels "
+                           "files its labels folder) until 'calmops resume sea'")
     again = _said(runner.invoke(app, ["pause", sea, "--reason", "another"]))
     assert "(upstream export under review)" in again and again.endswith("(nothing changed)")  # the first pause kept
 
@@ -38,7 +39,8 @@ def test_pause_then_resume_say_what_happens_to_the_files_and_status_shows_the_pa
     assert row["paused"]["reason"] == "upstream export under review" and row["paused"]["since"]
     shown = _said(runner.invoke(app, ["status", sea]))
     assert (f"paused: pipeline sea has been paused since {row['paused']['since']} (upstream export under review); its "
-            "files wait in its incoming folder until 'calmops resume sea'") in shown
+            "files wait where they arrived (its incoming folder, labels files its labels folder) until 'calmops resume "
+            "sea'") in shown
     listed = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert [p["paused"] is not None for p in listed["pipelines"]] == [True]
 
