@@ -682,6 +682,29 @@ TRAINED_WITH_MODEL = ("feature_types", "drop_columns", "id_columns", "model", "d
                       "drift.max_categories", "drift.multivariate")
 
 
+def dropped_id_columns(before: PipelineSpec, after: PipelineSpec) -> str | None:
+    """A warning when an update leaves out id columns the pipeline had, named or added by ``labels.join_on``
+    (removing the ``labels`` section drops those): the predictions files no longer carry them, and the next model
+    trained would take them as features.
+
+    >>> late = parse_spec({"name": "s", "target": "y", "labels": {"join_on": ["rid"]}})
+    >>> dropped_id_columns(late, parse_spec({"name": "s", "target": "y"}))  # doctest: +ELLIPSIS
+    "id_columns: 'rid' is no longer an id column (labels.join_on added it): ... add id_columns: [rid] to keep it"
+    >>> dropped_id_columns(late, parse_spec({"name": "s", "target": "y", "id_columns": ["rid"]})) is None
+    True
+    """
+    lost = [c for c in before.id_columns if c not in after.id_columns and c not in after.drop_columns]
+    if not lost:
+        return None
+    joined = before.labels.join_on if before.labels is not None else []
+    why = " (labels.join_on added it)" if all(c in joined for c in lost) else ""
+    listed = ", ".join(repr(c) for c in lost)
+    return (f"id_columns: {listed} {'is' if len(lost) == 1 else 'are'} no longer {'an id column' if len(lost) == 1 else 'id columns'}"
+            f"{why}: the predictions files no longer carry {'it' if len(lost) == 1 else 'them'}, and the next model "
+            f"trained would take {'it' if len(lost) == 1 else 'them'} as a feature; add id_columns: [{', '.join(lost)}] "
+            f"to keep {'it' if len(lost) == 1 else 'them'}")
+
+
 def with_next_model(changes: list[str]) -> list[str]:
     """The keys among :func:`setting_changes` that apply only from the next model trained (:data:`TRAINED_WITH_MODEL`).
 

@@ -117,7 +117,14 @@ def update(name: str, spec_file: Path):
     """Replace a pipeline's spec (validated; the change is versioned) and say which settings it changed."""
     from rich.markup import escape
 
-    from calmops.core.spec import SpecError, load_spec, resolve_paths, setting_changes, with_next_model
+    from calmops.core.spec import (
+        SpecError,
+        dropped_id_columns,
+        load_spec,
+        resolve_paths,
+        setting_changes,
+        with_next_model,
+    )
     from calmops.core.store import last_saved_spec, read_spec
     from calmops.deployments.console import console
 
@@ -151,6 +158,8 @@ def update(name: str, spec_file: Path):
                           "the columns, feature types, estimator and drift reference it was trained with (the drift "
                           "report still tests them) until a retrain promotes a new model (a labelled file that "
                           "drifts, or every labelled file with retrain.retrain_on: always)", highlight=False)
+    if before is not None and (lost := dropped_id_columns(before, read_spec(name))):
+        console.print(f"[yellow]warning:[/] {escape(lost)}", highlight=False)
     from calmops.deployments.operations_cli import sync_pipeline
 
     sync_pipeline(name, console)

@@ -239,6 +239,20 @@ def test_update_is_versioned(calmops_home, tmp_path):
     assert len(history) == 2 and "+seed: 3" in history[-1]["diff"]
 
 
+def test_an_update_that_drops_the_labels_section_warns_that_its_ids_are_no_longer_id_columns(calmops_home, tmp_path):
+    """labels.join_on's ids are id columns; an update without the labels section (to serve prediction-only, say)
+    dropped them silently: the predictions lost their ids, and the next model would learn them as features."""
+    assert runner.invoke(app, ["create", str(_spec_file(tmp_path, labels={"join_on": ["rid"]}))]).exit_code == 0
+    said = runner.invoke(app, ["update", "sea", str(_spec_file(tmp_path))])
+    assert said.exit_code == 0, said.output
+    text = " ".join(said.output.split())
+    assert ("warning: id_columns: 'rid' is no longer an id column (labels.join_on added it): the predictions files "
+            "no longer carry it, and the next model trained would take it as a feature; add id_columns: [rid] to "
+            "keep it") in text, text
+    kept = runner.invoke(app, ["update", "sea", str(_spec_file(tmp_path, id_columns=["rid"]))])
+    assert kept.exit_code == 0 and "warning" not in kept.output, kept.output
+
+
 @pytest.mark.integration
 def test_a_prediction_only_pipeline_needs_a_champion_to_serve(prefect_server, calmops_home, tmp_path):
     """Without a champion every file of a prediction-only pipeline failed and opened its breaker; create and
