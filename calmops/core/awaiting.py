@@ -128,6 +128,23 @@ class Awaiting:
         self.create()
         return self.table.connect(sqlite_timeout=60)
 
+    def waiting_elsewhere(self, keys: list[str], sha256: str) -> dict[str, str]:
+        """Of ``keys``, those whose rows of another features file still wait for a label, each with that file's
+        name: a labels file naming one of them labels the rows of both (an id should name one row)."""
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(keys))
+        con = self._connect()
+        try:
+            for start in range(0, len(unique), 500):
+                chunk = unique[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, file in con.execute(f"SELECT key, file FROM {self.t} WHERE key IN ({marks}) AND sha256 <> ? "
+                                             "AND labelled_by IS NULL", [*chunk, sha256]).fetchall():
+                    found.setdefault(key, file)
+        finally:
+            con.close()
+        return found
+
     def keep(self, frame: pd.DataFrame, keys: list[str], predictions: Iterable, version: int, sha256: str,
              file: str) -> None:
         """Keep a predicted batch until its labels come (again for the same bytes: replaced, not doubled)."""

@@ -212,10 +212,18 @@ def keep_for_labels(awaiting: Awaiting, spec: PipelineSpec, frame: pd.DataFrame,
     kept = X.copy()
     for column in spec.labels.join_on:
         kept[column] = ids[column].to_numpy()
+    elsewhere = awaiting.waiting_elsewhere(keys, sha256) if len(kept) else {}
     if len(kept):
         awaiting.keep(kept, keys, predictions, version, sha256, file)
     repeated = sum(1 for count in Counter(keys).values() if count > 1)  # ids named more than once
     out = {"rows": len(frame), "join_on": spec.labels.join_on, "repeated_ids": repeated}
+    if elsewhere:  # one label would label the rows of both files: said now, not when the labels come
+        files = sorted(set(elsewhere.values()))
+        out |= {"ids_waiting_elsewhere": len(elsewhere), "ids_waiting_elsewhere_in": files[:20]}
+        RunLog(spec.name, pipeline_paths(spec).logs).warning(
+            "%s: %s id(s) of its rows (e.g. %s) already wait for labels in %s: a labels file naming one labels the "
+            "rows of both files with the same label; give each row an id of its own (an id should name one "
+            "prediction)", file, len(elsewhere), ", ".join(list(elsewhere)[:5]), ", ".join(files[:5]))
     if len(without_id):
         out |= {"without_id": len(without_id), "without_id_rows": [int(p) + 1 for p in without_id[:20]]}
         RunLog(spec.name, pipeline_paths(spec).logs).warning(

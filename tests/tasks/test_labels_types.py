@@ -87,6 +87,28 @@ def test_repeated_ids_counts_the_ids_named_more_than_once_not_the_extra_rows(tmp
 # -- 3. the ids listed --------------------------------------------------------------------------------------
 
 
+def test_ids_already_waiting_in_another_features_file_are_said_when_the_second_file_is_kept(tmp_path, calmops_home):
+    """An id should name one prediction: a labels file naming an id whose rows wait in two features files labels
+    both. That is said when the second file is kept (counted, its first file named, and logged), not found out
+    when wrong labels have been learnt; a file kept again (its own rows) is not another file."""
+    awaiting = Awaiting(tmp_path, tmp_path / "state")
+    first = pd.DataFrame({"id": [1, 2, 3], "x": [0.1, 0.2, 0.3]})
+    told = keep_for_labels(awaiting, SPEC, first, first[["x"]], [0] * 3, 1, "a" * 64, "a.parquet", "parquet")
+    assert "ids_waiting_elsewhere" not in told
+    again = keep_for_labels(awaiting, SPEC, first, first[["x"]], [0] * 3, 1, "a" * 64, "a.parquet", "parquet")
+    assert "ids_waiting_elsewhere" not in again  # its own rows, kept again
+    second = pd.DataFrame({"id": [3, 4, 2], "x": [0.5, 0.6, 0.7]})
+    told = keep_for_labels(awaiting, SPEC, second, second[["x"]], [0] * 3, 1, "b" * 64, "b.parquet", "parquet")
+    assert told["ids_waiting_elsewhere"] == 2 and told["ids_waiting_elsewhere_in"] == ["a.parquet"]
+    log = list(calmops_home.rglob("*.log"))
+    assert any("2 id(s) of its rows (e.g. " in f.read_text() and ") already wait for labels in a.parquet" in f.read_text()
+               for f in log), [f.read_text() for f in log]
+    join(awaiting, pd.DataFrame({"id": [1, 2, 3], "y": [1, 1, 1]}))  # a's rows labelled: no longer waiting
+    third = pd.DataFrame({"id": [1], "x": [0.9]})
+    assert "ids_waiting_elsewhere" not in keep_for_labels(awaiting, SPEC, third, third[["x"]], [0], 1, "c" * 64,
+                                                          "c.parquet", "parquet")
+
+
 def test_unmatched_and_duplicate_ids_of_one_join_column_are_plain_values_and_lists_for_several(tmp_path):
     awaiting, _ = kept(tmp_path, pd.DataFrame({"id": [1, 2], "x": [0.1, 0.2]}))
     frame, _ = read_labels(write(tmp_path, "l.csv", "id,y\n1,1\n1,0\n1001,1\n1002,0\n"), SPEC, [0, 1])
