@@ -11,6 +11,7 @@ MODULES = [
       ("files", "synthetic", "real", "clinic", "inject", "dynamics", "report", "scenarios")),
     *(f"calmops.detectors.{name}" for name in ("columns", "comparison", "concept", "decay", "estimation", "policy")),
     *(f"calmops.core.{name}" for name in ("awaiting", "blockwise", "errors", "frozen", "ipip", "kinds", "metrics", "names", "spec")),
+    "calmops.tasks.validate",
 ]
 
 

@@ -68,6 +68,7 @@ from calmops.tasks.labels import keep_for_labels
 from calmops.tasks.predict import predict
 from calmops.tasks.record import RunOutcome, publish_artifacts, record_run
 from calmops.tasks.retrain import TrainingResult
+from calmops.tasks.validate import looks_continuous
 
 #: True while this process holds its pipeline's turn (see :func:`pipeline_turn`)
 _IN_TURN: ContextVar[bool] = ContextVar("calmops_in_turn", default=False)
@@ -337,9 +338,29 @@ def read_batch(ctx: RunContext, champion: registry.Champion | None) -> Batch | R
         if champion is None and batch.cannot_train:
             raise RejectedInput(f"{ctx.path.name}: cannot train a first model: {batch.cannot_train} "
                                 f"(and there is no champion yet to predict with){_first_model_hint(ctx, batch)}")
+        if champion is None and (numbers := _numbers_for_a_classifier(ctx.spec, batch)):
+            raise RejectedInput(numbers)
         return note_batch(ctx, batch)
     except RejectedInput as exc:
         return reject(ctx, champion, exc)
+
+
+def _numbers_for_a_classifier(spec: PipelineSpec, batch: Batch) -> str | None:
+    """Why a first model would be a classifier learning each of a target's many numbers as a class (the model is
+    a classifier, the task not given as classification, the target :func:`looks_continuous`), or None: it would
+    score 0 and serve nonsense, every later file a string of new classes."""
+    from sklearn.base import is_classifier
+
+    from calmops.core.spec import build_estimator
+
+    if batch.y is None or spec.evaluation.task or not (said := looks_continuous(batch.y)):
+        return None
+    if not is_classifier(build_estimator(spec.model, spec.allow_modules)):
+        return None
+    return (f"{batch.file}: target column '{spec.target}' {said}, and the model is a classifier: it would learn "
+            "each number as a class; to predict a number, name a regressor (model.class: "
+            "sklearn.ensemble.HistGradientBoostingRegressor) with 'calmops update', then drop the file again; if "
+            "they are classes, set evaluation.task: classification")
 
 
 def _first_model_hint(ctx: RunContext, batch: Batch) -> str:

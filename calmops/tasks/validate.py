@@ -227,6 +227,30 @@ class Labels:
         return cls(classes, [c for c in classes if known is not None and c not in seen])
 
 
+#: a first model's target looks like a number to predict, not classes, from this many different values on
+CONTINUOUS_MIN_VALUES = 20
+
+
+def looks_continuous(y: pd.Series) -> str | None:
+    """Why ``y`` reads as numbers to predict rather than classes (more than :data:`CONTINUOUS_MIN_VALUES`
+    different numbers, and more of them than half its rows: no class could be learnt from so few rows of it), or
+    None.
+
+    >>> looks_continuous(pd.Series([151.0, 75.0, 141.0, 206.0] * 5 + [float(v) for v in range(100, 140)]))
+    'holds 44 different numbers in 60 rows (e.g. 151.0, 75.0, 141.0)'
+    >>> looks_continuous(pd.Series([0, 1, 2] * 20)) is None
+    True
+    """
+    if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
+        return None
+    values = y.dropna()
+    distinct = values.nunique()
+    if distinct <= CONTINUOUS_MIN_VALUES or distinct * 2 <= len(values):
+        return None
+    return (f"holds {distinct} different numbers in {len(values)} rows "
+            f"(e.g. {', '.join(str(v) for v in pd.unique(values)[:3])})")
+
+
 def label_type_mismatch(y: pd.Series | None, known: list | None, target: str) -> str | None:
     """Why the target's labels can never equal the champion's classes (numbers against text), or None."""
     if y is None or not known:

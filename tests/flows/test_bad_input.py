@@ -390,3 +390,30 @@ def test_a_file_the_working_preprocess_cannot_handle_is_quarantined_and_the_file
     out = run("sea", path)
     assert out["decision"] == "failed" and "raised KeyError: 'x9'" in out["reason"], out
     assert ledger(paths).status(digest(path)) == "pending" and path.exists()
+
+
+def test_a_target_of_numbers_is_refused_for_a_first_classifier_saying_to_name_a_regressor(prefect_server,
+                                                                                          calmops_home):
+    """A regression target with the default model (a classifier): the first model learnt each number as a class,
+    scored 0 and was served. The first file is quarantined instead, saying why and what to write; with a regressor
+    named (or the task given as classification) the same bytes train."""
+    from calmops.core.store import save_spec, spec_from_dict
+
+    save_spec(spec_from_dict({"name": "dose", "target": "y"}), create=True)  # the default model: a classifier
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"x1": rng.normal(size=150), "x2": rng.normal(size=150)})
+    frame["y"] = (100 + 40 * frame["x1"] + rng.normal(size=150)).round(1)
+    path = write_csv(frame, incoming("dose"), "doses.csv")
+    out = run("dose", path)
+    assert out["decision"] == "rejected_input", out["reason"]
+    distinct = frame["y"].nunique()
+    assert out["reason"].startswith(f"doses.csv: target column 'y' holds {distinct} different numbers in 150 rows "
+                                    "(e.g. "), out["reason"]
+    assert "and the model is a classifier: it would learn each number as a class" in out["reason"]
+    assert "model.class: sklearn.ensemble.HistGradientBoostingRegressor" in out["reason"]
+    assert versions("dose") == []
+
+    save_spec(spec_from_dict({"name": "dose", "target": "y",
+                              "model": {"class": "sklearn.ensemble.HistGradientBoostingRegressor"}}), create=False)
+    again = run("dose", write_csv(frame, incoming("dose"), "doses-again.csv"))
+    assert again["decision"] == "train" and "rmse" in again["metrics"]["challenger"], again
