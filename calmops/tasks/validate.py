@@ -259,6 +259,13 @@ def label_type_mismatch(y: pd.Series | None, known: list | None, target: str) ->
     y_numeric = pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y)
     if known_numeric == y_numeric:
         return None
+    if all(isinstance(k, (bool, np.bool_)) for k in known):  # True/False written among other labels
+        text = y.astype(str).str.strip().str.lower()
+        bad = np.flatnonzero(~text.isin(["true", "false"]).to_numpy() & y.notna().to_numpy())
+        if 0 < bad.size * 2 <= len(y):
+            return (f"target column '{target}' holds {bad.size} label(s) that are neither True nor False, the "
+                    f"champion's classes: {excerpt(y.iloc[bad[0]])} in {rows_phrase(bad)}; correct or remove these "
+                    "rows")
     if known_numeric:  # a few text cells among numbers are bad rows, not a column written the wrong way
         _, unread = read_numbers(y)
         bad = np.flatnonzero(unread.to_numpy())

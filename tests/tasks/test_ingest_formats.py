@@ -166,6 +166,12 @@ def test_a_few_text_labels_among_numbers_are_named_with_their_rows():
                     "('0', '1'): 'abc' in 1 row(s): data row 49; correct or remove these rows"), said
     words = V.label_type_mismatch(pd.Series(["no", "yes"] * 5, dtype=object), [0, 1], "y")
     assert "holds text ('no', 'yes') but the champion's classes are numbers" in words, words
+    # True/False classes (river's Phishing, Bananas): a label of a third kind is the bad row, not "numbers"
+    flags = pd.Series(["True", "False"] * 150, dtype=object)
+    flags.iloc[7] = "maybe"
+    said = V.label_type_mismatch(flags, [False, True], "label")
+    assert said == ("target column 'label' holds 1 label(s) that are neither True nor False, the champion's "
+                    "classes: 'maybe' in 1 row(s): data row 8; correct or remove these rows"), said
 
 
 def test_json_lines_are_read_as_json_records_are_each_value_as_written(tmp_path):
