@@ -28,8 +28,9 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, spec: Pi
            paired: PairedTest | None = None) -> PromotionDecision:
     """Promote only if every threshold passes AND (no champion, or the challenger beats it). With ``paired`` (the
     two models' paired test on the same holdout rows) and ``evaluation.promotion_test: paired``, beating means a
-    one-sided p-value below ``promotion_alpha`` and a gain of at least ``max(promotion_min_effect, margin)``;
-    otherwise the raw scores are compared with the margin."""
+    one-sided p-value below ``promotion_alpha`` and a gain of at least ``max(promotion_min_effect, margin)``; a
+    metric without a paired test compares the raw scores with that same floor; ``promotion_test: raw`` compares
+    them with the margin alone."""
     broken = threshold_failures(challenger, spec.evaluation.thresholds)
     if broken:
         return PromotionDecision(False, "challenger fails thresholds: " + "; ".join(broken))
@@ -50,11 +51,15 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, spec: Pi
             ([f"not significant at {ev.promotion_alpha}"] if paired.p_value >= ev.promotion_alpha else [])
             + ([f"gain below the effect floor {floor} (margin {margin})"] if paired.gain < floor else []))
         return PromotionDecision(False, f"{said}: {why}")
+    if ev.promotion_test == "paired":  # no paired test for this metric (roc_auc, pr_auc, log_loss): the raw
+        # scores, but a gain below the effect floor does not promote, as under the paired test
+        margin = max(ev.promotion_min_effect, margin)
+        how = f"no paired test for {metric}: raw scores, effect floor {margin}"
+    else:
+        how = f"margin {margin}"
     if better(metric, new, old, margin):
-        return PromotionDecision(True, f"challenger {metric} {new:.4f} beats champion {old:.4f} (margin {margin})")
-    return PromotionDecision(
-        False, f"challenger {metric} {new:.4f} does not beat champion {old:.4f} by the margin {margin}"
-    )
+        return PromotionDecision(True, f"challenger {metric} {new:.4f} beats champion {old:.4f} ({how})")
+    return PromotionDecision(False, f"challenger {metric} {new:.4f} does not beat champion {old:.4f} ({how})")
 
 
 def refresh_due(rows_now: int, rows_then: int | None, growth: float | None,

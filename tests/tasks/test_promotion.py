@@ -46,6 +46,23 @@ def test_a_small_gain_on_300_rows_does_not_promote():
     assert raw.promote
 
 
+def test_a_metric_without_a_paired_test_needs_a_gain_above_the_effect_floor():
+    """roc_auc, pr_auc and log_loss have no paired test: their raw scores decide, but a gain below
+    promotion_min_effect no more promotes than under the paired test (0.9825 over 0.9802 did)."""
+    spec = _spec(primary_metric="roc_auc")
+    small = decide({"roc_auc": 0.9825}, {"roc_auc": 0.9802}, spec, "roc_auc", None)
+    assert not small.promote
+    assert small.reason == ("challenger roc_auc 0.9825 does not beat champion 0.9802 (no paired test for roc_auc: "
+                            "raw scores, effect floor 0.005)")
+    assert decide({"roc_auc": 0.9900}, {"roc_auc": 0.9802}, spec, "roc_auc", None).promote
+    lower = _spec(primary_metric="log_loss")  # lower is better: the floor applies downwards
+    assert not decide({"log_loss": 0.300}, {"log_loss": 0.303}, lower, "log_loss", None).promote
+    assert decide({"log_loss": 0.290}, {"log_loss": 0.303}, lower, "log_loss", None).promote
+    # promotion_test: raw keeps the margin alone
+    assert decide({"roc_auc": 0.9825}, {"roc_auc": 0.9802}, _spec(primary_metric="roc_auc", promotion_test="raw"),
+                  "roc_auc", None).promote
+
+
 def test_a_large_gain_promotes_and_the_reason_states_the_test():
     y, new, old = _pair(300, 200, 40, 5)
     test, verdict = _decision("accuracy", y, new, old)
