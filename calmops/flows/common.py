@@ -26,7 +26,7 @@ from calmops.core.logs import RunLog
 from calmops.core.names import Decision, shown_decision
 from calmops.core.pause import Pause, paused
 from calmops.core.registry import InputSchema
-from calmops.core.spec import PipelineSpec
+from calmops.core.spec import PipelineSpec, build_estimator
 from calmops.core.store import (
     LABELS_ENTRY,
     Abandoned,
@@ -350,8 +350,6 @@ def _numbers_for_a_classifier(spec: PipelineSpec, batch: Batch) -> str | None:
     a classifier, the task not given as classification, the target :func:`looks_continuous`), or None: it would
     score 0 and serve nonsense, every later file a string of new classes."""
     from sklearn.base import is_classifier
-
-    from calmops.core.spec import build_estimator
 
     if batch.y is None or spec.evaluation.task or not (said := looks_continuous(batch.y)):
         return None
