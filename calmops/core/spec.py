@@ -698,11 +698,11 @@ def dropped_id_columns(before: PipelineSpec, after: PipelineSpec) -> str | None:
         return None
     joined = before.labels.join_on if before.labels is not None else []
     why = " (labels.join_on added it)" if all(c in joined for c in lost) else ""
-    listed = ", ".join(repr(c) for c in lost)
-    return (f"id_columns: {listed} {'is' if len(lost) == 1 else 'are'} no longer {'an id column' if len(lost) == 1 else 'id columns'}"
-            f"{why}: the predictions files no longer carry {'it' if len(lost) == 1 else 'them'}, and the next model "
-            f"trained would take {'it' if len(lost) == 1 else 'them'} as a feature; add id_columns: [{', '.join(lost)}] "
-            f"to keep {'it' if len(lost) == 1 else 'them'}")
+    listed, one = ", ".join(repr(c) for c in lost), len(lost) == 1
+    it = "it" if one else "them"
+    return (f"id_columns: {listed} {'is no longer an id column' if one else 'are no longer id columns'}{why}: the "
+            f"predictions files no longer carry {it}, and the next model trained would take {it} as a feature; add "
+            f"id_columns: [{', '.join(lost)}] to keep {it}")
 
 
 def with_next_model(changes: list[str]) -> list[str]:

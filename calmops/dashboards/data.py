@@ -301,7 +301,6 @@ def registry_info(conn: Connection, name: str) -> dict[str, Any]:
         v = int(mv.version)
         versions.append({
             "version": v, "created": _ts(mv.creation_timestamp), "run_id": mv.run_id,
-            "artifact_uri": f"runs:/{mv.run_id}" if mv.run_id else None,
             "reference_uri": f"runs:/{mv.run_id}/{reference_path(mv.tags)}" if mv.run_id else None,
             "description": mv.description or "", "aliases": sorted(by_version.get(v, [])),
             "scores": _json(mv.tags.get("calmops.scores")), "training": _json(mv.tags.get("calmops.training")),

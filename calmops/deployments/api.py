@@ -692,19 +692,19 @@ def prepare_records(records: list[dict[str, Any]], schema, profile=None, model=N
 
     warnings = []
     if read_as_missing:
-        listed = ", ".join(read_as_missing[:20]) + (f" and {len(read_as_missing) - 20} more"
-                                                    if len(read_as_missing) > 20 else "")
-        warnings.append(f"read as missing values, as a file's cells: {listed} (a text such as 'NA' or 'NULL' that "
-                        "the model never saw as a category; send null for a missing value)")
+        warnings.append(f"read as missing values, as a file's cells: {_first_20(read_as_missing)} (a text such as "
+                        "'NA' or 'NULL' that the model never saw as a category; send null for a missing value)")
     if nan_as_missing:
-        listed = ", ".join(nan_as_missing[:20]) + (f" and {len(nan_as_missing) - 20} more"
-                                                   if len(nan_as_missing) > 20 else "")
-        warnings.append(f"JSON NaN read as a missing value: {listed} (send null for a missing value)")
+        warnings.append(f"JSON NaN read as a missing value: {_first_20(nan_as_missing)} (send null for a missing value)")
     if extras:
-        listed = ", ".join(f"{k} ({n} record{'s' if n > 1 else ''})" for k, n in list(extras.items())[:20])
-        more = f" and {len(extras) - 20} more" if len(extras) > 20 else ""
-        warnings.append(f"ignored field(s) the model does not use: {listed}{more}")
+        warnings.append("ignored field(s) the model does not use: "
+                        + _first_20([f"{k} ({n} record{'s' if n > 1 else ''})" for k, n in extras.items()]))
     return X[columns], warnings
+
+
+def _first_20(items: list[str]) -> str:
+    """The first 20 of ``items``, then how many more there are."""
+    return ", ".join(items[:20]) + (f" and {len(items) - 20} more" if len(items) > 20 else "")
 
 
 def _learnt_categories(model, profile, col: str) -> set[str]:
