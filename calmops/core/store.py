@@ -599,15 +599,21 @@ class Ledger:
         of the pipeline's turn passes over a file that was moved out (:func:`calmops.flows.common.run_in_order`),
         or replaced by other bytes under the same name (those have a row of their own, at their own arrival);
         the row stays in the ledger as it was (the same bytes dropped again take their place anew)."""
+        return [(sha, file, status) for sha, file, _arrived, status in self.queue_before(None, incoming)]
+
+    def queue_before(self, before: float | None, incoming: Path | None = None) -> list[tuple[str, str, float, str]]:
+        """(sha256, file, arrival, status) of the entries of :meth:`queue` that arrived before ``before`` (all of
+        them with None): what a labels run decides before its own file."""
         now = time.time()
+        since, args = ("", ()) if before is None else (" AND COALESCE(arrived, claimed_at) < ?", (before,))
         with closing(self._connect()) as con:
-            rows = con.execute("SELECT sha256, file, arrived, status, owner_host, owner_pid, owner_start, "
-                               f"COALESCE(heartbeat, claimed_at), run_id FROM {self.t} "
-                               "WHERE status IN ('waiting', 'pending', 'in_progress') AND file NOT LIKE ? "
+            rows = con.execute("SELECT sha256, file, arrived, COALESCE(arrived, claimed_at), status, owner_host, "
+                               f"owner_pid, owner_start, COALESCE(heartbeat, claimed_at), run_id FROM {self.t} "
+                               f"WHERE status IN ('waiting', 'pending', 'in_progress') AND file NOT LIKE ?{since} "
                                f"ORDER BY COALESCE(arrived, claimed_at), {self.table.order_column}",
-                               (f"{LABELS_ENTRY}%",)).fetchall()
-        return [(sha, file, "orphaned" if Claim(status, *rest).orphaned(self.lease, now) else status)
-                for sha, file, arrived, status, *rest in rows
+                               (f"{LABELS_ENTRY}%", *args)).fetchall()
+        return [(sha, file, at, "orphaned" if Claim(status, *rest).orphaned(self.lease, now) else status)
+                for sha, file, arrived, at, status, *rest in rows
                 if incoming is None or holds(incoming / file, sha, arrived)]
 
     def labels_waiting(self, before: float) -> list[tuple[str, str, float]]:

@@ -584,6 +584,16 @@ def _breaker_cooling(pipeline: str) -> bool:
     return state.state == "open" and (state.next_retry_at is None or time.time() < state.next_retry_at)
 
 
+def not_now(pipeline: str, status: str) -> str | None:
+    """Why a file of the queue (its ledger ``status``) cannot be decided in this turn, holding the files behind
+    it; None when it can."""
+    if status == "in_progress":  # a live run elsewhere (e.g. `calmops run` reserved it before its turn)
+        return "being processed by another run"
+    if status == "pending" and _breaker_cooling(pipeline):
+        return "waiting for the circuit breaker"
+    return None
+
+
 def content_of(path: Path) -> tuple[str, float] | None:
     """(sha256, arrival time) of a file, or None when it is not there (any more): in a burst another run of
     the pipeline's turn may decide and move it between a check and the read."""
@@ -670,10 +680,8 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
             file = paths.incoming / name
             if not file.exists():
                 continue  # moved away (quarantined by hand, or processed under another name)
-            if status == "in_progress" and sha != digest:  # a live run elsewhere (e.g. before order: arrival)
-                blocker, why = name, "being processed by another run"
-            elif status == "pending" and sha != digest and _breaker_cooling(spec.name):
-                blocker, why = name, "waiting for the circuit breaker"
+            if sha != digest and (why := not_now(spec.name, status)) is not None:
+                blocker = name
             else:
                 try:
                     outcome = run_one_file(pipeline, file, sha, process)

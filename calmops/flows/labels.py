@@ -2,7 +2,7 @@
 decide the labelled batch with the stream's own steps.
 
 The labels file takes the pipeline's turn like any file and is claimed in the same ledger (same bytes twice:
-a duplicate). Its matched rows, features and labels, are the batch: the champion is scored on it (performance
+a duplicate), after the files that arrived before it. Its matched rows, features and labels, are the batch: the champion is scored on it (performance
 drift, decay, the concept detectors), retrained from it when the signals say so, and promoted through the same
 steps as any file. The predictions as they were made are scored, all together
 (``realized_<metric>`` in MLflow: the file's serving score in ``calmops history`` and the viewer) and per model
@@ -21,6 +21,7 @@ from typing import Any
 from calmops.core import registry
 from calmops.core.awaiting import Awaiting, keys_of
 from calmops.core.logs import RunLog
+from calmops.core.names import Decision
 from calmops.core.spec import TEXT_FORMATS
 from calmops.core.store import (
     LABELS_ENTRY,
@@ -40,6 +41,7 @@ from calmops.flows.common import (
     answer_if_paused,
     content_of,
     current_flow_run_id,
+    not_now,
     note_batch,
     pipeline_turn,
     reject,
@@ -60,16 +62,19 @@ def is_labels_file(pipeline: str, path: str | Path) -> bool:
 
 def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process) -> dict[str, Any]:
     """Decide one labels file in the pipeline's turn (one process decides a pipeline's files at a time), after
-    the labels files that arrived before it and wait still, oldest first: a burst of labels files is decided in
-    the order it came, whatever order their runs start in (the runs of the files decided here find them done).
-    A run that fails or is stopped gives the rows it matched back: they wait for its retry, or for another file;
-    an older labels file that fails is left to its own run's retries and does not stop this one."""
+    the files that arrived before it and wait still, oldest first: the labels files, and (``order: arrival``)
+    the features files in incoming, so that a burst is decided in the order it came, whatever order its runs
+    start in (the runs of the files decided here find them done), and labels published right after their
+    features find them predicted. A run that fails or is stopped gives the rows it matched back: they wait for
+    its retry, or for another file; an older file that fails is left to its own run's retries and does not stop
+    this one (the features files after a failed one, or one waiting for the breaker, wait behind it)."""
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec).ensure()
     log = RunLog(spec.name, paths.logs)
     book = ledger(paths)
     path = Path(path)
-    decided: dict[str, str] = {}  # name → SHA-256 of the labels files decided here
+    decided: dict[Path, dict[str, str]] = {}  # folder → name → SHA-256 of the older files decided here
+    held_back: str | None = None  # why features files that arrived before this one were left waiting
     me = current_flow_run_id()
     if (held := answer_if_paused(spec, path, sha256, flow_run_id=me)) is not None:
         return held  # queued before the pause: the labels wait for the resume, as the pipeline's other files
@@ -78,24 +83,54 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
             own, arrived = content
             own_entry = ledger_name(paths, path)  # known already when the watcher announced it; a first copy
             book.arrive(own, own_entry, arrived, paths.labels, at=path)  # under another name keeps its row
-            for sha, entry, at in book.labels_waiting(before=arrived):
-                older = paths.labels / entry.removeprefix(LABELS_ENTRY)
-                if entry == own_entry or not holds(older, sha, at):
-                    continue  # moved away, or other bytes under that name now (they have a row of their own)
+            for folder, sha, name, status in _arrived_before(paths, spec.order, own_entry, arrived):
                 if (held := answer_if_paused(spec, path, own, flow_run_id=me)) is not None:
                     return held  # paused while this run waited for, or held, the turn
-                log.info("deciding %s first: it arrived before %s", older.name, path.name)
-                try:
-                    _decide(paths, log, pipeline, older, sha, process)
-                except Exception as exc:  # noqa: BLE001 - recorded (a failed run is pending); its own run retries it
-                    log.warning("%s was not decided here (%s); its own run takes it", older.name,
-                                (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+                older = folder / name
+                if folder == paths.incoming and held_back is not None:
+                    continue  # features files wait behind the first one that cannot be decided now
+                if folder == paths.incoming and (why := not_now(spec.name, status)) is not None:
+                    held_back = f"{name} is {why}"
                     continue
-                decided[older.name] = sha  # its own run, if still waiting, is cancelled (Decided by another run)
-                cancel_redundant_runs(spec.name, paths.labels, decided, me, log)
+                log.info("deciding %s first: it arrived before %s", ledger_name(paths, older), path.name)
+                try:
+                    if folder == paths.incoming:
+                        run_one_file(pipeline, older, sha, process)
+                    else:
+                        _decide(paths, log, pipeline, older, sha, process)
+                except Exception as exc:  # noqa: BLE001 - recorded (a failed run is pending); its own run retries it
+                    said = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+                    log.warning("%s was not decided here (%s); its own run takes it", older.name, said)
+                    if folder == paths.incoming:
+                        held_back = f"{name} failed"
+                    continue
+                if folder == paths.incoming and book.status(sha) == "pending":  # waits for the breaker
+                    held_back = f"{name} is waiting for the circuit breaker"
+                    continue
+                decided.setdefault(folder, {})[name] = sha  # its own run, if still waiting, is cancelled
+                cancel_redundant_runs(spec.name, folder, decided[folder], me, log)  # (Decided by another run)
         if (held := answer_if_paused(spec, path, sha256, flow_run_id=me)) is not None:
             return held
-        return _decide(paths, log, pipeline, path, sha256, process)
+        outcome = _decide(paths, log, pipeline, path, sha256, process)
+    others = [ledger_name(paths, folder / name) for folder, names in decided.items() for name in names]
+    if held_back is not None and outcome["decision"] == Decision.REJECTED_INPUT:
+        log.warning("%s was decided while a features file that arrived before it waits: %s", path.name, held_back)
+    return {**outcome, "decided_in_turn": others} if others else outcome
+
+
+def _arrived_before(paths, order: str, own_entry: str, arrived: float) -> list[tuple[Path, str, str, str]]:
+    """(folder, SHA-256, file name, ledger status) of the files still to be decided that arrived before a labels
+    file (``arrived``), oldest first: the labels files waiting, and with ``order: arrival`` the features files
+    waiting in incoming (a labels file published right after its features file is decided after it, so that
+    its ids find their predictions). Files moved away, or with other bytes under their name now, are left out."""
+    book = ledger(paths)
+    found = [(at, 1, paths.labels, entry.removeprefix(LABELS_ENTRY), sha, "waiting")
+             for sha, entry, at in book.labels_waiting(before=arrived)
+             if entry != own_entry and holds(paths.labels / entry.removeprefix(LABELS_ENTRY), sha, at)]
+    if order == "arrival":  # queue_before reads the incoming folder already
+        found += [(at, 0, paths.incoming, name, sha, status)
+                  for sha, name, at, status in book.queue_before(arrived, paths.incoming)]
+    return [(folder, sha, name, status) for *_, folder, name, sha, status in sorted(found, key=lambda f: f[:2])]
 
 
 def _decide(paths, log: RunLog, pipeline: str, path: Path, sha256: str | None, process) -> dict[str, Any]:

@@ -467,7 +467,7 @@ def test_a_burst_of_labels_files_through_the_watcher_is_decided_in_arrival_order
     of the wrong concept over the right one)."""
     from mlflow import MlflowClient
 
-    from calmops.core.store import pipeline_paths, read_spec
+    from calmops.core.store import ledger, pipeline_paths, read_spec
 
     name = "sea-late-burst"
     folder, labels = incoming(name), pipeline_paths(read_spec(name)).labels
@@ -493,6 +493,36 @@ def test_a_burst_of_labels_files_through_the_watcher_is_decided_in_arrival_order
     states = [r.state for r in flow_runs(name) if "/labels/" in r.parameters["path"]]
     assert len(states) == 6 and not any(s.is_failed() or s.is_crashed() for s in states), states
     assert all(s.is_completed() or s.name == "Decided by another run" for s in states), states
+
+    # features files each written just before their labels, copied in as `rsync -t` does (times kept, the labels
+    # folder first): the labels files' runs start first, and each is decided after its features file, which
+    # arrived before it, and joins all of its rows
+    more = [sea_frame(300, 8, seed=500 + i).assign(id=range(300 * i, 300 * (i + 1))) for i in range(7, 10)]
+    written = time.time() - 60
+
+    def copied(target: Path, file: str, frame, at: float) -> None:  # its time kept, then renamed into place
+        frame.to_csv(target.parent / f".{file}.staging", index=False)
+        os.utime(target.parent / f".{file}.staging", (at, at))
+        os.replace(target.parent / f".{file}.staging", target / file)
+
+    for i, frame in enumerate(more, start=7):
+        copied(labels, f"l{i}.csv", frame[["id", "y"]], written + 2 * i + 1)
+    for i, frame in enumerate(more, start=7):
+        copied(folder, f"f{i}.csv", frame.drop(columns="y"), written + 2 * i)
+    pairs = [f"f{i}.csv" for i in range(7, 10)] + [f"labels/l{i}.csv" for i in range(7, 10)]
+    paths = pipeline_paths(read_spec(name))
+
+    def decided() -> bool:  # done, or quarantined (as they were when a labels file overtook its features)
+        ends = {e["file"]: e["status"] for e in ledger(paths).entries()}
+        return all(ends.get(f) in ("done", "gone") for f in pairs) and all(r.state.is_final() for r in flow_runs(name))
+
+    until(decided, 300, "the features files and their labels")
+    tags = {r.data.tags["calmops.file"]: r.data.tags
+            for r in client.search_runs([exp.experiment_id], "tags.`calmops.file` LIKE 'l%'")}
+    for i in range(7, 10):
+        assert tags[f"l{i}.csv"]["calmops.decision"] != "rejected_input", tags[f"l{i}.csv"]["calmops.reason"]
+    quarantined = paths.quarantine
+    assert not list(quarantined.glob("l*")), list(quarantined.iterdir())
 
 
 def test_a_run_waiting_minutes_for_a_worker_shows_scheduled_and_one_five_minutes_behind_shows_late(live):

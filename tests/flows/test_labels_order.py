@@ -148,3 +148,36 @@ def test_report_tells_a_features_file_from_a_labels_file_of_the_same_name(prefec
     assert as_features.exit_code == 0 and as_labels.exit_code == 0, (as_features.output, as_labels.output)
     assert "(predict_only)" in as_features.stdout and "(predict_only)" not in as_labels.stdout
     assert (tmp_path / "late-same.report.html").exists() and (tmp_path / "late-labels-same.report.html").exists()
+
+
+def test_a_labels_file_published_right_after_its_features_file_waits_for_it_whichever_run_starts_first(
+        prefect_server, late_spec):  # noqa: F811
+    """f1 and then l1 (its labels) are copied in, then f2: l1's run takes the turn first, decides f1 (which
+    arrived before it) and joins all of l1's ids to f1's predictions; f2 came after l1 and is left to its own
+    run. Before, l1 was quarantined ("none of its ids match") and its rows waited for someone to drop it again."""
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    paths = pipeline_paths(late_spec)
+    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(3)]
+    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
+    now = os.stat(folder).st_mtime
+    first = write_csv(features(frames[1]), folder, "f1.csv")
+    its_labels = write_csv(labels(frames[1]), labels_folder, "l1.csv")
+    after = write_csv(features(frames[2]), folder, "f2.csv")
+    book = ledger(paths)
+    for i, (path, name) in enumerate([(first, "f1.csv"), (its_labels, "labels/l1.csv"), (after, "f2.csv")], 1):
+        os.utime(path, (now + i, now + i))
+        book.arrive(sha256_of(path), name, arrival_time(path.stat().st_mtime_ns))  # as the watcher announces them
+    shas = {path.name: sha256_of(path) for path in (first, its_labels, after)}
+
+    out = run("late", its_labels)  # the labels file's run starts first
+    assert out["decision"] not in ("failed", "rejected_input"), out["reason"]
+    assert out["details"]["labels"]["matched"] == 500 and out["details"]["labels"]["unmatched"] == 0
+    assert out["decided_in_turn"] == ["f1.csv"]
+    assert book.status(shas["f1.csv"]) == "done" and (paths.processed / "f1.csv").exists()
+    assert book.status(shas["f2.csv"]) == "waiting" and after.exists()  # it arrived after the labels file
+    assert not list(paths.quarantine.glob("l1*"))
+    said = (paths.logs / "pipeline.log").read_text()
+    assert "deciding f1.csv first: it arrived before l1.csv" in said
+    # the features files' own runs come later: f1's finds it decided, f2's predicts it
+    assert run("late", first)["decision"] == "duplicate"
+    assert run("late", after)["decision"] == "predict_only"
