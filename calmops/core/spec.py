@@ -15,6 +15,7 @@ import functools
 import importlib
 import inspect
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -354,8 +355,7 @@ def estimator_class(path: str, allow_modules: list[str] | tuple[str, ...] = (), 
         raise SpecError(f"{key}: cannot import {path!r} ({exc})") from None
     cls = getattr(module, attr, None)
     if cls is None:
-        close = difflib.get_close_matches(attr, [n for n in dir(module) if not n.startswith("_")], n=1)
-        hint = f"; did you mean {module_name}.{close[0]}?" if close else ""
+        hint = did_you_mean(attr, [n for n in dir(module) if not n.startswith("_")], f"{module_name}.{{}}")
         raise SpecError(f"{key}: {module_name} has no {attr!r}{hint}")
     if not inspect.isclass(cls):
         raise SpecError(f"{key}: {path!r} is a {type(cls).__name__}, not an estimator class")
@@ -377,7 +377,16 @@ def build_estimator(model: ModelSpec, allow_modules: list[str] | tuple[str, ...]
     try:
         return cls(**model.params)
     except TypeError as exc:
-        raise SpecError(f"{key}.params: {exc}") from None
+        taken = inspect.signature(cls).parameters
+        hints = [did_you_mean(name, taken).removeprefix("; ") for name in model.params if name not in taken]
+        raise SpecError(f"{key}.params: {exc}" + "".join(f"; {h}" for h in hints if h)) from None
+
+
+def did_you_mean(given: str, known: Any, shown: str = "{!r}") -> str:
+    """``; did you mean 'x'?`` for the one of ``known`` closest to a misspelt ``given`` (``shown`` formats it), or
+    an empty string when none is close."""
+    close = difflib.get_close_matches(given, [str(k) for k in known], n=1)
+    return f"; did you mean {shown.format(close[0])}?" if close else ""
 
 
 _PARAM_MESSAGE = re.compile(r"^The '(?P<key>[^']+)' parameter of (?P<cls>\w+) must be (?P<rest>.*)$", re.DOTALL)
@@ -462,9 +471,8 @@ def _check_search(spec: PipelineSpec, estimator: Any) -> None:
     for name, values in search.params.items():
         key = f"retrain.search.params.{name}"
         if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1)
             raise SpecError(f"{key}: {type(estimator).__name__} has no parameter {name!r}"
-                            + (f"; did you mean {close[0]!r}?" if close else f" (it has: {', '.join(sorted(known))})"))
+                            + (did_you_mean(name, known) or f" (it has: {', '.join(sorted(known))})"))
         if not values:
             raise SpecError(f"{key}: give at least one candidate value")
         owner_path, _, own_name = name.rpartition("__")
@@ -804,12 +812,32 @@ _SAYS_THE_VALUE = frozenset({
     "int_type", "int_from_float", "float_parsing", "float_type", "bool_parsing", "bool_type", "string_type"})
 
 
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a spec takes at ``loc`` (a pydantic error's location, list indexes included): none when the
+    place is not a section of known keys."""
+    model: type[BaseModel] | None = PipelineSpec
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
+        model = _section(field.annotation) if field is not None else None
+    return [] if model is None else [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The section (a pydantic model) a field's type holds, alone, in a list or with None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for arg in typing.get_args(annotation) if (m := _section(arg)) is not None), None)
+
+
 def _format_error(source: str, err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{loc}'")
+            hint = did_you_mean(str(e["loc"][-1]), _keys_at(e["loc"][:-1])).removeprefix("; ")
+            parts.append(f"unknown key '{loc}'" + (f" ({hint})" if hint else ""))
         elif e["type"] == "missing":
             parts.append(f"missing key '{loc}'")
         else:

@@ -15,6 +15,23 @@ def test_unknown_key_is_named():
         parse_spec({**BASE, "evaluation": {"treshold": 1}})
 
 
+@pytest.mark.parametrize("given, said", [
+    ({"retrian": {"mode": "full"}}, "unknown key 'retrian' (did you mean 'retrain'?)"),
+    ({"retrain": {"mdoe": "full"}}, "unknown key 'retrain.mdoe' (did you mean 'mode'?)"),
+    ({"model": {"class": "sklearn.linear_model.LogisticRegression", "parms": {}}},
+     "unknown key 'model.parms' (did you mean 'params'?)"),  # the key as written in YAML: class, not class_
+    ({"model": {"steps": [{"clas": "sklearn.preprocessing.StandardScaler"}]}},
+     "unknown key 'model.steps.0.clas' (did you mean 'class'?)"),  # inside a list
+    ({"labels": {"join_one": ["id"]}}, "unknown key 'labels.join_one' (did you mean 'join_on'?)"),  # optional section
+    ({"colour": "blue"}, "unknown key 'colour'"),  # nothing close: no guess
+])
+def test_a_misspelt_key_is_named_with_the_key_it_likely_meant(given, said):
+    with pytest.raises(SpecError) as raised:
+        parse_spec({**BASE, **given})
+    assert said in str(raised.value)
+    assert "did you mean" not in str(raised.value) or "(did you mean" in said
+
+
 def test_wrong_type_is_named():
     with pytest.raises(SpecError, match="breaker.max_failures"):
         parse_spec({**BASE, "breaker": {"max_failures": "many"}})

@@ -64,6 +64,12 @@ def test_class_typo_refused_naming_the_key_and_the_likely_class(calmops_home, tm
     assert "did you mean sklearn.ensemble.HistGradientBoostingClassifier" in out
 
 
+def test_a_misspelt_param_is_refused_with_the_param_it_likely_meant(calmops_home, tmp_path):
+    model = {"class": "sklearn.linear_model.LogisticRegression", "params": {"max_iters": 500, "C": 0.5}}
+    code, out = _create(tmp_path, {**BASE, "model": model})
+    assert code == 2 and "model.params:" in out and "'max_iters'; did you mean 'max_iter'?" in out, out
+
+
 @pytest.mark.parametrize(("model", "key"), [
     ({"class": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": {"nested": "object"}}},
      "model.params.max_iter"),
