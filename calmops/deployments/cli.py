@@ -817,6 +817,9 @@ def report(name: str,
         if file and (first := _first_copy(spec, file, labels)):
             raise CliError(f"{named!r} has the same content as {first!r}, decided before it: a duplicate is not "
                            "checked again", f"its report is that file's: calmops report {name} {first}") from None
+        if file and not labels and registry.checked_runs(name, file, labels=True):
+            raise CliError(f"{file!r} is a labels file: no features file of that name was checked",
+                           f"its report: calmops report {name} {LABELS_ENTRY}{file}") from None
         raise CliError(str(exc), f"give the file's name as it arrived ('calmops report {name}' alone takes the latest "
                                  f"file checked; the MLflow UI lists every run of experiment calmops/{name} by file); "
                                  "a first model or a failed run has no drift verdict") from None

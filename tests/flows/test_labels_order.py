@@ -148,6 +148,14 @@ def test_report_tells_a_features_file_from_a_labels_file_of_the_same_name(prefec
     assert as_features.exit_code == 0 and as_labels.exit_code == 0, (as_features.output, as_labels.output)
     assert "(predict_only)" in as_features.stdout and "(predict_only)" not in as_labels.stdout
     assert (tmp_path / "late-same.report.html").exists() and (tmp_path / "late-labels-same.report.html").exists()
+    # a labels file named without its folder: the command says where it is
+    extra = batch(300, 8.0, 7, 7000)
+    assert run("late", write_csv(features(extra), folder, "f7.csv"))["decision"] == "predict_only"
+    assert run("late", write_csv(labels(extra), labels_folder, "only.csv"))["decision"] != "rejected_input"
+    asked = runner.invoke(app, ["report", "late", "only.csv"])
+    said = " ".join(asked.stderr.split())
+    assert asked.exit_code != 0 and "'only.csv' is a labels file" in said, said
+    assert "calmops report late labels/only.csv" in said, said
 
 
 def test_a_labels_file_published_right_after_its_features_file_waits_for_it_whichever_run_starts_first(
