@@ -128,26 +128,24 @@ class Awaiting:
         self.create()
         return self.table.connect(sqlite_timeout=60)
 
-    def waiting_elsewhere(self, keys: list[str], sha256: str) -> dict[str, str]:
+    def _waiting_elsewhere(self, con: Connection, keys: list[str], sha256: str) -> dict[str, str]:
         """Of ``keys``, those whose rows of another features file still wait for a label, each with that file's
         name: a labels file naming one of them labels the rows of both (an id should name one row)."""
         found: dict[str, str] = {}
         unique = list(dict.fromkeys(keys))
-        con = self._connect()
-        try:
-            for start in range(0, len(unique), 500):
-                chunk = unique[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                for key, file in con.execute(f"SELECT key, file FROM {self.t} WHERE key IN ({marks}) AND sha256 <> ? "
-                                             "AND labelled_by IS NULL", [*chunk, sha256]).fetchall():
-                    found.setdefault(key, file)
-        finally:
-            con.close()
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, file in con.execute(f"SELECT key, file FROM {self.t} WHERE key IN ({marks}) AND sha256 <> ? "
+                                         "AND labelled_by IS NULL", [*chunk, sha256]).fetchall():
+                found.setdefault(key, file)
         return found
 
     def keep(self, frame: pd.DataFrame, keys: list[str], predictions: Iterable, version: int, sha256: str,
-             file: str) -> None:
-        """Keep a predicted batch until its labels come (again for the same bytes: replaced, not doubled)."""
+             file: str) -> dict[str, str]:
+        """Keep a predicted batch until its labels come (again for the same bytes: replaced, not doubled); returns
+        the ids whose rows of another features file wait for labels too, each with that file's name (a labels
+        file naming one labels the rows of both: an id should name one row)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         rows = frame.reset_index(drop=True).copy()
         rows[PREDICTION] = list(predictions)
@@ -162,10 +160,12 @@ class Awaiting:
         now = time.time()
         self.create()
         with self.table.write() as con:
+            elsewhere = self._waiting_elsewhere(con, keys, sha256)
             con.execute(f"DELETE FROM {self.t} WHERE sha256 = ? AND labelled_by IS NULL", (sha256,))
             con.executemany(f"INSERT INTO {self.t} (key, sha256, file, row, version, predicted_at, labelled_by) "
                             "VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT DO NOTHING",
                             [(k, sha256, file, i, version, now) for i, k in enumerate(keys)])
+        return elsewhere
 
     def match(self, labels: pd.DataFrame, keys: list[str], target: str, labels_sha256: str,
               max_wait_days: float, now: float | None = None) -> Match:

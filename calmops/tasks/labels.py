@@ -212,9 +212,7 @@ def keep_for_labels(awaiting: Awaiting, spec: PipelineSpec, frame: pd.DataFrame,
     kept = X.copy()
     for column in spec.labels.join_on:
         kept[column] = ids[column].to_numpy()
-    elsewhere = awaiting.waiting_elsewhere(keys, sha256) if len(kept) else {}
-    if len(kept):
-        awaiting.keep(kept, keys, predictions, version, sha256, file)
+    elsewhere = awaiting.keep(kept, keys, predictions, version, sha256, file) if len(kept) else {}
     repeated = sum(1 for count in Counter(keys).values() if count > 1)  # ids named more than once
     out = {"rows": len(frame), "join_on": spec.labels.join_on, "repeated_ids": repeated}
     if elsewhere:  # one label would label the rows of both files: said now, not when the labels come
