@@ -251,6 +251,23 @@ def looks_continuous(y: pd.Series) -> str | None:
             f"(e.g. {', '.join(str(v) for v in pd.unique(values)[:3])})")
 
 
+def index_like(X: pd.DataFrame, types: dict[str, str]) -> list[str]:
+    """The number and date columns of a first file that move one way on every row, each value new (a time index, a
+    running id): a later file holds only values the model never saw, so such a column drifts on every file.
+
+    >>> X = pd.DataFrame({"day": range(30), "x": [1.0, 2.0] * 15, "id": range(60, 0, -2)})
+    >>> index_like(X, {"day": "numeric", "x": "numeric", "id": "numeric"})
+    ['day', 'id']
+    """
+    found = []
+    for column in X.columns:
+        values = X[column].dropna()
+        if (types.get(column) in ("numeric", "datetime") and len(values) >= CONTINUOUS_MIN_VALUES
+                and values.is_unique and (values.is_monotonic_increasing or values.is_monotonic_decreasing)):
+            found.append(column)
+    return found
+
+
 def label_type_mismatch(y: pd.Series | None, known: list | None, target: str) -> str | None:
     """Why the target's labels can never equal the champion's classes (numbers against text), or None."""
     if y is None or not known:
