@@ -83,6 +83,39 @@ def print_table(table: Table, **kwargs: Any) -> None:
     out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
+def progress_bars(out: Console) -> Any:
+    """Progress bars for long work: rich's, cleared when done, in a terminal; elsewhere (a pipe, a log file, CI),
+    where those draw nothing until the end, one plain line each time a count moves (``files processed by the
+    stack: 5/24``). Both take ``add_task(description, total=)``, ``advance(task)`` and
+    ``update(task, completed=)``."""
+    if out.is_terminal:
+        from rich.progress import Progress
+
+        return Progress(console=out, transient=True)
+    return _ProgressLines(out)
+
+
+class _ProgressLines(contextlib.AbstractContextManager):
+    def __init__(self, out: Console):
+        self.out, self.tasks = out, []
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: int) -> int:
+        self.tasks.append([description, total, 0])
+        return len(self.tasks) - 1
+
+    def advance(self, task: int, advance: int = 1) -> None:
+        self.update(task, completed=self.tasks[task][2] + advance)
+
+    def update(self, task: int, completed: int) -> None:
+        description, total, before = self.tasks[task]
+        if completed != before:
+            self.tasks[task][2] = completed
+            self.out.print(f"{description}: {completed}/{total}", highlight=False)
+
+
 class CliError(Exception):
     def __init__(self, message: str, hint: str = ""):
         super().__init__(message)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
+
+from calmops.deployments.console import progress_bars
 
 DEMO_PIPELINE = "demo-sea"
 
@@ -157,7 +158,7 @@ def run_in_process(console: Console, files: dict[str, list[Path]]) -> None:
     from calmops.flows import run_file
 
     total = sum(len(f) for f in files.values())
-    with Progress(console=console, transient=True) as progress:
+    with progress_bars(console) as progress:
         bar = progress.add_task("running files through the pipelines", total=total)
         for name, paths in files.items():
             incoming = pipeline_paths(read_spec(name)).incoming
@@ -174,7 +175,7 @@ def run_on_stack(console: Console, files: dict[str, list[Path]], *, pace: float,
     queues = {name: list(paths) for name, paths in files.items()}
     books = {name: ledger(pipeline_paths(read_spec(name))) for name in files}
     deadline = time.monotonic() + timeout
-    with Progress(console=console, transient=True) as progress:
+    with progress_bars(console) as progress:
         dropped_bar = progress.add_task("files dropped into incoming folders", total=total)
         done_bar = progress.add_task("files processed by the stack", total=total)
         next_drop = time.monotonic()
