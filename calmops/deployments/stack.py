@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from calmops.core import environment
 from calmops.core.pids import running, start_time, state
@@ -62,14 +63,25 @@ def _port(variable: str, default: int) -> int:
 
 
 def services() -> dict[str, Service]:
+    """The stack's services and their ports: the port variable's when it is set, else the port a running
+    service of this host was started on (``stack.json``: ``calmops up`` with other ports, then a command typed
+    without them), else the default."""
+    recorded = environment.stack_urls()
+
+    def port(name: str, variable: str, default: int) -> int:
+        url = recorded.get("prefect_ui" if name == "prefect" else name)
+        if not os.environ.get(variable) and url and (given := urlsplit(url).port):
+            return given
+        return _port(variable, default)
+
     return {
-        "prefect": Service("prefect", _port("CALMOPS_PREFECT_PORT", 4200), "/api/health"),
-        "mlflow": Service("mlflow", _port("CALMOPS_MLFLOW_PORT", 5000), "/health"),
+        "prefect": Service("prefect", port("prefect", "CALMOPS_PREFECT_PORT", 4200), "/api/health"),
+        "mlflow": Service("mlflow", port("mlflow", "CALMOPS_MLFLOW_PORT", 5000), "/health"),
         "runner": Service("runner", None, None),
         "worker": Service("worker", None, None),
         "watcher": Service("watcher", None, None),
-        "viewer": Service("viewer", _port("CALMOPS_VIEWER_PORT", 8501), "/_stcore/health"),
-        "api": Service("api", _port("CALMOPS_API_PORT", 8000), "/health"),
+        "viewer": Service("viewer", port("viewer", "CALMOPS_VIEWER_PORT", 8501), "/_stcore/health"),
+        "api": Service("api", port("api", "CALMOPS_API_PORT", 8000), "/health"),
     }
 
 

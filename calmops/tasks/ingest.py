@@ -596,10 +596,10 @@ def validate_frame(frame: pd.DataFrame, name: str, fmt: str, sha256: str, spec: 
         signals.append(f"feature column(s) empty in every row, read as missing and imputed (the model sees no value "
                        f"there): {', '.join(V.excerpt(c, 30) for c in empty[:20])}")
     if reference is None and (moving := V.index_like(X, types)):
-        signals.append(f"column(s) {', '.join(V.excerpt(c, 30) for c in moving[:20])} move one way on every row, as a "
-                       "time index or a running id does: a later file holds values the model never saw, so they "
-                       "will drift on every file; if they are not features, list them in id_columns or drop_columns "
-                       "('calmops update')")
+        signals.append(f"column(s) {', '.join(V.excerpt(c, 30) for c in moving[:20])} look like a time index or a "
+                       "running id (they move one way on every row): a later file would hold values the model never "
+                       "saw, so they would drift on every file; if they are not features, list them in id_columns "
+                       "or drop_columns ('calmops update')")
     infinite = V.infinite_values(X, types, frame) + ([] if y is None else [m for m in [V.infinite_target(y, spec.target)] if m])
     if infinite:
         raise RejectedInput(f"{path.name}: {'; '.join(infinite)} (numbers must be finite)")

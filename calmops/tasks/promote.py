@@ -97,7 +97,7 @@ def decide_refresh(challenger: dict[str, Any], champion: dict[str, Any], spec: P
     floor = ev.promotion_min_effect
     if paired is not None and paired.p_worse is not None:
         said = (f"refresh {metric} {paired.challenger:.4f} vs champion {paired.champion:.4f} on the same "
-                f"{paired.rows} holdout rows: gain {paired.gain:+.4f}, {paired.test} p(worse) = {paired.p_worse:.3g}")
+                f"{paired.rows} holdout rows: gain {paired.gain:+.4f}; {paired.test}, one-sided for a loss: p = {paired.p_worse:.3g}")
         if paired.gain <= -floor and paired.p_worse < ev.promotion_alpha:
             return PromotionDecision(False, f"{said}: worse by at least {floor} (p < {ev.promotion_alpha})")
         return PromotionDecision(True, f"{said}: not shown worse (needs a loss of {floor} at p < {ev.promotion_alpha})")

@@ -251,19 +251,30 @@ def looks_continuous(y: pd.Series) -> str | None:
             f"(e.g. {', '.join(str(v) for v in pd.unique(values)[:3])})")
 
 
-def index_like(X: pd.DataFrame, types: dict[str, str]) -> list[str]:
-    """The number and date columns of a first file that move one way on every row, each value new (a time index, a
-    running id): a later file holds only values the model never saw, so such a column drifts on every file.
+#: the fewest rows of a first file in which a column moving one way on every row is taken for a time index
+INDEX_MIN_ROWS = 100
 
-    >>> X = pd.DataFrame({"day": range(30), "x": [1.0, 2.0] * 15, "id": range(60, 0, -2)})
-    >>> index_like(X, {"day": "numeric", "x": "numeric", "id": "numeric"})
+
+def index_like(X: pd.DataFrame, types: dict[str, str]) -> list[str]:
+    """The columns of a first file that look like a time index or a running id: dates, or whole numbers a fixed
+    step apart, moving one way on every row, each value new (:data:`INDEX_MIN_ROWS` rows at least). A later file
+    holds only values the model never saw, so such a column drifts on every file. A number column an export is
+    sorted by is not one: its steps vary.
+
+    >>> X = pd.DataFrame({"day": range(200), "x": [1.0, 2.0] * 100, "id": range(400, 0, -2),
+    ...                   "score": np.sort(np.random.default_rng(0).normal(size=200))})
+    >>> index_like(X, {"day": "numeric", "x": "numeric", "id": "numeric", "score": "numeric"})
     ['day', 'id']
     """
     found = []
     for column in X.columns:
         values = X[column].dropna()
-        if (types.get(column) in ("numeric", "datetime") and len(values) >= CONTINUOUS_MIN_VALUES
-                and values.is_unique and (values.is_monotonic_increasing or values.is_monotonic_decreasing)):
+        if (types.get(column) not in ("numeric", "datetime") or len(values) < INDEX_MIN_ROWS or not values.is_unique
+                or not (values.is_monotonic_increasing or values.is_monotonic_decreasing)):
+            continue
+        steps = np.diff(values.to_numpy(dtype=float))
+        if types[column] == "datetime" or (np.all(values.to_numpy(dtype=float) % 1 == 0)
+                                           and np.all(steps == steps[0])):
             found.append(column)
     return found
 

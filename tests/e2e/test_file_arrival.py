@@ -606,3 +606,19 @@ def test_the_prefect_ui_calls_the_api_of_its_own_stack_on_a_port_other_than_4200
     page = httpx.get(api.removesuffix("/api") + "/")
     assert page.status_code == 200 and "<html" in page.text.lower(), page.status_code
     assert any((get_settings().run_dir / "prefect-ui").rglob("index.html"))
+
+
+def test_status_typed_without_the_port_variables_finds_the_stack_on_the_ports_it_runs_on(live):
+    """`calmops up` was given other ports; a command typed later in a shell without them (only CALMOPS_HOME)
+    finds the services where they run (stack.json), not on the default ports, where it called them not
+    answering (or would have called another stack there healthy)."""
+    import json
+
+    port = os.environ["CALMOPS_PREFECT_PORT"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")
+           and not (k.startswith("CALMOPS_") and k.endswith("_PORT"))}
+    done = subprocess.run([str(Path(sys.executable).with_name("calmops")), "status", "--json"], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    prefect = json.loads(done.stdout)["stack"]["services"]["prefect"]
+    assert prefect["url"] == f"http://127.0.0.1:{port}" and prefect["healthy"] is True, prefect

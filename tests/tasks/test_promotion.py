@@ -134,7 +134,10 @@ def test_a_refresh_that_loses_on_a_small_holdout_without_evidence_is_promoted():
     y, new, old = _pair(75, 60, 2, 5)  # the refresh right on 2 rows the champion misses, wrong on 5 it gets
     test = paired_test("accuracy", y, new, old)
     assert test.gain < -spec.evaluation.promotion_min_effect and abs(test.p_worse - 0.2265625) < 1e-9
-    assert decide_refresh({"accuracy": test.challenger}, {"accuracy": test.champion}, spec, "accuracy", test).promote
+    verdict = decide_refresh({"accuracy": test.challenger}, {"accuracy": test.champion}, spec, "accuracy", test)
+    assert verdict.promote
+    # the p-value is said as what it is (a "p(worse) = 0.987" read as "98.7 % likely worse")
+    assert "McNemar exact, one-sided for a loss: p = 0.227: not shown worse" in verdict.reason, verdict.reason
     y, new, old = _pair(75, 50, 0, 12)
     test = paired_test("accuracy", y, new, old)
     assert test.p_worse < 0.001
