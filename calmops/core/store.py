@@ -601,11 +601,13 @@ class Ledger:
         the row stays in the ledger as it was (the same bytes dropped again take their place anew)."""
         return [(sha, file, status) for sha, file, _arrived, status in self.queue_before(None, incoming)]
 
-    def queue_before(self, before: float | None, incoming: Path | None = None) -> list[tuple[str, str, float, str]]:
-        """(sha256, file, arrival, status) of the entries of :meth:`queue` that arrived before ``before`` (all of
-        them with None): what a labels run decides before its own file."""
+    def queue_before(self, before: float | None, incoming: Path | None = None,
+                     inclusive: bool = False) -> list[tuple[str, str, float, str]]:
+        """(sha256, file, arrival, status) of the entries of :meth:`queue` that arrived before ``before`` (or at
+        that moment too, ``inclusive``; all of them with None): what a labels run decides before its own file."""
         now = time.time()
-        since, args = ("", ()) if before is None else (" AND COALESCE(arrived, claimed_at) < ?", (before,))
+        since, args = ("", ()) if before is None else (
+            f" AND COALESCE(arrived, claimed_at) {'<=' if inclusive else '<'} ?", (before,))
         with closing(self._connect()) as con:
             rows = con.execute("SELECT sha256, file, arrived, COALESCE(arrived, claimed_at), status, owner_host, "
                                f"owner_pid, owner_start, COALESCE(heartbeat, claimed_at), run_id FROM {self.t} "

@@ -111,7 +111,7 @@ class RunContext:
                           kind=self.spec.kind, breaker_state=self.breaker_state, details=details, **kw)
 
 
-def _answered(spec: PipelineSpec, path: Path, sha256: str | None, decision: str, reason: str, **kw) -> RunOutcome:
+def answered(spec: PipelineSpec, path: Path, sha256: str | None, decision: str, reason: str, **kw) -> RunOutcome:
     """The answer of a run that read no row of its file (a refused link or device, a duplicate, a file held
     behind another): no drift check was made, so its drift is unknown (None), not "no"."""
     return RunOutcome(spec.name, path.name, sha256, decision, reason, drift_detected=None, kind=spec.kind, **kw)
@@ -239,7 +239,7 @@ def _processed_before(spec: PipelineSpec, paths: PipelinePaths, book: Ledger, lo
     else:
         log.info("%s has the same content as %s, already processed; %s to %s", path.name, first,
                  "copied" if copy else "moved", placed.relative_to(paths.root))
-    return _answered(spec, path, digest, Decision.DUPLICATE, "same content already processed",
+    return answered(spec, path, digest, Decision.DUPLICATE, "same content already processed",
                      flow_run_id=flow_run_id, details=details)
 
 
@@ -267,18 +267,18 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
     if special:  # a link or a device: refused without following or opening it
         target = quarantine(paths, path, None, special)
         log.warning("refused %s: %s (moved to %s)", path.name, special, target)
-        return _answered(spec, path, None, "rejected_input", special, flow_run_id=flow_run_id,
+        return answered(spec, path, None, "rejected_input", special, flow_run_id=flow_run_id,
                          details={"quarantined_as": str(target)})
     if (content := content_of(path)) is None:
         done = sha256 and book.status(sha256) == "done"
         if done or (paths.processed / bounded_name(path.name)).exists():
             log.info("%s was processed already (duplicate event); nothing to do", path.name)
-            return _answered(spec, path, sha256, Decision.DUPLICATE, "already processed (duplicate event)",
+            return answered(spec, path, sha256, Decision.DUPLICATE, "already processed (duplicate event)",
                              flow_run_id=flow_run_id, details=_duplicate_of(book, sha256))
         if sha256 and book.status(sha256) == "gone" and book.decision(sha256) == "rejected_input":
             # decided in another run's turn and quarantined there (its bytes may be dropped again)
             log.info("%s was quarantined by another run; nothing to do", path.name)
-            return _answered(spec, path, sha256, Decision.DUPLICATE, "already decided by another run (quarantined)",
+            return answered(spec, path, sha256, Decision.DUPLICATE, "already decided by another run (quarantined)",
                              flow_run_id=flow_run_id, details=_duplicate_of(book, sha256))
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest, arrived = content
@@ -289,12 +289,12 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
     if not book.claim(digest, entry, flow_run_id or "", arrived):  # done already, or a live run has it
         if book.status(digest) == "done":
             return _processed_before(spec, paths, book, log, path, digest, flow_run_id)
-        return _answered(spec, path, digest, Decision.DUPLICATE, "same content is being processed by another run",
+        return answered(spec, path, digest, Decision.DUPLICATE, "same content is being processed by another run",
                          flow_run_id=flow_run_id, details=_duplicate_of(book, digest))
     if set_aside is not None and not holds(path, digest, arrived):  # set aside by another run since it was read
         book.finish(digest, set_aside, status="gone")  # as that run left it: nothing to decide here
         log.info("%s was set aside by another run (%s); nothing to do", path.name, set_aside)
-        return _answered(spec, path, digest, Decision.DUPLICATE, f"already decided by another run ({set_aside})",
+        return answered(spec, path, digest, Decision.DUPLICATE, f"already decided by another run ({set_aside})",
                          flow_run_id=flow_run_id, details=_duplicate_of(book, digest))
     book.keep_alive(digest)
     ctx = None
@@ -710,7 +710,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
             if target is not None:
                 break  # this file is decided; the files behind the blocker wait for it
             log.warning("%s is held: %s arrived before it and is %s", path.name, blocker, why)
-            return _answered(spec, path, digest, Decision.HELD, f"waiting behind {blocker} ({why})",
+            return answered(spec, path, digest, Decision.HELD, f"waiting behind {blocker} ({why})",
                              flow_run_id=me, details={"held_behind": blocker}).to_dict()
     if target is None and given_up is not None and digest in given_up[1].values():
         return _handed_over(spec, path, digest, *given_up, flow_run_id=me)
@@ -727,7 +727,7 @@ def answer_if_paused(spec: PipelineSpec, path: Path, sha256: str | None, pause: 
         return None
     if sha256 is None and (content := content_of(path)) is not None:
         sha256 = content[0]
-    return _answered(spec, path, sha256, Decision.HELD, pause.said(spec.name),
+    return answered(spec, path, sha256, Decision.HELD, pause.said(spec.name),
                      details={"paused_since": pause.since}, **kw).to_dict()
 
 
@@ -746,7 +746,7 @@ def _handed_over(spec: PipelineSpec, path: Path, sha256: str, way: GiveWay, left
     if ahead:
         details["held_behind"] = first
         why = f"waiting behind {first} ({why})"
-    return _answered(spec, path, sha256, Decision.HELD, why, details=details, **kw).to_dict()
+    return answered(spec, path, sha256, Decision.HELD, why, details=details, **kw).to_dict()
 
 
 def reference_frame(X: pd.DataFrame, y: pd.Series | None, target: str | None) -> pd.DataFrame:

@@ -15,6 +15,7 @@ deleted (their ids stay counted).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from calmops.core.store import (
 from calmops.flows.common import (
     RunContext,
     answer_if_paused,
+    answered,
     content_of,
     current_flow_run_id,
     not_now,
@@ -47,6 +49,7 @@ from calmops.flows.common import (
     reject,
     run_one_file,
 )
+from calmops.flows.fair_turns import CHECK_EVERY, should_give_way, started_by_a_worker, step_back, turn_budget
 from calmops.flows.redundant import cancel_redundant_runs
 from calmops.tasks.ingest import Batch, RejectedInput, text_delimiter, validate_frame
 from calmops.tasks.labels import labelled_rows, read_labels, realized_score, realized_scores
@@ -76,61 +79,105 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
     decided: dict[Path, dict[str, str]] = {}  # folder → name → SHA-256 of the older files decided here
     held_back: str | None = None  # why features files that arrived before this one were left waiting
     me = current_flow_run_id()
+
+    def answer(outcome: dict[str, Any]) -> dict[str, Any]:  # with the files this run decided before its own
+        others = [ledger_name(paths, folder / name) for folder, names in decided.items() for name in names]
+        return {**outcome, "decided_in_turn": others} if others else outcome
+
     if (held := answer_if_paused(spec, path, sha256, flow_run_id=me)) is not None:
         return held  # queued before the pause: the labels wait for the resume, as the pipeline's other files
+    budget = turn_budget() if started_by_a_worker() else 0.0  # a run by hand holds no worker slot
     with pipeline_turn(paths, log):
+        began = next_look = time.monotonic()
         if (content := content_of(path)) is not None:
             own, arrived = content
             own_entry = ledger_name(paths, path)  # known already when the watcher announced it; a first copy
             book.arrive(own, own_entry, arrived, paths.labels, at=path)  # under another name keeps its row
-            for folder, sha, name, status in _arrived_before(paths, spec.order, own_entry, arrived):
+            arrived = book.arrival(own) or arrived  # dropped again from quarantine: from when it came back
+            tried: set[str] = set()
+            # read again before each file, as the pipeline's queue is: a file moved out or renamed meanwhile
+            while (older := _next_before(paths, spec.order, own_entry, arrived, tried, held_back is not None)):
+                folder, sha, name, status = older
+                tried.add(sha)
+                file = folder / name
                 if (held := answer_if_paused(spec, path, own, flow_run_id=me)) is not None:
-                    return held  # paused while this run waited for, or held, the turn
-                older = folder / name
-                if folder == paths.incoming and held_back is not None:
-                    continue  # features files wait behind the first one that cannot be decided now
+                    return answer(held)  # paused while this run waited for, or held, the turn
                 if folder == paths.incoming and (why := not_now(spec.name, status)) is not None:
-                    held_back = f"{name} is {why}"
+                    held_back = f"{name} is {why}"  # the features files behind it wait too
                     continue
-                log.info("deciding %s first: it arrived before %s", ledger_name(paths, older), path.name)
+                if (folder == paths.incoming and budget > 0 and decided
+                        and time.monotonic() >= max(began + budget, next_look)):
+                    next_look = time.monotonic() + CHECK_EVERY
+                    if (gave := _give_way(spec, paths, path, own, arrived, began, log, me)) is not None:
+                        return answer(gave)
+                log.info("deciding %s first: it arrived before %s", ledger_name(paths, file), path.name)
                 try:
                     if folder == paths.incoming:
-                        run_one_file(pipeline, older, sha, process)
+                        run_one_file(pipeline, file, sha, process)
                     else:
-                        _decide(paths, log, pipeline, older, sha, process)
+                        _decide(paths, log, pipeline, file, sha, process)
                 except Exception as exc:  # noqa: BLE001 - recorded (a failed run is pending); its own run retries it
                     said = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-                    log.warning("%s was not decided here (%s); its own run takes it", older.name, said)
+                    log.warning("%s was not decided here (%s); its own run takes it", file.name, said)
                     if folder == paths.incoming:
                         held_back = f"{name} failed"
                     continue
-                if folder == paths.incoming and book.status(sha) == "pending":  # waits for the breaker
-                    held_back = f"{name} is waiting for the circuit breaker"
-                    continue
+                if folder == paths.incoming and (left := book.status(sha)) not in ("done", "gone"):
+                    held_back = f"{name} is {not_now(spec.name, left) or 'still to be decided'}"
+                    continue  # waits for the breaker, or a live run elsewhere took it meanwhile
                 decided.setdefault(folder, {})[name] = sha  # its own run, if still waiting, is cancelled
                 cancel_redundant_runs(spec.name, folder, decided[folder], me, log)  # (Decided by another run)
         if (held := answer_if_paused(spec, path, sha256, flow_run_id=me)) is not None:
-            return held
+            return answer(held)
         outcome = _decide(paths, log, pipeline, path, sha256, process)
-    others = [ledger_name(paths, folder / name) for folder, names in decided.items() for name in names]
-    if held_back is not None and outcome["decision"] == Decision.REJECTED_INPUT:
-        log.warning("%s was decided while a features file that arrived before it waits: %s", path.name, held_back)
-    return {**outcome, "decided_in_turn": others} if others else outcome
+    if held_back is not None:
+        log.warning("%s was decided while features files that arrived before it still wait (%s): ids of their "
+                    "rows find no prediction yet", path.name, held_back)
+    return answer(outcome)
 
 
-def _arrived_before(paths, order: str, own_entry: str, arrived: float) -> list[tuple[Path, str, str, str]]:
-    """(folder, SHA-256, file name, ledger status) of the files still to be decided that arrived before a labels
-    file (``arrived``), oldest first: the labels files waiting, and with ``order: arrival`` the features files
-    waiting in incoming (a labels file published right after its features file is decided after it, so that
-    its ids find their predictions). Files moved away, or with other bytes under their name now, are left out."""
+def _next_before(paths, order: str, own_entry: str, arrived: float, tried: set[str],
+                 features_held: bool) -> tuple[Path, str, str, str] | None:
+    """(folder, SHA-256, file name, ledger status) of the oldest file still to be decided that arrived before a
+    labels file (``arrived``), read afresh, not among ``tried``: a labels file waiting, or with ``order: arrival``
+    (and unless ``features_held``: one could not be decided now) a features file waiting in incoming. A labels
+    file published right after its features file is so decided after it, and its ids find their predictions;
+    a features file that came at the same moment counts as before it. Files moved away, or with other bytes
+    under their name now, are left out."""
     book = ledger(paths)
     found = [(at, 1, paths.labels, entry.removeprefix(LABELS_ENTRY), sha, "waiting")
              for sha, entry, at in book.labels_waiting(before=arrived)
-             if entry != own_entry and holds(paths.labels / entry.removeprefix(LABELS_ENTRY), sha, at)]
-    if order == "arrival":  # queue_before reads the incoming folder already
+             if sha not in tried and entry != own_entry
+             and holds(paths.labels / entry.removeprefix(LABELS_ENTRY), sha, at)]
+    if order == "arrival" and not features_held:  # queue_before reads the incoming folder already
         found += [(at, 0, paths.incoming, name, sha, status)
-                  for sha, name, at, status in book.queue_before(arrived, paths.incoming)]
-    return [(folder, sha, name, status) for *_, folder, name, sha, status in sorted(found, key=lambda f: f[:2])]
+                  for sha, name, at, status in book.queue_before(arrived, paths.incoming, inclusive=True)
+                  if sha not in tried]
+    if not found:
+        return None
+    *_, folder, name, sha, status = min(found, key=lambda f: f[:2])
+    return folder, sha, name, status
+
+
+def _give_way(spec, paths, path: Path, own: str, arrived: float, began: float, log: RunLog,
+              me: str | None) -> dict[str, Any] | None:
+    """The answer of a labels run that gives the pipeline's turn up to pipelines waiting for a worker (see
+    :mod:`calmops.flows.fair_turns`), with features files that arrived before its file still to be decided, or
+    None to go on. Only when one of those has a queued run of its own, which takes the turn next: the labels file
+    stays *waiting*, announced again by the watcher, and is decided after them."""
+    left = [name for _sha, name, _at, _status in ledger(paths).queue_before(arrived, paths.incoming, inclusive=True)]
+    way = should_give_way(spec.name, paths.incoming, left, log, me)
+    if way is None or way.next_run is None:
+        return None
+    held = time.monotonic() - began
+    log.info("%s (%d queued run(s) scheduled behind them)", way.reason(held), step_back(way, log))
+    why = (f"waiting behind {left[0]}: the pipeline's turn was given up after {held:.0f} s to pipeline(s) "
+           f"{', '.join(way.starving)}, waiting for a worker, with {len(left)} features file(s) that arrived before "
+           f"this labels file left; flow run {way.next_run} takes the turn next and decides them, and the watcher "
+           "announces this file again")
+    return answered(spec, path, own, Decision.HELD, why, flow_run_id=me,
+                    details={"held_behind": left[0], "turn_given_up": {"to": list(way.starving),
+                                                                       "next_run": way.next_run}}).to_dict()
 
 
 def _decide(paths, log: RunLog, pipeline: str, path: Path, sha256: str | None, process) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 and ``calmops status NAME`` counts the ones waiting (docs/late-labels.md)."""
 
 import os
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from mlflow import MlflowClient
@@ -189,3 +190,101 @@ def test_a_labels_file_published_right_after_its_features_file_waits_for_it_whic
     # the features files' own runs come later: f1's finds it decided, f2's predicts it
     assert run("late", first)["decision"] == "duplicate"
     assert run("late", after)["decision"] == "predict_only"
+
+
+def _announced(book, path, name: str, at: float) -> None:
+    """A file given modification time ``at`` and announced as the watcher does."""
+    os.utime(path, (at, at))
+    book.arrive(sha256_of(path), name, arrival_time(path.stat().st_mtime_ns))
+
+
+def test_a_features_file_of_the_same_moment_and_a_labels_file_dropped_again_from_quarantine_wait_for_it(
+        prefect_server, late_spec):  # noqa: F811
+    """A features file and its labels with the same modification time (unpacked from a zip, copied with `cp -p`)
+    are decided features first. A labels file quarantined for coming before its features, moved back after them
+    (its modification time the old one), is decided after them: from when it came back. A features file moved
+    out while waiting is passed over without holding back the ones behind it."""
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    paths = pipeline_paths(late_spec)
+    book = ledger(paths)
+    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(4)]
+    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
+    now = os.stat(folder).st_mtime - 100  # written a while ago
+    same = write_csv(features(frames[1]), folder, "f1.csv")
+    its = write_csv(labels(frames[1]), labels_folder, "l1.csv")
+    _announced(book, same, "f1.csv", now + 1)
+    _announced(book, its, "labels/l1.csv", now + 1)  # the same moment
+    out = run("late", its)
+    assert out["decision"] != "rejected_input" and out["details"]["labels"]["matched"] == 500, out["reason"]
+    assert out["decided_in_turn"] == ["f1.csv"]
+
+    early = write_csv(labels(frames[3]), labels_folder, "l3.csv")  # before its features: quarantined
+    _announced(book, early, "labels/l3.csv", now + 2)
+    assert run("late", early)["decision"] == "rejected_input"
+    gone = write_csv(features(frames[2]), folder, "moved.csv")  # will be moved out before its turn
+    late = write_csv(features(frames[3]), folder, "f3.csv")
+    _announced(book, gone, "moved.csv", now + 3)
+    _announced(book, late, "f3.csv", now + 4)
+    gone.rename(folder.parent / "moved-out.csv")
+    back = (paths.quarantine / "l3.csv").rename(labels_folder / "l3.csv")  # keeps its old modification time
+    assert back.stat().st_mtime == now + 2
+    book.arrive(sha256_of(back), "labels/l3.csv", arrival_time(back.stat().st_mtime_ns), labels_folder, at=back)
+    again = run("late", back)
+    assert again["decision"] != "rejected_input" and again["details"]["labels"]["matched"] == 500, again["reason"]
+    assert again["decided_in_turn"] == ["f3.csv"]  # the moved file passed over, not holding f3.csv back
+    assert "moved.csv was not decided here" not in (paths.logs / "pipeline.log").read_text()
+
+
+def test_a_labels_run_started_by_a_worker_gives_the_turn_up_to_a_starved_pipeline(prefect_server, late_spec,  # noqa: F811
+                                                                                  monkeypatch):
+    """Two features files wait before a labels file; another pipeline's run has waited a minute for a worker and
+    the second features file has a queued run. The labels run, started by a worker with its turn budget spent,
+    decides the first features file, then gives the turn up: its file stays waiting (held), the features file's
+    queued run is sent behind the starved one and decides it, and the labels file, announced again, joins all
+    its rows."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from calmops.core.names import TAG, pipeline_tag
+    from tests.flows.test_fair_turns import queue_as_the_automation, run_queued
+
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    paths = pipeline_paths(late_spec)
+    book = ledger(paths)
+    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(3)]
+    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
+    now = os.stat(folder).st_mtime
+    one, two = (write_csv(features(frames[i]), folder, f"f{i}.csv") for i in (1, 2))
+    both = write_csv(labels(frames[1], frames[2]), labels_folder, "l.csv")
+    for i, (path, name) in enumerate([(one, "f1.csv"), (two, "f2.csv"), (both, "labels/l.csv")], 1):
+        _announced(book, path, name, now + i)
+    monkeypatch.setenv("CALMOPS_TURN_BUDGET", "0.001")
+
+    @flow(name="calmops-fair-turn-stand-in")
+    def stand_in(pipeline: str, path: str) -> None:  # never run: only its queued runs are listed
+        return None
+
+    due = datetime.now(UTC) - timedelta(seconds=60)
+    with get_client(sync_client=True) as client:
+        made = [client.create_flow_run(stand_in, parameters={"pipeline": "starved",
+                                                             "path": "/data/pipelines/starved/incoming/x.csv"},
+                                       tags=[TAG, pipeline_tag("starved")], state=Scheduled(scheduled_time=due)),
+                queue_as_the_automation("late", two, due)]
+    try:
+        held = run_queued(queue_as_the_automation("late", both))
+        assert held["decision"] == "held" and held["decided_in_turn"] == ["f1.csv"], held["reason"]
+        assert held["details"]["turn_given_up"]["to"] == ["starved"] and held["details"]["held_behind"] == "f2.csv"
+        assert book.status(sha256_of(both)) == "waiting" and both.exists()
+        assert book.status(sha256_of(two)) == "waiting"
+        with get_client(sync_client=True) as client:
+            queued = client.read_flow_run(made[1].id)
+        assert "behind pipeline(s) starved" in queued.state.message
+        assert run_queued(queued)["decision"] == "predict_only"  # f2.csv, when a worker takes its run
+        monkeypatch.delenv("CALMOPS_TURN_BUDGET")
+        joined = run("late", both)  # announced again
+        assert joined["decision"] != "rejected_input" and joined["details"]["labels"]["matched"] == 1000
+    finally:
+        with get_client(sync_client=True) as client:
+            for r in made:
+                client.delete_flow_run(r.id)
