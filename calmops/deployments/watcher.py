@@ -563,11 +563,13 @@ class Watcher:
         """Announce the folder's waiting files, oldest first. With ``coalesce`` and ``order: arrival`` at most
         one: the run of the oldest waiting file decides, in its turn, every file that arrived after it (their
         arrival is recorded), so one announcement is enough, and none while a run of the pipeline is queued or
-        running, or while the oldest waits for the breaker."""
+        running, or while the oldest waits for the breaker (the arrival of the files behind is recorded then too:
+        files copied in while the watcher was down take their place in the queue of the runs left queued)."""
         states = read_ledger_states(watched.ledger)
         one_turn = coalesce and watched.order == "arrival"
         breaker_checked: bool | None = None
         live: Any = _UNASKED
+        behind = False  # the files left are decided in the turn of a run announced, queued or running
         paused, paused_read = False, -math.inf  # read when a file is to be announced, again only a second later
         # (a scan that hashes large files takes a while: a pause given meanwhile stops it within a second)
 
@@ -624,34 +626,34 @@ class Watcher:
                     if not (live and str(path) in live) and not (live is None and told and not force):
                         announce(path, st, sha)
                 continue
-            if announced and one_turn:  # decided in the turn of the run just announced
-                self._record_arrival(watched, path, sha, arrival_time(st[1]))
+            if (announced or behind) and one_turn:  # decided in the turn of the run just announced, or live
+                if announced or status is None:
+                    self._record_arrival(watched, path, sha, arrival_time(st[1]))
                 continue
             if status == "in_progress":
-                if one_turn:
-                    break  # a live run holds the pipeline's turn and goes on with the files behind
+                behind = one_turn  # a live run holds the pipeline's turn and goes on with the files behind
                 continue  # a live run has it (an orphaned claim is announced again)
             if status == "pending":
                 if breaker_checked is None:
                     breaker_checked = self.breaker_ready(watched.pipeline)
                 if not breaker_checked:
-                    if one_turn:
-                        break  # the files behind it are held until it is decided
+                    behind = one_turn  # the files behind it are held until it is decided
                     continue
             with self._lock:
                 last = self._emitted.get(path)
             if last and last[0] == sha and not force and now - last[1] < self._reemit_delay(last[2], status):
-                if one_turn:
-                    break
+                behind = one_turn
                 continue
             if live is _UNASKED:
                 live = self.live_paths(watched.pipeline)
             if live is None and last and not force:
-                if one_turn:
-                    break
+                behind = one_turn
                 continue  # cannot tell whether its run is still queued: wait for a clearer moment
             if one_turn and live and any(self._will_take_turn(Path(p), states, queued) for p, queued in live.items()):
-                break  # a queued or running run of the pipeline will take its turn
+                behind = True  # a queued or running run of the pipeline will take its turn
+                if status is None:
+                    self._record_arrival(watched, path, sha, arrival_time(st[1]))
+                continue
             if not one_turn and live and str(path) in live:
                 continue  # a run is queued or running for it
             if announce(path, st, sha):

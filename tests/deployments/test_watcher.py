@@ -493,6 +493,26 @@ def test_in_arrival_order_a_scan_announces_only_the_oldest_waiting_file_and_queu
     assert rec.names() == ["c.csv", "c.csv"]
 
 
+def test_files_copied_in_while_the_watcher_was_down_take_their_place_behind_a_queued_run(stream_spec):
+    """a.csv was announced before the watcher stopped, and its run is still queued; b.csv and c.csv were copied
+    in meanwhile. The scan announces nothing (a.csv's run takes the turn) and records their arrival, so that
+    run decides them in order, before files that come later (they were decided after those)."""
+    from calmops.core.store import arrival_time, ledger, pipeline_paths
+
+    folder = incoming(stream_spec)
+    book = ledger(pipeline_paths(stream_spec))
+    for i, name in enumerate(["a.csv", "b.csv", "c.csv"]):
+        (folder / name).write_text(f"x1,y\n{i},0\n")
+        age(folder / name, 120 - 30 * i)
+    book.arrive(sha(b"x1,y\n0,0\n"), "a.csv", arrival_time((folder / "a.csv").stat().st_mtime_ns))
+    live = {str(folder / "a.csv"): True}  # queued, not started
+    rec = Recorder()
+    with make_watcher(rec, live_paths=lambda name: dict(live)) as watcher:
+        assert watcher.scan(force=True) == []
+        until(lambda: [name for _, name, _ in book.queue()] == ["a.csv", "b.csv", "c.csv"])
+    assert rec.names() == []
+
+
 def test_in_arrival_order_files_behind_one_waiting_for_the_breaker_are_not_announced(stream_spec):
 
     folder = incoming(stream_spec)
