@@ -619,12 +619,17 @@ class Ledger:
                 if incoming is None or holds(incoming / file, sha, arrived)]
 
     def labels_waiting(self, before: float) -> list[tuple[str, str, float]]:
-        """(sha256, ledger name, arrival) of the labels files announced and not yet taken (``waiting``) that arrived
-        before ``before``, oldest first: what a labels run decides before its own file."""
+        """(sha256, ledger name, arrival) of the labels files announced and not yet taken (``waiting``), or taken by
+        a run that ended without deciding them (an orphaned claim), that arrived before ``before``, oldest first:
+        what a labels run decides before its own file."""
+        now = time.time()
         with closing(self._connect()) as con:
-            return [tuple(row) for row in con.execute(
-                f"SELECT sha256, file, arrived FROM {self.t} WHERE status='waiting' AND file LIKE ? AND arrived < ? "
-                f"ORDER BY arrived, {self.table.order_column}", (f"{LABELS_ENTRY}%", before)).fetchall()]
+            rows = con.execute(f"SELECT sha256, file, arrived, status, owner_host, owner_pid, owner_start, "
+                               f"COALESCE(heartbeat, claimed_at), run_id FROM {self.t} "
+                               "WHERE status IN ('waiting', 'in_progress') AND file LIKE ? AND arrived < ? "
+                               f"ORDER BY arrived, {self.table.order_column}", (f"{LABELS_ENTRY}%", before)).fetchall()
+        return [(sha, file, arrived) for sha, file, arrived, status, *rest in rows
+                if status == "waiting" or Claim(status, *rest).orphaned(self.lease, now)]
 
     def held_behind(self, incoming: Path | None = None) -> str | None:
         """The file that holds others back: the oldest one still to be decided that has been tried (it is

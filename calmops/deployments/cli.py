@@ -409,7 +409,14 @@ LEDGER_FIELDS = ("files_done", "files_pending", "files_running", "files_orphaned
 def _ledger_counts(spec: Any, paths: Any) -> dict[str, Any]:
     """The :data:`LEDGER_FIELDS` of a pipeline's status row; raises what the state database raises."""
     from calmops.core.awaiting import Awaiting
-    from calmops.core.store import has_ledger, incoming_files, ledger, ledger_name, pending_files
+    from calmops.core.store import (
+        LABELS_ENTRY,
+        has_ledger,
+        incoming_files,
+        ledger,
+        ledger_name,
+        pending_files,
+    )
 
     book = ledger(paths) if has_ledger(paths) else None
     entries = book.entries() if book else []
@@ -424,9 +431,11 @@ def _ledger_counts(spec: Any, paths: Any) -> dict[str, Any]:
         "files_done": sum(e["status"] == "done" for e in entries),
         "files_pending": len(pending),
         "files_running": sum(state == "in_progress" for state in states.values()),
-        # a claim whose file left incoming is not taken again (the pipeline's turn passes over it)
+        # a claim whose file left incoming is not taken again (the pipeline's turn passes over it); a labels file's
+        # while it is in the labels folder
         "files_orphaned": sum(state == "orphaned" for _sha, _file, state in book.queue(paths.incoming))
-        if book else 0,
+        + sum(states.get(e["sha256"]) == "orphaned" and e["file"].startswith(LABELS_ENTRY) and paths.labels is not None
+              and (paths.labels / e["file"].removeprefix(LABELS_ENTRY)).exists() for e in entries) if book else 0,
         # a file moved out of incoming holds nothing back: the pipeline's turn passes over it
         "held_behind": book.held_behind(paths.incoming) if book and spec.order == "arrival" else None,
         # files a run may take (not temporary names) that are neither pending nor taken by a run

@@ -288,3 +288,35 @@ def test_a_labels_run_started_by_a_worker_gives_the_turn_up_to_a_starved_pipelin
         with get_client(sync_client=True) as client:
             for r in made:
                 client.delete_flow_run(r.id)
+
+
+def test_a_labels_file_whose_run_was_killed_is_counted_orphaned_and_decided_before_a_newer_one(prefect_server,
+                                                                                              late_spec):  # noqa: F811
+    """l1's run was killed while it decided it (its claim orphaned); l2 came after. `calmops status` counts l1
+    as an orphaned claim (it counted nothing), and l2's run decides l1 first (it passed over it)."""
+    import sqlite3
+    import subprocess
+
+    from calmops.deployments.cli import _summaries
+
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    paths = pipeline_paths(late_spec)
+    book = ledger(paths)
+    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(3)]
+    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
+    for i in (1, 2):
+        assert run("late", write_csv(features(frames[i]), folder, f"f{i}.csv"))["decision"] == "predict_only"
+    now = os.stat(folder).st_mtime - 100
+    killed, newer = (write_csv(labels(frames[i]), labels_folder, f"l{i}.csv") for i in (1, 2))
+    _announced(book, killed, "labels/l1.csv", now + 1)
+    _announced(book, newer, "labels/l2.csv", now + 2)
+    digest = sha256_of(killed)
+    assert book.claim(digest, "labels/l1.csv", "run")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with sqlite3.connect(book.path) as con:  # its process was killed: the claim is orphaned
+        con.execute("UPDATE files SET owner_pid=?, owner_start=NULL WHERE sha256=?", (dead.pid, digest))
+    assert _summaries(["late"])[0]["files_orphaned"] == 1
+    out = run("late", newer)
+    assert out["decision"] != "rejected_input" and out["decided_in_turn"] == ["labels/l1.csv"], out["reason"]
+    assert book.status(digest) == "done" and _summaries(["late"])[0]["files_orphaned"] == 0
