@@ -625,13 +625,16 @@ def ended(outcome: dict[str, Any]) -> Any:
 
 
 def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
-                 process: Callable[[RunContext, registry.Champion | None, Batch], RunOutcome]) -> dict[str, Any]:
+                 process: Callable[[RunContext, registry.Champion | None, Batch], RunOutcome],
+                 before_each: Callable[[float], list[str]] | None = None) -> dict[str, Any]:
     """Decide the pipeline's files in arrival order (spec ``order: arrival``, the default), whatever order
     Prefect starts the runs in: holding the pipeline's turn, decide every file that arrived before this one,
     oldest first, then this one, then those that arrived after it (until the turn gives way to pipelines
     waiting for a worker: :mod:`calmops.flows.fair_turns`). A file that fails, or waits for the breaker, holds
     the files behind it: their runs end ``held`` and they wait in the ledger. With ``order: none`` (or a file
-    outside the incoming folder) only this file is decided.
+    outside the incoming folder) only this file is decided. ``before_each`` (the stream kind's, with late labels:
+    :func:`calmops.flows.labels.labels_before`) is called with each file's arrival before it is decided, and
+    names the other files it decided.
     """
     spec = read_spec(pipeline)
     paths = pipeline_paths(spec).ensure()
@@ -651,6 +654,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
     me = current_flow_run_id()
     budget = turn_budget() if started_by_a_worker() else 0.0  # a run by hand holds no worker slot
     given_up: tuple[GiveWay, dict[str, str], float] | None = None  # why the turn ended early, the files left, when
+    in_turn: list[str] = []  # the other files decided in this turn, in the order decided (labels files too)
     with pipeline_turn(paths, log):
         began = next_look = time.monotonic()
         tried: set[str] = set()
@@ -683,6 +687,8 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
             if sha != digest and (why := not_now(spec.name, status)) is not None:
                 blocker = name
             else:
+                if before_each is not None and (at := book.arrival(sha)) is not None:
+                    in_turn += before_each(at)  # labels files that came before it
                 try:
                     outcome = run_one_file(pipeline, file, sha, process)
                 except RunFailed as exc:
@@ -704,6 +710,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
                     if book.status(sha) != "pending":
                         if name != path.name:
                             decided[name] = sha
+                            in_turn.append(name)
                             cancel_redundant_runs(spec.name, paths.incoming, decided, me, log)
                         continue
                     blocker, why = name, "waiting for the circuit breaker"
@@ -716,7 +723,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
         return _handed_over(spec, path, digest, *given_up, flow_run_id=me)
     if target is None:  # decided meanwhile by another run
         return run_one_file(pipeline, path, sha256, process)
-    return {**target, "decided_in_turn": list(decided)} if decided else target  # in arrival order
+    return {**target, "decided_in_turn": in_turn} if in_turn else target  # in arrival order
 
 
 def answer_if_paused(spec: PipelineSpec, path: Path, sha256: str | None, pause: Pause | None = None,

@@ -16,6 +16,7 @@ deleted (their ids stay counted).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,37 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
         log.warning("%s was decided while features files that arrived before it still wait (%s): ids of their "
                     "rows find no prediction yet", path.name, held_back)
     return answer(outcome)
+
+
+def labels_before(pipeline: str, process) -> Callable[[float], list[str]]:
+    """What a features file's run does, in the pipeline's turn, before each file it decides (its arrival): decide
+    the labels files that arrived before it and wait still, oldest first, so that a features file published after
+    a labels file is predicted by the model those labels made (see :func:`calmops.flows.common.run_in_order`).
+    Returns the ledger names of those it decided; one that fails is left to its own run's retries."""
+    spec = read_spec(pipeline)
+    paths = pipeline_paths(spec)
+    if paths.labels is None:
+        return lambda arrived: []
+    log = RunLog(spec.name, paths.logs)
+
+    def before(arrived: float) -> list[str]:
+        decided: dict[str, str] = {}
+        for sha, entry, at in ledger(paths).labels_waiting(before=arrived):
+            older = paths.labels / entry.removeprefix(LABELS_ENTRY)
+            if not holds(older, sha, at):
+                continue  # moved away, or other bytes under that name now
+            log.info("deciding %s first: it arrived before the next features file", entry)
+            try:
+                _decide(paths, log, pipeline, older, sha, process)
+            except Exception as exc:  # noqa: BLE001 - recorded (a failed run is pending); its own run retries it
+                log.warning("%s was not decided here (%s); its own run takes it", older.name,
+                            (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+                continue
+            decided[older.name] = sha
+            cancel_redundant_runs(spec.name, paths.labels, decided, current_flow_run_id(), log)
+        return [f"{LABELS_ENTRY}{name}" for name in decided]
+
+    return before
 
 
 def _next_before(paths, order: str, own_entry: str, arrived: float, tried: set[str],

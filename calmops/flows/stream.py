@@ -28,7 +28,7 @@ from calmops.flows.common import (
     write_batch_predictions,
     write_predictions_of,
 )
-from calmops.flows.labels import is_labels_file, run_labels_file
+from calmops.flows.labels import is_labels_file, labels_before, run_labels_file
 from calmops.tasks.drift import start_monitoring
 from calmops.tasks.evaluate import (
     compare_on_holdout,
@@ -58,7 +58,7 @@ def stream_flow(pipeline: str, path: str, sha256: str | None = None) -> dict[str
     file: joined to the rows it labels, then the same steps)."""
     if is_labels_file(pipeline, path):
         return ended(run_labels_file(pipeline, path, sha256, process_stream_file))
-    return ended(run_in_order(pipeline, path, sha256, process_stream_file))
+    return ended(run_in_order(pipeline, path, sha256, process_stream_file, labels_before(pipeline, process_stream_file)))
 
 
 def process_stream_file(ctx: RunContext, champion: registry.Champion | None, batch: Batch) -> RunOutcome:

@@ -320,3 +320,27 @@ def test_a_labels_file_whose_run_was_killed_is_counted_orphaned_and_decided_befo
     out = run("late", newer)
     assert out["decision"] != "rejected_input" and out["decided_in_turn"] == ["labels/l1.csv"], out["reason"]
     assert book.status(digest) == "done" and _summaries(["late"])[0]["files_orphaned"] == 0
+
+
+def test_a_features_file_that_came_after_a_labels_file_is_decided_after_it_whichever_run_starts_first(
+        prefect_server, late_spec):  # noqa: F811
+    """l1 (the labels of f1) comes, then f2: f2's run takes the turn first and decides l1 before f2, so f2 is
+    predicted by the model l1's labels made, as their arrival says (f2 was decided first under load)."""
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    paths = pipeline_paths(late_spec)
+    book = ledger(paths)
+    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(3)]
+    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
+    assert run("late", write_csv(features(frames[1]), folder, "f1.csv"))["decision"] == "predict_only"
+    now = os.stat(folder).st_mtime - 100
+    first = write_csv(labels(frames[1]), labels_folder, "l1.csv")
+    then = write_csv(features(frames[2]), folder, "f2.csv")
+    _announced(book, first, "labels/l1.csv", now + 1)
+    _announced(book, then, "f2.csv", now + 2)
+    shas = {"l1": sha256_of(first), "f2": sha256_of(then)}
+    out = run("late", then)
+    assert out["decision"] == "predict_only" and out["decided_in_turn"] == ["labels/l1.csv"], out["reason"]
+    claimed = {e["sha256"]: e["claimed_at"] for e in book.entries()}
+    assert book.status(shas["l1"]) == "done" and claimed[shas["l1"]] < claimed[shas["f2"]]
+    assert "deciding labels/l1.csv first: it arrived before the next features file" in \
+        (paths.logs / "pipeline.log").read_text()
