@@ -794,7 +794,9 @@ def read_verdicts(recorded: dict[str, dict | None]) -> tuple[dict[str, DriftVerd
 
 
 def performance_frame(verdicts: dict[str, DriftVerdict | None], labels: dict[str, str]) -> pd.DataFrame:
-    """The champion's score per run against its score at promotion, and the decay test over its files."""
+    """The champion's score per run against its score at promotion, and the decay test over its files. A drop
+    beyond the tolerance is drift only when the fall (``at_promotion`` − ``now``, in the metric's units) is beyond
+    ``noise_band`` too: what the two estimates' sampling error explains (rates only; blank otherwise)."""
     rows = []
     for run_id, label in labels.items():
         verdict = verdicts.get(run_id)
@@ -802,10 +804,12 @@ def performance_frame(verdicts: dict[str, DriftVerdict | None], labels: dict[str
         if perf:
             decay = verdict.decay  # None in a record made before the decay test: blank cells
             rows.append({"run": label, "metric": perf.metric, "now": perf.now, "at_promotion": perf.at_promotion,
-                         "relative_drop": perf.relative_drop, "tolerance": perf.tolerance, "drift": perf.drift,
+                         "relative_drop": perf.relative_drop, "tolerance": perf.tolerance,
+                         "noise_band": perf.noise_band, "drift": perf.drift,
                          "threshold_failures": "; ".join(perf.threshold_failures),
                          **{column: getattr(decay, field) if decay else None for column, field in DECAY_COLUMNS}})
-    return pd.DataFrame(rows, columns=["run", "metric", "now", "at_promotion", "relative_drop", "tolerance", "drift",
+    return pd.DataFrame(rows, columns=["run", "metric", "now", "at_promotion", "relative_drop", "tolerance",
+                                       "noise_band", "drift",
                                        "threshold_failures", "decay_files", "decay_p_value", "decay_decline",
                                        "decay"])
 

@@ -61,7 +61,7 @@ def test_multivariate_concept_and_performance_frames():
                                                                          "first_alarm_row": 12,
                                                                          "status": {"drift": True}}}},
                       "performance": {"metric": "accuracy", "now": 0.8, "at_promotion": 0.9,
-                                      "relative_drop": 0.11, "tolerance": 0.05, "drift": True,
+                                      "relative_drop": 0.11, "tolerance": 0.05, "noise_band": 0.04, "drift": True,
                                       "threshold_failures": ["accuracy 0.80 < min 0.85"]},
                       "decay": {"alarm": True, "files": 5, "p_value": 0.008, "relative_decline": 0.06}},
                 "b": None}
@@ -70,6 +70,7 @@ def test_multivariate_concept_and_performance_frames():
     assert concept.iloc[0][["detector", "alarm", "first_alarm_row"]].tolist() == ["adwin", 1, 12]  # of f1's rows
     perf = data.performance_frame(verdicts, {"a": "f1", "b": "f2"})
     assert len(perf) == 1 and perf.iloc[0]["threshold_failures"] == "accuracy 0.80 < min 0.85"
+    assert perf.iloc[0]["noise_band"] == 0.04  # why a drop beyond the tolerance can still be no drift
     assert perf.iloc[0][["decay_files", "decay_decline", "decay"]].tolist() == [5, 0.06, True]
 
 

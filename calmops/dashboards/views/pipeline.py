@@ -216,6 +216,9 @@ def drift_tab(conn, name, runs, reg, prefect_problem) -> None:
         ui.show_frame(perf, key="perf_drift", column_config={
             "relative_drop": st.column_config.NumberColumn(format="percent"),
             "tolerance": st.column_config.NumberColumn(format="percent"),
+            "noise_band": st.column_config.NumberColumn(
+                help="A fall (at_promotion − now, in the metric's units) within this band is what sampling error "
+                     "explains: no drift, whatever the relative drop"),
             "decay_decline": st.column_config.NumberColumn(format="percent")})
 
 
