@@ -179,6 +179,7 @@ class ErrorLevelEstimator:
     sq_mean: list[float]
     sq_var: list[float]
     reference_rows: int
+    level_rows: list[int] | None = None  # reference rows behind each level's means (None: a state made before)
 
     @classmethod
     def fit(cls, predictions: Any, y: Any, *, bins: int = 10, min_rows: int = 30) -> ErrorLevelEstimator:
@@ -190,7 +191,7 @@ class ErrorLevelEstimator:
         edges = np.unique(np.quantile(pred, np.linspace(0, 1, n_bins + 1)[1:-1])) if n_bins > 1 else np.array([])
         level = np.searchsorted(edges, pred, side="right")
         filled = [b for b in range(len(edges) + 1) if np.any(level == b)]
-        stats = {"abs_mean": [], "abs_var": [], "sq_mean": [], "sq_var": []}
+        stats: dict[str, list] = {"abs_mean": [], "abs_var": [], "sq_mean": [], "sq_var": [], "level_rows": []}
         for b in range(len(edges) + 1):
             # a level no reference row fell in borrows its nearest filled level's errors (never "no error")
             rows = level == min(filled, key=lambda f: abs(f - b))
@@ -198,6 +199,7 @@ class ErrorLevelEstimator:
             for key, v in (("abs", a), ("sq", s)):
                 stats[f"{key}_mean"].append(float(v.mean()))
                 stats[f"{key}_var"].append(float(v.var()) if len(v) > 1 else 0.0)
+            stats["level_rows"].append(int(rows.sum()))
         return cls(edges=[float(e) for e in edges], reference_rows=len(pred), **stats)
 
     def estimate(self, predictions: Any) -> dict[str, Estimate]:
@@ -206,10 +208,17 @@ class ErrorLevelEstimator:
         if n == 0:
             return {}
         level = np.searchsorted(np.asarray(self.edges), pred, side="right")
+        share = np.bincount(level, minlength=len(self.abs_mean)) / n  # of the batch's rows at each level
+        behind = np.asarray(self.level_rows or [max(1, self.reference_rows // len(self.abs_mean))] * len(self.abs_mean),
+                            dtype=np.float64)
 
         def mean_and_band(mean, var):
+            """The batch's expected error, and its 95 % band: the rows' own spread around their level's mean, and
+            the uncertainty of each level's mean, learnt from its reference rows (a few dozen on a small file's
+            holdout: most of the band then)."""
+            var = np.asarray(var, dtype=np.float64)
             value = float(np.asarray(mean)[level].mean())
-            half = 1.96 * math.sqrt(float(np.asarray(var)[level].sum())) / n
+            half = 1.96 * math.sqrt(float(var[level].sum()) / n**2 + float((share**2 * var / behind).sum()))
             return value, value - half, value + half
 
         mae, mae_low, mae_high = mean_and_band(self.abs_mean, self.abs_var)
