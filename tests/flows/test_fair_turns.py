@@ -158,6 +158,21 @@ def queue_as_the_automation(pipeline: str, path: Path, due: datetime | None = No
             state=Scheduled(scheduled_time=due or datetime.now(UTC)))
 
 
+def starved_run(client, due: datetime):
+    """Another pipeline's run, waiting for a worker since ``due`` (a stand-in flow: only its queued run is
+    listed, it is never run)."""
+    from prefect import flow
+    from prefect.states import Scheduled
+
+    @flow(name="calmops-fair-turn-stand-in")
+    def stand_in(pipeline: str, path: str) -> None:
+        return None
+
+    return client.create_flow_run(stand_in, parameters={"pipeline": "starved",
+                                                       "path": "/data/pipelines/starved/incoming/x.csv"},
+                                  tags=[TAG, pipeline_tag("starved")], state=Scheduled(scheduled_time=due))
+
+
 def run_queued(flow_run) -> dict:
     """A queued run of a deployment, as a worker starts it (run here)."""
     from prefect.flow_engine import run_flow
@@ -183,26 +198,16 @@ def test_a_turn_gives_way_then_the_queued_run_decides_the_rest_in_arrival_order(
     queued run (``d.csv`` has none, as if a scan had found it), so that turn announces the oldest file left,
     ``c.csv`` (the watcher's event, what makes a run through the pipeline's automation), and its run ends
     ``held``, the file waiting. The announced run then decides ``c.csv`` and ``d.csv``."""
-    from prefect import flow
     from prefect.client.orchestration import get_client
-    from prefect.states import Scheduled
 
     from tests.flows.helpers import incoming, run
     from tests.flows.test_arrival_order import arrive, claim_order
 
     monkeypatch.setenv("CALMOPS_TURN_BUDGET", "0.001")
     book, files = arrive(incoming("sea"), ["a.csv", "b.csv", "c.csv", "d.csv"])
-
-    @flow(name="calmops-fair-turn-stand-in")
-    def stand_in(pipeline: str, path: str) -> None:  # never run: only its queued runs are listed
-        return None
-
     due = datetime.now(UTC) - timedelta(seconds=60)
     with get_client(sync_client=True) as client:
-        made = [client.create_flow_run(stand_in, parameters={"pipeline": "starved",
-                                                             "path": "/data/pipelines/starved/incoming/x.csv"},
-                                       tags=[TAG, pipeline_tag("starved")], state=Scheduled(scheduled_time=due)),
-                queue_as_the_automation("sea", files["c.csv"], due)]
+        made = [starved_run(client, due), queue_as_the_automation("sea", files["c.csv"], due)]
     try:
         first = run_as_a_worker("sea", files["a.csv"])
         assert first["file"] == "a.csv" and first["decision"] == "train"  # the pipeline's first model

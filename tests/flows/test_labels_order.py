@@ -242,12 +242,9 @@ def test_a_labels_run_started_by_a_worker_gives_the_turn_up_to_a_starved_pipelin
     decides the first features file, then gives the turn up: its file stays waiting (held), the features file's
     queued run is sent behind the starved one and decides it, and the labels file, announced again, joins all
     its rows."""
-    from prefect import flow
     from prefect.client.orchestration import get_client
-    from prefect.states import Scheduled
 
-    from calmops.core.names import TAG, pipeline_tag
-    from tests.flows.test_fair_turns import queue_as_the_automation, run_queued
+    from tests.flows.test_fair_turns import queue_as_the_automation, run_queued, starved_run
 
     folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
     paths = pipeline_paths(late_spec)
@@ -261,16 +258,9 @@ def test_a_labels_run_started_by_a_worker_gives_the_turn_up_to_a_starved_pipelin
         _announced(book, path, name, now + i)
     monkeypatch.setenv("CALMOPS_TURN_BUDGET", "0.001")
 
-    @flow(name="calmops-fair-turn-stand-in")
-    def stand_in(pipeline: str, path: str) -> None:  # never run: only its queued runs are listed
-        return None
-
     due = datetime.now(UTC) - timedelta(seconds=60)
     with get_client(sync_client=True) as client:
-        made = [client.create_flow_run(stand_in, parameters={"pipeline": "starved",
-                                                             "path": "/data/pipelines/starved/incoming/x.csv"},
-                                       tags=[TAG, pipeline_tag("starved")], state=Scheduled(scheduled_time=due)),
-                queue_as_the_automation("late", two, due)]
+        made = [starved_run(client, due), queue_as_the_automation("late", two, due)]
     try:
         held = run_queued(queue_as_the_automation("late", both))
         assert held["decision"] == "held" and held["decided_in_turn"] == ["f1.csv"], held["reason"]
