@@ -240,7 +240,7 @@ def _processed_before(spec: PipelineSpec, paths: PipelinePaths, book: Ledger, lo
         log.info("%s has the same content as %s, already processed; %s to %s", path.name, first,
                  "copied" if copy else "moved", placed.relative_to(paths.root))
     return answered(spec, path, digest, Decision.DUPLICATE, "same content already processed",
-                     flow_run_id=flow_run_id, details=details)
+                    flow_run_id=flow_run_id, details=details)
 
 
 def processed_before(pipeline: str, path: Path, digest: str) -> RunOutcome:
@@ -268,18 +268,18 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         target = quarantine(paths, path, None, special)
         log.warning("refused %s: %s (moved to %s)", path.name, special, target)
         return answered(spec, path, None, "rejected_input", special, flow_run_id=flow_run_id,
-                         details={"quarantined_as": str(target)})
+                        details={"quarantined_as": str(target)})
     if (content := content_of(path)) is None:
         done = sha256 and book.status(sha256) == "done"
         if done or (paths.processed / bounded_name(path.name)).exists():
             log.info("%s was processed already (duplicate event); nothing to do", path.name)
             return answered(spec, path, sha256, Decision.DUPLICATE, "already processed (duplicate event)",
-                             flow_run_id=flow_run_id, details=_duplicate_of(book, sha256))
+                            flow_run_id=flow_run_id, details=_duplicate_of(book, sha256))
         if sha256 and book.status(sha256) == "gone" and book.decision(sha256) == "rejected_input":
             # decided in another run's turn and quarantined there (its bytes may be dropped again)
             log.info("%s was quarantined by another run; nothing to do", path.name)
             return answered(spec, path, sha256, Decision.DUPLICATE, "already decided by another run (quarantined)",
-                             flow_run_id=flow_run_id, details=_duplicate_of(book, sha256))
+                            flow_run_id=flow_run_id, details=_duplicate_of(book, sha256))
         raise FileNotFoundError(f"{path} does not exist (and was not processed before)")
     digest, arrived = content
     # what a run that died holding this content left open, and the MLflow run of a failed try (maybe not ended)
@@ -290,12 +290,12 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
         if book.status(digest) == "done":
             return _processed_before(spec, paths, book, log, path, digest, flow_run_id)
         return answered(spec, path, digest, Decision.DUPLICATE, "same content is being processed by another run",
-                         flow_run_id=flow_run_id, details=_duplicate_of(book, digest))
+                        flow_run_id=flow_run_id, details=_duplicate_of(book, digest))
     if set_aside is not None and not holds(path, digest, arrived):  # set aside by another run since it was read
         book.finish(digest, set_aside, status="gone")  # as that run left it: nothing to decide here
         log.info("%s was set aside by another run (%s); nothing to do", path.name, set_aside)
         return answered(spec, path, digest, Decision.DUPLICATE, f"already decided by another run ({set_aside})",
-                         flow_run_id=flow_run_id, details=_duplicate_of(book, digest))
+                        flow_run_id=flow_run_id, details=_duplicate_of(book, digest))
     book.keep_alive(digest)
     ctx = None
     try:
@@ -718,7 +718,7 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
                 break  # this file is decided; the files behind the blocker wait for it
             log.warning("%s is held: %s arrived before it and is %s", path.name, blocker, why)
             return answered(spec, path, digest, Decision.HELD, f"waiting behind {blocker} ({why})",
-                             flow_run_id=me, details={"held_behind": blocker}).to_dict()
+                            flow_run_id=me, details={"held_behind": blocker}).to_dict()
     if target is None and given_up is not None and digest in given_up[1].values():
         return _handed_over(spec, path, digest, *given_up, flow_run_id=me)
     if target is None:  # decided meanwhile by another run
@@ -735,7 +735,7 @@ def answer_if_paused(spec: PipelineSpec, path: Path, sha256: str | None, pause: 
     if sha256 is None and (content := content_of(path)) is not None:
         sha256 = content[0]
     return answered(spec, path, sha256, Decision.HELD, pause.said(spec.name),
-                     details={"paused_since": pause.since}, **kw).to_dict()
+                    details={"paused_since": pause.since}, **kw).to_dict()
 
 
 def _handed_over(spec: PipelineSpec, path: Path, sha256: str, way: GiveWay, left: dict[str, str], held: float,

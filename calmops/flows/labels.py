@@ -2,9 +2,9 @@
 decide the labelled batch with the stream's own steps.
 
 The labels file takes the pipeline's turn like any file and is claimed in the same ledger (same bytes twice:
-a duplicate), after the files that arrived before it. Its matched rows, features and labels, are the batch: the champion is scored on it (performance
-drift, decay, the concept detectors), retrained from it when the signals say so, and promoted through the same
-steps as any file. The predictions as they were made are scored, all together
+a duplicate), after the files that arrived before it. Its matched rows, features and labels, are the batch: the
+champion is scored on it (performance drift, decay, the concept detectors), retrained from it when the signals
+say so, and promoted through the same steps as any file. The predictions as they were made are scored, all together
 (``realized_<metric>`` in MLflow: the file's serving score in ``calmops history`` and the viewer) and per model
 version (``realized_v<N>_<metric>``). Unmatched, duplicate, late and already-labelled ids are counted in
 ``details.labels``; a labels file
