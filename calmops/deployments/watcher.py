@@ -617,7 +617,7 @@ class Watcher:
             sha = self._hash(path, st)
             status = states.get(sha)
             if status == "done":  # decided bytes left in the folder: a run answers them a duplicate and moves them
-                if self._left_behind(watched, path, sha, force):
+                if not behind and self._left_behind(watched, path, sha, force):  # (not while a run holds the turn)
                     if live is _UNASKED:
                         live = self.live_paths(watched.pipeline)
                     with self._lock:
@@ -627,7 +627,7 @@ class Watcher:
                         announce(path, st, sha)
                 continue
             if (announced or behind) and one_turn:  # decided in the turn of the run just announced, or live
-                if announced or status is None:
+                if announced or status in (None, "gone"):  # gone: dropped again from quarantine
                     self._record_arrival(watched, path, sha, arrival_time(st[1]))
                 continue
             if status == "in_progress":
@@ -651,7 +651,7 @@ class Watcher:
                 continue  # cannot tell whether its run is still queued: wait for a clearer moment
             if one_turn and live and any(self._will_take_turn(Path(p), states, queued) for p, queued in live.items()):
                 behind = True  # a queued or running run of the pipeline will take its turn
-                if status is None:
+                if status in (None, "gone"):
                     self._record_arrival(watched, path, sha, arrival_time(st[1]))
                 continue
             if not one_turn and live and str(path) in live:

@@ -169,6 +169,10 @@ def _drawn_metrics(calibrated_for: Any, predicted: np.ndarray, rng: np.random.Ge
     return {m: np.asarray(v) for m, v in out.items()}
 
 
+#: the fewest reference rows from which an error level's own spread is taken (fewer: the holdout's spread)
+_LEVEL_SPREAD_ROWS = 5
+
+
 @dataclass(frozen=True)
 class ErrorLevelEstimator:
     """A regressor's expected error by level of its prediction: the reference rows' errors in prediction bins."""
@@ -192,13 +196,15 @@ class ErrorLevelEstimator:
         level = np.searchsorted(edges, pred, side="right")
         filled = [b for b in range(len(edges) + 1) if np.any(level == b)]
         stats: dict[str, list] = {"abs_mean": [], "abs_var": [], "sq_mean": [], "sq_var": [], "level_rows": []}
+        pooled = {"abs": float(np.abs(resid).var(ddof=1)), "sq": float((resid ** 2).var(ddof=1))}
         for b in range(len(edges) + 1):
             # a level no reference row fell in borrows its nearest filled level's errors (never "no error")
             rows = level == min(filled, key=lambda f: abs(f - b))
             a, s = np.abs(resid[rows]), resid[rows] ** 2
             for key, v in (("abs", a), ("sq", s)):
                 stats[f"{key}_mean"].append(float(v.mean()))
-                stats[f"{key}_var"].append(float(v.var()) if len(v) > 1 else 0.0)
+                # a level of a few rows (tied predictions) cannot tell its own spread: the holdout's is used
+                stats[f"{key}_var"].append(float(v.var(ddof=1)) if len(v) >= _LEVEL_SPREAD_ROWS else pooled[key])
             stats["level_rows"].append(int(rows.sum()))
         return cls(edges=[float(e) for e in edges], reference_rows=len(pred), **stats)
 

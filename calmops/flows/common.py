@@ -689,6 +689,12 @@ def run_in_order(pipeline: str, path: str | Path, sha256: str | None,
             else:
                 if before_each is not None and (at := book.arrival(sha)) is not None:
                     in_turn += before_each(at)  # labels files that came before it
+                    if (pause := paused(spec.name)) is not None:  # paused while those were decided
+                        log.info("%s: this run decides no more of its files", pause.said(spec.name))
+                        if target is None:
+                            held = answer_if_paused(spec, path, digest, pause, flow_run_id=me)
+                            return {**held, "decided_in_turn": in_turn} if in_turn else held
+                        break
                 try:
                     outcome = run_one_file(pipeline, file, sha, process)
                 except RunFailed as exc:

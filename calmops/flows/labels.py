@@ -24,6 +24,7 @@ from calmops.core import registry
 from calmops.core.awaiting import Awaiting, keys_of
 from calmops.core.logs import RunLog
 from calmops.core.names import Decision
+from calmops.core.pause import paused
 from calmops.core.spec import TEXT_FORMATS
 from calmops.core.store import (
     LABELS_ENTRY,
@@ -151,6 +152,8 @@ def labels_before(pipeline: str, process) -> Callable[[float], list[str]]:
     def before(arrived: float) -> list[str]:
         decided: dict[str, str] = {}
         for sha, entry, at in ledger(paths).labels_waiting(before=arrived):
+            if paused(spec.name) is not None:
+                break  # the features run stops too, before its next file
             older = paths.labels / entry.removeprefix(LABELS_ENTRY)
             if not holds(older, sha, at):
                 continue  # moved away, or other bytes under that name now

@@ -505,11 +505,16 @@ def test_files_copied_in_while_the_watcher_was_down_take_their_place_behind_a_qu
         (folder / name).write_text(f"x1,y\n{i},0\n")
         age(folder / name, 120 - 30 * i)
     book.arrive(sha(b"x1,y\n0,0\n"), "a.csv", arrival_time((folder / "a.csv").stat().st_mtime_ns))
+    # and g.csv, quarantined before, moved back meanwhile (the same bytes: decided anew)
+    (folder / "g.csv").write_text("x1,y\n9,0\n")
+    age(folder / "g.csv", 75)
+    assert book.claim(sha(b"x1,y\n9,0\n"), "g.csv", "run")
+    book.finish(sha(b"x1,y\n9,0\n"), "rejected_input", status="gone")
     live = {str(folder / "a.csv"): True}  # queued, not started
     rec = Recorder()
     with make_watcher(rec, live_paths=lambda name: dict(live)) as watcher:
         assert watcher.scan(force=True) == []
-        until(lambda: [name for _, name, _ in book.queue()] == ["a.csv", "b.csv", "c.csv"])
+        until(lambda: [name for _, name, _ in book.queue()] == ["a.csv", "b.csv", "c.csv", "g.csv"])
     assert rec.names() == []
 
 

@@ -123,6 +123,17 @@ def test_the_error_band_of_a_small_holdout_covers_the_realized_error_as_often_as
     assert held / 300 >= 0.85, held / 300
 
 
+def test_a_level_of_one_reference_row_has_a_band_not_a_point():
+    """Tied predictions can leave a level with a single holdout row: its spread is unknown, not zero (the
+    band of a batch at that level was a point)."""
+    rng = np.random.default_rng(2)
+    pred = np.r_[np.zeros(30), [1.0], np.full(59, 2.0)]
+    estimator = ErrorLevelEstimator.fit(pred, pred + rng.normal(size=90))
+    assert 1 in estimator.level_rows
+    band = estimator.estimate(np.ones(500))["rmse"]
+    assert band.high - band.low > 0.2, band
+
+
 def test_a_state_saved_before_the_level_counts_still_estimates_with_a_band():
     rng = np.random.default_rng(1)
     x = rng.normal(size=300)

@@ -334,3 +334,39 @@ def test_a_features_file_that_came_after_a_labels_file_is_decided_after_it_which
     assert book.status(shas["l1"]) == "done" and claimed[shas["l1"]] < claimed[shas["f2"]]
     assert "deciding labels/l1.csv first: it arrived before the next features file" in \
         (paths.logs / "pipeline.log").read_text()
+
+
+def test_a_pause_given_while_a_features_run_decides_labels_files_first_stops_it_before_the_next_file(
+        prefect_server, late_spec, monkeypatch):  # noqa: F811
+    """l1 and l2 came before f2; f2's run decides l1, and the pipeline is paused meanwhile (`calmops pause`, as
+    the first labels file is decided): l2 and f2 are not decided, and wait for the resume."""
+    from calmops.core.pause import pause, resume
+    from calmops.flows import labels as labels_flow
+
+    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
+    paths = pipeline_paths(late_spec)
+    book = ledger(paths)
+    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(4)]
+    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
+    for i in (1, 2):
+        assert run("late", write_csv(features(frames[i]), folder, f"f{i}.csv"))["decision"] == "predict_only"
+    now = os.stat(folder).st_mtime - 100
+    one, two = (write_csv(labels(frames[i]), labels_folder, f"l{i}.csv") for i in (1, 2))
+    last = write_csv(features(frames[3]), folder, "f3.csv")
+    for i, (path, name) in enumerate([(one, "labels/l1.csv"), (two, "labels/l2.csv"), (last, "f3.csv")], 1):
+        _announced(book, path, name, now + i)
+    decide = labels_flow._decide
+
+    def decide_then_pause(*args, **kwargs):  # the user types `calmops pause late` while l1 is decided
+        try:
+            return decide(*args, **kwargs)
+        finally:
+            pause("late")
+
+    monkeypatch.setattr(labels_flow, "_decide", decide_then_pause)
+    out = run("late", last)
+    assert out["decision"] == "held" and out["decided_in_turn"] == ["labels/l1.csv"], out
+    assert book.status(sha256_of(two)) == "waiting" and book.status(sha256_of(last)) == "waiting"
+    monkeypatch.setattr(labels_flow, "_decide", decide)
+    resume("late")
+    assert run("late", last)["decided_in_turn"] == ["labels/l2.csv"]
