@@ -95,7 +95,9 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
             own, arrived = content
             own_entry = ledger_name(paths, path)  # known already when the watcher announced it; a first copy
             book.arrive(own, own_entry, arrived, paths.labels, at=path)  # under another name keeps its row
-            arrived = book.arrival(own) or arrived  # dropped again from quarantine: from when it came back
+            # dropped again from quarantine: from when it came back (the ledger's time, later than its own); a copy
+            # of bytes waiting under another name keeps its own time, so that the first copy is decided before it
+            arrived = max(arrived, book.arrival(own) or arrived)
             tried: set[str] = set()
             # read again before each file, as the pipeline's queue is: a file moved out or renamed meanwhile
             while (older := _next_before(paths, spec.order, own_entry, arrived, tried, held_back is not None)):
