@@ -145,13 +145,18 @@ def service_marker(name: str, settings: Settings) -> str:
     return f"{name}@{settings.run_dir.resolve()}"
 
 
+def _worker_limit(env: dict[str, str]) -> str:
+    """The most flow runs the worker takes at once, as given to ``prefect worker start --limit``."""
+    return env.get("CALMOPS_WORKER_LIMIT") or str(max(2, os.cpu_count() or 2))
+
+
 def _threads_per_run(env: dict[str, str]) -> dict[str, str]:
     """The OpenMP threads each flow run may use (``OMP_NUM_THREADS``, unless set): the cores shared by the runs
     the worker takes at once. Each model fit otherwise starts a thread per core (scikit-learn's histogram
     gradient boosting, the default model), and runs side by side then wait on each other's threads: on two
     cores a fit of a few hundred rows took seconds instead of a tenth of one (bench/threads.py)."""
     try:
-        limit = int(env.get("CALMOPS_WORKER_LIMIT") or max(2, os.cpu_count() or 2))
+        limit = int(_worker_limit(env))
     except ValueError:
         limit = max(2, os.cpu_count() or 2)  # the worker refuses it and says so
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, limit))))
@@ -185,7 +190,7 @@ def command(service: Service, settings: Settings) -> tuple[list[str], dict[str, 
                "--name", f"{own_worker_prefix()}{os.getpid()}"]
         # bounded: beyond the cores, more runs at once only slow each other down, and a burst of files would
         # have the worker propose hundreds of queued runs to the server every second
-        cmd += ["--limit", os.environ.get("CALMOPS_WORKER_LIMIT") or str(max(2, os.cpu_count() or 2))]
+        cmd += ["--limit", _worker_limit(env)]
         return cmd, _threads_per_run(env)
     if service.name == "runner":  # its socket follows CALMOPS_HOME, absolute in the client environment
         return [sys.executable, "-m", "calmops.deployments.warm", "serve"], _threads_per_run(_client_env(env, settings))

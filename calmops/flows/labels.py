@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -114,15 +115,9 @@ def run_labels_file(pipeline: str, path: str | Path, sha256: str | None, process
                     next_look = time.monotonic() + CHECK_EVERY
                     if (gave := _give_way(spec, paths, path, own, arrived, began, log, me)) is not None:
                         return answer(gave)
-                log.info("deciding %s first: it arrived before %s", ledger_name(paths, file), path.name)
-                try:
-                    if folder == paths.incoming:
-                        run_one_file(pipeline, file, sha, process)
-                    else:
-                        _decide(paths, log, pipeline, file, sha, process)
-                except Exception as exc:  # noqa: BLE001 - recorded (a failed run is pending); its own run retries it
-                    said = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-                    log.warning("%s was not decided here (%s); its own run takes it", file.name, said)
+                decide = (partial(run_one_file, pipeline, file, sha, process) if folder == paths.incoming
+                          else partial(_decide, paths, log, pipeline, file, sha, process))
+                if not _decided_first(log, ledger_name(paths, file), path.name, decide):
                     if folder == paths.incoming:
                         held_back = f"{name} failed"
                     continue
@@ -159,18 +154,27 @@ def labels_before(pipeline: str, process) -> Callable[[float], list[str]]:
             older = paths.labels / entry.removeprefix(LABELS_ENTRY)
             if not holds(older, sha, at):
                 continue  # moved away, or other bytes under that name now
-            log.info("deciding %s first: it arrived before the next features file", entry)
-            try:
-                _decide(paths, log, pipeline, older, sha, process)
-            except Exception as exc:  # noqa: BLE001 - recorded (a failed run is pending); its own run retries it
-                log.warning("%s was not decided here (%s); its own run takes it", older.name,
-                            (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+            if not _decided_first(log, entry, "the next features file",
+                                  partial(_decide, paths, log, pipeline, older, sha, process)):
                 continue
             decided[older.name] = sha
             cancel_redundant_runs(spec.name, paths.labels, decided, current_flow_run_id(), log)
         return [f"{LABELS_ENTRY}{name}" for name in decided]
 
     return before
+
+
+def _decided_first(log: RunLog, entry: str, before: str, decide: Callable[[], Any]) -> bool:
+    """Decide (``decide``) a file that arrived ``before`` this run's own (its ledger name ``entry``), said in the
+    log; False when that failed: recorded (a failed run is pending), its own run retries it."""
+    log.info("deciding %s first: it arrived before %s", entry, before)
+    try:
+        decide()
+    except Exception as exc:  # noqa: BLE001 - recorded; its own run retries it
+        log.warning("%s was not decided here (%s); its own run takes it", Path(entry).name,
+                    (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+        return False
+    return True
 
 
 def _next_before(paths, order: str, own_entry: str, arrived: float, tried: set[str],

@@ -192,6 +192,18 @@ def test_a_labels_file_published_right_after_its_features_file_waits_for_it_whic
     assert run("late", after)["decision"] == "predict_only"
 
 
+def _two_kept_for_labels(spec, files: int):
+    """A first model from f0.csv, then f1.csv and f2.csv predicted and kept for their labels; returns the incoming
+    and labels folders, the pipeline's ledger and the ``files`` frames (ids from 1000 × their index)."""
+    folder, labels_folder = incoming("late"), pipeline_paths(spec).labels
+    paths = pipeline_paths(spec)
+    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(files)]
+    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
+    for i in (1, 2):
+        assert run("late", write_csv(features(frames[i]), folder, f"f{i}.csv"))["decision"] == "predict_only"
+    return folder, labels_folder, ledger(paths), frames
+
+
 def _announced(book, path, name: str, at: float) -> None:
     """A file given modification time ``at`` and announced as the watcher does."""
     os.utime(path, (at, at))
@@ -289,13 +301,7 @@ def test_a_labels_file_whose_run_was_killed_is_counted_orphaned_and_decided_befo
 
     from calmops.deployments.cli import _summaries
 
-    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
-    paths = pipeline_paths(late_spec)
-    book = ledger(paths)
-    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(3)]
-    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
-    for i in (1, 2):
-        assert run("late", write_csv(features(frames[i]), folder, f"f{i}.csv"))["decision"] == "predict_only"
+    folder, labels_folder, book, frames = _two_kept_for_labels(late_spec, 3)
     now = os.stat(folder).st_mtime - 100
     killed, newer = (write_csv(labels(frames[i]), labels_folder, f"l{i}.csv") for i in (1, 2))
     _announced(book, killed, "labels/l1.csv", now + 1)
@@ -343,13 +349,7 @@ def test_a_pause_given_while_a_features_run_decides_labels_files_first_stops_it_
     from calmops.core.pause import pause, resume
     from calmops.flows import labels as labels_flow
 
-    folder, labels_folder = incoming("late"), pipeline_paths(late_spec).labels
-    paths = pipeline_paths(late_spec)
-    book = ledger(paths)
-    frames = [batch(500, 8.0, seed, 1000 * seed) for seed in range(4)]
-    assert run("late", write_csv(frames[0], folder, "f0.csv"))["decision"] == "train"
-    for i in (1, 2):
-        assert run("late", write_csv(features(frames[i]), folder, f"f{i}.csv"))["decision"] == "predict_only"
+    folder, labels_folder, book, frames = _two_kept_for_labels(late_spec, 4)
     now = os.stat(folder).st_mtime - 100
     one, two = (write_csv(labels(frames[i]), labels_folder, f"l{i}.csv") for i in (1, 2))
     last = write_csv(features(frames[3]), folder, "f3.csv")
