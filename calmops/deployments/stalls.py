@@ -11,6 +11,10 @@ longer than ``after`` seconds and
   run that waits for a free worker slot while other pipelines' runs are busy is not stalled). The worker
   itself is then stuck (hung, or polling without submitting), unless the run's work queue or pool is paused.
 
+A run handed to this host's worker (Pending) before the watchdog restarted that worker (it had exited, or was
+stuck) is stalled at once, however long it has waited: no other worker starts it, and it holds its pipeline's
+slot.
+
 Recovery cancels the stalled run (which gives its pipeline's slot back; a run whose deployment is gone, which
 Prefect's server may refuse to cancel, is deleted), counts it in the pipeline's
 ``state/recovered_runs.json`` (``calmops status NAME`` shows the count and the last reason) and lets the
@@ -70,8 +74,11 @@ def _waiting_since(run: Any) -> datetime:
     return max(run.created, scheduled) if run.created else scheduled
 
 
-def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> list[Stalled]:
-    """The CalmOps flow runs that are stalled now (see the module docstring); asks the Prefect API."""
+def find_stalled(after: float = STALL_AFTER, now: datetime | None = None,
+                 replaced: tuple[datetime, str] | None = None) -> list[Stalled]:
+    """The CalmOps flow runs that are stalled now (see the module docstring); asks the Prefect API.
+    ``replaced``: when this host's worker was last restarted, and which worker that replaced (see
+    :func:`stalled_among`)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -91,7 +98,7 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
         queued = runs_in_states(client, [StateType.PENDING], limit=LISTED)
         queued += [r for r in runs_in_states(client, [StateType.SCHEDULED], limit=LISTED, due_before=cutoff)
                    if r.id not in {q.id for q in queued}]
-        if not any(_waiting_since(r) < cutoff for r in queued):
+        if not any(_waiting_since(r) < cutoff or _handed_to(r, replaced) for r in queued):
             return []
         running = runs_in_states(client, [StateType.RUNNING], limit=LISTED)
         ended = client.read_flow_runs(flow_run_filter=FlowRunFilter(  # the latest first: a long burst is
@@ -107,7 +114,13 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None) -> lis
     progress = [r for r in [*running, *ended] if "path" in r.parameters and r.run_count > 0]
     return stalled_among(queued, {r.parameters.get("pipeline") for r in progress}, existing, now, after,
                          worker_idle=not progress, paused=paused,
-                         busy_deployments={r.deployment_id for r in progress if r.deployment_id})
+                         busy_deployments={r.deployment_id for r in progress if r.deployment_id},
+                         replaced=replaced)
+
+
+def _handed_to(run: Any, replaced: tuple[datetime, str] | None) -> bool:
+    """Whether ``run`` was handed to the worker ``replaced`` names: Pending since before it was replaced."""
+    return replaced is not None and run.state.type.value == "PENDING" and _waiting_since(run) < replaced[0]
 
 
 def _paused_queues(client: Any) -> set[str] | None:
@@ -125,22 +138,31 @@ def _paused_queues(client: Any) -> set[str] | None:
 
 def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now: datetime,
                   after: float, *, worker_idle: bool = True, paused: set[str] | None = frozenset(),
-                  busy_deployments: set[Any] = frozenset()) -> list[Stalled]:
+                  busy_deployments: set[Any] = frozenset(),
+                  replaced: tuple[datetime, str] | None = None) -> list[Stalled]:
     """Which of the ``queued`` flow runs are stalled, given the pipelines whose file runs ran in the last
     ``after`` seconds (``busy``) and their deployments (``busy_deployments``), whether no file run ran at all
     then (``worker_idle``), the ids of the deployments that exist and the paused work queues (``None``: the pool
     is paused). A pipeline whose run was handed to a worker (Pending) less than ``after`` seconds ago is busy
     too: the runs behind it wait their turn. A run waiting for its deployment's slot while another pipeline's
     run of that deployment makes progress waits its turn as well (a kind's deployment from prefect.yaml runs
-    every pipeline of the kind, one at a time)."""
+    every pipeline of the kind, one at a time). A run Pending since before ``replaced`` (when this host's worker
+    was last restarted, and which worker that replaced) was handed to the worker replaced: stalled at once."""
     busy = busy | {r.parameters.get("pipeline") for r in queued if r.state.type.value == "PENDING"
-                   and (now - _waiting_since(r)).total_seconds() <= after}
+                   and (now - _waiting_since(r)).total_seconds() <= after and not _handed_to(r, replaced)}
     found = []
     for run in queued:
         pipeline = run.parameters.get("pipeline")
         waited = (now - _waiting_since(run)).total_seconds()
-        if not pipeline or "path" not in run.parameters or waited <= after:
-            continue  # not a file's run (a scheduled scan), or not waiting long yet
+        if not pipeline or "path" not in run.parameters:
+            continue  # not a file's run (a scheduled scan)
+        if _handed_to(run, replaced):
+            found.append(Stalled(pipeline, str(run.id), run.name, run.state.name, waited,
+                                 f"{run.state.name} for {waited:.0f} s: it was handed to {replaced[1]}, and no "
+                                 "worker starts a run another one took"))
+            continue
+        if waited <= after:
+            continue  # not waiting long yet
         behind_its_pipeline = run.state.type.value == "PENDING" or run.state.name == "AwaitingConcurrencySlot"
         gone = run.deployment_id is None or run.deployment_id not in deployments
         stuck = False  # the worker takes nothing from a queue it could take from
@@ -267,6 +289,9 @@ def worker_restarts(settings: Settings | None = None) -> dict[str, Any]:
 
 
 _restarted_at = -float("inf")  # monotonic time this process last finished restarting the worker
+#: when this process last restarted the worker, and which worker that replaced: the runs left Pending since
+#: before then were handed to it, and no worker will start them
+replaced_worker: tuple[datetime, str] | None = None
 _restarting: threading.Thread | None = None
 
 
@@ -277,20 +302,24 @@ def worker_settling(after: float = STALL_AFTER) -> bool:
     return (_restarting is not None and _restarting.is_alive()) or time.monotonic() - _restarted_at < after
 
 
-def restart_worker(reason: str, after: float = STALL_AFTER, dead: bool = False) -> threading.Thread | None:
+def restart_worker(reason: str, after: float = STALL_AFTER, dead: int | None = None) -> threading.Thread | None:
     """Restart the worker of this machine's stack in the background (stop, start, wait until it polls),
     unless a restart is under way or ended less than ``after`` seconds ago, or the stack runs no worker here (a
-    worker on another host, or one ``calmops service`` runs, is its own supervisor's to restart; ``dead``: this
-    host's worker has exited, see :func:`revive_dead_worker`). Returns the thread doing it, or None."""
-    global _restarting
+    worker on another host, or one ``calmops service`` runs, is its own supervisor's to restart; ``dead``: the
+    pid of this host's worker, which has exited, see :func:`revive_dead_worker`). Returns the thread doing it,
+    or None."""
+    global _restarting, replaced_worker
     from calmops.deployments import stack
 
     settings = get_settings()
-    if worker_settling(after) or not (dead or stack.running_pid(settings, "worker")):
+    pid = dead if dead is not None else stack.running_pid(settings, "worker")
+    if worker_settling(after) or pid is None:
         return None
     if stack.supervised_file(settings, "worker").exists():
         log.warning("the worker takes no runs (%s); its supervisor (PM2, systemd) runs it: restart it there", reason)
         return None
+    who = f"the {'stuck ' if dead is None else ''}worker (pid {pid or '?'}), since restarted"
+    replaced_worker = (datetime.now(UTC), who)
     _add_count(settings.run_dir / RESTARTS, reason=reason)
     log.warning("the worker takes no runs (%s): restarting it", reason)
 
@@ -348,7 +377,7 @@ def revive_dead_worker(after: float = STALL_AFTER) -> threading.Thread | None:
         _dead_worker = recorded
         log.warning("the worker (pid %s) has exited; it is started again at the next check", pid)
         return None
-    restarting = restart_worker(f"it exited (pid {pid}); see {stack.log_file(settings, 'worker')}", after, dead=True)
+    restarting = restart_worker(f"it exited (pid {pid}); see {stack.log_file(settings, 'worker')}", after, dead=pid)
     if restarting is not None:
         _dead_worker = None
     return restarting
@@ -359,7 +388,7 @@ def recover_stalled(after: float = STALL_AFTER) -> list[Stalled]:
     restart a stuck worker; returns the runs (the caller announces their pipelines' files)."""
     revive_dead_worker(after)
     done = []
-    found = find_stalled(after) + find_dead()
+    found = find_stalled(after, replaced=replaced_worker) + find_dead()
     if worker_settling(after):  # the restarted worker takes them; cancelling them now would only add runs
         found = [s for s in found if not s.worker_stuck]
     elif stuck := next((s for s in found if s.worker_stuck), None):

@@ -189,7 +189,7 @@ def test_a_worker_the_stack_started_that_exited_is_started_again_and_a_supervise
     settings.pid_file("worker").write_text(str(gone.pid))
     stack.supervised_file(settings, "worker").write_text("")  # `calmops service worker` wrote it
     assert stalls.revive_dead_worker(after=0.0) is None and stalls.revive_dead_worker(after=0.0) is None
-    assert stalls.restart_worker("Late for 400 s", after=0.0, dead=True) is None  # nor restarted when stuck
+    assert stalls.restart_worker("Late for 400 s", after=0.0, dead=gone.pid) is None  # nor restarted when stuck
     assert len(calls) == 4
 
 
@@ -256,7 +256,7 @@ def test_a_worker_being_restarted_is_given_its_time_before_it_can_be_called_stuc
     worker = SlowStart()
     for name in ("running_pid", "stop", "start"):
         monkeypatch.setattr(stack, name, getattr(worker, name))
-    monkeypatch.setattr(stalls, "find_stalled", lambda after: [stuck])
+    monkeypatch.setattr(stalls, "find_stalled", lambda after, replaced=None: [stuck])
     monkeypatch.setattr(stalls, "find_dead", list)
     monkeypatch.setattr(stalls, "cancel", lambda s: cancelled.append(s.run_id))
     monkeypatch.setattr(stalls, "_restarted_at", -float("inf"))
@@ -420,3 +420,18 @@ def test_a_run_left_running_by_an_outage_that_holds_no_claim_is_found_dead(prefe
     assert set(found) == {ended}, found
     assert found[ended].dead and "its process has ended, holding no claim" in found[ended].reason
     assert turn not in found  # waiting for its turn: no entry names it
+
+
+def test_a_run_left_pending_by_a_worker_since_restarted_is_stalled_at_once():
+    """A worker killed (or stopped as stuck) after it took a run leaves it Pending, holding its pipeline's slot,
+    and no worker starts a run another one took: once the watchdog has restarted the worker, such a run waits no
+    more, however short its wait; a run handed to the new worker is left alone."""
+    replaced = (NOW - timedelta(seconds=30), "the worker (pid 4242), since restarted")
+    orphan = run("a", state="Pending", kind="PENDING", waited=45, pending_for=45)
+    new = run("b", state="Pending", kind="PENDING", waited=20, pending_for=20)
+    behind = run("a", state="AwaitingConcurrencySlot", waited=40)
+    found = stalled_among([orphan, new, behind], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300,
+                          worker_idle=False, replaced=replaced)
+    assert [f.run_id for f in found] == [str(orphan.id)]
+    assert "handed to the worker (pid 4242), since restarted" in found[0].reason and not found[0].worker_stuck
+    assert stalled_among([orphan], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []  # no restart

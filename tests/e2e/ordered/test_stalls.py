@@ -163,19 +163,32 @@ def test_a_worker_that_takes_no_runs_is_restarted_and_the_file_is_decided_once(l
 def test_a_worker_that_exited_is_started_again_and_the_file_waiting_for_it_is_decided_once(live):
     """A Prefect worker exits when its server's database stays out of reach for half a minute (killed here):
     under `calmops up` nothing else starts it again. The watcher sees it gone at two checks in a row, starts a
-    new one, and the file dropped meanwhile is decided once."""
+    new one, and the file dropped meanwhile is decided once. A run the dead worker had taken (Pending, made
+    here by hand: no worker starts a Pending run) held the pipeline's slot; it is cancelled as soon as the worker
+    is restarted, not after the stall bound."""
     import signal
     import time
 
-    from calmops.core.settings import get_settings
-    from calmops.core.store import ledger
-    from calmops.deployments import stack
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending
 
-    paths = _deployed("dead-worker")
+    from calmops.core.settings import get_settings
+    from calmops.core.store import ledger, pipeline_paths, read_spec, save_spec, spec_from_dict
+    from calmops.deployments import stack
+    from calmops.deployments.deploy import deploy_pipeline
+
+    save_spec(spec_from_dict({**STREAM_SPEC, "name": "dead-worker"}), create=True)
+    deployment_id = deploy_pipeline("dead-worker").deployment_id
+    paths = pipeline_paths(read_spec("dead-worker")).ensure()
     settings = get_settings()
     gone = stack.running_pid(settings, "worker")
     time.sleep(STALL_AFTER / 2 + 5)  # the watcher checks every STALL_AFTER / 2 s: one check sees this worker run
+    with get_client(sync_client=True) as client:
+        taken = client.create_flow_run_from_deployment(
+            UUID(deployment_id), parameters={"pipeline": "dead-worker", "path": str(paths.incoming / "taken.csv")})
+        assert client.set_flow_run_state(taken.id, Pending()).status.value == "ACCEPT"  # it holds the slot
     os.kill(gone, signal.SIGKILL)
+    killed = time.monotonic()
     sea_frame(600, 8, seed=903).to_csv(paths.incoming / "d.csv", index=False)
     try:
         until(lambda: any(e["file"] == "d.csv" and e["status"] == "done" for e in ledger(paths).entries()),
@@ -186,3 +199,8 @@ def test_a_worker_that_exited_is_started_again_and_the_file_waiting_for_it_is_de
     assert stack.running_pid(settings, "worker") not in (None, gone)
     assert [e["status"] for e in ledger(paths).entries() if e["file"] == "d.csv"] == ["done"]
     assert f"the worker (pid {gone}) has exited" in stack.log_file(settings, "watcher").read_text()
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(taken.id).state
+    # cancelled when the worker was restarted, two checks after the kill at most (within the stall bound)
+    assert state.is_cancelled() and f"handed to the worker (pid {gone}), since restarted" in state.message, state
+    assert (state.timestamp.timestamp() - time.time()) + (time.monotonic() - killed) < 2 * STALL_AFTER, state
