@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 #: the name of the Cancelled state of a flow run whose file another run decided first, in the pipeline's turn
 #: (``order: arrival``): the Prefect UI's badge, and how the viewer tells such a run from one that never recorded
@@ -77,10 +78,47 @@ assert METRIC_RANGE.keys() == HIGHER_IS_BETTER.keys(), "every metric a spec may 
 
 #: where a run keeps the serving model's score on every row of the file, most specific first: a labels file
 #: (the predictions as they were made, by the versions that served its rows; its ``champion_`` scores are those
-#: of the champion at the time its labels came), a stream or block run that retrained (its ``champion_`` scores
-#: are then the holdout the challenger was compared on), an IPIP run (its ``champion_`` scores are IPIP's own
-#: held-out rows), any other run
+#: of the champion at the time its labels came), a stream or block run that retrained and was logged before
+#: :data:`HOLDOUT_CHAMPION` (its ``champion_`` scores were the holdout the challenger was compared on), an IPIP
+#: run logged before it (its ``champion_`` scores were IPIP's own held-out rows), any other run
 SERVING_SCORE_PREFIXES = ("realized_", "serving_full_batch_", "champion_prequential_", "champion_")
+#: a run that tried a challenger (IPIP: every update): the champion's scores on the holdout the two were compared on
+#: (the challenger's are ``challenger_``); its ``champion_`` scores are the whole file's, as on every other run
+HOLDOUT_CHAMPION = "holdout_champion"
+
+
+def tried_scores(holdout: dict[str, dict], whole: dict) -> dict[str, dict]:
+    """The scores a run that tried a challenger logs: the serving champion's on every row of the file
+    (``champion``, as every run logs it) and both models' on the holdout they were compared on.
+
+    >>> sorted(tried_scores({"champion": {"accuracy": 0.8}, "challenger": {"accuracy": 0.9}}, {"accuracy": 0.85}))
+    ['challenger', 'champion', 'holdout_champion']
+    """
+    return {"champion": whole, HOLDOUT_CHAMPION: holdout["champion"], "challenger": holdout["challenger"]}
+
+
+def compared_champion(metrics: Mapping[str, Any], metric: str, prefix: str = "") -> Any:
+    """From a run's logged ``metrics`` (keys ``<prefix><who>_<metric>``): the champion's score on the holdout a
+    challenger was compared on, or None when the run tried none. Runs logged before :data:`HOLDOUT_CHAMPION`
+    kept it as ``champion_`` beside the whole file's ``serving_full_batch_`` (IPIP: ``champion_prequential_``).
+
+    >>> compared_champion({"champion_rmse": 1.0, "holdout_champion_rmse": 1.2}, "rmse")
+    1.2
+    >>> compared_champion({"champion_rmse": 1.2, "serving_full_batch_rmse": 1.0}, "rmse")
+    1.2
+    >>> compared_champion({"champion_rmse": 1.0}, "rmse") is None
+    True
+    """
+    value = metrics.get(f"{prefix}{HOLDOUT_CHAMPION}_{metric}")
+    if _present(value):
+        return value
+    value = metrics.get(f"{prefix}champion_{metric}")
+    whole = (metrics.get(f"{prefix}{older}_{metric}") for older in ("serving_full_batch", "champion_prequential"))
+    return value if _present(value) and any(_present(w) for w in whole) else None
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))  # a frame's empty cell
 
 
 def had_serving_model(decision: str | None) -> bool:

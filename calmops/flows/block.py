@@ -18,6 +18,7 @@ from prefect import flow
 from calmops.core import registry
 from calmops.core.kinds import KINDS
 from calmops.core.metrics import threshold_failures
+from calmops.core.names import tried_scores
 from calmops.core.store import append_history
 from calmops.core.verdict import BlockDrift, DriftVerdict
 from calmops.flows.common import (
@@ -221,7 +222,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
         outcome = ctx.outcome("retrain_promoted",
                               f"{drift_reason} → {said}: {rule}",
                               champion_version=version, challenger_version=version,
-                              metrics={**scores, "serving_full_batch": now},
+                              metrics=tried_scores(scores, now),
                               retrain_mode="blocks", predictions_file=str(out),
                               details={**details, "compared_with": champion.version}, **common)
         return finish(ctx, outcome, verdict)
@@ -230,7 +231,7 @@ def monitor_and_refit(ctx: RunContext, batch: Batch, blocks: list[B.Block], cham
     outcome = ctx.outcome("retrain_rejected",
                           f"{drift_reason} → {said} but not promoted: {rule}",
                           champion_version=champion.version, challenger_version=version,
-                          metrics={**scores, "serving_full_batch": now},
+                          metrics=tried_scores(scores, now),
                           retrain_mode="blocks", predictions_file=str(out), details=details, **common)
     return finish(ctx, outcome, verdict)
 

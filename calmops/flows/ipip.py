@@ -27,6 +27,7 @@ from calmops.core import registry
 from calmops.core.features import make_model
 from calmops.core.ipip import IPIPClassifier
 from calmops.core.kinds import KINDS
+from calmops.core.names import tried_scores
 from calmops.core.spec import PipelineSpec
 from calmops.core.store import append_history
 from calmops.core.verdict import DriftVerdict
@@ -223,7 +224,6 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
     hold = ensemble.holdout_index_
     scores = evaluate_models({"champion": champion.model, "challenger": model},
                              batch.X.iloc[hold], batch.y.iloc[hold], "classification")
-    scores["champion_prequential"] = now
     reason = (f"IPIP updated on {batch.file}: {info['n_new_kept']} of {info['n_ensembles']} ensembles replaced "
               f"(share {info['replaced_share']:.2f}), p={info['p']}, b={info['b']}; "
               f"prequential {_metric(now)} before the update")
@@ -235,7 +235,7 @@ def update_champion(ctx: RunContext, batch: Batch, blocks: list[B.Block], champi
                              "champion and challenger also on IPIP's held-out rows of the file",
                "drift_gate": False, "compared_with": champion.version}
     outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
-                          metrics=scores, rows=batch.n_rows, retrain_mode="ipip",
+                          metrics=tried_scores(scores, now), rows=batch.n_rows, retrain_mode="ipip",
                           drift_detected=verdict.drift_detected, drifted_features=verdict.drifted_features,
                           predictions_file=predictions, details=details)
     return finish(ctx, outcome, verdict)

@@ -12,6 +12,7 @@ from prefect import flow
 
 from calmops.core import registry
 from calmops.core.kinds import KINDS
+from calmops.core.names import tried_scores
 from calmops.core.spec import build_estimator
 from calmops.core.store import append_history, read_history
 from calmops.flows.common import (
@@ -166,7 +167,6 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     trainings: list[dict] = []
     reference = registry.load_reference(spec.name, champion.version)
     tried: list[str] = []
-    serving = {"serving_full_batch": now}  # the serving model's score on every row of the file
     for mode in ["history"] if refresh else modes_to_try(spec):
         tried.append(mode)
         X_train, y_train = batch.X.iloc[split.train], batch.y.iloc[split.train]
@@ -210,7 +210,7 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
                              scores["challenger"].get("rmse"))
             reason = f"{verdict_reason} → retrained ({tried[-1]}): {decision.reason}"
             outcome = ctx.outcome("retrain_promoted", reason, champion_version=version, challenger_version=version,
-                                  metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out) if out else None,
+                                  metrics=tried_scores(scores, now), retrain_mode=trained.mode, predictions_file=str(out) if out else None,
                                   details={"training": trainings, "compared_with": champion.version,
                                            **_predictions_note(version)}, **common)
             return finish(ctx, outcome, verdict)
@@ -227,6 +227,6 @@ def monitor_and_retrain(ctx: RunContext, batch: Batch, champion: registry.Champi
     out = write_batch_predictions(ctx, batch, champion)
     reason = f"{verdict_reason} → retrained ({', '.join(tried)}) but not promoted: {decision.reason}"
     outcome = ctx.outcome("no_drift" if refresh or follow_up else "retrain_rejected", reason, champion_version=champion.version, challenger_version=version,
-                          metrics={**scores, **serving}, retrain_mode=trained.mode, predictions_file=str(out) if out else None,
+                          metrics=tried_scores(scores, now), retrain_mode=trained.mode, predictions_file=str(out) if out else None,
                           details={"training": trainings, "compared_with": champion.version}, **common)
     return finish(ctx, outcome, verdict)

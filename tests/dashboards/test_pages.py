@@ -137,7 +137,9 @@ def test_pipeline_page_header_and_sections_match_mlflow(home):
     last = truth["last"].data.metrics
     # each column names its version: v1 was the champion f3's challenger v2 was compared with, now 'previous'
     assert duel.loc["accuracy", "challenger v2"] == pytest.approx(last["challenger_accuracy"])
-    assert duel.loc["accuracy", "champion v1"] == pytest.approx(last["champion_accuracy"])
+    # on the holdout the two were compared on, not the whole file (the run's champion_accuracy)
+    assert duel.loc["accuracy", "champion v1"] == pytest.approx(last["holdout_champion_accuracy"])
+    assert last["holdout_champion_accuracy"] != pytest.approx(last["champion_accuracy"])
     assert table(at, "schema")["column"].tolist() == ["x1", "x2", "x3"]
     assert len(table(at, "sample")) == 100
     specs = [c.value for c in at.code if c.language == "yaml"]
@@ -332,8 +334,9 @@ def test_unreachable_prefect_keeps_mlflow_data(home, monkeypatch):
 
 
 def test_performance_draws_the_serving_score_and_says_the_thresholds_in_words(home):
-    """The champion line was ``champion_<m>``, which a run that retrained scores on its holdout only; the
-    caption showed the spec's thresholds as a Python dict."""
+    """The champion line is the serving model's score on every row of each file: a run that retrained logs it
+    as ``champion_<m>`` like every other run (runs logged before ``holdout_champion_<m>`` kept the holdout
+    there); the caption showed the spec's thresholds as a Python dict."""
     from calmops.core.names import serving_score
 
     at = page("pipeline", {"pipeline": "sea"})
@@ -346,7 +349,8 @@ def test_performance_draws_the_serving_score_and_says_the_thresholds_in_words(ho
         expected = None if first_model else pytest.approx(serving_score(run.data.metrics, "accuracy"))
         assert shown[name] == expected, name
     retrained = runs["f3.csv"].data.metrics
-    assert shown["f3.csv"] != pytest.approx(retrained["champion_accuracy"])  # the holdout: another number
+    assert shown["f3.csv"] == pytest.approx(retrained["champion_accuracy"])  # one meaning on every run
+    assert shown["f3.csv"] != pytest.approx(retrained["holdout_champion_accuracy"])  # the holdout: another number
     threshold = STREAM_SPEC["evaluation"]["thresholds"]["accuracy"]["min"]
     caption = next(c.value for c in at.caption if "spec's thresholds" in c.value)
     assert f"for accuracy: minimum {threshold}." in caption and "{" not in caption, caption

@@ -57,7 +57,9 @@ def test_ipip_trains_then_updates_and_promotes_every_file(prefect_server, calmop
         metrics = runs_for_sha("rare", o["sha256"])[0].data.metrics
         for month in blocks:
             assert f"block_{month}_balanced_accuracy" in metrics
-        assert o["metrics"]["champion_prequential"]["balanced_accuracy"] > 0.6
+        assert o["metrics"]["champion"]["balanced_accuracy"] > 0.6  # on the whole file, before the update
+        assert metrics["champion_balanced_accuracy"] == o["metrics"]["champion"]["balanced_accuracy"]
+        assert metrics["holdout_champion_balanced_accuracy"] == o["metrics"]["holdout_champion"]["balanced_accuracy"]
         assert o["details"]["drift_gate"] is False
     # drift is reported, not acted on: file 3 is shifted and still simply updated
     assert outcomes[2]["drift_detected"] and "x1" in outcomes[2]["drifted_features"]

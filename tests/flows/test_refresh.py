@@ -41,7 +41,7 @@ def test_a_champion_without_an_error_waits_for_its_refresh_until_a_file_it_errs_
     assert perfect["decision"] == "no_drift" and perfect["metrics"]["champion"]["accuracy"] == 1.0
     assert "refresh" not in perfect["reason"] and versions("sea") == [1], perfect["reason"]
     errs = run("sea", write_csv(axis(3, flipped=5), folder, "c.csv"))  # 3,000 rows, 5 rows it gets wrong
-    assert not errs["drift_detected"] and errs["metrics"]["serving_full_batch"]["accuracy"] == 0.995, errs["reason"]
+    assert not errs["drift_detected"] and errs["metrics"]["champion"]["accuracy"] == 0.995, errs["reason"]
     assert errs["reason"].startswith("no drift signal; refresh: 3000 rows kept so far, 3.0× the 1000"), errs["reason"]
 
 

@@ -141,8 +141,16 @@ def test_the_winner_is_refit_on_the_whole_batch_and_both_fits_are_recorded(prefe
         batch_b[["x1", "x2", "x3"]].round(9))  # every row of the batch, its holdout rows included
     tag = MlflowClient().get_model_version("calmops.sea", "2").tags["calmops.training"]
     assert json.loads(tag)["refit"]["rows"] == 2000
-    # the decision gives the serving model's score on the whole file, and who wrote the predictions
-    assert out["metrics"]["serving_full_batch"]["accuracy"] < 0.8
+    # the decision gives the serving model's score on the whole file (``champion``, as on every run; MLflow's
+    # champion_accuracy), both models' on the holdout they were compared on, and who wrote the predictions
+    served = registry.load_version("sea", 1).model.predict(batch_b.drop(columns="y"))
+    assert out["metrics"]["champion"]["accuracy"] == pytest.approx((served == batch_b["y"]).mean())
+    assert out["metrics"]["champion"]["accuracy"] < 0.8
+    assert out["metrics"]["holdout_champion"]["accuracy"] == t2["selection"]["champion_score"]
+    assert out["metrics"]["challenger"]["accuracy"] == t2["selection"]["score"]
+    logged = MlflowClient().get_run(out["mlflow_run_id"]).data.metrics
+    assert logged["champion_accuracy"] == pytest.approx(out["metrics"]["champion"]["accuracy"])
+    assert logged["holdout_champion_accuracy"] == pytest.approx(t2["selection"]["champion_score"])
     assert out["details"]["predictions"] == {"model_version": 2, "trained_on_this_file": True}
 
 

@@ -43,7 +43,7 @@ def test_seeded_scenario_train_no_drift_then_retrain_promoted(prefect_server, st
     [mlrun] = runs_for_sha("sea", sha)
     assert mlrun.data.tags["calmops.decision"] == "retrain_promoted"
     assert mlrun.data.tags["calmops.flow_run_id"] == outcomes[4]["flow_run_id"]
-    assert mlrun.data.metrics["challenger_accuracy"] > mlrun.data.metrics["champion_accuracy"]
+    assert mlrun.data.metrics["challenger_accuracy"] > mlrun.data.metrics["holdout_champion_accuracy"]
     # predictions written for every file with the version that served them
     preds = pd.read_csv(paths.predictions / "f4.csv.predictions.csv")
     assert len(preds) == 1000 and set(preds["model_version"]) == {promoted}
@@ -78,7 +78,7 @@ def test_worse_challenger_is_not_promoted(prefect_server, stream_spec):
     assert out["decision"] == "retrain_rejected", out["reason"]
     assert registry.alias_version("sea", "champion") == 1
     assert registry.alias_version("sea", "challenger") == 2  # kept, with its scores and reason
-    assert out["metrics"]["challenger"]["accuracy"] < out["metrics"]["champion"]["accuracy"]
+    assert out["metrics"]["challenger"]["accuracy"] < out["metrics"]["holdout_champion"]["accuracy"]
 
 
 def test_better_challenger_within_margin_is_not_promoted(prefect_server, stream_spec):

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from calmops.core import report_page
-from calmops.core.names import model_name
+from calmops.core.names import HOLDOUT_CHAMPION, compared_champion, model_name
 from calmops.core.pause import paused
 from calmops.dashboards import cache, charts, data, ui
 
@@ -330,9 +330,9 @@ def models_tab(conn, name, runs, reg, prefect_problem) -> None:
 
     st.subheader("Last head-to-head (same holdout)")
     both = [c for c in runs.columns if c.startswith("metric.challenger_")]
-    duel = runs[runs[both].notna().any(axis=1) & runs[[c.replace("challenger_", "champion_") for c in both
-                                                         if c.replace("challenger_", "champion_") in runs]]
-                .notna().any(axis=1)] if both else runs.iloc[0:0]
+    metrics = [c.removeprefix("metric.challenger_") for c in both]
+    duel = runs[runs.apply(lambda r: any(pd.notna(r[f"metric.challenger_{m}"]) and compared_champion(r, m, "metric.")
+                                             is not None for m in metrics), axis=1)] if both else runs.iloc[0:0]
     if duel.empty:
         st.caption("No retraining has compared a challenger with a champion yet.")
         return
@@ -346,12 +346,14 @@ def models_tab(conn, name, runs, reg, prefect_problem) -> None:
     challenger = f"challenger v{last['challenger_version']}"
     st.markdown(f"Run **{ui.plain(last['run_name'])}** → `{last['decision']}`: {champion} against {challenger}.")
     table = []
-    for c in both:
-        metric = c.removeprefix("metric.challenger_")
-        table.append({"metric": metric, champion: last.get(f"metric.champion_{metric}"), challenger: last[c]})
+    for metric in metrics:
+        table.append({"metric": metric, champion: compared_champion(last, metric, "metric."),
+                      challenger: last[f"metric.challenger_{metric}"]})
     ui.show_frame(pd.DataFrame(table), key="duel")
-    cms = [(who, (outcome.get("metrics") or {}).get(who, {}).get("confusion_matrix")) for who in ("champion",
-                                                                                              "challenger")]
+    logged = outcome.get("metrics") or {}
+    held = HOLDOUT_CHAMPION if HOLDOUT_CHAMPION in logged else "champion"  # a run logged before it: the holdout's
+    cms = [(who, logged.get(key, {}).get("confusion_matrix")) for who, key in (("champion", held),
+                                                                               ("challenger", "challenger"))]
     cms = [(who, cm) for who, cm in cms if isinstance(cm, dict) and cm.get("matrix")]
     if cms:
         cols = st.columns(len(cms))
