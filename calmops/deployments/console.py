@@ -83,6 +83,16 @@ def print_table(table: Table, **kwargs: Any) -> None:
     out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
+def working(out: Console, text: str) -> Any:
+    """Say what a long step is doing while it works: a spinner beside ``text``, cleared when done, in a terminal;
+    elsewhere (a pipe, a log file, CI), where a spinner draws nothing, ``text`` once as a line before it starts,
+    so a slow step (a server starting on a loaded machine) is not a silent wait."""
+    if out.is_terminal:
+        return out.status(text)
+    out.print(text, highlight=False)
+    return contextlib.nullcontext()
+
+
 def progress_bars(out: Console) -> Any:
     """Progress bars for long work: rich's, cleared when done, in a terminal; elsewhere (a pipe, a log file, CI),
     where those draw nothing until the end, one plain line each time a count moves (``files processed by the

@@ -61,7 +61,7 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
 
     from calmops.core import statedb
     from calmops.deployments import stack
-    from calmops.deployments.console import CliError, one_line
+    from calmops.deployments.console import CliError, one_line, working
 
     statedb.mark_home(_settings())  # a command run later without this state database is refused (no SQLite aside)
     started, failed = {}, {}
@@ -71,7 +71,7 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
             continue
         if name == "worker":
             _point_at_stack()
-            with console.status("deploying pipelines (deployments and file triggers)…"):
+            with working(console, "deploying pipelines (deployments and file triggers)…"):
                 from calmops.deployments.deploy import deploy_all
 
                 result = deploy_all()
@@ -102,7 +102,7 @@ def bring_up(console, services: tuple[str, ...] = STACK_SERVICES) -> dict[str, A
             console.print(f"note: {escape(running)}; the stack's own worker polls the pool beside it",
                           highlight=False)
         try:
-            with console.status(f"starting {name}…"):
+            with working(console, f"starting {name}…"):
                 service = stack.start(name)
         except Exception as exc:
             if name in ("prefect", "mlflow"):  # every other service needs them

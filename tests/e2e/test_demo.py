@@ -50,6 +50,8 @@ def test_demo_runs_to_the_end_and_reports_drift_and_promotions(tmp_path):
     assert before["champion_accuracy"] - changed["champion_accuracy"] > 0.04, (before, changed)
     assert overstated(changed) > overstated(before) + 0.01, (before, changed)
     assert "demo summary" in done.stdout
+    # each server is said to be starting before it is (a spinner draws nothing where stdout is no terminal)
+    assert done.stdout.index("starting prefect…") < done.stdout.index("prefect: http"), done.stdout[:3000]
     # stdout is not a terminal here (as in CI or a log): the progress shows as lines, the last ones complete
     assert "files dropped into incoming folders: 12/12" in done.stdout, done.stdout[:3000]
     assert "files processed by the stack: 12/12" in done.stdout, done.stdout[:3000]
