@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from calmops.core.settings import Settings, get_settings
-from calmops.core.store import aside, write_new
+from calmops.core.store import aside, read_spec, write_new
 
 PAUSE_FILE = "paused.json"
 
@@ -29,7 +29,17 @@ class Pause:
         """For people: ``paused since … (why); 'calmops resume NAME' …``."""
         why = f" ({self.reason})" if self.reason else ""
         return (f"pipeline {pipeline} has been paused since {self.since}{why}; its files wait where they arrived "
-                f"(its incoming folder, labels files its labels folder) until 'calmops resume {pipeline}'")
+                f"({waiting_places(pipeline)}) until 'calmops resume {pipeline}'")
+
+
+def waiting_places(pipeline: str) -> str:
+    """Where a paused pipeline's files wait: its incoming folder, and its labels folder when its labels come
+    later (spec ``labels``; a spec that does not read names the incoming folder only)."""
+    try:
+        later = read_spec(pipeline).labels is not None
+    except Exception:  # noqa: BLE001 - the wording only: a spec being mended is said elsewhere
+        later = False
+    return "its incoming folder, labels files its labels folder" if later else "its incoming folder"
 
 
 def pause_file(pipeline: str, settings: Settings | None = None) -> Path:

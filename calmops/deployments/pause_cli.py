@@ -34,9 +34,9 @@ def register(app: typer.Typer) -> None:
         if not now:
             console.print(f"{escape(made.said(name))} (nothing changed)", highlight=False)
             return None
-        console.print(f"paused pipeline [bold]{name}[/]: its files wait where they arrived (its incoming folder, "
-                      f"labels files its labels folder) until 'calmops resume {name}'; a run deciding a file now finishes that file, and runs already queued decide none "
-                      "(they end Held)", highlight=False)
+        console.print(f"paused pipeline [bold]{name}[/]: its files wait where they arrived "
+                      f"({pauses.waiting_places(name)}) until 'calmops resume {name}'; a run deciding a file now "
+                      "finishes that file, and runs already queued decide none (they end Held)", highlight=False)
         return None
 
     @app.command("resume")

@@ -30,8 +30,8 @@ def _said(result) -> str:
 
 def test_pause_then_resume_say_what_happens_to_the_files_and_status_shows_the_pause(sea):
     text = _said(runner.invoke(app, ["pause", sea, "--reason", "upstream export under review"]))
-    assert text.startswith("paused pipeline sea: its files wait where they arrived (its incoming folder, labels "
-                           "files its labels folder) until 'calmops resume sea'")
+    assert text.startswith("paused pipeline sea: its files wait where they arrived (its incoming folder) until "
+                           "'calmops resume sea'")  # no labels folder to speak of: its labels come with its rows
     again = _said(runner.invoke(app, ["pause", sea, "--reason", "another"]))
     assert "(upstream export under review)" in again and again.endswith("(nothing changed)")  # the first pause kept
 
@@ -39,8 +39,7 @@ def test_pause_then_resume_say_what_happens_to_the_files_and_status_shows_the_pa
     assert row["paused"]["reason"] == "upstream export under review" and row["paused"]["since"]
     shown = _said(runner.invoke(app, ["status", sea]))
     assert (f"paused: pipeline sea has been paused since {row['paused']['since']} (upstream export under review); its "
-            "files wait where they arrived (its incoming folder, labels files its labels folder) until 'calmops resume "
-            "sea'") in shown
+            "files wait where they arrived (its incoming folder) until 'calmops resume sea'") in shown
     listed = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert [p["paused"] is not None for p in listed["pipelines"]] == [True]
 
@@ -49,6 +48,16 @@ def test_pause_then_resume_say_what_happens_to_the_files_and_status_shows_the_pa
     assert json.loads(runner.invoke(app, ["status", sea, "--json"]).stdout)["paused"] is None
     text = _said(runner.invoke(app, ["resume", sea]))
     assert text == "pipeline sea was not paused (nothing changed)"
+
+
+def test_a_pipeline_whose_labels_come_later_is_said_to_keep_its_labels_files_waiting_too(sea, tmp_path):
+    spec = tmp_path / "late.yaml"
+    spec.write_text(yaml.safe_dump({**STREAM_SPEC, "name": "late", "labels": {"join_on": ["id"]}}))
+    assert runner.invoke(app, ["create", str(spec)]).exit_code == 0
+    text = _said(runner.invoke(app, ["pause", "late"]))
+    assert text.startswith("paused pipeline late: its files wait where they arrived (its incoming folder, labels "
+                           "files its labels folder) until 'calmops resume late'"), text
+    assert "labels folder" in _said(runner.invoke(app, ["status", "late"]))
 
 
 def test_resume_without_a_watcher_says_how_the_waiting_files_get_announced(sea):
