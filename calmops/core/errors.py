@@ -49,3 +49,12 @@ def described(exc: BaseException) -> str:
     """
     said = str(exc).strip()
     return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+
+
+def listed(items: list[str], most: int = 20) -> str:
+    """The first ``most`` of ``items`` for a message, then how many more there are.
+
+    >>> listed(["a.csv", "b.csv", "c.csv"], most=2)
+    'a.csv, b.csv and 1 more'
+    """
+    return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")

@@ -41,6 +41,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from calmops.core.errors import listed
 from calmops.core.spec import NAME_PATTERN
 from calmops.deployments.quickhttp import LOOPBACK
 
@@ -692,19 +693,14 @@ def prepare_records(records: list[dict[str, Any]], schema, profile=None, model=N
 
     warnings = []
     if read_as_missing:
-        warnings.append(f"read as missing values, as a file's cells: {_first_20(read_as_missing)} (a text such as "
+        warnings.append(f"read as missing values, as a file's cells: {listed(read_as_missing)} (a text such as "
                         "'NA' or 'NULL' that the model never saw as a category; send null for a missing value)")
     if nan_as_missing:
-        warnings.append(f"JSON NaN read as a missing value: {_first_20(nan_as_missing)} (send null for a missing value)")
+        warnings.append(f"JSON NaN read as a missing value: {listed(nan_as_missing)} (send null for a missing value)")
     if extras:
         warnings.append("ignored field(s) the model does not use: "
-                        + _first_20([f"{k} ({n} record{'s' if n > 1 else ''})" for k, n in extras.items()]))
+                        + listed([f"{k} ({n} record{'s' if n > 1 else ''})" for k, n in extras.items()]))
     return X[columns], warnings
-
-
-def _first_20(items: list[str]) -> str:
-    """The first 20 of ``items``, then how many more there are."""
-    return ", ".join(items[:20]) + (f" and {len(items) - 20} more" if len(items) > 20 else "")
 
 
 def _learnt_categories(model, profile, col: str) -> set[str]:

@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from calmops.core.errors import listed
 from calmops.core.flow_runs import runs_in_states
 from calmops.core.names import TAG
 from calmops.core.paging import every
@@ -220,15 +221,19 @@ def _why_dead(held: list[dict[str, Any]], states: dict[str, str], lease: float, 
     """Why a run Prefect calls Running has ended, from the ledger entries that name it (``held``), or None."""
     if not held or any(states.get(e["sha256"]) == "in_progress" for e in held):
         return None  # nothing of its own yet (waiting for its turn), or a live claim: it runs
+    decided = [e["file"] for e in held if states.get(e["sha256"]) == "done"]
+    before = f"; it had decided {listed(decided, most=5)}" if decided else "; it had decided no file"
     if orphaned := [e["file"] for e in held if states.get(e["sha256"]) == "orphaned"]:
-        return f"its process is gone (the claim of {orphaned[0]} is orphaned)"
+        return (f"its process is gone (the claim of {orphaned[0]} is orphaned: the pipeline's next run decides it)"
+                f"{before}")
     last = max((t for e in held if (t := stamp_seconds(e["updated"])) is not None), default=None)
     if last is None or now - last <= lease:
         return None  # between two files of its turn, or reporting its end
     if not all(Claim.of(e).owner_ended() for e in held):
         return None  # its process still runs (rerunning pending files, giving way), or runs on another host
     return (f"its process has ended, holding no claim, {now - last:.0f} s after it last decided (it ended while "
-            "Prefect's server could not hear of it)")
+            f"Prefect's server could not hear of it){before}")
+
 
 
 def cancel(stalled: Stalled) -> None:

@@ -419,6 +419,7 @@ def test_a_run_left_running_by_an_outage_that_holds_no_claim_is_found_dead(prefe
     found = {s.run_id: s for s in stalls.find_dead()}
     assert set(found) == {ended}, found
     assert found[ended].dead and "its process has ended, holding no claim" in found[ended].reason
+    assert found[ended].reason.endswith("; it had decided no file"), found[ended].reason  # its file was given back
     assert turn not in found  # waiting for its turn: no entry names it
 
 
@@ -435,3 +436,17 @@ def test_a_run_left_pending_by_a_worker_since_restarted_is_stalled_at_once():
     assert [f.run_id for f in found] == [str(orphan.id)]
     assert "handed to the worker (pid 4242), since restarted" in found[0].reason and not found[0].worker_stuck
     assert stalled_among([orphan], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []  # no restart
+
+
+def test_a_run_that_died_with_its_worker_names_the_file_it_was_deciding_and_those_it_had_decided():
+    """Crashed in the Prefect UI with "its process is gone" said nothing of which files the run had got through
+    in its turn and which one is left to the next run."""
+    from calmops.deployments.stalls import _why_dead
+
+    held = [{"sha256": str(i), "file": f"f{i}.csv", "updated": NOW.isoformat()} for i in range(8)]
+    states = {**{str(i): "done" for i in range(7)}, "7": "orphaned"}
+    why = _why_dead(held, states, lease=120, now=NOW.timestamp())
+    assert why == ("its process is gone (the claim of f7.csv is orphaned: the pipeline's next run decides it); it "
+                   "had decided f0.csv, f1.csv, f2.csv, f3.csv, f4.csv and 2 more")
+    assert _why_dead(held, {**states, "7": "in_progress"}, lease=120, now=NOW.timestamp()) is None  # it runs
+
