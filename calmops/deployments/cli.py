@@ -827,8 +827,9 @@ def report(name: str,
             raise CliError(f"{named!r} has the same content as {first!r}, decided before it: a duplicate is not "
                            "checked again", f"its report is that file's: calmops report {name} {first}") from None
         if file and not labels and registry.checked_runs(name, file, labels=True):
-            raise CliError(f"{file!r} is a labels file: no features file of that name was checked",
-                           f"its report: calmops report {name} {LABELS_ENTRY}{file}") from None
+            # a features file of that name may exist too, unchecked (a first model, a failed run)
+            raise CliError(f"no features file {file!r} was checked for drift; a labels file of that name was",
+                           f"the labels file's report: calmops report {name} {LABELS_ENTRY}{file}") from None
         raise CliError(str(exc), f"give the file's name as it arrived ('calmops report {name}' alone takes the latest "
                                  f"file checked; the MLflow UI lists every run of experiment calmops/{name} by file); "
                                  "a first model or a failed run has no drift verdict") from None

@@ -155,7 +155,8 @@ def test_report_tells_a_features_file_from_a_labels_file_of_the_same_name(prefec
     assert run("late", write_csv(labels(extra), labels_folder, "only.csv"))["decision"] != "rejected_input"
     asked = runner.invoke(app, ["report", "late", "only.csv"])
     said = " ".join(asked.stderr.split())
-    assert asked.exit_code != 0 and "'only.csv' is a labels file" in said, said
+    assert asked.exit_code != 0 and "no features file 'only.csv' was checked for drift; a labels file of that name " \
+        "was" in said, said
     assert "calmops report late labels/only.csv" in said, said
 
 
