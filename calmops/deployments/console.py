@@ -85,9 +85,10 @@ def print_table(table: Table, **kwargs: Any) -> None:
 
 def working(out: Console, text: str) -> Any:
     """Say what a long step is doing while it works: a spinner beside ``text``, cleared when done, in a terminal;
-    elsewhere (a pipe, a log file, CI), where a spinner draws nothing, ``text`` once as a line before it starts,
-    so a slow step (a server starting on a loaded machine) is not a silent wait."""
-    if out.is_terminal:
+    elsewhere (a pipe, a log file, CI, also with ``FORCE_COLOR``; a ``TERM=dumb`` terminal), where a spinner
+    draws nothing or a frame per tick, ``text`` once as a line before it starts, so a slow step (a server
+    starting on a loaded machine) is not a silent wait."""
+    if out.is_interactive and _is_tty(out.file):
         return out.status(text)
     out.print(text, highlight=False)
     return contextlib.nullcontext()

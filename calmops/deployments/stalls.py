@@ -11,9 +11,11 @@ longer than ``after`` seconds and
   run that waits for a free worker slot while other pipelines' runs are busy is not stalled). The worker
   itself is then stuck (hung, or polling without submitting), unless the run's work queue or pool is paused.
 
-A run handed to this host's worker (Pending) before the watchdog restarted that worker (it had exited, or was
-stuck) is stalled at once, however long it has waited: no other worker starts it, and it holds its pipeline's
-slot.
+A run left Pending by this host's worker when it exited (or was stopped as stuck) is stalled one check later,
+however short its wait: the watchdog notes the runs Pending when it finds the worker gone (or stops it), and
+those still Pending since the same moment at its next check were taken by that worker: no other worker starts a
+run one took, and it holds its pipeline's slot. (A live worker's run leaves Pending within seconds; no clocks
+are compared.)
 
 Recovery cancels the stalled run (which gives its pipeline's slot back; a run whose deployment is gone, which
 Prefect's server may refuse to cancel, is deleted), counts it in the pipeline's
@@ -76,10 +78,9 @@ def _waiting_since(run: Any) -> datetime:
 
 
 def find_stalled(after: float = STALL_AFTER, now: datetime | None = None,
-                 replaced: tuple[datetime, str] | None = None) -> list[Stalled]:
-    """The CalmOps flow runs that are stalled now (see the module docstring); asks the Prefect API.
-    ``replaced``: when this host's worker was last restarted, and which worker that replaced (see
-    :func:`stalled_among`)."""
+                 taken: Taken | None = None) -> list[Stalled]:
+    """The CalmOps flow runs that are stalled now (see the module docstring); asks the Prefect API. ``taken``: the
+    runs Pending when this host's worker was last found gone (see :func:`stalled_among`)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -99,7 +100,7 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None,
         queued = runs_in_states(client, [StateType.PENDING], limit=LISTED)
         queued += [r for r in runs_in_states(client, [StateType.SCHEDULED], limit=LISTED, due_before=cutoff)
                    if r.id not in {q.id for q in queued}]
-        if not any(_waiting_since(r) < cutoff or _handed_to(r, replaced) for r in queued):
+        if not any(_waiting_since(r) < cutoff or _handed_to(r, taken) for r in queued):
             return []
         running = runs_in_states(client, [StateType.RUNNING], limit=LISTED)
         ended = client.read_flow_runs(flow_run_filter=FlowRunFilter(  # the latest first: a long burst is
@@ -116,12 +117,41 @@ def find_stalled(after: float = STALL_AFTER, now: datetime | None = None,
     return stalled_among(queued, {r.parameters.get("pipeline") for r in progress}, existing, now, after,
                          worker_idle=not progress, paused=paused,
                          busy_deployments={r.deployment_id for r in progress if r.deployment_id},
-                         replaced=replaced)
+                         taken=taken)
 
 
-def _handed_to(run: Any, replaced: tuple[datetime, str] | None) -> bool:
-    """Whether ``run`` was handed to the worker ``replaced`` names: Pending since before it was replaced."""
-    return replaced is not None and run.state.type.value == "PENDING" and _waiting_since(run) < replaced[0]
+@dataclass(frozen=True)
+class Taken:
+    """The runs Pending when this host's worker was found gone (or stopped as stuck): run id → the moment it
+    became Pending, as Prefect's server stamped it."""
+
+    worker: str  # the worker, as messages name it
+    runs: dict[str, Any]
+
+
+def _handed_to(run: Any, taken: Taken | None) -> bool:
+    """Whether ``run`` is still Pending since the moment it was when ``taken`` was noted."""
+    return (taken is not None and run.state.type.value == "PENDING"
+            and taken.runs.get(str(run.id), _NEVER) == run.state.timestamp)
+
+
+_NEVER = object()
+
+
+def _note_taken(worker: str) -> None:
+    """Note the runs Pending now, taken by ``worker`` (gone, or about to be stopped): those still Pending since the
+    same moment at the next check are stalled (:func:`recover_stalled`)."""
+    global _taken
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    try:
+        with get_client(sync_client=True) as client:
+            pending = runs_in_states(client, [StateType.PENDING], limit=LISTED)
+    except Exception:  # the stall bound recovers them all the same, later
+        log.warning("could not list the runs %s had taken", worker, exc_info=True)
+        return
+    _taken = Taken(worker, {str(r.id): r.state.timestamp for r in pending})
 
 
 def _paused_queues(client: Any) -> set[str] | None:
@@ -140,32 +170,33 @@ def _paused_queues(client: Any) -> set[str] | None:
 def stalled_among(queued: list[Any], busy: set[str], deployments: set[Any], now: datetime,
                   after: float, *, worker_idle: bool = True, paused: set[str] | None = frozenset(),
                   busy_deployments: set[Any] = frozenset(),
-                  replaced: tuple[datetime, str] | None = None) -> list[Stalled]:
+                  taken: Taken | None = None) -> list[Stalled]:
     """Which of the ``queued`` flow runs are stalled, given the pipelines whose file runs ran in the last
     ``after`` seconds (``busy``) and their deployments (``busy_deployments``), whether no file run ran at all
     then (``worker_idle``), the ids of the deployments that exist and the paused work queues (``None``: the pool
     is paused). A pipeline whose run was handed to a worker (Pending) less than ``after`` seconds ago is busy
     too: the runs behind it wait their turn. A run waiting for its deployment's slot while another pipeline's
     run of that deployment makes progress waits its turn as well (a kind's deployment from prefect.yaml runs
-    every pipeline of the kind, one at a time). A run Pending since before ``replaced`` (when this host's worker
-    was last restarted, and which worker that replaced) was handed to the worker replaced: stalled at once."""
+    every pipeline of the kind, one at a time). A run still Pending since the moment it was when ``taken`` was
+    noted (this host's worker was found gone, or stopped as stuck, one check ago) was taken by that worker:
+    stalled however short its wait (the runs behind it wait their turn: cancelling it gives the slot back)."""
     busy = busy | {r.parameters.get("pipeline") for r in queued if r.state.type.value == "PENDING"
-                   and (now - _waiting_since(r)).total_seconds() <= after and not _handed_to(r, replaced)}
+                   and (now - _waiting_since(r)).total_seconds() <= after}
     found = []
     for run in queued:
         pipeline = run.parameters.get("pipeline")
         waited = (now - _waiting_since(run)).total_seconds()
         if not pipeline or "path" not in run.parameters:
             continue  # not a file's run (a scheduled scan)
-        if _handed_to(run, replaced):
+        gone = run.deployment_id is None or run.deployment_id not in deployments
+        if _handed_to(run, taken):
             found.append(Stalled(pipeline, str(run.id), run.name, run.state.name, waited,
-                                 f"{run.state.name} for {waited:.0f} s: it was handed to {replaced[1]}, and no "
-                                 "worker starts a run another one took"))
+                                 f"{run.state.name} for {waited:.0f} s: it was taken by {taken.worker}, and no "
+                                 "other worker starts a run one took", deployment_gone=gone))
             continue
         if waited <= after:
             continue  # not waiting long yet
         behind_its_pipeline = run.state.type.value == "PENDING" or run.state.name == "AwaitingConcurrencySlot"
-        gone = run.deployment_id is None or run.deployment_id not in deployments
         stuck = False  # the worker takes nothing from a queue it could take from
         if gone:
             reason = "its deployment no longer exists"
@@ -294,9 +325,7 @@ def worker_restarts(settings: Settings | None = None) -> dict[str, Any]:
 
 
 _restarted_at = -float("inf")  # monotonic time this process last finished restarting the worker
-#: when this process last restarted the worker, and which worker that replaced: the runs left Pending since
-#: before then were handed to it, and no worker will start them
-replaced_worker: tuple[datetime, str] | None = None
+_taken: Taken | None = None  # the runs Pending when this host's worker was last found gone: see _note_taken
 _restarting: threading.Thread | None = None
 
 
@@ -313,7 +342,7 @@ def restart_worker(reason: str, after: float = STALL_AFTER, dead: int | None = N
     worker on another host, or one ``calmops service`` runs, is its own supervisor's to restart; ``dead``: the
     pid of this host's worker, which has exited, see :func:`revive_dead_worker`). Returns the thread doing it,
     or None."""
-    global _restarting, replaced_worker
+    global _restarting
     from calmops.deployments import stack
 
     settings = get_settings()
@@ -323,8 +352,8 @@ def restart_worker(reason: str, after: float = STALL_AFTER, dead: int | None = N
     if stack.supervised_file(settings, "worker").exists():
         log.warning("the worker takes no runs (%s); its supervisor (PM2, systemd) runs it: restart it there", reason)
         return None
-    who = f"the {'stuck ' if dead is None else ''}worker (pid {pid or '?'}), since restarted"
-    replaced_worker = (datetime.now(UTC), who)
+    if dead is None:  # the runs it took and left Pending: noted before it is stopped (a dead one's, when found)
+        _note_taken(f"the stuck worker (pid {pid}), stopped")
     _add_count(settings.run_dir / RESTARTS, reason=reason)
     log.warning("the worker takes no runs (%s): restarting it", reason)
 
@@ -381,6 +410,7 @@ def revive_dead_worker(after: float = STALL_AFTER) -> threading.Thread | None:
     if not _revive_failed and _dead_worker != recorded:  # first seen gone: started at the next check
         _dead_worker = recorded
         log.warning("the worker (pid %s) has exited; it is started again at the next check", pid)
+        _note_taken(f"the worker (pid {pid}), which exited")
         return None
     restarting = restart_worker(f"it exited (pid {pid}); see {stack.log_file(settings, 'worker')}", after, dead=pid)
     if restarting is not None:
@@ -390,10 +420,13 @@ def revive_dead_worker(after: float = STALL_AFTER) -> threading.Thread | None:
 
 def recover_stalled(after: float = STALL_AFTER) -> list[Stalled]:
     """Start a worker of this host's stack that exited again, cancel every stalled run and record it, and
-    restart a stuck worker; returns the runs (the caller announces their pipelines' files)."""
+    restart a stuck worker; returns the runs (the caller announces their pipelines' files). The runs a worker
+    found gone (or stopped as stuck) at the last check had taken are stalled if they are still Pending."""
+    global _taken
+    taken, _taken = _taken, None  # noted at the last check: this check decides on them
     revive_dead_worker(after)
     done = []
-    found = find_stalled(after, replaced=replaced_worker) + find_dead()
+    found = find_stalled(after, taken=taken) + find_dead()
     if worker_settling(after):  # the restarted worker takes them; cancelling them now would only add runs
         found = [s for s in found if not s.worker_stuck]
     elif stuck := next((s for s in found if s.worker_stuck), None):

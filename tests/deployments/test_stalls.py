@@ -165,6 +165,8 @@ def test_a_worker_the_stack_started_that_exited_is_started_again_and_a_supervise
     for name, value in (("_restarted_at", -float("inf")), ("_restarting", None), ("_dead_worker", None),
                         ("_alive_worker", None), ("_revive_failed", False)):
         monkeypatch.setattr(stalls, name, value)
+    noted: list[str] = []  # the runs the worker had taken are noted when it is found gone
+    monkeypatch.setattr(stalls, "_note_taken", noted.append)
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -178,6 +180,7 @@ def test_a_worker_the_stack_started_that_exited_is_started_again_and_a_supervise
     worker.kill()
     worker.wait()
     assert stalls.revive_dead_worker(after=0.0) is None and calls == []  # first seen gone: its supervisor's turn
+    assert noted == [f"the worker (pid {worker.pid}), which exited"]
     stalls.revive_dead_worker(after=0.0).join(5)
     assert calls == ["stop worker", "start worker"] and stalls.worker_restarts()["count"] == 1
     assert not settings.pid_file("worker").exists()  # the failed start took the pid file with it
@@ -214,8 +217,11 @@ def test_a_stuck_worker_whose_restart_fails_is_started_at_a_later_check(calmops_
     for name, value in (("_restarted_at", -float("inf")), ("_restarting", None), ("_dead_worker", None),
                         ("_alive_worker", None), ("_revive_failed", False)):
         monkeypatch.setattr(stalls, name, value)
+    noted: list[str] = []
+    monkeypatch.setattr(stalls, "_note_taken", noted.append)
     stalls.restart_worker("Late for 400 s and no run of any pipeline has run", after=0.0).join(5)
     assert starts == ["worker"] and not settings.pid_file("worker").exists()
+    assert noted == ["the stuck worker (pid 4242), stopped"]  # the runs it had taken, before it was stopped
     stalls.revive_dead_worker(after=0.0).join(5)
     assert starts == ["worker", "worker"]
 
@@ -256,7 +262,8 @@ def test_a_worker_being_restarted_is_given_its_time_before_it_can_be_called_stuc
     worker = SlowStart()
     for name in ("running_pid", "stop", "start"):
         monkeypatch.setattr(stack, name, getattr(worker, name))
-    monkeypatch.setattr(stalls, "find_stalled", lambda after, replaced=None: [stuck])
+    monkeypatch.setattr(stalls, "find_stalled", lambda after, taken=None: [stuck])
+    monkeypatch.setattr(stalls, "_note_taken", lambda worker: None)
     monkeypatch.setattr(stalls, "find_dead", list)
     monkeypatch.setattr(stalls, "cancel", lambda s: cancelled.append(s.run_id))
     monkeypatch.setattr(stalls, "_restarted_at", -float("inf"))
@@ -423,19 +430,27 @@ def test_a_run_left_running_by_an_outage_that_holds_no_claim_is_found_dead(prefe
     assert turn not in found  # waiting for its turn: no entry names it
 
 
-def test_a_run_left_pending_by_a_worker_since_restarted_is_stalled_at_once():
+def test_a_run_left_pending_by_a_worker_found_gone_is_stalled_at_the_next_check():
     """A worker killed (or stopped as stuck) after it took a run leaves it Pending, holding its pipeline's slot,
-    and no worker starts a run another one took: once the watchdog has restarted the worker, such a run waits no
-    more, however short its wait; a run handed to the new worker is left alone."""
-    replaced = (NOW - timedelta(seconds=30), "the worker (pid 4242), since restarted")
+    and no worker starts a run another one took. The runs Pending when the worker was found gone that are still
+    Pending since the same moment at the next check wait no more, however short their wait. A run Pending again
+    since another moment (taken again), one taken since by a live worker, and one whose deployment is gone (it
+    is deleted, as Prefect cannot cancel it) are told apart; no clocks are compared."""
+    from calmops.deployments.stalls import Taken
+
     orphan = run("a", state="Pending", kind="PENDING", waited=45, pending_for=45)
-    new = run("b", state="Pending", kind="PENDING", waited=20, pending_for=20)
-    behind = run("a", state="AwaitingConcurrencySlot", waited=40)
-    found = stalled_among([orphan, new, behind], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300,
-                          worker_idle=False, replaced=replaced)
-    assert [f.run_id for f in found] == [str(orphan.id)]
-    assert "handed to the worker (pid 4242), since restarted" in found[0].reason and not found[0].worker_stuck
-    assert stalled_among([orphan], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []  # no restart
+    again = run("c", state="Pending", kind="PENDING", waited=45, pending_for=5)  # Pending anew since the note
+    new = run("b", state="Pending", kind="PENDING", waited=20, pending_for=20)  # not Pending when noted
+    behind = run("a", state="AwaitingConcurrencySlot", waited=400)  # behind the orphan: its turn comes
+    orphaned_gone = run("d", state="Pending", kind="PENDING", waited=45, pending_for=45, deployment=uuid4())
+    taken = Taken("the worker (pid 4242), which exited",
+                  {str(r.id): r.state.timestamp - timedelta(seconds=r is again) for r in (orphan, again, orphaned_gone)})
+    found = stalled_among([orphan, again, new, behind, orphaned_gone], busy=set(), deployments={DEPLOYMENT},
+                          now=NOW, after=300, worker_idle=False, taken=taken)
+    assert [f.run_id for f in found] == [str(orphan.id), str(orphaned_gone.id)]
+    assert "taken by the worker (pid 4242), which exited" in found[0].reason and not found[0].worker_stuck
+    assert not found[0].deployment_gone and found[1].deployment_gone  # deleted, as Prefect cannot cancel it
+    assert stalled_among([orphan], busy=set(), deployments={DEPLOYMENT}, now=NOW, after=300) == []  # none noted
 
 
 def test_a_run_that_died_with_its_worker_names_the_file_it_was_deciding_and_those_it_had_decided():
