@@ -99,12 +99,12 @@ def tried_scores(holdout: dict[str, dict], whole: dict) -> dict[str, dict]:
 
 def compared_champion(metrics: Mapping[str, Any], metric: str, prefix: str = "") -> Any:
     """From a run's logged ``metrics`` (keys ``<prefix><who>_<metric>``): the champion's score on the holdout a
-    challenger was compared on, or None when the run tried none. Runs logged before :data:`HOLDOUT_CHAMPION`
-    kept it as ``champion_`` beside the whole file's ``serving_full_batch_`` (IPIP: ``champion_prequential_``).
+    challenger was compared on, or None when the run tried none. A run logged before :data:`HOLDOUT_CHAMPION`
+    that scored a challenger kept it as ``champion_`` (now every such run logs ``holdout_champion_``).
 
-    >>> compared_champion({"champion_rmse": 1.0, "holdout_champion_rmse": 1.2}, "rmse")
+    >>> compared_champion({"champion_rmse": 1.0, "holdout_champion_rmse": 1.2, "challenger_rmse": 1.1}, "rmse")
     1.2
-    >>> compared_champion({"champion_rmse": 1.2, "serving_full_batch_rmse": 1.0}, "rmse")
+    >>> compared_champion({"champion_rmse": 1.2, "challenger_rmse": 1.1}, "rmse")
     1.2
     >>> compared_champion({"champion_rmse": 1.0}, "rmse") is None
     True
@@ -112,9 +112,8 @@ def compared_champion(metrics: Mapping[str, Any], metric: str, prefix: str = "")
     value = metrics.get(f"{prefix}{HOLDOUT_CHAMPION}_{metric}")
     if _present(value):
         return value
-    value = metrics.get(f"{prefix}champion_{metric}")
-    whole = (metrics.get(f"{prefix}{older}_{metric}") for older in ("serving_full_batch", "champion_prequential"))
-    return value if _present(value) and any(_present(w) for w in whole) else None
+    older = metrics.get(f"{prefix}champion_{metric}")
+    return older if _present(older) and _present(metrics.get(f"{prefix}challenger_{metric}")) else None
 
 
 def _present(value: Any) -> bool:
