@@ -129,13 +129,13 @@ class Taken:
     runs: dict[str, Any]
 
 
+_NEVER = object()  # no Pending moment: a run that was not Pending when the runs taken were noted
+
+
 def _handed_to(run: Any, taken: Taken | None) -> bool:
     """Whether ``run`` is still Pending since the moment it was when ``taken`` was noted."""
     return (taken is not None and run.state.type.value == "PENDING"
             and taken.runs.get(str(run.id), _NEVER) == run.state.timestamp)
-
-
-_NEVER = object()
 
 
 def _note_taken(worker: str) -> None:
@@ -264,7 +264,6 @@ def _why_dead(held: list[dict[str, Any]], states: dict[str, str], lease: float, 
         return None  # its process still runs (rerunning pending files, giving way), or runs on another host
     return (f"its process has ended, holding no claim, {now - last:.0f} s after it last decided (it ended while "
             f"Prefect's server could not hear of it){before}")
-
 
 
 def cancel(stalled: Stalled) -> None:
