@@ -43,7 +43,7 @@ from calmops.core.names import (
     shown_decision,
 )
 from calmops.core.paging import PAGE
-from calmops.core.store import entry_name, read_spec
+from calmops.core.store import LABELS_ENTRY, entry_name, read_spec
 from calmops.core.verdict import DriftVerdict
 
 EXPERIMENT_PREFIX = "calmops/"
@@ -221,9 +221,9 @@ def runs_frame(conn: Connection, experiment_id: str, max_results: int = MAX_RUNS
                       for decision, tag in zip(frame["decision"], frame["drift_detected"], strict=True)]
     frame["decision"] = frame["decision"].map(shown_decision)
     # a labels file's run is named labels/<name>, as the ledger and the CLI name it: a labels file and a features
-    # file may share a name (its calmops.folder tag says which it is)
-    frame["run_name"] = [entry_name(name, folder == "labels") for name, folder in
-                         zip(frame["run_name"], frame["folder"], strict=True)]
+    # file may share a name (its calmops.folder tag says which it is; runs logged before were named <name>)
+    frame["run_name"] = [entry_name(name.removeprefix(LABELS_ENTRY) if folder == "labels" else name, folder == "labels")
+                         for name, folder in zip(frame["run_name"], frame["folder"], strict=True)]
     frame["index"] = range(1, len(frame) + 1)
     return frame
 

@@ -303,7 +303,9 @@ def open_run(pipeline: str, path: str | Path, sha256: str | None = None) -> RunC
             close_abandoned(abandoned, path.name, flow_run_id, log)
         allowed, breaker_state = breaker_gate(spec)
         ctx = RunContext(spec, paths, book, path, digest, log, flow_run_id, allowed, breaker_state)
-        ctx.mlflow_run_id = registry.start_run(spec.name, path.name, {
+        # named as the ledger and the CLI name the file: labels/<name> for a labels file (a features file of the
+        # same name may have a run of its own beside it)
+        ctx.mlflow_run_id = registry.start_run(spec.name, entry, {
             "calmops.pipeline": spec.name, "calmops.file": path.name, "calmops.sha256": digest,
             "calmops.flow_run_id": flow_run_id or "", "calmops.kind": spec.kind,
             # which folder the file came from: a labels file and a features file may share a name

@@ -408,19 +408,23 @@ def test_a_labels_files_runs_are_named_labels_name_and_so_is_the_file_a_version_
     conn, exp = _store(tmp_path, "credit", [{"file": "f0.csv", "folder": "incoming", "decision": "train"},
                                             {"file": "same.csv", "folder": "incoming", "decision": "predict_only"},
                                             {"file": "same.csv", "folder": "labels", "decision": "no_drift"},
+                                            {"file": "new.csv", "folder": "labels", "decision": "no_drift"},
                                             {"file": "old.csv", "decision": "no_drift"}])  # before the folder tag
     import mlflow
 
     client = mlflow.MlflowClient(conn.tracking_uri)
-    for run in client.search_runs([exp]):  # each run named after its file, as the flows name them
-        client.set_tag(run.info.run_id, "mlflow.runName", run.data.tags["calmops.file"])
+    for run in client.search_runs([exp]):  # each run named after its file, as the flows named them (a labels
+        # file's is now named labels/<name> by the flow itself: new.csv)
+        file = run.data.tags["calmops.file"]
+        client.set_tag(run.info.run_id, "mlflow.runName", f"labels/{file}" if file == "new.csv" else file)
     runs = data.runs_frame(conn, exp)
-    assert runs["run_name"].tolist() == ["f0.csv", "same.csv", "labels/same.csv", "old.csv"]
-    assert list(_labels(runs).values()) == ["f0.csv", "same.csv", "labels/same.csv", "old.csv"]  # none numbered
+    named = ["f0.csv", "same.csv", "labels/same.csv", "labels/new.csv", "old.csv"]
+    assert runs["run_name"].tolist() == named
+    assert list(_labels(runs).values()) == named  # none numbered
     assert [data.shown_file(row) for _, row in runs.iterrows()] == runs["run_name"].tolist()
     recent = overview._recent_runs(conn, [{"name": "credit", "experiment_id": exp}])
-    assert sorted(recent["file"]) == ["f0.csv", "labels/same.csv", "old.csv", "same.csv"]
-    labels_run = runs.loc[runs["folder"] == "labels", "run_id"].item()
+    assert sorted(recent["file"]) == ["f0.csv", "labels/new.csv", "labels/same.csv", "old.csv", "same.csv"]
+    labels_run = runs.loc[(runs["folder"] == "labels") & (runs["file"] == "same.csv"), "run_id"].item()
     trained = {"run_id": labels_run, "training": {"mode": "window", "file": "same.csv"}}  # a tag without the folder
     assert data.training_file(trained, runs) == "labels/same.csv"  # the registering run's folder says it
     tagged = {"run_id": "elsewhere", "training": {"file": "f03.csv", "folder": "labels"}}

@@ -72,6 +72,11 @@ def test_labels_two_files_later_are_joined_scored_per_version_and_retrain_on_a_c
     # the predictions as v1 made them, scored now that the labels are known
     assert out["metrics"]["realized_v1"]["accuracy"] == pytest.approx(accuracy_of(1, f1))
     assert kept_for() == {sha["f2"]}  # every row of f1 is labelled: its kept rows are deleted, f2's wait
+    # in the MLflow UI the run is named as the ledger and the CLI name the file (a features file l1.csv's would be
+    # l1.csv)
+    from mlflow import MlflowClient
+
+    assert MlflowClient().get_run(out["mlflow_run_id"]).info.run_name == "labels/l1.csv"
 
     # the labels of f2 (a concept change the champion predicted blind): caught now, retrained on the joined rows
     f3 = batch(1000, 9.5, 4, 3000)
