@@ -331,8 +331,13 @@ def models_tab(conn, name, runs, reg, prefect_problem) -> None:
     st.subheader("Last head-to-head (same holdout)")
     both = [c for c in runs.columns if c.startswith("metric.challenger_")]
     metrics = [c.removeprefix("metric.challenger_") for c in both]
-    duel = runs[runs.apply(lambda r: any(pd.notna(r[f"metric.challenger_{m}"]) and compared_champion(r, m, "metric.")
-                                             is not None for m in metrics), axis=1)] if both else runs.iloc[0:0]
+    # a challenger scored beside the champion on the same holdout (compared_champion: either name of its score)
+    scored = pd.Series(False, index=runs.index)
+    for m in metrics:
+        champions = [runs[c] for c in (f"metric.{HOLDOUT_CHAMPION}_{m}", f"metric.champion_{m}") if c in runs]
+        beside = pd.concat(champions, axis=1).notna().any(axis=1) if champions else False
+        scored |= runs[f"metric.challenger_{m}"].notna() & beside
+    duel = runs[scored]
     if duel.empty:
         st.caption("No retraining has compared a challenger with a champion yet.")
         return
